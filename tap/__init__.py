@@ -1,0 +1,3 @@
+"""
+twistd glue for tmta.
+"""

@@ -1,0 +1,234 @@
+"""
+Helpers for end-to-end tests: a real master in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Callable, Dict, List, Optional
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def freePort(host: str = "127.0.0.1") -> int:
+    """
+    A TCP port on loopback that nothing listens on right now.
+    """
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def waitFor(
+    condition: Callable[[], object], timeout: float = 20.0, interval: float = 0.05, what: str = ""
+):
+    """
+    Poll C{condition} until it returns something true; return it.
+
+    @raise AssertionError: it did not within C{timeout} seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or condition}")
+        time.sleep(interval)
+
+
+def childPids(pid: int) -> List[int]:
+    """
+    The pids of a process's children, from /proc.
+    """
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(entry))
+    return found
+
+
+def commandLine(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def processName(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def processUid(pid: int) -> Optional[int]:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("Uid:"):
+                    return int(line.split()[2])
+    except OSError:
+        return None
+    return None
+
+
+def shortTemporaryDirectory(testCase) -> str:
+    """
+    A temporary directory with a short path, removed after the test:
+    UNIX socket paths are limited to 107 bytes, too few for trial's.
+    """
+    import shutil
+    import tempfile
+
+    path = tempfile.mkdtemp(prefix="tmta-")
+    os.chmod(path, 0o755)
+    testCase.addCleanup(shutil.rmtree, path, True)
+    return path
+
+
+TEST_ACCOUNT = "tmta-test"
+
+
+def testAccount() -> str:
+    """
+    The name of a real unprivileged account for tests run as root,
+    created on first use: permission tests mean nothing otherwise.
+    """
+    import pwd
+
+    try:
+        pwd.getpwnam(TEST_ACCOUNT)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+             TEST_ACCOUNT],
+            check=True,
+        )
+    return TEST_ACCOUNT
+
+
+class Master:
+    """
+    A real C{twistd -n tmta} process on a configuration directory.
+    """
+
+    def __init__(
+        self,
+        directory: str,
+        main: Dict[str, str],
+        masterCf: str,
+        extraPath: List[str] = (),
+    ) -> None:
+        self.directory = os.path.abspath(directory)
+        os.makedirs(self.directory, exist_ok=True)
+        self.queue = os.path.join(self.directory, "queue")
+        settings = {"queue_directory": self.queue, "inet_protocols": "ipv4"}
+        if os.getuid() == 0:
+            settings["mail_owner"] = testAccount()
+        settings.update(main)
+        with open(os.path.join(self.directory, "main.cf"), "w") as f:
+            for name, value in settings.items():
+                f.write(f"{name} = {value}\n")
+        with open(os.path.join(self.directory, "master.cf"), "w") as f:
+            f.write(masterCf)
+        self.logPath = os.path.join(self.directory, "master.log")
+        self.extraPath = list(extraPath)
+        self.process: Optional[subprocess.Popen] = None
+
+    def start(self) -> "Master":
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            self.extraPath + [REPO] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+        )
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "from twisted.scripts.twistd import run; run()",
+                "-n",
+                "--pidfile=",
+                f"--logfile={self.logPath}",
+                "tmta",
+                "-c",
+                self.directory,
+            ],
+            env=env,
+            cwd=self.directory,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.logPath + ".stderr", "w"),
+        )
+        before = self.log().count("daemon started")
+        waitFor(lambda: self.log().count("daemon started") > before
+                or self.process.poll() is not None,
+                what="the master to start")
+        if self.process.poll() is not None:
+            raise AssertionError(f"master exited at start:\n{self.log()}")
+        return self
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log(self) -> str:
+        text = ""
+        for path in (self.logPath, self.logPath + ".stderr"):
+            try:
+                with open(path, errors="replace") as f:
+                    text += f.read()
+            except FileNotFoundError:
+                pass
+        return text
+
+    def workers(self, name: str = "") -> List[int]:
+        return [p for p in childPids(self.pid) if name in commandLine(p)]
+
+    def signal(self, number: int) -> None:
+        os.kill(self.pid, number)
+
+    def stop(self, timeout: float = 30) -> None:
+        """
+        SIGTERM the master and wait; kill -9 whatever is left of its
+        workers.
+        """
+        if self.process is None or self.process.poll() is not None:
+            return
+        workers = childPids(self.pid)
+        self.signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        for pid in workers:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+    def kill(self) -> List[int]:
+        """
+        kill -9 the master and every worker at once.
+        """
+        workers = childPids(self.pid)
+        for pid in [self.pid] + workers:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        self.process.wait()
+        return workers

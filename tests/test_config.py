@@ -1,0 +1,242 @@
+"""
+Tests for L{tmta.config}: main.cf and master.cf syntax, expansion,
+defaults and the loader.
+"""
+
+import os
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from tmta.config import (
+    ConfigError,
+    MainConfig,
+    loadConfiguration,
+    parseInetAddress,
+    parseMainCf,
+    parseMasterCf,
+    parseTime,
+)
+from tmta.config.expand import ExpansionError, expand
+from tmta.config.loader import prepareEmbedded
+
+DEBIAN_MASTER_CF = """\
+#
+# Postfix master process configuration file.
+# ==========================================================================
+# service type  private unpriv  chroot  wakeup  maxproc command + args
+#               (yes)   (yes)   (no)    (never) (100)
+# ==========================================================================
+smtp      inet  n       -       y       -       -       smtpd
+#submission inet n       -       y       -       -       smtpd
+#  -o syslog_name=postfix/submission
+pickup    unix  n       -       y       60      1       pickup
+cleanup   unix  n       -       y       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+tlsmgr    unix  -       -       y       1000?   1       tlsmgr
+rewrite   unix  -       -       y       -       -       trivial-rewrite
+relay     unix  -       -       y       -       -       smtp
+        -o syslog_name=postfix/$service_name
+maildrop  unix  -       n       n       -       -       pipe
+  flags=DRXhu user=vmail argv=/usr/bin/maildrop -d ${recipient}
+postlog   unix-dgram n  -       n       -       1       postlogd
+"""
+
+
+class ExpandTests(SynchronousTestCase):
+    def lookup(self, name):
+        return {"a": "x", "b": "", "c": "$a$a", "loop": "$loop", "d": "${a}y"}.get(name)
+
+    def test_forms(self):
+        cases = {
+            "$a": "x",
+            "${a}": "x",
+            "$(a)": "x",
+            "$c": "xx",
+            "$d": "xy",
+            "[$undefined]": "[]",
+            "${a?yes}": "yes",
+            "${b?yes}": "",
+            "${a:no}": "",
+            "${b:no}": "no",
+            "${a?{1}:{2}}": "1",
+            "${b?{1}:{2}}": "2",
+            "${b?{1}}": "",
+            "${b:{z $a}}": "z x",
+            "$$a": "$a",
+            "cost $": "cost $",
+        }
+        for text, wanted in cases.items():
+            self.assertEqual(expand(text, self.lookup), wanted, text)
+
+    def test_loop(self):
+        self.assertRaises(ExpansionError, expand, "$loop", self.lookup)
+
+    def test_unclosed(self):
+        self.assertRaises(ExpansionError, expand, "${a", self.lookup)
+
+
+class MainCfTests(SynchronousTestCase):
+    def test_syntax(self):
+        params, lines = parseMainCf(
+            [
+                "# comment",
+                "",
+                "myhostname = mail.example.com",
+                "mydestination = a,",
+                "    b,",
+                "\tc",
+                "   # indented comment is still a comment",
+                "relayhost=",
+                "myhostname = later.example.com",
+            ]
+        )
+        self.assertEqual(params["mydestination"], "a, b, c")
+        self.assertEqual(params["relayhost"], "")
+        self.assertEqual(params["myhostname"], "later.example.com")
+        self.assertEqual(lines["mydestination"], 4)
+
+    def test_errorNamesFileAndLine(self):
+        e = self.assertRaises(
+            ConfigError, parseMainCf, ["a = b", "this is wrong"], "/etc/tmta/main.cf"
+        )
+        self.assertEqual(e.line, 2)
+        self.assertIn("/etc/tmta/main.cf, line 2", str(e))
+
+    def test_leadingContinuation(self):
+        e = self.assertRaises(ConfigError, parseMainCf, ["  orphan = 1"], "m.cf")
+        self.assertEqual(e.line, 1)
+
+    def test_defaults(self):
+        c = MainConfig()
+        self.assertEqual(
+            c.getList("smtpd_relay_restrictions"),
+            ["permit_mynetworks", "permit_sasl_authenticated", "defer_unauth_destination"],
+        )
+        self.assertEqual(c.get("inet_interfaces"), "loopback-only")
+        self.assertEqual(c.get("compatibility_level"), "3.6")
+        self.assertEqual(c.getTime("smtpd_timeout"), 300)
+        self.assertEqual(c.getInt("smtpd_hard_error_limit"), 20)
+        self.assertEqual(c.getTime("maximal_queue_lifetime"), 5 * 86400)
+        self.assertEqual(c.get("relay_domains"), "")
+
+    def test_derivedDefaults(self):
+        c = MainConfig({"myhostname": "mx.example.org"})
+        self.assertEqual(c.get("mydomain"), "example.org")
+        self.assertEqual(
+            c.getList("mydestination"), ["mx.example.org", "localhost.example.org", "localhost"]
+        )
+        self.assertEqual(c.get("smtpd_banner"), "mx.example.org ESMTP tmta")
+
+    def test_stress(self):
+        c = MainConfig({"stress": "yes"})
+        self.assertEqual(c.getTime("smtpd_timeout"), 10)
+
+    def test_overrides(self):
+        c = MainConfig({"myhostname": "a.example"}).withOverrides({"myhostname": "b.example"})
+        self.assertEqual(c.get("myorigin"), "b.example")
+
+    def test_unknown(self):
+        c = MainConfig({"no_such_thing": "1", "myhostname": "x.y"}, lines={"no_such_thing": 7})
+        self.assertEqual(c.unknownParameters(), [("no_such_thing", 7)])
+
+    def test_time(self):
+        self.assertEqual(parseTime("100s"), 100)
+        self.assertEqual(parseTime("2h"), 7200)
+        self.assertEqual(parseTime("3", "d"), 3 * 86400)
+        self.assertRaises(ValueError, parseTime, "soon")
+
+    def test_badTypedValue(self):
+        c = MainConfig({"smtpd_recipient_limit": "lots"}, path="m.cf", lines={"smtpd_recipient_limit": 3})
+        e = self.assertRaises(ConfigError, c.getInt, "smtpd_recipient_limit")
+        self.assertEqual(e.line, 3)
+
+
+class MasterCfTests(SynchronousTestCase):
+    def test_debian(self):
+        entries = parseMasterCf(DEBIAN_MASTER_CF.splitlines(), "master.cf")
+        byName = {(e.service, e.type): e for e in entries}
+        smtp = byName[("smtp", "inet")]
+        self.assertEqual((smtp.private, smtp.unpriv, smtp.chroot), (False, True, True))
+        self.assertIsNone(smtp.maxproc)
+        self.assertEqual(smtp.command, "smtpd")
+        pickup = byName[("pickup", "unix")]
+        self.assertEqual((pickup.wakeup, pickup.maxproc), (60, 1))
+        tlsmgr = byName[("tlsmgr", "unix")]
+        self.assertEqual((tlsmgr.wakeup, tlsmgr.wakeupIfUsed), (1000, True))
+        self.assertTrue(byName[("rewrite", "unix")].private)
+        self.assertEqual(byName[("relay", "unix")].overrides, {"syslog_name": "postfix/$service_name"})
+        maildrop = byName[("maildrop", "unix")]
+        self.assertFalse(maildrop.unpriv)
+        self.assertEqual(maildrop.args[-1], "${recipient}")
+        self.assertIn(("postlog", "unix-dgram"), byName)
+        self.assertEqual(smtp.line, 7)
+
+    def test_errors(self):
+        for text in [
+            "smtp inet n - y - smtpd",  # 7 columns
+            "smtp tcp n - y - - smtpd",  # bad type
+            "smtp inet maybe - y - - smtpd",  # bad flag
+            "smtp inet n - y soon - smtpd",  # bad wakeup
+            "smtp inet n - n - - smtpd -o",  # -o without value
+            "smtp inet n - n - - smtpd -o novalue",  # -o without =
+        ]:
+            e = self.assertRaises(ConfigError, parseMasterCf, ["# x", text], "master.cf")
+            self.assertEqual(e.line, 2, text)
+
+    def test_duplicate(self):
+        self.assertRaises(
+            ConfigError,
+            parseMasterCf,
+            ["a unix - - n - - local", "a unix - - n - - local"],
+        )
+
+    def test_bracedOverride(self):
+        [e] = parseMasterCf(["s inet n - n - - smtpd -o { smtpd_banner = hello there }"])
+        self.assertEqual(e.overrides, {"smtpd_banner": "hello there"})
+
+    def test_inetAddresses(self):
+        self.assertEqual(parseInetAddress("127.0.0.1:2525"), ("127.0.0.1", 2525))
+        self.assertEqual(parseInetAddress("[::1]:25"), ("::1", 25))
+        self.assertEqual(parseInetAddress("2525"), (None, 2525))
+        self.assertEqual(parseInetAddress("smtp"), (None, 25))
+        self.assertRaises(ValueError, parseInetAddress, "no-such-service-name")
+        self.assertRaises(ValueError, parseInetAddress, "99999")
+
+
+class LoaderTests(SynchronousTestCase):
+    def test_loadWithWarnings(self):
+        d = self.mktemp()
+        os.makedirs(d)
+        with open(os.path.join(d, "main.cf"), "w") as f:
+            f.write("myhostname = h.example\nbogus_parameter = 1\n")
+        with open(os.path.join(d, "master.cf"), "w") as f:
+            f.write(DEBIAN_MASTER_CF)
+        c = loadConfiguration(d, {"max_idle": "7s"})
+        self.assertEqual(c.main.getTime("max_idle"), 7)
+        self.assertEqual(c.main.get("config_directory"), os.path.abspath(d))
+        self.assertNotIn("config_directory", c.main.explicit)
+        chroot = [w for w in c.warnings if "chroot" in w]
+        self.assertEqual(len(chroot), 1)
+        self.assertTrue(any("line 2: unknown parameter bogus_parameter" in w for w in c.warnings))
+        relay = [e for e in c.services if e.service == "relay"][0]
+        self.assertEqual(c.serviceConfig(relay).get("syslog_name"), "postfix/relay")
+
+    def test_syntaxErrorStops(self):
+        d = self.mktemp()
+        os.makedirs(d)
+        with open(os.path.join(d, "main.cf"), "w") as f:
+            f.write("ok = 1\n\nbroken line\n")
+        e = self.assertRaises(ConfigError, loadConfiguration, d)
+        self.assertIn("main.cf, line 3", str(e))
+
+    def test_embedded(self):
+        d = prepareEmbedded(self.mktemp())
+        c = loadConfiguration(d, embedded=True)
+        self.assertEqual(c.main.get("queue_directory"), os.path.join(d, "queue"))
+        self.assertEqual(c.main.get("local_recipient_maps"), "")
+        self.assertEqual(c.warnings, [])
+        # An operator's edits survive a second start.
+        with open(os.path.join(d, "main.cf"), "a") as f:
+            f.write("myhostname = edited.example\n")
+        prepareEmbedded(d)
+        self.assertEqual(loadConfiguration(d).main.get("myhostname"), "edited.example")

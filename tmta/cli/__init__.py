@@ -1,0 +1,3 @@
+"""
+The operator's commands: C{tmta} and its subcommands.
+"""

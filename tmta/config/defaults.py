@@ -1,0 +1,153 @@
+"""
+The parameters tmta knows, with Postfix 3's defaults at
+C{compatibility_level = 3.6}.
+
+Every parameter here is implemented, or is read by a component that is;
+a parameter in C{main.cf} that is not here is warned about and ignored.
+The one deliberate difference from Postfix is C{inet_interfaces}, which
+defaults to C{loopback-only}: listening to the world is the operator's
+decision.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Dict
+
+
+def defaultHostname() -> str:
+    """
+    The default for C{myhostname}: this machine's fully qualified name, or
+    its short name with C{.localdomain} appended, as Postfix does.
+    """
+    name = socket.gethostname() or "localhost"
+    if "." not in name:
+        name += ".localdomain"
+    return name.lower()
+
+
+def defaultDomain(hostname: str) -> str:
+    """
+    The default for C{mydomain}: C{myhostname} without its first label.
+    """
+    _, _, domain = hostname.partition(".")
+    return domain or "localdomain"
+
+
+# Parameters whose defaults depend on the machine are computed by
+# L{computedDefaults}; everything else is a literal Postfix value.
+DEFAULTS: Dict[str, str] = {
+    # identity
+    "compatibility_level": "3.6",
+    "mail_name": "tmta",
+    "mail_version": "0.1",
+    "myorigin": "$myhostname",
+    "mydestination": "$myhostname, localhost.$mydomain, localhost",
+    "mynetworks_style": "host",
+    "inet_interfaces": "loopback-only",
+    "inet_protocols": "all",
+    "relay_domains": "",
+    "relayhost": "",
+    "append_at_myorigin": "yes",
+    "append_dot_mydomain": "no",
+    "swap_bangpath": "yes",
+    "allow_percent_hack": "yes",
+    "recipient_delimiter": "",
+    "empty_address_recipient": "MAILER-DAEMON",
+    "double_bounce_sender": "double-bounce",
+    # places and accounts
+    "config_directory": "/etc/tmta",
+    "queue_directory": "/var/spool/tmta",
+    "data_directory": "/var/lib/tmta",
+    "mail_spool_directory": "/var/mail",
+    "mail_owner": "postfix",
+    "default_privs": "nobody",
+    "syslog_name": "tmta",
+    "process_id_directory": "pid",
+    "hash_queue_depth": "1",
+    "hash_queue_names": "deferred, defer",
+    # master
+    "default_process_limit": "100",
+    "max_use": "100",
+    "max_idle": "100s",
+    "service_throttle_time": "60s",
+    "ipc_timeout": "3600s",
+    "ipc_idle": "5s",
+    "daemon_timeout": "18000s",
+    "trigger_timeout": "10s",
+    "stress": "",
+    # smtpd
+    "smtpd_banner": "$myhostname ESMTP $mail_name",
+    "smtpd_timeout": "${stress?{10}:{300}}s",
+    "smtpd_hard_error_limit": "${stress?{1}:{20}}",
+    "smtpd_soft_error_limit": "10",
+    "smtpd_error_sleep_time": "1s",
+    "smtpd_junk_command_limit": "${stress?{1}:{100}}",
+    "smtpd_recipient_limit": "1000",
+    "smtpd_recipient_overshoot_limit": "1000",
+    "smtpd_helo_required": "no",
+    "smtpd_relay_restrictions": (
+        "permit_mynetworks, permit_sasl_authenticated, defer_unauth_destination"
+    ),
+    "smtpd_recipient_restrictions": "",
+    "smtpd_client_restrictions": "",
+    "smtpd_helo_restrictions": "",
+    "smtpd_sender_restrictions": "",
+    "smtpd_data_restrictions": "",
+    "smtpd_reject_unlisted_recipient": "yes",
+    "smtpd_sasl_auth_enable": "no",
+    "smtpd_peername_lookup": "yes",
+    "smtpd_process_client_limit": "1000",
+    "disable_vrfy_command": "no",
+    "message_size_limit": "10240000",
+    "line_length_limit": "2048",
+    "header_size_limit": "102400",
+    "strict_rfc821_envelopes": "no",
+    "smtputf8_enable": "yes",
+    "reject_code": "554",
+    "relay_domains_reject_code": "554",
+    "unknown_local_recipient_reject_code": "550",
+    "local_recipient_maps": "proxy:unix:passwd.byname $alias_maps",
+    # cleanup
+    "hopcount_limit": "50",
+    "undisclosed_recipients_header": "",
+    # qmgr
+    "queue_run_delay": "300s",
+    "minimal_backoff_time": "300s",
+    "maximal_backoff_time": "4000s",
+    "maximal_queue_lifetime": "5d",
+    "bounce_queue_lifetime": "5d",
+    "qmgr_message_active_limit": "20000",
+    "default_destination_concurrency_limit": "20",
+    "local_destination_concurrency_limit": "2",
+    "default_transport": "smtp",
+    "local_transport": "local:$myhostname",
+    "relay_transport": "relay",
+    "soft_bounce": "no",
+    # local
+    "alias_maps": "hash:/etc/aliases",
+    "alias_database": "hash:/etc/aliases",
+    "home_mailbox": "",
+    "mailbox_delivery_lock": "fcntl, dotlock",
+    "mailbox_size_limit": "51200000",
+    "local_mailbox_accounts": "system",
+    # bounce
+    "bounce_size_limit": "50000",
+    "bounce_notice_recipient": "postmaster",
+    "notify_classes": "resource, software",
+}
+
+
+def computedDefaults() -> Dict[str, str]:
+    """
+    Defaults that depend on the machine tmta runs on.
+
+    C{mynetworks} follows C{mynetworks_style = host} conservatively:
+    only the loopback networks are trusted unless the operator says more.
+    """
+    hostname = defaultHostname()
+    return {
+        "myhostname": hostname,
+        "mydomain": defaultDomain(hostname),
+        "mynetworks": "127.0.0.0/8 [::1]/128",
+    }

@@ -1,0 +1,163 @@
+"""
+Loading a whole configuration directory, or making the embedded default.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+from dataclasses import dataclass, field
+from typing import List, Mapping, Optional
+
+from .maincf import MainConfig
+from .mastercf import MasterEntry, parseMasterCf, readMasterCf
+from .parser import ConfigError
+
+# The services of the embedded default, in master.cf form.  Only services
+# that tmta implements are listed, so that nothing is skipped.
+EMBEDDED_MASTER_CF = """\
+# tmta services (master.cf, Postfix syntax).
+# service type  private unpriv  chroot  wakeup  maxproc command + args
+2525      inet  n       -       n       -       -       smtpd
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+local     unix  -       n       n       -       -       local
+discard   unix  -       -       n       -       -       discard
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+"""
+
+EMBEDDED_MAIN_CF = """\
+# tmta main.cf (Postfix syntax): edit, then restart or send SIGHUP.
+# Generated for a self-contained installation under {data}.
+#
+# Mail for any name at these domains is delivered into a Maildir per name
+# under mail_spool_directory; nothing is ever relayed elsewhere.
+mydestination = localhost, $myhostname
+local_recipient_maps =
+local_mailbox_accounts = any
+alias_maps =
+alias_database =
+mail_spool_directory = {data}/mail/
+queue_directory = {data}/queue
+data_directory = {data}/data
+"""
+
+
+@dataclass
+class Configuration:
+    """
+    Everything read from one configuration directory.
+
+    @ivar directory: where main.cf and master.cf live.
+    @ivar main: the effective main.cf parameters.
+    @ivar services: master.cf's entries, in order.
+    @ivar warnings: things an operator should hear about at start-up.
+    @ivar embedded: whether this is the generated embedded default.
+    """
+
+    directory: str
+    main: MainConfig
+    services: List[MasterEntry]
+    warnings: List[str] = field(default_factory=list)
+    embedded: bool = False
+
+    def serviceConfig(self, entry: MasterEntry) -> MainConfig:
+        """
+        The parameters as one service sees them: main.cf with the
+        service's C{-o} overrides and C{service_name} set.
+        """
+        overrides = {"service_name": entry.service, "process_name": entry.command}
+        overrides.update(entry.overrides)
+        return self.main.withOverrides(overrides)
+
+
+def configDirectoryFromEnvironment(
+    environ: Mapping[str, str] = os.environ,
+) -> Optional[str]:
+    """
+    The configuration directory named by C{MAIL_CONFIG}, as every Postfix
+    command honours it.
+    """
+    return environ.get("MAIL_CONFIG") or None
+
+
+def defaultDataDirectory() -> str:
+    """
+    Where the embedded default keeps everything: C{~/.tmta}.
+    """
+    return os.path.join(pwd.getpwuid(os.getuid()).pw_dir, ".tmta")
+
+
+def _writeIfMissing(path: str, text: str) -> None:
+    if os.path.exists(path):
+        return
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.rename(tmp, path)
+
+
+def prepareEmbedded(dataDirectory: str) -> str:
+    """
+    Create the embedded default's data directory with a main.cf and a
+    master.cf to edit, unless they exist already.
+
+    @return: the configuration directory (the data directory itself).
+    """
+    data = os.path.abspath(dataDirectory)
+    os.makedirs(data, mode=0o755, exist_ok=True)
+    _writeIfMissing(os.path.join(data, "main.cf"), EMBEDDED_MAIN_CF.format(data=data))
+    _writeIfMissing(os.path.join(data, "master.cf"), EMBEDDED_MASTER_CF)
+    return data
+
+
+def loadConfiguration(
+    directory: str,
+    overrides: Optional[Mapping[str, str]] = None,
+    embedded: bool = False,
+) -> Configuration:
+    """
+    Read C{directory}/main.cf and C{directory}/master.cf.
+
+    @param overrides: command-line C{-o name=value} settings.
+    @raise ConfigError: a syntax error (naming file and line), a missing
+        master.cf, or a value that cannot be expanded.
+    """
+    directory = os.path.abspath(directory)
+    if not os.path.isdir(directory):
+        raise ConfigError(directory, None, "configuration directory does not exist")
+    main = MainConfig.fromFile(os.path.join(directory, "main.cf"), overrides)
+    main.setDefault("config_directory", directory)
+    masterPath = os.path.join(directory, "master.cf")
+    if os.path.exists(masterPath):
+        services = readMasterCf(masterPath)
+    else:
+        services = parseMasterCf(EMBEDDED_MASTER_CF.splitlines(), masterPath)
+    main.validate()
+    warnings = [
+        f"{main.path}, line {line}: unknown parameter {name} ignored"
+        if line
+        else f"unknown parameter {name} ignored"
+        for name, line in main.unknownParameters()
+    ]
+    for entry in services:
+        for name in entry.overrides:
+            if not main.isKnown(name):
+                warnings.append(
+                    f"{masterPath}, line {entry.line}: "
+                    f"unknown parameter {name} in -o ignored"
+                )
+    chrooted = [entry.service for entry in services if entry.chroot]
+    if chrooted:
+        warnings.append(
+            "chroot is not applied; these services run unchrooted: "
+            + ", ".join(chrooted)
+        )
+    return Configuration(directory, main, services, warnings, embedded)

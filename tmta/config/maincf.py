@@ -1,0 +1,271 @@
+"""
+C{main.cf}: the parameters, their defaults and their typed values.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Dict, Iterable, List, Mapping, Optional, Tuple
+
+from .defaults import DEFAULTS, computedDefaults, defaultDomain
+from .expand import ExpansionError, expand
+from .parser import ConfigError, logicalLines, readLines
+
+_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+_TIME_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+# Parameters every service has, which master.cf may refer to.
+_SERVICE_PARAMETERS = ("service_name", "process_name")
+
+
+def parseAssignment(
+    text: str, path: Optional[str], line: Optional[int]
+) -> Tuple[str, str]:
+    """
+    Split C{name = value}, as written in main.cf or after C{-o}.
+
+    @raise ConfigError: there is no C{=} or the name is not a parameter
+        name.
+    """
+    name, eq, value = text.partition("=")
+    name = name.strip()
+    if not eq:
+        raise ConfigError(path, line, f"missing '=' after {name!r}")
+    if not _NAME.match(name):
+        raise ConfigError(path, line, f"bad parameter name {name!r}")
+    return name, value.strip()
+
+
+def parseMainCf(
+    lines: Iterable[str], path: Optional[str] = None
+) -> Tuple[Dict[str, str], Dict[str, int]]:
+    """
+    Parse the text of a main.cf file.
+
+    @return: the parameters as written (later lines win) and the line on
+        which each was set.
+    @raise ConfigError: a line is not a C{name = value} assignment.
+    """
+    params: Dict[str, str] = {}
+    where: Dict[str, int] = {}
+    for number, text in logicalLines(lines, path):
+        name, value = parseAssignment(text, path, number)
+        params[name] = value
+        where[name] = number
+    return params, where
+
+
+def splitList(value: str) -> List[str]:
+    """
+    Split a Postfix list value: items separated by commas and/or white
+    space.
+    """
+    return [item for item in re.split(r"[\s,]+", value) if item]
+
+
+def parseTime(value: str, defaultUnit: str = "s") -> float:
+    """
+    Parse a Postfix time value such as C{100s}, C{5d} or C{300}.
+
+    @return: seconds.
+    @raise ValueError: not a time value.
+    """
+    value = value.strip()
+    match = re.match(r"^(\d+(?:\.\d+)?)([smhdw]?)$", value)
+    if not match:
+        raise ValueError(f"bad time value {value!r}")
+    number, unit = match.groups()
+    return float(number) * _TIME_UNITS[unit or defaultUnit]
+
+
+def parseBool(value: str) -> bool:
+    """
+    Parse a Postfix boolean (C{yes} or C{no}).
+
+    @raise ValueError: neither.
+    """
+    lowered = value.strip().lower()
+    if lowered in ("yes", "true", "y", "1"):
+        return True
+    if lowered in ("no", "false", "n", "0"):
+        return False
+    raise ValueError(f"bad boolean value {value!r}")
+
+
+class MainConfig:
+    """
+    The effective parameters: defaults, then main.cf, then overrides
+    (command-line C{-o} or a master.cf service's C{-o}).
+
+    Values are stored as written and expanded when read, so that a
+    service's C{-o} override of one parameter is seen by every parameter
+    that refers to it.
+
+    @ivar path: the main.cf this came from, or C{None}.
+    @ivar explicit: the parameters set in main.cf or by an override.
+    """
+
+    def __init__(
+        self,
+        explicit: Optional[Mapping[str, str]] = None,
+        path: Optional[str] = None,
+        defaults: Optional[Mapping[str, str]] = None,
+        lines: Optional[Mapping[str, int]] = None,
+    ) -> None:
+        self.path = path
+        self.explicit: Dict[str, str] = dict(explicit or {})
+        self._lines = dict(lines or {})
+        if defaults is None:
+            defaults = dict(DEFAULTS)
+            defaults.update(computedDefaults())
+        self._defaults = dict(defaults)
+        self._cache: Dict[str, str] = {}
+
+    @classmethod
+    def fromFile(
+        cls, path: str, overrides: Optional[Mapping[str, str]] = None
+    ) -> "MainConfig":
+        """
+        Read main.cf at C{path}; a missing file means all defaults.
+
+        @raise ConfigError: a syntax error, naming file and line.
+        """
+        try:
+            lines = readLines(path)
+        except FileNotFoundError:
+            lines = []
+        except OSError as e:
+            raise ConfigError(path, None, f"cannot read: {e.strerror}")
+        params, where = parseMainCf(lines, path)
+        params.update(overrides or {})
+        return cls(params, path=path, lines=where)
+
+    def withOverrides(self, overrides: Mapping[str, str]) -> "MainConfig":
+        """
+        A copy of this configuration with C{overrides} set on top.
+        """
+        if not overrides:
+            return self
+        explicit = dict(self.explicit)
+        explicit.update(overrides)
+        return MainConfig(explicit, self.path, self._defaults, self._lines)
+
+    def setDefault(self, name: str, value: str) -> None:
+        """
+        Set the default of C{name}, for values known only at run time
+        (the configuration directory itself).
+        """
+        self._defaults[name] = value
+        self._cache.clear()
+
+    def isKnown(self, name: str) -> bool:
+        """
+        Whether tmta implements parameter C{name}.
+        """
+        return name in self._defaults or name in _SERVICE_PARAMETERS
+
+    def unknownParameters(self) -> List[Tuple[str, Optional[int]]]:
+        """
+        The parameters set explicitly that tmta does not know, with the
+        main.cf line that set them (C{None} for an override).
+        """
+        return [
+            (name, self._lines.get(name))
+            for name in sorted(self.explicit)
+            if not self.isKnown(name)
+        ]
+
+    def raw(self, name: str) -> Optional[str]:
+        """
+        The value of C{name} as written, before expansion, or C{None} when
+        it is neither set nor has a default.
+        """
+        if name in self.explicit:
+            return self.explicit[name]
+        if name == "mydomain":
+            hostname = self.get("myhostname")
+            return defaultDomain(hostname)
+        return self._defaults.get(name)
+
+    def defaultOf(self, name: str) -> Optional[str]:
+        """
+        The built-in default of C{name}, unexpanded.
+        """
+        if name == "mydomain":
+            return defaultDomain(self._defaults.get("myhostname", ""))
+        return self._defaults.get(name)
+
+    def names(self) -> List[str]:
+        """
+        Every parameter name with a value, sorted.
+        """
+        return sorted(set(self._defaults) | set(self.explicit))
+
+    def get(self, name: str, fallback: str = "") -> str:
+        """
+        The expanded value of C{name}; C{fallback} when it has none.
+
+        @raise ConfigError: the value's C{$} references are malformed or
+            loop.
+        """
+        cached = self._cache.get(name)
+        if cached is not None:
+            return cached
+        raw = self.raw(name)
+        if raw is None:
+            return fallback
+        try:
+            value = expand(raw, self.raw)
+        except ExpansionError as e:
+            raise ConfigError(self.path, self._lines.get(name), f"{name}: {e}")
+        self._cache[name] = value
+        return value
+
+    __getitem__ = get
+
+    def _typed(self, name: str, parse, *args):
+        value = self.get(name)
+        try:
+            return parse(value, *args)
+        except ValueError as e:
+            raise ConfigError(self.path, self._lines.get(name), f"{name}: {e}")
+
+    def getList(self, name: str) -> List[str]:
+        """
+        The expanded value of C{name} as a list.
+        """
+        return splitList(self.get(name))
+
+    def getInt(self, name: str) -> int:
+        """
+        The expanded value of C{name} as an integer.
+
+        @raise ConfigError: not an integer.
+        """
+        return self._typed(name, int)
+
+    def getBool(self, name: str) -> bool:
+        """
+        The expanded value of C{name} as a boolean.
+
+        @raise ConfigError: not C{yes} or C{no}.
+        """
+        return self._typed(name, parseBool)
+
+    def getTime(self, name: str, defaultUnit: str = "s") -> float:
+        """
+        The expanded value of C{name} as seconds.
+
+        @raise ConfigError: not a time value.
+        """
+        return self._typed(name, parseTime, defaultUnit)
+
+    def validate(self, names: Iterable[str] = ()) -> None:
+        """
+        Expand every parameter (or just C{names}) once so that a broken
+        value stops start-up instead of a service later.
+
+        @raise ConfigError: the first broken value.
+        """
+        for name in names or self.names():
+            self.get(name)

@@ -1,0 +1,196 @@
+"""
+The seams of tmta.
+
+Every part that can be replaced or added by a plugin is named here by a
+zope.interface: a master.cf program (L{IComponent}), a transport
+(L{IDeliveryAgent}), a lookup table (L{ILookupTable}), address rewriting
+and resolution (L{IAddressRewriter}, L{IAddressResolver}), an smtpd
+restriction (L{ISMTPRestriction}) and the queue store (L{IQueue}).
+
+A plugin author needs nothing but this module: write a class that
+provides one of these interfaces and L{twisted.plugin.IPlugin}, put an
+instance of it in a file in a C{twisted/plugins/} directory on
+C{sys.path}, and name it in master.cf (components, delivery agents) or
+main.cf (tables, restrictions).
+"""
+
+from __future__ import annotations
+
+from zope.interface import Attribute, Interface
+
+
+class IWorkerContext(Interface):
+    """
+    What a component gets from the process that runs it: its parameters,
+    its reactor, and the sockets it serves.
+
+    Under the master the sockets are inherited from it; a Twisted program
+    that embeds a component supplies its own context.
+    """
+
+    reactor = Attribute("The reactor the component runs on.")
+    config = Attribute(
+        "The L{tmta.config.MainConfig} as this service sees it: main.cf "
+        "with the service's -o overrides."
+    )
+    serviceName = Attribute("The master.cf service name (first column).")
+
+    def listen(factory):
+        """
+        Serve this service's sockets with C{factory}.
+
+        Connections are counted for the master's process policy
+        (C{max_use}, C{max_idle}, the per-process client limit).
+        """
+
+    def connect(service, private=True):
+        """
+        Connect to another service's socket in C{private/} (or
+        C{public/}).
+
+        @return: a Deferred firing with a connected
+            L{twisted.protocols.amp.AMP} protocol.
+        """
+
+
+class IComponent(Interface):
+    """
+    A master.cf program: what the eighth column (command) of master.cf
+    names, provided by a plugin.
+    """
+
+    name = Attribute(
+        "The command name in master.cf: smtpd, cleanup, qmgr, local, ..."
+    )
+    resident = Attribute(
+        "True for a service that stays up regardless of max_idle and "
+        "max_use, as Postfix's qmgr and pickup do."
+    )
+
+    def clientLimit(config):
+        """
+        How many clients one process serves at once: 1 for a component
+        that serves one client at a time (local, which changes identity
+        for each delivery), more for one that multiplexes (smtpd).
+        """
+
+    def makeService(context):
+        """
+        Build the service a worker runs.
+
+        Everything the component needs is imported and built here, before
+        the worker gives up root, since an unprivileged process may not
+        be able to read the Python installation.
+
+        @param context: an L{IWorkerContext}.
+        @return: an L{twisted.application.service.IService} that calls
+            C{context.listen} when started.
+        """
+
+
+class IQueue(Interface):
+    """
+    The mail queue: written by cleanup, read by qmgr and the delivery
+    agents.
+    """
+
+    def create(queueName):
+        """
+        Start a new queue file in C{queueName} (C{incoming} for cleanup).
+
+        @return: an open writer whose C{commit} makes the message durable
+            and visible.
+        """
+
+    def open(queueName, queueId):
+        """
+        Open an existing queue file for reading and for marking
+        recipients done.
+        """
+
+    def move(queueId, fromQueue, toQueue):
+        """
+        Move a queue file between queues (incoming, active, deferred,
+        hold, corrupt).
+        """
+
+    def remove(queueName, queueId):
+        """
+        Delete a queue file whose every recipient is done.
+        """
+
+    def list(queueName):
+        """
+        The queue ids in a queue, oldest first.
+        """
+
+
+class IDeliveryAgent(Interface):
+    """
+    A transport: local, smtp, lmtp, pipe, discard, error, or a plugin's.
+    """
+
+    def deliver(request):
+        """
+        Deliver one message to some of its recipients.
+
+        @param request: a L{tmta.delivery.DeliveryRequest}: queue id,
+            sender, recipients (with their original addresses), nexthop
+            and access to the message.
+        @return: a Deferred firing with one L{tmta.delivery.RecipientStatus}
+            per recipient: delivered, deferred or bounced, with a DSN code
+            and a reason.
+        """
+
+
+class ILookupTable(Interface):
+    """
+    A C{type:name} lookup table with Postfix's semantics.
+    """
+
+    def lookup(key):
+        """
+        @return: a Deferred firing with the value for C{key}, or C{None}
+            when there is none.
+        """
+
+
+class IAddressRewriter(Interface):
+    """
+    Address rewriting: what Postfix's trivial-rewrite does in its
+    rewrite mode.
+    """
+
+    def rewrite(address):
+        """
+        @return: a Deferred firing with the address in canonical form
+            (C{@$myorigin} appended, C{host!user} swapped, ...).
+        """
+
+
+class IAddressResolver(Interface):
+    """
+    Address resolution: which transport and next hop deliver to an
+    address.
+    """
+
+    def resolve(address):
+        """
+        @return: a Deferred firing with a L{tmta.rewrite.Resolution}
+            (transport, nexthop, recipient, flags).
+        """
+
+
+class ISMTPRestriction(Interface):
+    """
+    One restriction in an smtpd_*_restrictions list.
+    """
+
+    name = Attribute("Its name in main.cf, e.g. permit_mynetworks.")
+
+    def evaluate(session, stage):
+        """
+        @return: a Deferred firing with C{(action, reply)}: action one of
+            C{permit}, C{reject}, C{defer}, C{dunno}; reply the SMTP reply
+            for a reject or defer.
+        """

@@ -1,0 +1,84 @@
+"""
+Log lines in the shape mail operators grep for.
+
+Every tmta process logs through L{twisted.logger}.  A worker writes each
+event as one line to its standard error (L{lineObserver}); the master
+reads those lines and re-emits them tagged with the worker's service and
+pid (L{emitWorkerLine}), so that all processes' lines reach the one log
+twistd keeps (a file or syslog) as C{tmta/smtpd[1234]: ...}.
+"""
+
+from __future__ import annotations
+
+from typing import TextIO
+
+from twisted.logger import (
+    FileLogObserver,
+    ILogObserver,
+    LogLevel,
+    Logger,
+    formatEvent,
+)
+
+_LEVEL_PREFIX = {
+    LogLevel.warn: "warning: ",
+    LogLevel.error: "error: ",
+    LogLevel.critical: "",
+}
+
+
+def formatLine(event: dict) -> str:
+    """
+    Render one event as a single maillog message (without the program
+    tag), with Postfix's C{warning:} and C{error:} prefixes.  A
+    traceback, if any, follows on lines of its own.
+    """
+    text = formatEvent(event)
+    level = event.get("log_level")
+    prefix = _LEVEL_PREFIX.get(level, "")
+    if prefix and text.startswith(prefix):
+        prefix = ""
+    failure = event.get("log_failure")
+    if failure is not None:
+        text = f"{text}\n{failure.getTraceback()}".rstrip()
+    return prefix + text
+
+
+def isTwistedChatter(event: dict) -> bool:
+    """
+    Whether an event is Twisted's informational chatter (ports starting
+    and closing, factories starting), which a maillog does not want.
+    """
+    namespace = event.get("log_namespace", "")
+    return event.get("log_level") in (LogLevel.info, LogLevel.debug) and (
+        (namespace.startswith("twisted.") and not namespace.startswith("twisted.plugins."))
+        or namespace == "log_legacy"
+    )
+
+
+def lineObserver(stream: TextIO) -> ILogObserver:
+    """
+    An observer that writes each event as one line (a traceback as
+    several) to C{stream}, flushed at once so that the master sees it.
+    """
+
+    def format(event: dict) -> str:
+        if isTwistedChatter(event):
+            return ""
+        return formatLine(event) + "\n"
+
+    return FileLogObserver(stream, format)
+
+
+def emitWorkerLine(logger: Logger, tag: str, line: str) -> None:
+    """
+    Re-emit a line a worker wrote, tagged with the worker's
+    C{name/service[pid]} as its log system.
+    """
+    if line.startswith("warning: "):
+        emit = logger.warn
+    elif line.startswith(("error: ", "fatal: ", "panic: ")):
+        emit = logger.error
+    else:
+        emit = logger.info
+    emit("{line}", line=line, log_system=tag)

@@ -1,0 +1,210 @@
+"""
+A worker's side of the process policy: counting clients, pausing the
+inherited sockets at the per-process client limit, and leaving after
+C{max_use} clients or C{max_idle} idle seconds, or when the master goes.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+from typing import Callable, List, Optional
+
+from twisted.internet import tcp, unix
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.protocols.policies import WrappingFactory
+
+
+class _CappedPortMixin:
+    """
+    Accept no more connections in one go than the worker has room for.
+
+    Twisted's ports accept up to C{numberAccepts} connections per
+    readiness event; a single-client worker must take exactly one and
+    leave the rest to its siblings or to a new worker.
+    """
+
+    runtime: "WorkerRuntime"
+
+    def doRead(self):
+        self.numberAccepts = max(1, self.runtime.room())
+        return super().doRead()
+
+
+class _CappedTCPPort(_CappedPortMixin, tcp.Port):
+    pass
+
+
+class _CappedUNIXPort(_CappedPortMixin, unix.Port):
+    """
+    An inherited UNIX socket that is left in place when this worker stops
+    using it: the master and the other workers still serve it.
+    """
+
+    def connectionLost(self, reason):
+        tcp.Port.connectionLost(self, reason)
+
+
+class _CountingFactory(WrappingFactory):
+    """
+    Tell the runtime when a client connects and when it leaves.
+    """
+
+    noisy = False
+
+    def __init__(self, wrappedFactory, runtime: "WorkerRuntime") -> None:
+        super().__init__(wrappedFactory)
+        self.runtime = runtime
+
+    def registerProtocol(self, p) -> None:
+        super().registerProtocol(p)
+        self.runtime.clientStarted()
+
+    def unregisterProtocol(self, p) -> None:
+        super().unregisterProtocol(p)
+        self.runtime.clientEnded()
+
+
+class WorkerRuntime:
+    """
+    The bookkeeping of one worker process.
+
+    @ivar capacity: the per-process client limit.
+    @ivar maxUse: leave after this many clients (0: never).
+    @ivar maxIdle: leave after this many seconds without a client
+        (0: never).
+    @ivar resident: ignore C{maxUse} and C{maxIdle} (qmgr, pickup).
+    @ivar report: called with C{(available, served)} when the master must
+        hear of a change.
+    @ivar exit: called once, when the worker should end.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        capacity: int,
+        maxUse: int,
+        maxIdle: float,
+        resident: bool,
+        report: Callable[[bool, int], None],
+        exit: Callable[[], None],
+    ) -> None:
+        self.clock = clock
+        self.capacity = max(1, capacity)
+        self.maxUse = 0 if resident else maxUse
+        self.maxIdle = 0 if resident else maxIdle
+        self.report = report
+        self._exit = exit
+        self.clients = 0
+        self.served = 0
+        self.stopping = False
+        self.ports: List = []
+        self._reported: Optional[bool] = None
+        self._idle: Optional[IDelayedCall] = None
+        self._exited = False
+
+    def room(self) -> int:
+        """
+        How many more clients this worker may take now.
+        """
+        if self.stopping:
+            return 0
+        room = self.capacity - self.clients
+        if self.maxUse:
+            room = min(room, self.maxUse - self.served)
+        return max(0, room)
+
+    def adopt(self, reactor, fd: int, family: int, factory) -> None:
+        """
+        Serve an inherited listening socket with C{factory}.
+        """
+        counting = _CountingFactory(factory, self)
+        if family == socket.AF_UNIX:
+            port = _CappedUNIXPort._fromListeningDescriptor(reactor, fd, counting)
+            # Twisted sets the socket file's mode on listening; keep the
+            # master's.
+            port.mode = stat.S_IMODE(os.stat(port.port).st_mode)
+        else:
+            port = _CappedTCPPort._fromListeningDescriptor(
+                reactor, fd, family, counting
+            )
+        port.runtime = self
+        port.startListening()
+        self.ports.append(port)
+        self._sync()
+
+    def start(self) -> None:
+        """
+        Begin: report in and start the idle timer.
+        """
+        self._sync(force=True)
+        self._armIdle()
+
+    def clientStarted(self) -> None:
+        self.clients += 1
+        self.served += 1
+        self._cancelIdle()
+        self._sync(force=self.served == 1)
+
+    def clientEnded(self) -> None:
+        self.clients -= 1
+        if self.clients == 0:
+            if self.stopping or (self.maxUse and self.served >= self.maxUse):
+                self.exit()
+                return
+            self._armIdle()
+        self._sync()
+
+    def shutdown(self) -> None:
+        """
+        Stop taking clients; leave once those in hand are done.
+        """
+        if self.stopping:
+            return
+        self.stopping = True
+        for port in self.ports:
+            port.stopListening()
+        self.ports = []
+        if self.clients == 0:
+            self.exit()
+
+    def exit(self) -> None:
+        if self._exited:
+            return
+        self._exited = True
+        self._cancelIdle()
+        self._exit()
+
+    def _sync(self, force: bool = False) -> None:
+        """
+        Pause or resume the sockets to match the room left, and tell the
+        master when that changes.
+        """
+        available = self.room() > 0
+        for port in self.ports:
+            if available:
+                port.startReading()
+            else:
+                port.stopReading()
+        if force or available != self._reported:
+            self._reported = available
+            self.report(available, self.served)
+
+    def _armIdle(self) -> None:
+        self._cancelIdle()
+        if self.maxIdle and not self.stopping:
+            self._idle = self.clock.callLater(self.maxIdle, self._idleTimeout)
+
+    def _cancelIdle(self) -> None:
+        if self._idle is not None and self._idle.active():
+            self._idle.cancel()
+        self._idle = None
+
+    def _idleTimeout(self) -> None:
+        self._idle = None
+        if self.clients == 0:
+            self.exit()

@@ -1,0 +1,513 @@
+"""
+The master: binds every master.cf listener, runs worker processes on
+demand under the L{ServicePool} policy, wakes services on their timers,
+re-reads the configuration on SIGHUP and stops everything on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import pwd
+import signal
+import socket
+import stat
+import sys
+from typing import Callable, Dict, List, Optional, Tuple
+
+from twisted.application import service
+from twisted.internet import defer, task
+from twisted.internet.protocol import Factory, ProcessProtocol
+from twisted.logger import Logger
+from twisted.protocols import amp
+from twisted.python import failure
+
+from tmta.config import ConfigError, Configuration, MasterEntry, parseInetAddress
+from tmta.logging import emitWorkerLine
+from tmta.master.components import availableComponents, findComponent
+from tmta.master.control import Shutdown, Wakeup, WorkerStatus
+from tmta.master.policy import ServicePool
+from tmta.master.privileges import mailOwner
+from tmta.queue.layout import createLayout, socketPath
+from tmta.wire import QuietAMP, connectService
+
+log = Logger()
+
+_IMPLEMENTED_TYPES = ("inet", "unix")
+_STOP_GRACE = 10.0
+
+
+class ListenError(Exception):
+    """
+    A listener named in master.cf cannot be bound.
+    """
+
+
+class Listener:
+    """
+    One listening socket the master holds for a service.
+
+    @ivar key: what identifies the address across a reload.
+    """
+
+    def __init__(self, sock: socket.socket, key: Tuple, family: int) -> None:
+        self.socket = sock
+        self.key = key
+        self.family = family
+
+    def fileno(self) -> int:
+        return self.socket.fileno()
+
+    @property
+    def familyName(self) -> str:
+        return {socket.AF_INET: "inet", socket.AF_INET6: "inet6"}.get(self.family, "unix")
+
+    def close(self) -> None:
+        self.socket.close()
+
+
+class _Watcher:
+    """
+    An C{IReadDescriptor} that tells a service's pool that work arrived
+    on a listening socket the master watches.
+    """
+
+    def __init__(self, listener: Listener, pool: ServicePool) -> None:
+        self.listener = listener
+        self.pool = pool
+
+    def fileno(self) -> int:
+        return self.listener.fileno()
+
+    def doRead(self) -> None:
+        self.pool.workArrived()
+
+    def connectionLost(self, reason) -> None:
+        pass
+
+    def logPrefix(self) -> str:
+        return f"master-watch-{self.pool.name}"
+
+
+class _WorkerControl(QuietAMP):
+    """
+    The master's end of one worker's control channel.
+    """
+
+    def __init__(self, pool: ServicePool, pid: int) -> None:
+        super().__init__()
+        self.pool = pool
+        self.pid = pid
+
+    @WorkerStatus.responder
+    def workerStatus(self, available: bool, served: int):
+        self.pool.status(self.pid, available, served)
+        return {}
+
+
+class _WorkerProcess(ProcessProtocol):
+    """
+    One worker process: its log lines and its exit.
+    """
+
+    def __init__(self, runner: "ServiceRunner") -> None:
+        self.runner = runner
+        self.pid: Optional[int] = None
+        self.control: Optional[_WorkerControl] = None
+        self.ended: defer.Deferred = defer.Deferred()
+        self._buffers: Dict[int, bytes] = {}
+
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        lines = (self._buffers.pop(childFD, b"") + data).split(b"\n")
+        self._buffers[childFD] = lines.pop()
+        for line in lines:
+            self._emit(line)
+
+    def _emit(self, line: bytes) -> None:
+        text = line.decode("utf-8", "replace").rstrip()
+        if text:
+            emitWorkerLine(log, f"{self.runner.tag}[{self.pid}]", text)
+
+    def processEnded(self, reason: failure.Failure) -> None:
+        for rest in self._buffers.values():
+            self._emit(rest)
+        code = getattr(reason.value, "exitCode", None)
+        self.runner.workerEnded(self, code == 0)
+        self.ended.callback(None)
+
+
+class ServiceRunner:
+    """
+    One master.cf service under the master: its listeners, its pool of
+    workers and its wakeup timer.
+    """
+
+    def __init__(
+        self,
+        master: "MasterService",
+        entry: MasterEntry,
+        listeners: List[Listener],
+        maxproc: int,
+    ) -> None:
+        self.master = master
+        self.entry = entry
+        self.listeners = listeners
+        self.reactor = master.reactor
+        config = master.configuration.serviceConfig(entry)
+        self.tag = f"{config.get('syslog_name')}/{entry.command}"
+        self.processes: Dict[int, _WorkerProcess] = {}
+        self.pool = ServicePool(
+            f"{entry.service}/{entry.type}",
+            maxproc,
+            config.getTime("service_throttle_time"),
+            master.reactor,
+            self.spawn,
+            self._listenChanged,
+        )
+        self._watchers = [_Watcher(listener, self.pool) for listener in listeners]
+        self._wakeup: Optional[task.LoopingCall] = None
+        self.used = False
+
+    def start(self) -> None:
+        self.pool.update()
+        if self.entry.wakeup and self.entry.type == "unix":
+            self._wakeup = task.LoopingCall(self.wakeup)
+            self._wakeup.clock = self.reactor
+            self._wakeup.start(self.entry.wakeup, now=not self.entry.wakeupIfUsed)
+
+    def _listenChanged(self, listening: bool) -> None:
+        for watcher in self._watchers:
+            if listening:
+                self.reactor.addReader(watcher)
+            else:
+                self.reactor.removeReader(watcher)
+
+    def spawn(self) -> int:
+        """
+        Start one worker process with the service's sockets; return its
+        pid.
+        """
+        master = self.master
+        parentEnd, childEnd = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        childFDs: Dict[int, object] = {0: master.devnull, 1: "r", 2: "r", 3: childEnd.fileno()}
+        args = [
+            sys.executable,
+            "-m",
+            "tmta.master.worker",
+            f"{self.entry.service}/{self.entry.type}",
+            "-c",
+            master.configuration.directory,
+        ]
+        if master.configuration.embedded:
+            args.append("--embedded")
+        for name, value in master.overrides.items():
+            args += ["-o", f"{name}={value}"]
+        for number, listener in enumerate(self.listeners, 4):
+            childFDs[number] = listener.fileno()
+            args += ["--listen", f"{listener.familyName}:{number}"]
+        process = _WorkerProcess(self)
+        try:
+            transport = self.reactor.spawnProcess(
+                process, sys.executable, args, env=master.workerEnvironment, childFDs=childFDs
+            )
+        finally:
+            childEnd.close()
+        process.pid = transport.pid
+        control = _WorkerControl(self.pool, transport.pid)
+        process.control = control
+        parentEnd.setblocking(False)
+        self.reactor.adoptStreamConnection(
+            parentEnd.fileno(), socket.AF_UNIX, Factory.forProtocol(lambda: control)
+        )
+        parentEnd.close()
+        self.processes[transport.pid] = process
+        self.used = True
+        return transport.pid
+
+    def workerEnded(self, process: _WorkerProcess, normal: bool) -> None:
+        self.processes.pop(process.pid, None)
+        if process.control is not None and process.control.transport is not None:
+            process.control.transport.loseConnection()
+        self.pool.exited(process.pid, normal)
+
+    def wakeup(self) -> None:
+        """
+        Trigger the service on its timer, as Postfix's master does.
+        """
+        if self.entry.wakeupIfUsed and not self.used:
+            return
+        def send(protocol: amp.AMP):
+            d = protocol.callRemote(Wakeup, reason="timer")
+            d.addBoth(lambda _: protocol.transport.loseConnection())
+            return d
+
+        d = connectService(
+            self.reactor,
+            self.master.configuration.main.get("queue_directory"),
+            self.entry.service,
+            self.entry.private,
+        ).addCallback(send)
+        d.addErrback(
+            lambda f: log.warn(
+                "{service}: wakeup failed: {error}", service=self.entry.service, error=f.value
+            )
+        )
+
+    def stop(self, closeListeners: bool = True) -> defer.Deferred:
+        """
+        Spawn nothing more, ask every worker to leave, and fire when they
+        have (killing those that do not within a grace period).
+        """
+        if self._wakeup is not None and self._wakeup.running:
+            self._wakeup.stop()
+        self.pool.stop()
+        self._listenChanged(False)
+        waits = []
+        for process in list(self.processes.values()):
+            control = process.control
+            if control is not None and control.transport is not None:
+                control.callRemote(Shutdown).addErrback(lambda f: None)
+            timer = self.reactor.callLater(_STOP_GRACE, self._kill, process.pid)
+            process.ended.addBoth(lambda r, t=timer: t.cancel() if t.active() else None)
+            waits.append(process.ended)
+        if closeListeners:
+            for listener in self.listeners:
+                listener.close()
+        return defer.DeferredList(waits)
+
+    def _kill(self, pid: int) -> None:
+        if pid in self.processes:
+            log.warn("{service}: pid {pid} did not stop: killing it", service=self.tag, pid=pid)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+class MasterService(service.Service):
+    """
+    The resident master process.
+
+    @ivar configuration: the configuration in force.
+    @ivar runners: the running services by (name, type).
+    """
+
+    def __init__(
+        self,
+        reactor,
+        load: Callable[[], Configuration],
+        overrides: Optional[Dict[str, str]] = None,
+    ) -> None:
+        """
+        @param load: reads the configuration (again, on SIGHUP).
+        @param overrides: the command line's C{-o} settings, passed on to
+            every worker.
+        """
+        self.reactor = reactor
+        self._load = load
+        self.overrides = dict(overrides or {})
+        self.configuration = load()
+        self.runners: Dict[Tuple[str, str], ServiceRunner] = {}
+        self.devnull = os.open(os.devnull, os.O_RDWR)
+        self.workerEnvironment = dict(os.environ)
+        self.workerEnvironment["PYTHONPATH"] = os.pathsep.join(
+            p for p in sys.path if p and os.path.isdir(p)
+        )
+        self._owner = self._checkOwner(self.configuration)
+        self._listeners: List[Listener] = []
+
+    def _checkOwner(self, configuration: Configuration) -> Optional[pwd.struct_passwd]:
+        if os.getuid() != 0:
+            return None
+        account = mailOwner(configuration.main, configuration.embedded)
+        wanted = configuration.main.get("mail_owner")
+        if account.pw_name != wanted:
+            log.warn(
+                "mail_owner {wanted} does not exist: unprivileged services run as {name}",
+                wanted=wanted,
+                name=account.pw_name,
+            )
+        return account
+
+    def _bindAll(self, configuration: Configuration, reuse: Dict[Tuple, Listener]):
+        """
+        Bind every listener master.cf names; return the services to run
+        with their sockets.
+        """
+        main = configuration.main
+        queueDirectory = main.get("queue_directory")
+        uid = self._owner.pw_uid if self._owner else None
+        gid = self._owner.pw_gid if self._owner else None
+        createLayout(queueDirectory, uid, gid)
+        components = availableComponents()
+        skipped, planned = [], []
+        for entry in configuration.services:
+            if entry.type not in _IMPLEMENTED_TYPES or findComponent(entry.command, components) is None:
+                skipped.append(f"{entry.service}/{entry.type} ({entry.command})")
+                continue
+            serviceConfig = configuration.serviceConfig(entry)
+            if entry.type == "inet":
+                listeners = [
+                    reuse.pop(key, None) or _bindInet(key)
+                    for key in _inetKeys(entry, serviceConfig)
+                ]
+            else:
+                path = socketPath(queueDirectory, entry.service, entry.private)
+                key = ("unix", path)
+                listeners = [reuse.pop(key, None) or _bindUnix(path, uid, gid)]
+            maxproc = entry.maxproc
+            if maxproc is None:
+                maxproc = serviceConfig.getInt("default_process_limit")
+            planned.append((entry, listeners, maxproc))
+        if skipped:
+            log.warn(
+                "services not implemented, skipped: {services}", services=", ".join(skipped)
+            )
+        return planned
+
+    def privilegedStartService(self) -> None:
+        """
+        Create the queue directories and bind every listener while still
+        root (for port 25): a failure stops start-up.
+        """
+        for warning in self.configuration.warnings:
+            log.warn("{warning}", warning=warning)
+        try:
+            self._planned = self._bindAll(self.configuration, {})
+        except (ConfigError, ListenError, OSError) as e:
+            raise SystemExit(f"tmta: fatal: {e}")
+        super().privilegedStartService()
+
+    def startService(self) -> None:
+        super().startService()
+        self._startRunners(self._planned)
+        del self._planned
+        if hasattr(signal, "SIGHUP"):
+            signal.signal(
+                signal.SIGHUP, lambda *a: self.reactor.callFromThread(self.reload)
+            )
+        configuration = self.configuration
+        addresses = [
+            f"{runner.entry.command} on {_describe(listener)}"
+            for runner in self.runners.values()
+            if runner.entry.type == "inet"
+            for listener in runner.listeners
+        ]
+        log.info(
+            "daemon started: configuration {directory}, queue {queue}; {listening}",
+            directory=configuration.directory,
+            queue=configuration.main.get("queue_directory"),
+            listening=", ".join(addresses) or "no network listeners",
+        )
+
+    def _startRunners(self, planned) -> None:
+        for entry, listeners, maxproc in planned:
+            runner = ServiceRunner(self, entry, listeners, maxproc)
+            self.runners[entry.key] = runner
+        for runner in self.runners.values():
+            runner.start()
+
+    def reload(self) -> Optional[defer.Deferred]:
+        """
+        Re-read the configuration: services keep their sockets where the
+        address is unchanged; every worker finishes what it has and
+        leaves, and new workers run with the new configuration.
+        """
+        try:
+            configuration = self._load()
+            owner = self._checkOwner(configuration)
+        except ConfigError as e:
+            log.error("reload failed, keeping the old configuration: {error}", error=str(e))
+            return None
+        log.info("reload: configuration {directory}", directory=configuration.directory)
+        old = self.runners
+        reuse = {listener.key: listener for r in old.values() for listener in r.listeners}
+        self.configuration, self._owner = configuration, owner
+        try:
+            planned = self._bindAll(configuration, reuse)
+        except (OSError, ConfigError, ListenError) as e:
+            log.error("reload: {error}", error=str(e))
+            return None
+        self.runners = {}
+        stops = [runner.stop(closeListeners=False) for runner in old.values()]
+        for listener in reuse.values():
+            listener.close()
+        self._startRunners(planned)
+        return defer.DeferredList(stops)
+
+    def stopService(self) -> defer.Deferred:
+        super().stopService()
+        stops = [runner.stop() for runner in self.runners.values()]
+        self.runners = {}
+        log.info("daemon stopping")
+        return defer.DeferredList(stops)
+
+
+def _describe(listener: Listener) -> str:
+    kind, host, port = listener.key
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _interfaceAddresses(config) -> List[str]:
+    protocols = set(config.getList("inet_protocols"))
+    ipv4 = bool(protocols & {"all", "ipv4"})
+    ipv6 = bool(protocols & {"all", "ipv6"}) and socket.has_ipv6
+    addresses: List[str] = []
+    for item in config.getList("inet_interfaces"):
+        if item == "loopback-only":
+            addresses += (["127.0.0.1"] if ipv4 else []) + (["::1"] if ipv6 else [])
+        elif item == "all":
+            addresses += (["0.0.0.0"] if ipv4 else []) + (["::"] if ipv6 else [])
+        elif item == "localhost":
+            addresses.append("127.0.0.1")
+        else:
+            addresses.append(item.strip("[]"))
+    return addresses
+
+
+def _inetKeys(entry: MasterEntry, config) -> List[Tuple]:
+    try:
+        host, port = parseInetAddress(entry.service)
+    except ValueError as e:
+        raise ConfigError(config.path, entry.line, str(e))
+    hosts = [host] if host is not None else _interfaceAddresses(config)
+    return [("inet", h, port) for h in hosts]
+
+
+def _bindInet(key: Tuple) -> Listener:
+    _, host, port = key
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+        sock.listen(1024)
+        sock.setblocking(False)
+    except OSError as e:
+        sock.close()
+        if e.errno == errno.EADDRNOTAVAIL and host == "::1":
+            raise ListenError("cannot bind [::1]: set inet_protocols = ipv4")
+        raise ListenError(f"cannot listen on {host}:{port}: {e.strerror or e}")
+    return Listener(sock, key, family)
+
+
+def _bindUnix(path: str, uid: Optional[int], gid: Optional[int]) -> Listener:
+    try:
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        os.chmod(path, 0o666)
+        if uid is not None:
+            os.chown(path, uid, gid if gid is not None else -1)
+        sock.listen(1024)
+        sock.setblocking(False)
+    except OSError as e:
+        sock.close()
+        raise ListenError(f"cannot listen on {path}: {e.strerror or e}")
+    return Listener(sock, ("unix", path), socket.AF_UNIX)

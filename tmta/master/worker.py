@@ -1,0 +1,197 @@
+"""
+The program every worker process runs: C{python -m tmta.master.worker}.
+
+The master starts it with the service to run, the configuration
+directory, its control channel on descriptor 3 and the service's
+listening sockets on the descriptors after it.  The worker builds the
+component while it may still be root, gives up root unless master.cf's
+unpriv column says otherwise, reports to the master over AMP, and serves
+until C{max_use}, C{max_idle}, a shutdown request or the loss of its
+master ends it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import ctypes.util
+import os
+import socket
+import sys
+from typing import List, Optional, Tuple
+
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger, globalLogBeginner
+from zope.interface import implementer
+
+from tmta.config import ConfigError, loadConfiguration
+from tmta.interfaces import IWorkerContext
+from tmta.logging import lineObserver
+from tmta.master.components import availableComponents, findComponent
+from tmta.master.control import Shutdown, WorkerStatus
+from tmta.master.privileges import dropPrivileges, mailOwner, preloadModules
+from tmta.master.runtime import WorkerRuntime
+from tmta.wire import QuietAMP, connectService
+
+log = Logger()
+
+CONTROL_FD = 3
+
+
+def setProcessName(name: str) -> None:
+    """
+    Set the kernel's name for this process (what C{ps -e} and C{top} show)
+    to C{name}, on Linux.
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        libc.prctl(15, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)  # PR_SET_NAME
+    except (OSError, AttributeError):
+        pass
+
+
+@implementer(IWorkerContext)
+class WorkerContext:
+    """
+    The L{IWorkerContext} of a worker under the master.
+    """
+
+    def __init__(self, reactor, config, serviceName, runtime, listeners):
+        self.reactor = reactor
+        self.config = config
+        self.serviceName = serviceName
+        self.runtime = runtime
+        self._listeners = listeners
+
+    def listen(self, factory) -> None:
+        for fd, family in self._listeners:
+            self.runtime.adopt(self.reactor, fd, family, factory)
+            os.close(fd)
+        self._listeners = []
+
+    def connect(self, service: str, private: bool = True):
+        return connectService(
+            self.reactor, self.config.get("queue_directory"), service, private
+        )
+
+
+class ControlProtocol(QuietAMP):
+    """
+    The worker's end of the control channel.
+    """
+
+    def __init__(self, onShutdown, onLost) -> None:
+        super().__init__()
+        self._onShutdown = onShutdown
+        self._onLost = onLost
+
+    @Shutdown.responder
+    def shutdown(self):
+        self._onShutdown()
+        return {}
+
+    def connectionLost(self, reason):
+        super().connectionLost(reason)
+        self._onLost()
+
+
+def parseArguments(argv: List[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="tmta-worker")
+    parser.add_argument("service", help="NAME/TYPE from master.cf")
+    parser.add_argument("-c", "--config", required=True)
+    parser.add_argument("-o", dest="overrides", action="append", default=[])
+    parser.add_argument("--embedded", action="store_true")
+    parser.add_argument(
+        "--listen", action="append", default=[], help="FAMILY:FD, FAMILY inet, inet6 or unix"
+    )
+    return parser.parse_args(argv)
+
+
+_FAMILIES = {"inet": socket.AF_INET, "inet6": socket.AF_INET6, "unix": socket.AF_UNIX}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    options = parseArguments(sys.argv[1:] if argv is None else argv)
+    name, _, kind = options.service.rpartition("/")
+    globalLogBeginner.beginLoggingTo([lineObserver(sys.stderr)], redirectStandardIO=False)
+
+    from twisted.internet import reactor
+
+    overrides = dict(o.split("=", 1) for o in options.overrides)
+    try:
+        configuration = loadConfiguration(options.config, overrides, options.embedded)
+    except ConfigError as e:
+        log.critical("fatal: {error}", error=str(e))
+        return 1
+    entry = next(
+        (e for e in configuration.services if e.service == name and e.type == kind), None
+    )
+    if entry is None:
+        log.critical("fatal: no service {service} in master.cf", service=options.service)
+        return 1
+    component = findComponent(entry.command, availableComponents())
+    if component is None:
+        log.critical("fatal: no component named {command}", command=entry.command)
+        return 1
+    setProcessName(entry.command)
+    config = configuration.serviceConfig(entry)
+
+    listeners: List[Tuple[int, int]] = []
+    for spec in options.listen:
+        family, _, fd = spec.partition(":")
+        listeners.append((int(fd), _FAMILIES[family]))
+
+    control: List[ControlProtocol] = []
+    exitStatus = [0]
+
+    def report(available: bool, served: int) -> None:
+        if control and control[0].transport is not None:
+            control[0].callRemote(WorkerStatus, available=available, served=served)
+
+    def exit() -> None:
+        if reactor.running:
+            reactor.stop()
+
+    runtime = WorkerRuntime(
+        reactor,
+        capacity=component.clientLimit(config),
+        maxUse=config.getInt("max_use"),
+        maxIdle=config.getTime("max_idle"),
+        resident=component.resident,
+        report=report,
+        exit=exit,
+    )
+    context = WorkerContext(reactor, config, entry.service, runtime, listeners)
+    try:
+        worker = component.makeService(context)
+        preloadModules()
+        if os.getuid() == 0 and entry.unpriv:
+            dropPrivileges(mailOwner(config, configuration.embedded))
+    except (ConfigError, KeyError, OSError) as e:
+        log.critical("fatal: {service}: {error}", service=entry.service, error=str(e))
+        return 1
+
+    protocol = ControlProtocol(onShutdown=runtime.shutdown, onLost=runtime.shutdown)
+    control.append(protocol)
+    factory = Factory.forProtocol(lambda: protocol)
+    reactor.adoptStreamConnection(CONTROL_FD, socket.AF_UNIX, factory)
+    os.close(CONTROL_FD)
+
+    def start() -> None:
+        try:
+            worker.startService()
+        except Exception:
+            log.failure("fatal: {service}: cannot start", service=entry.service)
+            exitStatus[0] = 1
+            reactor.stop()
+            return
+        runtime.start()
+
+    reactor.callWhenRunning(start)
+    reactor.addSystemEventTrigger("before", "shutdown", worker.stopService)
+    reactor.run(installSignalHandlers=True)
+    return exitStatus[0]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

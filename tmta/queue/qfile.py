@@ -1,0 +1,314 @@
+"""
+The queue file format.
+
+A queue file is a sequence of records, each a type byte, a four-byte
+big-endian length and that many bytes of data, in this order::
+
+    V  format version
+    T  arrival time (seconds since the epoch, decimal)
+    F  envelope sender ("" for the null sender)
+    A  attribute, "name=value" (client, helo, protocol, ...), any number
+    R  recipient, "address NUL original address", one per recipient
+    M  start of message content
+    C  content: message text with LF line ends, any number of chunks
+    X  end of message content
+    E  end of file: the file is complete
+
+A recipient that is done (delivered, or bounced with its notice queued)
+has its type byte overwritten in place with C{D}, so a crash never
+delivers to it again.  A file whose mode lacks the owner-execute bit is
+still being written and is invisible to qmgr, as in Postfix.
+
+Readers treat the file as gossip: every length is bounded, every record
+type checked, and anything odd raises L{CorruptQueueFile} rather than
+crashing the reader.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass, field
+from typing import BinaryIO, Callable, Dict, Iterator, List, Optional
+
+VERSION = b"tmta-queue 1"
+HEADER = struct.Struct(">cI")
+MAX_RECORD = 1 << 20
+MAX_CHUNK = 65535
+COMPLETE_MODE = 0o700
+INCOMPLETE_MODE = 0o600
+
+REC_VERSION = b"V"
+REC_TIME = b"T"
+REC_SENDER = b"F"
+REC_ATTRIBUTE = b"A"
+REC_RECIPIENT = b"R"
+REC_DONE = b"D"
+REC_MESSAGE = b"M"
+REC_CONTENT = b"C"
+REC_CONTENT_END = b"X"
+REC_END = b"E"
+
+_ENVELOPE_TYPES = {REC_TIME, REC_SENDER, REC_ATTRIBUTE, REC_RECIPIENT, REC_DONE}
+
+
+class CorruptQueueFile(Exception):
+    """
+    A queue file is truncated, damaged or not a queue file.
+    """
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", "surrogateescape")
+
+
+def _bytes(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
+
+
+@dataclass
+class Recipient:
+    """
+    One envelope recipient.
+
+    @ivar offset: where its record starts in the file, for marking it done.
+    @ivar original: the address as the client gave it, before rewriting.
+    """
+
+    address: str
+    original: str
+    offset: int = -1
+    done: bool = False
+
+
+@dataclass
+class Envelope:
+    """
+    Everything in a queue file but the message content.
+
+    @ivar contentOffset: where the first content record starts.
+    @ivar size: the message content's size in bytes.
+    """
+
+    arrival: float
+    sender: str
+    attributes: Dict[str, str] = field(default_factory=dict)
+    recipients: List[Recipient] = field(default_factory=list)
+    contentOffset: int = 0
+    size: int = 0
+
+    def pending(self) -> List[Recipient]:
+        """
+        The recipients not yet done.
+        """
+        return [r for r in self.recipients if not r.done]
+
+
+class QueueFileWriter:
+    """
+    Writes one new queue file.  Only cleanup creates queue files.
+
+    The envelope and content are written through a buffer as they come;
+    L{commit} then makes the file complete and durable: end record, the
+    complete mode bit, fsync of the file and of its directory.  L{commit}
+    blocks (it fsyncs): call it in a thread.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        fsync: Callable[[int], None] = os.fsync,
+        mode: int = INCOMPLETE_MODE,
+    ) -> None:
+        self.path = path
+        self._fsync = fsync
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        self._file: BinaryIO = os.fdopen(fd, "wb", buffering=1 << 16)
+        self.size = 0
+        self._inContent = False
+        self._record(REC_VERSION, VERSION)
+
+    def _record(self, kind: bytes, data: bytes) -> None:
+        self._file.write(HEADER.pack(kind, len(data)))
+        self._file.write(data)
+
+    def envelope(self, arrival: float, sender: str, attributes: Dict[str, str]) -> None:
+        self._record(REC_TIME, repr(float(arrival)).encode())
+        self._record(REC_SENDER, _bytes(sender))
+        for name, value in attributes.items():
+            self._record(REC_ATTRIBUTE, _bytes(f"{name}={value}"))
+
+    def recipient(self, address: str, original: Optional[str] = None) -> None:
+        self._record(REC_RECIPIENT, _bytes(address) + b"\0" + _bytes(original or address))
+
+    def content(self, data: bytes) -> None:
+        """
+        Append message text (LF line ends), in bounded records.
+        """
+        if not self._inContent:
+            self._record(REC_MESSAGE, b"")
+            self._inContent = True
+        for start in range(0, len(data), MAX_CHUNK):
+            self._record(REC_CONTENT, data[start : start + MAX_CHUNK])
+        self.size += len(data)
+
+    def commit(self) -> None:
+        """
+        Finish the file and make it durable and visible.  Blocking.
+
+        @raise OSError: the disk is full or failing: the file is removed
+            and nothing may be acknowledged.
+        """
+        try:
+            if not self._inContent:
+                self._record(REC_MESSAGE, b"")
+            self._record(REC_CONTENT_END, b"")
+            self._record(REC_END, b"")
+            self._file.flush()
+            fd = self._file.fileno()
+            os.fchmod(fd, COMPLETE_MODE)
+            self._fsync(fd)
+            self._file.close()
+            fsyncDirectory(os.path.dirname(self.path), self._fsync)
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        """
+        Throw the unfinished file away.
+        """
+        try:
+            self._file.close()
+        except OSError:
+            pass
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+
+
+def fsyncDirectory(path: str, fsync: Callable[[int], None] = os.fsync) -> None:
+    """
+    fsync a directory, so that the names created in it survive a crash.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _records(f: BinaryIO, limit: int) -> Iterator[tuple]:
+    """
+    Yield C{(offset, type, data)} for each record, checking lengths.
+    """
+    while True:
+        offset = f.tell()
+        header = f.read(HEADER.size)
+        if not header:
+            return
+        if len(header) < HEADER.size:
+            raise CorruptQueueFile(f"truncated record header at offset {offset}")
+        kind, length = HEADER.unpack(header)
+        if length > limit:
+            raise CorruptQueueFile(f"record of {length} bytes at offset {offset}")
+        data = f.read(length)
+        if len(data) < length:
+            raise CorruptQueueFile(f"truncated record at offset {offset}")
+        yield offset, kind, data
+
+
+def readEnvelope(f: BinaryIO, maxRecipients: int = 1_000_000) -> Envelope:
+    """
+    Read and check a whole queue file, returning its envelope; the
+    content is skipped over, not kept.
+
+    @raise CorruptQueueFile: the file is damaged, truncated or incomplete.
+    """
+    f.seek(0)
+    records = _records(f, MAX_RECORD)
+    first = next(records, None)
+    if first is None or first[1] != REC_VERSION or first[2] != VERSION:
+        raise CorruptQueueFile("not a tmta queue file")
+    envelope = Envelope(arrival=0.0, sender="")
+    seen = set()
+    state = "envelope"
+    try:
+        for offset, kind, data in records:
+            if state == "envelope":
+                if kind in _ENVELOPE_TYPES:
+                    seen.add(kind)
+                    if kind == REC_TIME:
+                        envelope.arrival = float(data.decode("ascii"))
+                    elif kind == REC_SENDER:
+                        envelope.sender = _text(data)
+                    elif kind == REC_ATTRIBUTE:
+                        name, eq, value = _text(data).partition("=")
+                        if not eq:
+                            raise CorruptQueueFile(f"bad attribute at offset {offset}")
+                        envelope.attributes[name] = value
+                    else:
+                        address, nul, original = data.partition(b"\0")
+                        if not nul:
+                            raise CorruptQueueFile(f"bad recipient at offset {offset}")
+                        if len(envelope.recipients) >= maxRecipients:
+                            raise CorruptQueueFile("too many recipients")
+                        envelope.recipients.append(
+                            Recipient(_text(address), _text(original), offset, kind == REC_DONE)
+                        )
+                elif kind == REC_MESSAGE:
+                    state = "content"
+                    envelope.contentOffset = f.tell()
+                else:
+                    raise CorruptQueueFile(f"unexpected record {kind!r} at offset {offset}")
+            elif state == "content":
+                if kind == REC_CONTENT:
+                    envelope.size += len(data)
+                elif kind == REC_CONTENT_END:
+                    state = "end"
+                else:
+                    raise CorruptQueueFile(f"unexpected record {kind!r} in content")
+            elif state == "end":
+                if kind != REC_END:
+                    raise CorruptQueueFile(f"unexpected record {kind!r} after content")
+                state = "complete"
+            else:
+                raise CorruptQueueFile("data after the end record")
+    except ValueError as e:
+        raise CorruptQueueFile(str(e))
+    if state != "complete":
+        raise CorruptQueueFile("incomplete queue file (no end record)")
+    if REC_TIME not in seen or REC_SENDER not in seen:
+        raise CorruptQueueFile("no arrival time or sender")
+    return envelope
+
+
+def iterContent(f: BinaryIO, envelope: Envelope) -> Iterator[bytes]:
+    """
+    Yield the message content in chunks of at most 64 KiB.
+
+    @raise CorruptQueueFile: the content records are damaged.
+    """
+    f.seek(envelope.contentOffset)
+    for _, kind, data in _records(f, MAX_RECORD):
+        if kind == REC_CONTENT_END:
+            return
+        if kind != REC_CONTENT:
+            raise CorruptQueueFile(f"unexpected record {kind!r} in content")
+        yield data
+    raise CorruptQueueFile("content has no end")
+
+
+def markDone(fd: int, recipient: Recipient) -> None:
+    """
+    Mark a recipient done in place.
+
+    The mark is written, not fsynced: a kill -9 of any process keeps it
+    (the page cache survives), and after a power failure the worst case
+    is a second delivery, never a lost one.
+    """
+    if os.pread(fd, 1, recipient.offset) not in (REC_RECIPIENT, REC_DONE):
+        raise CorruptQueueFile(f"no recipient record at offset {recipient.offset}")
+    os.pwrite(fd, REC_DONE, recipient.offset)
+    recipient.done = True

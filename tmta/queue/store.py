@@ -1,0 +1,174 @@
+"""
+The queue directories as an L{IQueue}: creating, listing, moving and
+removing queue files, with Postfix's discipline.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from typing import Callable, List, Optional, Tuple
+
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from tmta.interfaces import IQueue
+from tmta.queue.layout import QUEUES
+from tmta.queue.qfile import Envelope, QueueFileWriter, readEnvelope
+from tmta.queue.qid import QueueIdGenerator, hashDirectory, isQueueId
+
+log = Logger()
+
+HASHED_QUEUES = ("deferred",)
+
+
+class QueueError(Exception):
+    """
+    A queue operation failed on a well-formed request (disk full,
+    permissions): the caller answers with a temporary error.
+    """
+
+
+@implementer(IQueue)
+class QueueStore:
+    """
+    The queue under C{queue_directory}.
+
+    @ivar fsync: the fsync function, injectable so that tests can see
+        when durability is asked for.
+    """
+
+    def __init__(
+        self,
+        directory: str,
+        fsync: Callable[[int], None] = os.fsync,
+        hashDepth: int = 1,
+        ids: Optional[QueueIdGenerator] = None,
+    ) -> None:
+        self.directory = directory
+        self.fsync = fsync
+        self.hashDepth = max(0, min(hashDepth, 4))
+        self.ids = ids or QueueIdGenerator()
+
+    def path(self, queueName: str, queueId: str) -> str:
+        """
+        The file name of a queue file.
+
+        @raise ValueError: an unknown queue or a malformed id (which could
+            otherwise name a file outside the queue).
+        """
+        if queueName not in QUEUES or not isQueueId(queueId):
+            raise ValueError(f"bad queue file name {queueName}/{queueId!r}")
+        if queueName in HASHED_QUEUES and self.hashDepth:
+            return os.path.join(
+                self.directory, queueName, hashDirectory(queueId, self.hashDepth), queueId
+            )
+        return os.path.join(self.directory, queueName, queueId)
+
+    def create(self, queueName: str = "incoming") -> Tuple[str, QueueFileWriter]:
+        """
+        Start a new queue file.
+
+        @return: its queue id and writer.
+        @raise QueueError: the file cannot be created.
+        """
+        for _ in range(10):
+            queueId = self.ids.next()
+            try:
+                return queueId, QueueFileWriter(self.path(queueName, queueId), self.fsync)
+            except FileExistsError:
+                continue
+            except OSError as e:
+                raise QueueError(f"cannot create queue file: {e.strerror}")
+        raise QueueError("cannot find an unused queue id")
+
+    def open(self, queueName: str, queueId: str, writable: bool = False):
+        """
+        Open a queue file (read-write to mark recipients done).
+        """
+        return open(self.path(queueName, queueId), "r+b" if writable else "rb")
+
+    def readEnvelope(self, queueName: str, queueId: str) -> Envelope:
+        """
+        Read a queue file's envelope.
+
+        @raise CorruptQueueFile: it is damaged.
+        @raise OSError: it cannot be read.
+        """
+        with self.open(queueName, queueId) as f:
+            return readEnvelope(f)
+
+    def move(self, queueId: str, fromQueue: str, toQueue: str) -> None:
+        """
+        Move a queue file between queues; the rename is atomic.
+        """
+        target = self.path(toQueue, queueId)
+        try:
+            os.rename(self.path(fromQueue, queueId), target)
+        except FileNotFoundError as e:
+            if not os.path.isdir(os.path.dirname(target)):
+                os.makedirs(os.path.dirname(target), 0o700, exist_ok=True)
+                os.rename(self.path(fromQueue, queueId), target)
+            else:
+                raise e
+
+    def remove(self, queueName: str, queueId: str) -> None:
+        try:
+            os.unlink(self.path(queueName, queueId))
+        except FileNotFoundError:
+            pass
+
+    def corrupt(self, queueName: str, queueId: str, reason: str) -> None:
+        """
+        Move a damaged file aside into C{corrupt/} for the operator.
+        """
+        log.warn(
+            "{queueId}: corrupt queue file moved to corrupt/: {reason}",
+            queueId=queueId,
+            reason=reason,
+        )
+        try:
+            self.move(queueId, queueName, "corrupt")
+        except OSError as e:
+            log.error("{queueId}: cannot move to corrupt/: {error}", queueId=queueId, error=e)
+
+    def isComplete(self, queueName: str, queueId: str) -> bool:
+        """
+        Whether a file is finished (cleanup sets the execute bit last).
+        """
+        try:
+            mode = os.stat(self.path(queueName, queueId)).st_mode
+        except OSError:
+            return False
+        return stat.S_IMODE(mode) & stat.S_IXUSR == stat.S_IXUSR
+
+    def list(self, queueName: str) -> List[str]:
+        """
+        The well-formed queue ids in a queue, oldest first.  Other names
+        (an operator's stray file) are ignored.
+        """
+        top = os.path.join(self.directory, queueName)
+        found: List[str] = []
+        for root, dirs, files in os.walk(top):
+            found.extend(name for name in files if isQueueId(name))
+        found.sort()
+        return found
+
+    def removeStale(self, queueName: str, olderThan: float, now: Optional[float] = None) -> None:
+        """
+        Remove files that were never completed (their writer crashed
+        before the client heard 250) once they are older than
+        C{olderThan} seconds.
+        """
+        now = time.time() if now is None else now
+        for queueId in self.list(queueName):
+            path = self.path(queueName, queueId)
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            if not st.st_mode & stat.S_IXUSR and now - st.st_mtime > olderThan:
+                log.info("{queueId}: removing unfinished queue file", queueId=queueId)
+                self.remove(queueName, queueId)
+
