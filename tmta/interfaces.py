@@ -34,6 +34,10 @@ class IWorkerContext(Interface):
         "with the service's -o overrides."
     )
     serviceName = Attribute("The master.cf service name (first column).")
+    services = Attribute(
+        "Every master.cf entry (L{tmta.config.MasterEntry}), for components "
+        "that need to know the other services (qmgr: transport limits)."
+    )
 
     def listen(factory):
         """

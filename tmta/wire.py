@@ -5,6 +5,7 @@ AMP as tmta's processes speak it to each other.
 from __future__ import annotations
 
 from twisted.internet import endpoints
+from twisted.internet.protocol import Factory
 from twisted.protocols import amp
 
 from tmta.queue.layout import socketPath
@@ -34,4 +35,20 @@ def connectService(reactor, queueDirectory: str, service: str, private: bool = T
     """
     path = socketPath(queueDirectory, service, private)
     endpoint = endpoints.UNIXClientEndpoint(reactor, path, timeout=timeout)
-    return endpoints.connectProtocol(endpoint, protocol or QuietAMP())
+    factory = _OneConnection(protocol or QuietAMP())
+    return endpoint.connect(factory)
+
+
+class _OneConnection(Factory):
+    """
+    Hands out one given protocol, without logging (Twisted's own
+    one-shot factory logs its start and stop).
+    """
+
+    noisy = False
+
+    def __init__(self, protocol) -> None:
+        self.protocol_ = protocol
+
+    def buildProtocol(self, addr):
+        return self.protocol_

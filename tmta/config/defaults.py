@@ -119,6 +119,8 @@ DEFAULTS: Dict[str, str] = {
     "bounce_queue_lifetime": "5d",
     "qmgr_message_active_limit": "20000",
     "default_destination_concurrency_limit": "20",
+    "default_destination_recipient_limit": "50",
+    "local_destination_recipient_limit": "1",
     "local_destination_concurrency_limit": "2",
     "default_transport": "smtp",
     "local_transport": "local:$myhostname",
@@ -130,7 +132,7 @@ DEFAULTS: Dict[str, str] = {
     "home_mailbox": "",
     "mailbox_delivery_lock": "fcntl, dotlock",
     "mailbox_size_limit": "51200000",
-    "local_mailbox_accounts": "system",
+    "local_mailbox_accounts": "system",  # tmta: "none" = no system accounts (embedded)
     # bounce
     "bounce_size_limit": "50000",
     "bounce_notice_recipient": "postmaster",

@@ -19,7 +19,6 @@ EMBEDDED_MASTER_CF = """\
 # tmta services (master.cf, Postfix syntax).
 # service type  private unpriv  chroot  wakeup  maxproc command + args
 2525      inet  n       -       n       -       -       smtpd
-pickup    unix  n       -       n       60      1       pickup
 cleanup   unix  n       -       n       -       0       cleanup
 qmgr      unix  n       -       n       300     1       qmgr
 rewrite   unix  -       -       n       -       -       trivial-rewrite
@@ -38,8 +37,9 @@ EMBEDDED_MAIN_CF = """\
 # Mail for any name at these domains is delivered into a Maildir per name
 # under mail_spool_directory; nothing is ever relayed elsewhere.
 mydestination = localhost, $myhostname
+smtpd_relay_restrictions = reject_unauth_destination
 local_recipient_maps =
-local_mailbox_accounts = any
+local_mailbox_accounts = none
 alias_maps =
 alias_database =
 mail_spool_directory = {data}/mail/

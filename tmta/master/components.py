@@ -11,7 +11,7 @@ from twisted.plugin import getPlugins
 from tmta.interfaces import IComponent
 
 # master.cf command names that are another name for a component.
-ALIASES = {"trivial-rewrite": "rewrite"}
+ALIASES = {"rewrite": "trivial-rewrite"}
 
 
 def availableComponents() -> Dict[str, IComponent]:

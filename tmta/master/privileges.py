@@ -106,3 +106,40 @@ def dropPrivileges(account: pwd.struct_passwd) -> None:
     os.setgroups([])
     os.setgid(account.pw_gid)
     os.setuid(account.pw_uid)
+
+
+def traversableBy(path: str, account: pwd.struct_passwd) -> bool:
+    """
+    Whether C{account} may search every directory from C{/} down to
+    C{path} (and C{path} itself), by the mode bits.
+    """
+    path = os.path.abspath(path)
+    parts = path.split(os.sep)
+    for i in range(1, len(parts) + 1):
+        directory = os.sep.join(parts[:i]) or os.sep
+        try:
+            st = os.stat(directory)
+        except OSError:
+            return False
+        if st.st_uid == account.pw_uid:
+            bit = 0o100
+        elif st.st_gid == account.pw_gid:
+            bit = 0o010
+        else:
+            bit = 0o001
+        if not st.st_mode & bit:
+            return False
+    return True
+
+
+def reachableDirectory(path: str, account: pwd.struct_passwd) -> str:
+    """
+    A name for directory C{path} that still works after this process
+    becomes C{account}: the path itself when the account can traverse to
+    it, else the process's own descriptor for it (opened now, as root),
+    as C{/proc/self/fd/N}.
+    """
+    if traversableBy(path, account):
+        return path
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    return f"/proc/self/fd/{fd}"

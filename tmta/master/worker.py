@@ -29,7 +29,12 @@ from tmta.interfaces import IWorkerContext
 from tmta.logging import lineObserver
 from tmta.master.components import availableComponents, findComponent
 from tmta.master.control import Shutdown, WorkerStatus
-from tmta.master.privileges import dropPrivileges, mailOwner, preloadModules
+from tmta.master.privileges import (
+    dropPrivileges,
+    mailOwner,
+    preloadModules,
+    reachableDirectory,
+)
 from tmta.master.runtime import WorkerRuntime
 from tmta.wire import QuietAMP, connectService
 
@@ -56,7 +61,8 @@ class WorkerContext:
     The L{IWorkerContext} of a worker under the master.
     """
 
-    def __init__(self, reactor, config, serviceName, runtime, listeners):
+    def __init__(self, reactor, config, serviceName, runtime, listeners, services=()):
+        self.services = list(services)
         self.reactor = reactor
         self.config = config
         self.serviceName = serviceName
@@ -152,6 +158,18 @@ def main(argv: Optional[List[str]] = None) -> int:
         if reactor.running:
             reactor.stop()
 
+    dropTo = None
+    try:
+        if os.getuid() == 0 and entry.unpriv:
+            dropTo = mailOwner(config, configuration.embedded)
+            queueDirectory = config.get("queue_directory")
+            reachable = reachableDirectory(queueDirectory, dropTo)
+            if reachable != queueDirectory:
+                config = config.withOverrides({"queue_directory": reachable})
+    except (ConfigError, OSError) as e:
+        log.critical("fatal: {service}: {error}", service=entry.service, error=str(e))
+        return 1
+
     runtime = WorkerRuntime(
         reactor,
         capacity=component.clientLimit(config),
@@ -161,12 +179,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         report=report,
         exit=exit,
     )
-    context = WorkerContext(reactor, config, entry.service, runtime, listeners)
+    context = WorkerContext(
+        reactor, config, entry.service, runtime, listeners, configuration.services
+    )
     try:
         worker = component.makeService(context)
         preloadModules()
-        if os.getuid() == 0 and entry.unpriv:
-            dropPrivileges(mailOwner(config, configuration.embedded))
+        if dropTo is not None:
+            dropPrivileges(dropTo)
     except (ConfigError, KeyError, OSError) as e:
         log.critical("fatal: {service}: {error}", service=entry.service, error=str(e))
         return 1

@@ -1,0 +1,325 @@
+"""
+Tests for the SMTP server protocol, L{tmta.smtpd}, over an in-memory
+transport with a recording stand-in for cleanup.
+"""
+
+from twisted.internet import defer
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import SynchronousTestCase
+
+from tmta.cleanup.commands import (
+    CleanupAbort,
+    CleanupBegin,
+    CleanupContent,
+    CleanupEnd,
+    CleanupRecipients,
+)
+from tmta.config import MainConfig
+from tmta.rewrite import Rewriter
+from tmta.smtpd.data import DataDecoder
+from tmta.smtpd.protocol import SMTPServer, SMTPSettings
+from tmta.smtpd.restrictions import RestrictionList, parseNetworks
+from tmta.tables import DictTable
+
+
+class FakeCleanup:
+    """
+    Records what smtpd sends cleanup; End answers when the test says.
+    """
+
+    def __init__(self):
+        self.transport = StringTransport()
+        self.calls = []
+        self.ends = []
+
+    def callRemote(self, command, **kw):
+        self.calls.append((command, kw))
+        if command is CleanupBegin:
+            return defer.succeed({"queue_id": "0123456789ABCDEF01"})
+        if command is CleanupEnd:
+            d = defer.Deferred()
+            self.ends.append(d)
+            return d
+        return defer.succeed({})
+
+    def content(self):
+        return b"".join(kw["data"] for c, kw in self.calls if c is CleanupContent)
+
+    def recipients(self):
+        return [r["address"] for c, kw in self.calls if c is CleanupRecipients for r in kw["recipients"]]
+
+    def finish(self, code=250, reason="2.0.0 Ok: queued as 0123456789ABCDEF01"):
+        self.ends.pop(0).callback({"code": code, "reason": reason, "queue_id": "0123456789ABCDEF01"})
+
+
+class SMTPServerTests(SynchronousTestCase):
+    def makeServer(self, client="127.0.0.1", **params):
+        settings = {"myhostname": "mx.example.org", "mynetworks": "127.0.0.1/32",
+                    "smtpd_timeout": "60s"}
+        settings.update(params)
+        config = MainConfig(settings)
+        networks = parseNetworks(config.getList("mynetworks"))
+        lists = [RestrictionList("smtpd_relay_restrictions", config.get("smtpd_relay_restrictions"),
+                                 networks, 554, 554)]
+        users = DictTable({"bob": "x", "postmaster": "x"})
+        self.settings = SMTPSettings.fromConfig(config, lists, [users])
+        rewriter = Rewriter(config)
+        self.cleanup = FakeCleanup()
+        self.clock = Clock()
+        server = SMTPServer(
+            self.settings,
+            lambda: defer.succeed(self.cleanup),
+            lambda a: defer.succeed(rewriter.resolve(a)),
+            lambda a: defer.succeed("localhost"),
+            self.clock,
+        )
+        server.callLater = self.clock.callLater
+        self.transport = StringTransport(peerAddress=IPv4Address("TCP", client, 40000))
+        server.makeConnection(self.transport)
+        self.server = server
+        return server
+
+    def send(self, data):
+        self.server.dataReceived(data)
+
+    def replies(self):
+        lines = self.transport.value().decode().split("\r\n")
+        self.transport.clear()
+        return [l for l in lines if l]
+
+    def test_greetingAndEhlo(self):
+        self.makeServer()
+        self.assertEqual(self.replies(), ["220 mx.example.org ESMTP tmta"])
+        self.send(b"EHLO client.example\r\n")
+        self.assertEqual(
+            self.replies(),
+            ["250-mx.example.org", "250-PIPELINING", "250-SIZE 10240000", "250-VRFY",
+             "250-ENHANCEDSTATUSCODES", "250 8BITMIME"],
+        )
+
+    def test_mailTransaction(self):
+        self.makeServer()
+        self.replies()
+        self.send(b"HELO c\r\nMAIL FROM:<a@x.example>\r\nRCPT TO:<bob@mx.example.org>\r\nDATA\r\n")
+        self.assertEqual(self.replies(), ["250 mx.example.org", "250 2.1.0 Ok", "250 2.1.5 Ok",
+                                          "354 End data with <CR><LF>.<CR><LF>"])
+        self.send(b"Subject: t\r\n\r\n..dot\r\nbare\nlf\r\n.\r\n")
+        # No 250 until cleanup says the message is stored.
+        self.assertEqual(self.replies(), [])
+        self.cleanup.finish()
+        self.assertEqual(self.replies(), ["250 2.0.0 Ok: queued as 0123456789ABCDEF01"])
+        self.assertEqual(self.cleanup.content(), b"Subject: t\n\n.dot\nbare\nlf\n")
+        self.assertEqual(self.cleanup.recipients(), ["bob@mx.example.org"])
+        begin = [kw for c, kw in self.cleanup.calls if c is CleanupBegin][0]
+        attrs = {a["name"]: a["value"] for a in begin["attributes"]}
+        self.assertEqual(attrs["client_address"], "127.0.0.1")
+        self.assertEqual(begin["sender"], "a@x.example")
+
+    def test_pipeliningRepliesInOrder(self):
+        self.makeServer()
+        self.replies()
+        self.send(b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<bob@localhost>\r\nRCPT TO:<nobody@localhost>\r\n"
+                  b"RCPT TO:<postmaster@localhost>\r\nDATA\r\nhi\r\n.\r\nNOOP\r\nQUIT\r\n")
+        self.cleanup.finish()
+        replies = [r for r in self.replies() if not r.startswith("250-")]
+        self.assertEqual(
+            [r[:3] for r in replies],
+            ["250", "250", "250", "550", "250", "354", "250", "250", "221"],
+        )
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_onlyCRLFDotCRLFEndsData(self):
+        self.makeServer()
+        self.send(b"HELO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<bob@localhost>\r\nDATA\r\n")
+        self.replies()
+        self.send(b"line\n.\nstill data\r\n")
+        self.send(b"x\r.\r\nmore\r\n")
+        self.assertEqual(self.cleanup.ends, [])
+        self.send(b".\r\n")
+        self.assertEqual(len(self.cleanup.ends), 1)
+        self.cleanup.finish()
+        self.assertEqual(self.cleanup.content(), b"line\n.\nstill data\nx\r.\nmore\n")
+
+    def test_endMarkerSplitAcrossPackets(self):
+        self.makeServer()
+        self.send(b"HELO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<bob@localhost>\r\nDATA\r\nbody\r")
+        for byte in b"\n.\r\n":
+            self.send(bytes([byte]))
+        self.assertEqual(len(self.cleanup.ends), 1)
+
+    def test_longCommandLine(self):
+        self.makeServer()
+        self.replies()
+        self.send(b"HELO " + b"x" * 3000 + b"\r\nNOOP\r\n")
+        self.assertEqual(self.replies(), ["500 5.5.2 Error: line too long", "250 2.0.0 Ok"])
+        # Also when the long line arrives in pieces.
+        self.send(b"NOOP " + b"y" * 2500)
+        self.send(b"y" * 2500 + b"\r\nNOOP\r\n")
+        self.assertEqual(self.replies(), ["500 5.5.2 Error: line too long", "250 2.0.0 Ok"])
+
+    def test_longMessageLinesKept(self):
+        self.makeServer()
+        self.send(b"HELO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<bob@localhost>\r\nDATA\r\n")
+        line = b"z" * 100000
+        self.send(b"Subject: long\r\n\r\n" + line + b"\r\n.\r\n")
+        self.cleanup.finish()
+        self.assertEqual(self.cleanup.content(), b"Subject: long\n\n" + line + b"\n")
+        self.assertTrue(all(len(kw["data"]) <= 65535 for c, kw in self.cleanup.calls
+                            if c is CleanupContent))
+
+    def test_sizeLimit(self):
+        self.makeServer(message_size_limit="1000")
+        self.replies()
+        self.send(b"EHLO c\r\nMAIL FROM:<a@b.c> SIZE=5000\r\n")
+        self.assertEqual(self.replies()[-1], "552 5.3.4 Message size exceeds fixed limit")
+        self.send(b"MAIL FROM:<a@b.c> SIZE=500\r\nRCPT TO:<bob@localhost>\r\nDATA\r\n")
+        self.send(b"x" * 600 + b"\r\n" + b"y" * 600 + b"\r\n.\r\nNOOP\r\n")
+        self.assertEqual(self.replies()[-2:], ["552 5.3.4 Message size exceeds fixed limit",
+                                               "250 2.0.0 Ok"])
+        self.assertIn(CleanupAbort, [c for c, kw in self.cleanup.calls])
+        self.assertEqual(self.cleanup.ends, [])
+
+    def test_relayDenied(self):
+        self.makeServer(client="127.0.0.2")
+        self.send(b"HELO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<x@elsewhere.example>\r\n"
+                  b"RCPT TO:<bob@localhost>\r\n")
+        replies = self.replies()
+        self.assertEqual(replies[-2], "454 4.7.1 <x@elsewhere.example>: Relay access denied")
+        self.assertEqual(replies[-1], "250 2.1.5 Ok")
+
+    def test_relayRejectCode(self):
+        self.makeServer(client="10.1.2.3", smtpd_relay_restrictions="reject_unauth_destination")
+        self.send(b"HELO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<x@elsewhere.example>\r\nDATA\r\n")
+        replies = self.replies()
+        self.assertEqual(replies[-2], "554 5.7.1 <x@elsewhere.example>: Relay access denied")
+        self.assertEqual(replies[-1], "554 5.5.1 Error: no valid recipients")
+        self.assertEqual(self.cleanup.calls, [])
+
+    def test_relayFromMynetworks(self):
+        self.makeServer(client="127.0.0.1")
+        self.send(b"HELO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<x@elsewhere.example>\r\n")
+        self.assertEqual(self.replies()[-1], "250 2.1.5 Ok")
+
+    def test_unknownLocalUser(self):
+        self.makeServer()
+        self.send(b"HELO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<nosuch@mx.example.org>\r\n"
+                  b"RCPT TO:<BOB@MX.example.org>\r\n")
+        replies = self.replies()
+        self.assertEqual(replies[-2], "550 5.1.1 <nosuch@mx.example.org>: Recipient address "
+                                      "rejected: User unknown in local recipient table")
+        self.assertEqual(replies[-1], "250 2.1.5 Ok")
+
+    def test_recipientLimit(self):
+        self.makeServer(smtpd_recipient_limit="2")
+        self.send(b"HELO c\r\nMAIL FROM:<a@b.c>\r\n" + b"RCPT TO:<bob@localhost>\r\n" * 3)
+        self.assertEqual(self.replies()[-1], "452 4.5.3 Error: too many recipients")
+
+    def test_hardErrorLimit(self):
+        self.makeServer(smtpd_hard_error_limit="3")
+        self.replies()
+        self.send(b"BOGUS\r\nBOGUS\r\nBOGUS\r\nNOOP\r\n")
+        self.assertEqual(self.replies(), [
+            "502 5.5.2 Error: command not recognized",
+            "502 5.5.2 Error: command not recognized",
+            "421 4.7.0 mx.example.org Error: too many errors",
+        ])
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_badInput(self):
+        self.makeServer()
+        self.replies()
+        self.send(b"HELO a\0b\r\nMAIL FROM:<a\x01b@c.d>\r\nHELO \xff\xfe\r\n"
+                  b"MAIL FROM:<a@b.c> FOO=BAR\r\nRCPT TO:<bob@localhost>\r\nMAIL TO:<x>\r\n")
+        self.assertEqual(self.replies(), [
+            "500 5.5.2 Error: bad syntax",
+            "501 5.1.7 Bad sender address syntax (control character in address)",
+            "500 5.5.2 Error: bad UTF-8 syntax",
+            "555 5.5.4 Unsupported option: FOO=BAR",
+            "503 5.5.1 Error: need MAIL command",
+            "501 5.5.4 Syntax: MAIL FROM:<address>",
+        ])
+
+    def test_sequenceErrors(self):
+        self.makeServer(smtpd_helo_required="yes")
+        self.replies()
+        self.send(b"MAIL FROM:<a@b.c>\r\nHELO c\r\nDATA\r\nMAIL FROM:<a@b.c>\r\nMAIL FROM:<a@b.c>\r\n"
+                  b"DATA\r\nRSET\r\nRCPT TO:<bob@localhost>\r\n")
+        self.assertEqual(self.replies(), [
+            "503 5.5.1 Error: send HELO/EHLO first",
+            "250 mx.example.org",
+            "503 5.5.1 Error: need MAIL command",
+            "250 2.1.0 Ok",
+            "503 5.5.1 Error: nested MAIL command",
+            "554 5.5.1 Error: no valid recipients",
+            "250 2.0.0 Ok",
+            "503 5.5.1 Error: need MAIL command",
+        ])
+
+    def test_forbiddenCommand(self):
+        self.makeServer()
+        self.replies()
+        self.send(b"GET / HTTP/1.0\r\n")
+        self.assertEqual(self.replies(), ["221 2.7.0 Error: I can break rules, too. Goodbye."])
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_vrfyAndHelp(self):
+        self.makeServer()
+        self.replies()
+        self.send(b"VRFY <bob@localhost>\r\nVRFY nosuch@localhost\r\nHELP\r\n")
+        replies = self.replies()
+        self.assertEqual(replies[0], "252 2.0.0 bob@localhost")
+        self.assertTrue(replies[1].startswith("550 5.1.1"))
+        self.assertTrue(replies[2].startswith("214 2.0.0"))
+        self.makeServer(disable_vrfy_command="yes")
+        self.replies()
+        self.send(b"VRFY bob\r\n")
+        self.assertEqual(self.replies(), ["502 5.5.1 VRFY command is disabled"])
+
+    def test_timeout(self):
+        self.makeServer()
+        self.replies()
+        self.clock.advance(59)
+        self.send(b"NOOP\r\n")
+        self.clock.advance(59)
+        self.assertFalse(self.transport.disconnecting)
+        self.clock.advance(2)
+        self.assertEqual(self.replies()[-1], "421 4.4.2 mx.example.org Error: timeout exceeded")
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_cleanupFailure(self):
+        self.makeServer()
+        self.send(b"HELO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<bob@localhost>\r\nDATA\r\nx\r\n.\r\n")
+        self.replies()
+        self.cleanup.finish(451, "4.3.0 Error: queue file write error")
+        self.assertEqual(self.replies(), ["451 4.3.0 Error: queue file write error"])
+
+    def test_cleanupUnreachable(self):
+        self.makeServer()
+        self.server.openCleanup = lambda: defer.fail(OSError("no cleanup"))
+        self.send(b"HELO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<bob@localhost>\r\nDATA\r\nNOOP\r\n")
+        self.assertEqual(self.replies()[-2:], ["451 4.3.0 Error: queue file write error",
+                                               "250 2.0.0 Ok"])
+
+
+class DataDecoderTests(SynchronousTestCase):
+    def decode(self, *chunks):
+        d = DataDecoder()
+        out, buf = b"", b""
+        for c in chunks:
+            text, buf = d.feed(buf + c)
+            out += text
+            if d.done:
+                return out, buf
+        return out, None
+
+    def test_byteAtATime(self):
+        message = b"a\r\n..b\r\nc\nd\r\n.\r\nQUIT\r\n"
+        whole = self.decode(message)
+        pieces = self.decode(*[bytes([b]) for b in message])
+        self.assertEqual(whole, (b"a\n.b\nc\nd\n", b"QUIT\r\n"))
+        self.assertEqual(pieces[0], whole[0])
+
+    def test_emptyMessage(self):
+        self.assertEqual(self.decode(b".\r\n"), (b"", b""))

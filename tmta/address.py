@@ -1,0 +1,129 @@
+"""
+Mail addresses as SMTP carries them: parsing a path, splitting it, and
+keeping hostile input out.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Optional, Tuple
+
+MAX_PATH = 256
+MAX_LOCAL = 64
+MAX_DOMAIN = 255
+
+_DOMAIN = re.compile(
+    r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
+)
+_ADDRESS_LITERAL = re.compile(r"^\[(?:IPv6:[0-9A-Fa-f:.]+|[0-9.]+)\]$")
+# Printable ASCII but the specials that cannot stand unquoted, plus any
+# non-ASCII (UTF-8, for SMTPUTF8 mail).
+_ATOM_TEXT = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-\x80-\U0010ffff]+$")
+_QUOTED = re.compile(r'^"(?:[\x20\x21\x23-\x5b\x5d-\x7e\x80-\U0010ffff]|\\[\x20-\x7e])*"$')
+
+
+class AddressError(ValueError):
+    """
+    Not an address tmta will accept.
+    """
+
+
+def splitAddress(address: str) -> Tuple[str, str]:
+    """
+    Split C{local@domain} at the last C{@}; the domain is C{""} when
+    there is none.
+    """
+    local, at, domain = address.rpartition("@")
+    if not at:
+        return address, ""
+    return local, domain
+
+
+def checkAddress(address: str) -> str:
+    """
+    Validate an envelope address (without angle brackets).
+
+    @return: the address, with its domain lower-cased and a trailing dot
+        removed.
+    @raise AddressError: control characters, an over-long part, a
+        malformed local part or domain.
+    """
+    if len(address) > MAX_PATH:
+        raise AddressError("address too long")
+    if any(ord(c) < 32 or ord(c) == 127 for c in address):
+        raise AddressError("control character in address")
+    local, domain = splitAddress(address)
+    if not local:
+        raise AddressError("empty local part")
+    if len(local.encode("utf-8", "surrogateescape")) > MAX_LOCAL:
+        raise AddressError("local part too long")
+    if not (_QUOTED.match(local) or (_ATOM_TEXT.match(local) and ".." not in local
+                                      and not local.startswith(".") and not local.endswith("."))):
+        raise AddressError("malformed local part")
+    if "@" in address and not domain:
+        raise AddressError("empty domain")
+    if domain:
+        if len(domain) > MAX_DOMAIN:
+            raise AddressError("domain too long")
+        if not (_DOMAIN.match(domain) or _ADDRESS_LITERAL.match(domain)):
+            raise AddressError("malformed domain")
+        domain = domain.rstrip(".").lower()
+        return f"{local}@{domain}"
+    return local
+
+
+def parsePath(text: str, strict: bool = False) -> Tuple[Optional[str], str]:
+    """
+    Parse the path argument of MAIL FROM or RCPT TO (what follows the
+    colon): C{<address>} with optional source route, then parameters.
+
+    @param strict: require angle brackets (C{strict_rfc821_envelopes}).
+    @return: C{(address, parameters)}; address C{""} for C{<>}.
+    @raise AddressError: malformed.
+    """
+    text = text.strip()
+    if text.startswith("<"):
+        end = _closingBracket(text)
+        inner, rest = text[1:end], text[end + 1 :]
+        if rest and not rest[0].isspace():
+            raise AddressError("garbage after address")
+    elif strict:
+        raise AddressError("address must be in angle brackets")
+    else:
+        inner, _, rest = text.partition(" ")
+    inner = inner.strip()
+    if inner.startswith("@"):
+        # A source route, @a,@b:user@c; RFC 5321 says to ignore it.
+        colon = inner.find(":")
+        if colon < 0:
+            raise AddressError("malformed source route")
+        inner = inner[colon + 1 :]
+    if inner == "":
+        return "", rest.strip()
+    return checkAddress(inner), rest.strip()
+
+
+def _closingBracket(text: str) -> int:
+    quoted = False
+    i = 1
+    while i < len(text):
+        c = text[i]
+        if c == "\\" and quoted:
+            i += 2
+            continue
+        if c == '"':
+            quoted = not quoted
+        elif c == ">" and not quoted:
+            return i
+        i += 1
+    raise AddressError("missing '>'")
+
+
+def unquoteLocal(local: str) -> str:
+    """
+    The local part without its quotes, as a mailbox name.
+    """
+    if len(local) >= 2 and local.startswith('"') and local.endswith('"'):
+        return re.sub(r"\\(.)", r"\1", local[1:-1])
+    return local

@@ -1,0 +1,102 @@
+"""
+The header work cleanup does on a message's header section.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from email.utils import format_datetime, formatdate
+from datetime import datetime
+from typing import Dict, List, Optional, Tuple
+
+_HEADER_NAME = re.compile(rb"^([!-9;-~]+)[ \t]*:")
+
+
+def splitHeaderSection(block: bytes) -> Tuple[List[bytes], bytes]:
+    """
+    Split the start of a message into its header lines (continuations
+    joined to their header) and the rest.
+
+    The header section ends at the first empty line, or at the first line
+    that is neither a header nor a continuation (which then begins the
+    body, as in Postfix).
+    """
+    headers: List[bytes] = []
+    lines = block.split(b"\n")
+    for i, line in enumerate(lines):
+        if line in (b"", b"\r"):
+            return headers, b"\n".join(lines[i:])
+        if line[:1] in (b" ", b"\t") and headers:
+            headers[-1] += b"\n" + line
+        elif _HEADER_NAME.match(line):
+            headers.append(line)
+        else:
+            return headers, b"\n".join(lines[i:])
+    return headers, b""
+
+
+def headerNames(headers: List[bytes]) -> Dict[str, int]:
+    """
+    How many of each header name (lower-cased) there are.
+    """
+    counts: Dict[str, int] = {}
+    for header in headers:
+        match = _HEADER_NAME.match(header)
+        if match:
+            name = match.group(1).decode("ascii", "replace").lower()
+            counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def receivedHeader(
+    attributes: Dict[str, str], myhostname: str, queueId: str, recipients: List[str],
+    now: Optional[float] = None,
+) -> bytes:
+    """
+    The Received header cleanup prepends, in Postfix's layout.
+    """
+    when = format_datetime(datetime.fromtimestamp(time.time() if now is None else now).astimezone())
+    helo = attributes.get("helo_name", "")
+    clientName = attributes.get("client_name", "unknown")
+    clientAddress = attributes.get("client_address", "")
+    protocol = attributes.get("protocol", "ESMTP")
+    lines = []
+    if clientAddress:
+        lines.append(f"Received: from {helo or clientName} ({clientName} [{clientAddress}])")
+        lines.append(f"\tby {myhostname} (tmta) with {protocol} id {queueId}")
+    else:
+        lines.append(f"Received: by {myhostname} (tmta, from local) id {queueId}")
+    if len(recipients) == 1:
+        lines.append(f"\tfor <{recipients[0]}>; {when}")
+    else:
+        lines[-1] += f"; {when}"
+    return "\n".join(lines).encode("utf-8", "surrogateescape")
+
+
+def missingHeaders(
+    names: Dict[str, int], sender: str, queueId: str, myhostname: str, now: Optional[float] = None
+) -> List[bytes]:
+    """
+    The Date, Message-ID and From headers a message lacks.
+    """
+    now = time.time() if now is None else now
+    added = []
+    if "date" not in names and "resent-date" not in names:
+        added.append(f"Date: {formatdate(now, localtime=True)}")
+    if "message-id" not in names and "resent-message-id" not in names:
+        stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime(now))
+        added.append(f"Message-Id: <{stamp}.{queueId}@{myhostname}>")
+    if "from" not in names and "resent-from" not in names:
+        added.append(f"From: {sender or 'MAILER-DAEMON'}")
+    return [h.encode("utf-8", "surrogateescape") for h in added]
+
+
+def messageId(headers: List[bytes]) -> str:
+    """
+    The Message-ID of a message, for the log, or C{""}.
+    """
+    for header in headers:
+        if header[:11].lower() == b"message-id:":
+            return header[11:].decode("utf-8", "replace").strip()
+    return ""

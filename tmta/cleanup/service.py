@@ -1,0 +1,349 @@
+"""
+The cleanup service.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Dict, List, Optional, Tuple
+
+from twisted.application.service import Service
+from twisted.internet import defer, threads
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+
+from tmta.address import AddressError, checkAddress
+from tmta.cleanup.commands import (
+    CleanupAbort,
+    CleanupBegin,
+    CleanupContent,
+    CleanupEnd,
+    CleanupRecipients,
+)
+from tmta.cleanup.headers import (
+    headerNames,
+    messageId,
+    missingHeaders,
+    receivedHeader,
+    splitHeaderSection,
+)
+from tmta.master.control import Wakeup
+from tmta.queue.store import QueueError, QueueStore
+from tmta.rewrite.client import RewriteClient
+from tmta.wire import QuietAMP
+
+log = Logger()
+
+
+class Rejection(Exception):
+    """
+    The message cannot be queued: C{code} and C{reason} for the client.
+    """
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(f"{code} {reason}")
+        self.code = code
+        self.reason = reason
+
+
+class Message:
+    """
+    One message on its way into the queue.
+
+    Operations are applied in order on a Deferred chain, since rewriting
+    the envelope asks another process while content keeps arriving.
+    """
+
+    def __init__(self, cleanup: "Cleanup", sender: str, attributes: Dict[str, str]) -> None:
+        self.cleanup = cleanup
+        self.sender = sender
+        self.attributes = attributes
+        self.recipients: List[Tuple[str, str]] = []
+        self.error: Optional[Rejection] = None
+        self.queueId = ""
+        self.writer = None
+        self.headerBuffer = b""
+        self.inHeaders = True
+        self.messageId = ""
+        self.envelopeWritten = False
+        self.chain: defer.Deferred = defer.succeed(None)
+        try:
+            self.queueId, self.writer = cleanup.store.create("incoming")
+        except QueueError as e:
+            log.error("cannot create a queue file: {error}", error=str(e))
+            self.error = Rejection(451, "4.3.0 Error: queue file write error")
+
+    def _then(self, f, *args) -> defer.Deferred:
+        def step(_):
+            if self.error is None:
+                return f(*args)
+
+        def failed(reason):
+            log.failure("{queueId}: cleanup failed", reason, queueId=self.queueId)
+            self.error = Rejection(451, "4.3.0 Error: internal error")
+
+        self.chain.addCallback(step).addErrback(failed)
+        return self.chain
+
+    def addRecipients(self, recipients: List[Tuple[str, str]]) -> None:
+        self.recipients.extend(recipients)
+
+    def content(self, data: bytes) -> None:
+        self._then(self._content, data)
+
+    async def _writeEnvelope(self) -> None:
+        rewrite = self.cleanup.rewriter.rewrite
+        sender = (await rewrite(self.sender)) if self.sender else ""
+        writer = self.writer
+        writer.envelope(time.time(), sender, self.attributes)
+        if not self.recipients:
+            raise Rejection(554, "5.5.1 Error: no recipients")
+        for address, original in self.recipients:
+            writer.recipient(await rewrite(address), original)
+        self.sender = sender
+        self.envelopeWritten = True
+
+    def _content(self, data: bytes):
+        if not self.envelopeWritten:
+            d = defer.Deferred.fromCoroutine(self._writeEnvelope())
+            d.addCallback(lambda _: self._content(data))
+            d.addErrback(self._fail)
+            return d
+        limit = self.cleanup.messageSizeLimit
+        if limit and self.writer.size + len(self.headerBuffer) + len(data) > limit:
+            self.error = Rejection(552, "5.3.4 Message size exceeds fixed limit")
+            return None
+        if not self.inHeaders:
+            self.writer.content(data)
+            return None
+        self.headerBuffer += data
+        buffered = self.headerBuffer
+        if b"\n\n" not in buffered and len(buffered) <= self.cleanup.headerSizeLimit:
+            complete = buffered[: buffered.rfind(b"\n") + 1]
+            _, rest = splitHeaderSection(complete)
+            if not rest:
+                # Still inside the header section: wait for more.
+                return None
+        self._flushHeaders()
+        return None
+
+    def _fail(self, reason):
+        if reason.check(Rejection):
+            self.error = reason.value
+        else:
+            log.failure("{queueId}: cleanup failed", reason, queueId=self.queueId)
+            self.error = Rejection(451, "4.3.0 Error: internal error")
+
+    def _flushHeaders(self) -> None:
+        """
+        Process the header section: loop check, added headers, then write
+        it and whatever body followed it.
+        """
+        headers, rest = splitHeaderSection(self.headerBuffer)
+        if len(self.headerBuffer) > self.cleanup.headerSizeLimit and not rest:
+            # An endless header section: keep it, as body text.
+            headers, rest = [], self.headerBuffer
+        self.headerBuffer = b""
+        self.inHeaders = False
+        names = headerNames(headers)
+        if names.get("received", 0) + names.get("delivered-to", 0) >= self.cleanup.hopcountLimit:
+            self.error = Rejection(554, "5.4.6 Too many hops")
+            return
+        config = self.cleanup
+        now = time.time()
+        added = missingHeaders(names, self.sender, self.queueId, config.myhostname, now)
+        received = receivedHeader(
+            self.attributes, config.myhostname, self.queueId,
+            [a for a, _ in self.recipients], now,
+        )
+        self.messageId = messageId(headers + added)
+        out = b"\n".join([received] + headers + added) + b"\n"
+        if not rest.startswith(b"\n"):
+            out += b"\n"
+        self.writer.content(out + rest)
+
+    async def finish(self) -> Tuple[int, str]:
+        await self.chain
+        if self.error is None and not self.envelopeWritten:
+            try:
+                await self._writeEnvelope()
+            except Rejection as e:
+                self.error = e
+        if self.error is None and self.inHeaders:
+            self._flushHeaders()
+        if self.error is not None:
+            self.abort()
+            return self.error.code, self.error.reason
+        try:
+            await threads.deferToThreadPool(
+                self.cleanup.reactor, self.cleanup.reactor.getThreadPool(), self.writer.commit
+            )
+        except OSError as e:
+            log.error("{queueId}: cannot store message: {error}", queueId=self.queueId, error=e)
+            return 451, "4.3.0 Error: queue file write error"
+        log.info("{queueId}: message-id={mid}", queueId=self.queueId, mid=self.messageId)
+        self.cleanup.wakeQmgr()
+        return 250, f"2.0.0 Ok: queued as {self.queueId}"
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            self.writer.abort()
+            self.writer = None
+
+
+class CleanupProtocol(QuietAMP):
+    """
+    One client of cleanup (an smtpd session, bounce): messages one after
+    another.
+    """
+
+    def __init__(self, cleanup: "Cleanup") -> None:
+        super().__init__()
+        self.cleanup = cleanup
+        self.message: Optional[Message] = None
+
+    def _discard(self) -> None:
+        if self.message is not None:
+            self.message.abort()
+            self.message = None
+
+    @CleanupBegin.responder
+    def begin(self, sender: str, attributes):
+        self._discard()
+        attrs = {a["name"]: a["value"] for a in attributes}
+        try:
+            sender = checkAddress(sender) if sender else ""
+        except AddressError as e:
+            self.message = Message(self.cleanup, "", attrs)
+            self.message.error = Rejection(501, f"5.1.7 Bad sender address syntax: {e}")
+            return {"queue_id": self.message.queueId}
+        self.message = Message(self.cleanup, sender, attrs)
+        return {"queue_id": self.message.queueId}
+
+    @CleanupRecipients.responder
+    def recipients(self, recipients):
+        if self.message is not None:
+            good = []
+            for r in recipients:
+                try:
+                    good.append((checkAddress(r["address"]), r["original"] or r["address"]))
+                except AddressError as e:
+                    self.message.error = Rejection(501, f"5.1.3 Bad recipient address syntax: {e}")
+            self.message.addRecipients(good)
+        return {}
+
+    @CleanupContent.responder
+    def content(self, data: bytes):
+        if self.message is not None:
+            self.message.content(data)
+        return {}
+
+    @CleanupEnd.responder
+    def end(self):
+        message, self.message = self.message, None
+        if message is None:
+            return {"code": 503, "reason": "5.5.1 Error: no message", "queue_id": ""}
+
+        def answer(result):
+            code, reason = result
+            return {"code": code, "reason": reason, "queue_id": message.queueId}
+
+        return defer.Deferred.fromCoroutine(message.finish()).addCallback(answer)
+
+    @CleanupAbort.responder
+    def abortMessage(self):
+        self._discard()
+        return {}
+
+    @Wakeup.responder
+    def wakeup(self, reason=None):
+        return {}
+
+    def connectionLost(self, reason) -> None:
+        self._discard()
+        super().connectionLost(reason)
+
+
+class Cleanup:
+    """
+    What every cleanup client connection shares: the queue, the rewrite
+    client, the limits, and the trigger that wakes qmgr.
+    """
+
+    def __init__(
+        self,
+        reactor,
+        config,
+        store: QueueStore,
+        rewriter,
+        notifyQmgr: Callable[[], defer.Deferred],
+    ) -> None:
+        self.reactor = reactor
+        self.store = store
+        self.rewriter = rewriter
+        self.myhostname = config.get("myhostname")
+        self.messageSizeLimit = config.getInt("message_size_limit")
+        self.headerSizeLimit = config.getInt("header_size_limit")
+        self.hopcountLimit = config.getInt("hopcount_limit")
+        self._notify = notifyQmgr
+        self._waking = False
+        self._again = False
+
+    def wakeQmgr(self) -> None:
+        """
+        Tell qmgr there is new mail; while one trigger is under way,
+        later ones are folded into one more.
+        """
+        if self._waking:
+            self._again = True
+            return
+        self._waking = True
+
+        def done(_):
+            self._waking = False
+            if self._again:
+                self._again = False
+                self.wakeQmgr()
+
+        def failed(reason):
+            log.warn("cannot wake qmgr: {error}", error=reason.getErrorMessage())
+
+        self._notify().addErrback(failed).addBoth(done)
+
+
+def qmgrTrigger(reactor, queueDirectory: str):
+    """
+    A function that sends one Wakeup to qmgr's public socket.
+    """
+    from tmta.wire import connectService
+
+    def trigger() -> defer.Deferred:
+        d = connectService(reactor, queueDirectory, "qmgr", private=False)
+
+        def send(protocol):
+            r = protocol.callRemote(Wakeup, reason="incoming")
+            r.addBoth(lambda x: (protocol.transport.loseConnection(), x)[1])
+            return r
+
+        return d.addCallback(send)
+
+    return trigger
+
+
+class CleanupService(Service):
+    def __init__(self, context) -> None:
+        self.context = context
+        config = context.config
+        queueDirectory = config.get("queue_directory")
+        self.cleanup = Cleanup(
+            context.reactor,
+            config,
+            QueueStore(queueDirectory, hashDepth=config.getInt("hash_queue_depth")),
+            RewriteClient(lambda: context.connect("rewrite"), context.reactor,
+                          idle=config.getTime("ipc_idle")),
+            qmgrTrigger(context.reactor, queueDirectory),
+        )
+
+    def startService(self) -> None:
+        super().startService()
+        self.context.listen(Factory.forProtocol(lambda: CleanupProtocol(self.cleanup)))

@@ -1,0 +1,176 @@
+"""
+Delivery requests and their results: what qmgr asks of a transport and
+what the transport answers, and the AMP that carries them.
+
+A transport (L{tmta.interfaces.IDeliveryAgent}) gets a L{DeliveryRequest}
+and returns one L{RecipientStatus} per recipient.  L{AgentService} serves
+any such agent on the service's socket, so a plugin author writes only
+the agent.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Dict, Iterator, List
+
+from twisted.application.service import Service
+from twisted.internet import defer
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.protocols import amp
+
+from tmta.master.control import Wakeup
+from tmta.queue.qfile import iterContent, readEnvelope
+from tmta.queue.store import QueueStore
+from tmta.wire import QuietAMP
+
+log = Logger()
+
+SENT, DEFERRED, BOUNCED = "sent", "deferred", "bounced"
+
+
+@dataclass
+class RequestRecipient:
+    address: str
+    original: str
+    offset: int
+
+
+@dataclass
+class DeliveryRequest:
+    """
+    One delivery: some recipients of one queued message, for one next hop.
+
+    @ivar queuePath: the queue file, to read the message from.
+    @ivar arrival: when the message arrived; @ivar activated: when qmgr
+        took it up; for the C{delay} and C{delays} log fields.
+    """
+
+    queueId: str
+    queuePath: str
+    sender: str
+    nexthop: str
+    recipients: List[RequestRecipient]
+    arrival: float = 0.0
+    activated: float = 0.0
+    attributes: Dict[str, str] = field(default_factory=dict)
+
+    def content(self) -> Iterator[bytes]:
+        """
+        The message text, in chunks (blocking reads: call from a thread
+        or for small files only).
+        """
+        with open(self.queuePath, "rb") as f:
+            envelope = readEnvelope(f)
+            yield from iterContent(f, envelope)
+
+
+@dataclass
+class RecipientStatus:
+    offset: int
+    status: str
+    dsn: str
+    reason: str
+
+
+class Deliver(amp.Command):
+    arguments = [
+        (b"queue_id", amp.Unicode()),
+        (b"sender", amp.Unicode()),
+        (b"nexthop", amp.Unicode()),
+        (b"arrival", amp.Float()),
+        (b"activated", amp.Float()),
+        (
+            b"recipients",
+            amp.AmpList(
+                [(b"address", amp.Unicode()), (b"original", amp.Unicode()), (b"offset", amp.Integer())]
+            ),
+        ),
+    ]
+    response = [
+        (
+            b"statuses",
+            amp.AmpList(
+                [
+                    (b"offset", amp.Integer()),
+                    (b"status", amp.Unicode()),
+                    (b"dsn", amp.Unicode()),
+                    (b"reason", amp.Unicode()),
+                ]
+            ),
+        )
+    ]
+
+
+def logDelivery(request: DeliveryRequest, recipient: RequestRecipient, relay: str,
+                status: RecipientStatus, started: float) -> None:
+    """
+    Log a recipient's result in Postfix's form.
+    """
+    now = time.time()
+    a = max(0.0, request.activated - request.arrival)
+    b = max(0.0, started - request.activated)
+    d = max(0.0, now - started)
+    orig = f", orig_to=<{recipient.original}>" if recipient.original != recipient.address else ""
+    log.info(
+        "{queueId}: to=<{to}>{orig}, relay={relay}, delay={delay:.2g}, "
+        "delays={a:.2g}/{b:.2g}/0/{d:.2g}, dsn={dsn}, status={status} ({reason})",
+        queueId=request.queueId, to=recipient.address, orig=orig, relay=relay,
+        delay=now - request.arrival, a=a, b=b, d=d, dsn=status.dsn,
+        status="sent" if status.status == SENT else status.status, reason=status.reason,
+    )
+
+
+class AgentProtocol(QuietAMP):
+    """
+    Serves one qmgr connection for an L{IDeliveryAgent}.
+    """
+
+    def __init__(self, agent, store: QueueStore) -> None:
+        super().__init__()
+        self.agent = agent
+        self.store = store
+
+    @Deliver.responder
+    def deliver(self, queue_id, sender, nexthop, arrival, activated, recipients):
+        request = DeliveryRequest(
+            queue_id, self.store.path("active", queue_id), sender, nexthop,
+            [RequestRecipient(r["address"], r["original"], r["offset"]) for r in recipients],
+            arrival, activated,
+        )
+        d = defer.maybeDeferred(self.agent.deliver, request)
+
+        def answer(statuses):
+            return {"statuses": [s.__dict__ for s in statuses]}
+
+        def failed(reason):
+            log.failure("{queueId}: delivery agent failed", reason, queueId=queue_id)
+            return {
+                "statuses": [
+                    {"offset": r["offset"], "status": DEFERRED, "dsn": "4.3.0",
+                     "reason": "delivery agent internal error"}
+                    for r in recipients
+                ]
+            }
+
+        return d.addCallbacks(answer, failed)
+
+    @Wakeup.responder
+    def wakeup(self, reason=None):
+        return {}
+
+
+class AgentService(Service):
+    """
+    Run an L{IDeliveryAgent} on a worker's sockets.
+    """
+
+    def __init__(self, context, agent) -> None:
+        self.context = context
+        self.agent = agent
+
+    def startService(self) -> None:
+        super().startService()
+        store = QueueStore(self.context.config.get("queue_directory"))
+        self.context.listen(Factory.forProtocol(lambda: AgentProtocol(self.agent, store)))

@@ -1,0 +1,3 @@
+"""
+local: delivery to local accounts' mailboxes (mbox or Maildir).
+"""

@@ -1,0 +1,196 @@
+"""
+Writing a message into a Maildir or an mbox file, durably.
+
+Both functions block (they fsync and lock): the local agent calls them
+from a thread, already running with the recipient's identity.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import socket
+import time
+from typing import Callable, Iterable
+
+from tmta.queue.qfile import fsyncDirectory
+
+Fsync = Callable[[int], None]
+
+_counter = 0
+
+
+class MailboxError(Exception):
+    """
+    Delivery to a mailbox failed.
+
+    @ivar temporary: whether trying again later may succeed.
+    """
+
+    def __init__(self, reason: str, temporary: bool = True, dsn: str = "") -> None:
+        super().__init__(reason)
+        self.temporary = temporary
+        self.dsn = dsn or ("4.2.0" if temporary else "5.2.0")
+
+
+def _uniqueName() -> str:
+    global _counter
+    _counter += 1
+    now = time.time()
+    host = socket.gethostname().replace("/", "\\057").replace(":", "\\072")
+    return f"{int(now)}.M{int(now * 1e6) % 1000000}P{os.getpid()}Q{_counter}.{host}"
+
+
+def _makedirs(path: str) -> None:
+    try:
+        os.makedirs(path, 0o700, exist_ok=True)
+    except OSError as e:
+        raise MailboxError(f"cannot create maildir {path}: {e.strerror}")
+
+
+def deliverMaildir(path: str, prefix: bytes, chunks: Iterable[bytes], fsync: Fsync = os.fsync) -> str:
+    """
+    Deliver into the Maildir at C{path} (created if missing): write into
+    C{tmp/}, fsync, rename into C{new/}, fsync C{new/}.
+
+    @return: the new file's name in C{new/}.
+    @raise MailboxError: it could not be done; nothing is left behind.
+    """
+    for sub in ("tmp", "new", "cur"):
+        _makedirs(os.path.join(path, sub))
+    name = _uniqueName()
+    tmp = os.path.join(path, "tmp", name)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as e:
+        raise MailboxError(f"cannot create maildir file {tmp}: {e.strerror}")
+    try:
+        with os.fdopen(fd, "wb", buffering=1 << 16) as f:
+            f.write(prefix)
+            for chunk in chunks:
+                f.write(chunk)
+            f.flush()
+            fsync(f.fileno())
+        final = os.path.join(path, "new", name)
+        os.rename(tmp, final)
+        fsyncDirectory(os.path.join(path, "new"), fsync)
+    except OSError as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise MailboxError(f"cannot write maildir file: {e.strerror}",
+                           temporary=e.errno != errno.EDQUOT, dsn="4.2.2" if e.errno in (errno.ENOSPC, errno.EDQUOT) else "")
+    return name
+
+
+def _dotlock(path: str, timeout: float = 30.0):
+    """
+    Take C{path}.lock the traditional way; return a function that
+    releases it, or C{None} when the directory does not let us (Postfix
+    then relies on the kernel lock alone).
+    """
+    lock = path + ".lock"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.close(fd)
+            return lambda: os.unlink(lock)
+        except FileExistsError:
+            try:
+                if time.time() - os.stat(lock).st_mtime > 300:
+                    os.unlink(lock)  # stale, as mail programs agree
+                    continue
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise MailboxError(f"cannot lock {path}: {lock} exists")
+            time.sleep(0.1)
+        except PermissionError:
+            return None
+        except OSError as e:
+            raise MailboxError(f"cannot lock {path}: {e.strerror}")
+
+
+def fromQuote(chunks: Iterable[bytes]) -> Iterable[bytes]:
+    """
+    Quote lines that begin with C{From } (mboxo), and make sure the
+    message ends with a newline.
+    """
+    atLineStart = True
+    last = b"\n"
+    carry = b""
+    for chunk in chunks:
+        data = carry + chunk
+        carry = b""
+        # Hold back a possible partial "From " at the end of the chunk.
+        cut = data.rfind(b"\n") + 1
+        tail = data[cut:]
+        if len(tail) < 5 and b"From "[: len(tail)] == tail:
+            carry, data = tail, data[:cut]
+        if not data:
+            continue
+        if atLineStart and data.startswith(b"From "):
+            data = b">" + data
+        data = data.replace(b"\nFrom ", b"\n>From ")
+        atLineStart = data.endswith(b"\n")
+        last = data[-1:]
+        yield data
+    if carry:
+        if atLineStart and carry.startswith(b"From "):
+            carry = b">" + carry
+        last = carry[-1:]
+        yield carry
+    if last != b"\n":
+        yield b"\n"
+
+
+def deliverMbox(
+    path: str,
+    envelopeLine: bytes,
+    prefix: bytes,
+    chunks: Iterable[bytes],
+    fsync: Fsync = os.fsync,
+    dotlock: bool = True,
+) -> None:
+    """
+    Append to the mbox file at C{path} under an fcntl lock (and a dotlock
+    where the directory allows), fsync it, and undo a partial append on
+    failure.
+
+    @raise MailboxError: it could not be done.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except OSError as e:
+        raise MailboxError(f"cannot open mailbox {path}: {e.strerror}")
+    release = None
+    try:
+        if dotlock:
+            release = _dotlock(path)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX)
+        except OSError as e:
+            raise MailboxError(f"cannot lock mailbox {path}: {e.strerror}")
+        start = os.lseek(fd, 0, os.SEEK_END)
+        try:
+            with os.fdopen(os.dup(fd), "ab", buffering=1 << 16) as f:
+                f.write(envelopeLine)
+                f.write(prefix)
+                for data in fromQuote(chunks):
+                    f.write(data)
+                f.write(b"\n")
+                f.flush()
+                fsync(f.fileno())
+        except OSError as e:
+            os.ftruncate(fd, start)
+            raise MailboxError(f"cannot write mailbox {path}: {e.strerror}")
+    finally:
+        if release is not None:
+            try:
+                release()
+            except OSError:
+                pass
+        os.close(fd)

@@ -1,0 +1,385 @@
+"""
+The queue manager's scheduling and bookkeeping.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Deque, Dict, List, Optional, Tuple
+
+from twisted.internet import defer, task, threads
+from twisted.logger import Logger
+
+from tmta.bounce.commands import BounceRecipients
+from tmta.delivery import BOUNCED, DEFERRED, SENT, Deliver
+from tmta.queue.qfile import CorruptQueueFile, Envelope, Recipient, markDone
+from tmta.queue.store import QueueStore
+
+log = Logger()
+
+
+@dataclass
+class ActiveMessage:
+    """
+    A message in C{active/} and what is under way for it.
+    """
+
+    queueId: str
+    envelope: Envelope
+    activated: float
+    jobs: int = 0
+    bounced: List[Tuple[Recipient, str, str]] = field(default_factory=list)
+    deferred: Dict[int, str] = field(default_factory=dict)
+
+
+@dataclass
+class Job:
+    """
+    One delivery request: recipients of one message for one destination.
+    """
+
+    message: ActiveMessage
+    transport: str
+    nexthop: str
+    destination: Tuple[str, str]
+    recipients: List[Recipient]
+
+
+class TransportQueue:
+    """
+    Jobs waiting for one transport, started within the transport's total
+    limit and its per-destination limit.
+    """
+
+    def __init__(self, name: str, limit: int, destinationLimit: int,
+                 start: Callable[[Job], defer.Deferred]) -> None:
+        self.name = name
+        self.limit = limit
+        self.destinationLimit = destinationLimit
+        self._start = start
+        self.waiting: Deque[Job] = deque()
+        self.running = 0
+        self.perDestination: Dict[Tuple[str, str], int] = {}
+
+    def submit(self, job: Job) -> None:
+        self.waiting.append(job)
+        self.pump()
+
+    def pump(self) -> None:
+        skipped: Deque[Job] = deque()
+        while self.waiting and (self.limit <= 0 or self.running < self.limit):
+            job = self.waiting.popleft()
+            if self.perDestination.get(job.destination, 0) >= self.destinationLimit:
+                skipped.append(job)
+                continue
+            self.running += 1
+            self.perDestination[job.destination] = self.perDestination.get(job.destination, 0) + 1
+            self._start(job).addBoth(self._finished, job)
+        skipped.extend(self.waiting)
+        self.waiting = skipped
+
+    def _finished(self, result, job: Job):
+        self.running -= 1
+        count = self.perDestination[job.destination] - 1
+        if count:
+            self.perDestination[job.destination] = count
+        else:
+            del self.perDestination[job.destination]
+        self.pump()
+        return result
+
+
+class QueueManager:
+    """
+    The queue manager.
+
+    @param connect: C{connect(service)} returns a Deferred firing with an
+        AMP connection to a private service (a transport, bounce).
+    @param resolve: returns a Deferred firing with a
+        L{tmta.rewrite.Resolution}.
+    @param transportLimits: the process limit of each transport in
+        master.cf, which bounds how many deliveries run at once.
+    """
+
+    def __init__(self, reactor, config, store: QueueStore,
+                 connect: Callable[[str], defer.Deferred],
+                 resolve: Callable[[str], defer.Deferred],
+                 transportLimits: Optional[Dict[str, int]] = None,
+                 now: Callable[[], float] = time.time) -> None:
+        self.reactor = reactor
+        self.config = config
+        self.store = store
+        self.connect = connect
+        self.resolve = resolve
+        self.now = now
+        self.transportLimits = transportLimits or {}
+        self.active: Dict[str, ActiveMessage] = {}
+        self.transports: Dict[str, TransportQueue] = {}
+        self.activeLimit = config.getInt("qmgr_message_active_limit")
+        self.minimalBackoff = config.getTime("minimal_backoff_time")
+        self.maximalBackoff = config.getTime("maximal_backoff_time")
+        self.queueLifetime = config.getTime("maximal_queue_lifetime")
+        self.bounceLifetime = config.getTime("bounce_queue_lifetime")
+        self.runDelay = config.getTime("queue_run_delay")
+        self.softBounce = config.getBool("soft_bounce")
+        self.defaultProcessLimit = config.getInt("default_process_limit")
+        self._scanning = False
+        self._rescan = False
+        self._deferredScan: Optional[task.LoopingCall] = None
+
+    # -- start and triggers ------------------------------------------------
+
+    def start(self) -> None:
+        """
+        Recover what a crash left in C{active/}, then take up incoming and
+        due deferred mail, and look at deferred mail every
+        C{queue_run_delay}.
+        """
+        for queueId in self.store.list("active"):
+            try:
+                self.store.move(queueId, "active", "incoming")
+                log.info("{queueId}: recovered from active queue", queueId=queueId)
+            except OSError as e:
+                log.error("{queueId}: cannot recover: {error}", queueId=queueId, error=e)
+        self.store.removeStale("incoming", 86400)
+        self._deferredScan = task.LoopingCall(self.scanDeferred)
+        self._deferredScan.clock = self.reactor
+        self._deferredScan.start(self.runDelay, now=True)
+        self.wakeup()
+
+    def stop(self) -> None:
+        if self._deferredScan is not None and self._deferredScan.running:
+            self._deferredScan.stop()
+
+    def wakeup(self) -> None:
+        """
+        There may be new mail in C{incoming/}: scan it (once more after
+        the scan under way, if any).
+        """
+        if self._scanning:
+            self._rescan = True
+            return
+        self._scanning = True
+        try:
+            while True:
+                self._rescan = False
+                self._scan("incoming", due=lambda queueId: True)
+                if not self._rescan:
+                    break
+        finally:
+            self._scanning = False
+
+    def scanDeferred(self) -> None:
+        now = self.now()
+
+        def due(queueId: str) -> bool:
+            try:
+                return os.stat(self.store.path("deferred", queueId)).st_mtime <= now
+            except OSError:
+                return False
+
+        self._scan("deferred", due)
+
+    def _scan(self, queueName: str, due) -> None:
+        for queueId in self.store.list(queueName):
+            if len(self.active) >= self.activeLimit:
+                return
+            if queueId in self.active or not self.store.isComplete(queueName, queueId):
+                continue
+            if not due(queueId):
+                continue
+            try:
+                self.store.move(queueId, queueName, "active")
+            except OSError as e:
+                log.error("{queueId}: cannot move to active: {error}", queueId=queueId, error=e)
+                continue
+            self.activate(queueId)
+
+    # -- one message -------------------------------------------------------
+
+    def activate(self, queueId: str) -> None:
+        try:
+            envelope = self.store.readEnvelope("active", queueId)
+        except CorruptQueueFile as e:
+            self.store.corrupt("active", queueId, str(e))
+            return
+        except OSError as e:
+            log.error("{queueId}: cannot read: {error}", queueId=queueId, error=e)
+            return
+        message = ActiveMessage(queueId, envelope, self.now())
+        self.active[queueId] = message
+        pending = envelope.pending()
+        log.info(
+            "{queueId}: from=<{sender}>, size={size}, nrcpt={nrcpt} (queue active)",
+            queueId=queueId, sender=envelope.sender, size=envelope.size, nrcpt=len(pending),
+        )
+        message.jobs += 1  # held while the recipients are being resolved
+        d = defer.Deferred.fromCoroutine(self._schedule(message, pending))
+        d.addErrback(lambda f: log.failure("{queueId}: scheduling failed", f, queueId=queueId))
+        d.addBoth(lambda _: self._jobDone(message))
+
+    async def _schedule(self, message: ActiveMessage, pending: List[Recipient]) -> None:
+        groups: Dict[Tuple[str, str], List[Recipient]] = {}
+        for recipient in pending:
+            try:
+                resolution = await self.resolve(recipient.address)
+            except Exception as e:
+                message.deferred[recipient.offset] = f"address resolver failure: {e}"
+                continue
+            groups.setdefault((resolution.transport, resolution.nexthop), []).append(recipient)
+        for (transport, nexthop), recipients in groups.items():
+            queue = self._transport(transport)
+            perRequest = self._recipientLimit(transport)
+            for start in range(0, len(recipients), perRequest):
+                batch = recipients[start : start + perRequest]
+                destination = (nexthop, batch[0].address) if perRequest == 1 else (nexthop, "")
+                message.jobs += 1
+                queue.submit(Job(message, transport, nexthop, destination, batch))
+
+    def _parameter(self, transport: str, suffix: str) -> int:
+        specific = f"{transport}_{suffix}"
+        if self.config.raw(specific) is not None:
+            return self.config.getInt(specific)
+        return self.config.getInt(f"default_{suffix}")
+
+    def _recipientLimit(self, transport: str) -> int:
+        return max(1, self._parameter(transport, "destination_recipient_limit"))
+
+    def _transport(self, name: str) -> TransportQueue:
+        queue = self.transports.get(name)
+        if queue is None:
+            limit = self.transportLimits.get(name, self.defaultProcessLimit)
+            queue = TransportQueue(
+                name, limit, max(1, self._parameter(name, "destination_concurrency_limit")),
+                lambda job: defer.Deferred.fromCoroutine(self._deliver(job)),
+            )
+            self.transports[name] = queue
+        return queue
+
+    async def _deliver(self, job: Job) -> None:
+        message = job.message
+        try:
+            try:
+                agent = await self.connect(job.transport)
+            except Exception:
+                for r in job.recipients:
+                    message.deferred[r.offset] = "mail transport unavailable"
+                log.warn("{queueId}: transport {transport}: mail transport unavailable",
+                         queueId=message.queueId, transport=job.transport)
+                return
+            try:
+                result = await agent.callRemote(
+                    Deliver,
+                    queue_id=message.queueId,
+                    sender=message.envelope.sender,
+                    nexthop=job.nexthop,
+                    arrival=message.envelope.arrival,
+                    activated=message.activated,
+                    recipients=[
+                        {"address": r.address, "original": r.original, "offset": r.offset}
+                        for r in job.recipients
+                    ],
+                )
+            except Exception as e:
+                for r in job.recipients:
+                    message.deferred[r.offset] = f"delivery agent {job.transport} failed: {e}"
+                return
+            finally:
+                if agent.transport is not None:
+                    agent.transport.loseConnection()
+            await self._applyStatuses(message, job.recipients, result["statuses"])
+        finally:
+            self._jobDone(message)
+
+    async def _applyStatuses(self, message: ActiveMessage, recipients, statuses) -> None:
+        byOffset = {r.offset: r for r in recipients}
+        done = []
+        for status in statuses:
+            recipient = byOffset.get(status["offset"])
+            if recipient is None:
+                continue  # gossip about a recipient we did not send
+            if status["status"] == SENT:
+                done.append(recipient)
+            elif status["status"] == BOUNCED and not self.softBounce:
+                message.bounced.append((recipient, status["dsn"], status["reason"]))
+            else:
+                message.deferred[recipient.offset] = status["reason"]
+        for r in byOffset.values():
+            if all(s["offset"] != r.offset for s in statuses):
+                message.deferred[r.offset] = "delivery agent gave no status"
+        if done:
+            await self._markDone(message, done)
+
+    async def _markDone(self, message: ActiveMessage, recipients: List[Recipient]) -> None:
+        path = self.store.path("active", message.queueId)
+
+        def mark():
+            fd = os.open(path, os.O_RDWR)
+            try:
+                for r in recipients:
+                    markDone(fd, r)
+            finally:
+                os.close(fd)
+
+        await threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), mark)
+
+    def _jobDone(self, message: ActiveMessage) -> None:
+        message.jobs -= 1
+        if message.jobs == 0:
+            d = defer.Deferred.fromCoroutine(self._finish(message))
+            d.addErrback(lambda f: log.failure("{queueId}: finishing failed", f,
+                                               queueId=message.queueId))
+
+    async def _finish(self, message: ActiveMessage) -> None:
+        queueId = message.queueId
+        envelope = message.envelope
+        age = self.now() - envelope.arrival
+        lifetime = self.bounceLifetime if not envelope.sender else self.queueLifetime
+        if message.deferred and age > lifetime:
+            for recipient in envelope.recipients:
+                reason = message.deferred.pop(recipient.offset, None)
+                if reason is not None:
+                    message.bounced.append(
+                        (recipient, "4.4.7", f"message is too old: {reason}"))
+        if message.bounced:
+            try:
+                await self._bounce(message)
+            except Exception as e:
+                log.warn("{queueId}: cannot send the non-delivery notice: {error}",
+                         queueId=queueId, error=e)
+                for recipient, dsn, reason in message.bounced:
+                    message.deferred[recipient.offset] = reason
+        del self.active[queueId]
+        if not message.deferred:
+            self.store.remove("active", queueId)
+            log.info("{queueId}: removed", queueId=queueId)
+            return
+        backoff = min(self.maximalBackoff, max(self.minimalBackoff, age))
+        retry = self.now() + backoff
+        try:
+            path = self.store.path("active", queueId)
+            os.utime(path, (retry, retry))
+            self.store.move(queueId, "active", "deferred")
+        except OSError as e:
+            log.error("{queueId}: cannot defer: {error}", queueId=queueId, error=e)
+
+    async def _bounce(self, message: ActiveMessage) -> None:
+        bounce = await self.connect("bounce")
+        try:
+            await bounce.callRemote(
+                BounceRecipients,
+                queue_id=message.queueId,
+                sender=message.envelope.sender,
+                recipients=[
+                    {"address": r.address, "original": r.original, "dsn": dsn, "reason": reason}
+                    for r, dsn, reason in message.bounced
+                ],
+            )
+        finally:
+            if bounce.transport is not None:
+                bounce.transport.loseConnection()
+        await self._markDone(message, [r for r, _, _ in message.bounced])
+        message.bounced = []

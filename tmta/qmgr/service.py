@@ -1,0 +1,63 @@
+"""
+The qmgr service: resident, woken on its public socket.
+"""
+
+from __future__ import annotations
+
+from twisted.application.service import Service
+from twisted.internet.protocol import Factory
+
+from tmta.master.control import Wakeup
+from tmta.qmgr.manager import QueueManager
+from tmta.queue.store import QueueStore
+from tmta.rewrite.client import RewriteClient
+from tmta.wire import QuietAMP
+
+
+class QmgrProtocol(QuietAMP):
+    def __init__(self, manager: QueueManager) -> None:
+        super().__init__()
+        self.manager = manager
+
+    @Wakeup.responder
+    def wakeup(self, reason=None):
+        if reason == "timer":
+            self.manager.scanDeferred()
+        self.manager.wakeup()
+        return {}
+
+
+def transportLimits(services, defaultLimit: int):
+    """
+    The process limit of each unix service in master.cf, by name.
+    """
+    limits = {}
+    for entry in services:
+        if entry.type == "unix":
+            limits[entry.service] = defaultLimit if entry.maxproc is None else entry.maxproc
+    return limits
+
+
+class QmgrService(Service):
+    def __init__(self, context) -> None:
+        self.context = context
+        config = context.config
+        store = QueueStore(config.get("queue_directory"), hashDepth=config.getInt("hash_queue_depth"))
+        rewrite = RewriteClient(lambda: context.connect("rewrite"), context.reactor,
+                                idle=config.getTime("ipc_idle"))
+        context.reactor.getThreadPool()
+        self.manager = QueueManager(
+            context.reactor, config, store,
+            lambda service: context.connect(service),
+            rewrite.resolve,
+            transportLimits(getattr(context, "services", []), config.getInt("default_process_limit")),
+        )
+
+    def startService(self) -> None:
+        super().startService()
+        self.context.listen(Factory.forProtocol(lambda: QmgrProtocol(self.manager)))
+        self.manager.start()
+
+    def stopService(self) -> None:
+        self.manager.stop()
+        return super().stopService()

@@ -1,0 +1,116 @@
+"""
+Address rewriting and resolution: what Postfix's trivial-rewrite does.
+
+L{Rewriter} is the logic (usable in-process); L{commands} holds the AMP
+commands the C{trivial-rewrite} service answers, L{service} the service
+and L{client} the cached client that cleanup, smtpd and qmgr use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List
+
+from zope.interface import implementer
+
+from tmta.address import splitAddress
+from tmta.config import MainConfig
+from tmta.interfaces import IAddressResolver, IAddressRewriter
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """
+    Where an address goes.
+
+    @ivar transport: the master.cf service that delivers it.
+    @ivar nexthop: the destination that transport is given.
+    @ivar recipient: the address as rewritten.
+    @ivar addressClass: C{local}, C{relay} or C{default}, as in Postfix's
+        address classes.
+    """
+
+    transport: str
+    nexthop: str
+    recipient: str
+    addressClass: str
+
+
+def _transportAndNexthop(value: str, default: str):
+    transport, _, nexthop = value.partition(":")
+    return transport, nexthop or default
+
+
+@implementer(IAddressRewriter, IAddressResolver)
+class Rewriter:
+    """
+    Trivial rewriting and resolution from main.cf parameters.
+    """
+
+    def __init__(self, config: MainConfig) -> None:
+        self.config = config
+        self.myorigin = config.get("myorigin").lower()
+        self.myhostname = config.get("myhostname").lower()
+        self.appendAtMyorigin = config.getBool("append_at_myorigin")
+        self.swapBangpath = config.getBool("swap_bangpath")
+        self.percentHack = config.getBool("allow_percent_hack")
+        self.localDomains = self._domains("mydestination")
+        self.relayDomains = self._domains("relay_domains")
+        self.localTransport = _transportAndNexthop(config.get("local_transport"), self.myhostname)
+        self.relayTransport = config.get("relay_transport")
+        self.defaultTransport = config.get("default_transport")
+        self.relayhost = config.get("relayhost")
+
+    def _domains(self, name: str) -> List[str]:
+        # Table entries (hash:...) in a domain list are not supported yet;
+        # they are left out rather than matched wrongly.
+        return [d.lower().rstrip(".") for d in self.config.getList(name) if ":" not in d]
+
+    def isLocalDomain(self, domain: str) -> bool:
+        domain = domain.lower().rstrip(".")
+        if domain in self.localDomains:
+            return True
+        return domain.startswith("[") and domain in ("[127.0.0.1]", "[ipv6:::1]")
+
+    def isRelayDomain(self, domain: str) -> bool:
+        domain = domain.lower().rstrip(".")
+        return any(domain == d or domain.endswith("." + d) for d in self.relayDomains)
+
+    def rewrite(self, address: str) -> str:
+        """
+        Canonical form: C{host!user} to C{user@host}, C{user%host} to
+        C{user@host} when the outer domain is ours, and C{@$myorigin}
+        appended to a bare name.
+        """
+        if not address:
+            return address
+        local, domain = splitAddress(address)
+        if not domain and self.swapBangpath and "!" in local and not local.startswith('"'):
+            host, _, user = local.partition("!")
+            if host and user:
+                local, domain = user, host
+        if self.percentHack and "%" in local and not local.startswith('"'):
+            if not domain or self.isLocalDomain(domain):
+                user, _, host = local.rpartition("%")
+                if user and host:
+                    local, domain = user, host
+        if not domain:
+            if not self.appendAtMyorigin:
+                return local
+            domain = self.myorigin
+        return f"{local}@{domain.lower().rstrip('.')}"
+
+    def resolve(self, address: str) -> Resolution:
+        """
+        Decide the transport and next hop for an address.
+        """
+        address = self.rewrite(address)
+        _, domain = splitAddress(address)
+        if not domain or self.isLocalDomain(domain):
+            transport, nexthop = self.localTransport
+            return Resolution(transport, nexthop, address, "local")
+        if self.isRelayDomain(domain):
+            transport, nexthop = _transportAndNexthop(self.relayTransport, domain)
+            return Resolution(transport, self.relayhost or nexthop, address, "relay")
+        transport, nexthop = _transportAndNexthop(self.defaultTransport, domain)
+        return Resolution(transport, self.relayhost or nexthop, address, "default")

@@ -1,0 +1,20 @@
+"""
+The AMP commands of the trivial-rewrite service.
+"""
+
+from twisted.protocols import amp
+
+
+class RewriteAddress(amp.Command):
+    arguments = [(b"address", amp.Unicode())]
+    response = [(b"address", amp.Unicode())]
+
+
+class ResolveAddress(amp.Command):
+    arguments = [(b"address", amp.Unicode())]
+    response = [
+        (b"transport", amp.Unicode()),
+        (b"nexthop", amp.Unicode()),
+        (b"recipient", amp.Unicode()),
+        (b"addressClass", amp.Unicode()),
+    ]

@@ -1,0 +1,74 @@
+"""
+Decoding the DATA phase of SMTP.
+"""
+
+from __future__ import annotations
+
+from typing import List, Tuple
+
+# A partial line is held back only while it could still become the end
+# of data, or while its last byte may be half of a CRLF.
+_HOLD_AT_LINE_START = (b"", b".", b".\r")
+
+
+class DataDecoder:
+    """
+    Turns the bytes after C{354} into message text.
+
+    Only C{<CR><LF>.<CR><LF>} ends the data (the DATA command's own line
+    end counts as the first CRLF).  Lines may end in CRLF or in a bare LF;
+    both become LF in the text.  A leading dot is removed (RFC 5321
+    transparency), except on a lone C{.} that does not end the data: a
+    bare-LF client's attempt at an end marker is kept as text rather than
+    ending or silently vanishing.  Bare CR and NUL bytes are kept.  Long
+    lines are passed on in pieces, never held whole.
+    """
+
+    def __init__(self) -> None:
+        self.atLineStart = True
+        self.previousCRLF = True
+        self.done = False
+
+    def feed(self, data: bytes) -> Tuple[bytes, bytes]:
+        """
+        Decode as much of C{data} as can be decoded now.
+
+        @return: C{(text, rest)}: the message text decoded, and the bytes
+            not consumed -- after the end of data (pipelined commands),
+            or held back until more arrive.  When L{done} is set, C{rest}
+            follows the end of data.
+        """
+        out: List[bytes] = []
+        pos, n = 0, len(data)
+        while pos < n:
+            newline = data.find(b"\n", pos)
+            if newline < 0:
+                partial = data[pos:]
+                if self.atLineStart and partial in _HOLD_AT_LINE_START:
+                    return b"".join(out), partial
+                keep = b""
+                if partial.endswith(b"\r"):
+                    partial, keep = partial[:-1], b"\r"
+                if self.atLineStart and partial.startswith(b"."):
+                    partial = partial[1:]
+                if partial:
+                    out.append(partial)
+                    self.atLineStart = False
+                return b"".join(out), keep
+            line = data[pos:newline]
+            crlf = line.endswith(b"\r")
+            if crlf:
+                line = line[:-1]
+            pos = newline + 1
+            if self.atLineStart and line[:1] == b".":
+                if line == b".":
+                    if crlf and self.previousCRLF:
+                        self.done = True
+                        return b"".join(out), data[pos:]
+                else:
+                    line = line[1:]
+            out.append(line)
+            out.append(b"\n")
+            self.atLineStart = True
+            self.previousCRLF = crlf
+        return b"".join(out), b""

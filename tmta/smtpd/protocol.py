@@ -1,0 +1,546 @@
+"""
+The SMTP server protocol.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional
+
+from twisted.internet import defer, protocol
+from twisted.logger import Logger
+from twisted.protocols.policies import TimeoutMixin
+
+from tmta.address import AddressError, parsePath, splitAddress, unquoteLocal
+from tmta.cleanup.commands import (
+    CleanupAbort,
+    CleanupBegin,
+    CleanupContent,
+    CleanupEnd,
+    CleanupRecipients,
+    attributeList,
+)
+from tmta.smtpd.data import DataDecoder
+from tmta.smtpd.restrictions import DEFER, DUNNO, PERMIT, REJECT, RecipientContext
+from tmta.tables import lookupAny
+
+log = Logger()
+
+CHUNK = 60000
+_VERB = re.compile(rb"^([A-Za-z]+)(?:[ \t]+(.*))?$")
+_FORBIDDEN = {b"CONNECT", b"GET", b"POST"}
+_HELP = "214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP"
+
+
+@dataclass
+class SMTPSettings:
+    """
+    The parameters an smtpd session obeys, read once per process.
+    """
+
+    myhostname: str
+    banner: str
+    timeout: float
+    hardErrorLimit: int
+    recipientLimit: int
+    messageSizeLimit: int
+    lineLengthLimit: int
+    heloRequired: bool
+    vrfyDisabled: bool
+    strictEnvelopes: bool
+    rejectUnlisted: bool
+    unknownLocalCode: int
+    recipientDelimiter: str
+    restrictionLists: List = field(default_factory=list)
+    localRecipientTables: Optional[List] = None  # None: accept any local name
+
+    @classmethod
+    def fromConfig(cls, config, restrictionLists, localRecipientTables) -> "SMTPSettings":
+        return cls(
+            myhostname=config.get("myhostname"),
+            banner=config.get("smtpd_banner"),
+            timeout=config.getTime("smtpd_timeout"),
+            hardErrorLimit=config.getInt("smtpd_hard_error_limit"),
+            recipientLimit=config.getInt("smtpd_recipient_limit"),
+            messageSizeLimit=config.getInt("message_size_limit"),
+            lineLengthLimit=config.getInt("line_length_limit"),
+            heloRequired=config.getBool("smtpd_helo_required"),
+            vrfyDisabled=config.getBool("disable_vrfy_command"),
+            strictEnvelopes=config.getBool("strict_rfc821_envelopes"),
+            rejectUnlisted=config.getBool("smtpd_reject_unlisted_recipient"),
+            unknownLocalCode=config.getInt("unknown_local_recipient_reject_code"),
+            recipientDelimiter=config.get("recipient_delimiter"),
+            restrictionLists=restrictionLists,
+            localRecipientTables=localRecipientTables,
+        )
+
+
+class SMTPServer(protocol.Protocol, TimeoutMixin):
+    """
+    One SMTP session.
+
+    Commands are read from a buffer one at a time; while one is being
+    answered asynchronously (a recipient check, the end of data) the rest
+    wait in the buffer, so pipelined commands are answered in order.
+
+    @ivar openCleanup: returns a Deferred firing with a connected AMP
+        protocol to cleanup.
+    @ivar resolve: returns a Deferred firing with the
+        L{tmta.rewrite.Resolution} of an address.
+    """
+
+    def __init__(
+        self,
+        settings: SMTPSettings,
+        openCleanup: Callable[[], defer.Deferred],
+        resolve: Callable[[str], defer.Deferred],
+        lookupName: Callable[[str], defer.Deferred],
+        clock,
+    ) -> None:
+        self.settings = settings
+        self.openCleanup = openCleanup
+        self.resolve = resolve
+        self.lookupName = lookupName
+        self.clock = clock
+        self._buffer = b""
+        self._busy = False
+        self._skippingLongLine = False
+        self._decoder: Optional[DataDecoder] = None
+        self._closing = False
+        self.errors = 0
+        self.helo: Optional[str] = None
+        self.protocolName = "SMTP"
+        self.clientAddress = ""
+        self.clientName = "unknown"
+        self.cleanup = None
+        self._tooBig = False
+        self.queueId = ""
+        self._resetTransaction()
+
+    # -- connection --------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        peer = self.transport.getPeer()
+        self.clientAddress = getattr(peer, "host", "") or "127.0.0.1"
+        self.setTimeout(self.settings.timeout)
+        self._busy = True
+        d = self.lookupName(self.clientAddress)
+        d.addErrback(lambda f: "unknown")
+        d.addCallback(self._greet)
+
+    def _greet(self, name: str) -> None:
+        self.clientName = name or "unknown"
+        if self._closing:
+            return
+        log.info("connect from {client}", client=self.client)
+        self.reply(f"220 {self.settings.banner}")
+        self._busy = False
+        self._process()
+
+    @property
+    def client(self) -> str:
+        return f"{self.clientName}[{self.clientAddress}]"
+
+    def connectionLost(self, reason) -> None:
+        self.setTimeout(None)
+        self._closing = True
+        self._abortCleanup()
+        if self.cleanup is not None and self.cleanup.transport is not None:
+            self.cleanup.transport.loseConnection()
+        self.cleanup = None
+        log.info("disconnect from {client}", client=self.client)
+
+    def timeoutConnection(self) -> None:
+        log.info("timeout after {state} from {client}", state=self._state(), client=self.client)
+        self.reply(f"421 4.4.2 {self.settings.myhostname} Error: timeout exceeded")
+        self.close()
+
+    def _state(self) -> str:
+        if self._decoder is not None:
+            return "DATA"
+        if self.recipients:
+            return "RCPT"
+        if self.sender is not None:
+            return "MAIL"
+        return "CONNECT" if self.helo is None else "HELO"
+
+    def reply(self, text: str) -> None:
+        if not self._closing:
+            self.transport.write(text.encode("utf-8", "surrogateescape") + b"\r\n")
+
+    def close(self) -> None:
+        self._closing = True
+        self._buffer = b""
+        self.transport.loseConnection()
+
+    # -- input -------------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        self.resetTimeout()
+        self._buffer += data
+        self._process()
+
+    def _process(self) -> None:
+        while not self._busy and not self._closing and self._buffer:
+            if self._decoder is not None:
+                if not self._dataReceived():
+                    return
+                continue
+            newline = self._buffer.find(b"\n")
+            limit = self.settings.lineLengthLimit
+            if newline < 0:
+                if len(self._buffer) > limit:
+                    self._skippingLongLine = True
+                    self._buffer = b""
+                return
+            line, self._buffer = self._buffer[:newline], self._buffer[newline + 1 :]
+            if self._skippingLongLine or len(line) > limit:
+                self._skippingLongLine = False
+                self._error("500 5.5.2 Error: line too long")
+                continue
+            self._command(line.rstrip(b"\r"))
+
+    def _command(self, line: bytes) -> None:
+        match = _VERB.match(line)
+        if not match or b"\0" in line:
+            self._error("500 5.5.2 Error: bad syntax")
+            return
+        verb = match.group(1).upper()
+        try:
+            argument = (match.group(2) or b"").decode("utf-8").strip()
+        except UnicodeDecodeError:
+            self._error("500 5.5.2 Error: bad UTF-8 syntax")
+            return
+        if verb in _FORBIDDEN:
+            log.warn("non-SMTP command from {client}: {verb}", client=self.client,
+                     verb=verb.decode("ascii"))
+            self.reply("221 2.7.0 Error: I can break rules, too. Goodbye.")
+            self.close()
+            return
+        handler = getattr(self, "smtp_" + verb.decode("ascii"), None)
+        if handler is None:
+            self._error("502 5.5.2 Error: command not recognized")
+            return
+        result = handler(argument)
+        if isinstance(result, defer.Deferred):
+            self._busy = True
+
+            def resume(_):
+                self._busy = False
+                self._process()
+
+            def crashed(reason):
+                log.failure("smtpd: internal error", reason)
+                self.reply("451 4.3.0 Error: internal error")
+
+            result.addErrback(crashed).addCallback(resume)
+
+    def _error(self, text: str) -> None:
+        """
+        Answer with an error that counts towards smtpd_hard_error_limit.
+        """
+        self.errors += 1
+        if self.errors >= self.settings.hardErrorLimit:
+            log.warn("too many errors after {state} from {client}", state=self._state(),
+                     client=self.client)
+            self.reply(f"421 4.7.0 {self.settings.myhostname} Error: too many errors")
+            self.close()
+            return
+        self.reply(text)
+
+    # -- commands ----------------------------------------------------------
+
+    def _resetTransaction(self) -> None:
+        self.sender: Optional[str] = None
+        self.recipients: List[str] = []
+        self.declaredSize = 0
+        self._tooBig = False
+
+    def smtp_HELO(self, argument: str) -> None:
+        if not argument:
+            self._error("501 5.5.4 Syntax: HELO hostname")
+            return
+        self._resetTransaction()
+        self.helo, self.protocolName = argument, "SMTP"
+        self.reply(f"250 {self.settings.myhostname}")
+
+    def smtp_EHLO(self, argument: str) -> None:
+        if not argument:
+            self._error("501 5.5.4 Syntax: EHLO hostname")
+            return
+        self._resetTransaction()
+        self.helo, self.protocolName = argument, "ESMTP"
+        lines = [self.settings.myhostname, "PIPELINING", f"SIZE {self.settings.messageSizeLimit}"]
+        if not self.settings.vrfyDisabled:
+            lines.append("VRFY")
+        lines += ["ENHANCEDSTATUSCODES", "8BITMIME"]
+        text = "\r\n".join(
+            f"250{'-' if i < len(lines) - 1 else ' '}{line}" for i, line in enumerate(lines)
+        )
+        self.reply(text)
+
+    def smtp_MAIL(self, argument: str) -> None:
+        if self.settings.heloRequired and self.helo is None:
+            self._error("503 5.5.1 Error: send HELO/EHLO first")
+            return
+        if self.sender is not None:
+            self._error("503 5.5.1 Error: nested MAIL command")
+            return
+        if not argument[:5].upper() == "FROM:":
+            self._error("501 5.5.4 Syntax: MAIL FROM:<address>")
+            return
+        try:
+            sender, parameters = parsePath(argument[5:], self.settings.strictEnvelopes)
+        except AddressError as e:
+            self._error(f"501 5.1.7 Bad sender address syntax ({e})")
+            return
+        size = 0
+        for parameter in parameters.split():
+            name, _, value = parameter.partition("=")
+            name = name.upper()
+            if name == "SIZE" and value.isdigit():
+                size = int(value)
+            elif name == "BODY" and value.upper() in ("7BIT", "8BITMIME"):
+                pass
+            else:
+                self._error(f"555 5.5.4 Unsupported option: {parameter}")
+                return
+        limit = self.settings.messageSizeLimit
+        if limit and size > limit:
+            self._error("552 5.3.4 Message size exceeds fixed limit")
+            return
+        self.sender, self.declaredSize = sender, size
+        self.reply("250 2.1.0 Ok")
+
+    def smtp_RCPT(self, argument: str):
+        if self.sender is None:
+            self._error("503 5.5.1 Error: need MAIL command")
+            return None
+        if not argument[:3].upper() == "TO:":
+            self._error("501 5.5.4 Syntax: RCPT TO:<address>")
+            return None
+        try:
+            recipient, parameters = parsePath(argument[3:], self.settings.strictEnvelopes)
+        except AddressError as e:
+            self._error(f"501 5.1.3 Bad recipient address syntax ({e})")
+            return None
+        if not recipient:
+            self._error("501 5.1.3 Bad recipient address syntax")
+            return None
+        if parameters:
+            self._error(f"555 5.5.4 Unsupported option: {parameters.split()[0]}")
+            return None
+        if len(self.recipients) >= self.settings.recipientLimit:
+            self.reply("452 4.5.3 Error: too many recipients")
+            return None
+        return defer.Deferred.fromCoroutine(self._checkRecipient(recipient))
+
+    async def _checkRecipient(self, recipient: str) -> None:
+        resolution = await self.resolve(recipient)
+        context = RecipientContext(self.clientAddress, recipient, resolution.addressClass)
+        decision = DUNNO
+        for restrictions in self.settings.restrictionLists:
+            decision, reply = restrictions.evaluate(context)
+            if decision in (REJECT, DEFER):
+                log.info(
+                    "NOQUEUE: reject: RCPT from {client}: {reply}; from=<{sender}> "
+                    "to=<{recipient}> proto={proto} helo=<{helo}>",
+                    client=self.client, reply=reply, sender=self.sender, recipient=recipient,
+                    proto=self.protocolName, helo=self.helo or "",
+                )
+                self.errors += 1
+                self.reply(reply)
+                return
+            if decision == PERMIT:
+                continue
+        if resolution.addressClass == "local" and not self._isListed(resolution.recipient):
+            reply = (
+                f"{self.settings.unknownLocalCode} 5.1.1 <{recipient}>: Recipient address "
+                "rejected: User unknown in local recipient table"
+            )
+            log.info(
+                "NOQUEUE: reject: RCPT from {client}: {reply}; from=<{sender}> to=<{recipient}>",
+                client=self.client, reply=reply, sender=self.sender, recipient=recipient,
+            )
+            self._error(reply)
+            return
+        self.recipients.append(recipient)
+        self.reply("250 2.1.5 Ok")
+
+    def _isListed(self, address: str) -> bool:
+        tables = self.settings.localRecipientTables
+        if tables is None or not self.settings.rejectUnlisted:
+            return True
+        local, domain = splitAddress(address)
+        name = unquoteLocal(local).lower()
+        keys = [address.lower(), name]
+        delimiter = self.settings.recipientDelimiter
+        if delimiter:
+            for d in delimiter:
+                if d in name:
+                    keys.append(name.split(d, 1)[0])
+        return any(lookupAny(tables, key) is not None for key in keys)
+
+    def smtp_DATA(self, argument: str):
+        if argument:
+            self._error("501 5.5.4 Syntax: DATA")
+            return None
+        if self.sender is None:
+            self._error("503 5.5.1 Error: need MAIL command")
+            return None
+        if not self.recipients:
+            self._error("554 5.5.1 Error: no valid recipients")
+            return None
+        return defer.Deferred.fromCoroutine(self._startData())
+
+    async def _startData(self) -> None:
+        try:
+            if self.cleanup is None or self.cleanup.transport is None:
+                self.cleanup = await self.openCleanup()
+        except Exception as e:
+            log.error("cannot connect to cleanup: {error}", error=e)
+            self.reply("451 4.3.0 Error: queue file write error")
+            return
+        attributes = {
+            "client_name": self.clientName,
+            "client_address": self.clientAddress,
+            "helo_name": self.helo or "",
+            "protocol": self.protocolName,
+        }
+        begin = self.cleanup.callRemote(CleanupBegin, sender=self.sender,
+                                        attributes=attributeList(attributes))
+        batch, size = [], 0
+        for r in self.recipients:
+            batch.append({"address": r, "original": r})
+            size += len(r) + 40
+            if size > 30000:
+                self.cleanup.callRemote(CleanupRecipients, recipients=batch)
+                batch, size = [], 0
+        if batch:
+            self.cleanup.callRemote(CleanupRecipients, recipients=batch)
+        self._decoder = DataDecoder()
+        self._dataSize = 0
+        self._dataPending: List[bytes] = []
+        self._pendingSize = 0
+        self._tooBig = False
+        self._dataStart = time.time()
+        self.cleanup.transport.registerProducer(self.transport, True)
+        self.reply("354 End data with <CR><LF>.<CR><LF>")
+        self.queueId = ""
+        begin.addCallback(self._began).addErrback(lambda f: None)
+
+    def _began(self, result) -> None:
+        self.queueId = result["queue_id"]
+        log.info("{queueId}: client={client}", queueId=self.queueId, client=self.client)
+
+    def _dataReceived(self) -> bool:
+        """
+        Decode buffered message data; return whether the end of data was
+        reached (the rest of the buffer is then commands again).
+        """
+        decoder = self._decoder
+        text, self._buffer = decoder.feed(self._buffer)
+        if text:
+            self._dataSize += len(text)
+            limit = self.settings.messageSizeLimit
+            if limit and self._dataSize > limit:
+                self._tooBig = True
+                self._dataPending, self._pendingSize = [], 0
+            elif not self._tooBig:
+                self._dataPending.append(text)
+                self._pendingSize += len(text)
+                if self._pendingSize >= CHUNK:
+                    self._flushContent()
+        if not decoder.done:
+            return False
+        self._decoder = None
+        self._busy = True
+
+        def resume(_):
+            self._busy = False
+            self._process()
+
+        d = defer.Deferred.fromCoroutine(self._endData())
+        d.addErrback(lambda f: log.failure("smtpd: end of data", f)).addCallback(resume)
+        return True
+
+    def _flushContent(self) -> None:
+        data = b"".join(self._dataPending)
+        self._dataPending, self._pendingSize = [], 0
+        for start in range(0, len(data), 65535):
+            self.cleanup.callRemote(CleanupContent, data=data[start : start + 65535])
+
+    async def _endData(self) -> None:
+        cleanup = self.cleanup
+        if cleanup is not None and cleanup.transport is not None:
+            cleanup.transport.unregisterProducer()
+        try:
+            if self._tooBig:
+                self._abortCleanup()
+                self.reply("552 5.3.4 Message size exceeds fixed limit")
+                log.info("{queueId}: reject: size limit exceeded from {client}",
+                         queueId=self.queueId, client=self.client)
+                return
+            if cleanup is None or cleanup.transport is None:
+                self.reply("451 4.3.0 Error: queue file write error")
+                return
+            if self._pendingSize:
+                self._flushContent()
+            try:
+                result = await cleanup.callRemote(CleanupEnd)
+            except Exception as e:
+                log.error("cleanup failed: {error}", error=e)
+                self.reply("451 4.3.0 Error: queue file write error")
+                return
+            code, reason = result["code"], result["reason"]
+            if code == 250:
+                self.reply(f"250 {reason}")
+            else:
+                self.reply(f"{code} {reason}")
+        finally:
+            self._resetTransaction()
+
+    def _abortCleanup(self) -> None:
+        if self._decoder is not None or self._tooBig:
+            cleanup = self.cleanup
+            if cleanup is not None and cleanup.transport is not None:
+                cleanup.callRemote(CleanupAbort)
+
+    def smtp_RSET(self, argument: str) -> None:
+        self._resetTransaction()
+        self.reply("250 2.0.0 Ok")
+
+    def smtp_NOOP(self, argument: str) -> None:
+        self.reply("250 2.0.0 Ok")
+
+    def smtp_QUIT(self, argument: str) -> None:
+        self.reply("221 2.0.0 Bye")
+        self.close()
+
+    def smtp_HELP(self, argument: str) -> None:
+        self.reply(_HELP)
+
+    def smtp_VRFY(self, argument: str):
+        if self.settings.vrfyDisabled:
+            self._error("502 5.5.1 VRFY command is disabled")
+            return None
+        try:
+            address, _ = parsePath(argument)
+        except AddressError:
+            self._error("501 5.1.3 Bad recipient address syntax")
+            return None
+        if not address:
+            self._error("501 5.5.4 Syntax: VRFY address")
+            return None
+
+        async def verify():
+            resolution = await self.resolve(address)
+            if resolution.addressClass == "local" and not self._isListed(resolution.recipient):
+                self.reply(f"550 5.1.1 <{address}>: Recipient address rejected: "
+                           "User unknown in local recipient table")
+            else:
+                self.reply(f"252 2.0.0 {address}")
+
+        return defer.Deferred.fromCoroutine(verify())

@@ -1,0 +1,101 @@
+"""
+The smtpd service: one process serves many SMTP sessions at once.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import resource
+import socket
+
+from twisted.application.service import Service
+from twisted.internet import defer, threads
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+
+from tmta.rewrite.client import RewriteClient
+from tmta.smtpd.protocol import SMTPServer, SMTPSettings
+from tmta.smtpd.restrictions import RestrictionList, parseNetworks
+from tmta.tables import openTables
+
+log = Logger()
+
+
+def raiseOpenFileLimit(clients: int) -> None:
+    """
+    Make room for C{clients} sessions, each a client socket and a cleanup
+    connection, plus the process's own descriptors.
+    """
+    wanted = 2 * clients + 64
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= wanted:
+        return
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError):
+        pass
+    if target < wanted:
+        log.warn(
+            "open file limit {limit} is below what smtpd_process_client_limit needs ({wanted})",
+            limit=target, wanted=wanted,
+        )
+
+
+def lookupClientName(reactor, address: str) -> defer.Deferred:
+    """
+    The client's host name, from reverse DNS confirmed forward (in a
+    thread: the resolver blocks); C{unknown} when there is none.
+    """
+    try:
+        if ipaddress.ip_address(address).is_loopback:
+            return defer.succeed("localhost")
+    except ValueError:
+        return defer.succeed("unknown")
+
+    def lookup() -> str:
+        try:
+            name = socket.gethostbyaddr(address)[0]
+            addresses = {info[4][0] for info in socket.getaddrinfo(name, None)}
+        except (OSError, UnicodeError):
+            return "unknown"
+        return name if address in addresses else "unknown"
+
+    return threads.deferToThreadPool(reactor, reactor.getThreadPool(), lookup)
+
+
+class SMTPService(Service):
+    def __init__(self, context) -> None:
+        self.context = context
+        config = context.config
+        raiseOpenFileLimit(config.getInt("smtpd_process_client_limit"))
+        networks = parseNetworks(config.getList("mynetworks"))
+        lists = [
+            RestrictionList(name, config.get(name), networks,
+                            config.getInt("relay_domains_reject_code"),
+                            config.getInt("reject_code"))
+            for name in ("smtpd_relay_restrictions", "smtpd_recipient_restrictions")
+        ]
+        tablesValue = config.get("local_recipient_maps")
+        tables = openTables(tablesValue) if tablesValue.strip() else None
+        self.settings = SMTPSettings.fromConfig(config, lists, tables)
+        self.rewrite = RewriteClient(
+            lambda: context.connect("rewrite"), context.reactor, idle=config.getTime("ipc_idle")
+        )
+        reactor = context.reactor
+        reactor.getThreadPool()
+
+        def build():
+            return SMTPServer(
+                self.settings,
+                lambda: context.connect("cleanup", private=False),
+                self.rewrite.resolve,
+                lambda address: lookupClientName(reactor, address),
+                reactor,
+            )
+
+        self.factory = Factory.forProtocol(build)
+
+    def startService(self) -> None:
+        super().startService()
+        self.context.listen(self.factory)

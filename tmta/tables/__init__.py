@@ -1,0 +1,192 @@
+"""
+Lookup tables named C{type:name}, with Postfix's semantics.
+
+Implemented types: C{unix:passwd.byname} (the passwd database),
+C{hash:} and C{texthash:} (read from the source text file: a key and a
+value per line, C{key value} or, for aliases, C{key: value}), C{static:}
+and C{inline:{ key=value, ... }}.  C{proxy:} is accepted and ignored, since
+tmta's processes read tables themselves.  Lookups are synchronous and
+cheap (files are re-read only when they change).
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+from typing import Dict, List, Optional, Tuple
+
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from tmta.config import splitList
+from tmta.interfaces import ILookupTable
+
+log = Logger()
+
+
+class TableError(Exception):
+    """
+    A table specification that tmta cannot open.
+    """
+
+
+@implementer(ILookupTable)
+class PasswdTable:
+    """
+    C{unix:passwd.byname}: a key is found when it names an account.
+    """
+
+    def get(self, key: str) -> Optional[str]:
+        try:
+            entry = pwd.getpwnam(key)
+        except (KeyError, ValueError):
+            return None
+        return ":".join(str(x) for x in entry)
+
+    def lookup(self, key):
+        from twisted.internet.defer import succeed
+
+        return succeed(self.get(key))
+
+
+def parseTextTable(lines: List[str]) -> Dict[str, str]:
+    """
+    Parse a postmap/postalias source file: C{key value} or C{key: value}
+    per logical line (continuation lines start with white space), C{#}
+    comments.  Keys are case-insensitive; the first definition wins, as
+    postmap warns and keeps the first.
+    """
+    from tmta.config.parser import logicalLines
+
+    table: Dict[str, str] = {}
+    for _, text in logicalLines(lines):
+        if text.startswith('"'):
+            end = text.find('"', 1)
+            key, value = text[1:end], text[end + 1 :].lstrip(": \t")
+        else:
+            parts = text.split(None, 1)
+            key = parts[0]
+            value = parts[1] if len(parts) > 1 else ""
+            if key.endswith(":"):
+                key = key[:-1]
+            elif ":" in key:
+                key, _, first = key.partition(":")
+                value = (first + " " + value).strip()
+        table.setdefault(key.lower(), value.strip())
+    return table
+
+
+@implementer(ILookupTable)
+class TextFileTable:
+    """
+    A table read from a text file, re-read when the file changes.  A
+    missing file is an empty table (and is warned about once).
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._stamp: Optional[Tuple[float, int]] = None
+        self._table: Dict[str, str] = {}
+        self._warned = False
+
+    def _load(self) -> Dict[str, str]:
+        try:
+            st = os.stat(self.path)
+        except OSError as e:
+            if not self._warned:
+                log.warn("table {path}: {error}", path=self.path, error=e.strerror)
+                self._warned = True
+            self._stamp, self._table = None, {}
+            return self._table
+        stamp = (st.st_mtime, st.st_size)
+        if stamp != self._stamp:
+            try:
+                with open(self.path, encoding="utf-8", errors="surrogateescape") as f:
+                    self._table = parseTextTable(f.read().splitlines())
+            except OSError as e:
+                log.warn("table {path}: {error}", path=self.path, error=e.strerror)
+                self._table = {}
+            self._stamp = stamp
+        return self._table
+
+    def get(self, key: str) -> Optional[str]:
+        return self._load().get(key.lower())
+
+    def lookup(self, key):
+        from twisted.internet.defer import succeed
+
+        return succeed(self.get(key))
+
+
+@implementer(ILookupTable)
+class DictTable:
+    """
+    C{static:value} (every key) or C{inline:{k=v, ...}}.
+    """
+
+    def __init__(self, entries: Dict[str, str], default: Optional[str] = None) -> None:
+        self.entries = {k.lower(): v for k, v in entries.items()}
+        self.default = default
+
+    def get(self, key: str) -> Optional[str]:
+        return self.entries.get(key.lower(), self.default)
+
+    def lookup(self, key):
+        from twisted.internet.defer import succeed
+
+        return succeed(self.get(key))
+
+
+def openTable(spec: str):
+    """
+    Open the table C{type:name}.
+
+    @raise TableError: an unknown or malformed type.
+    """
+    kind, sep, name = spec.partition(":")
+    if not sep:
+        raise TableError(f"{spec!r} is not a type:name table")
+    if kind == "proxy":
+        return openTable(name)
+    if kind == "unix" and name == "passwd.byname":
+        return PasswdTable()
+    if kind in ("hash", "texthash", "btree", "lmdb", "cdb", "dbm"):
+        return TextFileTable(name)
+    if kind == "static":
+        return DictTable({}, name.strip("{}").strip())
+    if kind == "inline":
+        body = name.strip()
+        if body.startswith("{") and body.endswith("}"):
+            body = body[1:-1]
+        entries = {}
+        for item in splitList(body):
+            key, _, value = item.partition("=")
+            entries[key] = value
+        return DictTable(entries)
+    raise TableError(f"unsupported table type {kind!r} in {spec!r}")
+
+
+def openTables(value: str) -> List:
+    """
+    Open every table in a list-valued parameter (C{alias_maps},
+    C{local_recipient_maps}); tables tmta cannot open are warned about
+    and left out (Postfix's C{nis:} in a stock alias_maps, say).
+    """
+    tables = []
+    for spec in splitList(value):
+        try:
+            tables.append(openTable(spec))
+        except TableError as e:
+            log.warn("{error}: table ignored", error=str(e))
+    return tables
+
+
+def lookupAny(tables: List, key: str) -> Optional[str]:
+    """
+    The first table's value for C{key}, as Postfix searches a table list.
+    """
+    for table in tables:
+        value = table.get(key)
+        if value is not None:
+            return value
+    return None

@@ -1,0 +1,56 @@
+"""
+tmta's built-in components, as plugins.  Each names the module that
+builds it, imported only in the worker that runs it, so that the master
+and the other workers do not carry its code.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from twisted.plugin import IPlugin
+from zope.interface import implementer
+
+from tmta.interfaces import IComponent
+
+
+@implementer(IPlugin, IComponent)
+class BuiltinComponent:
+    """
+    A component whose service is built by C{module.function(context)}.
+
+    @ivar limitParameter: the main.cf parameter holding the per-process
+        client limit, or C{None} for one client at a time.
+    """
+
+    def __init__(self, name, target, resident=False, limitParameter=None, fixedLimit=1):
+        self.name = name
+        self.target = target
+        self.resident = resident
+        self.limitParameter = limitParameter
+        self.fixedLimit = fixedLimit
+
+    def clientLimit(self, config):
+        if self.limitParameter:
+            return config.getInt(self.limitParameter)
+        return self.fixedLimit
+
+    def makeService(self, context):
+        module, _, function = self.target.partition(":")
+        return getattr(importlib.import_module(module), function)(context)
+
+
+def _agent(kind):
+    return f"tmta.delivery.agents:{kind}"
+
+
+smtpd = BuiltinComponent("smtpd", "tmta.smtpd.service:SMTPService",
+                         limitParameter="smtpd_process_client_limit")
+cleanup = BuiltinComponent("cleanup", "tmta.cleanup.service:CleanupService", fixedLimit=1000)
+qmgr = BuiltinComponent("qmgr", "tmta.qmgr.service:QmgrService", resident=True, fixedLimit=1000)
+rewrite = BuiltinComponent("trivial-rewrite", "tmta.rewrite.service:RewriteService",
+                           fixedLimit=1000)
+bounce = BuiltinComponent("bounce", "tmta.bounce.service:BounceService", fixedLimit=100)
+local = BuiltinComponent("local", "tmta.local.service:makeLocalService")
+discard = BuiltinComponent("discard", _agent("makeDiscard"), fixedLimit=100)
+error = BuiltinComponent("error", _agent("makeError"), fixedLimit=100)
