@@ -211,12 +211,19 @@ class LocalAgent:
         return "; ".join(results)
 
     def _write(self, request: DeliveryRequest, box: Mailbox, prefix: bytes) -> str:
+        # The queue file is opened now, as root: the recipient may not
+        # read the queue.
+        try:
+            queueFile = open(request.queuePath, "rb")
+            envelope = readEnvelope(queueFile)
+        except (OSError, CorruptQueueFile) as e:
+            raise LocalError(DEFERRED, "4.3.0", f"cannot read queue file: {e}")
+
         def chunks() -> Iterable[bytes]:
-            with open(request.queuePath, "rb") as f:
-                yield from iterContent(f, readEnvelope(f))
+            return iterContent(queueFile, envelope)
 
         try:
-            with identity(box.uid, box.gid, box.user):
+            with queueFile, identity(box.uid, box.gid, box.user):
                 if box.maildir:
                     deliverMaildir(box.path, prefix, chunks(), self.fsync)
                     return "delivered to maildir"

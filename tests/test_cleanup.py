@@ -1,0 +1,201 @@
+"""
+Tests for cleanup (L{tmta.cleanup}): the queue file it writes, the
+headers it adds, loop and size limits, and that it fsyncs before it
+answers.
+"""
+
+import os
+
+from twisted.internet import defer
+from twisted.internet.task import Clock
+from twisted.trial.unittest import TestCase
+
+from tmta.cleanup.service import Cleanup, CleanupProtocol
+from tmta.config import MainConfig
+from tmta.queue.layout import createLayout
+from tmta.queue.qfile import iterContent, readEnvelope
+from tmta.queue.store import QueueStore
+from tmta.rewrite import Rewriter
+from tests.test_queue import FsyncRecorder
+
+
+class LocalRewriter:
+    def __init__(self, config):
+        self.rewriter = Rewriter(config)
+
+    def rewrite(self, address):
+        return defer.succeed(self.rewriter.rewrite(address))
+
+
+class CleanupTests(TestCase):
+    def setUp(self):
+        from twisted.internet import reactor
+
+        self.directory = os.path.abspath(self.mktemp())
+        createLayout(self.directory)
+        self.fsyncs = FsyncRecorder()
+        self.store = QueueStore(self.directory, fsync=self.fsyncs)
+        self.config = MainConfig({"myhostname": "mx.example.org", "hopcount_limit": "3",
+                                  "message_size_limit": "100000"})
+        self.wakeups = []
+
+        def notify():
+            # The file is durable before qmgr hears of it.
+            self.wakeups.append(list(self.fsyncs.paths))
+            return defer.succeed(None)
+
+        self.cleanup = Cleanup(reactor, self.config, self.store, LocalRewriter(self.config), notify)
+
+    async def submit(self, content, sender="alice", recipients=("bob",), attributes=None):
+        p = CleanupProtocol(self.cleanup)
+        attrs = attributes or {"client_address": "192.0.2.1", "client_name": "c.example",
+                               "helo_name": "c", "protocol": "ESMTP"}
+        queueId = p.begin(sender, [{"name": k, "value": v} for k, v in attrs.items()])["queue_id"]
+        p.recipients([{"address": r, "original": r} for r in recipients])
+        for start in range(0, len(content), 7):
+            p.content(content[start:start + 7])
+        result = await p.end()
+        return queueId, result
+
+    def read(self, queueId):
+        with self.store.open("incoming", queueId) as f:
+            env = readEnvelope(f)
+            return env, b"".join(iterContent(f, env))
+
+    @defer.inlineCallbacks
+    def test_queuedWithHeaders(self):
+        queueId, result = yield defer.Deferred.fromCoroutine(
+            self.submit(b"Subject: hi\n\nbody\n"))
+        self.assertEqual(result["code"], 250)
+        self.assertEqual(result["reason"], f"2.0.0 Ok: queued as {queueId}")
+        env, text = self.read(queueId)
+        self.assertEqual(env.sender, "alice@mx.example.org")
+        self.assertEqual([(r.address, r.original) for r in env.recipients],
+                         [("bob@mx.example.org", "bob")])
+        headers, _, body = text.partition(b"\n\n")
+        lines = headers.split(b"\n")
+        self.assertTrue(lines[0].startswith(b"Received: from c (c.example [192.0.2.1])"))
+        self.assertIn(b"\tby mx.example.org (tmta) with ESMTP id " + queueId.encode(), lines)
+        self.assertIn(b"Subject: hi", lines)
+        names = [l.split(b":")[0].lower() for l in lines if not l.startswith(b"\t")]
+        for name in (b"date", b"message-id", b"from"):
+            self.assertIn(name, names)
+        self.assertEqual(body, b"body\n")
+        path = self.store.path("incoming", queueId)
+        self.assertEqual(self.wakeups, [[path, os.path.dirname(path)]])
+
+    @defer.inlineCallbacks
+    def test_existingHeadersKept(self):
+        msg = b"From: x@y\nDate: Mon, 1 Jan 2024 00:00:00 +0000\nMessage-ID: <a@b>\n\nb\n"
+        queueId, _ = yield defer.Deferred.fromCoroutine(self.submit(msg))
+        _, text = self.read(queueId)
+        self.assertEqual(text.count(b"Message-I"), 1)
+        self.assertEqual(text.count(b"Date:"), 1)
+        self.assertTrue(text.endswith(msg))
+
+    @defer.inlineCallbacks
+    def test_noHeaderSection(self):
+        queueId, _ = yield defer.Deferred.fromCoroutine(self.submit(b"just a body line\nmore\n"))
+        _, text = self.read(queueId)
+        self.assertTrue(text.endswith(b"\n\njust a body line\nmore\n"))
+
+    @defer.inlineCallbacks
+    def test_emptyMessage(self):
+        queueId, result = yield defer.Deferred.fromCoroutine(self.submit(b""))
+        self.assertEqual(result["code"], 250)
+        _, text = self.read(queueId)
+        self.assertTrue(text.endswith(b"\n\n"))
+
+    @defer.inlineCallbacks
+    def test_hopcount(self):
+        msg = b"Received: a\nReceived: b\nReceived: c\n\nloop\n"
+        queueId, result = yield defer.Deferred.fromCoroutine(self.submit(msg))
+        self.assertEqual((result["code"], result["reason"]), (554, "5.4.6 Too many hops"))
+        self.assertEqual(self.store.list("incoming"), [])
+        self.assertEqual(self.wakeups, [])
+
+    @defer.inlineCallbacks
+    def test_sizeLimit(self):
+        _, result = yield defer.Deferred.fromCoroutine(self.submit(b"x" * 200000))
+        self.assertEqual(result["code"], 552)
+        self.assertEqual(self.store.list("incoming"), [])
+
+    @defer.inlineCallbacks
+    def test_nullSender(self):
+        queueId, _ = yield defer.Deferred.fromCoroutine(self.submit(b"a\n", sender=""))
+        env, text = self.read(queueId)
+        self.assertEqual(env.sender, "")
+        self.assertIn(b"From: MAILER-DAEMON", text)
+
+    @defer.inlineCallbacks
+    def test_badRecipientRefused(self):
+        _, result = yield defer.Deferred.fromCoroutine(
+            self.submit(b"a\n", recipients=["../../etc\x00"]))
+        self.assertEqual(result["code"], 501)
+        self.assertEqual(self.store.list("incoming"), [])
+
+    @defer.inlineCallbacks
+    def test_diskFull(self):
+        def full(fd):
+            raise OSError(28, "No space left on device")
+
+        self.store.fsync = full
+        _, result = yield defer.Deferred.fromCoroutine(self.submit(b"a\n"))
+        self.assertEqual(result["code"], 451)
+        self.assertEqual(self.store.list("incoming"), [])
+        self.flushLoggedErrors()
+
+    @defer.inlineCallbacks
+    def test_connectionLostDiscards(self):
+        p = CleanupProtocol(self.cleanup)
+        p.begin("a", [])
+        p.content(b"partial")
+        from twisted.internet.error import ConnectionDone
+        from twisted.python.failure import Failure
+
+        p.connectionLost(Failure(ConnectionDone()))
+        yield defer.succeed(None)
+        self.assertEqual(os.listdir(os.path.join(self.directory, "incoming")), [])
+
+
+class RewriterTests(TestCase):
+    def test_rewriteAndResolve(self):
+        r = Rewriter(MainConfig({"myhostname": "mx.example.org", "relay_domains": "relay.example"}))
+        self.assertEqual(r.rewrite("bob"), "bob@mx.example.org")
+        self.assertEqual(r.rewrite("host.example!bob"), "bob@host.example")
+        self.assertEqual(r.rewrite("bob%other.example@localhost"), "bob@other.example")
+        self.assertEqual(r.rewrite("Bob@MX.Example.ORG."), "Bob@mx.example.org")
+        local = r.resolve("bob@localhost")
+        self.assertEqual((local.transport, local.nexthop, local.addressClass),
+                         ("local", "mx.example.org", "local"))
+        self.assertEqual(r.resolve("x@sub.relay.example").addressClass, "relay")
+        remote = r.resolve("x@far.example")
+        self.assertEqual((remote.transport, remote.nexthop, remote.addressClass),
+                         ("smtp", "far.example", "default"))
+        r2 = Rewriter(MainConfig({"relayhost": "[smarthost]"}))
+        self.assertEqual(r2.resolve("x@far.example").nexthop, "[smarthost]")
+
+
+class RewriteClientTests(TestCase):
+    def test_cache(self):
+        from tmta.rewrite.client import RewriteClient
+
+        calls = []
+
+        from twisted.internet.testing import StringTransport
+
+        class FakeAMP:
+            transport = StringTransport()
+
+            def callRemote(self, command, **kw):
+                calls.append(kw["address"])
+                return defer.succeed({"address": kw["address"] + "@x"})
+
+        clock = Clock()
+        client = RewriteClient(lambda: defer.succeed(FakeAMP()), clock, ttl=10, idle=5)
+        results = [self.successResultOf(client.rewrite("a")) for _ in range(3)]
+        self.assertEqual(results, ["a@x"] * 3)
+        self.assertEqual(calls, ["a"])
+        clock.advance(11)
+        self.successResultOf(client.rewrite("a"))
+        self.assertEqual(calls, ["a", "a"])

@@ -1,0 +1,136 @@
+"""
+Tests for the local delivery agent (L{tmta.local}): Maildir and mbox
+delivery, the fsync discipline, aliases, and delivery with the
+recipient's identity (as root, with a real unprivileged account).
+"""
+
+import os
+import pwd
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from tmta.config import MainConfig
+from tmta.delivery import BOUNCED, DEFERRED, SENT, DeliveryRequest, RequestRecipient
+from tmta.local.agent import LocalAgent
+from tmta.local.mailbox import deliverMbox
+from tmta.queue.layout import createLayout
+from tmta.queue.store import QueueStore
+from tests.support import shortTemporaryDirectory, testAccount
+from tests.test_queue import FsyncRecorder
+
+MESSAGE = b"Subject: hi\nFrom: a@b\n\nFrom the start\nbody\n"
+
+
+class LocalAgentTests(SynchronousTestCase):
+    def setUp(self):
+        self.base = shortTemporaryDirectory(self)
+        self.queue = os.path.join(self.base, "queue")
+        createLayout(self.queue)
+        self.store = QueueStore(self.queue)
+        self.fsyncs = FsyncRecorder()
+
+    def queueMessage(self, content=MESSAGE, recipients=("bob@localhost",)):
+        queueId, writer = self.store.create("incoming")
+        writer.envelope(1000.0, "alice@example.com", {})
+        for r in recipients:
+            writer.recipient(r)
+        writer.content(content)
+        writer.commit()
+        self.store.move(queueId, "incoming", "active")
+        env = self.store.readEnvelope("active", queueId)
+        return DeliveryRequest(
+            queueId, self.store.path("active", queueId), env.sender, "localhost",
+            [RequestRecipient(r.address, r.original, r.offset) for r in env.recipients],
+            1000.0, 1000.0,
+        )
+
+    def agent(self, **params):
+        settings = {"myhostname": "mx.example.org", "alias_maps": ""}
+        if os.getuid() == 0:
+            settings["mail_owner"] = testAccount()
+        settings.update(params)
+        spool = settings.get("mail_spool_directory")
+        if spool and settings.get("local_mailbox_accounts") == "none":
+            # As the local service does: the spool belongs to mail_owner.
+            os.makedirs(spool, exist_ok=True)
+            if os.getuid() == 0:
+                account = pwd.getpwnam(settings["mail_owner"])
+                os.chown(spool, account.pw_uid, account.pw_gid)
+        return LocalAgent(MainConfig(settings), fsync=self.fsyncs)
+
+    def test_accountlessMaildir(self):
+        spool = os.path.join(self.base, "mail") + "/"
+        agent = self.agent(local_mailbox_accounts="none", mail_spool_directory=spool)
+        [status] = agent.deliverAll(self.queueMessage())
+        self.assertEqual((status.status, status.dsn), (SENT, "2.0.0"))
+        new = os.path.join(spool, "bob", "new")
+        [name] = os.listdir(new)
+        with open(os.path.join(new, name), "rb") as f:
+            text = f.read()
+        self.assertEqual(
+            text, b"Return-Path: <alice@example.com>\nDelivered-To: bob@localhost\n" + MESSAGE)
+        self.assertEqual(os.listdir(os.path.join(spool, "bob", "tmp")), [])
+        # The file (in tmp/), then new/ after the rename, are fsynced
+        # before success.
+        tmp = os.path.join(spool, "bob", "tmp", name)
+        self.assertEqual(self.fsyncs.paths[-2:], [tmp, new])
+
+    def test_unsafeNames(self):
+        spool = os.path.join(self.base, "mail") + "/"
+        agent = self.agent(local_mailbox_accounts="none", mail_spool_directory=spool)
+        statuses = agent.deliverAll(self.queueMessage(recipients=[".hidden@localhost",
+                                                                  '"a/b"@localhost']))
+        self.assertEqual([s.status for s in statuses], [BOUNCED, BOUNCED])
+        self.assertFalse(os.path.exists(os.path.join(self.base, "hidden")))
+
+    def test_unknownUser(self):
+        agent = self.agent(mail_spool_directory=os.path.join(self.base, "spool"))
+        [status] = agent.deliverAll(self.queueMessage(recipients=["no-such-user-xyz@localhost"]))
+        self.assertEqual((status.status, status.dsn), (BOUNCED, "5.1.1"))
+
+    def test_rootNeedsAlias(self):
+        agent = self.agent(mail_spool_directory=os.path.join(self.base, "spool"))
+        [status] = agent.deliverAll(self.queueMessage(recipients=["root@localhost"]))
+        self.assertEqual(status.status, DEFERRED)
+
+    def test_loop(self):
+        spool = os.path.join(self.base, "mail") + "/"
+        agent = self.agent(local_mailbox_accounts="none", mail_spool_directory=spool)
+        msg = b"Delivered-To: bob@localhost\nSubject: x\n\nb\n"
+        [status] = agent.deliverAll(self.queueMessage(content=msg))
+        self.assertEqual((status.status, status.dsn), (BOUNCED, "5.4.6"))
+
+    def test_aliasesAndIdentity(self):
+        if os.getuid() != 0:
+            raise self.skipTest("delivery as another account needs root")
+        user = testAccount()
+        account = pwd.getpwnam(user)
+        spool = os.path.join(self.base, "spool")
+        os.mkdir(spool)
+        os.chmod(spool, 0o1777)
+        aliases = os.path.join(self.base, "aliases")
+        with open(aliases, "w") as f:
+            f.write(f"# test aliases\npostmaster: root\nroot: {user}\nboss: {user}\n")
+        agent = self.agent(mail_spool_directory=spool, alias_maps=f"hash:{aliases}")
+        statuses = agent.deliverAll(self.queueMessage(recipients=["postmaster@localhost"]))
+        self.assertEqual([(s.status, s.reason) for s in statuses],
+                         [(SENT, "delivered to mailbox")])
+        mbox = os.path.join(spool, user)
+        st = os.stat(mbox)
+        self.assertEqual((st.st_uid, st.st_mode & 0o777), (account.pw_uid, 0o600))
+        with open(mbox, "rb") as f:
+            text = f.read()
+        self.assertTrue(text.startswith(b"From alice@example.com "))
+        self.assertIn(b"\n>From the start\n", text)
+        self.assertTrue(text.endswith(b"body\n\n"))
+        self.assertIn(mbox, self.fsyncs.paths)
+        self.assertEqual(os.geteuid(), 0)
+
+    def test_mboxAppendsAndLocks(self):
+        path = os.path.join(self.base, "box")
+        for i in range(2):
+            deliverMbox(path, b"From a  Thu Jan  1 00:00:00 1970\n", b"", [b"m%d" % i],
+                        self.fsyncs)
+        with open(path, "rb") as f:
+            self.assertEqual(f.read().count(b"\nFrom a "), 1)
+        self.assertFalse(os.path.exists(path + ".lock"))

@@ -1,0 +1,232 @@
+"""
+Tests for the queue manager (L{tmta.qmgr}) with stand-in delivery agents
+and bounce service.
+"""
+
+import os
+import time
+
+from twisted.internet import defer, reactor
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import TestCase
+
+from tmta.bounce.commands import BounceRecipients
+from tmta.config import MainConfig
+from tmta.delivery import BOUNCED, DEFERRED, SENT, Deliver
+from tmta.qmgr.manager import QueueManager
+from tmta.queue.layout import createLayout
+from tmta.queue.store import QueueStore
+from tmta.rewrite import Rewriter
+
+
+class FakeAgent:
+    def __init__(self, service, test):
+        self.service = service
+        self.test = test
+        self.transport = StringTransport()
+
+    def callRemote(self, command, **kw):
+        self.test.requests.append((self.service, command, kw))
+        if command is BounceRecipients:
+            if self.test.bounceFails:
+                return defer.fail(RuntimeError("bounce down"))
+            return defer.succeed({"notice_id": "X"})
+        assert command is Deliver
+        statuses = []
+        for r in kw["recipients"]:
+            outcome = self.test.outcomes.get(r["address"], SENT)
+            statuses.append({"offset": r["offset"], "status": outcome,
+                             "dsn": {SENT: "2.0.0", DEFERRED: "4.0.0", BOUNCED: "5.0.0"}[outcome],
+                             "reason": f"test {outcome}"})
+        return defer.succeed({"statuses": statuses})
+
+
+class QueueManagerTests(TestCase):
+    def setUp(self):
+        self.directory = os.path.abspath(self.mktemp())
+        createLayout(self.directory)
+        self.store = QueueStore(self.directory)
+        self.requests = []
+        self.outcomes = {}
+        self.bounceFails = False
+        self.services = {"local", "bounce"}
+        config = MainConfig({"myhostname": "mx.example.org", "queue_run_delay": "1000s"})
+        rewriter = Rewriter(config)
+
+        def connect(service):
+            if service not in self.services:
+                return defer.fail(OSError("no such socket"))
+            return defer.succeed(FakeAgent(service, self))
+
+        self.manager = QueueManager(reactor, config, self.store, connect,
+                                    lambda a: defer.succeed(rewriter.resolve(a)))
+        self.addCleanup(self.manager.stop)
+
+    def queue(self, recipients, sender="alice@example.com", arrival=None, queueName="incoming"):
+        queueId, writer = self.store.create("incoming")
+        writer.envelope(arrival or time.time(), sender, {})
+        for r in recipients:
+            writer.recipient(r)
+        writer.content(b"Subject: t\n\nbody\n")
+        writer.commit()
+        if queueName != "incoming":
+            self.store.move(queueId, "incoming", queueName)
+        return queueId
+
+    async def settle(self):
+        for _ in range(50):
+            if not self.manager.active:
+                return
+            d = defer.Deferred()
+            reactor.callLater(0.01, d.callback, None)
+            await d
+        self.fail("qmgr did not settle")
+
+    @defer.inlineCallbacks
+    def test_delivered(self):
+        queueId = self.queue(["bob@localhost", "carol@localhost"])
+        self.manager.start()
+        yield defer.Deferred.fromCoroutine(self.settle())
+        self.assertEqual(self.store.list("incoming") + self.store.list("active"), [])
+        delivered = [r["address"] for s, c, kw in self.requests for r in kw["recipients"]]
+        self.assertEqual(sorted(delivered), ["bob@localhost", "carol@localhost"])
+        # local takes one recipient per request.
+        self.assertEqual(len(self.requests), 2)
+        self.assertEqual(self.store.list("deferred"), [])
+        self.assertFalse(os.path.exists(self.store.path("active", queueId)))
+
+    @defer.inlineCallbacks
+    def test_partialDeferral(self):
+        self.outcomes["carol@localhost"] = DEFERRED
+        queueId = self.queue(["bob@localhost", "carol@localhost"])
+        self.manager.start()
+        yield defer.Deferred.fromCoroutine(self.settle())
+        self.assertEqual(self.store.list("deferred"), [queueId])
+        env = self.store.readEnvelope("deferred", queueId)
+        self.assertEqual([r.address for r in env.pending()], ["carol@localhost"])
+        retry = os.stat(self.store.path("deferred", queueId)).st_mtime
+        self.assertGreaterEqual(retry, time.time() + 290)
+        # The next run delivers only the recipient still pending.
+        self.requests.clear()
+        del self.outcomes["carol@localhost"]
+        os.utime(self.store.path("deferred", queueId), (0, 0))
+        self.manager.scanDeferred()
+        yield defer.Deferred.fromCoroutine(self.settle())
+        self.assertEqual([r["address"] for s, c, kw in self.requests for r in kw["recipients"]],
+                         ["carol@localhost"])
+        self.assertEqual(self.store.list("deferred"), [])
+
+    @defer.inlineCallbacks
+    def test_transportUnavailable(self):
+        queueId = self.queue(["x@remote.example"])
+        self.manager.start()
+        yield defer.Deferred.fromCoroutine(self.settle())
+        self.assertEqual(self.store.list("deferred"), [queueId])
+
+    @defer.inlineCallbacks
+    def test_bounced(self):
+        self.outcomes["nobody@localhost"] = BOUNCED
+        queueId = self.queue(["nobody@localhost"])
+        self.manager.start()
+        yield defer.Deferred.fromCoroutine(self.settle())
+        bounces = [kw for s, c, kw in self.requests if c is BounceRecipients]
+        self.assertEqual(len(bounces), 1)
+        self.assertEqual(bounces[0]["queue_id"], queueId)
+        self.assertEqual(bounces[0]["recipients"][0]["address"], "nobody@localhost")
+        self.assertEqual(self.store.list("deferred"), [])
+
+    @defer.inlineCallbacks
+    def test_bounceServiceDownKeepsMail(self):
+        self.outcomes["nobody@localhost"] = BOUNCED
+        self.bounceFails = True
+        queueId = self.queue(["nobody@localhost"])
+        self.manager.start()
+        yield defer.Deferred.fromCoroutine(self.settle())
+        self.assertEqual(self.store.list("deferred"), [queueId])
+        self.assertEqual(len(self.store.readEnvelope("deferred", queueId).pending()), 1)
+
+    @defer.inlineCallbacks
+    def test_expired(self):
+        queueId = self.queue(["x@remote.example"], arrival=time.time() - 6 * 86400,
+                             queueName="deferred")
+        os.utime(self.store.path("deferred", queueId), (0, 0))
+        self.manager.start()
+        yield defer.Deferred.fromCoroutine(self.settle())
+        bounces = [kw for s, c, kw in self.requests if c is BounceRecipients]
+        self.assertEqual(bounces[0]["recipients"][0]["dsn"], "4.4.7")
+        self.assertEqual(self.store.list("deferred"), [])
+
+    @defer.inlineCallbacks
+    def test_notDueStaysDeferred(self):
+        queueId = self.queue(["bob@localhost"], queueName="deferred")
+        later = time.time() + 3600
+        os.utime(self.store.path("deferred", queueId), (later, later))
+        self.manager.start()
+        yield defer.Deferred.fromCoroutine(self.settle())
+        self.assertEqual(self.requests, [])
+        self.assertEqual(self.store.list("deferred"), [queueId])
+
+    @defer.inlineCallbacks
+    def test_recoversActive(self):
+        queueId = self.queue(["bob@localhost"], queueName="active")
+        self.manager.start()
+        yield defer.Deferred.fromCoroutine(self.settle())
+        self.assertEqual(len(self.requests), 1)
+        self.assertEqual(self.store.list("active"), [])
+
+    @defer.inlineCallbacks
+    def test_corruptMovedAside(self):
+        queueId = self.queue(["bob@localhost"])
+        with open(self.store.path("incoming", queueId), "r+b") as f:
+            f.truncate(30)
+        self.manager.start()
+        yield defer.Deferred.fromCoroutine(self.settle())
+        self.assertEqual(self.store.list("corrupt"), [queueId])
+        self.assertEqual(self.requests, [])
+
+    @defer.inlineCallbacks
+    def test_incompleteIgnored(self):
+        queueId, writer = self.store.create("incoming")
+        writer.envelope(1.0, "", {})
+        writer._file.flush()
+        self.manager.start()
+        yield defer.Deferred.fromCoroutine(self.settle())
+        self.assertEqual(self.store.list("incoming"), [queueId])
+        writer.abort()
+
+    @defer.inlineCallbacks
+    def test_destinationConcurrency(self):
+        started = []
+        pending = []
+
+        def connect(service):
+            agent = FakeAgent(service, self)
+
+            def call(command, **kw):
+                started.append(kw["recipients"][0]["address"])
+                d = defer.Deferred()
+                pending.append((d, kw))
+                return d
+
+            agent.callRemote = call
+            return defer.succeed(agent)
+
+        self.manager.connect = connect
+        for _ in range(5):
+            self.queue(["bob@localhost"])
+        self.manager.start()
+        yield defer.Deferred.fromCoroutine(self.settle_briefly())
+        # local_destination_concurrency_limit = 2 per recipient.
+        self.assertEqual(len(started), 2)
+        while pending:
+            d, kw = pending.pop(0)
+            d.callback({"statuses": [{"offset": r["offset"], "status": SENT, "dsn": "2.0.0",
+                                      "reason": "ok"} for r in kw["recipients"]]})
+            yield defer.Deferred.fromCoroutine(self.settle_briefly())
+        self.assertEqual(len(started), 5)
+
+    async def settle_briefly(self):
+        for _ in range(5):
+            d = defer.Deferred()
+            reactor.callLater(0.01, d.callback, None)
+            await d
