@@ -232,3 +232,63 @@ class Master:
                 pass
         self.process.wait()
         return workers
+
+
+def sendMessage(port: int, sender: str, recipients, subject: str,
+                body: str = "hello\r\n", source: Optional[str] = None) -> str:
+    """
+    Send one message with smtplib; return the queue id from the 250 reply.
+
+    @raise smtplib.SMTPException: it was not accepted.
+    """
+    import smtplib
+
+    client = smtplib.SMTP("127.0.0.1", port, timeout=30,
+                          source_address=(source, 0) if source else None)
+    try:
+        client.ehlo("test.example")
+        client.mail(sender)
+        for r in recipients:
+            code, text = client.rcpt(r)
+            if code != 250:
+                raise smtplib.SMTPRecipientsRefused({r: (code, text)})
+        code, text = client.data(f"Subject: {subject}\r\n\r\n{body}".encode())
+        if code != 250:
+            raise smtplib.SMTPDataError(code, text)
+        return text.decode().rsplit(" ", 1)[-1]
+    finally:
+        try:
+            client.quit()
+        except Exception:
+            client.close()
+
+
+def maildirMessages(spool: str) -> Dict[str, List[bytes]]:
+    """
+    Every message in the Maildirs under C{spool}, by mailbox name.
+    """
+    found: Dict[str, List[bytes]] = {}
+    if not os.path.isdir(spool):
+        return found
+    for name in os.listdir(spool):
+        new = os.path.join(spool, name, "new")
+        if os.path.isdir(new):
+            for entry in os.listdir(new):
+                with open(os.path.join(new, entry), "rb") as f:
+                    found.setdefault(name, []).append(f.read())
+    return found
+
+
+def subjects(spool: str) -> List[str]:
+    """
+    The Subject of every message delivered under C{spool}.
+    """
+    import re
+
+    out = []
+    for messages in maildirMessages(spool).values():
+        for text in messages:
+            match = re.search(rb"^Subject: (.*)$", text, re.M)
+            if match:
+                out.append(match.group(1).decode())
+    return out

@@ -17,6 +17,9 @@ from twisted.logger import Logger
 from twisted.protocols.policies import WrappingFactory
 
 
+LISTEN_BACKLOG = 1024
+
+
 class _CappedPortMixin:
     """
     Accept no more connections in one go than the worker has room for.
@@ -133,6 +136,11 @@ class WorkerRuntime:
                 reactor, fd, family, counting
             )
         port.runtime = self
+        # The socket is shared with the master and the other workers: no
+        # shutdown() when this worker stops using it (Twisted's UNIX port
+        # would), and the master's backlog stays.
+        port._shouldShutdown = False
+        port.backlog = LISTEN_BACKLOG
         port.startListening()
         self.ports.append(port)
         self._sync()

@@ -28,6 +28,7 @@ from tmta.master.components import availableComponents, findComponent
 from tmta.master.control import Shutdown, Wakeup, WorkerStatus
 from tmta.master.policy import ServicePool
 from tmta.master.privileges import mailOwner
+from tmta.master.runtime import LISTEN_BACKLOG
 from tmta.queue.layout import createLayout, socketPath
 from tmta.wire import QuietAMP, connectService
 
@@ -483,7 +484,7 @@ def _bindInet(key: Tuple) -> Listener:
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind((host, port))
-        sock.listen(1024)
+        sock.listen(LISTEN_BACKLOG)
         sock.setblocking(False)
     except OSError as e:
         sock.close()
@@ -505,7 +506,7 @@ def _bindUnix(path: str, uid: Optional[int], gid: Optional[int]) -> Listener:
         os.chmod(path, 0o666)
         if uid is not None:
             os.chown(path, uid, gid if gid is not None else -1)
-        sock.listen(1024)
+        sock.listen(LISTEN_BACKLOG)
         sock.setblocking(False)
     except OSError as e:
         sock.close()

@@ -1,0 +1,232 @@
+"""
+End-to-end tests of the mail path: a real master and its workers on
+loopback, real SMTP clients, real Maildirs.
+"""
+
+import os
+import sys
+import pwd
+import shutil
+import signal
+import smtplib
+import socket
+import subprocess
+import threading
+import time
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.support import (
+    Master,
+    commandLine,
+    freePort,
+    maildirMessages,
+    processName,
+    sendMessage,
+    shortTemporaryDirectory,
+    subjects,
+    testAccount,
+    waitFor,
+)
+
+MASTER_CF = """\
+{port}      inet  n       -       n       -       -       smtpd
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+local     unix  -       n       n       -       -       local
+discard   unix  -       -       n       -       -       discard
+"""
+
+
+class MailPathTests(SynchronousTestCase):
+    def startMaster(self, **main):
+        self.base = shortTemporaryDirectory(self)
+        self.spool = os.path.join(self.base, "mail")
+        self.port = freePort()
+        settings = {
+            "mydestination": "localhost, $myhostname",
+            "local_recipient_maps": "",
+            "local_mailbox_accounts": "none",
+            "mail_spool_directory": self.spool + "/",
+            "max_idle": "3s",
+        }
+        settings.update(main)
+        self.master = Master(os.path.join(self.base, "conf"), settings,
+                             MASTER_CF.format(port=self.port)).start()
+        self.addCleanup(self.master.stop)
+        return self.master
+
+    def test_deliveredWithHeaders(self):
+        master = self.startMaster()
+        queueId = sendMessage(self.port, "alice@example.com", ["bob@localhost"], "first")
+        waitFor(lambda: maildirMessages(self.spool).get("bob"), what="delivery")
+        [text] = maildirMessages(self.spool)["bob"]
+        headers = text.split(b"\n\n", 1)[0]
+        for name in (b"Return-Path: <alice@example.com>", b"Delivered-To: bob@localhost",
+                     b"Received: from test.example (localhost [127.0.0.1])",
+                     b"Date: ", b"Message-Id: <", b"Subject: first"):
+            self.assertIn(name, headers)
+        self.assertIn(queueId.encode(), headers)
+        # One process per service, each named for it.
+        names = {processName(p) for p in master.workers()}
+        self.assertTrue({"smtpd", "cleanup", "qmgr", "local"} <= names, names)
+        log = master.log()
+        self.assertIn(f"{queueId}: client=localhost[127.0.0.1]", log)
+        self.assertIn(f"{queueId}: from=<alice@example.com>, size=", log)
+        self.assertRegex(log, rf"tmta/local\[\d+\]\] {queueId}: to=<bob@localhost>, relay=local, "
+                              r"delay=[\d.e-]+, delays=[\d.e/-]+, dsn=2.0.0, status=sent")
+        waitFor(lambda: f"{queueId}: removed" in master.log())
+        # Idle workers leave after max_idle; qmgr stays.
+        waitFor(lambda: {processName(p) for p in master.workers()} == {"qmgr"}, timeout=30,
+                what="idle workers to leave")
+        if os.getuid() == 0:
+            owner = pwd.getpwnam(testAccount()).pw_uid
+            new = os.path.join(self.spool, "bob", "new")
+            self.assertEqual(os.stat(os.path.join(new, os.listdir(new)[0])).st_uid, owner)
+
+    def test_swaks(self):
+        if shutil.which("swaks") is None:
+            raise self.skipTest("swaks is not installed")
+        self.startMaster()
+        result = subprocess.run(
+            ["swaks", "--server", "127.0.0.1", "--port", str(self.port), "--from",
+             "sender@example.com", "--to", "carol@localhost", "--header", "Subject: by swaks",
+             "--pipeline"],
+            capture_output=True, text=True, timeout=60,
+        )
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        waitFor(lambda: "by swaks" in subjects(self.spool), what="delivery")
+
+    def test_relayDenied(self):
+        master = self.startMaster(mynetworks="127.0.0.1/32")
+        with self.assertRaises(smtplib.SMTPRecipientsRefused) as caught:
+            sendMessage(self.port, "a@example.com", ["victim@remote.example"], "relay",
+                        source="127.0.0.2")
+        code, text = caught.exception.recipients["victim@remote.example"]
+        self.assertEqual(code, 454)
+        self.assertIn(b"Relay access denied", text)
+        for queue in ("incoming", "active", "deferred"):
+            self.assertEqual(os.listdir(os.path.join(master.queue, queue)), [])
+        self.assertIn("NOQUEUE: reject: RCPT from localhost[127.0.0.2]", master.log())
+
+    def test_remoteMailDeferredNotDropped(self):
+        master = self.startMaster()
+        queueId = sendMessage(self.port, "a@localhost", ["x@remote.example"], "remote")
+        waitFor(lambda: os.listdir(os.path.join(master.queue, "deferred")), what="deferral")
+        self.assertIn(f"{queueId}: transport smtp: mail transport unavailable", master.log())
+
+    def test_bounceToSender(self):
+        self.startMaster(local_mailbox_accounts="system")
+        # Accepted (local_recipient_maps is empty) but unknown to local:
+        # the sender hears of it.
+        if os.getuid() != 0:
+            raise self.skipTest("system-account delivery to another user needs root")
+        os.makedirs(self.spool, exist_ok=True)
+        os.chmod(self.spool, 0o1777)
+        user = testAccount()
+        sendMessage(self.port, f"{user}@localhost", ["no-such-user-q@localhost"], "lost")
+        waitFor(lambda: maildirMessages(self.spool).get(user), what="the bounce")
+        [notice] = maildirMessages(self.spool)[user]
+        self.assertIn(b"Subject: Undelivered Mail Returned to Sender", notice)
+        self.assertIn(b"Return-Path: <>", notice)
+        self.assertIn(b"<no-such-user-q@localhost>: unknown user", notice)
+        self.assertIn(b"Subject: lost", notice)
+
+    def sendMany(self, count, accepted, failures, stop=None, threads=8):
+        lock = threading.Lock()
+        numbers = iter(range(count))
+
+        def worker():
+            while stop is None or not stop.is_set():
+                with lock:
+                    n = next(numbers, None)
+                if n is None:
+                    return
+                try:
+                    sendMessage(self.port, "load@example.com", [f"user{n % 5}@localhost"],
+                                f"msg-{n}")
+                except (OSError, smtplib.SMTPException) as e:
+                    with lock:
+                        failures.append((n, e))
+                    continue
+                with lock:
+                    accepted.append(f"msg-{n}")
+
+        pool = [threading.Thread(target=worker) for _ in range(threads)]
+        for t in pool:
+            t.start()
+        return pool
+
+    def test_killWorkerDuringTraffic(self):
+        master = self.startMaster()
+        accepted, failures = [], []
+        pool = self.sendMany(150, accepted, failures)
+        waitFor(lambda: len(accepted) > 30, what="traffic")
+        victims = [p for p in master.workers() if processName(p) in ("cleanup", "local")]
+        for pid in victims:
+            os.kill(pid, signal.SIGKILL)
+        for t in pool:
+            t.join(120)
+        waitFor(lambda: set(accepted) <= set(subjects(self.spool)), timeout=120,
+                what="every accepted message to be delivered")
+        # The master replaced the killed workers at once: the rest went on.
+        self.assertGreater(len(accepted), 100)
+
+    def test_killEverythingAndRestart(self):
+        master = self.startMaster()
+        accepted, failures = [], []
+        stop = threading.Event()
+        pool = self.sendMany(400, accepted, failures, stop=stop)
+        waitFor(lambda: len(accepted) > 150, timeout=120, what="traffic")
+        master.kill()
+        stop.set()
+        for t in pool:
+            t.join(60)
+        master.start()
+        waitFor(lambda: set(accepted) <= set(subjects(self.spool)), timeout=180,
+                what="every accepted message to be delivered after the restart")
+        delivered = subjects(self.spool)
+        duplicates = len(delivered) - len(set(delivered))
+        self.assertLessEqual(duplicates, 10)
+
+
+class EmbeddedDefaultTests(SynchronousTestCase):
+    def test_embedded(self):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", 2525))
+            except OSError:
+                raise self.skipTest("port 2525 is in use")
+        data = shortTemporaryDirectory(self)
+        env = dict(os.environ)
+        from tests.support import REPO
+
+        env["PYTHONPATH"] = REPO
+        log = os.path.join(data, "out.log")
+        process = subprocess.Popen(
+            [sys.executable, "-c",
+             "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=", "tmta",
+             "-d", os.path.join(data, "tmta")],
+            env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, cwd=data,
+        )
+
+        def stop():
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+        self.addCleanup(stop)
+        waitFor(lambda: "daemon started" in open(log).read() or process.poll() is not None)
+        text = open(log).read()
+        self.assertIn(f"everything is under {os.path.join(data, 'tmta')}", text)
+        self.assertIn("smtpd on 127.0.0.1:2525", text)
+        sendMessage(2525, "a@example.com", ["anybody@localhost"], "embedded")
+        with self.assertRaises(smtplib.SMTPRecipientsRefused):
+            sendMessage(2525, "a@example.com", ["x@remote.example"], "no relay")
+        spool = os.path.join(data, "tmta", "mail")
+        waitFor(lambda: "embedded" in subjects(spool), what="delivery")
+        self.assertTrue(os.path.exists(os.path.join(data, "tmta", "main.cf")))
