@@ -195,6 +195,7 @@ class MailPathTests(SynchronousTestCase):
 class EmbeddedDefaultTests(SynchronousTestCase):
     def test_embedded(self):
         with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind(("127.0.0.1", 2525))
             except OSError:

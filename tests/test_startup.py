@@ -1,0 +1,146 @@
+"""
+Start-up as an operator meets it: the tmta config command, configuration
+errors that stop the master, a missing mail_owner, and Debian's stock
+Postfix master.cf.
+"""
+
+import io
+import os
+import re
+import subprocess
+import sys
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.support import REPO, Master, freePort, sendMessage, shortTemporaryDirectory, waitFor
+from tests.test_config import DEBIAN_MASTER_CF
+from tmta.cli.admin import main, showConfig
+from tmta.config import loadConfiguration
+
+
+def twistd(args, env=None, timeout=60):
+    environ = dict(os.environ)
+    environ["PYTHONPATH"] = REPO
+    environ.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
+         "--pidfile=", "tmta"] + args,
+        capture_output=True, text=True, timeout=timeout, env=environ,
+    )
+
+
+class ConfigCommandTests(SynchronousTestCase):
+    def setUp(self):
+        self.directory = self.mktemp()
+        os.makedirs(self.directory)
+        with open(os.path.join(self.directory, "main.cf"), "w") as f:
+            f.write("myhostname = mx.example.org\nmydestination = $myhostname, localhost\n")
+        with open(os.path.join(self.directory, "master.cf"), "w") as f:
+            f.write(DEBIAN_MASTER_CF)
+        self.configuration = loadConfiguration(self.directory)
+
+    def show(self, *names, **flags):
+        out = io.StringIO()
+        status = showConfig(self.configuration, list(names), out=out, **flags)
+        return status, out.getvalue()
+
+    def test_nonDefault(self):
+        self.assertEqual(self.show(nonDefault=True),
+                         (0, "mydestination = $myhostname, localhost\nmyhostname = mx.example.org\n"))
+
+    def test_expanded(self):
+        self.assertEqual(self.show("mydestination", expand=True)[1],
+                         "mydestination = mx.example.org, localhost\n")
+
+    def test_defaults(self):
+        self.assertEqual(self.show("inet_interfaces", "relay_domains", defaults=True)[1],
+                         "inet_interfaces = loopback-only\nrelay_domains =\n")
+
+    def test_all(self):
+        _, text = self.show()
+        self.assertIn("smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, "
+                      "defer_unauth_destination\n", text)
+
+    def test_services(self):
+        _, text = self.show(services=True)
+        self.assertIn("pickup unix n y y 60 1 pickup\n", text)
+        self.assertIn("relay unix y y y - - smtp -o syslog_name=postfix/$service_name\n", text)
+
+    def test_unknown(self):
+        self.assertEqual(self.show("no_such_parameter")[0], 1)
+
+    def test_mailConfigEnvironment(self):
+        result = subprocess.run(
+            [sys.executable, "-m", "tmta.cli.admin", "config", "-n"],
+            capture_output=True, text=True, env=dict(os.environ, MAIL_CONFIG=self.directory,
+                                                     PYTHONPATH=REPO),
+        )
+        self.assertIn("myhostname = mx.example.org", result.stdout)
+
+
+class StartupErrorTests(SynchronousTestCase):
+    def configDirectory(self, main, master="2525 inet n - n - - smtpd\n"):
+        directory = shortTemporaryDirectory(self)
+        with open(os.path.join(directory, "main.cf"), "w") as f:
+            f.write(f"queue_directory = {directory}/queue\n" + main)
+        with open(os.path.join(directory, "master.cf"), "w") as f:
+            f.write(master)
+        return directory
+
+    def test_syntaxErrorStops(self):
+        directory = self.configDirectory("good = 1\nthis line is wrong\n")
+        result = twistd(["-c", directory])
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn(f"{directory}/main.cf, line 3: missing '=' after", result.stderr + result.stdout)
+
+    def test_masterSyntaxErrorStops(self):
+        directory = self.configDirectory("", "smtp inet n - n\n")
+        result = twistd(["-c", directory])
+        self.assertIn(f"{directory}/master.cf, line 1: expected at least 8 columns",
+                      result.stderr + result.stdout)
+
+    def test_missingMailOwner(self):
+        if os.getuid() != 0:
+            raise self.skipTest("only root changes to mail_owner")
+        directory = self.configDirectory("mail_owner = no-such-account-tmta\n")
+        result = twistd(["-c", directory])
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn("mail_owner: no account named 'no-such-account-tmta'",
+                      result.stderr + result.stdout)
+
+    def test_portInUse(self):
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            s.listen()
+            port = s.getsockname()[1]
+            directory = self.configDirectory("inet_protocols = ipv4\n",
+                                             f"{port} inet n - n - - smtpd\n")
+            result = twistd(["-c", directory])
+        self.assertIn(f"cannot listen on 127.0.0.1:{port}", result.stderr + result.stdout)
+
+
+class StockMasterCfTests(SynchronousTestCase):
+    def test_debianMasterCf(self):
+        stock = "/etc/postfix/master.cf"
+        if not os.path.exists(stock):
+            raise self.skipTest("Debian's postfix package is not installed")
+        port = freePort()
+        with open(stock) as f:
+            text = re.sub(r"^smtp(\s+inet)", rf"{port}\1", f.read(), count=1, flags=re.M)
+        base = shortTemporaryDirectory(self)
+        spool = os.path.join(base, "mail")
+        master = Master(os.path.join(base, "conf"),
+                        {"mydestination": "localhost", "local_recipient_maps": "",
+                         "local_mailbox_accounts": "none", "mail_spool_directory": spool + "/"},
+                        text).start()
+        self.addCleanup(master.stop)
+        log = master.log()
+        self.assertEqual(log.count("services not implemented, skipped:"), 1)
+        self.assertIn("pickup/unix (pickup)", log)
+        self.assertEqual(log.count("chroot is not applied"), 1)
+        sendMessage(port, "a@example.com", ["dora@localhost"], "stock")
+        from tests.support import subjects
+
+        waitFor(lambda: "stock" in subjects(spool), what="delivery")
