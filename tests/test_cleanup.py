@@ -39,7 +39,7 @@ class CleanupTests(TestCase):
                                   "message_size_limit": "100000"})
         self.wakeups = []
 
-        def notify():
+        def notify(queueId):
             # The file is durable before qmgr hears of it.
             self.wakeups.append(list(self.fsyncs.paths))
             return defer.succeed(None)

@@ -160,7 +160,9 @@ class MailPathTests(SynchronousTestCase):
         return pool
 
     def test_killWorkerDuringTraffic(self):
-        master = self.startMaster()
+        # Mail whose delivery agent died is deferred; retry soon.
+        master = self.startMaster(queue_run_delay="2s", minimal_backoff_time="2s",
+                                  maximal_backoff_time="4s")
         accepted, failures = [], []
         pool = self.sendMany(150, accepted, failures)
         waitFor(lambda: len(accepted) > 30, what="traffic")

@@ -54,6 +54,22 @@ class FakeCleanup:
         self.ends.pop(0).callback({"code": code, "reason": reason, "queue_id": "0123456789ABCDEF01"})
 
 
+class FakePool:
+    def __init__(self, cleanup):
+        self.cleanup = cleanup
+        self.released = []
+        self.discarded = []
+
+    def acquire(self):
+        return defer.succeed(self.cleanup)
+
+    def release(self, protocol):
+        self.released.append(protocol)
+
+    def discard(self, protocol):
+        self.discarded.append(protocol)
+
+
 class SMTPServerTests(SynchronousTestCase):
     def makeServer(self, client="127.0.0.1", **params):
         settings = {"myhostname": "mx.example.org", "mynetworks": "127.0.0.1/32",
@@ -70,7 +86,7 @@ class SMTPServerTests(SynchronousTestCase):
         self.clock = Clock()
         server = SMTPServer(
             self.settings,
-            lambda: defer.succeed(self.cleanup),
+            FakePool(self.cleanup),
             lambda a: defer.succeed(rewriter.resolve(a)),
             lambda a: defer.succeed("localhost"),
             self.clock,
@@ -110,6 +126,9 @@ class SMTPServerTests(SynchronousTestCase):
         self.assertEqual(self.replies(), [])
         self.cleanup.finish()
         self.assertEqual(self.replies(), ["250 2.0.0 Ok: queued as 0123456789ABCDEF01"])
+        # The cleanup connection goes back to the pool, free of producers.
+        self.assertEqual(self.server.cleanupPool.released, [self.cleanup])
+        self.assertIsNone(self.cleanup.transport.producer)
         self.assertEqual(self.cleanup.content(), b"Subject: t\n\n.dot\nbare\nlf\n")
         self.assertEqual(self.cleanup.recipients(), ["bob@mx.example.org"])
         begin = [kw for c, kw in self.cleanup.calls if c is CleanupBegin][0]
@@ -297,7 +316,7 @@ class SMTPServerTests(SynchronousTestCase):
 
     def test_cleanupUnreachable(self):
         self.makeServer()
-        self.server.openCleanup = lambda: defer.fail(OSError("no cleanup"))
+        self.server.cleanupPool.acquire = lambda: defer.fail(OSError("no cleanup"))
         self.send(b"HELO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<bob@localhost>\r\nDATA\r\nNOOP\r\n")
         self.assertEqual(self.replies()[-2:], ["451 4.3.0 Error: queue file write error",
                                                "250 2.0.0 Ok"])

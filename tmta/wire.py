@@ -52,3 +52,63 @@ class _OneConnection(Factory):
 
     def buildProtocol(self, addr):
         return self.protocol_
+
+
+class ConnectionPool:
+    """
+    Connections to one service, kept open between uses.
+
+    A connection is one client of the service's worker, so reusing it
+    spares the worker the cost of a client per request and lets
+    C{max_use} count long-lived clients, as Postfix's clients of
+    trivial-rewrite are.  Idle connections are closed after C{idle}
+    seconds.
+    """
+
+    def __init__(self, connect, clock, idle: float = 5.0) -> None:
+        self._connect = connect
+        self.clock = clock
+        self.idle = idle
+        self._free: list = []
+
+    def acquire(self):
+        """
+        @return: a Deferred firing with a connected protocol for the
+            caller's sole use until L{release} or L{discard}.
+        """
+        from twisted.internet import defer
+
+        while self._free:
+            protocol, timer = self._free.pop()
+            if timer.active():
+                timer.cancel()
+            if protocol.transport is not None:
+                return defer.succeed(protocol)
+        return self._connect()
+
+    def release(self, protocol) -> None:
+        """
+        Return a connection that is in a clean state for the next user.
+        """
+        if protocol.transport is None:
+            return
+        timer = self.clock.callLater(self.idle, self._expire, protocol)
+        self._free.append((protocol, timer))
+
+    def discard(self, protocol) -> None:
+        """
+        Close a connection whose state is unknown (an error mid-request).
+        """
+        if protocol.transport is not None:
+            protocol.transport.loseConnection()
+
+    def _expire(self, protocol) -> None:
+        self._free = [(p, t) for p, t in self._free if p is not protocol]
+        self.discard(protocol)
+
+    def close(self) -> None:
+        for protocol, timer in self._free:
+            if timer.active():
+                timer.cancel()
+            self.discard(protocol)
+        self._free = []

@@ -79,7 +79,7 @@ class BounceProtocol(QuietAMP):
         return defer.Deferred.fromCoroutine(self.service.notify(queue_id, sender, recipients))
 
     @Wakeup.responder
-    def wakeup(self, reason=None):
+    def wakeup(self, reason=None, queue_id=None):
         return {}
 
 

@@ -182,7 +182,7 @@ class Message:
             log.error("{queueId}: cannot store message: {error}", queueId=self.queueId, error=e)
             return 451, "4.3.0 Error: queue file write error"
         log.info("{queueId}: message-id={mid}", queueId=self.queueId, mid=self.messageId)
-        self.cleanup.wakeQmgr()
+        self.cleanup.wakeQmgr(self.queueId)
         return 250, f"2.0.0 Ok: queued as {self.queueId}"
 
     def abort(self) -> None:
@@ -256,7 +256,7 @@ class CleanupProtocol(QuietAMP):
         return {}
 
     @Wakeup.responder
-    def wakeup(self, reason=None):
+    def wakeup(self, reason=None, queue_id=None):
         return {}
 
     def connectionLost(self, reason) -> None:
@@ -276,7 +276,7 @@ class Cleanup:
         config,
         store: QueueStore,
         rewriter,
-        notifyQmgr: Callable[[], defer.Deferred],
+        notifyQmgr: Callable[[str], defer.Deferred],
     ) -> None:
         self.reactor = reactor
         self.store = store
@@ -286,48 +286,41 @@ class Cleanup:
         self.headerSizeLimit = config.getInt("header_size_limit")
         self.hopcountLimit = config.getInt("hopcount_limit")
         self._notify = notifyQmgr
-        self._waking = False
-        self._again = False
 
-    def wakeQmgr(self) -> None:
+    def wakeQmgr(self, queueId: str) -> None:
         """
-        Tell qmgr there is new mail; while one trigger is under way,
-        later ones are folded into one more.
+        Tell qmgr that C{queueId} is queued.  A lost trigger delays the
+        message only until qmgr's next scan of incoming/.
         """
-        if self._waking:
-            self._again = True
-            return
-        self._waking = True
-
-        def done(_):
-            self._waking = False
-            if self._again:
-                self._again = False
-                self.wakeQmgr()
 
         def failed(reason):
-            log.warn("cannot wake qmgr: {error}", error=reason.getErrorMessage())
+            log.warn("{queueId}: cannot wake qmgr: {error}", queueId=queueId,
+                     error=reason.getErrorMessage())
 
-        self._notify().addErrback(failed).addBoth(done)
+        self._notify(queueId).addErrback(failed)
 
 
-def qmgrTrigger(reactor, queueDirectory: str):
+def qmgrTrigger(reactor, queueDirectory: str, idle: float):
     """
-    A function that sends one Wakeup to qmgr's public socket.
+    A function that tells qmgr of one queued message, over a connection
+    kept open while messages keep coming.
     """
-    from tmta.wire import connectService
+    from tmta.wire import ConnectionPool, connectService
 
-    def trigger() -> defer.Deferred:
-        d = connectService(reactor, queueDirectory, "qmgr", private=False)
+    pool = ConnectionPool(
+        lambda: connectService(reactor, queueDirectory, "qmgr", private=False), reactor, idle
+    )
 
-        def send(protocol):
-            r = protocol.callRemote(Wakeup, reason="incoming")
-            r.addBoth(lambda x: (protocol.transport.loseConnection(), x)[1])
-            return r
+    async def trigger(queueId: str) -> None:
+        protocol = await pool.acquire()
+        try:
+            await protocol.callRemote(Wakeup, reason="incoming", queue_id=queueId)
+        except Exception:
+            pool.discard(protocol)
+            raise
+        pool.release(protocol)
 
-        return d.addCallback(send)
-
-    return trigger
+    return lambda queueId: defer.Deferred.fromCoroutine(trigger(queueId))
 
 
 class CleanupService(Service):
@@ -341,7 +334,7 @@ class CleanupService(Service):
             QueueStore(queueDirectory, hashDepth=config.getInt("hash_queue_depth")),
             RewriteClient(lambda: context.connect("rewrite"), context.reactor,
                           idle=config.getTime("ipc_idle")),
-            qmgrTrigger(context.reactor, queueDirectory),
+            qmgrTrigger(context.reactor, queueDirectory, config.getTime("ipc_idle")),
         )
 
     def startService(self) -> None:

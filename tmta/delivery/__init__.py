@@ -157,7 +157,7 @@ class AgentProtocol(QuietAMP):
         return d.addCallbacks(answer, failed)
 
     @Wakeup.responder
-    def wakeup(self, reason=None):
+    def wakeup(self, reason=None, queue_id=None):
         return {}
 
 

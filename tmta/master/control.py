@@ -30,8 +30,11 @@ class Wakeup(amp.Command):
     """
     Anyone to a service: there may be work (Postfix's trigger).  The
     master sends it on a service's wakeup timer; cleanup sends it to qmgr
-    when a message is queued.
+    with the queue id of each message it queued.
     """
 
-    arguments = [(b"reason", amp.Unicode(optional=True))]
+    arguments = [
+        (b"reason", amp.Unicode(optional=True)),
+        (b"queue_id", amp.Unicode(optional=True)),
+    ]
     response = []

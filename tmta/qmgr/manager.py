@@ -16,7 +16,9 @@ from twisted.logger import Logger
 from tmta.bounce.commands import BounceRecipients
 from tmta.delivery import BOUNCED, DEFERRED, SENT, Deliver
 from tmta.queue.qfile import CorruptQueueFile, Envelope, Recipient, markDone
+from tmta.queue.qid import isQueueId
 from tmta.queue.store import QueueStore
+from tmta.wire import ConnectionPool
 
 log = Logger()
 
@@ -33,6 +35,7 @@ class ActiveMessage:
     jobs: int = 0
     bounced: List[Tuple[Recipient, str, str]] = field(default_factory=list)
     deferred: Dict[int, str] = field(default_factory=dict)
+    unmarked: List[Recipient] = field(default_factory=list)
 
 
 @dataclass
@@ -126,6 +129,8 @@ class QueueManager:
         self.runDelay = config.getTime("queue_run_delay")
         self.softBounce = config.getBool("soft_bounce")
         self.defaultProcessLimit = config.getInt("default_process_limit")
+        self.ipcIdle = config.getTime("ipc_idle")
+        self.pools: Dict[str, ConnectionPool] = {}
         self._scanning = False
         self._rescan = False
         self._deferredScan: Optional[task.LoopingCall] = None
@@ -145,14 +150,15 @@ class QueueManager:
             except OSError as e:
                 log.error("{queueId}: cannot recover: {error}", queueId=queueId, error=e)
         self.store.removeStale("incoming", 86400)
-        self._deferredScan = task.LoopingCall(self.scanDeferred)
+        self._deferredScan = task.LoopingCall(self.periodicScan)
         self._deferredScan.clock = self.reactor
         self._deferredScan.start(self.runDelay, now=True)
-        self.wakeup()
 
     def stop(self) -> None:
         if self._deferredScan is not None and self._deferredScan.running:
             self._deferredScan.stop()
+        for pool in self.pools.values():
+            pool.close()
 
     def wakeup(self) -> None:
         """
@@ -171,6 +177,34 @@ class QueueManager:
                     break
         finally:
             self._scanning = False
+
+    def incoming(self, queueId: str) -> None:
+        """
+        cleanup queued C{queueId}: take it up without listing the
+        directory (it is gossip: checked like anything else).
+        """
+        if (
+            queueId in self.active
+            or not isQueueId(queueId)
+            or len(self.active) >= self.activeLimit
+            or not self.store.isComplete("incoming", queueId)
+        ):
+            self.wakeup()
+            return
+        try:
+            self.store.move(queueId, "incoming", "active")
+        except OSError:
+            self.wakeup()
+            return
+        self.activate(queueId)
+
+    def periodicScan(self) -> None:
+        """
+        Every C{queue_run_delay}: mail whose trigger was lost (a cleanup
+        killed after it stored the file) and deferred mail now due.
+        """
+        self.wakeup()
+        self.scanDeferred()
 
     def scanDeferred(self) -> None:
         now = self.now()
@@ -245,6 +279,13 @@ class QueueManager:
             return self.config.getInt(specific)
         return self.config.getInt(f"default_{suffix}")
 
+    def _pool(self, transport: str) -> ConnectionPool:
+        pool = self.pools.get(transport)
+        if pool is None:
+            pool = ConnectionPool(lambda: self.connect(transport), self.reactor, self.ipcIdle)
+            self.pools[transport] = pool
+        return pool
+
     def _recipientLimit(self, transport: str) -> int:
         return max(1, self._parameter(transport, "destination_recipient_limit"))
 
@@ -262,8 +303,9 @@ class QueueManager:
     async def _deliver(self, job: Job) -> None:
         message = job.message
         try:
+            pool = self._pool(job.transport)
             try:
-                agent = await self.connect(job.transport)
+                agent = await pool.acquire()
             except Exception:
                 for r in job.recipients:
                     message.deferred[r.offset] = "mail transport unavailable"
@@ -284,12 +326,11 @@ class QueueManager:
                     ],
                 )
             except Exception as e:
+                pool.discard(agent)
                 for r in job.recipients:
                     message.deferred[r.offset] = f"delivery agent {job.transport} failed: {e}"
                 return
-            finally:
-                if agent.transport is not None:
-                    agent.transport.loseConnection()
+            pool.release(agent)
             await self._applyStatuses(message, job.recipients, result["statuses"])
         finally:
             self._jobDone(message)
@@ -311,7 +352,12 @@ class QueueManager:
             if all(s["offset"] != r.offset for s in statuses):
                 message.deferred[r.offset] = "delivery agent gave no status"
         if done:
-            await self._markDone(message, done)
+            if message.jobs > 1:
+                # Other deliveries of this message are under way: record
+                # these as done now, so a crash does not repeat them.
+                await self._markDone(message, done)
+            else:
+                message.unmarked.extend(done)
 
     async def _markDone(self, message: ActiveMessage, recipients: List[Recipient]) -> None:
         path = self.store.path("active", message.queueId)
@@ -357,6 +403,10 @@ class QueueManager:
             self.store.remove("active", queueId)
             log.info("{queueId}: removed", queueId=queueId)
             return
+        if message.unmarked:
+            # The file stays: record what the last delivery finished.
+            await self._markDone(message, message.unmarked)
+            message.unmarked = []
         backoff = min(self.maximalBackoff, max(self.minimalBackoff, age))
         retry = self.now() + backoff
         try:

@@ -20,7 +20,10 @@ class QmgrProtocol(QuietAMP):
         self.manager = manager
 
     @Wakeup.responder
-    def wakeup(self, reason=None):
+    def wakeup(self, reason=None, queue_id=None):
+        if queue_id:
+            self.manager.incoming(queue_id)
+            return {}
         if reason == "timer":
             self.manager.scanDeferred()
         self.manager.wakeup()

@@ -34,7 +34,7 @@ class RewriteProtocol(QuietAMP):
         }
 
     @Wakeup.responder
-    def wakeup(self, reason=None):
+    def wakeup(self, reason=None, queue_id=None):
         return {}
 
 

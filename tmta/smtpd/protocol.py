@@ -85,8 +85,9 @@ class SMTPServer(protocol.Protocol, TimeoutMixin):
     answered asynchronously (a recipient check, the end of data) the rest
     wait in the buffer, so pipelined commands are answered in order.
 
-    @ivar openCleanup: returns a Deferred firing with a connected AMP
-        protocol to cleanup.
+    @ivar cleanupPool: connections to cleanup (a
+        L{tmta.wire.ConnectionPool}); one is held from DATA to the end of
+        the message.
     @ivar resolve: returns a Deferred firing with the
         L{tmta.rewrite.Resolution} of an address.
     """
@@ -94,13 +95,13 @@ class SMTPServer(protocol.Protocol, TimeoutMixin):
     def __init__(
         self,
         settings: SMTPSettings,
-        openCleanup: Callable[[], defer.Deferred],
+        cleanupPool,
         resolve: Callable[[str], defer.Deferred],
         lookupName: Callable[[str], defer.Deferred],
         clock,
     ) -> None:
         self.settings = settings
-        self.openCleanup = openCleanup
+        self.cleanupPool = cleanupPool
         self.resolve = resolve
         self.lookupName = lookupName
         self.clock = clock
@@ -146,10 +147,9 @@ class SMTPServer(protocol.Protocol, TimeoutMixin):
     def connectionLost(self, reason) -> None:
         self.setTimeout(None)
         self._closing = True
-        self._abortCleanup()
-        if self.cleanup is not None and self.cleanup.transport is not None:
-            self.cleanup.transport.loseConnection()
-        self.cleanup = None
+        if self._decoder is not None:
+            self._abortCleanup()
+            self._releaseCleanup()
         log.info("disconnect from {client}", client=self.client)
 
     def timeoutConnection(self) -> None:
@@ -397,8 +397,7 @@ class SMTPServer(protocol.Protocol, TimeoutMixin):
 
     async def _startData(self) -> None:
         try:
-            if self.cleanup is None or self.cleanup.transport is None:
-                self.cleanup = await self.openCleanup()
+            self.cleanup = await self.cleanupPool.acquire()
         except Exception as e:
             log.error("cannot connect to cleanup: {error}", error=e)
             self.reply("451 4.3.0 Error: queue file write error")
@@ -474,8 +473,6 @@ class SMTPServer(protocol.Protocol, TimeoutMixin):
 
     async def _endData(self) -> None:
         cleanup = self.cleanup
-        if cleanup is not None and cleanup.transport is not None:
-            cleanup.transport.unregisterProducer()
         try:
             if self._tooBig:
                 self._abortCleanup()
@@ -483,7 +480,7 @@ class SMTPServer(protocol.Protocol, TimeoutMixin):
                 log.info("{queueId}: reject: size limit exceeded from {client}",
                          queueId=self.queueId, client=self.client)
                 return
-            if cleanup is None or cleanup.transport is None:
+            if cleanup.transport is None:
                 self.reply("451 4.3.0 Error: queue file write error")
                 return
             if self._pendingSize:
@@ -493,20 +490,29 @@ class SMTPServer(protocol.Protocol, TimeoutMixin):
             except Exception as e:
                 log.error("cleanup failed: {error}", error=e)
                 self.reply("451 4.3.0 Error: queue file write error")
+                self.cleanupPool.discard(cleanup)
+                self.cleanup = None
                 return
-            code, reason = result["code"], result["reason"]
-            if code == 250:
-                self.reply(f"250 {reason}")
-            else:
-                self.reply(f"{code} {reason}")
+            self.reply(f"{result['code']} {result['reason']}")
         finally:
+            self._releaseCleanup()
             self._resetTransaction()
 
     def _abortCleanup(self) -> None:
-        if self._decoder is not None or self._tooBig:
-            cleanup = self.cleanup
-            if cleanup is not None and cleanup.transport is not None:
-                cleanup.callRemote(CleanupAbort)
+        cleanup = self.cleanup
+        if cleanup is not None and cleanup.transport is not None:
+            cleanup.callRemote(CleanupAbort)
+
+    def _releaseCleanup(self) -> None:
+        """
+        Give the cleanup connection back, its message finished or aborted.
+        """
+        cleanup, self.cleanup = self.cleanup, None
+        if cleanup is None:
+            return
+        if cleanup.transport is not None:
+            cleanup.transport.unregisterProducer()
+        self.cleanupPool.release(cleanup)
 
     def smtp_RSET(self, argument: str) -> None:
         self._resetTransaction()

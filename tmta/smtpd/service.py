@@ -17,6 +17,7 @@ from tmta.rewrite.client import RewriteClient
 from tmta.smtpd.protocol import SMTPServer, SMTPSettings
 from tmta.smtpd.restrictions import RestrictionList, parseNetworks
 from tmta.tables import openTables
+from tmta.wire import ConnectionPool
 
 log = Logger()
 
@@ -85,10 +86,15 @@ class SMTPService(Service):
         reactor = context.reactor
         reactor.getThreadPool()
 
+        self.cleanupPool = ConnectionPool(
+            lambda: context.connect("cleanup", private=False), reactor,
+            idle=config.getTime("ipc_idle"),
+        )
+
         def build():
             return SMTPServer(
                 self.settings,
-                lambda: context.connect("cleanup", private=False),
+                self.cleanupPool,
                 self.rewrite.resolve,
                 lambda address: lookupClientName(reactor, address),
                 reactor,
