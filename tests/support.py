@@ -60,6 +60,19 @@ def childPids(pid: int) -> List[int]:
     return found
 
 
+def descendants(pid: int) -> List[int]:
+    """
+    The pids of a process's children, grandchildren and so on.
+    """
+    found = []
+    todo = [pid]
+    while todo:
+        children = childPids(todo.pop())
+        found += children
+        todo += children
+    return found
+
+
 def commandLine(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
@@ -196,7 +209,14 @@ class Master:
         return text
 
     def workers(self, name: str = "") -> List[int]:
-        return [p for p in childPids(self.pid) if name in commandLine(p)]
+        """
+        The worker processes (not the fork server) whose command line
+        contains C{name}.
+        """
+        return [
+            p for p in descendants(self.pid)
+            if name in commandLine(p) and "forkserver" not in commandLine(p)
+        ]
 
     def signal(self, number: int) -> None:
         os.kill(self.pid, number)
@@ -208,7 +228,7 @@ class Master:
         """
         if self.process is None or self.process.poll() is not None:
             return
-        workers = childPids(self.pid)
+        workers = descendants(self.pid)
         self.signal(signal.SIGTERM)
         try:
             self.process.wait(timeout)
@@ -224,7 +244,7 @@ class Master:
         """
         kill -9 the master and every worker at once.
         """
-        workers = childPids(self.pid)
+        workers = descendants(self.pid)
         for pid in [self.pid] + workers:
             try:
                 os.kill(pid, signal.SIGKILL)

@@ -17,18 +17,18 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from twisted.application import service
 from twisted.internet import defer, task
-from twisted.internet.protocol import Factory, ProcessProtocol
+from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols import amp
 from twisted.python import failure
 
 from tmta.config import ConfigError, Configuration, MasterEntry, parseInetAddress
-from tmta.logging import emitWorkerLine
 from tmta.master.components import availableComponents, findComponent
 from tmta.master.control import Shutdown, Wakeup, WorkerStatus
 from tmta.master.policy import ServicePool
 from tmta.master.privileges import mailOwner
 from tmta.master.runtime import LISTEN_BACKLOG
+from tmta.master.spawner import ForkServer, LineLog, Worker
 from tmta.queue.layout import createLayout, socketPath
 from tmta.wire import QuietAMP, connectService
 
@@ -36,6 +36,7 @@ log = Logger()
 
 _IMPLEMENTED_TYPES = ("inet", "unix")
 _STOP_GRACE = 10.0
+_ORPHAN_GRACE = 5.0
 
 
 class ListenError(Exception):
@@ -93,48 +94,29 @@ class _Watcher:
 class _WorkerControl(QuietAMP):
     """
     The master's end of one worker's control channel.
+
+    The worker's exit is reported by the fork server; should the fork
+    server itself have gone, the closing of this channel stands in for
+    it.
     """
 
-    def __init__(self, pool: ServicePool, pid: int) -> None:
+    def __init__(self, pool: ServicePool, worker: Worker) -> None:
         super().__init__()
         self.pool = pool
-        self.pid = pid
+        self.worker = worker
 
     @WorkerStatus.responder
     def workerStatus(self, available: bool, served: int):
-        self.pool.status(self.pid, available, served)
+        self.pool.status(self.worker, available, served)
         return {}
 
+    def connectionLost(self, reason) -> None:
+        super().connectionLost(reason)
+        self.pool.clock.callLater(_ORPHAN_GRACE, self._orphaned)
 
-class _WorkerProcess(ProcessProtocol):
-    """
-    One worker process: its log lines and its exit.
-    """
-
-    def __init__(self, runner: "ServiceRunner") -> None:
-        self.runner = runner
-        self.pid: Optional[int] = None
-        self.control: Optional[_WorkerControl] = None
-        self.ended: defer.Deferred = defer.Deferred()
-        self._buffers: Dict[int, bytes] = {}
-
-    def childDataReceived(self, childFD: int, data: bytes) -> None:
-        lines = (self._buffers.pop(childFD, b"") + data).split(b"\n")
-        self._buffers[childFD] = lines.pop()
-        for line in lines:
-            self._emit(line)
-
-    def _emit(self, line: bytes) -> None:
-        text = line.decode("utf-8", "replace").rstrip()
-        if text:
-            emitWorkerLine(log, f"{self.runner.tag}[{self.pid}]", text)
-
-    def processEnded(self, reason: failure.Failure) -> None:
-        for rest in self._buffers.values():
-            self._emit(rest)
-        code = getattr(reason.value, "exitCode", None)
-        self.runner.workerEnded(self, code == 0)
-        self.ended.callback(None)
+    def _orphaned(self) -> None:
+        if not self.worker.ended:
+            self.worker.exited(-1)
 
 
 class ServiceRunner:
@@ -183,53 +165,56 @@ class ServiceRunner:
             else:
                 self.reactor.removeReader(watcher)
 
-    def spawn(self) -> int:
+    def spawn(self) -> Worker:
         """
-        Start one worker process with the service's sockets; return its
-        pid.
+        Start one worker process with the service's sockets, through the
+        fork server; return its handle.
         """
         master = self.master
-        parentEnd, childEnd = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        childFDs: Dict[int, object] = {0: master.devnull, 1: "r", 2: "r", 3: childEnd.fileno()}
-        args = [
-            sys.executable,
-            "-m",
-            "tmta.master.worker",
-            f"{self.entry.service}/{self.entry.type}",
-            "-c",
-            master.configuration.directory,
-        ]
+        controlEnd, childControl = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        logEnd, childLog = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        args = [f"{self.entry.service}/{self.entry.type}", "-c", master.configuration.directory]
         if master.configuration.embedded:
             args.append("--embedded")
         for name, value in master.overrides.items():
             args += ["-o", f"{name}={value}"]
+        fds = [master.devnull, childLog.fileno(), childControl.fileno()]
         for number, listener in enumerate(self.listeners, 4):
-            childFDs[number] = listener.fileno()
+            fds.append(listener.fileno())
             args += ["--listen", f"{listener.familyName}:{number}"]
-        process = _WorkerProcess(self)
+        worker = Worker(self.tag, self.workerEnded)
         try:
-            transport = self.reactor.spawnProcess(
-                process, sys.executable, args, env=master.workerEnvironment, childFDs=childFDs
-            )
+            master.forkserver.spawn(args, fds, worker)
+        except OSError:
+            for sock in (controlEnd, logEnd):
+                sock.close()
+            raise
         finally:
-            childEnd.close()
-        process.pid = transport.pid
-        control = _WorkerControl(self.pool, transport.pid)
-        process.control = control
-        parentEnd.setblocking(False)
-        self.reactor.adoptStreamConnection(
-            parentEnd.fileno(), socket.AF_UNIX, Factory.forProtocol(lambda: control)
-        )
-        parentEnd.close()
-        self.processes[transport.pid] = process
+            childControl.close()
+            childLog.close()
+        control = _WorkerControl(self.pool, worker)
+        worker.control = control
+        for sock, protocol in ((controlEnd, control), (logEnd, LineLog(worker.tag))):
+            sock.setblocking(False)
+            self.reactor.adoptStreamConnection(
+                sock.fileno(), socket.AF_UNIX, Factory.forProtocol(lambda p=protocol: p)
+            )
+            sock.close()
+        worker.done = defer.Deferred()
+        self.processes[worker] = worker
         self.used = True
-        return transport.pid
+        return worker
 
-    def workerEnded(self, process: _WorkerProcess, normal: bool) -> None:
-        self.processes.pop(process.pid, None)
-        if process.control is not None and process.control.transport is not None:
-            process.control.transport.loseConnection()
-        self.pool.exited(process.pid, normal)
+    def workerEnded(self, worker: Worker, status: int) -> None:
+        self.processes.pop(worker, None)
+        self.master.forkserver.forget(worker)
+        if worker.control.transport is not None:
+            worker.control.transport.loseConnection()
+        if status != 0:
+            how = f"killed by signal {-status}" if status < 0 else f"status {status}"
+            log.warn("{tag}: process ended with {how}", tag=worker.tag(), how=how)
+        self.pool.exited(worker, status == 0)
+        worker.done.callback(None)
 
     def wakeup(self) -> None:
         """
@@ -264,23 +249,23 @@ class ServiceRunner:
         self.pool.stop()
         self._listenChanged(False)
         waits = []
-        for process in list(self.processes.values()):
-            control = process.control
-            if control is not None and control.transport is not None:
+        for worker in list(self.processes.values()):
+            control = worker.control
+            if control.transport is not None:
                 control.callRemote(Shutdown).addErrback(lambda f: None)
-            timer = self.reactor.callLater(_STOP_GRACE, self._kill, process.pid)
-            process.ended.addBoth(lambda r, t=timer: t.cancel() if t.active() else None)
-            waits.append(process.ended)
+            timer = self.reactor.callLater(_STOP_GRACE, self._kill, worker)
+            worker.done.addBoth(lambda r, t=timer: t.cancel() if t.active() else None)
+            waits.append(worker.done)
         if closeListeners:
             for listener in self.listeners:
                 listener.close()
         return defer.DeferredList(waits)
 
-    def _kill(self, pid: int) -> None:
-        if pid in self.processes:
-            log.warn("{service}: pid {pid} did not stop: killing it", service=self.tag, pid=pid)
+    def _kill(self, worker: Worker) -> None:
+        if worker in self.processes and worker.pid is not None:
+            log.warn("{tag}: did not stop: killing it", tag=worker.tag())
             try:
-                os.kill(pid, signal.SIGKILL)
+                os.kill(worker.pid, signal.SIGKILL)
             except OSError:
                 pass
 
@@ -315,6 +300,7 @@ class MasterService(service.Service):
             p for p in sys.path if p and os.path.isdir(p)
         )
         self._owner = self._checkOwner(self.configuration)
+        self.forkserver = ForkServer(reactor, self.workerEnvironment)
         self._listeners: List[Listener] = []
 
     def _checkOwner(self, configuration: Configuration) -> Optional[pwd.struct_passwd]:
@@ -381,6 +367,7 @@ class MasterService(service.Service):
 
     def startService(self) -> None:
         super().startService()
+        self.forkserver.start()
         self._startRunners(self._planned)
         del self._planned
         if hasattr(signal, "SIGHUP"):
@@ -441,7 +428,7 @@ class MasterService(service.Service):
         stops = [runner.stop() for runner in self.runners.values()]
         self.runners = {}
         log.info("daemon stopping")
-        return defer.DeferredList(stops)
+        return defer.DeferredList(stops).addBoth(lambda r: self.forkserver.stop())
 
 
 def _describe(listener: Listener) -> str:

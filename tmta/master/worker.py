@@ -43,11 +43,19 @@ log = Logger()
 CONTROL_FD = 3
 
 
-def setProcessName(name: str) -> None:
+def setProcessName(name: str, title: Optional[str] = None) -> None:
     """
-    Set the kernel's name for this process (what C{ps -e} and C{top} show)
-    to C{name}, on Linux.
+    Name this process for C{ps} and C{top}: the kernel's short name
+    (C{ps -e}) is C{name}, and the command line (C{ps -f}) becomes
+    C{title} where setproctitle is installed.
     """
+    if title is not None:
+        try:
+            import setproctitle
+
+            setproctitle.setproctitle(title)
+        except ImportError:
+            pass
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
         libc.prctl(15, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)  # PR_SET_NAME
@@ -139,7 +147,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if component is None:
         log.critical("fatal: no component named {command}", command=entry.command)
         return 1
-    setProcessName(entry.command)
+    setProcessName(entry.command, f"tmta/{entry.command} {options.service} -c {options.config}")
     config = configuration.serviceConfig(entry)
 
     listeners: List[Tuple[int, int]] = []

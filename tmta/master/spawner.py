@@ -1,0 +1,180 @@
+"""
+The master's side of the fork server (L{tmta.master.forkserver}).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from typing import Callable, Dict, List, Optional
+
+from twisted.internet.protocol import ProcessProtocol, Protocol
+from twisted.logger import Logger
+
+from tmta.logging import emitWorkerLine
+
+log = Logger()
+
+
+class LineLog(Protocol):
+    """
+    Re-emits what a process writes as tagged log lines.
+    """
+
+    def __init__(self, tag: Callable[[], str]) -> None:
+        self.tag = tag
+        self._buffer = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        lines = (self._buffer + data).split(b"\n")
+        self._buffer = lines.pop()
+        if len(self._buffer) > 65536:
+            lines.append(self._buffer)
+            self._buffer = b""
+        for line in lines:
+            self.emit(line)
+
+    def emit(self, line: bytes) -> None:
+        text = line.decode("utf-8", "replace").rstrip()
+        if text:
+            emitWorkerLine(log, self.tag(), text)
+
+    def connectionLost(self, reason=None) -> None:
+        if self._buffer:
+            self.emit(self._buffer)
+            self._buffer = b""
+
+
+class Worker:
+    """
+    A worker process started through the fork server.
+
+    @ivar pid: known once the fork server has answered.
+    @ivar onExit: called with the exit status (negative: killed by that
+        signal) when the process ends.
+    """
+
+    def __init__(self, tag: str, onExit: Callable[["Worker", int], None]) -> None:
+        self.tagPrefix = tag
+        self.pid: Optional[int] = None
+        self.onExit = onExit
+        self.ended = False
+
+    def tag(self) -> str:
+        return f"{self.tagPrefix}[{self.pid or '?'}]"
+
+    def exited(self, status: int) -> None:
+        if not self.ended:
+            self.ended = True
+            self.onExit(self, status)
+
+
+class _ForkServerProcess(ProcessProtocol):
+    def __init__(self, server: "ForkServer") -> None:
+        self.server = server
+        self.logs = LineLog(lambda: f"tmta/forkserver[{self.transport.pid}]")
+        self._events = b""
+
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        if childFD == 4:
+            lines = (self._events + data).split(b"\n")
+            self._events = lines.pop()
+            for line in lines:
+                self.server.event(line.decode("ascii", "replace").split())
+        else:
+            self.logs.dataReceived(data)
+
+    def processEnded(self, reason) -> None:
+        self.logs.connectionLost()
+        self.server.ended(self)
+
+
+class ForkServer:
+    """
+    Starts the fork server and asks it for workers.
+    """
+
+    def __init__(self, reactor, environment: Dict[str, str]) -> None:
+        self.reactor = reactor
+        self.environment = environment
+        self.requests: Optional[socket.socket] = None
+        self.process: Optional[_ForkServerProcess] = None
+        self._waiting: List[Worker] = []
+        self._byPid: Dict[int, Worker] = {}
+        self.stopping = False
+
+    def start(self) -> None:
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        devnull = os.open(os.devnull, os.O_RDWR)
+        process = _ForkServerProcess(self)
+        try:
+            self.reactor.spawnProcess(
+                process,
+                sys.executable,
+                [sys.executable, "-m", "tmta.master.forkserver"],
+                env=self.environment,
+                childFDs={0: devnull, 1: "r", 2: "r", 3: theirs.fileno(), 4: "r"},
+            )
+        finally:
+            theirs.close()
+            os.close(devnull)
+        self.requests, self.process = mine, process
+
+    def spawn(self, args: List[str], fds: List[int], worker: Worker) -> None:
+        """
+        Ask for a worker running C{tmta.master.worker.main(args)} with
+        C{fds}: standard input, standard output and error, the control
+        channel, then the listening sockets.
+
+        @raise OSError: the fork server cannot be reached.
+        """
+        if self.process is None:
+            self.start()
+        request = json.dumps({"args": args, "fds": len(fds), "tag": worker.tagPrefix})
+        # A short message on a local socket with room to spare: it does not
+        # block, and the order of requests is the order of answers.
+        socket.send_fds(self.requests, [request.encode() + b"\n"], fds)
+        self._waiting.append(worker)
+
+    def event(self, words: List[str]) -> None:
+        if len(words) >= 2 and words[0] == "spawned" and self._waiting:
+            worker = self._waiting.pop(0)
+            worker.pid = int(words[1])
+            self._byPid[worker.pid] = worker
+        elif len(words) == 3 and words[0] == "exited":
+            worker = self._byPid.pop(int(words[1]), None)
+            if worker is not None:
+                worker.exited(int(words[2]))
+
+    def ended(self, process: _ForkServerProcess) -> None:
+        if process is not self.process:
+            return
+        self.process = None
+        if self.requests is not None:
+            self.requests.close()
+            self.requests = None
+        if not self.stopping:
+            log.error("the fork server ended; it is started again for the next worker")
+        # Workers it started are no longer its children: their ends are
+        # noticed when their control channels close.
+        for worker in self._waiting:
+            worker.exited(-1)
+        self._waiting = []
+
+    def forget(self, worker: Worker) -> None:
+        """
+        Stop tracking a worker whose end was noticed otherwise.
+        """
+        if worker.pid is not None:
+            self._byPid.pop(worker.pid, None)
+
+    def stop(self) -> None:
+        """
+        Let the fork server go: it leaves when its request socket closes.
+        """
+        self.stopping = True
+        if self.requests is not None:
+            self.requests.close()
+            self.requests = None
