@@ -1,0 +1,394 @@
+#!/usr/bin/env python3
+"""
+Load tmta -- and, when it is installed, a private Postfix instance -- with
+the same SMTP load on loopback, and print for each: accepted messages per
+second, end-to-end messages per second (until every message is in the
+Maildir), CPU-milliseconds per message over all of the server's
+processes, and the memory of the resident processes at idle.
+
+    python bench/run.py                     # 2000 messages, 20 sessions, 2000 bytes
+    python bench/run.py -m 5000 -s 50 -l 10000 --no-postfix
+
+The load comes from Postfix's smtp-source (one connection per message)
+when it is installed, else from a small asyncio client bundled here.
+Everything listens on 127.0.0.1 only.  Servers are started in a fresh
+temporary directory and stopped (by their own pid) afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Dict, List, Optional
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def freePort() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def waitPort(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), 1) as s:
+                s.recv(100)
+                s.sendall(b"QUIT\r\n")
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing answers on port {port}")
+
+
+def descendants(pid: int) -> List[int]:
+    children: Dict[int, List[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def cpuSeconds(pids: List[int]) -> float:
+    """
+    CPU time of these processes and of their children already reaped:
+    summed over a whole process tree, nothing is counted twice.
+    """
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(x) for x in fields[11:15])
+    return total / ticks
+
+
+def memory(pid: int) -> tuple:
+    """
+    (RSS, PSS) in MB.
+    """
+    rss = pss = 0
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Rss:"):
+                    rss = int(line.split()[1])
+                elif line.startswith("Pss:"):
+                    pss = int(line.split()[1])
+    except OSError:
+        pass
+    return rss / 1024, pss / 1024
+
+
+def processName(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
+
+
+def countMaildir(path: str) -> int:
+    try:
+        return len(os.listdir(path))
+    except OSError:
+        return 0
+
+
+async def _session(port: int, sender: str, recipient: str, body: bytes) -> bool:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+
+    async def reply() -> bytes:
+        while True:
+            line = await reader.readline()
+            if not line or line[3:4] != b"-":
+                return line
+
+    try:
+        await reply()
+        writer.write(b"EHLO load.example\r\n")
+        await reply()
+        writer.write(f"MAIL FROM:<{sender}>\r\nRCPT TO:<{recipient}>\r\nDATA\r\n".encode())
+        for _ in range(3):
+            await reply()
+        writer.write(body + b".\r\n")
+        ok = (await reply()).startswith(b"250")
+        writer.write(b"QUIT\r\n")
+        await reply()
+        return ok
+    finally:
+        writer.close()
+
+
+async def _load(port: int, messages: int, sessions: int, size: int, recipient: str) -> int:
+    line = b"X" * 78 + b"\r\n"
+    body = b"Subject: load\r\n\r\n" + line * max(1, size // len(line))
+    remaining = iter(range(messages))
+    accepted = 0
+
+    async def worker():
+        nonlocal accepted
+        for _ in remaining:
+            if await _session(port, "load@example.com", recipient, body):
+                accepted += 1
+
+    await asyncio.gather(*(worker() for _ in range(sessions)))
+    return accepted
+
+
+def runLoad(port: int, messages: int, sessions: int, size: int, recipient: str) -> str:
+    source = shutil.which("smtp-source")
+    if source:
+        subprocess.run(
+            [source, "-s", str(sessions), "-l", str(size), "-m", str(messages),
+             "-f", "load@example.com", "-t", recipient, f"127.0.0.1:{port}"],
+            check=True,
+        )
+        return "smtp-source"
+    asyncio.run(_load(port, messages, sessions, size, recipient))
+    return "bundled asyncio client"
+
+
+class Server:
+    name = ""
+    maildir = ""
+    root = 0
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def resident(self) -> Dict[str, int]:
+        raise NotImplementedError
+
+
+class Tmta(Server):
+    name = "tmta"
+
+    def __init__(self, base: str) -> None:
+        self.base = os.path.join(base, "tmta")
+        self.port = freePort()
+        conf = os.path.join(self.base, "conf")
+        os.makedirs(conf)
+        owner = "nobody"
+        if os.getuid() == 0:
+            for candidate in ("postfix", "nobody"):
+                try:
+                    pwd.getpwnam(candidate)
+                    owner = candidate
+                    break
+                except KeyError:
+                    continue
+        else:
+            owner = pwd.getpwuid(os.getuid()).pw_name
+        with open(os.path.join(conf, "main.cf"), "w") as f:
+            f.write(
+                f"queue_directory = {self.base}/queue\n"
+                f"mail_owner = {owner}\n"
+                "mydestination = localhost\n"
+                "local_recipient_maps =\n"
+                "local_mailbox_accounts = none\n"
+                f"mail_spool_directory = {self.base}/mail/\n"
+                "inet_protocols = ipv4\n"
+            )
+        with open(os.path.join(conf, "master.cf"), "w") as f:
+            f.write(
+                f"127.0.0.1:{self.port} inet n - n - - smtpd\n"
+                "cleanup unix n - n - 0 cleanup\n"
+                "qmgr unix n - n 300 1 qmgr\n"
+                "rewrite unix - - n - - trivial-rewrite\n"
+                "bounce unix - - n - 0 bounce\n"
+                "local unix - n n - - local\n"
+            )
+        self.conf = conf
+        self.maildir = os.path.join(self.base, "mail", "bench", "new")
+        self.process: Optional[subprocess.Popen] = None
+
+    def start(self) -> None:
+        env = dict(os.environ, PYTHONPATH=REPO)
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
+             "--pidfile=", f"--logfile={self.base}/tmta.log", "tmta", "-c", self.conf],
+            env=env, stdin=subprocess.DEVNULL,
+        )
+        self.root = self.process.pid
+        waitPort(self.port)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(60)
+
+    def resident(self) -> Dict[str, int]:
+        wanted = {"forkserver", "qmgr", "pickup"}
+        return {"master": self.root,
+                **{processName(p): p for p in descendants(self.root) if processName(p) in wanted}}
+
+
+class Postfix(Server):
+    name = "postfix"
+
+    def __init__(self, base: str) -> None:
+        self.base = os.path.join(base, "postfix")
+        self.port = freePort()
+        self.conf = os.path.join(self.base, "conf")
+        for sub in ("conf", "queue", "data", "mail"):
+            os.makedirs(os.path.join(self.base, sub))
+        account = pwd.getpwnam("postfix")
+        for sub in ("data", "mail"):
+            os.chown(os.path.join(self.base, sub), account.pw_uid, account.pw_gid)
+        with open("/etc/postfix/master.cf") as f:
+            lines = []
+            for line in f:
+                words = line.split()
+                if len(words) >= 8 and not line[0].isspace() and not line.startswith("#"):
+                    if words[0] == "smtp" and words[1] == "inet":
+                        words[0] = f"127.0.0.1:{self.port}"
+                    words[4] = "n"  # no chroot: the instance has no chroot tree
+                    line = " ".join(words) + "\n"
+                lines.append(line)
+        with open(os.path.join(self.conf, "master.cf"), "w") as f:
+            f.writelines(lines)
+        with open(os.path.join(self.conf, "main.cf"), "w") as f:
+            f.write(
+                "compatibility_level = 3.6\n"
+                f"queue_directory = {self.base}/queue\n"
+                f"data_directory = {self.base}/data\n"
+                "mail_owner = postfix\nsetgid_group = postdrop\n"
+                "inet_interfaces = 127.0.0.1\ninet_protocols = ipv4\n"
+                "myhostname = bench.localdomain\nmydestination =\n"
+                "alias_maps =\nalias_database =\n"
+                "virtual_mailbox_domains = localhost\n"
+                f"virtual_mailbox_base = {self.base}/mail\n"
+                "virtual_mailbox_maps = static:bench/\n"
+                f"virtual_uid_maps = static:{account.pw_uid}\n"
+                f"virtual_gid_maps = static:{account.pw_gid}\n"
+                f"maillog_file = {self.base}/maillog\nmaillog_file_prefixes = {self.base}\n"
+            )
+        self.maildir = os.path.join(self.base, "mail", "bench", "new")
+
+    def _postfix(self, *args: str) -> None:
+        subprocess.run(["postfix", "-c", self.conf, *args], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def start(self) -> None:
+        self._postfix("start")
+        with open(os.path.join(self.base, "queue", "pid", "master.pid")) as f:
+            self.root = int(f.read().split()[0])
+        waitPort(self.port)
+
+    def stop(self) -> None:
+        self._postfix("stop")
+
+    def resident(self) -> Dict[str, int]:
+        wanted = {"qmgr", "pickup"}
+        return {"master": self.root,
+                **{processName(p): p for p in descendants(self.root) if processName(p) in wanted}}
+
+
+def measure(server: Server, args) -> Dict[str, float]:
+    server.start()
+    try:
+        recipient = "bench@localhost"
+        runLoad(server.port, 50, 5, args.size, recipient)
+        deadline = time.monotonic() + 60
+        while countMaildir(server.maildir) < 50 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1)
+        already = countMaildir(server.maildir)
+        tree = [server.root] + descendants(server.root)
+        cpu0 = cpuSeconds(tree)
+        start = time.monotonic()
+        client = runLoad(server.port, args.messages, args.sessions, args.size, recipient)
+        accepted = time.monotonic() - start
+        deadline = time.monotonic() + 600
+        while countMaildir(server.maildir) - already < args.messages:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{server.name}: not all messages were delivered")
+            time.sleep(0.02)
+        done = time.monotonic() - start
+        tree = [server.root] + descendants(server.root)
+        cpu = cpuSeconds(tree) - cpu0
+        time.sleep(args.idle)
+        resident = server.resident()
+        mem = {name: memory(pid) for name, pid in resident.items()}
+        return {
+            "client": client,
+            "accepted": args.messages / accepted,
+            "e2e": args.messages / done,
+            "cpu_ms": 1000 * cpu / args.messages,
+            "rss": sum(r for r, p in mem.values()),
+            "pss": sum(p for r, p in mem.values()),
+            "resident": ", ".join(f"{n} {r:.0f}/{p:.0f}" for n, (r, p) in sorted(mem.items())),
+        }
+    finally:
+        server.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-m", "--messages", type=int, default=2000)
+    parser.add_argument("-s", "--sessions", type=int, default=20)
+    parser.add_argument("-l", "--size", type=int, default=2000)
+    parser.add_argument("--idle", type=float, default=2.0,
+                        help="seconds to let the servers settle before measuring memory")
+    parser.add_argument("--no-postfix", action="store_true")
+    parser.add_argument("--cool-down", type=float, default=30.0,
+                        help="seconds between runs (ext4 without a journal is slow to create "
+                             "files right after many were deleted)")
+    args = parser.parse_args()
+    base = tempfile.mkdtemp(prefix="tmta-bench-")
+    os.chmod(base, 0o755)
+    servers: List[Server] = [Tmta(base)]
+    if not args.no_postfix and shutil.which("postfix") and os.getuid() == 0:
+        servers.append(Postfix(base))
+    results = {}
+    try:
+        for i, server in enumerate(servers):
+            if i:
+                time.sleep(args.cool_down)
+            results[server.name] = measure(server, args)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    print(f"\n{args.messages} messages, {args.sessions} sessions, {args.size} bytes, "
+          f"load from {results['tmta']['client']}")
+    print(f"{'server':8} {'accepted/s':>11} {'e2e/s':>8} {'CPU ms/msg':>11} "
+          f"{'idle RSS MB':>12} {'idle PSS MB':>12}  resident RSS/PSS")
+    for name, r in results.items():
+        print(f"{name:8} {r['accepted']:11.0f} {r['e2e']:8.0f} {r['cpu_ms']:11.2f} "
+              f"{r['rss']:12.0f} {r['pss']:12.0f}  {r['resident']}")
+    if "postfix" in results:
+        t, p = results["tmta"], results["postfix"]
+        print(f"tmta/postfix: accepted {t['accepted'] / p['accepted']:.2f}, "
+              f"end to end {t['e2e'] / p['e2e']:.2f}, CPU per message {t['cpu_ms'] / p['cpu_ms']:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
