@@ -87,6 +87,24 @@ def cpuSeconds(pids: List[int]) -> float:
     return total / ticks
 
 
+def cpuByName(pids: List[int]) -> Dict[str, float]:
+    """
+    CPU seconds of each live process (its own, not its children's), by
+    process name.
+    """
+    ticks = os.sysconf("SC_CLK_TCK")
+    out: Dict[str, float] = {}
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        name = processName(pid)
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+    return out
+
+
 def memory(pid: int) -> tuple:
     """
     (RSS, PSS) in MB.
@@ -324,6 +342,7 @@ def measure(server: Server, args) -> Dict[str, float]:
         already = countMaildir(server.maildir)
         tree = [server.root] + descendants(server.root)
         cpu0 = cpuSeconds(tree)
+        byName0 = cpuByName(tree)
         start = time.monotonic()
         client = runLoad(server.port, args.messages, args.sessions, args.size, recipient)
         accepted = time.monotonic() - start
@@ -335,6 +354,8 @@ def measure(server: Server, args) -> Dict[str, float]:
         done = time.monotonic() - start
         tree = [server.root] + descendants(server.root)
         cpu = cpuSeconds(tree) - cpu0
+        byName = cpuByName(tree)
+        split = {n: byName[n] - byName0.get(n, 0.0) for n in byName}
         time.sleep(args.idle)
         resident = server.resident()
         mem = {name: memory(pid) for name, pid in resident.items()}
@@ -345,6 +366,8 @@ def measure(server: Server, args) -> Dict[str, float]:
             "cpu_ms": 1000 * cpu / args.messages,
             "rss": sum(r for r, p in mem.values()),
             "pss": sum(p for r, p in mem.values()),
+            "split": ", ".join(f"{n} {1000 * c / args.messages:.2f}"
+                               for n, c in sorted(split.items(), key=lambda x: -x[1]) if c > 0),
             "resident": ", ".join(f"{n} {r:.0f}/{p:.0f}" for n, (r, p) in sorted(mem.items())),
         }
     finally:
@@ -383,6 +406,9 @@ def main() -> int:
     for name, r in results.items():
         print(f"{name:8} {r['accepted']:11.0f} {r['e2e']:8.0f} {r['cpu_ms']:11.2f} "
               f"{r['rss']:12.0f} {r['pss']:12.0f}  {r['resident']}")
+    print("CPU ms per message by live process (workers that exited are not shown):")
+    for name, r in results.items():
+        print(f"  {name}: {r['split']}")
     if "postfix" in results:
         t, p = results["tmta"], results["postfix"]
         print(f"tmta/postfix: accepted {t['accepted'] / p['accepted']:.2f}, "

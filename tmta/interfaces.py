@@ -71,6 +71,17 @@ class IComponent(Interface):
         "max_use, as Postfix's qmgr and pickup do."
     )
 
+    def needsRoot(config, unpriv):
+        """
+        Whether the worker keeps root after start-up.
+
+        @param unpriv: master.cf's unpriv column for the service (C{False}
+            asks for root, as for local and pipe).
+        @return: normally C{not unpriv}; a component may answer C{False}
+            when its configuration needs no identity changes (local with
+            no system accounts).
+        """
+
     def clientLimit(config):
         """
         How many clients one process serves at once: 1 for a component

@@ -173,6 +173,9 @@ class ServiceRunner:
         master = self.master
         controlEnd, childControl = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         logEnd, childLog = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        # Room for bursts of log lines, so a busy master slows no worker.
+        for sock, option in ((childLog, socket.SO_SNDBUF), (logEnd, socket.SO_RCVBUF)):
+            sock.setsockopt(socket.SOL_SOCKET, option, 1 << 20)
         args = [f"{self.entry.service}/{self.entry.type}", "-c", master.configuration.directory]
         if master.configuration.embedded:
             args.append("--embedded")

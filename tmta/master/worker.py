@@ -168,7 +168,9 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     dropTo = None
     try:
-        if os.getuid() == 0 and entry.unpriv:
+        needsRoot = getattr(component, "needsRoot", None)
+        keepRoot = needsRoot(config, entry.unpriv) if needsRoot else not entry.unpriv
+        if os.getuid() == 0 and not keepRoot:
             dropTo = mailOwner(config, configuration.embedded)
             queueDirectory = config.get("queue_directory")
             reachable = reachableDirectory(queueDirectory, dropTo)

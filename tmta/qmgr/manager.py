@@ -400,7 +400,10 @@ class QueueManager:
                     message.deferred[recipient.offset] = reason
         del self.active[queueId]
         if not message.deferred:
-            self.store.remove("active", queueId)
+            # unlink() frees the file's blocks: it can wait on the disk.
+            await threads.deferToThreadPool(
+                self.reactor, self.reactor.getThreadPool(), self.store.remove, "active", queueId
+            )
             log.info("{queueId}: removed", queueId=queueId)
             return
         if message.unmarked:

@@ -23,12 +23,22 @@ class BuiltinComponent:
         client limit, or C{None} for one client at a time.
     """
 
-    def __init__(self, name, target, resident=False, limitParameter=None, fixedLimit=1):
+    def __init__(self, name, target, resident=False, limitParameter=None, fixedLimit=1,
+                 rootUnless=None):
         self.name = name
         self.target = target
         self.resident = resident
         self.limitParameter = limitParameter
         self.fixedLimit = fixedLimit
+        self.rootUnless = rootUnless
+
+    def needsRoot(self, config, unpriv):
+        if unpriv:
+            return False
+        if self.rootUnless is not None:
+            name, value = self.rootUnless
+            return config.get(name).strip().lower() != value
+        return True
 
     def clientLimit(self, config):
         if self.limitParameter:
@@ -51,6 +61,9 @@ qmgr = BuiltinComponent("qmgr", "tmta.qmgr.service:QmgrService", resident=True, 
 rewrite = BuiltinComponent("trivial-rewrite", "tmta.rewrite.service:RewriteService",
                            fixedLimit=1000)
 bounce = BuiltinComponent("bounce", "tmta.bounce.service:BounceService", fixedLimit=100)
-local = BuiltinComponent("local", "tmta.local.service:makeLocalService")
+# local changes identity per recipient; with no system accounts every
+# delivery is made as mail_owner, so it gives up root like the others.
+local = BuiltinComponent("local", "tmta.local.service:makeLocalService",
+                         rootUnless=("local_mailbox_accounts", "none"))
 discard = BuiltinComponent("discard", _agent("makeDiscard"), fixedLimit=100)
 error = BuiltinComponent("error", _agent("makeError"), fixedLimit=100)
