@@ -4,8 +4,6 @@ C{twistd tmta}: parse the options, build the master service.
 
 from __future__ import annotations
 
-import os
-
 from twisted.logger import Logger
 from twisted.python import usage
 

@@ -12,13 +12,11 @@ import smtplib
 import socket
 import subprocess
 import threading
-import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support import (
     Master,
-    commandLine,
     freePort,
     maildirMessages,
     processName,

@@ -168,7 +168,7 @@ class QueueManagerTests(TestCase):
 
     @defer.inlineCallbacks
     def test_recoversActive(self):
-        queueId = self.queue(["bob@localhost"], queueName="active")
+        self.queue(["bob@localhost"], queueName="active")
         self.manager.start()
         yield defer.Deferred.fromCoroutine(self.settle())
         self.assertEqual(len(self.requests), 1)

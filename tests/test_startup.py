@@ -14,7 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support import REPO, Master, freePort, sendMessage, shortTemporaryDirectory, waitFor
 from tests.test_config import DEBIAN_MASTER_CF
-from tmta.cli.admin import main, showConfig
+from tmta.cli.admin import showConfig
 from tmta.config import loadConfiguration
 
 

@@ -8,6 +8,7 @@ from twisted.internet import endpoints
 from twisted.internet.protocol import Factory
 from twisted.protocols import amp
 
+from tmta.master.control import Wakeup
 from tmta.queue.layout import socketPath
 
 
@@ -24,6 +25,18 @@ class QuietAMP(amp.AMP):
     def connectionLost(self, reason) -> None:
         amp.BinaryBoxProtocol.connectionLost(self, reason)
         self.transport = None
+
+
+class ServiceAMP(QuietAMP):
+    """
+    The server side of a tmta service: answers the wake-up trigger that
+    the master sends every service on its timer (a no-op unless the
+    service overrides it).
+    """
+
+    @Wakeup.responder
+    def wakeup(self, reason=None, queue_id=None):
+        return {}
 
 
 def connectService(reactor, queueDirectory: str, service: str, private: bool = True,

@@ -17,10 +17,9 @@ from tmta.cleanup.commands import (
     CleanupRecipients,
     attributeList,
 )
-from tmta.master.control import Wakeup
 from tmta.queue.qfile import iterContent, readEnvelope
 from tmta.queue.store import QueueStore
-from tmta.wire import QuietAMP
+from tmta.wire import ServiceAMP
 
 log = Logger()
 
@@ -69,7 +68,7 @@ def noticeText(myhostname: str, sender: str, recipients, headers: bytes) -> byte
     return "\n".join(lines).encode("utf-8", "surrogateescape") + b"\n" + headers
 
 
-class BounceProtocol(QuietAMP):
+class BounceProtocol(ServiceAMP):
     def __init__(self, service: "BounceService") -> None:
         super().__init__()
         self.service = service
@@ -78,9 +77,6 @@ class BounceProtocol(QuietAMP):
     def bounce(self, queue_id, sender, recipients):
         return defer.Deferred.fromCoroutine(self.service.notify(queue_id, sender, recipients))
 
-    @Wakeup.responder
-    def wakeup(self, reason=None, queue_id=None):
-        return {}
 
 
 class BounceService(Service):

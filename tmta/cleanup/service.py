@@ -27,10 +27,10 @@ from tmta.cleanup.headers import (
     receivedHeader,
     splitHeaderSection,
 )
-from tmta.master.control import Wakeup
 from tmta.queue.store import QueueError, QueueStore
 from tmta.rewrite.client import RewriteClient
-from tmta.wire import QuietAMP
+from tmta.master.control import Wakeup
+from tmta.wire import ServiceAMP
 
 log = Logger()
 
@@ -191,7 +191,7 @@ class Message:
             self.writer = None
 
 
-class CleanupProtocol(QuietAMP):
+class CleanupProtocol(ServiceAMP):
     """
     One client of cleanup (an smtpd session, bounce): messages one after
     another.
@@ -255,9 +255,6 @@ class CleanupProtocol(QuietAMP):
         self._discard()
         return {}
 
-    @Wakeup.responder
-    def wakeup(self, reason=None, queue_id=None):
-        return {}
 
     def connectionLost(self, reason) -> None:
         self._discard()

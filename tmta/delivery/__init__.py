@@ -20,10 +20,9 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols import amp
 
-from tmta.master.control import Wakeup
 from tmta.queue.qfile import iterContent, readEnvelope
 from tmta.queue.store import QueueStore
-from tmta.wire import QuietAMP
+from tmta.wire import ServiceAMP
 
 log = Logger()
 
@@ -122,7 +121,7 @@ def logDelivery(request: DeliveryRequest, recipient: RequestRecipient, relay: st
     )
 
 
-class AgentProtocol(QuietAMP):
+class AgentProtocol(ServiceAMP):
     """
     Serves one qmgr connection for an L{IDeliveryAgent}.
     """
@@ -156,9 +155,6 @@ class AgentProtocol(QuietAMP):
 
         return d.addCallbacks(answer, failed)
 
-    @Wakeup.responder
-    def wakeup(self, reason=None, queue_id=None):
-        return {}
 
 
 class AgentService(Service):

@@ -20,7 +20,6 @@ from twisted.internet import defer, task
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols import amp
-from twisted.python import failure
 
 from tmta.config import ConfigError, Configuration, MasterEntry, parseInetAddress
 from tmta.master.components import availableComponents, findComponent
@@ -138,7 +137,7 @@ class ServiceRunner:
         self.reactor = master.reactor
         config = master.configuration.serviceConfig(entry)
         self.tag = f"{config.get('syslog_name')}/{entry.command}"
-        self.processes: Dict[int, _WorkerProcess] = {}
+        self.processes: Dict[Worker, Worker] = {}
         self.pool = ServicePool(
             f"{entry.service}/{entry.type}",
             maxproc,

@@ -14,7 +14,7 @@ from twisted.internet import defer, task, threads
 from twisted.logger import Logger
 
 from tmta.bounce.commands import BounceRecipients
-from tmta.delivery import BOUNCED, DEFERRED, SENT, Deliver
+from tmta.delivery import BOUNCED, SENT, Deliver
 from tmta.queue.qfile import CorruptQueueFile, Envelope, Recipient, markDone
 from tmta.queue.qid import isQueueId
 from tmta.queue.store import QueueStore

@@ -11,10 +11,10 @@ from tmta.master.control import Wakeup
 from tmta.qmgr.manager import QueueManager
 from tmta.queue.store import QueueStore
 from tmta.rewrite.client import RewriteClient
-from tmta.wire import QuietAMP
+from tmta.wire import ServiceAMP
 
 
-class QmgrProtocol(QuietAMP):
+class QmgrProtocol(ServiceAMP):
     def __init__(self, manager: QueueManager) -> None:
         super().__init__()
         self.manager = manager

@@ -8,13 +8,12 @@ from __future__ import annotations
 from twisted.application.service import Service
 from twisted.internet.protocol import Factory
 
-from tmta.master.control import Wakeup
 from tmta.rewrite import Rewriter
 from tmta.rewrite.commands import ResolveAddress, RewriteAddress
-from tmta.wire import QuietAMP
+from tmta.wire import ServiceAMP
 
 
-class RewriteProtocol(QuietAMP):
+class RewriteProtocol(ServiceAMP):
     def __init__(self, rewriter: Rewriter) -> None:
         super().__init__()
         self.rewriter = rewriter
@@ -33,9 +32,6 @@ class RewriteProtocol(QuietAMP):
             "addressClass": r.addressClass,
         }
 
-    @Wakeup.responder
-    def wakeup(self, reason=None, queue_id=None):
-        return {}
 
 
 class RewriteService(Service):

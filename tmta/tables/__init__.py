@@ -15,6 +15,7 @@ import os
 import pwd
 from typing import Dict, List, Optional, Tuple
 
+from twisted.internet.defer import succeed
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -31,7 +32,20 @@ class TableError(Exception):
 
 
 @implementer(ILookupTable)
-class PasswdTable:
+class _LocalTable:
+    """
+    A table answered at once from this process (C{get}); C{lookup} is the
+    L{ILookupTable} form of it.
+    """
+
+    def get(self, key: str) -> Optional[str]:
+        raise NotImplementedError
+
+    def lookup(self, key):
+        return succeed(self.get(key))
+
+
+class PasswdTable(_LocalTable):
     """
     C{unix:passwd.byname}: a key is found when it names an account.
     """
@@ -43,10 +57,6 @@ class PasswdTable:
             return None
         return ":".join(str(x) for x in entry)
 
-    def lookup(self, key):
-        from twisted.internet.defer import succeed
-
-        return succeed(self.get(key))
 
 
 def parseTextTable(lines: List[str]) -> Dict[str, str]:
@@ -76,8 +86,7 @@ def parseTextTable(lines: List[str]) -> Dict[str, str]:
     return table
 
 
-@implementer(ILookupTable)
-class TextFileTable:
+class TextFileTable(_LocalTable):
     """
     A table read from a text file, re-read when the file changes.  A
     missing file is an empty table (and is warned about once).
@@ -112,14 +121,9 @@ class TextFileTable:
     def get(self, key: str) -> Optional[str]:
         return self._load().get(key.lower())
 
-    def lookup(self, key):
-        from twisted.internet.defer import succeed
-
-        return succeed(self.get(key))
 
 
-@implementer(ILookupTable)
-class DictTable:
+class DictTable(_LocalTable):
     """
     C{static:value} (every key) or C{inline:{k=v, ...}}.
     """
@@ -131,10 +135,6 @@ class DictTable:
     def get(self, key: str) -> Optional[str]:
         return self.entries.get(key.lower(), self.default)
 
-    def lookup(self, key):
-        from twisted.internet.defer import succeed
-
-        return succeed(self.get(key))
 
 
 def openTable(spec: str):
