@@ -189,12 +189,21 @@ class LocalAgent:
         @return: the success text for the log.
         @raise LocalError: a failure, with its status.
         """
+        # The queue file is opened once, now, while this process still has
+        # the identity that may read the queue (the recipient may not).
         try:
-            with open(request.queuePath, "rb") as f:
-                envelope = readEnvelope(f)
-                headers = _headerSection(iterContent(f, envelope))
-        except (OSError, CorruptQueueFile) as e:
+            queueFile = open(request.queuePath, "rb")
+        except OSError as e:
             raise LocalError(DEFERRED, "4.3.0", f"cannot read queue file: {e}")
+        with queueFile:
+            try:
+                envelope = readEnvelope(queueFile)
+                headers = _headerSection(iterContent(queueFile, envelope))
+            except CorruptQueueFile as e:
+                raise LocalError(DEFERRED, "4.3.0", f"cannot read queue file: {e}")
+            return self._deliverNames(request, address, queueFile, envelope, headers)
+
+    def _deliverNames(self, request, address, queueFile, envelope, headers) -> str:
         if self.sizeLimit and envelope.size > self.sizeLimit:
             raise LocalError(BOUNCED, "5.2.2", "message exceeds mailbox_size_limit")
         results = []
@@ -207,23 +216,16 @@ class LocalAgent:
             prefix = (
                 f"Return-Path: <{request.sender}>\nDelivered-To: {delivered}\n"
             ).encode("utf-8", "surrogateescape")
-            results.append(self._write(request, box, prefix))
+            results.append(self._write(request, box, prefix, queueFile, envelope))
         return "; ".join(results)
 
-    def _write(self, request: DeliveryRequest, box: Mailbox, prefix: bytes) -> str:
-        # The queue file is opened now, as root: the recipient may not
-        # read the queue.
-        try:
-            queueFile = open(request.queuePath, "rb")
-            envelope = readEnvelope(queueFile)
-        except (OSError, CorruptQueueFile) as e:
-            raise LocalError(DEFERRED, "4.3.0", f"cannot read queue file: {e}")
-
+    def _write(self, request: DeliveryRequest, box: Mailbox, prefix: bytes,
+               queueFile, envelope) -> str:
         def chunks() -> Iterable[bytes]:
             return iterContent(queueFile, envelope)
 
         try:
-            with queueFile, identity(box.uid, box.gid, box.user):
+            with identity(box.uid, box.gid, box.user):
                 if box.maildir:
                     deliverMaildir(box.path, prefix, chunks(), self.fsync)
                     return "delivered to maildir"

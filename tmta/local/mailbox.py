@@ -49,6 +49,11 @@ def _makedirs(path: str) -> None:
         raise MailboxError(f"cannot create maildir {path}: {e.strerror}")
 
 
+# Maildirs this process has seen complete, so that each delivery need not
+# ask the file system again.
+_knownMaildirs: set = set()
+
+
 def deliverMaildir(path: str, prefix: bytes, chunks: Iterable[bytes], fsync: Fsync = os.fsync) -> str:
     """
     Deliver into the Maildir at C{path} (created if missing): write into
@@ -57,14 +62,23 @@ def deliverMaildir(path: str, prefix: bytes, chunks: Iterable[bytes], fsync: Fsy
     @return: the new file's name in C{new/}.
     @raise MailboxError: it could not be done; nothing is left behind.
     """
-    for sub in ("tmp", "new", "cur"):
-        _makedirs(os.path.join(path, sub))
     name = _uniqueName()
     tmp = os.path.join(path, "tmp", name)
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except OSError as e:
-        raise MailboxError(f"cannot create maildir file {tmp}: {e.strerror}")
+    for attempt in (1, 2):
+        if path not in _knownMaildirs:
+            for sub in ("tmp", "new", "cur"):
+                _makedirs(os.path.join(path, sub))
+            _knownMaildirs.add(path)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            break
+        except FileNotFoundError:
+            # Removed since we last looked: make it again.
+            _knownMaildirs.discard(path)
+            if attempt == 2:
+                raise MailboxError(f"cannot create maildir file {tmp}: no such directory")
+        except OSError as e:
+            raise MailboxError(f"cannot create maildir file {tmp}: {e.strerror}")
     try:
         with os.fdopen(fd, "wb", buffering=1 << 16) as f:
             f.write(prefix)
@@ -75,13 +89,17 @@ def deliverMaildir(path: str, prefix: bytes, chunks: Iterable[bytes], fsync: Fsy
         final = os.path.join(path, "new", name)
         os.rename(tmp, final)
         fsyncDirectory(os.path.join(path, "new"), fsync)
-    except OSError as e:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if not isinstance(e, OSError):
+            raise
+        # A full disk or quota is worth another try later: nothing bounces
+        # for it.
         raise MailboxError(f"cannot write maildir file: {e.strerror}",
-                           temporary=e.errno != errno.EDQUOT, dsn="4.2.2" if e.errno in (errno.ENOSPC, errno.EDQUOT) else "")
+                           dsn="4.2.2" if e.errno in (errno.ENOSPC, errno.EDQUOT) else "")
     return name
 
 

@@ -127,7 +127,8 @@ _FAMILIES = {"inet": socket.AF_INET, "inet6": socket.AF_INET6, "unix": socket.AF
 def main(argv: Optional[List[str]] = None) -> int:
     options = parseArguments(sys.argv[1:] if argv is None else argv)
     name, _, kind = options.service.rpartition("/")
-    globalLogBeginner.beginLoggingTo([lineObserver(sys.stderr)], redirectStandardIO=False)
+    observer = lineObserver(sys.stderr)
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
 
     from twisted.internet import reactor
 
@@ -219,7 +220,11 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     reactor.callWhenRunning(start)
     reactor.addSystemEventTrigger("before", "shutdown", worker.stopService)
-    reactor.run(installSignalHandlers=True)
+    observer.batchWith(reactor.callLater)
+    try:
+        reactor.run(installSignalHandlers=True)
+    finally:
+        observer.flush()
     return exitStatus[0]
 
 
