@@ -276,6 +276,25 @@ class SMTPServerTests(SynchronousTestCase):
             "503 5.5.1 Error: need MAIL command",
         ])
 
+    def test_badHelo(self):
+        self.makeServer()
+        self.replies()
+        self.send(b"HELO a\rb\r\nEHLO x y\r\nEHLO " + b"h" * 300 + b"\r\nHELO ok.example\r\n")
+        replies = self.replies()
+        self.assertEqual([r[:9] for r in replies], ["501 5.5.2", "501 5.5.2", "501 5.5.2",
+                                                    "250 mx.ex"])
+
+    def test_connectionLostInData(self):
+        self.makeServer()
+        self.send(b"HELO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<bob@localhost>\r\nDATA\r\npartial")
+        from twisted.internet.error import ConnectionLost
+        from twisted.python.failure import Failure
+
+        self.server.connectionLost(Failure(ConnectionLost()))
+        self.assertIn(CleanupAbort, [c for c, kw in self.cleanup.calls])
+        self.assertEqual(self.server.cleanupPool.released, [self.cleanup])
+        self.assertEqual(self.cleanup.ends, [])
+
     def test_forbiddenCommand(self):
         self.makeServer()
         self.replies()

@@ -49,6 +49,14 @@ def headerNames(headers: List[bytes]) -> Dict[str, int]:
     return counts
 
 
+def _clean(text: str) -> str:
+    """
+    An attribute fit for a header: what cleanup is told is gossip, so
+    control characters and white space never reach the message.
+    """
+    return "".join(c if 32 < ord(c) != 127 else "?" for c in text)[:255]
+
+
 def receivedHeader(
     attributes: Dict[str, str], myhostname: str, queueId: str, recipients: List[str],
     now: Optional[float] = None,
@@ -57,10 +65,10 @@ def receivedHeader(
     The Received header cleanup prepends, in Postfix's layout.
     """
     when = format_datetime(datetime.fromtimestamp(time.time() if now is None else now).astimezone())
-    helo = attributes.get("helo_name", "")
-    clientName = attributes.get("client_name", "unknown")
-    clientAddress = attributes.get("client_address", "")
-    protocol = attributes.get("protocol", "ESMTP")
+    helo = _clean(attributes.get("helo_name", ""))
+    clientName = _clean(attributes.get("client_name", "unknown"))
+    clientAddress = _clean(attributes.get("client_address", ""))
+    protocol = _clean(attributes.get("protocol", "ESMTP"))
     lines = []
     if clientAddress:
         lines.append(f"Received: from {helo or clientName} ({clientName} [{clientAddress}])")

@@ -258,9 +258,22 @@ class SMTPServer(protocol.Protocol, TimeoutMixin):
         self.declaredSize = 0
         self._tooBig = False
 
+    def _badHelo(self, argument: str) -> bool:
+        """
+        Whether a HELO/EHLO argument is unfit for a Received header:
+        control characters, white space inside, or over 255 characters.
+        """
+        return (
+            len(argument) > 255
+            or any(ord(c) < 33 or ord(c) == 127 for c in argument)
+        )
+
     def smtp_HELO(self, argument: str) -> None:
         if not argument:
             self._error("501 5.5.4 Syntax: HELO hostname")
+            return
+        if self._badHelo(argument):
+            self._error("501 5.5.2 Error: invalid HELO name")
             return
         self._resetTransaction()
         self.helo, self.protocolName = argument, "SMTP"
@@ -269,6 +282,9 @@ class SMTPServer(protocol.Protocol, TimeoutMixin):
     def smtp_EHLO(self, argument: str) -> None:
         if not argument:
             self._error("501 5.5.4 Syntax: EHLO hostname")
+            return
+        if self._badHelo(argument):
+            self._error("501 5.5.2 Error: invalid EHLO name")
             return
         self._resetTransaction()
         self.helo, self.protocolName = argument, "ESMTP"
