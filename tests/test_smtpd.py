@@ -45,10 +45,12 @@ class FakeCleanup:
         return defer.succeed({})
 
     def content(self):
-        return b"".join(kw["data"] for c, kw in self.calls if c is CleanupContent)
+        return b"".join(kw.get("data") or b"" for c, kw in self.calls
+                        if c in (CleanupContent, CleanupEnd))
 
     def recipients(self):
-        return [r["address"] for c, kw in self.calls if c is CleanupRecipients for r in kw["recipients"]]
+        return [r["address"] for c, kw in self.calls if c in (CleanupBegin, CleanupRecipients)
+                for r in kw["recipients"]]
 
     def finish(self, code=250, reason="2.0.0 Ok: queued as 0123456789ABCDEF01"):
         self.ends.pop(0).callback({"code": code, "reason": reason, "queue_id": "0123456789ABCDEF01"})
@@ -186,7 +188,7 @@ class SMTPServerTests(SynchronousTestCase):
         self.cleanup.finish()
         self.assertEqual(self.cleanup.content(), b"Subject: long\n\n" + line + b"\n")
         self.assertTrue(all(len(kw["data"]) <= 65535 for c, kw in self.cleanup.calls
-                            if c is CleanupContent))
+                            if c in (CleanupContent, CleanupEnd)))
 
     def test_sizeLimit(self):
         self.makeServer(message_size_limit="1000")

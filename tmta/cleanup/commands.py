@@ -1,8 +1,9 @@
 """
 The AMP commands of the cleanup service.  A connection carries one
-message at a time: Begin, Recipients (any number of batches), Content
-(any number of chunks of at most 65,535 bytes, message text with LF line
-ends), then End, which answers only when the message is safe on disk.
+message at a time: Begin (with the first recipients), Recipients (more
+batches, if any), Content (any number of chunks of at most 65,535 bytes,
+message text with LF line ends), then End (with the last chunk), which
+answers only when the message is safe on disk.
 """
 
 from twisted.protocols import amp
@@ -10,8 +11,20 @@ from twisted.protocols import amp
 ATTRIBUTES = amp.AmpList([(b"name", amp.Unicode()), (b"value", amp.Unicode())])
 
 
+RECIPIENTS = amp.AmpList([(b"address", amp.Unicode()), (b"original", amp.Unicode())])
+
+
 class CleanupBegin(amp.Command):
-    arguments = [(b"sender", amp.Unicode()), (b"attributes", ATTRIBUTES)]
+    """
+    Start a message; the first recipients may come with it.
+    """
+
+    arguments = [
+        (b"sender", amp.Unicode()),
+        (b"attributes", ATTRIBUTES),
+        (b"recipients", amp.AmpList([(b"address", amp.Unicode()), (b"original", amp.Unicode())],
+                                    optional=True)),
+    ]
     response = [(b"queue_id", amp.Unicode())]
 
 
@@ -21,9 +34,7 @@ class CleanupRecipients(amp.Command):
     client gave, when it differs).
     """
 
-    arguments = [
-        (b"recipients", amp.AmpList([(b"address", amp.Unicode()), (b"original", amp.Unicode())]))
-    ]
+    arguments = [(b"recipients", RECIPIENTS)]
     requiresAnswer = False
 
 
@@ -38,7 +49,7 @@ class CleanupEnd(amp.Command):
     come with an enhanced status code and text in C{reason}.
     """
 
-    arguments = []
+    arguments = [(b"data", amp.String(optional=True))]
     response = [(b"code", amp.Integer()), (b"reason", amp.Unicode()), (b"queue_id", amp.Unicode())]
 
 

@@ -208,7 +208,7 @@ class CleanupProtocol(ServiceAMP):
             self.message = None
 
     @CleanupBegin.responder
-    def begin(self, sender: str, attributes):
+    def begin(self, sender: str, attributes, recipients=None):
         self._discard()
         attrs = {a["name"]: a["value"] for a in attributes}
         try:
@@ -218,6 +218,8 @@ class CleanupProtocol(ServiceAMP):
             self.message.error = Rejection(501, f"5.1.7 Bad sender address syntax: {e}")
             return {"queue_id": self.message.queueId}
         self.message = Message(self.cleanup, sender, attrs)
+        if recipients:
+            self.recipients(recipients)
         return {"queue_id": self.message.queueId}
 
     @CleanupRecipients.responder
@@ -239,7 +241,9 @@ class CleanupProtocol(ServiceAMP):
         return {}
 
     @CleanupEnd.responder
-    def end(self):
+    def end(self, data=None):
+        if data and self.message is not None:
+            self.message.content(data)
         message, self.message = self.message, None
         if message is None:
             return {"code": 503, "reason": "5.5.1 Error: no message", "queue_id": ""}

@@ -424,17 +424,20 @@ class SMTPServer(protocol.Protocol, TimeoutMixin):
             "helo_name": self.helo or "",
             "protocol": self.protocolName,
         }
-        begin = self.cleanup.callRemote(CleanupBegin, sender=self.sender,
-                                        attributes=attributeList(attributes))
-        batch, size = [], 0
+        batches, batch, size = [], [], 0
         for r in self.recipients:
             batch.append({"address": r, "original": r})
             size += len(r) + 40
             if size > 30000:
-                self.cleanup.callRemote(CleanupRecipients, recipients=batch)
+                batches.append(batch)
                 batch, size = [], 0
-        if batch:
-            self.cleanup.callRemote(CleanupRecipients, recipients=batch)
+        batches.append(batch)
+        begin = self.cleanup.callRemote(CleanupBegin, sender=self.sender,
+                                        attributes=attributeList(attributes),
+                                        recipients=batches[0])
+        for batch in batches[1:]:
+            if batch:
+                self.cleanup.callRemote(CleanupRecipients, recipients=batch)
         self._decoder = DataDecoder()
         self._dataSize = 0
         self._dataPending: List[bytes] = []
@@ -484,6 +487,9 @@ class SMTPServer(protocol.Protocol, TimeoutMixin):
     def _flushContent(self) -> None:
         data = b"".join(self._dataPending)
         self._dataPending, self._pendingSize = [], 0
+        self._sendContent(data)
+
+    def _sendContent(self, data: bytes) -> None:
         for start in range(0, len(data), 65535):
             self.cleanup.callRemote(CleanupContent, data=data[start : start + 65535])
 
@@ -499,10 +505,16 @@ class SMTPServer(protocol.Protocol, TimeoutMixin):
             if cleanup.transport is None:
                 self.reply("451 4.3.0 Error: queue file write error")
                 return
+            last = b""
             if self._pendingSize:
-                self._flushContent()
+                data = b"".join(self._dataPending)
+                self._dataPending, self._pendingSize = [], 0
+                cut = max(0, len(data) - 65535)
+                if cut:
+                    self._sendContent(data[:cut])
+                last = data[cut:]
             try:
-                result = await cleanup.callRemote(CleanupEnd)
+                result = await cleanup.callRemote(CleanupEnd, data=last)
             except Exception as e:
                 log.error("cleanup failed: {error}", error=e)
                 self.reply("451 4.3.0 Error: queue file write error")
