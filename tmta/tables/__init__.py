@@ -34,12 +34,9 @@ class TableError(Exception):
 @implementer(ILookupTable)
 class _LocalTable:
     """
-    A table answered at once from this process (C{get}); C{lookup} is the
-    L{ILookupTable} form of it.
+    A table answered at once from this process: subclasses define
+    C{get(key)}, and C{lookup} is the L{ILookupTable} form of it.
     """
-
-    def get(self, key: str) -> Optional[str]:
-        raise NotImplementedError
 
     def lookup(self, key):
         return succeed(self.get(key))
