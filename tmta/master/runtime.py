@@ -6,9 +6,7 @@ C{max_use} clients or C{max_idle} idle seconds, or when the master goes.
 
 from __future__ import annotations
 
-import os
 import socket
-import stat
 from typing import Callable, List, Optional
 
 from twisted.internet import tcp, unix
@@ -128,9 +126,13 @@ class WorkerRuntime:
         counting = _CountingFactory(factory, self)
         if family == socket.AF_UNIX:
             port = _CappedUNIXPort._fromListeningDescriptor(reactor, fd, counting)
-            # Twisted sets the socket file's mode on listening; keep the
-            # master's.
-            port.mode = stat.S_IMODE(os.stat(port.port).st_mode)
+            # Twisted chmods the socket file by its path when it starts
+            # listening.  The master has set the mode already, and this
+            # worker may not be able to reach the path at all (it may have
+            # given up root, and the queue may lie under root's home): name
+            # the socket as an abstract one so that Twisted leaves it be.
+            bindPath = port._bindPath
+            port._bindPath = (b"\0" if isinstance(bindPath, bytes) else "\0") + bindPath
         else:
             port = _CappedTCPPort._fromListeningDescriptor(
                 reactor, fd, family, counting
