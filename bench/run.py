@@ -70,21 +70,25 @@ def descendants(pid: int) -> List[int]:
     return found
 
 
+def cpuTimes(pid: int) -> tuple:
+    """
+    (own, reaped children's) CPU seconds of a process; zeros if it is gone.
+    """
+    ticks = os.sysconf("SC_CLK_TCK")
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = [int(x) for x in f.read().rsplit(")", 1)[1].split()[11:15]]
+    except OSError:
+        return 0.0, 0.0
+    return (fields[0] + fields[1]) / ticks, (fields[2] + fields[3]) / ticks
+
+
 def cpuSeconds(pids: List[int]) -> float:
     """
     CPU time of these processes and of their children already reaped:
     summed over a whole process tree, nothing is counted twice.
     """
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += sum(int(x) for x in fields[11:15])
-    return total / ticks
+    return sum(sum(cpuTimes(pid)) for pid in pids)
 
 
 def cpuByName(pids: List[int]) -> Dict[str, float]:
@@ -92,16 +96,10 @@ def cpuByName(pids: List[int]) -> Dict[str, float]:
     CPU seconds of each live process (its own, not its children's), by
     process name.
     """
-    ticks = os.sysconf("SC_CLK_TCK")
     out: Dict[str, float] = {}
     for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
         name = processName(pid)
-        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+        out[name] = out.get(name, 0.0) + cpuTimes(pid)[0]
     return out
 
 
