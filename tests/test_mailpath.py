@@ -6,6 +6,7 @@ loopback, real SMTP clients, real Maildirs.
 import os
 import sys
 import pwd
+import re
 import shutil
 import signal
 import smtplib
@@ -70,12 +71,14 @@ class MailPathTests(SynchronousTestCase):
         # One process per service, each named for it.
         names = {processName(p) for p in master.workers()}
         self.assertTrue({"smtpd", "cleanup", "qmgr", "local"} <= names, names)
+        # Log lines reach the master's log a moment after the mail moves.
+        sent = re.compile(rf"tmta/local\[\d+\]\] {queueId}: to=<bob@localhost>, relay=local, "
+                          r"delay=[\d.e-]+, delays=[\d.e/-]+, dsn=2.0.0, status=sent")
+        waitFor(lambda: sent.search(master.log()) and f"{queueId}: removed" in master.log(),
+                what="the delivery log lines")
         log = master.log()
         self.assertIn(f"{queueId}: client=localhost[127.0.0.1]", log)
         self.assertIn(f"{queueId}: from=<alice@example.com>, size=", log)
-        self.assertRegex(log, rf"tmta/local\[\d+\]\] {queueId}: to=<bob@localhost>, relay=local, "
-                              r"delay=[\d.e-]+, delays=[\d.e/-]+, dsn=2.0.0, status=sent")
-        waitFor(lambda: f"{queueId}: removed" in master.log())
         # Idle workers leave after max_idle; qmgr stays.
         waitFor(lambda: {processName(p) for p in master.workers()} == {"qmgr"}, timeout=30,
                 what="idle workers to leave")
@@ -107,13 +110,16 @@ class MailPathTests(SynchronousTestCase):
         self.assertIn(b"Relay access denied", text)
         for queue in ("incoming", "active", "deferred"):
             self.assertEqual(os.listdir(os.path.join(master.queue, queue)), [])
-        self.assertIn("NOQUEUE: reject: RCPT from localhost[127.0.0.2]", master.log())
+        # Log lines reach the master's log a moment after the reply.
+        waitFor(lambda: "NOQUEUE: reject: RCPT from localhost[127.0.0.2]" in master.log(),
+                what="the reject log line")
 
     def test_remoteMailDeferredNotDropped(self):
         master = self.startMaster()
         queueId = sendMessage(self.port, "a@localhost", ["x@remote.example"], "remote")
         waitFor(lambda: os.listdir(os.path.join(master.queue, "deferred")), what="deferral")
-        self.assertIn(f"{queueId}: transport smtp: mail transport unavailable", master.log())
+        waitFor(lambda: f"{queueId}: transport smtp: mail transport unavailable" in master.log(),
+                what="the deferral log line")
 
     def test_bounceToSender(self):
         self.startMaster(local_mailbox_accounts="system")

@@ -136,7 +136,7 @@ class MasterTests(SynchronousTestCase):
         c2 = Client(self.port)
         self.assertNotEqual(c2.echo(), first)
         c2.close()
-        self.assertIn("died unexpectedly after serving", self.master.log())
+        waitFor(lambda: "died unexpectedly after serving" in self.master.log())
 
     def test_startupFailureThrottled(self):
         path = os.path.join(self.master.queue, "private", "broken")

@@ -93,7 +93,6 @@ class SMTPServerTests(SynchronousTestCase):
             lambda a: defer.succeed("localhost"),
             self.clock,
         )
-        server.callLater = self.clock.callLater
         self.transport = StringTransport(peerAddress=IPv4Address("TCP", client, 40000))
         server.makeConnection(self.transport)
         self.server = server

@@ -11,7 +11,9 @@ from twisted.protocols import amp
 ATTRIBUTES = amp.AmpList([(b"name", amp.Unicode()), (b"value", amp.Unicode())])
 
 
-RECIPIENTS = amp.AmpList([(b"address", amp.Unicode()), (b"original", amp.Unicode())])
+def _recipients(optional: bool = False) -> amp.AmpList:
+    return amp.AmpList([(b"address", amp.Unicode()), (b"original", amp.Unicode())],
+                       optional=optional)
 
 
 class CleanupBegin(amp.Command):
@@ -22,8 +24,7 @@ class CleanupBegin(amp.Command):
     arguments = [
         (b"sender", amp.Unicode()),
         (b"attributes", ATTRIBUTES),
-        (b"recipients", amp.AmpList([(b"address", amp.Unicode()), (b"original", amp.Unicode())],
-                                    optional=True)),
+        (b"recipients", _recipients(optional=True)),
     ]
     response = [(b"queue_id", amp.Unicode())]
 
@@ -34,7 +35,7 @@ class CleanupRecipients(amp.Command):
     client gave, when it differs).
     """
 
-    arguments = [(b"recipients", RECIPIENTS)]
+    arguments = [(b"recipients", _recipients())]
     requiresAnswer = False
 
 

@@ -25,7 +25,7 @@ import re
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterable, List, Optional, Tuple
+from typing import Callable, Iterable, List, Optional
 
 from twisted.internet import threads
 from twisted.logger import Logger
@@ -237,7 +237,7 @@ class LocalAgent:
         except MailboxError as e:
             raise LocalError(DEFERRED if e.temporary else BOUNCED, e.dsn, str(e))
 
-    def deliverAll(self, request: DeliveryRequest) -> List[Tuple[object, RecipientStatus]]:
+    def deliverAll(self, request: DeliveryRequest) -> List[RecipientStatus]:
         results = []
         for r in request.recipients:
             started = time.time()

@@ -63,8 +63,8 @@ class ServicePool:
     ) -> None:
         """
         @param spawn: starts a worker and returns a key that identifies it
-            in later L{status} and L{exited} calls (its pid); raises on
-            failure.
+            in later L{status} and L{exited} calls (the master's handle for
+            the process); raises on failure.
         @param listenChanged: called with C{True} when the master must
             watch the service's sockets for work, C{False} when it must
             stop.

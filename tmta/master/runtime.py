@@ -39,13 +39,7 @@ class _CappedTCPPort(_CappedPortMixin, tcp.Port):
 
 
 class _CappedUNIXPort(_CappedPortMixin, unix.Port):
-    """
-    An inherited UNIX socket that is left in place when this worker stops
-    using it: the master and the other workers still serve it.
-    """
-
-    def connectionLost(self, reason):
-        tcp.Port.connectionLost(self, reason)
+    pass
 
 
 class _CountingFactory(WrappingFactory):
@@ -127,10 +121,11 @@ class WorkerRuntime:
         if family == socket.AF_UNIX:
             port = _CappedUNIXPort._fromListeningDescriptor(reactor, fd, counting)
             # Twisted chmods the socket file by its path when it starts
-            # listening.  The master has set the mode already, and this
-            # worker may not be able to reach the path at all (it may have
-            # given up root, and the queue may lie under root's home): name
-            # the socket as an abstract one so that Twisted leaves it be.
+            # listening and unlinks it when it stops.  The master owns the
+            # file (other workers still serve it), and this worker may not
+            # be able to reach the path at all (it may have given up root,
+            # and the queue may lie under root's home): name the socket as
+            # an abstract one so that Twisted leaves the file be.
             bindPath = port._bindPath
             port._bindPath = (b"\0" if isinstance(bindPath, bytes) else "\0") + bindPath
         else:

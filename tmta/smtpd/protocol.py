@@ -23,7 +23,7 @@ from tmta.cleanup.commands import (
     attributeList,
 )
 from tmta.smtpd.data import DataDecoder
-from tmta.smtpd.restrictions import DEFER, DUNNO, PERMIT, REJECT, RecipientContext
+from tmta.smtpd.restrictions import DEFER, REJECT, RecipientContext
 from tmta.tables import lookupAny
 
 log = Logger()
@@ -104,7 +104,8 @@ class SMTPServer(protocol.Protocol, TimeoutMixin):
         self.cleanupPool = cleanupPool
         self.resolve = resolve
         self.lookupName = lookupName
-        self.clock = clock
+        # TimeoutMixin's clock, for smtpd_timeout.
+        self.callLater = clock.callLater
         self._buffer = b""
         self._busy = False
         self._skippingLongLine = False
@@ -268,26 +269,27 @@ class SMTPServer(protocol.Protocol, TimeoutMixin):
             or any(ord(c) < 33 or ord(c) == 127 for c in argument)
         )
 
-    def smtp_HELO(self, argument: str) -> None:
+    def _hello(self, verb: str, argument: str) -> bool:
+        """
+        Check and record a HELO or EHLO; C{False} when it was refused.
+        """
         if not argument:
-            self._error("501 5.5.4 Syntax: HELO hostname")
-            return
+            self._error(f"501 5.5.4 Syntax: {verb} hostname")
+            return False
         if self._badHelo(argument):
-            self._error("501 5.5.2 Error: invalid HELO name")
-            return
+            self._error(f"501 5.5.2 Error: invalid {verb} name")
+            return False
         self._resetTransaction()
-        self.helo, self.protocolName = argument, "SMTP"
-        self.reply(f"250 {self.settings.myhostname}")
+        self.helo, self.protocolName = argument, "ESMTP" if verb == "EHLO" else "SMTP"
+        return True
+
+    def smtp_HELO(self, argument: str) -> None:
+        if self._hello("HELO", argument):
+            self.reply(f"250 {self.settings.myhostname}")
 
     def smtp_EHLO(self, argument: str) -> None:
-        if not argument:
-            self._error("501 5.5.4 Syntax: EHLO hostname")
+        if not self._hello("EHLO", argument):
             return
-        if self._badHelo(argument):
-            self._error("501 5.5.2 Error: invalid EHLO name")
-            return
-        self._resetTransaction()
-        self.helo, self.protocolName = argument, "ESMTP"
         lines = [self.settings.myhostname, "PIPELINING", f"SIZE {self.settings.messageSizeLimit}"]
         if not self.settings.vrfyDisabled:
             lines.append("VRFY")
@@ -356,34 +358,29 @@ class SMTPServer(protocol.Protocol, TimeoutMixin):
     async def _checkRecipient(self, recipient: str) -> None:
         resolution = await self.resolve(recipient)
         context = RecipientContext(self.clientAddress, recipient, resolution.addressClass)
-        decision = DUNNO
         for restrictions in self.settings.restrictionLists:
             decision, reply = restrictions.evaluate(context)
             if decision in (REJECT, DEFER):
-                log.info(
-                    "NOQUEUE: reject: RCPT from {client}: {reply}; from=<{sender}> "
-                    "to=<{recipient}> proto={proto} helo=<{helo}>",
-                    client=self.client, reply=reply, sender=self.sender, recipient=recipient,
-                    proto=self.protocolName, helo=self.helo or "",
-                )
-                self.errors += 1
-                self.reply(reply)
+                self._rejectRecipient(recipient, reply)
                 return
-            if decision == PERMIT:
-                continue
         if resolution.addressClass == "local" and not self._isListed(resolution.recipient):
-            reply = (
+            self._rejectRecipient(
+                recipient,
                 f"{self.settings.unknownLocalCode} 5.1.1 <{recipient}>: Recipient address "
-                "rejected: User unknown in local recipient table"
+                "rejected: User unknown in local recipient table",
             )
-            log.info(
-                "NOQUEUE: reject: RCPT from {client}: {reply}; from=<{sender}> to=<{recipient}>",
-                client=self.client, reply=reply, sender=self.sender, recipient=recipient,
-            )
-            self._error(reply)
             return
         self.recipients.append(recipient)
         self.reply("250 2.1.5 Ok")
+
+    def _rejectRecipient(self, recipient: str, reply: str) -> None:
+        log.info(
+            "NOQUEUE: reject: RCPT from {client}: {reply}; from=<{sender}> "
+            "to=<{recipient}> proto={proto} helo=<{helo}>",
+            client=self.client, reply=reply, sender=self.sender, recipient=recipient,
+            proto=self.protocolName, helo=self.helo or "",
+        )
+        self._error(reply)
 
     def _isListed(self, address: str) -> bool:
         tables = self.settings.localRecipientTables
