@@ -362,3 +362,14 @@ class DataDecoderTests(SynchronousTestCase):
 
     def test_emptyMessage(self):
         self.assertEqual(self.decode(b".\r\n"), (b"", b""))
+
+    def test_dotLinesAmongPlainLines(self):
+        """
+        Lines with and without a leading dot, in one chunk and in many,
+        decode the same; a lone dot after a bare LF is text, not the end.
+        """
+        message = b"one\r\ntwo\r\n.three\r\nfour\nfive\n.\r\nsix\r\r\n\r\n.\r\nNOOP\r\n"
+        expected = (b"one\ntwo\nthree\nfour\nfive\n.\nsix\r\n\n", b"NOOP\r\n")
+        self.assertEqual(self.decode(message), expected)
+        for cut in range(len(message) - len(b"NOOP\r\n")):
+            self.assertEqual(self.decode(message[:cut], message[cut:]), expected)

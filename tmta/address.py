@@ -21,6 +21,7 @@ _ADDRESS_LITERAL = re.compile(r"^\[(?:IPv6:[0-9A-Fa-f:.]+|[0-9.]+)\]$")
 # non-ASCII (UTF-8, for SMTPUTF8 mail).
 _ATOM_TEXT = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-\x80-\U0010ffff]+$")
 _QUOTED = re.compile(r'^"(?:[\x20\x21\x23-\x5b\x5d-\x7e\x80-\U0010ffff]|\\[\x20-\x7e])*"$')
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class AddressError(ValueError):
@@ -51,7 +52,7 @@ def checkAddress(address: str) -> str:
     """
     if len(address) > MAX_PATH:
         raise AddressError("address too long")
-    if any(ord(c) < 32 or ord(c) == 127 for c in address):
+    if _CONTROL.search(address):
         raise AddressError("control character in address")
     local, domain = splitAddress(address)
     if not local:

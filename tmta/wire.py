@@ -4,12 +4,56 @@ AMP as tmta's processes speak it to each other.
 
 from __future__ import annotations
 
+import json
+from typing import Any, Dict, List, Sequence, Tuple, Type
+
 from twisted.internet import endpoints
 from twisted.internet.protocol import Factory
 from twisted.protocols import amp
 
 from tmta.master.control import Wakeup
 from tmta.queue.layout import socketPath
+
+
+class RecordList(amp.Argument):
+    """
+    A list of flat records (each a dict of C{str} and C{int} fields) in
+    one AMP value, as a JSON array of arrays.
+
+    L{amp.AmpList} serialises every field of every record as a key and a
+    value of a nested box; decoding that costs more than the rest of a
+    small command.  One JSON value, parsed in C and then checked field
+    by field against the declared shape, says the same for a fraction of
+    the work.  Like every AMP value it holds at most 65,535 bytes.
+    """
+
+    def __init__(self, fields: Sequence[Tuple[str, Type[Any]]], optional: bool = False) -> None:
+        super().__init__(optional)
+        self.fields = [(name, kind) for name, kind in fields]
+        for name, kind in self.fields:
+            if kind not in (str, int):
+                raise TypeError(f"field {name}: only str and int fields are supported")
+
+    def toString(self, records: List[Dict[str, Any]]) -> bytes:
+        rows = [[record[name] for name, _ in self.fields] for record in records]
+        return json.dumps(rows, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+    def fromString(self, data: bytes) -> List[Dict[str, Any]]:
+        rows = json.loads(data.decode("utf-8"))
+        if not isinstance(rows, list):
+            raise ValueError("a record list must be a JSON array")
+        width = len(self.fields)
+        records = []
+        for row in rows:
+            if not isinstance(row, list) or len(row) != width:
+                raise ValueError(f"a record must be an array of {width} fields")
+            record = {}
+            for (name, kind), value in zip(self.fields, row):
+                if type(value) is not kind:
+                    raise ValueError(f"field {name} must be {kind.__name__}")
+                record[name] = value
+            records.append(record)
+        return records
 
 
 class QuietAMP(amp.AMP):

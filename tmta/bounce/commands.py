@@ -4,6 +4,8 @@ The AMP command of the bounce service.
 
 from twisted.protocols import amp
 
+from tmta.wire import RecordList
+
 
 class BounceRecipients(amp.Command):
     """
@@ -17,14 +19,7 @@ class BounceRecipients(amp.Command):
         (b"sender", amp.Unicode()),
         (
             b"recipients",
-            amp.AmpList(
-                [
-                    (b"address", amp.Unicode()),
-                    (b"original", amp.Unicode()),
-                    (b"dsn", amp.Unicode()),
-                    (b"reason", amp.Unicode()),
-                ]
-            ),
+            RecordList([("address", str), ("original", str), ("dsn", str), ("reason", str)]),
         ),
     ]
     response = [(b"notice_id", amp.Unicode())]

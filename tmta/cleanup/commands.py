@@ -8,12 +8,13 @@ answers only when the message is safe on disk.
 
 from twisted.protocols import amp
 
-ATTRIBUTES = amp.AmpList([(b"name", amp.Unicode()), (b"value", amp.Unicode())])
+from tmta.wire import RecordList
+
+ATTRIBUTES = RecordList([("name", str), ("value", str)])
 
 
-def _recipients(optional: bool = False) -> amp.AmpList:
-    return amp.AmpList([(b"address", amp.Unicode()), (b"original", amp.Unicode())],
-                       optional=optional)
+def _recipients(optional: bool = False) -> RecordList:
+    return RecordList([("address", str), ("original", str)], optional=optional)
 
 
 class CleanupBegin(amp.Command):

@@ -22,7 +22,7 @@ from twisted.protocols import amp
 
 from tmta.queue.qfile import iterContent, readEnvelope
 from tmta.queue.store import QueueStore
-from tmta.wire import ServiceAMP
+from tmta.wire import RecordList, ServiceAMP
 
 log = Logger()
 
@@ -80,24 +80,12 @@ class Deliver(amp.Command):
         (b"nexthop", amp.Unicode()),
         (b"arrival", amp.Float()),
         (b"activated", amp.Float()),
-        (
-            b"recipients",
-            amp.AmpList(
-                [(b"address", amp.Unicode()), (b"original", amp.Unicode()), (b"offset", amp.Integer())]
-            ),
-        ),
+        (b"recipients", RecordList([("address", str), ("original", str), ("offset", int)])),
     ]
     response = [
         (
             b"statuses",
-            amp.AmpList(
-                [
-                    (b"offset", amp.Integer()),
-                    (b"status", amp.Unicode()),
-                    (b"dsn", amp.Unicode()),
-                    (b"reason", amp.Unicode()),
-                ]
-            ),
+            RecordList([("offset", int), ("status", str), ("dsn", str), ("reason", str)]),
         )
     ]
 

@@ -41,6 +41,16 @@ class DataDecoder:
         out: List[bytes] = []
         pos, n = 0, len(data)
         while pos < n:
+            if self.atLineStart and data[pos] != 0x2E:
+                # Whole lines up to the next one that starts with a dot need
+                # no unstuffing and cannot end the data: convert them at once.
+                dotLine = data.find(b"\n.", pos)
+                end = dotLine + 1 if dotLine >= 0 else data.rfind(b"\n", pos) + 1
+                if end > pos:
+                    out.append(data[pos:end].replace(b"\r\n", b"\n"))
+                    self.previousCRLF = end - 2 >= pos and data[end - 2] == 0x0D
+                    pos = end
+                    continue
             newline = data.find(b"\n", pos)
             if newline < 0:
                 partial = data[pos:]
