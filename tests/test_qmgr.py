@@ -13,7 +13,7 @@ from twisted.trial.unittest import TestCase
 from tmta.bounce.commands import BounceRecipients
 from tmta.config import MainConfig
 from tmta.delivery import BOUNCED, DEFERRED, SENT, Deliver
-from tmta.qmgr.manager import QueueManager
+from tmta.qmgr.manager import Job, QueueManager, TransportQueue
 from tmta.queue.layout import createLayout
 from tmta.queue.store import QueueStore
 from tmta.rewrite import Rewriter
@@ -230,3 +230,47 @@ class QueueManagerTests(TestCase):
             d = defer.Deferred()
             reactor.callLater(0.01, d.callback, None)
             await d
+
+
+class TransportQueueTests(TestCase):
+    """
+    L{TransportQueue} starts jobs within the transport's and each
+    destination's limits, destinations taking turns.
+    """
+
+    def setUp(self):
+        self.started = []
+        self.queue = TransportQueue("local", 3, 2, self.start)
+
+    def start(self, job):
+        d = defer.Deferred()
+        self.started.append((job, d))
+        return d
+
+    def job(self, destination):
+        return Job(None, "local", destination, (destination, ""), [])
+
+    def test_limits(self):
+        for _ in range(5):
+            self.queue.submit(self.job("a"))
+        self.queue.submit(self.job("b"))
+        self.queue.submit(self.job("c"))
+        # Two for a (its limit), then b; c waits for the transport's limit.
+        self.assertEqual([j.nexthop for j, _ in self.started], ["a", "a", "b"])
+        self.started[0][1].callback(None)
+        self.assertEqual([j.nexthop for j, _ in self.started[3:]], ["c"])
+        self.started[1][1].callback(None)
+        self.started[2][1].callback(None)
+        self.assertEqual([j.nexthop for j, _ in self.started[4:]], ["a", "a"])
+        self.assertEqual(self.queue.running, 3)
+        self.assertEqual(self.queue.perDestination, {("a", ""): 2, ("c", ""): 1})
+
+    def test_synchronousCompletion(self):
+        """
+        Jobs that finish as they start leave the counts right and the
+        line empty.
+        """
+        queue = TransportQueue("local", 1, 1, lambda job: defer.succeed(None))
+        for _ in range(50):
+            queue.submit(self.job("a"))
+        self.assertEqual((queue.running, queue.perDestination, queue.waiting), (0, {}, {}))

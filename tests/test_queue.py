@@ -11,6 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from tmta.queue.layout import createLayout
 from tmta.queue.qfile import (
     CorruptQueueFile,
+    commitAll,
     iterContent,
     markDone,
     readEnvelope,
@@ -92,6 +93,34 @@ class QueueFileTests(SynchronousTestCase):
         queueId = self.write()
         path = self.store.path("incoming", queueId)
         self.assertEqual(self.fsyncs.paths, [path, os.path.dirname(path)])
+
+    def test_commitAllSharesDirectoryFsync(self):
+        """
+        L{commitAll} fsyncs each file, then their directory once, before
+        it returns; a file that cannot be made durable is removed and
+        reported, the others are committed.
+        """
+        writers = []
+        for n in range(3):
+            queueId, writer = self.store.create("incoming")
+            writer.envelope(1.0, "", {})
+            writer.recipient(f"r{n}@x")
+            writers.append((queueId, writer))
+        failing = writers[1][1].path
+
+        def fsync(fd):
+            if os.readlink(f"/proc/self/fd/{fd}") == failing:
+                raise OSError(28, "No space left on device")
+            self.fsyncs(fd)
+
+        for _, writer in writers:
+            writer._fsync = fsync
+        errors = commitAll([w for _, w in writers])
+        self.assertEqual([e is None for e in errors], [True, False, True])
+        paths = [self.store.path("incoming", q) for q, _ in writers]
+        self.assertEqual(self.fsyncs.paths, [paths[0], paths[2], os.path.dirname(paths[0])])
+        self.assertEqual(sorted(self.store.list("incoming")), sorted([writers[0][0], writers[2][0]]))
+        self.assertTrue(self.store.isComplete("incoming", writers[0][0]))
 
     def test_incompleteInvisible(self):
         queueId, writer = self.store.create("incoming")

@@ -27,13 +27,29 @@ _LEVEL_PREFIX = {
 }
 
 
+def _quickFormat(event: dict) -> str:
+    """
+    The event's message.  C{str.format_map} renders the formats tmta
+    itself uses at C speed; L{formatEvent}, a pure-Python formatter, takes
+    over for what it cannot render (Twisted's C{{name()}} call syntax,
+    missing fields, events without a format).
+    """
+    format = event.get("log_format")
+    if type(format) is str:
+        try:
+            return format.format_map(event)
+        except Exception:
+            pass
+    return formatEvent(event)
+
+
 def formatLine(event: dict) -> str:
     """
     Render one event as a single maillog message (without the program
     tag), with Postfix's C{warning:} and C{error:} prefixes.  A
     traceback, if any, follows on lines of its own.
     """
-    text = formatEvent(event)
+    text = _quickFormat(event)
     level = event.get("log_level")
     prefix = _LEVEL_PREFIX.get(level, "")
     if prefix and text.startswith(prefix):

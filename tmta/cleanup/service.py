@@ -8,7 +8,7 @@ import time
 from typing import Callable, Dict, List, Optional, Tuple
 
 from twisted.application.service import Service
-from twisted.internet import defer, threads
+from twisted.internet import defer
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
@@ -27,6 +27,8 @@ from tmta.cleanup.headers import (
     receivedHeader,
     splitHeaderSection,
 )
+from tmta.batching import ThreadBatcher
+from tmta.queue.qfile import commitAll
 from tmta.queue.store import QueueError, QueueStore
 from tmta.rewrite.client import RewriteClient
 from tmta.master.control import Wakeup
@@ -175,11 +177,11 @@ class Message:
             self.abort()
             return self.error.code, self.error.reason
         try:
-            await threads.deferToThreadPool(
-                self.cleanup.reactor, self.cleanup.reactor.getThreadPool(), self.writer.commit
-            )
-        except OSError as e:
-            log.error("{queueId}: cannot store message: {error}", queueId=self.queueId, error=e)
+            error = await self.cleanup.committer.submit(self.writer)
+        except Exception as e:
+            error = e
+        if error is not None:
+            log.error("{queueId}: cannot store message: {error}", queueId=self.queueId, error=error)
             return 451, "4.3.0 Error: queue file write error"
         log.info("{queueId}: message-id={mid}", queueId=self.queueId, mid=self.messageId)
         self.cleanup.wakeQmgr(self.queueId)
@@ -281,6 +283,7 @@ class Cleanup:
     ) -> None:
         self.reactor = reactor
         self.store = store
+        self.committer = ThreadBatcher(reactor, commitAll)
         self.rewriter = rewriter
         self.myhostname = config.get("myhostname")
         self.messageSizeLimit = config.getInt("message_size_limit")

@@ -8,7 +8,7 @@ import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Deque, Dict, List, Optional, Tuple
+from typing import Callable, Deque, Dict, List, Optional, Set, Tuple
 
 from twisted.internet import defer, task, threads
 from twisted.logger import Logger
@@ -55,6 +55,11 @@ class TransportQueue:
     """
     Jobs waiting for one transport, started within the transport's total
     limit and its per-destination limit.
+
+    Each destination has its own line of waiting jobs, and the
+    destinations that may start one more job take turns, so that one
+    busy destination neither starves the others nor makes every start
+    look through its whole backlog.
     """
 
     def __init__(self, name: str, limit: int, destinationLimit: int,
@@ -63,26 +68,38 @@ class TransportQueue:
         self.limit = limit
         self.destinationLimit = destinationLimit
         self._start = start
-        self.waiting: Deque[Job] = deque()
+        self.waiting: Dict[Tuple[str, str], Deque[Job]] = {}
         self.running = 0
         self.perDestination: Dict[Tuple[str, str], int] = {}
+        self._ready: Deque[Tuple[str, str]] = deque()
+        self._isReady: Set[Tuple[str, str]] = set()
 
     def submit(self, job: Job) -> None:
-        self.waiting.append(job)
+        line = self.waiting.get(job.destination)
+        if line is None:
+            line = self.waiting[job.destination] = deque()
+        line.append(job)
+        self._markReady(job.destination)
         self.pump()
 
+    def _markReady(self, destination: Tuple[str, str]) -> None:
+        if (destination in self.waiting and destination not in self._isReady
+                and self.perDestination.get(destination, 0) < self.destinationLimit):
+            self._ready.append(destination)
+            self._isReady.add(destination)
+
     def pump(self) -> None:
-        skipped: Deque[Job] = deque()
-        while self.waiting and (self.limit <= 0 or self.running < self.limit):
-            job = self.waiting.popleft()
-            if self.perDestination.get(job.destination, 0) >= self.destinationLimit:
-                skipped.append(job)
-                continue
+        while self._ready and (self.limit <= 0 or self.running < self.limit):
+            destination = self._ready.popleft()
+            self._isReady.discard(destination)
+            line = self.waiting[destination]
+            job = line.popleft()
+            if not line:
+                del self.waiting[destination]
             self.running += 1
-            self.perDestination[job.destination] = self.perDestination.get(job.destination, 0) + 1
+            self.perDestination[destination] = self.perDestination.get(destination, 0) + 1
+            self._markReady(destination)
             self._start(job).addBoth(self._finished, job)
-        skipped.extend(self.waiting)
-        self.waiting = skipped
 
     def _finished(self, result, job: Job):
         self.running -= 1
@@ -91,6 +108,7 @@ class TransportQueue:
             self.perDestination[job.destination] = count
         else:
             del self.perDestination[job.destination]
+        self._markReady(job.destination)
         self.pump()
         return result
 
@@ -400,10 +418,10 @@ class QueueManager:
                     message.deferred[recipient.offset] = reason
         del self.active[queueId]
         if not message.deferred:
-            # unlink() frees the file's blocks: it can wait on the disk.
-            await threads.deferToThreadPool(
-                self.reactor, self.reactor.getThreadPool(), self.store.remove, "active", queueId
-            )
+            # Like the rename into active/, the unlink is done here: it
+            # does not wait for the disk (nothing is synced), and costs
+            # less than handing it to a thread and back.
+            self.store.remove("active", queueId)
             log.info("{queueId}: removed", queueId=queueId)
             return
         if message.unmarked:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 import struct
 from dataclasses import dataclass, field
-from typing import BinaryIO, Callable, Dict, Iterator, List, Optional
+from typing import BinaryIO, Callable, Dict, Iterator, List, Optional, Sequence
 
 VERSION = b"tmta-queue 1"
 HEADER = struct.Struct(">cI")
@@ -159,6 +159,22 @@ class QueueFileWriter:
         @raise OSError: the disk is full or failing: the file is removed
             and nothing may be acknowledged.
         """
+        self.finish()
+        try:
+            fsyncDirectory(os.path.dirname(self.path), self._fsync)
+        except BaseException:
+            self.abort()
+            raise
+
+    def finish(self) -> None:
+        """
+        Finish the file and fsync it, but not its directory: the file is
+        durable only once the directory is fsynced too (L{commit} does
+        both; L{commitAll} shares the directory's fsync among files).
+        Blocking.
+
+        @raise OSError: the file is removed.
+        """
         try:
             if not self._inContent:
                 self._record(REC_MESSAGE, b"")
@@ -169,7 +185,6 @@ class QueueFileWriter:
             os.fchmod(fd, COMPLETE_MODE)
             self._fsync(fd)
             self._file.close()
-            fsyncDirectory(os.path.dirname(self.path), self._fsync)
         except BaseException:
             self.abort()
             raise
@@ -186,6 +201,36 @@ class QueueFileWriter:
             os.unlink(self.path)
         except OSError:
             pass
+
+
+def commitAll(writers: Sequence[QueueFileWriter]) -> List[Optional[OSError]]:
+    """
+    Commit several queue files at once: each file is finished and
+    fsynced, then each directory they are in is fsynced once for all of
+    them.  Blocking.
+
+    @return: for each writer, in order, C{None} if its file is durable,
+        else the error (that file has been removed).
+    """
+    errors: List[Optional[OSError]] = []
+    for writer in writers:
+        try:
+            writer.finish()
+            errors.append(None)
+        except OSError as e:
+            errors.append(e)
+    directories: Dict[str, List[int]] = {}
+    for index, writer in enumerate(writers):
+        if errors[index] is None:
+            directories.setdefault(os.path.dirname(writer.path), []).append(index)
+    for directory, indexes in directories.items():
+        try:
+            fsyncDirectory(directory, writers[indexes[0]]._fsync)
+        except OSError as e:
+            for index in indexes:
+                writers[index].abort()
+                errors[index] = e
+    return errors
 
 
 def fsyncDirectory(path: str, fsync: Callable[[int], None] = os.fsync) -> None:
