@@ -50,7 +50,8 @@ class CleanupTests(TestCase):
         p = CleanupProtocol(self.cleanup)
         attrs = attributes or {"client_address": "192.0.2.1", "client_name": "c.example",
                                "helo_name": "c", "protocol": "ESMTP"}
-        queueId = p.begin(sender, [{"name": k, "value": v} for k, v in attrs.items()])["queue_id"]
+        p.begin(sender, [{"name": k, "value": v} for k, v in attrs.items()])
+        queueId = p.message.queueId
         p.recipients([{"address": r, "original": r} for r in recipients])
         for start in range(0, len(content), 7):
             p.content(content[start:start + 7])

@@ -77,18 +77,25 @@ class LineObserver:
     """
     Writes each event as one line (a traceback as several) to a stream.
 
-    Until L{batchWith} is called every line is flushed at once; after it,
-    the lines of one reactor iteration go out in one write, which spares
-    the worker and the master a system call and a wake-up per line.
+    Until L{batchWith} is called every line is flushed at once.  After
+    it, lines wait up to C{delay} seconds (or until C{limit} bytes are
+    pending) and go out in one write: the master reads and re-emits them
+    in one go, instead of waking for every line or two.  Warnings and
+    errors are flushed at once.
     """
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
         self._pending: list = []
+        self._pendingSize = 0
         self._callLater = None
+        self._delay = 0.0
+        self._limit = 0
 
-    def batchWith(self, callLater) -> None:
+    def batchWith(self, callLater, delay: float = 0.05, limit: int = 32768) -> None:
         self._callLater = callLater
+        self._delay = delay
+        self._limit = limit
 
     def __call__(self, event: dict) -> None:
         if isTwistedChatter(event):
@@ -99,12 +106,15 @@ class LineObserver:
             self.stream.flush()
             return
         if not self._pending:
-            self._callLater(0, self.flush)
+            self._callLater(self._delay, self.flush)
         self._pending.append(line)
+        self._pendingSize += len(line)
+        if self._pendingSize >= self._limit or event.get("log_level") in _LEVEL_PREFIX:
+            self.flush()
 
     def flush(self) -> None:
         if self._pending:
-            lines, self._pending = "".join(self._pending), []
+            lines, self._pending, self._pendingSize = "".join(self._pending), [], 0
             try:
                 self.stream.write(lines)
                 self.stream.flush()

@@ -104,12 +104,12 @@ class BounceService(Service):
         cleanup = await self.context.connect("cleanup", private=False)
         try:
             attributes = {"protocol": "local", "origin": "bounce"}
-            begin = cleanup.callRemote(CleanupBegin, sender="", attributes=attributeList(attributes))
+            cleanup.callRemote(CleanupBegin, sender="", attributes=attributeList(attributes))
             cleanup.callRemote(CleanupRecipients, recipients=[{"address": sender, "original": sender}])
             for start in range(0, len(text), 65535):
                 cleanup.callRemote(CleanupContent, data=text[start : start + 65535])
-            noticeId = (await begin)["queue_id"]
             result = await cleanup.callRemote(CleanupEnd)
+            noticeId = result["queue_id"]
         finally:
             cleanup.transport.loseConnection()
         if result["code"] != 250:

@@ -2,8 +2,9 @@
 The AMP commands of the cleanup service.  A connection carries one
 message at a time: Begin (with the first recipients), Recipients (more
 batches, if any), Content (any number of chunks of at most 65,535 bytes,
-message text with LF line ends), then End (with the last chunk), which
-answers only when the message is safe on disk.
+message text with LF line ends), then End (with the last chunk).  Only
+End is answered, once the message is safe on disk (or refused): one
+round trip per message.
 """
 
 from twisted.protocols import amp
@@ -19,7 +20,8 @@ def _recipients(optional: bool = False) -> RecordList:
 
 class CleanupBegin(amp.Command):
     """
-    Start a message; the first recipients may come with it.
+    Start a message; the first recipients may come with it.  Its queue
+    id comes with End's answer.
     """
 
     arguments = [
@@ -27,7 +29,7 @@ class CleanupBegin(amp.Command):
         (b"attributes", ATTRIBUTES),
         (b"recipients", _recipients(optional=True)),
     ]
-    response = [(b"queue_id", amp.Unicode())]
+    requiresAnswer = False
 
 
 class CleanupRecipients(amp.Command):

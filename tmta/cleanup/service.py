@@ -218,11 +218,11 @@ class CleanupProtocol(ServiceAMP):
         except AddressError as e:
             self.message = Message(self.cleanup, "", attrs)
             self.message.error = Rejection(501, f"5.1.7 Bad sender address syntax: {e}")
-            return {"queue_id": self.message.queueId}
+            return {}
         self.message = Message(self.cleanup, sender, attrs)
         if recipients:
             self.recipients(recipients)
-        return {"queue_id": self.message.queueId}
+        return {}
 
     @CleanupRecipients.responder
     def recipients(self, recipients):
@@ -317,11 +317,7 @@ def qmgrTrigger(reactor, queueDirectory: str, idle: float):
 
     async def trigger(queueId: str) -> None:
         protocol = await pool.acquire()
-        try:
-            await protocol.callRemote(Wakeup, reason="incoming", queue_id=queueId)
-        except Exception:
-            pool.discard(protocol)
-            raise
+        protocol.callRemote(Wakeup, reason="incoming", queue_id=queueId)
         pool.release(protocol)
 
     return lambda queueId: defer.Deferred.fromCoroutine(trigger(queueId))

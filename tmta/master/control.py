@@ -37,4 +37,4 @@ class Wakeup(amp.Command):
         (b"reason", amp.Unicode(optional=True)),
         (b"queue_id", amp.Unicode(optional=True)),
     ]
-    response = []
+    requiresAnswer = False

@@ -225,9 +225,8 @@ class ServiceRunner:
         if self.entry.wakeupIfUsed and not self.used:
             return
         def send(protocol: amp.AMP):
-            d = protocol.callRemote(Wakeup, reason="timer")
-            d.addBoth(lambda _: protocol.transport.loseConnection())
-            return d
+            protocol.callRemote(Wakeup, reason="timer")
+            protocol.transport.loseConnection()
 
         d = connectService(
             self.reactor,

@@ -429,9 +429,8 @@ class SMTPServer(protocol.Protocol, TimeoutMixin):
                 batches.append(batch)
                 batch, size = [], 0
         batches.append(batch)
-        begin = self.cleanup.callRemote(CleanupBegin, sender=self.sender,
-                                        attributes=attributeList(attributes),
-                                        recipients=batches[0])
+        self.cleanup.callRemote(CleanupBegin, sender=self.sender,
+                                attributes=attributeList(attributes), recipients=batches[0])
         for batch in batches[1:]:
             if batch:
                 self.cleanup.callRemote(CleanupRecipients, recipients=batch)
@@ -443,12 +442,6 @@ class SMTPServer(protocol.Protocol, TimeoutMixin):
         self._dataStart = time.time()
         self.cleanup.transport.registerProducer(self.transport, True)
         self.reply("354 End data with <CR><LF>.<CR><LF>")
-        self.queueId = ""
-        begin.addCallback(self._began).addErrback(lambda f: None)
-
-    def _began(self, result) -> None:
-        self.queueId = result["queue_id"]
-        log.info("{queueId}: client={client}", queueId=self.queueId, client=self.client)
 
     def _dataReceived(self) -> bool:
         """
@@ -496,8 +489,8 @@ class SMTPServer(protocol.Protocol, TimeoutMixin):
             if self._tooBig:
                 self._abortCleanup()
                 self.reply("552 5.3.4 Message size exceeds fixed limit")
-                log.info("{queueId}: reject: size limit exceeded from {client}",
-                         queueId=self.queueId, client=self.client)
+                log.info("NOQUEUE: reject: size limit exceeded from {client}",
+                         client=self.client)
                 return
             if cleanup.transport is None:
                 self.reply("451 4.3.0 Error: queue file write error")
@@ -518,6 +511,9 @@ class SMTPServer(protocol.Protocol, TimeoutMixin):
                 self.cleanupPool.discard(cleanup)
                 self.cleanup = None
                 return
+            self.queueId = result["queue_id"]
+            if self.queueId:
+                log.info("{queueId}: client={client}", queueId=self.queueId, client=self.client)
             self.reply(f"{result['code']} {result['reason']}")
         finally:
             self._releaseCleanup()
