@@ -1,13 +1,19 @@
 #!/usr/bin/env python3
 """
-Load tmta -- and, when it is installed, a private Postfix instance -- with
+Load tmta -- and, when it is installed, private Postfix instances -- with
 the same SMTP load on loopback, and print for each: accepted messages per
 second, end-to-end messages per second (until every message is in the
 Maildir), CPU-milliseconds per message over all of the server's
 processes, and the memory of the resident processes at idle.
 
-    python bench/run.py                     # 2000 messages, 20 sessions, 2000 bytes
-    python bench/run.py -m 5000 -s 50 -l 10000 --no-postfix
+Postfix runs twice per round: delivering with virtual(8), and with
+local(8) through an alias to the Maildir, the agent that does tmta
+local's job (with the same concurrency limit, 2 per recipient).  The
+servers take turns for several rounds and the medians are compared: on
+this project's machines one run can differ from the next by a third.
+
+    python bench/run.py                     # 2000 messages, 20 sessions, 2000 bytes, 3 rounds
+    python bench/run.py -m 5000 -s 50 -l 10000 --no-postfix --rounds 1
 
 The load comes from Postfix's smtp-source (one connection per message)
 when it is installed, else from a small asyncio client bundled here.
@@ -24,6 +30,7 @@ import pwd
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -268,10 +275,16 @@ class Tmta(Server):
 
 
 class Postfix(Server):
-    name = "postfix"
+    """
+    A private Postfix instance delivering into one Maildir, either with
+    its virtual(8) agent (no accounts, up to 20 deliveries at once per
+    domain) or its local(8) agent through an alias to the Maildir (as
+    tmta's local does, up to 2 deliveries at once per recipient).
+    """
 
-    def __init__(self, base: str) -> None:
-        self.base = os.path.join(base, "postfix")
+    def __init__(self, base: str, agent: str = "virtual") -> None:
+        self.name = "postfix" if agent == "virtual" else f"postfix-{agent}"
+        self.base = os.path.join(base, self.name)
         self.port = freePort()
         self.conf = os.path.join(self.base, "conf")
         for sub in ("conf", "queue", "data", "mail"):
@@ -291,6 +304,26 @@ class Postfix(Server):
                 lines.append(line)
         with open(os.path.join(self.conf, "master.cf"), "w") as f:
             f.writelines(lines)
+        mail = os.path.join(self.base, "mail")
+        if agent == "virtual":
+            delivery = (
+                "mydestination =\nalias_maps =\nalias_database =\n"
+                "virtual_mailbox_domains = localhost\n"
+                f"virtual_mailbox_base = {mail}\n"
+                "virtual_mailbox_maps = static:bench/\n"
+                f"virtual_uid_maps = static:{account.pw_uid}\n"
+                f"virtual_gid_maps = static:{account.pw_gid}\n"
+            )
+        else:
+            # local(8) writes to a file or Maildir named by an alias as
+            # default_privs (nobody).
+            nobody = pwd.getpwnam("nobody")
+            os.makedirs(os.path.join(mail, "bench"))
+            os.chown(os.path.join(mail, "bench"), nobody.pw_uid, nobody.pw_gid)
+            delivery = (
+                "mydestination = localhost\nlocal_recipient_maps =\nalias_database =\n"
+                f"alias_maps = inline:{{ bench={mail}/bench/ }}\n"
+            )
         with open(os.path.join(self.conf, "main.cf"), "w") as f:
             f.write(
                 "compatibility_level = 3.6\n"
@@ -298,16 +331,11 @@ class Postfix(Server):
                 f"data_directory = {self.base}/data\n"
                 "mail_owner = postfix\nsetgid_group = postdrop\n"
                 "inet_interfaces = 127.0.0.1\ninet_protocols = ipv4\n"
-                "myhostname = bench.localdomain\nmydestination =\n"
-                "alias_maps =\nalias_database =\n"
-                "virtual_mailbox_domains = localhost\n"
-                f"virtual_mailbox_base = {self.base}/mail\n"
-                "virtual_mailbox_maps = static:bench/\n"
-                f"virtual_uid_maps = static:{account.pw_uid}\n"
-                f"virtual_gid_maps = static:{account.pw_gid}\n"
-                f"maillog_file = {self.base}/maillog\nmaillog_file_prefixes = {self.base}\n"
+                "myhostname = bench.localdomain\n"
+                + delivery
+                + f"maillog_file = {self.base}/maillog\nmaillog_file_prefixes = {self.base}\n"
             )
-        self.maildir = os.path.join(self.base, "mail", "bench", "new")
+        self.maildir = os.path.join(mail, "bench", "new")
 
     def _postfix(self, *args: str) -> None:
         subprocess.run(["postfix", "-c", self.conf, *args], check=True,
@@ -383,34 +411,59 @@ def main() -> int:
     parser.add_argument("--cool-down", type=float, default=30.0,
                         help="seconds between runs (ext4 without a journal is slow to create "
                              "files right after many were deleted)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="runs of each server, taken in turn; medians are reported")
+    parser.add_argument("--postfix-agents", default="virtual,local",
+                        help="Postfix delivery agents to compare with, of virtual and local")
     args = parser.parse_args()
     base = tempfile.mkdtemp(prefix="tmta-bench-")
     os.chmod(base, 0o755)
-    servers: List[Server] = [Tmta(base)]
+    makers = [("tmta", Tmta)]
     if not args.no_postfix and shutil.which("postfix") and os.getuid() == 0:
-        servers.append(Postfix(base))
-    results = {}
+        for agent in [a.strip() for a in args.postfix_agents.split(",") if a.strip()]:
+            if agent not in ("virtual", "local"):
+                parser.error(f"unknown Postfix agent {agent!r}")
+            name = "postfix" if agent == "virtual" else f"postfix-{agent}"
+            makers.append((name, lambda where, agent=agent: Postfix(where, agent)))
+    runs: Dict[str, List[Dict[str, float]]] = {name: [] for name, _ in makers}
     try:
-        for i, server in enumerate(servers):
-            if i:
-                time.sleep(args.cool_down)
-            results[server.name] = measure(server, args)
+        first = True
+        for round in range(args.rounds):
+            for name, make in makers:
+                if not first:
+                    time.sleep(args.cool_down)
+                first = False
+                where = os.path.join(base, f"round{round}")
+                os.makedirs(where, exist_ok=True)
+                result = measure(make(where), args)
+                runs[name].append(result)
+                print(f"round {round + 1}: {name:15} e2e {result['e2e']:6.0f}/s  "
+                      f"CPU {result['cpu_ms']:.2f} ms/msg", flush=True)
+                shutil.rmtree(os.path.join(where, name), ignore_errors=True)
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+    def median(name: str, key: str) -> float:
+        return statistics.median(r[key] for r in runs[name])
+
     print(f"\n{args.messages} messages, {args.sessions} sessions, {args.size} bytes, "
-          f"load from {results['tmta']['client']}")
-    print(f"{'server':8} {'accepted/s':>11} {'e2e/s':>8} {'CPU ms/msg':>11} "
-          f"{'idle RSS MB':>12} {'idle PSS MB':>12}  resident RSS/PSS")
-    for name, r in results.items():
-        print(f"{name:8} {r['accepted']:11.0f} {r['e2e']:8.0f} {r['cpu_ms']:11.2f} "
-              f"{r['rss']:12.0f} {r['pss']:12.0f}  {r['resident']}")
-    print("CPU ms per message by live process (workers that exited are not shown):")
-    for name, r in results.items():
-        print(f"  {name}: {r['split']}")
-    if "postfix" in results:
-        t, p = results["tmta"], results["postfix"]
-        print(f"tmta/postfix: accepted {t['accepted'] / p['accepted']:.2f}, "
-              f"end to end {t['e2e'] / p['e2e']:.2f}, CPU per message {t['cpu_ms'] / p['cpu_ms']:.2f}")
+          f"load from {runs['tmta'][0]['client']}; medians of {args.rounds} rounds")
+    print(f"{'server':15} {'accepted/s':>11} {'e2e/s':>8} {'CPU ms/msg':>11} "
+          f"{'idle RSS MB':>12} {'idle PSS MB':>12}  resident RSS/PSS (last round)")
+    for name, _ in makers:
+        last = runs[name][-1]
+        print(f"{name:15} {median(name, 'accepted'):11.0f} {median(name, 'e2e'):8.0f} "
+              f"{median(name, 'cpu_ms'):11.2f} {median(name, 'rss'):12.0f} "
+              f"{median(name, 'pss'):12.0f}  {last['resident']}")
+    print("CPU ms per message by process, last round (workers that exited are not shown):")
+    for name, _ in makers:
+        print(f"  {name}: {runs[name][-1]['split']}")
+    for name, _ in makers[1:]:
+        ratios = [t["e2e"] / p["e2e"] for t, p in zip(runs["tmta"], runs[name])]
+        print(f"tmta/{name}: accepted {median('tmta', 'accepted') / median(name, 'accepted'):.2f}, "
+              f"end to end {median('tmta', 'e2e') / median(name, 'e2e'):.2f} "
+              f"(per round {', '.join(f'{r:.2f}' for r in ratios)}), "
+              f"CPU per message {median('tmta', 'cpu_ms') / median(name, 'cpu_ms'):.2f}")
     return 0
 
 
