@@ -2,9 +2,11 @@
 Tests for L{tmta.wire}: the AMP argument types tmta's processes share.
 """
 
+from twisted.internet.testing import StringTransport
+from twisted.protocols import amp
 from twisted.trial.unittest import SynchronousTestCase
 
-from tmta.wire import RecordList
+from tmta.wire import QuietAMP, RecordList
 
 
 class RecordListTests(SynchronousTestCase):
@@ -31,3 +33,55 @@ class RecordListTests(SynchronousTestCase):
 
     def test_onlyFlatFields(self):
         self.assertRaises(TypeError, RecordList, [("x", float)])
+
+
+class _Recording(QuietAMP):
+    def __init__(self):
+        super().__init__()
+        self.boxes = []
+
+    def ampBoxReceived(self, box):
+        self.boxes.append(dict(box))
+
+
+class BoxParserTests(SynchronousTestCase):
+    """
+    L{QuietAMP} parses boxes itself, as Twisted's parser would.
+    """
+
+    def setUp(self):
+        self.boxes = [
+            {b"_command": b"Deliver", b"_ask": b"1", b"queue_id": b"0123456789ABCDEF01"},
+            {b"_answer": b"1", b"statuses": b"[]", b"empty": b""},
+            {b"k": b"v" * 65535},
+        ]
+        self.wire = b"".join(amp.AmpBox(box).serialize() for box in self.boxes)
+
+    def receive(self, *chunks):
+        protocol = _Recording()
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        for chunk in chunks:
+            protocol.dataReceived(chunk)
+        return protocol, transport
+
+    def test_whole(self):
+        protocol, _ = self.receive(self.wire)
+        self.assertEqual(protocol.boxes, self.boxes)
+
+    def test_splitAnywhere(self):
+        small = self.wire[: -len(amp.AmpBox(self.boxes[2]).serialize())]
+        for cut in range(len(small) + 1):
+            protocol, _ = self.receive(small[:cut], small[cut:])
+            self.assertEqual(protocol.boxes, self.boxes[:2])
+        protocol, _ = self.receive(*[bytes([b]) for b in small])
+        self.assertEqual(protocol.boxes, self.boxes[:2])
+
+    def test_keyTooLong(self):
+        """
+        A key longer than 255 bytes ends the connection, as Twisted's
+        parser does.
+        """
+        protocol, transport = self.receive(b"\x01\x00" + b"k" * 256 + b"\x00\x01v\x00\x00")
+        self.assertEqual(protocol.boxes, [])
+        self.assertTrue(transport.disconnecting)
