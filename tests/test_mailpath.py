@@ -17,7 +17,9 @@ import threading
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support import (
+    REPO,
     Master,
+    descendants,
     freePort,
     maildirMessages,
     processName,
@@ -198,22 +200,94 @@ class MailPathTests(SynchronousTestCase):
         self.assertLessEqual(duplicates, 10)
 
 
+# A Python an ordinary account can run, with tmta installed: .ci/run
+# makes it from the system's python3.  The Python the tests run on may
+# live where only root can read (root's home, on this project's
+# machines), and then nothing unprivileged can start.
+UNPRIVILEGED_PYTHON = os.environ.get("TMTA_UNPRIVILEGED_PYTHON",
+                                     "/opt/tmta-unprivileged/bin/python")
+
+
+def _requirePort2525(testCase) -> None:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", 2525))
+        except OSError:
+            raise testCase.skipTest("port 2525 is in use")
+
+
 class EmbeddedDefaultTests(SynchronousTestCase):
-    def test_embedded(self):
-        with socket.socket() as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    def test_embeddedUnprivileged(self):
+        """
+        An ordinary user with no configuration runs C{twistd -n tmta}:
+        everything is kept under C{~/.tmta}, every process runs as that
+        user, and mail for any name at localhost lands in a Maildir
+        there.
+        """
+        if os.getuid() != 0:
+            raise self.skipTest("needs root, to become an ordinary account")
+        if not os.access(UNPRIVILEGED_PYTHON, os.X_OK):
+            raise self.skipTest(f"no Python for an ordinary account at {UNPRIVILEGED_PYTHON} "
+                                "(.ci/run makes one)")
+        _requirePort2525(self)
+        account = pwd.getpwnam(testAccount())
+        home = os.path.join(shortTemporaryDirectory(self), "home")
+        os.mkdir(home, 0o700)
+        os.chown(home, account.pw_uid, account.pw_gid)
+        log = os.path.join(home, "out.log")
+        with open(log, "w") as out:
+            os.chown(log, account.pw_uid, account.pw_gid)
+
+            def becomeAccount():
+                os.setgroups([])
+                os.setgid(account.pw_gid)
+                os.setuid(account.pw_uid)
+
+            process = subprocess.Popen(
+                [os.path.join(os.path.dirname(UNPRIVILEGED_PYTHON), "twistd"), "-n", "--pidfile=",
+                 "tmta"],
+                # The venv gives Python and the dependencies; the code
+                # under test is this tree's.
+                env={"HOME": home, "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8",
+                     "PYTHONPATH": REPO},
+                stdout=out, stderr=subprocess.STDOUT, cwd=home, preexec_fn=becomeAccount,
+            )
+
+        def stop():
+            process.send_signal(signal.SIGTERM)
             try:
-                s.bind(("127.0.0.1", 2525))
-            except OSError:
-                raise self.skipTest("port 2525 is in use")
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+        self.addCleanup(stop)
+        waitFor(lambda: "daemon started" in open(log).read() or process.poll() is not None,
+                timeout=60)
+        text = open(log).read()
+        data = os.path.join(home, ".tmta")
+        self.assertIn(f"everything is under {data}", text, text)
+        sendMessage(2525, "a@example.com", ["someone@localhost"], "unprivileged")
+        with self.assertRaises(smtplib.SMTPRecipientsRefused):
+            sendMessage(2525, "a@example.com", ["x@remote.example"], "no relay")
+        spool = os.path.join(data, "mail")
+        waitFor(lambda: "unprivileged" in subjects(spool), what="delivery")
+        owners = {pwd.getpwuid(os.stat(f"/proc/{pid}").st_uid).pw_name
+                  for pid in [process.pid] + descendants(process.pid)
+                  if os.path.exists(f"/proc/{pid}")}
+        self.assertEqual(owners, {account.pw_name})
+        for root, dirs, files in os.walk(data):
+            for name in dirs + files:
+                self.assertEqual(os.lstat(os.path.join(root, name)).st_uid, account.pw_uid)
+
+    def test_embedded(self):
+        _requirePort2525(self)
         data = shortTemporaryDirectory(self)
         if os.getuid() == 0:
             # As in root's home: a directory mail_owner cannot traverse.
             data = os.path.join(data, "home")
             os.mkdir(data, 0o700)
         env = dict(os.environ)
-        from tests.support import REPO
-
         env["PYTHONPATH"] = REPO
         log = os.path.join(data, "out.log")
         process = subprocess.Popen(

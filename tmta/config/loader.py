@@ -5,7 +5,6 @@ Loading a whole configuration directory, or making the embedded default.
 from __future__ import annotations
 
 import os
-import pwd
 from dataclasses import dataclass, field
 from typing import List, Mapping, Optional
 
@@ -88,9 +87,10 @@ def configDirectoryFromEnvironment(
 
 def defaultDataDirectory() -> str:
     """
-    Where the embedded default keeps everything: C{~/.tmta}.
+    Where the embedded default keeps everything: C{~/.tmta}, with C{~}
+    read as the shell does (C{$HOME}, else the account's home).
     """
-    return os.path.join(pwd.getpwuid(os.getuid()).pw_dir, ".tmta")
+    return os.path.expanduser(os.path.join("~", ".tmta"))
 
 
 def _writeIfMissing(path: str, text: str) -> None:
