@@ -149,6 +149,41 @@ class QueueFileTests(SynchronousTestCase):
                 f.truncate(cut)
             self.assertRaises(CorruptQueueFile, self.store.readEnvelope, "incoming", queueId)
 
+    def test_readInMemoryOrByRecord(self):
+        """
+        Small files are parsed from one read, large ones record by
+        record: both readings agree, on whole and on truncated files.
+        """
+        from tmta.queue import qfile
+
+        body = b"Subject: x\n\n" + b"y" * 200000 + b"\n"
+        queueId = self.write(body)
+        path = self.store.path("incoming", queueId)
+        size = os.path.getsize(path)
+
+        def read():
+            try:
+                with open(path, "rb") as f:
+                    env = readEnvelope(f)
+                    content = b"".join(iterContent(f, env))
+                return (env.sender, env.size, env.contentOffset,
+                        [(r.address, r.offset) for r in env.recipients], content)
+            except CorruptQueueFile as e:
+                return str(e)
+
+        inMemory = read()
+        self.patch(qfile, "_READ_WHOLE", 0)
+        self.assertEqual(read(), inMemory)
+        self.assertEqual(inMemory[-1], body)
+        for cut in (3, 20, 60, size // 2, size - 6, size - 1):
+            with open(path, "r+b") as f:
+                f.truncate(cut)
+            self.patch(qfile, "_READ_WHOLE", 1 << 20)
+            whole = read()
+            self.patch(qfile, "_READ_WHOLE", 0)
+            self.assertEqual(read(), whole)
+            self.assertIsInstance(whole, str)
+
     def test_garbage(self):
         queueId = self.write()
         path = self.store.path("incoming", queueId)

@@ -244,10 +244,24 @@ def fsyncDirectory(path: str, fsync: Callable[[int], None] = os.fsync) -> None:
         os.close(fd)
 
 
+# Files up to this size are read with one system call and parsed from
+# memory; larger ones record by record.
+_READ_WHOLE = 1 << 20
+
+
 def _records(f: BinaryIO, limit: int) -> Iterator[tuple]:
     """
-    Yield C{(offset, type, data)} for each record, checking lengths.
+    Yield C{(offset, type, data)} for each record from the file's
+    position on, checking lengths.
     """
+    offset = f.tell()
+    try:
+        remaining = os.fstat(f.fileno()).st_size - offset
+    except (AttributeError, OSError, ValueError):
+        remaining = _READ_WHOLE + 1
+    if remaining <= _READ_WHOLE:
+        yield from _recordsIn(f.read(), offset, limit)
+        return
     while True:
         offset = f.tell()
         header = f.read(HEADER.size)
@@ -262,6 +276,26 @@ def _records(f: BinaryIO, limit: int) -> Iterator[tuple]:
         if len(data) < length:
             raise CorruptQueueFile(f"truncated record at offset {offset}")
         yield offset, kind, data
+
+
+def _recordsIn(data: bytes, base: int, limit: int) -> Iterator[tuple]:
+    """
+    L{_records} over bytes read from file offset C{base}.
+    """
+    position, end, size = 0, len(data), HEADER.size
+    unpack = HEADER.unpack_from
+    while position < end:
+        offset = base + position
+        if position + size > end:
+            raise CorruptQueueFile(f"truncated record header at offset {offset}")
+        kind, length = unpack(data, position)
+        if length > limit:
+            raise CorruptQueueFile(f"record of {length} bytes at offset {offset}")
+        position += size
+        if position + length > end:
+            raise CorruptQueueFile(f"truncated record at offset {offset}")
+        yield offset, kind, data[position:position + length]
+        position += length
 
 
 def readEnvelope(f: BinaryIO, maxRecipients: int = 1_000_000) -> Envelope:
@@ -304,7 +338,7 @@ def readEnvelope(f: BinaryIO, maxRecipients: int = 1_000_000) -> Envelope:
                         )
                 elif kind == REC_MESSAGE:
                     state = "content"
-                    envelope.contentOffset = f.tell()
+                    envelope.contentOffset = offset + HEADER.size + len(data)
                 else:
                     raise CorruptQueueFile(f"unexpected record {kind!r} at offset {offset}")
             elif state == "content":
