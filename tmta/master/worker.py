@@ -13,8 +13,6 @@ master ends it.
 from __future__ import annotations
 
 import argparse
-import ctypes
-import ctypes.util
 import os
 import socket
 import sys
@@ -57,9 +55,11 @@ def setProcessName(name: str, title: Optional[str] = None) -> None:
         except ImportError:
             pass
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-        libc.prctl(15, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)  # PR_SET_NAME
-    except (OSError, AttributeError):
+        # Linux's PR_SET_NAME, without finding libc for ctypes: that runs
+        # ldconfig, a process per worker.
+        with open("/proc/self/comm", "w") as comm:
+            comm.write(name[:15])
+    except OSError:
         pass
 
 
