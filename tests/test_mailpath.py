@@ -217,6 +217,14 @@ def _requirePort2525(testCase) -> None:
             raise testCase.skipTest("port 2525 is in use")
 
 
+def _stopProcess(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
 class EmbeddedDefaultTests(SynchronousTestCase):
     def test_embeddedUnprivileged(self):
         """
@@ -254,14 +262,7 @@ class EmbeddedDefaultTests(SynchronousTestCase):
                 stdout=out, stderr=subprocess.STDOUT, cwd=home, preexec_fn=becomeAccount,
             )
 
-        def stop():
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-
-        self.addCleanup(stop)
+        self.addCleanup(_stopProcess, process)
         waitFor(lambda: "daemon started" in open(log).read() or process.poll() is not None,
                 timeout=60)
         text = open(log).read()
@@ -297,14 +298,7 @@ class EmbeddedDefaultTests(SynchronousTestCase):
             env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, cwd=data,
         )
 
-        def stop():
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-
-        self.addCleanup(stop)
+        self.addCleanup(_stopProcess, process)
         waitFor(lambda: "daemon started" in open(log).read() or process.poll() is not None)
         text = open(log).read()
         self.assertIn(f"everything is under {os.path.join(data, 'tmta')}", text)
