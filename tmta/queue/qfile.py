@@ -159,12 +159,9 @@ class QueueFileWriter:
         @raise OSError: the disk is full or failing: the file is removed
             and nothing may be acknowledged.
         """
-        self.finish()
-        try:
-            fsyncDirectory(os.path.dirname(self.path), self._fsync)
-        except BaseException:
-            self.abort()
-            raise
+        error = commitAll([self])[0]
+        if error is not None:
+            raise error
 
     def finish(self) -> None:
         """
