@@ -12,6 +12,8 @@ from .expand import ExpansionError, expand
 from .parser import ConfigError, logicalLines, readLines
 
 _NAME = re.compile(r"^[A-Za-z0-9_]+$")
+_LIST_SEPARATORS = re.compile(r"[\s,]+")
+_TIME_VALUE = re.compile(r"^(\d+(?:\.\d+)?)([smhdw]?)$")
 _TIME_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 # Parameters every service has, which master.cf may refer to.
@@ -60,7 +62,7 @@ def splitList(value: str) -> List[str]:
     Split a Postfix list value: items separated by commas and/or white
     space.
     """
-    return [item for item in re.split(r"[\s,]+", value) if item]
+    return [item for item in _LIST_SEPARATORS.split(value) if item]
 
 
 def parseTime(value: str, defaultUnit: str = "s") -> float:
@@ -71,7 +73,7 @@ def parseTime(value: str, defaultUnit: str = "s") -> float:
     @raise ValueError: not a time value.
     """
     value = value.strip()
-    match = re.match(r"^(\d+(?:\.\d+)?)([smhdw]?)$", value)
+    match = _TIME_VALUE.match(value)
     if not match:
         raise ValueError(f"bad time value {value!r}")
     number, unit = match.groups()

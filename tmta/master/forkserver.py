@@ -69,6 +69,30 @@ def preload() -> None:
 
     availableComponents()
     preloadModules()
+    settleInterfaceDeclarations()
+
+
+def settleInterfaceDeclarations() -> None:
+    """
+    Work out, once, which interfaces each loaded class implements.
+
+    zope.interface computes a class's declaration the first time an
+    object of it is asked what it provides (Twisted asks that of every
+    transport and protocol) and keeps it on the class.  Done here, every
+    child inherits the answers instead of computing them again: several
+    milliseconds of each worker's start.
+    """
+    from zope.interface import implementedBy
+
+    for name, module in list(sys.modules.items()):
+        if module is None or not name.startswith(("twisted.", "tmta.")):
+            continue
+        for value in list(vars(module).values()):
+            if isinstance(value, type) and value.__module__ == name:
+                try:
+                    implementedBy(value)
+                except TypeError:
+                    pass
 
 
 def _child(args: List[str], fds: List[int], requests: socket.socket) -> None:

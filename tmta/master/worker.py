@@ -12,11 +12,10 @@ master ends it.
 
 from __future__ import annotations
 
-import argparse
 import os
 import socket
 import sys
-from typing import List, Optional, Tuple
+from typing import List, NoReturn, Optional, Tuple
 
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger, globalLogBeginner
@@ -109,16 +108,69 @@ class ControlProtocol(QuietAMP):
         self._onLost()
 
 
-def parseArguments(argv: List[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="tmta-worker")
-    parser.add_argument("service", help="NAME/TYPE from master.cf")
-    parser.add_argument("-c", "--config", required=True)
-    parser.add_argument("-o", dest="overrides", action="append", default=[])
-    parser.add_argument("--embedded", action="store_true")
-    parser.add_argument(
-        "--listen", action="append", default=[], help="FAMILY:FD, FAMILY inet, inet6 or unix"
+class WorkerArguments:
+    """
+    A worker's command line, as the master writes it::
+
+        NAME/TYPE -c DIR [--embedded] [-o NAME=VALUE]... [--listen FAMILY:FD]...
+
+    @ivar service: C{NAME/TYPE} from master.cf.
+    @ivar config: the configuration directory.
+    @ivar overrides: C{NAME=VALUE} parameter overrides.
+    @ivar embedded: the master runs on its embedded default.
+    @ivar listen: C{FAMILY:FD}, FAMILY C{inet}, C{inet6} or C{unix}.
+    """
+
+    def __init__(self) -> None:
+        self.service = ""
+        self.config = ""
+        self.overrides: List[str] = []
+        self.embedded = False
+        self.listen: List[str] = []
+
+
+def parseArguments(argv: List[str]) -> WorkerArguments:
+    """
+    Read a worker's command line.
+
+    Every worker is started with one, so this is a plain loop rather
+    than argparse, whose parser costs a worker a few milliseconds of
+    start-up to build.
+
+    @raise SystemExit: the command line is not one the master writes.
+    """
+    parsed = WorkerArguments()
+    withValue = {"-c": "config", "--config": "config"}
+    appended = {"-o": parsed.overrides, "--listen": parsed.listen}
+    words = iter(argv)
+    for word in words:
+        if word == "--embedded":
+            parsed.embedded = True
+        elif word in withValue or word in appended:
+            value = next(words, None)
+            if value is None:
+                _usage(f"{word} needs a value")
+            if word in withValue:
+                setattr(parsed, withValue[word], value)
+            else:
+                appended[word].append(value)
+        elif word.startswith("-") or parsed.service:
+            _usage(f"unexpected argument {word!r}")
+        else:
+            parsed.service = word
+    if not parsed.service:
+        _usage("no service given")
+    if not parsed.config:
+        _usage("no configuration directory given (-c DIR)")
+    return parsed
+
+
+def _usage(problem: str) -> NoReturn:
+    sys.stderr.write(
+        "usage: tmta-worker NAME/TYPE -c DIR [--embedded] [-o NAME=VALUE]... "
+        f"[--listen FAMILY:FD]...\ntmta-worker: error: {problem}\n"
     )
-    return parser.parse_args(argv)
+    raise SystemExit(2)
 
 
 _FAMILIES = {"inet": socket.AF_INET, "inet6": socket.AF_INET6, "unix": socket.AF_UNIX}

@@ -1,0 +1,77 @@
+"""
+Tests for what a worker process starts with: its command line
+(L{tmta.master.worker.parseArguments}) and what the fork server prepares
+for it (L{tmta.master.forkserver}).
+"""
+
+import io
+import subprocess
+import sys
+from contextlib import redirect_stderr
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.support import REPO
+from tmta.master.worker import parseArguments
+
+
+class ParseArgumentsTests(SynchronousTestCase):
+    def test_full(self):
+        """
+        Every option the master writes is read back.
+        """
+        options = parseArguments(
+            ["smtp/inet", "-c", "/etc/tmta", "--embedded", "-o", "a=1", "-o", "b=x=y",
+             "--listen", "inet:4", "--listen", "unix:5"]
+        )
+        self.assertEqual(options.service, "smtp/inet")
+        self.assertEqual(options.config, "/etc/tmta")
+        self.assertTrue(options.embedded)
+        self.assertEqual(options.overrides, ["a=1", "b=x=y"])
+        self.assertEqual(options.listen, ["inet:4", "unix:5"])
+
+    def test_minimal(self):
+        options = parseArguments(["--config", "/c", "qmgr/unix"])
+        self.assertEqual((options.service, options.config), ("qmgr/unix", "/c"))
+        self.assertFalse(options.embedded)
+        self.assertEqual((options.overrides, options.listen), ([], []))
+
+    def assertUsage(self, argv, problem):
+        errors = io.StringIO()
+        with redirect_stderr(errors):
+            with self.assertRaises(SystemExit) as raised:
+                parseArguments(argv)
+        self.assertEqual(raised.exception.code, 2)
+        self.assertIn("usage: tmta-worker", errors.getvalue())
+        self.assertIn(problem, errors.getvalue())
+
+    def test_bad(self):
+        """
+        A command line the master would not write stops the worker with
+        a usage message, as argparse would.
+        """
+        self.assertUsage(["-c", "/c"], "no service")
+        self.assertUsage(["smtp/inet"], "no configuration directory")
+        self.assertUsage(["smtp/inet", "-c"], "-c needs a value")
+        self.assertUsage(["smtp/inet", "-c", "/c", "extra"], "unexpected argument 'extra'")
+        self.assertUsage(["smtp/inet", "-c", "/c", "--verbose"], "unexpected argument '--verbose'")
+
+
+class ForkServerTests(SynchronousTestCase):
+    def test_interfaceDeclarationsSettled(self):
+        """
+        After the fork server's preload, a class that only inherits its
+        interfaces already carries its own declaration, so a child does
+        not compute it again.
+        """
+        script = (
+            "import tmta.wire\n"
+            "print('__implemented__' in vars(tmta.wire.QuietAMP))\n"
+            "from tmta.master.forkserver import preload\n"
+            "preload()\n"
+            "print('__implemented__' in vars(tmta.wire.QuietAMP))\n"
+        )
+        output = subprocess.run(
+            [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout
+        self.assertEqual(output.split(), ["False", "True"])
