@@ -4,10 +4,11 @@ The AMP command of the bounce service.
 
 from twisted.protocols import amp
 
+from tmta.command import Command
 from tmta.wire import RecordList
 
 
-class BounceRecipients(amp.Command):
+class BounceRecipients(Command):
     """
     Send the sender of queue file C{queue_id} (in C{active/}) a notice
     about these recipients.  Answers with the notice's queue id (C{""}

@@ -9,6 +9,7 @@ round trip per message.
 
 from twisted.protocols import amp
 
+from tmta.command import Command
 from tmta.wire import RecordList
 
 ATTRIBUTES = RecordList([("name", str), ("value", str)])
@@ -18,7 +19,7 @@ def _recipients(optional: bool = False) -> RecordList:
     return RecordList([("address", str), ("original", str)], optional=optional)
 
 
-class CleanupBegin(amp.Command):
+class CleanupBegin(Command):
     """
     Start a message; the first recipients may come with it.  Its queue
     id comes with End's answer.
@@ -32,7 +33,7 @@ class CleanupBegin(amp.Command):
     requiresAnswer = False
 
 
-class CleanupRecipients(amp.Command):
+class CleanupRecipients(Command):
     """
     Envelope recipients, as C{address} (and C{original}, the address the
     client gave, when it differs).
@@ -42,12 +43,12 @@ class CleanupRecipients(amp.Command):
     requiresAnswer = False
 
 
-class CleanupContent(amp.Command):
+class CleanupContent(Command):
     arguments = [(b"data", amp.String())]
     requiresAnswer = False
 
 
-class CleanupEnd(amp.Command):
+class CleanupEnd(Command):
     """
     Finish the message.  C{code} 250 means queued (durably); 4xx and 5xx
     come with an enhanced status code and text in C{reason}.
@@ -57,7 +58,7 @@ class CleanupEnd(amp.Command):
     response = [(b"code", amp.Integer()), (b"reason", amp.Unicode()), (b"queue_id", amp.Unicode())]
 
 
-class CleanupAbort(amp.Command):
+class CleanupAbort(Command):
     arguments = []
     requiresAnswer = False
 

@@ -20,6 +20,7 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols import amp
 
+from tmta.command import Command
 from tmta.queue.qfile import iterContent, readEnvelope
 from tmta.queue.store import QueueStore
 from tmta.wire import RecordList, ServiceAMP
@@ -73,7 +74,7 @@ class RecipientStatus:
     reason: str
 
 
-class Deliver(amp.Command):
+class Deliver(Command):
     arguments = [
         (b"queue_id", amp.Unicode()),
         (b"sender", amp.Unicode()),

@@ -6,8 +6,10 @@ trigger every service understands on its own socket.
 
 from twisted.protocols import amp
 
+from tmta.command import Command
 
-class WorkerStatus(amp.Command):
+
+class WorkerStatus(Command):
     """
     Worker to master: whether it can take another client now, and how
     many clients it has accepted so far.
@@ -17,7 +19,7 @@ class WorkerStatus(amp.Command):
     requiresAnswer = False
 
 
-class Shutdown(amp.Command):
+class Shutdown(Command):
     """
     Master to worker: stop accepting clients, finish those in hand, exit.
     """
@@ -26,7 +28,7 @@ class Shutdown(amp.Command):
     response = []
 
 
-class Wakeup(amp.Command):
+class Wakeup(Command):
     """
     Anyone to a service: there may be work (Postfix's trigger).  The
     master sends it on a service's wakeup timer; cleanup sends it to qmgr

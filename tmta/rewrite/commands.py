@@ -4,13 +4,15 @@ The AMP commands of the trivial-rewrite service.
 
 from twisted.protocols import amp
 
+from tmta.command import Command
 
-class RewriteAddress(amp.Command):
+
+class RewriteAddress(Command):
     arguments = [(b"address", amp.Unicode())]
     response = [(b"address", amp.Unicode())]
 
 
-class ResolveAddress(amp.Command):
+class ResolveAddress(Command):
     arguments = [(b"address", amp.Unicode())]
     response = [
         (b"transport", amp.Unicode()),
