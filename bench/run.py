@@ -18,7 +18,9 @@ this project's machines one run can differ from the next by a third.
 The load comes from Postfix's smtp-source (one connection per message)
 when it is installed, else from a small asyncio client bundled here.
 Everything listens on 127.0.0.1 only.  Servers are started in a fresh
-temporary directory and stopped (by their own pid) afterwards.
+temporary directory and stopped (by their own pid) afterwards; what they
+wrote is deleted only at the end, and each run first waits until the
+disk creates files at its usual cost (C{--quiet-disk}).
 """
 
 from __future__ import annotations
@@ -44,6 +46,43 @@ def freePort() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def fileCreationCost(directory: str, count: int = 200) -> float:
+    """
+    CPU-microseconds this process spends creating, writing and closing
+    one small file in C{directory} (a new one, kept: deleting the probe
+    files would disturb what is probed).
+    """
+    os.makedirs(directory)
+    started = time.process_time()
+    for i in range(count):
+        fd = os.open(os.path.join(directory, str(i)), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.write(fd, b"x" * 2048)
+        os.close(fd)
+    return (time.process_time() - started) / count * 1e6
+
+
+def waitForQuietDisk(base: str, limit: float, patience: float) -> float:
+    """
+    Wait until creating a file costs less than C{limit} CPU-microseconds,
+    for at most C{patience} seconds; return the last cost measured.
+
+    On ext4 without a journal, mounted with C{discard}, creating a file
+    right after many were deleted costs ten to twenty times its usual
+    CPU for a minute or more.  A server measured then pays for the
+    previous run's clean-up, so every run waits for the disk first.
+    """
+    deadline = time.monotonic() + patience
+    probes = os.path.join(base, "probes")
+    os.makedirs(probes, exist_ok=True)
+    number = len(os.listdir(probes))
+    while True:
+        cost = fileCreationCost(os.path.join(probes, str(number)))
+        number += 1
+        if cost < limit or time.monotonic() > deadline:
+            return cost
+        time.sleep(5)
 
 
 def waitPort(port: int, timeout: float = 30) -> None:
@@ -408,9 +447,12 @@ def main() -> int:
     parser.add_argument("--idle", type=float, default=2.0,
                         help="seconds to let the servers settle before measuring memory")
     parser.add_argument("--no-postfix", action="store_true")
-    parser.add_argument("--cool-down", type=float, default=30.0,
-                        help="seconds between runs (ext4 without a journal is slow to create "
-                             "files right after many were deleted)")
+    parser.add_argument("--cool-down", type=float, default=10.0,
+                        help="seconds between runs, for the previous server's processes and "
+                             "writes to settle")
+    parser.add_argument("--quiet-disk", type=float, default=60.0,
+                        help="before each run, wait (up to 3 minutes) until creating a small file "
+                             "costs less than this many CPU-microseconds; 0 not to wait")
     parser.add_argument("--rounds", type=int, default=3,
                         help="runs of each server, taken in turn; medians are reported")
     parser.add_argument("--postfix-agents", default="virtual,local",
@@ -433,13 +475,19 @@ def main() -> int:
                 if not first:
                     time.sleep(args.cool_down)
                 first = False
+                disk = ""
+                if args.quiet_disk:
+                    cost = waitForQuietDisk(base, args.quiet_disk, 180)
+                    disk = f"  (file creation {cost:.0f} us before)"
                 where = os.path.join(base, f"round{round}")
                 os.makedirs(where, exist_ok=True)
+                # Each run's files are kept until the end: deleting them
+                # would slow the next run's file creation (see
+                # waitForQuietDisk).
                 result = measure(make(where), args)
                 runs[name].append(result)
                 print(f"round {round + 1}: {name:15} e2e {result['e2e']:6.0f}/s  "
-                      f"CPU {result['cpu_ms']:.2f} ms/msg", flush=True)
-                shutil.rmtree(os.path.join(where, name), ignore_errors=True)
+                      f"CPU {result['cpu_ms']:.2f} ms/msg{disk}", flush=True)
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
