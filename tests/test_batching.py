@@ -7,7 +7,7 @@ import threading
 from twisted.internet import defer, reactor
 from twisted.trial.unittest import TestCase
 
-from tmta.batching import ThreadBatcher
+from tmta.batching import SerialThread, ThreadBatcher
 
 
 class ThreadBatcherTests(TestCase):
@@ -27,6 +27,7 @@ class ThreadBatcherTests(TestCase):
             return [item * 2 for item in items]
 
         batcher = ThreadBatcher(reactor, work)
+        self.addCleanup(batcher.stop)
         first = batcher.submit(1)
         rest = [batcher.submit(n) for n in (2, 3, 4)]
         release.set()
@@ -40,8 +41,75 @@ class ThreadBatcherTests(TestCase):
             raise RuntimeError("broken")
 
         batcher = ThreadBatcher(reactor, work)
+        self.addCleanup(batcher.stop)
         d = batcher.submit(1)
         yield self.assertFailure(d, RuntimeError)
         # The batcher is usable afterwards.
         batcher.work = lambda items: list(items)
         self.assertEqual((yield batcher.submit(5)), 5)
+
+
+class SerialThreadTests(TestCase):
+    def setUp(self):
+        self.thread = SerialThread(reactor, "test-serial")
+        self.addCleanup(self.thread.stop)
+
+    @defer.inlineCallbacks
+    def test_inOrderOneAtATime(self):
+        """
+        Calls run in the order asked for, never two at once, all in one
+        thread that is not the reactor's; results come back in the
+        reactor thread.
+        """
+        running = []
+        seen = []
+
+        def work(n):
+            running.append(n)
+            self.assertEqual(len(running), 1)
+            seen.append((n, threading.get_ident()))
+            running.remove(n)
+            return n * 10
+
+        main = threading.get_ident()
+        results = yield defer.gatherResults([self.thread.call(work, n) for n in range(20)])
+        self.assertEqual(results, [n * 10 for n in range(20)])
+        self.assertEqual([n for n, _ in seen], list(range(20)))
+        self.assertEqual(len({ident for _, ident in seen}), 1)
+        self.assertNotEqual(seen[0][1], main)
+        result = yield self.thread.call(threading.get_ident)
+        self.assertEqual(result, seen[0][1])
+
+    @defer.inlineCallbacks
+    def test_failure(self):
+        """
+        An exception in the thread fails that call's Deferred; the thread
+        goes on with the next call.
+        """
+        def broken():
+            raise OSError("disk full")
+
+        failed = self.thread.call(broken)
+        after = self.thread.call(lambda: "next")
+        yield self.assertFailure(failed, OSError)
+        self.assertEqual((yield after), "next")
+
+    def test_stopWaitsForCalls(self):
+        """
+        L{SerialThread.stop} returns after the calls already asked for
+        have run, and the thread is gone.
+        """
+        release = threading.Event()
+        done = []
+
+        def slow():
+            release.wait(10)
+            done.append(1)
+
+        self.thread.call(slow)
+        self.thread.call(done.append, 2)
+        thread = self.thread._thread
+        threading.Timer(0.1, release.set).start()
+        self.thread.stop()
+        self.assertEqual(done, [1, 2])
+        self.assertFalse(thread.is_alive())

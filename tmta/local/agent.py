@@ -27,11 +27,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterable, List, Optional
 
-from twisted.internet import threads
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from tmta.address import splitAddress, unquoteLocal
+from tmta.batching import SerialThread
 from tmta.delivery import (
     BOUNCED,
     DEFERRED,
@@ -71,21 +71,20 @@ class LocalError(Exception):
 
 
 @contextmanager
-def identity(uid: int, gid: int, user: str):
+def identity(uid: int, gid: int):
     """
     Run the block with the effective identity of an account (when root),
     and return to root afterwards.
+
+    As Postfix's local does, the account's primary group is its only
+    group for the delivery: supplementary groups are not looked up.
     """
     if os.geteuid() != 0:
         yield
         return
     if uid == 0:
         raise LocalError(DEFERRED, "4.3.0", "tmta does not deliver as root")
-    try:
-        groups = os.getgrouplist(user, gid)
-    except (OSError, KeyError):
-        groups = [gid]
-    os.setgroups(groups)
+    os.setgroups([gid])
     os.setegid(gid)
     os.seteuid(uid)
     try:
@@ -225,7 +224,7 @@ class LocalAgent:
             return iterContent(queueFile, envelope)
 
         try:
-            with identity(box.uid, box.gid, box.user):
+            with identity(box.uid, box.gid):
                 if box.maildir:
                     deliverMaildir(box.path, prefix, chunks(), self.fsync)
                     return "delivered to maildir"
@@ -266,15 +265,16 @@ def _headerSection(chunks: Iterable[bytes], limit: int = 1 << 20) -> bytes:
 @implementer(IDeliveryAgent)
 class LocalDeliveryAgent:
     """
-    The L{IDeliveryAgent} wrapper: each request is delivered in a thread.
+    The L{IDeliveryAgent} wrapper: requests are delivered in a thread of
+    their own, one at a time and in order, so that taking a recipient's
+    identity (process-wide) never overlaps another delivery.
     """
 
     def __init__(self, reactor, agent: LocalAgent) -> None:
         self.reactor = reactor
         self.agent = agent
+        self.thread = SerialThread(reactor, "tmta-local")
 
     def deliver(self, request: DeliveryRequest):
-        return threads.deferToThreadPool(
-            self.reactor, self.reactor.getThreadPool(), self.agent.deliverAll, request
-        )
+        return self.thread.call(self.agent.deliverAll, request)
 
