@@ -7,11 +7,12 @@ from __future__ import annotations
 import json
 from typing import Any, Dict, List, Sequence, Tuple, Type
 
-from twisted.internet import endpoints
+from twisted.internet import endpoints, unix
 from twisted.internet.protocol import Factory
 from twisted.protocols import amp
 
 from tmta.master.control import Wakeup
+from tmta.master.runtime import EagerWriteMixin
 from tmta.queue.layout import socketPath
 
 
@@ -148,9 +149,34 @@ def connectService(reactor, queueDirectory: str, service: str, private: bool = T
     @return: a Deferred firing with the connected AMP protocol.
     """
     path = socketPath(queueDirectory, service, private)
-    endpoint = endpoints.UNIXClientEndpoint(reactor, path, timeout=timeout)
+    endpoint = endpoints.UNIXClientEndpoint(_EagerUNIXConnecting(reactor), path, timeout=timeout)
     factory = _OneConnection(protocol or QuietAMP())
     return endpoint.connect(factory)
+
+
+class _EagerUNIXClient(EagerWriteMixin, unix.Client):
+    pass
+
+
+class _EagerUNIXConnector(unix.Connector):
+    def _makeTransport(self):
+        return _EagerUNIXClient(self.address, self, self.reactor, self.checkPID)
+
+
+class _EagerUNIXConnecting:
+    """
+    The C{connectUNIX} of a reactor, making connections whose writes go
+    out at once (L{EagerWriteMixin}): every command a service sends is
+    one write, and the answer is awaited before anything else is sent.
+    """
+
+    def __init__(self, reactor) -> None:
+        self._reactor = reactor
+
+    def connectUNIX(self, address, factory, timeout=30, checkPID=0):
+        connector = _EagerUNIXConnector(address, factory, timeout, self._reactor, checkPID)
+        connector.connect()
+        return connector
 
 
 class _OneConnection(Factory):

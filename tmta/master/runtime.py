@@ -34,16 +34,17 @@ class _CappedPortMixin:
         return super().doRead()
 
 
-class _EagerWriteMixin:
+class EagerWriteMixin:
     """
     Send written data at once when nothing is queued ahead of it.
 
     Twisted queues every write and sends it when the reactor next finds
     the socket writable, which costs two epoll updates and a trip around
-    the reactor per write.  A worker's connections are request and
-    reply: the reply nearly always fits in the socket buffer, so it goes
-    now, and only what does not fit takes Twisted's way.  Under TLS, or
-    with data or descriptors already queued, Twisted's way is kept as is.
+    the reactor per write.  tmta's connections (a worker's clients, and
+    its own to other services) are request and reply: each nearly always
+    fits in the socket buffer, so it goes now, and only what does not fit
+    takes Twisted's way.  Under TLS, or with data or descriptors already
+    queued, Twisted's way is kept as is.
     """
 
     def write(self, data: bytes) -> None:
@@ -69,11 +70,11 @@ class _EagerWriteMixin:
         super().write(data)
 
 
-class _EagerTCPServer(_EagerWriteMixin, tcp.Server):
+class _EagerTCPServer(EagerWriteMixin, tcp.Server):
     pass
 
 
-class _EagerUNIXServer(_EagerWriteMixin, unix.Server):
+class _EagerUNIXServer(EagerWriteMixin, unix.Server):
     pass
 
 
