@@ -3,6 +3,8 @@ Tests for the SMTP server protocol, L{tmta.smtpd}, over an in-memory
 transport with a recording stand-in for cleanup.
 """
 
+from contextlib import contextmanager
+
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
@@ -33,6 +35,16 @@ class FakeCleanup:
         self.transport = StringTransport()
         self.calls = []
         self.ends = []
+        self.writes = []
+
+    @contextmanager
+    def together(self):
+        """
+        Record which commands were sent in one write.
+        """
+        first = len(self.calls)
+        yield
+        self.writes.append([c for c, kw in self.calls[first:]])
 
     def callRemote(self, command, **kw):
         self.calls.append((command, kw))
@@ -198,7 +210,7 @@ class SMTPServerTests(SynchronousTestCase):
         self.send(b"x" * 600 + b"\r\n" + b"y" * 600 + b"\r\n.\r\nNOOP\r\n")
         self.assertEqual(self.replies()[-2:], ["552 5.3.4 Message size exceeds fixed limit",
                                                "250 2.0.0 Ok"])
-        self.assertIn(CleanupAbort, [c for c, kw in self.cleanup.calls])
+        self.assertNotIn(CleanupEnd, [c for c, kw in self.cleanup.calls])
         self.assertEqual(self.cleanup.ends, [])
 
     def test_relayDenied(self):
@@ -292,9 +304,41 @@ class SMTPServerTests(SynchronousTestCase):
         from twisted.python.failure import Failure
 
         self.server.connectionLost(Failure(ConnectionLost()))
-        self.assertIn(CleanupAbort, [c for c, kw in self.cleanup.calls])
+        # Nothing had reached cleanup yet, so there is nothing to abort.
+        self.assertEqual(self.cleanup.calls, [])
         self.assertEqual(self.server.cleanupPool.released, [self.cleanup])
         self.assertEqual(self.cleanup.ends, [])
+
+    def test_connectionLostInLongData(self):
+        """
+        A client that goes away after some of a long message reached
+        cleanup: the message there is aborted.
+        """
+        self.makeServer()
+        self.send(b"HELO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<bob@localhost>\r\nDATA\r\n")
+        self.send((b"x" * 100 + b"\r\n") * 1000 + b"partial")
+        from twisted.internet.error import ConnectionLost
+        from twisted.python.failure import Failure
+
+        self.server.connectionLost(Failure(ConnectionLost()))
+        calls = [c for c, kw in self.cleanup.calls]
+        self.assertEqual(calls[0], CleanupBegin)
+        self.assertEqual(calls[-1], CleanupAbort)
+        self.assertEqual(self.cleanup.ends, [])
+
+    def test_envelopeWithData(self):
+        """
+        The envelope goes to cleanup with the message, in one write: for
+        a short message, with the end of data.
+        """
+        self.makeServer()
+        self.send(b"HELO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<bob@localhost>\r\nDATA\r\n")
+        self.assertEqual(self.cleanup.calls, [])
+        self.send(b"Subject: hi\r\n\r\nbody\r\n.\r\n")
+        self.assertEqual(self.cleanup.writes, [[CleanupBegin, CleanupEnd]])
+        self.cleanup.finish()
+        self.assertEqual(self.cleanup.recipients(), ["bob@localhost"])
+        self.assertEqual(self.cleanup.calls[0][1]["sender"], "a@b.c")
 
     def test_forbiddenCommand(self):
         self.makeServer()

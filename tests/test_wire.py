@@ -2,8 +2,10 @@
 Tests for L{tmta.wire}: the AMP argument types tmta's processes share.
 """
 
+from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
 from twisted.protocols import amp
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from tmta.wire import QuietAMP, RecordList
@@ -85,3 +87,50 @@ class BoxParserTests(SynchronousTestCase):
         protocol, transport = self.receive(b"\x01\x00" + b"k" * 256 + b"\x00\x01v\x00\x00")
         self.assertEqual(protocol.boxes, [])
         self.assertTrue(transport.disconnecting)
+
+
+class _CountingTransport(StringTransport):
+    def __init__(self):
+        super().__init__()
+        self.writes = []
+
+    def write(self, data):
+        self.writes.append(data)
+        super().write(data)
+
+
+class TogetherTests(SynchronousTestCase):
+    def test_oneWrite(self):
+        """
+        Boxes sent inside L{QuietAMP.together} go out in one write, in
+        order, when the block ends (an inner block changes nothing);
+        outside it each box is a write of its own.
+        """
+        protocol = QuietAMP()
+        transport = _CountingTransport()
+        protocol.makeConnection(transport)
+        with protocol.together():
+            protocol.sendBox(amp.Box({b"n": b"1"}))
+            with protocol.together():
+                protocol.sendBox(amp.Box({b"n": b"2"}))
+            self.assertEqual(transport.writes, [])
+            protocol.sendBox(amp.Box({b"n": b"3"}))
+        protocol.sendBox(amp.Box({b"n": b"4"}))
+        self.assertEqual(len(transport.writes), 2)
+        received = _Recording()
+        received.makeConnection(StringTransport())
+        received.dataReceived(transport.writes[0])
+        self.assertEqual([box[b"n"] for box in received.boxes], [b"1", b"2", b"3"])
+
+    def test_lostInside(self):
+        """
+        A connection lost inside the block drops what was gathered
+        without an error.
+        """
+        protocol = QuietAMP()
+        transport = _CountingTransport()
+        protocol.makeConnection(transport)
+        with protocol.together():
+            protocol.sendBox(amp.Box({b"n": b"1"}))
+            protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(transport.writes, [])

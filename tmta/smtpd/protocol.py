@@ -117,6 +117,7 @@ class SMTPServer(protocol.Protocol, TimeoutMixin):
         self.clientAddress = ""
         self.clientName = "unknown"
         self.cleanup = None
+        self._envelope = None
         self._tooBig = False
         self.queueId = ""
         self._resetTransaction()
@@ -429,11 +430,9 @@ class SMTPServer(protocol.Protocol, TimeoutMixin):
                 batches.append(batch)
                 batch, size = [], 0
         batches.append(batch)
-        self.cleanup.callRemote(CleanupBegin, sender=self.sender,
-                                attributes=attributeList(attributes), recipients=batches[0])
-        for batch in batches[1:]:
-            if batch:
-                self.cleanup.callRemote(CleanupRecipients, recipients=batch)
+        # The envelope goes with the first content (for most messages,
+        # with the end of data): one write, one wake-up of cleanup.
+        self._envelope = (self.sender, attributeList(attributes), batches)
         self._decoder = DataDecoder()
         self._dataSize = 0
         self._dataPending: List[bytes] = []
@@ -479,9 +478,25 @@ class SMTPServer(protocol.Protocol, TimeoutMixin):
         self._dataPending, self._pendingSize = [], 0
         self._sendContent(data)
 
+    def _sendEnvelope(self) -> None:
+        """
+        Begin the message at cleanup, if that is still to be done.
+        """
+        envelope, self._envelope = self._envelope, None
+        if envelope is None:
+            return
+        sender, attributes, batches = envelope
+        self.cleanup.callRemote(CleanupBegin, sender=sender, attributes=attributes,
+                                recipients=batches[0])
+        for batch in batches[1:]:
+            if batch:
+                self.cleanup.callRemote(CleanupRecipients, recipients=batch)
+
     def _sendContent(self, data: bytes) -> None:
-        for start in range(0, len(data), 65535):
-            self.cleanup.callRemote(CleanupContent, data=data[start : start + 65535])
+        with self.cleanup.together():
+            self._sendEnvelope()
+            for start in range(0, len(data), 65535):
+                self.cleanup.callRemote(CleanupContent, data=data[start : start + 65535])
 
     async def _endData(self) -> None:
         cleanup = self.cleanup
@@ -496,15 +511,18 @@ class SMTPServer(protocol.Protocol, TimeoutMixin):
                 self.reply("451 4.3.0 Error: queue file write error")
                 return
             last = b""
-            if self._pendingSize:
-                data = b"".join(self._dataPending)
-                self._dataPending, self._pendingSize = [], 0
-                cut = max(0, len(data) - 65535)
-                if cut:
-                    self._sendContent(data[:cut])
-                last = data[cut:]
+            with cleanup.together():
+                if self._pendingSize:
+                    data = b"".join(self._dataPending)
+                    self._dataPending, self._pendingSize = [], 0
+                    cut = max(0, len(data) - 65535)
+                    if cut:
+                        self._sendContent(data[:cut])
+                    last = data[cut:]
+                self._sendEnvelope()
+                answer = cleanup.callRemote(CleanupEnd, data=last)
             try:
-                result = await cleanup.callRemote(CleanupEnd, data=last)
+                result = await answer
             except Exception as e:
                 log.error("cleanup failed: {error}", error=e)
                 self.reply("451 4.3.0 Error: queue file write error")
@@ -521,6 +539,10 @@ class SMTPServer(protocol.Protocol, TimeoutMixin):
 
     def _abortCleanup(self) -> None:
         cleanup = self.cleanup
+        if self._envelope is not None:
+            # cleanup has not heard of this message.
+            self._envelope = None
+            return
         if cleanup is not None and cleanup.transport is not None:
             cleanup.callRemote(CleanupAbort)
 
