@@ -200,3 +200,33 @@ class RewriteClientTests(TestCase):
         clock.advance(11)
         self.successResultOf(client.rewrite("a"))
         self.assertEqual(calls, ["a", "a"])
+
+    def test_resolveCachedApartFromRewrite(self):
+        """
+        Resolutions are cached too, apart from rewrites of the same
+        address, and the cache keeps at most C{size} answers.
+        """
+        from tmta.rewrite.client import RewriteClient
+        from twisted.internet.testing import StringTransport
+
+        calls = []
+
+        class FakeAMP:
+            transport = StringTransport()
+
+            def callRemote(self, command, **kw):
+                calls.append((command.__name__, kw["address"]))
+                if command.__name__ == "ResolveAddress":
+                    return defer.succeed({"transport": "local", "nexthop": "h",
+                                          "recipient": kw["address"], "addressClass": "local"})
+                return defer.succeed({"address": kw["address"]})
+
+        client = RewriteClient(lambda: defer.succeed(FakeAMP()), Clock(), size=2)
+        first = self.successResultOf(client.resolve("a@h"))
+        self.assertEqual((first.transport, first.recipient), ("local", "a@h"))
+        self.assertEqual(self.successResultOf(client.resolve("a@h")), first)
+        self.successResultOf(client.rewrite("a@h"))
+        self.assertEqual(calls, [("ResolveAddress", "a@h"), ("RewriteAddress", "a@h")])
+        self.successResultOf(client.rewrite("b@h"))  # the oldest answer goes
+        self.successResultOf(client.resolve("a@h"))
+        self.assertEqual(calls[-1], ("ResolveAddress", "a@h"))

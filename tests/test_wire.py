@@ -134,3 +134,78 @@ class TogetherTests(SynchronousTestCase):
             protocol.sendBox(amp.Box({b"n": b"1"}))
             protocol.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(transport.writes, [])
+
+
+class _Connection:
+    def __init__(self, name):
+        self.name = name
+        self.transport = self
+
+    def loseConnection(self):
+        self.transport = None
+
+
+class ConnectionPoolTests(SynchronousTestCase):
+    def setUp(self):
+        from twisted.internet import defer
+        from twisted.internet.task import Clock
+
+        from tmta.wire import ConnectionPool
+
+        self.clock = Clock()
+        self.made = []
+
+        def connect():
+            connection = _Connection(len(self.made))
+            self.made.append(connection)
+            return defer.succeed(connection)
+
+        self.pool = ConnectionPool(connect, self.clock, idle=5)
+
+    def test_reuse(self):
+        """
+        A released connection is handed out again, the last released
+        first; a new one is made only when none is free.
+        """
+        a = self.successResultOf(self.pool.acquire())
+        b = self.successResultOf(self.pool.acquire())
+        self.pool.release(a)
+        self.pool.release(b)
+        self.assertIs(self.successResultOf(self.pool.acquire()), b)
+        self.assertIs(self.successResultOf(self.pool.acquire()), a)
+        self.assertEqual(len(self.made), 2)
+
+    def test_idleClosed(self):
+        """
+        A connection free for C{idle} seconds is closed; one released
+        later is kept until its own time, by one timer at a time.
+        """
+        a = self.successResultOf(self.pool.acquire())
+        b = self.successResultOf(self.pool.acquire())
+        self.pool.release(a)
+        self.clock.advance(3)
+        self.pool.release(b)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.clock.advance(2)
+        self.assertIsNone(a.transport)
+        self.assertIsNotNone(b.transport)
+        self.clock.advance(3)
+        self.assertIsNone(b.transport)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertIsNot(self.successResultOf(self.pool.acquire()), b)
+
+    def test_lostSkipped(self):
+        """
+        A free connection that was lost meanwhile is not handed out.
+        """
+        a = self.successResultOf(self.pool.acquire())
+        self.pool.release(a)
+        a.loseConnection()
+        self.assertIsNot(self.successResultOf(self.pool.acquire()), a)
+
+    def test_close(self):
+        a = self.successResultOf(self.pool.acquire())
+        self.pool.release(a)
+        self.pool.close()
+        self.assertIsNone(a.transport)
+        self.assertEqual(self.clock.getDelayedCalls(), [])

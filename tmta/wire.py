@@ -235,7 +235,12 @@ class ConnectionPool:
         self._connect = connect
         self.clock = clock
         self.idle = idle
+        # (protocol, when it was released), oldest first.  One timer for
+        # the pool closes what has idled too long: a timer per release
+        # (set, then cancelled by the next acquire) cost more than the
+        # rest of a reuse.
         self._free: list = []
+        self._timer = None
 
     def acquire(self):
         """
@@ -245,9 +250,7 @@ class ConnectionPool:
         from twisted.internet import defer
 
         while self._free:
-            protocol, timer = self._free.pop()
-            if timer.active():
-                timer.cancel()
+            protocol, _ = self._free.pop()
             if protocol.transport is not None:
                 return defer.succeed(protocol)
         return self._connect()
@@ -258,8 +261,9 @@ class ConnectionPool:
         """
         if protocol.transport is None:
             return
-        timer = self.clock.callLater(self.idle, self._expire, protocol)
-        self._free.append((protocol, timer))
+        self._free.append((protocol, self.clock.seconds()))
+        if self._timer is None:
+            self._timer = self.clock.callLater(self.idle, self._expire)
 
     def discard(self, protocol) -> None:
         """
@@ -268,13 +272,24 @@ class ConnectionPool:
         if protocol.transport is not None:
             protocol.transport.loseConnection()
 
-    def _expire(self, protocol) -> None:
-        self._free = [(p, t) for p, t in self._free if p is not protocol]
-        self.discard(protocol)
+    def _expire(self) -> None:
+        self._timer = None
+        cutoff = self.clock.seconds() - self.idle
+        expired = 0
+        while expired < len(self._free) and self._free[expired][1] <= cutoff:
+            expired += 1
+        old, self._free = self._free[:expired], self._free[expired:]
+        for protocol, _ in old:
+            self.discard(protocol)
+        if self._free:
+            self._timer = self.clock.callLater(
+                self._free[0][1] + self.idle - self.clock.seconds(), self._expire
+            )
 
     def close(self) -> None:
-        for protocol, timer in self._free:
-            if timer.active():
-                timer.cancel()
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        for protocol, _ in self._free:
             self.discard(protocol)
         self._free = []

@@ -315,12 +315,11 @@ def qmgrTrigger(reactor, queueDirectory: str, idle: float):
         lambda: connectService(reactor, queueDirectory, "qmgr", private=False), reactor, idle
     )
 
-    async def trigger(queueId: str) -> None:
-        protocol = await pool.acquire()
+    def send(protocol, queueId: str) -> None:
         protocol.callRemote(Wakeup, reason="incoming", queue_id=queueId)
         pool.release(protocol)
 
-    return lambda queueId: defer.Deferred.fromCoroutine(trigger(queueId))
+    return lambda queueId: pool.acquire().addCallback(send, queueId)
 
 
 class CleanupService(Service):

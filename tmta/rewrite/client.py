@@ -41,17 +41,18 @@ class RewriteClient:
         self._connecting: Optional[defer.Deferred] = None
         self._idleTimer = None
 
-    async def _call(self, command, **kw):
-        key = (command, tuple(sorted(kw.items())))
+    def _cached(self, key):
         hit = self._cache.get(key)
-        now = self.clock.seconds()
-        if hit is not None and hit[0] > now:
+        if hit is not None and hit[0] > self.clock.seconds():
             self._cache.move_to_end(key)
             return hit[1]
+        return None
+
+    async def _ask(self, key, command, **kw):
         protocol = await self._getProtocol()
         result = await protocol.callRemote(command, **kw)
         self._armIdle()
-        self._cache[key] = (now + self.ttl, result)
+        self._cache[key] = (self.clock.seconds() + self.ttl, result)
         if len(self._cache) > self.size:
             self._cache.popitem(last=False)
         return result
@@ -90,21 +91,31 @@ class RewriteClient:
 
     def rewrite(self, address: str) -> defer.Deferred:
         """
-        @return: a Deferred firing with the canonical address.
+        @return: a Deferred firing with the canonical address (at once,
+            from the cache, when it is there).
         """
-
-        async def go():
-            return (await self._call(RewriteAddress, address=address))["address"]
-
-        return defer.Deferred.fromCoroutine(go())
+        key = (RewriteAddress, address)
+        hit = self._cached(key)
+        if hit is not None:
+            return defer.succeed(hit["address"])
+        return defer.Deferred.fromCoroutine(
+            self._ask(key, RewriteAddress, address=address)
+        ).addCallback(lambda r: r["address"])
 
     def resolve(self, address: str) -> defer.Deferred:
         """
-        @return: a Deferred firing with a L{Resolution}.
+        @return: a Deferred firing with a L{Resolution} (at once, from the
+            cache, when it is there).
         """
+        key = (ResolveAddress, address)
+        hit = self._cached(key)
+        if hit is None:
+            return defer.Deferred.fromCoroutine(
+                self._ask(key, ResolveAddress, address=address)
+            ).addCallback(_resolution)
+        return defer.succeed(_resolution(hit))
 
-        async def go():
-            r = await self._call(ResolveAddress, address=address)
-            return Resolution(r["transport"], r["nexthop"], r["recipient"], r["addressClass"])
 
-        return defer.Deferred.fromCoroutine(go())
+def _resolution(answer) -> Resolution:
+    return Resolution(answer["transport"], answer["nexthop"], answer["recipient"],
+                      answer["addressClass"])
