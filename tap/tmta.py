@@ -4,11 +4,17 @@ C{twistd tmta}: parse the options, build the master service.
 
 from __future__ import annotations
 
+import signal
+import sys
+from typing import Optional
+
 from twisted.logger import Logger
 from twisted.python import usage
+from twisted.python.logfile import LogFile
 
 from tmta.config import ConfigError, configDirectoryFromEnvironment, loadConfiguration
 from tmta.config.loader import defaultDataDirectory, prepareEmbedded
+from tmta.logging import MaillogFileObserver
 
 log = Logger()
 
@@ -69,6 +75,34 @@ def makeService(options: Options):
         return loadConfiguration(directory, options["overrides"], embedded=embedded)
 
     try:
-        return MasterService(reactor, load, options["overrides"])
+        return MasterService(reactor, load, options["overrides"],
+                             logObserver=maillogObserver(getattr(options, "parent", None)))
     except ConfigError as e:
         raise SystemExit(f"tmta: fatal: {e}")
+
+
+def maillogObserver(twistdOptions) -> Optional[MaillogFileObserver]:
+    """
+    The log observer for the text log twistd's options ask for (the
+    file of C{--logfile}, C{twistd.log} for a daemon, standard output
+    with C{-n}), as twistd itself would open it, including reopening on
+    SIGUSR1; C{None} to leave logging to twistd (C{--syslog},
+    C{--logger}, or no twistd options at all).
+    """
+    if twistdOptions is None or twistdOptions.get("syslog") or twistdOptions.get("logger"):
+        return None
+    path = twistdOptions.get("logfile") or ""
+    nodaemon = twistdOptions.get("nodaemon")
+    if path == "-" or (nodaemon and not path):
+        # twistd itself refuses a daemon that logs to standard output.
+        return MaillogFileObserver(sys.stdout) if nodaemon else None
+    logFile = LogFile.fromFullPath(path or "twistd.log")
+    if not signal.getsignal(signal.SIGUSR1):
+
+        def rotate(signalNumber, frame) -> None:
+            from twisted.internet import reactor
+
+            reactor.callFromThread(logFile.rotate)
+
+        signal.signal(signal.SIGUSR1, rotate)
+    return MaillogFileObserver(logFile)

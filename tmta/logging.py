@@ -6,11 +6,17 @@ event as one line to its standard error (L{lineObserver}); the master
 reads those lines and re-emits them tagged with the worker's service and
 pid (L{emitWorkerLine}), so that all processes' lines reach the one log
 twistd keeps (a file or syslog) as C{tmta/smtpd[1234]: ...}.
+
+When twistd writes a text log (a file, or standard output), the master
+gives it a L{MaillogFileObserver}: the same text, but the lines of a
+worker arrive as one event (L{emitWorkerLines}) and are written
+together, since re-emitting them one event at a time through twistd's
+own observer cost the master more than everything else it does.
 """
 
 from __future__ import annotations
 
-from typing import TextIO
+from typing import List, TextIO
 
 from zope.interface import implementer
 from twisted.logger import (
@@ -18,6 +24,8 @@ from twisted.logger import (
     LogLevel,
     Logger,
     formatEvent,
+    formatTime,
+    textFileLogObserver,
 )
 
 _LEVEL_PREFIX = {
@@ -141,3 +149,65 @@ def emitWorkerLine(logger: Logger, tag: str, line: str) -> None:
     else:
         emit = logger.info
     emit("{line}", line=line, log_system=tag)
+
+
+WORKER_LINES = "tmta_worker_lines"
+
+
+def _workerLineLevel(line: str) -> LogLevel:
+    if line.startswith("warning: "):
+        return LogLevel.warn
+    if line.startswith(("error: ", "fatal: ", "panic: ")):
+        return LogLevel.error
+    return LogLevel.info
+
+
+def emitWorkerLines(logger: Logger, tag: str, lines: List[str]) -> None:
+    """
+    Re-emit lines a worker wrote, as one event for a
+    L{MaillogFileObserver}, tagged with the worker's C{name/service[pid]}
+    as its log system and at the level of its most severe line.  Any
+    other observer sees the lines as one multi-line message.
+    """
+    level = max((_workerLineLevel(line) for line in lines),
+                key=lambda level: _SEVERITY[level])
+    logger.emit(level, "{tmta_worker_text}", tmta_worker_text="\n".join(lines),
+                log_system=tag, **{WORKER_LINES: lines})
+
+
+_SEVERITY = {LogLevel.info: 0, LogLevel.warn: 1, LogLevel.error: 2}
+
+
+@implementer(ILogObserver)
+class MaillogFileObserver:
+    """
+    twistd's text log: events rendered as twistd's own file observer
+    renders them (it is one, L{textFileLogObserver}), except that a batch
+    of worker lines (L{emitWorkerLines}) becomes one log line each, in
+    the same form, written at once.
+    """
+
+    def __init__(self, outFile: TextIO) -> None:
+        self._outFile = outFile
+        self._text = textFileLogObserver(outFile)
+        self._second = None
+        self._stamp = ""
+
+    def __call__(self, event: dict) -> None:
+        lines = event.get(WORKER_LINES)
+        if lines is None:
+            self._text(event)
+            return
+        prefix = f"{self._timestamp(event['log_time'])} [{event.get('log_system', '-')}] "
+        self._outFile.write(
+            "".join(prefix + line.replace("\n", "\n\t") + "\n" for line in lines)
+        )
+        self._outFile.flush()
+
+    def _timestamp(self, when: float) -> str:
+        # twistd's time format stops at seconds: one rendering per second.
+        second = int(when)
+        if second != self._second:
+            self._second = second
+            self._stamp = formatTime(when)
+        return self._stamp

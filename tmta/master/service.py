@@ -18,8 +18,9 @@ from typing import Callable, Dict, List, Optional, Tuple
 from twisted.application import service
 from twisted.internet import defer, task
 from twisted.internet.protocol import Factory
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger
 from twisted.protocols import amp
+from twisted.python.components import Componentized
 
 from tmta.config import ConfigError, Configuration, MasterEntry, parseInetAddress
 from tmta.master.components import availableComponents, findComponent
@@ -196,7 +197,7 @@ class ServiceRunner:
             childLog.close()
         control = _WorkerControl(self.pool, worker)
         worker.control = control
-        for sock, protocol in ((controlEnd, control), (logEnd, LineLog(worker.tag))):
+        for sock, protocol in ((controlEnd, control), (logEnd, LineLog(worker.tag, master.logObserver is not None))):
             sock.setblocking(False)
             self.reactor.adoptStreamConnection(
                 sock.fileno(), socket.AF_UNIX, Factory.forProtocol(lambda p=protocol: p)
@@ -284,13 +285,19 @@ class MasterService(service.Service):
         reactor,
         load: Callable[[], Configuration],
         overrides: Optional[Dict[str, str]] = None,
+        logObserver: Optional[ILogObserver] = None,
     ) -> None:
         """
         @param load: reads the configuration (again, on SIGHUP).
         @param overrides: the command line's C{-o} settings, passed on to
             every worker.
+        @param logObserver: a L{MaillogFileObserver} to log to, given to
+            twistd (as its application's L{ILogObserver}) when this
+            service joins the application; workers' lines are then
+            passed on in batches.
         """
         self.reactor = reactor
+        self.logObserver = logObserver
         self._load = load
         self.overrides = dict(overrides or {})
         self.configuration = load()
@@ -301,7 +308,9 @@ class MasterService(service.Service):
             p for p in sys.path if p and os.path.isdir(p)
         )
         self._owner = self._checkOwner(self.configuration)
-        self.forkserver = ForkServer(reactor, self.workerEnvironment)
+        self.forkserver = ForkServer(
+            reactor, self.workerEnvironment, batchLogs=logObserver is not None
+        )
         self._listeners: List[Listener] = []
 
     def _checkOwner(self, configuration: Configuration) -> Optional[pwd.struct_passwd]:
@@ -365,6 +374,17 @@ class MasterService(service.Service):
         except (ConfigError, ListenError, OSError) as e:
             raise SystemExit(f"tmta: fatal: {e}")
         super().privilegedStartService()
+
+    def setServiceParent(self, parent) -> None:
+        # twistd builds its Application around this service, then asks
+        # the application for its log observer.
+        if self.logObserver is not None:
+            if isinstance(parent, Componentized) and parent.getComponent(ILogObserver) is None:
+                parent.setComponent(ILogObserver, self.logObserver)
+            else:
+                self.logObserver = None
+                self.forkserver.batchLogs = False
+        super().setServiceParent(parent)
 
     def startService(self) -> None:
         super().startService()

@@ -13,18 +13,21 @@ from typing import Callable, Dict, List, Optional
 from twisted.internet.protocol import ProcessProtocol, Protocol
 from twisted.logger import Logger
 
-from tmta.logging import emitWorkerLine
+from tmta.logging import emitWorkerLine, emitWorkerLines
 
 log = Logger()
 
 
 class LineLog(Protocol):
     """
-    Re-emits what a process writes as tagged log lines.
+    Re-emits what a process writes as tagged log lines: each line an
+    event, or, with C{batch}, the lines of each read as one event (for a
+    L{tmta.logging.MaillogFileObserver}).
     """
 
-    def __init__(self, tag: Callable[[], str]) -> None:
+    def __init__(self, tag: Callable[[], str], batch: bool = False) -> None:
         self.tag = tag
+        self.batch = batch
         self._buffer = b""
 
     def dataReceived(self, data: bytes) -> None:
@@ -33,17 +36,23 @@ class LineLog(Protocol):
         if len(self._buffer) > 65536:
             lines.append(self._buffer)
             self._buffer = b""
-        for line in lines:
-            self.emit(line)
+        self.emit(lines)
 
-    def emit(self, line: bytes) -> None:
-        text = line.decode("utf-8", "replace").rstrip()
-        if text:
-            emitWorkerLine(log, self.tag(), text)
+    def emit(self, lines: List[bytes]) -> None:
+        texts = [text for text in (line.decode("utf-8", "replace").rstrip() for line in lines)
+                 if text]
+        if not texts:
+            return
+        if self.batch:
+            emitWorkerLines(log, self.tag(), texts)
+            return
+        tag = self.tag()
+        for text in texts:
+            emitWorkerLine(log, tag, text)
 
     def connectionLost(self, reason=None) -> None:
         if self._buffer:
-            self.emit(self._buffer)
+            self.emit([self._buffer])
             self._buffer = b""
 
 
@@ -74,7 +83,7 @@ class Worker:
 class _ForkServerProcess(ProcessProtocol):
     def __init__(self, server: "ForkServer") -> None:
         self.server = server
-        self.logs = LineLog(lambda: f"tmta/forkserver[{self.transport.pid}]")
+        self.logs = LineLog(lambda: f"tmta/forkserver[{self.transport.pid}]", server.batchLogs)
         self._events = b""
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
@@ -96,9 +105,10 @@ class ForkServer:
     Starts the fork server and asks it for workers.
     """
 
-    def __init__(self, reactor, environment: Dict[str, str]) -> None:
+    def __init__(self, reactor, environment: Dict[str, str], batchLogs: bool = False) -> None:
         self.reactor = reactor
         self.environment = environment
+        self.batchLogs = batchLogs
         self.requests: Optional[socket.socket] = None
         self.process: Optional[_ForkServerProcess] = None
         self._waiting: List[Worker] = []

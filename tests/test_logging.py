@@ -1,0 +1,169 @@
+"""
+Tests for L{tmta.logging}, the master's re-emission of workers' lines
+(L{tmta.master.spawner.LineLog}) and the choice of log observer made
+from twistd's options (L{tap.tmta.maillogObserver}).
+"""
+
+import io
+import os
+import signal
+import sys
+
+from twisted.logger import LogLevel, Logger, LogPublisher, formatTime, textFileLogObserver
+from twisted.python.logfile import LogFile
+from twisted.trial.unittest import SynchronousTestCase
+
+from tap.tmta import maillogObserver
+from tmta.logging import (
+    WORKER_LINES,
+    LineObserver,
+    MaillogFileObserver,
+    emitWorkerLine,
+    emitWorkerLines,
+)
+from tmta.master.spawner import LineLog
+
+LINES = [
+    "4F00AB: to=<bob@localhost>, relay=local, delay=0.05, dsn=2.0.0, status=sent (ok {x})",
+    "warning: something {odd} happened",
+    "4F00AB: removed",
+]
+
+
+def _logger(observer):
+    publisher = LogPublisher(observer)
+    return Logger(namespace="tmta.master.spawner", observer=publisher)
+
+
+class MaillogFileObserverTests(SynchronousTestCase):
+    def test_sameTextAsTwistd(self):
+        """
+        A batch of worker lines is written exactly as twistd's own text
+        observer writes the same lines emitted one by one.
+        """
+        theirs = io.StringIO()
+        twistd = _logger(textFileLogObserver(theirs))
+        ours = io.StringIO()
+        maillog = _logger(MaillogFileObserver(ours))
+        for line in LINES:
+            emitWorkerLine(twistd, "tmta/local[42]", line)
+        emitWorkerLines(maillog, "tmta/local[42]", LINES)
+        # Same second in both, since the two runs may straddle one.
+        strip = lambda text: [line.split(" ", 1)[1] for line in text.splitlines()]
+        self.assertEqual(strip(ours.getvalue()), strip(theirs.getvalue()))
+        self.assertEqual(len(ours.getvalue().splitlines()), 3)
+        self.assertTrue(ours.getvalue().startswith(theirs.getvalue()[:19]))
+
+    def test_ordinaryEvents(self):
+        """
+        Other events are rendered by twistd's own text observer.
+        """
+        theirs = io.StringIO()
+        ours = io.StringIO()
+        event = {"log_format": "daemon {what}", "what": "started", "log_time": 1e9,
+                 "log_level": LogLevel.info, "log_namespace": "tmta.master.service",
+                 "log_system": "-"}
+        textFileLogObserver(theirs)(dict(event))
+        MaillogFileObserver(ours)(dict(event))
+        self.assertEqual(ours.getvalue(), theirs.getvalue())
+
+    def test_timestampPerEvent(self):
+        """
+        The time rendered is each batch's own, to the second.
+        """
+        out = io.StringIO()
+        observer = MaillogFileObserver(out)
+        for when in (1e9, 1e9 + 0.5, 1e9 + 61):
+            observer({WORKER_LINES: ["x"], "log_time": when, "log_system": "t"})
+        stamps = [line.split(" ")[0] for line in out.getvalue().splitlines()]
+        self.assertEqual(stamps, [formatTime(1e9), formatTime(1e9), formatTime(1e9 + 61)])
+        self.assertNotEqual(stamps[1], stamps[2])
+
+    def test_levelOfMostSevere(self):
+        events = []
+        emitWorkerLines(_logger(events.append), "t", ["a", "warning: b", "c"])
+        emitWorkerLines(_logger(events.append), "t", ["a", "fatal: b", "warning: c"])
+        emitWorkerLines(_logger(events.append), "t", ["a"])
+        self.assertEqual([e["log_level"] for e in events],
+                         [LogLevel.warn, LogLevel.error, LogLevel.info])
+        self.assertEqual(events[0]["log_system"], "t")
+
+
+class LineLogTests(SynchronousTestCase):
+    def setUp(self):
+        import tmta.master.spawner as spawner
+
+        self.events = []
+        self.patch(spawner, "log", _logger(self.events.append))
+
+    def test_batches(self):
+        """
+        With C{batch}, each read's complete lines are one event; the
+        rest waits for its end of line.
+        """
+        lines = LineLog(lambda: "tmta/smtpd[7]", batch=True)
+        lines.dataReceived(b"one\ntwo\n\nthr")
+        lines.dataReceived(b"ee\n")
+        lines.connectionLost()
+        self.assertEqual([e[WORKER_LINES] for e in self.events], [["one", "two"], ["three"]])
+
+    def test_oneByOne(self):
+        lines = LineLog(lambda: "tmta/smtpd[7]")
+        lines.dataReceived(b"one\nwarning: two\nrest")
+        lines.connectionLost()
+        self.assertEqual([(e["line"], e["log_level"]) for e in self.events],
+                         [("one", LogLevel.info), ("warning: two", LogLevel.warn),
+                          ("rest", LogLevel.info)])
+
+
+class MaillogObserverChoiceTests(SynchronousTestCase):
+    def setUp(self):
+        handler = signal.getsignal(signal.SIGUSR1)
+        self.addCleanup(signal.signal, signal.SIGUSR1, handler)
+
+    def test_leftToTwistd(self):
+        """
+        Syslog, a --logger of the operator's, or no twistd at all: twistd
+        (or nobody) chooses.
+        """
+        self.assertIsNone(maillogObserver(None))
+        self.assertIsNone(maillogObserver({"syslog": True, "nodaemon": True}))
+        self.assertIsNone(maillogObserver({"logger": "my.observer", "logfile": "x"}))
+        self.assertIsNone(maillogObserver({"logfile": "-", "nodaemon": False}))
+
+    def test_standardOutput(self):
+        for options in ({"nodaemon": True, "logfile": None}, {"nodaemon": True, "logfile": "-"}):
+            observer = maillogObserver(options)
+            self.assertIsInstance(observer, MaillogFileObserver)
+            self.assertIs(observer._outFile, sys.stdout)
+
+    def test_file(self):
+        """
+        A log file is opened as twistd opens it, and SIGUSR1 rotates it
+        (unless something else already handles that signal).
+        """
+        signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+        path = os.path.join(self.mktemp() + "-dir", "tmta.log")
+        os.makedirs(os.path.dirname(path))
+        observer = maillogObserver({"nodaemon": False, "logfile": path})
+        self.addCleanup(observer._outFile.close)
+        self.assertIsInstance(observer._outFile, LogFile)
+        self.assertEqual(observer._outFile.path, os.path.abspath(path))
+        self.assertTrue(callable(signal.getsignal(signal.SIGUSR1)))
+
+
+class LineObserverTests(SynchronousTestCase):
+    def test_warningFlushedAtOnce(self):
+        """
+        Batched lines wait for the timer; a warning takes them out at
+        once.
+        """
+        out = io.StringIO()
+        calls = []
+        observer = LineObserver(out)
+        observer.batchWith(lambda delay, f: calls.append((delay, f)))
+        observer({"log_format": "a {n}", "n": 1, "log_level": LogLevel.info,
+                  "log_namespace": "tmta.x"})
+        self.assertEqual(out.getvalue(), "")
+        observer({"log_format": "b", "log_level": LogLevel.warn, "log_namespace": "tmta.x"})
+        self.assertEqual(out.getvalue(), "a 1\nwarning: b\n")
