@@ -349,11 +349,20 @@ class QueueManager:
                     message.deferred[r.offset] = f"delivery agent {job.transport} failed: {e}"
                 return
             pool.release(agent)
-            await self._applyStatuses(message, job.recipients, result["statuses"])
+            marking = self._applyStatuses(message, job.recipients, result["statuses"])
+            if marking is not None:
+                await marking
         finally:
             self._jobDone(message)
 
-    async def _applyStatuses(self, message: ActiveMessage, recipients, statuses) -> None:
+    def _applyStatuses(self, message: ActiveMessage, recipients,
+                       statuses) -> Optional[defer.Deferred]:
+        """
+        Record a delivery's statuses.
+
+        @return: C{None}, or a Deferred firing once the recipients it
+            delivered are marked done in the queue file.
+        """
         byOffset = {r.offset: r for r in recipients}
         done = []
         for status in statuses:
@@ -373,11 +382,11 @@ class QueueManager:
             if message.jobs > 1:
                 # Other deliveries of this message are under way: record
                 # these as done now, so a crash does not repeat them.
-                await self._markDone(message, done)
-            else:
-                message.unmarked.extend(done)
+                return self._markDone(message, done)
+            message.unmarked.extend(done)
+        return None
 
-    async def _markDone(self, message: ActiveMessage, recipients: List[Recipient]) -> None:
+    def _markDone(self, message: ActiveMessage, recipients: List[Recipient]) -> defer.Deferred:
         path = self.store.path("active", message.queueId)
 
         def mark():
@@ -388,14 +397,28 @@ class QueueManager:
             finally:
                 os.close(fd)
 
-        await threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), mark)
+        return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), mark)
 
     def _jobDone(self, message: ActiveMessage) -> None:
         message.jobs -= 1
-        if message.jobs == 0:
-            d = defer.Deferred.fromCoroutine(self._finish(message))
-            d.addErrback(lambda f: log.failure("{queueId}: finishing failed", f,
-                                               queueId=message.queueId))
+        if message.jobs:
+            return
+        if not message.deferred and not message.bounced:
+            # Every recipient is done: the common case, finished here
+            # without the coroutine the other cases need.
+            del self.active[message.queueId]
+            self._remove(message.queueId)
+            return
+        d = defer.Deferred.fromCoroutine(self._finish(message))
+        d.addErrback(lambda f: log.failure("{queueId}: finishing failed", f,
+                                           queueId=message.queueId))
+
+    def _remove(self, queueId: str) -> None:
+        # Like the rename into active/, the unlink is done here: it does
+        # not wait for the disk (nothing is synced), and costs less than
+        # handing it to a thread and back.
+        self.store.remove("active", queueId)
+        log.info("{queueId}: removed", queueId=queueId)
 
     async def _finish(self, message: ActiveMessage) -> None:
         queueId = message.queueId
@@ -418,11 +441,7 @@ class QueueManager:
                     message.deferred[recipient.offset] = reason
         del self.active[queueId]
         if not message.deferred:
-            # Like the rename into active/, the unlink is done here: it
-            # does not wait for the disk (nothing is synced), and costs
-            # less than handing it to a thread and back.
-            self.store.remove("active", queueId)
-            log.info("{queueId}: removed", queueId=queueId)
+            self._remove(queueId)
             return
         if message.unmarked:
             # The file stays: record what the last delivery finished.
