@@ -12,7 +12,7 @@ local's job (with the same concurrency limit, 2 per recipient).  The
 servers take turns for several rounds and the medians are compared: on
 this project's machines one run can differ from the next by a third.
 
-    python bench/run.py                     # 2000 messages, 20 sessions, 2000 bytes, 3 rounds
+    python bench/run.py                     # 2000 messages, 20 sessions, 2000 bytes, 5 rounds
     python bench/run.py -m 5000 -s 50 -l 10000 --no-postfix --rounds 1
 
 The load comes from Postfix's smtp-source (one connection per message)
@@ -453,7 +453,7 @@ def main() -> int:
     parser.add_argument("--quiet-disk", type=float, default=60.0,
                         help="before each run, wait (up to 3 minutes) until creating a small file "
                              "costs less than this many CPU-microseconds; 0 not to wait")
-    parser.add_argument("--rounds", type=int, default=3,
+    parser.add_argument("--rounds", type=int, default=5,
                         help="runs of each server, taken in turn; medians are reported")
     parser.add_argument("--postfix-agents", default="virtual,local",
                         help="Postfix delivery agents to compare with, of virtual and local")
