@@ -152,18 +152,76 @@ class MaillogObserverChoiceTests(SynchronousTestCase):
         self.assertTrue(callable(signal.getsignal(signal.SIGUSR1)))
 
 
+class _Reactor:
+    """
+    The timers and thread hand-off of a reactor, recorded.
+    """
+
+    def __init__(self):
+        self.timers = []
+        self.fromThreads = []
+
+    def callLater(self, delay, f, *args):
+        self.timers.append((delay, f))
+
+    def callFromThread(self, f, *args):
+        self.fromThreads.append((f, args))
+
+
 class LineObserverTests(SynchronousTestCase):
+    def setUp(self):
+        # The test runs in the thread that runs (or will run) the reactor.
+        from twisted.python import threadable
+
+        threadable.registerAsIOThread()
+
+    def event(self, text, level=LogLevel.info):
+        return {"log_format": text, "log_level": level, "log_namespace": "tmta.x"}
+
     def test_warningFlushedAtOnce(self):
         """
         Batched lines wait for the timer; a warning takes them out at
         once.
         """
         out = io.StringIO()
-        calls = []
+        reactor = _Reactor()
         observer = LineObserver(out)
-        observer.batchWith(lambda delay, f: calls.append((delay, f)))
+        observer.batchWith(reactor)
         observer({"log_format": "a {n}", "n": 1, "log_level": LogLevel.info,
                   "log_namespace": "tmta.x"})
         self.assertEqual(out.getvalue(), "")
-        observer({"log_format": "b", "log_level": LogLevel.warn, "log_namespace": "tmta.x"})
+        self.assertEqual(len(reactor.timers), 1)
+        observer(self.event("b", LogLevel.warn))
         self.assertEqual(out.getvalue(), "a 1\nwarning: b\n")
+
+    def test_fromAnotherThread(self):
+        """
+        An event from another thread schedules the flush through the
+        reactor thread, never on the reactor's timers directly; lines
+        from many threads at once are all written, each whole.
+        """
+        import threading
+
+        out = io.StringIO()
+        reactor = _Reactor()
+        observer = LineObserver(out)
+        observer.batchWith(reactor, limit=1 << 30)
+
+        def log(n):
+            for i in range(200):
+                observer(self.event(f"thread {n} line {i}"))
+
+        threads = [threading.Thread(target=log, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(reactor.timers, [])
+        self.assertEqual(len(reactor.fromThreads), 1)
+        f, args = reactor.fromThreads[0]
+        f(*args)
+        delay, flush = reactor.timers[0]
+        flush()
+        lines = out.getvalue().splitlines()
+        self.assertEqual(sorted(lines),
+                         sorted(f"thread {n} line {i}" for n in range(4) for i in range(200)))

@@ -16,8 +16,10 @@ own observer cost the master more than everything else it does.
 
 from __future__ import annotations
 
+import threading
 from typing import List, TextIO
 
+from twisted.python.threadable import isInIOThread
 from zope.interface import implementer
 from twisted.logger import (
     ILogObserver,
@@ -90,18 +92,28 @@ class LineObserver:
     pending) and go out in one write: the master reads and re-emits them
     in one go, instead of waking for every line or two.  Warnings and
     errors are flushed at once.
+
+    Events may come from any thread (a delivery logs from the thread it
+    runs in): the lines waiting are guarded by a lock, and the flush is
+    scheduled through the reactor thread.
     """
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
         self._pending: list = []
         self._pendingSize = 0
-        self._callLater = None
+        self._reactor = None
         self._delay = 0.0
         self._limit = 0
+        self._lock = threading.Lock()
 
-    def batchWith(self, callLater, delay: float = 0.05, limit: int = 32768) -> None:
-        self._callLater = callLater
+    def batchWith(self, reactor, delay: float = 0.05, limit: int = 32768) -> None:
+        """
+        Batch lines from now on, flushing them with C{reactor}'s timers
+        (scheduled through C{reactor.callFromThread} when an event comes
+        from another thread).
+        """
+        self._reactor = reactor
         self._delay = delay
         self._limit = limit
 
@@ -109,25 +121,37 @@ class LineObserver:
         if isTwistedChatter(event):
             return
         line = formatLine(event) + "\n"
-        if self._callLater is None:
-            self.stream.write(line)
-            self.stream.flush()
+        reactor = self._reactor
+        if reactor is None:
+            with self._lock:
+                self._write(line)
             return
-        if not self._pending:
-            self._callLater(self._delay, self.flush)
-        self._pending.append(line)
-        self._pendingSize += len(line)
-        if self._pendingSize >= self._limit or event.get("log_level") in _LEVEL_PREFIX:
+        with self._lock:
+            first = not self._pending
+            self._pending.append(line)
+            self._pendingSize += len(line)
+            urgent = (self._pendingSize >= self._limit
+                      or event.get("log_level") in _LEVEL_PREFIX)
+        if urgent:
             self.flush()
+        elif first:
+            if isInIOThread():
+                reactor.callLater(self._delay, self.flush)
+            else:
+                reactor.callFromThread(reactor.callLater, self._delay, self.flush)
 
     def flush(self) -> None:
-        if self._pending:
-            lines, self._pending, self._pendingSize = "".join(self._pending), [], 0
-            try:
-                self.stream.write(lines)
-                self.stream.flush()
-            except OSError:
-                pass
+        with self._lock:
+            if self._pending:
+                lines, self._pending, self._pendingSize = "".join(self._pending), [], 0
+                self._write(lines)
+
+    def _write(self, text: str) -> None:
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except OSError:
+            pass
 
 
 def lineObserver(stream: TextIO) -> LineObserver:

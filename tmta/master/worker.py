@@ -272,7 +272,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     reactor.callWhenRunning(start)
     reactor.addSystemEventTrigger("before", "shutdown", worker.stopService)
-    observer.batchWith(reactor.callLater)
+    observer.batchWith(reactor)
     try:
         reactor.run(installSignalHandlers=True)
     finally:
