@@ -471,7 +471,10 @@ def main() -> int:
     try:
         first = True
         for round in range(args.rounds):
-            for name, make in makers:
+            # Each round starts with another server, so that none always
+            # runs right after the same one.
+            shift = round % len(makers)
+            for name, make in makers[shift:] + makers[:shift]:
                 if not first:
                     time.sleep(args.cool_down)
                 first = False
