@@ -89,13 +89,15 @@ def maillogObserver(twistdOptions) -> Optional[MaillogFileObserver]:
     SIGUSR1; C{None} to leave logging to twistd (C{--syslog},
     C{--logger}, or no twistd options at all).
     """
+    from twisted.internet import reactor
+
     if twistdOptions is None or twistdOptions.get("syslog") or twistdOptions.get("logger"):
         return None
     path = twistdOptions.get("logfile") or ""
     nodaemon = twistdOptions.get("nodaemon")
     if path == "-" or (nodaemon and not path):
         # twistd itself refuses a daemon that logs to standard output.
-        return MaillogFileObserver(sys.stdout) if nodaemon else None
+        return MaillogFileObserver(sys.stdout, reactor) if nodaemon else None
     logFile = LogFile.fromFullPath(path or "twistd.log")
     if not signal.getsignal(signal.SIGUSR1):
 
@@ -105,4 +107,4 @@ def maillogObserver(twistdOptions) -> Optional[MaillogFileObserver]:
             reactor.callFromThread(logFile.rotate)
 
         signal.signal(signal.SIGUSR1, rotate)
-    return MaillogFileObserver(logFile)
+    return MaillogFileObserver(logFile, reactor)

@@ -6,11 +6,13 @@ from twistd's options (L{tap.tmta.maillogObserver}).
 
 import io
 import os
+import time
 import signal
 import sys
 
 from twisted.logger import LogLevel, Logger, LogPublisher, formatTime, textFileLogObserver
 from twisted.python.logfile import LogFile
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from tap.tmta import maillogObserver
@@ -20,6 +22,8 @@ from tmta.logging import (
     MaillogFileObserver,
     emitWorkerLine,
     emitWorkerLines,
+    stampLine,
+    unstampLines,
 )
 from tmta.master.spawner import LineLog
 
@@ -47,7 +51,7 @@ class MaillogFileObserverTests(SynchronousTestCase):
         maillog = _logger(MaillogFileObserver(ours))
         for line in LINES:
             emitWorkerLine(twistd, "tmta/local[42]", line)
-        emitWorkerLines(maillog, "tmta/local[42]", LINES)
+        emitWorkerLines(maillog, "tmta/local[42]", [(time.time(), line) for line in LINES])
         # Same second in both, since the two runs may straddle one.
         strip = lambda text: [line.split(" ", 1)[1] for line in text.splitlines()]
         self.assertEqual(strip(ours.getvalue()), strip(theirs.getvalue()))
@@ -74,19 +78,100 @@ class MaillogFileObserverTests(SynchronousTestCase):
         out = io.StringIO()
         observer = MaillogFileObserver(out)
         for when in (1e9, 1e9 + 0.5, 1e9 + 61):
-            observer({WORKER_LINES: ["x"], "log_time": when, "log_system": "t"})
+            observer({WORKER_LINES: [(when, "x")], "log_time": 2e9, "log_system": "t"})
         stamps = [line.split(" ")[0] for line in out.getvalue().splitlines()]
         self.assertEqual(stamps, [formatTime(1e9), formatTime(1e9), formatTime(1e9 + 61)])
         self.assertNotEqual(stamps[1], stamps[2])
 
     def test_levelOfMostSevere(self):
         events = []
-        emitWorkerLines(_logger(events.append), "t", ["a", "warning: b", "c"])
-        emitWorkerLines(_logger(events.append), "t", ["a", "fatal: b", "warning: c"])
-        emitWorkerLines(_logger(events.append), "t", ["a"])
+        stamped = lambda *texts: [(1.0, text) for text in texts]
+        emitWorkerLines(_logger(events.append), "t", stamped("a", "warning: b", "c"))
+        emitWorkerLines(_logger(events.append), "t", stamped("a", "fatal: b", "warning: c"))
+        emitWorkerLines(_logger(events.append), "t", stamped("a"))
         self.assertEqual([e["log_level"] for e in events],
                          [LogLevel.warn, LogLevel.error, LogLevel.info])
         self.assertEqual(events[0]["log_system"], "t")
+
+
+class _Clock(Clock):
+    running = True
+
+    def addSystemEventTrigger(self, phase, event, f):
+        self.shutdown = f
+
+
+class OrderTests(SynchronousTestCase):
+    def setUp(self):
+        from twisted.python import threadable
+
+        threadable.registerAsIOThread()
+        self.clock = _Clock()
+        self.clock.advance(1000)
+        self.out = io.StringIO()
+        self.observer = MaillogFileObserver(self.out, self.clock, window=0.25)
+
+    def worker(self, system, *lines):
+        self.observer({WORKER_LINES: list(lines), "log_system": system,
+                       "log_time": self.clock.seconds()})
+
+    def written(self):
+        return [line.split(" ", 2)[2] for line in self.out.getvalue().splitlines()]
+
+    def test_timeOrder(self):
+        """
+        Lines are written in the order they were logged, whichever
+        worker's batch reached the master first, in bursts, once they are
+        C{window} seconds old.
+        """
+        self.worker("tmta/qmgr[1]", (999.96, "Q: from=<a>"), (1000.0, "Q: removed"))
+        self.worker("tmta/local[2]", (999.98, "Q: to=<b>, status=sent"))
+        self.worker("tmta/smtpd[3]", (1000.2, "later"))
+        self.assertEqual(self.out.getvalue(), "")
+        self.clock.advance(0.25)
+        self.assertEqual(self.written(), ["Q: from=<a>", "Q: to=<b>, status=sent",
+                                          "Q: removed"])
+        self.clock.advance(0.2)
+        self.assertEqual(self.written()[3:], ["later"])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_ordinaryEventsTakePart(self):
+        """
+        The master's own events are ordered with the workers' lines.
+        """
+        self.worker("tmta/local[2]", (999.9, "early"))
+        self.observer({"log_format": "daemon stopping", "log_time": 999.95,
+                       "log_level": LogLevel.info, "log_namespace": "tmta.master.service",
+                       "log_system": "-"})
+        self.worker("tmta/local[2]", (999.8, "earliest"))
+        self.clock.advance(1)
+        self.assertEqual(self.written(), ["earliest", "early", "daemon stopping"])
+
+    def test_notRunning(self):
+        """
+        Before the reactor runs and after it stopped, lines are written
+        at once; what waited is written first, at shutdown.
+        """
+        self.worker("t", (999.99, "waiting"))
+        self.clock.running = False
+        self.clock.shutdown()
+        self.worker("t", (1000.0, "late"))
+        self.assertEqual(self.written(), ["waiting", "late"])
+
+
+class StampTests(SynchronousTestCase):
+    def test_roundTrip(self):
+        """
+        A stamped line reads back with its time; lines without one take
+        the time before them.
+        """
+        lines = [stampLine(12.5, "first").rstrip("\n"), "continued",
+                 stampLine(13.25, "@odd text").rstrip("\n"), "@notatime x"]
+        self.assertEqual(unstampLines(lines, 1.0),
+                         [(12.5, "first"), (12.5, "continued"), (13.25, "@odd text"),
+                          (13.25, "@notatime x")])
+        self.assertEqual(unstampLines(["plain"], 7.0), [(7.0, "plain")])
+        self.assertEqual(stampLine(None, "x"), "x\n")
 
 
 class LineLogTests(SynchronousTestCase):
@@ -102,14 +187,15 @@ class LineLogTests(SynchronousTestCase):
         rest waits for its end of line.
         """
         lines = LineLog(lambda: "tmta/smtpd[7]", batch=True)
-        lines.dataReceived(b"one\ntwo\n\nthr")
+        lines.dataReceived(b"@100.5 one\ntwo\n\n@101.25 thr")
         lines.dataReceived(b"ee\n")
         lines.connectionLost()
-        self.assertEqual([e[WORKER_LINES] for e in self.events], [["one", "two"], ["three"]])
+        self.assertEqual([e[WORKER_LINES] for e in self.events],
+                         [[(100.5, "one"), (100.5, "two")], [(101.25, "three")]])
 
     def test_oneByOne(self):
         lines = LineLog(lambda: "tmta/smtpd[7]")
-        lines.dataReceived(b"one\nwarning: two\nrest")
+        lines.dataReceived(b"one\n@5.0 warning: two\nrest")
         lines.connectionLost()
         self.assertEqual([(e["line"], e["log_level"]) for e in self.events],
                          [("one", LogLevel.info), ("warning: two", LogLevel.warn),

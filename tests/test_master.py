@@ -117,7 +117,8 @@ class MasterTests(SynchronousTestCase):
             c.close()
         # Idle workers leave after max_idle.
         waitFor(lambda: self.master.workers() == [], what="idle workers to exit")
-        self.assertIn(f"echo[{pids[0]}]] echo: client connected", self.master.log())
+        waitFor(lambda: f"echo[{pids[0]}]] echo: client connected" in self.master.log(),
+                what="the worker's log line")
 
     def test_maxUse(self):
         seen = set()
@@ -169,7 +170,7 @@ class MasterTests(SynchronousTestCase):
         c = Client(self.port)
         self.assertNotEqual(c.echo(), old)
         c.close()
-        self.assertIn("reload: configuration", self.master.log())
+        waitFor(lambda: "reload: configuration" in self.master.log(), what="the reload log line")
 
     def test_stop(self):
         c = Client(self.port)

@@ -11,13 +11,16 @@ When twistd writes a text log (a file, or standard output), the master
 gives it a L{MaillogFileObserver}: the same text, but the lines of a
 worker arrive as one event (L{emitWorkerLines}) and are written
 together, since re-emitting them one event at a time through twistd's
-own observer cost the master more than everything else it does.
+own observer cost the master more than everything else it does.  Each
+line carries the time the worker logged it (L{stampLine}), and the
+observer writes lines in that order.
 """
 
 from __future__ import annotations
 
+import heapq
 import threading
-from typing import List, TextIO
+from typing import List, Optional, TextIO, Tuple
 
 from twisted.python.threadable import isInIOThread
 from zope.interface import implementer
@@ -26,8 +29,8 @@ from twisted.logger import (
     LogLevel,
     Logger,
     formatEvent,
+    formatEventAsClassicLogText,
     formatTime,
-    textFileLogObserver,
 )
 
 _LEVEL_PREFIX = {
@@ -120,7 +123,7 @@ class LineObserver:
     def __call__(self, event: dict) -> None:
         if isTwistedChatter(event):
             return
-        line = formatLine(event) + "\n"
+        line = stampLine(event.get("log_time"), formatLine(event))
         reactor = self._reactor
         if reactor is None:
             with self._lock:
@@ -178,6 +181,39 @@ def emitWorkerLine(logger: Logger, tag: str, line: str) -> None:
 WORKER_LINES = "tmta_worker_lines"
 
 
+def stampLine(when: Optional[float], text: str) -> str:
+    """
+    A line as a worker writes it for the master: C{@TIME TEXT}, TIME the
+    event's, so that the master's log can keep the order and time in
+    which things happened across processes.
+    """
+    if when is None:
+        return text + "\n"
+    return f"@{when:.6f} {text}\n"
+
+
+def unstampLines(lines: List[str], default: float) -> List[Tuple[float, str]]:
+    """
+    Read lines a worker wrote: C{(time, text)} for each.  A line with no
+    time of its own (a traceback's continuation, or something written to
+    standard error directly) takes the time of the line before it, the
+    first one C{default}.
+    """
+    read = []
+    when = default
+    for line in lines:
+        if line.startswith("@"):
+            stamp, _, text = line.partition(" ")
+            try:
+                when = float(stamp[1:])
+            except ValueError:
+                text = line
+            else:
+                line = text
+        read.append((when, line))
+    return read
+
+
 def _workerLineLevel(line: str) -> LogLevel:
     if line.startswith("warning: "):
         return LogLevel.warn
@@ -186,16 +222,18 @@ def _workerLineLevel(line: str) -> LogLevel:
     return LogLevel.info
 
 
-def emitWorkerLines(logger: Logger, tag: str, lines: List[str]) -> None:
+def emitWorkerLines(logger: Logger, tag: str, lines: List[Tuple[float, str]]) -> None:
     """
-    Re-emit lines a worker wrote, as one event for a
-    L{MaillogFileObserver}, tagged with the worker's C{name/service[pid]}
-    as its log system and at the level of its most severe line.  Any
-    other observer sees the lines as one multi-line message.
+    Re-emit lines a worker wrote, each with the time it was logged, as
+    one event for a L{MaillogFileObserver}, tagged with the worker's
+    C{name/service[pid]} as its log system and at the level of its most
+    severe line.  Any other observer sees the lines as one multi-line
+    message.
     """
-    level = max((_workerLineLevel(line) for line in lines),
+    level = max((_workerLineLevel(text) for _, text in lines),
                 key=lambda level: _SEVERITY[level])
-    logger.emit(level, "{tmta_worker_text}", tmta_worker_text="\n".join(lines),
+    logger.emit(level, "{tmta_worker_text}",
+                tmta_worker_text="\n".join(text for _, text in lines),
                 log_system=tag, **{WORKER_LINES: lines})
 
 
@@ -205,27 +243,92 @@ _SEVERITY = {LogLevel.info: 0, LogLevel.warn: 1, LogLevel.error: 2}
 @implementer(ILogObserver)
 class MaillogFileObserver:
     """
-    twistd's text log: events rendered as twistd's own file observer
-    renders them (it is one, L{textFileLogObserver}), except that a batch
-    of worker lines (L{emitWorkerLines}) becomes one log line each, in
-    the same form, written at once.
+    twistd's text log, in the order things happened.
+
+    Events are rendered as twistd's own text observer renders them; a
+    batch of worker lines (L{emitWorkerLines}) becomes one log line
+    each, stamped with the time the worker logged it.  Workers send
+    their lines in batches, so lines reach the master up to a batch
+    late: every line waits here C{window} seconds and lines are written
+    in time order, so that a message's lines read as in Postfix's log
+    (C{status=sent} from local before C{removed} from qmgr).  Before the
+    reactor runs, and once it has stopped, lines are written at once.
+
+    @param clock: the reactor, for its time, its timers and whether it
+        runs; C{None} to write every line at once.
     """
 
-    def __init__(self, outFile: TextIO) -> None:
+    def __init__(self, outFile: TextIO, clock=None, window: float = 0.25) -> None:
         self._outFile = outFile
-        self._text = textFileLogObserver(outFile)
+        self._clock = clock
+        self.window = window
+        self._pending: List[Tuple[float, int, str]] = []
+        self._sequence = 0
+        self._timer = None
+        self._lock = threading.Lock()
         self._second = None
         self._stamp = ""
+        if clock is not None:
+            clock.addSystemEventTrigger("after", "shutdown", self.flush)
 
     def __call__(self, event: dict) -> None:
         lines = event.get(WORKER_LINES)
-        if lines is None:
-            self._text(event)
-            return
-        prefix = f"{self._timestamp(event['log_time'])} [{event.get('log_system', '-')}] "
-        self._outFile.write(
-            "".join(prefix + line.replace("\n", "\n\t") + "\n" for line in lines)
-        )
+        with self._lock:
+            if lines is None:
+                text = formatEventAsClassicLogText(event)
+                if text:
+                    self._add(event.get("log_time") or 0.0, text)
+            else:
+                system = event.get("log_system", "-")
+                for when, line in lines:
+                    self._add(when, f"{self._timestamp(when)} [{system}] "
+                                    + line.replace("\n", "\n\t") + "\n")
+        clock = self._clock
+        if clock is None or not getattr(clock, "running", False):
+            self.flush()
+        elif isInIOThread():
+            self._wake()
+        else:
+            clock.callFromThread(self._wake)
+
+    def _add(self, when: float, text: str) -> None:
+        self._sequence += 1
+        heapq.heappush(self._pending, (when, self._sequence, text))
+
+    def _wake(self) -> None:
+        # One timer at a time: lines are written in bursts, not one by one.
+        if self._timer is None:
+            self._timer = self._clock.callLater(self.window, self._drain)
+
+    def _drain(self) -> None:
+        """
+        Write the lines that have waited long enough; wait for the rest.
+        """
+        self._timer = None
+        now = self._clock.seconds()
+        with self._lock:
+            cutoff = now - self.window
+            due = []
+            while self._pending and self._pending[0][0] <= cutoff:
+                due.append(heapq.heappop(self._pending)[2])
+            nextDue = self._pending[0][0] + self.window - now if self._pending else None
+        if due:
+            self._write("".join(due))
+        if nextDue is not None:
+            self._timer = self._clock.callLater(max(nextDue, 0.01), self._drain)
+
+    def flush(self) -> None:
+        """
+        Write every line waiting, in time order.
+        """
+        with self._lock:
+            due = [text for _, _, text in sorted(self._pending)]
+            self._pending = []
+        if due:
+            self._write("".join(due))
+
+    def _write(self, text: str) -> None:
+        self._outFile.write(text)
         self._outFile.flush()
 
     def _timestamp(self, when: float) -> str:

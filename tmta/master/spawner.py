@@ -8,12 +8,13 @@ import json
 import os
 import socket
 import sys
+import time
 from typing import Callable, Dict, List, Optional
 
 from twisted.internet.protocol import ProcessProtocol, Protocol
 from twisted.logger import Logger
 
-from tmta.logging import emitWorkerLine, emitWorkerLines
+from tmta.logging import emitWorkerLine, emitWorkerLines, unstampLines
 
 log = Logger()
 
@@ -43,11 +44,12 @@ class LineLog(Protocol):
                  if text]
         if not texts:
             return
+        lines = unstampLines(texts, time.time())
         if self.batch:
-            emitWorkerLines(log, self.tag(), texts)
+            emitWorkerLines(log, self.tag(), lines)
             return
         tag = self.tag()
-        for text in texts:
+        for _, text in lines:
             emitWorkerLine(log, tag, text)
 
     def connectionLost(self, reason=None) -> None:
