@@ -102,8 +102,6 @@ def maillogObserver(twistdOptions) -> Optional[MaillogFileObserver]:
     if not signal.getsignal(signal.SIGUSR1):
 
         def rotate(signalNumber, frame) -> None:
-            from twisted.internet import reactor
-
             reactor.callFromThread(logFile.rotate)
 
         signal.signal(signal.SIGUSR1, rotate)

@@ -164,18 +164,20 @@ def lineObserver(stream: TextIO) -> LineObserver:
     return LineObserver(stream)
 
 
+def _workerLineLevel(line: str) -> LogLevel:
+    if line.startswith("warning: "):
+        return LogLevel.warn
+    if line.startswith(("error: ", "fatal: ", "panic: ")):
+        return LogLevel.error
+    return LogLevel.info
+
+
 def emitWorkerLine(logger: Logger, tag: str, line: str) -> None:
     """
     Re-emit a line a worker wrote, tagged with the worker's
     C{name/service[pid]} as its log system.
     """
-    if line.startswith("warning: "):
-        emit = logger.warn
-    elif line.startswith(("error: ", "fatal: ", "panic: ")):
-        emit = logger.error
-    else:
-        emit = logger.info
-    emit("{line}", line=line, log_system=tag)
+    logger.emit(_workerLineLevel(line), "{line}", line=line, log_system=tag)
 
 
 WORKER_LINES = "tmta_worker_lines"
@@ -212,14 +214,6 @@ def unstampLines(lines: List[str], default: float) -> List[Tuple[float, str]]:
                 line = text
         read.append((when, line))
     return read
-
-
-def _workerLineLevel(line: str) -> LogLevel:
-    if line.startswith("warning: "):
-        return LogLevel.warn
-    if line.startswith(("error: ", "fatal: ", "panic: ")):
-        return LogLevel.error
-    return LogLevel.info
 
 
 def emitWorkerLines(logger: Logger, tag: str, lines: List[Tuple[float, str]]) -> None:

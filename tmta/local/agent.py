@@ -61,7 +61,6 @@ class Mailbox:
     maildir: bool
     uid: int
     gid: int
-    user: str
 
 
 class LocalError(Exception):
@@ -167,7 +166,7 @@ class LocalAgent:
             if not _SAFE_NAME.match(name) or ".." in name:
                 raise LocalError(BOUNCED, "5.1.3", f"unsafe mailbox name {name!r}")
             return Mailbox(os.path.join(self.spool, name), True,
-                           self.owner.pw_uid, self.owner.pw_gid, self.owner.pw_name)
+                           self.owner.pw_uid, self.owner.pw_gid)
         try:
             account = pwd.getpwnam(name)
         except KeyError:
@@ -177,9 +176,9 @@ class LocalAgent:
                              f"mail for {name} (uid 0) needs an alias: tmta never delivers as root")
         if self.homeMailbox:
             path = os.path.join(account.pw_dir, self.homeMailbox)
-            return Mailbox(path.rstrip("/"), path.endswith("/"), account.pw_uid, account.pw_gid, name)
+            return Mailbox(path.rstrip("/"), path.endswith("/"), account.pw_uid, account.pw_gid)
         return Mailbox(os.path.join(self.spool, name), self.spoolMaildir,
-                       account.pw_uid, account.pw_gid, name)
+                       account.pw_uid, account.pw_gid)
 
     def deliverOne(self, request: DeliveryRequest, address: str) -> str:
         """

@@ -197,7 +197,8 @@ class ServiceRunner:
             childLog.close()
         control = _WorkerControl(self.pool, worker)
         worker.control = control
-        for sock, protocol in ((controlEnd, control), (logEnd, LineLog(worker.tag, master.logObserver is not None))):
+        logs = LineLog(worker.tag, master.batchLogs)
+        for sock, protocol in ((controlEnd, control), (logEnd, logs)):
             sock.setblocking(False)
             self.reactor.adoptStreamConnection(
                 sock.fileno(), socket.AF_UNIX, Factory.forProtocol(lambda p=protocol: p)
@@ -308,9 +309,7 @@ class MasterService(service.Service):
             p for p in sys.path if p and os.path.isdir(p)
         )
         self._owner = self._checkOwner(self.configuration)
-        self.forkserver = ForkServer(
-            reactor, self.workerEnvironment, batchLogs=logObserver is not None
-        )
+        self.forkserver = ForkServer(reactor, self.workerEnvironment)
         self._listeners: List[Listener] = []
 
     def _checkOwner(self, configuration: Configuration) -> Optional[pwd.struct_passwd]:
@@ -383,12 +382,18 @@ class MasterService(service.Service):
                 parent.setComponent(ILogObserver, self.logObserver)
             else:
                 self.logObserver = None
-                self.forkserver.batchLogs = False
         super().setServiceParent(parent)
+
+    @property
+    def batchLogs(self) -> bool:
+        """
+        Whether workers' log lines go to L{logObserver} a read at a time.
+        """
+        return self.logObserver is not None
 
     def startService(self) -> None:
         super().startService()
-        self.forkserver.start()
+        self.forkserver.start(batchLogs=self.batchLogs)
         self._startRunners(self._planned)
         del self._planned
         if hasattr(signal, "SIGHUP"):

@@ -83,9 +83,9 @@ class Worker:
 
 
 class _ForkServerProcess(ProcessProtocol):
-    def __init__(self, server: "ForkServer") -> None:
+    def __init__(self, server: "ForkServer", batchLogs: bool) -> None:
         self.server = server
-        self.logs = LineLog(lambda: f"tmta/forkserver[{self.transport.pid}]", server.batchLogs)
+        self.logs = LineLog(lambda: f"tmta/forkserver[{self.transport.pid}]", batchLogs)
         self._events = b""
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
@@ -107,20 +107,23 @@ class ForkServer:
     Starts the fork server and asks it for workers.
     """
 
-    def __init__(self, reactor, environment: Dict[str, str], batchLogs: bool = False) -> None:
+    def __init__(self, reactor, environment: Dict[str, str]) -> None:
         self.reactor = reactor
         self.environment = environment
-        self.batchLogs = batchLogs
         self.requests: Optional[socket.socket] = None
         self.process: Optional[_ForkServerProcess] = None
         self._waiting: List[Worker] = []
         self._byPid: Dict[int, Worker] = {}
         self.stopping = False
 
-    def start(self) -> None:
+    def start(self, batchLogs: bool = False) -> None:
+        """
+        Start the fork server; with C{batchLogs} its log lines are passed
+        on a read at a time (see L{LineLog}).
+        """
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         devnull = os.open(os.devnull, os.O_RDWR)
-        process = _ForkServerProcess(self)
+        process = _ForkServerProcess(self, batchLogs)
         try:
             self.reactor.spawnProcess(
                 process,
