@@ -50,12 +50,12 @@ class CleanupTests(TestCase):
         p = CleanupProtocol(self.cleanup)
         attrs = attributes or {"client_address": "192.0.2.1", "client_name": "c.example",
                                "helo_name": "c", "protocol": "ESMTP"}
-        p.begin(sender, [{"name": k, "value": v} for k, v in attrs.items()])
-        queueId = p.message.queueId
-        p.recipients([{"address": r, "original": r} for r in recipients])
+        p.begin(1, sender, [{"name": k, "value": v} for k, v in attrs.items()])
+        queueId = p.messages[1].queueId
+        p.recipients(1, [{"address": r, "original": r} for r in recipients])
         for start in range(0, len(content), 7):
-            p.content(content[start:start + 7])
-        result = await p.end()
+            p.content(1, content[start:start + 7])
+        result = await p.end(1)
         return queueId, result
 
     def read(self, queueId):
@@ -149,14 +149,61 @@ class CleanupTests(TestCase):
     @defer.inlineCallbacks
     def test_connectionLostDiscards(self):
         p = CleanupProtocol(self.cleanup)
-        p.begin("a", [])
-        p.content(b"partial")
+        p.begin(1, "a", [])
+        p.content(1, b"partial")
+        p.begin(2, "b", [])
         from twisted.internet.error import ConnectionDone
         from twisted.python.failure import Failure
 
         p.connectionLost(Failure(ConnectionDone()))
         yield defer.succeed(None)
         self.assertEqual(os.listdir(os.path.join(self.directory, "incoming")), [])
+
+    @defer.inlineCallbacks
+    def test_interleavedMessages(self):
+        """
+        One connection carries several messages at once, their commands
+        interleaved; each becomes its own queue file.
+        """
+        p = CleanupProtocol(self.cleanup)
+        attrs = [{"name": "protocol", "value": "ESMTP"}]
+        p.begin(7, "alice", attrs, [{"address": "bob", "original": "bob"}])
+        p.begin(8, "carol", attrs, [{"address": "dave", "original": "dave"}])
+        p.content(8, b"Subject: eight\n\n")
+        p.content(7, b"Subject: seven\n\n")
+        p.content(7, b"text of seven\n")
+        first = p.end(8, b"text of eight\n")
+        second = p.end(7)
+        results = yield defer.gatherResults([first, second])
+        texts = {}
+        for result in results:
+            self.assertEqual(result["code"], 250)
+            env, text = self.read(result["queue_id"])
+            texts[env.sender] = (env.recipients[0].address, text.partition(b"\n\n")[2])
+        self.assertEqual(texts, {
+            "alice@mx.example.org": ("bob@mx.example.org", b"text of seven\n"),
+            "carol@mx.example.org": ("dave@mx.example.org", b"text of eight\n"),
+        })
+
+    @defer.inlineCallbacks
+    def test_messagesInProgressLimited(self):
+        """
+        Past L{CleanupProtocol.maxMessages} messages in progress on one
+        connection, another is refused (no queue file is opened for it);
+        End for a message never begun is refused too.
+        """
+        p = CleanupProtocol(self.cleanup)
+        p.maxMessages = 1
+        p.begin(1, "a", [], [{"address": "bob", "original": "bob"}])
+        p.begin(2, "a", [], [{"address": "bob", "original": "bob"}])
+        self.assertEqual(len(os.listdir(os.path.join(self.directory, "incoming"))), 1)
+        refused = yield p.end(2, b"x\n")
+        self.assertEqual((refused["code"], refused["queue_id"]), (451, ""))
+        self.assertIn("4.3.2", refused["reason"])
+        unknown = yield p.end(3)
+        self.assertEqual(unknown["code"], 503)
+        accepted = yield p.end(1, b"x\n")
+        self.assertEqual(accepted["code"], 250)
 
 
 class RewriterTests(TestCase):

@@ -11,6 +11,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
+from tmta.cleanup.client import CleanupClient
 from tmta.cleanup.commands import (
     CleanupAbort,
     CleanupBegin,
@@ -28,7 +29,8 @@ from tmta.tables import DictTable
 
 class FakeCleanup:
     """
-    Records what smtpd sends cleanup; End answers when the test says.
+    A connection to cleanup that records what smtpd sends; End answers
+    when the test says.
     """
 
     def __init__(self):
@@ -68,24 +70,8 @@ class FakeCleanup:
         self.ends.pop(0).callback({"code": code, "reason": reason, "queue_id": "0123456789ABCDEF01"})
 
 
-class FakePool:
-    def __init__(self, cleanup):
-        self.cleanup = cleanup
-        self.released = []
-        self.discarded = []
-
-    def acquire(self):
-        return defer.succeed(self.cleanup)
-
-    def release(self, protocol):
-        self.released.append(protocol)
-
-    def discard(self, protocol):
-        self.discarded.append(protocol)
-
-
 class SMTPServerTests(SynchronousTestCase):
-    def makeServer(self, client="127.0.0.1", **params):
+    def makeServer(self, client="127.0.0.1", cleanupClient=None, **params):
         settings = {"myhostname": "mx.example.org", "mynetworks": "127.0.0.1/32",
                     "smtpd_timeout": "60s"}
         settings.update(params)
@@ -96,11 +82,13 @@ class SMTPServerTests(SynchronousTestCase):
         users = DictTable({"bob": "x", "postmaster": "x"})
         self.settings = SMTPSettings.fromConfig(config, lists, [users])
         rewriter = Rewriter(config)
-        self.cleanup = FakeCleanup()
-        self.clock = Clock()
+        if cleanupClient is None:
+            self.cleanup = FakeCleanup()
+            self.clock = Clock()
+            cleanupClient = CleanupClient(lambda: defer.succeed(self.cleanup), self.clock)
         server = SMTPServer(
             self.settings,
-            FakePool(self.cleanup),
+            cleanupClient,
             lambda a: defer.succeed(rewriter.resolve(a)),
             lambda a: defer.succeed("localhost"),
             self.clock,
@@ -139,9 +127,10 @@ class SMTPServerTests(SynchronousTestCase):
         self.assertEqual(self.replies(), [])
         self.cleanup.finish()
         self.assertEqual(self.replies(), ["250 2.0.0 Ok: queued as 0123456789ABCDEF01"])
-        # The cleanup connection goes back to the pool, free of producers.
-        self.assertEqual(self.server.cleanupPool.released, [self.cleanup])
-        self.assertIsNone(self.cleanup.transport.producer)
+        # The session no longer holds the cleanup connection, nor is
+        # paused with it.
+        self.assertEqual(self.server.cleanupClient.connection.users, 0)
+        self.assertEqual(self.cleanup.transport.producer.producers, set())
         self.assertEqual(self.cleanup.content(), b"Subject: t\n\n.dot\nbare\nlf\n")
         self.assertEqual(self.cleanup.recipients(), ["bob@mx.example.org"])
         begin = [kw for c, kw in self.cleanup.calls if c is CleanupBegin][0]
@@ -306,7 +295,7 @@ class SMTPServerTests(SynchronousTestCase):
         self.server.connectionLost(Failure(ConnectionLost()))
         # Nothing had reached cleanup yet, so there is nothing to abort.
         self.assertEqual(self.cleanup.calls, [])
-        self.assertEqual(self.server.cleanupPool.released, [self.cleanup])
+        self.assertEqual(self.server.cleanupClient.connection.users, 0)
         self.assertEqual(self.cleanup.ends, [])
 
     def test_connectionLostInLongData(self):
@@ -378,9 +367,57 @@ class SMTPServerTests(SynchronousTestCase):
         self.cleanup.finish(451, "4.3.0 Error: queue file write error")
         self.assertEqual(self.replies(), ["451 4.3.0 Error: queue file write error"])
 
+    def test_sessionsShareCleanup(self):
+        """
+        Sessions in DATA at once send their messages over one connection
+        to cleanup, each under its own number, are paused together while
+        that connection is backed up, and each gets its own answer.
+        """
+        first = self.makeServer()
+        firstTransport = self.transport
+        second = self.makeServer(cleanupClient=first.cleanupClient)
+        secondTransport = self.transport
+        for server in (first, second):
+            server.dataReceived(b"HELO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<bob@localhost>\r\n"
+                                b"DATA\r\n")
+        senders = self.cleanup.transport.producer
+        senders.pauseProducing()
+        self.assertEqual([firstTransport.producerState, secondTransport.producerState],
+                         ["paused", "paused"])
+        senders.resumeProducing()
+        second.dataReceived(b"two\r\n.\r\n")
+        first.dataReceived(b"one\r\n.\r\n")
+        numbers = [kw["message"] for c, kw in self.cleanup.calls if c is CleanupEnd]
+        self.assertEqual(len(set(numbers)), 2)
+        self.cleanup.finish(reason="2.0.0 Ok: queued as SECOND")
+        self.cleanup.finish(reason="2.0.0 Ok: queued as FIRST")
+        self.assertIn(b"queued as FIRST", firstTransport.value())
+        self.assertIn(b"queued as SECOND", secondTransport.value())
+        self.assertEqual(first.cleanupClient.connection.users, 0)
+
+    def test_cleanupLostInData(self):
+        """
+        When the connection to cleanup goes while a client is sending its
+        message, the client is not cut off (nor left paused): it hears
+        451 at the end of data.
+        """
+        self.makeServer()
+        self.send(b"HELO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<bob@localhost>\r\nDATA\r\n")
+        self.replies()
+        self.send((b"x" * 100 + b"\r\n") * 1000)
+        senders = self.cleanup.transport.producer
+        senders.pauseProducing()
+        senders.stopProducing()
+        self.cleanup.transport = None
+        self.assertEqual(self.transport.producerState, "producing")
+        self.send(b".\r\n")
+        self.assertEqual(self.replies(), ["451 4.3.0 Error: queue file write error"])
+        self.assertFalse(self.transport.disconnecting)
+
     def test_cleanupUnreachable(self):
         self.makeServer()
-        self.server.cleanupPool.acquire = lambda: defer.fail(OSError("no cleanup"))
+        self.server.cleanupClient = CleanupClient(lambda: defer.fail(OSError("no cleanup")),
+                                                  self.clock)
         self.send(b"HELO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<bob@localhost>\r\nDATA\r\nNOOP\r\n")
         self.assertEqual(self.replies()[-2:], ["451 4.3.0 Error: queue file write error",
                                                "250 2.0.0 Ok"])

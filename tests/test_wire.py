@@ -209,3 +209,101 @@ class ConnectionPoolTests(SynchronousTestCase):
         self.pool.close()
         self.assertIsNone(a.transport)
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class SharedConnectionTests(SynchronousTestCase):
+    def setUp(self):
+        from twisted.internet import defer
+        from twisted.internet.task import Clock
+
+        from tmta.wire import SharedConnection
+
+        self.clock = Clock()
+        self.made = []
+        self.pending = []
+
+        def connect():
+            d = defer.Deferred()
+            self.pending.append(d)
+            return d
+
+        self.shared = SharedConnection(connect, self.clock, idle=5)
+
+    def connected(self):
+        connection = _Connection(len(self.made))
+        self.made.append(connection)
+        self.pending.pop(0).callback(connection)
+        return connection
+
+    def test_oneConnectionForAll(self):
+        """
+        Users asking while the connection is being made all get it when
+        it is; later users get it at once; no second one is made.
+        """
+        first, second = self.shared.acquire(), self.shared.acquire()
+        self.assertEqual(len(self.pending), 1)
+        self.assertNoResult(first)
+        connection = self.connected()
+        self.assertIs(self.successResultOf(first), connection)
+        self.assertIs(self.successResultOf(second), connection)
+        self.assertIs(self.successResultOf(self.shared.acquire()), connection)
+        self.assertEqual((self.shared.users, self.pending), (3, []))
+
+    def test_idleClosed(self):
+        """
+        The connection is closed C{idle} seconds after its last user let
+        it go, not while anyone holds it; then a new one is made.
+        """
+        a = self.shared.acquire()
+        connection = self.connected()
+        b = self.shared.acquire()
+        self.shared.release(self.successResultOf(a))
+        self.clock.advance(10)
+        self.assertIsNotNone(connection.transport)
+        self.shared.release(self.successResultOf(b))
+        self.clock.advance(3)
+        self.shared.release(self.successResultOf(self.shared.acquire()))
+        self.clock.advance(2)
+        self.assertIsNotNone(connection.transport)
+        self.clock.advance(3)
+        self.assertIsNone(connection.transport)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.shared.acquire()
+        self.assertEqual(len(self.pending), 1)
+
+    def test_lostReplaced(self):
+        """
+        A lost connection is replaced at the next request; releasing the
+        old one then does not count against the new.
+        """
+        old = self.successResultOf(self._acquired())
+        old.loseConnection()
+        d = self.shared.acquire()
+        new = self.connected()
+        self.assertIs(self.successResultOf(d), new)
+        self.shared.release(old)
+        self.assertEqual(self.shared.users, 1)
+
+    def _acquired(self):
+        d = self.shared.acquire()
+        self.connected()
+        return d
+
+    def test_failure(self):
+        """
+        When the connection cannot be made, everyone waiting hears so,
+        and the next request tries again.
+        """
+        first, second = self.shared.acquire(), self.shared.acquire()
+        self.pending.pop(0).errback(OSError("no such service"))
+        self.failureResultOf(first, OSError)
+        self.failureResultOf(second, OSError)
+        self.shared.acquire()
+        self.assertEqual(len(self.pending), 1)
+
+    def test_close(self):
+        connection = self.successResultOf(self._acquired())
+        self.shared.release(connection)
+        self.shared.close()
+        self.assertIsNone(connection.transport)
+        self.assertEqual(self.clock.getDelayedCalls(), [])

@@ -220,6 +220,92 @@ class _OneConnection(Factory):
         return self.protocol_
 
 
+class SharedConnection:
+    """
+    One connection to a service, used by any number of requests at once.
+
+    AMP matches every answer to its question, so requests in flight
+    together need no connection each: the service's worker counts one
+    client (a pool would make it one per request in flight, and turn
+    its workers over C{max_use} times faster), and the caller holds one
+    descriptor.  The connection is made when first wanted, made again
+    when it was lost, and closed after C{idle} seconds without a user.
+    """
+
+    def __init__(self, connect, clock, idle: float = 5.0) -> None:
+        self._connect = connect
+        self.clock = clock
+        self.idle = idle
+        self._protocol = None
+        self.users = 0
+        self._lastRelease = 0.0
+        self._waiting: list = []
+        self._timer = None
+
+    def acquire(self):
+        """
+        @return: a Deferred firing with the connected protocol, for the
+            caller to use (among others) until it calls L{release}.
+        """
+        from twisted.internet import defer
+
+        protocol = self._protocol
+        if protocol is not None and protocol.transport is not None:
+            self.users += 1
+            return defer.succeed(protocol)
+        self._protocol = None
+        waiter = defer.Deferred()
+        self._waiting.append(waiter)
+        if len(self._waiting) == 1:
+            self._connect().addBoth(self._connected)
+        return waiter
+
+    def _connected(self, result) -> None:
+        from twisted.python.failure import Failure
+
+        waiting, self._waiting = self._waiting, []
+        if isinstance(result, Failure):
+            for waiter in waiting:
+                waiter.errback(result)
+            return
+        self._protocol, self.users = result, len(waiting)
+        for waiter in waiting:
+            waiter.callback(result)
+
+    def release(self, protocol) -> None:
+        """
+        The caller is done with C{protocol} (for now).
+        """
+        if protocol is not self._protocol:
+            return
+        self.users -= 1
+        if self.users == 0:
+            self._lastRelease = self.clock.seconds()
+            if self._timer is None:
+                self._timer = self.clock.callLater(self.idle, self._expire)
+
+    def _expire(self) -> None:
+        self._timer = None
+        protocol = self._protocol
+        if protocol is None or self.users:
+            return
+        left = self._lastRelease + self.idle - self.clock.seconds()
+        if left > 0:
+            self._timer = self.clock.callLater(left, self._expire)
+            return
+        self._protocol = None
+        if protocol.transport is not None:
+            protocol.transport.loseConnection()
+
+    def close(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        protocol, self._protocol = self._protocol, None
+        if protocol is not None and protocol.transport is not None:
+            protocol.transport.loseConnection()
+
+
 class ConnectionPool:
     """
     Connections to one service, kept open between uses.

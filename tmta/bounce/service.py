@@ -10,13 +10,7 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
 from tmta.bounce.commands import BounceRecipients
-from tmta.cleanup.commands import (
-    CleanupBegin,
-    CleanupContent,
-    CleanupEnd,
-    CleanupRecipients,
-    attributeList,
-)
+from tmta.cleanup.client import CleanupClient
 from tmta.queue.qfile import iterContent, readEnvelope
 from tmta.queue.store import QueueStore
 from tmta.wire import ServiceAMP
@@ -86,6 +80,10 @@ class BounceService(Service):
         self.store = QueueStore(context.config.get("queue_directory"))
         self.reactor = context.reactor
         self.reactor.getThreadPool()
+        self.cleanup = CleanupClient(
+            lambda: context.connect("cleanup", private=False), self.reactor,
+            idle=context.config.getTime("ipc_idle"),
+        )
 
     async def notify(self, queueId: str, sender: str, recipients) -> dict:
         if not sender:
@@ -101,17 +99,15 @@ class BounceService(Service):
             log.warn("{queueId}: cannot read the original headers: {error}", queueId=queueId, error=e)
             headers = b""
         text = noticeText(self.myhostname, sender, recipients, headers)
-        cleanup = await self.context.connect("cleanup", private=False)
+        message = await self.cleanup.open()
         try:
-            attributes = {"protocol": "local", "origin": "bounce"}
-            cleanup.callRemote(CleanupBegin, sender="", attributes=attributeList(attributes))
-            cleanup.callRemote(CleanupRecipients, recipients=[{"address": sender, "original": sender}])
-            for start in range(0, len(text), 65535):
-                cleanup.callRemote(CleanupContent, data=text[start : start + 65535])
-            result = await cleanup.callRemote(CleanupEnd)
+            with message.together():
+                message.begin("", {"protocol": "local", "origin": "bounce"}, [(sender, sender)])
+                answer = message.end(text)
+            result = await answer
             noticeId = result["queue_id"]
         finally:
-            cleanup.transport.loseConnection()
+            message.release()
         if result["code"] != 250:
             raise RuntimeError(f"cleanup refused the notice: {result['code']} {result['reason']}")
         log.info("{queueId}: sender non-delivery notification: {noticeId}",

@@ -1,10 +1,15 @@
 """
-The AMP commands of the cleanup service.  A connection carries one
-message at a time: Begin (with the first recipients), Recipients (more
-batches, if any), Content (any number of chunks of at most 65,535 bytes,
-message text with LF line ends), then End (with the last chunk).  Only
-End is answered, once the message is safe on disk (or refused): one
-round trip per message.
+The AMP commands of the cleanup service.  A message is Begin (with the
+first recipients), Recipients (more batches, if any), Content (any number
+of chunks of at most 65,535 bytes, message text with LF line ends), then
+End (with the last chunk).  Only End is answered, once the message is
+safe on disk (or refused): one round trip per message.
+
+One connection carries any number of messages at once, interleaved:
+every command names its message by a number the client chose, unique
+among that connection's messages in progress.  (An smtpd process with a
+thousand clients in DATA thus holds one connection to cleanup, not a
+thousand.)
 """
 
 from twisted.protocols import amp
@@ -26,6 +31,7 @@ class CleanupBegin(Command):
     """
 
     arguments = [
+        (b"message", amp.Integer()),
         (b"sender", amp.Unicode()),
         (b"attributes", ATTRIBUTES),
         (b"recipients", _recipients(optional=True)),
@@ -39,12 +45,12 @@ class CleanupRecipients(Command):
     client gave, when it differs).
     """
 
-    arguments = [(b"recipients", _recipients())]
+    arguments = [(b"message", amp.Integer()), (b"recipients", _recipients())]
     requiresAnswer = False
 
 
 class CleanupContent(Command):
-    arguments = [(b"data", amp.String())]
+    arguments = [(b"message", amp.Integer()), (b"data", amp.String())]
     requiresAnswer = False
 
 
@@ -54,12 +60,12 @@ class CleanupEnd(Command):
     come with an enhanced status code and text in C{reason}.
     """
 
-    arguments = [(b"data", amp.String(optional=True))]
+    arguments = [(b"message", amp.Integer()), (b"data", amp.String(optional=True))]
     response = [(b"code", amp.Integer()), (b"reason", amp.Unicode()), (b"queue_id", amp.Unicode())]
 
 
 class CleanupAbort(Command):
-    arguments = []
+    arguments = [(b"message", amp.Integer())]
     requiresAnswer = False
 
 

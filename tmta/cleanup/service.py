@@ -56,7 +56,8 @@ class Message:
     the envelope asks another process while content keeps arriving.
     """
 
-    def __init__(self, cleanup: "Cleanup", sender: str, attributes: Dict[str, str]) -> None:
+    def __init__(self, cleanup: "Cleanup", sender: str, attributes: Dict[str, str],
+                 createFile: bool = True) -> None:
         self.cleanup = cleanup
         self.sender = sender
         self.attributes = attributes
@@ -69,6 +70,8 @@ class Message:
         self.messageId = ""
         self.envelopeWritten = False
         self.chain: defer.Deferred = defer.succeed(None)
+        if not createFile:
+            return
         try:
             self.queueId, self.writer = cleanup.store.create("incoming")
         except QueueError as e:
@@ -195,75 +198,88 @@ class Message:
 
 class CleanupProtocol(ServiceAMP):
     """
-    One client of cleanup (an smtpd session, bounce): messages one after
-    another.
+    One client of cleanup (an smtpd process, bounce): any number of
+    messages at once, each known by the number the client gave it.
     """
+
+    #: Messages in progress on one connection, at most: each holds an
+    #: open queue file.
+    maxMessages = 1000
 
     def __init__(self, cleanup: "Cleanup") -> None:
         super().__init__()
         self.cleanup = cleanup
-        self.message: Optional[Message] = None
+        self.messages: Dict[int, Message] = {}
 
-    def _discard(self) -> None:
-        if self.message is not None:
-            self.message.abort()
-            self.message = None
+    def _discard(self, number: int) -> None:
+        message = self.messages.pop(number, None)
+        if message is not None:
+            message.abort()
 
     @CleanupBegin.responder
-    def begin(self, sender: str, attributes, recipients=None):
-        self._discard()
+    def begin(self, message: int, sender: str, attributes, recipients=None):
+        self._discard(message)
         attrs = {a["name"]: a["value"] for a in attributes}
+        if len(self.messages) >= self.maxMessages:
+            refused = Message(self.cleanup, "", attrs, createFile=False)
+            refused.error = Rejection(451, "4.3.2 Error: too many messages in progress")
+            self.messages[message] = refused
+            return {}
         try:
             sender = checkAddress(sender) if sender else ""
         except AddressError as e:
-            self.message = Message(self.cleanup, "", attrs)
-            self.message.error = Rejection(501, f"5.1.7 Bad sender address syntax: {e}")
+            refused = Message(self.cleanup, "", attrs, createFile=False)
+            refused.error = Rejection(501, f"5.1.7 Bad sender address syntax: {e}")
+            self.messages[message] = refused
             return {}
-        self.message = Message(self.cleanup, sender, attrs)
+        self.messages[message] = Message(self.cleanup, sender, attrs)
         if recipients:
-            self.recipients(recipients)
+            self.recipients(message, recipients)
         return {}
 
     @CleanupRecipients.responder
-    def recipients(self, recipients):
-        if self.message is not None:
+    def recipients(self, message: int, recipients):
+        inProgress = self.messages.get(message)
+        if inProgress is not None:
             good = []
             for r in recipients:
                 try:
                     good.append((checkAddress(r["address"]), r["original"] or r["address"]))
                 except AddressError as e:
-                    self.message.error = Rejection(501, f"5.1.3 Bad recipient address syntax: {e}")
-            self.message.addRecipients(good)
+                    inProgress.error = Rejection(501, f"5.1.3 Bad recipient address syntax: {e}")
+            inProgress.addRecipients(good)
         return {}
 
     @CleanupContent.responder
-    def content(self, data: bytes):
-        if self.message is not None:
-            self.message.content(data)
+    def content(self, message: int, data: bytes):
+        inProgress = self.messages.get(message)
+        if inProgress is not None:
+            inProgress.content(data)
         return {}
 
     @CleanupEnd.responder
-    def end(self, data=None):
-        if data and self.message is not None:
-            self.message.content(data)
-        message, self.message = self.message, None
-        if message is None:
+    def end(self, message: int, data=None):
+        inProgress = self.messages.pop(message, None)
+        if inProgress is None:
             return {"code": 503, "reason": "5.5.1 Error: no message", "queue_id": ""}
+        if data:
+            inProgress.content(data)
 
         def answer(result):
             code, reason = result
-            return {"code": code, "reason": reason, "queue_id": message.queueId}
+            return {"code": code, "reason": reason, "queue_id": inProgress.queueId}
 
-        return defer.Deferred.fromCoroutine(message.finish()).addCallback(answer)
+        return defer.Deferred.fromCoroutine(inProgress.finish()).addCallback(answer)
 
     @CleanupAbort.responder
-    def abortMessage(self):
-        self._discard()
+    def abortMessage(self, message: int):
+        self._discard(message)
         return {}
 
-
     def connectionLost(self, reason) -> None:
-        self._discard()
+        messages, self.messages = self.messages, {}
+        for inProgress in messages.values():
+            inProgress.abort()
         super().connectionLost(reason)
 
 

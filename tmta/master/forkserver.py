@@ -22,6 +22,7 @@ descriptor 3) the fork server leaves too.
 from __future__ import annotations
 
 import fcntl
+import gc
 import importlib
 import json
 import os
@@ -187,6 +188,7 @@ def main() -> int:
 
     setProcessName("forkserver", "tmta/forkserver")
     preload()
+    gc.freeze()
     return serve()
 
 

@@ -14,14 +14,6 @@ from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 
 from tmta.address import AddressError, parsePath, splitAddress, unquoteLocal
-from tmta.cleanup.commands import (
-    CleanupAbort,
-    CleanupBegin,
-    CleanupContent,
-    CleanupEnd,
-    CleanupRecipients,
-    attributeList,
-)
 from tmta.smtpd.data import DataDecoder
 from tmta.smtpd.restrictions import DEFER, REJECT, RecipientContext
 from tmta.tables import lookupAny
@@ -85,9 +77,9 @@ class SMTPServer(protocol.Protocol, TimeoutMixin):
     answered asynchronously (a recipient check, the end of data) the rest
     wait in the buffer, so pipelined commands are answered in order.
 
-    @ivar cleanupPool: connections to cleanup (a
-        L{tmta.wire.ConnectionPool}); one is held from DATA to the end of
-        the message.
+    @ivar cleanupClient: how messages reach cleanup (a
+        L{tmta.cleanup.client.CleanupClient}, shared by the process's
+        sessions).
     @ivar resolve: returns a Deferred firing with the
         L{tmta.rewrite.Resolution} of an address.
     """
@@ -95,13 +87,13 @@ class SMTPServer(protocol.Protocol, TimeoutMixin):
     def __init__(
         self,
         settings: SMTPSettings,
-        cleanupPool,
+        cleanupClient,
         resolve: Callable[[str], defer.Deferred],
         lookupName: Callable[[str], defer.Deferred],
         clock,
     ) -> None:
         self.settings = settings
-        self.cleanupPool = cleanupPool
+        self.cleanupClient = cleanupClient
         self.resolve = resolve
         self.lookupName = lookupName
         # TimeoutMixin's clock, for smtpd_timeout.
@@ -411,7 +403,7 @@ class SMTPServer(protocol.Protocol, TimeoutMixin):
 
     async def _startData(self) -> None:
         try:
-            self.cleanup = await self.cleanupPool.acquire()
+            self.cleanup = await self.cleanupClient.open()
         except Exception as e:
             log.error("cannot connect to cleanup: {error}", error=e)
             self.reply("451 4.3.0 Error: queue file write error")
@@ -422,24 +414,16 @@ class SMTPServer(protocol.Protocol, TimeoutMixin):
             "helo_name": self.helo or "",
             "protocol": self.protocolName,
         }
-        batches, batch, size = [], [], 0
-        for r in self.recipients:
-            batch.append({"address": r, "original": r})
-            size += len(r) + 40
-            if size > 30000:
-                batches.append(batch)
-                batch, size = [], 0
-        batches.append(batch)
         # The envelope goes with the first content (for most messages,
         # with the end of data): one write, one wake-up of cleanup.
-        self._envelope = (self.sender, attributeList(attributes), batches)
+        self._envelope = (self.sender, attributes, [(r, r) for r in self.recipients])
         self._decoder = DataDecoder()
         self._dataSize = 0
         self._dataPending: List[bytes] = []
         self._pendingSize = 0
         self._tooBig = False
         self._dataStart = time.time()
-        self.cleanup.transport.registerProducer(self.transport, True)
+        self.cleanup.throttle(self.transport)
         self.reply("354 End data with <CR><LF>.<CR><LF>")
 
     def _dataReceived(self) -> bool:
@@ -485,18 +469,12 @@ class SMTPServer(protocol.Protocol, TimeoutMixin):
         envelope, self._envelope = self._envelope, None
         if envelope is None:
             return
-        sender, attributes, batches = envelope
-        self.cleanup.callRemote(CleanupBegin, sender=sender, attributes=attributes,
-                                recipients=batches[0])
-        for batch in batches[1:]:
-            if batch:
-                self.cleanup.callRemote(CleanupRecipients, recipients=batch)
+        self.cleanup.begin(*envelope)
 
     def _sendContent(self, data: bytes) -> None:
         with self.cleanup.together():
             self._sendEnvelope()
-            for start in range(0, len(data), 65535):
-                self.cleanup.callRemote(CleanupContent, data=data[start : start + 65535])
+            self.cleanup.content(data)
 
     async def _endData(self) -> None:
         cleanup = self.cleanup
@@ -507,27 +485,21 @@ class SMTPServer(protocol.Protocol, TimeoutMixin):
                 log.info("NOQUEUE: reject: size limit exceeded from {client}",
                          client=self.client)
                 return
-            if cleanup.transport is None:
+            if not cleanup.connected:
                 self.reply("451 4.3.0 Error: queue file write error")
                 return
             last = b""
+            if self._pendingSize:
+                last = b"".join(self._dataPending)
+                self._dataPending, self._pendingSize = [], 0
             with cleanup.together():
-                if self._pendingSize:
-                    data = b"".join(self._dataPending)
-                    self._dataPending, self._pendingSize = [], 0
-                    cut = max(0, len(data) - 65535)
-                    if cut:
-                        self._sendContent(data[:cut])
-                    last = data[cut:]
                 self._sendEnvelope()
-                answer = cleanup.callRemote(CleanupEnd, data=last)
+                answer = cleanup.end(last)
             try:
                 result = await answer
             except Exception as e:
                 log.error("cleanup failed: {error}", error=e)
                 self.reply("451 4.3.0 Error: queue file write error")
-                self.cleanupPool.discard(cleanup)
-                self.cleanup = None
                 return
             self.queueId = result["queue_id"]
             if self.queueId:
@@ -543,19 +515,16 @@ class SMTPServer(protocol.Protocol, TimeoutMixin):
             # cleanup has not heard of this message.
             self._envelope = None
             return
-        if cleanup is not None and cleanup.transport is not None:
-            cleanup.callRemote(CleanupAbort)
+        if cleanup is not None:
+            cleanup.abort()
 
     def _releaseCleanup(self) -> None:
         """
         Give the cleanup connection back, its message finished or aborted.
         """
         cleanup, self.cleanup = self.cleanup, None
-        if cleanup is None:
-            return
-        if cleanup.transport is not None:
-            cleanup.transport.unregisterProducer()
-        self.cleanupPool.release(cleanup)
+        if cleanup is not None:
+            cleanup.release()
 
     def smtp_RSET(self, argument: str) -> None:
         self._resetTransaction()

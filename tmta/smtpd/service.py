@@ -13,21 +13,21 @@ from twisted.internet import defer, threads
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
+from tmta.cleanup.client import CleanupClient
 from tmta.rewrite.client import RewriteClient
 from tmta.smtpd.protocol import SMTPServer, SMTPSettings
 from tmta.smtpd.restrictions import RestrictionList, parseNetworks
 from tmta.tables import openTables
-from tmta.wire import ConnectionPool
 
 log = Logger()
 
 
 def raiseOpenFileLimit(clients: int) -> None:
     """
-    Make room for C{clients} sessions, each a client socket and a cleanup
-    connection, plus the process's own descriptors.
+    Make room for C{clients} sessions, a socket each, plus the process's
+    own descriptors (its connections to other services among them).
     """
-    wanted = 2 * clients + 64
+    wanted = clients + 64
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft >= wanted:
         return
@@ -86,7 +86,7 @@ class SMTPService(Service):
         reactor = context.reactor
         reactor.getThreadPool()
 
-        self.cleanupPool = ConnectionPool(
+        self.cleanupClient = CleanupClient(
             lambda: context.connect("cleanup", private=False), reactor,
             idle=config.getTime("ipc_idle"),
         )
@@ -94,7 +94,7 @@ class SMTPService(Service):
         def build():
             return SMTPServer(
                 self.settings,
-                self.cleanupPool,
+                self.cleanupClient,
                 self.rewrite.resolve,
                 lambda address: lookupClientName(reactor, address),
                 reactor,
