@@ -188,6 +188,8 @@ def main() -> int:
 
     setProcessName("forkserver", "tmta/forkserver")
     preload()
+    # Children share the preloaded objects' pages: keep the collector of
+    # each from walking (and so copying) them.
     gc.freeze()
     return serve()
 
