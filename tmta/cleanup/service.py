@@ -325,17 +325,17 @@ def qmgrTrigger(reactor, queueDirectory: str, idle: float):
     A function that tells qmgr of one queued message, over a connection
     kept open while messages keep coming.
     """
-    from tmta.wire import ConnectionPool, connectService
+    from tmta.wire import SharedConnection, connectService
 
-    pool = ConnectionPool(
+    connection = SharedConnection(
         lambda: connectService(reactor, queueDirectory, "qmgr", private=False), reactor, idle
     )
 
     def send(protocol, queueId: str) -> None:
         protocol.callRemote(Wakeup, reason="incoming", queue_id=queueId)
-        pool.release(protocol)
+        connection.release(protocol)
 
-    return lambda queueId: pool.acquire().addCallback(send, queueId)
+    return lambda queueId: connection.acquire().addCallback(send, queueId)
 
 
 class CleanupService(Service):
