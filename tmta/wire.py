@@ -308,13 +308,14 @@ class SharedConnection:
 
 class ConnectionPool:
     """
-    Connections to one service, kept open between uses.
+    Connections to one service, each for one request at a time, kept
+    open between uses.
 
-    A connection is one client of the service's worker, so reusing it
-    spares the worker the cost of a client per request and lets
-    C{max_use} count long-lived clients, as Postfix's clients of
-    trivial-rewrite are.  Idle connections are closed after C{idle}
-    seconds.
+    For services whose workers take one request at a time (delivery
+    agents: local changes identity per delivery), where one connection
+    cannot carry several (L{SharedConnection}).  Reusing a connection
+    spares the worker the cost of a client per request.  Idle
+    connections are closed after C{idle} seconds.
     """
 
     def __init__(self, connect, clock, idle: float = 5.0) -> None:

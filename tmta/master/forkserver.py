@@ -38,6 +38,7 @@ MAX_FDS = 64
 
 # What workers import: loaded once here, shared by every child.
 PRELOAD = (
+    "twisted.internet.default",
     "twisted.internet.epollreactor",
     "twisted.internet.tcp",
     "twisted.internet.unix",
