@@ -265,6 +265,23 @@ class TransportQueueTests(TestCase):
         self.assertEqual(self.queue.running, 3)
         self.assertEqual(self.queue.perDestination, {("a", ""): 2, ("c", ""): 1})
 
+    def test_completedAfterNextStarted(self):
+        """
+        A job's bookkeeping (C{complete}) runs with its result once the
+        next job for its place has been started, so that the transport
+        does not wait for it.
+        """
+        seen = []
+
+        def complete(result, job):
+            seen.append((result, job.nexthop, [j.nexthop for j, _ in self.started]))
+
+        queue = TransportQueue("local", 1, 1, self.start, complete)
+        queue.submit(self.job("a"))
+        queue.submit(self.job("b"))
+        self.started[0][1].callback("answer")
+        self.assertEqual(seen, [("answer", "a", ["a", "b"])])
+
     def test_synchronousCompletion(self):
         """
         Jobs that finish as they start leave the counts right and the

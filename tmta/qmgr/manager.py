@@ -12,6 +12,7 @@ from typing import Callable, Deque, Dict, List, Optional, Set, Tuple
 
 from twisted.internet import defer, task, threads
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from tmta.bounce.commands import BounceRecipients
 from tmta.delivery import BOUNCED, SENT, Deliver
@@ -60,14 +61,22 @@ class TransportQueue:
     destinations that may start one more job take turns, so that one
     busy destination neither starves the others nor makes every start
     look through its whole backlog.
+
+    @param start: starts a job: returns a Deferred firing when the
+        transport is done with it (its answer, or a failure).
+    @param complete: called with that result and the job once the job's
+        place is free again (and the next job started): the bookkeeping
+        that need not hold up the transport.
     """
 
     def __init__(self, name: str, limit: int, destinationLimit: int,
-                 start: Callable[[Job], defer.Deferred]) -> None:
+                 start: Callable[[Job], defer.Deferred],
+                 complete: Optional[Callable[[object, Job], object]] = None) -> None:
         self.name = name
         self.limit = limit
         self.destinationLimit = destinationLimit
         self._start = start
+        self._complete = complete
         self.waiting: Dict[Tuple[str, str], Deque[Job]] = {}
         self.running = 0
         self.perDestination: Dict[Tuple[str, str], int] = {}
@@ -99,7 +108,9 @@ class TransportQueue:
             self.running += 1
             self.perDestination[destination] = self.perDestination.get(destination, 0) + 1
             self._markReady(destination)
-            self._start(job).addBoth(self._finished, job)
+            d = self._start(job).addBoth(self._finished, job)
+            if self._complete is not None:
+                d.addBoth(self._complete, job)
 
     def _finished(self, result, job: Job):
         self.running -= 1
@@ -314,46 +325,79 @@ class QueueManager:
             queue = TransportQueue(
                 name, limit, max(1, self._parameter(name, "destination_concurrency_limit")),
                 lambda job: defer.Deferred.fromCoroutine(self._deliver(job)),
+                self._delivered,
             )
             self.transports[name] = queue
         return queue
 
-    async def _deliver(self, job: Job) -> None:
+    async def _deliver(self, job: Job):
+        """
+        Hand a job to its transport.
+
+        @return: the transport's statuses, or C{None} when it gave none
+            (the job's recipients are then deferred, with the reason).
+        """
         message = job.message
+        pool = self._pool(job.transport)
         try:
-            pool = self._pool(job.transport)
+            agent = await pool.acquire()
+        except Exception:
+            for r in job.recipients:
+                message.deferred[r.offset] = "mail transport unavailable"
+            log.warn("{queueId}: transport {transport}: mail transport unavailable",
+                     queueId=message.queueId, transport=job.transport)
+            return None
+        try:
+            result = await agent.callRemote(
+                Deliver,
+                queue_id=message.queueId,
+                sender=message.envelope.sender,
+                nexthop=job.nexthop,
+                arrival=message.envelope.arrival,
+                activated=message.activated,
+                recipients=[
+                    {"address": r.address, "original": r.original, "offset": r.offset}
+                    for r in job.recipients
+                ],
+            )
+        except Exception as e:
+            pool.discard(agent)
+            for r in job.recipients:
+                message.deferred[r.offset] = f"delivery agent {job.transport} failed: {e}"
+            return None
+        pool.release(agent)
+        return result["statuses"]
+
+    def _delivered(self, statuses, job: Job):
+        """
+        Record what a transport did with a job (after the transport was
+        given its next one).
+        """
+        message = job.message
+        if isinstance(statuses, Failure):
+            log.failure("{queueId}: delivery failed", statuses, queueId=message.queueId)
+            for r in job.recipients:
+                message.deferred.setdefault(r.offset, "internal error")
+            statuses = None
+        marking = None
+        if statuses is not None:
             try:
-                agent = await pool.acquire()
+                marking = self._applyStatuses(message, job.recipients, statuses)
             except Exception:
+                log.failure("{queueId}: cannot record the delivery", queueId=message.queueId)
                 for r in job.recipients:
-                    message.deferred[r.offset] = "mail transport unavailable"
-                log.warn("{queueId}: transport {transport}: mail transport unavailable",
-                         queueId=message.queueId, transport=job.transport)
-                return
-            try:
-                result = await agent.callRemote(
-                    Deliver,
-                    queue_id=message.queueId,
-                    sender=message.envelope.sender,
-                    nexthop=job.nexthop,
-                    arrival=message.envelope.arrival,
-                    activated=message.activated,
-                    recipients=[
-                        {"address": r.address, "original": r.original, "offset": r.offset}
-                        for r in job.recipients
-                    ],
-                )
-            except Exception as e:
-                pool.discard(agent)
-                for r in job.recipients:
-                    message.deferred[r.offset] = f"delivery agent {job.transport} failed: {e}"
-                return
-            pool.release(agent)
-            marking = self._applyStatuses(message, job.recipients, result["statuses"])
-            if marking is not None:
-                await marking
-        finally:
+                    message.deferred.setdefault(r.offset, "internal error")
+        if marking is None:
             self._jobDone(message)
+            return None
+
+        def marked(result):
+            self._jobDone(message)
+            return result
+
+        return marking.addBoth(marked).addErrback(
+            lambda f: log.failure("{queueId}: cannot mark recipients done", f,
+                                  queueId=message.queueId))
 
     def _applyStatuses(self, message: ActiveMessage, recipients,
                        statuses) -> Optional[defer.Deferred]:
