@@ -49,6 +49,42 @@ class ThreadBatcherTests(TestCase):
         self.assertEqual((yield batcher.submit(5)), 5)
 
 
+    @defer.inlineCallbacks
+    def test_resultsHandedOutAround(self):
+        """
+        A batch's results are handed out inside the C{around} context:
+        every callback runs within one entry into it.
+        """
+        from contextlib import contextmanager
+
+        events = []
+
+        @contextmanager
+        def around():
+            events.append("enter")
+            yield
+            events.append("exit")
+
+        def seen(result):
+            events.append(result)
+
+        release = threading.Event()
+
+        def work(items):
+            release.wait(10)
+            return list(items)
+
+        batcher = ThreadBatcher(reactor, work, around=around)
+        self.addCleanup(batcher.stop)
+        first = batcher.submit(1)
+        rest = [batcher.submit(n).addCallback(seen) for n in (2, 3)]
+        release.set()
+        yield defer.gatherResults([first] + rest)
+        yield defer.succeed(None)
+        self.assertEqual(events[events.index(2) - 1 :], ["enter", 2, 3])
+        self.assertEqual(events[:2], ["enter", "exit"])
+
+
 class SerialThreadTests(TestCase):
     def setUp(self):
         self.thread = SerialThread(reactor, "test-serial")

@@ -122,6 +122,34 @@ class TogetherTests(SynchronousTestCase):
         received.dataReceived(transport.writes[0])
         self.assertEqual([box[b"n"] for box in received.boxes], [b"1", b"2", b"3"])
 
+    def test_heldWrites(self):
+        """
+        Inside L{heldWrites}, every connection's boxes are held, also
+        across a L{QuietAMP.together} block, and each connection sends
+        its own in one write when the outermost hold ends.
+        """
+        from tmta.wire import heldWrites
+
+        first, second = QuietAMP(), QuietAMP()
+        firstTransport, secondTransport = _CountingTransport(), _CountingTransport()
+        first.makeConnection(firstTransport)
+        second.makeConnection(secondTransport)
+        with heldWrites():
+            first.sendBox(amp.Box({b"n": b"1"}))
+            with heldWrites():
+                second.sendBox(amp.Box({b"n": b"a"}))
+            with first.together():
+                first.sendBox(amp.Box({b"n": b"2"}))
+            second.sendBox(amp.Box({b"n": b"b"}))
+            self.assertEqual((firstTransport.writes, secondTransport.writes), ([], []))
+        self.assertEqual((len(firstTransport.writes), len(secondTransport.writes)), (1, 1))
+        received = _Recording()
+        received.makeConnection(StringTransport())
+        received.dataReceived(firstTransport.writes[0] + secondTransport.writes[0])
+        self.assertEqual([box[b"n"] for box in received.boxes], [b"1", b"2", b"a", b"b"])
+        first.sendBox(amp.Box({b"n": b"3"}))
+        self.assertEqual(len(firstTransport.writes), 2)
+
     def test_lostInside(self):
         """
         A connection lost inside the block drops what was gathered

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Any, Callable, Generic, List, Optional, Sequence, Tuple, TypeVar
+from contextlib import nullcontext
+from typing import Any, Callable, ContextManager, Generic, List, Optional, Sequence, Tuple, TypeVar
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
@@ -105,11 +106,16 @@ class ThreadBatcher(Generic[Item, Result]):
     @param work: called in a thread with a list of items; returns one
         result per item, in order.  If it raises, every item of the batch
         fails with that error.
+    @param around: a context in which a batch's results are handed out
+        (such as L{tmta.wire.heldWrites}, so that what is sent in answer
+        goes out together).
     """
 
-    def __init__(self, reactor, work: Callable[[Sequence[Item]], Sequence[Result]]) -> None:
+    def __init__(self, reactor, work: Callable[[Sequence[Item]], Sequence[Result]],
+                 around: Optional[Callable[[], ContextManager[Any]]] = None) -> None:
         self.reactor = reactor
         self.work = work
+        self.around = around or nullcontext
         self._pending: List[Tuple[Item, defer.Deferred]] = []
         self._running = False
         self.thread = SerialThread(reactor, "tmta-batch")
@@ -140,11 +146,12 @@ class ThreadBatcher(Generic[Item, Result]):
         # The next batch starts before this one's results are handed out,
         # so that the thread is busy again while they are processed.
         self._next()
-        for index, (_, d) in enumerate(batch):
-            if isinstance(results, Failure):
-                d.errback(results)
-            else:
-                d.callback(results[index])
+        with self.around():
+            for index, (_, d) in enumerate(batch):
+                if isinstance(results, Failure):
+                    d.errback(results)
+                else:
+                    d.callback(results[index])
 
     def stop(self) -> None:
         """

@@ -93,15 +93,22 @@ class QuietAMP(amp.AMP):
         try:
             yield
         finally:
-            pending, self._together = self._together, None
-            if pending and self.transport is not None:
-                self.transport.write(b"".join(pending))
+            self._sendTogether()
+
+    def _sendTogether(self) -> None:
+        pending, self._together = self._together, None
+        if pending and self.transport is not None:
+            self.transport.write(b"".join(pending))
 
     def sendBox(self, box) -> None:
-        if (self._together is not None and self.transport is not None and not self._locked
-                and self._startingTLSBuffer is None):
-            self._together.append(box.serialize())
-            return
+        if self.transport is not None and not self._locked and self._startingTLSBuffer is None:
+            if self._together is not None:
+                self._together.append(box.serialize())
+                return
+            if _held is not None:
+                self._together = [box.serialize()]
+                _held.append(self)
+                return
         super().sendBox(box)
 
     def dataReceived(self, data: bytes) -> None:
@@ -153,6 +160,32 @@ class QuietAMP(amp.AMP):
     def connectionLost(self, reason) -> None:
         amp.BinaryBoxProtocol.connectionLost(self, reason)
         self.transport = None
+
+
+_held: "List[QuietAMP] | None" = None
+
+
+@contextmanager
+def heldWrites() -> Iterator[None]:
+    """
+    Hold what every L{QuietAMP} connection sends inside the block, and
+    send each connection's boxes in one write at its end.
+
+    For a burst of answers: when a batch of messages is stored, cleanup
+    answers each message and wakes qmgr for each, and its clients and
+    qmgr then read all of it with one wake-up each.
+    """
+    global _held
+    if _held is not None:
+        yield
+        return
+    _held = []
+    try:
+        yield
+    finally:
+        held, _held = _held, None
+        for protocol in held:
+            protocol._sendTogether()
 
 
 class ServiceAMP(QuietAMP):

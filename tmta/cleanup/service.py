@@ -32,7 +32,7 @@ from tmta.queue.qfile import commitAll
 from tmta.queue.store import QueueError, QueueStore
 from tmta.rewrite.client import RewriteClient
 from tmta.master.control import Wakeup
-from tmta.wire import ServiceAMP
+from tmta.wire import ServiceAMP, heldWrites
 
 log = Logger()
 
@@ -299,7 +299,7 @@ class Cleanup:
     ) -> None:
         self.reactor = reactor
         self.store = store
-        self.committer = ThreadBatcher(reactor, commitAll)
+        self.committer = ThreadBatcher(reactor, commitAll, around=heldWrites)
         self.rewriter = rewriter
         self.myhostname = config.get("myhostname")
         self.messageSizeLimit = config.getInt("message_size_limit")
