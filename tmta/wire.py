@@ -8,9 +8,10 @@ import json
 from contextlib import contextmanager
 from typing import Any, Dict, Iterator, List, Sequence, Tuple, Type
 
-from twisted.internet import endpoints, unix
+from twisted.internet import defer, endpoints, unix
 from twisted.internet.protocol import Factory
 from twisted.protocols import amp
+from twisted.python.failure import Failure
 
 from tmta.master.control import Wakeup
 from tmta.master.runtime import EagerWriteMixin
@@ -280,8 +281,6 @@ class SharedConnection:
         @return: a Deferred firing with the connected protocol, for the
             caller to use (among others) until it calls L{release}.
         """
-        from twisted.internet import defer
-
         protocol = self._protocol
         if protocol is not None and protocol.transport is not None:
             self.users += 1
@@ -294,8 +293,6 @@ class SharedConnection:
         return waiter
 
     def _connected(self, result) -> None:
-        from twisted.python.failure import Failure
-
         waiting, self._waiting = self._waiting, []
         if isinstance(result, Failure):
             for waiter in waiting:
@@ -367,8 +364,6 @@ class ConnectionPool:
         @return: a Deferred firing with a connected protocol for the
             caller's sole use until L{release} or L{discard}.
         """
-        from twisted.internet import defer
-
         while self._free:
             protocol, _ = self._free.pop()
             if protocol.transport is not None:

@@ -101,9 +101,6 @@ class CleanupClient:
     def _finished(self, message: "CleanupMessage") -> None:
         self.connection.release(message.protocol)
 
-    def close(self) -> None:
-        self.connection.close()
-
 
 class CleanupMessage:
     """

@@ -216,21 +216,26 @@ class CleanupProtocol(ServiceAMP):
         if message is not None:
             message.abort()
 
+    def _refuse(self, number: int, attributes: Dict[str, str], code: int, reason: str) -> None:
+        """
+        Take message C{number} in without a queue file: its End gets
+        C{code} and C{reason}.
+        """
+        refused = Message(self.cleanup, "", attributes, createFile=False)
+        refused.error = Rejection(code, reason)
+        self.messages[number] = refused
+
     @CleanupBegin.responder
     def begin(self, message: int, sender: str, attributes, recipients=None):
         self._discard(message)
         attrs = {a["name"]: a["value"] for a in attributes}
         if len(self.messages) >= self.maxMessages:
-            refused = Message(self.cleanup, "", attrs, createFile=False)
-            refused.error = Rejection(451, "4.3.2 Error: too many messages in progress")
-            self.messages[message] = refused
+            self._refuse(message, attrs, 451, "4.3.2 Error: too many messages in progress")
             return {}
         try:
             sender = checkAddress(sender) if sender else ""
         except AddressError as e:
-            refused = Message(self.cleanup, "", attrs, createFile=False)
-            refused.error = Rejection(501, f"5.1.7 Bad sender address syntax: {e}")
-            self.messages[message] = refused
+            self._refuse(message, attrs, 501, f"5.1.7 Bad sender address syntax: {e}")
             return {}
         self.messages[message] = Message(self.cleanup, sender, attrs)
         if recipients:

@@ -457,10 +457,13 @@ class SMTPServer(protocol.Protocol, TimeoutMixin):
         d.addErrback(lambda f: log.failure("smtpd: end of data", f)).addCallback(resume)
         return True
 
-    def _flushContent(self) -> None:
+    def _takePending(self) -> bytes:
         data = b"".join(self._dataPending)
         self._dataPending, self._pendingSize = [], 0
-        self._sendContent(data)
+        return data
+
+    def _flushContent(self) -> None:
+        self._sendContent(self._takePending())
 
     def _sendEnvelope(self) -> None:
         """
@@ -488,13 +491,9 @@ class SMTPServer(protocol.Protocol, TimeoutMixin):
             if not cleanup.connected:
                 self.reply("451 4.3.0 Error: queue file write error")
                 return
-            last = b""
-            if self._pendingSize:
-                last = b"".join(self._dataPending)
-                self._dataPending, self._pendingSize = [], 0
             with cleanup.together():
                 self._sendEnvelope()
-                answer = cleanup.end(last)
+                answer = cleanup.end(self._takePending())
             try:
                 result = await answer
             except Exception as e:
