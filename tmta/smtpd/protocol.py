@@ -5,22 +5,20 @@ The SMTP server protocol.
 from __future__ import annotations
 
 import re
-import time
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional
 
-from twisted.internet import defer, protocol
+from twisted.internet import defer
 from twisted.logger import Logger
-from twisted.protocols.policies import TimeoutMixin
 
 from tmta.address import AddressError, parsePath, splitAddress, unquoteLocal
-from tmta.smtpd.data import DataDecoder
+from tmta.smtpd.reader import CommandReader
 from tmta.smtpd.restrictions import DEFER, REJECT, RecipientContext
+from tmta.smtpd.transfer import CleanupLost, MessageTransfer, TooBig
 from tmta.tables import lookupAny
 
 log = Logger()
 
-CHUNK = 60000
 _VERB = re.compile(rb"^([A-Za-z]+)(?:[ \t]+(.*))?$")
 _FORBIDDEN = {b"CONNECT", b"GET", b"POST"}
 _HELP = "214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP"
@@ -69,13 +67,10 @@ class SMTPSettings:
         )
 
 
-class SMTPServer(protocol.Protocol, TimeoutMixin):
+class SMTPServer(CommandReader):
     """
-    One SMTP session.
-
-    Commands are read from a buffer one at a time; while one is being
-    answered asynchronously (a recipient check, the end of data) the rest
-    wait in the buffer, so pipelined commands are answered in order.
+    One SMTP session: the commands, the transaction they build, and its
+    hand-over to cleanup.
 
     @ivar cleanupClient: how messages reach cleanup (a
         L{tmta.cleanup.client.CleanupClient}, shared by the process's
@@ -92,38 +87,34 @@ class SMTPServer(protocol.Protocol, TimeoutMixin):
         lookupName: Callable[[str], defer.Deferred],
         clock,
     ) -> None:
+        CommandReader.__init__(self)
         self.settings = settings
+        self.lineLengthLimit = settings.lineLengthLimit
         self.cleanupClient = cleanupClient
         self.resolve = resolve
         self.lookupName = lookupName
         # TimeoutMixin's clock, for smtpd_timeout.
         self.callLater = clock.callLater
-        self._buffer = b""
-        self._busy = False
-        self._skippingLongLine = False
-        self._decoder: Optional[DataDecoder] = None
-        self._closing = False
+        self._transfer: Optional[MessageTransfer] = None
         self.errors = 0
         self.helo: Optional[str] = None
         self.protocolName = "SMTP"
         self.clientAddress = ""
         self.clientName = "unknown"
-        self.cleanup = None
-        self._envelope = None
-        self._tooBig = False
         self.queueId = ""
         self._resetTransaction()
 
     # -- connection --------------------------------------------------------
 
     def connectionMade(self) -> None:
+        CommandReader.connectionMade(self)
         peer = self.transport.getPeer()
         self.clientAddress = getattr(peer, "host", "") or "127.0.0.1"
         self.setTimeout(self.settings.timeout)
-        self._busy = True
         d = self.lookupName(self.clientAddress)
         d.addErrback(lambda f: "unknown")
         d.addCallback(self._greet)
+        self.waitFor(d)
 
     def _greet(self, name: str) -> None:
         self.clientName = name or "unknown"
@@ -131,19 +122,15 @@ class SMTPServer(protocol.Protocol, TimeoutMixin):
             return
         log.info("connect from {client}", client=self.client)
         self.reply(f"220 {self.settings.banner}")
-        self._busy = False
-        self._process()
 
     @property
     def client(self) -> str:
         return f"{self.clientName}[{self.clientAddress}]"
 
     def connectionLost(self, reason) -> None:
+        CommandReader.connectionLost(self, reason)
         self.setTimeout(None)
-        self._closing = True
-        if self._decoder is not None:
-            self._abortCleanup()
-            self._releaseCleanup()
+        self._abortTransfer()
         log.info("disconnect from {client}", client=self.client)
 
     def timeoutConnection(self) -> None:
@@ -152,7 +139,7 @@ class SMTPServer(protocol.Protocol, TimeoutMixin):
         self.close()
 
     def _state(self) -> str:
-        if self._decoder is not None:
+        if self._transfer is not None:
             return "DATA"
         if self.recipients:
             return "RCPT"
@@ -160,76 +147,37 @@ class SMTPServer(protocol.Protocol, TimeoutMixin):
             return "MAIL"
         return "CONNECT" if self.helo is None else "HELO"
 
-    def reply(self, text: str) -> None:
-        if not self._closing:
-            self.transport.write(text.encode("utf-8", "surrogateescape") + b"\r\n")
-
-    def close(self) -> None:
-        self._closing = True
-        self._buffer = b""
-        self.transport.loseConnection()
-
     # -- input -------------------------------------------------------------
 
-    def dataReceived(self, data: bytes) -> None:
-        self.resetTimeout()
-        self._buffer += data
-        self._process()
+    def lineTooLong(self) -> None:
+        self._error("500 5.5.2 Error: line too long")
 
-    def _process(self) -> None:
-        while not self._busy and not self._closing and self._buffer:
-            if self._decoder is not None:
-                if not self._dataReceived():
-                    return
-                continue
-            newline = self._buffer.find(b"\n")
-            limit = self.settings.lineLengthLimit
-            if newline < 0:
-                if len(self._buffer) > limit:
-                    self._skippingLongLine = True
-                    self._buffer = b""
-                return
-            line, self._buffer = self._buffer[:newline], self._buffer[newline + 1 :]
-            if self._skippingLongLine or len(line) > limit:
-                self._skippingLongLine = False
-                self._error("500 5.5.2 Error: line too long")
-                continue
-            self._command(line.rstrip(b"\r"))
+    def internalError(self, reason) -> None:
+        log.failure("smtpd: internal error", reason)
+        self.reply("451 4.3.0 Error: internal error")
 
-    def _command(self, line: bytes) -> None:
+    def commandReceived(self, line: bytes):
         match = _VERB.match(line)
         if not match or b"\0" in line:
             self._error("500 5.5.2 Error: bad syntax")
-            return
+            return None
         verb = match.group(1).upper()
         try:
             argument = (match.group(2) or b"").decode("utf-8").strip()
         except UnicodeDecodeError:
             self._error("500 5.5.2 Error: bad UTF-8 syntax")
-            return
+            return None
         if verb in _FORBIDDEN:
             log.warn("non-SMTP command from {client}: {verb}", client=self.client,
                      verb=verb.decode("ascii"))
             self.reply("221 2.7.0 Error: I can break rules, too. Goodbye.")
             self.close()
-            return
+            return None
         handler = getattr(self, "smtp_" + verb.decode("ascii"), None)
         if handler is None:
             self._error("502 5.5.2 Error: command not recognized")
-            return
-        result = handler(argument)
-        if isinstance(result, defer.Deferred):
-            self._busy = True
-
-            def resume(_):
-                self._busy = False
-                self._process()
-
-            def crashed(reason):
-                log.failure("smtpd: internal error", reason)
-                self.reply("451 4.3.0 Error: internal error")
-
-            result.addErrback(crashed).addCallback(resume)
+            return None
+        return handler(argument)
 
     def _error(self, text: str) -> None:
         """
@@ -250,7 +198,6 @@ class SMTPServer(protocol.Protocol, TimeoutMixin):
         self.sender: Optional[str] = None
         self.recipients: List[str] = []
         self.declaredSize = 0
-        self._tooBig = False
 
     def _badHelo(self, argument: str) -> bool:
         """
@@ -403,7 +350,7 @@ class SMTPServer(protocol.Protocol, TimeoutMixin):
 
     async def _startData(self) -> None:
         try:
-            self.cleanup = await self.cleanupClient.open()
+            cleanup = await self.cleanupClient.open()
         except Exception as e:
             log.error("cannot connect to cleanup: {error}", error=e)
             self.reply("451 4.3.0 Error: queue file write error")
@@ -414,116 +361,51 @@ class SMTPServer(protocol.Protocol, TimeoutMixin):
             "helo_name": self.helo or "",
             "protocol": self.protocolName,
         }
-        # The envelope goes with the first content (for most messages,
-        # with the end of data): one write, one wake-up of cleanup.
-        self._envelope = (self.sender, attributes, [(r, r) for r in self.recipients])
-        self._decoder = DataDecoder()
-        self._dataSize = 0
-        self._dataPending: List[bytes] = []
-        self._pendingSize = 0
-        self._tooBig = False
-        self._dataStart = time.time()
-        self.cleanup.throttle(self.transport)
+        envelope = (self.sender, attributes, [(r, r) for r in self.recipients])
+        self._transfer = MessageTransfer(cleanup, envelope, self.settings.messageSizeLimit)
+        cleanup.throttle(self.pauseFor("cleanup"))
         self.reply("354 End data with <CR><LF>.<CR><LF>")
 
-    def _dataReceived(self) -> bool:
-        """
-        Decode buffered message data; return whether the end of data was
-        reached (the rest of the buffer is then commands again).
-        """
-        decoder = self._decoder
-        text, self._buffer = decoder.feed(self._buffer)
-        if text:
-            self._dataSize += len(text)
-            limit = self.settings.messageSizeLimit
-            if limit and self._dataSize > limit:
-                self._tooBig = True
-                self._dataPending, self._pendingSize = [], 0
-            elif not self._tooBig:
-                self._dataPending.append(text)
-                self._pendingSize += len(text)
-                if self._pendingSize >= CHUNK:
-                    self._flushContent()
-        if not decoder.done:
+    def inData(self) -> bool:
+        return self._transfer is not None
+
+    def messageData(self) -> bool:
+        self._buffer = self._transfer.feed(self._buffer)
+        if not self._transfer.done:
             return False
-        self._decoder = None
-        self._busy = True
-
-        def resume(_):
-            self._busy = False
-            self._process()
-
-        d = defer.Deferred.fromCoroutine(self._endData())
-        d.addErrback(lambda f: log.failure("smtpd: end of data", f)).addCallback(resume)
+        # From here on the message is cleanup's to finish, whatever the
+        # client does.
+        transfer, self._transfer = self._transfer, None
+        self.waitFor(defer.Deferred.fromCoroutine(self._endData(transfer)))
         return True
 
-    def _takePending(self) -> bytes:
-        data = b"".join(self._dataPending)
-        self._dataPending, self._pendingSize = [], 0
-        return data
-
-    def _flushContent(self) -> None:
-        self._sendContent(self._takePending())
-
-    def _sendEnvelope(self) -> None:
-        """
-        Begin the message at cleanup, if that is still to be done.
-        """
-        envelope, self._envelope = self._envelope, None
-        if envelope is None:
-            return
-        self.cleanup.begin(*envelope)
-
-    def _sendContent(self, data: bytes) -> None:
-        with self.cleanup.together():
-            self._sendEnvelope()
-            self.cleanup.content(data)
-
-    async def _endData(self) -> None:
-        cleanup = self.cleanup
+    async def _endData(self, transfer: MessageTransfer) -> None:
         try:
-            if self._tooBig:
-                self._abortCleanup()
-                self.reply("552 5.3.4 Message size exceeds fixed limit")
-                log.info("NOQUEUE: reject: size limit exceeded from {client}",
-                         client=self.client)
-                return
-            if not cleanup.connected:
-                self.reply("451 4.3.0 Error: queue file write error")
-                return
-            with cleanup.together():
-                self._sendEnvelope()
-                answer = cleanup.end(self._takePending())
-            try:
-                result = await answer
-            except Exception as e:
-                log.error("cleanup failed: {error}", error=e)
-                self.reply("451 4.3.0 Error: queue file write error")
-                return
-            self.queueId = result["queue_id"]
-            if self.queueId:
-                log.info("{queueId}: client={client}", queueId=self.queueId, client=self.client)
-            self.reply(f"{result['code']} {result['reason']}")
-        finally:
-            self._releaseCleanup()
-            self._resetTransaction()
-
-    def _abortCleanup(self) -> None:
-        cleanup = self.cleanup
-        if self._envelope is not None:
-            # cleanup has not heard of this message.
-            self._envelope = None
+            code, reason, self.queueId = await transfer.finish()
+        except TooBig:
+            self.reply("552 5.3.4 Message size exceeds fixed limit")
+            log.info("NOQUEUE: reject: size limit exceeded from {client}", client=self.client)
             return
-        if cleanup is not None:
-            cleanup.abort()
+        except Exception as e:
+            if not isinstance(e, CleanupLost):
+                log.error("cleanup failed: {error}", error=e)
+            self.reply("451 4.3.0 Error: queue file write error")
+            return
+        finally:
+            transfer.release()
+            self._resetTransaction()
+        if self.queueId:
+            log.info("{queueId}: client={client}", queueId=self.queueId, client=self.client)
+        self.reply(f"{code} {reason}")
 
-    def _releaseCleanup(self) -> None:
+    def _abortTransfer(self) -> None:
         """
-        Give the cleanup connection back, its message finished or aborted.
+        Give up the message whose text is being read.
         """
-        cleanup, self.cleanup = self.cleanup, None
-        if cleanup is not None:
-            cleanup.release()
+        transfer, self._transfer = self._transfer, None
+        if transfer is not None:
+            transfer.abort()
+            transfer.release()
 
     def smtp_RSET(self, argument: str) -> None:
         self._resetTransaction()

@@ -1,0 +1,174 @@
+"""
+Reading pipelined SMTP commands and answering them in order.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Set
+
+from twisted.internet import defer, protocol
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+from twisted.protocols.policies import TimeoutMixin
+from zope.interface import implementer
+
+log = Logger()
+
+
+@implementer(IPushProducer)
+class _PauseReason:
+    """
+    One reason to stop reading from the client, handed to whoever may
+    ask for a pause (the connection to cleanup, the client's own
+    transport when its send buffer is full).
+    """
+
+    def __init__(self, reader: "CommandReader", name: str) -> None:
+        self.reader = reader
+        self.name = name
+
+    def pauseProducing(self) -> None:
+        self.reader._pauseReading(self.name)
+
+    def resumeProducing(self) -> None:
+        self.reader._resumeReading(self.name)
+
+    def stopProducing(self) -> None:
+        self.reader._resumeReading(self.name)
+
+
+class CommandReader(protocol.Protocol, TimeoutMixin):
+    """
+    The input side of an SMTP session: splits what the client sends into
+    command lines (or, in the DATA phase, hands it to L{messageData}) and
+    answers one command at a time.
+
+    A command whose handler returns a Deferred holds the rest of the
+    input in the buffer until it fires, so pipelined commands are
+    answered in order.
+
+    The session stops reading from its client while its replies back up
+    in the transport (a client that writes without reading), and while
+    whoever receives the message text asks it to (see L{pauseFor}).
+
+    @ivar lineLengthLimit: the longest command line accepted.
+    """
+
+    lineLengthLimit = 2048
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._busy = False
+        self._closing = False
+        self._skippingLongLine = False
+        self._pausedFor: Set[str] = set()
+
+    # -- what a subclass provides --------------------------------------
+
+    def inData(self) -> bool:
+        """
+        Whether the input is message text (the DATA phase) now.
+        """
+        return False
+
+    def messageData(self) -> bool:
+        """
+        Take message text from L{_buffer} (leaving what it cannot use
+        yet); return whether the end of data was reached.
+        """
+        raise NotImplementedError("a session with a DATA phase overrides messageData")
+
+    def commandReceived(self, line: bytes) -> Optional[defer.Deferred]:
+        """
+        Answer one command line (without its line end); a Deferred holds
+        further input until it fires.
+        """
+
+    def lineTooLong(self) -> None:
+        """
+        A command line over L{lineLengthLimit} was read and dropped.
+        """
+
+    def internalError(self, reason) -> None:
+        """
+        A command's Deferred failed.
+        """
+
+    # -- the connection ----------------------------------------------------
+
+    def connectionMade(self) -> None:
+        # Replies that back up in the transport stop the reading.
+        self.transport.registerProducer(self.pauseFor("output"), True)
+
+    def connectionLost(self, reason) -> None:
+        self._closing = True
+        self._buffer = b""
+
+    def pauseFor(self, name: str) -> IPushProducer:
+        """
+        A producer whose pause stops the reading from the client until
+        its resume (other reasons to pause aside).
+        """
+        return _PauseReason(self, name)
+
+    def _pauseReading(self, name: str) -> None:
+        if not self._pausedFor:
+            self.transport.pauseProducing()
+        self._pausedFor.add(name)
+
+    def _resumeReading(self, name: str) -> None:
+        if name not in self._pausedFor:
+            return
+        self._pausedFor.discard(name)
+        if not self._pausedFor and not self._closing:
+            self.transport.resumeProducing()
+
+    def reply(self, text: str) -> None:
+        if not self._closing:
+            self.transport.write(text.encode("utf-8", "surrogateescape") + b"\r\n")
+
+    def close(self) -> None:
+        self._closing = True
+        self._buffer = b""
+        self.transport.loseConnection()
+
+    # -- input -------------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        self.resetTimeout()
+        self._buffer += data
+        self._process()
+
+    def waitFor(self, d: defer.Deferred) -> None:
+        """
+        Hold further input until C{d} fires.
+        """
+        self._busy = True
+
+        def resume(_):
+            self._busy = False
+            self._process()
+
+        d.addErrback(self.internalError).addCallback(resume)
+
+    def _process(self) -> None:
+        while not self._busy and not self._closing and self._buffer:
+            if self.inData():
+                if not self.messageData():
+                    return
+                continue
+            newline = self._buffer.find(b"\n")
+            limit = self.lineLengthLimit
+            if newline < 0:
+                if len(self._buffer) > limit:
+                    self._skippingLongLine = True
+                    self._buffer = b""
+                return
+            line, self._buffer = self._buffer[:newline], self._buffer[newline + 1 :]
+            if self._skippingLongLine or len(line) > limit:
+                self._skippingLongLine = False
+                self.lineTooLong()
+                continue
+            result = self.commandReceived(line.rstrip(b"\r"))
+            if isinstance(result, defer.Deferred):
+                self.waitFor(result)
