@@ -151,6 +151,44 @@ class SMTPServerTests(SynchronousTestCase):
         )
         self.assertTrue(self.transport.disconnecting)
 
+    def test_manyCachedAnswersInOneWrite(self):
+        """
+        Recipients answered at once (cached lookups), thousands in one
+        write, each get their reply: synchronous answers do not nest.
+        """
+        self.makeServer(smtpd_recipient_limit="5000")
+        self.replies()
+        self.send(b"EHLO c\r\nMAIL FROM:<>\r\n" + b"RCPT TO:<bob@localhost>\r\n" * 3000
+                  + b"NOOP\r\n")
+        replies = [r for r in self.replies() if not r.startswith("250-")]
+        self.assertEqual(len(replies), 3003)
+        self.assertEqual(replies[-1], "250 2.0.0 Ok")
+
+    def test_inputHeldWhileAnswerPending(self):
+        """
+        While a reply is outstanding, the session reads no further than
+        a bound: past it, it stops reading until the answer comes.
+        """
+        self.makeServer()
+        self.send(b"HELO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<bob@localhost>\r\nDATA\r\nhi\r\n.\r\n")
+        self.replies()
+        self.assertEqual(self.transport.producerState, "producing")
+        self.send(b"NOOP\r\n" * 20000)
+        self.assertEqual(self.transport.producerState, "paused")
+        self.cleanup.finish()
+        self.assertEqual(self.transport.producerState, "producing")
+        self.assertEqual(len(self.replies()), 20001)
+
+    def test_repliesBackedUp(self):
+        """
+        A client that does not read its replies is not read from either.
+        """
+        self.makeServer()
+        self.transport.producer.pauseProducing()
+        self.assertEqual(self.transport.producerState, "paused")
+        self.transport.producer.resumeProducing()
+        self.assertEqual(self.transport.producerState, "producing")
+
     def test_onlyCRLFDotCRLFEndsData(self):
         self.makeServer()
         self.send(b"HELO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<bob@localhost>\r\nDATA\r\n")

@@ -14,6 +14,10 @@ from zope.interface import implementer
 
 log = Logger()
 
+#: How much unread input a session may hold while it waits for an
+#: answer before it stops reading from its client.
+MAX_BUFFERED_INPUT = 64 * 1024
+
 
 @implementer(IPushProducer)
 class _PauseReason:
@@ -45,11 +49,15 @@ class CommandReader(protocol.Protocol, TimeoutMixin):
 
     A command whose handler returns a Deferred holds the rest of the
     input in the buffer until it fires, so pipelined commands are
-    answered in order.
+    answered in order.  A Deferred that has already fired (a cached
+    answer) is taken up by the same loop rather than by a nested call,
+    however many such commands arrive in one write.
 
-    The session stops reading from its client while its replies back up
-    in the transport (a client that writes without reading), and while
-    whoever receives the message text asks it to (see L{pauseFor}).
+    The session stops reading from its client while it holds more than
+    L{MAX_BUFFERED_INPUT} bytes of input it cannot yet act on, while
+    its replies back up in the transport (a client that writes without
+    reading), and while whoever receives the message text asks it to
+    (see L{pauseFor}).
 
     @ivar lineLengthLimit: the longest command line accepted.
     """
@@ -59,6 +67,7 @@ class CommandReader(protocol.Protocol, TimeoutMixin):
     def __init__(self) -> None:
         self._buffer = b""
         self._busy = False
+        self._inLoop = False
         self._closing = False
         self._skippingLongLine = False
         self._pausedFor: Set[str] = set()
@@ -147,11 +156,25 @@ class CommandReader(protocol.Protocol, TimeoutMixin):
 
         def resume(_):
             self._busy = False
-            self._process()
+            if not self._inLoop:
+                self._process()
 
         d.addErrback(self.internalError).addCallback(resume)
 
     def _process(self) -> None:
+        if self._inLoop:
+            return
+        self._inLoop = True
+        try:
+            self._readAvailable()
+        finally:
+            self._inLoop = False
+        if self._busy and len(self._buffer) > MAX_BUFFERED_INPUT:
+            self._pauseReading("input")
+        elif "input" in self._pausedFor and len(self._buffer) <= MAX_BUFFERED_INPUT:
+            self._resumeReading("input")
+
+    def _readAvailable(self) -> None:
         while not self._busy and not self._closing and self._buffer:
             if self.inData():
                 if not self.messageData():
