@@ -222,6 +222,39 @@ class ConnectionPoolTests(SynchronousTestCase):
         self.assertEqual(self.clock.getDelayedCalls(), [])
         self.assertIsNot(self.successResultOf(self.pool.acquire()), b)
 
+    def test_expiryOnAMovingClock(self):
+        """
+        However the clock moves while expired connections are closed --
+        on, or back -- the next expiry is armed again with a delay of
+        zero or more.
+        """
+        from tmta.wire import ConnectionPool
+
+        class SteppingClock:
+            def __init__(self, readings):
+                self.readings = iter(readings)
+                self.delays = []
+
+            def seconds(self):
+                return next(self.readings)
+
+            def callLater(self, delay, f, *a, **kw):
+                self.delays.append(delay)
+                return delay
+
+        for readings in ([0.0, 4.99999, 5.0, 10.00002], [0.0, 4.0, 5.0, 1.0]):
+            clock = SteppingClock(readings)
+            pool = ConnectionPool(self.pool._connect, clock, idle=5)
+            a = self.successResultOf(pool.acquire())
+            b = self.successResultOf(pool.acquire())
+            pool.release(a)
+            pool.release(b)
+            pool._expire()
+            self.assertIsNone(a.transport)
+            self.assertIsNotNone(b.transport)
+            self.assertEqual(len(clock.delays), 2)
+            self.assertTrue(all(d >= 0 for d in clock.delays), clock.delays)
+
     def test_lostSkipped(self):
         """
         A free connection that was lost meanwhile is not handed out.

@@ -389,7 +389,8 @@ class ConnectionPool:
 
     def _expire(self) -> None:
         self._timer = None
-        cutoff = self.clock.seconds() - self.idle
+        now = self.clock.seconds()
+        cutoff = now - self.idle
         expired = 0
         while expired < len(self._free) and self._free[expired][1] <= cutoff:
             expired += 1
@@ -397,9 +398,9 @@ class ConnectionPool:
         for protocol, _ in old:
             self.discard(protocol)
         if self._free:
-            self._timer = self.clock.callLater(
-                self._free[0][1] + self.idle - self.clock.seconds(), self._expire
-            )
+            # Never below zero, however the clock moved meanwhile.
+            delay = max(0.0, self._free[0][1] - cutoff)
+            self._timer = self.clock.callLater(delay, self._expire)
 
     def close(self) -> None:
         if self._timer is not None and self._timer.active():
