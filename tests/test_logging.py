@@ -311,3 +311,28 @@ class LineObserverTests(SynchronousTestCase):
         lines = out.getvalue().splitlines()
         self.assertEqual(sorted(lines),
                          sorted(f"thread {n} line {i}" for n in range(4) for i in range(200)))
+
+
+class PrintableTests(SynchronousTestCase):
+    def test_valuesFromTheNetworkMadePrintable(self):
+        """
+        A logged value with a bare CR, a line end, an escape sequence or
+        bytes that were not UTF-8 cannot forge or hide a line: each such
+        character becomes C{?}, and the event stays one line.
+        """
+        stream = io.StringIO()
+        logger = Logger(observer=LineObserver(stream))
+        hostile = "<a@b>\r" + "Nov 29 smtpd[1]: fake\n\x1b[2K\x9b1A" + b"\xff".decode(
+            "utf-8", "surrogateescape")
+        logger.info("{queueId}: message-id={mid}", queueId="4F00AB", mid=hostile)
+        out = stream.getvalue()
+        self.assertEqual(out.count("\n"), 1)
+        self.assertNotIn("\r", out)
+        self.assertNotIn("\x1b", out)
+        self.assertIn("message-id=<a@b>?Nov 29 smtpd[1]: fake??[2K?1A?", out)
+
+    def test_printableKept(self):
+        from tmta.logging import printable
+
+        self.assertEqual(printable("to=<jürgen@example.org>, tab\there"),
+                         "to=<jürgen@example.org>, tab?here")

@@ -19,6 +19,7 @@ observer writes lines in that order.
 from __future__ import annotations
 
 import heapq
+import re
 import threading
 from typing import List, Optional, TextIO, Tuple
 
@@ -38,6 +39,22 @@ _LEVEL_PREFIX = {
     LogLevel.error: "error: ",
     LogLevel.critical: "",
 }
+
+
+# C0 and C1 controls, DEL, and bytes that were not UTF-8 (surrogate
+# escapes): on a terminal, or to a log reader, they could forge or hide
+# lines.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\udc80-\udcff]")
+
+
+def printable(text: str) -> str:
+    """
+    C{text} with every character that is not printable replaced by
+    C{?}, as Postfix does with what it logs: a value from the network
+    (a Message-ID, a HELO name, a remote reply) can neither end a log
+    line early nor rewrite it on a terminal.
+    """
+    return _UNPRINTABLE.sub("?", text)
 
 
 def _quickFormat(event: dict) -> str:
@@ -62,7 +79,7 @@ def formatLine(event: dict) -> str:
     tag), with Postfix's C{warning:} and C{error:} prefixes.  A
     traceback, if any, follows on lines of its own.
     """
-    text = _quickFormat(event)
+    text = printable(_quickFormat(event))
     level = event.get("log_level")
     prefix = _LEVEL_PREFIX.get(level, "")
     if prefix and text.startswith(prefix):
