@@ -108,6 +108,19 @@ class CleanupTests(TestCase):
         self.assertTrue(text.endswith(b"\n\n"))
 
     @defer.inlineCallbacks
+    def test_duplicateRecipientsMerged(self):
+        """
+        A recipient given many times is queued once; one given again with
+        another original address, or a different one, is kept.
+        """
+        queueId, result = yield defer.Deferred.fromCoroutine(
+            self.submit(b"a\n", recipients=["bob"] * 1000 + ["carol", "bob"]))
+        self.assertEqual(result["code"], 250)
+        env, _ = self.read(queueId)
+        self.assertEqual([(r.address, r.original) for r in env.recipients],
+                         [("bob@mx.example.org", "bob"), ("carol@mx.example.org", "carol")])
+
+    @defer.inlineCallbacks
     def test_hopcount(self):
         msg = b"Received: a\nReceived: b\nReceived: c\n\nloop\n"
         queueId, result = yield defer.Deferred.fromCoroutine(self.submit(msg))

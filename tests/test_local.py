@@ -83,6 +83,50 @@ class LocalAgentTests(SynchronousTestCase):
         self.assertEqual([s.status for s in statuses], [BOUNCED, BOUNCED])
         self.assertFalse(os.path.exists(os.path.join(self.base, "hidden")))
 
+    def test_oneDeliveryPerMailbox(self):
+        """
+        Recipients of one message that lead to the same mailbox (the
+        same name, another case, an extension, across requests) get one
+        copy between them; another message gets its own.
+        """
+        spool = os.path.join(self.base, "mail") + "/"
+        agent = self.agent(local_mailbox_accounts="none", mail_spool_directory=spool)
+        request = self.queueMessage(recipients=["bob@localhost", "Bob@localhost",
+                                                "bob+x@localhost", "carol@localhost"])
+        first, rest = request.recipients[:1], request.recipients[1:]
+        request.recipients = first
+        statuses = agent.deliverAll(request)
+        request.recipients = rest
+        statuses += agent.deliverAll(request)
+        self.assertEqual([s.status for s in statuses], [SENT] * 4)
+        self.assertEqual(len(os.listdir(os.path.join(spool, "bob", "new"))), 1)
+        self.assertEqual(len(os.listdir(os.path.join(spool, "carol", "new"))), 1)
+        agent.deliverAll(self.queueMessage())
+        self.assertEqual(len(os.listdir(os.path.join(spool, "bob", "new"))), 2)
+
+    def test_errorsNameTheRealDirectory(self):
+        """
+        A mailbox error names the mailbox directory, not the descriptor
+        the agent reaches it through.
+        """
+        spool = os.path.join(self.base, "mail") + "/"
+        self.agent(local_mailbox_accounts="none", mail_spool_directory=spool)
+        os.makedirs(os.path.join(spool, "bob"))
+        with open(os.path.join(spool, "bob", "tmp"), "w"):
+            pass
+        fd = os.open(spool, os.O_RDONLY | os.O_DIRECTORY)
+        self.addCleanup(os.close, fd)
+        settings = {"myhostname": "mx.example.org", "alias_maps": "",
+                    "local_mailbox_accounts": "none", "mail_spool_directory": spool}
+        if os.getuid() == 0:
+            settings["mail_owner"] = testAccount()
+        agent = LocalAgent(MainConfig(settings), fsync=self.fsyncs,
+                           spoolDirectory=f"/proc/self/fd/{fd}/")
+        [status] = agent.deliverAll(self.queueMessage())
+        self.assertEqual(status.status, DEFERRED)
+        self.assertNotIn("/proc/self/fd", status.reason)
+        self.assertIn(os.path.join(spool, "bob", "tmp"), status.reason)
+
     def test_unknownUser(self):
         agent = self.agent(mail_spool_directory=os.path.join(self.base, "spool"))
         [status] = agent.deliverAll(self.queueMessage(recipients=["no-such-user-xyz@localhost"]))

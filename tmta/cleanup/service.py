@@ -103,8 +103,19 @@ class Message:
         writer.envelope(time.time(), sender, self.attributes)
         if not self.recipients:
             raise Rejection(554, "5.5.1 Error: no recipients")
+        # Each recipient once, as Postfix's duplicate filter does: the
+        # same address given again (with the same original) is dropped,
+        # for up to duplicate_filter_limit distinct recipients.
+        seen: set = set()
+        limit = self.cleanup.duplicateFilterLimit
         for address, original in self.recipients:
-            writer.recipient(await rewrite(address), original)
+            address = await rewrite(address)
+            key = (address, original)
+            if key in seen:
+                continue
+            if len(seen) < limit:
+                seen.add(key)
+            writer.recipient(address, original)
         self.sender = sender
         self.envelopeWritten = True
 
@@ -310,6 +321,7 @@ class Cleanup:
         self.messageSizeLimit = config.getInt("message_size_limit")
         self.headerSizeLimit = config.getInt("header_size_limit")
         self.hopcountLimit = config.getInt("hopcount_limit")
+        self.duplicateFilterLimit = config.getInt("duplicate_filter_limit")
         self._notify = notifyQmgr
 
     def wakeQmgr(self, queueId: str) -> None:

@@ -23,9 +23,10 @@ import os
 import pwd
 import re
 import time
+from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterable, List, Optional
+from typing import Callable, Iterable, List, Optional, Tuple
 
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -101,17 +102,29 @@ class LocalAgent:
 
     def __init__(self, config, fsync: Callable[[int], None] = os.fsync,
                  spoolDirectory: Optional[str] = None) -> None:
+        """
+        @param spoolDirectory: another name for C{mail_spool_directory}
+            to reach it by (a descriptor's C{/proc/self/fd/N/}); messages
+            still name the directory itself.
+        """
         self.myhostname = config.get("myhostname")
         self.accounts = config.get("local_mailbox_accounts").strip().lower() != "none"
-        spool = spoolDirectory or config.get("mail_spool_directory")
+        spoolName = config.get("mail_spool_directory")
+        spool = spoolDirectory or spoolName
         self.spoolMaildir = spool.endswith("/")
         self.spool = spool.rstrip("/") or "/"
+        self.spoolName = spoolName.rstrip("/") or "/"
         self.homeMailbox = config.get("home_mailbox")
         self.aliases = openTables(config.get("alias_maps")) if self.accounts else []
         self.delimiter = config.get("recipient_delimiter")
         self.dotlock = "dotlock" in config.getList("mailbox_delivery_lock")
         self.sizeLimit = config.getInt("mailbox_size_limit")
         self.fsync = fsync
+        # (queue id, mailbox) delivered lately, oldest first: one message
+        # reaches a mailbox once, however many of its recipients (or
+        # their aliases) lead there.
+        self._delivered: "OrderedDict[Tuple[str, str], None]" = OrderedDict()
+        self._duplicateLimit = config.getInt("duplicate_filter_limit")
         self.owner = None
         if not self.accounts:
             from tmta.master.privileges import mailOwner
@@ -211,10 +224,17 @@ class LocalAgent:
                          headers):
                 raise LocalError(BOUNCED, "5.4.6", f"mail forwarding loop for {delivered}")
             box = self.mailbox(name)
+            key = (request.queueId, box.path)
+            if key in self._delivered:
+                results.append("duplicate delivery suppressed")
+                continue
             prefix = (
                 f"Return-Path: <{request.sender}>\nDelivered-To: {delivered}\n"
             ).encode("utf-8", "surrogateescape")
             results.append(self._write(request, box, prefix, queueFile, envelope))
+            self._delivered[key] = None
+            if len(self._delivered) > self._duplicateLimit:
+                self._delivered.popitem(last=False)
         return "; ".join(results)
 
     def _write(self, request: DeliveryRequest, box: Mailbox, prefix: bytes,
@@ -233,7 +253,8 @@ class LocalAgent:
                 deliverMbox(box.path, line, prefix, chunks(), self.fsync, self.dotlock)
                 return "delivered to mailbox"
         except MailboxError as e:
-            raise LocalError(DEFERRED if e.temporary else BOUNCED, e.dsn, str(e))
+            reason = str(e).replace(self.spool + "/", self.spoolName + "/")
+            raise LocalError(DEFERRED if e.temporary else BOUNCED, e.dsn, reason)
 
     def deliverAll(self, request: DeliveryRequest) -> List[RecipientStatus]:
         results = []
