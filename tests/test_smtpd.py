@@ -71,7 +71,7 @@ class FakeCleanup:
 
 
 class SMTPServerTests(SynchronousTestCase):
-    def makeServer(self, client="127.0.0.1", cleanupClient=None, **params):
+    def makeServer(self, client="127.0.0.1", cleanupClient=None, anyLocalName=False, **params):
         settings = {"myhostname": "mx.example.org", "mynetworks": "127.0.0.1/32",
                     "smtpd_timeout": "60s"}
         settings.update(params)
@@ -80,7 +80,7 @@ class SMTPServerTests(SynchronousTestCase):
         lists = [RestrictionList("smtpd_relay_restrictions", config.get("smtpd_relay_restrictions"),
                                  networks, 554, 554)]
         users = DictTable({"bob": "x", "postmaster": "x"})
-        self.settings = SMTPSettings.fromConfig(config, lists, [users])
+        self.settings = SMTPSettings.fromConfig(config, lists, None if anyLocalName else [users])
         rewriter = Rewriter(config)
         if cleanupClient is None:
             self.cleanup = FakeCleanup()
@@ -188,6 +188,35 @@ class SMTPServerTests(SynchronousTestCase):
         self.assertEqual(self.transport.producerState, "paused")
         self.transport.producer.resumeProducing()
         self.assertEqual(self.transport.producerState, "producing")
+
+    def test_unsafeLocalNamesRefusedAtRcpt(self):
+        """
+        Names local would refuse as mailbox names are refused at RCPT,
+        from any client, never accepted and then bounced; so are
+        non-ASCII addresses, since SMTPUTF8 is not offered.
+        """
+        self.makeServer(client="192.0.2.1", anyLocalName=True)
+        self.send(b"EHLO c\r\nMAIL FROM:<victim@example.com>\r\n")
+        self.replies()
+        for address in ['"a/b"', '"../x"', '"|cmd"', '".."', '".hidden"', "a..b", '"a b"']:
+            self.send(f"RCPT TO:<{address}@localhost>\r\n".encode())
+            [reply] = self.replies()
+            self.assertTrue(reply.startswith("550 5.1.3") or reply.startswith("501 5.1.3"),
+                            (address, reply))
+        self.send("RCPT TO:<jürgen@localhost>\r\n".encode())
+        self.assertEqual(self.replies(),
+                         ["553 5.6.7 Must declare SMTPUTF8 to send unicode address"])
+        self.send(b"RCPT TO:<carol.smith+tag@localhost>\r\n")
+        self.assertEqual(self.replies(), ["250 2.1.5 Ok"])
+        self.send(b"DATA\r\nx\r\n.\r\n")
+        self.cleanup.finish()
+        self.assertEqual(self.cleanup.recipients(), ["carol.smith+tag@localhost"])
+
+    def test_unicodeSenderRefused(self):
+        self.makeServer()
+        self.send("EHLO c\r\nMAIL FROM:<jürgen@example.com>\r\n".encode())
+        self.assertEqual(self.replies()[-1],
+                         "553 5.6.7 Must declare SMTPUTF8 to send unicode address")
 
     def test_onlyCRLFDotCRLFEndsData(self):
         self.makeServer()

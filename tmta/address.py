@@ -22,6 +22,8 @@ _ADDRESS_LITERAL = re.compile(r"^\[(?:IPv6:[0-9A-Fa-f:.]+|[0-9.]+)\]$")
 _ATOM_TEXT = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-\x80-\U0010ffff]+$")
 _QUOTED = re.compile(r'^"(?:[\x20\x21\x23-\x5b\x5d-\x7e\x80-\U0010ffff]|\\[\x20-\x7e])*"$')
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# What a local name may be to name a mailbox: it becomes a file name.
+_MAILBOX_NAME = re.compile(r"^[a-z0-9_+=-][a-z0-9._+=-]{0,63}$")
 
 
 class AddressError(ValueError):
@@ -128,3 +130,28 @@ def unquoteLocal(local: str) -> str:
     if len(local) >= 2 and local.startswith('"') and local.endswith('"'):
         return re.sub(r"\\(.)", r"\1", local[1:-1])
     return local
+
+
+def localName(address: str, delimiters: str = "") -> str:
+    """
+    The name a local address delivers to: its local part unquoted and
+    lower-cased, without the extension that follows the first of
+    C{delimiters} (C{recipient_delimiter}).
+    """
+    local, _ = splitAddress(address)
+    name = unquoteLocal(local).lower()
+    for d in delimiters:
+        if d in name:
+            name = name.split(d, 1)[0]
+    return name
+
+
+def isSafeMailboxName(name: str) -> bool:
+    """
+    Whether a local name (from L{localName}) may name a mailbox: letters,
+    digits and C{._+=-}, not starting with a dot, no C{..}, at most 64
+    characters.  No slash, no pipe, no control or non-ASCII character,
+    so that it is safe as a file name and as an alias key.
+    """
+    return bool(_MAILBOX_NAME.match(name)) and ".." not in name
+

@@ -31,7 +31,7 @@ from typing import Callable, Iterable, List, Optional, Tuple
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from tmta.address import splitAddress, unquoteLocal
+from tmta.address import isSafeMailboxName, localName, splitAddress
 from tmta.batching import SerialThread
 from tmta.delivery import (
     BOUNCED,
@@ -48,7 +48,6 @@ from tmta.tables import lookupAny, openTables
 
 log = Logger()
 
-_SAFE_NAME = re.compile(r"^[a-z0-9_+=-][a-z0-9._+=-]{0,63}$")
 MAX_ALIAS_DEPTH = 10
 
 
@@ -132,12 +131,7 @@ class LocalAgent:
             self.owner = mailOwner(config, embedded=True) if os.geteuid() == 0 else pwd.getpwuid(os.geteuid())
 
     def _baseName(self, address: str) -> str:
-        local, _ = splitAddress(address)
-        name = unquoteLocal(local).lower()
-        for d in self.delimiter:
-            if d in name:
-                name = name.split(d, 1)[0]
-        return name
+        return localName(address, self.delimiter)
 
     def expand(self, address: str, depth: int = 0) -> List[str]:
         """
@@ -176,7 +170,7 @@ class LocalAgent:
         @raise LocalError: unknown user, or an unsafe name.
         """
         if not self.accounts:
-            if not _SAFE_NAME.match(name) or ".." in name:
+            if not isSafeMailboxName(name):
                 raise LocalError(BOUNCED, "5.1.3", f"unsafe mailbox name {name!r}")
             return Mailbox(os.path.join(self.spool, name), True,
                            self.owner.pw_uid, self.owner.pw_gid)

@@ -11,7 +11,14 @@ from typing import Callable, List, Optional
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from tmta.address import AddressError, parsePath, splitAddress, unquoteLocal
+from tmta.address import (
+    AddressError,
+    isSafeMailboxName,
+    localName,
+    parsePath,
+    splitAddress,
+    unquoteLocal,
+)
 from tmta.smtpd.reader import CommandReader
 from tmta.smtpd.restrictions import DEFER, REJECT, RecipientContext
 from tmta.smtpd.transfer import CleanupLost, MessageTransfer, TooBig
@@ -21,6 +28,7 @@ log = Logger()
 
 _VERB = re.compile(rb"^([A-Za-z]+)(?:[ \t]+(.*))?$")
 _FORBIDDEN = {b"CONNECT", b"GET", b"POST"}
+_NEEDS_SMTPUTF8 = "553 5.6.7 Must declare SMTPUTF8 to send unicode address"
 _HELP = "214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP"
 
 
@@ -254,6 +262,9 @@ class SMTPServer(CommandReader):
         except AddressError as e:
             self._error(f"501 5.1.7 Bad sender address syntax ({e})")
             return
+        if not sender.isascii():
+            self._error(_NEEDS_SMTPUTF8)
+            return
         size = 0
         for parameter in parameters.split():
             name, _, value = parameter.partition("=")
@@ -287,6 +298,9 @@ class SMTPServer(CommandReader):
         if not recipient:
             self._error("501 5.1.3 Bad recipient address syntax")
             return None
+        if not recipient.isascii():
+            self._error(_NEEDS_SMTPUTF8)
+            return None
         if parameters:
             self._error(f"555 5.5.4 Unsupported option: {parameters.split()[0]}")
             return None
@@ -303,6 +317,16 @@ class SMTPServer(CommandReader):
             if decision in (REJECT, DEFER):
                 self._rejectRecipient(recipient, reply)
                 return
+        if resolution.addressClass == "local" and not isSafeMailboxName(
+                localName(resolution.recipient, self.settings.recipientDelimiter)):
+            # local would refuse it: refuse it now rather than bounce it
+            # to a sender nobody checked.
+            self._rejectRecipient(
+                recipient,
+                f"550 5.1.3 <{recipient}>: Recipient address rejected: "
+                "not a valid mailbox name",
+            )
+            return
         if resolution.addressClass == "local" and not self._isListed(resolution.recipient):
             self._rejectRecipient(
                 recipient,
@@ -329,11 +353,9 @@ class SMTPServer(CommandReader):
         local, domain = splitAddress(address)
         name = unquoteLocal(local).lower()
         keys = [address.lower(), name]
-        delimiter = self.settings.recipientDelimiter
-        if delimiter:
-            for d in delimiter:
-                if d in name:
-                    keys.append(name.split(d, 1)[0])
+        base = localName(address, self.settings.recipientDelimiter)
+        if base != name:
+            keys.append(base)
         return any(lookupAny(tables, key) is not None for key in keys)
 
     def smtp_DATA(self, argument: str):
