@@ -312,3 +312,36 @@ def subjects(spool: str) -> List[str]:
             if match:
                 out.append(match.group(1).decode())
     return out
+
+
+def smallFilesystem(testCase, size: str = "512k") -> str:
+    """
+    A directory on a tmpfs of its own of C{size}, unmounted after the
+    test, so that a test can really fill a disk.  Skips the test where
+    mounting is not allowed (not root, no mount namespace rights).
+    """
+    import subprocess
+
+    from twisted.trial.unittest import SkipTest
+
+    path = shortTemporaryDirectory(testCase)
+    if os.geteuid() != 0:
+        raise SkipTest("mounting a small file system needs root")
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755",
+                             "tmta-test", path], capture_output=True)
+    if result.returncode != 0:
+        raise SkipTest(f"cannot mount a tmpfs: {result.stderr.decode(errors='replace')}")
+    testCase.addCleanup(subprocess.run, ["umount", "-l", path], capture_output=True)
+    return path
+
+
+def fillFilesystem(path: str) -> None:
+    """
+    Fill the file system C{path} is on until not one more byte fits.
+    """
+    with open(os.path.join(path, "filler"), "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)  # unbuffered: a short write, then ENOSPC
+        except OSError:
+            pass

@@ -155,9 +155,35 @@ class CleanupTests(TestCase):
 
         self.store.fsync = full
         _, result = yield defer.Deferred.fromCoroutine(self.submit(b"a\n"))
-        self.assertEqual(result["code"], 451)
+        self.assertEqual((result["code"], result["reason"]),
+                         (452, "4.3.1 Insufficient system storage"))
         self.assertEqual(self.store.list("incoming"), [])
-        self.flushLoggedErrors()
+
+    @defer.inlineCallbacks
+    def test_reallyFullDisk(self):
+        """
+        A queue on a disk that fills up while the message is written:
+        452 4.3.1, no traceback, nothing left behind.
+        """
+        from twisted.internet import reactor
+
+        from tests.support import fillFilesystem, smallFilesystem
+
+        directory = smallFilesystem(self, "1m")
+        createLayout(directory)
+        self.store = QueueStore(directory)
+        self.cleanup = Cleanup(reactor, self.config, self.store, LocalRewriter(self.config),
+                               lambda queueId: defer.succeed(None))
+        fillFilesystem(directory)
+        filler = os.path.join(directory, "filler")
+        # Room for the queue file to be created, not for the message.
+        os.truncate(filler, os.path.getsize(filler) - 8192)
+        _, result = yield defer.Deferred.fromCoroutine(
+            self.submit(b"Subject: big\n\n" + (b"x" * 99 + b"\n") * 900))
+        self.assertEqual((result["code"], result["reason"]),
+                         (452, "4.3.1 Insufficient system storage"))
+        self.assertEqual(self.store.list("incoming"), [])
+        self.assertEqual(self.flushLoggedErrors(), [])
 
     @defer.inlineCallbacks
     def test_connectionLostDiscards(self):

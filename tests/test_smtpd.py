@@ -71,7 +71,8 @@ class FakeCleanup:
 
 
 class SMTPServerTests(SynchronousTestCase):
-    def makeServer(self, client="127.0.0.1", cleanupClient=None, anyLocalName=False, **params):
+    def makeServer(self, client="127.0.0.1", cleanupClient=None, anyLocalName=False,
+                   freeSpace=lambda: None, **params):
         settings = {"myhostname": "mx.example.org", "mynetworks": "127.0.0.1/32",
                     "smtpd_timeout": "60s"}
         settings.update(params)
@@ -92,6 +93,7 @@ class SMTPServerTests(SynchronousTestCase):
             lambda a: defer.succeed(rewriter.resolve(a)),
             lambda a: defer.succeed("localhost"),
             self.clock,
+            freeSpace,
         )
         self.transport = StringTransport(peerAddress=IPv4Address("TCP", client, 40000))
         server.makeConnection(self.transport)
@@ -217,6 +219,50 @@ class SMTPServerTests(SynchronousTestCase):
         self.send("EHLO c\r\nMAIL FROM:<jürgen@example.com>\r\n".encode())
         self.assertEqual(self.replies()[-1],
                          "553 5.6.7 Must declare SMTPUTF8 to send unicode address")
+
+    def test_freeSpaceAtMail(self):
+        """
+        MAIL is refused with 452 4.3.1 when the queue lacks room for
+        queue_minfree plus one and a half times the declared SIZE.
+        """
+        free = [0]
+        self.makeServer(freeSpace=lambda: free[0])
+        self.replies()
+        self.send(b"EHLO c\r\nMAIL FROM:<a@b.c> SIZE=5000000\r\n")
+        self.assertEqual(self.replies()[-1], "452 4.3.1 Insufficient system storage")
+        self.send(b"MAIL FROM:<a@b.c>\r\n")
+        self.assertEqual(self.replies(), ["250 2.1.0 Ok"])
+        self.send(b"RSET\r\n")
+        free[0] = 7500000
+        self.send(b"MAIL FROM:<a@b.c> SIZE=5000000\r\n")
+        self.assertEqual(self.replies(), ["250 2.0.0 Ok", "250 2.1.0 Ok"])
+
+        self.makeServer(freeSpace=lambda: 500000, queue_minfree="1000000")
+        self.replies()
+        self.send(b"HELO c\r\nMAIL FROM:<a@b.c>\r\n")
+        self.assertEqual(self.replies()[-1], "452 4.3.1 Insufficient system storage")
+
+    def test_refusedMessageNotLoggedAsAccepted(self):
+        """
+        A message cleanup refuses (a full disk) is logged as refused,
+        with no C{client=} line, and the client hears cleanup's reply.
+        """
+        from twisted.logger import globalLogPublisher
+
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        self.makeServer()
+        self.send(b"HELO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<bob@localhost>\r\nDATA\r\nx\r\n.\r\n")
+        self.replies()
+        self.cleanup.finish(452, "4.3.1 Insufficient system storage")
+        self.assertEqual(self.replies(), ["452 4.3.1 Insufficient system storage"])
+        from tmta.logging import formatLine
+
+        lines = [formatLine(e) for e in events if e.get("log_namespace", "").startswith("tmta")]
+        self.assertFalse([l for l in lines if "client=" in l], lines)
+        self.assertTrue([l for l in lines if "reject: END-OF-MESSAGE" in l and "452 4.3.1" in l],
+                        lines)
 
     def test_onlyCRLFDotCRLFEndsData(self):
         self.makeServer()

@@ -30,6 +30,7 @@ from tmta.cleanup.headers import (
 from tmta.batching import ThreadBatcher
 from tmta.queue.qfile import commitAll
 from tmta.queue.store import QueueError, QueueStore
+from tmta.replies import INTERNAL_ERROR, TOO_BIG, storageFailure
 from tmta.rewrite.client import RewriteClient
 from tmta.master.control import Wakeup
 from tmta.wire import ServiceAMP, heldWrites
@@ -76,18 +77,14 @@ class Message:
             self.queueId, self.writer = cleanup.store.create("incoming")
         except QueueError as e:
             log.error("cannot create a queue file: {error}", error=str(e))
-            self.error = Rejection(451, "4.3.0 Error: queue file write error")
+            self.error = Rejection(*storageFailure(e))
 
     def _then(self, f, *args) -> defer.Deferred:
         def step(_):
             if self.error is None:
                 return f(*args)
 
-        def failed(reason):
-            log.failure("{queueId}: cleanup failed", reason, queueId=self.queueId)
-            self.error = Rejection(451, "4.3.0 Error: internal error")
-
-        self.chain.addCallback(step).addErrback(failed)
+        self.chain.addCallback(step).addErrback(self._fail)
         return self.chain
 
     def addRecipients(self, recipients: List[Tuple[str, str]]) -> None:
@@ -127,7 +124,7 @@ class Message:
             return d
         limit = self.cleanup.messageSizeLimit
         if limit and self.writer.size + len(self.headerBuffer) + len(data) > limit:
-            self.error = Rejection(552, "5.3.4 Message size exceeds fixed limit")
+            self.error = Rejection(*TOO_BIG)
             return None
         if not self.inHeaders:
             self.writer.content(data)
@@ -146,9 +143,15 @@ class Message:
     def _fail(self, reason):
         if reason.check(Rejection):
             self.error = reason.value
+        elif reason.check(OSError):
+            # Writing the queue file failed (a full disk): an error the
+            # operator can act on, not a traceback.
+            log.error("{queueId}: cannot write queue file: {error}",
+                      queueId=self.queueId, error=reason.value.strerror or reason.value)
+            self.error = Rejection(*storageFailure(reason.value))
         else:
             log.failure("{queueId}: cleanup failed", reason, queueId=self.queueId)
-            self.error = Rejection(451, "4.3.0 Error: internal error")
+            self.error = Rejection(*INTERNAL_ERROR)
 
     def _flushHeaders(self) -> None:
         """
@@ -196,7 +199,7 @@ class Message:
             error = e
         if error is not None:
             log.error("{queueId}: cannot store message: {error}", queueId=self.queueId, error=error)
-            return 451, "4.3.0 Error: queue file write error"
+            return storageFailure(error)
         log.info("{queueId}: message-id={mid}", queueId=self.queueId, mid=self.messageId)
         self.cleanup.wakeQmgr(self.queueId)
         return 250, f"2.0.0 Ok: queued as {self.queueId}"

@@ -110,6 +110,7 @@ DEFAULTS: Dict[str, str] = {
     "local_recipient_maps": "proxy:unix:passwd.byname $alias_maps",
     # cleanup
     "hopcount_limit": "50",
+    "queue_minfree": "0",
     "duplicate_filter_limit": "1000",
     "undisclosed_recipients_header": "",
     # qmgr

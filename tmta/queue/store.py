@@ -27,7 +27,13 @@ class QueueError(Exception):
     """
     A queue operation failed on a well-formed request (disk full,
     permissions): the caller answers with a temporary error.
+
+    @ivar errno: the system's error number, when there was one.
     """
+
+    def __init__(self, message: str, errno: Optional[int] = None) -> None:
+        super().__init__(message)
+        self.errno = errno
 
 
 @implementer(IQueue)
@@ -80,7 +86,7 @@ class QueueStore:
             except FileExistsError:
                 continue
             except OSError as e:
-                raise QueueError(f"cannot create queue file: {e.strerror}")
+                raise QueueError(f"cannot create queue file: {e.strerror}", e.errno)
         raise QueueError("cannot find an unused queue id")
 
     def open(self, queueName: str, queueId: str, writable: bool = False):

@@ -19,6 +19,7 @@ from tmta.address import (
     splitAddress,
     unquoteLocal,
 )
+from tmta import replies
 from tmta.smtpd.reader import CommandReader
 from tmta.smtpd.restrictions import DEFER, REJECT, RecipientContext
 from tmta.smtpd.transfer import CleanupLost, MessageTransfer, TooBig
@@ -51,6 +52,7 @@ class SMTPSettings:
     rejectUnlisted: bool
     unknownLocalCode: int
     recipientDelimiter: str
+    queueMinfree: int
     restrictionLists: List = field(default_factory=list)
     localRecipientTables: Optional[List] = None  # None: accept any local name
 
@@ -70,6 +72,7 @@ class SMTPSettings:
             rejectUnlisted=config.getBool("smtpd_reject_unlisted_recipient"),
             unknownLocalCode=config.getInt("unknown_local_recipient_reject_code"),
             recipientDelimiter=config.get("recipient_delimiter"),
+            queueMinfree=config.getInt("queue_minfree"),
             restrictionLists=restrictionLists,
             localRecipientTables=localRecipientTables,
         )
@@ -94,6 +97,7 @@ class SMTPServer(CommandReader):
         resolve: Callable[[str], defer.Deferred],
         lookupName: Callable[[str], defer.Deferred],
         clock,
+        freeSpace: Callable[[], Optional[int]] = lambda: None,
     ) -> None:
         CommandReader.__init__(self)
         self.settings = settings
@@ -101,6 +105,7 @@ class SMTPServer(CommandReader):
         self.cleanupClient = cleanupClient
         self.resolve = resolve
         self.lookupName = lookupName
+        self.freeSpace = freeSpace
         # TimeoutMixin's clock, for smtpd_timeout.
         self.callLater = clock.callLater
         self._transfer: Optional[MessageTransfer] = None
@@ -162,7 +167,7 @@ class SMTPServer(CommandReader):
 
     def internalError(self, reason) -> None:
         log.failure("smtpd: internal error", reason)
-        self.reply("451 4.3.0 Error: internal error")
+        self.reply(replies.line(replies.INTERNAL_ERROR))
 
     def commandReceived(self, line: bytes):
         match = _VERB.match(line)
@@ -278,10 +283,26 @@ class SMTPServer(CommandReader):
                 return
         limit = self.settings.messageSizeLimit
         if limit and size > limit:
-            self._error("552 5.3.4 Message size exceeds fixed limit")
+            self._error(replies.line(replies.TOO_BIG))
+            return
+        if not self._roomFor(size):
+            log.warn("not enough free space in the queue for a message of {size} bytes from "
+                     "{client}", size=size, client=self.client)
+            self.reply(replies.line(replies.INSUFFICIENT_STORAGE))
             return
         self.sender, self.declaredSize = sender, size
         self.reply("250 2.1.0 Ok")
+
+    def _roomFor(self, size: int) -> bool:
+        """
+        Whether the queue has room for a message of C{size} bytes (0:
+        not declared): as Postfix does, C{queue_minfree} must stay free,
+        and one and a half times the declared size on top of it.
+        """
+        free = self.freeSpace()
+        if free is None:
+            return True
+        return free - self.settings.queueMinfree >= 1.5 * size
 
     def smtp_RCPT(self, argument: str):
         if self.sender is None:
@@ -375,7 +396,7 @@ class SMTPServer(CommandReader):
             cleanup = await self.cleanupClient.open()
         except Exception as e:
             log.error("cannot connect to cleanup: {error}", error=e)
-            self.reply("451 4.3.0 Error: queue file write error")
+            self.reply(replies.line(replies.QUEUE_WRITE_ERROR))
             return
         attributes = {
             "client_name": self.clientName,
@@ -405,19 +426,27 @@ class SMTPServer(CommandReader):
         try:
             code, reason, self.queueId = await transfer.finish()
         except TooBig:
-            self.reply("552 5.3.4 Message size exceeds fixed limit")
+            self.reply(replies.line(replies.TOO_BIG))
             log.info("NOQUEUE: reject: size limit exceeded from {client}", client=self.client)
             return
         except Exception as e:
             if not isinstance(e, CleanupLost):
                 log.error("cleanup failed: {error}", error=e)
-            self.reply("451 4.3.0 Error: queue file write error")
+            self.reply(replies.line(replies.QUEUE_WRITE_ERROR))
             return
         finally:
             transfer.release()
             self._resetTransaction()
-        if self.queueId:
+        if code // 100 == 2:
             log.info("{queueId}: client={client}", queueId=self.queueId, client=self.client)
+        else:
+            log.info(
+                "{queueId}: reject: END-OF-MESSAGE from {client}: {code} {reason}; "
+                "from=<{sender}> proto={proto} helo=<{helo}>",
+                queueId=self.queueId or "NOQUEUE", client=self.client, code=code,
+                reason=reason, sender=transfer.sender, proto=self.protocolName,
+                helo=self.helo or "",
+            )
         self.reply(f"{code} {reason}")
 
     def _abortTransfer(self) -> None:

@@ -5,6 +5,7 @@ The smtpd service: one process serves many SMTP sessions at once.
 from __future__ import annotations
 
 import ipaddress
+import os
 import resource
 import socket
 
@@ -65,6 +66,31 @@ def lookupClientName(reactor, address: str) -> defer.Deferred:
     return threads.deferToThreadPool(reactor, reactor.getThreadPool(), lookup)
 
 
+def queueFreeSpace(queueDirectory: str):
+    """
+    A function returning the bytes free to unprivileged users on the
+    queue's file system, or C{None} when that cannot be told.
+
+    The directory is opened now (the worker may still be root, and may
+    not reach the queue once it is not) and asked through its descriptor.
+    """
+    try:
+        fd = os.open(queueDirectory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as e:
+        log.warn("cannot open {queue} to watch its free space: {error}",
+                 queue=queueDirectory, error=e.strerror)
+        return lambda: None
+
+    def freeSpace():
+        try:
+            st = os.fstatvfs(fd)
+        except OSError:
+            return None
+        return st.f_bavail * st.f_frsize
+
+    return freeSpace
+
+
 class SMTPService(Service):
     def __init__(self, context) -> None:
         self.context = context
@@ -91,6 +117,8 @@ class SMTPService(Service):
             idle=config.getTime("ipc_idle"),
         )
 
+        freeSpace = queueFreeSpace(config.get("queue_directory"))
+
         def build():
             return SMTPServer(
                 self.settings,
@@ -98,6 +126,7 @@ class SMTPService(Service):
                 self.rewrite.resolve,
                 lambda address: lookupClientName(reactor, address),
                 reactor,
+                freeSpace,
             )
 
         self.factory = Factory.forProtocol(build)

@@ -41,6 +41,7 @@ class MessageTransfer:
 
     def __init__(self, cleanup, envelope: tuple, sizeLimit: int) -> None:
         self.cleanup = cleanup
+        self.sender = envelope[0]
         self._envelope: Optional[tuple] = envelope
         self.sizeLimit = sizeLimit
         self.decoder = DataDecoder()
