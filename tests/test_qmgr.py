@@ -7,6 +7,7 @@ import os
 import time
 
 from twisted.internet import defer, reactor
+from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import TestCase
 
@@ -32,6 +33,9 @@ class FakeAgent:
                 return defer.fail(RuntimeError("bounce down"))
             return defer.succeed({"notice_id": "X"})
         assert command is Deliver
+        if self.test.agentCrashes:
+            self.transport.loseConnection()
+            return defer.fail(ConnectionDone("the agent went away"))
         statuses = []
         for r in kw["recipients"]:
             outcome = self.test.outcomes.get(r["address"], SENT)
@@ -49,6 +53,7 @@ class QueueManagerTests(TestCase):
         self.requests = []
         self.outcomes = {}
         self.bounceFails = False
+        self.agentCrashes = False
         self.services = {"local", "bounce"}
         config = MainConfig({"myhostname": "mx.example.org", "queue_run_delay": "1000s"})
         rewriter = Rewriter(config)
@@ -122,6 +127,38 @@ class QueueManagerTests(TestCase):
         self.manager.start()
         yield defer.Deferred.fromCoroutine(self.settle())
         self.assertEqual(self.store.list("deferred"), [queueId])
+
+    def logged(self):
+        from twisted.logger import globalLogPublisher
+
+        from tmta.logging import formatLine
+
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        return lambda: [formatLine(e) for e in events
+                        if e.get("log_namespace", "").startswith("tmta")]
+
+    @defer.inlineCallbacks
+    def test_deferralsLogged(self):
+        """
+        Recipients deferred because their transport failed them (it
+        crashed mid-delivery, or could not be reached) each get their
+        status=deferred line with the reason.
+        """
+        lines = self.logged()
+        self.agentCrashes = True
+        crashed = self.queue(["bob@localhost"])
+        unreachable = self.queue(["x@remote.example"])
+        self.manager.start()
+        yield defer.Deferred.fromCoroutine(self.settle())
+        self.assertEqual(sorted(self.store.list("deferred")), sorted([crashed, unreachable]))
+        deferred = [l for l in lines() if "status=deferred" in l]
+        self.assertEqual(len(deferred), 2, lines())
+        self.assertTrue(any(l.startswith(f"{crashed}: to=<bob@localhost>, relay=none")
+                            and "(delivery agent local failed: " in l for l in deferred), deferred)
+        self.assertTrue(any(l.startswith(f"{unreachable}: to=<x@remote.example>")
+                            and "(mail transport unavailable)" in l for l in deferred), deferred)
 
     @defer.inlineCallbacks
     def test_bounced(self):

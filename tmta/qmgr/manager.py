@@ -15,7 +15,16 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from tmta.bounce.commands import BounceRecipients
-from tmta.delivery import BOUNCED, SENT, Deliver
+from tmta.delivery import (
+    BOUNCED,
+    DEFERRED,
+    SENT,
+    Deliver,
+    DeliveryRequest,
+    RecipientStatus,
+    RequestRecipient,
+    logDelivery,
+)
 from tmta.queue.qfile import CorruptQueueFile, Envelope, Recipient, markDone
 from tmta.queue.qid import isQueueId
 from tmta.queue.store import QueueStore
@@ -342,10 +351,7 @@ class QueueManager:
         try:
             agent = await pool.acquire()
         except Exception:
-            for r in job.recipients:
-                message.deferred[r.offset] = "mail transport unavailable"
-            log.warn("{queueId}: transport {transport}: mail transport unavailable",
-                     queueId=message.queueId, transport=job.transport)
+            self._defer(message, job, job.recipients, "mail transport unavailable")
             return None
         try:
             result = await agent.callRemote(
@@ -362,8 +368,8 @@ class QueueManager:
             )
         except Exception as e:
             pool.discard(agent)
-            for r in job.recipients:
-                message.deferred[r.offset] = f"delivery agent {job.transport} failed: {e}"
+            self._defer(message, job, job.recipients,
+                        f"delivery agent {job.transport} failed: {e}")
             return None
         pool.release(agent)
         return result["statuses"]
@@ -376,17 +382,18 @@ class QueueManager:
         message = job.message
         if isinstance(statuses, Failure):
             log.failure("{queueId}: delivery failed", statuses, queueId=message.queueId)
-            for r in job.recipients:
-                message.deferred.setdefault(r.offset, "internal error")
+            self._defer(message, job, [r for r in job.recipients
+                                       if r.offset not in message.deferred], "internal error")
             statuses = None
         marking = None
         if statuses is not None:
             try:
-                marking = self._applyStatuses(message, job.recipients, statuses)
+                marking = self._applyStatuses(message, job, statuses)
             except Exception:
                 log.failure("{queueId}: cannot record the delivery", queueId=message.queueId)
-                for r in job.recipients:
-                    message.deferred.setdefault(r.offset, "internal error")
+                self._defer(message, job, [r for r in job.recipients
+                                           if r.offset not in message.deferred],
+                            "internal error")
         if marking is None:
             self._jobDone(message)
             return None
@@ -399,7 +406,7 @@ class QueueManager:
             lambda f: log.failure("{queueId}: cannot mark recipients done", f,
                                   queueId=message.queueId))
 
-    def _applyStatuses(self, message: ActiveMessage, recipients,
+    def _applyStatuses(self, message: ActiveMessage, job: "Job",
                        statuses) -> Optional[defer.Deferred]:
         """
         Record a delivery's statuses.
@@ -407,6 +414,7 @@ class QueueManager:
         @return: C{None}, or a Deferred firing once the recipients it
             delivered are marked done in the queue file.
         """
+        recipients = job.recipients
         byOffset = {r.offset: r for r in recipients}
         done = []
         for status in statuses:
@@ -419,9 +427,9 @@ class QueueManager:
                 message.bounced.append((recipient, status["dsn"], status["reason"]))
             else:
                 message.deferred[recipient.offset] = status["reason"]
-        for r in byOffset.values():
-            if all(s["offset"] != r.offset for s in statuses):
-                message.deferred[r.offset] = "delivery agent gave no status"
+        answered = {s["offset"] for s in statuses}
+        self._defer(message, job, [r for r in recipients if r.offset not in answered],
+                    "delivery agent gave no status")
         if done:
             if message.jobs > 1:
                 # Other deliveries of this message are under way: record
@@ -429,6 +437,23 @@ class QueueManager:
                 return self._markDone(message, done)
             message.unmarked.extend(done)
         return None
+
+    def _defer(self, message: ActiveMessage, job: "Job", recipients: List[Recipient],
+               reason: str) -> None:
+        """
+        Defer recipients whose transport gave no answer for them (it was
+        unavailable, or crashed), with the log line the transport would
+        have written.
+        """
+        if not recipients:
+            return
+        request = DeliveryRequest(message.queueId, "", message.envelope.sender, job.nexthop, [],
+                                  message.envelope.arrival, message.activated)
+        started = self.now()
+        for r in recipients:
+            message.deferred[r.offset] = reason
+            logDelivery(request, RequestRecipient(r.address, r.original, r.offset), "none",
+                        RecipientStatus(r.offset, DEFERRED, "4.3.0", reason), started)
 
     def _markDone(self, message: ActiveMessage, recipients: List[Recipient]) -> defer.Deferred:
         path = self.store.path("active", message.queueId)
