@@ -171,7 +171,7 @@ class SMTPServerTests(SynchronousTestCase):
         While a reply is outstanding, the session reads no further than
         a bound: past it, it stops reading until the answer comes.
         """
-        self.makeServer()
+        self.makeServer(smtpd_junk_command_limit="100000")
         self.send(b"HELO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<bob@localhost>\r\nDATA\r\nhi\r\n.\r\n")
         self.replies()
         self.assertEqual(self.transport.producerState, "producing")
@@ -461,6 +461,107 @@ class SMTPServerTests(SynchronousTestCase):
         self.replies()
         self.send(b"VRFY bob\r\n")
         self.assertEqual(self.replies(), ["502 5.5.1 VRFY command is disabled"])
+
+    def test_errorSleep(self):
+        """
+        Past smtpd_soft_error_limit errors every answer waits
+        smtpd_error_sleep_time; at smtpd_hard_error_limit the session
+        ends.
+        """
+        self.makeServer(smtpd_soft_error_limit="2", smtpd_error_sleep_time="1s",
+                        smtpd_hard_error_limit="5")
+        self.replies()
+        self.send(b"BOGUS\r\n" * 2 + b"NOOP\r\n" + b"BOGUS\r\n" * 3)
+        self.assertEqual(len(self.replies()), 2)
+        self.clock.advance(0.9)
+        self.assertEqual(self.replies(), [])
+        self.clock.advance(0.1)
+        self.assertEqual(self.replies(), ["250 2.0.0 Ok"])
+        self.clock.advance(1)
+        self.assertEqual(len(self.replies()), 1)
+        self.clock.advance(1)
+        self.clock.advance(1)
+        self.assertEqual(self.replies(), [
+            "502 5.5.2 Error: command not recognized",
+            "421 4.7.0 mx.example.org Error: too many errors"])
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_junkCommandLimit(self):
+        """
+        Past smtpd_junk_command_limit, each NOOP, RSET or VRFY counts as
+        an error; a delivered message starts the counts again.
+        """
+        self.makeServer(smtpd_junk_command_limit="3", smtpd_soft_error_limit="100",
+                        smtpd_hard_error_limit="3")
+        self.replies()
+        self.send(b"HELO c\r\nNOOP\r\nRSET\r\nNOOP\r\nNOOP\r\n")
+        self.assertEqual(self.server.errors, 1)
+        self.send(b"MAIL FROM:<a@b.c>\r\nRCPT TO:<bob@localhost>\r\nDATA\r\nx\r\n.\r\n")
+        self.cleanup.finish()
+        self.assertEqual((self.server.errors, self.server.junkCommands), (0, 0))
+        self.replies()
+        self.send(b"NOOP\r\n" * 6)
+        self.assertEqual(self.replies()[-1], "421 4.7.0 mx.example.org Error: too many errors")
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_tricklingClientKeptByDefault(self):
+        """
+        By default (as Postfix's), smtpd_timeout limits the time between
+        reads: a byte every 50 seconds keeps a session.
+        """
+        self.makeServer()
+        self.replies()
+        for byte in b"NOOP\r":
+            self.send(bytes([byte]))
+            self.clock.advance(50)
+        self.assertFalse(self.transport.disconnecting)
+
+    def test_perRequestDeadline(self):
+        """
+        With smtpd_per_request_deadline, a command trickled a byte at a
+        time must be complete within smtpd_timeout.
+        """
+        self.makeServer(smtpd_per_request_deadline="yes")
+        self.replies()
+        for byte in b"NOOP\r":
+            self.send(bytes([byte]))
+            self.clock.advance(10)
+        self.clock.advance(11)
+        self.assertEqual(self.replies()[-1], "421 4.4.2 mx.example.org Error: timeout exceeded")
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_perRequestDeadlineData(self):
+        """
+        With smtpd_per_request_deadline the message text has smtpd_timeout
+        plus a second for every smtpd_min_data_rate bytes it sent.
+        """
+        self.makeServer(smtpd_per_request_deadline="yes", smtpd_min_data_rate="100")
+        self.send(b"HELO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<bob@localhost>\r\nDATA\r\n")
+        self.replies()
+        self.clock.advance(30)
+        self.send(b"x" * 1000 + b"\r\n")  # earns 10 seconds
+        self.clock.advance(30)
+        self.clock.advance(9)
+        self.assertFalse(self.transport.disconnecting)
+        self.clock.advance(2)
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_perRecordDeadline(self):
+        """
+        With smtpd_per_record_deadline each line must arrive whole within
+        smtpd_timeout, however often bytes of it come.
+        """
+        self.makeServer(smtpd_per_record_deadline="yes")
+        self.replies()
+        self.send(b"NOOP\r\n")
+        self.clock.advance(59)
+        self.assertEqual(self.replies(), ["250 2.0.0 Ok"])
+        self.assertFalse(self.transport.disconnecting)
+        self.send(b"NOOP\r\n")
+        for byte in b"NOOP":
+            self.send(bytes([byte]))
+            self.clock.advance(20)
+        self.assertTrue(self.transport.disconnecting)
 
     def test_timeout(self):
         self.makeServer()

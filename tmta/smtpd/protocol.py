@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional
 
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from tmta.address import (
@@ -53,6 +53,11 @@ class SMTPSettings:
     unknownLocalCode: int
     recipientDelimiter: str
     queueMinfree: int
+    softErrorLimit: int = 10
+    errorSleepTime: float = 1.0
+    junkCommandLimit: int = 100
+    deadline: str = "read"
+    minDataRate: int = 500
     restrictionLists: List = field(default_factory=list)
     localRecipientTables: Optional[List] = None  # None: accept any local name
 
@@ -73,6 +78,15 @@ class SMTPSettings:
             unknownLocalCode=config.getInt("unknown_local_recipient_reject_code"),
             recipientDelimiter=config.get("recipient_delimiter"),
             queueMinfree=config.getInt("queue_minfree"),
+            softErrorLimit=config.getInt("smtpd_soft_error_limit"),
+            errorSleepTime=config.getTime("smtpd_error_sleep_time"),
+            junkCommandLimit=config.getInt("smtpd_junk_command_limit"),
+            deadline=(
+                "request" if config.getBool("smtpd_per_request_deadline")
+                else "record" if config.getBool("smtpd_per_record_deadline")
+                else "read"
+            ),
+            minDataRate=max(1, config.getInt("smtpd_min_data_rate")),
             restrictionLists=restrictionLists,
             localRecipientTables=localRecipientTables,
         )
@@ -106,8 +120,13 @@ class SMTPServer(CommandReader):
         self.resolve = resolve
         self.lookupName = lookupName
         self.freeSpace = freeSpace
+        self.clock = clock
         # TimeoutMixin's clock, for smtpd_timeout.
         self.callLater = clock.callLater
+        self.timeoutPeriod = settings.timeout
+        self.deadline = settings.deadline
+        self.minDataRate = settings.minDataRate
+        self.junkCommands = 0
         self._transfer: Optional[MessageTransfer] = None
         self.errors = 0
         self.helo: Optional[str] = None
@@ -147,6 +166,8 @@ class SMTPServer(CommandReader):
         log.info("disconnect from {client}", client=self.client)
 
     def timeoutConnection(self) -> None:
+        if self.extendDeadline():
+            return
         log.info("timeout after {state} from {client}", state=self._state(), client=self.client)
         self.reply(f"421 4.4.2 {self.settings.myhostname} Error: timeout exceeded")
         self.close()
@@ -170,6 +191,16 @@ class SMTPServer(CommandReader):
         self.reply(replies.line(replies.INTERNAL_ERROR))
 
     def commandReceived(self, line: bytes):
+        settings = self.settings
+        if self.errors >= settings.softErrorLimit and settings.errorSleepTime > 0:
+            # A client that keeps making errors gets slower answers
+            # (smtpd_error_sleep_time), until the hard limit ends it.
+            return task.deferLater(self.clock, settings.errorSleepTime, self._command, line)
+        return self._command(line)
+
+    def _command(self, line: bytes):
+        if self._closing:
+            return None
         match = _VERB.match(line)
         if not match or b"\0" in line:
             self._error("500 5.5.2 Error: bad syntax")
@@ -197,13 +228,33 @@ class SMTPServer(CommandReader):
         Answer with an error that counts towards smtpd_hard_error_limit.
         """
         self.errors += 1
-        if self.errors >= self.settings.hardErrorLimit:
-            log.warn("too many errors after {state} from {client}", state=self._state(),
-                     client=self.client)
-            self.reply(f"421 4.7.0 {self.settings.myhostname} Error: too many errors")
-            self.close()
-            return
-        self.reply(text)
+        if not self._tooManyErrors():
+            self.reply(text)
+
+    def _tooManyErrors(self) -> bool:
+        """
+        End the session when it reached smtpd_hard_error_limit.
+        """
+        if self.errors < self.settings.hardErrorLimit:
+            return False
+        log.warn("too many errors after {state} from {client}", state=self._state(),
+                 client=self.client)
+        self.reply(f"421 4.7.0 {self.settings.myhostname} Error: too many errors")
+        self.close()
+        return True
+
+    def _junk(self) -> bool:
+        """
+        Count a command that moves no mail (NOOP, RSET, VRFY); past
+        smtpd_junk_command_limit each counts as an error too.
+
+        @return: whether the session was ended for it.
+        """
+        self.junkCommands += 1
+        if self.junkCommands <= self.settings.junkCommandLimit:
+            return False
+        self.errors += 1
+        return self._tooManyErrors()
 
     # -- commands ----------------------------------------------------------
 
@@ -439,6 +490,9 @@ class SMTPServer(CommandReader):
             self._resetTransaction()
         if code // 100 == 2:
             log.info("{queueId}: client={client}", queueId=self.queueId, client=self.client)
+            # The soft and junk limits count what a client does without
+            # delivering mail.
+            self.errors = self.junkCommands = 0
         else:
             log.info(
                 "{queueId}: reject: END-OF-MESSAGE from {client}: {code} {reason}; "
@@ -459,11 +513,14 @@ class SMTPServer(CommandReader):
             transfer.release()
 
     def smtp_RSET(self, argument: str) -> None:
+        if self._junk():
+            return
         self._resetTransaction()
         self.reply("250 2.0.0 Ok")
 
     def smtp_NOOP(self, argument: str) -> None:
-        self.reply("250 2.0.0 Ok")
+        if not self._junk():
+            self.reply("250 2.0.0 Ok")
 
     def smtp_QUIT(self, argument: str) -> None:
         self.reply("221 2.0.0 Bye")
@@ -473,6 +530,8 @@ class SMTPServer(CommandReader):
         self.reply(_HELP)
 
     def smtp_VRFY(self, argument: str):
+        if self._junk():
+            return None
         if self.settings.vrfyDisabled:
             self._error("502 5.5.1 VRFY command is disabled")
             return None

@@ -64,6 +64,17 @@ class CommandReader(protocol.Protocol, TimeoutMixin):
 
     lineLengthLimit = 2048
 
+    #: What the idle timeout (L{TimeoutMixin}) limits: C{"read"}, the
+    #: time between two reads (Postfix's default); C{"record"}, the time
+    #: to send one whole line (C{smtpd_per_record_deadline}); or
+    #: C{"request"}, the time to send one whole command, or the message
+    #: text at no less than L{minDataRate} bytes a second
+    #: (C{smtpd_per_request_deadline}).  With the last two a client that
+    #: trickles a byte now and then is cut off all the same.
+    deadline = "read"
+    minDataRate = 500
+    timeoutPeriod: Optional[float] = None
+
     def __init__(self) -> None:
         self._buffer = b""
         self._busy = False
@@ -71,6 +82,7 @@ class CommandReader(protocol.Protocol, TimeoutMixin):
         self._closing = False
         self._skippingLongLine = False
         self._pausedFor: Set[str] = set()
+        self._dataCredit = 0.0
 
     # -- what a subclass provides --------------------------------------
 
@@ -144,9 +156,37 @@ class CommandReader(protocol.Protocol, TimeoutMixin):
     # -- input -------------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
-        self.resetTimeout()
+        deadline = self.deadline
+        if deadline == "read":
+            self.resetTimeout()
+        elif self.inData():
+            if deadline == "request":
+                self._dataCredit += len(data) / self.minDataRate
+            elif b"\n" in data:
+                self.restartDeadline()
         self._buffer += data
         self._process()
+
+    def restartDeadline(self) -> None:
+        """
+        Start the time limit for the next record or request afresh.
+        """
+        self._dataCredit = 0.0
+        self.setTimeout(self.timeoutPeriod)
+
+    def extendDeadline(self) -> bool:
+        """
+        The time limit ran out: while message text arrives at the minimum
+        rate (C{deadline = "request"}), grant it the time that text has
+        earned.
+
+        @return: whether the limit was extended.
+        """
+        credit, self._dataCredit = self._dataCredit, 0.0
+        if credit <= 0 or not self.inData():
+            return False
+        self.setTimeout(credit)
+        return True
 
     def waitFor(self, d: defer.Deferred) -> None:
         """
@@ -156,6 +196,8 @@ class CommandReader(protocol.Protocol, TimeoutMixin):
 
         def resume(_):
             self._busy = False
+            if self.deadline == "request":
+                self.restartDeadline()
             if not self._inLoop:
                 self._process()
 
@@ -188,6 +230,8 @@ class CommandReader(protocol.Protocol, TimeoutMixin):
                     self._buffer = b""
                 return
             line, self._buffer = self._buffer[:newline], self._buffer[newline + 1 :]
+            if self.deadline == "record":
+                self.restartDeadline()
             if self._skippingLongLine or len(line) > limit:
                 self._skippingLongLine = False
                 self.lineTooLong()
@@ -195,3 +239,5 @@ class CommandReader(protocol.Protocol, TimeoutMixin):
             result = self.commandReceived(line.rstrip(b"\r"))
             if isinstance(result, defer.Deferred):
                 self.waitFor(result)
+            elif self.deadline == "request":
+                self.restartDeadline()
