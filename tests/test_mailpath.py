@@ -120,8 +120,9 @@ class MailPathTests(SynchronousTestCase):
         master = self.startMaster()
         queueId = sendMessage(self.port, "a@localhost", ["x@remote.example"], "remote")
         waitFor(lambda: os.listdir(os.path.join(master.queue, "deferred")), what="deferral")
-        waitFor(lambda: f"{queueId}: transport smtp: mail transport unavailable" in master.log(),
-                what="the deferral log line")
+        waitFor(lambda: re.search(
+            rf"{queueId}: to=<x@remote.example>, relay=none, .*status=deferred "
+            r"\(mail transport unavailable\)", master.log()), what="the deferral log line")
 
     def test_bounceToSender(self):
         self.startMaster(local_mailbox_accounts="system")
