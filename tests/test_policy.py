@@ -54,6 +54,22 @@ class PoolTests(SynchronousTestCase):
         self.pool.exited(101, True)
         self.assertTrue(self.pool.shouldListen())
 
+    def test_predecessorsCountAfterReload(self):
+        """
+        After a reload, workers of the old configuration still running
+        count against maxproc: a single-process service (qmgr) gets its
+        new worker only once the old one has gone.
+        """
+        pool = self.makePool(maxproc=1)
+        pool.inherit(1)
+        self.assertFalse(pool.shouldListen())
+        pool.workArrived()
+        self.assertEqual(self.spawned, [])
+        pool.predecessorExited()
+        self.assertTrue(pool.shouldListen())
+        pool.workArrived()
+        self.assertEqual(self.spawned, [100])
+
     def test_unlimited(self):
         pool = self.makePool(maxproc=0)
         for i in range(5):

@@ -161,6 +161,22 @@ class QueueManagerTests(TestCase):
                             and "(mail transport unavailable)" in l for l in deferred), deferred)
 
     @defer.inlineCallbacks
+    def test_strandedActiveTakenUp(self):
+        """
+        A file in active/ that the running queue manager is not working
+        on (left by one replaced at a reload) is delivered at the next
+        periodic scan, not at the next restart.
+        """
+        self.manager.start()
+        yield defer.Deferred.fromCoroutine(self.settle())
+        queueId = self.queue(["bob@localhost"], queueName="active")
+        self.manager.periodicScan()
+        yield defer.Deferred.fromCoroutine(self.settle())
+        self.assertEqual(self.store.list("active"), [])
+        self.assertEqual([r["address"] for s, c, kw in self.requests for r in kw["recipients"]],
+                         ["bob@localhost"])
+
+    @defer.inlineCallbacks
     def test_bounced(self):
         self.outcomes["nobody@localhost"] = BOUNCED
         queueId = self.queue(["nobody@localhost"])

@@ -79,6 +79,7 @@ class ServicePool:
         self._throttle: Optional[IDelayedCall] = None
         self._listening = False
         self.stopped = False
+        self.predecessors = 0
 
     @property
     def throttled(self) -> bool:
@@ -100,8 +101,25 @@ class ServicePool:
         return (
             not self.stopped
             and not self.throttled
-            and (self.maxproc == 0 or len(self.workers) < self.maxproc)
+            and (self.maxproc == 0 or len(self.workers) + self.predecessors < self.maxproc)
         )
+
+    def inherit(self, count: int) -> None:
+        """
+        C{count} workers of the service as it was configured before a
+        reload are still finishing their work: they count against
+        C{maxproc} until each is gone (L{predecessorExited}), so that a
+        reload never runs two of a single-process service (qmgr) at once.
+        """
+        self.predecessors += count
+        self.update()
+
+    def predecessorExited(self) -> None:
+        """
+        One of the workers counted by L{inherit} has exited.
+        """
+        self.predecessors = max(0, self.predecessors - 1)
+        self.update()
 
     def shouldListen(self) -> bool:
         """

@@ -158,6 +158,17 @@ class ServiceRunner:
             self._wakeup.clock = self.reactor
             self._wakeup.start(self.entry.wakeup, now=not self.entry.wakeupIfUsed)
 
+    def follow(self, previous: "ServiceRunner") -> None:
+        """
+        Take over from the same service before a reload: its workers
+        still running count against this one's process limit until they
+        have finished.
+        """
+        workers = list(previous.processes.values())
+        self.pool.inherit(len(workers))
+        for worker in workers:
+            worker.done.addBoth(lambda _: self.pool.predecessorExited())
+
     def _listenChanged(self, listening: bool) -> None:
         for watcher in self._watchers:
             if listening:
@@ -447,6 +458,10 @@ class MasterService(service.Service):
         for listener in reuse.values():
             listener.close()
         self._startRunners(planned)
+        for key, runner in self.runners.items():
+            previous = old.get(key)
+            if previous is not None:
+                runner.follow(previous)
         return defer.DeferredList(stops)
 
     def stopService(self) -> defer.Deferred:

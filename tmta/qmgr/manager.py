@@ -181,12 +181,7 @@ class QueueManager:
         due deferred mail, and look at deferred mail every
         C{queue_run_delay}.
         """
-        for queueId in self.store.list("active"):
-            try:
-                self.store.move(queueId, "active", "incoming")
-                log.info("{queueId}: recovered from active queue", queueId=queueId)
-            except OSError as e:
-                log.error("{queueId}: cannot recover: {error}", queueId=queueId, error=e)
+        self.recoverActive()
         self.store.removeStale("incoming", 86400)
         self._deferredScan = task.LoopingCall(self.periodicScan)
         self._deferredScan.clock = self.reactor
@@ -236,11 +231,29 @@ class QueueManager:
             return
         self.activate(queueId)
 
+    def recoverActive(self) -> None:
+        """
+        Put back into C{incoming/} every file in C{active/} that this
+        queue manager is not working on: left by a queue manager that
+        crashed or was replaced, or by a step of this one that failed.
+        The master never runs two queue managers at once.
+        """
+        for queueId in self.store.list("active"):
+            if queueId in self.active:
+                continue
+            try:
+                self.store.move(queueId, "active", "incoming")
+                log.info("{queueId}: recovered from active queue", queueId=queueId)
+            except OSError as e:
+                log.error("{queueId}: cannot recover: {error}", queueId=queueId, error=e)
+
     def periodicScan(self) -> None:
         """
-        Every C{queue_run_delay}: mail whose trigger was lost (a cleanup
-        killed after it stored the file) and deferred mail now due.
+        Every C{queue_run_delay}: mail stranded in C{active/}, mail whose
+        trigger was lost (a cleanup killed after it stored the file) and
+        deferred mail now due.
         """
+        self.recoverActive()
         self.wakeup()
         self.scanDeferred()
 
@@ -508,22 +521,26 @@ class QueueManager:
                          queueId=queueId, error=e)
                 for recipient, dsn, reason in message.bounced:
                     message.deferred[recipient.offset] = reason
-        del self.active[queueId]
-        if not message.deferred:
-            self._remove(queueId)
-            return
-        if message.unmarked:
-            # The file stays: record what the last delivery finished.
-            await self._markDone(message, message.unmarked)
-            message.unmarked = []
-        backoff = min(self.maximalBackoff, max(self.minimalBackoff, age))
-        retry = self.now() + backoff
+        # The message stays in self.active until its file has left
+        # active/, so that recoverActive leaves it alone meanwhile.
         try:
-            path = self.store.path("active", queueId)
-            os.utime(path, (retry, retry))
-            self.store.move(queueId, "active", "deferred")
-        except OSError as e:
-            log.error("{queueId}: cannot defer: {error}", queueId=queueId, error=e)
+            if not message.deferred:
+                self._remove(queueId)
+                return
+            if message.unmarked:
+                # The file stays: record what the last delivery finished.
+                await self._markDone(message, message.unmarked)
+                message.unmarked = []
+            backoff = min(self.maximalBackoff, max(self.minimalBackoff, age))
+            retry = self.now() + backoff
+            try:
+                path = self.store.path("active", queueId)
+                os.utime(path, (retry, retry))
+                self.store.move(queueId, "active", "deferred")
+            except OSError as e:
+                log.error("{queueId}: cannot defer: {error}", queueId=queueId, error=e)
+        finally:
+            del self.active[queueId]
 
     async def _bounce(self, message: ActiveMessage) -> None:
         bounce = await self.connect("bounce")

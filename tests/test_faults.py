@@ -1,0 +1,215 @@
+"""
+Faults under load, end to end: a real master and its workers on
+loopback, clients that record every reply, and the promise that mail
+acknowledged with 250 is delivered whatever happens to the processes.
+
+Each test sends a load from several client threads, one connection per
+message, and does something unkind while it runs: SIGHUP to the master
+several times, or kill -9 of one kind of worker.  Afterwards every
+message acknowledged with 250 must reach its Maildir (a duplicate is
+acceptable, a loss is not) and the active queue must be empty.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import smtplib
+import threading
+import time
+from typing import List, Set
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from tmta.queue.store import QueueStore
+
+from tests.support import (
+    Master,
+    freePort,
+    processName,
+    sendMessage,
+    shortTemporaryDirectory,
+    subjects,
+    waitFor,
+)
+
+MASTER_CF = """\
+{port}      inet  n       -       n       -       -       smtpd
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+local     unix  -       n       n       -       -       local
+"""
+
+
+class Load:
+    """
+    C{threads} clients sending C{count} messages in all, each to
+    C{bob@localhost} with a subject of its own; the subjects of those
+    acknowledged with 250 are kept.
+    """
+
+    def __init__(self, port: int, count: int, threads: int = 4) -> None:
+        self.port = port
+        self.count = count
+        self.acknowledged: Set[str] = set()
+        self.refused = 0
+        self._lock = threading.Lock()
+        self._next = iter(range(count))
+        self._threads = [threading.Thread(target=self._run, daemon=True)
+                         for _ in range(threads)]
+
+    def start(self) -> "Load":
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def _take(self):
+        with self._lock:
+            return next(self._next, None)
+
+    def _run(self) -> None:
+        while True:
+            number = self._take()
+            if number is None:
+                return
+            subject = f"load-{number}"
+            try:
+                sendMessage(self.port, "alice@example.com", ["bob@localhost"], subject)
+            except (smtplib.SMTPException, OSError):
+                with self._lock:
+                    self.refused += 1
+                continue
+            with self._lock:
+                self.acknowledged.add(subject)
+
+    def wait(self, timeout: float = 120) -> None:
+        deadline = time.time() + timeout
+        for thread in self._threads:
+            thread.join(max(0.1, deadline - time.time()))
+        if any(t.is_alive() for t in self._threads):
+            raise AssertionError("the load did not finish")
+
+    @property
+    def sent(self) -> int:
+        with self._lock:
+            return len(self.acknowledged) + self.refused
+
+
+class FaultTests(SynchronousTestCase):
+    def startMaster(self) -> Master:
+        base = shortTemporaryDirectory(self)
+        self.spool = os.path.join(base, "mail")
+        self.port = freePort()
+        settings = {
+            "mydestination": "localhost, $myhostname",
+            "local_recipient_maps": "",
+            "local_mailbox_accounts": "none",
+            "mail_spool_directory": self.spool + "/",
+            # Mail deferred by a killed agent comes back within seconds.
+            "minimal_backoff_time": "1s",
+            "maximal_backoff_time": "2s",
+            "queue_run_delay": "1s",
+        }
+        self.master = Master(os.path.join(base, "conf"), settings,
+                             MASTER_CF.format(port=self.port)).start()
+        self.addCleanup(self.master.stop)
+        return self.master
+
+    def workersNamed(self, name: str) -> List[int]:
+        return [p for p in self.master.workers() if processName(p) == name]
+
+    def assertNoneLost(self, load: Load) -> None:
+        """
+        Every message acknowledged with 250 reaches the Maildir, and the
+        queue is left empty.
+        """
+        self.assertGreater(len(load.acknowledged), 0)
+
+        def missing() -> Set[str]:
+            return load.acknowledged - set(subjects(self.spool))
+
+        try:
+            waitFor(lambda: not missing(), timeout=120)
+        except AssertionError:
+            self.fail(f"{len(missing())} of {len(load.acknowledged)} acknowledged messages "
+                      f"not delivered: {sorted(missing())[:10]}")
+        queue = self.master.queue
+        store = QueueStore(queue)
+
+        def left():
+            # deferred/ is hashed into subdirectories: count files only.
+            # A file a killed cleanup never finished is not mail anybody
+            # was promised (it is removed once stale, as in Postfix).
+            found = {}
+            for name in ("active", "incoming", "deferred"):
+                for _, _, files in os.walk(os.path.join(queue, name)):
+                    found.setdefault(name, []).extend(
+                        f for f in files if name != "incoming" or store.isComplete(name, f))
+            return {name: files for name, files in found.items() if files}
+
+        try:
+            waitFor(lambda: not left(), timeout=30)
+        except AssertionError:
+            self.fail(f"left in the queue: {left()}\n{self.master.log()[-3000:]}")
+
+    def _during(self, load: Load, action, times: int) -> None:
+        """
+        Do C{action} C{times} times, spread over the load.
+        """
+        step = load.count // (times + 1)
+        for n in range(1, times + 1):
+            waitFor(lambda: load.sent >= n * step, timeout=120, what="the load to progress")
+            action()
+
+    def test_reloadsUnderLoad(self):
+        """
+        Several SIGHUPs while mail arrives: nothing is stranded or lost,
+        and there is never more than one queue manager.
+        """
+        master = self.startMaster()
+        load = Load(self.port, 300).start()
+        qmgrCounts: List[int] = []
+        watching = threading.Event()
+
+        def watchQmgr():
+            while not watching.is_set():
+                qmgrCounts.append(len(self.workersNamed("qmgr")))
+                time.sleep(0.02)
+
+        watcher = threading.Thread(target=watchQmgr, daemon=True)
+        watcher.start()
+        self._during(load, lambda: master.signal(signal.SIGHUP), 4)
+        load.wait()
+        self.assertNoneLost(load)
+        watching.set()
+        watcher.join()
+        self.assertLessEqual(max(qmgrCounts), 1)
+
+    def _killUnderLoad(self, name: str) -> None:
+        master = self.startMaster()
+        load = Load(self.port, 200).start()
+
+        def kill():
+            for pid in self.workersNamed(name):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+
+        self._during(load, kill, 2)
+        load.wait()
+        self.assertNoneLost(load)
+
+    def test_killQmgr(self):
+        self._killUnderLoad("qmgr")
+
+    def test_killCleanup(self):
+        self._killUnderLoad("cleanup")
+
+    def test_killLocal(self):
+        self._killUnderLoad("local")
+
+    def test_killSmtpd(self):
+        self._killUnderLoad("smtpd")
