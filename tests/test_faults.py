@@ -32,15 +32,7 @@ from tests.support import (
     subjects,
     waitFor,
 )
-
-MASTER_CF = """\
-{port}      inet  n       -       n       -       -       smtpd
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-local     unix  -       n       n       -       -       local
-"""
+from tests.test_mailpath import MASTER_CF
 
 
 class Load:
