@@ -95,9 +95,11 @@ class CommandReader(protocol.Protocol, TimeoutMixin):
     def messageData(self) -> bool:
         """
         Take message text from L{_buffer} (leaving what it cannot use
-        yet); return whether the end of data was reached.
+        yet); return whether the end of data was reached.  Called only
+        while L{inData} is true, so a reader without a DATA phase needs
+        neither.
         """
-        raise NotImplementedError("a session with a DATA phase overrides messageData")
+        return False
 
     def commandReceived(self, line: bytes) -> Optional[defer.Deferred]:
         """
