@@ -161,7 +161,7 @@ class FaultTests(SynchronousTestCase):
         and there is never more than one queue manager.
         """
         master = self.startMaster()
-        load = Load(self.port, 300).start()
+        load = Load(self.port, 600, threads=8).start()
         qmgrCounts: List[int] = []
         watching = threading.Event()
 
@@ -172,12 +172,15 @@ class FaultTests(SynchronousTestCase):
 
         watcher = threading.Thread(target=watchQmgr, daemon=True)
         watcher.start()
-        self._during(load, lambda: master.signal(signal.SIGHUP), 4)
+        self._during(load, lambda: master.signal(signal.SIGHUP), 5)
         load.wait()
         self.assertNoneLost(load)
         watching.set()
         watcher.join()
         self.assertLessEqual(max(qmgrCounts), 1)
+        # Nothing was killed: no message may have been delivered twice.
+        delivered = subjects(self.spool)
+        self.assertEqual(len(delivered), len(set(delivered)))
 
     def _killUnderLoad(self, name: str) -> None:
         master = self.startMaster()

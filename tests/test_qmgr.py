@@ -6,7 +6,7 @@ and bounce service.
 import os
 import time
 
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, task
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import TestCase
@@ -33,6 +33,10 @@ class FakeAgent:
                 return defer.fail(RuntimeError("bounce down"))
             return defer.succeed({"notice_id": "X"})
         assert command is Deliver
+        if self.test.held is not None:
+            d = defer.Deferred()
+            self.test.held.append((d, kw))
+            return d
         if self.test.agentCrashes:
             self.transport.loseConnection()
             return defer.fail(ConnectionDone("the agent went away"))
@@ -54,6 +58,7 @@ class QueueManagerTests(TestCase):
         self.outcomes = {}
         self.bounceFails = False
         self.agentCrashes = False
+        self.held = None
         self.services = {"local", "bounce"}
         config = MainConfig({"myhostname": "mx.example.org", "queue_run_delay": "1000s"})
         rewriter = Rewriter(config)
@@ -175,6 +180,36 @@ class QueueManagerTests(TestCase):
         self.assertEqual(self.store.list("active"), [])
         self.assertEqual([r["address"] for s, c, kw in self.requests for r in kw["recipients"]],
                          ["bob@localhost"])
+
+    @defer.inlineCallbacks
+    def test_stopWaitsForDeliveriesUnderWay(self):
+        """
+        Stopping starts no more deliveries, and fires only once those
+        under way have answered and been recorded: a delivery is never
+        made and then forgotten (to be made again by the next qmgr).
+        """
+        self.held = []
+        self.queue(["bob@localhost"])
+        self.queue(["carol@localhost", "dave@localhost"])
+        self.manager.start()
+        for _ in range(20):
+            if self.held:
+                break
+            yield task.deferLater(reactor, 0.01, lambda: None)
+        started = len(self.held)
+        self.assertGreater(started, 0)
+        stopped = self.manager.stop()
+        self.assertNoResult(stopped)
+        for d, kw in self.held:
+            d.callback({"statuses": [{"offset": r["offset"], "status": SENT, "dsn": "2.0.0",
+                                      "reason": "ok"} for r in kw["recipients"]]})
+        yield stopped
+        self.assertEqual(len(self.held), started)
+        delivered = {r["address"] for d, kw in self.held for r in kw["recipients"]}
+        # What was delivered is recorded: it is not pending in any file.
+        for queueId in self.store.list("active"):
+            pending = {r.address for r in self.store.readEnvelope("active", queueId).pending()}
+            self.assertFalse(pending & delivered, (queueId, pending, delivered))
 
     @defer.inlineCallbacks
     def test_bounced(self):

@@ -91,6 +91,8 @@ class TransportQueue:
         self.perDestination: Dict[Tuple[str, str], int] = {}
         self._ready: Deque[Tuple[str, str]] = deque()
         self._isReady: Set[Tuple[str, str]] = set()
+        #: Set when the queue manager stops: jobs not started stay so.
+        self.paused = False
 
     def submit(self, job: Job) -> None:
         line = self.waiting.get(job.destination)
@@ -107,7 +109,7 @@ class TransportQueue:
             self._isReady.add(destination)
 
     def pump(self) -> None:
-        while self._ready and (self.limit <= 0 or self.running < self.limit):
+        while self._ready and not self.paused and (self.limit <= 0 or self.running < self.limit):
             destination = self._ready.popleft()
             self._isReady.discard(destination)
             line = self.waiting[destination]
@@ -172,6 +174,11 @@ class QueueManager:
         self._scanning = False
         self._rescan = False
         self._deferredScan: Optional[task.LoopingCall] = None
+        self.stopping = False
+        # Deliveries started and finishings under way: stop() waits for
+        # them, so that what a transport did is recorded before exit.
+        self._outstanding = 0
+        self._drained: Optional[defer.Deferred] = None
 
     # -- start and triggers ------------------------------------------------
 
@@ -187,17 +194,48 @@ class QueueManager:
         self._deferredScan.clock = self.reactor
         self._deferredScan.start(self.runDelay, now=True)
 
-    def stop(self) -> None:
+    def stop(self) -> defer.Deferred:
+        """
+        Take up no more mail and start no more deliveries; fire once the
+        deliveries under way have answered and their results are in the
+        queue files.  What was not started stays in C{active/} for the
+        next queue manager, which the master starts only after this one
+        has gone.
+        """
+        self.stopping = True
         if self._deferredScan is not None and self._deferredScan.running:
             self._deferredScan.stop()
+        for queue in self.transports.values():
+            queue.paused = True
+        if self._outstanding:
+            self._drained = defer.Deferred()
+            drained = self._drained
+        else:
+            drained = defer.succeed(None)
+        return drained.addBoth(self._closePools)
+
+    def _closePools(self, result=None):
         for pool in self.pools.values():
             pool.close()
+        return result
+
+    def _begin(self) -> None:
+        self._outstanding += 1
+
+    def _end(self, result=None):
+        self._outstanding -= 1
+        if self._outstanding == 0 and self._drained is not None:
+            drained, self._drained = self._drained, None
+            drained.callback(None)
+        return result
 
     def wakeup(self) -> None:
         """
         There may be new mail in C{incoming/}: scan it (once more after
         the scan under way, if any).
         """
+        if self.stopping:
+            return
         if self._scanning:
             self._rescan = True
             return
@@ -216,6 +254,8 @@ class QueueManager:
         cleanup queued C{queueId}: take it up without listing the
         directory (it is gossip: checked like anything else).
         """
+        if self.stopping:
+            return
         if (
             queueId in self.active
             or not isQueueId(queueId)
@@ -269,6 +309,8 @@ class QueueManager:
         self._scan("deferred", due)
 
     def _scan(self, queueName: str, due) -> None:
+        if self.stopping:
+            return
         for queueId in self.store.list(queueName):
             if len(self.active) >= self.activeLimit:
                 return
@@ -359,6 +401,7 @@ class QueueManager:
         @return: the transport's statuses, or C{None} when it gave none
             (the job's recipients are then deferred, with the reason).
         """
+        self._begin()
         message = job.message
         pool = self._pool(job.transport)
         try:
@@ -408,7 +451,10 @@ class QueueManager:
                                            if r.offset not in message.deferred],
                             "internal error")
         if marking is None:
-            self._jobDone(message)
+            try:
+                self._jobDone(message)
+            finally:
+                self._end()
             return None
 
         def marked(result):
@@ -417,7 +463,7 @@ class QueueManager:
 
         return marking.addBoth(marked).addErrback(
             lambda f: log.failure("{queueId}: cannot mark recipients done", f,
-                                  queueId=message.queueId))
+                                  queueId=message.queueId)).addBoth(self._end)
 
     def _applyStatuses(self, message: ActiveMessage, job: "Job",
                        statuses) -> Optional[defer.Deferred]:
@@ -491,9 +537,11 @@ class QueueManager:
             del self.active[message.queueId]
             self._remove(message.queueId)
             return
+        self._begin()
         d = defer.Deferred.fromCoroutine(self._finish(message))
         d.addErrback(lambda f: log.failure("{queueId}: finishing failed", f,
                                            queueId=message.queueId))
+        d.addBoth(self._end)
 
     def _remove(self, queueId: str) -> None:
         # Like the rename into active/, the unlink is done here: it does

@@ -61,6 +61,7 @@ class QmgrService(Service):
         self.context.listen(Factory.forProtocol(lambda: QmgrProtocol(self.manager)))
         self.manager.start()
 
-    def stopService(self) -> None:
-        self.manager.stop()
-        return super().stopService()
+    def stopService(self):
+        super().stopService()
+        # The worker exits once the deliveries under way are recorded.
+        return self.manager.stop()
