@@ -121,8 +121,9 @@ class MasterTests(SynchronousTestCase):
                 what="the worker's log line")
 
     def test_maxUse(self):
+        # max_use 5 for each of a worker's 2 clients: 10 clients a life.
         seen = set()
-        for _ in range(6):
+        for _ in range(11):
             c = Client(self.port)
             seen.add(c.echo())
             c.close()

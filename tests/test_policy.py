@@ -181,12 +181,32 @@ class RuntimeTests(SynchronousTestCase):
         self.assertEqual(r.room(), 9)
 
     def test_maxUse(self):
+        """
+        A process serves max_use clients for each it can hold at once:
+        one that holds 10 and has max_use 2 takes 20 before it leaves, so
+        it can hold all 10 at once.
+        """
         r = self.makeRuntime(capacity=10, maxUse=2)
-        r.clientStarted()
+        for _ in range(10):
+            r.clientStarted()
+        self.assertFalse(self.port.reading)
+        for _ in range(10):
+            r.clientEnded()
+        self.assertEqual(self.exits, [])
+        for _ in range(9):
+            r.clientStarted()
+        self.assertEqual(r.room(), 1)
         r.clientStarted()
         self.assertFalse(self.port.reading)
+        for _ in range(10):
+            r.clientEnded()
+        self.assertEqual(self.exits, [True])
+
+    def test_maxUseOneAtATime(self):
+        r = self.makeRuntime(capacity=1, maxUse=2)
+        r.clientStarted()
         r.clientEnded()
-        self.assertEqual(self.exits, [])
+        r.clientStarted()
         r.clientEnded()
         self.assertEqual(self.exits, [True])
 

@@ -112,7 +112,14 @@ class WorkerRuntime:
     The bookkeeping of one worker process.
 
     @ivar capacity: the per-process client limit.
-    @ivar maxUse: leave after this many clients (0: never).
+    @ivar maxUse: leave after this many clients (0: never): C{max_use}
+        for each client the process can hold at once.  A Postfix process
+        serves one client at a time and C{max_use} of them in its life; a
+        process that holds C{capacity} clients at once stands in for
+        C{capacity} of those, so it serves C{max_use * capacity}.  This
+        lets one smtpd really hold up to C{smtpd_process_client_limit}
+        sessions, and keeps C{max_use} meaning what it means in Postfix
+        for the agents that serve one client at a time.
     @ivar maxIdle: leave after this many seconds without a client
         (0: never).
     @ivar resident: ignore C{maxUse} and C{maxIdle} (qmgr, pickup).
@@ -135,7 +142,7 @@ class WorkerRuntime:
     ) -> None:
         self.clock = clock
         self.capacity = max(1, capacity)
-        self.maxUse = 0 if resident else maxUse
+        self.maxUse = 0 if resident else maxUse * self.capacity
         self.maxIdle = 0 if resident else maxIdle
         self.report = report
         self._exit = exit
