@@ -18,6 +18,14 @@ from tmta.logging import MaillogFileObserver
 
 log = Logger()
 
+#: The maillog of C{--logfile} is rotated when it reaches this size, and
+#: this many rotated files are kept (C{FILE.1} the newest): a busy server
+#: fills at most about 110 MB.  twistd's own default keeps every file it
+#: rotates, a megabyte each.  SIGUSR1 rotates at once; C{--syslog}
+#: leaves the log to the system's syslog and its rotation.
+MAILLOG_ROTATE_LENGTH = 10_000_000
+MAILLOG_ROTATED_FILES = 10
+
 
 class Options(usage.Options):
     synopsis = "[-c CONFIG_DIR | -d DATA_DIR] [-o name=value ...]"
@@ -98,7 +106,8 @@ def maillogObserver(twistdOptions) -> Optional[MaillogFileObserver]:
     if path == "-" or (nodaemon and not path):
         # twistd itself refuses a daemon that logs to standard output.
         return MaillogFileObserver(sys.stdout, reactor) if nodaemon else None
-    logFile = LogFile.fromFullPath(path or "twistd.log")
+    logFile = LogFile.fromFullPath(path or "twistd.log", rotateLength=MAILLOG_ROTATE_LENGTH,
+                                   maxRotatedFiles=MAILLOG_ROTATED_FILES)
     if not signal.getsignal(signal.SIGUSR1):
 
         def rotate(signalNumber, frame) -> None:

@@ -237,6 +237,23 @@ class MaillogObserverChoiceTests(SynchronousTestCase):
         self.assertEqual(observer._outFile.path, os.path.abspath(path))
         self.assertTrue(callable(signal.getsignal(signal.SIGUSR1)))
 
+    def test_fileRotationBounded(self):
+        """
+        The maillog rotates at 10 MB and keeps ten old files, not every
+        megabyte forever as twistd's default does.
+        """
+        signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+        path = os.path.join(self.mktemp() + "-dir", "tmta.log")
+        os.makedirs(os.path.dirname(path))
+        observer = maillogObserver({"nodaemon": False, "logfile": path})
+        logFile = observer._outFile
+        self.addCleanup(logFile.close)
+        self.assertEqual((logFile.rotateLength, logFile.maxRotatedFiles), (10_000_000, 10))
+        for _ in range(12):
+            logFile.write("x" * 100 + "\n")
+            logFile.rotate()
+        self.assertEqual(len(logFile.listLogs()), 10)
+
 
 class _Reactor:
     """
