@@ -5,7 +5,7 @@ defaults and the loader.
 
 import os
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from tmta.config import (
     ConfigError,
@@ -240,3 +240,112 @@ class LoaderTests(SynchronousTestCase):
             f.write("myhostname = edited.example\n")
         prepareEmbedded(d)
         self.assertEqual(loadConfiguration(d).main.get("myhostname"), "edited.example")
+
+
+def _uncommented(text: str, services) -> str:
+    """
+    Debian's stock master.cf with the commented lines of C{services}
+    (and their -o lines) uncommented.
+    """
+    out, active = [], False
+    for line in text.splitlines():
+        if line.startswith("#") and not line.startswith("#  ") and not line.startswith("# "):
+            active = line[1:].split()[0] in services if line[1:].strip() else False
+            out.append(line[1:] if active else line)
+        elif line.startswith("#  -o") and active:
+            out.append(line[1:])
+        else:
+            if not line.startswith("#"):
+                active = False
+            out.append(line)
+    return "\n".join(out) + "\n"
+
+
+STOCK_MASTER_CF = "/usr/share/postfix/master.cf.dist"
+
+
+class FailClosedTests(SynchronousTestCase):
+    """
+    Settings tmta cannot honour yet, whose neglect would make mail less
+    safe, stop start-up, naming file and line; harmless ones are warned
+    about; values of the wrong type stop start-up.
+    """
+
+    def directory(self, mainCf="", masterCf=DEBIAN_MASTER_CF):
+        d = self.mktemp()
+        os.makedirs(d)
+        with open(os.path.join(d, "main.cf"), "w") as f:
+            f.write(mainCf)
+        with open(os.path.join(d, "master.cf"), "w") as f:
+            f.write(masterCf)
+        return d
+
+    def refused(self, mainCf="", masterCf=DEBIAN_MASTER_CF):
+        from tmta.config.parser import ConfigProblems
+
+        return self.assertRaises(ConfigProblems, loadConfiguration,
+                                 self.directory(mainCf, masterCf)).problems
+
+    def test_unsafeMainCf(self):
+        problems = self.refused(
+            "myhostname = h.example\n"
+            "smtpd_client_restrictions = reject\n"
+            "smtpd_tls_security_level = encrypt\n"
+            "smtpd_sasl_auth_enable = yes\n"
+            "smtpd_milters = inet:127.0.0.1:8891\n"
+            "smtpd_client_connection_rate_limit = 30\n"
+            "header_checks = regexp:/etc/postfix/header_checks\n")
+        for line, name in [(2, "smtpd_client_restrictions"), (3, "smtpd_tls_security_level"),
+                           (4, "smtpd_sasl_auth_enable"), (5, "smtpd_milters"),
+                           (6, "smtpd_client_connection_rate_limit"), (7, "header_checks")]:
+            self.assertTrue(any(f"main.cf, line {line}: {name}:" in p for p in problems),
+                            (name, problems))
+
+    def test_harmlessWarned(self):
+        c = loadConfiguration(self.directory("smtpd_tls_security_level = may\n"
+                                             "smtpd_client_restrictions = permit\n"))
+        self.assertTrue(any("smtpd_tls_security_level" in w and "line 1" in w
+                            for w in c.warnings), c.warnings)
+
+    def test_wrongTypes(self):
+        problems = self.refused("message_size_limit = ten\nsmtpd_helo_required = maybe\n"
+                                "smtpd_timeout = soon\n")
+        self.assertEqual(len(problems), 3, problems)
+        self.assertTrue(any("line 1: message_size_limit: not a whole number" in p
+                            for p in problems))
+        self.assertTrue(any("line 2: smtpd_helo_required: not yes or no" in p for p in problems))
+        self.assertTrue(any("line 3: smtpd_timeout: not a time" in p for p in problems))
+
+    def test_masterCfOverridesNameMasterCf(self):
+        masterCf = DEBIAN_MASTER_CF + (
+            "2587 inet n - y - - smtpd\n"
+            "  -o smtpd_tls_wrappermode=yes\n"
+            "  -o smtpd_recipient_limit=lots\n")
+        problems = self.refused(masterCf=masterCf)
+        line = masterCf.splitlines().index("2587 inet n - y - - smtpd") + 1
+        self.assertTrue(any(f"master.cf, line {line}: smtpd_tls_wrappermode:" in p
+                            for p in problems), problems)
+        self.assertTrue(any(f"master.cf, line {line}: smtpd_recipient_limit: not a whole"
+                            in p for p in problems), problems)
+
+    def stock(self):
+        if not os.path.exists(STOCK_MASTER_CF):
+            raise SkipTest("Debian's postfix package is not installed")
+        with open(STOCK_MASTER_CF) as f:
+            return f.read()
+
+    def test_debianSubmissionRefused(self):
+        """
+        Debian's stock master.cf with submission and submissions
+        uncommented refuses to start, naming what it cannot honour.
+        """
+        text = _uncommented(self.stock(), {"submission", "submissions"})
+        problems = self.refused(masterCf=text)
+        for name in ("smtpd_tls_security_level", "smtpd_sasl_auth_enable",
+                     "smtpd_tls_auth_only", "smtpd_tls_wrappermode"):
+            self.assertTrue(any(name in p and "master.cf, line" in p for p in problems),
+                            (name, problems))
+
+    def test_debianStockLoads(self):
+        c = loadConfiguration(self.directory(masterCf=self.stock()))
+        self.assertIn(("smtp", "inet"), {(e.service, e.type) for e in c.services})

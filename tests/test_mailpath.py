@@ -42,7 +42,7 @@ discard   unix  -       -       n       -       -       discard
 
 
 class MailPathTests(SynchronousTestCase):
-    def startMaster(self, **main):
+    def startMaster(self, masterCf=MASTER_CF, **main):
         self.base = shortTemporaryDirectory(self)
         self.spool = os.path.join(self.base, "mail")
         self.port = freePort()
@@ -55,9 +55,18 @@ class MailPathTests(SynchronousTestCase):
         }
         settings.update(main)
         self.master = Master(os.path.join(self.base, "conf"), settings,
-                             MASTER_CF.format(port=self.port)).start()
+                             masterCf.format(port=self.port)).start()
         self.addCleanup(self.master.stop)
         return self.master
+
+    def test_qmgrDeclaredFifo(self):
+        """
+        qmgr declared as a fifo, as older stock master.cf files have it,
+        is served like a unix service.
+        """
+        self.startMaster(MASTER_CF.replace("qmgr      unix", "qmgr      fifo"))
+        sendMessage(self.port, "alice@example.com", ["bob@localhost"], "fifo")
+        waitFor(lambda: "fifo" in subjects(self.spool), what="delivery")
 
     def test_deliveredWithHeaders(self):
         master = self.startMaster()

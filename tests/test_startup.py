@@ -121,6 +121,28 @@ class StartupErrorTests(SynchronousTestCase):
         self.assertIn(f"cannot listen on 127.0.0.1:{port}", result.stderr + result.stdout)
 
 
+    def test_unservedPortStops(self):
+        """
+        A master.cf inet service whose command tmta does not implement
+        (Debian's postscreen line) stops start-up, naming the line,
+        rather than leaving the port unserved.
+        """
+        directory = self.configDirectory(
+            "", "2525 inet n - n - - smtpd\n2526 inet n - n - 1 postscreen\n")
+        result = twistd(["-c", directory])
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn(f"{directory}/master.cf, line 2: 2526/inet: command postscreen is not "
+                      "implemented", result.stderr + result.stdout)
+
+    def test_unsafeSettingStops(self):
+        directory = self.configDirectory(
+            "", "2525 inet n - n - - smtpd\n  -o smtpd_sasl_auth_enable=yes\n")
+        result = twistd(["-c", directory])
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn(f"{directory}/master.cf, line 1: smtpd_sasl_auth_enable:",
+                      result.stderr + result.stdout)
+
+
 class StockMasterCfTests(SynchronousTestCase):
     def test_debianMasterCf(self):
         stock = "/etc/postfix/master.cf"

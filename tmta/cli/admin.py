@@ -15,9 +15,12 @@ from tmta.config.loader import defaultDataDirectory, loadConfiguration, prepareE
 
 def _configuration(options: argparse.Namespace) -> Configuration:
     directory = options.config or configDirectoryFromEnvironment()
+    # Like postconf, show what is written even where twistd tmta would
+    # refuse to start with it.
     if directory:
-        return loadConfiguration(directory)
-    return loadConfiguration(prepareEmbedded(defaultDataDirectory()), embedded=True)
+        return loadConfiguration(directory, check=False)
+    return loadConfiguration(prepareEmbedded(defaultDataDirectory()), embedded=True,
+                             check=False)
 
 
 def showConfig(

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import List, Mapping, Optional
+from typing import Callable, List, Mapping, Optional
 
 from .maincf import MainConfig
 from .mastercf import MasterEntry, parseMasterCf, readMasterCf
-from .parser import ConfigError
+from .parser import ConfigError, ConfigProblems
+from .safety import parameterType, smtpdProblems, typeProblem
 
 # The services of the embedded default, in master.cf form.  Only services
 # that tmta implements are listed, so that nothing is skipped.
@@ -122,13 +123,19 @@ def loadConfiguration(
     directory: str,
     overrides: Optional[Mapping[str, str]] = None,
     embedded: bool = False,
+    check: bool = True,
 ) -> Configuration:
     """
     Read C{directory}/main.cf and C{directory}/master.cf.
 
     @param overrides: command-line C{-o name=value} settings.
+    @param check: check every value's type, and that nothing asks for
+        what tmta cannot honour (L{tmta.config.safety}); the master does,
+        so its workers need not again.
     @raise ConfigError: a syntax error (naming file and line), a missing
         master.cf, or a value that cannot be expanded.
+    @raise ConfigProblems: with C{check}, values of the wrong type and
+        settings that cannot be honoured, each with its file and line.
     """
     directory = os.path.abspath(directory)
     if not os.path.isdir(directory):
@@ -141,7 +148,8 @@ def loadConfiguration(
     else:
         services = parseMasterCf(EMBEDDED_MASTER_CF.splitlines(), masterPath)
     main.validate()
-    warnings = [
+    warnings = _check(main, services, masterPath) if check else []
+    warnings += [
         f"{main.path}, line {line}: unknown parameter {name} ignored"
         if line
         else f"unknown parameter {name} ignored"
@@ -161,3 +169,61 @@ def loadConfiguration(
             + ", ".join(chrooted)
         )
     return Configuration(directory, main, services, warnings, embedded)
+
+
+def _check(main: MainConfig, services: List[MasterEntry], masterPath: str) -> List[str]:
+    """
+    Check the values' types and what smtpd services are asked to do.
+
+    @return: warnings about settings ignored harmlessly.
+    @raise ConfigProblems: what must stop start-up.
+    """
+    def masterWhere(entry: MasterEntry) -> str:
+        return f"{masterPath}, line {entry.line}"
+
+    problems = _typeProblems(main, main.explicit, lambda name: _mainWhere(main, name))
+    for entry in services:
+        problems += _typeProblems(main, entry.overrides, lambda name, e=entry: masterWhere(e))
+    harmless: List[str] = []
+    for entry in services:
+        if entry.command != "smtpd":
+            continue
+        fatal, notes = smtpdProblems(main.withOverrides(entry.overrides), main,
+                                     entry.overrides, masterWhere(entry))
+        problems += [str(p) for p in fatal]
+        harmless += [f"{p} (ignored)" for p in notes]
+    if problems:
+        raise ConfigProblems(list(dict.fromkeys(problems)))
+    return list(dict.fromkeys(harmless))
+
+
+def _mainWhere(main: MainConfig, name: str) -> str:
+    line = main.lineOf(name)
+    path = main.path or "main.cf"
+    return f"{path}, line {line}" if line else f"{path} or the command line"
+
+
+def _typeProblems(main: MainConfig, values: Mapping[str, str],
+                  where: Callable[[str], str]) -> List[str]:
+    """
+    The values among C{values} (expanded as C{main} expands them) that
+    are not of their parameter's type, with where each was set.
+    """
+    defaults = MainConfig({})
+    config = main.withOverrides(dict(values)) if values is not main.explicit else main
+    problems = []
+    for name in values:
+        default = main.defaultOf(name)
+        if default is None:
+            continue
+        try:
+            kind = parameterType(name, defaults.get(name))
+            value = config.get(name)
+        except ConfigError:
+            continue
+        if kind is None:
+            continue
+        problem = typeProblem(kind, value)
+        if problem:
+            problems.append(f"{where(name)}: {name}: {problem}")
+    return problems

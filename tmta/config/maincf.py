@@ -160,6 +160,19 @@ class MainConfig:
         self._defaults[name] = value
         self._cache.clear()
 
+    def isExplicit(self, name: str) -> bool:
+        """
+        Whether C{name} is set in main.cf or by an override, rather than
+        left at its default.
+        """
+        return name in self.explicit
+
+    def lineOf(self, name: str) -> Optional[int]:
+        """
+        The main.cf line that set C{name}, if main.cf set it.
+        """
+        return self._lines.get(name)
+
     def isKnown(self, name: str) -> bool:
         """
         Whether tmta implements parameter C{name}.

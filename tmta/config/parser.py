@@ -34,6 +34,21 @@ class ConfigError(Exception):
         return f"{where}: {self.reason}"
 
 
+class ConfigProblems(ConfigError):
+    """
+    Settings that cannot be honoured or values of the wrong type, found
+    before start-up: each names its file and line.
+    """
+
+    def __init__(self, problems: List[str]) -> None:
+        self.problems = list(problems)
+        Exception.__init__(self, str(self))
+        self.path, self.line, self.reason = None, None, str(self)
+
+    def __str__(self) -> str:
+        return "; ".join(self.problems)
+
+
 def logicalLines(
     lines: Iterable[str], path: str | None = None
 ) -> Iterator[Tuple[int, str]]:

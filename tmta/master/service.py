@@ -23,6 +23,7 @@ from twisted.protocols import amp
 from twisted.python.components import Componentized
 
 from tmta.config import ConfigError, Configuration, MasterEntry, parseInetAddress
+from tmta.config.parser import ConfigProblems
 from tmta.master.components import availableComponents, findComponent
 from tmta.master.control import Shutdown, Wakeup, WorkerStatus
 from tmta.master.policy import ServicePool
@@ -34,7 +35,9 @@ from tmta.wire import QuietAMP, connectService
 
 log = Logger()
 
-_IMPLEMENTED_TYPES = ("inet", "unix")
+# A fifo service (qmgr and pickup in older stock master.cf files) is
+# served on a UNIX socket at the same path: tmta's triggers are AMP.
+_IMPLEMENTED_TYPES = ("inet", "unix", "fifo")
 _STOP_GRACE = 10.0
 _ORPHAN_GRACE = 5.0
 
@@ -153,7 +156,7 @@ class ServiceRunner:
 
     def start(self) -> None:
         self.pool.update()
-        if self.entry.wakeup and self.entry.type == "unix":
+        if self.entry.wakeup and self.entry.type in ("unix", "fifo"):
             self._wakeup = task.LoopingCall(self.wakeup)
             self._wakeup.clock = self.reactor
             self._wakeup.start(self.entry.wakeup, now=not self.entry.wakeupIfUsed)
@@ -347,9 +350,24 @@ class MasterService(service.Service):
         gid = self._owner.pw_gid if self._owner else None
         createLayout(queueDirectory, uid, gid)
         components = availableComponents()
+        implemented = {
+            entry.key: entry.type in _IMPLEMENTED_TYPES
+            and findComponent(entry.command, components) is not None
+            for entry in configuration.services
+        }
+        # A port nobody would serve (Debian's "smtp inet ... postscreen")
+        # stops start-up before anything is bound.
+        unserved = [
+            f"{configuration.directory}/master.cf, line {entry.line}: {entry.service}/inet: "
+            f"command {entry.command} is not implemented; nothing would serve its port"
+            for entry in configuration.services
+            if entry.type == "inet" and not implemented[entry.key]
+        ]
+        if unserved:
+            raise ConfigProblems(unserved)
         skipped, planned = [], []
         for entry in configuration.services:
-            if entry.type not in _IMPLEMENTED_TYPES or findComponent(entry.command, components) is None:
+            if not implemented[entry.key]:
                 skipped.append(f"{entry.service}/{entry.type} ({entry.command})")
                 continue
             serviceConfig = configuration.serviceConfig(entry)

@@ -186,7 +186,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     overrides = dict(o.split("=", 1) for o in options.overrides)
     try:
-        configuration = loadConfiguration(options.config, overrides, options.embedded)
+        configuration = loadConfiguration(options.config, overrides, options.embedded,
+                                          check=False)
     except ConfigError as e:
         log.critical("fatal: {error}", error=str(e))
         return 1

@@ -1,0 +1,173 @@
+"""
+Failing closed: settings tmta cannot honour yet that would make mail
+less safe if they were ignored, and values that are not of their
+parameter's type.
+
+An operator who writes C{smtpd_tls_security_level = encrypt} or
+C{smtpd_client_restrictions = reject} expects it enforced.  Until tmta
+enforces such a setting, start-up stops with a message naming it, its
+file and its line: a server that quietly accepts plaintext mail, or mail
+from clients it was told to refuse, is worse than one that does not
+start.  Settings tmta does not act on but whose absence makes nothing
+less safe are warned about instead.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Callable, Dict, List, Optional, Tuple
+
+from .maincf import MainConfig, parseBool, parseTime, splitList
+
+#: What smtpd cannot honour yet, and a predicate on the value saying when
+#: ignoring it would be unsafe.
+_SMTPD_UNSAFE: Dict[str, Tuple[Callable[[str], bool], str]] = {}
+
+
+def _yes(value: str) -> bool:
+    try:
+        return parseBool(value)
+    except ValueError:
+        return True  # not a boolean: the type check names it
+
+
+def _nonEmpty(value: str) -> bool:
+    return bool(value.strip())
+
+
+def _restricts(value: str) -> bool:
+    # A list of only "permit"/"dunno" asks for nothing to be enforced.
+    return any(item.lower() not in ("permit", "dunno") for item in splitList(value))
+
+
+def _nonZero(value: str) -> bool:
+    return value.strip() not in ("", "0")
+
+
+def _mandatoryTLS(value: str) -> bool:
+    return value.strip().lower() in ("encrypt", "verify", "secure", "dane", "dane-only",
+                                     "fingerprint")
+
+
+for _name in ("smtpd_tls_security_level",):
+    _SMTPD_UNSAFE[_name] = (_mandatoryTLS, "TLS is not implemented yet")
+for _name in ("smtpd_enforce_tls", "smtpd_tls_auth_only", "smtpd_tls_wrappermode"):
+    _SMTPD_UNSAFE[_name] = (_yes, "TLS is not implemented yet")
+_SMTPD_UNSAFE["smtpd_sasl_auth_enable"] = (_yes, "SMTP AUTH is not implemented yet")
+for _name in ("smtpd_client_restrictions", "smtpd_helo_restrictions",
+              "smtpd_sender_restrictions", "smtpd_data_restrictions",
+              "smtpd_end_of_data_restrictions", "smtpd_etrn_restrictions"):
+    _SMTPD_UNSAFE[_name] = (_restricts, "this restriction list is not enforced yet")
+for _name in ("smtpd_milters", "non_smtpd_milters"):
+    _SMTPD_UNSAFE[_name] = (_nonEmpty, "milters are not implemented yet")
+for _name in ("header_checks", "mime_header_checks", "nested_header_checks", "body_checks"):
+    _SMTPD_UNSAFE[_name] = (_nonEmpty, "content checks are not implemented yet")
+for _name in ("content_filter", "smtpd_proxy_filter"):
+    _SMTPD_UNSAFE[_name] = (_nonEmpty, "content filters are not implemented yet")
+
+#: Rate and count limits: unsafe to ignore when set explicitly (their
+#: defaults are those of a Postfix without anvil in master.cf).
+_CLIENT_LIMITS = (
+    "smtpd_client_connection_count_limit",
+    "smtpd_client_connection_rate_limit",
+    "smtpd_client_message_rate_limit",
+    "smtpd_client_recipient_rate_limit",
+    "smtpd_client_new_tls_session_rate_limit",
+    "smtpd_client_auth_rate_limit",
+)
+
+#: Harmless when ignored: TLS offered but not required, for instance.
+_SMTPD_HARMLESS: Dict[str, Tuple[Callable[[str], bool], str]] = {
+    "smtpd_tls_security_level": (
+        lambda v: v.strip().lower() == "may",
+        "STARTTLS is not offered yet: clients send in plaintext, as they may"),
+    "smtpd_use_tls": (_yes, "STARTTLS is not offered yet: clients send in plaintext, "
+                            "as they may"),
+}
+
+
+class Problem:
+    """
+    One setting: the parameter, where it was set, and what is wrong.
+    """
+
+    def __init__(self, name: str, where: str, text: str) -> None:
+        self.name, self.where, self.text = name, where, text
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.name}: {self.text}"
+
+
+def _where(name: str, main: MainConfig, overrides: Dict[str, str],
+           masterWhere: Optional[str]) -> str:
+    if name in overrides and masterWhere:
+        return masterWhere
+    line = main.lineOf(name)
+    return f"{main.path or 'main.cf'}, line {line}" if line else (main.path or "main.cf")
+
+
+def smtpdProblems(config: MainConfig, main: MainConfig, overrides: Dict[str, str],
+                  masterWhere: Optional[str] = None) -> Tuple[List[Problem], List[Problem]]:
+    """
+    What an smtpd service configured as C{config} is asked to do and
+    cannot.
+
+    @param main: main.cf itself, to tell where a value was set.
+    @param overrides: the service's C{-o} settings.
+    @param masterWhere: C{"master.cf, line N"} for the service.
+    @return: C{(fatal, harmless)}: settings that must stop start-up, and
+        settings to warn about.
+    """
+    fatal: List[Problem] = []
+    harmless: List[Problem] = []
+    for name, (unsafe, why) in _SMTPD_UNSAFE.items():
+        value = config.get(name)
+        if value and unsafe(value):
+            fatal.append(Problem(name, _where(name, main, overrides, masterWhere),
+                                 f"{value!r} cannot be honoured: {why}"))
+    for name in _CLIENT_LIMITS:
+        if config.isExplicit(name) and _nonZero(config.get(name)):
+            fatal.append(Problem(name, _where(name, main, overrides, masterWhere),
+                                 "client rate and count limits are not enforced yet"))
+    for name, (applies, why) in _SMTPD_HARMLESS.items():
+        value = config.get(name)
+        if value and applies(value):
+            harmless.append(Problem(name, _where(name, main, overrides, masterWhere), why))
+    return fatal, harmless
+
+
+_INTEGER = re.compile(r"^-?\d+$")
+_TIME_NAME = re.compile(r"(?:_time|_timeout|_delay|_lifetime|_interval|_deadline_time)$")
+
+
+def parameterType(name: str, default: str) -> Optional[str]:
+    """
+    The type of a parameter as its (expanded) default shows it: C{bool},
+    C{time}, C{int}, or C{None} for text.
+    """
+    value = default.strip()
+    if value.lower() in ("yes", "no"):
+        return "bool"
+    if re.match(r"^\d+(?:\.\d+)?[smhdw]$", value) or (
+            _INTEGER.match(value) and _TIME_NAME.search(name)):
+        return "time"
+    if _INTEGER.match(value):
+        return "int"
+    return None
+
+
+def typeProblem(kind: str, value: str) -> Optional[str]:
+    """
+    Why C{value} is not a value of type C{kind}, or C{None}.
+    """
+    try:
+        if kind == "bool":
+            parseBool(value)
+        elif kind == "time":
+            parseTime(value)
+        elif kind == "int":
+            int(value.strip())
+    except ValueError:
+        return {"bool": "not yes or no", "time": "not a time (such as 300s, 5m, 1d)",
+                "int": "not a whole number"}[kind] + f": {value!r}"
+    return None
