@@ -61,8 +61,7 @@ class Options(usage.Options):
 def makeService(options: Options):
     from twisted.internet import reactor
 
-    from tmta.master.service import MasterService
-
+    TwistdMaster = _twistdMasterClass()
     directory = options["config"] or (
         None if options["data-dir"] else configDirectoryFromEnvironment()
     )
@@ -83,10 +82,36 @@ def makeService(options: Options):
         return loadConfiguration(directory, options["overrides"], embedded=embedded)
 
     try:
-        return MasterService(reactor, load, options["overrides"],
-                             logObserver=maillogObserver(getattr(options, "parent", None)))
+        return TwistdMaster(reactor, load, options["overrides"],
+                            logObserver=maillogObserver(getattr(options, "parent", None)))
     except ConfigError as e:
         raise SystemExit(f"tmta: fatal: {e}")
+
+
+def _twistdMasterClass():
+    from tmta.master.service import ListenError, MasterService
+
+    class TwistdMaster(MasterService):
+        """
+        The master as twistd runs it: a start-up failure ends twistd with
+        its message, and SIGHUP reloads the configuration.  (The library's
+        L{MasterService} does neither, so that another program can embed
+        it.)
+        """
+
+        def privilegedStartService(self) -> None:
+            try:
+                super().privilegedStartService()
+            except (ConfigError, ListenError, OSError) as e:
+                raise SystemExit(f"tmta: fatal: {e}")
+
+        def startService(self) -> None:
+            super().startService()
+            if hasattr(signal, "SIGHUP"):
+                signal.signal(signal.SIGHUP,
+                              lambda *a: self.reactor.callFromThread(self.reload))
+
+    return TwistdMaster
 
 
 def maillogObserver(twistdOptions) -> Optional[MaillogFileObserver]:

@@ -1,6 +1,6 @@
 """
 Tests for what a worker process starts with: its command line
-(L{tmta.master.worker.parseArguments}) and what the fork server prepares
+(L{tmta.common.contract}) and what the fork server prepares
 for it (L{tmta.master.forkserver}).
 """
 
@@ -12,7 +12,13 @@ from contextlib import redirect_stderr
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support import REPO
-from tmta.master.worker import parseArguments
+from tmta.common.contract import (
+    CONTROL_FD,
+    FIRST_LISTENER_FD,
+    WorkerArguments,
+    parseArguments,
+    workerDescriptors,
+)
 
 
 class ParseArgumentsTests(SynchronousTestCase):
@@ -29,6 +35,24 @@ class ParseArgumentsTests(SynchronousTestCase):
         self.assertTrue(options.embedded)
         self.assertEqual(options.overrides, ["a=1", "b=x=y"])
         self.assertEqual(options.listen, ["inet:4", "unix:5"])
+
+    def test_writtenAsRead(self):
+        """
+        What the master writes (L{WorkerArguments.toArgv}) reads back the
+        same, listeners numbered from the first listener descriptor.
+        """
+        arguments = WorkerArguments("smtp/inet", "/etc/tmta", embedded=True)
+        arguments.overrides = ["a=1"]
+        arguments.addListener("inet")
+        arguments.addListener("unix")
+        parsed = parseArguments(arguments.toArgv())
+        self.assertEqual((parsed.service, parsed.config, parsed.embedded, parsed.overrides),
+                         ("smtp/inet", "/etc/tmta", True, ["a=1"]))
+        self.assertEqual([fd for fd, family in parsed.listeners()],
+                         [FIRST_LISTENER_FD, FIRST_LISTENER_FD + 1])
+        fds = workerDescriptors(10, 11, 12, [13, 14])
+        self.assertEqual(fds.index(12), CONTROL_FD)
+        self.assertEqual(fds.index(13), FIRST_LISTENER_FD)
 
     def test_minimal(self):
         options = parseArguments(["--config", "/c", "qmgr/unix"])

@@ -13,8 +13,8 @@ from twisted.internet.protocol import Factory
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
-from tmta.master.control import Wakeup
-from tmta.master.runtime import EagerWriteMixin
+from tmta.common.triggers import Wakeup
+from tmta.common.transports import EagerWriteMixin
 from tmta.queue.layout import socketPath
 
 

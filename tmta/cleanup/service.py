@@ -32,7 +32,7 @@ from tmta.queue.qfile import commitAll
 from tmta.queue.store import QueueError, QueueStore
 from tmta.replies import INTERNAL_ERROR, TOO_BIG, storageFailure
 from tmta.rewrite.client import RewriteClient
-from tmta.master.control import Wakeup
+from tmta.common.triggers import Wakeup
 from tmta.wire import ServiceAMP, heldWrites
 
 log = Logger()

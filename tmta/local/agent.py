@@ -126,7 +126,7 @@ class LocalAgent:
         self._duplicateLimit = config.getInt("duplicate_filter_limit")
         self.owner = None
         if not self.accounts:
-            from tmta.master.privileges import mailOwner
+            from tmta.common.accounts import mailOwner
 
             self.owner = mailOwner(config, embedded=True) if os.geteuid() == 0 else pwd.getpwuid(os.geteuid())
 

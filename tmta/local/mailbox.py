@@ -14,7 +14,7 @@ import socket
 import time
 from typing import Callable, Iterable
 
-from tmta.queue.qfile import fsyncDirectory
+from tmta.common.durable import fsyncDirectory
 
 Fsync = Callable[[int], None]
 

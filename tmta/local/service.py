@@ -8,7 +8,7 @@ import os
 
 from tmta.delivery import AgentService
 from tmta.local.agent import LocalAgent, LocalDeliveryAgent
-from tmta.master.privileges import mailOwner
+from tmta.common.accounts import mailOwner
 
 
 def makeLocalService(context):

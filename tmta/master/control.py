@@ -1,7 +1,8 @@
 """
 The AMP commands between the master and its workers, over the control
-channel (a UNIX socketpair on the worker's descriptor 3), and the wake-up
-trigger every service understands on its own socket.
+channel (a UNIX socketpair on the worker's descriptor
+L{tmta.common.contract.CONTROL_FD}).  The wake-up trigger every service
+understands is L{tmta.common.triggers.Wakeup}.
 """
 
 from twisted.protocols import amp
@@ -26,17 +27,3 @@ class Shutdown(Command):
 
     arguments = []
     response = []
-
-
-class Wakeup(Command):
-    """
-    Anyone to a service: there may be work (Postfix's trigger).  The
-    master sends it on a service's wakeup timer; cleanup sends it to qmgr
-    with the queue id of each message it queued.
-    """
-
-    arguments = [
-        (b"reason", amp.Unicode(optional=True)),
-        (b"queue_id", amp.Unicode(optional=True)),
-    ]
-    requiresAnswer = False

@@ -12,8 +12,8 @@ copy-on-write.
 
 Protocol: the master sends requests on descriptor 3, a UNIX socket, each
 one JSON line (the worker's arguments) with the worker's descriptors
-attached (SCM_RIGHTS): standard input, standard output/error, the
-control channel, then the service's listening sockets.  The fork server
+attached (SCM_RIGHTS) in the order the worker is to have them
+(L{tmta.common.contract.workerDescriptors}).  The fork server
 answers on descriptor 4 with lines C{spawned PID} and, when a child
 ends, C{exited PID STATUS}.  When the master goes away (end of file on
 descriptor 3) the fork server leaves too.
@@ -104,10 +104,10 @@ def _child(args: List[str], fds: List[int], requests: socket.socket) -> None:
     try:
         signal.set_wakeup_fd(-1)
         requests.close()
-        stdin, output, control, *listeners = fds
-        # Park every descriptor high first, so that no dup2 below
-        # overwrites one that is still to be moved.
-        parked = [fcntl.fcntl(fd, fcntl.F_DUPFD, 256) for fd in [stdin, output, output, control] + listeners]
+        # fds is already in the worker's order
+        # (tmta.common.contract.workerDescriptors).  Park every descriptor
+        # high first, so that no dup2 below overwrites one still to move.
+        parked = [fcntl.fcntl(fd, fcntl.F_DUPFD, 256) for fd in fds]
         for target, source in enumerate(parked):
             os.dup2(source, target)
         os.closerange(len(parked), os.sysconf("SC_OPEN_MAX"))

@@ -13,6 +13,7 @@ from twisted.internet import tcp, unix
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
+from tmta.common.transports import EagerWriteMixin
 
 LISTEN_BACKLOG = 1024
 
@@ -31,42 +32,6 @@ class _CappedPortMixin:
     def doRead(self):
         self.numberAccepts = max(1, self.runtime.room())
         return super().doRead()
-
-
-class EagerWriteMixin:
-    """
-    Send written data at once when nothing is queued ahead of it.
-
-    Twisted queues every write and sends it when the reactor next finds
-    the socket writable, which costs two epoll updates and a trip around
-    the reactor per write.  tmta's connections (a worker's clients, and
-    its own to other services) are request and reply: each nearly always
-    fits in the socket buffer, so it goes now, and only what does not fit
-    takes Twisted's way.  Under TLS, or with data or descriptors already
-    queued, Twisted's way is kept as is.
-    """
-
-    def write(self, data: bytes) -> None:
-        if (
-            data
-            and self.connected
-            and not self.disconnecting
-            and not getattr(self, "_writeDisconnected", True)
-            and not getattr(self, "TLS", False)
-            and not self.dataBuffer
-            and not getattr(self, "_tempDataBuffer", True)
-            and not getattr(self, "_sendmsgQueue", None)
-        ):
-            try:
-                sent = self.socket.send(data)
-            except OSError:
-                # Would block, or the connection broke: Twisted's own
-                # write path retries, or notices and reports the loss.
-                sent = 0
-            if sent == len(data):
-                return
-            data = data[sent:]
-        super().write(data)
 
 
 class _CountedMixin:

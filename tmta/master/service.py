@@ -25,9 +25,11 @@ from twisted.python.components import Componentized
 from tmta.config import ConfigError, Configuration, MasterEntry, parseInetAddress
 from tmta.config.parser import ConfigProblems
 from tmta.master.components import availableComponents, findComponent
-from tmta.master.control import Shutdown, Wakeup, WorkerStatus
+from tmta.common.contract import WorkerArguments, workerDescriptors
+from tmta.common.triggers import Wakeup
+from tmta.master.control import Shutdown, WorkerStatus
 from tmta.master.policy import ServicePool
-from tmta.master.privileges import mailOwner
+from tmta.common.accounts import mailOwner
 from tmta.master.runtime import LISTEN_BACKLOG
 from tmta.master.spawner import ForkServer, LineLog, Worker
 from tmta.queue.layout import createLayout, socketPath
@@ -190,15 +192,15 @@ class ServiceRunner:
         # Room for bursts of log lines, so a busy master slows no worker.
         for sock, option in ((childLog, socket.SO_SNDBUF), (logEnd, socket.SO_RCVBUF)):
             sock.setsockopt(socket.SOL_SOCKET, option, 1 << 20)
-        args = [f"{self.entry.service}/{self.entry.type}", "-c", master.configuration.directory]
-        if master.configuration.embedded:
-            args.append("--embedded")
-        for name, value in master.overrides.items():
-            args += ["-o", f"{name}={value}"]
-        fds = [master.devnull, childLog.fileno(), childControl.fileno()]
-        for number, listener in enumerate(self.listeners, 4):
-            fds.append(listener.fileno())
-            args += ["--listen", f"{listener.familyName}:{number}"]
+        arguments = WorkerArguments(f"{self.entry.service}/{self.entry.type}",
+                                    master.configuration.directory,
+                                    master.configuration.embedded)
+        arguments.overrides = [f"{name}={value}" for name, value in master.overrides.items()]
+        for listener in self.listeners:
+            arguments.addListener(listener.familyName)
+        args = arguments.toArgv()
+        fds = workerDescriptors(master.devnull, childLog.fileno(), childControl.fileno(),
+                                [listener.fileno() for listener in self.listeners])
         worker = Worker(self.tag, self.workerEnded)
         try:
             master.forkserver.spawn(args, fds, worker)
@@ -393,14 +395,15 @@ class MasterService(service.Service):
     def privilegedStartService(self) -> None:
         """
         Create the queue directories and bind every listener while still
-        root (for port 25): a failure stops start-up.
+        root (for port 25).
+
+        @raise ConfigError: master.cf asks for what cannot be served.
+        @raise ListenError: a listener cannot be bound.
+        @raise OSError: the queue directories cannot be made.
         """
         for warning in self.configuration.warnings:
             log.warn("{warning}", warning=warning)
-        try:
-            self._planned = self._bindAll(self.configuration, {})
-        except (ConfigError, ListenError, OSError) as e:
-            raise SystemExit(f"tmta: fatal: {e}")
+        self._planned = self._bindAll(self.configuration, {})
         super().privilegedStartService()
 
     def setServiceParent(self, parent) -> None:
@@ -425,10 +428,6 @@ class MasterService(service.Service):
         self.forkserver.start(batchLogs=self.batchLogs)
         self._startRunners(self._planned)
         del self._planned
-        if hasattr(signal, "SIGHUP"):
-            signal.signal(
-                signal.SIGHUP, lambda *a: self.reactor.callFromThread(self.reload)
-            )
         configuration = self.configuration
         addresses = [
             f"{runner.entry.command} on {_describe(listener)}"

@@ -140,8 +140,8 @@ class ForkServer:
     def spawn(self, args: List[str], fds: List[int], worker: Worker) -> None:
         """
         Ask for a worker running C{tmta.master.worker.main(args)} with
-        C{fds}: standard input, standard output and error, the control
-        channel, then the listening sockets.
+        C{fds}, in the worker's order
+        (L{tmta.common.contract.workerDescriptors}).
 
         @raise OSError: the fork server cannot be reached.
         """

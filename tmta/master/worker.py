@@ -15,29 +15,25 @@ from __future__ import annotations
 import os
 import socket
 import sys
-from typing import List, NoReturn, Optional, Tuple
+from typing import List, Optional
 
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger, globalLogBeginner
 from zope.interface import implementer
 
+from tmta.common.contract import CONTROL_FD, parseArguments
 from tmta.config import ConfigError, loadConfiguration
 from tmta.interfaces import IWorkerContext
 from tmta.logging import lineObserver
 from tmta.master.components import availableComponents, findComponent
 from tmta.master.control import Shutdown, WorkerStatus
-from tmta.master.privileges import (
-    dropPrivileges,
-    mailOwner,
-    preloadModules,
-    reachableDirectory,
-)
+from tmta.common.accounts import dropPrivileges, mailOwner, reachableDirectory
+from tmta.master.privileges import preloadModules
 from tmta.master.runtime import WorkerRuntime
 from tmta.wire import QuietAMP, connectService
 
 log = Logger()
 
-CONTROL_FD = 3
 
 
 def setProcessName(name: str, title: Optional[str] = None) -> None:
@@ -108,74 +104,6 @@ class ControlProtocol(QuietAMP):
         self._onLost()
 
 
-class WorkerArguments:
-    """
-    A worker's command line, as the master writes it::
-
-        NAME/TYPE -c DIR [--embedded] [-o NAME=VALUE]... [--listen FAMILY:FD]...
-
-    @ivar service: C{NAME/TYPE} from master.cf.
-    @ivar config: the configuration directory.
-    @ivar overrides: C{NAME=VALUE} parameter overrides.
-    @ivar embedded: the master runs on its embedded default.
-    @ivar listen: C{FAMILY:FD}, FAMILY C{inet}, C{inet6} or C{unix}.
-    """
-
-    def __init__(self) -> None:
-        self.service = ""
-        self.config = ""
-        self.overrides: List[str] = []
-        self.embedded = False
-        self.listen: List[str] = []
-
-
-def parseArguments(argv: List[str]) -> WorkerArguments:
-    """
-    Read a worker's command line.
-
-    Every worker is started with one, so this is a plain loop rather
-    than argparse, whose parser costs a worker a few milliseconds of
-    start-up to build.
-
-    @raise SystemExit: the command line is not one the master writes.
-    """
-    parsed = WorkerArguments()
-    withValue = {"-c": "config", "--config": "config"}
-    appended = {"-o": parsed.overrides, "--listen": parsed.listen}
-    words = iter(argv)
-    for word in words:
-        if word == "--embedded":
-            parsed.embedded = True
-        elif word in withValue or word in appended:
-            value = next(words, None)
-            if value is None:
-                _usage(f"{word} needs a value")
-            if word in withValue:
-                setattr(parsed, withValue[word], value)
-            else:
-                appended[word].append(value)
-        elif word.startswith("-") or parsed.service:
-            _usage(f"unexpected argument {word!r}")
-        else:
-            parsed.service = word
-    if not parsed.service:
-        _usage("no service given")
-    if not parsed.config:
-        _usage("no configuration directory given (-c DIR)")
-    return parsed
-
-
-def _usage(problem: str) -> NoReturn:
-    sys.stderr.write(
-        "usage: tmta-worker NAME/TYPE -c DIR [--embedded] [-o NAME=VALUE]... "
-        f"[--listen FAMILY:FD]...\ntmta-worker: error: {problem}\n"
-    )
-    raise SystemExit(2)
-
-
-_FAMILIES = {"inet": socket.AF_INET, "inet6": socket.AF_INET6, "unix": socket.AF_UNIX}
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     options = parseArguments(sys.argv[1:] if argv is None else argv)
     name, _, kind = options.service.rpartition("/")
@@ -204,10 +132,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     setProcessName(entry.command, f"tmta/{entry.command} {options.service} -c {options.config}")
     config = configuration.serviceConfig(entry)
 
-    listeners: List[Tuple[int, int]] = []
-    for spec in options.listen:
-        family, _, fd = spec.partition(":")
-        listeners.append((int(fd), _FAMILIES[family]))
+    listeners = options.listeners()
 
     control: List[ControlProtocol] = []
     exitStatus = [0]

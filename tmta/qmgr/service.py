@@ -7,7 +7,7 @@ from __future__ import annotations
 from twisted.application.service import Service
 from twisted.internet.protocol import Factory
 
-from tmta.master.control import Wakeup
+from tmta.common.triggers import Wakeup
 from tmta.qmgr.manager import QueueManager
 from tmta.queue.store import QueueStore
 from tmta.rewrite.client import RewriteClient

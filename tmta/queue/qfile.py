@@ -31,6 +31,8 @@ import struct
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable, Dict, Iterator, List, Optional, Sequence
 
+from tmta.common.durable import fsyncDirectory
+
 VERSION = b"tmta-queue 1"
 HEADER = struct.Struct(">cI")
 MAX_RECORD = 1 << 20
@@ -228,17 +230,6 @@ def commitAll(writers: Sequence[QueueFileWriter]) -> List[Optional[OSError]]:
                 writers[index].abort()
                 errors[index] = e
     return errors
-
-
-def fsyncDirectory(path: str, fsync: Callable[[int], None] = os.fsync) -> None:
-    """
-    fsync a directory, so that the names created in it survive a crash.
-    """
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # Files up to this size are read with one system call and parsed from
