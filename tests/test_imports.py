@@ -117,6 +117,6 @@ class ImportCycleTests(SynchronousTestCase):
                     "delivery")}
         graph = dependencyGraph()
         for shared in ("tmta.common", "tmta.wire", "tmta.queue", "tmta.config",
-                       "tmta.tables", "tmta.address", "tmta.logging", "tmta.command",
+                       "tmta.tables", "tmta.address", "tmta.logging",
                        "tmta.batching", "tmta.replies", "tmta.interfaces"):
             self.assertEqual(graph.get(shared, set()) & daemons, set(), shared)

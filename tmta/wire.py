@@ -15,6 +15,12 @@ from twisted.python.failure import Failure
 
 from tmta.common.triggers import Wakeup
 from tmta.common.transports import EagerWriteMixin
+from tmta.common.twistedcompat import (
+    ampCanBatch,
+    ampParsesPlainBoxes,
+    ampSwitched,
+    connectorMaking,
+)
 from tmta.queue.layout import socketPath
 
 
@@ -102,7 +108,7 @@ class QuietAMP(amp.AMP):
             self.transport.write(b"".join(pending))
 
     def sendBox(self, box) -> None:
-        if self.transport is not None and not self._locked and self._startingTLSBuffer is None:
+        if ampCanBatch(self):
             if self._together is not None:
                 self._together.append(box.serialize())
                 return
@@ -113,8 +119,7 @@ class QuietAMP(amp.AMP):
         super().sendBox(box)
 
     def dataReceived(self, data: bytes) -> None:
-        if (self.innerProtocol is not None or self._justStartedTLS or self._locked
-                or self._unprocessed):
+        if not ampParsesPlainBoxes(self):
             return super().dataReceived(data)
         buffer = self._boxBuffer + data if self._boxBuffer else data
         end = len(buffer)
@@ -148,7 +153,7 @@ class QuietAMP(amp.AMP):
             position = cursor
             self._boxBuffer = b""
             self.boxReceiver.ampBoxReceived(box)
-            if self.transport is None or self.innerProtocol is not None or self._locked:
+            if self.transport is None or ampSwitched(self):
                 # The connection went, or a box switched the protocol:
                 # what follows is not for this parser.
                 rest = buffer[position:]
@@ -218,9 +223,7 @@ class _EagerUNIXClient(EagerWriteMixin, unix.Client):
     pass
 
 
-class _EagerUNIXConnector(unix.Connector):
-    def _makeTransport(self):
-        return _EagerUNIXClient(self.address, self, self.reactor, self.checkPID)
+_EagerUNIXConnector = connectorMaking(_EagerUNIXClient)
 
 
 class _EagerUNIXConnecting:

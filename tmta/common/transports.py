@@ -5,6 +5,8 @@ connections and its own connections to other services use.
 
 from __future__ import annotations
 
+from tmta.common.twistedcompat import writesIdle
+
 
 class EagerWriteMixin:
     """
@@ -20,16 +22,7 @@ class EagerWriteMixin:
     """
 
     def write(self, data: bytes) -> None:
-        if (
-            data
-            and self.connected
-            and not self.disconnecting
-            and not getattr(self, "_writeDisconnected", True)
-            and not getattr(self, "TLS", False)
-            and not self.dataBuffer
-            and not getattr(self, "_tempDataBuffer", True)
-            and not getattr(self, "_sendmsgQueue", None)
-        ):
+        if data and writesIdle(self):
             try:
                 sent = self.socket.send(data)
             except OSError:

@@ -14,6 +14,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from tmta.common.transports import EagerWriteMixin
+from tmta.common.twistedcompat import adoptListeningPort, shareListeningSocket
 
 LISTEN_BACKLOG = 1024
 
@@ -134,25 +135,11 @@ class WorkerRuntime:
         """
         Serve an inherited listening socket with C{factory}.
         """
-        if family == socket.AF_UNIX:
-            port = _CappedUNIXPort._fromListeningDescriptor(reactor, fd, factory)
-            # Twisted chmods the socket file by its path when it starts
-            # listening and unlinks it when it stops.  The master owns the
-            # file (other workers still serve it), and this worker may not
-            # be able to reach the path at all (it may have given up root,
-            # and the queue may lie under root's home): name the socket as
-            # an abstract one so that Twisted leaves the file be.
-            bindPath = port._bindPath
-            port._bindPath = (b"\0" if isinstance(bindPath, bytes) else "\0") + bindPath
-        else:
-            port = _CappedTCPPort._fromListeningDescriptor(
-                reactor, fd, family, factory
-            )
+        portClass = _CappedUNIXPort if family == socket.AF_UNIX else _CappedTCPPort
+        port = adoptListeningPort(portClass, reactor, fd, family, factory)
         port.runtime = self
-        # The socket is shared with the master and the other workers: no
-        # shutdown() when this worker stops using it (Twisted's UNIX port
-        # would), and the master's backlog stays.
-        port._shouldShutdown = False
+        # The socket is shared with the master and the other workers.
+        shareListeningSocket(port)
         port.backlog = LISTEN_BACKLOG
         port.startListening()
         self.ports.append(port)

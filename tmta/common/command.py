@@ -20,6 +20,8 @@ from typing import Any, Dict, List, Tuple
 from twisted.internet.defer import fail
 from twisted.protocols import amp
 
+from tmta.common.twistedcompat import wireNameToIdentifier
+
 # (wire name, Python name, argument, whether only its string conversion
 # is its own)
 _Field = Tuple[bytes, str, amp.Argument, bool]
@@ -36,7 +38,7 @@ def _plain(argument: amp.Argument) -> bool:
 
 def _fields(schema) -> List[_Field]:
     return [
-        (wireName, amp._wireNameToPythonIdentifier(wireName), argument, _plain(argument))
+        (wireName, wireNameToIdentifier(wireName), argument, _plain(argument))
         for wireName, argument in schema
     ]
 

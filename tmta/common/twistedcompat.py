@@ -1,0 +1,173 @@
+"""
+Every use tmta makes of names Twisted does not publish, in one place.
+
+tmta leans on a few of Twisted's internals where its public API falls
+short: adopting an inherited listening socket for a subclass of its
+ports, leaving a shared socket file and backlog alone when a worker
+stops, writing eagerly on an idle connection, parsing AMP boxes without
+Twisted's state machine, and naming AMP arguments as Twisted does.  Each
+is wrapped here, and L{checkTwisted} verifies at import that every
+private name still exists, so that a Twisted upgrade that moves one
+breaks here, loudly, with the name that moved, rather than somewhere
+deep in a worker.  C{tests/test_twistedcompat.py} compares each with
+Twisted's own behaviour.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, List
+
+from twisted.internet import abstract, tcp, unix
+from twisted.protocols import amp
+
+
+class TwistedChanged(ImportError):
+    """
+    An internal of Twisted that tmta uses is gone or changed.
+    """
+
+
+def _requireAttribute(owner: Any, name: str, where: str) -> None:
+    if not hasattr(owner, name):
+        raise TwistedChanged(f"tmta needs {where}.{name}, which this Twisted does not have")
+
+
+def checkTwisted() -> None:
+    """
+    Check that the private names used below still exist.
+
+    @raise TwistedChanged: naming the first that does not.
+    """
+    _requireAttribute(amp, "_wireNameToPythonIdentifier", "twisted.protocols.amp")
+    _requireAttribute(tcp.Port, "_fromListeningDescriptor", "twisted.internet.tcp.Port")
+    _requireAttribute(unix.Port, "_fromListeningDescriptor", "twisted.internet.unix.Port")
+    _requireAttribute(unix.Connector, "_makeTransport", "twisted.internet.unix.Connector")
+    for name in ("_locked", "_startingTLSBuffer", "_justStartedTLS", "_unprocessed"):
+        _requireAttribute(amp.BinaryBoxProtocol, name, "twisted.protocols.amp.BinaryBoxProtocol")
+    for name in ("_writeDisconnected", "dataBuffer"):
+        _requireAttribute(abstract.FileDescriptor, name,
+                          "twisted.internet.abstract.FileDescriptor")
+    # Set per instance, so looked for in the code that sets them.
+    if "_tempDataBuffer" not in inspect.getsource(abstract.FileDescriptor.__init__):
+        raise TwistedChanged("twisted.internet.abstract.FileDescriptor no longer keeps "
+                             "_tempDataBuffer")
+    _requireAttribute(tcp.Port, "_shouldShutdown", "twisted.internet.tcp.Port")
+    if "_bindPath" not in inspect.getsource(unix.Port):
+        raise TwistedChanged("twisted.internet.unix.Port no longer has _bindPath")
+
+
+# -- AMP ---------------------------------------------------------------
+
+
+def wireNameToIdentifier(wireName: bytes) -> str:
+    """
+    The Python name under which AMP passes the argument C{wireName} to a
+    responder, as Twisted's own commands name it.
+    """
+    return amp._wireNameToPythonIdentifier(wireName)
+
+
+def ampParsesPlainBoxes(protocol: amp.BinaryBoxProtocol) -> bool:
+    """
+    Whether what C{protocol} receives now is plain AMP boxes that tmta's
+    own parser may read: no protocol switch, no TLS starting, no box
+    being delivered, nothing left over in Twisted's parser.
+    """
+    return not (protocol.innerProtocol is not None or protocol._justStartedTLS
+                or protocol._locked or protocol._unprocessed)
+
+
+def ampSwitched(protocol: amp.BinaryBoxProtocol) -> bool:
+    """
+    Whether a box just received switched C{protocol} to another protocol
+    (or locked it to deliver one): what follows is not for a box parser.
+    """
+    return protocol.innerProtocol is not None or protocol._locked
+
+
+def ampCanBatch(protocol: amp.BinaryBoxProtocol) -> bool:
+    """
+    Whether boxes C{protocol} sends may be held and written together: it
+    is connected, not delivering a box, not starting TLS.
+    """
+    return (protocol.transport is not None and not protocol._locked
+            and protocol._startingTLSBuffer is None)
+
+
+# -- transports --------------------------------------------------------
+
+
+def writesIdle(transport: abstract.FileDescriptor) -> bool:
+    """
+    Whether nothing is queued to be written on C{transport}, so that new
+    data may be sent at once without overtaking any: connected, not
+    closing, not under TLS, no buffered data or descriptors.
+    """
+    return (
+        transport.connected
+        and not transport.disconnecting
+        and not getattr(transport, "_writeDisconnected", True)
+        and not getattr(transport, "TLS", False)
+        and not transport.dataBuffer
+        and not getattr(transport, "_tempDataBuffer", True)
+        and not getattr(transport, "_sendmsgQueue", None)
+    )
+
+
+def connectorMaking(clientClass: type) -> type:
+    """
+    A L{unix.Connector} whose connections are C{clientClass} (a subclass
+    of L{unix.Client}).
+    """
+
+    class Connector(unix.Connector):
+        def _makeTransport(self):
+            return clientClass(self.address, self, self.reactor, self.checkPID)
+
+    return Connector
+
+
+# -- listening sockets -------------------------------------------------
+
+
+def adoptListeningPort(portClass: type, reactor, fd: int, family: int, factory):
+    """
+    A port of C{portClass} (a subclass of L{tcp.Port} or L{unix.Port})
+    serving the inherited listening socket C{fd}, not yet started.
+
+    C{reactor.adoptStreamPort} does this for Twisted's own classes only.
+    """
+    if issubclass(portClass, unix.Port):
+        return portClass._fromListeningDescriptor(reactor, fd, factory)
+    return portClass._fromListeningDescriptor(reactor, fd, family, factory)
+
+
+def shareListeningSocket(port) -> None:
+    """
+    Leave the socket of C{port} as it is when the port stops: no
+    C{shutdown()} (which would end the listening of every process sharing
+    it) and, for a UNIX socket, no chmod or unlink of its file by path
+    (the master owns the file, and this process may not reach the path).
+    """
+    port._shouldShutdown = False
+    bindPath = getattr(port, "_bindPath", None)
+    if bindPath is not None and isinstance(port, unix.Port):
+        # Twisted leaves the file of an abstract socket alone.
+        port._bindPath = (b"\0" if isinstance(bindPath, bytes) else "\0") + bindPath
+
+
+checkTwisted()
+
+__all__: List[str] = [
+    "TwistedChanged",
+    "adoptListeningPort",
+    "ampCanBatch",
+    "ampParsesPlainBoxes",
+    "ampSwitched",
+    "checkTwisted",
+    "connectorMaking",
+    "shareListeningSocket",
+    "wireNameToIdentifier",
+    "writesIdle",
+]
