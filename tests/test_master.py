@@ -44,6 +44,8 @@ ECHO_PLUGIN = textwrap.dedent(
     class EchoComponent:
         name = "echo"
         resident = False
+        def needsRoot(self, config, unpriv):
+            return not unpriv
         def clientLimit(self, config):
             return 2
         def makeService(self, context):
@@ -53,6 +55,8 @@ ECHO_PLUGIN = textwrap.dedent(
     class BrokenComponent:
         name = "broken"
         resident = False
+        def needsRoot(self, config, unpriv):
+            return not unpriv
         def clientLimit(self, config):
             return 1
         def makeService(self, context):

@@ -6,6 +6,10 @@ zope.interface: a master.cf program (L{IComponent}), a transport
 (L{IDeliveryAgent}), a lookup table (L{ILookupTable}), address rewriting
 and resolution (L{IAddressRewriter}, L{IAddressResolver}), an smtpd
 restriction (L{ISMTPRestriction}) and the queue store (L{IQueue}).
+Plugins add components (L{IComponent}), transports
+(L{IDeliveryAgentFactory}), table types (L{ILookupTableType}) and
+restrictions (L{ISMTPRestriction}); each is checked with
+L{zope.interface.verify.verifyObject} when found.
 
 A plugin author needs nothing but this module: write a class that
 provides one of these interfaces and L{twisted.plugin.IPlugin}, put an
@@ -113,8 +117,8 @@ class IQueue(Interface):
         """
         Start a new queue file in C{queueName} (C{incoming} for cleanup).
 
-        @return: an open writer whose C{commit} makes the message durable
-            and visible.
+        @return: C{(queueId, writer)}: the new file's queue id and an open
+            writer whose C{commit} makes the message durable and visible.
         """
 
     def open(queueName, queueId):
@@ -158,15 +162,67 @@ class IDeliveryAgent(Interface):
         """
 
 
+class IDeliveryAgentFactory(Interface):
+    """
+    A transport added by a plugin: what master.cf's command column names
+    for a delivery service (C{mytransport unix - n n - - myagent}).  tmta
+    serves the agent it makes on the service's socket, as it serves
+    local; the plugin writes only the agent.
+    """
+
+    name = Attribute("The command name in master.cf.")
+
+    def needsRoot(config, unpriv):
+        """
+        Whether the worker keeps root after start-up (as for
+        L{IComponent.needsRoot}): C{not unpriv} unless the agent knows
+        better.
+        """
+
+    def clientLimit(config):
+        """
+        How many deliveries one process takes at once.
+        """
+
+    def makeAgent(context):
+        """
+        Build the agent, while the worker may still be root.
+
+        @param context: an L{IWorkerContext}.
+        @return: an L{IDeliveryAgent}.
+        """
+
+
 class ILookupTable(Interface):
     """
     A C{type:name} lookup table with Postfix's semantics.
+
+    Synchronous, for speed: smtpd and local consult tables for every
+    recipient.  A table whose source is remote keeps what it needs in
+    memory and refreshes it in the background.
     """
 
-    def lookup(key):
+    def get(key):
         """
-        @return: a Deferred firing with the value for C{key}, or C{None}
-            when there is none.
+        @param key: looked up as is (callers lower-case where Postfix
+            does).
+        @return: the value for C{key}, or C{None} when there is none.
+        """
+
+
+class ILookupTableType(Interface):
+    """
+    A table type added by a plugin: what C{type} in C{type:name} names.
+    """
+
+    name = Attribute("The type, e.g. C{redis} for C{redis:/etc/tmta/redis.cf}.")
+
+    def open(name):
+        """
+        Open the table C{name} (what follows C{type:}).
+
+        @return: an L{ILookupTable}.
+        @raise ValueError: C{name} does not name a table of this type.
         """
 
 
@@ -174,12 +230,16 @@ class IAddressRewriter(Interface):
     """
     Address rewriting: what Postfix's trivial-rewrite does in its
     rewrite mode.
+
+    Synchronous, for speed: the trivial-rewrite service calls it for
+    every address, and smtpd and cleanup reach that service over AMP
+    (L{tmta.rewrite.client.RewriteClient} answers them with Deferreds).
     """
 
     def rewrite(address):
         """
-        @return: a Deferred firing with the address in canonical form
-            (C{@$myorigin} appended, C{host!user} swapped, ...).
+        @return: the address in canonical form (C{@$myorigin} appended,
+            C{host!user} swapped, ...).
         """
 
 
@@ -187,25 +247,34 @@ class IAddressResolver(Interface):
     """
     Address resolution: which transport and next hop deliver to an
     address.
+
+    Synchronous, for the same reason as L{IAddressRewriter}.
     """
 
     def resolve(address):
         """
-        @return: a Deferred firing with a L{tmta.rewrite.Resolution}
-            (transport, nexthop, recipient, flags).
+        @return: a L{tmta.rewrite.Resolution} (transport, nexthop,
+            recipient, address class).
         """
 
 
 class ISMTPRestriction(Interface):
     """
-    One restriction in an smtpd_*_restrictions list.
+    One restriction in an smtpd_*_restrictions list, by its name in
+    main.cf; a plugin adds one by providing this and naming it.
     """
 
     name = Attribute("Its name in main.cf, e.g. permit_mynetworks.")
 
-    def evaluate(session, stage):
+    def evaluate(context):
         """
-        @return: a Deferred firing with C{(action, reply)}: action one of
-            C{permit}, C{reject}, C{defer}, C{dunno}; reply the SMTP reply
-            for a reject or defer.
+        Decide for one SMTP command.
+
+        @param context: a L{tmta.smtpd.restrictions.RecipientContext}:
+            the client's address, the recipient, its address class,
+            whether the client authenticated, and the configuration.
+        @return: C{(action, reply)}, action one of C{permit}, C{reject},
+            C{defer}, C{dunno}, reply the SMTP reply for a reject or
+            defer (C{None} for smtpd's default); or a Deferred firing
+            with that pair, for a restriction that must ask elsewhere.
         """

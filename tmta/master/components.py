@@ -1,58 +1,78 @@
 """
-Finding the component plugin that a master.cf command names.
+Finding the component that a master.cf command names: a component
+plugin (L{IComponent}), or a transport plugin (L{IDeliveryAgentFactory})
+served as a delivery service.
 """
 
 from __future__ import annotations
 
-import os
-from typing import Dict, Tuple
+from typing import Dict, Optional
 
-from twisted.plugin import getPlugins
+from zope.interface import implementer
 
-from tmta.interfaces import IComponent
+from tmta.common.plugins import PluginError, availablePlugins, findPlugin
+from tmta.interfaces import IComponent, IDeliveryAgentFactory
 
 # master.cf command names that are another name for a component.
 ALIASES = {"rewrite": "trivial-rewrite"}
 
 
-_found: Tuple[tuple, Dict[str, IComponent]] = ((), {})
+@implementer(IComponent)
+class AgentComponent:
+    """
+    A transport plugin as a master.cf program: its agent served on the
+    service's socket by L{tmta.delivery.AgentService}.
+    """
 
+    resident = False
 
-def _pluginDirectoryStamps() -> tuple:
-    import twisted.plugins
+    def __init__(self, factory) -> None:
+        self.factory = factory
+        self.name = factory.name
 
-    stamps = []
-    for directory in twisted.plugins.__path__:
-        try:
-            stamps.append((directory, os.stat(directory).st_mtime_ns))
-        except OSError:
-            stamps.append((directory, None))
-    return tuple(stamps)
+    def needsRoot(self, config, unpriv):
+        return self.factory.needsRoot(config, unpriv)
+
+    def clientLimit(self, config):
+        return self.factory.clientLimit(config)
+
+    def makeService(self, context):
+        from tmta.delivery import AgentService
+
+        return AgentService(context, self.factory.makeAgent(context))
 
 
 def availableComponents() -> Dict[str, IComponent]:
     """
-    Every installed component plugin by its master.cf command name.
+    Every installed component, and every transport plugin as one, by its
+    master.cf command name (a component wins over a transport of the
+    same name).
 
-    The answer is kept until a plugin directory changes (a plugin file
-    added, removed or replaced): finding plugins lists every plugin
-    directory and reads its cache, and every worker asks once, as a copy
-    of the fork server, which asked before it.
+    Plugins are looked for again only when a plugin directory changes:
+    every worker asks once, as a copy of the fork server, which asked
+    before it.
     """
-    global _found
-    import twisted.plugins
-
-    stamps = _pluginDirectoryStamps()
-    if stamps != _found[0]:
-        found: Dict[str, IComponent] = {}
-        for component in getPlugins(IComponent, twisted.plugins):
-            found.setdefault(component.name, component)
-        _found = (stamps, found)
-    return dict(_found[1])
+    found: Dict[str, IComponent] = {
+        name: AgentComponent(factory)
+        for name, factory in availablePlugins(IDeliveryAgentFactory).items()
+    }
+    found.update(availablePlugins(IComponent))
+    return found
 
 
-def findComponent(command: str, components: Dict[str, IComponent]) -> IComponent | None:
+def findComponent(command: str, components: Dict[str, IComponent]) -> Optional[IComponent]:
     """
     The component for a master.cf command name, or C{None}.
+
+    @raise PluginError: a plugin of that name does not provide the
+        interface it claims (the message says what is missing).
     """
-    return components.get(command) or components.get(ALIASES.get(command, ""))
+    name = command if command in components else ALIASES.get(command, command)
+    component = components.get(name)
+    if component is None:
+        for interface in (IComponent, IDeliveryAgentFactory):
+            findPlugin(interface, name)  # raises for a broken plugin
+    return component
+
+
+__all__ = ["AgentComponent", "PluginError", "availableComponents", "findComponent"]

@@ -24,6 +24,7 @@ from twisted.python.components import Componentized
 
 from tmta.config import ConfigError, Configuration, MasterEntry, parseInetAddress
 from tmta.config.parser import ConfigProblems
+from tmta.common.plugins import PluginError, allBroken, findPlugin
 from tmta.master.components import availableComponents, findComponent
 from tmta.common.contract import WorkerArguments, workerDescriptors
 from tmta.common.triggers import Wakeup
@@ -352,21 +353,25 @@ class MasterService(service.Service):
         gid = self._owner.pw_gid if self._owner else None
         createLayout(queueDirectory, uid, gid)
         components = availableComponents()
-        implemented = {
-            entry.key: entry.type in _IMPLEMENTED_TYPES
-            and findComponent(entry.command, components) is not None
-            for entry in configuration.services
-        }
-        # A port nobody would serve (Debian's "smtp inet ... postscreen")
-        # stops start-up before anything is bound.
-        unserved = [
-            f"{configuration.directory}/master.cf, line {entry.line}: {entry.service}/inet: "
-            f"command {entry.command} is not implemented; nothing would serve its port"
-            for entry in configuration.services
-            if entry.type == "inet" and not implemented[entry.key]
-        ]
-        if unserved:
-            raise ConfigProblems(unserved)
+        implemented: Dict[Tuple[str, str], bool] = {}
+        # A plugin that does not provide its interface, or a port nobody
+        # would serve (Debian's "smtp inet ... postscreen"), stops
+        # start-up before anything is bound.
+        unusable = []
+        for entry in configuration.services:
+            where = f"{configuration.directory}/master.cf, line {entry.line}"
+            try:
+                found = findComponent(entry.command, components) is not None
+            except PluginError as e:
+                unusable.append(f"{where}: {entry.service}/{entry.type}: {e}")
+                found = False
+            implemented[entry.key] = found and entry.type in _IMPLEMENTED_TYPES
+            if entry.type == "inet" and not found:
+                unusable.append(f"{where}: {entry.service}/inet: command {entry.command} is "
+                                "not implemented; nothing would serve its port")
+        unusable += _pluginProblems(configuration)
+        if unusable:
+            raise ConfigProblems(list(dict.fromkeys(unusable)))
         skipped, planned = [], []
         for entry in configuration.services:
             if not implemented[entry.key]:
@@ -401,8 +406,18 @@ class MasterService(service.Service):
         @raise ListenError: a listener cannot be bound.
         @raise OSError: the queue directories cannot be made.
         """
+        from tmta.interfaces import (
+            IComponent,
+            IDeliveryAgentFactory,
+            ILookupTableType,
+            ISMTPRestriction,
+        )
+
         for warning in self.configuration.warnings:
             log.warn("{warning}", warning=warning)
+        for reason in allBroken([IComponent, IDeliveryAgentFactory, ILookupTableType,
+                                 ISMTPRestriction]):
+            log.warn("{reason}: not used", reason=reason)
         self._planned = self._bindAll(self.configuration, {})
         super().privilegedStartService()
 
@@ -487,6 +502,36 @@ class MasterService(service.Service):
         self.runners = {}
         log.info("daemon stopping")
         return defer.DeferredList(stops).addBoth(lambda r: self.forkserver.stop())
+
+
+def _pluginProblems(configuration: Configuration) -> List[str]:
+    """
+    Table types and smtpd restrictions the configuration names whose
+    plugins do not provide their interface.
+    """
+    from tmta.interfaces import ILookupTableType, ISMTPRestriction
+    from tmta.smtpd.restrictions import BUILTIN_RESTRICTIONS
+    from tmta.tables import BUILTIN_TYPES
+
+    problems = []
+    for entry in configuration.services:
+        config = configuration.serviceConfig(entry)
+        where = f"{configuration.directory}/master.cf, line {entry.line}"
+        checks = [(name, ISMTPRestriction, item)
+                  for name in ("smtpd_relay_restrictions", "smtpd_recipient_restrictions")
+                  if entry.command == "smtpd"
+                  for item in config.getList(name) if item not in BUILTIN_RESTRICTIONS]
+        checks += [(name, ILookupTableType, spec.split(":", 1)[0])
+                   for name in ("alias_maps", "local_recipient_maps")
+                   for spec in config.getList(name)
+                   if ":" in spec and spec.split(":", 1)[0] not in BUILTIN_TYPES
+                   and spec.split(":", 1)[0] != "proxy"]
+        for parameter, interface, name in checks:
+            try:
+                findPlugin(interface, name)
+            except PluginError as e:
+                problems.append(f"{where}: {entry.service}/{entry.type}: {parameter}: {e}")
+    return problems
 
 
 def _describe(listener: Listener) -> str:

@@ -25,6 +25,7 @@ from tmta.common.contract import CONTROL_FD, parseArguments
 from tmta.config import ConfigError, loadConfiguration
 from tmta.interfaces import IWorkerContext
 from tmta.logging import lineObserver
+from tmta.common.plugins import PluginError
 from tmta.master.components import availableComponents, findComponent
 from tmta.master.control import Shutdown, WorkerStatus
 from tmta.common.accounts import dropPrivileges, mailOwner, reachableDirectory
@@ -125,7 +126,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     if entry is None:
         log.critical("fatal: no service {service} in master.cf", service=options.service)
         return 1
-    component = findComponent(entry.command, availableComponents())
+    try:
+        component = findComponent(entry.command, availableComponents())
+    except PluginError as e:
+        log.critical("fatal: {error}", error=str(e))
+        return 1
     if component is None:
         log.critical("fatal: no component named {command}", command=entry.command)
         return 1
@@ -147,8 +152,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     dropTo = None
     try:
-        needsRoot = getattr(component, "needsRoot", None)
-        keepRoot = needsRoot(config, entry.unpriv) if needsRoot else not entry.unpriv
+        keepRoot = component.needsRoot(config, entry.unpriv)
         if os.getuid() == 0 and not keepRoot:
             dropTo = mailOwner(config, configuration.embedded)
             queueDirectory = config.get("queue_directory")

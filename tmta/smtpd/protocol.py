@@ -385,7 +385,10 @@ class SMTPServer(CommandReader):
         resolution = await self.resolve(recipient)
         context = RecipientContext(self.clientAddress, recipient, resolution.addressClass)
         for restrictions in self.settings.restrictionLists:
-            decision, reply = restrictions.evaluate(context)
+            decision = restrictions.evaluate(context)
+            if isinstance(decision, defer.Deferred):
+                decision = await decision
+            decision, reply = decision
             if decision in (REJECT, DEFER):
                 self._rejectRecipient(recipient, reply)
                 return

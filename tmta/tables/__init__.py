@@ -4,23 +4,25 @@ Lookup tables named C{type:name}, with Postfix's semantics.
 Implemented types: C{unix:passwd.byname} (the passwd database),
 C{hash:} and C{texthash:} (read from the source text file: a key and a
 value per line, C{key value} or, for aliases, C{key: value}), C{static:}
-and C{inline:{ key=value, ... }}.  C{proxy:} is accepted and ignored, since
-tmta's processes read tables themselves.  Lookups are synchronous and
-cheap (files are re-read only when they change).
+and C{inline:{ key=value, ... }}; plugins add more
+(L{tmta.interfaces.ILookupTableType}).  C{proxy:} is accepted and
+ignored, since tmta's processes read tables themselves.  Lookups are
+synchronous and cheap (files are re-read only when they change).
 """
 
 from __future__ import annotations
 
 import os
 import pwd
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
-from twisted.internet.defer import succeed
 from twisted.logger import Logger
 from zope.interface import implementer
+from zope.interface.exceptions import Invalid
+from zope.interface.verify import verifyObject
 
 from tmta.config import splitList
-from tmta.interfaces import ILookupTable
+from tmta.interfaces import ILookupTable, ILookupTableType
 
 log = Logger()
 
@@ -32,17 +34,7 @@ class TableError(Exception):
 
 
 @implementer(ILookupTable)
-class _LocalTable:
-    """
-    A table answered at once from this process: subclasses define
-    C{get(key)}, and C{lookup} is the L{ILookupTable} form of it.
-    """
-
-    def lookup(self, key):
-        return succeed(self.get(key))
-
-
-class PasswdTable(_LocalTable):
+class PasswdTable:
     """
     C{unix:passwd.byname}: a key is found when it names an account.
     """
@@ -83,7 +75,8 @@ def parseTextTable(lines: List[str]) -> Dict[str, str]:
     return table
 
 
-class TextFileTable(_LocalTable):
+@implementer(ILookupTable)
+class TextFileTable:
     """
     A table read from a text file, re-read when the file changes.  A
     missing file is an empty table (and is warned about once).
@@ -120,7 +113,8 @@ class TextFileTable(_LocalTable):
 
 
 
-class DictTable(_LocalTable):
+@implementer(ILookupTable)
+class DictTable:
     """
     C{static:value} (every key) or C{inline:{k=v, ...}}.
     """
@@ -134,33 +128,82 @@ class DictTable(_LocalTable):
 
 
 
+@implementer(ILookupTableType)
+class BuiltinTableType:
+    """
+    One of tmta's own table types.
+    """
+
+    def __init__(self, name: str, opener: Callable[[str], object]) -> None:
+        self.name = name
+        self._opener = opener
+
+    def open(self, name: str):
+        return self._opener(name)
+
+
+def _inline(name: str) -> DictTable:
+    body = name.strip()
+    if body.startswith("{") and body.endswith("}"):
+        body = body[1:-1]
+    entries = {}
+    for item in splitList(body):
+        key, _, value = item.partition("=")
+        entries[key] = value
+    return DictTable(entries)
+
+
+def _passwd(name: str) -> PasswdTable:
+    if name != "passwd.byname":
+        raise ValueError(f"unix:{name} is not a table tmta knows (only unix:passwd.byname)")
+    return PasswdTable()
+
+
+BUILTIN_TYPES: Dict[str, BuiltinTableType] = {
+    kind.name: kind
+    for kind in [
+        BuiltinTableType("unix", _passwd),
+        BuiltinTableType("static", lambda name: DictTable({}, name.strip("{}").strip())),
+        BuiltinTableType("inline", _inline),
+    ] + [
+        # Read from the source text file, as postmap would have: no
+        # compiled database is needed.
+        BuiltinTableType(kind, TextFileTable)
+        for kind in ("hash", "texthash", "btree", "lmdb", "cdb", "dbm")
+    ]
+}
+
+
 def openTable(spec: str):
     """
-    Open the table C{type:name}.
+    Open the table C{type:name}: one of tmta's types, or a type a plugin
+    adds (L{tmta.interfaces.ILookupTableType}).
 
-    @raise TableError: an unknown or malformed type.
+    @raise TableError: an unknown type, a name the type does not accept,
+        or a plugin that does not provide what it claims.
     """
+    from tmta.common.plugins import PluginError, findPlugin
+
     kind, sep, name = spec.partition(":")
     if not sep:
         raise TableError(f"{spec!r} is not a type:name table")
     if kind == "proxy":
         return openTable(name)
-    if kind == "unix" and name == "passwd.byname":
-        return PasswdTable()
-    if kind in ("hash", "texthash", "btree", "lmdb", "cdb", "dbm"):
-        return TextFileTable(name)
-    if kind == "static":
-        return DictTable({}, name.strip("{}").strip())
-    if kind == "inline":
-        body = name.strip()
-        if body.startswith("{") and body.endswith("}"):
-            body = body[1:-1]
-        entries = {}
-        for item in splitList(body):
-            key, _, value = item.partition("=")
-            entries[key] = value
-        return DictTable(entries)
-    raise TableError(f"unsupported table type {kind!r} in {spec!r}")
+    try:
+        tableType = BUILTIN_TYPES.get(kind) or findPlugin(ILookupTableType, kind)
+    except PluginError as e:
+        raise TableError(f"{spec}: {e}")
+    if tableType is None:
+        raise TableError(f"unsupported table type {kind!r} in {spec!r}")
+    try:
+        table = tableType.open(name)
+        verifyObject(ILookupTable, table)
+    except ValueError as e:
+        raise TableError(f"{spec}: {e}")
+    except Invalid as e:
+        raise TableError(f"{spec}: table type {kind} made something that is not a lookup "
+                         f"table: {' '.join(str(e).split())}")
+    return table
 
 
 def openTables(value: str) -> List:

@@ -1,0 +1,289 @@
+"""
+The seams keep their word: every built-in provider of every interface in
+L{tmta.interfaces} passes L{verifyObject}, and a plugin of each kind --
+component, transport, table type, smtpd restriction -- dropped into a
+C{twisted/plugins/} directory is found and used by a real master, while
+one that does not provide its interface is refused with a message that
+names it and what is missing.
+"""
+
+import os
+import textwrap
+
+from twisted.internet import reactor
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from tmta import interfaces
+from tmta.config import MainConfig
+from tests.support import REPO, Master, freePort, sendMessage, shortTemporaryDirectory, waitFor
+
+
+def twistd(args, extraPath=()):
+    import subprocess
+    import sys
+
+    environ = dict(os.environ, PYTHONPATH=os.pathsep.join(list(extraPath) + [REPO]))
+    return subprocess.run(
+        [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
+         "--pidfile=", "tmta"] + args,
+        capture_output=True, text=True, timeout=60, env=environ)
+
+
+class ConformanceTests(SynchronousTestCase):
+    def test_builtinComponents(self):
+        from twisted.plugin import IPlugin, getPlugins
+
+        import twisted.plugins
+
+        components = [c for c in getPlugins(interfaces.IComponent, twisted.plugins)
+                      if type(c).__module__.startswith("twisted.plugins.tmta")]
+        self.assertGreaterEqual(len(components), 8)
+        for component in components:
+            verifyObject(interfaces.IComponent, component)
+            verifyObject(IPlugin, component)
+
+    def test_builtinAgents(self):
+        from tmta.delivery.trivial import DiscardAgent, ErrorAgent
+        from tmta.local.agent import LocalAgent, LocalDeliveryAgent
+        from tmta.master.components import AgentComponent
+
+        base = shortTemporaryDirectory(self)
+        config = MainConfig({"local_mailbox_accounts": "none", "alias_maps": "",
+                             "mail_spool_directory": base + "/"})
+        local = LocalDeliveryAgent(reactor, LocalAgent(config))
+        for agent in (DiscardAgent(), ErrorAgent("error"), local):
+            verifyObject(interfaces.IDeliveryAgent, agent)
+
+        class Factory:
+            name = "x"
+
+            def needsRoot(self, config, unpriv):
+                return False
+
+            def clientLimit(self, config):
+                return 1
+
+            def makeAgent(self, context):
+                return DiscardAgent()
+
+        verifyObject(interfaces.IComponent, AgentComponent(Factory()))
+
+    def test_builtinTables(self):
+        from tmta.tables import BUILTIN_TYPES, openTable
+
+        for kind in BUILTIN_TYPES.values():
+            verifyObject(interfaces.ILookupTableType, kind)
+        for spec in ("unix:passwd.byname", "static:x", "inline:{a=b}", "hash:/nonexistent",
+                     "texthash:/nonexistent", "proxy:unix:passwd.byname"):
+            verifyObject(interfaces.ILookupTable, openTable(spec))
+
+    def test_builtinRestrictions(self):
+        from tmta.smtpd.restrictions import BUILTIN_RESTRICTIONS, RestrictionList
+
+        restrictions = RestrictionList("smtpd_recipient_restrictions",
+                                       ", ".join(sorted(BUILTIN_RESTRICTIONS)), [], 554, 554)
+        self.assertEqual(len(restrictions.restrictions), len(BUILTIN_RESTRICTIONS))
+        for restriction in restrictions.restrictions:
+            verifyObject(interfaces.ISMTPRestriction, restriction)
+
+    def test_queueRewriterContext(self):
+        from tmta.master.worker import WorkerContext
+        from tmta.queue.layout import createLayout
+        from tmta.queue.store import QueueStore
+        from tmta.rewrite import Rewriter
+
+        directory = shortTemporaryDirectory(self)
+        createLayout(directory)
+        verifyObject(interfaces.IQueue, QueueStore(directory))
+        rewriter = Rewriter(MainConfig({"myhostname": "h.example"}))
+        verifyObject(interfaces.IAddressRewriter, rewriter)
+        verifyObject(interfaces.IAddressResolver, rewriter)
+        self.assertIsInstance(rewriter.rewrite("a"), str)
+        verifyObject(interfaces.IWorkerContext,
+                     WorkerContext(reactor, MainConfig({}), "x", None, [], []))
+
+
+PLUGINS = textwrap.dedent(
+    """
+    import json, os
+    from twisted.plugin import IPlugin
+    from zope.interface import implementer
+    from tmta.delivery import SENT, RecipientStatus
+    from tmta.interfaces import (
+        IDeliveryAgent, IDeliveryAgentFactory, ILookupTable, ILookupTableType,
+        ISMTPRestriction)
+
+    @implementer(IDeliveryAgent)
+    class Recorder:
+        def __init__(self, directory):
+            self.directory = directory
+        def deliver(self, request):
+            statuses = []
+            for r in request.recipients:
+                name = os.path.join(self.directory, request.queueId + "-" + str(r.offset))
+                with open(name, "w") as f:
+                    json.dump({"to": r.address, "from": request.sender,
+                               "text": b"".join(request.content()).decode()}, f)
+                statuses.append(RecipientStatus(r.offset, SENT, "2.0.0", "recorded"))
+            return statuses
+
+    @implementer(IPlugin, IDeliveryAgentFactory)
+    class RecorderFactory:
+        name = "recorder"
+        def needsRoot(self, config, unpriv):
+            return False
+        def clientLimit(self, config):
+            return 10
+        def makeAgent(self, context):
+            return Recorder(os.environ["TMTA_TEST_RECORDS"])
+
+    @implementer(ILookupTable)
+    class Listed:
+        def get(self, key):
+            return "ok" if key in ("bob", "carol", "bob@localhost", "carol@localhost") else None
+
+    @implementer(IPlugin, ILookupTableType)
+    class ListedType:
+        name = "testlisted"
+        def open(self, name):
+            return Listed()
+
+    @implementer(IPlugin, ISMTPRestriction)
+    class NoCarol:
+        name = "test_reject_carol"
+        def evaluate(self, context):
+            if context.recipient.startswith("carol@"):
+                return "reject", "550 5.7.1 <%s>: no mail for carol" % context.recipient
+            return "dunno", None
+
+    recorder = RecorderFactory()
+    listed = ListedType()
+    nocarol = NoCarol()
+    """
+)
+
+BROKEN = textwrap.dedent(
+    """
+    from twisted.plugin import IPlugin
+    from zope.interface import implementer
+    from tmta.interfaces import IDeliveryAgentFactory
+
+    @implementer(IPlugin, IDeliveryAgentFactory)
+    class Incomplete:
+        name = "incomplete"
+        def makeAgent(self, context):
+            return None
+
+    incomplete = Incomplete()
+    """
+)
+
+MASTER_CF = """\
+{port}      inet  n       -       n       -       -       smtpd
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+record    unix  -       -       n       -       -       recorder
+"""
+
+
+class PluginTests(SynchronousTestCase):
+    def pluginDirectory(self, base, text, name):
+        plugins = os.path.join(base, "plugins", "twisted", "plugins")
+        os.makedirs(plugins, exist_ok=True)
+        with open(os.path.join(plugins, name), "w") as f:
+            f.write(text)
+        return os.path.join(base, "plugins")
+
+    def test_transportTableRestriction(self):
+        """
+        A transport, a table type and a restriction from one plugin file
+        are used by a real master: mail for a listed name is handed to
+        the transport; carol is refused by the restriction, an unlisted
+        name by the table.
+        """
+        base = shortTemporaryDirectory(self)
+        records = os.path.join(base, "records")
+        os.makedirs(records)
+        os.chmod(records, 0o777)
+        path = self.pluginDirectory(base, PLUGINS, "tmta_test_kinds.py")
+        port = freePort()
+        os.environ["TMTA_TEST_RECORDS"] = records
+        self.addCleanup(os.environ.pop, "TMTA_TEST_RECORDS", None)
+        master = Master(
+            os.path.join(base, "conf"),
+            {"mydestination": "localhost", "local_transport": "record:",
+             "local_recipient_maps": "testlisted:anything",
+             "smtpd_recipient_restrictions": "test_reject_carol, permit_mynetworks, "
+                                             "reject_unauth_destination"},
+            MASTER_CF.format(port=port), extraPath=[path]).start()
+        self.addCleanup(master.stop)
+        sendMessage(port, "alice@example.com", ["bob@localhost"], "plugged")
+        waitFor(lambda: os.listdir(records), what="the transport's record")
+        import json
+
+        [name] = os.listdir(records)
+        with open(os.path.join(records, name)) as f:
+            record = json.load(f)
+        self.assertEqual((record["to"], record["from"]), ("bob@localhost", "alice@example.com"))
+        self.assertIn("Subject: plugged", record["text"])
+        import smtplib
+
+        for recipient, text in [("carol@localhost", b"no mail for carol"),
+                                ("dave@localhost", b"User unknown")]:
+            e = self.assertRaises(smtplib.SMTPRecipientsRefused, sendMessage, port,
+                                  "alice@example.com", [recipient], "refused")
+            code, reply = e.recipients[recipient]
+            self.assertEqual(code, 550)
+            self.assertIn(text, reply)
+
+    def test_brokenPluginRefused(self):
+        """
+        A transport plugin that does not provide its interface stops
+        start-up when master.cf names it, with a message naming the
+        plugin and what it lacks.
+        """
+        base = shortTemporaryDirectory(self)
+        path = self.pluginDirectory(base, BROKEN, "tmta_test_broken.py")
+        conf = os.path.join(base, "conf")
+        os.makedirs(conf)
+        with open(os.path.join(conf, "main.cf"), "w") as f:
+            f.write(f"queue_directory = {base}/queue\n")
+        with open(os.path.join(conf, "master.cf"), "w") as f:
+            f.write("x unix - - n - - incomplete\n")
+        result = twistd(["-c", conf], extraPath=[path])
+        output = result.stdout + result.stderr
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn("master.cf, line 1: x/unix: plugin tmta_test_broken.Incomplete does not "
+                      "provide IDeliveryAgentFactory", output.replace("twisted.plugins.", ""))
+        self.assertIn("needsRoot", output)
+
+
+class ReadmeExampleTests(SynchronousTestCase):
+    def test_examplesProvideTheirInterfaces(self):
+        """
+        The plugin examples in the README are complete: each passes
+        verifyObject.
+        """
+        import re
+
+        with open(os.path.join(REPO, "README.rst")) as f:
+            text = f.read()
+        namespace = {"MyProtocol": object}
+        for block in re.findall(r"::\n\n((?:        .*\n|\n)+)", text):
+            code = "\n".join(line[8:] for line in block.splitlines())
+            if "@implementer" in code:
+                exec(code, namespace)
+        verifyObject(interfaces.IDeliveryAgentFactory, namespace["printer"])
+        verifyObject(interfaces.IComponent, namespace["greeter"])
+        [status] = namespace["Printer"]().deliver(_Request())
+        self.assertEqual(status.reason, "5 bytes")
+
+
+class _Request:
+    recipients = [type("R", (), {"offset": 3})()]
+
+    def content(self):
+        return iter([b"hello"])
