@@ -63,7 +63,12 @@ class ExpandTests(SynchronousTestCase):
             "${b?{1}}": "",
             "${b:{z $a}}": "z x",
             "$$a": "$a",
-            "cost $": "cost $",
+            "${a ? {1} : {2}}": "1",
+            "${b ? {1} : {2}}": "2",
+            "${{$a} == {x} ? {same} : {other}}": "same",
+            "${{$a} != {x} ? {same} : {other}}": "other",
+            "${{3.6} <level {3.10} ? {older} : {newer}}": "older",
+            "${{10} > {9} ? {more}}": "more",
         }
         for text, wanted in cases.items():
             self.assertEqual(expand(text, self.lookup), wanted, text)
@@ -73,6 +78,10 @@ class ExpandTests(SynchronousTestCase):
 
     def test_unclosed(self):
         self.assertRaises(ExpansionError, expand, "${a", self.lookup)
+
+    def test_lonelyDollar(self):
+        for text in ("a $ b", "cost $", "${}"):
+            self.assertRaises(ExpansionError, expand, text, self.lookup)
 
 
 class MainCfTests(SynchronousTestCase):

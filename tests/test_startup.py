@@ -54,17 +54,22 @@ class ConfigCommandTests(SynchronousTestCase):
 
     def test_defaults(self):
         self.assertEqual(self.show("inet_interfaces", "relay_domains", defaults=True)[1],
-                         "inet_interfaces = loopback-only\nrelay_domains =\n")
+                         "inet_interfaces = loopback-only\nrelay_domains = "
+                         "${{$compatibility_level} <level {2} ? {$mydestination} : {}}\n")
+        self.assertEqual(
+            self.show("inet_interfaces", "relay_domains", defaults=True, expand=True)[1],
+            "inet_interfaces = loopback-only\nrelay_domains =\n")
 
     def test_all(self):
-        _, text = self.show()
+        _, text = self.show(expand=True)
         self.assertIn("smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, "
                       "defer_unauth_destination\n", text)
 
     def test_services(self):
         _, text = self.show(services=True)
-        self.assertIn("pickup unix n y y 60 1 pickup\n", text)
-        self.assertIn("relay unix y y y - - smtp -o syslog_name=postfix/$service_name\n", text)
+        self.assertIn("pickup     unix  n       -       y       60      1       pickup\n", text)
+        self.assertIn("relay      unix  -       -       y       -       -       smtp "
+                      "-o syslog_name=postfix/$service_name\n", text)
 
     def test_unknown(self):
         self.assertEqual(self.show("no_such_parameter")[0], 1)

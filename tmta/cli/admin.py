@@ -9,7 +9,7 @@ import argparse
 import sys
 from typing import List, Optional, TextIO
 
-from tmta.config import ConfigError, Configuration, configDirectoryFromEnvironment
+from tmta.config import ConfigError, Configuration, MainConfig, configDirectoryFromEnvironment
 from tmta.config.loader import defaultDataDirectory, loadConfiguration, prepareEmbedded
 
 
@@ -30,6 +30,7 @@ def showConfig(
     services: bool = False,
     defaults: bool = False,
     expand: bool = False,
+    unimplemented: bool = False,
     out: TextIO = sys.stdout,
 ) -> int:
     """
@@ -46,12 +47,18 @@ def showConfig(
         return 0
     main = configuration.main
     status = 0
+    if unimplemented:
+        for name, line in main.unimplementedParameters():
+            where = f"{main.path}, line {line}" if line else "command line"
+            out.write(f"{name} = {main.raw(name)}  # {where}: not implemented yet\n")
+        return 0
     if names:
         selected = names
     elif nonDefault:
         selected = sorted(main.explicit)
     else:
         selected = main.names()
+    defaultsOnly = MainConfig({"config_directory": main.get("config_directory")})
     for name in selected:
         if not main.isKnown(name) and name not in main.explicit:
             sys.stderr.write(f"tmta: warning: {name}: unknown parameter\n")
@@ -59,6 +66,8 @@ def showConfig(
             continue
         if defaults:
             value = main.defaultOf(name) or ""
+            if expand:
+                value = defaultsOnly.get(name)
         elif expand:
             value = main.get(name)
         else:
@@ -78,6 +87,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     config.add_argument("-M", action="store_true", help="show master.cf services")
     config.add_argument("-d", action="store_true", help="show default values")
     config.add_argument("-x", action="store_true", help="expand $name references")
+    config.add_argument("--unimplemented", action="store_true",
+                        help="list parameters set that tmta does not act on yet")
+    # Like postconf, -c may also follow the subcommand.
+    config.add_argument("-c", "--config", default=argparse.SUPPRESS,
+                        help="configuration directory")
     config.add_argument("names", nargs="*")
     options = parser.parse_args(argv)
     try:
@@ -90,6 +104,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 services=options.M,
                 defaults=options.d,
                 expand=options.x,
+                unimplemented=options.unimplemented,
             )
     except ConfigError as e:
         sys.stderr.write(f"tmta: fatal: {e}\n")

@@ -2,17 +2,24 @@
 The parameters tmta knows, with Postfix 3's defaults at
 C{compatibility_level = 3.6}.
 
-Every parameter here is implemented, or is read by a component that is;
-a parameter in C{main.cf} that is not here is warned about and ignored.
-The one deliberate difference from Postfix is C{inet_interfaces}, which
+L{POSTFIX_DEFAULTS} holds every parameter Postfix knows (read from
+C{postfix-defaults.cf}, what C{postconf -d} prints), so that any
+C{$name} expands as in Postfix and C{tmta config NAME} answers for any
+of them.  L{DEFAULTS} holds the parameters tmta implements, with the
+defaults it applies; a parameter set in C{main.cf} that is only in
+L{POSTFIX_DEFAULTS} is not acted on, and is warned about.  The one
+deliberate difference from Postfix is C{inet_interfaces}, which
 defaults to C{loopback-only}: listening to the world is the operator's
 decision.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import os
 import socket
-from typing import Dict
+import subprocess
+from typing import Dict, List, Tuple
 
 
 def defaultHostname() -> str:
@@ -43,13 +50,13 @@ DEFAULTS: Dict[str, str] = {
     "mail_version": "0.1",
     "myorigin": "$myhostname",
     "mydestination": "$myhostname, localhost.$mydomain, localhost",
-    "mynetworks_style": "host",
+    "mynetworks_style": "${{$compatibility_level} <level {2} ? {subnet} : {host}}",
     "inet_interfaces": "loopback-only",
     "inet_protocols": "all",
-    "relay_domains": "",
+    "relay_domains": "${{$compatibility_level} <level {2} ? {$mydestination} : {}}",
     "relayhost": "",
     "append_at_myorigin": "yes",
-    "append_dot_mydomain": "no",
+    "append_dot_mydomain": "${{$compatibility_level} <level {1} ? {yes} : {no}}",
     "swap_bangpath": "yes",
     "allow_percent_hack": "yes",
     "recipient_delimiter": "",
@@ -80,11 +87,10 @@ DEFAULTS: Dict[str, str] = {
     "smtpd_banner": "$myhostname ESMTP $mail_name",
     "smtpd_timeout": "${stress?{10}:{300}}s",
     "smtpd_hard_error_limit": "${stress?{1}:{20}}",
-    "smtpd_soft_error_limit": "10",
-    "smtpd_error_sleep_time": "1s",
-    "smtpd_junk_command_limit": "${stress?{1}:{100}}",
-    "smtpd_per_record_deadline": "${stress?{yes}:{no}}",
-    "smtpd_per_request_deadline": "${stress?{yes}:{no}}",
+    # Postfix 3.7's name; the older smtpd_per_record_deadline, when set,
+    # still decides.
+    "smtpd_per_request_deadline": (
+        "${smtpd_per_record_deadline?{$smtpd_per_record_deadline}:{${stress?{yes}:{no}}}}"),
     "smtpd_min_data_rate": "500",
     "smtpd_soft_error_limit": "10",
     "smtpd_error_sleep_time": "1s",
@@ -93,7 +99,8 @@ DEFAULTS: Dict[str, str] = {
     "smtpd_recipient_overshoot_limit": "1000",
     "smtpd_helo_required": "no",
     "smtpd_relay_restrictions": (
-        "permit_mynetworks, permit_sasl_authenticated, defer_unauth_destination"
+        "${{$compatibility_level} <level {1} ? {} : "
+        "{permit_mynetworks, permit_sasl_authenticated, defer_unauth_destination}}"
     ),
     "smtpd_recipient_restrictions": "",
     "smtpd_client_restrictions": "",
@@ -109,7 +116,7 @@ DEFAULTS: Dict[str, str] = {
     "line_length_limit": "2048",
     "header_size_limit": "102400",
     "strict_rfc821_envelopes": "no",
-    "smtputf8_enable": "yes",
+    "smtputf8_enable": "${{$compatibility_level} <level {1} ? {no} : {yes}}",
     "reject_code": "554",
     "relay_domains_reject_code": "554",
     "unknown_local_recipient_reject_code": "550",
@@ -148,16 +155,90 @@ DEFAULTS: Dict[str, str] = {
 }
 
 
+LOOPBACK_NETWORKS = "127.0.0.0/8 [::1]/128"
+
+
+def interfaceAddresses() -> List[Tuple[str, int]]:
+    """
+    This machine's interface addresses with their prefix lengths (from
+    C{ip -o addr}); the loopback addresses alone when they cannot be
+    read.
+    """
+    try:
+        output = subprocess.run(["ip", "-o", "addr", "show"], capture_output=True, text=True,
+                                timeout=5).stdout
+    except (OSError, subprocess.SubprocessError):
+        output = ""
+    found = []
+    for line in output.splitlines():
+        words = line.split()
+        for family in ("inet", "inet6"):
+            if family in words[:4]:
+                address, _, length = words[words.index(family) + 1].partition("/")
+                found.append((address, int(length or (32 if family == "inet" else 128))))
+    return found or [("127.0.0.1", 8), ("::1", 128)]
+
+
+def networksByStyle(style: str, addresses: List[Tuple[str, int]]) -> str:
+    """
+    C{mynetworks} as Postfix works it out from C{mynetworks_style}:
+    C{host}, each interface address alone; C{subnet}, each interface's
+    subnet; C{class}, each IPv4 address's class A, B or C network (IPv6
+    as C{subnet}).  IPv4 first, IPv6 in brackets.
+    """
+    style = style.strip().lower()
+    networks: List[ipaddress._BaseNetwork] = []
+    for text, length in addresses:
+        address = ipaddress.ip_address(text)
+        if style == "host":
+            length = address.max_prefixlen
+        elif style == "class" and address.version == 4:
+            first = int(str(address).split(".")[0])
+            length = 8 if first < 128 else 16 if first < 192 else 24 if first < 224 else 32
+        network = ipaddress.ip_network(f"{text}/{length}", strict=False)
+        if network not in networks:
+            networks.append(network)
+    networks.sort(key=lambda n: n.version)
+    return " ".join(str(n) if n.version == 4 else f"[{n.network_address}]/{n.prefixlen}"
+                    for n in networks)
+
+
 def computedDefaults() -> Dict[str, str]:
     """
     Defaults that depend on the machine tmta runs on.
 
-    C{mynetworks} follows C{mynetworks_style = host} conservatively:
-    only the loopback networks are trusted unless the operator says more.
+    C{mynetworks} is not among them: it follows C{mynetworks_style}
+    (L{networksByStyle}), worked out when first asked for.
     """
     hostname = defaultHostname()
     return {
         "myhostname": hostname,
         "mydomain": defaultDomain(hostname),
-        "mynetworks": "127.0.0.0/8 [::1]/128",
     }
+
+
+def _readPostfixDefaults() -> Dict[str, str]:
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "postfix-defaults.cf")
+    defaults: Dict[str, str] = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("#") or "=" not in line:
+                continue
+            name, _, value = line.partition("=")
+            defaults[name.strip()] = value.strip()
+    return defaults
+
+
+#: Every parameter of Postfix, with its default.
+POSTFIX_DEFAULTS: Dict[str, str] = _readPostfixDefaults()
+
+#: The parameters tmta acts on.
+IMPLEMENTED = frozenset(DEFAULTS) | {"myhostname", "mydomain", "mynetworks"}
+
+#: Parameters whose values Postfix never expands (they are expanded later,
+#: per message, with other names in scope: $recipient, $user, ...).
+RAW_PARAMETERS = frozenset({
+    "default_rbl_reply", "forward_path", "luser_relay", "mailbox_command",
+    "postscreen_expansion_filter", "postscreen_reject_footer",
+    "smtpd_expansion_filter", "smtpd_reject_footer",
+})

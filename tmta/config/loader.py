@@ -10,6 +10,7 @@ from typing import Callable, List, Mapping, Optional
 
 from .maincf import MainConfig
 from .mastercf import MasterEntry, parseMasterCf, readMasterCf
+from .defaults import LOOPBACK_NETWORKS
 from .parser import ConfigError, ConfigProblems
 from .safety import parameterType, smtpdProblems, typeProblem
 
@@ -142,18 +143,29 @@ def loadConfiguration(
         raise ConfigError(directory, None, "configuration directory does not exist")
     main = MainConfig.fromFile(os.path.join(directory, "main.cf"), overrides)
     main.setDefault("config_directory", directory)
+    if embedded:
+        # The embedded default trusts only this machine's loopback.
+        main.setDefault("mynetworks", LOOPBACK_NETWORKS)
     masterPath = os.path.join(directory, "master.cf")
     if os.path.exists(masterPath):
         services = readMasterCf(masterPath)
     else:
         services = parseMasterCf(EMBEDDED_MASTER_CF.splitlines(), masterPath)
     main.validate()
-    warnings = _check(main, services, masterPath) if check else []
+    warnings = list(main.parseWarnings)
+    warnings += _check(main, services, masterPath) if check else []
+    # What the checks already spoke of is not warned about again.
+    reported = {w.split(": ", 2)[1] for w in warnings if w.count(": ") >= 2}
     warnings += [
         f"{main.path}, line {line}: unknown parameter {name} ignored"
         if line
         else f"unknown parameter {name} ignored"
         for name, line in main.unknownParameters()
+    ]
+    warnings += [
+        f"{main.path}, line {line}: {name} is not implemented yet and is ignored"
+        for name, line in main.unimplementedParameters()
+        if name not in reported
     ]
     for entry in services:
         for name in entry.overrides:

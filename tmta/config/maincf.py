@@ -7,7 +7,14 @@ from __future__ import annotations
 import re
 from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 
-from .defaults import DEFAULTS, computedDefaults, defaultDomain
+from .defaults import (
+    DEFAULTS,
+    IMPLEMENTED,
+    POSTFIX_DEFAULTS,
+    RAW_PARAMETERS,
+    computedDefaults,
+    defaultDomain,
+)
 from .expand import ExpansionError, expand
 from .parser import ConfigError, logicalLines, readLines
 
@@ -39,18 +46,27 @@ def parseAssignment(
 
 
 def parseMainCf(
-    lines: Iterable[str], path: Optional[str] = None
+    lines: Iterable[str], path: Optional[str] = None, warnings: Optional[List[str]] = None
 ) -> Tuple[Dict[str, str], Dict[str, int]]:
     """
     Parse the text of a main.cf file.
 
+    @param warnings: where to note what Postfix warns about and skips (a
+        first line that starts with white space, a name that is not a
+        parameter name); without it those are errors.
     @return: the parameters as written (later lines win) and the line on
         which each was set.
     @raise ConfigError: a line is not a C{name = value} assignment.
     """
     params: Dict[str, str] = {}
     where: Dict[str, int] = {}
-    for number, text in logicalLines(lines, path):
+    for number, text in logicalLines(lines, path, warnings):
+        if warnings is not None:
+            name = text.partition("=")[0].strip()
+            if "=" in text and name and not _NAME.match(name):
+                warnings.append(f"{path}, line {number}: {name!r} is not a parameter name: "
+                                "ignored")
+                continue
         name, value = parseAssignment(text, path, number)
         params[name] = value
         where[name] = number
@@ -60,9 +76,31 @@ def parseMainCf(
 def splitList(value: str) -> List[str]:
     """
     Split a Postfix list value: items separated by commas and/or white
-    space.
+    space.  Text in C{{ }} belongs to one item with its spaces and commas
+    (C{inline:{ a=1, b=2 }}); an item that is all braced loses its
+    braces and the white space inside them (C{{ check_policy_service
+    inet:127.0.0.1:10023 }}).
     """
-    return [item for item in _LIST_SEPARATORS.split(value) if item]
+    if "{" not in value:
+        return [item for item in _LIST_SEPARATORS.split(value) if item]
+    items: List[str] = []
+    current: List[str] = []
+    depth = 0
+    for c in value:
+        if depth == 0 and (c == "," or c.isspace()):
+            if current:
+                items.append("".join(current))
+                current = []
+            continue
+        if c == "{":
+            depth += 1
+        elif c == "}" and depth:
+            depth -= 1
+        current.append(c)
+    if current:
+        items.append("".join(current))
+    return [item[1:-1].strip() if item.startswith("{") and item.endswith("}") else item
+            for item in items]
 
 
 def parseTime(value: str, defaultUnit: str = "s") -> float:
@@ -78,6 +116,21 @@ def parseTime(value: str, defaultUnit: str = "s") -> float:
         raise ValueError(f"bad time value {value!r}")
     number, unit = match.groups()
     return float(number) * _TIME_UNITS[unit or defaultUnit]
+
+
+_interfaceNetworks: Dict[str, str] = {}
+
+
+def _networksFor(style: str) -> str:
+    """
+    The default C{mynetworks} for C{style}, from this machine's
+    interfaces (read once per process).
+    """
+    from .defaults import interfaceAddresses, networksByStyle
+
+    if style not in _interfaceNetworks:
+        _interfaceNetworks[style] = networksByStyle(style, interfaceAddresses())
+    return _interfaceNetworks[style]
 
 
 def parseBool(value: str) -> bool:
@@ -118,10 +171,13 @@ class MainConfig:
         self.explicit: Dict[str, str] = dict(explicit or {})
         self._lines = dict(lines or {})
         if defaults is None:
-            defaults = dict(DEFAULTS)
+            defaults = dict(POSTFIX_DEFAULTS)
+            defaults.update(DEFAULTS)
             defaults.update(computedDefaults())
         self._defaults = dict(defaults)
         self._cache: Dict[str, str] = {}
+        #: What reading main.cf warned about (lines Postfix skips).
+        self.parseWarnings: List[str] = []
 
     @classmethod
     def fromFile(
@@ -138,9 +194,12 @@ class MainConfig:
             lines = []
         except OSError as e:
             raise ConfigError(path, None, f"cannot read: {e.strerror}")
-        params, where = parseMainCf(lines, path)
+        warnings: List[str] = []
+        params, where = parseMainCf(lines, path, warnings)
         params.update(overrides or {})
-        return cls(params, path=path, lines=where)
+        config = cls(params, path=path, lines=where)
+        config.parseWarnings = warnings
+        return config
 
     def withOverrides(self, overrides: Mapping[str, str]) -> "MainConfig":
         """
@@ -175,9 +234,26 @@ class MainConfig:
 
     def isKnown(self, name: str) -> bool:
         """
-        Whether tmta implements parameter C{name}.
+        Whether C{name} is a parameter of Postfix's or tmta's.
         """
-        return name in self._defaults or name in _SERVICE_PARAMETERS
+        return name in self._defaults or name in _SERVICE_PARAMETERS or name == "mynetworks"
+
+    def isImplemented(self, name: str) -> bool:
+        """
+        Whether tmta acts on parameter C{name}.
+        """
+        return name in IMPLEMENTED or name in _SERVICE_PARAMETERS
+
+    def unimplementedParameters(self) -> List[Tuple[str, Optional[int]]]:
+        """
+        The parameters set explicitly that Postfix knows and tmta does not
+        act on yet, with the main.cf line that set them.
+        """
+        return [
+            (name, self._lines.get(name))
+            for name in sorted(self.explicit)
+            if self.isKnown(name) and not self.isImplemented(name)
+        ]
 
     def unknownParameters(self) -> List[Tuple[str, Optional[int]]]:
         """
@@ -200,6 +276,8 @@ class MainConfig:
         if name == "mydomain":
             hostname = self.get("myhostname")
             return defaultDomain(hostname)
+        if name == "mynetworks" and name not in self._defaults:
+            return _networksFor(self.get("mynetworks_style"))
         return self._defaults.get(name)
 
     def defaultOf(self, name: str) -> Optional[str]:
@@ -208,13 +286,15 @@ class MainConfig:
         """
         if name == "mydomain":
             return defaultDomain(self._defaults.get("myhostname", ""))
+        if name == "mynetworks" and name not in self._defaults:
+            return _networksFor(self.get("mynetworks_style"))
         return self._defaults.get(name)
 
     def names(self) -> List[str]:
         """
         Every parameter name with a value, sorted.
         """
-        return sorted(set(self._defaults) | set(self.explicit))
+        return sorted(set(self._defaults) | set(self.explicit) | {"mynetworks"})
 
     def get(self, name: str, fallback: str = "") -> str:
         """
@@ -229,6 +309,8 @@ class MainConfig:
         raw = self.raw(name)
         if raw is None:
             return fallback
+        if name in RAW_PARAMETERS:
+            return raw
         try:
             value = expand(raw, self.raw)
         except ExpansionError as e:
@@ -277,10 +359,12 @@ class MainConfig:
 
     def validate(self, names: Iterable[str] = ()) -> None:
         """
-        Expand every parameter (or just C{names}) once so that a broken
-        value stops start-up instead of a service later.
+        Expand every parameter tmta acts on (or just C{names}) once, so
+        that a broken value stops start-up instead of a service later.
+        A broken value among parameters nothing reads is not fatal, as in
+        Postfix.
 
         @raise ConfigError: the first broken value.
         """
-        for name in names or self.names():
+        for name in names or [n for n in self.names() if self.isImplemented(n)]:
             self.get(name)

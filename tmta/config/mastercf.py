@@ -45,6 +45,11 @@ class MasterEntry:
     args: List[str] = field(default_factory=list)
     overrides: Dict[str, str] = field(default_factory=dict)
     line: Optional[int] = None
+    #: The seven columns as written (C{-} kept), and the words after the
+    #: command in order, C{-o} settings among them: what L{format}
+    #: prints back.
+    columns: Tuple[str, ...] = ()
+    words: List[str] = field(default_factory=list)
 
     @property
     def key(self) -> Tuple[str, str]:
@@ -55,28 +60,27 @@ class MasterEntry:
 
     def format(self) -> str:
         """
-        Render the entry as a master.cf line, as C{postconf -M} does.
+        Render the entry as a master.cf line, as C{postconf -M} does:
+        columns as written and aligned, a value with white space in
+        C{{ }}.
         """
-
-        def yn(flag: bool) -> str:
-            return "y" if flag else "n"
-
-        wakeup = "-" if not self.wakeup else f"{self.wakeup}{'?' if self.wakeupIfUsed else ''}"
-        maxproc = "-" if self.maxproc is None else str(self.maxproc)
-        words = [
-            self.service,
-            self.type,
-            yn(self.private),
-            yn(self.unpriv),
-            yn(self.chroot),
-            wakeup,
-            maxproc,
-            self.command,
-        ]
-        for name, value in self.overrides.items():
-            words += ["-o", f"{name}={value}"]
-        words += self.args
-        return " ".join(words)
+        columns = self.columns or (
+            self.service, self.type, "y" if self.private else "n",
+            "y" if self.unpriv else "n", "y" if self.chroot else "n",
+            f"{self.wakeup}{'?' if self.wakeupIfUsed else ''}" if self.wakeup else "-",
+            "-" if self.maxproc is None else str(self.maxproc))
+        words = self.words or (
+            [w for name, value in self.overrides.items() for w in ("-o", f"{name}={value}")]
+            + self.args)
+        # Each field starts at its column, or one space after a field
+        # that ran past it.
+        line = ""
+        for field_, start in zip(list(columns) + [self.command], (0, 11, 17, 25, 33, 41, 49, 57)):
+            if line:
+                line += " " * max(1, start - len(line))
+            line += field_
+        rest = [f"{{{w}}}" if any(c.isspace() for c in w) else w for w in words]
+        return " ".join([line] + rest)
 
 
 def _tokens(text: str, path: Optional[str], line: int) -> List[str]:
@@ -148,8 +152,17 @@ def parseMasterCf(lines: Iterable[str], path: Optional[str] = None) -> List[Mast
             raise ConfigError(path, number, "wakeup and maxproc must not be negative")
         overrides: Dict[str, str] = {}
         args: List[str] = []
+        written: List[str] = []
         rest = iter(words[8:])
+        commandArguments = False
         for word in rest:
+            commandArguments = commandArguments or any(a.startswith("argv=") for a in args[-1:])
+            if commandArguments:
+                # Everything after a pipe or spawn command's argv= is the
+                # command's: an -o there is one of its arguments.
+                args.append(word)
+                written.append(word)
+                continue
             if word == "-o":
                 assignment = next(rest, None)
                 if assignment is None:
@@ -158,9 +171,11 @@ def parseMasterCf(lines: Iterable[str], path: Optional[str] = None) -> List[Mast
                 assignment = word[2:]
             else:
                 args.append(word)
+                written.append(word)
                 continue
             name, value = parseAssignment(assignment, path, number)
             overrides[name] = value
+            written += ["-o", f"{name}={value}"]
         entries.append(
             MasterEntry(
                 service=service,
@@ -175,6 +190,8 @@ def parseMasterCf(lines: Iterable[str], path: Optional[str] = None) -> List[Mast
                 args=args,
                 overrides=overrides,
                 line=number,
+                columns=tuple(words[:7]),
+                words=written,
             )
         )
     return entries

@@ -50,7 +50,7 @@ class ConfigProblems(ConfigError):
 
 
 def logicalLines(
-    lines: Iterable[str], path: str | None = None
+    lines: Iterable[str], path: str | None = None, warnings: List[str] | None = None
 ) -> Iterator[Tuple[int, str]]:
     """
     Join physical lines into logical lines.
@@ -60,6 +60,9 @@ def logicalLines(
     @return: C{(lineNumber, text)} for each logical line, where
         C{lineNumber} is that of its first physical line and C{text} has
         its continuation lines joined with single spaces.
+    @param warnings: where to note a continuation line that comes before
+        any logical line, which is then skipped (as Postfix does with
+        main.cf); without it such a line is an error.
     @raise ConfigError: a continuation line comes before any logical line.
     """
     start = 0
@@ -71,9 +74,13 @@ def logicalLines(
             continue
         if line[0] in " \t":
             if not parts:
-                raise ConfigError(
-                    path, number, "continuation line without a line to continue"
-                )
+                if warnings is None:
+                    raise ConfigError(
+                        path, number, "continuation line without a line to continue"
+                    )
+                warnings.append(f"{path}, line {number}: a logical line must not start "
+                                "with white space: skipped")
+                continue
             parts.append(stripped)
             continue
         if parts:
@@ -88,5 +95,11 @@ def readLines(path: str) -> List[str]:
     Read a configuration file as text, accepting any byte as Latin-1 so
     that one odd byte in a comment cannot stop start-up.
     """
+    # Lines end at LF only, and a CR reads as a space, as Postfix reads
+    # them: a file with CR-only line ends is one logical line.
     with open(path, "rb") as f:
-        return f.read().decode("utf-8", "surrogateescape").splitlines()
+        text = f.read().decode("utf-8", "surrogateescape").replace("\r", " ")
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines

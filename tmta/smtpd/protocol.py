@@ -81,11 +81,7 @@ class SMTPSettings:
             softErrorLimit=config.getInt("smtpd_soft_error_limit"),
             errorSleepTime=config.getTime("smtpd_error_sleep_time"),
             junkCommandLimit=config.getInt("smtpd_junk_command_limit"),
-            deadline=(
-                "request" if config.getBool("smtpd_per_request_deadline")
-                else "record" if config.getBool("smtpd_per_record_deadline")
-                else "read"
-            ),
+            deadline="request" if config.getBool("smtpd_per_request_deadline") else "read",
             minDataRate=max(1, config.getInt("smtpd_min_data_rate")),
             restrictionLists=restrictionLists,
             localRecipientTables=localRecipientTables,

@@ -65,12 +65,10 @@ class CommandReader(protocol.Protocol, TimeoutMixin):
     lineLengthLimit = 2048
 
     #: What the idle timeout (L{TimeoutMixin}) limits: C{"read"}, the
-    #: time between two reads (Postfix's default); C{"record"}, the time
-    #: to send one whole line (C{smtpd_per_record_deadline}); or
-    #: C{"request"}, the time to send one whole command, or the message
-    #: text at no less than L{minDataRate} bytes a second
-    #: (C{smtpd_per_request_deadline}).  With the last two a client that
-    #: trickles a byte now and then is cut off all the same.
+    #: time between two reads (Postfix's default), or C{"request"}, the
+    #: time to send one whole command, or the message text at no less
+    #: than L{minDataRate} bytes a second (C{smtpd_per_request_deadline}),
+    #: so that a client that trickles a byte now and then is cut off.
     deadline = "read"
     minDataRate = 500
     timeoutPeriod: Optional[float] = None
@@ -162,10 +160,7 @@ class CommandReader(protocol.Protocol, TimeoutMixin):
         if deadline == "read":
             self.resetTimeout()
         elif self.inData():
-            if deadline == "request":
-                self._dataCredit += len(data) / self.minDataRate
-            elif b"\n" in data:
-                self.restartDeadline()
+            self._dataCredit += len(data) / self.minDataRate
         self._buffer += data
         self._process()
 
@@ -232,8 +227,6 @@ class CommandReader(protocol.Protocol, TimeoutMixin):
                     self._buffer = b""
                 return
             line, self._buffer = self._buffer[:newline], self._buffer[newline + 1 :]
-            if self.deadline == "record":
-                self.restartDeadline()
             if self._skippingLongLine or len(line) > limit:
                 self._skippingLongLine = False
                 self.lineTooLong()
