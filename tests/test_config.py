@@ -336,6 +336,10 @@ class FailClosedTests(SynchronousTestCase):
                             for p in problems), problems)
         self.assertTrue(any(f"master.cf, line {line}: smtpd_recipient_limit: not a whole"
                             in p for p in problems), problems)
+        problems = self.refused(masterCf=DEBIAN_MASTER_CF + "2587 inet n - y - - smtpd\n"
+                                "  -o smtpd_banner=${broken\n")
+        self.assertTrue(any("master.cf, line" in p and "smtpd_banner" in p and "main.cf" not in p
+                            for p in problems), problems)
 
     def stock(self):
         if not os.path.exists(STOCK_MASTER_CF):

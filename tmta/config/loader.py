@@ -196,6 +196,12 @@ def _check(main: MainConfig, services: List[MasterEntry], masterPath: str) -> Li
     problems = _typeProblems(main, main.explicit, lambda name: _mainWhere(main, name))
     for entry in services:
         problems += _typeProblems(main, entry.overrides, lambda name, e=entry: masterWhere(e))
+        serviceConfig = main.withOverrides(entry.overrides)
+        for name in entry.overrides:
+            try:
+                serviceConfig.get(name)
+            except ConfigError as e:
+                problems.append(f"{masterWhere(entry)}: {e.reason}")
     harmless: List[str] = []
     for entry in services:
         if entry.command != "smtpd":
