@@ -232,6 +232,15 @@ def _readPostfixDefaults() -> Dict[str, str]:
 #: Every parameter of Postfix, with its default.
 POSTFIX_DEFAULTS: Dict[str, str] = _readPostfixDefaults()
 
+# What the smtp and lmtp delivery agents read, with Postfix's defaults.
+for _prefix in ("smtp", "lmtp"):
+    for _name in ("connect_timeout", "helo_timeout", "mail_timeout", "rcpt_timeout",
+                  "data_init_timeout", "data_done_timeout", "quit_timeout",
+                  "mx_address_limit", "lhlo_name", "lhlo_timeout", "helo_name"):
+        _full = f"{_prefix}_{_name}"
+        if _full in POSTFIX_DEFAULTS:
+            DEFAULTS.setdefault(_full, POSTFIX_DEFAULTS[_full])
+
 #: The parameters tmta acts on.
 IMPLEMENTED = frozenset(DEFAULTS) | {"myhostname", "mydomain", "mynetworks"}
 

@@ -57,6 +57,7 @@ PRELOAD = (
     "tmta.local.service",
     "tmta.bounce.service",
     "tmta.delivery.agents",
+    "tmta.smtp.service",
 )
 
 

@@ -67,3 +67,6 @@ local = BuiltinComponent("local", "tmta.local.service:makeLocalService",
                          rootUnless=("local_mailbox_accounts", "none"))
 discard = BuiltinComponent("discard", _agent("makeDiscard"), fixedLimit=100)
 error = BuiltinComponent("error", _agent("makeError"), fixedLimit=100)
+# The SMTP and LMTP clients multiplex: many deliveries per process.
+smtp = BuiltinComponent("smtp", "tmta.smtp.service:makeSMTPService", fixedLimit=100)
+lmtp = BuiltinComponent("lmtp", "tmta.smtp.service:makeLMTPService", fixedLimit=100)

@@ -1,0 +1,314 @@
+"""
+Tests for the smtp delivery agent (L{tmta.smtp}): the client protocol
+against a scripted server, and a real master relaying through
+C{relayhost} to Postfix's smtp-sink on loopback.
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+from twisted.internet import defer
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
+
+from tmta.smtp.client import SessionFailed, SMTPClient, Timeouts, Transaction, transparent
+from tests.test_mailpath import MASTER_CF as MAIL_PATH_MASTER_CF
+from tests.support import (
+    Master,
+    freePort,
+    maildirMessages,
+    sendMessage,
+    shortTemporaryDirectory,
+    waitFor,
+)
+
+
+class TransparencyTests(SynchronousTestCase):
+    def test_crlfAndDots(self):
+        self.assertEqual(transparent(b"a\n.b\n..c\r\nd"), b"a\r\n..b\r\n...c\r\nd\r\n.\r\n")
+        self.assertEqual(transparent(b""), b".\r\n")
+
+
+class ClientTests(SynchronousTestCase):
+    def session(self, recipients=("a@x.example", "b@x.example"), lmtp=False):
+        self.clock = Clock()
+        self.transaction = Transaction("s@y.example", list(recipients), b"Subject: t\n\n.hi\n")
+        self.client = SMTPClient(self.transaction, "me.example", self.clock,
+                                 Timeouts(greeting=10, helo=10, mail=10, rcpt=10, dataInit=10,
+                                          dataDone=10, quit=10), lmtp=lmtp)
+        self.transport = StringTransport()
+        self.client.makeConnection(self.transport)
+        self.results = []
+        self.client.done.addBoth(self.results.append)
+
+    def say(self, *lines):
+        self.client.dataReceived(b"".join(line.encode() + b"\r\n" for line in lines))
+
+    def sent(self):
+        value = self.transport.value().decode()
+        self.transport.clear()
+        return value
+
+    def test_perRecipientResults(self):
+        self.session()
+        self.say("220 sink ESMTP")
+        self.assertEqual(self.sent(), "EHLO me.example\r\n")
+        self.say("250-sink", "250-SIZE 1000", "250 8BITMIME")
+        self.assertEqual(self.sent(), "MAIL FROM:<s@y.example> SIZE=16\r\n")
+        self.say("250 ok")
+        self.assertEqual(self.sent(), "RCPT TO:<a@x.example>\r\n")
+        self.say("550 5.1.1 no such user")
+        self.say("250 2.1.5 ok")
+        self.assertEqual(self.sent(), "RCPT TO:<b@x.example>\r\nDATA\r\n")
+        self.say("354 go")
+        self.assertEqual(self.sent(), "Subject: t\r\n\r\n..hi\r\n.\r\n")
+        self.say("250 2.0.0 queued as X")
+        self.assertEqual(self.sent(), "QUIT\r\n")
+        self.say("221 bye")
+        [t] = self.results
+        self.assertEqual(t.replies["a@x.example"].code, 550)
+        self.assertEqual(t.replies["a@x.example"].dsn, "5.1.1")
+        self.assertEqual(str(t.final), "250 2.0.0 queued as X")
+
+    def test_heloFallback(self):
+        self.session(recipients=["a@x.example"])
+        self.say("220 old")
+        self.sent()
+        self.say("502 what")
+        self.assertEqual(self.sent(), "HELO me.example\r\n")
+
+    def test_timeout(self):
+        """
+        A server that accepts the connection and never answers costs one
+        time-out.
+        """
+        self.session()
+        self.clock.advance(10)
+        [failure] = self.results
+        self.assertIsInstance(failure.value, SessionFailed)
+        self.assertIn("timed out", failure.value.reason)
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_lostAfterRecipients(self):
+        self.session()
+        self.say("220 ok", "250 ok")
+        self.say("250 ok", "250 ok", "250 ok")
+        self.client.connectionLost(None)
+        [failure] = self.results
+        self.assertEqual(failure.value.stage, "DATA")
+        self.assertEqual(len(self.transaction.replies), 2)
+
+    def test_lmtpOneReplyEach(self):
+        self.session(lmtp=True)
+        self.say("220 lmtp")
+        self.assertEqual(self.sent(), "LHLO me.example\r\n")
+        self.say("250 ok", "250 ok", "250 ok", "250 ok", "354 go")
+        self.say("250 2.0.0 delivered", "452 4.2.2 over quota", "221 bye")
+        [t] = self.results
+        self.assertEqual([t.replies[r].code for r in t.recipients], [250, 452])
+
+
+# The mail path's services, and the smtp client for mail that leaves.
+MASTER_CF = MAIL_PATH_MASTER_CF + """\
+smtp      unix  -       -       n       -       -       smtp
+relay     unix  -       -       n       -       -       smtp
+"""
+
+
+class RelayTests(SynchronousTestCase):
+    """
+    A real master relaying through relayhost to smtp-sink.
+    """
+
+    def setUp(self):
+        if shutil.which("smtp-sink") is None:
+            raise SkipTest("Debian's postfix package (smtp-sink) is not installed")
+        self.base = shortTemporaryDirectory(self)
+        self.spool = os.path.join(self.base, "mail")
+        self.dumps = os.path.join(self.base, "dumps")
+        os.makedirs(self.dumps)
+        os.chmod(self.dumps, 0o777)
+        self.sinkPort = freePort()
+
+    def startSink(self, *options):
+        args = ["smtp-sink", "-u", "nobody", "-d", os.path.join(self.dumps, "%M."), *options,
+                f"127.0.0.1:{self.sinkPort}", "20"]
+        self.sink = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.addCleanup(self.stopSink)
+        waitFor(lambda: _listening(self.sinkPort), what="smtp-sink to listen")
+
+    def stopSink(self):
+        if self.sink.poll() is None:
+            self.sink.send_signal(signal.SIGTERM)
+            self.sink.wait(10)
+
+    def startMaster(self, **main):
+        self.port = freePort()
+        settings = {
+            "mydestination": "localhost",
+            "local_recipient_maps": "",
+            "local_mailbox_accounts": "none",
+            "mail_spool_directory": self.spool + "/",
+            "relayhost": f"[127.0.0.1]:{self.sinkPort}",
+            "minimal_backoff_time": "1s",
+            "maximal_backoff_time": "2s",
+            "queue_run_delay": "1s",
+            "smtp_data_done_timeout": "5s",
+        }
+        settings.update(main)
+        self.master = Master(os.path.join(self.base, "conf"), settings,
+                             MASTER_CF.format(port=self.port)).start()
+        self.addCleanup(self.master.stop)
+        return self.master
+
+    def dumped(self):
+        texts = []
+        for name in os.listdir(self.dumps):
+            with open(os.path.join(self.dumps, name), "rb") as f:
+                texts.append(f.read())
+        return texts
+
+    def test_relayed(self):
+        self.startSink()
+        self.startMaster()
+        queueId = sendMessage(self.port, "alice@localhost", ["bob@remote.example",
+                                                            "carol@remote.example"], "away",
+                              body="line\r\n.dot\r\n")
+        waitFor(lambda: self.dumped(), what="the message at the sink")
+        [text] = self.dumped()
+        self.assertIn(b"Subject: away", text)
+        self.assertIn(b"\n.dot", text)
+        waitFor(lambda: "status=sent" in self.master.log(), what="the log line")
+        log = self.master.log()
+        self.assertIn(f"{queueId}: to=<bob@remote.example>, relay=127.0.0.1[127.0.0.1]:"
+                      f"{self.sinkPort}", log)
+        waitFor(lambda: log.count("status=sent") >= 2 or
+                self.master.log().count("status=sent") >= 2)
+
+    def test_sinkDownDeferredThenDelivered(self):
+        self.startMaster()
+        queueId = sendMessage(self.port, "alice@localhost", ["bob@remote.example"], "later")
+        waitFor(lambda: "status=deferred (connect to" in self.master.log(), what="a deferral")
+        self.assertIn("Connection refused", self.master.log())
+        self.startSink()
+        waitFor(lambda: self.dumped(), timeout=30, what="delivery once the sink is up")
+        waitFor(lambda: f"{queueId}: removed" in self.master.log(), what="the queue file gone")
+
+    def test_softRejectDeferred(self):
+        self.startSink("-r", "RCPT")
+        self.startMaster()
+        sendMessage(self.port, "alice@localhost", ["bob@remote.example"], "soft")
+        waitFor(lambda: "status=deferred" in self.master.log(), what="a deferral")
+        self.assertIn("(in reply to RCPT TO command)", self.master.log())
+        self.assertEqual(self.dumped(), [])
+
+    def test_hardRejectBounced(self):
+        """
+        A recipient refused for good is bounced: the sender gets a
+        notice, and nothing reaches the sink.
+        """
+        self.startSink("-f", "RCPT")
+        self.startMaster()
+        sendMessage(self.port, "alice@localhost", ["bob@remote.example"], "hard")
+        waitFor(lambda: "status=bounced" in self.master.log(), what="a bounce")
+        waitFor(lambda: maildirMessages(self.spool).get("alice"), what="the notice to alice")
+        self.assertEqual(self.dumped(), [])
+
+
+def _listening(port):
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+ZONE = """
+zone = [
+    SOA('example.test', mname='ns.example.test', rname='root.example.test', serial=1,
+        refresh=60, retry=60, expire=60, minimum=60),
+    A('ns.example.test', '127.0.0.1'),
+    MX('mx.example.test', 20, 'second.example.test'),
+    MX('mx.example.test', 10, 'first.example.test'),
+    A('first.example.test', '127.0.0.11'),
+    A('second.example.test', '127.0.0.12'),
+    A('plain.example.test', '127.0.0.13'),
+    MX('null.example.test', 0, ''),
+    MX('loop.example.test', 10, 'me.example.test'),
+    MX('loop.example.test', 20, 'other.example.test'),
+    A('me.example.test', '127.0.0.14'),
+]
+"""
+
+
+class DNSTests(SynchronousTestCase):
+    """
+    Where the agent connects, through a twisted.names authoritative
+    server on loopback serving a test zone.
+    """
+
+    def setUp(self):
+        from twisted.internet import reactor
+        from twisted.names import authority, client, dns, server
+
+        from tmta.config import MainConfig
+        from tmta.smtp.agent import SMTPDeliveryAgent
+
+        path = os.path.join(self.mktemp() + ".zone")
+        with open(path, "w") as f:
+            f.write(ZONE)
+        factory = server.DNSServerFactory(authorities=[authority.PySourceAuthority(path)])
+        udp = reactor.listenUDP(0, dns.DNSDatagramProtocol(factory), interface="127.0.0.1")
+        self.addCleanup(udp.stopListening)
+        port = udp.getHost().port
+        resolver = client.Resolver(servers=[("127.0.0.1", port)], reactor=reactor)
+        self.agent = SMTPDeliveryAgent(reactor, MainConfig({"myhostname": "me.example.test"}),
+                                       resolver=resolver)
+        self.reactor = reactor
+
+    def hosts(self, nexthop):
+        from twisted.internet import reactor
+
+        results = []
+        d = defer.Deferred.fromCoroutine(self.agent._hosts(nexthop))
+        d.addBoth(results.append)
+        deadline = time.time() + 10
+        while not results and time.time() < deadline:
+            reactor.iterate(0.01)
+        [result] = results
+        return result
+
+    def test_mxPreferenceOrder(self):
+        self.assertEqual(self.hosts("mx.example.test"),
+                         [("first.example.test", "127.0.0.11", 25),
+                          ("second.example.test", "127.0.0.12", 25)])
+
+    def test_addressWhenNoMX(self):
+        self.assertEqual(self.hosts("plain.example.test:2525"),
+                         [("plain.example.test", "127.0.0.13", 2525)])
+
+    def test_bracketsSkipMX(self):
+        self.assertEqual(self.hosts("[first.example.test]"),
+                         [("first.example.test", "127.0.0.11", 25)])
+
+    def test_noSuchDomainBounces(self):
+        from tmta.smtp.agent import NextHopError
+
+        failure = self.hosts("nowhere.example.test")
+        self.assertIsInstance(failure.value, NextHopError)
+        self.assertEqual((failure.value.dsn, failure.value.permanent), ("5.4.4", True))
+
+    def test_nullMXBounces(self):
+        failure = self.hosts("null.example.test")
+        self.assertEqual((failure.value.dsn, failure.value.permanent), ("5.1.10", True))
+
+    def test_loopBounces(self):
+        failure = self.hosts("loop.example.test")
+        self.assertEqual(failure.value.dsn, "5.4.6")
+        self.assertIn("loops back to myself", failure.value.reason)

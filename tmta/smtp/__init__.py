@@ -1,0 +1,3 @@
+"""
+The smtp and lmtp delivery agents: mail leaves the host.
+"""

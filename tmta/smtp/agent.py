@@ -1,0 +1,327 @@
+"""
+The smtp delivery agent: hands a message to the next hop over SMTP.
+
+The next hop comes from trivial-rewrite: C{relayhost} when it is set,
+else the recipient's domain.  Written C{[host]} or C{[host]:port} it is
+used as is (no MX lookup); written C{host} or C{host:port}, its MX hosts
+are tried in preference order (twisted.names, with the system's
+C{/etc/resolv.conf} and C{/etc/hosts}), falling back to its address when
+it has no MX.  Each address is tried in turn until one takes the
+message or refuses it for good.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import List, Optional, Tuple
+
+from twisted.internet import defer, threads
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.names import dns, error as dnserror
+from zope.interface import implementer
+
+from tmta.delivery import BOUNCED, DEFERRED, SENT, DeliveryRequest, RecipientStatus, logDelivery
+from tmta.interfaces import IDeliveryAgent
+from tmta.smtp.client import Reply, SessionFailed, SMTPClient, Timeouts, Transaction
+
+log = Logger()
+
+
+class NextHopError(Exception):
+    """
+    The next hop cannot be reached; C{permanent} when retrying cannot
+    help (no such domain, a null MX, mail that loops back).
+    """
+
+    def __init__(self, reason: str, dsn: str, permanent: bool = False) -> None:
+        super().__init__(reason)
+        self.reason, self.dsn, self.permanent = reason, dsn, permanent
+
+
+def parseNexthop(nexthop: str, defaultPort: int = 25) -> Tuple[str, int, bool]:
+    """
+    Split a next hop into C{(host, port, lookUpMX)}: C{[host]} and
+    C{[host]:port} skip the MX lookup, C{host} and C{host:port} do not.
+    A service name after the colon (C{smtp}) means its port.
+    """
+    text = nexthop.strip()
+    if text.startswith("["):
+        end = text.find("]")
+        host, rest = text[1:end], text[end + 1 :]
+        if host.lower().startswith("ipv6:"):
+            host = host[5:]
+        port = rest[1:] if rest.startswith(":") else ""
+        mx = False
+    else:
+        host, _, port = text.rpartition(":") if text.count(":") == 1 else (text, "", "")
+        mx = True
+    if not port:
+        return host, defaultPort, mx
+    if port.isdigit():
+        return host, int(port), mx
+    import socket
+
+    return host, socket.getservbyname(port, "tcp"), mx
+
+
+@implementer(IDeliveryAgent)
+class SMTPDeliveryAgent:
+    """
+    Delivers over SMTP (or LMTP), one session per request.
+
+    @param resolver: a twisted.names resolver (C{lookupMailExchange},
+        C{lookupAddress}, C{lookupIPV6Address}).
+    @param connect: C{connect(host, port, factory)} returns a Deferred
+        firing with the connected protocol (a test seam; the default
+        connects over TCP).
+    """
+
+    def __init__(self, reactor, config, resolver=None, connect=None, lmtp: bool = False) -> None:
+        self.reactor = reactor
+        self.lmtp = lmtp
+        prefix = "lmtp" if lmtp else "smtp"
+        self.heloName = config.get(f"{prefix}_lhlo_name" if lmtp else "smtp_helo_name")
+        self.defaultPort = 24 if lmtp else 25
+        self.myhostname = config.get("myhostname").lower()
+        self.timeouts = Timeouts(
+            greeting=config.getTime(f"{prefix}_helo_timeout"),
+            helo=config.getTime(f"{prefix}_lhlo_timeout" if lmtp else "smtp_helo_timeout"),
+            mail=config.getTime(f"{prefix}_mail_timeout"),
+            rcpt=config.getTime(f"{prefix}_rcpt_timeout"),
+            dataInit=config.getTime(f"{prefix}_data_init_timeout"),
+            dataDone=config.getTime(f"{prefix}_data_done_timeout"),
+            quit=config.getTime(f"{prefix}_quit_timeout"),
+        )
+        self.connectTimeout = config.getTime(f"{prefix}_connect_timeout") or 30
+        self.mxAddressLimit = config.getInt(f"{prefix}_mx_address_limit")
+        self.resolver = resolver
+        self._connect = connect or self._connectTCP
+
+    # -- IDeliveryAgent ----------------------------------------------------
+
+    def deliver(self, request: DeliveryRequest) -> defer.Deferred:
+        return defer.Deferred.fromCoroutine(self._deliver(request))
+
+    async def _deliver(self, request: DeliveryRequest) -> List[RecipientStatus]:
+        started = time.time()
+        content = await threads.deferToThreadPool(
+            self.reactor, self.reactor.getThreadPool(),
+            lambda: b"".join(request.content()))
+        try:
+            hosts = await self._hosts(request.nexthop)
+        except NextHopError as e:
+            status = BOUNCED if e.permanent else DEFERRED
+            return self._all(request, "none", status, e.dsn, e.reason, started)
+        lastError, lastDsn = "no address to try", "4.4.1"
+        for host, address, port in hosts:
+            transaction = Transaction(request.sender,
+                                      [r.address for r in request.recipients], content)
+            relay = f"{host}[{address}]:{port}"
+            try:
+                protocol = await self._connect(address, port, self._factory(transaction))
+            except Exception as e:
+                lastError, lastDsn = f"connect to {relay}: {_reason(e)}", "4.4.1"
+                continue
+            try:
+                await protocol.done
+            except SessionFailed as e:
+                reply = e.reply
+                if reply is not None and reply.code // 100 == 5 and e.stage != "initial greeting":
+                    # Refused for good: MAIL FROM or DATA said 5xx.
+                    return self._results(request, transaction, relay, started,
+                                         refused=(reply, e.stage))
+                if transaction.replies:
+                    # Recipients were answered, then the session failed:
+                    # what was refused for good is bounced, the rest is
+                    # deferred -- never bounced, never dropped.
+                    return self._results(request, transaction, relay, started,
+                                         failure=_failure(relay, e))
+                lastError = _failure(relay, e)
+                lastDsn = reply.dsn if reply is not None and reply.code // 100 == 4 else "4.4.2"
+                continue
+            return self._results(request, transaction, relay, started)
+        return self._all(request, "none", DEFERRED, lastDsn, lastError, started)
+
+    # -- results ------------------------------------------------------------
+
+    def _results(self, request: DeliveryRequest, t: Transaction, relay: str, started: float,
+                 refused: Optional[Tuple[Reply, str]] = None,
+                 failure: Optional[str] = None) -> List[RecipientStatus]:
+        """
+        One status per recipient from what the server answered.
+
+        @param refused: the reply and stage that refused the whole
+            transaction.
+        @param failure: why the session ended before the message was
+            taken (the recipients it accepted are deferred).
+        """
+        statuses = []
+        for r in request.recipients:
+            reply, stage = t.replies.get(r.address), "RCPT TO"
+            if reply is not None and reply.code // 100 == 2:
+                if failure is not None:
+                    reply = None
+                elif refused is not None:
+                    reply, stage = refused
+                elif not self.lmtp and t.final is not None:
+                    reply, stage = t.final, "end of DATA"
+                else:
+                    stage = "end of DATA"
+            if reply is None and refused is not None:
+                reply, stage = refused
+            if reply is None:
+                status = RecipientStatus(r.offset, DEFERRED, "4.4.2",
+                                         failure or "no answer for this recipient")
+            else:
+                kind = {2: SENT, 4: DEFERRED, 5: BOUNCED}.get(reply.code // 100, DEFERRED)
+                text = str(reply) if kind == SENT else \
+                    f"host {relay} said: {reply} (in reply to {stage} command)"
+                dsn = reply.dsn if reply.code // 100 in (2, 4, 5) else "4.0.0"
+                status = RecipientStatus(r.offset, kind, dsn, text)
+            logDelivery(request, r, relay, status, started)
+            statuses.append(status)
+        return statuses
+
+    def _all(self, request: DeliveryRequest, relay: str, kind: str, dsn: str, reason: str,
+             started: float) -> List[RecipientStatus]:
+        statuses = []
+        for r in request.recipients:
+            status = RecipientStatus(r.offset, kind, dsn, reason)
+            logDelivery(request, r, relay, status, started)
+            statuses.append(status)
+        return statuses
+
+    # -- where to connect -----------------------------------------------------
+
+    async def _hosts(self, nexthop: str) -> List[Tuple[str, str, int]]:
+        """
+        The C{(name, address, port)} to try, in order.
+
+        @raise NextHopError: none can be found.
+        """
+        host, port, mx = parseNexthop(nexthop, self.defaultPort)
+        if not host:
+            raise NextHopError("no next hop", "5.3.5", permanent=True)
+        if _isAddress(host):
+            return [(host, host, port)]
+        names: List[str] = [host]
+        if mx and not self.lmtp:
+            names = await self._mxHosts(host)
+        found: List[Tuple[str, str, int]] = []
+        for name in names:
+            for address in await self._addresses(name, permanent=not mx or len(names) == 1):
+                found.append((name, address, port))
+        if not found:
+            raise NextHopError(f"Host or domain name not found: no address for {host}",
+                               "4.4.3")
+        return found[: max(1, self.mxAddressLimit)] if self.mxAddressLimit else found
+
+    async def _mxHosts(self, domain: str) -> List[str]:
+        resolver = self._resolver()
+        try:
+            answers, _, _ = await resolver.lookupMailExchange(domain)
+        except dnserror.DNSNameError:
+            raise NextHopError(f"Host or domain name not found. Name service error for "
+                               f"name={domain} type=MX: Host not found", "5.4.4",
+                               permanent=True)
+        except (dnserror.DomainError, dnserror.AuthoritativeDomainError):
+            return [domain]
+        except Exception as e:
+            raise NextHopError(f"Host or domain name not found. Name service error for "
+                               f"name={domain} type=MX: {_reason(e)}", "4.4.3")
+        records = [(a.payload.preference, str(a.payload.name).rstrip(".").lower())
+                   for a in answers if a.type == dns.MX]
+        if not records:
+            return [domain]
+        if any(name == "" for _, name in records):
+            raise NextHopError(f"Domain {domain} does not accept mail (nullMX)", "5.1.10",
+                               permanent=True)
+        random.shuffle(records)
+        records.sort(key=lambda r: r[0])
+        names = []
+        for _, name in records:
+            if name == self.myhostname:
+                # This host and everything less preferred is out.
+                if not names:
+                    raise NextHopError(f"mail for {domain} loops back to myself", "5.4.6",
+                                       permanent=True)
+                break
+            names.append(name)
+        return names
+
+    async def _addresses(self, name: str, permanent: bool) -> List[str]:
+        resolver = self._resolver()
+        addresses: List[str] = []
+        for lookup in (resolver.lookupAddress, resolver.lookupIPV6Address):
+            try:
+                answers, _, _ = await lookup(name)
+            except dnserror.DNSNameError:
+                if permanent and lookup == resolver.lookupAddress:
+                    raise NextHopError(f"Host or domain name not found. Name service error "
+                                       f"for name={name} type=A: Host not found", "5.4.4",
+                                       permanent=True)
+                continue
+            except Exception:
+                continue
+            for answer in answers:
+                if answer.type in (dns.A, dns.AAAA):
+                    addresses.append(answer.payload.dottedQuad() if answer.type == dns.A
+                                     else _ipv6(answer.payload.address))
+        return addresses
+
+    def _resolver(self):
+        if self.resolver is None:
+            from twisted.names import client
+
+            self.resolver = client.createResolver(reactor=self.reactor)
+        return self.resolver
+
+    # -- connecting -------------------------------------------------------------
+
+    def _factory(self, transaction: Transaction) -> Factory:
+        def build():
+            return SMTPClient(transaction, self.heloName, self.reactor, self.timeouts,
+                              lmtp=self.lmtp)
+
+        return Factory.forProtocol(build)
+
+    def _connectTCP(self, address: str, port: int, factory: Factory) -> defer.Deferred:
+        endpointClass = TCP6ClientEndpoint if ":" in address else TCP4ClientEndpoint
+        endpoint = endpointClass(self.reactor, address, port, timeout=self.connectTimeout)
+        return endpoint.connect(factory)
+
+
+def _isAddress(host: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _ipv6(packed: bytes) -> str:
+    import socket
+
+    return socket.inet_ntop(socket.AF_INET6, packed)
+
+
+def _failure(relay: str, e: SessionFailed) -> str:
+    if e.reply is not None:
+        return f"host {relay} said: {e.reply} (in reply to {e.stage} command)"
+    if "timed out" in e.reason:
+        return f"{e.reason} from {relay}"
+    return f"lost connection with {relay} while receiving the {e.stage} reply"
+
+
+def _reason(e: Exception) -> str:
+    text = str(e).strip()
+    if "refused" in text.lower():
+        return "Connection refused"
+    if "timeout" in text.lower() or "timed out" in text.lower():
+        return "Connection timed out"
+    return text or type(e).__name__
