@@ -236,7 +236,8 @@ POSTFIX_DEFAULTS: Dict[str, str] = _readPostfixDefaults()
 for _prefix in ("smtp", "lmtp"):
     for _name in ("connect_timeout", "helo_timeout", "mail_timeout", "rcpt_timeout",
                   "data_init_timeout", "data_done_timeout", "quit_timeout",
-                  "mx_address_limit", "lhlo_name", "lhlo_timeout", "helo_name"):
+                  "mx_address_limit", "lhlo_name", "lhlo_timeout", "helo_name",
+                  "connection_cache_time_limit", "connection_reuse_time_limit"):
         _full = f"{_prefix}_{_name}"
         if _full in POSTFIX_DEFAULTS:
             DEFAULTS.setdefault(_full, POSTFIX_DEFAULTS[_full])

@@ -92,15 +92,20 @@ class Deliver(Command):
 
 
 def logDelivery(request: DeliveryRequest, recipient: RequestRecipient, relay: str,
-                status: RecipientStatus, started: float) -> None:
+                status: RecipientStatus, started: float, connectionUse: int = 1) -> None:
     """
     Log a recipient's result in Postfix's form.
+
+    @param connectionUse: which delivery this was on a reused connection
+        (C{conn_use=N} is logged from the second on, as Postfix does).
     """
     now = time.time()
     a = max(0.0, request.activated - request.arrival)
     b = max(0.0, started - request.activated)
     d = max(0.0, now - started)
     orig = f", orig_to=<{recipient.original}>" if recipient.original != recipient.address else ""
+    if connectionUse > 1:
+        relay = f"{relay}, conn_use={connectionUse}"
     log.info(
         "{queueId}: to=<{to}>{orig}, relay={relay}, delay={delay:.2g}, "
         "delays={a:.2g}/{b:.2g}/0/{d:.2g}, dsn={dsn}, status={status} ({reason})",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 import time
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from twisted.internet import defer, threads
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
@@ -28,6 +28,24 @@ from tmta.interfaces import IDeliveryAgent
 from tmta.smtp.client import Reply, SessionFailed, SMTPClient, Timeouts, Transaction
 
 log = Logger()
+
+
+class _TryNext(Exception):
+    """
+    One address did not take the message: try the next.
+    """
+
+    def __init__(self, failure: Optional[SessionFailed], text: str = "",
+                 dsn: str = "4.4.2") -> None:
+        super().__init__(text)
+        self.failure, self.text = failure, text
+        reply = failure.reply if failure is not None else None
+        self.dsn = reply.dsn if reply is not None and reply.code // 100 == 4 else dsn
+
+    def reason(self, relay: str) -> str:
+        if self.failure is not None:
+            return _failure(relay, self.failure)
+        return self.text.replace("{relay}", relay)
 
 
 class NextHopError(Exception):
@@ -67,6 +85,66 @@ def parseNexthop(nexthop: str, defaultPort: int = 25) -> Tuple[str, int, bool]:
     return host, socket.getservbyname(port, "tcp"), mx
 
 
+class SessionCache:
+    """
+    Idle sessions kept open for the next delivery to the same address,
+    as Postfix's scache does for smtp(8): each closes (with QUIT) after
+    C{idle} seconds unused, and is not used again once C{lifetime}
+    seconds old.
+    """
+
+    def __init__(self, clock, idle: float, lifetime: float) -> None:
+        self.clock = clock
+        self.idle = idle
+        self.lifetime = lifetime
+        self._idle: Dict[Tuple[str, int], List[Tuple[SMTPClient, float, object]]] = {}
+        self._born: Dict[SMTPClient, float] = {}
+
+    def take(self, key: Tuple[str, int]) -> Optional[SMTPClient]:
+        """
+        An idle usable session to C{key}, or C{None}.
+        """
+        sessions = self._idle.get(key)
+        while sessions:
+            session, _, timer = sessions.pop()
+            if timer.active():
+                timer.cancel()
+            if session.usable:
+                return session
+            self._born.pop(session, None)
+        return None
+
+    def release(self, key: Tuple[str, int], session: SMTPClient) -> None:
+        """
+        Keep C{session} for reuse, unless it is too old or unusable.
+        """
+        now = self.clock.seconds()
+        born = self._born.setdefault(session, now)
+        if not session.usable or not self.idle or now - born >= self.lifetime:
+            self._born.pop(session, None)
+            session.quit()
+            return
+        timer = self.clock.callLater(self.idle, self._expire, key, session)
+        self._idle.setdefault(key, []).append((session, now, timer))
+
+    def _expire(self, key: Tuple[str, int], session: SMTPClient) -> None:
+        sessions = self._idle.get(key, [])
+        self._idle[key] = [entry for entry in sessions if entry[0] is not session]
+        if not self._idle[key]:
+            del self._idle[key]
+        self._born.pop(session, None)
+        session.quit()
+
+    def close(self) -> None:
+        for sessions in self._idle.values():
+            for session, _, timer in sessions:
+                if timer.active():
+                    timer.cancel()
+                session.quit()
+        self._idle.clear()
+        self._born.clear()
+
+
 @implementer(IDeliveryAgent)
 class SMTPDeliveryAgent:
     """
@@ -99,6 +177,11 @@ class SMTPDeliveryAgent:
         self.mxAddressLimit = config.getInt(f"{prefix}_mx_address_limit")
         self.resolver = resolver
         self._connect = connect or self._connectTCP
+        self.cache = SessionCache(
+            reactor,
+            idle=config.getTime(f"{prefix}_connection_cache_time_limit"),
+            lifetime=config.getTime(f"{prefix}_connection_reuse_time_limit"),
+        )
 
     # -- IDeliveryAgent ----------------------------------------------------
 
@@ -117,39 +200,82 @@ class SMTPDeliveryAgent:
             return self._all(request, "none", status, e.dsn, e.reason, started)
         lastError, lastDsn = "no address to try", "4.4.1"
         for host, address, port in hosts:
+            relay = f"{host}[{address}]:{port}"
             transaction = Transaction(request.sender,
                                       [r.address for r in request.recipients], content)
-            relay = f"{host}[{address}]:{port}"
             try:
-                protocol = await self._connect(address, port, self._factory(transaction))
-            except Exception as e:
-                lastError, lastDsn = f"connect to {relay}: {_reason(e)}", "4.4.1"
+                use = await self._attempt(address, port, transaction)
+            except _TryNext as e:
+                lastError, lastDsn = e.reason(relay), e.dsn
                 continue
-            try:
-                await protocol.done
             except SessionFailed as e:
-                reply = e.reply
-                if reply is not None and reply.code // 100 == 5 and e.stage != "initial greeting":
-                    # Refused for good: MAIL FROM or DATA said 5xx.
-                    return self._results(request, transaction, relay, started,
-                                         refused=(reply, e.stage))
-                if transaction.replies:
-                    # Recipients were answered, then the session failed:
-                    # what was refused for good is bounced, the rest is
-                    # deferred -- never bounced, never dropped.
-                    return self._results(request, transaction, relay, started,
-                                         failure=_failure(relay, e))
-                lastError = _failure(relay, e)
-                lastDsn = reply.dsn if reply is not None and reply.code // 100 == 4 else "4.4.2"
-                continue
-            return self._results(request, transaction, relay, started)
+                return self._failed(request, transaction, relay, started, e)
+            return self._results(request, transaction, relay, started, connectionUse=use)
         return self._all(request, "none", DEFERRED, lastDsn, lastError, started)
+
+    async def _attempt(self, address: str, port: int, transaction: Transaction) -> int:
+        """
+        Run the transaction on a session to one address.
+
+        @return: which transaction on its session it was (1: a new one).
+
+        @raise _TryNext: this address did not take it; the next may.
+        @raise SessionFailed: the server answered recipients, or refused
+            the transaction for good: the results are final here.
+        """
+        for _ in range(2):
+            try:
+                session, reused = await self._session(address, port)
+            except SessionFailed as e:
+                raise _TryNext(e)
+            except Exception as e:
+                raise _TryNext(None, f"connect to {{relay}}: {_reason(e)}", "4.4.1")
+            try:
+                await session.send(transaction)
+            except SessionFailed as e:
+                if reused and e.reply is None and not transaction.replies:
+                    # A cached session the server had closed meanwhile:
+                    # once more, on a new one.
+                    continue
+                refusedForGood = (e.reply is not None and e.reply.code // 100 == 5
+                                  and e.stage != "initial greeting")
+                if refusedForGood or transaction.replies:
+                    raise
+                raise _TryNext(e)
+            use = session.transactions
+            self.cache.release((address, port), session)
+            return use
+        raise _TryNext(None, "lost connection with {relay}", "4.4.2")
+
+    def _failed(self, request, transaction, relay, started, e: SessionFailed):
+        if e.reply is not None and e.reply.code // 100 == 5:
+            # Refused for good: MAIL FROM or DATA said 5xx.
+            return self._results(request, transaction, relay, started,
+                                 refused=(e.reply, e.stage))
+        # Recipients were answered, then the session failed: what was
+        # refused for good is bounced, the rest deferred -- never
+        # bounced, never dropped.
+        return self._results(request, transaction, relay, started, failure=_failure(relay, e))
+
+    async def _session(self, address: str, port: int):
+        """
+        An idle session to C{address}:C{port} from the cache, or a new
+        one once it is ready.
+
+        @return: C{(session, reused)}.
+        """
+        session = self.cache.take((address, port))
+        if session is not None:
+            return session, True
+        protocol = await self._connect(address, port, self._factory())
+        await protocol.ready
+        return protocol, False
 
     # -- results ------------------------------------------------------------
 
     def _results(self, request: DeliveryRequest, t: Transaction, relay: str, started: float,
                  refused: Optional[Tuple[Reply, str]] = None,
-                 failure: Optional[str] = None) -> List[RecipientStatus]:
+                 failure: Optional[str] = None, connectionUse: int = 1) -> List[RecipientStatus]:
         """
         One status per recipient from what the server answered.
 
@@ -181,7 +307,7 @@ class SMTPDeliveryAgent:
                     f"host {relay} said: {reply} (in reply to {stage} command)"
                 dsn = reply.dsn if reply.code // 100 in (2, 4, 5) else "4.0.0"
                 status = RecipientStatus(r.offset, kind, dsn, text)
-            logDelivery(request, r, relay, status, started)
+            logDelivery(request, r, relay, status, started, connectionUse)
             statuses.append(status)
         return statuses
 
@@ -281,10 +407,9 @@ class SMTPDeliveryAgent:
 
     # -- connecting -------------------------------------------------------------
 
-    def _factory(self, transaction: Transaction) -> Factory:
+    def _factory(self) -> Factory:
         def build():
-            return SMTPClient(transaction, self.heloName, self.reactor, self.timeouts,
-                              lmtp=self.lmtp)
+            return SMTPClient(self.heloName, self.reactor, self.timeouts, lmtp=self.lmtp)
 
         return Factory.forProtocol(build)
 

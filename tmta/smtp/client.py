@@ -109,33 +109,51 @@ def transparent(content: bytes) -> bytes:
 
 class SMTPClient(protocol.Protocol):
     """
-    One SMTP session for one L{Transaction}.
+    One SMTP (or LMTP) session, which may carry several transactions
+    one after another (the delivery agent keeps idle sessions for
+    reuse).
 
-    L{done} fires with the transaction (recipients answered, and the
-    final reply when any recipient was accepted), or fails with
-    L{SessionFailed}.
+    L{ready} fires with this protocol once the server greeted it and
+    answered EHLO (or HELO, or LHLO), or fails with L{SessionFailed}.
+    L{send} then runs one transaction; L{quit} ends the session.  With
+    PIPELINING offered, MAIL, every RCPT and DATA go out in one write.
     """
 
-    def __init__(self, transaction: Transaction, heloName: str, clock,
-                 timeouts: Optional[Timeouts] = None, lmtp: bool = False) -> None:
-        self.transaction = transaction
+    def __init__(self, heloName: str, clock, timeouts: Optional[Timeouts] = None,
+                 lmtp: bool = False) -> None:
         self.heloName = heloName
         self.clock = clock
         self.timeouts = timeouts or Timeouts()
         self.lmtp = lmtp
-        self.done: defer.Deferred = defer.Deferred()
+        self.ready: defer.Deferred = defer.Deferred()
         self.extensions: Dict[str, str] = {}
+        self.transactions = 0
+        self.busy = False
+        self._dirty = False
         self._buffer = b""
         self._lines: List[Tuple[int, str]] = []
-        self._waiting: Optional[Tuple[str, defer.Deferred]] = None
+        self._replies: List[Tuple[Reply, list]] = []
+        self._waiting: List[Tuple[str, float, defer.Deferred]] = []
         self._timer = None
-        self._finished = False
+        self._lost = False
+
+    @property
+    def usable(self) -> bool:
+        """
+        Whether the session may take another transaction now.
+        """
+        return not self._lost and not self.busy and self.transport is not None \
+            and self.transport.connected
 
     # -- the connection --------------------------------------------------
 
     def connectionMade(self) -> None:
-        d = defer.Deferred.fromCoroutine(self._session())
-        d.addBoth(self._end)
+        d = defer.Deferred.fromCoroutine(self._open())
+        d.addCallbacks(lambda _: self.ready.callback(self), self._openFailed)
+
+    def _openFailed(self, failure: Failure) -> None:
+        self._close()
+        self.ready.errback(_asSessionFailed(failure, "initial greeting"))
 
     def dataReceived(self, data: bytes) -> None:
         self._buffer += data
@@ -143,8 +161,9 @@ class SMTPClient(protocol.Protocol):
             line, self._buffer = self._buffer.split(b"\n", 1)
             match = _REPLY_LINE.match(line.rstrip(b"\r"))
             if match is None:
-                self._fail(SessionFailed(self._stage(), reason="malformed reply "
-                                         + repr(line[:100])))
+                self._failAll(SessionFailed(self._stage(), reason="malformed reply "
+                                            + repr(line[:100])))
+                self._close()
                 return
             code, more, text = match.groups()
             self._lines.append((int(code), text.decode("utf-8", "replace")))
@@ -153,92 +172,83 @@ class SMTPClient(protocol.Protocol):
                 self._deliver(Reply(lines[-1][0], " ".join(t for _, t in lines)), lines)
 
     def connectionLost(self, reason) -> None:
-        if self._waiting is not None:
-            self._fail(SessionFailed(self._stage()))
+        self._lost = True
+        self._failAll(SessionFailed(self._stage()))
 
     # -- waiting for replies ---------------------------------------------
 
     def _stage(self) -> str:
-        return self._waiting[0] if self._waiting else "end of session"
+        return self._waiting[0][0] if self._waiting else "end of session"
 
     def _expect(self, stage: str, timeout: float) -> defer.Deferred:
+        """
+        The next reply not yet asked for (replies come in order).
+        """
         d = defer.Deferred()
-        self._waiting = (stage, d)
-        self._timer = self.clock.callLater(timeout, self._timedOut)
+        if self._lost:
+            d.errback(SessionFailed(stage))
+            return d
+        self._waiting.append((stage, timeout, d))
+        if len(self._waiting) == 1:
+            self._armTimer()
         return d
 
-    def _deliver(self, reply: Reply, lines) -> None:
-        if self._waiting is None:
-            return
-        stage, d = self._waiting
-        self._waiting = None
+    def _armTimer(self) -> None:
         self._cancelTimer()
+        if self._waiting:
+            self._timer = self.clock.callLater(self._waiting[0][1], self._timedOut)
+
+    def _deliver(self, reply: Reply, lines) -> None:
+        if not self._waiting:
+            return
+        _, _, d = self._waiting.pop(0)
+        self._armTimer()
         d.callback((reply, lines))
 
     def _timedOut(self) -> None:
         self._timer = None
         stage = self._stage()
-        self._fail(SessionFailed(stage, reason=f"conversation timed out while receiving "
-                                               f"the {stage} reply"))
-        self.transport.abortConnection()
+        self._failAll(SessionFailed(stage, reason=f"conversation timed out while receiving "
+                                                  f"the {stage} reply"))
+        self._close(abort=True)
 
     def _cancelTimer(self) -> None:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
 
-    def _fail(self, error: SessionFailed) -> None:
-        if self._waiting is not None:
-            _, d = self._waiting
-            self._waiting = None
-            self._cancelTimer()
-            d.errback(error)
+    def _failAll(self, error: SessionFailed) -> None:
+        waiting, self._waiting = self._waiting, []
+        self._cancelTimer()
+        for stage, _, d in waiting:
+            d.errback(SessionFailed(stage, error.reply, error.reason)
+                      if stage != error.stage else error)
+
+    def _write(self, *lines: str) -> None:
+        self.transport.write(b"".join(line.encode("utf-8", "surrogateescape") + b"\r\n"
+                                      for line in lines))
 
     async def _command(self, line: str, stage: str, timeout: float) -> Reply:
-        self.transport.write(line.encode("utf-8", "surrogateescape") + b"\r\n")
+        self._write(line)
         reply, _ = await self._expect(stage, timeout)
         return reply
 
+    def _close(self, abort: bool = False) -> None:
+        self._lost = True
+        if self.transport is not None and self.transport.connected:
+            if abort:
+                self.transport.abortConnection()
+            else:
+                self.transport.loseConnection()
+
     # -- the session -----------------------------------------------------
 
-    async def _session(self) -> Transaction:
-        t = self.transaction
+    async def _open(self) -> None:
         greeting, _ = await self._expect("initial greeting", self.timeouts.greeting)
         if greeting.code != 220:
             raise SessionFailed("initial greeting", greeting)
-        await self._hello()
-        mail = f"MAIL FROM:<{t.sender}>"
-        if "SIZE" in self.extensions:
-            mail += f" SIZE={len(t.content)}"
-        if "8BITMIME" in self.extensions and any(b > 127 for b in t.content):
-            mail += " BODY=8BITMIME"
-        reply = await self._command(mail, "MAIL FROM", self.timeouts.mail)
-        if reply.code != 250:
-            raise SessionFailed("MAIL FROM", reply)
-        for recipient in t.recipients:
-            t.replies[recipient] = await self._command(f"RCPT TO:<{recipient}>", "RCPT TO",
-                                                       self.timeouts.rcpt)
-        accepted = [r for r in t.recipients if t.replies[r].code // 100 == 2]
-        if not accepted:
-            await self._quit()
-            return t
-        reply = await self._command("DATA", "DATA", self.timeouts.dataInit)
-        if reply.code != 354:
-            raise SessionFailed("DATA", reply)
-        self.transport.write(transparent(t.content))
-        if self.lmtp:
-            for recipient in accepted:
-                t.replies[recipient], _ = await self._expect("end of data",
-                                                             self.timeouts.dataDone)
-            t.final = t.replies[accepted[-1]]
-        else:
-            t.final, _ = await self._expect("end of data", self.timeouts.dataDone)
-        await self._quit()
-        return t
-
-    async def _hello(self) -> None:
         verb = "LHLO" if self.lmtp else "EHLO"
-        self.transport.write(f"{verb} {self.heloName}\r\n".encode())
+        self._write(f"{verb} {self.heloName}")
         reply, lines = await self._expect(verb, self.timeouts.helo)
         if reply.code == 250:
             for _, text in lines[1:]:
@@ -251,17 +261,91 @@ class SMTPClient(protocol.Protocol):
         if reply.code != 250:
             raise SessionFailed("HELO", reply)
 
-    async def _quit(self) -> None:
-        self._finished = True
-        try:
-            await self._command("QUIT", "QUIT", self.timeouts.quit)
-        except SessionFailed:
-            pass
+    async def send(self, t: Transaction) -> Transaction:
+        """
+        Run one transaction.
 
-    def _end(self, result) -> None:
-        self._cancelTimer()
-        if self.transport is not None and self.transport.connected:
-            self.transport.loseConnection()
-        if isinstance(result, Failure) and not result.check(SessionFailed):
-            result = Failure(SessionFailed(self._stage(), reason=str(result.value)))
-        self.done.callback(result) if not isinstance(result, Failure) else self.done.errback(result)
+        @return: C{t}, with each recipient's reply and the final reply
+            (when a recipient was accepted).
+        @raise SessionFailed: the session failed, or the server refused
+            the whole transaction (the reply says which).
+        """
+        self.busy = True
+        try:
+            return await self._transaction(t)
+        except SessionFailed:
+            self._close()
+            raise
+        finally:
+            self.busy = False
+            self.transactions += 1
+
+    async def _transaction(self, t: Transaction) -> Transaction:
+        timeouts = self.timeouts
+        if self._dirty:
+            reply = await self._command("RSET", "RSET", timeouts.mail)
+            if reply.code != 250:
+                raise SessionFailed("RSET", reply)
+        self._dirty = True
+        mail = f"MAIL FROM:<{t.sender}>"
+        if "SIZE" in self.extensions:
+            mail += f" SIZE={len(t.content)}"
+        if "8BITMIME" in self.extensions and any(b > 127 for b in t.content):
+            mail += " BODY=8BITMIME"
+        commands = [mail] + [f"RCPT TO:<{r}>" for r in t.recipients]
+        if "PIPELINING" in self.extensions:
+            # One write for the whole group, replies read in order.
+            self._write(*commands, "DATA")
+            answers = [self._expect("MAIL FROM", timeouts.mail)]
+            answers += [self._expect("RCPT TO", timeouts.rcpt) for _ in t.recipients]
+            answers.append(self._expect("DATA", timeouts.dataInit))
+            replies = [reply for reply, _ in await defer.gatherResults(answers,
+                                                                       consumeErrors=True)
+                       .addErrback(lambda f: f.value.subFailure.raiseException())]
+            mailReply, rcptReplies, dataReply = replies[0], replies[1:-1], replies[-1]
+        else:
+            mailReply = await self._command(mail, "MAIL FROM", timeouts.mail)
+            rcptReplies, dataReply = [], None
+            if mailReply.code == 250:
+                for command in commands[1:]:
+                    rcptReplies.append(await self._command(command, "RCPT TO", timeouts.rcpt))
+        if mailReply.code != 250:
+            raise SessionFailed("MAIL FROM", mailReply)
+        t.replies = dict(zip(t.recipients, rcptReplies))
+        accepted = [r for r in t.recipients if t.replies[r].code // 100 == 2]
+        if dataReply is None and accepted:
+            dataReply = await self._command("DATA", "DATA", timeouts.dataInit)
+        if not accepted:
+            if dataReply is not None and dataReply.code == 354:
+                # A server that said go ahead with nobody to send to.
+                self.transport.write(b".\r\n")
+                await self._expect("end of data", timeouts.dataDone)
+            return t
+        if dataReply.code != 354:
+            raise SessionFailed("DATA", dataReply)
+        self.transport.write(transparent(t.content))
+        if self.lmtp:
+            for recipient in accepted:
+                t.replies[recipient], _ = await self._expect("end of data",
+                                                             timeouts.dataDone)
+            t.final = t.replies[accepted[-1]]
+        else:
+            t.final, _ = await self._expect("end of data", timeouts.dataDone)
+        self._dirty = False
+        return t
+
+    def quit(self) -> None:
+        """
+        End the session politely (without waiting for the answer for
+        long).
+        """
+        if self._lost or self.transport is None:
+            return
+        d = defer.Deferred.fromCoroutine(self._command("QUIT", "QUIT", self.timeouts.quit))
+        d.addBoth(lambda _: self._close())
+
+
+def _asSessionFailed(failure: Failure, stage: str) -> Failure:
+    if failure.check(SessionFailed):
+        return failure
+    return Failure(SessionFailed(stage, reason=str(failure.value)))
