@@ -14,6 +14,7 @@ this project's machines one run can differ from the next by a third.
 
     python bench/run.py                     # 2000 messages, 20 sessions, 2000 bytes, 5 rounds
     python bench/run.py -m 5000 -s 50 -l 10000 --no-postfix --rounds 1
+    python bench/run.py --relay             # relayed through relayhost to smtp-sink
 
 The load comes from Postfix's smtp-source (one connection per message)
 when it is installed, else from a small asyncio client bundled here.
@@ -235,10 +236,43 @@ def runLoad(port: int, messages: int, sessions: int, size: int, recipient: str) 
     return "bundled asyncio client"
 
 
+class Sink:
+    """
+    Postfix's smtp-sink on loopback, keeping each message it receives as
+    a file, so that relayed mail can be counted as it arrives.
+    """
+
+    def __init__(self, base: str) -> None:
+        self.port = freePort()
+        self.dumps = os.path.join(base, "sink")
+        os.makedirs(self.dumps)
+        os.chmod(self.dumps, 0o777)
+        self.process = subprocess.Popen(
+            ["smtp-sink", "-u", "nobody", "-d", os.path.join(self.dumps, "%M."),
+             f"127.0.0.1:{self.port}", "256"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        waitPort(self.port)
+
+    def count(self) -> int:
+        return len(os.listdir(self.dumps))
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(30)
+
+
 class Server:
     name = ""
     maildir = ""
     root = 0
+    sink: Optional[Sink] = None
+
+    def delivered(self) -> int:
+        """
+        How many messages have arrived where they go: the Maildir, or
+        the sink when relaying.
+        """
+        return self.sink.count() if self.sink is not None else countMaildir(self.maildir)
 
     def start(self) -> None:
         raise NotImplementedError
@@ -253,7 +287,8 @@ class Server:
 class Tmta(Server):
     name = "tmta"
 
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str, sink: Optional[Sink] = None) -> None:
+        self.sink = sink
         self.base = os.path.join(base, "tmta")
         self.port = freePort()
         conf = os.path.join(self.base, "conf")
@@ -278,6 +313,7 @@ class Tmta(Server):
                 "local_mailbox_accounts = none\n"
                 f"mail_spool_directory = {self.base}/mail/\n"
                 "inet_protocols = ipv4\n"
+                + (f"relayhost = [127.0.0.1]:{sink.port}\n" if sink else "")
             )
         with open(os.path.join(conf, "master.cf"), "w") as f:
             f.write(
@@ -287,6 +323,8 @@ class Tmta(Server):
                 "rewrite unix - - n - - trivial-rewrite\n"
                 "bounce unix - - n - 0 bounce\n"
                 "local unix - n n - - local\n"
+                "smtp unix - - n - - smtp\n"
+                "relay unix - - n - - smtp\n"
             )
         self.conf = conf
         self.maildir = os.path.join(self.base, "mail", "bench", "new")
@@ -321,7 +359,8 @@ class Postfix(Server):
     tmta's local does, up to 2 deliveries at once per recipient).
     """
 
-    def __init__(self, base: str, agent: str = "virtual") -> None:
+    def __init__(self, base: str, agent: str = "virtual", sink: Optional[Sink] = None) -> None:
+        self.sink = sink
         self.name = "postfix" if agent == "virtual" else f"postfix-{agent}"
         self.base = os.path.join(base, self.name)
         self.port = freePort()
@@ -372,6 +411,7 @@ class Postfix(Server):
                 "inet_interfaces = 127.0.0.1\ninet_protocols = ipv4\n"
                 "myhostname = bench.localdomain\n"
                 + delivery
+                + (f"relayhost = [127.0.0.1]:{sink.port}\n" if sink else "")
                 + f"maillog_file = {self.base}/maillog\nmaillog_file_prefixes = {self.base}\n"
             )
         self.maildir = os.path.join(mail, "bench", "new")
@@ -398,13 +438,13 @@ class Postfix(Server):
 def measure(server: Server, args) -> Dict[str, float]:
     server.start()
     try:
-        recipient = "bench@localhost"
+        recipient = "bench@remote.example" if server.sink else "bench@localhost"
         runLoad(server.port, 50, 5, args.size, recipient)
         deadline = time.monotonic() + 60
-        while countMaildir(server.maildir) < 50 and time.monotonic() < deadline:
+        while server.delivered() < 50 and time.monotonic() < deadline:
             time.sleep(0.1)
         time.sleep(1)
-        already = countMaildir(server.maildir)
+        already = server.delivered()
         tree = [server.root] + descendants(server.root)
         cpu0 = cpuSeconds(tree)
         byName0 = cpuByName(tree)
@@ -412,7 +452,7 @@ def measure(server: Server, args) -> Dict[str, float]:
         client = runLoad(server.port, args.messages, args.sessions, args.size, recipient)
         accepted = time.monotonic() - start
         deadline = time.monotonic() + 600
-        while countMaildir(server.maildir) - already < args.messages:
+        while server.delivered() - already < args.messages:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{server.name}: not all messages were delivered")
             time.sleep(0.02)
@@ -437,6 +477,8 @@ def measure(server: Server, args) -> Dict[str, float]:
         }
     finally:
         server.stop()
+        if server.sink is not None:
+            server.sink.stop()
 
 
 def main() -> int:
@@ -457,11 +499,22 @@ def main() -> int:
                         help="runs of each server, taken in turn; medians are reported")
     parser.add_argument("--postfix-agents", default="virtual,local",
                         help="Postfix delivery agents to compare with, of virtual and local")
+    parser.add_argument("--relay", action="store_true",
+                        help="relay every message through relayhost to smtp-sink on loopback "
+                             "instead of delivering it locally")
     args = parser.parse_args()
     base = tempfile.mkdtemp(prefix="tmta-bench-")
     os.chmod(base, 0o755)
-    makers = [("tmta", Tmta)]
-    if not args.no_postfix and shutil.which("postfix") and os.getuid() == 0:
+    if args.relay:
+        if not shutil.which("smtp-sink"):
+            parser.error("--relay needs Postfix's smtp-sink")
+        makers = [("tmta", lambda where: Tmta(where, Sink(os.path.join(where, "tmta-sink"))))]
+        if not args.no_postfix and shutil.which("postfix") and os.getuid() == 0:
+            makers.append(("postfix", lambda where: Postfix(
+                where, "virtual", Sink(os.path.join(where, "postfix-sink")))))
+    else:
+        makers = [("tmta", Tmta)]
+    if not args.relay and not args.no_postfix and shutil.which("postfix") and os.getuid() == 0:
         for agent in [a.strip() for a in args.postfix_agents.split(",") if a.strip()]:
             if agent not in ("virtual", "local"):
                 parser.error(f"unknown Postfix agent {agent!r}")
@@ -498,6 +551,7 @@ def main() -> int:
         return statistics.median(r[key] for r in runs[name])
 
     print(f"\n{args.messages} messages, {args.sessions} sessions, {args.size} bytes, "
+          f"{'relayed to smtp-sink' if args.relay else 'delivered to a Maildir'}, "
           f"load from {runs['tmta'][0]['client']}; medians of {args.rounds} rounds")
     print(f"{'server':15} {'accepted/s':>11} {'e2e/s':>8} {'CPU ms/msg':>11} "
           f"{'idle RSS MB':>12} {'idle PSS MB':>12}  resident RSS/PSS (last round)")
