@@ -263,6 +263,52 @@ class RewriterTests(TestCase):
         self.assertEqual(r2.resolve("x@far.example").nexthop, "[smarthost]")
 
 
+class TransportMapsTests(TestCase):
+    """
+    transport_maps, looked up as Postfix does.
+    """
+
+    def rewriter(self, entries, **params):
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(entries)
+        settings = {"myhostname": "mx.example.org", "mydestination": "localhost",
+                    "recipient_delimiter": "+", "relayhost": "[smarthost]",
+                    "transport_maps": f"hash:{path}"}
+        settings.update(params)
+        return Rewriter(MainConfig(settings))
+
+    def test_lookupOrder(self):
+        r = self.rewriter(
+            "bob@x.example   error:no bob here\n"
+            "x.example       relay:[gw.example]:2525\n"
+            ".sub.example    smtp:[sub-gw]\n"
+            "dovecot.example lmtp:unix:private/dovecot-lmtp\n"
+            "keep.example    :[only-nexthop]\n"
+            "hop.example     lmtp:\n")
+        def hop(address):
+            found = r.resolve(address)
+            return found.transport, found.nexthop
+
+        self.assertEqual(hop("bob+tag@x.example"), ("error", "no bob here"))
+        self.assertEqual(hop("carol@x.example"), ("relay", "[gw.example]:2525"))
+        self.assertEqual(hop("a@deep.sub.example"), ("smtp", "[sub-gw]"))
+        # A parent entry (.sub.example) does not match the domain itself.
+        self.assertEqual(hop("a@sub.example"), ("smtp", "[smarthost]"))
+        self.assertEqual(hop("a@dovecot.example"), ("lmtp", "unix:private/dovecot-lmtp"))
+        # An empty transport or next hop keeps the address class's.
+        self.assertEqual(hop("a@keep.example"), ("smtp", "[only-nexthop]"))
+        self.assertEqual(hop("a@hop.example"), ("lmtp", "[smarthost]"))
+        self.assertEqual(hop("a@other.example"), ("smtp", "[smarthost]"))
+        self.assertEqual(hop("bob@localhost"), ("local", "mx.example.org"))
+
+    def test_wildcardAndParentMatching(self):
+        r = self.rewriter("example.com smtp:[one]\n* smtp:[everything]\n",
+                          parent_domain_matches_subdomains="transport_maps")
+        self.assertEqual(r.resolve("a@mail.example.com").nexthop, "[one]")
+        self.assertEqual(r.resolve("a@elsewhere.test").nexthop, "[everything]")
+
+
 class RewriteClientTests(TestCase):
     def test_cache(self):
         from tmta.rewrite.client import RewriteClient

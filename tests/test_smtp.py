@@ -155,6 +155,7 @@ class ClientTests(SynchronousTestCase):
 MASTER_CF = MAIL_PATH_MASTER_CF + """\
 smtp      unix  -       -       n       -       -       smtp
 relay     unix  -       -       n       -       -       smtp
+lmtp      unix  -       -       n       -       -       lmtp
 """
 
 
@@ -243,6 +244,26 @@ class RelayTests(SynchronousTestCase):
         log = self.master.log()
         reused = log.count(", conn_use=")
         self.assertGreater(reused, 0, log)
+
+    def test_lmtpToUNIXSocket(self):
+        """
+        transport_maps sends a domain to LMTP on a UNIX socket under the
+        queue directory (lmtp:unix:private/NAME, as Dovecot's users
+        write it); smtp-sink -L answers per recipient.
+        """
+        self.startMaster(transport_maps="inline:{ lmtp.example=lmtp:unix:private/sink-lmtp }")
+        path = os.path.join(self.master.queue, "private", "sink-lmtp")
+        self.sink = subprocess.Popen(
+            ["smtp-sink", "-L", "-u", "nobody", "-d", os.path.join(self.dumps, "%M."),
+             f"unix:{path}", "20"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.addCleanup(self.stopSink)
+        waitFor(lambda: os.path.exists(path), what="the LMTP socket")
+        os.chmod(path, 0o777)
+        queueId = sendMessage(self.port, "alice@localhost", ["a@lmtp.example", "b@lmtp.example"],
+                              "over lmtp")
+        waitFor(lambda: self.master.log().count("status=sent") >= 2, what="both delivered")
+        self.assertIn(f"{queueId}: to=<a@lmtp.example>, relay=unix[", self.master.log())
+        self.assertTrue([d for d in self.dumped() if b"Subject: over lmtp" in d])
 
     def test_sinkDownDeferredThenDelivered(self):
         self.startMaster()

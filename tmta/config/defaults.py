@@ -55,6 +55,10 @@ DEFAULTS: Dict[str, str] = {
     "inet_protocols": "all",
     "relay_domains": "${{$compatibility_level} <level {2} ? {$mydestination} : {}}",
     "relayhost": "",
+    "transport_maps": "",
+    "parent_domain_matches_subdomains": (
+        "debug_peer_list,fast_flush_domains,mynetworks,permit_mx_backup_networks,"
+        "qmqpd_authorized_clients,relay_domains,smtpd_access_maps"),
     "append_at_myorigin": "yes",
     "append_dot_mydomain": "${{$compatibility_level} <level {1} ? {yes} : {no}}",
     "swap_bangpath": "yes",

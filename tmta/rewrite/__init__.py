@@ -9,13 +9,14 @@ and L{client} the cached client that cleanup, smtpd and qmgr use.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List
+from typing import List, Optional
 
 from zope.interface import implementer
 
 from tmta.address import splitAddress
 from tmta.config import MainConfig
 from tmta.interfaces import IAddressResolver, IAddressRewriter
+from tmta.tables import lookupAny, openTables
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,10 @@ class Rewriter:
         self.relayTransport = config.get("relay_transport")
         self.defaultTransport = config.get("default_transport")
         self.relayhost = config.get("relayhost")
+        self.delimiter = config.get("recipient_delimiter")
+        self.transportMaps = openTables(config.get("transport_maps"))
+        self.parentMatches = "transport_maps" in config.getList(
+            "parent_domain_matches_subdomains")
 
     def _domains(self, name: str) -> List[str]:
         # Table entries (hash:...) in a domain list are not supported yet;
@@ -102,15 +107,52 @@ class Rewriter:
 
     def resolve(self, address: str) -> Resolution:
         """
-        Decide the transport and next hop for an address.
+        Decide the transport and next hop for an address: by its address
+        class (local, relay, default), then C{transport_maps}, whose
+        empty transport or next hop keeps the class's.
         """
         address = self.rewrite(address)
         _, domain = splitAddress(address)
         if not domain or self.isLocalDomain(domain):
-            transport, nexthop = self.localTransport
-            return Resolution(transport, nexthop, address, "local")
-        if self.isRelayDomain(domain):
+            (transport, nexthop), addressClass = self.localTransport, "local"
+        elif self.isRelayDomain(domain):
             transport, nexthop = _transportAndNexthop(self.relayTransport, domain)
-            return Resolution(transport, self.relayhost or nexthop, address, "relay")
-        transport, nexthop = _transportAndNexthop(self.defaultTransport, domain)
-        return Resolution(transport, self.relayhost or nexthop, address, "default")
+            nexthop, addressClass = self.relayhost or nexthop, "relay"
+        else:
+            transport, nexthop = _transportAndNexthop(self.defaultTransport, domain)
+            nexthop, addressClass = self.relayhost or nexthop, "default"
+        if self.transportMaps:
+            found = self._transportMap(address, domain)
+            if found is not None:
+                mapped, _, hop = found.strip().partition(":")
+                transport, nexthop = mapped.strip() or transport, hop.strip() or nexthop
+        return Resolution(transport, nexthop, address, addressClass)
+
+    def _transportMap(self, address: str, domain: str) -> Optional[str]:
+        """
+        Look an address up in C{transport_maps} as Postfix does: the
+        address, the address without its extension, the domain, its
+        parent domains (as C{.parent}, or bare when
+        C{parent_domain_matches_subdomains} lists C{transport_maps}),
+        then C{*}.
+        """
+        address = address.lower()
+        keys = [address]
+        local, _ = splitAddress(address)
+        for d in self.delimiter:
+            if d in local:
+                keys.append(f"{local.split(d, 1)[0]}@{domain}")
+                break
+        if domain:
+            domain = domain.lower()
+            keys.append(domain)
+            labels = domain.split(".")
+            for i in range(1, len(labels)):
+                parent = ".".join(labels[i:])
+                keys.append(parent if self.parentMatches else "." + parent)
+        keys.append("*")
+        for key in keys:
+            value = lookupAny(self.transportMaps, key)
+            if value is not None:
+                return value
+        return None

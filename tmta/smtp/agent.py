@@ -12,12 +12,17 @@ message or refuses it for good.
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from typing import Dict, List, Optional, Tuple
 
 from twisted.internet import defer, threads
-from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
+from twisted.internet.endpoints import (
+    TCP4ClientEndpoint,
+    TCP6ClientEndpoint,
+    UNIXClientEndpoint,
+)
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.names import dns, error as dnserror
@@ -164,9 +169,12 @@ class SMTPDeliveryAgent:
         self.heloName = config.get(f"{prefix}_lhlo_name" if lmtp else "smtp_helo_name")
         self.defaultPort = 24 if lmtp else 25
         self.myhostname = config.get("myhostname").lower()
+        self.queueDirectory = config.get("queue_directory")
+        hello = "lmtp_lhlo_timeout" if lmtp else "smtp_helo_timeout"
         self.timeouts = Timeouts(
-            greeting=config.getTime(f"{prefix}_helo_timeout"),
-            helo=config.getTime(f"{prefix}_lhlo_timeout" if lmtp else "smtp_helo_timeout"),
+            # The greeting shares the HELO/LHLO limit, as in Postfix.
+            greeting=config.getTime(hello),
+            helo=config.getTime(hello),
             mail=config.getTime(f"{prefix}_mail_timeout"),
             rcpt=config.getTime(f"{prefix}_rcpt_timeout"),
             dataInit=config.getTime(f"{prefix}_data_init_timeout"),
@@ -200,7 +208,8 @@ class SMTPDeliveryAgent:
             return self._all(request, "none", status, e.dsn, e.reason, started)
         lastError, lastDsn = "no address to try", "4.4.1"
         for host, address, port in hosts:
-            relay = f"{host}[{address}]:{port}"
+            relay = (f"{host}[{address}]:{port}" if port
+                     else f"{nexthopName(request.nexthop)}[{address}]")
             transaction = Transaction(request.sender,
                                       [r.address for r in request.recipients], content)
             try:
@@ -328,7 +337,17 @@ class SMTPDeliveryAgent:
 
         @raise NextHopError: none can be found.
         """
-        host, port, mx = parseNexthop(nexthop, self.defaultPort)
+        if nexthop.startswith("unix:"):
+            # LMTP to a UNIX socket, relative to the queue directory
+            # (lmtp:unix:private/dovecot-lmtp).
+            path = os.path.join(self.queueDirectory, nexthop[len("unix:"):])
+            return [(path, path, 0)]
+        if nexthop.startswith("inet:"):
+            nexthop = nexthop[len("inet:"):]
+            host, port, _ = parseNexthop(nexthop, self.defaultPort)
+            mx = False
+        else:
+            host, port, mx = parseNexthop(nexthop, self.defaultPort)
         if not host:
             raise NextHopError("no next hop", "5.3.5", permanent=True)
         if _isAddress(host):
@@ -414,9 +433,19 @@ class SMTPDeliveryAgent:
         return Factory.forProtocol(build)
 
     def _connectTCP(self, address: str, port: int, factory: Factory) -> defer.Deferred:
-        endpointClass = TCP6ClientEndpoint if ":" in address else TCP4ClientEndpoint
-        endpoint = endpointClass(self.reactor, address, port, timeout=self.connectTimeout)
+        if port == 0:
+            endpoint = UNIXClientEndpoint(self.reactor, address, timeout=self.connectTimeout)
+        else:
+            endpointClass = TCP6ClientEndpoint if ":" in address else TCP4ClientEndpoint
+            endpoint = endpointClass(self.reactor, address, port, timeout=self.connectTimeout)
         return endpoint.connect(factory)
+
+
+def nexthopName(nexthop: str) -> str:
+    """
+    How a log line names a next hop that is not a host (a UNIX socket).
+    """
+    return nexthop.split(":", 1)[0] if ":" in nexthop else nexthop
 
 
 def _isAddress(host: str) -> bool:
