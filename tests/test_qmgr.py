@@ -116,6 +116,8 @@ class QueueManagerTests(TestCase):
         self.assertEqual([r.address for r in env.pending()], ["carol@localhost"])
         retry = os.stat(self.store.path("deferred", queueId)).st_mtime
         self.assertGreaterEqual(retry, time.time() + 290)
+        # Why carol waits is recorded, for the queue listing.
+        self.assertEqual(self.store.readDeferLog(queueId), {"carol@localhost": "test deferred"})
         # The next run delivers only the recipient still pending.
         self.requests.clear()
         del self.outcomes["carol@localhost"]
@@ -125,6 +127,7 @@ class QueueManagerTests(TestCase):
         self.assertEqual([r["address"] for s, c, kw in self.requests for r in kw["recipients"]],
                          ["carol@localhost"])
         self.assertEqual(self.store.list("deferred"), [])
+        self.assertEqual(self.store.readDeferLog(queueId), {})
 
     @defer.inlineCallbacks
     def test_transportUnavailable(self):

@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 from twisted.internet import defer
@@ -18,6 +19,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from tmta.smtp.client import SessionFailed, SMTPClient, Timeouts, Transaction, transparent
 from tests.test_mailpath import MASTER_CF as MAIL_PATH_MASTER_CF
 from tests.support import (
+    REPO,
     Master,
     freePort,
     maildirMessages,
@@ -273,6 +275,36 @@ class RelayTests(SynchronousTestCase):
         self.startSink()
         waitFor(lambda: self.dumped(), timeout=30, what="delivery once the sink is up")
         waitFor(lambda: f"{queueId}: removed" in self.master.log(), what="the queue file gone")
+
+    def tmtaCommand(self, *args):
+        environ = dict(os.environ, PYTHONPATH=REPO)
+        return subprocess.run([sys.executable, "-m", "tmta.cli.admin", *args, "-c",
+                               self.master.directory], capture_output=True, text=True,
+                              env=environ, timeout=60)
+
+    def test_queueListAndFlush(self):
+        """
+        Mail deferred because the next hop is down is listed with the
+        reason; once the sink is back, a flush delivers it at once
+        rather than after the backoff.
+        """
+        self.startMaster(minimal_backoff_time="300s", maximal_backoff_time="4000s",
+                         queue_run_delay="300s")
+        queueId = sendMessage(self.port, "alice@localhost", ["bob@remote.example"], "flushed")
+        waitFor(lambda: "status=deferred" in self.master.log(), what="a deferral")
+        waitFor(lambda: queueId in self.tmtaCommand("queue", "list").stdout,
+                what="the message in the listing")
+        listing = self.tmtaCommand("queue", "list").stdout
+        self.assertIn("alice@localhost", listing)
+        self.assertIn("bob@remote.example", listing)
+        self.assertIn("Connection refused", listing)
+        self.assertIn("-- 1 Kbytes in 1 Request.", listing)
+        self.startSink()
+        result = self.tmtaCommand("queue", "flush")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        waitFor(lambda: self.dumped(), timeout=10, what="delivery after the flush")
+        waitFor(lambda: self.tmtaCommand("queue", "list").stdout == "Mail queue is empty\n",
+                what="an empty queue")
 
     def test_softRejectDeferred(self):
         self.startSink("-r", "RCPT")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import List, Optional, TextIO
+from typing import Dict, List, Optional, TextIO
 
 from tmta.config import ConfigError, Configuration, MainConfig, configDirectoryFromEnvironment
 from tmta.config.loader import defaultDataDirectory, loadConfiguration, prepareEmbedded
@@ -76,6 +76,86 @@ def showConfig(
     return status
 
 
+def listQueue(configuration: Configuration, out: TextIO = sys.stdout) -> int:
+    """
+    Print the queue as Postfix's C{mailq} does: each message with its
+    size, arrival time and sender, then each recipient still to be
+    delivered, after the reason it is waiting, if any.  C{*} marks a
+    message in the active queue, C{!} one on hold.
+    """
+    import time as _time
+
+    from tmta.queue.qfile import CorruptQueueFile
+    from tmta.queue.store import QueueStore
+
+    main = configuration.main
+    store = QueueStore(main.get("queue_directory"), hashDepth=main.getInt("hash_queue_depth"))
+    marks = {"active": "*", "hold": "!", "incoming": "", "deferred": ""}
+    count = size = 0
+    lines: List[str] = []
+    for queueName in ("active", "incoming", "deferred", "hold"):
+        try:
+            queueIds = store.list(queueName)
+        except OSError as e:
+            sys.stderr.write(f"tmta: warning: cannot list {queueName}: {e.strerror}\n")
+            continue
+        for queueId in queueIds:
+            try:
+                if queueName == "incoming" and not store.isComplete(queueName, queueId):
+                    continue
+                envelope = store.readEnvelope(queueName, queueId)
+            except (OSError, CorruptQueueFile):
+                continue
+            count += 1
+            size += envelope.size
+            arrival = _time.strftime("%a %b %d %H:%M:%S", _time.localtime(envelope.arrival))
+            lines.append(f"{queueId + marks[queueName]:<20} {envelope.size:>8} {arrival}  "
+                         f"{envelope.sender or 'MAILER-DAEMON'}")
+            reasons = store.readDeferLog(queueId)
+            byReason: Dict[str, List[str]] = {}
+            for recipient in envelope.pending():
+                byReason.setdefault(reasons.get(recipient.address, ""), []).append(
+                    recipient.address)
+            for reason, addresses in byReason.items():
+                if reason:
+                    lines.append(f"{'':42}({reason})")
+                lines += [f"{'':42}{address}" for address in addresses]
+            lines.append("")
+    if not count:
+        out.write("Mail queue is empty\n")
+        return 0
+    out.write(f"{'-Queue ID-':<20} {'--Size--':>8} {'----Arrival Time----':<21} "
+              "-Sender/Recipient-------\n")
+    out.write("\n".join(lines) + "\n")
+    out.write(f"-- {(size + 1023) // 1024} Kbytes in {count} Request"
+              f"{'s' if count != 1 else ''}.\n")
+    return 0
+
+
+def flushQueue(configuration: Configuration) -> int:
+    """
+    Ask qmgr to try every deferred message now (C{postqueue -f}).
+    """
+    import socket
+
+    from twisted.protocols import amp
+
+    from tmta.queue.layout import socketPath
+
+    path = socketPath(configuration.main.get("queue_directory"), "qmgr", False)
+    box = amp.Box({b"_command": b"Wakeup", b"reason": b"flush"})
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(10)
+            sock.connect(path)
+            sock.sendall(box.serialize())
+    except OSError as e:
+        sys.stderr.write(f"tmta: fatal: cannot reach qmgr at {path}: {e.strerror or e} "
+                         "(is tmta running?)\n")
+        return 75  # EX_TEMPFAIL, as postqueue
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="tmta", description="tmta administration")
     parser.add_argument(
@@ -93,6 +173,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     config.add_argument("-c", "--config", default=argparse.SUPPRESS,
                         help="configuration directory")
     config.add_argument("names", nargs="*")
+    queue = commands.add_parser("queue", help="list the queue or flush it (mailq, postqueue -f)")
+    queue.add_argument("action", choices=["list", "flush"])
+    queue.add_argument("-c", "--config", default=argparse.SUPPRESS,
+                       help="configuration directory")
     options = parser.parse_args(argv)
     try:
         configuration = _configuration(options)
@@ -106,6 +190,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                 expand=options.x,
                 unimplemented=options.unimplemented,
             )
+        if options.command == "queue":
+            if options.action == "list":
+                return listQueue(configuration)
+            return flushQueue(configuration)
     except ConfigError as e:
         sys.stderr.write(f"tmta: fatal: {e}\n")
         return 1

@@ -46,6 +46,8 @@ class ActiveMessage:
     bounced: List[Tuple[Recipient, str, str]] = field(default_factory=list)
     deferred: Dict[int, str] = field(default_factory=dict)
     unmarked: List[Recipient] = field(default_factory=list)
+    #: It was deferred before, and may have a defer log to remove.
+    wasDeferred: bool = False
 
 
 @dataclass
@@ -287,6 +289,14 @@ class QueueManager:
             except OSError as e:
                 log.error("{queueId}: cannot recover: {error}", queueId=queueId, error=e)
 
+    def flush(self) -> None:
+        """
+        Try every deferred message now, whatever its retry time
+        (C{tmta queue flush}, Postfix's C{postqueue -f}).
+        """
+        log.info("flush: trying deferred mail now")
+        self._scan("deferred", lambda queueId: True)
+
     def periodicScan(self) -> None:
         """
         Every C{queue_run_delay}: mail stranded in C{active/}, mail whose
@@ -323,11 +333,11 @@ class QueueManager:
             except OSError as e:
                 log.error("{queueId}: cannot move to active: {error}", queueId=queueId, error=e)
                 continue
-            self.activate(queueId)
+            self.activate(queueId, wasDeferred=queueName == "deferred")
 
     # -- one message -------------------------------------------------------
 
-    def activate(self, queueId: str) -> None:
+    def activate(self, queueId: str, wasDeferred: bool = False) -> None:
         try:
             envelope = self.store.readEnvelope("active", queueId)
         except CorruptQueueFile as e:
@@ -336,7 +346,7 @@ class QueueManager:
         except OSError as e:
             log.error("{queueId}: cannot read: {error}", queueId=queueId, error=e)
             return
-        message = ActiveMessage(queueId, envelope, self.now())
+        message = ActiveMessage(queueId, envelope, self.now(), wasDeferred=wasDeferred)
         self.active[queueId] = message
         pending = envelope.pending()
         log.info(
@@ -535,7 +545,7 @@ class QueueManager:
             # Every recipient is done: the common case, finished here
             # without the coroutine the other cases need.
             del self.active[message.queueId]
-            self._remove(message.queueId)
+            self._remove(message)
             return
         self._begin()
         d = defer.Deferred.fromCoroutine(self._finish(message))
@@ -543,12 +553,14 @@ class QueueManager:
                                            queueId=message.queueId))
         d.addBoth(self._end)
 
-    def _remove(self, queueId: str) -> None:
+    def _remove(self, message: ActiveMessage) -> None:
         # Like the rename into active/, the unlink is done here: it does
         # not wait for the disk (nothing is synced), and costs less than
         # handing it to a thread and back.
-        self.store.remove("active", queueId)
-        log.info("{queueId}: removed", queueId=queueId)
+        self.store.remove("active", message.queueId)
+        if message.wasDeferred:
+            self.store.removeDeferLog(message.queueId)
+        log.info("{queueId}: removed", queueId=message.queueId)
 
     async def _finish(self, message: ActiveMessage) -> None:
         queueId = message.queueId
@@ -573,7 +585,7 @@ class QueueManager:
         # active/, so that recoverActive leaves it alone meanwhile.
         try:
             if not message.deferred:
-                self._remove(queueId)
+                self._remove(message)
                 return
             if message.unmarked:
                 # The file stays: record what the last delivery finished.
@@ -582,6 +594,9 @@ class QueueManager:
             backoff = min(self.maximalBackoff, max(self.minimalBackoff, age))
             retry = self.now() + backoff
             try:
+                reasons = {r.address: message.deferred[r.offset]
+                           for r in envelope.recipients if r.offset in message.deferred}
+                self.store.writeDeferLog(queueId, reasons)
                 path = self.store.path("active", queueId)
                 os.utime(path, (retry, retry))
                 self.store.move(queueId, "active", "deferred")

@@ -26,6 +26,8 @@ class QmgrProtocol(ServiceAMP):
             return {}
         if reason == "timer":
             self.manager.scanDeferred()
+        elif reason == "flush":
+            self.manager.flush()
         self.manager.wakeup()
         return {}
 

@@ -5,10 +5,11 @@ removing queue files, with Postfix's discipline.
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import time
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -71,6 +72,49 @@ class QueueStore:
                 self.directory, queueName, hashDirectory(queueId, self.hashDepth), queueId
             )
         return os.path.join(self.directory, queueName, queueId)
+
+    def _deferLogPath(self, queueId: str) -> str:
+        if not isQueueId(queueId):
+            raise ValueError(f"bad queue id {queueId!r}")
+        return os.path.join(self.directory, "defer", queueId)
+
+    def writeDeferLog(self, queueId: str, reasons: Dict[str, str]) -> None:
+        """
+        Record why each recipient of a deferred message is waiting (what
+        C{tmta queue list} shows), replacing what was recorded before.
+        Informational: not fsynced.
+        """
+        path = self._deferLogPath(queueId)
+        temporary = path + ".tmp"
+        with open(temporary, "w", encoding="utf-8", errors="surrogateescape") as f:
+            for address, reason in reasons.items():
+                f.write(json.dumps({"recipient": address, "reason": reason}) + "\n")
+        os.rename(temporary, path)
+
+    def readDeferLog(self, queueId: str) -> Dict[str, str]:
+        """
+        The reasons recorded by L{writeDeferLog}, by recipient; none when
+        there are none.
+        """
+        reasons: Dict[str, str] = {}
+        try:
+            with open(self._deferLogPath(queueId), encoding="utf-8",
+                      errors="surrogateescape") as f:
+                for line in f:
+                    try:
+                        record = json.loads(line)
+                        reasons[str(record["recipient"])] = str(record["reason"])
+                    except (ValueError, KeyError, TypeError):
+                        continue
+        except OSError:
+            pass
+        return reasons
+
+    def removeDeferLog(self, queueId: str) -> None:
+        try:
+            os.unlink(self._deferLogPath(queueId))
+        except OSError:
+            pass
 
     def create(self, queueName: str = "incoming") -> Tuple[str, QueueFileWriter]:
         """
