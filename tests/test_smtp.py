@@ -327,6 +327,34 @@ class RelayTests(SynchronousTestCase):
         waitFor(lambda: "status=bounced" in self.master.log(), what="a bounce")
         waitFor(lambda: maildirMessages(self.spool).get("alice"), what="the notice to alice")
         self.assertFalse([d for d in self.dumped() if b"Subject: hard" in d])
+        [notice] = maildirMessages(self.spool)["alice"]
+        self.assertDeliveryStatus(notice, ["bob@remote.example"], "Subject: hard")
+
+    def assertDeliveryStatus(self, notice, recipients, originalHeader):
+        """
+        C{notice} is an RFC 3464 report, as Python's email package reads
+        it: one block per failed recipient, with the remote reply.
+        """
+        import email
+        from email import policy
+
+        message = email.message_from_bytes(notice, policy=policy.default)
+        self.assertEqual(message.get_content_type(), "multipart/report")
+        self.assertEqual(message.get_param("report-type"), "delivery-status")
+        human, status, original = message.iter_parts()
+        self.assertEqual(status.get_content_type(), "message/delivery-status")
+        perMessage, *blocks = status.get_payload()
+        self.assertEqual(perMessage["Reporting-MTA"].split(";")[0], "dns")
+        self.assertTrue(perMessage["Arrival-Date"])
+        self.assertEqual([b["Final-Recipient"] for b in blocks],
+                         [f"rfc822; {r}" for r in recipients])
+        for block in blocks:
+            self.assertEqual(block["Action"], "failed")
+            self.assertTrue(block["Status"].startswith("5."))
+            self.assertTrue(block["Remote-MTA"].startswith("dns; "))
+            self.assertTrue(block["Diagnostic-Code"].startswith("smtp; 5"))
+        self.assertEqual(original.get_content_type(), "text/rfc822-headers")
+        self.assertIn(originalHeader, original.get_content())
 
 
 def _listening(port):
