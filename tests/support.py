@@ -345,3 +345,92 @@ def fillFilesystem(path: str) -> None:
                 f.write(b"\0" * 65536)  # unbuffered: a short write, then ENOSPC
         except OSError:
             pass
+
+
+class PrivatePostfix:
+    """
+    A private Postfix instance (Debian's package) on a loopback port,
+    receiving mail for C{domain} into one Maildir with virtual(8): a real
+    peer for tmta's smtp client.  Needs root and Postfix.
+    """
+
+    def __init__(self, base: str, domain: str, main: Optional[Dict[str, str]] = None) -> None:
+        import pwd
+        import shutil as _shutil
+
+        from twisted.trial.unittest import SkipTest
+
+        if os.geteuid() != 0 or not _shutil.which("postfix"):
+            raise SkipTest("a private Postfix needs root and Debian's postfix package")
+        self.base = base
+        self.port = freePort()
+        self.conf = os.path.join(base, "conf")
+        for sub in ("conf", "queue", "data", "mail"):
+            os.makedirs(os.path.join(base, sub))
+        account = pwd.getpwnam("postfix")
+        for sub in ("data", "mail"):
+            os.chown(os.path.join(base, sub), account.pw_uid, account.pw_gid)
+        lines = []
+        with open("/etc/postfix/master.cf") as f:
+            for line in f:
+                words = line.split()
+                if len(words) >= 8 and not line[0].isspace() and not line.startswith("#"):
+                    if words[0] == "smtp" and words[1] == "inet":
+                        words[0] = f"127.0.0.1:{self.port}"
+                    words[4] = "n"
+                    line = " ".join(words) + "\n"
+                lines.append(line)
+        with open(os.path.join(self.conf, "master.cf"), "w") as f:
+            f.writelines(lines)
+        self.maildir = os.path.join(base, "mail", "box", "new")
+        settings = {
+            "compatibility_level": "3.6",
+            "queue_directory": os.path.join(base, "queue"),
+            "data_directory": os.path.join(base, "data"),
+            "mail_owner": "postfix", "setgid_group": "postdrop",
+            "inet_interfaces": "127.0.0.1", "inet_protocols": "ipv4",
+            "myhostname": f"mx.{domain}", "mydestination": "",
+            "alias_maps": "", "alias_database": "",
+            "virtual_mailbox_domains": domain,
+            "virtual_mailbox_base": os.path.join(base, "mail"),
+            "virtual_mailbox_maps": "static:box/",
+            "virtual_uid_maps": f"static:{account.pw_uid}",
+            "virtual_gid_maps": f"static:{account.pw_gid}",
+            "maillog_file": os.path.join(base, "maillog"),
+            "maillog_file_prefixes": base,
+        }
+        settings.update(main or {})
+        with open(os.path.join(self.conf, "main.cf"), "w") as f:
+            for name, value in settings.items():
+                f.write(f"{name} = {value}\n")
+
+    def _postfix(self, *args: str) -> None:
+        subprocess.run(["postfix", "-c", self.conf, *args], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def start(self) -> "PrivatePostfix":
+        self._postfix("start")
+        waitFor(lambda: _accepts(self.port), what="Postfix to listen")
+        return self
+
+    def stop(self) -> None:
+        subprocess.run(["postfix", "-c", self.conf, "stop"], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+
+    def messages(self) -> List[bytes]:
+        found = []
+        if os.path.isdir(self.maildir):
+            for name in os.listdir(self.maildir):
+                with open(os.path.join(self.maildir, name), "rb") as f:
+                    found.append(f.read())
+        return found
+
+
+def _accepts(port: int) -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False

@@ -267,6 +267,81 @@ class RelayTests(SynchronousTestCase):
         self.assertIn(f"{queueId}: to=<a@lmtp.example>, relay=unix[", self.master.log())
         self.assertTrue([d for d in self.dumped() if b"Subject: over lmtp" in d])
 
+    def test_postfixMXRejectsOne(self):
+        """
+        A private Postfix as the receiving MX accepts one recipient and
+        rejects the other: the good one is delivered, the sender gets
+        one RFC 3464 notice naming only the rejected one, with Postfix's
+        reply.
+        """
+        from tests.support import PrivatePostfix
+
+        mx = PrivatePostfix(os.path.join(self.base, "postfix"), "mx.test", {
+            "smtpd_recipient_restrictions":
+                "check_recipient_access inline:{{ nobody@mx.test = REJECT no such mailbox }}, "
+                "permit_mynetworks, reject_unauth_destination",
+        })
+        self.sinkPort = mx.port
+        mx.start()
+        self.addCleanup(mx.stop)
+        self.startMaster()
+        sendMessage(self.port, "alice@localhost", ["good@mx.test", "nobody@mx.test"], "two")
+        waitFor(lambda: mx.messages(), what="the good recipient's copy at Postfix")
+        [copy] = mx.messages()
+        self.assertIn(b"Subject: two", copy)
+        waitFor(lambda: maildirMessages(self.spool).get("alice"), what="the notice to alice")
+        [notice] = maildirMessages(self.spool)["alice"]
+        self.assertDeliveryStatus(notice, ["nobody@mx.test"], "Subject: two")
+        self.assertIn(b"no such mailbox", notice)
+
+    def test_smtpKilledInData(self):
+        """
+        kill -9 of the smtp worker while the server holds the DATA reply:
+        the message is deferred, then delivered; nothing is lost.
+        """
+        from tests.support import processName
+
+        self.startSink("-w", "3")
+        self.startMaster()
+        queueId = sendMessage(self.port, "alice@localhost", ["bob@remote.example"], "killed")
+        waitFor(lambda: [p for p in self.master.workers() if processName(p) == "smtp"],
+                what="an smtp worker")
+        time.sleep(1)
+        for pid in [p for p in self.master.workers() if processName(p) == "smtp"]:
+            os.kill(pid, signal.SIGKILL)
+        waitFor(lambda: f"{queueId}: to=<bob@remote.example>, relay=none" in self.master.log(),
+                what="the deferral after the crash")
+        waitFor(lambda: f"{queueId}: removed" in self.master.log(), timeout=30,
+                what="delivery after the crash")
+        self.assertTrue([d for d in self.dumped() if b"Subject: killed" in d])
+
+    def test_hangingServerCostsOneTimeout(self):
+        """
+        A server that accepts and never greets costs its destination one
+        time-out, and holds up no other destination.
+        """
+        import socket
+
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(50)
+        self.addCleanup(silent.close)
+        silentPort = silent.getsockname()[1]
+        self.startSink()
+        self.startMaster(relayhost="", smtp_helo_timeout="3s",
+                         transport_maps=f"inline:{{ silent.example=smtp:[127.0.0.1]:{silentPort}, "
+                                        f"live.example=smtp:[127.0.0.1]:{self.sinkPort} }}")
+        stuck = sendMessage(self.port, "alice@localhost", ["a@silent.example"], "stuck")
+        started = time.monotonic()
+        sendMessage(self.port, "alice@localhost", ["b@live.example"], "flows")
+        waitFor(lambda: [d for d in self.dumped() if b"Subject: flows" in d], timeout=10,
+                what="the live destination's mail")
+        self.assertLess(time.monotonic() - started, 3)
+        waitFor(lambda: f"{stuck}: to=<a@silent.example>" in self.master.log(), timeout=15,
+                what="the silent destination's deferral")
+        self.assertIn("conversation timed out while receiving the initial greeting reply",
+                      self.master.log())
+
     def test_sinkDownDeferredThenDelivered(self):
         self.startMaster()
         queueId = sendMessage(self.port, "alice@localhost", ["bob@remote.example"], "later")
