@@ -215,6 +215,25 @@ class QueueManagerTests(TestCase):
             self.assertFalse(pending & delivered, (queueId, pending, delivered))
 
     @defer.inlineCallbacks
+    def test_deferTransports(self):
+        """
+        Mail for a transport in defer_transports waits, with its reason,
+        until a flush.
+        """
+        self.manager.deferTransports = {"local"}
+        queueId = self.queue(["bob@localhost"])
+        self.manager.start()
+        yield defer.Deferred.fromCoroutine(self.settle())
+        self.assertEqual(self.requests, [])
+        self.assertEqual(self.store.list("deferred"), [queueId])
+        self.assertEqual(self.store.readDeferLog(queueId), {"bob@localhost": "deferred transport"})
+        self.manager.flush()
+        yield defer.Deferred.fromCoroutine(self.settle())
+        self.assertEqual([r["address"] for s, c, kw in self.requests for r in kw["recipients"]],
+                         ["bob@localhost"])
+        self.assertEqual(self.store.list("deferred"), [])
+
+    @defer.inlineCallbacks
     def test_bounced(self):
         self.outcomes["nobody@localhost"] = BOUNCED
         queueId = self.queue(["nobody@localhost"])

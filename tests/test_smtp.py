@@ -111,6 +111,20 @@ class ClientTests(SynchronousTestCase):
         self.send(third)
         self.assertEqual(self.sent(), "RSET\r\n")
 
+    def test_tooBigForTheServer(self):
+        """
+        A message over the server's SIZE is refused for good without
+        being sent (5.3.4).
+        """
+        self.session(recipients=["a@x.example"])
+        self.say("220 ok", "250-ok", "250 SIZE 10")
+        self.sent()
+        self.send()
+        [failure] = self.results
+        self.assertEqual(failure.value.reply.code, 552)
+        self.assertEqual(failure.value.reply.dsn, "5.3.4")
+        self.assertEqual(self.sent(), "")
+
     def test_heloFallback(self):
         self.session(recipients=["a@x.example"])
         self.say("220 old")
@@ -341,6 +355,18 @@ class RelayTests(SynchronousTestCase):
                 what="the silent destination's deferral")
         self.assertIn("conversation timed out while receiving the initial greeting reply",
                       self.master.log())
+
+    def test_fallbackRelay(self):
+        """
+        When the next hop does not take the mail, smtp_fallback_relay
+        does.
+        """
+        self.startSink()
+        self.startMaster(relayhost="", smtp_fallback_relay=f"[127.0.0.1]:{self.sinkPort}",
+                         transport_maps=f"inline:{{ dead.example=smtp:[127.0.0.1]:{freePort()} }}")
+        sendMessage(self.port, "alice@localhost", ["a@dead.example"], "fell back")
+        waitFor(lambda: [d for d in self.dumped() if b"Subject: fell back" in d],
+                what="delivery through the fallback relay")
 
     def test_sinkDownDeferredThenDelivered(self):
         self.startMaster()

@@ -145,6 +145,7 @@ DEFAULTS: Dict[str, str] = {
     "local_transport": "local:$myhostname",
     "relay_transport": "relay",
     "soft_bounce": "no",
+    "defer_transports": "",
     # local
     "alias_maps": "hash:/etc/aliases",
     "alias_database": "hash:/etc/aliases",
@@ -241,7 +242,8 @@ for _prefix in ("smtp", "lmtp"):
     for _name in ("connect_timeout", "helo_timeout", "mail_timeout", "rcpt_timeout",
                   "data_init_timeout", "data_done_timeout", "quit_timeout",
                   "mx_address_limit", "lhlo_name", "lhlo_timeout", "helo_name",
-                  "connection_cache_time_limit", "connection_reuse_time_limit"):
+                  "connection_cache_time_limit", "connection_reuse_time_limit",
+                  "fallback_relay"):
         _full = f"{_prefix}_{_name}"
         if _full in POSTFIX_DEFAULTS:
             DEFAULTS.setdefault(_full, POSTFIX_DEFAULTS[_full])

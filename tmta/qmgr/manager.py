@@ -48,6 +48,9 @@ class ActiveMessage:
     unmarked: List[Recipient] = field(default_factory=list)
     #: It was deferred before, and may have a defer log to remove.
     wasDeferred: bool = False
+    #: Taken up by a flush: delivered even by a transport in
+    #: defer_transports.
+    flushed: bool = False
 
 
 @dataclass
@@ -170,6 +173,8 @@ class QueueManager:
         self.bounceLifetime = config.getTime("bounce_queue_lifetime")
         self.runDelay = config.getTime("queue_run_delay")
         self.softBounce = config.getBool("soft_bounce")
+        self.deferTransports = set(config.getList("defer_transports"))
+        self._flushing = False
         self.defaultProcessLimit = config.getInt("default_process_limit")
         self.ipcIdle = config.getTime("ipc_idle")
         self.pools: Dict[str, ConnectionPool] = {}
@@ -295,7 +300,11 @@ class QueueManager:
         (C{tmta queue flush}, Postfix's C{postqueue -f}).
         """
         log.info("flush: trying deferred mail now")
-        self._scan("deferred", lambda queueId: True)
+        self._flushing = True
+        try:
+            self._scan("deferred", lambda queueId: True)
+        finally:
+            self._flushing = False
 
     def periodicScan(self) -> None:
         """
@@ -346,7 +355,8 @@ class QueueManager:
         except OSError as e:
             log.error("{queueId}: cannot read: {error}", queueId=queueId, error=e)
             return
-        message = ActiveMessage(queueId, envelope, self.now(), wasDeferred=wasDeferred)
+        message = ActiveMessage(queueId, envelope, self.now(), wasDeferred=wasDeferred,
+                                flushed=self._flushing)
         self.active[queueId] = message
         pending = envelope.pending()
         log.info(
@@ -368,6 +378,11 @@ class QueueManager:
                 continue
             groups.setdefault((resolution.transport, resolution.nexthop), []).append(recipient)
         for (transport, nexthop), recipients in groups.items():
+            if transport in self.deferTransports and not message.flushed:
+                # defer_transports: only a flush sends this mail.
+                self._defer(message, Job(message, transport, nexthop, (nexthop, ""),
+                                         recipients), recipients, "deferred transport")
+                continue
             queue = self._transport(transport)
             perRequest = self._recipientLimit(transport)
             for start in range(0, len(recipients), perRequest):

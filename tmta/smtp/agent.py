@@ -183,6 +183,7 @@ class SMTPDeliveryAgent:
         )
         self.connectTimeout = config.getTime(f"{prefix}_connect_timeout") or 30
         self.mxAddressLimit = config.getInt(f"{prefix}_mx_address_limit")
+        self.fallbackRelays = [] if lmtp else config.getList("smtp_fallback_relay")
         self.resolver = resolver
         self._connect = connect or self._connectTCP
         self.cache = SessionCache(
@@ -204,8 +205,16 @@ class SMTPDeliveryAgent:
         try:
             hosts = await self._hosts(request.nexthop)
         except NextHopError as e:
-            status = BOUNCED if e.permanent else DEFERRED
-            return self._all(request, "none", status, e.dsn, e.reason, started)
+            if e.permanent or not self.fallbackRelays:
+                status = BOUNCED if e.permanent else DEFERRED
+                return self._all(request, "none", status, e.dsn, e.reason, started)
+            hosts = []
+        # smtp_fallback_relay: tried after the next hop's own hosts.
+        for relay in self.fallbackRelays:
+            try:
+                hosts += await self._hosts(relay)
+            except NextHopError:
+                continue
         lastError, lastDsn = "no address to try", "4.4.1"
         for host, address, port in hosts:
             relay = (f"{host}[{address}]:{port}" if port

@@ -286,6 +286,12 @@ class SMTPClient(protocol.Protocol):
             reply = await self._command("RSET", "RSET", timeouts.mail)
             if reply.code != 250:
                 raise SessionFailed("RSET", reply)
+        limit = self.extensions.get("SIZE", "").strip()
+        if limit.isdigit() and int(limit) and len(t.content) > int(limit):
+            # Refused for good before anything is sent, as Postfix does.
+            raise SessionFailed("MAIL FROM", Reply(
+                552, f"5.3.4 Message size exceeds fixed limit ({len(t.content)} > {limit} "
+                     "bytes, the server's SIZE)"))
         self._dirty = True
         mail = f"MAIL FROM:<{t.sender}>"
         if "SIZE" in self.extensions:
