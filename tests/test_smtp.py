@@ -368,6 +368,28 @@ class RelayTests(SynchronousTestCase):
         waitFor(lambda: [d for d in self.dumped() if b"Subject: fell back" in d],
                 what="delivery through the fallback relay")
 
+    def test_loadOverReusedConnections(self):
+        """
+        1,000 messages from 20 concurrent smtp-source sessions all reach
+        the sink through relayhost, over fewer connections than messages.
+        """
+        if shutil.which("smtp-source") is None:
+            raise SkipTest("Debian's postfix package (smtp-source) is not installed")
+        self.startSink()
+        self.startMaster()
+        result = subprocess.run(
+            ["smtp-source", "-s", "20", "-m", "1000", "-l", "1000", "-f", "alice@localhost",
+             "-t", "bob@remote.example", f"127.0.0.1:{self.port}"],
+            capture_output=True, timeout=300)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        waitFor(lambda: len(os.listdir(self.dumps)) >= 1000, timeout=120,
+                what="1,000 messages at the sink")
+        waitFor(lambda: self.master.log().count("status=sent") >= 1000, timeout=30,
+                what="1,000 log lines")
+        log = self.master.log()
+        fresh = log.count("status=sent") - log.count(", conn_use=")
+        self.assertLess(fresh, 1000 / 2, f"{fresh} new connections for 1,000 messages")
+
     def test_sinkDownDeferredThenDelivered(self):
         self.startMaster()
         queueId = sendMessage(self.port, "alice@localhost", ["bob@remote.example"], "later")
