@@ -390,6 +390,25 @@ class RelayTests(SynchronousTestCase):
         fresh = log.count("status=sent") - log.count(", conn_use=")
         self.assertLess(fresh, 1000 / 2, f"{fresh} new connections for 1,000 messages")
 
+    def test_postfixRelaysToTmta(self):
+        """
+        The other direction: a private Postfix with tmta as its relayhost
+        hands it mail, which tmta delivers locally.
+        """
+        from tests.support import PrivatePostfix
+
+        self.startMaster(relayhost="")
+        postfix = PrivatePostfix(os.path.join(self.base, "postfix"), "mx.test", {
+            "relayhost": f"[127.0.0.1]:{self.port}",
+        }).start()
+        self.addCleanup(postfix.stop)
+        sendMessage(postfix.port, "someone@mx.test", ["bob@localhost"], "via postfix")
+        waitFor(lambda: maildirMessages(self.spool).get("bob"), timeout=30,
+                what="the message in bob's Maildir")
+        [text] = maildirMessages(self.spool)["bob"]
+        self.assertIn(b"Subject: via postfix", text)
+        self.assertIn(b"(Postfix)", text)
+
     def test_sinkDownDeferredThenDelivered(self):
         self.startMaster()
         queueId = sendMessage(self.port, "alice@localhost", ["bob@remote.example"], "later")
