@@ -592,3 +592,24 @@ class DNSTests(SynchronousTestCase):
         failure = self.hosts("loop.example.test")
         self.assertEqual(failure.value.dsn, "5.4.6")
         self.assertIn("loops back to myself", failure.value.reason)
+
+
+class SystemResolverTests(SynchronousTestCase):
+    """
+    The smtp agent finds an MX through the system's /etc/resolv.conf, as
+    in production: a private mount and network namespace gives the test
+    its own resolv.conf and a DNS server on its own loopback.
+    """
+
+    def test_mxThroughResolvConf(self):
+        if os.geteuid() != 0 or shutil.which("unshare") is None or \
+                shutil.which("smtp-sink") is None:
+            raise SkipTest("needs root, unshare and smtp-sink")
+        probe = subprocess.run(["unshare", "-mn", "true"], capture_output=True)
+        if probe.returncode != 0:
+            raise SkipTest("cannot make a private namespace here")
+        driver = os.path.join(os.path.dirname(os.path.abspath(__file__)), "resolvdriver.py")
+        result = subprocess.run(["unshare", "-mn", sys.executable, driver],
+                                capture_output=True, text=True, timeout=120)
+        self.assertIn("DELIVERED", result.stdout, result.stdout + result.stderr)
+        self.assertIn("relay=first.example.test[127.0.0.11]:25", result.stdout)

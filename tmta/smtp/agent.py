@@ -25,7 +25,7 @@ from twisted.internet.endpoints import (
 )
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
-from twisted.names import dns, error as dnserror
+from twisted.names import client as dnsclient, dns, error as dnserror
 from zope.interface import implementer
 
 from tmta.delivery import BOUNCED, DEFERRED, SENT, DeliveryRequest, RecipientStatus, logDelivery
@@ -184,7 +184,9 @@ class SMTPDeliveryAgent:
         self.connectTimeout = config.getTime(f"{prefix}_connect_timeout") or 30
         self.mxAddressLimit = config.getInt(f"{prefix}_mx_address_limit")
         self.fallbackRelays = [] if lmtp else config.getList("smtp_fallback_relay")
-        self.resolver = resolver
+        # Made now: the worker may give up root next, after which it may
+        # not be able to import what twisted.names loads on first use.
+        self.resolver = resolver or dnsclient.createResolver()
         self._connect = connect or self._connectTCP
         self.cache = SessionCache(
             reactor,
@@ -427,10 +429,6 @@ class SMTPDeliveryAgent:
         return addresses
 
     def _resolver(self):
-        if self.resolver is None:
-            from twisted.names import client
-
-            self.resolver = client.createResolver(reactor=self.reactor)
         return self.resolver
 
     # -- connecting -------------------------------------------------------------
