@@ -14,7 +14,7 @@ import time
 from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from tmta.smtp.client import SessionFailed, SMTPClient, Timeouts, Transaction, transparent
 from tests.test_mailpath import MASTER_CF as MAIL_PATH_MASTER_CF
@@ -613,3 +613,50 @@ class SystemResolverTests(SynchronousTestCase):
                                 capture_output=True, text=True, timeout=120)
         self.assertIn("DELIVERED", result.stdout, result.stdout + result.stderr)
         self.assertIn("relay=first.example.test[127.0.0.11]:25", result.stdout)
+
+
+class SessionLimitTests(TestCase):
+    """
+    smtp_mx_session_limit: servers that talk but refuse for now count
+    against it; connections that fail do not.
+    """
+
+    @defer.inlineCallbacks
+    def test_sessionsCounted(self):
+        from twisted.internet import reactor
+
+        from tmta.config import MainConfig
+        from tmta.delivery import DEFERRED, DeliveryRequest, RequestRecipient
+        from tmta.smtp.agent import SMTPDeliveryAgent
+        from tmta.smtp.client import Reply
+
+        tried = []
+
+        class Busy:
+            def __init__(self):
+                self.ready = defer.fail(SessionFailed("initial greeting",
+                                                      Reply(421, "4.3.2 busy")))
+
+        def connect(address, port, factory):
+            tried.append(address)
+            if address == "127.0.0.1":
+                return defer.fail(ConnectionRefusedError())
+            return defer.succeed(Busy())
+
+        class Agent(SMTPDeliveryAgent):
+            async def _hosts(self, nexthop):
+                return [("a", "127.0.0.1", 25), ("b", "127.0.0.2", 25), ("c", "127.0.0.3", 25),
+                        ("d", "127.0.0.4", 25)]
+
+        agent = Agent(reactor, MainConfig({}), resolver=object(), connect=connect)
+
+        class Request(DeliveryRequest):
+            def content(self):
+                return iter([b"Subject: x\n\nbody\n"])
+
+        request = Request("6616754DEA88102EF8", "", "a@b.example", "example.test",
+                          [RequestRecipient("r@example.test", "r@example.test", 10)])
+        [status] = yield agent.deliver(request)
+        self.assertEqual(status.status, DEFERRED)
+        # The refused connection did not count; two sessions did.
+        self.assertEqual(tried, ["127.0.0.1", "127.0.0.2", "127.0.0.3"])

@@ -243,7 +243,7 @@ for _prefix in ("smtp", "lmtp"):
                   "data_init_timeout", "data_done_timeout", "quit_timeout",
                   "mx_address_limit", "lhlo_name", "lhlo_timeout", "helo_name",
                   "connection_cache_time_limit", "connection_reuse_time_limit",
-                  "fallback_relay"):
+                  "fallback_relay", "mx_session_limit"):
         _full = f"{_prefix}_{_name}"
         if _full in POSTFIX_DEFAULTS:
             DEFAULTS.setdefault(_full, POSTFIX_DEFAULTS[_full])

@@ -183,6 +183,7 @@ class SMTPDeliveryAgent:
         )
         self.connectTimeout = config.getTime(f"{prefix}_connect_timeout") or 30
         self.mxAddressLimit = config.getInt(f"{prefix}_mx_address_limit")
+        self.mxSessionLimit = config.getInt(f"{prefix}_mx_session_limit")
         self.fallbackRelays = [] if lmtp else config.getList("smtp_fallback_relay")
         # Made now: the worker may give up root next, after which it may
         # not be able to import what twisted.names loads on first use.
@@ -211,6 +212,7 @@ class SMTPDeliveryAgent:
                 status = BOUNCED if e.permanent else DEFERRED
                 return self._all(request, "none", status, e.dsn, e.reason, started)
             hosts = []
+        primary = len(hosts)
         # smtp_fallback_relay: tried after the next hop's own hosts.
         for relay in self.fallbackRelays:
             try:
@@ -218,7 +220,12 @@ class SMTPDeliveryAgent:
             except NextHopError:
                 continue
         lastError, lastDsn = "no address to try", "4.4.1"
-        for host, address, port in hosts:
+        sessions = 0
+        for index, (host, address, port) in enumerate(hosts):
+            if index < primary and self.mxSessionLimit and sessions >= self.mxSessionLimit:
+                # smtp_mx_session_limit: enough servers talked to; the
+                # fallback relays, if any, are next.
+                continue
             relay = (f"{host}[{address}]:{port}" if port
                      else f"{nexthopName(request.nexthop)}[{address}]")
             transaction = Transaction(request.sender,
@@ -227,6 +234,7 @@ class SMTPDeliveryAgent:
                 use = await self._attempt(address, port, transaction)
             except _TryNext as e:
                 lastError, lastDsn = e.reason(relay), e.dsn
+                sessions += e.failure is not None
                 continue
             except SessionFailed as e:
                 return self._failed(request, transaction, relay, started, e)
