@@ -380,8 +380,7 @@ class QueueManager:
         for (transport, nexthop), recipients in groups.items():
             if transport in self.deferTransports and not message.flushed:
                 # defer_transports: only a flush sends this mail.
-                self._defer(message, Job(message, transport, nexthop, (nexthop, ""),
-                                         recipients), recipients, "deferred transport")
+                self._defer(message, nexthop, recipients, "deferred transport")
                 continue
             queue = self._transport(transport)
             perRequest = self._recipientLimit(transport)
@@ -432,7 +431,7 @@ class QueueManager:
         try:
             agent = await pool.acquire()
         except Exception:
-            self._defer(message, job, job.recipients, "mail transport unavailable")
+            self._defer(message, job.nexthop, job.recipients, "mail transport unavailable")
             return None
         try:
             result = await agent.callRemote(
@@ -449,7 +448,7 @@ class QueueManager:
             )
         except Exception as e:
             pool.discard(agent)
-            self._defer(message, job, job.recipients,
+            self._defer(message, job.nexthop, job.recipients,
                         f"delivery agent {job.transport} failed: {e}")
             return None
         pool.release(agent)
@@ -463,7 +462,7 @@ class QueueManager:
         message = job.message
         if isinstance(statuses, Failure):
             log.failure("{queueId}: delivery failed", statuses, queueId=message.queueId)
-            self._defer(message, job, [r for r in job.recipients
+            self._defer(message, job.nexthop, [r for r in job.recipients
                                        if r.offset not in message.deferred], "internal error")
             statuses = None
         marking = None
@@ -472,7 +471,7 @@ class QueueManager:
                 marking = self._applyStatuses(message, job, statuses)
             except Exception:
                 log.failure("{queueId}: cannot record the delivery", queueId=message.queueId)
-                self._defer(message, job, [r for r in job.recipients
+                self._defer(message, job.nexthop, [r for r in job.recipients
                                            if r.offset not in message.deferred],
                             "internal error")
         if marking is None:
@@ -512,7 +511,7 @@ class QueueManager:
             else:
                 message.deferred[recipient.offset] = status["reason"]
         answered = {s["offset"] for s in statuses}
-        self._defer(message, job, [r for r in recipients if r.offset not in answered],
+        self._defer(message, job.nexthop, [r for r in recipients if r.offset not in answered],
                     "delivery agent gave no status")
         if done:
             if message.jobs > 1:
@@ -522,16 +521,16 @@ class QueueManager:
             message.unmarked.extend(done)
         return None
 
-    def _defer(self, message: ActiveMessage, job: "Job", recipients: List[Recipient],
+    def _defer(self, message: ActiveMessage, nexthop: str, recipients: List[Recipient],
                reason: str) -> None:
         """
-        Defer recipients whose transport gave no answer for them (it was
-        unavailable, or crashed), with the log line the transport would
-        have written.
+        Defer recipients no transport answered for (it was unavailable,
+        crashed, or is in defer_transports), with the log line a
+        transport would have written.
         """
         if not recipients:
             return
-        request = DeliveryRequest(message.queueId, "", message.envelope.sender, job.nexthop, [],
+        request = DeliveryRequest(message.queueId, "", message.envelope.sender, nexthop, [],
                                   message.envelope.arrival, message.activated)
         started = self.now()
         for r in recipients:

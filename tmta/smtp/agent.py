@@ -12,8 +12,10 @@ message or refuses it for good.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import random
+import socket
 import time
 from typing import Dict, List, Optional, Tuple
 
@@ -85,8 +87,6 @@ def parseNexthop(nexthop: str, defaultPort: int = 25) -> Tuple[str, int, bool]:
         return host, defaultPort, mx
     if port.isdigit():
         return host, int(port), mx
-    import socket
-
     return host, socket.getservbyname(port, "tcp"), mx
 
 
@@ -464,8 +464,6 @@ def nexthopName(nexthop: str) -> str:
 
 
 def _isAddress(host: str) -> bool:
-    import ipaddress
-
     try:
         ipaddress.ip_address(host)
     except ValueError:
@@ -474,8 +472,6 @@ def _isAddress(host: str) -> bool:
 
 
 def _ipv6(packed: bytes) -> str:
-    import socket
-
     return socket.inet_ntop(socket.AF_INET6, packed)
 
 

@@ -132,7 +132,6 @@ class SMTPClient(protocol.Protocol):
         self._dirty = False
         self._buffer = b""
         self._lines: List[Tuple[int, str]] = []
-        self._replies: List[Tuple[Reply, list]] = []
         self._waiting: List[Tuple[str, float, defer.Deferred]] = []
         self._timer = None
         self._lost = False
