@@ -3,6 +3,7 @@ End-to-end tests of the mail path: a real master and its workers on
 loopback, real SMTP clients, real Maildirs.
 """
 
+import fcntl
 import os
 import sys
 import pwd
@@ -12,6 +13,7 @@ import signal
 import smtplib
 import socket
 import subprocess
+import tempfile
 import threading
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -219,6 +221,11 @@ UNPRIVILEGED_PYTHON = os.environ.get("TMTA_UNPRIVILEGED_PYTHON",
 
 
 def _requirePort2525(testCase) -> None:
+    # The embedded default's port is fixed: tests that use it take turns
+    # (trial -j runs them in parallel), holding the lock until cleanup.
+    lock = open(os.path.join(tempfile.gettempdir(), "tmta-tests-port2525.lock"), "w")
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    testCase.addCleanup(lock.close)
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:

@@ -14,7 +14,8 @@ from twisted.trial.unittest import TestCase
 from tmta.bounce.commands import BounceRecipients
 from tmta.config import MainConfig
 from tmta.delivery import BOUNCED, DEFERRED, SENT, Deliver
-from tmta.qmgr.manager import Job, QueueManager, TransportQueue
+from tmta.qmgr.manager import QueueManager
+from tmta.qmgr.scheduler import Job, TransportQueue
 from tmta.queue.layout import createLayout
 from tmta.queue.store import QueueStore
 from tmta.rewrite import Rewriter

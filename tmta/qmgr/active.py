@@ -1,0 +1,299 @@
+"""
+Messages in the active queue and what happens to them when their
+deliveries answer: each recipient's result recorded in the queue file,
+and the message then removed, deferred with a retry time, or bounced.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Tuple
+
+from twisted.internet import defer, threads
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from tmta.bounce.commands import BounceRecipients
+from tmta.delivery import (
+    BOUNCED,
+    DEFERRED,
+    SENT,
+    DeliveryRequest,
+    RecipientStatus,
+    RequestRecipient,
+    logDelivery,
+)
+from tmta.qmgr.scheduler import Job
+from tmta.queue.qfile import Envelope, Recipient, markDone
+from tmta.queue.store import QueueStore
+
+log = Logger()
+
+
+@dataclass
+class ActiveMessage:
+    """
+    A message in C{active/} and what is under way for it.
+    """
+
+    queueId: str
+    envelope: Envelope
+    activated: float
+    jobs: int = 0
+    bounced: List[Tuple[Recipient, str, str]] = field(default_factory=list)
+    deferred: Dict[int, str] = field(default_factory=dict)
+    unmarked: List[Recipient] = field(default_factory=list)
+    #: It was deferred before, and may have a defer log to remove.
+    wasDeferred: bool = False
+    #: Taken up by a flush: delivered even by a transport in
+    #: defer_transports.
+    flushed: bool = False
+
+
+class Outstanding:
+    """
+    Counts work whose result must reach the queue files before the queue
+    manager may exit: deliveries started, and messages being finished.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._waiting: List[defer.Deferred] = []
+
+    def begin(self) -> None:
+        self.count += 1
+
+    def end(self, result=None):
+        self.count -= 1
+        if self.count == 0:
+            waiting, self._waiting = self._waiting, []
+            for d in waiting:
+                d.callback(None)
+        return result
+
+    def drained(self) -> defer.Deferred:
+        """
+        @return: a Deferred firing once nothing is outstanding.
+        """
+        if not self.count:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self._waiting.append(d)
+        return d
+
+
+class MessageCompletion:
+    """
+    Records delivery results for active messages and finishes each
+    message once its last delivery has answered.
+
+    @param active: the queue manager's active messages by queue id; a
+        message leaves it once its file has left C{active/}.
+    @param connect: C{connect("bounce")} returns a Deferred firing with
+        an AMP connection to the bounce service.
+    """
+
+    def __init__(self, reactor, config, store: QueueStore,
+                 active: Dict[str, ActiveMessage],
+                 connect: Callable[[str], defer.Deferred],
+                 outstanding: Outstanding,
+                 now: Callable[[], float]) -> None:
+        self.reactor = reactor
+        self.store = store
+        self.active = active
+        self.connect = connect
+        self.outstanding = outstanding
+        self.now = now
+        self.minimalBackoff = config.getTime("minimal_backoff_time")
+        self.maximalBackoff = config.getTime("maximal_backoff_time")
+        self.queueLifetime = config.getTime("maximal_queue_lifetime")
+        self.bounceLifetime = config.getTime("bounce_queue_lifetime")
+        self.softBounce = config.getBool("soft_bounce")
+
+    def delivered(self, statuses, job: Job):
+        """
+        Record what a transport did with a job (after the transport was
+        given its next one).
+
+        @param statuses: the transport's statuses, C{None} when it gave
+            none (the recipients were deferred already), or a Failure.
+        """
+        message = job.message
+        if isinstance(statuses, Failure):
+            log.failure("{queueId}: delivery failed", statuses, queueId=message.queueId)
+            self.defer(message, job.nexthop, [r for r in job.recipients
+                                              if r.offset not in message.deferred],
+                       "internal error")
+            statuses = None
+        marking = None
+        if statuses is not None:
+            try:
+                marking = self.applyStatuses(message, job, statuses)
+            except Exception:
+                log.failure("{queueId}: cannot record the delivery", queueId=message.queueId)
+                self.defer(message, job.nexthop, [r for r in job.recipients
+                                                  if r.offset not in message.deferred],
+                           "internal error")
+        if marking is None:
+            try:
+                self.jobDone(message)
+            finally:
+                self.outstanding.end()
+            return None
+
+        def marked(result):
+            self.jobDone(message)
+            return result
+
+        return marking.addBoth(marked).addErrback(
+            lambda f: log.failure("{queueId}: cannot mark recipients done", f,
+                                  queueId=message.queueId)).addBoth(self.outstanding.end)
+
+    def applyStatuses(self, message: ActiveMessage, job: Job,
+                      statuses) -> Optional[defer.Deferred]:
+        """
+        Record a delivery's statuses.
+
+        @return: C{None}, or a Deferred firing once the recipients it
+            delivered are marked done in the queue file.
+        """
+        recipients = job.recipients
+        byOffset = {r.offset: r for r in recipients}
+        done = []
+        for status in statuses:
+            recipient = byOffset.get(status["offset"])
+            if recipient is None:
+                continue  # gossip about a recipient we did not send
+            if status["status"] == SENT:
+                done.append(recipient)
+            elif status["status"] == BOUNCED and not self.softBounce:
+                message.bounced.append((recipient, status["dsn"], status["reason"]))
+            else:
+                message.deferred[recipient.offset] = status["reason"]
+        answered = {s["offset"] for s in statuses}
+        self.defer(message, job.nexthop, [r for r in recipients if r.offset not in answered],
+                   "delivery agent gave no status")
+        if done:
+            if message.jobs > 1:
+                # Other deliveries of this message are under way: record
+                # these as done now, so a crash does not repeat them.
+                return self.markDone(message, done)
+            message.unmarked.extend(done)
+        return None
+
+    def defer(self, message: ActiveMessage, nexthop: str, recipients: List[Recipient],
+              reason: str, dsn: str = "4.3.0") -> None:
+        """
+        Defer recipients no transport answered for (it was unavailable,
+        crashed, is in defer_transports, or the destination is
+        suspended), with the log line a transport would have written.
+        """
+        if not recipients:
+            return
+        request = DeliveryRequest(message.queueId, "", message.envelope.sender, nexthop, [],
+                                  message.envelope.arrival, message.activated)
+        started = self.now()
+        for r in recipients:
+            message.deferred[r.offset] = reason
+            logDelivery(request, RequestRecipient(r.address, r.original, r.offset), "none",
+                        RecipientStatus(r.offset, DEFERRED, dsn, reason), started)
+
+    def markDone(self, message: ActiveMessage, recipients: List[Recipient]) -> defer.Deferred:
+        path = self.store.path("active", message.queueId)
+
+        def mark():
+            fd = os.open(path, os.O_RDWR)
+            try:
+                for r in recipients:
+                    markDone(fd, r)
+            finally:
+                os.close(fd)
+
+        return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), mark)
+
+    def jobDone(self, message: ActiveMessage) -> None:
+        message.jobs -= 1
+        if message.jobs:
+            return
+        if not message.deferred and not message.bounced:
+            # Every recipient is done: the common case, finished here
+            # without the coroutine the other cases need.
+            del self.active[message.queueId]
+            self.remove(message)
+            return
+        self.outstanding.begin()
+        d = defer.Deferred.fromCoroutine(self.finish(message))
+        d.addErrback(lambda f: log.failure("{queueId}: finishing failed", f,
+                                           queueId=message.queueId))
+        d.addBoth(self.outstanding.end)
+
+    def remove(self, message: ActiveMessage) -> None:
+        # Like the rename into active/, the unlink is done here: it does
+        # not wait for the disk (nothing is synced), and costs less than
+        # handing it to a thread and back.
+        self.store.remove("active", message.queueId)
+        if message.wasDeferred:
+            self.store.removeDeferLog(message.queueId)
+        log.info("{queueId}: removed", queueId=message.queueId)
+
+    async def finish(self, message: ActiveMessage) -> None:
+        queueId = message.queueId
+        envelope = message.envelope
+        age = self.now() - envelope.arrival
+        lifetime = self.bounceLifetime if not envelope.sender else self.queueLifetime
+        if message.deferred and age > lifetime:
+            for recipient in envelope.recipients:
+                reason = message.deferred.pop(recipient.offset, None)
+                if reason is not None:
+                    message.bounced.append(
+                        (recipient, "4.4.7", f"message is too old: {reason}"))
+        if message.bounced:
+            try:
+                await self.bounce(message)
+            except Exception as e:
+                log.warn("{queueId}: cannot send the non-delivery notice: {error}",
+                         queueId=queueId, error=e)
+                for recipient, dsn, reason in message.bounced:
+                    message.deferred[recipient.offset] = reason
+        # The message stays in self.active until its file has left
+        # active/, so that recoverActive leaves it alone meanwhile.
+        try:
+            if not message.deferred:
+                self.remove(message)
+                return
+            if message.unmarked:
+                # The file stays: record what the last delivery finished.
+                await self.markDone(message, message.unmarked)
+                message.unmarked = []
+            backoff = min(self.maximalBackoff, max(self.minimalBackoff, age))
+            retry = self.now() + backoff
+            try:
+                reasons = {r.address: message.deferred[r.offset]
+                           for r in envelope.recipients if r.offset in message.deferred}
+                self.store.writeDeferLog(queueId, reasons)
+                path = self.store.path("active", queueId)
+                os.utime(path, (retry, retry))
+                self.store.move(queueId, "active", "deferred")
+            except OSError as e:
+                log.error("{queueId}: cannot defer: {error}", queueId=queueId, error=e)
+        finally:
+            del self.active[queueId]
+
+    async def bounce(self, message: ActiveMessage) -> None:
+        bounce = await self.connect("bounce")
+        try:
+            await bounce.callRemote(
+                BounceRecipients,
+                queue_id=message.queueId,
+                sender=message.envelope.sender,
+                recipients=[
+                    {"address": r.address, "original": r.original, "dsn": dsn, "reason": reason}
+                    for r, dsn, reason in message.bounced
+                ],
+            )
+        finally:
+            if bounce.transport is not None:
+                bounce.transport.loseConnection()
+        await self.markDone(message, [r for r, _, _ in message.bounced])
+        message.bounced = []
