@@ -15,7 +15,7 @@ from tmta.bounce.commands import BounceRecipients
 from tmta.config import MainConfig
 from tmta.delivery import BOUNCED, DEFERRED, SENT, Deliver
 from tmta.qmgr.manager import QueueManager
-from tmta.qmgr.scheduler import Job, TransportQueue
+from tmta.qmgr.scheduler import Job, Outcome, TransportQueue, parseFeedback
 from tmta.queue.layout import createLayout
 from tmta.queue.store import QueueStore
 from tmta.rewrite import Rewriter
@@ -129,6 +129,23 @@ class QueueManagerTests(TestCase):
                          ["carol@localhost"])
         self.assertEqual(self.store.list("deferred"), [])
         self.assertEqual(self.store.readDeferLog(queueId), {})
+
+    @defer.inlineCallbacks
+    def test_backoffIntervals(self):
+        """
+        A deferred message waits as long as it has been queued, within
+        minimal_backoff_time and maximal_backoff_time (300s, 4000s).
+        """
+        self.outcomes["carol@localhost"] = DEFERRED
+        now = time.time()
+        expected = {}
+        for age, wait in ((10, 300), (1000, 1000), (100000, 4000)):
+            expected[self.queue(["carol@localhost"], arrival=now - age)] = wait
+        self.manager.start()
+        yield defer.Deferred.fromCoroutine(self.settle())
+        for queueId, wait in expected.items():
+            retry = os.stat(self.store.path("deferred", queueId)).st_mtime
+            self.assertLess(abs(retry - now - wait), 5, (queueId, retry - now, wait))
 
     @defer.inlineCallbacks
     def test_transportUnavailable(self):
@@ -402,3 +419,120 @@ class TransportQueueTests(TestCase):
         for _ in range(50):
             queue.submit(self.job("a"))
         self.assertEqual((queue.running, queue.perDestination, queue.waiting), (0, {}, {}))
+
+
+class SchedulerFeedbackTests(TestCase):
+    """
+    Postfix's nqmgr concurrency window, on a L{task.Clock}: slow start,
+    the limit, negative feedback, and dead destinations.
+    """
+
+    def setUp(self):
+        self.clock = task.Clock()
+        self.started = []
+        self.suspended = []
+        self.queue = TransportQueue(
+            "smtp", 0, 20, self.start, suspend=lambda job, why: self.suspended.append((job, why)),
+            initialConcurrency=5, cohortLimit=1, deadTime=300, clock=self.clock)
+
+    def start(self, job):
+        d = defer.Deferred()
+        self.started.append((job, d))
+        return d
+
+    def job(self, nexthop):
+        return Job(None, "smtp", nexthop, (nexthop, ""), [])
+
+    def running(self, nexthop):
+        return [d for job, d in self.started if job.nexthop == nexthop and not d.called]
+
+    def test_slowStartUpToTheLimit(self):
+        for _ in range(100):
+            self.queue.submit(self.job("a.example"))
+        self.assertEqual(len(self.running("a.example")), 5)
+        # Each delivery that reaches the site opens the window by one:
+        # its place is taken again, and one more starts.
+        self.running("a.example")[0].callback(Outcome([]))
+        self.assertEqual(self.queue.window(("a.example", "")), 6)
+        self.assertEqual(len(self.running("a.example")), 6)
+        seen, windows = [], []
+        while len([j for j, d in self.started if not d.called]) and len(seen) < 200:
+            running = self.running("a.example")
+            seen.append(len(running))
+            windows.append(self.queue.window(("a.example", "")))
+            running[0].callback(Outcome([]))
+        self.assertEqual(max(seen), 20)
+        self.assertEqual(max(windows), 20)
+        self.assertEqual(windows[:4], [6, 7, 8, 9])
+        self.assertEqual(len(self.started), 100)
+        # Done with it, the destination leaves no state behind.
+        self.assertEqual(self.queue.destinations, {})
+
+    def test_negativeFeedback(self):
+        for _ in range(20):
+            self.queue.submit(self.job("a.example"))
+        queue = TransportQueue("smtp", 0, 20, self.start, initialConcurrency=5)
+        for _ in range(20):
+            queue.submit(self.job("b.example"))
+        # Without a cohort limit, failures only close the window, down
+        # to one.
+        for expected in (4, 3, 2, 1, 1):
+            self.running("b.example")[0].callback(Outcome([], "connect refused"))
+            self.assertEqual(queue.window(("b.example", "")), expected)
+        self.assertEqual(len(self.running("b.example")), 1)
+
+    def test_deadDestinationDoesNotDelayOthers(self):
+        for _ in range(20):
+            self.queue.submit(self.job("dead.example"))
+        self.queue.submit(self.job("live.example"))
+        self.assertEqual(len(self.running("live.example")), 1)
+        # Failed sessions in a row that add up to a whole window (a
+        # cohort; 1/5 + 1/4 + 1/3 + 1/2 as the window shrinks): dead.
+        failing = self.running("dead.example")
+        self.assertEqual(len(failing), 5)
+        for d in failing:
+            d.callback(Outcome([], "connect to dead.example[192.0.2.1]:25: Connection refused"))
+        # Its waiting mail is deferred at once, not tried.
+        self.assertEqual(len(self.suspended), 15)
+        self.assertEqual(self.suspended[0][1], "delivery temporarily suspended: connect to "
+                         "dead.example[192.0.2.1]:25: Connection refused")
+        self.assertEqual(len([j for j, d in self.started if j.nexthop == "dead.example"]), 5)
+        # New mail for it too; mail for the live one goes on.
+        self.queue.submit(self.job("dead.example"))
+        self.queue.submit(self.job("live.example"))
+        self.assertEqual(len(self.suspended), 16)
+        self.running("live.example")[0].callback(Outcome([]))
+        self.assertEqual(len(self.running("live.example")), 1)
+        # After minimal_backoff_time it is tried again, from the
+        # initial window.
+        self.clock.advance(300)
+        self.queue.submit(self.job("dead.example"))
+        self.assertEqual(len(self.running("dead.example")), 1)
+        self.assertEqual(self.queue.window(("dead.example", "")), 5)
+
+    def test_successRevivesAtOnce(self):
+        for _ in range(10):
+            self.queue.submit(self.job("a.example"))
+        running = self.running("a.example")
+        for d in running[:4]:
+            d.callback(Outcome([], "timed out"))
+        # Windows shrank 5 → 4 → 3 → 2 → 1: 1/5 + 1/4 + 1/3 + 1/2 > 1.
+        self.assertEqual(len(self.suspended), 5)
+        # The fifth, still under way, got through: the site is alive.
+        running[4].callback(Outcome([]))
+        self.queue.submit(self.job("a.example"))
+        self.assertEqual(len(self.running("a.example")), 1)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_transportFailureIsNoFeedback(self):
+        self.queue.submit(self.job("a.example"))
+        self.running("a.example")[0].callback(Outcome(None, False))
+        self.assertEqual(self.queue.window(("a.example", "")), 5)
+
+    def test_feedbackValues(self):
+        self.assertEqual(parseFeedback("1")(7), 1.0)
+        self.assertAlmostEqual(parseFeedback("1/concurrency")(4), 0.25)
+        self.assertAlmostEqual(parseFeedback("1/sqrt_concurrency")(4), 0.5)
+        self.assertAlmostEqual(parseFeedback("1/8")(4), 0.125)
+        self.assertRaises(ValueError, parseFeedback, "lots")
+        self.assertRaises(ValueError, parseFeedback, "1/0")

@@ -657,7 +657,12 @@ class SessionLimitTests(TestCase):
 
         request = Request("6616754DEA88102EF8", "", "a@b.example", "example.test",
                           [RequestRecipient("r@example.test", "r@example.test", 10)])
-        [status] = yield agent.deliver(request)
+        result = yield agent.deliver(request)
+        [status] = result.statuses
         self.assertEqual(status.status, DEFERRED)
+        # No server took the session: the destination failed as a whole,
+        # which the queue manager's scheduler takes as negative feedback.
+        self.assertEqual(result.siteFailure, status.reason)
+        self.assertIn("4.3.2 busy", result.siteFailure)
         # The refused connection did not count; two sessions did.
         self.assertEqual(tried, ["127.0.0.1", "127.0.0.2", "127.0.0.3"])

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List
+from typing import Dict, Iterator, List, Optional
 
 from twisted.application.service import Service
 from twisted.internet import defer
@@ -74,6 +74,23 @@ class RecipientStatus:
     reason: str
 
 
+@dataclass
+class DeliveryResult:
+    """
+    An agent's answer when it has more to say than each recipient's
+    status.
+
+    @ivar siteFailure: why the next hop could not be reached at all (no
+        server took a session, or its name could not be looked up for
+        now), or C{None}.  The queue manager lowers the destination's
+        concurrency on it, and after enough in a row stops trying the
+        destination for a while.
+    """
+
+    statuses: List[RecipientStatus]
+    siteFailure: Optional[str] = None
+
+
 class Deliver(Command):
     arguments = [
         (b"queue_id", amp.Unicode()),
@@ -87,7 +104,8 @@ class Deliver(Command):
         (
             b"statuses",
             RecordList([("offset", int), ("status", str), ("dsn", str), ("reason", str)]),
-        )
+        ),
+        (b"site_failure", amp.Unicode(optional=True)),
     ]
 
 
@@ -134,8 +152,13 @@ class AgentProtocol(ServiceAMP):
         )
         d = defer.maybeDeferred(self.agent.deliver, request)
 
-        def answer(statuses):
-            return {"statuses": [s.__dict__ for s in statuses]}
+        def answer(result):
+            if isinstance(result, DeliveryResult):
+                answer = {"statuses": [s.__dict__ for s in result.statuses]}
+                if result.siteFailure:
+                    answer["site_failure"] = result.siteFailure
+                return answer
+            return {"statuses": [s.__dict__ for s in result]}
 
         def failed(reason):
             log.failure("{queueId}: delivery agent failed", reason, queueId=queue_id)

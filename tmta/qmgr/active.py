@@ -24,7 +24,7 @@ from tmta.delivery import (
     RequestRecipient,
     logDelivery,
 )
-from tmta.qmgr.scheduler import Job
+from tmta.qmgr.scheduler import Job, Outcome
 from tmta.queue.qfile import Envelope, Recipient, markDone
 from tmta.queue.store import QueueStore
 
@@ -111,15 +111,17 @@ class MessageCompletion:
         self.bounceLifetime = config.getTime("bounce_queue_lifetime")
         self.softBounce = config.getBool("soft_bounce")
 
-    def delivered(self, statuses, job: Job):
+    def delivered(self, outcome, job: Job):
         """
         Record what a transport did with a job (after the transport was
         given its next one).
 
-        @param statuses: the transport's statuses, C{None} when it gave
-            none (the recipients were deferred already), or a Failure.
+        @param outcome: an L{Outcome} with the transport's statuses
+            (C{None} when it gave none: the recipients were deferred
+            already), or a Failure.
         """
         message = job.message
+        statuses = outcome.statuses if isinstance(outcome, Outcome) else outcome
         if isinstance(statuses, Failure):
             log.failure("{queueId}: delivery failed", statuses, queueId=message.queueId)
             self.defer(message, job.nexthop, [r for r in job.recipients

@@ -14,7 +14,7 @@ from twisted.logger import Logger
 
 from tmta.delivery import Deliver
 from tmta.qmgr.active import ActiveMessage, MessageCompletion, Outstanding
-from tmta.qmgr.scheduler import Job, TransportQueue
+from tmta.qmgr.scheduler import Job, Outcome, TransportQueue, parseFeedback
 from tmta.queue.qfile import CorruptQueueFile, Recipient
 from tmta.queue.qid import isQueueId
 from tmta.queue.store import QueueStore
@@ -93,6 +93,7 @@ class QueueManager:
             self._deferredScan.stop()
         for queue in self.transports.values():
             queue.paused = True
+            queue.close()
         return self.outstanding.drained().addBoth(self._closePools)
 
     def _closePools(self, result=None):
@@ -275,19 +276,53 @@ class QueueManager:
         if queue is None:
             limit = self.transportLimits.get(name, self.defaultProcessLimit)
             queue = TransportQueue(
-                name, limit, max(1, self._parameter(name, "destination_concurrency_limit")),
+                name, limit, max(0, self._parameter(name, "destination_concurrency_limit")),
                 lambda job: defer.Deferred.fromCoroutine(self._deliver(job)),
                 self.completion.delivered,
+                suspend=self._suspended,
+                initialConcurrency=self._initialConcurrency(name),
+                positiveFeedback=self._feedback(name, "positive"),
+                negativeFeedback=self._feedback(name, "negative"),
+                cohortLimit=self._parameter(name, "destination_concurrency_failed_cohort_limit"),
+                deadTime=self.config.getTime("minimal_backoff_time"),
+                clock=self.reactor,
             )
             self.transports[name] = queue
         return queue
+
+    def _initialConcurrency(self, transport: str) -> int:
+        specific = f"{transport}_initial_destination_concurrency"
+        if self.config.raw(specific) is not None:
+            return self.config.getInt(specific)
+        return self.config.getInt("initial_destination_concurrency")
+
+    def _feedback(self, transport: str, kind: str):
+        suffix = f"destination_concurrency_{kind}_feedback"
+        name = f"{transport}_{suffix}"
+        if self.config.raw(name) is None:
+            name = f"default_{suffix}"
+        try:
+            return parseFeedback(self.config.get(name))
+        except ValueError as e:
+            log.warn("{name}: {error}; using 1", name=name, error=e)
+            return parseFeedback("1")
+
+    def _suspended(self, job: Job, reason: str) -> None:
+        """
+        The job's destination is taken for dead: defer its recipients
+        without trying.
+        """
+        self.completion.defer(job.message, job.nexthop, job.recipients, reason, "4.4.1")
+        self.completion.jobDone(job.message)
 
     async def _deliver(self, job: Job):
         """
         Hand a job to its transport.
 
-        @return: the transport's statuses, or C{None} when it gave none
-            (the job's recipients are then deferred, with the reason).
+        @return: an L{Outcome} with the transport's statuses, or with
+            C{None} when it gave none (the job's recipients are then
+            deferred, with the reason, and the destination gets no
+            feedback).
         """
         self.outstanding.begin()
         message = job.message
@@ -295,8 +330,9 @@ class QueueManager:
         try:
             agent = await pool.acquire()
         except Exception:
-            self.completion.defer(message, job.nexthop, job.recipients, "mail transport unavailable")
-            return None
+            self.completion.defer(message, job.nexthop, job.recipients,
+                                  "mail transport unavailable")
+            return Outcome(None, False)
         try:
             result = await agent.callRemote(
                 Deliver,
@@ -313,7 +349,7 @@ class QueueManager:
         except Exception as e:
             pool.discard(agent)
             self.completion.defer(message, job.nexthop, job.recipients,
-                        f"delivery agent {job.transport} failed: {e}")
-            return None
+                                  f"delivery agent {job.transport} failed: {e}")
+            return Outcome(None, False)
         pool.release(agent)
-        return result["statuses"]
+        return Outcome(result["statuses"], result.get("site_failure") or None)

@@ -30,9 +30,18 @@ from twisted.logger import Logger
 from twisted.names import client as dnsclient, dns, error as dnserror
 from zope.interface import implementer
 
-from tmta.delivery import BOUNCED, DEFERRED, SENT, DeliveryRequest, RecipientStatus, logDelivery
+from tmta.delivery import (
+    BOUNCED,
+    DEFERRED,
+    SENT,
+    DeliveryRequest,
+    DeliveryResult,
+    RecipientStatus,
+    logDelivery,
+)
 from tmta.interfaces import IDeliveryAgent
 from tmta.smtp.client import Reply, SessionFailed, SMTPClient, Timeouts, Transaction
+from tmta.smtp.tls import ClientTLS, TLSPolicies, TLSPolicy, TLSPolicyError, cipherLists
 
 log = Logger()
 
@@ -53,6 +62,30 @@ class _TryNext(Exception):
         if self.failure is not None:
             return _failure(relay, self.failure)
         return self.text.replace("{relay}", relay)
+
+
+class _Target:
+    """
+    One server to try: its name and address, the next hop it serves,
+    and the TLS policy for the session (C{None} for none).
+    """
+
+    def __init__(self, host: str, address: str, port: int, nexthop: str,
+                 policy: Optional[TLSPolicy], relay: str) -> None:
+        self.host, self.address, self.port = host, address, port
+        self.nexthop, self.policy, self.relay = nexthop, policy, relay
+
+    @property
+    def cacheKey(self) -> Tuple:
+        """
+        Sessions are reused only for the same server and the same TLS
+        requirements.
+        """
+        policy = self.policy
+        if policy is None:
+            return (self.address, self.port, "none")
+        return (self.address, self.port, policy.level, tuple(policy.match),
+                self.nexthop if policy.verifies else "", self.host)
 
 
 class NextHopError(Exception):
@@ -102,10 +135,10 @@ class SessionCache:
         self.clock = clock
         self.idle = idle
         self.lifetime = lifetime
-        self._idle: Dict[Tuple[str, int], List[Tuple[SMTPClient, float, object]]] = {}
+        self._idle: Dict[Tuple, List[Tuple[SMTPClient, float, object]]] = {}
         self._born: Dict[SMTPClient, float] = {}
 
-    def take(self, key: Tuple[str, int]) -> Optional[SMTPClient]:
+    def take(self, key: Tuple) -> Optional[SMTPClient]:
         """
         An idle usable session to C{key}, or C{None}.
         """
@@ -119,7 +152,7 @@ class SessionCache:
             self._born.pop(session, None)
         return None
 
-    def release(self, key: Tuple[str, int], session: SMTPClient) -> None:
+    def release(self, key: Tuple, session: SMTPClient) -> None:
         """
         Keep C{session} for reuse, unless it is too old or unusable.
         """
@@ -132,7 +165,7 @@ class SessionCache:
         timer = self.clock.callLater(self.idle, self._expire, key, session)
         self._idle.setdefault(key, []).append((session, now, timer))
 
-    def _expire(self, key: Tuple[str, int], session: SMTPClient) -> None:
+    def _expire(self, key: Tuple, session: SMTPClient) -> None:
         sessions = self._idle.get(key, [])
         self._idle[key] = [entry for entry in sessions if entry[0] is not session]
         if not self._idle[key]:
@@ -180,7 +213,13 @@ class SMTPDeliveryAgent:
             dataInit=config.getTime(f"{prefix}_data_init_timeout"),
             dataDone=config.getTime(f"{prefix}_data_done_timeout"),
             quit=config.getTime(f"{prefix}_quit_timeout"),
+            starttls=config.getTime(f"{prefix}_starttls_timeout"),
         )
+        # TLSPolicyError here means the configuration asks for more
+        # than tmta can give: the worker does not start (the master's
+        # start-up check says so first).
+        self.tlsPolicies = TLSPolicies(config, prefix)
+        self.cipherLists = cipherLists(config)
         self.connectTimeout = config.getTime(f"{prefix}_connect_timeout") or 30
         self.mxAddressLimit = config.getInt(f"{prefix}_mx_address_limit")
         self.mxSessionLimit = config.getInt(f"{prefix}_mx_session_limit")
@@ -200,28 +239,38 @@ class SMTPDeliveryAgent:
     def deliver(self, request: DeliveryRequest) -> defer.Deferred:
         return defer.Deferred.fromCoroutine(self._deliver(request))
 
-    async def _deliver(self, request: DeliveryRequest) -> List[RecipientStatus]:
+    async def _deliver(self, request: DeliveryRequest) -> DeliveryResult:
         started = time.time()
         content = await threads.deferToThreadPool(
             self.reactor, self.reactor.getThreadPool(),
             lambda: b"".join(request.content()))
         try:
-            hosts = await self._hosts(request.nexthop)
+            policy = self.tlsPolicies.forNexthop(request.nexthop)
+        except Exception as e:
+            return self._all(request, "none", DEFERRED, "4.7.5",
+                             f"TLS policy lookup for {request.nexthop}: {e}", started)
+        try:
+            hosts = [(h, a, p, request.nexthop, policy)
+                     for h, a, p in await self._hosts(request.nexthop)]
         except NextHopError as e:
-            if e.permanent or not self.fallbackRelays:
-                status = BOUNCED if e.permanent else DEFERRED
-                return self._all(request, "none", status, e.dsn, e.reason, started)
+            if e.permanent:
+                return self._all(request, "none", BOUNCED, e.dsn, e.reason, started)
+            if not self.fallbackRelays:
+                return DeliveryResult(
+                    self._all(request, "none", DEFERRED, e.dsn, e.reason, started), e.reason)
             hosts = []
         primary = len(hosts)
-        # smtp_fallback_relay: tried after the next hop's own hosts.
+        # smtp_fallback_relay: tried after the next hop's own hosts, each
+        # under its own TLS policy.
         for relay in self.fallbackRelays:
             try:
-                hosts += await self._hosts(relay)
-            except NextHopError:
+                relayPolicy = self.tlsPolicies.forNexthop(relay)
+                hosts += [(h, a, p, relay, relayPolicy) for h, a, p in await self._hosts(relay)]
+            except (NextHopError, TLSPolicyError):
                 continue
         lastError, lastDsn = "no address to try", "4.4.1"
         sessions = 0
-        for index, (host, address, port) in enumerate(hosts):
+        for index, (host, address, port, nexthop, policy) in enumerate(hosts):
             if index < primary and self.mxSessionLimit and sessions >= self.mxSessionLimit:
                 # smtp_mx_session_limit: enough servers talked to; the
                 # fallback relays, if any, are next.
@@ -230,8 +279,9 @@ class SMTPDeliveryAgent:
                      else f"{nexthopName(request.nexthop)}[{address}]")
             transaction = Transaction(request.sender,
                                       [r.address for r in request.recipients], content)
+            target = _Target(host, address, port, nexthop, policy if port else None, relay)
             try:
-                use = await self._attempt(address, port, transaction)
+                use = await self._attempt(target, transaction)
             except _TryNext as e:
                 lastError, lastDsn = e.reason(relay), e.dsn
                 sessions += e.failure is not None
@@ -239,9 +289,11 @@ class SMTPDeliveryAgent:
             except SessionFailed as e:
                 return self._failed(request, transaction, relay, started, e)
             return self._results(request, transaction, relay, started, connectionUse=use)
-        return self._all(request, "none", DEFERRED, lastDsn, lastError, started)
+        # No server took a session: the destination itself failed.
+        return DeliveryResult(
+            self._all(request, "none", DEFERRED, lastDsn, lastError, started), lastError)
 
-    async def _attempt(self, address: str, port: int, transaction: Transaction) -> int:
+    async def _attempt(self, target: "_Target", transaction: Transaction) -> int:
         """
         Run the transaction on a session to one address.
 
@@ -251,11 +303,19 @@ class SMTPDeliveryAgent:
         @raise SessionFailed: the server answered recipients, or refused
             the transaction for good: the results are final here.
         """
-        for _ in range(2):
+        for _ in range(3):
             try:
-                session, reused = await self._session(address, port)
+                session, reused = await self._session(target)
             except SessionFailed as e:
-                raise _TryNext(e)
+                if e.tls and e.stage == "TLS handshake" and target.policy is not None \
+                        and target.policy.level == "may":
+                    # may: a failed handshake is retried in plaintext,
+                    # on a new connection.
+                    log.info("{relay}: {reason}; trying again without TLS",
+                             relay=target.relay, reason=e.reason)
+                    target.policy = None
+                    continue
+                raise _TryNext(e, dsn="4.7.5" if e.tls else "4.4.2")
             except Exception as e:
                 raise _TryNext(None, f"connect to {{relay}}: {_reason(e)}", "4.4.1")
             try:
@@ -271,7 +331,7 @@ class SMTPDeliveryAgent:
                     raise
                 raise _TryNext(e)
             use = session.transactions
-            self.cache.release((address, port), session)
+            self.cache.release(target.cacheKey, session)
             return use
         raise _TryNext(None, "lost connection with {relay}", "4.4.2")
 
@@ -285,18 +345,28 @@ class SMTPDeliveryAgent:
         # bounced, never dropped.
         return self._results(request, transaction, relay, started, failure=_failure(relay, e))
 
-    async def _session(self, address: str, port: int):
+    async def _session(self, target: "_Target"):
         """
-        An idle session to C{address}:C{port} from the cache, or a new
-        one once it is ready.
+        An idle session to the target from the cache, or a new one once
+        it is ready (with TLS, as its policy asks).
 
         @return: C{(session, reused)}.
         """
-        session = self.cache.take((address, port))
+        session = self.cache.take(target.cacheKey)
         if session is not None:
             return session, True
-        protocol = await self._connect(address, port, self._factory())
-        await protocol.ready
+        tls = None
+        if target.policy is not None and target.policy.level != "none":
+            tls = ClientTLS(target.policy, target.host, parseNexthop(target.nexthop)[0],
+                            self.cipherLists)
+        protocol = await self._connect(target.address, target.port, self._factory(tls))
+        try:
+            await protocol.ready
+        finally:
+            trust = getattr(protocol, "trust", None)
+            if trust is not None:
+                log.info("{status} TLS connection established to {relay}: {summary}",
+                         status=trust.status, relay=target.relay, summary=trust.summary)
         return protocol, False
 
     # -- results ------------------------------------------------------------
@@ -441,9 +511,10 @@ class SMTPDeliveryAgent:
 
     # -- connecting -------------------------------------------------------------
 
-    def _factory(self) -> Factory:
+    def _factory(self, tls: Optional[ClientTLS] = None) -> Factory:
         def build():
-            return SMTPClient(self.heloName, self.reactor, self.timeouts, lmtp=self.lmtp)
+            return SMTPClient(self.heloName, self.reactor, self.timeouts, lmtp=self.lmtp,
+                              tls=tls)
 
         return Factory.forProtocol(build)
 

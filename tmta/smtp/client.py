@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 from twisted.internet import defer, protocol
+from twisted.internet.interfaces import IHandshakeListener
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 _REPLY_LINE = re.compile(rb"^(\d{3})([ -])(.*)$")
 _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\b")
@@ -56,10 +58,15 @@ class SessionFailed(Exception):
     @ivar stage: what the client was waiting for.
     """
 
-    def __init__(self, stage: str, reply: Optional[Reply] = None, reason: str = "") -> None:
+    def __init__(self, stage: str, reply: Optional[Reply] = None, reason: str = "",
+                 tls: bool = False) -> None:
         self.stage = stage
         self.reply = reply
         self.reason = reason or (str(reply) if reply else "lost connection")
+        #: TLS could not give what the session's policy requires (it was
+        #: not offered, the handshake failed, or the certificate did not
+        #: pass): the next server may do better.
+        self.tls = tls
         super().__init__(f"{self.reason} (in reply to {stage})")
 
 
@@ -76,6 +83,7 @@ class Timeouts:
     dataInit: float = 120.0
     dataDone: float = 600.0
     quit: float = 300.0
+    starttls: float = 300.0
 
 
 @dataclass
@@ -107,6 +115,7 @@ def transparent(content: bytes) -> bytes:
     return (body + b"\r\n" if lines else b"") + b".\r\n"
 
 
+@implementer(IHandshakeListener)
 class SMTPClient(protocol.Protocol):
     """
     One SMTP (or LMTP) session, which may carry several transactions
@@ -117,11 +126,19 @@ class SMTPClient(protocol.Protocol):
     answered EHLO (or HELO, or LHLO), or fails with L{SessionFailed}.
     L{send} then runs one transaction; L{quit} ends the session.  With
     PIPELINING offered, MAIL, every RCPT and DATA go out in one write.
+
+    @param tls: the session's TLS (L{tmta.smtp.tls.ClientTLS}), or
+        C{None} for none: with it, STARTTLS is used when offered, and
+        required when its policy says so.
+    @ivar trust: what the TLS handshake showed, once done
+        (L{tmta.smtp.tls.PeerTrust}).
     """
 
     def __init__(self, heloName: str, clock, timeouts: Optional[Timeouts] = None,
-                 lmtp: bool = False) -> None:
+                 lmtp: bool = False, tls=None) -> None:
         self.heloName = heloName
+        self.tls = tls
+        self.trust = None
         self.clock = clock
         self.timeouts = timeouts or Timeouts()
         self.lmtp = lmtp
@@ -172,7 +189,16 @@ class SMTPClient(protocol.Protocol):
 
     def connectionLost(self, reason) -> None:
         self._lost = True
-        self._failAll(SessionFailed(self._stage()))
+        stage = self._stage()
+        if stage == "TLS handshake":
+            self._failAll(SessionFailed(stage, reason=f"Cannot start TLS: handshake failure "
+                                                      f"({_tlsError(reason)})", tls=True))
+        else:
+            self._failAll(SessionFailed(stage))
+
+    def handshakeCompleted(self) -> None:
+        if self._waiting and self._waiting[0][0] == "TLS handshake":
+            self._deliver(None, None)
 
     # -- waiting for replies ---------------------------------------------
 
@@ -246,6 +272,33 @@ class SMTPClient(protocol.Protocol):
         greeting, _ = await self._expect("initial greeting", self.timeouts.greeting)
         if greeting.code != 220:
             raise SessionFailed("initial greeting", greeting)
+        await self._hello()
+        if self.tls is not None and self.tls.policy.level != "none":
+            await self._startTLS()
+
+    async def _startTLS(self) -> None:
+        required = self.tls.policy.required
+        if "STARTTLS" not in self.extensions:
+            if required:
+                raise SessionFailed("EHLO", reason="TLS is required, but was not offered by "
+                                                   "host", tls=True)
+            return
+        reply = await self._command("STARTTLS", "STARTTLS", self.timeouts.starttls)
+        if reply.code != 220:
+            if required:
+                raise SessionFailed("STARTTLS", reply, tls=True)
+            return  # may: on in plaintext, as Postfix goes on
+        handshake = self._expect("TLS handshake", self.timeouts.starttls)
+        self.transport.startTLS(self.tls)
+        await handshake
+        self.trust = self.tls.judge(self.transport.getHandle())
+        if self.trust.problem is not None:
+            raise SessionFailed("TLS handshake", reason=self.trust.problem, tls=True)
+        # What the server offered in plaintext counts for nothing now.
+        self.extensions = {}
+        await self._hello()
+
+    async def _hello(self) -> None:
         verb = "LHLO" if self.lmtp else "EHLO"
         self._write(f"{verb} {self.heloName}")
         reply, lines = await self._expect(verb, self.timeouts.helo)
@@ -354,3 +407,16 @@ def _asSessionFailed(failure: Failure, stage: str) -> Failure:
     if failure.check(SessionFailed):
         return failure
     return Failure(SessionFailed(stage, reason=str(failure.value)))
+
+
+def _tlsError(reason) -> str:
+    """
+    OpenSSL's complaint in a lost TLS connection, short.
+    """
+    value = getattr(reason, "value", reason)
+    args = getattr(value, "args", ())
+    if args and isinstance(args[0], list) and args[0]:
+        last = args[0][-1]
+        if isinstance(last, tuple) and last:
+            return str(last[-1])
+    return str(value) or type(value).__name__
