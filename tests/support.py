@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -434,3 +434,84 @@ def _accepts(port: int) -> bool:
         return True
     except OSError:
         return False
+
+
+class TestCA:
+    """
+    A certificate authority made for a test, with server certificates
+    it signs: PEM files in C{directory}.
+
+    @ivar caFile: the CA's certificate.
+    """
+
+    def __init__(self, directory: str) -> None:
+        import datetime
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        self._x509, self._hashes, self._ec = x509, hashes, ec
+        self._serialization, self._NameOID = serialization, NameOID
+        self.directory = directory
+        os.makedirs(directory, exist_ok=True)
+        self._now = datetime.datetime.now(datetime.timezone.utc)
+        self._day = datetime.timedelta(days=1)
+        self._key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tmta test CA")])
+        self._name = name
+        self._cert = (
+            x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(self._key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(self._now - self._day).not_valid_after(self._now + self._day)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True,
+                                         crl_sign=True, content_commitment=False,
+                                         key_encipherment=False, data_encipherment=False,
+                                         key_agreement=False, encipher_only=False,
+                                         decipher_only=False), critical=True)
+            .sign(self._key, hashes.SHA256()))
+        self.caFile = os.path.join(directory, "ca.pem")
+        with open(self.caFile, "wb") as f:
+            f.write(self._cert.public_bytes(serialization.Encoding.PEM))
+
+    def server(self, *names: str) -> Tuple[str, str]:
+        """
+        A server certificate for C{names} (DNS names, the first also the
+        common name), signed by this CA.
+
+        @return: the paths of the certificate (with the CA's after it)
+            and of the key.
+        """
+        x509, NameOID = self._x509, self._NameOID
+        key = self._ec.generate_private_key(self._ec.SECP256R1())
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+            .issuer_name(self._name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(self._now - self._day).not_valid_after(self._now + self._day)
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]),
+                           critical=False)
+            .sign(self._key, self._hashes.SHA256()))
+        encoding = self._serialization.Encoding.PEM
+        certFile = os.path.join(self.directory, f"{names[0]}.pem")
+        keyFile = os.path.join(self.directory, f"{names[0]}.key")
+        with open(certFile, "wb") as f:
+            f.write(cert.public_bytes(encoding) + self._cert.public_bytes(encoding))
+        with open(keyFile, "wb") as f:
+            f.write(key.private_bytes(encoding, self._serialization.PrivateFormat.PKCS8,
+                                      self._serialization.NoEncryption()))
+        os.chmod(keyFile, 0o600)
+        return certFile, keyFile
+
+    def certificate(self, *names: str):
+        """
+        A pyOpenSSL X509 certificate for C{names}, signed by this CA.
+        """
+        from OpenSSL import crypto
+
+        certFile, _ = self.server(*names)
+        with open(certFile, "rb") as f:
+            return crypto.load_certificate(crypto.FILETYPE_PEM, f.read())

@@ -262,6 +262,22 @@ class RewriterTests(TestCase):
         r2 = Rewriter(MainConfig({"relayhost": "[smarthost]"}))
         self.assertEqual(r2.resolve("x@far.example").nexthop, "[smarthost]")
 
+    def test_senderDependentRelayhost(self):
+        r = Rewriter(MainConfig({
+            "relayhost": "[smarthost]",
+            "sender_dependent_relayhost_maps": (
+                "inline:{ alice@corp.example=[alice-relay]:587, @corp.example=[corp-relay], "
+                "bob@corp.example=DUNNO, <>=[bounce-relay] }"),
+        }))
+        hop = lambda sender: r.resolve("x@far.example", sender).nexthop  # noqa: E731
+        self.assertEqual(hop("Alice@corp.example"), "[alice-relay]:587")
+        self.assertEqual(hop("carol@corp.example"), "[corp-relay]")
+        self.assertEqual(hop("bob@corp.example"), "[smarthost]")
+        self.assertEqual(hop("dave@other.example"), "[smarthost]")
+        self.assertEqual(hop(""), "[bounce-relay]")
+        # Local mail is not relayed, whoever sends it.
+        self.assertEqual(r.resolve("bob@localhost", "alice@corp.example").transport, "local")
+
 
 class TransportMapsTests(TestCase):
     """

@@ -125,6 +125,39 @@ class ClientTests(SynchronousTestCase):
         self.assertEqual(failure.value.reply.dsn, "5.3.4")
         self.assertEqual(self.sent(), "")
 
+    def test_eightBitToSevenBitServer(self):
+        """
+        An 8-bit message to a server without 8BITMIME goes as
+        quoted-printable; to one with it, as it is, with BODY=8BITMIME.
+        """
+        body = "Content-Type: text/plain; charset=utf-8\n\nGr\u00fc\u00dfe\n".encode()
+        for offered, expected, mail in (
+                ("250 ok", b"Gr=C3=BC=C3=9Fe\r\n", "MAIL FROM:<s@y.example>\r\n"),
+                ("250 8BITMIME", "Gr\u00fc\u00dfe\r\n".encode(),
+                 "MAIL FROM:<s@y.example> BODY=8BITMIME\r\n")):
+            self.session(recipients=["a@x.example"])
+            self.say("220 ok", "250-ok", offered)
+            self.sent()
+            self.send(Transaction("s@y.example", ["a@x.example"], body))
+            self.assertEqual(self.sent(), mail)
+            self.say("250 ok")
+            self.sent()
+            self.say("250 ok")
+            self.sent()
+            self.say("354 go")
+            data = self.transport.value()
+            self.assertIn(expected, data)
+            self.assertEqual(b"quoted-printable" in data, offered == "250 ok")
+
+    def test_smtputf8Required(self):
+        self.session(recipients=["j\u00fcrgen@x.example"])
+        self.say("220 ok", "250-ok", "250 8BITMIME")
+        self.sent()
+        self.send()
+        [failure] = self.results
+        self.assertEqual((failure.value.reply.code, failure.value.reply.dsn), (550, "5.6.7"))
+        self.assertEqual(self.sent(), "")
+
     def test_heloFallback(self):
         self.session(recipients=["a@x.example"])
         self.say("220 old")
@@ -175,9 +208,10 @@ lmtp      unix  -       -       n       -       -       lmtp
 """
 
 
-class RelayTests(SynchronousTestCase):
+class RelayHarness:
     """
-    A real master relaying through relayhost to smtp-sink.
+    A real master relaying through relayhost, to smtp-sink or another
+    peer on C{self.sinkPort}.
     """
 
     def setUp(self):
@@ -227,6 +261,12 @@ class RelayTests(SynchronousTestCase):
             with open(os.path.join(self.dumps, name), "rb") as f:
                 texts.append(f.read())
         return texts
+
+
+class RelayTests(RelayHarness, SynchronousTestCase):
+    """
+    A real master relaying through relayhost to smtp-sink.
+    """
 
     def test_relayed(self):
         self.startSink()
@@ -449,6 +489,30 @@ class RelayTests(SynchronousTestCase):
         waitFor(lambda: self.tmtaCommand("queue", "list").stdout == "Mail queue is empty\n",
                 what="an empty queue")
 
+    def test_holdAndRelease(self):
+        """
+        Mail on hold is listed with C{!} and not delivered, even by a
+        flush; released, it is delivered at once.
+        """
+        self.startMaster(minimal_backoff_time="300s", maximal_backoff_time="4000s",
+                         queue_run_delay="300s")
+        queueId = sendMessage(self.port, "alice@localhost", ["bob@remote.example"], "held")
+        waitFor(lambda: queueId in self.tmtaCommand("queue", "list").stdout
+                and f"{queueId}*" not in self.tmtaCommand("queue", "list").stdout,
+                what="the message deferred")
+        result = self.tmtaCommand("queue", "hold", queueId)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("placed on hold: 1 message", result.stderr)
+        self.assertIn(f"{queueId}!", self.tmtaCommand("queue", "list").stdout)
+        self.startSink()
+        self.tmtaCommand("queue", "flush")
+        time.sleep(2)
+        self.assertEqual(self.dumped(), [])
+        result = self.tmtaCommand("queue", "release", "ALL")
+        self.assertIn("released from hold: 1 message", result.stderr)
+        waitFor(lambda: self.dumped(), timeout=10, what="delivery after the release")
+        self.assertEqual(self.tmtaCommand("queue", "hold", "NOTANID!").returncode, 1)
+
     def test_softRejectDeferred(self):
         self.startSink("-r", "RCPT")
         self.startMaster()
@@ -666,3 +730,59 @@ class SessionLimitTests(TestCase):
         self.assertIn("4.3.2 busy", result.siteFailure)
         # The refused connection did not count; two sessions did.
         self.assertEqual(tried, ["127.0.0.1", "127.0.0.2", "127.0.0.3"])
+
+
+class AddressTests(TestCase):
+    """
+    Which addresses the agent tries, and from which address it connects:
+    inet_protocols, smtp_address_preference, smtp_host_lookup and
+    smtp_bind_address.
+    """
+
+    def agent(self, **settings):
+        from twisted.internet import reactor
+
+        from tmta.config import MainConfig
+        from tmta.smtp.agent import SMTPDeliveryAgent
+
+        return SMTPDeliveryAgent(reactor, MainConfig(settings), resolver=object())
+
+    def test_protocolsAndPreference(self):
+        addresses = ["192.0.2.1", "2001:db8::1", "192.0.2.2"]
+        self.assertEqual(self.agent(inet_protocols="ipv4")._preferred(addresses),
+                         ["192.0.2.1", "192.0.2.2"])
+        self.assertEqual(self.agent(smtp_address_preference="ipv6")._preferred(addresses),
+                         ["2001:db8::1", "192.0.2.1", "192.0.2.2"])
+        self.assertEqual(self.agent(smtp_address_preference="ipv4")._preferred(
+            list(reversed(addresses))), ["192.0.2.2", "192.0.2.1", "2001:db8::1"])
+
+    @defer.inlineCallbacks
+    def test_nativeLookup(self):
+        """
+        smtp_host_lookup = native uses the system's resolver, which knows
+        localhost from /etc/hosts; no MX lookup is made with DNS off.
+        """
+        agent = self.agent(smtp_host_lookup="native", inet_protocols="ipv4",
+                           smtp_dns_support_level="disabled")
+        hosts = yield defer.Deferred.fromCoroutine(agent._hosts("localhost:2525"))
+        self.assertEqual(hosts, [("localhost", "127.0.0.1", 2525)])
+
+    @defer.inlineCallbacks
+    def test_bindAddress(self):
+        from twisted.internet import protocol, reactor
+
+        seen = defer.Deferred()
+
+        class Greeter(protocol.Protocol):
+            def connectionMade(self):
+                seen.callback(self.transport.getPeer().host)
+                self.transport.write(b"220 test\r\n")
+
+        port = reactor.listenTCP(0, protocol.Factory.forProtocol(Greeter),
+                                 interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        agent = self.agent(smtp_bind_address="127.0.0.2")
+        connected = yield agent._connectTCP("127.0.0.1", port.getHost().port,
+                                            protocol.Factory.forProtocol(protocol.Protocol))
+        self.addCleanup(connected.transport.loseConnection)
+        self.assertEqual((yield seen), "127.0.0.2")

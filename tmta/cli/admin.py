@@ -6,6 +6,7 @@ Postfix's C{postconf}, C{postqueue} and C{postsuper}.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Dict, List, Optional, TextIO
 
@@ -136,6 +137,16 @@ def flushQueue(configuration: Configuration) -> int:
     """
     Ask qmgr to try every deferred message now (C{postqueue -f}).
     """
+    from tmta.queue.layout import socketPath
+
+    if not _wakeQmgr(configuration, "flush"):
+        path = socketPath(configuration.main.get("queue_directory"), "qmgr", False)
+        sys.stderr.write(f"tmta: fatal: cannot reach qmgr at {path} (is tmta running?)\n")
+        return 75  # EX_TEMPFAIL, as postqueue
+    return 0
+
+
+def _wakeQmgr(configuration: Configuration, reason: str) -> bool:
     import socket
 
     from twisted.protocols import amp
@@ -143,16 +154,69 @@ def flushQueue(configuration: Configuration) -> int:
     from tmta.queue.layout import socketPath
 
     path = socketPath(configuration.main.get("queue_directory"), "qmgr", False)
-    box = amp.Box({b"_command": b"Wakeup", b"reason": b"flush"})
+    box = amp.Box({b"_command": b"Wakeup", b"reason": reason.encode("ascii")})
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(10)
             sock.connect(path)
             sock.sendall(box.serialize())
-    except OSError as e:
-        sys.stderr.write(f"tmta: fatal: cannot reach qmgr at {path}: {e.strerror or e} "
-                         "(is tmta running?)\n")
-        return 75  # EX_TEMPFAIL, as postqueue
+    except OSError:
+        return False
+    return True
+
+
+def holdQueue(configuration: Configuration, queueIds: List[str], release: bool = False,
+              err: TextIO = sys.stderr) -> int:
+    """
+    Put messages on hold (C{postsuper -h}), or release them (C{postsuper
+    -H}): held mail stays in C{hold/}, where the queue manager never
+    looks, until released into C{deferred/} and tried at once.
+
+    @param queueIds: the messages, or C{["ALL"]}.
+    """
+    from tmta.queue.qid import isQueueId
+    from tmta.queue.store import QueueStore
+
+    main = configuration.main
+    store = QueueStore(main.get("queue_directory"), hashDepth=main.getInt("hash_queue_depth"))
+    sources = ("hold",) if release else ("incoming", "deferred")
+    target = "deferred" if release else "hold"
+    wanted = None if queueIds == ["ALL"] else set(queueIds)
+    for queueId in wanted or ():
+        if not isQueueId(queueId):
+            err.write(f"tmta: fatal: invalid queue id: {queueId!r}\n")
+            return 1
+    moved = 0
+    for queueName in sources:
+        try:
+            present = store.list(queueName)
+        except OSError as e:
+            err.write(f"tmta: fatal: cannot list {queueName}: {e.strerror}\n")
+            return 1
+        for queueId in present:
+            if wanted is not None and queueId not in wanted:
+                continue
+            if queueName == "incoming" and not store.isComplete(queueName, queueId):
+                continue
+            try:
+                if release:
+                    # Due now: the next look at deferred mail takes it.
+                    os.utime(store.path(queueName, queueId), (0, 0))
+                store.move(queueId, queueName, target)
+            except OSError as e:
+                err.write(f"tmta: warning: {queueId}: cannot move to {target}: "
+                          f"{e.strerror}\n")
+                continue
+            moved += 1
+            if wanted is not None:
+                wanted.discard(queueId)
+    for queueId in sorted(wanted or ()):
+        err.write(f"tmta: warning: {queueId}: not in the "
+                  f"{'hold queue' if release else 'incoming or deferred queue'}\n")
+    verb = "released from hold" if release else "placed on hold"
+    err.write(f"tmta: {verb}: {moved} message{'s' if moved != 1 else ''}\n")
+    if release and moved:
+        _wakeQmgr(configuration, "timer")
     return 0
 
 
@@ -173,8 +237,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     config.add_argument("-c", "--config", default=argparse.SUPPRESS,
                         help="configuration directory")
     config.add_argument("names", nargs="*")
-    queue = commands.add_parser("queue", help="list the queue or flush it (mailq, postqueue -f)")
-    queue.add_argument("action", choices=["list", "flush"])
+    queue = commands.add_parser(
+        "queue", help="list the queue, flush it, hold or release mail (mailq, postqueue -f, "
+                      "postsuper -h/-H)")
+    queue.add_argument("action", choices=["list", "flush", "hold", "release"])
+    queue.add_argument("queue_ids", nargs="*", metavar="QUEUE_ID",
+                       help="for hold and release: the messages, or ALL")
     queue.add_argument("-c", "--config", default=argparse.SUPPRESS,
                        help="configuration directory")
     options = parser.parse_args(argv)
@@ -193,6 +261,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         if options.command == "queue":
             if options.action == "list":
                 return listQueue(configuration)
+            if options.action in ("hold", "release"):
+                if not options.queue_ids:
+                    parser.error(f"queue {options.action}: name the messages, or ALL")
+                return holdQueue(configuration, options.queue_ids,
+                                 release=options.action == "release")
             return flushQueue(configuration)
     except ConfigError as e:
         sys.stderr.write(f"tmta: fatal: {e}\n")

@@ -243,10 +243,33 @@ for _prefix in ("smtp", "lmtp"):
                   "data_init_timeout", "data_done_timeout", "quit_timeout",
                   "mx_address_limit", "lhlo_name", "lhlo_timeout", "helo_name",
                   "connection_cache_time_limit", "connection_reuse_time_limit",
-                  "fallback_relay", "mx_session_limit"):
+                  "fallback_relay", "mx_session_limit", "starttls_timeout",
+                  # TLS
+                  "tls_security_level", "tls_policy_maps", "tls_CAfile", "tls_CApath",
+                  "tls_protocols", "tls_mandatory_protocols", "tls_ciphers",
+                  "tls_mandatory_ciphers", "tls_exclude_ciphers",
+                  "tls_mandatory_exclude_ciphers", "tls_servername",
+                  "tls_verify_cert_match", "tls_secure_cert_match", "tls_wrappermode",
+                  "use_tls", "enforce_tls", "tls_enforce_peername",
+                  # SMTP AUTH
+                  "sasl_auth_enable", "sasl_password_maps", "sasl_security_options",
+                  "sasl_tls_security_options", "sasl_mechanism_filter", "sasl_type",
+                  # where and how to connect
+                  "bind_address", "bind_address6", "address_preference", "host_lookup",
+                  "dns_support_level"):
         _full = f"{_prefix}_{_name}"
         if _full in POSTFIX_DEFAULTS:
             DEFAULTS.setdefault(_full, POSTFIX_DEFAULTS[_full])
+
+# The queue manager's scheduler and what the agents share.
+for _name in ("initial_destination_concurrency",
+              "default_destination_concurrency_positive_feedback",
+              "default_destination_concurrency_negative_feedback",
+              "default_destination_concurrency_failed_cohort_limit",
+              "sender_dependent_relayhost_maps", "empty_address_relayhost_maps_lookup_key",
+              "disable_dns_lookups", "tls_export_cipherlist", "tls_low_cipherlist",
+              "tls_medium_cipherlist", "tls_high_cipherlist", "tls_null_cipherlist"):
+    DEFAULTS.setdefault(_name, POSTFIX_DEFAULTS[_name])
 
 #: The parameters tmta acts on.
 IMPLEMENTED = frozenset(DEFAULTS) | {"myhostname", "mydomain", "mynetworks"}

@@ -12,7 +12,7 @@ from .maincf import MainConfig
 from .mastercf import MasterEntry, parseMasterCf, readMasterCf
 from .defaults import LOOPBACK_NETWORKS
 from .parser import ConfigError, ConfigProblems
-from .safety import clientProblems, parameterType, smtpdProblems, typeProblem
+from .safety import parameterType, smtpdProblems, typeProblem
 
 # The services of the embedded default, in master.cf form.  Only services
 # that tmta implements are listed, so that nothing is skipped.
@@ -204,14 +204,10 @@ def _check(main: MainConfig, services: List[MasterEntry], masterPath: str) -> Li
                 problems.append(f"{masterWhere(entry)}: {e.reason}")
     harmless: List[str] = []
     for entry in services:
-        if entry.command == "smtpd":
-            fatal, notes = smtpdProblems(main.withOverrides(entry.overrides), main,
-                                         entry.overrides, masterWhere(entry))
-        elif entry.command in ("smtp", "lmtp"):
-            fatal, notes = clientProblems(main.withOverrides(entry.overrides), main,
-                                          entry.overrides, entry.command, masterWhere(entry))
-        else:
+        if entry.command != "smtpd":
             continue
+        fatal, notes = smtpdProblems(main.withOverrides(entry.overrides), main,
+                                     entry.overrides, masterWhere(entry))
         problems += [str(p) for p in fatal]
         harmless += [f"{p} (ignored)" for p in notes]
     if problems:

@@ -136,50 +136,6 @@ def smtpdProblems(config: MainConfig, main: MainConfig, overrides: Dict[str, str
     return fatal, harmless
 
 
-def clientProblems(config: MainConfig, main: MainConfig, overrides: Dict[str, str],
-                   prefix: str, masterWhere: Optional[str] = None
-                   ) -> Tuple[List[Problem], List[Problem]]:
-    """
-    What an smtp or lmtp delivery service configured as C{config} is
-    asked to do and cannot: a TLS level or setting it does not
-    implement would otherwise send mail with less protection than the
-    operator asked for.
-
-    @param prefix: C{"smtp"} or C{"lmtp"}.
-    @return: C{(fatal, harmless)}, as L{smtpdProblems}.
-    """
-    from tmta.smtp.tls import TLSPolicies, TLSPolicyError
-
-    fatal: List[Problem] = []
-    harmless: List[Problem] = []
-    try:
-        TLSPolicies(config, prefix)
-    except TLSPolicyError as e:
-        name = f"{prefix}_tls_security_level"
-        fatal.append(Problem(name, _where(name, main, overrides, masterWhere),
-                             f"cannot be honoured: {e}"))
-    except Exception as e:  # a table that cannot be opened, for one
-        name = f"{prefix}_tls_policy_maps"
-        fatal.append(Problem(name, _where(name, main, overrides, masterWhere),
-                             f"cannot be honoured: {e}"))
-    name = f"{prefix}_tls_wrappermode"
-    if config.raw(name) is not None and _yes(config.get(name)):
-        fatal.append(Problem(name, _where(name, main, overrides, masterWhere),
-                             "cannot be honoured: TLS wrapper mode is not implemented yet"))
-    name = f"{prefix}_sasl_auth_enable"
-    if config.raw(name) is not None and _yes(config.get(name)) and not _SASL_CLIENT:
-        fatal.append(Problem(name, _where(name, main, overrides, masterWhere),
-                             "cannot be honoured: the SASL client is not implemented yet"))
-    for name in (f"{prefix}_tls_cert_file", f"{prefix}_tls_chain_files"):
-        if config.raw(name) is not None and _nonEmpty(config.get(name)):
-            harmless.append(Problem(name, _where(name, main, overrides, masterWhere),
-                                    "client certificates are not presented yet"))
-    return fatal, harmless
-
-
-#: Whether the smtp client implements SMTP AUTH.
-_SASL_CLIENT = False
-
 _INTEGER = re.compile(r"^-?\d+$")
 _TIME_NAME = re.compile(r"(?:_time|_timeout|_delay|_lifetime|_interval|_deadline_time)$")
 

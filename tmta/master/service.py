@@ -507,7 +507,8 @@ class MasterService(service.Service):
 def _pluginProblems(configuration: Configuration) -> List[str]:
     """
     Table types and smtpd restrictions the configuration names whose
-    plugins do not provide their interface.
+    plugins do not provide their interface, and smtp or lmtp services
+    asked for TLS or SASL settings they cannot honour.
     """
     from tmta.interfaces import ILookupTableType, ISMTPRestriction
     from tmta.smtpd.restrictions import BUILTIN_RESTRICTIONS
@@ -531,6 +532,11 @@ def _pluginProblems(configuration: Configuration) -> List[str]:
                 findPlugin(interface, name)
             except PluginError as e:
                 problems.append(f"{where}: {entry.service}/{entry.type}: {parameter}: {e}")
+        if entry.command in ("smtp", "lmtp"):
+            from tmta.smtp.checks import clientProblems
+
+            problems += [f"{where}: {entry.service}/{entry.type}: {problem}"
+                         for problem in clientProblems(config, entry.command)]
     return problems
 
 

@@ -63,6 +63,8 @@ class Rewriter:
         self.relayhost = config.get("relayhost")
         self.delimiter = config.get("recipient_delimiter")
         self.transportMaps = openTables(config.get("transport_maps"))
+        self.senderRelayhostMaps = openTables(config.get("sender_dependent_relayhost_maps"))
+        self.nullSenderKey = config.get("empty_address_relayhost_maps_lookup_key") or "<>"
         self.parentMatches = "transport_maps" in config.getList(
             "parent_domain_matches_subdomains")
 
@@ -105,28 +107,54 @@ class Rewriter:
             domain = self.myorigin
         return f"{local}@{domain.lower().rstrip('.')}"
 
-    def resolve(self, address: str) -> Resolution:
+    def resolve(self, address: str, sender: Optional[str] = None) -> Resolution:
         """
         Decide the transport and next hop for an address: by its address
-        class (local, relay, default), then C{transport_maps}, whose
-        empty transport or next hop keeps the class's.
+        class (local, relay, default), the relayhost (by the sender, when
+        C{sender_dependent_relayhost_maps} has it), then
+        C{transport_maps}, whose empty transport or next hop keeps the
+        class's.
         """
         address = self.rewrite(address)
         _, domain = splitAddress(address)
         if not domain or self.isLocalDomain(domain):
             (transport, nexthop), addressClass = self.localTransport, "local"
-        elif self.isRelayDomain(domain):
-            transport, nexthop = _transportAndNexthop(self.relayTransport, domain)
-            nexthop, addressClass = self.relayhost or nexthop, "relay"
         else:
-            transport, nexthop = _transportAndNexthop(self.defaultTransport, domain)
-            nexthop, addressClass = self.relayhost or nexthop, "default"
+            if self.isRelayDomain(domain):
+                transport, nexthop = _transportAndNexthop(self.relayTransport, domain)
+                addressClass = "relay"
+            else:
+                transport, nexthop = _transportAndNexthop(self.defaultTransport, domain)
+                addressClass = "default"
+            nexthop = self._relayhostFor(sender) or self.relayhost or nexthop
         if self.transportMaps:
             found = self._transportMap(address, domain)
             if found is not None:
                 mapped, _, hop = found.strip().partition(":")
                 transport, nexthop = mapped.strip() or transport, hop.strip() or nexthop
         return Resolution(transport, nexthop, address, addressClass)
+
+    def _relayhostFor(self, sender: Optional[str]) -> Optional[str]:
+        """
+        C{sender_dependent_relayhost_maps}: the relayhost for the sender
+        address, else for its C{@domain}; the null sender is looked up
+        as C{empty_address_relayhost_maps_lookup_key}.  C{DUNNO} means
+        the global relayhost.
+        """
+        if sender is None or not self.senderRelayhostMaps:
+            return None
+        if not sender:
+            keys = [self.nullSenderKey]
+        else:
+            sender = sender.lower()
+            _, domain = splitAddress(sender)
+            keys = [sender] + ([f"@{domain}"] if domain else [])
+        for key in keys:
+            value = lookupAny(self.senderRelayhostMaps, key)
+            if value is not None:
+                value = value.strip()
+                return None if value.upper() == "DUNNO" else value or None
+        return None
 
     def _transportMap(self, address: str, domain: str) -> Optional[str]:
         """

@@ -6,7 +6,7 @@ clients keep one.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Callable
+from typing import Callable, Optional
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
@@ -74,16 +74,20 @@ class RewriteClient:
             self._ask(key, RewriteAddress, address=address)
         ).addCallback(lambda r: r["address"])
 
-    def resolve(self, address: str) -> defer.Deferred:
+    def resolve(self, address: str, sender: Optional[str] = None) -> defer.Deferred:
         """
+        @param sender: the envelope sender, when the relayhost depends on
+            it (C{sender_dependent_relayhost_maps}); C{None} otherwise,
+            which lets one answer serve every sender.
         @return: a Deferred firing with a L{Resolution} (at once, from the
             cache, when it is there).
         """
-        key = (ResolveAddress, address)
+        key = (ResolveAddress, address, sender)
         hit = self._cached(key)
         if hit is None:
+            extra = {} if sender is None else {"sender": sender}
             return defer.Deferred.fromCoroutine(
-                self._ask(key, ResolveAddress, address=address)
+                self._ask(key, ResolveAddress, address=address, **extra)
             ).addCallback(_resolution)
         return defer.succeed(_resolution(hit))
 

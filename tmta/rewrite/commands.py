@@ -13,7 +13,9 @@ class RewriteAddress(Command):
 
 
 class ResolveAddress(Command):
-    arguments = [(b"address", amp.Unicode())]
+    #: C{sender}, when given, selects a relayhost by
+    #: C{sender_dependent_relayhost_maps}.
+    arguments = [(b"address", amp.Unicode()), (b"sender", amp.Unicode(optional=True))]
     response = [
         (b"transport", amp.Unicode()),
         (b"nexthop", amp.Unicode()),

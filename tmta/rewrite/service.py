@@ -23,8 +23,8 @@ class RewriteProtocol(ServiceAMP):
         return {"address": self.rewriter.rewrite(address)}
 
     @ResolveAddress.responder
-    def resolveAddress(self, address: str):
-        r = self.rewriter.resolve(address)
+    def resolveAddress(self, address: str, sender=None):
+        r = self.rewriter.resolve(address, sender)
         return {
             "transport": r.transport,
             "nexthop": r.nexthop,

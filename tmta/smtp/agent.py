@@ -41,6 +41,7 @@ from tmta.delivery import (
 )
 from tmta.interfaces import IDeliveryAgent
 from tmta.smtp.client import Reply, SessionFailed, SMTPClient, Timeouts, Transaction
+from tmta.smtp.sasl import SASLLogin, SASLPasswords
 from tmta.smtp.tls import ClientTLS, TLSPolicies, TLSPolicy, TLSPolicyError, cipherLists
 
 log = Logger()
@@ -74,18 +75,21 @@ class _Target:
                  policy: Optional[TLSPolicy], relay: str) -> None:
         self.host, self.address, self.port = host, address, port
         self.nexthop, self.policy, self.relay = nexthop, policy, relay
+        #: The SMTP AUTH login for this server, if any.
+        self.login: Optional[SASLLogin] = None
 
     @property
     def cacheKey(self) -> Tuple:
         """
-        Sessions are reused only for the same server and the same TLS
-        requirements.
+        Sessions are reused only for the same server, the same TLS
+        requirements and the same login.
         """
         policy = self.policy
+        login = self.login.username if self.login is not None else None
         if policy is None:
-            return (self.address, self.port, "none")
+            return (self.address, self.port, "none", login)
         return (self.address, self.port, policy.level, tuple(policy.match),
-                self.nexthop if policy.verifies else "", self.host)
+                self.nexthop if policy.verifies else "", self.host, login)
 
 
 class NextHopError(Exception):
@@ -220,10 +224,26 @@ class SMTPDeliveryAgent:
         # start-up check says so first).
         self.tlsPolicies = TLSPolicies(config, prefix)
         self.cipherLists = cipherLists(config)
+        self.saslPasswords = SASLPasswords(config, prefix)
         self.connectTimeout = config.getTime(f"{prefix}_connect_timeout") or 30
         self.mxAddressLimit = config.getInt(f"{prefix}_mx_address_limit")
         self.mxSessionLimit = config.getInt(f"{prefix}_mx_session_limit")
         self.fallbackRelays = [] if lmtp else config.getList("smtp_fallback_relay")
+        protocols = {p.lower() for p in config.getList("inet_protocols")}
+        if "all" in protocols:
+            protocols = {"ipv4", "ipv6"}
+        self.protocols = protocols
+        self.addressPreference = config.get(f"{prefix}_address_preference").strip().lower()
+        self.bindAddress = config.get(f"{prefix}_bind_address").strip()
+        self.bindAddress6 = config.get(f"{prefix}_bind_address6").strip()
+        self.hostLookup = [m.lower() for m in config.getList(f"{prefix}_host_lookup")] or ["dns"]
+        support = config.get(f"{prefix}_dns_support_level").strip().lower()
+        # disable_dns_lookups (older) or smtp_dns_support_level = disabled:
+        # no MX lookups, names looked up as the system does.
+        self.dnsDisabled = support == "disabled" or (
+            not support and config.getBool("disable_dns_lookups"))
+        if self.dnsDisabled:
+            self.hostLookup = ["native"]
         # Made now: the worker may give up root next, after which it may
         # not be able to import what twisted.names loads on first use.
         self.resolver = resolver or dnsclient.createResolver()
@@ -280,6 +300,8 @@ class SMTPDeliveryAgent:
             transaction = Transaction(request.sender,
                                       [r.address for r in request.recipients], content)
             target = _Target(host, address, port, nexthop, policy if port else None, relay)
+            if port:
+                target.login = self.saslPasswords.forServer(nexthop, host, port)
             try:
                 use = await self._attempt(target, transaction)
             except _TryNext as e:
@@ -315,7 +337,7 @@ class SMTPDeliveryAgent:
                              relay=target.relay, reason=e.reason)
                     target.policy = None
                     continue
-                raise _TryNext(e, dsn="4.7.5" if e.tls else "4.4.2")
+                raise _TryNext(e, dsn="4.7.5" if e.tls else "4.7.0" if e.sasl else "4.4.2")
             except Exception as e:
                 raise _TryNext(None, f"connect to {{relay}}: {_reason(e)}", "4.4.1")
             try:
@@ -359,7 +381,8 @@ class SMTPDeliveryAgent:
         if target.policy is not None and target.policy.level != "none":
             tls = ClientTLS(target.policy, target.host, parseNexthop(target.nexthop)[0],
                             self.cipherLists)
-        protocol = await self._connect(target.address, target.port, self._factory(tls))
+        protocol = await self._connect(target.address, target.port,
+                                       self._factory(tls, target.login))
         try:
             await protocol.ready
         finally:
@@ -440,9 +463,9 @@ class SMTPDeliveryAgent:
         if not host:
             raise NextHopError("no next hop", "5.3.5", permanent=True)
         if _isAddress(host):
-            return [(host, host, port)]
+            return [(host, address, port) for address in self._preferred([host])]
         names: List[str] = [host]
-        if mx and not self.lmtp:
+        if mx and not self.lmtp and not self.dnsDisabled:
             names = await self._mxHosts(host)
         found: List[Tuple[str, str, int]] = []
         for name in names:
@@ -487,13 +510,51 @@ class SMTPDeliveryAgent:
         return names
 
     async def _addresses(self, name: str, permanent: bool) -> List[str]:
+        """
+        The addresses of C{name} this host may connect to
+        (C{inet_protocols}), the preferred family first
+        (C{smtp_address_preference}), looked up as C{smtp_host_lookup}
+        says: C{dns}, C{native} (the system's resolver, with
+        C{/etc/hosts}), or both in turn.
+        """
+        addresses: List[str] = []
+        notFound: Optional[NextHopError] = None
+        for method in self.hostLookup:
+            try:
+                if method == "dns":
+                    addresses = await self._dnsAddresses(name, permanent)
+                elif method == "native":
+                    addresses = await self._nativeAddresses(name, permanent)
+            except NextHopError as e:
+                notFound = e  # the next method may know it
+                continue
+            if addresses:
+                break
+        if not addresses and notFound is not None:
+            raise notFound
+        return self._preferred(addresses)
+
+    def _preferred(self, addresses: List[str]) -> List[str]:
+        allowed = [a for a in addresses
+                   if ("ipv6" if ":" in a else "ipv4") in self.protocols]
+        if self.addressPreference in ("ipv4", "ipv6"):
+            first = self.addressPreference == "ipv6"
+            allowed.sort(key=lambda a: (":" in a) != first)
+        return allowed
+
+    async def _dnsAddresses(self, name: str, permanent: bool) -> List[str]:
         resolver = self._resolver()
         addresses: List[str] = []
-        for lookup in (resolver.lookupAddress, resolver.lookupIPV6Address):
+        lookups = []
+        if "ipv4" in self.protocols:
+            lookups.append(resolver.lookupAddress)
+        if "ipv6" in self.protocols:
+            lookups.append(resolver.lookupIPV6Address)
+        for lookup in lookups:
             try:
                 answers, _, _ = await lookup(name)
             except dnserror.DNSNameError:
-                if permanent and lookup == resolver.lookupAddress:
+                if permanent and lookup == lookups[0]:
                     raise NextHopError(f"Host or domain name not found. Name service error "
                                        f"for name={name} type=A: Host not found", "5.4.4",
                                        permanent=True)
@@ -506,24 +567,45 @@ class SMTPDeliveryAgent:
                                      else _ipv6(answer.payload.address))
         return addresses
 
+    async def _nativeAddresses(self, name: str, permanent: bool) -> List[str]:
+        def lookup():
+            return socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
+
+        try:
+            infos = await threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(),
+                                                    lookup)
+        except socket.gaierror as e:
+            if permanent and e.errno in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", -5)):
+                raise NextHopError(f"Host or domain name not found. Name service error for "
+                                   f"name={name} type=A: Host not found", "5.4.4",
+                                   permanent=True)
+            return []
+        return list(dict.fromkeys(info[4][0] for info in infos))
+
     def _resolver(self):
         return self.resolver
 
     # -- connecting -------------------------------------------------------------
 
-    def _factory(self, tls: Optional[ClientTLS] = None) -> Factory:
+    def _factory(self, tls: Optional[ClientTLS] = None,
+                 sasl: Optional[SASLLogin] = None) -> Factory:
         def build():
             return SMTPClient(self.heloName, self.reactor, self.timeouts, lmtp=self.lmtp,
-                              tls=tls)
+                              tls=tls, sasl=sasl)
 
         return Factory.forProtocol(build)
 
     def _connectTCP(self, address: str, port: int, factory: Factory) -> defer.Deferred:
         if port == 0:
             endpoint = UNIXClientEndpoint(self.reactor, address, timeout=self.connectTimeout)
+        elif ":" in address:
+            bind = (self.bindAddress6, 0) if self.bindAddress6 else None
+            endpoint = TCP6ClientEndpoint(self.reactor, address, port,
+                                          timeout=self.connectTimeout, bindAddress=bind)
         else:
-            endpointClass = TCP6ClientEndpoint if ":" in address else TCP4ClientEndpoint
-            endpoint = endpointClass(self.reactor, address, port, timeout=self.connectTimeout)
+            bind = (self.bindAddress, 0) if self.bindAddress else None
+            endpoint = TCP4ClientEndpoint(self.reactor, address, port,
+                                          timeout=self.connectTimeout, bindAddress=bind)
         return endpoint.connect(factory)
 
 
@@ -547,6 +629,14 @@ def _ipv6(packed: bytes) -> str:
 
 
 def _failure(relay: str, e: SessionFailed) -> str:
+    if e.sasl:
+        if e.reply is not None:
+            return f"SASL authentication failed; server {relay} said: {e.reply}"
+        return f"{e.reason}, server {relay}"
+    if e.tls and e.reply is None:
+        if e.reason.endswith("by host"):
+            return f"{e.reason} {relay}"
+        return f"{e.reason} (host {relay})"
     if e.reply is not None:
         return f"host {relay} said: {e.reply} (in reply to {e.stage} command)"
     if "timed out" in e.reason:

@@ -20,6 +20,8 @@ from twisted.internet.interfaces import IHandshakeListener
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from tmta.smtp.mime import downgrade8bit
+
 _REPLY_LINE = re.compile(rb"^(\d{3})([ -])(.*)$")
 _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\b")
 
@@ -59,7 +61,7 @@ class SessionFailed(Exception):
     """
 
     def __init__(self, stage: str, reply: Optional[Reply] = None, reason: str = "",
-                 tls: bool = False) -> None:
+                 tls: bool = False, sasl: bool = False) -> None:
         self.stage = stage
         self.reply = reply
         self.reason = reason or (str(reply) if reply else "lost connection")
@@ -67,6 +69,9 @@ class SessionFailed(Exception):
         #: not offered, the handshake failed, or the certificate did not
         #: pass): the next server may do better.
         self.tls = tls
+        #: SMTP AUTH failed: the server refused the login, or no
+        #: mechanism was allowed.
+        self.sasl = sasl
         super().__init__(f"{self.reason} (in reply to {stage})")
 
 
@@ -130,14 +135,18 @@ class SMTPClient(protocol.Protocol):
     @param tls: the session's TLS (L{tmta.smtp.tls.ClientTLS}), or
         C{None} for none: with it, STARTTLS is used when offered, and
         required when its policy says so.
+    @param sasl: the login for this server (L{tmta.smtp.sasl.SASLLogin}),
+        or C{None}: with it, the session authenticates when the server
+        offers AUTH.
     @ivar trust: what the TLS handshake showed, once done
         (L{tmta.smtp.tls.PeerTrust}).
     """
 
     def __init__(self, heloName: str, clock, timeouts: Optional[Timeouts] = None,
-                 lmtp: bool = False, tls=None) -> None:
+                 lmtp: bool = False, tls=None, sasl=None) -> None:
         self.heloName = heloName
         self.tls = tls
+        self.sasl = sasl
         self.trust = None
         self.clock = clock
         self.timeouts = timeouts or Timeouts()
@@ -275,6 +284,26 @@ class SMTPClient(protocol.Protocol):
         await self._hello()
         if self.tls is not None and self.tls.policy.level != "none":
             await self._startTLS()
+        if self.sasl is not None and "AUTH" in self.extensions:
+            await self._authenticate()
+
+    async def _authenticate(self) -> None:
+        encrypted = self.trust is not None
+        mechanisms = self.sasl.mechanisms(self.extensions["AUTH"], encrypted)
+        if not mechanisms:
+            raise SessionFailed("AUTH", reason="SASL authentication failed: no mechanism "
+                                "available (the server offers "
+                                f"{self.extensions['AUTH'] or 'none'})", sasl=True)
+        command, answers = self.sasl.exchange(mechanisms[0])
+        reply = await self._command(command, "AUTH", self.timeouts.helo)
+        while reply.code == 334 and answers:
+            reply = await self._command(answers.pop(0), "AUTH", self.timeouts.helo)
+        if reply.code == 334:
+            self._write("*")  # a challenge we have no answer for: cancel
+            reply, _ = await self._expect("AUTH", self.timeouts.helo)
+        if reply.code != 235:
+            raise SessionFailed("AUTH", reply, reason=f"SASL authentication failed; server "
+                                f"said: {reply}", sasl=True)
 
     async def _startTLS(self) -> None:
         required = self.tls.policy.required
@@ -338,18 +367,31 @@ class SMTPClient(protocol.Protocol):
             reply = await self._command("RSET", "RSET", timeouts.mail)
             if reply.code != 250:
                 raise SessionFailed("RSET", reply)
+        content = t.content
+        eightBit = not content.isascii()
+        if eightBit and "8BITMIME" not in self.extensions:
+            # As Postfix does: 8-bit parts as quoted-printable, rather
+            # than 8-bit octets to a server that did not ask for them.
+            content = downgrade8bit(content)
+            eightBit = not content.isascii()
+        international = not (t.sender.isascii() and all(r.isascii() for r in t.recipients))
+        if international and "SMTPUTF8" not in self.extensions:
+            raise SessionFailed("MAIL FROM", Reply(
+                550, "5.6.7 SMTPUTF8 is required, but was not offered by the server"))
         limit = self.extensions.get("SIZE", "").strip()
-        if limit.isdigit() and int(limit) and len(t.content) > int(limit):
+        if limit.isdigit() and int(limit) and len(content) > int(limit):
             # Refused for good before anything is sent, as Postfix does.
             raise SessionFailed("MAIL FROM", Reply(
-                552, f"5.3.4 Message size exceeds fixed limit ({len(t.content)} > {limit} "
+                552, f"5.3.4 Message size exceeds fixed limit ({len(content)} > {limit} "
                      "bytes, the server's SIZE)"))
         self._dirty = True
         mail = f"MAIL FROM:<{t.sender}>"
         if "SIZE" in self.extensions:
-            mail += f" SIZE={len(t.content)}"
-        if "8BITMIME" in self.extensions and any(b > 127 for b in t.content):
+            mail += f" SIZE={len(content)}"
+        if eightBit and "8BITMIME" in self.extensions:
             mail += " BODY=8BITMIME"
+        if international:
+            mail += " SMTPUTF8"
         commands = [mail] + [f"RCPT TO:<{r}>" for r in t.recipients]
         if "PIPELINING" in self.extensions:
             # One write for the whole group, replies read in order.
@@ -381,7 +423,7 @@ class SMTPClient(protocol.Protocol):
             return t
         if dataReply.code != 354:
             raise SessionFailed("DATA", dataReply)
-        self.transport.write(transparent(t.content))
+        self.transport.write(transparent(content))
         if self.lmtp:
             for recipient in accepted:
                 t.replies[recipient], _ = await self._expect("end of data",

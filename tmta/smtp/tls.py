@@ -20,14 +20,15 @@ from dataclasses import dataclass, field, replace
 from typing import Dict, List, Optional, Tuple
 
 from OpenSSL import SSL
-from service_identity import VerificationError
+from service_identity import CertificateError, VerificationError
 from service_identity.hazmat import DNS_ID, DNSPattern, verify_service_identity
 from service_identity.pyopenssl import extract_patterns
 from zope.interface import implementer
 
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 
-from tmta.tables import lookupAny, openTables
+from tmta.config import splitList
+from tmta.tables import TableError, lookupAny, openTable
 
 #: The levels tmta implements, weakest first.
 LEVELS = ("none", "may", "encrypt", "verify", "secure")
@@ -90,8 +91,6 @@ def allowedVersions(spec: str) -> Tuple[int, int]:
 
     @raise TLSPolicyError: an unknown protocol name, or none left.
     """
-    from tmta.config import splitList
-
     items = splitList(spec.replace(":", " "))
     named = [item for item in items if item in _PROTOCOLS]
     allowed = named or list(_PROTOCOLS)
@@ -152,7 +151,12 @@ class TLSPolicies:
             CAfile=get("tls_CAfile").strip(),
             CApath=get("tls_CApath").strip(),
         ))
-        self.policyMaps = openTables(get("tls_policy_maps")) if get("tls_policy_maps") else []
+        # A policy table that cannot be opened is an error, not a table
+        # left out: mail would go with less protection than it asks for.
+        try:
+            self.policyMaps = [openTable(spec) for spec in splitList(get("tls_policy_maps"))]
+        except TableError as e:
+            raise TLSPolicyError(str(e)) from None
         self.parentMatches = f"{prefix}_tls_policy_maps" in config.getList(
             "parent_domain_matches_subdomains")
 
@@ -249,8 +253,6 @@ class TLSPolicies:
 
 
 def _matchList(value: str) -> List[str]:
-    from tmta.config import splitList
-
     return splitList(value.replace(":", " "))
 
 
@@ -369,7 +371,10 @@ class ClientTLS:
         Why the certificate names none of the names the policy accepts,
         or C{None} when it names one.
         """
-        patterns = extract_patterns(certificate)
+        try:
+            patterns = extract_patterns(certificate)
+        except CertificateError as e:
+            return f"the certificate's names are malformed: {e}"
         names = []
         for match in self.policy.match or ["hostname"]:
             word = match.lower()

@@ -149,7 +149,7 @@ def _inline(name: str) -> DictTable:
     entries = {}
     for item in splitList(body):
         key, _, value = item.partition("=")
-        entries[key] = value
+        entries[key.strip()] = value.strip()
     return DictTable(entries)
 
 
