@@ -131,6 +131,31 @@ class QueueManagerTests(TestCase):
         self.assertEqual(self.store.readDeferLog(queueId), {})
 
     @defer.inlineCallbacks
+    def test_recipientLimit(self):
+        """
+        qmgr_message_recipient_limit: no more messages are taken up while
+        the active ones have that many recipients.
+        """
+        self.manager.recipientLimit = 3
+        self.held = []
+        for _ in range(3):
+            self.queue(["bob@localhost", "carol@localhost"])
+        self.manager.start()
+        yield defer.Deferred.fromCoroutine(self.settle_briefly())
+        self.assertEqual(len(self.manager.active), 2)
+        self.assertEqual(self.manager.active.recipients, 4)
+        self.assertEqual(len(self.store.list("incoming")), 1)
+        while self.held:
+            d, kw = self.held.pop(0)
+            d.callback({"statuses": [{"offset": r["offset"], "status": SENT, "dsn": "2.0.0",
+                                      "reason": "ok"} for r in kw["recipients"]]})
+            yield defer.Deferred.fromCoroutine(self.settle_briefly())
+            self.manager.wakeup()
+        yield defer.Deferred.fromCoroutine(self.settle())
+        self.assertEqual(self.store.list("incoming") + self.store.list("active"), [])
+        self.assertEqual(self.manager.active.recipients, 0)
+
+    @defer.inlineCallbacks
     def test_backoffIntervals(self):
         """
         A deferred message waits as long as it has been queued, within

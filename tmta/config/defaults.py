@@ -267,6 +267,7 @@ for _name in ("initial_destination_concurrency",
               "default_destination_concurrency_negative_feedback",
               "default_destination_concurrency_failed_cohort_limit",
               "sender_dependent_relayhost_maps", "empty_address_relayhost_maps_lookup_key",
+              "qmgr_message_recipient_limit",
               "disable_dns_lookups", "tls_export_cipherlist", "tls_low_cipherlist",
               "tls_medium_cipherlist", "tls_high_cipherlist", "tls_null_cipherlist"):
     DEFAULTS.setdefault(_name, POSTFIX_DEFAULTS[_name])

@@ -49,6 +49,30 @@ class ActiveMessage:
     #: Taken up by a flush: delivered even by a transport in
     #: defer_transports.
     flushed: bool = False
+    #: Its recipients still to deliver when it was taken up.
+    recipientCount: int = 0
+
+
+class ActiveMessages(Dict[str, ActiveMessage]):
+    """
+    The active messages by queue id, and how many recipients they had
+    when taken up (C{qmgr_message_recipient_limit} bounds it).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.recipients = 0
+
+    def __setitem__(self, queueId: str, message: ActiveMessage) -> None:
+        previous = self.get(queueId)
+        if previous is not None:
+            self.recipients -= previous.recipientCount
+        super().__setitem__(queueId, message)
+        self.recipients += message.recipientCount
+
+    def __delitem__(self, queueId: str) -> None:
+        self.recipients -= self[queueId].recipientCount
+        super().__delitem__(queueId)
 
 
 class Outstanding:

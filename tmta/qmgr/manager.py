@@ -13,7 +13,7 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from tmta.delivery import Deliver
-from tmta.qmgr.active import ActiveMessage, MessageCompletion, Outstanding
+from tmta.qmgr.active import ActiveMessage, ActiveMessages, MessageCompletion, Outstanding
 from tmta.qmgr.scheduler import Job, Outcome, TransportQueue, parseFeedback
 from tmta.queue.qfile import CorruptQueueFile, Recipient
 from tmta.queue.qid import isQueueId
@@ -47,7 +47,11 @@ class QueueManager:
         self.resolve = resolve
         self.now = now
         self.transportLimits = transportLimits or {}
-        self.active: Dict[str, ActiveMessage] = {}
+        self.active = ActiveMessages()
+        self.recipientLimit = config.getInt("qmgr_message_recipient_limit")
+        # sender_dependent_relayhost_maps: the next hop depends on the
+        # sender too, so the resolver is asked with it.
+        self.senderDependent = bool(config.get("sender_dependent_relayhost_maps").strip())
         self.transports: Dict[str, TransportQueue] = {}
         self.activeLimit = config.getInt("qmgr_message_active_limit")
         self.runDelay = config.getTime("queue_run_delay")
@@ -131,7 +135,7 @@ class QueueManager:
         if (
             queueId in self.active
             or not isQueueId(queueId)
-            or len(self.active) >= self.activeLimit
+            or self._full()
             or not self.store.isComplete("incoming", queueId)
         ):
             self.wakeup()
@@ -142,6 +146,16 @@ class QueueManager:
             self.wakeup()
             return
         self.activate(queueId)
+
+    def _full(self) -> bool:
+        """
+        Whether the active queue holds as much as it may: at most
+        C{qmgr_message_active_limit} messages, and new messages are taken
+        up only while their recipients number fewer than
+        C{qmgr_message_recipient_limit}.
+        """
+        return (len(self.active) >= self.activeLimit
+                or (self.recipientLimit > 0 and self.active.recipients >= self.recipientLimit))
 
     def recoverActive(self) -> None:
         """
@@ -196,7 +210,7 @@ class QueueManager:
         if self.stopping:
             return
         for queueId in self.store.list(queueName):
-            if len(self.active) >= self.activeLimit:
+            if self._full():
                 return
             if queueId in self.active or not self.store.isComplete(queueName, queueId):
                 continue
@@ -220,10 +234,10 @@ class QueueManager:
         except OSError as e:
             log.error("{queueId}: cannot read: {error}", queueId=queueId, error=e)
             return
-        message = ActiveMessage(queueId, envelope, self.now(), wasDeferred=wasDeferred,
-                                flushed=self._flushing)
-        self.active[queueId] = message
         pending = envelope.pending()
+        message = ActiveMessage(queueId, envelope, self.now(), wasDeferred=wasDeferred,
+                                flushed=self._flushing, recipientCount=len(pending))
+        self.active[queueId] = message
         log.info(
             "{queueId}: from=<{sender}>, size={size}, nrcpt={nrcpt} (queue active)",
             queueId=queueId, sender=envelope.sender, size=envelope.size, nrcpt=len(pending),
@@ -237,7 +251,11 @@ class QueueManager:
         groups: Dict[Tuple[str, str], List[Recipient]] = {}
         for recipient in pending:
             try:
-                resolution = await self.resolve(recipient.address)
+                if self.senderDependent:
+                    resolution = await self.resolve(recipient.address,
+                                                    message.envelope.sender)
+                else:
+                    resolution = await self.resolve(recipient.address)
             except Exception as e:
                 message.deferred[recipient.offset] = f"address resolver failure: {e}"
                 continue
