@@ -255,10 +255,13 @@ class Master:
 
 
 def sendMessage(port: int, sender: str, recipients, subject: str,
-                body: str = "hello\r\n", source: Optional[str] = None) -> str:
+                body: str = "hello\r\n", source: Optional[str] = None,
+                mailOptions=(), rcptOptions=()) -> str:
     """
     Send one message with smtplib; return the queue id from the 250 reply.
 
+    @param mailOptions: ESMTP parameters for MAIL FROM (C{RET=HDRS});
+        @param rcptOptions: for every RCPT TO (C{NOTIFY=NEVER}).
     @raise smtplib.SMTPException: it was not accepted.
     """
     import smtplib
@@ -267,9 +270,11 @@ def sendMessage(port: int, sender: str, recipients, subject: str,
                           source_address=(source, 0) if source else None)
     try:
         client.ehlo("test.example")
-        client.mail(sender)
+        code, text = client.mail(sender, list(mailOptions))
+        if code != 250:
+            raise smtplib.SMTPSenderRefused(code, text, sender)
         for r in recipients:
-            code, text = client.rcpt(r)
+            code, text = client.rcpt(r, list(rcptOptions))
             if code != 250:
                 raise smtplib.SMTPRecipientsRefused({r: (code, text)})
         code, text = client.data(f"Subject: {subject}\r\n\r\n{body}".encode())

@@ -513,6 +513,26 @@ class RelayTests(RelayHarness, SynchronousTestCase):
         waitFor(lambda: self.dumped(), timeout=10, what="delivery after the release")
         self.assertEqual(self.tmtaCommand("queue", "hold", "NOTANID!").returncode, 1)
 
+    def test_dsnParametersPassedOn(self):
+        """
+        RET, ENVID, NOTIFY and ORCPT reach a next hop that offers DSN
+        (smtp-sink shows what it was given); that server reports, so
+        no success notice comes from here.
+        """
+        self.startSink()
+        self.startMaster()
+        queueId = sendMessage(self.port, "alice@localhost", ["bob@remote.example"], "dsn",
+                              mailOptions=["RET=HDRS", "ENVID=id+2B1"],
+                              rcptOptions=["NOTIFY=SUCCESS,FAILURE",
+                                           "ORCPT=rfc822;Bob+2Bx@remote.example"])
+        waitFor(lambda: self.dumped(), what="the message at the sink")
+        [text] = self.dumped()
+        self.assertIn(b"X-Mail-Args: <alice@localhost> RET=HDRS ENVID=id+2B1", text)
+        self.assertIn(b"X-Rcpt-Args: <bob@remote.example> NOTIFY=SUCCESS,FAILURE "
+                      b"ORCPT=rfc822;Bob+2Bx@remote.example", text)
+        waitFor(lambda: f"{queueId}: removed" in self.master.log(), what="the message done")
+        self.assertNotIn("delivery status notification", self.master.log())
+
     def test_softRejectDeferred(self):
         self.startSink("-r", "RCPT")
         self.startMaster()
@@ -537,6 +557,64 @@ class RelayTests(RelayHarness, SynchronousTestCase):
         [notice] = maildirMessages(self.spool)["alice"]
         self.assertDeliveryStatus(notice, ["bob@remote.example"], "Subject: hard")
 
+    def test_notifyNeverAndRetHeaders(self):
+        """
+        NOTIFY=NEVER: bounced without a notice.  RET=HDRS: the notice
+        returns the headers only, with the ENVID.
+        """
+        self.startSink("-f", "RCPT")
+        self.startMaster()
+        quiet = sendMessage(self.port, "alice@localhost", ["bob@remote.example"], "quiet",
+                            rcptOptions=["NOTIFY=NEVER"])
+        waitFor(lambda: f"{quiet}: removed" in self.master.log(), what="the silent bounce")
+        self.assertIn(f"{quiet}: to=<bob@remote.example>", self.master.log())
+        self.assertNotIn(f"{quiet}: sender non-delivery notification", self.master.log())
+        sendMessage(self.port, "alice@localhost", ["bob@remote.example"], "headers",
+                    body="the body text\r\n", mailOptions=["RET=HDRS", "ENVID=ref-7"])
+        waitFor(lambda: maildirMessages(self.spool).get("alice"), what="the notice to alice")
+        [notice] = maildirMessages(self.spool)["alice"]
+        self.assertDeliveryStatus(notice, ["bob@remote.example"], "Subject: headers")
+        self.assertIn(b"Content-Type: text/rfc822-headers", notice)
+        self.assertIn(b"Original-Envelope-Id: ref-7", notice)
+        self.assertNotIn(b"the body text", notice)
+
+    def test_doubleBounceToPostmaster(self):
+        """
+        Mail from the null sender that bounces goes to
+        2bounce_notice_recipient when notify_classes lists 2bounce.
+        """
+        self.startSink("-f", "RCPT")
+        self.startMaster(notify_classes="resource, software, 2bounce",
+                         **{"2bounce_notice_recipient": "postmaster@localhost"})
+        sendMessage(self.port, "", ["bob@remote.example"], "from nobody")
+        waitFor(lambda: maildirMessages(self.spool).get("postmaster"),
+                what="the copy to the postmaster")
+        [notice] = maildirMessages(self.spool)["postmaster"]
+        self.assertIn(b"Subject: Postmaster Copy: Undelivered Mail", notice)
+        self.assertIn(b"Subject: from nobody", notice)
+
+    def test_successNotice(self):
+        """
+        NOTIFY=SUCCESS for a local recipient: the sender gets a report
+        saying it was delivered, with the ORCPT.
+        """
+        import email
+        from email import policy
+
+        self.startMaster()
+        sendMessage(self.port, "alice@localhost", ["carol@localhost"], "reached",
+                    rcptOptions=["NOTIFY=SUCCESS", "ORCPT=rfc822;carol@example.org"])
+        waitFor(lambda: maildirMessages(self.spool).get("alice"), what="the notice to alice")
+        [notice] = maildirMessages(self.spool)["alice"]
+        message = email.message_from_bytes(notice, policy=policy.default)
+        self.assertEqual(message["Subject"], "Successful Mail Delivery Report")
+        _, status, _ = message.iter_parts()
+        _, block = status.get_payload()
+        self.assertEqual(block["Action"], "delivered")
+        self.assertEqual(block["Status"], "2.0.0")
+        self.assertEqual(block["Original-Recipient"], "rfc822;carol@example.org")
+        self.assertTrue(maildirMessages(self.spool).get("carol"))
+
     def assertDeliveryStatus(self, notice, recipients, originalHeader):
         """
         C{notice} is an RFC 3464 report, as Python's email package reads
@@ -560,8 +638,13 @@ class RelayTests(RelayHarness, SynchronousTestCase):
             self.assertTrue(block["Status"].startswith("5."))
             self.assertTrue(block["Remote-MTA"].startswith("dns; "))
             self.assertTrue(block["Diagnostic-Code"].startswith("smtp; 5"))
-        self.assertEqual(original.get_content_type(), "text/rfc822-headers")
-        self.assertIn(originalHeader, original.get_content())
+        # The message itself when it fits bounce_size_limit, else its
+        # headers.
+        if original.get_content_type() == "message/rfc822":
+            self.assertIn(originalHeader, original.get_content().as_string())
+        else:
+            self.assertEqual(original.get_content_type(), "text/rfc822-headers")
+            self.assertIn(originalHeader, original.get_content())
 
 
 def _listening(port):

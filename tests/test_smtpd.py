@@ -115,7 +115,7 @@ class SMTPServerTests(SynchronousTestCase):
         self.assertEqual(
             self.replies(),
             ["250-mx.example.org", "250-PIPELINING", "250-SIZE 10240000", "250-VRFY",
-             "250-ENHANCEDSTATUSCODES", "250 8BITMIME"],
+             "250-ENHANCEDSTATUSCODES", "250-8BITMIME", "250 DSN"],
         )
 
     def test_mailTransaction(self):
@@ -374,6 +374,29 @@ class SMTPServerTests(SynchronousTestCase):
             "503 5.5.1 Error: need MAIL command",
             "501 5.5.4 Syntax: MAIL FROM:<address>",
         ])
+
+    def test_dsnSyntax(self):
+        """
+        RFC 3461 parameters are kept when well formed and refused, each
+        with its reason, when not.
+        """
+        self.makeServer()
+        self.replies()
+        self.send(b"MAIL FROM:<a@b.c> RET=SOME\r\nMAIL FROM:<a@b.c> ENVID=a+zz\r\n"
+                  b"MAIL FROM:<a@b.c> RET=hdrs ENVID=x+2By\r\n"
+                  b"RCPT TO:<bob@localhost> NOTIFY=NEVER,SUCCESS\r\n"
+                  b"RCPT TO:<bob@localhost> ORCPT=bob@localhost\r\n"
+                  b"RCPT TO:<bob@localhost> NOTIFY=success,delay ORCPT=rfc822;b+40x\r\n")
+        self.assertEqual(self.replies(), [
+            "501 5.5.4 Bad RET parameter syntax",
+            "501 5.5.4 Bad ENVID parameter syntax",
+            "250 2.1.0 Ok",
+            "501 5.5.4 Bad NOTIFY parameter syntax",
+            "501 5.5.4 Bad ORCPT parameter syntax",
+            "250 2.1.5 Ok",
+        ])
+        self.assertEqual(self.server.dsnAttributes, {"dsn_ret": "HDRS", "dsn_envid": "x+y"})
+        self.assertEqual(self.server.recipientDSN, [("SUCCESS,DELAY", "rfc822;b@x")])
 
     def test_sequenceErrors(self):
         self.makeServer(smtpd_helo_required="yes")

@@ -36,15 +36,32 @@ class RecordList(amp.Argument):
     the work.  Like every AMP value it holds at most 65,535 bytes.
     """
 
-    def __init__(self, fields: Sequence[Tuple[str, Type[Any]]], optional: bool = False) -> None:
+    def __init__(self, fields: Sequence[Tuple[Any, ...]], optional: bool = False) -> None:
         super().__init__(optional)
-        self.fields = [(name, kind) for name, kind in fields]
+        self.fields = [(field[0], field[1]) for field in fields]
+        #: Defaults of the trailing fields that have one: a record may
+        #: leave them out, and they are left off the wire when they
+        #: have their default (older peers send and expect none).
+        self.defaults = {field[0]: field[2] for field in fields if len(field) > 2}
+        names = [field[0] for field in fields]
+        if any(name not in self.defaults for name in names[len(names) - len(self.defaults):]):
+            raise TypeError("only trailing fields may have defaults")
+        self.required = len(names) - len(self.defaults)
         for name, kind in self.fields:
             if kind not in (str, int):
                 raise TypeError(f"field {name}: only str and int fields are supported")
 
     def toString(self, records: List[Dict[str, Any]]) -> bytes:
-        rows = [[record[name] for name, _ in self.fields] for record in records]
+        if not self.defaults:
+            rows = [[record[name] for name, _ in self.fields] for record in records]
+        else:
+            rows = []
+            for record in records:
+                row = [record.get(name, self.defaults.get(name)) for name, _ in self.fields]
+                while len(row) > self.required and row[-1] == self.defaults[
+                        self.fields[len(row) - 1][0]]:
+                    row.pop()
+                rows.append(row)
         return json.dumps(rows, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
     def fromString(self, data: bytes) -> List[Dict[str, Any]]:
@@ -52,15 +69,18 @@ class RecordList(amp.Argument):
         if not isinstance(rows, list):
             raise ValueError("a record list must be a JSON array")
         width = len(self.fields)
+        required = self.required
         records = []
         for row in rows:
-            if not isinstance(row, list) or len(row) != width:
+            if not isinstance(row, list) or not required <= len(row) <= width:
                 raise ValueError(f"a record must be an array of {width} fields")
             record = {}
             for (name, kind), value in zip(self.fields, row):
                 if type(value) is not kind:
                     raise ValueError(f"field {name} must be {kind.__name__}")
                 record[name] = value
+            for name, _ in self.fields[len(row):]:
+                record[name] = self.defaults[name]
             records.append(record)
         return records
 

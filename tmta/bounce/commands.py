@@ -11,8 +11,9 @@ from tmta.wire import RecordList
 class BounceRecipients(Command):
     """
     Send the sender of queue file C{queue_id} (in C{active/}) a notice
-    about these recipients.  Answers with the notice's queue id (C{""}
-    when none was due: the null sender).
+    about these recipients: of C{kind} C{failure} (the default) or
+    C{success}.  Answers with the notice's queue id (C{""} when none was
+    due: the null sender).
     """
 
     arguments = [
@@ -20,7 +21,9 @@ class BounceRecipients(Command):
         (b"sender", amp.Unicode()),
         (
             b"recipients",
-            RecordList([("address", str), ("original", str), ("dsn", str), ("reason", str)]),
+            RecordList([("address", str), ("original", str), ("dsn", str), ("reason", str),
+                        ("orcpt", str, ""), ("action", str, "failed")]),
         ),
+        (b"kind", amp.Unicode(optional=True)),
     ]
     response = [(b"notice_id", amp.Unicode())]

@@ -7,7 +7,8 @@ from __future__ import annotations
 import re
 import time
 from email.utils import formatdate
-from typing import Optional, Tuple
+from dataclasses import dataclass
+from typing import Dict, Optional
 
 from twisted.application.service import Service
 from twisted.internet import defer, threads
@@ -25,22 +26,49 @@ log = Logger()
 MAX_HEADERS = 64 * 1024
 
 
-def originalHeaders(path: str) -> Tuple[bytes, float]:
+@dataclass
+class Original:
     """
-    The header section of a queued message and its arrival time, for
-    the notice (blocking).
+    What a notice needs of the message it is about.
+
+    @ivar text: the message, or its first C{limit} bytes.
+    @ivar headerEnd: where its header section ends in C{text}.
+    @ivar complete: whether C{text} is the whole message.
+    """
+
+    text: bytes
+    headerEnd: int
+    complete: bool
+    arrival: float
+    attributes: Dict[str, str]
+
+    @property
+    def headers(self) -> bytes:
+        return self.text[: self.headerEnd]
+
+
+def readOriginal(path: str, limit: int) -> Original:
+    """
+    The queued message's first C{limit} bytes (at least its header
+    section, up to L{MAX_HEADERS}), arrival time and attributes, for a
+    notice (blocking).
     """
     data = b""
     with open(path, "rb") as f:
         envelope = readEnvelope(f)
+        complete = True
         for chunk in iterContent(f, envelope):
             data += chunk
-            end = data.find(b"\n\n")
-            if end >= 0:
-                return data[: end + 1], envelope.arrival
-            if len(data) > MAX_HEADERS:
-                return data[:MAX_HEADERS] + b"\n", envelope.arrival
-    return (data if data.endswith(b"\n") else data + b"\n"), envelope.arrival
+            if len(data) > max(limit, MAX_HEADERS):
+                complete = False
+                break
+    end = data.find(b"\n\n")
+    headerEnd = end + 1 if end >= 0 else min(len(data), MAX_HEADERS)
+    if complete and len(data) > limit:
+        complete = False
+    if not data.endswith(b"\n"):
+        data += b"\n"
+    return Original(data, headerEnd, complete, envelope.arrival, dict(envelope.attributes))
 
 
 # "host mx.example[192.0.2.1]:25 said: 550 5.1.1 ... (in reply to RCPT TO command)"
@@ -53,23 +81,8 @@ def _field(value: str) -> str:
     return re.sub(r"[\x00-\x1f\x7f]", " ", value)
 
 
-def noticeText(myhostname: str, sender: str, recipients, headers: bytes,
-               queueId: str = "", arrival: Optional[float] = None,
-               sizeLimit: int = 50000) -> bytes:
-    """
-    The non-delivery notice, RFC 3464's C{multipart/report;
-    report-type=delivery-status}: a part for people, a
-    C{message/delivery-status} part with one block per recipient (the
-    remote server's reply in C{Diagnostic-Code} when it gave one), and
-    the original message's headers, within C{bounce_size_limit}.
-
-    @return: the notice's text, LF line ends.
-    """
-    boundary = f"{queueId or 'notice'}.{int(time.time())}/{myhostname}"
-    now = formatdate(localtime=True)
-    human = [
-        f"This is the mail system at host {myhostname}.",
-        "",
+_HUMAN = {
+    "failure": [
         "I'm sorry to have to inform you that your message could not",
         "be delivered to one or more recipients. It's attached below.",
         "",
@@ -77,12 +90,49 @@ def noticeText(myhostname: str, sender: str, recipients, headers: bytes,
         "",
         "If you do so, please include this problem report. You can",
         "delete your own text from the attached returned message.",
-        "",
-        "                   The mail system",
-        "",
-    ]
+    ],
+    "success": [
+        "Your message was successfully delivered to the destination(s)",
+        "listed below. If the message was delivered to mailbox you will",
+        "receive no further notifications. Otherwise you may still receive",
+        "notifications of mail delivery errors from other systems.",
+    ],
+}
+
+_SUBJECTS = {
+    "failure": "Undelivered Mail Returned to Sender",
+    "success": "Successful Mail Delivery Report",
+    "2bounce": "Postmaster Copy: Undelivered Mail",
+}
+
+
+def noticeText(myhostname: str, sender: str, recipients, headers: bytes,
+               queueId: str = "", arrival: Optional[float] = None,
+               sizeLimit: int = 50000, kind: str = "failure",
+               original: Optional[bytes] = None, envid: str = "",
+               to: Optional[str] = None) -> bytes:
+    """
+    A delivery status notification, RFC 3464's C{multipart/report;
+    report-type=delivery-status}: a part for people, a
+    C{message/delivery-status} part with one block per recipient (the
+    remote server's reply in C{Diagnostic-Code} when it gave one), and
+    the original message (C{message/rfc822}, when C{original} is given:
+    the whole message fits in C{bounce_size_limit} and RET does not ask
+    for headers only) or its headers (C{text/rfc822-headers}).
+
+    @param kind: C{failure}, C{success}, or C{2bounce} (a failure notice
+        about a notice, to the postmaster).
+    @param to: whom the notice goes to, if not the sender.
+    @return: the notice's text, LF line ends.
+    """
+    boundary = f"{queueId or 'notice'}.{int(time.time())}/{myhostname}"
+    now = formatdate(localtime=True)
+    human = [f"This is the mail system at host {myhostname}.", ""]
+    human += _HUMAN["success" if kind == "success" else "failure"]
+    human += ["", "                   The mail system", ""]
     blocks = [
         [f"Reporting-MTA: dns; {myhostname}"]
+        + ([f"Original-Envelope-Id: {_field(envid)}"] if envid else [])
         + ([f"X-Tmta-Queue-ID: {queueId}"] if queueId else [])
         + [f"X-Tmta-Sender: rfc822; {_field(sender)}"]
         + ([f"Arrival-Date: {formatdate(arrival, localtime=True)}"] if arrival else [])
@@ -91,24 +141,49 @@ def noticeText(myhostname: str, sender: str, recipients, headers: bytes,
         address, reason = _field(r["address"]), _field(r["reason"])
         human.append(f"<{address}>: {reason}")
         block = [f"Final-Recipient: rfc822; {address}"]
-        original = _field(r.get("original") or "")
-        if original and original != address:
-            block.append(f"Original-Recipient: rfc822;{original}")
-        block += ["Action: failed", f"Status: {_field(r['dsn'])}"]
+        orcpt = _field(r.get("orcpt") or "")
+        given = _field(r.get("original") or "")
+        if orcpt and ";" in orcpt:
+            kindOf, value = orcpt.split(";", 1)
+            block.append(f"Original-Recipient: {kindOf};{value}")
+        elif given and given != address:
+            block.append(f"Original-Recipient: rfc822;{given}")
+        action = _field(r.get("action") or ("delivered" if kind == "success" else "failed"))
+        block += [f"Action: {action}", f"Status: {_field(r['dsn'])}"]
         remote = _REMOTE.match(reason)
         if remote:
             block += [f"Remote-MTA: dns; {remote.group(1)}",
                       f"Diagnostic-Code: smtp; {remote.group(2)}"]
+        elif r["dsn"].startswith(("2.",)) and re.match(r"^\d{3} ", reason):
+            block.append(f"Diagnostic-Code: smtp; {reason}")
         else:
             block.append(f"Diagnostic-Code: x-tmta; {reason}")
         blocks.append(block)
-    if len(headers) > sizeLimit:
-        headers = headers[:sizeLimit]
-        headers = headers[: headers.rfind(b"\n") + 1]
+    if original is not None:
+        returned = [
+            "Content-Description: Undelivered Message" if kind != "success"
+            else "Content-Description: Delivered Message",
+            "Content-Type: message/rfc822",
+            "Content-Transfer-Encoding: 8bit",
+            "",
+        ]
+        body = original
+    else:
+        if len(headers) > sizeLimit:
+            headers = headers[:sizeLimit]
+            headers = headers[: headers.rfind(b"\n") + 1]
+        returned = [
+            "Content-Description: Undelivered Message Headers" if kind != "success"
+            else "Content-Description: Message Headers",
+            "Content-Type: text/rfc822-headers",
+            "Content-Transfer-Encoding: 8bit",
+            "",
+        ]
+        body = headers
     lines = [
         f"From: MAILER-DAEMON@{myhostname} (Mail Delivery System)",
-        f"To: {_field(sender)}",
-        "Subject: Undelivered Mail Returned to Sender",
+        f"To: {_field(to or sender)}",
+        f"Subject: {_SUBJECTS.get(kind, _SUBJECTS['failure'])}",
         f"Date: {now}",
         "Auto-Submitted: auto-replied",
         "MIME-Version: 1.0",
@@ -130,13 +205,12 @@ def noticeText(myhostname: str, sender: str, recipients, headers: bytes,
         "",
         *[line for block in blocks for line in block + [""]],
         f"--{boundary}",
-        "Content-Description: Undelivered Message Headers",
-        "Content-Type: text/rfc822-headers",
-        "Content-Transfer-Encoding: 8bit",
-        "",
+        *returned,
     ]
+    if not body.endswith(b"\n"):
+        body += b"\n"
     end = f"\n--{boundary}--\n".encode()
-    return ("\n".join(lines) + "\n").encode("utf-8", "surrogateescape") + headers + end
+    return ("\n".join(lines) + "\n").encode("utf-8", "surrogateescape") + body + end
 
 
 class BounceProtocol(ServiceAMP):
@@ -145,9 +219,9 @@ class BounceProtocol(ServiceAMP):
         self.service = service
 
     @BounceRecipients.responder
-    def bounce(self, queue_id, sender, recipients):
-        return defer.Deferred.fromCoroutine(self.service.notify(queue_id, sender, recipients))
-
+    def bounce(self, queue_id, sender, recipients, kind=None):
+        return defer.Deferred.fromCoroutine(
+            self.service.notify(queue_id, sender, recipients, kind or "failure"))
 
 
 class BounceService(Service):
@@ -155,6 +229,8 @@ class BounceService(Service):
         self.context = context
         self.myhostname = context.config.get("myhostname")
         self.sizeLimit = context.config.getInt("bounce_size_limit")
+        self.notifyClasses = {c.lower() for c in context.config.getList("notify_classes")}
+        self.doubleBounceRecipient = context.config.get("2bounce_notice_recipient")
         self.store = QueueStore(context.config.get("queue_directory"))
         self.reactor = context.reactor
         self.reactor.getThreadPool()
@@ -163,25 +239,42 @@ class BounceService(Service):
             idle=context.config.getTime("ipc_idle"),
         )
 
-    async def notify(self, queueId: str, sender: str, recipients) -> dict:
-        if not sender:
-            log.info("{queueId}: sender non-delivery notification not sent: null sender",
-                     queueId=queueId)
-            return {"notice_id": ""}
+    async def notify(self, queueId: str, sender: str, recipients,
+                     kind: str = "failure") -> dict:
         path = self.store.path("active", queueId)
         try:
-            headers, arrival = await threads.deferToThreadPool(
-                self.reactor, self.reactor.getThreadPool(), originalHeaders, path
-            )
+            original = await threads.deferToThreadPool(
+                self.reactor, self.reactor.getThreadPool(), readOriginal, path, self.sizeLimit)
         except Exception as e:
-            log.warn("{queueId}: cannot read the original headers: {error}", queueId=queueId, error=e)
-            headers, arrival = b"", None
-        text = noticeText(self.myhostname, sender, recipients, headers, queueId, arrival,
-                          self.sizeLimit)
+            log.warn("{queueId}: cannot read the original message: {error}",
+                     queueId=queueId, error=e)
+            original = Original(b"", 0, False, 0.0, {})
+        to, noticeKind = sender, kind
+        if not sender:
+            # Nobody to tell: a notice about a notice (or other mail from
+            # the null sender) goes to the postmaster only when
+            # notify_classes asks for double bounces, and never about a
+            # postmaster copy itself.
+            if (kind != "failure" or "2bounce" not in self.notifyClasses
+                    or original.attributes.get("origin") == "2bounce"):
+                log.info("{queueId}: sender {what} notification not sent: null sender",
+                         queueId=queueId,
+                         what="delivery status" if kind == "success" else "non-delivery")
+                return {"notice_id": ""}
+            to, noticeKind = self.doubleBounceRecipient, "2bounce"
+        attributes = original.attributes
+        full = (original.complete and attributes.get("dsn_ret", "FULL") == "FULL"
+                and original.text)
+        text = noticeText(self.myhostname, sender, recipients, original.headers, queueId,
+                          original.arrival or None, self.sizeLimit, noticeKind,
+                          original.text if full else None, attributes.get("dsn_envid", ""),
+                          to=to)
         message = await self.cleanup.open()
         try:
             with message.together():
-                message.begin("", {"protocol": "local", "origin": "bounce"}, [(sender, sender)])
+                message.begin("", {"protocol": "local",
+                                   "origin": "2bounce" if noticeKind == "2bounce" else "bounce"},
+                              [(to, to)])
                 answer = message.end(text)
             result = await answer
             noticeId = result["queue_id"]
@@ -189,8 +282,10 @@ class BounceService(Service):
             message.release()
         if result["code"] != 250:
             raise RuntimeError(f"cleanup refused the notice: {result['code']} {result['reason']}")
-        log.info("{queueId}: sender non-delivery notification: {noticeId}",
-                 queueId=queueId, noticeId=noticeId)
+        what = {"success": "sender delivery status notification",
+                "2bounce": "postmaster non-delivery notification"}.get(
+                    noticeKind, "sender non-delivery notification")
+        log.info("{queueId}: {what}: {noticeId}", queueId=queueId, what=what, noticeId=noticeId)
         return {"notice_id": noticeId}
 
     def startService(self) -> None:

@@ -137,15 +137,22 @@ class CleanupMessage:
             self._producer = producer
             self._senders.add(producer)
 
-    def begin(self, sender: str, attributes: dict, recipients: Iterable[Tuple[str, str]]) -> None:
+    def begin(self, sender: str, attributes: dict, recipients: Iterable[Tuple[str, ...]]) -> None:
         """
-        Send the envelope: C{recipients} as (address, address given) pairs.
+        Send the envelope: C{recipients} as (address, address given)
+        pairs, or (address, address given, NOTIFY, ORCPT) when the client
+        gave DSN parameters.
         """
         batches: List[list] = []
         batch: list = []
         size = 0
-        for address, original in recipients:
-            batch.append({"address": address, "original": original})
+        for recipient in recipients:
+            address, original = recipient[0], recipient[1]
+            record = {"address": address, "original": original}
+            if len(recipient) > 2:
+                record["notify"], record["orcpt"] = recipient[2], recipient[3]
+                size += len(recipient[2]) + len(recipient[3])
+            batch.append(record)
             size += len(address) + len(original) + 20
             if size > _RECIPIENT_BATCH:
                 batches.append(batch)

@@ -21,7 +21,10 @@ ATTRIBUTES = RecordList([("name", str), ("value", str)])
 
 
 def _recipients(optional: bool = False) -> RecordList:
-    return RecordList([("address", str), ("original", str)], optional=optional)
+    # notify and orcpt: RFC 3461 NOTIFY and ORCPT, when the client gave
+    # them.
+    return RecordList([("address", str), ("original", str), ("notify", str, ""),
+                       ("orcpt", str, "")], optional=optional)
 
 
 class CleanupBegin(Command):

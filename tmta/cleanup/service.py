@@ -62,7 +62,7 @@ class Message:
         self.cleanup = cleanup
         self.sender = sender
         self.attributes = attributes
-        self.recipients: List[Tuple[str, str]] = []
+        self.recipients: List[Tuple[str, str, str, str]] = []
         self.error: Optional[Rejection] = None
         self.queueId = ""
         self.writer = None
@@ -87,7 +87,7 @@ class Message:
         self.chain.addCallback(step).addErrback(self._fail)
         return self.chain
 
-    def addRecipients(self, recipients: List[Tuple[str, str]]) -> None:
+    def addRecipients(self, recipients: List[Tuple[str, str, str, str]]) -> None:
         self.recipients.extend(recipients)
 
     def content(self, data: bytes) -> None:
@@ -105,14 +105,14 @@ class Message:
         # for up to duplicate_filter_limit distinct recipients.
         seen: set = set()
         limit = self.cleanup.duplicateFilterLimit
-        for address, original in self.recipients:
+        for address, original, notify, orcpt in self.recipients:
             address = await rewrite(address)
             key = (address, original)
             if key in seen:
                 continue
             if len(seen) < limit:
                 seen.add(key)
-            writer.recipient(address, original)
+            writer.recipient(address, original, notify, orcpt)
         self.sender = sender
         self.envelopeWritten = True
 
@@ -173,7 +173,7 @@ class Message:
         added = missingHeaders(names, self.sender, self.queueId, config.myhostname, now)
         received = receivedHeader(
             self.attributes, config.myhostname, self.queueId,
-            [a for a, _ in self.recipients], now,
+            [r[0] for r in self.recipients], now,
         )
         self.messageId = messageId(headers + added)
         out = b"\n".join([received] + headers + added) + b"\n"
@@ -263,7 +263,8 @@ class CleanupProtocol(ServiceAMP):
             good = []
             for r in recipients:
                 try:
-                    good.append((checkAddress(r["address"]), r["original"] or r["address"]))
+                    good.append((checkAddress(r["address"]), r["original"] or r["address"],
+                                 _dsnNotify(r.get("notify", "")), _printable(r.get("orcpt", ""))))
                 except AddressError as e:
                     inProgress.error = Rejection(501, f"5.1.3 Bad recipient address syntax: {e}")
             inProgress.addRecipients(good)
@@ -375,3 +376,16 @@ class CleanupService(Service):
     def startService(self) -> None:
         super().startService()
         self.context.listen(Factory.forProtocol(lambda: CleanupProtocol(self.cleanup)))
+
+
+def _dsnNotify(value: str) -> str:
+    """
+    A NOTIFY value as the queue file keeps it: known keywords only (the
+    client's text is gossip).
+    """
+    words = [w for w in value.upper().split(",") if w in ("NEVER", "SUCCESS", "FAILURE", "DELAY")]
+    return "NEVER" if "NEVER" in words else ",".join(dict.fromkeys(words))
+
+
+def _printable(value: str) -> str:
+    return "".join(c for c in value if " " < c < "\x7f")[:500]

@@ -156,6 +156,7 @@ DEFAULTS: Dict[str, str] = {
     # bounce
     "bounce_size_limit": "50000",
     "bounce_notice_recipient": "postmaster",
+    "2bounce_notice_recipient": "postmaster",
     "notify_classes": "resource, software",
 }
 

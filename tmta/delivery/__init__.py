@@ -32,9 +32,19 @@ SENT, DEFERRED, BOUNCED = "sent", "deferred", "bounced"
 
 @dataclass
 class RequestRecipient:
+    """
+    One recipient of a delivery request.
+
+    @ivar notify: RFC 3461 NOTIFY as the client gave it (C{""}: not
+        given); @ivar orcpt: ORCPT, C{type;address} (C{""}: not given).
+        An smtp agent passes both on to a server that offers DSN.
+    """
+
     address: str
     original: str
     offset: int
+    notify: str = ""
+    orcpt: str = ""
 
 
 @dataclass
@@ -54,6 +64,7 @@ class DeliveryRequest:
     recipients: List[RequestRecipient]
     arrival: float = 0.0
     activated: float = 0.0
+    #: The message's RFC 3461 C{dsn_ret} and C{dsn_envid}, when given.
     attributes: Dict[str, str] = field(default_factory=dict)
 
     def content(self) -> Iterator[bytes]:
@@ -68,10 +79,21 @@ class DeliveryRequest:
 
 @dataclass
 class RecipientStatus:
+    """
+    What became of one recipient.
+
+    @ivar action: for a recipient sent, what a success notice would say
+        (RFC 3464): C{"delivered"} (or C{""}: final delivery),
+        C{"relayed"} (handed to a server that sends no notices), or
+        C{"passed"} (handed on with its NOTIFY, so the next server
+        reports).
+    """
+
     offset: int
     status: str
     dsn: str
     reason: str
+    action: str = ""
 
 
 @dataclass
@@ -98,12 +120,16 @@ class Deliver(Command):
         (b"nexthop", amp.Unicode()),
         (b"arrival", amp.Float()),
         (b"activated", amp.Float()),
-        (b"recipients", RecordList([("address", str), ("original", str), ("offset", int)])),
+        (b"recipients", RecordList([("address", str), ("original", str), ("offset", int),
+                                    ("notify", str, ""), ("orcpt", str, "")])),
+        (b"dsn_ret", amp.Unicode(optional=True)),
+        (b"dsn_envid", amp.Unicode(optional=True)),
     ]
     response = [
         (
             b"statuses",
-            RecordList([("offset", int), ("status", str), ("dsn", str), ("reason", str)]),
+            RecordList([("offset", int), ("status", str), ("dsn", str), ("reason", str),
+                        ("action", str, "")]),
         ),
         (b"site_failure", amp.Unicode(optional=True)),
     ]
@@ -144,11 +170,18 @@ class AgentProtocol(ServiceAMP):
         self.store = store
 
     @Deliver.responder
-    def deliver(self, queue_id, sender, nexthop, arrival, activated, recipients):
+    def deliver(self, queue_id, sender, nexthop, arrival, activated, recipients,
+                dsn_ret=None, dsn_envid=None):
+        attributes = {}
+        if dsn_ret:
+            attributes["dsn_ret"] = dsn_ret
+        if dsn_envid:
+            attributes["dsn_envid"] = dsn_envid
         request = DeliveryRequest(
             queue_id, self.store.path("active", queue_id), sender, nexthop,
-            [RequestRecipient(r["address"], r["original"], r["offset"]) for r in recipients],
-            arrival, activated,
+            [RequestRecipient(r["address"], r["original"], r["offset"], r["notify"], r["orcpt"])
+             for r in recipients],
+            arrival, activated, attributes,
         )
         d = defer.maybeDeferred(self.agent.deliver, request)
 

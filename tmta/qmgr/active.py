@@ -15,6 +15,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from tmta.bounce.commands import BounceRecipients
+from tmta.dsn import notifies
 from tmta.delivery import (
     BOUNCED,
     DEFERRED,
@@ -51,6 +52,11 @@ class ActiveMessage:
     flushed: bool = False
     #: Its recipients still to deliver when it was taken up.
     recipientCount: int = 0
+    #: Recipients delivered whose NOTIFY asks for a success notice, with
+    #: the notice's action (delivered, relayed) and the reply.
+    succeeded: List[Tuple[Recipient, str, str]] = field(default_factory=list)
+    #: Recipients bounced whose NOTIFY asks for no failure notice.
+    silent: List[Recipient] = field(default_factory=list)
 
 
 class ActiveMessages(Dict[str, ActiveMessage]):
@@ -193,8 +199,14 @@ class MessageCompletion:
                 continue  # gossip about a recipient we did not send
             if status["status"] == SENT:
                 done.append(recipient)
+                action = status.get("action") or "delivered"
+                if action != "passed" and notifies(recipient.notify, "SUCCESS"):
+                    message.succeeded.append((recipient, action, status["reason"]))
             elif status["status"] == BOUNCED and not self.softBounce:
-                message.bounced.append((recipient, status["dsn"], status["reason"]))
+                if notifies(recipient.notify, "FAILURE"):
+                    message.bounced.append((recipient, status["dsn"], status["reason"]))
+                else:
+                    message.silent.append(recipient)
             else:
                 message.deferred[recipient.offset] = status["reason"]
         answered = {s["offset"] for s in statuses}
@@ -242,7 +254,7 @@ class MessageCompletion:
         message.jobs -= 1
         if message.jobs:
             return
-        if not message.deferred and not message.bounced:
+        if not (message.deferred or message.bounced or message.succeeded or message.silent):
             # Every recipient is done: the common case, finished here
             # without the coroutine the other cases need.
             del self.active[message.queueId]
@@ -271,9 +283,13 @@ class MessageCompletion:
         if message.deferred and age > lifetime:
             for recipient in envelope.recipients:
                 reason = message.deferred.pop(recipient.offset, None)
-                if reason is not None:
+                if reason is None:
+                    continue
+                if notifies(recipient.notify, "FAILURE"):
                     message.bounced.append(
                         (recipient, "4.4.7", f"message is too old: {reason}"))
+                else:
+                    message.silent.append(recipient)
         if message.bounced:
             try:
                 await self.bounce(message)
@@ -282,6 +298,22 @@ class MessageCompletion:
                          queueId=queueId, error=e)
                 for recipient, dsn, reason in message.bounced:
                     message.deferred[recipient.offset] = reason
+                message.bounced = []
+        if message.silent:
+            # NOTIFY=NEVER (or without FAILURE): done, and nobody told.
+            await self.markDone(message, message.silent)
+            message.silent = []
+        if message.succeeded:
+            try:
+                await self.notice(message, "success",
+                                  [(r, "2.0.0", reason, action)
+                                   for r, action, reason in message.succeeded])
+            except Exception as e:
+                # The mail was delivered; a lost success notice is not
+                # worth delivering it again.
+                log.warn("{queueId}: cannot send the success notice: {error}",
+                         queueId=queueId, error=e)
+            message.succeeded = []
         # The message stays in self.active until its file has left
         # active/, so that recoverActive leaves it alone meanwhile.
         try:
@@ -307,6 +339,18 @@ class MessageCompletion:
             del self.active[queueId]
 
     async def bounce(self, message: ActiveMessage) -> None:
+        await self.notice(message, "failure",
+                          [(r, dsn, reason, "failed") for r, dsn, reason in message.bounced])
+        await self.markDone(message, [r for r, _, _ in message.bounced])
+        message.bounced = []
+
+    async def notice(self, message: ActiveMessage, kind: str,
+                     recipients: List[Tuple[Recipient, str, str, str]]) -> None:
+        """
+        Have the bounce service send the sender a notice of C{kind}
+        (C{failure}, C{success}) about C{recipients}: C{(recipient, dsn,
+        reason, action)}.
+        """
         bounce = await self.connect("bounce")
         try:
             await bounce.callRemote(
@@ -314,12 +358,12 @@ class MessageCompletion:
                 queue_id=message.queueId,
                 sender=message.envelope.sender,
                 recipients=[
-                    {"address": r.address, "original": r.original, "dsn": dsn, "reason": reason}
-                    for r, dsn, reason in message.bounced
+                    {"address": r.address, "original": r.original, "dsn": dsn, "reason": reason,
+                     "orcpt": r.orcpt, "action": action}
+                    for r, dsn, reason, action in recipients
                 ],
+                kind=kind,
             )
         finally:
             if bounce.transport is not None:
                 bounce.transport.loseConnection()
-        await self.markDone(message, [r for r, _, _ in message.bounced])
-        message.bounced = []

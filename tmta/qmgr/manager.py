@@ -325,6 +325,12 @@ class QueueManager:
             log.warn("{name}: {error}; using 1", name=name, error=e)
             return parseFeedback("1")
 
+    @staticmethod
+    def _dsnArguments(message: ActiveMessage) -> Dict[str, str]:
+        attributes = message.envelope.attributes
+        return {name: attributes[name] for name in ("dsn_ret", "dsn_envid")
+                if attributes.get(name)}
+
     def _suspended(self, job: Job, reason: str) -> None:
         """
         The job's destination is taken for dead: defer its recipients
@@ -360,9 +366,11 @@ class QueueManager:
                 arrival=message.envelope.arrival,
                 activated=message.activated,
                 recipients=[
-                    {"address": r.address, "original": r.original, "offset": r.offset}
+                    {"address": r.address, "original": r.original, "offset": r.offset,
+                     "notify": r.notify, "orcpt": r.orcpt}
                     for r in job.recipients
                 ],
+                **self._dsnArguments(message),
             )
         except Exception as e:
             pool.discard(agent)

@@ -8,7 +8,9 @@ big-endian length and that many bytes of data, in this order::
     T  arrival time (seconds since the epoch, decimal)
     F  envelope sender ("" for the null sender)
     A  attribute, "name=value" (client, helo, protocol, ...), any number
-    R  recipient, "address NUL original address", one per recipient
+    R  recipient, "address NUL original address", one per recipient,
+       followed by "NUL notify NUL orcpt" when the client gave DSN
+       parameters (RFC 3461 NOTIFY, and ORCPT as "type;address")
     M  start of message content
     C  content: message text with LF line ends, any number of chunks
     X  end of message content
@@ -81,6 +83,11 @@ class Recipient:
     original: str
     offset: int = -1
     done: bool = False
+    #: RFC 3461: when to report (C{NEVER}, or some of C{SUCCESS},
+    #: C{FAILURE}, C{DELAY}, comma-separated); C{""} when not given.
+    notify: str = ""
+    #: RFC 3461 ORCPT, C{type;address}, decoded; C{""} when not given.
+    orcpt: str = ""
 
 
 @dataclass
@@ -140,8 +147,12 @@ class QueueFileWriter:
         for name, value in attributes.items():
             self._record(REC_ATTRIBUTE, _bytes(f"{name}={value}"))
 
-    def recipient(self, address: str, original: Optional[str] = None) -> None:
-        self._record(REC_RECIPIENT, _bytes(address) + b"\0" + _bytes(original or address))
+    def recipient(self, address: str, original: Optional[str] = None, notify: str = "",
+                  orcpt: str = "") -> None:
+        data = _bytes(address) + b"\0" + _bytes(original or address)
+        if notify or orcpt:
+            data += b"\0" + _bytes(notify) + b"\0" + _bytes(orcpt)
+        self._record(REC_RECIPIENT, data)
 
     def content(self, data: bytes) -> None:
         """
@@ -316,14 +327,16 @@ def readEnvelope(f: BinaryIO, maxRecipients: int = 1_000_000) -> Envelope:
                             raise CorruptQueueFile(f"bad attribute at offset {offset}")
                         envelope.attributes[name] = value
                     else:
-                        address, nul, original = data.partition(b"\0")
-                        if not nul:
+                        fields = data.split(b"\0")
+                        if len(fields) not in (2, 4):
                             raise CorruptQueueFile(f"bad recipient at offset {offset}")
                         if len(envelope.recipients) >= maxRecipients:
                             raise CorruptQueueFile("too many recipients")
-                        envelope.recipients.append(
-                            Recipient(_text(address), _text(original), offset, kind == REC_DONE)
-                        )
+                        recipient = Recipient(_text(fields[0]), _text(fields[1]), offset,
+                                              kind == REC_DONE)
+                        if len(fields) == 4:
+                            recipient.notify, recipient.orcpt = _text(fields[2]), _text(fields[3])
+                        envelope.recipients.append(recipient)
                 elif kind == REC_MESSAGE:
                     state = "content"
                     envelope.contentOffset = offset + HEADER.size + len(data)

@@ -297,8 +297,12 @@ class SMTPDeliveryAgent:
                 continue
             relay = (f"{host}[{address}]:{port}" if port
                      else f"{nexthopName(request.nexthop)}[{address}]")
-            transaction = Transaction(request.sender,
-                                      [r.address for r in request.recipients], content)
+            transaction = Transaction(
+                request.sender, [r.address for r in request.recipients], content,
+                dsn={r.address: (r.notify, r.orcpt) for r in request.recipients
+                     if r.notify or r.orcpt},
+                ret=request.attributes.get("dsn_ret", ""),
+                envid=request.attributes.get("dsn_envid", ""))
             target = _Target(host, address, port, nexthop, policy if port else None, relay)
             if port:
                 target.login = self.saslPasswords.forServer(nexthop, host, port)
@@ -427,7 +431,11 @@ class SMTPDeliveryAgent:
                 text = str(reply) if kind == SENT else \
                     f"host {relay} said: {reply} (in reply to {stage} command)"
                 dsn = reply.dsn if reply.code // 100 in (2, 4, 5) else "4.0.0"
-                status = RecipientStatus(r.offset, kind, dsn, text)
+                # For a success notice: LMTP delivers; an SMTP server
+                # that took the DSN parameters reports itself.
+                action = "" if self.lmtp else "passed" if t.dsnPassed else "relayed"
+                status = RecipientStatus(r.offset, kind, dsn, text,
+                                         action if kind == SENT else "")
             logDelivery(request, r, relay, status, started, connectionUse)
             statuses.append(status)
         return statuses

@@ -20,6 +20,7 @@ from twisted.internet.interfaces import IHandshakeListener
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from tmta.dsn import xtextEncode
 from tmta.smtp.mime import downgrade8bit
 
 _REPLY_LINE = re.compile(rb"^(\d{3})([ -])(.*)$")
@@ -106,6 +107,13 @@ class Transaction:
     content: bytes
     replies: Dict[str, Reply] = field(default_factory=dict)
     final: Optional[Reply] = None
+    #: RFC 3461 parameters: each recipient's C{(notify, orcpt)}, and
+    #: the message's C{RET} and C{ENVID}; sent to a server offering DSN.
+    dsn: Dict[str, Tuple[str, str]] = field(default_factory=dict)
+    ret: str = ""
+    envid: str = ""
+    #: Whether the server took the DSN parameters (it offered DSN).
+    dsnPassed: bool = False
 
 
 def transparent(content: bytes) -> bytes:
@@ -392,7 +400,16 @@ class SMTPClient(protocol.Protocol):
             mail += " BODY=8BITMIME"
         if international:
             mail += " SMTPUTF8"
-        commands = [mail] + [f"RCPT TO:<{r}>" for r in t.recipients]
+        t.dsnPassed = "DSN" in self.extensions
+        rcpts = [f"RCPT TO:<{r}>" for r in t.recipients]
+        if t.dsnPassed:
+            if t.ret:
+                mail += f" RET={t.ret}"
+            if t.envid:
+                mail += f" ENVID={xtextEncode(t.envid)}"
+            rcpts = [command + _dsnParameters(*t.dsn.get(r, ("", "")))
+                     for command, r in zip(rcpts, t.recipients)]
+        commands = [mail] + rcpts
         if "PIPELINING" in self.extensions:
             # One write for the whole group, replies read in order.
             self._write(*commands, "DATA")
@@ -449,6 +466,14 @@ def _asSessionFailed(failure: Failure, stage: str) -> Failure:
     if failure.check(SessionFailed):
         return failure
     return Failure(SessionFailed(stage, reason=str(failure.value)))
+
+
+def _dsnParameters(notify: str, orcpt: str) -> str:
+    text = f" NOTIFY={notify}" if notify else ""
+    if orcpt and ";" in orcpt:
+        kind, address = orcpt.split(";", 1)
+        text += f" ORCPT={kind};{xtextEncode(address)}"
+    return text
 
 
 def _tlsError(reason) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 from twisted.internet import defer, task
 from twisted.logger import Logger
@@ -20,6 +20,7 @@ from tmta.address import (
     unquoteLocal,
 )
 from tmta import replies
+from tmta.dsn import DSNError, parseEnvid, parseNotify, parseOrcpt, parseRet
 from tmta.smtpd.reader import CommandReader
 from tmta.smtpd.restrictions import DEFER, REJECT, RecipientContext
 from tmta.smtpd.transfer import CleanupLost, MessageTransfer, TooBig
@@ -257,6 +258,11 @@ class SMTPServer(CommandReader):
     def _resetTransaction(self) -> None:
         self.sender: Optional[str] = None
         self.recipients: List[str] = []
+        #: Each accepted recipient's RFC 3461 NOTIFY and ORCPT, in step
+        #: with C{recipients}.
+        self.recipientDSN: List[Tuple[str, str]] = []
+        #: The transaction's RET and ENVID, when given.
+        self.dsnAttributes: Dict[str, str] = {}
         self.declaredSize = 0
 
     def _badHelo(self, argument: str) -> bool:
@@ -293,7 +299,7 @@ class SMTPServer(CommandReader):
         lines = [self.settings.myhostname, "PIPELINING", f"SIZE {self.settings.messageSizeLimit}"]
         if not self.settings.vrfyDisabled:
             lines.append("VRFY")
-        lines += ["ENHANCEDSTATUSCODES", "8BITMIME"]
+        lines += ["ENHANCEDSTATUSCODES", "8BITMIME", "DSN"]
         text = "\r\n".join(
             f"250{'-' if i < len(lines) - 1 else ' '}{line}" for i, line in enumerate(lines)
         )
@@ -318,15 +324,24 @@ class SMTPServer(CommandReader):
             self._error(_NEEDS_SMTPUTF8)
             return
         size = 0
+        dsn: Dict[str, str] = {}
         for parameter in parameters.split():
             name, _, value = parameter.partition("=")
             name = name.upper()
-            if name == "SIZE" and value.isdigit():
-                size = int(value)
-            elif name == "BODY" and value.upper() in ("7BIT", "8BITMIME"):
-                pass
-            else:
-                self._error(f"555 5.5.4 Unsupported option: {parameter}")
+            try:
+                if name == "SIZE" and value.isdigit():
+                    size = int(value)
+                elif name == "BODY" and value.upper() in ("7BIT", "8BITMIME"):
+                    pass
+                elif name == "RET" and "dsn_ret" not in dsn:
+                    dsn["dsn_ret"] = parseRet(value)
+                elif name == "ENVID" and "dsn_envid" not in dsn:
+                    dsn["dsn_envid"] = parseEnvid(value)
+                else:
+                    self._error(f"555 5.5.4 Unsupported option: {parameter}")
+                    return
+            except DSNError as e:
+                self._error(str(e))
                 return
         limit = self.settings.messageSizeLimit
         if limit and size > limit:
@@ -337,7 +352,7 @@ class SMTPServer(CommandReader):
                      "{client}", size=size, client=self.client)
             self.reply(replies.line(replies.INSUFFICIENT_STORAGE))
             return
-        self.sender, self.declaredSize = sender, size
+        self.sender, self.declaredSize, self.dsnAttributes = sender, size, dsn
         self.reply("250 2.1.0 Ok")
 
     def _roomFor(self, size: int) -> bool:
@@ -369,15 +384,27 @@ class SMTPServer(CommandReader):
         if not recipient.isascii():
             self._error(_NEEDS_SMTPUTF8)
             return None
-        if parameters:
-            self._error(f"555 5.5.4 Unsupported option: {parameters.split()[0]}")
-            return None
+        notify = orcpt = ""
+        for parameter in parameters.split():
+            name, _, value = parameter.partition("=")
+            name = name.upper()
+            try:
+                if name == "NOTIFY" and not notify:
+                    notify = parseNotify(value)
+                elif name == "ORCPT" and not orcpt:
+                    orcpt = parseOrcpt(value)
+                else:
+                    self._error(f"555 5.5.4 Unsupported option: {parameter}")
+                    return None
+            except DSNError as e:
+                self._error(str(e))
+                return None
         if len(self.recipients) >= self.settings.recipientLimit:
             self.reply("452 4.5.3 Error: too many recipients")
             return None
-        return defer.Deferred.fromCoroutine(self._checkRecipient(recipient))
+        return defer.Deferred.fromCoroutine(self._checkRecipient(recipient, notify, orcpt))
 
-    async def _checkRecipient(self, recipient: str) -> None:
+    async def _checkRecipient(self, recipient: str, notify: str = "", orcpt: str = "") -> None:
         resolution = await self.resolve(recipient)
         context = RecipientContext(self.clientAddress, recipient, resolution.addressClass)
         for restrictions in self.settings.restrictionLists:
@@ -406,6 +433,7 @@ class SMTPServer(CommandReader):
             )
             return
         self.recipients.append(recipient)
+        self.recipientDSN.append((notify, orcpt))
         self.reply("250 2.1.5 Ok")
 
     def _rejectRecipient(self, recipient: str, reply: str) -> None:
@@ -454,7 +482,10 @@ class SMTPServer(CommandReader):
             "helo_name": self.helo or "",
             "protocol": self.protocolName,
         }
-        envelope = (self.sender, attributes, [(r, r) for r in self.recipients])
+        attributes.update(self.dsnAttributes)
+        envelope = (self.sender, attributes,
+                    [(r, r, notify, orcpt) if notify or orcpt else (r, r)
+                     for r, (notify, orcpt) in zip(self.recipients, self.recipientDSN)])
         self._transfer = MessageTransfer(cleanup, envelope, self.settings.messageSizeLimit)
         cleanup.throttle(self.pauseFor("cleanup"))
         self.reply("354 End data with <CR><LF>.<CR><LF>")
