@@ -156,6 +156,33 @@ class QueueManagerTests(TestCase):
         self.assertEqual(self.manager.active.recipients, 0)
 
     @defer.inlineCallbacks
+    def test_delayWarningOnce(self):
+        """
+        Past delay_warning_time the sender is told once which recipients
+        still wait; NOTIFY without DELAY leaves one out.
+        """
+        self.manager.completion.delayWarning = 3600
+        self.outcomes["carol@localhost"] = DEFERRED
+        self.outcomes["dave@localhost"] = DEFERRED
+        queueId, writer = self.store.create("incoming")
+        writer.envelope(time.time() - 7200, "alice@example.com", {})
+        writer.recipient("carol@localhost")
+        writer.recipient("dave@localhost", notify="FAILURE")
+        writer.content(b"Subject: t\n\nbody\n")
+        writer.commit()
+        self.manager.start()
+        yield defer.Deferred.fromCoroutine(self.settle())
+        notices = [kw for s, c, kw in self.requests if c is BounceRecipients]
+        self.assertEqual([(n["kind"], [r["address"] for r in n["recipients"]]) for n in notices],
+                         [("delay", ["carol@localhost"])])
+        self.assertEqual(notices[0]["recipients"][0]["action"], "delayed")
+        self.assertIsNotNone(self.store.deferWarned(queueId))
+        os.utime(self.store.path("deferred", queueId), (0, 0))
+        self.manager.scanDeferred()
+        yield defer.Deferred.fromCoroutine(self.settle())
+        self.assertEqual(len([1 for s, c, kw in self.requests if c is BounceRecipients]), 1)
+
+    @defer.inlineCallbacks
     def test_backoffIntervals(self):
         """
         A deferred message waits as long as it has been queued, within

@@ -578,6 +578,22 @@ class RelayTests(RelayHarness, SynchronousTestCase):
         self.assertIn(b"Original-Envelope-Id: ref-7", notice)
         self.assertNotIn(b"the body text", notice)
 
+    def test_delayWarning(self):
+        """
+        Mail still deferred after delay_warning_time brings the sender
+        one warning: an RFC 3464 report with Action: delayed.
+        """
+        self.startMaster(delay_warning_time="1s")
+        queueId = sendMessage(self.port, "alice@localhost", ["bob@remote.example"], "slow")
+        waitFor(lambda: maildirMessages(self.spool).get("alice"), what="the warning to alice")
+        [notice] = maildirMessages(self.spool)["alice"]
+        self.assertIn(b"Subject: Delayed Mail (still being retried)", notice)
+        self.assertIn(b"Action: delayed", notice)
+        self.assertIn(b"Content-Type: text/rfc822-headers", notice)
+        time.sleep(3)
+        self.assertEqual(len(maildirMessages(self.spool)["alice"]), 1)
+        self.assertIn(queueId, self.tmtaCommand("queue", "list").stdout)
+
     def test_doubleBounceToPostmaster(self):
         """
         Mail from the null sender that bounces goes to

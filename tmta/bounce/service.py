@@ -91,6 +91,14 @@ _HUMAN = {
         "If you do so, please include this problem report. You can",
         "delete your own text from the attached returned message.",
     ],
+    "delay": [
+        "####################################################################",
+        "# THIS IS A WARNING ONLY.  YOU DO NOT NEED TO RESEND YOUR MESSAGE. #",
+        "####################################################################",
+        "",
+        "Your message could not be delivered for some time.",
+        "It will be retried until it is too old.",
+    ],
     "success": [
         "Your message was successfully delivered to the destination(s)",
         "listed below. If the message was delivered to mailbox you will",
@@ -102,6 +110,7 @@ _HUMAN = {
 _SUBJECTS = {
     "failure": "Undelivered Mail Returned to Sender",
     "success": "Successful Mail Delivery Report",
+    "delay": "Delayed Mail (still being retried)",
     "2bounce": "Postmaster Copy: Undelivered Mail",
 }
 
@@ -128,7 +137,7 @@ def noticeText(myhostname: str, sender: str, recipients, headers: bytes,
     boundary = f"{queueId or 'notice'}.{int(time.time())}/{myhostname}"
     now = formatdate(localtime=True)
     human = [f"This is the mail system at host {myhostname}.", ""]
-    human += _HUMAN["success" if kind == "success" else "failure"]
+    human += _HUMAN.get(kind, _HUMAN["failure"])
     human += ["", "                   The mail system", ""]
     blocks = [
         [f"Reporting-MTA: dns; {myhostname}"]
@@ -148,13 +157,14 @@ def noticeText(myhostname: str, sender: str, recipients, headers: bytes,
             block.append(f"Original-Recipient: {kindOf};{value}")
         elif given and given != address:
             block.append(f"Original-Recipient: rfc822;{given}")
-        action = _field(r.get("action") or ("delivered" if kind == "success" else "failed"))
+        default = {"success": "delivered", "delay": "delayed"}.get(kind, "failed")
+        action = _field(r.get("action") or default)
         block += [f"Action: {action}", f"Status: {_field(r['dsn'])}"]
         remote = _REMOTE.match(reason)
         if remote:
             block += [f"Remote-MTA: dns; {remote.group(1)}",
                       f"Diagnostic-Code: smtp; {remote.group(2)}"]
-        elif r["dsn"].startswith(("2.",)) and re.match(r"^\d{3} ", reason):
+        elif re.match(r"^[245]\d\d ", reason):
             block.append(f"Diagnostic-Code: smtp; {reason}")
         else:
             block.append(f"Diagnostic-Code: x-tmta; {reason}")
@@ -264,7 +274,7 @@ class BounceService(Service):
             to, noticeKind = self.doubleBounceRecipient, "2bounce"
         attributes = original.attributes
         full = (original.complete and attributes.get("dsn_ret", "FULL") == "FULL"
-                and original.text)
+                and kind != "delay" and original.text)
         text = noticeText(self.myhostname, sender, recipients, original.headers, queueId,
                           original.arrival or None, self.sizeLimit, noticeKind,
                           original.text if full else None, attributes.get("dsn_envid", ""),
@@ -283,6 +293,7 @@ class BounceService(Service):
         if result["code"] != 250:
             raise RuntimeError(f"cleanup refused the notice: {result['code']} {result['reason']}")
         what = {"success": "sender delivery status notification",
+                "delay": "sender delay notification",
                 "2bounce": "postmaster non-delivery notification"}.get(
                     noticeKind, "sender non-delivery notification")
         log.info("{queueId}: {what}: {noticeId}", queueId=queueId, what=what, noticeId=noticeId)

@@ -140,6 +140,7 @@ class MessageCompletion:
         self.queueLifetime = config.getTime("maximal_queue_lifetime")
         self.bounceLifetime = config.getTime("bounce_queue_lifetime")
         self.softBounce = config.getBool("soft_bounce")
+        self.delayWarning = config.getTime("delay_warning_time")
 
     def delivered(self, outcome, job: Job):
         """
@@ -326,10 +327,11 @@ class MessageCompletion:
                 message.unmarked = []
             backoff = min(self.maximalBackoff, max(self.minimalBackoff, age))
             retry = self.now() + backoff
+            warned = await self._warnOfDelay(message, age)
             try:
                 reasons = {r.address: message.deferred[r.offset]
                            for r in envelope.recipients if r.offset in message.deferred}
-                self.store.writeDeferLog(queueId, reasons)
+                self.store.writeDeferLog(queueId, reasons, warned)
                 path = self.store.path("active", queueId)
                 os.utime(path, (retry, retry))
                 self.store.move(queueId, "active", "deferred")
@@ -337,6 +339,29 @@ class MessageCompletion:
                 log.error("{queueId}: cannot defer: {error}", queueId=queueId, error=e)
         finally:
             del self.active[queueId]
+
+    async def _warnOfDelay(self, message: ActiveMessage, age: float) -> Optional[float]:
+        """
+        Once the message has waited C{delay_warning_time}, tell the
+        sender once which recipients are still waiting (those whose
+        NOTIFY does not rule it out).
+
+        @return: when the sender was warned, or C{None} while not yet.
+        """
+        warned = self.store.deferWarned(message.queueId) if message.wasDeferred else None
+        if warned is not None or self.delayWarning <= 0 or age < self.delayWarning:
+            return warned
+        delayed = [(r, "4.0.0", message.deferred[r.offset], "delayed")
+                   for r in message.envelope.recipients
+                   if r.offset in message.deferred and notifies(r.notify, "DELAY")]
+        if delayed and message.envelope.sender:
+            try:
+                await self.notice(message, "delay", delayed)
+            except Exception as e:
+                log.warn("{queueId}: cannot send the delay notice: {error}",
+                         queueId=message.queueId, error=e)
+                return None
+        return self.now()
 
     async def bounce(self, message: ActiveMessage) -> None:
         await self.notice(message, "failure",

@@ -78,18 +78,43 @@ class QueueStore:
             raise ValueError(f"bad queue id {queueId!r}")
         return os.path.join(self.directory, "defer", queueId)
 
-    def writeDeferLog(self, queueId: str, reasons: Dict[str, str]) -> None:
+    def writeDeferLog(self, queueId: str, reasons: Dict[str, str],
+                      warned: Optional[float] = None) -> None:
         """
         Record why each recipient of a deferred message is waiting (what
         C{tmta queue list} shows), replacing what was recorded before.
         Informational: not fsynced.
+
+        @param warned: when the sender was told the mail is delayed, if
+            they were.
         """
         path = self._deferLogPath(queueId)
         temporary = path + ".tmp"
         with open(temporary, "w", encoding="utf-8", errors="surrogateescape") as f:
             for address, reason in reasons.items():
                 f.write(json.dumps({"recipient": address, "reason": reason}) + "\n")
+            if warned is not None:
+                f.write(json.dumps({"warned": warned}) + "\n")
         os.rename(temporary, path)
+
+    def deferWarned(self, queueId: str) -> Optional[float]:
+        """
+        When the sender of a deferred message was warned of the delay
+        (L{writeDeferLog}'s C{warned}), or C{None}.
+        """
+        try:
+            with open(self._deferLogPath(queueId), encoding="utf-8",
+                      errors="surrogateescape") as f:
+                for line in f:
+                    try:
+                        record = json.loads(line)
+                        if "warned" in record:
+                            return float(record["warned"])
+                    except (ValueError, TypeError):
+                        continue
+        except OSError:
+            pass
+        return None
 
     def readDeferLog(self, queueId: str) -> Dict[str, str]:
         """
