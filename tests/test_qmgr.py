@@ -183,6 +183,35 @@ class QueueManagerTests(TestCase):
         self.assertEqual(len([1 for s, c, kw in self.requests if c is BounceRecipients]), 1)
 
     @defer.inlineCallbacks
+    def test_fullActiveQueueSlowsInflow(self):
+        """
+        With the active queue full, qmgr raises the in-flow flag cleanup
+        waits on; once a message leaves, it lowers it and takes up the
+        mail left waiting without another trigger.
+        """
+        from tmta.common.flow import FLAG
+
+        flag = os.path.join(self.directory, FLAG)
+        self.manager.activeLimit = 1
+        self.held = []
+        first, second = self.queue(["bob@localhost"]), self.queue(["bob@localhost"])
+        self.manager.start()
+        yield defer.Deferred.fromCoroutine(self.settle_briefly())
+        self.assertEqual(len(self.manager.active), 1)
+        self.assertTrue(os.path.exists(flag))
+        d, kw = self.held.pop(0)
+        d.callback({"statuses": [{"offset": r["offset"], "status": SENT, "dsn": "2.0.0",
+                                  "reason": "ok"} for r in kw["recipients"]]})
+        yield defer.Deferred.fromCoroutine(self.settle_briefly())
+        self.assertEqual(len(self.held), 1)
+        self.assertEqual(self.store.list("incoming"), [])
+        d, kw = self.held.pop(0)
+        d.callback({"statuses": [{"offset": r["offset"], "status": SENT, "dsn": "2.0.0",
+                                  "reason": "ok"} for r in kw["recipients"]]})
+        yield defer.Deferred.fromCoroutine(self.settle())
+        self.assertFalse(os.path.exists(flag))
+
+    @defer.inlineCallbacks
     def test_backoffIntervals(self):
         """
         A deferred message waits as long as it has been queued, within
@@ -588,3 +617,33 @@ class SchedulerFeedbackTests(TestCase):
         self.assertAlmostEqual(parseFeedback("1/8")(4), 0.125)
         self.assertRaises(ValueError, parseFeedback, "lots")
         self.assertRaises(ValueError, parseFeedback, "1/0")
+
+
+class InFlowTests(TestCase):
+    """
+    cleanup's side of in_flow_delay, on a L{task.Clock}.
+    """
+
+    def test_waitsWhileFull(self):
+        from tmta.common.flow import InFlowFlag, waitForRoom
+
+        directory = self.mktemp()
+        os.makedirs(os.path.join(directory, "private"))
+        clock = task.Clock()
+        flag = InFlowFlag(directory)
+        waited = []
+        defer.Deferred.fromCoroutine(waitForRoom(clock, directory, 1.0)).addCallback(
+            waited.append)
+        self.assertEqual(waited, [0.0])
+        flag.set(True)
+        defer.Deferred.fromCoroutine(waitForRoom(clock, directory, 1.0)).addCallback(
+            waited.append)
+        clock.pump([0.1] * 3)
+        flag.set(False)
+        clock.pump([0.1])
+        self.assertAlmostEqual(waited[1], 0.4)
+        flag.set(True)
+        defer.Deferred.fromCoroutine(waitForRoom(clock, directory, 1.0)).addCallback(
+            waited.append)
+        clock.pump([0.1] * 20)
+        self.assertAlmostEqual(waited[2], 1.0)

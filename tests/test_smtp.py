@@ -578,6 +578,27 @@ class RelayTests(RelayHarness, SynchronousTestCase):
         self.assertIn(b"Original-Envelope-Id: ref-7", notice)
         self.assertNotIn(b"the body text", notice)
 
+    def test_5xxGreeting(self):
+        """
+        A server that greets with 5xx is skipped (the mail deferred when
+        there is no other), or, with smtp_skip_5xx_greeting = no,
+        refuses the mail for good.
+        """
+        self.startSink("-f", "CONNECT")
+        self.startMaster()
+        skipped = sendMessage(self.port, "alice@localhost", ["bob@remote.example"], "skip")
+        waitFor(lambda: f"{skipped}: to=<bob@remote.example>" in self.master.log(),
+                what="the attempt")
+        self.assertIn("status=deferred", [line for line in self.master.log().splitlines()
+                                          if f"{skipped}: to=" in line][0])
+        self.master.stop()
+        self.startMaster(smtp_skip_5xx_greeting="no")
+        refused = sendMessage(self.port, "alice@localhost", ["bob@remote.example"], "refuse")
+        waitFor(lambda: f"{refused}: to=<bob@remote.example>" in self.master.log(),
+                what="the attempt")
+        self.assertIn("status=bounced", [line for line in self.master.log().splitlines()
+                                         if f"{refused}: to=" in line][0])
+
     def test_delayWarning(self):
         """
         Mail still deferred after delay_warning_time brings the sender

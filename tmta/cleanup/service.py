@@ -32,6 +32,7 @@ from tmta.queue.qfile import commitAll
 from tmta.queue.store import QueueError, QueueStore
 from tmta.replies import INTERNAL_ERROR, TOO_BIG, storageFailure
 from tmta.rewrite.client import RewriteClient
+from tmta.common.flow import waitForRoom
 from tmta.common.triggers import Wakeup
 from tmta.wire import ServiceAMP, heldWrites
 
@@ -285,11 +286,14 @@ class CleanupProtocol(ServiceAMP):
         if data:
             inProgress.content(data)
 
-        def answer(result):
-            code, reason = result
+        async def finish():
+            code, reason = await inProgress.finish()
+            if code == 250 and self.cleanup.inFlowDelay > 0:
+                await waitForRoom(self.cleanup.reactor, self.cleanup.store.directory,
+                                  self.cleanup.inFlowDelay)
             return {"code": code, "reason": reason, "queue_id": inProgress.queueId}
 
-        return defer.Deferred.fromCoroutine(inProgress.finish()).addCallback(answer)
+        return defer.Deferred.fromCoroutine(finish())
 
     @CleanupAbort.responder
     def abortMessage(self, message: int):
@@ -326,6 +330,7 @@ class Cleanup:
         self.headerSizeLimit = config.getInt("header_size_limit")
         self.hopcountLimit = config.getInt("hopcount_limit")
         self.duplicateFilterLimit = config.getInt("duplicate_filter_limit")
+        self.inFlowDelay = config.getTime("in_flow_delay")
         self._notify = notifyQmgr
 
     def wakeQmgr(self, queueId: str) -> None:

@@ -158,6 +158,7 @@ DEFAULTS: Dict[str, str] = {
     "bounce_notice_recipient": "postmaster",
     "2bounce_notice_recipient": "postmaster",
     "delay_warning_time": "0h",
+    "in_flow_delay": "1s",
     "notify_classes": "resource, software",
 }
 
@@ -258,7 +259,8 @@ for _prefix in ("smtp", "lmtp"):
                   "sasl_tls_security_options", "sasl_mechanism_filter", "sasl_type",
                   # where and how to connect
                   "bind_address", "bind_address6", "address_preference", "host_lookup",
-                  "dns_support_level"):
+                  "dns_support_level", "connection_cache_on_demand",
+                  "connection_cache_destinations"):
         _full = f"{_prefix}_{_name}"
         if _full in POSTFIX_DEFAULTS:
             DEFAULTS.setdefault(_full, POSTFIX_DEFAULTS[_full])
@@ -269,7 +271,7 @@ for _name in ("initial_destination_concurrency",
               "default_destination_concurrency_negative_feedback",
               "default_destination_concurrency_failed_cohort_limit",
               "sender_dependent_relayhost_maps", "empty_address_relayhost_maps_lookup_key",
-              "qmgr_message_recipient_limit",
+              "qmgr_message_recipient_limit", "smtp_skip_5xx_greeting",
               "disable_dns_lookups", "tls_export_cipherlist", "tls_low_cipherlist",
               "tls_medium_cipherlist", "tls_high_cipherlist", "tls_null_cipherlist"):
     DEFAULTS.setdefault(_name, POSTFIX_DEFAULTS[_name])

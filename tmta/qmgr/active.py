@@ -68,6 +68,9 @@ class ActiveMessages(Dict[str, ActiveMessage]):
     def __init__(self) -> None:
         super().__init__()
         self.recipients = 0
+        #: Called after a message leaves (the queue manager may take up
+        #: another).
+        self.onRemoved: Optional[Callable[[], None]] = None
 
     def __setitem__(self, queueId: str, message: ActiveMessage) -> None:
         previous = self.get(queueId)
@@ -79,6 +82,8 @@ class ActiveMessages(Dict[str, ActiveMessage]):
     def __delitem__(self, queueId: str) -> None:
         self.recipients -= self[queueId].recipientCount
         super().__delitem__(queueId)
+        if self.onRemoved is not None:
+            self.onRemoved()
 
 
 class Outstanding:

@@ -12,6 +12,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
+from tmta.common.flow import InFlowFlag
 from tmta.delivery import Deliver
 from tmta.qmgr.active import ActiveMessage, ActiveMessages, MessageCompletion, Outstanding
 from tmta.qmgr.scheduler import Job, Outcome, TransportQueue, parseFeedback
@@ -48,6 +49,12 @@ class QueueManager:
         self.now = now
         self.transportLimits = transportLimits or {}
         self.active = ActiveMessages()
+        self.active.onRemoved = self._roomMade
+        # Set when mail was left in incoming/ for want of room: the next
+        # message to leave the active queue brings a scan.
+        self._leftWaiting = False
+        self._wakeupCall = None
+        self.inFlow = InFlowFlag(store.directory)
         self.recipientLimit = config.getInt("qmgr_message_recipient_limit")
         # sender_dependent_relayhost_maps: the next hop depends on the
         # sender too, so the resolver is asked with it.
@@ -95,6 +102,9 @@ class QueueManager:
         self.stopping = True
         if self._deferredScan is not None and self._deferredScan.running:
             self._deferredScan.stop()
+        if self._wakeupCall is not None and self._wakeupCall.active():
+            self._wakeupCall.cancel()
+        self.inFlow.set(False)
         for queue in self.transports.values():
             queue.paused = True
             queue.close()
@@ -152,10 +162,24 @@ class QueueManager:
         Whether the active queue holds as much as it may: at most
         C{qmgr_message_active_limit} messages, and new messages are taken
         up only while their recipients number fewer than
-        C{qmgr_message_recipient_limit}.
+        C{qmgr_message_recipient_limit}.  Full, it asks cleanup to slow
+        the inflow (C{in_flow_delay}).
         """
-        return (len(self.active) >= self.activeLimit
+        full = (len(self.active) >= self.activeLimit
                 or (self.recipientLimit > 0 and self.active.recipients >= self.recipientLimit))
+        if full:
+            self._leftWaiting = True
+            self.inFlow.set(True)
+        return full
+
+    def _roomMade(self) -> None:
+        if not self._leftWaiting or self._full() or self.stopping:
+            return
+        self._leftWaiting = False
+        self.inFlow.set(False)
+        if self._wakeupCall is None or not self._wakeupCall.active():
+            # Not from within the completion that made the room.
+            self._wakeupCall = self.reactor.callLater(0, self.wakeup)
 
     def recoverActive(self) -> None:
         """

@@ -229,6 +229,14 @@ class SMTPDeliveryAgent:
         self.mxAddressLimit = config.getInt(f"{prefix}_mx_address_limit")
         self.mxSessionLimit = config.getInt(f"{prefix}_mx_session_limit")
         self.fallbackRelays = [] if lmtp else config.getList("smtp_fallback_relay")
+        # smtp_skip_5xx_greeting: a server greeting with 5xx is skipped
+        # for the next (yes), or refuses the mail for good (no).
+        self.skip5xxGreeting = lmtp or config.getBool("smtp_skip_5xx_greeting")
+        # Sessions kept for reuse: on demand (yes), else only for the
+        # destinations listed.
+        self.cacheOnDemand = config.getBool(f"{prefix}_connection_cache_on_demand")
+        self.cacheDestinations = {d.lower() for d in
+                                  config.getList(f"{prefix}_connection_cache_destinations")}
         protocols = {p.lower() for p in config.getList("inet_protocols")}
         if "all" in protocols:
             protocols = {"ipv4", "ipv6"}
@@ -333,6 +341,9 @@ class SMTPDeliveryAgent:
             try:
                 session, reused = await self._session(target)
             except SessionFailed as e:
+                if (not self.skip5xxGreeting and e.stage == "initial greeting"
+                        and e.reply is not None and e.reply.code // 100 == 5):
+                    raise
                 if e.tls and e.stage == "TLS handshake" and target.policy is not None \
                         and target.policy.level == "may":
                     # may: a failed handshake is retried in plaintext,
@@ -357,7 +368,10 @@ class SMTPDeliveryAgent:
                     raise
                 raise _TryNext(e)
             use = session.transactions
-            self.cache.release(target.cacheKey, session)
+            if self.cacheOnDemand or target.nexthop.lower() in self.cacheDestinations:
+                self.cache.release(target.cacheKey, session)
+            else:
+                session.quit()
             return use
         raise _TryNext(None, "lost connection with {relay}", "4.4.2")
 
