@@ -3,7 +3,8 @@ Run inside a private mount and network namespace (unshare -mn) by
 L{tests.test_smtp.SystemResolverTests}: a twisted.names server on port 53
 of loopback, the system's /etc/resolv.conf replaced (for this namespace
 only) by one naming it, smtp-sink as a domain's MX, and a real master
-that must find that MX through /etc/resolv.conf as production does.
+that must find the MX hosts through /etc/resolv.conf as production does,
+and go on to the second when the first refuses connections.
 
 Prints DELIVERED when the sink got the message.
 """
@@ -39,9 +40,10 @@ def main() -> int:
     dumps = os.path.join(base, "dumps")
     os.makedirs(dumps)
     os.chmod(dumps, 0o777)
-    # first.example.test, the best MX of mx.example.test, is 127.0.0.11.
+    # first.example.test, the best MX of mx.example.test, is 127.0.0.11,
+    # where nothing listens; second.example.test is 127.0.0.12.
     sink = subprocess.Popen(["smtp-sink", "-u", "nobody", "-d", os.path.join(dumps, "%M."),
-                             "127.0.0.11:25", "20"])
+                             "127.0.0.12:25", "20"])
     master = None
     try:
         time.sleep(1.5)

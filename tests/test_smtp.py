@@ -773,6 +773,24 @@ class DNSTests(SynchronousTestCase):
         failure = self.hosts("null.example.test")
         self.assertEqual((failure.value.dsn, failure.value.permanent), ("5.1.10", True))
 
+    def test_serverFailureDefers(self):
+        """
+        A name server that does not answer: the mail waits (4.4.3), it
+        is not bounced.
+        """
+        from twisted.internet import reactor
+        from twisted.names import client
+
+        from tmta.config import MainConfig
+        from tmta.smtp.agent import NextHopError, SMTPDeliveryAgent
+
+        silent = client.Resolver(servers=[("127.0.0.1", freePort())], reactor=reactor,
+                                 timeout=(1,))
+        self.agent = SMTPDeliveryAgent(reactor, MainConfig({}), resolver=silent)
+        failure = self.hosts("mx.example.test")
+        self.assertIsInstance(failure.value, NextHopError)
+        self.assertEqual((failure.value.dsn, failure.value.permanent), ("4.4.3", False))
+
     def test_loopBounces(self):
         failure = self.hosts("loop.example.test")
         self.assertEqual(failure.value.dsn, "5.4.6")
@@ -797,7 +815,8 @@ class SystemResolverTests(SynchronousTestCase):
         result = subprocess.run(["unshare", "-mn", sys.executable, driver],
                                 capture_output=True, text=True, timeout=120)
         self.assertIn("DELIVERED", result.stdout, result.stdout + result.stderr)
-        self.assertIn("relay=first.example.test[127.0.0.11]:25", result.stdout)
+        # The best MX refuses connections; the second takes the mail.
+        self.assertIn("relay=second.example.test[127.0.0.12]:25", result.stdout)
 
 
 class SessionLimitTests(TestCase):
@@ -906,3 +925,58 @@ class AddressTests(TestCase):
                                             protocol.Factory.forProtocol(protocol.Protocol))
         self.addCleanup(connected.transport.loseConnection)
         self.assertEqual((yield seen), "127.0.0.2")
+
+
+class ProtocolErrorTests(TestCase):
+    """
+    notify_classes = protocol: a server that breaks SMTP costs the
+    delivery an attempt, and the postmaster gets the session's
+    transcript.
+    """
+
+    @defer.inlineCallbacks
+    def test_transcriptToPostmaster(self):
+        from twisted.internet import protocol, reactor
+
+        from tmta.config import MainConfig
+        from tmta.delivery import DEFERRED, DeliveryRequest, RequestRecipient
+        from tmta.smtp.agent import SMTPDeliveryAgent
+
+        class Garbled(protocol.Protocol):
+            def connectionMade(self):
+                self.transport.write(b"220 garbled.example ESMTP\r\n")
+
+            def dataReceived(self, data):
+                self.transport.write(b"hello, whoever you are\r\n")
+
+        port = reactor.listenTCP(0, protocol.Factory.forProtocol(Garbled),
+                                 interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        notices = []
+
+        def postmaster(recipient, text):
+            notices.append((recipient, text))
+            return defer.succeed("NOTICEID")
+
+        agent = SMTPDeliveryAgent(reactor, MainConfig({"notify_classes": "protocol"}),
+                                  resolver=object(), postmaster=postmaster)
+        self.addCleanup(agent.cache.close)
+
+        class Request(DeliveryRequest):
+            def content(self):
+                return iter([b"Subject: x\n\nbody\n"])
+
+        request = Request("6616754DEA88102EF8", "", "a@b.example",
+                          f"[127.0.0.1]:{port.getHost().port}",
+                          [RequestRecipient("r@example.test", "r@example.test", 10)])
+        result = yield agent.deliver(request)
+        [status] = result.statuses
+        self.assertEqual(status.status, DEFERRED)
+        self.assertIn("protocol error with 127.0.0.1[127.0.0.1]:", status.reason)
+        self.assertIn("malformed reply", status.reason)
+        [(recipient, text)] = notices
+        self.assertEqual(recipient, "postmaster")
+        self.assertIn(b"Subject: tmta SMTP client: errors from 127.0.0.1[127.0.0.1]:", text)
+        self.assertIn(b" In: 220 garbled.example ESMTP", text)
+        self.assertIn(b" Out: EHLO ", text)
+        self.assertIn(b" In: hello, whoever you are", text)

@@ -157,6 +157,7 @@ DEFAULTS: Dict[str, str] = {
     "bounce_size_limit": "50000",
     "bounce_notice_recipient": "postmaster",
     "2bounce_notice_recipient": "postmaster",
+    "error_notice_recipient": "postmaster",
     "delay_warning_time": "0h",
     "in_flow_delay": "1s",
     "notify_classes": "resource, software",

@@ -17,6 +17,7 @@ import os
 import random
 import socket
 import time
+from email.utils import formatdate
 from typing import Dict, List, Optional, Tuple
 
 from twisted.internet import defer, threads
@@ -197,9 +198,15 @@ class SMTPDeliveryAgent:
     @param connect: C{connect(host, port, factory)} returns a Deferred
         firing with the connected protocol (a test seam; the default
         connects over TCP).
+    @param postmaster: C{postmaster(recipient, text)} queues a notice
+        (LF line ends) from the mail system, returning a Deferred; with
+        C{protocol} in C{notify_classes} a session in which the server
+        broke the SMTP protocol is reported to C{error_notice_recipient}
+        with its transcript.
     """
 
-    def __init__(self, reactor, config, resolver=None, connect=None, lmtp: bool = False) -> None:
+    def __init__(self, reactor, config, resolver=None, connect=None, lmtp: bool = False,
+                 postmaster=None) -> None:
         self.reactor = reactor
         self.lmtp = lmtp
         prefix = "lmtp" if lmtp else "smtp"
@@ -229,6 +236,9 @@ class SMTPDeliveryAgent:
         self.mxAddressLimit = config.getInt(f"{prefix}_mx_address_limit")
         self.mxSessionLimit = config.getInt(f"{prefix}_mx_session_limit")
         self.fallbackRelays = [] if lmtp else config.getList("smtp_fallback_relay")
+        self.postmaster = postmaster
+        self.reportProtocol = "protocol" in {c.lower() for c in config.getList("notify_classes")}
+        self.errorRecipient = config.get("error_notice_recipient") or "postmaster"
         # smtp_skip_5xx_greeting: a server greeting with 5xx is skipped
         # for the next (yes), or refuses the mail for good (no).
         self.skip5xxGreeting = lmtp or config.getBool("smtp_skip_5xx_greeting")
@@ -358,6 +368,7 @@ class SMTPDeliveryAgent:
             try:
                 await session.send(transaction)
             except SessionFailed as e:
+                self._reportProtocolError(session, target)
                 if reused and e.reply is None and not transaction.replies:
                     # A cached session the server had closed meanwhile:
                     # once more, on a new one.
@@ -403,12 +414,43 @@ class SMTPDeliveryAgent:
                                        self._factory(tls, target.login))
         try:
             await protocol.ready
+        except SessionFailed:
+            self._reportProtocolError(protocol, target)
+            raise
         finally:
             trust = getattr(protocol, "trust", None)
             if trust is not None:
                 log.info("{status} TLS connection established to {relay}: {summary}",
                          status=trust.status, relay=target.relay, summary=trust.summary)
         return protocol, False
+
+    def _reportProtocolError(self, session, target: "_Target") -> None:
+        """
+        Send the postmaster the transcript of a session in which the
+        server broke the protocol (notify_classes = protocol).
+        """
+        error = getattr(session, "protocolError", None)
+        if error is None or not self.reportProtocol or self.postmaster is None:
+            return
+        text = "\n".join([
+            f"From: MAILER-DAEMON@{self.myhostname} (Mail Delivery System)",
+            f"To: {self.errorRecipient}",
+            f"Subject: tmta SMTP client: errors from {target.relay}",
+            f"Date: {formatdate(localtime=True)}",
+            "Auto-Submitted: auto-generated",
+            "MIME-Version: 1.0",
+            "Content-Type: text/plain; charset=utf-8",
+            "",
+            f"The server {target.relay} broke the SMTP protocol: {error}",
+            "",
+            "Transcript of session follows.",
+            "",
+            *(f" {line}" for line in session.transcript),
+            "",
+        ]).encode("utf-8", "replace")
+        d = self.postmaster(self.errorRecipient, text)
+        d.addErrback(lambda f: log.warn("cannot send the protocol error transcript: {error}",
+                                        error=f.getErrorMessage()))
 
     # -- results ------------------------------------------------------------
 
@@ -655,6 +697,8 @@ def _failure(relay: str, e: SessionFailed) -> str:
         if e.reply is not None:
             return f"SASL authentication failed; server {relay} said: {e.reply}"
         return f"{e.reason}, server {relay}"
+    if e.protocol:
+        return f"protocol error with {relay} while receiving the {e.stage} reply: {e.reason}"
     if e.tls and e.reply is None:
         if e.reason.endswith("by host"):
             return f"{e.reason} {relay}"

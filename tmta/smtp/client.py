@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from collections import deque
+from typing import Deque, Dict, List, Optional, Tuple
 
 from twisted.internet import defer, protocol
 from twisted.internet.interfaces import IHandshakeListener
@@ -22,6 +23,11 @@ from zope.interface import implementer
 
 from tmta.dsn import xtextEncode
 from tmta.smtp.mime import downgrade8bit
+
+#: Bounds on what a server may send as one reply.
+MAX_REPLY_LINE = 64 * 1024
+MAX_REPLY_LINES = 1000
+TRANSCRIPT_LINES = 200
 
 _REPLY_LINE = re.compile(rb"^(\d{3})([ -])(.*)$")
 _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\b")
@@ -62,7 +68,7 @@ class SessionFailed(Exception):
     """
 
     def __init__(self, stage: str, reply: Optional[Reply] = None, reason: str = "",
-                 tls: bool = False, sasl: bool = False) -> None:
+                 tls: bool = False, sasl: bool = False, protocol: bool = False) -> None:
         self.stage = stage
         self.reply = reply
         self.reason = reason or (str(reply) if reply else "lost connection")
@@ -73,6 +79,8 @@ class SessionFailed(Exception):
         #: SMTP AUTH failed: the server refused the login, or no
         #: mechanism was allowed.
         self.sasl = sasl
+        #: The server broke the protocol (a malformed reply).
+        self.protocol = protocol
         super().__init__(f"{self.reason} (in reply to {stage})")
 
 
@@ -156,6 +164,12 @@ class SMTPClient(protocol.Protocol):
         self.tls = tls
         self.sasl = sasl
         self.trust = None
+        #: The session's commands and replies (not the message), the
+        #: latest L{TRANSCRIPT_LINES}, for a postmaster notice.
+        self.transcript: Deque[str] = deque(maxlen=TRANSCRIPT_LINES)
+        #: Why the server broke the protocol, when it did.
+        self.protocolError: Optional[str] = None
+        self._authenticating = False
         self.clock = clock
         self.timeouts = timeouts or Timeouts()
         self.lmtp = lmtp
@@ -190,19 +204,31 @@ class SMTPClient(protocol.Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         self._buffer += data
+        if b"\n" not in self._buffer and len(self._buffer) > MAX_REPLY_LINE:
+            self._protocolError(f"reply line longer than {MAX_REPLY_LINE} bytes")
+            return
         while b"\n" in self._buffer:
             line, self._buffer = self._buffer.split(b"\n", 1)
             match = _REPLY_LINE.match(line.rstrip(b"\r"))
-            if match is None:
-                self._failAll(SessionFailed(self._stage(), reason="malformed reply "
-                                            + repr(line[:100])))
-                self._close()
+            if match is None or len(self._lines) >= MAX_REPLY_LINES:
+                self._note("In", line.rstrip(b"\r")[:200].decode("utf-8", "replace"))
+                self._protocolError("malformed reply " + repr(line[:100]) if match is None
+                                    else f"reply longer than {MAX_REPLY_LINES} lines")
                 return
             code, more, text = match.groups()
+            self._note("In", line.rstrip(b"\r").decode("utf-8", "replace"))
             self._lines.append((int(code), text.decode("utf-8", "replace")))
             if more == b" ":
                 lines, self._lines = self._lines, []
                 self._deliver(Reply(lines[-1][0], " ".join(t for _, t in lines)), lines)
+
+    def _protocolError(self, reason: str) -> None:
+        self.protocolError = reason
+        self._failAll(SessionFailed(self._stage(), reason=reason, protocol=True))
+        self._close()
+
+    def _note(self, direction: str, line: str) -> None:
+        self.transcript.append(f"{direction}: {line}")
 
     def connectionLost(self, reason) -> None:
         self._lost = True
@@ -263,10 +289,17 @@ class SMTPClient(protocol.Protocol):
         waiting, self._waiting = self._waiting, []
         self._cancelTimer()
         for stage, _, d in waiting:
-            d.errback(SessionFailed(stage, error.reply, error.reason)
+            d.errback(SessionFailed(stage, error.reply, error.reason, protocol=error.protocol)
                       if stage != error.stage else error)
 
     def _write(self, *lines: str) -> None:
+        for line in lines:
+            # Logins stay out of transcripts.
+            if line.upper().startswith("AUTH "):
+                line = " ".join(line.split(" ", 2)[:2]) + " (login data)"
+            elif self._authenticating:
+                line = "(login data)"
+            self._note("Out", line)
         self.transport.write(b"".join(line.encode("utf-8", "surrogateescape") + b"\r\n"
                                       for line in lines))
 
@@ -303,12 +336,16 @@ class SMTPClient(protocol.Protocol):
                                 "available (the server offers "
                                 f"{self.extensions['AUTH'] or 'none'})", sasl=True)
         command, answers = self.sasl.exchange(mechanisms[0])
-        reply = await self._command(command, "AUTH", self.timeouts.helo)
-        while reply.code == 334 and answers:
-            reply = await self._command(answers.pop(0), "AUTH", self.timeouts.helo)
-        if reply.code == 334:
-            self._write("*")  # a challenge we have no answer for: cancel
-            reply, _ = await self._expect("AUTH", self.timeouts.helo)
+        self._authenticating = True
+        try:
+            reply = await self._command(command, "AUTH", self.timeouts.helo)
+            while reply.code == 334 and answers:
+                reply = await self._command(answers.pop(0), "AUTH", self.timeouts.helo)
+            if reply.code == 334:
+                self._write("*")  # a challenge we have no answer for: cancel
+                reply, _ = await self._expect("AUTH", self.timeouts.helo)
+        finally:
+            self._authenticating = False
         if reply.code != 235:
             raise SessionFailed("AUTH", reply, reason=f"SASL authentication failed; server "
                                 f"said: {reply}", sasl=True)
