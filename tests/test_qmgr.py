@@ -212,6 +212,33 @@ class QueueManagerTests(TestCase):
         self.assertFalse(os.path.exists(flag))
 
     @defer.inlineCallbacks
+    def test_newAndDeferredTakeTurns(self):
+        """
+        With the active queue full, new and deferred mail take turns for
+        the room that frees up: neither starves the other.
+        """
+        self.manager.activeLimit = 1
+        self.held = []
+        names = {}
+        for n in range(3):
+            names[self.queue([f"new{n}@localhost"])] = f"I{n}"
+        for n in range(3):
+            queueId = self.queue([f"old{n}@localhost"], queueName="deferred")
+            os.utime(self.store.path("deferred", queueId), (0, 0))
+            names[queueId] = f"D{n}"
+        self.manager.start()
+        order = []
+        for _ in range(6):
+            yield defer.Deferred.fromCoroutine(self.settle_briefly())
+            [queueId] = list(self.manager.active)
+            order.append(names[queueId])
+            d, kw = self.held.pop(0)
+            d.callback({"statuses": [{"offset": r["offset"], "status": SENT, "dsn": "2.0.0",
+                                      "reason": "ok"} for r in kw["recipients"]]})
+        yield defer.Deferred.fromCoroutine(self.settle())
+        self.assertEqual(order, ["I0", "I1", "D0", "I2", "D1", "D2"])
+
+    @defer.inlineCallbacks
     def test_backoffIntervals(self):
         """
         A deferred message waits as long as it has been queued, within

@@ -256,3 +256,42 @@ class QueueFileTests(SynchronousTestCase):
     def test_layoutModes(self):
         mode = stat.S_IMODE(os.stat(os.path.join(self.directory, "private")).st_mode)
         self.assertEqual(mode, 0o700)
+
+
+class HashedQueueTests(SynchronousTestCase):
+    """
+    hash_queue_names: any queue, and the defer logs, in hashed
+    subdirectories made on first use; a defer log from before the
+    setting changed is still found.
+    """
+
+    def test_hashedIncomingAndDeferLogs(self):
+        import os
+
+        from tmta.config import MainConfig
+        from tmta.queue.layout import createLayout
+        from tmta.queue.store import QueueStore
+
+        directory = os.path.abspath(self.mktemp())
+        createLayout(directory)
+        flat = QueueStore(directory, hashedQueues=())
+        store = QueueStore.fromConfig(MainConfig({
+            "queue_directory": directory, "hash_queue_depth": "2",
+            "hash_queue_names": "incoming, deferred, defer"}))
+        queueId, writer = store.create("incoming")
+        writer.envelope(1.0, "a@b.example", {})
+        writer.recipient("c@d.example")
+        writer.content(b"x\n")
+        writer.commit()
+        path = store.path("incoming", queueId)
+        self.assertEqual(os.path.relpath(path, directory).count(os.sep), 3)
+        self.assertTrue(os.path.exists(path))
+        self.assertEqual(store.list("incoming"), [queueId])
+        store.writeDeferLog(queueId, {"c@d.example": "busy"})
+        self.assertFalse(os.path.exists(os.path.join(directory, "defer", queueId)))
+        self.assertEqual(store.readDeferLog(queueId), {"c@d.example": "busy"})
+        store.removeDeferLog(queueId)
+        flat.writeDeferLog(queueId, {"c@d.example": "older"})
+        self.assertEqual(store.readDeferLog(queueId), {"c@d.example": "older"})
+        store.removeDeferLog(queueId)
+        self.assertEqual(flat.readDeferLog(queueId), {})

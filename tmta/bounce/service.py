@@ -241,7 +241,7 @@ class BounceService(Service):
         self.sizeLimit = context.config.getInt("bounce_size_limit")
         self.notifyClasses = {c.lower() for c in context.config.getList("notify_classes")}
         self.doubleBounceRecipient = context.config.get("2bounce_notice_recipient")
-        self.store = QueueStore(context.config.get("queue_directory"))
+        self.store = QueueStore.fromConfig(context.config)
         self.reactor = context.reactor
         self.reactor.getThreadPool()
         self.cleanup = CleanupClient(

@@ -372,7 +372,7 @@ class CleanupService(Service):
         self.cleanup = Cleanup(
             context.reactor,
             config,
-            QueueStore(queueDirectory, hashDepth=config.getInt("hash_queue_depth")),
+            QueueStore.fromConfig(config),
             RewriteClient(lambda: context.connect("rewrite"), context.reactor,
                           idle=config.getTime("ipc_idle")),
             qmgrTrigger(context.reactor, queueDirectory, config.getTime("ipc_idle")),

@@ -90,7 +90,7 @@ def listQueue(configuration: Configuration, out: TextIO = sys.stdout) -> int:
     from tmta.queue.store import QueueStore
 
     main = configuration.main
-    store = QueueStore(main.get("queue_directory"), hashDepth=main.getInt("hash_queue_depth"))
+    store = QueueStore.fromConfig(main)
     marks = {"active": "*", "hold": "!", "incoming": "", "deferred": ""}
     count = size = 0
     lines: List[str] = []
@@ -178,7 +178,7 @@ def holdQueue(configuration: Configuration, queueIds: List[str], release: bool =
     from tmta.queue.store import QueueStore
 
     main = configuration.main
-    store = QueueStore(main.get("queue_directory"), hashDepth=main.getInt("hash_queue_depth"))
+    store = QueueStore.fromConfig(main)
     sources = ("hold",) if release else ("incoming", "deferred")
     target = "deferred" if release else "hold"
     wanted = None if queueIds == ["ALL"] else set(queueIds)

@@ -218,5 +218,5 @@ class AgentService(Service):
 
     def startService(self) -> None:
         super().startService()
-        store = QueueStore(self.context.config.get("queue_directory"))
+        store = QueueStore.fromConfig(self.context.config)
         self.context.listen(Factory.forProtocol(lambda: AgentProtocol(self.agent, store)))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Set, Tuple
 
 from twisted.internet import defer, task
 from twisted.logger import Logger
@@ -50,9 +50,13 @@ class QueueManager:
         self.transportLimits = transportLimits or {}
         self.active = ActiveMessages()
         self.active.onRemoved = self._roomMade
-        # Set when mail was left in incoming/ for want of room: the next
-        # message to leave the active queue brings a scan.
+        # Set when mail was left waiting for want of room: the next
+        # message to leave the active queue brings a scan of the queues
+        # that had some, taking turns so that neither new nor deferred
+        # mail starves the other.
         self._leftWaiting = False
+        self._waitingIn: Set[str] = set()
+        self._deferredFirst = False
         self._wakeupCall = None
         self.inFlow = InFlowFlag(store.directory)
         self.recipientLimit = config.getInt("qmgr_message_recipient_limit")
@@ -179,7 +183,17 @@ class QueueManager:
         self.inFlow.set(False)
         if self._wakeupCall is None or not self._wakeupCall.active():
             # Not from within the completion that made the room.
-            self._wakeupCall = self.reactor.callLater(0, self.wakeup)
+            self._wakeupCall = self.reactor.callLater(0, self._refill)
+
+    def _refill(self) -> None:
+        waiting, self._waitingIn = self._waitingIn, set()
+        order = ["deferred", "incoming"] if self._deferredFirst else ["incoming", "deferred"]
+        self._deferredFirst = not self._deferredFirst
+        for queueName in order:
+            if queueName == "incoming":
+                self.wakeup()
+            elif queueName in waiting:
+                self.scanDeferred()
 
     def recoverActive(self) -> None:
         """
@@ -235,6 +249,7 @@ class QueueManager:
             return
         for queueId in self.store.list(queueName):
             if self._full():
+                self._waitingIn.add(queueName)
                 return
             if queueId in self.active or not self.store.isComplete(queueName, queueId):
                 continue

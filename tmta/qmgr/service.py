@@ -47,7 +47,7 @@ class QmgrService(Service):
     def __init__(self, context) -> None:
         self.context = context
         config = context.config
-        store = QueueStore(config.get("queue_directory"), hashDepth=config.getInt("hash_queue_depth"))
+        store = QueueStore.fromConfig(config)
         rewrite = RewriteClient(lambda: context.connect("rewrite"), context.reactor,
                                 idle=config.getTime("ipc_idle"))
         context.reactor.getThreadPool()

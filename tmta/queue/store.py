@@ -21,7 +21,8 @@ from tmta.queue.qid import QueueIdGenerator, hashDirectory, isQueueId
 
 log = Logger()
 
-HASHED_QUEUES = ("deferred",)
+#: Postfix's default hash_queue_names.
+HASHED_QUEUES = ("deferred", "defer")
 
 
 class QueueError(Exception):
@@ -52,11 +53,22 @@ class QueueStore:
         fsync: Callable[[int], None] = os.fsync,
         hashDepth: int = 1,
         ids: Optional[QueueIdGenerator] = None,
+        hashedQueues=HASHED_QUEUES,
     ) -> None:
         self.directory = directory
         self.fsync = fsync
         self.hashDepth = max(0, min(hashDepth, 4))
         self.ids = ids or QueueIdGenerator()
+        self.hashedQueues = frozenset(hashedQueues) if self.hashDepth else frozenset()
+
+    @classmethod
+    def fromConfig(cls, config, **kw) -> "QueueStore":
+        """
+        The queue as C{queue_directory}, C{hash_queue_depth} and
+        C{hash_queue_names} say: every process must see the same layout.
+        """
+        return cls(config.get("queue_directory"), hashDepth=config.getInt("hash_queue_depth"),
+                   hashedQueues=config.getList("hash_queue_names"), **kw)
 
     def path(self, queueName: str, queueId: str) -> str:
         """
@@ -67,16 +79,30 @@ class QueueStore:
         """
         if queueName not in QUEUES or not isQueueId(queueId):
             raise ValueError(f"bad queue file name {queueName}/{queueId!r}")
-        if queueName in HASHED_QUEUES and self.hashDepth:
+        if queueName in self.hashedQueues:
             return os.path.join(
                 self.directory, queueName, hashDirectory(queueId, self.hashDepth), queueId
             )
         return os.path.join(self.directory, queueName, queueId)
 
-    def _deferLogPath(self, queueId: str) -> str:
+    def _deferLogPath(self, queueId: str, hashed: Optional[bool] = None) -> str:
         if not isQueueId(queueId):
             raise ValueError(f"bad queue id {queueId!r}")
+        if hashed is None:
+            hashed = "defer" in self.hashedQueues
+        if hashed:
+            return os.path.join(self.directory, "defer",
+                                hashDirectory(queueId, self.hashDepth), queueId)
         return os.path.join(self.directory, "defer", queueId)
+
+    def _existingDeferLog(self, queueId: str) -> str:
+        # A log written before hash_queue_names changed is still found.
+        path = self._deferLogPath(queueId)
+        if not os.path.exists(path):
+            other = self._deferLogPath(queueId, hashed="defer" not in self.hashedQueues)
+            if os.path.exists(other):
+                return other
+        return path
 
     def writeDeferLog(self, queueId: str, reasons: Dict[str, str],
                       warned: Optional[float] = None) -> None:
@@ -90,6 +116,7 @@ class QueueStore:
         """
         path = self._deferLogPath(queueId)
         temporary = path + ".tmp"
+        os.makedirs(os.path.dirname(path), 0o700, exist_ok=True)
         with open(temporary, "w", encoding="utf-8", errors="surrogateescape") as f:
             for address, reason in reasons.items():
                 f.write(json.dumps({"recipient": address, "reason": reason}) + "\n")
@@ -103,7 +130,7 @@ class QueueStore:
         (L{writeDeferLog}'s C{warned}), or C{None}.
         """
         try:
-            with open(self._deferLogPath(queueId), encoding="utf-8",
+            with open(self._existingDeferLog(queueId), encoding="utf-8",
                       errors="surrogateescape") as f:
                 for line in f:
                     try:
@@ -123,7 +150,7 @@ class QueueStore:
         """
         reasons: Dict[str, str] = {}
         try:
-            with open(self._deferLogPath(queueId), encoding="utf-8",
+            with open(self._existingDeferLog(queueId), encoding="utf-8",
                       errors="surrogateescape") as f:
                 for line in f:
                     try:
@@ -137,7 +164,7 @@ class QueueStore:
 
     def removeDeferLog(self, queueId: str) -> None:
         try:
-            os.unlink(self._deferLogPath(queueId))
+            os.unlink(self._existingDeferLog(queueId))
         except OSError:
             pass
 
@@ -150,10 +177,20 @@ class QueueStore:
         """
         for _ in range(10):
             queueId = self.ids.next()
+            path = self.path(queueName, queueId)
             try:
-                return queueId, QueueFileWriter(self.path(queueName, queueId), self.fsync)
+                return queueId, QueueFileWriter(path, self.fsync)
             except FileExistsError:
                 continue
+            except FileNotFoundError as e:
+                if queueName not in self.hashedQueues:
+                    raise QueueError(f"cannot create queue file: {e.strerror}", e.errno)
+                # A hashed subdirectory made on first use.
+                try:
+                    os.makedirs(os.path.dirname(path), 0o700, exist_ok=True)
+                    return queueId, QueueFileWriter(path, self.fsync)
+                except OSError as e:
+                    raise QueueError(f"cannot create queue file: {e.strerror}", e.errno)
             except OSError as e:
                 raise QueueError(f"cannot create queue file: {e.strerror}", e.errno)
         raise QueueError("cannot find an unused queue id")
