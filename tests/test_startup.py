@@ -165,7 +165,8 @@ class StockMasterCfTests(SynchronousTestCase):
         self.addCleanup(master.stop)
         log = master.log()
         self.assertEqual(log.count("services not implemented, skipped:"), 1)
-        self.assertIn("pickup/unix (pickup)", log)
+        self.assertIn("showq/unix (showq)", log)
+        self.assertNotIn("pickup/unix (pickup)", log)
         self.assertEqual(log.count("chroot is not applied"), 1)
         sendMessage(port, "a@example.com", ["dora@localhost"], "stock")
         from tests.support import subjects

@@ -73,6 +73,10 @@ def receivedHeader(
     if clientAddress:
         lines.append(f"Received: from {helo or clientName} ({clientName} [{clientAddress}])")
         lines.append(f"\tby {myhostname} (tmta) with {protocol} id {queueId}")
+    elif attributes.get("uid", "").isdigit():
+        # Posted with tmta-sendmail: who posted it, as the file's owner says.
+        lines.append(f"Received: by {myhostname} (tmta, from userid {attributes['uid']})")
+        lines.append(f"\tid {queueId}")
     else:
         lines.append(f"Received: by {myhostname} (tmta, from local) id {queueId}")
     if len(recipients) == 1:

@@ -22,6 +22,7 @@ EMBEDDED_MASTER_CF = """\
 2525      inet  n       -       n       -       -       smtpd
 cleanup   unix  n       -       n       -       0       cleanup
 qmgr      unix  n       -       n       300     1       qmgr
+pickup    unix  n       -       n       60      1       pickup
 rewrite   unix  -       -       n       -       -       trivial-rewrite
 bounce    unix  -       -       n       -       0       bounce
 defer     unix  -       -       n       -       0       bounce

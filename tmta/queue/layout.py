@@ -29,7 +29,10 @@ def createLayout(
     """
     os.makedirs(queueDirectory, mode=0o755, exist_ok=True)
     modes = {name: 0o700 for name in QUEUES + LOGS}
-    modes["maildrop"] = 0o730
+    # World-writable and sticky, for tmta-sendmail running as any user;
+    # set-group-id, so posted files take the mail system's group and pickup
+    # can read what no other user can.
+    modes["maildrop"] = 0o3733
     modes.update(SOCKET_DIRECTORIES)
     modes["pid"] = 0o755
     for name, mode in modes.items():

@@ -58,6 +58,8 @@ smtpd = BuiltinComponent("smtpd", "tmta.smtpd.service:SMTPService",
                          limitParameter="smtpd_process_client_limit")
 cleanup = BuiltinComponent("cleanup", "tmta.cleanup.service:CleanupService", fixedLimit=1000)
 qmgr = BuiltinComponent("qmgr", "tmta.qmgr.service:QmgrService", resident=True, fixedLimit=1000)
+pickup = BuiltinComponent("pickup", "tmta.pickup.service:PickupService", resident=True,
+                          fixedLimit=100)
 rewrite = BuiltinComponent("trivial-rewrite", "tmta.rewrite.service:RewriteService",
                            fixedLimit=1000)
 bounce = BuiltinComponent("bounce", "tmta.bounce.service:BounceService", fixedLimit=100)

@@ -1,0 +1,162 @@
+"""
+Tests for posting with C{tmta-sendmail} and the pickup service: the
+command's parsing on its own, and a real master taking mail an ordinary
+user posted.
+"""
+
+import io
+import os
+import pwd
+import subprocess
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from tmta.cli.sendmail import (
+    UsageError,
+    extractRecipients,
+    parseArguments,
+    readMessage,
+)
+from tests.support import (
+    REPO,
+    Master,
+    freePort,
+    maildirMessages,
+    shortTemporaryDirectory,
+    testAccount,
+    waitFor,
+)
+from tests.test_mailpath import MASTER_CF, UNPRIVILEGED_PYTHON
+
+PICKUP_MASTER_CF = MASTER_CF + "pickup    unix  n       -       n       60      1       pickup\n"
+
+
+class CommandLineTests(SynchronousTestCase):
+    def test_sendmailOptions(self):
+        posting = parseArguments(["-t", "-oi", "-f", "<bounces@example.org>", "-F", "Cron",
+                                  "-oem", "-odb", "-v", "-N", "success,failure", "-R", "hdrs",
+                                  "-V", "env1", "a@example.org", "--", "-b@example.org"])
+        self.assertTrue(posting.extract)
+        self.assertFalse(posting.dotEnds)
+        self.assertEqual((posting.sender, posting.fullName), ("bounces@example.org", "Cron"))
+        self.assertEqual((posting.notify, posting.ret, posting.envid),
+                         ("SUCCESS,FAILURE", "HDRS", "env1"))
+        self.assertEqual(posting.recipients, ["a@example.org", "-b@example.org"])
+        self.assertEqual(parseArguments(["-f", "<>"]).sender, "")
+        self.assertEqual(parseArguments(["-bp"]).mode, "p")
+        self.assertRaises(UsageError, parseArguments, ["-bz"])
+        self.assertRaises(UsageError, parseArguments, ["-N", "sometimes"])
+        self.assertRaises(UsageError, parseArguments, ["-f"])
+
+    def test_dotEndsWithoutI(self):
+        source = b"Subject: x\r\n\r\nline\r\n.\r\nafter\r\n"
+        self.assertEqual(readMessage(io.BytesIO(source), True), b"Subject: x\n\nline\n")
+        self.assertEqual(readMessage(io.BytesIO(source), False),
+                         b"Subject: x\n\nline\n.\nafter\n")
+
+    def test_extractRecipients(self):
+        content = (b"From: me\nTo: A <a@example.org>, b@example.org\nBcc: hidden@example.org,\n"
+                   b"  also@example.org\nSubject: x\n\nBcc: not a header\n")
+        recipients, rest = extractRecipients(content)
+        self.assertEqual(recipients, ["a@example.org", "b@example.org", "hidden@example.org",
+                                      "also@example.org"])
+        self.assertNotIn(b"hidden@", rest)
+        self.assertIn(b"\n\nBcc: not a header\n", rest)
+
+
+class PickupTests(SynchronousTestCase):
+    """
+    An ordinary user posts with tmta-sendmail; pickup hands the mail to
+    cleanup with that user as the sender.
+    """
+
+    def setUp(self):
+        if os.getuid() != 0:
+            raise self.skipTest("needs root, to post as an ordinary account")
+        if not os.access(UNPRIVILEGED_PYTHON, os.X_OK):
+            raise self.skipTest(f"no Python for an ordinary account at {UNPRIVILEGED_PYTHON} "
+                                "(.ci/run makes one)")
+        # Not the mail system's own account (tests run it as testAccount),
+        # whose -f pickup believes.
+        testAccount()
+        self.account = pwd.getpwnam("nobody")
+        self.base = shortTemporaryDirectory(self)
+        os.chmod(self.base, 0o755)
+        self.spool = os.path.join(self.base, "mail")
+        self.conf = os.path.join(self.base, "conf")
+        self.port = freePort()
+        self.settings = {"mydestination": "localhost, $myhostname",
+                         "myorigin": "localhost",
+                         "local_recipient_maps": "", "local_mailbox_accounts": "none",
+                         "mail_spool_directory": self.spool + "/"}
+
+    def startMaster(self):
+        self.master = Master(self.conf, self.settings,
+                             PICKUP_MASTER_CF.format(port=self.port)).start()
+        self.addCleanup(self.master.stop)
+        return self.master
+
+    def post(self, text, *args):
+        account = self.account
+
+        def becomeAccount():
+            os.setgroups([])
+            os.setgid(account.pw_gid)
+            os.setuid(account.pw_uid)
+
+        return subprocess.run(
+            [UNPRIVILEGED_PYTHON, "-c",
+             "import sys; from tmta.cli.sendmail import main; sys.exit(main())", *args],
+            input=text, capture_output=True, timeout=60, preexec_fn=becomeAccount,
+            env={"PYTHONPATH": REPO, "MAIL_CONFIG": self.conf, "PATH": "/usr/bin:/bin",
+                 "LANG": "C.UTF-8"})
+
+    def test_postedByAnOrdinaryUser(self):
+        self.startMaster()
+        result = self.post(b"To: someone@localhost\nSubject: posted\n\nhi\n", "-t")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        waitFor(lambda: maildirMessages(self.spool).get("someone"), what="the delivery")
+        [message] = maildirMessages(self.spool)["someone"]
+        self.assertIn(f"Return-Path: <{self.account.pw_name}@localhost>".encode(), message)
+        self.assertIn(f"from userid {self.account.pw_uid}".encode(), message)
+        self.assertIn(b"Subject: posted", message)
+        self.assertEqual(os.listdir(os.path.join(self.conf, "queue", "maildrop")), [])
+
+    def test_postedWhileStopped(self):
+        # The queue exists once the master has run.
+        self.startMaster().stop()
+        result = self.post(b"Subject: while stopped\n\nhi\n", "later@localhost")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        [name] = os.listdir(os.path.join(self.conf, "queue", "maildrop"))
+        st = os.stat(os.path.join(self.conf, "queue", "maildrop", name))
+        self.assertEqual(st.st_uid, self.account.pw_uid)
+        self.assertEqual(st.st_mode & 0o077, 0o040)  # the mail group may read, no other
+        self.startMaster()
+        waitFor(lambda: maildirMessages(self.spool).get("later"), what="the delivery")
+
+    def test_claimedSenderIgnored(self):
+        """
+        An ordinary user's -f is not believed: the mail is from the
+        file's owner.
+        """
+        self.startMaster()
+        result = self.post(b"Subject: forged\n\nhi\n", "-f", "root@localhost",
+                           "victim@localhost")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        waitFor(lambda: maildirMessages(self.spool).get("victim"), what="the delivery")
+        [message] = maildirMessages(self.spool)["victim"]
+        self.assertIn(f"Return-Path: <{self.account.pw_name}@localhost>".encode(), message)
+
+    def test_junkInMaildirSetAside(self):
+        self.startMaster()
+        junk = os.path.join(self.conf, "queue", "maildrop", "6616754DEA88102EF8")
+        with open(junk, "wb") as f:
+            f.write(b"not a queue file at all")
+        os.chown(junk, self.account.pw_uid, -1)
+        result = self.post(b"Subject: after junk\n\nhi\n", "next@localhost")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        waitFor(lambda: maildirMessages(self.spool).get("next"), what="the delivery")
+        waitFor(lambda: os.path.exists(os.path.join(self.conf, "queue", "corrupt",
+                                                    "6616754DEA88102EF8")),
+                what="the junk set aside")
+        waitFor(lambda: "malformed" in self.master.log(), what="the log line")

@@ -1,0 +1,303 @@
+"""
+C{tmta-sendmail}: the Sendmail-compatible posting command, and
+C{tmta-mailq}.
+
+It is not set-uid: it runs as the user who posts.  The message goes into
+C{maildrop/} (world-writable and sticky; new files take the mail
+owner's group from the directory) as a queue file only that user and
+the mail system can read, written under a temporary name, fsynced and
+then renamed.  pickup takes it from there, deciding the sender from the
+file's owner; mail posted while tmta is stopped waits there until it
+runs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from email.parser import BytesHeaderParser
+from email.utils import getaddresses
+from typing import BinaryIO, List, Optional, Tuple
+
+EX_USAGE = 64
+EX_DATAERR = 65
+EX_NOINPUT = 66
+EX_SOFTWARE = 70
+EX_TEMPFAIL = 75
+
+USAGE = "usage: tmta-sendmail [options] [recipient ...]"
+
+#: Options that take a value, as Sendmail's and Postfix's parse them.
+_WITH_VALUE = set("BCFNRVXbfhmopqr")
+
+
+class UsageError(Exception):
+    pass
+
+
+class Posting:
+    """
+    What the command line asks for.
+    """
+
+    def __init__(self) -> None:
+        self.mode = "m"  # -bm: deliver mail
+        self.sender: Optional[str] = None
+        self.fullName: Optional[str] = None
+        self.extract = False  # -t
+        self.dotEnds = True  # cleared by -i / -oi
+        self.configDirectory: Optional[str] = None
+        self.notify: str = ""
+        self.ret: str = ""
+        self.envid: str = ""
+        self.recipients: List[str] = []
+        self.queueRun = False  # -q
+
+
+def parseArguments(argv: List[str]) -> Posting:
+    """
+    Parse Sendmail's command line.  Options Sendmail users pass that mean
+    nothing here (C{-oem}, C{-odb}, C{-v}, ...) are accepted and ignored,
+    as Postfix does.
+
+    @raise UsageError: an option that cannot be honoured or is malformed.
+    """
+    posting = Posting()
+    args = list(argv)
+    while args:
+        arg = args.pop(0)
+        if arg == "--":
+            posting.recipients += args
+            break
+        if not arg.startswith("-") or arg == "-":
+            posting.recipients.append(arg)
+            continue
+        flag, value = arg[1], arg[2:]
+        if flag in _WITH_VALUE and not value and flag not in "bq" and flag != "o":
+            if not args:
+                raise UsageError(f"option -{flag} requires a value")
+            value = args.pop(0)
+        if flag == "b":
+            if value not in ("m", "p", "s", "i", "d", "D", "v"):
+                raise UsageError(f"-b{value} is not supported")
+            if value in ("d", "D", "v", "s"):
+                raise UsageError(f"-b{value} is not implemented yet")
+            posting.mode = value
+        elif flag == "t":
+            posting.extract = True
+        elif flag == "i":
+            posting.dotEnds = False
+        elif flag == "f" or flag == "r":
+            posting.sender = value.strip().strip("<>") if value.strip() != "<>" else ""
+        elif flag == "F":
+            posting.fullName = value
+        elif flag == "C":
+            posting.configDirectory = value
+        elif flag == "N":
+            posting.notify = value.upper()
+        elif flag == "R":
+            posting.ret = value.upper()
+        elif flag == "V":
+            posting.envid = value
+        elif flag == "q":
+            posting.queueRun = True
+        elif flag == "o":
+            # -oi as -i; the rest (-oem, -odb, -oQ...) mean nothing here.
+            option = value or (args.pop(0) if args and not args[0].startswith("-") else "")
+            if option == "i":
+                posting.dotEnds = False
+            elif option.startswith("Q") and len(option) > 1:
+                posting.configDirectory = option[1:]
+        elif flag in "vmenUABhX":
+            # -v, -m, -e*, -n, -U, -A*, -B*, -h*, -X*: accepted, ignored.
+            if flag in _WITH_VALUE and not value and args:
+                args.pop(0)
+        else:
+            raise UsageError(f"unknown option -{flag}")
+    if posting.notify:
+        from tmta.dsn import DSNError, parseNotify
+
+        try:
+            posting.notify = parseNotify(posting.notify)
+        except DSNError:
+            raise UsageError("-N: bad NOTIFY value (NEVER, or SUCCESS, FAILURE, DELAY)")
+    if posting.ret and posting.ret not in ("FULL", "HDRS"):
+        raise UsageError("-R: RET is FULL or HDRS")
+    return posting
+
+
+def readMessage(source: BinaryIO, dotEnds: bool) -> bytes:
+    """
+    The message from standard input, line ends made LF; without C{-i} a
+    line with a lone dot ends it, as in Sendmail.
+    """
+    lines = []
+    for line in source:
+        line = line.rstrip(b"\n").rstrip(b"\r")
+        if dotEnds and line == b".":
+            break
+        lines.append(line)
+    return b"".join(line + b"\n" for line in lines)
+
+
+def extractRecipients(content: bytes) -> Tuple[List[str], bytes]:
+    """
+    C{-t}: the recipients in To, Cc and Bcc (Resent- ones when there are
+    any), and the message with its Bcc headers removed.
+    """
+    headers = BytesHeaderParser().parsebytes(content)
+    resent = any(name.lower().startswith("resent-") for name in headers.keys())
+    names = ("resent-to", "resent-cc", "resent-bcc") if resent else ("to", "cc", "bcc")
+    values = [value for name in names for value in headers.get_all(name, [])]
+    recipients = [address for _, address in getaddresses([str(v) for v in values]) if address]
+    return recipients, _withoutBcc(content)
+
+
+def _withoutBcc(content: bytes) -> bytes:
+    end = content.find(b"\n\n")
+    head, body = (content, b"") if end < 0 else (content[: end + 1], content[end + 1:])
+    kept, skipping = [], False
+    for line in head.splitlines(keepends=True):
+        if line[:1] in (b" ", b"\t"):
+            if not skipping:
+                kept.append(line)
+            continue
+        name = line.split(b":", 1)[0].strip().lower()
+        skipping = name in (b"bcc", b"resent-bcc")
+        if not skipping:
+            kept.append(line)
+    return b"".join(kept) + body
+
+
+def post(posting: Posting, content: bytes, queueDirectory: str, mailGroup: Optional[int]) -> str:
+    """
+    Write the message into C{maildrop/}.
+
+    @return: the file's queue id.
+    @raise OSError: it could not be written.
+    """
+    from tmta.common.durable import fsyncName
+    from tmta.queue.qfile import QueueFileWriter
+    from tmta.queue.qid import QueueIdGenerator
+
+    maildrop = os.path.join(queueDirectory, "maildrop")
+    queueId = QueueIdGenerator().next()
+    temporary = os.path.join(maildrop, f".{queueId}.{os.getpid()}")
+    writer = QueueFileWriter(temporary, os.fsync)
+    try:
+        attributes = {}
+        if posting.sender is not None:
+            # pickup decides whether to believe it.
+            attributes["sender_given"] = "yes"
+        if posting.fullName:
+            attributes["full_name"] = posting.fullName.replace("\n", " ")[:200]
+        if posting.ret:
+            attributes["dsn_ret"] = posting.ret
+        if posting.envid:
+            attributes["dsn_envid"] = posting.envid[:100]
+        writer.envelope(time.time(), posting.sender or "", attributes)
+        for recipient in posting.recipients:
+            writer.recipient(recipient, recipient, posting.notify, "")
+        writer.content(content)
+        writer.finish()
+    except BaseException:
+        writer.abort()
+        raise
+    try:
+        # Readable by the mail system through the directory's group, by
+        # no other user.
+        os.chmod(temporary, 0o740 if mailGroup is not None else 0o700)
+        final = os.path.join(maildrop, queueId)
+        os.rename(temporary, final)
+    except BaseException:
+        writer.abort()
+        raise
+    fsyncName(final)
+    return queueId
+
+
+def wakePickup(queueDirectory: str) -> None:
+    """
+    Tell pickup there is mail (if it is not running, it finds the file
+    when it starts).
+    """
+    import socket
+
+    from twisted.protocols import amp
+
+    from tmta.queue.layout import socketPath
+
+    box = amp.Box({b"_command": b"Wakeup", b"reason": b"incoming"})
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(5)
+            sock.connect(socketPath(queueDirectory, "pickup", private=False))
+            sock.sendall(box.serialize())
+    except OSError:
+        pass
+
+
+def main(argv: Optional[List[str]] = None, stdin: Optional[BinaryIO] = None) -> int:
+    from tmta.config import ConfigError, configDirectoryFromEnvironment
+
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        posting = parseArguments(argv)
+    except UsageError as e:
+        sys.stderr.write(f"tmta-sendmail: fatal: {e}\n{USAGE}\n")
+        return EX_USAGE
+    try:
+        configuration = _configuration(posting.configDirectory or configDirectoryFromEnvironment())
+    except ConfigError as e:
+        sys.stderr.write(f"tmta-sendmail: fatal: {e}\n")
+        return EX_TEMPFAIL
+    from tmta.cli.admin import flushQueue, listQueue
+
+    if posting.mode == "p":
+        return listQueue(configuration)
+    if posting.queueRun:
+        return flushQueue(configuration)
+    if posting.mode == "i":
+        sys.stderr.write("tmta-sendmail: fatal: -bi: alias databases are read from their "
+                         "source files; there is nothing to build\n")
+        return EX_SOFTWARE
+    content = readMessage(stdin or sys.stdin.buffer, posting.dotEnds)
+    if posting.extract:
+        found, content = extractRecipients(content)
+        posting.recipients += found
+    if not posting.recipients:
+        sys.stderr.write("tmta-sendmail: fatal: no recipients specified\n")
+        return EX_USAGE
+    for recipient in posting.recipients:
+        if any(ord(c) < 32 for c in recipient) or len(recipient) > 1000:
+            sys.stderr.write(f"tmta-sendmail: fatal: bad recipient address: {recipient!r}\n")
+            return EX_DATAERR
+    queueDirectory = configuration.main.get("queue_directory")
+    try:
+        mailGroup = os.stat(os.path.join(queueDirectory, "maildrop")).st_gid
+        queueId = post(posting, content, queueDirectory, mailGroup)
+    except OSError as e:
+        sys.stderr.write(f"tmta-sendmail: fatal: cannot write the message into "
+                         f"{queueDirectory}/maildrop: {e.strerror or e}\n")
+        return EX_TEMPFAIL
+    wakePickup(queueDirectory)
+    if "-v" in argv:
+        sys.stderr.write(f"tmta-sendmail: queued as {queueId}\n")
+    return 0
+
+
+def _configuration(directory):
+    from tmta.config.loader import defaultDataDirectory, loadConfiguration, prepareEmbedded
+
+    if directory:
+        return loadConfiguration(directory, check=False)
+    return loadConfiguration(prepareEmbedded(defaultDataDirectory()), embedded=True,
+                             check=False)
+
+
+def mailq(argv: Optional[List[str]] = None) -> int:
+    """
+    C{tmta-mailq}: the queue, as C{mailq} prints it.
+    """
+    return main(["-bp"] + list(sys.argv[1:] if argv is None else argv))
