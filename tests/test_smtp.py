@@ -489,6 +489,44 @@ class RelayTests(RelayHarness, SynchronousTestCase):
         waitFor(lambda: self.tmtaCommand("queue", "list").stdout == "Mail queue is empty\n",
                 what="an empty queue")
 
+    def test_queueTools(self):
+        """
+        list --json, show, delete, requeue and deliver on a real queue.
+        """
+        import json
+
+        self.startMaster(minimal_backoff_time="300s", maximal_backoff_time="4000s",
+                         queue_run_delay="300s")
+        first = sendMessage(self.port, "alice@localhost", ["bob@remote.example"], "one")
+        second = sendMessage(self.port, "alice@localhost", ["carol@remote.example"], "two")
+        for queueId in (first, second):
+            waitFor(lambda q=queueId: f"{q}: to=" in self.master.log(), what="the deferral")
+        waitFor(lambda: len(self.tmtaCommand("queue", "list", "--json").stdout.splitlines())
+                == 2 and "active" not in self.tmtaCommand("queue", "list", "--json").stdout,
+                what="both deferred")
+        listed = [json.loads(line) for line in
+                  self.tmtaCommand("queue", "list", "--json").stdout.splitlines()]
+        self.assertEqual({m["queue_id"] for m in listed}, {first, second})
+        self.assertTrue(all(m["queue_name"] == "deferred" for m in listed))
+        self.assertIn("Connection refused", listed[0]["recipients"][0]["delay_reason"])
+        shown = self.tmtaCommand("queue", "show", first).stdout
+        self.assertIn(f"*** ENVELOPE RECORDS deferred/{first} ***", shown)
+        self.assertIn("recipient: bob@remote.example", shown)
+        self.assertIn("Subject: one", shown)
+        result = self.tmtaCommand("queue", "delete", second)
+        self.assertIn("deleted: 1 message", result.stderr)
+        self.assertNotIn(second, self.tmtaCommand("queue", "list").stdout)
+        self.assertEqual(self.tmtaCommand("queue", "delete", "../etc/passwd").returncode, 1)
+        attempts = self.master.log().count(f"{first}: to=")
+        self.assertIn("requeued: 1 message", self.tmtaCommand("queue", "requeue", "ALL").stderr)
+        waitFor(lambda: self.master.log().count(f"{first}: to=") > attempts,
+                what="another attempt after the requeue")
+        self.startSink()
+        waitFor(lambda: f"{first}*" not in self.tmtaCommand("queue", "list").stdout,
+                what="the message deferred again")
+        self.assertEqual(self.tmtaCommand("queue", "deliver", first).returncode, 0)
+        waitFor(lambda: self.dumped(), timeout=10, what="delivery of the one message")
+
     def test_holdAndRelease(self):
         """
         Mail on hold is listed with C{!} and not delivered, even by a

@@ -77,6 +77,225 @@ def showConfig(
     return status
 
 
+def listQueueJSON(configuration: Configuration, out: TextIO = sys.stdout) -> int:
+    """
+    The queue as JSON, one object per message and line, as
+    C{postqueue -j} prints it.
+    """
+    import json
+
+    from tmta.queue.qfile import CorruptQueueFile
+    from tmta.queue.store import QueueStore
+
+    store = QueueStore.fromConfig(configuration.main)
+    for queueName in ("active", "incoming", "deferred", "hold"):
+        try:
+            queueIds = store.list(queueName)
+        except OSError as e:
+            sys.stderr.write(f"tmta: warning: cannot list {queueName}: {e.strerror}\n")
+            continue
+        for queueId in queueIds:
+            try:
+                if queueName == "incoming" and not store.isComplete(queueName, queueId):
+                    continue
+                envelope = store.readEnvelope(queueName, queueId)
+            except (OSError, CorruptQueueFile):
+                continue
+            reasons = store.readDeferLog(queueId)
+            out.write(json.dumps({
+                "queue_name": queueName,
+                "queue_id": queueId,
+                "arrival_time": int(envelope.arrival),
+                "message_size": envelope.size,
+                "sender": envelope.sender,
+                "recipients": [
+                    dict({"address": r.address},
+                         **({"delay_reason": reasons[r.address]} if r.address in reasons
+                            else {}))
+                    for r in envelope.pending()
+                ],
+            }, ensure_ascii=False) + "\n")
+    return 0
+
+
+def _findMessage(store, queueId: str, queues=("incoming", "active", "deferred", "hold",
+                                                "corrupt", "maildrop")):
+    for queueName in queues:
+        try:
+            if os.path.exists(store.path(queueName, queueId)):
+                return queueName
+        except ValueError:
+            return None
+    return None
+
+
+def _checkIds(queueIds: List[str], err: TextIO) -> bool:
+    from tmta.queue.qid import isQueueId
+
+    for queueId in queueIds:
+        if queueId != "ALL" and not isQueueId(queueId):
+            err.write(f"tmta: fatal: invalid queue id: {queueId!r}\n")
+            return False
+    return True
+
+
+def _selected(store, queueIds: List[str], queues) -> List[tuple]:
+    """
+    C{(queueName, queueId)} of the named messages (or every one, for
+    C{ALL}) in C{queues}.
+    """
+    found = []
+    for queueName in queues:
+        try:
+            present = store.list(queueName)
+        except OSError:
+            continue
+        for queueId in present:
+            if queueIds == ["ALL"] or queueId in queueIds:
+                found.append((queueName, queueId))
+    return found
+
+
+def deleteMessages(configuration: Configuration, queueIds: List[str],
+                   queueName: Optional[str] = None, err: TextIO = sys.stderr) -> int:
+    """
+    Delete messages (C{postsuper -d}), from every queue but C{active/}
+    (which the queue manager owns while it delivers) or from one.
+    """
+    from tmta.queue.store import QueueStore
+
+    if not _checkIds(queueIds, err):
+        return 1
+    queues = ("maildrop", "incoming", "deferred", "hold", "corrupt")
+    if queueName is not None:
+        if queueName not in queues:
+            err.write(f"tmta: fatal: cannot delete from {queueName!r} (one of: "
+                      f"{', '.join(queues)})\n")
+            return 1
+        queues = (queueName,)
+    store = QueueStore.fromConfig(configuration.main)
+    deleted = 0
+    for name, queueId in _selected(store, queueIds, queues):
+        try:
+            store.remove(name, queueId)
+            store.removeDeferLog(queueId)
+            deleted += 1
+        except OSError as e:
+            err.write(f"tmta: warning: {queueId}: cannot delete: {e.strerror}\n")
+    if queueIds != ["ALL"]:
+        for queueId in queueIds:
+            if _findMessage(store, queueId, ("active",)):
+                err.write(f"tmta: warning: {queueId}: being delivered (active); "
+                          "try again once it is deferred\n")
+    err.write(f"tmta: deleted: {deleted} message{'s' if deleted != 1 else ''}\n")
+    return 0
+
+
+def requeueMessages(configuration: Configuration, queueIds: List[str],
+                    err: TextIO = sys.stderr) -> int:
+    """
+    Requeue messages (like C{postsuper -r}): deferred and held mail goes
+    back to C{incoming/}, where the queue manager plans its delivery
+    afresh (transport and next hop looked up again).
+    """
+    from tmta.queue.store import QueueStore
+
+    if not _checkIds(queueIds, err):
+        return 1
+    store = QueueStore.fromConfig(configuration.main)
+    moved = 0
+    for name, queueId in _selected(store, queueIds, ("deferred", "hold")):
+        try:
+            store.move(queueId, name, "incoming")
+            moved += 1
+        except OSError as e:
+            err.write(f"tmta: warning: {queueId}: cannot requeue: {e.strerror}\n")
+    err.write(f"tmta: requeued: {moved} message{'s' if moved != 1 else ''}\n")
+    if moved:
+        _wakeQmgr(configuration, "incoming")
+    return 0
+
+
+def deliverMessage(configuration: Configuration, queueId: str,
+                   err: TextIO = sys.stderr) -> int:
+    """
+    Try one deferred message now (C{postqueue -i}).
+    """
+    from tmta.queue.store import QueueStore
+
+    if not _checkIds([queueId], err) or queueId == "ALL":
+        if queueId == "ALL":
+            err.write("tmta: fatal: deliver takes one queue id (flush tries them all)\n")
+        return 1
+    store = QueueStore.fromConfig(configuration.main)
+    where = _findMessage(store, queueId)
+    if where is None:
+        err.write(f"tmta: fatal: {queueId}: no such message\n")
+        return 1
+    if where == "deferred":
+        os.utime(store.path("deferred", queueId), (0, 0))
+    elif where not in ("incoming", "active"):
+        err.write(f"tmta: fatal: {queueId}: in {where}/, not waiting for delivery\n")
+        return 1
+    if not _wakeQmgr(configuration, "timer"):
+        err.write("tmta: fatal: cannot reach qmgr (is tmta running?)\n")
+        return 75
+    return 0
+
+
+def showMessage(configuration: Configuration, queueId: str, out: TextIO = sys.stdout,
+                err: TextIO = sys.stderr) -> int:
+    """
+    Print a queued message as C{postcat -q} does: the envelope, then
+    the header section and the body.
+    """
+    import time as _time
+
+    from tmta.queue.qfile import CorruptQueueFile, iterContent, readEnvelope
+    from tmta.queue.store import QueueStore
+
+    if not _checkIds([queueId], err) or queueId == "ALL":
+        return 1
+    store = QueueStore.fromConfig(configuration.main)
+    where = _findMessage(store, queueId)
+    if where is None:
+        err.write(f"tmta: fatal: {queueId}: no such message\n")
+        return 1
+    try:
+        with open(store.path(where, queueId), "rb") as f:
+            envelope = readEnvelope(f)
+            content = b"".join(iterContent(f, envelope))
+    except (OSError, CorruptQueueFile) as e:
+        err.write(f"tmta: fatal: {queueId}: cannot read: {e}\n")
+        return 1
+    lines = [f"*** ENVELOPE RECORDS {where}/{queueId} ***",
+             f"message_size: {envelope.size}",
+             f"message_arrival_time: {_time.ctime(envelope.arrival)}",
+             f"sender: {envelope.sender}"]
+    lines += [f"named_attribute: {name}={value}" for name, value in envelope.attributes.items()]
+    for r in envelope.recipients:
+        if r.original != r.address:
+            lines.append(f"original_recipient: {r.original}")
+        lines.append(f"{'done_recipient' if r.done else 'recipient'}: {r.address}")
+    end = content.find(b"\n\n")
+    head, body = (content, b"") if end < 0 else (content[: end + 1], content[end + 2:])
+    text = "\n".join(lines) + "\n*** MESSAGE CONTENTS ***\n"
+    out.write(text)
+    out.flush()
+    raw = getattr(out, "buffer", None)
+    for part, title in ((head, None), (body, "*** HEADER EXTRACTED / BODY ***")):
+        if title:
+            out.write("\n" + title + "\n")
+            out.flush()
+        if raw is not None:
+            raw.write(part)
+            raw.flush()
+        else:
+            out.write(part.decode("utf-8", "replace"))
+    out.write(f"*** END OF MESSAGE {queueId} ***\n")
+    return 0
+
+
 def listQueue(configuration: Configuration, out: TextIO = sys.stdout) -> int:
     """
     Print the queue as Postfix's C{mailq} does: each message with its
@@ -240,9 +459,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     queue = commands.add_parser(
         "queue", help="list the queue, flush it, hold or release mail (mailq, postqueue -f, "
                       "postsuper -h/-H)")
-    queue.add_argument("action", choices=["list", "flush", "hold", "release"])
+    queue.add_argument("action", choices=["list", "flush", "hold", "release", "delete",
+                                          "requeue", "deliver", "show"])
     queue.add_argument("queue_ids", nargs="*", metavar="QUEUE_ID",
-                       help="for hold and release: the messages, or ALL")
+                       help="the messages, or ALL (hold, release, delete, requeue); one "
+                            "message (deliver, show)")
+    queue.add_argument("--json", action="store_true", help="list: one JSON object per message")
+    queue.add_argument("--queue", help="delete: only from this queue")
     queue.add_argument("-c", "--config", default=argparse.SUPPRESS,
                        help="configuration directory")
     options = parser.parse_args(argv)
@@ -260,7 +483,19 @@ def main(argv: Optional[List[str]] = None) -> int:
             )
         if options.command == "queue":
             if options.action == "list":
-                return listQueue(configuration)
+                return (listQueueJSON if options.json else listQueue)(configuration)
+            if options.action in ("delete", "requeue", "deliver", "show"):
+                if not options.queue_ids:
+                    parser.error(f"queue {options.action}: name the message(s)")
+                if options.action == "delete":
+                    return deleteMessages(configuration, options.queue_ids, options.queue)
+                if options.action == "requeue":
+                    return requeueMessages(configuration, options.queue_ids)
+                if len(options.queue_ids) != 1:
+                    parser.error(f"queue {options.action}: one queue id")
+                if options.action == "deliver":
+                    return deliverMessage(configuration, options.queue_ids[0])
+                return showMessage(configuration, options.queue_ids[0])
             if options.action in ("hold", "release"):
                 if not options.queue_ids:
                     parser.error(f"queue {options.action}: name the messages, or ALL")
