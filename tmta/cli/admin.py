@@ -439,6 +439,29 @@ def holdQueue(configuration: Configuration, queueIds: List[str], release: bool =
     return 0
 
 
+def queryMap(spec: str, keys: List[str], out: TextIO = sys.stdout,
+             err: TextIO = sys.stderr) -> int:
+    """
+    Look keys up in a table, as C{postmap -q} does: each value found is
+    printed (with its key when there are several keys); the exit status
+    is 1 when none is found.
+    """
+    from tmta.tables import TableError, openTable
+
+    try:
+        table = openTable(spec)
+    except TableError as e:
+        err.write(f"tmta: fatal: {e}\n")
+        return 2
+    found = False
+    for key in keys:
+        value = table.get(key)
+        if value is not None:
+            found = True
+            out.write(f"{key}\t{value}\n" if len(keys) > 1 else f"{value}\n")
+    return 0 if found else 1
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="tmta", description="tmta administration")
     parser.add_argument(
@@ -468,7 +491,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     queue.add_argument("--queue", help="delete: only from this queue")
     queue.add_argument("-c", "--config", default=argparse.SUPPRESS,
                        help="configuration directory")
+    tables = commands.add_parser("map", help="query a lookup table (postmap -q)")
+    tables.add_argument("action", choices=["query"])
+    tables.add_argument("table", help="type:name, as in main.cf")
+    tables.add_argument("keys", nargs="+", metavar="KEY")
+    tables.add_argument("-c", "--config", default=argparse.SUPPRESS,
+                        help="configuration directory")
     options = parser.parse_args(argv)
+    if options.command == "map":
+        return queryMap(options.table, options.keys)
     try:
         configuration = _configuration(options)
         if options.command == "config":

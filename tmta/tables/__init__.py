@@ -4,7 +4,8 @@ Lookup tables named C{type:name}, with Postfix's semantics.
 Implemented types: C{unix:passwd.byname} (the passwd database),
 C{hash:} and C{texthash:} (read from the source text file: a key and a
 value per line, C{key value} or, for aliases, C{key: value}), C{static:}
-and C{inline:{ key=value, ... }}; plugins add more
+and C{inline:{ key=value, ... }}, C{regexp:}, C{pcre:} and C{cidr:}
+(L{tmta.tables.patterns}); plugins add more
 (L{tmta.interfaces.ILookupTableType}).  C{proxy:} is accepted and
 ignored, since tmta's processes read tables themselves.  Lookups are
 synchronous and cheap (files are re-read only when they change).
@@ -159,12 +160,23 @@ def _passwd(name: str) -> PasswdTable:
     return PasswdTable()
 
 
+def _patternOpener(kind: str):
+    def open(name: str):
+        from tmta.tables.patterns import opener
+
+        return opener(kind)(name)
+
+    return open
+
+
 BUILTIN_TYPES: Dict[str, BuiltinTableType] = {
     kind.name: kind
     for kind in [
         BuiltinTableType("unix", _passwd),
         BuiltinTableType("static", lambda name: DictTable({}, name.strip("{}").strip())),
         BuiltinTableType("inline", _inline),
+    ] + [
+        BuiltinTableType(kind, _patternOpener(kind)) for kind in ("regexp", "pcre", "cidr")
     ] + [
         # Read from the source text file, as postmap would have: no
         # compiled database is needed.

@@ -1,0 +1,84 @@
+"""
+Tests for the pattern tables (L{tmta.tables.patterns}): Postfix's
+regexp_table(5), pcre_table(5) and cidr_table(5) semantics, and
+C{tmta map query}.
+"""
+
+import io
+import os
+import time
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from tmta.cli.admin import queryMap
+from tmta.tables import openTable
+
+
+class PatternTableTests(SynchronousTestCase):
+    def table(self, kind, text):
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(text)
+        return openTable(f"{kind}:{path}"), path
+
+    def test_regexpFirstMatchAndSubstitution(self):
+        table, _ = self.table("regexp", (
+            "# comment\n"
+            "/^(.*)@old\\.example$/   ${1}@new.example\n"
+            "/^postmaster@/          REJECT no\n"
+            "  more text\n"
+            "/^Bob@/i                case matters\n"
+            "!/\\.example$/           OK outside\n"
+            "/./                     $$1 literal\n"))
+        self.assertEqual(table.get("alice@old.example"), "alice@new.example")
+        self.assertEqual(table.get("ALICE@OLD.EXAMPLE"), "ALICE@new.example")
+        self.assertEqual(table.get("postmaster@x.example"), "REJECT no more text")
+        self.assertEqual(table.get("Bob@x.example"), "case matters")
+        self.assertEqual(table.get("bob@x.example"), "$1 literal")
+        self.assertEqual(table.get("someone@elsewhere.org"), "OK outside")
+
+    def test_ifBlocksAndDelimiters(self):
+        table, _ = self.table("pcre", (
+            "if /@example\\.com$/\n"
+            "%^admin@%  ADMIN\n"
+            "/^(\\w+)\\.(\\w+)@/  $2, $1\n"
+            "endif\n"
+            "/^admin@/  OTHER ADMIN\n"))
+        self.assertEqual(table.get("admin@example.com"), "ADMIN")
+        self.assertEqual(table.get("john.smith@example.com"), "smith, john")
+        self.assertEqual(table.get("john.smith@example.org"), None)
+        self.assertEqual(table.get("admin@example.org"), "OTHER ADMIN")
+
+    def test_badFileIsEmptyAndReloaded(self):
+        table, path = self.table("regexp", "/unclosed  X\n")
+        self.assertIsNone(table.get("anything"))
+        time.sleep(0.01)
+        with open(path, "w") as f:
+            f.write("/any/ FOUND now\n")
+        os.utime(path, (time.time() + 5, time.time() + 5))
+        self.assertEqual(table.get("anything"), "FOUND now")
+
+    def test_cidr(self):
+        table, _ = self.table("cidr", (
+            "192.0.2.128/25     REJECT upper half\n"
+            "192.0.2.0/24       OK\n"
+            "2001:db8::/32      OK six\n"
+            "if 198.51.100.0/24\n"
+            "!198.51.100.0/28   OUTSIDE LOW\n"
+            "endif\n"
+            "203.0.113.7        ONE HOST\n"))
+        self.assertEqual(table.get("192.0.2.200"), "REJECT upper half")
+        self.assertEqual(table.get("192.0.2.1"), "OK")
+        self.assertEqual(table.get("2001:db8::1"), "OK six")
+        self.assertEqual(table.get("198.51.100.3"), None)
+        self.assertEqual(table.get("198.51.100.99"), "OUTSIDE LOW")
+        self.assertEqual(table.get("203.0.113.7"), "ONE HOST")
+        self.assertEqual(table.get("not-an-address"), None)
+
+    def test_query(self):
+        _, path = self.table("regexp", "/^a/ first\n")
+        out, err = io.StringIO(), io.StringIO()
+        self.assertEqual(queryMap(f"regexp:{path}", ["abc"], out, err), 0)
+        self.assertEqual(out.getvalue(), "first\n")
+        self.assertEqual(queryMap(f"regexp:{path}", ["zzz"], io.StringIO(), err), 1)
+        self.assertEqual(queryMap("nosuch:thing", ["k"], io.StringIO(), io.StringIO()), 2)
