@@ -82,3 +82,44 @@ class PatternTableTests(SynchronousTestCase):
         self.assertEqual(out.getvalue(), "first\n")
         self.assertEqual(queryMap(f"regexp:{path}", ["zzz"], io.StringIO(), err), 1)
         self.assertEqual(queryMap("nosuch:thing", ["k"], io.StringIO(), io.StringIO()), 2)
+
+
+class TablesInListsTests(SynchronousTestCase):
+    """
+    Tables inside mydestination, relay_domains and mynetworks.
+    """
+
+    def write(self, text):
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def test_domainLists(self):
+        from tmta.config import MainConfig
+        from tmta.rewrite import Rewriter
+
+        local = self.write("mail.example.org OK\n")
+        relay = self.write("partner.example OK\n")
+        rewriter = Rewriter(MainConfig({
+            "mydestination": f"localhost, hash:{local}, nosuch:table",
+            "relay_domains": f"texthash:{relay}",
+        }))
+        self.assertTrue(rewriter.isLocalDomain("Mail.Example.Org"))
+        self.assertTrue(rewriter.isLocalDomain("localhost"))
+        self.assertFalse(rewriter.isLocalDomain("other.example.org"))
+        self.assertTrue(rewriter.isRelayDomain("partner.example"))
+        # relay_domains is in parent_domain_matches_subdomains.
+        self.assertTrue(rewriter.isRelayDomain("mx.partner.example"))
+        self.assertFalse(rewriter.isRelayDomain("partner.example.evil"))
+        self.assertEqual(rewriter.resolve("x@mail.example.org").addressClass, "local")
+
+    def test_networks(self):
+        from tmta.smtpd.restrictions import inNetworks, parseNetworks
+
+        table = self.write("10.1.0.0/16 OK\n")
+        networks = parseNetworks(["127.0.0.0/8", f"cidr:{table}", "nosuch:table"])
+        self.assertTrue(inNetworks("10.1.2.3", networks))
+        self.assertTrue(inNetworks("127.0.0.1", networks))
+        self.assertTrue(inNetworks("::ffff:10.1.2.3", networks))
+        self.assertFalse(inNetworks("10.2.0.1", networks))

@@ -9,7 +9,7 @@ and L{client} the cached client that cleanup, smtpd and qmgr use.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from zope.interface import implementer
 
@@ -55,8 +55,10 @@ class Rewriter:
         self.appendAtMyorigin = config.getBool("append_at_myorigin")
         self.swapBangpath = config.getBool("swap_bangpath")
         self.percentHack = config.getBool("allow_percent_hack")
-        self.localDomains = self._domains("mydestination")
-        self.relayDomains = self._domains("relay_domains")
+        self.localDomains, self.localTables = self._domains("mydestination")
+        self.relayDomains, self.relayTables = self._domains("relay_domains")
+        self.relayParentMatches = "relay_domains" in config.getList(
+            "parent_domain_matches_subdomains")
         self.localTransport = _transportAndNexthop(config.get("local_transport"), self.myhostname)
         self.relayTransport = config.get("relay_transport")
         self.defaultTransport = config.get("default_transport")
@@ -68,20 +70,44 @@ class Rewriter:
         self.parentMatches = "transport_maps" in config.getList(
             "parent_domain_matches_subdomains")
 
-    def _domains(self, name: str) -> List[str]:
-        # Table entries (hash:...) in a domain list are not supported yet;
-        # they are left out rather than matched wrongly.
-        return [d.lower().rstrip(".") for d in self.config.getList(name) if ":" not in d]
+    def _domains(self, name: str) -> Tuple[List[str], List]:
+        """
+        A domain list's names, and its tables (C{hash:/etc/postfix/relay},
+        looked up by domain; a table that cannot be opened is left out,
+        with a warning, so it matches nothing).
+        """
+        names, tables = [], []
+        for item in self.config.getList(name):
+            kind = item.split(":", 1)[0]
+            if ":" in item and kind.isalnum() and not item.startswith("["):
+                tables += openTables(item)
+            else:
+                names.append(item.lower().rstrip("."))
+        return names, tables
 
     def isLocalDomain(self, domain: str) -> bool:
         domain = domain.lower().rstrip(".")
         if domain in self.localDomains:
             return True
+        if self.localTables and lookupAny(self.localTables, domain) is not None:
+            return True
         return domain.startswith("[") and domain in ("[127.0.0.1]", "[ipv6:::1]")
 
     def isRelayDomain(self, domain: str) -> bool:
         domain = domain.lower().rstrip(".")
-        return any(domain == d or domain.endswith("." + d) for d in self.relayDomains)
+        if any(domain == d or domain.endswith("." + d) for d in self.relayDomains):
+            return True
+        if not self.relayTables:
+            return False
+        if lookupAny(self.relayTables, domain) is not None:
+            return True
+        labels = domain.split(".")
+        for i in range(1, len(labels)):
+            parent = ".".join(labels[i:])
+            key = parent if self.relayParentMatches else "." + parent
+            if lookupAny(self.relayTables, key) is not None:
+                return True
+        return False
 
     def rewrite(self, address: str) -> str:
         """

@@ -21,16 +21,19 @@ log = Logger()
 PERMIT, REJECT, DEFER, DUNNO = "permit", "reject", "defer", "dunno"
 
 
-def parseNetworks(items: List[str]) -> List[ipaddress._BaseNetwork]:
+def parseNetworks(items: List[str]) -> list:
     """
     Parse C{mynetworks}: CIDR blocks and addresses, IPv6 optionally in
-    brackets (C{[::1]/128}).  Table entries are not supported and are
-    warned about.
+    brackets (C{[::1]/128}), and tables (C{cidr:/etc/postfix/network},
+    looked up by the client's address).  A table that cannot be opened
+    is warned about and trusts nobody.
     """
-    networks = []
+    networks: list = []
     for item in items:
-        if ":" in item and item.split(":", 1)[0].isalpha() and not item.startswith("["):
-            log.warn("mynetworks: table {item} not supported, ignored", item=item)
+        if ":" in item and item.split(":", 1)[0].isalnum() and not item.startswith("["):
+            from tmta.tables import openTables
+
+            networks += openTables(item)
             continue
         text = item.replace("[", "").replace("]", "")
         try:
@@ -47,7 +50,13 @@ def inNetworks(address: str, networks) -> bool:
         return False
     if ip.version == 6 and ip.ipv4_mapped:
         ip = ip.ipv4_mapped
-    return any(ip in net for net in networks)
+    for net in networks:
+        if isinstance(net, ipaddress._BaseNetwork):
+            if ip.version == net.version and ip in net:
+                return True
+        elif net.get(str(ip)) is not None:
+            return True
+    return False
 
 
 @dataclass
