@@ -123,3 +123,56 @@ class TablesInListsTests(SynchronousTestCase):
         self.assertTrue(inNetworks("127.0.0.1", networks))
         self.assertTrue(inNetworks("::ffff:10.1.2.3", networks))
         self.assertFalse(inNetworks("10.2.0.1", networks))
+
+
+class SQLiteTableTests(SynchronousTestCase):
+    """
+    sqlite: against a real database file, configured as sqlite_table(5)
+    says.
+    """
+
+    def setUp(self):
+        import sqlite3
+
+        directory = self.mktemp()
+        os.makedirs(directory)
+        self.db = os.path.join(directory, "aliases.db")
+        with sqlite3.connect(self.db) as db:
+            db.execute("CREATE TABLE aliases (alias TEXT, target TEXT)")
+            db.executemany("INSERT INTO aliases VALUES (?, ?)", [
+                ("sales@example.com", "ann@example.com"),
+                ("sales@example.com", "bob@example.com"),
+                ("x'; DROP TABLE aliases; --@example.com", "never"),
+            ])
+        self.config = os.path.join(directory, "aliases.cf")
+
+    def table(self, **settings):
+        lines = [f"dbpath = {self.db}",
+                 "query = SELECT target FROM aliases WHERE alias='%s'"]
+        lines += [f"{name} = {value}" for name, value in settings.items()]
+        with open(self.config, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        return openTable(f"sqlite:{self.config}")
+
+    def test_lookup(self):
+        table = self.table()
+        self.assertEqual(table.get("sales@example.com"), "ann@example.com,bob@example.com")
+        self.assertIsNone(table.get("nobody@example.com"))
+        # The key is a bound parameter, never SQL.
+        self.assertEqual(table.get("x'; DROP TABLE aliases; --@example.com"), "never")
+        self.assertEqual(table.get("sales@example.com").count("@"), 2)
+
+    def test_domainLimitAndFormat(self):
+        table = self.table(domain="example.org", result_format="%u")
+        self.assertIsNone(table.get("sales@example.com"))
+        table = self.table(result_format="%u", expansion_limit="2")
+        self.assertEqual(table.get("sales@example.com"), "ann,bob")
+        table = self.table(expansion_limit="1")
+        self.assertIsNone(table.get("sales@example.com"))
+
+    def test_badConfiguration(self):
+        from tmta.tables import TableError
+
+        with open(self.config, "w") as f:
+            f.write("query = SELECT 1\n")
+        self.assertRaises(TableError, openTable, f"sqlite:{self.config}")

@@ -5,7 +5,8 @@ Implemented types: C{unix:passwd.byname} (the passwd database),
 C{hash:} and C{texthash:} (read from the source text file: a key and a
 value per line, C{key value} or, for aliases, C{key: value}), C{static:}
 and C{inline:{ key=value, ... }}, C{regexp:}, C{pcre:} and C{cidr:}
-(L{tmta.tables.patterns}); plugins add more
+(L{tmta.tables.patterns}), C{sqlite:} (L{tmta.tables.sqlite}); plugins
+add more
 (L{tmta.interfaces.ILookupTableType}).  C{proxy:} is accepted and
 ignored, since tmta's processes read tables themselves.  Lookups are
 synchronous and cheap (files are re-read only when they change).
@@ -169,6 +170,15 @@ def _patternOpener(kind: str):
     return open
 
 
+def _sqliteOpener(name: str):
+    from tmta.tables.sqlite import SQLiteConfigError, SQLiteTable
+
+    try:
+        return SQLiteTable(name)
+    except (OSError, SQLiteConfigError) as e:
+        raise ValueError(str(e)) from None
+
+
 BUILTIN_TYPES: Dict[str, BuiltinTableType] = {
     kind.name: kind
     for kind in [
@@ -177,6 +187,8 @@ BUILTIN_TYPES: Dict[str, BuiltinTableType] = {
         BuiltinTableType("inline", _inline),
     ] + [
         BuiltinTableType(kind, _patternOpener(kind)) for kind in ("regexp", "pcre", "cidr")
+    ] + [
+        BuiltinTableType("sqlite", _sqliteOpener),
     ] + [
         # Read from the source text file, as postmap would have: no
         # compiled database is needed.
