@@ -313,11 +313,15 @@ def listQueue(configuration: Configuration, out: TextIO = sys.stdout) -> int:
     marks = {"active": "*", "hold": "!", "incoming": "", "deferred": ""}
     count = size = 0
     lines: List[str] = []
+    unreadable = 0
     for queueName in ("active", "incoming", "deferred", "hold"):
         try:
             queueIds = store.list(queueName)
+        except FileNotFoundError:
+            continue
         except OSError as e:
             sys.stderr.write(f"tmta: warning: cannot list {queueName}: {e.strerror}\n")
+            unreadable += 1
             continue
         for queueId in queueIds:
             try:
@@ -341,6 +345,10 @@ def listQueue(configuration: Configuration, out: TextIO = sys.stdout) -> int:
                     lines.append(f"{'':42}({reason})")
                 lines += [f"{'':42}{address}" for address in addresses]
             lines.append("")
+    if unreadable == 4:
+        sys.stderr.write("tmta: fatal: cannot read the queue: only root and the mail system "
+                         "may\n")
+        return 75  # EX_TEMPFAIL
     if not count:
         out.write("Mail queue is empty\n")
         return 0

@@ -262,7 +262,12 @@ class QueueStore:
         """
         top = os.path.join(self.directory, queueName)
         found: List[str] = []
-        for root, dirs, files in os.walk(top):
+
+        def failed(error: OSError) -> None:
+            # A queue that cannot be read is not an empty queue.
+            raise error
+
+        for root, dirs, files in os.walk(top, onerror=failed):
             found.extend(name for name in files if isQueueId(name))
         found.sort()
         return found
