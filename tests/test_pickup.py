@@ -160,3 +160,49 @@ class PickupTests(SynchronousTestCase):
                                                     "6616754DEA88102EF8")),
                 what="the junk set aside")
         waitFor(lambda: "malformed" in self.master.log(), what="the log line")
+
+
+class InstallCompatTests(SynchronousTestCase):
+    """
+    tmta install-compat links sendmail and mailq, and leaves another
+    MTA's files alone unless forced.
+    """
+
+    def setUp(self):
+        self.scripts = self.mktemp()
+        os.makedirs(self.scripts)
+        for name in ("tmta-sendmail", "tmta-mailq"):
+            path = os.path.join(self.scripts, name)
+            with open(path, "w") as f:
+                f.write("#!/bin/sh\n")
+            os.chmod(path, 0o755)
+        self.prefix = self.mktemp()
+
+    def install(self, force=False):
+        from tmta.cli.admin import installCompat
+
+        err = io.StringIO()
+        return installCompat(self.prefix, force, self.scripts, err), err.getvalue()
+
+    def test_links(self):
+        self.assertEqual(self.install()[0], 0)
+        link = os.path.join(self.prefix, "sbin", "sendmail")
+        self.assertEqual(os.readlink(link),
+                         os.path.abspath(os.path.join(self.scripts, "tmta-sendmail")))
+        self.assertTrue(os.path.islink(os.path.join(self.prefix, "bin", "mailq")))
+        self.assertEqual(self.install()[0], 0)  # again: nothing to do
+
+    def test_anotherMTAKept(self):
+        os.makedirs(os.path.join(self.prefix, "sbin"))
+        other = os.path.join(self.prefix, "sbin", "sendmail")
+        with open(other, "w") as f:
+            f.write("postfix's\n")
+        status, message = self.install()
+        self.assertEqual(status, 1)
+        self.assertIn("--force", message)
+        self.assertFalse(os.path.islink(other))
+        self.assertFalse(os.path.exists(os.path.join(self.prefix, "bin", "mailq")))
+        self.assertEqual(self.install(force=True)[0], 0)
+        self.assertTrue(os.path.islink(other))
+        with open(other + ".pre-tmta") as f:
+            self.assertEqual(f.read(), "postfix's\n")

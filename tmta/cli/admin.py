@@ -470,6 +470,49 @@ def queryMap(spec: str, keys: List[str], out: TextIO = sys.stdout,
     return 0 if found else 1
 
 
+#: What install-compat links: the name other programs run, where they
+#: look for it, and tmta's command behind it.
+COMPAT_LINKS = (("sbin/sendmail", "tmta-sendmail"), ("bin/mailq", "tmta-mailq"))
+
+
+def installCompat(prefix: str, force: bool = False, scripts: Optional[str] = None,
+                  err: TextIO = sys.stderr) -> int:
+    """
+    Link C{sendmail} and C{mailq} under C{prefix} to tmta's commands, so
+    that cron and mail programs post through tmta.  Another MTA's files
+    are not replaced unless C{force}, and then kept beside as
+    C{NAME.pre-tmta}.
+    """
+    import shutil
+
+    if scripts is None:
+        found = shutil.which("tmta-sendmail")
+        scripts = os.path.dirname(found) if found else os.path.dirname(sys.argv[0])
+    planned = []
+    for relative, command in COMPAT_LINKS:
+        target = os.path.abspath(os.path.join(scripts, command))
+        if not os.access(target, os.X_OK):
+            err.write(f"tmta: fatal: {target} is not installed\n")
+            return 1
+        link = os.path.join(prefix, relative)
+        if os.path.lexists(link):
+            if os.path.islink(link) and os.path.realpath(link) == os.path.realpath(target):
+                continue
+            if not force:
+                err.write(f"tmta: fatal: {link} exists and is not tmta's (another MTA?); "
+                          "--force replaces it, keeping it as "
+                          f"{os.path.basename(link)}.pre-tmta\n")
+                return 1
+        planned.append((link, target))
+    for link, target in planned:
+        os.makedirs(os.path.dirname(link), exist_ok=True)
+        if os.path.lexists(link):
+            os.replace(link, link + ".pre-tmta")
+        os.symlink(target, link)
+        err.write(f"tmta: {link} -> {target}\n")
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="tmta", description="tmta administration")
     parser.add_argument(
@@ -505,7 +548,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     tables.add_argument("keys", nargs="+", metavar="KEY")
     tables.add_argument("-c", "--config", default=argparse.SUPPRESS,
                         help="configuration directory")
+    compat = commands.add_parser(
+        "install-compat", help="link sendmail and mailq to tmta's commands")
+    compat.add_argument("--prefix", default="/usr", help="where they go (default /usr)")
+    compat.add_argument("--force", action="store_true",
+                        help="replace another MTA's files (kept as NAME.pre-tmta)")
     options = parser.parse_args(argv)
+    if options.command == "install-compat":
+        return installCompat(options.prefix, options.force)
     if options.command == "map":
         return queryMap(options.table, options.keys)
     try:
