@@ -194,7 +194,8 @@ class QueueManagerTests(TestCase):
         flag = os.path.join(self.directory, FLAG)
         self.manager.activeLimit = 1
         self.held = []
-        first, second = self.queue(["bob@localhost"]), self.queue(["bob@localhost"])
+        self.queue(["bob@localhost"])
+        self.queue(["bob@localhost"])
         self.manager.start()
         yield defer.Deferred.fromCoroutine(self.settle_briefly())
         self.assertEqual(len(self.manager.active), 1)

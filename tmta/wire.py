@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, List, Sequence, Tuple, Type
+from typing import Any, Dict, Iterator, List, Sequence, Tuple
 
 from twisted.internet import defer, endpoints, unix
 from twisted.internet.protocol import Factory

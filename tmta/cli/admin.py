@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Dict, List, Optional, TextIO
+from typing import Dict, Iterator, List, Optional, TextIO
 
 from tmta.config import ConfigError, Configuration, MainConfig, configDirectoryFromEnvironment
 from tmta.config.loader import defaultDataDirectory, loadConfiguration, prepareEmbedded
@@ -77,22 +77,30 @@ def showConfig(
     return status
 
 
-def listQueueJSON(configuration: Configuration, out: TextIO = sys.stdout) -> int:
+class QueueUnreadable(Exception):
     """
-    The queue as JSON, one object per message and line, as
-    C{postqueue -j} prints it.
+    No queue directory could be read: only root and the mail system may.
     """
-    import json
 
+
+def queuedMessages(store) -> Iterator[tuple]:
+    """
+    C{(queueName, queueId, envelope)} of every finished message in the
+    queues C{mailq} shows, active first.  Damaged files are skipped.
+
+    @raise QueueUnreadable: none of the queues could be read.
+    """
     from tmta.queue.qfile import CorruptQueueFile
-    from tmta.queue.store import QueueStore
 
-    store = QueueStore.fromConfig(configuration.main)
+    unreadable = 0
     for queueName in ("active", "incoming", "deferred", "hold"):
         try:
             queueIds = store.list(queueName)
+        except FileNotFoundError:
+            continue
         except OSError as e:
             sys.stderr.write(f"tmta: warning: cannot list {queueName}: {e.strerror}\n")
+            unreadable += 1
             continue
         for queueId in queueIds:
             try:
@@ -101,20 +109,45 @@ def listQueueJSON(configuration: Configuration, out: TextIO = sys.stdout) -> int
                 envelope = store.readEnvelope(queueName, queueId)
             except (OSError, CorruptQueueFile):
                 continue
+            yield queueName, queueId, envelope
+    if unreadable == 4:
+        raise QueueUnreadable()
+
+
+def _unreadable() -> int:
+    sys.stderr.write("tmta: fatal: cannot read the queue: only root and the mail system may\n")
+    return 75  # EX_TEMPFAIL
+
+
+def listQueueJSON(configuration: Configuration, out: TextIO = sys.stdout) -> int:
+    """
+    The queue as JSON, one object per message and line, as
+    C{postqueue -j} prints it.
+    """
+    import json
+
+    from tmta.queue.store import QueueStore
+
+    store = QueueStore.fromConfig(configuration.main)
+    try:
+        for queueName, queueId, envelope in queuedMessages(store):
             reasons = store.readDeferLog(queueId)
+            recipients = []
+            for r in envelope.pending():
+                recipient = {"address": r.address}
+                if r.address in reasons:
+                    recipient["delay_reason"] = reasons[r.address]
+                recipients.append(recipient)
             out.write(json.dumps({
                 "queue_name": queueName,
                 "queue_id": queueId,
                 "arrival_time": int(envelope.arrival),
                 "message_size": envelope.size,
                 "sender": envelope.sender,
-                "recipients": [
-                    dict({"address": r.address},
-                         **({"delay_reason": reasons[r.address]} if r.address in reasons
-                            else {}))
-                    for r in envelope.pending()
-                ],
+                "recipients": recipients,
             }, ensure_ascii=False) + "\n")
+    except QueueUnreadable:
+        return _unreadable()
     return 0
 
 
@@ -305,31 +338,14 @@ def listQueue(configuration: Configuration, out: TextIO = sys.stdout) -> int:
     """
     import time as _time
 
-    from tmta.queue.qfile import CorruptQueueFile
     from tmta.queue.store import QueueStore
 
-    main = configuration.main
-    store = QueueStore.fromConfig(main)
+    store = QueueStore.fromConfig(configuration.main)
     marks = {"active": "*", "hold": "!", "incoming": "", "deferred": ""}
     count = size = 0
     lines: List[str] = []
-    unreadable = 0
-    for queueName in ("active", "incoming", "deferred", "hold"):
-        try:
-            queueIds = store.list(queueName)
-        except FileNotFoundError:
-            continue
-        except OSError as e:
-            sys.stderr.write(f"tmta: warning: cannot list {queueName}: {e.strerror}\n")
-            unreadable += 1
-            continue
-        for queueId in queueIds:
-            try:
-                if queueName == "incoming" and not store.isComplete(queueName, queueId):
-                    continue
-                envelope = store.readEnvelope(queueName, queueId)
-            except (OSError, CorruptQueueFile):
-                continue
+    try:
+        for queueName, queueId, envelope in queuedMessages(store):
             count += 1
             size += envelope.size
             arrival = _time.strftime("%a %b %d %H:%M:%S", _time.localtime(envelope.arrival))
@@ -345,10 +361,8 @@ def listQueue(configuration: Configuration, out: TextIO = sys.stdout) -> int:
                     lines.append(f"{'':42}({reason})")
                 lines += [f"{'':42}{address}" for address in addresses]
             lines.append("")
-    if unreadable == 4:
-        sys.stderr.write("tmta: fatal: cannot read the queue: only root and the mail system "
-                         "may\n")
-        return 75  # EX_TEMPFAIL
+    except QueueUnreadable:
+        return _unreadable()
     if not count:
         out.write("Mail queue is empty\n")
         return 0

@@ -170,7 +170,7 @@ def _withoutBcc(content: bytes) -> bytes:
     return b"".join(kept) + body
 
 
-def post(posting: Posting, content: bytes, queueDirectory: str, mailGroup: Optional[int]) -> str:
+def post(posting: Posting, content: bytes, queueDirectory: str) -> str:
     """
     Write the message into C{maildrop/}.
 
@@ -205,9 +205,9 @@ def post(posting: Posting, content: bytes, queueDirectory: str, mailGroup: Optio
         writer.abort()
         raise
     try:
-        # Readable by the mail system through the directory's group, by
-        # no other user.
-        os.chmod(temporary, 0o740 if mailGroup is not None else 0o700)
+        # Readable by the mail system through the group the file took
+        # from the directory, by no other user.
+        os.chmod(temporary, 0o740)
         final = os.path.join(maildrop, queueId)
         os.rename(temporary, final)
     except BaseException:
@@ -275,8 +275,7 @@ def main(argv: Optional[List[str]] = None, stdin: Optional[BinaryIO] = None) -> 
             return EX_DATAERR
     queueDirectory = configuration.main.get("queue_directory")
     try:
-        mailGroup = os.stat(os.path.join(queueDirectory, "maildrop")).st_gid
-        queueId = post(posting, content, queueDirectory, mailGroup)
+        queueId = post(posting, content, queueDirectory)
     except OSError as e:
         sys.stderr.write(f"tmta-sendmail: fatal: cannot write the message into "
                          f"{queueDirectory}/maildrop: {e.strerror or e}\n")

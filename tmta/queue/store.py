@@ -124,10 +124,9 @@ class QueueStore:
                 f.write(json.dumps({"warned": warned}) + "\n")
         os.rename(temporary, path)
 
-    def deferWarned(self, queueId: str) -> Optional[float]:
+    def _deferLogRecords(self, queueId: str):
         """
-        When the sender of a deferred message was warned of the delay
-        (L{writeDeferLog}'s C{warned}), or C{None}.
+        The well-formed records of a defer log (none when it is missing).
         """
         try:
             with open(self._existingDeferLog(queueId), encoding="utf-8",
@@ -135,12 +134,23 @@ class QueueStore:
                 for line in f:
                     try:
                         record = json.loads(line)
-                        if "warned" in record:
-                            return float(record["warned"])
-                    except (ValueError, TypeError):
+                    except ValueError:
                         continue
+                    if isinstance(record, dict):
+                        yield record
         except OSError:
-            pass
+            return
+
+    def deferWarned(self, queueId: str) -> Optional[float]:
+        """
+        When the sender of a deferred message was warned of the delay
+        (L{writeDeferLog}'s C{warned}), or C{None}.
+        """
+        for record in self._deferLogRecords(queueId):
+            try:
+                return float(record["warned"])
+            except (KeyError, ValueError, TypeError):
+                continue
         return None
 
     def readDeferLog(self, queueId: str) -> Dict[str, str]:
@@ -148,19 +158,9 @@ class QueueStore:
         The reasons recorded by L{writeDeferLog}, by recipient; none when
         there are none.
         """
-        reasons: Dict[str, str] = {}
-        try:
-            with open(self._existingDeferLog(queueId), encoding="utf-8",
-                      errors="surrogateescape") as f:
-                for line in f:
-                    try:
-                        record = json.loads(line)
-                        reasons[str(record["recipient"])] = str(record["reason"])
-                    except (ValueError, KeyError, TypeError):
-                        continue
-        except OSError:
-            pass
-        return reasons
+        return {str(record["recipient"]): str(record["reason"])
+                for record in self._deferLogRecords(queueId)
+                if "recipient" in record and "reason" in record}
 
     def removeDeferLog(self, queueId: str) -> None:
         try:

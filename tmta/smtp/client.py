@@ -216,8 +216,9 @@ class SMTPClient(protocol.Protocol):
                                     else f"reply longer than {MAX_REPLY_LINES} lines")
                 return
             code, more, text = match.groups()
-            self._note("In", line.rstrip(b"\r").decode("utf-8", "replace"))
-            self._lines.append((int(code), text.decode("utf-8", "replace")))
+            text = text.decode("utf-8", "replace")
+            self.transcript.append(f"In: {code.decode()}{more.decode()}{text}")
+            self._lines.append((int(code), text))
             if more == b" ":
                 lines, self._lines = self._lines, []
                 self._deliver(Reply(lines[-1][0], " ".join(t for _, t in lines)), lines)

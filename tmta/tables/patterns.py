@@ -43,17 +43,16 @@ def _logicalLines(text: str) -> List[Tuple[int, str]]:
 
 class _SourceFile:
     """
-    A table parsed from a file, parsed again when the file changes.  A
-    file that cannot be read or parsed is an empty table, warned about.
+    Rules parsed from a file by C{parse}, parsed again when the file
+    changes.  A file that cannot be read or parsed gives no rules,
+    warned about.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, parse: Callable[[str], list]) -> None:
         self.path = path
+        self._parse = parse
         self._stamp = None
         self._rules: list = []
-
-    def _parse(self, text: str) -> list:
-        raise NotImplementedError()
 
     def rules(self) -> list:
         try:
@@ -148,7 +147,7 @@ def expandResult(result: str, match: "re.Match") -> str:
 
 
 @implementer(ILookupTable)
-class RegexpTable(_SourceFile):
+class RegexpTable:
     """
     C{regexp:/path} or C{pcre:/path}: C{/pattern/flags result} lines,
     C{!/pattern/} for a key that does not match, and C{if}/C{endif}
@@ -156,8 +155,8 @@ class RegexpTable(_SourceFile):
     """
 
     def __init__(self, path: str, pcre: bool = False) -> None:
-        super().__init__(path)
         self.pcre = pcre
+        self.source = _SourceFile(path, self._parse)
 
     def _parse(self, text: str) -> list:
         # Each rule: (conditions, negated, regex, result); conditions are
@@ -187,7 +186,7 @@ class RegexpTable(_SourceFile):
         return rules
 
     def get(self, key: str) -> Optional[str]:
-        for conditions, negated, regex, result in self.rules():
+        for conditions, negated, regex, result in self.source.rules():
             if any(bool(c.search(key)) == n for n, c in conditions):
                 continue
             match = regex.search(key)
@@ -210,12 +209,15 @@ def _network(text: str, number: int):
 
 
 @implementer(ILookupTable)
-class CIDRTable(_SourceFile):
+class CIDRTable:
     """
     C{cidr:/path}: C{network/prefix result} (or a bare address) lines,
     IPv4 and IPv6, C{!network} for addresses outside it, and
     C{if}/C{endif} blocks.  Keys that are not addresses match nothing.
     """
+
+    def __init__(self, path: str) -> None:
+        self.source = _SourceFile(path, self._parse)
 
     def _parse(self, text: str) -> list:
         rules = []
@@ -247,11 +249,10 @@ class CIDRTable(_SourceFile):
             address = ipaddress.ip_address(key.strip("[]"))
         except ValueError:
             return None
-        inside = _within
-        for conditions, negated, network, result in self.rules():
-            if any(inside(address, c) == n for n, c in conditions):
+        for conditions, negated, network, result in self.source.rules():
+            if any(_within(address, c) == n for n, c in conditions):
                 continue
-            if inside(address, network) != negated:
+            if _within(address, network) != negated:
                 return result
         return None
 
