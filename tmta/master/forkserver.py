@@ -49,6 +49,9 @@ PRELOAD = (
     "twisted.protocols.policies",
     "twisted.application.service",
     "twisted.plugin",
+    # Finding libc for inotify runs ldconfig, which a worker (with its
+    # own SIGCHLD handling, and no longer root) cannot do reliably.
+    "twisted.internet.inotify",
     "tmta.master.worker",
     "tmta.smtpd.service",
     "tmta.cleanup.service",

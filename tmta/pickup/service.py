@@ -226,7 +226,9 @@ class PickupService(Service):
         try:
             from twisted.internet import inotify
             from twisted.python.filepath import FilePath
-        except ImportError:
+        except ImportError as e:
+            log.warn("cannot watch {path} ({error}): posted mail waits for the next "
+                     "timer wake-up", path=self.pickup.maildrop, error=e)
             return
         try:
             notifier = inotify.INotify(self.context.reactor)
