@@ -290,7 +290,7 @@ class TransportMapsTests(TestCase):
             f.write(entries)
         settings = {"myhostname": "mx.example.org", "mydestination": "localhost",
                     "recipient_delimiter": "+", "relayhost": "[smarthost]",
-                    "transport_maps": f"hash:{path}"}
+                    "transport_maps": f"texthash:{path}"}
         settings.update(params)
         return Rewriter(MainConfig(settings))
 

@@ -155,7 +155,7 @@ class LocalAgentTests(SynchronousTestCase):
         aliases = os.path.join(self.base, "aliases")
         with open(aliases, "w") as f:
             f.write(f"# test aliases\npostmaster: root\nroot: {user}\nboss: {user}\n")
-        agent = self.agent(mail_spool_directory=spool, alias_maps=f"hash:{aliases}")
+        agent = self.agent(mail_spool_directory=spool, alias_maps=f"texthash:{aliases}")
         statuses = agent.deliverAll(self.queueMessage(recipients=["postmaster@localhost"]))
         self.assertEqual([(s.status, s.reason) for s in statuses],
                          [(SENT, "delivered to mailbox")])

@@ -136,7 +136,7 @@ class MailPathTests(SynchronousTestCase):
             r"\(mail transport unavailable\)", master.log()), what="the deferral log line")
 
     def test_bounceToSender(self):
-        self.startMaster(local_mailbox_accounts="system")
+        self.startMaster(local_mailbox_accounts="system", alias_maps="")
         # Accepted (local_recipient_maps is empty) but unknown to local:
         # the sender hears of it.
         if os.getuid() != 0:

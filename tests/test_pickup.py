@@ -122,6 +122,22 @@ class PickupTests(SynchronousTestCase):
         self.assertIn(b"Subject: posted", message)
         self.assertEqual(os.listdir(os.path.join(self.conf, "queue", "maildrop")), [])
 
+    def test_postedLater(self):
+        """
+        Mail posted long after pickup's first scan is taken at once
+        (inotify), not at the next timer wake-up a minute later.
+        """
+        import time
+
+        self.startMaster()
+        waitFor(lambda: "tmta/pickup" in subprocess.run(["ps", "-eo", "args"], capture_output=True,
+                                                        text=True).stdout, what="pickup")
+        time.sleep(2)
+        result = self.post(b"Subject: later\n\nhi\n", "afterwards@localhost")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        waitFor(lambda: maildirMessages(self.spool).get("afterwards"), timeout=15,
+                what="the delivery, sooner than pickup's timer")
+
     def test_postedWhileStopped(self):
         # The queue exists once the master has run.
         self.startMaster().stop()
@@ -171,7 +187,7 @@ class InstallCompatTests(SynchronousTestCase):
     def setUp(self):
         self.scripts = self.mktemp()
         os.makedirs(self.scripts)
-        for name in ("tmta-sendmail", "tmta-mailq"):
+        for name in ("tmta-sendmail", "tmta-mailq", "tmta-newaliases"):
             path = os.path.join(self.scripts, name)
             with open(path, "w") as f:
                 f.write("#!/bin/sh\n")

@@ -102,7 +102,7 @@ class TablesInListsTests(SynchronousTestCase):
         local = self.write("mail.example.org OK\n")
         relay = self.write("partner.example OK\n")
         rewriter = Rewriter(MainConfig({
-            "mydestination": f"localhost, hash:{local}, nosuch:table",
+            "mydestination": f"localhost, texthash:{local}, nosuch:table",
             "relay_domains": f"texthash:{relay}",
         }))
         self.assertTrue(rewriter.isLocalDomain("Mail.Example.Org"))
@@ -176,3 +176,84 @@ class SQLiteTableTests(SynchronousTestCase):
         with open(self.config, "w") as f:
             f.write("query = SELECT 1\n")
         self.assertRaises(TableError, openTable, f"sqlite:{self.config}")
+
+
+class CompiledTableTests(SynchronousTestCase):
+    """
+    hash: reads the database tmta map build makes of its source file,
+    and never a database older than the source.
+    """
+
+    def source(self, text):
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def test_buildAndLookup(self):
+        from tmta.cli.admin import main
+
+        path = self.source("# comment\nExample.COM  smtp:[relay.example]\n"
+                           "postmaster: root,\n  admin\n")
+        self.assertEqual(main(["map", "build", path]), 0)
+        self.assertTrue(os.path.exists(path + ".db"))
+        table = openTable(f"hash:{path}")
+        self.assertEqual(table.get("example.com"), "smtp:[relay.example]")
+        self.assertEqual(table.get("EXAMPLE.com"), "smtp:[relay.example]")
+        self.assertEqual(table.get("postmaster"), "root, admin")
+        self.assertIsNone(table.get("other"))
+        out = io.StringIO()
+        self.assertEqual(queryMap(f"hash:{path}", ["example.com"], out=out), 0)
+        self.assertEqual(out.getvalue(), "smtp:[relay.example]\n")
+
+    def test_rebuiltWhole(self):
+        """
+        A rebuild replaces the database by a rename: an open table sees
+        the new entries, never a mix.
+        """
+        from tmta.cli.admin import buildMaps
+
+        path = self.source("a 1\n")
+        self.assertEqual(buildMaps([f"hash:{path}"]), 0)
+        table = openTable(f"hash:{path}")
+        self.assertEqual(table.get("a"), "1")
+        before = os.stat(path + ".db").st_ino
+        with open(path, "w") as f:
+            f.write("a 2\nb 3\n")
+        self.assertEqual(buildMaps([f"hash:{path}"]), 0)
+        self.assertNotEqual(os.stat(path + ".db").st_ino, before)
+        self.assertEqual((table.get("a"), table.get("b")), ("2", "3"))
+        self.assertEqual([n for n in os.listdir(os.path.dirname(path)) if ".tmp" in n], [])
+
+    def test_unusableDatabases(self):
+        from tmta.cli.admin import buildMaps
+        from tmta.tables import TableLookupError
+
+        path = self.source("a 1\n")
+        table = openTable(f"hash:{path}")
+        self.assertRaises(TableLookupError, table.get, "a")  # never built
+        self.assertEqual(buildMaps([path]), 0)
+        later = os.stat(path + ".db").st_mtime + 5
+        os.utime(path, (later, later))
+        error = self.assertRaises(TableLookupError, table.get, "a")
+        self.assertIn("older than its source", str(error))
+        # A Berkeley DB file Postfix's postmap left behind.
+        os.utime(path, (later - 100, later - 100))
+        with open(path + ".db", "wb") as f:
+            f.write(b"\x00\x06\x15\x61" + b"\x00" * 4092)
+        error = self.assertRaises(TableLookupError, table.get, "a")
+        self.assertIn("not a database tmta built", str(error))
+
+    def test_transportLookupFailureDefers(self):
+        """
+        An address whose transport table cannot be read goes to the
+        retry transport, not down the default route.
+        """
+        from tmta.config import MainConfig
+        from tmta.rewrite import Rewriter
+
+        path = self.source("example.com  error:no\n")
+        rewriter = Rewriter(MainConfig({"transport_maps": f"hash:{path}"}))
+        resolution = rewriter.resolve("a@example.com")
+        self.assertEqual(resolution.transport, "retry")
+        self.assertIn("table lookup failure", resolution.nexthop)

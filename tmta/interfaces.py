@@ -207,6 +207,9 @@ class ILookupTable(Interface):
         @param key: looked up as is (callers lower-case where Postfix
             does).
         @return: the value for C{key}, or C{None} when there is none.
+        @raise tmta.tables.TableLookupError: the table cannot be
+            consulted now; the mail concerned waits (a temporary
+            failure), as with Postfix's table lookup errors.
         """
 
 

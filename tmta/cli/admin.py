@@ -484,15 +484,64 @@ def queryMap(spec: str, keys: List[str], out: TextIO = sys.stdout,
     return 0 if found else 1
 
 
+def buildMaps(specs: List[str], defaultType: str = "hash", err: TextIO = sys.stderr) -> int:
+    """
+    Build the database of each table source, as C{postmap} (or
+    C{postalias}) does: C{FILE} or C{type:FILE}, the type defaulting to
+    C{default_database_type}.  Each database is replaced whole, so
+    lookups never see a partly built table.
+    """
+    from tmta.tables import parseTextTable
+    from tmta.tables.compiled import SUFFIXES, build
+
+    status = 0
+    for spec in specs:
+        kind, sep, source = spec.partition(":")
+        if not sep or "/" in kind:
+            kind, source = defaultType, spec
+        if kind not in SUFFIXES:
+            err.write(f"tmta: fatal: {spec}: tmta builds databases only for "
+                      f"{', '.join(sorted(SUFFIXES))} tables\n")
+            status = 1
+            continue
+        try:
+            with open(source, encoding="utf-8", errors="surrogateescape") as f:
+                table = parseTextTable(f.read().splitlines())
+            build(kind, source, table)
+        except OSError as e:
+            err.write(f"tmta: fatal: {spec}: {e.strerror or e}\n")
+            status = 1
+        except ValueError as e:
+            err.write(f"tmta: fatal: {spec}: {e}\n")
+            status = 1
+    return status
+
+
+def buildAliases(configuration: Configuration, err: TextIO = sys.stderr) -> int:
+    """
+    C{tmta-newaliases}: build every table in C{alias_database}.  Types
+    with nothing to build (C{texthash:}, C{regexp:}, ...) are skipped,
+    as newaliases does.
+    """
+    from tmta.config import splitList
+    from tmta.tables.compiled import SUFFIXES
+
+    main = configuration.main
+    specs = [spec for spec in splitList(main.get("alias_database"))
+             if spec.partition(":")[0] in SUFFIXES or ":" not in spec]
+    return buildMaps(specs, main.get("default_database_type"), err)
+
+
 #: What install-compat links: the name other programs run, where they
 #: look for it, and tmta's command behind it.
-COMPAT_LINKS = (("sbin/sendmail", "tmta-sendmail"), ("bin/mailq", "tmta-mailq"))
+COMPAT_LINKS = (("sbin/sendmail", "tmta-sendmail"), ("bin/mailq", "tmta-mailq"),
+                ("bin/newaliases", "tmta-newaliases"))
 
 
 def installCompat(prefix: str, force: bool = False, scripts: Optional[str] = None,
                   err: TextIO = sys.stderr) -> int:
     """
-    Link C{sendmail} and C{mailq} under C{prefix} to tmta's commands, so
+    Link C{sendmail}, C{mailq} and C{newaliases} under C{prefix} to tmta's commands, so
     that cron and mail programs post through tmta.  Another MTA's files
     are not replaced unless C{force}, and then kept beside as
     C{NAME.pre-tmta}.
@@ -556,24 +605,31 @@ def main(argv: Optional[List[str]] = None) -> int:
     queue.add_argument("--queue", help="delete: only from this queue")
     queue.add_argument("-c", "--config", default=argparse.SUPPRESS,
                        help="configuration directory")
-    tables = commands.add_parser("map", help="query a lookup table (postmap -q)")
-    tables.add_argument("action", choices=["query"])
-    tables.add_argument("table", help="type:name, as in main.cf")
-    tables.add_argument("keys", nargs="+", metavar="KEY")
+    tables = commands.add_parser(
+        "map", help="build a table's database (postmap FILE) or look keys up (postmap -q)")
+    tables.add_argument("action", choices=["query", "build"])
+    tables.add_argument("table", help="type:name, as in main.cf (build: [type:]FILE)")
+    tables.add_argument("keys", nargs="*", metavar="KEY",
+                        help="query: the keys; build: more files")
     tables.add_argument("-c", "--config", default=argparse.SUPPRESS,
                         help="configuration directory")
     compat = commands.add_parser(
-        "install-compat", help="link sendmail and mailq to tmta's commands")
+        "install-compat", help="link sendmail, mailq and newaliases to tmta's commands")
     compat.add_argument("--prefix", default="/usr", help="where they go (default /usr)")
     compat.add_argument("--force", action="store_true",
                         help="replace another MTA's files (kept as NAME.pre-tmta)")
     options = parser.parse_args(argv)
     if options.command == "install-compat":
         return installCompat(options.prefix, options.force)
-    if options.command == "map":
+    if options.command == "map" and options.action == "query":
+        if not options.keys:
+            parser.error("map query: name the keys")
         return queryMap(options.table, options.keys)
     try:
         configuration = _configuration(options)
+        if options.command == "map":
+            return buildMaps([options.table] + options.keys,
+                             configuration.main.get("default_database_type"))
         if options.command == "config":
             return showConfig(
                 configuration,

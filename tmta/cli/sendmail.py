@@ -252,16 +252,14 @@ def main(argv: Optional[List[str]] = None, stdin: Optional[BinaryIO] = None) -> 
     except ConfigError as e:
         sys.stderr.write(f"tmta-sendmail: fatal: {e}\n")
         return EX_TEMPFAIL
-    from tmta.cli.admin import flushQueue, listQueue
+    from tmta.cli.admin import buildAliases, flushQueue, listQueue
 
     if posting.mode == "p":
         return listQueue(configuration)
     if posting.queueRun:
         return flushQueue(configuration)
     if posting.mode == "i":
-        sys.stderr.write("tmta-sendmail: fatal: -bi: alias databases are read from their "
-                         "source files; there is nothing to build\n")
-        return EX_SOFTWARE
+        return buildAliases(configuration) and EX_SOFTWARE
     content = readMessage(stdin or sys.stdin.buffer, posting.dotEnds)
     if posting.extract:
         found, content = extractRecipients(content)
@@ -293,6 +291,13 @@ def _configuration(directory):
         return loadConfiguration(directory, check=False)
     return loadConfiguration(prepareEmbedded(defaultDataDirectory()), embedded=True,
                              check=False)
+
+
+def newaliases(argv: Optional[List[str]] = None) -> int:
+    """
+    C{tmta-newaliases}: build the alias databases (C{alias_database}).
+    """
+    return main(["-bi"] + list(sys.argv[1:] if argv is None else argv))
 
 
 def mailq(argv: Optional[List[str]] = None) -> int:

@@ -1,20 +1,31 @@
 """
-The local delivery agent.
+The local delivery agent: Postfix's local(8).
 
-For each recipient: aliases are expanded (C{alias_maps}), the name is
-found in the passwd database (C{local_mailbox_accounts = system}), and
-the message is written to the account's mailbox -- C{$home/$home_mailbox}
-when that is set, else C{$mail_spool_directory/NAME}; a Maildir when the
-name ends in C{/}, else an mbox file -- with that account's identity.
+For each recipient, the local part (with its extension, then without)
+is looked up in C{alias_maps}; an alias expands to addresses, files,
+commands and include files.  A name without an alias is a system
+account: its C{.forward} file (C{forward_path}) may send the mail on;
+otherwise the mail goes to C{mailbox_command}, or into the mailbox --
+C{$home/$home_mailbox} when that is set, else
+C{$mail_spool_directory/NAME}; a Maildir when the name ends in C{/},
+else an mbox file.  Addresses that are not local are forwarded through
+cleanup as a new message.
+
+Who deliveries run as (Postfix's "delivery rights"): a user's mailbox,
+and the files and commands of their C{.forward}, as that user; files and
+commands of an alias as the owner of the alias database, or of an
+include file as its owner -- and when that owner is root, as
+C{default_privs}.  Nothing is ever written or run as root.  Commands
+and files come only from aliases, C{.forward} and include files, and
+only where C{allow_mail_to_commands} and C{allow_mail_to_files} allow:
+never from an envelope address.
+
 With C{local_mailbox_accounts = none} (the embedded default) no system
 accounts are used: every name gets a Maildir under
 C{mail_spool_directory}, written as C{mail_owner}.
 
-The agent never writes as root: when it runs as root it takes the
-recipient's identity for each delivery, one delivery at a time (the
-process serves one client at a time, since C{seteuid} is process-wide).
-Mail for an account with uid 0 that no alias redirects is deferred, so
-the operator can add an alias without mail being lost.
+The agent takes identities with C{seteuid}, which is process-wide, so
+it serves one delivery at a time, in one thread.
 """
 
 from __future__ import annotations
@@ -25,13 +36,13 @@ import re
 import time
 from collections import OrderedDict
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Callable, Iterable, List, Optional, Tuple
+from dataclasses import dataclass, field, replace
+from typing import Callable, Iterable, List, Optional, Set, Tuple
 
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from tmta.address import isSafeMailboxName, localName, splitAddress
+from tmta.address import isSafeMailboxName, splitAddress, unquoteLocal
 from tmta.batching import SerialThread
 from tmta.delivery import (
     BOUNCED,
@@ -41,14 +52,27 @@ from tmta.delivery import (
     RecipientStatus,
     logDelivery,
 )
+from tmta.delivery.command import commandEnvironment, runCommand, shellCommand
 from tmta.interfaces import IDeliveryAgent
 from tmta.local.mailbox import MailboxError, deliverMaildir, deliverMbox
+from tmta.local.targets import (
+    ADDRESS,
+    COMMAND,
+    FILE,
+    Target,
+    TargetFileError,
+    parseTargets,
+    readTargetFile,
+)
 from tmta.queue.qfile import CorruptQueueFile, iterContent, readEnvelope
-from tmta.tables import lookupAny, openTables
+from tmta.tables import TableLookupError, openTables
 
 log = Logger()
 
-MAX_ALIAS_DEPTH = 10
+#: How deep aliases, forward and include files may nest.
+MAX_DEPTH = 20
+
+Account = pwd.struct_passwd
 
 
 @dataclass
@@ -94,18 +118,64 @@ def identity(uid: int, gid: int):
         os.setgroups([])
 
 
+@dataclass
+class Expansion:
+    """
+    Where one step of an expansion stands (Postfix's delivery state).
+
+    @ivar origin: what the current targets came from: C{recipient} (the
+        envelope), C{alias}, C{forward} or C{include} -- the classes of
+        C{allow_mail_to_commands} and C{allow_mail_to_files}.
+    @ivar rights: who files and commands run as; C{None} where there is
+        no one (the envelope itself).
+    @ivar ownerUid: who owns the file the targets came from (0 for a
+        root-owned alias database): an include file must be theirs or
+        root's.
+    @ivar sender: the envelope sender for forwarded mail (an C{owner-}
+        alias replaces it).
+    @ivar user: the account whose C{.forward} is being followed, for the
+        commands' environment.
+    @ivar address: the address being delivered, for C{Delivered-To:}.
+    """
+
+    origin: str
+    rights: Optional[Account]
+    ownerUid: int
+    sender: str
+    address: str
+    depth: int = 0
+    user: Optional[Account] = None
+    seen: Set[str] = field(default_factory=set)
+
+
+@dataclass
+class Outcome:
+    status: str
+    dsn: str
+    text: str
+
+
 class LocalAgent:
     """
     The delivery logic, independent of AMP, built from main.cf.
     """
 
     def __init__(self, config, fsync: Callable[[int], None] = os.fsync,
-                 spoolDirectory: Optional[str] = None) -> None:
+                 spoolDirectory: Optional[str] = None,
+                 accounts: Callable[[str], Account] = pwd.getpwnam,
+                 forwarder=None) -> None:
         """
         @param spoolDirectory: another name for C{mail_spool_directory}
             to reach it by (a descriptor's C{/proc/self/fd/N/}); messages
             still name the directory itself.
+        @param accounts: finds an account by name (C{pwd.getpwnam}).
+        @param forwarder: posts forwarded mail (a
+            L{tmta.local.forward.Forwarder}); without one, mail for
+            addresses elsewhere is deferred.
         """
+        from tmta.rewrite import Rewriter
+
+        self.config = config
         self.myhostname = config.get("myhostname")
         self.accounts = config.get("local_mailbox_accounts").strip().lower() != "none"
         spoolName = config.get("mail_spool_directory")
@@ -118,11 +188,26 @@ class LocalAgent:
         self.delimiter = config.get("recipient_delimiter")
         self.dotlock = "dotlock" in config.getList("mailbox_delivery_lock")
         self.sizeLimit = config.getInt("mailbox_size_limit")
+        self.forwardPath = config.getList("forward_path")
+        self.commandsFrom = set(config.getList("allow_mail_to_commands"))
+        self.filesFrom = set(config.getList("allow_mail_to_files"))
+        self.mailboxCommand = config.get("mailbox_command").strip()
+        self.lusersRelay = config.get("luser_relay").strip()
+        self.ownerRequests = config.getBool("owner_request_special")
+        self.shell = config.get("local_command_shell")
+        self.filter = config.get("command_expansion_filter")
+        self.export = config.getList("export_environment")
+        self.timeLimit = config.getTime("command_time_limit")
+        self.executionDirectory = config.get("command_execution_directory")
+        self.defaultPrivs = config.get("default_privs")
+        self.getAccount = accounts
+        self.forwarder = forwarder
+        self.rewriter = Rewriter(config)
         self.fsync = fsync
-        # (queue id, mailbox) delivered lately, oldest first: one message
-        # reaches a mailbox once, however many of its recipients (or
-        # their aliases) lead there.
-        self._delivered: "OrderedDict[Tuple[str, str], None]" = OrderedDict()
+        # What each message was lately delivered to, oldest first: one
+        # message reaches a mailbox, file or command once, however many
+        # of its recipients (or their aliases) lead there.
+        self._delivered: "OrderedDict[Tuple, None]" = OrderedDict()
         self._duplicateLimit = config.getInt("duplicate_filter_limit")
         self.owner = None
         if not self.accounts:
@@ -130,64 +215,37 @@ class LocalAgent:
 
             self.owner = mailOwner(config, embedded=True) if os.geteuid() == 0 else pwd.getpwuid(os.geteuid())
 
-    def _baseName(self, address: str) -> str:
-        return localName(address, self.delimiter)
+    # -- accounts and rights
 
-    def expand(self, address: str, depth: int = 0) -> List[str]:
-        """
-        Expand aliases to the names to deliver to.
-
-        @raise LocalError: an alias loop, or a target tmta cannot deliver
-            to yet (commands, files, includes, remote forwarding).
-        """
-        name = self._baseName(address)
-        if depth > MAX_ALIAS_DEPTH:
-            raise LocalError(BOUNCED, "5.4.6", f"alias expansion too deep at {name}")
-        value = lookupAny(self.aliases, name) if self.aliases else None
-        if value is None:
-            return [name]
-        names: List[str] = []
-        for target in (t.strip() for t in value.split(",")):
-            if not target:
-                continue
-            if target.startswith(("|", "/", ":include:")) or target.startswith('"|'):
-                raise LocalError(
-                    DEFERRED, "4.3.0",
-                    f"alias {name}: delivery to {target.split()[0]} is not supported yet",
-                )
-            local, domain = splitAddress(target)
-            if domain and domain.lower() not in ("localhost", self.myhostname.lower()):
-                raise LocalError(DEFERRED, "4.3.0",
-                                 f"alias {name}: forwarding to {target} is not supported yet")
-            targetName = self._baseName(target)
-            names.extend([targetName] if targetName == name else self.expand(target, depth + 1))
-        return names
-
-    def mailbox(self, name: str) -> Mailbox:
-        """
-        Find the mailbox of a local name.
-
-        @raise LocalError: unknown user, or an unsafe name.
-        """
-        if not self.accounts:
-            if not isSafeMailboxName(name):
-                raise LocalError(BOUNCED, "5.1.3", f"unsafe mailbox name {name!r}")
-            return Mailbox(os.path.join(self.spool, name), True,
-                           self.owner.pw_uid, self.owner.pw_gid)
+    def _account(self, name: str) -> Optional[Account]:
         try:
-            account = pwd.getpwnam(name)
-        except KeyError:
-            raise LocalError(BOUNCED, "5.1.1", f"unknown user: \"{name}\"")
-        if account.pw_uid == 0:
-            raise LocalError(DEFERRED, "4.3.0",
-                             f"mail for {name} (uid 0) needs an alias: tmta never delivers as root")
-        if self.homeMailbox:
-            path = os.path.join(account.pw_dir, self.homeMailbox)
-            return Mailbox(path.rstrip("/"), path.endswith("/"), account.pw_uid, account.pw_gid)
-        return Mailbox(os.path.join(self.spool, name), self.spoolMaildir,
-                       account.pw_uid, account.pw_gid)
+            return self.getAccount(name)
+        except (KeyError, ValueError):
+            return None
 
-    def deliverOne(self, request: DeliveryRequest, address: str) -> str:
+    def _unprivileged(self) -> Account:
+        account = self._account(self.defaultPrivs)
+        if account is None or account.pw_uid == 0:
+            raise LocalError(DEFERRED, "4.3.0",
+                             f"default_privs {self.defaultPrivs!r} is not an unprivileged account")
+        return account
+
+    def _rightsOf(self, uid: int) -> Account:
+        """
+        Who runs the files and commands of something owned by C{uid}:
+        that account, or C{default_privs} for root.
+        """
+        if uid == 0:
+            return self._unprivileged()
+        try:
+            return pwd.getpwuid(uid)
+        except KeyError:
+            raise LocalError(DEFERRED, "4.3.0", f"uid {uid} has no account")
+
+    # -- one recipient
+
+    def deliverOne(self, request: DeliveryRequest, address: str,
+                   original: str = "") -> str:
         """
         Deliver to one recipient; blocking.
 
@@ -206,62 +264,477 @@ class LocalAgent:
                 headers = _headerSection(iterContent(queueFile, envelope))
             except CorruptQueueFile as e:
                 raise LocalError(DEFERRED, "4.3.0", f"cannot read queue file: {e}")
-            return self._deliverNames(request, address, queueFile, envelope, headers)
-
-    def _deliverNames(self, request, address, queueFile, envelope, headers) -> str:
-        if self.sizeLimit and envelope.size > self.sizeLimit:
-            raise LocalError(BOUNCED, "5.2.2", "message exceeds mailbox_size_limit")
-        results = []
-        for name in dict.fromkeys(self.expand(address)):
-            delivered = f"{name}@{self.myhostname}" if self.accounts else address
-            if re.search(rb"(?im)^delivered-to:[ \t]*" + re.escape(delivered.encode()) + rb"[ \t]*$",
-                         headers):
-                raise LocalError(BOUNCED, "5.4.6", f"mail forwarding loop for {delivered}")
-            box = self.mailbox(name)
-            key = (request.queueId, box.path)
-            if key in self._delivered:
-                results.append("duplicate delivery suppressed")
-                continue
-            prefix = (
-                f"Return-Path: <{request.sender}>\nDelivered-To: {delivered}\n"
-            ).encode("utf-8", "surrogateescape")
-            results.append(self._write(request, box, prefix, queueFile, envelope))
-            self._delivered[key] = None
-            if len(self._delivered) > self._duplicateLimit:
-                self._delivered.popitem(last=False)
-        return "; ".join(results)
-
-    def _write(self, request: DeliveryRequest, box: Mailbox, prefix: bytes,
-               queueFile, envelope) -> str:
-        def chunks() -> Iterable[bytes]:
-            return iterContent(queueFile, envelope)
-
-        try:
-            with identity(box.uid, box.gid):
-                if box.maildir:
-                    deliverMaildir(box.path, prefix, chunks(), self.fsync)
-                    return "delivered to maildir"
-                stamp = time.strftime("%a %b %e %H:%M:%S %Y", time.localtime(request.arrival or None))
-                line = f"From {request.sender or 'MAILER-DAEMON'}  {stamp}\n".encode(
-                    "utf-8", "surrogateescape")
-                deliverMbox(box.path, line, prefix, chunks(), self.fsync, self.dotlock)
-                return "delivered to mailbox"
-        except MailboxError as e:
-            reason = str(e).replace(self.spool + "/", self.spoolName + "/")
-            raise LocalError(DEFERRED if e.temporary else BOUNCED, e.dsn, reason)
+            if self.sizeLimit and envelope.size > self.sizeLimit:
+                raise LocalError(BOUNCED, "5.2.2", "message exceeds mailbox_size_limit")
+            delivery = _Delivery(self, request, address, original or address, queueFile,
+                                 envelope, _deliveredTo(headers))
+            return delivery.run()
 
     def deliverAll(self, request: DeliveryRequest) -> List[RecipientStatus]:
         results = []
         for r in request.recipients:
             started = time.time()
             try:
-                text = self.deliverOne(request, r.address)
+                text = self.deliverOne(request, r.address, r.original)
                 status = RecipientStatus(r.offset, SENT, "2.0.0", text)
             except LocalError as e:
                 status = RecipientStatus(r.offset, e.status, e.dsn, e.reason)
             logDelivery(request, r, "local", status, started)
             results.append(status)
         return results
+
+    def remember(self, key: Tuple) -> bool:
+        """
+        Record a delivery; C{False} when it was already made.
+        """
+        if key in self._delivered:
+            return False
+        self._delivered[key] = None
+        if len(self._delivered) > self._duplicateLimit:
+            self._delivered.popitem(last=False)
+        return True
+
+    def forget(self, key: Tuple) -> None:
+        self._delivered.pop(key, None)
+
+
+class _Delivery:
+    """
+    The expansion and delivery of one envelope recipient.
+    """
+
+    def __init__(self, agent: LocalAgent, request: DeliveryRequest, address: str,
+                 original: str, queueFile, envelope, deliveredTo: Set[str]) -> None:
+        self.agent = agent
+        self.request = request
+        self.address = address
+        self.original = original
+        self.queueFile = queueFile
+        self.envelope = envelope
+        self.deliveredTo = deliveredTo
+        self.outcomes: List[Outcome] = []
+        #: Addresses to forward to, by envelope sender.
+        self.forwards: "OrderedDict[str, List[Tuple[str, str]]]" = OrderedDict()
+
+    def run(self) -> str:
+        agent = self.agent
+        start = Expansion("recipient", None, 0, self.request.sender, self.address)
+        if not agent.accounts:
+            self._accountless(start)
+        else:
+            self._address(start, self.address, literal=False)
+        deferred = [o for o in self.outcomes if o.status == DEFERRED]
+        if not deferred:
+            self._sendForwards()
+            deferred = [o for o in self.outcomes if o.status == DEFERRED]
+        if deferred:
+            raise LocalError(DEFERRED, deferred[0].dsn, deferred[0].text)
+        bounced = [o for o in self.outcomes if o.status == BOUNCED]
+        if bounced:
+            raise LocalError(BOUNCED, bounced[0].dsn, "; ".join(o.text for o in bounced))
+        return "; ".join(dict.fromkeys(o.text for o in self.outcomes)) or "delivered"
+
+    def _fail(self, status: str, dsn: str, text: str) -> None:
+        self.outcomes.append(Outcome(status, dsn, text))
+
+    def _ok(self, text: str) -> None:
+        self.outcomes.append(Outcome(SENT, "2.0.0", text))
+
+    # -- addresses
+
+    def _address(self, state: Expansion, address: str, literal: bool) -> None:
+        agent = self.agent
+        if state.depth > MAX_DEPTH:
+            self._fail(BOUNCED, "5.4.6", f"mail forwarding loop for {address}: "
+                                         "too many levels of aliases")
+            return
+        qualified = agent.rewriter.rewrite(address)
+        local, domain = splitAddress(qualified)
+        if domain and not agent.rewriter.isLocalDomain(domain):
+            self.forwards.setdefault(state.sender, []).append((qualified, state.address))
+            return
+        if qualified.lower() in self.deliveredTo:
+            self._fail(BOUNCED, "5.4.6", f"mail forwarding loop for {qualified}")
+            return
+        state = replace(state, address=qualified)
+        name = unquoteLocal(local).lower()
+        base, extension = _splitExtension(name, agent.delimiter)
+        if not literal and qualified.lower() not in state.seen:
+            state.seen = state.seen | {qualified.lower()}
+            try:
+                if self._alias(state, name, base):
+                    return
+            except TableLookupError as e:
+                self._fail(DEFERRED, "4.3.0", f"alias database unavailable: {e}")
+                return
+        self._user(state, base, extension, literal)
+
+    def _alias(self, state: Expansion, name: str, base: str) -> bool:
+        """
+        Expand the alias of C{name} (with its extension, then without).
+
+        @return: whether there was one.
+        """
+        agent = self.agent
+        for key in dict.fromkeys([name, base]):
+            for table in agent.aliases:
+                value = table.get(key)
+                if value is None:
+                    continue
+                ownerUid = _tableOwner(table)
+                rights = agent._rightsOf(ownerUid)
+                sender = state.sender
+                if agent.ownerRequests and state.sender and not key.startswith("owner-"):
+                    owner = None
+                    for t in agent.aliases:
+                        owner = t.get("owner-" + key)
+                        if owner is not None:
+                            break
+                    if owner is not None:
+                        sender = f"owner-{key}@{agent.rewriter.myorigin}"
+                targets = parseTargets(value)
+                if not targets:
+                    self._fail(BOUNCED, "5.3.0", f"alias {key} is empty")
+                    return True
+                child = replace(state, origin="alias", rights=rights, ownerUid=ownerUid,
+                                sender=sender, depth=state.depth + 1, user=None)
+                self._targets(child, targets, selfName=key)
+                return True
+        return False
+
+    def _targets(self, state: Expansion, targets: List[Target], selfName: str) -> None:
+        for target in targets:
+            if target.kind == ADDRESS:
+                local, domain = splitAddress(target.value)
+                own = unquoteLocal(local).lower() == selfName and (
+                    not domain or self.agent.rewriter.isLocalDomain(domain))
+                # An alias or forward file naming its own name means that
+                # name's mailbox, not the alias again.
+                self._address(state, target.value, literal=target.literal or own)
+            elif target.kind == FILE:
+                self._file(state, target.value)
+            elif target.kind == COMMAND:
+                self._command(state, target.value)
+            else:
+                self._include(state, target.value, selfName)
+
+    # -- a system account
+
+    def _user(self, state: Expansion, name: str, extension: str, literal: bool) -> None:
+        agent = self.agent
+        account = agent._account(name) if isSafeMailboxName(name) else None
+        if account is None:
+            if agent.lusersRelay and state.origin == "recipient":
+                relay = _expandUserMacros(agent.lusersRelay, name, extension, state.address,
+                                          agent.delimiter)
+                self._address(replace(state, depth=state.depth + 1), relay, literal=False)
+                return
+            self._fail(BOUNCED, "5.1.1", f"unknown user: \"{name}\"")
+            return
+        if account.pw_uid == 0:
+            self._fail(DEFERRED, "4.3.0",
+                       f"mail for {name} (uid 0) needs an alias: tmta never delivers as root")
+            return
+        userState = replace(state, user=account)
+        if not literal and self._forward(userState, account, extension):
+            return
+        if agent.mailboxCommand:
+            self._runCommand(replace(userState, rights=account), agent.mailboxCommand,
+                             kind="mailbox_command")
+            return
+        if agent.homeMailbox:
+            path = os.path.join(account.pw_dir, agent.homeMailbox)
+            box = Mailbox(path.rstrip("/"), path.endswith("/"), account.pw_uid, account.pw_gid)
+        else:
+            box = Mailbox(os.path.join(agent.spool, name), agent.spoolMaildir,
+                          account.pw_uid, account.pw_gid)
+        self._mailbox(userState, box)
+
+    def _forward(self, state: Expansion, account: Account, extension: str) -> bool:
+        """
+        Follow the user's C{.forward} file, the first of C{forward_path}
+        that exists.
+
+        @return: whether there was one.
+        """
+        agent = self.agent
+        for template in agent.forwardPath:
+            path = _expandForwardPath(template, account, extension, agent.delimiter)
+            if path is None:
+                continue
+            try:
+                with identity(account.pw_uid, account.pw_gid):
+                    targets, _ = readTargetFile(path, (account.pw_uid, 0))
+            except FileNotFoundError:
+                continue
+            except TargetFileError as e:
+                if e.temporary:
+                    self._fail(DEFERRED, "4.3.0", str(e))
+                    return True
+                log.warn("{address}: {error}", address=state.address, error=str(e))
+                continue
+            except OSError:
+                continue
+            if not targets:
+                continue
+            child = replace(state, origin="forward", rights=account, ownerUid=account.pw_uid,
+                            depth=state.depth + 1)
+            self._targets(child, targets, selfName=account.pw_name.lower())
+            return True
+        return False
+
+    def _include(self, state: Expansion, path: str, selfName: str) -> None:
+        if not path.startswith("/"):
+            self._fail(BOUNCED, "5.3.5", f":include:{path}: not an absolute path")
+            return
+        try:
+            # Opened with the rights of whoever named it (root for a
+            # root-owned alias database), and it must be theirs or root's.
+            if state.ownerUid == 0:
+                targets, owner = readTargetFile(path, (0,))
+            else:
+                opener = self.agent._rightsOf(state.ownerUid)
+                with identity(opener.pw_uid, opener.pw_gid):
+                    targets, owner = readTargetFile(path, (state.ownerUid, 0))
+        except FileNotFoundError:
+            self._fail(DEFERRED, "4.3.0", f"cannot open include file {path}: no such file")
+            return
+        except TargetFileError as e:
+            self._fail(DEFERRED if e.temporary else BOUNCED, "4.3.0" if e.temporary else "5.3.0",
+                       f"include file: {e}")
+            return
+        rights = self.agent._rightsOf(owner)
+        child = replace(state, origin="include", rights=rights, ownerUid=owner,
+                        depth=state.depth + 1)
+        self._targets(child, targets, selfName)
+
+    # -- writing
+
+    def _prefix(self, state: Expansion) -> bytes:
+        return (f"Return-Path: <{self.request.sender}>\nDelivered-To: {state.address}\n"
+                ).encode("utf-8", "surrogateescape")
+
+    def _chunks(self) -> Iterable[bytes]:
+        return iterContent(self.queueFile, self.envelope)
+
+    def _once(self, key: Tuple, text: str) -> bool:
+        full = (self.request.queueId,) + key
+        if not self.agent.remember(full):
+            self._ok(f"{text} (duplicate suppressed)")
+            return False
+        return True
+
+    def _mailbox(self, state: Expansion, box: Mailbox) -> None:
+        if not self._once(("mailbox", box.path), "delivered to mailbox"):
+            return
+        try:
+            self._ok(self._write(box, state))
+        except LocalError as e:
+            self.agent.forget((self.request.queueId, "mailbox", box.path))
+            self._fail(e.status, e.dsn, e.reason)
+
+    def _accountless(self, state: Expansion) -> None:
+        agent = self.agent
+        local, _ = splitAddress(self.address)
+        name, _ = _splitExtension(unquoteLocal(local).lower(), agent.delimiter)
+        if self.address.lower() in self.deliveredTo:
+            self._fail(BOUNCED, "5.4.6", f"mail forwarding loop for {self.address}")
+            return
+        if not isSafeMailboxName(name):
+            self._fail(BOUNCED, "5.1.3", f"unsafe mailbox name {name!r}")
+            return
+        self._mailbox(state, Mailbox(os.path.join(agent.spool, name), True,
+                                     agent.owner.pw_uid, agent.owner.pw_gid))
+
+    def _write(self, box: Mailbox, state: Expansion) -> str:
+        agent = self.agent
+        prefix = self._prefix(state)
+        try:
+            with identity(box.uid, box.gid):
+                if box.maildir:
+                    deliverMaildir(box.path, prefix, self._chunks(), agent.fsync)
+                    return "delivered to maildir"
+                deliverMbox(box.path, self._fromLine(), prefix, self._chunks(), agent.fsync,
+                            agent.dotlock)
+                return "delivered to mailbox"
+        except MailboxError as e:
+            reason = str(e).replace(agent.spool + "/", agent.spoolName + "/")
+            raise LocalError(DEFERRED if e.temporary else BOUNCED, e.dsn, reason)
+
+    def _fromLine(self) -> bytes:
+        stamp = time.strftime("%a %b %e %H:%M:%S %Y",
+                              time.localtime(self.request.arrival or None))
+        return f"From {self.request.sender or 'MAILER-DAEMON'}  {stamp}\n".encode(
+            "utf-8", "surrogateescape")
+
+    def _file(self, state: Expansion, path: str) -> None:
+        agent = self.agent
+        if state.origin not in agent.filesFrom or state.rights is None:
+            self._fail(BOUNCED, "5.7.1", f"mail to files is not allowed from {state.origin}: "
+                                         f"{path}")
+            return
+        if "\0" in path or not path.startswith("/"):
+            self._fail(BOUNCED, "5.3.0", f"bad file name {path!r}")
+            return
+        rights = state.rights
+        if not self._once(("file", path), f"delivered to file: {path}"):
+            return
+        if path == "/dev/null":
+            self._ok("delivered to file: /dev/null")
+            return
+        box = Mailbox(path.rstrip("/"), path.endswith("/"), rights.pw_uid, rights.pw_gid)
+        try:
+            self._write(box, state)
+            self._ok(f"delivered to file: {path}")
+        except LocalError as e:
+            agent.forget((self.request.queueId, "file", path))
+            self._fail(e.status, e.dsn, e.reason)
+
+    def _command(self, state: Expansion, command: str) -> None:
+        agent = self.agent
+        if state.origin not in agent.commandsFrom or state.rights is None:
+            self._fail(BOUNCED, "5.7.1", f"mail to commands is not allowed from "
+                                         f"{state.origin}: {command}")
+            return
+        self._runCommand(state, command, kind="command")
+
+    def _runCommand(self, state: Expansion, command: str, kind: str) -> None:
+        agent = self.agent
+        rights = state.rights
+        if not self._once((kind, rights.pw_uid, command), f"delivered to command: {command}"):
+            return
+        user = state.user or rights
+        local, domain = splitAddress(state.address)
+        name = unquoteLocal(local)
+        base, extension = _splitExtension(name, agent.delimiter)
+        attributes = self.envelope.attributes
+        environment = commandEnvironment({
+            "HOME": user.pw_dir, "LOGNAME": user.pw_name, "USER": user.pw_name,
+            "SHELL": user.pw_shell, "SENDER": self.request.sender,
+            "RECIPIENT": state.address, "LOCAL": name, "DOMAIN": domain,
+            "EXTENSION": extension or None, "ORIGINAL_RECIPIENT": self.original,
+            "CLIENT_ADDRESS": attributes.get("client_address"),
+            "CLIENT_HOSTNAME": attributes.get("client_name"),
+            "CLIENT_PROTOCOL": attributes.get("protocol"),
+        }, agent.filter, agent.export)
+        directory = agent.executionDirectory or user.pw_dir or "/"
+
+        def message():
+            yield self._fromLine()
+            yield self._prefix(state)
+            yield from self._chunks()
+
+        outcome = runCommand(shellCommand(command, agent.shell), message(), rights.pw_uid,
+                             rights.pw_gid, environment, directory, agent.timeLimit)
+        if outcome.status == SENT:
+            self._ok(f"delivered to command: {command}")
+        else:
+            agent.forget((self.request.queueId, kind, rights.pw_uid, command))
+            self._fail(outcome.status, outcome.dsn, outcome.reason)
+
+    # -- forwarding
+
+    def _sendForwards(self) -> None:
+        agent = self.agent
+        for sender, addresses in self.forwards.items():
+            fresh = []
+            for address, via in addresses:
+                if agent.remember((self.request.queueId, "forward", address.lower())):
+                    fresh.append((address, via))
+            if not fresh:
+                self._ok("forwarded (duplicate suppressed)")
+                continue
+            if agent.forwarder is None:
+                for address, _ in fresh:
+                    agent.forget((self.request.queueId, "forward", address.lower()))
+                self._fail(DEFERRED, "4.3.0", "cannot forward mail: no cleanup service")
+                continue
+            header = f"Delivered-To: {fresh[0][1]}\n".encode("utf-8", "surrogateescape")
+
+            def content():
+                yield header
+                yield from self._chunks()
+
+            attributes = {"origin": "local", "protocol": "local"}
+            for key in ("dsn_ret", "dsn_envid"):
+                if key in self.envelope.attributes:
+                    attributes[key] = self.envelope.attributes[key]
+            try:
+                queueId = agent.forwarder.forward(sender, [a for a, _ in fresh], attributes,
+                                                  content())
+            except Exception as e:
+                for address, _ in fresh:
+                    agent.forget((self.request.queueId, "forward", address.lower()))
+                code = getattr(e, "code", 451)
+                self._fail(BOUNCED if code // 100 == 5 else DEFERRED,
+                           "5.3.0" if code // 100 == 5 else "4.3.0",
+                           f"cannot forward mail: {e}")
+                continue
+            self._ok(f"forwarded as {queueId}")
+
+
+def _tableOwner(table) -> int:
+    """
+    Who owns an alias table's file (its database, else its source);
+    tables that are not files count as root's.
+    """
+    for name in ("path", "source"):
+        path = getattr(table, name, None)
+        if isinstance(path, str):
+            try:
+                return os.stat(path).st_uid
+            except OSError:
+                continue
+    return 0
+
+
+def _splitExtension(name: str, delimiters: str) -> Tuple[str, str]:
+    for d in delimiters:
+        if d in name:
+            base, _, extension = name.partition(d)
+            if base:
+                return base, extension
+    return name, ""
+
+
+def _expandForwardPath(template: str, account: Account, extension: str,
+                       delimiters: str) -> Optional[str]:
+    """
+    One C{forward_path} entry with C{$home}, C{$user}, C{$extension},
+    C{$recipient_delimiter} and C{${name?value}} expanded; C{None} when
+    it names nothing (an extension-only entry without an extension).
+    """
+    values = {"home": account.pw_dir, "user": account.pw_name, "extension": extension,
+              "recipient_delimiter": delimiters[:1] if extension else "",
+              "shell": account.pw_shell}
+    missing = False
+
+    def expand(match: "re.Match") -> str:
+        nonlocal missing
+        name = match.group(1) or match.group(4)
+        conditional, alternative = match.group(2), match.group(3)
+        value = values.get(name, "")
+        if conditional == "?":
+            return alternative if value else ""
+        if conditional == ":":
+            return "" if value else alternative
+        if name == "extension" and not value:
+            missing = True
+        return value
+
+    path = re.sub(r"\$\{(\w+)(?:([?:])([^}]*))?\}|\$(\w+)", expand, template)
+    if missing or not path.startswith("/"):
+        return None
+    return path
+
+
+def _expandUserMacros(template: str, user: str, extension: str, recipient: str,
+                      delimiters: str) -> str:
+    local, domain = splitAddress(recipient)
+    values = {"user": user, "extension": extension, "recipient": recipient,
+              "local": unquoteLocal(local), "domain": domain,
+              "recipient_delimiter": delimiters[:1]}
+    return re.sub(r"\$\{?(\w+)\}?", lambda m: values.get(m.group(1), m.group(0)), template)
 
 
 def _headerSection(chunks: Iterable[bytes], limit: int = 1 << 20) -> bytes:
@@ -274,6 +747,11 @@ def _headerSection(chunks: Iterable[bytes], limit: int = 1 << 20) -> bytes:
         if len(data) > limit:
             break
     return data
+
+
+def _deliveredTo(headers: bytes) -> Set[str]:
+    return {m.decode("utf-8", "surrogateescape").strip().lower()
+            for m in re.findall(rb"(?im)^delivered-to:[ \t]*([^\n]*)$", headers)}
 
 
 @implementer(IDeliveryAgent)
@@ -291,4 +769,3 @@ class LocalDeliveryAgent:
 
     def deliver(self, request: DeliveryRequest):
         return self.thread.call(self.agent.deliverAll, request)
-

@@ -1,12 +1,15 @@
 """
-The local service: one delivery at a time per process.
+The local service: one delivery at a time per process, forwarding
+through cleanup.
 """
 
 from __future__ import annotations
 
 import os
 
+from tmta.cleanup.client import CleanupClient
 from tmta.delivery import AgentService
+from tmta.local.forward import Forwarder
 from tmta.local.agent import LocalAgent, LocalDeliveryAgent
 from tmta.common.accounts import mailOwner
 
@@ -26,5 +29,8 @@ def makeLocalService(context):
             os.chown(directory, owner.pw_uid, owner.pw_gid)
         fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
         spool = f"/proc/self/fd/{fd}/"
-    agent = LocalAgent(config, spoolDirectory=spool)
+    cleanup = CleanupClient(lambda: context.connect("cleanup", private=False),
+                            context.reactor, idle=config.getTime("ipc_idle"))
+    agent = LocalAgent(config, spoolDirectory=spool,
+                       forwarder=Forwarder(context.reactor, cleanup))
     return AgentService(context, LocalDeliveryAgent(context.reactor, agent))

@@ -16,7 +16,7 @@ from zope.interface import implementer
 from tmta.address import splitAddress
 from tmta.config import MainConfig
 from tmta.interfaces import IAddressResolver, IAddressRewriter
-from tmta.tables import lookupAny, openTables
+from tmta.tables import TableLookupError, lookupAny, openTables
 
 
 @dataclass(frozen=True)
@@ -139,8 +139,15 @@ class Rewriter:
         class (local, relay, default), the relayhost (by the sender, when
         C{sender_dependent_relayhost_maps} has it), then
         C{transport_maps}, whose empty transport or next hop keeps the
-        class's.
+        class's.  A table that cannot be consulted sends the address
+        to the C{retry} transport, which defers it with the reason.
         """
+        try:
+            return self._resolve(address, sender)
+        except TableLookupError as e:
+            return Resolution("retry", f"table lookup failure: {e}", address, "default")
+
+    def _resolve(self, address: str, sender: Optional[str]) -> Resolution:
         address = self.rewrite(address)
         _, domain = splitAddress(address)
         if not domain or self.isLocalDomain(domain):

@@ -24,7 +24,7 @@ from tmta.dsn import DSNError, parseEnvid, parseNotify, parseOrcpt, parseRet
 from tmta.smtpd.reader import CommandReader
 from tmta.smtpd.restrictions import DEFER, REJECT, RecipientContext
 from tmta.smtpd.transfer import CleanupLost, MessageTransfer, TooBig
-from tmta.tables import lookupAny
+from tmta.tables import TableLookupError, lookupAny
 
 log = Logger()
 
@@ -425,7 +425,17 @@ class SMTPServer(CommandReader):
                 "not a valid mailbox name",
             )
             return
-        if resolution.addressClass == "local" and not self._isListed(resolution.recipient):
+        try:
+            listed = resolution.addressClass != "local" or self._isListed(resolution.recipient)
+        except TableLookupError as e:
+            log.warn("{client}: local recipient table: {error}", client=self.client, error=str(e))
+            listed = None
+        if listed is None or (resolution.transport == "retry"
+                              and resolution.nexthop.startswith("table lookup failure")):
+            self._rejectRecipient(
+                recipient, f"451 4.3.0 <{recipient}>: Temporary lookup failure")
+            return
+        if not listed:
             self._rejectRecipient(
                 recipient,
                 f"{self.settings.unknownLocalCode} 5.1.1 <{recipient}>: Recipient address "
@@ -576,7 +586,13 @@ class SMTPServer(CommandReader):
 
         async def verify():
             resolution = await self.resolve(address)
-            if resolution.addressClass == "local" and not self._isListed(resolution.recipient):
+            try:
+                listed = (resolution.addressClass != "local"
+                          or self._isListed(resolution.recipient))
+            except TableLookupError:
+                self.reply(f"451 4.3.0 <{address}>: Temporary lookup failure")
+                return
+            if not listed:
                 self.reply(f"550 5.1.1 <{address}>: Recipient address rejected: "
                            "User unknown in local recipient table")
             else:

@@ -2,8 +2,10 @@
 Lookup tables named C{type:name}, with Postfix's semantics.
 
 Implemented types: C{unix:passwd.byname} (the passwd database),
-C{hash:} and C{texthash:} (read from the source text file: a key and a
-value per line, C{key value} or, for aliases, C{key: value}), C{static:}
+C{texthash:} (read from the source text file: a key and a value per
+line, C{key value} or, for aliases, C{key: value}), C{hash:} and its
+kin (the database C{tmta map build} makes of such a file,
+L{tmta.tables.compiled}), C{static:}
 and C{inline:{ key=value, ... }}, C{regexp:}, C{pcre:} and C{cidr:}
 (L{tmta.tables.patterns}), C{sqlite:} (L{tmta.tables.sqlite}); plugins
 add more
@@ -32,6 +34,14 @@ log = Logger()
 class TableError(Exception):
     """
     A table specification that tmta cannot open.
+    """
+
+
+class TableLookupError(Exception):
+    """
+    A table could not be consulted now (a database missing or older
+    than its source, a query that fails): the lookup is neither a match
+    nor a miss, and the mail it concerns waits and is tried again.
     """
 
 
@@ -170,6 +180,15 @@ def _patternOpener(kind: str):
     return open
 
 
+def _compiledOpener(kind: str):
+    def open(name: str):
+        from tmta.tables.compiled import CompiledTable
+
+        return CompiledTable(kind, name)
+
+    return open
+
+
 def _sqliteOpener(name: str):
     from tmta.tables.sqlite import SQLiteConfigError, SQLiteTable
 
@@ -189,11 +208,9 @@ BUILTIN_TYPES: Dict[str, BuiltinTableType] = {
         BuiltinTableType(kind, _patternOpener(kind)) for kind in ("regexp", "pcre", "cidr")
     ] + [
         BuiltinTableType("sqlite", _sqliteOpener),
+        BuiltinTableType("texthash", TextFileTable),
     ] + [
-        # Read from the source text file, as postmap would have: no
-        # compiled database is needed.
-        BuiltinTableType(kind, TextFileTable)
-        for kind in ("hash", "texthash", "btree", "lmdb", "cdb", "dbm")
+        BuiltinTableType(kind, _compiledOpener(kind)) for kind in ("hash", "btree", "lmdb", "cdb")
     ]
 }
 
@@ -248,6 +265,9 @@ def openTables(value: str) -> List:
 def lookupAny(tables: List, key: str) -> Optional[str]:
     """
     The first table's value for C{key}, as Postfix searches a table list.
+
+    @raise TableLookupError: a table could not be consulted before one
+        answered.
     """
     for table in tables:
         value = table.get(key)
