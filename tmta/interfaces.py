@@ -42,6 +42,10 @@ class IWorkerContext(Interface):
         "Every master.cf entry (L{tmta.config.MasterEntry}), for components "
         "that need to know the other services (qmgr: transport limits)."
     )
+    arguments = Attribute(
+        "The service's master.cf command arguments after the -o settings "
+        "(pipe's C{flags=... user=... argv=...}), as a list of words."
+    )
 
     def listen(factory):
         """

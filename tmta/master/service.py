@@ -507,8 +507,9 @@ class MasterService(service.Service):
 def _pluginProblems(configuration: Configuration) -> List[str]:
     """
     Table types and smtpd restrictions the configuration names whose
-    plugins do not provide their interface, and smtp or lmtp services
-    asked for TLS or SASL settings they cannot honour.
+    plugins do not provide their interface, smtp or lmtp services
+    asked for TLS or SASL settings they cannot honour, and pipe entries
+    that cannot run (no command, no user, root).
     """
     from tmta.interfaces import ILookupTableType, ISMTPRestriction
     from tmta.smtpd.restrictions import BUILTIN_RESTRICTIONS
@@ -532,6 +533,13 @@ def _pluginProblems(configuration: Configuration) -> List[str]:
                 findPlugin(interface, name)
             except PluginError as e:
                 problems.append(f"{where}: {entry.service}/{entry.type}: {parameter}: {e}")
+        if entry.command == "pipe":
+            from tmta.pipe import PipeConfigError, parsePipeArguments
+
+            try:
+                parsePipeArguments(entry.args)
+            except PipeConfigError as e:
+                problems.append(f"{where}: {entry.service}/{entry.type}: {e}")
         if entry.command in ("smtp", "lmtp"):
             from tmta.smtp.checks import clientProblems
 

@@ -65,8 +65,10 @@ class WorkerContext:
     The L{IWorkerContext} of a worker under the master.
     """
 
-    def __init__(self, reactor, config, serviceName, runtime, listeners, services=()):
+    def __init__(self, reactor, config, serviceName, runtime, listeners, services=(),
+                 arguments=()):
         self.services = list(services)
+        self.arguments = list(arguments)
         self.reactor = reactor
         self.config = config
         self.serviceName = serviceName
@@ -173,7 +175,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         exit=exit,
     )
     context = WorkerContext(
-        reactor, config, entry.service, runtime, listeners, configuration.services
+        reactor, config, entry.service, runtime, listeners, configuration.services, entry.args
     )
     try:
         worker = component.makeService(context)

@@ -72,3 +72,5 @@ error = BuiltinComponent("error", _agent("makeError"), fixedLimit=100)
 # The SMTP and LMTP clients multiplex: many deliveries per process.
 smtp = BuiltinComponent("smtp", "tmta.smtp.service:makeSMTPService", fixedLimit=100)
 lmtp = BuiltinComponent("lmtp", "tmta.smtp.service:makeLMTPService", fixedLimit=100)
+# pipe keeps root to run its command as the entry's user=.
+pipe = BuiltinComponent("pipe", "tmta.pipe:makePipeService")
