@@ -27,7 +27,7 @@ class Resolution:
     @ivar transport: the master.cf service that delivers it.
     @ivar nexthop: the destination that transport is given.
     @ivar recipient: the address as rewritten.
-    @ivar addressClass: C{local}, C{relay} or C{default}, as in Postfix's
+    @ivar addressClass: C{local}, C{virtual}, C{relay} or C{default}, as in Postfix's
         address classes.
     """
 
@@ -57,6 +57,8 @@ class Rewriter:
         self.percentHack = config.getBool("allow_percent_hack")
         self.localDomains, self.localTables = self._domains("mydestination")
         self.relayDomains, self.relayTables = self._domains("relay_domains")
+        self.virtualDomains, self.virtualTables = self._domains("virtual_mailbox_domains")
+        self.virtualTransport = config.get("virtual_transport")
         self.relayParentMatches = "relay_domains" in config.getList(
             "parent_domain_matches_subdomains")
         self.localTransport = _transportAndNexthop(config.get("local_transport"), self.myhostname)
@@ -92,6 +94,17 @@ class Rewriter:
         if self.localTables and lookupAny(self.localTables, domain) is not None:
             return True
         return domain.startswith("[") and domain in ("[127.0.0.1]", "[ipv6:::1]")
+
+    def isVirtualMailboxDomain(self, domain: str) -> bool:
+        """
+        Whether C{domain} is in C{virtual_mailbox_domains} (by default,
+        has an entry in C{virtual_mailbox_maps}: C{@domain} or any
+        address's domain table key).
+        """
+        domain = domain.lower().rstrip(".")
+        if domain in self.virtualDomains:
+            return True
+        return bool(self.virtualTables) and lookupAny(self.virtualTables, domain) is not None
 
     def isRelayDomain(self, domain: str) -> bool:
         domain = domain.lower().rstrip(".")
@@ -152,6 +165,9 @@ class Rewriter:
         _, domain = splitAddress(address)
         if not domain or self.isLocalDomain(domain):
             (transport, nexthop), addressClass = self.localTransport, "local"
+        elif self.isVirtualMailboxDomain(domain):
+            transport, nexthop = _transportAndNexthop(self.virtualTransport, domain)
+            addressClass = "virtual"
         else:
             if self.isRelayDomain(domain):
                 transport, nexthop = _transportAndNexthop(self.relayTransport, domain)

@@ -67,7 +67,7 @@ class RecipientContext:
 
     clientAddress: str
     recipient: str
-    addressClass: str  # local, relay or default (from trivial-rewrite)
+    addressClass: str  # local, virtual, relay or default (from trivial-rewrite)
     saslAuthenticated: bool = False
 
 
@@ -87,7 +87,7 @@ class _Builtin:
 
 
 def _unauthDestination(c: RecipientContext) -> bool:
-    return c.addressClass not in ("local", "relay")
+    return c.addressClass not in ("local", "virtual", "relay")
 
 
 def _rejectUnauthDestination(lst, c):

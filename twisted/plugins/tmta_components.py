@@ -72,5 +72,7 @@ error = BuiltinComponent("error", _agent("makeError"), fixedLimit=100)
 # The SMTP and LMTP clients multiplex: many deliveries per process.
 smtp = BuiltinComponent("smtp", "tmta.smtp.service:makeSMTPService", fixedLimit=100)
 lmtp = BuiltinComponent("lmtp", "tmta.smtp.service:makeLMTPService", fixedLimit=100)
+# virtual takes each mailbox's uid for its delivery.
+virtual = BuiltinComponent("virtual", "tmta.virtual:makeVirtualService")
 # pipe keeps root to run its command as the entry's user=.
 pipe = BuiltinComponent("pipe", "tmta.pipe:makePipeService")

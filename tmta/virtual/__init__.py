@@ -1,0 +1,187 @@
+"""
+The virtual delivery agent: Postfix's virtual(8), mailboxes for
+domains that have no system accounts.
+
+A recipient in C{virtual_mailbox_domains} is looked up in
+C{virtual_mailbox_maps} (C{user+ext@domain}, C{user@domain}, then the
+catch-all C{@domain}); the value is a path under C{virtual_mailbox_base},
+a Maildir when it ends in C{/}, else an mbox file.  The mailbox is
+written as the uid and gid that C{virtual_uid_maps} and
+C{virtual_gid_maps} give for the same key (a number, or
+C{static:NUMBER}), never below C{virtual_minimum_uid} and never as
+root.  C{virtual_mailbox_limit} caps a mailbox's size.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Callable, List, Optional, Tuple
+
+from zope.interface import implementer
+
+from tmta.address import splitAddress, unquoteLocal
+from tmta.batching import SerialThread
+from tmta.delivery import (
+    BOUNCED,
+    DEFERRED,
+    SENT,
+    DeliveryRequest,
+    RecipientStatus,
+    logDelivery,
+)
+from tmta.interfaces import IDeliveryAgent
+from tmta.local.agent import LocalError, identity
+from tmta.local.mailbox import MailboxError, deliverMaildir, deliverMbox
+from tmta.queue.qfile import CorruptQueueFile, iterContent, readEnvelope
+from tmta.tables import TableLookupError, openTables
+
+
+def _keys(address: str, delimiters: str) -> List[str]:
+    local, domain = splitAddress(address)
+    local = unquoteLocal(local).lower()
+    domain = domain.lower()
+    keys = [f"{local}@{domain}"]
+    for d in delimiters:
+        if d in local:
+            keys.append(f"{local.split(d, 1)[0]}@{domain}")
+            break
+    keys.append(f"@{domain}")
+    return keys
+
+
+class VirtualAgent:
+    """
+    The delivery logic, independent of AMP, built from main.cf.
+    """
+
+    def __init__(self, config, fsync: Callable[[int], None] = os.fsync) -> None:
+        self.base = config.get("virtual_mailbox_base")
+        self.mailboxes = openTables(config.get("virtual_mailbox_maps"))
+        self.uids = openTables(config.get("virtual_uid_maps"))
+        self.gids = openTables(config.get("virtual_gid_maps"))
+        self.minimumUid = config.getInt("virtual_minimum_uid")
+        self.sizeLimit = config.getInt("virtual_mailbox_limit")
+        self.dotlock = "dotlock" in config.getList("virtual_mailbox_lock")
+        self.delimiter = config.get("recipient_delimiter")
+        self.fsync = fsync
+
+    def _find(self, tables, address: str) -> Optional[str]:
+        for key in _keys(address, self.delimiter):
+            for table in tables:
+                value = table.get(key)
+                if value is not None:
+                    return value.strip()
+        return None
+
+    def _number(self, tables, address: str, what: str) -> int:
+        value = self._find(tables, address)
+        if value is None:
+            raise LocalError(DEFERRED, "4.3.5", f"no {what} for {address}")
+        if value.startswith("static:"):
+            value = value[len("static:"):]
+        try:
+            return int(value)
+        except ValueError:
+            raise LocalError(DEFERRED, "4.3.5", f"bad {what} {value!r} for {address}")
+
+    def mailbox(self, address: str) -> Tuple[str, bool, int, int]:
+        """
+        Where and as whom mail for C{address} is written.
+
+        @raise LocalError: an unknown recipient, a path that leaves the
+            base directory, or a uid that is root or below the minimum.
+        """
+        relative = self._find(self.mailboxes, address)
+        if relative is None:
+            raise LocalError(BOUNCED, "5.1.1",
+                             f"unknown user: \"{address}\" in virtual mailbox table")
+        parts = [p for p in relative.split("/") if p]
+        if not parts or ".." in parts or relative.startswith("/") or "\0" in relative:
+            raise LocalError(DEFERRED, "4.3.5",
+                             f"virtual mailbox path {relative!r} must stay under "
+                             "virtual_mailbox_base")
+        uid = self._number(self.uids, address, "uid")
+        gid = self._number(self.gids, address, "gid")
+        if uid == 0 or uid < self.minimumUid:
+            raise LocalError(DEFERRED, "4.3.5",
+                             f"uid {uid} for {address} is below virtual_minimum_uid "
+                             f"{self.minimumUid}: mail is never written as root")
+        path = os.path.join(self.base, *parts)
+        return path, relative.endswith("/"), uid, gid
+
+    def deliverOne(self, request: DeliveryRequest, address: str) -> str:
+        if not self.base:
+            raise LocalError(DEFERRED, "4.3.5", "virtual_mailbox_base is not set")
+        try:
+            path, maildir, uid, gid = self.mailbox(address)
+        except TableLookupError as e:
+            raise LocalError(DEFERRED, "4.3.0", f"table lookup failure: {e}")
+        try:
+            queueFile = open(request.queuePath, "rb")
+        except OSError as e:
+            raise LocalError(DEFERRED, "4.3.0", f"cannot read queue file: {e}")
+        with queueFile:
+            try:
+                envelope = readEnvelope(queueFile)
+            except CorruptQueueFile as e:
+                raise LocalError(DEFERRED, "4.3.0", f"cannot read queue file: {e}")
+            if self.sizeLimit and envelope.size > self.sizeLimit:
+                raise LocalError(BOUNCED, "5.2.2", "message exceeds virtual_mailbox_limit")
+            prefix = f"Return-Path: <{request.sender}>\nDelivered-To: {address}\n".encode(
+                "utf-8", "surrogateescape")
+            chunks = iterContent(queueFile, envelope)
+            try:
+                with identity(uid, gid):
+                    if maildir:
+                        deliverMaildir(path, prefix, chunks, self.fsync)
+                        return "delivered to maildir"
+                    try:
+                        current = os.stat(path).st_size
+                    except FileNotFoundError:
+                        current = 0
+                    if self.sizeLimit and current + envelope.size > self.sizeLimit:
+                        raise LocalError(BOUNCED, "5.2.2", "mailbox full")
+                    stamp = time.strftime("%a %b %e %H:%M:%S %Y",
+                                          time.localtime(request.arrival or None))
+                    line = f"From {request.sender or 'MAILER-DAEMON'}  {stamp}\n".encode(
+                        "utf-8", "surrogateescape")
+                    deliverMbox(path, line, prefix, chunks, self.fsync, self.dotlock)
+                    return "delivered to mailbox"
+            except MailboxError as e:
+                raise LocalError(DEFERRED if e.temporary else BOUNCED, e.dsn, str(e))
+
+    def deliverAll(self, request: DeliveryRequest) -> List[RecipientStatus]:
+        results = []
+        for r in request.recipients:
+            started = time.time()
+            try:
+                status = RecipientStatus(r.offset, SENT, "2.0.0",
+                                         self.deliverOne(request, r.address))
+            except LocalError as e:
+                status = RecipientStatus(r.offset, e.status, e.dsn, e.reason)
+            logDelivery(request, r, "virtual", status, started)
+            results.append(status)
+        return results
+
+
+@implementer(IDeliveryAgent)
+class VirtualDeliveryAgent:
+    """
+    Serves requests one at a time in one thread: each takes the
+    mailbox's identity, which is process-wide.
+    """
+
+    def __init__(self, reactor, agent: VirtualAgent) -> None:
+        self.agent = agent
+        self.thread = SerialThread(reactor, "tmta-virtual")
+
+    def deliver(self, request: DeliveryRequest):
+        return self.thread.call(self.agent.deliverAll, request)
+
+
+def makeVirtualService(context):
+    from tmta.delivery import AgentService
+
+    return AgentService(context, VirtualDeliveryAgent(context.reactor,
+                                                      VirtualAgent(context.config)))
