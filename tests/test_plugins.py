@@ -287,3 +287,69 @@ class _Request:
 
     def content(self):
         return iter([b"hello"])
+
+
+WEB_SERVER = """
+import os, sys
+from twisted.internet import reactor
+from twisted.web import resource, server
+
+class Inbox(resource.Resource):
+    isLeaf = True
+    count = 0
+    def render_POST(self, request):
+        Inbox.count += 1
+        path = os.path.join(sys.argv[2], f"post{Inbox.count}")
+        with open(path + ".tmp", "wb") as f:
+            f.write(request.getHeader(b"x-envelope-from") + b"\\n")
+            f.write(b",".join(request.requestHeaders.getRawHeaders(b"x-envelope-to")) + b"\\n")
+            f.write(request.content.read())
+        os.rename(path + ".tmp", path)
+        return b"stored"
+
+reactor.listenTCP(int(sys.argv[1]), server.Site(Inbox()), interface="127.0.0.1")
+reactor.run()
+"""
+
+
+class ExamplePluginTests(SynchronousTestCase):
+    def test_httpPostTransport(self):
+        """
+        The example transport in examples/httppost, copied into a
+        plugins directory and named in master.cf and transport_maps,
+        posts mail to a twisted.web server, with no change to tmta.
+        """
+        import shutil
+        import subprocess
+        import sys
+
+        base = shortTemporaryDirectory(self)
+        plugins = os.path.join(base, "plugins", "twisted", "plugins")
+        os.makedirs(plugins)
+        shutil.copy(os.path.join(REPO, "examples", "httppost", "twisted", "plugins",
+                                 "tmta_httppost.py"), plugins)
+        received = os.path.join(base, "received")
+        os.mkdir(received)
+        webPort = freePort()
+        web = subprocess.Popen([sys.executable, "-c", WEB_SERVER, str(webPort), received])
+        self.addCleanup(web.wait)
+        self.addCleanup(web.kill)
+        port = freePort()
+        masterCf = MASTER_CF.format(port=port).replace("record    unix  -       -       n       -       -       recorder\n", "") + (
+            f"httppost  unix  -       n       n       -       4       httppost "
+            f"url=http://127.0.0.1:{webPort}/inbox\n")
+        master = Master(
+            os.path.join(base, "conf"),
+            {"mydestination": "localhost", "local_recipient_maps": "",
+             "relay_domains": "hooks.example",
+             "transport_maps": "inline:{ hooks.example=httppost: }"},
+            masterCf, extraPath=[os.path.join(base, "plugins")]).start()
+        self.addCleanup(master.stop)
+        sendMessage(port, "alice@example.com", ["bob@hooks.example"], "by http")
+        waitFor(lambda: "post1" in os.listdir(received), what="the POST")
+        with open(os.path.join(received, "post1"), "rb") as f:
+            text = f.read()
+        self.assertTrue(text.startswith(b"alice@example.com\nbob@hooks.example\n"))
+        self.assertIn(b"Subject: by http", text)
+        waitFor(lambda: "relay=httppost" in master.log() and "status=sent" in master.log(),
+                what="the log line")

@@ -192,8 +192,11 @@ class IDeliveryAgentFactory(Interface):
         """
         Build the agent, while the worker may still be root.
 
-        @param context: an L{IWorkerContext}.
+        @param context: an L{IWorkerContext}; its C{arguments} are the
+            service's master.cf arguments (C{url=...}, say).
         @return: an L{IDeliveryAgent}.
+        @raise ValueError: the service's settings are unusable; the
+            worker stops, logging the message.
         """
 
 

@@ -22,6 +22,7 @@ _LAZY_MODULES = (
     "encodings.ascii",
     "encodings.latin_1",
     "encodings.utf_8",
+    "encodings.charmap",
     "stringprep",
     "unicodedata",
     "email.parser",

@@ -182,7 +182,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         preloadModules()
         if dropTo is not None:
             dropPrivileges(dropTo)
-    except (ConfigError, KeyError, OSError) as e:
+    except (ConfigError, KeyError, OSError, ValueError) as e:
         log.critical("fatal: {service}: {error}", service=entry.service, error=str(e))
         return 1
 
