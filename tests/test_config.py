@@ -303,18 +303,23 @@ class FailClosedTests(SynchronousTestCase):
             "smtpd_sasl_auth_enable = yes\n"
             "smtpd_milters = inet:127.0.0.1:8891\n"
             "smtpd_client_connection_rate_limit = 30\n"
-            "header_checks = regexp:/etc/postfix/header_checks\n")
+            "mime_header_checks = regexp:/etc/postfix/mime_header_checks\n")
         for line, name in [(2, "smtpd_client_restrictions"), (3, "smtpd_tls_security_level"),
                            (4, "smtpd_sasl_auth_enable"), (5, "smtpd_milters"),
-                           (6, "smtpd_client_connection_rate_limit"), (7, "header_checks")]:
+                           (6, "smtpd_client_connection_rate_limit"),
+                           (7, "mime_header_checks")]:
             self.assertTrue(any(f"main.cf, line {line}: {name}:" in p for p in problems),
                             (name, problems))
 
     def test_harmlessWarned(self):
         c = loadConfiguration(self.directory("smtpd_tls_security_level = may\n"
-                                             "smtpd_client_restrictions = permit\n"))
+                                             "smtpd_client_restrictions = permit\n"
+                                             "header_checks = regexp:/etc/postfix/hc\n"))
         self.assertTrue(any("smtpd_tls_security_level" in w and "line 1" in w
                             for w in c.warnings), c.warnings)
+        # header_checks is honoured; the MIME part headers it would
+        # also reach by default are not checked, and that is said.
+        self.assertTrue(any("mime_header_checks" in w for w in c.warnings), c.warnings)
 
     def test_wrongTypes(self):
         problems = self.refused("message_size_limit = ten\nsmtpd_helo_required = maybe\n"

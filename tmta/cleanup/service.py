@@ -4,6 +4,7 @@ The cleanup service.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -11,6 +12,7 @@ from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from tmta.address import AddressError, checkAddress
 from tmta.cleanup.commands import (
@@ -28,6 +30,9 @@ from tmta.cleanup.headers import (
     splitHeaderSection,
 )
 from tmta.batching import ThreadBatcher
+from tmta.cleanup.addresses import AddressMapper, ExpansionError
+from tmta.cleanup.checks import ContentChecks, Verdict
+from tmta.tables import TableLookupError
 from tmta.queue.qfile import commitAll
 from tmta.queue.store import QueueError, QueueStore
 from tmta.replies import INTERNAL_ERROR, TOO_BIG, storageFailure
@@ -71,6 +76,8 @@ class Message:
         self.inHeaders = True
         self.messageId = ""
         self.envelopeWritten = False
+        self.verdict = Verdict()
+        self.bodyChecker = cleanup.checks.body() if cleanup.checks.bodyTables else None
         self.chain: defer.Deferred = defer.succeed(None)
         if not createFile:
             return
@@ -96,18 +103,38 @@ class Message:
 
     async def _writeEnvelope(self) -> None:
         rewrite = self.cleanup.rewriter.rewrite
+        mapper = self.cleanup.addresses
         sender = (await rewrite(self.sender)) if self.sender else ""
-        writer = self.writer
-        writer.envelope(time.time(), sender, self.attributes)
         if not self.recipients:
             raise Rejection(554, "5.5.1 Error: no recipients")
+        recipients = self.recipients
+        if self.verdict.redirect:
+            target = await rewrite(self.verdict.redirect)
+            recipients = [(target, r[1], r[2], r[3]) for r in recipients[:1]]
+        attributes = self.attributes
+        if self.verdict.filter:
+            attributes = dict(attributes, filter=self.verdict.filter)
+        rewritten = []
+        for address, original, notify, orcpt in recipients:
+            rewritten.append((await rewrite(address), original, notify, orcpt))
+        if mapper.active:
+            try:
+                sender, rewritten = self._mapEnvelope(mapper, sender, rewritten)
+            except TableLookupError as e:
+                log.warn("{queueId}: table lookup failure: {error}", queueId=self.queueId,
+                         error=str(e))
+                raise Rejection(451, "4.3.0 Error: temporary lookup failure")
+            except ExpansionError as e:
+                log.warn("{queueId}: {error}", queueId=self.queueId, error=str(e))
+                raise Rejection(554, f"5.4.6 Error: {e}")
+        writer = self.writer
+        writer.envelope(time.time(), sender, attributes)
         # Each recipient once, as Postfix's duplicate filter does: the
         # same address given again (with the same original) is dropped,
         # for up to duplicate_filter_limit distinct recipients.
         seen: set = set()
         limit = self.cleanup.duplicateFilterLimit
-        for address, original, notify, orcpt in self.recipients:
-            address = await rewrite(address)
+        for address, original, notify, orcpt in rewritten:
             key = (address, original)
             if key in seen:
                 continue
@@ -117,18 +144,30 @@ class Message:
         self.sender = sender
         self.envelopeWritten = True
 
+    @staticmethod
+    def _mapEnvelope(mapper: AddressMapper, sender: str, recipients):
+        """
+        canonical, masquerade, virtual alias and BCC rewriting of the
+        envelope (the addresses already in trivial-rewrite's form).
+        """
+        sender = mapper.sender(sender)
+        mapped = []
+        for address, original, notify, orcpt in recipients:
+            for target in mapper.recipient(address):
+                mapped.append((target, original, notify, orcpt))
+        for extra in mapper.bcc(sender, [r[0] for r in mapped]):
+            # Automatic BCC recipients ask for no notices (NOTIFY=NEVER).
+            mapped.append((extra, extra, "NEVER", ""))
+        return sender, mapped
+
     def _content(self, data: bytes):
-        if not self.envelopeWritten:
-            d = defer.Deferred.fromCoroutine(self._writeEnvelope())
-            d.addCallback(lambda _: self._content(data))
-            d.addErrback(self._fail)
-            return d
         limit = self.cleanup.messageSizeLimit
-        if limit and self.writer.size + len(self.headerBuffer) + len(data) > limit:
+        size = self.writer.size if self.writer is not None else 0
+        if limit and size + len(self.headerBuffer) + len(data) > limit:
             self.error = Rejection(*TOO_BIG)
             return None
         if not self.inHeaders:
-            self.writer.content(data)
+            self._body(data)
             return None
         self.headerBuffer += data
         buffered = self.headerBuffer
@@ -138,8 +177,15 @@ class Message:
             if not rest:
                 # Still inside the header section: wait for more.
                 return None
-        self._flushHeaders()
-        return None
+        # The envelope goes into the file once the header section is
+        # known: header_checks may redirect the message or hold it.
+        return defer.Deferred.fromCoroutine(self._flushHeaders())
+
+    def _body(self, data: bytes) -> None:
+        if self.bodyChecker is not None:
+            data = self.bodyChecker.feed(data, self.verdict, self.queueId)
+        if data:
+            self.writer.content(data)
 
     def _fail(self, reason):
         if reason.check(Rejection):
@@ -154,10 +200,11 @@ class Message:
             log.failure("{queueId}: cleanup failed", reason, queueId=self.queueId)
             self.error = Rejection(*INTERNAL_ERROR)
 
-    def _flushHeaders(self) -> None:
+    async def _flushHeaders(self) -> None:
         """
-        Process the header section: loop check, added headers, then write
-        it and whatever body followed it.
+        Process the header section: loop check, header_checks, the
+        envelope, added headers, then write it and whatever body
+        followed it.
         """
         headers, rest = splitHeaderSection(self.headerBuffer)
         if len(self.headerBuffer) > self.cleanup.headerSizeLimit and not rest:
@@ -169,6 +216,14 @@ class Message:
         if names.get("received", 0) + names.get("delivered-to", 0) >= self.cleanup.hopcountLimit:
             self.error = Rejection(554, "5.4.6 Too many hops")
             return
+        if self.cleanup.checks.headerTables:
+            try:
+                headers = self.cleanup.checks.headers(headers, self.verdict, self.queueId)
+            except TableLookupError as e:
+                log.warn("{queueId}: header_checks: {error}", queueId=self.queueId, error=str(e))
+                raise Rejection(451, "4.3.0 Error: temporary lookup failure")
+        if not self.envelopeWritten:
+            await self._writeEnvelope()
         config = self.cleanup
         now = time.time()
         added = missingHeaders(names, self.sender, self.queueId, config.myhostname, now)
@@ -180,20 +235,47 @@ class Message:
         out = b"\n".join([received] + headers + added) + b"\n"
         if not rest.startswith(b"\n"):
             out += b"\n"
-        self.writer.content(out + rest)
+        if self.bodyChecker is not None and rest:
+            # The blank line that ends the header section is not a
+            # body line.
+            separator = b"\n" if rest.startswith(b"\n") else b""
+            self.writer.content(out + separator)
+            self._body(rest[len(separator):])
+        else:
+            self.writer.content(out + rest)
 
     async def finish(self) -> Tuple[int, str]:
         await self.chain
-        if self.error is None and not self.envelopeWritten:
-            try:
+        try:
+            if self.error is None and self.inHeaders:
+                await self._flushHeaders()
+            if self.error is None and not self.envelopeWritten:
                 await self._writeEnvelope()
-            except Rejection as e:
-                self.error = e
-        if self.error is None and self.inHeaders:
-            self._flushHeaders()
+            if self.error is None and self.bodyChecker is not None:
+                self._body(self.bodyChecker.end(self.verdict, self.queueId))
+        except Rejection as e:
+            self.error = e
+        except OSError as e:
+            self._fail(Failure(e))
+        verdict = self.verdict
+        if self.error is None and verdict.reject is not None:
+            self.error = Rejection(*verdict.reject)
         if self.error is not None:
             self.abort()
             return self.error.code, self.error.reason
+        if verdict.discard is not None:
+            self.abort()
+            log.info("{queueId}: discarded: {reason}", queueId=self.queueId,
+                     reason=verdict.discard)
+            return 250, f"2.0.0 Ok: queued as {self.queueId}"
+        if verdict.hold is not None:
+            try:
+                self._moveToHold()
+            except OSError as e:
+                log.error("{queueId}: cannot move to hold: {error}", queueId=self.queueId,
+                          error=e)
+                self.abort()
+                return storageFailure(e)
         try:
             error = await self.cleanup.committer.submit(self.writer)
         except Exception as e:
@@ -202,8 +284,21 @@ class Message:
             log.error("{queueId}: cannot store message: {error}", queueId=self.queueId, error=error)
             return storageFailure(error)
         log.info("{queueId}: message-id={mid}", queueId=self.queueId, mid=self.messageId)
+        if verdict.hold is not None:
+            return 250, f"2.0.0 Ok: queued as {self.queueId}"
         self.cleanup.wakeQmgr(self.queueId)
         return 250, f"2.0.0 Ok: queued as {self.queueId}"
+
+    def _moveToHold(self) -> None:
+        """
+        Put the still-incomplete file in the hold queue, where qmgr does
+        not look, before it is committed (HOLD from a content check).
+        """
+        store = self.cleanup.store
+        target = store.path("hold", self.queueId)
+        store.ensureDirectory(os.path.dirname(target))
+        os.rename(self.writer.path, target)
+        self.writer.path = target
 
     def abort(self) -> None:
         if self.writer is not None:
@@ -332,6 +427,10 @@ class Cleanup:
         self.duplicateFilterLimit = config.getInt("duplicate_filter_limit")
         self.inFlowDelay = config.getTime("in_flow_delay")
         self._notify = notifyQmgr
+        from tmta.rewrite import Rewriter
+
+        self.addresses = AddressMapper(config, Rewriter(config).isLocalDomain)
+        self.checks = ContentChecks(config)
 
     def wakeQmgr(self, queueId: str) -> None:
         """

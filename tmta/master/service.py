@@ -534,10 +534,12 @@ def _pluginProblems(configuration: Configuration) -> List[str]:
             except PluginError as e:
                 problems.append(f"{where}: {entry.service}/{entry.type}: {parameter}: {e}")
         if entry.command == "pipe":
-            from tmta.pipe import PipeConfigError, parsePipeArguments
+            from tmta.pipe import PipeAccountError, PipeConfigError, parsePipeArguments
 
             try:
                 parsePipeArguments(entry.args)
+            except PipeAccountError:
+                pass  # the service fails when used, as Postfix's does
             except PipeConfigError as e:
                 problems.append(f"{where}: {entry.service}/{entry.type}: {e}")
         if entry.command in ("smtp", "lmtp"):

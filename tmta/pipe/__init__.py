@@ -51,6 +51,15 @@ class PipeConfigError(ValueError):
     """
 
 
+class PipeAccountError(PipeConfigError):
+    """
+    The entry's C{user=} names no account (yet).  Stock master.cf files
+    carry entries for accounts most machines lack (C{vmail}, C{uucp}):
+    as with Postfix, such an entry fails when it is used, not at
+    start-up.
+    """
+
+
 @dataclass
 class PipeCommand:
     """
@@ -103,13 +112,13 @@ def parsePipeArguments(arguments: List[str]) -> PipeCommand:
     try:
         account = pwd.getpwnam(userName)
     except KeyError:
-        raise PipeConfigError(f"pipe: user={userName}: no such account")
+        raise PipeAccountError(f"pipe: user={userName}: no such account")
     gid = account.pw_gid
     if groupName:
         try:
             gid = grp.getgrnam(groupName).gr_gid
         except KeyError:
-            raise PipeConfigError(f"pipe: user={attributes['user']}: no such group")
+            raise PipeAccountError(f"pipe: user={attributes['user']}: no such group")
     if account.pw_uid == 0 or gid == 0:
         raise PipeConfigError(f"pipe: user={attributes['user']}: commands never run as root")
     flags = attributes.get("flags", "")

@@ -288,7 +288,15 @@ class QueueManager:
 
     async def _schedule(self, message: ActiveMessage, pending: List[Recipient]) -> None:
         groups: Dict[Tuple[str, str], List[Recipient]] = {}
+        # A FILTER from cleanup's header_checks sends every recipient
+        # through that transport instead of the one it resolves to.
+        contentFilter = message.envelope.attributes.get("filter", "")
         for recipient in pending:
+            if contentFilter:
+                transport, _, nexthop = contentFilter.partition(":")
+                nexthop = nexthop or recipient.address.rpartition("@")[2]
+                groups.setdefault((transport, nexthop), []).append(recipient)
+                continue
             try:
                 if self.senderDependent:
                     resolution = await self.resolve(recipient.address,

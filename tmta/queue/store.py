@@ -116,7 +116,7 @@ class QueueStore:
         """
         path = self._deferLogPath(queueId)
         temporary = path + ".tmp"
-        os.makedirs(os.path.dirname(path), 0o700, exist_ok=True)
+        self.ensureDirectory(os.path.dirname(path))
         with open(temporary, "w", encoding="utf-8", errors="surrogateescape") as f:
             for address, reason in reasons.items():
                 f.write(json.dumps({"recipient": address, "reason": reason}) + "\n")
@@ -187,13 +187,35 @@ class QueueStore:
                     raise QueueError(f"cannot create queue file: {e.strerror}", e.errno)
                 # A hashed subdirectory made on first use.
                 try:
-                    os.makedirs(os.path.dirname(path), 0o700, exist_ok=True)
+                    self.ensureDirectory(os.path.dirname(path))
                     return queueId, QueueFileWriter(path, self.fsync)
                 except OSError as e:
                     raise QueueError(f"cannot create queue file: {e.strerror}", e.errno)
             except OSError as e:
                 raise QueueError(f"cannot create queue file: {e.strerror}", e.errno)
         raise QueueError("cannot find an unused queue id")
+
+    def ensureDirectory(self, directory: str) -> None:
+        """
+        Make a hashed queue subdirectory (and its parents) if missing.
+        Made by root -- C{tmta queue} run by the operator -- they are
+        given to the owner of their queue, so the mail system can still
+        use them.
+        """
+        os.makedirs(directory, 0o700, exist_ok=True)
+        if os.geteuid() != 0:
+            return
+        relative = os.path.relpath(directory, self.directory).split(os.sep)
+        if relative[0] in (os.pardir, os.curdir):
+            return
+        top = os.path.join(self.directory, relative[0])
+        owner = os.stat(top)
+        path = top
+        for part in relative[1:]:
+            path = os.path.join(path, part)
+            st = os.stat(path)
+            if (st.st_uid, st.st_gid) != (owner.st_uid, owner.st_gid):
+                os.chown(path, owner.st_uid, owner.st_gid)
 
     def open(self, queueName: str, queueId: str, writable: bool = False):
         """
@@ -220,7 +242,7 @@ class QueueStore:
             os.rename(self.path(fromQueue, queueId), target)
         except FileNotFoundError as e:
             if not os.path.isdir(os.path.dirname(target)):
-                os.makedirs(os.path.dirname(target), 0o700, exist_ok=True)
+                self.ensureDirectory(os.path.dirname(target))
                 os.rename(self.path(fromQueue, queueId), target)
             else:
                 raise e

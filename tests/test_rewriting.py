@@ -1,0 +1,245 @@
+"""
+Tests for cleanup's table-driven rewriting (L{tmta.cleanup.addresses},
+L{tmta.cleanup.checks}): canonical and virtual alias mapping, masquerading,
+automatic BCC, and header and body checks with their actions -- in
+cleanup itself, and through a real master.
+"""
+
+import os
+
+from twisted.internet import defer
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from tmta.cleanup.addresses import AddressMapper, ExpansionError
+from tmta.cleanup.service import Cleanup, CleanupProtocol
+from tmta.config import MainConfig
+from tmta.queue.layout import createLayout
+from tmta.queue.qfile import iterContent, readEnvelope
+from tmta.queue.store import QueueStore
+from tmta.rewrite import Rewriter
+from tests.support import Master, freePort, sendMessage, shortTemporaryDirectory, waitFor
+from tests.test_cleanup import LocalRewriter
+from tests.test_mailpath import MASTER_CF
+
+
+def _config(**params):
+    settings = {"myhostname": "mx.example.org", "mydestination": "localhost, $myhostname",
+                "recipient_delimiter": "+"}
+    settings.update(params)
+    return MainConfig(settings)
+
+
+def _mapper(**params):
+    config = _config(**params)
+    return AddressMapper(config, Rewriter(config).isLocalDomain)
+
+
+class AddressMapperTests(SynchronousTestCase):
+    def test_canonical(self):
+        mapper = _mapper(
+            sender_canonical_maps="inline:{ alice@mx.example.org=Alice.Smith@example.com }",
+            canonical_maps="inline:{ @old.example=@new.example, bob=robert }",
+            recipient_canonical_maps="inline:{ carol@mx.example.org=caroline@example.net }")
+        self.assertEqual(mapper.sender("alice@mx.example.org"), "Alice.Smith@example.com")
+        self.assertEqual(mapper.sender("x@old.example"), "x@new.example")
+        # "user" keys apply to our own domains only, and the extension
+        # carries over (propagate_unmatched_extensions has canonical).
+        self.assertEqual(mapper.recipient("bob+tag@mx.example.org"), ["robert+tag@mx.example.org"])
+        self.assertEqual(mapper.recipient("bob@elsewhere.example"), ["bob@elsewhere.example"])
+        self.assertEqual(mapper.recipient("carol@mx.example.org"), ["caroline@example.net"])
+        self.assertEqual(mapper.sender("carol@mx.example.org"), "carol@mx.example.org")
+
+    def test_virtualAliases(self):
+        mapper = _mapper(virtual_alias_maps=(
+            "inline:{ { team@virt.example = a@virt.example, b@virt.example }, "
+            "a@virt.example=alice@mx.example.org, "
+            "{ b@virt.example = b@virt.example, bob@mx.example.org }, "
+            "@catch.example=postmaster@mx.example.org }"))
+        self.assertEqual(mapper.recipient("team@virt.example"),
+                         ["alice@mx.example.org", "b@virt.example", "bob@mx.example.org"])
+        self.assertEqual(mapper.recipient("x@catch.example"), ["postmaster@mx.example.org"])
+        self.assertEqual(mapper.recipient("other@virt.example"), ["other@virt.example"])
+
+    def test_virtualLimits(self):
+        mapper = _mapper(virtual_alias_maps="inline:{ a@x.example=b@x.example, "
+                                            "b@x.example=c@x.example, c@x.example=a@x.example }")
+        # A cycle ends where it comes back: the address stands for itself.
+        self.assertEqual(mapper.recipient("a@x.example"), ["a@x.example"])
+        many = ", ".join(f"u{i}@y.example" for i in range(20))
+        mapper = _mapper(virtual_alias_maps=f"inline:{{ {{ list@x.example = {many} }} }}",
+                         virtual_alias_expansion_limit="10")
+        self.assertRaises(ExpansionError, mapper.recipient, "list@x.example")
+
+    def test_masquerade(self):
+        mapper = _mapper(masquerade_domains="!secure.example.com, example.com",
+                         masquerade_exceptions="root")
+        self.assertEqual(mapper.sender("joe@host.sub.example.com"), "joe@example.com")
+        self.assertEqual(mapper.sender("joe@host.secure.example.com"),
+                         "joe@host.secure.example.com")
+        self.assertEqual(mapper.sender("root@host.example.com"), "root@host.example.com")
+        # Recipients are not masqueraded unless masquerade_classes says.
+        self.assertEqual(mapper.recipient("joe@host.example.com"), ["joe@host.example.com"])
+
+    def test_bcc(self):
+        mapper = _mapper(always_bcc="archive@mx.example.org",
+                         sender_bcc_maps="inline:{ @corp.example=audit@mx.example.org }",
+                         recipient_bcc_maps="inline:{ boss@mx.example.org=copy@mx.example.org }")
+        self.assertEqual(mapper.bcc("x@corp.example", ["boss@mx.example.org", "y@z.example"]),
+                         ["archive@mx.example.org", "audit@mx.example.org",
+                          "copy@mx.example.org"])
+
+
+class CleanupRewritingTests(TestCase):
+    def setUp(self):
+        from twisted.internet import reactor
+
+        self.directory = os.path.abspath(self.mktemp())
+        createLayout(self.directory)
+        self.store = QueueStore(self.directory, fsync=lambda fd: None)
+        self.reactor = reactor
+        self.wakeups = []
+
+    def cleanup(self, **params):
+        checks = self.mktemp()
+        with open(checks, "w") as f:
+            f.write("/^Subject: .*viagra/  REJECT no spam here\n"
+                    "/^Subject: hold me/   HOLD for review\n"
+                    "/^Subject: drop me/   DISCARD\n"
+                    "/^X-Secret:/          IGNORE\n"
+                    "/^X-Old: (.*)/        REPLACE X-New: $1\n"
+                    "/^Subject: redirect/  REDIRECT <boss@mx.example.org>\n"
+                    "/^Subject: filter/    FILTER scan:[127.0.0.1]:10025\n")
+        body = self.mktemp()
+        with open(body, "w") as f:
+            f.write("/^bad line$/  REJECT body refused\n/^secret body/  REPLACE [removed]\n")
+        config = _config(header_checks=f"regexp:{checks}", body_checks=f"regexp:{body}", **params)
+
+        def notify(queueId):
+            self.wakeups.append(queueId)
+            return defer.succeed(None)
+
+        return Cleanup(self.reactor, config, self.store, LocalRewriter(config), notify)
+
+    async def submit(self, cleanup, content, recipients=("bob@mx.example.org",)):
+        p = CleanupProtocol(cleanup)
+        p.begin(1, "alice@mx.example.org", [{"name": "protocol", "value": "ESMTP"}])
+        queueId = p.messages[1].queueId
+        p.recipients(1, [{"address": r, "original": r} for r in recipients])
+        for start in range(0, len(content), 5):
+            p.content(1, content[start:start + 5])
+        return queueId, await p.end(1)
+
+    def read(self, queue, queueId):
+        with self.store.open(queue, queueId) as f:
+            env = readEnvelope(f)
+            return env, b"".join(iterContent(f, env))
+
+    def submitted(self, cleanup, content, **kw):
+        return defer.Deferred.fromCoroutine(self.submit(cleanup, content, **kw))
+
+    @defer.inlineCallbacks
+    def test_headerActions(self):
+        cleanup = self.cleanup()
+        queueId, result = yield self.submitted(
+            cleanup, b"Subject: fine\nX-Secret: s\nX-Old: value\n\nsecret body\nok\n")
+        self.assertEqual(result["code"], 250)
+        _, text = self.read("incoming", queueId)
+        self.assertNotIn(b"X-Secret", text)
+        self.assertIn(b"\nX-New: value\n", text)
+        self.assertTrue(text.endswith(b"\n\n[removed]\nok\n"))
+
+        queueId, result = yield self.submitted(cleanup, b"Subject: buy viagra\n\nx\n")
+        self.assertEqual((result["code"], result["reason"]), (550, "5.7.1 no spam here"))
+        self.assertFalse(os.path.exists(self.store.path("incoming", queueId)))
+
+        queueId, result = yield self.submitted(cleanup, b"Subject: x\n\nbad line\n")
+        self.assertEqual(result["code"], 550)
+        self.assertIn("body refused", result["reason"])
+
+    @defer.inlineCallbacks
+    def test_holdDiscardRedirectFilter(self):
+        cleanup = self.cleanup()
+        before = len(self.wakeups)
+        held, result = yield self.submitted(cleanup, b"Subject: hold me\n\nx\n")
+        self.assertEqual(result["code"], 250)
+        self.assertTrue(os.path.exists(self.store.path("hold", held)))
+        self.assertFalse(os.path.exists(self.store.path("incoming", held)))
+        self.assertEqual(len(self.wakeups), before)
+
+        dropped, result = yield self.submitted(cleanup, b"Subject: drop me\n\nx\n")
+        self.assertEqual(result["code"], 250)
+        self.assertFalse(os.path.exists(self.store.path("incoming", dropped)))
+
+        redirected, _ = yield self.submitted(cleanup, b"Subject: redirect\n\nx\n",
+                                       recipients=("a@x.example", "b@y.example"))
+        env, _ = self.read("incoming", redirected)
+        self.assertEqual([r.address for r in env.recipients], ["boss@mx.example.org"])
+
+        filtered, _ = yield self.submitted(cleanup, b"Subject: filter\n\nx\n")
+        env, _ = self.read("incoming", filtered)
+        self.assertEqual(env.attributes["filter"], "scan:[127.0.0.1]:10025")
+
+    @defer.inlineCallbacks
+    def test_envelopeMapping(self):
+        cleanup = self.cleanup(
+            virtual_alias_maps="inline:{ { sales@mx.example.org = ann@a.example, "
+                               "ben@b.example } }",
+            sender_canonical_maps="inline:{ alice@mx.example.org=alice@corp.example }",
+            always_bcc="archive@mx.example.org")
+        queueId, result = yield self.submitted(cleanup, b"Subject: x\n\nx\n",
+                                         recipients=("sales@mx.example.org",))
+        self.assertEqual(result["code"], 250)
+        env, _ = self.read("incoming", queueId)
+        self.assertEqual(env.sender, "alice@corp.example")
+        self.assertEqual([(r.address, r.original) for r in env.recipients],
+                         [("ann@a.example", "sales@mx.example.org"),
+                          ("ben@b.example", "sales@mx.example.org"),
+                          ("archive@mx.example.org", "archive@mx.example.org")])
+        self.assertEqual(env.recipients[2].notify, "NEVER")
+
+    @defer.inlineCallbacks
+    def test_lookupFailureIsTemporary(self):
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("x y\n")
+        cleanup = self.cleanup(virtual_alias_maps=f"hash:{path}")  # never built
+        _, result = yield self.submitted(cleanup, b"Subject: x\n\nx\n")
+        self.assertEqual(result["code"], 451)
+
+
+class ContentChecksEndToEndTests(SynchronousTestCase):
+    def test_rejectBouncesAndHoldHolds(self):
+        """
+        Through a real master: header_checks REJECT refuses the message
+        at the end of DATA (so the client bounces it); HOLD puts it in
+        the hold queue, where tmta queue release lets it go.
+        """
+        import smtplib
+        import subprocess
+        import sys
+
+        base = shortTemporaryDirectory(self)
+        spool = os.path.join(base, "mail")
+        checks = os.path.join(base, "header_checks")
+        with open(checks, "w") as f:
+            f.write("/^Subject: reject me/ REJECT not wanted\n/^Subject: hold me/ HOLD\n")
+        port = freePort()
+        conf = os.path.join(base, "conf")
+        master = Master(conf, {
+            "mydestination": "localhost", "local_recipient_maps": "",
+            "local_mailbox_accounts": "none", "mail_spool_directory": spool + "/",
+            "header_checks": f"regexp:{checks}"}, MASTER_CF.format(port=port)).start()
+        self.addCleanup(master.stop)
+        error = self.assertRaises(smtplib.SMTPDataError, sendMessage, port, "a@localhost",
+                                  ["bob@localhost"], "reject me")
+        self.assertEqual(error.smtp_code, 550)
+        self.assertIn(b"not wanted", error.smtp_error)
+        held = sendMessage(port, "a@localhost", ["bob@localhost"], "hold me")
+        waitFor(lambda: os.path.exists(os.path.join(master.queue, "hold", held)),
+                what="the held message")
+        self.assertFalse(os.path.isdir(os.path.join(spool, "bob")))
+        released = subprocess.run([sys.executable, "-m", "tmta.cli.admin", "-c", conf, "queue",
+                                   "release", held], capture_output=True, text=True, timeout=60)
+        self.assertEqual(released.returncode, 0, released.stderr)
+        waitFor(lambda: os.path.isdir(os.path.join(spool, "bob", "new"))
+                and os.listdir(os.path.join(spool, "bob", "new")), what="the delivery")

@@ -1,0 +1,208 @@
+"""
+cleanup's table-driven address rewriting, as Postfix's cleanup(8) does
+it to the envelope: canonical(5) mapping (C{sender_canonical_maps},
+C{recipient_canonical_maps}, C{canonical_maps}), address masquerading
+(C{masquerade_domains}), virtual(5) aliasing (C{virtual_alias_maps},
+one address to many, recursively) and automatic BCC (C{always_bcc},
+C{sender_bcc_maps}, C{recipient_bcc_maps}).
+
+All lookups are synchronous table lookups; a table that cannot be
+consulted raises L{tmta.tables.TableLookupError}, and cleanup answers
+with a temporary error.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, List, Optional, Tuple
+
+from tmta.address import splitAddress
+from tmta.tables import openTables
+
+
+class ExpansionError(Exception):
+    """
+    virtual alias expansion went too deep or too wide.
+    """
+
+
+def _split(value: str) -> List[str]:
+    return [item for item in value.replace(",", " ").split() if item]
+
+
+class AddressMapper:
+    """
+    The envelope rewriting of one cleanup service, built from main.cf.
+
+    @param isLocalDomain: whether a domain is one of
+        C{mydestination} (canonical and virtual tables are then also
+        looked up by the bare local part).
+    """
+
+    def __init__(self, config, isLocalDomain: Callable[[str], bool]) -> None:
+        self.isLocalDomain = isLocalDomain
+        self.myorigin = config.get("myorigin").lower()
+        self.delimiter = config.get("recipient_delimiter")
+        self.propagate = set(config.getList("propagate_unmatched_extensions"))
+        self.senderCanonical = openTables(config.get("sender_canonical_maps"))
+        self.recipientCanonical = openTables(config.get("recipient_canonical_maps"))
+        self.canonical = openTables(config.get("canonical_maps"))
+        self.virtual = openTables(config.get("virtual_alias_maps"))
+        self.recursionLimit = config.getInt("virtual_alias_recursion_limit")
+        self.expansionLimit = config.getInt("virtual_alias_expansion_limit")
+        self.masquerade = [d.lower() for d in config.getList("masquerade_domains")]
+        self.masqueradeClasses = set(config.getList("masquerade_classes"))
+        self.masqueradeExceptions = {n.lower() for n in config.getList("masquerade_exceptions")}
+        self.alwaysBcc = config.get("always_bcc").strip()
+        self.senderBcc = openTables(config.get("sender_bcc_maps"))
+        self.recipientBcc = openTables(config.get("recipient_bcc_maps"))
+        self.active = bool(self.senderCanonical or self.recipientCanonical or self.canonical
+                           or self.virtual or self.masquerade or self.alwaysBcc
+                           or self.senderBcc or self.recipientBcc)
+
+    # -- lookups
+
+    def _find(self, tables, address: str, userKeys: bool) -> Optional[Tuple[str, str, str]]:
+        """
+        Look C{address} up as canonical(5) and virtual(5) say: the
+        address, without its extension, then (for our own domains) the
+        local part, and last C{@domain}.
+
+        @return: (value, the key's kind -- C{address} or C{domain} --,
+            the extension to propagate), or C{None}.
+        """
+        local, domain = splitAddress(address.lower())
+        base, extension = local, ""
+        for d in self.delimiter:
+            if d in local:
+                base, _, extension = local.partition(d)
+                extension = d + extension
+                break
+        keys = [(address.lower(), "address", "")]
+        if extension:
+            keys.append((f"{base}@{domain}" if domain else base, "address", extension))
+        if domain and userKeys and self.isLocalDomain(domain):
+            keys.append((local, "address", ""))
+            if extension:
+                keys.append((base, "address", extension))
+        if domain:
+            keys.append((f"@{domain}", "domain", ""))
+        for key, kind, ext in keys:
+            for table in tables:
+                value = table.get(key)
+                if value is not None:
+                    return value.strip(), kind, ext
+        return None
+
+    def _qualify(self, address: str) -> str:
+        return address if "@" in address else f"{address}@{self.myorigin}"
+
+    def _withExtension(self, address: str, extension: str, kind: str) -> str:
+        if not extension or kind not in self.propagate:
+            return address
+        local, domain = splitAddress(address)
+        return f"{local}{extension}@{domain}" if domain else local + extension
+
+    def _canonical(self, tables, address: str) -> str:
+        if not address or not tables:
+            return address
+        found = self._find(tables, address, userKeys=True)
+        if found is None:
+            return address
+        value, kind, extension = found
+        value = (_split(value) or [address])[0]
+        if value.startswith("@"):
+            local, _ = splitAddress(address)
+            return f"{local}{value}"
+        return self._withExtension(self._qualify(value), extension, "canonical")
+
+    def _masquerade(self, address: str) -> str:
+        if not self.masquerade or not address:
+            return address
+        local, domain = splitAddress(address)
+        if not domain or local.lower() in self.masqueradeExceptions:
+            return address
+        lowered = domain.lower()
+        for entry in self.masquerade:
+            if entry.startswith("!"):
+                if lowered == entry[1:] or lowered.endswith("." + entry[1:]):
+                    return address
+                continue
+            if lowered.endswith("." + entry):
+                return f"{local}@{entry}"
+        return address
+
+    # -- the envelope
+
+    def sender(self, address: str) -> str:
+        """
+        The envelope sender after canonical mapping and masquerading.
+        """
+        address = self._canonical(self.senderCanonical, address)
+        address = self._canonical(self.canonical, address)
+        if "envelope_sender" in self.masqueradeClasses:
+            address = self._masquerade(address)
+        return address
+
+    def recipient(self, address: str) -> List[str]:
+        """
+        What one envelope recipient becomes: canonical mapping,
+        masquerading (when C{masquerade_classes} says), then virtual
+        alias expansion.
+
+        @raise ExpansionError: the expansion loops or is too large.
+        """
+        address = self._canonical(self.recipientCanonical, address)
+        address = self._canonical(self.canonical, address)
+        if "envelope_recipient" in self.masqueradeClasses:
+            address = self._masquerade(address)
+        if not self.virtual:
+            return [address]
+        found: List[str] = []
+        self._expand(address, 0, found, [])
+        return list(dict.fromkeys(found))
+
+    def _expand(self, address: str, depth: int, found: List[str], path: List[str]) -> None:
+        if depth > self.recursionLimit:
+            raise ExpansionError(f"virtual alias recursion limit exceeded for {address}")
+        if address.lower() in path:
+            # A loop back to an address already being expanded: it
+            # stands for itself, as Postfix lets "a -> a, b" deliver to a.
+            found.append(address)
+            return
+        value = self._find(self.virtual, address, userKeys=True)
+        if value is None:
+            found.append(address)
+            return
+        text, kind, extension = value
+        targets = _split(text)
+        for target in targets:
+            if target.startswith("@"):
+                local, _ = splitAddress(address)
+                target = f"{local}{target}"
+            target = self._withExtension(self._qualify(target), extension, "virtual")
+            if target.lower() == address.lower():
+                found.append(address)
+            else:
+                self._expand(target, depth + 1, found, path + [address.lower()])
+            if len(found) > self.expansionLimit:
+                raise ExpansionError(f"virtual alias expansion limit exceeded for {address}")
+
+    def bcc(self, sender: str, recipients: List[str]) -> List[str]:
+        """
+        The recipients to add: C{always_bcc}, the sender's
+        C{sender_bcc_maps} entry, and each recipient's
+        C{recipient_bcc_maps} entry.
+        """
+        added: List[str] = []
+        if self.alwaysBcc:
+            added.append(self._qualify(self.alwaysBcc))
+        if self.senderBcc and sender:
+            found = self._find(self.senderBcc, sender, userKeys=False)
+            if found is not None:
+                added += [self._qualify(a) for a in _split(found[0])[:1]]
+        if self.recipientBcc:
+            for recipient in recipients:
+                found = self._find(self.recipientBcc, recipient, userKeys=False)
+                if found is not None:
+                    added += [self._qualify(a) for a in _split(found[0])[:1]]
+        return list(dict.fromkeys(added))
