@@ -243,3 +243,32 @@ class ContentChecksEndToEndTests(SynchronousTestCase):
         self.assertEqual(released.returncode, 0, released.stderr)
         waitFor(lambda: os.path.isdir(os.path.join(spool, "bob", "new"))
                 and os.listdir(os.path.join(spool, "bob", "new")), what="the delivery")
+
+
+class VirtualAliasDomainTests(SynchronousTestCase):
+    def test_aliasDomain(self):
+        """
+        A virtual alias domain's listed addresses are expanded by
+        cleanup and delivered; its unlisted ones are refused at RCPT.
+        """
+        import smtplib
+
+        base = shortTemporaryDirectory(self)
+        spool = os.path.join(base, "mail")
+        port = freePort()
+        master = Master(os.path.join(base, "conf"), {
+            "mydestination": "localhost", "local_recipient_maps": "",
+            "local_mailbox_accounts": "none", "mail_spool_directory": spool + "/",
+            "virtual_alias_domains": "alias.example",
+            "virtual_alias_maps": "inline:{ { sales@alias.example = bob@localhost, "
+                                  "carol@localhost } }"}, MASTER_CF.format(port=port)).start()
+        self.addCleanup(master.stop)
+        sendMessage(port, "a@localhost", ["sales@alias.example"], "to sales")
+        for name in ("bob", "carol"):
+            waitFor(lambda: os.path.isdir(os.path.join(spool, name, "new"))
+                    and os.listdir(os.path.join(spool, name, "new")), what=f"{name}'s copy")
+        error = self.assertRaises(smtplib.SMTPRecipientsRefused, sendMessage, port,
+                                  "a@localhost", ["nobody@alias.example"], "unknown")
+        code, reply = error.recipients["nobody@alias.example"]
+        self.assertEqual(code, 550)
+        self.assertIn(b"User unknown in virtual alias table", reply)

@@ -81,7 +81,10 @@ class SMTPServerTests(SynchronousTestCase):
         lists = [RestrictionList("smtpd_relay_restrictions", config.get("smtpd_relay_restrictions"),
                                  networks, 554, 554)]
         users = DictTable({"bob": "x", "postmaster": "x"})
-        self.settings = SMTPSettings.fromConfig(config, lists, None if anyLocalName else [users])
+        from tmta.smtpd.recipients import RecipientTables
+
+        self.settings = SMTPSettings.fromConfig(config, lists, RecipientTables(
+            None if anyLocalName else [users], [], [], config.get("recipient_delimiter")))
         rewriter = Rewriter(config)
         if cleanupClient is None:
             self.cleanup = FakeCleanup()

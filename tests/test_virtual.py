@@ -144,3 +144,10 @@ class VirtualServiceTests(SynchronousTestCase):
         [name] = os.listdir(new)
         self.assertEqual(os.stat(os.path.join(new, name)).st_uid, account.pw_uid)
         waitFor(lambda: "relay=virtual" in master.log(), what="the log line")
+        import smtplib
+
+        error = self.assertRaises(smtplib.SMTPRecipientsRefused, sendMessage, port,
+                                  "someone@localhost", ["nobody@virt.example"], "unknown")
+        code, reply = error.recipients["nobody@virt.example"]
+        self.assertEqual(code, 550)
+        self.assertIn(b"User unknown in virtual mailbox table", reply)

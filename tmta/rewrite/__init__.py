@@ -27,7 +27,7 @@ class Resolution:
     @ivar transport: the master.cf service that delivers it.
     @ivar nexthop: the destination that transport is given.
     @ivar recipient: the address as rewritten.
-    @ivar addressClass: C{local}, C{virtual}, C{relay} or C{default}, as in Postfix's
+    @ivar addressClass: C{local}, C{alias}, C{virtual}, C{relay} or C{default}, as in Postfix's
         address classes.
     """
 
@@ -58,6 +58,7 @@ class Rewriter:
         self.localDomains, self.localTables = self._domains("mydestination")
         self.relayDomains, self.relayTables = self._domains("relay_domains")
         self.virtualDomains, self.virtualTables = self._domains("virtual_mailbox_domains")
+        self.aliasDomains, self.aliasTables = self._domains("virtual_alias_domains")
         self.virtualTransport = config.get("virtual_transport")
         self.relayParentMatches = "relay_domains" in config.getList(
             "parent_domain_matches_subdomains")
@@ -101,10 +102,14 @@ class Rewriter:
         has an entry in C{virtual_mailbox_maps}: C{@domain} or any
         address's domain table key).
         """
+        return self._inDomains(domain, self.virtualDomains, self.virtualTables)
+
+    @staticmethod
+    def _inDomains(domain: str, names: List[str], tables: List) -> bool:
         domain = domain.lower().rstrip(".")
-        if domain in self.virtualDomains:
+        if domain in names:
             return True
-        return bool(self.virtualTables) and lookupAny(self.virtualTables, domain) is not None
+        return bool(tables) and lookupAny(tables, domain) is not None
 
     def isRelayDomain(self, domain: str) -> bool:
         domain = domain.lower().rstrip(".")
@@ -165,6 +170,11 @@ class Rewriter:
         _, domain = splitAddress(address)
         if not domain or self.isLocalDomain(domain):
             (transport, nexthop), addressClass = self.localTransport, "local"
+        elif self._inDomains(domain, self.aliasDomains, self.aliasTables):
+            # cleanup has expanded every alias it knows: an address left
+            # in a virtual alias domain has none.
+            transport, nexthop = "error", "User unknown in virtual alias table"
+            addressClass = "alias"
         elif self.isVirtualMailboxDomain(domain):
             transport, nexthop = _transportAndNexthop(self.virtualTransport, domain)
             addressClass = "virtual"

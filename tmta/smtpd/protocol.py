@@ -16,15 +16,14 @@ from tmta.address import (
     isSafeMailboxName,
     localName,
     parsePath,
-    splitAddress,
-    unquoteLocal,
 )
 from tmta import replies
 from tmta.dsn import DSNError, parseEnvid, parseNotify, parseOrcpt, parseRet
 from tmta.smtpd.reader import CommandReader
 from tmta.smtpd.restrictions import DEFER, REJECT, RecipientContext
 from tmta.smtpd.transfer import CleanupLost, MessageTransfer, TooBig
-from tmta.tables import TableLookupError, lookupAny
+from tmta.smtpd.recipients import RecipientTables
+from tmta.tables import TableLookupError
 
 log = Logger()
 
@@ -50,8 +49,6 @@ class SMTPSettings:
     heloRequired: bool
     vrfyDisabled: bool
     strictEnvelopes: bool
-    rejectUnlisted: bool
-    unknownLocalCode: int
     recipientDelimiter: str
     queueMinfree: int
     softErrorLimit: int = 10
@@ -60,10 +57,13 @@ class SMTPSettings:
     deadline: str = "read"
     minDataRate: int = 500
     restrictionLists: List = field(default_factory=list)
-    localRecipientTables: Optional[List] = None  # None: accept any local name
+    #: Who is known (L{tmta.smtpd.recipients.RecipientTables}); C{None}:
+    #: every recipient is.
+    recipientTables: Optional[RecipientTables] = None
 
     @classmethod
-    def fromConfig(cls, config, restrictionLists, localRecipientTables) -> "SMTPSettings":
+    def fromConfig(cls, config, restrictionLists,
+                   recipientTables: Optional[RecipientTables]) -> "SMTPSettings":
         return cls(
             myhostname=config.get("myhostname"),
             banner=config.get("smtpd_banner"),
@@ -75,8 +75,6 @@ class SMTPSettings:
             heloRequired=config.getBool("smtpd_helo_required"),
             vrfyDisabled=config.getBool("disable_vrfy_command"),
             strictEnvelopes=config.getBool("strict_rfc821_envelopes"),
-            rejectUnlisted=config.getBool("smtpd_reject_unlisted_recipient"),
-            unknownLocalCode=config.getInt("unknown_local_recipient_reject_code"),
             recipientDelimiter=config.get("recipient_delimiter"),
             queueMinfree=config.getInt("queue_minfree"),
             softErrorLimit=config.getInt("smtpd_soft_error_limit"),
@@ -85,7 +83,7 @@ class SMTPSettings:
             deadline="request" if config.getBool("smtpd_per_request_deadline") else "read",
             minDataRate=max(1, config.getInt("smtpd_min_data_rate")),
             restrictionLists=restrictionLists,
-            localRecipientTables=localRecipientTables,
+            recipientTables=recipientTables,
         )
 
 
@@ -426,21 +424,15 @@ class SMTPServer(CommandReader):
             )
             return
         try:
-            listed = resolution.addressClass != "local" or self._isListed(resolution.recipient)
+            refusal = self._unknown(resolution, recipient)
         except TableLookupError as e:
-            log.warn("{client}: local recipient table: {error}", client=self.client, error=str(e))
-            listed = None
-        if listed is None or (resolution.transport == "retry"
-                              and resolution.nexthop.startswith("table lookup failure")):
-            self._rejectRecipient(
-                recipient, f"451 4.3.0 <{recipient}>: Temporary lookup failure")
-            return
-        if not listed:
-            self._rejectRecipient(
-                recipient,
-                f"{self.settings.unknownLocalCode} 5.1.1 <{recipient}>: Recipient address "
-                "rejected: User unknown in local recipient table",
-            )
+            log.warn("{client}: recipient table: {error}", client=self.client, error=str(e))
+            refusal = f"451 4.3.0 <{recipient}>: Temporary lookup failure"
+        if refusal is None and resolution.transport == "retry" and \
+                resolution.nexthop.startswith("table lookup failure"):
+            refusal = f"451 4.3.0 <{recipient}>: Temporary lookup failure"
+        if refusal is not None:
+            self._rejectRecipient(recipient, refusal)
             return
         self.recipients.append(recipient)
         self.recipientDSN.append((notify, orcpt))
@@ -455,17 +447,11 @@ class SMTPServer(CommandReader):
         )
         self._error(reply)
 
-    def _isListed(self, address: str) -> bool:
-        tables = self.settings.localRecipientTables
-        if tables is None or not self.settings.rejectUnlisted:
-            return True
-        local, domain = splitAddress(address)
-        name = unquoteLocal(local).lower()
-        keys = [address.lower(), name]
-        base = localName(address, self.settings.recipientDelimiter)
-        if base != name:
-            keys.append(base)
-        return any(lookupAny(tables, key) is not None for key in keys)
+    def _unknown(self, resolution, given: str) -> Optional[str]:
+        tables = self.settings.recipientTables
+        if tables is None:
+            return None
+        return tables.unknown(resolution.addressClass, resolution.recipient, given)
 
     def smtp_DATA(self, argument: str):
         if argument:
@@ -587,14 +573,12 @@ class SMTPServer(CommandReader):
         async def verify():
             resolution = await self.resolve(address)
             try:
-                listed = (resolution.addressClass != "local"
-                          or self._isListed(resolution.recipient))
+                refusal = self._unknown(resolution, address)
             except TableLookupError:
                 self.reply(f"451 4.3.0 <{address}>: Temporary lookup failure")
                 return
-            if not listed:
-                self.reply(f"550 5.1.1 <{address}>: Recipient address rejected: "
-                           "User unknown in local recipient table")
+            if refusal is not None:
+                self.reply(refusal)
             else:
                 self.reply(f"252 2.0.0 {address}")
 

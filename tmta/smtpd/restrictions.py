@@ -87,7 +87,7 @@ class _Builtin:
 
 
 def _unauthDestination(c: RecipientContext) -> bool:
-    return c.addressClass not in ("local", "virtual", "relay")
+    return c.addressClass not in ("local", "alias", "virtual", "relay")
 
 
 def _rejectUnauthDestination(lst, c):

@@ -18,7 +18,7 @@ from tmta.cleanup.client import CleanupClient
 from tmta.rewrite.client import RewriteClient
 from tmta.smtpd.protocol import SMTPServer, SMTPSettings
 from tmta.smtpd.restrictions import RestrictionList, parseNetworks
-from tmta.tables import openTables
+from tmta.smtpd.recipients import RecipientTables
 
 log = Logger()
 
@@ -103,9 +103,7 @@ class SMTPService(Service):
                             config.getInt("reject_code"))
             for name in ("smtpd_relay_restrictions", "smtpd_recipient_restrictions")
         ]
-        tablesValue = config.get("local_recipient_maps")
-        tables = openTables(tablesValue) if tablesValue.strip() else None
-        self.settings = SMTPSettings.fromConfig(config, lists, tables)
+        self.settings = SMTPSettings.fromConfig(config, lists, RecipientTables.fromConfig(config))
         self.rewrite = RewriteClient(
             lambda: context.connect("rewrite"), context.reactor, idle=config.getTime("ipc_idle")
         )
