@@ -28,7 +28,8 @@ from tests.support import (
 )
 from tests.test_mailpath import MASTER_CF, UNPRIVILEGED_PYTHON
 
-PICKUP_MASTER_CF = MASTER_CF + "pickup    unix  n       -       n       60      1       pickup\n"
+PICKUP_MASTER_CF = (MASTER_CF + "pickup    unix  n       -       n       60      1       pickup\n"
+                    "showq     unix  n       -       n       -       -       showq\n")
 
 
 class CommandLineTests(SynchronousTestCase):
@@ -162,6 +163,38 @@ class PickupTests(SynchronousTestCase):
         waitFor(lambda: maildirMessages(self.spool).get("victim"), what="the delivery")
         [message] = maildirMessages(self.spool)["victim"]
         self.assertIn(f"Return-Path: <{self.account.pw_name}@localhost>".encode(), message)
+
+    def test_mailqForAnOrdinaryUser(self):
+        """
+        An ordinary user cannot read the queue, but tmta-mailq (through
+        the showq service) lists it, with each deferred recipient's
+        reason; cleanup's socket stays closed to that user.
+        """
+        self.startMaster()
+        result = self.post(b"Subject: far\n\nhi\n", "someone@remote.example")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        deferred = os.path.join(self.conf, "queue", "deferred")
+        waitFor(lambda: any(files for _, _, files in os.walk(deferred)), what="the deferral")
+        listing = self.post(b"", "-bp")
+        self.assertEqual(listing.returncode, 0, listing.stderr)
+        text = listing.stdout.decode()
+        self.assertIn("someone@remote.example", text)
+        self.assertIn("(mail transport unavailable)", text)
+        self.assertIn(f"{self.account.pw_name}@localhost", text)
+        self.assertIn("-- 1 Kbytes in 1 Request.", text)
+        account = self.account
+
+        def becomeAccount():
+            os.setgroups([])
+            os.setgid(account.pw_gid)
+            os.setuid(account.pw_uid)
+
+        probe = subprocess.run(
+            [UNPRIVILEGED_PYTHON, "-c", "import socket, sys; s = socket.socket(socket.AF_UNIX);"
+             " s.connect(sys.argv[1])", os.path.join(self.conf, "queue", "public", "cleanup")],
+            capture_output=True, timeout=60, preexec_fn=becomeAccount)
+        self.assertNotEqual(probe.returncode, 0)
+        self.assertIn(b"PermissionError", probe.stderr)
 
     def test_junkInMaildirSetAside(self):
         self.startMaster()

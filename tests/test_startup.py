@@ -165,8 +165,10 @@ class StockMasterCfTests(SynchronousTestCase):
         self.addCleanup(master.stop)
         log = master.log()
         self.assertEqual(log.count("services not implemented, skipped:"), 1)
-        self.assertIn("showq/unix (showq)", log)
-        self.assertNotIn("pickup/unix (pickup)", log)
+        self.assertIn("flush/unix (flush)", log)
+        for implemented in ("pickup/unix (pickup)", "showq/unix (showq)", "maildrop/unix (pipe)",
+                            "virtual/unix (virtual)"):
+            self.assertNotIn(implemented, log)
         self.assertEqual(log.count("chroot is not applied"), 1)
         sendMessage(port, "a@example.com", ["dora@localhost"], "stock")
         from tests.support import subjects

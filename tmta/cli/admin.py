@@ -329,48 +329,81 @@ def showMessage(configuration: Configuration, queueId: str, out: TextIO = sys.st
     return 0
 
 
-def listQueue(configuration: Configuration, out: TextIO = sys.stdout) -> int:
+def formatQueue(store) -> str:
     """
-    Print the queue as Postfix's C{mailq} does: each message with its
+    The queue as Postfix's C{mailq} prints it: each message with its
     size, arrival time and sender, then each recipient still to be
     delivered, after the reason it is waiting, if any.  C{*} marks a
     message in the active queue, C{!} one on hold.
+
+    @raise QueueUnreadable: the queue directories cannot be read.
     """
     import time as _time
 
-    from tmta.queue.store import QueueStore
-
-    store = QueueStore.fromConfig(configuration.main)
     marks = {"active": "*", "hold": "!", "incoming": "", "deferred": ""}
     count = size = 0
     lines: List[str] = []
-    try:
-        for queueName, queueId, envelope in queuedMessages(store):
-            count += 1
-            size += envelope.size
-            arrival = _time.strftime("%a %b %d %H:%M:%S", _time.localtime(envelope.arrival))
-            lines.append(f"{queueId + marks[queueName]:<20} {envelope.size:>8} {arrival}  "
-                         f"{envelope.sender or 'MAILER-DAEMON'}")
-            reasons = store.readDeferLog(queueId)
-            byReason: Dict[str, List[str]] = {}
-            for recipient in envelope.pending():
-                byReason.setdefault(reasons.get(recipient.address, ""), []).append(
-                    recipient.address)
-            for reason, addresses in byReason.items():
-                if reason:
-                    lines.append(f"{'':42}({reason})")
-                lines += [f"{'':42}{address}" for address in addresses]
-            lines.append("")
-    except QueueUnreadable:
-        return _unreadable()
+    for queueName, queueId, envelope in queuedMessages(store):
+        count += 1
+        size += envelope.size
+        arrival = _time.strftime("%a %b %d %H:%M:%S", _time.localtime(envelope.arrival))
+        lines.append(f"{queueId + marks[queueName]:<20} {envelope.size:>8} {arrival}  "
+                     f"{envelope.sender or 'MAILER-DAEMON'}")
+        reasons = store.readDeferLog(queueId)
+        byReason: Dict[str, List[str]] = {}
+        for recipient in envelope.pending():
+            byReason.setdefault(reasons.get(recipient.address, ""), []).append(
+                recipient.address)
+        for reason, addresses in byReason.items():
+            if reason:
+                lines.append(f"{'':42}({reason})")
+            lines += [f"{'':42}{address}" for address in addresses]
+        lines.append("")
     if not count:
-        out.write("Mail queue is empty\n")
+        return "Mail queue is empty\n"
+    return (f"{'-Queue ID-':<20} {'--Size--':>8} {'----Arrival Time----':<21} "
+            "-Sender/Recipient-------\n" + "\n".join(lines) + "\n"
+            f"-- {(size + 1023) // 1024} Kbytes in {count} Request"
+            f"{'s' if count != 1 else ''}.\n")
+
+
+def listQueue(configuration: Configuration, out: TextIO = sys.stdout) -> int:
+    """
+    Print the queue (mailq).  Root and the mail system read it
+    themselves; anyone else asks the showq service.
+    """
+    from tmta.queue.store import QueueStore
+
+    store = QueueStore.fromConfig(configuration.main)
+    try:
+        out.write(formatQueue(store))
         return 0
-    out.write(f"{'-Queue ID-':<20} {'--Size--':>8} {'----Arrival Time----':<21} "
-              "-Sender/Recipient-------\n")
-    out.write("\n".join(lines) + "\n")
-    out.write(f"-- {(size + 1023) // 1024} Kbytes in {count} Request"
-              f"{'s' if count != 1 else ''}.\n")
+    except QueueUnreadable:
+        pass
+    return _askShowq(configuration, out)
+
+
+def _askShowq(configuration: Configuration, out: TextIO) -> int:
+    import socket
+
+    from tmta.queue.layout import socketPath
+
+    path = socketPath(configuration.main.get("queue_directory"), "showq", private=False)
+    chunks = []
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(60)
+            sock.connect(path)
+            while True:
+                data = sock.recv(65536)
+                if not data:
+                    break
+                chunks.append(data)
+    except OSError as e:
+        sys.stderr.write(f"tmta: fatal: cannot read the queue, and the showq service "
+                         f"({path}) cannot be reached: {e.strerror or e}; is tmta running?\n")
+        return 75  # EX_TEMPFAIL
+    out.write(b"".join(chunks).decode("utf-8", "replace"))
     return 0
 
 

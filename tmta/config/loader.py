@@ -23,6 +23,7 @@ EMBEDDED_MASTER_CF = """\
 cleanup   unix  n       -       n       -       0       cleanup
 qmgr      unix  n       -       n       300     1       qmgr
 pickup    unix  n       -       n       60      1       pickup
+showq     unix  n       -       n       -       -       showq
 rewrite   unix  -       -       n       -       -       trivial-rewrite
 bounce    unix  -       -       n       -       0       bounce
 defer     unix  -       -       n       -       0       bounce

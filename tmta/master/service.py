@@ -386,7 +386,8 @@ class MasterService(service.Service):
             else:
                 path = socketPath(queueDirectory, entry.service, entry.private)
                 key = ("unix", path)
-                listeners = [reuse.pop(key, None) or _bindUnix(path, uid, gid)]
+                listeners = [reuse.pop(key, None) or _bindUnix(
+                    path, uid, gid, _socketMode(entry))]
             maxproc = entry.maxproc
             if maxproc is None:
                 maxproc = serviceConfig.getInt("default_process_limit")
@@ -600,7 +601,21 @@ def _bindInet(key: Tuple) -> Listener:
     return Listener(sock, key, family)
 
 
-def _bindUnix(path: str, uid: Optional[int], gid: Optional[int]) -> Listener:
+def _socketMode(entry) -> int:
+    """
+    Who may connect to a service's UNIX socket: anyone for showq; for
+    the other public services (cleanup, qmgr, pickup), only the mail
+    system, since cleanup believes the envelope its clients give it.
+    """
+    from tmta.showq import WORLD_REACHABLE
+
+    if entry.private or entry.command in WORLD_REACHABLE:
+        return 0o666
+    return 0o660
+
+
+def _bindUnix(path: str, uid: Optional[int], gid: Optional[int],
+              mode: int = 0o666) -> Listener:
     try:
         if stat.S_ISSOCK(os.lstat(path).st_mode):
             os.unlink(path)
@@ -609,7 +624,7 @@ def _bindUnix(path: str, uid: Optional[int], gid: Optional[int]) -> Listener:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.bind(path)
-        os.chmod(path, 0o666)
+        os.chmod(path, mode)
         if uid is not None:
             os.chown(path, uid, gid if gid is not None else -1)
         sock.listen(LISTEN_BACKLOG)

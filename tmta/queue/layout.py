@@ -10,7 +10,9 @@ from typing import Optional
 # Mail queues, and the per-message logs kept beside them.
 QUEUES = ("maildrop", "incoming", "active", "deferred", "hold", "corrupt")
 LOGS = ("bounce", "defer", "trace")
-SOCKET_DIRECTORIES = {"private": 0o700, "public": 0o710}
+# public/ may be passed through by anyone, to reach the sockets that are
+# theirs to use (showq); the others there admit only the mail system.
+SOCKET_DIRECTORIES = {"private": 0o700, "public": 0o711}
 
 
 def socketPath(queueDirectory: str, service: str, private: bool = True) -> str:

@@ -60,6 +60,7 @@ cleanup = BuiltinComponent("cleanup", "tmta.cleanup.service:CleanupService", fix
 qmgr = BuiltinComponent("qmgr", "tmta.qmgr.service:QmgrService", resident=True, fixedLimit=1000)
 pickup = BuiltinComponent("pickup", "tmta.pickup.service:PickupService", resident=True,
                           fixedLimit=100)
+showq = BuiltinComponent("showq", "tmta.showq:ShowqService", fixedLimit=100)
 rewrite = BuiltinComponent("trivial-rewrite", "tmta.rewrite.service:RewriteService",
                            fixedLimit=1000)
 bounce = BuiltinComponent("bounce", "tmta.bounce.service:BounceService", fixedLimit=100)
