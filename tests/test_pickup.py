@@ -65,6 +65,51 @@ class CommandLineTests(SynchronousTestCase):
         self.assertIn(b"\n\nBcc: not a header\n", rest)
 
 
+class StdioSMTPTests(SynchronousTestCase):
+    """
+    tmta-sendmail -bs: SMTP on standard input and output.
+    """
+
+    def converse(self, text):
+        from tmta.cli.sendmail import Posting
+        from tmta.cli.smtpstdio import StdioSMTP
+
+        posted = []
+
+        def post(posting, content):
+            posted.append((posting.sender, list(posting.recipients), content))
+            return f"QID{len(posted)}"
+
+        out = io.BytesIO()
+        status = StdioSMTP(io.BytesIO(text), out, "mx.example.org", Posting(), post, 1000).run()
+        return status, out.getvalue().decode(), posted
+
+    def test_conversation(self):
+        status, replies, posted = self.converse(
+            b"EHLO client\r\nMAIL FROM:<me@example.org>\r\nRCPT TO:<a@example.org>\r\n"
+            b"RCPT TO:<b@example.org>\r\nDATA\r\nSubject: x\r\n\r\n..dot\r\nline\n.\r\n"
+            b"MAIL FROM:<>\r\nRCPT TO:<c@example.org>\r\nDATA\r\nhi\r\n.\r\nQUIT\r\n")
+        self.assertEqual(status, 0)
+        # The last line of each reply.
+        codes = [line[:3] for line in replies.splitlines() if line[3:4] == " "]
+        self.assertEqual(codes, ["220", "250", "250", "250", "250", "354", "250",
+                                 "250", "250", "354", "250", "221"])
+        self.assertIn("250-PIPELINING", replies)
+        self.assertIn("250 2.0.0 Ok: queued as QID1", replies)
+        self.assertEqual(posted[0], ("me@example.org", ["a@example.org", "b@example.org"],
+                                     b"Subject: x\n\n.dot\nline\n"))
+        self.assertEqual(posted[1][:2], ("", ["c@example.org"]))
+
+    def test_errors(self):
+        _, replies, posted = self.converse(
+            b"RCPT TO:<a@example.org>\r\nDATA\r\nMAIL FROM:<a b>\r\nMAIL FROM:<x@y>\r\n"
+            b"DATA\r\nRCPT TO:<\"|cmd\"@y>\r\nFOO\r\nDATA\r\n" + b"x" * 2000 + b"\r\n.\r\n")
+        codes = [line[:3] for line in replies.splitlines()]
+        self.assertEqual(codes, ["220", "503", "503", "501", "250", "554", "250", "502", "354",
+                                 "552"])
+        self.assertEqual(posted, [])
+
+
 class PickupTests(SynchronousTestCase):
     """
     An ordinary user posts with tmta-sendmail; pickup hands the mail to
@@ -138,6 +183,18 @@ class PickupTests(SynchronousTestCase):
         self.assertEqual(result.returncode, 0, result.stderr)
         waitFor(lambda: maildirMessages(self.spool).get("afterwards"), timeout=15,
                 what="the delivery, sooner than pickup's timer")
+
+    def test_smtpOnStandardInput(self):
+        self.startMaster()
+        result = self.post(b"HELO me\r\nMAIL FROM:<root@localhost>\r\nRCPT TO:<bs@localhost>\r\n"
+                           b"DATA\r\nSubject: by -bs\r\n\r\nhi\r\n.\r\nQUIT\r\n", "-bs")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn(b"250 2.0.0 Ok: queued as", result.stdout)
+        waitFor(lambda: maildirMessages(self.spool).get("bs"), what="the delivery")
+        [message] = maildirMessages(self.spool)["bs"]
+        self.assertIn(b"Subject: by -bs", message)
+        # Posted as the user, whatever MAIL FROM said.
+        self.assertIn(f"Return-Path: <{self.account.pw_name}@localhost>".encode(), message)
 
     def test_postedWhileStopped(self):
         # The queue exists once the master has run.

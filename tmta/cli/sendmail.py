@@ -81,7 +81,7 @@ def parseArguments(argv: List[str]) -> Posting:
         if flag == "b":
             if value not in ("m", "p", "s", "i", "d", "D", "v"):
                 raise UsageError(f"-b{value} is not supported")
-            if value in ("d", "D", "v", "s"):
+            if value in ("d", "D", "v"):
                 raise UsageError(f"-b{value} is not implemented yet")
             posting.mode = value
         elif flag == "t":
@@ -260,6 +260,18 @@ def main(argv: Optional[List[str]] = None, stdin: Optional[BinaryIO] = None) -> 
         return flushQueue(configuration)
     if posting.mode == "i":
         return buildAliases(configuration) and EX_SOFTWARE
+    queueDirectory = configuration.main.get("queue_directory")
+    if posting.mode == "s":
+        from tmta.cli.smtpstdio import StdioSMTP
+
+        def postOne(one, content):
+            queueId = post(one, content, queueDirectory)
+            wakePickup(queueDirectory)
+            return queueId
+
+        return StdioSMTP(stdin or sys.stdin.buffer, sys.stdout.buffer,
+                         configuration.main.get("myhostname"), posting, postOne,
+                         configuration.main.getInt("message_size_limit")).run()
     content = readMessage(stdin or sys.stdin.buffer, posting.dotEnds)
     if posting.extract:
         found, content = extractRecipients(content)
@@ -271,7 +283,6 @@ def main(argv: Optional[List[str]] = None, stdin: Optional[BinaryIO] = None) -> 
         if any(ord(c) < 32 for c in recipient) or len(recipient) > 1000:
             sys.stderr.write(f"tmta-sendmail: fatal: bad recipient address: {recipient!r}\n")
             return EX_DATAERR
-    queueDirectory = configuration.main.get("queue_directory")
     try:
         queueId = post(posting, content, queueDirectory)
     except OSError as e:
