@@ -15,9 +15,12 @@ this project's machines one run can differ from the next by a third.
     python bench/run.py                     # 2000 messages, 20 sessions, 2000 bytes, 5 rounds
     python bench/run.py -m 5000 -s 50 -l 10000 --no-postfix --rounds 1
     python bench/run.py --relay             # relayed through relayhost to smtp-sink
+    python bench/run.py --sendmail          # posted by tmta-sendmail / Postfix's sendmail
 
 The load comes from Postfix's smtp-source (one connection per message)
-when it is installed, else from a small asyncio client bundled here.
+when it is installed, else from a small asyncio client bundled here;
+with --sendmail, from a loop running each server's sendmail command once
+per message (--sessions loops at once), timed until all are delivered.
 Everything listens on 127.0.0.1 only.  Servers are started in a fresh
 temporary directory and stopped (by their own pid) afterwards; what they
 wrote is deleted only at the end, and each run first waits until the
@@ -236,6 +239,30 @@ def runLoad(port: int, messages: int, sessions: int, size: int, recipient: str) 
     return "bundled asyncio client"
 
 
+def runSendmail(command: List[str], messages: int, sessions: int, size: int,
+                recipient: str, env: Optional[Dict[str, str]] = None) -> str:
+    """
+    Post C{messages} by running C{command recipient} once for each, from
+    C{sessions} loops at once.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    line = b"X" * 78 + b"\n"
+    body = b"Subject: load\n\n" + line * max(1, size // len(line))
+
+    def loop(count: int) -> None:
+        for _ in range(count):
+            subprocess.run(command + [recipient], input=body, check=True, env=env,
+                           stdout=subprocess.DEVNULL)
+
+    shares = [messages // sessions + (1 if i < messages % sessions else 0)
+              for i in range(sessions)]
+    with ThreadPoolExecutor(sessions) as pool:
+        for future in [pool.submit(loop, n) for n in shares if n]:
+            future.result()
+    return os.path.basename(command[0])
+
+
 class Sink:
     """
     Postfix's smtp-sink on loopback, keeping each message it receives as
@@ -273,6 +300,15 @@ class Server:
         the sink when relaying.
         """
         return self.sink.count() if self.sink is not None else countMaildir(self.maildir)
+
+    def sendmail(self) -> List[str]:
+        """
+        The command that posts one message (recipients follow).
+        """
+        raise NotImplementedError
+
+    def sendmailEnvironment(self) -> Optional[Dict[str, str]]:
+        return None
 
     def start(self) -> None:
         raise NotImplementedError
@@ -325,10 +361,23 @@ class Tmta(Server):
                 "local unix - n n - - local\n"
                 "smtp unix - - n - - smtp\n"
                 "relay unix - - n - - smtp\n"
+                "pickup unix n - n 60 1 pickup\n"
             )
         self.conf = conf
         self.maildir = os.path.join(self.base, "mail", "bench", "new")
         self.process: Optional[subprocess.Popen] = None
+
+    def sendmail(self) -> List[str]:
+        return [sys.executable, "-c",
+                "import sys; from tmta.cli.sendmail import main; sys.exit(main())",
+                "-C", self.conf, "-i"]
+
+    def sendmailEnvironment(self) -> Optional[Dict[str, str]]:
+        env = dict(os.environ, PYTHONPATH=REPO)
+        # As an installed command runs: from compiled modules, not
+        # compiling every module at every posting.
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        return env
 
     def start(self) -> None:
         env = dict(os.environ, PYTHONPATH=REPO)
@@ -416,6 +465,9 @@ class Postfix(Server):
             )
         self.maildir = os.path.join(mail, "bench", "new")
 
+    def sendmail(self) -> List[str]:
+        return ["sendmail", "-C", self.conf, "-i"]
+
     def _postfix(self, *args: str) -> None:
         subprocess.run(["postfix", "-c", self.conf, *args], check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -449,7 +501,11 @@ def measure(server: Server, args) -> Dict[str, float]:
         cpu0 = cpuSeconds(tree)
         byName0 = cpuByName(tree)
         start = time.monotonic()
-        client = runLoad(server.port, args.messages, args.sessions, args.size, recipient)
+        if args.sendmail:
+            client = runSendmail(server.sendmail(), args.messages, args.sessions, args.size,
+                                 recipient, server.sendmailEnvironment())
+        else:
+            client = runLoad(server.port, args.messages, args.sessions, args.size, recipient)
         accepted = time.monotonic() - start
         deadline = time.monotonic() + 600
         while server.delivered() - already < args.messages:
@@ -502,7 +558,14 @@ def main() -> int:
     parser.add_argument("--relay", action="store_true",
                         help="relay every message through relayhost to smtp-sink on loopback "
                              "instead of delivering it locally")
+    parser.add_argument("--sendmail", action="store_true",
+                        help="post with each server's sendmail command instead of SMTP "
+                             "(default 500 messages)")
     args = parser.parse_args()
+    if args.sendmail and args.relay:
+        parser.error("--sendmail delivers locally; it does not go with --relay")
+    if args.sendmail and "-m" not in sys.argv and "--messages" not in sys.argv:
+        args.messages = 500
     base = tempfile.mkdtemp(prefix="tmta-bench-")
     os.chmod(base, 0o755)
     if args.relay:
@@ -550,7 +613,8 @@ def main() -> int:
     def median(name: str, key: str) -> float:
         return statistics.median(r[key] for r in runs[name])
 
-    print(f"\n{args.messages} messages, {args.sessions} sessions, {args.size} bytes, "
+    how = ("posted with sendmail, " if args.sendmail else "")
+    print(f"\n{args.messages} messages, {args.sessions} sessions, {args.size} bytes, {how}"
           f"{'relayed to smtp-sink' if args.relay else 'delivered to a Maildir'}, "
           f"load from {runs['tmta'][0]['client']}; medians of {args.rounds} rounds")
     print(f"{'server':15} {'accepted/s':>11} {'e2e/s':>8} {'CPU ms/msg':>11} "

@@ -49,6 +49,14 @@ class CommandLineTests(SynchronousTestCase):
         self.assertRaises(UsageError, parseArguments, ["-N", "sometimes"])
         self.assertRaises(UsageError, parseArguments, ["-f"])
 
+    def test_wakeupIsAnAMPBox(self):
+        from twisted.protocols import amp
+
+        from tmta.cli.sendmail import _ampBox
+
+        pairs = [(b"_command", b"Wakeup"), (b"reason", b"incoming")]
+        self.assertEqual(_ampBox(pairs), amp.Box(dict(pairs)).serialize())
+
     def test_dotEndsWithoutI(self):
         source = b"Subject: x\r\n\r\nline\r\n.\r\nafter\r\n"
         self.assertEqual(readMessage(io.BytesIO(source), True), b"Subject: x\n\nline\n")

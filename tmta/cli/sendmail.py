@@ -217,6 +217,19 @@ def post(posting: Posting, content: bytes, queueDirectory: str) -> str:
     return queueId
 
 
+def _ampBox(pairs) -> bytes:
+    """
+    One AMP box, as twisted.protocols.amp writes it (each key and value
+    after its 16-bit length, then an empty key).  Written here because
+    importing Twisted's AMP (and the TLS modules it brings) costs more
+    than the rest of a posting.
+    """
+    out = b""
+    for key, value in pairs:
+        out += len(key).to_bytes(2, "big") + key + len(value).to_bytes(2, "big") + value
+    return out + b"\x00\x00"
+
+
 def wakePickup(queueDirectory: str) -> None:
     """
     Tell pickup there is mail (if it is not running, it finds the file
@@ -224,16 +237,13 @@ def wakePickup(queueDirectory: str) -> None:
     """
     import socket
 
-    from twisted.protocols import amp
-
     from tmta.queue.layout import socketPath
 
-    box = amp.Box({b"_command": b"Wakeup", b"reason": b"incoming"})
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(5)
             sock.connect(socketPath(queueDirectory, "pickup", private=False))
-            sock.sendall(box.serialize())
+            sock.sendall(_ampBox([(b"_command", b"Wakeup"), (b"reason", b"incoming")]))
     except OSError:
         pass
 
