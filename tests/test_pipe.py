@@ -142,21 +142,32 @@ class AgentTests(SynchronousTestCase):
         self.assertFalse(os.path.exists(os.path.join(self.out, "msg")))
 
 
+def scriptDirectory(testCase, text):
+    """
+    A temporary directory with an C{out/} anyone may write to and an
+    executable C{deliver} script of C{text} (C{{out}} filled in).
+
+    @return: (the directory, C{out/}, the script).
+    """
+    base = shortTemporaryDirectory(testCase)
+    os.chmod(base, 0o755)
+    out = os.path.join(base, "out")
+    os.mkdir(out)
+    os.chmod(out, 0o1777)
+    script = os.path.join(base, "deliver")
+    with open(script, "w") as f:
+        f.write(text.replace("{out}", out))
+    os.chmod(script, 0o755)
+    return base, out, script
+
+
 class PipeServiceTests(SynchronousTestCase):
     def test_routedToPipe(self):
         """
         A domain routed by transport_maps to a pipe service in master.cf:
         the command gets the message, as user=.
         """
-        base = shortTemporaryDirectory(self)
-        os.chmod(base, 0o755)
-        out = os.path.join(base, "out")
-        os.mkdir(out)
-        os.chmod(out, 0o1777)
-        script = os.path.join(base, "deliver")
-        with open(script, "w") as f:
-            f.write(SCRIPT.format(out=out, status=0))
-        os.chmod(script, 0o755)
+        base, out, script = scriptDirectory(self, SCRIPT.replace("{status}", "0"))
         port = freePort()
         user = _unprivileged() if os.getuid() == 0 else testAccount()
         masterCf = MASTER_CF.format(port=port) + (
@@ -183,3 +194,38 @@ class PipeServiceTests(SynchronousTestCase):
         master = Master(os.path.join(base, "conf"), {}, masterCf.format(port=freePort()))
         error = self.assertRaises(AssertionError, master.start)
         self.assertIn("never run as root", str(error))
+
+
+class PassingTests(SynchronousTestCase):
+    def test_mailboxAndFallbackTransport(self):
+        """
+        local hands a user's mail to mailbox_transport (a pipe service
+        here, as Dovecot's LMTP would be elsewhere), and mail for names
+        without an account to fallback_transport.
+        """
+        if os.getuid() != 0:
+            raise self.skipTest("system accounts need root")
+        base, out, script = scriptDirectory(
+            self, "#!/bin/sh\necho \"$1\" >> {out}/recipients\ncat > /dev/null\n")
+        port = freePort()
+        user = testAccount()
+        masterCf = MASTER_CF.format(port=port) + (
+            "mbox      unix  -       n       n       -       -       pipe\n"
+            "  user=nobody argv=" + script + " ${recipient}\n"
+            "other     unix  -       n       n       -       -       pipe\n"
+            "  user=nobody argv=" + script + " fallback:${recipient}\n")
+        master = Master(os.path.join(base, "conf"), {
+            "mydestination": "localhost", "local_recipient_maps": "", "alias_maps": "",
+            "local_mailbox_accounts": "system", "mail_spool_directory": base + "/spool",
+            "mailbox_transport": "mbox", "fallback_transport": "other"}, masterCf).start()
+        self.addCleanup(master.stop)
+        sendMessage(port, "a@localhost", [f"{user}@localhost", "no-account-here@localhost"],
+                    "passed on")
+        path = os.path.join(out, "recipients")
+        waitFor(lambda: os.path.exists(path) and len(open(path).read().split()) == 2,
+                what="both deliveries")
+        with open(path) as f:
+            self.assertEqual(sorted(f.read().split()),
+                             sorted([f"{user}@localhost", "fallback:no-account-here@localhost"]))
+        waitFor(lambda: master.log().count("relay=local") == 2
+                and "status=bounced" not in master.log(), what="the log lines")

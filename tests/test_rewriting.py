@@ -80,6 +80,19 @@ class AddressMapperTests(SynchronousTestCase):
         # Recipients are not masqueraded unless masquerade_classes says.
         self.assertEqual(mapper.recipient("joe@host.example.com"), ["joe@host.example.com"])
 
+    def test_headers(self):
+        mapper = _mapper(
+            sender_canonical_maps="inline:{ alice@mx.example.org=Alice.Smith@example.com }",
+            masquerade_domains="example.com")
+        self.assertEqual(mapper.header("From", '"Alice" <alice@mx.example.org>'),
+                         "Alice <Alice.Smith@example.com>")
+        self.assertEqual(mapper.header("To", "bob@host.example.com, carol@other.example"),
+                         "bob@example.com, carol@other.example")
+        # Unchanged headers, and headers that hold no addresses, are
+        # left as they are.
+        self.assertIsNone(mapper.header("Cc", "dave@other.example"))
+        self.assertIsNone(mapper.header("Subject", "alice@mx.example.org"))
+
     def test_bcc(self):
         mapper = _mapper(always_bcc="archive@mx.example.org",
                          sender_bcc_maps="inline:{ @corp.example=audit@mx.example.org }",
@@ -196,6 +209,28 @@ class CleanupRewritingTests(TestCase):
                           ("ben@b.example", "sales@mx.example.org"),
                           ("archive@mx.example.org", "archive@mx.example.org")])
         self.assertEqual(env.recipients[2].notify, "NEVER")
+
+    @defer.inlineCallbacks
+    def test_headerRewritingByClient(self):
+        """
+        Header addresses are rewritten for mail posted locally or from
+        this host, not for mail from elsewhere
+        (local_header_rewrite_clients).
+        """
+        cleanup = self.cleanup(
+            sender_canonical_maps="inline:{ alice@mx.example.org=alice@corp.example }")
+        content = b"From: Alice <alice@mx.example.org>\nSubject: x\n\nbody\n"
+        local, _ = yield self.submitted(cleanup, content)
+        _, text = self.read("incoming", local)
+        self.assertIn(b"\nFrom: Alice <alice@corp.example>\n", text)
+
+        p = CleanupProtocol(cleanup)
+        p.begin(1, "alice@mx.example.org", [{"name": "client_address", "value": "192.0.2.7"}])
+        remote = p.messages[1].queueId
+        p.recipients(1, [{"address": "bob@mx.example.org", "original": "bob@mx.example.org"}])
+        yield p.end(1, content)
+        _, text = self.read("incoming", remote)
+        self.assertIn(b"\nFrom: Alice <alice@mx.example.org>\n", text)
 
     @defer.inlineCallbacks
     def test_lookupFailureIsTemporary(self):

@@ -23,7 +23,8 @@ from tmta.config import MainConfig
 from tmta.rewrite import Rewriter
 from tmta.smtpd.data import DataDecoder
 from tmta.smtpd.protocol import SMTPServer, SMTPSettings
-from tmta.smtpd.restrictions import RestrictionList, parseNetworks
+from tmta.tables.networks import parseNetworks
+from tmta.smtpd.restrictions import RestrictionList
 from tmta.tables import DictTable
 
 

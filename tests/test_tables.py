@@ -115,7 +115,7 @@ class TablesInListsTests(SynchronousTestCase):
         self.assertEqual(rewriter.resolve("x@mail.example.org").addressClass, "local")
 
     def test_networks(self):
-        from tmta.smtpd.restrictions import inNetworks, parseNetworks
+        from tmta.tables.networks import inNetworks, parseNetworks
 
         table = self.write("10.1.0.0/16 OK\n")
         networks = parseNetworks(["127.0.0.0/8", f"cidr:{table}", "nosuch:table"])
@@ -168,7 +168,10 @@ class SQLiteTableTests(SynchronousTestCase):
         table = self.table(result_format="%u", expansion_limit="2")
         self.assertEqual(table.get("sales@example.com"), "ann,bob")
         table = self.table(expansion_limit="1")
-        self.assertIsNone(table.get("sales@example.com"))
+        from tmta.tables import TableLookupError
+
+        # Too many results is an error (mail waits), not "not found".
+        self.assertRaises(TableLookupError, table.get, "sales@example.com")
 
     def test_badConfiguration(self):
         from tmta.tables import TableError

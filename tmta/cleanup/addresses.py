@@ -13,10 +13,19 @@ with a temporary error.
 
 from __future__ import annotations
 
+from email.utils import formataddr, getaddresses
 from typing import Callable, List, Optional, Tuple
 
 from tmta.address import splitAddress
 from tmta.tables import openTables
+
+
+#: Headers whose addresses are rewritten, as sender or recipient
+#: addresses (canonical(5)'s classes).
+SENDER_HEADERS = frozenset(("from", "sender", "reply-to", "return-receipt-to", "errors-to",
+                            "resent-from", "resent-sender", "resent-reply-to"))
+RECIPIENT_HEADERS = frozenset(("to", "cc", "bcc", "resent-to", "resent-cc", "resent-bcc",
+                               "apparently-to", "disposition-notification-to"))
 
 
 class ExpansionError(Exception):
@@ -55,6 +64,10 @@ class AddressMapper:
         self.alwaysBcc = config.get("always_bcc").strip()
         self.senderBcc = openTables(config.get("sender_bcc_maps"))
         self.recipientBcc = openTables(config.get("recipient_bcc_maps"))
+        self.rewritesHeaders = bool(self.senderCanonical or self.recipientCanonical
+                                    or self.canonical or (self.masquerade and (
+                                        {"header_sender", "header_recipient"}
+                                        & self.masqueradeClasses)))
         self.active = bool(self.senderCanonical or self.recipientCanonical or self.canonical
                            or self.virtual or self.masquerade or self.alwaysBcc
                            or self.senderBcc or self.recipientBcc)
@@ -186,6 +199,37 @@ class AddressMapper:
                 self._expand(target, depth + 1, found, path + [address.lower()])
             if len(found) > self.expansionLimit:
                 raise ExpansionError(f"virtual alias expansion limit exceeded for {address}")
+
+    def header(self, name: str, value: str) -> Optional[str]:
+        """
+        A sender or recipient header with its addresses mapped
+        (canonical, then masquerading when C{masquerade_classes} names
+        the header's class); C{None} when nothing changes, so that
+        headers tmta has no reason to touch keep their exact text.
+        """
+        lowered = name.lower()
+        if lowered in SENDER_HEADERS:
+            tables, kind = self.senderCanonical, "header_sender"
+        elif lowered in RECIPIENT_HEADERS:
+            tables, kind = self.recipientCanonical, "header_recipient"
+        else:
+            return None
+        pairs = getaddresses([value])
+        changed = False
+        out = []
+        for display, address in pairs:
+            if not address or "@" not in address:
+                out.append((display, address))
+                continue
+            mapped = self._canonical(tables, address)
+            mapped = self._canonical(self.canonical, mapped)
+            if kind in self.masqueradeClasses:
+                mapped = self._masquerade(mapped)
+            changed = changed or mapped != address
+            out.append((display, mapped))
+        if not changed:
+            return None
+        return ", ".join(formataddr(pair) for pair in out)
 
     def bcc(self, sender: str, recipients: List[str]) -> List[str]:
         """

@@ -224,6 +224,14 @@ class Message:
                 raise Rejection(451, "4.3.0 Error: temporary lookup failure")
         if not self.envelopeWritten:
             await self._writeEnvelope()
+        if self.cleanup.addresses.rewritesHeaders and self.cleanup.rewritesHeadersFor(
+                self.attributes):
+            try:
+                headers = [_rewriteHeader(self.cleanup.addresses, h) for h in headers]
+            except TableLookupError as e:
+                log.warn("{queueId}: table lookup failure: {error}", queueId=self.queueId,
+                         error=str(e))
+                raise Rejection(451, "4.3.0 Error: temporary lookup failure")
         config = self.cleanup
         now = time.time()
         added = missingHeaders(names, self.sender, self.queueId, config.myhostname, now)
@@ -431,6 +439,31 @@ class Cleanup:
 
         self.addresses = AddressMapper(config, Rewriter(config).isLocalDomain)
         self.checks = ContentChecks(config)
+        self.headerRewriteClients = config.getList("local_header_rewrite_clients")
+        from tmta.tables.networks import parseNetworks
+
+        self.mynetworks = parseNetworks(config.getList("mynetworks"))
+
+    def rewritesHeadersFor(self, attributes: Dict[str, str]) -> bool:
+        """
+        Whether the header addresses of a message from this client are
+        rewritten (C{local_header_rewrite_clients}): mail posted on this
+        host always; from the network, only from the clients listed --
+        by default those connecting to one of this host's addresses.
+        """
+        client = attributes.get("client_address", "")
+        if not client:
+            return True
+        from tmta.tables.networks import inNetworks
+
+        for item in self.headerRewriteClients:
+            if item == "static:all":
+                return True
+            if item == "permit_mynetworks" and inNetworks(client, self.mynetworks):
+                return True
+            if item == "permit_inet_interfaces" and _isOwnAddress(client):
+                return True
+        return False
 
     def wakeQmgr(self, queueId: str) -> None:
         """
@@ -480,6 +513,44 @@ class CleanupService(Service):
     def startService(self) -> None:
         super().startService()
         self.context.listen(Factory.forProtocol(lambda: CleanupProtocol(self.cleanup)))
+
+
+def _isOwnAddress(address: str) -> bool:
+    """
+    Whether a client connected from one of this host's own addresses.
+    """
+    import ipaddress
+    import socket
+
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    if ip.is_loopback or (ip.version == 6 and ip.ipv4_mapped is not None
+                          and ip.ipv4_mapped.is_loopback):
+        return True
+    try:
+        probe = socket.socket(socket.AF_INET6 if ip.version == 6 else socket.AF_INET,
+                              socket.SOCK_DGRAM)
+        try:
+            probe.bind((address, 0))
+            return True
+        finally:
+            probe.close()
+    except OSError:
+        return False
+
+
+def _rewriteHeader(mapper: AddressMapper, header: bytes) -> bytes:
+    name, sep, value = header.partition(b":")
+    if not sep:
+        return header
+    text = value.decode("utf-8", "surrogateescape")
+    rewritten = mapper.header(name.decode("ascii", "replace").strip(),
+                              " ".join(text.split()))
+    if rewritten is None:
+        return header
+    return name + b": " + rewritten.encode("utf-8", "surrogateescape")
 
 
 def _dsnNotify(value: str) -> str:

@@ -163,7 +163,7 @@ class LocalAgent:
     def __init__(self, config, fsync: Callable[[int], None] = os.fsync,
                  spoolDirectory: Optional[str] = None,
                  accounts: Callable[[str], Account] = pwd.getpwnam,
-                 forwarder=None) -> None:
+                 forwarder=None, passer=None) -> None:
         """
         @param spoolDirectory: another name for C{mail_spool_directory}
             to reach it by (a descriptor's C{/proc/self/fd/N/}); messages
@@ -172,6 +172,8 @@ class LocalAgent:
         @param forwarder: posts forwarded mail (a
             L{tmta.local.forward.Forwarder}); without one, mail for
             addresses elsewhere is deferred.
+        @param passer: hands recipients to C{mailbox_transport} and
+            C{fallback_transport} (a L{tmta.local.passing.Passer}).
         """
         from tmta.rewrite import Rewriter
 
@@ -193,6 +195,9 @@ class LocalAgent:
         self.filesFrom = set(config.getList("allow_mail_to_files"))
         self.mailboxCommand = config.get("mailbox_command").strip()
         self.lusersRelay = config.get("luser_relay").strip()
+        self.mailboxTransport = config.get("mailbox_transport").strip()
+        self.fallbackTransport = config.get("fallback_transport").strip()
+        self.passer = passer
         self.ownerRequests = config.getBool("owner_request_special")
         self.shell = config.get("local_command_shell")
         self.filter = config.get("command_expansion_filter")
@@ -424,6 +429,9 @@ class _Delivery:
         agent = self.agent
         account = agent._account(name) if isSafeMailboxName(name) else None
         if account is None:
+            if agent.fallbackTransport:
+                self._passOn(state, agent.fallbackTransport)
+                return
             if agent.lusersRelay and state.origin == "recipient":
                 relay = _expandUserMacros(agent.lusersRelay, name, extension, state.address,
                                           agent.delimiter)
@@ -437,6 +445,9 @@ class _Delivery:
             return
         userState = replace(state, user=account)
         if not literal and self._forward(userState, account, extension):
+            return
+        if agent.mailboxTransport:
+            self._passOn(userState, agent.mailboxTransport)
             return
         if agent.mailboxCommand:
             self._runCommand(replace(userState, rights=account), agent.mailboxCommand,
@@ -631,6 +642,30 @@ class _Delivery:
         else:
             agent.forget((self.request.queueId, kind, rights.pw_uid, command))
             self._fail(outcome.status, outcome.dsn, outcome.reason)
+
+    def _passOn(self, state: Expansion, spec: str) -> None:
+        """
+        Hand the recipient to another transport (C{transport:nexthop},
+        the next hop defaulting to this request's).
+        """
+        agent = self.agent
+        transport, _, nexthop = spec.partition(":")
+        key = ("transport", spec, state.address.lower())
+        if not self._once(key, f"delivered via {transport}"):
+            return
+        if agent.passer is None:
+            agent.forget((self.request.queueId,) + key)
+            self._fail(DEFERRED, "4.3.0", f"cannot pass mail to the {transport} transport")
+            return
+        offset = next((r.offset for r in self.request.recipients
+                       if r.address == self.address), 0)
+        status = agent.passer.passOn(transport, nexthop or self.request.nexthop, self.request,
+                                     state.address, self.original, offset)
+        if status.status == SENT:
+            self._ok(status.reason or f"delivered via {transport}")
+        else:
+            agent.forget((self.request.queueId,) + key)
+            self._fail(status.status, status.dsn, status.reason)
 
     # -- forwarding
 

@@ -10,6 +10,7 @@ import os
 from tmta.cleanup.client import CleanupClient
 from tmta.delivery import AgentService
 from tmta.local.forward import Forwarder
+from tmta.local.passing import Passer
 from tmta.local.agent import LocalAgent, LocalDeliveryAgent
 from tmta.common.accounts import mailOwner
 
@@ -32,5 +33,6 @@ def makeLocalService(context):
     cleanup = CleanupClient(lambda: context.connect("cleanup", private=False),
                             context.reactor, idle=config.getTime("ipc_idle"))
     agent = LocalAgent(config, spoolDirectory=spool,
-                       forwarder=Forwarder(context.reactor, cleanup))
+                       forwarder=Forwarder(context.reactor, cleanup),
+                       passer=Passer(context.reactor, context.connect))
     return AgentService(context, LocalDeliveryAgent(context.reactor, agent))

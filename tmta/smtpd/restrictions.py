@@ -5,7 +5,6 @@ C{smtpd_relay_restrictions} and C{smtpd_recipient_restrictions}.
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
@@ -13,50 +12,13 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from tmta.tables.networks import inNetworks
 from tmta.config import splitList
 from tmta.interfaces import ISMTPRestriction
 
 log = Logger()
 
 PERMIT, REJECT, DEFER, DUNNO = "permit", "reject", "defer", "dunno"
-
-
-def parseNetworks(items: List[str]) -> list:
-    """
-    Parse C{mynetworks}: CIDR blocks and addresses, IPv6 optionally in
-    brackets (C{[::1]/128}), and tables (C{cidr:/etc/postfix/network},
-    looked up by the client's address).  A table that cannot be opened
-    is warned about and trusts nobody.
-    """
-    networks: list = []
-    for item in items:
-        if ":" in item and item.split(":", 1)[0].isalnum() and not item.startswith("["):
-            from tmta.tables import openTables
-
-            networks += openTables(item)
-            continue
-        text = item.replace("[", "").replace("]", "")
-        try:
-            networks.append(ipaddress.ip_network(text, strict=False))
-        except ValueError:
-            log.warn("mynetworks: bad network {item} ignored", item=item)
-    return networks
-
-
-def inNetworks(address: str, networks) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    if ip.version == 6 and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
-    for net in networks:
-        if isinstance(net, ipaddress._BaseNetwork):
-            if ip.version == net.version and ip in net:
-                return True
-        elif net.get(str(ip)) is not None:
-            return True
-    return False
 
 
 @dataclass

@@ -19,6 +19,7 @@ from typing import Dict, List, Optional
 from zope.interface import implementer
 
 from tmta.interfaces import ILookupTable
+from tmta.tables import TableLookupError
 
 
 class SQLiteConfigError(ValueError):
@@ -55,6 +56,7 @@ def _parts(key: str):
 class SQLiteTable:
     def __init__(self, configPath: str) -> None:
         settings = readConfig(configPath)
+        self.configPath = configPath
         self.dbpath = settings["dbpath"]
         self.query = settings["query"]
         self.resultFormat = settings.get("result_format", "%s")
@@ -114,7 +116,9 @@ class SQLiteTable:
         if not rows:
             return None
         if self.expansionLimit and len(rows) > self.expansionLimit:
-            return None
+            # Postfix fails the lookup (a temporary error), not "not found".
+            raise TableLookupError(f"sqlite:{self.configPath}: {len(rows)} results exceed "
+                                   f"expansion_limit {self.expansionLimit}")
         values = []
         for row in rows:
             value = "" if row[0] is None else str(row[0])

@@ -1,0 +1,51 @@
+"""
+Network lists: C{mynetworks} and the like, as smtpd and cleanup read
+them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import List
+
+from twisted.logger import Logger
+
+from tmta.tables import openTables
+
+log = Logger()
+
+
+def parseNetworks(items: List[str]) -> list:
+    """
+    Parse C{mynetworks}: CIDR blocks and addresses, IPv6 optionally in
+    brackets (C{[::1]/128}), and tables (C{cidr:/etc/postfix/network},
+    looked up by the client's address).  A table that cannot be opened
+    is warned about and trusts nobody.
+    """
+    networks: list = []
+    for item in items:
+        if ":" in item and item.split(":", 1)[0].isalnum() and not item.startswith("["):
+            networks += openTables(item)
+            continue
+        text = item.replace("[", "").replace("]", "")
+        try:
+            networks.append(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            log.warn("mynetworks: bad network {item} ignored", item=item)
+    return networks
+
+
+def inNetworks(address: str, networks) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    if ip.version == 6 and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    for net in networks:
+        if isinstance(net, ipaddress._BaseNetwork):
+            if ip.version == net.version and ip in net:
+                return True
+        elif net.get(str(ip)) is not None:
+            return True
+    return False
