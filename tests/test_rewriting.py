@@ -125,7 +125,8 @@ class CleanupRewritingTests(TestCase):
         body = self.mktemp()
         with open(body, "w") as f:
             f.write("/^bad line$/  REJECT body refused\n/^secret body/  REPLACE [removed]\n")
-        config = _config(header_checks=f"regexp:{checks}", body_checks=f"regexp:{body}", **params)
+        config = _config(**{"header_checks": f"regexp:{checks}",
+                            "body_checks": f"regexp:{body}", **params})
 
         def notify(queueId):
             self.wakeups.append(queueId)
@@ -168,6 +169,46 @@ class CleanupRewritingTests(TestCase):
         queueId, result = yield self.submitted(cleanup, b"Subject: x\n\nbad line\n")
         self.assertEqual(result["code"], 550)
         self.assertIn("body refused", result["reason"])
+
+    @defer.inlineCallbacks
+    def test_mimeParts(self):
+        """
+        The headers of MIME parts go through mime_header_checks, and of
+        an attached message through nested_header_checks (both
+        header_checks by default); body_checks sees the rest.
+        """
+        mime = self.mktemp()
+        with open(mime, "w") as f:
+            f.write("/^Content-(Type|Disposition):.*name=\"?.*\\.exe/  REJECT no programs\n"
+                    "/^X-Part-Secret:/  IGNORE\n")
+        cleanup = self.cleanup(mime_header_checks=f"regexp:{mime}")
+        message = (b"Subject: files\nMIME-Version: 1.0\n"
+                   b"Content-Type: multipart/mixed; boundary=\"XX\"\n\n"
+                   b"preamble\n--XX\nContent-Type: text/plain\nX-Part-Secret: s\n\n"
+                   b"secret body\n--XX\nContent-Type: application/octet-stream;\n"
+                   b"\tname=\"setup.EXE\"\n\nTVqQ\n--XX--\nepilogue\n")
+        _, result = yield self.submitted(cleanup, message)
+        self.assertEqual((result["code"], result["reason"]), (550, "5.7.1 no programs"))
+        clean = message.replace(b"setup.EXE", b"notes.txt")
+        queueId, result = yield self.submitted(cleanup, clean)
+        self.assertEqual(result["code"], 250)
+        _, text = self.read("incoming", queueId)
+        self.assertNotIn(b"X-Part-Secret", text)
+        self.assertIn(b"\n[removed]\n--XX\n", text)  # body_checks still apply
+        # An attached message's own headers: nested_header_checks, here
+        # header_checks by default, which rejects its subject.
+        attached = (b"Subject: fwd\nContent-Type: multipart/mixed; boundary=YY\n\n"
+                    b"--YY\nContent-Type: message/rfc822\n\n"
+                    b"Subject: buy viagra\nFrom: x@y\n\nbody\n--YY--\n")
+        _, result = yield self.submitted(self.cleanup(), attached)
+        self.assertEqual(result["code"], 550)
+        # A part header line is not a body line.
+        partHeader = (b"Subject: x\nContent-Type: multipart/mixed; boundary=ZZ\n\n"
+                      b"--ZZ\nContent-Type: text/plain\n\nok\n--ZZ--\n")
+        queueId, result = yield self.submitted(
+            self.cleanup(body_checks="inline:{ { Content-Type: text/plain = REJECT } }"),
+            partHeader)
+        self.assertEqual(result["code"], 250)
 
     @defer.inlineCallbacks
     def test_holdDiscardRedirectFilter(self):

@@ -37,6 +37,22 @@ class PatternTableTests(SynchronousTestCase):
         self.assertEqual(table.get("bob@x.example"), "$1 literal")
         self.assertEqual(table.get("someone@elsewhere.org"), "OK outside")
 
+    def test_newlines(self):
+        """
+        A folded header is one key: in regexp: (POSIX, no REG_NEWLINE)
+        "." matches its newline unless the m flag is given; in pcre: only
+        with the s flag.
+        """
+        header = 'Content-Type: application/octet-stream;\n\tname="a.exe"'
+        regexp, _ = self.table("regexp", "/^Content-Type:.*\\.exe/ REJECT\n")
+        self.assertEqual(regexp.get(header), "REJECT")
+        regexpM, _ = self.table("regexp", "/^Content-Type:.*\\.exe/m REJECT\n")
+        self.assertIsNone(regexpM.get(header))
+        pcre, _ = self.table("pcre", "/^Content-Type:.*\\.exe/ REJECT\n")
+        self.assertIsNone(pcre.get(header))
+        pcreS, _ = self.table("pcre", "/^Content-Type:.*\\.exe/s REJECT\n")
+        self.assertEqual(pcreS.get(header), "REJECT")
+
     def test_ifBlocksAndDelimiters(self):
         table, _ = self.table("pcre", (
             "if /@example\\.com$/\n"

@@ -1,20 +1,22 @@
 """
-cleanup's content inspection: C{header_checks} and C{body_checks} as
-header_checks(5) describes them.  Each logical header line (with its
-continuation lines) and each body line is looked up in the tables --
+cleanup's content inspection: C{header_checks}, C{mime_header_checks},
+C{nested_header_checks} and C{body_checks} as header_checks(5)
+describes them.  Each logical header line (with its continuation lines)
+-- of the message, of each MIME part, of each attached message -- and
+each other body line is looked up in the tables --
 normally C{regexp:} or C{pcre:} -- and the first table's answer is the
 action: C{REJECT}, C{HOLD}, C{DISCARD}, C{WARN}, C{IGNORE},
 C{REPLACE}, C{PREPEND}, C{REDIRECT}, C{FILTER}, C{DUNNO} or C{OK}.
 
 C{REDIRECT} and C{FILTER} change the envelope, which cleanup writes
 after the header section: they take effect from C{header_checks}; from
-C{body_checks} (the envelope is then on disk) the message is refused
-with a temporary error and a warning, rather than delivered to the
-wrong place.
+the body (the envelope is then on disk) the message is refused with a
+temporary error and a warning, rather than delivered to the wrong place.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
@@ -54,8 +56,12 @@ class ContentChecks:
 
     def __init__(self, config) -> None:
         self.headerTables = openTables(config.get("header_checks"))
+        self.mimeTables = openTables(config.get("mime_header_checks"))
+        self.nestedTables = openTables(config.get("nested_header_checks"))
         self.bodyTables = openTables(config.get("body_checks"))
-        self.active = bool(self.headerTables or self.bodyTables)
+        #: Whether the body is looked at at all (MIME part headers too).
+        self.inspectsBody = bool(self.bodyTables or self.mimeTables or self.nestedTables)
+        self.active = bool(self.headerTables or self.inspectsBody)
 
     def _lookup(self, tables, line: str) -> Optional[Tuple[str, str]]:
         for table in tables:
@@ -128,19 +134,70 @@ class ContentChecks:
             out += self._apply(verdict, found, header, "header", queueId)
         return out
 
-    def body(self) -> "BodyChecker":
-        return BodyChecker(self)
+    def body(self, headers: List[bytes]) -> "BodyChecker":
+        """
+        A checker for the body of a message with these (top-level)
+        headers.
+        """
+        kind = None
+        for header in headers:
+            kind = contentType(header) or kind
+        return BodyChecker(self, kind)
+
+
+_CONTENT_TYPE = re.compile(rb"^content-type:[ \t]*([^;\s]+)", re.I)
+_BOUNDARY = re.compile(rb"boundary[ \t]*=[ \t]*(?:\"([^\"]+)\"|([^;\s]+))", re.I)
+_HEADER_LINE = re.compile(rb"^[!-9;-~]+[ \t]*:")
+
+BODY, PART_HEADERS, NESTED_HEADERS = "body", "part headers", "nested headers"
+
+
+def contentType(header: bytes):
+    """
+    The type and boundary a C{Content-Type:} header gives (lower-case
+    type; boundary C{None} when it has none), or C{None} for another
+    header.
+    """
+    match = _CONTENT_TYPE.match(header)
+    if match is None:
+        return None
+    boundary = _BOUNDARY.search(header)
+    mediaType = match.group(1).decode("ascii", "replace").lower()
+    if boundary is None:
+        return mediaType, None
+    return mediaType, (boundary.group(1) or boundary.group(2)).decode("utf-8",
+                                                                       "surrogateescape")
 
 
 class BodyChecker:
     """
-    Checks body lines as they stream through, holding back a partial
-    last line until the rest of it arrives.
+    Checks the body as it streams through, MIME-aware: the headers of
+    each MIME part go to C{mime_header_checks}, those of an attached
+    message (C{message/rfc822}) to C{nested_header_checks}, and every
+    other line to C{body_checks}.  A partial last line is held back
+    until the rest of it arrives.
     """
 
-    def __init__(self, checks: ContentChecks) -> None:
+    def __init__(self, checks: ContentChecks, topType=None) -> None:
         self.checks = checks
         self.carry = b""
+        self.boundaries: List[bytes] = []
+        self.mode = BODY
+        self.pending: List[bytes] = []
+        self.partType: Optional[tuple] = None
+        self._enter(topType)
+
+    def _enter(self, kind) -> None:
+        """
+        What follows a header section of type C{kind}.
+        """
+        if kind is None:
+            return
+        mediaType, boundary = kind
+        if mediaType.startswith("multipart/") and boundary:
+            self.boundaries.append(boundary.encode("utf-8", "surrogateescape"))
+        elif mediaType == "message/rfc822":
+            self.mode = NESTED_HEADERS
 
     def feed(self, data: bytes, verdict: Verdict, queueId: str) -> bytes:
         data = self.carry + data
@@ -150,23 +207,86 @@ class BodyChecker:
 
     def end(self, verdict: Verdict, queueId: str) -> bytes:
         rest, self.carry = self.carry, b""
-        if not rest:
+        out = self._lines(rest + b"\n", verdict, queueId)[:-1] if rest else b""
+        return out + self._flushHeader(verdict, queueId)
+
+    def _boundary(self, line: bytes) -> Optional[bool]:
+        """
+        Whether C{line} opens a part (C{False}) or closes the multipart
+        (C{True}) of an enclosing boundary, or C{None}.
+        """
+        if not self.boundaries or not line.startswith(b"--"):
+            return None
+        text = line.rstrip()
+        for depth in range(len(self.boundaries) - 1, -1, -1):
+            boundary = self.boundaries[depth]
+            if text == b"--" + boundary or text == b"--" + boundary + b"--":
+                closing = text.endswith(b"--") and text != b"--" + boundary
+                del self.boundaries[depth + (0 if closing else 1):]
+                return closing
+        return None
+
+    def _flushHeader(self, verdict: Verdict, queueId: str) -> bytes:
+        if not self.pending:
             return b""
-        return self._lines(rest + b"\n", verdict, queueId)[:-1]
+        header = b"\n".join(self.pending)
+        self.pending = []
+        kind = contentType(header)
+        if kind is not None:
+            self.partType = kind
+        nested = self.mode == NESTED_HEADERS
+        tables = self.checks.nestedTables if nested else self.checks.mimeTables
+        found = self.checks._lookup(tables, _text(header)) if tables else None
+        if found is not None and found[0] in ("REDIRECT", "FILTER"):
+            self._unsupported(verdict, found[0], queueId)
+            found = None
+        kept = self.checks._apply(verdict, found, header,
+                                  "nested header" if nested else "mime header", queueId)
+        return b"".join(line + b"\n" for line in kept)
+
+    def _unsupported(self, verdict: Verdict, action: str, queueId: str) -> None:
+        verdict.reject = verdict.reject or (
+            451, f"4.3.0 {action} is supported in header_checks only: the message waits")
+        log.warn("{queueId}: {action} is supported in header_checks only; message refused "
+                 "for now", queueId=queueId, action=action)
 
     def _lines(self, block: bytes, verdict: Verdict, queueId: str) -> bytes:
         if not block:
             return b""
         out: List[bytes] = []
         for line in block.split(b"\n")[:-1]:
-            found = self.checks._lookup(self.checks.bodyTables, _text(line))
-            if found is not None and found[0] in ("REDIRECT", "FILTER"):
-                verdict.reject = verdict.reject or (
-                    451, f"4.3.0 {found[0]} in body_checks is not supported: tmta acts on "
-                         f"it in header_checks only")
-                log.warn("{queueId}: body_checks: {action} is supported in header_checks "
-                         "only; message refused for now", queueId=queueId, action=found[0])
-                out.append(line)
+            closing = self._boundary(line)
+            if closing is not None:
+                out.append(self._flushHeader(verdict, queueId) + line + b"\n")
+                self.mode = BODY if closing else PART_HEADERS
+                self.partType = None
                 continue
-            out += self.checks._apply(verdict, found, line, "body", queueId)
-        return b"".join(line + b"\n" for line in out)
+            if self.mode != BODY:
+                if line.startswith((b" ", b"\t")) and self.pending:
+                    self.pending.append(line)
+                    continue
+                if _HEADER_LINE.match(line):
+                    out.append(self._flushHeader(verdict, queueId))
+                    self.pending.append(line)
+                    continue
+                # The blank line (or anything else) ends the part's headers.
+                out.append(self._flushHeader(verdict, queueId))
+                kind, self.partType = self.partType, None
+                self.mode = BODY
+                self._enter(kind)
+                if not line.strip():
+                    out.append(line + b"\n")
+                    continue
+            out.append(self._bodyLine(line, verdict, queueId))
+        return b"".join(out)
+
+    def _bodyLine(self, line: bytes, verdict: Verdict, queueId: str) -> bytes:
+        tables = self.checks.bodyTables
+        if not tables:
+            return line + b"\n"
+        found = self.checks._lookup(tables, _text(line))
+        if found is not None and found[0] in ("REDIRECT", "FILTER"):
+            self._unsupported(verdict, found[0], queueId)
+            return line + b"\n"
+        return b"".join(kept + b"\n" for kept in
+                        self.checks._apply(verdict, found, line, "body", queueId))

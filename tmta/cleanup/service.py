@@ -77,7 +77,7 @@ class Message:
         self.messageId = ""
         self.envelopeWritten = False
         self.verdict = Verdict()
-        self.bodyChecker = cleanup.checks.body() if cleanup.checks.bodyTables else None
+        self.bodyChecker = None  # made once the headers say what the body is
         self.chain: defer.Deferred = defer.succeed(None)
         if not createFile:
             return
@@ -183,7 +183,12 @@ class Message:
 
     def _body(self, data: bytes) -> None:
         if self.bodyChecker is not None:
-            data = self.bodyChecker.feed(data, self.verdict, self.queueId)
+            try:
+                data = self.bodyChecker.feed(data, self.verdict, self.queueId)
+            except TableLookupError as e:
+                log.warn("{queueId}: content check: {error}", queueId=self.queueId, error=str(e))
+                self.error = Rejection(451, "4.3.0 Error: temporary lookup failure")
+                return
         if data:
             self.writer.content(data)
 
@@ -216,6 +221,8 @@ class Message:
         if names.get("received", 0) + names.get("delivered-to", 0) >= self.cleanup.hopcountLimit:
             self.error = Rejection(554, "5.4.6 Too many hops")
             return
+        if self.cleanup.checks.inspectsBody:
+            self.bodyChecker = self.cleanup.checks.body(headers)
         if self.cleanup.checks.headerTables:
             try:
                 headers = self.cleanup.checks.headers(headers, self.verdict, self.queueId)
@@ -260,9 +267,12 @@ class Message:
             if self.error is None and not self.envelopeWritten:
                 await self._writeEnvelope()
             if self.error is None and self.bodyChecker is not None:
-                self._body(self.bodyChecker.end(self.verdict, self.queueId))
+                self.writer.content(self.bodyChecker.end(self.verdict, self.queueId))
         except Rejection as e:
             self.error = e
+        except TableLookupError as e:
+            log.warn("{queueId}: content check: {error}", queueId=self.queueId, error=str(e))
+            self.error = Rejection(451, "4.3.0 Error: temporary lookup failure")
         except OSError as e:
             self._fail(Failure(e))
         verdict = self.verdict

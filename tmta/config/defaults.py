@@ -277,6 +277,26 @@ for _name in ("initial_destination_concurrency",
               "tls_medium_cipherlist", "tls_high_cipherlist", "tls_null_cipherlist"):
     DEFAULTS.setdefault(_name, POSTFIX_DEFAULTS[_name])
 
+# The local side: local(8), pipe(8), virtual(8), cleanup's rewriting and
+# content checks, and the table tools.
+for _name in ("forward_path", "allow_mail_to_commands", "allow_mail_to_files",
+              "mailbox_command", "luser_relay", "owner_request_special",
+              "local_command_shell", "command_expansion_filter", "export_environment",
+              "command_time_limit", "command_execution_directory", "mailbox_transport",
+              "fallback_transport", "virtual_mailbox_domains", "virtual_mailbox_base",
+              "virtual_mailbox_maps", "virtual_uid_maps", "virtual_gid_maps",
+              "virtual_minimum_uid", "virtual_mailbox_limit", "virtual_mailbox_lock",
+              "virtual_transport", "virtual_alias_domains", "virtual_alias_maps",
+              "virtual_alias_recursion_limit", "virtual_alias_expansion_limit",
+              "unknown_virtual_mailbox_reject_code", "unknown_virtual_alias_reject_code",
+              "canonical_maps", "sender_canonical_maps", "recipient_canonical_maps",
+              "masquerade_domains", "masquerade_classes", "masquerade_exceptions",
+              "always_bcc", "sender_bcc_maps", "recipient_bcc_maps",
+              "local_header_rewrite_clients", "propagate_unmatched_extensions",
+              "header_checks", "mime_header_checks", "nested_header_checks", "body_checks",
+              "default_database_type", "alias_database"):
+    DEFAULTS.setdefault(_name, POSTFIX_DEFAULTS[_name])
+
 #: The parameters tmta acts on.
 IMPLEMENTED = frozenset(DEFAULTS) | {"myhostname", "mydomain", "mynetworks"}
 

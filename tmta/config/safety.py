@@ -60,10 +60,6 @@ for _name in ("smtpd_client_restrictions", "smtpd_helo_restrictions",
     _SMTPD_UNSAFE[_name] = (_restricts, "this restriction list is not enforced yet")
 for _name in ("smtpd_milters", "non_smtpd_milters"):
     _SMTPD_UNSAFE[_name] = (_nonEmpty, "milters are not implemented yet")
-#: MIME part and attached-message headers are not checked: explicitly
-#: asking for it stops start-up; inheriting header_checks (the default)
-#: is warned about.
-_MIME_CHECKS = ("mime_header_checks", "nested_header_checks")
 for _name in ("content_filter", "smtpd_proxy_filter"):
     _SMTPD_UNSAFE[_name] = (_nonEmpty, "content filters are not implemented yet")
 
@@ -131,17 +127,6 @@ def smtpdProblems(config: MainConfig, main: MainConfig, overrides: Dict[str, str
         if config.isExplicit(name) and _nonZero(config.get(name)):
             fatal.append(Problem(name, _where(name, main, overrides, masterWhere),
                                  "client rate and count limits are not enforced yet"))
-    for name in _MIME_CHECKS:
-        value = config.get(name)
-        if not value.strip():
-            continue
-        problem = Problem(name, _where(name, main, overrides, masterWhere),
-                          "the headers of MIME parts and attached messages are not checked "
-                          "yet (header_checks applies to the message's own headers)")
-        if config.isExplicit(name):
-            fatal.append(problem)
-        else:
-            harmless.append(problem)
     for name, (applies, why) in _SMTPD_HARMLESS.items():
         value = config.get(name)
         if value and applies(value):

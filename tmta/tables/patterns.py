@@ -108,11 +108,17 @@ def _splitPattern(text: str, number: int) -> Tuple[bool, str, str, str]:
 
 def _compile(pattern: str, flags: str, number: int, pcre: bool) -> "re.Pattern":
     options = re.IGNORECASE  # Postfix's default; the i flag toggles it
+    if not pcre:
+        # POSIX regular expressions without REG_NEWLINE: "." and "[^x]"
+        # match a newline too (a folded header is one string).
+        options |= re.DOTALL
     for flag in flags:
         if flag == "i":
             options ^= re.IGNORECASE
         elif flag == "m":
             options |= re.MULTILINE
+            if not pcre:
+                options &= ~re.DOTALL  # REG_NEWLINE
         elif flag == "s" and pcre:
             options |= re.DOTALL
         elif flag == "x" and pcre:
