@@ -242,7 +242,16 @@ class LoaderTests(SynchronousTestCase):
         d = prepareEmbedded(self.mktemp())
         c = loadConfiguration(d, embedded=True)
         self.assertEqual(c.main.get("queue_directory"), os.path.join(d, "queue"))
-        self.assertEqual(c.main.get("local_recipient_maps"), "")
+        # Mail for any safe name at localhost goes to virtual(8).
+        self.assertIn("localhost", c.main.getList("virtual_mailbox_domains"))
+        self.assertEqual(c.main.get("virtual_mailbox_base"), os.path.join(d, "mail"))
+        from tmta.tables import openTable
+
+        mailboxes = openTable(c.main.get("virtual_mailbox_maps"))
+        self.assertEqual(mailboxes.get("anybody@localhost"), "anybody/")
+        self.assertEqual(mailboxes.get("anybody+ext@localhost"), "anybody/")
+        self.assertIsNone(mailboxes.get("../etc@localhost"))
+        self.assertIsNone(mailboxes.get(".hidden@localhost"))
         self.assertEqual(c.warnings, [])
         # An operator's edits survive a second start.
         with open(os.path.join(d, "main.cf"), "a") as f:

@@ -28,6 +28,7 @@ rewrite   unix  -       -       n       -       -       trivial-rewrite
 bounce    unix  -       -       n       -       0       bounce
 defer     unix  -       -       n       -       0       bounce
 local     unix  -       n       n       -       -       local
+virtual   unix  -       -       n       -       -       virtual
 discard   unix  -       -       n       -       -       discard
 error     unix  -       -       n       -       -       error
 retry     unix  -       -       n       -       -       error
@@ -37,17 +38,34 @@ EMBEDDED_MAIN_CF = """\
 # tmta main.cf (Postfix syntax): edit, then restart or send SIGHUP.
 # Generated for a self-contained installation under {data}.
 #
-# Mail for any name at these domains is delivered into a Maildir per name
-# under mail_spool_directory; nothing is ever relayed elsewhere.
-mydestination = localhost, $myhostname
+# Mail for any name at these domains is delivered by virtual(8) into a
+# Maildir per name under virtual_mailbox_base (the names are those
+# {data}/mailboxes.regexp accepts), written as uid {uid}; nothing is ever
+# relayed elsewhere.
+mydestination =
+virtual_mailbox_domains = localhost, $myhostname
+virtual_mailbox_base = {data}/mail
+virtual_mailbox_maps = regexp:{data}/mailboxes.regexp
+virtual_uid_maps = static:{uid}
+virtual_gid_maps = static:{gid}
+virtual_minimum_uid = 1
 smtpd_relay_restrictions = reject_unauth_destination
-local_recipient_maps =
-local_mailbox_accounts = none
 alias_maps =
 alias_database =
-mail_spool_directory = {data}/mail/
 queue_directory = {data}/queue
 data_directory = {data}/data
+"""
+
+# Every name that is safe as a directory name (letters, digits, "._=-",
+# not starting with a dot, no "..") gets a Maildir of its own; an
+# extension after "+" goes to the name's Maildir.  Keys arrive
+# lower-cased.
+EMBEDDED_MAILBOXES = """\
+# tmta: which addresses at virtual_mailbox_domains have a Maildir, and
+# where (regexp_table(5) syntax; $1 is the name).
+if !/\\.\\./
+/^([a-z0-9_=-][a-z0-9._=-]{0,63})(\\+[^@]*)?@[^@]+$/    ${1}/
+endif
 """
 
 
@@ -117,9 +135,33 @@ def prepareEmbedded(dataDirectory: str) -> str:
     """
     data = os.path.abspath(dataDirectory)
     os.makedirs(data, mode=0o755, exist_ok=True)
-    _writeIfMissing(os.path.join(data, "main.cf"), EMBEDDED_MAIN_CF.format(data=data))
+    owner = _embeddedOwner()
+    _writeIfMissing(os.path.join(data, "main.cf"), EMBEDDED_MAIN_CF.format(
+        data=data, uid=owner.pw_uid, gid=owner.pw_gid))
     _writeIfMissing(os.path.join(data, "master.cf"), EMBEDDED_MASTER_CF)
+    _writeIfMissing(os.path.join(data, "mailboxes.regexp"), EMBEDDED_MAILBOXES)
+    mail = os.path.join(data, "mail")
+    if not os.path.isdir(mail):
+        os.makedirs(mail, mode=0o755, exist_ok=True)
+        if os.geteuid() == 0:
+            os.chown(mail, owner.pw_uid, owner.pw_gid)
     return data
+
+
+def _embeddedOwner():
+    """
+    Who the embedded default's mail belongs to: the user who runs it,
+    or, for root, the account the mail system runs as.
+    """
+    import pwd
+
+    if os.geteuid() != 0:
+        return pwd.getpwuid(os.geteuid())
+    # As tmta.common.accounts.mailOwner chooses for the embedded default.
+    try:
+        return pwd.getpwnam(MainConfig({}).get("mail_owner"))
+    except KeyError:
+        return pwd.getpwnam("nobody")
 
 
 def loadConfiguration(

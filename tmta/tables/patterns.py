@@ -46,6 +46,11 @@ class _SourceFile:
     Rules parsed from a file by C{parse}, parsed again when the file
     changes.  A file that cannot be read or parsed gives no rules,
     warned about.
+
+    The file is read at once, when the table is opened: a process that
+    opens its tables and then gives up root (and so the right to reach
+    a file under root's home) keeps the rules, and keeps them while it
+    cannot look at the file again.
     """
 
     def __init__(self, path: str, parse: Callable[[str], list]) -> None:
@@ -53,10 +58,23 @@ class _SourceFile:
         self._parse = parse
         self._stamp = None
         self._rules: list = []
+        self._blind = False
+        self.rules()
 
     def rules(self) -> list:
         try:
             st = os.stat(self.path)
+        except PermissionError as e:
+            if self._stamp not in (None, "missing"):
+                if not self._blind:
+                    log.warn("table {path}: {error}: changes to it are not seen until "
+                             "restart", path=self.path, error=e.strerror)
+                    self._blind = True
+                return self._rules
+            if self._stamp != "missing":
+                log.warn("table {path}: {error}", path=self.path, error=e.strerror)
+            self._stamp, self._rules = "missing", []
+            return self._rules
         except OSError as e:
             if self._stamp != "missing":
                 log.warn("table {path}: {error}", path=self.path, error=e.strerror)

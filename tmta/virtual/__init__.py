@@ -55,8 +55,15 @@ class VirtualAgent:
     The delivery logic, independent of AMP, built from main.cf.
     """
 
-    def __init__(self, config, fsync: Callable[[int], None] = os.fsync) -> None:
-        self.base = config.get("virtual_mailbox_base")
+    def __init__(self, config, fsync: Callable[[int], None] = os.fsync,
+                 baseDirectory: Optional[str] = None) -> None:
+        """
+        @param baseDirectory: another name for C{virtual_mailbox_base} to
+            reach it by (a descriptor's C{/proc/self/fd/N}), when the
+            process will not be able to traverse to it by its name.
+        """
+        self.baseName = config.get("virtual_mailbox_base")
+        self.base = baseDirectory or self.baseName
         self.mailboxes = openTables(config.get("virtual_mailbox_maps"))
         self.uids = openTables(config.get("virtual_uid_maps"))
         self.gids = openTables(config.get("virtual_gid_maps"))
@@ -107,6 +114,10 @@ class VirtualAgent:
             raise LocalError(DEFERRED, "4.3.5",
                              f"uid {uid} for {address} is below virtual_minimum_uid "
                              f"{self.minimumUid}: mail is never written as root")
+        if os.geteuid() != 0 and uid != os.geteuid():
+            raise LocalError(DEFERRED, "4.3.5",
+                             f"cannot write mail for {address} as uid {uid}: this process "
+                             f"runs as uid {os.geteuid()}, without root")
         path = os.path.join(self.base, *parts)
         return path, relative.endswith("/"), uid, gid
 
@@ -149,7 +160,10 @@ class VirtualAgent:
                     deliverMbox(path, line, prefix, chunks, self.fsync, self.dotlock)
                     return "delivered to mailbox"
             except MailboxError as e:
-                raise LocalError(DEFERRED if e.temporary else BOUNCED, e.dsn, str(e))
+                reason = str(e)
+                if self.base != self.baseName:
+                    reason = reason.replace(self.base, self.baseName)
+                raise LocalError(DEFERRED if e.temporary else BOUNCED, e.dsn, reason)
 
     def deliverAll(self, request: DeliveryRequest) -> List[RecipientStatus]:
         results = []
@@ -181,7 +195,21 @@ class VirtualDeliveryAgent:
 
 
 def makeVirtualService(context):
+    """
+    The virtual service.  Made while the worker may still be root: when
+    it is, and C{mail_owner} could not traverse to
+    C{virtual_mailbox_base} (the embedded default under root's home),
+    the directory is opened now and reached through its descriptor.
+    """
+    from tmta.common.accounts import mailOwner, reachableDirectory
     from tmta.delivery import AgentService
 
-    return AgentService(context, VirtualDeliveryAgent(context.reactor,
-                                                      VirtualAgent(context.config)))
+    config = context.config
+    base = config.get("virtual_mailbox_base")
+    reachable = None
+    if base and os.geteuid() == 0 and os.path.isdir(base):
+        reachable = reachableDirectory(base, mailOwner(config, embedded=True))
+        if reachable == base:
+            reachable = None
+    agent = VirtualAgent(config, baseDirectory=reachable)
+    return AgentService(context, VirtualDeliveryAgent(context.reactor, agent))
