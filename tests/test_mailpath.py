@@ -152,6 +152,28 @@ class MailPathTests(SynchronousTestCase):
         self.assertIn(b"<no-such-user-q@localhost>: unknown user", notice)
         self.assertIn(b"Subject: lost", notice)
 
+    def test_postmasterCopyOfBounces(self):
+        """
+        notify_classes = bounce: the postmaster gets the headers of each
+        bounce, as the seed's local delivery program "informs the
+        postmaster of all mail that could not be delivered".
+        """
+        self.startMaster(MASTER_CF + "error     unix  -       -       n       -       -       error\n",
+                         notify_classes="bounce, resource, software",
+                         relay_domains="nowhere.example",
+                         transport_maps="inline:{ nowhere.example=error:no such place }")
+        sendMessage(self.port, "alice@localhost", ["x@nowhere.example"], "doomed",
+                    body="secret body\r\n")
+        waitFor(lambda: maildirMessages(self.spool).get("alice")
+                and maildirMessages(self.spool).get("postmaster"), what="both notices")
+        [copy] = maildirMessages(self.spool)["postmaster"]
+        self.assertIn(b"Subject: Postmaster Copy: Undelivered Mail", copy)
+        self.assertIn(b"Subject: doomed", copy)
+        self.assertIn(b"text/rfc822-headers", copy)
+        self.assertNotIn(b"secret body", copy)
+        [notice] = maildirMessages(self.spool)["alice"]
+        self.assertIn(b"secret body", notice)
+
     def sendMany(self, count, accepted, failures, stop=None, threads=8):
         lock = threading.Lock()
         numbers = iter(range(count))

@@ -112,6 +112,8 @@ _SUBJECTS = {
     "success": "Successful Mail Delivery Report",
     "delay": "Delayed Mail (still being retried)",
     "2bounce": "Postmaster Copy: Undelivered Mail",
+    "postmaster-failure": "Postmaster Copy: Undelivered Mail",
+    "postmaster-delay": "Postmaster Warning: Delayed Mail",
 }
 
 
@@ -119,7 +121,7 @@ def noticeText(myhostname: str, sender: str, recipients, headers: bytes,
                queueId: str = "", arrival: Optional[float] = None,
                sizeLimit: int = 50000, kind: str = "failure",
                original: Optional[bytes] = None, envid: str = "",
-               to: Optional[str] = None) -> bytes:
+               to: Optional[str] = None, subject: Optional[str] = None) -> bytes:
     """
     A delivery status notification, RFC 3464's C{multipart/report;
     report-type=delivery-status}: a part for people, a
@@ -132,6 +134,8 @@ def noticeText(myhostname: str, sender: str, recipients, headers: bytes,
     @param kind: C{failure}, C{success}, or C{2bounce} (a failure notice
         about a notice, to the postmaster).
     @param to: whom the notice goes to, if not the sender.
+    @param subject: the Subject, if not the kind's own (a postmaster's
+        copy).
     @return: the notice's text, LF line ends.
     """
     boundary = f"{queueId or 'notice'}.{int(time.time())}/{myhostname}"
@@ -193,7 +197,7 @@ def noticeText(myhostname: str, sender: str, recipients, headers: bytes,
     lines = [
         f"From: MAILER-DAEMON@{myhostname} (Mail Delivery System)",
         f"To: {_field(to or sender)}",
-        f"Subject: {_SUBJECTS.get(kind, _SUBJECTS['failure'])}",
+        f"Subject: {subject or _SUBJECTS.get(kind, _SUBJECTS['failure'])}",
         f"Date: {now}",
         "Auto-Submitted: auto-replied",
         "MIME-Version: 1.0",
@@ -241,6 +245,8 @@ class BounceService(Service):
         self.sizeLimit = context.config.getInt("bounce_size_limit")
         self.notifyClasses = {c.lower() for c in context.config.getList("notify_classes")}
         self.doubleBounceRecipient = context.config.get("2bounce_notice_recipient")
+        self.bounceRecipient = context.config.get("bounce_notice_recipient")
+        self.delayRecipient = context.config.get("delay_notice_recipient")
         self.store = QueueStore.fromConfig(context.config)
         self.reactor = context.reactor
         self.reactor.getThreadPool()
@@ -275,15 +281,33 @@ class BounceService(Service):
         attributes = original.attributes
         full = (original.complete and attributes.get("dsn_ret", "FULL") == "FULL"
                 and kind != "delay" and original.text)
+        noticeId = await self._send(queueId, sender, recipients, original, to, noticeKind,
+                                    full)
+        # notify_classes: the postmaster hears of each bounce (bounce)
+        # and each delay (delay), with the headers only.
+        copyTo = {"failure": ("bounce", self.bounceRecipient),
+                  "delay": ("delay", self.delayRecipient)}.get(noticeKind)
+        if sender and copyTo is not None and copyTo[0] in self.notifyClasses:
+            await self._send(queueId, sender, recipients, original, copyTo[1],
+                             f"postmaster-{noticeKind}", False)
+        return {"notice_id": noticeId}
+
+    async def _send(self, queueId: str, sender: str, recipients, original, to: str,
+                    noticeKind: str, full) -> str:
+        attributes = original.attributes
         text = noticeText(self.myhostname, sender, recipients, original.headers, queueId,
-                          original.arrival or None, self.sizeLimit, noticeKind,
+                          original.arrival or None, self.sizeLimit,
+                          noticeKind.replace("postmaster-", ""),
                           original.text if full else None, attributes.get("dsn_envid", ""),
-                          to=to)
+                          to=to, subject=_SUBJECTS.get(noticeKind))
+        toPostmaster = noticeKind == "2bounce" or noticeKind.startswith("postmaster-")
         message = await self.cleanup.open()
         try:
             with message.together():
+                # A notice to the postmaster that bounces is not reported
+                # again (origin 2bounce).
                 message.begin("", {"protocol": "local",
-                                   "origin": "2bounce" if noticeKind == "2bounce" else "bounce"},
+                                   "origin": "2bounce" if toPostmaster else "bounce"},
                               [(to, to)])
                 answer = message.end(text)
             result = await answer
@@ -294,10 +318,12 @@ class BounceService(Service):
             raise RuntimeError(f"cleanup refused the notice: {result['code']} {result['reason']}")
         what = {"success": "sender delivery status notification",
                 "delay": "sender delay notification",
-                "2bounce": "postmaster non-delivery notification"}.get(
+                "2bounce": "postmaster non-delivery notification",
+                "postmaster-failure": "postmaster copy of non-delivery notification",
+                "postmaster-delay": "postmaster copy of delay notification"}.get(
                     noticeKind, "sender non-delivery notification")
         log.info("{queueId}: {what}: {noticeId}", queueId=queueId, what=what, noticeId=noticeId)
-        return {"notice_id": noticeId}
+        return noticeId
 
     def startService(self) -> None:
         super().startService()
