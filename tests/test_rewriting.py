@@ -124,7 +124,9 @@ class CleanupRewritingTests(TestCase):
                     "/^Subject: filter/    FILTER scan:[127.0.0.1]:10025\n")
         body = self.mktemp()
         with open(body, "w") as f:
-            f.write("/^bad line$/  REJECT body refused\n/^secret body/  REPLACE [removed]\n")
+            f.write("/^bad line$/  REJECT body refused\n/^secret body/  REPLACE [removed]\n"
+                    "/^send elsewhere$/  REDIRECT carol@mx.example.org\n"
+                    "/^scan me$/  FILTER scan:[127.0.0.1]:10026\n")
         config = _config(**{"header_checks": f"regexp:{checks}",
                             "body_checks": f"regexp:{body}", **params})
 
@@ -232,6 +234,25 @@ class CleanupRewritingTests(TestCase):
         filtered, _ = yield self.submitted(cleanup, b"Subject: filter\n\nx\n")
         env, _ = self.read("incoming", filtered)
         self.assertEqual(env.attributes["filter"], "scan:[127.0.0.1]:10025")
+
+        # From the body, after the envelope was written: the message is
+        # written again under the new envelope, and only that one stays.
+        before = set(os.listdir(os.path.join(self.directory, "incoming")))
+        first, result = yield self.submitted(cleanup, b"Subject: x\n\nline\nsend elsewhere\n"
+                                             + b"more\n" * 5000,
+                                             recipients=("a@x.example",))
+        self.assertEqual(result["code"], 250)
+        late = result["queue_id"]
+        self.assertNotEqual(late, first)
+        self.assertIn(late, result["reason"])
+        env, text = self.read("incoming", late)
+        self.assertEqual([r.address for r in env.recipients], ["carol@mx.example.org"])
+        self.assertTrue(text.endswith(b"\nsend elsewhere\n" + b"more\n" * 5000))
+        after = set(os.listdir(os.path.join(self.directory, "incoming")))
+        self.assertEqual(after - before, {late})
+        _, result = yield self.submitted(cleanup, b"Subject: x\n\nscan me\n")
+        env, _ = self.read("incoming", result["queue_id"])
+        self.assertEqual(env.attributes["filter"], "scan:[127.0.0.1]:10026")
 
     @defer.inlineCallbacks
     def test_envelopeMapping(self):

@@ -9,9 +9,9 @@ action: C{REJECT}, C{HOLD}, C{DISCARD}, C{WARN}, C{IGNORE},
 C{REPLACE}, C{PREPEND}, C{REDIRECT}, C{FILTER}, C{DUNNO} or C{OK}.
 
 C{REDIRECT} and C{FILTER} change the envelope, which cleanup writes
-after the header section: they take effect from C{header_checks}; from
-the body (the envelope is then on disk) the message is refused with a
-temporary error and a warning, rather than delivered to the wrong place.
+after the header section: from C{header_checks} they shape it; from the
+body (the envelope is then in the file) cleanup writes the message again
+under the new envelope before it commits it.
 """
 
 from __future__ import annotations
@@ -38,6 +38,9 @@ class Verdict:
     discard: Optional[str] = None
     redirect: Optional[str] = None
     filter: Optional[str] = None
+    #: A REDIRECT or FILTER came from the body, after the envelope was
+    #: written: cleanup writes the message again under the new one.
+    lateEnvelope: bool = False
     warnings: List[str] = field(default_factory=list)
 
 
@@ -237,18 +240,15 @@ class BodyChecker:
         nested = self.mode == NESTED_HEADERS
         tables = self.checks.nestedTables if nested else self.checks.mimeTables
         found = self.checks._lookup(tables, _text(header)) if tables else None
-        if found is not None and found[0] in ("REDIRECT", "FILTER"):
-            self._unsupported(verdict, found[0], queueId)
-            found = None
+        self._late(verdict, found)
         kept = self.checks._apply(verdict, found, header,
                                   "nested header" if nested else "mime header", queueId)
         return b"".join(line + b"\n" for line in kept)
 
-    def _unsupported(self, verdict: Verdict, action: str, queueId: str) -> None:
-        verdict.reject = verdict.reject or (
-            451, f"4.3.0 {action} is supported in header_checks only: the message waits")
-        log.warn("{queueId}: {action} is supported in header_checks only; message refused "
-                 "for now", queueId=queueId, action=action)
+    @staticmethod
+    def _late(verdict: Verdict, found) -> None:
+        if found is not None and found[0] in ("REDIRECT", "FILTER") and found[1]:
+            verdict.lateEnvelope = True
 
     def _lines(self, block: bytes, verdict: Verdict, queueId: str) -> bytes:
         if not block:
@@ -285,8 +285,6 @@ class BodyChecker:
         if not tables:
             return line + b"\n"
         found = self.checks._lookup(tables, _text(line))
-        if found is not None and found[0] in ("REDIRECT", "FILTER"):
-            self._unsupported(verdict, found[0], queueId)
-            return line + b"\n"
+        self._late(verdict, found)
         return b"".join(kept + b"\n" for kept in
                         self.checks._apply(verdict, found, line, "body", queueId))

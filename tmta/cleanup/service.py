@@ -278,6 +278,15 @@ class Message:
         verdict = self.verdict
         if self.error is None and verdict.reject is not None:
             self.error = Rejection(*verdict.reject)
+        if self.error is None and verdict.lateEnvelope and verdict.discard is None:
+            try:
+                await self._rewriteUnderNewEnvelope()
+            except Rejection as e:
+                self.error = e
+            except QueueError as e:
+                self.error = Rejection(*storageFailure(e))
+            except OSError as e:
+                self._fail(Failure(e))
         if self.error is not None:
             self.abort()
             return self.error.code, self.error.reason
@@ -306,6 +315,26 @@ class Message:
             return 250, f"2.0.0 Ok: queued as {self.queueId}"
         self.cleanup.wakeQmgr(self.queueId)
         return 250, f"2.0.0 Ok: queued as {self.queueId}"
+
+    async def _rewriteUnderNewEnvelope(self) -> None:
+        """
+        A REDIRECT or FILTER from the body: write the message into a new
+        queue file under the envelope it asks for, and give up the first
+        (neither was committed, so qmgr never saw either).
+        """
+        old = self.writer
+        store = self.cleanup.store
+        previous = self.queueId
+        self.queueId, self.writer = store.create("incoming")
+        self.envelopeWritten = False
+        try:
+            await self._writeEnvelope()
+            for chunk in old.writtenContent():
+                self.writer.content(chunk)
+        finally:
+            old.abort()
+        log.info("{previous}: content check changed the envelope; message is now {queueId}",
+                 previous=previous, queueId=self.queueId)
 
     def _moveToHold(self) -> None:
         """

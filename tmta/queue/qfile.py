@@ -161,9 +161,26 @@ class QueueFileWriter:
         if not self._inContent:
             self._record(REC_MESSAGE, b"")
             self._inContent = True
+            self._contentStart = self._file.tell()
         for start in range(0, len(data), MAX_CHUNK):
             self._record(REC_CONTENT, data[start : start + MAX_CHUNK])
         self.size += len(data)
+
+    def writtenContent(self) -> Iterator[bytes]:
+        """
+        The content written so far, read back from the unfinished file:
+        for cleanup to copy a message under an envelope it could decide
+        only after the content (a REDIRECT from body_checks).  Blocking.
+        """
+        if not self._inContent:
+            return
+        self._file.flush()
+        with open(self.path, "rb") as f:
+            f.seek(self._contentStart)
+            for _, kind, data in _records(f, MAX_RECORD):
+                if kind != REC_CONTENT:
+                    raise CorruptQueueFile(f"unexpected record {kind!r} in content")
+                yield data
 
     def commit(self) -> None:
         """
