@@ -342,6 +342,23 @@ class MailboxFormatTests(SynchronousTestCase):
             seen.add((worker, number))
         self.assertEqual(len(seen), 240)
 
+    def test_mboxSizeLimit(self):
+        """
+        mailbox_size_limit caps the mbox file: a delivery that would
+        grow it past the limit fails for good, leaving it as it was.
+        """
+        from tmta.local.mailbox import MailboxError
+
+        path = os.path.join(shortTemporaryDirectory(self), "mbox")
+        deliverMbox(path, b"From a  x\n", b"", [b"x" * 500], lambda fd: None,
+                    sizeLimit=1000, incoming=520)
+        size = os.path.getsize(path)
+        error = self.assertRaises(MailboxError, deliverMbox, path, b"From a  x\n", b"",
+                                  [b"y" * 500], lambda fd: None, sizeLimit=1000, incoming=520)
+        self.assertFalse(error.temporary)
+        self.assertEqual(error.dsn, "5.2.2")
+        self.assertEqual(os.path.getsize(path), size)
+
     def test_maildirReadable(self):
         path = os.path.join(shortTemporaryDirectory(self), "Maildir")
         for i in range(3):

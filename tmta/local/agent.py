@@ -566,7 +566,8 @@ class _Delivery:
                     deliverMaildir(box.path, prefix, self._chunks(), agent.fsync)
                     return "delivered to maildir"
                 deliverMbox(box.path, self._fromLine(), prefix, self._chunks(), agent.fsync,
-                            agent.dotlock)
+                            agent.dotlock, agent.sizeLimit,
+                            self.envelope.size + len(prefix) + 100)
                 return "delivered to mailbox"
         except MailboxError as e:
             reason = str(e).replace(agent.spool + "/", agent.spoolName + "/")

@@ -172,13 +172,18 @@ def deliverMbox(
     chunks: Iterable[bytes],
     fsync: Fsync = os.fsync,
     dotlock: bool = True,
+    sizeLimit: int = 0,
+    incoming: int = 0,
 ) -> None:
     """
     Append to the mbox file at C{path} under an fcntl lock (and a dotlock
     where the directory allows), fsync it, and undo a partial append on
     failure.
 
-    @raise MailboxError: it could not be done.
+    @param sizeLimit: how large the file may grow (C{mailbox_size_limit};
+        0: no limit); @param incoming: about how much this delivery adds.
+    @raise MailboxError: it could not be done; a full mailbox is a
+        permanent failure, as in Postfix.
     """
     try:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
@@ -193,6 +198,10 @@ def deliverMbox(
         except OSError as e:
             raise MailboxError(f"cannot lock mailbox {path}: {e.strerror}")
         start = os.lseek(fd, 0, os.SEEK_END)
+        if sizeLimit and start + incoming > sizeLimit:
+            raise MailboxError(f"cannot update mailbox {path}: mailbox full "
+                               f"(mailbox_size_limit {sizeLimit})", temporary=False,
+                               dsn="5.2.2")
         try:
             with os.fdopen(os.dup(fd), "ab", buffering=1 << 16) as f:
                 f.write(envelopeLine)
