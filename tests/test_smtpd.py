@@ -22,7 +22,8 @@ from tmta.cleanup.commands import (
 from tmta.config import MainConfig
 from tmta.rewrite import Rewriter
 from tmta.smtpd.data import DataDecoder
-from tmta.smtpd.protocol import SMTPServer, SMTPSettings
+from tmta.smtpd.protocol import SMTPServer
+from tmta.smtpd.settings import SMTPSettings
 from tmta.tables.networks import parseNetworks
 from tmta.smtpd.restrictions import RestrictionList
 from tmta.tables import DictTable

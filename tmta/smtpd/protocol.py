@@ -1,96 +1,38 @@
 """
-The SMTP server protocol.
+The SMTP server protocol: one session, from the greeting to QUIT.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
-from tmta.address import (
-    AddressError,
-    isSafeMailboxName,
-    localName,
-    parsePath,
-)
 from tmta import replies
-from tmta.dsn import DSNError, parseEnvid, parseNotify, parseOrcpt, parseRet
+from tmta.smtpd.envelope import EnvelopeCommands
 from tmta.smtpd.reader import CommandReader
-from tmta.smtpd.restrictions import DEFER, REJECT, RecipientContext
-from tmta.smtpd.transfer import CleanupLost, MessageTransfer, TooBig
-from tmta.smtpd.recipients import RecipientTables
-from tmta.tables import TableLookupError
+from tmta.smtpd.receiving import DataCommands
+from tmta.smtpd.settings import SMTPSettings
+from tmta.smtpd.transfer import MessageTransfer
+
+__all__ = ["SMTPServer", "SMTPSettings"]
 
 log = Logger()
 
 _VERB = re.compile(rb"^([A-Za-z]+)(?:[ \t]+(.*))?$")
 _FORBIDDEN = {b"CONNECT", b"GET", b"POST"}
-_NEEDS_SMTPUTF8 = "553 5.6.7 Must declare SMTPUTF8 to send unicode address"
 _HELP = "214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP"
 
 
-@dataclass
-class SMTPSettings:
+class SMTPServer(EnvelopeCommands, DataCommands, CommandReader):
     """
-    The parameters an smtpd session obeys, read once per process.
-    """
-
-    myhostname: str
-    banner: str
-    timeout: float
-    hardErrorLimit: int
-    recipientLimit: int
-    messageSizeLimit: int
-    lineLengthLimit: int
-    heloRequired: bool
-    vrfyDisabled: bool
-    strictEnvelopes: bool
-    recipientDelimiter: str
-    queueMinfree: int
-    softErrorLimit: int = 10
-    errorSleepTime: float = 1.0
-    junkCommandLimit: int = 100
-    deadline: str = "read"
-    minDataRate: int = 500
-    restrictionLists: List = field(default_factory=list)
-    #: Who is known (L{tmta.smtpd.recipients.RecipientTables}); C{None}:
-    #: every recipient is.
-    recipientTables: Optional[RecipientTables] = None
-
-    @classmethod
-    def fromConfig(cls, config, restrictionLists,
-                   recipientTables: Optional[RecipientTables]) -> "SMTPSettings":
-        return cls(
-            myhostname=config.get("myhostname"),
-            banner=config.get("smtpd_banner"),
-            timeout=config.getTime("smtpd_timeout"),
-            hardErrorLimit=config.getInt("smtpd_hard_error_limit"),
-            recipientLimit=config.getInt("smtpd_recipient_limit"),
-            messageSizeLimit=config.getInt("message_size_limit"),
-            lineLengthLimit=config.getInt("line_length_limit"),
-            heloRequired=config.getBool("smtpd_helo_required"),
-            vrfyDisabled=config.getBool("disable_vrfy_command"),
-            strictEnvelopes=config.getBool("strict_rfc821_envelopes"),
-            recipientDelimiter=config.get("recipient_delimiter"),
-            queueMinfree=config.getInt("queue_minfree"),
-            softErrorLimit=config.getInt("smtpd_soft_error_limit"),
-            errorSleepTime=config.getTime("smtpd_error_sleep_time"),
-            junkCommandLimit=config.getInt("smtpd_junk_command_limit"),
-            deadline="request" if config.getBool("smtpd_per_request_deadline") else "read",
-            minDataRate=max(1, config.getInt("smtpd_min_data_rate")),
-            restrictionLists=restrictionLists,
-            recipientTables=recipientTables,
-        )
-
-
-class SMTPServer(CommandReader):
-    """
-    One SMTP session: the commands, the transaction they build, and its
-    hand-over to cleanup.
+    One SMTP session: the connection, command dispatch, error limits and
+    the session commands (HELO, EHLO, RSET, NOOP, QUIT, HELP).  The
+    envelope commands are L{EnvelopeCommands}', the DATA phase
+    L{DataCommands}' (listed before L{CommandReader}, whose C{inData}
+    and C{messageData} they override).
 
     @ivar cleanupClient: how messages reach cleanup (a
         L{tmta.cleanup.client.CleanupClient}, shared by the process's
@@ -303,241 +245,6 @@ class SMTPServer(CommandReader):
         )
         self.reply(text)
 
-    def smtp_MAIL(self, argument: str) -> None:
-        if self.settings.heloRequired and self.helo is None:
-            self._error("503 5.5.1 Error: send HELO/EHLO first")
-            return
-        if self.sender is not None:
-            self._error("503 5.5.1 Error: nested MAIL command")
-            return
-        if not argument[:5].upper() == "FROM:":
-            self._error("501 5.5.4 Syntax: MAIL FROM:<address>")
-            return
-        try:
-            sender, parameters = parsePath(argument[5:], self.settings.strictEnvelopes)
-        except AddressError as e:
-            self._error(f"501 5.1.7 Bad sender address syntax ({e})")
-            return
-        if not sender.isascii():
-            self._error(_NEEDS_SMTPUTF8)
-            return
-        size = 0
-        dsn: Dict[str, str] = {}
-        for parameter in parameters.split():
-            name, _, value = parameter.partition("=")
-            name = name.upper()
-            try:
-                if name == "SIZE" and value.isdigit():
-                    size = int(value)
-                elif name == "BODY" and value.upper() in ("7BIT", "8BITMIME"):
-                    pass
-                elif name == "RET" and "dsn_ret" not in dsn:
-                    dsn["dsn_ret"] = parseRet(value)
-                elif name == "ENVID" and "dsn_envid" not in dsn:
-                    dsn["dsn_envid"] = parseEnvid(value)
-                else:
-                    self._error(f"555 5.5.4 Unsupported option: {parameter}")
-                    return
-            except DSNError as e:
-                self._error(str(e))
-                return
-        limit = self.settings.messageSizeLimit
-        if limit and size > limit:
-            self._error(replies.line(replies.TOO_BIG))
-            return
-        if not self._roomFor(size):
-            log.warn("not enough free space in the queue for a message of {size} bytes from "
-                     "{client}", size=size, client=self.client)
-            self.reply(replies.line(replies.INSUFFICIENT_STORAGE))
-            return
-        self.sender, self.declaredSize, self.dsnAttributes = sender, size, dsn
-        self.reply("250 2.1.0 Ok")
-
-    def _roomFor(self, size: int) -> bool:
-        """
-        Whether the queue has room for a message of C{size} bytes (0:
-        not declared): as Postfix does, C{queue_minfree} must stay free,
-        and one and a half times the declared size on top of it.
-        """
-        free = self.freeSpace()
-        if free is None:
-            return True
-        return free - self.settings.queueMinfree >= 1.5 * size
-
-    def smtp_RCPT(self, argument: str):
-        if self.sender is None:
-            self._error("503 5.5.1 Error: need MAIL command")
-            return None
-        if not argument[:3].upper() == "TO:":
-            self._error("501 5.5.4 Syntax: RCPT TO:<address>")
-            return None
-        try:
-            recipient, parameters = parsePath(argument[3:], self.settings.strictEnvelopes)
-        except AddressError as e:
-            self._error(f"501 5.1.3 Bad recipient address syntax ({e})")
-            return None
-        if not recipient:
-            self._error("501 5.1.3 Bad recipient address syntax")
-            return None
-        if not recipient.isascii():
-            self._error(_NEEDS_SMTPUTF8)
-            return None
-        notify = orcpt = ""
-        for parameter in parameters.split():
-            name, _, value = parameter.partition("=")
-            name = name.upper()
-            try:
-                if name == "NOTIFY" and not notify:
-                    notify = parseNotify(value)
-                elif name == "ORCPT" and not orcpt:
-                    orcpt = parseOrcpt(value)
-                else:
-                    self._error(f"555 5.5.4 Unsupported option: {parameter}")
-                    return None
-            except DSNError as e:
-                self._error(str(e))
-                return None
-        if len(self.recipients) >= self.settings.recipientLimit:
-            self.reply("452 4.5.3 Error: too many recipients")
-            return None
-        return defer.Deferred.fromCoroutine(self._checkRecipient(recipient, notify, orcpt))
-
-    async def _checkRecipient(self, recipient: str, notify: str = "", orcpt: str = "") -> None:
-        resolution = await self.resolve(recipient)
-        context = RecipientContext(self.clientAddress, recipient, resolution.addressClass)
-        for restrictions in self.settings.restrictionLists:
-            decision = restrictions.evaluate(context)
-            if isinstance(decision, defer.Deferred):
-                decision = await decision
-            decision, reply = decision
-            if decision in (REJECT, DEFER):
-                self._rejectRecipient(recipient, reply)
-                return
-        if resolution.addressClass == "local" and not isSafeMailboxName(
-                localName(resolution.recipient, self.settings.recipientDelimiter)):
-            # local would refuse it: refuse it now rather than bounce it
-            # to a sender nobody checked.
-            self._rejectRecipient(
-                recipient,
-                f"550 5.1.3 <{recipient}>: Recipient address rejected: "
-                "not a valid mailbox name",
-            )
-            return
-        try:
-            refusal = self._unknown(resolution, recipient)
-        except TableLookupError as e:
-            log.warn("{client}: recipient table: {error}", client=self.client, error=str(e))
-            refusal = f"451 4.3.0 <{recipient}>: Temporary lookup failure"
-        if refusal is None and resolution.transport == "retry" and \
-                resolution.nexthop.startswith("table lookup failure"):
-            refusal = f"451 4.3.0 <{recipient}>: Temporary lookup failure"
-        if refusal is not None:
-            self._rejectRecipient(recipient, refusal)
-            return
-        self.recipients.append(recipient)
-        self.recipientDSN.append((notify, orcpt))
-        self.reply("250 2.1.5 Ok")
-
-    def _rejectRecipient(self, recipient: str, reply: str) -> None:
-        log.info(
-            "NOQUEUE: reject: RCPT from {client}: {reply}; from=<{sender}> "
-            "to=<{recipient}> proto={proto} helo=<{helo}>",
-            client=self.client, reply=reply, sender=self.sender, recipient=recipient,
-            proto=self.protocolName, helo=self.helo or "",
-        )
-        self._error(reply)
-
-    def _unknown(self, resolution, given: str) -> Optional[str]:
-        tables = self.settings.recipientTables
-        if tables is None:
-            return None
-        return tables.unknown(resolution.addressClass, resolution.recipient, given)
-
-    def smtp_DATA(self, argument: str):
-        if argument:
-            self._error("501 5.5.4 Syntax: DATA")
-            return None
-        if self.sender is None:
-            self._error("503 5.5.1 Error: need MAIL command")
-            return None
-        if not self.recipients:
-            self._error("554 5.5.1 Error: no valid recipients")
-            return None
-        return defer.Deferred.fromCoroutine(self._startData())
-
-    async def _startData(self) -> None:
-        try:
-            cleanup = await self.cleanupClient.open()
-        except Exception as e:
-            log.error("cannot connect to cleanup: {error}", error=e)
-            self.reply(replies.line(replies.QUEUE_WRITE_ERROR))
-            return
-        attributes = {
-            "client_name": self.clientName,
-            "client_address": self.clientAddress,
-            "helo_name": self.helo or "",
-            "protocol": self.protocolName,
-        }
-        attributes.update(self.dsnAttributes)
-        envelope = (self.sender, attributes,
-                    [(r, r, notify, orcpt) if notify or orcpt else (r, r)
-                     for r, (notify, orcpt) in zip(self.recipients, self.recipientDSN)])
-        self._transfer = MessageTransfer(cleanup, envelope, self.settings.messageSizeLimit)
-        cleanup.throttle(self.pauseFor("cleanup"))
-        self.reply("354 End data with <CR><LF>.<CR><LF>")
-
-    def inData(self) -> bool:
-        return self._transfer is not None
-
-    def messageData(self) -> bool:
-        self._buffer = self._transfer.feed(self._buffer)
-        if not self._transfer.done:
-            return False
-        # From here on the message is cleanup's to finish, whatever the
-        # client does.
-        transfer, self._transfer = self._transfer, None
-        self.waitFor(defer.Deferred.fromCoroutine(self._endData(transfer)))
-        return True
-
-    async def _endData(self, transfer: MessageTransfer) -> None:
-        try:
-            code, reason, self.queueId = await transfer.finish()
-        except TooBig:
-            self.reply(replies.line(replies.TOO_BIG))
-            log.info("NOQUEUE: reject: size limit exceeded from {client}", client=self.client)
-            return
-        except Exception as e:
-            if not isinstance(e, CleanupLost):
-                log.error("cleanup failed: {error}", error=e)
-            self.reply(replies.line(replies.QUEUE_WRITE_ERROR))
-            return
-        finally:
-            transfer.release()
-            self._resetTransaction()
-        if code // 100 == 2:
-            log.info("{queueId}: client={client}", queueId=self.queueId, client=self.client)
-            # The soft and junk limits count what a client does without
-            # delivering mail.
-            self.errors = self.junkCommands = 0
-        else:
-            log.info(
-                "{queueId}: reject: END-OF-MESSAGE from {client}: {code} {reason}; "
-                "from=<{sender}> proto={proto} helo=<{helo}>",
-                queueId=self.queueId or "NOQUEUE", client=self.client, code=code,
-                reason=reason, sender=transfer.sender, proto=self.protocolName,
-                helo=self.helo or "",
-            )
-        self.reply(f"{code} {reason}")
-
-    def _abortTransfer(self) -> None:
-        """
-        Give up the message whose text is being read.
-        """
-        transfer, self._transfer = self._transfer, None
-        if transfer is not None:
-            transfer.abort()
-            transfer.release()
-
     def smtp_RSET(self, argument: str) -> None:
         if self._junk():
             return
@@ -554,32 +261,3 @@ class SMTPServer(CommandReader):
 
     def smtp_HELP(self, argument: str) -> None:
         self.reply(_HELP)
-
-    def smtp_VRFY(self, argument: str):
-        if self._junk():
-            return None
-        if self.settings.vrfyDisabled:
-            self._error("502 5.5.1 VRFY command is disabled")
-            return None
-        try:
-            address, _ = parsePath(argument)
-        except AddressError:
-            self._error("501 5.1.3 Bad recipient address syntax")
-            return None
-        if not address:
-            self._error("501 5.5.4 Syntax: VRFY address")
-            return None
-
-        async def verify():
-            resolution = await self.resolve(address)
-            try:
-                refusal = self._unknown(resolution, address)
-            except TableLookupError:
-                self.reply(f"451 4.3.0 <{address}>: Temporary lookup failure")
-                return
-            if refusal is not None:
-                self.reply(refusal)
-            else:
-                self.reply(f"252 2.0.0 {address}")
-
-        return defer.Deferred.fromCoroutine(verify())

@@ -16,7 +16,8 @@ from twisted.logger import Logger
 
 from tmta.cleanup.client import CleanupClient
 from tmta.rewrite.client import RewriteClient
-from tmta.smtpd.protocol import SMTPServer, SMTPSettings
+from tmta.smtpd.protocol import SMTPServer
+from tmta.smtpd.settings import SMTPSettings
 from tmta.tables.networks import parseNetworks
 from tmta.smtpd.restrictions import RestrictionList
 from tmta.smtpd.recipients import RecipientTables

@@ -1,0 +1,210 @@
+"""
+The envelope commands of an SMTP session: MAIL, RCPT and VRFY, with the
+checks each recipient goes through (restrictions, mailbox names, the
+tables of known recipients).
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from tmta import replies
+from tmta.address import AddressError, isSafeMailboxName, localName, parsePath
+from tmta.dsn import DSNError, parseEnvid, parseNotify, parseOrcpt, parseRet
+from tmta.smtpd.restrictions import DEFER, REJECT, RecipientContext
+from tmta.tables import TableLookupError
+
+log = Logger()
+
+NEEDS_SMTPUTF8 = "553 5.6.7 Must declare SMTPUTF8 to send unicode address"
+
+
+class EnvelopeCommands:
+    """
+    MAIL, RCPT and VRFY, for L{tmta.smtpd.protocol.SMTPServer}: they
+    build the transaction (C{sender}, C{recipients}, C{recipientDSN},
+    C{dsnAttributes}, C{declaredSize}) that the DATA phase hands to
+    cleanup.
+    """
+
+    def smtp_MAIL(self, argument: str) -> None:
+        if self.settings.heloRequired and self.helo is None:
+            self._error("503 5.5.1 Error: send HELO/EHLO first")
+            return
+        if self.sender is not None:
+            self._error("503 5.5.1 Error: nested MAIL command")
+            return
+        if not argument[:5].upper() == "FROM:":
+            self._error("501 5.5.4 Syntax: MAIL FROM:<address>")
+            return
+        try:
+            sender, parameters = parsePath(argument[5:], self.settings.strictEnvelopes)
+        except AddressError as e:
+            self._error(f"501 5.1.7 Bad sender address syntax ({e})")
+            return
+        if not sender.isascii():
+            self._error(NEEDS_SMTPUTF8)
+            return
+        size = 0
+        dsn: Dict[str, str] = {}
+        for parameter in parameters.split():
+            name, _, value = parameter.partition("=")
+            name = name.upper()
+            try:
+                if name == "SIZE" and value.isdigit():
+                    size = int(value)
+                elif name == "BODY" and value.upper() in ("7BIT", "8BITMIME"):
+                    pass
+                elif name == "RET" and "dsn_ret" not in dsn:
+                    dsn["dsn_ret"] = parseRet(value)
+                elif name == "ENVID" and "dsn_envid" not in dsn:
+                    dsn["dsn_envid"] = parseEnvid(value)
+                else:
+                    self._error(f"555 5.5.4 Unsupported option: {parameter}")
+                    return
+            except DSNError as e:
+                self._error(str(e))
+                return
+        limit = self.settings.messageSizeLimit
+        if limit and size > limit:
+            self._error(replies.line(replies.TOO_BIG))
+            return
+        if not self._roomFor(size):
+            log.warn("not enough free space in the queue for a message of {size} bytes from "
+                     "{client}", size=size, client=self.client)
+            self.reply(replies.line(replies.INSUFFICIENT_STORAGE))
+            return
+        self.sender, self.declaredSize, self.dsnAttributes = sender, size, dsn
+        self.reply("250 2.1.0 Ok")
+
+    def _roomFor(self, size: int) -> bool:
+        """
+        Whether the queue has room for a message of C{size} bytes (0:
+        not declared): as Postfix does, C{queue_minfree} must stay free,
+        and one and a half times the declared size on top of it.
+        """
+        free = self.freeSpace()
+        if free is None:
+            return True
+        return free - self.settings.queueMinfree >= 1.5 * size
+
+    def smtp_RCPT(self, argument: str):
+        if self.sender is None:
+            self._error("503 5.5.1 Error: need MAIL command")
+            return None
+        if not argument[:3].upper() == "TO:":
+            self._error("501 5.5.4 Syntax: RCPT TO:<address>")
+            return None
+        try:
+            recipient, parameters = parsePath(argument[3:], self.settings.strictEnvelopes)
+        except AddressError as e:
+            self._error(f"501 5.1.3 Bad recipient address syntax ({e})")
+            return None
+        if not recipient:
+            self._error("501 5.1.3 Bad recipient address syntax")
+            return None
+        if not recipient.isascii():
+            self._error(NEEDS_SMTPUTF8)
+            return None
+        notify = orcpt = ""
+        for parameter in parameters.split():
+            name, _, value = parameter.partition("=")
+            name = name.upper()
+            try:
+                if name == "NOTIFY" and not notify:
+                    notify = parseNotify(value)
+                elif name == "ORCPT" and not orcpt:
+                    orcpt = parseOrcpt(value)
+                else:
+                    self._error(f"555 5.5.4 Unsupported option: {parameter}")
+                    return None
+            except DSNError as e:
+                self._error(str(e))
+                return None
+        if len(self.recipients) >= self.settings.recipientLimit:
+            self.reply("452 4.5.3 Error: too many recipients")
+            return None
+        return defer.Deferred.fromCoroutine(self._checkRecipient(recipient, notify, orcpt))
+
+    async def _checkRecipient(self, recipient: str, notify: str = "", orcpt: str = "") -> None:
+        resolution = await self.resolve(recipient)
+        context = RecipientContext(self.clientAddress, recipient, resolution.addressClass)
+        for restrictions in self.settings.restrictionLists:
+            decision = restrictions.evaluate(context)
+            if isinstance(decision, defer.Deferred):
+                decision = await decision
+            decision, reply = decision
+            if decision in (REJECT, DEFER):
+                self._rejectRecipient(recipient, reply)
+                return
+        if resolution.addressClass == "local" and not isSafeMailboxName(
+                localName(resolution.recipient, self.settings.recipientDelimiter)):
+            # local would refuse it: refuse it now rather than bounce it
+            # to a sender nobody checked.
+            self._rejectRecipient(
+                recipient,
+                f"550 5.1.3 <{recipient}>: Recipient address rejected: "
+                "not a valid mailbox name",
+            )
+            return
+        try:
+            refusal = self._unknown(resolution, recipient)
+        except TableLookupError as e:
+            log.warn("{client}: recipient table: {error}", client=self.client, error=str(e))
+            refusal = f"451 4.3.0 <{recipient}>: Temporary lookup failure"
+        if refusal is None and resolution.transport == "retry" and \
+                resolution.nexthop.startswith("table lookup failure"):
+            refusal = f"451 4.3.0 <{recipient}>: Temporary lookup failure"
+        if refusal is not None:
+            self._rejectRecipient(recipient, refusal)
+            return
+        self.recipients.append(recipient)
+        self.recipientDSN.append((notify, orcpt))
+        self.reply("250 2.1.5 Ok")
+
+    def _rejectRecipient(self, recipient: str, reply: str) -> None:
+        log.info(
+            "NOQUEUE: reject: RCPT from {client}: {reply}; from=<{sender}> "
+            "to=<{recipient}> proto={proto} helo=<{helo}>",
+            client=self.client, reply=reply, sender=self.sender, recipient=recipient,
+            proto=self.protocolName, helo=self.helo or "",
+        )
+        self._error(reply)
+
+    def _unknown(self, resolution, given: str) -> Optional[str]:
+        tables = self.settings.recipientTables
+        if tables is None:
+            return None
+        return tables.unknown(resolution.addressClass, resolution.recipient, given)
+
+    def smtp_VRFY(self, argument: str):
+        if self._junk():
+            return None
+        if self.settings.vrfyDisabled:
+            self._error("502 5.5.1 VRFY command is disabled")
+            return None
+        try:
+            address, _ = parsePath(argument)
+        except AddressError:
+            self._error("501 5.1.3 Bad recipient address syntax")
+            return None
+        if not address:
+            self._error("501 5.5.4 Syntax: VRFY address")
+            return None
+
+        async def verify():
+            resolution = await self.resolve(address)
+            try:
+                refusal = self._unknown(resolution, address)
+            except TableLookupError:
+                self.reply(f"451 4.3.0 <{address}>: Temporary lookup failure")
+                return
+            if refusal is not None:
+                self.reply(refusal)
+            else:
+                self.reply(f"252 2.0.0 {address}")
+
+        return defer.Deferred.fromCoroutine(verify())

@@ -1,0 +1,64 @@
+"""
+What an smtpd process is configured to do, read once from main.cf.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+from tmta.smtpd.recipients import RecipientTables
+
+
+@dataclass
+class SMTPSettings:
+    """
+    The parameters an smtpd session obeys, read once per process.
+    """
+
+    myhostname: str
+    banner: str
+    timeout: float
+    hardErrorLimit: int
+    recipientLimit: int
+    messageSizeLimit: int
+    lineLengthLimit: int
+    heloRequired: bool
+    vrfyDisabled: bool
+    strictEnvelopes: bool
+    recipientDelimiter: str
+    queueMinfree: int
+    softErrorLimit: int = 10
+    errorSleepTime: float = 1.0
+    junkCommandLimit: int = 100
+    deadline: str = "read"
+    minDataRate: int = 500
+    restrictionLists: List = field(default_factory=list)
+    #: Who is known (L{tmta.smtpd.recipients.RecipientTables}); C{None}:
+    #: every recipient is.
+    recipientTables: Optional[RecipientTables] = None
+
+    @classmethod
+    def fromConfig(cls, config, restrictionLists,
+                   recipientTables: Optional[RecipientTables]) -> "SMTPSettings":
+        return cls(
+            myhostname=config.get("myhostname"),
+            banner=config.get("smtpd_banner"),
+            timeout=config.getTime("smtpd_timeout"),
+            hardErrorLimit=config.getInt("smtpd_hard_error_limit"),
+            recipientLimit=config.getInt("smtpd_recipient_limit"),
+            messageSizeLimit=config.getInt("message_size_limit"),
+            lineLengthLimit=config.getInt("line_length_limit"),
+            heloRequired=config.getBool("smtpd_helo_required"),
+            vrfyDisabled=config.getBool("disable_vrfy_command"),
+            strictEnvelopes=config.getBool("strict_rfc821_envelopes"),
+            recipientDelimiter=config.get("recipient_delimiter"),
+            queueMinfree=config.getInt("queue_minfree"),
+            softErrorLimit=config.getInt("smtpd_soft_error_limit"),
+            errorSleepTime=config.getTime("smtpd_error_sleep_time"),
+            junkCommandLimit=config.getInt("smtpd_junk_command_limit"),
+            deadline="request" if config.getBool("smtpd_per_request_deadline") else "read",
+            minDataRate=max(1, config.getInt("smtpd_min_data_rate")),
+            restrictionLists=restrictionLists,
+            recipientTables=recipientTables,
+        )
