@@ -123,6 +123,21 @@ class SMTPServerTests(SynchronousTestCase):
              "250-ENHANCEDSTATUSCODES", "250-8BITMIME", "250 DSN"],
         )
 
+    def test_discardedEhloKeywords(self):
+        self.makeServer(smtpd_discard_ehlo_keywords="pipelining, DSN, vrfy")
+        self.replies()
+        self.send(b"EHLO client.example\r\n")
+        self.assertEqual(self.replies(), ["250-mx.example.org", "250-SIZE 10240000",
+                                          "250-ENHANCEDSTATUSCODES", "250 8BITMIME"])
+
+    def test_etrnRefusedPolitely(self):
+        self.makeServer()
+        self.replies()
+        self.send(b"ETRN example.com\r\nEHLO c\r\nETRN\r\nETRN example.com\r\n"
+                  b"MAIL FROM:<a@x.example>\r\nETRN example.com\r\n")
+        self.assertEqual([r[:3] for r in self.replies() if r[3] == " "],
+                         ["503", "250", "500", "459", "250", "503"])
+
     def test_mailTransaction(self):
         self.makeServer()
         self.replies()

@@ -294,7 +294,7 @@ for _name in ("forward_path", "allow_mail_to_commands", "allow_mail_to_files",
               "always_bcc", "sender_bcc_maps", "recipient_bcc_maps",
               "local_header_rewrite_clients", "propagate_unmatched_extensions",
               "header_checks", "mime_header_checks", "nested_header_checks", "body_checks",
-              "default_database_type", "alias_database"):
+              "default_database_type", "alias_database", "smtpd_discard_ehlo_keywords"):
     DEFAULTS.setdefault(_name, POSTFIX_DEFAULTS[_name])
 
 #: The parameters tmta acts on.

@@ -236,10 +236,18 @@ class SMTPServer(EnvelopeCommands, DataCommands, CommandReader):
     def smtp_EHLO(self, argument: str) -> None:
         if not self._hello("EHLO", argument):
             return
-        lines = [self.settings.myhostname, "PIPELINING", f"SIZE {self.settings.messageSizeLimit}"]
+        keywords = ["PIPELINING", f"SIZE {self.settings.messageSizeLimit}"]
         if not self.settings.vrfyDisabled:
-            lines.append("VRFY")
-        lines += ["ENHANCEDSTATUSCODES", "8BITMIME", "DSN"]
+            keywords.append("VRFY")
+        keywords += ["ENHANCEDSTATUSCODES", "8BITMIME", "DSN"]
+        hidden = self.settings.discardEhloKeywords
+        if hidden:
+            shown = [k for k in keywords if k.split()[0].lower() not in hidden]
+            if len(shown) < len(keywords) and "silent-discard" not in hidden:
+                log.info("discarding EHLO keywords: {keywords}", keywords=" ".join(
+                    k.split()[0] for k in keywords if k not in shown))
+            keywords = shown
+        lines = [self.settings.myhostname] + keywords
         text = "\r\n".join(
             f"250{'-' if i < len(lines) - 1 else ' '}{line}" for i, line in enumerate(lines)
         )
@@ -258,6 +266,20 @@ class SMTPServer(EnvelopeCommands, DataCommands, CommandReader):
     def smtp_QUIT(self, argument: str) -> None:
         self.reply("221 2.0.0 Bye")
         self.close()
+
+    def smtp_ETRN(self, argument: str) -> None:
+        """
+        ETRN (RFC 1985) is refused politely: tmta keeps no per-site
+        queue to flush, and deferred mail is retried on its own.
+        """
+        if self.helo is None:
+            self._error("503 5.5.1 Error: send HELO/EHLO first")
+        elif self.sender is not None:
+            self._error("503 5.5.1 Error: MAIL transaction in progress")
+        elif not argument:
+            self._error("500 5.5.2 Syntax: ETRN domain")
+        else:
+            self.reply(f"459 4.3.0 <{argument}>: service unavailable")
 
     def smtp_HELP(self, argument: str) -> None:
         self.reply(_HELP)

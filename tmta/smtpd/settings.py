@@ -34,6 +34,9 @@ class SMTPSettings:
     deadline: str = "read"
     minDataRate: int = 500
     restrictionLists: List = field(default_factory=list)
+    #: EHLO keywords not to announce (smtpd_discard_ehlo_keywords),
+    #: lower-cased.
+    discardEhloKeywords: frozenset = frozenset()
     #: Who is known (L{tmta.smtpd.recipients.RecipientTables}); C{None}:
     #: every recipient is.
     recipientTables: Optional[RecipientTables] = None
@@ -51,6 +54,8 @@ class SMTPSettings:
             lineLengthLimit=config.getInt("line_length_limit"),
             heloRequired=config.getBool("smtpd_helo_required"),
             vrfyDisabled=config.getBool("disable_vrfy_command"),
+            discardEhloKeywords=frozenset(
+                k.lower() for k in config.getList("smtpd_discard_ehlo_keywords")),
             strictEnvelopes=config.getBool("strict_rfc821_envelopes"),
             recipientDelimiter=config.get("recipient_delimiter"),
             queueMinfree=config.getInt("queue_minfree"),
