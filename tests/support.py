@@ -520,3 +520,26 @@ class TestCA:
         certFile, _ = self.server(*names)
         with open(certFile, "rb") as f:
             return crypto.load_certificate(crypto.FILETYPE_PEM, f.read())
+
+
+def activeRequest(store, recipients, content: bytes, nexthop: str,
+                  sender: str = "alice@example.com", attributes: Optional[Dict[str, str]] = None):
+    """
+    Queue a message as cleanup would, move it to the active queue as qmgr
+    would, and return the L{tmta.delivery.DeliveryRequest} an agent gets
+    for all of its recipients (arrival and activation at 1000.0).
+    """
+    from tmta.delivery import DeliveryRequest, RequestRecipient
+
+    queueId, writer = store.create("incoming")
+    writer.envelope(1000.0, sender, attributes or {})
+    for r in recipients:
+        writer.recipient(r)
+    writer.content(content)
+    writer.commit()
+    store.move(queueId, "incoming", "active")
+    env = store.readEnvelope("active", queueId)
+    return DeliveryRequest(
+        queueId, store.path("active", queueId), env.sender, nexthop,
+        [RequestRecipient(r.address, r.original, r.offset) for r in env.recipients],
+        1000.0, 1000.0)

@@ -16,13 +16,13 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tmta.cli.admin import buildMaps
 from tmta.config import MainConfig
-from tmta.delivery import BOUNCED, DEFERRED, SENT, DeliveryRequest, RequestRecipient
+from tmta.delivery import BOUNCED, DEFERRED, SENT
 from tmta.delivery.command import runCommand
 from tmta.local.agent import LocalAgent
 from tmta.local.mailbox import deliverMaildir, deliverMbox
 from tmta.queue.layout import createLayout
 from tmta.queue.store import QueueStore
-from tests.support import shortTemporaryDirectory, testAccount
+from tests.support import activeRequest, shortTemporaryDirectory, testAccount
 
 MESSAGE = b"Subject: hi\nFrom: a@b\n\nFrom the start\nbody\n"
 
@@ -87,18 +87,7 @@ class ExpansionTests(SynchronousTestCase):
                           forwarder=self.forwarder)
 
     def request(self, *recipients, content=MESSAGE, sender="alice@example.com"):
-        queueId, writer = self.store.create("incoming")
-        writer.envelope(1000.0, sender, {})
-        for r in recipients:
-            writer.recipient(r)
-        writer.content(content)
-        writer.commit()
-        self.store.move(queueId, "incoming", "active")
-        env = self.store.readEnvelope("active", queueId)
-        return DeliveryRequest(
-            queueId, self.store.path("active", queueId), env.sender, "mx.example.org",
-            [RequestRecipient(r.address, r.original, r.offset) for r in env.recipients],
-            1000.0, 1000.0)
+        return activeRequest(self.store, recipients, content, "mx.example.org", sender)
 
     def read(self, *parts):
         with open(os.path.join(*parts), "rb") as f:

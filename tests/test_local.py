@@ -10,12 +10,12 @@ import pwd
 from twisted.trial.unittest import SynchronousTestCase
 
 from tmta.config import MainConfig
-from tmta.delivery import BOUNCED, DEFERRED, SENT, DeliveryRequest, RequestRecipient
+from tmta.delivery import BOUNCED, DEFERRED, SENT
 from tmta.local.agent import LocalAgent
 from tmta.local.mailbox import deliverMbox
 from tmta.queue.layout import createLayout
 from tmta.queue.store import QueueStore
-from tests.support import shortTemporaryDirectory, testAccount
+from tests.support import activeRequest, shortTemporaryDirectory, testAccount
 from tests.test_queue import FsyncRecorder
 
 MESSAGE = b"Subject: hi\nFrom: a@b\n\nFrom the start\nbody\n"
@@ -30,19 +30,7 @@ class LocalAgentTests(SynchronousTestCase):
         self.fsyncs = FsyncRecorder()
 
     def queueMessage(self, content=MESSAGE, recipients=("bob@localhost",)):
-        queueId, writer = self.store.create("incoming")
-        writer.envelope(1000.0, "alice@example.com", {})
-        for r in recipients:
-            writer.recipient(r)
-        writer.content(content)
-        writer.commit()
-        self.store.move(queueId, "incoming", "active")
-        env = self.store.readEnvelope("active", queueId)
-        return DeliveryRequest(
-            queueId, self.store.path("active", queueId), env.sender, "localhost",
-            [RequestRecipient(r.address, r.original, r.offset) for r in env.recipients],
-            1000.0, 1000.0,
-        )
+        return activeRequest(self.store, recipients, content, "localhost")
 
     def agent(self, **params):
         settings = {"myhostname": "mx.example.org", "alias_maps": ""}

@@ -10,11 +10,12 @@ import pwd
 from twisted.trial.unittest import SynchronousTestCase
 
 from tmta.config import MainConfig
-from tmta.delivery import BOUNCED, DEFERRED, SENT, DeliveryRequest, RequestRecipient
+from tmta.delivery import BOUNCED, DEFERRED, SENT
 from tmta.pipe import PipeAgent, PipeConfigError, parsePipeArguments
 from tmta.queue.layout import createLayout
 from tmta.queue.store import QueueStore
 from tests.support import (
+    activeRequest,
     Master,
     freePort,
     sendMessage,
@@ -69,18 +70,8 @@ class AgentTests(SynchronousTestCase):
         self.store = QueueStore(queue)
 
     def request(self, recipients, content=b"Subject: s\n\n.leading dot\nFrom me\nbody\n"):
-        queueId, writer = self.store.create("incoming")
-        writer.envelope(1000.0, "Alice@Example.com", {"client_address": "127.0.0.9"})
-        for r in recipients:
-            writer.recipient(r)
-        writer.content(content)
-        writer.commit()
-        self.store.move(queueId, "incoming", "active")
-        env = self.store.readEnvelope("active", queueId)
-        return DeliveryRequest(
-            queueId, self.store.path("active", queueId), env.sender, "Pipe.Example",
-            [RequestRecipient(r.address, r.original, r.offset) for r in env.recipients],
-            1000.0, 1000.0)
+        return activeRequest(self.store, recipients, content, "Pipe.Example",
+                             "Alice@Example.com", {"client_address": "127.0.0.9"})
 
     def agent(self, status=0, flags="", extra=()):
         script = os.path.join(self.base, "script")

@@ -256,10 +256,16 @@ class RelayHarness:
         return self.master
 
     def dumped(self):
+        """
+        The messages smtp-sink has written out whole (it creates each
+        file before it writes it).
+        """
         texts = []
         for name in os.listdir(self.dumps):
             with open(os.path.join(self.dumps, name), "rb") as f:
-                texts.append(f.read())
+                text = f.read()
+            if text.endswith(b"\n"):
+                texts.append(text)
         return texts
 
 

@@ -11,11 +11,12 @@ import pwd
 from twisted.trial.unittest import SynchronousTestCase
 
 from tmta.config import MainConfig
-from tmta.delivery import BOUNCED, DEFERRED, SENT, DeliveryRequest, RequestRecipient
+from tmta.delivery import BOUNCED, DEFERRED, SENT
 from tmta.queue.layout import createLayout
 from tmta.queue.store import QueueStore
 from tmta.virtual import VirtualAgent
 from tests.support import (
+    activeRequest,
     Master,
     freePort,
     sendMessage,
@@ -62,18 +63,8 @@ class VirtualAgentTests(SynchronousTestCase):
         return VirtualAgent(MainConfig(settings), fsync=lambda fd: None)
 
     def request(self, *recipients):
-        queueId, writer = self.store.create("incoming")
-        writer.envelope(1000.0, "sender@example.org", {})
-        for r in recipients:
-            writer.recipient(r)
-        writer.content(b"Subject: v\n\nFrom here\n")
-        writer.commit()
-        self.store.move(queueId, "incoming", "active")
-        env = self.store.readEnvelope("active", queueId)
-        return DeliveryRequest(
-            queueId, self.store.path("active", queueId), env.sender, "virt.example",
-            [RequestRecipient(r.address, r.original, r.offset) for r in env.recipients],
-            1000.0, 1000.0)
+        return activeRequest(self.store, recipients, b"Subject: v\n\nFrom here\n",
+                             "virt.example", "sender@example.org")
 
     def test_mailboxes(self):
         statuses = self.agent().deliverAll(self.request(

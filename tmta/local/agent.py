@@ -54,7 +54,7 @@ from tmta.delivery import (
 )
 from tmta.delivery.command import commandEnvironment, runCommand, shellCommand
 from tmta.interfaces import IDeliveryAgent
-from tmta.local.mailbox import MailboxError, deliverMaildir, deliverMbox
+from tmta.local.mailbox import MailboxError, deliverMaildir, deliverMbox, envelopeLine
 from tmta.local.targets import (
     ADDRESS,
     COMMAND,
@@ -116,6 +116,25 @@ def identity(uid: int, gid: int):
         os.seteuid(0)
         os.setegid(0)
         os.setgroups([])
+
+
+def openQueued(request: DeliveryRequest):
+    """
+    Open a request's queue file and read its envelope, for an agent that
+    then reads the content from it.
+
+    @return: (the open file, its envelope); the caller closes the file.
+    @raise LocalError: it cannot be read (the recipient waits).
+    """
+    try:
+        queueFile = open(request.queuePath, "rb")
+    except OSError as e:
+        raise LocalError(DEFERRED, "4.3.0", f"cannot read queue file: {e}")
+    try:
+        return queueFile, readEnvelope(queueFile)
+    except CorruptQueueFile as e:
+        queueFile.close()
+        raise LocalError(DEFERRED, "4.3.0", f"cannot read queue file: {e}")
 
 
 @dataclass
@@ -259,13 +278,9 @@ class LocalAgent:
         """
         # The queue file is opened once, now, while this process still has
         # the identity that may read the queue (the recipient may not).
-        try:
-            queueFile = open(request.queuePath, "rb")
-        except OSError as e:
-            raise LocalError(DEFERRED, "4.3.0", f"cannot read queue file: {e}")
+        queueFile, envelope = openQueued(request)
         with queueFile:
             try:
-                envelope = readEnvelope(queueFile)
                 headers = _headerSection(iterContent(queueFile, envelope))
             except CorruptQueueFile as e:
                 raise LocalError(DEFERRED, "4.3.0", f"cannot read queue file: {e}")
@@ -574,10 +589,7 @@ class _Delivery:
             raise LocalError(DEFERRED if e.temporary else BOUNCED, e.dsn, reason)
 
     def _fromLine(self) -> bytes:
-        stamp = time.strftime("%a %b %e %H:%M:%S %Y",
-                              time.localtime(self.request.arrival or None))
-        return f"From {self.request.sender or 'MAILER-DAEMON'}  {stamp}\n".encode(
-            "utf-8", "surrogateescape")
+        return envelopeLine(self.request.sender, self.request.arrival)
 
     def _file(self, state: Expansion, path: str) -> None:
         agent = self.agent

@@ -132,6 +132,15 @@ def _dotlock(path: str, timeout: float = 30.0):
             raise MailboxError(f"cannot lock {path}: {e.strerror}")
 
 
+def envelopeLine(sender: str, arrival: float) -> bytes:
+    """
+    The C{From sender date} line that starts a message in an mbox file
+    (and what pipe's F flag and local's commands are given).
+    """
+    stamp = time.strftime("%a %b %e %H:%M:%S %Y", time.localtime(arrival or None))
+    return f"From {sender or 'MAILER-DAEMON'}  {stamp}\n".encode("utf-8", "surrogateescape")
+
+
 def fromQuote(chunks: Iterable[bytes]) -> Iterable[bytes]:
     """
     Quote lines that begin with C{From } (mboxo), and make sure the

@@ -28,6 +28,7 @@ from tmta.address import splitAddress, unquoteLocal
 from tmta.delivery import BOUNCED, DEFERRED, DeliveryRequest, RecipientStatus, logDelivery
 from tmta.delivery.command import commandEnvironment, runCommand
 from tmta.interfaces import IDeliveryAgent
+from tmta.local.mailbox import envelopeLine
 from tmta.queue.qfile import CorruptQueueFile, iterContent, readEnvelope
 
 #: Macros that differ per recipient: an argument holding one is repeated
@@ -233,10 +234,9 @@ class PipeAgent:
         flags = self.command.flags
         eol = self.command.eol
         first = request.recipients[0] if request.recipients else None
-        lines = []
         if "F" in flags:
-            stamp = time.strftime("%a %b %e %H:%M:%S %Y", time.localtime(request.arrival or None))
-            lines.append(f"From {request.sender or 'MAILER-DAEMON'}  {stamp}")
+            yield envelopeLine(request.sender, request.arrival).rstrip(b"\n") + eol
+        lines = []
         if "R" in flags:
             lines.append(f"Return-Path: <{request.sender}>")
         if "D" in flags and first is not None:

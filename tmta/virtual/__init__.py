@@ -31,9 +31,9 @@ from tmta.delivery import (
     logDelivery,
 )
 from tmta.interfaces import IDeliveryAgent
-from tmta.local.agent import LocalError, identity
-from tmta.local.mailbox import MailboxError, deliverMaildir, deliverMbox
-from tmta.queue.qfile import CorruptQueueFile, iterContent, readEnvelope
+from tmta.local.agent import LocalError, identity, openQueued
+from tmta.local.mailbox import MailboxError, deliverMaildir, deliverMbox, envelopeLine
+from tmta.queue.qfile import iterContent
 from tmta.tables import TableLookupError, openTables
 
 
@@ -128,15 +128,8 @@ class VirtualAgent:
             path, maildir, uid, gid = self.mailbox(address)
         except TableLookupError as e:
             raise LocalError(DEFERRED, "4.3.0", f"table lookup failure: {e}")
-        try:
-            queueFile = open(request.queuePath, "rb")
-        except OSError as e:
-            raise LocalError(DEFERRED, "4.3.0", f"cannot read queue file: {e}")
+        queueFile, envelope = openQueued(request)
         with queueFile:
-            try:
-                envelope = readEnvelope(queueFile)
-            except CorruptQueueFile as e:
-                raise LocalError(DEFERRED, "4.3.0", f"cannot read queue file: {e}")
             if self.sizeLimit and envelope.size > self.sizeLimit:
                 raise LocalError(BOUNCED, "5.2.2", "message exceeds virtual_mailbox_limit")
             prefix = f"Return-Path: <{request.sender}>\nDelivered-To: {address}\n".encode(
@@ -153,11 +146,8 @@ class VirtualAgent:
                         current = 0
                     if self.sizeLimit and current + envelope.size > self.sizeLimit:
                         raise LocalError(BOUNCED, "5.2.2", "mailbox full")
-                    stamp = time.strftime("%a %b %e %H:%M:%S %Y",
-                                          time.localtime(request.arrival or None))
-                    line = f"From {request.sender or 'MAILER-DAEMON'}  {stamp}\n".encode(
-                        "utf-8", "surrogateescape")
-                    deliverMbox(path, line, prefix, chunks, self.fsync, self.dotlock)
+                    deliverMbox(path, envelopeLine(request.sender, request.arrival), prefix,
+                                chunks, self.fsync, self.dotlock)
                     return "delivered to mailbox"
             except MailboxError as e:
                 reason = str(e)
