@@ -253,11 +253,22 @@ class LoaderTests(SynchronousTestCase):
         self.assertIsNone(mailboxes.get("../etc@localhost"))
         self.assertIsNone(mailboxes.get(".hidden@localhost"))
         self.assertEqual(c.warnings, [])
+        # STARTTLS with a self-signed certificate, its key readable by
+        # its owner only.
+        certificate = os.path.join(d, "tls", "smtpd.pem")
+        self.assertEqual(os.stat(certificate).st_mode & 0o777, 0o600)
+        from tmta.smtpd.tls import ServerTLS
+
+        self.assertEqual(ServerTLS.fromConfig(c.main).level, "may")
+        with open(certificate, "rb") as f:
+            before = f.read()
         # An operator's edits survive a second start.
         with open(os.path.join(d, "main.cf"), "a") as f:
             f.write("myhostname = edited.example\n")
         prepareEmbedded(d)
         self.assertEqual(loadConfiguration(d).main.get("myhostname"), "edited.example")
+        with open(certificate, "rb") as f:
+            self.assertEqual(f.read(), before)
 
 
 def _uncommented(text: str, services) -> str:
@@ -321,10 +332,10 @@ class FailClosedTests(SynchronousTestCase):
                             (name, problems))
 
     def test_harmlessWarned(self):
-        c = loadConfiguration(self.directory("smtpd_tls_security_level = may\n"
+        c = loadConfiguration(self.directory("smtpd_tls_ask_ccert = yes\n"
                                              "smtpd_client_restrictions = permit\n"
                                              "header_checks = regexp:/etc/postfix/hc\n"))
-        self.assertTrue(any("smtpd_tls_security_level" in w and "line 1" in w
+        self.assertTrue(any("smtpd_tls_ask_ccert" in w and "line 1" in w
                             for w in c.warnings), c.warnings)
         self.assertFalse(any("header_checks" in w for w in c.warnings), c.warnings)
 
@@ -367,7 +378,7 @@ class FailClosedTests(SynchronousTestCase):
         text = _uncommented(self.stock(), {"submission", "submissions"})
         problems = self.refused(masterCf=text)
         for name in ("smtpd_tls_security_level", "smtpd_sasl_auth_enable",
-                     "smtpd_tls_auth_only", "smtpd_tls_wrappermode"):
+                     "smtpd_tls_wrappermode"):
             self.assertTrue(any(name in p and "master.cf, line" in p for p in problems),
                             (name, problems))
 

@@ -343,8 +343,15 @@ class EmbeddedDefaultTests(SynchronousTestCase):
         self.assertIn(f"everything is under {os.path.join(data, 'tmta')}", text)
         self.assertIn("smtpd on 127.0.0.1:2525", text)
         sendMessage(2525, "a@example.com", ["anybody@localhost"], "embedded")
+        # STARTTLS is offered, with the certificate made on first start.
+        import ssl
+
+        client = smtplib.SMTP("127.0.0.1", 2525, timeout=30)
+        client.starttls(context=ssl._create_unverified_context())
+        client.sendmail("a@example.com", ["anybody@localhost"], b"Subject: embedded tls\r\n\r\n")
+        client.quit()
         with self.assertRaises(smtplib.SMTPRecipientsRefused):
             sendMessage(2525, "a@example.com", ["x@remote.example"], "no relay")
         spool = os.path.join(data, "tmta", "mail")
-        waitFor(lambda: "embedded" in subjects(spool), what="delivery")
+        waitFor(lambda: {"embedded", "embedded tls"} <= set(subjects(spool)), what="delivery")
         self.assertTrue(os.path.exists(os.path.join(data, "tmta", "main.cf")))

@@ -85,8 +85,16 @@ class SMTPServerTests(SynchronousTestCase):
         users = DictTable({"bob": "x", "postmaster": "x"})
         from tmta.smtpd.recipients import RecipientTables
 
+        tls = None
+        if config.get("smtpd_tls_security_level") or config.getBool("smtpd_tls_wrappermode"):
+            from tests.support import TestCA
+            from tmta.smtpd.tls import ServerTLS
+
+            certFile, keyFile = TestCA(self.mktemp()).server("mx.example.org")
+            tls = ServerTLS.fromConfig(config.withOverrides(
+                {"smtpd_tls_cert_file": certFile, "smtpd_tls_key_file": keyFile}))
         self.settings = SMTPSettings.fromConfig(config, lists, RecipientTables(
-            None if anyLocalName else [users], [], [], config.get("recipient_delimiter")))
+            None if anyLocalName else [users], [], [], config.get("recipient_delimiter")), tls)
         rewriter = Rewriter(config)
         if cleanupClient is None:
             self.cleanup = FakeCleanup()
@@ -129,6 +137,27 @@ class SMTPServerTests(SynchronousTestCase):
         self.send(b"EHLO client.example\r\n")
         self.assertEqual(self.replies(), ["250-mx.example.org", "250-SIZE 10240000",
                                           "250-ENHANCEDSTATUSCODES", "250 8BITMIME"])
+
+    def test_starttlsAnnounced(self):
+        self.makeServer(smtpd_tls_security_level="may")
+        self.replies()
+        self.send(b"EHLO client.example\r\n")
+        self.assertIn("250-STARTTLS", self.replies())
+
+    def test_starttlsNotOffered(self):
+        self.makeServer()
+        self.replies()
+        self.send(b"EHLO client.example\r\nSTARTTLS\r\n")
+        self.assertNotIn("250-STARTTLS", self.replies()[:-1])
+        self.makeServer(smtpd_tls_wrappermode="yes")
+        self.send(b"STARTTLS\r\n")
+        self.assertEqual(self.replies(), [])  # no greeting before the handshake
+
+    def test_encryptNeedsSTARTTLS(self):
+        self.makeServer(smtpd_tls_security_level="encrypt")
+        self.replies()
+        self.send(b"EHLO c\r\nMAIL FROM:<a@example.com>\r\nVRFY bob\r\nETRN example.com\r\n")
+        self.assertEqual(self.replies()[-3:], ["530 5.7.0 Must issue a STARTTLS command first"] * 3)
 
     def test_etrnRefusedPolitely(self):
         self.makeServer()

@@ -10,7 +10,8 @@ import os
 from twisted.trial.unittest import SynchronousTestCase
 
 from tmta.config import MainConfig
-from tmta.smtp.tls import ClientTLS, TLSPolicies, TLSPolicyError, allowedVersions, cipherLists
+from tmta.common.tls import allowedVersions, cipherLists
+from tmta.smtp.tls import ClientTLS, TLSPolicies, TLSPolicyError
 from tests.support import TestCA, sendMessage, waitFor
 from tests.test_smtp import RelayHarness
 

@@ -57,6 +57,11 @@ def _clean(text: str) -> str:
     return "".join(c if 32 < ord(c) != 127 else "?" for c in text)[:255]
 
 
+#: A TLS handshake's summary as smtpd reports it
+#: (L{tmta.common.tls.connectionSummary}); nothing else is written.
+_TLS_SUMMARY = re.compile(r"^TLSv[0-9.]+ with cipher [A-Za-z0-9_-]+ \(\d+/\d+ bits\)$")
+
+
 def receivedHeader(
     attributes: Dict[str, str], myhostname: str, queueId: str, recipients: List[str],
     now: Optional[float] = None,
@@ -72,6 +77,10 @@ def receivedHeader(
     lines = []
     if clientAddress:
         lines.append(f"Received: from {helo or clientName} ({clientName} [{clientAddress}])")
+        tls = attributes.get("tls", "")
+        if _TLS_SUMMARY.match(tls):
+            lines.append(f"\t(using {tls})")
+            lines.append("\t(No client certificate requested)")
         lines.append(f"\tby {myhostname} (tmta) with {protocol} id {queueId}")
     elif attributes.get("uid", "").isdigit():
         # Posted with tmta-sendmail: who posted it, as the file's owner says.

@@ -297,6 +297,17 @@ for _name in ("forward_path", "allow_mail_to_commands", "allow_mail_to_files",
               "default_database_type", "alias_database", "smtpd_discard_ehlo_keywords"):
     DEFAULTS.setdefault(_name, POSTFIX_DEFAULTS[_name])
 
+# smtpd's TLS.
+for _name in ("smtpd_tls_security_level", "smtpd_use_tls", "smtpd_enforce_tls",
+              "smtpd_tls_cert_file", "smtpd_tls_key_file", "smtpd_tls_chain_files",
+              "smtpd_tls_eccert_file", "smtpd_tls_eckey_file", "smtpd_tls_dcert_file",
+              "smtpd_tls_dkey_file", "smtpd_tls_protocols", "smtpd_tls_mandatory_protocols",
+              "smtpd_tls_ciphers", "smtpd_tls_mandatory_ciphers", "smtpd_tls_exclude_ciphers",
+              "smtpd_tls_mandatory_exclude_ciphers", "smtpd_tls_received_header",
+              "smtpd_tls_loglevel", "smtpd_tls_wrappermode", "smtpd_tls_auth_only",
+              "smtpd_tls_req_ccert", "smtpd_tls_ask_ccert"):
+    DEFAULTS.setdefault(_name, POSTFIX_DEFAULTS[_name])
+
 #: The parameters tmta acts on.
 IMPLEMENTED = frozenset(DEFAULTS) | {"myhostname", "mydomain", "mynetworks"}
 

@@ -50,6 +50,13 @@ virtual_uid_maps = static:{uid}
 virtual_gid_maps = static:{gid}
 virtual_minimum_uid = 1
 smtpd_relay_restrictions = reject_unauth_destination
+# STARTTLS is offered with a self-signed certificate made on first start:
+# put one a CA signed for $myhostname in its place (smtpd_tls_cert_file).
+smtpd_tls_security_level = may
+smtpd_tls_cert_file = {data}/tls/smtpd.pem
+smtpd_tls_key_file = {data}/tls/smtpd.pem
+smtpd_tls_received_header = yes
+smtpd_tls_loglevel = 1
 alias_maps =
 alias_database =
 queue_directory = {data}/queue
@@ -140,6 +147,11 @@ def prepareEmbedded(dataDirectory: str) -> str:
         data=data, uid=owner.pw_uid, gid=owner.pw_gid))
     _writeIfMissing(os.path.join(data, "master.cf"), EMBEDDED_MASTER_CF)
     _writeIfMissing(os.path.join(data, "mailboxes.regexp"), EMBEDDED_MAILBOXES)
+    certificate = os.path.join(data, "tls", "smtpd.pem")
+    if not os.path.exists(certificate):
+        from tmta.config.selfsigned import writeSelfSignedCertificate
+
+        writeSelfSignedCertificate(certificate, MainConfig({}).get("myhostname"))
     mail = os.path.join(data, "mail")
     if not os.path.isdir(mail):
         os.makedirs(mail, mode=0o755, exist_ok=True)

@@ -44,15 +44,13 @@ def _nonZero(value: str) -> bool:
     return value.strip() not in ("", "0")
 
 
-def _mandatoryTLS(value: str) -> bool:
-    return value.strip().lower() in ("encrypt", "verify", "secure", "dane", "dane-only",
-                                     "fingerprint")
+def _clientCertificateLevel(value: str) -> bool:
+    return value.strip().lower() not in ("", "none", "may", "encrypt")
 
 
-for _name in ("smtpd_tls_security_level",):
-    _SMTPD_UNSAFE[_name] = (_mandatoryTLS, "TLS is not implemented yet")
-for _name in ("smtpd_enforce_tls", "smtpd_tls_auth_only", "smtpd_tls_wrappermode"):
-    _SMTPD_UNSAFE[_name] = (_yes, "TLS is not implemented yet")
+_SMTPD_UNSAFE["smtpd_tls_security_level"] = (
+    _clientCertificateLevel, "smtpd's levels are none, may and encrypt")
+_SMTPD_UNSAFE["smtpd_tls_req_ccert"] = (_yes, "client certificates are not implemented yet")
 _SMTPD_UNSAFE["smtpd_sasl_auth_enable"] = (_yes, "SMTP AUTH is not implemented yet")
 for _name in ("smtpd_client_restrictions", "smtpd_helo_restrictions",
               "smtpd_sender_restrictions", "smtpd_data_restrictions",
@@ -74,13 +72,9 @@ _CLIENT_LIMITS = (
     "smtpd_client_auth_rate_limit",
 )
 
-#: Harmless when ignored: TLS offered but not required, for instance.
+#: Harmless when ignored.
 _SMTPD_HARMLESS: Dict[str, Tuple[Callable[[str], bool], str]] = {
-    "smtpd_tls_security_level": (
-        lambda v: v.strip().lower() == "may",
-        "STARTTLS is not offered yet: clients send in plaintext, as they may"),
-    "smtpd_use_tls": (_yes, "STARTTLS is not offered yet: clients send in plaintext, "
-                            "as they may"),
+    "smtpd_tls_ask_ccert": (_yes, "client certificates are not asked for"),
 }
 
 
@@ -127,6 +121,18 @@ def smtpdProblems(config: MainConfig, main: MainConfig, overrides: Dict[str, str
         if config.isExplicit(name) and _nonZero(config.get(name)):
             fatal.append(Problem(name, _where(name, main, overrides, masterWhere),
                                  "client rate and count limits are not enforced yet"))
+    tlsRequired = (config.get("smtpd_tls_security_level").strip().lower() == "encrypt"
+                   or _yes(config.get("smtpd_tls_wrappermode"))
+                   or (not config.get("smtpd_tls_security_level").strip()
+                       and _yes(config.get("smtpd_enforce_tls"))))
+    if tlsRequired and not (config.get("smtpd_tls_cert_file").strip()
+                            or config.get("smtpd_tls_chain_files").strip()
+                            or config.get("smtpd_tls_eccert_file").strip()):
+        name = "smtpd_tls_wrappermode" if _yes(config.get("smtpd_tls_wrappermode")) \
+            else "smtpd_tls_security_level"
+        fatal.append(Problem(name, _where(name, main, overrides, masterWhere),
+                             "TLS is required but no certificate is configured "
+                             "(smtpd_tls_cert_file or smtpd_tls_chain_files)"))
     for name, (applies, why) in _SMTPD_HARMLESS.items():
         value = config.get(name)
         if value and applies(value):

@@ -43,7 +43,8 @@ from tmta.delivery import (
 from tmta.interfaces import IDeliveryAgent
 from tmta.smtp.client import Reply, SessionFailed, SMTPClient, Timeouts, Transaction
 from tmta.smtp.sasl import SASLLogin, SASLPasswords
-from tmta.smtp.tls import ClientTLS, TLSPolicies, TLSPolicy, TLSPolicyError, cipherLists
+from tmta.common.tls import cipherLists
+from tmta.smtp.tls import ClientTLS, TLSPolicies, TLSPolicy, TLSPolicyError
 
 log = Logger()
 

@@ -17,7 +17,7 @@ Verified, Trusted (chain good, name not), Untrusted or Anonymous.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
 from OpenSSL import SSL
 from service_identity import CertificateError, VerificationError
@@ -27,6 +27,7 @@ from zope.interface import implementer
 
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 
+from tmta.common.tls import TLSConfigError, allowedVersions, configureContext, connectionSummary
 from tmta.config import splitList
 from tmta.tables import TableError, lookupAny, openTable
 
@@ -37,19 +38,8 @@ LEVELS = ("none", "may", "encrypt", "verify", "secure")
 #: rather than sending with less protection than asked.
 UNSUPPORTED_LEVELS = ("dane", "dane-only", "fingerprint")
 
-_PROTOCOLS = ("SSLv2", "SSLv3", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
-_OPENSSL_VERSIONS = {
-    "TLSv1": SSL.TLS1_VERSION,
-    "TLSv1.1": SSL.TLS1_1_VERSION,
-    "TLSv1.2": SSL.TLS1_2_VERSION,
-    "TLSv1.3": SSL.TLS1_3_VERSION,
-}
-
-
-class TLSPolicyError(ValueError):
-    """
-    A TLS setting or policy table entry tmta cannot honour.
-    """
+#: A TLS setting or policy table entry tmta cannot honour.
+TLSPolicyError = TLSConfigError
 
 
 @dataclass
@@ -81,41 +71,6 @@ class TLSPolicy:
     @property
     def verifies(self) -> bool:
         return self.level in ("verify", "secure")
-
-
-def allowedVersions(spec: str) -> Tuple[int, int]:
-    """
-    The lowest and highest OpenSSL protocol versions a Postfix protocol
-    list allows: bounds (C{>=TLSv1.2}, C{<=TLSv1.3}), exclusions
-    (C{!SSLv2, !SSLv3}), or the protocols to allow, by name.
-
-    @raise TLSPolicyError: an unknown protocol name, or none left.
-    """
-    items = splitList(spec.replace(":", " "))
-    named = [item for item in items if item in _PROTOCOLS]
-    allowed = named or list(_PROTOCOLS)
-    for item in items:
-        if item in _PROTOCOLS:
-            continue
-        for prefix in (">=", "<=", "!"):
-            if item.startswith(prefix):
-                name = item[len(prefix):]
-                break
-        else:
-            raise TLSPolicyError(f"unknown TLS protocol {item!r}")
-        if name not in _PROTOCOLS:
-            raise TLSPolicyError(f"unknown TLS protocol {item!r}")
-        bound = _PROTOCOLS.index(name)
-        if prefix == ">=":
-            allowed = [p for p in allowed if _PROTOCOLS.index(p) >= bound]
-        elif prefix == "<=":
-            allowed = [p for p in allowed if _PROTOCOLS.index(p) <= bound]
-        else:
-            allowed = [p for p in allowed if p != name]
-    usable = [p for p in allowed if p in _OPENSSL_VERSIONS]
-    if not usable:
-        raise TLSPolicyError(f"no TLS protocol left by {spec!r}")
-    return _OPENSSL_VERSIONS[usable[0]], _OPENSSL_VERSIONS[usable[-1]]
 
 
 class TLSPolicies:
@@ -296,17 +251,8 @@ class ClientTLS:
     def _context(self, cipherLists: Dict[str, str]) -> SSL.Context:
         policy = self.policy
         context = SSL.Context(SSL.TLS_METHOD)
-        low, high = allowedVersions(policy.protocols)
-        context.set_min_proto_version(low)
-        context.set_max_proto_version(high)
-        ciphers = cipherLists.get(policy.ciphers.lower(), policy.ciphers)
-        for excluded in policy.excludeCiphers.replace(",", " ").split():
-            ciphers += f":!{excluded}"
-        try:
-            context.set_cipher_list(ciphers.encode("ascii"))
-        except SSL.Error as e:
-            raise TLSPolicyError(f"cipher list {ciphers!r} is not usable: {e}") from None
-        context.set_options(SSL.OP_NO_COMPRESSION)
+        configureContext(context, policy.protocols, policy.ciphers, policy.excludeCiphers,
+                         cipherLists)
         if policy.CAfile or policy.CApath:
             try:
                 context.load_verify_locations(policy.CAfile or None, policy.CApath or None)
@@ -347,10 +293,7 @@ class ClientTLS:
         """
         The trust a finished handshake earned, against the policy.
         """
-        version = connection.get_protocol_version_name()
-        cipher = connection.get_cipher_name()
-        bits = connection.get_cipher_bits()
-        summary = f"{version} with cipher {cipher} ({bits}/{bits} bits)"
+        summary = connectionSummary(connection)
         certificate = connection.get_peer_certificate()
         if certificate is None:
             status, problem = "Anonymous", "the server sent no certificate"
@@ -421,12 +364,3 @@ _VERIFY_ERRORS = {
 
 def _verifyErrorString(errno: int) -> str:
     return _VERIFY_ERRORS.get(errno, f"verification error {errno}")
-
-
-def cipherLists(config) -> Dict[str, str]:
-    """
-    The OpenSSL cipher list for each of Postfix's grades
-    (C{tls_medium_cipherlist}, ...).
-    """
-    return {grade: config.get(f"tls_{grade}_cipherlist")
-            for grade in ("export", "low", "medium", "high", "null")}

@@ -37,6 +37,8 @@ class EnvelopeCommands:
         if self.sender is not None:
             self._error("503 5.5.1 Error: nested MAIL command")
             return
+        if self.needsTLS():
+            return
         if not argument[:5].upper() == "FROM:":
             self._error("501 5.5.4 Syntax: MAIL FROM:<address>")
             return
@@ -181,7 +183,7 @@ class EnvelopeCommands:
         return tables.unknown(resolution.addressClass, resolution.recipient, given)
 
     def smtp_VRFY(self, argument: str):
-        if self._junk():
+        if self._junk() or self.needsTLS():
             return None
         if self.settings.vrfyDisabled:
             self._error("502 5.5.1 VRFY command is disabled")

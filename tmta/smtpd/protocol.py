@@ -8,13 +8,16 @@ import re
 from typing import Callable, Dict, List, Optional, Tuple
 
 from twisted.internet import defer, task
+from twisted.internet.interfaces import IHandshakeListener
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from tmta import replies
 from tmta.smtpd.envelope import EnvelopeCommands
 from tmta.smtpd.reader import CommandReader
 from tmta.smtpd.receiving import DataCommands
 from tmta.smtpd.settings import SMTPSettings
+from tmta.smtpd.starttls import TLSCommands
 from tmta.smtpd.transfer import MessageTransfer
 
 __all__ = ["SMTPServer", "SMTPSettings"]
@@ -26,13 +29,14 @@ _FORBIDDEN = {b"CONNECT", b"GET", b"POST"}
 _HELP = "214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP"
 
 
-class SMTPServer(EnvelopeCommands, DataCommands, CommandReader):
+@implementer(IHandshakeListener)
+class SMTPServer(EnvelopeCommands, DataCommands, TLSCommands, CommandReader):
     """
     One SMTP session: the connection, command dispatch, error limits and
     the session commands (HELO, EHLO, RSET, NOOP, QUIT, HELP).  The
     envelope commands are L{EnvelopeCommands}', the DATA phase
     L{DataCommands}' (listed before L{CommandReader}, whose C{inData}
-    and C{messageData} they override).
+    and C{messageData} they override), STARTTLS L{TLSCommands}'.
 
     @ivar cleanupClient: how messages reach cleanup (a
         L{tmta.cleanup.client.CleanupClient}, shared by the process's
@@ -82,6 +86,7 @@ class SMTPServer(EnvelopeCommands, DataCommands, CommandReader):
         self.setTimeout(self.settings.timeout)
         d = self.lookupName(self.clientAddress)
         d.addErrback(lambda f: "unknown")
+        d.addCallback(self.awaitHandshake)
         d.addCallback(self._greet)
         self.waitFor(d)
 
@@ -99,6 +104,7 @@ class SMTPServer(EnvelopeCommands, DataCommands, CommandReader):
     def connectionLost(self, reason) -> None:
         CommandReader.connectionLost(self, reason)
         self.setTimeout(None)
+        self.tlsConnectionLost()
         self._abortTransfer()
         log.info("disconnect from {client}", client=self.client)
 
@@ -239,6 +245,8 @@ class SMTPServer(EnvelopeCommands, DataCommands, CommandReader):
         keywords = ["PIPELINING", f"SIZE {self.settings.messageSizeLimit}"]
         if not self.settings.vrfyDisabled:
             keywords.append("VRFY")
+        if self.tlsOffered():
+            keywords.append("STARTTLS")
         keywords += ["ENHANCEDSTATUSCODES", "8BITMIME", "DSN"]
         hidden = self.settings.discardEhloKeywords
         if hidden:
@@ -276,6 +284,8 @@ class SMTPServer(EnvelopeCommands, DataCommands, CommandReader):
             self._error("503 5.5.1 Error: send HELO/EHLO first")
         elif self.sender is not None:
             self._error("503 5.5.1 Error: MAIL transaction in progress")
+        elif self.needsTLS():
+            pass
         elif not argument:
             self._error("500 5.5.2 Syntax: ETRN domain")
         else:

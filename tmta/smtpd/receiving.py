@@ -44,8 +44,10 @@ class DataCommands:
             "client_name": self.clientName,
             "client_address": self.clientAddress,
             "helo_name": self.helo or "",
-            "protocol": self.protocolName,
+            "protocol": self.receivedProtocol(),
         }
+        if self.tlsSummary is not None and self.settings.tls.receivedHeader:
+            attributes["tls"] = self.tlsSummary
         attributes.update(self.dsnAttributes)
         envelope = (self.sender, attributes,
                     [(r, r, notify, orcpt) if notify or orcpt else (r, r)

@@ -93,6 +93,23 @@ def queueFreeSpace(queueDirectory: str):
     return freeSpace
 
 
+def serverTLS(config):
+    """
+    The TLS smtpd offers (L{tmta.smtpd.tls.ServerTLS}), or C{None}; the
+    TLS code is loaded only when there is some.
+    """
+    from tmta.config import parseBool
+
+    wanted = (config.get("smtpd_tls_security_level").strip().lower() not in ("", "none")
+              or any(parseBool(config.get(name)) for name in
+                     ("smtpd_tls_wrappermode", "smtpd_use_tls", "smtpd_enforce_tls")))
+    if not wanted:
+        return None
+    from tmta.smtpd.tls import ServerTLS
+
+    return ServerTLS.fromConfig(config)
+
+
 class SMTPService(Service):
     def __init__(self, context) -> None:
         self.context = context
@@ -105,7 +122,8 @@ class SMTPService(Service):
                             config.getInt("reject_code"))
             for name in ("smtpd_relay_restrictions", "smtpd_recipient_restrictions")
         ]
-        self.settings = SMTPSettings.fromConfig(config, lists, RecipientTables.fromConfig(config))
+        self.settings = SMTPSettings.fromConfig(config, lists, RecipientTables.fromConfig(config),
+                                                serverTLS(config))
         self.rewrite = RewriteClient(
             lambda: context.connect("rewrite"), context.reactor, idle=config.getTime("ipc_idle")
         )
@@ -130,6 +148,11 @@ class SMTPService(Service):
             )
 
         self.factory = Factory.forProtocol(build)
+        tls = self.settings.tls
+        if tls is not None and tls.wrapper:
+            from twisted.protocols.tls import TLSMemoryBIOFactory
+
+            self.factory = TLSMemoryBIOFactory(tls, False, self.factory)
 
     def startService(self) -> None:
         super().startService()

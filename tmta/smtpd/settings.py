@@ -40,10 +40,13 @@ class SMTPSettings:
     #: Who is known (L{tmta.smtpd.recipients.RecipientTables}); C{None}:
     #: every recipient is.
     recipientTables: Optional[RecipientTables] = None
+    #: The TLS on offer (L{tmta.smtpd.tls.ServerTLS}); C{None}: none.
+    tls: Optional[object] = None
 
     @classmethod
     def fromConfig(cls, config, restrictionLists,
-                   recipientTables: Optional[RecipientTables]) -> "SMTPSettings":
+                   recipientTables: Optional[RecipientTables],
+                   tls: Optional[object] = None) -> "SMTPSettings":
         return cls(
             myhostname=config.get("myhostname"),
             banner=config.get("smtpd_banner"),
@@ -66,4 +69,5 @@ class SMTPSettings:
             minDataRate=max(1, config.getInt("smtpd_min_data_rate")),
             restrictionLists=restrictionLists,
             recipientTables=recipientTables,
+            tls=tls,
         )

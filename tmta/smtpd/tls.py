@@ -1,0 +1,183 @@
+"""
+smtpd's side of TLS: STARTTLS (RFC 3207) and the wrapper mode of port
+465 (RFC 8314), with the server's certificates and Postfix's
+C{smtpd_tls_*} settings.
+
+Levels, as Postfix has them for its server: C{none} (STARTTLS not
+offered), C{may} (offered; plaintext allowed) and C{encrypt} (mail only
+after STARTTLS).  With C{smtpd_tls_wrappermode} every connection starts
+with the handshake.  smtpd asks for no client certificate.
+
+This module loads OpenSSL: smtpd imports it only when TLS is configured.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+from OpenSSL import SSL
+from twisted.internet.interfaces import IOpenSSLContextFactory
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from tmta.common.tls import TLSConfigError, cipherLists, configureContext, connectionSummary
+
+log = Logger()
+
+#: The levels smtpd implements.
+SERVER_LEVELS = ("none", "may", "encrypt")
+
+
+def securityLevel(config) -> str:
+    """
+    smtpd's TLS security level: C{smtpd_tls_security_level}, or when it
+    is empty the older C{smtpd_enforce_tls} and C{smtpd_use_tls}.
+    """
+    level = config.get("smtpd_tls_security_level").strip().lower()
+    if level:
+        return level
+    if config.getBool("smtpd_enforce_tls"):
+        return "encrypt"
+    if config.getBool("smtpd_use_tls"):
+        return "may"
+    return "none"
+
+
+def certificateFiles(config) -> List[Tuple[str, str]]:
+    """
+    The server's certificates as (certificate chain file, key file)
+    pairs: each of C{smtpd_tls_chain_files} (key and chain in one
+    file), else the RSA, ECDSA and DSA pairs of C{smtpd_tls_cert_file},
+    C{smtpd_tls_eccert_file} and C{smtpd_tls_dcert_file} with their key
+    files.
+    """
+    chains = config.getList("smtpd_tls_chain_files")
+    if chains:
+        return [(path, path) for path in chains]
+    pairs = []
+    for cert, key in (("smtpd_tls_cert_file", "smtpd_tls_key_file"),
+                      ("smtpd_tls_eccert_file", "smtpd_tls_eckey_file"),
+                      ("smtpd_tls_dcert_file", "smtpd_tls_dkey_file")):
+        certFile = config.get(cert).strip()
+        if certFile:
+            pairs.append((certFile, config.get(key).strip() or certFile))
+    return pairs
+
+
+@implementer(IOpenSSLContextFactory)
+class ServerTLS:
+    """
+    The OpenSSL context smtpd's sessions share, made once per process
+    (while it may still read root's key files), and the settings that
+    say how a session uses it.
+
+    It is a context factory (L{getContext}) for C{ITLSTransport.startTLS}
+    and L{twisted.protocols.tls.TLSMemoryBIOFactory}.
+
+    @ivar level: C{may} or C{encrypt}.
+    @ivar wrapper: whether each session starts with the handshake
+        (C{smtpd_tls_wrappermode}).
+    @ivar receivedHeader: whether the Received header records the
+        protocol and cipher (C{smtpd_tls_received_header}).
+    @ivar logLevel: C{smtpd_tls_loglevel}; from 1 each handshake is
+        logged.
+    @ivar authOnly: whether AUTH waits for TLS (C{smtpd_tls_auth_only}).
+    """
+
+    def __init__(self, context: SSL.Context, level: str, wrapper: bool,
+                 receivedHeader: bool, logLevel: int, authOnly: bool) -> None:
+        self._context = context
+        self.level = level
+        self.wrapper = wrapper
+        self.receivedHeader = receivedHeader
+        self.logLevel = logLevel
+        self.authOnly = authOnly
+
+    @property
+    def required(self) -> bool:
+        """
+        Whether mail is accepted only over TLS.
+        """
+        return self.level == "encrypt"
+
+    @classmethod
+    def fromConfig(cls, config) -> Optional["ServerTLS"]:
+        """
+        The TLS an smtpd configured as C{config} offers, or C{None} when
+        it offers none.
+
+        @raise TLSConfigError: TLS is required (C{encrypt}, wrapper mode)
+            but cannot be had, or a setting asks for what tmta cannot do.
+            With C{may}, a missing certificate only turns STARTTLS off,
+            as in Postfix.
+        """
+        level = securityLevel(config)
+        wrapper = config.getBool("smtpd_tls_wrappermode")
+        if level not in SERVER_LEVELS:
+            raise TLSConfigError(f"smtpd_tls_security_level = {level}: "
+                                 "not a level smtpd has (none, may, encrypt)")
+        if level == "none" and not wrapper:
+            return None
+        if level == "none":
+            level = "encrypt"
+        try:
+            context = cls._context(config, level)
+        except TLSConfigError as e:
+            if level == "may" and not wrapper:
+                log.warn("cannot offer STARTTLS: {error}", error=str(e))
+                return None
+            raise TLSConfigError(f"TLS is required but cannot be offered: {e}") from None
+        return cls(context, level, wrapper,
+                   receivedHeader=config.getBool("smtpd_tls_received_header"),
+                   logLevel=_int(config.get("smtpd_tls_loglevel")),
+                   authOnly=config.getBool("smtpd_tls_auth_only"))
+
+    @staticmethod
+    def _context(config, level: str) -> SSL.Context:
+        pairs = certificateFiles(config)
+        if not pairs:
+            raise TLSConfigError("no server certificate: set smtpd_tls_cert_file "
+                                 "or smtpd_tls_chain_files")
+        context = SSL.Context(SSL.TLS_SERVER_METHOD)
+        mandatory = level == "encrypt" or config.getBool("smtpd_tls_wrappermode")
+        prefix = "smtpd_tls_mandatory_" if mandatory else "smtpd_tls_"
+        exclude = config.get("smtpd_tls_exclude_ciphers")
+        if mandatory:
+            exclude += " " + config.get("smtpd_tls_mandatory_exclude_ciphers")
+        configureContext(context, config.get(prefix + "protocols"),
+                         config.get(prefix + "ciphers"), exclude, cipherLists(config))
+        for certFile, keyFile in pairs:
+            try:
+                context.use_certificate_chain_file(certFile)
+                context.use_privatekey_file(keyFile)
+                context.check_privatekey()
+            except SSL.Error as e:
+                raise TLSConfigError(f"cannot load the certificate {certFile} "
+                                     f"with the key {keyFile}: {_reason(e)}") from None
+        # Sessions resume from tickets; the id context lets OpenSSL's
+        # cache accept them across the sessions of this process.
+        context.set_session_id(b"tmta-smtpd")
+        return context
+
+    def getContext(self) -> SSL.Context:
+        return self._context
+
+    def describe(self, connection: SSL.Connection) -> str:
+        """
+        The handshake's summary, for the log and the Received header.
+        """
+        return connectionSummary(connection)
+
+
+def _int(value: str) -> int:
+    try:
+        return int(value.strip())
+    except ValueError:
+        return 0
+
+
+def _reason(error: SSL.Error) -> str:
+    try:
+        return "; ".join(item[2] for item in error.args[0]) or str(error)
+    except (IndexError, TypeError):
+        return str(error)
