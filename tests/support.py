@@ -431,6 +431,84 @@ class PrivatePostfix:
         return found
 
 
+class PrivateDovecot:
+    """
+    A private Dovecot (Debian's dovecot-core) serving only its
+    authentication service, on a UNIX socket under C{base}, with the
+    users of a passwd-file: a real peer for C{smtpd_sasl_type = dovecot}.
+    Needs root and Dovecot.
+    """
+
+    def __init__(self, base: str, users: Dict[str, str]) -> None:
+        import shutil as _shutil
+
+        from twisted.trial.unittest import SkipTest
+
+        if os.geteuid() != 0 or not _shutil.which("dovecot"):
+            raise SkipTest("a private Dovecot needs root and Debian's dovecot-core package")
+        self.base = base
+        os.makedirs(os.path.join(base, "run"), exist_ok=True)
+        self.socket = os.path.join(base, "auth")
+        self.config = os.path.join(base, "dovecot.conf")
+        self.logPath = os.path.join(base, "dovecot.log")
+        with open(os.path.join(base, "users"), "w") as f:
+            for name, password in users.items():
+                f.write(f"{name}:{{PLAIN}}{password}\n")
+        with open(self.config, "w") as f:
+            f.write(f"""\
+base_dir = {base}/run
+state_dir = {base}/state
+log_path = {self.logPath}
+protocols =
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {base}/users
+}}
+userdb {{
+  driver = static
+  args = uid=65534 gid=65534 home=/nonexistent
+}}
+service auth {{
+  unix_listener {self.socket} {{
+    mode = 0666
+  }}
+}}
+service anvil {{
+  chroot =
+}}
+""")
+        self.process: Optional[subprocess.Popen] = None
+
+    def start(self) -> "PrivateDovecot":
+        self.process = subprocess.Popen(["dovecot", "-F", "-c", self.config],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        waitFor(lambda: os.path.exists(self.socket) or self.process.poll() is not None,
+                what="Dovecot's auth socket")
+        if self.process.poll() is not None:
+            raise AssertionError(f"Dovecot exited at start: {self.log()}")
+        return self
+
+    def log(self) -> str:
+        try:
+            with open(self.logPath, errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
 def _accepts(port: int) -> bool:
     import socket
 

@@ -288,3 +288,54 @@ class ISMTPRestriction(Interface):
             defer (C{None} for smtpd's default); or a Deferred firing
             with that pair, for a restriction that must ask elsewhere.
         """
+
+
+class ISASLBackend(Interface):
+    """
+    Where smtpd checks the credentials of SMTP AUTH (RFC 4954): Dovecot's
+    authentication service, tmta's own password table, or a plugin's.
+    Chosen by C{smtpd_sasl_type}; built once per smtpd process, while it
+    is still root, so it may open what only root can read.
+    """
+
+    def mechanisms():
+        """
+        The SASL mechanisms it can run, upper case (C{["PLAIN",
+        "LOGIN"]}); a Deferred firing with them when it must ask
+        elsewhere first.
+        """
+
+    def begin(mechanism, client):
+        """
+        Start one authentication exchange.
+
+        @param mechanism: one of L{mechanisms}, upper case.
+        @param client: a L{tmta.sasl.SASLClient}: the client's address,
+            whether the session is under TLS, the service name.
+        @return: an L{ISASLExchange}.
+        """
+
+
+class ISASLExchange(Interface):
+    """
+    One AUTH exchange, step by step.
+    """
+
+    def step(response):
+        """
+        Take the client's next response (decoded from base64; C{None}
+        for an AUTH command without an initial response).
+
+        @return: a Deferred firing with a L{tmta.sasl.Challenge} (send it,
+            wait for the next response) or a L{tmta.sasl.Authenticated}
+            (done: the login name); failing with
+            L{tmta.sasl.AuthenticationFailed} (wrong credentials: 535) or
+            L{tmta.sasl.AuthenticationUnavailable} (the backend cannot
+            tell now: 454).
+        """
+
+    def abort():
+        """
+        The client gave up (C{*}) or went away: free what the exchange
+        holds.
+        """

@@ -81,6 +81,8 @@ def receivedHeader(
         if _TLS_SUMMARY.match(tls):
             lines.append(f"\t(using {tls})")
             lines.append("\t(No client certificate requested)")
+        if attributes.get("sasl_header") == "yes" and attributes.get("sasl_username"):
+            lines.append(f"\t(Authenticated sender: {_clean(attributes['sasl_username'])})")
         lines.append(f"\tby {myhostname} (tmta) with {protocol} id {queueId}")
     elif attributes.get("uid", "").isdigit():
         # Posted with tmta-sendmail: who posted it, as the file's owner says.

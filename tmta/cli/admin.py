@@ -609,6 +609,54 @@ def installCompat(prefix: str, force: bool = False, scripts: Optional[str] = Non
     return 0
 
 
+def manageUsers(configuration: Configuration, action: str, names: List[str],
+                passwordStdin: bool = False, out: TextIO = sys.stdout,
+                err: TextIO = sys.stderr) -> int:
+    """
+    C{tmta user}: add, change (passwd), remove or list the users of
+    tmta's own SASL password table (C{smtpd_sasl_type = tmta}).  A
+    password is read from standard input with C{--password-stdin}, else
+    asked for twice at the terminal; it never appears on a command line.
+    """
+    import getpass
+
+    from tmta.sasl import passwordFile
+    from tmta.sasl.passwords import PasswordTableError, changeTable, listUsers
+
+    main = configuration.main
+    path = passwordFile(main)
+    if action == "list":
+        for name in listUsers(path):
+            out.write(name + "\n")
+        return 0
+    group = None
+    if os.geteuid() == 0:
+        from tmta.common.accounts import mailOwner
+
+        group = mailOwner(main, configuration.embedded).pw_gid
+    for name in names:
+        password = None
+        if action in ("add", "passwd"):
+            if passwordStdin:
+                password = sys.stdin.readline().rstrip("\r\n")
+            else:
+                password = getpass.getpass(f"Password for {name}: ")
+                if getpass.getpass("Again: ") != password:
+                    err.write("tmta: fatal: the passwords differ\n")
+                    return 1
+            if not password:
+                err.write("tmta: fatal: empty password\n")
+                return 1
+        try:
+            changeTable(path, name, password, group=group,
+                        mustExist=action != "add")
+        except (PasswordTableError, OSError) as e:
+            err.write(f"tmta: fatal: {path}: {e}\n")
+            return 1
+        err.write(f"tmta: {path}: {name} {dict(add='added', passwd='changed', remove='removed')[action]}\n")
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="tmta", description="tmta administration")
     parser.add_argument(
@@ -646,6 +694,14 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="query: the keys; build: more files")
     tables.add_argument("-c", "--config", default=argparse.SUPPRESS,
                         help="configuration directory")
+    users = commands.add_parser(
+        "user", help="add, change, remove or list SMTP AUTH users (smtpd_sasl_type = tmta)")
+    users.add_argument("action", choices=["add", "passwd", "remove", "list"])
+    users.add_argument("names", nargs="*", metavar="NAME")
+    users.add_argument("--password-stdin", action="store_true",
+                       help="read the password from standard input, one line per name")
+    users.add_argument("-c", "--config", default=argparse.SUPPRESS,
+                       help="configuration directory")
     compat = commands.add_parser(
         "install-compat", help="link sendmail, mailq and newaliases to tmta's commands")
     compat.add_argument("--prefix", default="/usr", help="where they go (default /usr)")
@@ -663,6 +719,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         if options.command == "map":
             return buildMaps([options.table] + options.keys,
                              configuration.main.get("default_database_type"))
+        if options.command == "user":
+            if options.action != "list" and not options.names:
+                parser.error(f"user {options.action}: name the user(s)")
+            return manageUsers(configuration, options.action, options.names,
+                               options.password_stdin)
         if options.command == "config":
             return showConfig(
                 configuration,

@@ -297,7 +297,7 @@ for _name in ("forward_path", "allow_mail_to_commands", "allow_mail_to_files",
               "default_database_type", "alias_database", "smtpd_discard_ehlo_keywords"):
     DEFAULTS.setdefault(_name, POSTFIX_DEFAULTS[_name])
 
-# smtpd's TLS.
+# smtpd's TLS and AUTH.
 for _name in ("smtpd_tls_security_level", "smtpd_use_tls", "smtpd_enforce_tls",
               "smtpd_tls_cert_file", "smtpd_tls_key_file", "smtpd_tls_chain_files",
               "smtpd_tls_eccert_file", "smtpd_tls_eckey_file", "smtpd_tls_dcert_file",
@@ -305,7 +305,11 @@ for _name in ("smtpd_tls_security_level", "smtpd_use_tls", "smtpd_enforce_tls",
               "smtpd_tls_ciphers", "smtpd_tls_mandatory_ciphers", "smtpd_tls_exclude_ciphers",
               "smtpd_tls_mandatory_exclude_ciphers", "smtpd_tls_received_header",
               "smtpd_tls_loglevel", "smtpd_tls_wrappermode", "smtpd_tls_auth_only",
-              "smtpd_tls_req_ccert", "smtpd_tls_ask_ccert"):
+              "smtpd_tls_req_ccert", "smtpd_tls_ask_ccert",
+              "smtpd_sasl_type", "smtpd_sasl_path", "smtpd_sasl_security_options",
+              "smtpd_sasl_tls_security_options", "smtpd_sasl_mechanism_filter",
+              "smtpd_sasl_authenticated_header", "smtpd_sasl_response_limit",
+              "smtpd_sasl_service"):
     DEFAULTS.setdefault(_name, POSTFIX_DEFAULTS[_name])
 
 #: The parameters tmta acts on.

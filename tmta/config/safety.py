@@ -51,7 +51,6 @@ def _clientCertificateLevel(value: str) -> bool:
 _SMTPD_UNSAFE["smtpd_tls_security_level"] = (
     _clientCertificateLevel, "smtpd's levels are none, may and encrypt")
 _SMTPD_UNSAFE["smtpd_tls_req_ccert"] = (_yes, "client certificates are not implemented yet")
-_SMTPD_UNSAFE["smtpd_sasl_auth_enable"] = (_yes, "SMTP AUTH is not implemented yet")
 for _name in ("smtpd_client_restrictions", "smtpd_helo_restrictions",
               "smtpd_sender_restrictions", "smtpd_data_restrictions",
               "smtpd_end_of_data_restrictions", "smtpd_etrn_restrictions"):
@@ -133,6 +132,21 @@ def smtpdProblems(config: MainConfig, main: MainConfig, overrides: Dict[str, str
         fatal.append(Problem(name, _where(name, main, overrides, masterWhere),
                              "TLS is required but no certificate is configured "
                              "(smtpd_tls_cert_file or smtpd_tls_chain_files)"))
+    if _yes(config.get("smtpd_sasl_auth_enable")):
+        from tmta.sasl import BACKEND_TYPES, filterMechanisms
+
+        kind = config.get("smtpd_sasl_type").strip().lower()
+        if kind not in BACKEND_TYPES:
+            name = "smtpd_sasl_type" if config.isExplicit("smtpd_sasl_type") \
+                else "smtpd_sasl_auth_enable"
+            fatal.append(Problem(name, _where(name, main, overrides, masterWhere),
+                                 f"smtpd_sasl_type {kind!r} is not implemented: AUTH needs "
+                                 "smtpd_sasl_type = dovecot or tmta"))
+        for name in ("smtpd_sasl_security_options", "smtpd_sasl_tls_security_options"):
+            try:
+                filterMechanisms([], splitList(config.get(name)))
+            except ValueError as e:
+                fatal.append(Problem(name, _where(name, main, overrides, masterWhere), str(e)))
     for name, (applies, why) in _SMTPD_HARMLESS.items():
         value = config.get(name)
         if value and applies(value):

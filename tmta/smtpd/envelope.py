@@ -133,7 +133,8 @@ class EnvelopeCommands:
 
     async def _checkRecipient(self, recipient: str, notify: str = "", orcpt: str = "") -> None:
         resolution = await self.resolve(recipient)
-        context = RecipientContext(self.clientAddress, recipient, resolution.addressClass)
+        context = RecipientContext(self.clientAddress, recipient, resolution.addressClass,
+                                   saslAuthenticated=self.saslUsername is not None)
         for restrictions in self.settings.restrictionLists:
             decision = restrictions.evaluate(context)
             if isinstance(decision, defer.Deferred):

@@ -13,6 +13,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from tmta import replies
+from tmta.smtpd.auth import AuthCommands
 from tmta.smtpd.envelope import EnvelopeCommands
 from tmta.smtpd.reader import CommandReader
 from tmta.smtpd.receiving import DataCommands
@@ -26,17 +27,19 @@ log = Logger()
 
 _VERB = re.compile(rb"^([A-Za-z]+)(?:[ \t]+(.*))?$")
 _FORBIDDEN = {b"CONNECT", b"GET", b"POST"}
-_HELP = "214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP"
+_HELP = ("214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP "
+         "STARTTLS AUTH")
 
 
 @implementer(IHandshakeListener)
-class SMTPServer(EnvelopeCommands, DataCommands, TLSCommands, CommandReader):
+class SMTPServer(EnvelopeCommands, DataCommands, AuthCommands, TLSCommands, CommandReader):
     """
     One SMTP session: the connection, command dispatch, error limits and
     the session commands (HELO, EHLO, RSET, NOOP, QUIT, HELP).  The
     envelope commands are L{EnvelopeCommands}', the DATA phase
     L{DataCommands}' (listed before L{CommandReader}, whose C{inData}
-    and C{messageData} they override), STARTTLS L{TLSCommands}'.
+    and C{messageData} they override), STARTTLS L{TLSCommands}', AUTH
+    L{AuthCommands}'.
 
     @ivar cleanupClient: how messages reach cleanup (a
         L{tmta.cleanup.client.CleanupClient}, shared by the process's
@@ -105,6 +108,7 @@ class SMTPServer(EnvelopeCommands, DataCommands, TLSCommands, CommandReader):
         CommandReader.connectionLost(self, reason)
         self.setTimeout(None)
         self.tlsConnectionLost()
+        self._authDone()
         self._abortTransfer()
         log.info("disconnect from {client}", client=self.client)
 
@@ -134,6 +138,8 @@ class SMTPServer(EnvelopeCommands, DataCommands, TLSCommands, CommandReader):
         self.reply(replies.line(replies.INTERNAL_ERROR))
 
     def commandReceived(self, line: bytes):
+        if self.authResponseDue:
+            return self.authResponse(line)
         settings = self.settings
         if self.errors >= settings.softErrorLimit and settings.errorSleepTime > 0:
             # A client that keeps making errors gets slower answers
@@ -239,14 +245,22 @@ class SMTPServer(EnvelopeCommands, DataCommands, TLSCommands, CommandReader):
         if self._hello("HELO", argument):
             self.reply(f"250 {self.settings.myhostname}")
 
-    def smtp_EHLO(self, argument: str) -> None:
+    def smtp_EHLO(self, argument: str):
         if not self._hello("EHLO", argument):
-            return
+            return None
         keywords = ["PIPELINING", f"SIZE {self.settings.messageSizeLimit}"]
         if not self.settings.vrfyDisabled:
             keywords.append("VRFY")
         if self.tlsOffered():
             keywords.append("STARTTLS")
+        auth = self.authKeywords(self.tlsSummary is not None)
+        if isinstance(auth, defer.Deferred):
+            return auth.addCallback(self._ehloReply, keywords)
+        return self._ehloReply(auth, keywords)
+
+    def _ehloReply(self, auth: Optional[str], keywords: List[str]) -> None:
+        if auth:
+            keywords.append(auth)
         keywords += ["ENHANCEDSTATUSCODES", "8BITMIME", "DSN"]
         hidden = self.settings.discardEhloKeywords
         if hidden:

@@ -48,6 +48,11 @@ class DataCommands:
         }
         if self.tlsSummary is not None and self.settings.tls.receivedHeader:
             attributes["tls"] = self.tlsSummary
+        if self.saslUsername is not None:
+            attributes["sasl_method"] = self.saslMethod or ""
+            attributes["sasl_username"] = self.saslUsername
+            if self.settings.sasl.authenticatedHeader:
+                attributes["sasl_header"] = "yes"
         attributes.update(self.dsnAttributes)
         envelope = (self.sender, attributes,
                     [(r, r, notify, orcpt) if notify or orcpt else (r, r)
@@ -85,7 +90,13 @@ class DataCommands:
             transfer.release()
             self._resetTransaction()
         if code // 100 == 2:
-            log.info("{queueId}: client={client}", queueId=self.queueId, client=self.client)
+            if self.saslUsername is not None:
+                log.info("{queueId}: client={client}, sasl_method={method}, "
+                         "sasl_username={username}", queueId=self.queueId, client=self.client,
+                         method=self.saslMethod, username=self.saslUsername)
+            else:
+                log.info("{queueId}: client={client}", queueId=self.queueId,
+                         client=self.client)
             # The soft and junk limits count what a client does without
             # delivering mail.
             self.errors = self.junkCommands = 0

@@ -110,6 +110,21 @@ def serverTLS(config):
     return ServerTLS.fromConfig(config)
 
 
+def smtpAuth(config, reactor):
+    """
+    How AUTH is offered (L{tmta.smtpd.auth.SMTPAuth}), or C{None} when
+    C{smtpd_sasl_auth_enable} is off.
+
+    @raise ValueError: a SASL type or option tmta does not implement.
+    """
+    if not config.getBool("smtpd_sasl_auth_enable"):
+        return None
+    from tmta.sasl import openBackend
+    from tmta.smtpd.auth import SMTPAuth
+
+    return SMTPAuth.fromConfig(config, openBackend(config, reactor))
+
+
 class SMTPService(Service):
     def __init__(self, context) -> None:
         self.context = context
@@ -123,7 +138,8 @@ class SMTPService(Service):
             for name in ("smtpd_relay_restrictions", "smtpd_recipient_restrictions")
         ]
         self.settings = SMTPSettings.fromConfig(config, lists, RecipientTables.fromConfig(config),
-                                                serverTLS(config))
+                                                serverTLS(config),
+                                                smtpAuth(config, context.reactor))
         self.rewrite = RewriteClient(
             lambda: context.connect("rewrite"), context.reactor, idle=config.getTime("ipc_idle")
         )

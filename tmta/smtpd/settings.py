@@ -42,11 +42,14 @@ class SMTPSettings:
     recipientTables: Optional[RecipientTables] = None
     #: The TLS on offer (L{tmta.smtpd.tls.ServerTLS}); C{None}: none.
     tls: Optional[object] = None
+    #: How AUTH is offered (L{tmta.smtpd.auth.SMTPAuth}); C{None}: not.
+    sasl: Optional[object] = None
 
     @classmethod
     def fromConfig(cls, config, restrictionLists,
                    recipientTables: Optional[RecipientTables],
-                   tls: Optional[object] = None) -> "SMTPSettings":
+                   tls: Optional[object] = None,
+                   sasl: Optional[object] = None) -> "SMTPSettings":
         return cls(
             myhostname=config.get("myhostname"),
             banner=config.get("smtpd_banner"),
@@ -70,4 +73,5 @@ class SMTPSettings:
             restrictionLists=restrictionLists,
             recipientTables=recipientTables,
             tls=tls,
+            sasl=sasl,
         )
