@@ -324,7 +324,7 @@ class FailClosedTests(SynchronousTestCase):
             "smtpd_milters = inet:127.0.0.1:8891\n"
             "smtpd_client_connection_rate_limit = 30\n"
             "content_filter = scan:[127.0.0.1]:10025\n")
-        for line, name in [(2, "smtpd_client_restrictions"), (3, "smtpd_tls_security_level"),
+        for line, name in [(3, "smtpd_tls_security_level"),
                            (4, "smtpd_sasl_auth_enable"), (5, "smtpd_milters"),
                            (6, "smtpd_client_connection_rate_limit"),
                            (7, "content_filter")]:

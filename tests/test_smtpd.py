@@ -25,7 +25,8 @@ from tmta.smtpd.data import DataDecoder
 from tmta.smtpd.protocol import SMTPServer
 from tmta.smtpd.settings import SMTPSettings
 from tmta.tables.networks import parseNetworks
-from tmta.smtpd.restrictions import RestrictionList
+from tmta.smtpd.checking import Restrictions
+from tmta.smtpd.restrictions import RestrictionEnvironment
 from tmta.tables import DictTable
 
 
@@ -72,7 +73,18 @@ class FakeCleanup:
         self.ends.pop(0).callback({"code": code, "reason": reason, "queue_id": "0123456789ABCDEF01"})
 
 
-class SMTPServerTests(SynchronousTestCase):
+class SessionHarness:
+    """
+    An smtpd session over an in-memory transport, for a
+    L{SynchronousTestCase}.
+    """
+
+    def resolver(self):
+        """
+        The resolver the DNS checks use: none here.
+        """
+        return None
+
     def makeServer(self, client="127.0.0.1", cleanupClient=None, anyLocalName=False,
                    freeSpace=lambda: None, **params):
         settings = {"myhostname": "mx.example.org", "mynetworks": "127.0.0.1/32",
@@ -80,10 +92,12 @@ class SMTPServerTests(SynchronousTestCase):
         settings.update(params)
         config = MainConfig(settings)
         networks = parseNetworks(config.getList("mynetworks"))
-        lists = [RestrictionList("smtpd_relay_restrictions", config.get("smtpd_relay_restrictions"),
-                                 networks, 554, 554)]
         users = DictTable({"bob": "x", "postmaster": "x"})
         from tmta.smtpd.recipients import RecipientTables
+
+        environment = RestrictionEnvironment.fromConfig(config, networks,
+                                                        resolver=self.resolver())
+        lists = Restrictions.fromConfig(config, environment)
 
         tls = None
         if config.get("smtpd_tls_security_level") or config.getBool("smtpd_tls_wrappermode"):
@@ -121,6 +135,9 @@ class SMTPServerTests(SynchronousTestCase):
         self.transport.clear()
         return [l for l in lines if l]
 
+
+
+class SMTPServerTests(SessionHarness, SynchronousTestCase):
     def test_greetingAndEhlo(self):
         self.makeServer()
         self.assertEqual(self.replies(), ["220 mx.example.org ESMTP tmta"])

@@ -47,7 +47,7 @@ from tests.support import (
     waitFor,
 )
 from tests.test_mailpath import MASTER_CF
-from tests.test_smtpd import SMTPServerTests
+from tests.test_smtpd import SessionHarness
 
 
 def _b64(data: bytes) -> str:
@@ -162,14 +162,10 @@ class PasswordTableTests(SynchronousTestCase):
         self.assertEqual(tmta("list").stdout, "")
 
 
-class AuthCommandTests(SMTPServerTests.__bases__[0]):
+class AuthCommandTests(SessionHarness, SynchronousTestCase):
     """
     AUTH in a session over an in-memory transport.
     """
-
-    makeServer = SMTPServerTests.makeServer
-    send = SMTPServerTests.send
-    replies = SMTPServerTests.replies
 
     def authServer(self, **params):
         server = self.makeServer(smtpd_sasl_auth_enable="yes", **params)

@@ -281,12 +281,18 @@ class ISMTPRestriction(Interface):
         Decide for one SMTP command.
 
         @param context: a L{tmta.smtpd.restrictions.RecipientContext}:
-            the client's address, the recipient, its address class,
-            whether the client authenticated, and the configuration.
+            the stage (C{EHLO}, C{MAIL}, C{RCPT}, C{DATA},
+            C{END-OF-MESSAGE}), the client's address and names, the HELO
+            name, the sender and recipient (with its address class), the
+            login of an authenticated client, the TLS summary, and the
+            transaction's side actions (C{context.actions}: a restriction
+            may ask for HOLD, DISCARD, FILTER, REDIRECT or PREPEND there).
         @return: C{(action, reply)}, action one of C{permit}, C{reject},
             C{defer}, C{dunno}, reply the SMTP reply for a reject or
-            defer (C{None} for smtpd's default); or a Deferred firing
+            defer (C{None} for the list's default); or a Deferred firing
             with that pair, for a restriction that must ask elsewhere.
+            Any other answer, or an exception, defers the mail with 451
+            4.3.5: a broken restriction never lets mail through.
         """
 
 

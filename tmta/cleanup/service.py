@@ -5,6 +5,7 @@ The cleanup service.
 from __future__ import annotations
 
 import os
+import re
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -77,6 +78,9 @@ class Message:
         self.messageId = ""
         self.envelopeWritten = False
         self.verdict = Verdict()
+        self.prepended: List[bytes] = []
+        if any(name.startswith("access_") for name in attributes):
+            self.attributes = attributes = self._accessActions(attributes)
         self.bodyChecker = None  # made once the headers say what the body is
         self.chain: defer.Deferred = defer.succeed(None)
         if not createFile:
@@ -86,6 +90,24 @@ class Message:
         except QueueError as e:
             log.error("cannot create a queue file: {error}", error=str(e))
             self.error = Rejection(*storageFailure(e))
+
+    def _accessActions(self, attributes: Dict[str, str]) -> Dict[str, str]:
+        """
+        Take what smtpd's access tables asked for (C{access_hold},
+        C{access_discard}, C{access_filter}, C{access_redirect},
+        C{access_prepend}) out of the attributes and into the verdict,
+        as header_checks' actions are.
+        """
+        attributes = dict(attributes)
+        verdict = self.verdict
+        for name in ("hold", "discard", "redirect", "filter"):
+            value = attributes.pop(f"access_{name}", None)
+            if value:
+                setattr(verdict, name, value)
+        for header in attributes.pop("access_prepend", "").split("\n"):
+            if re.match(r"^[!-9;-~]+:", header):
+                self.prepended.append(header.encode("utf-8", "surrogateescape"))
+        return attributes
 
     def _then(self, f, *args) -> defer.Deferred:
         def step(_):
@@ -247,7 +269,7 @@ class Message:
             [r[0] for r in self.recipients], now,
         )
         self.messageId = messageId(headers + added)
-        out = b"\n".join([received] + headers + added) + b"\n"
+        out = b"\n".join(self.prepended + [received] + headers + added) + b"\n"
         if not rest.startswith(b"\n"):
             out += b"\n"
         if self.bodyChecker is not None and rest:

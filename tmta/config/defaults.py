@@ -309,7 +309,17 @@ for _name in ("smtpd_tls_security_level", "smtpd_use_tls", "smtpd_enforce_tls",
               "smtpd_sasl_type", "smtpd_sasl_path", "smtpd_sasl_security_options",
               "smtpd_sasl_tls_security_options", "smtpd_sasl_mechanism_filter",
               "smtpd_sasl_authenticated_header", "smtpd_sasl_response_limit",
-              "smtpd_sasl_service"):
+              "smtpd_sasl_service",
+              # The restriction language.
+              "smtpd_end_of_data_restrictions", "smtpd_delay_reject",
+              "smtpd_restriction_classes", "smtpd_sender_login_maps",
+              "smtpd_null_access_lookup_key", "defer_code", "non_fqdn_reject_code",
+              "invalid_hostname_reject_code", "unknown_client_reject_code",
+              "unknown_address_reject_code", "maps_rbl_reject_code", "access_map_reject_code",
+              "access_map_defer_code", "unverified_sender_reject_code",
+              "smtpd_policy_service_timeout", "smtpd_policy_service_max_idle",
+              "smtpd_policy_service_max_ttl", "smtpd_policy_service_request_limit",
+              "smtpd_policy_service_default_action", "smtpd_policy_service_policy_context"):
     DEFAULTS.setdefault(_name, POSTFIX_DEFAULTS[_name])
 
 #: The parameters tmta acts on.

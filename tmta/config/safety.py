@@ -35,11 +35,6 @@ def _nonEmpty(value: str) -> bool:
     return bool(value.strip())
 
 
-def _restricts(value: str) -> bool:
-    # A list of only "permit"/"dunno" asks for nothing to be enforced.
-    return any(item.lower() not in ("permit", "dunno") for item in splitList(value))
-
-
 def _nonZero(value: str) -> bool:
     return value.strip() not in ("", "0")
 
@@ -51,10 +46,6 @@ def _clientCertificateLevel(value: str) -> bool:
 _SMTPD_UNSAFE["smtpd_tls_security_level"] = (
     _clientCertificateLevel, "smtpd's levels are none, may and encrypt")
 _SMTPD_UNSAFE["smtpd_tls_req_ccert"] = (_yes, "client certificates are not implemented yet")
-for _name in ("smtpd_client_restrictions", "smtpd_helo_restrictions",
-              "smtpd_sender_restrictions", "smtpd_data_restrictions",
-              "smtpd_end_of_data_restrictions", "smtpd_etrn_restrictions"):
-    _SMTPD_UNSAFE[_name] = (_restricts, "this restriction list is not enforced yet")
 for _name in ("smtpd_milters", "non_smtpd_milters"):
     _SMTPD_UNSAFE[_name] = (_nonEmpty, "milters are not implemented yet")
 for _name in ("content_filter", "smtpd_proxy_filter"):

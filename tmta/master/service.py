@@ -505,6 +505,27 @@ class MasterService(service.Service):
         return defer.DeferredList(stops).addBoth(lambda r: self.forkserver.stop())
 
 
+def _restrictionProblems(config) -> List[str]:
+    """
+    What is wrong with an smtpd service's restriction lists: each list
+    is built as smtpd builds it (plugins found, tables opened, arguments
+    checked), so that a list smtpd could not enforce stops start-up.
+    """
+    from tmta.smtpd.checking import Restrictions
+    from tmta.smtpd.restrictions import RestrictionEnvironment
+    from tmta.tables.networks import parseNetworks
+
+    try:
+        environment = RestrictionEnvironment.fromConfig(
+            config, parseNetworks(config.getList("mynetworks")))
+        Restrictions.fromConfig(config, environment)
+    except (PluginError, ValueError) as e:
+        return [str(e)]
+    except Exception as e:  # a table type's own error
+        return [f"{type(e).__name__}: {e}"]
+    return []
+
+
 def _pluginProblems(configuration: Configuration) -> List[str]:
     """
     Table types and smtpd restrictions the configuration names whose
@@ -512,19 +533,17 @@ def _pluginProblems(configuration: Configuration) -> List[str]:
     asked for TLS or SASL settings they cannot honour, and pipe entries
     that cannot run (no command, no user, root).
     """
-    from tmta.interfaces import ILookupTableType, ISMTPRestriction
-    from tmta.smtpd.restrictions import BUILTIN_RESTRICTIONS
+    from tmta.interfaces import ILookupTableType
     from tmta.tables import BUILTIN_TYPES
 
     problems = []
     for entry in configuration.services:
         config = configuration.serviceConfig(entry)
         where = f"{configuration.directory}/master.cf, line {entry.line}"
-        checks = [(name, ISMTPRestriction, item)
-                  for name in ("smtpd_relay_restrictions", "smtpd_recipient_restrictions")
-                  if entry.command == "smtpd"
-                  for item in config.getList(name) if item not in BUILTIN_RESTRICTIONS]
-        checks += [(name, ILookupTableType, spec.split(":", 1)[0])
+        if entry.command == "smtpd":
+            problems += [f"{where}: {entry.service}/{entry.type}: {problem}"
+                         for problem in _restrictionProblems(config)]
+        checks = [(name, ILookupTableType, spec.split(":", 1)[0])
                    for name in ("alias_maps", "local_recipient_maps")
                    for spec in config.getList(name)
                    if ":" in spec and spec.split(":", 1)[0] not in BUILTIN_TYPES
@@ -541,6 +560,16 @@ def _pluginProblems(configuration: Configuration) -> List[str]:
                 parsePipeArguments(entry.args)
             except PipeAccountError:
                 pass  # the service fails when used, as Postfix's does
+            except PipeConfigError as e:
+                problems.append(f"{where}: {entry.service}/{entry.type}: {e}")
+        if entry.command == "spawn":
+            from tmta.pipe import PipeAccountError, PipeConfigError
+            from tmta.spawn import SpawnCommand
+
+            try:
+                SpawnCommand(entry.args)
+            except PipeAccountError:
+                pass  # as for pipe: it fails when used
             except PipeConfigError as e:
                 problems.append(f"{where}: {entry.service}/{entry.type}: {e}")
         if entry.command in ("smtp", "lmtp"):

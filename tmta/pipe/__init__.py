@@ -84,6 +84,30 @@ def _unescape(value: str) -> bytes:
     return value.encode().decode("unicode_escape").encode("latin-1")
 
 
+def commandAccount(spec: str, component: str):
+    """
+    The account and group a master.cf C{user=name[:group]} names.
+
+    @return: C{(pwd entry, gid)}.
+    @raise PipeAccountError: no such account or group.
+    @raise PipeConfigError: root, which commands never run as.
+    """
+    userName, _, groupName = spec.partition(":")
+    try:
+        account = pwd.getpwnam(userName)
+    except KeyError:
+        raise PipeAccountError(f"{component}: user={userName}: no such account")
+    gid = account.pw_gid
+    if groupName:
+        try:
+            gid = grp.getgrnam(groupName).gr_gid
+        except KeyError:
+            raise PipeAccountError(f"{component}: user={spec}: no such group")
+    if account.pw_uid == 0 or gid == 0:
+        raise PipeConfigError(f"{component}: user={spec}: commands never run as root")
+    return account, gid
+
+
 def parsePipeArguments(arguments: List[str]) -> PipeCommand:
     """
     Parse C{flags=}, C{user=}, C{size=}, C{eol=}, C{directory=},
@@ -109,19 +133,7 @@ def parsePipeArguments(arguments: List[str]) -> PipeCommand:
         raise PipeConfigError("pipe: no argv= command")
     if "user" not in attributes:
         raise PipeConfigError("pipe: no user= attribute (pipe never runs commands as root)")
-    userName, _, groupName = attributes["user"].partition(":")
-    try:
-        account = pwd.getpwnam(userName)
-    except KeyError:
-        raise PipeAccountError(f"pipe: user={userName}: no such account")
-    gid = account.pw_gid
-    if groupName:
-        try:
-            gid = grp.getgrnam(groupName).gr_gid
-        except KeyError:
-            raise PipeAccountError(f"pipe: user={attributes['user']}: no such group")
-    if account.pw_uid == 0 or gid == 0:
-        raise PipeConfigError(f"pipe: user={attributes['user']}: commands never run as root")
+    account, gid = commandAccount(attributes["user"], "pipe")
     flags = attributes.get("flags", "")
     unknown = set(flags) - FLAGS
     if unknown:

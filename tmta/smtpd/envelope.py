@@ -14,7 +14,6 @@ from twisted.logger import Logger
 from tmta import replies
 from tmta.address import AddressError, isSafeMailboxName, localName, parsePath
 from tmta.dsn import DSNError, parseEnvid, parseNotify, parseOrcpt, parseRet
-from tmta.smtpd.restrictions import DEFER, REJECT, RecipientContext
 from tmta.tables import TableLookupError
 
 log = Logger()
@@ -30,7 +29,7 @@ class EnvelopeCommands:
     cleanup.
     """
 
-    def smtp_MAIL(self, argument: str) -> None:
+    def smtp_MAIL(self, argument: str):
         if self.settings.heloRequired and self.helo is None:
             self._error("503 5.5.1 Error: send HELO/EHLO first")
             return
@@ -80,6 +79,20 @@ class EnvelopeCommands:
             self.reply(replies.line(replies.INSUFFICIENT_STORAGE))
             return
         self.sender, self.declaredSize, self.dsnAttributes = sender, size, dsn
+        restrictions = self.settings.restrictions
+        if restrictions is None or not any(
+                lst.restrictions for lst in restrictions.forStage("MAIL")):
+            self.reply("250 2.1.0 Ok")
+            return None
+        return defer.Deferred.fromCoroutine(self._checkSender())
+
+    async def _checkSender(self) -> None:
+        refusal = await self.restrict("MAIL")
+        if refusal is not None:
+            self.logRejection("MAIL", refusal[1])
+            self._resetTransaction()
+            self._error(refusal[1])
+            return
         self.reply("250 2.1.0 Ok")
 
     def _roomFor(self, size: int) -> bool:
@@ -133,16 +146,11 @@ class EnvelopeCommands:
 
     async def _checkRecipient(self, recipient: str, notify: str = "", orcpt: str = "") -> None:
         resolution = await self.resolve(recipient)
-        context = RecipientContext(self.clientAddress, recipient, resolution.addressClass,
-                                   saslAuthenticated=self.saslUsername is not None)
-        for restrictions in self.settings.restrictionLists:
-            decision = restrictions.evaluate(context)
-            if isinstance(decision, defer.Deferred):
-                decision = await decision
-            decision, reply = decision
-            if decision in (REJECT, DEFER):
-                self._rejectRecipient(recipient, reply)
-                return
+        refusal = await self.restrict("RCPT", self.restrictionContext(
+            "RCPT", recipient, resolution.addressClass))
+        if refusal is not None:
+            self._rejectRecipient(recipient, refusal[1])
+            return
         if resolution.addressClass == "local" and not isSafeMailboxName(
                 localName(resolution.recipient, self.settings.recipientDelimiter)):
             # local would refuse it: refuse it now rather than bounce it
@@ -169,12 +177,7 @@ class EnvelopeCommands:
         self.reply("250 2.1.5 Ok")
 
     def _rejectRecipient(self, recipient: str, reply: str) -> None:
-        log.info(
-            "NOQUEUE: reject: RCPT from {client}: {reply}; from=<{sender}> "
-            "to=<{recipient}> proto={proto} helo=<{helo}>",
-            client=self.client, reply=reply, sender=self.sender, recipient=recipient,
-            proto=self.protocolName, helo=self.helo or "",
-        )
+        self.logRejection("RCPT", reply, recipient)
         self._error(reply)
 
     def _unknown(self, resolution, given: str) -> Optional[str]:

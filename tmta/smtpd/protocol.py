@@ -14,9 +14,11 @@ from zope.interface import implementer
 
 from tmta import replies
 from tmta.smtpd.auth import AuthCommands
+from tmta.smtpd.checking import RestrictionChecks
 from tmta.smtpd.envelope import EnvelopeCommands
 from tmta.smtpd.reader import CommandReader
 from tmta.smtpd.receiving import DataCommands
+from tmta.smtpd.restrictions import TransactionActions
 from tmta.smtpd.settings import SMTPSettings
 from tmta.smtpd.starttls import TLSCommands
 from tmta.smtpd.transfer import MessageTransfer
@@ -32,14 +34,16 @@ _HELP = ("214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP 
 
 
 @implementer(IHandshakeListener)
-class SMTPServer(EnvelopeCommands, DataCommands, AuthCommands, TLSCommands, CommandReader):
+class SMTPServer(EnvelopeCommands, DataCommands, AuthCommands, TLSCommands, RestrictionChecks,
+                 CommandReader):
     """
     One SMTP session: the connection, command dispatch, error limits and
     the session commands (HELO, EHLO, RSET, NOOP, QUIT, HELP).  The
     envelope commands are L{EnvelopeCommands}', the DATA phase
     L{DataCommands}' (listed before L{CommandReader}, whose C{inData}
     and C{messageData} they override), STARTTLS L{TLSCommands}', AUTH
-    L{AuthCommands}'.
+    L{AuthCommands}', and the restriction lists are applied through
+    L{RestrictionChecks}.
 
     @ivar cleanupClient: how messages reach cleanup (a
         L{tmta.cleanup.client.CleanupClient}, shared by the process's
@@ -78,6 +82,7 @@ class SMTPServer(EnvelopeCommands, DataCommands, AuthCommands, TLSCommands, Comm
         self.clientAddress = ""
         self.clientName = "unknown"
         self.queueId = ""
+        self.transactionNumber = 0
         self._resetTransaction()
 
     # -- connection --------------------------------------------------------
@@ -150,6 +155,10 @@ class SMTPServer(EnvelopeCommands, DataCommands, AuthCommands, TLSCommands, Comm
     def _command(self, line: bytes):
         if self._closing:
             return None
+        # Sent before this command's answer, without EHLO's leave: the
+        # session is marked for good, as Postfix marks it.
+        if self._buffer and not self.pipelinedNow and not self._mayPipeline():
+            self.pipelinedNow = True
         match = _VERB.match(line)
         if not match or b"\0" in line:
             self._error("500 5.5.2 Error: bad syntax")
@@ -171,6 +180,10 @@ class SMTPServer(EnvelopeCommands, DataCommands, AuthCommands, TLSCommands, Comm
             self._error("502 5.5.2 Error: command not recognized")
             return None
         return handler(argument)
+
+    def _mayPipeline(self) -> bool:
+        return self.protocolName == "ESMTP" and \
+            "pipelining" not in self.settings.discardEhloKeywords
 
     def _error(self, text: str) -> None:
         """
@@ -216,6 +229,8 @@ class SMTPServer(EnvelopeCommands, DataCommands, AuthCommands, TLSCommands, Comm
         #: The transaction's RET and ENVID, when given.
         self.dsnAttributes: Dict[str, str] = {}
         self.declaredSize = 0
+        self.transactionActions = TransactionActions()
+        self.transactionNumber += 1
 
     def _badHelo(self, argument: str) -> bool:
         """
@@ -241,13 +256,40 @@ class SMTPServer(EnvelopeCommands, DataCommands, AuthCommands, TLSCommands, Comm
         self.helo, self.protocolName = argument, "ESMTP" if verb == "EHLO" else "SMTP"
         return True
 
-    def smtp_HELO(self, argument: str) -> None:
+    def _helloChecked(self, then):
+        """
+        Apply the EHLO stage's lists (C{smtpd_delay_reject = no}), then
+        answer with C{then()}; a refusal forgets the name.
+        """
+        restrictions = self.settings.restrictions
+        if restrictions is None or not any(
+                lst.restrictions for lst in restrictions.forStage("EHLO")):
+            return then()
+
+        async def check():
+            refusal = await self.restrict("EHLO")
+            if refusal is not None:
+                self.logRejection("EHLO", refusal[1])
+                self.helo, self.protocolName = None, "SMTP"
+                self._error(refusal[1])
+                return
+            result = then()
+            if isinstance(result, defer.Deferred):
+                await result
+
+        return defer.Deferred.fromCoroutine(check())
+
+    def smtp_HELO(self, argument: str):
         if self._hello("HELO", argument):
-            self.reply(f"250 {self.settings.myhostname}")
+            return self._helloChecked(lambda: self.reply(f"250 {self.settings.myhostname}"))
+        return None
 
     def smtp_EHLO(self, argument: str):
         if not self._hello("EHLO", argument):
             return None
+        return self._helloChecked(self._ehloKeywords)
+
+    def _ehloKeywords(self):
         keywords = ["PIPELINING", f"SIZE {self.settings.messageSizeLimit}"]
         if not self.settings.vrfyDisabled:
             keywords.append("VRFY")

@@ -34,6 +34,11 @@ class DataCommands:
         return defer.Deferred.fromCoroutine(self._startData())
 
     async def _startData(self) -> None:
+        refusal = await self.restrict("DATA")
+        if refusal is not None:
+            self.logRejection("DATA", refusal[1])
+            self._error(refusal[1])
+            return
         try:
             cleanup = await self.cleanupClient.open()
         except Exception as e:
@@ -54,6 +59,7 @@ class DataCommands:
             if self.settings.sasl.authenticatedHeader:
                 attributes["sasl_header"] = "yes"
         attributes.update(self.dsnAttributes)
+        attributes.update(self.transactionActions.attributes())
         envelope = (self.sender, attributes,
                     [(r, r, notify, orcpt) if notify or orcpt else (r, r)
                      for r, (notify, orcpt) in zip(self.recipients, self.recipientDSN)])
@@ -75,6 +81,14 @@ class DataCommands:
         return True
 
     async def _endData(self, transfer: MessageTransfer) -> None:
+        refusal = await self.restrict("END-OF-MESSAGE")
+        if refusal is not None:
+            transfer.abort()
+            transfer.release()
+            self.logRejection("END-OF-MESSAGE", refusal[1])
+            self._resetTransaction()
+            self._error(refusal[1])
+            return
         try:
             code, reason, self.queueId = await transfer.finish()
         except TooBig:

@@ -19,7 +19,8 @@ from tmta.rewrite.client import RewriteClient
 from tmta.smtpd.protocol import SMTPServer
 from tmta.smtpd.settings import SMTPSettings
 from tmta.tables.networks import parseNetworks
-from tmta.smtpd.restrictions import RestrictionList
+from tmta.smtpd.checking import Restrictions
+from tmta.smtpd.restrictions import RestrictionEnvironment
 from tmta.smtpd.recipients import RecipientTables
 
 log = Logger()
@@ -93,6 +94,16 @@ def queueFreeSpace(queueDirectory: str):
     return freeSpace
 
 
+def _resolver():
+    """
+    The DNS resolver of the DNS checks: the system's, read from
+    /etc/resolv.conf now (while the process may still read it).
+    """
+    from twisted.names import client
+
+    return client.createResolver()
+
+
 def serverTLS(config):
     """
     The TLS smtpd offers (L{tmta.smtpd.tls.ServerTLS}), or C{None}; the
@@ -131,13 +142,11 @@ class SMTPService(Service):
         config = context.config
         raiseOpenFileLimit(config.getInt("smtpd_process_client_limit"))
         networks = parseNetworks(config.getList("mynetworks"))
-        lists = [
-            RestrictionList(name, config.get(name), networks,
-                            config.getInt("relay_domains_reject_code"),
-                            config.getInt("reject_code"))
-            for name in ("smtpd_relay_restrictions", "smtpd_recipient_restrictions")
-        ]
-        self.settings = SMTPSettings.fromConfig(config, lists, RecipientTables.fromConfig(config),
+        recipientTables = RecipientTables.fromConfig(config)
+        environment = RestrictionEnvironment.fromConfig(
+            config, networks, recipientTables, resolver=_resolver())
+        restrictions = Restrictions.fromConfig(config, environment)
+        self.settings = SMTPSettings.fromConfig(config, restrictions, recipientTables,
                                                 serverTLS(config),
                                                 smtpAuth(config, context.reactor))
         self.rewrite = RewriteClient(

@@ -4,8 +4,8 @@ What an smtpd process is configured to do, read once from main.cf.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import List, Optional
+from dataclasses import dataclass
+from typing import Optional
 
 from tmta.smtpd.recipients import RecipientTables
 
@@ -33,7 +33,9 @@ class SMTPSettings:
     junkCommandLimit: int = 100
     deadline: str = "read"
     minDataRate: int = 500
-    restrictionLists: List = field(default_factory=list)
+    #: The restriction lists (L{tmta.smtpd.checking.Restrictions});
+    #: C{None}: none apply.
+    restrictions: Optional[object] = None
     #: EHLO keywords not to announce (smtpd_discard_ehlo_keywords),
     #: lower-cased.
     discardEhloKeywords: frozenset = frozenset()
@@ -46,7 +48,7 @@ class SMTPSettings:
     sasl: Optional[object] = None
 
     @classmethod
-    def fromConfig(cls, config, restrictionLists,
+    def fromConfig(cls, config, restrictions,
                    recipientTables: Optional[RecipientTables],
                    tls: Optional[object] = None,
                    sasl: Optional[object] = None) -> "SMTPSettings":
@@ -70,7 +72,7 @@ class SMTPSettings:
             junkCommandLimit=config.getInt("smtpd_junk_command_limit"),
             deadline="request" if config.getBool("smtpd_per_request_deadline") else "read",
             minDataRate=max(1, config.getInt("smtpd_min_data_rate")),
-            restrictionLists=restrictionLists,
+            restrictions=restrictions,
             recipientTables=recipientTables,
             tls=tls,
             sasl=sasl,

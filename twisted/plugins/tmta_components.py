@@ -77,3 +77,5 @@ lmtp = BuiltinComponent("lmtp", "tmta.smtp.service:makeLMTPService", fixedLimit=
 virtual = BuiltinComponent("virtual", "tmta.virtual:makeVirtualService")
 # pipe keeps root to run its command as the entry's user=.
 pipe = BuiltinComponent("pipe", "tmta.pipe:makePipeService")
+# spawn keeps root to run its program as the entry's user=.
+spawn = BuiltinComponent("spawn", "tmta.spawn:makeSpawnService")

@@ -1,0 +1,425 @@
+"""
+Tests for the restriction language (L{tmta.smtpd.restrictions},
+L{tmta.smtpd.access}, L{tmta.smtpd.dnschecks}, L{tmta.smtpd.policy}):
+each restriction with Postfix's semantics in a session over an
+in-memory transport; the DNS lists against a twisted.names server on
+loopback; check_policy_service against a policy server the test starts.
+"""
+
+import os
+
+from twisted.internet import defer, reactor
+from twisted.internet.protocol import ServerFactory
+from twisted.names import authority, client, dns, server
+from twisted.protocols.basic import LineOnlyReceiver
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from tmta.cleanup.commands import CleanupBegin, CleanupEnd
+from tmta.config import MainConfig
+from tmta.smtpd.checking import Restrictions
+from tmta.smtpd.dnschecks import parseFilter
+from tmta.smtpd.restrictions import (
+    DEFER,
+    DUNNO,
+    PERMIT,
+    REJECT,
+    RecipientContext,
+    RestrictionEnvironment,
+    RestrictionList,
+)
+from tests.test_smtpd import SessionHarness
+
+
+def textTable(testCase, lines) -> str:
+    """
+    A C{texthash:} table of C{lines} (key, value) in a file of the test's.
+    """
+    path = os.path.join(testCase.mktemp() + ".table")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        for key, value in lines:
+            f.write(f"{key} {value}\n")
+    return f"texthash:{path}"
+
+
+class SessionRestrictionTests(SessionHarness, SynchronousTestCase):
+    """
+    The lists applied at their stages in a session.
+    """
+
+    def session(self, client="192.0.2.10", **params):
+        self.makeServer(client=client, mydestination="localhost", **params)
+        self.replies()
+
+    def transaction(self, helo=b"HELO client.example", sender=b"<alice@example.com>",
+                    recipient=b"<bob@localhost>"):
+        self.send(helo + b"\r\nMAIL FROM:" + sender + b"\r\nRCPT TO:" + recipient + b"\r\n")
+        return self.replies()
+
+    def test_delayedClientRejectNamesRecipient(self):
+        """
+        With smtpd_delay_reject = yes, a client list's reject waits for
+        RCPT.
+        """
+        self.session(smtpd_client_restrictions="reject")
+        replies = self.transaction()
+        self.assertEqual(replies[-2], "250 2.1.0 Ok")
+        self.assertEqual(replies[-1],
+                         "554 5.7.1 <localhost[192.0.2.10]>: Client host rejected: Access denied")
+
+    def test_noDelayRejectsAtEachCommand(self):
+        self.session(smtpd_delay_reject="no", smtpd_helo_restrictions="reject_invalid_helo_hostname",
+                     smtpd_sender_restrictions="reject_non_fqdn_sender")
+        self.send(b"HELO bad..name\r\n")
+        self.assertEqual(self.replies(),
+                         ["501 5.5.2 <bad..name>: Helo command rejected: Invalid name"])
+        replies = self.transaction(sender=b"<alice@nodots>")
+        self.assertEqual(replies[-2], "504 5.5.2 <alice@nodots>: Sender address rejected: "
+                                      "need fully-qualified address")
+        self.assertEqual(replies[-1], "503 5.5.1 Error: need MAIL command")
+
+    def test_permitEndsOnlyItsList(self):
+        self.session(client="127.0.0.1", smtpd_client_restrictions="permit_mynetworks, reject",
+                     smtpd_sender_restrictions="reject_non_fqdn_sender")
+        self.assertEqual(self.transaction()[-1], "250 2.1.5 Ok")
+        self.session(client="127.0.0.1", smtpd_client_restrictions="permit_mynetworks, reject",
+                     smtpd_sender_restrictions="reject_non_fqdn_sender")
+        self.assertEqual(self.transaction(sender=b"<a@b>")[-1][:4], "504 ")
+
+    def test_nonFqdnAndInvalidHelo(self):
+        self.session(smtpd_helo_restrictions="reject_non_fqdn_helo_hostname",
+                     smtpd_recipient_restrictions="reject_non_fqdn_recipient")
+        self.assertEqual(self.transaction(helo=b"HELO shorty")[-1],
+                         "504 5.5.2 <shorty>: Helo command rejected: need fully-qualified "
+                         "hostname")
+        self.session(smtpd_relay_restrictions="reject_non_fqdn_recipient")
+        self.assertEqual(self.transaction(recipient=b"<bob>")[-1][:4], "504 ")
+        self.session(smtpd_helo_restrictions="reject_invalid_helo_hostname")
+        self.assertEqual(self.transaction(helo=b"HELO [192.0.2.1]")[-1], "250 2.1.5 Ok")
+
+    def test_unknownClientHostname(self):
+        self.makeServer(client="192.0.2.10", smtpd_client_restrictions=(
+            "reject_unknown_client_hostname"))
+        self.server.clientName = "unknown"
+        self.replies()
+        self.assertEqual(self.transaction()[-1], "450 4.7.25 Client host rejected: cannot find "
+                                                 "your hostname, [192.0.2.10]")
+
+    def test_accessTableActions(self):
+        table = textTable(self, [
+            ("192.0.2", "REJECT go away"),
+            ("198.51.100.7", "450 4.7.9 try later"),
+            ("spammer@example.com", "DEFER"),
+            ("example.net", "OK"),
+            ("postmaster@", "DUNNO"),
+            (".evil.example", "521 5.7.0 not here"),
+        ])
+        self.session(smtpd_client_restrictions=f"check_client_access {table}")
+        self.assertEqual(self.transaction()[-1],
+                         "554 5.7.1 <localhost[192.0.2.10]>: Client host rejected: go away")
+        self.session(client="198.51.100.7", smtpd_client_restrictions=f"check_client_access {table}")
+        self.assertEqual(self.transaction()[-1],
+                         "450 4.7.9 <localhost[198.51.100.7]>: Client host rejected: try later")
+        self.session(client="203.0.113.1", smtpd_sender_restrictions=f"check_sender_access {table}")
+        self.assertEqual(self.transaction(sender=b"<spammer@example.com>")[-1],
+                         "450 4.7.1 <spammer@example.com>: Sender address rejected: "
+                         "Access denied")
+        self.session(client="203.0.113.1", smtpd_sender_restrictions=f"check_sender_access {table}")
+        self.assertEqual(self.transaction(sender=b"<x@mail.evil.example>")[-1],
+                         "521 5.7.0 <x@mail.evil.example>: Sender address rejected: not here")
+
+    def test_accessOkPermitsRelay(self):
+        table = textTable(self, [("example.net", "OK")])
+        self.session(client="203.0.113.1", smtpd_relay_restrictions=(
+            f"check_sender_access {table}, reject_unauth_destination"))
+        self.assertEqual(self.transaction(sender=b"<a@example.net>",
+                                          recipient=b"<x@far.example>")[-1], "250 2.1.5 Ok")
+        self.session(client="203.0.113.1", smtpd_relay_restrictions=(
+            f"check_sender_access {table}, reject_unauth_destination"))
+        self.assertEqual(self.transaction(sender=b"<a@example.org>",
+                                          recipient=b"<x@far.example>")[-1],
+                         "554 5.7.1 <x@far.example>: Relay access denied")
+
+    def test_nullSenderKey(self):
+        table = textTable(self, [("<>", "REJECT no bounces here")])
+        self.session(smtpd_sender_restrictions=f"check_sender_access {table}")
+        self.assertEqual(self.transaction(sender=b"<>")[-1],
+                         "554 5.7.1 <>: Sender address rejected: no bounces here")
+
+    def test_accessSideActionsReachCleanup(self):
+        table = textTable(self, [
+            ("alice@example.com", "HOLD look at it"),
+            ("bob@localhost", "PREPEND X-Checked: yes"),
+            ("client.example", "FILTER scan:[127.0.0.1]:10025"),
+        ])
+        self.session(smtpd_sender_restrictions=f"check_sender_access {table}",
+                     smtpd_recipient_restrictions=f"check_recipient_access {table}",
+                     smtpd_helo_restrictions=f"check_helo_access {table}")
+        self.transaction()
+        self.send(b"DATA\r\nSubject: x\r\n\r\nbody\r\n.\r\n")
+        [begin] = [kw for c, kw in self.cleanup.calls if c is CleanupBegin]
+        attributes = {a["name"]: a["value"] for a in begin["attributes"]}
+        self.assertEqual(attributes["access_hold"], "look at it")
+        self.assertEqual(attributes["access_prepend"], "X-Checked: yes")
+        self.assertEqual(attributes["access_filter"], "scan:[127.0.0.1]:10025")
+
+    def test_restrictionClassAndNestedResults(self):
+        table = textTable(self, [("bob@localhost", "strict"), ("abuse@localhost", "permit")])
+        self.session(smtpd_restriction_classes="strict", strict="reject_non_fqdn_sender, reject",
+                     smtpd_recipient_restrictions=f"check_recipient_access {table}")
+        self.assertEqual(self.transaction()[-1], "554 5.7.1 <bob@localhost>: Recipient address "
+                                                 "rejected: Access denied")
+        self.session(smtpd_restriction_classes="strict", strict="reject_non_fqdn_sender, reject",
+                     smtpd_recipient_restrictions=f"check_recipient_access {table}",
+                     anyLocalName=True)
+        self.assertEqual(self.transaction(recipient=b"<abuse@localhost>")[-1], "250 2.1.5 Ok")
+
+    def test_warnIfReject(self):
+        self.session(smtpd_client_restrictions="warn_if_reject reject, permit")
+        self.assertEqual(self.transaction()[-1], "250 2.1.5 Ok")
+
+    def test_unknownRestrictionDefers(self):
+        self.session(smtpd_recipient_restrictions="reject_everything_typo")
+        self.assertEqual(self.transaction()[-1], "451 4.3.5 Server configuration error")
+
+    def test_missingArgument(self):
+        self.assertRaises(ValueError, self.makeServer,
+                          smtpd_recipient_restrictions="check_recipient_access")
+
+    def test_dataAndEndOfData(self):
+        self.session(smtpd_data_restrictions="reject_unauth_pipelining")
+        # HELO does not allow pipelining: DATA sent ahead is refused.
+        self.send(b"HELO client.example\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<bob@localhost>"
+                  b"\r\nDATA\r\n")
+        self.assertEqual(self.replies()[-1],
+                         "503 5.5.0 Error: improper use of SMTP command pipelining")
+        self.session(smtpd_data_restrictions="reject_unauth_pipelining")
+        self.send(b"EHLO client.example\r\n")
+        self.send(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<bob@localhost>\r\nDATA\r\n")
+        self.assertEqual(self.replies()[-1], "354 End data with <CR><LF>.<CR><LF>")
+        self.session(smtpd_end_of_data_restrictions="reject")
+        self.transaction()
+        self.send(b"DATA\r\nSubject: x\r\n\r\nbody\r\n.\r\n")
+        self.assertEqual(self.replies()[-1],
+                         "554 5.7.1 <END-OF-MESSAGE>: End-of-data rejected: Access denied")
+        self.assertNotIn(CleanupEnd, [c for c, kw in self.cleanup.calls])
+
+    def test_senderLoginMismatch(self):
+        logins = textTable(self, [("alice@example.com", "alice"), ("@shared.example", "bob, carol")])
+        self.session(smtpd_sender_login_maps=logins,
+                     smtpd_sender_restrictions="reject_sender_login_mismatch")
+        self.assertEqual(self.transaction()[-1],
+                         "553 5.7.1 <alice@example.com>: Sender address rejected: not logged in")
+        self.session(smtpd_sender_login_maps=logins,
+                     smtpd_sender_restrictions="reject_sender_login_mismatch")
+        self.server.saslUsername = "bob"
+        self.assertEqual(self.transaction()[-1],
+                         "553 5.7.1 <alice@example.com>: Sender address rejected: not owned by "
+                         "user bob")
+        self.session(smtpd_sender_login_maps=logins,
+                     smtpd_sender_restrictions="reject_sender_login_mismatch")
+        self.server.saslUsername = "carol"
+        self.assertEqual(self.transaction(sender=b"<x@shared.example>")[-1], "250 2.1.5 Ok")
+
+
+class ListSemanticsTests(SynchronousTestCase):
+    def evaluate(self, value, **context):
+        env = RestrictionEnvironment.fromConfig(MainConfig({}), [])
+        return RestrictionList("smtpd_recipient_restrictions", value, env).evaluate(
+            RecipientContext(clientAddress="192.0.2.1", recipient="bob@example.com", **context))
+
+    def test_firstDecisionWins(self):
+        self.assertEqual(self.evaluate("dunno, permit, reject")[0], PERMIT)
+        self.assertEqual(self.evaluate("defer, permit")[0], DEFER)
+        self.assertEqual(self.evaluate("")[0], DUNNO)
+        self.assertEqual(self.evaluate("permit_sasl_authenticated, reject")[0], REJECT)
+        self.assertEqual(self.evaluate("permit_sasl_authenticated, reject",
+                                       saslAuthenticated=True)[0], PERMIT)
+
+    def test_resultFilters(self):
+        self.assertEqual(parseFilter("127.0.0.2"), [[(127, 127)], [(0, 0)], [(0, 0)], [(2, 2)]])
+        self.assertEqual(parseFilter("127.0.0.[2..11]")[3], [(2, 11)])
+        self.assertEqual(parseFilter("127.0.0.[2;4]")[3], [(2, 2), (4, 4)])
+        self.assertRaises(ValueError, parseFilter, "127.0.0")
+
+    def test_restrictionsBuildFromConfig(self):
+        config = MainConfig({"smtpd_delay_reject": "no"})
+        restrictions = Restrictions.fromConfig(
+            config, RestrictionEnvironment.fromConfig(config, []))
+        self.assertEqual([l.name for l in restrictions.forStage("MAIL")],
+                         ["smtpd_client_restrictions", "smtpd_helo_restrictions",
+                          "smtpd_sender_restrictions"])
+
+
+ZONES = {
+    "rbl.test": """
+zone = [
+    SOA('rbl.test', mname='ns.rbl.test', rname='root.rbl.test', serial=1, refresh=60,
+        retry=60, expire=60, minimum=60),
+    A('2.2.0.192.rbl.test', '127.0.0.2'),
+    TXT('2.2.0.192.rbl.test', b'listed for testing'),
+    A('3.2.0.192.rbl.test', '127.0.0.4'),
+    A('spammy.example.rbl.test', '127.0.0.2'),
+    A('good.example.rbl.test', '10.0.0.1'),
+]
+""",
+    "mail.test": """
+zone = [
+    SOA('mail.test', mname='ns.mail.test', rname='root.mail.test', serial=1, refresh=60,
+        retry=60, expire=60, minimum=60),
+    MX('exists.mail.test', 10, 'mx.exists.mail.test'),
+    A('aonly.mail.test', '192.0.2.1'),
+]
+""",
+}
+
+
+class DNSRestrictionTests(TestCase):
+    """
+    DNS lists and domain checks against a twisted.names server on
+    loopback serving test zones.
+    """
+
+    def setUp(self):
+        zones = []
+        for name, text in ZONES.items():
+            path = os.path.join(self.mktemp() + name)
+            with open(path, "w") as f:
+                f.write(text)
+            zones.append(authority.PySourceAuthority(path))
+        factory = server.DNSServerFactory(authorities=zones)
+        protocol = dns.DNSDatagramProtocol(factory)
+        self.udp = reactor.listenUDP(0, protocol, interface="127.0.0.1")
+        self.addCleanup(self.udp.stopListening)
+        port = self.udp.getHost().port
+        self.resolver = client.Resolver(servers=[("127.0.0.1", port)], reactor=reactor)
+        self.resolver.timeout = (2,)
+
+    def evaluate(self, value, **context):
+        env = RestrictionEnvironment.fromConfig(MainConfig({}), [], resolver=self.resolver)
+        values = {"clientAddress": "192.0.2.2", "recipient": "bob@example.com"}
+        values.update(context)
+        return defer.maybeDeferred(
+            RestrictionList("smtpd_client_restrictions", value, env).evaluate,
+            RecipientContext(**values))
+
+    @defer.inlineCallbacks
+    def test_rblClient(self):
+        action, reply = yield self.evaluate("reject_rbl_client rbl.test")
+        self.assertEqual(action, REJECT)
+        self.assertEqual(reply, "554 5.7.1 Service unavailable; Client host [192.0.2.2] "
+                                "blocked using rbl.test; listed for testing")
+        action, _ = yield self.evaluate("reject_rbl_client rbl.test", clientAddress="192.0.2.9")
+        self.assertEqual(action, DUNNO)
+
+    @defer.inlineCallbacks
+    def test_resultFilter(self):
+        action, _ = yield self.evaluate("reject_rbl_client rbl.test=127.0.0.4")
+        self.assertEqual(action, DUNNO)
+        action, _ = yield self.evaluate("reject_rbl_client rbl.test=127.0.0.[3..5]",
+                                        clientAddress="192.0.2.3")
+        self.assertEqual(action, REJECT)
+
+    @defer.inlineCallbacks
+    def test_rhsbl(self):
+        action, reply = yield self.evaluate("reject_rhsbl_sender rbl.test",
+                                            sender="x@spammy.example")
+        self.assertEqual((action, reply), (REJECT, "554 5.7.1 Service unavailable; Sender "
+                                                   "address [spammy.example] blocked using "
+                                                   "rbl.test"))
+        # Not in 127.0.0.0/8: not a listing.
+        action, _ = yield self.evaluate("reject_rhsbl_helo rbl.test", helo="good.example")
+        self.assertEqual(action, DUNNO)
+        action, _ = yield self.evaluate("reject_rhsbl_helo rbl.test", helo="spammy.example")
+        self.assertEqual(action, REJECT)
+
+    @defer.inlineCallbacks
+    def test_unknownSenderDomain(self):
+        for sender, expected in (("a@exists.mail.test", DUNNO), ("a@aonly.mail.test", DUNNO),
+                                 ("a@missing.mail.test", DEFER)):
+            action, reply = yield self.evaluate("reject_unknown_sender_domain", sender=sender)
+            self.assertEqual(action, expected, (sender, reply))
+        action, reply = yield self.evaluate("reject_unknown_sender_domain",
+                                            sender="a@missing.mail.test")
+        self.assertEqual(reply, "450 4.1.8 <a@missing.mail.test>: Sender address rejected: "
+                                "Domain not found")
+
+
+class _PolicyServer(LineOnlyReceiver):
+    delimiter = b"\n"
+
+    def connectionMade(self):
+        self.factory.connections += 1
+        self.request = {}
+
+    def lineReceived(self, line):
+        if line:
+            name, _, value = line.decode().partition("=")
+            self.request[name] = value
+            return
+        self.factory.requests.append(self.request)
+        self.request = {}
+        self.sendLine(b"action=" + self.factory.answer.encode())
+        self.sendLine(b"")
+
+
+class PolicyServiceTests(TestCase):
+    """
+    check_policy_service against a small policy server on loopback.
+    """
+
+    def setUp(self):
+        self.factory = ServerFactory.forProtocol(_PolicyServer)
+        self.factory.requests = []
+        self.factory.connections = 0
+        self.factory.answer = "DUNNO"
+        self.port = reactor.listenTCP(0, self.factory, interface="127.0.0.1")
+        self.addCleanup(self.port.stopListening)
+        config = MainConfig({"smtpd_policy_service_timeout": "5s"})
+        self.env = RestrictionEnvironment.fromConfig(config, [])
+        address = f"inet:127.0.0.1:{self.port.getHost().port}"
+        self.list = RestrictionList("smtpd_recipient_restrictions",
+                                    f"check_policy_service {address}", self.env)
+
+    def tearDown(self):
+        for server_ in self.env.policies._servers.values():
+            if server_._protocol is not None:
+                server_._protocol.transport.loseConnection()
+
+    def evaluate(self, **context):
+        values = dict(clientAddress="192.0.2.5", clientName="client.example",
+                      recipient="bob@example.com", sender="alice@example.org",
+                      helo="helo.example", stage="RCPT", saslUsername="alice",
+                      saslMethod="PLAIN")
+        values.update(context)
+        return defer.maybeDeferred(self.list.evaluate, RecipientContext(**values))
+
+    @defer.inlineCallbacks
+    def test_requestAndAnswers(self):
+        self.factory.answer = "REJECT greylisted"
+        action, reply = yield self.evaluate()
+        self.assertEqual((action, reply), (REJECT, "554 5.7.1 <bob@example.com>: Recipient "
+                                                   "address rejected: greylisted"))
+        [request] = self.factory.requests
+        for name, value in (("request", "smtpd_access_policy"), ("protocol_state", "RCPT"),
+                            ("client_address", "192.0.2.5"), ("sender", "alice@example.org"),
+                            ("recipient", "bob@example.com"), ("helo_name", "helo.example"),
+                            ("sasl_username", "alice")):
+            self.assertEqual(request[name], value)
+        self.factory.answer = "DUNNO"
+        action, _ = yield self.evaluate()
+        self.assertEqual(action, DUNNO)
+        self.factory.answer = "defer_if_permit Service temporarily unavailable"
+        action, _ = yield self.evaluate()
+        self.assertEqual(action, DUNNO)
+        self.factory.answer = "451 4.7.1 Please try again later"
+        action, reply = yield self.evaluate()
+        self.assertEqual((action, reply[:10]), (DEFER, "451 4.7.1 "))
+        # One connection carried them all.
+        self.assertEqual(self.factory.connections, 1)
+
+    @defer.inlineCallbacks
+    def test_serverDownDefers(self):
+        yield self.port.stopListening()
+        action, reply = yield self.evaluate()
+        self.assertEqual((action, reply[:10]), (DEFER, "451 4.3.5 "))

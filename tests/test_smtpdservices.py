@@ -1,0 +1,150 @@
+"""
+End-to-end tests of smtpd services as operators configure them: Debian's
+stock master.cf with its submission and submissions lines uncommented,
+and a policy server run by spawn(8) (Debian's postfix-policyd-spf-python)
+reached with check_policy_service.
+"""
+
+import os
+import shutil
+import subprocess
+
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
+
+from tmta.sasl.passwords import changeTable
+from tests.support import (
+    Master,
+    TestCA,
+    freePort,
+    maildirMessages,
+    sendMessage,
+    shortTemporaryDirectory,
+    waitFor,
+)
+from tests.test_config import STOCK_MASTER_CF, _uncommented
+from tests.test_mailpath import MASTER_CF
+
+
+def _swaks(port, *options, user="bob", password="secret"):
+    auth = ["--auth", "PLAIN", "--auth-user", user, "--auth-password", password] if user else []
+    return subprocess.run(
+        ["swaks", "--server", "127.0.0.1", "--port", str(port), "--from", "alice@example.com",
+         "--to", "bob@localhost", *options, *auth],
+        capture_output=True, text=True, timeout=60)
+
+
+class StockSubmissionTests(SynchronousTestCase):
+    """
+    Debian's stock master.cf, submission and submissions uncommented
+    (with their C{-o} overrides untouched), on loopback test ports.
+    """
+
+    def setUp(self):
+        if shutil.which("swaks") is None or not os.path.exists(STOCK_MASTER_CF):
+            raise SkipTest("needs swaks and Debian's postfix package")
+        self.base = shortTemporaryDirectory(self)
+        self.spool = os.path.join(self.base, "mail")
+        ca = TestCA(os.path.join(self.base, "ca"))
+        self.certFile, self.keyFile = ca.server("localhost")
+        self.passwords = os.path.join(self.base, "sasl_passwd")
+        changeTable(self.passwords, "bob", "secret")
+        os.chmod(self.passwords, 0o644)
+
+    def start(self, edit=lambda text: text, **main):
+        with open(STOCK_MASTER_CF) as f:
+            text = edit(_uncommented(f.read(), {"submission", "submissions"}))
+        self.ports = {"smtp": freePort(), "submission": freePort(), "submissions": freePort()}
+        lines = []
+        for line in text.splitlines():
+            words = line.split()
+            if words and not line[0].isspace() and not line.startswith("#") \
+                    and words[1] == "inet":
+                line = line.replace(words[0], f"127.0.0.1:{self.ports[words[0]]}", 1)
+            lines.append(line)
+        settings = {
+            "myhostname": "localhost", "mydestination": "localhost",
+            "local_recipient_maps": "", "local_mailbox_accounts": "none",
+            "mail_spool_directory": self.spool + "/",
+            "smtpd_tls_cert_file": self.certFile, "smtpd_tls_key_file": self.keyFile,
+            "smtpd_sasl_type": "tmta", "smtpd_sasl_path": self.passwords,
+            # Port 25 takes mail from outside only for this machine.
+            "mynetworks": "127.0.0.2/32",
+        }
+        settings.update(main)
+        self.master = Master(os.path.join(self.base, "conf"), settings,
+                             "\n".join(lines) + "\n").start()
+        self.addCleanup(self.master.stop)
+
+    def delivered(self, count):
+        waitFor(lambda: len(maildirMessages(self.spool).get("bob", [])) >= count,
+                what=f"{count} deliveries")
+
+    def test_submissionAndSubmissions(self):
+        self.start()
+        submission = _swaks(self.ports["submission"], "--tls")
+        self.assertEqual(submission.returncode, 0, submission.stdout)
+        smtps = _swaks(self.ports["submissions"], "--tlsc")
+        self.assertEqual(smtps.returncode, 0, smtps.stdout)
+        self.delivered(2)
+        # Without TLS there is no AUTH and no mail on submission.
+        plain = _swaks(self.ports["submission"], user=None)
+        self.assertNotEqual(plain.returncode, 0)
+        self.assertIn("530 5.7.0 Must issue a STARTTLS command first", plain.stdout)
+        # Wrong password, then no credentials: refused.
+        wrong = _swaks(self.ports["submission"], "--tls", password="wrong")
+        self.assertIn("535 5.7.8", wrong.stdout)
+        anonymous = _swaks(self.ports["submissions"], "--tlsc", user=None)
+        self.assertIn("554 5.7.1 <bob@localhost>: Recipient address rejected", anonymous.stdout)
+
+    def test_muaRestrictionsByName(self):
+        """
+        C{-o} values that name main.cf parameters
+        (C{$mua_client_restrictions}) are expanded as Postfix does.
+        """
+        def edit(text):
+            return text.replace("-o smtpd_client_restrictions=\n",
+                                "-o smtpd_client_restrictions=$mua_client_restrictions\n")
+
+        self.start(edit, mua_client_restrictions="permit_sasl_authenticated, reject")
+        ok = _swaks(self.ports["submission"], "--tls")
+        self.assertEqual(ok.returncode, 0, ok.stdout)
+        anonymous = _swaks(self.ports["submission"], "--tls", user=None)
+        self.assertIn("554 5.7.1 <localhost[127.0.0.1]>: Client host rejected: Access denied",
+                      anonymous.stdout)
+        self.delivered(1)
+
+
+class SpawnPolicyTests(SynchronousTestCase):
+    """
+    Debian's postfix-policyd-spf-python, run by spawn from master.cf as
+    its documentation says, answers check_policy_service.
+    """
+
+    def test_policydSpf(self):
+        if not os.path.exists("/usr/bin/policyd-spf") or os.geteuid() != 0:
+            raise SkipTest("needs root and Debian's postfix-policyd-spf-python")
+        base = shortTemporaryDirectory(self)
+        spool = os.path.join(base, "mail")
+        port = freePort()
+        masterCf = MASTER_CF.format(port=port) + (
+            "policyd-spf  unix  -       n       n       -       0       spawn\n"
+            "  user=policyd-spf argv=/usr/bin/policyd-spf\n")
+        master = Master(os.path.join(base, "conf"), {
+            "mydestination": "localhost, $myhostname", "local_recipient_maps": "",
+            "local_mailbox_accounts": "none", "mail_spool_directory": spool + "/",
+            "policyd-spf_time_limit": "3600",
+            "smtpd_recipient_restrictions": (
+                "permit_sasl_authenticated, check_policy_service unix:private/policyd-spf"),
+        }, masterCf).start()
+        self.addCleanup(master.stop)
+        for n in range(2):
+            sendMessage(port, "alice@example.com", ["bob@localhost"], f"spf {n}")
+        waitFor(lambda: len(maildirMessages(spool).get("bob", [])) == 2, what="deliveries")
+        for text in maildirMessages(spool)["bob"]:
+            headers = text.split(b"\n\n", 1)[0]
+            # policyd-spf's answer for a loopback client, prepended.
+            self.assertIn(b"X-Comment: SPF check N/A for local connections - "
+                          b"client-ip=127.0.0.1; helo=test.example; "
+                          b"envelope-from=alice@example.com; receiver=", headers)
+            # Above the Received header, as Postfix puts it.
+            self.assertLess(headers.index(b"X-Comment: "), headers.index(b"Received: "))

@@ -1,0 +1,263 @@
+"""
+access(5) tables in restriction lists: C{check_client_access},
+C{check_helo_access}, C{check_sender_access} and
+C{check_recipient_access}, with the lookup keys and the actions Postfix
+defines (OK, REJECT, DEFER, 4xx/5xx text, DUNNO, HOLD, DISCARD, FILTER,
+REDIRECT, PREPEND, WARN, a restriction or a restriction class).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Callable, List, Optional, Tuple
+
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from tmta.address import localName, splitAddress
+from tmta.interfaces import ISMTPRestriction
+from tmta.smtpd.restrictions import (
+    CONFIGURATION_ERROR,
+    DEFER,
+    DUNNO,
+    PERMIT,
+    REJECT,
+    RecipientContext,
+    RestrictionEnvironment,
+)
+from tmta.tables import TableError, TableLookupError, lookupAny, openTable
+
+log = Logger()
+
+_CODE = re.compile(r"^([45])(\d\d)(?:\s+(.*))?$", re.S)
+_DSN = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})(?:\s+(.*))?$", re.S)
+
+
+def _parentDomains(name: str, parentMatches: bool) -> List[str]:
+    """
+    The keys a domain name is looked up by: itself, then each parent,
+    as C{.parent} (and bare, with C{parent_domain_matches_subdomains}).
+    """
+    name = name.lower().rstrip(".")
+    keys = [name]
+    labels = name.split(".")
+    for i in range(1, len(labels)):
+        parent = ".".join(labels[i:])
+        if parentMatches:
+            keys.append(parent)
+        keys.append("." + parent)
+    return keys
+
+
+def clientKeys(address: str, name: str, parentMatches: bool) -> List[str]:
+    """
+    C{check_client_access}'s keys: the host name and its parents, then
+    the address and its shorter network prefixes (C{1.2.3.4}, C{1.2.3},
+    C{1.2}, C{1}; IPv6 by colon-separated groups).
+    """
+    keys = []
+    if name and name != "unknown":
+        keys += _parentDomains(name, parentMatches)
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return keys + [address]
+    if ip.version == 4:
+        parts = str(ip).split(".")
+        keys += [".".join(parts[:n]) for n in range(4, 0, -1)]
+    else:
+        full = ip.exploded.split(":")
+        keys.append(str(ip))
+        keys += [":".join(p.lstrip("0") or "0" for p in full[:n]) for n in range(7, 0, -1)]
+    return keys
+
+
+def addressKeys(address: str, delimiters: str, parentMatches: bool,
+                nullKey: str = "<>") -> List[str]:
+    """
+    An envelope address's keys: the whole address (and without its
+    extension), the domain and its parents, then C{localpart@}.
+    """
+    if address == "":
+        return [nullKey]
+    local, domain = splitAddress(address.lower())
+    keys = [address.lower()]
+    base = localName(address, delimiters).lower()
+    if domain and base != local:
+        keys.append(f"{base}@{domain}")
+    if domain:
+        keys += _parentDomains(domain, parentMatches)
+    keys.append(f"{local}@")
+    if base != local:
+        keys.append(f"{base}@")
+    return keys
+
+
+class AccessCheck:
+    """
+    One C{check_*_access type:table}: the table, what is looked up in it
+    and how the reply names it.
+
+    @ivar what: C{client}, C{helo}, C{sender} or C{recipient}.
+    """
+
+    _REPLY_CLASS = {"client": "Client host rejected", "helo": "Helo command rejected",
+                    "sender": "Sender address rejected",
+                    "recipient": "Recipient address rejected"}
+
+    def __init__(self, what: str, spec: str, environment: RestrictionEnvironment) -> None:
+        self.what = what
+        self.spec = spec
+        self.name = f"check_{what}_access {spec}"
+        self.environment = environment
+        try:
+            self.table = openTable(spec)
+        except TableError as e:
+            raise ValueError(f"check_{what}_access: {e}") from None
+        config = environment.config
+        self.parentMatches = "smtpd_access_maps" in config.getList(
+            "parent_domain_matches_subdomains")
+        self.delimiters = config.get("recipient_delimiter")
+        self.nullKey = config.get("smtpd_null_access_lookup_key") or "<>"
+
+    @classmethod
+    def maker(cls, what: str) -> Callable:
+        return lambda spec, environment: _AccessRestriction(cls(what, spec, environment))
+
+    def subject(self, c: RecipientContext) -> Optional[str]:
+        """
+        What the reply names (C{<...>}), or C{None}: nothing to look up.
+        """
+        if self.what == "client":
+            return c.client
+        if self.what == "helo":
+            return c.helo or None
+        if self.what == "sender":
+            return c.sender if c.sender is not None else None
+        return c.recipient or None
+
+    def keys(self, c: RecipientContext) -> List[str]:
+        if self.what == "client":
+            return clientKeys(c.clientAddress, c.clientName, self.parentMatches)
+        if self.what == "helo":
+            name = c.helo
+            if name.startswith("[") and name.endswith("]"):
+                return [name, name[1:-1]]
+            return _parentDomains(name, self.parentMatches)
+        address = c.sender if self.what == "sender" else c.recipient
+        return addressKeys(address, self.delimiters, self.parentMatches, self.nullKey)
+
+    def lookup(self, c: RecipientContext) -> Optional[str]:
+        for key in self.keys(c):
+            value = lookupAny([self.table], key)
+            if value is not None:
+                return value
+        return None
+
+
+@implementer(ISMTPRestriction)
+class _AccessRestriction:
+    def __init__(self, check: AccessCheck) -> None:
+        self.check = check
+        self.name = check.name
+
+    def evaluate(self, context: RecipientContext):
+        check = self.check
+        subject = check.subject(context)
+        if subject is None:
+            return DUNNO, None
+        try:
+            value = check.lookup(context)
+        except TableLookupError as e:
+            log.warn("{name}: {error}", name=self.name, error=str(e))
+            return DEFER, f"451 4.3.0 <{subject}>: Temporary lookup failure"
+        if value is None:
+            return DUNNO, None
+        return applyAction(value, check.environment, context,
+                           f"<{subject}>: {check._REPLY_CLASS[check.what]}", self.name)
+
+
+def _reply(code: int, defaultDsn: str, prefix: str, text: str) -> str:
+    match = _DSN.match(text or "")
+    dsn, text = (match.group(1), match.group(2) or "") if match else (defaultDsn, text)
+    return f"{code} {dsn} {prefix}: {text or 'Access denied'}"
+
+
+def applyAction(value: str, env: RestrictionEnvironment, context: RecipientContext,
+                prefix: str, source: str):
+    """
+    What an access(5) result means: C{(action, reply)}, or a Deferred
+    firing with it when the result names restrictions to evaluate.
+
+    @param prefix: how the reply names the subject
+        (C{<name>: Client host rejected}).
+    @param source: the table, for the log.
+    """
+    from tmta.smtpd.restrictions import RestrictionList
+
+    value = value.strip()
+    word, _, text = value.partition(" ")
+    text = text.strip()
+    upper = word.upper()
+    if upper == "OK" or value.isdigit():
+        return PERMIT, None
+    if upper == "DUNNO":
+        return DUNNO, None
+    if upper == "REJECT":
+        return REJECT, _reply(env.code("access_map_reject_code"), "5.7.1", prefix, text)
+    if upper in ("DEFER", "DEFER_IF_REJECT", "DEFER_IF_PERMIT"):
+        if upper != "DEFER":
+            return DUNNO, None
+        return DEFER, _reply(env.code("access_map_defer_code"), "4.7.1", prefix, text)
+    match = _CODE.match(value)
+    if match:
+        code = int(match.group(1) + match.group(2))
+        return (DEFER if code < 500 else REJECT,
+                _reply(code, f"{match.group(1)}.7.1", prefix, match.group(3) or ""))
+    actions = context.actions
+    if upper == "WARN":
+        log.info("warning: {client}: {prefix}: {text}", client=context.client,
+                 prefix=prefix, text=text)
+        return DUNNO, None
+    if upper == "HOLD":
+        actions.hold = actions.hold or (text or "held by access table")
+        return DUNNO, None
+    if upper == "DISCARD":
+        actions.discard = actions.discard or (text or "discarded by access table")
+        return DUNNO, None
+    if upper == "FILTER":
+        if ":" not in text:
+            return _misconfigured(source, value)
+        actions.filter = actions.filter or text
+        return DUNNO, None
+    if upper == "REDIRECT":
+        if "@" not in text:
+            return _misconfigured(source, value)
+        actions.redirect = actions.redirect or text
+        return DUNNO, None
+    if upper == "PREPEND":
+        if not re.match(r"^[!-9;-~]+:", text) or "\n" in text:
+            return _misconfigured(source, value)
+        actions.prepend.append(text)
+        return DUNNO, None
+    # Anything else names restrictions (or a restriction class).
+    try:
+        nested = RestrictionList(source, value, env)
+    except ValueError:
+        return _misconfigured(source, value)
+    return nested.evaluate(context)
+
+
+def _misconfigured(source: str, value: str) -> Tuple[str, str]:
+    log.warn("{source}: unusable access table result {value!r}: deferring", source=source,
+             value=value)
+    return DEFER, CONFIGURATION_ERROR
+
+
+RESTRICTIONS = {
+    "check_client_access": AccessCheck.maker("client"),
+    "check_helo_access": AccessCheck.maker("helo"),
+    "check_sender_access": AccessCheck.maker("sender"),
+    "check_recipient_access": AccessCheck.maker("recipient"),
+}

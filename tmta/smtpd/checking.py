@@ -1,0 +1,172 @@
+"""
+When smtpd applies its restriction lists, and with what it knows of the
+session: the lists of one smtpd process (L{Restrictions}) and the
+session's side of them (L{RestrictionChecks}).
+
+With C{smtpd_delay_reject = yes} (the default) the client, HELO and
+sender lists wait for RCPT, as in Postfix, so that a refusal names the
+recipient and clients that do not expect a refusal before RCPT are
+spared one; with C{no} each list runs at its own command.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from tmta.smtpd.restrictions import (
+    DEFER,
+    LIST_NAMES,
+    REJECT,
+    RecipientContext,
+    RestrictionEnvironment,
+    RestrictionList,
+    TransactionActions,
+)
+
+log = Logger()
+
+
+@dataclass
+class Restrictions:
+    """
+    The restriction lists of one smtpd process.
+    """
+
+    environment: RestrictionEnvironment
+    client: RestrictionList
+    helo: RestrictionList
+    sender: RestrictionList
+    relay: RestrictionList
+    recipient: RestrictionList
+    data: RestrictionList
+    endOfData: RestrictionList
+    delayReject: bool = True
+
+    @classmethod
+    def fromConfig(cls, config, environment: RestrictionEnvironment) -> "Restrictions":
+        """
+        @raise ValueError: a list names a restriction with an unusable
+            argument.
+        """
+        lists = {name: RestrictionList(name, config.get(name), environment)
+                 for name in LIST_NAMES + ("smtpd_data_restrictions",
+                                           "smtpd_end_of_data_restrictions")}
+        return cls(
+            environment,
+            client=lists["smtpd_client_restrictions"],
+            helo=lists["smtpd_helo_restrictions"],
+            sender=lists["smtpd_sender_restrictions"],
+            relay=lists["smtpd_relay_restrictions"],
+            recipient=lists["smtpd_recipient_restrictions"],
+            data=lists["smtpd_data_restrictions"],
+            endOfData=lists["smtpd_end_of_data_restrictions"],
+            delayReject=config.getBool("smtpd_delay_reject"),
+        )
+
+    def forStage(self, stage: str) -> List[RestrictionList]:
+        """
+        The lists to evaluate at C{stage} (C{EHLO}, C{MAIL}, C{RCPT},
+        C{DATA}, C{END-OF-MESSAGE}).
+        """
+        early = [self.client, self.helo, self.sender]
+        if stage == "RCPT":
+            return early + [self.relay, self.recipient] if self.delayReject else \
+                [self.relay, self.recipient]
+        if stage == "DATA":
+            return [self.data]
+        if stage == "END-OF-MESSAGE":
+            return [self.endOfData]
+        if self.delayReject:
+            return []
+        if stage == "EHLO":
+            return [self.client, self.helo]
+        if stage == "MAIL":
+            return [self.client, self.helo, self.sender]
+        return []
+
+
+class RestrictionChecks:
+    """
+    The session's side, for L{tmta.smtpd.protocol.SMTPServer}: the
+    context a restriction sees, and the lists of a stage evaluated in
+    order until one refuses.
+
+    @ivar transactionActions: what access tables asked of the current
+        message (HOLD, DISCARD, FILTER, REDIRECT, PREPEND).
+    @ivar reverseClientName: the client's unverified reverse name.
+    """
+
+    transactionActions: TransactionActions
+    reverseClientName = "unknown"
+    pipelinedNow = False
+
+    def restrictionContext(self, stage: str, recipient: str = "",
+                           addressClass: str = "") -> RecipientContext:
+        host = self.transport.getHost() if self.transport is not None else None
+        return RecipientContext(
+            clientAddress=self.clientAddress,
+            recipient=recipient,
+            addressClass=addressClass,
+            saslAuthenticated=self.saslUsername is not None,
+            clientName=self.clientName,
+            reverseClientName=self.reverseClientName,
+            helo=self.helo or "",
+            sender=self.sender,
+            saslUsername=self.saslUsername or "",
+            saslMethod=self.saslMethod or "",
+            stage=stage,
+            protocol=self.protocolName,
+            recipientCount=len(self.recipients),
+            size=self.declaredSize,
+            queueId=self.queueId if stage == "END-OF-MESSAGE" else "",
+            tlsSummary=self.tlsSummary or "",
+            serverAddress=getattr(host, "host", "") or "",
+            serverPort=getattr(host, "port", 0) or 0,
+            pipelined=self.pipelinedNow,
+            instance=f"{id(self):x}.{self.transactionNumber}",
+            resolve=self.resolve,
+            actions=self.transactionActions,
+        )
+
+    async def restrict(self, stage: str, context: Optional[RecipientContext] = None,
+                       ) -> Optional[Tuple[str, str]]:
+        """
+        Evaluate the lists of C{stage}.
+
+        @return: C{(action, reply)} for a refusal, or C{None}.
+        """
+        restrictions = self.settings.restrictions
+        if restrictions is None:
+            return None
+        lists = restrictions.forStage(stage)
+        if not lists or all(not lst.restrictions for lst in lists):
+            return None
+        if context is None:
+            context = self.restrictionContext(stage)
+        for restrictionList in lists:
+            decision = restrictionList.evaluate(context)
+            if isinstance(decision, defer.Deferred):
+                decision = await decision
+            action, reply = decision
+            if action in (REJECT, DEFER):
+                return action, reply
+        return None
+
+    def logRejection(self, stage: str, reply: str, recipient: str = "") -> None:
+        """
+        Postfix's C{NOQUEUE: reject:} line.
+        """
+        log.info(
+            "{queueId}: reject: {stage} from {client}: {reply}; from=<{sender}> "
+            "{to}proto={proto} helo=<{helo}>",
+            queueId=self.queueId if stage == "END-OF-MESSAGE" else "NOQUEUE",
+            stage={"EHLO": "EHLO", "MAIL": "MAIL", "RCPT": "RCPT", "DATA": "DATA",
+                   "END-OF-MESSAGE": "END-OF-MESSAGE"}.get(stage, stage),
+            client=self.client, reply=reply, sender=self.sender or "",
+            to=f"to=<{recipient}> " if recipient else "", proto=self.protocolName,
+            helo=self.helo or "",
+        )

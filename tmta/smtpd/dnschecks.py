@@ -1,0 +1,230 @@
+"""
+Restrictions that ask the DNS (with twisted.names, never blocking):
+C{reject_unknown_sender_domain}, C{reject_unknown_recipient_domain},
+C{reject_rbl_client}, C{reject_rhsbl_client}, C{reject_rhsbl_sender},
+C{reject_rhsbl_helo} and C{permit_dnswl_client}.
+
+A DNS list argument may carry Postfix's result filter:
+C{zone=127.0.0.2}, C{zone=127.0.0.[2..11]}, C{zone=127.0.0.[2;4;8]}.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import List, Optional, Tuple
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.names import dns, error as dnserror
+from zope.interface import implementer
+
+from tmta.address import splitAddress
+from tmta.interfaces import ISMTPRestriction
+from tmta.smtpd.restrictions import (
+    DEFER,
+    DUNNO,
+    PERMIT,
+    REJECT,
+    RecipientContext,
+    RestrictionEnvironment,
+)
+
+log = Logger()
+
+
+async def _domainExists(resolver, domain: str) -> Optional[bool]:
+    """
+    Whether C{domain} has an MX, A or AAAA record; C{None} when the DNS
+    cannot tell now.
+    """
+    try:
+        answers, _, _ = await resolver.lookupMailExchange(domain)
+        mx = [a for a in answers if a.type == dns.MX]
+        if mx:
+            # A null MX (RFC 7505) says the domain takes no mail.
+            return not (len(mx) == 1 and str(mx[0].payload.name) in ("", "."))
+    except dnserror.DNSNameError:
+        return False
+    except (dnserror.DomainError, dnserror.DNSQueryRefusedError):
+        pass
+    except Exception:
+        return None
+    for lookup in (resolver.lookupAddress, resolver.lookupIPV6Address):
+        try:
+            answers, _, _ = await lookup(domain)
+        except dnserror.DNSNameError:
+            return False
+        except (dnserror.DomainError, dnserror.DNSQueryRefusedError):
+            continue
+        except Exception:
+            return None
+        if any(a.type in (dns.A, dns.AAAA) for a in answers):
+            return True
+    return False
+
+
+def _unknownDomain(what: str):
+    def decide(env: RestrictionEnvironment, c: RecipientContext):
+        address = c.sender if what == "Sender" else c.recipient
+        if not address or env.resolver is None:
+            return DUNNO, None
+        _, domain = splitAddress(address)
+        if not domain or domain.startswith("["):
+            return DUNNO, None
+
+        async def check():
+            exists = await _domainExists(env.resolver, domain.rstrip("."))
+            dsn = "4.1.8" if what == "Sender" else "4.1.2"
+            if exists is None:
+                return DEFER, (f"450 {dsn} <{address}>: {what} address rejected: "
+                               "Domain not found")
+            if exists:
+                return DUNNO, None
+            code = env.code("unknown_address_reject_code")
+            return (DEFER if code < 500 else REJECT,
+                    f"{code} {str(code // 100) + dsn[1:]} <{address}>: {what} address "
+                    "rejected: Domain not found")
+
+        return defer.Deferred.fromCoroutine(check())
+    return decide
+
+
+_OCTET = re.compile(r"^(\d{1,3})$|^\[(\d{1,3})\.\.(\d{1,3})\]$|^\[([\d;]+)\]$")
+
+
+def parseFilter(spec: str) -> List[List[Tuple[int, int]]]:
+    """
+    A result filter (C{127.0.0.[2..11]}) as allowed ranges per octet.
+
+    @raise ValueError: not one.
+    """
+    octets = re.findall(r"\[[^\]]*\]|[^.]+", spec)
+    if len(octets) != 4 or ".".join(octets) != spec:
+        raise ValueError(f"bad DNS list result filter {spec!r}")
+    ranges = []
+    for octet in octets:
+        match = _OCTET.match(octet)
+        if not match:
+            raise ValueError(f"bad DNS list result filter {spec!r}")
+        if match.group(1):
+            ranges.append([(int(match.group(1)),) * 2])
+        elif match.group(2):
+            ranges.append([(int(match.group(2)), int(match.group(3)))])
+        else:
+            ranges.append([(int(n),) * 2 for n in match.group(4).split(";") if n])
+    return ranges
+
+
+def _matches(address: str, ranges) -> bool:
+    octets = [int(o) for o in address.split(".")]
+    return all(any(low <= o <= high for low, high in allowed)
+               for o, allowed in zip(octets, ranges))
+
+
+@implementer(ISMTPRestriction)
+class DNSList:
+    """
+    One C{reject_rbl_client zone[=filter]} (or rhsbl, or dnswl): the
+    reversed client address (or a domain) looked up under C{zone}; a
+    listing is an A record in 127.0.0.0/8 that passes the filter.
+
+    @ivar what: C{client} (an address list), C{rhsbl_client},
+        C{rhsbl_sender}, C{rhsbl_helo}; C{permit} for a DNS white list.
+    """
+
+    def __init__(self, name: str, what: str, argument: str,
+                 environment: RestrictionEnvironment, permit: bool = False) -> None:
+        self.name = f"{name} {argument}"
+        self.what = what
+        zone, _, spec = argument.partition("=")
+        self.zone = zone.strip(".").lower()
+        if not self.zone:
+            raise ValueError(f"{name}: no DNS list domain")
+        self.filter = parseFilter(spec) if spec else None
+        self.environment = environment
+        self.permit = permit
+
+    @classmethod
+    def maker(cls, name: str, what: str, permit: bool = False):
+        return lambda argument, environment: cls(name, what, argument, environment, permit)
+
+    def query(self, c: RecipientContext) -> Optional[Tuple[str, str]]:
+        """
+        The name to look up and what the reply names, or C{None}.
+        """
+        if self.what == "client":
+            try:
+                ip = ipaddress.ip_address(c.clientAddress)
+            except ValueError:
+                return None
+            if ip.version == 4:
+                reversed_ = ".".join(reversed(str(ip).split(".")))
+            else:
+                reversed_ = ".".join(reversed(ip.exploded.replace(":", "")))
+            return f"{reversed_}.{self.zone}", c.clientAddress
+        if self.what == "rhsbl_client":
+            domain = c.clientName if c.clientName != "unknown" else ""
+        elif self.what == "rhsbl_sender":
+            domain = splitAddress(c.sender or "")[1]
+        else:
+            domain = c.helo if not c.helo.startswith("[") else ""
+        domain = domain.rstrip(".").lower()
+        if not domain:
+            return None
+        return f"{domain}.{self.zone}", domain
+
+    def evaluate(self, context: RecipientContext):
+        env = self.environment
+        query = self.query(context)
+        if query is None or env.resolver is None:
+            return DUNNO, None
+        return defer.Deferred.fromCoroutine(self._check(context, *query))
+
+    async def _check(self, c: RecipientContext, name: str, subject: str):
+        resolver = self.environment.resolver
+        try:
+            answers, _, _ = await resolver.lookupAddress(name)
+        except Exception:
+            # Not listed, or the list cannot be reached: as Postfix, pass.
+            return DUNNO, None
+        listed = [a.payload.dottedQuad() for a in answers if a.type == dns.A]
+        listed = [a for a in listed if a.startswith("127.")
+                  and (self.filter is None or _matches(a, self.filter))]
+        if not listed:
+            return DUNNO, None
+        if self.permit:
+            return PERMIT, None
+        reason = ""
+        try:
+            texts, _, _ = await resolver.lookupText(name)
+            reason = " ".join(b"".join(t.payload.data).decode("utf-8", "replace")
+                              for t in texts if t.type == dns.TXT)
+        except Exception:
+            pass
+        what = {"client": "Client host", "rhsbl_client": "Client host",
+                "rhsbl_sender": "Sender address", "rhsbl_helo": "Helo command"}[self.what]
+        code = self.environment.code("maps_rbl_reject_code")
+        text = (f"{code} {code // 100}.7.1 Service unavailable; {what} [{subject}] blocked "
+                f"using {self.zone}")
+        if reason:
+            text += "; " + _printable(reason)
+        return (DEFER if code < 500 else REJECT), text
+
+
+def _printable(text: str) -> str:
+    return "".join(c if 32 <= ord(c) < 127 else "?" for c in text)[:200]
+
+
+RESTRICTIONS = {
+    "reject_unknown_sender_domain": _unknownDomain("Sender"),
+    "reject_unknown_recipient_domain": _unknownDomain("Recipient"),
+}
+
+ARGUMENT_RESTRICTIONS = {
+    "reject_rbl_client": DNSList.maker("reject_rbl_client", "client"),
+    "reject_rhsbl_client": DNSList.maker("reject_rhsbl_client", "rhsbl_client"),
+    "reject_rhsbl_sender": DNSList.maker("reject_rhsbl_sender", "rhsbl_sender"),
+    "reject_rhsbl_helo": DNSList.maker("reject_rhsbl_helo", "rhsbl_helo"),
+    "permit_dnswl_client": DNSList.maker("permit_dnswl_client", "client", permit=True),
+}
