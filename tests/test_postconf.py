@@ -26,6 +26,11 @@ KNOWN_DEFAULT_DIFFERENCES = {
     "syslog_name",
     # Names the process that expands it (postconf's own pid).
     "debugger_command",
+    # Postfix 3.9's defaults against SMTP smuggling and unauthorized
+    # pipelining, with no exclusions for mynetworks (Debian's 3.7 has
+    # them off).
+    "smtpd_forbid_bare_newline", "smtpd_forbid_bare_newline_exclusions",
+    "smtpd_forbid_unauth_pipelining",
 }
 
 #: What differs once expanded, besides the above: values that follow

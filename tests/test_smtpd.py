@@ -86,9 +86,11 @@ class SessionHarness:
         return None
 
     def makeServer(self, client="127.0.0.1", cleanupClient=None, anyLocalName=False,
-                   freeSpace=lambda: None, **params):
+                   freeSpace=lambda: None, lookup=None, **params):
         settings = {"myhostname": "mx.example.org", "mynetworks": "127.0.0.1/32",
-                    "smtpd_timeout": "60s"}
+                    "smtpd_timeout": "60s",
+                    # These sessions pipeline freely; the defence has tests of its own.
+                    "smtpd_forbid_unauth_pipelining": "no"}
         settings.update(params)
         config = MainConfig(settings)
         networks = parseNetworks(config.getList("mynetworks"))
@@ -118,7 +120,7 @@ class SessionHarness:
             self.settings,
             cleanupClient,
             lambda a: defer.succeed(rewriter.resolve(a)),
-            lambda a: defer.succeed("localhost"),
+            lookup or (lambda a: defer.succeed("localhost")),
             self.clock,
             freeSpace,
         )
@@ -145,7 +147,8 @@ class SMTPServerTests(SessionHarness, SynchronousTestCase):
         self.assertEqual(
             self.replies(),
             ["250-mx.example.org", "250-PIPELINING", "250-SIZE 10240000", "250-VRFY",
-             "250-ENHANCEDSTATUSCODES", "250-8BITMIME", "250 DSN"],
+             "250-ENHANCEDSTATUSCODES", "250-8BITMIME", "250-DSN", "250-SMTPUTF8",
+             "250 CHUNKING"],
         )
 
     def test_discardedEhloKeywords(self):
@@ -153,7 +156,8 @@ class SMTPServerTests(SessionHarness, SynchronousTestCase):
         self.replies()
         self.send(b"EHLO client.example\r\n")
         self.assertEqual(self.replies(), ["250-mx.example.org", "250-SIZE 10240000",
-                                          "250-ENHANCEDSTATUSCODES", "250 8BITMIME"])
+                                          "250-ENHANCEDSTATUSCODES", "250-8BITMIME",
+                                          "250-SMTPUTF8", "250 CHUNKING"])
 
     def test_starttlsAnnounced(self):
         self.makeServer(smtpd_tls_security_level="may")
@@ -434,7 +438,7 @@ class SMTPServerTests(SessionHarness, SynchronousTestCase):
                   b"MAIL FROM:<a@b.c> FOO=BAR\r\nRCPT TO:<bob@localhost>\r\nMAIL TO:<x>\r\n")
         self.assertEqual(self.replies(), [
             "500 5.5.2 Error: bad syntax",
-            "501 5.1.7 Bad sender address syntax (control character in address)",
+            "500 5.5.2 Error: bad syntax",
             "500 5.5.2 Error: bad UTF-8 syntax",
             "555 5.5.4 Unsupported option: FOO=BAR",
             "503 5.5.1 Error: need MAIL command",
@@ -485,7 +489,8 @@ class SMTPServerTests(SessionHarness, SynchronousTestCase):
         self.replies()
         self.send(b"HELO a\rb\r\nEHLO x y\r\nEHLO " + b"h" * 300 + b"\r\nHELO ok.example\r\n")
         replies = self.replies()
-        self.assertEqual([r[:9] for r in replies], ["501 5.5.2", "501 5.5.2", "501 5.5.2",
+        # A bare CR is a control character: the command is refused whole.
+        self.assertEqual([r[:9] for r in replies], ["500 5.5.2", "501 5.5.2", "501 5.5.2",
                                                     "250 mx.ex"])
 
     def test_connectionLostInData(self):
@@ -748,3 +753,113 @@ class DataDecoderTests(SynchronousTestCase):
         self.assertEqual(self.decode(message), expected)
         for cut in range(len(message) - len(b"NOOP\r\n")):
             self.assertEqual(self.decode(message[:cut], message[cut:]), expected)
+
+
+class ChunkingTests(SessionHarness, SynchronousTestCase):
+    """
+    BDAT (RFC 3030) and the other late extensions: SMTPUTF8, and the
+    defences against pipelining without leave and bare newlines.
+    """
+
+    def transaction(self, **params):
+        self.makeServer(**params)
+        self.send(b"EHLO c\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<bob@localhost>\r\n")
+        self.replies()
+
+    def test_ehloAnnounces(self):
+        self.makeServer()
+        self.replies()
+        self.send(b"EHLO c\r\n")
+        replies = self.replies()
+        self.assertIn("250-SMTPUTF8", replies)
+        self.assertIn("250 CHUNKING", replies)
+
+    def test_chunks(self):
+        self.transaction()
+        self.send(b"BDAT 14\r\nSubject: x\r\n\r")
+        self.send(b"\nBDAT 10 LAST\r\n.body\r\n.\r\n")
+        self.assertEqual(self.replies(), ["250 2.0.0 Ok: 14 bytes"])
+        self.assertEqual(self.cleanup.content(), b"Subject: x\n\n.body\n.\n")
+        self.cleanup.finish()
+        self.assertEqual(self.replies(), ["250 2.0.0 Ok: queued as 0123456789ABCDEF01"])
+
+    def test_chunkWithoutTransactionIsRead(self):
+        self.makeServer()
+        self.replies()
+        self.send(b"EHLO c\r\nBDAT 12 LAST\r\nNOOP\r\nNOOP\r\nQUIT\r\n")
+        replies = self.replies()
+        self.assertEqual(replies[-2:], ["503 5.5.1 Error: need MAIL command", "221 2.0.0 Bye"])
+
+    def test_badBdatEndsSession(self):
+        self.transaction()
+        self.send(b"BDAT lots\r\n")
+        self.assertEqual(self.replies(), ["501 5.5.4 Syntax: BDAT count [LAST]"])
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_binaryMimeRefused(self):
+        self.makeServer()
+        self.replies()
+        self.send(b"EHLO c\r\nMAIL FROM:<a@example.com> BODY=BINARYMIME\r\n")
+        self.assertEqual(self.replies()[-1], "555 5.5.4 Unsupported option: BODY=BINARYMIME")
+
+    def test_dataAfterBdatRefused(self):
+        self.transaction()
+        self.send(b"BDAT 3\r\nabcDATA\r\n")
+        self.assertEqual(self.replies(), ["250 2.0.0 Ok: 3 bytes",
+                                          "503 5.5.1 Error: BDAT in progress"])
+
+    def test_smtputf8(self):
+        self.makeServer(anyLocalName=True)
+        self.replies()
+        self.send("EHLO c\r\nMAIL FROM:<jürgen@example.com>\r\n".encode())
+        self.assertEqual(self.replies()[-1],
+                         "553 5.6.7 Must declare SMTPUTF8 to send unicode address")
+        self.send("MAIL FROM:<jürgen@example.com> SMTPUTF8\r\nRCPT TO:<bob@localhost>\r\n"
+                  "DATA\r\nSubject: ü\r\n\r\n.\r\n".encode())
+        [begin] = [kw for c, kw in self.cleanup.calls if c is CleanupBegin]
+        attributes = {a["name"]: a["value"] for a in begin["attributes"]}
+        self.assertEqual(attributes["smtputf8"], "yes")
+        self.assertEqual(begin["sender"], "jürgen@example.com")
+
+    def test_unauthPipeliningForbidden(self):
+        self.makeServer(smtpd_forbid_unauth_pipelining="yes")
+        self.replies()
+        self.send(b"HELO c\r\nMAIL FROM:<a@example.com>\r\n")
+        self.assertEqual(self.replies(), ["554 5.5.0 Error: SMTP protocol synchronization"])
+        self.assertTrue(self.transport.disconnecting)
+        # After EHLO's PIPELINING, a group may be sent at once.
+        self.makeServer(smtpd_forbid_unauth_pipelining="yes")
+        self.replies()
+        self.send(b"EHLO c\r\n")
+        self.replies()
+        self.send(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<bob@localhost>\r\nDATA\r\n")
+        self.assertEqual(self.replies()[-1], "354 End data with <CR><LF>.<CR><LF>")
+
+    def test_bareNewlineReject(self):
+        self.transaction(smtpd_forbid_bare_newline="reject")
+        self.send(b"DATA\r\nSubject: x\r\n\r\nline\n.\r\n")
+        self.assertEqual(self.replies(), ["354 End data with <CR><LF>.<CR><LF>",
+                                          "550 5.5.2 mx.example.org Error: bare <LF> received"])
+        self.assertTrue(self.transport.disconnecting)
+        self.assertNotIn(CleanupEnd, [c for c, kw in self.cleanup.calls])
+        self.makeServer(smtpd_forbid_bare_newline="reject")
+        self.replies()
+        self.send(b"EHLO c\n")
+        self.assertEqual(self.replies(), ["550 5.5.2 mx.example.org Error: bare <LF> received"])
+
+    def test_bareNewlineExclusions(self):
+        self.transaction(smtpd_forbid_bare_newline="reject",
+                         smtpd_forbid_bare_newline_exclusions="127.0.0.0/8")
+        self.send(b"DATA\r\nSubject: x\r\n\r\nline\n.\r\n")
+        self.assertEqual(self.replies(), ["354 End data with <CR><LF>.<CR><LF>"])
+
+    def test_earlyTalker(self):
+        """
+        A client that talks before the greeting is cut off.
+        """
+        lookup = defer.Deferred()
+        self.makeServer(lookup=lambda a: lookup, smtpd_forbid_unauth_pipelining="yes")
+        self.send(b"EHLO impatient.example\r\n")
+        lookup.callback("localhost")
+        self.assertEqual(self.replies(), ["554 5.5.0 Error: SMTP protocol synchronization"])
+        self.assertTrue(self.transport.disconnecting)

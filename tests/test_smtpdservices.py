@@ -148,3 +148,68 @@ class SpawnPolicyTests(SynchronousTestCase):
                           b"envelope-from=alice@example.com; receiver=", headers)
             # Above the Received header, as Postfix puts it.
             self.assertLess(headers.index(b"X-Comment: "), headers.index(b"Received: "))
+
+
+class ClientLimitTests(SynchronousTestCase):
+    """
+    smtpd_client_*_limit, counted by anvil across smtpd processes.
+    """
+
+    def start(self, **main):
+        base = shortTemporaryDirectory(self)
+        self.spool = os.path.join(base, "mail")
+        self.port = freePort()
+        masterCf = MASTER_CF.format(port=self.port) + (
+            "anvil     unix  -       -       n       -       1       anvil\n")
+        settings = {
+            "myhostname": "localhost",
+            "mydestination": "localhost, $myhostname", "local_recipient_maps": "",
+            "local_mailbox_accounts": "none", "mail_spool_directory": self.spool + "/",
+            # One client per process: every session below has a process
+            # of its own, so only anvil sees them all.
+            "smtpd_process_client_limit": "1",
+            "smtpd_client_event_limit_exceptions": "",
+        }
+        settings.update(main)
+        self.master = Master(os.path.join(base, "conf"), settings, masterCf).start()
+        self.addCleanup(self.master.stop)
+
+    def connect(self):
+        from tests.test_hostile import Session
+
+        session = Session(self.port)
+        self.addCleanup(session.close)
+        return session
+
+    def test_connectionRateAcrossProcesses(self):
+        self.start(smtpd_client_connection_rate_limit="3")
+        sessions = [self.connect() for _ in range(3)]
+        for session in sessions:
+            self.assertTrue(session.reply().startswith(b"220 "))
+        self.assertGreaterEqual(len(self.master.workers("smtpd")), 3)
+        refused = self.connect()
+        self.assertEqual(refused.reply(),
+                         b"421 4.7.0 localhost Error: too many connections from 127.0.0.1")
+        waitFor(lambda: "Connection rate limit exceeded: 4 from localhost[127.0.0.1] for "
+                        "service " in self.master.log(), what="the warning")
+
+    def test_connectionCountFreedOnClose(self):
+        self.start(smtpd_client_connection_count_limit="2")
+        first, second = self.connect(), self.connect()
+        for session in (first, second):
+            self.assertTrue(session.reply().startswith(b"220 "))
+        self.assertTrue(self.connect().reply().startswith(b"421 4.7.0"))
+        first.command(b"QUIT\r\n")
+        first.close()
+        waitFor(lambda: self.connect().reply().startswith(b"220 "), what="a free slot")
+
+    def test_messageRate(self):
+        self.start(smtpd_client_message_rate_limit="2")
+        for n in range(2):
+            sendMessage(self.port, "alice@example.com", ["bob@localhost"], f"rate {n}")
+        import smtplib
+
+        with self.assertRaises(smtplib.SMTPSenderRefused) as caught:
+            sendMessage(self.port, "alice@example.com", ["bob@localhost"], "one too many")
+        self.assertEqual(caught.exception.smtp_code, 450)
+        self.assertIn(b"too much mail from 127.0.0.1", caught.exception.smtp_error)

@@ -102,6 +102,12 @@ DEFAULTS: Dict[str, str] = {
     "smtpd_recipient_limit": "1000",
     "smtpd_recipient_overshoot_limit": "1000",
     "smtpd_helo_required": "no",
+    # Postfix 3.9's defaults against command injection and smuggling,
+    # with no exclusions: clients in mynetworks get no licence to smuggle.
+    "smtpd_forbid_unauth_pipelining": "yes",
+    "smtpd_forbid_bare_newline": "normalize",
+    "smtpd_forbid_bare_newline_exclusions": "",
+    "smtpd_forbid_bare_newline_reject_code": "550",
     "smtpd_relay_restrictions": (
         "${{$compatibility_level} <level {1} ? {} : "
         "{permit_mynetworks, permit_sasl_authenticated, defer_unauth_destination}}"

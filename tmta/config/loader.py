@@ -263,7 +263,8 @@ def _check(main: MainConfig, services: List[MasterEntry], masterPath: str) -> Li
         if entry.command != "smtpd":
             continue
         fatal, notes = smtpdProblems(main.withOverrides(entry.overrides), main,
-                                     entry.overrides, masterWhere(entry))
+                                     entry.overrides, masterWhere(entry),
+                                     anvil=any(e.command == "anvil" for e in services))
         problems += [str(p) for p in fatal]
         harmless += [f"{p} (ignored)" for p in notes]
     if problems:

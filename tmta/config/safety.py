@@ -51,8 +51,8 @@ for _name in ("smtpd_milters", "non_smtpd_milters"):
 for _name in ("content_filter", "smtpd_proxy_filter"):
     _SMTPD_UNSAFE[_name] = (_nonEmpty, "content filters are not implemented yet")
 
-#: Rate and count limits: unsafe to ignore when set explicitly (their
-#: defaults are those of a Postfix without anvil in master.cf).
+#: Rate and count limits: counted by anvil, so unsafe to set explicitly
+#: without it (their defaults are those of a Postfix without anvil).
 _CLIENT_LIMITS = (
     "smtpd_client_connection_count_limit",
     "smtpd_client_connection_rate_limit",
@@ -89,7 +89,8 @@ def _where(name: str, main: MainConfig, overrides: Dict[str, str],
 
 
 def smtpdProblems(config: MainConfig, main: MainConfig, overrides: Dict[str, str],
-                  masterWhere: Optional[str] = None) -> Tuple[List[Problem], List[Problem]]:
+                  masterWhere: Optional[str] = None,
+                  anvil: bool = False) -> Tuple[List[Problem], List[Problem]]:
     """
     What an smtpd service configured as C{config} is asked to do and
     cannot.
@@ -97,6 +98,8 @@ def smtpdProblems(config: MainConfig, main: MainConfig, overrides: Dict[str, str
     @param main: main.cf itself, to tell where a value was set.
     @param overrides: the service's C{-o} settings.
     @param masterWhere: C{"master.cf, line N"} for the service.
+    @param anvil: whether master.cf runs the anvil service, which the
+        client limits need.
     @return: C{(fatal, harmless)}: settings that must stop start-up, and
         settings to warn about.
     """
@@ -108,9 +111,10 @@ def smtpdProblems(config: MainConfig, main: MainConfig, overrides: Dict[str, str
             fatal.append(Problem(name, _where(name, main, overrides, masterWhere),
                                  f"{value!r} cannot be honoured: {why}"))
     for name in _CLIENT_LIMITS:
-        if config.isExplicit(name) and _nonZero(config.get(name)):
+        if not anvil and config.isExplicit(name) and _nonZero(config.get(name)):
             fatal.append(Problem(name, _where(name, main, overrides, masterWhere),
-                                 "client rate and count limits are not enforced yet"))
+                                 "client rate and count limits need the anvil service: "
+                                 "add 'anvil unix - - n - 1 anvil' to master.cf"))
     tlsRequired = (config.get("smtpd_tls_security_level").strip().lower() == "encrypt"
                    or _yes(config.get("smtpd_tls_wrappermode"))
                    or (not config.get("smtpd_tls_security_level").strip()

@@ -161,9 +161,21 @@ class AuthCommands:
             initial = self._decodeResponse(words[1])
             if initial is None:
                 return None
-        d = defer.maybeDeferred(sasl.offered, secured)
+        if not self.limits("auth"):
+            d = defer.maybeDeferred(sasl.offered, secured)
+        else:
+            async def counted():
+                tooMany = await self.limitExceeded("auth")
+                if tooMany is not None:
+                    return tooMany
+                return await defer.maybeDeferred(sasl.offered, secured)
+
+            d = defer.Deferred.fromCoroutine(counted())
 
         def start(offered):
+            if isinstance(offered, str):
+                self.reply(offered)
+                return None
             if mechanism not in offered:
                 self._error("504 5.5.4 Unrecognized authentication type")
                 return None

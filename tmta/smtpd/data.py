@@ -22,12 +22,29 @@ class DataDecoder:
     bare-LF client's attempt at an end marker is kept as text rather than
     ending or silently vanishing.  Bare CR and NUL bytes are kept.  Long
     lines are passed on in pieces, never held whole.
+
+    @param bareNewline: C{smtpd_forbid_bare_newline}: C{normalize} (as
+        above), C{note} (the same, with L{sawBareNewline} set) or
+        C{reject} (the first bare LF stops the decoding: L{failed}).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, bareNewline: str = "normalize") -> None:
         self.atLineStart = True
         self.previousCRLF = True
         self.done = False
+        self.failed = False
+        self.sawBareNewline = False
+        self._checkBare = bareNewline != "normalize"
+        self._rejectBare = bareNewline == "reject"
+
+    def _bare(self) -> bool:
+        """
+        Note a bare LF; whether the decoding must stop for it.
+        """
+        self.sawBareNewline = True
+        if self._rejectBare:
+            self.failed = True
+        return self.failed
 
     def feed(self, data: bytes) -> Tuple[bytes, bytes]:
         """
@@ -47,7 +64,11 @@ class DataDecoder:
                 dotLine = data.find(b"\n.", pos)
                 end = dotLine + 1 if dotLine >= 0 else data.rfind(b"\n", pos) + 1
                 if end > pos:
-                    out.append(data[pos:end].replace(b"\r\n", b"\n"))
+                    chunk = data[pos:end]
+                    if self._checkBare and chunk.count(b"\n") != chunk.count(b"\r\n") \
+                            and self._bare():
+                        return b"".join(out), b""
+                    out.append(chunk.replace(b"\r\n", b"\n"))
                     self.previousCRLF = end - 2 >= pos and data[end - 2] == 0x0D
                     pos = end
                     continue
@@ -69,6 +90,8 @@ class DataDecoder:
             crlf = line.endswith(b"\r")
             if crlf:
                 line = line[:-1]
+            elif self._checkBare and self._bare():
+                return b"".join(out), b""
             pos = newline + 1
             if self.atLineStart and line[:1] == b".":
                 if line == b".":
@@ -82,3 +105,45 @@ class DataDecoder:
             self.atLineStart = True
             self.previousCRLF = crlf
         return b"".join(out), b""
+
+
+class ChunkDecoder:
+    """
+    Turns BDAT chunks (RFC 3030) into message text: no dot-stuffing and
+    no end marker, the chunk sizes say where the text ends; CRLF and
+    bare LF become LF as in DATA (a CR at a chunk's end waits for the
+    next), bare CR is kept.
+
+    @param bareNewline: as for L{DataDecoder}.
+    """
+
+    done = False
+
+    def __init__(self, bareNewline: str = "normalize") -> None:
+        self._checkBare = bareNewline != "normalize"
+        self._rejectBare = bareNewline == "reject"
+        self.failed = False
+        self.sawBareNewline = False
+        self._heldCR = False
+
+    def feed(self, data: bytes) -> Tuple[bytes, bytes]:
+        if self.failed:
+            return b"", b""
+        if self._heldCR:
+            data = b"\r" + data
+            self._heldCR = False
+        if data.endswith(b"\r"):
+            data, self._heldCR = data[:-1], True
+        if self._checkBare and data.count(b"\n") != data.count(b"\r\n"):
+            self.sawBareNewline = True
+            if self._rejectBare:
+                self.failed = True
+                return b"", b""
+        return data.replace(b"\r\n", b"\n"), b""
+
+    def flush(self) -> bytes:
+        """
+        The end of the last chunk: a CR held back is text.
+        """
+        held, self._heldCR = self._heldCR, False
+        return b"\r" if held else b""

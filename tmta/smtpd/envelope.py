@@ -46,19 +46,19 @@ class EnvelopeCommands:
         except AddressError as e:
             self._error(f"501 5.1.7 Bad sender address syntax ({e})")
             return
-        if not sender.isascii():
-            self._error(NEEDS_SMTPUTF8)
-            return
         size = 0
         dsn: Dict[str, str] = {}
+        utf8 = False
         for parameter in parameters.split():
-            name, _, value = parameter.partition("=")
+            name, equals, value = parameter.partition("=")
             name = name.upper()
             try:
                 if name == "SIZE" and value.isdigit():
                     size = int(value)
                 elif name == "BODY" and value.upper() in ("7BIT", "8BITMIME"):
                     pass
+                elif name == "SMTPUTF8" and not equals and self.settings.smtputf8 and not utf8:
+                    utf8 = True
                 elif name == "RET" and "dsn_ret" not in dsn:
                     dsn["dsn_ret"] = parseRet(value)
                 elif name == "ENVID" and "dsn_envid" not in dsn:
@@ -69,6 +69,11 @@ class EnvelopeCommands:
             except DSNError as e:
                 self._error(str(e))
                 return
+        if not utf8 and not sender.isascii():
+            self._error(NEEDS_SMTPUTF8)
+            return
+        if utf8:
+            dsn["smtputf8"] = "yes"
         limit = self.settings.messageSizeLimit
         if limit and size > limit:
             self._error(replies.line(replies.TOO_BIG))
@@ -80,13 +85,18 @@ class EnvelopeCommands:
             return
         self.sender, self.declaredSize, self.dsnAttributes = sender, size, dsn
         restrictions = self.settings.restrictions
-        if restrictions is None or not any(
-                lst.restrictions for lst in restrictions.forStage("MAIL")):
+        if not self.limits("message") and (restrictions is None or not any(
+                lst.restrictions for lst in restrictions.forStage("MAIL"))):
             self.reply("250 2.1.0 Ok")
             return None
         return defer.Deferred.fromCoroutine(self._checkSender())
 
     async def _checkSender(self) -> None:
+        tooMuch = await self.limitExceeded("message")
+        if tooMuch is not None:
+            self._resetTransaction()
+            self.reply(tooMuch)
+            return
         refusal = await self.restrict("MAIL")
         if refusal is not None:
             self.logRejection("MAIL", refusal[1])
@@ -121,7 +131,7 @@ class EnvelopeCommands:
         if not recipient:
             self._error("501 5.1.3 Bad recipient address syntax")
             return None
-        if not recipient.isascii():
+        if not recipient.isascii() and "smtputf8" not in self.dsnAttributes:
             self._error(NEEDS_SMTPUTF8)
             return None
         notify = orcpt = ""
@@ -145,6 +155,10 @@ class EnvelopeCommands:
         return defer.Deferred.fromCoroutine(self._checkRecipient(recipient, notify, orcpt))
 
     async def _checkRecipient(self, recipient: str, notify: str = "", orcpt: str = "") -> None:
+        tooMany = await self.limitExceeded("recipient")
+        if tooMany is not None:
+            self.reply(tooMany)
+            return
         resolution = await self.resolve(recipient)
         refusal = await self.restrict("RCPT", self.restrictionContext(
             "RCPT", recipient, resolution.addressClass))

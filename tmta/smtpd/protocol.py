@@ -22,6 +22,7 @@ from tmta.smtpd.restrictions import TransactionActions
 from tmta.smtpd.settings import SMTPSettings
 from tmta.smtpd.starttls import TLSCommands
 from tmta.smtpd.transfer import MessageTransfer
+from tmta.tables.networks import inNetworks
 
 __all__ = ["SMTPServer", "SMTPSettings"]
 
@@ -29,7 +30,13 @@ log = Logger()
 
 _VERB = re.compile(rb"^([A-Za-z]+)(?:[ \t]+(.*))?$")
 _FORBIDDEN = {b"CONNECT", b"GET", b"POST"}
-_HELP = ("214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP "
+#: Control characters no command may hold (TAB is white space).
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+#: Commands after which a client must wait for the answer (RFC 2920,
+#: with STARTTLS and AUTH, which change the session).
+_ENDS_GROUP = frozenset({b"EHLO", b"HELO", b"DATA", b"VRFY", b"EXPN", b"NOOP", b"QUIT",
+                         b"STARTTLS", b"AUTH", b"ETRN", b"TURN", b""})
+_HELP = ("214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP "
          "STARTTLS AUTH")
 
 
@@ -83,6 +90,7 @@ class SMTPServer(EnvelopeCommands, DataCommands, AuthCommands, TLSCommands, Rest
         self.clientName = "unknown"
         self.queueId = ""
         self.transactionNumber = 0
+        self._anvilCounted = False
         self._resetTransaction()
 
     # -- connection --------------------------------------------------------
@@ -91,16 +99,65 @@ class SMTPServer(EnvelopeCommands, DataCommands, AuthCommands, TLSCommands, Rest
         CommandReader.connectionMade(self)
         peer = self.transport.getPeer()
         self.clientAddress = getattr(peer, "host", "") or "127.0.0.1"
+        settings = self.settings
+        self.bareNewlineMode = settings.bareNewline
+        if settings.bareNewlineExclusions and inNetworks(self.clientAddress,
+                                                         settings.bareNewlineExclusions):
+            self.bareNewlineMode = "normalize"
+        self.rejectBareNewline = self.bareNewlineMode == "reject"
         self.setTimeout(self.settings.timeout)
         d = self.lookupName(self.clientAddress)
         d.addErrback(lambda f: "unknown")
         d.addCallback(self.awaitHandshake)
+        d.addCallback(self._admit)
         d.addCallback(self._greet)
         self.waitFor(d)
+
+    def _admit(self, name: str):
+        """
+        Count the connection at anvil (C{smtpd_client_connection_*_limit});
+        past a limit the client hears 421 and nothing more.
+        """
+        self.clientName = name or "unknown"
+        limits = self.settings.limits
+        if limits is None or self._closing or limits.exempt(self.clientAddress):
+            return name
+
+        async def admit():
+            refusal = await limits.connect(self.clientAddress, self.client,
+                                           self.settings.myhostname)
+            self._anvilCounted = True
+            if refusal is not None and not self._closing:
+                self.reply(refusal)
+                self.close()
+            return name
+
+        return defer.Deferred.fromCoroutine(admit())
+
+    async def limitExceeded(self, event: str) -> Optional[str]:
+        """
+        Count a C{message}, C{recipient}, C{newtls} or C{auth} event at
+        anvil: the reply refusing it past its limit, or C{None}.
+        """
+        limits = self.settings.limits
+        if limits is None or event not in limits.eventLimits or \
+                limits.exempt(self.clientAddress):
+            return None
+        return await limits.event(event, self.clientAddress, self.client)
+
+    def limits(self, event: str) -> bool:
+        """
+        Whether C{event} is counted for this client.
+        """
+        limits = self.settings.limits
+        return limits is not None and event in limits.eventLimits and \
+            not limits.exempt(self.clientAddress)
 
     def _greet(self, name: str) -> None:
         self.clientName = name or "unknown"
         if self._closing:
+            return
+        if self._buffer and self._improperPipelining(b""):
             return
         log.info("connect from {client}", client=self.client)
         self.reply(f"220 {self.settings.banner}")
@@ -114,6 +171,8 @@ class SMTPServer(EnvelopeCommands, DataCommands, AuthCommands, TLSCommands, Rest
         self.setTimeout(None)
         self.tlsConnectionLost()
         self._authDone()
+        if self._anvilCounted:
+            self.settings.limits.disconnect(self.clientAddress)
         self._abortTransfer()
         log.info("disconnect from {client}", client=self.client)
 
@@ -155,15 +214,13 @@ class SMTPServer(EnvelopeCommands, DataCommands, AuthCommands, TLSCommands, Rest
     def _command(self, line: bytes):
         if self._closing:
             return None
-        # Sent before this command's answer, without EHLO's leave: the
-        # session is marked for good, as Postfix marks it.
-        if self._buffer and not self.pipelinedNow and not self._mayPipeline():
-            self.pipelinedNow = True
         match = _VERB.match(line)
-        if not match or b"\0" in line:
+        verb = match.group(1).upper() if match else b""
+        if self._buffer and self._improperPipelining(verb):
+            return None
+        if not match or _CONTROL.search(line):
             self._error("500 5.5.2 Error: bad syntax")
             return None
-        verb = match.group(1).upper()
         try:
             argument = (match.group(2) or b"").decode("utf-8").strip()
         except UnicodeDecodeError:
@@ -180,6 +237,38 @@ class SMTPServer(EnvelopeCommands, DataCommands, AuthCommands, TLSCommands, Rest
             self._error("502 5.5.2 Error: command not recognized")
             return None
         return handler(argument)
+
+    def _improperPipelining(self, verb: bytes) -> bool:
+        """
+        The client sent more before this command's answer: allowed only
+        after EHLO announced PIPELINING, and then not behind a command
+        that must end a group (RFC 2920).  The session is marked for
+        C{reject_unauth_pipelining}; with C{smtpd_forbid_unauth_pipelining}
+        it ends.
+
+        @return: whether the session was ended.
+        """
+        if self._mayPipeline() and verb not in _ENDS_GROUP:
+            return False
+        self.pipelinedNow = True
+        if not self.settings.forbidUnauthPipelining:
+            return False
+        log.info("improper command pipelining after {verb} from {client}: {rest!r}",
+                 verb=verb.decode("ascii", "replace") or "CONNECT", client=self.client,
+                 rest=self._buffer[:100])
+        self.reply("554 5.5.0 Error: SMTP protocol synchronization")
+        self.close()
+        return True
+
+    def bareNewlineReceived(self) -> None:
+        """
+        A line ended in a bare LF under C{smtpd_forbid_bare_newline =
+        reject}: refuse, and end the session.
+        """
+        log.info("disconnect: bare <LF> received from {client}", client=self.client)
+        self.reply(f"{self.settings.bareNewlineCode} 5.5.2 {self.settings.myhostname} "
+                   "Error: bare <LF> received")
+        self.close()
 
     def _mayPipeline(self) -> bool:
         return self.protocolName == "ESMTP" and \
@@ -221,6 +310,9 @@ class SMTPServer(EnvelopeCommands, DataCommands, AuthCommands, TLSCommands, Rest
     # -- commands ----------------------------------------------------------
 
     def _resetTransaction(self) -> None:
+        if getattr(self, "_transfer", None) is not None:
+            # RSET, HELO or EHLO in the middle of BDAT chunks.
+            self._abortTransfer()
         self.sender: Optional[str] = None
         self.recipients: List[str] = []
         #: Each accepted recipient's RFC 3461 NOTIFY and ORCPT, in step
@@ -304,6 +396,9 @@ class SMTPServer(EnvelopeCommands, DataCommands, AuthCommands, TLSCommands, Rest
         if auth:
             keywords.append(auth)
         keywords += ["ENHANCEDSTATUSCODES", "8BITMIME", "DSN"]
+        if self.settings.smtputf8:
+            keywords.append("SMTPUTF8")
+        keywords.append("CHUNKING")
         hidden = self.settings.discardEhloKeywords
         if hidden:
             shown = [k for k in keywords if k.split()[0].lower() not in hidden]

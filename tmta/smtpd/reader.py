@@ -63,6 +63,9 @@ class CommandReader(protocol.Protocol, TimeoutMixin):
     """
 
     lineLengthLimit = 2048
+    #: Whether a command line ending in a bare LF ends the session
+    #: (L{bareNewlineReceived}) instead of being read as a line.
+    rejectBareNewline = False
 
     #: What the idle timeout (L{TimeoutMixin}) limits: C{"read"}, the
     #: time between two reads (Postfix's default), or C{"request"}, the
@@ -113,6 +116,11 @@ class CommandReader(protocol.Protocol, TimeoutMixin):
     def internalError(self, reason) -> None:
         """
         A command's Deferred failed.
+        """
+
+    def bareNewlineReceived(self) -> None:
+        """
+        A command line ended in a bare LF while L{rejectBareNewline}.
         """
 
     # -- the connection ----------------------------------------------------
@@ -227,6 +235,9 @@ class CommandReader(protocol.Protocol, TimeoutMixin):
                     self._buffer = b""
                 return
             line, self._buffer = self._buffer[:newline], self._buffer[newline + 1 :]
+            if self.rejectBareNewline and not line.endswith(b"\r"):
+                self.bareNewlineReceived()
+                return
             if self._skippingLongLine or len(line) > limit:
                 self._skippingLongLine = False
                 self.lineTooLong()

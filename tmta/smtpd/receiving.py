@@ -1,29 +1,58 @@
 """
-The DATA phase of an SMTP session: the message text streamed to cleanup
-as it arrives, and cleanup's answer given to the client.
+The message text of an SMTP session, by DATA or by BDAT chunks (RFC
+3030 CHUNKING): streamed to cleanup as it arrives, and cleanup's answer
+given to the client.
 """
 
 from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Optional
 
 from twisted.internet import defer
 from twisted.logger import Logger
 
 from tmta import replies
+from tmta.smtpd.data import ChunkDecoder
 from tmta.smtpd.transfer import CleanupLost, MessageTransfer, TooBig
 
 log = Logger()
 
+_BDAT = re.compile(r"^(\d{1,10})(?:[ \t]+(LAST))?$", re.I)
+
+
+@dataclass
+class _Chunk:
+    """
+    One BDAT chunk being read: its bytes are read whatever happens, and
+    the reply given once they all arrived.
+
+    @ivar error: the reply refusing the chunk, or C{None}.
+    """
+
+    size: int
+    remaining: int
+    last: bool
+    error: Optional[str] = None
+
 
 class DataCommands:
     """
-    DATA, for L{tmta.smtpd.protocol.SMTPServer}: opens a message at
-    cleanup, feeds it the decoded text (L{inData} and L{messageData} are
-    what the command reader asks), and answers with cleanup's reply.
+    DATA and BDAT, for L{tmta.smtpd.protocol.SMTPServer}: opens a message
+    at cleanup, feeds it the decoded text (L{inData} and L{messageData}
+    are what the command reader asks), and answers with cleanup's reply.
     """
+
+    _notedBareNewline = False
+    _chunk: Optional[_Chunk] = None
 
     def smtp_DATA(self, argument: str):
         if argument:
             self._error("501 5.5.4 Syntax: DATA")
+            return None
+        if self._transfer is not None:
+            self._error("503 5.5.1 Error: BDAT in progress")
             return None
         if self.sender is None:
             self._error("503 5.5.1 Error: need MAIL command")
@@ -33,18 +62,56 @@ class DataCommands:
             return None
         return defer.Deferred.fromCoroutine(self._startData())
 
+    def smtp_BDAT(self, argument: str):
+        match = _BDAT.match(argument.strip())
+        if not match:
+            # The chunk's length is unknown: its bytes cannot be told from
+            # commands, so the session cannot go on.
+            self.reply("501 5.5.4 Syntax: BDAT count [LAST]")
+            self.close()
+            return None
+        size, last = int(match.group(1)), match.group(2) is not None
+        chunk = _Chunk(size, size, last)
+        if self.sender is None:
+            chunk.error = "503 5.5.1 Error: need MAIL command"
+        elif not self.recipients:
+            chunk.error = "554 5.5.1 Error: no valid recipients"
+        if chunk.error is not None or self._transfer is not None:
+            self._chunk = chunk
+            return None
+
+        async def start():
+            opened = await self._openTransfer(ChunkDecoder(self.bareNewlineMode))
+            if not opened:
+                self._resetTransaction()
+                chunk.error = "554 5.5.1 Error: no transaction"
+            self._chunk = chunk
+
+        return defer.Deferred.fromCoroutine(start())
+
     async def _startData(self) -> None:
+        if await self._openTransfer():
+            self.reply("354 End data with <CR><LF>.<CR><LF>")
+
+    async def _openTransfer(self, decoder=None) -> bool:
+        """
+        Apply C{smtpd_data_restrictions} and open the message at cleanup.
+
+        @param decoder: BDAT's L{ChunkDecoder}; C{None} for DATA.
+        @return: whether the message is open; if not, the client has
+            been answered.
+        """
         refusal = await self.restrict("DATA")
         if refusal is not None:
             self.logRejection("DATA", refusal[1])
             self._error(refusal[1])
-            return
+            return False
         try:
             cleanup = await self.cleanupClient.open()
         except Exception as e:
             log.error("cannot connect to cleanup: {error}", error=e)
             self.reply(replies.line(replies.QUEUE_WRITE_ERROR))
-            return
+            return False
         attributes = {
             "client_name": self.clientName,
             "client_address": self.clientAddress,
@@ -63,17 +130,29 @@ class DataCommands:
         envelope = (self.sender, attributes,
                     [(r, r, notify, orcpt) if notify or orcpt else (r, r)
                      for r, (notify, orcpt) in zip(self.recipients, self.recipientDSN)])
-        self._transfer = MessageTransfer(cleanup, envelope, self.settings.messageSizeLimit)
+        self._transfer = MessageTransfer(cleanup, envelope, self.settings.messageSizeLimit,
+                                         self.bareNewlineMode, decoder)
         cleanup.throttle(self.pauseFor("cleanup"))
-        self.reply("354 End data with <CR><LF>.<CR><LF>")
+        return True
 
     def inData(self) -> bool:
-        return self._transfer is not None
+        return self._chunk is not None or (
+            self._transfer is not None and not self._transfer.chunked)
 
     def messageData(self) -> bool:
+        if self._chunk is not None:
+            return self._chunkData()
         self._buffer = self._transfer.feed(self._buffer)
         if not self._transfer.done:
             return False
+        if self._transfer.failed:
+            self._abortTransfer()
+            self._resetTransaction()
+            self.bareNewlineReceived()
+            return True
+        if self._transfer.decoder.sawBareNewline and not self._notedBareNewline:
+            self._notedBareNewline = True
+            log.info("{client}: bare <LF> received in the message text", client=self.client)
         # From here on the message is cleanup's to finish, whatever the
         # client does.
         transfer, self._transfer = self._transfer, None
@@ -123,6 +202,33 @@ class DataCommands:
                 helo=self.helo or "",
             )
         self.reply(f"{code} {reason}")
+
+    def _chunkData(self) -> bool:
+        chunk = self._chunk
+        data = self._buffer[:chunk.remaining]
+        self._buffer = self._buffer[len(data):]
+        chunk.remaining -= len(data)
+        transfer = self._transfer
+        if chunk.error is None and transfer is not None and data:
+            transfer.feed(data)
+            if transfer.failed:
+                self._chunk = None
+                self._abortTransfer()
+                self._resetTransaction()
+                self.bareNewlineReceived()
+                return True
+        if chunk.remaining:
+            return False
+        self._chunk = None
+        if chunk.error is not None:
+            self._error(chunk.error)
+            return True
+        if chunk.last:
+            self._transfer = None
+            self.waitFor(defer.Deferred.fromCoroutine(self._endData(transfer)))
+            return True
+        self.reply(f"250 2.0.0 Ok: {chunk.size} bytes")
+        return True
 
     def _abortTransfer(self) -> None:
         """

@@ -195,8 +195,22 @@ def _dsnFor(code: int, dsn: str) -> str:
 
 # -- the restrictions that need no table or network --------------------------
 
+def untrustedRouting(address: str) -> bool:
+    """
+    Whether the local part of C{address} still routes elsewhere (C{%},
+    C{!} or C{@}, quoted or not): sender-specified routing, which a
+    client outside never gets relayed (Postfix's
+    C{allow_untrusted_routing = no}).
+    """
+    from tmta.address import unquoteLocal
+
+    local, _ = splitAddress(address)
+    return any(c in unquoteLocal(local) for c in "%!@")
+
+
 def _unauthDestination(c: RecipientContext) -> bool:
-    return c.addressClass not in ("local", "alias", "virtual", "relay")
+    return c.addressClass not in ("local", "alias", "virtual", "relay") or \
+        untrustedRouting(c.recipient)
 
 
 def _rejectUnauthDestination(env, c):

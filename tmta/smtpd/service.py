@@ -149,6 +149,11 @@ class SMTPService(Service):
         self.settings = SMTPSettings.fromConfig(config, restrictions, recipientTables,
                                                 serverTLS(config),
                                                 smtpAuth(config, context.reactor))
+        from tmta.smtpd.limits import ClientLimits
+
+        self.settings.limits = ClientLimits.fromConfig(
+            config, lambda: context.connect("anvil"), context.reactor,
+            getattr(context, "services", ()))
         self.rewrite = RewriteClient(
             lambda: context.connect("rewrite"), context.reactor, idle=config.getTime("ipc_idle")
         )

@@ -8,6 +8,21 @@ from dataclasses import dataclass
 from typing import Optional
 
 from tmta.smtpd.recipients import RecipientTables
+from tmta.tables.networks import parseNetworks
+
+
+def bareNewlineMode(value: str) -> str:
+    """
+    C{smtpd_forbid_bare_newline} as one of Postfix 3.9's modes
+    (C{no} is C{normalize}, C{yes} is C{reject}).
+
+    @raise ValueError: none of them.
+    """
+    mode = {"no": "normalize", "yes": "reject"}.get(value.strip().lower(),
+                                                      value.strip().lower())
+    if mode not in ("normalize", "note", "reject"):
+        raise ValueError(f"smtpd_forbid_bare_newline = {value}: not normalize, note or reject")
+    return mode
 
 
 @dataclass
@@ -44,6 +59,19 @@ class SMTPSettings:
     recipientTables: Optional[RecipientTables] = None
     #: The TLS on offer (L{tmta.smtpd.tls.ServerTLS}); C{None}: none.
     tls: Optional[object] = None
+    #: Whether a client that pipelines without leave is cut off
+    #: (C{smtpd_forbid_unauth_pipelining}).
+    forbidUnauthPipelining: bool = True
+    #: C{smtpd_forbid_bare_newline}: C{normalize}, C{note} or C{reject}.
+    bareNewline: str = "normalize"
+    bareNewlineCode: int = 550
+    #: Clients exempt from C{smtpd_forbid_bare_newline}.
+    bareNewlineExclusions: list = None
+    #: Whether SMTPUTF8 (RFC 6531) is offered (C{smtputf8_enable}).
+    smtputf8: bool = False
+    #: Per-client limits across processes (L{tmta.smtpd.limits.ClientLimits});
+    #: C{None}: none apply.
+    limits: Optional[object] = None
     #: How AUTH is offered (L{tmta.smtpd.auth.SMTPAuth}); C{None}: not.
     sasl: Optional[object] = None
 
@@ -76,4 +104,10 @@ class SMTPSettings:
             recipientTables=recipientTables,
             tls=tls,
             sasl=sasl,
+            forbidUnauthPipelining=config.getBool("smtpd_forbid_unauth_pipelining"),
+            smtputf8=config.getBool("smtputf8_enable"),
+            bareNewline=bareNewlineMode(config.get("smtpd_forbid_bare_newline")),
+            bareNewlineCode=config.getInt("smtpd_forbid_bare_newline_reject_code"),
+            bareNewlineExclusions=parseNetworks(
+                config.getList("smtpd_forbid_bare_newline_exclusions")),
         )

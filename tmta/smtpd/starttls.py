@@ -77,6 +77,19 @@ class TLSCommands:
         if self.sender is not None:
             self._error("503 5.5.1 Error: MAIL transaction in progress")
             return None
+        if self.limits("newtls"):
+            return defer.Deferred.fromCoroutine(self._startTLSCounted(tls))
+        return self._startTLS(tls)
+
+    async def _startTLSCounted(self, tls) -> None:
+        tooMany = await self.limitExceeded("newtls")
+        if tooMany is not None:
+            self.reply(tooMany)
+            return
+        d = self._startTLS(tls)
+        await d
+
+    def _startTLS(self, tls):
         self.reply("220 2.0.0 Ready to start TLS")
         if self._buffer:
             log.warn("improper command pipelining after STARTTLS from {client}: "

@@ -39,12 +39,15 @@ class MessageTransfer:
     @param sizeLimit: C{message_size_limit} (0: none).
     """
 
-    def __init__(self, cleanup, envelope: tuple, sizeLimit: int) -> None:
+    def __init__(self, cleanup, envelope: tuple, sizeLimit: int,
+                 bareNewline: str = "normalize", decoder=None) -> None:
         self.cleanup = cleanup
         self.sender = envelope[0]
         self._envelope: Optional[tuple] = envelope
         self.sizeLimit = sizeLimit
-        self.decoder = DataDecoder()
+        #: BDAT's chunks (a L{ChunkDecoder}), or DATA's dot-terminated text.
+        self.chunked = decoder is not None
+        self.decoder = decoder if decoder is not None else DataDecoder(bareNewline)
         self.size = 0
         self.tooBig = False
         self._pending: List[bytes] = []
@@ -53,9 +56,17 @@ class MessageTransfer:
     @property
     def done(self) -> bool:
         """
-        Whether the end of data has been read.
+        Whether the end of data has been read (or the text was refused:
+        L{failed}).
         """
-        return self.decoder.done
+        return self.decoder.done or self.decoder.failed
+
+    @property
+    def failed(self) -> bool:
+        """
+        Whether the text broke C{smtpd_forbid_bare_newline = reject}.
+        """
+        return self.decoder.failed
 
     def feed(self, data: bytes) -> bytes:
         """
@@ -65,6 +76,10 @@ class MessageTransfer:
             (once L{done}) those after the end of data.
         """
         text, rest = self.decoder.feed(data)
+        self._add(text)
+        return rest
+
+    def _add(self, text: bytes) -> None:
         if text:
             self.size += len(text)
             if self.sizeLimit and self.size > self.sizeLimit:
@@ -77,7 +92,6 @@ class MessageTransfer:
                     with self.cleanup.together():
                         self._sendEnvelope()
                         self.cleanup.content(self._takePending())
-        return rest
 
     def _takePending(self) -> bytes:
         data = b"".join(self._pending)
@@ -97,6 +111,8 @@ class MessageTransfer:
         @raise TooBig: the message was over the size limit.
         @raise CleanupLost: cleanup went away before the end.
         """
+        if self.chunked:
+            self._add(self.decoder.flush())
         if self.tooBig:
             self.abort()
             raise TooBig()

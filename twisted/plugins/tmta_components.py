@@ -79,3 +79,5 @@ virtual = BuiltinComponent("virtual", "tmta.virtual:makeVirtualService")
 pipe = BuiltinComponent("pipe", "tmta.pipe:makePipeService")
 # spawn keeps root to run its program as the entry's user=.
 spawn = BuiltinComponent("spawn", "tmta.spawn:makeSpawnService")
+# anvil counts for every smtpd: one process.
+anvil = BuiltinComponent("anvil", "tmta.anvil:makeAnvilService", resident=True, fixedLimit=1000)

@@ -1,0 +1,173 @@
+"""
+anvil(8): per-client connection counts and event rates shared by all
+smtpd processes, so that C{smtpd_client_*_limit} holds for a client
+however its sessions are spread over processes.
+
+One anvil process (master.cf: C{anvil unix - - n - 1 anvil}) keeps, for
+each C{service:client-address}, the number of connections open now and
+how many connections, messages, recipients, new TLS sessions and AUTH
+commands it started in the current C{anvil_rate_time_unit}.  Each smtpd
+holds one connection to it; when that connection goes (an smtpd that
+exited, or was killed), the connections it had counted are let go.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Dict, Optional
+
+from twisted.application.service import Service
+from twisted.internet import task
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.protocols import amp
+
+from tmta.common.command import Command
+from tmta.wire import ServiceAMP
+
+log = Logger()
+
+#: The events anvil counts per time unit, besides connections.
+EVENTS = ("connect", "message", "recipient", "newtls", "auth")
+
+
+class AnvilConnect(Command):
+    """
+    A client connected: count it; answer its connections open now and
+    connections started in this time unit.
+    """
+
+    arguments = [(b"ident", amp.Unicode())]
+    response = [(b"count", amp.Integer()), (b"rate", amp.Integer())]
+
+
+class AnvilDisconnect(Command):
+    arguments = [(b"ident", amp.Unicode())]
+    response = []
+
+
+class AnvilEvent(Command):
+    """
+    A message, recipient, new TLS session or AUTH command: count it and
+    answer how many this time unit has seen.
+    """
+
+    arguments = [(b"ident", amp.Unicode()), (b"event", amp.Unicode())]
+    response = [(b"rate", amp.Integer())]
+
+
+@dataclass
+class _Client:
+    connections: int = 0
+    windowStart: float = 0.0
+    rates: Dict[str, int] = field(default_factory=dict)
+
+
+class AnvilTable:
+    """
+    The counts, with the time unit as a window that starts at a client's
+    first event and starts again once it has passed (as Postfix's anvil
+    does).
+    """
+
+    def __init__(self, clock, unit: float) -> None:
+        self.clock = clock
+        self.unit = unit
+        self.clients: Dict[str, _Client] = {}
+
+    def _client(self, ident: str) -> _Client:
+        now = self.clock.seconds()
+        client = self.clients.get(ident)
+        if client is None:
+            client = self.clients[ident] = _Client(windowStart=now)
+        elif now - client.windowStart >= self.unit:
+            client.windowStart, client.rates = now, {}
+        return client
+
+    def connect(self, ident: str):
+        client = self._client(ident)
+        client.connections += 1
+        client.rates["connect"] = client.rates.get("connect", 0) + 1
+        return client.connections, client.rates["connect"]
+
+    def disconnect(self, ident: str, count: int = 1) -> None:
+        client = self.clients.get(ident)
+        if client is not None:
+            client.connections = max(0, client.connections - count)
+
+    def event(self, ident: str, event: str) -> int:
+        client = self._client(ident)
+        client.rates[event] = client.rates.get(event, 0) + 1
+        return client.rates[event]
+
+    def expire(self) -> None:
+        """
+        Forget clients with nothing open whose window has passed.
+        """
+        now = self.clock.seconds()
+        for ident in [i for i, c in self.clients.items()
+                      if not c.connections and now - c.windowStart >= self.unit]:
+            del self.clients[ident]
+
+
+class AnvilProtocol(ServiceAMP):
+    """
+    One smtpd's connection: what it counted is undone when it goes.
+    """
+
+    def __init__(self, table: AnvilTable) -> None:
+        super().__init__()
+        self.table = table
+        self.open: Counter = Counter()
+
+    @AnvilConnect.responder
+    def connect(self, ident: str):
+        count, rate = self.table.connect(ident)
+        self.open[ident] += 1
+        return {"count": count, "rate": rate}
+
+    @AnvilDisconnect.responder
+    def disconnect(self, ident: str):
+        if self.open[ident] > 0:
+            self.open[ident] -= 1
+            self.table.disconnect(ident)
+        return {}
+
+    @AnvilEvent.responder
+    def event(self, ident: str, event: str):
+        if event not in EVENTS:
+            raise ValueError(f"unknown anvil event {event!r}")
+        return {"rate": self.table.event(ident, event)}
+
+    def connectionLost(self, reason) -> None:
+        super().connectionLost(reason)
+        for ident, count in self.open.items():
+            if count:
+                self.table.disconnect(ident, count)
+        self.open.clear()
+
+
+class AnvilService(Service):
+    def __init__(self, context) -> None:
+        self.context = context
+        unit = context.config.getTime("anvil_rate_time_unit")
+        self.table = AnvilTable(context.reactor, unit)
+        self._expiry: Optional[task.LoopingCall] = None
+        self._unit = unit
+
+    def startService(self) -> None:
+        super().startService()
+        self._expiry = task.LoopingCall(self.table.expire)
+        self._expiry.clock = self.context.reactor
+        self._expiry.start(self._unit, now=False)
+        self.context.listen(Factory.forProtocol(lambda: AnvilProtocol(self.table)))
+
+    def stopService(self):
+        if self._expiry is not None and self._expiry.running:
+            self._expiry.stop()
+        return super().stopService()
+
+
+def makeAnvilService(context) -> AnvilService:
+    return AnvilService(context)
