@@ -213,3 +213,32 @@ class ClientLimitTests(SynchronousTestCase):
             sendMessage(self.port, "alice@example.com", ["bob@localhost"], "one too many")
         self.assertEqual(caught.exception.smtp_code, 450)
         self.assertIn(b"too much mail from 127.0.0.1", caught.exception.smtp_error)
+
+
+class ProcessLimitTests(SynchronousTestCase):
+    def test_allBusyAnswers421(self):
+        """
+        With every smtpd process at its client limit and no more allowed,
+        a new client hears 421 at once instead of hanging.
+        """
+        from tests.test_hostile import Session
+
+        base = shortTemporaryDirectory(self)
+        port = freePort()
+        masterCf = MASTER_CF.format(port=port).replace(
+            f"{port}      inet  n       -       n       -       -       smtpd",
+            f"{port}      inet  n       -       n       -       1       smtpd")
+        master = Master(os.path.join(base, "conf"), {
+            "myhostname": "localhost", "mydestination": "localhost",
+            "smtpd_process_client_limit": "1",
+        }, masterCf).start()
+        self.addCleanup(master.stop)
+        busy = Session(port)
+        self.addCleanup(busy.close)
+        self.assertTrue(busy.reply().startswith(b"220 "))
+        turnedAway = Session(port)
+        self.addCleanup(turnedAway.close)
+        self.assertEqual(turnedAway.reply(), b"421 4.3.2 All server ports are busy")
+        busy.command(b"QUIT\r\n")
+        busy.close()
+        waitFor(lambda: Session(port).reply().startswith(b"220 "), what="a free process")

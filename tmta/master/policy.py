@@ -121,12 +121,25 @@ class ServicePool:
         self.predecessors = max(0, self.predecessors - 1)
         self.update()
 
+    #: Whether clients a full service cannot take are answered by the
+    #: master (L{saturated}), rather than left waiting in the backlog.
+    answersWhenFull = False
+
+    def saturated(self) -> bool:
+        """
+        Whether no worker can take a client and none may be started now
+        (the process limit, or a throttle).
+        """
+        return self.available() == 0 and not self.canSpawn() and not self.stopped
+
     def shouldListen(self) -> bool:
         """
-        Whether the master must watch the service's sockets: only when
-        work would go unserved otherwise and a worker may be spawned.
+        Whether the master must watch the service's sockets: when work
+        would go unserved otherwise and a worker may be spawned, or, for
+        a service that L{answersWhenFull}, when it is L{saturated}.
         """
-        return self.available() == 0 and self.canSpawn()
+        return self.available() == 0 and (
+            self.canSpawn() or (self.answersWhenFull and not self.stopped))
 
     def update(self) -> None:
         """

@@ -88,7 +88,32 @@ class _Watcher:
         return self.listener.fileno()
 
     def doRead(self) -> None:
+        if self.pool.answersWhenFull and self.pool.saturated():
+            self._turnAway()
+            return
         self.pool.workArrived()
+
+    def _turnAway(self) -> None:
+        """
+        Every worker is busy and no other may start: answer the waiting
+        clients 421 now rather than let them hang in the backlog.
+        """
+        sock = self.listener.socket
+        sock.setblocking(False)
+        for _ in range(64):
+            try:
+                client, address = sock.accept()
+            except OSError:
+                return
+            try:
+                client.setblocking(False)
+                client.send(b"421 4.3.2 All server ports are busy\r\n")
+            except OSError:
+                pass
+            finally:
+                client.close()
+            log.warn("{service}: all processes busy; turned away a client",
+                     service=self.pool.name)
 
     def connectionLost(self, reason) -> None:
         pass
@@ -153,6 +178,8 @@ class ServiceRunner:
             self.spawn,
             self._listenChanged,
         )
+        # An SMTP server's clients hear 421 when every process is busy.
+        self.pool.answersWhenFull = entry.command == "smtpd" and entry.type in ("inet",)
         self._watchers = [_Watcher(listener, self.pool) for listener in listeners]
         self._wakeup: Optional[task.LoopingCall] = None
         self.used = False
