@@ -242,3 +242,46 @@ class ProcessLimitTests(SynchronousTestCase):
         busy.command(b"QUIT\r\n")
         busy.close()
         waitFor(lambda: Session(port).reply().startswith(b"220 "), what="a free process")
+
+
+class TranscriptTests(SynchronousTestCase):
+    def test_protocolAndPolicyTranscripts(self):
+        """
+        With notify_classes protocol and policy, a session with a
+        syntax error and a refused recipient is mailed to the
+        postmaster, credentials masked.
+        """
+        from tests.test_hostile import Session
+
+        base = shortTemporaryDirectory(self)
+        spool = os.path.join(base, "mail")
+        port = freePort()
+        master = Master(os.path.join(base, "conf"), {
+            "myhostname": "localhost", "mydestination": "localhost, $myhostname",
+            "local_recipient_maps": "", "local_mailbox_accounts": "none",
+            "mail_spool_directory": spool + "/", "mynetworks": "127.0.0.2/32",
+            "notify_classes": "resource, software, protocol, policy",
+            "smtpd_relay_restrictions": "permit_mynetworks, reject_unauth_destination",
+        }, MASTER_CF.format(port=port)).start()
+        self.addCleanup(master.stop)
+        session = Session(port)
+        self.addCleanup(session.close)
+        session.reply()
+        session.command(b"EHLO client.example\r\n")
+        self.assertTrue(session.command(b"BOGUS\r\n").startswith(b"502"))
+        self.assertTrue(session.command(b"AUTH PLAIN AGJvYgBzZWNyZXQ=\r\n").startswith(b"503"))
+        session.command(b"MAIL FROM:<a@example.com>\r\n")
+        self.assertTrue(session.command(b"RCPT TO:<x@far.example>\r\n").startswith(b"554"))
+        session.command(b"QUIT\r\n")
+        waitFor(lambda: maildirMessages(spool).get("postmaster"), what="the transcript")
+        [text] = maildirMessages(spool)["postmaster"]
+        self.assertIn(b"Subject: tmta SMTP server: policy and protocol errors from "
+                      b"localhost[127.0.0.1]", text)
+        self.assertIn(b" In:  BOGUS\n Out: 502 5.5.2 Error: command not recognized\n", text)
+        self.assertIn(b" In:  AUTH PLAIN ***\n", text)
+        self.assertNotIn(b"AGJvYgBzZWNyZXQ", text)
+        self.assertIn(b" Out: 554 5.7.1 <x@far.example>: Relay access denied\n", text)
+        # An honest session earns none.
+        sendMessage(port, "alice@example.com", ["bob@localhost"], "fine")
+        waitFor(lambda: maildirMessages(spool).get("bob"), what="delivery")
+        self.assertEqual(len(maildirMessages(spool)["postmaster"]), 1)

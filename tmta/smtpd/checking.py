@@ -158,8 +158,11 @@ class RestrictionChecks:
 
     def logRejection(self, stage: str, reply: str, recipient: str = "") -> None:
         """
-        Postfix's C{NOQUEUE: reject:} line.
+        Postfix's C{NOQUEUE: reject:} line; the session earns a
+        C{policy} transcript.
         """
+        if self.transcript is not None:
+            self.transcript.earn("policy")
         log.info(
             "{queueId}: reject: {stage} from {client}: {reply}; from=<{sender}> "
             "{to}proto={proto} helo=<{helo}>",

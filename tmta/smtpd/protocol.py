@@ -21,6 +21,7 @@ from tmta.smtpd.receiving import DataCommands
 from tmta.smtpd.restrictions import TransactionActions
 from tmta.smtpd.settings import SMTPSettings
 from tmta.smtpd.starttls import TLSCommands
+from tmta.smtpd.transcript import CLASSES as TRANSCRIPT_CLASSES, Transcript
 from tmta.smtpd.transfer import MessageTransfer
 from tmta.tables.networks import inNetworks
 
@@ -30,6 +31,8 @@ log = Logger()
 
 _VERB = re.compile(rb"^([A-Za-z]+)(?:[ \t]+(.*))?$")
 _FORBIDDEN = {b"CONNECT", b"GET", b"POST"}
+#: Replies that report a protocol error (for notify_classes protocol).
+_PROTOCOL_ERRORS = frozenset({"500", "501", "502", "503", "504", "555"})
 #: Control characters no command may hold (TAB is white space).
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 #: Commands after which a client must wait for the answer (RFC 2920,
@@ -91,6 +94,9 @@ class SMTPServer(EnvelopeCommands, DataCommands, AuthCommands, TLSCommands, Rest
         self.queueId = ""
         self.transactionNumber = 0
         self._anvilCounted = False
+        self.transcript: Optional[Transcript] = None
+        if settings.notifyClasses & TRANSCRIPT_CLASSES:
+            self.transcript = Transcript(settings.notifyClasses)
         self._resetTransaction()
 
     # -- connection --------------------------------------------------------
@@ -175,6 +181,30 @@ class SMTPServer(EnvelopeCommands, DataCommands, AuthCommands, TLSCommands, Rest
             self.settings.limits.disconnect(self.clientAddress)
         self._abortTransfer()
         log.info("disconnect from {client}", client=self.client)
+        if self.transcript is not None and self.transcript.wanted:
+            defer.Deferred.fromCoroutine(self._sendTranscript()).addErrback(
+                lambda f: log.warn("cannot send the session transcript: {error}",
+                                   error=f.getErrorMessage()))
+
+    async def _sendTranscript(self) -> None:
+        """
+        Mail the session's transcript to C{error_notice_recipient}.
+        """
+        recipient = self.settings.errorNoticeRecipient
+        cleanup = await self.cleanupClient.open()
+        try:
+            with cleanup.together():
+                cleanup.begin("", {"protocol": "local"}, [(recipient, recipient)])
+                answer = cleanup.end(self.transcript.message(
+                    self.settings.myhostname, self.client, recipient))
+            await answer
+        finally:
+            cleanup.release()
+
+    def reply(self, text: str) -> None:
+        if self.transcript is not None and not self._closing:
+            self.transcript.outgoing(text)
+        CommandReader.reply(self, text)
 
     def timeoutConnection(self) -> None:
         if self.extendDeadline():
@@ -202,6 +232,8 @@ class SMTPServer(EnvelopeCommands, DataCommands, AuthCommands, TLSCommands, Rest
         self.reply(replies.line(replies.INTERNAL_ERROR))
 
     def commandReceived(self, line: bytes):
+        if self.transcript is not None:
+            self.transcript.incoming(line)
         if self.authResponseDue:
             return self.authResponse(line)
         settings = self.settings
@@ -279,6 +311,8 @@ class SMTPServer(EnvelopeCommands, DataCommands, AuthCommands, TLSCommands, Rest
         Answer with an error that counts towards smtpd_hard_error_limit.
         """
         self.errors += 1
+        if self.transcript is not None and text[:3] in _PROTOCOL_ERRORS:
+            self.transcript.earn("protocol")
         if not self._tooManyErrors():
             self.reply(text)
 

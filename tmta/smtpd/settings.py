@@ -72,6 +72,10 @@ class SMTPSettings:
     #: Per-client limits across processes (L{tmta.smtpd.limits.ClientLimits});
     #: C{None}: none apply.
     limits: Optional[object] = None
+    #: C{notify_classes}, lower-cased.
+    notifyClasses: frozenset = frozenset()
+    #: Who gets the transcripts (C{error_notice_recipient}).
+    errorNoticeRecipient: str = "postmaster"
     #: How AUTH is offered (L{tmta.smtpd.auth.SMTPAuth}); C{None}: not.
     sasl: Optional[object] = None
 
@@ -106,6 +110,8 @@ class SMTPSettings:
             sasl=sasl,
             forbidUnauthPipelining=config.getBool("smtpd_forbid_unauth_pipelining"),
             smtputf8=config.getBool("smtputf8_enable"),
+            notifyClasses=frozenset(c.lower() for c in config.getList("notify_classes")),
+            errorNoticeRecipient=config.get("error_notice_recipient") or "postmaster",
             bareNewline=bareNewlineMode(config.get("smtpd_forbid_bare_newline")),
             bareNewlineCode=config.getInt("smtpd_forbid_bare_newline_reject_code"),
             bareNewlineExclusions=parseNetworks(
