@@ -16,9 +16,11 @@ this project's machines one run can differ from the next by a third.
     python bench/run.py -m 5000 -s 50 -l 10000 --no-postfix --rounds 1
     python bench/run.py --relay             # relayed through relayhost to smtp-sink
     python bench/run.py --sendmail          # posted by tmta-sendmail / Postfix's sendmail
+    python bench/run.py --starttls          # every session says STARTTLS first
 
 The load comes from Postfix's smtp-source (one connection per message)
-when it is installed, else from a small asyncio client bundled here;
+when it is installed, else (and with --starttls, which smtp-source cannot
+do) from a small asyncio client bundled here;
 with --sendmail, from a loop running each server's sendmail command once
 per message (--sessions loops at once), timed until all are delivered.
 Everything listens on 127.0.0.1 only.  Servers are started in a fresh
@@ -36,6 +38,7 @@ import pwd
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -185,7 +188,8 @@ def countMaildir(path: str) -> int:
         return 0
 
 
-async def _session(port: int, sender: str, recipient: str, body: bytes) -> bool:
+async def _session(port: int, sender: str, recipient: str, body: bytes,
+                   tls: Optional[ssl.SSLContext] = None) -> bool:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
 
     async def reply() -> bytes:
@@ -198,6 +202,13 @@ async def _session(port: int, sender: str, recipient: str, body: bytes) -> bool:
         await reply()
         writer.write(b"EHLO load.example\r\n")
         await reply()
+        if tls is not None:
+            writer.write(b"STARTTLS\r\n")
+            if not (await reply()).startswith(b"220"):
+                return False
+            await writer.start_tls(tls, server_hostname="localhost")
+            writer.write(b"EHLO load.example\r\n")
+            await reply()
         writer.write(f"MAIL FROM:<{sender}>\r\nRCPT TO:<{recipient}>\r\nDATA\r\n".encode())
         for _ in range(3):
             await reply()
@@ -210,7 +221,8 @@ async def _session(port: int, sender: str, recipient: str, body: bytes) -> bool:
         writer.close()
 
 
-async def _load(port: int, messages: int, sessions: int, size: int, recipient: str) -> int:
+async def _load(port: int, messages: int, sessions: int, size: int, recipient: str,
+                tls: Optional[ssl.SSLContext] = None) -> int:
     line = b"X" * 78 + b"\r\n"
     body = b"Subject: load\r\n\r\n" + line * max(1, size // len(line))
     remaining = iter(range(messages))
@@ -219,14 +231,26 @@ async def _load(port: int, messages: int, sessions: int, size: int, recipient: s
     async def worker():
         nonlocal accepted
         for _ in remaining:
-            if await _session(port, "load@example.com", recipient, body):
+            if await _session(port, "load@example.com", recipient, body, tls):
                 accepted += 1
 
     await asyncio.gather(*(worker() for _ in range(sessions)))
     return accepted
 
 
-def runLoad(port: int, messages: int, sessions: int, size: int, recipient: str) -> str:
+def runLoad(port: int, messages: int, sessions: int, size: int, recipient: str,
+            starttls: bool = False) -> str:
+    """
+    Send the load: with smtp-source when it is installed, else (and
+    always with C{starttls}, which smtp-source cannot do) with the
+    bundled asyncio client.
+    """
+    if starttls:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        asyncio.run(_load(port, messages, sessions, size, recipient, context))
+        return "bundled asyncio client with STARTTLS"
     source = shutil.which("smtp-source")
     if source:
         subprocess.run(
@@ -323,7 +347,8 @@ class Server:
 class Tmta(Server):
     name = "tmta"
 
-    def __init__(self, base: str, sink: Optional[Sink] = None) -> None:
+    def __init__(self, base: str, sink: Optional[Sink] = None,
+                 certificate: Optional[str] = None) -> None:
         self.sink = sink
         self.base = os.path.join(base, "tmta")
         self.port = freePort()
@@ -350,6 +375,7 @@ class Tmta(Server):
                 f"mail_spool_directory = {self.base}/mail/\n"
                 "inet_protocols = ipv4\n"
                 + (f"relayhost = [127.0.0.1]:{sink.port}\n" if sink else "")
+                + tlsSettings(certificate)
             )
         with open(os.path.join(conf, "master.cf"), "w") as f:
             f.write(
@@ -408,7 +434,8 @@ class Postfix(Server):
     tmta's local does, up to 2 deliveries at once per recipient).
     """
 
-    def __init__(self, base: str, agent: str = "virtual", sink: Optional[Sink] = None) -> None:
+    def __init__(self, base: str, agent: str = "virtual", sink: Optional[Sink] = None,
+                 certificate: Optional[str] = None) -> None:
         self.sink = sink
         self.name = "postfix" if agent == "virtual" else f"postfix-{agent}"
         self.base = os.path.join(base, self.name)
@@ -462,6 +489,7 @@ class Postfix(Server):
                 + delivery
                 + (f"relayhost = [127.0.0.1]:{sink.port}\n" if sink else "")
                 + f"maillog_file = {self.base}/maillog\nmaillog_file_prefixes = {self.base}\n"
+                + tlsSettings(certificate)
             )
         self.maildir = os.path.join(mail, "bench", "new")
 
@@ -487,11 +515,22 @@ class Postfix(Server):
                 **{processName(p): p for p in descendants(self.root) if processName(p) in wanted}}
 
 
+def tlsSettings(certificate: Optional[str]) -> str:
+    """
+    main.cf lines offering STARTTLS with C{certificate} (key and
+    certificate in one file), the same for both servers.
+    """
+    if certificate is None:
+        return ""
+    return (f"smtpd_tls_security_level = may\nsmtpd_tls_cert_file = {certificate}\n"
+            f"smtpd_tls_key_file = {certificate}\n")
+
+
 def measure(server: Server, args) -> Dict[str, float]:
     server.start()
     try:
         recipient = "bench@remote.example" if server.sink else "bench@localhost"
-        runLoad(server.port, 50, 5, args.size, recipient)
+        runLoad(server.port, 50, 5, args.size, recipient, args.starttls)
         deadline = time.monotonic() + 60
         while server.delivered() < 50 and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -505,7 +544,8 @@ def measure(server: Server, args) -> Dict[str, float]:
             client = runSendmail(server.sendmail(), args.messages, args.sessions, args.size,
                                  recipient, server.sendmailEnvironment())
         else:
-            client = runLoad(server.port, args.messages, args.sessions, args.size, recipient)
+            client = runLoad(server.port, args.messages, args.sessions, args.size, recipient,
+                             args.starttls)
         accepted = time.monotonic() - start
         deadline = time.monotonic() + 600
         while server.delivered() - already < args.messages:
@@ -561,28 +601,42 @@ def main() -> int:
     parser.add_argument("--sendmail", action="store_true",
                         help="post with each server's sendmail command instead of SMTP "
                              "(default 500 messages)")
+    parser.add_argument("--starttls", action="store_true",
+                        help="every session says STARTTLS (both servers offer it with the same "
+                             "self-signed certificate; the load comes from the bundled client)")
     args = parser.parse_args()
+    if args.sendmail and args.starttls:
+        parser.error("--sendmail posts no SMTP; it does not go with --starttls")
     if args.sendmail and args.relay:
         parser.error("--sendmail delivers locally; it does not go with --relay")
     if args.sendmail and "-m" not in sys.argv and "--messages" not in sys.argv:
         args.messages = 500
     base = tempfile.mkdtemp(prefix="tmta-bench-")
     os.chmod(base, 0o755)
+    certificate = None
+    if args.starttls:
+        sys.path.insert(0, REPO)
+        from tmta.config.selfsigned import writeSelfSignedCertificate
+
+        certificate = os.path.join(base, "tls", "smtpd.pem")
+        writeSelfSignedCertificate(certificate, "localhost")
     if args.relay:
         if not shutil.which("smtp-sink"):
             parser.error("--relay needs Postfix's smtp-sink")
-        makers = [("tmta", lambda where: Tmta(where, Sink(os.path.join(where, "tmta-sink"))))]
+        makers = [("tmta", lambda where: Tmta(where, Sink(os.path.join(where, "tmta-sink")),
+                                              certificate))]
         if not args.no_postfix and shutil.which("postfix") and os.getuid() == 0:
             makers.append(("postfix", lambda where: Postfix(
-                where, "virtual", Sink(os.path.join(where, "postfix-sink")))))
+                where, "virtual", Sink(os.path.join(where, "postfix-sink")), certificate)))
     else:
-        makers = [("tmta", Tmta)]
+        makers = [("tmta", lambda where: Tmta(where, None, certificate))]
     if not args.relay and not args.no_postfix and shutil.which("postfix") and os.getuid() == 0:
         for agent in [a.strip() for a in args.postfix_agents.split(",") if a.strip()]:
             if agent not in ("virtual", "local"):
                 parser.error(f"unknown Postfix agent {agent!r}")
             name = "postfix" if agent == "virtual" else f"postfix-{agent}"
-            makers.append((name, lambda where, agent=agent: Postfix(where, agent)))
+            makers.append((name, lambda where, agent=agent: Postfix(where, agent, None,
+                                                                     certificate)))
     runs: Dict[str, List[Dict[str, float]]] = {name: [] for name, _ in makers}
     try:
         first = True
@@ -613,7 +667,8 @@ def main() -> int:
     def median(name: str, key: str) -> float:
         return statistics.median(r[key] for r in runs[name])
 
-    how = ("posted with sendmail, " if args.sendmail else "")
+    how = ("posted with sendmail, " if args.sendmail else "") + (
+        "STARTTLS on every session, " if args.starttls else "")
     print(f"\n{args.messages} messages, {args.sessions} sessions, {args.size} bytes, {how}"
           f"{'relayed to smtp-sink' if args.relay else 'delivered to a Maildir'}, "
           f"load from {runs['tmta'][0]['client']}; medians of {args.rounds} rounds")

@@ -331,6 +331,17 @@ class FailClosedTests(SynchronousTestCase):
             self.assertTrue(any(f"main.cf, line {line}: {name}:" in p for p in problems),
                             (name, problems))
 
+    def test_clientLimitsNeedAnvil(self):
+        """
+        Client limits are refused without anvil in master.cf, and taken
+        with it.
+        """
+        problems = self.refused("smtpd_client_connection_rate_limit = 30\n")
+        self.assertTrue(any("need the anvil service" in p for p in problems), problems)
+        loadConfiguration(self.directory(
+            "smtpd_client_connection_rate_limit = 30\n",
+            DEBIAN_MASTER_CF + "anvil unix - - n - 1 anvil\n"))
+
     def test_harmlessWarned(self):
         c = loadConfiguration(self.directory("smtpd_tls_ask_ccert = yes\n"
                                              "smtpd_client_restrictions = permit\n"

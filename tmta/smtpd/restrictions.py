@@ -410,16 +410,6 @@ def _argumentTakers() -> Dict[str, Callable]:
     return takers
 
 
-def builtinNames() -> frozenset:
-    """
-    Every restriction name smtpd itself knows.
-    """
-    from tmta.smtpd import dnschecks
-
-    return frozenset(_BUILTINS) | frozenset(_argumentTakers()) | frozenset(
-        dnschecks.RESTRICTIONS) | {"warn_if_reject"}
-
-
 #: Known names, for the plugin check at start-up.
 BUILTIN_RESTRICTIONS = frozenset(_BUILTINS)
 
