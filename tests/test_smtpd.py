@@ -419,6 +419,19 @@ class SMTPServerTests(SessionHarness, SynchronousTestCase):
         self.makeServer(smtpd_recipient_limit="2")
         self.send(b"HELO c\r\nMAIL FROM:<a@b.c>\r\n" + b"RCPT TO:<bob@localhost>\r\n" * 3)
         self.assertEqual(self.replies()[-1], "452 4.5.3 Error: too many recipients")
+        self.assertEqual(self.server.errors, 0)
+
+    def test_recipientOvershootLimit(self):
+        """
+        Past smtpd_recipient_overshoot_limit extra recipients, each
+        counts as an error, until the hard limit ends the session.
+        """
+        self.makeServer(smtpd_recipient_limit="2", smtpd_recipient_overshoot_limit="3",
+                        smtpd_hard_error_limit="2")
+        self.send(b"HELO c\r\nMAIL FROM:<a@b.c>\r\n" + b"RCPT TO:<bob@localhost>\r\n" * 7)
+        replies = self.replies()
+        self.assertEqual(replies[-4:], ["452 4.5.3 Error: too many recipients"] * 3
+                         + ["421 4.7.0 mx.example.org Error: too many errors"])
 
     def test_hardErrorLimit(self):
         self.makeServer(smtpd_hard_error_limit="3")

@@ -150,7 +150,13 @@ class EnvelopeCommands:
                 self._error(str(e))
                 return None
         if len(self.recipients) >= self.settings.recipientLimit:
-            self.reply("452 4.5.3 Error: too many recipients")
+            # Past smtpd_recipient_overshoot_limit more, each one counts
+            # as an error too.
+            self.overshoot += 1
+            if self.overshoot > self.settings.recipientOvershootLimit:
+                self._error("452 4.5.3 Error: too many recipients")
+            else:
+                self.reply("452 4.5.3 Error: too many recipients")
             return None
         return defer.Deferred.fromCoroutine(self._checkRecipient(recipient, notify, orcpt))
 

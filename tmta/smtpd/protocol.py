@@ -355,6 +355,7 @@ class SMTPServer(EnvelopeCommands, DataCommands, AuthCommands, TLSCommands, Rest
         #: The transaction's RET and ENVID, when given.
         self.dsnAttributes: Dict[str, str] = {}
         self.declaredSize = 0
+        self.overshoot = 0
         self.transactionActions = TransactionActions()
         self.transactionNumber += 1
 

@@ -44,6 +44,7 @@ class SMTPSettings:
     recipientDelimiter: str
     queueMinfree: int
     softErrorLimit: int = 10
+    recipientOvershootLimit: int = 1000
     errorSleepTime: float = 1.0
     junkCommandLimit: int = 100
     deadline: str = "read"
@@ -100,6 +101,7 @@ class SMTPSettings:
             recipientDelimiter=config.get("recipient_delimiter"),
             queueMinfree=config.getInt("queue_minfree"),
             softErrorLimit=config.getInt("smtpd_soft_error_limit"),
+            recipientOvershootLimit=config.getInt("smtpd_recipient_overshoot_limit"),
             errorSleepTime=config.getTime("smtpd_error_sleep_time"),
             junkCommandLimit=config.getInt("smtpd_junk_command_limit"),
             deadline="request" if config.getBool("smtpd_per_request_deadline") else "read",
