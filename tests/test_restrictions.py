@@ -105,6 +105,30 @@ class SessionRestrictionTests(SessionHarness, SynchronousTestCase):
         self.assertEqual(self.transaction()[-1], "450 4.7.25 Client host rejected: cannot find "
                                                  "your hostname, [192.0.2.10]")
 
+    def test_reverseHostnameAlone(self):
+        """
+        A client with a reverse name that does not resolve back passes
+        reject_unknown_reverse_client_hostname, not
+        reject_unknown_client_hostname.
+        """
+        from twisted.internet import defer as _defer
+
+        names = lambda a: _defer.succeed(("unknown", "dyn-10.example.net"))  # noqa: E731
+        self.makeServer(client="192.0.2.10", lookup=names, smtpd_client_restrictions=(
+            "reject_unknown_reverse_client_hostname"))
+        self.replies()
+        self.assertEqual(self.transaction()[-1], "250 2.1.5 Ok")
+        self.makeServer(client="192.0.2.10", lookup=names, smtpd_client_restrictions=(
+            "reject_unknown_client_hostname"))
+        self.replies()
+        self.assertEqual(self.transaction()[-1][:10], "450 4.7.25")
+        self.makeServer(client="192.0.2.10", lookup=lambda a: _defer.succeed(
+            ("unknown", "unknown")), smtpd_client_restrictions=(
+            "reject_unknown_reverse_client_hostname"))
+        self.replies()
+        self.assertEqual(self.transaction()[-1], "450 4.7.1 Client host rejected: cannot find "
+                                                 "your reverse hostname, [192.0.2.10]")
+
     def test_accessTableActions(self):
         table = textTable(self, [
             ("192.0.2", "REJECT go away"),

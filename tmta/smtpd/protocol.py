@@ -119,12 +119,19 @@ class SMTPServer(EnvelopeCommands, DataCommands, AuthCommands, TLSCommands, Rest
         d.addCallback(self._greet)
         self.waitFor(d)
 
-    def _admit(self, name: str):
+    def _admit(self, names):
         """
-        Count the connection at anvil (C{smtpd_client_connection_*_limit});
-        past a limit the client hears 421 and nothing more.
+        Take the client's names (C{(name, reverseName)}, or one name for
+        both), and count the connection at anvil
+        (C{smtpd_client_connection_*_limit}); past a limit the client
+        hears 421 and nothing more.
         """
+        if isinstance(names, tuple):
+            name, reverse = names
+        else:
+            name = reverse = names
         self.clientName = name or "unknown"
+        self.reverseClientName = reverse or "unknown"
         limits = self.settings.limits
         if limits is None or self._closing or limits.exempt(self.clientAddress):
             return name

@@ -49,22 +49,29 @@ def raiseOpenFileLimit(clients: int) -> None:
 
 def lookupClientName(reactor, address: str) -> defer.Deferred:
     """
-    The client's host name, from reverse DNS confirmed forward (in a
-    thread: the resolver blocks); C{unknown} when there is none.
+    The client's host names (in a thread: the resolver blocks): the name
+    from reverse DNS confirmed forward, and the reverse name alone (for
+    C{reject_unknown_reverse_client_hostname}); C{unknown} for either
+    when there is none.
+
+    @return: a Deferred firing with C{(name, reverseName)}.
     """
     try:
         if ipaddress.ip_address(address).is_loopback:
-            return defer.succeed("localhost")
+            return defer.succeed(("localhost", "localhost"))
     except ValueError:
-        return defer.succeed("unknown")
+        return defer.succeed(("unknown", "unknown"))
 
-    def lookup() -> str:
+    def lookup():
         try:
-            name = socket.gethostbyaddr(address)[0]
-            addresses = {info[4][0] for info in socket.getaddrinfo(name, None)}
+            reverse = socket.gethostbyaddr(address)[0]
         except (OSError, UnicodeError):
-            return "unknown"
-        return name if address in addresses else "unknown"
+            return "unknown", "unknown"
+        try:
+            addresses = {info[4][0] for info in socket.getaddrinfo(reverse, None)}
+        except (OSError, UnicodeError):
+            return "unknown", reverse
+        return (reverse if address in addresses else "unknown"), reverse
 
     return threads.deferToThreadPool(reactor, reactor.getThreadPool(), lookup)
 
