@@ -187,6 +187,45 @@ class SessionRestrictionTests(SessionHarness, SynchronousTestCase):
         self.assertEqual(attributes["access_prepend"], "X-Checked: yes")
         self.assertEqual(attributes["access_filter"], "scan:[127.0.0.1]:10025")
 
+    def test_moreAccessActions(self):
+        table = textTable(self, [
+            ("carol@localhost", "DISCARD spam trap"),
+            ("dave@localhost", "REDIRECT abuse@localhost"),
+            ("erin@localhost", "WARN watch this one"),
+            ("frank@localhost", "DUNNO"),
+            ("gina@localhost", "FILTER no-colon"),
+        ])
+        for recipient, expected in ((b"carol", {"access_discard": "spam trap"}),
+                                    (b"dave", {"access_redirect": "abuse@localhost"}),
+                                    (b"erin", {}), (b"frank", {})):
+            self.session(smtpd_recipient_restrictions=f"check_recipient_access {table}",
+                         anyLocalName=True)
+            self.assertEqual(self.transaction(recipient=b"<" + recipient + b"@localhost>")[-1],
+                             "250 2.1.5 Ok")
+            self.send(b"DATA\r\nSubject: x\r\n\r\nbody\r\n.\r\n")
+            [begin] = [kw for c, kw in self.cleanup.calls if c is CleanupBegin]
+            attributes = {a["name"]: a["value"] for a in begin["attributes"]
+                          if a["name"].startswith("access_")}
+            self.assertEqual(attributes, expected, recipient)
+        # A malformed action never lets mail through.
+        self.session(smtpd_recipient_restrictions=f"check_recipient_access {table}",
+                     anyLocalName=True)
+        self.assertEqual(self.transaction(recipient=b"<gina@localhost>")[-1],
+                         "451 4.3.5 Server configuration error")
+
+    def test_unlistedSender(self):
+        """
+        A sender in one of this machine's domains must be a user here.
+        """
+        self.session(smtpd_sender_restrictions="reject_unlisted_sender")
+        self.assertEqual(self.transaction(sender=b"<nobody-here@localhost>")[-1],
+                         "550 5.1.1 <nobody-here@localhost>: Sender address rejected: User "
+                         "unknown in local recipient table")
+        self.session(smtpd_sender_restrictions="reject_unlisted_sender")
+        self.assertEqual(self.transaction(sender=b"<bob@localhost>")[-1], "250 2.1.5 Ok")
+        self.session(smtpd_sender_restrictions="reject_unlisted_sender")
+        self.assertEqual(self.transaction(sender=b"<anyone@example.com>")[-1], "250 2.1.5 Ok")
+
     def test_restrictionClassAndNestedResults(self):
         table = textTable(self, [("bob@localhost", "strict"), ("abuse@localhost", "permit")])
         self.session(smtpd_restriction_classes="strict", strict="reject_non_fqdn_sender, reject",
@@ -356,6 +395,16 @@ class DNSRestrictionTests(TestCase):
         self.assertEqual(action, DUNNO)
         action, _ = yield self.evaluate("reject_rhsbl_helo rbl.test", helo="spammy.example")
         self.assertEqual(action, REJECT)
+
+    @defer.inlineCallbacks
+    def test_unknownRecipientDomain(self):
+        action, reply = yield self.evaluate("reject_unknown_recipient_domain",
+                                            recipient="a@missing.mail.test")
+        self.assertEqual((action, reply), (DEFER, "450 4.1.2 <a@missing.mail.test>: Recipient "
+                                                  "address rejected: Domain not found"))
+        action, _ = yield self.evaluate("reject_unknown_recipient_domain",
+                                        recipient="a@exists.mail.test")
+        self.assertEqual(action, DUNNO)
 
     @defer.inlineCallbacks
     def test_unknownSenderDomain(self):

@@ -97,7 +97,9 @@ class SessionHarness:
         users = DictTable({"bob": "x", "postmaster": "x"})
         from tmta.smtpd.recipients import RecipientTables
 
-        environment = RestrictionEnvironment.fromConfig(config, networks,
+        tables = RecipientTables(None if anyLocalName else [users], [], [],
+                                 config.get("recipient_delimiter"))
+        environment = RestrictionEnvironment.fromConfig(config, networks, tables,
                                                         resolver=self.resolver())
         lists = Restrictions.fromConfig(config, environment)
 
@@ -109,8 +111,7 @@ class SessionHarness:
             certFile, keyFile = TestCA(self.mktemp()).server("mx.example.org")
             tls = ServerTLS.fromConfig(config.withOverrides(
                 {"smtpd_tls_cert_file": certFile, "smtpd_tls_key_file": keyFile}))
-        self.settings = SMTPSettings.fromConfig(config, lists, RecipientTables(
-            None if anyLocalName else [users], [], [], config.get("recipient_delimiter")), tls)
+        self.settings = SMTPSettings.fromConfig(config, lists, tables, tls)
         rewriter = Rewriter(config)
         if cleanupClient is None:
             self.cleanup = FakeCleanup()

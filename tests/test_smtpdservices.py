@@ -285,3 +285,38 @@ class TranscriptTests(SynchronousTestCase):
         sendMessage(port, "alice@example.com", ["bob@localhost"], "fine")
         waitFor(lambda: maildirMessages(spool).get("bob"), what="delivery")
         self.assertEqual(len(maildirMessages(spool)["postmaster"]), 1)
+
+
+class AccessActionTests(SynchronousTestCase):
+    def test_holdDiscardRedirect(self):
+        """
+        HOLD, DISCARD and REDIRECT from an access table act on the
+        message in the queue.
+        """
+        base = shortTemporaryDirectory(self)
+        spool = os.path.join(base, "mail")
+        table = os.path.join(base, "recipient_access")
+        with open(table, "w") as f:
+            f.write("carol@localhost DISCARD spam trap\n"
+                    "dave@localhost REDIRECT erin@localhost\n"
+                    "frank@localhost HOLD look first\n")
+        port = freePort()
+        master = Master(os.path.join(base, "conf"), {
+            "myhostname": "localhost", "mydestination": "localhost, $myhostname",
+            "local_recipient_maps": "", "local_mailbox_accounts": "none",
+            "mail_spool_directory": spool + "/",
+            "smtpd_recipient_restrictions": f"check_recipient_access texthash:{table}",
+        }, MASTER_CF.format(port=port)).start()
+        self.addCleanup(master.stop)
+        discarded = sendMessage(port, "alice@example.com", ["carol@localhost"], "trap")
+        sendMessage(port, "alice@example.com", ["dave@localhost"], "redirected")
+        held = sendMessage(port, "alice@example.com", ["frank@localhost"], "held")
+        waitFor(lambda: maildirMessages(spool).get("erin"), what="the redirected message")
+        self.assertIn(b"Subject: redirected", maildirMessages(spool)["erin"][0])
+        waitFor(lambda: f"{discarded}: discarded" in master.log(), what="the discard")
+        hold = os.path.join(master.queue, "hold")
+        waitFor(lambda: any(held in names for _, _, names in os.walk(hold)),
+                what="the held message in the hold queue")
+        self.assertNotIn("carol", maildirMessages(spool))
+        self.assertNotIn("frank", maildirMessages(spool))
+        self.assertNotIn("dave", maildirMessages(spool))
