@@ -1,0 +1,153 @@
+"""
+Tests for L{tmta.submission}: a Twisted program submits mail to a
+running tmta and hears the queue id only once the queue file is durable.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+from email.message import EmailMessage
+
+from twisted.internet import defer, reactor
+from twisted.internet.protocol import Factory
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from tmta.cleanup.service import Cleanup, CleanupProtocol
+from tmta.config import MainConfig
+from tmta.queue.layout import createLayout, socketPath
+from tmta.queue.qfile import iterContent, readEnvelope
+from tmta.queue.store import QueueStore
+from tmta.submission import SubmissionClient, SubmissionFailed
+from tests.support import (
+    REPO,
+    Master,
+    freePort,
+    maildirMessages,
+    shortTemporaryDirectory,
+    waitFor,
+)
+from tests.test_cleanup import LocalRewriter
+from tests.test_mailpath import MASTER_CF
+from tests.test_queue import FsyncRecorder
+
+
+class InProcessTests(TestCase):
+    """
+    Against a cleanup service listening on its public socket in this
+    process, with a recorder of every fsync.
+    """
+
+    def setUp(self):
+        self.queue = shortTemporaryDirectory(self)
+        createLayout(self.queue)
+        self.fsyncs = FsyncRecorder()
+        self.store = QueueStore(self.queue, fsync=self.fsyncs)
+        config = MainConfig({"myhostname": "mx.example.org"})
+        cleanup = Cleanup(reactor, config, self.store, LocalRewriter(config),
+                          lambda queueId: defer.succeed(None))
+        path = socketPath(self.queue, "cleanup", private=False)
+        self.port = reactor.listenUNIX(path, Factory.forProtocol(
+            lambda: CleanupProtocol(cleanup)))
+        self.addCleanup(self.port.stopListening)
+        self.client = SubmissionClient(reactor, self.queue)
+        self.addCleanup(self.client.close)
+
+    @defer.inlineCallbacks
+    def test_queueIdOnlyAfterFsync(self):
+        message = EmailMessage()
+        message["Subject"] = "from the application"
+        message.set_content("hello\n")
+
+        def answered(queueId):
+            self.fsyncs.paths.append(("answered", queueId))
+            return queueId
+
+        queueId = yield self.client.submit("app@example.com", ["bob@example.org"],
+                                           message).addCallback(answered)
+        path = self.store.path("incoming", queueId)
+        self.assertEqual(self.fsyncs.paths,
+                         [path, os.path.dirname(path), ("answered", queueId)])
+        with self.store.open("incoming", queueId) as f:
+            envelope = readEnvelope(f)
+            text = b"".join(iterContent(f, envelope))
+        self.assertEqual(envelope.sender, "app@example.com")
+        self.assertEqual([r.address for r in envelope.recipients], ["bob@example.org"])
+        self.assertIn(b"Subject: from the application\n", text)
+        self.assertIn(b"(tmta, from userid", text)
+        self.assertNotIn(b"\r\n", text)
+
+    @defer.inlineCallbacks
+    def test_largeMessageBytes(self):
+        body = b"Subject: big\r\n\r\n" + b"x" * 70 + b"\r\n" * 1
+        body += (b"y" * 998 + b"\r\n") * 300
+        queueId = yield self.client.submit("", ["bob@example.org"], body)
+        with self.store.open("incoming", queueId) as f:
+            envelope = readEnvelope(f)
+            text = b"".join(iterContent(f, envelope))
+        self.assertEqual(envelope.sender, "")
+        self.assertTrue(text.endswith((b"y" * 998 + b"\n") * 300))
+
+    @defer.inlineCallbacks
+    def test_refusedAddresses(self):
+        for sender, recipients in (("a@b", []), ("a\r\nRCPT@b", ["x@y"]), ("a@b", [""])):
+            with self.assertRaises(SubmissionFailed) as caught:
+                yield self.client.submit(sender, recipients, b"x\n")
+            self.assertFalse(caught.exception.temporary)
+
+
+class DownTests(TestCase):
+    @defer.inlineCallbacks
+    def test_tmtaDownIsTemporary(self):
+        queue = shortTemporaryDirectory(self)
+        createLayout(queue)
+        client = SubmissionClient(reactor, queue)
+        with self.assertRaises(SubmissionFailed) as caught:
+            yield client.submit("app@example.com", ["bob@example.org"], b"Subject: x\n\nx\n")
+        self.assertTrue(caught.exception.temporary)
+        self.assertEqual(caught.exception.code, 421)
+        leftovers = [n for _, _, names in os.walk(os.path.join(queue, "incoming"))
+                     for n in names]
+        self.assertEqual(leftovers, [])
+
+
+PROGRAM = """\
+import sys
+from twisted.internet.task import react
+from tmta.submission import SubmissionClient
+
+def main(reactor, config):
+    client = SubmissionClient.fromConfigDirectory(reactor, config)
+    d = client.submit("app@example.com", ["bob@localhost"],
+                      b"Subject: from a Twisted program\\n\\nhello\\n")
+    return d.addCallback(print)
+
+react(main, sys.argv[1:])
+"""
+
+
+class RunningTmtaTests(SynchronousTestCase):
+    def test_programSubmitsToTwistdTmta(self):
+        """
+        A Twisted program of a few lines submits to a running
+        C{twistd tmta} and the mail is delivered.
+        """
+        base = shortTemporaryDirectory(self)
+        spool = os.path.join(base, "mail")
+        master = Master(os.path.join(base, "conf"), {
+            "myhostname": "localhost", "mydestination": "localhost",
+            "local_recipient_maps": "", "local_mailbox_accounts": "none",
+            "mail_spool_directory": spool + "/",
+        }, MASTER_CF.format(port=freePort())).start()
+        self.addCleanup(master.stop)
+        program = os.path.join(base, "submit.py")
+        with open(program, "w") as f:
+            f.write(textwrap.dedent(PROGRAM))
+        result = subprocess.run([sys.executable, program, master.directory],
+                                capture_output=True, text=True, timeout=60,
+                                env=dict(os.environ, PYTHONPATH=REPO))
+        self.assertEqual(result.returncode, 0, result.stderr)
+        queueId = result.stdout.strip()
+        waitFor(lambda: maildirMessages(spool).get("bob"), what="delivery")
+        waitFor(lambda: f"{queueId}: to=<bob@localhost>" in master.log(), what="the log line")
+        self.assertIn(b"Subject: from a Twisted program", maildirMessages(spool)["bob"][0])
