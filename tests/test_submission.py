@@ -151,3 +151,45 @@ class RunningTmtaTests(SynchronousTestCase):
         waitFor(lambda: maildirMessages(spool).get("bob"), what="delivery")
         waitFor(lambda: f"{queueId}: to=<bob@localhost>" in master.log(), what="the log line")
         self.assertIn(b"Subject: from a Twisted program", maildirMessages(spool)["bob"][0])
+
+
+class TwistTests(SynchronousTestCase):
+    def test_twistRunsTmta(self):
+        """
+        C{twist tmta} runs the master as C{twistd -n tmta} does.
+        """
+        import signal
+
+        from tests.support import sendMessage, testAccount
+
+        base = shortTemporaryDirectory(self)
+        conf = os.path.join(base, "conf")
+        os.makedirs(conf)
+        port = freePort()
+        spool = os.path.join(base, "mail")
+        settings = {"queue_directory": os.path.join(base, "queue"), "inet_protocols": "ipv4",
+                    "myhostname": "localhost", "mydestination": "localhost",
+                    "local_recipient_maps": "", "local_mailbox_accounts": "none",
+                    "mail_spool_directory": spool + "/"}
+        if os.getuid() == 0:
+            settings["mail_owner"] = testAccount()
+        with open(os.path.join(conf, "main.cf"), "w") as f:
+            f.writelines(f"{k} = {v}\n" for k, v in settings.items())
+        with open(os.path.join(conf, "master.cf"), "w") as f:
+            f.write(MASTER_CF.format(port=port))
+        log = open(os.path.join(base, "twist.log"), "w+")
+        process = subprocess.Popen(
+            [sys.executable, "-c", "from twisted.application.twist._twist import Twist; "
+             "Twist.main()", "--log-format=text", "tmta", "-c", conf],
+            stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONPATH=REPO))
+
+        def stop():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                process.wait(30)
+
+        self.addCleanup(stop)
+        waitFor(lambda: "daemon started" in open(log.name).read() or process.poll() is not None,
+                what="the master")
+        sendMessage(port, "alice@example.com", ["bob@localhost"], "via twist")
+        waitFor(lambda: maildirMessages(spool).get("bob"), what="delivery")

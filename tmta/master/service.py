@@ -467,6 +467,10 @@ class MasterService(service.Service):
         return self.logObserver is not None
 
     def startService(self) -> None:
+        if not hasattr(self, "_planned"):
+            # Run by something that does not call privilegedStartService
+            # first (twist, an application's own service tree).
+            self.privilegedStartService()
         super().startService()
         self.forkserver.start(batchLogs=self.batchLogs)
         self._startRunners(self._planned)
