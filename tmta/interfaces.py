@@ -9,10 +9,10 @@ restriction (L{ISMTPRestriction}) and the queue store (L{IQueue}).
 Plugins add components (L{IComponent}), transports
 (L{IDeliveryAgentFactory}), table types (L{ILookupTableType}) and
 restrictions (L{ISMTPRestriction}); each is checked with
-L{zope.interface.verify.verifyObject} when found.
+C{zope.interface.verify.verifyObject} when found.
 
 A plugin author needs nothing but this module: write a class that
-provides one of these interfaces and L{twisted.plugin.IPlugin}, put an
+provides one of these interfaces and C{twisted.plugin.IPlugin}, put an
 instance of it in a file in a C{twisted/plugins/} directory on
 C{sys.path}, and name it in master.cf (components, delivery agents) or
 main.cf (tables, restrictions).
@@ -61,7 +61,7 @@ class IWorkerContext(Interface):
         C{public/}).
 
         @return: a Deferred firing with a connected
-            L{twisted.protocols.amp.AMP} protocol.
+            C{twisted.protocols.amp.AMP} protocol.
         """
 
 
@@ -106,7 +106,7 @@ class IComponent(Interface):
         be able to read the Python installation.
 
         @param context: an L{IWorkerContext}.
-        @return: an L{twisted.application.service.IService} that calls
+        @return: an C{twisted.application.service.IService} that calls
             C{context.listen} when started.
         """
 

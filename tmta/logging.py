@@ -1,7 +1,7 @@
 """
 Log lines in the shape mail operators grep for.
 
-Every tmta process logs through L{twisted.logger}.  A worker writes each
+Every tmta process logs through C{twisted.logger}.  A worker writes each
 event as one line to its standard error (L{lineObserver}); the master
 reads those lines and re-emits them tagged with the worker's service and
 pid (L{emitWorkerLine}), so that all processes' lines reach the one log
@@ -60,7 +60,7 @@ def printable(text: str) -> str:
 def _quickFormat(event: dict) -> str:
     """
     The event's message.  C{str.format_map} renders the formats tmta
-    itself uses at C speed; L{formatEvent}, a pure-Python formatter, takes
+    itself uses at C speed; C{formatEvent}, a pure-Python formatter, takes
     over for what it cannot render (Twisted's C{{name()}} call syntax,
     missing fields, events without a format).
     """

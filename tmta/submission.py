@@ -1,7 +1,7 @@
 """
 Submitting mail to a running tmta from a Twisted program: the durable,
 retried replacement for C{twisted.mail.smtp.sendmail} in an
-application.
+application::
 
     from tmta.submission import SubmissionClient
 

@@ -29,7 +29,7 @@ class RecordList(amp.Argument):
     A list of flat records (each a dict of C{str} and C{int} fields) in
     one AMP value, as a JSON array of arrays.
 
-    L{amp.AmpList} serialises every field of every record as a key and a
+    C{amp.AmpList} serialises every field of every record as a key and a
     value of a nested box; decoding that costs more than the rest of a
     small command.  One JSON value, parsed in C and then checked field
     by field against the declared shape, says the same for a fraction of

@@ -24,7 +24,7 @@ class StdioSMTP:
     One SMTP session over two byte streams.
 
     @param post: posts one message: C{post(posting, content)} returns
-        its queue id, or raises L{OSError}.
+        its queue id, or raises C{OSError}.
     """
 
     def __init__(self, stdin: BinaryIO, stdout: BinaryIO, hostname: str, base,

@@ -9,7 +9,7 @@ name again and goes through three method calls.  L{Command} keeps the
 same schema (C{arguments} and C{response} as Twisted declares them) and
 the same wire format, and works out each argument's names once per
 class.  An argument type that overrides how it reads or writes the box
-(C{fromBox}, C{toBox} or C{retrieve}, as L{amp.AmpList} does not but
+(C{fromBox}, C{toBox} or C{retrieve}, as C{amp.AmpList} does not but
 custom ones may) is still given the box to do so.
 """
 
@@ -77,7 +77,7 @@ def _decode(fields: List[_Field], box, proto) -> Dict[str, Any]:
 
 class Command(amp.Command):
     """
-    An L{amp.Command} whose arguments and responses are converted with
+    An C{amp.Command} whose arguments and responses are converted with
     names worked out once per class.  Declared, sent and answered
     exactly as any AMP command.
     """

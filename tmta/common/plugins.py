@@ -2,7 +2,7 @@
 Finding plugins: components, transports, table types and smtpd
 restrictions, in any C{twisted/plugins/} directory on C{sys.path}.
 
-Every plugin found is checked with L{zope.interface.verify.verifyObject}
+Every plugin found is checked with C{zope.interface.verify.verifyObject}
 against the interface it claims.  One that does not provide it is left
 out and remembered with the reason (L{brokenPlugins}), so that
 configuration naming it stops start-up with a message saying which

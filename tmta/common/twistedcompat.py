@@ -117,8 +117,8 @@ def writesIdle(transport: abstract.FileDescriptor) -> bool:
 
 def connectorMaking(clientClass: type) -> type:
     """
-    A L{unix.Connector} whose connections are C{clientClass} (a subclass
-    of L{unix.Client}).
+    A C{unix.Connector} whose connections are C{clientClass} (a subclass
+    of C{unix.Client}).
     """
 
     class Connector(unix.Connector):
@@ -133,7 +133,7 @@ def connectorMaking(clientClass: type) -> type:
 
 def adoptListeningPort(portClass: type, reactor, fd: int, family: int, factory):
     """
-    A port of C{portClass} (a subclass of L{tcp.Port} or L{unix.Port})
+    A port of C{portClass} (a subclass of C{tcp.Port} or C{unix.Port})
     serving the inherited listening socket C{fd}, not yet started.
 
     C{reactor.adoptStreamPort} does this for Twisted's own classes only.

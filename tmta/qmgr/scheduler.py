@@ -154,7 +154,7 @@ class TransportQueue:
     @param cohortLimit: how many windows of site failures in a row make
         a destination dead; 0 never.
     @param deadTime: how long a dead destination stays so.
-    @param clock: an L{IReactorTime}, for bringing dead destinations
+    @param clock: an C{IReactorTime}, for bringing dead destinations
         back; needed when C{cohortLimit} is set.
     """
 

@@ -1,7 +1,7 @@
 """
 tmta's own SASL password table (C{smtpd_sasl_type = tmta}): one
 C{name:hash} line per user, each hash a salted scrypt (RFC 7914) from
-L{hashlib.scrypt}, in the modular crypt form
+C{hashlib.scrypt}, in the modular crypt form
 C{$scrypt$ln=15,r=8,p=1$SALT$HASH}.
 
 smtpd reads the file again whenever it changes, so that C{tmta user}

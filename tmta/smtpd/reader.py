@@ -67,7 +67,7 @@ class CommandReader(protocol.Protocol, TimeoutMixin):
     #: (L{bareNewlineReceived}) instead of being read as a line.
     rejectBareNewline = False
 
-    #: What the idle timeout (L{TimeoutMixin}) limits: C{"read"}, the
+    #: What the idle timeout (C{TimeoutMixin}) limits: C{"read"}, the
     #: time between two reads (Postfix's default), or C{"request"}, the
     #: time to send one whole command, or the message text at no less
     #: than L{minDataRate} bytes a second (C{smtpd_per_request_deadline}),

@@ -72,7 +72,7 @@ class ServerTLS:
     say how a session uses it.
 
     It is a context factory (L{getContext}) for C{ITLSTransport.startTLS}
-    and L{twisted.protocols.tls.TLSMemoryBIOFactory}.
+    and C{twisted.protocols.tls.TLSMemoryBIOFactory}.
 
     @ivar level: C{may} or C{encrypt}.
     @ivar wrapper: whether each session starts with the handshake
