@@ -86,6 +86,19 @@ class ConformanceTests(SynchronousTestCase):
         self.assertEqual(len(restrictions.restrictions), len(BUILTIN_RESTRICTIONS))
         for restriction in restrictions.restrictions:
             verifyObject(interfaces.ISMTPRestriction, restriction)
+        # Those that take an argument, and the DNS checks.
+        withArguments = RestrictionList(
+            "smtpd_recipient_restrictions",
+            "check_client_access static:OK, check_helo_access static:OK, "
+            "check_sender_access static:OK, check_recipient_access static:OK, "
+            "reject_rbl_client zen.example, reject_rhsbl_client dbl.example, "
+            "reject_rhsbl_sender dbl.example, reject_rhsbl_helo dbl.example, "
+            "permit_dnswl_client wl.example, reject_unknown_sender_domain, "
+            "reject_unknown_recipient_domain, check_policy_service inet:127.0.0.1:1, "
+            "warn_if_reject reject", [], 554, 554)
+        self.assertEqual(len(withArguments.restrictions), 13)
+        for restriction in withArguments.restrictions:
+            verifyObject(interfaces.ISMTPRestriction, restriction)
 
     def test_queueRewriterContext(self):
         from tmta.master.worker import WorkerContext
