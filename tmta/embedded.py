@@ -1,0 +1,251 @@
+"""
+tmta inside a Twisted application: an L{IService} to add to the
+application's own service tree.
+
+    from tmta.embedded import EmbeddedMTA
+
+    mta = EmbeddedMTA("/srv/app/mail", {
+        "myhostname": "app.example",
+        "virtual_mailbox_domains": "",
+        "transport_maps": "inline:{ app.example=app }",
+        "mydestination": "app.example",
+    }, smtpd="127.0.0.1:2526", agents={"app": MyAgent()})
+    mta.setServiceParent(application)
+
+Everything tmta writes -- C{main.cf}, C{master.cf}, the queue -- stays
+under the directory the application names.  The parameters are
+Postfix's, as in C{main.cf}; given a dict they are written to
+C{DIRECTORY/main.cf} (and C{master.cf} is made from the services asked
+for); without one, the directory's own C{main.cf} and C{master.cf} are
+read.
+
+Two ways to run:
+
+  - C{processes=False} (the default): every component runs in the
+    application's own process, on its reactor, with its sockets in the
+    queue directory as under the master -- for tests and small
+    applications.  An application receives mail in-process by giving
+    its own L{tmta.interfaces.IDeliveryAgent} for a transport
+    (C{agents}); mail is routed to it as to any transport
+    (C{transport_maps}, C{local_transport}, ...).
+  - C{processes=True}: the master, with its worker processes, as
+    C{twistd tmta} runs them (C{agents} cannot be given: each agent runs
+    in a worker process of its own).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Dict, List, Mapping, Optional
+
+from twisted.application.service import MultiService
+from twisted.internet import task
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from tmta.common.triggers import Wakeup
+from tmta.config import MainConfig, parseInetAddress
+from tmta.config.defaults import LOOPBACK_NETWORKS
+from tmta.config.loader import Configuration, loadConfiguration
+from tmta.interfaces import IWorkerContext
+from tmta.queue.layout import createLayout, socketPath
+from tmta.wire import connectService
+
+__all__ = ["EmbeddedMTA"]
+
+log = Logger()
+
+#: The services an embedded tmta runs besides smtpd and the agents.
+_CORE = """\
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+local     unix  -       n       n       -       -       local
+virtual   unix  -       -       n       -       -       virtual
+smtp      unix  -       -       n       -       -       smtp
+relay     unix  -       -       n       -       -       smtp
+"""
+
+
+@implementer(IWorkerContext)
+class InProcessContext:
+    """
+    The L{IWorkerContext} of a component that runs in the application's
+    process: its sockets are bound here, in the queue directory (or on
+    the inet address of its master.cf entry).
+    """
+
+    def __init__(self, reactor, config, entry, services) -> None:
+        self.reactor = reactor
+        self.config = config
+        self.entry = entry
+        self.serviceName = entry.service
+        self.services = list(services)
+        self.arguments = list(entry.args)
+        self.ports: List = []
+
+    def listen(self, factory) -> None:
+        entry = self.entry
+        factory.noisy = False  # the maillog is for mail
+        if entry.type == "inet":
+            host, port = parseInetAddress(entry.service)
+            self.ports.append(self.reactor.listenTCP(int(port), factory,
+                                                     interface=host or "127.0.0.1"))
+            return
+        path = socketPath(self.config.get("queue_directory"), entry.service, entry.private)
+        if os.path.exists(path):
+            os.unlink(path)  # left by a run that ended without closing it
+        self.ports.append(self.reactor.listenUNIX(path, factory,
+                                                  mode=0o600 if entry.private else 0o660))
+
+    def connect(self, service: str, private: bool = True):
+        return connectService(self.reactor, self.config.get("queue_directory"), service,
+                              private)
+
+
+class EmbeddedMTA(MultiService):
+    """
+    tmta as a service of a Twisted application.
+
+    @param directory: where everything goes (created if need be).
+    @param parameters: main.cf parameters; C{None} to read
+        C{directory/main.cf} and C{directory/master.cf} as they are.
+    @param smtpd: the address smtpd listens on (C{host:port}), or
+        C{None} for no smtpd; used only with C{parameters}.
+    @param agents: transport name to the application's
+        L{tmta.interfaces.IDeliveryAgent} (in-process only).
+    @param processes: run the master and its worker processes instead.
+    """
+
+    def __init__(self, directory: str, parameters: Optional[Mapping[str, str]] = None,
+                 smtpd: Optional[str] = None, agents: Optional[Dict[str, object]] = None,
+                 processes: bool = False, reactor=None) -> None:
+        super().__init__()
+        if reactor is None:
+            from twisted.internet import reactor as _reactor
+
+            reactor = _reactor
+        self.reactor = reactor
+        self.directory = os.path.abspath(directory)
+        self.agents = dict(agents or {})
+        if processes and self.agents:
+            raise ValueError("agents run in-process only: with processes=True, give a "
+                             "transport plugin instead")
+        os.makedirs(self.directory, exist_ok=True)
+        if parameters is not None:
+            self._write(parameters, smtpd)
+        self.configuration: Configuration = loadConfiguration(self.directory)
+        self.processes = processes
+        self._contexts: List[InProcessContext] = []
+        self._timers: List[task.LoopingCall] = []
+        if processes:
+            from tmta.master.service import MasterService
+
+            directory = self.directory
+            MasterService(reactor, lambda: loadConfiguration(directory)).setServiceParent(self)
+        else:
+            self._buildInProcess()
+
+    def _write(self, parameters: Mapping[str, str], smtpd: Optional[str]) -> None:
+        settings = {
+            "queue_directory": os.path.join(self.directory, "queue"),
+            "data_directory": os.path.join(self.directory, "data"),
+            "mail_owner": _currentUser(),
+            "alias_maps": "",
+            "alias_database": "",
+            "inet_protocols": "ipv4",
+            # Trust only this machine, as the embedded default does.
+            "mynetworks": LOOPBACK_NETWORKS,
+        }
+        settings.update(parameters)
+        main = "".join(f"{name} = {value}\n" for name, value in settings.items())
+        master = ""
+        if smtpd:
+            master += f"{smtpd} inet n - n - - smtpd\n"
+        master += _CORE
+        for name in self.agents:
+            master += f"{name} unix - n n - - {name}\n"
+        for filename, text in (("main.cf", main), ("master.cf", master)):
+            path = os.path.join(self.directory, filename)
+            with open(path + ".tmp", "w") as f:
+                f.write(text)
+            os.replace(path + ".tmp", path)
+
+    def _buildInProcess(self) -> None:
+        from tmta.delivery import AgentService
+        from tmta.master.components import availableComponents, findComponent
+
+        configuration = self.configuration
+        createLayout(configuration.main.get("queue_directory"))
+        components = availableComponents()
+        for entry in configuration.services:
+            config = configuration.serviceConfig(entry)
+            context = InProcessContext(self.reactor, config, entry, configuration.services)
+            if entry.service in self.agents and entry.type == "unix":
+                service = AgentService(context, self.agents[entry.service])
+            else:
+                component = findComponent(entry.command, components)
+                if component is None:
+                    log.warn("{service}: {command} is not implemented: skipped",
+                             service=entry.service, command=entry.command)
+                    continue
+                service = component.makeService(context)
+            service.setServiceParent(self)
+            self._contexts.append(context)
+            if entry.wakeup and entry.type == "unix":
+                timer = task.LoopingCall(self._wakeup, context)
+                timer.clock = self.reactor
+                self._timers.append(timer)
+
+    def _wakeup(self, context: InProcessContext) -> None:
+        def send(protocol):
+            protocol.callRemote(Wakeup, reason="timer")
+            protocol.transport.loseConnection()
+
+        context.connect(context.entry.service, context.entry.private).addCallback(
+            send).addErrback(lambda f: log.warn("{service}: wakeup failed: {error}",
+                                               service=context.entry.service,
+                                               error=f.value))
+
+    def startService(self) -> None:
+        super().startService()
+        for timer, context in zip(self._timers, [c for c in self._contexts
+                                                 if c.entry.wakeup and c.entry.type == "unix"]):
+            timer.start(context.entry.wakeup, now=True)
+
+    def stopService(self):
+        for timer in self._timers:
+            if timer.running:
+                timer.stop()
+        d = super().stopService()
+        for context in self._contexts:
+            for port in context.ports:
+                port.stopListening()
+        return d
+
+    @property
+    def config(self) -> MainConfig:
+        """
+        The main.cf parameters in effect.
+        """
+        return self.configuration.main
+
+    def submissionClient(self):
+        """
+        A L{tmta.submission.SubmissionClient} for this tmta.
+        """
+        from tmta.submission import SubmissionClient
+
+        return SubmissionClient(self.reactor, self.config.get("queue_directory"))
+
+
+def _currentUser() -> str:
+    import pwd
+
+    return pwd.getpwuid(os.geteuid()).pw_name
