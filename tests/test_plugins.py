@@ -366,3 +366,58 @@ class ExamplePluginTests(SynchronousTestCase):
         self.assertIn(b"Subject: by http", text)
         waitFor(lambda: "relay=httppost" in master.log() and "status=sent" in master.log(),
                 what="the log line")
+
+
+class PluginGuideTests(SynchronousTestCase):
+    """
+    docs/plugins.rst's examples, from docs/examples/plugins, working in a
+    real master: a lookup table type, an SMTP restriction and a
+    transport.
+    """
+
+    def test_guideExamples(self):
+        import json
+        import smtplib
+
+        from tests.support import maildirMessages
+        from tests.test_mailpath import MASTER_CF
+
+        base = shortTemporaryDirectory(self)
+        spool = os.path.join(base, "mail")
+        archive = os.path.join(base, "archive")
+        os.makedirs(archive)
+        os.chmod(archive, 0o777)
+        aliases = os.path.join(base, "aliases.json")
+        transports = os.path.join(base, "transport.json")
+        with open(aliases, "w") as f:
+            json.dump({"team@localhost": "bob@localhost"}, f)
+        with open(transports, "w") as f:
+            json.dump({"archive.example": "archive:"}, f)
+        port = freePort()
+        masterCf = MASTER_CF.format(port=port) + (
+            f"archive   unix  -       n       n       -       1       jsonlines "
+            f"path={archive}/mail.jsonl\n")
+        master = Master(os.path.join(base, "conf"), {
+            "myhostname": "localhost", "mydestination": "localhost",
+            "local_recipient_maps": "", "local_mailbox_accounts": "none",
+            "mail_spool_directory": spool + "/",
+            "virtual_alias_maps": f"json:{aliases}",
+            "transport_maps": f"json:{transports}",
+            "relay_domains": "archive.example",
+            "smtpd_recipient_restrictions": "reject_numeric_localpart",
+        }, masterCf, extraPath=[os.path.join(REPO, "docs", "examples", "plugins")]).start()
+        self.addCleanup(master.stop)
+        sendMessage(port, "alice@example.com", ["team@localhost"], "to the team")
+        with self.assertRaises(smtplib.SMTPRecipientsRefused) as caught:
+            sendMessage(port, "alice@example.com", ["12345@localhost"], "numeric")
+        self.assertIn(b"numeric mailbox names", caught.exception.recipients[
+            "12345@localhost"][1])
+        queueId = sendMessage(port, "alice@example.com", ["x@archive.example"], "archived")
+        waitFor(lambda: maildirMessages(spool).get("bob"), what="the aliased delivery")
+        path = os.path.join(archive, "mail.jsonl")
+        waitFor(lambda: os.path.exists(path) and open(path).read(), what="the archive")
+        with open(path) as f:
+            [record] = [json.loads(line) for line in f]
+        self.assertEqual((record["queue_id"], record["recipients"]),
+                         (queueId, ["x@archive.example"]))
+        self.assertIn("Subject: archived", record["message"])
