@@ -1,6 +1,6 @@
 """
-tmta inside a Twisted application: an L{IService} to add to the
-application's own service tree.
+tmta inside a Twisted application: a service to add to the
+application's own service tree::
 
     from tmta.embedded import EmbeddedMTA
 

@@ -15,7 +15,25 @@ A plugin author needs nothing but this module: write a class that
 provides one of these interfaces and C{twisted.plugin.IPlugin}, put an
 instance of it in a file in a C{twisted/plugins/} directory on
 C{sys.path}, and name it in master.cf (components, delivery agents) or
-main.cf (tables, restrictions).
+main.cf (tables, restrictions).  C{docs/plugins.rst} walks through one
+of each.
+
+What every plugin may assume about its process:
+
+  - It runs in a worker process the master started for the service
+    that uses it, on that process's one reactor thread; nothing else
+    runs there while it does, and it must not block: files, databases
+    and the system resolver go to a thread
+    (C{twisted.internet.threads.deferToThreadPool}).
+  - It is built once per worker process (C{makeService}, C{makeAgent},
+    C{open}, or when smtpd reads its restriction lists), while the
+    process may still be root, and is used for the life of that
+    process: up to C{max_use} clients, or C{max_idle} seconds idle.
+    After building, the process gives up root unless the component
+    asked to keep it (C{needsRoot}).
+  - Errors are answers: each interface says which answer makes mail
+    wait (and be tried again) and which refuses or bounces it; an
+    unexpected exception always makes mail wait, never loses it.
 """
 
 from __future__ import annotations
@@ -160,9 +178,16 @@ class IDeliveryAgent(Interface):
         @param request: a L{tmta.delivery.DeliveryRequest}: queue id,
             sender, recipients (with their original addresses), nexthop
             and access to the message.
-        @return: a Deferred firing with one L{tmta.delivery.RecipientStatus}
-            per recipient: delivered, deferred or bounced, with a DSN code
-            and a reason.
+        @return: one L{tmta.delivery.RecipientStatus} per recipient, or a
+            Deferred firing with them: C{SENT} once the message is safely
+            where it goes (durably: qmgr then marks the recipient done),
+            C{DEFERRED} (a 4.x.x DSN code) when trying again later may
+            succeed -- qmgr retries with backoff until
+            C{maximal_queue_lifetime} -- and C{BOUNCED} (5.x.x) when it
+            never will, which returns the message to its sender.  An
+            exception, or a failed Deferred, defers every recipient.
+            The agent reads the message with C{request.content()}
+            (blocking reads: from a thread, or for small messages).
         """
 
 
