@@ -21,6 +21,7 @@ from tmta.sasl import (
     SASLClient,
     filterMechanisms,
 )
+from tmta.smtpd.session import SessionState
 
 log = Logger()
 
@@ -95,7 +96,7 @@ def _filtered(mechanisms: List[str], spec: List[str]) -> List[str]:
             if m not in dropped and (keepRest or m in named)]
 
 
-class AuthCommands:
+class AuthCommands(SessionState):
     """
     AUTH, for L{tmta.smtpd.protocol.SMTPServer} (whose
     C{settings.sasl} is an L{SMTPAuth}, or C{None} when AUTH is off).

@@ -26,6 +26,7 @@ from tmta.smtpd.restrictions import (
     RestrictionList,
     TransactionActions,
 )
+from tmta.smtpd.session import SessionState
 
 log = Logger()
 
@@ -89,7 +90,7 @@ class Restrictions:
         return []
 
 
-class RestrictionChecks:
+class RestrictionChecks(SessionState):
     """
     The session's side, for L{tmta.smtpd.protocol.SMTPServer}: the
     context a restriction sees, and the lists of a stage evaluated in

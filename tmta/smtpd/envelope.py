@@ -15,13 +15,14 @@ from tmta import replies
 from tmta.address import AddressError, isSafeMailboxName, localName, parsePath
 from tmta.dsn import DSNError, parseEnvid, parseNotify, parseOrcpt, parseRet
 from tmta.tables import TableLookupError
+from tmta.smtpd.session import SessionState
 
 log = Logger()
 
 NEEDS_SMTPUTF8 = "553 5.6.7 Must declare SMTPUTF8 to send unicode address"
 
 
-class EnvelopeCommands:
+class EnvelopeCommands(SessionState):
     """
     MAIL, RCPT and VRFY, for L{tmta.smtpd.protocol.SMTPServer}: they
     build the transaction (C{sender}, C{recipients}, C{recipientDSN},

@@ -16,6 +16,7 @@ from twisted.logger import Logger
 from tmta import replies
 from tmta.smtpd.data import ChunkDecoder
 from tmta.smtpd.transfer import CleanupLost, MessageTransfer, TooBig
+from tmta.smtpd.session import SessionState
 
 log = Logger()
 
@@ -37,7 +38,7 @@ class _Chunk:
     error: Optional[str] = None
 
 
-class DataCommands:
+class DataCommands(SessionState):
     """
     DATA and BDAT, for L{tmta.smtpd.protocol.SMTPServer}: opens a message
     at cleanup, feeds it the decoded text (L{inData} and L{messageData}

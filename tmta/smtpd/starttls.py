@@ -10,12 +10,14 @@ from typing import Optional
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from tmta.smtpd.session import SessionState
+
 log = Logger()
 
 MUST_STARTTLS = "530 5.7.0 Must issue a STARTTLS command first"
 
 
-class TLSCommands:
+class TLSCommands(SessionState):
     """
     STARTTLS and what follows the handshake, for
     L{tmta.smtpd.protocol.SMTPServer} (whose C{settings.tls} is a

@@ -1,0 +1,89 @@
+"""
+What the parts of an SMTP session share: the state and methods of
+L{tmta.smtpd.protocol.SMTPServer} that its command mixins
+(L{tmta.smtpd.envelope}, L{tmta.smtpd.receiving}, L{tmta.smtpd.auth},
+L{tmta.smtpd.starttls}, L{tmta.smtpd.checking}) use, declared once for
+the type checker.  At run time the class adds nothing to the
+L{CommandReader} it extends.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
+
+from tmta.smtpd.reader import CommandReader
+
+if TYPE_CHECKING:
+    from twisted.internet import defer
+
+    from tmta.smtpd.restrictions import RecipientContext, TransactionActions
+    from tmta.smtpd.settings import SMTPSettings
+    from tmta.smtpd.transcript import Transcript
+    from tmta.smtpd.transfer import MessageTransfer
+
+
+class SessionState(CommandReader):
+    """
+    The session as its command mixins see it.
+    """
+
+    if TYPE_CHECKING:
+        settings: SMTPSettings
+        cleanupClient: Any
+        resolve: Callable[[str], defer.Deferred]
+        freeSpace: Callable[[], Optional[int]]
+        clock: Any
+        helo: Optional[str]
+        protocolName: str
+        clientAddress: str
+        clientName: str
+        reverseClientName: str
+        queueId: str
+        errors: int
+        junkCommands: int
+        sender: Optional[str]
+        recipients: List[str]
+        recipientDSN: List[Tuple[str, str]]
+        dsnAttributes: Dict[str, str]
+        declaredSize: int
+        overshoot: int
+        transactionActions: TransactionActions
+        transactionNumber: int
+        pipelinedNow: bool
+        bareNewlineMode: str
+        transcript: Optional[Transcript]
+        tlsSummary: Optional[str]
+        saslUsername: Optional[str]
+        saslMethod: Optional[str]
+        _transfer: Optional[MessageTransfer]
+
+        @property
+        def client(self) -> str: ...
+
+        def _error(self, text: str) -> None: ...
+
+        def _junk(self) -> bool: ...
+
+        def _resetTransaction(self) -> None: ...
+
+        def _abortTransfer(self) -> None: ...
+
+        def bareNewlineReceived(self) -> None: ...
+
+        def needsTLS(self) -> bool: ...
+
+        def limits(self, event: str) -> bool: ...
+
+        async def limitExceeded(self, event: str) -> Optional[str]: ...
+
+        async def restrict(self, stage: str, context: Optional[RecipientContext] = None,
+                           ) -> Optional[Tuple[str, str]]: ...
+
+        def restrictionContext(self, stage: str, recipient: str = "",
+                               addressClass: str = "") -> RecipientContext: ...
+
+        def logRejection(self, stage: str, reply: str, recipient: str = "") -> None: ...
+
+        def receivedProtocol(self) -> str: ...
+
+        def tlsHandshakeReset(self) -> None: ...
