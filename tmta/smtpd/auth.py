@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Any, List, Optional
 
 from twisted.internet import defer, task
 from twisted.logger import Logger
@@ -40,7 +40,7 @@ class SMTPAuth:
     @ivar failureDelay: how long a failed attempt waits for its answer.
     """
 
-    backend: object
+    backend: Any
     securityOptions: List[str] = field(default_factory=lambda: ["noanonymous"])
     tlsSecurityOptions: List[str] = field(default_factory=lambda: ["noanonymous"])
     mechanismFilter: List[str] = field(default_factory=list)

@@ -12,7 +12,7 @@ a counting service that is down must not stop mail.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -47,7 +47,7 @@ class ClientLimits:
     connectionRateLimit: int
     eventLimits: Dict[str, int]
     exceptions: list
-    anvil: object = None
+    anvil: Any = None
     _unreachable: bool = field(default=False, repr=False)
 
     @classmethod

@@ -15,7 +15,7 @@ mail, as in Postfix: a typing error never lets mail through.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -125,15 +125,15 @@ class RestrictionEnvironment:
     @ivar resolver: a twisted.names resolver for the DNS checks.
     """
 
-    config: object
+    config: Any
     networks: list
     relayCode: int = 554
     rejectCode: int = 554
     deferCode: int = 450
     classes: Dict[str, str] = field(default_factory=dict)
-    resolver: object = None
-    policies: object = None
-    recipientTables: object = None
+    resolver: Any = None
+    policies: Any = None
+    recipientTables: Any = None
     loginMaps: List = field(default_factory=list)
 
     @classmethod

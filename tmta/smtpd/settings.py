@@ -5,7 +5,7 @@ What an smtpd process is configured to do, read once from main.cf.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 from tmta.smtpd.recipients import RecipientTables
 from tmta.tables.networks import parseNetworks
@@ -51,7 +51,7 @@ class SMTPSettings:
     minDataRate: int = 500
     #: The restriction lists (L{tmta.smtpd.checking.Restrictions});
     #: C{None}: none apply.
-    restrictions: Optional[object] = None
+    restrictions: Optional[Any] = None
     #: EHLO keywords not to announce (smtpd_discard_ehlo_keywords),
     #: lower-cased.
     discardEhloKeywords: frozenset = frozenset()
@@ -59,7 +59,7 @@ class SMTPSettings:
     #: every recipient is.
     recipientTables: Optional[RecipientTables] = None
     #: The TLS on offer (L{tmta.smtpd.tls.ServerTLS}); C{None}: none.
-    tls: Optional[object] = None
+    tls: Optional[Any] = None
     #: Whether a client that pipelines without leave is cut off
     #: (C{smtpd_forbid_unauth_pipelining}).
     forbidUnauthPipelining: bool = True
@@ -67,24 +67,24 @@ class SMTPSettings:
     bareNewline: str = "normalize"
     bareNewlineCode: int = 550
     #: Clients exempt from C{smtpd_forbid_bare_newline}.
-    bareNewlineExclusions: list = None
+    bareNewlineExclusions: Optional[list] = None
     #: Whether SMTPUTF8 (RFC 6531) is offered (C{smtputf8_enable}).
     smtputf8: bool = False
     #: Per-client limits across processes (L{tmta.smtpd.limits.ClientLimits});
     #: C{None}: none apply.
-    limits: Optional[object] = None
+    limits: Optional[Any] = None
     #: C{notify_classes}, lower-cased.
     notifyClasses: frozenset = frozenset()
     #: Who gets the transcripts (C{error_notice_recipient}).
     errorNoticeRecipient: str = "postmaster"
     #: How AUTH is offered (L{tmta.smtpd.auth.SMTPAuth}); C{None}: not.
-    sasl: Optional[object] = None
+    sasl: Optional[Any] = None
 
     @classmethod
     def fromConfig(cls, config, restrictions,
                    recipientTables: Optional[RecipientTables],
-                   tls: Optional[object] = None,
-                   sasl: Optional[object] = None) -> "SMTPSettings":
+                   tls: Optional[Any] = None,
+                   sasl: Optional[Any] = None) -> "SMTPSettings":
         return cls(
             myhostname=config.get("myhostname"),
             banner=config.get("smtpd_banner"),
