@@ -431,6 +431,21 @@ class PrivatePostfix:
         return found
 
 
+def stopProcess(process: subprocess.Popen, grace: float = 30) -> None:
+    """
+    SIGTERM a process the test started (by its pid), and SIGKILL it
+    after C{grace} seconds.
+    """
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 class PrivateDovecot:
     """
     A private Dovecot (Debian's dovecot-core) serving only its
@@ -500,13 +515,8 @@ service anvil {{
             return ""
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            stopProcess(self.process)
 
 
 def _accepts(port: int) -> bool:

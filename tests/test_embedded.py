@@ -5,7 +5,6 @@ worker processes, and the example application of docs/examples.
 """
 
 import os
-import signal
 import smtplib
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from tests.support import (
     maildirMessages,
     sendMessage,
     shortTemporaryDirectory,
+    stopProcess,
     testAccount,
     waitFor,
 )
@@ -48,13 +48,7 @@ class TacRunner:
             return ""
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stopProcess(self.process)
 
 
 def _waitListening(port: int, runner: TacRunner) -> None:

@@ -27,6 +27,7 @@ from tests.support import (
     processName,
     sendMessage,
     shortTemporaryDirectory,
+    stopProcess,
     subjects,
     testAccount,
     waitFor,
@@ -256,14 +257,6 @@ def _requirePort2525(testCase) -> None:
             raise testCase.skipTest("port 2525 is in use")
 
 
-def _stopProcess(process: subprocess.Popen) -> None:
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-
-
 class EmbeddedDefaultTests(SynchronousTestCase):
     def test_embeddedUnprivileged(self):
         """
@@ -301,7 +294,7 @@ class EmbeddedDefaultTests(SynchronousTestCase):
                 stdout=out, stderr=subprocess.STDOUT, cwd=home, preexec_fn=becomeAccount,
             )
 
-        self.addCleanup(_stopProcess, process)
+        self.addCleanup(stopProcess, process)
         waitFor(lambda: "daemon started" in open(log).read() or process.poll() is not None,
                 timeout=60)
         text = open(log).read()
@@ -337,7 +330,7 @@ class EmbeddedDefaultTests(SynchronousTestCase):
             env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, cwd=data,
         )
 
-        self.addCleanup(_stopProcess, process)
+        self.addCleanup(stopProcess, process)
         waitFor(lambda: "daemon started" in open(log).read() or process.poll() is not None)
         text = open(log).read()
         self.assertIn(f"everything is under {os.path.join(data, 'tmta')}", text)

@@ -158,9 +158,7 @@ class TwistTests(SynchronousTestCase):
         """
         C{twist tmta} runs the master as C{twistd -n tmta} does.
         """
-        import signal
-
-        from tests.support import sendMessage, testAccount
+        from tests.support import sendMessage, stopProcess, testAccount
 
         base = shortTemporaryDirectory(self)
         conf = os.path.join(base, "conf")
@@ -183,12 +181,7 @@ class TwistTests(SynchronousTestCase):
              "Twist.main()", "--log-format=text", "tmta", "-c", conf],
             stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONPATH=REPO))
 
-        def stop():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                process.wait(30)
-
-        self.addCleanup(stop)
+        self.addCleanup(stopProcess, process)
         waitFor(lambda: "daemon started" in open(log.name).read() or process.poll() is not None,
                 what="the master")
         sendMessage(port, "alice@example.com", ["bob@localhost"], "via twist")
