@@ -4,6 +4,7 @@ AMP as tmta's processes speak it to each other.
 
 from __future__ import annotations
 
+from twisted.internet.protocol import connectionDone
 import json
 from contextlib import contextmanager
 from typing import Any, Dict, Iterator, List, Sequence, Tuple
@@ -183,7 +184,7 @@ class QuietAMP(amp.AMP):
             if position == end:
                 return
 
-    def connectionLost(self, reason) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         amp.BinaryBoxProtocol.connectionLost(self, reason)
         self.transport = None
 

@@ -17,6 +17,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Dict, Optional
 
+from twisted.python.failure import Failure
+from twisted.internet.protocol import connectionDone
 from twisted.application.service import Service
 from twisted.internet import task
 from twisted.internet.protocol import Factory
@@ -140,7 +142,7 @@ class AnvilProtocol(ServiceAMP):
             raise ValueError(f"unknown anvil event {event!r}")
         return {"rate": self.table.event(ident, event)}
 
-    def connectionLost(self, reason) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         super().connectionLost(reason)
         for ident, count in self.open.items():
             if count:

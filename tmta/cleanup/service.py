@@ -4,6 +4,7 @@ The cleanup service.
 
 from __future__ import annotations
 
+from twisted.internet.protocol import connectionDone
 import os
 import re
 import time
@@ -464,7 +465,7 @@ class CleanupProtocol(ServiceAMP):
         self._discard(message)
         return {}
 
-    def connectionLost(self, reason) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         messages, self.messages = self.messages, {}
         for inProgress in messages.values():
             inProgress.abort()

@@ -6,6 +6,8 @@ re-reads the configuration on SIGHUP and stops everything on SIGTERM.
 
 from __future__ import annotations
 
+from twisted.python.failure import Failure
+from twisted.internet.protocol import connectionDone
 import errno
 import os
 import pwd
@@ -115,7 +117,7 @@ class _Watcher:
             log.warn("{service}: all processes busy; turned away a client",
                      service=self.pool.name)
 
-    def connectionLost(self, reason) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         pass
 
     def logPrefix(self) -> str:
@@ -141,7 +143,7 @@ class _WorkerControl(QuietAMP):
         self.pool.status(self.worker, available, served)
         return {}
 
-    def connectionLost(self, reason) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         super().connectionLost(reason)
         self.pool.clock.callLater(_ORPHAN_GRACE, self._orphaned)
 

@@ -11,10 +11,12 @@ fail as temporary (454), never as wrong credentials.
 
 from __future__ import annotations
 
+from twisted.python.failure import Failure
+from twisted.internet.protocol import connectionDone
 import base64
 import itertools
 import os
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from twisted.internet import defer
 from twisted.internet.endpoints import UNIXClientEndpoint
@@ -68,6 +70,8 @@ class DovecotAuthProtocol(LineOnlyReceiver):
     @ivar mechanisms: what Dovecot offers, upper case.
     """
 
+    transport: Any  # a UNIX connection
+
     delimiter = b"\n"
     MAX_LENGTH = 65536
 
@@ -107,7 +111,7 @@ class DovecotAuthProtocol(LineOnlyReceiver):
         log.error("Dovecot auth: overlong line")
         self.transport.loseConnection()
 
-    def connectionLost(self, reason) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         pending, self._pending = self._pending, {}
         for d in pending.values():
             d.errback(AuthenticationUnavailable("lost the connection to Dovecot"))

@@ -12,6 +12,8 @@ content.
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.application.service import Service
 from twisted.internet import threads
 from twisted.internet.protocol import Factory, Protocol
@@ -24,6 +26,8 @@ WORLD_REACHABLE = ("showq",)
 
 
 class ShowqProtocol(Protocol):
+    transport: Any  # a UNIX connection
+
     def __init__(self, listing) -> None:
         self.listing = listing
 

@@ -11,10 +11,11 @@ has (C{smtp_helo_timeout}, C{smtp_mail_timeout}, ...).
 
 from __future__ import annotations
 
+from twisted.internet.protocol import connectionDone
 import re
 from dataclasses import dataclass, field
 from collections import deque
-from typing import Deque, Dict, List, Optional, Tuple
+from typing import Any, Deque, Dict, List, Optional, Tuple
 
 from twisted.internet import defer, protocol
 from twisted.internet.interfaces import IHandshakeListener
@@ -158,6 +159,9 @@ class SMTPClient(protocol.Protocol):
         (L{tmta.smtp.tls.PeerTrust}).
     """
 
+    #: A TCP connection, which STARTTLS may turn into a TLS one.
+    transport: Any
+
     def __init__(self, heloName: str, clock, timeouts: Optional[Timeouts] = None,
                  lmtp: bool = False, tls=None, sasl=None) -> None:
         self.heloName = heloName
@@ -231,7 +235,7 @@ class SMTPClient(protocol.Protocol):
     def _note(self, direction: str, line: str) -> None:
         self.transcript.append(f"{direction}: {line}")
 
-    def connectionLost(self, reason) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._lost = True
         stage = self._stage()
         if stage == "TLS handshake":

@@ -14,8 +14,10 @@ C{smtpd_policy_service_default_action} (a temporary refusal by default).
 
 from __future__ import annotations
 
+from twisted.python.failure import Failure
+from twisted.internet.protocol import connectionDone
 import os
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
 from twisted.internet import defer, error
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, UNIXClientEndpoint
@@ -37,6 +39,8 @@ class PolicyError(Exception):
 
 
 class _PolicyProtocol(LineOnlyReceiver):
+    transport: Any  # a TCP or UNIX connection
+
     delimiter = b"\n"
     MAX_LENGTH = 8192
 
@@ -71,7 +75,7 @@ class _PolicyProtocol(LineOnlyReceiver):
     def lineLengthExceeded(self, line: bytes) -> None:
         self.transport.loseConnection()
 
-    def connectionLost(self, reason) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         answer, self._answer = self._answer, None
         if answer is not None:
             answer.errback(PolicyError("the policy server closed the connection"))

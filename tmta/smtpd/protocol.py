@@ -4,6 +4,8 @@ The SMTP server protocol: one session, from the greeting to QUIT.
 
 from __future__ import annotations
 
+from twisted.python.failure import Failure
+from twisted.internet.protocol import connectionDone
 import re
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -179,7 +181,7 @@ class SMTPServer(EnvelopeCommands, DataCommands, AuthCommands, TLSCommands, Rest
     def client(self) -> str:
         return f"{self.clientName}[{self.clientAddress}]"
 
-    def connectionLost(self, reason) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         CommandReader.connectionLost(self, reason)
         self.setTimeout(None)
         self.tlsConnectionLost()

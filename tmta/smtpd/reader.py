@@ -4,8 +4,10 @@ Reading pipelined SMTP commands and answering them in order.
 
 from __future__ import annotations
 
-from typing import Optional, Set
+from typing import Any, Optional, Set
 
+from twisted.python.failure import Failure
+from twisted.internet.protocol import connectionDone
 from twisted.internet import defer, protocol
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
@@ -61,6 +63,9 @@ class CommandReader(protocol.Protocol, TimeoutMixin):
 
     @ivar lineLengthLimit: the longest command line accepted.
     """
+
+    #: A TCP, UNIX or TLS connection: also a producer and a consumer.
+    transport: Any
 
     lineLengthLimit = 2048
     #: Whether a command line ending in a bare LF ends the session
@@ -129,7 +134,7 @@ class CommandReader(protocol.Protocol, TimeoutMixin):
         # Replies that back up in the transport stop the reading.
         self.transport.registerProducer(self.pauseFor("output"), True)
 
-    def connectionLost(self, reason) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._closing = True
         self._buffer = b""
 

@@ -16,8 +16,10 @@ what it writes on standard error is logged.
 
 from __future__ import annotations
 
+from twisted.python.failure import Failure
+from twisted.internet.protocol import connectionDone
 import os
-from typing import List
+from typing import Any, List
 
 from twisted.application.service import Service
 from twisted.internet import protocol
@@ -89,6 +91,8 @@ class SpawnProtocol(protocol.Protocol):
     One connection, relayed to and from its own run of the program.
     """
 
+    transport: Any  # a UNIX or TCP connection
+
     def __init__(self, command: SpawnCommand, environment, timeLimit: float, reactor) -> None:
         self.command = command
         self.environment = environment
@@ -123,7 +127,7 @@ class SpawnProtocol(protocol.Protocol):
         if self.program is not None and self.program.transport is not None:
             self.program.transport.write(data)
 
-    def connectionLost(self, reason) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self.program is not None and self.program.transport is not None:
             self.program.transport.closeStdin()
 
