@@ -146,7 +146,7 @@ class AccessCheck:
                 return [name, name[1:-1]]
             return _parentDomains(name, self.parentMatches)
         address = c.sender if self.what == "sender" else c.recipient
-        return addressKeys(address, self.delimiters, self.parentMatches, self.nullKey)
+        return addressKeys(address or "", self.delimiters, self.parentMatches, self.nullKey)
 
     def lookup(self, c: RecipientContext) -> Optional[str]:
         for key in self.keys(c):

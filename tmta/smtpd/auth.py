@@ -110,7 +110,7 @@ class AuthCommands(SessionState):
 
     saslUsername: Optional[str] = None
     saslMethod: Optional[str] = None
-    _exchange = None
+    _exchange: Any = None
     authResponseDue = False
 
     def authKeywords(self, secured: bool):
@@ -205,8 +205,9 @@ class AuthCommands(SessionState):
     def _authAnswered(self, result) -> None:
         if isinstance(result, Challenge):
             self.authResponseDue = True
+            sasl = self.settings.sasl
             self.lineLengthLimit = max(self.settings.lineLengthLimit,
-                                       self.settings.sasl.responseLimit)
+                                       sasl.responseLimit if sasl is not None else 0)
             self.reply("334 " + base64.b64encode(result.data).decode("ascii"))
             return
         if not isinstance(result, Authenticated):

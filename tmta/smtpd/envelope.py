@@ -70,6 +70,9 @@ class EnvelopeCommands(SessionState):
             except DSNError as e:
                 self._error(str(e))
                 return
+        if sender is None:
+            self._error("501 5.1.7 Bad sender address syntax")
+            return
         if not utf8 and not sender.isascii():
             self._error(NEEDS_SMTPUTF8)
             return
@@ -167,10 +170,10 @@ class EnvelopeCommands(SessionState):
             self.reply(tooMany)
             return
         resolution = await self.resolve(recipient)
-        refusal = await self.restrict("RCPT", self.restrictionContext(
+        decision = await self.restrict("RCPT", self.restrictionContext(
             "RCPT", recipient, resolution.addressClass))
-        if refusal is not None:
-            self._rejectRecipient(recipient, refusal[1])
+        if decision is not None:
+            self._rejectRecipient(recipient, decision[1])
             return
         if resolution.addressClass == "local" and not isSafeMailboxName(
                 localName(resolution.recipient, self.settings.recipientDelimiter)):

@@ -82,7 +82,7 @@ class SMTPServer(EnvelopeCommands, DataCommands, AuthCommands, TLSCommands, Rest
         self.freeSpace = freeSpace
         self.clock = clock
         # TimeoutMixin's clock, for smtpd_timeout.
-        self.callLater = clock.callLater
+        self.callLater = clock.callLater  # type: ignore[method-assign]
         self.timeoutPeriod = settings.timeout
         self.deadline = settings.deadline
         self.minDataRate = settings.minDataRate
@@ -186,7 +186,7 @@ class SMTPServer(EnvelopeCommands, DataCommands, AuthCommands, TLSCommands, Rest
         self.setTimeout(None)
         self.tlsConnectionLost()
         self._authDone()
-        if self._anvilCounted:
+        if self._anvilCounted and self.settings.limits is not None:
             self.settings.limits.disconnect(self.clientAddress)
         self._abortTransfer()
         log.info("disconnect from {client}", client=self.client)
@@ -200,11 +200,13 @@ class SMTPServer(EnvelopeCommands, DataCommands, AuthCommands, TLSCommands, Rest
         Mail the session's transcript to C{error_notice_recipient}.
         """
         recipient = self.settings.errorNoticeRecipient
+        transcript = self.transcript
+        assert transcript is not None
         cleanup = await self.cleanupClient.open()
         try:
             with cleanup.together():
                 cleanup.begin("", {"protocol": "local"}, [(recipient, recipient)])
-                answer = cleanup.end(self.transcript.message(
+                answer = cleanup.end(transcript.message(
                     self.settings.myhostname, self.client, recipient))
             await answer
         finally:

@@ -119,12 +119,13 @@ class DataCommands(SessionState):
             "helo_name": self.helo or "",
             "protocol": self.receivedProtocol(),
         }
-        if self.tlsSummary is not None and self.settings.tls.receivedHeader:
+        tls = self.settings.tls
+        if self.tlsSummary is not None and tls is not None and tls.receivedHeader:
             attributes["tls"] = self.tlsSummary
         if self.saslUsername is not None:
             attributes["sasl_method"] = self.saslMethod or ""
             attributes["sasl_username"] = self.saslUsername
-            if self.settings.sasl.authenticatedHeader:
+            if self.settings.sasl is not None and self.settings.sasl.authenticatedHeader:
                 attributes["sasl_header"] = "yes"
         attributes.update(self.dsnAttributes)
         attributes.update(self.transactionActions.attributes())
@@ -143,20 +144,22 @@ class DataCommands(SessionState):
     def messageData(self) -> bool:
         if self._chunk is not None:
             return self._chunkData()
-        self._buffer = self._transfer.feed(self._buffer)
-        if not self._transfer.done:
+        transfer = self._transfer
+        assert transfer is not None, "message text outside DATA"
+        self._buffer = transfer.feed(self._buffer)
+        if not transfer.done:
             return False
-        if self._transfer.failed:
+        if transfer.failed:
             self._abortTransfer()
             self._resetTransaction()
             self.bareNewlineReceived()
             return True
-        if self._transfer.decoder.sawBareNewline and not self._notedBareNewline:
+        if transfer.decoder.sawBareNewline and not self._notedBareNewline:
             self._notedBareNewline = True
             log.info("{client}: bare <LF> received in the message text", client=self.client)
         # From here on the message is cleanup's to finish, whatever the
         # client does.
-        transfer, self._transfer = self._transfer, None
+        self._transfer = None
         self.waitFor(defer.Deferred.fromCoroutine(self._endData(transfer)))
         return True
 
@@ -206,6 +209,7 @@ class DataCommands(SessionState):
 
     def _chunkData(self) -> bool:
         chunk = self._chunk
+        assert chunk is not None
         data = self._buffer[:chunk.remaining]
         self._buffer = self._buffer[len(data):]
         chunk.remaining -= len(data)
@@ -224,7 +228,7 @@ class DataCommands(SessionState):
         if chunk.error is not None:
             self._error(chunk.error)
             return True
-        if chunk.last:
+        if chunk.last and transfer is not None:
             self._transfer = None
             self.waitFor(defer.Deferred.fromCoroutine(self._endData(transfer)))
             return True

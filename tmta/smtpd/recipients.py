@@ -67,7 +67,7 @@ class RecipientTables:
         base = localName(address, self.delimiters)
         if base != name:
             keys.append(base)
-        return any(lookupAny(self.local, key) is not None for key in keys)
+        return any(lookupAny(self.local or [], key) is not None for key in keys)
 
     def _listed(self, tables: List, address: str) -> bool:
         return any(lookupAny(tables, key) is not None

@@ -107,6 +107,7 @@ class TLSCommands(SessionState):
         RFC 3207 asks.
         """
         tls = self.settings.tls
+        assert tls is not None, "a handshake without TLS settings"
         self.tlsSummary = tls.describe(self.transport.getHandle())
         if tls.logLevel >= 1:
             log.info("Anonymous TLS connection established from {client}: {summary}",

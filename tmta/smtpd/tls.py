@@ -121,7 +121,7 @@ class ServerTLS:
         if level == "none":
             level = "encrypt"
         try:
-            context = cls._context(config, level)
+            context = cls._makeContext(config, level)
         except TLSConfigError as e:
             if level == "may" and not wrapper:
                 log.warn("cannot offer STARTTLS: {error}", error=str(e))
@@ -133,7 +133,7 @@ class ServerTLS:
                    authOnly=config.getBool("smtpd_tls_auth_only"))
 
     @staticmethod
-    def _context(config, level: str) -> SSL.Context:
+    def _makeContext(config, level: str) -> SSL.Context:
         pairs = certificateFiles(config)
         if not pairs:
             raise TLSConfigError("no server certificate: set smtpd_tls_cert_file "

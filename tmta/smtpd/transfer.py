@@ -4,7 +4,7 @@ One message's way from an SMTP session's DATA phase to cleanup.
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 from tmta.smtpd.data import DataDecoder
 
@@ -47,7 +47,7 @@ class MessageTransfer:
         self.sizeLimit = sizeLimit
         #: BDAT's chunks (a L{ChunkDecoder}), or DATA's dot-terminated text.
         self.chunked = decoder is not None
-        self.decoder = decoder if decoder is not None else DataDecoder(bareNewline)
+        self.decoder: Any = decoder if decoder is not None else DataDecoder(bareNewline)
         self.size = 0
         self.tooBig = False
         self._pending: List[bytes] = []
