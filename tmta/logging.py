@@ -277,7 +277,7 @@ class MaillogFileObserver:
         self._sequence = 0
         self._timer = None
         self._lock = threading.Lock()
-        self._second = None
+        self._second: Optional[int] = None
         self._stamp = ""
         if clock is not None:
             clock.addSystemEventTrigger("after", "shutdown", self.flush)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Dict, Iterator, List, Optional, TextIO
+from typing import Dict, Iterator, List, Optional, TextIO, Tuple
 
 from tmta.config import ConfigError, Configuration, MainConfig, configDirectoryFromEnvironment
 from tmta.config.loader import defaultDataDirectory, loadConfiguration, prepareEmbedded
@@ -199,7 +199,7 @@ def deleteMessages(configuration: Configuration, queueIds: List[str],
 
     if not _checkIds(queueIds, err):
         return 1
-    queues = ("maildrop", "incoming", "deferred", "hold", "corrupt")
+    queues: Tuple[str, ...] = ("maildrop", "incoming", "deferred", "hold", "corrupt")
     if queueName is not None:
         if queueName not in queues:
             err.write(f"tmta: fatal: cannot delete from {queueName!r} (one of: "

@@ -56,7 +56,7 @@ class WorkerArguments:
         """
         self.listen.append(f"{familyName}:{FIRST_LISTENER_FD + len(self.listen)}")
 
-    def listeners(self) -> List[Tuple[int, int]]:
+    def listeners(self) -> List[Tuple[int, socket.AddressFamily]]:
         """
         The listening sockets as C{(descriptor, address family)}.
         """

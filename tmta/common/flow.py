@@ -12,6 +12,8 @@ changes on qmgr's.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import os
 
 from twisted.internet import task
@@ -26,7 +28,7 @@ class InFlowFlag:
 
     def __init__(self, queueDirectory: str) -> None:
         self.path = os.path.join(queueDirectory, FLAG)
-        self.full = None
+        self.full: Optional[bool] = None
 
     def set(self, full: bool) -> None:
         if full == self.full:

@@ -15,7 +15,7 @@ C{$} followed by anything else is an error, as in Postfix.
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 Lookup = Callable[[str], Optional[str]]
 
@@ -71,6 +71,8 @@ def _compare(left: str, op: str, right: str) -> bool:
         return left == right
     if op == "!=":
         return left != right
+    a: Any
+    b: Any
     if op.endswith("level"):
         a, b = _level(left), _level(right)
         op = op[: -len("level")]

@@ -113,7 +113,7 @@ class Outstanding:
         """
         if not self.count:
             return defer.succeed(None)
-        d = defer.Deferred()
+        d: defer.Deferred = defer.Deferred()
         self._waiting.append(d)
         return d
 

@@ -38,7 +38,7 @@ class QueueManager:
 
     def __init__(self, reactor, config, store: QueueStore,
                  connect: Callable[[str], defer.Deferred],
-                 resolve: Callable[[str], defer.Deferred],
+                 resolve: Callable[..., defer.Deferred],
                  transportLimits: Optional[Dict[str, int]] = None,
                  now: Callable[[], float] = time.time) -> None:
         self.reactor = reactor

@@ -255,7 +255,8 @@ class TransportQueue:
         destination.busy -= 1
         siteFailure = getattr(result, "siteFailure", False)
         if siteFailure:
-            self._negative(destination, siteFailure)
+            self._negative(destination, siteFailure if isinstance(siteFailure, str)
+                           else "site failure")
         elif siteFailure is None:
             self._positive(destination)
         # Anything else (a failure, no answer) is no news of the site.

@@ -295,6 +295,7 @@ class ClientTLS:
         """
         summary = connectionSummary(connection)
         certificate = connection.get_peer_certificate()
+        problem: Optional[str]
         if certificate is None:
             status, problem = "Anonymous", "the server sent no certificate"
         elif self.chainErrors:

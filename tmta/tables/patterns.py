@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from typing import Callable, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -56,7 +56,8 @@ class _SourceFile:
     def __init__(self, path: str, parse: Callable[[str], list]) -> None:
         self.path = path
         self._parse = parse
-        self._stamp = None
+        #: The file's (mtime, size) when read, "missing", or None.
+        self._stamp: Any = None
         self._rules: list = []
         self._blind = False
         self.rules()
@@ -120,7 +121,7 @@ def _splitPattern(text: str, number: int) -> Tuple[bool, str, str, str]:
         raise TableSyntaxError(f"line {number}: no closing {delimiter}")
     pattern = text[1:index]
     rest = text[index + 1:]
-    flags = re.match(r"[A-Za-z]*", rest).group(0)
+    flags = re.match(r"[A-Za-z]*", rest).group(0)  # type: ignore[union-attr]
     return negated, pattern, flags, rest[len(flags):].strip()
 
 
