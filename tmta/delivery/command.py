@@ -151,6 +151,7 @@ def _exchange(process: subprocess.Popen, chunks, timeLimit: float):
     deadline = time.monotonic() + timeLimit
     selector = selectors.DefaultSelector()
     stdin, stdout = process.stdin, process.stdout
+    assert stdin is not None and stdout is not None, "the command runs with pipes"
     os.set_blocking(stdin.fileno(), False)
     selector.register(stdin, selectors.EVENT_WRITE)
     selector.register(stdout, selectors.EVENT_READ)

@@ -15,7 +15,7 @@ import signal
 import socket
 import stat
 import sys
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from twisted.application import service
 from twisted.internet import defer, task
@@ -70,7 +70,8 @@ class Listener:
 
     @property
     def familyName(self) -> str:
-        return {socket.AF_INET: "inet", socket.AF_INET6: "inet6"}.get(self.family, "unix")
+        return {int(socket.AF_INET): "inet", int(socket.AF_INET6): "inet6"}.get(
+            self.family, "unix")
 
     def close(self) -> None:
         self.socket.close()
@@ -122,6 +123,13 @@ class _Watcher:
 
     def logPrefix(self) -> str:
         return f"master-watch-{self.pool.name}"
+
+
+def _factoryOf(protocol) -> Factory:
+    """
+    A factory whose one connection is C{protocol}.
+    """
+    return Factory.forProtocol(lambda: protocol)
 
 
 class _WorkerControl(QuietAMP):
@@ -247,8 +255,7 @@ class ServiceRunner:
         for sock, protocol in ((controlEnd, control), (logEnd, logs)):
             sock.setblocking(False)
             self.reactor.adoptStreamConnection(
-                sock.fileno(), socket.AF_UNIX, Factory.forProtocol(lambda p=protocol: p)
-            )
+                sock.fileno(), socket.AF_UNIX, _factoryOf(protocol))
             sock.close()
         worker.done = defer.Deferred()
         self.processes[worker] = worker
@@ -258,8 +265,9 @@ class ServiceRunner:
     def workerEnded(self, worker: Worker, status: int) -> None:
         self.processes.pop(worker, None)
         self.master.forkserver.forget(worker)
-        if worker.control.transport is not None:
-            worker.control.transport.loseConnection()
+        transport = worker.control.transport if worker.control is not None else None
+        if transport is not None:
+            transport.loseConnection()
         if status != 0:
             how = f"killed by signal {-status}" if status < 0 else f"status {status}"
             log.warn("{tag}: process ended with {how}", tag=worker.tag(), how=how)
@@ -274,7 +282,8 @@ class ServiceRunner:
             return
         def send(protocol: amp.AMP):
             protocol.callRemote(Wakeup, reason="timer")
-            protocol.transport.loseConnection()
+            if protocol.transport is not None:
+                protocol.transport.loseConnection()
 
         d = connectService(
             self.reactor,
@@ -371,7 +380,7 @@ class MasterService(service.Service):
             )
         return account
 
-    def _bindAll(self, configuration: Configuration, reuse: Dict[Tuple, Listener]):
+    def _bindAll(self, configuration: Configuration, reuse: Dict[Tuple, Any]):
         """
         Bind every listener master.cf names; return the services to run
         with their sockets.

@@ -9,7 +9,7 @@ import os
 import socket
 import sys
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from twisted.internet.protocol import ProcessProtocol, Protocol
 from twisted.logger import Logger
@@ -44,12 +44,12 @@ class LineLog(Protocol):
                  if text]
         if not texts:
             return
-        lines = unstampLines(texts, time.time())
+        stamped = unstampLines(texts, time.time())
         if self.batch:
-            emitWorkerLines(log, self.tag(), lines)
+            emitWorkerLines(log, self.tag(), stamped)
             return
         tag = self.tag()
-        for _, text in lines:
+        for _, text in stamped:
             emitWorkerLine(log, tag, text)
 
     def connectionLost(self, reason=None) -> None:
@@ -72,6 +72,10 @@ class Worker:
         self.pid: Optional[int] = None
         self.onExit = onExit
         self.ended = False
+        #: The master's end of the control channel, once connected.
+        self.control: Any = None
+        #: Fires when the process has ended.
+        self.done: Any = None
 
     def tag(self) -> str:
         return f"{self.tagPrefix}[{self.pid or '?'}]"
@@ -85,7 +89,8 @@ class Worker:
 class _ForkServerProcess(ProcessProtocol):
     def __init__(self, server: "ForkServer", batchLogs: bool) -> None:
         self.server = server
-        self.logs = LineLog(lambda: f"tmta/forkserver[{self.transport.pid}]", batchLogs)
+        self.logs = LineLog(
+            lambda: f"tmta/forkserver[{getattr(self.transport, 'pid', '?')}]", batchLogs)
         self._events = b""
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
@@ -150,6 +155,7 @@ class ForkServer:
         request = json.dumps({"args": args, "fds": len(fds), "tag": worker.tagPrefix})
         # A short message on a local socket with room to spare: it does not
         # block, and the order of requests is the order of answers.
+        assert self.requests is not None, "started above"
         socket.send_fds(self.requests, [request.encode() + b"\n"], fds)
         self._waiting.append(worker)
 
@@ -159,9 +165,9 @@ class ForkServer:
             worker.pid = int(words[1])
             self._byPid[worker.pid] = worker
         elif len(words) == 3 and words[0] == "exited":
-            worker = self._byPid.pop(int(words[1]), None)
-            if worker is not None:
-                worker.exited(int(words[2]))
+            ended = self._byPid.pop(int(words[1]), None)
+            if ended is not None:
+                ended.exited(int(words[2]))
 
     def ended(self, process: _ForkServerProcess) -> None:
         if process is not self.process:
