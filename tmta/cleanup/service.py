@@ -8,7 +8,7 @@ from twisted.internet.protocol import connectionDone
 import os
 import re
 import time
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from twisted.application.service import Service
 from twisted.internet import defer
@@ -35,7 +35,7 @@ from tmta.batching import ThreadBatcher
 from tmta.cleanup.addresses import AddressMapper, ExpansionError
 from tmta.cleanup.checks import ContentChecks, Verdict
 from tmta.tables import TableLookupError
-from tmta.queue.qfile import commitAll
+from tmta.queue.qfile import QueueFileWriter, commitAll
 from tmta.queue.store import QueueError, QueueStore
 from tmta.replies import INTERNAL_ERROR, TOO_BIG, storageFailure
 from tmta.rewrite.client import RewriteClient
@@ -73,7 +73,7 @@ class Message:
         self.recipients: List[Tuple[str, str, str, str]] = []
         self.error: Optional[Rejection] = None
         self.queueId = ""
-        self.writer = None
+        self.writer: Optional[QueueFileWriter] = None
         self.headerBuffer = b""
         self.inHeaders = True
         self.messageId = ""
@@ -82,7 +82,7 @@ class Message:
         self.prepended: List[bytes] = []
         if any(name.startswith("access_") for name in attributes):
             self.attributes = attributes = self._accessActions(attributes)
-        self.bodyChecker = None  # made once the headers say what the body is
+        self.bodyChecker: Any = None  # made once the headers say what the body is
         self.chain: defer.Deferred = defer.succeed(None)
         if not createFile:
             return
@@ -109,6 +109,15 @@ class Message:
             if re.match(r"^[!-9;-~]+:", header):
                 self.prepended.append(header.encode("utf-8", "surrogateescape"))
         return attributes
+
+    @property
+    def file(self) -> QueueFileWriter:
+        """
+        The queue file being written (there is one unless its creation
+        failed, which C{error} then says).
+        """
+        assert self.writer is not None, "no queue file"
+        return self.writer
 
     def _then(self, f, *args) -> defer.Deferred:
         def step(_):
@@ -150,7 +159,7 @@ class Message:
             except ExpansionError as e:
                 log.warn("{queueId}: {error}", queueId=self.queueId, error=str(e))
                 raise Rejection(554, f"5.4.6 Error: {e}")
-        writer = self.writer
+        writer = self.file
         writer.envelope(time.time(), sender, attributes)
         # Each recipient once, as Postfix's duplicate filter does: the
         # same address given again (with the same original) is dropped,
@@ -213,7 +222,7 @@ class Message:
                 self.error = Rejection(451, "4.3.0 Error: temporary lookup failure")
                 return
         if data:
-            self.writer.content(data)
+            self.file.content(data)
 
     def _fail(self, reason):
         if reason.check(Rejection):
@@ -277,10 +286,10 @@ class Message:
             # The blank line that ends the header section is not a
             # body line.
             separator = b"\n" if rest.startswith(b"\n") else b""
-            self.writer.content(out + separator)
+            self.file.content(out + separator)
             self._body(rest[len(separator):])
         else:
-            self.writer.content(out + rest)
+            self.file.content(out + rest)
 
     async def finish(self) -> Tuple[int, str]:
         await self.chain
@@ -290,7 +299,7 @@ class Message:
             if self.error is None and not self.envelopeWritten:
                 await self._writeEnvelope()
             if self.error is None and self.bodyChecker is not None:
-                self.writer.content(self.bodyChecker.end(self.verdict, self.queueId))
+                self.file.content(self.bodyChecker.end(self.verdict, self.queueId))
         except Rejection as e:
             self.error = e
         except TableLookupError as e:
@@ -326,8 +335,9 @@ class Message:
                           error=e)
                 self.abort()
                 return storageFailure(e)
+        error: Optional[BaseException]
         try:
-            error = await self.cleanup.committer.submit(self.writer)
+            error = await self.cleanup.committer.submit(self.file)
         except Exception as e:
             error = e
         if error is not None:
@@ -345,7 +355,7 @@ class Message:
         queue file under the envelope it asks for, and give up the first
         (neither was committed, so qmgr never saw either).
         """
-        old = self.writer
+        old = self.file
         store = self.cleanup.store
         previous = self.queueId
         self.queueId, self.writer = store.create("incoming")
@@ -353,7 +363,7 @@ class Message:
         try:
             await self._writeEnvelope()
             for chunk in old.writtenContent():
-                self.writer.content(chunk)
+                self.file.content(chunk)
         finally:
             old.abort()
         log.info("{previous}: content check changed the envelope; message is now {queueId}",
@@ -367,8 +377,8 @@ class Message:
         store = self.cleanup.store
         target = store.path("hold", self.queueId)
         store.ensureDirectory(os.path.dirname(target))
-        os.rename(self.writer.path, target)
-        self.writer.path = target
+        os.rename(self.file.path, target)
+        self.file.path = target
 
     def abort(self) -> None:
         if self.writer is not None:

@@ -18,8 +18,9 @@ import random
 import socket
 import time
 from email.utils import formatdate
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple, Union
 
+from twisted.internet.interfaces import IDelayedCall, IStreamClientEndpoint
 from twisted.internet import defer, threads
 from twisted.internet.endpoints import (
     TCP4ClientEndpoint,
@@ -141,7 +142,7 @@ class SessionCache:
         self.clock = clock
         self.idle = idle
         self.lifetime = lifetime
-        self._idle: Dict[Tuple, List[Tuple[SMTPClient, float, object]]] = {}
+        self._idle: Dict[Tuple, List[Tuple[SMTPClient, float, IDelayedCall]]] = {}
         self._born: Dict[SMTPClient, float] = {}
 
     def take(self, key: Tuple) -> Optional[SMTPClient]:
@@ -278,7 +279,8 @@ class SMTPDeliveryAgent:
     def deliver(self, request: DeliveryRequest) -> defer.Deferred:
         return defer.Deferred.fromCoroutine(self._deliver(request))
 
-    async def _deliver(self, request: DeliveryRequest) -> DeliveryResult:
+    async def _deliver(self, request: DeliveryRequest,
+                       ) -> Union[DeliveryResult, List[RecipientStatus]]:
         started = time.time()
         content = await threads.deferToThreadPool(
             self.reactor, self.reactor.getThreadPool(),
@@ -563,7 +565,7 @@ class SMTPDeliveryAgent:
                                permanent=True)
         random.shuffle(records)
         records.sort(key=lambda r: r[0])
-        names = []
+        names: List[str] = []
         for _, name in records:
             if name == self.myhostname:
                 # This host and everything less preferred is out.
@@ -661,6 +663,7 @@ class SMTPDeliveryAgent:
         return Factory.forProtocol(build)
 
     def _connectTCP(self, address: str, port: int, factory: Factory) -> defer.Deferred:
+        endpoint: IStreamClientEndpoint
         if port == 0:
             endpoint = UNIXClientEndpoint(self.reactor, address, timeout=self.connectTimeout)
         elif ":" in address:
