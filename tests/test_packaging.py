@@ -89,3 +89,16 @@ class APIDocumentationTests(SynchronousTestCase):
         self.assertEqual(built.returncode, 0, built.stdout[-3000:] + built.stderr[-3000:])
         self.assertEqual(built.stdout.strip() + built.stderr.strip(), "")
         self.assertTrue(os.path.exists(os.path.join(output, "tmta.submission.html")))
+
+
+class TypingTests(SynchronousTestCase):
+    def test_mypy(self):
+        """
+        mypy, with the mypy-zope plugin (settings in pyproject.toml),
+        finds nothing wrong in tmta/.
+        """
+        if subprocess.run([sys.executable, "-c", "import mypy, mypy_zope"]).returncode:
+            raise SkipTest("mypy and mypy-zope are not installed (pip install '.[test]')")
+        checked = subprocess.run([sys.executable, "-m", "mypy", "tmta"], cwd=REPO,
+                                 capture_output=True, text=True, timeout=900)
+        self.assertEqual(checked.returncode, 0, checked.stdout[-5000:] + checked.stderr[-2000:])

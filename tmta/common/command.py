@@ -92,7 +92,8 @@ class Command(amp.Command):
         ]
         if forgotten:
             raise amp.InvalidSignature(
-                "forgot {} for {}".format(", ".join(forgotten), self.commandName)
+                "forgot {} for {}".format(", ".join(forgotten),
+                                          self.commandName.decode("ascii", "replace"))
             )
 
     @classmethod
@@ -101,7 +102,7 @@ class Command(amp.Command):
         if schema is None:
             arguments = _fields(cls.arguments)
             schema = (arguments, frozenset(name for _, name, _, _ in arguments), _fields(cls.response))
-            cls._tmtaSchema = schema
+            setattr(cls, "_tmtaSchema", schema)
         return schema
 
     @classmethod

@@ -12,7 +12,7 @@ plugin and what is missing, rather than failing when first used.
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from twisted.plugin import getPlugins
 from zope.interface import Interface
@@ -31,7 +31,7 @@ class PluginError(Exception):
 def _directoryStamps() -> tuple:
     import twisted.plugins
 
-    stamps = []
+    stamps: List[Tuple[str, Optional[int]]] = []
     for directory in twisted.plugins.__path__:
         try:
             stamps.append((directory, os.stat(directory).st_mtime_ns))
@@ -67,7 +67,8 @@ def _scan(interface) -> Tuple[Dict[str, object], Dict[str, str]]:
             broken.setdefault(label, f"plugin {describe(plugin)} does not provide "
                                      f"{interface.__name__}: {reason}")
             continue
-        found.setdefault(name, plugin)
+        if name is not None:
+            found.setdefault(name, plugin)
     _cache[interface] = (stamps, found, broken)
     return found, broken
 

@@ -5,10 +5,17 @@ connections and its own connections to other services use.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from tmta.common.twistedcompat import writesIdle
 
+if TYPE_CHECKING:
+    from twisted.internet.tcp import Connection as _Transport
+else:
+    _Transport = object
 
-class EagerWriteMixin:
+
+class EagerWriteMixin(_Transport):
     """
     Send written data at once when nothing is queued ahead of it.
 

@@ -104,7 +104,7 @@ def writesIdle(transport: abstract.FileDescriptor) -> bool:
     data may be sent at once without overtaking any: connected, not
     closing, not under TLS, no buffered data or descriptors.
     """
-    return (
+    return bool(
         transport.connected
         and not transport.disconnecting
         and not getattr(transport, "_writeDisconnected", True)
@@ -138,9 +138,10 @@ def adoptListeningPort(portClass: type, reactor, fd: int, family: int, factory):
 
     C{reactor.adoptStreamPort} does this for Twisted's own classes only.
     """
+    adopt: Any = portClass
     if issubclass(portClass, unix.Port):
-        return portClass._fromListeningDescriptor(reactor, fd, factory)
-    return portClass._fromListeningDescriptor(reactor, fd, family, factory)
+        return adopt._fromListeningDescriptor(reactor, fd, factory)
+    return adopt._fromListeningDescriptor(reactor, fd, family, factory)
 
 
 def shareListeningSocket(port) -> None:

@@ -251,7 +251,7 @@ def _check(main: MainConfig, services: List[MasterEntry], masterPath: str) -> Li
 
     problems = _typeProblems(main, main.explicit, lambda name: _mainWhere(main, name))
     for entry in services:
-        problems += _typeProblems(main, entry.overrides, lambda name, e=entry: masterWhere(e))
+        problems += _typeProblems(main, entry.overrides, _constant(masterWhere(entry)))
         serviceConfig = main.withOverrides(entry.overrides)
         for name in entry.overrides:
             try:
@@ -270,6 +270,13 @@ def _check(main: MainConfig, services: List[MasterEntry], masterPath: str) -> Li
     if problems:
         raise ConfigProblems(list(dict.fromkeys(problems)))
     return list(dict.fromkeys(harmless))
+
+
+def _constant(where: str) -> Callable[[str], str]:
+    """
+    A where-function that names the same place for every parameter.
+    """
+    return lambda name: where
 
 
 def _mainWhere(main: MainConfig, name: str) -> str:

@@ -569,8 +569,10 @@ class _Delivery:
         if not isSafeMailboxName(name):
             self._fail(BOUNCED, "5.1.3", f"unsafe mailbox name {name!r}")
             return
+        owner = agent.owner
+        assert owner is not None, "set when there are no system accounts"
         self._mailbox(state, Mailbox(os.path.join(agent.spool, name), True,
-                                     agent.owner.pw_uid, agent.owner.pw_gid))
+                                     owner.pw_uid, owner.pw_gid))
 
     def _write(self, box: Mailbox, state: Expansion) -> str:
         agent = self.agent
@@ -625,6 +627,7 @@ class _Delivery:
     def _runCommand(self, state: Expansion, command: str, kind: str) -> None:
         agent = self.agent
         rights = state.rights
+        assert rights is not None, "commands are allowed only with rights to run them"
         if not self._once((kind, rights.pw_uid, command), f"delivered to command: {command}"):
             return
         user = state.user or rights

@@ -7,7 +7,7 @@ address it was forwarded from, so that a forwarding loop shows.
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, List
+from typing import Dict, Iterable, List, cast
 
 from twisted.internet import defer
 from twisted.internet.threads import blockingCallFromThread
@@ -49,8 +49,8 @@ class Forwarder:
         """
         data = b"".join(content)
         try:
-            return blockingCallFromThread(self.reactor, self._post, sender, recipients,
-                                          attributes, data)
+            return cast(str, blockingCallFromThread(self.reactor, self._post, sender,
+                                                    recipients, attributes, data))
         except ForwardError:
             raise
         except Exception as e:

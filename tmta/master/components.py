@@ -6,7 +6,7 @@ served as a delivery service.
 
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict, Optional, cast
 
 from zope.interface import implementer
 
@@ -56,7 +56,7 @@ def availableComponents() -> Dict[str, IComponent]:
         name: AgentComponent(factory)
         for name, factory in availablePlugins(IDeliveryAgentFactory).items()
     }
-    found.update(availablePlugins(IComponent))
+    found.update(cast(Dict[str, IComponent], availablePlugins(IComponent)))
     return found
 
 

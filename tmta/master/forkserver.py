@@ -152,7 +152,7 @@ def serve() -> int:
     pendingFds: List[int] = []
     while True:
         try:
-            readable, _, _ = select.select([requests, wakeRead], [], [])
+            readable, _, _ = select.select([requests.fileno(), wakeRead], [], [])
         except InterruptedError:
             readable = [wakeRead]
         if wakeRead in readable:
@@ -168,7 +168,7 @@ def serve() -> int:
             if pid == 0:
                 break
             events.write(f"exited {pid} {os.waitstatus_to_exitcode(status)}\n")
-        if requests not in readable:
+        if requests.fileno() not in readable:
             continue
         data, fds, _, _ = socket.recv_fds(requests, 65536, MAX_FDS)
         if not data:

@@ -7,9 +7,11 @@ C{max_use} clients or C{max_idle} idle seconds, or when the master goes.
 from __future__ import annotations
 
 import socket
-from typing import Callable, List, Optional
+from typing import TYPE_CHECKING, Callable, List, Optional
 
 from twisted.internet import tcp, unix
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
@@ -35,7 +37,13 @@ class _CappedPortMixin:
         return super().doRead()
 
 
-class _CountedMixin:
+if TYPE_CHECKING:
+    _Server = tcp.Server
+else:
+    _Server = object
+
+
+class _CountedMixin(_Server):
     """
     A worker's client, counted by the worker's runtime from the moment it
     is accepted until its connection is gone.  (Counting in the
@@ -43,14 +51,13 @@ class _CountedMixin:
     layer of a wrapping protocol.)
     """
 
-    server: "_CappedPortMixin"
-
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._runtime = self.server.runtime
+        port: "_CappedPortMixin" = self.server  # type: ignore[assignment]
+        self._runtime = port.runtime
         self._runtime.clientStarted()
 
-    def connectionLost(self, reason) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         try:
             super().connectionLost(reason)
         finally:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
-from typing import List, Optional
+from typing import Any, List, Optional
 
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger, globalLogBeginner
@@ -113,7 +113,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     observer = lineObserver(sys.stderr)
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
 
-    from twisted.internet import reactor
+    from twisted.internet import reactor as _reactor
+
+    reactor: Any = _reactor
 
     overrides = dict(o.split("=", 1) for o in options.overrides)
     try:

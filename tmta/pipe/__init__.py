@@ -162,11 +162,10 @@ def _quoteLocal(local: str) -> str:
     return '"' + local.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-@implementer(IDeliveryAgent)
 class PipeAgent:
     """
-    Delivers each request to the command; blocking work goes to a thread
-    (see L{PipeDeliveryAgent}).
+    Delivers each request to the command, blocking (L{deliverAll}); the
+    L{IDeliveryAgent} is L{PipeDeliveryAgent}, which runs it in a thread.
     """
 
     def __init__(self, command: PipeCommand, serviceName: str, config) -> None:
@@ -233,7 +232,7 @@ class PipeAgent:
         def expand(word: str, values: Dict[str, str]) -> str:
             return _MACRO.sub(lambda m: values.get(next(g for g in m.groups() if g), ""), word)
 
-        argv = []
+        argv: List[str] = []
         for word in self.command.argv:
             names = {next(g for g in m.groups() if g) for m in _MACRO.finditer(word)}
             if names & RECIPIENT_MACROS:

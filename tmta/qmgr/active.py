@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
 from twisted.internet import defer, threads
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -243,7 +244,7 @@ class MessageCompletion:
             logDelivery(request, RequestRecipient(r.address, r.original, r.offset), "none",
                         RecipientStatus(r.offset, DEFERRED, dsn, reason), started)
 
-    def markDone(self, message: ActiveMessage, recipients: List[Recipient]) -> defer.Deferred:
+    def markDone(self, message: ActiveMessage, recipients: List[Recipient]) -> Deferred:
         path = self.store.path("active", message.queueId)
 
         def mark():

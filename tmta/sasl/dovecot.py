@@ -227,6 +227,7 @@ class DovecotExchange:
                 fields.append(f"resp={encoded}")
             self._id, answer = self._protocol.request("\t".join(fields))
         else:
+            assert self._protocol is not None, "connected by the first step"
             _, answer = self._protocol.request(f"CONT\t{{id}}\t{encoded}", self._id)
         kind, fields = await answer
         if kind == "CONT":

@@ -31,12 +31,15 @@ class ShowqProtocol(Protocol):
     def __init__(self, listing) -> None:
         self.listing = listing
 
+    def _failed(self, failure) -> None:
+        log.failure("showq failed", failure)
+        self.transport.write(b"tmta: cannot list the queue\n")
+
     def connectionMade(self) -> None:
         d = threads.deferToThread(self.listing)
         d.addCallback(lambda text: self.transport.write(text.encode("utf-8",
                                                                     "surrogateescape")))
-        d.addErrback(lambda f: (log.failure("showq failed", f),
-                                self.transport.write(b"tmta: cannot list the queue\n")))
+        d.addErrback(self._failed)
         d.addBoth(lambda _: self.transport.loseConnection())
 
 

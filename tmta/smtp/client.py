@@ -15,7 +15,7 @@ from twisted.internet.protocol import connectionDone
 import re
 from dataclasses import dataclass, field
 from collections import deque
-from typing import Any, Deque, Dict, List, Optional, Tuple
+from typing import Any, Deque, Dict, List, Optional, TYPE_CHECKING, Tuple
 
 from twisted.internet import defer, protocol
 from twisted.internet.interfaces import IHandshakeListener
@@ -24,6 +24,9 @@ from zope.interface import implementer
 
 from tmta.dsn import xtextEncode
 from tmta.smtp.mime import downgrade8bit
+
+if TYPE_CHECKING:
+    from tmta.smtp.tls import PeerTrust
 
 #: Bounds on what a server may send as one reply.
 MAX_REPLY_LINE = 64 * 1024
@@ -167,7 +170,7 @@ class SMTPClient(protocol.Protocol):
         self.heloName = heloName
         self.tls = tls
         self.sasl = sasl
-        self.trust = None
+        self.trust: Optional[PeerTrust] = None
         #: The session's commands and replies (not the message), the
         #: latest L{TRANSCRIPT_LINES}, for a postmaster notice.
         self.transcript: Deque[str] = deque(maxlen=TRANSCRIPT_LINES)
@@ -257,7 +260,7 @@ class SMTPClient(protocol.Protocol):
         """
         The next reply not yet asked for (replies come in order).
         """
-        d = defer.Deferred()
+        d: defer.Deferred = defer.Deferred()
         if self._lost:
             d.errback(SessionFailed(stage))
             return d
@@ -271,7 +274,7 @@ class SMTPClient(protocol.Protocol):
         if self._waiting:
             self._timer = self.clock.callLater(self._waiting[0][1], self._timedOut)
 
-    def _deliver(self, reply: Reply, lines) -> None:
+    def _deliver(self, reply: Optional[Reply], lines) -> None:
         if not self._waiting:
             return
         _, _, d = self._waiting.pop(0)
@@ -370,9 +373,9 @@ class SMTPClient(protocol.Protocol):
         handshake = self._expect("TLS handshake", self.timeouts.starttls)
         self.transport.startTLS(self.tls)
         await handshake
-        self.trust = self.tls.judge(self.transport.getHandle())
-        if self.trust.problem is not None:
-            raise SessionFailed("TLS handshake", reason=self.trust.problem, tls=True)
+        trust = self.trust = self.tls.judge(self.transport.getHandle())
+        if trust.problem is not None:
+            raise SessionFailed("TLS handshake", reason=trust.problem, tls=True)
         # What the server offered in plaintext counts for nothing now.
         self.extensions = {}
         await self._hello()

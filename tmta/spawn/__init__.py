@@ -19,7 +19,7 @@ from __future__ import annotations
 from twisted.python.failure import Failure
 from twisted.internet.protocol import connectionDone
 import os
-from typing import Any, List
+from typing import Any, List, Optional
 
 from twisted.application.service import Service
 from twisted.internet import protocol
@@ -98,8 +98,8 @@ class SpawnProtocol(protocol.Protocol):
         self.environment = environment
         self.timeLimit = timeLimit
         self.reactor = reactor
-        self.program = None
-        self._timer = None
+        self.program: Optional[_Program] = None
+        self._timer: Any = None
 
     def connectionMade(self) -> None:
         command = self.command
@@ -134,10 +134,12 @@ class SpawnProtocol(protocol.Protocol):
     def _tooLong(self) -> None:
         self._timer = None
         log.warn("spawn: {program}: time limit exceeded", program=self.command.argv[0])
-        try:
-            self.program.transport.signalProcess("KILL")
-        except Exception:
-            pass
+        transport = self.program.transport if self.program is not None else None
+        if transport is not None:
+            try:
+                transport.signalProcess("KILL")
+            except Exception:
+                pass
 
     def programEnded(self, reason) -> None:
         if self._timer is not None and self._timer.active():
