@@ -15,6 +15,9 @@ A L{ThreadBatcher} runs one batch at a time: what is asked for while a
 batch runs waits and goes in the next one, so under load many items
 share one hand-off (and the work function may share costs among them,
 such as one directory fsync for many files).
+
+Private: not part of tmta's public API (which L{tmta} lists); it may
+change in any release.
 """
 
 from __future__ import annotations

@@ -1,5 +1,8 @@
 """
 AMP as tmta's processes speak it to each other.
+
+Private: not part of tmta's public API (which L{tmta} lists); it may
+change in any release.
 """
 
 from __future__ import annotations

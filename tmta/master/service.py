@@ -348,7 +348,7 @@ class MasterService(service.Service):
         @param overrides: the command line's C{-o} settings, passed on to
             every worker.
         @param logObserver: a L{MaillogFileObserver} to log to, given to
-            twistd (as its application's L{ILogObserver}) when this
+            twistd (as its application's C{ILogObserver}) when this
             service joins the application; workers' lines are then
             passed on in batches.
         """

@@ -4,6 +4,9 @@ Address rewriting and resolution: what Postfix's trivial-rewrite does.
 L{Rewriter} is the logic (usable in-process); L{commands} holds the AMP
 commands the C{trivial-rewrite} service answers, L{service} the service
 and L{client} the cached client that cleanup, smtpd and qmgr use.
+
+Private: not part of tmta's public API (which L{tmta} lists); it may
+change in any release.
 """
 
 from __future__ import annotations
