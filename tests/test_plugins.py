@@ -42,6 +42,15 @@ class ConformanceTests(SynchronousTestCase):
         for component in components:
             verifyObject(interfaces.IComponent, component)
             verifyObject(IPlugin, component)
+        # And the twistd plugin: every built-in provider found through
+        # getPlugins.
+        from twisted.application.service import IServiceMaker
+
+        makers = [m for m in getPlugins(IServiceMaker, twisted.plugins) if m.tapname == "tmta"]
+        self.assertEqual([m.tapname for m in makers], ["tmta"])
+        for maker in makers:
+            verifyObject(IServiceMaker, maker)
+            verifyObject(IPlugin, maker)
 
     def test_builtinAgents(self):
         from tmta.delivery.trivial import DiscardAgent, ErrorAgent
