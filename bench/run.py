@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import pwd
 import shutil
 import signal
@@ -47,6 +48,20 @@ import time
 from typing import Dict, List, Optional
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+_DELAY = re.compile(r"\bdelay=([0-9.]+(?:e-?[0-9]+)?)")
+
+
+def percentile(values: List[float], fraction: float) -> float:
+    """
+    The value below which C{fraction} of C{values} lie (nearest rank).
+    """
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, int(round(fraction * len(ordered) + 0.5)) - 1))
+    return ordered[index]
 
 
 def freePort() -> int:
@@ -317,6 +332,26 @@ class Server:
     maildir = ""
     root = 0
     sink: Optional[Sink] = None
+    #: The server's mail log, with Postfix's C{delay=} on delivery lines.
+    maillog = ""
+
+    def delays(self) -> List[float]:
+        """
+        Each delivery's C{delay=}, from the mail log, in order: the time
+        from the message's arrival to its delivery, which both servers
+        log alike.
+        """
+        found = []
+        try:
+            with open(self.maillog, errors="replace") as f:
+                for line in f:
+                    if "status=sent" in line:
+                        match = _DELAY.search(line)
+                        if match:
+                            found.append(float(match.group(1)))
+        except OSError:
+            pass
+        return found
 
     def delivered(self) -> int:
         """
@@ -391,6 +426,7 @@ class Tmta(Server):
             )
         self.conf = conf
         self.maildir = os.path.join(self.base, "mail", "bench", "new")
+        self.maillog = os.path.join(self.base, "tmta.log")
         self.process: Optional[subprocess.Popen] = None
 
     def sendmail(self) -> List[str]:
@@ -492,6 +528,7 @@ class Postfix(Server):
                 + tlsSettings(certificate)
             )
         self.maildir = os.path.join(mail, "bench", "new")
+        self.maillog = os.path.join(self.base, "maillog")
 
     def sendmail(self) -> List[str]:
         return ["sendmail", "-C", self.conf, "-i"]
@@ -553,6 +590,11 @@ def measure(server: Server, args) -> Dict[str, float]:
                 raise RuntimeError(f"{server.name}: not all messages were delivered")
             time.sleep(0.02)
         done = time.monotonic() - start
+        # The log may lag the Maildir by a moment (workers batch lines).
+        deadline = time.monotonic() + 10
+        while len(server.delays()) < already + args.messages and time.monotonic() < deadline:
+            time.sleep(0.2)
+        delays = server.delays()[-args.messages:]
         tree = [server.root] + descendants(server.root)
         cpu = cpuSeconds(tree) - cpu0
         byName = cpuByName(tree)
@@ -570,6 +612,8 @@ def measure(server: Server, args) -> Dict[str, float]:
             "split": ", ".join(f"{n} {1000 * c / args.messages:.2f}"
                                for n, c in sorted(split.items(), key=lambda x: -x[1]) if c > 0),
             "resident": ", ".join(f"{n} {r:.0f}/{p:.0f}" for n, (r, p) in sorted(mem.items())),
+            "delay_p50": percentile(delays, 0.50),
+            "delay_p99": percentile(delays, 0.99),
         }
     finally:
         server.stop()
@@ -679,6 +723,11 @@ def main() -> int:
         print(f"{name:15} {median(name, 'accepted'):11.0f} {median(name, 'e2e'):8.0f} "
               f"{median(name, 'cpu_ms'):11.2f} {median(name, 'rss'):12.0f} "
               f"{median(name, 'pss'):12.0f}  {last['resident']}")
+    print("Delay from arrival to delivery (the delay= of each delivery line), medians of the "
+          "rounds' figures:")
+    for name, _ in makers:
+        print(f"  {name}: median {1000 * median(name, 'delay_p50'):.0f} ms, "
+              f"99th percentile {1000 * median(name, 'delay_p99'):.0f} ms")
     print("CPU ms per message by process, last round (workers that exited are not shown):")
     for name, _ in makers:
         print(f"  {name}: {runs[name][-1]['split']}")
