@@ -17,6 +17,7 @@ this project's machines one run can differ from the next by a third.
     python bench/run.py --relay             # relayed through relayhost to smtp-sink
     python bench/run.py --sendmail          # posted by tmta-sendmail / Postfix's sendmail
     python bench/run.py --starttls          # every session says STARTTLS first
+    python bench/run.py --all               # every tracked load, one after another
 
 The load comes from Postfix's smtp-source (one connection per message)
 when it is installed, else (and with --starttls, which smtp-source cannot
@@ -621,6 +622,32 @@ def measure(server: Server, args) -> Dict[str, float]:
             server.sink.stop()
 
 
+#: The loads of C{--all}: a title and the options that make it.
+SCENARIOS = [
+    ("End to end into a Maildir, 20 sessions, 2 KB", []),
+    ("End to end into a Maildir, 100 sessions, 2 KB", ["-s", "100"]),
+    ("End to end into a Maildir, 20 sessions, 20 KB", ["-l", "20000"]),
+    ("Relayed to smtp-sink, 20 sessions, 2 KB", ["--relay"]),
+]
+
+
+def runAll(args) -> int:
+    """
+    Run each of L{SCENARIOS} with the other options given, printing each
+    one's figures under its title.
+    """
+    common = ["--rounds", str(args.rounds), "-m", str(args.messages),
+              "--cool-down", str(args.cool_down), "--quiet-disk", str(args.quiet_disk),
+              "--postfix-agents", args.postfix_agents]
+    if args.no_postfix:
+        common.append("--no-postfix")
+    for title, extra in SCENARIOS:
+        print(f"\n=== {title} ===", flush=True)
+        subprocess.run([sys.executable, os.path.abspath(__file__), *common, *extra],
+                       check=True)
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-m", "--messages", type=int, default=2000)
@@ -648,7 +675,12 @@ def main() -> int:
     parser.add_argument("--starttls", action="store_true",
                         help="every session says STARTTLS (both servers offer it with the same "
                              "self-signed certificate; the load comes from the bundled client)")
+    parser.add_argument("--all", action="store_true",
+                        help="every load the project tracks, one after another: 20 sessions "
+                             "of 2 KB messages, 100 sessions, 20 KB messages, and relaying")
     args = parser.parse_args()
+    if args.all:
+        return runAll(args)
     if args.sendmail and args.starttls:
         parser.error("--sendmail posts no SMTP; it does not go with --starttls")
     if args.sendmail and args.relay:
