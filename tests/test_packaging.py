@@ -78,7 +78,7 @@ class APIDocumentationTests(SynchronousTestCase):
     def test_pydoctorWithoutWarnings(self):
         """
         The README's one command builds the API documentation from the
-        docstrings with no warning (pyproject.toml makes each an error).
+        docstrings with no warning (setup.cfg makes each an error).
         """
         if subprocess.run([sys.executable, "-c", "import pydoctor"]).returncode:
             raise SkipTest("pydoctor is not installed (pip install '.[test]')")
@@ -94,7 +94,7 @@ class APIDocumentationTests(SynchronousTestCase):
 class TypingTests(SynchronousTestCase):
     def test_mypy(self):
         """
-        mypy, with the mypy-zope plugin (settings in pyproject.toml),
+        mypy, with the mypy-zope plugin (settings in setup.cfg),
         finds nothing wrong in tmta/.
         """
         if subprocess.run([sys.executable, "-c", "import mypy, mypy_zope"]).returncode:

@@ -108,22 +108,14 @@ class SubmissionClient:
             if any(c in address for c in "\r\n\0<>") or (address is not sender and not address):
                 raise SubmissionFailed(501, f"5.1.3 Bad address syntax: {address!r}")
         try:
-            cleanup = await self._cleanup.open()
+            result = await self._cleanup.post(sender, {"uid": str(os.getuid())},
+                                              [(r, r) for r in recipients], data)
         except (error.ConnectError, OSError) as e:
             raise SubmissionFailed(421, f"4.3.0 tmta cannot be reached: {e}") from None
-        try:
-            with cleanup.together():
-                cleanup.begin(sender, {"uid": str(os.getuid())},
-                              [(r, r) for r in recipients])
-                answer = cleanup.end(data)
-            try:
-                result = await answer
-            except Exception as e:
-                # The connection went before cleanup answered: it removes
-                # what it had written, and nothing was promised.
-                raise SubmissionFailed(421, f"4.3.0 lost the connection to tmta: {e}") from None
-        finally:
-            cleanup.release()
+        except Exception as e:
+            # The connection went before cleanup answered: it removes what
+            # it had written, and nothing was promised.
+            raise SubmissionFailed(421, f"4.3.0 lost the connection to tmta: {e}") from None
         code = result["code"]
         if code // 100 != 2:
             raise SubmissionFailed(code, result["reason"])

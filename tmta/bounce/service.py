@@ -301,19 +301,12 @@ class BounceService(Service):
                           original.text if full else None, attributes.get("dsn_envid", ""),
                           to=to, subject=_SUBJECTS.get(noticeKind))
         toPostmaster = noticeKind == "2bounce" or noticeKind.startswith("postmaster-")
-        message = await self.cleanup.open()
-        try:
-            with message.together():
-                # A notice to the postmaster that bounces is not reported
-                # again (origin 2bounce).
-                message.begin("", {"protocol": "local",
-                                   "origin": "2bounce" if toPostmaster else "bounce"},
-                              [(to, to)])
-                answer = message.end(text)
-            result = await answer
-            noticeId = result["queue_id"]
-        finally:
-            message.release()
+        # A notice to the postmaster that bounces is not reported again
+        # (origin 2bounce).
+        result = await self.cleanup.post(
+            "", {"protocol": "local", "origin": "2bounce" if toPostmaster else "bounce"},
+            [(to, to)], text)
+        noticeId = result["queue_id"]
         if result["code"] != 250:
             raise RuntimeError(f"cleanup refused the notice: {result['code']} {result['reason']}")
         what = {"success": "sender delivery status notification",

@@ -98,6 +98,23 @@ class CleanupClient:
             transport.registerProducer(self._senders, True)
         return CleanupMessage(self, protocol, next(self._numbers), self._senders)
 
+    async def post(self, sender: str, attributes: dict,
+                   recipients: Iterable[Tuple[str, ...]], data: bytes) -> dict:
+        """
+        Queue one whole message: the envelope and the text (LF line
+        ends) in one write, then cleanup's answer.
+
+        @return: cleanup's answer (C{code}, C{reason}, C{queue_id}).
+        """
+        message = await self.open()
+        try:
+            with message.together():
+                message.begin(sender, attributes, recipients)
+                answer = message.end(data)
+            return await answer
+        finally:
+            message.release()
+
     def _finished(self, message: "CleanupMessage") -> None:
         self.connection.release(message.protocol)
 

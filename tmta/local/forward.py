@@ -60,14 +60,7 @@ class Forwarder:
         return defer.Deferred.fromCoroutine(self._postNow(sender, recipients, attributes, data))
 
     async def _postNow(self, sender, recipients, attributes, data) -> str:
-        message = await self.cleanup.open()
-        try:
-            with message.together():
-                message.begin(sender, attributes, [(r, r) for r in recipients])
-                answer = message.end(data)
-            result = await answer
-        finally:
-            message.release()
+        result = await self.cleanup.post(sender, attributes, [(r, r) for r in recipients], data)
         if result["code"] != 250:
             raise ForwardError(result["code"], result["reason"])
         return result["queue_id"]

@@ -140,14 +140,7 @@ class Pickup:
                 attributes[key] = envelope.attributes[key]
         recipients = [(r.address, r.address, r.notify, "") if r.notify else
                       (r.address, r.address) for r in envelope.recipients]
-        message = await self.cleanup.open()
-        try:
-            with message.together():
-                message.begin(sender, attributes, recipients)
-                answer = message.end(content)
-            result = await answer
-        finally:
-            message.release()
+        result = await self.cleanup.post(sender, attributes, recipients, content)
         code, reason, queueId = result["code"], result["reason"], result["queue_id"]
         if code == 250:
             log.info("{queueId}: uid={uid} from=<{sender}>", queueId=queueId,

@@ -231,6 +231,9 @@ def changeTable(path: str, name: str, password: Optional[str], group: Optional[i
         finally:
             os.close(fd)
         os.rename(tmp, path)
+        # The rename itself must survive a crash (tmta.common.durable's
+        # helper is not imported here: tmta.config, which tmta.common
+        # needs, reads this package's names).
         dirfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
         try:
             os.fsync(dirfd)

@@ -31,15 +31,8 @@ def postmasterNotices(context):
                             idle=context.config.getTime("ipc_idle"))
 
     async def send(recipient: str, text: bytes):
-        message = await cleanup.open()
-        try:
-            with message.together():
-                message.begin("", {"protocol": "local", "origin": "notice"},
-                              [(recipient, recipient)])
-                answer = message.end(text)
-            result = await answer
-        finally:
-            message.release()
+        result = await cleanup.post("", {"protocol": "local", "origin": "notice"},
+                                    [(recipient, recipient)], text)
         if result["code"] != 250:
             raise RuntimeError(f"cleanup refused the notice: {result['code']} {result['reason']}")
         return result["queue_id"]

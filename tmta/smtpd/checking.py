@@ -168,8 +168,7 @@ class RestrictionChecks(SessionState):
             "{queueId}: reject: {stage} from {client}: {reply}; from=<{sender}> "
             "{to}proto={proto} helo=<{helo}>",
             queueId=self.queueId if stage == "END-OF-MESSAGE" else "NOQUEUE",
-            stage={"EHLO": "EHLO", "MAIL": "MAIL", "RCPT": "RCPT", "DATA": "DATA",
-                   "END-OF-MESSAGE": "END-OF-MESSAGE"}.get(stage, stage),
+            stage=stage,
             client=self.client, reply=reply, sender=self.sender or "",
             to=f"to=<{recipient}> " if recipient else "", proto=self.protocolName,
             helo=self.helo or "",

@@ -202,15 +202,9 @@ class SMTPServer(EnvelopeCommands, DataCommands, AuthCommands, TLSCommands, Rest
         recipient = self.settings.errorNoticeRecipient
         transcript = self.transcript
         assert transcript is not None
-        cleanup = await self.cleanupClient.open()
-        try:
-            with cleanup.together():
-                cleanup.begin("", {"protocol": "local"}, [(recipient, recipient)])
-                answer = cleanup.end(transcript.message(
-                    self.settings.myhostname, self.client, recipient))
-            await answer
-        finally:
-            cleanup.release()
+        await self.cleanupClient.post("", {"protocol": "local"}, [(recipient, recipient)],
+                                      transcript.message(self.settings.myhostname,
+                                                         self.client, recipient))
 
     def reply(self, text: str) -> None:
         if self.transcript is not None and not self._closing:

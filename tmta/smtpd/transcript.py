@@ -14,6 +14,8 @@ from collections import deque
 from email.utils import formatdate
 from typing import Deque, FrozenSet, Set
 
+from tmta.logging import printable
+
 #: The most lines a transcript keeps (the last ones).
 LINE_LIMIT = 200
 #: The longest line kept.
@@ -78,4 +80,4 @@ class Transcript:
 
 
 def _printable(text: str) -> str:
-    return "".join(c if c.isprintable() else "?" for c in text)[:WIDTH]
+    return printable(text)[:WIDTH]
