@@ -18,6 +18,8 @@ this project's machines one run can differ from the next by a third.
     python bench/run.py --sendmail          # posted by tmta-sendmail / Postfix's sendmail
     python bench/run.py --starttls          # every session says STARTTLS first
     python bench/run.py --all               # every tracked load, one after another
+    python bench/run.py --reactor uvloop    # tmta's workers on asyncio's reactor over uvloop
+    python bench/run.py --profile DIR       # cProfile each tmta worker; bench/profiles.py DIR
 
 The load comes from Postfix's smtp-source (one connection per message)
 when it is installed, else (and with --starttls, which smtp-source cannot
@@ -160,15 +162,30 @@ def cpuSeconds(pids: List[int]) -> float:
     return sum(sum(cpuTimes(pid)) for pid in pids)
 
 
-def cpuByName(pids: List[int]) -> Dict[str, float]:
+def userSystem(pid: int) -> tuple:
     """
-    CPU seconds of each live process (its own, not its children's), by
-    process name.
+    (user, system) CPU seconds of a process itself; zeros if it is gone.
     """
-    out: Dict[str, float] = {}
+    ticks = os.sysconf("SC_CLK_TCK")
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = [int(x) for x in f.read().rsplit(")", 1)[1].split()[11:13]]
+    except OSError:
+        return 0.0, 0.0
+    return fields[0] / ticks, fields[1] / ticks
+
+
+def cpuByName(pids: List[int]) -> Dict[str, tuple]:
+    """
+    (user, system) CPU seconds of each live process (its own, not its
+    children's), summed by process name.
+    """
+    out: Dict[str, tuple] = {}
     for pid in pids:
         name = processName(pid)
-        out[name] = out.get(name, 0.0) + cpuTimes(pid)[0]
+        user, system = userSystem(pid)
+        before = out.get(name, (0.0, 0.0))
+        out[name] = (before[0] + user, before[1] + system)
     return out
 
 
@@ -599,7 +616,8 @@ def measure(server: Server, args) -> Dict[str, float]:
         tree = [server.root] + descendants(server.root)
         cpu = cpuSeconds(tree) - cpu0
         byName = cpuByName(tree)
-        split = {n: byName[n] - byName0.get(n, 0.0) for n in byName}
+        split = {n: (byName[n][0] - byName0.get(n, (0.0, 0.0))[0],
+                     byName[n][1] - byName0.get(n, (0.0, 0.0))[1]) for n in byName}
         time.sleep(args.idle)
         resident = server.resident()
         mem = {name: memory(pid) for name, pid in resident.items()}
@@ -610,8 +628,10 @@ def measure(server: Server, args) -> Dict[str, float]:
             "cpu_ms": 1000 * cpu / args.messages,
             "rss": sum(r for r, p in mem.values()),
             "pss": sum(p for r, p in mem.values()),
-            "split": ", ".join(f"{n} {1000 * c / args.messages:.2f}"
-                               for n, c in sorted(split.items(), key=lambda x: -x[1]) if c > 0),
+            "split": ", ".join(
+                f"{n} {1000 * (u + k) / args.messages:.2f} ({1000 * u / args.messages:.2f}"
+                f"+{1000 * k / args.messages:.2f})"
+                for n, (u, k) in sorted(split.items(), key=lambda x: -sum(x[1])) if u + k > 0),
             "resident": ", ".join(f"{n} {r:.0f}/{p:.0f}" for n, (r, p) in sorted(mem.items())),
             "delay_p50": percentile(delays, 0.50),
             "delay_p99": percentile(delays, 0.99),
@@ -678,7 +698,23 @@ def main() -> int:
     parser.add_argument("--all", action="store_true",
                         help="every load the project tracks, one after another: 20 sessions "
                              "of 2 KB messages, 100 sessions, 20 KB messages, and relaying")
+    parser.add_argument("--reactor", choices=("epoll", "asyncio", "uvloop"), default="epoll",
+                        help="the reactor tmta's workers run on (TMTA_WORKER_REACTOR): Twisted's "
+                             "default epoll reactor, or its asyncio reactor on asyncio's own "
+                             "loop or on uvloop")
+    parser.add_argument("--profile", metavar="DIR",
+                        help="run tmta's workers under cProfile (TMTA_WORKER_PROFILE), each "
+                             "leaving SERVICE-PID.prof in DIR when it exits; summarise them "
+                             "with bench/profiles.py DIR")
     args = parser.parse_args()
+    if args.reactor != "epoll":
+        os.environ["TMTA_WORKER_REACTOR"] = args.reactor
+    if args.profile:
+        args.profile = os.path.abspath(args.profile)
+        os.makedirs(args.profile, exist_ok=True)
+        # Workers run as the mail owner, not as whoever runs the bench.
+        os.chmod(args.profile, 0o1777)
+        os.environ["TMTA_WORKER_PROFILE"] = args.profile
     if args.all:
         return runAll(args)
     if args.sendmail and args.starttls:
@@ -760,7 +796,8 @@ def main() -> int:
     for name, _ in makers:
         print(f"  {name}: median {1000 * median(name, 'delay_p50'):.0f} ms, "
               f"99th percentile {1000 * median(name, 'delay_p99'):.0f} ms")
-    print("CPU ms per message by process, last round (workers that exited are not shown):")
+    print("CPU ms per message by process (user+system), last round (workers that exited are "
+          "not shown):")
     for name, _ in makers:
         print(f"  {name}: {runs[name][-1]['split']}")
     for name, _ in makers[1:]:

@@ -99,3 +99,89 @@ class ForkServerTests(SynchronousTestCase):
             [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True
         ).stdout
         self.assertEqual(output.split(), ["False", "True"])
+
+
+class ReactorChoiceTests(SynchronousTestCase):
+    """
+    C{TMTA_WORKER_REACTOR}: which reactor a worker runs on.
+    """
+
+    def reactorAfter(self, name):
+        script = (
+            "from tmta.master.worker import installReactor\n"
+            f"installReactor({name!r})\n"
+            "from twisted.internet import reactor\n"
+            "print(type(reactor).__name__)\n"
+        )
+        return subprocess.run(
+            [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    def test_default(self):
+        """
+        Unset, or C{epoll}, leaves Twisted's default reactor.
+        """
+        self.assertEqual(self.reactorAfter(""), "EPollReactor")
+        self.assertEqual(self.reactorAfter("epoll"), "EPollReactor")
+
+    def test_asyncio(self):
+        """
+        C{asyncio} installs Twisted's asyncio reactor.
+        """
+        self.assertEqual(self.reactorAfter("asyncio"), "AsyncioSelectorReactor")
+
+    def test_unknown(self):
+        """
+        Any other name is refused, before a reactor is installed.
+        """
+        from tmta.master.worker import installReactor
+
+        self.assertRaises(ValueError, installReactor, "kqueue")
+
+
+class ProfileTests(SynchronousTestCase):
+    """
+    C{TMTA_WORKER_PROFILE}: a worker's reactor run under cProfile.
+    """
+
+    def test_profileWritten(self):
+        """
+        With a directory, the run leaves C{SERVICE-PID.prof} there, a
+        profile L{pstats} reads, naming what the reactor ran.
+        """
+        import os
+        import pstats
+
+        from tmta.master.worker import runReactor
+
+        directory = self.mktemp()
+        os.makedirs(directory)
+
+        class Reactor:
+            ran = False
+
+            def run(self, installSignalHandlers):
+                self.ran = installSignalHandlers
+
+        reactor = Reactor()
+        runReactor(reactor, directory, "127.0.0.1:25")
+        self.assertTrue(reactor.ran)
+        path = os.path.join(directory, f"127.0.0.1_25-{os.getpid()}.prof")
+        functions = {name for _, _, name in pstats.Stats(path).stats}
+        self.assertIn("run", functions)
+
+    def test_noDirectory(self):
+        """
+        Without one, the reactor simply runs.
+        """
+        from tmta.master.worker import runReactor
+
+        class Reactor:
+            ran = False
+
+            def run(self, installSignalHandlers):
+                self.ran = True
+
+        reactor = Reactor()
+        runReactor(reactor, "", "qmgr")
+        self.assertTrue(reactor.ran)

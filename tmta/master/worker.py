@@ -12,6 +12,8 @@ master ends it.
 
 from __future__ import annotations
 
+import cProfile
+import importlib
 import os
 import socket
 import sys
@@ -107,12 +109,50 @@ class ControlProtocol(QuietAMP):
         self._onLost()
 
 
+#: What C{TMTA_WORKER_REACTOR} may name: the reactors a worker can run on.
+REACTORS = ("", "epoll", "asyncio", "uvloop")
+
+
+def installReactor(name: str) -> None:
+    """
+    Install the reactor C{TMTA_WORKER_REACTOR} names, before anything
+    imports the default one: C{epoll} (or nothing) for Twisted's
+    default, C{asyncio} for Twisted's asyncio reactor on asyncio's own
+    event loop, C{uvloop} for it on uvloop's.  For comparing them
+    (C{bench/run.py --reactor}); the default is the one the test suite
+    runs on.
+
+    @raise ValueError: an unknown name.
+    @raise ImportError: uvloop is asked for and not installed.
+    """
+    if name not in REACTORS:
+        raise ValueError(f"TMTA_WORKER_REACTOR={name!r}: not one of epoll, asyncio, uvloop")
+    if name not in ("asyncio", "uvloop"):
+        return
+    import asyncio
+
+    if name == "uvloop":
+        # Not a dependency: imported by name, for the type checker too.
+        loop = importlib.import_module("uvloop").new_event_loop()
+    else:
+        loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    from twisted.internet import asyncioreactor
+
+    asyncioreactor.install(loop)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     options = parseArguments(sys.argv[1:] if argv is None else argv)
     name, _, kind = options.service.rpartition("/")
     observer = lineObserver(sys.stderr)
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
 
+    try:
+        installReactor(os.environ.get("TMTA_WORKER_REACTOR", ""))
+    except (ImportError, ValueError) as e:
+        log.critical("fatal: cannot install the reactor: {error}", error=str(e))
+        return 1
     from twisted.internet import reactor as _reactor
 
     reactor: Any = _reactor
@@ -208,10 +248,27 @@ def main(argv: Optional[List[str]] = None) -> int:
     reactor.addSystemEventTrigger("before", "shutdown", worker.stopService)
     observer.batchWith(reactor)
     try:
-        reactor.run(installSignalHandlers=True)
+        runReactor(reactor, os.environ.get("TMTA_WORKER_PROFILE", ""), entry.service)
     finally:
         observer.flush()
     return exitStatus[0]
+
+
+def runReactor(reactor, directory: str, service: str) -> None:
+    """
+    Run the reactor; with C{directory} (C{TMTA_WORKER_PROFILE}), under
+    cProfile, leaving C{SERVICE-PID.prof} there when the worker exits:
+    where a worker's CPU goes, call by call, for C{bench/profile.py}.
+    """
+    if not directory:
+        reactor.run(installSignalHandlers=True)
+        return
+    profiler = cProfile.Profile()
+    try:
+        profiler.runcall(reactor.run, installSignalHandlers=True)
+    finally:
+        name = service.replace("/", "_").replace(":", "_")
+        profiler.dump_stats(os.path.join(directory, f"{name}-{os.getpid()}.prof"))
 
 
 if __name__ == "__main__":
