@@ -21,7 +21,7 @@ from twisted.logger import Logger
 from twisted.protocols import amp
 
 from tmta.common.command import Command
-from tmta.queue.qfile import iterContent, readEnvelope
+from tmta.queue.qfile import iterContent, openQueueFile, readEnvelope
 from tmta.queue.store import QueueStore
 from tmta.wire import RecordList, ServiceAMP
 
@@ -72,7 +72,7 @@ class DeliveryRequest:
         The message text, in chunks (blocking reads: call from a thread
         or for small files only).
         """
-        with open(self.queuePath, "rb") as f:
+        with openQueueFile(self.queuePath) as f:
             envelope = readEnvelope(f)
             yield from iterContent(f, envelope)
 

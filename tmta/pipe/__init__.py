@@ -32,7 +32,7 @@ from tmta.delivery import BOUNCED, DEFERRED, DeliveryRequest, RecipientStatus, l
 from tmta.delivery.command import commandEnvironment, runCommand
 from tmta.interfaces import IDeliveryAgent
 from tmta.local.mailbox import envelopeLine
-from tmta.queue.qfile import CorruptQueueFile, iterContent, readEnvelope
+from tmta.queue.qfile import CorruptQueueFile, iterContent, openQueueFile, readEnvelope
 
 #: Macros that differ per recipient: an argument holding one is repeated
 #: for each recipient.
@@ -264,7 +264,7 @@ class PipeAgent:
     def deliverAll(self, request: DeliveryRequest) -> List[RecipientStatus]:
         started = time.time()
         try:
-            queueFile = open(request.queuePath, "rb")
+            queueFile = openQueueFile(request.queuePath)
         except OSError as e:
             return self._all(request, DEFERRED, "4.3.0", f"cannot read queue file: {e}", started)
         with queueFile:

@@ -28,6 +28,7 @@ crashing the reader.
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 from dataclasses import dataclass, field
@@ -265,12 +266,59 @@ def commitAll(writers: Sequence[QueueFileWriter]) -> List[Optional[OSError]]:
 _READ_WHOLE = 1 << 20
 
 
+class QueueFileImage(io.BytesIO):
+    """
+    A whole queue file read into memory, readable as a file.
+
+    @ivar image: the file's bytes, parsed in place (not copied) by the
+        readers here.
+    """
+
+    def __init__(self, image: bytes) -> None:
+        super().__init__(image)
+        self.image = image
+
+
+def openQueueFile(path: str) -> BinaryIO:
+    """
+    Open a queue file to read: a file of up to 1 MiB is read whole, with
+    one system call, into a L{QueueFileImage} (the envelope, the headers
+    and the content are then read from memory, however many times); a
+    larger one is left on disk.
+
+    @raise OSError: it cannot be opened or read.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        size = os.fstat(fd).st_size
+        if size > _READ_WHOLE:
+            return os.fdopen(fd, "rb")
+        parts = []
+        while True:
+            part = os.read(fd, max(size + 1, 4096))
+            if not part:
+                break
+            parts.append(part)
+        os.close(fd)
+    except BaseException:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+        raise
+    return QueueFileImage(b"".join(parts))
+
+
 def _records(f: BinaryIO, limit: int) -> Iterator[tuple]:
     """
     Yield C{(offset, type, data)} for each record from the file's
     position on, checking lengths.
     """
     offset = f.tell()
+    if isinstance(f, QueueFileImage):
+        f.seek(0, os.SEEK_END)
+        yield from _recordsIn(f.image, 0, limit, offset)
+        return
     try:
         remaining = os.fstat(f.fileno()).st_size - offset
     except (AttributeError, OSError, ValueError):
@@ -294,11 +342,12 @@ def _records(f: BinaryIO, limit: int) -> Iterator[tuple]:
         yield offset, kind, data
 
 
-def _recordsIn(data: bytes, base: int, limit: int) -> Iterator[tuple]:
+def _recordsIn(data: bytes, base: int, limit: int, position: int = 0) -> Iterator[tuple]:
     """
-    L{_records} over bytes read from file offset C{base}.
+    L{_records} over bytes read from file offset C{base}, from
+    C{position} in them on.
     """
-    position, end, size = 0, len(data), HEADER.size
+    end, size = len(data), HEADER.size
     unpack = HEADER.unpack_from
     while position < end:
         offset = base + position

@@ -16,7 +16,7 @@ from zope.interface import implementer
 
 from tmta.interfaces import IQueue
 from tmta.queue.layout import QUEUES
-from tmta.queue.qfile import Envelope, QueueFileWriter, readEnvelope
+from tmta.queue.qfile import Envelope, QueueFileWriter, openQueueFile, readEnvelope
 from tmta.queue.qid import QueueIdGenerator, hashDirectory, isQueueId
 
 log = Logger()
@@ -230,7 +230,7 @@ class QueueStore:
         @raise CorruptQueueFile: it is damaged.
         @raise OSError: it cannot be read.
         """
-        with self.open(queueName, queueId) as f:
+        with openQueueFile(self.path(queueName, queueId)) as f:
             return readEnvelope(f)
 
     def move(self, queueId: str, fromQueue: str, toQueue: str) -> None:
