@@ -12,7 +12,7 @@ import fcntl
 import os
 import socket
 import time
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Optional
 
 from tmta.common.durable import fsyncDirectory
 
@@ -42,6 +42,30 @@ def _uniqueName() -> str:
     return f"{int(now)}.M{int(now * 1e6) % 1000000}P{os.getpid()}Q{_counter}.{host}"
 
 
+def writeAll(fd: int, first: bytes, chunks: Iterable[bytes], size: int = 1 << 16) -> None:
+    """
+    Write C{first} and then C{chunks} to C{fd}, gathered into writes of
+    about C{size} bytes: a small message is one system call, with no
+    file object around the descriptor.
+    """
+    pending = [first]
+    pendingSize = len(first)
+    for chunk in chunks:
+        pending.append(chunk)
+        pendingSize += len(chunk)
+        if pendingSize >= size:
+            _writeFully(fd, b"".join(pending))
+            pending, pendingSize = [], 0
+    if pending:
+        _writeFully(fd, b"".join(pending))
+
+
+def _writeFully(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def _makedirs(path: str) -> None:
     try:
         os.makedirs(path, 0o700, exist_ok=True)
@@ -54,10 +78,16 @@ def _makedirs(path: str) -> None:
 _knownMaildirs: set = set()
 
 
-def deliverMaildir(path: str, prefix: bytes, chunks: Iterable[bytes], fsync: Fsync = os.fsync) -> str:
+def deliverMaildir(path: str, prefix: bytes, chunks: Iterable[bytes], fsync: Fsync = os.fsync,
+                   syncLater: Optional[Callable[[str], bool]] = None) -> str:
     """
     Deliver into the Maildir at C{path} (created if missing): write into
     C{tmp/}, fsync, rename into C{new/}, fsync C{new/}.
+
+    @param syncLater: called with C{new/} instead of fsyncing it, by a
+        caller that syncs it once for several deliveries (and counts none
+        of them delivered until then); returns C{False} to have it synced
+        here after all.
 
     @return: the new file's name in C{new/}.
     @raise MailboxError: it could not be done; nothing is left behind.
@@ -80,15 +110,16 @@ def deliverMaildir(path: str, prefix: bytes, chunks: Iterable[bytes], fsync: Fsy
         except OSError as e:
             raise MailboxError(f"cannot create maildir file {tmp}: {e.strerror}")
     try:
-        with os.fdopen(fd, "wb", buffering=1 << 16) as f:
-            f.write(prefix)
-            for chunk in chunks:
-                f.write(chunk)
-            f.flush()
-            fsync(f.fileno())
+        try:
+            writeAll(fd, prefix, chunks)
+            fsync(fd)
+        finally:
+            os.close(fd)
         final = os.path.join(path, "new", name)
         os.rename(tmp, final)
-        fsyncDirectory(os.path.join(path, "new"), fsync)
+        new = os.path.join(path, "new")
+        if syncLater is None or not syncLater(new):
+            fsyncDirectory(new, fsync)
     except BaseException as e:
         try:
             os.unlink(tmp)
