@@ -28,6 +28,11 @@ from tmta.common.twistedcompat import (
 from tmta.queue.layout import socketPath
 
 
+#: One encoder for every record list: C{json.dumps} with options builds a
+#: new one each call.
+_compactJSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 class RecordList(amp.Argument):
     """
     A list of flat records (each a dict of C{str} and C{int} fields) in
@@ -66,7 +71,7 @@ class RecordList(amp.Argument):
                         self.fields[len(row) - 1][0]]:
                     row.pop()
                 rows.append(row)
-        return json.dumps(rows, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        return _compactJSON.encode(rows).encode("utf-8")
 
     def fromString(self, data: bytes) -> List[Dict[str, Any]]:
         rows = json.loads(data.decode("utf-8"))
@@ -436,3 +441,70 @@ class ConnectionPool:
         for protocol, _ in self._free:
             self.discard(protocol)
         self._free = []
+
+
+class MultiplexingPool(ConnectionPool):
+    """
+    Connections to one service, each carrying up to C{perConnection}
+    requests at once.
+
+    For delivery agents that serve the requests on a connection
+    together, as one batch (local syncs a Maildir's directory once for
+    all of them).  A request goes to the connection with the most
+    requests under way that still has room: packed, not spread, so
+    that the agent has a batch to serve.  A connection with none under
+    way idles as in L{ConnectionPool}.
+    """
+
+    def __init__(self, connect, clock, perConnection: int, idle: float = 5.0) -> None:
+        super().__init__(connect, clock, idle)
+        self.perConnection = max(1, perConnection)
+        #: Requests under way, by connection.
+        self.busy: Dict[Any, int] = {}
+        #: Waiters for each connection being made, in the order asked.
+        self._making: List[List[defer.Deferred]] = []
+
+    def acquire(self):
+        best = None
+        for protocol, users in self.busy.items():
+            if users < self.perConnection and protocol.transport is not None and (
+                    best is None or users > self.busy[best]):
+                best = protocol
+        if best is not None:
+            self.busy[best] += 1
+            return defer.succeed(best)
+        for waiters in self._making:
+            if len(waiters) < self.perConnection:
+                waiter: defer.Deferred = defer.Deferred()
+                waiters.append(waiter)
+                return waiter
+        while self._free:
+            protocol, _ = self._free.pop()
+            if protocol.transport is not None:
+                self.busy[protocol] = 1
+                return defer.succeed(protocol)
+        waiters = [defer.Deferred()]
+        self._making.append(waiters)
+        self._connect().addBoth(self._made, waiters)
+        return waiters[0]
+
+    def _made(self, result, waiters: List[defer.Deferred]) -> None:
+        self._making.remove(waiters)
+        if isinstance(result, Failure):
+            for waiter in waiters:
+                waiter.errback(result)
+            return
+        self.busy[result] = len(waiters)
+        for waiter in waiters:
+            waiter.callback(result)
+
+    def release(self, protocol) -> None:
+        users = self.busy.pop(protocol, 0) - 1
+        if users > 0:
+            self.busy[protocol] = users
+        else:
+            super().release(protocol)
+
+    def discard(self, protocol) -> None:
+        self.busy.pop(protocol, None)
+        super().discard(protocol)

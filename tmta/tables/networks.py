@@ -5,6 +5,7 @@ them.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from typing import List
 
@@ -35,13 +36,21 @@ def parseNetworks(items: List[str]) -> list:
     return networks
 
 
+@functools.lru_cache(maxsize=1024)
+def _clientIP(address: str):
+    # Parsing an address costs more than the rest of a look-up, and the
+    # same clients come back: the parsed (immutable) addresses are kept.
+    ip = ipaddress.ip_address(address)
+    if ip.version == 6 and ip.ipv4_mapped:
+        return ip.ipv4_mapped
+    return ip
+
+
 def inNetworks(address: str, networks) -> bool:
     try:
-        ip = ipaddress.ip_address(address)
+        ip = _clientIP(address)
     except ValueError:
         return False
-    if ip.version == 6 and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
     for net in networks:
         if isinstance(net, ipaddress._BaseNetwork):
             if ip.version == net.version and ip in net:
