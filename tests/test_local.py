@@ -63,6 +63,60 @@ class LocalAgentTests(SynchronousTestCase):
         tmp = os.path.join(spool, "bob", "tmp", name)
         self.assertEqual(self.fsyncs.paths[-2:], [tmp, new])
 
+
+    def test_batchSyncsEachMaildirOnce(self):
+        """
+        A batch of requests fsyncs each message file, and each Maildir's
+        C{new/} once for all of them, after the last rename: no message
+        counts as delivered before its name is durable.
+        """
+        spool = os.path.join(self.base, "mail") + "/"
+        agent = self.agent(local_mailbox_accounts="none", mail_spool_directory=spool)
+        requests = [self.queueMessage(), self.queueMessage(),
+                    self.queueMessage(recipients=["carol@localhost"])]
+        results = agent.deliverBatch(requests)
+        self.assertEqual([[s.status for s in statuses] for statuses in results],
+                         [[SENT], [SENT], [SENT]])
+        bobNew = os.path.join(spool, "bob", "new")
+        carolNew = os.path.join(spool, "carol", "new")
+        names = sorted(os.listdir(bobNew))
+        self.assertEqual(len(names), 2)
+        files = [p for p in self.fsyncs.paths if not p.endswith("/new")]
+        directories = [p for p in self.fsyncs.paths if p.endswith("/new")]
+        self.assertEqual(len(files), 3)
+        self.assertEqual(sorted(directories), sorted([bobNew, carolNew]))
+        # The directories come after every file.
+        self.assertEqual(self.fsyncs.paths[3:], directories)
+
+    def test_batchSyncFailureDefers(self):
+        """
+        When C{new/} cannot be synced, the deliveries into it are
+        deferred (the mail is tried again; at worst a copy is repeated,
+        never lost), and the duplicate filter forgets them so that the
+        next try delivers.
+        """
+        spool = os.path.join(self.base, "mail") + "/"
+        agent = self.agent(local_mailbox_accounts="none", mail_spool_directory=spool)
+        failing = [True]
+
+        def fsync(fd):
+            path = os.readlink(f"/proc/self/fd/{fd}")
+            if failing[0] and path.endswith("/bob/new"):
+                raise OSError(5, "Input/output error")
+            os.fsync(fd)
+
+        agent.fsync = fsync
+        request = self.queueMessage(recipients=["bob@localhost", "carol@localhost"])
+        [statuses] = agent.deliverBatch([request])
+        self.assertEqual([(s.status, s.dsn) for s in statuses],
+                         [(DEFERRED, "4.2.0"), (SENT, "2.0.0")])
+        self.assertIn("cannot sync maildir", statuses[0].reason)
+        self.assertIn(os.path.join(spool, "bob", "new"), statuses[0].reason)
+        failing[0] = False
+        request.recipients = request.recipients[:1]
+        [[status]] = agent.deliverBatch([request])
+        self.assertEqual(status.status, SENT)
+        self.assertEqual(len(os.listdir(os.path.join(spool, "bob", "new"))), 2)
     def test_unsafeNames(self):
         spool = os.path.join(self.base, "mail") + "/"
         agent = self.agent(local_mailbox_accounts="none", mail_spool_directory=spool)

@@ -272,6 +272,104 @@ class ConnectionPoolTests(SynchronousTestCase):
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
 
+class MultiplexingPoolTests(SynchronousTestCase):
+    """
+    L{tmta.wire.MultiplexingPool} packs requests onto connections, up to
+    a number each.
+    """
+
+    def setUp(self):
+        from twisted.internet import defer
+        from twisted.internet.task import Clock
+
+        from tmta.wire import MultiplexingPool
+
+        self.clock = Clock()
+        self.made = []
+        self.pending = []
+
+        def connect():
+            d = defer.Deferred()
+            self.pending.append(d)
+            return d
+
+        self.pool = MultiplexingPool(connect, self.clock, 2, idle=5)
+
+    def connected(self):
+        connection = _Connection(len(self.made))
+        self.made.append(connection)
+        self.pending.pop(0).callback(connection)
+        return connection
+
+    def test_packed(self):
+        """
+        Requests share a connection up to the limit, including one still
+        being made; the next needs another connection.
+        """
+        first, second, third = (self.pool.acquire() for _ in range(3))
+        self.assertEqual(len(self.pending), 2)
+        a = self.connected()
+        b = self.connected()
+        self.assertIs(self.successResultOf(first), a)
+        self.assertIs(self.successResultOf(second), a)
+        self.assertIs(self.successResultOf(third), b)
+        self.assertEqual(self.pool.busy, {a: 2, b: 1})
+
+    def test_busiestWithRoomFirst(self):
+        """
+        A request goes to the connection with the most under way that
+        still has room, so that the agent gets batches.
+        """
+        self.pool.acquire(), self.pool.acquire(), self.pool.acquire()
+        a = self.connected()
+        b = self.connected()
+        self.pool.release(a)
+        # a has one, b one: either; then the other one fills.
+        c = self.successResultOf(self.pool.acquire())
+        self.assertEqual(self.pool.busy[c], 2)
+        other = b if c is a else a
+        self.assertIs(self.successResultOf(self.pool.acquire()), other)
+        self.assertEqual(self.pool.busy, {a: 2, b: 2})
+
+    def test_idleAfterLastRelease(self):
+        """
+        A connection idles only once its last request is released, then
+        is reused before a new one is made, or closed after C{idle}.
+        """
+        self.pool.acquire(), self.pool.acquire()
+        a = self.connected()
+        self.pool.release(a)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.pool.release(a)
+        self.assertEqual(self.pool.busy, {})
+        self.assertIs(self.successResultOf(self.pool.acquire()), a)
+        self.pool.release(a)
+        self.clock.advance(5)
+        self.assertIsNone(a.transport)
+
+    def test_failedConnection(self):
+        """
+        Every request waiting for a connection that could not be made
+        fails.
+        """
+        first, second = self.pool.acquire(), self.pool.acquire()
+        self.pending.pop(0).errback(OSError("no socket"))
+        self.failureResultOf(first, OSError)
+        self.failureResultOf(second, OSError)
+        self.assertEqual(self.pool.busy, {})
+
+    def test_discard(self):
+        """
+        A discarded connection is closed and no longer handed out.
+        """
+        self.pool.acquire()
+        a = self.connected()
+        self.pool.discard(a)
+        self.assertIsNone(a.transport)
+        self.pool.acquire()
+        self.assertEqual(len(self.pending), 1)
+
+
 class SharedConnectionTests(SynchronousTestCase):
     def setUp(self):
         from twisted.internet import defer

@@ -147,6 +147,11 @@ DEFAULTS: Dict[str, str] = {
     "default_destination_recipient_limit": "50",
     "local_destination_recipient_limit": "1",
     "local_destination_concurrency_limit": "2",
+    # tmta: how many delivery requests may share one connection to an
+    # agent process, which serves them as one batch (local: one fsync of
+    # a Maildir's new/ for them all).
+    "default_delivery_batch_limit": "1",
+    "local_delivery_batch_limit": "2",
     "default_transport": "smtp",
     "local_transport": "local:$myhostname",
     "relay_transport": "relay",

@@ -37,19 +37,21 @@ import time
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterable, List, Optional, Set, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from tmta.address import isSafeMailboxName, splitAddress, unquoteLocal
-from tmta.batching import SerialThread
+from tmta.batching import ThreadBatcher
+from tmta.common.durable import fsyncDirectory
 from tmta.delivery import (
     BOUNCED,
     DEFERRED,
     SENT,
     DeliveryRequest,
     RecipientStatus,
+    RequestRecipient,
     logDelivery,
 )
 from tmta.delivery.command import commandEnvironment, runCommand, shellCommand
@@ -64,8 +66,9 @@ from tmta.local.targets import (
     parseTargets,
     readTargetFile,
 )
-from tmta.queue.qfile import CorruptQueueFile, iterContent, readEnvelope
+from tmta.queue.qfile import CorruptQueueFile, iterContent, openQueueFile, readEnvelope
 from tmta.tables import TableLookupError, openTables
+from tmta.wire import heldWrites
 
 log = Logger()
 
@@ -127,7 +130,7 @@ def openQueued(request: DeliveryRequest):
     @raise LocalError: it cannot be read (the recipient waits).
     """
     try:
-        queueFile = open(request.queuePath, "rb")
+        queueFile = openQueueFile(request.queuePath)
     except OSError as e:
         raise LocalError(DEFERRED, "4.3.0", f"cannot read queue file: {e}")
     try:
@@ -233,6 +236,10 @@ class LocalAgent:
         # of its recipients (or their aliases) lead there.
         self._delivered: "OrderedDict[Tuple, None]" = OrderedDict()
         self._duplicateLimit = config.getInt("duplicate_filter_limit")
+        #: Maildir directories whose fsync waits for the end of the batch
+        #: under way, or C{None} outside one (see L{deliverBatch}).
+        self._syncs: Optional[Dict[Tuple[str, int, int], Tuple[list, list]]] = None
+        self._delivering: Tuple[str, int] = ("", -1)
         self.owner = None
         if not self.accounts:
             from tmta.common.accounts import mailOwner
@@ -291,17 +298,84 @@ class LocalAgent:
             return delivery.run()
 
     def deliverAll(self, request: DeliveryRequest) -> List[RecipientStatus]:
+        """
+        Deliver to each recipient of a request; blocking.
+        """
+        return self.deliverBatch([request])[0]
+
+    def deliverBatch(self, requests: Sequence[DeliveryRequest]) -> List[List[RecipientStatus]]:
+        """
+        Deliver several requests, one after another, with one fsync of
+        each Maildir's C{new/} for all of them (group commit): a message
+        renamed into C{new/} counts as delivered only once C{new/} is
+        synced, so every status (and its log line) waits for that.
+        Blocking.
+
+        @return: each request's statuses, in order.
+        """
+        self._syncs = {}
+        done: List[List[Tuple[RequestRecipient, RecipientStatus, float]]] = []
+        try:
+            for request in requests:
+                outcomes = []
+                for r in request.recipients:
+                    started = time.time()
+                    self._delivering = (request.queueId, r.offset)
+                    try:
+                        text = self.deliverOne(request, r.address, r.original)
+                        status = RecipientStatus(r.offset, SENT, "2.0.0", text)
+                    except LocalError as e:
+                        status = RecipientStatus(r.offset, e.status, e.dsn, e.reason)
+                    outcomes.append((r, status, started))
+                done.append(outcomes)
+        finally:
+            syncs, self._syncs = self._syncs, None
+            failed = self._syncDirectories(syncs)
         results = []
-        for r in request.recipients:
-            started = time.time()
-            try:
-                text = self.deliverOne(request, r.address, r.original)
-                status = RecipientStatus(r.offset, SENT, "2.0.0", text)
-            except LocalError as e:
-                status = RecipientStatus(r.offset, e.status, e.dsn, e.reason)
-            logDelivery(request, r, "local", status, started)
-            results.append(status)
+        for request, outcomes in zip(requests, done):
+            statuses = []
+            for r, status, started in outcomes:
+                reason = failed.get((request.queueId, r.offset))
+                if reason is not None and status.status == SENT:
+                    status = RecipientStatus(r.offset, DEFERRED, "4.2.0", reason)
+                logDelivery(request, r, "local", status, started)
+                statuses.append(status)
+            results.append(statuses)
         return results
+
+    def syncLater(self, directory: str, uid: int, gid: int, key: Tuple) -> bool:
+        """
+        Put off the fsync of a Maildir's C{new/} to the end of the batch
+        under way (L{deliverBatch}), as C{uid}:C{gid}; C{key} names the
+        mailbox for the duplicate filter, forgotten if the fsync fails.
+
+        @return: C{False} outside a batch: the caller syncs at once.
+        """
+        if self._syncs is None:
+            return False
+        entry = self._syncs.setdefault((directory, uid, gid), ([], []))
+        entry[0].append(self._delivering)
+        entry[1].append(key)
+        return True
+
+    def _syncDirectories(self, syncs) -> Dict[Tuple[str, int], str]:
+        """
+        fsync each directory a batch put off; C{{(queue id, recipient
+        offset): reason}} for the deliveries whose directory failed.
+        """
+        failed: Dict[Tuple[str, int], str] = {}
+        for (directory, uid, gid), (deliveries, keys) in (syncs or {}).items():
+            try:
+                with identity(uid, gid):
+                    fsyncDirectory(directory, self.fsync)
+            except (OSError, LocalError) as e:
+                reason = f"cannot sync maildir {directory}: {getattr(e, 'strerror', None) or e}"
+                reason = reason.replace(self.spool + "/", self.spoolName + "/")
+                for delivery in deliveries:
+                    failed[delivery] = reason
+                for key in keys:
+                    self.forget(key)
+        return failed
 
     def remember(self, key: Tuple) -> bool:
         """
@@ -580,7 +654,9 @@ class _Delivery:
         try:
             with identity(box.uid, box.gid):
                 if box.maildir:
-                    deliverMaildir(box.path, prefix, self._chunks(), agent.fsync)
+                    key = (self.request.queueId, "mailbox", box.path)
+                    deliverMaildir(box.path, prefix, self._chunks(), agent.fsync,
+                                   lambda new: agent.syncLater(new, box.uid, box.gid, key))
                     return "delivered to maildir"
                 deliverMbox(box.path, self._fromLine(), prefix, self._chunks(), agent.fsync,
                             agent.dotlock, agent.sizeLimit,
@@ -816,7 +892,7 @@ class LocalDeliveryAgent:
     def __init__(self, reactor, agent: LocalAgent) -> None:
         self.reactor = reactor
         self.agent = agent
-        self.thread = SerialThread(reactor, "tmta-local")
+        self.batcher = ThreadBatcher(reactor, agent.deliverBatch, around=heldWrites)
 
     def deliver(self, request: DeliveryRequest):
-        return self.thread.call(self.agent.deliverAll, request)
+        return self.batcher.submit(request)

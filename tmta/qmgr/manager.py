@@ -19,7 +19,7 @@ from tmta.qmgr.scheduler import Job, Outcome, TransportQueue, parseFeedback
 from tmta.queue.qfile import CorruptQueueFile, Recipient
 from tmta.queue.qid import isQueueId
 from tmta.queue.store import QueueStore
-from tmta.wire import ConnectionPool
+from tmta.wire import ConnectionPool, MultiplexingPool
 
 log = Logger()
 
@@ -329,7 +329,15 @@ class QueueManager:
     def _pool(self, transport: str) -> ConnectionPool:
         pool = self.pools.get(transport)
         if pool is None:
-            pool = ConnectionPool(lambda: self.connect(transport), self.reactor, self.ipcIdle)
+            batch = self._parameter(transport, "delivery_batch_limit")
+            if batch > 1:
+                # The agent serves the requests on a connection together
+                # (<transport>_delivery_batch_limit).
+                pool = MultiplexingPool(lambda: self.connect(transport), self.reactor, batch,
+                                        self.ipcIdle)
+            else:
+                pool = ConnectionPool(lambda: self.connect(transport), self.reactor,
+                                      self.ipcIdle)
             self.pools[transport] = pool
         return pool
 
