@@ -4,6 +4,7 @@ The header work cleanup does on a message's header section.
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from email.utils import format_datetime, formatdate
@@ -49,12 +50,21 @@ def headerNames(headers: List[bytes]) -> Dict[str, int]:
     return counts
 
 
+_UNFIT = re.compile("[\x00-\x20\x7f]")
+
+
 def _clean(text: str) -> str:
     """
     An attribute fit for a header: what cleanup is told is gossip, so
     control characters and white space never reach the message.
     """
-    return "".join(c if 32 < ord(c) != 127 else "?" for c in text)[:255]
+    return _UNFIT.sub("?", text[:255])
+
+
+@functools.lru_cache(maxsize=8)
+def _headerDate(second: int) -> str:
+    # The same for every message of a second: formatted once.
+    return format_datetime(datetime.fromtimestamp(second).astimezone())
 
 
 #: A TLS handshake's summary as smtpd reports it
@@ -69,7 +79,7 @@ def receivedHeader(
     """
     The Received header cleanup prepends, in Postfix's layout.
     """
-    when = format_datetime(datetime.fromtimestamp(time.time() if now is None else now).astimezone())
+    when = _headerDate(int(time.time() if now is None else now))
     helo = _clean(attributes.get("helo_name", ""))
     clientName = _clean(attributes.get("client_name", "unknown"))
     clientAddress = _clean(attributes.get("client_address", ""))
