@@ -29,6 +29,7 @@ class FakeAgent:
 
     def callRemote(self, command, **kw):
         self.test.requests.append((self.service, command, kw))
+        self.test.connections.append(self)
         if command is BounceRecipients:
             if self.test.bounceFails:
                 return defer.fail(RuntimeError("bounce down"))
@@ -56,6 +57,7 @@ class QueueManagerTests(TestCase):
         createLayout(self.directory)
         self.store = QueueStore(self.directory)
         self.requests = []
+        self.connections = []
         self.outcomes = {}
         self.bounceFails = False
         self.agentCrashes = False
@@ -181,6 +183,47 @@ class QueueManagerTests(TestCase):
         self.manager.scanDeferred()
         yield defer.Deferred.fromCoroutine(self.settle())
         self.assertEqual(len([1 for s, c, kw in self.requests if c is BounceRecipients]), 1)
+
+    @defer.inlineCallbacks
+    def test_deliveryBatch(self):
+        """
+        With C{local_delivery_batch_limit = 2}, the deliveries under way
+        together share a connection to local, which serves them as one
+        batch; with the default of 1, each has its own.
+        """
+        self.manager.config = self.manager.config.withOverrides(
+            {"local_delivery_batch_limit": "2"})
+        self.held = []
+        self.queue(["bob@localhost"])
+        self.queue(["bob@localhost"])
+        self.manager.start()
+        yield defer.Deferred.fromCoroutine(self.settle_briefly())
+        self.assertEqual(len(self.held), 2)
+        [agent] = set(self.connections)
+        while self.held:
+            d, kw = self.held.pop(0)
+            d.callback({"statuses": [{"offset": r["offset"], "status": SENT, "dsn": "2.0.0",
+                                      "reason": "ok"} for r in kw["recipients"]]})
+        yield defer.Deferred.fromCoroutine(self.settle())
+        self.assertEqual(self.store.list("active"), [])
+
+    @defer.inlineCallbacks
+    def test_deliveryPerConnection(self):
+        """
+        By default every delivery under way has a connection of its own.
+        """
+        self.held = []
+        self.queue(["bob@localhost"])
+        self.queue(["bob@localhost"])
+        self.manager.start()
+        yield defer.Deferred.fromCoroutine(self.settle_briefly())
+        self.assertEqual(len(self.held), 2)
+        self.assertEqual(len(set(self.connections)), 2)
+        while self.held:
+            d, kw = self.held.pop(0)
+            d.callback({"statuses": [{"offset": r["offset"], "status": SENT, "dsn": "2.0.0",
+                                      "reason": "ok"} for r in kw["recipients"]]})
+        yield defer.Deferred.fromCoroutine(self.settle())
 
     @defer.inlineCallbacks
     def test_fullActiveQueueSlowsInflow(self):
