@@ -24,6 +24,24 @@ def freePort(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def freePorts(count: int, host: str = "127.0.0.1") -> List[int]:
+    """
+    C{count} different TCP ports on loopback that nothing listens on right
+    now (each is held until all are chosen: the kernel could otherwise
+    hand the same free port out twice).
+    """
+    sockets = []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            sockets.append(s)
+            s.bind((host, 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
 def waitFor(
     condition: Callable[[], object], timeout: float = 20.0, interval: float = 0.05, what: str = ""
 ):

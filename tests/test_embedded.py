@@ -16,6 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests.support import (
     REPO,
     freePort,
+    freePorts,
     maildirMessages,
     sendMessage,
     shortTemporaryDirectory,
@@ -73,7 +74,7 @@ class ExampleApplicationTests(SynchronousTestCase):
         to the application's own agent, and its web page lists the
         subjects, newest first.
         """
-        smtpPort, webPort = freePort(), freePort()
+        smtpPort, webPort = freePorts(2)
         tac = os.path.join(REPO, "docs", "examples", "mailapp.tac")
         runner = TacRunner(self, tac, {"TMTA_EXAMPLE_SMTP_PORT": str(smtpPort),
                                        "TMTA_EXAMPLE_WEB_PORT": str(webPort)})

@@ -16,7 +16,15 @@ from zope.interface.verify import verifyObject
 
 from tmta import interfaces
 from tmta.config import MainConfig
-from tests.support import REPO, Master, freePort, sendMessage, shortTemporaryDirectory, waitFor
+from tests.support import (
+    REPO,
+    Master,
+    freePort,
+    freePorts,
+    sendMessage,
+    shortTemporaryDirectory,
+    waitFor,
+)
 
 
 def twistd(args, extraPath=()):
@@ -352,11 +360,10 @@ class ExamplePluginTests(SynchronousTestCase):
                                  "tmta_httppost.py"), plugins)
         received = os.path.join(base, "received")
         os.mkdir(received)
-        webPort = freePort()
+        webPort, port = freePorts(2)
         web = subprocess.Popen([sys.executable, "-c", WEB_SERVER, str(webPort), received])
         self.addCleanup(web.wait)
         self.addCleanup(web.kill)
-        port = freePort()
         masterCf = MASTER_CF.format(port=port).replace("record    unix  -       -       n       -       -       recorder\n", "") + (
             f"httppost  unix  -       n       n       -       4       httppost "
             f"url=http://127.0.0.1:{webPort}/inbox\n")

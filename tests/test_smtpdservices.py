@@ -16,6 +16,7 @@ from tests.support import (
     Master,
     TestCA,
     freePort,
+    freePorts,
     maildirMessages,
     sendMessage,
     shortTemporaryDirectory,
@@ -53,7 +54,7 @@ class StockSubmissionTests(SynchronousTestCase):
     def start(self, edit=lambda text: text, **main):
         with open(STOCK_MASTER_CF) as f:
             text = edit(_uncommented(f.read(), {"submission", "submissions"}))
-        self.ports = {"smtp": freePort(), "submission": freePort(), "submissions": freePort()}
+        self.ports = dict(zip(("smtp", "submission", "submissions"), freePorts(3)))
         lines = []
         for line in text.splitlines():
             words = line.split()
