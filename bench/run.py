@@ -141,16 +141,24 @@ def descendants(pid: int) -> List[int]:
     return found
 
 
+def _cpuFields(pid: int) -> List[int]:
+    """
+    A process's utime, stime, cutime and cstime, in clock ticks; zeros if
+    it is gone.
+    """
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return [int(x) for x in f.read().rsplit(")", 1)[1].split()[11:15]]
+    except OSError:
+        return [0, 0, 0, 0]
+
+
 def cpuTimes(pid: int) -> tuple:
     """
     (own, reaped children's) CPU seconds of a process; zeros if it is gone.
     """
     ticks = os.sysconf("SC_CLK_TCK")
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = [int(x) for x in f.read().rsplit(")", 1)[1].split()[11:15]]
-    except OSError:
-        return 0.0, 0.0
+    fields = _cpuFields(pid)
     return (fields[0] + fields[1]) / ticks, (fields[2] + fields[3]) / ticks
 
 
@@ -167,11 +175,7 @@ def userSystem(pid: int) -> tuple:
     (user, system) CPU seconds of a process itself; zeros if it is gone.
     """
     ticks = os.sysconf("SC_CLK_TCK")
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = [int(x) for x in f.read().rsplit(")", 1)[1].split()[11:13]]
-    except OSError:
-        return 0.0, 0.0
+    fields = _cpuFields(pid)
     return fields[0] / ticks, fields[1] / ticks
 
 

@@ -184,46 +184,45 @@ class QueueManagerTests(TestCase):
         yield defer.Deferred.fromCoroutine(self.settle())
         self.assertEqual(len([1 for s, c, kw in self.requests if c is BounceRecipients]), 1)
 
+    async def connectionsForTwoDeliveries(self):
+        """
+        Two messages for one mailbox, both under way at once: how many
+        connections to local they took.
+        """
+        self.held = []
+        self.queue(["bob@localhost"])
+        self.queue(["bob@localhost"])
+        self.manager.start()
+        await self.settle_briefly()
+        self.assertEqual(len(self.held), 2)
+        connections = len(set(self.connections))
+        while self.held:
+            d, kw = self.held.pop(0)
+            d.callback({"statuses": [{"offset": r["offset"], "status": SENT, "dsn": "2.0.0",
+                                      "reason": "ok"} for r in kw["recipients"]]})
+        await self.settle()
+        self.assertEqual(self.store.list("active"), [])
+        return connections
+
     @defer.inlineCallbacks
     def test_deliveryBatch(self):
         """
         With C{local_delivery_batch_limit = 2}, the deliveries under way
         together share a connection to local, which serves them as one
-        batch; with the default of 1, each has its own.
+        batch.
         """
         self.manager.config = self.manager.config.withOverrides(
             {"local_delivery_batch_limit": "2"})
-        self.held = []
-        self.queue(["bob@localhost"])
-        self.queue(["bob@localhost"])
-        self.manager.start()
-        yield defer.Deferred.fromCoroutine(self.settle_briefly())
-        self.assertEqual(len(self.held), 2)
-        [agent] = set(self.connections)
-        while self.held:
-            d, kw = self.held.pop(0)
-            d.callback({"statuses": [{"offset": r["offset"], "status": SENT, "dsn": "2.0.0",
-                                      "reason": "ok"} for r in kw["recipients"]]})
-        yield defer.Deferred.fromCoroutine(self.settle())
-        self.assertEqual(self.store.list("active"), [])
+        connections = yield defer.Deferred.fromCoroutine(self.connectionsForTwoDeliveries())
+        self.assertEqual(connections, 1)
 
     @defer.inlineCallbacks
     def test_deliveryPerConnection(self):
         """
         By default every delivery under way has a connection of its own.
         """
-        self.held = []
-        self.queue(["bob@localhost"])
-        self.queue(["bob@localhost"])
-        self.manager.start()
-        yield defer.Deferred.fromCoroutine(self.settle_briefly())
-        self.assertEqual(len(self.held), 2)
-        self.assertEqual(len(set(self.connections)), 2)
-        while self.held:
-            d, kw = self.held.pop(0)
-            d.callback({"statuses": [{"offset": r["offset"], "status": SENT, "dsn": "2.0.0",
-                                      "reason": "ok"} for r in kw["recipients"]]})
-        yield defer.Deferred.fromCoroutine(self.settle())
+        connections = yield defer.Deferred.fromCoroutine(self.connectionsForTwoDeliveries())
+        self.assertEqual(connections, 2)
 
     @defer.inlineCallbacks
     def test_fullActiveQueueSlowsInflow(self):

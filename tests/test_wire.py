@@ -272,34 +272,44 @@ class ConnectionPoolTests(SynchronousTestCase):
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
 
-class MultiplexingPoolTests(SynchronousTestCase):
+class _ConnectionsMadeByTest:
     """
-    L{tmta.wire.MultiplexingPool} packs requests onto connections, up to
-    a number each.
+    Connections made when the test says (L{connected}), the connect
+    function and the clock for the class under test.
     """
 
     def setUp(self):
-        from twisted.internet import defer
         from twisted.internet.task import Clock
-
-        from tmta.wire import MultiplexingPool
 
         self.clock = Clock()
         self.made = []
         self.pending = []
 
-        def connect():
-            d = defer.Deferred()
-            self.pending.append(d)
-            return d
+    def connect(self):
+        from twisted.internet import defer
 
-        self.pool = MultiplexingPool(connect, self.clock, 2, idle=5)
+        d = defer.Deferred()
+        self.pending.append(d)
+        return d
 
     def connected(self):
         connection = _Connection(len(self.made))
         self.made.append(connection)
         self.pending.pop(0).callback(connection)
         return connection
+
+
+class MultiplexingPoolTests(_ConnectionsMadeByTest, SynchronousTestCase):
+    """
+    L{tmta.wire.MultiplexingPool} packs requests onto connections, up to
+    a number each.
+    """
+
+    def setUp(self):
+        from tmta.wire import MultiplexingPool
+
+        super().setUp()
+        self.pool = MultiplexingPool(self.connect, self.clock, 2, idle=5)
 
     def test_packed(self):
         """
@@ -370,29 +380,12 @@ class MultiplexingPoolTests(SynchronousTestCase):
         self.assertEqual(len(self.pending), 1)
 
 
-class SharedConnectionTests(SynchronousTestCase):
+class SharedConnectionTests(_ConnectionsMadeByTest, SynchronousTestCase):
     def setUp(self):
-        from twisted.internet import defer
-        from twisted.internet.task import Clock
-
         from tmta.wire import SharedConnection
 
-        self.clock = Clock()
-        self.made = []
-        self.pending = []
-
-        def connect():
-            d = defer.Deferred()
-            self.pending.append(d)
-            return d
-
-        self.shared = SharedConnection(connect, self.clock, idle=5)
-
-    def connected(self):
-        connection = _Connection(len(self.made))
-        self.made.append(connection)
-        self.pending.pop(0).callback(connection)
-        return connection
+        super().setUp()
+        self.shared = SharedConnection(self.connect, self.clock, idle=5)
 
     def test_oneConnectionForAll(self):
         """
