@@ -7,13 +7,12 @@ change in any release.
 
 from __future__ import annotations
 
-from twisted.internet.protocol import connectionDone
 import json
 from contextlib import contextmanager
 from typing import Any, Dict, Iterator, List, Sequence, Tuple
 
 from twisted.internet import defer, endpoints, unix
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Factory, connectionDone
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 

@@ -4,7 +4,6 @@ The cleanup service.
 
 from __future__ import annotations
 
-from twisted.internet.protocol import connectionDone
 import os
 import re
 import time
@@ -12,7 +11,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from twisted.application.service import Service
 from twisted.internet import defer
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Factory, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 

@@ -258,7 +258,7 @@ def runReactor(reactor, directory: str, service: str) -> None:
     """
     Run the reactor; with C{directory} (C{TMTA_WORKER_PROFILE}), under
     cProfile, leaving C{SERVICE-PID.prof} there when the worker exits:
-    where a worker's CPU goes, call by call, for C{bench/profile.py}.
+    where a worker's CPU goes, call by call, for C{bench/profiles.py}.
     """
     if not directory:
         reactor.run(installSignalHandlers=True)
