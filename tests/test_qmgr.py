@@ -184,24 +184,26 @@ class QueueManagerTests(TestCase):
         yield defer.Deferred.fromCoroutine(self.settle())
         self.assertEqual(len([1 for s, c, kw in self.requests if c is BounceRecipients]), 1)
 
-    async def connectionsForTwoDeliveries(self):
+    async def connectionsForTwoDeliveries(self, messages: int = 2, underWay: int = 2):
         """
-        Two messages for one mailbox, both under way at once: how many
-        connections to local they took.
+        Messages for one mailbox, C{underWay} of them under way at once:
+        how many connections to local they took.
         """
         self.held = []
-        self.queue(["bob@localhost"])
-        self.queue(["bob@localhost"])
+        for _ in range(messages):
+            self.queue(["bob@localhost"])
         self.manager.start()
         await self.settle_briefly()
-        self.assertEqual(len(self.held), 2)
+        self.assertEqual(len(self.held), underWay)
         connections = len(set(self.connections))
         while self.held:
             d, kw = self.held.pop(0)
             d.callback({"statuses": [{"offset": r["offset"], "status": SENT, "dsn": "2.0.0",
                                       "reason": "ok"} for r in kw["recipients"]]})
+            await self.settle_briefly()
         await self.settle()
         self.assertEqual(self.store.list("active"), [])
+        self.assertEqual(self.store.list("incoming"), [])
         return connections
 
     @defer.inlineCallbacks
@@ -215,6 +217,19 @@ class QueueManagerTests(TestCase):
             {"local_delivery_batch_limit": "2"})
         connections = yield defer.Deferred.fromCoroutine(self.connectionsForTwoDeliveries())
         self.assertEqual(connections, 1)
+
+    @defer.inlineCallbacks
+    def test_deliveryBatchPerProcess(self):
+        """
+        With batches, C{local_destination_concurrency_limit} (2) counts
+        local processes, each serving up to a batch: four deliveries to
+        one mailbox are under way at once, on two connections.
+        """
+        self.manager.config = self.manager.config.withOverrides(
+            {"local_delivery_batch_limit": "2"})
+        connections = yield defer.Deferred.fromCoroutine(
+            self.connectionsForTwoDeliveries(messages=5, underWay=4))
+        self.assertEqual(connections, 2)
 
     @defer.inlineCallbacks
     def test_deliveryPerConnection(self):

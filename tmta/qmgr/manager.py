@@ -347,13 +347,17 @@ class QueueManager:
     def _transport(self, name: str) -> TransportQueue:
         queue = self.transports.get(name)
         if queue is None:
-            limit = self.transportLimits.get(name, self.defaultProcessLimit)
+            # With batches, the limits count agent processes (connections),
+            # each serving up to a batch of deliveries at once.
+            batch = max(1, self._parameter(name, "delivery_batch_limit"))
+            limit = self.transportLimits.get(name, self.defaultProcessLimit) * batch
             queue = TransportQueue(
-                name, limit, max(0, self._parameter(name, "destination_concurrency_limit")),
+                name, limit,
+                max(0, self._parameter(name, "destination_concurrency_limit")) * batch,
                 lambda job: defer.Deferred.fromCoroutine(self._deliver(job)),
                 self.completion.delivered,
                 suspend=self._suspended,
-                initialConcurrency=self._initialConcurrency(name),
+                initialConcurrency=self._initialConcurrency(name) * batch,
                 positiveFeedback=self._feedback(name, "positive"),
                 negativeFeedback=self._feedback(name, "negative"),
                 cohortLimit=self._parameter(name, "destination_concurrency_failed_cohort_limit"),
