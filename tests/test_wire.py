@@ -2,13 +2,15 @@
 Tests for L{tmta.wire}: the AMP argument types tmta's processes share.
 """
 
+from twisted.internet import defer
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from tmta.wire import QuietAMP, RecordList
+from tmta.common.command import Command
+from tmta.wire import QuietAMP, RecordList, serializeBox
 
 
 class RecordListTests(SynchronousTestCase):
@@ -459,3 +461,257 @@ class SharedConnectionTests(_ConnectionsMadeByTest, SynchronousTestCase):
         self.shared.close()
         self.assertIsNone(connection.transport)
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class Lookup(Command):
+    arguments = [(b"name", amp.Unicode()), (b"records", RecordList([("address", str)]))]
+    response = [(b"found", amp.Integer()), (b"echo", amp.Unicode(optional=True))]
+    errors = {KeyError: b"NO_SUCH_NAME"}
+    fatalErrors = {PermissionError: b"GO_AWAY"}
+
+
+class Note(Command):
+    arguments = [(b"text", amp.Unicode())]
+    requiresAnswer = False
+
+
+class _Responder:
+    """
+    Responders of L{Lookup} and L{Note}, answering at once, later (a
+    Deferred) or through a coroutine, as C{self.mode} says.
+    """
+
+    mode = "now"
+
+    def __init__(self):
+        super().__init__()
+        self.notes = []
+        self.later = []
+
+    def lookup(self, name, records):
+        if name == "missing":
+            raise KeyError(name)
+        if name == "forbidden":
+            raise PermissionError(name)
+        if name == "broken":
+            raise ValueError(name)
+        answer = {"found": len(records), "echo": name}
+        if self.mode == "later":
+            d = defer.Deferred()
+            self.later.append((d, answer))
+            return d
+        if self.mode == "coroutine":
+            async def answerLater():
+                return answer
+            return answerLater()
+        return answer
+
+    def note(self, text):
+        self.notes.append(text)
+        return {}
+
+
+class _QuietResponder(_Responder, QuietAMP):
+    lookup = Lookup.responder(_Responder.lookup)
+    note = Note.responder(_Responder.note)
+
+
+class _TwistedResponder(_Responder, amp.AMP):
+    lookup = Lookup.responder(_Responder.lookup)
+    note = Note.responder(_Responder.note)
+
+
+def _connected(client, server):
+    """
+    Connect two AMP protocols through string transports: returns a
+    function that carries what each wrote to the other until both are
+    quiet.
+    """
+    clientTransport, serverTransport = StringTransport(), StringTransport()
+    client.makeConnection(clientTransport)
+    server.makeConnection(serverTransport)
+
+    def pump():
+        while clientTransport.value() or serverTransport.value():
+            toServer, toClient = clientTransport.value(), serverTransport.value()
+            clientTransport.clear()
+            serverTransport.clear()
+            if toServer:
+                server.dataReceived(toServer)
+            if toClient:
+                client.dataReceived(toClient)
+
+    return pump
+
+
+def caught(d):
+    """
+    A Deferred with C{d}'s result, failure included, that can be looked
+    at later: an AMP request whose failure arrives with nothing to
+    handle it drops the connection.
+    """
+    outcome = defer.Deferred()
+    d.addBoth(outcome.callback)
+    return outcome
+
+
+class DirectCommandTests(SynchronousTestCase):
+    """
+    L{QuietAMP} sends, answers and takes answers of tmta's commands
+    itself: to a peer, and to the caller, it is Twisted's AMP.  Each
+    case runs with a L{QuietAMP} on one side and Twisted's own AMP on
+    the other, both ways round, and with L{QuietAMP} on both sides.
+    """
+
+    pairs = [
+        (QuietAMP, _QuietResponder),
+        (QuietAMP, _TwistedResponder),
+        (amp.AMP, _QuietResponder),
+    ]
+
+    def each(self, check, mode="now"):
+        for clientClass, serverClass in self.pairs:
+            client, server = clientClass(), serverClass()
+            server.mode = mode
+            pump = _connected(client, server)
+            try:
+                check(client, server, pump)
+            except self.failureException as e:
+                raise self.failureException(
+                    f"{clientClass.__name__} to {serverClass.__name__}: {e}")
+
+    def test_answer(self):
+        def check(client, server, pump):
+            d = client.callRemote(Lookup, name="bob", records=[{"address": "a"}, {"address": "b"}])
+            pump()
+            self.assertEqual(self.successResultOf(d), {"found": 2, "echo": "bob"})
+        self.each(check)
+
+    def test_answerLater(self):
+        """
+        A responder's Deferred answers when it fires; answers to requests
+        made together find their callers.
+        """
+        def check(client, server, pump):
+            first = client.callRemote(Lookup, name="one", records=[])
+            second = client.callRemote(Lookup, name="two", records=[{"address": "a"}])
+            pump()
+            self.assertNoResult(first)
+            (d1, a1), (d2, a2) = server.later
+            d2.callback(a2)
+            d1.callback(a1)
+            pump()
+            self.assertEqual(self.successResultOf(first), {"found": 0, "echo": "one"})
+            self.assertEqual(self.successResultOf(second), {"found": 1, "echo": "two"})
+        self.each(check, mode="later")
+
+    def test_coroutineResponder(self):
+        def check(client, server, pump):
+            d = client.callRemote(Lookup, name="bob", records=[])
+            pump()
+            self.assertEqual(self.successResultOf(d), {"found": 0, "echo": "bob"})
+        self.each(check, mode="coroutine")
+
+    def test_knownError(self):
+        """
+        An error the command declares reaches the caller as that error;
+        the connection stays up.
+        """
+        def check(client, server, pump):
+            d = caught(client.callRemote(Lookup, name="missing", records=[]))
+            pump()
+            self.failureResultOf(d, KeyError)
+            self.assertFalse(server.transport.disconnecting)
+            d = client.callRemote(Lookup, name="bob", records=[])
+            pump()
+            self.assertEqual(self.successResultOf(d)["found"], 0)
+        self.each(check)
+
+    def test_fatalError(self):
+        """
+        A fatal error the command declares reaches the caller as that
+        error, and the answering side drops the connection.
+        """
+        def check(client, server, pump):
+            d = caught(client.callRemote(Lookup, name="forbidden", records=[]))
+            pump()
+            self.failureResultOf(d, PermissionError)
+            self.assertTrue(server.transport.disconnecting)
+        self.each(check)
+
+    def test_unknownError(self):
+        """
+        An error the command does not declare is logged where it
+        happened; the caller gets L{amp.UnknownRemoteError} and the
+        connection is dropped.
+        """
+        def check(client, server, pump):
+            d = caught(client.callRemote(Lookup, name="broken", records=[]))
+            pump()
+            self.failureResultOf(d, amp.UnknownRemoteError)
+            self.assertTrue(server.transport.disconnecting)
+            self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+        self.each(check)
+
+    def test_unhandledCommand(self):
+        def check(client, server, pump):
+            d = caught(client.callRemote(Lookup, name="bob", records=[]))
+            pump()
+            self.failureResultOf(d, amp.UnhandledCommand)
+        client, server = QuietAMP(), QuietAMP()
+        check(client, server, _connected(client, server))
+
+    def test_noAnswer(self):
+        """
+        A command that asks for no answer gets none, and C{callRemote}
+        returns C{None}.
+        """
+        def check(client, server, pump):
+            self.assertIsNone(client.callRemote(Note, text="hello"))
+            pump()
+            self.assertEqual(server.notes, ["hello"])
+            self.assertEqual(server.transport.value(), b"")
+        self.each(check)
+
+    def test_badArguments(self):
+        """
+        A call with an argument missing or unknown fails at once, and
+        nothing is sent.
+        """
+        client = QuietAMP()
+        client.makeConnection(StringTransport())
+        self.failureResultOf(client.callRemote(Lookup, records=[]), amp.InvalidSignature)
+        self.failureResultOf(client.callRemote(Lookup, name="a", records=[], x=1),
+                             amp.InvalidSignature)
+        self.assertEqual(client.transport.value(), b"")
+
+    def test_connectionLost(self):
+        """
+        Requests under way when the connection is lost fail with the
+        reason; later ones fail at once.
+        """
+        client = QuietAMP()
+        client.makeConnection(StringTransport())
+        d = client.callRemote(Lookup, name="bob", records=[])
+        client.connectionLost(Failure(ConnectionDone()))
+        self.failureResultOf(d, ConnectionDone)
+        self.failureResultOf(client.callRemote(Lookup, name="bob", records=[]), ConnectionDone)
+
+
+class SerializeBoxTests(SynchronousTestCase):
+    def test_asTwisted(self):
+        """
+        A box serialises to what Twisted's parser reads back as the same
+        box.
+        """
+        box = {b"_command": b"Deliver", b"_ask": b"1f", b"empty": b"", b"big": b"v" * 65535}
+        received = _Recording()
+        received.makeConnection(StringTransport())
+        amp.BinaryBoxProtocol.dataReceived(received, serializeBox(box))
+        self.assertEqual(received.boxes, [box])
+
+    def test_limits(self):
+        self.assertRaises(amp.TooLong, serializeBox, {b"k" * 256: b""})
+        self.assertRaises(amp.TooLong, serializeBox, {b"k": b"v" * 65536})
+        self.assertRaises(TypeError, serializeBox, {"k": b"v"})
+        self.assertRaises(TypeError, serializeBox, {b"k": "v"})

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import json
 from contextlib import contextmanager
+from types import CoroutineType
 from typing import Any, Dict, Iterator, List, Sequence, Tuple
 
 from twisted.internet import defer, endpoints, unix
+from twisted.internet.error import ConnectionLost
 from twisted.internet.protocol import Factory, connectionDone
+from twisted.logger import Logger
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
+from tmta.common.command import Command
 from tmta.common.triggers import Wakeup
 from tmta.common.transports import EagerWriteMixin
 from tmta.common.twistedcompat import (
@@ -26,6 +30,8 @@ from tmta.common.twistedcompat import (
 )
 from tmta.queue.layout import socketPath
 
+
+log = Logger()
 
 #: One encoder for every record list: C{json.dumps} with options builds a
 #: new one each call.
@@ -93,6 +99,49 @@ class RecordList(amp.Argument):
         return records
 
 
+def serializeBox(box: Dict[bytes, bytes]) -> bytes:
+    """
+    A box in AMP's wire format, as C{AmpBox.serialize} writes it but in
+    one pass and in the box's own key order (AMP does not order keys).
+
+    @raise TypeError: a key or value is not C{bytes}.
+    @raise amp.TooLong: a key or value is over AMP's limits.
+    """
+    parts: List[bytes] = []
+    append = parts.append
+    for key, value in box.items():
+        if type(key) is not bytes or type(value) is not bytes:
+            raise TypeError(f"AMP keys and values must be bytes: {key!r}: {value!r}")
+        if len(key) > amp.MAX_KEY_LENGTH:
+            raise amp.TooLong(True, True, key, None)
+        if len(value) > amp.MAX_VALUE_LENGTH:
+            raise amp.TooLong(False, True, value, key)
+        append(len(key).to_bytes(2, "big"))
+        append(key)
+        append(len(value).to_bytes(2, "big"))
+        append(value)
+    append(b"\0\0")
+    return b"".join(parts)
+
+
+def _direct(commandType) -> bool:
+    """
+    Whether L{QuietAMP} may send, answer and take answers of
+    C{commandType} itself: one of tmta's L{Command}s with no sending
+    behaviour of its own (not a TLS start or a protocol switch) and
+    plain boxes both ways.
+    """
+    direct = commandType.__dict__.get("_tmtaDirect")
+    if direct is None:
+        direct = (
+            isinstance(commandType, type) and issubclass(commandType, Command)
+            and commandType._doCommand is amp.Command._doCommand
+            and commandType.commandType is amp.Box and commandType.responseType is amp.Box
+        )
+        setattr(commandType, "_tmtaDirect", direct)
+    return direct
+
+
 class QuietAMP(amp.AMP):
     """
     AMP without a log line for every connection made and lost: tmta
@@ -107,10 +156,148 @@ class QuietAMP(amp.AMP):
     255 bytes, a value of up to 65,535, an empty key ending the box.
     A connection whose protocol was switched (or TLS started) is left to
     Twisted's parser.
+
+    And it sends, answers and takes the answers of tmta's own commands
+    (L{tmta.common.command.Command}) without Twisted's generic layers: a
+    command's round trip there goes through about a dozen Deferred
+    callbacks and a sorted re-encoding of each box, which cost as much
+    again as the two processes' reads and writes.  What goes on the wire,
+    the errors a caller sees and what an unhandled failure does (the
+    connection is dropped) are Twisted's.
     """
 
     _boxBuffer = b""
     _together: "List[bytes] | None" = None
+    #: The command of each request under way that this class sends itself.
+    _directCalls: "Dict[bytes, Any] | None" = None
+
+    # -- sending commands ---------------------------------------------------
+
+    def callRemote(self, commandType, *a, **kw):
+        if a or not _direct(commandType):
+            return super().callRemote(commandType, *a, **kw)
+        try:
+            command = commandType(**kw)
+            box = commandType.makeArguments(command.structured, self)
+        except BaseException:
+            return defer.fail()
+        requiresAnswer = commandType.requiresAnswer
+        if self._failAllReason is not None:
+            return defer.fail(self._failAllReason) if requiresAnswer else None
+        box[amp.COMMAND] = commandType.commandName
+        tag = self._nextTag()
+        if not requiresAnswer:
+            self.sendBox(box)
+            return None
+        box[amp.ASK] = tag
+        self.sendBox(box)
+        question = self._outstandingRequests[tag] = defer.Deferred()
+        if self._directCalls is None:
+            self._directCalls = {}
+        self._directCalls[tag] = commandType
+        return question
+
+    def _answerReceived(self, box) -> None:
+        tag = box[amp.ANSWER]
+        commandType = self._directCalls.pop(tag, None) if self._directCalls else None
+        if commandType is None:
+            return super()._answerReceived(box)
+        question = self._outstandingRequests.pop(tag)  # type: ignore[attr-defined]
+        question.addErrback(self.unhandledError)
+        try:
+            answer = commandType.parseResponse(box, self)
+        except BaseException:
+            question.errback(Failure())
+        else:
+            question.callback(answer)
+
+    def _errorReceived(self, box) -> None:
+        tag = box[amp.ERROR]
+        commandType = self._directCalls.pop(tag, None) if self._directCalls else None
+        if commandType is None:
+            return super()._errorReceived(box)
+        question = self._outstandingRequests.pop(tag)  # type: ignore[attr-defined]
+        question.addErrback(self.unhandledError)
+        code = box[amp.ERROR_CODE]
+        description = box[amp.ERROR_DESCRIPTION].decode("utf-8", "replace")
+        error: Exception
+        if code in amp.PROTOCOL_ERRORS:
+            error = amp.PROTOCOL_ERRORS[code](code, description)
+        else:
+            # The command's own error for the code, as callRemote gives it.
+            error = commandType.reverseErrors.get(code, amp.UnknownRemoteError)(description)
+        question.errback(Failure(error))
+
+    def failAllOutgoing(self, reason) -> None:
+        self._directCalls = None
+        super().failAllOutgoing(reason)
+
+    # -- answering commands ---------------------------------------------------
+
+    def _commandReceived(self, box) -> None:
+        entry = self._commandDispatch.get(box[amp.COMMAND]) if self.locator is self else None
+        if entry is None or not _direct(entry[0]):
+            return super()._commandReceived(box)
+        commandType, responder = entry
+        ask = box.get(amp.ASK)
+        try:
+            result = responder(self, **commandType.parseArguments(box, self))
+        except BaseException:
+            self._answerFailed(Failure(), commandType, ask)
+            return
+        if isinstance(result, defer.Deferred):
+            result.addCallbacks(self._answer, self._answerFailed,
+                                callbackArgs=(commandType, ask),
+                                errbackArgs=(commandType, ask))
+        elif type(result) is CoroutineType:
+            defer.Deferred.fromCoroutine(result).addCallbacks(
+                self._answer, self._answerFailed,
+                callbackArgs=(commandType, ask), errbackArgs=(commandType, ask))
+        elif isinstance(result, Failure):
+            self._answerFailed(result, commandType, ask)
+        else:
+            self._answer(result, commandType, ask)
+
+    def _answer(self, result, commandType, ask: "bytes | None") -> None:
+        try:
+            answer = commandType.makeResponse(result, self)
+        except BaseException:
+            self._answerFailed(Failure(amp.BadLocalReturn(
+                f"{commandType!r} could not serialize {result!r}", Failure())),
+                commandType, ask)
+            return
+        if ask is not None:
+            answer[amp.ANSWER] = ask
+            self._emit(answer)
+
+    def _answerFailed(self, failure: Failure, commandType, ask: "bytes | None") -> None:
+        known = failure.check(*commandType.allErrors)
+        if ask is None:
+            self.unhandledError(failure)
+            return
+        if known is not None:
+            code = commandType.allErrors[known]
+            description = str(failure.value).encode("utf-8", "replace")
+            error = amp.QuitBox() if known in commandType.fatalErrors else amp.AmpBox()
+        else:
+            log.failure("while answering {command}", failure,
+                        command=commandType.commandName.decode("ascii", "replace"))
+            code, description = amp.UNKNOWN_ERROR_CODE, b"Unknown Error"
+            error = amp.QuitBox()
+        error[amp.ERROR] = ask
+        error[amp.ERROR_DESCRIPTION] = description
+        error[amp.ERROR_CODE] = code
+        self._emit(error)
+
+    def _emit(self, box) -> None:
+        try:
+            box._sendTo(self)
+        except (amp.ProtocolSwitched, ConnectionLost):
+            pass
+        except BaseException:
+            self.unhandledError(Failure())
+
+    # -- the wire -------------------------------------------------------------
 
     def makeConnection(self, transport) -> None:
         amp.BinaryBoxProtocol.makeConnection(self, transport)
@@ -137,13 +324,15 @@ class QuietAMP(amp.AMP):
 
     def sendBox(self, box) -> None:
         if ampCanBatch(self):
+            data = serializeBox(box)
             if self._together is not None:
-                self._together.append(box.serialize())
-                return
-            if _held is not None:
-                self._together = [box.serialize()]
+                self._together.append(data)
+            elif _held is not None:
+                self._together = [data]
                 _held.append(self)
-                return
+            else:
+                self.transport.write(data)  # type: ignore[union-attr]
+            return
         super().sendBox(box)
 
     def dataReceived(self, data: bytes) -> None:
