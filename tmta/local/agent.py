@@ -44,6 +44,7 @@ from zope.interface import implementer
 
 from tmta.address import isSafeMailboxName, splitAddress, unquoteLocal
 from tmta.batching import ThreadBatcher
+from tmta.common.credentials import restoreRoot, setEffectiveIdentity
 from tmta.common.durable import fsyncDirectory
 from tmta.delivery import (
     BOUNCED,
@@ -100,7 +101,9 @@ class LocalError(Exception):
 def identity(uid: int, gid: int):
     """
     Run the block with the effective identity of an account (when root),
-    and return to root afterwards.
+    and return to root afterwards.  On Linux only the calling thread
+    changes identity (L{tmta.common.credentials}): the delivery thread,
+    not the reactor thread.
 
     As Postfix's local does, the account's primary group is its only
     group for the delivery: supplementary groups are not looked up.
@@ -110,15 +113,11 @@ def identity(uid: int, gid: int):
         return
     if uid == 0:
         raise LocalError(DEFERRED, "4.3.0", "tmta does not deliver as root")
-    os.setgroups([gid])
-    os.setegid(gid)
-    os.seteuid(uid)
+    setEffectiveIdentity(uid, gid, [gid])
     try:
         yield
     finally:
-        os.seteuid(0)
-        os.setegid(0)
-        os.setgroups([])
+        restoreRoot()
 
 
 def openQueued(request: DeliveryRequest):
@@ -886,7 +885,8 @@ class LocalDeliveryAgent:
     """
     The L{IDeliveryAgent} wrapper: requests are delivered in a thread of
     their own, one at a time and in order, so that taking a recipient's
-    identity (process-wide) never overlaps another delivery.
+    identity (the whole process's where it cannot be the thread's alone)
+    never overlaps another delivery.
     """
 
     def __init__(self, reactor, agent: LocalAgent) -> None:
