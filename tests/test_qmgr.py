@@ -482,7 +482,7 @@ class QueueManagerTests(TestCase):
     def test_incompleteIgnored(self):
         queueId, writer = self.store.create("incoming")
         writer.envelope(1.0, "", {})
-        writer._file.flush()
+        writer.flush()
         self.manager.start()
         yield defer.Deferred.fromCoroutine(self.settle())
         self.assertEqual(self.store.list("incoming"), [queueId])

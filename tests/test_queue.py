@@ -126,7 +126,7 @@ class QueueFileTests(SynchronousTestCase):
         queueId, writer = self.store.create("incoming")
         writer.envelope(1.0, "", {})
         writer.content(b"partial")
-        writer._file.flush()
+        writer.flush()
         self.assertFalse(self.store.isComplete("incoming", queueId))
         writer.abort()
         self.assertEqual(self.store.list("incoming"), [])
@@ -235,7 +235,7 @@ class QueueFileTests(SynchronousTestCase):
 
     def test_removeStale(self):
         queueId, writer = self.store.create("incoming")
-        writer._file.flush()
+        writer.flush()
         self.store.removeStale("incoming", 3600)
         self.assertEqual(self.store.list("incoming"), [queueId])
         self.store.removeStale("incoming", 3600, now=os.path.getmtime(writer.path) + 3601)

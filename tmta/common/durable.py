@@ -50,3 +50,12 @@ def _syncfs(fd: int) -> None:
     except (OSError, AttributeError):
         pass
     os.sync()
+
+
+def writeFully(fd: int, data: bytes) -> None:
+    """
+    Write all of C{data} to C{fd}, however many system calls it takes.
+    """
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]

@@ -14,7 +14,7 @@ import socket
 import time
 from typing import Callable, Iterable, Optional
 
-from tmta.common.durable import fsyncDirectory
+from tmta.common.durable import fsyncDirectory, writeFully
 
 Fsync = Callable[[int], None]
 
@@ -54,16 +54,10 @@ def writeAll(fd: int, first: bytes, chunks: Iterable[bytes], size: int = 1 << 16
         pending.append(chunk)
         pendingSize += len(chunk)
         if pendingSize >= size:
-            _writeFully(fd, b"".join(pending))
+            writeFully(fd, b"".join(pending))
             pending, pendingSize = [], 0
     if pending:
-        _writeFully(fd, b"".join(pending))
-
-
-def _writeFully(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
+        writeFully(fd, b"".join(pending))
 
 
 def _makedirs(path: str) -> None:

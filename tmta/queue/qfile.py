@@ -34,12 +34,14 @@ import struct
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable, Dict, Iterator, List, Optional, Sequence
 
-from tmta.common.durable import fsyncDirectory
+from tmta.common.durable import fsyncDirectory, writeFully
 
 VERSION = b"tmta-queue 1"
 HEADER = struct.Struct(">cI")
 MAX_RECORD = 1 << 20
 MAX_CHUNK = 65535
+#: How much a L{QueueFileWriter} gathers before it writes.
+_WRITE_SIZE = 1 << 16
 COMPLETE_MODE = 0o700
 INCOMPLETE_MODE = 0o600
 
@@ -118,10 +120,12 @@ class QueueFileWriter:
     """
     Writes one new queue file.  Only cleanup creates queue files.
 
-    The envelope and content are written through a buffer as they come;
-    L{commit} then makes the file complete and durable: end record, the
-    complete mode bit, fsync of the file and of its directory.  L{commit}
-    blocks (it fsyncs): call it in a thread.
+    The envelope and content are gathered as they come and written in
+    pieces of about 64 KiB (a small message in one system call, with no
+    file object around the descriptor); L{commit} then makes the file
+    complete and durable: end record, the complete mode bit, fsync of
+    the file and of its directory.  L{commit} blocks (it fsyncs): call
+    it in a thread.
     """
 
     def __init__(
@@ -132,15 +136,33 @@ class QueueFileWriter:
     ) -> None:
         self.path = path
         self._fsync = fsync
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-        self._file: BinaryIO = os.fdopen(fd, "wb", buffering=1 << 16)
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        self._pending: List[bytes] = []
+        self._pendingSize = 0
+        #: Bytes written so far, pending ones included.
+        self._offset = 0
         self.size = 0
         self._inContent = False
         self._record(REC_VERSION, VERSION)
 
     def _record(self, kind: bytes, data: bytes) -> None:
-        self._file.write(HEADER.pack(kind, len(data)))
-        self._file.write(data)
+        header = HEADER.pack(kind, len(data))
+        self._pending.append(header)
+        self._pending.append(data)
+        written = len(header) + len(data)
+        self._offset += written
+        self._pendingSize += written
+        if self._pendingSize >= _WRITE_SIZE:
+            self.flush()
+
+    def flush(self) -> None:
+        """
+        Write what is gathered to the file (not durably: see L{commit}).
+        """
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending, self._pendingSize = [], 0
+            writeFully(self._fd, data)
 
     def envelope(self, arrival: float, sender: str, attributes: Dict[str, str]) -> None:
         self._record(REC_TIME, repr(float(arrival)).encode())
@@ -162,7 +184,7 @@ class QueueFileWriter:
         if not self._inContent:
             self._record(REC_MESSAGE, b"")
             self._inContent = True
-            self._contentStart = self._file.tell()
+            self._contentStart = self._offset
         for start in range(0, len(data), MAX_CHUNK):
             self._record(REC_CONTENT, data[start : start + MAX_CHUNK])
         self.size += len(data)
@@ -175,7 +197,7 @@ class QueueFileWriter:
         """
         if not self._inContent:
             return
-        self._file.flush()
+        self.flush()
         with open(self.path, "rb") as f:
             f.seek(self._contentStart)
             for _, kind, data in _records(f, MAX_RECORD):
@@ -208,21 +230,26 @@ class QueueFileWriter:
                 self._record(REC_MESSAGE, b"")
             self._record(REC_CONTENT_END, b"")
             self._record(REC_END, b"")
-            self._file.flush()
-            fd = self._file.fileno()
-            os.fchmod(fd, COMPLETE_MODE)
-            self._fsync(fd)
-            self._file.close()
+            self.flush()
+            os.fchmod(self._fd, COMPLETE_MODE)
+            self._fsync(self._fd)
+            self._close()
         except BaseException:
             self.abort()
             raise
+
+    def _close(self) -> None:
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
 
     def abort(self) -> None:
         """
         Throw the unfinished file away.
         """
+        self._pending, self._pendingSize = [], 0
         try:
-            self._file.close()
+            self._close()
         except OSError:
             pass
         try:
