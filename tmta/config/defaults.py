@@ -149,8 +149,9 @@ DEFAULTS: Dict[str, str] = {
     "local_destination_concurrency_limit": "2",
     # tmta: how many delivery requests may share one connection to an
     # agent process, which serves them as one batch (local: one fsync of
-    # a Maildir's new/ for them all).  1: a process per delivery under
-    # way, as in Postfix.
+    # a Maildir's new/ for them all); above 1, the process and
+    # destination concurrency limits count processes.  1: a process per
+    # delivery under way, as in Postfix.
     "default_delivery_batch_limit": "1",
     "local_delivery_batch_limit": "1",
     "default_transport": "smtp",
