@@ -197,13 +197,25 @@ class QuietAMP(amp.AMP):
         self._directCalls[tag] = commandType
         return question
 
-    def _answerReceived(self, box) -> None:
-        tag = box[amp.ANSWER]
+    def _directQuestion(self, tag: bytes):
+        """
+        The command and Deferred of a request this class sent itself
+        (L{callRemote}) that C{tag} answers, the Deferred made to drop
+        the connection on a failure nobody handles, as Twisted's are;
+        C{None} for a request Twisted sent.
+        """
         commandType = self._directCalls.pop(tag, None) if self._directCalls else None
         if commandType is None:
-            return super()._answerReceived(box)
+            return None
         question = self._outstandingRequests.pop(tag)  # type: ignore[attr-defined]
         question.addErrback(self.unhandledError)
+        return commandType, question
+
+    def _answerReceived(self, box) -> None:
+        direct = self._directQuestion(box[amp.ANSWER])
+        if direct is None:
+            return super()._answerReceived(box)
+        commandType, question = direct
         try:
             answer = commandType.parseResponse(box, self)
         except BaseException:
@@ -212,12 +224,10 @@ class QuietAMP(amp.AMP):
             question.callback(answer)
 
     def _errorReceived(self, box) -> None:
-        tag = box[amp.ERROR]
-        commandType = self._directCalls.pop(tag, None) if self._directCalls else None
-        if commandType is None:
+        direct = self._directQuestion(box[amp.ERROR])
+        if direct is None:
             return super()._errorReceived(box)
-        question = self._outstandingRequests.pop(tag)  # type: ignore[attr-defined]
-        question.addErrback(self.unhandledError)
+        commandType, question = direct
         code = box[amp.ERROR_CODE]
         description = box[amp.ERROR_DESCRIPTION].decode("utf-8", "replace")
         error: Exception
