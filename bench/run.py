@@ -20,6 +20,8 @@ this project's machines one run can differ from the next by a third.
     python bench/run.py --all               # every tracked load, one after another
     python bench/run.py --reactor uvloop    # tmta's workers on asyncio's reactor over uvloop
     python bench/run.py --profile DIR       # cProfile each tmta worker; bench/profiles.py DIR
+    python bench/run.py --baseline TREE     # and tmta as another checkout has it
+    python bench/run.py --scratch /dev/shm  # queues and mailboxes on tmpfs: no disk
 
 The load comes from Postfix's smtp-source (one connection per message)
 when it is installed, else (and with --starttls, which smtp-source cannot
@@ -405,9 +407,16 @@ class Tmta(Server):
     name = "tmta"
 
     def __init__(self, base: str, sink: Optional[Sink] = None,
-                 certificate: Optional[str] = None) -> None:
+                 certificate: Optional[str] = None, repo: str = REPO,
+                 label: str = "tmta") -> None:
+        """
+        @param repo: the checkout whose code runs (C{--baseline}: an
+            earlier commit's, to compare with).
+        @param label: the name of its directory under C{base}.
+        """
         self.sink = sink
-        self.base = os.path.join(base, "tmta")
+        self.repo = repo
+        self.base = os.path.join(base, label)
         self.port = freePort()
         conf = os.path.join(self.base, "conf")
         os.makedirs(conf)
@@ -457,14 +466,14 @@ class Tmta(Server):
                 "-C", self.conf, "-i"]
 
     def sendmailEnvironment(self) -> Optional[Dict[str, str]]:
-        env = dict(os.environ, PYTHONPATH=REPO)
+        env = dict(os.environ, PYTHONPATH=self.repo)
         # As an installed command runs: from compiled modules, not
         # compiling every module at every posting.
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         return env
 
     def start(self) -> None:
-        env = dict(os.environ, PYTHONPATH=REPO)
+        env = dict(os.environ, PYTHONPATH=self.repo)
         self.process = subprocess.Popen(
             [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
              "--pidfile=", f"--logfile={self.base}/tmta.log", "tmta", "-c", self.conf],
@@ -665,6 +674,10 @@ def runAll(args) -> int:
               "--postfix-agents", args.postfix_agents]
     if args.no_postfix:
         common.append("--no-postfix")
+    if args.baseline:
+        common += ["--baseline", args.baseline]
+    if args.scratch:
+        common += ["--scratch", args.scratch]
     for title, extra in SCENARIOS:
         print(f"\n=== {title} ===", flush=True)
         subprocess.run([sys.executable, os.path.abspath(__file__), *common, *extra],
@@ -706,6 +719,14 @@ def main() -> int:
                         help="the reactor tmta's workers run on (TMTA_WORKER_REACTOR): Twisted's "
                              "default epoll reactor, or its asyncio reactor on asyncio's own "
                              "loop or on uvloop")
+    parser.add_argument("--baseline", metavar="TREE",
+                        help="also run tmta from another checkout (such as a git worktree of "
+                             "an earlier commit) as tmta-baseline, in turn with the others, and "
+                             "print tmta's ratios to it")
+    parser.add_argument("--scratch", metavar="DIR",
+                        help="where the servers' queues and mailboxes go (default: the system's "
+                             "temporary directory); a tmpfs such as /dev/shm takes the disk's "
+                             "fsyncs, and their noise, out of the figures")
     parser.add_argument("--profile", metavar="DIR",
                         help="run tmta's workers under cProfile (TMTA_WORKER_PROFILE), each "
                              "leaving SERVICE-PID.prof in DIR when it exits; summarise them "
@@ -727,7 +748,11 @@ def main() -> int:
         parser.error("--sendmail delivers locally; it does not go with --relay")
     if args.sendmail and "-m" not in sys.argv and "--messages" not in sys.argv:
         args.messages = 500
-    base = tempfile.mkdtemp(prefix="tmta-bench-")
+    if args.baseline:
+        args.baseline = os.path.abspath(args.baseline)
+        if not os.path.isdir(os.path.join(args.baseline, "tmta")):
+            parser.error(f"--baseline {args.baseline}: not a tmta checkout")
+    base = tempfile.mkdtemp(prefix="tmta-bench-", dir=args.scratch)
     os.chmod(base, 0o755)
     certificate = None
     if args.starttls:
@@ -746,6 +771,10 @@ def main() -> int:
                 where, "virtual", Sink(os.path.join(where, "postfix-sink")), certificate)))
     else:
         makers = [("tmta", lambda where: Tmta(where, None, certificate))]
+    if args.baseline:
+        makers.insert(1, ("tmta-baseline", lambda where: Tmta(
+            where, Sink(os.path.join(where, "baseline-sink")) if args.relay else None,
+            certificate, repo=args.baseline, label="tmta-baseline")))
     if not args.relay and not args.no_postfix and shutil.which("postfix") and os.getuid() == 0:
         for agent in [a.strip() for a in args.postfix_agents.split(",") if a.strip()]:
             if agent not in ("virtual", "local"):
