@@ -101,7 +101,7 @@ async def measureLocal(count: int, processWide: bool) -> None:
 
     if processWide:
         # What the C library's seteuid() and friends do: every thread.
-        credentials._syscall = None
+        credentials._threadCallsHere = None
     base = tempfile.mkdtemp(prefix="tmta-hops-", dir="/dev/shm" if os.path.isdir("/dev/shm")
                             else None)
     os.chmod(base, 0o755)

@@ -19,9 +19,7 @@ def freePort(host: str = "127.0.0.1") -> int:
     """
     A TCP port on loopback that nothing listens on right now.
     """
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    return freePorts(1, host)[0]
 
 
 def freePorts(count: int, host: str = "127.0.0.1") -> List[int]:

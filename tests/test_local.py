@@ -63,7 +63,6 @@ class LocalAgentTests(SynchronousTestCase):
         tmp = os.path.join(spool, "bob", "tmp", name)
         self.assertEqual(self.fsyncs.paths[-2:], [tmp, new])
 
-
     def test_batchSyncsEachMaildirOnce(self):
         """
         A batch of requests fsyncs each message file, and each Maildir's
@@ -117,6 +116,7 @@ class LocalAgentTests(SynchronousTestCase):
         [[status]] = agent.deliverBatch([request])
         self.assertEqual(status.status, SENT)
         self.assertEqual(len(os.listdir(os.path.join(spool, "bob", "new"))), 2)
+
     def test_unsafeNames(self):
         spool = os.path.join(self.base, "mail") + "/"
         agent = self.agent(local_mailbox_accounts="none", mail_spool_directory=spool)

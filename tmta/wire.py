@@ -255,14 +255,12 @@ class QuietAMP(amp.AMP):
         except BaseException:
             self._answerFailed(Failure(), commandType, ask)
             return
+        if type(result) is CoroutineType:
+            result = defer.Deferred.fromCoroutine(result)
         if isinstance(result, defer.Deferred):
             result.addCallbacks(self._answer, self._answerFailed,
                                 callbackArgs=(commandType, ask),
                                 errbackArgs=(commandType, ask))
-        elif type(result) is CoroutineType:
-            defer.Deferred.fromCoroutine(result).addCallbacks(
-                self._answer, self._answerFailed,
-                callbackArgs=(commandType, ask), errbackArgs=(commandType, ask))
         elif isinstance(result, Failure):
             self._answerFailed(result, commandType, ask)
         else:

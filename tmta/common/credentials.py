@@ -26,7 +26,7 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Tuple
 
 #: (setgroups, setresuid, setresgid) by machine: Linux's own numbers.
 _CALLS = {
@@ -38,21 +38,27 @@ _CALLS = {
 _UNCHANGED = ctypes.c_long(-1)
 
 
-def _threadCalls() -> Optional[Callable[..., int]]:
-    if not sys.platform.startswith("linux") or os.uname().machine not in _CALLS:
+def _threadCalls() -> Optional[Tuple[Callable[..., int], Tuple[int, int, int]]]:
+    """
+    The C library's C{syscall} and this machine's call numbers, or
+    C{None} where tmta cannot change one thread's identity alone.
+    """
+    numbers = _CALLS.get(os.uname().machine)
+    if not sys.platform.startswith("linux") or numbers is None:
         return None
     try:
-        return ctypes.CDLL(None, use_errno=True).syscall
+        return ctypes.CDLL(None, use_errno=True).syscall, numbers
     except (OSError, AttributeError):
         return None
 
 
-_syscall = _threadCalls()
+#: Worked out once: each delivery changes identity twice.
+_threadCallsHere = _threadCalls()
 
 
 def _call(number: int, *arguments) -> None:
-    assert _syscall is not None
-    if _syscall(ctypes.c_long(number), *arguments) != 0:
+    assert _threadCallsHere is not None
+    if _threadCallsHere[0](ctypes.c_long(number), *arguments) != 0:
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code))
 
@@ -62,7 +68,7 @@ def perThread() -> bool:
     Whether L{setEffectiveIdentity} changes the calling thread's identity
     only (rather than the whole process's).
     """
-    return _syscall is not None
+    return _threadCallsHere is not None
 
 
 def setEffectiveIdentity(uid: int, gid: int, groups: Sequence[int]) -> None:
@@ -74,12 +80,12 @@ def setEffectiveIdentity(uid: int, gid: int, groups: Sequence[int]) -> None:
 
     @raise OSError: a change was refused.
     """
-    if _syscall is None:
+    if _threadCallsHere is None:
         os.setgroups(list(groups))
         os.setegid(gid)
         os.seteuid(uid)
         return
-    setgroups, setresuid, setresgid = _CALLS[os.uname().machine]
+    setgroups, setresuid, setresgid = _threadCallsHere[1]
     members = (ctypes.c_uint32 * max(1, len(groups)))(*groups)
     _call(setgroups, ctypes.c_long(len(groups)), members)
     _call(setresgid, _UNCHANGED, ctypes.c_long(gid), _UNCHANGED)
@@ -93,12 +99,12 @@ def restoreRoot() -> None:
 
     @raise OSError: a change was refused.
     """
-    if _syscall is None:
+    if _threadCallsHere is None:
         os.seteuid(0)
         os.setegid(0)
         os.setgroups([])
         return
-    setgroups, setresuid, setresgid = _CALLS[os.uname().machine]
+    setgroups, setresuid, setresgid = _threadCallsHere[1]
     _call(setresuid, _UNCHANGED, ctypes.c_long(0), _UNCHANGED)
     _call(setresgid, _UNCHANGED, ctypes.c_long(0), _UNCHANGED)
     _call(setgroups, ctypes.c_long(0), None)
