@@ -715,10 +715,11 @@ def main() -> int:
     parser.add_argument("--all", action="store_true",
                         help="every load the project tracks, one after another: 20 sessions "
                              "of 2 KB messages, 100 sessions, 20 KB messages, and relaying")
-    parser.add_argument("--reactor", choices=("epoll", "asyncio", "uvloop"), default="epoll",
-                        help="the reactor tmta's workers run on (TMTA_WORKER_REACTOR): Twisted's "
-                             "default epoll reactor, or its asyncio reactor on asyncio's own "
-                             "loop or on uvloop")
+    parser.add_argument("--reactor", choices=("direct", "epoll", "asyncio", "uvloop"),
+                        default="direct",
+                        help="the reactor tmta's workers run on (TMTA_WORKER_REACTOR): tmta's "
+                             "own epoll reactor (the default), Twisted's, or Twisted's asyncio "
+                             "reactor on asyncio's own loop or on uvloop")
     parser.add_argument("--baseline", metavar="TREE",
                         help="also run tmta from another checkout (such as a git worktree of "
                              "an earlier commit) as tmta-baseline, in turn with the others, and "
@@ -732,7 +733,7 @@ def main() -> int:
                              "leaving SERVICE-PID.prof in DIR when it exits; summarise them "
                              "with bench/profiles.py DIR")
     args = parser.parse_args()
-    if args.reactor != "epoll":
+    if args.reactor != "direct":
         os.environ["TMTA_WORKER_REACTOR"] = args.reactor
     if args.profile:
         args.profile = os.path.abspath(args.profile)

@@ -119,9 +119,15 @@ class ReactorChoiceTests(SynchronousTestCase):
 
     def test_default(self):
         """
-        Unset, or C{epoll}, leaves Twisted's default reactor.
+        Unset, or C{direct}, installs tmta's own epoll reactor.
         """
-        self.assertEqual(self.reactorAfter(""), "EPollReactor")
+        self.assertEqual(self.reactorAfter(""), "DirectEPollReactor")
+        self.assertEqual(self.reactorAfter("direct"), "DirectEPollReactor")
+
+    def test_epoll(self):
+        """
+        C{epoll} leaves Twisted's default reactor.
+        """
         self.assertEqual(self.reactorAfter("epoll"), "EPollReactor")
 
     def test_asyncio(self):

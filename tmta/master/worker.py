@@ -27,6 +27,7 @@ from tmta.common.contract import CONTROL_FD, parseArguments
 from tmta.config import ConfigError, loadConfiguration
 from tmta.interfaces import IWorkerContext
 from tmta.logging import lineObserver
+from tmta.common import reactor as directreactor
 from tmta.common.plugins import PluginError
 from tmta.master.components import availableComponents, findComponent
 from tmta.master.control import Shutdown, WorkerStatus
@@ -110,24 +111,28 @@ class ControlProtocol(QuietAMP):
 
 
 #: What C{TMTA_WORKER_REACTOR} may name: the reactors a worker can run on.
-REACTORS = ("", "epoll", "asyncio", "uvloop")
+REACTORS = ("", "direct", "epoll", "asyncio", "uvloop")
 
 
 def installReactor(name: str) -> None:
     """
     Install the reactor C{TMTA_WORKER_REACTOR} names, before anything
-    imports the default one: C{epoll} (or nothing) for Twisted's
-    default, C{asyncio} for Twisted's asyncio reactor on asyncio's own
-    event loop, C{uvloop} for it on uvloop's.  For comparing them
-    (C{bench/run.py --reactor}); the default is the one the test suite
-    runs on.
+    imports the default one: C{direct} (or nothing) for tmta's own
+    epoll reactor (L{tmta.common.reactor}), C{epoll} for Twisted's,
+    C{asyncio} for Twisted's asyncio reactor on asyncio's own event
+    loop, C{uvloop} for it on uvloop's.  The others are there for
+    comparing them (C{bench/run.py --reactor}).
 
     @raise ValueError: an unknown name.
     @raise ImportError: uvloop is asked for and not installed.
     """
     if name not in REACTORS:
-        raise ValueError(f"TMTA_WORKER_REACTOR={name!r}: not one of epoll, asyncio, uvloop")
-    if name not in ("asyncio", "uvloop"):
+        raise ValueError(f"TMTA_WORKER_REACTOR={name!r}: not one of direct, epoll, asyncio, "
+                         "uvloop")
+    if name in ("", "direct"):
+        directreactor.install()
+        return
+    if name == "epoll":
         return
     import asyncio
 
