@@ -408,12 +408,14 @@ class Tmta(Server):
 
     def __init__(self, base: str, sink: Optional[Sink] = None,
                  certificate: Optional[str] = None, repo: str = REPO,
-                 label: str = "tmta") -> None:
+                 label: str = "tmta", python: str = sys.executable) -> None:
         """
         @param repo: the checkout whose code runs (C{--baseline}: an
             earlier commit's, to compare with).
         @param label: the name of its directory under C{base}.
+        @param python: the interpreter it runs on (C{--python}).
         """
+        self.python = python
         self.sink = sink
         self.repo = repo
         self.base = os.path.join(base, label)
@@ -461,7 +463,7 @@ class Tmta(Server):
         self.process: Optional[subprocess.Popen] = None
 
     def sendmail(self) -> List[str]:
-        return [sys.executable, "-c",
+        return [self.python, "-c",
                 "import sys; from tmta.cli.sendmail import main; sys.exit(main())",
                 "-C", self.conf, "-i"]
 
@@ -475,7 +477,7 @@ class Tmta(Server):
     def start(self) -> None:
         env = dict(os.environ, PYTHONPATH=self.repo)
         self.process = subprocess.Popen(
-            [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
+            [self.python, "-c", "from twisted.scripts.twistd import run; run()", "-n",
              "--pidfile=", f"--logfile={self.base}/tmta.log", "tmta", "-c", self.conf],
             env=env, stdin=subprocess.DEVNULL,
         )
@@ -724,6 +726,10 @@ def main() -> int:
                         help="also run tmta from another checkout (such as a git worktree of "
                              "an earlier commit) as tmta-baseline, in turn with the others, and "
                              "print tmta's ratios to it")
+    parser.add_argument("--python", metavar="PATH", default=sys.executable,
+                        help="the interpreter tmta runs on (default: the one running the "
+                             "bench), such as a PyPy virtualenv's python with tmta's "
+                             "dependencies installed; tmta-baseline keeps the bench's own")
     parser.add_argument("--scratch", metavar="DIR",
                         help="where the servers' queues and mailboxes go (default: the system's "
                              "temporary directory); a tmpfs such as /dev/shm takes the disk's "
@@ -766,12 +772,12 @@ def main() -> int:
         if not shutil.which("smtp-sink"):
             parser.error("--relay needs Postfix's smtp-sink")
         makers = [("tmta", lambda where: Tmta(where, Sink(os.path.join(where, "tmta-sink")),
-                                              certificate))]
+                                              certificate, python=args.python))]
         if not args.no_postfix and shutil.which("postfix") and os.getuid() == 0:
             makers.append(("postfix", lambda where: Postfix(
                 where, "virtual", Sink(os.path.join(where, "postfix-sink")), certificate)))
     else:
-        makers = [("tmta", lambda where: Tmta(where, None, certificate))]
+        makers = [("tmta", lambda where: Tmta(where, None, certificate, python=args.python))]
     if args.baseline:
         makers.insert(1, ("tmta-baseline", lambda where: Tmta(
             where, Sink(os.path.join(where, "baseline-sink")) if args.relay else None,

@@ -53,8 +53,24 @@ def checkTwisted() -> None:
         raise TwistedChanged("twisted.internet.abstract.FileDescriptor no longer keeps "
                              "_tempDataBuffer")
     _requireAttribute(tcp.Port, "_shouldShutdown", "twisted.internet.tcp.Port")
-    if "_bindPath" not in inspect.getsource(unix.Port):
-        raise TwistedChanged("twisted.internet.unix.Port no longer has _bindPath")
+    if _unixPortPath() is None:
+        raise TwistedChanged("twisted.internet.unix.Port keeps its path neither in _bindPath "
+                             "nor in port")
+
+
+def _unixPortPath():
+    """
+    The attribute where a UNIX port keeps the path it binds and, when it
+    stops, unlinks: C{_bindPath} in recent Twisted (set in C{__init__}),
+    C{port} in older ones (25.5, the last for Python 3.9); C{None} if
+    neither is the one C{connectionLost}
+    unlinks.
+    """
+    if "_bindPath" in inspect.getsource(unix.Port.__init__):
+        return "_bindPath"
+    if "os.unlink(self.port)" in inspect.getsource(unix.Port.connectionLost):
+        return "port"
+    return None
 
 
 # -- AMP ---------------------------------------------------------------
@@ -152,13 +168,16 @@ def shareListeningSocket(port) -> None:
     (the master owns the file, and this process may not reach the path).
     """
     port._shouldShutdown = False
-    bindPath = getattr(port, "_bindPath", None)
-    if bindPath is not None and isinstance(port, unix.Port):
-        # Twisted leaves the file of an abstract socket alone.
-        port._bindPath = (b"\0" if isinstance(bindPath, bytes) else "\0") + bindPath
+    if isinstance(port, unix.Port):
+        bindPath = getattr(port, _UNIX_PORT_PATH, None)
+        if bindPath is not None:
+            # Twisted leaves the file of an abstract socket alone.
+            setattr(port, _UNIX_PORT_PATH,
+                    (b"\0" if isinstance(bindPath, bytes) else "\0") + bindPath)
 
 
 checkTwisted()
+_UNIX_PORT_PATH: str = _unixPortPath() or "_bindPath"
 
 __all__: List[str] = [
     "TwistedChanged",

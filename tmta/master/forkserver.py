@@ -194,8 +194,11 @@ def main() -> int:
     setProcessName("forkserver", "tmta/forkserver")
     preload()
     # Children share the preloaded objects' pages: keep the collector of
-    # each from walking (and so copying) them.
-    gc.freeze()
+    # each from walking (and so copying) them.  (PyPy's collector has no
+    # such switch.)
+    freeze = getattr(gc, "freeze", None)
+    if freeze is not None:
+        freeze()
     return serve()
 
 
