@@ -234,9 +234,23 @@ class QueueManagerTests(TestCase):
     @defer.inlineCallbacks
     def test_deliveryPerConnection(self):
         """
-        By default every delivery under way has a connection of its own.
+        With C{local_delivery_batch_limit = 1} every delivery under way
+        has a connection of its own, as in Postfix.
         """
+        self.manager.config = self.manager.config.withOverrides(
+            {"local_delivery_batch_limit": "1"})
         connections = yield defer.Deferred.fromCoroutine(self.connectionsForTwoDeliveries())
+        self.assertEqual(connections, 2)
+
+    @defer.inlineCallbacks
+    def test_deliveryBatchDefault(self):
+        """
+        By default local takes up to four deliveries per connection: with
+        two local processes for one mailbox, nine deliveries to it put
+        eight under way, on two connections.
+        """
+        connections = yield defer.Deferred.fromCoroutine(
+            self.connectionsForTwoDeliveries(messages=9, underWay=8))
         self.assertEqual(connections, 2)
 
     @defer.inlineCallbacks
@@ -490,6 +504,13 @@ class QueueManagerTests(TestCase):
 
     @defer.inlineCallbacks
     def test_destinationConcurrency(self):
+        """
+        With a delivery per process (C{local_delivery_batch_limit = 1}),
+        no more deliveries to one recipient are under way than
+        C{local_destination_concurrency_limit} allows.
+        """
+        self.manager.config = self.manager.config.withOverrides(
+            {"local_delivery_batch_limit": "1"})
         started = []
         pending = []
 
