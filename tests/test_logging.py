@@ -16,6 +16,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from tap.tmta import maillogObserver
+from tmta import logging as tmtaLogging
 from tmta.logging import (
     WORKER_LINES,
     LineObserver,
@@ -353,3 +354,67 @@ class PrintableTests(SynchronousTestCase):
 
         self.assertEqual(printable("to=<jürgen@example.org>, tab\there"),
                          "to=<jürgen@example.org>, tab?here")
+
+
+class LoggerTests(SynchronousTestCase):
+    """
+    L{tmta.logging.Logger} emits the events Twisted's C{Logger} does.
+    """
+
+    def emitted(self, loggerClass, *args, **kwargs):
+        events = []
+        logger = loggerClass(namespace="tmta.test", observer=events.append)
+        logger.info(*args, **kwargs)
+        return events
+
+    def test_sameEvent(self):
+        """
+        The event carries the same keys and values as Twisted's, bar the
+        logger itself and the time.
+        """
+        ours = self.emitted(tmtaLogging.Logger, "{a} and {b}", a=1, b="two")
+        theirs = self.emitted(Logger, "{a} and {b}", a=1, b="two")
+        self.assertEqual(len(ours), 1)
+        for event in ours + theirs:
+            del event["log_logger"]
+            self.assertLess(abs(event.pop("log_time") - time.time()), 60)
+        self.assertEqual(ours, theirs)
+        self.assertEqual(ours[0]["log_level"], LogLevel.info)
+        self.assertEqual(ours[0]["log_namespace"], "tmta.test")
+
+    def test_invalidLevel(self):
+        """
+        An invalid level is reported as Twisted reports it, and nothing
+        is emitted at it.
+        """
+        events = []
+        logger = tmtaLogging.Logger(observer=events.append)
+        logger.emit("loud", "hello")
+        self.assertEqual(len(events), 1)
+        self.assertIn("invalid log level", events[0]["log_format"])
+        self.assertEqual(events[0]["log_level"], LogLevel.critical)
+
+    def test_trace(self):
+        """
+        An event with C{log_trace} records the logger and its observer.
+        """
+        events = []
+        logger = tmtaLogging.Logger(observer=events.append)
+        trace = []
+        logger.info("traced", log_trace=trace)
+        self.assertEqual(trace, [(logger, events.append)])
+
+    def test_descriptor(self):
+        """
+        As a class attribute it names the instance as its source, as
+        Twisted's does.
+        """
+        events = []
+
+        class Thing:
+            log = tmtaLogging.Logger(observer=events.append)
+
+        thing = Thing()
+        thing.log.info("from a thing")
+        self.assertIs(events[0]["log_source"], thing)
+        self.assertIsInstance(Thing.log, tmtaLogging.Logger)

@@ -40,7 +40,7 @@ from typing import Dict, List, Mapping, Optional
 
 from twisted.application.service import MultiService
 from twisted.internet import task
-from twisted.logger import Logger
+from tmta.logging import Logger
 from zope.interface import implementer
 
 from tmta.common.triggers import Wakeup

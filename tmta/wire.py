@@ -15,7 +15,7 @@ from typing import Any, Dict, Iterator, List, Sequence, Tuple
 from twisted.internet import defer, endpoints, unix
 from twisted.internet.error import ConnectionLost
 from twisted.internet.protocol import Factory, connectionDone
-from twisted.logger import Logger
+from tmta.logging import Logger
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 

@@ -25,7 +25,7 @@ from twisted.internet.protocol import connectionDone
 from twisted.application.service import Service
 from twisted.internet import task
 from twisted.internet.protocol import Factory
-from twisted.logger import Logger
+from tmta.logging import Logger
 from twisted.protocols import amp
 
 from tmta.common.command import Command

@@ -13,7 +13,7 @@ from typing import Dict, Optional
 from twisted.application.service import Service
 from twisted.internet import defer, threads
 from twisted.internet.protocol import Factory
-from twisted.logger import Logger
+from tmta.logging import Logger
 
 from tmta.bounce.commands import BounceRecipients
 from tmta.cleanup.client import CleanupClient

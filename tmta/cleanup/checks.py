@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
-from twisted.logger import Logger
+from tmta.logging import Logger
 
 from tmta.tables import openTables
 

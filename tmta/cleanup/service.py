@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.protocol import Factory, connectionDone
-from twisted.logger import Logger
+from tmta.logging import Logger
 from twisted.python.failure import Failure
 
 from tmta.address import AddressError, checkAddress

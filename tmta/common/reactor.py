@@ -22,7 +22,7 @@ from __future__ import annotations
 import errno
 from typing import Any
 
-from twisted.logger import Logger
+from tmta.logging import Logger
 
 try:
     from twisted.internet.epollreactor import EPollReactor

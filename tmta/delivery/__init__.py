@@ -17,7 +17,7 @@ from typing import Dict, Iterator, List, Optional
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.protocol import Factory
-from twisted.logger import Logger
+from tmta.logging import Logger
 from twisted.protocols import amp
 
 from tmta.common.command import Command

@@ -39,7 +39,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
-from twisted.logger import Logger
+from tmta.logging import Logger
 from zope.interface import implementer
 
 from tmta.address import isSafeMailboxName, splitAddress, unquoteLocal

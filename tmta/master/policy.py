@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, Hashable, Optional
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.logger import Logger
+from tmta.logging import Logger
 
 
 @dataclass

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib
 
-from twisted.logger import Logger
+from tmta.logging import Logger
 
 log = Logger()
 

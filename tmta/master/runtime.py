@@ -13,7 +13,7 @@ from twisted.internet import tcp, unix
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.logger import Logger
+from tmta.logging import Logger
 
 from tmta.common.transports import EagerWriteMixin
 from tmta.common.twistedcompat import adoptListeningPort, shareListeningSocket

@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from twisted.application import service
 from twisted.internet import defer, task
 from twisted.internet.protocol import Factory
-from twisted.logger import ILogObserver, Logger
+from twisted.logger import ILogObserver
 from twisted.protocols import amp
 from twisted.python.components import Componentized
 
@@ -31,6 +31,7 @@ from tmta.master.components import availableComponents, findComponent
 from tmta.common.contract import WorkerArguments, workerDescriptors
 from tmta.common.triggers import Wakeup
 from tmta.master.control import Shutdown, WorkerStatus
+from tmta.logging import Logger
 from tmta.master.policy import ServicePool
 from tmta.common.accounts import mailOwner
 from tmta.master.runtime import LISTEN_BACKLOG

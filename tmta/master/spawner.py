@@ -12,7 +12,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional
 
 from twisted.internet.protocol import ProcessProtocol, Protocol
-from twisted.logger import Logger
+from tmta.logging import Logger
 
 from tmta.logging import emitWorkerLine, emitWorkerLines, unstampLines
 

@@ -20,13 +20,13 @@ import sys
 from typing import Any, List, Optional
 
 from twisted.internet.protocol import Factory
-from twisted.logger import Logger, globalLogBeginner
+from twisted.logger import globalLogBeginner
 from zope.interface import implementer
 
 from tmta.common.contract import CONTROL_FD, parseArguments
 from tmta.config import ConfigError, loadConfiguration
 from tmta.interfaces import IWorkerContext
-from tmta.logging import lineObserver
+from tmta.logging import Logger, lineObserver
 from tmta.common import reactor as directreactor
 from tmta.common.plugins import PluginError
 from tmta.master.components import availableComponents, findComponent

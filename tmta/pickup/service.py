@@ -22,7 +22,7 @@ from typing import Optional
 from twisted.application.service import Service
 from twisted.internet import defer, task, threads
 from twisted.internet.protocol import Factory
-from twisted.logger import Logger
+from tmta.logging import Logger
 
 from tmta.cleanup.client import CleanupClient
 from tmta.common.triggers import Wakeup

@@ -12,7 +12,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from twisted.internet import defer, threads
 from twisted.internet.defer import Deferred
-from twisted.logger import Logger
+from tmta.logging import Logger
 from twisted.python.failure import Failure
 
 from tmta.bounce.commands import BounceRecipients

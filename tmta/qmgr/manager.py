@@ -10,7 +10,7 @@ import time
 from typing import Callable, Dict, List, Optional, Set, Tuple
 
 from twisted.internet import defer, task
-from twisted.logger import Logger
+from tmta.logging import Logger
 
 from tmta.common.flow import InFlowFlag
 from tmta.delivery import Deliver

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Deque, Dict, List, Optional, Set, Tuple
 
 from twisted.internet import defer
-from twisted.logger import Logger
+from tmta.logging import Logger
 
 from tmta.queue.qfile import Recipient
 

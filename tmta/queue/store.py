@@ -11,7 +11,7 @@ import stat
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
-from twisted.logger import Logger
+from tmta.logging import Logger
 from zope.interface import implementer
 
 from tmta.interfaces import IQueue

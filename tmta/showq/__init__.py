@@ -20,7 +20,7 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.internet import threads
 from twisted.internet.protocol import Factory, Protocol
-from twisted.logger import Logger
+from tmta.logging import Logger
 
 log = Logger()
 

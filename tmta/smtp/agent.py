@@ -28,7 +28,7 @@ from twisted.internet.endpoints import (
     UNIXClientEndpoint,
 )
 from twisted.internet.protocol import Factory
-from twisted.logger import Logger
+from tmta.logging import Logger
 from twisted.names import client as dnsclient, dns, error as dnserror
 from zope.interface import implementer
 

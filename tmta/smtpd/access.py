@@ -12,7 +12,7 @@ import ipaddress
 import re
 from typing import Callable, List, Optional, Tuple
 
-from twisted.logger import Logger
+from tmta.logging import Logger
 from zope.interface import implementer
 
 from tmta.address import localName, splitAddress

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, List, Optional
 
 from twisted.internet import defer, task
-from twisted.logger import Logger
+from tmta.logging import Logger
 
 from tmta.sasl import (
     Authenticated,

@@ -15,7 +15,7 @@ import re
 from typing import List, Optional, Tuple
 
 from twisted.internet import defer
-from twisted.logger import Logger
+from tmta.logging import Logger
 from twisted.names import dns, error as dnserror
 from zope.interface import implementer
 

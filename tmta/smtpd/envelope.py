@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Dict, Optional
 
 from twisted.internet import defer
-from twisted.logger import Logger
+from tmta.logging import Logger
 
 from tmta import replies
 from tmta.address import AddressError, isSafeMailboxName, localName, parsePath

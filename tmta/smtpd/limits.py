@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
 from twisted.internet import defer
-from twisted.logger import Logger
+from tmta.logging import Logger
 
 from tmta.anvil import AnvilConnect, AnvilDisconnect, AnvilEvent
 from tmta.tables.networks import inNetworks, parseNetworks

@@ -22,7 +22,7 @@ from typing import Any, Dict, Optional
 from twisted.internet import defer, error
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, UNIXClientEndpoint
 from twisted.internet.protocol import Factory
-from twisted.logger import Logger
+from tmta.logging import Logger
 from twisted.protocols.basic import LineOnlyReceiver
 from zope.interface import implementer
 

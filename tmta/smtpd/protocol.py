@@ -11,7 +11,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from twisted.internet import defer, task
 from twisted.internet.interfaces import IHandshakeListener
-from twisted.logger import Logger
+from tmta.logging import Logger
 from zope.interface import implementer
 
 from tmta import replies

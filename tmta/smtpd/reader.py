@@ -10,7 +10,7 @@ from twisted.python.failure import Failure
 from twisted.internet.protocol import connectionDone
 from twisted.internet import defer, protocol
 from twisted.internet.interfaces import IPushProducer
-from twisted.logger import Logger
+from tmta.logging import Logger
 from twisted.protocols.policies import TimeoutMixin
 from zope.interface import implementer
 

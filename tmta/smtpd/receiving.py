@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from twisted.internet import defer
-from twisted.logger import Logger
+from tmta.logging import Logger
 
 from tmta import replies
 from tmta.smtpd.data import ChunkDecoder

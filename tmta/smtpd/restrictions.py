@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from twisted.internet import defer
-from twisted.logger import Logger
+from tmta.logging import Logger
 from zope.interface import implementer
 
 from tmta.address import splitAddress

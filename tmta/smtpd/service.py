@@ -12,7 +12,7 @@ import socket
 from twisted.application.service import Service
 from twisted.internet import defer, threads
 from twisted.internet.protocol import Factory
-from twisted.logger import Logger
+from tmta.logging import Logger
 
 from tmta.cleanup.client import CleanupClient
 from tmta.rewrite.client import RewriteClient

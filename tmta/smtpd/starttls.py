@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Optional
 
 from twisted.internet import defer
-from twisted.logger import Logger
+from tmta.logging import Logger
 
 from tmta.smtpd.session import SessionState
 

@@ -17,7 +17,7 @@ from typing import List, Optional, Tuple
 
 from OpenSSL import SSL
 from twisted.internet.interfaces import IOpenSSLContextFactory
-from twisted.logger import Logger
+from tmta.logging import Logger
 from zope.interface import implementer
 
 from tmta.common.tls import TLSConfigError, cipherLists, configureContext, connectionSummary

@@ -26,7 +26,7 @@ from typing import Any, List, Optional
 
 from twisted.application.service import Service
 from twisted.internet import protocol
-from twisted.logger import Logger
+from tmta.logging import Logger
 
 from tmta.config import ConfigError
 from tmta.config.maincf import parseTime

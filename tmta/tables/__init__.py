@@ -20,7 +20,7 @@ import os
 import pwd
 from typing import Callable, Dict, List, Optional, Tuple
 
-from twisted.logger import Logger
+from tmta.logging import Logger
 from zope.interface import implementer
 from zope.interface.exceptions import Invalid
 from zope.interface.verify import verifyObject

@@ -9,7 +9,7 @@ import functools
 import ipaddress
 from typing import List
 
-from twisted.logger import Logger
+from tmta.logging import Logger
 
 from tmta.tables import openTables
 

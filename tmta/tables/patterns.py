@@ -12,7 +12,7 @@ import os
 import re
 from typing import Any, Callable, List, Optional, Tuple
 
-from twisted.logger import Logger
+from tmta.logging import Logger
 from zope.interface import implementer
 
 from tmta.interfaces import ILookupTable
