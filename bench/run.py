@@ -22,6 +22,7 @@ this project's machines one run can differ from the next by a third.
     python bench/run.py --profile DIR       # cProfile each tmta worker; bench/profiles.py DIR
     python bench/run.py --baseline TREE     # and tmta as another checkout has it
     python bench/run.py --scratch /dev/shm  # queues and mailboxes on tmpfs: no disk
+    python bench/run.py --python PATH       # tmta on another interpreter (a PyPy venv's)
 
 The load comes from Postfix's smtp-source (one connection per message)
 when it is installed, else (and with --starttls, which smtp-source cannot
