@@ -681,6 +681,8 @@ def runAll(args) -> int:
         common += ["--baseline", args.baseline]
     if args.scratch:
         common += ["--scratch", args.scratch]
+    if args.python != sys.executable:
+        common += ["--python", args.python]
     for title, extra in SCENARIOS:
         print(f"\n=== {title} ===", flush=True)
         subprocess.run([sys.executable, os.path.abspath(__file__), *common, *extra],

@@ -66,6 +66,7 @@ class Logger(_twistedLogger.Logger):
             kwargs["log_trace"].append((self, self.observer))
         self.observer(kwargs)
 
+
 _LEVEL_PREFIX = {
     LogLevel.warn: "warning: ",
     LogLevel.error: "error: ",

@@ -53,24 +53,23 @@ def checkTwisted() -> None:
         raise TwistedChanged("twisted.internet.abstract.FileDescriptor no longer keeps "
                              "_tempDataBuffer")
     _requireAttribute(tcp.Port, "_shouldShutdown", "twisted.internet.tcp.Port")
-    if _unixPortPath() is None:
-        raise TwistedChanged("twisted.internet.unix.Port keeps its path neither in _bindPath "
-                             "nor in port")
+    _unixPortPath()
 
 
-def _unixPortPath():
+def _unixPortPath() -> str:
     """
     The attribute where a UNIX port keeps the path it binds and, when it
     stops, unlinks: C{_bindPath} in recent Twisted (set in C{__init__}),
-    C{port} in older ones (25.5, the last for Python 3.9); C{None} if
-    neither is the one C{connectionLost}
-    unlinks.
+    C{port} in older ones (25.5, the last for Python 3.9).
+
+    @raise TwistedChanged: neither.
     """
     if "_bindPath" in inspect.getsource(unix.Port.__init__):
         return "_bindPath"
     if "os.unlink(self.port)" in inspect.getsource(unix.Port.connectionLost):
         return "port"
-    return None
+    raise TwistedChanged("twisted.internet.unix.Port keeps its path neither in _bindPath "
+                         "nor in port")
 
 
 # -- AMP ---------------------------------------------------------------
@@ -177,7 +176,7 @@ def shareListeningSocket(port) -> None:
 
 
 checkTwisted()
-_UNIX_PORT_PATH: str = _unixPortPath() or "_bindPath"
+_UNIX_PORT_PATH = _unixPortPath()
 
 __all__: List[str] = [
     "TwistedChanged",
