@@ -331,6 +331,157 @@ class LineObserverTests(SynchronousTestCase):
                          sorted(f"thread {n} line {i}" for n in range(4) for i in range(200)))
 
 
+class _InterruptingStream(io.StringIO):
+    """
+    A stream that, in the middle of its first write, runs C{interrupt}
+    (standing in for a signal handler that logs), and fails the test if
+    it is written to while it writes.
+    """
+
+    def __init__(self, interrupt):
+        super().__init__()
+        self.interrupt = interrupt
+        self.writing = False
+        self.reentered = False
+
+    def write(self, text):
+        if self.writing:
+            self.reentered = True
+        self.writing = True
+        try:
+            interrupt, self.interrupt = self.interrupt, None
+            if interrupt is not None:
+                interrupt()
+            return super().write(text)
+        finally:
+            self.writing = False
+
+
+def _inThread(testCase, function):
+    """
+    Run C{function} in a thread and fail (rather than hang) if it has
+    not returned within five seconds: a deadlock is the bug looked for.
+    """
+    import threading
+
+    errors = []
+
+    def run():
+        try:
+            function()
+        except BaseException as e:
+            errors.append(e)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(5)
+    testCase.assertFalse(thread.is_alive(), "the observer deadlocked")
+    if errors:
+        raise errors[0]
+
+
+class ReentrancyTests(SynchronousTestCase):
+    """
+    A signal handler runs in the main thread between any two bytecodes,
+    and twistd's own (on SIGTERM) logs: the observers must take a line
+    from it while they are busy with another, without deadlocking and
+    without writing to their stream while it writes.
+    """
+
+    def test_lineObserverWhileWriting(self):
+        """
+        A worker's observer, interrupted in the middle of writing by an
+        urgent line, writes both, one after the other.
+        """
+        stream = _InterruptingStream(
+            lambda: observer({"log_format": "interrupting", "log_level": LogLevel.warn,
+                              "log_namespace": "tmta.x"}))
+        observer = LineObserver(stream)
+        _inThread(self, lambda: observer({"log_format": "first", "log_level": LogLevel.info,
+                                          "log_namespace": "tmta.x"}))
+        self.assertFalse(stream.reentered)
+        self.assertEqual([text for _, text in unstampLines(stream.getvalue().splitlines(), 0)],
+                         ["first", "warning: interrupting"])
+
+    def test_maillogWhileWriting(self):
+        """
+        The master's observer, interrupted in the middle of writing by
+        another event, writes both, one after the other.
+        """
+        stream = _InterruptingStream(
+            lambda: observer({"log_format": "interrupting", "log_level": LogLevel.info,
+                              "log_namespace": "x", "log_time": 2.0}))
+        observer = MaillogFileObserver(stream)
+        _inThread(self, lambda: observer({"log_format": "first", "log_level": LogLevel.info,
+                                          "log_namespace": "x", "log_time": 1.0}))
+        self.assertFalse(stream.reentered)
+        lines = stream.getvalue().splitlines()
+        self.assertEqual([line.split("] ", 1)[1] for line in lines], ["first", "interrupting"])
+
+    def test_maillogWhileAdding(self):
+        """
+        The master's observer, interrupted while it files a worker's
+        lines (here, by the rendering of a value), takes the interrupting
+        event too.
+        """
+        out = io.StringIO()
+        observer = MaillogFileObserver(out)
+
+        class Interrupting:
+            def __str__(self):
+                observer({"log_format": "interrupting", "log_level": LogLevel.info,
+                          "log_namespace": "x", "log_time": 2.0})
+                return "value"
+
+        _inThread(self, lambda: observer({"log_format": "first {v}", "v": Interrupting(),
+                                          "log_level": LogLevel.info, "log_namespace": "x",
+                                          "log_time": 1.0}))
+        lines = out.getvalue().splitlines()
+        self.assertEqual(sorted(line.split("] ", 1)[1] for line in lines),
+                         ["first value", "interrupting"])
+
+    def test_sigtermWhileLogging(self):
+        """
+        A real SIGTERM, whose handler logs, arriving again and again
+        while the process logs through L{MaillogFileObserver}: every
+        line of both is written and nothing hangs.
+        """
+        out = io.StringIO()
+        observer = MaillogFileObserver(out)
+        handled = []
+
+        def handler(signum, frame):
+            handled.append(signum)
+            observer({"log_format": "Received SIGTERM", "log_level": LogLevel.info,
+                      "log_namespace": "x", "log_time": time.time()})
+
+        previous = signal.signal(signal.SIGTERM, handler)
+        self.addCleanup(signal.signal, signal.SIGTERM, previous)
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        interval = 0.0005
+
+        def alarm(signum, frame):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        previousAlarm = signal.signal(signal.SIGALRM, alarm)
+        self.addCleanup(signal.signal, signal.SIGALRM, previousAlarm)
+        signal.setitimer(signal.ITIMER_REAL, interval, interval)
+        try:
+            deadline = time.monotonic() + 3
+            count = 0
+            while len(handled) < 50 and time.monotonic() < deadline:
+                observer({"log_format": "line {n}", "n": count, "log_level": LogLevel.info,
+                          "log_namespace": "x", "log_time": time.time()})
+                count += 1
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        lines = out.getvalue().splitlines()
+        self.assertGreater(len(handled), 0)
+        self.assertEqual(sum(1 for line in lines if line.endswith("Received SIGTERM")),
+                         len(handled))
+        self.assertEqual(sum(1 for line in lines if "] line " in line), count)
+
+
 class PrintableTests(SynchronousTestCase):
     def test_valuesFromTheNetworkMadePrintable(self):
         """

@@ -162,7 +162,10 @@ class LineObserver:
         self._reactor = None
         self._delay = 0.0
         self._limit = 0
-        self._lock = threading.Lock()
+        # Reentrant: a signal handler (twistd's on SIGTERM) logs from the
+        # main thread, possibly while that thread is inside this observer.
+        self._lock = threading.RLock()
+        self._writing = False
 
     def batchWith(self, reactor, delay: float = 0.05, limit: int = 32768) -> None:
         """
@@ -181,7 +184,9 @@ class LineObserver:
         reactor = self._reactor
         if reactor is None:
             with self._lock:
-                self._write(line)
+                self._pending.append(line)
+                self._pendingSize += len(line)
+            self.flush()
             return
         with self._lock:
             first = not self._pending
@@ -198,10 +203,28 @@ class LineObserver:
                 reactor.callFromThread(reactor.callLater, self._delay, self.flush)
 
     def flush(self) -> None:
+        # One write at a time: a flush that finds another under way (in
+        # another thread, or interrupted by a signal handler in this
+        # one) leaves its lines to it, and the writer goes on until none
+        # are left.  A stream must not be written to while it writes.
         with self._lock:
-            if self._pending:
-                lines, self._pending, self._pendingSize = "".join(self._pending), [], 0
-                self._write(lines)
+            if self._writing:
+                return
+            self._writing = True
+        try:
+            while True:
+                with self._lock:
+                    if not self._pending:
+                        self._writing = False
+                        return
+                    # Taken before it is joined: a line a signal handler
+                    # adds meanwhile goes into the list taken.
+                    pending, self._pending, self._pendingSize = self._pending, [], 0
+                self._write("".join(pending))
+        except BaseException:
+            with self._lock:
+                self._writing = False
+            raise
 
     def _write(self, text: str) -> None:
         try:
@@ -313,9 +336,12 @@ class MaillogFileObserver:
         self._pending: List[Tuple[float, int, str]] = []
         self._sequence = 0
         self._timer = None
-        self._lock = threading.Lock()
-        self._second: Optional[int] = None
-        self._stamp = ""
+        # Reentrant: a signal handler (twistd's on SIGTERM) logs from the
+        # main thread, possibly while that thread is inside this observer.
+        self._lock = threading.RLock()
+        self._stamp: Tuple[Optional[int], str] = (None, "")
+        self._unwritten: List[str] = []
+        self._writing = False
         if clock is not None:
             clock.addSystemEventTrigger("after", "shutdown", self.flush)
 
@@ -369,20 +395,42 @@ class MaillogFileObserver:
         """
         Write every line waiting, in time order.
         """
+        due = []
         with self._lock:
-            due = [text for _, _, text in sorted(self._pending)]
-            self._pending = []
+            # One line at a time: a signal handler that flushes meanwhile
+            # takes the rest, and no line is taken twice.
+            while self._pending:
+                due.append(heapq.heappop(self._pending)[2])
         if due:
             self._write("".join(due))
 
     def _write(self, text: str) -> None:
-        self._outFile.write(text)
-        self._outFile.flush()
+        # As in LineObserver.flush: one write at a time, the writer
+        # taking what others (a signal handler's line) add meanwhile.
+        with self._lock:
+            self._unwritten.append(text)
+            if self._writing:
+                return
+            self._writing = True
+        try:
+            while True:
+                with self._lock:
+                    if not self._unwritten:
+                        self._writing = False
+                        return
+                    unwritten, self._unwritten = self._unwritten, []
+                self._outFile.write("".join(unwritten))
+                self._outFile.flush()
+        except BaseException:
+            with self._lock:
+                self._writing = False
+            raise
 
     def _timestamp(self, when: float) -> str:
         # twistd's time format stops at seconds: one rendering per second.
         second = int(when)
-        if second != self._second:
-            self._second = second
-            self._stamp = formatTime(when)
-        return self._stamp
+        cached, stamp = self._stamp
+        if second != cached:
+            stamp = formatTime(when)
+            self._stamp = (second, stamp)
+        return stamp
