@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Dict, Optional
 
-from twisted.internet import defer
 from tmta.logging import Logger
 
 from tmta import replies
+from tmta.common.eager import eagerly
 from tmta.address import AddressError, isSafeMailboxName, localName, parsePath
 from tmta.dsn import DSNError, parseEnvid, parseNotify, parseOrcpt, parseRet
 from tmta.tables import TableLookupError
@@ -93,7 +93,7 @@ class EnvelopeCommands(SessionState):
                 lst.restrictions for lst in restrictions.forStage("MAIL"))):
             self.reply("250 2.1.0 Ok")
             return None
-        return defer.Deferred.fromCoroutine(self._checkSender())
+        return eagerly(self._checkSender())
 
     async def _checkSender(self) -> None:
         tooMuch = await self.limitExceeded("message")
@@ -162,7 +162,7 @@ class EnvelopeCommands(SessionState):
             else:
                 self.reply("452 4.5.3 Error: too many recipients")
             return None
-        return defer.Deferred.fromCoroutine(self._checkRecipient(recipient, notify, orcpt))
+        return eagerly(self._checkRecipient(recipient, notify, orcpt))
 
     async def _checkRecipient(self, recipient: str, notify: str = "", orcpt: str = "") -> None:
         tooMany = await self.limitExceeded("recipient")
@@ -237,4 +237,4 @@ class EnvelopeCommands(SessionState):
             else:
                 self.reply(f"252 2.0.0 {address}")
 
-        return defer.Deferred.fromCoroutine(verify())
+        return eagerly(verify())

@@ -15,6 +15,7 @@ from tmta.logging import Logger
 from zope.interface import implementer
 
 from tmta import replies
+from tmta.common.eager import eagerly
 from tmta.smtpd.auth import AuthCommands
 from tmta.smtpd.checking import RestrictionChecks
 from tmta.smtpd.envelope import EnvelopeCommands
@@ -114,12 +115,27 @@ class SMTPServer(EnvelopeCommands, DataCommands, AuthCommands, TLSCommands, Rest
             self.bareNewlineMode = "normalize"
         self.rejectBareNewline = self.bareNewlineMode == "reject"
         self.setTimeout(self.settings.timeout)
-        d = self.lookupName(self.clientAddress)
-        d.addErrback(lambda f: "unknown")
-        d.addCallback(self.awaitHandshake)
-        d.addCallback(self._admit)
-        d.addCallback(self._greet)
-        self.waitFor(d)
+        welcome = eagerly(self._welcome())
+        if isinstance(welcome, defer.Deferred):
+            self.waitFor(welcome)
+
+    async def _welcome(self) -> None:
+        """
+        Look the client's name up, wait for the TLS handshake in wrapper
+        mode, count the connection at anvil, and greet: at once, with no
+        Deferred, when none of these has to wait.
+        """
+        try:
+            names = await self.lookupName(self.clientAddress)
+        except Exception:
+            names = "unknown"
+        names = self.awaitHandshake(names)
+        if isinstance(names, defer.Deferred):
+            names = await names
+        name = self._admit(names)
+        if isinstance(name, defer.Deferred):
+            name = await name
+        self._greet(name)
 
     def _admit(self, names):
         """
@@ -147,7 +163,7 @@ class SMTPServer(EnvelopeCommands, DataCommands, AuthCommands, TLSCommands, Rest
                 self.close()
             return name
 
-        return defer.Deferred.fromCoroutine(admit())
+        return eagerly(admit())
 
     async def limitExceeded(self, event: str) -> Optional[str]:
         """
@@ -409,7 +425,7 @@ class SMTPServer(EnvelopeCommands, DataCommands, AuthCommands, TLSCommands, Rest
             if isinstance(result, defer.Deferred):
                 await result
 
-        return defer.Deferred.fromCoroutine(check())
+        return eagerly(check())
 
     def smtp_HELO(self, argument: str):
         if self._hello("HELO", argument):

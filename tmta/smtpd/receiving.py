@@ -14,6 +14,7 @@ from twisted.internet import defer
 from tmta.logging import Logger
 
 from tmta import replies
+from tmta.common.eager import eagerly
 from tmta.smtpd.data import ChunkDecoder
 from tmta.smtpd.transfer import CleanupLost, MessageTransfer, TooBig
 from tmta.smtpd.session import SessionState
@@ -61,7 +62,7 @@ class DataCommands(SessionState):
         if not self.recipients:
             self._error("554 5.5.1 Error: no valid recipients")
             return None
-        return defer.Deferred.fromCoroutine(self._startData())
+        return eagerly(self._startData())
 
     def smtp_BDAT(self, argument: str):
         match = _BDAT.match(argument.strip())
@@ -88,7 +89,7 @@ class DataCommands(SessionState):
                 chunk.error = "554 5.5.1 Error: no transaction"
             self._chunk = chunk
 
-        return defer.Deferred.fromCoroutine(start())
+        return eagerly(start())
 
     async def _startData(self) -> None:
         if await self._openTransfer():

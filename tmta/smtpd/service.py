@@ -5,6 +5,7 @@ The smtpd service: one process serves many SMTP sessions at once.
 from __future__ import annotations
 
 import ipaddress
+import re
 import os
 import resource
 import socket
@@ -47,6 +48,10 @@ def raiseOpenFileLimit(clients: int) -> None:
         )
 
 
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_LOOPBACK = re.compile(rf"127(?:\.{_OCTET}){{3}}|::1")
+
+
 def lookupClientName(reactor, address: str) -> defer.Deferred:
     """
     The client's host names (in a thread: the resolver blocks): the name
@@ -56,6 +61,10 @@ def lookupClientName(reactor, address: str) -> defer.Deferred:
 
     @return: a Deferred firing with C{(name, reverseName)}.
     """
+    # The usual loopback forms without ipaddress, which costs more than
+    # the rest of a loopback session's greeting.
+    if _LOOPBACK.fullmatch(address):
+        return defer.succeed(("localhost", "localhost"))
     try:
         if ipaddress.ip_address(address).is_loopback:
             return defer.succeed(("localhost", "localhost"))
