@@ -25,7 +25,7 @@ import heapq
 import re
 import threading
 import time
-from typing import Any, List, Optional, TextIO, Tuple
+from typing import Any, Callable, List, Optional, TextIO, Tuple
 
 from twisted.python.threadable import isInIOThread
 from zope.interface import implementer
@@ -139,6 +139,64 @@ def isTwistedChatter(event: dict) -> bool:
     )
 
 
+class _SerialWriter:
+    """
+    Text waiting to be written to a stream, written one write at a time.
+
+    Text may be added from any thread, and from a signal handler, which
+    runs in the main thread between any two bytecodes (twistd's, on
+    SIGTERM, logs): the lock is reentrant, so such a handler never waits
+    for the code it interrupted, and a drain that finds another under way
+    leaves its text to that one, which goes on until nothing is left.  A
+    stream is thus never written to while it writes, and no text is lost
+    or written twice.
+
+    @ivar size: how many characters wait.
+    """
+
+    def __init__(self, write: Callable[[str], None]) -> None:
+        self._write = write
+        self.lock = threading.RLock()
+        self._waiting: List[str] = []
+        self.size = 0
+        self._writing = False
+
+    def add(self, text: str) -> bool:
+        """
+        Queue C{text}.
+
+        @return: whether nothing was waiting before it.
+        """
+        with self.lock:
+            first = not self._waiting
+            self._waiting.append(text)
+            self.size += len(text)
+        return first
+
+    def drain(self) -> None:
+        """
+        Write what waits, unless a drain is under way (which writes it).
+        """
+        with self.lock:
+            if self._writing:
+                return
+            self._writing = True
+        try:
+            while True:
+                with self.lock:
+                    if not self._waiting:
+                        self._writing = False
+                        return
+                    # Taken before it is joined: text a signal handler
+                    # adds meanwhile goes into the list taken.
+                    waiting, self._waiting, self.size = self._waiting, [], 0
+                self._write("".join(waiting))
+        except BaseException:
+            with self.lock:
+                self._writing = False
+            raise
+
+
 @implementer(ILogObserver)
 class LineObserver:
     """
@@ -151,21 +209,17 @@ class LineObserver:
     errors are flushed at once.
 
     Events may come from any thread (a delivery logs from the thread it
-    runs in): the lines waiting are guarded by a lock, and the flush is
-    scheduled through the reactor thread.
+    runs in), or from a signal handler: the lines waiting are kept by a
+    L{_SerialWriter}, and the flush is scheduled through the reactor
+    thread.
     """
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
-        self._pending: list = []
-        self._pendingSize = 0
+        self._waiting = _SerialWriter(self._write)
         self._reactor = None
         self._delay = 0.0
         self._limit = 0
-        # Reentrant: a signal handler (twistd's on SIGTERM) logs from the
-        # main thread, possibly while that thread is inside this observer.
-        self._lock = threading.RLock()
-        self._writing = False
 
     def batchWith(self, reactor, delay: float = 0.05, limit: int = 32768) -> None:
         """
@@ -181,21 +235,12 @@ class LineObserver:
         if isTwistedChatter(event):
             return
         line = stampLine(event.get("log_time"), formatLine(event))
+        waiting = self._waiting
+        first = waiting.add(line)
         reactor = self._reactor
-        if reactor is None:
-            with self._lock:
-                self._pending.append(line)
-                self._pendingSize += len(line)
-            self.flush()
-            return
-        with self._lock:
-            first = not self._pending
-            self._pending.append(line)
-            self._pendingSize += len(line)
-            urgent = (self._pendingSize >= self._limit
-                      or event.get("log_level") in _LEVEL_PREFIX)
-        if urgent:
-            self.flush()
+        if reactor is None or waiting.size >= self._limit or \
+                event.get("log_level") in _LEVEL_PREFIX:
+            waiting.drain()
         elif first:
             if isInIOThread():
                 reactor.callLater(self._delay, self.flush)
@@ -203,28 +248,7 @@ class LineObserver:
                 reactor.callFromThread(reactor.callLater, self._delay, self.flush)
 
     def flush(self) -> None:
-        # One write at a time: a flush that finds another under way (in
-        # another thread, or interrupted by a signal handler in this
-        # one) leaves its lines to it, and the writer goes on until none
-        # are left.  A stream must not be written to while it writes.
-        with self._lock:
-            if self._writing:
-                return
-            self._writing = True
-        try:
-            while True:
-                with self._lock:
-                    if not self._pending:
-                        self._writing = False
-                        return
-                    # Taken before it is joined: a line a signal handler
-                    # adds meanwhile goes into the list taken.
-                    pending, self._pending, self._pendingSize = self._pending, [], 0
-                self._write("".join(pending))
-        except BaseException:
-            with self._lock:
-                self._writing = False
-            raise
+        self._waiting.drain()
 
     def _write(self, text: str) -> None:
         try:
@@ -340,8 +364,7 @@ class MaillogFileObserver:
         # main thread, possibly while that thread is inside this observer.
         self._lock = threading.RLock()
         self._stamp: Tuple[Optional[int], str] = (None, "")
-        self._unwritten: List[str] = []
-        self._writing = False
+        self._unwritten = _SerialWriter(self._writeOut)
         if clock is not None:
             clock.addSystemEventTrigger("after", "shutdown", self.flush)
 
@@ -405,26 +428,12 @@ class MaillogFileObserver:
             self._write("".join(due))
 
     def _write(self, text: str) -> None:
-        # As in LineObserver.flush: one write at a time, the writer
-        # taking what others (a signal handler's line) add meanwhile.
-        with self._lock:
-            self._unwritten.append(text)
-            if self._writing:
-                return
-            self._writing = True
-        try:
-            while True:
-                with self._lock:
-                    if not self._unwritten:
-                        self._writing = False
-                        return
-                    unwritten, self._unwritten = self._unwritten, []
-                self._outFile.write("".join(unwritten))
-                self._outFile.flush()
-        except BaseException:
-            with self._lock:
-                self._writing = False
-            raise
+        self._unwritten.add(text)
+        self._unwritten.drain()
+
+    def _writeOut(self, text: str) -> None:
+        self._outFile.write(text)
+        self._outFile.flush()
 
     def _timestamp(self, when: float) -> str:
         # twistd's time format stops at seconds: one rendering per second.
