@@ -31,6 +31,7 @@ from tmta.cleanup.headers import (
     splitHeaderSection,
 )
 from tmta.batching import ThreadBatcher
+from tmta.common.eager import eagerly
 from tmta.cleanup.addresses import AddressMapper, ExpansionError
 from tmta.cleanup.checks import ContentChecks, Verdict
 from tmta.tables import TableLookupError
@@ -210,7 +211,7 @@ class Message:
                 return None
         # The envelope goes into the file once the header section is
         # known: header_checks may redirect the message or hold it.
-        return defer.Deferred.fromCoroutine(self._flushHeaders())
+        return eagerly(self._flushHeaders())
 
     def _body(self, data: bytes) -> None:
         if self.bodyChecker is not None:

@@ -10,6 +10,7 @@ import time
 from typing import Callable, Dict, List, Optional, Set, Tuple
 
 from twisted.internet import defer, task
+from tmta.common.eager import eagerly
 from tmta.logging import Logger
 
 from tmta.common.flow import InFlowFlag
@@ -282,9 +283,13 @@ class QueueManager:
             queueId=queueId, sender=envelope.sender, size=envelope.size, nrcpt=len(pending),
         )
         message.jobs += 1  # held while the recipients are being resolved
-        d = defer.Deferred.fromCoroutine(self._schedule(message, pending))
-        d.addErrback(lambda f: log.failure("{queueId}: scheduling failed", f, queueId=queueId))
-        d.addBoth(lambda _: self.completion.jobDone(message))
+        scheduled = eagerly(self._schedule(message, pending))
+        if not isinstance(scheduled, defer.Deferred):
+            self.completion.jobDone(message)
+            return
+        scheduled.addErrback(
+            lambda f: log.failure("{queueId}: scheduling failed", f, queueId=queueId))
+        scheduled.addBoth(lambda _: self.completion.jobDone(message))
 
     async def _schedule(self, message: ActiveMessage, pending: List[Recipient]) -> None:
         groups: Dict[Tuple[str, str], List[Recipient]] = {}
