@@ -10,9 +10,6 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tmta.queue.layout import createLayout
 from tmta.queue.qfile import (
-    HEADER,
-    REC_CONTENT_END,
-    REC_END,
     CorruptQueueFile,
     commitAll,
     iterContent,
@@ -124,31 +121,6 @@ class QueueFileTests(SynchronousTestCase):
         self.assertEqual(self.fsyncs.paths, [paths[0], paths[2], os.path.dirname(paths[0])])
         self.assertEqual(sorted(self.store.list("incoming")), sorted([writers[0][0], writers[2][0]]))
         self.assertTrue(self.store.isComplete("incoming", writers[0][0]))
-
-    def test_sealThenCommit(self):
-        """
-        L{QueueFileWriter.seal} finishes the file but syncs nothing (it
-        runs on cleanup's reactor thread); the commit after it fsyncs the
-        file and its directory and writes no record twice.
-        """
-        queueId, writer = self.store.create("incoming")
-        writer.envelope(1.0, "s@x", {})
-        writer.recipient("r@x")
-        writer.content(b"Subject: hi\n\nbody\n")
-        writer.seal()
-        writer.seal()
-        self.assertEqual(self.fsyncs.paths, [])
-        self.assertTrue(self.store.isComplete("incoming", queueId))
-        writer.commit()
-        path = self.store.path("incoming", queueId)
-        self.assertEqual(self.fsyncs.paths, [path, os.path.dirname(path)])
-        env = self.store.readEnvelope("incoming", queueId)
-        self.assertEqual([r.address for r in env.recipients], ["r@x"])
-        ending = HEADER.pack(REC_CONTENT_END, 0) + HEADER.pack(REC_END, 0)
-        with open(path, "rb") as f:
-            image = f.read()
-        self.assertTrue(image.endswith(ending))
-        self.assertFalse(image.endswith(ending * 2))
 
     def test_incompleteInvisible(self):
         queueId, writer = self.store.create("incoming")

@@ -337,9 +337,6 @@ class Message:
                 return storageFailure(e)
         error: Optional[BaseException]
         try:
-            # The end records and the mode bit here, the fsync in the
-            # committer's thread (see QueueFileWriter.seal).
-            self.file.seal()
             error = await self.cleanup.committer.submit(self.file)
         except Exception as e:
             error = e

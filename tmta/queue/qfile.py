@@ -143,7 +143,6 @@ class QueueFileWriter:
         self._offset = 0
         self.size = 0
         self._inContent = False
-        self._sealed = False
         self._record(REC_VERSION, VERSION)
 
     def _record(self, kind: bytes, data: bytes) -> None:
@@ -217,20 +216,15 @@ class QueueFileWriter:
         if error is not None:
             raise error
 
-    def seal(self) -> None:
+    def finish(self) -> None:
         """
-        Write the end records and set the complete mode bit: all of
-        L{finish} but the fsync.  It writes to the page cache only, as
-        the content writes before it do, so cleanup calls it on its
-        reactor thread and leaves its thread nothing but the fsyncs
-        (each system call made there hands the interpreter's lock back
-        and forth between the threads).  The file is not durable, and
-        must not be acknowledged, before L{finish}.
+        Finish the file and fsync it, but not its directory: the file is
+        durable only once the directory is fsynced too (L{commit} does
+        both; L{commitAll} shares the directory's fsync among files).
+        Blocking.
 
         @raise OSError: the file is removed.
         """
-        if self._sealed:
-            return
         try:
             if not self._inContent:
                 self._record(REC_MESSAGE, b"")
@@ -238,22 +232,6 @@ class QueueFileWriter:
             self._record(REC_END, b"")
             self.flush()
             os.fchmod(self._fd, COMPLETE_MODE)
-        except BaseException:
-            self.abort()
-            raise
-        self._sealed = True
-
-    def finish(self) -> None:
-        """
-        Finish the file (L{seal}, unless done already) and fsync it, but
-        not its directory: the file is durable only once the directory is
-        fsynced too (L{commit} does both; L{commitAll} shares the
-        directory's fsync among files).  Blocking.
-
-        @raise OSError: the file is removed.
-        """
-        self.seal()
-        try:
             self._fsync(self._fd)
             self._close()
         except BaseException:
