@@ -156,7 +156,7 @@ class _SerialWriter:
 
     def __init__(self, write: Callable[[str], None]) -> None:
         self._write = write
-        self.lock = threading.RLock()
+        self._lock = threading.RLock()
         self._waiting: List[str] = []
         self.size = 0
         self._writing = False
@@ -167,7 +167,7 @@ class _SerialWriter:
 
         @return: whether nothing was waiting before it.
         """
-        with self.lock:
+        with self._lock:
             first = not self._waiting
             self._waiting.append(text)
             self.size += len(text)
@@ -177,13 +177,13 @@ class _SerialWriter:
         """
         Write what waits, unless a drain is under way (which writes it).
         """
-        with self.lock:
+        with self._lock:
             if self._writing:
                 return
             self._writing = True
         try:
             while True:
-                with self.lock:
+                with self._lock:
                     if not self._waiting:
                         self._writing = False
                         return
@@ -192,7 +192,7 @@ class _SerialWriter:
                     waiting, self._waiting, self.size = self._waiting, [], 0
                 self._write("".join(waiting))
         except BaseException:
-            with self.lock:
+            with self._lock:
                 self._writing = False
             raise
 
@@ -216,7 +216,7 @@ class LineObserver:
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
-        self._waiting = _SerialWriter(self._write)
+        self._writer = _SerialWriter(self._write)
         self._reactor = None
         self._delay = 0.0
         self._limit = 0
@@ -235,12 +235,12 @@ class LineObserver:
         if isTwistedChatter(event):
             return
         line = stampLine(event.get("log_time"), formatLine(event))
-        waiting = self._waiting
-        first = waiting.add(line)
+        writer = self._writer
+        first = writer.add(line)
         reactor = self._reactor
-        if reactor is None or waiting.size >= self._limit or \
+        if reactor is None or writer.size >= self._limit or \
                 event.get("log_level") in _LEVEL_PREFIX:
-            waiting.drain()
+            writer.drain()
         elif first:
             if isInIOThread():
                 reactor.callLater(self._delay, self.flush)
@@ -248,7 +248,7 @@ class LineObserver:
                 reactor.callFromThread(reactor.callLater, self._delay, self.flush)
 
     def flush(self) -> None:
-        self._waiting.drain()
+        self._writer.drain()
 
     def _write(self, text: str) -> None:
         try:
@@ -364,7 +364,7 @@ class MaillogFileObserver:
         # main thread, possibly while that thread is inside this observer.
         self._lock = threading.RLock()
         self._stamp: Tuple[Optional[int], str] = (None, "")
-        self._unwritten = _SerialWriter(self._writeOut)
+        self._writer = _SerialWriter(self._writeOut)
         if clock is not None:
             clock.addSystemEventTrigger("after", "shutdown", self.flush)
 
@@ -428,8 +428,8 @@ class MaillogFileObserver:
             self._write("".join(due))
 
     def _write(self, text: str) -> None:
-        self._unwritten.add(text)
-        self._unwritten.drain()
+        self._writer.add(text)
+        self._writer.drain()
 
     def _writeOut(self, text: str) -> None:
         self._outFile.write(text)
