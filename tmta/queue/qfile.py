@@ -56,9 +56,6 @@ REC_CONTENT = b"C"
 REC_CONTENT_END = b"X"
 REC_END = b"E"
 
-_ENVELOPE_TYPES = {REC_TIME, REC_SENDER, REC_ATTRIBUTE, REC_RECIPIENT, REC_DONE}
-
-
 class CorruptQueueFile(Exception):
     """
     A queue file is truncated, damaged or not a queue file.
@@ -398,61 +395,74 @@ def readEnvelope(f: BinaryIO, maxRecipients: int = 1_000_000) -> Envelope:
     @raise CorruptQueueFile: the file is damaged, truncated or incomplete.
     """
     f.seek(0)
-    records = _records(f, MAX_RECORD)
+    records: Iterator[tuple]
+    if isinstance(f, QueueFileImage):
+        # Straight from the bytes: one generator rather than two.
+        f.seek(0, os.SEEK_END)
+        records = _recordsIn(f.image, 0, MAX_RECORD)
+    else:
+        records = _records(f, MAX_RECORD)
     first = next(records, None)
     if first is None or first[1] != REC_VERSION or first[2] != VERSION:
         raise CorruptQueueFile("not a tmta queue file")
     envelope = Envelope(arrival=0.0, sender="")
-    seen = set()
-    state = "envelope"
+    recipients = envelope.recipients
+    hasTime = hasSender = False
     try:
+        # The envelope, up to the start of the content.
         for offset, kind, data in records:
-            if state == "envelope":
-                if kind in _ENVELOPE_TYPES:
-                    seen.add(kind)
-                    if kind == REC_TIME:
-                        envelope.arrival = float(data.decode("ascii"))
-                    elif kind == REC_SENDER:
-                        envelope.sender = _text(data)
-                    elif kind == REC_ATTRIBUTE:
-                        name, eq, value = _text(data).partition("=")
-                        if not eq:
-                            raise CorruptQueueFile(f"bad attribute at offset {offset}")
-                        envelope.attributes[name] = value
-                    else:
-                        fields = data.split(b"\0")
-                        if len(fields) not in (2, 4):
-                            raise CorruptQueueFile(f"bad recipient at offset {offset}")
-                        if len(envelope.recipients) >= maxRecipients:
-                            raise CorruptQueueFile("too many recipients")
-                        recipient = Recipient(_text(fields[0]), _text(fields[1]), offset,
-                                              kind == REC_DONE)
-                        if len(fields) == 4:
-                            recipient.notify, recipient.orcpt = _text(fields[2]), _text(fields[3])
-                        envelope.recipients.append(recipient)
-                elif kind == REC_MESSAGE:
-                    state = "content"
-                    envelope.contentOffset = offset + HEADER.size + len(data)
-                else:
-                    raise CorruptQueueFile(f"unexpected record {kind!r} at offset {offset}")
-            elif state == "content":
-                if kind == REC_CONTENT:
-                    envelope.size += len(data)
-                elif kind == REC_CONTENT_END:
-                    state = "end"
-                else:
-                    raise CorruptQueueFile(f"unexpected record {kind!r} in content")
-            elif state == "end":
-                if kind != REC_END:
-                    raise CorruptQueueFile(f"unexpected record {kind!r} after content")
-                state = "complete"
+            if kind == REC_RECIPIENT or kind == REC_DONE:
+                fields = data.split(b"\0")
+                if len(fields) not in (2, 4):
+                    raise CorruptQueueFile(f"bad recipient at offset {offset}")
+                if len(recipients) >= maxRecipients:
+                    raise CorruptQueueFile("too many recipients")
+                recipient = Recipient(_text(fields[0]), _text(fields[1]), offset,
+                                      kind == REC_DONE)
+                if len(fields) == 4:
+                    recipient.notify, recipient.orcpt = _text(fields[2]), _text(fields[3])
+                recipients.append(recipient)
+            elif kind == REC_ATTRIBUTE:
+                name, eq, value = data.decode("utf-8", "surrogateescape").partition("=")
+                if not eq:
+                    raise CorruptQueueFile(f"bad attribute at offset {offset}")
+                envelope.attributes[name] = value
+            elif kind == REC_TIME:
+                envelope.arrival = float(data.decode("ascii"))
+                hasTime = True
+            elif kind == REC_SENDER:
+                envelope.sender = _text(data)
+                hasSender = True
+            elif kind == REC_MESSAGE:
+                envelope.contentOffset = offset + HEADER.size + len(data)
+                break
             else:
-                raise CorruptQueueFile("data after the end record")
+                raise CorruptQueueFile(f"unexpected record {kind!r} at offset {offset}")
+        else:
+            raise CorruptQueueFile("incomplete queue file (no end record)")
+        # The content, up to its end record.
+        size = 0
+        for offset, kind, data in records:
+            if kind == REC_CONTENT:
+                size += len(data)
+            elif kind == REC_CONTENT_END:
+                break
+            else:
+                raise CorruptQueueFile(f"unexpected record {kind!r} in content")
+        else:
+            raise CorruptQueueFile("incomplete queue file (no end record)")
+        envelope.size = size
+        # The end record, and nothing after it.
+        last = next(records, None)
+        if last is None:
+            raise CorruptQueueFile("incomplete queue file (no end record)")
+        if last[1] != REC_END:
+            raise CorruptQueueFile(f"unexpected record {last[1]!r} after content")
+        if next(records, None) is not None:
+            raise CorruptQueueFile("data after the end record")
     except ValueError as e:
         raise CorruptQueueFile(str(e))
-    if state != "complete":
-        raise CorruptQueueFile("incomplete queue file (no end record)")
-    if REC_TIME not in seen or REC_SENDER not in seen:
+    if not (hasTime and hasSender):
         raise CorruptQueueFile("no arrival time or sender")
     return envelope
 
