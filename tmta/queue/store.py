@@ -60,6 +60,11 @@ class QueueStore:
         self.hashDepth = max(0, min(hashDepth, 4))
         self.ids = ids or QueueIdGenerator()
         self.hashedQueues = frozenset(hashedQueues) if self.hashDepth else frozenset()
+        # Each queue's directory with its separator, by queue name: a
+        # queue file's name is then one concatenation (qmgr names each
+        # message's file five times).
+        self._flat = {name: os.path.join(directory, name, "")
+                      for name in QUEUES if name not in self.hashedQueues}
 
     @classmethod
     def fromConfig(cls, config, **kw) -> "QueueStore":
@@ -77,6 +82,9 @@ class QueueStore:
         @raise ValueError: an unknown queue or a malformed id (which could
             otherwise name a file outside the queue).
         """
+        flat = self._flat.get(queueName)
+        if flat is not None and isQueueId(queueId):
+            return flat + queueId
         if queueName not in QUEUES or not isQueueId(queueId):
             raise ValueError(f"bad queue file name {queueName}/{queueId!r}")
         if queueName in self.hashedQueues:
