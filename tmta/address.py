@@ -111,6 +111,12 @@ def parsePath(text: str, strict: bool = False) -> Tuple[Optional[str], str]:
 
 
 def _closingBracket(text: str) -> int:
+    if '"' not in text:
+        # No quoted local part (nearly every address): the first ">".
+        end = text.find(">", 1)
+        if end < 0:
+            raise AddressError("missing '>'")
+        return end
     quoted = False
     i = 1
     while i < len(text):
