@@ -2,14 +2,22 @@
 Tests for L{tmta.wire}: the AMP argument types tmta's processes share.
 """
 
-from twisted.internet import defer
+import os
+import socket
+
+from twisted.internet import defer, main
 from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IFileDescriptorReceiver
+from twisted.internet.protocol import Protocol
 from twisted.internet.testing import StringTransport
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from zope.interface import implementer
+
 from tmta.common.command import Command
+from tmta.common.transports import PlainReadMixin
 from tmta.wire import QuietAMP, RecordList, serializeBox
 
 
@@ -715,3 +723,78 @@ class SerializeBoxTests(SynchronousTestCase):
         self.assertRaises(amp.TooLong, serializeBox, {b"k": b"v" * 65536})
         self.assertRaises(TypeError, serializeBox, {"k": b"v"})
         self.assertRaises(TypeError, serializeBox, {b"k": "v"})
+
+
+class _Received(Protocol):
+    def __init__(self):
+        self.data = []
+
+    def dataReceived(self, data):
+        self.data.append(data)
+
+
+@implementer(IFileDescriptorReceiver)
+class _ReceivesDescriptors(_Received):
+    def __init__(self):
+        super().__init__()
+        self.descriptors = []
+
+    def fileDescriptorReceived(self, descriptor):
+        self.descriptors.append(descriptor)
+
+
+class PlainReadTests(SynchronousTestCase):
+    """
+    L{PlainReadMixin}: the UNIX connections between tmta's processes read
+    with C{recv}, except for a protocol that takes descriptors.
+    """
+
+    def transport(self, protocol):
+        from twisted.internet import unix
+        from twisted.internet.testing import MemoryReactor
+
+        ours, theirs = socket.socketpair()
+        self.addCleanup(ours.close)
+        self.addCleanup(theirs.close)
+        ours.setblocking(False)
+        transportClass = type("Transport", (PlainReadMixin, unix.Server), {})
+        transport = transportClass(ours, protocol, None, None, 1, MemoryReactor())
+        protocol.makeConnection(transport)
+        return transport, theirs
+
+    def test_plainProtocolReadsWithRecv(self):
+        from twisted.internet import unix
+
+        def refused(*args, **kwargs):
+            raise AssertionError("recvmsg used")
+
+        self.patch(unix.sendmsg, "recvmsg", refused)
+        protocol = _Received()
+        transport, peer = self.transport(protocol)
+        peer.send(b"hello")
+        self.assertIsNone(transport.doRead())
+        self.assertEqual(protocol.data, [b"hello"])
+        peer.close()
+        self.assertEqual(transport.doRead(), main.CONNECTION_DONE)
+
+    def test_descriptorsStillReceived(self):
+        protocol = _ReceivesDescriptors()
+        transport, peer = self.transport(protocol)
+        passed = os.open(os.devnull, os.O_RDONLY)
+        self.addCleanup(os.close, passed)
+        socket.send_fds(peer, [b"x"], [passed])
+        transport.doRead()
+        self.assertEqual(protocol.data, [b"x"])
+        self.assertEqual(len(protocol.descriptors), 1)
+        os.close(protocol.descriptors[0])
+
+    def test_workerTransportsReadPlainly(self):
+        """
+        The transports of a worker's accepted UNIX connections and of its
+        connections to other services are the plain-reading ones.
+        """
+        from tmta.master.runtime import _EagerUNIXServer
+        from tmta.wire import _EagerUNIXClient
+
+        for transportClass in (_EagerUNIXServer, _EagerUNIXClient):
+            self.assertTrue(issubclass(transportClass, PlainReadMixin))

@@ -21,7 +21,7 @@ from twisted.python.failure import Failure
 
 from tmta.common.command import Command
 from tmta.common.triggers import Wakeup
-from tmta.common.transports import EagerWriteMixin
+from tmta.common.transports import EagerWriteMixin, PlainReadMixin
 from tmta.common.twistedcompat import (
     ampCanBatch,
     ampParsesPlainBoxes,
@@ -444,7 +444,7 @@ def connectService(reactor, queueDirectory: str, service: str, private: bool = T
     return endpoint.connect(factory)
 
 
-class _EagerUNIXClient(EagerWriteMixin, unix.Client):
+class _EagerUNIXClient(PlainReadMixin, EagerWriteMixin, unix.Client):
     pass
 
 

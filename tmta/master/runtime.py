@@ -15,7 +15,7 @@ from twisted.python.failure import Failure
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from tmta.logging import Logger
 
-from tmta.common.transports import EagerWriteMixin
+from tmta.common.transports import EagerWriteMixin, PlainReadMixin
 from tmta.common.twistedcompat import adoptListeningPort, shareListeningSocket
 
 LISTEN_BACKLOG = 1024
@@ -68,7 +68,7 @@ class _EagerTCPServer(_CountedMixin, EagerWriteMixin, tcp.Server):
     pass
 
 
-class _EagerUNIXServer(_CountedMixin, EagerWriteMixin, unix.Server):
+class _EagerUNIXServer(_CountedMixin, PlainReadMixin, EagerWriteMixin, unix.Server):
     pass
 
 
