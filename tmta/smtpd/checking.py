@@ -105,9 +105,18 @@ class RestrictionChecks(SessionState):
     reverseClientName = "unknown"
     pipelinedNow = False
 
+    #: The server's address and port, once asked for (each asking makes
+    #: a system call and an address object).
+    _serverAddress: Optional[Tuple[str, int]] = None
+
     def restrictionContext(self, stage: str, recipient: str = "",
                            addressClass: str = "") -> RecipientContext:
-        host = self.transport.getHost() if self.transport is not None else None
+        serverAddress = self._serverAddress
+        if serverAddress is None:
+            host = self.transport.getHost() if self.transport is not None else None
+            serverAddress = (getattr(host, "host", "") or "", getattr(host, "port", 0) or 0)
+            if self.transport is not None:
+                self._serverAddress = serverAddress
         return RecipientContext(
             clientAddress=self.clientAddress,
             recipient=recipient,
@@ -125,8 +134,8 @@ class RestrictionChecks(SessionState):
             size=self.declaredSize,
             queueId=self.queueId if stage == "END-OF-MESSAGE" else "",
             tlsSummary=self.tlsSummary or "",
-            serverAddress=getattr(host, "host", "") or "",
-            serverPort=getattr(host, "port", 0) or 0,
+            serverAddress=serverAddress[0],
+            serverPort=serverAddress[1],
             pipelined=self.pipelinedNow,
             instance=f"{id(self):x}.{self.transactionNumber}",
             resolve=self.resolve,
