@@ -505,7 +505,13 @@ class Postfix(Server):
     """
 
     def __init__(self, base: str, agent: str = "virtual", sink: Optional[Sink] = None,
-                 certificate: Optional[str] = None) -> None:
+                 certificate: Optional[str] = None, maxUse: Optional[int] = None) -> None:
+        """
+        @param maxUse: Postfix's C{max_use}, when not its default (100):
+            raised, its smtpd, cleanup and delivery processes live through
+            the run, and their CPU is shown by process name rather than
+            only in the total (at the cost of Postfix's process starts).
+        """
         self.sink = sink
         self.name = "postfix" if agent == "virtual" else f"postfix-{agent}"
         self.base = os.path.join(base, self.name)
@@ -560,6 +566,7 @@ class Postfix(Server):
                 + (f"relayhost = [127.0.0.1]:{sink.port}\n" if sink else "")
                 + f"maillog_file = {self.base}/maillog\nmaillog_file_prefixes = {self.base}\n"
                 + tlsSettings(certificate)
+                + (f"max_use = {maxUse}\n" if maxUse else "")
             )
         self.maildir = os.path.join(mail, "bench", "new")
         self.maillog = os.path.join(self.base, "maillog")
@@ -708,6 +715,10 @@ def main() -> int:
                         help="runs of each server, taken in turn; medians are reported")
     parser.add_argument("--postfix-agents", default="virtual,local",
                         help="Postfix delivery agents to compare with, of virtual and local")
+    parser.add_argument("--postfix-max-use", type=int, default=None, metavar="N",
+                        help="Postfix's max_use (default: its own, 100); a large N keeps its "
+                             "smtpd, cleanup and delivery processes alive through the run, so "
+                             "that their CPU is shown by process, not only in the total")
     parser.add_argument("--relay", action="store_true",
                         help="relay every message through relayhost to smtp-sink on loopback "
                              "instead of delivering it locally")
@@ -778,7 +789,8 @@ def main() -> int:
                                               certificate, python=args.python))]
         if not args.no_postfix and shutil.which("postfix") and os.getuid() == 0:
             makers.append(("postfix", lambda where: Postfix(
-                where, "virtual", Sink(os.path.join(where, "postfix-sink")), certificate)))
+                where, "virtual", Sink(os.path.join(where, "postfix-sink")), certificate,
+                args.postfix_max_use)))
     else:
         makers = [("tmta", lambda where: Tmta(where, None, certificate, python=args.python))]
     if args.baseline:
@@ -790,8 +802,8 @@ def main() -> int:
             if agent not in ("virtual", "local"):
                 parser.error(f"unknown Postfix agent {agent!r}")
             name = "postfix" if agent == "virtual" else f"postfix-{agent}"
-            makers.append((name, lambda where, agent=agent: Postfix(where, agent, None,
-                                                                     certificate)))
+            makers.append((name, lambda where, agent=agent: Postfix(
+                where, agent, None, certificate, args.postfix_max_use)))
     runs: Dict[str, List[Dict[str, float]]] = {name: [] for name, _ in makers}
     try:
         first = True
