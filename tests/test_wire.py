@@ -798,3 +798,21 @@ class PlainReadTests(SynchronousTestCase):
 
         for transportClass in (_EagerUNIXServer, _EagerUNIXClient):
             self.assertTrue(issubclass(transportClass, PlainReadMixin))
+
+    def test_ampReadsWithRecv(self):
+        """
+        tmta's AMP takes no descriptors (AMP itself is declared to), so
+        its connections read with C{recv}: a box sent is received whole.
+        """
+        from twisted.internet import unix
+
+        def refused(*args, **kwargs):
+            raise AssertionError("recvmsg used")
+
+        self.patch(unix.sendmsg, "recvmsg", refused)
+        protocol = _Recording()
+        self.assertFalse(IFileDescriptorReceiver.providedBy(protocol))
+        transport, peer = self.transport(protocol)
+        peer.send(serializeBox({b"_command": b"Note", b"text": b"hi"}))
+        transport.doRead()
+        self.assertEqual(protocol.boxes, [{b"_command": b"Note", b"text": b"hi"}])

@@ -90,10 +90,10 @@ class ForkServerTests(SynchronousTestCase):
         """
         script = (
             "import tmta.wire\n"
-            "print('__implemented__' in vars(tmta.wire.QuietAMP))\n"
+            "print('__implemented__' in vars(tmta.wire.ServiceAMP))\n"
             "from tmta.master.forkserver import preload\n"
             "preload()\n"
-            "print('__implemented__' in vars(tmta.wire.QuietAMP))\n"
+            "print('__implemented__' in vars(tmta.wire.ServiceAMP))\n"
         )
         output = subprocess.run(
             [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True

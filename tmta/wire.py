@@ -14,10 +14,12 @@ from typing import Any, Dict, Iterator, List, Sequence, Tuple
 
 from twisted.internet import defer, endpoints, unix
 from twisted.internet.error import ConnectionLost
+from twisted.internet.interfaces import ILoggingContext, IProtocol
 from twisted.internet.protocol import Factory, connectionDone
 from tmta.logging import Logger
 from twisted.protocols import amp
 from twisted.python.failure import Failure
+from zope.interface import implementer_only
 
 from tmta.common.command import Command
 from tmta.common.triggers import Wakeup
@@ -142,6 +144,9 @@ def _direct(commandType) -> bool:
     return direct
 
 
+# What AMP declares, but for IFileDescriptorReceiver (see below).
+@implementer_only(amp.IBoxSender, amp.IBoxReceiver, amp.IResponderLocator, IProtocol,
+                  ILoggingContext)
 class QuietAMP(amp.AMP):
     """
     AMP without a log line for every connection made and lost: tmta
@@ -156,6 +161,10 @@ class QuietAMP(amp.AMP):
     255 bytes, a value of up to 65,535, an empty key ending the box.
     A connection whose protocol was switched (or TLS started) is left to
     Twisted's parser.
+
+    It takes no file descriptors (C{amp.Descriptor} arguments): nothing
+    tmta's processes say to each other carries any, and its connections
+    then read with C{recv} rather than C{recvmsg} (L{PlainReadMixin}).
 
     And it sends, answers and takes the answers of tmta's own commands
     (L{tmta.common.command.Command}) without Twisted's generic layers: a
