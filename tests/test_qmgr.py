@@ -753,3 +753,31 @@ class InFlowTests(TestCase):
             waited.append)
         clock.pump([0.1] * 20)
         self.assertAlmostEqual(waited[2], 1.0)
+
+    def test_gateLooksOncePerPoll(self):
+        """
+        Having found room, the gate does not look at the flag again for
+        C{poll} seconds; a queue that filled meanwhile holds the answers
+        from then on, and a full queue is looked at every C{poll}.
+        """
+        from tmta.common.flow import InFlowFlag, InFlowGate
+
+        directory = self.mktemp()
+        os.makedirs(os.path.join(directory, "private"))
+        clock = task.Clock()
+        flag = InFlowFlag(directory)
+        gate = InFlowGate(clock, directory, 1.0)
+        self.assertFalse(gate.mayWait())
+        flag.set(True)
+        clock.advance(0.05)
+        self.assertFalse(gate.mayWait())
+        clock.advance(0.05)
+        self.assertTrue(gate.mayWait())
+        waited = []
+        defer.Deferred.fromCoroutine(gate.wait()).addCallback(waited.append)
+        clock.pump([0.1] * 2)
+        flag.set(False)
+        clock.pump([0.1])
+        self.assertAlmostEqual(waited[0], 0.3)
+        self.assertFalse(gate.mayWait())
+        self.assertFalse(InFlowGate(clock, directory, 0.0).mayWait())

@@ -39,7 +39,7 @@ from tmta.queue.qfile import QueueFileWriter, commitAll
 from tmta.queue.store import QueueError, QueueStore
 from tmta.replies import INTERNAL_ERROR, TOO_BIG, storageFailure
 from tmta.rewrite.client import RewriteClient
-from tmta.common.flow import waitForRoom
+from tmta.common.flow import InFlowGate
 from tmta.common.triggers import Wakeup
 from tmta.wire import ServiceAMP, heldWrites
 
@@ -463,9 +463,9 @@ class CleanupProtocol(ServiceAMP):
 
         async def finish():
             code, reason = await inProgress.finish()
-            if code == 250 and self.cleanup.inFlowDelay > 0:
-                await waitForRoom(self.cleanup.reactor, self.cleanup.store.directory,
-                                  self.cleanup.inFlowDelay)
+            gate = self.cleanup.inFlow
+            if code == 250 and gate.mayWait():
+                await gate.wait()
             return {"code": code, "reason": reason, "queue_id": inProgress.queueId}
 
         return defer.Deferred.fromCoroutine(finish())
@@ -506,6 +506,7 @@ class Cleanup:
         self.hopcountLimit = config.getInt("hopcount_limit")
         self.duplicateFilterLimit = config.getInt("duplicate_filter_limit")
         self.inFlowDelay = config.getTime("in_flow_delay")
+        self.inFlow = InFlowGate(reactor, store.directory, self.inFlowDelay)
         self._notify = notifyQmgr
         from tmta.rewrite import Rewriter
 
