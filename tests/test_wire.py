@@ -762,13 +762,16 @@ class PlainReadTests(SynchronousTestCase):
         protocol.makeConnection(transport)
         return transport, theirs
 
-    def test_plainProtocolReadsWithRecv(self):
+    def refuseRecvmsg(self):
         from twisted.internet import unix
 
         def refused(*args, **kwargs):
             raise AssertionError("recvmsg used")
 
         self.patch(unix.sendmsg, "recvmsg", refused)
+
+    def test_plainProtocolReadsWithRecv(self):
+        self.refuseRecvmsg()
         protocol = _Received()
         transport, peer = self.transport(protocol)
         peer.send(b"hello")
@@ -804,12 +807,7 @@ class PlainReadTests(SynchronousTestCase):
         tmta's AMP takes no descriptors (AMP itself is declared to), so
         its connections read with C{recv}: a box sent is received whole.
         """
-        from twisted.internet import unix
-
-        def refused(*args, **kwargs):
-            raise AssertionError("recvmsg used")
-
-        self.patch(unix.sendmsg, "recvmsg", refused)
+        self.refuseRecvmsg()
         protocol = _Recording()
         self.assertFalse(IFileDescriptorReceiver.providedBy(protocol))
         transport, peer = self.transport(protocol)
