@@ -731,25 +731,25 @@ class InFlowTests(TestCase):
     """
 
     def test_waitsWhileFull(self):
-        from tmta.common.flow import InFlowFlag, waitForRoom
+        from tmta.common.flow import InFlowFlag, InFlowGate
 
         directory = self.mktemp()
         os.makedirs(os.path.join(directory, "private"))
         clock = task.Clock()
         flag = InFlowFlag(directory)
         waited = []
-        defer.Deferred.fromCoroutine(waitForRoom(clock, directory, 1.0)).addCallback(
+        defer.Deferred.fromCoroutine(InFlowGate(clock, directory, 1.0).wait()).addCallback(
             waited.append)
         self.assertEqual(waited, [0.0])
         flag.set(True)
-        defer.Deferred.fromCoroutine(waitForRoom(clock, directory, 1.0)).addCallback(
+        defer.Deferred.fromCoroutine(InFlowGate(clock, directory, 1.0).wait()).addCallback(
             waited.append)
         clock.pump([0.1] * 3)
         flag.set(False)
         clock.pump([0.1])
         self.assertAlmostEqual(waited[1], 0.4)
         flag.set(True)
-        defer.Deferred.fromCoroutine(waitForRoom(clock, directory, 1.0)).addCallback(
+        defer.Deferred.fromCoroutine(InFlowGate(clock, directory, 1.0).wait()).addCallback(
             waited.append)
         clock.pump([0.1] * 20)
         self.assertAlmostEqual(waited[2], 1.0)

@@ -505,8 +505,7 @@ class Cleanup:
         self.headerSizeLimit = config.getInt("header_size_limit")
         self.hopcountLimit = config.getInt("hopcount_limit")
         self.duplicateFilterLimit = config.getInt("duplicate_filter_limit")
-        self.inFlowDelay = config.getTime("in_flow_delay")
-        self.inFlow = InFlowGate(reactor, store.directory, self.inFlowDelay)
+        self.inFlow = InFlowGate(reactor, store.directory, config.getTime("in_flow_delay"))
         self._notify = notifyQmgr
         from tmta.rewrite import Rewriter
 

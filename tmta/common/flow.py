@@ -94,13 +94,3 @@ class InFlowGate:
             await task.deferLater(self.clock, step, lambda: None)
             waited += step
         return waited
-
-
-async def waitForRoom(clock, queueDirectory: str, limit: float, poll: float = 0.1) -> float:
-    """
-    Wait while the active queue is full, for at most C{limit} seconds,
-    looking at the flag every C{poll} seconds.
-
-    @return: how long it waited.
-    """
-    return await InFlowGate(clock, queueDirectory, limit, poll).wait()

@@ -62,4 +62,3 @@ class PlainReadMixin(_Transport):
         if IFileDescriptorReceiver.providedBy(self.protocol):
             return super().doRead()
         return tcp.Connection.doRead(self)
-

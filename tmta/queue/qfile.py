@@ -56,6 +56,9 @@ REC_CONTENT = b"C"
 REC_CONTENT_END = b"X"
 REC_END = b"E"
 
+_INCOMPLETE = "incomplete queue file (no end record)"
+
+
 class CorruptQueueFile(Exception):
     """
     A queue file is truncated, damaged or not a queue file.
@@ -423,7 +426,7 @@ def readEnvelope(f: BinaryIO, maxRecipients: int = 1_000_000) -> Envelope:
                     recipient.notify, recipient.orcpt = _text(fields[2]), _text(fields[3])
                 recipients.append(recipient)
             elif kind == REC_ATTRIBUTE:
-                name, eq, value = data.decode("utf-8", "surrogateescape").partition("=")
+                name, eq, value = _text(data).partition("=")
                 if not eq:
                     raise CorruptQueueFile(f"bad attribute at offset {offset}")
                 envelope.attributes[name] = value
@@ -439,7 +442,7 @@ def readEnvelope(f: BinaryIO, maxRecipients: int = 1_000_000) -> Envelope:
             else:
                 raise CorruptQueueFile(f"unexpected record {kind!r} at offset {offset}")
         else:
-            raise CorruptQueueFile("incomplete queue file (no end record)")
+            raise CorruptQueueFile(_INCOMPLETE)
         # The content, up to its end record.
         size = 0
         for offset, kind, data in records:
@@ -450,12 +453,12 @@ def readEnvelope(f: BinaryIO, maxRecipients: int = 1_000_000) -> Envelope:
             else:
                 raise CorruptQueueFile(f"unexpected record {kind!r} in content")
         else:
-            raise CorruptQueueFile("incomplete queue file (no end record)")
+            raise CorruptQueueFile(_INCOMPLETE)
         envelope.size = size
         # The end record, and nothing after it.
         last = next(records, None)
         if last is None:
-            raise CorruptQueueFile("incomplete queue file (no end record)")
+            raise CorruptQueueFile(_INCOMPLETE)
         if last[1] != REC_END:
             raise CorruptQueueFile(f"unexpected record {last[1]!r} after content")
         if next(records, None) is not None:
