@@ -126,6 +126,23 @@ def waitPort(port: int, timeout: float = 30) -> None:
     raise RuntimeError(f"nothing answers on port {port}")
 
 
+def interpreter(python: str) -> str:
+    """
+    What C{python} is, for the report: its path, implementation and
+    version.  The same code costs markedly different CPU on different
+    builds of one Python version (see the README's "What costs"), so
+    tmta's figures name the interpreter they were measured on.
+    """
+    try:
+        version = subprocess.run(
+            [python, "-c", "import platform; print(platform.python_implementation(), "
+                           "platform.python_version())"],
+            capture_output=True, text=True, timeout=30, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        version = "unknown version"
+    return f"{python} ({version})"
+
+
 def descendants(pid: int) -> List[int]:
     children: Dict[int, List[int]] = {}
     for entry in os.listdir("/proc"):
@@ -839,6 +856,8 @@ def main() -> int:
     print(f"\n{args.messages} messages, {args.sessions} sessions, {args.size} bytes, {how}"
           f"{'relayed to smtp-sink' if args.relay else 'delivered to a Maildir'}, "
           f"load from {runs['tmta'][0]['client']}; medians of {args.rounds} rounds")
+    print(f"tmta ran on {interpreter(args.python)}"
+          + (f"; tmta-baseline on {interpreter(sys.executable)}" if args.baseline else ""))
     print(f"{'server':15} {'accepted/s':>11} {'e2e/s':>8} {'CPU ms/msg':>11} "
           f"{'idle RSS MB':>12} {'idle PSS MB':>12}  resident RSS/PSS (last round)")
     for name, _ in makers:
