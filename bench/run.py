@@ -876,10 +876,12 @@ def main() -> int:
         print(f"  {name}: {runs[name][-1]['split']}")
     for name, _ in makers[1:]:
         ratios = [t["e2e"] / p["e2e"] for t, p in zip(runs["tmta"], runs[name])]
+        cpuRatios = [t["cpu_ms"] / p["cpu_ms"] for t, p in zip(runs["tmta"], runs[name])]
         print(f"tmta/{name}: accepted {median('tmta', 'accepted') / median(name, 'accepted'):.2f}, "
               f"end to end {median('tmta', 'e2e') / median(name, 'e2e'):.2f} "
               f"(per round {', '.join(f'{r:.2f}' for r in ratios)}), "
-              f"CPU per message {median('tmta', 'cpu_ms') / median(name, 'cpu_ms'):.2f}")
+              f"CPU per message {median('tmta', 'cpu_ms') / median(name, 'cpu_ms'):.2f} "
+              f"(per round {', '.join(f'{r:.2f}' for r in cpuRatios)})")
     return 0
 
 
