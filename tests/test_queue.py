@@ -17,6 +17,7 @@ from tmta.queue.qfile import (
     readEnvelope,
 )
 from tmta.queue.qid import QueueIdGenerator, hashDirectory, isQueueId
+from tmta.common.durable import startWriteback
 from tmta.queue.store import QueueStore
 
 
@@ -121,6 +122,36 @@ class QueueFileTests(SynchronousTestCase):
         self.assertEqual(self.fsyncs.paths, [paths[0], paths[2], os.path.dirname(paths[0])])
         self.assertEqual(sorted(self.store.list("incoming")), sorted([writers[0][0], writers[2][0]]))
         self.assertTrue(self.store.isComplete("incoming", writers[0][0]))
+
+    def test_commitAllFinishesEveryFileBeforeAnyFsync(self):
+        """
+        L{commitAll} finishes every file of the batch (end record,
+        complete mode) before it fsyncs the first, so that one journal
+        commit can carry them all.
+        """
+        writers = []
+        for n in range(3):
+            queueId, writer = self.store.create("incoming")
+            writer.envelope(1.0, "", {})
+            writer.recipient(f"r{n}@x")
+            writer.content(b"Subject: %d\n\nbody\n" % n)
+            writers.append((queueId, writer))
+        seenAtFirstFsync = []
+
+        def fsync(fd):
+            if not seenAtFirstFsync:
+                seenAtFirstFsync.extend(
+                    self.store.isComplete("incoming", q) for q, _ in writers)
+                for q, _ in writers:
+                    self.store.readEnvelope("incoming", q)
+            self.fsyncs(fd)
+
+        for _, writer in writers:
+            writer._fsync = fsync
+        self.assertEqual(commitAll([w for _, w in writers]), [None, None, None])
+        self.assertEqual(seenAtFirstFsync, [True, True, True])
+        paths = [self.store.path("incoming", q) for q, _ in writers]
+        self.assertEqual(self.fsyncs.paths, paths + [os.path.dirname(paths[0])])
 
     def test_incompleteInvisible(self):
         queueId, writer = self.store.create("incoming")
@@ -295,3 +326,33 @@ class HashedQueueTests(SynchronousTestCase):
         self.assertEqual(store.readDeferLog(queueId), {"c@d.example": "older"})
         store.removeDeferLog(queueId)
         self.assertEqual(flat.readDeferLog(queueId), {})
+
+
+class WritebackTests(SynchronousTestCase):
+    """
+    L{startWriteback} is a hint: it neither changes nor loses what was
+    written, and does nothing where the system has no such call.
+    """
+
+    def _written(self):
+        path = os.path.abspath(self.mktemp())
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        self.addCleanup(os.close, fd)
+        os.write(fd, b"x" * 10000)
+        return path, fd
+
+    def test_startWriteback(self):
+        path, fd = self._written()
+        startWriteback(fd)
+        os.fsync(fd)
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), b"x" * 10000)
+
+    def test_noSuchCall(self):
+        from tmta.common import durable
+
+        self.patch(durable, "_syncFileRange", None)
+        path, fd = self._written()
+        startWriteback(fd)
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), b"x" * 10000)

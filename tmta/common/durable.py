@@ -52,6 +52,47 @@ def _syncfs(fd: int) -> None:
     os.sync()
 
 
+_SYNC_FILE_RANGE_WRITE = 2
+_syncFileRange: "Callable[..., int] | None | bool" = False
+
+
+def _findSyncFileRange():
+    global _syncFileRange
+    try:
+        import ctypes
+
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+        function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+        function.restype = ctypes.c_int
+        _syncFileRange = function
+    except (ImportError, OSError, AttributeError):
+        _syncFileRange = None
+    return _syncFileRange
+
+
+def startWriteback(fd: int) -> None:
+    """
+    Have the kernel start writing C{fd}'s dirty pages to disk now,
+    without waiting for them: a hint, not a sync (an fsync must still
+    follow).  Several files to be fsynced one after another are better
+    all started first: each fsync then finds its data already on its
+    way, and a journalling file system commits them together instead of
+    one journal commit each (measured on ext4: less than half the time
+    per file, and less CPU).
+
+    Linux's C{sync_file_range(SYNC_FILE_RANGE_WRITE)}, which Python's
+    C{os} does not offer (C{posix_fadvise(POSIX_FADV_DONTNEED)} would
+    start it too, but then drops the pages qmgr is about to read);
+    nothing where there is no such call.
+    """
+    function = _syncFileRange
+    if function is False:
+        function = _findSyncFileRange()
+    if function is not None:
+        # An error here (EIO, ENOSPC) is the fsync's to report.
+        function(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)  # type: ignore[operator]
+
+
 def writeFully(fd: int, data: bytes) -> None:
     """
     Write all of C{data} to C{fd}, however many system calls it takes.
