@@ -9,6 +9,9 @@ included, over a real socket pair and tmta's own transports.
                                  # service and its delivery thread (on tmpfs)
     python bench/hops.py local --process-wide   # identity changes made
                                                 # process-wide, as glibc does
+    python bench/hops.py commit --directory DIR # cleanup's commit of a batch of
+                                                # queue files, with and without
+                                                # starting their writeback first
 
 As root, local delivers as mail_owner (C{postfix} or C{nobody}), taking
 that identity for each delivery as it does for a system account.
@@ -155,13 +158,70 @@ async def measureLocal(count: int, processWide: bool) -> None:
           f"round trip")
 
 
+def measureCommit(count: int, batch: int, directory: "str | None") -> None:
+    """
+    Commit C{count} 2 KB queue files in batches of C{batch} with
+    cleanup's L{commitAll}, with the writeback of each batch started
+    before its fsyncs (as cleanup does) and without, in turn, on the
+    file system of C{directory}; print the wall time and CPU per file.
+    This is where the disk shows: run it where the queue lives.
+    """
+    from tmta.common import durable
+    from tmta.queue.qfile import commitAll
+    from tmta.queue.layout import createLayout
+    from tmta.queue.store import QueueStore
+
+    base = tempfile.mkdtemp(prefix="tmta-hops-", dir=directory)
+    body = b"From: load@example.com\nSubject: hop\n\n" + (b"x" * 70 + b"\n") * 27
+    hint = durable._findSyncFileRange()
+    results: dict = {"writeback started first": [], "fsyncs alone": []}
+    try:
+        for attempt in range(3):
+            for label, function in (("writeback started first", hint),
+                                    ("fsyncs alone", None)):
+                durable._syncFileRange = function
+                queue = os.path.join(base, f"{attempt}-{len(results[label])}")
+                createLayout(queue)
+                store = QueueStore(queue)
+                wall, cpu = time.monotonic(), time.process_time()
+                for _ in range(count // batch):
+                    writers = []
+                    for _ in range(batch):
+                        _, writer = store.create("incoming")
+                        writer.envelope(time.time(), "load@example.com", {})
+                        writer.recipient("bench@localhost")
+                        writer.content(body)
+                        writers.append(writer)
+                    if any(commitAll(writers)):
+                        raise RuntimeError("a commit failed")
+                files = (count // batch) * batch
+                results[label].append(((time.monotonic() - wall) / files * 1e3,
+                                       (time.process_time() - cpu) / files * 1e6))
+    finally:
+        durable._syncFileRange = hint
+        shutil.rmtree(base, ignore_errors=True)
+    if hint is None:
+        print("this system has no sync_file_range: both ways are the same")
+    for label, figures in results.items():
+        print(f"{label:24} " + ", ".join(f"{w:.2f} ms {c:.0f} CPU-us" for w, c in figures)
+              + f" per file, batches of {batch}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("hop", choices=("amp", "local"))
+    parser.add_argument("hop", choices=("amp", "local", "commit"))
     parser.add_argument("-n", "--count", type=int, default=5000)
     parser.add_argument("--process-wide", action="store_true",
                         help="local: make identity changes process-wide, as glibc does")
+    parser.add_argument("--batch", type=int, default=8,
+                        help="commit: queue files committed together")
+    parser.add_argument("--directory", default=None,
+                        help="commit: where the queue files go (default: the system's "
+                             "temporary directory)")
     args = parser.parse_args()
+    if args.hop == "commit":
+        measureCommit(min(args.count, 2000), args.batch, args.directory)
+        return 0
     globalLogBeginner.beginLoggingTo([lambda event: None], redirectStandardIO=False,
                                      discardBuffer=True)
     outcome = []
