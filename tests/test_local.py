@@ -117,6 +117,74 @@ class LocalAgentTests(SynchronousTestCase):
         self.assertEqual(status.status, SENT)
         self.assertEqual(len(os.listdir(os.path.join(spool, "bob", "new"))), 2)
 
+    def test_batchWritesEveryFileBeforeAnyFsync(self):
+        """
+        A batch writes every Maildir file into C{tmp/} before it fsyncs
+        the first; each file is fsynced while still in C{tmp/}, and only
+        then renamed into C{new/}, whose fsync comes after every file's.
+        """
+        spool = os.path.join(self.base, "mail") + "/"
+        agent = self.agent(local_mailbox_accounts="none", mail_spool_directory=spool)
+        box = {name: os.path.join(spool, name) for name in ("bob", "carol")}
+        seen = []
+
+        def fsync(fd):
+            path = os.readlink(f"/proc/self/fd/{fd}")
+            if not seen:
+                seen.append({name: (len(os.listdir(os.path.join(d, "tmp"))),
+                                    len(os.listdir(os.path.join(d, "new"))))
+                             for name, d in box.items()})
+            seen.append(path)
+            self.fsyncs(fd)
+
+        agent.fsync = fsync
+        requests = [self.queueMessage(), self.queueMessage(),
+                    self.queueMessage(recipients=["carol@localhost"])]
+        results = agent.deliverBatch(requests)
+        self.assertEqual([[s.status for s in statuses] for statuses in results],
+                         [[SENT], [SENT], [SENT]])
+        self.assertEqual(seen[0], {"bob": (2, 0), "carol": (1, 0)})
+        files, directories = seen[1:4], seen[4:]
+        self.assertTrue(all(os.path.basename(os.path.dirname(p)) == "tmp" for p in files),
+                        files)
+        self.assertEqual(sorted(directories),
+                         sorted(os.path.join(d, "new") for d in box.values()))
+        for name, d in box.items():
+            self.assertEqual(os.listdir(os.path.join(d, "tmp")), [])
+            self.assertEqual(len(os.listdir(os.path.join(d, "new"))), 2 if name == "bob" else 1)
+
+    def test_batchFileSyncFailureDefers(self):
+        """
+        When a Maildir file cannot be synced at the end of its batch, that
+        delivery is deferred, the file is removed (nothing reaches
+        C{new/}), the others of the batch are delivered, and the next try
+        delivers it.
+        """
+        spool = os.path.join(self.base, "mail") + "/"
+        agent = self.agent(local_mailbox_accounts="none", mail_spool_directory=spool)
+        failing = [True]
+
+        def fsync(fd):
+            path = os.readlink(f"/proc/self/fd/{fd}")
+            if failing[0] and "/carol/tmp/" in path:
+                raise OSError(28, "No space left on device")
+            os.fsync(fd)
+
+        agent.fsync = fsync
+        request = self.queueMessage(recipients=["bob@localhost", "carol@localhost"])
+        [statuses] = agent.deliverBatch([request])
+        self.assertEqual([s.status for s in statuses], [SENT, DEFERRED])
+        self.assertIn("No space left on device", statuses[1].reason)
+        carol = os.path.join(spool, "carol")
+        self.assertEqual(os.listdir(os.path.join(carol, "tmp")), [])
+        self.assertEqual(os.listdir(os.path.join(carol, "new")), [])
+        self.assertEqual(len(os.listdir(os.path.join(spool, "bob", "new"))), 1)
+        failing[0] = False
+        request.recipients = request.recipients[1:]
+        [[status]] = agent.deliverBatch([request])
+        self.assertEqual(status.status, SENT)
+        self.assertEqual(len(os.listdir(os.path.join(carol, "new"))), 1)
+
     def test_unsafeNames(self):
         spool = os.path.join(self.base, "mail") + "/"
         agent = self.agent(local_mailbox_accounts="none", mail_spool_directory=spool)

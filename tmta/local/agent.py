@@ -45,7 +45,7 @@ from zope.interface import implementer
 from tmta.address import isSafeMailboxName, splitAddress, unquoteLocal
 from tmta.batching import ThreadBatcher
 from tmta.common.credentials import restoreRoot, setEffectiveIdentity
-from tmta.common.durable import fsyncDirectory
+from tmta.common.durable import fsyncDirectory, startWriteback
 from tmta.delivery import (
     BOUNCED,
     DEFERRED,
@@ -57,7 +57,13 @@ from tmta.delivery import (
 )
 from tmta.delivery.command import commandEnvironment, runCommand, shellCommand
 from tmta.interfaces import IDeliveryAgent
-from tmta.local.mailbox import MailboxError, deliverMaildir, deliverMbox, envelopeLine
+from tmta.local.mailbox import (
+    MailboxError,
+    WrittenMaildirFile,
+    deliverMaildir,
+    deliverMbox,
+    envelopeLine,
+)
 from tmta.local.targets import (
     ADDRESS,
     COMMAND,
@@ -238,6 +244,10 @@ class LocalAgent:
         #: Maildir directories whose fsync waits for the end of the batch
         #: under way, or C{None} outside one (see L{deliverBatch}).
         self._syncs: Optional[Dict[Tuple[str, int, int], Tuple[list, list]]] = None
+        #: Maildir files written and not yet fsynced, which the end of the
+        #: batch under way finishes, or C{None} outside one.
+        self._written: Optional[List[Tuple[WrittenMaildirFile, int, int, Tuple,
+                                           Tuple[str, int]]]] = None
         self._delivering: Tuple[str, int] = ("", -1)
         self.owner = None
         if not self.accounts:
@@ -308,11 +318,17 @@ class LocalAgent:
         each Maildir's C{new/} for all of them (group commit): a message
         renamed into C{new/} counts as delivered only once C{new/} is
         synced, so every status (and its log line) waits for that.
+
+        The Maildir files are all written first, and fsynced and renamed
+        into C{new/} at the end of the batch (L{_finishWritten}), their
+        writeback started before the first fsync, as cleanup commits
+        queue files: one journal commit can then carry them all.
         Blocking.
 
         @return: each request's statuses, in order.
         """
         self._syncs = {}
+        self._written = []
         done: List[List[Tuple[RequestRecipient, RecipientStatus, float]]] = []
         try:
             for request in requests:
@@ -327,9 +343,17 @@ class LocalAgent:
                         status = RecipientStatus(r.offset, e.status, e.dsn, e.reason)
                     outcomes.append((r, status, started))
                 done.append(outcomes)
+        except BaseException:
+            # The whole batch fails, and is tried again: deliver nothing
+            # of it.
+            written, self._written = self._written or [], None
+            for entry in written:
+                entry[0].discard()
+            raise
         finally:
+            failed = self._finishWritten()
             syncs, self._syncs = self._syncs, None
-            failed = self._syncDirectories(syncs)
+            failed.update(self._syncDirectories(syncs))
         results = []
         for request, outcomes in zip(requests, done):
             statuses = []
@@ -342,20 +366,60 @@ class LocalAgent:
             results.append(statuses)
         return results
 
-    def syncLater(self, directory: str, uid: int, gid: int, key: Tuple) -> bool:
+    def syncLater(self, directory: str, uid: int, gid: int, key: Tuple,
+                  delivering: Optional[Tuple[str, int]] = None) -> bool:
         """
         Put off the fsync of a Maildir's C{new/} to the end of the batch
         under way (L{deliverBatch}), as C{uid}:C{gid}; C{key} names the
         mailbox for the duplicate filter, forgotten if the fsync fails.
 
+        @param delivering: the (queue id, recipient offset) whose
+            delivery waits for it; by default the one under way.
         @return: C{False} outside a batch: the caller syncs at once.
         """
         if self._syncs is None:
             return False
         entry = self._syncs.setdefault((directory, uid, gid), ([], []))
-        entry[0].append(self._delivering)
+        entry[0].append(delivering or self._delivering)
         entry[1].append(key)
         return True
+
+    def finishLater(self, written: WrittenMaildirFile, uid: int, gid: int,
+                    key: Tuple) -> bool:
+        """
+        Put off the fsync and rename of a written Maildir file to the end
+        of the batch under way (L{deliverBatch}), as C{uid}:C{gid};
+        C{key} names the mailbox for the duplicate filter.
+
+        @return: C{False} outside a batch: the caller finishes it at once.
+        """
+        if self._written is None:
+            return False
+        self._written.append((written, uid, gid, key, self._delivering))
+        return True
+
+    def _finishWritten(self) -> Dict[Tuple[str, int], str]:
+        """
+        fsync and rename into C{new/} every Maildir file the batch wrote,
+        and put off the fsync of each C{new/} (L{syncLater}); C{{(queue
+        id, recipient offset): reason}} for the deliveries whose file
+        failed.
+        """
+        written, self._written = self._written or [], None
+        if len(written) > 1:
+            for entry in written:
+                startWriteback(entry[0].fd)
+        failed: Dict[Tuple[str, int], str] = {}
+        for file, uid, gid, key, delivering in written:
+            try:
+                with identity(uid, gid):
+                    file.complete(self.fsync)
+            except (MailboxError, LocalError) as e:
+                failed[delivering] = str(e).replace(self.spool + "/", self.spoolName + "/")
+                self.forget(key)
+                continue
+            self.syncLater(file.new, uid, gid, key, delivering)
+        return failed
 
     def _syncDirectories(self, syncs) -> Dict[Tuple[str, int], str]:
         """
@@ -655,7 +719,9 @@ class _Delivery:
                 if box.maildir:
                     key = (self.request.queueId, "mailbox", box.path)
                     deliverMaildir(box.path, prefix, self._chunks(), agent.fsync,
-                                   lambda new: agent.syncLater(new, box.uid, box.gid, key))
+                                   lambda new: agent.syncLater(new, box.uid, box.gid, key),
+                                   lambda written: agent.finishLater(written, box.uid,
+                                                                     box.gid, key))
                     return "delivered to maildir"
                 deliverMbox(box.path, self._fromLine(), prefix, self._chunks(), agent.fsync,
                             agent.dotlock, agent.sizeLimit,

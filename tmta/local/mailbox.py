@@ -72,8 +72,69 @@ def _makedirs(path: str) -> None:
 _knownMaildirs: set = set()
 
 
+class WrittenMaildirFile:
+    """
+    A message written into a Maildir's C{tmp/} and not yet fsynced or
+    renamed into C{new/}: what L{deliverMaildir} leaves to a caller that
+    finishes several deliveries together (L{complete}, or L{discard}).
+
+    @ivar fd: the open file.
+    @ivar new: the Maildir's C{new/}, which the caller fsyncs once the
+        file is in it.
+    """
+
+    def __init__(self, fd: int, tmp: str, final: str, new: str) -> None:
+        self.fd = fd
+        self.tmp = tmp
+        self.final = final
+        self.new = new
+
+    def complete(self, fsync: Fsync = os.fsync) -> None:
+        """
+        fsync the file, close it and rename it into C{new/} (which the
+        caller then fsyncs).
+
+        @raise MailboxError: it could not be done; nothing is left behind.
+        """
+        try:
+            try:
+                fsync(self.fd)
+            finally:
+                self.fd, fd = -1, self.fd
+                os.close(fd)
+            os.rename(self.tmp, self.final)
+        except BaseException as e:
+            self.discard()
+            if not isinstance(e, OSError):
+                raise
+            raise _writeError(e)
+
+    def discard(self) -> None:
+        """
+        Give the file up: close and remove it.
+        """
+        if self.fd >= 0:
+            self.fd, fd = -1, self.fd
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        try:
+            os.unlink(self.tmp)
+        except OSError:
+            pass
+
+
+def _writeError(e: OSError) -> MailboxError:
+    # A full disk or quota is worth another try later: nothing bounces
+    # for it.
+    return MailboxError(f"cannot write maildir file: {e.strerror}",
+                        dsn="4.2.2" if e.errno in (errno.ENOSPC, errno.EDQUOT) else "")
+
+
 def deliverMaildir(path: str, prefix: bytes, chunks: Iterable[bytes], fsync: Fsync = os.fsync,
-                   syncLater: Optional[Callable[[str], bool]] = None) -> str:
+                   syncLater: Optional[Callable[[str], bool]] = None,
+                   finishLater: Optional[Callable[[WrittenMaildirFile], bool]] = None) -> str:
     """
     Deliver into the Maildir at C{path} (created if missing): write into
     C{tmp/}, fsync, rename into C{new/}, fsync C{new/}.
@@ -82,6 +143,11 @@ def deliverMaildir(path: str, prefix: bytes, chunks: Iterable[bytes], fsync: Fsy
         caller that syncs it once for several deliveries (and counts none
         of them delivered until then); returns C{False} to have it synced
         here after all.
+    @param finishLater: called with the written file, before its fsync,
+        by a caller that finishes several deliveries together (and counts
+        none of them delivered until then): it takes the file over, to
+        L{WrittenMaildirFile.complete} it and fsync C{new/} itself, and
+        returns C{True}; or returns C{False} to have it finished here.
 
     @return: the new file's name in C{new/}.
     @raise MailboxError: it could not be done; nothing is left behind.
@@ -103,28 +169,23 @@ def deliverMaildir(path: str, prefix: bytes, chunks: Iterable[bytes], fsync: Fsy
                 raise MailboxError(f"cannot create maildir file {tmp}: no such directory")
         except OSError as e:
             raise MailboxError(f"cannot create maildir file {tmp}: {e.strerror}")
+    new = os.path.join(path, "new")
+    written = WrittenMaildirFile(fd, tmp, os.path.join(new, name), new)
     try:
-        try:
-            writeAll(fd, prefix, chunks)
-            fsync(fd)
-        finally:
-            os.close(fd)
-        final = os.path.join(path, "new", name)
-        os.rename(tmp, final)
-        new = os.path.join(path, "new")
-        if syncLater is None or not syncLater(new):
-            fsyncDirectory(new, fsync)
+        writeAll(fd, prefix, chunks)
     except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        written.discard()
         if not isinstance(e, OSError):
             raise
-        # A full disk or quota is worth another try later: nothing bounces
-        # for it.
-        raise MailboxError(f"cannot write maildir file: {e.strerror}",
-                           dsn="4.2.2" if e.errno in (errno.ENOSPC, errno.EDQUOT) else "")
+        raise _writeError(e)
+    if finishLater is not None and finishLater(written):
+        return name
+    written.complete(fsync)
+    try:
+        if syncLater is None or not syncLater(new):
+            fsyncDirectory(new, fsync)
+    except OSError as e:
+        raise _writeError(e)
     return name
 
 
