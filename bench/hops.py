@@ -177,10 +177,10 @@ def measureCommit(count: int, batch: int, directory: "str | None") -> None:
     results: dict = {"writeback started first": [], "fsyncs alone": []}
     try:
         for attempt in range(3):
-            for label, function in (("writeback started first", hint),
-                                    ("fsyncs alone", None)):
+            for index, (label, function) in enumerate((("writeback started first", hint),
+                                                       ("fsyncs alone", None))):
                 durable._syncFileRange = function
-                queue = os.path.join(base, f"{attempt}-{len(results[label])}")
+                queue = os.path.join(base, f"{attempt}-{index}")
                 createLayout(queue)
                 store = QueueStore(queue)
                 wall, cpu = time.monotonic(), time.process_time()

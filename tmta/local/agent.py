@@ -366,23 +366,18 @@ class LocalAgent:
             results.append(statuses)
         return results
 
-    def syncLater(self, directory: str, uid: int, gid: int, key: Tuple,
-                  delivering: Optional[Tuple[str, int]] = None) -> bool:
+    def _syncLater(self, directory: str, uid: int, gid: int, key: Tuple,
+                   delivering: Tuple[str, int]) -> None:
         """
         Put off the fsync of a Maildir's C{new/} to the end of the batch
-        under way (L{deliverBatch}), as C{uid}:C{gid}; C{key} names the
+        under way (L{deliverBatch}), as C{uid}:C{gid}, for the delivery
+        C{delivering} (queue id, recipient offset); C{key} names the
         mailbox for the duplicate filter, forgotten if the fsync fails.
-
-        @param delivering: the (queue id, recipient offset) whose
-            delivery waits for it; by default the one under way.
-        @return: C{False} outside a batch: the caller syncs at once.
         """
-        if self._syncs is None:
-            return False
+        assert self._syncs is not None, "only within a batch"
         entry = self._syncs.setdefault((directory, uid, gid), ([], []))
-        entry[0].append(delivering or self._delivering)
+        entry[0].append(delivering)
         entry[1].append(key)
-        return True
 
     def finishLater(self, written: WrittenMaildirFile, uid: int, gid: int,
                     key: Tuple) -> bool:
@@ -401,7 +396,7 @@ class LocalAgent:
     def _finishWritten(self) -> Dict[Tuple[str, int], str]:
         """
         fsync and rename into C{new/} every Maildir file the batch wrote,
-        and put off the fsync of each C{new/} (L{syncLater}); C{{(queue
+        and put off the fsync of each C{new/} (L{_syncLater}); C{{(queue
         id, recipient offset): reason}} for the deliveries whose file
         failed.
         """
@@ -415,10 +410,10 @@ class LocalAgent:
                 with identity(uid, gid):
                     file.complete(self.fsync)
             except (MailboxError, LocalError) as e:
-                failed[delivering] = str(e).replace(self.spool + "/", self.spoolName + "/")
+                failed[delivering] = str(e)
                 self.forget(key)
                 continue
-            self.syncLater(file.new, uid, gid, key, delivering)
+            self._syncLater(file.new, uid, gid, key, delivering)
         return failed
 
     def _syncDirectories(self, syncs) -> Dict[Tuple[str, int], str]:
@@ -719,7 +714,6 @@ class _Delivery:
                 if box.maildir:
                     key = (self.request.queueId, "mailbox", box.path)
                     deliverMaildir(box.path, prefix, self._chunks(), agent.fsync,
-                                   lambda new: agent.syncLater(new, box.uid, box.gid, key),
                                    lambda written: agent.finishLater(written, box.uid,
                                                                      box.gid, key))
                     return "delivered to maildir"

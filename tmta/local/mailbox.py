@@ -133,16 +133,11 @@ def _writeError(e: OSError) -> MailboxError:
 
 
 def deliverMaildir(path: str, prefix: bytes, chunks: Iterable[bytes], fsync: Fsync = os.fsync,
-                   syncLater: Optional[Callable[[str], bool]] = None,
                    finishLater: Optional[Callable[[WrittenMaildirFile], bool]] = None) -> str:
     """
     Deliver into the Maildir at C{path} (created if missing): write into
     C{tmp/}, fsync, rename into C{new/}, fsync C{new/}.
 
-    @param syncLater: called with C{new/} instead of fsyncing it, by a
-        caller that syncs it once for several deliveries (and counts none
-        of them delivered until then); returns C{False} to have it synced
-        here after all.
     @param finishLater: called with the written file, before its fsync,
         by a caller that finishes several deliveries together (and counts
         none of them delivered until then): it takes the file over, to
@@ -182,8 +177,7 @@ def deliverMaildir(path: str, prefix: bytes, chunks: Iterable[bytes], fsync: Fsy
         return name
     written.complete(fsync)
     try:
-        if syncLater is None or not syncLater(new):
-            fsyncDirectory(new, fsync)
+        fsyncDirectory(new, fsync)
     except OSError as e:
         raise _writeError(e)
     return name

@@ -281,15 +281,15 @@ class QueueFileWriter:
 
 def commitAll(writers: Sequence[QueueFileWriter]) -> List[Optional[OSError]]:
     """
-    Commit several queue files at once: every file is finished, then
-    each is fsynced, then each directory they are in is fsynced once for
-    all of them.  Blocking.
+    Commit several queue files at once: every file is finished and its
+    writeback started (L{startWriteback}), then each is fsynced, then
+    each directory they are in is fsynced once for all of them.
+    Blocking.
 
-    Every file is finished, and its writeback started, before any is
-    fsynced (L{startWriteback}): each fsync then finds its data on its
-    way, and a journalling file system (ext4, XFS) commits the batch's
-    blocks and names together, where finished and fsynced one after
-    another each file would cost a journal commit of its own.
+    Each fsync thus finds its data already on its way, and a journalling
+    file system (ext4, XFS) commits the batch's blocks and names
+    together, where files finished and fsynced one after another would
+    cost a journal commit each.
 
     @return: for each writer, in order, C{None} if its file is durable,
         else the error (that file has been removed).
