@@ -162,8 +162,14 @@ class Master:
         main: Dict[str, str],
         masterCf: str,
         extraPath: List[str] = (),
+        cwd: Optional[str] = None,
     ) -> None:
+        """
+        @param cwd: the directory the master is started in (by default
+            C{directory}).
+        """
         self.directory = os.path.abspath(directory)
+        self.cwd = cwd or self.directory
         os.makedirs(self.directory, exist_ok=True)
         self.queue = os.path.join(self.directory, "queue")
         settings = {"queue_directory": self.queue, "inet_protocols": "ipv4"}
@@ -188,7 +194,9 @@ class Master:
             [
                 sys.executable,
                 "-c",
-                "from twisted.scripts.twistd import run; run()",
+                # As the twistd script starts: the directory it is started
+                # in is not on sys.path.
+                "import sys; del sys.path[0]; from twisted.scripts.twistd import run; run()",
                 "-n",
                 "--pidfile=",
                 f"--logfile={self.logPath}",
@@ -197,7 +205,7 @@ class Master:
                 self.directory,
             ],
             env=env,
-            cwd=self.directory,
+            cwd=self.cwd,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=open(self.logPath + ".stderr", "w"),

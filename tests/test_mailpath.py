@@ -45,7 +45,7 @@ discard   unix  -       -       n       -       -       discard
 
 
 class MailPathTests(SynchronousTestCase):
-    def startMaster(self, masterCf=MASTER_CF, **main):
+    def startMaster(self, masterCf=MASTER_CF, cwd=None, **main):
         self.base = shortTemporaryDirectory(self)
         self.spool = os.path.join(self.base, "mail")
         self.port = freePort()
@@ -58,7 +58,7 @@ class MailPathTests(SynchronousTestCase):
         }
         settings.update(main)
         self.master = Master(os.path.join(self.base, "conf"), settings,
-                             masterCf.format(port=self.port)).start()
+                             masterCf.format(port=self.port), cwd=cwd).start()
         self.addCleanup(self.master.stop)
         return self.master
 
@@ -100,6 +100,25 @@ class MailPathTests(SynchronousTestCase):
             owner = pwd.getpwnam(testAccount()).pw_uid
             new = os.path.join(self.spool, "bob", "new")
             self.assertEqual(os.stat(os.path.join(new, os.listdir(new)[0])).st_uid, owner)
+
+    def test_startDirectoryShadowsNothing(self):
+        """
+        A C{tmta} package in the directory the master is started in is
+        not what its workers run: they import the master's own code, so
+        neither a checkout of another version nor a package planted in a
+        directory root starts from can take their place.
+        """
+        planted = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, planted)
+        marker = os.path.join(planted, "imported")
+        os.mkdir(os.path.join(planted, "tmta"))
+        with open(os.path.join(planted, "tmta", "__init__.py"), "w") as f:
+            f.write(f"open({marker!r}, 'w').close()\n"
+                    "raise ImportError('the planted tmta')\n")
+        self.startMaster(cwd=planted)
+        sendMessage(self.port, "alice@example.com", ["bob@localhost"], "unshadowed")
+        waitFor(lambda: "unshadowed" in subjects(self.spool), what="delivery")
+        self.assertFalse(os.path.exists(marker))
 
     def test_swaks(self):
         if shutil.which("swaks") is None:

@@ -14,7 +14,6 @@ import pwd
 import signal
 import socket
 import stat
-import sys
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from twisted.application import service
@@ -35,7 +34,7 @@ from tmta.logging import Logger
 from tmta.master.policy import ServicePool
 from tmta.common.accounts import mailOwner
 from tmta.master.runtime import LISTEN_BACKLOG
-from tmta.master.spawner import ForkServer, LineLog, Worker
+from tmta.master.spawner import ForkServer, LineLog, Worker, workerPythonPath
 from tmta.queue.layout import createLayout, socketPath
 from tmta.wire import QuietAMP, connectService
 
@@ -361,9 +360,7 @@ class MasterService(service.Service):
         self.runners: Dict[Tuple[str, str], ServiceRunner] = {}
         self.devnull = os.open(os.devnull, os.O_RDWR)
         self.workerEnvironment = dict(os.environ)
-        self.workerEnvironment["PYTHONPATH"] = os.pathsep.join(
-            p for p in sys.path if p and os.path.isdir(p)
-        )
+        self.workerEnvironment["PYTHONPATH"] = workerPythonPath()
         self._owner = self._checkOwner(self.configuration)
         self.forkserver = ForkServer(reactor, self.workerEnvironment)
         self._listeners: List[Listener] = []

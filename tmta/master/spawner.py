@@ -18,6 +18,38 @@ from tmta.logging import emitWorkerLine, emitWorkerLines, unstampLines
 
 log = Logger()
 
+#: How the fork server starts: as C{python -m} would run it, but without
+#: the directory the master was started from at the head of its
+#: C{sys.path} (C{-c} and C{-m} both put it there).  Whatever lies there
+#: (a checkout of another version, or a C{tmta} package someone left in
+#: a directory root started from) would otherwise shadow the code the
+#: master runs, in every worker.
+FORKSERVER_COMMAND = (
+    "import sys\n"
+    "if sys.path and sys.path[0] in ('', '.'):\n"
+    "    del sys.path[0]\n"
+    "from tmta.master.forkserver import main\n"
+    "sys.exit(main())\n"
+)
+
+
+def workerPythonPath(path: Optional[List[str]] = None) -> str:
+    """
+    The C{PYTHONPATH} of the workers: first the directory the master's
+    own C{tmta} package came from, then the master's C{sys.path} (made
+    absolute; entries that are not directories left out), so that the
+    workers import the very modules the master did, whatever directory
+    they are started in.
+    """
+    import tmta
+
+    entries = [os.path.dirname(os.path.dirname(os.path.abspath(tmta.__file__)))]
+    for entry in sys.path if path is None else path:
+        entry = os.path.abspath(entry or os.curdir)
+        if os.path.isdir(entry) and entry not in entries:
+            entries.append(entry)
+    return os.pathsep.join(entries)
+
 
 class LineLog(Protocol):
     """
@@ -133,7 +165,7 @@ class ForkServer:
             self.reactor.spawnProcess(
                 process,
                 sys.executable,
-                [sys.executable, "-m", "tmta.master.forkserver"],
+                [sys.executable, "-c", FORKSERVER_COMMAND],
                 env=self.environment,
                 childFDs={0: devnull, 1: "r", 2: "r", 3: theirs.fileno(), 4: "r"},
             )
