@@ -482,7 +482,7 @@ class Tmta(Server):
 
     def sendmail(self) -> List[str]:
         return [self.python, "-c",
-                "import sys; from tmta.cli.sendmail import main; sys.exit(main())",
+                "import sys; del sys.path[0]; from tmta.cli.sendmail import main; sys.exit(main())",
                 "-C", self.conf, "-i"]
 
     def sendmailEnvironment(self) -> Optional[Dict[str, str]]:
@@ -495,9 +495,16 @@ class Tmta(Server):
     def start(self) -> None:
         env = dict(os.environ, PYTHONPATH=self.repo)
         self.process = subprocess.Popen(
-            [self.python, "-c", "from twisted.scripts.twistd import run; run()", "-n",
+            # The code of self.repo, whatever directory this runs in: not
+            # what a tmta/ there holds (-c puts the directory first on
+            # sys.path), as the twistd script would start it.  Started in
+            # self.repo too: a tree from before tmta's master kept its
+            # start directory off its workers' sys.path (--baseline) runs
+            # its own workers only from there.
+            [self.python, "-c",
+             "import sys; del sys.path[0]; from twisted.scripts.twistd import run; run()", "-n",
              "--pidfile=", f"--logfile={self.base}/tmta.log", "tmta", "-c", self.conf],
-            env=env, stdin=subprocess.DEVNULL,
+            env=env, stdin=subprocess.DEVNULL, cwd=self.repo,
         )
         self.root = self.process.pid
         waitPort(self.port)
