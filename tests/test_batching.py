@@ -17,23 +17,56 @@ class ThreadBatcherTests(TestCase):
         Items asked for while a batch runs go together in the next one;
         each Deferred gets its own item's result.
         """
+        started = threading.Event()
         release = threading.Event()
         batches = []
 
         def work(items):
             batches.append(list(items))
             if len(batches) == 1:
+                started.set()
                 release.wait(10)
             return [item * 2 for item in items]
 
         batcher = ThreadBatcher(reactor, work)
         self.addCleanup(batcher.stop)
         first = batcher.submit(1)
+        self.assertTrue(started.wait(10))
         rest = [batcher.submit(n) for n in (2, 3, 4)]
         release.set()
         results = yield defer.gatherResults([first] + rest)
         self.assertEqual(results, [2, 4, 6, 8])
         self.assertEqual(batches, [[1], [2, 3, 4]])
+
+    def test_nextBatchWithoutTheReactor(self):
+        """
+        When a batch is done the thread takes the next one itself: it
+        does not wait for the reactor thread (blocked here until the
+        second batch has run) to hand it over.
+        """
+        started = threading.Event()
+        release = threading.Event()
+        secondRan = threading.Event()
+        batches = []
+
+        def work(items):
+            batches.append(list(items))
+            if len(batches) == 1:
+                started.set()
+                release.wait(10)
+            else:
+                secondRan.set()
+            return list(items)
+
+        batcher = ThreadBatcher(reactor, work)
+        self.addCleanup(batcher.stop)
+        first = batcher.submit(1)
+        self.assertTrue(started.wait(10))
+        second = batcher.submit(2)
+        release.set()
+        self.assertTrue(secondRan.wait(10))
+        self.assertEqual(batches, [[1], [2]])
+        return defer.gatherResults([first, second]).addCallback(self.assertEqual, [1, 2])
 
     @defer.inlineCallbacks
     def test_failureFailsTheBatch(self):
@@ -68,15 +101,18 @@ class ThreadBatcherTests(TestCase):
         def seen(result):
             events.append(result)
 
+        started = threading.Event()
         release = threading.Event()
 
         def work(items):
+            started.set()
             release.wait(10)
             return list(items)
 
         batcher = ThreadBatcher(reactor, work, around=around)
         self.addCleanup(batcher.stop)
         first = batcher.submit(1)
+        self.assertTrue(started.wait(10))
         rest = [batcher.submit(n).addCallback(seen) for n in (2, 3)]
         release.set()
         yield defer.gatherResults([first] + rest)

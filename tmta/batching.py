@@ -14,7 +14,10 @@ time, cleanup commits one batch at a time -- needs nothing more.
 A L{ThreadBatcher} runs one batch at a time: what is asked for while a
 batch runs waits and goes in the next one, so under load many items
 share one hand-off (and the work function may share costs among them,
-such as one directory fsync for many files).
+such as one directory fsync for many files).  Its thread takes the next
+batch itself as soon as one is done, rather than waiting for the reactor
+thread to hand it over: a busy thread is never put to sleep and woken
+again, and only the results cross back.
 
 Private: not part of tmta's public API (which L{tmta} lists); it may
 change in any release.
@@ -33,6 +36,10 @@ from twisted.python.failure import Failure
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
+# A call for the thread: the function, its arguments, and the Deferred for
+# its result (None when nothing is to come back).  None alone ends it.
+_Call = Tuple[Callable[..., Any], tuple, Optional[defer.Deferred]]
+
 
 class SerialThread:
     """
@@ -47,9 +54,7 @@ class SerialThread:
     def __init__(self, reactor, name: str = "tmta-blocking") -> None:
         self.reactor = reactor
         self.name = name
-        self._calls: "queue.SimpleQueue[Optional[Tuple[Callable[..., Any], tuple, defer.Deferred]]]" = (
-            queue.SimpleQueue()
-        )
+        self._calls: "queue.SimpleQueue[Optional[_Call]]" = queue.SimpleQueue()
         self._thread: Optional[threading.Thread] = None
         self._trigger = None
 
@@ -60,15 +65,26 @@ class SerialThread:
         @return: a Deferred firing, in the reactor thread, with its
             result or its failure.
         """
+        self._start()
+        d: defer.Deferred = defer.Deferred()
+        self._calls.put((function, args, d))
+        return d
+
+    def post(self, function: Callable[[], Any]) -> None:
+        """
+        Run C{function()} in the thread, and nothing more: no result
+        comes back, and it must handle its own errors.
+        """
+        self._start()
+        self._calls.put((function, (), None))
+
+    def _start(self) -> None:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
             self._thread.start()
             self._trigger = self.reactor.addSystemEventTrigger(
                 "during", "shutdown", self._reactorShutdown
             )
-        d: defer.Deferred = defer.Deferred()
-        self._calls.put((function, args, d))
-        return d
 
     def _run(self) -> None:
         callFromThread = self.reactor.callFromThread
@@ -77,6 +93,9 @@ class SerialThread:
             if call is None:
                 return
             function, args, d = call
+            if d is None:
+                function(*args)
+                continue
             try:
                 result = function(*args)
             except BaseException:
@@ -119,8 +138,12 @@ class ThreadBatcher(Generic[Item, Result]):
         self.reactor = reactor
         self.work = work
         self.around = around or nullcontext
+        # Shared with the thread: the items waiting for the next batch,
+        # and whether the thread is (or has been asked to start) taking
+        # them.
+        self._lock = threading.Lock()
         self._pending: List[Tuple[Item, defer.Deferred]] = []
-        self._running = False
+        self._draining = False
         self.thread = SerialThread(reactor, "tmta-batch")
 
     def submit(self, item: Item) -> "defer.Deferred[Result]":
@@ -130,25 +153,34 @@ class ThreadBatcher(Generic[Item, Result]):
         @return: a Deferred firing with the item's result.
         """
         d: defer.Deferred = defer.Deferred()
-        self._pending.append((item, d))
-        if not self._running:
-            self._next()
+        with self._lock:
+            self._pending.append((item, d))
+            if self._draining:
+                return d
+            self._draining = True
+        self.thread.post(self._drain)
         return d
 
-    def _next(self) -> None:
-        batch, self._pending = self._pending, []
-        if not batch:
-            self._running = False
-            return
-        self._running = True
-        items = [item for item, _ in batch]
-        done = self.thread.call(self.work, items)
-        done.addBoth(self._finished, batch)
+    def _drain(self) -> None:
+        """
+        In the thread: run batches until none waits, handing each one's
+        results to the reactor thread and going straight on to the next.
+        """
+        callFromThread = self.reactor.callFromThread
+        while True:
+            with self._lock:
+                batch, self._pending = self._pending, []
+                if not batch:
+                    self._draining = False
+                    return
+            results: Any
+            try:
+                results = self.work([item for item, _ in batch])
+            except BaseException:
+                results = Failure()
+            callFromThread(self._handOut, results, batch)
 
-    def _finished(self, results, batch) -> None:
-        # The next batch starts before this one's results are handed out,
-        # so that the thread is busy again while they are processed.
-        self._next()
+    def _handOut(self, results, batch) -> None:
         with self.around():
             for index, (_, d) in enumerate(batch):
                 if isinstance(results, Failure):
