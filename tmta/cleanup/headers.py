@@ -23,18 +23,25 @@ def splitHeaderSection(block: bytes) -> Tuple[List[bytes], bytes]:
     that is neither a header nor a continuation (which then begins the
     body, as in Postfix).
     """
+    # Line by line through the header section only: the rest (the whole
+    # body, when the block holds a small message) is returned as it is,
+    # never split into lines.
     headers: List[bytes] = []
-    lines = block.split(b"\n")
-    for i, line in enumerate(lines):
+    start = 0
+    while True:
+        newline = block.find(b"\n", start)
+        line = block[start:] if newline < 0 else block[start:newline]
         if line in (b"", b"\r"):
-            return headers, b"\n".join(lines[i:])
+            return headers, block[start:]
         if line[:1] in (b" ", b"\t") and headers:
             headers[-1] += b"\n" + line
         elif _HEADER_NAME.match(line):
             headers.append(line)
         else:
-            return headers, b"\n".join(lines[i:])
-    return headers, b""
+            return headers, block[start:]
+        if newline < 0:
+            return headers, b""
+        start = newline + 1
 
 
 def headerNames(headers: List[bytes]) -> Dict[str, int]:
