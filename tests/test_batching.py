@@ -10,33 +10,50 @@ from twisted.trial.unittest import TestCase
 from tmta.batching import SerialThread, ThreadBatcher
 
 
+class _HeldFirstBatch:
+    """
+    A batcher's work that doubles each item, holding its first batch
+    until C{release} is set; C{started} is set when that batch begins
+    and C{later} when any later one runs.
+    """
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.release = threading.Event()
+        self.later = threading.Event()
+        self.batches = []
+
+    def __call__(self, items):
+        self.batches.append(list(items))
+        if len(self.batches) == 1:
+            self.started.set()
+            self.release.wait(10)
+        else:
+            self.later.set()
+        return [item * 2 for item in items]
+
+
 class ThreadBatcherTests(TestCase):
+    def heldBatcher(self):
+        work = _HeldFirstBatch()
+        batcher = ThreadBatcher(reactor, work)
+        self.addCleanup(batcher.stop)
+        return batcher, work
+
     @defer.inlineCallbacks
     def test_batches(self):
         """
         Items asked for while a batch runs go together in the next one;
         each Deferred gets its own item's result.
         """
-        started = threading.Event()
-        release = threading.Event()
-        batches = []
-
-        def work(items):
-            batches.append(list(items))
-            if len(batches) == 1:
-                started.set()
-                release.wait(10)
-            return [item * 2 for item in items]
-
-        batcher = ThreadBatcher(reactor, work)
-        self.addCleanup(batcher.stop)
+        batcher, work = self.heldBatcher()
         first = batcher.submit(1)
-        self.assertTrue(started.wait(10))
+        self.assertTrue(work.started.wait(10))
         rest = [batcher.submit(n) for n in (2, 3, 4)]
-        release.set()
+        work.release.set()
         results = yield defer.gatherResults([first] + rest)
         self.assertEqual(results, [2, 4, 6, 8])
-        self.assertEqual(batches, [[1], [2, 3, 4]])
+        self.assertEqual(work.batches, [[1], [2, 3, 4]])
 
     def test_nextBatchWithoutTheReactor(self):
         """
@@ -44,29 +61,14 @@ class ThreadBatcherTests(TestCase):
         does not wait for the reactor thread (blocked here until the
         second batch has run) to hand it over.
         """
-        started = threading.Event()
-        release = threading.Event()
-        secondRan = threading.Event()
-        batches = []
-
-        def work(items):
-            batches.append(list(items))
-            if len(batches) == 1:
-                started.set()
-                release.wait(10)
-            else:
-                secondRan.set()
-            return list(items)
-
-        batcher = ThreadBatcher(reactor, work)
-        self.addCleanup(batcher.stop)
+        batcher, work = self.heldBatcher()
         first = batcher.submit(1)
-        self.assertTrue(started.wait(10))
+        self.assertTrue(work.started.wait(10))
         second = batcher.submit(2)
-        release.set()
-        self.assertTrue(secondRan.wait(10))
-        self.assertEqual(batches, [[1], [2]])
-        return defer.gatherResults([first, second]).addCallback(self.assertEqual, [1, 2])
+        work.release.set()
+        self.assertTrue(work.later.wait(10))
+        self.assertEqual(work.batches, [[1], [2]])
+        return defer.gatherResults([first, second]).addCallback(self.assertEqual, [2, 4])
 
     @defer.inlineCallbacks
     def test_failureFailsTheBatch(self):
