@@ -168,6 +168,19 @@ class SerialThreadTests(TestCase):
         yield self.assertFailure(failed, OSError)
         self.assertEqual((yield after), "next")
 
+    @defer.inlineCallbacks
+    def test_postedFailureLogged(self):
+        """
+        An exception a posted call lets out is logged, and the thread
+        goes on with the next call.
+        """
+        def broken():
+            raise OSError("disk full")
+
+        self.thread.post(broken)
+        self.assertEqual((yield self.thread.call(lambda: "next")), "next")
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+
     def test_stopWaitsForCalls(self):
         """
         L{SerialThread.stop} returns after the calls already asked for

@@ -33,6 +33,10 @@ from typing import Any, Callable, ContextManager, Generic, List, Optional, Seque
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
+from tmta.logging import Logger
+
+log = Logger()
+
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
@@ -73,7 +77,8 @@ class SerialThread:
     def post(self, function: Callable[[], Any]) -> None:
         """
         Run C{function()} in the thread, and nothing more: no result
-        comes back, and it must handle its own errors.
+        comes back (an error it lets out is logged, and the thread goes
+        on).
         """
         self._start()
         self._calls.put((function, (), None))
@@ -94,7 +99,10 @@ class SerialThread:
                 return
             function, args, d = call
             if d is None:
-                function(*args)
+                try:
+                    function(*args)
+                except BaseException:
+                    log.failure("{name}: posted call failed", name=self.name)
                 continue
             try:
                 result = function(*args)

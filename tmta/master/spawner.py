@@ -12,6 +12,8 @@ import time
 from typing import Any, Callable, Dict, List, Optional
 
 from twisted.internet.protocol import ProcessProtocol, Protocol
+
+import tmta
 from tmta.logging import Logger
 
 from tmta.logging import emitWorkerLine, emitWorkerLines, unstampLines
@@ -33,7 +35,7 @@ FORKSERVER_COMMAND = (
 )
 
 
-def workerPythonPath(path: Optional[List[str]] = None) -> str:
+def workerPythonPath() -> str:
     """
     The C{PYTHONPATH} of the workers: first the directory the master's
     own C{tmta} package came from, then the master's C{sys.path} (made
@@ -41,10 +43,8 @@ def workerPythonPath(path: Optional[List[str]] = None) -> str:
     workers import the very modules the master did, whatever directory
     they are started in.
     """
-    import tmta
-
     entries = [os.path.dirname(os.path.dirname(os.path.abspath(tmta.__file__)))]
-    for entry in sys.path if path is None else path:
+    for entry in sys.path:
         entry = os.path.abspath(entry or os.curdir)
         if os.path.isdir(entry) and entry not in entries:
             entries.append(entry)
