@@ -246,12 +246,18 @@ class MailPathTests(SynchronousTestCase):
         stop.set()
         for t in pool:
             t.join(60)
+        # Only a message whose queue file outlived the kill can be
+        # delivered again (its delivery made and not yet recorded), and
+        # only once more.
+        queued = sum(len(files) for name in ("incoming", "active", "deferred")
+                     for _, _, files in os.walk(os.path.join(master.queue, name)))
         master.start()
         waitFor(lambda: set(accepted) <= set(subjects(self.spool)), timeout=180,
                 what="every accepted message to be delivered after the restart")
         delivered = subjects(self.spool)
         duplicates = len(delivered) - len(set(delivered))
-        self.assertLessEqual(duplicates, 10)
+        self.assertLessEqual(duplicates, queued)
+        self.assertLessEqual(max(delivered.count(s) for s in set(delivered)), 2)
 
 
 # A Python an ordinary account can run, with tmta installed: .ci/run
