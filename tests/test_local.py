@@ -12,13 +12,37 @@ from twisted.trial.unittest import SynchronousTestCase
 from tmta.config import MainConfig
 from tmta.delivery import BOUNCED, DEFERRED, SENT
 from tmta.local.agent import LocalAgent
-from tmta.local.mailbox import deliverMbox
+from tmta.local import mailbox
+from tmta.local.mailbox import deliverMaildir, deliverMbox
 from tmta.queue.layout import createLayout
 from tmta.queue.store import QueueStore
 from tests.support import activeRequest, shortTemporaryDirectory, testAccount
 from tests.test_queue import FsyncRecorder
 
 MESSAGE = b"Subject: hi\nFrom: a@b\n\nFrom the start\nbody\n"
+
+
+def isUnnamedIn(path, directory):
+    """
+    Whether C{path}, as /proc reads an open file's, is a file made
+    without a name (C{O_TMPFILE}) in C{directory}: C{DIR/#INODE (deleted)}.
+    """
+    return path.startswith(directory + "/#") and path.endswith(" (deleted)")
+
+
+def openUnnamedIn(directory):
+    """
+    This process's open files made without a name in C{directory}.
+    """
+    paths = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            path = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if isUnnamedIn(path, directory):
+            paths.append(path)
+    return paths
 
 
 class LocalAgentTests(SynchronousTestCase):
@@ -58,10 +82,11 @@ class LocalAgentTests(SynchronousTestCase):
         self.assertEqual(
             text, b"Return-Path: <alice@example.com>\nDelivered-To: bob@localhost\n" + MESSAGE)
         self.assertEqual(os.listdir(os.path.join(spool, "bob", "tmp")), [])
-        # The file (in tmp/), then new/ after the rename, are fsynced
-        # before success.
-        tmp = os.path.join(spool, "bob", "tmp", name)
-        self.assertEqual(self.fsyncs.paths[-2:], [tmp, new])
+        # The file (still without a name, in tmp/'s file system), then
+        # new/ after it is linked there, are fsynced before success.
+        self.assertTrue(isUnnamedIn(self.fsyncs.paths[-2], os.path.join(spool, "bob", "tmp")),
+                        self.fsyncs.paths)
+        self.assertEqual(self.fsyncs.paths[-1], new)
 
     def test_batchSyncsEachMaildirOnce(self):
         """
@@ -119,9 +144,9 @@ class LocalAgentTests(SynchronousTestCase):
 
     def test_batchWritesEveryFileBeforeAnyFsync(self):
         """
-        A batch writes every Maildir file into C{tmp/} before it fsyncs
-        the first; each file is fsynced while still in C{tmp/}, and only
-        then renamed into C{new/}, whose fsync comes after every file's.
+        A batch writes every Maildir file before it fsyncs the first;
+        each file is fsynced before it has a name, and only then linked
+        into C{new/}, whose fsync comes after every file's.
         """
         spool = os.path.join(self.base, "mail") + "/"
         agent = self.agent(local_mailbox_accounts="none", mail_spool_directory=spool)
@@ -131,7 +156,7 @@ class LocalAgentTests(SynchronousTestCase):
         def fsync(fd):
             path = os.readlink(f"/proc/self/fd/{fd}")
             if not seen:
-                seen.append({name: (len(os.listdir(os.path.join(d, "tmp"))),
+                seen.append({name: (len(openUnnamedIn(os.path.join(d, "tmp"))),
                                     len(os.listdir(os.path.join(d, "new"))))
                              for name, d in box.items()})
             seen.append(path)
@@ -145,8 +170,8 @@ class LocalAgentTests(SynchronousTestCase):
                          [[SENT], [SENT], [SENT]])
         self.assertEqual(seen[0], {"bob": (2, 0), "carol": (1, 0)})
         files, directories = seen[1:4], seen[4:]
-        self.assertTrue(all(os.path.basename(os.path.dirname(p)) == "tmp" for p in files),
-                        files)
+        self.assertTrue(all(any(isUnnamedIn(p, os.path.join(d, "tmp")) for d in box.values())
+                            for p in files), files)
         self.assertEqual(sorted(directories),
                          sorted(os.path.join(d, "new") for d in box.values()))
         for name, d in box.items():
@@ -288,3 +313,82 @@ class LocalAgentTests(SynchronousTestCase):
         with open(path, "rb") as f:
             self.assertEqual(f.read().count(b"\nFrom a "), 1)
         self.assertFalse(os.path.exists(path + ".lock"))
+
+
+class MaildirFileTests(SynchronousTestCase):
+    """
+    How L{deliverMaildir} makes a message file: without a name until it
+    is complete and fsynced, where the file system allows it.
+    """
+
+    def setUp(self):
+        self.maildir = os.path.join(shortTemporaryDirectory(self), "box")
+        self.tmp = os.path.join(self.maildir, "tmp")
+        self.new = os.path.join(self.maildir, "new")
+
+    def written(self):
+        """
+        Deliver a message, keeping its file unfinished as a batch does.
+        """
+        kept = []
+        deliverMaildir(self.maildir, b"Delivered-To: bob@localhost\n", [b"Subject: x\n\nhi\n"],
+                       finishLater=lambda written: kept.append(written) or True)
+        [written] = kept
+        self.addCleanup(written.discard)
+        return written
+
+    def test_noNameUntilComplete(self):
+        """
+        A written file has no name in C{tmp/} or C{new/} until it is
+        complete: a process killed before then leaves nothing behind.
+        Completed, it is in C{new/} with the whole message.
+        """
+        written = self.written()
+        self.assertEqual(os.listdir(self.tmp), [])
+        self.assertEqual(os.listdir(self.new), [])
+        self.assertEqual(len(openUnnamedIn(self.tmp)), 1)
+        written.complete()
+        [name] = os.listdir(self.new)
+        with open(os.path.join(self.new, name), "rb") as f:
+            self.assertEqual(f.read(), b"Delivered-To: bob@localhost\nSubject: x\n\nhi\n")
+        self.assertEqual(os.listdir(self.tmp), [])
+        self.assertEqual(openUnnamedIn(self.tmp), [])
+
+    def test_discardLeavesNothing(self):
+        written = self.written()
+        written.discard()
+        self.assertEqual(os.listdir(self.tmp), [])
+        self.assertEqual(os.listdir(self.new), [])
+        self.assertEqual(openUnnamedIn(self.tmp), [])
+
+    def test_nameTakenInNew(self):
+        """
+        A file whose name has been taken in C{new/} meanwhile gets
+        another: the message already there is not replaced (as a rename
+        would replace it).
+        """
+        written = self.written()
+        with open(written.final, "wb") as f:
+            f.write(b"already here")
+        taken = written.final
+        written.complete()
+        self.assertNotEqual(written.final, taken)
+        self.assertEqual(sorted(os.listdir(self.new)),
+                         sorted([os.path.basename(taken), os.path.basename(written.final)]))
+        with open(taken, "rb") as f:
+            self.assertEqual(f.read(), b"already here")
+
+    def test_namedWithoutUnnamedFiles(self):
+        """
+        In a Maildir whose file system cannot make a file without a name,
+        the file is made in C{tmp/} under its name and renamed into
+        C{new/}.
+        """
+        mailbox._namedOnly.add(self.maildir)
+        self.addCleanup(mailbox._namedOnly.discard, self.maildir)
+        written = self.written()
+        self.assertEqual(os.listdir(self.tmp), [os.path.basename(written.final)])
+        self.assertEqual(os.listdir(self.new), [])
+        written.complete()
+        self.assertEqual(os.listdir(self.tmp), [])
+        self.assertEqual(os.listdir(self.new), [os.path.basename(written.final)])

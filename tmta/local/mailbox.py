@@ -74,16 +74,25 @@ _knownMaildirs: set = set()
 
 class WrittenMaildirFile:
     """
-    A message written into a Maildir's C{tmp/} and not yet fsynced or
-    renamed into C{new/}: what L{deliverMaildir} leaves to a caller that
-    finishes several deliveries together (L{complete}, or L{discard}).
+    A message written for a Maildir and not yet fsynced or named in
+    C{new/}: what L{deliverMaildir} leaves to a caller that finishes
+    several deliveries together (L{complete}, or L{discard}).
+
+    Where the file system allows it, the file has no name until it is
+    complete: it is made in C{tmp/}'s file system with C{O_TMPFILE} and
+    linked into C{new/} once fsynced, so that a process killed mid-way
+    leaves nothing behind in C{tmp/}, and the fsync of the file does not
+    also write C{tmp/} (ext4 without a journal syncs the directory of a
+    newly named file with it).  Elsewhere it is named in C{tmp/} and
+    renamed, as the Maildir convention describes.
 
     @ivar fd: the open file.
+    @ivar tmp: its name in C{tmp/}, or C{None} while it has none.
     @ivar new: the Maildir's C{new/}, which the caller fsyncs once the
         file is in it.
     """
 
-    def __init__(self, fd: int, tmp: str, final: str, new: str) -> None:
+    def __init__(self, fd: int, tmp: Optional[str], final: str, new: str) -> None:
         self.fd = fd
         self.tmp = tmp
         self.final = final
@@ -91,7 +100,7 @@ class WrittenMaildirFile:
 
     def complete(self, fsync: Fsync = os.fsync) -> None:
         """
-        fsync the file, close it and rename it into C{new/} (which the
+        fsync the file, close it and put it into C{new/} (which the
         caller then fsyncs).
 
         @raise MailboxError: it could not be done; nothing is left behind.
@@ -99,15 +108,33 @@ class WrittenMaildirFile:
         try:
             try:
                 fsync(self.fd)
+                if self.tmp is None:
+                    self._link()
             finally:
                 self.fd, fd = -1, self.fd
                 os.close(fd)
-            os.rename(self.tmp, self.final)
+            if self.tmp is not None:
+                os.rename(self.tmp, self.final)
         except BaseException as e:
             self.discard()
             if not isinstance(e, OSError):
                 raise
             raise _writeError(e)
+
+    def _link(self) -> None:
+        # linkat(2) through /proc, following the link to the open file.
+        # os.link calls linkat only when given a directory descriptor,
+        # and ignores it for an absolute path: any descriptor will do.
+        # A name taken in new/ (rename would replace it) gets another.
+        source = f"/proc/self/fd/{self.fd}"
+        for attempt in range(5):
+            try:
+                os.link(source, self.final, src_dir_fd=self.fd)
+                return
+            except FileExistsError:
+                if attempt == 4:
+                    raise
+                self.final = os.path.join(self.new, _uniqueName())
 
     def discard(self) -> None:
         """
@@ -119,10 +146,46 @@ class WrittenMaildirFile:
                 os.close(fd)
             except OSError:
                 pass
+        if self.tmp is None:
+            return
         try:
             os.unlink(self.tmp)
         except OSError:
             pass
+
+
+# Maildirs whose file system cannot make an unnamed file (or link one
+# through /proc): their files are named in tmp/ from the start.
+_namedOnly: set = set()
+
+_O_TMPFILE = getattr(os, "O_TMPFILE", 0)
+_canLinkUnnamed: Optional[bool] = None
+
+
+def _openUnnamed(path: str) -> Optional[int]:
+    """
+    An unnamed file, open for writing, in the file system of the
+    Maildir C{path}'s C{tmp/}; C{None} where none can be made (and then
+    linked into C{new/}).
+
+    @raise FileNotFoundError: C{tmp/} is missing.
+    """
+    global _canLinkUnnamed
+    if _canLinkUnnamed is None:
+        _canLinkUnnamed = bool(_O_TMPFILE) and os.path.isdir("/proc/self/fd")
+    if not _canLinkUnnamed or path in _namedOnly:
+        return None
+    try:
+        return os.open(os.path.join(path, "tmp"), os.O_WRONLY | _O_TMPFILE, 0o600)
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        # No O_TMPFILE in this file system (EOPNOTSUPP) or kernel (EISDIR,
+        # EINVAL): named files from now on.  Any other error the named
+        # file's creation reports, with its name.
+        if e.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+            _namedOnly.add(path)
+        return None
 
 
 def _writeError(e: OSError) -> MailboxError:
@@ -136,7 +199,8 @@ def deliverMaildir(path: str, prefix: bytes, chunks: Iterable[bytes], fsync: Fsy
                    finishLater: Optional[Callable[[WrittenMaildirFile], bool]] = None) -> str:
     """
     Deliver into the Maildir at C{path} (created if missing): write into
-    C{tmp/}, fsync, rename into C{new/}, fsync C{new/}.
+    C{tmp/} (see L{WrittenMaildirFile}), fsync, move into C{new/}, fsync
+    C{new/}.
 
     @param finishLater: called with the written file, before its fsync,
         by a caller that finishes several deliveries together (and counts
@@ -144,7 +208,9 @@ def deliverMaildir(path: str, prefix: bytes, chunks: Iterable[bytes], fsync: Fsy
         L{WrittenMaildirFile.complete} it and fsync C{new/} itself, and
         returns C{True}; or returns C{False} to have it finished here.
 
-    @return: the new file's name in C{new/}.
+    @return: the new file's name in C{new/} (when it is finished later,
+        the name chosen for it, which it keeps unless that name is taken
+        by then).
     @raise MailboxError: it could not be done; nothing is left behind.
     """
     name = _uniqueName()
@@ -155,7 +221,10 @@ def deliverMaildir(path: str, prefix: bytes, chunks: Iterable[bytes], fsync: Fsy
                 _makedirs(os.path.join(path, sub))
             _knownMaildirs.add(path)
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            unnamed = _openUnnamed(path)
+            named = unnamed is None
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600) \
+                if unnamed is None else unnamed
             break
         except FileNotFoundError:
             # Removed since we last looked: make it again.
@@ -165,7 +234,7 @@ def deliverMaildir(path: str, prefix: bytes, chunks: Iterable[bytes], fsync: Fsy
         except OSError as e:
             raise MailboxError(f"cannot create maildir file {tmp}: {e.strerror}")
     new = os.path.join(path, "new")
-    written = WrittenMaildirFile(fd, tmp, os.path.join(new, name), new)
+    written = WrittenMaildirFile(fd, tmp if named else None, os.path.join(new, name), new)
     try:
         writeAll(fd, prefix, chunks)
     except BaseException as e:
@@ -180,7 +249,7 @@ def deliverMaildir(path: str, prefix: bytes, chunks: Iterable[bytes], fsync: Fsy
         fsyncDirectory(new, fsync)
     except OSError as e:
         raise _writeError(e)
-    return name
+    return os.path.basename(written.final)
 
 
 def _dotlock(path: str, timeout: float = 30.0):
