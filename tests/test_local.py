@@ -7,7 +7,7 @@ recipient's identity (as root, with a real unprivileged account).
 import os
 import pwd
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from tmta.config import MainConfig
 from tmta.delivery import BOUNCED, DEFERRED, SENT
@@ -392,3 +392,26 @@ class MaildirFileTests(SynchronousTestCase):
         written.complete()
         self.assertEqual(os.listdir(self.tmp), [])
         self.assertEqual(os.listdir(self.new), [os.path.basename(written.final)])
+
+    def test_refusedLinkFallsBackToNamedFiles(self):
+        """
+        When the link of an unnamed file into C{new/} is refused (here,
+        across file systems), the delivery fails for now, leaves nothing
+        behind, and the Maildir's later deliveries use named files.
+        """
+        os.makedirs(self.tmp)
+        os.makedirs(self.new)
+        if not os.path.isdir("/dev/shm") or \
+                os.stat("/dev/shm").st_dev == os.stat(self.maildir).st_dev:
+            raise SkipTest("needs a /dev/shm on another file system")
+        self.addCleanup(mailbox._namedOnly.discard, self.maildir)
+        fd = os.open("/dev/shm", os.O_RDWR | os.O_TMPFILE, 0o600)
+        os.write(fd, b"Subject: x\n\nhi\n")
+        written = mailbox.WrittenMaildirFile(fd, None, os.path.join(self.new, "m"), self.new)
+        error = self.assertRaises(mailbox.MailboxError, written.complete)
+        self.assertTrue(error.temporary)
+        self.assertEqual(os.listdir(self.new), [])
+        self.assertIn(self.maildir, mailbox._namedOnly)
+        deliverMaildir(self.maildir, b"", [b"Subject: y\n\nhi\n"])
+        self.assertEqual(len(os.listdir(self.new)), 1)
+        self.assertEqual(os.listdir(self.tmp), [])

@@ -119,6 +119,11 @@ class WrittenMaildirFile:
             self.discard()
             if not isinstance(e, OSError):
                 raise
+            if self.tmp is None and e.errno in _CANNOT_LINK_UNNAMED:
+                # Linking through /proc is refused here (a security
+                # module, another file system under the same path): this
+                # delivery is tried again later, with a named file.
+                _namedOnly.add(os.path.dirname(self.new))
             raise _writeError(e)
 
     def _link(self) -> None:
@@ -157,6 +162,11 @@ class WrittenMaildirFile:
 # Maildirs whose file system cannot make an unnamed file (or link one
 # through /proc): their files are named in tmp/ from the start.
 _namedOnly: set = set()
+
+# What a refused link of an unnamed file fails with, as opposed to a full
+# disk or a failing one.
+_CANNOT_LINK_UNNAMED = frozenset(
+    (errno.EXDEV, errno.EPERM, errno.EACCES, errno.ENOENT, errno.EOPNOTSUPP, errno.EINVAL))
 
 _O_TMPFILE = getattr(os, "O_TMPFILE", 0)
 _canLinkUnnamed: Optional[bool] = None
