@@ -384,8 +384,8 @@ class MaildirFileTests(SynchronousTestCase):
         the file is made in C{tmp/} under its name and renamed into
         C{new/}.
         """
-        mailbox._namedOnly.add(self.maildir)
-        self.addCleanup(mailbox._namedOnly.discard, self.maildir)
+        mailbox._namedOnly.add(os.path.normpath(self.maildir))
+        self.addCleanup(mailbox._namedOnly.discard, os.path.normpath(self.maildir))
         written = self.written()
         self.assertEqual(os.listdir(self.tmp), [os.path.basename(written.final)])
         self.assertEqual(os.listdir(self.new), [])
@@ -404,14 +404,14 @@ class MaildirFileTests(SynchronousTestCase):
         if not os.path.isdir("/dev/shm") or \
                 os.stat("/dev/shm").st_dev == os.stat(self.maildir).st_dev:
             raise SkipTest("needs a /dev/shm on another file system")
-        self.addCleanup(mailbox._namedOnly.discard, self.maildir)
+        self.addCleanup(mailbox._namedOnly.discard, os.path.normpath(self.maildir))
         fd = os.open("/dev/shm", os.O_RDWR | os.O_TMPFILE, 0o600)
         os.write(fd, b"Subject: x\n\nhi\n")
         written = mailbox.WrittenMaildirFile(fd, None, os.path.join(self.new, "m"), self.new)
         error = self.assertRaises(mailbox.MailboxError, written.complete)
         self.assertTrue(error.temporary)
         self.assertEqual(os.listdir(self.new), [])
-        self.assertIn(self.maildir, mailbox._namedOnly)
+        self.assertIn(os.path.normpath(self.maildir), mailbox._namedOnly)
         deliverMaildir(self.maildir, b"", [b"Subject: y\n\nhi\n"])
         self.assertEqual(len(os.listdir(self.new)), 1)
         self.assertEqual(os.listdir(self.tmp), [])

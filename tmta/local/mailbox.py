@@ -123,7 +123,7 @@ class WrittenMaildirFile:
                 # Linking through /proc is refused here (a security
                 # module, another file system under the same path): this
                 # delivery is tried again later, with a named file.
-                _namedOnly.add(os.path.dirname(self.new))
+                _namedOnly.add(os.path.normpath(os.path.dirname(self.new)))
             raise _writeError(e)
 
     def _link(self) -> None:
@@ -159,8 +159,8 @@ class WrittenMaildirFile:
             pass
 
 
-# Maildirs whose file system cannot make an unnamed file (or link one
-# through /proc): their files are named in tmp/ from the start.
+# Maildirs (normalised paths) whose file system cannot make an unnamed
+# file, or link one through /proc: their files are named in tmp/.
 _namedOnly: set = set()
 
 # What a refused link of an unnamed file fails with, as opposed to a full
@@ -169,7 +169,7 @@ _CANNOT_LINK_UNNAMED = frozenset(
     (errno.EXDEV, errno.EPERM, errno.EACCES, errno.ENOENT, errno.EOPNOTSUPP, errno.EINVAL))
 
 _O_TMPFILE = getattr(os, "O_TMPFILE", 0)
-_canLinkUnnamed: Optional[bool] = None
+_CAN_LINK_UNNAMED = bool(_O_TMPFILE) and os.path.isdir("/proc/self/fd")
 
 
 def _openUnnamed(path: str) -> Optional[int]:
@@ -180,10 +180,8 @@ def _openUnnamed(path: str) -> Optional[int]:
 
     @raise FileNotFoundError: C{tmp/} is missing.
     """
-    global _canLinkUnnamed
-    if _canLinkUnnamed is None:
-        _canLinkUnnamed = bool(_O_TMPFILE) and os.path.isdir("/proc/self/fd")
-    if not _canLinkUnnamed or path in _namedOnly:
+    key = os.path.normpath(path)
+    if not _CAN_LINK_UNNAMED or key in _namedOnly:
         return None
     try:
         return os.open(os.path.join(path, "tmp"), os.O_WRONLY | _O_TMPFILE, 0o600)
@@ -194,7 +192,7 @@ def _openUnnamed(path: str) -> Optional[int]:
         # EINVAL): named files from now on.  Any other error the named
         # file's creation reports, with its name.
         if e.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
-            _namedOnly.add(path)
+            _namedOnly.add(key)
         return None
 
 
@@ -232,9 +230,10 @@ def deliverMaildir(path: str, prefix: bytes, chunks: Iterable[bytes], fsync: Fsy
             _knownMaildirs.add(path)
         try:
             unnamed = _openUnnamed(path)
-            named = unnamed is None
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600) \
-                if unnamed is None else unnamed
+            if unnamed is None:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            else:
+                fd = unnamed
             break
         except FileNotFoundError:
             # Removed since we last looked: make it again.
@@ -244,7 +243,8 @@ def deliverMaildir(path: str, prefix: bytes, chunks: Iterable[bytes], fsync: Fsy
         except OSError as e:
             raise MailboxError(f"cannot create maildir file {tmp}: {e.strerror}")
     new = os.path.join(path, "new")
-    written = WrittenMaildirFile(fd, tmp if named else None, os.path.join(new, name), new)
+    written = WrittenMaildirFile(fd, tmp if unnamed is None else None,
+                                 os.path.join(new, name), new)
     try:
         writeAll(fd, prefix, chunks)
     except BaseException as e:
