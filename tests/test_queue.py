@@ -3,11 +3,14 @@ Tests for L{tmta.queue}: queue ids, the queue file format and its damage,
 the store, and the fsync discipline.
 """
 
+import fcntl
 import os
 import stat
+import struct
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
+from tmta.queue import layout
 from tmta.queue.layout import createLayout
 from tmta.queue.qfile import (
     CorruptQueueFile,
@@ -287,6 +290,54 @@ class QueueFileTests(SynchronousTestCase):
     def test_layoutModes(self):
         mode = stat.S_IMODE(os.stat(os.path.join(self.directory, "private")).st_mode)
         self.assertEqual(mode, 0o700)
+
+
+def _directoryFlags(path: str) -> int:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        return struct.unpack("i", fcntl.ioctl(fd, layout._GETFLAGS, struct.pack("i", 0)))[0]
+    finally:
+        os.close(fd)
+
+
+class TopDirectoryTests(SynchronousTestCase):
+    """
+    The queue directory is marked as the top of unrelated hierarchies,
+    so that ext4 places each queue directory away from the others and
+    from mailboxes.
+    """
+
+    def test_queueDirectoryMarked(self):
+        probe = self.mktemp()
+        os.mkdir(probe)
+        try:
+            fd = os.open(probe, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                fcntl.ioctl(fd, layout._SETFLAGS,
+                            struct.pack("i", _directoryFlags(probe) | layout._TOPDIR))
+            finally:
+                os.close(fd)
+            supported = bool(_directoryFlags(probe) & layout._TOPDIR)
+        except OSError:
+            supported = False
+        if not supported:
+            raise SkipTest("this file system has no top-directory flag (not ext2/3/4)")
+        directory = self.mktemp()
+        createLayout(directory)
+        self.assertTrue(_directoryFlags(directory) & layout._TOPDIR)
+        # Marking again is harmless.
+        self.assertTrue(layout.markTopDirectory(directory))
+        # Subdirectories are made as usual; the flag is not inherited.
+        self.assertFalse(_directoryFlags(os.path.join(directory, "incoming")) & layout._TOPDIR)
+
+    def test_unsupportedIsNoError(self):
+        """
+        Where the flag cannot be set, the layout is made all the same.
+        """
+        self.assertFalse(layout.markTopDirectory(self.mktemp()))
+        if os.path.isdir("/dev/shm"):
+            # tmpfs keeps no such flag.
+            self.assertFalse(layout.markTopDirectory("/dev/shm"))
 
 
 class HashedQueueTests(SynchronousTestCase):
