@@ -32,8 +32,10 @@ with --sendmail, from a loop running each server's sendmail command once
 per message (--sessions loops at once), timed until all are delivered.
 Everything listens on 127.0.0.1 only.  Servers are started in a fresh
 temporary directory and stopped (by their own pid) afterwards; what they
-wrote is deleted only at the end, and each run first waits until the
-disk creates files at its usual cost (C{--quiet-disk}).
+wrote is deleted only at the end, each run's directory is placed away
+from the others' where the file system allows (C{chattr +T}), and each
+run first waits until the disk creates files at its usual cost
+(C{--quiet-disk}).
 """
 
 from __future__ import annotations
@@ -91,6 +93,23 @@ def fileCreationCost(directory: str, count: int = 200) -> float:
         os.write(fd, b"x" * 2048)
         os.close(fd)
     return (time.process_time() - started) / count * 1e6
+
+
+def spreadSubdirectories(path: str) -> None:
+    """
+    Mark C{path} as the top of unrelated hierarchies (C{chattr +T}), so
+    that ext2/3/4 put each directory made in it in a block group of its
+    own choosing rather than beside it.  Each run's files then start in
+    a group no earlier run has used: on an ext4 without a journal, a new
+    file's inode is looked for past every inode freed in its group in
+    the last minutes, and a server whose files landed where the previous
+    server's queue had churned paid for that churn.  Nothing where the
+    file system has no such flag.
+    """
+    chattr = shutil.which("chattr")
+    if chattr:
+        subprocess.run([chattr, "+T", path], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, check=False)
 
 
 def waitForQuietDisk(base: str, limit: float, patience: float) -> float:
@@ -856,6 +875,7 @@ def bench(args, parser) -> int:
             parser.error(f"--baseline {args.baseline}: not a tmta checkout")
     base = tempfile.mkdtemp(prefix="tmta-bench-", dir=args.scratch)
     os.chmod(base, 0o755)
+    spreadSubdirectories(base)
     certificate = None
     if args.starttls:
         sys.path.insert(0, REPO)
@@ -901,7 +921,9 @@ def bench(args, parser) -> int:
                     cost = waitForQuietDisk(base, args.quiet_disk, 180)
                     disk = f"  (file creation {cost:.0f} us before)"
                 where = os.path.join(base, f"round{round}")
-                os.makedirs(where, exist_ok=True)
+                if not os.path.isdir(where):
+                    os.makedirs(where)
+                    spreadSubdirectories(where)
                 # Each run's files are kept until the end: deleting them
                 # would slow the next run's file creation (see
                 # waitForQuietDisk).
