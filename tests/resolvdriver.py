@@ -10,6 +10,7 @@ Prints DELIVERED when the sink got the message.
 """
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -69,6 +70,8 @@ def main() -> int:
         for process in (sink, dnsServer):
             process.terminate()
             process.wait(10)
+        # What went wrong is printed above; the directory is not kept.
+        shutil.rmtree(base, ignore_errors=True)
 
 
 if __name__ == "__main__":
