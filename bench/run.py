@@ -97,19 +97,18 @@ def fileCreationCost(directory: str, count: int = 200) -> float:
 
 def spreadSubdirectories(path: str) -> None:
     """
-    Mark C{path} as the top of unrelated hierarchies (C{chattr +T}), so
-    that ext2/3/4 put each directory made in it in a block group of its
-    own choosing rather than beside it.  Each run's files then start in
-    a group no earlier run has used: on an ext4 without a journal, a new
-    file's inode is looked for past every inode freed in its group in
-    the last minutes, and a server whose files landed where the previous
-    server's queue had churned paid for that churn.  Nothing where the
-    file system has no such flag.
+    Mark C{path} as the top of unrelated hierarchies (C{chattr +T}, with
+    tmta's own L{markTopDirectory}), so that ext2/3/4 put each directory
+    made in it in a block group of its own choosing.  Each run's files
+    then start in a group no earlier run has used, and a server pays for
+    no other server's deleted files (see L{markTopDirectory}).  Nothing
+    where the file system has no such flag.
     """
-    chattr = shutil.which("chattr")
-    if chattr:
-        subprocess.run([chattr, "+T", path], stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, check=False)
+    if REPO not in sys.path:
+        sys.path.insert(0, REPO)
+    from tmta.queue.layout import markTopDirectory
+
+    markTopDirectory(path)
 
 
 def waitForQuietDisk(base: str, limit: float, patience: float) -> float:
@@ -728,12 +727,10 @@ def journalledScratch(size: str = "4G") -> Iterator[str]:
     image afterwards.  Root only.
 
     Without a journal, ext4 looks for a free inode past every inode freed
-    in the last minute or so, one buffer lookup each: how much that
-    costs a server depends on whether its Maildir and its queue happened
-    to land in one block group, a matter of luck that moves a run's CPU
-    by about a tenth.  A journalled ext4 does no such search, and is
-    what most mail hosts run on.  The loop device's and the journal's
-    kernel threads are counted for neither server.
+    in the last minutes (see L{spreadSubdirectories}); a journalled ext4
+    does no such search, and is what most mail hosts run on.  The loop
+    device's and the journal's kernel threads are counted for neither
+    server.
     """
     image = tempfile.NamedTemporaryFile(prefix="tmta-bench-", suffix=".ext4", delete=False)
     image.close()

@@ -295,7 +295,7 @@ class QueueFileTests(SynchronousTestCase):
 def _directoryFlags(path: str) -> int:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        return struct.unpack("i", fcntl.ioctl(fd, layout._GETFLAGS, struct.pack("i", 0)))[0]
+        return layout._flags(fd)
     finally:
         os.close(fd)
 

@@ -180,8 +180,7 @@ def _openUnnamed(path: str) -> Optional[int]:
 
     @raise FileNotFoundError: C{tmp/} is missing.
     """
-    key = os.path.normpath(path)
-    if not _CAN_LINK_UNNAMED or key in _namedOnly:
+    if not _CAN_LINK_UNNAMED or (_namedOnly and os.path.normpath(path) in _namedOnly):
         return None
     try:
         return os.open(os.path.join(path, "tmp"), os.O_WRONLY | _O_TMPFILE, 0o600)
@@ -192,7 +191,7 @@ def _openUnnamed(path: str) -> Optional[int]:
         # EINVAL): named files from now on.  Any other error the named
         # file's creation reports, with its name.
         if e.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
-            _namedOnly.add(key)
+            _namedOnly.add(os.path.normpath(path))
         return None
 
 

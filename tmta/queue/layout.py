@@ -32,6 +32,10 @@ _SETFLAGS = 0x40086602 if struct.calcsize("l") == 8 else 0x40046602
 _TOPDIR = 0x00020000
 
 
+def _flags(fd: int) -> int:
+    return struct.unpack("i", fcntl.ioctl(fd, _GETFLAGS, struct.pack("i", 0)))[0]
+
+
 def markTopDirectory(path: str) -> bool:
     """
     Mark a directory as the top of unrelated hierarchies (C{chattr +T}):
@@ -56,10 +60,10 @@ def markTopDirectory(path: str) -> bool:
     except OSError:
         return False
     try:
-        flags = struct.unpack("i", fcntl.ioctl(fd, _GETFLAGS, struct.pack("i", 0)))[0]
+        flags = _flags(fd)
         if not flags & _TOPDIR:
             fcntl.ioctl(fd, _SETFLAGS, struct.pack("i", flags | _TOPDIR))
-            flags = struct.unpack("i", fcntl.ioctl(fd, _GETFLAGS, struct.pack("i", 0)))[0]
+            flags = _flags(fd)
         return bool(flags & _TOPDIR)
     except OSError:
         return False
