@@ -174,6 +174,41 @@ class TogetherTests(SynchronousTestCase):
         self.assertEqual(transport.writes, [])
 
 
+    def test_oneWritePerRead(self):
+        """
+        What a connection's handlers send while it takes the boxes of one
+        read goes out in one write per connection, to it and to others:
+        the queue manager's deliveries for a batch of new messages reach
+        an agent together, and wake it once.
+        """
+        other = QuietAMP()
+        otherTransport = _CountingTransport()
+        other.makeConnection(otherTransport)
+
+        class Forwarding(_QuietResponder):
+            def lookup(self, name, records):
+                other.sendBox(amp.Box({b"n": name.encode("ascii")}))
+                return super().lookup(name, records)
+            lookup = Lookup.responder(lookup)
+
+        server = Forwarding()
+        transport = _CountingTransport()
+        server.makeConnection(transport)
+        requests = b"".join(
+            serializeBox({b"_command": b"Lookup", b"_ask": tag, b"name": name,
+                          b"records": RecordList([("address", str)]).toString([])})
+            for tag, name in ((b"1", b"a"), (b"2", b"b")))
+        server.dataReceived(requests)
+        self.assertEqual((len(transport.writes), len(otherTransport.writes)), (1, 1))
+        received = _Recording()
+        received.makeConnection(StringTransport())
+        received.dataReceived(transport.writes[0] + otherTransport.writes[0])
+        self.assertEqual([box.get(b"_answer") or box[b"n"] for box in received.boxes],
+                         [b"1", b"2", b"a", b"b"])
+        server.dataReceived(requests[: len(requests) // 2 + 3])
+        self.assertEqual(len(transport.writes), 2, "the first box is answered on its own")
+
+
 class _Connection:
     def __init__(self, name):
         self.name = name

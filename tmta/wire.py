@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from contextlib import contextmanager
 from types import CoroutineType
-from typing import Any, Dict, Iterator, List, Sequence, Tuple
+from typing import Any, ContextManager, Dict, Iterator, List, Sequence, Tuple
 
 from twisted.internet import defer, endpoints, unix
 from twisted.internet.error import ConnectionLost
@@ -173,6 +173,11 @@ class QuietAMP(amp.AMP):
     again as the two processes' reads and writes.  What goes on the wire,
     the errors a caller sees and what an unhandled failure does (the
     connection is dropped) are Twisted's.
+
+    What the handlers of one read's boxes send is written once per
+    connection when the read is handled (L{heldWrites}): the queue
+    manager, woken for a batch of new messages, hands their deliveries
+    to an agent in one write, and the agent wakes once for all of them.
     """
 
     _boxBuffer = b""
@@ -355,6 +360,12 @@ class QuietAMP(amp.AMP):
     def dataReceived(self, data: bytes) -> None:
         if not ampParsesPlainBoxes(self):
             return super().dataReceived(data)
+        # What the boxes' handlers send goes out in one write per
+        # connection once the read is handled.
+        with _HOLD:
+            self._parseBoxes(data)
+
+    def _parseBoxes(self, data: bytes) -> None:
         buffer = self._boxBuffer + data if self._boxBuffer else data
         end = len(buffer)
         position = 0
@@ -405,27 +416,44 @@ class QuietAMP(amp.AMP):
 _held: "List[QuietAMP] | None" = None
 
 
-@contextmanager
-def heldWrites() -> Iterator[None]:
+class _HeldWrites:
+    """
+    The context of L{heldWrites}: a plain class rather than a generator,
+    since every read of every connection enters it.  Reactor thread
+    only.
+    """
+
+    depth = 0
+
+    def __enter__(self) -> None:
+        global _held
+        if self.depth == 0:
+            _held = []
+        self.depth += 1
+
+    def __exit__(self, *exc_info: object) -> None:
+        global _held
+        self.depth -= 1
+        if self.depth == 0:
+            held, _held = _held, None
+            for protocol in held or ():
+                protocol._sendTogether()
+
+
+_HOLD = _HeldWrites()
+
+
+def heldWrites() -> ContextManager[None]:
     """
     Hold what every L{QuietAMP} connection sends inside the block, and
     send each connection's boxes in one write at its end.
 
     For a burst of answers: when a batch of messages is stored, cleanup
     answers each message and wakes qmgr for each, and its clients and
-    qmgr then read all of it with one wake-up each.
+    qmgr then read all of it with one wake-up each.  Each read of a
+    connection is handled inside one too.
     """
-    global _held
-    if _held is not None:
-        yield
-        return
-    _held = []
-    try:
-        yield
-    finally:
-        held, _held = _held, None
-        for protocol in held:
-            protocol._sendTogether()
+    return _HOLD
 
 
 class ServiceAMP(QuietAMP):
