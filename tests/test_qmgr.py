@@ -245,12 +245,12 @@ class QueueManagerTests(TestCase):
     @defer.inlineCallbacks
     def test_deliveryBatchDefault(self):
         """
-        By default local takes up to four deliveries per connection: with
-        two local processes for one mailbox, nine deliveries to it put
-        eight under way, on two connections.
+        By default local takes up to eight deliveries per connection: with
+        two local processes for one mailbox, seventeen deliveries to it
+        put sixteen under way, on two connections.
         """
         connections = yield defer.Deferred.fromCoroutine(
-            self.connectionsForTwoDeliveries(messages=9, underWay=8))
+            self.connectionsForTwoDeliveries(messages=17, underWay=16))
         self.assertEqual(connections, 2)
 
     @defer.inlineCallbacks

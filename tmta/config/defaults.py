@@ -153,7 +153,7 @@ DEFAULTS: Dict[str, str] = {
     # destination concurrency limits count processes.  1: a process per
     # delivery under way, as in Postfix.
     "default_delivery_batch_limit": "1",
-    "local_delivery_batch_limit": "4",
+    "local_delivery_batch_limit": "8",
     "default_transport": "smtp",
     "local_transport": "local:$myhostname",
     "relay_transport": "relay",
