@@ -100,9 +100,11 @@ def spreadSubdirectories(path: str) -> None:
     Mark C{path} as the top of unrelated hierarchies (C{chattr +T}, with
     tmta's own L{markTopDirectory}), so that ext2/3/4 put each directory
     made in it in a block group of its own choosing.  Each run's files
-    then start in a group no earlier run has used, and a server pays for
-    no other server's deleted files (see L{markTopDirectory}).  Nothing
-    where the file system has no such flag.
+    then start in a group of their own, away from the other runs' (a
+    group that a previous bench's clean-up has just emptied can still be
+    chosen: its freed inodes are then searched past; see
+    L{markTopDirectory}).  Nothing where the file system has no such
+    flag.
     """
     if REPO not in sys.path:
         sys.path.insert(0, REPO)

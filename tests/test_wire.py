@@ -173,7 +173,6 @@ class TogetherTests(SynchronousTestCase):
             protocol.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(transport.writes, [])
 
-
     def test_oneWritePerRead(self):
         """
         What a connection's handlers send while it takes the boxes of one
