@@ -80,7 +80,7 @@ class ExpansionTests(SynchronousTestCase):
             path = os.path.join(self.base, "aliases")
             with open(path, "w") as f:
                 f.write(aliases.replace("OUT", self.out).replace("USER", self.user.pw_name))
-            self.assertEqual(buildMaps([f"hash:{path}"]), 0)
+            self.assertEqual(buildMaps([f"hash:{path}"], aliases=True), 0)
             settings["alias_maps"] = f"hash:{path}"
         settings.update(params)
         return LocalAgent(MainConfig(settings), fsync=lambda fd: None, accounts=self.accounts,

@@ -517,12 +517,14 @@ def queryMap(spec: str, keys: List[str], out: TextIO = sys.stdout,
     return 0 if found else 1
 
 
-def buildMaps(specs: List[str], defaultType: str = "hash", err: TextIO = sys.stderr) -> int:
+def buildMaps(specs: List[str], defaultType: str = "hash", err: TextIO = sys.stderr,
+              aliases: bool = False) -> int:
     """
-    Build the database of each table source, as C{postmap} (or
-    C{postalias}) does: C{FILE} or C{type:FILE}, the type defaulting to
-    C{default_database_type}.  Each database is replaced whole, so
-    lookups never see a partly built table.
+    Build the database of each table source, as C{postmap} (or, with
+    C{aliases}, C{postalias}) does: C{FILE} or C{type:FILE}, the type
+    defaulting to C{default_database_type}.  Each database is replaced
+    whole, so lookups never see a partly built table.  The lines Postfix
+    warns about are warned about, each with its file and line.
     """
     from tmta.tables import parseTextTable
     from tmta.tables.compiled import SUFFIXES, build
@@ -539,7 +541,10 @@ def buildMaps(specs: List[str], defaultType: str = "hash", err: TextIO = sys.std
             continue
         try:
             with open(source, encoding="utf-8", errors="surrogateescape") as f:
-                table = parseTextTable(f.read().splitlines())
+                warnings: List[str] = []
+                table = parseTextTable(f.read().splitlines(), aliases, source, warnings)
+            for warning in warnings:
+                err.write(f"tmta: warning: {warning}\n")
             build(kind, source, table)
         except OSError as e:
             err.write(f"tmta: fatal: {spec}: {e.strerror or e}\n")
@@ -562,7 +567,7 @@ def buildAliases(configuration: Configuration, err: TextIO = sys.stderr) -> int:
     main = configuration.main
     specs = [spec for spec in splitList(main.get("alias_database"))
              if spec.partition(":")[0] in SUFFIXES or ":" not in spec]
-    return buildMaps(specs, main.get("default_database_type"), err)
+    return buildMaps(specs, main.get("default_database_type"), err, aliases=True)
 
 
 #: What install-compat links: the name other programs run, where they

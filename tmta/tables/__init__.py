@@ -60,64 +60,129 @@ class PasswdTable:
 
 
 
-def parseTextTable(lines: List[str]) -> Dict[str, str]:
+def _postmapEntry(text: str) -> Tuple[str, str]:
     """
-    Parse a postmap/postalias source file: C{key value} or C{key: value}
-    per logical line (continuation lines start with white space), C{#}
-    comments.  Keys are case-insensitive; the first definition wins, as
-    postmap warns and keeps the first.
+    C{key whitespace value}, as postmap and C{texthash:} split a line:
+    at the first white space outside double quotes (a backslash escapes
+    the next character); the key keeps its quotes.
+
+    @raise ValueError: why Postfix ignores the line.
+    """
+    inQuotes, index = False, 0
+    while index < len(text):
+        c = text[index]
+        if c == "\\":
+            index += 1
+        elif c.isspace() and not inQuotes:
+            break
+        elif c == '"':
+            inQuotes = not inQuotes
+        index += 1
+    if inQuotes:
+        raise ValueError(f"unbalanced '\"' in '{text}' -- ignoring this line")
+    key, value = text[:index], text[index + 1:].strip()
+    if not key or not value:
+        raise ValueError("expected format: key whitespace value -- ignoring this line")
+    return key, value
+
+
+def _aliasEntry(text: str) -> Tuple[str, str]:
+    """
+    C{name: value}, as postalias splits a line: at the first colon
+    outside double quotes; the name is unquoted and must be local.
+
+    @raise ValueError: why Postfix ignores the line.
+    """
+    inQuotes, index = False, 0
+    while index < len(text):
+        c = text[index]
+        if c == "\\":
+            index += 1
+        elif c == '"':
+            inQuotes = not inQuotes
+        elif c == ":" and not inQuotes:
+            break
+        index += 1
+    name, value = text[:index].strip(), text[index + 1:].strip()
+    if index >= len(text) or not name or not value or "," in name:
+        raise ValueError("need name:value pair")
+    if name.startswith('"') and name.endswith('"') and len(name) > 1:
+        name = name[1:-1]
+    elif "@" in name or "%" in name:
+        raise ValueError("name must be local")
+    return name, value
+
+
+def parseTextTable(lines: List[str], aliases: bool = False, path: str = "",
+                   warnings: Optional[List[str]] = None) -> Dict[str, str]:
+    """
+    Parse a table source file as postmap reads it (C{key value}, the key
+    ending at the first white space, so C{[host]:port} and IPv6
+    addresses are keys like any other), or with C{aliases} as postalias
+    reads it (C{name: value}).  Continuation lines start with white
+    space, C{#} starts a comment.  Keys are case-insensitive; the first
+    definition wins, as postmap warns and keeps the first.
+
+    @param warnings: where to put what Postfix warns about (each naming
+        C{path} and the line), the lines it ignores among them.
     """
     from tmta.config.parser import logicalLines
 
     table: Dict[str, str] = {}
-    for _, text in logicalLines(lines):
-        if text.startswith('"'):
-            end = text.find('"', 1)
-            key, value = text[1:end], text[end + 1 :].lstrip(": \t")
-        else:
-            parts = text.split(None, 1)
-            key = parts[0]
-            value = parts[1] if len(parts) > 1 else ""
-            if key.endswith(":"):
-                key = key[:-1]
-            elif ":" in key:
-                key, _, first = key.partition(":")
-                value = (first + " " + value).strip()
-        table.setdefault(key.lower(), value.strip())
+    split = _aliasEntry if aliases else _postmapEntry
+    if warnings is None:
+        warnings = []
+    for number, text in logicalLines(lines, path, warnings):
+        try:
+            key, value = split(text)
+        except ValueError as e:
+            warnings.append(f"{path}, line {number}: {e}")
+            continue
+        key = key.lower()
+        if key in table:
+            warnings.append(f'{path}, line {number}: duplicate entry: "{key}"')
+            continue
+        if not aliases and key.endswith(":"):
+            warnings.append(f'{path}, line {number}: record is in "key: value" format; '
+                            "is this an alias file?")
+        table[key] = value
     return table
 
 
 @implementer(ILookupTable)
 class TextFileTable:
     """
-    A table read from a text file, re-read when the file changes.  A
-    missing file is an empty table (and is warned about once).
+    C{texthash:/path}: a table read from a postmap source file, re-read
+    when the file changes.  A file that cannot be read fails every
+    lookup (L{TableLookupError}) until it can be, as Postfix's does.
     """
 
     def __init__(self, path: str) -> None:
         self.path = path
         self._stamp: Optional[Tuple[float, int]] = None
         self._table: Dict[str, str] = {}
-        self._warned = False
+        self._failure: Optional[str] = None
+        #: What the last reading warned about.
+        self.warnings: List[str] = []
 
     def _load(self) -> Dict[str, str]:
         try:
             st = os.stat(self.path)
-        except OSError as e:
-            if not self._warned:
-                log.warn("table {path}: {error}", path=self.path, error=e.strerror)
-                self._warned = True
-            self._stamp, self._table = None, {}
-            return self._table
-        stamp = (st.st_mtime, st.st_size)
-        if stamp != self._stamp:
-            try:
+            stamp = (st.st_mtime, st.st_size)
+            if stamp != self._stamp:
                 with open(self.path, encoding="utf-8", errors="surrogateescape") as f:
-                    self._table = parseTextTable(f.read().splitlines())
-            except OSError as e:
-                log.warn("table {path}: {error}", path=self.path, error=e.strerror)
-                self._table = {}
-            self._stamp = stamp
+                    lines = f.read().splitlines()
+                self.warnings = []
+                self._table = parseTextTable(lines, path=self.path, warnings=self.warnings)
+                for text in self.warnings:
+                    log.warn("{text}", text=text)
+                self._stamp, self._failure = stamp, None
+        except OSError as e:
+            failure = f"texthash:{self.path}: cannot open {self.path}: {e.strerror or e}"
+            if failure != self._failure:
+                log.warn("{failure}", failure=failure)
+            self._stamp, self._table, self._failure = None, {}, failure
+            raise TableLookupError(failure)
         return self._table
 
     def get(self, key: str) -> Optional[str]:
