@@ -289,7 +289,8 @@ class LocalAgentTests(SynchronousTestCase):
         os.chmod(spool, 0o1777)
         aliases = os.path.join(self.base, "aliases")
         with open(aliases, "w") as f:
-            f.write(f"# test aliases\npostmaster: root\nroot: {user}\nboss: {user}\n")
+            # texthash: reads postmap's format, not postalias's.
+            f.write(f"# test aliases\npostmaster root\nroot {user}\nboss {user}\n")
         agent = self.agent(mail_spool_directory=spool, alias_maps=f"texthash:{aliases}")
         statuses = agent.deliverAll(self.queueMessage(recipients=["postmaster@localhost"]))
         self.assertEqual([(s.status, s.reason) for s in statuses],

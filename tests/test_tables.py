@@ -32,7 +32,8 @@ class PatternTableTests(SynchronousTestCase):
             "/./                     $$1 literal\n"))
         self.assertEqual(table.get("alice@old.example"), "alice@new.example")
         self.assertEqual(table.get("ALICE@OLD.EXAMPLE"), "ALICE@new.example")
-        self.assertEqual(table.get("postmaster@x.example"), "REJECT no more text")
+        # A continuation line joins as it stands, its white space kept.
+        self.assertEqual(table.get("postmaster@x.example"), "REJECT no  more text")
         self.assertEqual(table.get("Bob@x.example"), "case matters")
         self.assertEqual(table.get("bob@x.example"), "$1 literal")
         self.assertEqual(table.get("someone@elsewhere.org"), "OK outside")
@@ -229,7 +230,10 @@ class CompiledTableTests(SynchronousTestCase):
         table = openTable(f"hash:{path}")
         self.assertEqual(table.get("example.com"), "smtp:[relay.example]")
         self.assertEqual(table.get("EXAMPLE.com"), "smtp:[relay.example]")
-        self.assertEqual(table.get("postmaster"), "root, admin")
+        # postmap's format, not postalias's: the key ends at white space,
+        # and a continuation line joins as it stands.
+        self.assertEqual(table.get("postmaster:"), "root,  admin")
+        self.assertIsNone(table.get("postmaster"))
         self.assertIsNone(table.get("other"))
         out = io.StringIO()
         self.assertEqual(queryMap(f"hash:{path}", ["example.com"], out=out), 0)
@@ -286,3 +290,80 @@ class CompiledTableTests(SynchronousTestCase):
         resolution = rewriter.resolve("a@example.com")
         self.assertEqual(resolution.transport, "retry")
         self.assertIn("table lookup failure", resolution.nexthop)
+
+
+class PostfixLanguagesTests(SynchronousTestCase):
+    """
+    What Postfix's tables mean, where Python's C{re} and an alias-style
+    reading meant something else and let mail through.
+    """
+
+    def table(self, kind, text):
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(text)
+        return openTable(f"{kind}:{path}")
+
+    def test_regexpIsPosix(self):
+        """
+        POSIX classes match, and C{\\d} is no digit class, as the C
+        library's regcomp reads them (Python's re read the first as a
+        set of characters and the second as a digit).
+        """
+        table = self.table("regexp", "/^\\d$/ ESCAPED-D\n/^[[:digit:]]+$/ DIGITS\n")
+        self.assertEqual(table.get("2024"), "DIGITS")
+        self.assertEqual(table.get("7"), "DIGITS")
+        self.assertIsNone(table.get(":"))
+
+    def test_pcreIsPcre2(self):
+        """
+        PCRE syntax Python's re lacks compiles and matches: named
+        groups, C{\\z}, C{\\p{Lu}}, and C{.} matching a newline by
+        default.
+        """
+        table = self.table("pcre", "/^(?<user>[a-z]+)@example\\.com\\z/ NAMED $1\n"
+                                   "/^a.b$/ DOTALL\n")
+        self.assertEqual(table.get("alice@example.com"), "NAMED alice")
+        self.assertEqual(table.get("a\nb"), "DOTALL")
+
+    def test_badLinesNeverDropTheTable(self):
+        """
+        Lines Postfix skips (an unclosed pattern, a bad network, host
+        bits set, a bracketed IPv6 network it accepts) leave the other
+        rules in force: a client the table rejects stays rejected.
+        """
+        table = self.table("cidr", "[2001:db8::]/32  REJECT six\n"
+                                   "10.1.1.1/8  REJECT host bits\n"
+                                   "300.0.0.0/8 REJECT bad\n"
+                                   "192.0.2.0/24  REJECT four\n")
+        self.assertEqual(table.get("192.0.2.9"), "REJECT four")
+        self.assertEqual(table.get("2001:db8::1"), "REJECT six")
+        self.assertIsNone(table.get("10.1.1.1"))
+        self.assertEqual(len(table.source.warnings), 2)
+        regexp = self.table("pcre", "/(?<n>x)\\p{Lu}/ REJECT named\n/^[/ broken\n/^bad/ REJECT\n")
+        self.assertEqual(regexp.get("badguy"), "REJECT")
+        self.assertEqual(regexp.get("xA"), "REJECT named")
+
+    def test_missingFileFailsLookups(self):
+        """
+        A table file that cannot be read is a temporary failure, never a
+        table that matches nothing.
+        """
+        from tmta.tables import TableLookupError
+
+        for kind in ("regexp", "pcre", "cidr", "texthash"):
+            table = openTable(f"{kind}:{self.mktemp()}")
+            self.assertRaises(TableLookupError, table.get, "192.0.2.1")
+
+    def test_hostPortAndIPv6Keys(self):
+        """
+        postmap's keys end at white space: C{[host]:port} (TLS policy,
+        SASL passwords, transports) and IPv6 addresses are found.
+        """
+        table = self.table("texthash", "[127.0.0.1]:2525  secure\n"
+                                       "2001:db8::1       OK six\n"
+                                       "alias: value      KEPT\n")
+        self.assertEqual(table.get("[127.0.0.1]:2525"), "secure")
+        self.assertEqual(table.get("2001:db8::1"), "OK six")
+        self.assertEqual(table.get("alias:"), "value      KEPT")
+        self.assertIsNone(table.get("alias"))

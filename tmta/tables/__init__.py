@@ -60,6 +60,36 @@ class PasswdTable:
 
 
 
+def readLogicalLines(lines: List[str], path: str = "",
+                     warnings: Optional[List[str]] = None) -> List[Tuple[int, str]]:
+    """
+    The logical lines of a table source, as Postfix's C{readllines}
+    makes them: a line that starts with white space continues the one
+    before, joined as it stands (only the line break goes); comment and
+    blank lines are skipped and do not end a logical line; trailing
+    white space is trimmed.
+
+    @return: C{(number, text)}, the number that of the first physical
+        line.
+    @param warnings: where to note text continuing nothing, which is
+        skipped.
+    """
+    logical: List[Tuple[int, str]] = []
+    for number, line in enumerate(lines, 1):
+        stripped = line.lstrip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if line[0].isspace():
+            if logical:
+                logical[-1] = (logical[-1][0], logical[-1][1] + line)
+            elif warnings is not None:
+                warnings.append(f"{path}, line {number}: logical line must not start with "
+                                f'whitespace: "{line[:30]}"')
+            continue
+        logical.append((number, line))
+    return [(number, text.rstrip()) for number, text in logical]
+
+
 def _postmapEntry(text: str) -> Tuple[str, str]:
     """
     C{key whitespace value}, as postmap and C{texthash:} split a line:
@@ -114,7 +144,8 @@ def _aliasEntry(text: str) -> Tuple[str, str]:
 
 
 def parseTextTable(lines: List[str], aliases: bool = False, path: str = "",
-                   warnings: Optional[List[str]] = None) -> Dict[str, str]:
+                   warnings: Optional[List[str]] = None,
+                   warnDuplicates: bool = False) -> Dict[str, str]:
     """
     Parse a table source file as postmap reads it (C{key value}, the key
     ending at the first white space, so C{[host]:port} and IPv6
@@ -125,14 +156,14 @@ def parseTextTable(lines: List[str], aliases: bool = False, path: str = "",
 
     @param warnings: where to put what Postfix warns about (each naming
         C{path} and the line), the lines it ignores among them.
+    @param warnDuplicates: whether a key defined again is warned about
+        (C{texthash:} warns; postmap keeps the first silently).
     """
-    from tmta.config.parser import logicalLines
-
     table: Dict[str, str] = {}
     split = _aliasEntry if aliases else _postmapEntry
     if warnings is None:
         warnings = []
-    for number, text in logicalLines(lines, path, warnings):
+    for number, text in readLogicalLines(lines, path, warnings):
         try:
             key, value = split(text)
         except ValueError as e:
@@ -140,7 +171,8 @@ def parseTextTable(lines: List[str], aliases: bool = False, path: str = "",
             continue
         key = key.lower()
         if key in table:
-            warnings.append(f'{path}, line {number}: duplicate entry: "{key}"')
+            if warnDuplicates:
+                warnings.append(f'{path}, line {number}: duplicate entry: "{key}"')
             continue
         if not aliases and key.endswith(":"):
             warnings.append(f'{path}, line {number}: record is in "key: value" format; '
@@ -173,7 +205,8 @@ class TextFileTable:
                 with open(self.path, encoding="utf-8", errors="surrogateescape") as f:
                     lines = f.read().splitlines()
                 self.warnings = []
-                self._table = parseTextTable(lines, path=self.path, warnings=self.warnings)
+                self._table = parseTextTable(lines, path=self.path, warnings=self.warnings,
+                                             warnDuplicates=True)
                 for text in self.warnings:
                     log.warn("{text}", text=text)
                 self._stamp, self._failure = stamp, None

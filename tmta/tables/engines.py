@@ -10,9 +10,11 @@ C{[[:alpha:]]}, C{\\<} or a back-reference in a bracket mean something
 else or nothing.  The C library is reached with C{ctypes}: no binding
 on PyPI wraps it.
 
-C{pcre:} is PCRE2, through the C{pcre2} package (a maintained binding
-that carries the library), compiled in UTF mode without Unicode
-properties for C{\\w} and the POSIX classes, as Postfix compiles it.
+C{pcre:} is PCRE2, the system's C{libpcre2-8} that Postfix's pcre:
+tables link, compiled in byte mode as Postfix compiles it.  It is
+reached with C{ctypes} too: the C{pcre2} package on PyPI carries a
+newer PCRE2 of its own, whose caseless C{\\p{Lu}} matches lower case,
+so it would disagree with the Postfix beside it.
 """
 
 from __future__ import annotations
@@ -69,8 +71,30 @@ def _library() -> ctypes.CDLL:
         libc.regerror.restype = ctypes.c_size_t
         libc.regfree.argtypes = [ctypes.c_void_p]
         libc.regfree.restype = None
+        libc.newlocale.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p]
+        libc.newlocale.restype = ctypes.c_void_p
+        libc.uselocale.argtypes = [ctypes.c_void_p]
+        libc.uselocale.restype = ctypes.c_void_p
+        global _cLocale
+        _cLocale = libc.newlocale(_LC_ALL_MASK, b"C", None)
         _libc = libc
     return _libc
+
+
+#: Python runs in the user's locale; Postfix's daemons in C, where a
+#: byte above 127 is no letter.  Patterns are compiled and matched in
+#: C, set for the calling thread alone.
+_LC_ALL_MASK = 0x1FBF if _GLIBC else 0x3F
+_cLocale: Optional[int] = None
+
+
+class _InCLocale:
+    def __enter__(self) -> None:
+        self.previous = _libc.uselocale(_cLocale) if _cLocale else None  # type: ignore
+
+    def __exit__(self, *exc) -> None:
+        if self.previous:
+            _libc.uselocale(self.previous)  # type: ignore
 
 
 def _encode(text: str) -> bytes:
@@ -88,7 +112,8 @@ class PosixPattern:
     def __init__(self, pattern: str, cflags: int) -> None:
         libc = _library()
         self._regex = ctypes.create_string_buffer(_REGEX_T_SIZE)
-        error = libc.regcomp(self._regex, _encode(pattern), cflags)
+        with _InCLocale():
+            error = libc.regcomp(self._regex, _encode(pattern), cflags)
         if error:
             message = ctypes.create_string_buffer(256)
             libc.regerror(error, self._regex, message, len(message))
@@ -110,7 +135,8 @@ class PosixPattern:
         if b"\0" in subject:
             subject = subject.split(b"\0", 1)[0]  # as a C string ends
         matches = (_RegMatch * _MAX_GROUPS)()
-        result = self._libc.regexec(self._regex, subject, _MAX_GROUPS, matches, 0)
+        with _InCLocale():
+            result = self._libc.regexec(self._regex, subject, _MAX_GROUPS, matches, 0)
         if result == _REG_NOMATCH:
             return None
         if result:
@@ -136,43 +162,104 @@ def posix(pattern: str, flags: str) -> PosixPattern:
     return PosixPattern(pattern, cflags)
 
 
-# -- PCRE2 ---------------------------------------------------------------------
+# -- PCRE2, from the system's library --------------------------------------
 
-# PCRE2's own option bits, which the pcre2 package passes through.
+# PCRE2's option bits.
 _PCRE2_CASELESS = 0x00000008
 _PCRE2_DOLLAR_ENDONLY = 0x00000010
 _PCRE2_DOTALL = 0x00000020
-_PCRE2_MULTILINE = 0x00000400
 _PCRE2_EXTENDED = 0x00000080
+_PCRE2_MULTILINE = 0x00000400
 _PCRE2_UNGREEDY = 0x00040000
+_PCRE2_ANCHORED = 0x80000000
+_PCRE2_INFO_CAPTURECOUNT = 4
+_PCRE2_ERROR_NOMATCH = -1
+
+_pcre2: Optional[ctypes.CDLL] = None
+
+
+def _pcreLibrary() -> ctypes.CDLL:
+    """
+    The 8-bit PCRE2 library, as Postfix's pcre: tables link it.
+
+    @raise PatternError: it is not installed.
+    """
+    global _pcre2
+    if _pcre2 is None:
+        name = ctypes.util.find_library("pcre2-8") or "libpcre2-8.so.0"
+        try:
+            lib = ctypes.CDLL(name)
+        except OSError:
+            raise PatternError("pcre: tables need the PCRE2 library (libpcre2-8), "
+                               "which is not installed") from None
+        p, size, u32 = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint32
+        lib.pcre2_compile_8.argtypes = [ctypes.c_char_p, size, u32,
+                                        ctypes.POINTER(ctypes.c_int), ctypes.POINTER(size), p]
+        lib.pcre2_compile_8.restype = p
+        lib.pcre2_get_error_message_8.argtypes = [ctypes.c_int, ctypes.c_char_p, size]
+        lib.pcre2_pattern_info_8.argtypes = [p, u32, p]
+        lib.pcre2_match_data_create_from_pattern_8.argtypes = [p, p]
+        lib.pcre2_match_data_create_from_pattern_8.restype = p
+        lib.pcre2_match_8.argtypes = [p, ctypes.c_char_p, size, size, u32, p, p]
+        lib.pcre2_match_8.restype = ctypes.c_int
+        lib.pcre2_get_ovector_pointer_8.argtypes = [p]
+        lib.pcre2_get_ovector_pointer_8.restype = ctypes.POINTER(size)
+        lib.pcre2_match_data_free_8.argtypes = [p]
+        lib.pcre2_match_data_free_8.restype = None
+        lib.pcre2_code_free_8.argtypes = [p]
+        lib.pcre2_code_free_8.restype = None
+        _pcre2 = lib
+    return _pcre2
 
 
 class PcrePattern:
     """
-    A pattern compiled by PCRE2.  C{A} (anchored) is kept apart: it is
-    applied when matching.
+    A pattern compiled by PCRE2 in its byte mode (no C{PCRE2_UTF}), as
+    Postfix compiles pcre: patterns: a key is matched as its UTF-8 bytes.
     """
 
-    def __init__(self, pattern: str, options: int, anchored: bool) -> None:
-        import pcre2
+    def __init__(self, pattern: str, options: int) -> None:
+        lib = _pcreLibrary()
+        error, offset = ctypes.c_int(), ctypes.c_size_t()
+        data = _encode(pattern)
+        code = lib.pcre2_compile_8(data, len(data), options, ctypes.byref(error),
+                                   ctypes.byref(offset), None)
+        if not code:
+            message = ctypes.create_string_buffer(256)
+            lib.pcre2_get_error_message_8(error.value, message, len(message))
+            raise PatternError(f"error in regex at offset {offset.value}: "
+                               f"{message.value.decode('utf-8', 'replace')}")
+        self._lib, self._code = lib, code
+        count = ctypes.c_uint32()
+        lib.pcre2_pattern_info_8(code, _PCRE2_INFO_CAPTURECOUNT, ctypes.byref(count))
+        self.groups = count.value
 
-        try:
-            self._pattern = pcre2.compile(pattern, options | pcre2.ASCII)
-        except pcre2.error as e:
-            raise PatternError(f"error in regex: {e}") from None
-        except UnicodeEncodeError:
-            raise PatternError("pattern is not UTF-8") from None
-        self._match = self._pattern.match if anchored else self._pattern.search
-        self.groups = self._pattern.groups
+    def __del__(self) -> None:
+        if getattr(self, "_code", None):
+            self._lib.pcre2_code_free_8(self._code)
 
     def search(self, text: str) -> Optional[Groups]:
+        lib, subject = self._lib, _encode(text)
+        # Match data per call: a pattern is shared between threads.
+        matchData = lib.pcre2_match_data_create_from_pattern_8(self._code, None)
+        if not matchData:
+            raise MemoryError("pcre2_match_data_create_from_pattern")
         try:
-            found = self._match(text)
-        except (UnicodeEncodeError, ValueError):
-            return None  # not UTF-8: PCRE2 in UTF mode matches nothing
-        if found is None:
-            return None
-        return [found.group(n) for n in range(self.groups + 1)]
+            found = lib.pcre2_match_8(self._code, subject, len(subject), 0, 0, matchData, None)
+            if found == _PCRE2_ERROR_NOMATCH:
+                return None
+            if found < 0:
+                raise PatternError(f"pcre2_match failed ({found})")
+            vector = lib.pcre2_get_ovector_pointer_8(matchData)
+            groups: List[Optional[str]] = []
+            for n in range(self.groups + 1):
+                start, end = vector[2 * n], vector[2 * n + 1]
+                unset = start > len(subject)  # PCRE2_UNSET
+                groups.append(None if unset else
+                              subject[start:end].decode("utf-8", "surrogateescape"))
+            return groups
+        finally:
+            lib.pcre2_match_data_free_8(matchData)
 
 
 #: Flags that are warned about and ignored.
@@ -184,22 +271,20 @@ def pcre(pattern: str, flags: str) -> PcrePattern:
     Compile a C{pcre:} pattern with its flags as Postfix does: no case
     and C{.} matching newlines by default; C{i}, C{m}, C{s}, C{x},
     C{A}, C{E} and C{U} toggle PCRE2's options; C{X} is obsolete and
-    ignored.
+    ignored (the caller warns).
 
     @raise PatternError: an unknown flag or a pattern PCRE2 refuses.
     """
     options = _PCRE2_CASELESS | _PCRE2_DOTALL
-    anchored = False
     toggles = {"i": _PCRE2_CASELESS, "m": _PCRE2_MULTILINE, "s": _PCRE2_DOTALL,
-               "x": _PCRE2_EXTENDED, "E": _PCRE2_DOLLAR_ENDONLY, "U": _PCRE2_UNGREEDY}
+               "x": _PCRE2_EXTENDED, "A": _PCRE2_ANCHORED, "E": _PCRE2_DOLLAR_ENDONLY,
+               "U": _PCRE2_UNGREEDY}
     for flag in flags:
-        if flag == "A":
-            anchored = not anchored
-        elif flag in toggles:
+        if flag in toggles:
             options ^= toggles[flag]
         elif flag not in OBSOLETE_PCRE_FLAGS:
             raise PatternError(f'unknown regexp option "{flag}"')
-    return PcrePattern(pattern, options, anchored)
+    return PcrePattern(pattern, options)
 
 
 def engine(kind: str):

@@ -22,7 +22,7 @@ from zope.interface import implementer
 
 from tmta.interfaces import ILookupTable
 from tmta.tables import TableLookupError
-from tmta.tables.engines import PatternError, engine
+from tmta.tables.engines import OBSOLETE_PCRE_FLAGS, PatternError, engine
 
 log = Logger()
 
@@ -34,20 +34,9 @@ class TableSyntaxError(ValueError):
 
 
 def _logicalLines(text: str) -> List[Tuple[int, str]]:
-    """
-    Lines with their numbers: comments and blank lines dropped, lines
-    starting with white space joined to the one before.
-    """
-    lines: List[Tuple[int, str]] = []
-    for number, line in enumerate(text.splitlines(), 1):
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        if line[:1].isspace() and lines:
-            lines[-1] = (lines[-1][0], lines[-1][1] + " " + stripped)
-        else:
-            lines.append((number, stripped))
-    return lines
+    from tmta.tables import readLogicalLines
+
+    return readLogicalLines(text.splitlines())
 
 
 class _Skipped:
@@ -88,7 +77,7 @@ class _SourceFile:
         self._stamp: Any = None
         self._rules: list = []
         self._blind = False
-        self.rules()
+        self._read()
 
     def rules(self) -> list:
         """
@@ -271,8 +260,12 @@ class RegexpTable:
         self._compile = engine(self.kind)
         self.source = _SourceFile(self.kind, path, self._parse)
 
-    def _condition(self, text: str, allowSecond: bool = False) -> Tuple[_Condition, str]:
+    def _condition(self, text: str, number: int, skipped: _Skipped,
+                   allowSecond: bool = False) -> Tuple[_Condition, str]:
         negated, pattern, flags, rest = _splitPattern(text, allowSecond)
+        if self.pcre:
+            for flag in sorted(set(flags) & set(OBSOLETE_PCRE_FLAGS)):
+                skipped(number, f'ignoring obsolete regexp option "{flag}"')
         try:
             compiled = self._compile(pattern, flags)
         except PatternError as e:
@@ -288,7 +281,7 @@ class RegexpTable:
             try:
                 word = line[:5].lower()
                 if word.startswith("if") and not line[2:3].isalnum():
-                    condition, rest = self._condition(line[2:])
+                    condition, rest = self._condition(line[2:], number, skipped)
                     if rest.strip():
                         skipped(number, f'ignoring extra text after IF statement: '
                                         f'"{rest.strip()}"')
@@ -314,10 +307,10 @@ class RegexpTable:
 
     def _rule(self, number: int, line: str, stack: List[Tuple[int, _Condition]],
               skipped: _Skipped) -> tuple:
-        first, rest = self._condition(line, allowSecond=not self.pcre)
+        first, rest = self._condition(line, number, skipped, allowSecond=not self.pcre)
         patterns = [first]
         if rest.startswith("!"):
-            second, rest = self._condition(rest)
+            second, rest = self._condition(rest, number, skipped)
             patterns.append(second)
         result = rest.strip()
         if not result:
