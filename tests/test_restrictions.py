@@ -219,12 +219,95 @@ class SessionRestrictionTests(SessionHarness, SynchronousTestCase):
         """
         self.session(smtpd_sender_restrictions="reject_unlisted_sender")
         self.assertEqual(self.transaction(sender=b"<nobody-here@localhost>")[-1],
-                         "550 5.1.1 <nobody-here@localhost>: Sender address rejected: User "
+                         "550 5.1.0 <nobody-here@localhost>: Sender address rejected: User "
                          "unknown in local recipient table")
         self.session(smtpd_sender_restrictions="reject_unlisted_sender")
         self.assertEqual(self.transaction(sender=b"<bob@localhost>")[-1], "250 2.1.5 Ok")
         self.session(smtpd_sender_restrictions="reject_unlisted_sender")
         self.assertEqual(self.transaction(sender=b"<anyone@example.com>")[-1], "250 2.1.5 Ok")
+
+    def test_unlistedSenderSetting(self):
+        """
+        C{smtpd_reject_unlisted_sender = yes} checks the sender after the
+        sender list, as if the list ended with C{reject_unlisted_sender}.
+        """
+        self.session(smtpd_reject_unlisted_sender="yes")
+        self.assertEqual(self.transaction(sender=b"<nobody-here@localhost>")[-1],
+                         "550 5.1.0 <nobody-here@localhost>: Sender address rejected: User "
+                         "unknown in local recipient table")
+        self.session(smtpd_reject_unlisted_sender="yes")
+        self.assertEqual(self.transaction(sender=b"<bob@localhost>")[-1], "250 2.1.5 Ok")
+
+    def test_relayRecipientMaps(self):
+        """
+        C{relay_recipient_maps} lists who exists in C{relay_domains}: the
+        others are refused at RCPT.
+        """
+        table = textTable(self, [("known@relay.example", "x")])
+        settings = dict(client="127.0.0.1", relay_domains="relay.example",
+                        relay_recipient_maps=table)
+        self.session(**settings)
+        self.assertEqual(self.transaction(recipient=b"<stranger@relay.example>")[-1],
+                         "550 5.1.1 <stranger@relay.example>: Recipient address rejected: "
+                         "User unknown in relay recipient table")
+        self.session(**settings)
+        self.assertEqual(self.transaction(recipient=b"<known@relay.example>")[-1],
+                         "250 2.1.5 Ok")
+
+    def test_unknownLocalCodeClass(self):
+        """
+        A 4xx C{unknown_local_recipient_reject_code} gets a 4.x.x status.
+        """
+        self.session(unknown_local_recipient_reject_code="450")
+        self.assertEqual(self.transaction(recipient=b"<nobody-here@localhost>")[-1],
+                         "450 4.1.1 <nobody-here@localhost>: Recipient address rejected: "
+                         "User unknown in local recipient table")
+
+    def test_deferIfPermit(self):
+        """
+        C{defer_if_permit} (the restriction and the access action) turns
+        what would be accepted into a deferral; a later reject still
+        rejects.
+        """
+        self.session(smtpd_client_restrictions="defer_if_permit")
+        self.assertEqual(self.transaction()[-1],
+                         "450 4.7.0 <localhost[192.0.2.10]>: Client host rejected: "
+                         "defer_if_permit requested")
+        table = textTable(self, [("192.0.2.10", "DEFER_IF_PERMIT try later")])
+        self.session(smtpd_client_restrictions=f"check_client_access {table}, permit")
+        self.assertEqual(self.transaction()[-1],
+                         "450 4.7.1 <localhost[192.0.2.10]>: Client host rejected: try later")
+        self.session(smtpd_client_restrictions="defer_if_permit",
+                     smtpd_recipient_restrictions="reject")
+        self.assertEqual(self.transaction()[-1][:4], "554 ")
+
+    def test_deferIfReject(self):
+        """
+        C{defer_if_reject} turns a later reject of the same stage into a
+        deferral; what is accepted stays accepted.
+        """
+        self.session(smtpd_recipient_restrictions="defer_if_reject, reject")
+        self.assertEqual(self.transaction()[-1],
+                         "450 4.7.0 <bob@localhost>: Recipient address rejected: "
+                         "defer_if_reject requested")
+        table = textTable(self, [("192.0.2.10", "DEFER_IF_REJECT")])
+        self.session(smtpd_client_restrictions=f"check_client_access {table}, reject")
+        self.assertEqual(self.transaction()[-1],
+                         "450 4.7.1 <localhost[192.0.2.10]>: Client host rejected: "
+                         "Service unavailable")
+        self.session(smtpd_recipient_restrictions="defer_if_reject")
+        self.assertEqual(self.transaction()[-1], "250 2.1.5 Ok")
+
+    def test_multiRecipientBounce(self):
+        """
+        A bounce (null sender) to a second recipient is refused.
+        """
+        self.session(smtpd_recipient_restrictions="reject_multi_recipient_bounce")
+        self.send(b"HELO client.example\r\nMAIL FROM:<>\r\nRCPT TO:<bob@localhost>\r\n"
+                  b"RCPT TO:<alice@localhost>\r\n")
+        self.assertEqual(self.replies()[-2:], [
+            "250 2.1.5 Ok",
+            "550 5.5.3 <alice@localhost>: Recipient address rejected: Multi-recipient bounce"])
 
     def test_restrictionClassAndNestedResults(self):
         table = textTable(self, [("bob@localhost", "strict"), ("abuse@localhost", "permit")])
@@ -241,9 +324,15 @@ class SessionRestrictionTests(SessionHarness, SynchronousTestCase):
         self.session(smtpd_client_restrictions="warn_if_reject reject, permit")
         self.assertEqual(self.transaction()[-1], "250 2.1.5 Ok")
 
-    def test_unknownRestrictionDefers(self):
-        self.session(smtpd_recipient_restrictions="reject_everything_typo")
-        self.assertEqual(self.transaction()[-1], "451 4.3.5 Server configuration error")
+    def test_unknownRestrictionStopsStartUp(self):
+        """
+        A name nobody knows is a list smtpd cannot enforce: smtpd is not
+        built (and the master does not start), rather than serving mail
+        with the restriction left out.
+        """
+        error = self.assertRaises(ValueError, self.makeServer,
+                                  smtpd_recipient_restrictions="reject_everything_typo")
+        self.assertIn("unknown restriction 'reject_everything_typo'", str(error))
 
     def test_missingArgument(self):
         self.assertRaises(ValueError, self.makeServer,

@@ -97,8 +97,8 @@ class SessionHarness:
         users = DictTable({"bob": "x", "postmaster": "x"})
         from tmta.smtpd.recipients import RecipientTables
 
-        tables = RecipientTables(None if anyLocalName else [users], [], [],
-                                 config.get("recipient_delimiter"))
+        tables = RecipientTables.fromConfig(config)
+        tables.local = None if anyLocalName else [users]
         environment = RestrictionEnvironment.fromConfig(config, networks, tables,
                                                         resolver=self.resolver())
         lists = Restrictions.fromConfig(config, environment)

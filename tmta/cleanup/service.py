@@ -512,6 +512,7 @@ class Cleanup:
         self.addresses = AddressMapper(config, Rewriter(config).isLocalDomain)
         self.checks = ContentChecks(config)
         self.headerRewriteClients = config.getList("local_header_rewrite_clients")
+        self._config = config
         from tmta.tables.networks import parseNetworks
 
         self.mynetworks = parseNetworks(config.getList("mynetworks"))
@@ -526,14 +527,14 @@ class Cleanup:
         client = attributes.get("client_address", "")
         if not client:
             return True
-        from tmta.tables.networks import inNetworks
+        from tmta.tables.networks import inNetworks, isOwnAddress
 
         for item in self.headerRewriteClients:
             if item == "static:all":
                 return True
             if item == "permit_mynetworks" and inNetworks(client, self.mynetworks):
                 return True
-            if item == "permit_inet_interfaces" and _isOwnAddress(client):
+            if item == "permit_inet_interfaces" and isOwnAddress(client, self._config):
                 return True
         return False
 
@@ -585,32 +586,6 @@ class CleanupService(Service):
     def startService(self) -> None:
         super().startService()
         self.context.listen(Factory.forProtocol(lambda: CleanupProtocol(self.cleanup)))
-
-
-def _isOwnAddress(address: str) -> bool:
-    """
-    Whether a client connected from one of this host's own addresses.
-    """
-    import ipaddress
-    import socket
-
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    if ip.is_loopback or (ip.version == 6 and ip.ipv4_mapped is not None
-                          and ip.ipv4_mapped.is_loopback):
-        return True
-    try:
-        probe = socket.socket(socket.AF_INET6 if ip.version == 6 else socket.AF_INET,
-                              socket.SOCK_DGRAM)
-        try:
-            probe.bind((address, 0))
-            return True
-        finally:
-            probe.close()
-    except OSError:
-        return False
 
 
 def _rewriteHeader(mapper: AddressMapper, header: bytes) -> bytes:

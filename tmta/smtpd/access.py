@@ -20,6 +20,8 @@ from tmta.interfaces import ISMTPRestriction
 from tmta.smtpd.restrictions import (
     CONFIGURATION_ERROR,
     DEFER,
+    DEFER_IF_PERMIT,
+    DEFER_IF_REJECT,
     DUNNO,
     PERMIT,
     REJECT,
@@ -104,7 +106,9 @@ class AccessCheck:
 
     _REPLY_CLASS = {"client": "Client host rejected", "helo": "Helo command rejected",
                     "sender": "Sender address rejected",
-                    "recipient": "Recipient address rejected"}
+                    "recipient": "Recipient address rejected",
+                    "reverse_client_hostname": "Unverified Client host rejected",
+                    "sasl": "SASL login name rejected"}
 
     def __init__(self, what: str, spec: str, environment: RestrictionEnvironment) -> None:
         self.what = what
@@ -131,6 +135,10 @@ class AccessCheck:
         """
         if self.what == "client":
             return c.client
+        if self.what == "reverse_client_hostname":
+            return c.reverseClientName
+        if self.what == "sasl":
+            return c.saslUsername or None
         if self.what == "helo":
             return c.helo or None
         if self.what == "sender":
@@ -140,6 +148,10 @@ class AccessCheck:
     def keys(self, c: RecipientContext) -> List[str]:
         if self.what == "client":
             return clientKeys(c.clientAddress, c.clientName, self.parentMatches)
+        if self.what == "reverse_client_hostname":
+            return clientKeys(c.clientAddress, c.reverseClientName, self.parentMatches)
+        if self.what == "sasl":
+            return [c.saslUsername]
         if self.what == "helo":
             name = c.helo
             if name.startswith("[") and name.endswith("]"):
@@ -178,6 +190,20 @@ class _AccessRestriction:
                            f"<{subject}>: {check._REPLY_CLASS[check.what]}", self.name)
 
 
+@implementer(ISMTPRestriction)
+class _NoCertificate:
+    """
+    C{check_ccert_access}: its table is opened (so a table that cannot
+    be stops start-up) and never consulted.
+    """
+
+    def __init__(self, check: AccessCheck) -> None:
+        self.name = f"check_ccert_access {check.spec}"
+
+    def evaluate(self, context: RecipientContext):
+        return DUNNO, None
+
+
 def _reply(code: int, defaultDsn: str, prefix: str, text: str) -> str:
     match = _DSN.match(text or "")
     dsn, text = (match.group(1), match.group(2) or "") if match else (defaultDsn, text)
@@ -206,10 +232,14 @@ def applyAction(value: str, env: RestrictionEnvironment, context: RecipientConte
         return DUNNO, None
     if upper == "REJECT":
         return REJECT, _reply(env.code("access_map_reject_code"), "5.7.1", prefix, text)
-    if upper in ("DEFER", "DEFER_IF_REJECT", "DEFER_IF_PERMIT"):
-        if upper != "DEFER":
-            return DUNNO, None
+    if upper == "DEFER":
         return DEFER, _reply(env.code("access_map_defer_code"), "4.7.1", prefix, text)
+    if upper in ("DEFER_IF_REJECT", "DEFER_IF_PERMIT"):
+        # Decides nothing now: the restriction list keeps the reply for
+        # a later reject (or permit) to turn into.
+        return (DEFER_IF_REJECT if upper == "DEFER_IF_REJECT" else DEFER_IF_PERMIT,
+                _reply(env.code("access_map_defer_code"), "4.7.1", prefix,
+                       text or "Service unavailable"))
     match = _CODE.match(value)
     if match:
         code = int(match.group(1) + match.group(2))
@@ -260,4 +290,10 @@ RESTRICTIONS = {
     "check_helo_access": AccessCheck.maker("helo"),
     "check_sender_access": AccessCheck.maker("sender"),
     "check_recipient_access": AccessCheck.maker("recipient"),
+    "check_reverse_client_hostname_access": AccessCheck.maker("reverse_client_hostname"),
+    "check_sasl_access": AccessCheck.maker("sasl"),
+    # tmta verifies no client certificate, so there is never one to
+    # look up: as Postfix without one, the table decides nothing.
+    "check_ccert_access": lambda spec, environment: _NoCertificate(
+        AccessCheck("client", spec, environment)),
 }

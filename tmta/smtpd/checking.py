@@ -25,6 +25,7 @@ from tmta.smtpd.restrictions import (
     RestrictionEnvironment,
     RestrictionList,
     TransactionActions,
+    rejectUnlistedSender,
 )
 from tmta.smtpd.session import SessionState
 
@@ -104,6 +105,10 @@ class RestrictionChecks(SessionState):
     transactionActions: TransactionActions
     reverseClientName = "unknown"
     pipelinedNow = False
+    #: A C{DEFER_IF_PERMIT} raised by the client, HELO or sender lists
+    #: when they ran before RCPT (C{smtpd_delay_reject = no}): it turns
+    #: the recipients' permits into deferrals.
+    earlyDeferIfPermit: Optional[str] = None
 
     #: The server's address and port, once asked for (each asking makes
     #: a system call and an address object).
@@ -140,6 +145,9 @@ class RestrictionChecks(SessionState):
             instance=f"{id(self):x}.{self.transactionNumber}",
             resolve=self.resolve,
             actions=self.transactionActions,
+            deferIfPermit=None if stage in ("DATA", "END-OF-MESSAGE") else
+            self.earlyDeferIfPermit,
+            encrypted=self.tlsSummary is not None,
         )
 
     async def restrict(self, stage: str, context: Optional[RecipientContext] = None,
@@ -153,17 +161,33 @@ class RestrictionChecks(SessionState):
         if restrictions is None:
             return None
         lists = restrictions.forStage(stage)
-        if not lists or all(not lst.restrictions for lst in lists):
+        tables = restrictions.environment.recipientTables
+        unlistedSender = (restrictions.sender in lists and tables is not None
+                          and tables.rejectUnlistedSender and bool(self.sender))
+        if not unlistedSender and all(not lst.restrictions for lst in lists):
             return None
         if context is None:
             context = self.restrictionContext(stage)
         for restrictionList in lists:
+            if restrictionList is not restrictions.recipient:
+                # DEFER_IF_REJECT holds within one stage; the relay and
+                # recipient lists are one stage, RCPT.
+                context.deferIfReject = None
             decision = restrictionList.evaluate(context)
             if isinstance(decision, defer.Deferred):
                 decision = await decision
             action, reply = decision
+            if action not in (REJECT, DEFER) and unlistedSender and \
+                    restrictionList is restrictions.sender:
+                # smtpd_reject_unlisted_sender: after the sender list.
+                action, reply = await rejectUnlistedSender(restrictions.environment, context)
             if action in (REJECT, DEFER):
                 return action, reply
+        if stage in ("EHLO", "MAIL", "CONNECT"):
+            self.earlyDeferIfPermit = context.deferIfPermit
+        elif context.deferIfPermit:
+            # What would be accepted is deferred, for an earlier reason.
+            return DEFER, context.deferIfPermit
         return None
 
     def logRejection(self, stage: str, reply: str, recipient: str = "") -> None:

@@ -8,7 +8,7 @@ sender nobody checked.
 
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from tmta.address import localName, splitAddress, unquoteLocal
 from tmta.tables import lookupAny, openTables
@@ -36,7 +36,10 @@ class RecipientTables:
     def __init__(self, local: Optional[List], virtualMailbox: List, virtualAlias: List,
                  delimiters: str, rejectUnlisted: bool = True, unknownLocalCode: int = 550,
                  unknownVirtualMailboxCode: int = 550,
-                 unknownVirtualAliasCode: int = 550) -> None:
+                 unknownVirtualAliasCode: int = 550, relay: Optional[List] = None,
+                 unknownRelayCode: int = 550, rejectUnlistedSender: bool = False,
+                 exemptLocal: Tuple[str, ...] = ("postmaster", "mailer-daemon",
+                                                 "double-bounce")) -> None:
         self.local = local
         self.virtualMailbox = virtualMailbox
         self.virtualAlias = virtualAlias
@@ -45,10 +48,15 @@ class RecipientTables:
         self.unknownLocalCode = unknownLocalCode
         self.unknownVirtualMailboxCode = unknownVirtualMailboxCode
         self.unknownVirtualAliasCode = unknownVirtualAliasCode
+        self.relay = relay
+        self.unknownRelayCode = unknownRelayCode
+        self.rejectUnlistedSender = rejectUnlistedSender
+        self.exemptLocal = exemptLocal
 
     @classmethod
     def fromConfig(cls, config) -> "RecipientTables":
         localValue = config.get("local_recipient_maps")
+        relayValue = config.get("relay_recipient_maps")
         return cls(
             openTables(localValue) if localValue.strip() else None,
             openTables(config.get("virtual_mailbox_maps")),
@@ -58,6 +66,10 @@ class RecipientTables:
             config.getInt("unknown_local_recipient_reject_code"),
             config.getInt("unknown_virtual_mailbox_reject_code"),
             config.getInt("unknown_virtual_alias_reject_code"),
+            openTables(relayValue) if relayValue.strip() else None,
+            config.getInt("unknown_relay_recipient_reject_code"),
+            config.getBool("smtpd_reject_unlisted_sender"),
+            ("postmaster", "mailer-daemon", config.get("double_bounce_sender").lower()),
         )
 
     def _listedLocal(self, address: str) -> bool:
@@ -73,29 +85,48 @@ class RecipientTables:
         return any(lookupAny(tables, key) is not None
                    for key in _addressKeys(address, self.delimiters))
 
-    def unknown(self, addressClass: str, address: str, given: str) -> Optional[str]:
+    def unknown(self, addressClass: str, address: str, given: str,
+                what: str = "Recipient", always: bool = False) -> Optional[str]:
         """
         The reply refusing C{address} (as trivial-rewrite left it;
         C{given} as the client wrote it), or C{None} when it is known or
         nothing says who is known.
 
+        @param what: C{Recipient}, or C{Sender} for
+            C{reject_unlisted_sender}.
+        @param always: check even with C{smtpd_reject_unlisted_recipient
+            = no} (the restriction named in a list).
         @raise tmta.tables.TableLookupError: a table could not be read.
         """
-        if not self.rejectUnlisted or addressClass in ("relay", "default"):
+        if not (always or self.rejectUnlisted):
+            return None
+        if addressClass == "default":
             return None
         if self.virtualAlias and self._listed(self.virtualAlias, address):
             return None
         if addressClass == "local":
-            if self.local is None or self._listedLocal(address):
+            if self.local is None or self._listedLocal(address) or self._exempt(address):
                 return None
-            return (f"{self.unknownLocalCode} 5.1.1 <{given}>: Recipient address rejected: "
-                    "User unknown in local recipient table")
-        if addressClass == "virtual":
+            code, table = self.unknownLocalCode, "local recipient"
+        elif addressClass == "virtual":
             if self._listed(self.virtualMailbox, address):
                 return None
-            return (f"{self.unknownVirtualMailboxCode} 5.1.1 <{given}>: Recipient address "
-                    "rejected: User unknown in virtual mailbox table")
-        if addressClass == "alias":
-            return (f"{self.unknownVirtualAliasCode} 5.1.1 <{given}>: Recipient address "
-                    "rejected: User unknown in virtual alias table")
-        return None
+            code, table = self.unknownVirtualMailboxCode, "virtual mailbox"
+        elif addressClass == "alias":
+            code, table = self.unknownVirtualAliasCode, "virtual alias"
+        elif addressClass == "relay":
+            if self.relay is None or self._listed(self.relay, address):
+                return None
+            code, table = self.unknownRelayCode, "relay recipient"
+        else:
+            return None
+        detail = "1.0" if what == "Sender" else "1.1"
+        return (f"{code} {code // 100}.{detail} <{given}>: {what} address rejected: "
+                f"User unknown in {table} table")
+
+    def _exempt(self, address: str) -> bool:
+        """
+        The local names mail must always reach, as Postfix exempts them
+        from C{local_recipient_maps}.
+        """
+        return localName(address, "").lower() in self.exemptLocal

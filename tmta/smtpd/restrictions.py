@@ -30,6 +30,12 @@ log = Logger()
 
 PERMIT, REJECT, DEFER, DUNNO = "permit", "reject", "defer", "dunno"
 
+#: Answers that decide nothing now but change a later decision: a
+#: later permit (explicit, or the end of the lists) becomes the reply
+#: given with C{DEFER_IF_PERMIT}; a later 5xx reject in the same stage
+#: becomes the one given with C{DEFER_IF_REJECT}.
+DEFER_IF_PERMIT, DEFER_IF_REJECT = "defer_if_permit", "defer_if_reject"
+
 CONFIGURATION_ERROR = "451 4.3.5 Server configuration error"
 
 #: The lists, in the order smtpd evaluates them at RCPT (with
@@ -104,6 +110,13 @@ class RecipientContext:
     instance: str = ""
     resolve: Optional[Callable] = None
     actions: TransactionActions = field(default_factory=TransactionActions)
+    #: The reply a later permit turns into (C{DEFER_IF_PERMIT}), once
+    #: raised: it holds for the rest of the transaction's checks.
+    deferIfPermit: Optional[str] = None
+    #: The reply a later 5xx reject of this stage turns into.
+    deferIfReject: Optional[str] = None
+    #: Whether the session is encrypted (C{reject_plaintext_session}).
+    encrypted: bool = False
 
     @property
     def client(self) -> str:
@@ -135,6 +148,8 @@ class RestrictionEnvironment:
     policies: Any = None
     recipientTables: Any = None
     loginMaps: List = field(default_factory=list)
+    #: The clock C{sleep} waits on (the reactor when C{None}).
+    clock: Any = None
 
     @classmethod
     def fromConfig(cls, config, networks, recipientTables=None, resolver=None,
@@ -177,6 +192,25 @@ class Builtin:
 
     def evaluate(self, context: RecipientContext):
         return self._decide(self.environment, context)
+
+
+def _subject(c: RecipientContext) -> str:
+    """
+    What a reply of the restriction being evaluated names, as Postfix's
+    C{reply_name} and C{reply_class}: the recipient at RCPT, the
+    sender at MAIL, and so on.
+    """
+    if c.stage == "RCPT":
+        return f"<{c.recipient}>: Recipient address"
+    if c.stage == "MAIL":
+        return f"<{c.sender or ''}>: Sender address"
+    if c.stage == "DATA":
+        return "<DATA>: Data command"
+    if c.stage == "END-OF-MESSAGE":
+        return "<END-OF-MESSAGE>: End-of-data"
+    if c.stage == "EHLO":
+        return f"<{c.helo}>: Helo command"
+    return f"<{c.client}>: Client host"
 
 
 def rejectWith(code: int, dsn: str, text: str) -> Tuple[str, str]:
@@ -311,29 +345,96 @@ def _rejectUnauthPipelining(env, c):
     return REJECT, "503 5.5.0 Error: improper use of SMTP command pipelining"
 
 
-def _rejectUnlistedSender(env, c):
+def _rejectMultiRecipientBounce(env, c):
+    """
+    Mail from the null sender to more than one recipient: refused at
+    the second RCPT, or at DATA when there are two or more.
+    """
+    if c.sender != "" or c.recipientCount <= (0 if c.stage == "RCPT" else 1):
+        return DUNNO, None
+    code = env.code("multi_recipient_bounce_reject_code")
+    return rejectWith(code, _dsnFor(code, "5.5.3"),
+                      f"{_subject(c)} rejected: Multi-recipient bounce")
+
+
+def _rejectPlaintextSession(env, c):
+    if c.encrypted:
+        return DUNNO, None
+    code = env.code("plaintext_reject_code")
+    return rejectWith(code, _dsnFor(code, "5.7.1"), "Session encryption is required")
+
+
+def _permitInetInterfaces(env, c):
+    from tmta.tables.networks import isOwnAddress
+
+    return (PERMIT, None) if isOwnAddress(c.clientAddress, env.config) else (DUNNO, None)
+
+
+def _permitNakedIPAddress(env, c):
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(c.helo)
+    except ValueError:
+        return DUNNO, None
+    return PERMIT, None
+
+
+def rejectUnlistedSender(env, c):
     """
     A sender in a domain of this machine's must be a known recipient.
     """
     if not c.sender or c.resolve is None or env.recipientTables is None:
         return DUNNO, None
 
-    def check(resolution):
+    return c.resolve(c.sender).addCallback(_unlistedSender, env, c)
+
+
+def _unlistedSender(resolution, env, c):
+    from tmta.tables import TableLookupError
+
+    try:
         refusal = env.recipientTables.unknown(resolution.addressClass, resolution.recipient,
-                                              c.sender)
-        if refusal is None:
-            return DUNNO, None
-        code, dsn, text = refusal.split(" ", 2)
-        return rejectWith(int(code), dsn, text.replace("Recipient address rejected",
-                                                       "Sender address rejected"))
+                                              c.sender, what="Sender", always=True)
+    except TableLookupError as e:
+        log.warn("reject_unlisted_sender: {error}", error=str(e))
+        return DEFER, f"451 4.3.0 <{c.sender}>: Temporary lookup failure"
+    if refusal is None:
+        return DUNNO, None
+    return rejectWith(int(refusal[:3]), refusal[4:9], refusal[10:])
 
-    return c.resolve(c.sender).addCallback(check)
+
+def _rejectUnlistedRecipient(env, c):
+    """
+    C{reject_unlisted_recipient} named in a list: checked there, even
+    with C{smtpd_reject_unlisted_recipient = no}.
+    """
+    if not c.recipient or c.resolve is None or env.recipientTables is None:
+        return DUNNO, None
+    return c.resolve(c.recipient).addCallback(_unlistedRecipient, env, c)
 
 
-def _senderLoginMismatch(authenticated: bool, unauthenticated: bool):
+def _unlistedRecipient(resolution, env, c):
+    from tmta.tables import TableLookupError
+
+    try:
+        refusal = env.recipientTables.unknown(resolution.addressClass, resolution.recipient,
+                                              c.recipient, always=True)
+    except TableLookupError as e:
+        log.warn("reject_unlisted_recipient: {error}", error=str(e))
+        return DEFER, f"451 4.3.0 <{c.recipient}>: Temporary lookup failure"
+    if refusal is None:
+        return DUNNO, None
+    return rejectWith(int(refusal[:3]), refusal[4:9], refusal[10:])
+
+
+def _senderLoginMismatch(authenticated: bool, unauthenticated: bool,
+                         knownOnly: bool = False):
     """
     C{reject_sender_login_mismatch} and its two halves: the owners of a
-    sender address come from C{smtpd_sender_login_maps}.
+    sender address come from C{smtpd_sender_login_maps}.  With
+    C{knownOnly} (C{reject_known_sender_login_mismatch}), a sender the
+    maps do not list is let pass even from a logged-in client.
     """
 
     def decide(env, c):
@@ -351,6 +452,8 @@ def _senderLoginMismatch(authenticated: bool, unauthenticated: bool):
                     owners = {o.lower() for o in splitList(value)}
                     break
         if c.saslUsername:
+            if knownOnly and owners is None:
+                return DUNNO, None
             if authenticated and (owners is None or c.saslUsername.lower() not in owners):
                 return REJECT, (f"553 5.7.1 <{sender}>: Sender address rejected: not owned "
                                 f"by user {c.saslUsername}")
@@ -373,12 +476,20 @@ _BUILTINS = {
     "permit": lambda env, c: (PERMIT, None),
     "reject": lambda env, c: (REJECT, None),
     "defer": lambda env, c: (DEFER, None),
-    "defer_if_permit": lambda env, c: (DUNNO, None),
-    "defer_if_reject": lambda env, c: (DUNNO, None),
+    "defer_if_permit": lambda env, c: (DEFER_IF_PERMIT, None),
+    "defer_if_reject": lambda env, c: (DEFER_IF_REJECT, None),
+    "reject_multi_recipient_bounce": _rejectMultiRecipientBounce,
+    "reject_plaintext_session": _rejectPlaintextSession,
+    "permit_inet_interfaces": _permitInetInterfaces,
+    "permit_naked_ip_address": _permitNakedIPAddress,
+    # tmta asks no client for a certificate, so none is ever verified
+    # and these never permit, as in Postfix without smtpd_tls_ask_ccert.
+    "permit_tls_clientcerts": lambda env, c: (DUNNO, None),
+    "permit_tls_all_clientcerts": lambda env, c: (DUNNO, None),
     "dunno": lambda env, c: (DUNNO, None),
-    # Applied after the lists in any case (smtpd_reject_unlisted_recipient).
-    "reject_unlisted_recipient": lambda env, c: (DUNNO, None),
-    "reject_unlisted_sender": _rejectUnlistedSender,
+    "reject_unlisted_recipient": _rejectUnlistedRecipient,
+    "check_recipient_maps": _rejectUnlistedRecipient,
+    "reject_unlisted_sender": rejectUnlistedSender,
     "reject_non_fqdn_sender": _nonFqdnAddress("Sender"),
     "reject_non_fqdn_recipient": _nonFqdnAddress("Recipient"),
     "reject_non_fqdn_helo_hostname": _nonFqdnHelo,
@@ -392,6 +503,7 @@ _BUILTINS = {
     "reject_sender_login_mismatch": _senderLoginMismatch(True, True),
     "reject_authenticated_sender_login_mismatch": _senderLoginMismatch(True, False),
     "reject_unauthenticated_sender_login_mismatch": _senderLoginMismatch(False, True),
+    "reject_known_sender_login_mismatch": _senderLoginMismatch(True, True, knownOnly=True),
 }
 
 
@@ -407,27 +519,41 @@ def _argumentTakers() -> Dict[str, Callable]:
     takers.update(access.RESTRICTIONS)
     takers.update(dnschecks.ARGUMENT_RESTRICTIONS)
     takers["check_policy_service"] = policy.PolicyRestriction.fromArgument
+    takers["sleep"] = _Sleep.fromArgument
     return takers
+
+
+@implementer(ISMTPRestriction)
+class _Sleep:
+    """
+    C{sleep SECONDS}: pause the session (so that a client that talks
+    before its turn is caught by C{reject_unauth_pipelining}), then go
+    on; nothing is decided.
+    """
+
+    def __init__(self, seconds: int, clock=None) -> None:
+        self.seconds = seconds
+        self.name = f"sleep {seconds}"
+        self.clock = clock
+
+    @classmethod
+    def fromArgument(cls, argument: str, environment: "RestrictionEnvironment") -> "_Sleep":
+        if not argument.isdigit():
+            raise ValueError(f"restriction sleep must be followed by a number, not "
+                             f"{argument!r}")
+        return cls(int(argument), environment.clock)
+
+    def evaluate(self, context: RecipientContext):
+        from twisted.internet.task import deferLater
+
+        clock = self.clock
+        if clock is None:
+            from twisted.internet import reactor as clock
+        return deferLater(clock, self.seconds, lambda: (DUNNO, None))
 
 
 #: Known names, for the plugin check at start-up.
 BUILTIN_RESTRICTIONS = frozenset(_BUILTINS)
-
-
-@implementer(ISMTPRestriction)
-class _Unknown:
-    """
-    A name neither smtpd nor a plugin knows: defer, as Postfix does.
-    """
-
-    def __init__(self, name: str, listName: str) -> None:
-        self.name = name
-        self.listName = listName
-
-    def evaluate(self, context):
-        log.warn("{list}: unknown restriction {item}: deferring", list=self.listName,
-                 item=self.name)
-        return DEFER, CONFIGURATION_ERROR
 
 
 @implementer(ISMTPRestriction)
@@ -534,9 +660,15 @@ class RestrictionList:
                 item, env.classes[item], env, _depth=depth + 1))
         plugin = findPlugin(ISMTPRestriction, item)
         if plugin is None:
-            log.warn("{name}: unknown restriction {item}", name=self.name, item=item)
-            plugin = _Unknown(item, self.name)
+            raise ValueError(f"{self._where()}{self.name}: unknown restriction {item!r}: "
+                             "it is not one of smtpd's, a restriction class or a "
+                             "plugin's, and a list tmta cannot enforce is not served")
         return plugin
+
+    def _where(self) -> str:
+        config = self.environment.config
+        line = config.lineOf(self.name) if hasattr(config, "lineOf") else None
+        return f"{config.path or 'main.cf'}, line {line}: " if line else ""
 
     def evaluate(self, context: RecipientContext):
         """
@@ -577,6 +709,15 @@ class RestrictionList:
             action, reply = result
         except (TypeError, ValueError):
             action, reply = None, None
+        if action in (DEFER_IF_PERMIT, DEFER_IF_REJECT):
+            if not reply:
+                reply = (f"450 4.7.0 {self.subject(context)} rejected: "
+                         f"{action} requested")
+            if action == DEFER_IF_PERMIT:
+                context.deferIfPermit = context.deferIfPermit or reply
+            else:
+                context.deferIfReject = context.deferIfReject or reply
+            return DUNNO, None
         if action not in (PERMIT, REJECT, DEFER, DUNNO):
             log.warn("{list}: restriction {item} answered {result!r}: deferring",
                      list=self.name, item=getattr(restriction, "name", restriction),
@@ -586,23 +727,32 @@ class RestrictionList:
             reply = self.defaultReply(self.environment.rejectCode, "5.7.1", context)
         if action == DEFER and not reply:
             reply = self.defaultReply(self.environment.deferCode, "4.7.1", context)
+        if action == REJECT and context.deferIfReject and reply.startswith("5"):
+            # An earlier temporary error may have been what kept this
+            # client from passing: report that instead.
+            action, reply, context.deferIfReject = DEFER, context.deferIfReject, None
         return action, reply
+
+    def subject(self, context: RecipientContext) -> str:
+        """
+        What a reply of this list names, as Postfix does:
+        C{<name[address]>: Client host}, C{<address>: Sender address}...
+        """
+        if "client" in self.name:
+            return f"<{context.client}>: Client host"
+        if "helo" in self.name:
+            return f"<{context.helo}>: Helo command"
+        if "sender" in self.name:
+            return f"<{context.sender or ''}>: Sender address"
+        if "data" in self.name and "end_of" not in self.name:
+            return "<DATA>: Data command"
+        if "end_of_data" in self.name:
+            return "<END-OF-MESSAGE>: End-of-data"
+        return f"<{context.recipient}>: Recipient address"
 
     def defaultReply(self, code: int, dsn: str, context: RecipientContext) -> str:
         """
         The reply of a plain C{reject} or C{defer} in this list, naming
         what the list is about, as Postfix does.
         """
-        if "client" in self.name:
-            what = f"<{context.client}>: Client host rejected"
-        elif "helo" in self.name:
-            what = f"<{context.helo}>: Helo command rejected"
-        elif "sender" in self.name:
-            what = f"<{context.sender or ''}>: Sender address rejected"
-        elif "data" in self.name and "end_of" not in self.name:
-            what = "<DATA>: Data command rejected"
-        elif "end_of_data" in self.name:
-            what = "<END-OF-MESSAGE>: End-of-data rejected"
-        else:
-            what = f"<{context.recipient}>: Recipient address rejected"
-        return f"{code} {dsn} {what}: Access denied"
+        return f"{code} {dsn} {self.subject(context)} rejected: Access denied"

@@ -58,3 +58,52 @@ def inNetworks(address: str, networks) -> bool:
         elif net.get(str(ip)) is not None:
             return True
     return False
+
+
+def _boundHere(ip) -> bool:
+    """
+    Whether C{ip} is one of this host's addresses (a socket can be bound
+    to it).
+    """
+    import socket
+
+    try:
+        probe = socket.socket(socket.AF_INET6 if ip.version == 6 else socket.AF_INET,
+                              socket.SOCK_DGRAM)
+        try:
+            probe.bind((str(ip), 0))
+            return True
+        finally:
+            probe.close()
+    except OSError:
+        return False
+
+
+def isOwnAddress(address: str, config=None) -> bool:
+    """
+    Whether a client connected from an address this MTA receives mail
+    on: one of C{inet_interfaces} (with C{all}, any of this host's
+    addresses; C{loopback-only}, the loopback addresses), as Postfix's
+    C{permit_inet_interfaces} decides.  Without C{config}, any of this
+    host's addresses.
+    """
+    try:
+        ip = _clientIP(address)
+    except ValueError:
+        return False
+    interfaces = config.getList("inet_interfaces") if config is not None else ["all"]
+    for item in interfaces:
+        item = item.lower()
+        if item == "all":
+            if ip.is_loopback or _boundHere(ip):
+                return True
+        elif item in ("loopback-only", "localhost"):
+            if ip.is_loopback:
+                return True
+        else:
+            try:
+                if _clientIP(item.strip("[]")) == ip:
+                    return True
+            except ValueError:
+                continue  # a host name: not resolved here, so it permits nobody
+    return False
