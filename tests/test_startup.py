@@ -147,6 +147,35 @@ class StartupErrorTests(SynchronousTestCase):
         self.assertIn(f"{directory}/master.cf, line 1: smtpd_sasl_auth_enable:",
                       result.stderr + result.stdout)
 
+    def test_unopenableTableStops(self):
+        """
+        A table type tmta cannot open, anywhere in the configuration
+        (here hosted domains kept in MySQL, as ISPmail-style setups do),
+        stops start-up naming the file and line: hosted mail would
+        otherwise be refused as relaying.
+        """
+        directory = self.configDirectory(
+            "virtual_mailbox_domains = mysql:/etc/postfix/mysql-domains.cf\n",
+            "2525 inet n - n - - smtpd\n  -o transport_maps=ldap:/etc/postfix/ldap.cf\n")
+        result = twistd(["-c", directory])
+        output = result.stderr + result.stdout
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn(f"{directory}/main.cf, line 2: virtual_mailbox_domains: unsupported "
+                      "table type 'mysql'", output)
+        self.assertIn(f"{directory}/master.cf, line 1: 2525/inet: -o transport_maps: "
+                      "unsupported table type 'ldap'", output)
+
+    def test_unreadableOriginStops(self):
+        """
+        C{myorigin = /etc/mailname} (Debian) is read from the file; a
+        file that cannot be read stops start-up.
+        """
+        directory = self.configDirectory(f"myorigin = {os.path.abspath(self.mktemp())}\n",
+                                         "2525 inet n - n - - smtpd\n")
+        result = twistd(["-c", directory])
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn("line 2: myorigin:", result.stderr + result.stdout)
+
 
 class StockMasterCfTests(SynchronousTestCase):
     def test_debianMasterCf(self):

@@ -129,7 +129,7 @@ class TablesInListsTests(SynchronousTestCase):
         local = self.write("mail.example.org OK\n")
         relay = self.write("partner.example OK\n")
         rewriter = Rewriter(MainConfig({
-            "mydestination": f"localhost, texthash:{local}, nosuch:table",
+            "mydestination": f"localhost, texthash:{local}",
             "relay_domains": f"texthash:{relay}",
         }))
         self.assertTrue(rewriter.isLocalDomain("Mail.Example.Org"))
@@ -150,6 +150,90 @@ class TablesInListsTests(SynchronousTestCase):
         self.assertTrue(inNetworks("127.0.0.1", networks))
         self.assertTrue(inNetworks("::ffff:10.1.2.3", networks))
         self.assertFalse(inNetworks("10.2.0.1", networks))
+
+
+class MatchListTests(SynchronousTestCase):
+    """
+    List parameters read as Postfix's match lists: C{/file/name} and
+    C{type:table} items, negation, and the two ways of matching
+    subdomains.
+    """
+
+    def write(self, text):
+        path = os.path.abspath(self.mktemp())
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def test_fileOfDomains(self):
+        """
+        docker-mailserver's C{virtual_mailbox_domains = /etc/postfix/vhost}:
+        the file's names are the list.
+        """
+        from tmta.config import MainConfig
+        from tmta.rewrite import Rewriter
+
+        vhost = self.write("hosted.example\n# a comment\nother.example second.example\n")
+        rewriter = Rewriter(MainConfig({"virtual_mailbox_domains": vhost,
+                                        "mydestination": "localhost"}))
+        for domain in ("hosted.example", "other.example", "second.example"):
+            self.assertEqual(rewriter.resolve(f"u@{domain}").addressClass, "virtual")
+        self.assertEqual(rewriter.resolve("u@elsewhere.example").addressClass, "default")
+
+    def test_negationAndSubdomains(self):
+        from tmta.tables.matchlist import MatchList
+
+        names = MatchList("mydestination", "!bad.example.com, .example.com, example.org")
+        self.assertFalse(names.matchName("bad.example.com"))
+        self.assertTrue(names.matchName("good.example.com"))
+        self.assertFalse(names.matchName("example.com"))
+        self.assertTrue(names.matchName("example.org"))
+        self.assertFalse(names.matchName("sub.example.org"))
+        parent = MatchList("relay_domains", "example.org, .example.net", parent=True)
+        self.assertTrue(parent.matchName("sub.example.org"))
+        # With parent matching, a leading dot matches nothing more.
+        self.assertFalse(parent.matchName("sub.example.net"))
+
+    def test_unreadableFileAndUnknownTableFail(self):
+        """
+        An item that cannot be used fails the match that reaches it: a
+        list never quietly loses an item.
+        """
+        from tmta.tables import TableLookupError
+        from tmta.tables.matchlist import MatchList
+
+        missing = MatchList("relay_domains", f"first.example, {os.path.abspath(self.mktemp())}")
+        self.assertTrue(missing.matchName("first.example"))
+        self.assertRaises(TableLookupError, missing.matchName, "other.example")
+        unknown = MatchList("mydestination", "mysql:/etc/postfix/domains.cf")
+        self.assertRaises(TableLookupError, unknown.matchName, "example.com")
+        self.assertEqual(len(unknown.problems()), 1)
+
+    def test_addressLists(self):
+        """
+        mynetworks: bracketed IPv6, files, tables; a host name matches
+        nothing and a network with host bits set fails.
+        """
+        from tmta.tables import TableLookupError
+        from tmta.tables.networks import parseNetworks
+
+        networks = self.write("192.0.2.0/24\n[2001:db8::]/32\n")
+        listed = parseNetworks(["127.0.0.0/8", "[::1]/128", networks, "localhost"])
+        self.assertTrue(listed.matchAddress("192.0.2.7"))
+        self.assertTrue(listed.matchAddress("2001:db8::5"))
+        self.assertTrue(listed.matchAddress("::1"))
+        self.assertFalse(listed.matchAddress("198.51.100.1"))
+        broken = parseNetworks(["10.1.1.1/8"])
+        self.assertRaises(TableLookupError, broken.matchAddress, "10.1.1.1")
+
+    def test_valueFromFile(self):
+        """
+        C{myorigin = /etc/mailname}: the value is the file's content.
+        """
+        from tmta.config import MainConfig
+
+        mailname = self.write("mail.example.net\n")
+        self.assertEqual(MainConfig({"myorigin": mailname}).origin(), "mail.example.net")
 
 
 class SQLiteTableTests(SynchronousTestCase):

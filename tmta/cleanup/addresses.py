@@ -49,7 +49,7 @@ class AddressMapper:
 
     def __init__(self, config, isLocalDomain: Callable[[str], bool]) -> None:
         self.isLocalDomain = isLocalDomain
-        self.myorigin = config.get("myorigin").lower()
+        self.myorigin = config.origin().lower()
         self.delimiter = config.get("recipient_delimiter")
         self.propagate = set(config.getList("propagate_unmatched_extensions"))
         self.senderCanonical = openTables(config.get("sender_canonical_maps"))

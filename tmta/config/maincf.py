@@ -320,6 +320,27 @@ class MainConfig:
 
     __getitem__ = get
 
+    def origin(self) -> str:
+        """
+        C{myorigin}, read from the file it names when it names one
+        (Debian's C{myorigin = /etc/mailname}): the file's first line.
+
+        @raise ConfigError: the file cannot be read or is empty.
+        """
+        value = self.get("myorigin")
+        if not value.startswith("/"):
+            return value
+        try:
+            with open(value, encoding="utf-8", errors="surrogateescape") as f:
+                origin = f.readline().strip()
+        except OSError as e:
+            raise ConfigError(self.path, self._lines.get("myorigin"),
+                              f"myorigin: {value}: {e.strerror or e}")
+        if not origin:
+            raise ConfigError(self.path, self._lines.get("myorigin"),
+                              f"myorigin file {value} is empty")
+        return origin
+
     def _typed(self, name: str, parse, *args):
         value = self.get(name)
         try:

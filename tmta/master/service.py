@@ -25,7 +25,7 @@ from twisted.python.components import Componentized
 
 from tmta.config import ConfigError, Configuration, MasterEntry, parseInetAddress
 from tmta.config.parser import ConfigProblems
-from tmta.common.plugins import PluginError, allBroken, findPlugin
+from tmta.common.plugins import PluginError, allBroken
 from tmta.master.components import availableComponents, findComponent
 from tmta.common.contract import WorkerArguments, workerDescriptors
 from tmta.common.triggers import Wakeup
@@ -568,31 +568,32 @@ def _restrictionProblems(config) -> List[str]:
 
 def _pluginProblems(configuration: Configuration) -> List[str]:
     """
-    Table types and smtpd restrictions the configuration names whose
-    plugins do not provide their interface, smtp or lmtp services
+    Tables the configuration names that tmta cannot open (an unknown
+    type, a plugin that does not provide its interface), smtpd
+    restrictions it cannot enforce, smtp or lmtp services
     asked for TLS or SASL settings they cannot honour, and pipe entries
     that cannot run (no command, no user, root).
     """
-    from tmta.interfaces import ILookupTableType
-    from tmta.tables import BUILTIN_TYPES
+    from tmta.tables import tableProblems
 
+    main = configuration.main
     problems = []
+    for name, problem in tableProblems(main):
+        line = main.lineOf(name)
+        where = f"{main.path}, line {line}" if line else main.path
+        problems.append(f"{where}: {name}: {problem}")
+    try:
+        main.origin()
+    except ConfigError as e:
+        problems.append(str(e))
     for entry in configuration.services:
         config = configuration.serviceConfig(entry)
         where = f"{configuration.directory}/master.cf, line {entry.line}"
         if entry.command == "smtpd":
             problems += [f"{where}: {entry.service}/{entry.type}: {problem}"
                          for problem in _restrictionProblems(config)]
-        checks = [(name, ILookupTableType, spec.split(":", 1)[0])
-                   for name in ("alias_maps", "local_recipient_maps")
-                   for spec in config.getList(name)
-                   if ":" in spec and spec.split(":", 1)[0] not in BUILTIN_TYPES
-                   and spec.split(":", 1)[0] != "proxy"]
-        for parameter, interface, name in checks:
-            try:
-                findPlugin(interface, name)
-            except PluginError as e:
-                problems.append(f"{where}: {entry.service}/{entry.type}: {parameter}: {e}")
+        problems += [f"{where}: {entry.service}/{entry.type}: -o {name}: {problem}"
+                     for name, problem in tableProblems(config, list(entry.overrides))]
         if entry.command == "pipe":
             from tmta.pipe import PipeAccountError, PipeConfigError, parsePipeArguments
 

@@ -12,7 +12,7 @@ change in any release.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Optional
 
 from zope.interface import implementer
 
@@ -20,6 +20,7 @@ from tmta.address import splitAddress
 from tmta.config import MainConfig
 from tmta.interfaces import IAddressResolver, IAddressRewriter
 from tmta.tables import TableLookupError, lookupAny, openTables
+from tmta.tables.matchlist import MatchList
 
 
 @dataclass(frozen=True)
@@ -53,18 +54,16 @@ class Rewriter:
 
     def __init__(self, config: MainConfig) -> None:
         self.config = config
-        self.myorigin = config.get("myorigin").lower()
+        self.myorigin = config.origin().lower()
         self.myhostname = config.get("myhostname").lower()
         self.appendAtMyorigin = config.getBool("append_at_myorigin")
         self.swapBangpath = config.getBool("swap_bangpath")
         self.percentHack = config.getBool("allow_percent_hack")
-        self.localDomains, self.localTables = self._domains("mydestination")
-        self.relayDomains, self.relayTables = self._domains("relay_domains")
-        self.virtualDomains, self.virtualTables = self._domains("virtual_mailbox_domains")
-        self.aliasDomains, self.aliasTables = self._domains("virtual_alias_domains")
+        self.localDomains = self._domains("mydestination")
+        self.relayDomains = self._domains("relay_domains")
+        self.virtualDomains = self._domains("virtual_mailbox_domains")
+        self.aliasDomains = self._domains("virtual_alias_domains")
         self.virtualTransport = config.get("virtual_transport")
-        self.relayParentMatches = "relay_domains" in config.getList(
-            "parent_domain_matches_subdomains")
         self.localTransport = _transportAndNexthop(config.get("local_transport"), self.myhostname)
         self.relayTransport = config.get("relay_transport")
         self.defaultTransport = config.get("default_transport")
@@ -76,26 +75,23 @@ class Rewriter:
         self.parentMatches = "transport_maps" in config.getList(
             "parent_domain_matches_subdomains")
 
-    def _domains(self, name: str) -> Tuple[List[str], List]:
+    def _domains(self, name: str) -> MatchList:
         """
-        A domain list's names, and its tables (C{hash:/etc/postfix/relay},
-        looked up by domain; a table that cannot be opened is left out,
-        with a warning, so it matches nothing).
+        A domain list (names, C{.parent} names, C{/file/name} and
+        C{type:table} items), matched as Postfix's match lists are.
         """
-        names, tables = [], []
-        for item in self.config.getList(name):
-            kind = item.split(":", 1)[0]
-            if ":" in item and kind.isalnum() and not item.startswith("["):
-                tables += openTables(item)
-            else:
-                names.append(item.lower().rstrip("."))
-        return names, tables
+        return MatchList(name, self.config.get(name), parent=name in self.config.getList(
+            "parent_domain_matches_subdomains"))
 
     def isLocalDomain(self, domain: str) -> bool:
+        """
+        Whether C{domain} is in C{mydestination} (or is this host's
+        loopback address literal).
+
+        @raise TableLookupError: the list could not be consulted.
+        """
         domain = domain.lower().rstrip(".")
-        if domain in self.localDomains:
-            return True
-        if self.localTables and lookupAny(self.localTables, domain) is not None:
+        if self.localDomains.matchName(domain):
             return True
         return domain.startswith("[") and domain in ("[127.0.0.1]", "[ipv6:::1]")
 
@@ -105,30 +101,10 @@ class Rewriter:
         has an entry in C{virtual_mailbox_maps}: C{@domain} or any
         address's domain table key).
         """
-        return self._inDomains(domain, self.virtualDomains, self.virtualTables)
-
-    @staticmethod
-    def _inDomains(domain: str, names: List[str], tables: List) -> bool:
-        domain = domain.lower().rstrip(".")
-        if domain in names:
-            return True
-        return bool(tables) and lookupAny(tables, domain) is not None
+        return self.virtualDomains.matchName(domain)
 
     def isRelayDomain(self, domain: str) -> bool:
-        domain = domain.lower().rstrip(".")
-        if any(domain == d or domain.endswith("." + d) for d in self.relayDomains):
-            return True
-        if not self.relayTables:
-            return False
-        if lookupAny(self.relayTables, domain) is not None:
-            return True
-        labels = domain.split(".")
-        for i in range(1, len(labels)):
-            parent = ".".join(labels[i:])
-            key = parent if self.relayParentMatches else "." + parent
-            if lookupAny(self.relayTables, key) is not None:
-                return True
-        return False
+        return self.relayDomains.matchName(domain)
 
     def rewrite(self, address: str) -> str:
         """
@@ -173,7 +149,7 @@ class Rewriter:
         _, domain = splitAddress(address)
         if not domain or self.isLocalDomain(domain):
             (transport, nexthop), addressClass = self.localTransport, "local"
-        elif self._inDomains(domain, self.aliasDomains, self.aliasTables):
+        elif self.aliasDomains.matchName(domain):
             # cleanup has expanded every alias it knows: an address left
             # in a virtual alias domain has none.
             transport, nexthop = "error", "User unknown in virtual alias table"

@@ -18,6 +18,7 @@ from twisted.internet import defer
 from tmta.logging import Logger
 
 from tmta.anvil import AnvilConnect, AnvilDisconnect, AnvilEvent
+from tmta.tables.matchlist import MatchList
 from tmta.tables.networks import inNetworks, parseNetworks
 from tmta.wire import SharedConnection
 
@@ -46,7 +47,7 @@ class ClientLimits:
     countLimit: int
     connectionRateLimit: int
     eventLimits: Dict[str, int]
-    exceptions: list
+    exceptions: MatchList
     anvil: Any = None
     _unreachable: bool = field(default=False, repr=False)
 

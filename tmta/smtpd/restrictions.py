@@ -24,7 +24,6 @@ from zope.interface import implementer
 from tmta.address import splitAddress
 from tmta.config import splitList
 from tmta.interfaces import ISMTPRestriction
-from tmta.tables.networks import inNetworks
 
 log = Logger()
 
@@ -139,7 +138,7 @@ class RestrictionEnvironment:
     """
 
     config: Any
-    networks: list
+    networks: Any  # a MatchList (a list of items is parsed into one)
     relayCode: int = 554
     rejectCode: int = 554
     deferCode: int = 450
@@ -150,6 +149,12 @@ class RestrictionEnvironment:
     loginMaps: List = field(default_factory=list)
     #: The clock C{sleep} waits on (the reactor when C{None}).
     clock: Any = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.networks, list):
+            from tmta.tables.networks import parseNetworks
+
+            self.networks = parseNetworks(self.networks)
 
     @classmethod
     def fromConfig(cls, config, networks, recipientTables=None, resolver=None,
@@ -345,6 +350,16 @@ def _rejectUnauthPipelining(env, c):
     return REJECT, "503 5.5.0 Error: improper use of SMTP command pipelining"
 
 
+def _permitMynetworks(env, c):
+    from tmta.tables import TableLookupError
+
+    try:
+        return (PERMIT, None) if env.networks.matchAddress(c.clientAddress) else (DUNNO, None)
+    except TableLookupError as e:
+        log.warn("permit_mynetworks: {error}", error=str(e))
+        return DEFER, f"451 4.3.0 {_subject(c).split(': ')[0]}: Temporary lookup failure"
+
+
 def _rejectMultiRecipientBounce(env, c):
     """
     Mail from the null sender to more than one recipient: refused at
@@ -465,8 +480,7 @@ def _senderLoginMismatch(authenticated: bool, unauthenticated: bool,
 
 
 _BUILTINS = {
-    "permit_mynetworks": lambda env, c: (
-        (PERMIT, None) if inNetworks(c.clientAddress, env.networks) else (DUNNO, None)),
+    "permit_mynetworks": _permitMynetworks,
     "permit_sasl_authenticated": lambda env, c: (
         (PERMIT, None) if c.saslAuthenticated else (DUNNO, None)),
     "reject_unauth_destination": _rejectUnauthDestination,

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from tmta.smtpd.recipients import RecipientTables
+from tmta.tables.matchlist import MatchList
 from tmta.tables.networks import parseNetworks
 
 
@@ -67,7 +68,7 @@ class SMTPSettings:
     bareNewline: str = "normalize"
     bareNewlineCode: int = 550
     #: Clients exempt from C{smtpd_forbid_bare_newline}.
-    bareNewlineExclusions: Optional[list] = None
+    bareNewlineExclusions: Optional[MatchList] = None
     #: Whether SMTPUTF8 (RFC 6531) is offered (C{smtputf8_enable}).
     smtputf8: bool = False
     #: Per-client limits across processes (L{tmta.smtpd.limits.ClientLimits});

@@ -345,19 +345,93 @@ def openTable(spec: str):
     return table
 
 
+@implementer(ILookupTable)
+class FailingTable:
+    """
+    What stands in for a table that could not be opened (Postfix's
+    surrogate table): every lookup is a temporary failure, so the mail
+    waits rather than being handled as if the table were empty.
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def get(self, key: str) -> Optional[str]:
+        raise TableLookupError(self.reason)
+
+
 def openTables(value: str) -> List:
     """
     Open every table in a list-valued parameter (C{alias_maps},
-    C{local_recipient_maps}); tables tmta cannot open are warned about
-    and left out (Postfix's C{nis:} in a stock alias_maps, say).
+    C{local_recipient_maps}).  A table that cannot be opened is warned
+    about and stands in the list as a L{FailingTable}: a list never
+    quietly shrinks.  (Start-up refuses such a configuration first:
+    L{tableProblems}.)
     """
-    tables = []
+    tables: List = []
     for spec in splitList(value):
         try:
             tables.append(openTable(spec))
         except TableError as e:
-            log.warn("{error}: table ignored", error=str(e))
+            log.warn("{error}: lookups fail until it can be opened", error=str(e))
+            tables.append(FailingTable(str(e)))
     return tables
+
+
+#: Lists whose items may be tables among names, networks and files
+#: (Postfix's match lists).
+MATCH_LIST_PARAMETERS = frozenset({
+    "mydestination", "relay_domains", "virtual_alias_domains", "virtual_mailbox_domains",
+    "mynetworks", "permit_mx_backup_networks", "debug_peer_list", "fast_flush_domains",
+    "qmqpd_authorized_clients", "smtpd_authorized_xclient_hosts",
+    "smtpd_authorized_xforward_hosts", "smtpd_authorized_verp_clients",
+    "smtpd_client_event_limit_exceptions", "smtpd_sasl_exceptions_networks",
+    "authorized_flush_users", "authorized_mailq_users", "authorized_submit_users",
+    "local_header_rewrite_clients", "smtpd_log_access_permit_actions",
+})
+
+#: Parameters with tables among other items, besides the match lists.
+_SOME_TABLES = MATCH_LIST_PARAMETERS | {"alias_database"}
+_TABLE_SUFFIXES = ("_maps", "_checks", "_delivery_status_filter", "_reply_filter",
+                   "_command_filter")
+#: C{*_maps} that list other tables' names for proxymap, not tables.
+_NOT_TABLES = frozenset({"proxy_read_maps", "proxy_write_maps"})
+
+
+def tableProblems(config, names=None) -> List[Tuple[str, str]]:
+    """
+    The tables a configuration names that tmta cannot open: an unknown
+    type (C{mysql:} with no plugin for it), a name its type refuses, or
+    an item of a table-only parameter that is no C{type:name} at all.
+    Each such table would fail every lookup, so the configuration must
+    not serve mail.
+
+    @param names: the parameters to look at; all, by default.
+    @return: C{(parameter, problem)} pairs.
+    """
+    from tmta.config import ConfigError
+    from tmta.tables.matchlist import isTableSpec
+
+    problems: List[Tuple[str, str]] = []
+    for name in names if names is not None else config.names():
+        tablesOnly = name not in _NOT_TABLES and name.endswith(_TABLE_SUFFIXES)
+        if not (tablesOnly or name in _SOME_TABLES):
+            continue
+        try:
+            items = splitList(config.get(name))
+        except ConfigError:
+            continue  # the expansion error is reported on its own
+        for item in items:
+            item = item.lstrip("!")
+            if not isTableSpec(item):
+                if tablesOnly and item:
+                    problems.append((name, f"{item!r} is not a type:name table"))
+                continue
+            try:
+                openTable(item)
+            except TableError as e:
+                problems.append((name, str(e)))
+    return problems
 
 
 def lookupAny(tables: List, key: str) -> Optional[str]:

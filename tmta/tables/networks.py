@@ -5,59 +5,39 @@ them.
 
 from __future__ import annotations
 
-import functools
-import ipaddress
 from typing import List
 
 from tmta.logging import Logger
 
-from tmta.tables import openTables
+from tmta.tables import TableLookupError
+from tmta.tables.matchlist import MatchList, clientIP as _clientIP
 
 log = Logger()
 
 
-def parseNetworks(items: List[str]) -> list:
+def parseNetworks(items: List[str], name: str = "mynetworks") -> MatchList:
     """
-    Parse C{mynetworks}: CIDR blocks and addresses, IPv6 optionally in
-    brackets (C{[::1]/128}), and tables (C{cidr:/etc/postfix/network},
-    looked up by the client's address).  A table that cannot be opened
-    is warned about and trusts nobody.
+    Parse C{mynetworks} or another address list: addresses, networks
+    (IPv6 in brackets, C{[::1]/128}), C{/file/name} and tables
+    (C{cidr:/etc/postfix/network}, looked up by the client's address),
+    as Postfix's match lists read them.
     """
-    networks: list = []
-    for item in items:
-        if ":" in item and item.split(":", 1)[0].isalnum() and not item.startswith("["):
-            networks += openTables(item)
-            continue
-        text = item.replace("[", "").replace("]", "")
-        try:
-            networks.append(ipaddress.ip_network(text, strict=False))
-        except ValueError:
-            log.warn("mynetworks: bad network {item} ignored", item=item)
-    return networks
+    return MatchList(name, items, parent=True, addresses=True)
 
 
-@functools.lru_cache(maxsize=1024)
-def _clientIP(address: str):
-    # Parsing an address costs more than the rest of a look-up, and the
-    # same clients come back: the parsed (immutable) addresses are kept.
-    ip = ipaddress.ip_address(address)
-    if ip.version == 6 and ip.ipv4_mapped:
-        return ip.ipv4_mapped
-    return ip
+def inNetworks(address: str, networks: MatchList, failing: bool = False) -> bool:
+    """
+    Whether C{address} is in an address list.
 
-
-def inNetworks(address: str, networks) -> bool:
+    @param failing: the answer when the list cannot be consulted (a
+        table or file that fails): C{False} for an exemption, so that a
+        broken list exempts nobody.
+    """
     try:
-        ip = _clientIP(address)
-    except ValueError:
-        return False
-    for net in networks:
-        if isinstance(net, ipaddress._BaseNetwork):
-            if ip.version == net.version and ip in net:
-                return True
-        elif net.get(str(ip)) is not None:
-            return True
-    return False
+        return networks.matchAddress(address)
+    except TableLookupError as e:
+        log.warn("{name}: {error}", name=networks.name, error=str(e))
+        return failing
 
 
 def _boundHere(ip) -> bool:
