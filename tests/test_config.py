@@ -331,6 +331,44 @@ class FailClosedTests(SynchronousTestCase):
             self.assertTrue(any(f"main.cf, line {line}: {name}:" in p for p in problems),
                             (name, problems))
 
+    def test_ignoredSafetyStops(self):
+        """
+        Parameters tmta does not act on yet, set to ask for safety it
+        would not give, stop start-up: a proxy protocol that would make
+        every client look like the proxy, outgoing content checks,
+        strictness settings.
+        """
+        problems = self.refused(
+            "smtpd_upstream_proxy_protocol = haproxy\n"
+            "smtp_body_checks = regexp:/etc/postfix/outgoing\n"
+            "strict_8bitmime = yes\n"
+            "relocated_maps = hash:/etc/postfix/relocated\n")
+        for line, name in [(1, "smtpd_upstream_proxy_protocol"), (2, "smtp_body_checks"),
+                           (3, "strict_8bitmime"), (4, "relocated_maps")]:
+            self.assertTrue(any(f"main.cf, line {line}: {name}:" in p for p in problems),
+                            (name, problems))
+        problems = self.refused("", DEBIAN_MASTER_CF.replace(
+            "smtp      inet  n       -       y       -       -       smtpd",
+            "smtp      inet  n       -       y       -       -       smtpd\n"
+            "  -o smtpd_upstream_proxy_protocol=haproxy"))
+        self.assertTrue(any("master.cf, line" in p and "smtpd_upstream_proxy_protocol" in p
+                            for p in problems), problems)
+
+    def test_enforcedNotReportedIgnored(self):
+        """
+        What tmta enforces is never reported as ignored: an operator
+        must not be told wrongly that a protection is missing.
+        """
+        configuration = loadConfiguration(self.directory(
+            "relay_recipient_maps = texthash:/etc/postfix/relay_recipients\n"
+            "smtpd_reject_unlisted_sender = yes\n"
+            "smtpd_client_connection_rate_limit = 30\n",
+            DEBIAN_MASTER_CF + "anvil unix - - n - 1 anvil\n"))
+        for name in ("relay_recipient_maps", "smtpd_reject_unlisted_sender",
+                     "smtpd_client_connection_rate_limit"):
+            self.assertFalse([w for w in configuration.warnings if name in w],
+                             configuration.warnings)
+
     def test_clientLimitsNeedAnvil(self):
         """
         Client limits are refused without anvil in master.cf, and taken

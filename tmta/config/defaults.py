@@ -335,6 +335,18 @@ for _name in ("smtpd_tls_security_level", "smtpd_use_tls", "smtpd_enforce_tls",
               "smtpd_policy_service_default_action", "smtpd_policy_service_policy_context"):
     DEFAULTS.setdefault(_name, POSTFIX_DEFAULTS[_name])
 
+# Enforced by smtpd and anvil, and the replies of restrictions.
+for _name in ("relay_recipient_maps", "unknown_relay_recipient_reject_code",
+              "smtpd_reject_unlisted_sender", "multi_recipient_bounce_reject_code",
+              "plaintext_reject_code", "anvil_rate_time_unit",
+              "smtpd_client_connection_count_limit", "smtpd_client_connection_rate_limit",
+              "smtpd_client_message_rate_limit", "smtpd_client_recipient_rate_limit",
+              "smtpd_client_new_tls_session_rate_limit", "smtpd_client_auth_rate_limit",
+              "smtpd_client_event_limit_exceptions", "delay_notice_recipient",
+              # tmta verifies no client certificate, so these permit nobody.
+              "relay_clientcerts"):
+    DEFAULTS.setdefault(_name, POSTFIX_DEFAULTS[_name])
+
 #: The parameters tmta acts on.
 IMPLEMENTED = frozenset(DEFAULTS) | {"myhostname", "mydomain", "mynetworks"}
 

@@ -12,7 +12,7 @@ from .maincf import MainConfig
 from .mastercf import MasterEntry, parseMasterCf, readMasterCf
 from .defaults import LOOPBACK_NETWORKS
 from .parser import ConfigError, ConfigProblems
-from .safety import parameterType, smtpdProblems, typeProblem
+from .safety import parameterType, smtpdProblems, typeProblem, unsafeIgnored
 
 # The services of the embedded default, in master.cf form.  Only services
 # that tmta implements are listed, so that nothing is skipped.
@@ -250,8 +250,12 @@ def _check(main: MainConfig, services: List[MasterEntry], masterPath: str) -> Li
         return f"{masterPath}, line {entry.line}"
 
     problems = _typeProblems(main, main.explicit, lambda name: _mainWhere(main, name))
+    problems += [f"{_mainWhere(main, name)}: {name}: {why}"
+                 for name, why in unsafeIgnored(main, main.explicit)]
     for entry in services:
         problems += _typeProblems(main, entry.overrides, _constant(masterWhere(entry)))
+        problems += [f"{masterWhere(entry)}: {name}: {why}" for name, why in
+                     unsafeIgnored(main.withOverrides(entry.overrides), entry.overrides)]
         serviceConfig = main.withOverrides(entry.overrides)
         for name in entry.overrides:
             try:

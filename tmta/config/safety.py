@@ -68,6 +68,70 @@ _SMTPD_HARMLESS: Dict[str, Tuple[Callable[[str], bool], str]] = {
 }
 
 
+#: Parameters tmta does not act on yet whose setting asks for more
+#: safety than tmta gives without them: set to such a value, they stop
+#: start-up rather than being warned about.  (smtpd's own are above.)
+UNSAFE_WHEN_IGNORED: Dict[str, Tuple[Callable[[str], bool], str]] = {
+    "smtpd_upstream_proxy_protocol": (
+        _nonEmpty, "the proxy protocol is not implemented: every client would appear to "
+        "come from the proxy, and permit_mynetworks would let it relay"),
+    "smtpd_milter_maps": (_nonEmpty, "milters are not implemented yet"),
+    "message_reject_characters": (_nonEmpty, "messages are not checked for these characters"),
+    "local_login_sender_maps": (
+        lambda value: value.strip() not in ("", "static:*"),
+        "sendmail -f is not restricted by local login yet"),
+    "require_home_directory": (_yes, "local delivery does not check home directories yet"),
+    "smtp_tls_per_site": (_nonEmpty, "use smtp_tls_policy_maps: the per-site table is not "
+                          "implemented, and its TLS requirements would be dropped"),
+    "smtp_tls_trust_anchor_file": (_nonEmpty, "trust anchors are not implemented: the "
+                                   "system's CAs would be trusted instead"),
+    "lmtp_tls_per_site": (_nonEmpty, "the per-site TLS table is not implemented"),
+    "lmtp_tls_trust_anchor_file": (_nonEmpty, "trust anchors are not implemented"),
+    "relocated_maps": (_nonEmpty, "relocated users would get mail delivered, not refused"),
+    "mailbox_transport_maps": (_nonEmpty, "per-user mailbox transports are not implemented: "
+                               "mail would be delivered elsewhere"),
+    "mailbox_command_maps": (_nonEmpty, "per-user mailbox commands are not implemented"),
+    "fallback_transport_maps": (_nonEmpty, "per-user fallback transports are not "
+                                "implemented"),
+    "sender_dependent_default_transport_maps": (
+        _nonEmpty, "sender-dependent transports are not implemented: mail would leave "
+        "by the default transport"),
+}
+for _name in ("strict_7bit_headers", "strict_8bitmime", "strict_8bitmime_body",
+              "strict_mime_encoding_domain"):
+    UNSAFE_WHEN_IGNORED[_name] = (_yes, "this strictness is not implemented yet")
+for _client in ("smtp", "lmtp"):
+    for _part in ("header", "mime_header", "nested_header", "body"):
+        UNSAFE_WHEN_IGNORED[f"{_client}_{_part}_checks"] = (
+            _nonEmpty, "outgoing content checks are not implemented yet")
+    UNSAFE_WHEN_IGNORED[f"{_client}_generic_maps"] = (
+        _nonEmpty, "outgoing address rewriting is not implemented yet: internal addresses "
+        "would leave unrewritten")
+    UNSAFE_WHEN_IGNORED[f"{_client}_dns_reply_filter"] = (
+        _nonEmpty, "DNS reply filters are not implemented yet")
+UNSAFE_WHEN_IGNORED["smtpd_dns_reply_filter"] = (
+    _nonEmpty, "DNS reply filters are not implemented yet")
+
+
+def unsafeIgnored(config: MainConfig, names) -> List[Tuple[str, str]]:
+    """
+    Among C{names}, the parameters tmta does not act on whose value asks
+    for safety it would not give.
+
+    @return: C{(name, why)} pairs.
+    """
+    found = []
+    for name in names:
+        entry = UNSAFE_WHEN_IGNORED.get(name)
+        if entry is None or config.isImplemented(name):
+            continue
+        unsafe, why = entry
+        value = config.get(name)
+        if unsafe(value):
+            found.append((name, f"{value!r} cannot be honoured: {why}"))
+    return found
+
+
 class Problem:
     """
     One setting: the parameter, where it was set, and what is wrong.

@@ -182,13 +182,20 @@ class SMTPService(Service):
         )
 
         freeSpace = queueFreeSpace(config.get("queue_directory"))
+        if config.getBool("smtpd_peername_lookup"):
+            def lookup(address):
+                return lookupClientName(reactor, address)
+        else:
+            # Every client is "unknown", as Postfix's smtpd without DNS.
+            def lookup(address):
+                return defer.succeed("unknown")
 
         def build():
             return SMTPServer(
                 self.settings,
                 self.cleanupClient,
                 self.rewrite.resolve,
-                lambda address: lookupClientName(reactor, address),
+                lookup,
                 reactor,
                 freeSpace,
             )
