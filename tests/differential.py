@@ -119,10 +119,11 @@ class Agreement:
         self.total = 0
         self.differences: List[str] = []
 
-    def compare(self, case: str, postfix: object, tmta: object) -> None:
+    def compare(self, case: str, postfix: object, tmta: object, detail: str = "") -> None:
         self.total += 1
         if postfix != tmta:
-            self.differences.append(f"{case}: Postfix {postfix!r}, tmta {tmta!r}")
+            self.differences.append(f"{case}: Postfix {postfix!r}, tmta {tmta!r}"
+                                    + (f" -- {detail}" if detail else ""))
 
     @property
     def agreed(self) -> int:
@@ -130,3 +131,172 @@ class Agreement:
 
     def report(self) -> str:
         return f"{self.name}: {self.agreed}/{self.total} agree"
+
+
+# -- SMTP sessions -------------------------------------------------------------
+
+#: main.cf settings both servers run with, under each configuration's
+#: own: no DNS, no sleeping after errors, loopback only.
+SHARED_SETTINGS = {
+    "compatibility_level": "3.6",
+    "myhostname": "mx.test.example",
+    "mydomain": "test.example",
+    "inet_interfaces": "127.0.0.1",
+    "inet_protocols": "ipv4",
+    "smtpd_peername_lookup": "no",
+    "smtpd_error_sleep_time": "0",
+    "smtpd_soft_error_limit": "1000",
+    "smtpd_hard_error_limit": "1000",
+    "smtpd_junk_command_limit": "1000",
+    "smtpd_forbid_unauth_pipelining": "no",
+    "disable_dns_lookups": "yes",
+    "smtp_host_lookup": "native",
+    "mynetworks": "127.0.0.1/32",
+    "alias_maps": "",
+    "alias_database": "",
+}
+
+
+class SMTPStep:
+    """
+    What one step of a session sent, and the reply that came back:
+    its code, and its enhanced status code when it has one.
+    """
+
+    _ENHANCED = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})\b")
+
+    def __init__(self, sent: bytes, reply: str) -> None:
+        self.sent = sent
+        self.reply = reply
+
+    @property
+    def outcome(self) -> Tuple[str, str]:
+        last = self.reply.splitlines()[-1] if self.reply else ""
+        code = last[:3]
+        enhanced = self._ENHANCED.match(last[4:])
+        return code, enhanced.group(1) if enhanced else ""
+
+
+def runSession(port: int, steps: List[bytes], source: str = "127.0.0.1",
+               timeout: float = 5) -> List[SMTPStep]:
+    """
+    Talk to an SMTP server on loopback: read the greeting, then send
+    each step and read its whole reply, one step at a time.  A step the
+    server answers by closing the connection gets the reply C{""}, and
+    so do the steps after it.
+    """
+    import socket
+
+    results: List[SMTPStep] = []
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout,
+                                  source_address=(source, 0)) as sock:
+        reader = sock.makefile("rb")
+        results.append(SMTPStep(b"", _readReply(reader)))
+        for step in steps:
+            if results[-1].reply == "":
+                results.append(SMTPStep(step, ""))
+                continue
+            try:
+                sock.sendall(step)
+                reply = _readReply(reader)
+            except OSError:
+                reply = ""
+            results.append(SMTPStep(step, reply))
+    return results
+
+
+def _readReply(reader) -> str:
+    lines = []
+    while True:
+        line = reader.readline(4096)
+        if not line:
+            return "\n".join(lines)
+        text = line.decode("utf-8", "replace").rstrip("\r\n")
+        lines.append(text)
+        if len(text) < 4 or text[3] != "-":
+            return "\n".join(lines)
+
+
+class PostfixSMTP:
+    """
+    A private Postfix (Debian's package) whose smtpd listens on a
+    loopback port with the given main.cf: every transport is deferred
+    (C{defer_transports}), so what it accepts stays queued and is never
+    delivered.
+    """
+
+    def __init__(self, base: str, settings: Dict[str, str]) -> None:
+        import pwd
+
+        from tests.support import freePort
+
+        self.base = base
+        self.port = freePort()
+        self.conf = os.path.join(base, "conf")
+        for sub in ("conf", "queue", "data"):
+            os.makedirs(os.path.join(base, sub), exist_ok=True)
+        account = pwd.getpwnam("postfix")
+        os.chown(os.path.join(base, "data"), account.pw_uid, account.pw_gid)
+        lines = []
+        with open("/etc/postfix/master.cf") as f:
+            for line in f:
+                words = line.split()
+                if len(words) >= 8 and not line[0].isspace() and not line.startswith("#"):
+                    if words[0] == "pickup":
+                        continue
+                    if words[0] == "smtp" and words[1] == "inet":
+                        words[0] = f"127.0.0.1:{self.port}"
+                    words[4] = "n"
+                    line = " ".join(words) + "\n"
+                lines.append(line)
+        with open(os.path.join(self.conf, "master.cf"), "w") as f:
+            f.writelines(lines)
+        values = dict(SHARED_SETTINGS)
+        values.update({
+            "queue_directory": os.path.join(base, "queue"),
+            "data_directory": os.path.join(base, "data"),
+            "mail_owner": "postfix", "setgid_group": "postdrop",
+            "maillog_file": os.path.join(base, "maillog"),
+            "maillog_file_prefixes": base,
+            "defer_transports": "local, virtual, smtp, relay, lmtp, error, retry, discard",
+        })
+        values.update(settings)
+        with open(os.path.join(self.conf, "main.cf"), "w") as f:
+            for name, value in values.items():
+                f.write(f"{name} = {value}\n")
+
+    def start(self) -> "PostfixSMTP":
+        from tests.support import _accepts, waitFor
+
+        subprocess.run(["/usr/sbin/postfix", "-c", self.conf, "start"], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+        waitFor(lambda: _accepts(self.port), what="Postfix to listen")
+        return self
+
+    def stop(self) -> None:
+        subprocess.run(["/usr/sbin/postfix", "-c", self.conf, "stop"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+
+
+def tmtaSMTP(base: str, settings: Dict[str, str]):
+    """
+    tmta's master on a loopback port with the same main.cf, its queue
+    manager left out as Postfix's is.
+
+    @return: the started L{tests.support.Master} and its port.
+    """
+    from tests.support import Master, freePort
+    from tmta.config.loader import EMBEDDED_MASTER_CF
+
+    port = freePort()
+    master = []
+    for line in EMBEDDED_MASTER_CF.splitlines():
+        words = line.split()
+        if words and words[0] in ("qmgr", "pickup"):
+            continue
+        if words and words[0] == "2525":
+            line = line.replace("2525     ", f"127.0.0.1:{port}", 1)
+        master.append(line)
+    values = dict(SHARED_SETTINGS)
+    values.update(settings)
+    return Master(os.path.join(base, "tmta"), values, "\n".join(master) + "\n"), port

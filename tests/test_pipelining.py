@@ -14,7 +14,7 @@ from tests import test_smtpd
 COMMANDS = [
     (b"NOOP", "250"),
     (b"HELP", "214"),
-    (b"BOGUS", "502"),
+    (b"BOGUS", "500"),
     (b"RSET", "250"),
     (b"HELO client.example", "250"),
     (b"EHLO client.example", "250"),

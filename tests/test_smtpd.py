@@ -439,8 +439,8 @@ class SMTPServerTests(SessionHarness, SynchronousTestCase):
         self.replies()
         self.send(b"BOGUS\r\nBOGUS\r\nBOGUS\r\nNOOP\r\n")
         self.assertEqual(self.replies(), [
-            "502 5.5.2 Error: command not recognized",
-            "502 5.5.2 Error: command not recognized",
+            "500 5.5.2 Error: command not recognized",
+            "500 5.5.2 Error: command not recognized",
             "421 4.7.0 mx.example.org Error: too many errors",
         ])
         self.assertTrue(self.transport.disconnecting)
@@ -590,7 +590,7 @@ class SMTPServerTests(SessionHarness, SynchronousTestCase):
         self.clock.advance(1)
         self.clock.advance(1)
         self.assertEqual(self.replies(), [
-            "502 5.5.2 Error: command not recognized",
+            "500 5.5.2 Error: command not recognized",
             "421 4.7.0 mx.example.org Error: too many errors"])
         self.assertTrue(self.transport.disconnecting)
 
@@ -807,7 +807,7 @@ class ChunkingTests(SessionHarness, SynchronousTestCase):
     def test_badBdatEndsSession(self):
         self.transaction()
         self.send(b"BDAT lots\r\n")
-        self.assertEqual(self.replies(), ["501 5.5.4 Syntax: BDAT count [LAST]"])
+        self.assertEqual(self.replies(), ["521 5.5.4 Syntax: BDAT count [LAST]"])
         self.assertTrue(self.transport.disconnecting)
 
     def test_binaryMimeRefused(self):

@@ -269,7 +269,7 @@ class TranscriptTests(SynchronousTestCase):
         self.addCleanup(session.close)
         session.reply()
         session.command(b"EHLO client.example\r\n")
-        self.assertTrue(session.command(b"BOGUS\r\n").startswith(b"502"))
+        self.assertTrue(session.command(b"BOGUS\r\n").startswith(b"500"))
         self.assertTrue(session.command(b"AUTH PLAIN AGJvYgBzZWNyZXQ=\r\n").startswith(b"503"))
         session.command(b"MAIL FROM:<a@example.com>\r\n")
         self.assertTrue(session.command(b"RCPT TO:<x@far.example>\r\n").startswith(b"554"))
@@ -278,7 +278,7 @@ class TranscriptTests(SynchronousTestCase):
         [text] = maildirMessages(spool)["postmaster"]
         self.assertIn(b"Subject: tmta SMTP server: policy and protocol errors from "
                       b"localhost[127.0.0.1]", text)
-        self.assertIn(b" In:  BOGUS\n Out: 502 5.5.2 Error: command not recognized\n", text)
+        self.assertIn(b" In:  BOGUS\n Out: 500 5.5.2 Error: command not recognized\n", text)
         self.assertIn(b" In:  AUTH PLAIN ***\n", text)
         self.assertNotIn(b"AGJvYgBzZWNyZXQ", text)
         self.assertIn(b" Out: 554 5.7.1 <x@far.example>: Relay access denied\n", text)

@@ -19,7 +19,7 @@ _DOMAIN = re.compile(
     r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)"
     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
 )
-_ADDRESS_LITERAL = re.compile(r"^\[(?:IPv6:[0-9A-Fa-f:.]+|[0-9.]+)\]$")
+_ADDRESS_LITERAL = re.compile(r"^\[(?:IPv6:[0-9A-Fa-f:.]+|[0-9.]+)\]$", re.I)
 # Printable ASCII but the specials that cannot stand unquoted, plus any
 # non-ASCII (UTF-8, for SMTPUTF8 mail).
 _ATOM_TEXT = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-\x80-\U0010ffff]+$")
@@ -44,6 +44,26 @@ def splitAddress(address: str) -> Tuple[str, str]:
     if not at:
         return address, ""
     return local, domain
+
+
+def _validLiteral(domain: str) -> bool:
+    """
+    Whether C{domain} is an address literal holding a real address:
+    C{[192.0.2.1]} or C{[IPv6:2001:db8::1]} (C{[300.1.1.1]} is not).
+    """
+    import ipaddress
+
+    if not _ADDRESS_LITERAL.match(domain):
+        return False
+    inner = domain[1:-1]
+    try:
+        if inner[:5].lower() == "ipv6:":
+            ipaddress.IPv6Address(inner[5:])
+        else:
+            ipaddress.IPv4Address(inner)
+    except ValueError:
+        return False
+    return True
 
 
 def checkAddress(address: str) -> str:
@@ -72,7 +92,7 @@ def checkAddress(address: str) -> str:
     if domain:
         if len(domain) > MAX_DOMAIN:
             raise AddressError("domain too long")
-        if not (_DOMAIN.match(domain) or _ADDRESS_LITERAL.match(domain)):
+        if not (_DOMAIN.match(domain) or _validLiteral(domain)):
             raise AddressError("malformed domain")
         domain = domain.rstrip(".").lower()
         return f"{local}@{domain}"

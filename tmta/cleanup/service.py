@@ -80,6 +80,8 @@ class Message:
         self.envelopeWritten = False
         self.verdict = Verdict()
         self.prepended: List[bytes] = []
+        #: Copies an access table's BCC asked for.
+        self.accessBcc: List[str] = []
         if any(name.startswith("access_") for name in attributes):
             self.attributes = attributes = self._accessActions(attributes)
         self.bodyChecker: Any = None  # made once the headers say what the body is
@@ -96,7 +98,7 @@ class Message:
         """
         Take what smtpd's access tables asked for (C{access_hold},
         C{access_discard}, C{access_filter}, C{access_redirect},
-        C{access_prepend}) out of the attributes and into the verdict,
+        C{access_prepend}, C{access_bcc}) out of the attributes and into the verdict,
         as header_checks' actions are.
         """
         attributes = dict(attributes)
@@ -108,6 +110,8 @@ class Message:
         for header in attributes.pop("access_prepend", "").split("\n"):
             if re.match(r"^[!-9;-~]+:", header):
                 self.prepended.append(header.encode("utf-8", "surrogateescape"))
+        self.accessBcc = [a for a in attributes.pop("access_bcc", "").split("\n")
+                          if "@" in a]
         return attributes
 
     @property
@@ -149,6 +153,9 @@ class Message:
         rewritten = []
         for address, original, notify, orcpt in recipients:
             rewritten.append((await rewrite(address), original, notify, orcpt))
+        for extra in self.accessBcc:
+            # BCC from an access table: a copy that asks for no notices.
+            rewritten.append((await rewrite(extra), extra, "NEVER", ""))
         if mapper.active:
             try:
                 sender, rewritten = self._mapEnvelope(mapper, sender, rewritten)

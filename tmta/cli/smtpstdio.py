@@ -62,7 +62,7 @@ class StdioSMTP:
             verb = verb.upper()
             handler = getattr(self, "smtp_" + verb, None)
             if handler is None:
-                self.reply("502 5.5.2 Error: command not recognized")
+                self.reply("500 5.5.2 Error: command not recognized")
                 continue
             if handler(argument.strip()) == "quit":
                 return 0

@@ -59,7 +59,9 @@ def clientKeys(address: str, name: str, parentMatches: bool) -> List[str]:
     C{1.2}, C{1}; IPv6 by colon-separated groups).
     """
     keys = []
-    if name and name != "unknown":
+    if name:
+        # "unknown" too: Postfix looks the name up as it is, so a table
+        # can list clients whose name is not known.
         keys += _parentDomains(name, parentMatches)
     try:
         ip = ipaddress.ip_address(address)
@@ -204,10 +206,47 @@ class _NoCertificate:
         return DUNNO, None
 
 
+#: Postfix's C{smtpd_dsn_fix}: an address status (x.1.y) re-aimed at
+#: what is refused, by its detail: (for a sender, for a recipient).
+_ADDRESS_DSN = {"1": ("1.0", "1.1"), "2": ("1.8", "1.2"), "3": ("1.7", "1.3"),
+                "4": ("1.0", "1.4"), "5": ("1.0", "1.5"), "6": ("1.0", "1.6"),
+                "7": ("1.7", "1.3"), "8": ("1.8", "1.2")}
+
+
+def fixStatus(status: str, prefix: str) -> str:
+    """
+    An enhanced status code given in an access table, as Postfix sends
+    it: an address status (C{x.1.y}) made to speak of the sender or the
+    recipient being refused (C{x.0.0} for anything else).
+    """
+    if status[1:4] != ".1.":
+        return status
+    forSender, forRecipient = _ADDRESS_DSN.get(status[4:], ("1.0", "1.0"))
+    if "Sender address" in prefix:
+        return f"{status[0]}.{forSender}"
+    if "Recipient address" in prefix:
+        return f"{status[0]}.{forRecipient}"
+    return f"{status[0]}.0.0"
+
+
 def _reply(code: int, defaultDsn: str, prefix: str, text: str) -> str:
+    """
+    A refusal from an access table: the code, the table's status code
+    (or C{defaultDsn}) in the code's class, and its text.
+    """
     match = _DSN.match(text or "")
     dsn, text = (match.group(1), match.group(2) or "") if match else (defaultDsn, text)
+    dsn = f"{str(code)[0]}{fixStatus(dsn, prefix)[1:]}"
     return f"{code} {dsn} {prefix}: {text or 'Access denied'}"
+
+
+def _ignored(source: str, value: str, why: str) -> Tuple[str, None]:
+    """
+    An action Postfix warns about and lets pass.
+    """
+    log.warn("access table {source} entry {value!r} {why}", source=source, value=value,
+             why=why)
+    return DUNNO, None
 
 
 def applyAction(value: str, env: RestrictionEnvironment, context: RecipientContext,
@@ -226,7 +265,7 @@ def applyAction(value: str, env: RestrictionEnvironment, context: RecipientConte
     word, _, text = value.partition(" ")
     text = text.strip()
     upper = word.upper()
-    if upper == "OK" or value.isdigit():
+    if upper in ("OK", "RELAY") or (value.isascii() and value.isdigit()):
         return PERMIT, None
     if upper == "DUNNO":
         return DUNNO, None
@@ -240,15 +279,15 @@ def applyAction(value: str, env: RestrictionEnvironment, context: RecipientConte
         return (DEFER_IF_REJECT if upper == "DEFER_IF_REJECT" else DEFER_IF_PERMIT,
                 _reply(env.code("access_map_defer_code"), "4.7.1", prefix,
                        text or "Service unavailable"))
-    match = _CODE.match(value)
-    if match:
+    match = _CODE.match(value) if len(word) == 3 else None
+    if match and match.group(3):
         code = int(match.group(1) + match.group(2))
         return (DEFER if code < 500 else REJECT,
                 _reply(code, f"{match.group(1)}.7.1", prefix, match.group(3) or ""))
     actions = context.actions
-    if upper == "WARN":
-        log.info("warning: {client}: {prefix}: {text}", client=context.client,
-                 prefix=prefix, text=text)
+    if upper in ("WARN", "INFO"):
+        log.info("{kind}: {client}: {prefix}: {text}", kind=upper.lower(),
+                 client=context.client, prefix=prefix, text=text)
         return DUNNO, None
     if upper == "HOLD":
         actions.hold = actions.hold or (text or "held by access table")
@@ -258,17 +297,20 @@ def applyAction(value: str, env: RestrictionEnvironment, context: RecipientConte
         return DUNNO, None
     if upper == "FILTER":
         if ":" not in text:
-            return _misconfigured(source, value)
+            return _ignored(source, value, "requires transport:destination")
         actions.filter = actions.filter or text
         return DUNNO, None
-    if upper == "REDIRECT":
+    if upper in ("REDIRECT", "BCC"):
         if "@" not in text:
-            return _misconfigured(source, value)
-        actions.redirect = actions.redirect or text
+            return _ignored(source, value, "requires user@domain target")
+        if upper == "REDIRECT":
+            actions.redirect = actions.redirect or text
+        else:
+            actions.bcc.append(text)
         return DUNNO, None
     if upper == "PREPEND":
         if not re.match(r"^[!-9;-~]+:", text) or "\n" in text:
-            return _misconfigured(source, value)
+            return _ignored(source, value, "requires header: text")
         actions.prepend.append(text)
         return DUNNO, None
     # Anything else names restrictions (or a restriction class).

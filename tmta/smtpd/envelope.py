@@ -30,6 +30,14 @@ class EnvelopeCommands(SessionState):
     cleanup.
     """
 
+    @property
+    def dsnOffered(self) -> bool:
+        """
+        Whether DSN is one of the session's extensions: not when
+        C{smtpd_discard_ehlo_keywords} hides it.
+        """
+        return "dsn" not in self.settings.discardEhloKeywords
+
     def smtp_MAIL(self, argument: str):
         if self.settings.heloRequired and self.helo is None:
             self._error("503 5.5.1 Error: send HELO/EHLO first")
@@ -39,7 +47,7 @@ class EnvelopeCommands(SessionState):
             return
         if self.needsTLS():
             return
-        if not argument[:5].upper() == "FROM:":
+        if not argument[:5].upper() == "FROM:" or not argument[5:].strip():
             self._error("501 5.5.4 Syntax: MAIL FROM:<address>")
             return
         try:
@@ -49,21 +57,39 @@ class EnvelopeCommands(SessionState):
             return
         size = 0
         dsn: Dict[str, str] = {}
-        utf8 = False
+        utf8 = authSeen = False
         for parameter in parameters.split():
             name, equals, value = parameter.partition("=")
             name = name.upper()
             try:
-                if name == "SIZE" and value.isdigit():
+                if name == "SIZE" and equals:
+                    if not (value.isascii() and value.isdigit()):
+                        self._error("501 5.5.4 Bad message size syntax")
+                        return
                     size = int(value)
                 elif name == "BODY" and value.upper() in ("7BIT", "8BITMIME"):
                     pass
-                elif name == "SMTPUTF8" and not equals and self.settings.smtputf8 and not utf8:
-                    utf8 = True
-                elif name == "RET" and "dsn_ret" not in dsn:
-                    dsn["dsn_ret"] = parseRet(value)
-                elif name == "ENVID" and "dsn_envid" not in dsn:
-                    dsn["dsn_envid"] = parseEnvid(value)
+                elif name == "SMTPUTF8" and not equals and self.settings.smtputf8:
+                    utf8 = True  # as often as it is given, as Postfix takes it
+                elif name == "AUTH" and equals:
+                    # RFC 4954's AUTH= is taken and not believed: the sender
+                    # of a message is who logged in, never what a client says.
+                    if authSeen:
+                        self._error("503 5.5.4 Error: multiple AUTH= options")
+                        return
+                    authSeen = True
+                elif name in ("RET", "ENVID") and equals:
+                    if not self.dsnOffered:
+                        self._error("501 5.7.1 DSN support is disabled")
+                        return
+                    if name == "RET":
+                        if "dsn_ret" in dsn:
+                            raise DSNError("501 5.5.4 Bad RET parameter syntax")
+                        dsn["dsn_ret"] = parseRet(value)
+                    else:
+                        if "dsn_envid" in dsn:
+                            raise DSNError("501 5.5.4 Bad ENVID parameter syntax")
+                        dsn["dsn_envid"] = parseEnvid(value)
                 else:
                     self._error(f"555 5.5.4 Unsupported option: {parameter}")
                     return
@@ -124,7 +150,7 @@ class EnvelopeCommands(SessionState):
         if self.sender is None:
             self._error("503 5.5.1 Error: need MAIL command")
             return None
-        if not argument[:3].upper() == "TO:":
+        if not argument[:3].upper() == "TO:" or not argument[3:].strip():
             self._error("501 5.5.4 Syntax: RCPT TO:<address>")
             return None
         try:
@@ -143,9 +169,16 @@ class EnvelopeCommands(SessionState):
             name, _, value = parameter.partition("=")
             name = name.upper()
             try:
-                if name == "NOTIFY" and not notify:
+                if name in ("NOTIFY", "ORCPT") and not self.dsnOffered:
+                    self._error("501 5.7.1 DSN support is disabled")
+                    return None
+                if name == "NOTIFY":
+                    if notify:
+                        raise DSNError("501 5.5.4 Bad NOTIFY parameter syntax")
                     notify = parseNotify(value)
-                elif name == "ORCPT" and not orcpt:
+                elif name == "ORCPT":
+                    if orcpt:
+                        raise DSNError("501 5.5.4 Bad ORCPT parameter syntax")
                     orcpt = parseOrcpt(value)
                 else:
                     self._error(f"555 5.5.4 Unsupported option: {parameter}")

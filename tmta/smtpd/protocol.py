@@ -26,6 +26,7 @@ from tmta.smtpd.settings import SMTPSettings
 from tmta.smtpd.starttls import TLSCommands
 from tmta.smtpd.transcript import CLASSES as TRANSCRIPT_CLASSES, Transcript
 from tmta.smtpd.transfer import MessageTransfer
+from tmta.tables import TableLookupError
 from tmta.tables.networks import inNetworks
 
 __all__ = ["SMTPServer", "SMTPSettings"]
@@ -33,7 +34,9 @@ __all__ = ["SMTPServer", "SMTPSettings"]
 log = Logger()
 
 _VERB = re.compile(rb"^([A-Za-z]+)(?:[ \t]+(.*))?$")
-_FORBIDDEN = {b"CONNECT", b"GET", b"POST"}
+#: A word that is a header name with its colon (C{Subject:}): message
+#: text sent as commands.
+_HEADER_NAME = re.compile(r"^[!-9;-~]+:$")
 #: Replies that report a protocol error (for notify_classes protocol).
 _PROTOCOL_ERRORS = frozenset({"500", "501", "502", "503", "504", "555"})
 #: Control characters no command may hold (TAB is white space).
@@ -271,6 +274,9 @@ class SMTPServer(EnvelopeCommands, DataCommands, AuthCommands, TLSCommands, Rest
         verb = match.group(1).upper() if match else b""
         if self._buffer and self._improperPipelining(verb):
             return None
+        if not (match and hasattr(self, "smtp_" + verb.decode("ascii"))) and \
+                self._forbidden(line):
+            return None
         if not match or _CONTROL.search(line):
             self._error("500 5.5.2 Error: bad syntax")
             return None
@@ -279,17 +285,33 @@ class SMTPServer(EnvelopeCommands, DataCommands, AuthCommands, TLSCommands, Rest
         except UnicodeDecodeError:
             self._error("500 5.5.2 Error: bad UTF-8 syntax")
             return None
-        if verb in _FORBIDDEN:
-            log.warn("non-SMTP command from {client}: {verb}", client=self.client,
-                     verb=verb.decode("ascii"))
-            self.reply("221 2.7.0 Error: I can break rules, too. Goodbye.")
-            self.close()
-            return None
         handler = getattr(self, "smtp_" + verb.decode("ascii"), None)
         if handler is None:
-            self._error("502 5.5.2 Error: command not recognized")
+            self._error("500 5.5.2 Error: command not recognized")
             return None
         return handler(argument)
+
+    def _forbidden(self, line: bytes) -> bool:
+        """
+        End the session when a line that is no command of ours is one of
+        C{smtpd_forbidden_commands} (by default HTTP's, and anything
+        not starting with a letter) or looks like a message header:
+        the client is not speaking SMTP, or has lost its place.
+        """
+        words = line.split(None, 1)
+        word = words[0].decode("utf-8", "replace") if words else ""
+        try:
+            forbidden = bool(word) and (_HEADER_NAME.match(word) is not None
+                                        or self.settings.forbiddenCommands.matchString(word))
+        except TableLookupError:
+            forbidden = False  # as Postfix: a non-critical feature
+        if not forbidden:
+            return False
+        log.warn("non-SMTP command from {client}: {line}", client=self.client,
+                 line=line[:100].decode("utf-8", "replace"))
+        self.reply("221 2.7.0 Error: I can break rules, too. Goodbye.")
+        self.close()
+        return True
 
     def _improperPipelining(self, verb: bytes) -> bool:
         """
@@ -336,6 +358,10 @@ class SMTPServer(EnvelopeCommands, DataCommands, AuthCommands, TLSCommands, Rest
             self.transcript.earn("protocol")
         if not self._tooManyErrors():
             self.reply(text)
+            if text[:3] in ("421", "521"):
+                # The reply says the server closes the channel (RFC 5321
+                # 3.8, RFC 7504): an access table's 421 or 521 does.
+                self.close()
 
     def _tooManyErrors(self) -> bool:
         """
@@ -395,7 +421,7 @@ class SMTPServer(EnvelopeCommands, DataCommands, AuthCommands, TLSCommands, Rest
         Check and record a HELO or EHLO; C{False} when it was refused.
         """
         if not argument:
-            self._error(f"501 5.5.4 Syntax: {verb} hostname")
+            self._error(f"501 Syntax: {verb} hostname")  # no status code, as Postfix
             return False
         if self._badHelo(argument):
             self._error(f"501 5.5.2 Error: invalid {verb} name")
@@ -496,7 +522,7 @@ class SMTPServer(EnvelopeCommands, DataCommands, AuthCommands, TLSCommands, Rest
         elif not argument:
             self._error("500 5.5.2 Syntax: ETRN domain")
         else:
-            self.reply(f"459 4.3.0 <{argument}>: service unavailable")
+            self.reply(f"459 <{argument}>: service unavailable")  # as Postfix, no status
 
     def smtp_HELP(self, argument: str) -> None:
         self.reply(_HELP)

@@ -227,7 +227,9 @@ class CommandReader(protocol.Protocol, TimeoutMixin):
             self._resumeReading("input")
 
     def _readAvailable(self) -> None:
-        while not self._busy and not self._closing and self._buffer:
+        # In the DATA phase with nothing buffered there may still be work:
+        # a chunk of no bytes (BDAT 0 LAST) is complete as it starts.
+        while not self._busy and not self._closing and (self._buffer or self.inData()):
             if self.inData():
                 if not self.messageData():
                     return

@@ -68,8 +68,8 @@ class DataCommands(SessionState):
         match = _BDAT.match(argument.strip())
         if not match:
             # The chunk's length is unknown: its bytes cannot be told from
-            # commands, so the session cannot go on.
-            self.reply("501 5.5.4 Syntax: BDAT count [LAST]")
+            # commands, so the session cannot go on (521, as Postfix).
+            self.reply("521 5.5.4 Syntax: BDAT count [LAST]")
             self.close()
             return None
         size, last = int(match.group(1)), match.group(2) is not None

@@ -49,7 +49,7 @@ class TransactionActions:
     """
     What access tables asked for besides accepting: carried to cleanup
     with the message (the first HOLD, DISCARD, FILTER or REDIRECT wins,
-    as in Postfix; every PREPEND is kept).
+    as in Postfix; every PREPEND and BCC is kept).
     """
 
     hold: Optional[str] = None
@@ -57,6 +57,8 @@ class TransactionActions:
     filter: Optional[str] = None
     redirect: Optional[str] = None
     prepend: List[str] = field(default_factory=list)
+    #: Recipients to send a copy to (BCC), each once.
+    bcc: List[str] = field(default_factory=list)
 
     def attributes(self) -> Dict[str, str]:
         """
@@ -69,6 +71,8 @@ class TransactionActions:
                 out[f"access_{name}"] = value
         if self.prepend:
             out["access_prepend"] = "\n".join(self.prepend)
+        if self.bcc:
+            out["access_bcc"] = "\n".join(dict.fromkeys(self.bcc))
         return out
 
 
@@ -294,9 +298,26 @@ def _validHostname(name: str) -> bool:
     return all(label.match(part) for part in name.split("."))
 
 
+def _postfixHostname(name: str) -> bool:
+    """
+    Postfix's C{valid_hostname}: letters, digits, C{_} and inner
+    hyphens in labels of at most 63, not all of it digits.
+    """
+    return _validHostname(name) and not name.replace(".", "").isdigit()
+
+
 def _nonFqdnHelo(env, c):
     name = c.helo
-    if not name or name.startswith("[") or _isFqdn(name):
+    if not name:
+        return DUNNO, None
+    if name.startswith("["):
+        if _validHostname(name):
+            return DUNNO, None
+        code = env.code("invalid_hostname_reject_code")
+        return rejectWith(code, _dsnFor(code, "5.5.2"),
+                          f"<{name}>: Helo command rejected: invalid ip address")
+    test = name[:-1] if name.endswith(".") and not name.endswith("..") else name
+    if _postfixHostname(test) and "." in test:
         return DUNNO, None
     code = env.code("non_fqdn_reject_code")
     return rejectWith(code, _dsnFor(code, "5.5.2"),
@@ -740,7 +761,9 @@ class RestrictionList:
         if action == REJECT and not reply:
             reply = self.defaultReply(self.environment.rejectCode, "5.7.1", context)
         if action == DEFER and not reply:
-            reply = self.defaultReply(self.environment.deferCode, "4.7.1", context)
+            # Postfix's "defer": try again later.
+            reply = (f"{self.environment.deferCode} 4.3.2 {self.subject(context)} rejected: "
+                     "Try again later")
         if action == REJECT and context.deferIfReject and reply.startswith("5"):
             # An earlier temporary error may have been what kept this
             # client from passing: report that instead.

@@ -4,7 +4,7 @@ What an smtpd process is configured to do, read once from main.cf.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from tmta.smtpd.recipients import RecipientTables
@@ -80,6 +80,10 @@ class SMTPSettings:
     errorNoticeRecipient: str = "postmaster"
     #: How AUTH is offered (L{tmta.smtpd.auth.SMTPAuth}); C{None}: not.
     sasl: Optional[Any] = None
+    #: Commands that end the session (C{smtpd_forbidden_commands}): a
+    #: client talking HTTP, or anything that is not a command word.
+    forbiddenCommands: MatchList = field(default_factory=lambda: MatchList(
+        "smtpd_forbidden_commands", "CONNECT GET POST regexp:{{/^[^A-Z]/ Bogus}}"))
 
     @classmethod
     def fromConfig(cls, config, restrictions,
@@ -119,4 +123,6 @@ class SMTPSettings:
             bareNewlineCode=config.getInt("smtpd_forbid_bare_newline_reject_code"),
             bareNewlineExclusions=parseNetworks(
                 config.getList("smtpd_forbid_bare_newline_exclusions")),
+            forbiddenCommands=MatchList("smtpd_forbidden_commands",
+                                        config.get("smtpd_forbidden_commands")),
         )

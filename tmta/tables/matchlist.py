@@ -158,6 +158,26 @@ class MatchList:
                 return not negated
         return False
 
+    def matchString(self, text: str) -> bool:
+        """
+        Whether C{text} is in a string list (C{smtpd_forbidden_commands},
+        C{smtpd_noop_commands}): equal to an item, case aside, or found
+        in a table.
+
+        @raise TableLookupError: a failing item was reached first.
+        """
+        folded = text.lower()
+        for negated, kind, payload in self.items:
+            if kind == "failing":
+                raise TableLookupError(payload)
+            if kind == "table":
+                found = payload.get(text) is not None
+            else:
+                found = kind == "name" and folded == payload
+            if found:
+                return not negated
+        return False
+
     def _lookupName(self, table, name: str) -> bool:
         if table.get(name) is not None:
             return True

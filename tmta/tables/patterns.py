@@ -127,6 +127,41 @@ class _SourceFile:
         return self._rules
 
 
+class _InlineSource:
+    """
+    Rules given in the table's name, Postfix 3.7's
+    C{regexp:{ {/pattern/ result}, ... }}: parsed once, each rule a
+    line.
+    """
+
+    def __init__(self, kind: str, name: str,
+                 parse: Callable[[str, _Skipped], list]) -> None:
+        from tmta.config import splitList
+
+        self.kind = kind
+        self.path = name
+        skipped = _Skipped(kind, name)
+        self._rules = parse("\n".join(splitList(name.strip()[1:-1])), skipped)
+        self.warnings = skipped.warnings
+        self.failure: Optional[str] = None
+        for text in self.warnings:
+            log.warn("{text}", text=text)
+
+    def rules(self) -> list:
+        return self._rules
+
+
+def _source(kind: str, name: str, parse: Callable[[str, _Skipped], list]):
+    """
+    Where a pattern table's rules come from: the file it names, or the
+    rules themselves in braces.
+    """
+    stripped = name.strip()
+    if stripped.startswith("{") and stripped.endswith("}"):
+        return _InlineSource(kind, stripped, parse)
+    return _SourceFile(kind, name, parse)
+
+
 # -- regexp and pcre ---------------------------------------------------------
 
 #: A rule's result: literal texts and the numbers of the groups put
@@ -258,7 +293,7 @@ class RegexpTable:
         self.pcre = pcre
         self.kind = "pcre" if pcre else "regexp"
         self._compile = engine(self.kind)
-        self.source = _SourceFile(self.kind, path, self._parse)
+        self.source = _source(self.kind, path, self._parse)
 
     def _condition(self, text: str, number: int, skipped: _Skipped,
                    allowSecond: bool = False) -> Tuple[_Condition, str]:
@@ -416,7 +451,7 @@ class CIDRTable:
     """
 
     def __init__(self, path: str) -> None:
-        self.source = _SourceFile("cidr", path, self._parse)
+        self.source = _source("cidr", path, self._parse)
 
     def _parse(self, text: str, skipped: _Skipped) -> list:
         rules = []
