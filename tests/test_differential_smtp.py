@@ -388,6 +388,47 @@ def listSettings(directory: str) -> Dict[str, str]:
     }
 
 
+# -- limits, exemptions and extensions ------------------------------------------
+
+def strictScripts() -> List[Script]:
+    """
+    Every list refuses: only the bare postmaster gets through (RFC 5321
+    4.5.1), and the error and junk limits end the session on time.
+    """
+    scripts: List[Script] = []
+    for recipient in ("postmaster", "Postmaster", "postmaster@localhost",
+                      "postmaster@mx.test.example", "alice@localhost", "alice"):
+        scripts.append((f"strict/{recipient}", "127.0.0.2", _lines(
+            "EHLO client.example", "MAIL FROM:<someone@example.com>",
+            f"RCPT TO:<{recipient}>", "QUIT")))
+    scripts.append(("strict/errors", "127.0.0.2",
+                    _lines("EHLO client.example", *["MAIL FROM:bad<" for _ in range(6)],
+                           "QUIT")))
+    scripts.append(("strict/junk", "127.0.0.2",
+                    _lines("EHLO client.example", *["NOOP" for _ in range(8)], "QUIT")))
+    scripts.append(("strict/junk-rset", "127.0.0.2",
+                    _lines(*["RSET" for _ in range(8)], "QUIT")))
+    scripts.append(("strict/dsn-discarded", "127.0.0.2", _lines(
+        "EHLO client.example", "MAIL FROM:<someone@example.com> RET=HDRS",
+        "MAIL FROM:<someone@example.com> ENVID=x", "MAIL FROM:<someone@example.com>",
+        "RCPT TO:<postmaster> NOTIFY=NEVER", "RCPT TO:<postmaster> ORCPT=rfc822;a@b.example",
+        "QUIT")))
+    return scripts
+
+
+def strictSettings(directory: str) -> Dict[str, str]:
+    return {
+        "mydestination": "localhost, $myhostname",
+        "local_recipient_maps": f"texthash:{_write(directory, 'users', USERS)}",
+        "smtpd_client_restrictions": "reject",
+        "smtpd_recipient_restrictions": "reject_non_fqdn_recipient, reject",
+        "smtpd_hard_error_limit": "3",
+        "smtpd_junk_command_limit": "3",
+        "smtpd_soft_error_limit": "2",
+        "smtpd_discard_ehlo_keywords": "dsn",
+    }
+
+
 def _write(directory: str, name: str, text: str) -> str:
     path = os.path.join(directory, name)
     with open(path, "w") as f:
@@ -450,6 +491,9 @@ class SessionAgreementTests(SynchronousTestCase):
 
     def test_accessActions(self) -> None:
         self.check(self.agree("access", accessSettings(self.tables), accessScripts()))
+
+    def test_strict(self) -> None:
+        self.check(self.agree("strict", strictSettings(self.tables), strictScripts()))
 
     def test_lists(self) -> None:
         self.check(self.agree("lists", listSettings(self.tables), listScripts()))

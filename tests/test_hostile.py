@@ -247,6 +247,6 @@ class HostileSessionTests(SynchronousTestCase):
 
     def test_errorFlood(self):
         session = self.session()
-        replies = [session.command(b"BOGUS\r\n") for _ in range(5)]
+        replies = [session.command(b"BOGUS\r\n") for _ in range(6)]
         self.assertEqual(replies[-1], b"421 4.7.0 localhost Error: too many errors")
         self.assertTrue(session.closed())

@@ -429,16 +429,21 @@ class SMTPServerTests(SessionHarness, SynchronousTestCase):
         """
         self.makeServer(smtpd_recipient_limit="2", smtpd_recipient_overshoot_limit="3",
                         smtpd_hard_error_limit="2")
-        self.send(b"HELO c\r\nMAIL FROM:<a@b.c>\r\n" + b"RCPT TO:<bob@localhost>\r\n" * 7)
+        self.send(b"HELO c\r\nMAIL FROM:<a@b.c>\r\n" + b"RCPT TO:<bob@localhost>\r\n" * 8)
         replies = self.replies()
-        self.assertEqual(replies[-4:], ["452 4.5.3 Error: too many recipients"] * 3
+        # Two accepted, three over the limit freely, two more as errors;
+        # the command after the second error ends the session.
+        self.assertEqual(replies[-6:], ["452 4.5.3 Error: too many recipients"] * 5
                          + ["421 4.7.0 mx.example.org Error: too many errors"])
 
     def test_hardErrorLimit(self):
         self.makeServer(smtpd_hard_error_limit="3")
         self.replies()
         self.send(b"BOGUS\r\nBOGUS\r\nBOGUS\r\nNOOP\r\n")
+        # As Postfix: the error that reaches the limit is answered, and
+        # the next command ends the session.
         self.assertEqual(self.replies(), [
+            "500 5.5.2 Error: command not recognized",
             "500 5.5.2 Error: command not recognized",
             "500 5.5.2 Error: command not recognized",
             "421 4.7.0 mx.example.org Error: too many errors",
@@ -579,7 +584,7 @@ class SMTPServerTests(SessionHarness, SynchronousTestCase):
         self.makeServer(smtpd_soft_error_limit="2", smtpd_error_sleep_time="1s",
                         smtpd_hard_error_limit="5")
         self.replies()
-        self.send(b"BOGUS\r\n" * 2 + b"NOOP\r\n" + b"BOGUS\r\n" * 3)
+        self.send(b"BOGUS\r\n" * 2 + b"NOOP\r\n" + b"BOGUS\r\n" * 3 + b"NOOP\r\n")
         self.assertEqual(len(self.replies()), 2)
         self.clock.advance(0.9)
         self.assertEqual(self.replies(), [])
@@ -589,9 +594,9 @@ class SMTPServerTests(SessionHarness, SynchronousTestCase):
         self.assertEqual(len(self.replies()), 1)
         self.clock.advance(1)
         self.clock.advance(1)
-        self.assertEqual(self.replies(), [
-            "500 5.5.2 Error: command not recognized",
-            "421 4.7.0 mx.example.org Error: too many errors"])
+        self.assertEqual(self.replies(), ["500 5.5.2 Error: command not recognized"] * 2)
+        self.clock.advance(1)
+        self.assertEqual(self.replies(), ["421 4.7.0 mx.example.org Error: too many errors"])
         self.assertTrue(self.transport.disconnecting)
 
     def test_junkCommandLimit(self):
@@ -608,7 +613,7 @@ class SMTPServerTests(SessionHarness, SynchronousTestCase):
         self.cleanup.finish()
         self.assertEqual((self.server.errors, self.server.junkCommands), (0, 0))
         self.replies()
-        self.send(b"NOOP\r\n" * 6)
+        self.send(b"NOOP\r\n" * 8)
         self.assertEqual(self.replies()[-1], "421 4.7.0 mx.example.org Error: too many errors")
         self.assertTrue(self.transport.disconnecting)
 

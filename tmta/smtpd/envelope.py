@@ -203,6 +203,11 @@ class EnvelopeCommands(SessionState):
             self.reply(tooMany)
             return
         resolution = await self.resolve(recipient)
+        if recipient.lower() == "postmaster":
+            # RFC 5321 4.5.1: the bare postmaster must be accepted, by
+            # every list and table (as Postfix does).
+            self._acceptRecipient(recipient, notify, orcpt)
+            return
         decision = await self.restrict("RCPT", self.restrictionContext(
             "RCPT", recipient, resolution.addressClass))
         if decision is not None:
@@ -229,6 +234,9 @@ class EnvelopeCommands(SessionState):
         if refusal is not None:
             self._rejectRecipient(recipient, refusal)
             return
+        self._acceptRecipient(recipient, notify, orcpt)
+
+    def _acceptRecipient(self, recipient: str, notify: str, orcpt: str) -> None:
         self.recipients.append(recipient)
         self.recipientDSN.append((notify, orcpt))
         self.reply("250 2.1.5 Ok")
@@ -244,7 +252,8 @@ class EnvelopeCommands(SessionState):
         return tables.unknown(resolution.addressClass, resolution.recipient, given)
 
     def smtp_VRFY(self, argument: str):
-        if self._junk() or self.needsTLS():
+        self._junk()
+        if self.needsTLS():
             return None
         if self.settings.vrfyDisabled:
             self._error("502 5.5.1 VRFY command is disabled")

@@ -268,7 +268,7 @@ class SMTPServer(EnvelopeCommands, DataCommands, AuthCommands, TLSCommands, Rest
         return self._command(line)
 
     def _command(self, line: bytes):
-        if self._closing:
+        if self._closing or self._tooManyErrors():
             return None
         match = _VERB.match(line)
         verb = match.group(1).upper() if match else b""
@@ -356,16 +356,17 @@ class SMTPServer(EnvelopeCommands, DataCommands, AuthCommands, TLSCommands, Rest
         self.errors += 1
         if self.transcript is not None and text[:3] in _PROTOCOL_ERRORS:
             self.transcript.earn("protocol")
-        if not self._tooManyErrors():
-            self.reply(text)
-            if text[:3] in ("421", "521"):
-                # The reply says the server closes the channel (RFC 5321
-                # 3.8, RFC 7504): an access table's 421 or 521 does.
-                self.close()
+        self.reply(text)
+        if text[:3] in ("421", "521"):
+            # The reply says the server closes the channel (RFC 5321
+            # 3.8, RFC 7504): an access table's 421 or 521 does.
+            self.close()
 
     def _tooManyErrors(self) -> bool:
         """
-        End the session when it reached smtpd_hard_error_limit.
+        End the session when it reached smtpd_hard_error_limit: checked
+        as each command arrives, so the error that reaches the limit is
+        still answered, as in Postfix.
         """
         if self.errors < self.settings.hardErrorLimit:
             return False
@@ -375,18 +376,14 @@ class SMTPServer(EnvelopeCommands, DataCommands, AuthCommands, TLSCommands, Rest
         self.close()
         return True
 
-    def _junk(self) -> bool:
+    def _junk(self) -> None:
         """
         Count a command that moves no mail (NOOP, RSET, VRFY); past
         smtpd_junk_command_limit each counts as an error too.
-
-        @return: whether the session was ended for it.
         """
+        if self.junkCommands > self.settings.junkCommandLimit:
+            self.errors += 1
         self.junkCommands += 1
-        if self.junkCommands <= self.settings.junkCommandLimit:
-            return False
-        self.errors += 1
-        return self._tooManyErrors()
 
     # -- commands ----------------------------------------------------------
 
@@ -454,11 +451,13 @@ class SMTPServer(EnvelopeCommands, DataCommands, AuthCommands, TLSCommands, Rest
         return eagerly(check())
 
     def smtp_HELO(self, argument: str):
+        self._junk()
         if self._hello("HELO", argument):
             return self._helloChecked(lambda: self.reply(f"250 {self.settings.myhostname}"))
         return None
 
     def smtp_EHLO(self, argument: str):
+        self._junk()
         if not self._hello("EHLO", argument):
             return None
         return self._helloChecked(self._ehloKeywords)
@@ -495,14 +494,13 @@ class SMTPServer(EnvelopeCommands, DataCommands, AuthCommands, TLSCommands, Rest
         self.reply(text)
 
     def smtp_RSET(self, argument: str) -> None:
-        if self._junk():
-            return
+        self._junk()
         self._resetTransaction()
         self.reply("250 2.0.0 Ok")
 
     def smtp_NOOP(self, argument: str) -> None:
-        if not self._junk():
-            self.reply("250 2.0.0 Ok")
+        self._junk()
+        self.reply("250 2.0.0 Ok")
 
     def smtp_QUIT(self, argument: str) -> None:
         self.reply("221 2.0.0 Bye")
@@ -513,6 +511,7 @@ class SMTPServer(EnvelopeCommands, DataCommands, AuthCommands, TLSCommands, Rest
         ETRN (RFC 1985) is refused politely: tmta keeps no per-site
         queue to flush, and deferred mail is retried on its own.
         """
+        self._junk()
         if self.helo is None:
             self._error("503 5.5.1 Error: send HELO/EHLO first")
         elif self.sender is not None:
