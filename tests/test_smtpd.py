@@ -839,6 +839,8 @@ class ChunkingTests(SessionHarness, SynchronousTestCase):
         attributes = {a["name"]: a["value"] for a in begin["attributes"]}
         self.assertEqual(attributes["smtputf8"], "yes")
         self.assertEqual(begin["sender"], "jürgen@example.com")
+        # RFC 6531 3.7.3: the Received header says UTF8SMTP.
+        self.assertEqual(attributes["protocol"], "UTF8SMTP")
 
     def test_unauthPipeliningForbidden(self):
         self.makeServer(smtpd_forbid_unauth_pipelining="yes")

@@ -160,6 +160,10 @@ class PasswordTableTests(SynchronousTestCase):
             self.assertTrue(verifyPassword(parseTable(f.read())["bob"], "new"))
         self.assertEqual(tmta("remove", "bob").returncode, 0)
         self.assertEqual(tmta("list").stdout, "")
+        # Options may stand before the names, as in any command.
+        self.assertEqual(tmta("add", "--password-stdin", "carol", stdin="pw\n").returncode, 0)
+        self.assertEqual(tmta("list").stdout, "carol\n")
+        self.assertEqual(tmta("list", "--no-such-option").returncode, 2)
 
 
 class AuthCommandTests(SessionHarness, SynchronousTestCase):

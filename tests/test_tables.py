@@ -451,3 +451,13 @@ class PostfixLanguagesTests(SynchronousTestCase):
         self.assertEqual(table.get("2001:db8::1"), "OK six")
         self.assertEqual(table.get("alias:"), "value      KEPT")
         self.assertIsNone(table.get("alias"))
+
+    def test_inlineNeedsKeyValue(self):
+        """
+        C{inline:{ k = v }} is no table of one entry (Postfix stops on it):
+        it cannot be opened, so start-up names it.
+        """
+        from tmta.tables import TableError
+
+        self.assertRaises(TableError, openTable, "inline:{ k = v }")
+        self.assertEqual(openTable("inline:{ a=1, { b = two words } }").get("b"), "two words")

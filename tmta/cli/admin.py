@@ -712,7 +712,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     compat.add_argument("--prefix", default="/usr", help="where they go (default /usr)")
     compat.add_argument("--force", action="store_true",
                         help="replace another MTA's files (kept as NAME.pre-tmta)")
-    options = parser.parse_args(argv)
+    # Options may come between a subcommand's words ("user add
+    # --password-stdin NAME"): argparse ends a list positional at the
+    # first option, so the words after it are the list's too.
+    options, extras = parser.parse_known_args(argv)
+    listOf = {"config": "names", "queue": "queue_ids", "map": "keys", "user": "names"}
+    if extras:
+        if any(word.startswith("-") for word in extras) or options.command not in listOf:
+            parser.error(f"unrecognized arguments: {' '.join(extras)}")
+        name = listOf[options.command]
+        setattr(options, name, getattr(options, name) + extras)
     if options.command == "install-compat":
         return installCompat(options.prefix, options.force)
     if options.command == "map" and options.action == "query":

@@ -143,9 +143,13 @@ class TLSCommands(SessionState):
     def receivedProtocol(self) -> str:
         """
         The protocol as the Received header names it: C{SMTP} or
-        C{ESMTP}, with C{S} for TLS (and C{A} for AUTH, RFC 3848).
+        C{ESMTP}, with C{S} for TLS (and C{A} for AUTH, RFC 3848);
+        C{UTF8SMTP} for a transaction that asked for SMTPUTF8 (RFC 6531
+        3.7.3).
         """
         name = self.protocolName
+        if name == "ESMTP" and "smtputf8" in getattr(self, "dsnAttributes", {}):
+            name = "UTF8SMTP"
         if self.tlsSummary is not None:
             name += "S"
         if getattr(self, "saslUsername", None):

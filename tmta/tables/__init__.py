@@ -258,8 +258,10 @@ def _inline(name: str) -> DictTable:
         body = body[1:-1]
     entries = {}
     for item in splitList(body):
-        key, _, value = item.partition("=")
-        entries[key.strip()] = value.strip()
+        key, equals, value = item.partition("=")
+        if not equals or not key.strip():
+            raise ValueError(f"expected format: key=value or {{ key = value }}, not {item!r}")
+        entries.setdefault(key.strip(), value.strip())
     return DictTable(entries)
 
 
