@@ -228,7 +228,7 @@ class PostfixSMTP:
     def __init__(self, base: str, settings: Dict[str, str]) -> None:
         import pwd
 
-        from tests.support import freePort
+        from tests.support import freePort, privatePostfixMasterCf
 
         self.base = base
         self.port = freePort()
@@ -237,20 +237,8 @@ class PostfixSMTP:
             os.makedirs(os.path.join(base, sub), exist_ok=True)
         account = pwd.getpwnam("postfix")
         os.chown(os.path.join(base, "data"), account.pw_uid, account.pw_gid)
-        lines = []
-        with open("/etc/postfix/master.cf") as f:
-            for line in f:
-                words = line.split()
-                if len(words) >= 8 and not line[0].isspace() and not line.startswith("#"):
-                    if words[0] == "pickup":
-                        continue
-                    if words[0] == "smtp" and words[1] == "inet":
-                        words[0] = f"127.0.0.1:{self.port}"
-                    words[4] = "n"
-                    line = " ".join(words) + "\n"
-                lines.append(line)
         with open(os.path.join(self.conf, "master.cf"), "w") as f:
-            f.writelines(lines)
+            f.write(privatePostfixMasterCf(self.port, leaveOut=("pickup",)))
         values = dict(SHARED_SETTINGS)
         values.update({
             "queue_directory": os.path.join(base, "queue"),

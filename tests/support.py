@@ -376,6 +376,27 @@ def fillFilesystem(path: str) -> None:
             pass
 
 
+def privatePostfixMasterCf(port: int, leaveOut: Tuple[str, ...] = ()) -> str:
+    """
+    Debian's stock Postfix master.cf for a private instance: smtpd on a
+    loopback port, nothing chrooted, the services in C{leaveOut} left
+    out.
+    """
+    lines = []
+    with open("/etc/postfix/master.cf") as f:
+        for line in f:
+            words = line.split()
+            if len(words) >= 8 and not line[0].isspace() and not line.startswith("#"):
+                if words[0] in leaveOut:
+                    continue
+                if words[0] == "smtp" and words[1] == "inet":
+                    words[0] = f"127.0.0.1:{port}"
+                words[4] = "n"
+                line = " ".join(words) + "\n"
+            lines.append(line)
+    return "".join(lines)
+
+
 class PrivatePostfix:
     """
     A private Postfix instance (Debian's package) on a loopback port,
@@ -399,18 +420,8 @@ class PrivatePostfix:
         account = pwd.getpwnam("postfix")
         for sub in ("data", "mail"):
             os.chown(os.path.join(base, sub), account.pw_uid, account.pw_gid)
-        lines = []
-        with open("/etc/postfix/master.cf") as f:
-            for line in f:
-                words = line.split()
-                if len(words) >= 8 and not line[0].isspace() and not line.startswith("#"):
-                    if words[0] == "smtp" and words[1] == "inet":
-                        words[0] = f"127.0.0.1:{self.port}"
-                    words[4] = "n"
-                    line = " ".join(words) + "\n"
-                lines.append(line)
         with open(os.path.join(self.conf, "master.cf"), "w") as f:
-            f.writelines(lines)
+            f.write(privatePostfixMasterCf(self.port))
         self.maildir = os.path.join(base, "mail", "box", "new")
         settings = {
             "compatibility_level": "3.6",

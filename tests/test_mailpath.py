@@ -181,7 +181,7 @@ class MailPathTests(SynchronousTestCase):
         self.startMaster(MASTER_CF + "error     unix  -       -       n       -       -       error\n",
                          notify_classes="bounce, resource, software",
                          relay_domains="nowhere.example",
-                         transport_maps="inline:{ nowhere.example=error:no such place }")
+                         transport_maps="inline:{ { nowhere.example = error:no such place } }")
         sendMessage(self.port, "alice@localhost", ["x@nowhere.example"], "doomed",
                     body="secret body\r\n")
         waitFor(lambda: maildirMessages(self.spool).get("alice")

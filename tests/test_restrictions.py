@@ -508,6 +508,20 @@ class DNSRestrictionTests(TestCase):
         self.assertEqual(reply, "450 4.1.8 <a@missing.mail.test>: Sender address rejected: "
                                 "Domain not found")
 
+    @defer.inlineCallbacks
+    def test_unknownDomainSkipsOwnDomains(self):
+        """
+        A domain this machine takes mail for itself (mydestination,
+        virtual domains) is not looked up in the DNS, as in Postfix.
+        """
+        from tmta.rewrite import Rewriter
+
+        rewriter = Rewriter(MainConfig({"mydestination": "missing.mail.test"}))
+        action, _ = yield self.evaluate(
+            "reject_unknown_sender_domain", sender="a@missing.mail.test",
+            resolve=lambda address: defer.succeed(rewriter.resolve(address)))
+        self.assertEqual(action, DUNNO)
+
 
 class _PolicyServer(LineOnlyReceiver):
     delimiter = b"\n"

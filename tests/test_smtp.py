@@ -124,6 +124,12 @@ class ClientTests(SynchronousTestCase):
         self.assertEqual(failure.value.reply.code, 552)
         self.assertEqual(failure.value.reply.dsn, "5.3.4")
         self.assertEqual(self.sent(), "")
+        # The client decided, not the server: no "host ... said".
+        from tmta.smtp.agent import _failure
+
+        self.assertRegex(_failure("mx.x.example[192.0.2.1]:25", failure.value),
+                         r"^message size \d+ exceeds size limit 10 of server "
+                         r"mx\.x\.example\[192\.0\.2\.1\]:25$")
 
     def test_eightBitToSevenBitServer(self):
         """

@@ -578,7 +578,7 @@ def _pluginProblems(configuration: Configuration) -> List[str]:
 
     main = configuration.main
     problems = []
-    for name, problem in tableProblems(main):
+    for name, problem in tableProblems(main, list(main.explicit)):
         line = main.lineOf(name)
         where = f"{main.path}, line {line}" if line else main.path
         problems.append(f"{where}: {name}: {problem}")

@@ -697,6 +697,9 @@ def _ipv6(packed: bytes) -> str:
 
 
 def _failure(relay: str, e: SessionFailed) -> str:
+    if e.local:
+        # The client's own decision: the server said nothing of it.
+        return f"{e.reason} {relay}"
     if e.sasl:
         if e.reply is not None:
             return f"SASL authentication failed; server {relay} said: {e.reply}"

@@ -72,7 +72,8 @@ class SessionFailed(Exception):
     """
 
     def __init__(self, stage: str, reply: Optional[Reply] = None, reason: str = "",
-                 tls: bool = False, sasl: bool = False, protocol: bool = False) -> None:
+                 tls: bool = False, sasl: bool = False, protocol: bool = False,
+                 local: bool = False) -> None:
         self.stage = stage
         self.reply = reply
         self.reason = reason or (str(reply) if reply else "lost connection")
@@ -85,6 +86,10 @@ class SessionFailed(Exception):
         self.sasl = sasl
         #: The server broke the protocol (a malformed reply).
         self.protocol = protocol
+        #: The client itself decided, from what the server offered (no
+        #: SMTPUTF8, a SIZE too small): C{reply} is ours, not the
+        #: server's, and C{reason} names the server.
+        self.local = local
         super().__init__(f"{self.reason} (in reply to {stage})")
 
 
@@ -429,14 +434,15 @@ class SMTPClient(protocol.Protocol):
             eightBit = not content.isascii()
         international = not (t.sender.isascii() and all(r.isascii() for r in t.recipients))
         if international and "SMTPUTF8" not in self.extensions:
-            raise SessionFailed("MAIL FROM", Reply(
-                550, "5.6.7 SMTPUTF8 is required, but was not offered by the server"))
+            raise SessionFailed("MAIL FROM", Reply(550, "5.6.7 SMTPUTF8 is required"),
+                                "SMTPUTF8 is required, but was not offered by host",
+                                local=True)
         limit = self.extensions.get("SIZE", "").strip()
         if limit.isdigit() and int(limit) and len(content) > int(limit):
             # Refused for good before anything is sent, as Postfix does.
-            raise SessionFailed("MAIL FROM", Reply(
-                552, f"5.3.4 Message size exceeds fixed limit ({len(content)} > {limit} "
-                     "bytes, the server's SIZE)"))
+            raise SessionFailed("MAIL FROM", Reply(552, "5.3.4 Message too big"),
+                                f"message size {len(content)} exceeds size limit {limit} "
+                                "of server", local=True)
         self._dirty = True
         mail = f"MAIL FROM:<{t.sender}>"
         if "SIZE" in self.extensions:

@@ -180,7 +180,10 @@ class RestrictionChecks(SessionState):
             if action not in (REJECT, DEFER) and unlistedSender and \
                     restrictionList is restrictions.sender:
                 # smtpd_reject_unlisted_sender: after the sender list.
-                action, reply = await rejectUnlistedSender(restrictions.environment, context)
+                unlisted = rejectUnlistedSender(restrictions.environment, context)
+                if isinstance(unlisted, defer.Deferred):
+                    unlisted = await unlisted
+                action, reply = unlisted
             if action in (REJECT, DEFER):
                 return action, reply
         if stage in ("EHLO", "MAIL", "CONNECT"):

@@ -74,6 +74,15 @@ def _unknownDomain(what: str):
             return DUNNO, None
 
         async def check():
+            if c.resolve is not None:
+                # Mail this machine takes itself needs no DNS: local,
+                # virtual alias and virtual mailbox domains pass, as
+                # Postfix's RESOLVE_CLASS_FINAL.
+                resolution = await c.resolve(address)
+                if resolution.transport == "retry":
+                    return DEFER, f"451 4.3.0 <{address}>: Temporary lookup failure"
+                if resolution.addressClass in ("local", "alias", "virtual"):
+                    return DUNNO, None
             exists = await _domainExists(env.resolver, domain.rstrip("."))
             dsn = "4.1.8" if what == "Sender" else "4.1.2"
             if exists is None:

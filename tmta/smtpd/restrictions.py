@@ -416,52 +416,39 @@ def _permitNakedIPAddress(env, c):
     return PERMIT, None
 
 
-def rejectUnlistedSender(env, c):
+def _unlisted(what: str):
     """
-    A sender in a domain of this machine's must be a known recipient.
+    C{reject_unlisted_sender} or C{reject_unlisted_recipient}: an
+    address in a domain of this machine's must be a known recipient
+    (checked where the list names it, whatever
+    C{smtpd_reject_unlisted_*} says).
     """
-    if not c.sender or c.resolve is None or env.recipientTables is None:
-        return DUNNO, None
 
-    return c.resolve(c.sender).addCallback(_unlistedSender, env, c)
+    def decide(env, c):
+        address = c.sender if what == "Sender" else c.recipient
+        if not address or c.resolve is None or env.recipientTables is None:
+            return DUNNO, None
+        return c.resolve(address).addCallback(_unlistedDecision, env, address, what)
+
+    return decide
 
 
-def _unlistedSender(resolution, env, c):
+def _unlistedDecision(resolution, env, address: str, what: str):
     from tmta.tables import TableLookupError
 
     try:
         refusal = env.recipientTables.unknown(resolution.addressClass, resolution.recipient,
-                                              c.sender, what="Sender", always=True)
+                                              address, what=what, always=True)
     except TableLookupError as e:
-        log.warn("reject_unlisted_sender: {error}", error=str(e))
-        return DEFER, f"451 4.3.0 <{c.sender}>: Temporary lookup failure"
+        log.warn("reject_unlisted_{what}: {error}", what=what.lower(), error=str(e))
+        return DEFER, f"451 4.3.0 <{address}>: Temporary lookup failure"
     if refusal is None:
         return DUNNO, None
     return rejectWith(int(refusal[:3]), refusal[4:9], refusal[10:])
 
 
-def _rejectUnlistedRecipient(env, c):
-    """
-    C{reject_unlisted_recipient} named in a list: checked there, even
-    with C{smtpd_reject_unlisted_recipient = no}.
-    """
-    if not c.recipient or c.resolve is None or env.recipientTables is None:
-        return DUNNO, None
-    return c.resolve(c.recipient).addCallback(_unlistedRecipient, env, c)
-
-
-def _unlistedRecipient(resolution, env, c):
-    from tmta.tables import TableLookupError
-
-    try:
-        refusal = env.recipientTables.unknown(resolution.addressClass, resolution.recipient,
-                                              c.recipient, always=True)
-    except TableLookupError as e:
-        log.warn("reject_unlisted_recipient: {error}", error=str(e))
-        return DEFER, f"451 4.3.0 <{c.recipient}>: Temporary lookup failure"
-    if refusal is None:
-        return DUNNO, None
-    return rejectWith(int(refusal[:3]), refusal[4:9], refusal[10:])
+#: Also applied after the sender list with C{smtpd_reject_unlisted_sender}.
+rejectUnlistedSender = _unlisted("Sender")
 
 
 def _senderLoginMismatch(authenticated: bool, unauthenticated: bool,
@@ -522,8 +509,8 @@ _BUILTINS = {
     "permit_tls_clientcerts": lambda env, c: (DUNNO, None),
     "permit_tls_all_clientcerts": lambda env, c: (DUNNO, None),
     "dunno": lambda env, c: (DUNNO, None),
-    "reject_unlisted_recipient": _rejectUnlistedRecipient,
-    "check_recipient_maps": _rejectUnlistedRecipient,
+    "reject_unlisted_recipient": _unlisted("Recipient"),
+    "check_recipient_maps": _unlisted("Recipient"),
     "reject_unlisted_sender": rejectUnlistedSender,
     "reject_non_fqdn_sender": _nonFqdnAddress("Sender"),
     "reject_non_fqdn_recipient": _nonFqdnAddress("Recipient"),

@@ -90,24 +90,34 @@ def readLogicalLines(lines: List[str], path: str = "",
     return [(number, text.rstrip()) for number, text in logical]
 
 
-def _postmapEntry(text: str) -> Tuple[str, str]:
+def _unquotedIndex(text: str, stop: Callable[[str], bool]) -> Tuple[int, bool]:
     """
-    C{key whitespace value}, as postmap and C{texthash:} split a line:
-    at the first white space outside double quotes (a backslash escapes
-    the next character); the key keeps its quotes.
-
-    @raise ValueError: why Postfix ignores the line.
+    Where the first character C{stop} accepts stands outside double
+    quotes (a backslash escapes the next character), or C{len(text)};
+    and whether a quote was left open.
     """
     inQuotes, index = False, 0
     while index < len(text):
         c = text[index]
         if c == "\\":
             index += 1
-        elif c.isspace() and not inQuotes:
-            break
         elif c == '"':
             inQuotes = not inQuotes
+        elif stop(c) and not inQuotes:
+            break
         index += 1
+    return index, inQuotes
+
+
+def _postmapEntry(text: str) -> Tuple[str, str]:
+    """
+    C{key whitespace value}, as postmap and C{texthash:} split a line:
+    at the first white space outside double quotes; the key keeps its
+    quotes.
+
+    @raise ValueError: why Postfix ignores the line.
+    """
+    index, inQuotes = _unquotedIndex(text, str.isspace)
     if inQuotes:
         raise ValueError(f"unbalanced '\"' in '{text}' -- ignoring this line")
     key, value = text[:index], text[index + 1:].strip()
@@ -123,16 +133,7 @@ def _aliasEntry(text: str) -> Tuple[str, str]:
 
     @raise ValueError: why Postfix ignores the line.
     """
-    inQuotes, index = False, 0
-    while index < len(text):
-        c = text[index]
-        if c == "\\":
-            index += 1
-        elif c == '"':
-            inQuotes = not inQuotes
-        elif c == ":" and not inQuotes:
-            break
-        index += 1
+    index, _ = _unquotedIndex(text, lambda c: c == ":")
     name, value = text[:index].strip(), text[index + 1:].strip()
     if index >= len(text) or not name or not value or "," in name:
         raise ValueError("need name:value pair")
@@ -256,7 +257,7 @@ def _inline(name: str) -> DictTable:
     body = name.strip()
     if body.startswith("{") and body.endswith("}"):
         body = body[1:-1]
-    entries = {}
+    entries: Dict[str, str] = {}
     for item in splitList(body):
         key, equals, value = item.partition("=")
         if not equals or not key.strip():
