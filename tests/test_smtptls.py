@@ -132,6 +132,23 @@ class TLSPeerTests(RelayHarness, SynchronousTestCase):
         self.assertLogged("Verified TLS connection established")
 
 
+    def test_secureByTextTableWithPort(self):
+        """
+        A C{[host]:port} key in a texthash: policy table is found (its
+        colon is part of the key, as postmap reads it): the mail waits
+        for a certificate the policy accepts instead of leaving with
+        the weaker default level.
+        """
+        mx = self.peer(names=("mx.elsewhere.example",))
+        policy = os.path.join(self.base, "tls_policy")
+        with open(policy, "w") as f:
+            f.write(f"[localhost]:{self.sinkPort}  secure\n")
+        self.relay("may", smtp_tls_policy_maps=f"texthash:{policy}")
+        queueId = self.send("policy from a file")
+        self.assertDeferred(queueId, "Server certificate not verified")
+        self.assertEqual(mx.messages(), [])
+
+
 class CertificateMatchTests(SynchronousTestCase):
     """
     Which names C{verify} and C{secure} accept, for mail to C{example.com}
