@@ -509,6 +509,45 @@ class DNSRestrictionTests(TestCase):
                                 "Domain not found")
 
     @defer.inlineCallbacks
+    def test_moreDomainLists(self):
+        """
+        The recipient's domain and the unverified client name against a
+        domain list; a white list permits.
+        """
+        action, reply = yield self.evaluate("reject_rhsbl_recipient rbl.test",
+                                            recipient="x@spammy.example")
+        self.assertEqual((action, reply), (REJECT, "554 5.7.1 Service unavailable; Recipient "
+                                                   "address [spammy.example] blocked using "
+                                                   "rbl.test"))
+        action, reply = yield self.evaluate("reject_rhsbl_reverse_client rbl.test",
+                                            reverseClientName="spammy.example")
+        self.assertEqual(action, REJECT)
+        self.assertIn("Unverified Client host [spammy.example]", reply)
+        action, _ = yield self.evaluate("permit_rhswl_client rbl.test, reject",
+                                        clientName="spammy.example")
+        self.assertEqual(action, PERMIT)
+        action, _ = yield self.evaluate("permit_rhswl_client rbl.test",
+                                        clientName="good.example")
+        self.assertEqual(action, DUNNO)
+
+    @defer.inlineCallbacks
+    def test_unknownHeloHostname(self):
+        """
+        A HELO name with no A, AAAA or MX record is refused (450, as
+        unknown_hostname_reject_code says); one that has a record, or a
+        valid address literal, passes.
+        """
+        action, reply = yield self.evaluate("reject_unknown_helo_hostname",
+                                            helo="missing.mail.test")
+        self.assertEqual((action, reply), (DEFER, "450 4.7.1 <missing.mail.test>: Helo "
+                                                  "command rejected: Host not found"))
+        for helo in ("aonly.mail.test", "exists.mail.test", "[192.0.2.1]"):
+            action, _ = yield self.evaluate("reject_unknown_helo_hostname", helo=helo)
+            self.assertEqual(action, DUNNO, helo)
+        action, _ = yield self.evaluate("reject_unknown_helo_hostname", helo="[300.0.0.1]")
+        self.assertEqual(action, REJECT)
+
+    @defer.inlineCallbacks
     def test_unknownDomainSkipsOwnDomains(self):
         """
         A domain this machine takes mail for itself (mydestination,

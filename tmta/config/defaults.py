@@ -338,7 +338,7 @@ for _name in ("smtpd_tls_security_level", "smtpd_use_tls", "smtpd_enforce_tls",
 # Enforced by smtpd and anvil, and the replies of restrictions.
 for _name in ("relay_recipient_maps", "unknown_relay_recipient_reject_code",
               "smtpd_reject_unlisted_sender", "multi_recipient_bounce_reject_code",
-              "plaintext_reject_code", "anvil_rate_time_unit",
+              "plaintext_reject_code", "anvil_rate_time_unit", "unknown_hostname_reject_code",
               "smtpd_client_connection_count_limit", "smtpd_client_connection_rate_limit",
               "smtpd_client_message_rate_limit", "smtpd_client_recipient_rate_limit",
               "smtpd_client_new_tls_session_rate_limit", "smtpd_client_auth_rate_limit",

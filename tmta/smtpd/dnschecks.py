@@ -1,8 +1,10 @@
 """
 Restrictions that ask the DNS (with twisted.names, never blocking):
 C{reject_unknown_sender_domain}, C{reject_unknown_recipient_domain},
-C{reject_rbl_client}, C{reject_rhsbl_client}, C{reject_rhsbl_sender},
-C{reject_rhsbl_helo} and C{permit_dnswl_client}.
+C{reject_unknown_helo_hostname}, C{reject_rbl_client},
+C{reject_rhsbl_client}, C{reject_rhsbl_reverse_client},
+C{reject_rhsbl_sender}, C{reject_rhsbl_recipient}, C{reject_rhsbl_helo},
+C{permit_dnswl_client} and C{permit_rhswl_client}.
 
 A DNS list argument may carry Postfix's result filter:
 C{zone=127.0.0.2}, C{zone=127.0.0.[2..11]}, C{zone=127.0.0.[2;4;8]}.
@@ -174,10 +176,16 @@ class DNSList:
             return f"{reversed_}.{self.zone}", c.clientAddress
         if self.what == "rhsbl_client":
             domain = c.clientName if c.clientName != "unknown" else ""
+        elif self.what == "rhsbl_reverse_client":
+            domain = c.reverseClientName if c.reverseClientName != "unknown" else ""
         elif self.what == "rhsbl_sender":
             domain = splitAddress(c.sender or "")[1]
+        elif self.what == "rhsbl_recipient":
+            domain = splitAddress(c.recipient or "")[1]
         else:
             domain = c.helo if not c.helo.startswith("[") else ""
+        if domain.startswith("["):
+            return None
         domain = domain.rstrip(".").lower()
         if not domain:
             return None
@@ -212,7 +220,9 @@ class DNSList:
         except Exception:
             pass
         what = {"client": "Client host", "rhsbl_client": "Client host",
-                "rhsbl_sender": "Sender address", "rhsbl_helo": "Helo command"}[self.what]
+                "rhsbl_reverse_client": "Unverified Client host",
+                "rhsbl_sender": "Sender address", "rhsbl_recipient": "Recipient address",
+                "rhsbl_helo": "Helo command"}[self.what]
         code = self.environment.code("maps_rbl_reject_code")
         text = (f"{code} {code // 100}.7.1 Service unavailable; {what} [{subject}] blocked "
                 f"using {self.zone}")
@@ -225,9 +235,64 @@ def _printable(text: str) -> str:
     return "".join(c if 32 <= ord(c) < 127 else "?" for c in text)[:200]
 
 
+async def _hostExists(resolver, name: str) -> Optional[bool]:
+    """
+    Whether a host name has an A, AAAA or MX record (a null MX counts:
+    an MTA's own name may refuse mail); C{None} when the DNS cannot
+    tell now.
+    """
+    unknown = False
+    for lookup in (resolver.lookupAddress, resolver.lookupIPV6Address,
+                   resolver.lookupMailExchange):
+        try:
+            answers, _, _ = await lookup(name)
+        except dnserror.DNSNameError:
+            return False
+        except (dnserror.DomainError, dnserror.DNSQueryRefusedError):
+            continue
+        except Exception:
+            unknown = True
+            continue
+        if any(a.type in (dns.A, dns.AAAA, dns.MX) for a in answers):
+            return True
+    return None if unknown else False
+
+
+def _unknownHeloHostname(env: RestrictionEnvironment, c: RecipientContext):
+    """
+    C{reject_unknown_helo_hostname}: the HELO name has no A, AAAA or MX
+    record (an address literal must be a valid one).  When the DNS
+    cannot tell, what would be accepted is deferred
+    (C{defer_if_permit}), as Postfix does by default.
+    """
+    from tmta.smtpd.restrictions import DEFER_IF_PERMIT, heloLiteralCheck
+
+    name = c.helo
+    if not name:
+        return DUNNO, None
+    if name.startswith("["):
+        return heloLiteralCheck(env, name)
+    if env.resolver is None:
+        return DUNNO, None
+
+    async def check():
+        exists = await _hostExists(env.resolver, name.rstrip("."))
+        if exists:
+            return DUNNO, None
+        reply = f"<{name}>: Helo command rejected: Host not found"
+        if exists is None:
+            return DEFER_IF_PERMIT, f"450 4.7.1 {reply}"
+        code = env.code("unknown_hostname_reject_code")
+        return (DEFER if code < 500 else REJECT), f"{code} {code // 100}.7.1 {reply}"
+
+    return defer.Deferred.fromCoroutine(check())
+
+
 RESTRICTIONS = {
     "reject_unknown_sender_domain": _unknownDomain("Sender"),
     "reject_unknown_recipient_domain": _unknownDomain("Recipient"),
+    "reject_unknown_helo_hostname": _unknownHeloHostname,
+    "reject_unknown_hostname": _unknownHeloHostname,
 }
 
 ARGUMENT_RESTRICTIONS = {
@@ -236,4 +301,8 @@ ARGUMENT_RESTRICTIONS = {
     "reject_rhsbl_sender": DNSList.maker("reject_rhsbl_sender", "rhsbl_sender"),
     "reject_rhsbl_helo": DNSList.maker("reject_rhsbl_helo", "rhsbl_helo"),
     "permit_dnswl_client": DNSList.maker("permit_dnswl_client", "client", permit=True),
+    "reject_rhsbl_recipient": DNSList.maker("reject_rhsbl_recipient", "rhsbl_recipient"),
+    "reject_rhsbl_reverse_client": DNSList.maker("reject_rhsbl_reverse_client",
+                                                 "rhsbl_reverse_client"),
+    "permit_rhswl_client": DNSList.maker("permit_rhswl_client", "rhsbl_client", permit=True),
 }

@@ -306,16 +306,24 @@ def _postfixHostname(name: str) -> bool:
     return _validHostname(name) and not name.replace(".", "").isdigit()
 
 
+def heloLiteralCheck(env, name: str):
+    """
+    A HELO address literal must hold a real address (Postfix's
+    C{reject_invalid_hostaddr}).
+    """
+    if _validHostname(name):
+        return DUNNO, None
+    code = env.code("invalid_hostname_reject_code")
+    return rejectWith(code, _dsnFor(code, "5.5.2"),
+                      f"<{name}>: Helo command rejected: invalid ip address")
+
+
 def _nonFqdnHelo(env, c):
     name = c.helo
     if not name:
         return DUNNO, None
     if name.startswith("["):
-        if _validHostname(name):
-            return DUNNO, None
-        code = env.code("invalid_hostname_reject_code")
-        return rejectWith(code, _dsnFor(code, "5.5.2"),
-                          f"<{name}>: Helo command rejected: invalid ip address")
+        return heloLiteralCheck(env, name)
     test = name[:-1] if name.endswith(".") and not name.endswith("..") else name
     if _postfixHostname(test) and "." in test:
         return DUNNO, None
