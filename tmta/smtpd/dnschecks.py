@@ -35,17 +35,20 @@ from tmta.smtpd.restrictions import (
 log = Logger()
 
 
-async def _domainExists(resolver, domain: str) -> Optional[bool]:
+async def _domainExists(resolver, domain: str, nullMX: bool = False) -> Optional[bool]:
     """
     Whether C{domain} has an MX, A or AAAA record; C{None} when the DNS
     cannot tell now.
+
+    @param nullMX: whether a null MX (RFC 7505: the domain takes no
+        mail) counts, as for a host name (an MTA's own name may refuse
+        mail); for a mail domain it does not.
     """
     try:
         answers, _, _ = await resolver.lookupMailExchange(domain)
         mx = [a for a in answers if a.type == dns.MX]
         if mx:
-            # A null MX (RFC 7505) says the domain takes no mail.
-            return not (len(mx) == 1 and str(mx[0].payload.name) in ("", "."))
+            return nullMX or not (len(mx) == 1 and str(mx[0].payload.name) in ("", "."))
     except dnserror.DNSNameError:
         return False
     except (dnserror.DomainError, dnserror.DNSQueryRefusedError):
@@ -235,29 +238,6 @@ def _printable(text: str) -> str:
     return "".join(c if 32 <= ord(c) < 127 else "?" for c in text)[:200]
 
 
-async def _hostExists(resolver, name: str) -> Optional[bool]:
-    """
-    Whether a host name has an A, AAAA or MX record (a null MX counts:
-    an MTA's own name may refuse mail); C{None} when the DNS cannot
-    tell now.
-    """
-    unknown = False
-    for lookup in (resolver.lookupAddress, resolver.lookupIPV6Address,
-                   resolver.lookupMailExchange):
-        try:
-            answers, _, _ = await lookup(name)
-        except dnserror.DNSNameError:
-            return False
-        except (dnserror.DomainError, dnserror.DNSQueryRefusedError):
-            continue
-        except Exception:
-            unknown = True
-            continue
-        if any(a.type in (dns.A, dns.AAAA, dns.MX) for a in answers):
-            return True
-    return None if unknown else False
-
-
 def _unknownHeloHostname(env: RestrictionEnvironment, c: RecipientContext):
     """
     C{reject_unknown_helo_hostname}: the HELO name has no A, AAAA or MX
@@ -276,7 +256,7 @@ def _unknownHeloHostname(env: RestrictionEnvironment, c: RecipientContext):
         return DUNNO, None
 
     async def check():
-        exists = await _hostExists(env.resolver, name.rstrip("."))
+        exists = await _domainExists(env.resolver, name.rstrip("."), nullMX=True)
         if exists:
             return DUNNO, None
         reply = f"<{name}>: Helo command rejected: Host not found"
