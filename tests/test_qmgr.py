@@ -46,7 +46,7 @@ class FakeAgent:
         for r in kw["recipients"]:
             outcome = self.test.outcomes.get(r["address"], SENT)
             statuses.append({"offset": r["offset"], "status": outcome,
-                             "dsn": {SENT: "2.0.0", DEFERRED: "4.0.0", BOUNCED: "5.0.0"}[outcome],
+                             "dsn": {SENT: "2.0.0", DEFERRED: "4.2.2", BOUNCED: "5.0.0"}[outcome],
                              "reason": f"test {outcome}"})
         return defer.succeed({"statuses": statuses})
 
@@ -178,6 +178,8 @@ class QueueManagerTests(TestCase):
         self.assertEqual([(n["kind"], [r["address"] for r in n["recipients"]]) for n in notices],
                          [("delay", ["carol@localhost"])])
         self.assertEqual(notices[0]["recipients"][0]["action"], "delayed")
+        # The Status is the deferral's own, as its Diagnostic-Code says.
+        self.assertEqual(notices[0]["recipients"][0]["dsn"], "4.2.2")
         self.assertIsNotNone(self.store.deferWarned(queueId))
         os.utime(self.store.path("deferred", queueId), (0, 0))
         self.manager.scanDeferred()

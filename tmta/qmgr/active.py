@@ -45,6 +45,9 @@ class ActiveMessage:
     jobs: int = 0
     bounced: List[Tuple[Recipient, str, str]] = field(default_factory=list)
     deferred: Dict[int, str] = field(default_factory=dict)
+    #: The status code of each deferral this run, for a delay notice's
+    #: Status (which must agree with its Diagnostic-Code).
+    deferredStatus: Dict[int, str] = field(default_factory=dict)
     unmarked: List[Recipient] = field(default_factory=list)
     #: It was deferred before, and may have a defer log to remove.
     wasDeferred: bool = False
@@ -216,6 +219,9 @@ class MessageCompletion:
                     message.silent.append(recipient)
             else:
                 message.deferred[recipient.offset] = status["reason"]
+                # A soft bounce keeps the detail of its 5.x.y, as a 4.x.y.
+                dsn = status.get("dsn") or "4.0.0"
+                message.deferredStatus[recipient.offset] = "4" + dsn[1:]
         answered = {s["offset"] for s in statuses}
         self.defer(message, job.nexthop, [r for r in recipients if r.offset not in answered],
                    "delivery agent gave no status")
@@ -241,6 +247,7 @@ class MessageCompletion:
         started = self.now()
         for r in recipients:
             message.deferred[r.offset] = reason
+            message.deferredStatus[r.offset] = dsn
             logDelivery(request, RequestRecipient(r.address, r.original, r.offset), "none",
                         RecipientStatus(r.offset, DEFERRED, dsn, reason), started)
 
@@ -357,7 +364,8 @@ class MessageCompletion:
         warned = self.store.deferWarned(message.queueId) if message.wasDeferred else None
         if warned is not None or self.delayWarning <= 0 or age < self.delayWarning:
             return warned
-        delayed = [(r, "4.0.0", message.deferred[r.offset], "delayed")
+        delayed = [(r, message.deferredStatus.get(r.offset, "4.0.0"),
+                    message.deferred[r.offset], "delayed")
                    for r in message.envelope.recipients
                    if r.offset in message.deferred and notifies(r.notify, "DELAY")]
         if delayed and message.envelope.sender:
