@@ -224,7 +224,6 @@ RESTRICTION_ACCESS = {
     "127.0.0.3": "REJECT client three",
     "127.0.0.4": "OK",
     "helo.reject.example": "REJECT bad helo",
-    "unknown": "REJECT unknown name",
     "sender@reject.example": "REJECT bad sender",
     "reject.example": "450 try later",
     "rcpt-access@r.test.example": "REJECT bad recipient",
@@ -416,6 +415,27 @@ def strictScripts() -> List[Script]:
     return scripts
 
 
+def nameScripts() -> List[Script]:
+    """
+    Clients by name: every client is "unknown" here (no DNS), a name
+    that tables may list, and an OK for the unverified name is refused.
+    """
+    return [(f"names/{source}", source, _lines(
+        "EHLO client.example", "MAIL FROM:<someone@example.com>", "RCPT TO:<alice@localhost>",
+        "QUIT")) for source in ("127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5")]
+
+
+def nameSettings(directory: str) -> Dict[str, str]:
+    reverse = _write(directory, "reverse", "127.0.0.4 OK\n127.0.0.3 REJECT listed\n")
+    names = _write(directory, "names", "unknown REJECT unknown name\n127.0.0.5 OK\n")
+    return {
+        "mydestination": "localhost, $myhostname",
+        "local_recipient_maps": f"texthash:{_write(directory, 'users', USERS)}",
+        "smtpd_client_restrictions": f"check_reverse_client_hostname_access texthash:{reverse}, "
+                                     f"check_client_access texthash:{names}",
+    }
+
+
 def strictSettings(directory: str) -> Dict[str, str]:
     return {
         "mydestination": "localhost, $myhostname",
@@ -494,6 +514,9 @@ class SessionAgreementTests(SynchronousTestCase):
 
     def test_strict(self) -> None:
         self.check(self.agree("strict", strictSettings(self.tables), strictScripts()))
+
+    def test_names(self) -> None:
+        self.check(self.agree("names", nameSettings(self.tables), nameScripts()))
 
     def test_lists(self) -> None:
         self.check(self.agree("lists", listSettings(self.tables), listScripts()))

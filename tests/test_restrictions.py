@@ -423,6 +423,10 @@ zone = [
         retry=60, expire=60, minimum=60),
     MX('exists.mail.test', 10, 'mx.exists.mail.test'),
     A('aonly.mail.test', '192.0.2.1'),
+    MX('badmx.mail.test', 10, 'mx.spammer.mail.test'),
+    A('mx.spammer.mail.test', '192.0.2.66'),
+    NS('nsdomain.mail.test', 'ns.spammer.mail.test'),
+    A('ns.spammer.mail.test', '192.0.2.77'),
 ]
 """,
 }
@@ -546,6 +550,39 @@ class DNSRestrictionTests(TestCase):
             self.assertEqual(action, DUNNO, helo)
         action, _ = yield self.evaluate("reject_unknown_helo_hostname", helo="[300.0.0.1]")
         self.assertEqual(action, REJECT)
+
+    @defer.inlineCallbacks
+    def test_serverAccess(self):
+        """
+        check_*_{mx,ns,a}_access look up the servers' names (and parent
+        domains) and addresses; an OK there is a configuration error,
+        never a permit.
+        """
+        table = textTable(self, [("spammer.mail.test", "REJECT spam servers"),
+                                 ("192.0.2.1", "REJECT by address"),
+                                 ("192.0.2.77", "OK")])
+        action, reply = yield self.evaluate(f"check_sender_mx_access {table}",
+                                            sender="x@badmx.mail.test")
+        self.assertEqual((action, reply), (REJECT, "554 5.7.1 <x@badmx.mail.test>: Sender "
+                                                   "address rejected: spam servers"))
+        # No MX: the domain is its own mail server.
+        action, reply = yield self.evaluate(f"check_recipient_mx_access {table}",
+                                            recipient="x@aonly.mail.test")
+        self.assertEqual(action, REJECT)
+        self.assertIn("Recipient address rejected: by address", reply)
+        action, _ = yield self.evaluate(f"check_helo_a_access {table}", helo="aonly.mail.test")
+        self.assertEqual(action, REJECT)
+        action, _ = yield self.evaluate(f"check_sender_mx_access {table}",
+                                        sender="x@exists.mail.test")
+        self.assertEqual(action, DUNNO)
+        # The name servers of the nearest domain that has some.
+        action, reply = yield self.evaluate(f"check_sender_ns_access {table}",
+                                            sender="x@sub.nsdomain.mail.test")
+        self.assertEqual(action, REJECT)
+        only = textTable(self, [("192.0.2.77", "OK")])
+        action, reply = yield self.evaluate(f"check_sender_ns_access {only}",
+                                            sender="x@nsdomain.mail.test")
+        self.assertEqual((action, reply), (DEFER, "451 4.3.5 Server configuration error"))
 
     @defer.inlineCallbacks
     def test_unknownDomainSkipsOwnDomains(self):

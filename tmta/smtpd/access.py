@@ -27,6 +27,7 @@ from tmta.smtpd.restrictions import (
     REJECT,
     RecipientContext,
     RestrictionEnvironment,
+    chain,
 )
 from tmta.tables import TableError, TableLookupError, lookupAny, openTable
 
@@ -172,9 +173,16 @@ class AccessCheck:
 
 @implementer(ISMTPRestriction)
 class _AccessRestriction:
+    """
+    An access table consulted for one part of the session.  Where Postfix
+    forbids an OK (the unverified client name, which its owner
+    controls), an OK is a configuration error, never a permit.
+    """
+
     def __init__(self, check: AccessCheck) -> None:
         self.check = check
         self.name = check.name
+        self.permitForbidden = check.what == "reverse_client_hostname"
 
     def evaluate(self, context: RecipientContext):
         check = self.check
@@ -188,8 +196,25 @@ class _AccessRestriction:
             return DEFER, f"451 4.3.0 <{subject}>: Temporary lookup failure"
         if value is None:
             return DUNNO, None
-        return applyAction(value, check.environment, context,
-                           f"<{subject}>: {check._REPLY_CLASS[check.what]}", self.name)
+        result = applyAction(value, check.environment, context,
+                             f"<{subject}>: {check._REPLY_CLASS[check.what]}", self.name)
+        if self.permitForbidden:
+            return chain(result, forbidPermit, self.name, subject)
+        return result
+
+
+def forbidPermit(result: Tuple[str, Optional[str]], name: str, target: str):
+    """
+    An OK where the table's keys come from the client (its unverified
+    name, its sender's MX or name servers) would let anyone in who
+    controls them: Postfix refuses it as a configuration error.
+    """
+    if result[0] == PERMIT:
+        log.warn("restriction {name} returns OK for {target}: this is not allowed for "
+                 "security reasons; use DUNNO instead of OK to make an exception",
+                 name=name, target=target)
+        return DEFER, CONFIGURATION_ERROR
+    return result
 
 
 @implementer(ISMTPRestriction)

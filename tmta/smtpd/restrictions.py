@@ -543,10 +543,11 @@ def _argumentTakers() -> Dict[str, Callable]:
     name to C{make(argument, environment)} returning an
     L{ISMTPRestriction}.
     """
-    from tmta.smtpd import access, dnschecks, policy
+    from tmta.smtpd import access, dnschecks, policy, serveraccess
 
     takers: Dict[str, Callable] = {}
     takers.update(access.RESTRICTIONS)
+    takers.update(serveraccess.RESTRICTIONS)
     takers.update(dnschecks.ARGUMENT_RESTRICTIONS)
     takers["check_policy_service"] = policy.PolicyRestriction.fromArgument
     takers["sleep"] = _Sleep.fromArgument
@@ -597,7 +598,7 @@ class _WarnIfReject:
         self.name = f"warn_if_reject {inner.name}"
 
     def evaluate(self, context):
-        return _then(self.inner.evaluate(context), self._soften, context)
+        return chain(self.inner.evaluate(context), self._soften, context)
 
     def _soften(self, result, context):
         action, reply = result
@@ -623,7 +624,11 @@ class _ClassRestriction:
         return self.restrictions.evaluate(context)
 
 
-def _then(result, f, *args):
+def chain(result, f, *args):
+    """
+    Apply C{f} to a decision, now or, when it comes later (a Deferred),
+    then.
+    """
     if isinstance(result, defer.Deferred):
         return result.addCallback(f, *args)
     return f(result, *args)
@@ -715,13 +720,13 @@ class RestrictionList:
             index += 1
             result = restriction.evaluate(context)
             if isinstance(result, defer.Deferred):
-                return result.addCallback(self._then, index, context, restriction)
+                return result.addCallback(self._continue, index, context, restriction)
             result = self._checked(result, restriction, context)
             if result[0] != DUNNO:
                 return result
         return DUNNO, None
 
-    def _then(self, result, index: int, context: RecipientContext, restriction):
+    def _continue(self, result, index: int, context: RecipientContext, restriction):
         result = self._checked(result, restriction, context)
         if result[0] != DUNNO:
             return result
