@@ -427,6 +427,11 @@ zone = [
     A('mx.spammer.mail.test', '192.0.2.66'),
     NS('nsdomain.mail.test', 'ns.spammer.mail.test'),
     A('ns.spammer.mail.test', '192.0.2.77'),
+    MX('backup.mail.test', 10, 'primary.mail.test'),
+    MX('backup.mail.test', 20, 'here.mail.test'),
+    MX('primaryhere.mail.test', 10, 'here.mail.test'),
+    A('primary.mail.test', '192.0.2.5'),
+    A('here.mail.test', '127.0.0.1'),
 ]
 """,
 }
@@ -583,6 +588,40 @@ class DNSRestrictionTests(TestCase):
         action, reply = yield self.evaluate(f"check_sender_ns_access {only}",
                                             sender="x@nsdomain.mail.test")
         self.assertEqual((action, reply), (DEFER, "451 4.3.5 Server configuration error"))
+
+    @defer.inlineCallbacks
+    def test_permitMxBackup(self):
+        """
+        permit_mx_backup permits a domain whose backup MX is this host,
+        not one whose primary MX it is, nor one it is no MX of; with
+        permit_mx_backup_networks, the primaries must be in them.
+        """
+        from tmta.rewrite import Rewriter
+
+        def evaluate(recipient, **settings):
+            config = MainConfig(settings)
+            rewriter = Rewriter(config)
+            env = RestrictionEnvironment.fromConfig(config, [], resolver=self.resolver)
+            return defer.maybeDeferred(
+                RestrictionList("smtpd_recipient_restrictions", "permit_mx_backup", env)
+                .evaluate, RecipientContext(
+                    clientAddress="192.0.2.2", recipient=recipient,
+                    resolve=lambda a: defer.succeed(rewriter.resolve(a))))
+
+        action, _ = yield evaluate("x@backup.mail.test")
+        self.assertEqual(action, PERMIT)
+        for recipient in ("x@primaryhere.mail.test", "x@exists.mail.test",
+                          "x%elsewhere.example@backup.mail.test"):
+            action, _ = yield evaluate(recipient)
+            self.assertEqual(action, DUNNO, recipient)
+        action, _ = yield evaluate("x@backup.mail.test",
+                                   permit_mx_backup_networks="192.0.2.0/24")
+        self.assertEqual(action, PERMIT)
+        action, _ = yield evaluate("x@backup.mail.test",
+                                   permit_mx_backup_networks="198.51.100.0/24")
+        self.assertEqual(action, DUNNO)
+        action, _ = yield evaluate("x@here.example", mydestination="here.example")
+        self.assertEqual(action, PERMIT)
 
     @defer.inlineCallbacks
     def test_unknownDomainSkipsOwnDomains(self):

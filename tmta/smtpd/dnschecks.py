@@ -268,7 +268,101 @@ def _unknownHeloHostname(env: RestrictionEnvironment, c: RecipientContext):
     return defer.Deferred.fromCoroutine(check())
 
 
+async def addressesOf(resolver, host: str) -> List[str]:
+    """
+    The IPv4 and IPv6 addresses of C{host}.
+
+    @raise Exception: neither lookup answered.
+    """
+    found: List[str] = []
+    failures = []
+    for lookup, kind in ((resolver.lookupAddress, dns.A),
+                         (resolver.lookupIPV6Address, dns.AAAA)):
+        try:
+            answers, _, _ = await lookup(host)
+        except Exception as e:
+            failures.append(e)
+            continue
+        for answer in answers:
+            if answer.type == kind == dns.A:
+                found.append(answer.payload.dottedQuad())
+            elif answer.type == kind == dns.AAAA:
+                found.append(str(ipaddress.IPv6Address(answer.payload.address)))
+    if len(failures) == 2 and not isinstance(failures[0], dnserror.DNSNameError):
+        raise failures[0]
+    return found
+
+
+def _permitMxBackup(env: RestrictionEnvironment, c: RecipientContext):
+    """
+    C{permit_mx_backup}: permit mail for a domain this machine takes
+    itself, or for which it is a backup MX -- one of the MX hosts past
+    the lowest preference, never a primary -- and, with
+    C{permit_mx_backup_networks}, whose primary MX hosts are all in
+    those networks.
+    """
+    from tmta.smtpd.restrictions import DEFER_IF_REJECT, untrustedRouting
+    from tmta.tables.networks import inNetworks, isOwnAddress, parseNetworks
+
+    if not c.recipient or c.resolve is None:
+        return DUNNO, None
+    subject = f"<{c.recipient}>: Recipient address rejected"
+
+    async def check():
+        resolution = await c.resolve(c.recipient)
+        if resolution.transport == "retry":
+            return DEFER, f"451 4.3.0 <{c.recipient}>: Temporary lookup failure"
+        _, domain = splitAddress(resolution.recipient)
+        if not domain:
+            return PERMIT, None
+        if untrustedRouting(c.recipient):
+            return DUNNO, None
+        if resolution.addressClass in ("local", "alias", "virtual", "relay"):
+            return PERMIT, None
+        if domain.startswith("[") or env.resolver is None:
+            return DUNNO, None
+        try:
+            answers, _, _ = await env.resolver.lookupMailExchange(domain)
+        except dnserror.DNSNameError:
+            return DUNNO, None
+        except Exception as e:
+            return DEFER_IF_REJECT, (f"450 4.4.4 {subject}: Unable to look up mail exchanger "
+                                     f"information: {e}")
+        mx = sorted(((a.payload.preference, str(a.payload.name).rstrip(".").lower())
+                     for a in answers if a.type == dns.MX))
+        if not mx:
+            return DUNNO, None
+        primaries = [host for preference, host in mx if preference == mx[0][0]]
+        backups = [host for preference, host in mx if preference != mx[0][0]]
+        unknown: List[str] = []
+        addresses = {}
+        for host in primaries + backups:
+            try:
+                addresses[host] = await addressesOf(env.resolver, host)
+            except Exception as e:
+                addresses[host] = []
+                unknown.append(f"450 4.4.4 {subject}: Unable to look up mail exchanger host "
+                               f"{host}: {e}")
+
+        def mine(host: str) -> bool:
+            return any(isOwnAddress(a, env.config) for a in addresses[host])
+
+        permitted = not any(mine(h) for h in primaries) and any(mine(h) for h in backups)
+        networks = env.config.get("permit_mx_backup_networks")
+        if permitted and networks.strip():
+            allowed = parseNetworks(env.config.getList("permit_mx_backup_networks"),
+                                    "permit_mx_backup_networks")
+            permitted = all(any(inNetworks(a, allowed) for a in addresses[h])
+                            for h in primaries)
+        if permitted:
+            return PERMIT, None
+        return (DEFER_IF_REJECT, unknown[0]) if unknown else (DUNNO, None)
+
+    return defer.Deferred.fromCoroutine(check())
+
+
 RESTRICTIONS = {
+    "permit_mx_backup": _permitMxBackup,
     "reject_unknown_sender_domain": _unknownDomain("Sender"),
     "reject_unknown_recipient_domain": _unknownDomain("Recipient"),
     "reject_unknown_helo_hostname": _unknownHeloHostname,

@@ -23,6 +23,7 @@ from zope.interface import implementer
 from tmta.interfaces import ISMTPRestriction
 from tmta.logging import Logger
 from tmta.smtpd.access import AccessCheck, applyAction, clientKeys, forbidPermit
+from tmta.smtpd.dnschecks import addressesOf
 from tmta.smtpd.restrictions import (
     DEFER,
     DUNNO,
@@ -174,20 +175,10 @@ class ServerAccess:
         return []
 
     async def _addresses(self, host: str) -> List[str]:
-        resolver = self.environment.resolver
-        found: List[str] = []
-        for lookup, kind in ((resolver.lookupAddress, dns.A),
-                             (resolver.lookupIPV6Address, dns.AAAA)):
-            try:
-                answers, _, _ = await lookup(host)
-            except Exception:
-                continue
-            for answer in answers:
-                if answer.type == kind == dns.A:
-                    found.append(answer.payload.dottedQuad())
-                elif answer.type == kind == dns.AAAA:
-                    found.append(str(ipaddress.IPv6Address(answer.payload.address)))
-        return found
+        try:
+            return await addressesOf(self.environment.resolver, host)
+        except Exception:
+            return []
 
 
 def _isAddress(text: str) -> bool:
