@@ -364,6 +364,8 @@ def _permitMxBackup(env: RestrictionEnvironment, c: RecipientContext):
 RESTRICTIONS = {
     "permit_mx_backup": _permitMxBackup,
     "reject_unknown_sender_domain": _unknownDomain("Sender"),
+    # Postfix's older name for the same check.
+    "reject_unknown_address": _unknownDomain("Sender"),
     "reject_unknown_recipient_domain": _unknownDomain("Recipient"),
     "reject_unknown_helo_hostname": _unknownHeloHostname,
     "reject_unknown_hostname": _unknownHeloHostname,
@@ -371,6 +373,8 @@ RESTRICTIONS = {
 
 ARGUMENT_RESTRICTIONS = {
     "reject_rbl_client": DNSList.maker("reject_rbl_client", "client"),
+    # Postfix's older name for reject_rbl_client.
+    "reject_rbl": DNSList.maker("reject_rbl", "client"),
     "reject_rhsbl_client": DNSList.maker("reject_rhsbl_client", "rhsbl_client"),
     "reject_rhsbl_sender": DNSList.maker("reject_rhsbl_sender", "rhsbl_sender"),
     "reject_rhsbl_helo": DNSList.maker("reject_rhsbl_helo", "rhsbl_helo"),
