@@ -121,7 +121,8 @@ def noticeText(myhostname: str, sender: str, recipients, headers: bytes,
                queueId: str = "", arrival: Optional[float] = None,
                sizeLimit: int = 50000, kind: str = "failure",
                original: Optional[bytes] = None, envid: str = "",
-               to: Optional[str] = None, subject: Optional[str] = None) -> bytes:
+               to: Optional[str] = None, subject: Optional[str] = None,
+               international: bool = False) -> bytes:
     """
     A delivery status notification, RFC 3464's C{multipart/report;
     report-type=delivery-status}: a part for people, a
@@ -136,6 +137,9 @@ def noticeText(myhostname: str, sender: str, recipients, headers: bytes,
     @param to: whom the notice goes to, if not the sender.
     @param subject: the Subject, if not the kind's own (a postmaster's
         copy).
+    @param international: the message was SMTPUTF8 mail: the notice is
+        RFC 6533's (C{message/global-delivery-status}, C{utf-8}
+        addresses, C{message/global} for the message).
     @return: the notice's text, LF line ends.
     """
     boundary = f"{queueId or 'notice'}.{int(time.time())}/{myhostname}"
@@ -147,20 +151,20 @@ def noticeText(myhostname: str, sender: str, recipients, headers: bytes,
         [f"Reporting-MTA: dns; {myhostname}"]
         + ([f"Original-Envelope-Id: {_field(envid)}"] if envid else [])
         + ([f"X-Tmta-Queue-ID: {queueId}"] if queueId else [])
-        + [f"X-Tmta-Sender: rfc822; {_field(sender)}"]
+        + [f"X-Tmta-Sender: {_addressType(sender, international)}; {_field(sender)}"]
         + ([f"Arrival-Date: {formatdate(arrival, localtime=True)}"] if arrival else [])
     ]
     for r in recipients:
         address, reason = _field(r["address"]), _field(r["reason"])
         human.append(f"<{address}>: {reason}")
-        block = [f"Final-Recipient: rfc822; {address}"]
+        block = [f"Final-Recipient: {_addressType(address, international)}; {address}"]
         orcpt = _field(r.get("orcpt") or "")
         given = _field(r.get("original") or "")
         if orcpt and ";" in orcpt:
             kindOf, value = orcpt.split(";", 1)
             block.append(f"Original-Recipient: {kindOf};{value}")
         elif given and given != address:
-            block.append(f"Original-Recipient: rfc822;{given}")
+            block.append(f"Original-Recipient: {_addressType(given, international)};{given}")
         default = {"success": "delivered", "delay": "delayed"}.get(kind, "failed")
         action = _field(r.get("action") or default)
         block += [f"Action: {action}", f"Status: {_field(r['dsn'])}"]
@@ -177,7 +181,7 @@ def noticeText(myhostname: str, sender: str, recipients, headers: bytes,
         returned = [
             "Content-Description: Undelivered Message" if kind != "success"
             else "Content-Description: Delivered Message",
-            "Content-Type: message/rfc822",
+            "Content-Type: message/global" if international else "Content-Type: message/rfc822",
             "Content-Transfer-Encoding: 8bit",
             "",
         ]
@@ -189,7 +193,8 @@ def noticeText(myhostname: str, sender: str, recipients, headers: bytes,
         returned = [
             "Content-Description: Undelivered Message Headers" if kind != "success"
             else "Content-Description: Message Headers",
-            "Content-Type: text/rfc822-headers",
+            "Content-Type: message/global-headers" if international
+            else "Content-Type: text/rfc822-headers",
             "Content-Transfer-Encoding: 8bit",
             "",
         ]
@@ -215,7 +220,8 @@ def noticeText(myhostname: str, sender: str, recipients, headers: bytes,
         *human,
         f"--{boundary}",
         "Content-Description: Delivery report",
-        "Content-Type: message/delivery-status",
+        "Content-Type: message/global-delivery-status" if international
+        else "Content-Type: message/delivery-status",
         "",
         *[line for block in blocks for line in block + [""]],
         f"--{boundary}",
@@ -225,6 +231,14 @@ def noticeText(myhostname: str, sender: str, recipients, headers: bytes,
         body += b"\n"
     end = f"\n--{boundary}--\n".encode()
     return ("\n".join(lines) + "\n").encode("utf-8", "surrogateescape") + body + end
+
+
+def _addressType(address: str, international: bool) -> str:
+    """
+    The address type of a DSN field: C{utf-8} (RFC 6533) for a non-ASCII
+    address of SMTPUTF8 mail, C{rfc822} otherwise.
+    """
+    return "utf-8" if international and not address.isascii() else "rfc822"
 
 
 class BounceProtocol(ServiceAMP):
@@ -299,13 +313,16 @@ class BounceService(Service):
                           original.arrival or None, self.sizeLimit,
                           noticeKind.replace("postmaster-", ""),
                           original.text if full else None, attributes.get("dsn_envid", ""),
-                          to=to, subject=_SUBJECTS.get(noticeKind))
+                          to=to, subject=_SUBJECTS.get(noticeKind),
+                          international=attributes.get("smtputf8") == "yes")
         toPostmaster = noticeKind == "2bounce" or noticeKind.startswith("postmaster-")
         # A notice to the postmaster that bounces is not reported again
         # (origin 2bounce).
-        result = await self.cleanup.post(
-            "", {"protocol": "local", "origin": "2bounce" if toPostmaster else "bounce"},
-            [(to, to)], text)
+        postAttributes = {"protocol": "local",
+                          "origin": "2bounce" if toPostmaster else "bounce"}
+        if attributes.get("smtputf8") == "yes":
+            postAttributes["smtputf8"] = "yes"  # RFC 6533 notices go as SMTPUTF8 mail
+        result = await self.cleanup.post("", postAttributes, [(to, to)], text)
         noticeId = result["queue_id"]
         if result["code"] != 250:
             raise RuntimeError(f"cleanup refused the notice: {result['code']} {result['reason']}")
