@@ -216,7 +216,7 @@ RESTRICTIONS = [
     "check_helo_access TABLE", "check_sender_access TABLE", "check_recipient_access TABLE",
     "check_sasl_access TABLE", "check_ccert_access TABLE",
     "defer_if_permit reject", "defer_if_reject reject", "defer_if_permit permit",
-    "defer_if_reject permit",
+    "defer_if_reject permit", "check_relay_domains",
 ]
 
 #: What the access table of the restriction classes says, by key.

@@ -476,6 +476,20 @@ class DNSRestrictionTests(TestCase):
         self.assertEqual(action, DUNNO)
 
     @defer.inlineCallbacks
+    def test_mapsRbl(self):
+        """
+        reject_maps_rbl tries each of maps_rbl_domains, as
+        reject_rbl_client does one.
+        """
+        env = RestrictionEnvironment.fromConfig(
+            MainConfig({"maps_rbl_domains": "none.test, rbl.test"}), [], resolver=self.resolver)
+        action, reply = yield defer.maybeDeferred(
+            RestrictionList("smtpd_client_restrictions", "reject_maps_rbl", env).evaluate,
+            RecipientContext(clientAddress="192.0.2.2", recipient="bob@example.com"))
+        self.assertEqual(action, REJECT)
+        self.assertIn("blocked using rbl.test", reply)
+
+    @defer.inlineCallbacks
     def test_resultFilter(self):
         action, _ = yield self.evaluate("reject_rbl_client rbl.test=127.0.0.4")
         self.assertEqual(action, DUNNO)

@@ -361,8 +361,30 @@ def _permitMxBackup(env: RestrictionEnvironment, c: RecipientContext):
     return defer.Deferred.fromCoroutine(check())
 
 
+def _rejectMapsRbl(env: RestrictionEnvironment, c: RecipientContext):
+    """
+    C{reject_maps_rbl}, the old form of C{reject_rbl_client}: the client
+    against each of C{maps_rbl_domains} in turn.
+    """
+    lists = [DNSList("reject_maps_rbl", "client", zone, env)
+             for zone in env.config.getList("maps_rbl_domains")]
+    query = lists[0].query(c) if lists else None
+    if query is None or env.resolver is None:
+        return DUNNO, None
+
+    async def check():
+        for dnsList in lists:
+            result = await dnsList._check(c, *dnsList.query(c))
+            if result[0] != DUNNO:
+                return result
+        return DUNNO, None
+
+    return defer.Deferred.fromCoroutine(check())
+
+
 RESTRICTIONS = {
     "permit_mx_backup": _permitMxBackup,
+    "reject_maps_rbl": _rejectMapsRbl,
     "reject_unknown_sender_domain": _unknownDomain("Sender"),
     # Postfix's older name for the same check.
     "reject_unknown_address": _unknownDomain("Sender"),

@@ -153,6 +153,9 @@ class RestrictionEnvironment:
     loginMaps: List = field(default_factory=list)
     #: The clock C{sleep} waits on (the reactor when C{None}).
     clock: Any = None
+    #: C{relay_domains} as a list of client names, made when first
+    #: needed (C{check_relay_domains}).
+    relayDomainList: Any = None
 
     def __post_init__(self) -> None:
         if isinstance(self.networks, list):
@@ -389,6 +392,31 @@ def _permitMynetworks(env, c):
         return DEFER, f"451 4.3.0 {_subject(c).split(': ')[0]}: Temporary lookup failure"
 
 
+def _checkRelayDomains(env, c):
+    """
+    C{check_relay_domains}, Postfix's old relay control: permit a client
+    whose (verified) name is in C{relay_domains}, or mail to a domain of
+    this machine's or one it relays to; refuse anything else.  It
+    always decides.
+    """
+    from tmta.tables import TableLookupError
+    from tmta.tables.matchlist import MatchList
+
+    if env.relayDomainList is None:
+        env.relayDomainList = MatchList(
+            "relay_domains", env.config.get("relay_domains"),
+            parent="relay_domains" in env.config.getList("parent_domain_matches_subdomains"))
+    try:
+        if c.clientName != "unknown" and env.relayDomainList.matchName(c.clientName):
+            return PERMIT, None
+    except TableLookupError as e:
+        log.warn("check_relay_domains: {error}", error=str(e))
+        return DEFER, f"451 4.3.0 <{c.recipient}>: Temporary lookup failure"
+    if c.recipient and not _unauthDestination(c):
+        return PERMIT, None
+    return REJECT, f"{env.relayCode} 5.7.1 <{c.recipient}>: Relay access denied"
+
+
 def _rejectMultiRecipientBounce(env, c):
     """
     Mail from the null sender to more than one recipient: refused at
@@ -509,6 +537,7 @@ _BUILTINS = {
     "defer_if_permit": lambda env, c: (DEFER_IF_PERMIT, None),
     "defer_if_reject": lambda env, c: (DEFER_IF_REJECT, None),
     "reject_multi_recipient_bounce": _rejectMultiRecipientBounce,
+    "check_relay_domains": _checkRelayDomains,
     "reject_plaintext_session": _rejectPlaintextSession,
     "permit_inet_interfaces": _permitInetInterfaces,
     "permit_naked_ip_address": _permitNakedIPAddress,
