@@ -45,8 +45,6 @@ _MAX_GROUPS = 10
 _REGEX_T_SIZE = 256
 
 _libc: Optional[ctypes.CDLL] = None
-
-
 _GLIBC = platform.libc_ver()[0] == "glibc"
 
 
