@@ -436,6 +436,33 @@ def nameSettings(directory: str) -> Dict[str, str]:
     }
 
 
+def earlyScripts() -> List[Script]:
+    """
+    smtpd_delay_reject = no: each list at its own command.
+    """
+    scripts: List[Script] = []
+    for source in ("127.0.0.2", "127.0.0.3", "127.0.0.4"):
+        for helo in ("client.example", "bad..name"):
+            for sender in ("someone@example.com", "someone@nodots"):
+                scripts.append((f"early/{source}/{helo}/{sender}", source, _lines(
+                    "NOOP", f"HELO {helo}", f"MAIL FROM:<{sender}>",
+                    "RCPT TO:<alice@localhost>", "DATA", ".", "QUIT")))
+    return scripts
+
+
+def earlySettings(directory: str) -> Dict[str, str]:
+    clients = _write(directory, "early-clients",
+                     "127.0.0.3 REJECT go away\n127.0.0.4 DEFER_IF_PERMIT later\n")
+    return {
+        "mydestination": "localhost, $myhostname",
+        "local_recipient_maps": f"texthash:{_write(directory, 'users', USERS)}",
+        "smtpd_delay_reject": "no",
+        "smtpd_client_restrictions": f"check_client_access texthash:{clients}",
+        "smtpd_helo_restrictions": "reject_invalid_helo_hostname",
+        "smtpd_sender_restrictions": "reject_non_fqdn_sender",
+    }
+
+
 def strictSettings(directory: str) -> Dict[str, str]:
     return {
         "mydestination": "localhost, $myhostname",
@@ -514,6 +541,9 @@ class SessionAgreementTests(SynchronousTestCase):
 
     def test_strict(self) -> None:
         self.check(self.agree("strict", strictSettings(self.tables), strictScripts()))
+
+    def test_early(self) -> None:
+        self.check(self.agree("early", earlySettings(self.tables), earlyScripts()))
 
     def test_names(self) -> None:
         self.check(self.agree("names", nameSettings(self.tables), nameScripts()))

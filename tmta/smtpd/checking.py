@@ -84,6 +84,8 @@ class Restrictions:
             return [self.endOfData]
         if self.delayReject:
             return []
+        if stage == "CONNECT":
+            return [self.client]
         if stage == "EHLO":
             return [self.client, self.helo]
         if stage == "MAIL":

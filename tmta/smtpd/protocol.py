@@ -100,6 +100,9 @@ class SMTPServer(EnvelopeCommands, DataCommands, AuthCommands, TLSCommands, Rest
         self.queueId = ""
         self.transactionNumber = 0
         self._anvilCounted = False
+        #: The refusal the client heard at connect (C{smtpd_delay_reject
+        #: = no}): every command but QUIT is refused after it.
+        self.accessDenied: Optional[str] = None
         self.transcript: Optional[Transcript] = None
         if settings.notifyClasses & TRANSCRIPT_CLASSES:
             self.transcript = Transcript(settings.notifyClasses)
@@ -138,6 +141,22 @@ class SMTPServer(EnvelopeCommands, DataCommands, AuthCommands, TLSCommands, Rest
         name = self._admit(names)
         if isinstance(name, defer.Deferred):
             name = await name
+        self.clientName = name or "unknown"
+        restrictions = self.settings.restrictions
+        if restrictions is not None and any(
+                lst.restrictions for lst in restrictions.forStage("CONNECT")) \
+                and not self._closing:
+            # smtpd_delay_reject = no: the client list answers at once; a
+            # refused client hears the refusal instead of the greeting,
+            # and nothing but QUIT after it (as Postfix).
+            refusal = await self.restrict("CONNECT")
+            if refusal is not None:
+                self.accessDenied = refusal[1]
+                self.logRejection("CONNECT", refusal[1])
+                self.reply(refusal[1])
+                if refusal[1][:3] in ("421", "521"):
+                    self.close()
+                return
         self._greet(name)
 
     def _admit(self, names):
@@ -279,6 +298,9 @@ class SMTPServer(EnvelopeCommands, DataCommands, AuthCommands, TLSCommands, Rest
             return None
         if not match or _CONTROL.search(line):
             self._error("500 5.5.2 Error: bad syntax")
+            return None
+        if self.accessDenied is not None and verb != b"QUIT":
+            self._error(f"503 5.7.0 Error: access denied for {self.client}")
             return None
         try:
             argument = (match.group(2) or b"").decode("utf-8").strip()
