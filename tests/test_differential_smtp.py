@@ -463,6 +463,50 @@ def earlySettings(directory: str) -> Dict[str, str]:
     }
 
 
+def optionScripts() -> List[Script]:
+    """
+    Settings that narrow what a session may do.
+    """
+    scripts: List[Script] = []
+
+    def add(name: str, *commands: str) -> None:
+        scripts.append((f"options/{name}", "127.0.0.2", _lines(*commands)))
+
+    add("mail-before-helo", "MAIL FROM:<a@example.com>", "HELO c.example",
+        "MAIL FROM:<a@example.com>", "QUIT")
+    add("vrfy", "HELO c.example", "VRFY alice", "VRFY <alice@localhost>", "QUIT")
+    add("no-brackets", "HELO c.example", "MAIL FROM:a@example.com",
+        "MAIL FROM:<a@example.com>", "RCPT TO:alice@localhost", "QUIT")
+    add("recipient-limit", "HELO c.example", "MAIL FROM:<a@example.com>",
+        *[f"RCPT TO:<{u}@localhost>" for u in ("alice", "bob", "alice", "bob", "alice")],
+        "QUIT")
+    add("size", "EHLO c.example", "MAIL FROM:<a@example.com> SIZE=1001",
+        "MAIL FROM:<a@example.com> SIZE=1000", "QUIT")
+    scripts.append(("options/too-big", "127.0.0.2", _lines(
+        "EHLO c.example", "MAIL FROM:<a@example.com>", "RCPT TO:<alice@localhost>", "DATA")
+        + [b"Subject: big\r\n\r\n" + b"x" * 78 + b"\r\n" + (b"y" * 78 + b"\r\n") * 20
+           + b".\r\n"] + _lines("QUIT")))
+    add("etrn", "EHLO c.example", "ETRN example.com", "ETRN", "QUIT")
+    add("discarded", "EHLO c.example", "MAIL FROM:<a@example.com> BODY=8BITMIME",
+        "RCPT TO:<alice@localhost>", "RSET", "QUIT")
+    return scripts
+
+
+def optionSettings(directory: str) -> Dict[str, str]:
+    return {
+        "mydestination": "localhost, $myhostname",
+        "local_recipient_maps": f"texthash:{_write(directory, 'users', USERS)}",
+        "mynetworks": "127.0.0.0/8",
+        "smtpd_helo_required": "yes",
+        "disable_vrfy_command": "yes",
+        "strict_rfc821_envelopes": "yes",
+        "smtpd_recipient_limit": "2",
+        "smtpd_recipient_overshoot_limit": "2",
+        "message_size_limit": "1000",
+        "smtpd_discard_ehlo_keywords": "8bitmime, chunking",
+    }
+
+
 def strictSettings(directory: str) -> Dict[str, str]:
     return {
         "mydestination": "localhost, $myhostname",
@@ -544,6 +588,9 @@ class SessionAgreementTests(SynchronousTestCase):
 
     def test_early(self) -> None:
         self.check(self.agree("early", earlySettings(self.tables), earlyScripts()))
+
+    def test_options(self) -> None:
+        self.check(self.agree("options", optionSettings(self.tables), optionScripts()))
 
     def test_names(self) -> None:
         self.check(self.agree("names", nameSettings(self.tables), nameScripts()))

@@ -541,7 +541,7 @@ class SMTPServer(EnvelopeCommands, DataCommands, AuthCommands, TLSCommands, Rest
         elif self.needsTLS():
             pass
         elif not argument:
-            self._error("500 5.5.2 Syntax: ETRN domain")
+            self._error("500 Syntax: ETRN domain")  # as Postfix, no status
         else:
             self.reply(f"459 <{argument}>: service unavailable")  # as Postfix, no status
 
