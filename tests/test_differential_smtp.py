@@ -507,6 +507,44 @@ def optionSettings(directory: str) -> Dict[str, str]:
     }
 
 
+def recipientScripts() -> List[Script]:
+    """
+    Who is known: local, virtual alias, virtual mailbox and relay
+    recipients, and senders in this machine's domains.
+    """
+    scripts: List[Script] = []
+    for sender in ("someone@example.com", "nobody@localhost", "alice@localhost",
+                   "x@hosted.example", "known@hosted.example"):
+        for recipient in ("alice@localhost", "nobody@localhost", "alias@aliases.example",
+                          "other@aliases.example", "known@hosted.example",
+                          "unknown@hosted.example", "known@relay.example",
+                          "unknown@relay.example", "alice+ext@localhost",
+                          "MAILER-DAEMON@localhost"):
+            scripts.append((f"recipients/{sender}/{recipient}", "127.0.0.1", _lines(
+                "EHLO client.example", f"MAIL FROM:<{sender}>", f"RCPT TO:<{recipient}>",
+                "QUIT")))
+    return scripts
+
+
+def recipientSettings(directory: str) -> Dict[str, str]:
+    aliases = _write(directory, "aliases", "alias@aliases.example alice@localhost\n")
+    boxes = _write(directory, "boxes", "known@hosted.example box/\n")
+    relayed = _write(directory, "relayed", "known@relay.example x\n")
+    return {
+        "mydestination": "localhost, $myhostname",
+        "local_recipient_maps": f"texthash:{_write(directory, 'users', USERS)}",
+        "unknown_local_recipient_reject_code": "450",
+        "virtual_alias_domains": "aliases.example",
+        "virtual_alias_maps": f"texthash:{aliases}",
+        "virtual_mailbox_domains": "hosted.example",
+        "virtual_mailbox_maps": f"texthash:{boxes}",
+        "relay_domains": "relay.example",
+        "relay_recipient_maps": f"texthash:{relayed}",
+        "smtpd_reject_unlisted_sender": "yes",
+        "recipient_delimiter": "+",
+    }
+
+
 def strictSettings(directory: str) -> Dict[str, str]:
     return {
         "mydestination": "localhost, $myhostname",
@@ -591,6 +629,10 @@ class SessionAgreementTests(SynchronousTestCase):
 
     def test_options(self) -> None:
         self.check(self.agree("options", optionSettings(self.tables), optionScripts()))
+
+    def test_recipients(self) -> None:
+        self.check(self.agree("recipients", recipientSettings(self.tables),
+                              recipientScripts()))
 
     def test_names(self) -> None:
         self.check(self.agree("names", nameSettings(self.tables), nameScripts()))
