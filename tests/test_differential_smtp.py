@@ -48,6 +48,12 @@ for _name in ("reject_sender_login_mismatch", "reject_known_sender_login_mismatc
         "refused), where Postfix ignores it with a warning: an operator who lists it "
         "means it")
 
+#: EHLO keywords one server announces and the other does not, on purpose.
+EHLO_DELIBERATE = {
+    "ETRN": "not announced: tmta keeps no per-destination queue to flush, and answers "
+            "ETRN 459 as Postfix does for a domain it does not flush",
+}
+
 USERS = "alice x\nbob x\n"
 
 
@@ -558,6 +564,15 @@ def strictSettings(directory: str) -> Dict[str, str]:
     }
 
 
+def _keywords(reply: str) -> List[str]:
+    """
+    The extensions an EHLO reply announces, but those differing on
+    purpose.
+    """
+    return sorted(line[4:].split(" ")[0].upper() for line in reply.splitlines()[1:]
+                  if line[4:].split(" ")[0].upper() not in EHLO_DELIBERATE)
+
+
 def _write(directory: str, name: str, text: str) -> str:
     path = os.path.join(directory, name)
     with open(path, "w") as f:
@@ -601,6 +616,9 @@ class SessionAgreementTests(SynchronousTestCase):
                     continue
                 agreement.compare(case, a.outcome, b.outcome,
                                   f"{a.reply.splitlines()[-1:]} / {b.reply.splitlines()[-1:]}")
+                if a.sent[:4].upper() == b"EHLO" and a.outcome[0] == "250":
+                    agreement.compare(f"{case} keywords", _keywords(a.reply),
+                                      _keywords(b.reply))
         return agreement
 
     def check(self, agreement: Agreement) -> None:
