@@ -16,7 +16,7 @@ L{DELIBERATE}, each with its reason.
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Tuple
+from typing import Callable, Dict, List, Tuple
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
@@ -564,6 +564,11 @@ def strictSettings(directory: str) -> Dict[str, str]:
     }
 
 
+def syntaxSettings(directory: str) -> Dict[str, str]:
+    return {"mydestination": "localhost, $myhostname",
+            "local_recipient_maps": f"texthash:{_write(directory, 'users', USERS)}"}
+
+
 def _keywords(reply: str) -> List[str]:
     """
     The extensions an EHLO reply announces, but those differing on
@@ -621,6 +626,14 @@ class SessionAgreementTests(SynchronousTestCase):
                                       _keywords(b.reply))
         return agreement
 
+    def configuration(self, name: str, settings: Callable[[str], Dict[str, str]],
+                      scripts: Callable[[], List[Script]]) -> None:
+        """
+        Run one configuration's scripts on both servers; every step must
+        agree.
+        """
+        self.check(self.agree(name, settings(self.tables), scripts()))
+
     def check(self, agreement: Agreement) -> None:
         print(agreement.report())
         for difference in agreement.differences:
@@ -628,32 +641,28 @@ class SessionAgreementTests(SynchronousTestCase):
         self.assertEqual([d for d in agreement.differences], [], agreement.report())
 
     def test_syntax(self) -> None:
-        settings = {"mydestination": "localhost, $myhostname",
-                    "local_recipient_maps": f"texthash:{_write(self.tables, 'users', USERS)}"}
-        self.check(self.agree("syntax", settings, syntaxScripts()))
+        self.configuration("syntax", syntaxSettings, syntaxScripts)
 
     def test_restrictions(self) -> None:
-        self.check(self.agree("restrictions", restrictionSettings(self.tables),
-                              restrictionScripts()))
+        self.configuration("restrictions", restrictionSettings, restrictionScripts)
 
     def test_accessActions(self) -> None:
-        self.check(self.agree("access", accessSettings(self.tables), accessScripts()))
+        self.configuration("access", accessSettings, accessScripts)
 
     def test_strict(self) -> None:
-        self.check(self.agree("strict", strictSettings(self.tables), strictScripts()))
+        self.configuration("strict", strictSettings, strictScripts)
 
     def test_early(self) -> None:
-        self.check(self.agree("early", earlySettings(self.tables), earlyScripts()))
+        self.configuration("early", earlySettings, earlyScripts)
 
     def test_options(self) -> None:
-        self.check(self.agree("options", optionSettings(self.tables), optionScripts()))
+        self.configuration("options", optionSettings, optionScripts)
 
     def test_recipients(self) -> None:
-        self.check(self.agree("recipients", recipientSettings(self.tables),
-                              recipientScripts()))
+        self.configuration("recipients", recipientSettings, recipientScripts)
 
     def test_names(self) -> None:
-        self.check(self.agree("names", nameSettings(self.tables), nameScripts()))
+        self.configuration("names", nameSettings, nameScripts)
 
     def test_lists(self) -> None:
-        self.check(self.agree("lists", listSettings(self.tables), listScripts()))
+        self.configuration("lists", listSettings, listScripts)

@@ -46,6 +46,19 @@ def splitAddress(address: str) -> Tuple[str, str]:
     return local, domain
 
 
+def isIPAddress(text: str) -> bool:
+    """
+    Whether C{text} is an IPv4 or IPv6 address (no brackets).
+    """
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _validLiteral(domain: str) -> bool:
     """
     Whether C{domain} is an address literal holding a real address:

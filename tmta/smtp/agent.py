@@ -12,7 +12,6 @@ message or refuses it for good.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import random
 import socket
@@ -41,6 +40,7 @@ from tmta.delivery import (
     RecipientStatus,
     logDelivery,
 )
+from tmta.address import isIPAddress
 from tmta.interfaces import IDeliveryAgent
 from tmta.smtp.client import Reply, SessionFailed, SMTPClient, Timeouts, Transaction
 from tmta.smtp.sasl import SASLLogin, SASLPasswords
@@ -529,7 +529,7 @@ class SMTPDeliveryAgent:
             host, port, mx = parseNexthop(nexthop, self.defaultPort)
         if not host:
             raise NextHopError("no next hop", "5.3.5", permanent=True)
-        if _isAddress(host):
+        if isIPAddress(host):
             return [(host, address, port) for address in self._preferred([host])]
         names: List[str] = [host]
         if mx and not self.lmtp and not self.dnsDisabled:
@@ -682,14 +682,6 @@ def nexthopName(nexthop: str) -> str:
     How a log line names a next hop that is not a host (a UNIX socket).
     """
     return nexthop.split(":", 1)[0] if ":" in nexthop else nexthop
-
-
-def _isAddress(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 def _ipv6(packed: bytes) -> str:

@@ -13,13 +13,13 @@ has it).
 
 from __future__ import annotations
 
-import ipaddress
 from typing import List, Optional
 
 from twisted.internet import defer
 from twisted.names import dns, error as dnserror
 from zope.interface import implementer
 
+from tmta.address import isIPAddress
 from tmta.interfaces import ISMTPRestriction
 from tmta.logging import Logger
 from tmta.smtpd.access import AccessCheck, applyAction, clientKeys, forbidPermit
@@ -91,14 +91,14 @@ class ServerAccess:
                 self._decide(c, prefix, name, self._addressKeys(literal))) or (DUNNO, None)
         for server in await self._servers(domain):
             keys: List[str] = []
-            if _isAddress(server):
+            if isIPAddress(server):
                 keys = self._addressKeys(server)
             elif self.kind != "a":
                 keys = _domainKeys(server, self.check.parentMatches)
             decision = await self._awaited(self._decide(c, prefix, name, keys))
             if decision is not None:
                 return decision
-            if _isAddress(server):
+            if isIPAddress(server):
                 continue
             for address in await self._addresses(server):
                 decision = await self._awaited(
@@ -179,14 +179,6 @@ class ServerAccess:
             return await addressesOf(self.environment.resolver, host)
         except Exception:
             return []
-
-
-def _isAddress(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _domainKeys(name: str, parentMatches: bool) -> List[str]:
