@@ -110,6 +110,23 @@ class PatternTableTests(SynchronousTestCase):
         self.assertEqual(queryMap(f"regexp:{path}", ["zzz"], io.StringIO(), err), 1)
         self.assertEqual(queryMap("nosuch:thing", ["k"], io.StringIO(), io.StringIO()), 2)
 
+    def test_queryFromStandardInput(self):
+        """
+        C{tmta map query TABLE -} reads the keys from standard input and
+        prints each found one with its key, as C{postmap -q -} does.
+        """
+        import subprocess
+        import sys
+
+        from tests.support import REPO
+
+        _, path = self.table("regexp", "/^a/ first\n")
+        result = subprocess.run(
+            [sys.executable, "-m", "tmta.cli.admin", "map", "query", f"regexp:{path}", "-"],
+            input="abc\nzzz\n", capture_output=True, text=True, timeout=60,
+            env=dict(os.environ, PYTHONPATH=REPO))
+        self.assertEqual((result.returncode, result.stdout), (0, "abc\tfirst\n"))
+
 
 class TablesInListsTests(SynchronousTestCase):
     """

@@ -495,11 +495,12 @@ def holdQueue(configuration: Configuration, queueIds: List[str], release: bool =
 
 
 def queryMap(spec: str, keys: List[str], out: TextIO = sys.stdout,
-             err: TextIO = sys.stderr) -> int:
+             err: TextIO = sys.stderr, allWithKeys: bool = False) -> int:
     """
     Look keys up in a table, as C{postmap -q} does: each value found is
-    printed (with its key when there are several keys); the exit status
-    is 1 when none is found.
+    printed (with its key when there are several keys, or with
+    C{allWithKeys}, as C{postmap -q -} prints them); the exit status is
+    1 when none is found.
     """
     from tmta.tables import TableError, openTable
 
@@ -513,7 +514,7 @@ def queryMap(spec: str, keys: List[str], out: TextIO = sys.stdout,
         value = table.get(key)
         if value is not None:
             found = True
-            out.write(f"{key}\t{value}\n" if len(keys) > 1 else f"{value}\n")
+            out.write(f"{key}\t{value}\n" if len(keys) > 1 or allWithKeys else f"{value}\n")
     return 0 if found else 1
 
 
@@ -696,7 +697,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     tables.add_argument("action", choices=["query", "build"])
     tables.add_argument("table", help="type:name, as in main.cf (build: [type:]FILE)")
     tables.add_argument("keys", nargs="*", metavar="KEY",
-                        help="query: the keys; build: more files")
+                        help="query: the keys (- reads them from standard input); "
+                             "build: more files")
     tables.add_argument("-c", "--config", default=argparse.SUPPRESS,
                         help="configuration directory")
     users = commands.add_parser(
@@ -726,8 +728,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         return installCompat(options.prefix, options.force)
     if options.command == "map" and options.action == "query":
         if not options.keys:
-            parser.error("map query: name the keys")
-        return queryMap(options.table, options.keys)
+            parser.error("map query: name the keys, or - to read them from standard input")
+        keys = options.keys
+        if keys == ["-"]:
+            # As postmap -q -: one key a line, each found one printed
+            # with its key.
+            keys = [line.rstrip("\r\n") for line in sys.stdin]
+            return queryMap(options.table, keys, allWithKeys=True)
+        return queryMap(options.table, keys)
     try:
         configuration = _configuration(options)
         if options.command == "map":
