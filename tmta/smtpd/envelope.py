@@ -202,12 +202,12 @@ class EnvelopeCommands(SessionState):
         if tooMany is not None:
             self.reply(tooMany)
             return
-        resolution = await self.resolve(recipient)
         if recipient.lower() == "postmaster":
             # RFC 5321 4.5.1: the bare postmaster must be accepted, by
             # every list and table (as Postfix does).
             self._acceptRecipient(recipient, notify, orcpt)
             return
+        resolution = await self.resolve(recipient)
         decision = await self.restrict("RCPT", self.restrictionContext(
             "RCPT", recipient, resolution.addressClass))
         if decision is not None:

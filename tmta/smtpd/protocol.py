@@ -157,7 +157,7 @@ class SMTPServer(EnvelopeCommands, DataCommands, AuthCommands, TLSCommands, Rest
                 if refusal[1][:3] in ("421", "521"):
                     self.close()
                 return
-        self._greet(name)
+        self._greet()
 
     def _admit(self, names):
         """
@@ -206,8 +206,7 @@ class SMTPServer(EnvelopeCommands, DataCommands, AuthCommands, TLSCommands, Rest
         return limits is not None and event in limits.eventLimits and \
             not limits.exempt(self.clientAddress)
 
-    def _greet(self, name: str) -> None:
-        self.clientName = name or "unknown"
+    def _greet(self) -> None:
         if self._closing:
             return
         if self._buffer and self._improperPipelining(b""):
@@ -293,8 +292,8 @@ class SMTPServer(EnvelopeCommands, DataCommands, AuthCommands, TLSCommands, Rest
         verb = match.group(1).upper() if match else b""
         if self._buffer and self._improperPipelining(verb):
             return None
-        if not (match and hasattr(self, "smtp_" + verb.decode("ascii"))) and \
-                self._forbidden(line):
+        handler = getattr(self, "smtp_" + verb.decode("ascii"), None) if match else None
+        if handler is None and self._forbidden(line):
             return None
         if not match or _CONTROL.search(line):
             self._error("500 5.5.2 Error: bad syntax")
@@ -307,7 +306,6 @@ class SMTPServer(EnvelopeCommands, DataCommands, AuthCommands, TLSCommands, Rest
         except UnicodeDecodeError:
             self._error("500 5.5.2 Error: bad UTF-8 syntax")
             return None
-        handler = getattr(self, "smtp_" + verb.decode("ascii"), None)
         if handler is None:
             self._error("500 5.5.2 Error: command not recognized")
             return None

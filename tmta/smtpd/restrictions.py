@@ -21,7 +21,7 @@ from twisted.internet import defer
 from tmta.logging import Logger
 from zope.interface import implementer
 
-from tmta.address import splitAddress
+from tmta.address import isIPAddress, splitAddress
 from tmta.config import splitList
 from tmta.interfaces import ISMTPRestriction
 
@@ -443,13 +443,7 @@ def _permitInetInterfaces(env, c):
 
 
 def _permitNakedIPAddress(env, c):
-    import ipaddress
-
-    try:
-        ipaddress.ip_address(c.helo)
-    except ValueError:
-        return DUNNO, None
-    return PERMIT, None
+    return (PERMIT, None) if isIPAddress(c.helo) else (DUNNO, None)
 
 
 def _unlisted(what: str):
