@@ -172,7 +172,8 @@ class Master:
         self.cwd = cwd or self.directory
         os.makedirs(self.directory, exist_ok=True)
         self.queue = os.path.join(self.directory, "queue")
-        settings = {"queue_directory": self.queue, "inet_protocols": "ipv4"}
+        settings = {"queue_directory": self.queue, "inet_protocols": "ipv4",
+                    "data_directory": os.path.join(self.directory, "data")}
         if os.getuid() == 0:
             settings["mail_owner"] = testAccount()
         settings.update(main)

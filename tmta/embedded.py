@@ -48,7 +48,7 @@ from tmta.config import MainConfig, parseInetAddress
 from tmta.config.defaults import LOOPBACK_NETWORKS
 from tmta.config.loader import Configuration, loadConfiguration
 from tmta.interfaces import IWorkerContext
-from tmta.queue.layout import createLayout, socketPath
+from tmta.queue.layout import createDataDirectory, createLayout, socketPath
 from tmta.wire import connectService
 
 __all__ = ["EmbeddedMTA"]
@@ -70,6 +70,7 @@ local     unix  -       n       n       -       -       local
 virtual   unix  -       -       n       -       -       virtual
 smtp      unix  -       -       n       -       -       smtp
 relay     unix  -       -       n       -       -       smtp
+verify    unix  -       -       n       -       1       verify
 """
 
 
@@ -183,6 +184,7 @@ class EmbeddedMTA(MultiService):
 
         configuration = self.configuration
         createLayout(configuration.main.get("queue_directory"))
+        createDataDirectory(configuration.main.get("data_directory"))
         components = availableComponents()
         for entry in configuration.services:
             config = configuration.serviceConfig(entry)

@@ -191,6 +191,19 @@ class IDeliveryAgent(Interface):
         """
 
 
+class IAddressVerifier(IDeliveryAgent):
+    """
+    A transport that can answer address verification probes
+    (C{reject_unverified_sender}, C{reject_unverified_recipient}): given
+    a request whose C{verifyOnly} is set, it delivers nothing and only
+    finds out what would become of each recipient -- C{SENT} for
+    deliverable (with what it found as the reason), C{DEFERRED} or
+    C{BOUNCED} as a delivery would have ended.  A probe for a transport
+    that does not provide this is answered "not known" (C{DEFERRED}) for
+    it, so an agent never delivers a probe by mistake.
+    """
+
+
 class IDeliveryAgentFactory(Interface):
     """
     A transport added by a plugin: what master.cf's command column names

@@ -35,7 +35,12 @@ from tmta.common.eager import eagerly
 from tmta.cleanup.addresses import AddressMapper, ExpansionError
 from tmta.cleanup.checks import ContentChecks, Verdict
 from tmta.tables import TableLookupError
-from tmta.queue.qfile import QueueFileWriter, commitAll
+from tmta.queue.qfile import (
+    DELIVERABLE_ATTRIBUTE,
+    PROBE_ATTRIBUTE,
+    QueueFileWriter,
+    commitAll,
+)
 from tmta.queue.store import QueueError, QueueStore
 from tmta.replies import INTERNAL_ERROR, TOO_BIG, storageFailure
 from tmta.rewrite.client import RewriteClient
@@ -156,9 +161,17 @@ class Message:
         for extra in self.accessBcc:
             # BCC from an access table: a copy that asks for no notices.
             rewritten.append((await rewrite(extra), extra, "NEVER", ""))
+        probe = attributes.get(PROBE_ATTRIBUTE) == "yes"
         if mapper.active:
             try:
-                sender, rewritten = self._mapEnvelope(mapper, sender, rewritten)
+                sender, mapped = self._mapEnvelope(mapper, sender, rewritten, bcc=not probe)
+                if probe and len(mapped) > 1:
+                    # A probe is not verified address by address: several
+                    # results for one query would overwrite each other.
+                    attributes = dict(attributes, **{
+                        DELIVERABLE_ATTRIBUTE: "aliased to multiple recipients"})
+                else:
+                    rewritten = mapped
             except TableLookupError as e:
                 log.warn("{queueId}: table lookup failure: {error}", queueId=self.queueId,
                          error=str(e))
@@ -184,17 +197,20 @@ class Message:
         self.envelopeWritten = True
 
     @staticmethod
-    def _mapEnvelope(mapper: AddressMapper, sender: str, recipients):
+    def _mapEnvelope(mapper: AddressMapper, sender: str, recipients, bcc: bool = True):
         """
         canonical, masquerade, virtual alias and BCC rewriting of the
         envelope (the addresses already in trivial-rewrite's form).
+
+        @param bcc: add the automatic BCC recipients (not to probes,
+            which are never delivered).
         """
         sender = mapper.sender(sender)
         mapped = []
         for address, original, notify, orcpt in recipients:
             for target in mapper.recipient(address):
                 mapped.append((target, original, notify, orcpt))
-        for extra in mapper.bcc(sender, [r[0] for r in mapped]):
+        for extra in mapper.bcc(sender, [r[0] for r in mapped]) if bcc else ():
             # Automatic BCC recipients ask for no notices (NOTIFY=NEVER).
             mapped.append((extra, extra, "NEVER", ""))
         return sender, mapped

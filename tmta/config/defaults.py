@@ -348,6 +348,23 @@ for _name in ("relay_recipient_maps", "unknown_relay_recipient_reject_code",
               "relay_clientcerts"):
     DEFAULTS.setdefault(_name, POSTFIX_DEFAULTS[_name])
 
+# Address verification: verify, its probes' routing, and smtpd's replies.
+for _name in ("address_verify_map", "address_verify_service_name", "address_verify_sender",
+              "address_verify_sender_ttl", "address_verify_poll_count",
+              "address_verify_poll_delay", "address_verify_positive_expire_time",
+              "address_verify_positive_refresh_time", "address_verify_negative_cache",
+              "address_verify_negative_expire_time", "address_verify_negative_refresh_time",
+              "address_verify_cache_cleanup_interval", "address_verify_pending_request_limit",
+              "address_verify_transport_maps", "address_verify_relayhost",
+              "address_verify_local_transport", "address_verify_virtual_transport",
+              "address_verify_relay_transport", "address_verify_default_transport",
+              "address_verify_sender_dependent_relayhost_maps", "data_directory",
+              "unverified_sender_defer_code", "unverified_sender_reject_code",
+              "unverified_sender_reject_reason", "unverified_sender_tempfail_action",
+              "unverified_recipient_defer_code", "unverified_recipient_reject_code",
+              "unverified_recipient_reject_reason", "unverified_recipient_tempfail_action"):
+    DEFAULTS.setdefault(_name, POSTFIX_DEFAULTS[_name])
+
 #: The parameters tmta acts on.
 IMPLEMENTED = frozenset(DEFAULTS) | {"myhostname", "mydomain", "mynetworks"}
 

@@ -32,6 +32,7 @@ virtual   unix  -       -       n       -       -       virtual
 discard   unix  -       -       n       -       -       discard
 error     unix  -       -       n       -       -       error
 retry     unix  -       -       n       -       -       error
+verify    unix  -       -       n       -       1       verify
 """
 
 EMBEDDED_MAIN_CF = """\
@@ -268,12 +269,23 @@ def _check(main: MainConfig, services: List[MasterEntry], masterPath: str) -> Li
             continue
         fatal, notes = smtpdProblems(main.withOverrides(entry.overrides), main,
                                      entry.overrides, masterWhere(entry),
-                                     anvil=any(e.command == "anvil" for e in services))
+                                     anvil=any(e.command == "anvil" for e in services),
+                                     verify=_hasVerifyService(main, services))
         problems += [str(p) for p in fatal]
         harmless += [f"{p} (ignored)" for p in notes]
     if problems:
         raise ConfigProblems(list(dict.fromkeys(problems)))
     return list(dict.fromkeys(harmless))
+
+
+def _hasVerifyService(main: MainConfig, services: List[MasterEntry]) -> bool:
+    """
+    Whether master.cf runs the verify service under the name smtpd asks
+    for it by (C{address_verify_service_name}).
+    """
+    name = main.get("address_verify_service_name") or "verify"
+    return any(e.command == "verify" and e.service == name and e.type == "unix"
+               for e in services)
 
 
 def _constant(where: str) -> Callable[[str], str]:

@@ -152,9 +152,25 @@ def _where(name: str, main: MainConfig, overrides: Dict[str, str],
     return f"{main.path or 'main.cf'}, line {line}" if line else (main.path or "main.cf")
 
 
+#: Restrictions that ask the verify service.
+_NEEDS_VERIFY = frozenset({"reject_unverified_sender", "reject_unverified_recipient"})
+
+
+def _restrictionParameters(config: MainConfig) -> List[str]:
+    """
+    The parameters that hold smtpd restriction lists: the stages' and
+    the restriction classes'.
+    """
+    names = [n for n in config.names()
+             if n.startswith("smtpd_") and n.endswith("_restrictions")]
+    return names + [n for n in splitList(config.get("smtpd_restriction_classes"))
+                    if config.raw(n) is not None]
+
+
 def smtpdProblems(config: MainConfig, main: MainConfig, overrides: Dict[str, str],
                   masterWhere: Optional[str] = None,
-                  anvil: bool = False) -> Tuple[List[Problem], List[Problem]]:
+                  anvil: bool = False,
+                  verify: bool = False) -> Tuple[List[Problem], List[Problem]]:
     """
     What an smtpd service configured as C{config} is asked to do and
     cannot.
@@ -164,6 +180,9 @@ def smtpdProblems(config: MainConfig, main: MainConfig, overrides: Dict[str, str
     @param masterWhere: C{"master.cf, line N"} for the service.
     @param anvil: whether master.cf runs the anvil service, which the
         client limits need.
+    @param verify: whether master.cf runs the verify service, which
+        C{reject_unverified_sender} and C{reject_unverified_recipient}
+        need.
     @return: C{(fatal, harmless)}: settings that must stop start-up, and
         settings to warn about.
     """
@@ -179,6 +198,13 @@ def smtpdProblems(config: MainConfig, main: MainConfig, overrides: Dict[str, str
             fatal.append(Problem(name, _where(name, main, overrides, masterWhere),
                                  "client rate and count limits need the anvil service: "
                                  "add 'anvil unix - - n - 1 anvil' to master.cf"))
+    if not verify:
+        for name in _restrictionParameters(config):
+            words = {w.lower() for w in splitList(config.get(name))}
+            for restriction in sorted(words & _NEEDS_VERIFY):
+                fatal.append(Problem(name, _where(name, main, overrides, masterWhere),
+                                     f"{restriction} needs the verify service: add "
+                                     "'verify unix - - n - 1 verify' to master.cf"))
     tlsRequired = (config.get("smtpd_tls_security_level").strip().lower() == "encrypt"
                    or _yes(config.get("smtpd_tls_wrappermode"))
                    or (not config.get("smtpd_tls_security_level").strip()

@@ -21,6 +21,7 @@ from tmta.logging import Logger
 from twisted.protocols import amp
 
 from tmta.common.command import Command
+from tmta.interfaces import IAddressVerifier
 from tmta.queue.qfile import iterContent, openQueueFile, readEnvelope
 from tmta.queue.store import QueueStore
 from tmta.wire import RecordList, ServiceAMP
@@ -66,6 +67,10 @@ class DeliveryRequest:
     activated: float = 0.0
     #: The message's RFC 3461 C{dsn_ret} and C{dsn_envid}, when given.
     attributes: Dict[str, str] = field(default_factory=dict)
+    #: An address verification probe (L{tmta.verify}): find out what
+    #: would become of each recipient, deliver nothing, and report
+    #: C{SENT} for deliverable.
+    verifyOnly: bool = False
 
     def content(self) -> Iterator[bytes]:
         """
@@ -124,6 +129,7 @@ class Deliver(Command):
                                     ("notify", str, ""), ("orcpt", str, "")])),
         (b"dsn_ret", amp.Unicode(optional=True)),
         (b"dsn_envid", amp.Unicode(optional=True)),
+        (b"verify", amp.Boolean(optional=True)),
     ]
     response = [
         (
@@ -155,8 +161,18 @@ def logDelivery(request: DeliveryRequest, recipient: RequestRecipient, relay: st
         "delays={a:.2g}/{b:.2g}/0/{d:.2g}, dsn={dsn}, status={status} ({reason})",
         queueId=request.queueId, to=recipient.address, orig=orig, relay=relay,
         delay=now - request.arrival, a=a, b=b, d=d, dsn=status.dsn,
-        status="sent" if status.status == SENT else status.status, reason=status.reason,
+        status=statusWord(request, status), reason=status.reason,
     )
+
+
+def statusWord(request: DeliveryRequest, status: RecipientStatus) -> str:
+    """
+    The log's C{status=}: what became of the recipient, or for a probe
+    whether it is deliverable.
+    """
+    if request.verifyOnly:
+        return "deliverable" if status.status == SENT else "undeliverable"
+    return status.status
 
 
 class AgentProtocol(ServiceAMP):
@@ -171,7 +187,7 @@ class AgentProtocol(ServiceAMP):
 
     @Deliver.responder
     def deliver(self, queue_id, sender, nexthop, arrival, activated, recipients,
-                dsn_ret=None, dsn_envid=None):
+                dsn_ret=None, dsn_envid=None, verify=False):
         attributes = {}
         if dsn_ret:
             attributes["dsn_ret"] = dsn_ret
@@ -181,8 +197,15 @@ class AgentProtocol(ServiceAMP):
             queue_id, self.store.path("active", queue_id), sender, nexthop,
             [RequestRecipient(r["address"], r["original"], r["offset"], r["notify"], r["orcpt"])
              for r in recipients],
-            arrival, activated, attributes,
+            arrival, activated, attributes, verifyOnly=bool(verify),
         )
+        if request.verifyOnly and not IAddressVerifier.providedBy(self.agent):
+            # An agent that does not say it verifies would deliver the
+            # probe: it is answered for here instead, as not known.
+            return {"statuses": [
+                {"offset": r["offset"], "status": DEFERRED, "dsn": "4.3.0",
+                 "reason": "this delivery agent does not verify addresses"}
+                for r in recipients]}
         d = defer.maybeDeferred(self.agent.deliver, request)
 
         def answer(result):

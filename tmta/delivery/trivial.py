@@ -1,6 +1,8 @@
 """
 The trivial transports: C{discard} (accepts and drops, as configured by
-the operator) and C{error} (bounces, or C{retry}: defers).
+the operator) and C{error} (bounces, or C{retry}: defers).  Neither
+delivers anything, so an address verification probe gets the answer a
+message would.
 """
 
 from __future__ import annotations
@@ -10,10 +12,10 @@ import time
 from zope.interface import implementer
 
 from tmta.delivery import BOUNCED, DEFERRED, SENT, RecipientStatus, logDelivery
-from tmta.interfaces import IDeliveryAgent
+from tmta.interfaces import IAddressVerifier
 
 
-@implementer(IDeliveryAgent)
+@implementer(IAddressVerifier)
 class DiscardAgent:
     def deliver(self, request):
         started = time.time()
@@ -26,7 +28,7 @@ class DiscardAgent:
         return statuses
 
 
-@implementer(IDeliveryAgent)
+@implementer(IAddressVerifier)
 class ErrorAgent:
     """
     Fails every recipient with the next hop as the reason: bounced, or

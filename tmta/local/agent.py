@@ -56,7 +56,7 @@ from tmta.delivery import (
     logDelivery,
 )
 from tmta.delivery.command import commandEnvironment, runCommand, shellCommand
-from tmta.interfaces import IDeliveryAgent
+from tmta.interfaces import IAddressVerifier
 from tmta.local.mailbox import (
     MailboxError,
     WrittenMaildirFile,
@@ -533,6 +533,11 @@ class _Delivery:
                 value = table.get(key)
                 if value is None:
                     continue
+                if self.request.verifyOnly:
+                    # A probe learns that there is an alias, and goes no
+                    # further: one answer per address asked about.
+                    self._ok(f"aliased to {value}")
+                    return True
                 ownerUid = _tableOwner(table)
                 rights = agent._rightsOf(ownerUid)
                 sender = state.sender
@@ -635,6 +640,9 @@ class _Delivery:
                 continue
             if not targets:
                 continue
+            if self.request.verifyOnly:
+                self._ok(f"forward via file: {path}")
+                return True
             child = replace(state, origin="forward", rights=account, ownerUid=account.pw_uid,
                             depth=state.depth + 1)
             self._targets(child, targets, selfName=account.pw_name.lower())
@@ -683,6 +691,9 @@ class _Delivery:
         return True
 
     def _mailbox(self, state: Expansion, box: Mailbox) -> None:
+        if self.request.verifyOnly:
+            self._ok("delivers to maildir" if box.maildir else "delivers to mailbox")
+            return
         if not self._once(("mailbox", box.path), "delivered to mailbox"):
             return
         try:
@@ -738,6 +749,9 @@ class _Delivery:
             self._fail(BOUNCED, "5.3.0", f"bad file name {path!r}")
             return
         rights = state.rights
+        if self.request.verifyOnly:
+            self._ok(f"delivers to file: {path}")
+            return
         if not self._once(("file", path), f"delivered to file: {path}"):
             return
         if path == "/dev/null":
@@ -763,6 +777,9 @@ class _Delivery:
         agent = self.agent
         rights = state.rights
         assert rights is not None, "commands are allowed only with rights to run them"
+        if self.request.verifyOnly:
+            self._ok(f"delivers to command: {command}")
+            return
         if not self._once((kind, rights.pw_uid, command), f"delivered to command: {command}"):
             return
         user = state.user or rights
@@ -822,6 +839,10 @@ class _Delivery:
 
     def _sendForwards(self) -> None:
         agent = self.agent
+        if self.request.verifyOnly:
+            for addresses in self.forwards.values():
+                self._ok("forwards to " + ", ".join(a for a, _ in addresses))
+            return
         for sender, addresses in self.forwards.items():
             fresh = []
             for address, via in addresses:
@@ -940,7 +961,7 @@ def _deliveredTo(headers: bytes) -> Set[str]:
             for m in re.findall(rb"(?im)^delivered-to:[ \t]*([^\n]*)$", headers)}
 
 
-@implementer(IDeliveryAgent)
+@implementer(IAddressVerifier)
 class LocalDeliveryAgent:
     """
     The L{IDeliveryAgent} wrapper: requests are delivered in a thread of

@@ -52,7 +52,7 @@ class Passer:
                 Deliver, queue_id=request.queueId, sender=request.sender, nexthop=nexthop,
                 arrival=request.arrival, activated=request.activated,
                 recipients=[{"address": address, "original": original, "offset": offset,
-                             "notify": "", "orcpt": ""}], **dsn)
+                             "notify": "", "orcpt": ""}], verify=request.verifyOnly, **dsn)
         finally:
             protocol.transport.loseConnection()
         [status] = [s for s in result["statuses"] if s["offset"] == offset] or [None]

@@ -35,7 +35,7 @@ from tmta.master.policy import ServicePool
 from tmta.common.accounts import mailOwner
 from tmta.master.runtime import LISTEN_BACKLOG
 from tmta.master.spawner import ForkServer, LineLog, Worker, workerPythonPath
-from tmta.queue.layout import createLayout, socketPath
+from tmta.queue.layout import createDataDirectory, createLayout, socketPath
 from tmta.wire import QuietAMP, connectService
 
 log = Logger()
@@ -388,6 +388,12 @@ class MasterService(service.Service):
         uid = self._owner.pw_uid if self._owner else None
         gid = self._owner.pw_gid if self._owner else None
         createLayout(queueDirectory, uid, gid)
+        try:
+            createDataDirectory(main.get("data_directory"), uid, gid)
+        except OSError as e:
+            # Only the verify cache lives there: verify says so if used.
+            log.warn("cannot create data_directory {path}: {error}",
+                     path=main.get("data_directory"), error=e.strerror or e)
         components = availableComponents()
         implemented: Dict[Tuple[str, str], bool] = {}
         # A plugin that does not provide its interface, or a port nobody

@@ -28,9 +28,9 @@ from typing import Dict, Iterable, List
 from zope.interface import implementer
 
 from tmta.address import splitAddress, unquoteLocal
-from tmta.delivery import BOUNCED, DEFERRED, DeliveryRequest, RecipientStatus, logDelivery
+from tmta.delivery import BOUNCED, DEFERRED, SENT, DeliveryRequest, RecipientStatus, logDelivery
 from tmta.delivery.command import commandEnvironment, runCommand
-from tmta.interfaces import IDeliveryAgent
+from tmta.interfaces import IAddressVerifier
 from tmta.local.mailbox import envelopeLine
 from tmta.queue.qfile import CorruptQueueFile, iterContent, openQueueFile, readEnvelope
 
@@ -277,6 +277,9 @@ class PipeAgent:
                 return self._all(request, BOUNCED, "5.2.3",
                                  "message too large for the command", started)
             argv = self.argv(request, envelope.attributes, envelope.size)
+            if request.verifyOnly:
+                return self._all(request, SENT, "2.0.0", f"delivers to command: {argv[0]}",
+                                 started)
             environment = commandEnvironment({}, "", self.export)
             outcome = runCommand(argv, self._message(request, queueFile, envelope),
                                  self.command.uid, self.command.gid, environment,
@@ -328,7 +331,7 @@ def _transform(chunks: Iterable[bytes], eol: bytes, dotStuff: bool,
         yield carry + eol
 
 
-@implementer(IDeliveryAgent)
+@implementer(IAddressVerifier)
 class PipeDeliveryAgent:
     """
     The L{IDeliveryAgent} the pipe service serves: each request in a

@@ -29,6 +29,8 @@ from tmta.delivery import (
 from tmta.qmgr.scheduler import Job, Outcome
 from tmta.queue.qfile import Envelope, Recipient, markDone
 from tmta.queue.store import QueueStore
+from tmta.verify.client import VerifyClient
+from tmta.verify.commands import BOUNCE, DEFER, OK
 
 log = Logger()
 
@@ -61,6 +63,11 @@ class ActiveMessage:
     succeeded: List[Tuple[Recipient, str, str]] = field(default_factory=list)
     #: Recipients bounced whose NOTIFY asks for no failure notice.
     silent: List[Recipient] = field(default_factory=list)
+    #: An address verification probe: its results go to the verify
+    #: service, and it is never deferred, returned or delivered.
+    probe: bool = False
+    #: A probe's results: C{(recipient, status, reason)}.
+    probed: List[Tuple[Recipient, str, str]] = field(default_factory=list)
 
 
 class ActiveMessages(Dict[str, ActiveMessage]):
@@ -150,6 +157,9 @@ class MessageCompletion:
         self.bounceLifetime = config.getTime("bounce_queue_lifetime")
         self.softBounce = config.getBool("soft_bounce")
         self.delayWarning = config.getTime("delay_warning_time")
+        verifyService = config.get("address_verify_service_name") or "verify"
+        self.verify = VerifyClient(lambda: connect(verifyService), reactor,
+                                   idle=config.getTime("ipc_idle"))
 
     def delivered(self, outcome, job: Job):
         """
@@ -207,6 +217,9 @@ class MessageCompletion:
             recipient = byOffset.get(status["offset"])
             if recipient is None:
                 continue  # gossip about a recipient we did not send
+            if message.probe:
+                message.probed.append((recipient, status["status"], status["reason"]))
+                continue
             if status["status"] == SENT:
                 done.append(recipient)
                 action = status.get("action") or "delivered"
@@ -243,13 +256,32 @@ class MessageCompletion:
         if not recipients:
             return
         request = DeliveryRequest(message.queueId, "", message.envelope.sender, nexthop, [],
-                                  message.envelope.arrival, message.activated)
+                                  message.envelope.arrival, message.activated,
+                                  verifyOnly=message.probe)
         started = self.now()
         for r in recipients:
-            message.deferred[r.offset] = reason
-            message.deferredStatus[r.offset] = dsn
+            if message.probe:
+                message.probed.append((r, DEFERRED, reason))
+            else:
+                message.deferred[r.offset] = reason
+                message.deferredStatus[r.offset] = dsn
             logDelivery(request, RequestRecipient(r.address, r.original, r.offset), "none",
                         RecipientStatus(r.offset, DEFERRED, dsn, reason), started)
+
+    def deliverable(self, message: ActiveMessage, recipients: List[Recipient],
+                    reason: str) -> None:
+        """
+        A probe's recipients are known to be deliverable without asking a
+        transport (cleanup found an alias of several addresses).
+        """
+        request = DeliveryRequest(message.queueId, "", message.envelope.sender, "none", [],
+                                  message.envelope.arrival, message.activated,
+                                  verifyOnly=True)
+        started = self.now()
+        for r in recipients:
+            message.probed.append((r, SENT, reason))
+            logDelivery(request, RequestRecipient(r.address, r.original, r.offset), "none",
+                        RecipientStatus(r.offset, SENT, "2.0.0", reason), started)
 
     def markDone(self, message: ActiveMessage, recipients: List[Recipient]) -> Deferred:
         path = self.store.path("active", message.queueId)
@@ -268,7 +300,8 @@ class MessageCompletion:
         message.jobs -= 1
         if message.jobs:
             return
-        if not (message.deferred or message.bounced or message.succeeded or message.silent):
+        if not (message.deferred or message.bounced or message.succeeded or message.silent
+                or message.probed):
             # Every recipient is done: the common case, finished here
             # without the coroutine the other cases need.
             del self.active[message.queueId]
@@ -289,7 +322,33 @@ class MessageCompletion:
             self.store.removeDeferLog(message.queueId)
         log.info("{queueId}: removed", queueId=message.queueId)
 
+    async def reportProbe(self, message: ActiveMessage) -> None:
+        """
+        Tell the verify service what the probe found, then remove it.
+        A report that cannot be made is logged: the address stays
+        "in progress" until verify sends another probe.
+        """
+        try:
+            for recipient, status, reason in message.probed:
+                code = {SENT: OK, BOUNCED: BOUNCE}.get(status, DEFER)
+                # The address smtpd asked about, and what it became.
+                for address in dict.fromkeys([recipient.original, recipient.address]):
+                    if address:
+                        await self.verify.update(address, code, reason)
+        except Exception as e:
+            log.warn("{queueId}: verify service failure: {error}", queueId=message.queueId,
+                     error=e)
+        finally:
+            message.probed = []
+            try:
+                self.remove(message)
+            finally:
+                del self.active[message.queueId]
+
     async def finish(self, message: ActiveMessage) -> None:
+        if message.probe:
+            await self.reportProbe(message)
+            return
         queueId = message.queueId
         envelope = message.envelope
         age = self.now() - envelope.arrival

@@ -17,7 +17,12 @@ from tmta.common.flow import InFlowFlag
 from tmta.delivery import Deliver
 from tmta.qmgr.active import ActiveMessage, ActiveMessages, MessageCompletion, Outstanding
 from tmta.qmgr.scheduler import Job, Outcome, TransportQueue, parseFeedback
-from tmta.queue.qfile import CorruptQueueFile, Recipient
+from tmta.queue.qfile import (
+    DELIVERABLE_ATTRIBUTE,
+    PROBE_ATTRIBUTE,
+    CorruptQueueFile,
+    Recipient,
+)
 from tmta.queue.qid import isQueueId
 from tmta.queue.store import QueueStore
 from tmta.wire import ConnectionPool, MultiplexingPool
@@ -276,7 +281,8 @@ class QueueManager:
             return
         pending = envelope.pending()
         message = ActiveMessage(queueId, envelope, self.now(), wasDeferred=wasDeferred,
-                                flushed=self._flushing, recipientCount=len(pending))
+                                flushed=self._flushing, recipientCount=len(pending),
+                                probe=envelope.attributes.get(PROBE_ATTRIBUTE) == "yes")
         self.active[queueId] = message
         log.info(
             "{queueId}: from=<{sender}>, size={size}, nrcpt={nrcpt} (queue active)",
@@ -292,6 +298,8 @@ class QueueManager:
         scheduled.addBoth(lambda _: self.completion.jobDone(message))
 
     async def _schedule(self, message: ActiveMessage, pending: List[Recipient]) -> None:
+        if message.probe and not self._probeAdmitted(message, pending):
+            return
         groups: Dict[Tuple[str, str], List[Recipient]] = {}
         # A FILTER from cleanup's header_checks sends every recipient
         # through that transport instead of the one it resolves to.
@@ -303,13 +311,16 @@ class QueueManager:
                 groups.setdefault((transport, nexthop), []).append(recipient)
                 continue
             try:
-                if self.senderDependent:
-                    resolution = await self.resolve(recipient.address,
-                                                    message.envelope.sender)
+                sender = message.envelope.sender if self.senderDependent else None
+                if message.probe:
+                    resolution = await self.resolve(recipient.address, sender, verify=True)
+                elif sender is not None:
+                    resolution = await self.resolve(recipient.address, sender)
                 else:
                     resolution = await self.resolve(recipient.address)
             except Exception as e:
-                message.deferred[recipient.offset] = f"address resolver failure: {e}"
+                self.completion.defer(message, "none", [recipient],
+                                      f"address resolver failure: {e}")
                 continue
             groups.setdefault((resolution.transport, resolution.nexthop), []).append(recipient)
         for (transport, nexthop), recipients in groups.items():
@@ -324,6 +335,24 @@ class QueueManager:
                 destination = (nexthop, batch[0].address) if perRequest == 1 else (nexthop, "")
                 message.jobs += 1
                 queue.submit(Job(message, transport, nexthop, destination, batch))
+
+    def _probeAdmitted(self, message: ActiveMessage, pending: List[Recipient]) -> bool:
+        """
+        Whether an address verification probe goes to a transport: not
+        when cleanup already found its answer (an alias of several
+        addresses), nor past C{address_verify_pending_request_limit}
+        probes in the active queue (they are answered "deferred").
+        """
+        known = message.envelope.attributes.get(DELIVERABLE_ATTRIBUTE)
+        if known:
+            self.completion.deliverable(message, pending, known)
+            return False
+        probes = sum(1 for m in self.active.values() if m.probe)
+        if probes > self.config.getInt("address_verify_pending_request_limit"):
+            self.completion.defer(message, "none", pending,
+                                  "Too many address verification requests", "4.3.2")
+            return False
+        return True
 
     def _parameter(self, transport: str, suffix: str) -> int:
         specific = f"{transport}_{suffix}"
@@ -435,6 +464,7 @@ class QueueManager:
                     for r in job.recipients
                 ],
                 **self._dsnArguments(message),
+                **({"verify": True} if message.probe else {}),
             )
         except Exception as e:
             pool.discard(agent)

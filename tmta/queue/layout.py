@@ -71,6 +71,20 @@ def markTopDirectory(path: str) -> bool:
         os.close(fd)
 
 
+def createDataDirectory(path: str, uid: Optional[int] = None,
+                        gid: Optional[int] = None) -> None:
+    """
+    Create C{data_directory} (where the verify cache lives), owned by
+    C{uid}/C{gid} when given and readable by its owner only, as Postfix
+    keeps it.  A directory that exists is left as it is.
+    """
+    if not path or os.path.isdir(path):
+        return
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    if uid is not None:
+        os.chown(path, uid, gid if gid is not None else -1)
+
+
 def createLayout(
     queueDirectory: str, uid: Optional[int] = None, gid: Optional[int] = None
 ) -> None:

@@ -58,6 +58,14 @@ REC_END = b"E"
 
 _INCOMPLETE = "incomplete queue file (no end record)"
 
+#: The attribute (C{verify=yes}) that marks an address verification
+#: probe (L{tmta.verify}).
+PROBE_ATTRIBUTE = "verify"
+#: The attribute cleanup adds to a probe whose recipient it already
+#: found deliverable (a virtual alias of several addresses, which is
+#: not verified address by address), with the reason.
+DELIVERABLE_ATTRIBUTE = "verify_deliverable"
+
 
 class CorruptQueueFile(Exception):
     """

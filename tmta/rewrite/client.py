@@ -74,18 +74,22 @@ class RewriteClient:
             self._ask(key, RewriteAddress, address=address)
         ).addCallback(lambda r: r["address"])
 
-    def resolve(self, address: str, sender: Optional[str] = None) -> defer.Deferred:
+    def resolve(self, address: str, sender: Optional[str] = None,
+                verify: bool = False) -> defer.Deferred:
         """
         @param sender: the envelope sender, when the relayhost depends on
             it (C{sender_dependent_relayhost_maps}); C{None} otherwise,
             which lets one answer serve every sender.
+        @param verify: route an address verification probe.
         @return: a Deferred firing with a L{Resolution} (at once, from the
             cache, when it is there).
         """
-        key = (ResolveAddress, address, sender)
+        key = (ResolveAddress, address, sender, verify)
         hit = self._cached(key)
         if hit is None:
-            extra = {} if sender is None else {"sender": sender}
+            extra: dict = {} if sender is None else {"sender": sender}
+            if verify:
+                extra["verify"] = True
             return defer.Deferred.fromCoroutine(
                 self._ask(key, ResolveAddress, address=address, **extra)
             ).addCallback(_resolution)

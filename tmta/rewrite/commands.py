@@ -14,8 +14,10 @@ class RewriteAddress(Command):
 
 class ResolveAddress(Command):
     #: C{sender}, when given, selects a relayhost by
-    #: C{sender_dependent_relayhost_maps}.
-    arguments = [(b"address", amp.Unicode()), (b"sender", amp.Unicode(optional=True))]
+    #: C{sender_dependent_relayhost_maps}; C{verify} routes an address
+    #: verification probe (by the C{address_verify_*} parameters).
+    arguments = [(b"address", amp.Unicode()), (b"sender", amp.Unicode(optional=True)),
+                 (b"verify", amp.Boolean(optional=True))]
     response = [
         (b"transport", amp.Unicode()),
         (b"nexthop", amp.Unicode()),

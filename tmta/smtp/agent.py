@@ -41,7 +41,7 @@ from tmta.delivery import (
     logDelivery,
 )
 from tmta.address import isIPAddress
-from tmta.interfaces import IDeliveryAgent
+from tmta.interfaces import IAddressVerifier
 from tmta.smtp.client import Reply, SessionFailed, SMTPClient, Timeouts, Transaction
 from tmta.smtp.sasl import SASLLogin, SASLPasswords
 from tmta.common.tls import cipherLists
@@ -190,7 +190,7 @@ class SessionCache:
         self._born.clear()
 
 
-@implementer(IDeliveryAgent)
+@implementer(IAddressVerifier)
 class SMTPDeliveryAgent:
     """
     Delivers over SMTP (or LMTP), one session per request.
@@ -323,7 +323,8 @@ class SMTPDeliveryAgent:
                 dsn={r.address: (r.notify, r.orcpt) for r in request.recipients
                      if r.notify or r.orcpt},
                 ret=request.attributes.get("dsn_ret", ""),
-                envid=request.attributes.get("dsn_envid", ""))
+                envid=request.attributes.get("dsn_envid", ""),
+                verifyOnly=request.verifyOnly)
             target = _Target(host, address, port, nexthop, policy if port else None, relay)
             if port:
                 target.login = self.saslPasswords.forServer(nexthop, host, port)
@@ -471,7 +472,9 @@ class SMTPDeliveryAgent:
         statuses = []
         for r in request.recipients:
             reply, stage = t.replies.get(r.address), "RCPT TO"
-            if reply is not None and reply.code // 100 == 2:
+            if reply is not None and reply.code // 100 == 2 and t.verifyOnly:
+                pass  # a probe ends at RCPT TO: its reply is the answer
+            elif reply is not None and reply.code // 100 == 2:
                 if failure is not None:
                     reply = None
                 elif refused is not None:

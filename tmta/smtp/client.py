@@ -131,6 +131,9 @@ class Transaction:
     envid: str = ""
     #: Whether the server took the DSN parameters (it offered DSN).
     dsnPassed: bool = False
+    #: An address verification probe: the transaction ends after the
+    #: recipients are answered, without DATA (and RSET before the next).
+    verifyOnly: bool = False
 
 
 def transparent(content: bytes) -> bytes:
@@ -463,14 +466,17 @@ class SMTPClient(protocol.Protocol):
         commands = [mail] + rcpts
         if "PIPELINING" in self.extensions:
             # One write for the whole group, replies read in order.
-            self._write(*commands, "DATA")
+            data = () if t.verifyOnly else ("DATA",)
+            self._write(*commands, *data)
             answers = [self._expect("MAIL FROM", timeouts.mail)]
             answers += [self._expect("RCPT TO", timeouts.rcpt) for _ in t.recipients]
-            answers.append(self._expect("DATA", timeouts.dataInit))
+            if data:
+                answers.append(self._expect("DATA", timeouts.dataInit))
             replies = [reply for reply, _ in await defer.gatherResults(answers,
                                                                        consumeErrors=True)
                        .addErrback(lambda f: f.value.subFailure.raiseException())]
-            mailReply, rcptReplies, dataReply = replies[0], replies[1:-1], replies[-1]
+            mailReply, rcptReplies = replies[0], replies[1:len(t.recipients) + 1]
+            dataReply = replies[-1] if data else None
         else:
             mailReply = await self._command(mail, "MAIL FROM", timeouts.mail)
             rcptReplies, dataReply = [], None
@@ -481,6 +487,8 @@ class SMTPClient(protocol.Protocol):
             raise SessionFailed("MAIL FROM", mailReply)
         t.replies = dict(zip(t.recipients, rcptReplies))
         accepted = [r for r in t.recipients if t.replies[r].code // 100 == 2]
+        if t.verifyOnly:
+            return t
         if dataReply is None and accepted:
             dataReply = await self._command("DATA", "DATA", timeouts.dataInit)
         if not accepted:

@@ -24,6 +24,7 @@ from zope.interface import implementer
 from tmta.address import isIPAddress, splitAddress
 from tmta.config import splitList
 from tmta.interfaces import ISMTPRestriction
+from tmta.smtpd.unverified import rejectUnverified
 
 log = Logger()
 
@@ -156,6 +157,9 @@ class RestrictionEnvironment:
     #: C{relay_domains} as a list of client names, made when first
     #: needed (C{check_relay_domains}).
     relayDomainList: Any = None
+    #: The verify service's client (L{tmta.verify.client.VerifyClient}),
+    #: or C{None} when master.cf runs none.
+    verify: Any = None
 
     def __post_init__(self) -> None:
         if isinstance(self.networks, list):
@@ -165,8 +169,13 @@ class RestrictionEnvironment:
 
     @classmethod
     def fromConfig(cls, config, networks, recipientTables=None, resolver=None,
-                   policies=None) -> "RestrictionEnvironment":
+                   policies=None, verify=None) -> "RestrictionEnvironment":
+        from tmta.smtpd.unverified import tempfailAction
         from tmta.tables import TableError, openTables
+
+        for name in ("unverified_sender_tempfail_action",
+                     "unverified_recipient_tempfail_action"):
+            tempfailAction(config, name)
 
         try:
             loginMaps = openTables(config.get("smtpd_sender_login_maps"))
@@ -184,6 +193,7 @@ class RestrictionEnvironment:
             policies=policies,
             recipientTables=recipientTables,
             loginMaps=loginMaps,
+            verify=verify,
         )
 
     def code(self, name: str) -> int:
@@ -517,6 +527,7 @@ def _senderLoginMismatch(authenticated: bool, unauthenticated: bool,
     return decide
 
 
+
 _BUILTINS = {
     "permit_mynetworks": _permitMynetworks,
     "permit_sasl_authenticated": lambda env, c: (
@@ -557,6 +568,8 @@ _BUILTINS = {
     "reject_authenticated_sender_login_mismatch": _senderLoginMismatch(True, False),
     "reject_unauthenticated_sender_login_mismatch": _senderLoginMismatch(False, True),
     "reject_known_sender_login_mismatch": _senderLoginMismatch(True, True, knownOnly=True),
+    "reject_unverified_sender": rejectUnverified("sender"),
+    "reject_unverified_recipient": rejectUnverified("recipient"),
 }
 
 

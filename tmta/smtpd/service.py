@@ -152,6 +152,22 @@ def smtpAuth(config, reactor):
     return SMTPAuth.fromConfig(config, openBackend(config, reactor))
 
 
+def _verifyClient(context):
+    """
+    The client of the verify service, when master.cf runs one under the
+    name C{address_verify_service_name}.
+    """
+    from tmta.verify.client import VerifyClient
+
+    config = context.config
+    name = config.get("address_verify_service_name") or "verify"
+    if not any(e.command == "verify" and e.service == name
+               for e in getattr(context, "services", ())):
+        return None
+    return VerifyClient(lambda: context.connect(name), context.reactor,
+                        idle=config.getTime("ipc_idle"))
+
+
 class SMTPService(Service):
     def __init__(self, context) -> None:
         self.context = context
@@ -160,7 +176,8 @@ class SMTPService(Service):
         networks = parseNetworks(config.getList("mynetworks"))
         recipientTables = RecipientTables.fromConfig(config)
         environment = RestrictionEnvironment.fromConfig(
-            config, networks, recipientTables, resolver=_resolver())
+            config, networks, recipientTables, resolver=_resolver(),
+            verify=_verifyClient(context))
         restrictions = Restrictions.fromConfig(config, environment)
         self.settings = SMTPSettings.fromConfig(config, restrictions, recipientTables,
                                                 serverTLS(config),

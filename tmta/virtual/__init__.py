@@ -33,7 +33,7 @@ from tmta.delivery import (
     RecipientStatus,
     logDelivery,
 )
-from tmta.interfaces import IDeliveryAgent
+from tmta.interfaces import IAddressVerifier
 from tmta.local.agent import LocalError, identity, openQueued
 from tmta.local.mailbox import MailboxError, deliverMaildir, deliverMbox, envelopeLine
 from tmta.queue.qfile import iterContent
@@ -131,6 +131,8 @@ class VirtualAgent:
             path, maildir, uid, gid = self.mailbox(address)
         except TableLookupError as e:
             raise LocalError(DEFERRED, "4.3.0", f"table lookup failure: {e}")
+        if request.verifyOnly:
+            return "delivers to maildir" if maildir else "delivers to mailbox"
         queueFile, envelope = openQueued(request)
         with queueFile:
             if self.sizeLimit and envelope.size > self.sizeLimit:
@@ -172,7 +174,7 @@ class VirtualAgent:
         return results
 
 
-@implementer(IDeliveryAgent)
+@implementer(IAddressVerifier)
 class VirtualDeliveryAgent:
     """
     Serves requests one at a time in one thread: each takes the

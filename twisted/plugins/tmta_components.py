@@ -81,3 +81,6 @@ pipe = BuiltinComponent("pipe", "tmta.pipe:makePipeService")
 spawn = BuiltinComponent("spawn", "tmta.spawn:makeSpawnService")
 # anvil counts for every smtpd: one process.
 anvil = BuiltinComponent("anvil", "tmta.anvil:makeAnvilService", resident=True, fixedLimit=1000)
+# verify keeps the address verification cache for every smtpd: one
+# process (its cache lives in address_verify_map between processes).
+verify = BuiltinComponent("verify", "tmta.verify.service:makeVerifyService", fixedLimit=1000)
