@@ -551,6 +551,40 @@ def recipientSettings(directory: str) -> Dict[str, str]:
     }
 
 
+def verifyScripts() -> List[Script]:
+    """
+    reject_unverified_sender and reject_unverified_recipient while the
+    probes are under way (one poll: the first answer is "in progress"),
+    alone and beside a later permit or reject.
+    """
+    scripts: List[Script] = []
+    for source in ("127.0.0.1", "127.0.0.2"):
+        for sender in ("", "someone@example.com", "alice@localhost"):
+            for recipient in ("alice@localhost", "x@relay.example", "x@rejected.example",
+                              "x@permitted.example", "postmaster"):
+                scripts.append((f"verify/{source}/{sender}/{recipient}", source, _lines(
+                    "EHLO client.example", f"MAIL FROM:<{sender}>", f"RCPT TO:<{recipient}>",
+                    "QUIT")))
+    return scripts
+
+
+def verifySettings(directory: str) -> Dict[str, str]:
+    access = _write(directory, "verify-access",
+                    "rejected.example verify_then_reject\npermitted.example OK\n")
+    return {
+        "mydestination": "localhost, $myhostname",
+        "local_recipient_maps": f"texthash:{_write(directory, 'users', USERS)}",
+        "relay_domains": "relay.example, rejected.example, permitted.example",
+        "address_verify_poll_count": "1",
+        "smtpd_restriction_classes": "verify_then_reject",
+        "verify_then_reject": "reject_unverified_recipient, reject",
+        "smtpd_sender_restrictions": "reject_unverified_sender",
+        "smtpd_recipient_restrictions": f"check_recipient_access texthash:{access}, "
+                                        "reject_unverified_recipient, permit_mynetworks, "
+                                        "reject_unauth_destination",
+    }
+
+
 def strictSettings(directory: str) -> Dict[str, str]:
     return {
         "mydestination": "localhost, $myhostname",
@@ -663,6 +697,9 @@ class SessionAgreementTests(SynchronousTestCase):
 
     def test_names(self) -> None:
         self.configuration("names", nameSettings, nameScripts)
+
+    def test_verify(self) -> None:
+        self.configuration("verify", verifySettings, verifyScripts)
 
     def test_lists(self) -> None:
         self.configuration("lists", listSettings, listScripts)

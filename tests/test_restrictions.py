@@ -532,6 +532,35 @@ class DNSRestrictionTests(TestCase):
                                 "Domain not found")
 
     @defer.inlineCallbacks
+    def test_tempfailActions(self):
+        """
+        When the DNS cannot tell, unknown_address_tempfail_action and
+        unknown_helo_hostname_tempfail_action say what follows: by
+        default a defer_if_permit (a later reject still wins), with
+        defer a plain 450.
+        """
+        from tests.support import freePort
+
+        # A server that never answers: every lookup fails for now.
+        silent = client.Resolver(servers=[("127.0.0.1", freePort())], reactor=reactor)
+        silent.timeout = (1,)
+        for action, expected in (("defer_if_permit", REJECT), ("defer", DEFER)):
+            env = RestrictionEnvironment.fromConfig(
+                MainConfig({"unknown_address_tempfail_action": action,
+                            "unknown_helo_hostname_tempfail_action": action}), [],
+                resolver=silent)
+            for value, context in (
+                    ("reject_unknown_sender_domain, reject", {"sender": "a@no-zone.invalid"}),
+                    ("reject_unknown_helo_hostname, reject", {"helo": "no-zone.invalid"})):
+                decision, reply = yield defer.maybeDeferred(
+                    RestrictionList("smtpd_client_restrictions", value, env).evaluate,
+                    RecipientContext(clientAddress="192.0.2.2", recipient="bob@example.com",
+                                     **context))
+                self.assertEqual(decision, expected, (action, value, reply))
+                if expected == DEFER:
+                    self.assertTrue(reply.startswith("450 4."), reply)
+
+    @defer.inlineCallbacks
     def test_moreDomainLists(self):
         """
         The recipient's domain and the unverified client name against a

@@ -333,6 +333,13 @@ class StartupTests(SynchronousTestCase):
         with open(os.path.join(directory, "master.cf"), "a") as f:
             f.write("verify unix - - n - 1 verify\n")
         loadConfiguration(directory)
+        # A cache verify could not write stops start-up too.
+        with open(os.path.join(directory, "main.cf"), "a") as f:
+            f.write("address_verify_map = proxy:btree:/var/lib/x\n")
+        with self.assertRaises(ConfigProblems) as caught:
+            loadConfiguration(directory)
+        self.assertIn("main.cf, line 3: address_verify_map = proxy:btree:/var/lib/x",
+                      str(caught.exception))
 
 
 class AgentTests(SynchronousTestCase):

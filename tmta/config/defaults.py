@@ -362,7 +362,9 @@ for _name in ("address_verify_map", "address_verify_service_name", "address_veri
               "unverified_sender_defer_code", "unverified_sender_reject_code",
               "unverified_sender_reject_reason", "unverified_sender_tempfail_action",
               "unverified_recipient_defer_code", "unverified_recipient_reject_code",
-              "unverified_recipient_reject_reason", "unverified_recipient_tempfail_action"):
+              "unverified_recipient_reject_reason", "unverified_recipient_tempfail_action",
+              "unknown_helo_hostname_tempfail_action", "unknown_address_tempfail_action",
+              "reject_tempfail_action"):
     DEFAULTS.setdefault(_name, POSTFIX_DEFAULTS[_name])
 
 #: The parameters tmta acts on.

@@ -12,7 +12,13 @@ from .maincf import MainConfig
 from .mastercf import MasterEntry, parseMasterCf, readMasterCf
 from .defaults import LOOPBACK_NETWORKS
 from .parser import ConfigError, ConfigProblems
-from .safety import parameterType, smtpdProblems, typeProblem, unsafeIgnored
+from .safety import (
+    parameterType,
+    smtpdProblems,
+    typeProblem,
+    unsafeIgnored,
+    verifyMapProblem,
+)
 
 # The services of the embedded default, in master.cf form.  Only services
 # that tmta implements are listed, so that nothing is skipped.
@@ -273,6 +279,12 @@ def _check(main: MainConfig, services: List[MasterEntry], masterPath: str) -> Li
                                      verify=_hasVerifyService(main, services))
         problems += [str(p) for p in fatal]
         harmless += [f"{p} (ignored)" for p in notes]
+    if _hasVerifyService(main, services):
+        problem = verifyMapProblem(main.get("address_verify_map"))
+        if problem is not None:
+            line = main.lineOf("address_verify_map")
+            where = f"{main.path or 'main.cf'}, line {line}" if line else "main.cf"
+            problems.append(f"{where}: {problem}")
     if problems:
         raise ConfigProblems(list(dict.fromkeys(problems)))
     return list(dict.fromkeys(harmless))

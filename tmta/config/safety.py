@@ -152,6 +152,27 @@ def _where(name: str, main: MainConfig, overrides: Dict[str, str],
     return f"{main.path or 'main.cf'}, line {line}" if line else (main.path or "main.cf")
 
 
+#: The table types verify keeps its cache in (C{address_verify_map}).
+VERIFY_MAP_TYPES = ("btree", "hash", "lmdb")
+
+
+def verifyMapProblem(spec: str) -> Optional[str]:
+    """
+    Why verify cannot keep its cache in C{address_verify_map = spec}, or
+    C{None}: it writes a C{btree:}, C{hash:} or C{lmdb:} table at an
+    absolute path, or keeps the cache in memory (empty).
+    """
+    spec = spec.strip()
+    if not spec:
+        return None
+    kind, _, path = spec.partition(":")
+    if kind.lower() in VERIFY_MAP_TYPES and path.startswith("/"):
+        return None
+    return (f"address_verify_map = {spec}: tmta keeps the address verification cache in "
+            f"a {', '.join(VERIFY_MAP_TYPES)} table at an absolute path, or in memory "
+            "(empty)")
+
+
 #: Restrictions that ask the verify service.
 _NEEDS_VERIFY = frozenset({"reject_unverified_sender", "reject_unverified_recipient"})
 

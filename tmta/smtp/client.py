@@ -497,6 +497,7 @@ class SMTPClient(protocol.Protocol):
                 self.transport.write(b".\r\n")
                 await self._expect("end of data", timeouts.dataDone)
             return t
+        assert dataReply is not None, "DATA was sent: a recipient was accepted"
         if dataReply.code != 354:
             raise SessionFailed("DATA", dataReply)
         self.transport.write(transparent(content))

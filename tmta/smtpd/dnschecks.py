@@ -30,6 +30,7 @@ from tmta.smtpd.restrictions import (
     REJECT,
     RecipientContext,
     RestrictionEnvironment,
+    tempfailDecision,
 )
 
 log = Logger()
@@ -91,8 +92,8 @@ def _unknownDomain(what: str):
             exists = await _domainExists(env.resolver, domain.rstrip("."))
             dsn = "4.1.8" if what == "Sender" else "4.1.2"
             if exists is None:
-                return DEFER, (f"450 {dsn} <{address}>: {what} address rejected: "
-                               "Domain not found")
+                return (tempfailDecision(env.config, "unknown_address_tempfail_action"),
+                        f"450 {dsn} <{address}>: {what} address rejected: Domain not found")
             if exists:
                 return DUNNO, None
             code = env.code("unknown_address_reject_code")
@@ -245,7 +246,7 @@ def _unknownHeloHostname(env: RestrictionEnvironment, c: RecipientContext):
     cannot tell, what would be accepted is deferred
     (C{defer_if_permit}), as Postfix does by default.
     """
-    from tmta.smtpd.restrictions import DEFER_IF_PERMIT, heloLiteralCheck
+    from tmta.smtpd.restrictions import heloLiteralCheck
 
     name = c.helo
     if not name:
@@ -261,7 +262,8 @@ def _unknownHeloHostname(env: RestrictionEnvironment, c: RecipientContext):
             return DUNNO, None
         reply = f"<{name}>: Helo command rejected: Host not found"
         if exists is None:
-            return DEFER_IF_PERMIT, f"450 4.7.1 {reply}"
+            return (tempfailDecision(env.config, "unknown_helo_hostname_tempfail_action"),
+                    f"450 4.7.1 {reply}")
         code = env.code("unknown_hostname_reject_code")
         return (DEFER if code < 500 else REJECT), f"{code} {code // 100}.7.1 {reply}"
 

@@ -170,12 +170,10 @@ class RestrictionEnvironment:
     @classmethod
     def fromConfig(cls, config, networks, recipientTables=None, resolver=None,
                    policies=None, verify=None) -> "RestrictionEnvironment":
-        from tmta.smtpd.unverified import tempfailAction
         from tmta.tables import TableError, openTables
 
-        for name in ("unverified_sender_tempfail_action",
-                     "unverified_recipient_tempfail_action"):
-            tempfailAction(config, name)
+        for name in TEMPFAIL_PARAMETERS:
+            tempfailDecision(config, name)
 
         try:
             loginMaps = openTables(config.get("smtpd_sender_login_maps"))
@@ -198,6 +196,30 @@ class RestrictionEnvironment:
 
     def code(self, name: str) -> int:
         return self.config.getInt(name)
+
+
+#: The parameters that say what a restriction does when it cannot tell
+#: (the DNS or the verify service failed for now).
+TEMPFAIL_PARAMETERS = ("unknown_helo_hostname_tempfail_action",
+                       "unknown_address_tempfail_action",
+                       "unverified_sender_tempfail_action",
+                       "unverified_recipient_tempfail_action")
+
+
+def tempfailDecision(config, name: str) -> str:
+    """
+    What a C{*_tempfail_action} parameter makes of a temporary failure:
+    C{DEFER} (C{defer}) or C{DEFER_IF_PERMIT} (C{defer_if_permit}: a
+    later reject still wins).
+
+    @raise ValueError: a value Postfix does not know.
+    """
+    value = config.get(name).strip().lower()
+    if value == "defer":
+        return DEFER
+    if value == "defer_if_permit":
+        return DEFER_IF_PERMIT
+    raise ValueError(f"{name} = {value}: must be defer or defer_if_permit")
 
 
 @implementer(ISMTPRestriction)

@@ -25,27 +25,12 @@ from tmta.verify import commands as verification
 
 log = Logger()
 
-#: C{*_tempfail_action} values, and the decision a 4xx becomes.
-TEMPFAIL_ACTIONS = ("defer", "defer_if_permit")
-
 #: What each restriction checks: the reply's subject, the parameters'
 #: prefix, and the enhanced status code of its 4xx replies.
 _KINDS = {
     "sender": ("Sender address", "unverified_sender", "4.1.7"),
     "recipient": ("Recipient address", "unverified_recipient", "4.1.1"),
 }
-
-
-def tempfailAction(config, name: str) -> str:
-    """
-    The value of a C{*_tempfail_action} parameter.
-
-    @raise ValueError: not one Postfix knows.
-    """
-    value = config.get(name).strip().lower()
-    if value not in TEMPFAIL_ACTIONS:
-        raise ValueError(f"{name} = {value}: must be one of {', '.join(TEMPFAIL_ACTIONS)}")
-    return value
 
 
 async def _poll(env, address: str) -> Optional[tuple]:
@@ -84,14 +69,13 @@ def rejectUnverified(kind: str):
     subject, prefix, dsn = _KINDS[kind]
 
     def decide(env, c):
-        from tmta.smtpd.restrictions import DEFER, DEFER_IF_PERMIT, DUNNO, REJECT
+        from tmta.smtpd.restrictions import DUNNO, REJECT, tempfailDecision
 
         address = c.sender if kind == "sender" else c.recipient
         if not address:
             return DUNNO, None
         config = env.config
-        tempfail = DEFER if tempfailAction(
-            config, f"{prefix}_tempfail_action") == "defer" else DEFER_IF_PERMIT
+        tempfail = tempfailDecision(config, f"{prefix}_tempfail_action")
 
         async def check():
             answer = await _poll(env, address)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Dict, Iterator, Optional, Tuple
 
 from tmta.batching import SerialThread
+from tmta.config.safety import verifyMapProblem
 from tmta.logging import Logger
 from tmta.verify.commands import BOUNCE, DEFER, OK, STATUSES, TODO
 
@@ -138,16 +139,14 @@ def openStore(spec: str, reactor):
 
     @raise ValueError: a table type tmta cannot write.
     """
+    problem = verifyMapProblem(spec)
+    if problem is not None:
+        raise ValueError(problem)
     spec = spec.strip()
     if not spec:
         return MemoryStore()
     kind, _, path = spec.partition(":")
-    suffix = WRITABLE_TYPES.get(kind.lower())
-    if suffix is None or not path.startswith("/"):
-        raise ValueError(f"address_verify_map = {spec}: tmta keeps the address verification "
-                         f"cache in a {', '.join(sorted(WRITABLE_TYPES))} table with an "
-                         "absolute path, or in memory (empty)")
-    return SQLiteStore(path + suffix, reactor)
+    return SQLiteStore(path + WRITABLE_TYPES[kind.lower()], reactor)
 
 
 @dataclass
