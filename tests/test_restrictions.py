@@ -559,6 +559,14 @@ class DNSRestrictionTests(TestCase):
                 self.assertEqual(decision, expected, (action, value, reply))
                 if expected == DEFER:
                     self.assertTrue(reply.startswith("450 4."), reply)
+        # A white list that cannot be asked turns a later reject into 450.
+        decision, reply = yield defer.maybeDeferred(
+            RestrictionList("smtpd_client_restrictions", "permit_dnswl_client wl.test, reject",
+                            env).evaluate,
+            RecipientContext(clientAddress="192.0.2.2", recipient="bob@example.com",
+                             addressClass="relay"))
+        self.assertEqual((decision, reply), (DEFER, "450 4.7.1 <192.0.2.2>: Client host "
+                                                    "rejected: Service unavailable"))
 
     @defer.inlineCallbacks
     def test_moreDomainLists(self):
@@ -576,8 +584,14 @@ class DNSRestrictionTests(TestCase):
         self.assertEqual(action, REJECT)
         self.assertIn("Unverified Client host [spammy.example]", reply)
         action, _ = yield self.evaluate("permit_rhswl_client rbl.test, reject",
-                                        clientName="spammy.example")
+                                        clientName="spammy.example", addressClass="relay")
         self.assertEqual(action, PERMIT)
+        # A white list never lets a client relay.
+        for restriction in ("permit_rhswl_client rbl.test", "permit_dnswl_client rbl.test"):
+            action, _ = yield self.evaluate(f"{restriction}, reject",
+                                            clientName="spammy.example",
+                                            clientAddress="192.0.2.2", addressClass="default")
+            self.assertEqual(action, REJECT, restriction)
         action, _ = yield self.evaluate("permit_rhswl_client rbl.test",
                                         clientName="good.example")
         self.assertEqual(action, DUNNO)

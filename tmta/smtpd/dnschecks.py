@@ -25,12 +25,14 @@ from tmta.address import splitAddress
 from tmta.interfaces import ISMTPRestriction
 from tmta.smtpd.restrictions import (
     DEFER,
+    DEFER_IF_REJECT,
     DUNNO,
     PERMIT,
     REJECT,
     RecipientContext,
     RestrictionEnvironment,
     tempfailDecision,
+    unauthorizedDestination,
 )
 
 log = Logger()
@@ -197,6 +199,11 @@ class DNSList:
 
     def evaluate(self, context: RecipientContext):
         env = self.environment
+        if self.permit and context.stage == "RCPT" and context.recipient and \
+                unauthorizedDestination(context):
+            # A white list never lets a client relay: only mail this
+            # machine may take anyway is let through.
+            return DUNNO, None
         query = self.query(context)
         if query is None or env.resolver is None:
             return DUNNO, None
@@ -206,8 +213,15 @@ class DNSList:
         resolver = self.environment.resolver
         try:
             answers, _, _ = await resolver.lookupAddress(name)
+        except dnserror.DNSNameError:
+            return DUNNO, None
         except Exception:
-            # Not listed, or the list cannot be reached: as Postfix, pass.
+            if self.permit:
+                # A white list that cannot be asked: a later reject is
+                # only deferred, as Postfix does.
+                return DEFER_IF_REJECT, (f"450 4.7.1 <{subject}>: Client host rejected: "
+                                         "Service unavailable")
+            # A block list that cannot be asked: as Postfix, pass.
             return DUNNO, None
         listed = [a.payload.dottedQuad() for a in answers if a.type == dns.A]
         listed = [a for a in listed if a.startswith("127.")

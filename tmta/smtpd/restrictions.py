@@ -286,19 +286,26 @@ def untrustedRouting(address: str) -> bool:
     return any(c in unquoteLocal(local) for c in "%!@")
 
 
-def _unauthDestination(c: RecipientContext) -> bool:
+def unauthorizedDestination(c: RecipientContext) -> bool:
+    """
+    Whether the recipient is one this machine would not take from just
+    anybody: not in a domain it receives or relays for, or with
+    sender-specified routing (what C{permit_auth_destination} does not
+    permit).
+    """
     return c.addressClass not in ("local", "alias", "virtual", "relay") or \
         untrustedRouting(c.recipient)
 
 
+
 def _rejectUnauthDestination(env, c):
-    if not c.recipient or not _unauthDestination(c):
+    if not c.recipient or not unauthorizedDestination(c):
         return DUNNO, None
     return REJECT, f"{env.relayCode} 5.7.1 <{c.recipient}>: Relay access denied"
 
 
 def _deferUnauthDestination(env, c):
-    if not c.recipient or not _unauthDestination(c):
+    if not c.recipient or not unauthorizedDestination(c):
         return DUNNO, None
     # Postfix's relay code, as a temporary one.
     return DEFER, f"4{env.relayCode % 100:02d} 4.7.1 <{c.recipient}>: Relay access denied"
@@ -444,7 +451,7 @@ def _checkRelayDomains(env, c):
     except TableLookupError as e:
         log.warn("check_relay_domains: {error}", error=str(e))
         return DEFER, f"451 4.3.0 <{c.recipient}>: Temporary lookup failure"
-    if c.recipient and not _unauthDestination(c):
+    if c.recipient and not unauthorizedDestination(c):
         return PERMIT, None
     return REJECT, f"{env.relayCode} 5.7.1 <{c.recipient}>: Relay access denied"
 
@@ -557,7 +564,7 @@ _BUILTINS = {
     "reject_unauth_destination": _rejectUnauthDestination,
     "defer_unauth_destination": _deferUnauthDestination,
     "permit_auth_destination": lambda env, c: (
-        (DUNNO, None) if not c.recipient or _unauthDestination(c) else (PERMIT, None)),
+        (DUNNO, None) if not c.recipient or unauthorizedDestination(c) else (PERMIT, None)),
     "permit": lambda env, c: (PERMIT, None),
     "reject": lambda env, c: (REJECT, None),
     "defer": lambda env, c: (DEFER, None),
