@@ -89,6 +89,7 @@ def makeService(options: Options):
 
 
 def _twistdMasterClass():
+    from tmta.master.lock import MasterRunning
     from tmta.master.service import ListenError, MasterService
 
     class TwistdMaster(MasterService):
@@ -102,7 +103,7 @@ def _twistdMasterClass():
         def privilegedStartService(self) -> None:
             try:
                 super().privilegedStartService()
-            except (ConfigError, ListenError, OSError) as e:
+            except (ConfigError, ListenError, MasterRunning, OSError) as e:
                 raise SystemExit(f"tmta: fatal: {e}")
 
         def startService(self) -> None:

@@ -25,6 +25,8 @@ from tmta.queue.store import QueueStore
 
 from tests.support import (
     Master,
+    commandLine,
+    descendants,
     freePort,
     processName,
     sendMessage,
@@ -89,6 +91,55 @@ class Load:
             return len(self.acknowledged) + self.refused
 
 
+class SessionLoad:
+    """
+    C{threads} clients, each holding one SMTP session open and sending
+    message after message on it (to C{bob@localhost}, each with a
+    subject of its own) until L{stop}.  A session that fails is counted
+    in C{cutOff} and opened again.
+    """
+
+    def __init__(self, port: int, threads: int = 6) -> None:
+        self.port = port
+        self.acknowledged: Set[str] = set()
+        self.cutOff: List[str] = []
+        self._lock = threading.Lock()
+        self._numbers = iter(range(10**9))
+        self._stopping = threading.Event()
+        self._threads = [threading.Thread(target=self._run, daemon=True)
+                         for _ in range(threads)]
+
+    def start(self) -> "SessionLoad":
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            client = None
+            try:
+                client = smtplib.SMTP("127.0.0.1", self.port, timeout=60)
+                client.ehlo("test.example")
+                while not self._stopping.is_set():
+                    with self._lock:
+                        subject = f"load-{next(self._numbers)}"
+                    client.sendmail("alice@example.com", ["bob@localhost"],
+                                    f"Subject: {subject}\r\n\r\nhello\r\n")
+                    with self._lock:
+                        self.acknowledged.add(subject)
+                client.quit()
+            except (smtplib.SMTPException, OSError) as e:
+                with self._lock:
+                    self.cutOff.append(f"{type(e).__name__}: {e}")
+                if client is not None:
+                    client.close()
+
+    def stop(self, timeout: float = 60) -> None:
+        self._stopping.set()
+        for thread in self._threads:
+            thread.join(timeout)
+
+
 class FaultTests(SynchronousTestCase):
     def startMaster(self) -> Master:
         base = shortTemporaryDirectory(self)
@@ -112,7 +163,7 @@ class FaultTests(SynchronousTestCase):
     def workersNamed(self, name: str) -> List[int]:
         return [p for p in self.master.workers() if processName(p) == name]
 
-    def assertNoneLost(self, load: Load) -> None:
+    def assertNoneLost(self, load) -> None:
         """
         Every message acknowledged with 250 reaches the Maildir, and the
         queue is left empty.
@@ -181,6 +232,126 @@ class FaultTests(SynchronousTestCase):
         # Nothing was killed: no message may have been delivered twice.
         delivered = subjects(self.spool)
         self.assertEqual(len(delivered), len(set(delivered)))
+
+    def _rapidReloads(self, invalid: bool) -> None:
+        """
+        20 SIGHUPs 0.3 to 1.2 seconds apart under continuous load, the
+        configuration changed before each (and, with C{invalid}, every
+        other one made unreadable): nothing lost, nothing delivered
+        twice, never two queue managers, no client cut off, and the
+        active queue empty at the end.
+        """
+        import random
+
+        master = self.startMaster()
+        mainCf = os.path.join(master.directory, "main.cf")
+        with open(mainCf) as f:
+            original = f.read()
+        load = SessionLoad(self.port, threads=6).start()
+        qmgrCounts: List[int] = []
+        watching = threading.Event()
+
+        def watchQmgr():
+            while not watching.is_set():
+                qmgrCounts.append(len(self.workersNamed("qmgr")))
+                time.sleep(0.02)
+
+        watcher = threading.Thread(target=watchQmgr, daemon=True)
+        watcher.start()
+        chooser = random.Random(31)
+        for n in range(20):
+            time.sleep(chooser.uniform(0.3, 1.2))
+            text = original + f"smtpd_banner = $myhostname ESMTP reload {n}\n"
+            if invalid and n % 2:
+                text += "message_size_limit = ten\n"
+            with open(mainCf + ".new", "w") as f:
+                f.write(text)
+            os.replace(mainCf + ".new", mainCf)
+            master.signal(signal.SIGHUP)
+        with open(mainCf, "w") as f:
+            f.write(original)
+        load.stop()
+        self.assertNoneLost(load)
+        watching.set()
+        watcher.join()
+        self.assertEqual(load.cutOff, [], "sessions were cut off")
+        self.assertLessEqual(max(qmgrCounts), 1)
+        delivered = subjects(self.spool)
+        duplicates = len(delivered) - len(set(delivered))
+        self.assertEqual(duplicates, 0, f"{duplicates} duplicate deliveries")
+        self.assertNotIn("did not stop: killing it", master.log())
+
+    def test_rapidReloadsUnderLoad(self):
+        self._rapidReloads(invalid=False)
+
+    def test_rapidReloadsWithInvalidConfiguration(self):
+        """
+        A SIGHUP after main.cf was broken keeps the configuration the
+        master runs on, for the workers it starts afterwards too.
+        """
+        self._rapidReloads(invalid=True)
+
+    def test_invalidReloadKeepsServing(self):
+        """
+        After main.cf is broken and the master told to reload, the master
+        keeps its configuration, and so do the workers it starts
+        afterwards: mail is still taken and delivered.
+        """
+        master = self.startMaster()
+        sendMessage(self.port, "alice@example.com", ["bob@localhost"], "before")
+        waitFor(lambda: "before" in subjects(self.spool), what="the first delivery")
+        with open(os.path.join(master.directory, "main.cf"), "a") as f:
+            f.write("message_size_limit = ten\n")
+        master.signal(signal.SIGHUP)
+        waitFor(lambda: "reload failed, keeping the old configuration" in master.log(),
+                what="the refused reload")
+        # Every worker goes: those that come next are started after the
+        # failed reload.
+        for pid in self.master.workers():
+            if processName(pid) not in ("tmta-forkserver",):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+        for n in range(3):
+            sendMessage(self.port, "alice@example.com", ["bob@localhost"], f"after-{n}")
+        waitFor(lambda: {"after-0", "after-1", "after-2"} <= set(subjects(self.spool)),
+                timeout=60, what="delivery after the failed reload")
+
+    def test_killMasterAlone(self):
+        """
+        kill -9 of the master alone, with sessions open across it: its
+        workers drop the sessions (acknowledging nothing more), finish
+        what they hold and leave; a new master waits for them, then
+        delivers everything acknowledged, once.
+        """
+        master = self.startMaster()
+        load = SessionLoad(self.port, threads=3).start()
+        waitFor(lambda: len(load.acknowledged) >= 30, what="some mail")
+        held = smtplib.SMTP("127.0.0.1", self.port, timeout=30)
+        self.addCleanup(held.close)
+        held.ehlo("held.example")
+        held.mail("alice@example.com")
+        orphans = master.workers() + [p for p in descendants(master.pid)
+                                      if "forkserver" in commandLine(p)]
+        os.kill(master.pid, signal.SIGKILL)
+        master.process.wait()
+
+        def dropped():
+            try:
+                return held.noop()[0] != 250
+            except (smtplib.SMTPException, OSError):
+                return True
+
+        waitFor(dropped, timeout=10, what="the held session to be dropped")
+        load.stop()
+        waitFor(lambda: not [p for p in orphans if os.path.exists(f"/proc/{p}")
+                             and processName(p) != ""],
+                timeout=60, what="the orphaned workers to leave")
+        master.start()
+        self.assertNoneLost(load)
+        delivered = subjects(self.spool)
+        self.assertEqual(len(delivered) - len(set(delivered)), 0, "duplicate deliveries")
 
     def _killUnderLoad(self, name: str) -> None:
         master = self.startMaster()

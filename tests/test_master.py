@@ -195,3 +195,32 @@ class MasterTests(SynchronousTestCase):
         import pwd
 
         self.assertEqual(processUid(pid), pwd.getpwnam(testAccount()).pw_uid)
+
+
+class MasterLockTests(SynchronousTestCase):
+    def test_heldLockRefused(self):
+        """
+        While the lock is held -- by another master, or by a worker that
+        inherited it -- a new master waits, then refuses to start.
+        """
+        import fcntl
+
+        from tmta.master.lock import MasterRunning, acquireMasterLock
+        from tmta.queue.layout import createLayout
+
+        queue = self.mktemp()
+        createLayout(queue)
+        first = acquireMasterLock(queue)
+        # A worker's copy of the descriptor keeps the lock held after the
+        # master's own is closed.
+        inherited = os.dup(first)
+        os.close(first)
+        slept = []
+        with self.assertRaises(MasterRunning):
+            acquireMasterLock(queue, wait=3.0, sleep=slept.append,
+                              now=iter(range(100)).__next__)
+        self.assertTrue(slept)
+        os.close(inherited)
+        second = acquireMasterLock(queue, wait=0)
+        fcntl.flock(second, fcntl.LOCK_UN)
+        os.close(second)

@@ -192,6 +192,26 @@ class PickupTests(SynchronousTestCase):
         waitFor(lambda: maildirMessages(self.spool).get("afterwards"), timeout=15,
                 what="the delivery, sooner than pickup's timer")
 
+    def test_postedRightAfterReload(self):
+        """
+        Mail posted just after a reload is taken at once: the new pickup
+        and queue manager start as soon as the old ones have gone, not
+        at the next timer wake-up.
+        """
+        import signal
+        import time
+
+        master = self.startMaster()
+        waitFor(lambda: "tmta/pickup" in subprocess.run(["ps", "-eo", "args"], capture_output=True,
+                                                        text=True).stdout, what="pickup")
+        for n in range(3):
+            master.signal(signal.SIGHUP)
+            time.sleep(0.3)
+            result = self.post(f"Subject: reload {n}\n\nhi\n".encode(), f"reload{n}@localhost")
+            self.assertEqual(result.returncode, 0, result.stderr)
+        waitFor(lambda: all(maildirMessages(self.spool).get(f"reload{n}") for n in range(3)),
+                timeout=15, what="the deliveries, sooner than pickup's timer")
+
     def test_smtpOnStandardInput(self):
         self.startMaster()
         result = self.post(b"HELO me\r\nMAIL FROM:<root@localhost>\r\nRCPT TO:<bs@localhost>\r\n"

@@ -162,6 +162,42 @@ class RuntimeTests(SynchronousTestCase):
         runtime.start()
         return runtime
 
+    def test_masterLost(self):
+        """
+        Without its master a worker takes no more work: a resident one
+        leaves at once, one that abandons its clients drops them and
+        leaves, the others leave once their clients are done.
+        """
+        from twisted.internet.testing import StringTransport
+
+        class Client(StringTransport):
+            def abortConnection(self):
+                self.aborted = True
+                runtime.clientEnded(self)
+
+        runtime = self.makeRuntime(capacity=5, resident=True)
+        runtime.clientStarted(Client())
+        runtime.masterLost()
+        self.assertEqual((self.exits, self.port.listening), ([True], False))
+
+        runtime = self.makeRuntime(capacity=5)
+        runtime.abandons = True
+        clients = [Client(), Client()]
+        for client in clients:
+            runtime.clientStarted(client)
+        runtime.masterLost()
+        self.assertTrue(all(getattr(c, "aborted", False) for c in clients))
+        self.assertEqual((self.exits, self.port.listening), ([True], False))
+
+        runtime = self.makeRuntime(capacity=5)
+        client = Client()
+        runtime.clientStarted(client)
+        runtime.masterLost()
+        self.assertEqual((self.exits, self.port.listening), ([], False))
+        self.assertEqual(runtime.room(), 0)
+        runtime.clientEnded(client)
+        self.assertEqual(self.exits, [True])
+
     def test_singleClient(self):
         r = self.makeRuntime(capacity=1)
         self.assertEqual(self.reports, [(True, 0)])

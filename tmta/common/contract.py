@@ -33,10 +33,13 @@ class WorkerArguments:
     """
     A worker's command line, as the master writes it::
 
-        NAME/TYPE -c DIR [--embedded] [-o NAME=VALUE]... [--listen FAMILY:FD]...
+        NAME/TYPE -c DIR [--accepted DIR] [--embedded] [-o NAME=VALUE]...
+            [--listen FAMILY:FD]...
 
     @ivar service: C{NAME/TYPE} from master.cf.
     @ivar config: the configuration directory.
+    @ivar accepted: where the master keeps the main.cf and master.cf it
+        accepted (C{""}: read C{config}'s own).
     @ivar overrides: C{NAME=VALUE} parameter overrides.
     @ivar embedded: the master runs on its embedded default.
     @ivar listen: C{FAMILY:FD}, FAMILY C{inet}, C{inet6} or C{unix}.
@@ -45,6 +48,7 @@ class WorkerArguments:
     def __init__(self, service: str = "", config: str = "", embedded: bool = False) -> None:
         self.service = service
         self.config = config
+        self.accepted = ""
         self.overrides: List[str] = []
         self.embedded = embedded
         self.listen: List[str] = []
@@ -71,6 +75,8 @@ class WorkerArguments:
         The command line that L{parseArguments} reads back.
         """
         argv = [self.service, "-c", self.config]
+        if self.accepted:
+            argv += ["--accepted", self.accepted]
         if self.embedded:
             argv.append("--embedded")
         for override in self.overrides:
@@ -91,7 +97,7 @@ def parseArguments(argv: List[str]) -> WorkerArguments:
     @raise SystemExit: the command line is not one the master writes.
     """
     parsed = WorkerArguments()
-    withValue = {"-c": "config", "--config": "config"}
+    withValue = {"-c": "config", "--config": "config", "--accepted": "accepted"}
     appended = {"-o": parsed.overrides, "--listen": parsed.listen}
     words = iter(argv)
     for word in words:

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Callable, List, Mapping, Optional
+from typing import Callable, Dict, List, Mapping, Optional
 
 from .maincf import MainConfig
-from .mastercf import MasterEntry, parseMasterCf, readMasterCf
+from .mastercf import MasterEntry, parseMasterCf
 from .defaults import LOOPBACK_NETWORKS
-from .parser import ConfigError, ConfigProblems
+from .parser import ConfigError, ConfigProblems, linesOf
 from .safety import (
     parameterType,
     smtpdProblems,
@@ -100,6 +100,9 @@ class Configuration:
     services: List[MasterEntry]
     warnings: List[str] = field(default_factory=list)
     embedded: bool = False
+    #: The bytes of main.cf and master.cf as they were read (C{None}:
+    #: the file did not exist), for L{saveAccepted}.
+    sources: Dict[str, Optional[bytes]] = field(default_factory=dict)
 
     def serviceConfig(self, entry: MasterEntry) -> MainConfig:
         """
@@ -183,15 +186,52 @@ def _embeddedOwner():
         return pwd.getpwnam("nobody")
 
 
+def _readSource(path: str) -> Optional[bytes]:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise ConfigError(path, None, f"cannot read: {e.strerror}")
+
+
+def saveAccepted(configuration: Configuration, path: str) -> None:
+    """
+    Keep the main.cf and master.cf a master accepted in the directory
+    C{path} (made, readable by its owner only), for the workers it
+    starts: they run on what the master checked, whatever has been
+    written to the configuration directory since.
+    """
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    for name, data in configuration.sources.items():
+        target = os.path.join(path, name)
+        if data is None:
+            try:
+                os.unlink(target)
+            except FileNotFoundError:
+                pass
+            continue
+        temporary = f"{target}.{os.getpid()}.tmp"
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(temporary, target)
+
+
 def loadConfiguration(
     directory: str,
     overrides: Optional[Mapping[str, str]] = None,
     embedded: bool = False,
     check: bool = True,
+    accepted: Optional[str] = None,
 ) -> Configuration:
     """
     Read C{directory}/main.cf and C{directory}/master.cf.
 
+    @param accepted: read main.cf and master.cf from this directory (a
+        master's L{saveAccepted}) instead; they still name C{directory}
+        as theirs.
     @param overrides: command-line C{-o name=value} settings.
     @param check: check every value's type, and that nothing asks for
         what tmta cannot honour (L{tmta.config.safety}); the master does,
@@ -204,14 +244,20 @@ def loadConfiguration(
     directory = os.path.abspath(directory)
     if not os.path.isdir(directory):
         raise ConfigError(directory, None, "configuration directory does not exist")
-    main = MainConfig.fromFile(os.path.join(directory, "main.cf"), overrides)
+    source = accepted or directory
+    sources = {name: _readSource(os.path.join(source, name))
+               for name in ("main.cf", "master.cf")}
+    mainData = sources["main.cf"]
+    main = MainConfig.fromLines(linesOf(mainData) if mainData is not None else [],
+                                os.path.join(directory, "main.cf"), overrides)
     main.setDefault("config_directory", directory)
     if embedded:
         # The embedded default trusts only this machine's loopback.
         main.setDefault("mynetworks", LOOPBACK_NETWORKS)
     masterPath = os.path.join(directory, "master.cf")
-    if os.path.exists(masterPath):
-        services = readMasterCf(masterPath)
+    masterData = sources["master.cf"]
+    if masterData is not None:
+        services = parseMasterCf(linesOf(masterData), masterPath)
     else:
         services = parseMasterCf(EMBEDDED_MASTER_CF.splitlines(), masterPath)
     main.validate()
@@ -243,7 +289,7 @@ def loadConfiguration(
             "chroot is not applied; these services run unchrooted: "
             + ", ".join(chrooted)
         )
-    return Configuration(directory, main, services, warnings, embedded)
+    return Configuration(directory, main, services, warnings, embedded, sources)
 
 
 def _check(main: MainConfig, services: List[MasterEntry], masterPath: str) -> List[str]:

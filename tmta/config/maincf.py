@@ -194,6 +194,16 @@ class MainConfig:
             lines = []
         except OSError as e:
             raise ConfigError(path, None, f"cannot read: {e.strerror}")
+        return cls.fromLines(lines, path, overrides)
+
+    @classmethod
+    def fromLines(cls, lines: List[str], path: str,
+                  overrides: Optional[Mapping[str, str]] = None) -> "MainConfig":
+        """
+        Read main.cf from its lines (those of the file at C{path}).
+
+        @raise ConfigError: a syntax error, naming file and line.
+        """
         warnings: List[str] = []
         params, where = parseMainCf(lines, path, warnings)
         params.update(overrides or {})

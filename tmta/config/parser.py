@@ -95,10 +95,18 @@ def readLines(path: str) -> List[str]:
     Read a configuration file as text, accepting any byte as Latin-1 so
     that one odd byte in a comment cannot stop start-up.
     """
+    with open(path, "rb") as f:
+        return linesOf(f.read())
+
+
+def linesOf(data: bytes) -> List[str]:
+    """
+    The lines of a configuration file's bytes, as L{readLines} reads
+    them.
+    """
     # Lines end at LF only, and a CR reads as a space, as Postfix reads
     # them: a file with CR-only line ends is one logical line.
-    with open(path, "rb") as f:
-        text = f.read().decode("utf-8", "surrogateescape").replace("\r", " ")
+    text = data.decode("utf-8", "surrogateescape").replace("\r", " ")
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()

@@ -34,6 +34,8 @@ from typing import List
 
 REQUEST_FD = 3
 EVENT_FD = 4
+#: The master's lock (L{tmta.master.lock}), which every worker keeps.
+LOCK_FD = 5
 MAX_FDS = 64
 
 # What workers import: loaded once here, shared by every child.
@@ -112,9 +114,18 @@ def _child(args: List[str], fds: List[int], requests: socket.socket) -> None:
         # (tmta.common.contract.workerDescriptors).  Park every descriptor
         # high first, so that no dup2 below overwrites one still to move.
         parked = [fcntl.fcntl(fd, fcntl.F_DUPFD, 256) for fd in fds]
+        try:
+            lock = fcntl.fcntl(LOCK_FD, fcntl.F_DUPFD, 256)
+        except OSError:
+            lock = -1  # started without the master's lock
         for target, source in enumerate(parked):
             os.dup2(source, target)
-        os.closerange(len(parked), os.sysconf("SC_OPEN_MAX"))
+        kept = len(parked)
+        if lock >= 0:
+            # Held, never used: the master's lock lives while this does.
+            os.dup2(lock, kept)
+            kept += 1
+        os.closerange(kept, os.sysconf("SC_OPEN_MAX"))
         for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
         sys.stdout = os.fdopen(1, "w", buffering=1)

@@ -55,13 +55,13 @@ class _CountedMixin(_Server):
         super().__init__(*args, **kwargs)
         port: "_CappedPortMixin" = self.server  # type: ignore[assignment]
         self._runtime = port.runtime
-        self._runtime.clientStarted()
+        self._runtime.clientStarted(self)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         try:
             super().connectionLost(reason)
         finally:
-            self._runtime.clientEnded()
+            self._runtime.clientEnded(self)
 
 
 class _EagerTCPServer(_CountedMixin, EagerWriteMixin, tcp.Server):
@@ -96,6 +96,9 @@ class WorkerRuntime:
     @ivar maxIdle: leave after this many seconds without a client
         (0: never).
     @ivar resident: ignore C{maxUse} and C{maxIdle} (qmgr, pickup).
+    @ivar abandons: on losing the master, drop the clients in hand
+        rather than finish with them (smtpd's: a session that went on
+        would acknowledge mail that no master looks after).
     @ivar report: called with C{(available, served)} when the master must
         hear of a change.
     @ivar exit: called once, when the worker should end.
@@ -112,6 +115,7 @@ class WorkerRuntime:
         resident: bool,
         report: Callable[[bool, int], None],
         exit: Callable[[], None],
+        abandons: bool = False,
     ) -> None:
         self.clock = clock
         self.capacity = max(1, capacity)
@@ -119,6 +123,9 @@ class WorkerRuntime:
         self.maxIdle = 0 if resident else maxIdle
         self.report = report
         self._exit = exit
+        self.resident = resident
+        self.abandons = abandons
+        self._transports: set = set()
         self.clients = 0
         self.served = 0
         self.stopping = False
@@ -159,13 +166,16 @@ class WorkerRuntime:
         self._sync(force=True)
         self._armIdle()
 
-    def clientStarted(self) -> None:
+    def clientStarted(self, transport=None) -> None:
+        if transport is not None:
+            self._transports.add(transport)
         self.clients += 1
         self.served += 1
         self._cancelIdle()
         self._sync(force=self.served == 1)
 
-    def clientEnded(self) -> None:
+    def clientEnded(self, transport=None) -> None:
+        self._transports.discard(transport)
         self.clients -= 1
         if self.clients == 0:
             if self.stopping or (self.maxUse and self.served >= self.maxUse):
@@ -186,6 +196,30 @@ class WorkerRuntime:
         self.ports = []
         if self.clients == 0:
             self.exit()
+
+    def masterLost(self) -> None:
+        """
+        The master has gone (its control channel closed): take no more
+        work and leave.  A resident service (qmgr) stops at once, waiting
+        only for what it started (the deliveries under way are recorded);
+        one that abandons its clients drops them; the others finish with
+        the clients in hand.  No new master starts while this process
+        lives (L{tmta.master.lock}).
+        """
+        if self._exited:
+            return
+        self.log.warn("the master has gone: taking no more work, and leaving")
+        if self.resident:
+            self.stopping = True
+            for port in self.ports:
+                port.stopListening()
+            self.ports = []
+            self.exit()
+            return
+        self.shutdown()
+        if self.abandons:
+            for transport in list(self._transports):
+                transport.abortConnection()
 
     def exit(self) -> None:
         if self._exited:

@@ -11,6 +11,7 @@ from twisted.internet.protocol import connectionDone
 import errno
 import os
 import pwd
+import shutil
 import signal
 import socket
 import stat
@@ -24,6 +25,8 @@ from twisted.protocols import amp
 from twisted.python.components import Componentized
 
 from tmta.config import ConfigError, Configuration, MasterEntry, parseInetAddress
+from tmta.config.loader import saveAccepted
+from tmta.master.lock import acquireMasterLock
 from tmta.config.parser import ConfigProblems
 from tmta.common.plugins import PluginError, allBroken
 from tmta.master.components import availableComponents, findComponent
@@ -193,6 +196,8 @@ class ServiceRunner:
         self._watchers = [_Watcher(listener, self.pool) for listener in listeners]
         self._wakeup: Optional[task.LoopingCall] = None
         self.used = False
+        #: Workers of this service from before reloads, still finishing.
+        self.predecessors: List[Worker] = []
 
     def start(self) -> None:
         self.pool.update()
@@ -204,13 +209,29 @@ class ServiceRunner:
     def follow(self, previous: "ServiceRunner") -> None:
         """
         Take over from the same service before a reload: its workers
-        still running count against this one's process limit until they
-        have finished.
+        still running -- and those it had itself taken over from reloads
+        before, still finishing -- count against this one's process
+        limit until they have finished, so that reloads in quick
+        succession never run two of a single-process service (qmgr).
         """
-        workers = list(previous.processes.values())
+        workers = [w for w in list(previous.processes.values()) + previous.predecessors
+                   if not w.ended]
+        self.predecessors = workers
         self.pool.inherit(len(workers))
         for worker in workers:
-            worker.done.addBoth(lambda _: self.pool.predecessorExited())
+            worker.done.addBoth(self._predecessorExited, worker)
+
+    def _predecessorExited(self, result, worker: Worker):
+        if worker in self.predecessors:
+            self.predecessors.remove(worker)
+        self.pool.predecessorExited()
+        if self.entry.wakeup and not self.predecessors and not self.processes \
+                and not self.pool.stopped:
+            # The wake-up sent when this service started may have gone to
+            # the worker that has just left: a service the master wakes
+            # (qmgr, pickup) is started now, not at its next timer.
+            self.wakeup()
+        return result
 
     def _listenChanged(self, listening: bool) -> None:
         for watcher in self._watchers:
@@ -234,6 +255,7 @@ class ServiceRunner:
                                     master.configuration.directory,
                                     master.configuration.embedded)
         arguments.overrides = [f"{name}={value}" for name, value in master.overrides.items()]
+        arguments.accepted = master.accepted
         for listener in self.listeners:
             arguments.addListener(listener.familyName)
         args = arguments.toArgv()
@@ -297,22 +319,32 @@ class ServiceRunner:
             )
         )
 
-    def stop(self, closeListeners: bool = True) -> defer.Deferred:
+    def stop(self, closeListeners: bool = True, kill: bool = True) -> defer.Deferred:
         """
         Spawn nothing more, ask every worker to leave, and fire when they
-        have (killing those that do not within a grace period).
+        have.
+
+        @param kill: kill the workers that have not left within a grace
+            period (the master is stopping).  At a reload they are not:
+            as in Postfix, each finishes what it holds -- an SMTP session
+            to its end, the deliveries under way -- however long that
+            takes, and the service's new workers wait for the room it
+            leaves.
         """
         if self._wakeup is not None and self._wakeup.running:
             self._wakeup.stop()
         self.pool.stop()
         self._listenChanged(False)
         waits = []
-        for worker in list(self.processes.values()):
+        # Predecessors were asked to leave at the reload that made them
+        # so; they are waited for (and killed) with the rest.
+        for worker in list(self.processes.values()) + list(self.predecessors):
             control = worker.control
-            if control.transport is not None:
+            if control is not None and control.transport is not None:
                 control.callRemote(Shutdown).addErrback(lambda f: None)
-            timer = self.reactor.callLater(_STOP_GRACE, self._kill, worker)
-            worker.done.addBoth(lambda r, t=timer: t.cancel() if t.active() else None)
+            if kill:
+                timer = self.reactor.callLater(_STOP_GRACE, self._kill, worker)
+                worker.done.addBoth(lambda r, t=timer: t.cancel() if t.active() else None)
             waits.append(worker.done)
         if closeListeners:
             for listener in self.listeners:
@@ -320,7 +352,7 @@ class ServiceRunner:
         return defer.DeferredList(waits)
 
     def _kill(self, worker: Worker) -> None:
-        if worker in self.processes and worker.pid is not None:
+        if not worker.ended and worker.pid is not None:
             log.warn("{tag}: did not stop: killing it", tag=worker.tag())
             try:
                 os.kill(worker.pid, signal.SIGKILL)
@@ -364,6 +396,11 @@ class MasterService(service.Service):
         self._owner = self._checkOwner(self.configuration)
         self.forkserver = ForkServer(reactor, self.workerEnvironment)
         self._listeners: List[Listener] = []
+        #: Where the configuration accepted last is kept for workers.
+        self.accepted = ""
+        #: The queue's master lock (L{tmta.master.lock}), once taken.
+        self._lock: Optional[int] = None
+        self._generation = 0
 
     def _checkOwner(self, configuration: Configuration) -> Optional[pwd.struct_passwd]:
         if os.getuid() != 0:
@@ -378,6 +415,11 @@ class MasterService(service.Service):
             )
         return account
 
+    def _ownerIds(self) -> Tuple[Optional[int], Optional[int]]:
+        if self._owner is None:
+            return None, None
+        return self._owner.pw_uid, self._owner.pw_gid
+
     def _bindAll(self, configuration: Configuration, reuse: Dict[Tuple, Any]):
         """
         Bind every listener master.cf names; return the services to run
@@ -385,8 +427,7 @@ class MasterService(service.Service):
         """
         main = configuration.main
         queueDirectory = main.get("queue_directory")
-        uid = self._owner.pw_uid if self._owner else None
-        gid = self._owner.pw_gid if self._owner else None
+        uid, gid = self._ownerIds()
         createLayout(queueDirectory, uid, gid)
         try:
             createDataDirectory(main.get("data_directory"), uid, gid)
@@ -456,12 +497,17 @@ class MasterService(service.Service):
             ISMTPRestriction,
         )
 
+        if self._lock is None:
+            createLayout(self.configuration.main.get("queue_directory"),
+                         *self._ownerIds())
+            self._lock = acquireMasterLock(self.configuration.main.get("queue_directory"))
         for warning in self.configuration.warnings:
             log.warn("{warning}", warning=warning)
         for reason in allBroken([IComponent, IDeliveryAgentFactory, ILookupTableType,
                                  ISMTPRestriction]):
             log.warn("{reason}: not used", reason=reason)
         self._planned = self._bindAll(self.configuration, {})
+        self._accept(self.configuration)
         super().privilegedStartService()
 
     def setServiceParent(self, parent) -> None:
@@ -487,7 +533,7 @@ class MasterService(service.Service):
             # first (twist, an application's own service tree).
             self.privilegedStartService()
         super().startService()
-        self.forkserver.start(batchLogs=self.batchLogs)
+        self.forkserver.start(batchLogs=self.batchLogs, lock=self._lock)
         self._startRunners(self._planned)
         del self._planned
         configuration = self.configuration
@@ -503,6 +549,25 @@ class MasterService(service.Service):
             queue=configuration.main.get("queue_directory"),
             listening=", ".join(addresses) or "no network listeners",
         )
+
+    def _accept(self, configuration: Configuration) -> None:
+        """
+        Keep the configuration accepted for the workers started from now
+        on (L{saveAccepted}), in a directory of its own under the queue's
+        C{pid/}; the one before stays for workers still starting, older
+        ones go.
+
+        @raise OSError: it cannot be written.
+        """
+        base = os.path.join(configuration.main.get("queue_directory"), "pid")
+        self._generation += 1
+        name = f"accepted.{os.getpid()}.{self._generation}"
+        saveAccepted(configuration, os.path.join(base, name))
+        keep = {name, os.path.basename(self.accepted)}
+        for old in os.listdir(base):
+            if old.startswith("accepted.") and old not in keep:
+                shutil.rmtree(os.path.join(base, old), ignore_errors=True)
+        self.accepted = os.path.join(base, name)
 
     def _startRunners(self, planned) -> None:
         for entry, listeners, maxproc in planned:
@@ -526,14 +591,19 @@ class MasterService(service.Service):
         log.info("reload: configuration {directory}", directory=configuration.directory)
         old = self.runners
         reuse = {listener.key: listener for r in old.values() for listener in r.listeners}
+        previous = self.configuration, self._owner
         self.configuration, self._owner = configuration, owner
         try:
             planned = self._bindAll(configuration, reuse)
+            self._accept(configuration)
         except (OSError, ConfigError, ListenError) as e:
-            log.error("reload: {error}", error=str(e))
+            # The services run on as they were, and so does what new
+            # workers are started with.
+            self.configuration, self._owner = previous
+            log.error("reload failed, keeping the old configuration: {error}", error=str(e))
             return None
         self.runners = {}
-        stops = [runner.stop(closeListeners=False) for runner in old.values()]
+        stops = [runner.stop(closeListeners=False, kill=False) for runner in old.values()]
         for listener in reuse.values():
             listener.close()
         self._startRunners(planned)
@@ -548,7 +618,15 @@ class MasterService(service.Service):
         stops = [runner.stop() for runner in self.runners.values()]
         self.runners = {}
         log.info("daemon stopping")
-        return defer.DeferredList(stops).addBoth(lambda r: self.forkserver.stop())
+        return defer.DeferredList(stops).addBoth(self._stopped)
+
+    def _stopped(self, result=None):
+        self.forkserver.stop()
+        if self._lock is not None:
+            # Held on by the fork server until it has gone too.
+            os.close(self._lock)
+            self._lock = None
+        return result
 
 
 def _restrictionProblems(config) -> List[str]:

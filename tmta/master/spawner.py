@@ -153,13 +153,19 @@ class ForkServer:
         self._byPid: Dict[int, Worker] = {}
         self.stopping = False
 
-    def start(self, batchLogs: bool = False) -> None:
+    def start(self, batchLogs: bool = False, lock: Optional[int] = None) -> None:
         """
         Start the fork server; with C{batchLogs} its log lines are passed
         on a read at a time (see L{LineLog}).
+
+        @param lock: the master's lock, for the fork server and every
+            worker to hold (L{tmta.master.lock}).
         """
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         devnull = os.open(os.devnull, os.O_RDWR)
+        childFDs: Dict[int, Any] = {0: devnull, 1: "r", 2: "r", 3: theirs.fileno(), 4: "r"}
+        if lock is not None:
+            childFDs[5] = lock
         process = _ForkServerProcess(self, batchLogs)
         try:
             self.reactor.spawnProcess(
@@ -167,7 +173,7 @@ class ForkServer:
                 sys.executable,
                 [sys.executable, "-c", FORKSERVER_COMMAND],
                 env=self.environment,
-                childFDs={0: devnull, 1: "r", 2: "r", 3: theirs.fileno(), 4: "r"},
+                childFDs=childFDs,
             )
         finally:
             theirs.close()

@@ -165,7 +165,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     overrides = dict(o.split("=", 1) for o in options.overrides)
     try:
         configuration = loadConfiguration(options.config, overrides, options.embedded,
-                                          check=False)
+                                          check=False, accepted=options.accepted or None)
     except ConfigError as e:
         log.critical("fatal: {error}", error=str(e))
         return 1
@@ -220,6 +220,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         resident=component.resident,
         report=report,
         exit=exit,
+        abandons=entry.type == "inet",
     )
     context = WorkerContext(
         reactor, config, entry.service, runtime, listeners, configuration.services, entry.args
@@ -233,7 +234,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         log.critical("fatal: {service}: {error}", service=entry.service, error=str(e))
         return 1
 
-    protocol = ControlProtocol(onShutdown=runtime.shutdown, onLost=runtime.shutdown)
+    protocol = ControlProtocol(onShutdown=runtime.shutdown, onLost=runtime.masterLost)
     control.append(protocol)
     factory = Factory.forProtocol(lambda: protocol)
     reactor.adoptStreamConnection(CONTROL_FD, socket.AF_UNIX, factory)
