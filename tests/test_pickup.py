@@ -9,7 +9,10 @@ import os
 import pwd
 import subprocess
 
-from twisted.trial.unittest import SynchronousTestCase
+import stat
+
+from twisted.internet import defer, reactor
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from tmta.cli.sendmail import (
     UsageError,
@@ -340,3 +343,95 @@ class InstallCompatTests(SynchronousTestCase):
         self.assertTrue(os.path.islink(other))
         with open(other + ".pre-tmta") as f:
             self.assertEqual(f.read(), "postfix's\n")
+
+
+class MaildropTrustTests(TestCase):
+    """
+    What pickup refuses to take from the world-writable maildrop: a hard
+    link to a file made elsewhere, and a file that was not made there;
+    a directory it cannot move is complained of once.
+    """
+
+    def setUp(self):
+        from tmta.pickup.service import Pickup
+        from tmta.queue.layout import createLayout
+
+        self.queue = os.path.abspath(self.mktemp())
+        createLayout(self.queue)
+        self.maildrop = os.path.join(self.queue, "maildrop")
+        self.posted = []
+        test = self
+
+        class Cleanup:
+            async def post(self, sender, attributes, recipients, content):
+                test.posted.append((sender, recipients))
+                return {"code": 250, "reason": "", "queue_id": "Q"}
+
+        self.pickup = Pickup(reactor, self.queue, Cleanup(), 10_000_000)
+
+    def posting(self, directory, name):
+        from tmta.queue.qfile import QueueFileWriter
+
+        path = os.path.join(directory, name)
+        writer = QueueFileWriter(path)
+        writer.envelope(0.0, "root", {"sender_given": "yes"})
+        writer.recipient("victim@example.org")
+        writer.content(b"Subject: x\n\nbody\n")
+        writer.commit()
+        return path
+
+    @defer.inlineCallbacks
+    def test_hardLinkRefused(self):
+        elsewhere = os.path.abspath(self.mktemp())
+        os.makedirs(elsewhere)
+        original = self.posting(elsewhere, "original")
+        os.link(original, os.path.join(self.maildrop, "4F6A21C3E9B2A001A7"))
+        yield defer.Deferred.fromCoroutine(self.pickup.scan())
+        self.assertEqual(self.posted, [])
+        self.assertEqual(os.listdir(os.path.join(self.queue, "corrupt")),
+                         ["4F6A21C3E9B2A001A7"])
+        self.assertTrue(os.path.exists(original))
+
+    @defer.inlineCallbacks
+    def test_notMadeInMaildropRefused(self):
+        """
+        With maildrop set-group-id, a file whose group is not maildrop's
+        was made elsewhere and moved in.
+        """
+        os.chmod(self.maildrop, 0o3733)
+        if not os.stat(self.maildrop).st_mode & stat.S_ISGID:
+            raise SkipTest("cannot make maildrop set-group-id here")
+        path = self.posting(self.maildrop, "4F6A21C3E9B2A001A7")
+        other = next(g for g in range(1, 65534) if g != os.stat(self.maildrop).st_gid)
+        try:
+            os.chown(path, -1, other)
+        except PermissionError:
+            raise SkipTest("needs root to give the file another group")
+        yield defer.Deferred.fromCoroutine(self.pickup.scan())
+        self.assertEqual(self.posted, [])
+        good = self.posting(self.maildrop, "4F6A21C3E9B2B001A7")
+        self.assertEqual(os.stat(good).st_gid, os.stat(self.maildrop).st_gid)
+        yield defer.Deferred.fromCoroutine(self.pickup.scan())
+        self.assertEqual(len(self.posted), 1)
+
+    @defer.inlineCallbacks
+    def test_stuckDirectoryComplainedOfOnce(self):
+        from twisted.logger import globalLogPublisher
+
+        os.mkdir(os.path.join(self.maildrop, "4F6A21C3E9B2A001A7"))
+        # Nowhere to move it to.
+        corrupt = os.path.join(self.queue, "corrupt")
+        os.rmdir(corrupt)
+        with open(corrupt, "w"):
+            pass
+        complaints = []
+
+        def observe(event):
+            if "cannot move aside" in str(event.get("log_format", "")):
+                complaints.append(event)
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        for _ in range(3):
+            yield defer.Deferred.fromCoroutine(self.pickup.scan())
+        self.assertEqual(len(complaints), 1)

@@ -109,6 +109,46 @@ class QueueManagerTests(TestCase):
         self.assertFalse(os.path.exists(self.store.path("active", queueId)))
 
     @defer.inlineCallbacks
+    def test_notRegularFilesSetAside(self):
+        """
+        A FIFO, or a link to another queue file, under a queue file's
+        name is never opened or taken into active/: it is moved to
+        corrupt/ with a warning, and the real message is delivered once.
+        """
+        real = self.queue(["bob@localhost"], queueName="deferred")
+        os.utime(self.store.path("deferred", real), (0, 0))
+        fifo = "4F6A21C3E9B2A001A7"
+        path = self.store.path("deferred", fifo)
+        self.store.ensureDirectory(os.path.dirname(path))
+        os.mkfifo(path, 0o700)
+        link = "4F6A21C3E9B2B001A7"
+        os.symlink(self.store.path("deferred", real), self.store.path("incoming", link))
+        self.manager.start()
+        yield defer.Deferred.fromCoroutine(self.settle())
+        self.assertEqual(sorted(os.listdir(os.path.join(self.directory, "corrupt"))),
+                         sorted([fifo, link]))
+        delivered = [r["address"] for s, c, kw in self.requests for r in kw["recipients"]]
+        self.assertEqual(delivered, ["bob@localhost"])
+        self.flushLoggedErrors()
+
+    @defer.inlineCallbacks
+    def test_futureRetryTimeCapped(self):
+        """
+        A deferred message whose retry time lies beyond
+        maximal_backoff_time (a clock set wrong when it was deferred) is
+        tried now, not at that date.
+        """
+        far = self.queue(["bob@localhost"], queueName="deferred")
+        os.utime(self.store.path("deferred", far), (time.time() + 86400 * 365,) * 2)
+        near = self.queue(["carol@localhost"], queueName="deferred")
+        os.utime(self.store.path("deferred", near), (time.time() + 60,) * 2)
+        self.manager.start()
+        yield defer.Deferred.fromCoroutine(self.settle())
+        delivered = [r["address"] for s, c, kw in self.requests for r in kw["recipients"]]
+        self.assertEqual(delivered, ["bob@localhost"])
+        self.assertEqual(self.store.list("deferred"), [near])
+
+    @defer.inlineCallbacks
     def test_partialDeferral(self):
         self.outcomes["carol@localhost"] = DEFERRED
         queueId = self.queue(["bob@localhost", "carol@localhost"])

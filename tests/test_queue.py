@@ -407,3 +407,58 @@ class WritebackTests(SynchronousTestCase):
         startWriteback(fd)
         with open(path, "rb") as f:
             self.assertEqual(f.read(), b"x" * 10000)
+
+
+class NotRegularFileTests(SynchronousTestCase):
+    def test_fifoAndLinkNeverOpened(self):
+        """
+        Reading a queue file that is a FIFO does not wait for a writer,
+        and one that is a link is not followed: both are refused at
+        once.
+        """
+        from tmta.queue.qfile import NotRegularFile, openQueueFile
+
+        directory = self.mktemp()
+        os.makedirs(directory)
+        fifo = os.path.join(directory, "fifo")
+        os.mkfifo(fifo)
+        self.assertRaises(NotRegularFile, openQueueFile, fifo)
+        target = os.path.join(directory, "target")
+        with open(target, "wb") as f:
+            f.write(b"x")
+        link = os.path.join(directory, "link")
+        os.symlink(target, link)
+        self.assertRaises(NotRegularFile, openQueueFile, link)
+        os.mkdir(os.path.join(directory, "dir"))
+        self.assertRaises(NotRegularFile, openQueueFile, os.path.join(directory, "dir"))
+
+    def test_listingSkipsWithWarning(self):
+        """
+        tmta queue list (and mailq) go past a FIFO in the queue with a
+        warning instead of hanging on it.
+        """
+        import subprocess
+        import sys
+
+        from tests.support import REPO
+        from tmta.queue.layout import createLayout
+        from tmta.queue.store import QueueStore
+
+        base = os.path.abspath(self.mktemp())
+        queue = os.path.join(base, "queue")
+        createLayout(queue)
+        store = QueueStore(queue)
+        path = store.path("deferred", "4F6A21C3E9B2A001A7")
+        store.ensureDirectory(os.path.dirname(path))
+        os.mkfifo(path, 0o700)
+        with open(os.path.join(base, "main.cf"), "w") as f:
+            f.write(f"queue_directory = {queue}\n")
+        with open(os.path.join(base, "master.cf"), "w") as f:
+            f.write("")
+        result = subprocess.run(
+            [sys.executable, "-c", "import sys; from tmta.cli.admin import main; "
+             "sys.exit(main())", "-c", base, "queue", "list"],
+            capture_output=True, text=True, timeout=30,
+            env=dict(os.environ, PYTHONPATH=REPO))
+        self.assertIn("not a regular file", result.stderr)
+        self.assertIn("Mail queue is empty", result.stdout)

@@ -90,7 +90,7 @@ def queuedMessages(store) -> Iterator[tuple]:
 
     @raise QueueUnreadable: none of the queues could be read.
     """
-    from tmta.queue.qfile import CorruptQueueFile
+    from tmta.queue.qfile import CorruptQueueFile, NotRegularFile
 
     unreadable = 0
     for queueName in ("active", "incoming", "deferred", "hold"):
@@ -107,6 +107,9 @@ def queuedMessages(store) -> Iterator[tuple]:
                 if queueName == "incoming" and not store.isComplete(queueName, queueId):
                     continue
                 envelope = store.readEnvelope(queueName, queueId)
+            except NotRegularFile:
+                sys.stderr.write(f"tmta: warning: {queueName}/{queueId}: not a regular file\n")
+                continue
             except (OSError, CorruptQueueFile):
                 continue
             yield queueName, queueId, envelope

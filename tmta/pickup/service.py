@@ -53,6 +53,9 @@ class Pickup:
         self.reactor = reactor
         self.maildrop = os.path.join(queueDirectory, "maildrop")
         self.corrupt = os.path.join(queueDirectory, "corrupt")
+        #: What could not be moved aside, by name: (device, inode), so
+        #: that it is complained of once, not at every scan.
+        self._stuck: dict = {}
         self.cleanup = cleanup
         self.sizeLimit = sizeLimit
         self.trusted = set(trusted)
@@ -83,7 +86,7 @@ class Pickup:
         except OSError as e:
             log.error("cannot list {path}: {error}", path=self.maildrop, error=e)
             return
-        pending = [name for name in names if isQueueId(name)]
+        pending = [name for name in names if isQueueId(name) and not self._isStuck(name)]
         for name in names:
             if name.startswith(".") and not isQueueId(name):
                 self._removeIfStale(name)
@@ -113,7 +116,17 @@ class Pickup:
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
-                self._setAside(name, "not a regular file")
+                self._setAside(name, "not a regular file", st)
+                return
+            if st.st_nlink != 1:
+                # A hard link to a file its owner wrote elsewhere (a
+                # root-owned file the poster can write, say): not posted
+                # by that owner.
+                self._setAside(name, f"uid={st.st_uid}: file has {st.st_nlink} links", st)
+                return
+            if not self._madeHere(st):
+                self._setAside(name, f"uid={st.st_uid}: not made in maildrop (group "
+                                     f"{st.st_gid})", st)
                 return
             if st.st_size > self.sizeLimit + 1024 * 1024 and self.sizeLimit:
                 self._setAside(name, f"too large ({st.st_size} bytes)")
@@ -152,12 +165,43 @@ class Pickup:
             log.warn("{name}: cleanup: {code} {reason}; will try again", name=name, code=code,
                      reason=reason)
 
-    def _setAside(self, name: str, reason: str) -> None:
+    def _madeHere(self, st: os.stat_result) -> bool:
+        """
+        Whether a file has the group that maildrop gives what is made in
+        it (the directory is set-group-id): a file made elsewhere and
+        moved or linked in keeps its own.
+        """
+        try:
+            directory = os.stat(self.maildrop)
+        except OSError:
+            return False
+        if not directory.st_mode & stat.S_ISGID:
+            return True  # maildrop without set-group-id: nothing to tell by
+        return st.st_gid == directory.st_gid
+
+    def _isStuck(self, name: str) -> bool:
+        identity = self._stuck.get(name)
+        if identity is None:
+            return False
+        try:
+            st = os.lstat(os.path.join(self.maildrop, name))
+        except OSError:
+            del self._stuck[name]
+            return False
+        if (st.st_dev, st.st_ino) != identity:
+            del self._stuck[name]
+            return False
+        return True
+
+    def _setAside(self, name: str, reason: str, st: Optional[os.stat_result] = None) -> None:
         log.warn("maildrop file {name}: {reason}; moved to corrupt/", name=name, reason=reason)
         try:
             os.rename(os.path.join(self.maildrop, name), os.path.join(self.corrupt, name))
         except OSError as e:
-            log.error("maildrop file {name}: cannot move aside: {error}", name=name, error=e)
+            log.error("maildrop file {name}: cannot move aside: {error}; left alone until "
+                      "it changes", name=name, error=e)
+            if st is not None:
+                self._stuck[name] = (st.st_dev, st.st_ino)
 
 
 def _drive(work):

@@ -156,6 +156,7 @@ class QueueManager:
             queueId in self.active
             or not isQueueId(queueId)
             or self._full()
+            or not self.store.isRegular("incoming", queueId)
             or not self.store.isComplete("incoming", queueId)
         ):
             self.wakeup()
@@ -241,12 +242,16 @@ class QueueManager:
 
     def scanDeferred(self) -> None:
         now = self.now()
+        # A retry time further off than any backoff gives (a clock that
+        # was wrong, a file touched by hand) is not waited for.
+        latest = now + self.completion.maximalBackoff
 
         def due(queueId: str) -> bool:
             try:
-                return os.stat(self.store.path("deferred", queueId)).st_mtime <= now
+                retry = os.stat(self.store.path("deferred", queueId)).st_mtime
             except OSError:
                 return False
+            return retry <= now or retry > latest
 
         self._scan("deferred", due)
 
@@ -257,7 +262,14 @@ class QueueManager:
             if self._full():
                 self._waitingIn.add(queueName)
                 return
-            if queueId in self.active or not self.store.isComplete(queueName, queueId):
+            if queueId in self.active:
+                continue
+            if not self.store.isRegular(queueName, queueId):
+                # Never taken into active/ (a link would lead to another
+                # queue file): set aside for the operator, with a word.
+                self.store.corrupt(queueName, queueId, "not a regular file")
+                continue
+            if not self.store.isComplete(queueName, queueId):
                 continue
             if not due(queueId):
                 continue

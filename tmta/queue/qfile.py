@@ -28,8 +28,10 @@ crashing the reader.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
+import stat
 import struct
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable, Dict, Iterator, List, Optional, Sequence
@@ -71,6 +73,18 @@ class CorruptQueueFile(Exception):
     """
     A queue file is truncated, damaged or not a queue file.
     """
+
+
+class NotRegularFile(CorruptQueueFile):
+    """
+    What stands in the queue under a queue file's name is not a regular
+    file (a FIFO, a device, a symbolic link, a directory): never opened
+    for reading, where it could block or lead elsewhere.
+    """
+
+    def __init__(self, path: str = "") -> None:
+        super().__init__("not a regular file")
+        self.path = path
 
 
 def _text(data: bytes) -> str:
@@ -357,11 +371,22 @@ def openQueueFile(path: str) -> BinaryIO:
     and the content are then read from memory, however many times); a
     larger one is left on disk.
 
+    @raise NotRegularFile: it is not a regular file.
     @raise OSError: it cannot be opened or read.
     """
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        size = os.fstat(fd).st_size
+        # Not followed if a link, not waited on if a FIFO: what was
+        # opened is looked at before anything is read from it.
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise NotRegularFile(path)
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotRegularFile(path)
+        size = st.st_size
         if size > _READ_WHOLE:
             return os.fdopen(fd, "rb")
         parts = []

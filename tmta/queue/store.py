@@ -275,6 +275,20 @@ class QueueStore:
         except OSError as e:
             log.error("{queueId}: cannot move to corrupt/: {error}", queueId=queueId, error=e)
 
+    def isRegular(self, queueName: str, queueId: str) -> bool:
+        """
+        Whether what is there is a regular file (not a link, a FIFO, a
+        directory or a device), without following or opening it.  A
+        name that is gone counts as regular: there is nothing to set
+        aside.
+        """
+        try:
+            return stat.S_ISREG(os.lstat(self.path(queueName, queueId)).st_mode)
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False
+
     def isComplete(self, queueName: str, queueId: str) -> bool:
         """
         Whether a file is finished (cleanup sets the execute bit last).
