@@ -41,6 +41,12 @@ DELIBERATE: Dict[str, str] = {
     "syntax/xclient": "XCLIENT is not implemented: refused as unknown (500), where "
                       "Postfix refuses it as unauthorized (550)",
 }
+for _space in ("nbsp", "em-space", "ideographic-space"):
+    for _where in ("before", "inside"):
+        DELIBERATE[f"syntax/unicode-{_space}-{_where}"] = (
+            "a Unicode space in or before an address is refused (501 5.1.3): RFC 5321 "
+            "has no place for it; Postfix 3.7 drops one before the bracket and keeps one "
+            "inside as part of the address")
 for _name in ("reject_sender_login_mismatch", "reject_known_sender_login_mismatch",
               "reject_unauthenticated_sender_login_mismatch"):
     DELIBERATE[f"restriction/{_name}/owned-sender"] = (
@@ -106,6 +112,18 @@ def syntaxScripts() -> List[Script]:
     add("mail-source-route", "EHLO c.example", "MAIL FROM:<@relay.example:a@example.com>",
         "QUIT")
     add("mail-quoted", "EHLO c.example", 'MAIL FROM:<"a b"@example.com>', "QUIT")
+    for name, literal in (("ipv4-literal", "[127.0.0.1]"), ("ipv6-loopback", "[IPv6:::1]"),
+                          ("ipv6-untagged", "[::1]"), ("other-literal", "[192.0.2.1]")):
+        for source in ("127.0.0.1", "127.0.0.2"):
+            add(f"rcpt-{name}-from-{source}", "EHLO c.example", "MAIL FROM:<a@example.com>",
+                f"RCPT TO:<alice@{literal}>", "QUIT", source=source)
+    for name, space in (("nbsp", "\u00a0"), ("em-space", "\u2003"),
+                        ("ideographic-space", "\u3000"), ("tab", "\t")):
+        for where, rcpt in (("before", f"RCPT TO:{space}<alice@localhost>"),
+                            ("inside", f"RCPT TO:<{space}alice@localhost>"),
+                            ("after", f"RCPT TO:<alice@localhost>{space}")):
+            add(f"unicode-{name}-{where}", "EHLO c.example",
+                "MAIL FROM:<a@example.com> SMTPUTF8", rcpt, "QUIT")
     add("mail-size", "EHLO c.example", "MAIL FROM:<a@example.com> SIZE=1000",
         "RCPT TO:<alice@localhost>", "QUIT")
     add("mail-size-huge", "EHLO c.example", "MAIL FROM:<a@example.com> SIZE=999999999999",

@@ -9,6 +9,7 @@ change in any release.
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Optional, Tuple
 
 MAX_PATH = 256
@@ -25,6 +26,8 @@ _ADDRESS_LITERAL = re.compile(r"^\[(?:IPv6:[0-9A-Fa-f:.]+|[0-9.]+)\]$", re.I)
 _ATOM_TEXT = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-\x80-\U0010ffff]+$")
 _QUOTED = re.compile(r'^"(?:[\x20\x21\x23-\x5b\x5d-\x7e\x80-\U0010ffff]|\\[\x20-\x7e])*"$')
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: SMTP's white space.
+_SP = " \t"
 # What a local name may be to name a mailbox: it becomes a file name.
 _MAILBOX_NAME = re.compile(r"^[a-z0-9_+=-][a-z0-9._+=-]{0,63}$")
 
@@ -92,6 +95,11 @@ def checkAddress(address: str) -> str:
         raise AddressError("address too long")
     if _CONTROL.search(address):
         raise AddressError("control character in address")
+    if not address.isascii() and any(unicodedata.category(c)[0] in "ZC"
+                                     for c in address if c > "\x7f"):
+        # A no-break or ideographic space, a format or C1 control
+        # character: no part of an address, whatever SMTPUTF8 allows.
+        raise AddressError("space or control character in address")
     local, domain = splitAddress(address)
     if not local:
         raise AddressError("empty local part")
@@ -121,17 +129,19 @@ def parsePath(text: str, strict: bool = False) -> Tuple[Optional[str], str]:
     @return: C{(address, parameters)}; address C{""} for C{<>}.
     @raise AddressError: malformed.
     """
-    text = text.strip()
+    # Only SMTP's own white space separates (RFC 5321 4.1.1); a Unicode
+    # space is part of what it stands in, and found there.
+    text = text.strip(_SP)
     if text.startswith("<"):
         end = _closingBracket(text)
         inner, rest = text[1:end], text[end + 1 :]
-        if rest and not rest[0].isspace():
+        if rest and rest[0] not in _SP:
             raise AddressError("garbage after address")
     elif strict:
         raise AddressError("address must be in angle brackets")
     else:
         inner, _, rest = text.partition(" ")
-    inner = inner.strip()
+    inner = inner.strip(_SP)
     if inner.startswith("@"):
         # A source route, @a,@b:user@c; RFC 5321 says to ignore it.
         colon = inner.find(":")
@@ -139,8 +149,8 @@ def parsePath(text: str, strict: bool = False) -> Tuple[Optional[str], str]:
             raise AddressError("malformed source route")
         inner = inner[colon + 1 :]
     if inner == "":
-        return "", rest.strip()
-    return checkAddress(inner), rest.strip()
+        return "", rest.strip(_SP)
+    return checkAddress(inner), rest.strip(_SP)
 
 
 def _closingBracket(text: str) -> int:

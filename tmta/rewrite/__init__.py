@@ -93,7 +93,18 @@ class Rewriter:
         domain = domain.lower().rstrip(".")
         if self.localDomains.matchName(domain):
             return True
-        return domain.startswith("[") and domain in ("[127.0.0.1]", "[ipv6:::1]")
+        if domain.startswith("[") and domain.endswith("]"):
+            # An address literal names this host when it is one of the
+            # addresses mail is received on, as Postfix's resolve_local.
+            from tmta.tables.networks import isOwnAddress
+
+            literal = domain[1:-1]
+            if literal.startswith("ipv6:"):
+                literal = literal[len("ipv6:"):]
+            elif ":" in literal:
+                return False  # IPv6 needs its tag (RFC 5321 4.1.3)
+            return isOwnAddress(literal, self.config, proxy=True)
+        return False
 
     def isVirtualMailboxDomain(self, domain: str) -> bool:
         """

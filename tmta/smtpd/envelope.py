@@ -47,7 +47,7 @@ class EnvelopeCommands(SessionState):
             return
         if self.needsTLS():
             return
-        if not argument[:5].upper() == "FROM:" or not argument[5:].strip():
+        if not argument[:5].upper() == "FROM:" or not argument[5:].strip(" \t"):
             self._error("501 5.5.4 Syntax: MAIL FROM:<address>")
             return
         try:
@@ -58,7 +58,9 @@ class EnvelopeCommands(SessionState):
         size = 0
         dsn: Dict[str, str] = {}
         utf8 = authSeen = False
-        for parameter in parameters.split():
+        for parameter in parameters.replace("\t", " ").split(" "):
+            if not parameter:
+                continue
             name, equals, value = parameter.partition("=")
             name = name.upper()
             try:
@@ -150,7 +152,7 @@ class EnvelopeCommands(SessionState):
         if self.sender is None:
             self._error("503 5.5.1 Error: need MAIL command")
             return None
-        if not argument[:3].upper() == "TO:" or not argument[3:].strip():
+        if not argument[:3].upper() == "TO:" or not argument[3:].strip(" \t"):
             self._error("501 5.5.4 Syntax: RCPT TO:<address>")
             return None
         try:
@@ -165,7 +167,9 @@ class EnvelopeCommands(SessionState):
             self._error(NEEDS_SMTPUTF8)
             return None
         notify = orcpt = ""
-        for parameter in parameters.split():
+        for parameter in parameters.replace("\t", " ").split(" "):
+            if not parameter:
+                continue
             name, _, value = parameter.partition("=")
             name = name.upper()
             try:

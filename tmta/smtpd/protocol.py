@@ -302,7 +302,7 @@ class SMTPServer(EnvelopeCommands, DataCommands, AuthCommands, TLSCommands, Rest
             self._error(f"503 5.7.0 Error: access denied for {self.client}")
             return None
         try:
-            argument = (match.group(2) or b"").decode("utf-8").strip()
+            argument = (match.group(2) or b"").decode("utf-8").strip(" \t")
         except UnicodeDecodeError:
             self._error("500 5.5.2 Error: bad UTF-8 syntax")
             return None

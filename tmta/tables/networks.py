@@ -59,19 +59,28 @@ def _boundHere(ip) -> bool:
         return False
 
 
-def isOwnAddress(address: str, config=None) -> bool:
+def isOwnAddress(address: str, config=None, proxy: bool = False) -> bool:
     """
     Whether a client connected from an address this MTA receives mail
     on: one of C{inet_interfaces} (with C{all}, any of this host's
-    addresses; C{loopback-only}, the loopback addresses), as Postfix's
-    C{permit_inet_interfaces} decides.  Without C{config}, any of this
-    host's addresses.
+    addresses; C{loopback-only}, the loopback addresses) of a protocol
+    C{inet_protocols} enables, as Postfix's C{permit_inet_interfaces}
+    decides.  Without C{config}, any of this host's addresses.
+
+    @param proxy: count C{proxy_interfaces} too (whether an address
+        literal names this host).
     """
     try:
         ip = _clientIP(address)
     except ValueError:
         return False
+    if config is not None:
+        protocols = {p.lower() for p in config.getList("inet_protocols")}
+        if "all" not in protocols and f"ipv{ip.version}" not in protocols:
+            return False
     interfaces = config.getList("inet_interfaces") if config is not None else ["all"]
+    if proxy and config is not None:
+        interfaces = interfaces + config.getList("proxy_interfaces")
     for item in interfaces:
         item = item.lower()
         if item == "all":
