@@ -204,6 +204,19 @@ class CleanupRewritingTests(TestCase):
                     b"Subject: buy viagra\nFrom: x@y\n\nbody\n--YY--\n")
         _, result = yield self.submitted(self.cleanup(), attached)
         self.assertEqual(result["code"], 550)
+        # The message's own MIME headers go through mime_header_checks
+        # too: a single-part program is refused as one in a part is.
+        single = (b"Subject: one file\nMIME-Version: 1.0\n"
+                  b"Content-Type: application/octet-stream; name=\"x.exe\"\n\nTVqQ\n")
+        _, result = yield self.submitted(cleanup, single)
+        self.assertEqual((result["code"], result["reason"]), (550, "5.7.1 no programs"))
+        # And so do an attached message's MIME headers.
+        nested = (b"Subject: fwd\nContent-Type: multipart/mixed; boundary=YY\n\n"
+                  b"--YY\nContent-Type: message/rfc822\n\n"
+                  b"Subject: inner\nContent-Type: application/x-msdownload; name=a.exe\n\n"
+                  b"MZ\n--YY--\n")
+        _, result = yield self.submitted(cleanup, nested)
+        self.assertEqual((result["code"], result["reason"]), (550, "5.7.1 no programs"))
         # A part header line is not a body line.
         partHeader = (b"Subject: x\nContent-Type: multipart/mixed; boundary=ZZ\n\n"
                       b"--ZZ\nContent-Type: text/plain\n\nok\n--ZZ--\n")

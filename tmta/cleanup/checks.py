@@ -64,6 +64,8 @@ class ContentChecks:
         self.bodyTables = openTables(config.get("body_checks"))
         #: Whether the body is looked at at all (MIME part headers too).
         self.inspectsBody = bool(self.bodyTables or self.mimeTables or self.nestedTables)
+        #: Whether the message's own headers are looked at.
+        self.inspectsHeaders = bool(self.headerTables or self.mimeTables)
         self.active = bool(self.headerTables or self.inspectsBody)
 
     def _lookup(self, tables, line: str) -> Optional[Tuple[str, str]]:
@@ -126,15 +128,20 @@ class ContentChecks:
 
     def headers(self, headers: List[bytes], verdict: Verdict, queueId: str) -> List[bytes]:
         """
-        Check each header; return the header section as the actions
-        leave it.
+        Check each of the message's own headers -- its MIME headers
+        against C{mime_header_checks}, the others against
+        C{header_checks}, as Postfix divides them -- and return the
+        header section as the actions leave it.
         """
-        if not self.headerTables:
+        if not self.inspectsHeaders:
             return headers
         out: List[bytes] = []
         for header in headers:
-            found = self._lookup(self.headerTables, _text(header))
-            out += self._apply(verdict, found, header, "header", queueId)
+            mime = isMimeHeader(header)
+            tables = self.mimeTables if mime else self.headerTables
+            found = self._lookup(tables, _text(header)) if tables else None
+            out += self._apply(verdict, found, header, "mime header" if mime else "header",
+                               queueId)
         return out
 
     def body(self, headers: List[bytes]) -> "BodyChecker":
@@ -149,6 +156,14 @@ class ContentChecks:
 
 
 _CONTENT_TYPE = re.compile(rb"^content-type:[ \t]*([^;\s]+)", re.I)
+#: The MIME headers, which go to mime_header_checks wherever they are:
+#: the message's own, a part's, an attached message's.
+_MIME_HEADER = re.compile(rb"^(?:content-(?:description|disposition|id|transfer-encoding|"
+                          rb"type)|mime-version)[ \t]*:", re.I)
+
+
+def isMimeHeader(header: bytes) -> bool:
+    return _MIME_HEADER.match(header) is not None
 _BOUNDARY = re.compile(rb"boundary[ \t]*=[ \t]*(?:\"([^\"]+)\"|([^;\s]+))", re.I)
 _HEADER_LINE = re.compile(rb"^[!-9;-~]+[ \t]*:")
 
@@ -237,7 +252,10 @@ class BodyChecker:
         kind = contentType(header)
         if kind is not None:
             self.partType = kind
-        nested = self.mode == NESTED_HEADERS
+        # An attached message's own headers go to nested_header_checks,
+        # its MIME headers (and every header of a MIME part) to
+        # mime_header_checks.
+        nested = self.mode == NESTED_HEADERS and not isMimeHeader(header)
         tables = self.checks.nestedTables if nested else self.checks.mimeTables
         found = self.checks._lookup(tables, _text(header)) if tables else None
         self._late(verdict, found)

@@ -278,7 +278,7 @@ class Message:
             return
         if self.cleanup.checks.inspectsBody:
             self.bodyChecker = self.cleanup.checks.body(headers)
-        if self.cleanup.checks.headerTables:
+        if self.cleanup.checks.inspectsHeaders:
             try:
                 headers = self.cleanup.checks.headers(headers, self.verdict, self.queueId)
             except TableLookupError as e:
