@@ -71,6 +71,41 @@ class ThreadBatcherTests(TestCase):
         return defer.gatherResults([first, second]).addCallback(self.assertEqual, [2, 4])
 
     @defer.inlineCallbacks
+    def test_earlyAnswers(self):
+        """
+        With C{early}, the work may hand out an item's result while the
+        batch goes on; it is not handed out again, and a failure later
+        in the batch fails only the items not yet answered.
+        """
+        held = threading.Event()
+        release = threading.Event()
+        batches = []
+
+        def work(items, answer):
+            batches.append(list(items))
+            answer(0, f"early {items[0]}")
+            if len(batches) == 1:
+                held.set()
+                release.wait(10)
+            if items[-1] == "boom":
+                raise RuntimeError("broken")
+            return ["not this"] + [f"{i}!" for i in items[1:]]
+
+        batcher = ThreadBatcher(reactor, work, early=True)
+        self.addCleanup(batcher.stop)
+        first = batcher.submit("a")
+        self.assertEqual((yield first), "early a")
+        self.assertTrue(held.wait(10))
+        # Asked for while the first batch is held: one batch.
+        later = [batcher.submit(x) for x in ("x", "y", "boom")]
+        release.set()
+        results = yield defer.DeferredList(later, consumeErrors=True)
+        self.assertEqual(batches[1:], [["x", "y", "boom"]])
+        self.assertEqual(results[0], (True, "early x"))
+        self.assertFalse(results[1][0])
+        self.assertFalse(results[2][0])
+
+    @defer.inlineCallbacks
     def test_failureFailsTheBatch(self):
         def work(items):
             raise RuntimeError("broken")

@@ -115,9 +115,9 @@ class LocalAgentTests(SynchronousTestCase):
     def test_batchSyncFailureDefers(self):
         """
         When C{new/} cannot be synced, the deliveries into it are
-        deferred (the mail is tried again; at worst a copy is repeated,
-        never lost), and the duplicate filter forgets them so that the
-        next try delivers.
+        deferred and their files taken out of C{new/} again (the mail is
+        tried again, and the retry's copy is the only one), and the
+        duplicate filter forgets them so that the next try delivers.
         """
         spool = os.path.join(self.base, "mail") + "/"
         agent = self.agent(local_mailbox_accounts="none", mail_spool_directory=spool)
@@ -136,11 +136,44 @@ class LocalAgentTests(SynchronousTestCase):
                          [(DEFERRED, "4.2.0"), (SENT, "2.0.0")])
         self.assertIn("cannot sync maildir", statuses[0].reason)
         self.assertIn(os.path.join(spool, "bob", "new"), statuses[0].reason)
+        self.assertEqual(os.listdir(os.path.join(spool, "bob", "new")), [])
         failing[0] = False
         request.recipients = request.recipients[:1]
         [[status]] = agent.deliverBatch([request])
         self.assertEqual(status.status, SENT)
-        self.assertEqual(len(os.listdir(os.path.join(spool, "bob", "new"))), 2)
+        self.assertEqual(len(os.listdir(os.path.join(spool, "bob", "new"))), 1)
+
+    def test_commandRunsAlone(self):
+        """
+        A delivery to a command is never batched with other recipients':
+        what the batch delivered before it is answered before it starts,
+        and it is answered as soon as it ends, so a slow command holds
+        nobody else's mail (and a crash during it repeats nothing).
+        """
+        if os.getuid() != 0:
+            raise self.skipTest("commands run as another account: needs root")
+        import time
+
+        user = testAccount()
+        spool = os.path.join(self.base, "spool")
+        os.mkdir(spool)
+        os.chmod(spool, 0o1777)
+        aliases = os.path.join(self.base, "aliases")
+        with open(aliases, "w") as f:
+            f.write(f"first {user}\nslow |/bin/sleep 1\nlast {user}\n")
+        agent = self.agent(mail_spool_directory=spool, alias_maps=f"texthash:{aliases}")
+        requests = [self.queueMessage(recipients=[f"{name}@localhost"])
+                    for name in ("first", "slow", "last")]
+        answered = []
+        started = time.monotonic()
+        results = agent.deliverBatch(
+            requests, answer=lambda index, statuses: answered.append(
+                (index, [s.status for s in statuses], time.monotonic() - started)))
+        self.assertEqual([s.status for r in results for s in r], [SENT, SENT, SENT])
+        self.assertEqual([(i, s) for i, s, _ in answered],
+                         [(0, [SENT]), (1, [SENT]), (2, [SENT])])
+        self.assertLess(answered[0][2], 0.5, "the first waited for the command")
+        self.assertGreaterEqual(answered[1][2], 0.9)
 
     def test_batchWritesEveryFileBeforeAnyFsync(self):
         """

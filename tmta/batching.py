@@ -139,13 +139,19 @@ class ThreadBatcher(Generic[Item, Result]):
     @param around: a context in which a batch's results are handed out
         (such as L{tmta.wire.heldWrites}, so that what is sent in answer
         goes out together).
+    @param early: C{work} is called as C{work(items, answer)}, and may
+        hand out an item's result before the batch ends with
+        C{answer(index, result)} (from its thread); the results it
+        returns for those are not handed out again.
     """
 
-    def __init__(self, reactor, work: Callable[[Sequence[Item]], Sequence[Result]],
-                 around: Optional[Callable[[], ContextManager[Any]]] = None) -> None:
+    def __init__(self, reactor, work: Callable[..., Sequence[Result]],
+                 around: Optional[Callable[[], ContextManager[Any]]] = None,
+                 early: bool = False) -> None:
         self.reactor = reactor
         self.work = work
         self.around = around or nullcontext
+        self.early = early
         # Shared with the thread: the items waiting for the next batch,
         # and whether the thread is (or has been asked to start) taking
         # them.
@@ -182,15 +188,30 @@ class ThreadBatcher(Generic[Item, Result]):
                     self._draining = False
                     return
             results: Any
+            items = [item for item, _ in batch]
             try:
-                results = self.work([item for item, _ in batch])
+                if self.early:
+                    def answer(index: int, result: Any, batch=batch) -> None:
+                        callFromThread(self._handOutOne, batch, index, result)
+
+                    results = self.work(items, answer)
+                else:
+                    results = self.work(items)
             except BaseException:
                 results = Failure()
             callFromThread(self._handOut, results, batch)
 
+    def _handOutOne(self, batch, index: int, result) -> None:
+        d = batch[index][1]
+        if not d.called:
+            with self.around():
+                d.callback(result)
+
     def _handOut(self, results, batch) -> None:
         with self.around():
             for index, (_, d) in enumerate(batch):
+                if d.called:
+                    continue  # answered early
                 if isinstance(results, Failure):
                     d.errback(results)
                 else:

@@ -63,6 +63,7 @@ from tmta.local.mailbox import (
     deliverMaildir,
     deliverMbox,
     envelopeLine,
+    unlinkQuietly,
 )
 from tmta.local.targets import (
     ADDRESS,
@@ -243,7 +244,11 @@ class LocalAgent:
         self._duplicateLimit = config.getInt("duplicate_filter_limit")
         #: Maildir directories whose fsync waits for the end of the batch
         #: under way, or C{None} outside one (see L{deliverBatch}).
-        self._syncs: Optional[Dict[Tuple[str, int, int], Tuple[list, list]]] = None
+        self._syncs: Optional[Dict[Tuple[str, int, int], Tuple[list, list, list]]] = None
+        #: Finishes and answers what the batch under way has delivered.
+        self._settle: Optional[Callable[[], None]] = None
+        #: The request being delivered ran alone (L{beforeAlone}).
+        self._ranAlone = False
         #: Maildir files written and not yet fsynced, which the end of the
         #: batch under way finishes, or C{None} outside one.
         self._written: Optional[List[Tuple[WrittenMaildirFile, int, int, Tuple,
@@ -312,7 +317,9 @@ class LocalAgent:
         """
         return self.deliverBatch([request])[0]
 
-    def deliverBatch(self, requests: Sequence[DeliveryRequest]) -> List[List[RecipientStatus]]:
+    def deliverBatch(self, requests: Sequence[DeliveryRequest],
+                     answer: Optional[Callable[[int, List[RecipientStatus]], None]] = None,
+                     ) -> List[List[RecipientStatus]]:
         """
         Deliver several requests, one after another, with one fsync of
         each Maildir's C{new/} for all of them (group commit): a message
@@ -323,16 +330,38 @@ class LocalAgent:
         into C{new/} at the end of the batch (L{_finishWritten}), their
         writeback started before the first fsync, as cleanup commits
         queue files: one journal commit can then carry them all.
-        Blocking.
 
+        A delivery to a command, a file or another transport is never
+        batched with other recipients' deliveries: what the batch
+        delivered before it is finished and answered first (so that a
+        slow command holds nobody else's mail, and a crash during it
+        repeats nothing already delivered), and it is answered as soon
+        as it is done.  Blocking.
+
+        @param answer: C{answer(index, statuses)} hands out a request's
+            statuses before the batch ends.
         @return: each request's statuses, in order.
         """
         self._syncs = {}
         self._written = []
         done: List[List[Tuple[RequestRecipient, RecipientStatus, float]]] = []
+        results: Dict[int, List[RecipientStatus]] = {}
+
+        def settle() -> None:
+            failed = self._finishWritten()
+            syncs, self._syncs = self._syncs, {}
+            self._written = []
+            failed.update(self._syncDirectories(syncs))
+            for index in range(len(results), len(done)):
+                results[index] = self._statuses(requests[index], done[index], failed)
+                if answer is not None:
+                    answer(index, results[index])
+
+        self._settle = settle
         try:
             for request in requests:
                 outcomes = []
+                self._ranAlone = False
                 for r in request.recipients:
                     started = time.time()
                     self._delivering = (request.queueId, r.offset)
@@ -343,41 +372,58 @@ class LocalAgent:
                         status = RecipientStatus(r.offset, e.status, e.dsn, e.reason)
                     outcomes.append((r, status, started))
                 done.append(outcomes)
+                if self._ranAlone:
+                    settle()
         except BaseException:
-            # The whole batch fails, and is tried again: deliver nothing
-            # of it.
+            # What was not answered yet fails, and is tried again:
+            # deliver nothing of it.
             written, self._written = self._written or [], None
             for entry in written:
                 entry[0].discard()
+            self._syncs = None
             raise
         finally:
-            failed = self._finishWritten()
-            syncs, self._syncs = self._syncs, None
-            failed.update(self._syncDirectories(syncs))
-        results = []
-        for request, outcomes in zip(requests, done):
-            statuses = []
-            for r, status, started in outcomes:
-                reason = failed.get((request.queueId, r.offset))
-                if reason is not None and status.status == SENT:
-                    status = RecipientStatus(r.offset, DEFERRED, "4.2.0", reason)
-                logDelivery(request, r, "local", status, started)
-                statuses.append(status)
-            results.append(statuses)
-        return results
+            self._settle = None
+        settle()
+        self._syncs = self._written = None
+        return [results[index] for index in range(len(requests))]
+
+    def _statuses(self, request: DeliveryRequest,
+                  outcomes: List[Tuple[RequestRecipient, RecipientStatus, float]],
+                  failed: Dict[Tuple[str, int], str]) -> List[RecipientStatus]:
+        statuses = []
+        for r, status, started in outcomes:
+            reason = failed.get((request.queueId, r.offset))
+            if reason is not None and status.status == SENT:
+                status = RecipientStatus(r.offset, DEFERRED, "4.2.0", reason)
+            logDelivery(request, r, "local", status, started)
+            statuses.append(status)
+        return statuses
+
+    def beforeAlone(self) -> None:
+        """
+        A delivery that runs alone (a command, a file, another
+        transport) is about to start: finish and answer what the batch
+        delivered before it, and have it answered once it is done.
+        """
+        self._ranAlone = True
+        if self._settle is not None:
+            self._settle()
 
     def _syncLater(self, directory: str, uid: int, gid: int, key: Tuple,
-                   delivering: Tuple[str, int]) -> None:
+                   delivering: Tuple[str, int], path: str) -> None:
         """
         Put off the fsync of a Maildir's C{new/} to the end of the batch
         under way (L{deliverBatch}), as C{uid}:C{gid}, for the delivery
-        C{delivering} (queue id, recipient offset); C{key} names the
-        mailbox for the duplicate filter, forgotten if the fsync fails.
+        C{delivering} (queue id, recipient offset) of the file C{path};
+        C{key} names the mailbox for the duplicate filter, forgotten if
+        the fsync fails.
         """
         assert self._syncs is not None, "only within a batch"
-        entry = self._syncs.setdefault((directory, uid, gid), ([], []))
+        entry = self._syncs.setdefault((directory, uid, gid), ([], [], []))
         entry[0].append(delivering)
         entry[1].append(key)
+        entry[2].append(path)
 
     def finishLater(self, written: WrittenMaildirFile, uid: int, gid: int,
                     key: Tuple) -> bool:
@@ -413,7 +459,7 @@ class LocalAgent:
                 failed[delivering] = str(e)
                 self.forget(key)
                 continue
-            self._syncLater(file.new, uid, gid, key, delivering)
+            self._syncLater(file.new, uid, gid, key, delivering, file.final)
         return failed
 
     def _syncDirectories(self, syncs) -> Dict[Tuple[str, int], str]:
@@ -422,7 +468,7 @@ class LocalAgent:
         offset): reason}} for the deliveries whose directory failed.
         """
         failed: Dict[Tuple[str, int], str] = {}
-        for (directory, uid, gid), (deliveries, keys) in (syncs or {}).items():
+        for (directory, uid, gid), (deliveries, keys, paths) in (syncs or {}).items():
             try:
                 with identity(uid, gid):
                     fsyncDirectory(directory, self.fsync)
@@ -433,6 +479,11 @@ class LocalAgent:
                     failed[delivery] = reason
                 for key in keys:
                     self.forget(key)
+                # Deferred, so not left in new/: the retry's copy is the
+                # only one.
+                with identity(uid, gid):
+                    for path in paths:
+                        unlinkQuietly(path)
         return failed
 
     def remember(self, key: Tuple) -> bool:
@@ -757,6 +808,7 @@ class _Delivery:
         if path == "/dev/null":
             self._ok("delivered to file: /dev/null")
             return
+        agent.beforeAlone()
         box = Mailbox(path.rstrip("/"), path.endswith("/"), rights.pw_uid, rights.pw_gid)
         try:
             self._write(box, state)
@@ -782,6 +834,7 @@ class _Delivery:
             return
         if not self._once((kind, rights.pw_uid, command), f"delivered to command: {command}"):
             return
+        agent.beforeAlone()
         user = state.user or rights
         local, domain = splitAddress(state.address)
         name = unquoteLocal(local)
@@ -825,6 +878,7 @@ class _Delivery:
             agent.forget((self.request.queueId,) + key)
             self._fail(DEFERRED, "4.3.0", f"cannot pass mail to the {transport} transport")
             return
+        agent.beforeAlone()
         offset = next((r.offset for r in self.request.recipients
                        if r.address == self.address), 0)
         status = agent.passer.passOn(transport, nexthop or self.request.nexthop, self.request,
@@ -973,7 +1027,8 @@ class LocalDeliveryAgent:
     def __init__(self, reactor, agent: LocalAgent) -> None:
         self.reactor = reactor
         self.agent = agent
-        self.batcher = ThreadBatcher(reactor, agent.deliverBatch, around=heldWrites)
+        self.batcher = ThreadBatcher(reactor, agent.deliverBatch, around=heldWrites,
+                                     early=True)
 
     def deliver(self, request: DeliveryRequest):
         return self.batcher.submit(request)

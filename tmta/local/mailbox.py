@@ -257,8 +257,22 @@ def deliverMaildir(path: str, prefix: bytes, chunks: Iterable[bytes], fsync: Fsy
     try:
         fsyncDirectory(new, fsync)
     except OSError as e:
+        # Not delivered, so not left in new/ either: the delivery is
+        # tried again, and the retry's must be the only copy.
+        unlinkQuietly(written.final)
         raise _writeError(e)
     return os.path.basename(written.final)
+
+
+def unlinkQuietly(path: str) -> None:
+    """
+    Remove a file whose delivery failed after it was named, if it is
+    still there.
+    """
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def _dotlock(path: str, timeout: float = 30.0):
