@@ -353,6 +353,40 @@ class FaultTests(SynchronousTestCase):
         delivered = subjects(self.spool)
         self.assertEqual(len(delivered) - len(set(delivered)), 0, "duplicate deliveries")
 
+    def test_fsyncFailuresInTheMailbox(self):
+        """
+        fsync failing with EIO in local (injected with strace) while
+        mail arrives: every acknowledged message is delivered once --
+        the deliveries whose file or new/ could not be synced are
+        deferred and leave no copy behind.
+        """
+        import shutil
+        import subprocess
+
+        if os.geteuid() != 0 or shutil.which("strace") is None:
+            raise self.skipTest("needs root and strace")
+        master = self.startMaster()
+        sendMessage(self.port, "alice@example.com", ["bob@localhost"], "warm-up")
+        waitFor(lambda: "warm-up" in subjects(self.spool), what="the first delivery")
+        load = Load(self.port, 300, threads=4).start()
+        waitFor(lambda: load.sent >= 20, what="the load to start")
+        tracers = [
+            subprocess.Popen(["strace", "-qq", "-f", "-p", str(pid), "-e", "trace=fsync",
+                              "-e", "inject=fsync:error=EIO:when=2+3"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for pid in self.workersNamed("local")]
+        self.assertTrue(tracers, "no local worker to trace")
+        time.sleep(4)
+        for tracer in tracers:
+            tracer.terminate()
+            tracer.wait(10)
+        load.wait()
+        self.assertNoneLost(load)
+        self.assertIn("Input/output error", master.log())
+        delivered = subjects(self.spool)
+        duplicates = len(delivered) - len(set(delivered))
+        self.assertEqual(duplicates, 0, f"{duplicates} duplicate deliveries")
+
     def _killUnderLoad(self, name: str) -> None:
         master = self.startMaster()
         load = Load(self.port, 200).start()
