@@ -198,6 +198,20 @@ class RuntimeTests(SynchronousTestCase):
         runtime.clientEnded(client)
         self.assertEqual(self.exits, [True])
 
+    def test_requestsCountAgainstMaxUse(self):
+        """
+        An agent serving many requests over one connection (qmgr's)
+        retires after max_use of them: it takes no new connection, and
+        leaves once the one it has is closed.
+        """
+        r = self.makeRuntime(capacity=1, maxUse=3)
+        r.clientStarted()
+        self.assertEqual([r.requestServed() for _ in range(3)], [False, False, True])
+        self.assertFalse(self.port.listening)
+        self.assertEqual(self.exits, [])
+        r.clientEnded()
+        self.assertEqual(self.exits, [True])
+
     def test_singleClient(self):
         r = self.makeRuntime(capacity=1)
         self.assertEqual(self.reports, [(True, 0)])

@@ -848,3 +848,38 @@ class PlainReadTests(SynchronousTestCase):
         peer.send(serializeBox({b"_command": b"Note", b"text": b"hi"}))
         transport.doRead()
         self.assertEqual(protocol.boxes, [{b"_command": b"Note", b"text": b"hi"}])
+
+
+class RetiringPoolTests(_ConnectionsMadeByTest, SynchronousTestCase):
+    """
+    A connection whose worker said it takes no more (max_use) gets no
+    new request, and is closed once those under way are done.
+    """
+
+    def test_multiplexed(self):
+        from tmta.wire import MultiplexingPool
+
+        pool = MultiplexingPool(self.connect, self.clock, 3, idle=5)
+        pool.acquire(), pool.acquire()
+        a = self.connected()
+        pool.retire(a)
+        self.assertIsNotNone(a.transport)
+        # The next request goes to a new connection, not the retired one.
+        pool.acquire()
+        self.assertEqual(len(self.pending), 1)
+        b = self.connected()
+        self.assertIsNot(b, a)
+        pool.release(a)
+        self.assertIsNone(a.transport)
+        self.assertEqual(pool.busy, {b: 1})
+
+    def test_single(self):
+        from tmta.wire import ConnectionPool
+
+        pool = ConnectionPool(self.connect, self.clock, idle=5)
+        pool.acquire()
+        a = self.connected()
+        pool.retire(a)
+        self.assertIsNone(a.transport)
+        pool.acquire()
+        self.assertEqual(len(self.pending), 1)

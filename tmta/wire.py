@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from contextlib import contextmanager
 from types import CoroutineType
-from typing import Any, ContextManager, Dict, Iterator, List, Sequence, Tuple
+from typing import Any, ContextManager, Dict, Iterator, List, Sequence, Set, Tuple
 
 from twisted.internet import defer, endpoints, unix
 from twisted.internet.error import ConnectionLost
@@ -652,6 +652,15 @@ class ConnectionPool:
         if protocol.transport is not None:
             protocol.transport.loseConnection()
 
+    def retire(self, protocol) -> None:
+        """
+        In place of L{release}, by a request whose answer said the
+        worker at the other end takes no more (it has reached
+        C{max_use}): the connection is closed once the requests under
+        way on it are done, instead of being kept for reuse.
+        """
+        self.discard(protocol)
+
     def _expire(self) -> None:
         self._timer = None
         now = self.clock.seconds()
@@ -696,12 +705,14 @@ class MultiplexingPool(ConnectionPool):
         self.busy: Dict[Any, int] = {}
         #: Waiters for each connection being made, in the order asked.
         self._making: List[List[defer.Deferred]] = []
+        #: Connections whose worker takes no more requests.
+        self._retired: Set[Any] = set()
 
     def acquire(self):
         best = None
         for protocol, users in self.busy.items():
             if users < self.perConnection and protocol.transport is not None and (
-                    best is None or users > self.busy[best]):
+                    best is None or users > self.busy[best]) and protocol not in self._retired:
                 best = protocol
         if best is not None:
             self.busy[best] += 1
@@ -735,9 +746,18 @@ class MultiplexingPool(ConnectionPool):
         users = self.busy.pop(protocol, 0) - 1
         if users > 0:
             self.busy[protocol] = users
+        elif protocol in self._retired:
+            self._retired.discard(protocol)
+            super().discard(protocol)
         else:
             super().release(protocol)
 
+    def retire(self, protocol) -> None:
+        # No new request goes to it; the last one under way closes it.
+        self._retired.add(protocol)
+        self.release(protocol)
+
     def discard(self, protocol) -> None:
         self.busy.pop(protocol, None)
+        self._retired.discard(protocol)
         super().discard(protocol)

@@ -138,6 +138,9 @@ class Deliver(Command):
                         ("action", str, "")]),
         ),
         (b"site_failure", amp.Unicode(optional=True)),
+        # The agent takes no more requests (max_use): the connection is
+        # closed once the requests under way on it are answered.
+        (b"retiring", amp.Boolean(optional=True)),
     ]
 
 
@@ -180,10 +183,16 @@ class AgentProtocol(ServiceAMP):
     Serves one qmgr connection for an L{IDeliveryAgent}.
     """
 
-    def __init__(self, agent, store: QueueStore) -> None:
+    def __init__(self, agent, store: QueueStore, runtime=None) -> None:
+        """
+        @param runtime: the worker's L{tmta.master.runtime.WorkerRuntime}
+            (C{None} in-process), which counts each request against
+            C{max_use}.
+        """
         super().__init__()
         self.agent = agent
         self.store = store
+        self.runtime = runtime
 
     @Deliver.responder
     def deliver(self, queue_id, sender, nexthop, arrival, activated, recipients,
@@ -199,13 +208,17 @@ class AgentProtocol(ServiceAMP):
              for r in recipients],
             arrival, activated, attributes, verifyOnly=bool(verify),
         )
+        retiring = self.runtime is not None and self.runtime.requestServed()
         if request.verifyOnly and not IAddressVerifier.providedBy(self.agent):
             # An agent that does not say it verifies would deliver the
             # probe: it is answered for here instead, as not known.
-            return {"statuses": [
+            refused: dict = {"statuses": [
                 {"offset": r["offset"], "status": DEFERRED, "dsn": "4.3.0",
                  "reason": "this delivery agent does not verify addresses"}
                 for r in recipients]}
+            if retiring:
+                refused["retiring"] = True
+            return refused
         d = defer.maybeDeferred(self.agent.deliver, request)
 
         def answer(result):
@@ -213,8 +226,11 @@ class AgentProtocol(ServiceAMP):
                 answer = {"statuses": [s.__dict__ for s in result.statuses]}
                 if result.siteFailure:
                     answer["site_failure"] = result.siteFailure
-                return answer
-            return {"statuses": [s.__dict__ for s in result]}
+            else:
+                answer = {"statuses": [s.__dict__ for s in result]}
+            if retiring:
+                answer["retiring"] = True
+            return answer
 
         def failed(reason):
             log.failure("{queueId}: delivery agent failed", reason, queueId=queue_id)
@@ -242,4 +258,6 @@ class AgentService(Service):
     def startService(self) -> None:
         super().startService()
         store = QueueStore.fromConfig(self.context.config)
-        self.context.listen(Factory.forProtocol(lambda: AgentProtocol(self.agent, store)))
+        runtime = getattr(self.context, "runtime", None)
+        self.context.listen(Factory.forProtocol(
+            lambda: AgentProtocol(self.agent, store, runtime)))

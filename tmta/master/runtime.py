@@ -128,6 +128,8 @@ class WorkerRuntime:
         self._transports: set = set()
         self.clients = 0
         self.served = 0
+        #: Requests served over connections that carry many.
+        self.requests = 0
         self.stopping = False
         self.ports: List = []
         self._reported: Optional[bool] = None
@@ -173,6 +175,21 @@ class WorkerRuntime:
         self.served += 1
         self._cancelIdle()
         self._sync(force=self.served == 1)
+
+    def requestServed(self) -> bool:
+        """
+        One request served on a connection that carries many (a
+        delivery agent's, from qmgr): it counts against C{max_use} as a
+        client does, so that an agent is replaced after as many
+        deliveries as Postfix's would be.
+
+        @return: whether the worker takes no more: it leaves once its
+            connections are closed.
+        """
+        self.requests += 1
+        if self.maxUse and self.requests >= self.maxUse and not self.stopping:
+            self.shutdown()
+        return self.stopping
 
     def clientEnded(self, transport=None) -> None:
         self._transports.discard(transport)

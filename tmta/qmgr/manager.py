@@ -483,5 +483,8 @@ class QueueManager:
             self.completion.defer(message, job.nexthop, job.recipients,
                                   f"delivery agent {job.transport} failed: {e}")
             return Outcome(None, False)
-        pool.release(agent)
+        if result.get("retiring"):
+            pool.retire(agent)
+        else:
+            pool.release(agent)
         return Outcome(result["statuses"], result.get("site_failure") or None)
