@@ -521,7 +521,8 @@ class Cleanup:
     ) -> None:
         self.reactor = reactor
         self.store = store
-        self.committer = ThreadBatcher(reactor, commitAll, around=heldWrites)
+        self.committer: ThreadBatcher[QueueFileWriter, Optional[OSError]] = ThreadBatcher(
+            reactor, commitAll, around=heldWrites)
         self.rewriter = rewriter
         self.myhostname = config.get("myhostname")
         self.messageSizeLimit = config.getInt("message_size_limit")

@@ -1027,8 +1027,8 @@ class LocalDeliveryAgent:
     def __init__(self, reactor, agent: LocalAgent) -> None:
         self.reactor = reactor
         self.agent = agent
-        self.batcher = ThreadBatcher(reactor, agent.deliverBatch, around=heldWrites,
-                                     early=True)
+        self.batcher: ThreadBatcher[DeliveryRequest, List[RecipientStatus]] = ThreadBatcher(
+            reactor, agent.deliverBatch, around=heldWrites, early=True)
 
     def deliver(self, request: DeliveryRequest):
         return self.batcher.submit(request)

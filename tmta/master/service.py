@@ -591,7 +591,7 @@ class MasterService(service.Service):
         log.info("reload: configuration {directory}", directory=configuration.directory)
         old = self.runners
         reuse = {listener.key: listener for r in old.values() for listener in r.listeners}
-        previous = self.configuration, self._owner
+        accepted = self.configuration, self._owner
         self.configuration, self._owner = configuration, owner
         try:
             planned = self._bindAll(configuration, reuse)
@@ -599,7 +599,7 @@ class MasterService(service.Service):
         except (OSError, ConfigError, ListenError) as e:
             # The services run on as they were, and so does what new
             # workers are started with.
-            self.configuration, self._owner = previous
+            self.configuration, self._owner = accepted
             log.error("reload failed, keeping the old configuration: {error}", error=str(e))
             return None
         self.runners = {}
