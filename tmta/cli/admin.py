@@ -332,11 +332,12 @@ def showMessage(configuration: Configuration, queueId: str, out: TextIO = sys.st
     return 0
 
 
-def formatQueue(store) -> str:
+def queueListing(store) -> Iterator[str]:
     """
-    The queue as Postfix's C{mailq} prints it: each message with its
-    size, arrival time and sender, then each recipient still to be
-    delivered, after the reason it is waiting, if any.  C{*} marks a
+    The queue as Postfix's C{mailq} prints it, a message at a time (so
+    that a queue of any size is listed in little memory): each message
+    with its size, arrival time and sender, then each recipient still to
+    be delivered, after the reason it is waiting, if any.  C{*} marks a
     message in the active queue, C{!} one on hold.
 
     @raise QueueUnreadable: the queue directories cannot be read.
@@ -345,13 +346,15 @@ def formatQueue(store) -> str:
 
     marks = {"active": "*", "hold": "!", "incoming": "", "deferred": ""}
     count = size = 0
-    lines: List[str] = []
     for queueName, queueId, envelope in queuedMessages(store):
+        if not count:
+            yield (f"{'-Queue ID-':<20} {'--Size--':>8} {'----Arrival Time----':<21} "
+                   "-Sender/Recipient-------\n")
         count += 1
         size += envelope.size
         arrival = _time.strftime("%a %b %d %H:%M:%S", _time.localtime(envelope.arrival))
-        lines.append(f"{queueId + marks[queueName]:<20} {envelope.size:>8} {arrival}  "
-                     f"{envelope.sender or 'MAILER-DAEMON'}")
+        lines = [f"{queueId + marks[queueName]:<20} {envelope.size:>8} {arrival}  "
+                 f"{envelope.sender or 'MAILER-DAEMON'}"]
         reasons = store.readDeferLog(queueId)
         byReason: Dict[str, List[str]] = {}
         for recipient in envelope.pending():
@@ -361,13 +364,21 @@ def formatQueue(store) -> str:
             if reason:
                 lines.append(f"{'':42}({reason})")
             lines += [f"{'':42}{address}" for address in addresses]
-        lines.append("")
+        yield "\n".join(lines) + "\n\n"
     if not count:
-        return "Mail queue is empty\n"
-    return (f"{'-Queue ID-':<20} {'--Size--':>8} {'----Arrival Time----':<21} "
-            "-Sender/Recipient-------\n" + "\n".join(lines) + "\n"
-            f"-- {(size + 1023) // 1024} Kbytes in {count} Request"
-            f"{'s' if count != 1 else ''}.\n")
+        yield "Mail queue is empty\n"
+        return
+    yield (f"-- {(size + 1023) // 1024} Kbytes in {count} Request"
+           f"{'s' if count != 1 else ''}.\n")
+
+
+def formatQueue(store) -> str:
+    """
+    The whole of L{queueListing}, as one text.
+
+    @raise QueueUnreadable: the queue directories cannot be read.
+    """
+    return "".join(queueListing(store))
 
 
 def listQueue(configuration: Configuration, out: TextIO = sys.stdout) -> int:
@@ -379,7 +390,8 @@ def listQueue(configuration: Configuration, out: TextIO = sys.stdout) -> int:
 
     store = QueueStore.fromConfig(configuration.main)
     try:
-        out.write(formatQueue(store))
+        for chunk in queueListing(store):
+            out.write(chunk)
         return 0
     except QueueUnreadable:
         pass

@@ -15,7 +15,7 @@ change in any release.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, List
 
 from twisted.application.service import Service
 from twisted.internet import threads
@@ -39,21 +39,41 @@ class ShowqProtocol(Protocol):
         self.transport.write(b"tmta: cannot list the queue\n")
 
     def connectionMade(self) -> None:
-        d = threads.deferToThread(self.listing)
-        d.addCallback(lambda text: self.transport.write(text.encode("utf-8",
-                                                                    "surrogateescape")))
+        from twisted.internet import reactor as _reactor
+
+        reactor: Any = _reactor
+
+        def produce() -> None:
+            # In a thread: the listing goes out in pieces as it is made,
+            # so that a queue of any size costs little memory.
+            pending: List[str] = []
+            size = 0
+            for chunk in self.listing():
+                pending.append(chunk)
+                size += len(chunk)
+                if size >= 65536:
+                    reactor.callFromThread(self._write, "".join(pending))
+                    pending, size = [], 0
+            if pending:
+                reactor.callFromThread(self._write, "".join(pending))
+
+        d = threads.deferToThread(produce)
         d.addErrback(self._failed)
         d.addBoth(lambda _: self.transport.loseConnection())
+
+    def _write(self, text: str) -> None:
+        if self.transport is not None:
+            self.transport.write(text.encode("utf-8", "surrogateescape"))
 
 
 class ShowqService(Service):
     def __init__(self, context) -> None:
-        from tmta.cli.admin import formatQueue
+        from tmta.cli.admin import queueListing
         from tmta.queue.store import QueueStore
 
         self.context = context
         store = QueueStore.fromConfig(context.config)
-        self.factory = Factory.forProtocol(lambda: ShowqProtocol(lambda: formatQueue(store)))
+        self.factory = Factory.forProtocol(lambda: ShowqProtocol(lambda: queueListing(store)))
 
     def startService(self) -> None:
         super().startService()
