@@ -183,16 +183,19 @@ class AgentProtocol(ServiceAMP):
     Serves one qmgr connection for an L{IDeliveryAgent}.
     """
 
-    def __init__(self, agent, store: QueueStore, runtime=None) -> None:
+    def __init__(self, agent, store: QueueStore, runtime=None, batch: int = 1) -> None:
         """
         @param runtime: the worker's L{tmta.master.runtime.WorkerRuntime}
             (C{None} in-process), which counts each request against
             C{max_use}.
+        @param batch: how many requests qmgr sends on one connection at
+            once (C{<transport>_delivery_batch_limit}).
         """
         super().__init__()
         self.agent = agent
         self.store = store
         self.runtime = runtime
+        self.share = 1.0 / max(1, batch)
 
     @Deliver.responder
     def deliver(self, queue_id, sender, nexthop, arrival, activated, recipients,
@@ -208,7 +211,7 @@ class AgentProtocol(ServiceAMP):
              for r in recipients],
             arrival, activated, attributes, verifyOnly=bool(verify),
         )
-        retiring = self.runtime is not None and self.runtime.requestServed()
+        retiring = self.runtime is not None and self.runtime.requestServed(self.share)
         if request.verifyOnly and not IAddressVerifier.providedBy(self.agent):
             # An agent that does not say it verifies would deliver the
             # probe: it is answered for here instead, as not known.
@@ -257,7 +260,11 @@ class AgentService(Service):
 
     def startService(self) -> None:
         super().startService()
-        store = QueueStore.fromConfig(self.context.config)
+        config = self.context.config
+        store = QueueStore.fromConfig(config)
         runtime = getattr(self.context, "runtime", None)
+        specific = f"{self.context.serviceName}_delivery_batch_limit"
+        batch = config.getInt(specific if config.raw(specific) is not None
+                              else "default_delivery_batch_limit")
         self.context.listen(Factory.forProtocol(
-            lambda: AgentProtocol(self.agent, store, runtime)))
+            lambda: AgentProtocol(self.agent, store, runtime, batch)))

@@ -129,7 +129,7 @@ class WorkerRuntime:
         self.clients = 0
         self.served = 0
         #: Requests served over connections that carry many.
-        self.requests = 0
+        self.requests = 0.0
         self.stopping = False
         self.ports: List = []
         self._reported: Optional[bool] = None
@@ -176,17 +176,21 @@ class WorkerRuntime:
         self._cancelIdle()
         self._sync(force=self.served == 1)
 
-    def requestServed(self) -> bool:
+    def requestServed(self, share: float = 1.0) -> bool:
         """
         One request served on a connection that carries many (a
         delivery agent's, from qmgr): it counts against C{max_use} as a
         client does, so that an agent is replaced after as many
         deliveries as Postfix's would be.
 
+        @param share: what it counts for: an agent that serves a batch
+            of N requests at once stands in for N of Postfix's processes,
+            and so counts each as 1/N (as a process holding N clients
+            serves C{max_use} for each).
         @return: whether the worker takes no more: it leaves once its
             connections are closed.
         """
-        self.requests += 1
+        self.requests += share
         if self.maxUse and self.requests >= self.maxUse and not self.stopping:
             self.shutdown()
         return self.stopping
