@@ -30,6 +30,11 @@ from tmta.wire import ConnectionPool, MultiplexingPool
 log = Logger()
 
 
+#: The queue file attributes the queue manager acts on.
+_KEPT_ATTRIBUTES = frozenset({"filter", "dsn_ret", "dsn_envid", PROBE_ATTRIBUTE,
+                              DELIVERABLE_ATTRIBUTE})
+
+
 class QueueManager:
     """
     The queue manager.
@@ -291,6 +296,11 @@ class QueueManager:
         except OSError as e:
             log.error("{queueId}: cannot read: {error}", queueId=queueId, error=e)
             return
+        # Only what the queue manager reads stays in memory with the
+        # message: the active queue may hold qmgr_message_active_limit
+        # of them.
+        envelope.attributes = {name: value for name, value in envelope.attributes.items()
+                               if name in _KEPT_ATTRIBUTES}
         pending = envelope.pending()
         message = ActiveMessage(queueId, envelope, self.now(), wasDeferred=wasDeferred,
                                 flushed=self._flushing, recipientCount=len(pending),

@@ -33,6 +33,7 @@ import io
 import os
 import stat
 import struct
+import sys
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable, Dict, Iterator, List, Optional, Sequence
 
@@ -489,8 +490,10 @@ def readEnvelope(f: BinaryIO, maxRecipients: int = 1_000_000) -> Envelope:
                     raise CorruptQueueFile(f"bad recipient at offset {offset}")
                 if len(recipients) >= maxRecipients:
                     raise CorruptQueueFile("too many recipients")
-                recipient = Recipient(_text(fields[0]), _text(fields[1]), offset,
-                                      kind == REC_DONE)
+                address = _text(fields[0])
+                # The original is nearly always the address: one string.
+                original = address if fields[1] == fields[0] else _text(fields[1])
+                recipient = Recipient(address, original, offset, kind == REC_DONE)
                 if len(fields) == 4:
                     recipient.notify, recipient.orcpt = _text(fields[2]), _text(fields[3])
                 recipients.append(recipient)
@@ -498,7 +501,7 @@ def readEnvelope(f: BinaryIO, maxRecipients: int = 1_000_000) -> Envelope:
                 name, eq, value = _text(data).partition("=")
                 if not eq:
                     raise CorruptQueueFile(f"bad attribute at offset {offset}")
-                envelope.attributes[name] = value
+                envelope.attributes[sys.intern(name)] = value
             elif kind == REC_TIME:
                 envelope.arrival = float(data.decode("ascii"))
                 hasTime = True
