@@ -387,6 +387,54 @@ class FaultTests(SynchronousTestCase):
         duplicates = len(delivered) - len(set(delivered))
         self.assertEqual(duplicates, 0, f"{duplicates} duplicate deliveries")
 
+    def test_slowCommandHoldsNobodyElse(self):
+        """
+        A recipient whose mail goes to a slow command (an alias or
+        .forward to |/bin/sleep) holds up nobody else's mail: local sends
+        it back to be delivered on a connection of its own, and the
+        others' deliveries go on meanwhile, none repeated.
+        """
+        from tests.support import testAccount
+
+        if os.geteuid() != 0:
+            raise self.skipTest("local runs commands as another account: needs root")
+        user = testAccount()
+        base = shortTemporaryDirectory(self)
+        spool = os.path.join(base, "spool")
+        os.mkdir(spool)
+        os.chmod(spool, 0o1777)
+        aliases = os.path.join(base, "aliases")
+        with open(aliases, "w") as f:
+            f.write(f"slow |/bin/sleep 8\nvictim {user}\n")
+        self.port = freePort()
+        master = Master(os.path.join(base, "conf"), {
+            "mydestination": "localhost, $myhostname", "local_recipient_maps": "",
+            "mail_spool_directory": spool, "alias_maps": f"texthash:{aliases}",
+        }, MASTER_CF.format(port=self.port)).start()
+        self.addCleanup(master.stop)
+        sendMessage(self.port, "alice@example.com", ["slow@localhost"], "slow one")
+        waitFor(lambda: "/bin/sleep" in " ".join(commandLine(p) for p in descendants(master.pid)),
+                what="the command to start")
+        started = time.monotonic()
+        for n in range(5):
+            sendMessage(self.port, "alice@example.com", ["victim@localhost"], f"victim {n}")
+        mbox = os.path.join(spool, user)
+
+        def victims():
+            try:
+                with open(mbox, "rb") as f:
+                    return f.read().count(b"Subject: victim ")
+            except FileNotFoundError:
+                return 0
+
+        waitFor(lambda: victims() == 5, timeout=30, what="the other deliveries")
+        self.assertLess(time.monotonic() - started, 6,
+                        "the other users' mail waited for the command")
+        waitFor(lambda: "status=sent (delivered to command: /bin/sleep 8)" in master.log(),
+                timeout=30, what="the command's delivery")
+        self.assertEqual(master.log().count("delivered to command: /bin/sleep 8"), 1)
+        self.assertEqual(victims(), 5, "a delivery was repeated")
+
     def _killUnderLoad(self, name: str) -> None:
         master = self.startMaster()
         load = Load(self.port, 200).start()

@@ -30,6 +30,12 @@ log = Logger()
 
 SENT, DEFERRED, BOUNCED = "sent", "deferred", "bounced"
 
+#: The action of a status that sends a recipient back, undelivered, to
+#: be delivered on a connection of its own (local, for a command or a
+#: file, which must not hold other recipients' mail): qmgr does so at
+#: once, with the request's C{alone} set.
+RUN_ALONE = "alone"
+
 
 @dataclass
 class RequestRecipient:
@@ -71,6 +77,8 @@ class DeliveryRequest:
     #: would become of each recipient, deliver nothing, and report
     #: C{SENT} for deliverable.
     verifyOnly: bool = False
+    #: Sent on a connection of its own after a L{RUN_ALONE} answer.
+    alone: bool = False
 
     def content(self) -> Iterator[bytes]:
         """
@@ -130,6 +138,7 @@ class Deliver(Command):
         (b"dsn_ret", amp.Unicode(optional=True)),
         (b"dsn_envid", amp.Unicode(optional=True)),
         (b"verify", amp.Boolean(optional=True)),
+        (b"alone", amp.Boolean(optional=True)),
     ]
     response = [
         (
@@ -199,7 +208,7 @@ class AgentProtocol(ServiceAMP):
 
     @Deliver.responder
     def deliver(self, queue_id, sender, nexthop, arrival, activated, recipients,
-                dsn_ret=None, dsn_envid=None, verify=False):
+                dsn_ret=None, dsn_envid=None, verify=False, alone=False):
         attributes = {}
         if dsn_ret:
             attributes["dsn_ret"] = dsn_ret
@@ -209,7 +218,7 @@ class AgentProtocol(ServiceAMP):
             queue_id, self.store.path("active", queue_id), sender, nexthop,
             [RequestRecipient(r["address"], r["original"], r["offset"], r["notify"], r["orcpt"])
              for r in recipients],
-            arrival, activated, attributes, verifyOnly=bool(verify),
+            arrival, activated, attributes, verifyOnly=bool(verify), alone=bool(alone),
         )
         retiring = self.runtime is not None and self.runtime.requestServed(self.share)
         if request.verifyOnly and not IAddressVerifier.providedBy(self.agent):

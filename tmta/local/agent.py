@@ -49,6 +49,7 @@ from tmta.common.durable import fsyncDirectory, startWriteback
 from tmta.delivery import (
     BOUNCED,
     DEFERRED,
+    RUN_ALONE,
     SENT,
     DeliveryRequest,
     RecipientStatus,
@@ -313,9 +314,10 @@ class LocalAgent:
 
     def deliverAll(self, request: DeliveryRequest) -> List[RecipientStatus]:
         """
-        Deliver to each recipient of a request; blocking.
+        Deliver to each recipient of a request, which shares nothing with
+        other requests (commands and files are run here); blocking.
         """
-        return self.deliverBatch([request])[0]
+        return self.deliverBatch([replace(request, alone=True)])[0]
 
     def deliverBatch(self, requests: Sequence[DeliveryRequest],
                      answer: Optional[Callable[[int, List[RecipientStatus]], None]] = None,
@@ -360,6 +362,13 @@ class LocalAgent:
         self._settle = settle
         try:
             for request in requests:
+                if self._runsAlone(request):
+                    # Sent back to be delivered on a connection of its own
+                    # (qmgr does), where no other recipient waits for it.
+                    done.append([(r, RecipientStatus(r.offset, DEFERRED, "4.3.0",
+                                                     "to be delivered alone", RUN_ALONE),
+                                  time.time()) for r in request.recipients])
+                    continue
                 outcomes = []
                 self._ranAlone = False
                 for r in request.recipients:
@@ -388,11 +397,34 @@ class LocalAgent:
         self._syncs = self._written = None
         return [results[index] for index in range(len(requests))]
 
+    def _runsAlone(self, request: DeliveryRequest) -> bool:
+        """
+        Whether a request's expansion reaches a command or a file, and
+        it came on a connection shared with other deliveries: found
+        without delivering anything (aliases, C{.forward} files and
+        include files are read, no more).
+        """
+        if request.alone or request.verifyOnly or not self.accounts:
+            return False
+        for r in request.recipients:
+            plan = _Delivery(self, request, r.address, r.original or r.address, None, None,
+                             set(), planning=True)
+            try:
+                plan.run()
+            except (LocalError, TableLookupError, OSError):
+                continue  # the delivery itself reports it
+            if plan.alone:
+                return True
+        return False
+
     def _statuses(self, request: DeliveryRequest,
                   outcomes: List[Tuple[RequestRecipient, RecipientStatus, float]],
                   failed: Dict[Tuple[str, int], str]) -> List[RecipientStatus]:
         statuses = []
         for r, status, started in outcomes:
+            if status.action == RUN_ALONE:
+                statuses.append(status)
+                continue
             reason = failed.get((request.queueId, r.offset))
             if reason is not None and status.status == SENT:
                 status = RecipientStatus(r.offset, DEFERRED, "4.2.0", reason)
@@ -507,8 +539,17 @@ class _Delivery:
     """
 
     def __init__(self, agent: LocalAgent, request: DeliveryRequest, address: str,
-                 original: str, queueFile, envelope, deliveredTo: Set[str]) -> None:
+                 original: str, queueFile, envelope, deliveredTo: Set[str],
+                 planning: bool = False) -> None:
+        """
+        @param planning: only find out whether the expansion reaches a
+            command, a file or another transport (L{alone}); deliver
+            nothing.
+        """
         self.agent = agent
+        self.planning = planning
+        #: Whether the expansion reaches a delivery that runs alone.
+        self.alone = False
         self.request = request
         self.address = address
         self.original = original
@@ -741,7 +782,20 @@ class _Delivery:
             return False
         return True
 
+    def _planned(self, alone: bool) -> bool:
+        """
+        In planning, note what the expansion reached instead of
+        delivering (C{True}: the caller stops here).
+        """
+        if not self.planning:
+            return False
+        self.alone = self.alone or alone
+        self._ok("planned")
+        return True
+
     def _mailbox(self, state: Expansion, box: Mailbox) -> None:
+        if self._planned(alone=False):
+            return
         if self.request.verifyOnly:
             self._ok("delivers to maildir" if box.maildir else "delivers to mailbox")
             return
@@ -800,6 +854,8 @@ class _Delivery:
             self._fail(BOUNCED, "5.3.0", f"bad file name {path!r}")
             return
         rights = state.rights
+        if self._planned(alone=path != "/dev/null"):
+            return
         if self.request.verifyOnly:
             self._ok(f"delivers to file: {path}")
             return
@@ -829,6 +885,8 @@ class _Delivery:
         agent = self.agent
         rights = state.rights
         assert rights is not None, "commands are allowed only with rights to run them"
+        if self._planned(alone=True):
+            return
         if self.request.verifyOnly:
             self._ok(f"delivers to command: {command}")
             return
@@ -870,6 +928,10 @@ class _Delivery:
         the next hop defaulting to this request's).
         """
         agent = self.agent
+        # Another transport is a bounded wait (its own timeouts), not
+        # a command's: batched, with what came before answered first.
+        if self._planned(alone=False):
+            return
         transport, _, nexthop = spec.partition(":")
         key = ("transport", spec, state.address.lower())
         if not self._once(key, f"delivered via {transport}"):
@@ -893,6 +955,8 @@ class _Delivery:
 
     def _sendForwards(self) -> None:
         agent = self.agent
+        if self.planning:
+            return
         if self.request.verifyOnly:
             for addresses in self.forwards.values():
                 self._ok("forwards to " + ", ".join(a for a, _ in addresses))

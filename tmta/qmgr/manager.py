@@ -14,7 +14,7 @@ from tmta.common.eager import eagerly
 from tmta.logging import Logger
 
 from tmta.common.flow import InFlowFlag
-from tmta.delivery import Deliver
+from tmta.delivery import DEFERRED, RUN_ALONE, Deliver
 from tmta.qmgr.active import ActiveMessage, ActiveMessages, MessageCompletion, Outstanding
 from tmta.qmgr.scheduler import Job, Outcome, TransportQueue, parseFeedback
 from tmta.queue.qfile import (
@@ -28,6 +28,11 @@ from tmta.queue.store import QueueStore
 from tmta.wire import ConnectionPool, MultiplexingPool
 
 log = Logger()
+
+
+def _deferredStatuses(recipients: List[Recipient], reason: str) -> List[dict]:
+    return [{"offset": r.offset, "status": DEFERRED, "dsn": "4.3.0", "reason": reason}
+            for r in recipients]
 
 
 #: The queue file attributes the queue manager acts on.
@@ -497,4 +502,46 @@ class QueueManager:
             pool.retire(agent)
         else:
             pool.release(agent)
-        return Outcome(result["statuses"], result.get("site_failure") or None)
+        statuses = result["statuses"]
+        alone = {s["offset"] for s in statuses if s.get("action") == RUN_ALONE}
+        if alone:
+            statuses = [s for s in statuses if s["offset"] not in alone] + \
+                await self._deliverAlone(job, [r for r in job.recipients if r.offset in alone])
+        return Outcome(statuses, result.get("site_failure") or None)
+
+    async def _deliverAlone(self, job: Job, recipients: List[Recipient]) -> List[dict]:
+        """
+        Deliver recipients the agent sent back (L{RUN_ALONE}: a command
+        or a file, which must hold nobody else's mail) on a connection
+        of their own, which no other delivery shares.
+
+        @return: their statuses; deferred when the agent could not be
+            asked.
+        """
+        message = job.message
+        try:
+            agent = await self.connect(job.transport)
+        except Exception as e:
+            return _deferredStatuses(recipients, f"mail transport unavailable: {e}")
+        try:
+            result = await agent.callRemote(
+                Deliver,
+                queue_id=message.queueId,
+                sender=message.envelope.sender,
+                nexthop=job.nexthop,
+                arrival=message.envelope.arrival,
+                activated=message.activated,
+                recipients=[
+                    {"address": r.address, "original": r.original, "offset": r.offset,
+                     "notify": r.notify, "orcpt": r.orcpt}
+                    for r in recipients
+                ],
+                alone=True,
+                **self._dsnArguments(message),
+            )
+        except Exception as e:
+            return _deferredStatuses(recipients, f"delivery agent {job.transport} failed: {e}")
+        finally:
+            if agent.transport is not None:
+                agent.transport.loseConnection()
+        return [s for s in result["statuses"] if s.get("action") != RUN_ALONE]
