@@ -362,13 +362,6 @@ class LocalAgent:
         self._settle = settle
         try:
             for request in requests:
-                if self._runsAlone(request):
-                    # Sent back to be delivered on a connection of its own
-                    # (qmgr does), where no other recipient waits for it.
-                    done.append([(r, RecipientStatus(r.offset, DEFERRED, "4.3.0",
-                                                     "to be delivered alone", RUN_ALONE),
-                                  time.time()) for r in request.recipients])
-                    continue
                 outcomes = []
                 self._ranAlone = False
                 for r in request.recipients:
@@ -379,6 +372,12 @@ class LocalAgent:
                         status = RecipientStatus(r.offset, SENT, "2.0.0", text)
                     except LocalError as e:
                         status = RecipientStatus(r.offset, e.status, e.dsn, e.reason)
+                    except _RunAlone:
+                        # Sent back undelivered, to be delivered on a
+                        # connection of its own (qmgr does) where no other
+                        # recipient waits for it.
+                        status = RecipientStatus(r.offset, DEFERRED, "4.3.0",
+                                                 "to be delivered alone", RUN_ALONE)
                     outcomes.append((r, status, started))
                 done.append(outcomes)
                 if self._ranAlone:
@@ -396,26 +395,6 @@ class LocalAgent:
         settle()
         self._syncs = self._written = None
         return [results[index] for index in range(len(requests))]
-
-    def _runsAlone(self, request: DeliveryRequest) -> bool:
-        """
-        Whether a request's expansion reaches a command or a file, and
-        it came on a connection shared with other deliveries: found
-        without delivering anything (aliases, C{.forward} files and
-        include files are read, no more).
-        """
-        if request.alone or request.verifyOnly or not self.accounts:
-            return False
-        for r in request.recipients:
-            plan = _Delivery(self, request, r.address, r.original or r.address, None, None,
-                             set(), planning=True)
-            try:
-                plan.run()
-            except (LocalError, TableLookupError, OSError):
-                continue  # the delivery itself reports it
-            if plan.alone:
-                return True
-        return False
 
     def _statuses(self, request: DeliveryRequest,
                   outcomes: List[Tuple[RequestRecipient, RecipientStatus, float]],
@@ -533,23 +512,21 @@ class LocalAgent:
         self._delivered.pop(key, None)
 
 
+class _RunAlone(Exception):
+    """
+    The recipient's delivery reaches a command or a file first: it is
+    to be made on a connection of its own.
+    """
+
+
 class _Delivery:
     """
     The expansion and delivery of one envelope recipient.
     """
 
     def __init__(self, agent: LocalAgent, request: DeliveryRequest, address: str,
-                 original: str, queueFile, envelope, deliveredTo: Set[str],
-                 planning: bool = False) -> None:
-        """
-        @param planning: only find out whether the expansion reaches a
-            command, a file or another transport (L{alone}); deliver
-            nothing.
-        """
+                 original: str, queueFile, envelope, deliveredTo: Set[str]) -> None:
         self.agent = agent
-        self.planning = planning
-        #: Whether the expansion reaches a delivery that runs alone.
-        self.alone = False
         self.request = request
         self.address = address
         self.original = original
@@ -782,20 +759,19 @@ class _Delivery:
             return False
         return True
 
-    def _planned(self, alone: bool) -> bool:
+    def _aloneFirst(self) -> None:
         """
-        In planning, note what the expansion reached instead of
-        delivering (C{True}: the caller stops here).
+        A command or a file is next.  On a connection shared with other
+        deliveries, and with nothing of this recipient delivered yet,
+        it is sent back (L{_RunAlone}) to run where nobody waits for it;
+        otherwise it runs here, after what the batch delivered before it
+        is answered (L{LocalAgent.beforeAlone}).
         """
-        if not self.planning:
-            return False
-        self.alone = self.alone or alone
-        self._ok("planned")
-        return True
+        if not self.request.alone and not self.outcomes and not self.forwards:
+            raise _RunAlone()
+        self.agent.beforeAlone()
 
     def _mailbox(self, state: Expansion, box: Mailbox) -> None:
-        if self._planned(alone=False):
-            return
         if self.request.verifyOnly:
             self._ok("delivers to maildir" if box.maildir else "delivers to mailbox")
             return
@@ -854,8 +830,6 @@ class _Delivery:
             self._fail(BOUNCED, "5.3.0", f"bad file name {path!r}")
             return
         rights = state.rights
-        if self._planned(alone=path != "/dev/null"):
-            return
         if self.request.verifyOnly:
             self._ok(f"delivers to file: {path}")
             return
@@ -864,7 +838,11 @@ class _Delivery:
         if path == "/dev/null":
             self._ok("delivered to file: /dev/null")
             return
-        agent.beforeAlone()
+        try:
+            self._aloneFirst()
+        except _RunAlone:
+            agent.forget((self.request.queueId, "file", path))
+            raise
         box = Mailbox(path.rstrip("/"), path.endswith("/"), rights.pw_uid, rights.pw_gid)
         try:
             self._write(box, state)
@@ -885,14 +863,16 @@ class _Delivery:
         agent = self.agent
         rights = state.rights
         assert rights is not None, "commands are allowed only with rights to run them"
-        if self._planned(alone=True):
-            return
         if self.request.verifyOnly:
             self._ok(f"delivers to command: {command}")
             return
         if not self._once((kind, rights.pw_uid, command), f"delivered to command: {command}"):
             return
-        agent.beforeAlone()
+        try:
+            self._aloneFirst()
+        except _RunAlone:
+            agent.forget((self.request.queueId, kind, rights.pw_uid, command))
+            raise
         user = state.user or rights
         local, domain = splitAddress(state.address)
         name = unquoteLocal(local)
@@ -928,10 +908,9 @@ class _Delivery:
         the next hop defaulting to this request's).
         """
         agent = self.agent
-        # Another transport is a bounded wait (its own timeouts), not
-        # a command's: batched, with what came before answered first.
-        if self._planned(alone=False):
-            return
+        # Another transport is a bounded wait (its own timeouts), not a
+        # command's: it stays in the batch, after what came before it is
+        # answered.
         transport, _, nexthop = spec.partition(":")
         key = ("transport", spec, state.address.lower())
         if not self._once(key, f"delivered via {transport}"):
@@ -955,8 +934,6 @@ class _Delivery:
 
     def _sendForwards(self) -> None:
         agent = self.agent
-        if self.planning:
-            return
         if self.request.verifyOnly:
             for addresses in self.forwards.values():
                 self._ok("forwards to " + ", ".join(a for a, _ in addresses))
