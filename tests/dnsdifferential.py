@@ -23,6 +23,7 @@ from typing import Dict, List, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from tests.support import resolveOnLoopback  # noqa: E402
 from tests.differential import (  # noqa: E402
     Agreement,
     PostfixSMTP,
@@ -183,11 +184,7 @@ def settings(directory: str) -> Dict[str, str]:
 def main() -> int:
     base = tempfile.mkdtemp(prefix="tmta-dnsdiff-")
     os.chmod(base, 0o755)
-    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-    resolv = os.path.join(base, "resolv.conf")
-    with open(resolv, "w") as f:
-        f.write("nameserver 127.0.0.1\noptions timeout:2 attempts:1\n")
-    subprocess.run(["mount", "--bind", resolv, "/etc/resolv.conf"], check=True)
+    resolveOnLoopback(base)
     zoneArguments = []
     for name, text in ZONES.items():
         path = os.path.join(base, f"{name}.zone")

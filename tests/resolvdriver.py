@@ -18,18 +18,14 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tests.support import Master, freePort, sendMessage, waitFor  # noqa: E402
+from tests.support import Master, freePort, resolveOnLoopback, sendMessage, waitFor  # noqa: E402
 from tests.test_smtp import MASTER_CF, ZONE  # noqa: E402
 
 
 def main() -> int:
     base = tempfile.mkdtemp(prefix="tmta-ns-")
     os.chmod(base, 0o755)
-    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-    resolv = os.path.join(base, "resolv.conf")
-    with open(resolv, "w") as f:
-        f.write("nameserver 127.0.0.1\noptions timeout:2 attempts:1\n")
-    subprocess.run(["mount", "--bind", resolv, "/etc/resolv.conf"], check=True)
+    resolveOnLoopback(base)
     zone = os.path.join(base, "zone.py")
     with open(zone, "w") as f:
         f.write(ZONE)

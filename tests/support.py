@@ -377,6 +377,20 @@ def fillFilesystem(path: str) -> None:
             pass
 
 
+def resolveOnLoopback(directory: str) -> None:
+    """
+    In a private mount and network namespace (C{unshare -mn}): bring up
+    its loopback and point this namespace's /etc/resolv.conf (a copy in
+    C{directory}, bind-mounted) at a DNS server on 127.0.0.1, as the
+    test then starts one.
+    """
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    resolv = os.path.join(directory, "resolv.conf")
+    with open(resolv, "w") as f:
+        f.write("nameserver 127.0.0.1\noptions timeout:2 attempts:1\n")
+    subprocess.run(["mount", "--bind", resolv, "/etc/resolv.conf"], check=True)
+
+
 def privatePostfixMasterCf(port: int, leaveOut: Tuple[str, ...] = ()) -> str:
     """
     Debian's stock Postfix master.cf for a private instance: smtpd on a

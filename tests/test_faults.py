@@ -163,6 +163,31 @@ class FaultTests(SynchronousTestCase):
     def workersNamed(self, name: str) -> List[int]:
         return [p for p in self.master.workers() if processName(p) == name]
 
+    def countQmgrs(self):
+        """
+        Count the queue managers every 20 ms from now on, in a thread.
+
+        @return: a function that stops counting and answers the most seen
+            at once.
+        """
+        counts: List[int] = []
+        watching = threading.Event()
+
+        def watch():
+            while not watching.is_set():
+                counts.append(len(self.workersNamed("qmgr")))
+                time.sleep(0.02)
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+
+        def most() -> int:
+            watching.set()
+            watcher.join()
+            return max(counts)
+
+        return most
+
     def assertNoneLost(self, load) -> None:
         """
         Every message acknowledged with 250 reaches the Maildir, and the
@@ -213,22 +238,11 @@ class FaultTests(SynchronousTestCase):
         """
         master = self.startMaster()
         load = Load(self.port, 600, threads=8).start()
-        qmgrCounts: List[int] = []
-        watching = threading.Event()
-
-        def watchQmgr():
-            while not watching.is_set():
-                qmgrCounts.append(len(self.workersNamed("qmgr")))
-                time.sleep(0.02)
-
-        watcher = threading.Thread(target=watchQmgr, daemon=True)
-        watcher.start()
+        mostQmgrs = self.countQmgrs()
         self._during(load, lambda: master.signal(signal.SIGHUP), 5)
         load.wait()
         self.assertNoneLost(load)
-        watching.set()
-        watcher.join()
-        self.assertLessEqual(max(qmgrCounts), 1)
+        self.assertLessEqual(mostQmgrs(), 1)
         # Nothing was killed: no message may have been delivered twice.
         delivered = subjects(self.spool)
         self.assertEqual(len(delivered), len(set(delivered)))
@@ -248,16 +262,7 @@ class FaultTests(SynchronousTestCase):
         with open(mainCf) as f:
             original = f.read()
         load = SessionLoad(self.port, threads=6).start()
-        qmgrCounts: List[int] = []
-        watching = threading.Event()
-
-        def watchQmgr():
-            while not watching.is_set():
-                qmgrCounts.append(len(self.workersNamed("qmgr")))
-                time.sleep(0.02)
-
-        watcher = threading.Thread(target=watchQmgr, daemon=True)
-        watcher.start()
+        mostQmgrs = self.countQmgrs()
         chooser = random.Random(31)
         for n in range(20):
             time.sleep(chooser.uniform(0.3, 1.2))
@@ -272,10 +277,8 @@ class FaultTests(SynchronousTestCase):
             f.write(original)
         load.stop()
         self.assertNoneLost(load)
-        watching.set()
-        watcher.join()
         self.assertEqual(load.cutOff, [], "sessions were cut off")
-        self.assertLessEqual(max(qmgrCounts), 1)
+        self.assertLessEqual(mostQmgrs(), 1)
         delivered = subjects(self.spool)
         duplicates = len(delivered) - len(set(delivered))
         self.assertEqual(duplicates, 0, f"{duplicates} duplicate deliveries")

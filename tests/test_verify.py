@@ -34,7 +34,7 @@ from tmta.verify.cache import (
     VerifyRecord,
     openStore,
 )
-from tmta.verify.commands import BOUNCE, DEFER as V_DEFER, OK, TODO
+from tmta.verify.commands import BOUNCE, DEFER as V_DEFER, OK, PROBING
 from tmta.verify.service import Verifier, probeSender
 from tests.support import Master, PrivatePostfix, freePort, shortTemporaryDirectory, waitFor
 
@@ -64,9 +64,9 @@ class CacheTests(SynchronousTestCase):
         the probe is under way it is not probed again, until the probe
         is taken for lost.
         """
-        self.assertEqual(self.cache.query("a@x.example"), (TODO, IN_PROGRESS, True))
+        self.assertEqual(self.cache.query("a@x.example"), (PROBING, IN_PROGRESS, True))
         self.clock.advance(10)
-        self.assertEqual(self.cache.query("A@X.example"), (TODO, IN_PROGRESS, False))
+        self.assertEqual(self.cache.query("A@X.example"), (PROBING, IN_PROGRESS, False))
         self.clock.advance(PROBE_TTL)
         self.assertEqual(self.cache.query("a@x.example")[2], True)
 
@@ -82,7 +82,7 @@ class CacheTests(SynchronousTestCase):
         self.assertEqual(self.cache.query("a@x.example"), (OK, "250 2.1.5 Ok", True))
         # Past its expiry with no probe under way: unknown again.
         self.clock.advance(31 * DAY)
-        self.assertEqual(self.cache.query("a@x.example"), (TODO, IN_PROGRESS, True))
+        self.assertEqual(self.cache.query("a@x.example"), (PROBING, IN_PROGRESS, True))
 
     def test_failureDoesNotClobberDeliverable(self):
         """
@@ -106,14 +106,14 @@ class CacheTests(SynchronousTestCase):
         cache = AddressCache(MemoryStore(), _times(negativeCache=False), self.clock)
         cache.query("a@x.example")
         cache.update("a@x.example", BOUNCE, "550 no")
-        self.assertEqual(cache.query("a@x.example"), (TODO, IN_PROGRESS, True))
-        self.assertEqual(cache.query("a@x.example"), (TODO, IN_PROGRESS, True))
+        self.assertEqual(cache.query("a@x.example"), (PROBING, IN_PROGRESS, True))
+        self.assertEqual(cache.query("a@x.example"), (PROBING, IN_PROGRESS, True))
         cache.update("a@x.example", OK, "ok")
         self.assertEqual(cache.query("a@x.example")[:2], (OK, "ok"))
 
     def test_malformedIsUnknown(self):
         self.cache.store.put("a@x.example", "9:0:0:nonsense")
-        self.assertEqual(self.cache.query("a@x.example"), (TODO, IN_PROGRESS, True))
+        self.assertEqual(self.cache.query("a@x.example"), (PROBING, IN_PROGRESS, True))
         self.assertIsNone(VerifyRecord.parse("0:x:1:t"))
         self.assertIsNone(VerifyRecord.parse("0:0:0:t"))
         self.assertEqual(VerifyRecord.parse("0:0:5:a:b").text, "a:b")
@@ -127,7 +127,7 @@ class CacheTests(SynchronousTestCase):
         self.assertEqual([k for k, _ in self.cache.store.items()], ["new@x.example"])
 
     def test_badUpdateRefused(self):
-        self.assertRaises(ValueError, self.cache.update, "a@x.example", TODO, "")
+        self.assertRaises(ValueError, self.cache.update, "a@x.example", PROBING, "")
 
 
 class StoreTests(TestCase):
@@ -185,8 +185,8 @@ class ProbeTests(SynchronousTestCase):
         clock.advance(1_000_000_000)
         verifier = Verifier(AddressCache(MemoryStore(), _times(), clock), post,
                             MainConfig({}), clock)
-        self.assertEqual(verifier.query("a@x.example"), (TODO, IN_PROGRESS))
-        self.assertEqual(verifier.query("a@x.example"), (TODO, IN_PROGRESS))
+        self.assertEqual(verifier.query("a@x.example"), (PROBING, IN_PROGRESS))
+        self.assertEqual(verifier.query("a@x.example"), (PROBING, IN_PROGRESS))
         self.assertEqual(posted, [("double-bounce", {"origin": "verify", "protocol": "local",
                                                      "verify": "yes"},
                                    [("a@x.example", "a@x.example")], b"")])
@@ -246,13 +246,13 @@ class RestrictionTests(SynchronousTestCase):
         While the probe is under way smtpd asks again, poll_count times
         in all, then answers 450, as a defer_if_permit.
         """
-        verify = FakeVerify((TODO, IN_PROGRESS))
+        verify = FakeVerify((PROBING, IN_PROGRESS))
         self.assertEqual(
             self.evaluate("reject_unverified_recipient", verify),
             (DEFER_IF_PERMIT, "450 4.1.1 <bob@example.com>: Recipient address rejected: "
                               "unverified address: Address verification in progress"))
         self.assertEqual(len(verify.asked), 3)
-        verify = FakeVerify((TODO, IN_PROGRESS), (BOUNCE, "550 5.1.1 unknown"))
+        verify = FakeVerify((PROBING, IN_PROGRESS), (BOUNCE, "550 5.1.1 unknown"))
         self.assertEqual(
             self.evaluate("reject_unverified_recipient", verify,
                           unverified_recipient_reject_code="550"),
@@ -299,7 +299,7 @@ class RestrictionTests(SynchronousTestCase):
         The default defer_if_permit: a later reject still wins, a later
         permit becomes 450.
         """
-        verify = FakeVerify((TODO, IN_PROGRESS))
+        verify = FakeVerify((PROBING, IN_PROGRESS))
         self.assertEqual(self.evaluate("reject_unverified_recipient, reject", verify)[0], REJECT)
         self.assertEqual(self.evaluate("reject_unverified_recipient, permit", verify)[0],
                          PERMIT)

@@ -101,50 +101,14 @@ class VirtualAgentTests(SynchronousTestCase):
 
 
 class VirtualServiceTests(SynchronousTestCase):
-    def test_maxUseCountsDeliveries(self):
+    def startMaster(self, options: str = ""):
         """
-        max_use bounds the deliveries a virtual process makes, although
-        qmgr sends them all over one connection: after that many it is
-        replaced, and nothing is lost on the way.
-        """
-        import re
+        A real master delivering virt.example into Maildirs under a base
+        of the test's, as the test account.
 
-        base = shortTemporaryDirectory(self)
-        os.chmod(base, 0o755)
-        mail = os.path.join(base, "vmail")
-        os.mkdir(mail)
-        account = _account()
-        os.chown(mail, account.pw_uid, account.pw_gid)
-        maps = os.path.join(base, "vmailbox")
-        with open(maps, "w") as f:
-            f.write(MAILBOXES)
-        port = freePort()
-        master = Master(os.path.join(base, "conf"), {
-            "mydestination": "localhost", "local_recipient_maps": "",
-            "virtual_mailbox_domains": "virt.example",
-            "virtual_mailbox_base": mail,
-            "virtual_mailbox_maps": f"texthash:{maps}",
-            "virtual_uid_maps": f"static:{account.pw_uid}",
-            "virtual_gid_maps": f"static:{account.pw_gid}",
-            "virtual_minimum_uid": "1",
-        }, MASTER_CF.format(port=port)
-           + "virtual   unix  -       n       n       -       -       virtual -o max_use=3\n"
-        ).start()
-        self.addCleanup(master.stop)
-        for n in range(12):
-            sendMessage(port, "someone@localhost", ["alice@virt.example"], f"use {n}")
-        new = os.path.join(mail, "virt.example", "alice", "new")
-        waitFor(lambda: os.path.isdir(new) and len(os.listdir(new)) == 12,
-                what="the deliveries")
-        waitFor(lambda: master.log().count("relay=virtual") == 12, what="the log lines")
-        processes = set(re.findall(r"tmta/virtual\[(\d+)\]\] \S+: to=", master.log()))
-        self.assertGreaterEqual(len(processes), 4, processes)
-        self.assertNotIn("status=deferred", master.log())
-
-    def test_virtualDomain(self):
-        """
-        Mail to a virtual mailbox domain is accepted (not relayed) and
-        written under virtual_mailbox_base as the mapped uid.
+        @param options: the virtual service's C{-o} settings.
+        @return: the master, its SMTP port, the mailbox base and the
+            account.
         """
         base = shortTemporaryDirectory(self)
         os.chmod(base, 0o755)
@@ -166,8 +130,36 @@ class VirtualServiceTests(SynchronousTestCase):
             "virtual_gid_maps": f"static:{account.pw_gid}",
             "virtual_minimum_uid": "1",
         }, MASTER_CF.format(port=port)
-           + "virtual   unix  -       n       n       -       -       virtual\n").start()
+           + f"virtual   unix  -       n       n       -       -       virtual {options}\n"
+        ).start()
         self.addCleanup(master.stop)
+        return master, port, mail, account
+
+    def test_maxUseCountsDeliveries(self):
+        """
+        max_use bounds the deliveries a virtual process makes, although
+        qmgr sends them all over one connection: after that many it is
+        replaced, and nothing is lost on the way.
+        """
+        import re
+
+        master, port, mail, _ = self.startMaster("-o max_use=3")
+        for n in range(12):
+            sendMessage(port, "someone@localhost", ["alice@virt.example"], f"use {n}")
+        new = os.path.join(mail, "virt.example", "alice", "new")
+        waitFor(lambda: os.path.isdir(new) and len(os.listdir(new)) == 12,
+                what="the deliveries")
+        waitFor(lambda: master.log().count("relay=virtual") == 12, what="the log lines")
+        processes = set(re.findall(r"tmta/virtual\[(\d+)\]\] \S+: to=", master.log()))
+        self.assertGreaterEqual(len(processes), 4, processes)
+        self.assertNotIn("status=deferred", master.log())
+
+    def test_virtualDomain(self):
+        """
+        Mail to a virtual mailbox domain is accepted (not relayed) and
+        written under virtual_mailbox_base as the mapped uid.
+        """
+        master, port, mail, account = self.startMaster()
         sendMessage(port, "someone@localhost", ["alice@virt.example"], "to a virtual box",
                     source="127.0.0.1")
         new = os.path.join(mail, "virt.example", "alice", "new")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Mapping, Optional
+from typing import Callable, Dict, Iterable, List, Mapping, Optional
 
 from .maincf import MainConfig
 from .mastercf import MasterEntry, parseMasterCf
@@ -322,10 +322,10 @@ def _check(main: MainConfig, services: List[MasterEntry], masterPath: str) -> Li
         fatal, notes = smtpdProblems(main.withOverrides(entry.overrides), main,
                                      entry.overrides, masterWhere(entry),
                                      anvil=any(e.command == "anvil" for e in services),
-                                     verify=_hasVerifyService(main, services))
+                                     verify=hasVerifyService(main, services))
         problems += [str(p) for p in fatal]
         harmless += [f"{p} (ignored)" for p in notes]
-    if _hasVerifyService(main, services):
+    if hasVerifyService(main, services):
         problem = verifyMapProblem(main.get("address_verify_map"))
         if problem is not None:
             line = main.lineOf("address_verify_map")
@@ -336,7 +336,7 @@ def _check(main: MainConfig, services: List[MasterEntry], masterPath: str) -> Li
     return list(dict.fromkeys(harmless))
 
 
-def _hasVerifyService(main: MainConfig, services: List[MasterEntry]) -> bool:
+def hasVerifyService(main: MainConfig, services: Iterable[MasterEntry]) -> bool:
     """
     Whether master.cf runs the verify service under the name smtpd asks
     for it by (C{address_verify_service_name}).

@@ -446,10 +446,31 @@ class QueueManager:
             return parseFeedback("1")
 
     @staticmethod
-    def _dsnArguments(message: ActiveMessage) -> Dict[str, str]:
+    def _request(agent, job: Job, recipients: List[Recipient], **flags) -> defer.Deferred:
+        """
+        Ask the agent to deliver the job's message to C{recipients}.
+        """
+        message = job.message
         attributes = message.envelope.attributes
-        return {name: attributes[name] for name in ("dsn_ret", "dsn_envid")
-                if attributes.get(name)}
+        for name in ("dsn_ret", "dsn_envid"):
+            if attributes.get(name):
+                flags[name] = attributes[name]
+        if message.probe:
+            flags["verify"] = True
+        return agent.callRemote(
+            Deliver,
+            queue_id=message.queueId,
+            sender=message.envelope.sender,
+            nexthop=job.nexthop,
+            arrival=message.envelope.arrival,
+            activated=message.activated,
+            recipients=[
+                {"address": r.address, "original": r.original, "offset": r.offset,
+                 "notify": r.notify, "orcpt": r.orcpt}
+                for r in recipients
+            ],
+            **flags,
+        )
 
     def _suspended(self, job: Job, reason: str) -> None:
         """
@@ -478,21 +499,7 @@ class QueueManager:
                                   "mail transport unavailable")
             return Outcome(None, False)
         try:
-            result = await agent.callRemote(
-                Deliver,
-                queue_id=message.queueId,
-                sender=message.envelope.sender,
-                nexthop=job.nexthop,
-                arrival=message.envelope.arrival,
-                activated=message.activated,
-                recipients=[
-                    {"address": r.address, "original": r.original, "offset": r.offset,
-                     "notify": r.notify, "orcpt": r.orcpt}
-                    for r in job.recipients
-                ],
-                **self._dsnArguments(message),
-                **({"verify": True} if message.probe else {}),
-            )
+            result = await self._request(agent, job, job.recipients)
         except Exception as e:
             pool.discard(agent)
             self.completion.defer(message, job.nexthop, job.recipients,
@@ -518,27 +525,12 @@ class QueueManager:
         @return: their statuses; deferred when the agent could not be
             asked.
         """
-        message = job.message
         try:
             agent = await self.connect(job.transport)
         except Exception as e:
             return _deferredStatuses(recipients, f"mail transport unavailable: {e}")
         try:
-            result = await agent.callRemote(
-                Deliver,
-                queue_id=message.queueId,
-                sender=message.envelope.sender,
-                nexthop=job.nexthop,
-                arrival=message.envelope.arrival,
-                activated=message.activated,
-                recipients=[
-                    {"address": r.address, "original": r.original, "offset": r.offset,
-                     "notify": r.notify, "orcpt": r.orcpt}
-                    for r in recipients
-                ],
-                alone=True,
-                **self._dsnArguments(message),
-            )
+            result = await self._request(agent, job, recipients, alone=True)
         except Exception as e:
             return _deferredStatuses(recipients, f"delivery agent {job.transport} failed: {e}")
         finally:

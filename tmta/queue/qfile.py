@@ -33,7 +33,6 @@ import io
 import os
 import stat
 import struct
-import sys
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable, Dict, Iterator, List, Optional, Sequence
 
@@ -501,7 +500,7 @@ def readEnvelope(f: BinaryIO, maxRecipients: int = 1_000_000) -> Envelope:
                 name, eq, value = _text(data).partition("=")
                 if not eq:
                     raise CorruptQueueFile(f"bad attribute at offset {offset}")
-                envelope.attributes[sys.intern(name)] = value
+                envelope.attributes[name] = value
             elif kind == REC_TIME:
                 envelope.arrival = float(data.decode("ascii"))
                 hasTime = True

@@ -156,13 +156,13 @@ def _verifyClient(context):
     The client of the verify service, when master.cf runs one under the
     name C{address_verify_service_name}.
     """
+    from tmta.config.loader import hasVerifyService
     from tmta.verify.client import VerifyClient
 
     config = context.config
-    name = config.get("address_verify_service_name") or "verify"
-    if not any(e.command == "verify" and e.service == name
-               for e in getattr(context, "services", ())):
+    if not hasVerifyService(config, getattr(context, "services", ())):
         return None
+    name = config.get("address_verify_service_name") or "verify"
     return VerifyClient(lambda: context.connect(name), context.reactor,
                         idle=config.getTime("ipc_idle"))
 

@@ -57,7 +57,7 @@ async def _poll(env, address: str) -> Optional[tuple]:
                      service=config.get("address_verify_service_name") or "verify", error=e)
             return None
         count += 1
-        if status != verification.TODO or count >= polls:
+        if status != verification.PROBING or count >= polls:
             return status, text
         await deferLater(clock, delay, lambda: None)
 
@@ -85,7 +85,7 @@ def rejectUnverified(kind: str):
             status, text = answer
             if status == verification.OK:
                 return DUNNO, None
-            if status in (verification.TODO, verification.DEFER):
+            if status in (verification.PROBING, verification.DEFER):
                 code = config.getInt(f"{prefix}_defer_code")
             elif status == verification.BOUNCE:
                 code = config.getInt(f"{prefix}_reject_code")

@@ -24,8 +24,9 @@ from typing import Dict, Iterator, Optional, Tuple
 
 from tmta.batching import SerialThread
 from tmta.config.safety import verifyMapProblem
+from tmta.tables.compiled import databasePath
 from tmta.logging import Logger
-from tmta.verify.commands import BOUNCE, DEFER, OK, STATUSES, TODO
+from tmta.verify.commands import BOUNCE, DEFER, OK, STATUSES, PROBING
 
 log = Logger()
 
@@ -33,10 +34,6 @@ log = Logger()
 PROBE_TTL = 1000
 
 IN_PROGRESS = "Address verification in progress"
-
-#: Table types whose C{address_verify_map} tmta writes, and the suffix of
-#: the database file (as L{tmta.tables.compiled} names them).
-WRITABLE_TYPES = {"btree": ".db", "hash": ".db", "lmdb": ".lmdb"}
 
 
 @dataclass
@@ -146,7 +143,8 @@ def openStore(spec: str, reactor):
     if not spec:
         return MemoryStore()
     kind, _, path = spec.partition(":")
-    return SQLiteStore(path + WRITABLE_TYPES[kind.lower()], reactor)
+    # The database file is named as tmta names those of compiled tables.
+    return SQLiteStore(databasePath(kind.lower(), path), reactor)
 
 
 @dataclass
@@ -214,7 +212,7 @@ class AddressCache:
                               and self._expired(record, now)):
             if record is not None and not self.times.negativeCache:
                 self.store.delete(key)
-            record = VerifyRecord(TODO, 0, 0, IN_PROGRESS)
+            record = VerifyRecord(PROBING, 0, 0, IN_PROGRESS)
         probe = now - record.probed > PROBE_TTL and self._stale(record, now)
         if probe and (record.updated or self.times.negativeCache):
             self.store.put(key, VerifyRecord(record.status, now, record.updated,

@@ -15,9 +15,9 @@ DEFER = 1
 #: Undeliverable (a 5xx).
 BOUNCE = 2
 #: Nothing known yet: a probe is under way.
-TODO = 3
+PROBING = 3
 
-STATUSES = (OK, DEFER, BOUNCE, TODO)
+STATUSES = (OK, DEFER, BOUNCE, PROBING)
 
 
 class VerifyQuery(Command):
