@@ -198,13 +198,16 @@ class FaultTests(SynchronousTestCase):
         def missing() -> Set[str]:
             return load.acknowledged - set(subjects(self.spool))
 
+        queue = self.master.queue
+        store = QueueStore(queue)
         try:
             waitFor(lambda: not missing(), timeout=120)
         except AssertionError:
+            where = {name: sum(len(files) for _, _, files in os.walk(os.path.join(queue, name)))
+                     for name in ("incoming", "active", "deferred", "hold", "corrupt")}
             self.fail(f"{len(missing())} of {len(load.acknowledged)} acknowledged messages "
-                      f"not delivered: {sorted(missing())[:10]}")
-        queue = self.master.queue
-        store = QueueStore(queue)
+                      f"not delivered: {sorted(missing())[:10]}; queue: {where}\n"
+                      f"{self.master.log()[-6000:]}")
 
         def left():
             # deferred/ is hashed into subdirectories: count files only.
@@ -273,8 +276,9 @@ class FaultTests(SynchronousTestCase):
                 f.write(text)
             os.replace(mainCf + ".new", mainCf)
             master.signal(signal.SIGHUP)
-        with open(mainCf, "w") as f:
+        with open(mainCf + ".new", "w") as f:
             f.write(original)
+        os.replace(mainCf + ".new", mainCf)
         load.stop()
         self.assertNoneLost(load)
         self.assertEqual(load.cutOff, [], "sessions were cut off")
@@ -294,17 +298,16 @@ class FaultTests(SynchronousTestCase):
         """
         self._rapidReloads(invalid=True)
 
-    def test_invalidReloadKeepsServing(self):
+    def _refusedReloadKeepsServing(self, change) -> None:
         """
-        After main.cf is broken and the master told to reload, the master
-        keeps its configuration, and so do the workers it starts
-        afterwards: mail is still taken and delivered.
+        After C{change(mainCf)} and a SIGHUP, the master keeps its
+        configuration, and so do the workers it starts afterwards: mail
+        is still taken and delivered.
         """
         master = self.startMaster()
         sendMessage(self.port, "alice@example.com", ["bob@localhost"], "before")
         waitFor(lambda: "before" in subjects(self.spool), what="the first delivery")
-        with open(os.path.join(master.directory, "main.cf"), "a") as f:
-            f.write("message_size_limit = ten\n")
+        change(os.path.join(master.directory, "main.cf"))
         master.signal(signal.SIGHUP)
         waitFor(lambda: "reload failed, keeping the old configuration" in master.log(),
                 what="the refused reload")
@@ -320,6 +323,30 @@ class FaultTests(SynchronousTestCase):
             sendMessage(self.port, "alice@example.com", ["bob@localhost"], f"after-{n}")
         waitFor(lambda: {"after-0", "after-1", "after-2"} <= set(subjects(self.spool)),
                 timeout=60, what="delivery after the failed reload")
+
+    def test_invalidReloadKeepsServing(self):
+        """
+        A reload after main.cf was broken is refused.
+        """
+        def breakIt(mainCf: str) -> None:
+            with open(mainCf, "a") as f:
+                f.write("message_size_limit = ten\n")
+
+        self._refusedReloadKeepsServing(breakIt)
+
+    def test_reloadToAnotherQueueRefused(self):
+        """
+        A reload that would move the queue (main.cf emptied, or another
+        queue_directory) is refused: the workers would leave the mail
+        in the queue in use behind, and the master's lock and pid files
+        are there.  Moving it takes a restart (Postfix's master, too,
+        enters its queue directory once, at start).
+        """
+        def emptyIt(mainCf: str) -> None:
+            open(mainCf, "w").close()
+
+        self._refusedReloadKeepsServing(emptyIt)
+        self.assertIn("queue_directory", self.master.log())
 
     def test_killMasterAlone(self):
         """

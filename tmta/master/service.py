@@ -576,6 +576,22 @@ class MasterService(service.Service):
         for runner in self.runners.values():
             runner.start()
 
+    def _checkSameQueue(self, configuration: Configuration) -> None:
+        """
+        A reload keeps the queue: the master's lock and pid files are in
+        it, and workers moved to another would leave the mail in this
+        one behind.  (An emptied main.cf names the default queue.)
+
+        @raise ConfigError: C{queue_directory} differs from the running
+            one.
+        """
+        running = os.path.normpath(self.configuration.main.get("queue_directory"))
+        wanted = os.path.normpath(configuration.main.get("queue_directory"))
+        if wanted != running:
+            raise ConfigError(os.path.join(configuration.directory, "main.cf"), None,
+                              f"queue_directory changed from {running} to {wanted}: "
+                              "moving the queue takes a restart")
+
     def reload(self) -> Optional[defer.Deferred]:
         """
         Re-read the configuration: services keep their sockets where the
@@ -585,6 +601,7 @@ class MasterService(service.Service):
         try:
             configuration = self._load()
             owner = self._checkOwner(configuration)
+            self._checkSameQueue(configuration)
         except ConfigError as e:
             log.error("reload failed, keeping the old configuration: {error}", error=str(e))
             return None
