@@ -372,11 +372,20 @@ class Sink:
     a file, so that relayed mail can be counted as it arrives.
     """
 
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str, listening: bool = True) -> None:
+        """
+        @param listening: start listening now; otherwise its port is
+            chosen (and refuses connections) until L{listen}.
+        """
         self.port = freePort()
         self.dumps = os.path.join(base, "sink")
         os.makedirs(self.dumps)
         os.chmod(self.dumps, 0o777)
+        self.process: Optional[subprocess.Popen] = None
+        if listening:
+            self.listen()
+
+    def listen(self) -> None:
         self.process = subprocess.Popen(
             ["smtp-sink", "-u", "nobody", "-d", os.path.join(self.dumps, "%M."),
              f"127.0.0.1:{self.port}", "256"],
@@ -387,8 +396,9 @@ class Sink:
         return len(os.listdir(self.dumps))
 
     def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(30)
+        if self.process is not None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(30)
 
 
 class Server:

@@ -378,3 +378,34 @@ class RewriteClientTests(TestCase):
         self.successResultOf(client.rewrite("b@h"))  # the oldest answer goes
         self.successResultOf(client.resolve("a@h"))
         self.assertEqual(calls[-1], ("ResolveAddress", "a@h"))
+
+    def test_questionUnderWayAskedOnce(self):
+        """
+        A question asked again before its answer came is not sent
+        again: every asker gets the one answer, or the one failure.
+        """
+        from tmta.rewrite.client import RewriteClient
+        from twisted.internet.testing import StringTransport
+
+        asked = []
+
+        class FakeAMP:
+            transport = StringTransport()
+
+            def callRemote(self, command, **kw):
+                d = defer.Deferred()
+                asked.append((kw["address"], d))
+                return d
+
+        client = RewriteClient(lambda: defer.succeed(FakeAMP()), Clock())
+        waiting = [client.resolve("a@h") for _ in range(5)] + [client.resolve("b@h")]
+        self.assertEqual([address for address, _ in asked], ["a@h", "b@h"])
+        asked[0][1].callback({"transport": "local", "nexthop": "h", "recipient": "a@h",
+                              "addressClass": "local"})
+        self.assertEqual({self.successResultOf(d).recipient for d in waiting[:5]}, {"a@h"})
+        self.assertNoResult(waiting[5])
+        asked[1][1].errback(OSError("trivial-rewrite went away"))
+        self.failureResultOf(waiting[5], OSError)
+        # Failure is not remembered: the next asker asks again.
+        client.resolve("b@h")
+        self.assertEqual([address for address, _ in asked], ["a@h", "b@h", "b@h"])

@@ -149,6 +149,77 @@ class QueueManagerTests(TestCase):
         self.assertEqual(self.store.list("deferred"), [near])
 
     @defer.inlineCallbacks
+    def test_flushWaitsForTheResolver(self):
+        """
+        A flush of more deferred mail than trivial-rewrite answers at
+        once holds at most L{RESOLVING_LIMIT} messages waiting for it;
+        the rest stays in C{deferred/}, and is taken up, flushed, as the
+        answers come.
+        """
+        from tmta.qmgr.manager import RESOLVING_LIMIT
+
+        questions = []
+
+        def resolve(address):
+            d = defer.Deferred()
+            questions.append((address, d))
+            return d
+
+        self.manager.resolve = resolve
+        self.manager.deferTransports = {"local"}
+        count = RESOLVING_LIMIT + 30
+        for n in range(count):
+            queueId = self.queue([f"user{n}@localhost"], queueName="deferred")
+            os.utime(self.store.path("deferred", queueId), (time.time() + 3600,) * 2)
+        self.manager.flush()
+        yield defer.Deferred.fromCoroutine(self.settle_briefly())
+        self.assertEqual(len(questions), RESOLVING_LIMIT)
+        self.assertEqual(len(self.manager.active), RESOLVING_LIMIT)
+        self.assertEqual(len(self.store.list("deferred")), 30)
+        rewriter = Rewriter(self.manager.config)
+        while questions:
+            answering, questions[:] = list(questions), []
+            for address, d in answering:
+                d.callback(rewriter.resolve(address))
+            yield defer.Deferred.fromCoroutine(self.settle_briefly())
+        yield defer.Deferred.fromCoroutine(self.settle())
+        delivered = [r["address"] for s, c, kw in self.requests for r in kw["recipients"]]
+        # Flushed, so delivered despite defer_transports.
+        self.assertEqual(sorted(delivered), sorted(f"user{n}@localhost" for n in range(count)))
+        self.assertEqual(self.store.list("deferred"), [])
+
+    @defer.inlineCallbacks
+    def test_flushTriesDeadDestinations(self):
+        """
+        A flush tries a destination taken for dead again at once, as
+        Postfix's C{postqueue -f} does, rather than deferring its mail
+        untried until C{minimal_backoff_time} has passed.
+        """
+        self.services.add("smtp")
+        self.held = []
+        for n in range(12):
+            self.queue([f"u{n}@remote.example"])
+        self.manager.start()
+        yield defer.Deferred.fromCoroutine(self.settle_briefly())
+        tried = len(self.held)
+        self.assertEqual(tried, 5)  # initial_destination_concurrency
+        while self.held:
+            d, kw = self.held.pop(0)
+            d.callback({"statuses": [{"offset": r["offset"], "status": DEFERRED,
+                                      "dsn": "4.4.1", "reason": "refused"}
+                                     for r in kw["recipients"]],
+                        "site_failure": "connect to remote.example: Connection refused"})
+        yield defer.Deferred.fromCoroutine(self.settle())
+        # Taken for dead: the rest was deferred untried.
+        self.assertEqual(len(self.requests), tried)
+        self.assertEqual(len(self.store.list("deferred")), 12)
+        self.held = None
+        self.manager.flush()
+        yield defer.Deferred.fromCoroutine(self.settle())
+        self.assertEqual(len(self.requests), tried + 12)
+        self.assertEqual(self.store.list("deferred"), [])
+
+    @defer.inlineCallbacks
     def test_partialDeferral(self):
         self.outcomes["carol@localhost"] = DEFERRED
         queueId = self.queue(["bob@localhost", "carol@localhost"])
@@ -350,7 +421,7 @@ class QueueManagerTests(TestCase):
             d.callback({"statuses": [{"offset": r["offset"], "status": SENT, "dsn": "2.0.0",
                                       "reason": "ok"} for r in kw["recipients"]]})
         yield defer.Deferred.fromCoroutine(self.settle())
-        self.assertEqual(order, ["I0", "I1", "D0", "I2", "D1", "D2"])
+        self.assertEqual(order, ["I0", "D0", "I1", "D1", "I2", "D2"])
 
     @defer.inlineCallbacks
     def test_backoffIntervals(self):

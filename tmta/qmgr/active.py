@@ -16,6 +16,7 @@ from tmta.logging import Logger
 from twisted.python.failure import Failure
 
 from tmta.bounce.commands import BounceRecipients
+from tmta.common.slots import SLOTS
 from tmta.dsn import notifies
 from tmta.delivery import (
     BOUNCED,
@@ -35,7 +36,7 @@ from tmta.verify.commands import BOUNCE, DEFER, OK
 log = Logger()
 
 
-@dataclass
+@dataclass(**SLOTS)
 class ActiveMessage:
     """
     A message in C{active/} and what is under way for it.

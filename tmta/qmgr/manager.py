@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Callable, Dict, List, Optional, Set, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 from twisted.internet import defer, task
 from tmta.common.eager import eagerly
@@ -39,6 +39,72 @@ def _deferredStatuses(recipients: List[Recipient], reason: str) -> List[dict]:
 _KEPT_ATTRIBUTES = frozenset({"filter", "dsn_ret", "dsn_envid", PROBE_ATTRIBUTE,
                               DELIVERABLE_ATTRIBUTE})
 
+#: How many messages may wait at once for trivial-rewrite to resolve
+#: their recipients.  Enough to keep it busy; few enough that taking up
+#: a queue of 20,000 deferred messages holds no request, coroutine and
+#: answer for each of them.
+RESOLVING_LIMIT = 100
+
+#: How many queue files one turn of the reactor takes up before it lets
+#: deliveries, answers and requests in.
+FEED_SLICE = 50
+
+
+class QueueScan:
+    """
+    One pass over a queue directory, taken up a message at a time, and
+    what the pass after it must do.
+
+    A pass lists the directory once and keeps its place, so that a pass
+    stopped by a full active queue goes on where it was when room is
+    made, and a request made during a pass is a second pass after it.
+
+    @ivar queueName: C{incoming} or C{deferred}.
+    @ivar everything: this pass takes every message, due or not, and
+        marks it flushed (C{tmta queue flush}).
+    """
+
+    def __init__(self, queueName: str) -> None:
+        self.queueName = queueName
+        self.everything = False
+        self._names: Optional[Iterator[str]] = None
+        self._again = False
+        self._againEverything = False
+
+    @property
+    def running(self) -> bool:
+        return self._names is not None
+
+    def request(self, lister: Callable[[str], List[str]], everything: bool = False) -> None:
+        """
+        Ask for a pass: start one now, or one more after the pass under
+        way (which a flush also makes take everything from here on).
+        """
+        if self._names is None:
+            self._start(lister, everything)
+            return
+        self._again = True
+        self._againEverything = self._againEverything or everything
+        self.everything = self.everything or everything
+
+    def _start(self, lister: Callable[[str], List[str]], everything: bool) -> None:
+        self._names = iter(lister(self.queueName))
+        self.everything = everything
+
+    def next(self, lister: Callable[[str], List[str]]) -> Optional[str]:
+        """
+        The next queue id of the pass (the next pass's first, when one
+        was asked for), or C{None} once the passes asked for are done.
+        """
+        while self._names is not None:
+            for queueId in self._names:
+                return queueId
+            self._names = None
+            if self._again:
+                everything, self._again, self._againEverything = self._againEverything, False, False
+                self._start(lister, everything)
+        return None
+
 
 class QueueManager:
     """
@@ -66,14 +132,17 @@ class QueueManager:
         self.transportLimits = transportLimits or {}
         self.active = ActiveMessages()
         self.active.onRemoved = self._roomMade
-        # Set when mail was left waiting for want of room: the next
-        # message to leave the active queue brings a scan of the queues
-        # that had some, taking turns so that neither new nor deferred
-        # mail starves the other.
+        # The passes over incoming/ and deferred/, fed from in turns so
+        # that neither new nor deferred mail starves the other.
+        self._scans = [QueueScan("incoming"), QueueScan("deferred")]
+        self._turn = 0
+        self._feeding = False
+        self._feedCall = None
+        # Set when mail was left waiting for want of room (the in-flow
+        # flag is then raised until some is made).
         self._leftWaiting = False
-        self._waitingIn: Set[str] = set()
-        self._deferredFirst = False
-        self._wakeupCall = None
+        # Messages whose recipients trivial-rewrite is resolving.
+        self._resolving = 0
         self.inFlow = InFlowFlag(store.directory)
         self.recipientLimit = config.getInt("qmgr_message_recipient_limit")
         # sender_dependent_relayhost_maps: the next hop depends on the
@@ -83,12 +152,9 @@ class QueueManager:
         self.activeLimit = config.getInt("qmgr_message_active_limit")
         self.runDelay = config.getTime("queue_run_delay")
         self.deferTransports = set(config.getList("defer_transports"))
-        self._flushing = False
         self.defaultProcessLimit = config.getInt("default_process_limit")
         self.ipcIdle = config.getTime("ipc_idle")
         self.pools: Dict[str, ConnectionPool] = {}
-        self._scanning = False
-        self._rescan = False
         self._deferredScan: Optional[task.LoopingCall] = None
         self.stopping = False
         # Deliveries started and finishings under way: stop() waits for
@@ -122,8 +188,8 @@ class QueueManager:
         self.stopping = True
         if self._deferredScan is not None and self._deferredScan.running:
             self._deferredScan.stop()
-        if self._wakeupCall is not None and self._wakeupCall.active():
-            self._wakeupCall.cancel()
+        if self._feedCall is not None and self._feedCall.active():
+            self._feedCall.cancel()
         self.inFlow.set(False)
         for queue in self.transports.values():
             queue.paused = True
@@ -138,22 +204,9 @@ class QueueManager:
     def wakeup(self) -> None:
         """
         There may be new mail in C{incoming/}: scan it (once more after
-        the scan under way, if any).
+        the pass under way, if any).
         """
-        if self.stopping:
-            return
-        if self._scanning:
-            self._rescan = True
-            return
-        self._scanning = True
-        try:
-            while True:
-                self._rescan = False
-                self._scan("incoming", due=lambda queueId: True)
-                if not self._rescan:
-                    break
-        finally:
-            self._scanning = False
+        self._requestScan(self._scans[0])
 
     def incoming(self, queueId: str) -> None:
         """
@@ -166,6 +219,7 @@ class QueueManager:
             queueId in self.active
             or not isQueueId(queueId)
             or self._full()
+            or self._resolving >= RESOLVING_LIMIT
             or not self.store.isRegular("incoming", queueId)
             or not self.store.isComplete("incoming", queueId)
         ):
@@ -198,19 +252,17 @@ class QueueManager:
             return
         self._leftWaiting = False
         self.inFlow.set(False)
-        if self._wakeupCall is None or not self._wakeupCall.active():
-            # Not from within the completion that made the room.
-            self._wakeupCall = self.reactor.callLater(0, self._refill)
+        self._feedLater()
 
-    def _refill(self) -> None:
-        waiting, self._waitingIn = self._waitingIn, set()
-        order = ["deferred", "incoming"] if self._deferredFirst else ["incoming", "deferred"]
-        self._deferredFirst = not self._deferredFirst
-        for queueName in order:
-            if queueName == "incoming":
-                self.wakeup()
-            elif queueName in waiting:
-                self.scanDeferred()
+    def _feedLater(self) -> None:
+        """
+        Go on feeding the active queue at the next turn of the reactor
+        (not from within the completion or answer that made room).
+        """
+        if self.stopping or not any(scan.running for scan in self._scans):
+            return
+        if self._feedCall is None or not self._feedCall.active():
+            self._feedCall = self.reactor.callLater(0, self._feed)
 
     def recoverActive(self) -> None:
         """
@@ -230,15 +282,14 @@ class QueueManager:
 
     def flush(self) -> None:
         """
-        Try every deferred message now, whatever its retry time
-        (C{tmta queue flush}, Postfix's C{postqueue -f}).
+        Try every deferred message now, whatever its retry time, and
+        every destination taken for dead (C{tmta queue flush}, Postfix's
+        C{postqueue -f}).
         """
         log.info("flush: trying deferred mail now")
-        self._flushing = True
-        try:
-            self._scan("deferred", lambda queueId: True)
-        finally:
-            self._flushing = False
+        for queue in self.transports.values():
+            queue.reviveAll()
+        self._requestScan(self._scans[1], everything=True)
 
     def periodicScan(self) -> None:
         """
@@ -251,48 +302,108 @@ class QueueManager:
         self.scanDeferred()
 
     def scanDeferred(self) -> None:
+        """
+        Take up the deferred mail whose retry time has come (once more
+        after the pass under way, if any).
+        """
+        self._requestScan(self._scans[1])
+
+    def _due(self, queueId: str) -> bool:
+        """
+        Whether a deferred message's retry time has come.  One further
+        off than any backoff gives (a clock that was wrong, a file
+        touched by hand) is not waited for.
+        """
+        try:
+            retry = os.stat(self.store.path("deferred", queueId)).st_mtime
+        except OSError:
+            return False
         now = self.now()
-        # A retry time further off than any backoff gives (a clock that
-        # was wrong, a file touched by hand) is not waited for.
-        latest = now + self.completion.maximalBackoff
+        return retry <= now or retry > now + self.completion.maximalBackoff
 
-        def due(queueId: str) -> bool:
-            try:
-                retry = os.stat(self.store.path("deferred", queueId)).st_mtime
-            except OSError:
-                return False
-            return retry <= now or retry > latest
-
-        self._scan("deferred", due)
-
-    def _scan(self, queueName: str, due) -> None:
+    def _requestScan(self, scan: QueueScan, everything: bool = False) -> None:
         if self.stopping:
             return
-        for queueId in self.store.list(queueName):
-            if self._full():
-                self._waitingIn.add(queueName)
-                return
-            if queueId in self.active:
-                continue
-            if not self.store.isRegular(queueName, queueId):
-                # Never taken into active/ (a link would lead to another
-                # queue file): set aside for the operator, with a word.
-                self.store.corrupt(queueName, queueId, "not a regular file")
-                continue
-            if not self.store.isComplete(queueName, queueId):
-                continue
-            if not due(queueId):
-                continue
-            try:
-                self.store.move(queueId, queueName, "active")
-            except OSError as e:
-                log.error("{queueId}: cannot move to active: {error}", queueId=queueId, error=e)
-                continue
-            self.activate(queueId, wasDeferred=queueName == "deferred")
+        try:
+            scan.request(self.store.list, everything)
+        except OSError as e:
+            log.error("cannot scan the {queue} queue: {error}", queue=scan.queueName, error=e)
+            return
+        self._feed()
+
+    def _feed(self) -> None:
+        """
+        Take up mail from the passes under way, a message from each in
+        turn, while the active queue has room and fewer than
+        L{RESOLVING_LIMIT} messages wait for their recipients to be
+        resolved; after L{FEED_SLICE} messages, go on at the next turn
+        of the reactor.
+        """
+        if self._feeding:
+            # Asked again from within a message being taken up: the
+            # loop under way sees the pass that was asked for.
+            return
+        self._feeding = True
+        try:
+            taken = 0
+            while not self.stopping and taken < FEED_SLICE:
+                if self._full() or self._resolving >= RESOLVING_LIMIT:
+                    return
+                found = self._nextQueued()
+                if found is None:
+                    return
+                if self._takeUp(*found):
+                    taken += 1
+            self._feedLater()
+        finally:
+            self._feeding = False
+
+    def _nextQueued(self) -> Optional[Tuple[QueueScan, str]]:
+        """
+        The next message of the passes under way, from each in turn.
+        """
+        count = len(self._scans)
+        for step in range(count):
+            index = (self._turn + step) % count
+            queueId = self._scans[index].next(self.store.list)
+            if queueId is not None:
+                self._turn = (index + 1) % count
+                return self._scans[index], queueId
+        return None
+
+    def _takeUp(self, scan: QueueScan, queueId: str) -> bool:
+        """
+        Move a message of a pass into C{active/} and activate it, when
+        it is still there, complete, and (deferred) due.
+
+        @return: whether it was taken up.
+        """
+        queueName = scan.queueName
+        if queueId in self.active:
+            return False
+        if not self.store.isRegular(queueName, queueId):
+            # Never taken into active/ (a link would lead to another
+            # queue file): set aside for the operator, with a word.
+            self.store.corrupt(queueName, queueId, "not a regular file")
+            return False
+        if not self.store.isComplete(queueName, queueId):
+            return False
+        if queueName == "deferred" and not scan.everything and not self._due(queueId):
+            return False
+        try:
+            self.store.move(queueId, queueName, "active")
+        except FileNotFoundError:
+            return False  # taken up meanwhile, by a trigger or an operator
+        except OSError as e:
+            log.error("{queueId}: cannot move to active: {error}", queueId=queueId, error=e)
+            return False
+        self.activate(queueId, wasDeferred=queueName == "deferred",
+                      flushed=queueName == "deferred" and scan.everything)
+        return True
 
     # -- one message -------------------------------------------------------
 
-    def activate(self, queueId: str, wasDeferred: bool = False) -> None:
+    def activate(self, queueId: str, wasDeferred: bool = False, flushed: bool = False) -> None:
         try:
             envelope = self.store.readEnvelope("active", queueId)
         except CorruptQueueFile as e:
@@ -308,7 +419,7 @@ class QueueManager:
                                if name in _KEPT_ATTRIBUTES}
         pending = envelope.pending()
         message = ActiveMessage(queueId, envelope, self.now(), wasDeferred=wasDeferred,
-                                flushed=self._flushing, recipientCount=len(pending),
+                                flushed=flushed, recipientCount=len(pending),
                                 probe=envelope.attributes.get(PROBE_ATTRIBUTE) == "yes")
         self.active[queueId] = message
         log.info(
@@ -320,9 +431,19 @@ class QueueManager:
         if not isinstance(scheduled, defer.Deferred):
             self.completion.jobDone(message)
             return
+        self._resolving += 1
         scheduled.addErrback(
             lambda f: log.failure("{queueId}: scheduling failed", f, queueId=queueId))
-        scheduled.addBoth(lambda _: self.completion.jobDone(message))
+        scheduled.addBoth(lambda _: self._scheduled(message))
+
+    def _scheduled(self, message: ActiveMessage) -> None:
+        """
+        A message's recipients, which had to wait for trivial-rewrite,
+        are resolved and handed to their transports.
+        """
+        self._resolving -= 1
+        self._feedLater()
+        self.completion.jobDone(message)
 
     async def _schedule(self, message: ActiveMessage, pending: List[Recipient]) -> None:
         if message.probe and not self._probeAdmitted(message, pending):

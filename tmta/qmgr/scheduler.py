@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Deque, Dict, List, Optional, Set, Tuple
 
 from twisted.internet import defer
+from tmta.common.slots import SLOTS
 from tmta.logging import Logger
 
 from tmta.queue.qfile import Recipient
@@ -37,7 +38,7 @@ log = Logger()
 DestinationKey = Tuple[str, str]
 
 
-@dataclass
+@dataclass(**SLOTS)
 class Job:
     """
     One delivery request: recipients of one message for one destination.
@@ -334,6 +335,16 @@ class TransportQueue:
         destination.success = destination.failure = destination.failedCohorts = 0.0
         if destination.idle and self.destinations.get(destination.key) is destination:
             del self.destinations[destination.key]
+
+    def reviveAll(self) -> None:
+        """
+        Take no destination for dead any longer (a flush, as Postfix's
+        C{postqueue -f} asks its queue manager to try dead destinations
+        too).
+        """
+        for destination in list(self.destinations.values()):
+            if destination.suspended is not None:
+                self._revive(destination)
 
     def close(self) -> None:
         """

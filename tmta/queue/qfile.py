@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, Callable, Dict, Iterator, List, Optional, Sequence
 
 from tmta.common.durable import fsyncDirectory, startWriteback, writeFully
+from tmta.common.slots import SLOTS
 
 VERSION = b"tmta-queue 1"
 HEADER = struct.Struct(">cI")
@@ -95,7 +96,7 @@ def _bytes(text: str) -> bytes:
     return text.encode("utf-8", "surrogateescape")
 
 
-@dataclass
+@dataclass(**SLOTS)
 class Recipient:
     """
     One envelope recipient.
@@ -115,7 +116,7 @@ class Recipient:
     orcpt: str = ""
 
 
-@dataclass
+@dataclass(**SLOTS)
 class Envelope:
     """
     Everything in a queue file but the message content.

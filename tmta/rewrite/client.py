@@ -6,10 +6,11 @@ clients keep one.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Callable, Optional
+from typing import Callable, Dict, List, Optional
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
 
 from tmta.rewrite import Resolution
 from tmta.rewrite.commands import ResolveAddress, RewriteAddress
@@ -20,7 +21,10 @@ class RewriteClient:
     """
     Asks the trivial-rewrite service, over one connection shared by all
     requests (closed after C{idle} seconds without one), and remembers
-    up to C{size} answers for C{ttl} seconds.
+    up to C{size} answers for C{ttl} seconds.  A question already asked
+    and not yet answered is not asked again: its askers share the
+    answer (a flush of thousands of messages to a few addresses sends a
+    few requests, not thousands).
     """
 
     def __init__(
@@ -36,6 +40,7 @@ class RewriteClient:
         self.size = size
         self.ttl = ttl
         self._cache: OrderedDict = OrderedDict()
+        self._asked: Dict[tuple, List[defer.Deferred]] = {}
 
     def _cached(self, key):
         hit = self._cache.get(key)
@@ -55,6 +60,31 @@ class RewriteClient:
             self._cache.popitem(last=False)
         return result
 
+    def _lookup(self, key, command, **kw) -> defer.Deferred:
+        """
+        @return: a Deferred firing with the answer to C{command}: from
+            the cache, from the same question under way, or asked now.
+        """
+        hit = self._cached(key)
+        if hit is not None:
+            return defer.succeed(hit)
+        answer: defer.Deferred = defer.Deferred()
+        waiting = self._asked.get(key)
+        if waiting is not None:
+            waiting.append(answer)
+            return answer
+        self._asked[key] = [answer]
+        defer.Deferred.fromCoroutine(self._ask(key, command, **kw)).addBoth(
+            self._answered, key)
+        return answer
+
+    def _answered(self, result, key) -> None:
+        for answer in self._asked.pop(key):
+            if isinstance(result, Failure):
+                answer.errback(result)
+            else:
+                answer.callback(result)
+
     def close(self) -> None:
         """
         Drop the connection (it is made again when needed).
@@ -66,13 +96,8 @@ class RewriteClient:
         @return: a Deferred firing with the canonical address (at once,
             from the cache, when it is there).
         """
-        key = (RewriteAddress, address)
-        hit = self._cached(key)
-        if hit is not None:
-            return defer.succeed(hit["address"])
-        return defer.Deferred.fromCoroutine(
-            self._ask(key, RewriteAddress, address=address)
-        ).addCallback(lambda r: r["address"])
+        return self._lookup((RewriteAddress, address), RewriteAddress,
+                            address=address).addCallback(lambda r: r["address"])
 
     def resolve(self, address: str, sender: Optional[str] = None,
                 verify: bool = False) -> defer.Deferred:
@@ -84,16 +109,11 @@ class RewriteClient:
         @return: a Deferred firing with a L{Resolution} (at once, from the
             cache, when it is there).
         """
-        key = (ResolveAddress, address, sender, verify)
-        hit = self._cached(key)
-        if hit is None:
-            extra: dict = {} if sender is None else {"sender": sender}
-            if verify:
-                extra["verify"] = True
-            return defer.Deferred.fromCoroutine(
-                self._ask(key, ResolveAddress, address=address, **extra)
-            ).addCallback(_resolution)
-        return defer.succeed(_resolution(hit))
+        extra: dict = {} if sender is None else {"sender": sender}
+        if verify:
+            extra["verify"] = True
+        return self._lookup((ResolveAddress, address, sender, verify), ResolveAddress,
+                            address=address, **extra).addCallback(_resolution)
 
 
 def _resolution(answer) -> Resolution:
