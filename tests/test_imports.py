@@ -6,7 +6,7 @@ no daemon, so any daemon can be read, tested and replaced on its own.
 
 import ast
 import os
-from typing import Dict, List, Set
+from typing import Dict, Iterator, List, Set, Tuple
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -32,40 +32,34 @@ def moduleName(path: str) -> str:
 def importsOf(path: str, module: str) -> Set[str]:
     """
     Every tmta module C{path} imports, at module level or inside a
-    function.
+    function (and each name it imports from one, as if a module).
     """
-    with open(path) as f:
-        tree = ast.parse(f.read(), path)
-    package = module if path.endswith("__init__.py") else module.rpartition(".")[0]
     found = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[: len(base) - node.level + 1]
-                name = ".".join(base + ([node.module] if node.module else []))
-            else:
-                name = node.module or ""
-            found.add(name)
-            found.update(f"{name}.{a.name}" for a in node.names)
+    for target in importTargets(path, module):
+        found.add(target)
+        found.add(target.rpartition(".")[0])
     return {name for name in found if name == "tmta" or name.startswith("tmta.")}
+
+
+def sourceFiles() -> Iterator[Tuple[str, str]]:
+    """
+    C{(path, module name)} of every module under tmta.
+    """
+    for directory, _, files in os.walk(ROOT):
+        for name in files:
+            if name.endswith(".py"):
+                path = os.path.join(directory, name)
+                yield path, moduleName(path)
 
 
 def dependencyGraph() -> Dict[str, Set[str]]:
     graph: Dict[str, Set[str]] = {}
-    for directory, _, files in os.walk(ROOT):
-        for name in files:
-            if not name.endswith(".py"):
-                continue
-            path = os.path.join(directory, name)
-            module = moduleName(path)
-            unit = unitOf(module)
-            for imported in importsOf(path, module):
-                other = unitOf(imported)
-                if other != unit and other != "tmta":
-                    graph.setdefault(unit, set()).add(other)
+    for path, module in sourceFiles():
+        unit = unitOf(module)
+        for imported in importsOf(path, module):
+            other = unitOf(imported)
+            if other != unit and other != "tmta":
+                graph.setdefault(unit, set()).add(other)
     return graph
 
 
@@ -109,14 +103,89 @@ class ImportCycleTests(SynchronousTestCase):
 
     def test_sharedUnitsImportNoDaemon(self):
         """
-        The shared units, Postfix's src/global, import none of the
-        daemons.
+        The shared units, Postfix's src/global and src/util, import none
+        of the daemons nor the programs built on them.
         """
-        daemons = {f"tmta.{name}" for name in
-                   ("master", "smtpd", "cleanup", "qmgr", "local", "bounce", "rewrite",
-                    "delivery")}
         graph = dependencyGraph()
-        for shared in ("tmta.common", "tmta.wire", "tmta.queue", "tmta.config",
-                       "tmta.tables", "tmta.address", "tmta.logging",
-                       "tmta.batching", "tmta.replies", "tmta.interfaces"):
-            self.assertEqual(graph.get(shared, set()) & daemons, set(), shared)
+        for shared in SHARED:
+            self.assertEqual(graph.get(shared, set()) & (DAEMONS | PROGRAMS), set(), shared)
+
+    def test_everyUnitPlaced(self):
+        """
+        Every unit under tmta is a shared layer, a daemon or a program,
+        so that the rules below cover it.
+        """
+        units = {unitOf(module) for _, module in sourceFiles()} - {"tmta"}
+        self.assertEqual(units - SHARED - DAEMONS - PROGRAMS, set())
+
+    def test_daemonsMeetOverAMPOnly(self):
+        """
+        A daemon imports the shared layers, and of another daemon only
+        its client or its AMP commands: never its internals.
+        """
+        crossings = []
+        for path, module in sourceFiles():
+            unit = unitOf(module)
+            if unit not in DAEMONS:
+                continue
+            for target in importTargets(path, module):
+                other = unitOf(target)
+                if other in DAEMONS and other != unit and not isClientSide(target):
+                    crossings.append(f"{module} -> {target}")
+        self.assertEqual(crossings, [])
+
+    def test_isClientSide(self):
+        self.assertTrue(isClientSide("tmta.verify.client.VerifyClient"))
+        self.assertTrue(isClientSide("tmta.anvil.commands"))
+        self.assertFalse(isClientSide("tmta.local.agent.identity"))
+        self.assertFalse(isClientSide("tmta.pipe.PipeAgent"))
+
+
+#: The layers every daemon may use: mail-aware shared code, the rest, and
+#: the wire between processes.
+SHARED = frozenset(f"tmta.{name}" for name in (
+    "common", "wire", "queue", "config", "tables", "address", "logging", "batching",
+    "replies", "interfaces", "delivery", "sasl", "dsn", "rewriting"))
+
+#: The master and the programs it runs.
+DAEMONS = frozenset(f"tmta.{name}" for name in (
+    "master", "smtpd", "cleanup", "qmgr", "local", "bounce", "rewrite", "pickup", "smtp",
+    "pipe", "spawn", "showq", "virtual", "verify", "anvil"))
+
+#: What users run or import on top of the daemons: the commands, tmta
+#: embedded in an application, submission from a program.
+PROGRAMS = frozenset(f"tmta.{name}" for name in ("cli", "embedded", "submission"))
+
+
+def isClientSide(target: str) -> bool:
+    """
+    Whether an imported name is a daemon's client or AMP command module
+    (or something in one): what other daemons may import of it.
+    """
+    parts = target.split(".")
+    return len(parts) >= 3 and parts[2] in ("client", "commands")
+
+
+def importTargets(path: str, module: str) -> Set[str]:
+    """
+    What C{path} imports, at module level or inside a function: each
+    module of an C{import}, and each name of a C{from ... import} with
+    its module (C{tmta.verify.commands} for C{from tmta.verify import
+    commands}).
+    """
+    with open(path) as f:
+        tree = ast.parse(f.read(), path)
+    package = module if path.endswith("__init__.py") else module.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                name = ".".join(base + ([node.module] if node.module else []))
+            else:
+                name = node.module or ""
+            found.update(f"{name}.{a.name}" for a in node.names)
+    return {name for name in found if name.startswith("tmta.")}

@@ -12,8 +12,8 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from tmta.config import MainConfig
 from tmta.delivery import BOUNCED, DEFERRED, SENT
 from tmta.local.agent import LocalAgent
-from tmta.local import mailbox
-from tmta.local.mailbox import deliverMaildir, deliverMbox
+from tmta.delivery import mailbox
+from tmta.delivery.mailbox import deliverMaildir, deliverMbox
 from tmta.queue.layout import createLayout
 from tmta.queue.store import QueueStore
 from tests.support import activeRequest, shortTemporaryDirectory, testAccount

@@ -44,8 +44,12 @@ ECHO_PLUGIN = textwrap.dedent(
     class EchoComponent:
         name = "echo"
         resident = False
+        worldReachable = False
+        busyReply = None
         def needsRoot(self, config, unpriv):
             return not unpriv
+        def configurationProblems(self, config, entry):
+            return []
         def clientLimit(self, config):
             return 2
         def makeService(self, context):
@@ -55,8 +59,12 @@ ECHO_PLUGIN = textwrap.dedent(
     class BrokenComponent:
         name = "broken"
         resident = False
+        worldReachable = False
+        busyReply = None
         def needsRoot(self, config, unpriv):
             return not unpriv
+        def configurationProblems(self, config, entry):
+            return []
         def clientLimit(self, config):
             return 1
         def makeService(self, context):

@@ -11,7 +11,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tmta.config import MainConfig
 from tmta.delivery import BOUNCED, DEFERRED, SENT
-from tmta.pipe import PipeAgent, PipeConfigError, parsePipeArguments
+from tmta.delivery.command import CommandConfigError
+from tmta.pipe import PipeAgent, parsePipeArguments
 from tmta.queue.layout import createLayout
 from tmta.queue.store import QueueStore
 from tests.support import (
@@ -55,7 +56,7 @@ class ArgumentTests(SynchronousTestCase):
             [f"user={_unprivileged()}", "argv=/bin/cat", "${nosuch}"],
             ["user=no-such-account-xyz", "argv=/bin/cat"],
         ):
-            self.assertRaises(PipeConfigError, parsePipeArguments, arguments)
+            self.assertRaises(CommandConfigError, parsePipeArguments, arguments)
 
 
 class AgentTests(SynchronousTestCase):

@@ -96,6 +96,17 @@ class IComponent(Interface):
         "True for a service that stays up regardless of max_idle and "
         "max_use, as Postfix's qmgr and pickup do."
     )
+    worldReachable = Attribute(
+        "True for a service whose UNIX socket every local user may "
+        "connect to (showq, which lists the queue for users who cannot "
+        "read it); the other public sockets are the mail system's only."
+    )
+    busyReply = Attribute(
+        "For a network service: the bytes the master sends a client that "
+        "none of the service's processes can take (every one busy, and no "
+        "other may start) before closing the connection, rather than "
+        "leave it waiting in the backlog; None for no such reply."
+    )
 
     def needsRoot(config, unpriv):
         """
@@ -113,6 +124,20 @@ class IComponent(Interface):
         How many clients one process serves at once: 1 for a component
         that serves one client at a time (local, which changes identity
         for each delivery), more for one that multiplexes (smtpd).
+        """
+
+    def configurationProblems(config, entry):
+        """
+        What in a service's configuration the component could not honour
+        (a restriction it cannot enforce, a command it cannot run):
+        checked by the master before start-up, where a problem stops it,
+        and before a reload, which a problem refuses.
+
+        @param config: the service's configuration: main.cf with the
+            entry's C{-o} overrides.
+        @param entry: its master.cf entry (C{service}, C{type},
+            C{command}, C{args}).
+        @return: a list of problems, each a sentence; empty when none.
         """
 
     def makeService(context):

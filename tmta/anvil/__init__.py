@@ -26,41 +26,11 @@ from twisted.application.service import Service
 from twisted.internet import task
 from twisted.internet.protocol import Factory
 from tmta.logging import Logger
-from twisted.protocols import amp
 
-from tmta.common.command import Command
+from tmta.anvil.commands import EVENTS, AnvilConnect, AnvilDisconnect, AnvilEvent
 from tmta.wire import ServiceAMP
 
 log = Logger()
-
-#: The events anvil counts per time unit, besides connections.
-EVENTS = ("connect", "message", "recipient", "newtls", "auth")
-
-
-class AnvilConnect(Command):
-    """
-    A client connected: count it; answer its connections open now and
-    connections started in this time unit.
-    """
-
-    arguments = [(b"ident", amp.Unicode())]
-    response = [(b"count", amp.Integer()), (b"rate", amp.Integer())]
-
-
-class AnvilDisconnect(Command):
-    arguments = [(b"ident", amp.Unicode())]
-    response = []
-
-
-class AnvilEvent(Command):
-    """
-    A message, recipient, new TLS session or AUTH command: count it and
-    answer how many this time unit has seen.
-    """
-
-    arguments = [(b"ident", amp.Unicode()), (b"event", amp.Unicode())]
-    response = [(b"rate", amp.Integer())]
-
 
 @dataclass
 class _Client:

@@ -531,7 +531,7 @@ class Cleanup:
         self.duplicateFilterLimit = config.getInt("duplicate_filter_limit")
         self.inFlow = InFlowGate(reactor, store.directory, config.getTime("in_flow_delay"))
         self._notify = notifyQmgr
-        from tmta.rewrite import Rewriter
+        from tmta.rewriting import Rewriter
 
         self.addresses = AddressMapper(config, Rewriter(config).isLocalDomain)
         self.checks = ContentChecks(config)

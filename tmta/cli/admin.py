@@ -8,10 +8,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Dict, Iterator, List, Optional, TextIO, Tuple
+from typing import List, Optional, TextIO, Tuple
 
 from tmta.config import ConfigError, Configuration, MainConfig, configDirectoryFromEnvironment
 from tmta.config.loader import defaultDataDirectory, loadConfiguration, prepareEmbedded
+from tmta.queue.listing import QueueUnreadable, queuedMessages, queueListing
 
 
 def _configuration(options: argparse.Namespace) -> Configuration:
@@ -75,46 +76,6 @@ def showConfig(
             value = main.raw(name) or ""
         out.write(f"{name} = {value}".rstrip() + "\n" if value else f"{name} =\n")
     return status
-
-
-class QueueUnreadable(Exception):
-    """
-    No queue directory could be read: only root and the mail system may.
-    """
-
-
-def queuedMessages(store) -> Iterator[tuple]:
-    """
-    C{(queueName, queueId, envelope)} of every finished message in the
-    queues C{mailq} shows, active first.  Damaged files are skipped.
-
-    @raise QueueUnreadable: none of the queues could be read.
-    """
-    from tmta.queue.qfile import CorruptQueueFile, NotRegularFile
-
-    unreadable = 0
-    for queueName in ("active", "incoming", "deferred", "hold"):
-        try:
-            queueIds = store.list(queueName)
-        except FileNotFoundError:
-            continue
-        except OSError as e:
-            sys.stderr.write(f"tmta: warning: cannot list {queueName}: {e.strerror}\n")
-            unreadable += 1
-            continue
-        for queueId in queueIds:
-            try:
-                if queueName == "incoming" and not store.isComplete(queueName, queueId):
-                    continue
-                envelope = store.readEnvelope(queueName, queueId)
-            except NotRegularFile:
-                sys.stderr.write(f"tmta: warning: {queueName}/{queueId}: not a regular file\n")
-                continue
-            except (OSError, CorruptQueueFile):
-                continue
-            yield queueName, queueId, envelope
-    if unreadable == 4:
-        raise QueueUnreadable()
 
 
 def _unreadable() -> int:
@@ -330,55 +291,6 @@ def showMessage(configuration: Configuration, queueId: str, out: TextIO = sys.st
             out.write(part.decode("utf-8", "replace"))
     out.write(f"*** END OF MESSAGE {queueId} ***\n")
     return 0
-
-
-def queueListing(store) -> Iterator[str]:
-    """
-    The queue as Postfix's C{mailq} prints it, a message at a time (so
-    that a queue of any size is listed in little memory): each message
-    with its size, arrival time and sender, then each recipient still to
-    be delivered, after the reason it is waiting, if any.  C{*} marks a
-    message in the active queue, C{!} one on hold.
-
-    @raise QueueUnreadable: the queue directories cannot be read.
-    """
-    import time as _time
-
-    marks = {"active": "*", "hold": "!", "incoming": "", "deferred": ""}
-    count = size = 0
-    for queueName, queueId, envelope in queuedMessages(store):
-        if not count:
-            yield (f"{'-Queue ID-':<20} {'--Size--':>8} {'----Arrival Time----':<21} "
-                   "-Sender/Recipient-------\n")
-        count += 1
-        size += envelope.size
-        arrival = _time.strftime("%a %b %d %H:%M:%S", _time.localtime(envelope.arrival))
-        lines = [f"{queueId + marks[queueName]:<20} {envelope.size:>8} {arrival}  "
-                 f"{envelope.sender or 'MAILER-DAEMON'}"]
-        reasons = store.readDeferLog(queueId)
-        byReason: Dict[str, List[str]] = {}
-        for recipient in envelope.pending():
-            byReason.setdefault(reasons.get(recipient.address, ""), []).append(
-                recipient.address)
-        for reason, addresses in byReason.items():
-            if reason:
-                lines.append(f"{'':42}({reason})")
-            lines += [f"{'':42}{address}" for address in addresses]
-        yield "\n".join(lines) + "\n\n"
-    if not count:
-        yield "Mail queue is empty\n"
-        return
-    yield (f"-- {(size + 1023) // 1024} Kbytes in {count} Request"
-           f"{'s' if count != 1 else ''}.\n")
-
-
-def formatQueue(store) -> str:
-    """
-    The whole of L{queueListing}, as one text.
-
-    @raise QueueUnreadable: the queue directories cannot be read.
-    """
-    return "".join(queueListing(store))
 
 
 def listQueue(configuration: Configuration, out: TextIO = sys.stdout) -> int:

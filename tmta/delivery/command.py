@@ -14,15 +14,76 @@ Blocking: delivery agents call L{runCommand} from a thread.
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
 import selectors
 import signal
 import subprocess
 import time
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Optional
+from typing import Callable, Dict, Iterable, List, Optional
 
 from tmta.delivery import BOUNCED, DEFERRED, SENT
+
+class CommandConfigError(ValueError):
+    """
+    A master.cf entry that runs a command (pipe, spawn) and cannot be
+    run as written.
+    """
+
+
+class CommandAccountError(CommandConfigError):
+    """
+    The entry's C{user=} names no account (yet).  Stock master.cf files
+    carry entries for accounts most machines lack (C{vmail}, C{uucp}):
+    as with Postfix, such an entry fails when it is used, not at
+    start-up.
+    """
+
+
+
+def commandAccount(spec: str, component: str):
+    """
+    The account and group a master.cf C{user=name[:group]} names.
+
+    @return: C{(pwd entry, gid)}.
+    @raise CommandAccountError: no such account or group.
+    @raise CommandConfigError: root, which commands never run as.
+    """
+    userName, _, groupName = spec.partition(":")
+    try:
+        account = pwd.getpwnam(userName)
+    except KeyError:
+        raise CommandAccountError(f"{component}: user={userName}: no such account")
+    gid = account.pw_gid
+    if groupName:
+        try:
+            gid = grp.getgrnam(groupName).gr_gid
+        except KeyError:
+            raise CommandAccountError(f"{component}: user={spec}: no such group")
+    if account.pw_uid == 0 or gid == 0:
+        raise CommandConfigError(f"{component}: user={spec}: commands never run as root")
+    return account, gid
+
+
+
+def commandEntryProblems(parse: Callable[[List[str]], object],
+                         arguments: List[str]) -> List[str]:
+    """
+    What keeps a master.cf entry that runs a command (pipe, spawn) from
+    running: C{parse(arguments)} refuses its arguments (no command, no
+    C{user=}, root).  An account that does not exist yet is not one: the
+    service fails when it is used, as Postfix's does.
+    """
+    try:
+        parse(arguments)
+    except CommandAccountError:
+        return []
+    except CommandConfigError as e:
+        return [str(e)]
+    return []
+
 
 #: sysexits.h: the exit status, its enhanced status code and its meaning
 #: (as Postfix's sys_exits table has them).  Only 4.x.x codes defer.

@@ -35,7 +35,6 @@ import pwd
 import re
 import time
 from collections import OrderedDict
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
@@ -44,7 +43,6 @@ from zope.interface import implementer
 
 from tmta.address import isSafeMailboxName, splitAddress, unquoteLocal
 from tmta.batching import ThreadBatcher
-from tmta.common.credentials import restoreRoot, setEffectiveIdentity
 from tmta.common.durable import fsyncDirectory, startWriteback
 from tmta.delivery import (
     BOUNCED,
@@ -57,8 +55,7 @@ from tmta.delivery import (
     logDelivery,
 )
 from tmta.delivery.command import commandEnvironment, runCommand, shellCommand
-from tmta.interfaces import IAddressVerifier
-from tmta.local.mailbox import (
+from tmta.delivery.mailbox import (
     MailboxError,
     WrittenMaildirFile,
     deliverMaildir,
@@ -66,6 +63,8 @@ from tmta.local.mailbox import (
     envelopeLine,
     unlinkQuietly,
 )
+from tmta.delivery.rights import DeliveryError, identity, openQueued
+from tmta.interfaces import IAddressVerifier
 from tmta.local.targets import (
     ADDRESS,
     COMMAND,
@@ -75,7 +74,7 @@ from tmta.local.targets import (
     parseTargets,
     readTargetFile,
 )
-from tmta.queue.qfile import CorruptQueueFile, iterContent, openQueueFile, readEnvelope
+from tmta.queue.qfile import CorruptQueueFile, iterContent
 from tmta.tables import TableLookupError, openTables
 from tmta.wire import heldWrites
 
@@ -97,54 +96,6 @@ class Mailbox:
     maildir: bool
     uid: int
     gid: int
-
-
-class LocalError(Exception):
-    def __init__(self, status: str, dsn: str, reason: str) -> None:
-        super().__init__(reason)
-        self.status, self.dsn, self.reason = status, dsn, reason
-
-
-@contextmanager
-def identity(uid: int, gid: int):
-    """
-    Run the block with the effective identity of an account (when root),
-    and return to root afterwards.  On Linux only the calling thread
-    changes identity (L{tmta.common.credentials}): the delivery thread,
-    not the reactor thread.
-
-    As Postfix's local does, the account's primary group is its only
-    group for the delivery: supplementary groups are not looked up.
-    """
-    if os.geteuid() != 0:
-        yield
-        return
-    if uid == 0:
-        raise LocalError(DEFERRED, "4.3.0", "tmta does not deliver as root")
-    setEffectiveIdentity(uid, gid, [gid])
-    try:
-        yield
-    finally:
-        restoreRoot()
-
-
-def openQueued(request: DeliveryRequest):
-    """
-    Open a request's queue file and read its envelope, for an agent that
-    then reads the content from it.
-
-    @return: (the open file, its envelope); the caller closes the file.
-    @raise LocalError: it cannot be read (the recipient waits).
-    """
-    try:
-        queueFile = openQueueFile(request.queuePath)
-    except OSError as e:
-        raise LocalError(DEFERRED, "4.3.0", f"cannot read queue file: {e}")
-    try:
-        return queueFile, readEnvelope(queueFile)
-    except CorruptQueueFile as e:
-        queueFile.close()
-        raise LocalError(DEFERRED, "4.3.0", f"cannot read queue file: {e}")
 
 
 @dataclass
@@ -204,7 +155,7 @@ class LocalAgent:
         @param passer: hands recipients to C{mailbox_transport} and
             C{fallback_transport} (a L{tmta.local.passing.Passer}).
         """
-        from tmta.rewrite import Rewriter
+        from tmta.rewriting import Rewriter
 
         self.config = config
         self.myhostname = config.get("myhostname")
@@ -272,7 +223,7 @@ class LocalAgent:
     def _unprivileged(self) -> Account:
         account = self._account(self.defaultPrivs)
         if account is None or account.pw_uid == 0:
-            raise LocalError(DEFERRED, "4.3.0",
+            raise DeliveryError(DEFERRED, "4.3.0",
                              f"default_privs {self.defaultPrivs!r} is not an unprivileged account")
         return account
 
@@ -286,7 +237,7 @@ class LocalAgent:
         try:
             return pwd.getpwuid(uid)
         except KeyError:
-            raise LocalError(DEFERRED, "4.3.0", f"uid {uid} has no account")
+            raise DeliveryError(DEFERRED, "4.3.0", f"uid {uid} has no account")
 
     # -- one recipient
 
@@ -296,7 +247,7 @@ class LocalAgent:
         Deliver to one recipient; blocking.
 
         @return: the success text for the log.
-        @raise LocalError: a failure, with its status.
+        @raise DeliveryError: a failure, with its status.
         """
         # The queue file is opened once, now, while this process still has
         # the identity that may read the queue (the recipient may not).
@@ -305,9 +256,9 @@ class LocalAgent:
             try:
                 headers = _headerSection(iterContent(queueFile, envelope))
             except CorruptQueueFile as e:
-                raise LocalError(DEFERRED, "4.3.0", f"cannot read queue file: {e}")
+                raise DeliveryError(DEFERRED, "4.3.0", f"cannot read queue file: {e}")
             if self.sizeLimit and envelope.size > self.sizeLimit:
-                raise LocalError(BOUNCED, "5.2.2", "message exceeds mailbox_size_limit")
+                raise DeliveryError(BOUNCED, "5.2.2", "message exceeds mailbox_size_limit")
             delivery = _Delivery(self, request, address, original or address, queueFile,
                                  envelope, _deliveredTo(headers))
             return delivery.run()
@@ -370,7 +321,7 @@ class LocalAgent:
                     try:
                         text = self.deliverOne(request, r.address, r.original)
                         status = RecipientStatus(r.offset, SENT, "2.0.0", text)
-                    except LocalError as e:
+                    except DeliveryError as e:
                         status = RecipientStatus(r.offset, e.status, e.dsn, e.reason)
                     except _RunAlone:
                         # Sent back undelivered, to be delivered on a
@@ -466,7 +417,7 @@ class LocalAgent:
             try:
                 with identity(uid, gid):
                     file.complete(self.fsync)
-            except (MailboxError, LocalError) as e:
+            except (MailboxError, DeliveryError) as e:
                 failed[delivering] = str(e)
                 self.forget(key)
                 continue
@@ -483,7 +434,7 @@ class LocalAgent:
             try:
                 with identity(uid, gid):
                     fsyncDirectory(directory, self.fsync)
-            except (OSError, LocalError) as e:
+            except (OSError, DeliveryError) as e:
                 reason = f"cannot sync maildir {directory}: {getattr(e, 'strerror', None) or e}"
                 reason = reason.replace(self.spool + "/", self.spoolName + "/")
                 for delivery in deliveries:
@@ -549,10 +500,10 @@ class _Delivery:
             self._sendForwards()
             deferred = [o for o in self.outcomes if o.status == DEFERRED]
         if deferred:
-            raise LocalError(DEFERRED, deferred[0].dsn, deferred[0].text)
+            raise DeliveryError(DEFERRED, deferred[0].dsn, deferred[0].text)
         bounced = [o for o in self.outcomes if o.status == BOUNCED]
         if bounced:
-            raise LocalError(BOUNCED, bounced[0].dsn, "; ".join(o.text for o in bounced))
+            raise DeliveryError(BOUNCED, bounced[0].dsn, "; ".join(o.text for o in bounced))
         return "; ".join(dict.fromkeys(o.text for o in self.outcomes)) or "delivered"
 
     def _fail(self, status: str, dsn: str, text: str) -> None:
@@ -779,7 +730,7 @@ class _Delivery:
             return
         try:
             self._ok(self._write(box, state))
-        except LocalError as e:
+        except DeliveryError as e:
             self.agent.forget((self.request.queueId, "mailbox", box.path))
             self._fail(e.status, e.dsn, e.reason)
 
@@ -815,7 +766,7 @@ class _Delivery:
                 return "delivered to mailbox"
         except MailboxError as e:
             reason = str(e).replace(agent.spool + "/", agent.spoolName + "/")
-            raise LocalError(DEFERRED if e.temporary else BOUNCED, e.dsn, reason)
+            raise DeliveryError(DEFERRED if e.temporary else BOUNCED, e.dsn, reason)
 
     def _fromLine(self) -> bytes:
         return envelopeLine(self.request.sender, self.request.arrival)
@@ -847,7 +798,7 @@ class _Delivery:
         try:
             self._write(box, state)
             self._ok(f"delivered to file: {path}")
-        except LocalError as e:
+        except DeliveryError as e:
             agent.forget((self.request.queueId, "file", path))
             self._fail(e.status, e.dsn, e.reason)
 

@@ -25,6 +25,8 @@ class AgentComponent:
     """
 
     resident = False
+    worldReachable = False
+    busyReply = None
 
     def __init__(self, factory) -> None:
         self.factory = factory
@@ -35,6 +37,9 @@ class AgentComponent:
 
     def clientLimit(self, config):
         return self.factory.clientLimit(config)
+
+    def configurationProblems(self, config, entry):
+        return []
 
     def makeService(self, context):
         from tmta.delivery import AgentService

@@ -86,9 +86,11 @@ class _Watcher:
     on a listening socket the master watches.
     """
 
-    def __init__(self, listener: Listener, pool: ServicePool) -> None:
+    def __init__(self, listener: Listener, pool: ServicePool,
+                 busyReply: Optional[bytes] = None) -> None:
         self.listener = listener
         self.pool = pool
+        self.busyReply = busyReply
 
     def fileno(self) -> int:
         return self.listener.fileno()
@@ -102,7 +104,8 @@ class _Watcher:
     def _turnAway(self) -> None:
         """
         Every worker is busy and no other may start: answer the waiting
-        clients 421 now rather than let them hang in the backlog.
+        clients the component's busy reply (smtpd's 421) now rather than
+        let them hang in the backlog.
         """
         sock = self.listener.socket
         sock.setblocking(False)
@@ -113,7 +116,7 @@ class _Watcher:
                 return
             try:
                 client.setblocking(False)
-                client.send(b"421 4.3.2 All server ports are busy\r\n")
+                client.send(self.busyReply or b"")
             except OSError:
                 pass
             finally:
@@ -175,6 +178,7 @@ class ServiceRunner:
         entry: MasterEntry,
         listeners: List[Listener],
         maxproc: int,
+        busyReply: Optional[bytes] = None,
     ) -> None:
         self.master = master
         self.entry = entry
@@ -191,9 +195,10 @@ class ServiceRunner:
             self.spawn,
             self._listenChanged,
         )
-        # An SMTP server's clients hear 421 when every process is busy.
-        self.pool.answersWhenFull = entry.command == "smtpd" and entry.type in ("inet",)
-        self._watchers = [_Watcher(listener, self.pool) for listener in listeners]
+        # A network service's clients hear its busy reply (smtpd's 421)
+        # when every process is busy.
+        self.pool.answersWhenFull = busyReply is not None and entry.type == "inet"
+        self._watchers = [_Watcher(listener, self.pool, busyReply) for listener in listeners]
         self._wakeup: Optional[task.LoopingCall] = None
         self.used = False
         #: Workers of this service from before reloads, still finishing.
@@ -452,7 +457,7 @@ class MasterService(service.Service):
             if entry.type == "inet" and not found:
                 unusable.append(f"{where}: {entry.service}/inet: command {entry.command} is "
                                 "not implemented; nothing would serve its port")
-        unusable += _pluginProblems(configuration)
+        unusable += _pluginProblems(configuration, components)
         if unusable:
             raise ConfigProblems(list(dict.fromkeys(unusable)))
         skipped, planned = [], []
@@ -470,11 +475,12 @@ class MasterService(service.Service):
                 path = socketPath(queueDirectory, entry.service, entry.private)
                 key = ("unix", path)
                 listeners = [reuse.pop(key, None) or _bindUnix(
-                    path, uid, gid, _socketMode(entry))]
+                    path, uid, gid, _socketMode(entry, findComponent(entry.command, components)))]
             maxproc = entry.maxproc
             if maxproc is None:
                 maxproc = serviceConfig.getInt("default_process_limit")
-            planned.append((entry, listeners, maxproc))
+            planned.append((entry, listeners, maxproc,
+                            findComponent(entry.command, components)))
         if skipped:
             log.warn(
                 "services not implemented, skipped: {services}", services=", ".join(skipped)
@@ -570,8 +576,8 @@ class MasterService(service.Service):
         self.accepted = os.path.join(base, name)
 
     def _startRunners(self, planned) -> None:
-        for entry, listeners, maxproc in planned:
-            runner = ServiceRunner(self, entry, listeners, maxproc)
+        for entry, listeners, maxproc, component in planned:
+            runner = ServiceRunner(self, entry, listeners, maxproc, component.busyReply)
             self.runners[entry.key] = runner
         for runner in self.runners.values():
             runner.start()
@@ -646,34 +652,12 @@ class MasterService(service.Service):
         return result
 
 
-def _restrictionProblems(config) -> List[str]:
-    """
-    What is wrong with an smtpd service's restriction lists: each list
-    is built as smtpd builds it (plugins found, tables opened, arguments
-    checked), so that a list smtpd could not enforce stops start-up.
-    """
-    from tmta.smtpd.checking import Restrictions
-    from tmta.smtpd.restrictions import RestrictionEnvironment
-    from tmta.tables.networks import parseNetworks
-
-    try:
-        environment = RestrictionEnvironment.fromConfig(
-            config, parseNetworks(config.getList("mynetworks")))
-        Restrictions.fromConfig(config, environment)
-    except (PluginError, ValueError) as e:
-        return [str(e)]
-    except Exception as e:  # a table type's own error
-        return [f"{type(e).__name__}: {e}"]
-    return []
-
-
-def _pluginProblems(configuration: Configuration) -> List[str]:
+def _pluginProblems(configuration: Configuration, components) -> List[str]:
     """
     Tables the configuration names that tmta cannot open (an unknown
-    type, a plugin that does not provide its interface), smtpd
-    restrictions it cannot enforce, smtp or lmtp services
-    asked for TLS or SASL settings they cannot honour, and pipe entries
-    that cannot run (no command, no user, root).
+    type, a plugin that does not provide its interface), and what each
+    service's component says it could not honour in its configuration
+    (L{IComponent.configurationProblems}).
     """
     from tmta.tables import tableProblems
 
@@ -689,36 +673,17 @@ def _pluginProblems(configuration: Configuration) -> List[str]:
         problems.append(str(e))
     for entry in configuration.services:
         config = configuration.serviceConfig(entry)
-        where = f"{configuration.directory}/master.cf, line {entry.line}"
-        if entry.command == "smtpd":
-            problems += [f"{where}: {entry.service}/{entry.type}: {problem}"
-                         for problem in _restrictionProblems(config)]
-        problems += [f"{where}: {entry.service}/{entry.type}: -o {name}: {problem}"
+        where = f"{configuration.directory}/master.cf, line {entry.line}: " \
+            f"{entry.service}/{entry.type}"
+        problems += [f"{where}: -o {name}: {problem}"
                      for name, problem in tableProblems(config, list(entry.overrides))]
-        if entry.command == "pipe":
-            from tmta.pipe import PipeAccountError, PipeConfigError, parsePipeArguments
-
-            try:
-                parsePipeArguments(entry.args)
-            except PipeAccountError:
-                pass  # the service fails when used, as Postfix's does
-            except PipeConfigError as e:
-                problems.append(f"{where}: {entry.service}/{entry.type}: {e}")
-        if entry.command == "spawn":
-            from tmta.pipe import PipeAccountError, PipeConfigError
-            from tmta.spawn import SpawnCommand
-
-            try:
-                SpawnCommand(entry.args)
-            except PipeAccountError:
-                pass  # as for pipe: it fails when used
-            except PipeConfigError as e:
-                problems.append(f"{where}: {entry.service}/{entry.type}: {e}")
-        if entry.command in ("smtp", "lmtp"):
-            from tmta.smtp.checks import clientProblems
-
-            problems += [f"{where}: {entry.service}/{entry.type}: {problem}"
-                         for problem in clientProblems(config, entry.command)]
+        try:
+            component = findComponent(entry.command, components)
+        except PluginError:
+            continue  # said already
+        if component is not None:
+            problems += [f"{where}: {problem}"
+                         for problem in component.configurationProblems(config, entry)]
     return problems
 
 
@@ -772,15 +737,14 @@ def _bindInet(key: Tuple) -> Listener:
     return Listener(sock, key, family)
 
 
-def _socketMode(entry) -> int:
+def _socketMode(entry, component) -> int:
     """
-    Who may connect to a service's UNIX socket: anyone for showq; for
-    the other public services (cleanup, qmgr, pickup), only the mail
-    system, since cleanup believes the envelope its clients give it.
+    Who may connect to a service's UNIX socket: anyone for a component
+    that says so (showq); for the other public services (cleanup, qmgr,
+    pickup), only the mail system, since cleanup believes the envelope
+    its clients give it.
     """
-    from tmta.showq import WORLD_REACHABLE
-
-    if entry.private or entry.command in WORLD_REACHABLE:
+    if entry.private or (component is not None and component.worldReachable):
         return 0o666
     return 0o660
 

@@ -18,8 +18,6 @@ change in any release.
 
 from __future__ import annotations
 
-import grp
-import pwd
 import re
 import time
 from dataclasses import dataclass, field
@@ -29,9 +27,15 @@ from zope.interface import implementer
 
 from tmta.address import splitAddress, unquoteLocal
 from tmta.delivery import BOUNCED, DEFERRED, SENT, DeliveryRequest, RecipientStatus, logDelivery
-from tmta.delivery.command import commandEnvironment, runCommand
+from tmta.delivery.command import (
+    CommandConfigError,
+    commandAccount,
+    commandEntryProblems,
+    commandEnvironment,
+    runCommand,
+)
 from tmta.interfaces import IAddressVerifier
-from tmta.local.mailbox import envelopeLine
+from tmta.delivery.mailbox import envelopeLine
 from tmta.queue.qfile import CorruptQueueFile, iterContent, openQueueFile, readEnvelope
 
 #: Macros that differ per recipient: an argument holding one is repeated
@@ -47,21 +51,6 @@ MACROS = RECIPIENT_MACROS | {
 FLAGS = set("DORXFhqu.>B")
 
 _MACRO = re.compile(r"\$(?:\{(\w+)\}|\((\w+)\)|(\w+))")
-
-
-class PipeConfigError(ValueError):
-    """
-    A pipe entry in master.cf that cannot be run as written.
-    """
-
-
-class PipeAccountError(PipeConfigError):
-    """
-    The entry's C{user=} names no account (yet).  Stock master.cf files
-    carry entries for accounts most machines lack (C{vmail}, C{uucp}):
-    as with Postfix, such an entry fails when it is used, not at
-    start-up.
-    """
 
 
 @dataclass
@@ -87,28 +76,12 @@ def _unescape(value: str) -> bytes:
     return value.encode().decode("unicode_escape").encode("latin-1")
 
 
-def commandAccount(spec: str, component: str):
+def configurationProblems(config, entry) -> List[str]:
     """
-    The account and group a master.cf C{user=name[:group]} names.
-
-    @return: C{(pwd entry, gid)}.
-    @raise PipeAccountError: no such account or group.
-    @raise PipeConfigError: root, which commands never run as.
+    L{commandEntryProblems} for a pipe entry
+    (L{tmta.interfaces.IComponent.configurationProblems}).
     """
-    userName, _, groupName = spec.partition(":")
-    try:
-        account = pwd.getpwnam(userName)
-    except KeyError:
-        raise PipeAccountError(f"{component}: user={userName}: no such account")
-    gid = account.pw_gid
-    if groupName:
-        try:
-            gid = grp.getgrnam(groupName).gr_gid
-        except KeyError:
-            raise PipeAccountError(f"{component}: user={spec}: no such group")
-    if account.pw_uid == 0 or gid == 0:
-        raise PipeConfigError(f"{component}: user={spec}: commands never run as root")
-    return account, gid
+    return commandEntryProblems(parsePipeArguments, entry.args)
 
 
 def parsePipeArguments(arguments: List[str]) -> PipeCommand:
@@ -116,7 +89,7 @@ def parsePipeArguments(arguments: List[str]) -> PipeCommand:
     Parse C{flags=}, C{user=}, C{size=}, C{eol=}, C{directory=},
     C{null_sender=} and C{argv=} (which takes the rest).
 
-    @raise PipeConfigError: no C{argv=}, no C{user=}, a user that is
+    @raise CommandConfigError: no C{argv=}, no C{user=}, a user that is
         root or has no account, an unknown flag or attribute, or a macro
         pipe does not know.
     """
@@ -125,31 +98,31 @@ def parsePipeArguments(arguments: List[str]) -> PipeCommand:
     for index, word in enumerate(arguments):
         name, sep, value = word.partition("=")
         if not sep:
-            raise PipeConfigError(f"pipe: {word!r} is not name=value")
+            raise CommandConfigError(f"pipe: {word!r} is not name=value")
         if name == "argv":
             argv = [value] + list(arguments[index + 1:])
             break
         if name not in ("flags", "user", "size", "eol", "directory", "null_sender"):
-            raise PipeConfigError(f"pipe: unknown attribute {name!r}")
+            raise CommandConfigError(f"pipe: unknown attribute {name!r}")
         attributes[name] = value
     if not argv or not argv[0]:
-        raise PipeConfigError("pipe: no argv= command")
+        raise CommandConfigError("pipe: no argv= command")
     if "user" not in attributes:
-        raise PipeConfigError("pipe: no user= attribute (pipe never runs commands as root)")
+        raise CommandConfigError("pipe: no user= attribute (pipe never runs commands as root)")
     account, gid = commandAccount(attributes["user"], "pipe")
     flags = attributes.get("flags", "")
     unknown = set(flags) - FLAGS
     if unknown:
-        raise PipeConfigError(f"pipe: unknown flags {''.join(sorted(unknown))!r}")
+        raise CommandConfigError(f"pipe: unknown flags {''.join(sorted(unknown))!r}")
     for word in argv:
         for match in _MACRO.finditer(word):
             name = next(g for g in match.groups() if g)
             if name not in MACROS:
-                raise PipeConfigError(f"pipe: unknown macro ${{{name}}} in argv")
+                raise CommandConfigError(f"pipe: unknown macro ${{{name}}} in argv")
     try:
         size = int(attributes.get("size", "0") or 0)
     except ValueError:
-        raise PipeConfigError("pipe: size= must be a number")
+        raise CommandConfigError("pipe: size= must be a number")
     return PipeCommand(
         argv=argv, uid=account.pw_uid, gid=gid, flags=flags, sizeLimit=size,
         eol=_unescape(attributes.get("eol", "\\n")),
@@ -360,11 +333,11 @@ def makePipeService(context):
 
     try:
         command = parsePipeArguments(list(context.arguments))
-    except PipeConfigError as e:
+    except CommandConfigError as e:
         raise ConfigError(None, None, f"{context.serviceName}: {e}")
     agent = PipeAgent(command, context.serviceName, context.config)
     return AgentService(context, PipeDeliveryAgent(context.reactor, agent))
 
 
-__all__ = ["PipeAgent", "PipeCommand", "PipeConfigError", "parsePipeArguments",
+__all__ = ["PipeAgent", "PipeCommand", "CommandConfigError", "parsePipeArguments",
            "makePipeService"]

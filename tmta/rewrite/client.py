@@ -12,7 +12,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
-from tmta.rewrite import Resolution
+from tmta.rewriting import Resolution
 from tmta.rewrite.commands import ResolveAddress, RewriteAddress
 from tmta.wire import SharedConnection
 

@@ -10,7 +10,7 @@ from typing import Optional
 from twisted.application.service import Service
 from twisted.internet.protocol import Factory
 
-from tmta.rewrite import Rewriter
+from tmta.rewriting import Rewriter
 from tmta.rewrite.commands import ResolveAddress, RewriteAddress
 from tmta.wire import ServiceAMP
 

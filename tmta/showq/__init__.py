@@ -24,9 +24,6 @@ from tmta.logging import Logger
 
 log = Logger()
 
-#: Services whose socket in public/ any local user may connect to.
-WORLD_REACHABLE = ("showq",)
-
 
 class ShowqProtocol(Protocol):
     transport: Any  # a UNIX connection
@@ -68,12 +65,17 @@ class ShowqProtocol(Protocol):
 
 class ShowqService(Service):
     def __init__(self, context) -> None:
-        from tmta.cli.admin import queueListing
+        from tmta.queue.listing import queueListing
         from tmta.queue.store import QueueStore
 
         self.context = context
         store = QueueStore.fromConfig(context.config)
-        self.factory = Factory.forProtocol(lambda: ShowqProtocol(lambda: queueListing(store)))
+
+        def warn(warning: str) -> None:
+            log.warn("{warning}", warning=warning)
+
+        self.factory = Factory.forProtocol(
+            lambda: ShowqProtocol(lambda: queueListing(store, warn)))
 
     def startService(self) -> None:
         super().startService()

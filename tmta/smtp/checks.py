@@ -46,3 +46,11 @@ def _yes(config, name: str) -> bool:
         return parseBool(value)
     except ValueError:
         return True  # not a boolean: the type check names it
+
+
+def configurationProblems(config, entry) -> List[str]:
+    """
+    L{clientProblems} for an smtp or lmtp service
+    (L{tmta.interfaces.IComponent.configurationProblems}).
+    """
+    return clientProblems(config, entry.command)

@@ -211,3 +211,24 @@ class RestrictionChecks(SessionState):
             to=f"to=<{recipient}> " if recipient else "", proto=self.protocolName,
             helo=self.helo or "",
         )
+
+
+def configurationProblems(config, entry) -> List[str]:
+    """
+    What is wrong with an smtpd service's restriction lists: each list
+    is built as smtpd builds it (plugins found, tables opened, arguments
+    checked), so that a list smtpd could not enforce stops start-up
+    (L{tmta.interfaces.IComponent.configurationProblems}).
+    """
+    from tmta.common.plugins import PluginError
+    from tmta.tables.networks import parseNetworks
+
+    try:
+        environment = RestrictionEnvironment.fromConfig(
+            config, parseNetworks(config.getList("mynetworks")))
+        Restrictions.fromConfig(config, environment)
+    except (PluginError, ValueError) as e:
+        return [str(e)]
+    except Exception as e:  # a table type's own error
+        return [f"{type(e).__name__}: {e}"]
+    return []

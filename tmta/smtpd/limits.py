@@ -17,7 +17,7 @@ from typing import Any, Dict, Optional
 from twisted.internet import defer
 from tmta.logging import Logger
 
-from tmta.anvil import AnvilConnect, AnvilDisconnect, AnvilEvent
+from tmta.anvil.commands import AnvilConnect, AnvilDisconnect, AnvilEvent
 from tmta.tables.matchlist import MatchList
 from tmta.tables.networks import inNetworks, parseNetworks
 from tmta.wire import SharedConnection

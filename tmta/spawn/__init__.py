@@ -30,9 +30,17 @@ from tmta.logging import Logger
 
 from tmta.config import ConfigError
 from tmta.config.maincf import parseTime
-from tmta.pipe import PipeConfigError, commandAccount
+from tmta.delivery.command import CommandConfigError, commandAccount, commandEntryProblems
 
 log = Logger()
+
+
+def configurationProblems(config, entry) -> List[str]:
+    """
+    L{commandEntryProblems} for a spawn entry
+    (L{tmta.interfaces.IComponent.configurationProblems}).
+    """
+    return commandEntryProblems(SpawnCommand, entry.args)
 
 
 class SpawnCommand:
@@ -40,7 +48,7 @@ class SpawnCommand:
     What a spawn entry runs: C{user=} and C{argv=} from its master.cf
     arguments.
 
-    @raise PipeConfigError: no C{argv=}, no C{user=}, root, or an
+    @raise CommandConfigError: no C{argv=}, no C{user=}, root, or an
         attribute spawn does not know.
     """
 
@@ -55,13 +63,13 @@ class SpawnCommand:
             if name == "user" and sep:
                 user = value
                 continue
-            raise PipeConfigError(f"spawn: unknown attribute {word!r}")
+            raise CommandConfigError(f"spawn: unknown attribute {word!r}")
         if not argv or not argv[0]:
-            raise PipeConfigError("spawn: no argv= command")
+            raise CommandConfigError("spawn: no argv= command")
         if not os.path.isabs(argv[0]):
-            raise PipeConfigError(f"spawn: argv={argv[0]}: not an absolute path")
+            raise CommandConfigError(f"spawn: argv={argv[0]}: not an absolute path")
         if user is None:
-            raise PipeConfigError("spawn: no user= attribute (spawn never runs programs as root)")
+            raise CommandConfigError("spawn: no user= attribute (spawn never runs programs as root)")
         account, self.gid = commandAccount(user, "spawn")
         self.uid = account.pw_uid
         self.home = account.pw_dir
@@ -162,7 +170,7 @@ class SpawnService(Service):
         config = context.config
         try:
             command = SpawnCommand(list(context.arguments))
-        except PipeConfigError as e:
+        except CommandConfigError as e:
             raise ConfigError(None, None, f"{context.serviceName}: {e}")
         limit = config.get(f"{context.serviceName}_time_limit") or \
             config.get("command_time_limit")

@@ -34,8 +34,8 @@ from tmta.delivery import (
     logDelivery,
 )
 from tmta.interfaces import IAddressVerifier
-from tmta.local.agent import LocalError, identity, openQueued
-from tmta.local.mailbox import MailboxError, deliverMaildir, deliverMbox, envelopeLine
+from tmta.delivery.mailbox import MailboxError, deliverMaildir, deliverMbox, envelopeLine
+from tmta.delivery.rights import DeliveryError, identity, openQueued
 from tmta.queue.qfile import iterContent
 from tmta.tables import TableLookupError, openTables
 
@@ -87,38 +87,38 @@ class VirtualAgent:
     def _number(self, tables, address: str, what: str) -> int:
         value = self._find(tables, address)
         if value is None:
-            raise LocalError(DEFERRED, "4.3.5", f"no {what} for {address}")
+            raise DeliveryError(DEFERRED, "4.3.5", f"no {what} for {address}")
         if value.startswith("static:"):
             value = value[len("static:"):]
         try:
             return int(value)
         except ValueError:
-            raise LocalError(DEFERRED, "4.3.5", f"bad {what} {value!r} for {address}")
+            raise DeliveryError(DEFERRED, "4.3.5", f"bad {what} {value!r} for {address}")
 
     def mailbox(self, address: str) -> Tuple[str, bool, int, int]:
         """
         Where and as whom mail for C{address} is written.
 
-        @raise LocalError: an unknown recipient, a path that leaves the
+        @raise DeliveryError: an unknown recipient, a path that leaves the
             base directory, or a uid that is root or below the minimum.
         """
         relative = self._find(self.mailboxes, address)
         if relative is None:
-            raise LocalError(BOUNCED, "5.1.1",
+            raise DeliveryError(BOUNCED, "5.1.1",
                              f"unknown user: \"{address}\" in virtual mailbox table")
         parts = [p for p in relative.split("/") if p]
         if not parts or ".." in parts or relative.startswith("/") or "\0" in relative:
-            raise LocalError(DEFERRED, "4.3.5",
+            raise DeliveryError(DEFERRED, "4.3.5",
                              f"virtual mailbox path {relative!r} must stay under "
                              "virtual_mailbox_base")
         uid = self._number(self.uids, address, "uid")
         gid = self._number(self.gids, address, "gid")
         if uid == 0 or uid < self.minimumUid:
-            raise LocalError(DEFERRED, "4.3.5",
+            raise DeliveryError(DEFERRED, "4.3.5",
                              f"uid {uid} for {address} is below virtual_minimum_uid "
                              f"{self.minimumUid}: mail is never written as root")
         if os.geteuid() != 0 and uid != os.geteuid():
-            raise LocalError(DEFERRED, "4.3.5",
+            raise DeliveryError(DEFERRED, "4.3.5",
                              f"cannot write mail for {address} as uid {uid}: this process "
                              f"runs as uid {os.geteuid()}, without root")
         path = os.path.join(self.base, *parts)
@@ -126,17 +126,17 @@ class VirtualAgent:
 
     def deliverOne(self, request: DeliveryRequest, address: str) -> str:
         if not self.base:
-            raise LocalError(DEFERRED, "4.3.5", "virtual_mailbox_base is not set")
+            raise DeliveryError(DEFERRED, "4.3.5", "virtual_mailbox_base is not set")
         try:
             path, maildir, uid, gid = self.mailbox(address)
         except TableLookupError as e:
-            raise LocalError(DEFERRED, "4.3.0", f"table lookup failure: {e}")
+            raise DeliveryError(DEFERRED, "4.3.0", f"table lookup failure: {e}")
         if request.verifyOnly:
             return "delivers to maildir" if maildir else "delivers to mailbox"
         queueFile, envelope = openQueued(request)
         with queueFile:
             if self.sizeLimit and envelope.size > self.sizeLimit:
-                raise LocalError(BOUNCED, "5.2.2", "message exceeds virtual_mailbox_limit")
+                raise DeliveryError(BOUNCED, "5.2.2", "message exceeds virtual_mailbox_limit")
             prefix = f"Return-Path: <{request.sender}>\nDelivered-To: {address}\n".encode(
                 "utf-8", "surrogateescape")
             chunks = iterContent(queueFile, envelope)
@@ -150,7 +150,7 @@ class VirtualAgent:
                     except FileNotFoundError:
                         current = 0
                     if self.sizeLimit and current + envelope.size > self.sizeLimit:
-                        raise LocalError(BOUNCED, "5.2.2", "mailbox full")
+                        raise DeliveryError(BOUNCED, "5.2.2", "mailbox full")
                     deliverMbox(path, envelopeLine(request.sender, request.arrival), prefix,
                                 chunks, self.fsync, self.dotlock)
                     return "delivered to mailbox"
@@ -158,7 +158,7 @@ class VirtualAgent:
                 reason = str(e)
                 if self.base != self.baseName:
                     reason = reason.replace(self.base, self.baseName)
-                raise LocalError(DEFERRED if e.temporary else BOUNCED, e.dsn, reason)
+                raise DeliveryError(DEFERRED if e.temporary else BOUNCED, e.dsn, reason)
 
     def deliverAll(self, request: DeliveryRequest) -> List[RecipientStatus]:
         results = []
@@ -167,7 +167,7 @@ class VirtualAgent:
             try:
                 status = RecipientStatus(r.offset, SENT, "2.0.0",
                                          self.deliverOne(request, r.address))
-            except LocalError as e:
+            except DeliveryError as e:
                 status = RecipientStatus(r.offset, e.status, e.dsn, e.reason)
             logDelivery(request, r, "virtual", status, started)
             results.append(status)

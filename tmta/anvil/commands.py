@@ -1,0 +1,40 @@
+"""
+The AMP commands smtpd sends anvil (L{tmta.anvil}).
+
+Private: not part of tmta's public API (which L{tmta} lists); it may
+change in any release.
+"""
+
+from __future__ import annotations
+
+from twisted.protocols import amp
+
+from tmta.common.command import Command
+
+#: The events anvil counts per time unit, besides connections.
+EVENTS = ("connect", "message", "recipient", "newtls", "auth")
+
+
+class AnvilConnect(Command):
+    """
+    A client connected: count it; answer its connections open now and
+    connections started in this time unit.
+    """
+
+    arguments = [(b"ident", amp.Unicode())]
+    response = [(b"count", amp.Integer()), (b"rate", amp.Integer())]
+
+
+class AnvilDisconnect(Command):
+    arguments = [(b"ident", amp.Unicode())]
+    response = []
+
+
+class AnvilEvent(Command):
+    """
+    A message, recipient, new TLS session or AUTH command: count it and
+    answer how many this time unit has seen.
+    """
+
+    arguments = [(b"ident", amp.Unicode()), (b"event", amp.Unicode())]
+    response = [(b"rate", amp.Integer())]
