@@ -167,8 +167,8 @@ def measureCommit(count: int, batch: int, directory: "str | None") -> None:
     This is where the disk shows: run it where the queue lives.
     """
     from tmta.common import durable
-    from tmta.queue.qfile import commitAll
     from tmta.queue.layout import createLayout
+    from tmta.queue.qfile import commitAll
     from tmta.queue.store import QueueStore
 
     base = tempfile.mkdtemp(prefix="tmta-hops-", dir=directory)

@@ -43,8 +43,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import pwd
+import re
 import shutil
 import signal
 import socket

@@ -23,13 +23,13 @@ from typing import Dict, List, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tests.support import resolveOnLoopback  # noqa: E402
 from tests.differential import (  # noqa: E402
     Agreement,
     PostfixSMTP,
     runSession,
     tmtaSMTP,
 )
+from tests.support import resolveOnLoopback  # noqa: E402
 
 #: A script: its name, the client address, the lines to send.
 Script = Tuple[str, str, List[bytes]]

@@ -14,15 +14,15 @@ import subprocess
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.support import activeRequest, shortTemporaryDirectory, testAccount
 from tmta.cli.admin import buildMaps
 from tmta.config import MainConfig
 from tmta.delivery import BOUNCED, DEFERRED, SENT
 from tmta.delivery.command import runCommand
-from tmta.local.agent import LocalAgent
 from tmta.delivery.mailbox import deliverMaildir, deliverMbox
+from tmta.local.agent import LocalAgent
 from tmta.queue.layout import createLayout
 from tmta.queue.store import QueueStore
-from tests.support import activeRequest, shortTemporaryDirectory, testAccount
 
 MESSAGE = b"Subject: hi\nFrom: a@b\n\nFrom the start\nbody\n"
 

@@ -10,13 +10,13 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
+from tests.test_queue import FsyncRecorder
 from tmta.cleanup.service import Cleanup, CleanupProtocol
 from tmta.config import MainConfig
 from tmta.queue.layout import createLayout
 from tmta.queue.qfile import iterContent, readEnvelope
 from tmta.queue.store import QueueStore
 from tmta.rewrite import Rewriter
-from tests.test_queue import FsyncRecorder
 
 
 class LocalRewriter:
@@ -78,7 +78,7 @@ class CleanupTests(TestCase):
         self.assertTrue(lines[0].startswith(b"Received: from c (c.example [192.0.2.1])"))
         self.assertIn(b"\tby mx.example.org (tmta) with ESMTP id " + queueId.encode(), lines)
         self.assertIn(b"Subject: hi", lines)
-        names = [l.split(b":")[0].lower() for l in lines if not l.startswith(b"\t")]
+        names = [line.split(b":")[0].lower() for line in lines if not line.startswith(b"\t")]
         for name in (b"date", b"message-id", b"from"):
             self.assertIn(name, names)
         self.assertEqual(body, b"body\n")
@@ -354,8 +354,9 @@ class RewriteClientTests(TestCase):
         Resolutions are cached too, apart from rewrites of the same
         address, and the cache keeps at most C{size} answers.
         """
-        from tmta.rewrite.client import RewriteClient
         from twisted.internet.testing import StringTransport
+
+        from tmta.rewrite.client import RewriteClient
 
         calls = []
 
@@ -384,8 +385,9 @@ class RewriteClientTests(TestCase):
         A question asked again before its answer came is not sent
         again: every asker gets the one answer, or the one failure.
         """
-        from tmta.rewrite.client import RewriteClient
         from twisted.internet.testing import StringTransport
+
+        from tmta.rewrite.client import RewriteClient
 
         asked = []
 

@@ -155,7 +155,8 @@ class MainCfTests(SynchronousTestCase):
         self.assertRaises(ValueError, parseTime, "soon")
 
     def test_badTypedValue(self):
-        c = MainConfig({"smtpd_recipient_limit": "lots"}, path="m.cf", lines={"smtpd_recipient_limit": 3})
+        c = MainConfig({"smtpd_recipient_limit": "lots"}, path="m.cf",
+                       lines={"smtpd_recipient_limit": 3})
         e = self.assertRaises(ConfigError, c.getInt, "smtpd_recipient_limit")
         self.assertEqual(e.line, 3)
 
@@ -173,7 +174,8 @@ class MasterCfTests(SynchronousTestCase):
         tlsmgr = byName[("tlsmgr", "unix")]
         self.assertEqual((tlsmgr.wakeup, tlsmgr.wakeupIfUsed), (1000, True))
         self.assertTrue(byName[("rewrite", "unix")].private)
-        self.assertEqual(byName[("relay", "unix")].overrides, {"syslog_name": "postfix/$service_name"})
+        self.assertEqual(byName[("relay", "unix")].overrides,
+                         {"syslog_name": "postfix/$service_name"})
         maildrop = byName[("maildrop", "unix")]
         self.assertFalse(maildrop.unpriv)
         self.assertEqual(maildrop.args[-1], "${recipient}")

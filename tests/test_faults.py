@@ -21,8 +21,6 @@ from typing import List, Set
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tmta.queue.store import QueueStore
-
 from tests.support import (
     Master,
     commandLine,
@@ -35,6 +33,7 @@ from tests.support import (
     waitFor,
 )
 from tests.test_mailpath import MASTER_CF
+from tmta.queue.store import QueueStore
 
 
 class Load:
@@ -466,7 +465,7 @@ class FaultTests(SynchronousTestCase):
         self.assertEqual(victims(), 5, "a delivery was repeated")
 
     def _killUnderLoad(self, name: str) -> None:
-        master = self.startMaster()
+        self.startMaster()
         load = Load(self.port, 200).start()
 
         def kill():

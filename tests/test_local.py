@@ -9,15 +9,14 @@ import pwd
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from tmta.config import MainConfig
-from tmta.delivery import BOUNCED, DEFERRED, SENT
-from tmta.local.agent import LocalAgent
-from tmta.delivery import mailbox
-from tmta.delivery.mailbox import deliverMaildir, deliverMbox
-from tmta.queue.layout import createLayout
-from tmta.queue.store import QueueStore
 from tests.support import activeRequest, shortTemporaryDirectory, testAccount
 from tests.test_queue import FsyncRecorder
+from tmta.config import MainConfig
+from tmta.delivery import BOUNCED, DEFERRED, SENT, mailbox
+from tmta.delivery.mailbox import deliverMaildir, deliverMbox
+from tmta.local.agent import LocalAgent
+from tmta.queue.layout import createLayout
+from tmta.queue.store import QueueStore
 
 MESSAGE = b"Subject: hi\nFrom: a@b\n\nFrom the start\nbody\n"
 

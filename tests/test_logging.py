@@ -6,13 +6,13 @@ from twistd's options (L{tap.tmta.maillogObserver}).
 
 import io
 import os
-import time
 import signal
 import sys
+import time
 
-from twisted.logger import LogLevel, Logger, LogPublisher, formatTime, textFileLogObserver
-from twisted.python.logfile import LogFile
 from twisted.internet.task import Clock
+from twisted.logger import Logger, LogLevel, LogPublisher, formatTime, textFileLogObserver
+from twisted.python.logfile import LogFile
 from twisted.trial.unittest import SynchronousTestCase
 
 from tap.tmta import maillogObserver
@@ -54,7 +54,9 @@ class MaillogFileObserverTests(SynchronousTestCase):
             emitWorkerLine(twistd, "tmta/local[42]", line)
         emitWorkerLines(maillog, "tmta/local[42]", [(time.time(), line) for line in LINES])
         # Same second in both, since the two runs may straddle one.
-        strip = lambda text: [line.split(" ", 1)[1] for line in text.splitlines()]
+        def strip(text):
+            return [line.split(" ", 1)[1] for line in text.splitlines()]
+
         self.assertEqual(strip(ours.getvalue()), strip(theirs.getvalue()))
         self.assertEqual(len(ours.getvalue().splitlines()), 3)
         self.assertTrue(ours.getvalue().startswith(theirs.getvalue()[:19]))
@@ -86,7 +88,9 @@ class MaillogFileObserverTests(SynchronousTestCase):
 
     def test_levelOfMostSevere(self):
         events = []
-        stamped = lambda *texts: [(1.0, text) for text in texts]
+        def stamped(*texts):
+            return [(1.0, text) for text in texts]
+
         emitWorkerLines(_logger(events.append), "t", stamped("a", "warning: b", "c"))
         emitWorkerLines(_logger(events.append), "t", stamped("a", "fatal: b", "warning: c"))
         emitWorkerLines(_logger(events.append), "t", stamped("a"))

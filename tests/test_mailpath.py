@@ -5,7 +5,6 @@ loopback, real SMTP clients, real Maildirs.
 
 import fcntl
 import os
-import sys
 import pwd
 import re
 import shutil
@@ -13,6 +12,7 @@ import signal
 import smtplib
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 
@@ -188,7 +188,8 @@ class MailPathTests(SynchronousTestCase):
         bounce, as the seed's local delivery program "informs the
         postmaster of all mail that could not be delivered".
         """
-        self.startMaster(MASTER_CF + "error     unix  -       -       n       -       -       error\n",
+        errorEntry = "error     unix  -       -       n       -       -       error\n"
+        self.startMaster(MASTER_CF + errorEntry,
                          notify_classes="bounce, resource, software",
                          relay_domains="nowhere.example",
                          transport_maps="inline:{ { nowhere.example = error:no such place } }")

@@ -12,7 +12,16 @@ import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.support import shortTemporaryDirectory, Master, testAccount, commandLine, freePort, processName, processUid, waitFor
+from tests.support import (
+    Master,
+    commandLine,
+    freePort,
+    processName,
+    processUid,
+    shortTemporaryDirectory,
+    testAccount,
+    waitFor,
+)
 
 ECHO_PLUGIN = textwrap.dedent(
     """

@@ -72,33 +72,3 @@ class PackagingTests(SynchronousTestCase):
         self.assertEqual(len(typed), 1)
         usage = asUser(["venv/bin/tmta", "config", "-c", home, "mail_name"])
         self.assertIn("mail_name = tmta", usage.stdout + usage.stderr)
-
-
-class APIDocumentationTests(SynchronousTestCase):
-    def test_pydoctorWithoutWarnings(self):
-        """
-        The README's one command builds the API documentation from the
-        docstrings with no warning (setup.cfg makes each an error).
-        """
-        if subprocess.run([sys.executable, "-c", "import pydoctor"]).returncode:
-            raise SkipTest("pydoctor is not installed (pip install '.[test]')")
-        output = os.path.join(shortTemporaryDirectory(self), "apidocs")
-        built = subprocess.run([sys.executable, "-m", "pydoctor", "-q",
-                                f"--html-output={output}"],
-                               cwd=REPO, capture_output=True, text=True, timeout=600)
-        self.assertEqual(built.returncode, 0, built.stdout[-3000:] + built.stderr[-3000:])
-        self.assertEqual(built.stdout.strip() + built.stderr.strip(), "")
-        self.assertTrue(os.path.exists(os.path.join(output, "tmta.submission.html")))
-
-
-class TypingTests(SynchronousTestCase):
-    def test_mypy(self):
-        """
-        mypy, with the mypy-zope plugin (settings in setup.cfg),
-        finds nothing wrong in tmta/.
-        """
-        if subprocess.run([sys.executable, "-c", "import mypy, mypy_zope"]).returncode:
-            raise SkipTest("mypy and mypy-zope are not installed (pip install '.[test]')")
-        checked = subprocess.run([sys.executable, "-m", "mypy", "tmta"], cwd=REPO,
-                                 capture_output=True, text=True, timeout=900)
-        self.assertEqual(checked.returncode, 0, checked.stdout[-5000:] + checked.stderr[-2000:])

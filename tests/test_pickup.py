@@ -7,19 +7,12 @@ user posted.
 import io
 import os
 import pwd
-import subprocess
-
 import stat
+import subprocess
 
 from twisted.internet import defer, reactor
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
-from tmta.cli.sendmail import (
-    UsageError,
-    extractRecipients,
-    parseArguments,
-    readMessage,
-)
 from tests.support import (
     REPO,
     Master,
@@ -30,6 +23,12 @@ from tests.support import (
     waitFor,
 )
 from tests.test_mailpath import MASTER_CF, UNPRIVILEGED_PYTHON
+from tmta.cli.sendmail import (
+    UsageError,
+    extractRecipients,
+    parseArguments,
+    readMessage,
+)
 
 PICKUP_MASTER_CF = (MASTER_CF + "pickup    unix  n       -       n       60      1       pickup\n"
                     "showq     unix  n       -       n       -       -       showq\n")

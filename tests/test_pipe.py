@@ -9,15 +9,9 @@ import pwd
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tmta.config import MainConfig
-from tmta.delivery import BOUNCED, DEFERRED, SENT
-from tmta.delivery.command import CommandConfigError
-from tmta.pipe import PipeAgent, parsePipeArguments
-from tmta.queue.layout import createLayout
-from tmta.queue.store import QueueStore
 from tests.support import (
-    activeRequest,
     Master,
+    activeRequest,
     freePort,
     sendMessage,
     shortTemporaryDirectory,
@@ -25,6 +19,12 @@ from tests.support import (
     waitFor,
 )
 from tests.test_mailpath import MASTER_CF
+from tmta.config import MainConfig
+from tmta.delivery import BOUNCED, DEFERRED, SENT
+from tmta.delivery.command import CommandConfigError
+from tmta.pipe import PipeAgent, parsePipeArguments
+from tmta.queue.layout import createLayout
+from tmta.queue.store import QueueStore
 
 SCRIPT = """#!/bin/sh
 id -u > {out}/uid

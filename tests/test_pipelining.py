@@ -4,7 +4,8 @@ commands are mixed in one pipelined write, each gets exactly one reply,
 in order.
 """
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests import test_smtpd

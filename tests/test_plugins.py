@@ -14,8 +14,6 @@ from twisted.internet import reactor
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from tmta import interfaces
-from tmta.config import MainConfig
 from tests.support import (
     REPO,
     Master,
@@ -25,6 +23,8 @@ from tests.support import (
     shortTemporaryDirectory,
     waitFor,
 )
+from tmta import interfaces
+from tmta.config import MainConfig
 
 
 def twistd(args, extraPath=()):
@@ -40,9 +40,8 @@ def twistd(args, extraPath=()):
 
 class ConformanceTests(SynchronousTestCase):
     def test_builtinComponents(self):
-        from twisted.plugin import IPlugin, getPlugins
-
         import twisted.plugins
+        from twisted.plugin import IPlugin, getPlugins
 
         components = [c for c in getPlugins(interfaces.IComponent, twisted.plugins)
                       if type(c).__module__.startswith("twisted.plugins.tmta")]
@@ -364,7 +363,8 @@ class ExamplePluginTests(SynchronousTestCase):
         web = subprocess.Popen([sys.executable, "-c", WEB_SERVER, str(webPort), received])
         self.addCleanup(web.wait)
         self.addCleanup(web.kill)
-        masterCf = MASTER_CF.format(port=port).replace("record    unix  -       -       n       -       -       recorder\n", "") + (
+        recorder = "record    unix  -       -       n       -       -       recorder\n"
+        masterCf = MASTER_CF.format(port=port).replace(recorder, "") + (
             f"httppost  unix  -       n       n       -       4       httppost "
             f"url=http://127.0.0.1:{webPort}/inbox\n")
         master = Master(

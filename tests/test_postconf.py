@@ -47,7 +47,8 @@ KNOWN_EXPANDED_DIFFERENCES = KNOWN_DEFAULT_DIFFERENCES | {
     "permit_mx_backup_networks", "proxy_read_maps", "smtpd_sasl_exceptions_networks",
     "postscreen_access_list", "milter_connect_macros",
     # Derived from the above: data_directory, mail_name, alias_maps.
-    "address_verify_map", "milter_macro_v", "proxy_write_maps", "postscreen_cache_map", "tls_random_exchange_name",
+    "address_verify_map", "milter_macro_v", "proxy_write_maps", "postscreen_cache_map",
+    "tls_random_exchange_name",
     "smtpd_banner", "postscreen_greet_banner", "local_recipient_maps",
 }
 

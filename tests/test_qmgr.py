@@ -472,12 +472,14 @@ class QueueManagerTests(TestCase):
         self.manager.start()
         yield defer.Deferred.fromCoroutine(self.settle())
         self.assertEqual(sorted(self.store.list("deferred")), sorted([crashed, unreachable]))
-        deferred = [l for l in lines() if "status=deferred" in l]
+        deferred = [line for line in lines() if "status=deferred" in line]
         self.assertEqual(len(deferred), 2, lines())
-        self.assertTrue(any(l.startswith(f"{crashed}: to=<bob@localhost>, relay=none")
-                            and "(delivery agent local failed: " in l for l in deferred), deferred)
-        self.assertTrue(any(l.startswith(f"{unreachable}: to=<x@remote.example>")
-                            and "(mail transport unavailable)" in l for l in deferred), deferred)
+        self.assertTrue(any(line.startswith(f"{crashed}: to=<bob@localhost>, relay=none")
+                            and "(delivery agent local failed: " in line
+                            for line in deferred), deferred)
+        self.assertTrue(any(line.startswith(f"{unreachable}: to=<x@remote.example>")
+                            and "(mail transport unavailable)" in line
+                            for line in deferred), deferred)
 
     @defer.inlineCallbacks
     def test_strandedActiveTakenUp(self):
@@ -488,7 +490,7 @@ class QueueManagerTests(TestCase):
         """
         self.manager.start()
         yield defer.Deferred.fromCoroutine(self.settle())
-        queueId = self.queue(["bob@localhost"], queueName="active")
+        self.queue(["bob@localhost"], queueName="active")
         self.manager.periodicScan()
         yield defer.Deferred.fromCoroutine(self.settle())
         self.assertEqual(self.store.list("active"), [])

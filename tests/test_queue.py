@@ -10,6 +10,7 @@ import struct
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
+from tmta.common.durable import startWriteback
 from tmta.queue import layout
 from tmta.queue.layout import createLayout
 from tmta.queue.qfile import (
@@ -20,7 +21,6 @@ from tmta.queue.qfile import (
     readEnvelope,
 )
 from tmta.queue.qid import QueueIdGenerator, hashDirectory, isQueueId
-from tmta.common.durable import startWriteback
 from tmta.queue.store import QueueStore
 
 
@@ -87,7 +87,8 @@ class QueueFileTests(SynchronousTestCase):
             self.assertEqual(env.sender, "sender@example.com")
             self.assertEqual(env.arrival, 1234.5)
             self.assertEqual(env.attributes, {"client_address": "127.0.0.1"})
-            self.assertEqual([(r.address, r.original) for r in env.recipients], [("a@x", "A@X"), ("b@y", "B@Y")])
+            self.assertEqual([(r.address, r.original) for r in env.recipients],
+                             [("a@x", "A@X"), ("b@y", "B@Y")])
             self.assertEqual(env.size, len(body))
             chunks = list(iterContent(f, env))
         self.assertEqual(b"".join(chunks), body)
@@ -123,7 +124,8 @@ class QueueFileTests(SynchronousTestCase):
         self.assertEqual([e is None for e in errors], [True, False, True])
         paths = [self.store.path("incoming", q) for q, _ in writers]
         self.assertEqual(self.fsyncs.paths, [paths[0], paths[2], os.path.dirname(paths[0])])
-        self.assertEqual(sorted(self.store.list("incoming")), sorted([writers[0][0], writers[2][0]]))
+        self.assertEqual(sorted(self.store.list("incoming")),
+                         sorted([writers[0][0], writers[2][0]]))
         self.assertTrue(self.store.isComplete("incoming", writers[0][0]))
 
     def test_commitAllFinishesEveryFileBeforeAnyFsync(self):

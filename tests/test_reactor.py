@@ -11,7 +11,8 @@ import os
 import socket
 
 from twisted.internet import error
-from twisted.python import context, log as legacyLog
+from twisted.python import context
+from twisted.python import log as legacyLog
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from tmta.common import reactor as directreactor

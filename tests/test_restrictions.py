@@ -14,6 +14,7 @@ from twisted.names import authority, client, dns, server
 from twisted.protocols.basic import LineOnlyReceiver
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from tests.test_smtpd import SessionHarness
 from tmta.cleanup.commands import CleanupBegin, CleanupEnd
 from tmta.config import MainConfig
 from tmta.smtpd.checking import Restrictions
@@ -27,7 +28,6 @@ from tmta.smtpd.restrictions import (
     RestrictionEnvironment,
     RestrictionList,
 )
-from tests.test_smtpd import SessionHarness
 
 
 def textTable(testCase, lines) -> str:
@@ -68,7 +68,8 @@ class SessionRestrictionTests(SessionHarness, SynchronousTestCase):
                          "554 5.7.1 <localhost[192.0.2.10]>: Client host rejected: Access denied")
 
     def test_noDelayRejectsAtEachCommand(self):
-        self.session(smtpd_delay_reject="no", smtpd_helo_restrictions="reject_invalid_helo_hostname",
+        self.session(smtpd_delay_reject="no",
+                     smtpd_helo_restrictions="reject_invalid_helo_hostname",
                      smtpd_sender_restrictions="reject_non_fqdn_sender")
         self.send(b"HELO bad..name\r\n")
         self.assertEqual(self.replies(),
@@ -141,7 +142,8 @@ class SessionRestrictionTests(SessionHarness, SynchronousTestCase):
         self.session(smtpd_client_restrictions=f"check_client_access {table}")
         self.assertEqual(self.transaction()[-1],
                          "554 5.7.1 <localhost[192.0.2.10]>: Client host rejected: go away")
-        self.session(client="198.51.100.7", smtpd_client_restrictions=f"check_client_access {table}")
+        self.session(client="198.51.100.7",
+                     smtpd_client_restrictions=f"check_client_access {table}")
         self.assertEqual(self.transaction()[-1],
                          "450 4.7.9 <localhost[198.51.100.7]>: Client host rejected: try later")
         self.session(client="203.0.113.1", smtpd_sender_restrictions=f"check_sender_access {table}")
@@ -359,7 +361,8 @@ class SessionRestrictionTests(SessionHarness, SynchronousTestCase):
         self.assertNotIn(CleanupEnd, [c for c, kw in self.cleanup.calls])
 
     def test_senderLoginMismatch(self):
-        logins = textTable(self, [("alice@example.com", "alice"), ("@shared.example", "bob, carol")])
+        logins = textTable(self, [("alice@example.com", "alice"),
+                                  ("@shared.example", "bob, carol")])
         self.session(smtpd_sender_login_maps=logins,
                      smtpd_sender_restrictions="reject_sender_login_mismatch")
         self.assertEqual(self.transaction()[-1],
@@ -400,7 +403,7 @@ class ListSemanticsTests(SynchronousTestCase):
         config = MainConfig({"smtpd_delay_reject": "no"})
         restrictions = Restrictions.fromConfig(
             config, RestrictionEnvironment.fromConfig(config, []))
-        self.assertEqual([l.name for l in restrictions.forStage("MAIL")],
+        self.assertEqual([each.name for each in restrictions.forStage("MAIL")],
                          ["smtpd_client_restrictions", "smtpd_helo_restrictions",
                           "smtpd_sender_restrictions"])
 

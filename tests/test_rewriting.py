@@ -10,6 +10,9 @@ import os
 from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from tests.support import Master, freePort, sendMessage, shortTemporaryDirectory, waitFor
+from tests.test_cleanup import LocalRewriter
+from tests.test_mailpath import MASTER_CF
 from tmta.cleanup.addresses import AddressMapper, ExpansionError
 from tmta.cleanup.service import Cleanup, CleanupProtocol
 from tmta.config import MainConfig
@@ -17,9 +20,6 @@ from tmta.queue.layout import createLayout
 from tmta.queue.qfile import iterContent, readEnvelope
 from tmta.queue.store import QueueStore
 from tmta.rewrite import Rewriter
-from tests.support import Master, freePort, sendMessage, shortTemporaryDirectory, waitFor
-from tests.test_cleanup import LocalRewriter
-from tests.test_mailpath import MASTER_CF
 
 
 def _config(**params):

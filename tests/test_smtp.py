@@ -16,8 +16,6 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
-from tmta.smtp.client import SessionFailed, SMTPClient, Timeouts, Transaction, transparent
-from tests.test_mailpath import MASTER_CF as MAIL_PATH_MASTER_CF
 from tests.support import (
     REPO,
     Master,
@@ -27,6 +25,8 @@ from tests.support import (
     shortTemporaryDirectory,
     waitFor,
 )
+from tests.test_mailpath import MASTER_CF as MAIL_PATH_MASTER_CF
+from tmta.smtp.client import SessionFailed, SMTPClient, Timeouts, Transaction, transparent
 
 
 class TransparencyTests(SynchronousTestCase):

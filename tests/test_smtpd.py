@@ -21,13 +21,13 @@ from tmta.cleanup.commands import (
 )
 from tmta.config import MainConfig
 from tmta.rewrite import Rewriter
+from tmta.smtpd.checking import Restrictions
 from tmta.smtpd.data import DataDecoder
 from tmta.smtpd.protocol import SMTPServer
-from tmta.smtpd.settings import SMTPSettings
-from tmta.tables.networks import parseNetworks
-from tmta.smtpd.checking import Restrictions
 from tmta.smtpd.restrictions import RestrictionEnvironment
+from tmta.smtpd.settings import SMTPSettings
 from tmta.tables import DictTable
+from tmta.tables.networks import parseNetworks
 
 
 class FakeCleanup:
@@ -70,7 +70,8 @@ class FakeCleanup:
                 for r in kw["recipients"]]
 
     def finish(self, code=250, reason="2.0.0 Ok: queued as 0123456789ABCDEF01"):
-        self.ends.pop(0).callback({"code": code, "reason": reason, "queue_id": "0123456789ABCDEF01"})
+        self.ends.pop(0).callback({"code": code, "reason": reason,
+                                   "queue_id": "0123456789ABCDEF01"})
 
 
 class SessionHarness:
@@ -136,7 +137,7 @@ class SessionHarness:
     def replies(self):
         lines = self.transport.value().decode().split("\r\n")
         self.transport.clear()
-        return [l for l in lines if l]
+        return [line for line in lines if line]
 
 
 
@@ -214,8 +215,9 @@ class SMTPServerTests(SessionHarness, SynchronousTestCase):
     def test_pipeliningRepliesInOrder(self):
         self.makeServer()
         self.replies()
-        self.send(b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<bob@localhost>\r\nRCPT TO:<nobody@localhost>\r\n"
-                  b"RCPT TO:<postmaster@localhost>\r\nDATA\r\nhi\r\n.\r\nNOOP\r\nQUIT\r\n")
+        self.send(b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<bob@localhost>\r\n"
+                  b"RCPT TO:<nobody@localhost>\r\nRCPT TO:<postmaster@localhost>\r\n"
+                  b"DATA\r\nhi\r\n.\r\nNOOP\r\nQUIT\r\n")
         self.cleanup.finish()
         replies = [r for r in self.replies() if not r.startswith("250-")]
         self.assertEqual(
@@ -331,9 +333,9 @@ class SMTPServerTests(SessionHarness, SynchronousTestCase):
         from tmta.logging import formatLine
 
         lines = [formatLine(e) for e in events if e.get("log_namespace", "").startswith("tmta")]
-        self.assertFalse([l for l in lines if "client=" in l], lines)
-        self.assertTrue([l for l in lines if "reject: END-OF-MESSAGE" in l and "452 4.3.1" in l],
-                        lines)
+        self.assertFalse([line for line in lines if "client=" in line], lines)
+        self.assertTrue([line for line in lines
+                         if "reject: END-OF-MESSAGE" in line and "452 4.3.1" in line], lines)
 
     def test_onlyCRLFDotCRLFEndsData(self):
         self.makeServer()
@@ -490,8 +492,8 @@ class SMTPServerTests(SessionHarness, SynchronousTestCase):
     def test_sequenceErrors(self):
         self.makeServer(smtpd_helo_required="yes")
         self.replies()
-        self.send(b"MAIL FROM:<a@b.c>\r\nHELO c\r\nDATA\r\nMAIL FROM:<a@b.c>\r\nMAIL FROM:<a@b.c>\r\n"
-                  b"DATA\r\nRSET\r\nRCPT TO:<bob@localhost>\r\n")
+        self.send(b"MAIL FROM:<a@b.c>\r\nHELO c\r\nDATA\r\nMAIL FROM:<a@b.c>\r\n"
+                  b"MAIL FROM:<a@b.c>\r\nDATA\r\nRSET\r\nRCPT TO:<bob@localhost>\r\n")
         self.assertEqual(self.replies(), [
             "503 5.5.1 Error: send HELO/EHLO first",
             "250 mx.example.org",

@@ -16,6 +16,18 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+from tests.support import (
+    REPO,
+    Master,
+    PrivateDovecot,
+    TestCA,
+    freePort,
+    maildirMessages,
+    shortTemporaryDirectory,
+    waitFor,
+)
+from tests.test_mailpath import MASTER_CF
+from tests.test_smtpd import SessionHarness
 from tmta.interfaces import ISASLBackend, ISASLExchange
 from tmta.sasl import (
     Authenticated,
@@ -36,18 +48,6 @@ from tmta.sasl.passwords import (
     verifyPassword,
 )
 from tmta.smtpd.auth import SMTPAuth
-from tests.support import (
-    REPO,
-    Master,
-    PrivateDovecot,
-    TestCA,
-    freePort,
-    maildirMessages,
-    shortTemporaryDirectory,
-    waitFor,
-)
-from tests.test_mailpath import MASTER_CF
-from tests.test_smtpd import SessionHarness
 
 
 def _b64(data: bytes) -> str:

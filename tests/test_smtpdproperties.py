@@ -7,11 +7,12 @@ message is queued only by a whole valid transaction.
 
 import re
 
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from tmta.cleanup.commands import CleanupBegin, CleanupEnd
 from tests.test_smtpd import SessionHarness
+from tmta.cleanup.commands import CleanupBegin, CleanupEnd
 
 _REPLY_LINE = re.compile(r"^[2-5][0-9][0-9]([ -].*)?$")
 
@@ -87,5 +88,5 @@ class ProtocolPropertyTests(SessionHarness, SynchronousTestCase):
         if b"\n" not in stream:
             # Bare CR ends no line: no command is read, nothing queued;
             # only the greeting, a timeout or "line too long" is heard.
-            self.assertEqual([l for l in lines if not l.startswith(
+            self.assertEqual([line for line in lines if not line.startswith(
                 ("220 ", "421 4.4.2", "500 5.5.2 Error: line too long"))], [])

@@ -11,7 +11,6 @@ import subprocess
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from tmta.sasl.passwords import changeTable
 from tests.support import (
     Master,
     TestCA,
@@ -24,6 +23,7 @@ from tests.support import (
 )
 from tests.test_config import STOCK_MASTER_CF, _uncommented
 from tests.test_mailpath import MASTER_CF
+from tmta.sasl.passwords import changeTable
 
 
 def _swaks(port, *options, user="bob", password="secret"):

@@ -13,9 +13,6 @@ import subprocess
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from tmta.config import MainConfig
-from tmta.smtpd.tls import ServerTLS
-from tmta.common.tls import TLSConfigError
 from tests.support import (
     Master,
     TestCA,
@@ -25,6 +22,9 @@ from tests.support import (
     waitFor,
 )
 from tests.test_mailpath import MASTER_CF
+from tmta.common.tls import TLSConfigError
+from tmta.config import MainConfig
+from tmta.smtpd.tls import ServerTLS
 
 SMTPS_CF = """\
 {smtps}     inet  n       -       n       -       -       smtpd

@@ -11,10 +11,10 @@ import subprocess
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from tmta.config import MainConfig
-from tmta.smtp.sasl import SASLPasswords, allowedMechanisms
 from tests.support import sendMessage, waitFor
 from tests.test_smtp import RelayHarness
+from tmta.config import MainConfig
+from tmta.smtp.sasl import SASLPasswords, allowedMechanisms
 
 
 class SmarthostTests(RelayHarness, SynchronousTestCase):

@@ -9,11 +9,11 @@ import os
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tmta.config import MainConfig
-from tmta.common.tls import allowedVersions, cipherLists
-from tmta.smtp.tls import ClientTLS, TLSPolicies, TLSPolicyError
 from tests.support import TestCA, sendMessage, waitFor
 from tests.test_smtp import RelayHarness
+from tmta.common.tls import allowedVersions, cipherLists
+from tmta.config import MainConfig
+from tmta.smtp.tls import ClientTLS, TLSPolicies, TLSPolicyError
 
 
 class TLSPeerTests(RelayHarness, SynchronousTestCase):
@@ -63,8 +63,8 @@ class TLSPeerTests(RelayHarness, SynchronousTestCase):
     def assertDeferred(self, queueId, reason):
         waitFor(lambda: f"{queueId}: to=<bob@remote.example>" in self.master.log(),
                 what="the delivery attempt")
-        line = [l for l in self.master.log().splitlines()
-                if f"{queueId}: to=<bob@remote.example>" in l][0]
+        line = [logged for logged in self.master.log().splitlines()
+                if f"{queueId}: to=<bob@remote.example>" in logged][0]
         self.assertIn("status=deferred", line)
         self.assertIn(reason, line)
 

@@ -46,7 +46,8 @@ class ConfigCommandTests(SynchronousTestCase):
 
     def test_nonDefault(self):
         self.assertEqual(self.show(nonDefault=True),
-                         (0, "mydestination = $myhostname, localhost\nmyhostname = mx.example.org\n"))
+                         (0, "mydestination = $myhostname, localhost\n"
+                             "myhostname = mx.example.org\n"))
 
     def test_expanded(self):
         self.assertEqual(self.show("mydestination", expand=True)[1],
@@ -96,7 +97,8 @@ class StartupErrorTests(SynchronousTestCase):
         directory = self.configDirectory("good = 1\nthis line is wrong\n")
         result = twistd(["-c", directory])
         self.assertNotEqual(result.returncode, 0)
-        self.assertIn(f"{directory}/main.cf, line 3: missing '=' after", result.stderr + result.stdout)
+        self.assertIn(f"{directory}/main.cf, line 3: missing '=' after",
+                      result.stderr + result.stdout)
 
     def test_masterSyntaxErrorStops(self):
         directory = self.configDirectory("", "smtp inet n - n\n")

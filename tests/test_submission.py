@@ -13,12 +13,6 @@ from twisted.internet import defer, reactor
 from twisted.internet.protocol import Factory
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from tmta.cleanup.service import Cleanup, CleanupProtocol
-from tmta.config import MainConfig
-from tmta.queue.layout import createLayout, socketPath
-from tmta.queue.qfile import iterContent, readEnvelope
-from tmta.queue.store import QueueStore
-from tmta.submission import SubmissionClient, SubmissionFailed
 from tests.support import (
     REPO,
     Master,
@@ -30,6 +24,12 @@ from tests.support import (
 from tests.test_cleanup import LocalRewriter
 from tests.test_mailpath import MASTER_CF
 from tests.test_queue import FsyncRecorder
+from tmta.cleanup.service import Cleanup, CleanupProtocol
+from tmta.config import MainConfig
+from tmta.queue.layout import createLayout, socketPath
+from tmta.queue.qfile import iterContent, readEnvelope
+from tmta.queue.store import QueueStore
+from tmta.submission import SubmissionClient, SubmissionFailed
 
 
 class InProcessTests(TestCase):

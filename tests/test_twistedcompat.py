@@ -11,8 +11,8 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.protocols import amp
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from tmta.common import twistedcompat
 from tests.support import shortTemporaryDirectory
+from tmta.common import twistedcompat
 
 
 class CheckTests(SynchronousTestCase):

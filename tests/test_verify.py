@@ -13,6 +13,7 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from tests.support import Master, PrivatePostfix, freePort, shortTemporaryDirectory, waitFor
 from tmta.config import MainConfig
 from tmta.smtpd.restrictions import (
     DEFER,
@@ -34,9 +35,9 @@ from tmta.verify.cache import (
     VerifyRecord,
     openStore,
 )
-from tmta.verify.commands import BOUNCE, DEFER as V_DEFER, OK, PROBING
+from tmta.verify.commands import BOUNCE, OK, PROBING
+from tmta.verify.commands import DEFER as V_DEFER
 from tmta.verify.service import Verifier, probeSender
-from tests.support import Master, PrivatePostfix, freePort, shortTemporaryDirectory, waitFor
 
 DAY = 86400
 

@@ -10,14 +10,9 @@ import pwd
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tmta.config import MainConfig
-from tmta.delivery import BOUNCED, DEFERRED, SENT
-from tmta.queue.layout import createLayout
-from tmta.queue.store import QueueStore
-from tmta.virtual import VirtualAgent
 from tests.support import (
-    activeRequest,
     Master,
+    activeRequest,
     freePort,
     sendMessage,
     shortTemporaryDirectory,
@@ -25,6 +20,11 @@ from tests.support import (
     waitFor,
 )
 from tests.test_mailpath import MASTER_CF
+from tmta.config import MainConfig
+from tmta.delivery import BOUNCED, DEFERRED, SENT
+from tmta.queue.layout import createLayout
+from tmta.queue.store import QueueStore
+from tmta.virtual import VirtualAgent
 
 MAILBOXES = """\
 alice@virt.example    virt.example/alice/

@@ -13,7 +13,6 @@ from twisted.internet.testing import StringTransport
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
-
 from zope.interface import implementer
 
 from tmta.common.command import Command

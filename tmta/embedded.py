@@ -40,7 +40,6 @@ from typing import Dict, List, Mapping, Optional
 
 from twisted.application.service import MultiService
 from twisted.internet import task
-from tmta.logging import Logger
 from zope.interface import implementer
 
 from tmta.common.triggers import Wakeup
@@ -48,6 +47,7 @@ from tmta.config import MainConfig, parseInetAddress
 from tmta.config.defaults import LOOPBACK_NETWORKS
 from tmta.config.loader import Configuration, loadConfiguration
 from tmta.interfaces import IWorkerContext
+from tmta.logging import Logger
 from tmta.queue.layout import createDataDirectory, createLayout, socketPath
 from tmta.wire import connectService
 

@@ -27,8 +27,6 @@ import threading
 import time
 from typing import Any, Callable, List, Optional, TextIO, Tuple
 
-from twisted.python.threadable import isInIOThread
-from zope.interface import implementer
 from twisted import logger as _twistedLogger
 from twisted.logger import (
     ILogObserver,
@@ -37,6 +35,8 @@ from twisted.logger import (
     formatEventAsClassicLogText,
     formatTime,
 )
+from twisted.python.threadable import isInIOThread
+from zope.interface import implementer
 
 _LEVELS = frozenset(LogLevel.iterconstants())
 

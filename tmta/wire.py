@@ -16,22 +16,21 @@ from twisted.internet import defer, endpoints, unix
 from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import ILoggingContext, IProtocol
 from twisted.internet.protocol import Factory, connectionDone
-from tmta.logging import Logger
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 from zope.interface import implementer_only
 
 from tmta.common.command import Command
-from tmta.common.triggers import Wakeup
 from tmta.common.transports import EagerWriteMixin, PlainReadMixin
+from tmta.common.triggers import Wakeup
 from tmta.common.twistedcompat import (
     ampCanBatch,
     ampParsesPlainBoxes,
     ampSwitched,
     connectorMaking,
 )
+from tmta.logging import Logger
 from tmta.queue.layout import socketPath
-
 
 log = Logger()
 

@@ -20,14 +20,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Dict, Optional
 
-from twisted.python.failure import Failure
-from twisted.internet.protocol import connectionDone
 from twisted.application.service import Service
 from twisted.internet import task
-from twisted.internet.protocol import Factory
-from tmta.logging import Logger
+from twisted.internet.protocol import Factory, connectionDone
+from twisted.python.failure import Failure
 
 from tmta.anvil.commands import EVENTS, AnvilConnect, AnvilDisconnect, AnvilEvent
+from tmta.logging import Logger
 from tmta.wire import ServiceAMP
 
 log = Logger()

@@ -6,17 +6,17 @@ from __future__ import annotations
 
 import re
 import time
-from email.utils import formatdate
 from dataclasses import dataclass
+from email.utils import formatdate
 from typing import Dict, Optional
 
 from twisted.application.service import Service
 from twisted.internet import defer, threads
 from twisted.internet.protocol import Factory
-from tmta.logging import Logger
 
 from tmta.bounce.commands import BounceRecipients
 from tmta.cleanup.client import CleanupClient
+from tmta.logging import Logger
 from tmta.queue.qfile import iterContent, readEnvelope
 from tmta.queue.store import QueueStore
 from tmta.wire import ServiceAMP

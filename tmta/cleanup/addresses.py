@@ -19,7 +19,6 @@ from typing import Callable, List, Optional, Tuple
 from tmta.address import splitAddress
 from tmta.tables import openTables
 
-
 #: Headers whose addresses are rewritten, as sender or recipient
 #: addresses (canonical(5)'s classes).
 SENDER_HEADERS = frozenset(("from", "sender", "reply-to", "return-receipt-to", "errors-to",

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
 from tmta.logging import Logger
-
 from tmta.tables import openTables
 
 log = Logger()

@@ -7,8 +7,8 @@ from __future__ import annotations
 import functools
 import re
 import time
-from email.utils import format_datetime, formatdate
 from datetime import datetime
+from email.utils import format_datetime, formatdate
 from typing import Dict, List, Optional, Tuple
 
 _HEADER_NAME = re.compile(rb"^([!-9;-~]+)[ \t]*:")

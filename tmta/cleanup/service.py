@@ -12,10 +12,12 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.protocol import Factory, connectionDone
-from tmta.logging import Logger
 from twisted.python.failure import Failure
 
 from tmta.address import AddressError, checkAddress
+from tmta.batching import ThreadBatcher
+from tmta.cleanup.addresses import AddressMapper, ExpansionError
+from tmta.cleanup.checks import ContentChecks, Verdict
 from tmta.cleanup.commands import (
     CleanupAbort,
     CleanupBegin,
@@ -30,11 +32,10 @@ from tmta.cleanup.headers import (
     receivedHeader,
     splitHeaderSection,
 )
-from tmta.batching import ThreadBatcher
 from tmta.common.eager import eagerly
-from tmta.cleanup.addresses import AddressMapper, ExpansionError
-from tmta.cleanup.checks import ContentChecks, Verdict
-from tmta.tables import TableLookupError
+from tmta.common.flow import InFlowGate
+from tmta.common.triggers import Wakeup
+from tmta.logging import Logger
 from tmta.queue.qfile import (
     DELIVERABLE_ATTRIBUTE,
     PROBE_ATTRIBUTE,
@@ -44,8 +45,7 @@ from tmta.queue.qfile import (
 from tmta.queue.store import QueueError, QueueStore
 from tmta.replies import INTERNAL_ERROR, TOO_BIG, storageFailure
 from tmta.rewrite.client import RewriteClient
-from tmta.common.flow import InFlowGate
-from tmta.common.triggers import Wakeup
+from tmta.tables import TableLookupError
 from tmta.wire import ServiceAMP, heldWrites
 
 log = Logger()

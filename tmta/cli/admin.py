@@ -586,7 +586,8 @@ def manageUsers(configuration: Configuration, action: str, names: List[str],
         except (PasswordTableError, OSError) as e:
             err.write(f"tmta: fatal: {path}: {e}\n")
             return 1
-        err.write(f"tmta: {path}: {name} {dict(add='added', passwd='changed', remove='removed')[action]}\n")
+        done = {"add": "added", "passwd": "changed", "remove": "removed"}[action]
+        err.write(f"tmta: {path}: {name} {done}\n")
     return 0
 
 

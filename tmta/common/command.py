@@ -101,7 +101,8 @@ class Command(amp.Command):
         schema = cls.__dict__.get("_tmtaSchema")
         if schema is None:
             arguments = _fields(cls.arguments)
-            schema = (arguments, frozenset(name for _, name, _, _ in arguments), _fields(cls.response))
+            schema = (arguments, frozenset(name for _, name, _, _ in arguments),
+                      _fields(cls.response))
             setattr(cls, "_tmtaSchema", schema)
         return schema
 

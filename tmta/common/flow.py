@@ -12,9 +12,8 @@ every tenth of a second while there is room (L{InFlowGate}).
 
 from __future__ import annotations
 
-from typing import Optional
-
 import os
+from typing import Optional
 
 from twisted.internet import task
 

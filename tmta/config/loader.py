@@ -8,9 +8,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Mapping, Optional
 
+from .defaults import LOOPBACK_NETWORKS
 from .maincf import MainConfig
 from .mastercf import MasterEntry, parseMasterCf
-from .defaults import LOOPBACK_NETWORKS
 from .parser import ConfigError, ConfigProblems, linesOf
 from .safety import (
     parameterType,

@@ -17,11 +17,11 @@ from typing import Dict, Iterator, List, Optional
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.protocol import Factory
-from tmta.logging import Logger
 from twisted.protocols import amp
 
 from tmta.common.command import Command
 from tmta.interfaces import IAddressVerifier
+from tmta.logging import Logger
 from tmta.queue.qfile import iterContent, openQueueFile, readEnvelope
 from tmta.queue.store import QueueStore
 from tmta.wire import RecordList, ServiceAMP

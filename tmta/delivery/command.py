@@ -26,6 +26,7 @@ from typing import Callable, Dict, Iterable, List, Optional
 
 from tmta.delivery import BOUNCED, DEFERRED, SENT
 
+
 class CommandConfigError(ValueError):
     """
     A master.cf entry that runs a command (pipe, spawn) and cannot be

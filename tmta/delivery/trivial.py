@@ -43,9 +43,11 @@ class ErrorAgent:
         statuses = []
         for r in request.recipients:
             if self.defer:
-                status = RecipientStatus(r.offset, DEFERRED, "4.3.0", request.nexthop or "delivery temporarily suspended")
+                status = RecipientStatus(r.offset, DEFERRED, "4.3.0",
+                                         request.nexthop or "delivery temporarily suspended")
             else:
-                status = RecipientStatus(r.offset, BOUNCED, "5.0.0", request.nexthop or "mail delivery disabled")
+                status = RecipientStatus(r.offset, BOUNCED, "5.0.0",
+                                         request.nexthop or "mail delivery disabled")
             logDelivery(request, r, "none", status, started)
             statuses.append(status)
         return statuses

@@ -38,7 +38,6 @@ from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
-from tmta.logging import Logger
 from zope.interface import implementer
 
 from tmta.address import isSafeMailboxName, splitAddress, unquoteLocal
@@ -74,6 +73,7 @@ from tmta.local.targets import (
     parseTargets,
     readTargetFile,
 )
+from tmta.logging import Logger
 from tmta.queue.qfile import CorruptQueueFile, iterContent
 from tmta.tables import TableLookupError, openTables
 from tmta.wire import heldWrites
@@ -210,7 +210,8 @@ class LocalAgent:
         if not self.accounts:
             from tmta.common.accounts import mailOwner
 
-            self.owner = mailOwner(config, embedded=True) if os.geteuid() == 0 else pwd.getpwuid(os.geteuid())
+            self.owner = (mailOwner(config, embedded=True) if os.geteuid() == 0
+                          else pwd.getpwuid(os.geteuid()))
 
     # -- accounts and rights
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, Hashable, Optional
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+
 from tmta.logging import Logger
 
 

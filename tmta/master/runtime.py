@@ -10,13 +10,13 @@ import socket
 from typing import TYPE_CHECKING, Callable, List, Optional
 
 from twisted.internet import tcp, unix
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from tmta.logging import Logger
 
 from tmta.common.transports import EagerWriteMixin, PlainReadMixin
 from tmta.common.twistedcompat import adoptListeningPort, shareListeningSocket
+from tmta.logging import Logger
 
 LISTEN_BACKLOG = 1024
 

@@ -6,8 +6,6 @@ re-reads the configuration on SIGHUP and stops everything on SIGTERM.
 
 from __future__ import annotations
 
-from twisted.python.failure import Failure
-from twisted.internet.protocol import connectionDone
 import errno
 import os
 import pwd
@@ -19,23 +17,24 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from twisted.application import service
 from twisted.internet import defer, task
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Factory, connectionDone
 from twisted.logger import ILogObserver
 from twisted.protocols import amp
 from twisted.python.components import Componentized
+from twisted.python.failure import Failure
 
+from tmta.common.accounts import mailOwner
+from tmta.common.contract import WorkerArguments, workerDescriptors
+from tmta.common.plugins import PluginError, allBroken
+from tmta.common.triggers import Wakeup
 from tmta.config import ConfigError, Configuration, MasterEntry, parseInetAddress
 from tmta.config.loader import saveAccepted
-from tmta.master.lock import acquireMasterLock
 from tmta.config.parser import ConfigProblems
-from tmta.common.plugins import PluginError, allBroken
-from tmta.master.components import availableComponents, findComponent
-from tmta.common.contract import WorkerArguments, workerDescriptors
-from tmta.common.triggers import Wakeup
-from tmta.master.control import Shutdown, WorkerStatus
 from tmta.logging import Logger
+from tmta.master.components import availableComponents, findComponent
+from tmta.master.control import Shutdown, WorkerStatus
+from tmta.master.lock import acquireMasterLock
 from tmta.master.policy import ServicePool
-from tmta.common.accounts import mailOwner
 from tmta.master.runtime import LISTEN_BACKLOG
 from tmta.master.spawner import ForkServer, LineLog, Worker, workerPythonPath
 from tmta.queue.layout import createDataDirectory, createLayout, socketPath

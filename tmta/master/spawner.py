@@ -14,9 +14,7 @@ from typing import Any, Callable, Dict, List, Optional
 from twisted.internet.protocol import ProcessProtocol, Protocol
 
 import tmta
-from tmta.logging import Logger
-
-from tmta.logging import emitWorkerLine, emitWorkerLines, unstampLines
+from tmta.logging import Logger, emitWorkerLine, emitWorkerLines, unstampLines
 
 log = Logger()
 

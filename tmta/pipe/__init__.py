@@ -34,8 +34,8 @@ from tmta.delivery.command import (
     commandEnvironment,
     runCommand,
 )
-from tmta.interfaces import IAddressVerifier
 from tmta.delivery.mailbox import envelopeLine
+from tmta.interfaces import IAddressVerifier
 from tmta.queue.qfile import CorruptQueueFile, iterContent, openQueueFile, readEnvelope
 
 #: Macros that differ per recipient: an argument holding one is repeated

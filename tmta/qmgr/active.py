@@ -12,12 +12,10 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from twisted.internet import defer, threads
 from twisted.internet.defer import Deferred
-from tmta.logging import Logger
 from twisted.python.failure import Failure
 
 from tmta.bounce.commands import BounceRecipients
 from tmta.common.slots import SLOTS
-from tmta.dsn import notifies
 from tmta.delivery import (
     BOUNCED,
     DEFERRED,
@@ -27,6 +25,8 @@ from tmta.delivery import (
     RequestRecipient,
     logDelivery,
 )
+from tmta.dsn import notifies
+from tmta.logging import Logger
 from tmta.qmgr.scheduler import Job, Outcome
 from tmta.queue.qfile import Envelope, Recipient, markDone
 from tmta.queue.store import QueueStore

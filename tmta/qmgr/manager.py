@@ -10,11 +10,11 @@ import time
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 from twisted.internet import defer, task
-from tmta.common.eager import eagerly
-from tmta.logging import Logger
 
+from tmta.common.eager import eagerly
 from tmta.common.flow import InFlowFlag
 from tmta.delivery import DEFERRED, RUN_ALONE, Deliver
+from tmta.logging import Logger
 from tmta.qmgr.active import ActiveMessage, ActiveMessages, MessageCompletion, Outstanding
 from tmta.qmgr.scheduler import Job, Outcome, TransportQueue, parseFeedback
 from tmta.queue.qfile import (

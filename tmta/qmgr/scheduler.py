@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Deque, Dict, List, Optional, Set, Tuple
 
 from twisted.internet import defer
+
 from tmta.common.slots import SLOTS
 from tmta.logging import Logger
-
 from tmta.queue.qfile import Recipient
 
 if TYPE_CHECKING:

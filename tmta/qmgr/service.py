@@ -55,7 +55,8 @@ class QmgrService(Service):
             context.reactor, config, store,
             lambda service: context.connect(service),
             rewrite.resolve,
-            transportLimits(getattr(context, "services", []), config.getInt("default_process_limit")),
+            transportLimits(getattr(context, "services", []),
+                            config.getInt("default_process_limit")),
         )
 
     def startService(self) -> None:

@@ -11,10 +11,10 @@ import stat
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
-from tmta.logging import Logger
 from zope.interface import implementer
 
 from tmta.interfaces import IQueue
+from tmta.logging import Logger
 from tmta.queue.layout import QUEUES
 from tmta.queue.qfile import Envelope, QueueFileWriter, openQueueFile, readEnvelope
 from tmta.queue.qid import QueueIdGenerator, hashDirectory, isQueueId

@@ -11,8 +11,6 @@ fail as temporary (454), never as wrong credentials.
 
 from __future__ import annotations
 
-from twisted.python.failure import Failure
-from twisted.internet.protocol import connectionDone
 import base64
 import itertools
 import os
@@ -20,12 +18,13 @@ from typing import Any, Dict, List, Optional
 
 from twisted.internet import defer
 from twisted.internet.endpoints import UNIXClientEndpoint
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Factory, connectionDone
 from twisted.protocols.basic import LineOnlyReceiver
-from tmta.logging import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tmta.interfaces import ISASLBackend, ISASLExchange
+from tmta.logging import Logger
 from tmta.sasl import (
     Authenticated,
     AuthenticationFailed,

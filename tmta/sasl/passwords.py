@@ -22,10 +22,10 @@ from contextlib import contextmanager
 from typing import Dict, Iterator, Optional, Tuple
 
 from twisted.internet import defer, threads
-from tmta.logging import Logger
 from zope.interface import implementer
 
 from tmta.interfaces import ISASLBackend
+from tmta.logging import Logger
 from tmta.sasl import (
     PASSWORD_MECHANISMS,
     AuthenticationUnavailable,

@@ -20,6 +20,7 @@ from typing import Any, List
 from twisted.application.service import Service
 from twisted.internet import threads
 from twisted.internet.protocol import Factory, Protocol
+
 from tmta.logging import Logger
 
 log = Logger()

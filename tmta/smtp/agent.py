@@ -19,18 +19,21 @@ import time
 from email.utils import formatdate
 from typing import Dict, List, Optional, Tuple, Union
 
-from twisted.internet.interfaces import IDelayedCall, IStreamClientEndpoint
 from twisted.internet import defer, threads
 from twisted.internet.endpoints import (
     TCP4ClientEndpoint,
     TCP6ClientEndpoint,
     UNIXClientEndpoint,
 )
+from twisted.internet.interfaces import IDelayedCall, IStreamClientEndpoint
 from twisted.internet.protocol import Factory
-from tmta.logging import Logger
-from twisted.names import client as dnsclient, dns, error as dnserror
+from twisted.names import client as dnsclient
+from twisted.names import dns
+from twisted.names import error as dnserror
 from zope.interface import implementer
 
+from tmta.address import isIPAddress
+from tmta.common.tls import cipherLists
 from tmta.delivery import (
     BOUNCED,
     DEFERRED,
@@ -40,11 +43,10 @@ from tmta.delivery import (
     RecipientStatus,
     logDelivery,
 )
-from tmta.address import isIPAddress
 from tmta.interfaces import IAddressVerifier
+from tmta.logging import Logger
 from tmta.smtp.client import Reply, SessionFailed, SMTPClient, Timeouts, Transaction
 from tmta.smtp.sasl import SASLLogin, SASLPasswords
-from tmta.common.tls import cipherLists
 from tmta.smtp.tls import ClientTLS, TLSPolicies, TLSPolicy, TLSPolicyError
 
 log = Logger()

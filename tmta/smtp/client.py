@@ -11,14 +11,14 @@ has (C{smtp_helo_timeout}, C{smtp_mail_timeout}, ...).
 
 from __future__ import annotations
 
-from twisted.internet.protocol import connectionDone
 import re
-from dataclasses import dataclass, field
 from collections import deque
-from typing import Any, Deque, Dict, List, Optional, TYPE_CHECKING, Tuple
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Deque, Dict, List, Optional, Tuple
 
 from twisted.internet import defer, protocol
 from twisted.internet.interfaces import IHandshakeListener
+from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 

@@ -23,9 +23,8 @@ from OpenSSL import SSL
 from service_identity import CertificateError, VerificationError
 from service_identity.hazmat import DNS_ID, DNSPattern, verify_service_identity
 from service_identity.pyopenssl import extract_patterns
-from zope.interface import implementer
-
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+from zope.interface import implementer
 
 from tmta.common.tls import TLSConfigError, allowedVersions, configureContext, connectionSummary
 from tmta.config import splitList

@@ -12,11 +12,11 @@ import ipaddress
 import re
 from typing import Callable, List, Optional, Tuple
 
-from tmta.logging import Logger
 from zope.interface import implementer
 
 from tmta.address import localName, splitAddress
 from tmta.interfaces import ISMTPRestriction
+from tmta.logging import Logger
 from tmta.smtpd.restrictions import (
     CONFIGURATION_ERROR,
     DEFER,

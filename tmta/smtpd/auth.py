@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any, List, Optional
 
 from twisted.internet import defer, task
-from tmta.logging import Logger
 
+from tmta.logging import Logger
 from tmta.sasl import (
     Authenticated,
     AuthenticationFailed,

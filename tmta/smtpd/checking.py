@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 from twisted.internet import defer
-from tmta.logging import Logger
 
+from tmta.logging import Logger
 from tmta.smtpd.restrictions import (
     DEFER,
     LIST_NAMES,

@@ -17,12 +17,13 @@ import re
 from typing import List, Optional, Tuple
 
 from twisted.internet import defer
-from tmta.logging import Logger
-from twisted.names import dns, error as dnserror
+from twisted.names import dns
+from twisted.names import error as dnserror
 from zope.interface import implementer
 
 from tmta.address import splitAddress
 from tmta.interfaces import ISMTPRestriction
+from tmta.logging import Logger
 from tmta.smtpd.restrictions import (
     DEFER,
     DEFER_IF_REJECT,

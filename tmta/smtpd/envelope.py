@@ -8,14 +8,13 @@ from __future__ import annotations
 
 from typing import Dict, Optional
 
-from tmta.logging import Logger
-
 from tmta import replies
-from tmta.common.eager import eagerly
 from tmta.address import AddressError, isSafeMailboxName, localName, parsePath
+from tmta.common.eager import eagerly
 from tmta.dsn import DSNError, parseEnvid, parseNotify, parseOrcpt, parseRet
-from tmta.tables import TableLookupError
+from tmta.logging import Logger
 from tmta.smtpd.session import SessionState
+from tmta.tables import TableLookupError
 
 log = Logger()
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
 from twisted.internet import defer
-from tmta.logging import Logger
 
 from tmta.anvil.commands import AnvilConnect, AnvilDisconnect, AnvilEvent
+from tmta.logging import Logger
 from tmta.tables.matchlist import MatchList
 from tmta.tables.networks import inNetworks, parseNetworks
 from tmta.wire import SharedConnection

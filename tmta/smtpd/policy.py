@@ -14,19 +14,18 @@ C{smtpd_policy_service_default_action} (a temporary refusal by default).
 
 from __future__ import annotations
 
-from twisted.python.failure import Failure
-from twisted.internet.protocol import connectionDone
 import os
 from typing import Any, Dict, Optional
 
 from twisted.internet import defer, error
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, UNIXClientEndpoint
-from twisted.internet.protocol import Factory
-from tmta.logging import Logger
+from twisted.internet.protocol import Factory, connectionDone
 from twisted.protocols.basic import LineOnlyReceiver
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tmta.interfaces import ISMTPRestriction
+from tmta.logging import Logger
 from tmta.smtpd.restrictions import RecipientContext, RestrictionEnvironment
 
 log = Logger()

@@ -4,18 +4,18 @@ The SMTP server protocol: one session, from the greeting to QUIT.
 
 from __future__ import annotations
 
-from twisted.python.failure import Failure
-from twisted.internet.protocol import connectionDone
 import re
 from typing import Callable, Dict, List, Optional, Tuple
 
 from twisted.internet import defer, task
 from twisted.internet.interfaces import IHandshakeListener
-from tmta.logging import Logger
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tmta import replies
 from tmta.common.eager import eagerly
+from tmta.logging import Logger
 from tmta.smtpd.auth import AuthCommands
 from tmta.smtpd.checking import RestrictionChecks
 from tmta.smtpd.envelope import EnvelopeCommands
@@ -24,7 +24,8 @@ from tmta.smtpd.receiving import DataCommands
 from tmta.smtpd.restrictions import TransactionActions
 from tmta.smtpd.settings import SMTPSettings
 from tmta.smtpd.starttls import TLSCommands
-from tmta.smtpd.transcript import CLASSES as TRANSCRIPT_CLASSES, Transcript
+from tmta.smtpd.transcript import CLASSES as TRANSCRIPT_CLASSES
+from tmta.smtpd.transcript import Transcript
 from tmta.smtpd.transfer import MessageTransfer
 from tmta.tables import TableLookupError
 from tmta.tables.networks import inNetworks

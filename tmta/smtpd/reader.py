@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from typing import Any, Optional, Set
 
-from twisted.python.failure import Failure
-from twisted.internet.protocol import connectionDone
 from twisted.internet import defer, protocol
 from twisted.internet.interfaces import IPushProducer
-from tmta.logging import Logger
+from twisted.internet.protocol import connectionDone
 from twisted.protocols.policies import TimeoutMixin
+from twisted.python.failure import Failure
 from zope.interface import implementer
+
+from tmta.logging import Logger
 
 log = Logger()
 

@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from typing import Optional
 
 from twisted.internet import defer
-from tmta.logging import Logger
 
 from tmta import replies
 from tmta.common.eager import eagerly
+from tmta.logging import Logger
 from tmta.smtpd.data import ChunkDecoder
-from tmta.smtpd.transfer import CleanupLost, MessageTransfer, TooBig
 from tmta.smtpd.session import SessionState
+from tmta.smtpd.transfer import CleanupLost, MessageTransfer, TooBig
 
 log = Logger()
 

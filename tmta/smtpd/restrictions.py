@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from twisted.internet import defer
-from tmta.logging import Logger
 from zope.interface import implementer
 
 from tmta.address import isIPAddress, splitAddress
 from tmta.config import splitList
 from tmta.interfaces import ISMTPRestriction
+from tmta.logging import Logger
 from tmta.smtpd.unverified import rejectUnverified
 
 log = Logger()

@@ -16,7 +16,8 @@ from __future__ import annotations
 from typing import List, Optional
 
 from twisted.internet import defer
-from twisted.names import dns, error as dnserror
+from twisted.names import dns
+from twisted.names import error as dnserror
 from zope.interface import implementer
 
 from tmta.address import isIPAddress

@@ -12,16 +12,16 @@ import socket
 from twisted.application.service import Service
 from twisted.internet import defer, threads
 from twisted.internet.protocol import Factory
-from tmta.logging import Logger
 
 from tmta.cleanup.client import CleanupClient
+from tmta.logging import Logger
 from tmta.rewrite.client import RewriteClient
+from tmta.smtpd.checking import Restrictions
 from tmta.smtpd.protocol import SMTPServer
+from tmta.smtpd.recipients import RecipientTables
+from tmta.smtpd.restrictions import RestrictionEnvironment
 from tmta.smtpd.settings import SMTPSettings
 from tmta.tables.networks import parseNetworks
-from tmta.smtpd.checking import Restrictions
-from tmta.smtpd.restrictions import RestrictionEnvironment
-from tmta.smtpd.recipients import RecipientTables
 
 log = Logger()
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 from typing import Optional
 
 from twisted.internet import defer
-from tmta.logging import Logger
 
+from tmta.logging import Logger
 from tmta.smtpd.session import SessionState
 
 log = Logger()

@@ -17,10 +17,10 @@ from typing import List, Optional, Tuple
 
 from OpenSSL import SSL
 from twisted.internet.interfaces import IOpenSSLContextFactory
-from tmta.logging import Logger
 from zope.interface import implementer
 
 from tmta.common.tls import TLSConfigError, cipherLists, configureContext, connectionSummary
+from tmta.logging import Logger
 
 log = Logger()
 

@@ -19,18 +19,18 @@ change in any release.
 
 from __future__ import annotations
 
-from twisted.python.failure import Failure
-from twisted.internet.protocol import connectionDone
 import os
 from typing import Any, List, Optional
 
 from twisted.application.service import Service
 from twisted.internet import protocol
-from tmta.logging import Logger
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
 
 from tmta.config import ConfigError
 from tmta.config.maincf import parseTime
 from tmta.delivery.command import CommandConfigError, commandAccount, commandEntryProblems
+from tmta.logging import Logger
 
 log = Logger()
 
@@ -69,7 +69,8 @@ class SpawnCommand:
         if not os.path.isabs(argv[0]):
             raise CommandConfigError(f"spawn: argv={argv[0]}: not an absolute path")
         if user is None:
-            raise CommandConfigError("spawn: no user= attribute (spawn never runs programs as root)")
+            raise CommandConfigError(
+                "spawn: no user= attribute (spawn never runs programs as root)")
         account, self.gid = commandAccount(user, "spawn")
         self.uid = account.pw_uid
         self.home = account.pw_dir

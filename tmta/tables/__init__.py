@@ -20,13 +20,13 @@ import os
 import pwd
 from typing import Callable, Dict, List, Optional, Tuple
 
-from tmta.logging import Logger
 from zope.interface import implementer
 from zope.interface.exceptions import Invalid
 from zope.interface.verify import verifyObject
 
 from tmta.config import splitList
 from tmta.interfaces import ILookupTable, ILookupTableType
+from tmta.logging import Logger
 
 log = Logger()
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 from typing import List
 
 from tmta.logging import Logger
-
 from tmta.tables import TableLookupError
-from tmta.tables.matchlist import MatchList, clientIP as _clientIP
+from tmta.tables.matchlist import MatchList
+from tmta.tables.matchlist import clientIP as _clientIP
 
 log = Logger()
 

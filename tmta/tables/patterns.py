@@ -17,10 +17,10 @@ import ipaddress
 import os
 from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
-from tmta.logging import Logger
 from zope.interface import implementer
 
 from tmta.interfaces import ILookupTable
+from tmta.logging import Logger
 from tmta.tables import TableLookupError
 from tmta.tables.engines import OBSOLETE_PCRE_FLAGS, PatternError, engine
 

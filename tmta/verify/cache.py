@@ -24,9 +24,9 @@ from typing import Dict, Iterator, Optional, Tuple
 
 from tmta.batching import SerialThread
 from tmta.config.safety import verifyMapProblem
-from tmta.tables.compiled import databasePath
 from tmta.logging import Logger
-from tmta.verify.commands import BOUNCE, DEFER, OK, STATUSES, PROBING
+from tmta.tables.compiled import databasePath
+from tmta.verify.commands import BOUNCE, DEFER, OK, PROBING, STATUSES
 
 log = Logger()
 

@@ -14,8 +14,8 @@ from twisted.internet.protocol import Factory
 
 from tmta.cleanup.client import CleanupClient
 from tmta.logging import Logger
-from tmta.verify.cache import AddressCache, CacheTimes, openStore
 from tmta.queue.qfile import PROBE_ATTRIBUTE
+from tmta.verify.cache import AddressCache, CacheTimes, openStore
 from tmta.verify.commands import VerifyQuery, VerifyUpdate
 from tmta.wire import ServiceAMP
 

@@ -33,9 +33,9 @@ from tmta.delivery import (
     RecipientStatus,
     logDelivery,
 )
-from tmta.interfaces import IAddressVerifier
 from tmta.delivery.mailbox import MailboxError, deliverMaildir, deliverMbox, envelopeLine
 from tmta.delivery.rights import DeliveryError, identity, openQueued
+from tmta.interfaces import IAddressVerifier
 from tmta.queue.qfile import iterContent
 from tmta.tables import TableLookupError, openTables
 

@@ -62,7 +62,8 @@ class HTTPPostAgent:
         elif 400 <= code < 500:
             status, dsn, reason = BOUNCED, "5.0.0", f"refused by {self.url.decode()}: {code} {said}"
         else:
-            status, dsn, reason = DEFERRED, "4.0.0", f"cannot post to {self.url.decode()}: {code or said}"
+            reason = f"cannot post to {self.url.decode()}: {code or said}"
+            status, dsn = DEFERRED, "4.0.0"
         statuses = []
         for r in request.recipients:
             result = RecipientStatus(r.offset, status, dsn, reason)
