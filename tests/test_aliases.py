@@ -125,6 +125,25 @@ class ExpansionTests(SynchronousTestCase):
         self.assertEqual(self.read(self.out, "env").strip(), b"team@mx.example.org")
         self.assertIn(b"Subject: hi\n", self.read(self.out, "msg"))
 
+    def test_patternTableOwnerRunsCommands(self):
+        """
+        A command in a regexp: alias table runs as the table file's owner
+        (as in Postfix), not as default_privs; an inline table, which is
+        not a file, counts as root's.
+        """
+        path = os.path.join(self.base, "aliases.regexp")
+        with open(path, "w") as f:
+            f.write(f'/^team$/ "|id -u > {self.out}/uid"\n')
+        os.chown(path, self.user.pw_uid, self.user.pw_gid)
+        agent = self.agent(alias_maps=f"regexp:{path}")
+        [status] = agent.deliverAll(self.request("team@mx.example.org"))
+        self.assertEqual(status.status, SENT, status.reason)
+        self.assertEqual(self.read(self.out, "uid").strip(), str(self.user.pw_uid).encode())
+        agent = self.agent(alias_maps=f"inline:{{ {{ team = |id -u > {self.out}/uid2 }} }}")
+        [status] = agent.deliverAll(self.request("team@mx.example.org"))
+        self.assertEqual(status.status, SENT, status.reason)
+        self.assertEqual(self.read(self.out, "uid2").strip(), str(self.nobody.pw_uid).encode())
+
     def test_staleDatabaseDefers(self):
         agent = self.agent("team: USER\n")
         path = os.path.join(self.base, "aliases")

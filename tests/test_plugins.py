@@ -93,6 +93,13 @@ class ConformanceTests(SynchronousTestCase):
         for spec in ("unix:passwd.byname", "static:x", "inline:{a=b}", "hash:/nonexistent",
                      "texthash:/nonexistent", "proxy:unix:passwd.byname"):
             verifyObject(interfaces.ILookupTable, openTable(spec))
+        # Those kept in a file say who owns it (local's rights follow).
+        for spec in ("hash:/nonexistent", "texthash:/nonexistent", "regexp:/nonexistent",
+                     "cidr:/nonexistent", "regexp:{ /a/ b }"):
+            table = openTable(spec)
+            verifyObject(interfaces.IOwnedTable, table)
+            self.assertIsNone(table.owner())
+        self.assertFalse(interfaces.IOwnedTable.providedBy(openTable("static:x")))
 
     def test_builtinRestrictions(self):
         from tmta.smtpd.restrictions import BUILTIN_RESTRICTIONS, RestrictionList
@@ -116,15 +123,10 @@ class ConformanceTests(SynchronousTestCase):
         for restriction in withArguments.restrictions:
             verifyObject(interfaces.ISMTPRestriction, restriction)
 
-    def test_queueRewriterContext(self):
+    def test_rewriterContext(self):
         from tmta.master.worker import WorkerContext
-        from tmta.queue.layout import createLayout
-        from tmta.queue.store import QueueStore
         from tmta.rewrite import Rewriter
 
-        directory = shortTemporaryDirectory(self)
-        createLayout(directory)
-        verifyObject(interfaces.IQueue, QueueStore(directory))
         rewriter = Rewriter(MainConfig({"myhostname": "h.example"}))
         verifyObject(interfaces.IAddressRewriter, rewriter)
         verifyObject(interfaces.IAddressResolver, rewriter)
@@ -139,9 +141,11 @@ PLUGINS = textwrap.dedent(
     from twisted.plugin import IPlugin
     from zope.interface import implementer
     from tmta.delivery import SENT, RecipientStatus
+    from twisted.internet import defer
     from tmta.interfaces import (
         IDeliveryAgent, IDeliveryAgentFactory, ILookupTable, ILookupTableType,
-        ISMTPRestriction)
+        ISASLBackend, ISASLBackendType, ISMTPRestriction)
+    from tmta.sasl import PasswordExchange
 
     @implementer(IDeliveryAgent)
     class Recorder:
@@ -186,9 +190,24 @@ PLUGINS = textwrap.dedent(
                 return "reject", "550 5.7.1 <%s>: no mail for carol" % context.recipient
             return "dunno", None
 
+    @implementer(ISASLBackend)
+    class OneLogin:
+        def mechanisms(self):
+            return ["PLAIN", "LOGIN"]
+        def begin(self, mechanism, client):
+            return PasswordExchange(mechanism, lambda name, password: defer.succeed(
+                (name, password) == ("alice", "s3cret")))
+
+    @implementer(IPlugin, ISASLBackendType)
+    class OneLoginType:
+        name = "testonelogin"
+        def open(self, config, reactor):
+            return OneLogin()
+
     recorder = RecorderFactory()
     listed = ListedType()
     nocarol = NoCarol()
+    onelogin = OneLoginType()
     """
 )
 
@@ -267,6 +286,31 @@ class PluginTests(SynchronousTestCase):
             code, reply = e.recipients[recipient]
             self.assertEqual(code, 550)
             self.assertIn(text, reply)
+
+    def test_saslBackend(self):
+        """
+        smtpd_sasl_type names a SASL backend a plugin adds: smtpd checks
+        AUTH with it.
+        """
+        import smtplib
+
+        base = shortTemporaryDirectory(self)
+        path = self.pluginDirectory(base, PLUGINS, "tmta_test_kinds.py")
+        port = freePort()
+        master = Master(
+            os.path.join(base, "conf"),
+            {"mydestination": "localhost", "smtpd_sasl_auth_enable": "yes",
+             "smtpd_sasl_type": "testonelogin"},
+            MASTER_CF.format(port=port), extraPath=[path]).start()
+        self.addCleanup(master.stop)
+        client = smtplib.SMTP("127.0.0.1", port, timeout=30)
+        self.addCleanup(client.close)
+        client.ehlo("client.example")
+        self.assertIn("PLAIN", client.esmtp_features.get("auth", ""))
+        e = self.assertRaises(smtplib.SMTPAuthenticationError, client.login, "alice", "wrong")
+        self.assertEqual(e.smtp_code, 535)
+        code, _ = client.login("alice", "s3cret")
+        self.assertEqual(code, 235)
 
     def test_brokenPluginRefused(self):
         """

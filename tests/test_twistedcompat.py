@@ -25,6 +25,27 @@ class CheckTests(SynchronousTestCase):
         self.assertIn("twisted.somewhere.Thing._gone", str(e))
 
 
+class WireUsesCheckedNamesTests(SynchronousTestCase):
+    def test_everyAMPInternalChecked(self):
+        """
+        Every private name of Twisted's AMP that L{tmta.wire} reads or
+        overrides is one L{twistedcompat.checkTwisted} looks for.
+        """
+        import inspect
+        import re
+
+        from tmta import wire
+
+        source = inspect.getsource(wire)
+        names = set(re.findall(r"self\.(_[A-Za-z]\w*)", source)) | set(
+            re.findall(r"def (_[A-Za-z]\w*)", source))
+        twisteds = {name for name in names
+                    if any(hasattr(cls, name) for cls in
+                           (amp.BoxDispatcher, amp.CommandLocator, amp.BinaryBoxProtocol))}
+        checked = set(twistedcompat.AMP_DISPATCH) | {"_commandDispatch"}
+        self.assertEqual(twisteds - checked, set())
+
+
 class AMPNamingTests(SynchronousTestCase):
     def test_sameNamesAsTwisted(self):
         """

@@ -5,11 +5,16 @@ Every part that can be replaced or added by a plugin is named here by a
 zope.interface: a master.cf program (L{IComponent}), a transport
 (L{IDeliveryAgent}), a lookup table (L{ILookupTable}), address rewriting
 and resolution (L{IAddressRewriter}, L{IAddressResolver}), an smtpd
-restriction (L{ISMTPRestriction}) and the queue store (L{IQueue}).
+restriction (L{ISMTPRestriction}) and a SASL backend (L{ISASLBackend}).
 Plugins add components (L{IComponent}), transports
-(L{IDeliveryAgentFactory}), table types (L{ILookupTableType}) and
-restrictions (L{ISMTPRestriction}); each is checked with
+(L{IDeliveryAgentFactory}), table types (L{ILookupTableType}),
+restrictions (L{ISMTPRestriction}) and SASL backends
+(L{ISASLBackendType}); each is checked with
 C{zope.interface.verify.verifyObject} when found.
+
+The queue is not a seam: its directories and file format are the
+contract between every process and command (as Postfix's are), kept by
+L{tmta.queue}.
 
 A plugin author needs nothing but this module: write a class that
 provides one of these interfaces and C{twisted.plugin.IPlugin}, put an
@@ -154,43 +159,6 @@ class IComponent(Interface):
         """
 
 
-class IQueue(Interface):
-    """
-    The mail queue: written by cleanup, read by qmgr and the delivery
-    agents.
-    """
-
-    def create(queueName):
-        """
-        Start a new queue file in C{queueName} (C{incoming} for cleanup).
-
-        @return: C{(queueId, writer)}: the new file's queue id and an open
-            writer whose C{commit} makes the message durable and visible.
-        """
-
-    def open(queueName, queueId):
-        """
-        Open an existing queue file for reading and for marking
-        recipients done.
-        """
-
-    def move(queueId, fromQueue, toQueue):
-        """
-        Move a queue file between queues (incoming, active, deferred,
-        hold, corrupt).
-        """
-
-    def remove(queueName, queueId):
-        """
-        Delete a queue file whose every recipient is done.
-        """
-
-    def list(queueName):
-        """
-        The queue ids in a queue, oldest first.
-        """
-
-
 class IDeliveryAgent(Interface):
     """
     A transport: local, smtp, lmtp, pipe, discard, error, or a plugin's.
@@ -283,6 +251,24 @@ class ILookupTable(Interface):
         """
 
 
+class IOwnedTable(Interface):
+    """
+    A lookup table whose content somebody owns, as a file is owned.  As
+    in Postfix, local runs the commands and file deliveries an alias
+    table names as the owner of the table, or as C{default_privs} when
+    root owns it.  A table that does not provide this interface (one
+    that is not a file: C{static:}, C{inline:}, a plugin's) counts as
+    root's.
+    """
+
+    def owner():
+        """
+        @return: the uid that owns the table's content (its database,
+            else its source file), or C{None} when it cannot be told
+            now (then root's).
+        """
+
+
 class ILookupTableType(Interface):
     """
     A table type added by a plugin: what C{type} in C{type:name} names.
@@ -359,12 +345,36 @@ class ISMTPRestriction(Interface):
         """
 
 
+class ISASLBackendType(Interface):
+    """
+    A SASL backend added by a plugin: what C{smtpd_sasl_type} names
+    besides the built-in C{dovecot} and C{tmta}.
+    """
+
+    name = Attribute("The type, e.g. C{cyrus} for C{smtpd_sasl_type = cyrus}.")
+
+    def open(config, reactor):
+        """
+        Set up the backend for one smtpd process, while it is still
+        root.
+
+        @param config: the smtpd service's configuration; the backend
+            reads C{smtpd_sasl_path} and its own settings from it.
+        @param reactor: the process's reactor.
+        @return: an L{ISASLBackend}.
+        @raise ValueError: the configuration does not describe a usable
+            backend (smtpd then refuses to start, as AUTH must not
+            silently be off).
+        """
+
+
 class ISASLBackend(Interface):
     """
     Where smtpd checks the credentials of SMTP AUTH (RFC 4954): Dovecot's
-    authentication service, tmta's own password table, or a plugin's.
-    Chosen by C{smtpd_sasl_type}; built once per smtpd process, while it
-    is still root, so it may open what only root can read.
+    authentication service, tmta's own password table, or a plugin's
+    (L{ISASLBackendType}).  Chosen by C{smtpd_sasl_type}; built once per
+    smtpd process, while it is still root, so it may open what only root
+    can read.
     """
 
     def mechanisms():

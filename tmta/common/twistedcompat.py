@@ -5,7 +5,8 @@ tmta leans on a few of Twisted's internals where its public API falls
 short: adopting an inherited listening socket for a subclass of its
 ports, leaving a shared socket file and backlog alone when a worker
 stops, writing eagerly on an idle connection, parsing AMP boxes without
-Twisted's state machine, and naming AMP arguments as Twisted does.  Each
+Twisted's state machine, answering AMP commands and questions without
+Twisted's dispatch, and naming AMP arguments as Twisted does.  Each
 is wrapped here, and L{checkTwisted} verifies at import that every
 private name still exists, so that a Twisted upgrade that moves one
 breaks here, loudly, with the name that moved, rather than somewhere
@@ -20,6 +21,12 @@ from typing import Any, List
 
 from twisted.internet import abstract, tcp, unix
 from twisted.protocols import amp
+
+#: The internals of Twisted's AMP dispatcher that L{tmta.wire} uses:
+#: the methods it overrides to answer its own commands and questions
+#: directly, and the state it shares with Twisted's requests.
+AMP_DISPATCH = ("_nextTag", "_answerReceived", "_errorReceived", "_commandReceived",
+                "_outstandingRequests", "_failAllReason")
 
 
 class TwistedChanged(ImportError):
@@ -45,6 +52,13 @@ def checkTwisted() -> None:
     _requireAttribute(unix.Connector, "_makeTransport", "twisted.internet.unix.Connector")
     for name in ("_locked", "_startingTLSBuffer", "_justStartedTLS", "_unprocessed"):
         _requireAttribute(amp.BinaryBoxProtocol, name, "twisted.protocols.amp.BinaryBoxProtocol")
+    # tmta.wire's AMP answers its own commands and questions without
+    # Twisted's dispatch: it overrides these, and keeps its requests
+    # with Twisted's (tags, outstanding answers, the failure of all).
+    for name in AMP_DISPATCH:
+        _requireAttribute(amp.BoxDispatcher, name, "twisted.protocols.amp.BoxDispatcher")
+    _requireAttribute(amp.CommandLocator, "_commandDispatch",
+                      "twisted.protocols.amp.CommandLocator")
     for name in ("_writeDisconnected", "dataBuffer"):
         _requireAttribute(abstract.FileDescriptor, name,
                           "twisted.internet.abstract.FileDescriptor")

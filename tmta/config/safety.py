@@ -188,6 +188,21 @@ def _restrictionParameters(config: MainConfig) -> List[str]:
                     if config.raw(n) is not None]
 
 
+def _pluginSASLTypes() -> List[str]:
+    """
+    The C{smtpd_sasl_type} values plugins claim to add.  Whether each
+    really provides L{tmta.interfaces.ISASLBackendType} is smtpd's check
+    (L{tmta.smtpd.checking.configurationProblems}).
+    """
+    import twisted.plugins
+    from twisted.plugin import getPlugins
+
+    from tmta.interfaces import ISASLBackendType
+
+    return [getattr(plugin, "name", None) for plugin in getPlugins(ISASLBackendType,
+                                                                   twisted.plugins)]
+
+
 def smtpdProblems(config: MainConfig, main: MainConfig, overrides: Dict[str, str],
                   masterWhere: Optional[str] = None,
                   anvil: bool = False,
@@ -242,12 +257,13 @@ def smtpdProblems(config: MainConfig, main: MainConfig, overrides: Dict[str, str
         from tmta.sasl import BACKEND_TYPES, filterMechanisms
 
         kind = config.get("smtpd_sasl_type").strip().lower()
-        if kind not in BACKEND_TYPES:
+        if kind not in BACKEND_TYPES and kind not in _pluginSASLTypes():
             name = "smtpd_sasl_type" if config.isExplicit("smtpd_sasl_type") \
                 else "smtpd_sasl_auth_enable"
             fatal.append(Problem(name, _where(name, main, overrides, masterWhere),
                                  f"smtpd_sasl_type {kind!r} is not implemented: AUTH needs "
-                                 "smtpd_sasl_type = dovecot or tmta"))
+                                 "smtpd_sasl_type = dovecot or tmta, or a plugin that adds "
+                                 "it"))
         for name in ("smtpd_sasl_security_options", "smtpd_sasl_tls_security_options"):
             try:
                 filterMechanisms([], splitList(config.get(name)))

@@ -63,7 +63,7 @@ from tmta.delivery.mailbox import (
     unlinkQuietly,
 )
 from tmta.delivery.rights import DeliveryError, identity, openQueued
-from tmta.interfaces import IAddressVerifier
+from tmta.interfaces import IAddressVerifier, IOwnedTable
 from tmta.local.targets import (
     ADDRESS,
     COMMAND,
@@ -929,16 +929,13 @@ class _Delivery:
 
 def _tableOwner(table) -> int:
     """
-    Who owns an alias table's file (its database, else its source);
-    tables that are not files count as root's.
+    Who owns an alias table (L{IOwnedTable}): its file's owner; a table
+    that is not a file, or whose owner cannot be told, counts as root's.
     """
-    for name in ("path", "source"):
-        path = getattr(table, name, None)
-        if isinstance(path, str):
-            try:
-                return os.stat(path).st_uid
-            except OSError:
-                continue
+    if IOwnedTable.providedBy(table):
+        owner = table.owner()
+        if owner is not None:
+            return owner
     return 0
 
 

@@ -499,6 +499,7 @@ class MasterService(service.Service):
             IComponent,
             IDeliveryAgentFactory,
             ILookupTableType,
+            ISASLBackendType,
             ISMTPRestriction,
         )
 
@@ -509,7 +510,7 @@ class MasterService(service.Service):
         for warning in self.configuration.warnings:
             log.warn("{warning}", warning=warning)
         for reason in allBroken([IComponent, IDeliveryAgentFactory, ILookupTableType,
-                                 ISMTPRestriction]):
+                                 ISMTPRestriction, ISASLBackendType]):
             log.warn("{reason}: not used", reason=reason)
         self._planned = self._bindAll(self.configuration, {})
         self._accept(self.configuration)

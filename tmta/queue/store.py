@@ -1,5 +1,5 @@
 """
-The queue directories as an L{IQueue}: creating, listing, moving and
+The queue directories: creating, listing, moving and
 removing queue files, with Postfix's discipline.
 """
 
@@ -11,9 +11,6 @@ import stat
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
-from zope.interface import implementer
-
-from tmta.interfaces import IQueue
 from tmta.logging import Logger
 from tmta.queue.layout import QUEUES
 from tmta.queue.qfile import Envelope, QueueFileWriter, openQueueFile, readEnvelope
@@ -38,7 +35,6 @@ class QueueError(Exception):
         self.errno = errno
 
 
-@implementer(IQueue)
 class QueueStore:
     """
     The queue under C{queue_directory}.

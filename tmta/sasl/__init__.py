@@ -146,26 +146,6 @@ def _parsePlain(response: bytes):
 BACKEND_TYPES = ("dovecot", "tmta")
 
 
-def openBackend(config, reactor):
-    """
-    The backend C{smtpd_sasl_type} names, set up from C{smtpd_sasl_path}.
-
-    @raise ValueError: a type tmta does not implement (Postfix's default,
-        C{cyrus}, among them): AUTH must not silently be off.
-    """
-    kind = config.get("smtpd_sasl_type").strip().lower()
-    path = config.get("smtpd_sasl_path").strip()
-    if kind == "tmta":
-        from tmta.sasl.passwords import PasswordTableBackend
-
-        return PasswordTableBackend(passwordFile(config), reactor)
-    if kind == "dovecot":
-        from tmta.sasl.dovecot import DovecotBackend
-
-        return DovecotBackend(dovecotSocket(config, path), reactor)
-    raise ValueError(f"smtpd_sasl_type = {kind}: not implemented (use dovecot or tmta)")
-
-
 def passwordFile(config) -> str:
     """
     The password table of C{smtpd_sasl_type = tmta}: C{smtpd_sasl_path}

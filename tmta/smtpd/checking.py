@@ -215,14 +215,20 @@ class RestrictionChecks(SessionState):
 
 def configurationProblems(config, entry) -> List[str]:
     """
-    What is wrong with an smtpd service's restriction lists: each list
-    is built as smtpd builds it (plugins found, tables opened, arguments
-    checked), so that a list smtpd could not enforce stops start-up
+    What is wrong with an smtpd service's configuration: a SASL backend
+    plugin that does not provide its interface, and restriction lists, each built as smtpd
+    builds it (plugins found, tables opened, arguments checked), so
+    that AUTH or a list smtpd could not enforce stops start-up
     (L{tmta.interfaces.IComponent.configurationProblems}).
     """
     from tmta.common.plugins import PluginError
+    from tmta.smtpd.saslbackends import brokenBackend
     from tmta.tables.networks import parseNetworks
 
+    if config.getBool("smtpd_sasl_auth_enable"):
+        broken = brokenBackend(config.get("smtpd_sasl_type").strip().lower())
+        if broken:
+            return [broken]
     try:
         environment = RestrictionEnvironment.fromConfig(
             config, parseNetworks(config.getList("mynetworks")))

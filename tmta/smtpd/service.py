@@ -145,8 +145,8 @@ def smtpAuth(config, reactor):
     """
     if not config.getBool("smtpd_sasl_auth_enable"):
         return None
-    from tmta.sasl import openBackend
     from tmta.smtpd.auth import SMTPAuth
+    from tmta.smtpd.saslbackends import openBackend
 
     return SMTPAuth.fromConfig(config, openBackend(config, reactor))
 

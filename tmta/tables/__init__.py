@@ -25,7 +25,7 @@ from zope.interface.exceptions import Invalid
 from zope.interface.verify import verifyObject
 
 from tmta.config import splitList
-from tmta.interfaces import ILookupTable, ILookupTableType
+from tmta.interfaces import ILookupTable, ILookupTableType, IOwnedTable
 from tmta.logging import Logger
 
 log = Logger()
@@ -35,6 +35,18 @@ class TableError(Exception):
     """
     A table specification that tmta cannot open.
     """
+
+
+def fileOwner(*paths: str) -> Optional[int]:
+    """
+    The owner of the first of C{paths} that exists, or C{None}.
+    """
+    for path in paths:
+        try:
+            return os.stat(path).st_uid
+        except OSError:
+            continue
+    return None
 
 
 class TableLookupError(Exception):
@@ -182,7 +194,7 @@ def parseTextTable(lines: List[str], aliases: bool = False, path: str = "",
     return table
 
 
-@implementer(ILookupTable)
+@implementer(ILookupTable, IOwnedTable)
 class TextFileTable:
     """
     C{texthash:/path}: a table read from a postmap source file, re-read
@@ -221,6 +233,9 @@ class TextFileTable:
 
     def get(self, key: str) -> Optional[str]:
         return self._load().get(key.lower())
+
+    def owner(self) -> Optional[int]:
+        return fileOwner(self.path)
 
 
 

@@ -27,8 +27,8 @@ from typing import Dict, Optional, Tuple
 from zope.interface import implementer
 
 from tmta.common.durable import fsyncName
-from tmta.interfaces import ILookupTable
-from tmta.tables import TableLookupError
+from tmta.interfaces import ILookupTable, IOwnedTable
+from tmta.tables import TableLookupError, fileOwner
 
 SUFFIXES = {"hash": ".db", "btree": ".db", "lmdb": ".lmdb", "cdb": ".cdb"}
 
@@ -79,7 +79,7 @@ def build(kind: str, source: str, table: Dict[str, str]) -> str:
     return target
 
 
-@implementer(ILookupTable)
+@implementer(ILookupTable, IOwnedTable)
 class CompiledTable:
     """
     Lookups in the database built from a source file.  The database is
@@ -93,6 +93,9 @@ class CompiledTable:
         self.path = databasePath(kind, source)
         self._connection: Optional[sqlite3.Connection] = None
         self._identity: Optional[Tuple[int, int, float]] = None
+
+    def owner(self) -> Optional[int]:
+        return fileOwner(self.path, self.source)
 
     def _open(self) -> sqlite3.Connection:
         spec = f"{self.kind}:{self.source}"

@@ -19,9 +19,9 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 from zope.interface import implementer
 
-from tmta.interfaces import ILookupTable
+from tmta.interfaces import ILookupTable, IOwnedTable
 from tmta.logging import Logger
-from tmta.tables import TableLookupError
+from tmta.tables import TableLookupError, fileOwner
 from tmta.tables.engines import OBSOLETE_PCRE_FLAGS, PatternError, engine
 
 log = Logger()
@@ -90,6 +90,9 @@ class _SourceFile:
             raise TableLookupError(f"{self.kind}:{self.path}: {self.failure}")
         return rules
 
+    def owner(self) -> Optional[int]:
+        return fileOwner(self.path)
+
     def _fail(self, error: OSError) -> list:
         failure = f"cannot open {self.path}: {error.strerror or error}"
         if failure != self.failure:
@@ -146,6 +149,9 @@ class _InlineSource:
         self.failure: Optional[str] = None
         for text in self.warnings:
             log.warn("{text}", text=text)
+
+    def owner(self) -> Optional[int]:
+        return None  # not a file: in main.cf, which root owns
 
     def rules(self) -> list:
         return self._rules
@@ -280,7 +286,7 @@ class _Condition:
         return (self.pattern.search(key) is None) == self.negated
 
 
-@implementer(ILookupTable)
+@implementer(ILookupTable, IOwnedTable)
 class RegexpTable:
     """
     C{regexp:/path} or C{pcre:/path}: C{/pattern/flags result} lines,
@@ -359,6 +365,9 @@ class RegexpTable:
             raise TableSyntaxError(f'out of range replacement index "{wanted}": '
                                    "skipping this rule")
         return tuple(c for _, c in stack), tuple(patterns), replacement
+
+    def owner(self) -> Optional[int]:
+        return self.source.owner()
 
     def get(self, key: str) -> Optional[str]:
         for conditions, patterns, replacement in self.source.rules():
@@ -442,7 +451,7 @@ class _NetworkCondition(_Condition):
         return _within(key, self.pattern) != self.negated
 
 
-@implementer(ILookupTable)
+@implementer(ILookupTable, IOwnedTable)
 class CIDRTable:
     """
     C{cidr:/path}: C{network/prefix result} (or a bare address) lines,
@@ -489,6 +498,9 @@ class CIDRTable:
         for number, _ in stack:
             skipped(number, "IF has no matching ENDIF")
         return rules
+
+    def owner(self) -> Optional[int]:
+        return self.source.owner()
 
     def get(self, key: str) -> Optional[str]:
         address = _address(key)

@@ -1,0 +1,60 @@
+"""
+The SASL backend smtpd checks AUTH with: one built in (C{smtpd_sasl_type
+= dovecot} or C{tmta}, L{tmta.sasl}) or a plugin's
+(L{tmta.interfaces.ISASLBackendType}).
+
+Private: not part of tmta's public API (which L{tmta} lists); it may
+change in any release.
+"""
+
+from __future__ import annotations
+
+from tmta.common.plugins import PluginError, findPlugin
+from tmta.interfaces import ISASLBackendType
+from tmta.sasl import BACKEND_TYPES, dovecotSocket, passwordFile
+
+
+def brokenBackend(kind: str) -> str:
+    """
+    Why the plugin that claims C{smtpd_sasl_type = kind} cannot be used
+    (it does not provide L{ISASLBackendType}), or C{""}.  A type nothing
+    claims is L{tmta.config.safety}'s to refuse.
+    """
+    if kind in BACKEND_TYPES:
+        return ""
+    try:
+        findPlugin(ISASLBackendType, kind)
+    except PluginError as e:
+        return f"smtpd_sasl_type = {kind}: {e}"
+    return ""
+
+
+def openBackend(config, reactor):
+    """
+    The backend C{smtpd_sasl_type} names, set up from C{smtpd_sasl_path}.
+
+    A type other than the built-in C{dovecot} and C{tmta} is looked for
+    among the plugins (L{tmta.interfaces.ISASLBackendType}).
+
+    @raise ValueError: a type nothing implements (Postfix's default,
+        C{cyrus}, among them, unless a plugin adds it), or a plugin that
+        does not provide its interface: AUTH must not silently be off.
+    """
+    kind = config.get("smtpd_sasl_type").strip().lower()
+    path = config.get("smtpd_sasl_path").strip()
+    if kind == "tmta":
+        from tmta.sasl.passwords import PasswordTableBackend
+
+        return PasswordTableBackend(passwordFile(config), reactor)
+    if kind == "dovecot":
+        from tmta.sasl.dovecot import DovecotBackend
+
+        return DovecotBackend(dovecotSocket(config, path), reactor)
+    try:
+        backendType = findPlugin(ISASLBackendType, kind)
+    except PluginError as e:
+        raise ValueError(f"smtpd_sasl_type = {kind}: {e}")
+    if backendType is None:
+        raise ValueError(f"smtpd_sasl_type = {kind}: not implemented "
+                         "(use dovecot or tmta, or install a plugin that adds it)")
+    return backendType.open(config, reactor)
