@@ -1,12 +1,12 @@
 """
-Tests for L{tmta.common.command.Command}: the same boxes as Twisted's
+Tests for L{tmta.common.amp.Command}: the same boxes as Twisted's
 L{amp.Command} for the same schema, both ways.
 """
 
 from twisted.protocols import amp
 from twisted.trial.unittest import SynchronousTestCase
 
-from tmta.common.command import Command
+from tmta.common.amp import Command
 from tmta.wire import RecordList
 
 SCHEMA = [

@@ -14,8 +14,9 @@ from twisted.trial.unittest import TestCase
 from tmta.bounce.commands import BounceRecipients
 from tmta.config import MainConfig
 from tmta.delivery import BOUNCED, DEFERRED, SENT, Deliver
+from tmta.qmgr.jobs import Job, Outcome
 from tmta.qmgr.manager import QueueManager
-from tmta.qmgr.scheduler import Job, Outcome, TransportQueue, parseFeedback
+from tmta.qmgr.scheduler import TransportQueue, parseFeedback
 from tmta.queue.layout import createLayout
 from tmta.queue.store import QueueStore
 from tmta.rewrite import Rewriter

@@ -1,6 +1,6 @@
 """
 Tests for cleanup's table-driven rewriting (L{tmta.cleanup.addresses},
-L{tmta.cleanup.checks}): canonical and virtual alias mapping, masquerading,
+L{tmta.cleanup.contentchecks}): canonical and virtual alias mapping, masquerading,
 automatic BCC, and header and body checks with their actions -- in
 cleanup itself, and through a real master.
 """

@@ -233,7 +233,7 @@ class PolicyTests(SynchronousTestCase):
         self.assertRaises(TLSPolicyError, allowedVersions, ">=TLSv9")
 
     def test_startupRefusesWhatItCannotHonour(self):
-        from tmta.smtp.checks import clientProblems
+        from tmta.smtp.problems import clientProblems
 
         for settings in ({"smtp_tls_security_level": "dane"},
                          {"smtp_tls_wrappermode": "yes"},

@@ -15,7 +15,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from tmta.common.command import Command
+from tmta.common.amp import Command
 from tmta.common.transports import PlainReadMixin
 from tmta.wire import QuietAMP, RecordList, serializeBox
 

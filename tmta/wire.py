@@ -20,7 +20,7 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 from zope.interface import implementer_only
 
-from tmta.common.command import Command
+from tmta.common.amp import Command
 from tmta.common.transports import EagerWriteMixin, PlainReadMixin
 from tmta.common.triggers import Wakeup
 from tmta.common.twistedcompat import (
@@ -166,7 +166,7 @@ class QuietAMP(amp.AMP):
     then read with C{recv} rather than C{recvmsg} (L{PlainReadMixin}).
 
     And it sends, answers and takes the answers of tmta's own commands
-    (L{tmta.common.command.Command}) without Twisted's generic layers: a
+    (L{tmta.common.amp.Command}) without Twisted's generic layers: a
     command's round trip there goes through about a dozen Deferred
     callbacks and a sorted re-encoding of each box, which cost as much
     again as the two processes' reads and writes.  What goes on the wire,

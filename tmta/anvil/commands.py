@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from twisted.protocols import amp
 
-from tmta.common.command import Command
+from tmta.common.amp import Command
 
 #: The events anvil counts per time unit, besides connections.
 EVENTS = ("connect", "message", "recipient", "newtls", "auth")

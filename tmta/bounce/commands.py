@@ -4,7 +4,7 @@ The AMP command of the bounce service.
 
 from twisted.protocols import amp
 
-from tmta.common.command import Command
+from tmta.common.amp import Command
 from tmta.wire import RecordList
 
 

@@ -14,7 +14,7 @@ thousand.)
 
 from twisted.protocols import amp
 
-from tmta.common.command import Command
+from tmta.common.amp import Command
 from tmta.wire import RecordList
 
 ATTRIBUTES = RecordList([("name", str), ("value", str)])

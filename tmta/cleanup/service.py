@@ -17,7 +17,6 @@ from twisted.python.failure import Failure
 from tmta.address import AddressError, checkAddress
 from tmta.batching import ThreadBatcher
 from tmta.cleanup.addresses import AddressMapper, ExpansionError
-from tmta.cleanup.checks import ContentChecks, Verdict
 from tmta.cleanup.commands import (
     CleanupAbort,
     CleanupBegin,
@@ -25,6 +24,7 @@ from tmta.cleanup.commands import (
     CleanupEnd,
     CleanupRecipients,
 )
+from tmta.cleanup.contentchecks import ContentChecks, Verdict
 from tmta.cleanup.headers import (
     headerNames,
     messageId,

@@ -5,7 +5,7 @@ as Postfix's triggers do.
 
 from twisted.protocols import amp
 
-from tmta.common.command import Command
+from tmta.common.amp import Command
 
 
 class Wakeup(Command):

@@ -19,7 +19,7 @@ from twisted.internet import defer
 from twisted.internet.protocol import Factory
 from twisted.protocols import amp
 
-from tmta.common.command import Command
+from tmta.common.amp import Command
 from tmta.interfaces import IAddressVerifier
 from tmta.logging import Logger
 from tmta.queue.qfile import iterContent, openQueueFile, readEnvelope

@@ -129,7 +129,7 @@ class Expansion:
 
 
 @dataclass
-class Outcome:
+class RecipientOutcome:
     status: str
     dsn: str
     text: str
@@ -485,7 +485,7 @@ class _Delivery:
         self.queueFile = queueFile
         self.envelope = envelope
         self.deliveredTo = deliveredTo
-        self.outcomes: List[Outcome] = []
+        self.outcomes: List[RecipientOutcome] = []
         #: Addresses to forward to, by envelope sender.
         self.forwards: "OrderedDict[str, List[Tuple[str, str]]]" = OrderedDict()
 
@@ -508,10 +508,10 @@ class _Delivery:
         return "; ".join(dict.fromkeys(o.text for o in self.outcomes)) or "delivered"
 
     def _fail(self, status: str, dsn: str, text: str) -> None:
-        self.outcomes.append(Outcome(status, dsn, text))
+        self.outcomes.append(RecipientOutcome(status, dsn, text))
 
     def _ok(self, text: str) -> None:
-        self.outcomes.append(Outcome(SENT, "2.0.0", text))
+        self.outcomes.append(RecipientOutcome(SENT, "2.0.0", text))
 
     # -- addresses
 

@@ -7,7 +7,7 @@ understands is L{tmta.common.triggers.Wakeup}.
 
 from twisted.protocols import amp
 
-from tmta.common.command import Command
+from tmta.common.amp import Command
 
 
 class WorkerStatus(Command):

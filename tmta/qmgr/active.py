@@ -7,7 +7,6 @@ and the message then removed, deferred with a retry time, or bounced.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
 from twisted.internet import defer, threads
@@ -15,7 +14,6 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from tmta.bounce.commands import BounceRecipients
-from tmta.common.slots import SLOTS
 from tmta.delivery import (
     BOUNCED,
     DEFERRED,
@@ -27,48 +25,13 @@ from tmta.delivery import (
 )
 from tmta.dsn import notifies
 from tmta.logging import Logger
-from tmta.qmgr.scheduler import Job, Outcome
-from tmta.queue.qfile import Envelope, Recipient, markDone
+from tmta.qmgr.jobs import ActiveMessage, Job, Outcome
+from tmta.queue.qfile import Recipient, markDone
 from tmta.queue.store import QueueStore
 from tmta.verify.client import VerifyClient
 from tmta.verify.commands import BOUNCE, DEFER, OK
 
 log = Logger()
-
-
-@dataclass(**SLOTS)
-class ActiveMessage:
-    """
-    A message in C{active/} and what is under way for it.
-    """
-
-    queueId: str
-    envelope: Envelope
-    activated: float
-    jobs: int = 0
-    bounced: List[Tuple[Recipient, str, str]] = field(default_factory=list)
-    deferred: Dict[int, str] = field(default_factory=dict)
-    #: The status code of each deferral this run, for a delay notice's
-    #: Status (which must agree with its Diagnostic-Code).
-    deferredStatus: Dict[int, str] = field(default_factory=dict)
-    unmarked: List[Recipient] = field(default_factory=list)
-    #: It was deferred before, and may have a defer log to remove.
-    wasDeferred: bool = False
-    #: Taken up by a flush: delivered even by a transport in
-    #: defer_transports.
-    flushed: bool = False
-    #: Its recipients still to deliver when it was taken up.
-    recipientCount: int = 0
-    #: Recipients delivered whose NOTIFY asks for a success notice, with
-    #: the notice's action (delivered, relayed) and the reply.
-    succeeded: List[Tuple[Recipient, str, str]] = field(default_factory=list)
-    #: Recipients bounced whose NOTIFY asks for no failure notice.
-    silent: List[Recipient] = field(default_factory=list)
-    #: An address verification probe: its results go to the verify
-    #: service, and it is never deferred, returned or delivered.
-    probe: bool = False
-    #: A probe's results: C{(recipient, status, reason)}.
-    probed: List[Tuple[Recipient, str, str]] = field(default_factory=list)
 
 
 class ActiveMessages(Dict[str, ActiveMessage]):

@@ -15,8 +15,9 @@ from tmta.common.eager import eagerly
 from tmta.common.flow import InFlowFlag
 from tmta.delivery import DEFERRED, RUN_ALONE, Deliver
 from tmta.logging import Logger
-from tmta.qmgr.active import ActiveMessage, ActiveMessages, MessageCompletion, Outstanding
-from tmta.qmgr.scheduler import Job, Outcome, TransportQueue, parseFeedback
+from tmta.qmgr.active import ActiveMessages, MessageCompletion, Outstanding
+from tmta.qmgr.jobs import ActiveMessage, Job, Outcome
+from tmta.qmgr.scheduler import TransportQueue, parseFeedback
 from tmta.queue.qfile import (
     DELIVERABLE_ATTRIBUTE,
     PROBE_ATTRIBUTE,

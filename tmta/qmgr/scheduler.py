@@ -21,53 +21,14 @@ from __future__ import annotations
 import math
 import re
 from collections import deque
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Deque, Dict, List, Optional, Set, Tuple
+from typing import Callable, Deque, Dict, Optional, Set
 
 from twisted.internet import defer
 
-from tmta.common.slots import SLOTS
 from tmta.logging import Logger
-from tmta.queue.qfile import Recipient
-
-if TYPE_CHECKING:
-    from tmta.qmgr.active import ActiveMessage
+from tmta.qmgr.jobs import DestinationKey, Job
 
 log = Logger()
-
-DestinationKey = Tuple[str, str]
-
-
-@dataclass(**SLOTS)
-class Job:
-    """
-    One delivery request: recipients of one message for one destination.
-    """
-
-    message: "ActiveMessage"
-    transport: str
-    nexthop: str
-    destination: DestinationKey
-    recipients: List[Recipient]
-
-
-@dataclass
-class Outcome:
-    """
-    A transport's answer to a job, and what it says about the
-    destination.
-
-    @ivar statuses: the answer itself, for the queue manager's
-        bookkeeping.
-    @ivar siteFailure: why the destination could not be reached at all
-        (negative feedback), C{None} when it was (positive feedback), or
-        C{False} when the answer says nothing about it (the transport
-        itself failed).
-    """
-
-    statuses: object = None
-    siteFailure: object = None
-
 
 def parseFeedback(text: str) -> Callable[[int], float]:
     """

@@ -92,9 +92,9 @@ discard = BuiltinComponent("discard", _agent("makeDiscard"), fixedLimit=100)
 error = BuiltinComponent("error", _agent("makeError"), fixedLimit=100)
 # The SMTP and LMTP clients multiplex: many deliveries per process.
 smtp = BuiltinComponent("smtp", "tmta.smtp.service:makeSMTPService", fixedLimit=100,
-                        checker="tmta.smtp.checks:configurationProblems")
+                        checker="tmta.smtp.problems:configurationProblems")
 lmtp = BuiltinComponent("lmtp", "tmta.smtp.service:makeLMTPService", fixedLimit=100,
-                        checker="tmta.smtp.checks:configurationProblems")
+                        checker="tmta.smtp.problems:configurationProblems")
 # virtual takes each mailbox's uid for its delivery.
 virtual = BuiltinComponent("virtual", "tmta.virtual:makeVirtualService")
 # pipe keeps root to run its command as the entry's user=.
