@@ -199,8 +199,12 @@ def _pluginSASLTypes() -> List[str]:
 
     from tmta.interfaces import ISASLBackendType
 
-    return [getattr(plugin, "name", None) for plugin in getPlugins(ISASLBackendType,
-                                                                   twisted.plugins)]
+    names = []
+    for plugin in getPlugins(ISASLBackendType, twisted.plugins):
+        name = getattr(plugin, "name", None)
+        if isinstance(name, str):
+            names.append(name)
+    return names
 
 
 def smtpdProblems(config: MainConfig, main: MainConfig, overrides: Dict[str, str],
