@@ -101,6 +101,23 @@ class ImportCycleTests(SynchronousTestCase):
         cycle = findCycle(dependencyGraph())
         self.assertEqual(cycle, [], " -> ".join(cycle))
 
+    def test_noCycleAmongFiles(self):
+        """
+        No module imports, however indirectly and even inside a
+        function, a module that imports it back (its own package's
+        C{__init__} aside): each file can be read from the bottom up.
+        """
+        modules = {module for _, module in sourceFiles()}
+        graph: Dict[str, Set[str]] = {}
+        for path, module in sourceFiles():
+            for imported in importsOf(path, module):
+                target = imported if imported in modules else imported.rpartition(".")[0]
+                if target in modules and target != module \
+                        and not module.startswith(target + "."):
+                    graph.setdefault(module, set()).add(target)
+        cycle = findCycle(graph)
+        self.assertEqual(cycle, [], " -> ".join(cycle))
+
     def test_sharedUnitsImportNoDaemon(self):
         """
         The shared units, Postfix's src/global and src/util, import none

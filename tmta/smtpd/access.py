@@ -17,7 +17,7 @@ from zope.interface import implementer
 from tmta.address import localName, splitAddress
 from tmta.interfaces import ISMTPRestriction
 from tmta.logging import Logger
-from tmta.smtpd.restrictions import (
+from tmta.smtpd.verdicts import (
     CONFIGURATION_ERROR,
     DEFER,
     DEFER_IF_PERMIT,
@@ -284,8 +284,6 @@ def applyAction(value: str, env: RestrictionEnvironment, context: RecipientConte
         (C{<name>: Client host rejected}).
     @param source: the table, for the log.
     """
-    from tmta.smtpd.restrictions import RestrictionList
-
     value = value.strip()
     word, _, text = value.partition(" ")
     text = text.strip()
@@ -339,8 +337,11 @@ def applyAction(value: str, env: RestrictionEnvironment, context: RecipientConte
         actions.prepend.append(text)
         return DUNNO, None
     # Anything else names restrictions (or a restriction class).
+    build = env.restrictionList  # set by the restriction language, which called this
+    if build is None:
+        return _misconfigured(source, value)
     try:
-        nested = RestrictionList(source, value, env)
+        nested = build(source, value, env)
     except ValueError:
         return _misconfigured(source, value)
     return nested.evaluate(context)

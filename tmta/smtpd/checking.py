@@ -17,17 +17,16 @@ from typing import List, Optional, Tuple
 from twisted.internet import defer
 
 from tmta.logging import Logger
-from tmta.smtpd.restrictions import (
+from tmta.smtpd.restrictions import RestrictionList, rejectUnlistedSender
+from tmta.smtpd.session import SessionState
+from tmta.smtpd.verdicts import (
     DEFER,
     LIST_NAMES,
     REJECT,
     RecipientContext,
     RestrictionEnvironment,
-    RestrictionList,
     TransactionActions,
-    rejectUnlistedSender,
 )
-from tmta.smtpd.session import SessionState
 
 log = Logger()
 

@@ -24,7 +24,7 @@ from zope.interface import implementer
 from tmta.address import splitAddress
 from tmta.interfaces import ISMTPRestriction
 from tmta.logging import Logger
-from tmta.smtpd.restrictions import (
+from tmta.smtpd.verdicts import (
     DEFER,
     DEFER_IF_REJECT,
     DUNNO,
@@ -261,7 +261,7 @@ def _unknownHeloHostname(env: RestrictionEnvironment, c: RecipientContext):
     cannot tell, what would be accepted is deferred
     (C{defer_if_permit}), as Postfix does by default.
     """
-    from tmta.smtpd.restrictions import heloLiteralCheck
+    from tmta.smtpd.verdicts import heloLiteralCheck
 
     name = c.helo
     if not name:
@@ -318,7 +318,7 @@ def _permitMxBackup(env: RestrictionEnvironment, c: RecipientContext):
     C{permit_mx_backup_networks}, whose primary MX hosts are all in
     those networks.
     """
-    from tmta.smtpd.restrictions import DEFER_IF_REJECT, untrustedRouting
+    from tmta.smtpd.verdicts import DEFER_IF_REJECT, untrustedRouting
     from tmta.tables.networks import inNetworks, isOwnAddress, parseNetworks
 
     if not c.recipient or c.resolve is None:

@@ -26,7 +26,7 @@ from zope.interface import implementer
 
 from tmta.interfaces import ISMTPRestriction
 from tmta.logging import Logger
-from tmta.smtpd.restrictions import RecipientContext, RestrictionEnvironment
+from tmta.smtpd.verdicts import RecipientContext, RestrictionEnvironment
 
 log = Logger()
 

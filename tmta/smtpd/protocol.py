@@ -21,12 +21,12 @@ from tmta.smtpd.checking import RestrictionChecks
 from tmta.smtpd.envelope import EnvelopeCommands
 from tmta.smtpd.reader import CommandReader
 from tmta.smtpd.receiving import DataCommands
-from tmta.smtpd.restrictions import TransactionActions
 from tmta.smtpd.settings import SMTPSettings
 from tmta.smtpd.starttls import TLSCommands
 from tmta.smtpd.transcript import CLASSES as TRANSCRIPT_CLASSES
 from tmta.smtpd.transcript import Transcript
 from tmta.smtpd.transfer import MessageTransfer
+from tmta.smtpd.verdicts import TransactionActions
 from tmta.tables import TableLookupError
 from tmta.tables.networks import inNetworks
 

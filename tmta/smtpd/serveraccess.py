@@ -25,13 +25,7 @@ from tmta.interfaces import ISMTPRestriction
 from tmta.logging import Logger
 from tmta.smtpd.access import AccessCheck, applyAction, clientKeys, forbidPermit
 from tmta.smtpd.dnschecks import addressesOf
-from tmta.smtpd.restrictions import (
-    DEFER,
-    DUNNO,
-    RecipientContext,
-    RestrictionEnvironment,
-    chain,
-)
+from tmta.smtpd.verdicts import DEFER, DUNNO, RecipientContext, RestrictionEnvironment, chain
 from tmta.tables import TableLookupError, lookupAny
 
 log = Logger()

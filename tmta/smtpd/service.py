@@ -19,8 +19,8 @@ from tmta.rewrite.client import RewriteClient
 from tmta.smtpd.checking import Restrictions
 from tmta.smtpd.protocol import SMTPServer
 from tmta.smtpd.recipients import RecipientTables
-from tmta.smtpd.restrictions import RestrictionEnvironment
 from tmta.smtpd.settings import SMTPSettings
+from tmta.smtpd.verdicts import RestrictionEnvironment
 from tmta.tables.networks import parseNetworks
 
 log = Logger()

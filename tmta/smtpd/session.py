@@ -16,10 +16,10 @@ from tmta.smtpd.reader import CommandReader
 if TYPE_CHECKING:
     from twisted.internet import defer
 
-    from tmta.smtpd.restrictions import RecipientContext, TransactionActions
     from tmta.smtpd.settings import SMTPSettings
     from tmta.smtpd.transcript import Transcript
     from tmta.smtpd.transfer import MessageTransfer
+    from tmta.smtpd.verdicts import RecipientContext, TransactionActions
 
 
 class SessionState(CommandReader):

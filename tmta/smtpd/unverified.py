@@ -69,7 +69,7 @@ def rejectUnverified(kind: str):
     subject, prefix, dsn = _KINDS[kind]
 
     def decide(env, c):
-        from tmta.smtpd.restrictions import DUNNO, REJECT, tempfailDecision
+        from tmta.smtpd.verdicts import DUNNO, REJECT, tempfailDecision
 
         address = c.sender if kind == "sender" else c.recipient
         if not address:
