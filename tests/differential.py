@@ -254,6 +254,9 @@ class PostfixSMTP:
                 f.write(f"{name} = {value}\n")
 
     def start(self) -> "PostfixSMTP":
+        from tests.support import endToEnd
+
+        endToEnd()
         from tests.support import _accepts, waitFor
 
         subprocess.run(["/usr/sbin/postfix", "-c", self.conf, "start"], check=True,

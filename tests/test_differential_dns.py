@@ -14,10 +14,12 @@ import sys
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from tests.differential import postfixMissing
+from tests.support import endToEnd
 
 
 class DNSAgreementTests(SynchronousTestCase):
     def test_dnsRestrictions(self) -> None:
+        endToEnd()
         missing = postfixMissing()
         if missing:
             raise SkipTest(missing)

@@ -12,6 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests.support import (
     Master,
     activeRequest,
+    endToEnd,
     freePort,
     sendMessage,
     shortTemporaryDirectory,
@@ -181,6 +182,7 @@ class PipeServiceTests(SynchronousTestCase):
                 what="the log line")
 
     def test_rootRefusedAtStart(self):
+        endToEnd()
         base = shortTemporaryDirectory(self)
         masterCf = MASTER_CF + "mypipe unix - n n - - pipe user=root argv=/bin/cat\n"
         master = Master(os.path.join(base, "conf"), {}, masterCf.format(port=freePort()))

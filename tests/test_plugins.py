@@ -17,6 +17,7 @@ from zope.interface.verify import verifyObject
 from tests.support import (
     REPO,
     Master,
+    endToEnd,
     freePort,
     freePorts,
     sendMessage,
@@ -28,6 +29,7 @@ from tmta.config import MainConfig
 
 
 def twistd(args, extraPath=()):
+    endToEnd()
     import subprocess
     import sys
 

@@ -19,6 +19,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from tests.support import (
     REPO,
     Master,
+    endToEnd,
     freePort,
     maildirMessages,
     sendMessage,
@@ -855,6 +856,7 @@ class SystemResolverTests(SynchronousTestCase):
     """
 
     def test_mxThroughResolvConf(self):
+        endToEnd()
         if os.geteuid() != 0 or shutil.which("unshare") is None or \
                 shutil.which("smtp-sink") is None:
             raise SkipTest("needs root, unshare and smtp-sink")

@@ -12,13 +12,22 @@ import sys
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.support import REPO, Master, freePort, sendMessage, shortTemporaryDirectory, waitFor
+from tests.support import (
+    REPO,
+    Master,
+    endToEnd,
+    freePort,
+    sendMessage,
+    shortTemporaryDirectory,
+    waitFor,
+)
 from tests.test_config import DEBIAN_MASTER_CF
 from tmta.cli.admin import showConfig
 from tmta.config import loadConfiguration
 
 
 def twistd(args, env=None, timeout=60):
+    endToEnd()
     environ = dict(os.environ)
     environ["PYTHONPATH"] = REPO
     environ.update(env or {})
