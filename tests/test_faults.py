@@ -464,6 +464,20 @@ class FaultTests(SynchronousTestCase):
         self.assertEqual(master.log().count("delivered to command: /bin/sleep 8"), 1)
         self.assertEqual(victims(), 5, "a delivery was repeated")
 
+    def test_killedQmgrBackAtOnce(self):
+        """
+        A queue manager killed while nothing else happens is started
+        again at once, not at its wake-up timer minutes later: mail in
+        active/ would wait for it.
+        """
+        self.startMaster()
+        sendMessage(self.port, "alice@example.com", ["bob@localhost"], "before")
+        waitFor(lambda: "before" in subjects(self.spool), what="the first delivery")
+        [qmgr] = self.workersNamed("qmgr")
+        os.kill(qmgr, signal.SIGKILL)
+        waitFor(lambda: [p for p in self.workersNamed("qmgr") if p != qmgr], timeout=20,
+                what="a new queue manager")
+
     def _killUnderLoad(self, name: str) -> None:
         self.startMaster()
         load = Load(self.port, 200).start()

@@ -299,6 +299,11 @@ class ServiceRunner:
             log.warn("{tag}: process ended with {how}", tag=worker.tag(), how=how)
         self.pool.exited(worker, status == 0)
         worker.done.callback(None)
+        if status != 0 and self.entry.wakeup and not self.processes and not self.pool.stopped:
+            # A service the master wakes (qmgr, pickup) that died is
+            # started again now (once the service is not throttled), not
+            # at its next timer: mail may be waiting in active/ for it.
+            self.wakeup()
 
     def wakeup(self) -> None:
         """
