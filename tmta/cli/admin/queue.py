@@ -150,22 +150,36 @@ def requeueMessages(configuration: Configuration, queueIds: List[str],
     return 0
 
 
+def _locate(configuration: Configuration, queueId: str, err: TextIO):
+    """
+    The queue store and the queue that hold one message, or C{None}
+    (said on C{err}): a malformed or unknown queue id.
+    """
+    from tmta.queue.store import QueueStore
+
+    if not _checkIds([queueId], err):
+        return None
+    store = QueueStore.fromConfig(configuration.main)
+    where = _findMessage(store, queueId)
+    if where is None:
+        err.write(f"tmta: fatal: {queueId}: no such message\n")
+        return None
+    return store, where
+
+
 def deliverMessage(configuration: Configuration, queueId: str,
                    err: TextIO = sys.stderr) -> int:
     """
     Try one deferred message now (C{postqueue -i}).
     """
-    from tmta.queue.store import QueueStore
 
-    if not _checkIds([queueId], err) or queueId == "ALL":
-        if queueId == "ALL":
-            err.write("tmta: fatal: deliver takes one queue id (flush tries them all)\n")
+    if queueId == "ALL":
+        err.write("tmta: fatal: deliver takes one queue id (flush tries them all)\n")
         return 1
-    store = QueueStore.fromConfig(configuration.main)
-    where = _findMessage(store, queueId)
-    if where is None:
-        err.write(f"tmta: fatal: {queueId}: no such message\n")
+    found = _locate(configuration, queueId, err)
+    if found is None:
         return 1
+    store, where = found
     if where == "deferred":
         os.utime(store.path("deferred", queueId), (0, 0))
     elif where not in ("incoming", "active"):
@@ -186,15 +200,11 @@ def showMessage(configuration: Configuration, queueId: str, out: TextIO = sys.st
     import time as _time
 
     from tmta.queue.qfile import CorruptQueueFile, iterContent, readEnvelope
-    from tmta.queue.store import QueueStore
 
-    if not _checkIds([queueId], err) or queueId == "ALL":
+    found = _locate(configuration, queueId, err) if queueId != "ALL" else None
+    if found is None:
         return 1
-    store = QueueStore.fromConfig(configuration.main)
-    where = _findMessage(store, queueId)
-    if where is None:
-        err.write(f"tmta: fatal: {queueId}: no such message\n")
-        return 1
+    store, where = found
     try:
         with open(store.path(where, queueId), "rb") as f:
             envelope = readEnvelope(f)
