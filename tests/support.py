@@ -32,6 +32,24 @@ def endToEnd() -> None:
         raise SkipTest("end to end: runs without TMTA_FAST")
 
 
+#: The master.cf of most end-to-end tests: smtpd on C{{port}} and what
+#: delivers into a Maildir.
+MASTER_CF = """\
+{port}      inet  n       -       n       -       -       smtpd
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+local     unix  -       n       n       -       -       local
+discard   unix  -       -       n       -       -       discard
+"""
+
+#: A Python an ordinary account can run (.ci/run makes it), for the tests
+#: of tmta run by an ordinary user.
+UNPRIVILEGED_PYTHON = os.environ.get("TMTA_UNPRIVILEGED_PYTHON",
+                                     "/opt/tmta-unprivileged/bin/python")
+
+
 def freePort(host: str = "127.0.0.1") -> int:
     """
     A TCP port on loopback that nothing listens on right now.

@@ -385,7 +385,7 @@ class EndToEndTests(SynchronousTestCase):
     def setUp(self):
         import sys
 
-        from tests.test_mailpath import UNPRIVILEGED_PYTHON
+        from tests.support import UNPRIVILEGED_PYTHON
         from tests.test_pickup import PICKUP_MASTER_CF
 
         if os.getuid() != 0:

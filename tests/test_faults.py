@@ -22,6 +22,7 @@ from typing import List, Set
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support import (
+    MASTER_CF,
     Master,
     commandLine,
     descendants,
@@ -32,7 +33,6 @@ from tests.support import (
     subjects,
     waitFor,
 )
-from tests.test_mailpath import MASTER_CF
 from tmta.queue.store import QueueStore
 
 

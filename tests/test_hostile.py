@@ -17,6 +17,7 @@ import time
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support import (
+    MASTER_CF,
     Master,
     TestCA,
     freePort,
@@ -25,7 +26,6 @@ from tests.support import (
     shortTemporaryDirectory,
     waitFor,
 )
-from tests.test_mailpath import MASTER_CF
 
 #: Every end of data that is not CRLF.CRLF.
 BAD_ENDINGS = [b"\n.\n", b"\r.\r", b"\r.\n", b"\n.\r", b"\n.\r\n", b"\r\n.\n", b"\r.\r\n",

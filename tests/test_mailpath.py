@@ -19,7 +19,9 @@ import threading
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support import (
+    MASTER_CF,
     REPO,
+    UNPRIVILEGED_PYTHON,
     Master,
     descendants,
     freePort,
@@ -32,16 +34,6 @@ from tests.support import (
     testAccount,
     waitFor,
 )
-
-MASTER_CF = """\
-{port}      inet  n       -       n       -       -       smtpd
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-local     unix  -       n       n       -       -       local
-discard   unix  -       -       n       -       -       discard
-"""
 
 
 class MailPathTests(SynchronousTestCase):
@@ -275,8 +267,6 @@ class MailPathTests(SynchronousTestCase):
 # makes it from the system's python3.  The Python the tests run on may
 # live where only root can read (root's home, on this project's
 # machines), and then nothing unprivileged can start.
-UNPRIVILEGED_PYTHON = os.environ.get("TMTA_UNPRIVILEGED_PYTHON",
-                                     "/opt/tmta-unprivileged/bin/python")
 
 
 def _requirePort2525(testCase) -> None:

@@ -14,7 +14,9 @@ from twisted.internet import defer, reactor
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from tests.support import (
+    MASTER_CF,
     REPO,
+    UNPRIVILEGED_PYTHON,
     Master,
     freePort,
     maildirMessages,
@@ -22,7 +24,6 @@ from tests.support import (
     testAccount,
     waitFor,
 )
-from tests.test_mailpath import MASTER_CF, UNPRIVILEGED_PYTHON
 from tmta.cli.sendmail import (
     UsageError,
     extractRecipients,

@@ -10,6 +10,7 @@ import pwd
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support import (
+    MASTER_CF,
     Master,
     activeRequest,
     endToEnd,
@@ -19,7 +20,6 @@ from tests.support import (
     testAccount,
     waitFor,
 )
-from tests.test_mailpath import MASTER_CF
 from tmta.config import MainConfig
 from tmta.delivery import BOUNCED, DEFERRED, SENT
 from tmta.delivery.command import CommandConfigError

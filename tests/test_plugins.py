@@ -441,8 +441,7 @@ class PluginGuideTests(SynchronousTestCase):
         import json
         import smtplib
 
-        from tests.support import maildirMessages
-        from tests.test_mailpath import MASTER_CF
+        from tests.support import MASTER_CF, maildirMessages
 
         base = shortTemporaryDirectory(self)
         spool = os.path.join(base, "mail")

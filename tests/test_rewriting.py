@@ -10,9 +10,8 @@ import os
 from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from tests.support import Master, freePort, sendMessage, shortTemporaryDirectory, waitFor
+from tests.support import MASTER_CF, Master, freePort, sendMessage, shortTemporaryDirectory, waitFor
 from tests.test_cleanup import LocalRewriter
-from tests.test_mailpath import MASTER_CF
 from tmta.cleanup.addresses import AddressMapper, ExpansionError
 from tmta.cleanup.service import Cleanup, CleanupProtocol
 from tmta.config import MainConfig

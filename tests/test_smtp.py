@@ -16,6 +16,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
+from tests.support import MASTER_CF as MAIL_PATH_MASTER_CF
 from tests.support import (
     REPO,
     Master,
@@ -26,7 +27,6 @@ from tests.support import (
     shortTemporaryDirectory,
     waitFor,
 )
-from tests.test_mailpath import MASTER_CF as MAIL_PATH_MASTER_CF
 from tmta.smtp.client import SessionFailed, SMTPClient, Timeouts, Transaction, transparent
 
 

@@ -17,6 +17,7 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from tests.support import (
+    MASTER_CF,
     REPO,
     Master,
     PrivateDovecot,
@@ -26,7 +27,6 @@ from tests.support import (
     shortTemporaryDirectory,
     waitFor,
 )
-from tests.test_mailpath import MASTER_CF
 from tests.test_smtpd import SessionHarness
 from tmta.interfaces import ISASLBackend, ISASLExchange
 from tmta.sasl import (

@@ -12,6 +12,7 @@ import subprocess
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from tests.support import (
+    MASTER_CF,
     Master,
     TestCA,
     freePort,
@@ -22,7 +23,6 @@ from tests.support import (
     waitFor,
 )
 from tests.test_config import STOCK_MASTER_CF, _uncommented
-from tests.test_mailpath import MASTER_CF
 from tmta.sasl.passwords import changeTable
 
 

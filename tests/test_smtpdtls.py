@@ -14,6 +14,7 @@ import subprocess
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from tests.support import (
+    MASTER_CF,
     Master,
     TestCA,
     freePort,
@@ -21,7 +22,6 @@ from tests.support import (
     shortTemporaryDirectory,
     waitFor,
 )
-from tests.test_mailpath import MASTER_CF
 from tmta.common.tls import TLSConfigError
 from tmta.config import MainConfig
 from tmta.smtpd.tls import ServerTLS

@@ -14,6 +14,7 @@ from twisted.internet.protocol import Factory
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.support import (
+    MASTER_CF,
     REPO,
     Master,
     freePort,
@@ -22,7 +23,6 @@ from tests.support import (
     waitFor,
 )
 from tests.test_cleanup import LocalRewriter
-from tests.test_mailpath import MASTER_CF
 from tests.test_queue import FsyncRecorder
 from tmta.cleanup.service import Cleanup, CleanupProtocol
 from tmta.config import MainConfig

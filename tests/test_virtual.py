@@ -11,6 +11,7 @@ import pwd
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support import (
+    MASTER_CF,
     Master,
     activeRequest,
     freePort,
@@ -19,7 +20,6 @@ from tests.support import (
     testAccount,
     waitFor,
 )
-from tests.test_mailpath import MASTER_CF
 from tmta.config import MainConfig
 from tmta.delivery import BOUNCED, DEFERRED, SENT
 from tmta.queue.layout import createLayout
