@@ -32,14 +32,19 @@ def endToEnd() -> None:
         raise SkipTest("end to end: runs without TMTA_FAST")
 
 
-#: The master.cf of most end-to-end tests: smtpd on C{{port}} and what
-#: delivers into a Maildir.
-MASTER_CF = """\
+#: The services every end-to-end master runs: smtpd on C{{port}}, and
+#: what takes mail in and queues it.
+CORE_MASTER_CF = """\
 {port}      inet  n       -       n       -       -       smtpd
 cleanup   unix  n       -       n       -       0       cleanup
 qmgr      unix  n       -       n       300     1       qmgr
 rewrite   unix  -       -       n       -       -       trivial-rewrite
 bounce    unix  -       -       n       -       0       bounce
+"""
+
+#: The master.cf of most end-to-end tests: the core, and what delivers
+#: into a Maildir.
+MASTER_CF = CORE_MASTER_CF + """\
 local     unix  -       n       n       -       -       local
 discard   unix  -       -       n       -       -       discard
 """

@@ -15,6 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from tests.support import (
+    CORE_MASTER_CF,
     REPO,
     Master,
     endToEnd,
@@ -229,12 +230,7 @@ BROKEN = textwrap.dedent(
     """
 )
 
-MASTER_CF = """\
-{port}      inet  n       -       n       -       -       smtpd
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
+MASTER_CF = CORE_MASTER_CF + """\
 record    unix  -       -       n       -       -       recorder
 """
 
