@@ -69,6 +69,21 @@ class LocalAgentTests(SynchronousTestCase):
                 os.chown(spool, account.pw_uid, account.pw_gid)
         return LocalAgent(MainConfig(settings), fsync=self.fsyncs)
 
+    def aliasedAgent(self, aliases: str):
+        """
+        An agent delivering to system accounts' mailboxes in a spool any
+        user may write, with C{aliases} (postmap's format) as texthash:.
+
+        @return: C{(agent, spool)}.
+        """
+        spool = os.path.join(self.base, "spool")
+        os.mkdir(spool)
+        os.chmod(spool, 0o1777)
+        path = os.path.join(self.base, "aliases")
+        with open(path, "w") as f:
+            f.write(aliases)
+        return self.agent(mail_spool_directory=spool, alias_maps=f"texthash:{path}"), spool
+
     def test_accountlessMaildir(self):
         spool = os.path.join(self.base, "mail") + "/"
         agent = self.agent(local_mailbox_accounts="none", mail_spool_directory=spool)
@@ -156,13 +171,7 @@ class LocalAgentTests(SynchronousTestCase):
         from tmta.delivery import RUN_ALONE
 
         user = testAccount()
-        spool = os.path.join(self.base, "spool")
-        os.mkdir(spool)
-        os.chmod(spool, 0o1777)
-        aliases = os.path.join(self.base, "aliases")
-        with open(aliases, "w") as f:
-            f.write(f"first {user}\nslow |/bin/sleep 1\nlast {user}\n")
-        agent = self.agent(mail_spool_directory=spool, alias_maps=f"texthash:{aliases}")
+        agent, spool = self.aliasedAgent(f"first {user}\nslow |/bin/sleep 1\nlast {user}\n")
         requests = [self.queueMessage(recipients=[f"{name}@localhost"])
                     for name in ("first", "slow", "last")]
         results = agent.deliverBatch(requests)
@@ -314,14 +323,9 @@ class LocalAgentTests(SynchronousTestCase):
             raise self.skipTest("delivery as another account needs root")
         user = testAccount()
         account = pwd.getpwnam(user)
-        spool = os.path.join(self.base, "spool")
-        os.mkdir(spool)
-        os.chmod(spool, 0o1777)
-        aliases = os.path.join(self.base, "aliases")
-        with open(aliases, "w") as f:
-            # texthash: reads postmap's format, not postalias's.
-            f.write(f"# test aliases\npostmaster root\nroot {user}\nboss {user}\n")
-        agent = self.agent(mail_spool_directory=spool, alias_maps=f"texthash:{aliases}")
+        # texthash: reads postmap's format, not postalias's.
+        agent, spool = self.aliasedAgent(
+            f"# test aliases\npostmaster root\nroot {user}\nboss {user}\n")
         statuses = agent.deliverAll(self.queueMessage(recipients=["postmaster@localhost"]))
         self.assertEqual([(s.status, s.reason) for s in statuses],
                          [(SENT, "delivered to mailbox")])

@@ -126,10 +126,15 @@ class ConformanceTests(SynchronousTestCase):
         for restriction in withArguments.restrictions:
             verifyObject(interfaces.ISMTPRestriction, restriction)
 
-    def test_rewriterContext(self):
+    def test_queueRewriterContext(self):
         from tmta.master.worker import WorkerContext
+        from tmta.queue.layout import createLayout
+        from tmta.queue.store import QueueStore
         from tmta.rewrite import Rewriter
 
+        directory = shortTemporaryDirectory(self)
+        createLayout(directory)
+        verifyObject(interfaces.IQueue, QueueStore(directory))
         rewriter = Rewriter(MainConfig({"myhostname": "h.example"}))
         verifyObject(interfaces.IAddressRewriter, rewriter)
         verifyObject(interfaces.IAddressResolver, rewriter)

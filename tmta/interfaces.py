@@ -12,9 +12,9 @@ restrictions (L{ISMTPRestriction}) and SASL backends
 (L{ISASLBackendType}); each is checked with
 C{zope.interface.verify.verifyObject} when found.
 
-The queue is not a seam: its directories and file format are the
-contract between every process and command (as Postfix's are), kept by
-L{tmta.queue}.
+The queue store (L{IQueue}) is the contract between cleanup, qmgr, the
+delivery agents and the commands; its directories and file format are
+Postfix's discipline, which every process and command relies on.
 
 A plugin author needs nothing but this module: write a class that
 provides one of these interfaces and C{twisted.plugin.IPlugin}, put an
@@ -156,6 +156,99 @@ class IComponent(Interface):
         @param context: an L{IWorkerContext}.
         @return: an C{twisted.application.service.IService} that calls
             C{context.listen} when started.
+        """
+
+
+class IQueue(Interface):
+    """
+    The mail queue (L{tmta.queue.store.QueueStore}): written by cleanup,
+    read by qmgr, the delivery agents and the commands.  Every operation
+    is a file-system operation that may block; queue names are
+    C{incoming}, C{active}, C{deferred}, C{hold} and C{corrupt}.
+    """
+
+    def path(queueName, queueId):
+        """
+        The file name of a queue file (for an agent that reads it).
+        """
+
+    def create(queueName):
+        """
+        Start a new queue file in C{queueName} (C{incoming} for cleanup).
+
+        @return: C{(queueId, writer)}: the new file's queue id and an open
+            writer whose C{commit} makes the message durable and visible.
+        """
+
+    def open(queueName, queueId, writable):
+        """
+        Open an existing queue file, without following a link or
+        blocking on what is not a regular file.
+        """
+
+    def readEnvelope(queueName, queueId):
+        """
+        @return: the file's L{tmta.queue.qfile.Envelope}.
+        @raise tmta.queue.qfile.CorruptQueueFile: it cannot be read as one.
+        """
+
+    def move(queueId, fromQueue, toQueue):
+        """
+        Move a queue file between queues.
+        """
+
+    def remove(queueName, queueId):
+        """
+        Delete a queue file whose every recipient is done.
+        """
+
+    def corrupt(queueName, queueId, reason):
+        """
+        Set a file that cannot be used aside in C{corrupt/}, with a word
+        in the log.
+        """
+
+    def isRegular(queueName, queueId):
+        """
+        Whether what is there is a regular file (a name that is gone
+        counts as one).
+        """
+
+    def isComplete(queueName, queueId):
+        """
+        Whether a file is finished (its writer committed it).
+        """
+
+    def list(queueName):
+        """
+        The queue ids in a queue, oldest first.
+        """
+
+    def removeStale(queueName, olderThan, now):
+        """
+        Remove files never completed, once older than C{olderThan}
+        seconds.
+        """
+
+    def writeDeferLog(queueId, reasons, warned):
+        """
+        Record why each recipient of a deferred message waits (and when
+        its sender was warned of the delay).
+        """
+
+    def readDeferLog(queueId):
+        """
+        @return: each waiting recipient's reason, by address.
+        """
+
+    def deferWarned(queueId):
+        """
+        @return: when the sender was warned of the delay, or C{None}.
+        """
+
+    def removeDeferLog(queueId):
+        """
+        Forget a message's reasons (it was delivered or returned).
         """
 
 

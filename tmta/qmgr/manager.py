@@ -46,8 +46,9 @@ _KEPT_ATTRIBUTES = frozenset({"filter", "dsn_ret", "dsn_envid", PROBE_ATTRIBUTE,
 #: answer for each of them.
 RESOLVING_LIMIT = 100
 
-#: How many queue files one turn of the reactor takes up before it lets
-#: deliveries, answers and requests in.
+#: How many queue files one turn of the reactor looks at (and takes up,
+#: when due) before it lets deliveries, answers and requests in: a queue
+#: run over thousands of deferred messages not yet due holds nothing up.
 FEED_SLICE = 50
 
 
@@ -337,8 +338,8 @@ class QueueManager:
         Take up mail from the passes under way, a message from each in
         turn, while the active queue has room and fewer than
         L{RESOLVING_LIMIT} messages wait for their recipients to be
-        resolved; after L{FEED_SLICE} messages, go on at the next turn
-        of the reactor.
+        resolved; after L{FEED_SLICE} queue files, go on at the next
+        turn of the reactor.
         """
         if self._feeding:
             # Asked again from within a message being taken up: the
@@ -346,15 +347,13 @@ class QueueManager:
             return
         self._feeding = True
         try:
-            taken = 0
-            while not self.stopping and taken < FEED_SLICE:
-                if self._full() or self._resolving >= RESOLVING_LIMIT:
+            for _ in range(FEED_SLICE):
+                if self.stopping or self._full() or self._resolving >= RESOLVING_LIMIT:
                     return
                 found = self._nextQueued()
                 if found is None:
                     return
-                if self._takeUp(*found):
-                    taken += 1
+                self._takeUp(*found)
             self._feedLater()
         finally:
             self._feeding = False
@@ -372,35 +371,32 @@ class QueueManager:
                 return self._scans[index], queueId
         return None
 
-    def _takeUp(self, scan: QueueScan, queueId: str) -> bool:
+    def _takeUp(self, scan: QueueScan, queueId: str) -> None:
         """
         Move a message of a pass into C{active/} and activate it, when
         it is still there, complete, and (deferred) due.
-
-        @return: whether it was taken up.
         """
         queueName = scan.queueName
         if queueId in self.active:
-            return False
+            return
         if not self.store.isRegular(queueName, queueId):
             # Never taken into active/ (a link would lead to another
             # queue file): set aside for the operator, with a word.
             self.store.corrupt(queueName, queueId, "not a regular file")
-            return False
+            return
         if not self.store.isComplete(queueName, queueId):
-            return False
+            return
         if queueName == "deferred" and not scan.everything and not self._due(queueId):
-            return False
+            return
         try:
             self.store.move(queueId, queueName, "active")
         except FileNotFoundError:
-            return False  # taken up meanwhile, by a trigger or an operator
+            return  # taken up meanwhile, by a trigger or an operator
         except OSError as e:
             log.error("{queueId}: cannot move to active: {error}", queueId=queueId, error=e)
-            return False
+            return
         self.activate(queueId, wasDeferred=queueName == "deferred",
                       flushed=queueName == "deferred" and scan.everything)
-        return True
 
     # -- one message -------------------------------------------------------
 

@@ -1,5 +1,5 @@
 """
-The queue directories: creating, listing, moving and
+The queue directories as an L{IQueue}: creating, listing, moving and
 removing queue files, with Postfix's discipline.
 """
 
@@ -11,6 +11,9 @@ import stat
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
+from zope.interface import implementer
+
+from tmta.interfaces import IQueue
 from tmta.logging import Logger
 from tmta.queue.layout import QUEUES
 from tmta.queue.qfile import Envelope, QueueFileWriter, openQueueFile, readEnvelope
@@ -35,6 +38,7 @@ class QueueError(Exception):
         self.errno = errno
 
 
+@implementer(IQueue)
 class QueueStore:
     """
     The queue under C{queue_directory}.

@@ -60,14 +60,11 @@ class RewriteClient:
             self._cache.popitem(last=False)
         return result
 
-    def _lookup(self, key, command, **kw) -> defer.Deferred:
+    def _askOnce(self, key, command, **kw) -> defer.Deferred:
         """
-        @return: a Deferred firing with the answer to C{command}: from
-            the cache, from the same question under way, or asked now.
+        @return: a Deferred firing with the answer to C{command}, not in
+            the cache: from the same question under way, or asked now.
         """
-        hit = self._cached(key)
-        if hit is not None:
-            return defer.succeed(hit)
         answer: defer.Deferred = defer.Deferred()
         waiting = self._asked.get(key)
         if waiting is not None:
@@ -96,8 +93,12 @@ class RewriteClient:
         @return: a Deferred firing with the canonical address (at once,
             from the cache, when it is there).
         """
-        return self._lookup((RewriteAddress, address), RewriteAddress,
-                            address=address).addCallback(lambda r: r["address"])
+        key = (RewriteAddress, address)
+        hit = self._cached(key)
+        if hit is not None:
+            return defer.succeed(hit["address"])
+        return self._askOnce(key, RewriteAddress, address=address).addCallback(
+            lambda r: r["address"])
 
     def resolve(self, address: str, sender: Optional[str] = None,
                 verify: bool = False) -> defer.Deferred:
@@ -109,11 +110,15 @@ class RewriteClient:
         @return: a Deferred firing with a L{Resolution} (at once, from the
             cache, when it is there).
         """
+        key = (ResolveAddress, address, sender, verify)
+        hit = self._cached(key)
+        if hit is not None:
+            return defer.succeed(_resolution(hit))
         extra: dict = {} if sender is None else {"sender": sender}
         if verify:
             extra["verify"] = True
-        return self._lookup((ResolveAddress, address, sender, verify), ResolveAddress,
-                            address=address, **extra).addCallback(_resolution)
+        return self._askOnce(key, ResolveAddress, address=address, **extra).addCallback(
+            _resolution)
 
 
 def _resolution(answer) -> Resolution:

@@ -24,29 +24,23 @@ from tmta.config import splitList
 from tmta.interfaces import ISMTPRestriction
 from tmta.logging import Logger
 from tmta.smtpd.unverified import rejectUnverified
-from tmta.smtpd.verdicts import (  # noqa: F401 (offered here too, as before)
+from tmta.smtpd.verdicts import (
     CONFIGURATION_ERROR,
     DEFER,
     DEFER_IF_PERMIT,
     DEFER_IF_REJECT,
     DUNNO,
-    LIST_NAMES,
     PERMIT,
     REJECT,
-    TEMPFAIL_PARAMETERS,
     RecipientContext,
     RestrictionEnvironment,
-    SMTPContext,
-    TransactionActions,
     chain,
     dsnFor,
     heloLiteralCheck,
     isFqdn,
     postfixHostname,
     rejectWith,
-    tempfailDecision,
     unauthorizedDestination,
-    untrustedRouting,
     validHostname,
 )
 

@@ -117,8 +117,6 @@ class RecipientContext:
         return f"{self.clientName}[{self.clientAddress}]"
 
 
-#: The name the restriction language gives a context today.
-SMTPContext = RecipientContext
 
 
 @dataclass
