@@ -55,7 +55,7 @@ class LocalAgentTests(SynchronousTestCase):
     def queueMessage(self, content=MESSAGE, recipients=("bob@localhost",)):
         return activeRequest(self.store, recipients, content, "localhost")
 
-    def agent(self, **params):
+    def agent(self, fsync=None, **params):
         settings = {"myhostname": "mx.example.org", "alias_maps": ""}
         if os.getuid() == 0:
             settings["mail_owner"] = testAccount()
@@ -67,7 +67,7 @@ class LocalAgentTests(SynchronousTestCase):
             if os.getuid() == 0:
                 account = pwd.getpwnam(settings["mail_owner"])
                 os.chown(spool, account.pw_uid, account.pw_gid)
-        return LocalAgent(MainConfig(settings), fsync=self.fsyncs)
+        return LocalAgent(MainConfig(settings), fsync=fsync or self.fsyncs)
 
     def aliasedAgent(self, aliases: str):
         """
@@ -134,7 +134,6 @@ class LocalAgentTests(SynchronousTestCase):
         duplicate filter forgets them so that the next try delivers.
         """
         spool = os.path.join(self.base, "mail") + "/"
-        agent = self.agent(local_mailbox_accounts="none", mail_spool_directory=spool)
         failing = [True]
 
         def fsync(fd):
@@ -143,7 +142,7 @@ class LocalAgentTests(SynchronousTestCase):
                 raise OSError(5, "Input/output error")
             os.fsync(fd)
 
-        agent.fsync = fsync
+        agent = self.agent(fsync=fsync, local_mailbox_accounts="none", mail_spool_directory=spool)
         request = self.queueMessage(recipients=["bob@localhost", "carol@localhost"])
         [statuses] = agent.deliverBatch([request])
         self.assertEqual([(s.status, s.dsn) for s in statuses],
@@ -188,7 +187,6 @@ class LocalAgentTests(SynchronousTestCase):
         into C{new/}, whose fsync comes after every file's.
         """
         spool = os.path.join(self.base, "mail") + "/"
-        agent = self.agent(local_mailbox_accounts="none", mail_spool_directory=spool)
         box = {name: os.path.join(spool, name) for name in ("bob", "carol")}
         seen = []
 
@@ -201,7 +199,7 @@ class LocalAgentTests(SynchronousTestCase):
             seen.append(path)
             self.fsyncs(fd)
 
-        agent.fsync = fsync
+        agent = self.agent(fsync=fsync, local_mailbox_accounts="none", mail_spool_directory=spool)
         requests = [self.queueMessage(), self.queueMessage(),
                     self.queueMessage(recipients=["carol@localhost"])]
         results = agent.deliverBatch(requests)
@@ -225,7 +223,6 @@ class LocalAgentTests(SynchronousTestCase):
         delivers it.
         """
         spool = os.path.join(self.base, "mail") + "/"
-        agent = self.agent(local_mailbox_accounts="none", mail_spool_directory=spool)
         failing = [True]
 
         def fsync(fd):
@@ -234,7 +231,7 @@ class LocalAgentTests(SynchronousTestCase):
                 raise OSError(28, "No space left on device")
             os.fsync(fd)
 
-        agent.fsync = fsync
+        agent = self.agent(fsync=fsync, local_mailbox_accounts="none", mail_spool_directory=spool)
         request = self.queueMessage(recipients=["bob@localhost", "carol@localhost"])
         [statuses] = agent.deliverBatch([request])
         self.assertEqual([s.status for s in statuses], [SENT, DEFERRED])
