@@ -1,0 +1,87 @@
+"""
+What the master checks before it binds anything: that every service
+master.cf names has a component to run it, and that each component can
+honour its configuration (L{IComponent.configurationProblems}), so that
+a configuration asking for what tmta cannot do stops start-up.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Tuple
+
+from tmta.common.plugins import PluginError
+from tmta.config import ConfigError, Configuration
+from tmta.config.parser import ConfigProblems
+from tmta.master.components import findComponent
+
+# A fifo service (qmgr and pickup in older stock master.cf files) is
+# served on a UNIX socket at the same path: tmta's triggers are AMP.
+IMPLEMENTED_TYPES = ("inet", "unix", "fifo")
+
+
+def checkServices(configuration: Configuration, components) -> Dict[Tuple[str, str], bool]:
+    """
+    Which services master.cf names can be run.
+
+    A plugin that does not provide its interface, a port nobody would
+    serve (Debian's C{smtp inet ... postscreen}), a table that cannot be
+    opened or a setting a component cannot honour stops start-up.
+
+    @return: for each service's key, whether it is run (C{False}: a
+        private service whose command tmta does not have is skipped).
+    @raise ConfigProblems: what stops start-up.
+    """
+    implemented: Dict[Tuple[str, str], bool] = {}
+    unusable = []
+    for entry in configuration.services:
+        where = f"{configuration.directory}/master.cf, line {entry.line}"
+        try:
+            found = findComponent(entry.command, components) is not None
+        except PluginError as e:
+            unusable.append(f"{where}: {entry.service}/{entry.type}: {e}")
+            found = False
+        implemented[entry.key] = found and entry.type in IMPLEMENTED_TYPES
+        if entry.type == "inet" and not found:
+            unusable.append(f"{where}: {entry.service}/inet: command {entry.command} is "
+                            "not implemented; nothing would serve its port")
+    unusable += configurationProblems(configuration, components)
+    if unusable:
+        raise ConfigProblems(list(dict.fromkeys(unusable)))
+    return implemented
+
+
+def configurationProblems(configuration: Configuration, components) -> List[str]:
+    """
+    Tables the configuration names that tmta cannot open (an unknown
+    type, a plugin that does not provide its interface), and what each
+    service's component says it could not honour in its configuration
+    (L{IComponent.configurationProblems}).
+    """
+    from tmta.tables import tableProblems
+
+    main = configuration.main
+    problems = []
+    for name, problem in tableProblems(main, list(main.explicit)):
+        line = main.lineOf(name)
+        where = f"{main.path}, line {line}" if line else main.path
+        problems.append(f"{where}: {name}: {problem}")
+    try:
+        main.origin()
+    except ConfigError as e:
+        problems.append(str(e))
+    for entry in configuration.services:
+        config = configuration.serviceConfig(entry)
+        where = f"{configuration.directory}/master.cf, line {entry.line}: " \
+            f"{entry.service}/{entry.type}"
+        problems += [f"{where}: -o {name}: {problem}"
+                     for name, problem in tableProblems(config, list(entry.overrides))]
+        try:
+            component = findComponent(entry.command, components)
+        except PluginError:
+            continue  # said already
+        if component is not None:
+            problems += [f"{where}: {problem}"
+                         for problem in component.configurationProblems(config, entry)]
+    return problems
+
+
