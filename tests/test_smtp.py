@@ -792,7 +792,7 @@ class DNSTests(SynchronousTestCase):
         from twisted.internet import reactor
 
         results = []
-        d = defer.Deferred.fromCoroutine(self.agent._hosts(nexthop))
+        d = defer.Deferred.fromCoroutine(self.agent.hosts.find(nexthop))
         d.addBoth(results.append)
         deadline = time.time() + 10
         while not results and time.time() < deadline:
@@ -814,7 +814,7 @@ class DNSTests(SynchronousTestCase):
                          [("first.example.test", "127.0.0.11", 25)])
 
     def test_noSuchDomainBounces(self):
-        from tmta.smtp.agent import NextHopError
+        from tmta.smtp.nexthop import NextHopError
 
         failure = self.hosts("nowhere.example.test")
         self.assertIsInstance(failure.value, NextHopError)
@@ -833,7 +833,8 @@ class DNSTests(SynchronousTestCase):
         from twisted.names import client
 
         from tmta.config import MainConfig
-        from tmta.smtp.agent import NextHopError, SMTPDeliveryAgent
+        from tmta.smtp.agent import SMTPDeliveryAgent
+        from tmta.smtp.nexthop import NextHopError
 
         silent = client.Resolver(servers=[("127.0.0.1", freePort())], reactor=reactor,
                                  timeout=(1,))
@@ -899,12 +900,13 @@ class SessionLimitTests(TestCase):
                 return defer.fail(ConnectionRefusedError())
             return defer.succeed(Busy())
 
-        class Agent(SMTPDeliveryAgent):
-            async def _hosts(self, nexthop):
+        class FourHosts:
+            async def find(self, nexthop):
                 return [("a", "127.0.0.1", 25), ("b", "127.0.0.2", 25), ("c", "127.0.0.3", 25),
                         ("d", "127.0.0.4", 25)]
 
-        agent = Agent(reactor, MainConfig({}), resolver=object(), connect=connect)
+        agent = SMTPDeliveryAgent(reactor, MainConfig({}), resolver=object(), connect=connect,
+                                  hosts=FourHosts())
 
         class Request(DeliveryRequest):
             def content(self):
@@ -940,11 +942,11 @@ class AddressTests(TestCase):
 
     def test_protocolsAndPreference(self):
         addresses = ["192.0.2.1", "2001:db8::1", "192.0.2.2"]
-        self.assertEqual(self.agent(inet_protocols="ipv4")._preferred(addresses),
+        self.assertEqual(self.agent(inet_protocols="ipv4").hosts.preferred(addresses),
                          ["192.0.2.1", "192.0.2.2"])
-        self.assertEqual(self.agent(smtp_address_preference="ipv6")._preferred(addresses),
+        self.assertEqual(self.agent(smtp_address_preference="ipv6").hosts.preferred(addresses),
                          ["2001:db8::1", "192.0.2.1", "192.0.2.2"])
-        self.assertEqual(self.agent(smtp_address_preference="ipv4")._preferred(
+        self.assertEqual(self.agent(smtp_address_preference="ipv4").hosts.preferred(
             list(reversed(addresses))), ["192.0.2.2", "192.0.2.1", "2001:db8::1"])
 
     @defer.inlineCallbacks
@@ -955,7 +957,7 @@ class AddressTests(TestCase):
         """
         agent = self.agent(smtp_host_lookup="native", inet_protocols="ipv4",
                            smtp_dns_support_level="disabled")
-        hosts = yield defer.Deferred.fromCoroutine(agent._hosts("localhost:2525"))
+        hosts = yield defer.Deferred.fromCoroutine(agent.hosts.find("localhost:2525"))
         self.assertEqual(hosts, [("localhost", "127.0.0.1", 2525)])
 
     @defer.inlineCallbacks

@@ -12,12 +12,9 @@ message or refuses it for good.
 
 from __future__ import annotations
 
-import os
-import random
-import socket
 import time
 from email.utils import formatdate
-from typing import Dict, List, Optional, Tuple, Union
+from typing import List, Optional, Tuple, Union
 
 from twisted.internet import defer, threads
 from twisted.internet.endpoints import (
@@ -25,14 +22,11 @@ from twisted.internet.endpoints import (
     TCP6ClientEndpoint,
     UNIXClientEndpoint,
 )
-from twisted.internet.interfaces import IDelayedCall, IStreamClientEndpoint
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Factory
 from twisted.names import client as dnsclient
-from twisted.names import dns
-from twisted.names import error as dnserror
 from zope.interface import implementer
 
-from tmta.address import isIPAddress
 from tmta.common.tls import cipherLists
 from tmta.delivery import (
     BOUNCED,
@@ -45,7 +39,9 @@ from tmta.delivery import (
 )
 from tmta.interfaces import IAddressVerifier
 from tmta.logging import Logger
+from tmta.smtp.cache import SessionCache
 from tmta.smtp.client import Reply, SessionFailed, SMTPClient, Timeouts, Transaction
+from tmta.smtp.nexthop import HostFinder, NextHopError, errorReason, nexthopName, parseNexthop
 from tmta.smtp.sasl import SASLLogin, SASLPasswords
 from tmta.smtp.tls import ClientTLS, TLSPolicies, TLSPolicy, TLSPolicyError
 
@@ -97,101 +93,6 @@ class _Target:
                 self.nexthop if policy.verifies else "", self.host, login)
 
 
-class NextHopError(Exception):
-    """
-    The next hop cannot be reached; C{permanent} when retrying cannot
-    help (no such domain, a null MX, mail that loops back).
-    """
-
-    def __init__(self, reason: str, dsn: str, permanent: bool = False) -> None:
-        super().__init__(reason)
-        self.reason, self.dsn, self.permanent = reason, dsn, permanent
-
-
-def parseNexthop(nexthop: str, defaultPort: int = 25) -> Tuple[str, int, bool]:
-    """
-    Split a next hop into C{(host, port, lookUpMX)}: C{[host]} and
-    C{[host]:port} skip the MX lookup, C{host} and C{host:port} do not.
-    A service name after the colon (C{smtp}) means its port.
-    """
-    text = nexthop.strip()
-    if text.startswith("["):
-        end = text.find("]")
-        host, rest = text[1:end], text[end + 1 :]
-        if host.lower().startswith("ipv6:"):
-            host = host[5:]
-        port = rest[1:] if rest.startswith(":") else ""
-        mx = False
-    else:
-        host, _, port = text.rpartition(":") if text.count(":") == 1 else (text, "", "")
-        mx = True
-    if not port:
-        return host, defaultPort, mx
-    if port.isdigit():
-        return host, int(port), mx
-    return host, socket.getservbyname(port, "tcp"), mx
-
-
-class SessionCache:
-    """
-    Idle sessions kept open for the next delivery to the same address,
-    as Postfix's scache does for smtp(8): each closes (with QUIT) after
-    C{idle} seconds unused, and is not used again once C{lifetime}
-    seconds old.
-    """
-
-    def __init__(self, clock, idle: float, lifetime: float) -> None:
-        self.clock = clock
-        self.idle = idle
-        self.lifetime = lifetime
-        self._idle: Dict[Tuple, List[Tuple[SMTPClient, float, IDelayedCall]]] = {}
-        self._born: Dict[SMTPClient, float] = {}
-
-    def take(self, key: Tuple) -> Optional[SMTPClient]:
-        """
-        An idle usable session to C{key}, or C{None}.
-        """
-        sessions = self._idle.get(key)
-        while sessions:
-            session, _, timer = sessions.pop()
-            if timer.active():
-                timer.cancel()
-            if session.usable:
-                return session
-            self._born.pop(session, None)
-        return None
-
-    def release(self, key: Tuple, session: SMTPClient) -> None:
-        """
-        Keep C{session} for reuse, unless it is too old or unusable.
-        """
-        now = self.clock.seconds()
-        born = self._born.setdefault(session, now)
-        if not session.usable or not self.idle or now - born >= self.lifetime:
-            self._born.pop(session, None)
-            session.quit()
-            return
-        timer = self.clock.callLater(self.idle, self._expire, key, session)
-        self._idle.setdefault(key, []).append((session, now, timer))
-
-    def _expire(self, key: Tuple, session: SMTPClient) -> None:
-        sessions = self._idle.get(key, [])
-        self._idle[key] = [entry for entry in sessions if entry[0] is not session]
-        if not self._idle[key]:
-            del self._idle[key]
-        self._born.pop(session, None)
-        session.quit()
-
-    def close(self) -> None:
-        for sessions in self._idle.values():
-            for session, _, timer in sessions:
-                if timer.active():
-                    timer.cancel()
-                session.quit()
-        self._idle.clear()
-        self._born.clear()
-
-
 @implementer(IAddressVerifier)
 class SMTPDeliveryAgent:
     """
@@ -207,17 +108,17 @@ class SMTPDeliveryAgent:
         C{protocol} in C{notify_classes} a session in which the server
         broke the SMTP protocol is reported to C{error_notice_recipient}
         with its transcript.
+    @param hosts: finds the servers of a next hop (by default a
+        L{HostFinder} with C{resolver}).
     """
 
     def __init__(self, reactor, config, resolver=None, connect=None, lmtp: bool = False,
-                 postmaster=None) -> None:
+                 postmaster=None, hosts: Optional[HostFinder] = None) -> None:
         self.reactor = reactor
         self.lmtp = lmtp
         prefix = "lmtp" if lmtp else "smtp"
         self.heloName = config.get(f"{prefix}_lhlo_name" if lmtp else "smtp_helo_name")
-        self.defaultPort = 24 if lmtp else 25
         self.myhostname = config.get("myhostname").lower()
-        self.queueDirectory = config.get("queue_directory")
         hello = "lmtp_lhlo_timeout" if lmtp else "smtp_helo_timeout"
         self.timeouts = Timeouts(
             # The greeting shares the HELO/LHLO limit, as in Postfix.
@@ -237,7 +138,6 @@ class SMTPDeliveryAgent:
         self.cipherLists = cipherLists(config)
         self.saslPasswords = SASLPasswords(config, prefix)
         self.connectTimeout = config.getTime(f"{prefix}_connect_timeout") or 30
-        self.mxAddressLimit = config.getInt(f"{prefix}_mx_address_limit")
         self.mxSessionLimit = config.getInt(f"{prefix}_mx_session_limit")
         self.fallbackRelays = [] if lmtp else config.getList("smtp_fallback_relay")
         self.postmaster = postmaster
@@ -251,24 +151,12 @@ class SMTPDeliveryAgent:
         self.cacheOnDemand = config.getBool(f"{prefix}_connection_cache_on_demand")
         self.cacheDestinations = {d.lower() for d in
                                   config.getList(f"{prefix}_connection_cache_destinations")}
-        protocols = {p.lower() for p in config.getList("inet_protocols")}
-        if "all" in protocols:
-            protocols = {"ipv4", "ipv6"}
-        self.protocols = protocols
-        self.addressPreference = config.get(f"{prefix}_address_preference").strip().lower()
         self.bindAddress = config.get(f"{prefix}_bind_address").strip()
         self.bindAddress6 = config.get(f"{prefix}_bind_address6").strip()
-        self.hostLookup = [m.lower() for m in config.getList(f"{prefix}_host_lookup")] or ["dns"]
-        support = config.get(f"{prefix}_dns_support_level").strip().lower()
-        # disable_dns_lookups (older) or smtp_dns_support_level = disabled:
-        # no MX lookups, names looked up as the system does.
-        self.dnsDisabled = support == "disabled" or (
-            not support and config.getBool("disable_dns_lookups"))
-        if self.dnsDisabled:
-            self.hostLookup = ["native"]
         # Made now: the worker may give up root next, after which it may
         # not be able to import what twisted.names loads on first use.
         self.resolver = resolver or dnsclient.createResolver()
+        self.hosts = hosts or HostFinder(reactor, self.resolver, config, lmtp)
         self._connect = connect or self._connectTCP
         self.cache = SessionCache(
             reactor,
@@ -294,7 +182,7 @@ class SMTPDeliveryAgent:
                              f"TLS policy lookup for {request.nexthop}: {e}", started)
         try:
             hosts = [(h, a, p, request.nexthop, policy)
-                     for h, a, p in await self._hosts(request.nexthop)]
+                     for h, a, p in await self.hosts.find(request.nexthop)]
         except NextHopError as e:
             if e.permanent:
                 return self._all(request, "none", BOUNCED, e.dsn, e.reason, started)
@@ -308,7 +196,7 @@ class SMTPDeliveryAgent:
         for relay in self.fallbackRelays:
             try:
                 relayPolicy = self.tlsPolicies.forNexthop(relay)
-                hosts += [(h, a, p, relay, relayPolicy) for h, a, p in await self._hosts(relay)]
+                hosts += [(h, a, p, relay, relayPolicy) for h, a, p in await self.hosts.find(relay)]
             except (NextHopError, TLSPolicyError):
                 continue
         lastError, lastDsn = "no address to try", "4.4.1"
@@ -370,7 +258,7 @@ class SMTPDeliveryAgent:
                     continue
                 raise _TryNext(e, dsn="4.7.5" if e.tls else "4.7.0" if e.sasl else "4.4.2")
             except Exception as e:
-                raise _TryNext(None, f"connect to {{relay}}: {_reason(e)}", "4.4.1")
+                raise _TryNext(None, f"connect to {{relay}}: {errorReason(e)}", "4.4.1")
             try:
                 await session.send(transaction)
             except SessionFailed as e:
@@ -515,148 +403,6 @@ class SMTPDeliveryAgent:
 
     # -- where to connect -----------------------------------------------------
 
-    async def _hosts(self, nexthop: str) -> List[Tuple[str, str, int]]:
-        """
-        The C{(name, address, port)} to try, in order.
-
-        @raise NextHopError: none can be found.
-        """
-        if nexthop.startswith("unix:"):
-            # LMTP to a UNIX socket, relative to the queue directory
-            # (lmtp:unix:private/dovecot-lmtp).
-            path = os.path.join(self.queueDirectory, nexthop[len("unix:"):])
-            return [(path, path, 0)]
-        if nexthop.startswith("inet:"):
-            nexthop = nexthop[len("inet:"):]
-            host, port, _ = parseNexthop(nexthop, self.defaultPort)
-            mx = False
-        else:
-            host, port, mx = parseNexthop(nexthop, self.defaultPort)
-        if not host:
-            raise NextHopError("no next hop", "5.3.5", permanent=True)
-        if isIPAddress(host):
-            return [(host, address, port) for address in self._preferred([host])]
-        names: List[str] = [host]
-        if mx and not self.lmtp and not self.dnsDisabled:
-            names = await self._mxHosts(host)
-        found: List[Tuple[str, str, int]] = []
-        for name in names:
-            for address in await self._addresses(name, permanent=not mx or len(names) == 1):
-                found.append((name, address, port))
-        if not found:
-            raise NextHopError(f"Host or domain name not found: no address for {host}",
-                               "4.4.3")
-        return found[: max(1, self.mxAddressLimit)] if self.mxAddressLimit else found
-
-    async def _mxHosts(self, domain: str) -> List[str]:
-        resolver = self._resolver()
-        try:
-            answers, _, _ = await resolver.lookupMailExchange(domain)
-        except dnserror.DNSNameError:
-            raise NextHopError(f"Host or domain name not found. Name service error for "
-                               f"name={domain} type=MX: Host not found", "5.4.4",
-                               permanent=True)
-        except (dnserror.DomainError, dnserror.AuthoritativeDomainError):
-            return [domain]
-        except Exception as e:
-            raise NextHopError(f"Host or domain name not found. Name service error for "
-                               f"name={domain} type=MX: {_reason(e)}", "4.4.3")
-        records = [(a.payload.preference, str(a.payload.name).rstrip(".").lower())
-                   for a in answers if a.type == dns.MX]
-        if not records:
-            return [domain]
-        if any(name == "" for _, name in records):
-            raise NextHopError(f"Domain {domain} does not accept mail (nullMX)", "5.1.10",
-                               permanent=True)
-        random.shuffle(records)
-        records.sort(key=lambda r: r[0])
-        names: List[str] = []
-        for _, name in records:
-            if name == self.myhostname:
-                # This host and everything less preferred is out.
-                if not names:
-                    raise NextHopError(f"mail for {domain} loops back to myself", "5.4.6",
-                                       permanent=True)
-                break
-            names.append(name)
-        return names
-
-    async def _addresses(self, name: str, permanent: bool) -> List[str]:
-        """
-        The addresses of C{name} this host may connect to
-        (C{inet_protocols}), the preferred family first
-        (C{smtp_address_preference}), looked up as C{smtp_host_lookup}
-        says: C{dns}, C{native} (the system's resolver, with
-        C{/etc/hosts}), or both in turn.
-        """
-        addresses: List[str] = []
-        notFound: Optional[NextHopError] = None
-        for method in self.hostLookup:
-            try:
-                if method == "dns":
-                    addresses = await self._dnsAddresses(name, permanent)
-                elif method == "native":
-                    addresses = await self._nativeAddresses(name, permanent)
-            except NextHopError as e:
-                notFound = e  # the next method may know it
-                continue
-            if addresses:
-                break
-        if not addresses and notFound is not None:
-            raise notFound
-        return self._preferred(addresses)
-
-    def _preferred(self, addresses: List[str]) -> List[str]:
-        allowed = [a for a in addresses
-                   if ("ipv6" if ":" in a else "ipv4") in self.protocols]
-        if self.addressPreference in ("ipv4", "ipv6"):
-            first = self.addressPreference == "ipv6"
-            allowed.sort(key=lambda a: (":" in a) != first)
-        return allowed
-
-    async def _dnsAddresses(self, name: str, permanent: bool) -> List[str]:
-        resolver = self._resolver()
-        addresses: List[str] = []
-        lookups = []
-        if "ipv4" in self.protocols:
-            lookups.append(resolver.lookupAddress)
-        if "ipv6" in self.protocols:
-            lookups.append(resolver.lookupIPV6Address)
-        for lookup in lookups:
-            try:
-                answers, _, _ = await lookup(name)
-            except dnserror.DNSNameError:
-                if permanent and lookup == lookups[0]:
-                    raise NextHopError(f"Host or domain name not found. Name service error "
-                                       f"for name={name} type=A: Host not found", "5.4.4",
-                                       permanent=True)
-                continue
-            except Exception:
-                continue
-            for answer in answers:
-                if answer.type in (dns.A, dns.AAAA):
-                    addresses.append(answer.payload.dottedQuad() if answer.type == dns.A
-                                     else _ipv6(answer.payload.address))
-        return addresses
-
-    async def _nativeAddresses(self, name: str, permanent: bool) -> List[str]:
-        def lookup():
-            return socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
-
-        try:
-            infos = await threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(),
-                                                    lookup)
-        except socket.gaierror as e:
-            if permanent and e.errno in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", -5)):
-                raise NextHopError(f"Host or domain name not found. Name service error for "
-                                   f"name={name} type=A: Host not found", "5.4.4",
-                                   permanent=True)
-            return []
-        return list(dict.fromkeys(info[4][0] for info in infos))
-
-    def _resolver(self):
-        return self.resolver
-
     # -- connecting -------------------------------------------------------------
 
     def _factory(self, tls: Optional[ClientTLS] = None,
@@ -682,17 +428,6 @@ class SMTPDeliveryAgent:
         return endpoint.connect(factory)
 
 
-def nexthopName(nexthop: str) -> str:
-    """
-    How a log line names a next hop that is not a host (a UNIX socket).
-    """
-    return nexthop.split(":", 1)[0] if ":" in nexthop else nexthop
-
-
-def _ipv6(packed: bytes) -> str:
-    return socket.inet_ntop(socket.AF_INET6, packed)
-
-
 def _failure(relay: str, e: SessionFailed) -> str:
     if e.local:
         # The client's own decision: the server said nothing of it.
@@ -712,12 +447,3 @@ def _failure(relay: str, e: SessionFailed) -> str:
     if "timed out" in e.reason:
         return f"{e.reason} from {relay}"
     return f"lost connection with {relay} while receiving the {e.stage} reply"
-
-
-def _reason(e: Exception) -> str:
-    text = str(e).strip()
-    if "refused" in text.lower():
-        return "Connection refused"
-    if "timeout" in text.lower() or "timed out" in text.lower():
-        return "Connection timed out"
-    return text or type(e).__name__
