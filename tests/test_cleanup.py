@@ -11,7 +11,8 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
 from tests.test_queue import FsyncRecorder
-from tmta.cleanup.service import Cleanup, CleanupProtocol
+from tmta.cleanup.protocol import CleanupProtocol
+from tmta.cleanup.state import Cleanup
 from tmta.config import MainConfig
 from tmta.queue.layout import createLayout
 from tmta.queue.qfile import iterContent, readEnvelope

@@ -13,7 +13,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from tests.support import MASTER_CF, Master, freePort, sendMessage, shortTemporaryDirectory, waitFor
 from tests.test_cleanup import LocalRewriter
 from tmta.cleanup.addresses import AddressMapper, ExpansionError
-from tmta.cleanup.service import Cleanup, CleanupProtocol
+from tmta.cleanup.protocol import CleanupProtocol
+from tmta.cleanup.state import Cleanup
 from tmta.config import MainConfig
 from tmta.queue.layout import createLayout
 from tmta.queue.qfile import iterContent, readEnvelope

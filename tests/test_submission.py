@@ -24,7 +24,8 @@ from tests.support import (
 )
 from tests.test_cleanup import LocalRewriter
 from tests.test_queue import FsyncRecorder
-from tmta.cleanup.service import Cleanup, CleanupProtocol
+from tmta.cleanup.protocol import CleanupProtocol
+from tmta.cleanup.state import Cleanup
 from tmta.config import MainConfig
 from tmta.queue.layout import createLayout, socketPath
 from tmta.queue.qfile import iterContent, readEnvelope

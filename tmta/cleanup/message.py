@@ -1,0 +1,412 @@
+"""
+One message on its way into the queue (Postfix's C{cleanup_envelope.c},
+C{cleanup_message.c} and C{cleanup_final.c}): the envelope rewritten and
+written first, the headers checked, completed and rewritten, the body
+checked, then the file committed -- or held, discarded or refused as the
+content checks say.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+from twisted.internet import defer
+from twisted.python.failure import Failure
+
+from tmta.cleanup.addresses import AddressMapper, ExpansionError
+from tmta.cleanup.contentchecks import Verdict
+from tmta.cleanup.headers import (
+    headerNames,
+    messageId,
+    missingHeaders,
+    receivedHeader,
+    splitHeaderSection,
+)
+from tmta.cleanup.state import Cleanup
+from tmta.common.eager import eagerly
+from tmta.logging import Logger
+from tmta.queue.qfile import (
+    DELIVERABLE_ATTRIBUTE,
+    PROBE_ATTRIBUTE,
+    QueueFileWriter,
+)
+from tmta.queue.store import QueueError
+from tmta.replies import INTERNAL_ERROR, TOO_BIG, storageFailure
+from tmta.tables import TableLookupError
+
+log = Logger()
+
+
+class Rejection(Exception):
+    """
+    The message cannot be queued: C{code} and C{reason} for the client.
+    """
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(f"{code} {reason}")
+        self.code = code
+        self.reason = reason
+
+
+class Message:
+    """
+    One message on its way into the queue.
+
+    Operations are applied in order on a Deferred chain, since rewriting
+    the envelope asks another process while content keeps arriving.
+    """
+
+    def __init__(self, cleanup: Cleanup, sender: str, attributes: Dict[str, str],
+                 createFile: bool = True) -> None:
+        self.cleanup = cleanup
+        self.sender = sender
+        self.attributes = attributes
+        self.recipients: List[Tuple[str, str, str, str]] = []
+        self.error: Optional[Rejection] = None
+        self.queueId = ""
+        self.writer: Optional[QueueFileWriter] = None
+        self.headerBuffer = b""
+        self.inHeaders = True
+        self.messageId = ""
+        self.envelopeWritten = False
+        self.verdict = Verdict()
+        self.prepended: List[bytes] = []
+        #: Copies an access table's BCC asked for.
+        self.accessBcc: List[str] = []
+        if any(name.startswith("access_") for name in attributes):
+            self.attributes = attributes = self._accessActions(attributes)
+        self.bodyChecker: Any = None  # made once the headers say what the body is
+        self.chain: defer.Deferred = defer.succeed(None)
+        if not createFile:
+            return
+        try:
+            self.queueId, self.writer = cleanup.store.create("incoming")
+        except QueueError as e:
+            log.error("cannot create a queue file: {error}", error=str(e))
+            self.error = Rejection(*storageFailure(e))
+
+    def _accessActions(self, attributes: Dict[str, str]) -> Dict[str, str]:
+        """
+        Take what smtpd's access tables asked for (C{access_hold},
+        C{access_discard}, C{access_filter}, C{access_redirect},
+        C{access_prepend}, C{access_bcc}) out of the attributes and into the verdict,
+        as header_checks' actions are.
+        """
+        attributes = dict(attributes)
+        verdict = self.verdict
+        for name in ("hold", "discard", "redirect", "filter"):
+            value = attributes.pop(f"access_{name}", None)
+            if value:
+                setattr(verdict, name, value)
+        for header in attributes.pop("access_prepend", "").split("\n"):
+            if re.match(r"^[!-9;-~]+:", header):
+                self.prepended.append(header.encode("utf-8", "surrogateescape"))
+        self.accessBcc = [a for a in attributes.pop("access_bcc", "").split("\n")
+                          if "@" in a]
+        return attributes
+
+    @property
+    def file(self) -> QueueFileWriter:
+        """
+        The queue file being written (there is one unless its creation
+        failed, which C{error} then says).
+        """
+        assert self.writer is not None, "no queue file"
+        return self.writer
+
+    def _then(self, f, *args) -> defer.Deferred:
+        def step(_):
+            if self.error is None:
+                return f(*args)
+
+        self.chain.addCallback(step).addErrback(self._fail)
+        return self.chain
+
+    def addRecipients(self, recipients: List[Tuple[str, str, str, str]]) -> None:
+        self.recipients.extend(recipients)
+
+    def content(self, data: bytes) -> None:
+        self._then(self._content, data)
+
+    async def _writeEnvelope(self) -> None:
+        rewrite = self.cleanup.rewriter.rewrite
+        mapper = self.cleanup.addresses
+        sender = (await rewrite(self.sender)) if self.sender else ""
+        if not self.recipients:
+            raise Rejection(554, "5.5.1 Error: no recipients")
+        recipients = self.recipients
+        if self.verdict.redirect:
+            target = await rewrite(self.verdict.redirect)
+            recipients = [(target, r[1], r[2], r[3]) for r in recipients[:1]]
+        attributes = self.attributes
+        if self.verdict.filter:
+            attributes = dict(attributes, filter=self.verdict.filter)
+        rewritten = []
+        for address, original, notify, orcpt in recipients:
+            rewritten.append((await rewrite(address), original, notify, orcpt))
+        for extra in self.accessBcc:
+            # BCC from an access table: a copy that asks for no notices.
+            rewritten.append((await rewrite(extra), extra, "NEVER", ""))
+        probe = attributes.get(PROBE_ATTRIBUTE) == "yes"
+        if mapper.active:
+            try:
+                sender, mapped = self._mapEnvelope(mapper, sender, rewritten, bcc=not probe)
+                if probe and len(mapped) > 1:
+                    # A probe is not verified address by address: several
+                    # results for one query would overwrite each other.
+                    attributes = dict(attributes, **{
+                        DELIVERABLE_ATTRIBUTE: "aliased to multiple recipients"})
+                else:
+                    rewritten = mapped
+            except TableLookupError as e:
+                log.warn("{queueId}: table lookup failure: {error}", queueId=self.queueId,
+                         error=str(e))
+                raise Rejection(451, "4.3.0 Error: temporary lookup failure")
+            except ExpansionError as e:
+                log.warn("{queueId}: {error}", queueId=self.queueId, error=str(e))
+                raise Rejection(554, f"5.4.6 Error: {e}")
+        writer = self.file
+        writer.envelope(time.time(), sender, attributes)
+        # Each recipient once, as Postfix's duplicate filter does: the
+        # same address given again (with the same original) is dropped,
+        # for up to duplicate_filter_limit distinct recipients.
+        seen: set = set()
+        limit = self.cleanup.duplicateFilterLimit
+        for address, original, notify, orcpt in rewritten:
+            key = (address, original)
+            if key in seen:
+                continue
+            if len(seen) < limit:
+                seen.add(key)
+            writer.recipient(address, original, notify, orcpt)
+        self.sender = sender
+        self.envelopeWritten = True
+
+    @staticmethod
+    def _mapEnvelope(mapper: AddressMapper, sender: str, recipients, bcc: bool = True):
+        """
+        canonical, masquerade, virtual alias and BCC rewriting of the
+        envelope (the addresses already in trivial-rewrite's form).
+
+        @param bcc: add the automatic BCC recipients (not to probes,
+            which are never delivered).
+        """
+        sender = mapper.sender(sender)
+        mapped = []
+        for address, original, notify, orcpt in recipients:
+            for target in mapper.recipient(address):
+                mapped.append((target, original, notify, orcpt))
+        for extra in mapper.bcc(sender, [r[0] for r in mapped]) if bcc else ():
+            # Automatic BCC recipients ask for no notices (NOTIFY=NEVER).
+            mapped.append((extra, extra, "NEVER", ""))
+        return sender, mapped
+
+    def _content(self, data: bytes):
+        limit = self.cleanup.messageSizeLimit
+        size = self.writer.size if self.writer is not None else 0
+        if limit and size + len(self.headerBuffer) + len(data) > limit:
+            self.error = Rejection(*TOO_BIG)
+            return None
+        if not self.inHeaders:
+            self._body(data)
+            return None
+        self.headerBuffer += data
+        buffered = self.headerBuffer
+        if b"\n\n" not in buffered and len(buffered) <= self.cleanup.headerSizeLimit:
+            complete = buffered[: buffered.rfind(b"\n") + 1]
+            _, rest = splitHeaderSection(complete)
+            if not rest:
+                # Still inside the header section: wait for more.
+                return None
+        # The envelope goes into the file once the header section is
+        # known: header_checks may redirect the message or hold it.
+        return eagerly(self._flushHeaders())
+
+    def _body(self, data: bytes) -> None:
+        if self.bodyChecker is not None:
+            try:
+                data = self.bodyChecker.feed(data, self.verdict, self.queueId)
+            except TableLookupError as e:
+                log.warn("{queueId}: content check: {error}", queueId=self.queueId, error=str(e))
+                self.error = Rejection(451, "4.3.0 Error: temporary lookup failure")
+                return
+        if data:
+            self.file.content(data)
+
+    def _fail(self, reason):
+        if reason.check(Rejection):
+            self.error = reason.value
+        elif reason.check(OSError):
+            # Writing the queue file failed (a full disk): an error the
+            # operator can act on, not a traceback.
+            log.error("{queueId}: cannot write queue file: {error}",
+                      queueId=self.queueId, error=reason.value.strerror or reason.value)
+            self.error = Rejection(*storageFailure(reason.value))
+        else:
+            log.failure("{queueId}: cleanup failed", reason, queueId=self.queueId)
+            self.error = Rejection(*INTERNAL_ERROR)
+
+    async def _flushHeaders(self) -> None:
+        """
+        Process the header section: loop check, header_checks, the
+        envelope, added headers, then write it and whatever body
+        followed it.
+        """
+        headers, rest = splitHeaderSection(self.headerBuffer)
+        if len(self.headerBuffer) > self.cleanup.headerSizeLimit and not rest:
+            # An endless header section: keep it, as body text.
+            headers, rest = [], self.headerBuffer
+        self.headerBuffer = b""
+        self.inHeaders = False
+        names = headerNames(headers)
+        if names.get("received", 0) + names.get("delivered-to", 0) >= self.cleanup.hopcountLimit:
+            self.error = Rejection(554, "5.4.6 Too many hops")
+            return
+        if self.cleanup.checks.inspectsBody:
+            self.bodyChecker = self.cleanup.checks.body(headers)
+        if self.cleanup.checks.inspectsHeaders:
+            try:
+                headers = self.cleanup.checks.headers(headers, self.verdict, self.queueId)
+            except TableLookupError as e:
+                log.warn("{queueId}: header_checks: {error}", queueId=self.queueId, error=str(e))
+                raise Rejection(451, "4.3.0 Error: temporary lookup failure")
+        if not self.envelopeWritten:
+            await self._writeEnvelope()
+        if self.cleanup.addresses.rewritesHeaders and self.cleanup.rewritesHeadersFor(
+                self.attributes):
+            try:
+                headers = [_rewriteHeader(self.cleanup.addresses, h) for h in headers]
+            except TableLookupError as e:
+                log.warn("{queueId}: table lookup failure: {error}", queueId=self.queueId,
+                         error=str(e))
+                raise Rejection(451, "4.3.0 Error: temporary lookup failure")
+        config = self.cleanup
+        now = time.time()
+        added = missingHeaders(names, self.sender, self.queueId, config.myhostname, now)
+        received = receivedHeader(
+            self.attributes, config.myhostname, self.queueId,
+            [r[0] for r in self.recipients], now,
+        )
+        self.messageId = messageId(headers + added)
+        out = b"\n".join(self.prepended + [received] + headers + added) + b"\n"
+        if not rest.startswith(b"\n"):
+            out += b"\n"
+        if self.bodyChecker is not None and rest:
+            # The blank line that ends the header section is not a
+            # body line.
+            separator = b"\n" if rest.startswith(b"\n") else b""
+            self.file.content(out + separator)
+            self._body(rest[len(separator):])
+        else:
+            self.file.content(out + rest)
+
+    async def finish(self) -> Tuple[int, str]:
+        await self.chain
+        try:
+            if self.error is None and self.inHeaders:
+                await self._flushHeaders()
+            if self.error is None and not self.envelopeWritten:
+                await self._writeEnvelope()
+            if self.error is None and self.bodyChecker is not None:
+                self.file.content(self.bodyChecker.end(self.verdict, self.queueId))
+        except Rejection as e:
+            self.error = e
+        except TableLookupError as e:
+            log.warn("{queueId}: content check: {error}", queueId=self.queueId, error=str(e))
+            self.error = Rejection(451, "4.3.0 Error: temporary lookup failure")
+        except OSError as e:
+            self._fail(Failure(e))
+        verdict = self.verdict
+        if self.error is None and verdict.reject is not None:
+            self.error = Rejection(*verdict.reject)
+        if self.error is None and verdict.lateEnvelope and verdict.discard is None:
+            try:
+                await self._rewriteUnderNewEnvelope()
+            except Rejection as e:
+                self.error = e
+            except QueueError as e:
+                self.error = Rejection(*storageFailure(e))
+            except OSError as e:
+                self._fail(Failure(e))
+        if self.error is not None:
+            self.abort()
+            return self.error.code, self.error.reason
+        if verdict.discard is not None:
+            self.abort()
+            log.info("{queueId}: discarded: {reason}", queueId=self.queueId,
+                     reason=verdict.discard)
+            return 250, f"2.0.0 Ok: queued as {self.queueId}"
+        if verdict.hold is not None:
+            try:
+                self._moveToHold()
+            except OSError as e:
+                log.error("{queueId}: cannot move to hold: {error}", queueId=self.queueId,
+                          error=e)
+                self.abort()
+                return storageFailure(e)
+        error: Optional[BaseException]
+        try:
+            error = await self.cleanup.committer.submit(self.file)
+        except Exception as e:
+            error = e
+        if error is not None:
+            log.error("{queueId}: cannot store message: {error}", queueId=self.queueId, error=error)
+            return storageFailure(error)
+        log.info("{queueId}: message-id={mid}", queueId=self.queueId, mid=self.messageId)
+        if verdict.hold is not None:
+            return 250, f"2.0.0 Ok: queued as {self.queueId}"
+        self.cleanup.wakeQmgr(self.queueId)
+        return 250, f"2.0.0 Ok: queued as {self.queueId}"
+
+    async def _rewriteUnderNewEnvelope(self) -> None:
+        """
+        A REDIRECT or FILTER from the body: write the message into a new
+        queue file under the envelope it asks for, and give up the first
+        (neither was committed, so qmgr never saw either).
+        """
+        old = self.file
+        store = self.cleanup.store
+        previous = self.queueId
+        self.queueId, self.writer = store.create("incoming")
+        self.envelopeWritten = False
+        try:
+            await self._writeEnvelope()
+            for chunk in old.writtenContent():
+                self.file.content(chunk)
+        finally:
+            old.abort()
+        log.info("{previous}: content check changed the envelope; message is now {queueId}",
+                 previous=previous, queueId=self.queueId)
+
+    def _moveToHold(self) -> None:
+        """
+        Put the still-incomplete file in the hold queue, where qmgr does
+        not look, before it is committed (HOLD from a content check).
+        """
+        store = self.cleanup.store
+        target = store.path("hold", self.queueId)
+        store.ensureDirectory(os.path.dirname(target))
+        os.rename(self.file.path, target)
+        self.file.path = target
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            self.writer.abort()
+            self.writer = None
+
+
+
+
+def _rewriteHeader(mapper: AddressMapper, header: bytes) -> bytes:
+    name, sep, value = header.partition(b":")
+    if not sep:
+        return header
+    text = value.decode("utf-8", "surrogateescape")
+    rewritten = mapper.header(name.decode("ascii", "replace").strip(),
+                              " ".join(text.split()))
+    if rewritten is None:
+        return header
+    return name + b": " + rewritten.encode("utf-8", "surrogateescape")

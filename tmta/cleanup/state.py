@@ -1,0 +1,95 @@
+"""
+What every message cleanup takes in shares: the queue, the rewrite
+client, the limits, the address mappings and content checks, and the
+trigger that wakes qmgr.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, Optional
+
+from twisted.internet import defer
+
+from tmta.batching import ThreadBatcher
+from tmta.cleanup.addresses import AddressMapper
+from tmta.cleanup.contentchecks import ContentChecks
+from tmta.common.flow import InFlowGate
+from tmta.logging import Logger
+from tmta.queue.qfile import (
+    QueueFileWriter,
+    commitAll,
+)
+from tmta.queue.store import QueueStore
+from tmta.wire import heldWrites
+
+log = Logger()
+
+
+class Cleanup:
+    """
+    What every cleanup client connection shares: the queue, the rewrite
+    client, the limits, and the trigger that wakes qmgr.
+    """
+
+    def __init__(
+        self,
+        reactor,
+        config,
+        store: QueueStore,
+        rewriter,
+        notifyQmgr: Callable[[str], defer.Deferred],
+    ) -> None:
+        self.reactor = reactor
+        self.store = store
+        self.committer: ThreadBatcher[QueueFileWriter, Optional[OSError]] = ThreadBatcher(
+            reactor, commitAll, around=heldWrites)
+        self.rewriter = rewriter
+        self.myhostname = config.get("myhostname")
+        self.messageSizeLimit = config.getInt("message_size_limit")
+        self.headerSizeLimit = config.getInt("header_size_limit")
+        self.hopcountLimit = config.getInt("hopcount_limit")
+        self.duplicateFilterLimit = config.getInt("duplicate_filter_limit")
+        self.inFlow = InFlowGate(reactor, store.directory, config.getTime("in_flow_delay"))
+        self._notify = notifyQmgr
+        from tmta.rewriting import Rewriter
+
+        self.addresses = AddressMapper(config, Rewriter(config).isLocalDomain)
+        self.checks = ContentChecks(config)
+        self.headerRewriteClients = config.getList("local_header_rewrite_clients")
+        self._config = config
+        from tmta.tables.networks import parseNetworks
+
+        self.mynetworks = parseNetworks(config.getList("mynetworks"))
+
+    def rewritesHeadersFor(self, attributes: Dict[str, str]) -> bool:
+        """
+        Whether the header addresses of a message from this client are
+        rewritten (C{local_header_rewrite_clients}): mail posted on this
+        host always; from the network, only from the clients listed --
+        by default those connecting to one of this host's addresses.
+        """
+        client = attributes.get("client_address", "")
+        if not client:
+            return True
+        from tmta.tables.networks import inNetworks, isOwnAddress
+
+        for item in self.headerRewriteClients:
+            if item == "static:all":
+                return True
+            if item == "permit_mynetworks" and inNetworks(client, self.mynetworks):
+                return True
+            if item == "permit_inet_interfaces" and isOwnAddress(client, self._config):
+                return True
+        return False
+
+    def wakeQmgr(self, queueId: str) -> None:
+        """
+        Tell qmgr that C{queueId} is queued.  A lost trigger delays the
+        message only until qmgr's next scan of incoming/.
+        """
+
+        def failed(reason):
+            log.warn("{queueId}: cannot wake qmgr: {error}", queueId=queueId,
+                     error=reason.getErrorMessage())
+
+        self._notify(queueId).addErrback(failed)
