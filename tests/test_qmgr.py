@@ -64,15 +64,23 @@ class QueueManagerTests(TestCase):
         self.agentCrashes = False
         self.held = None
         self.services = {"local", "bounce"}
-        config = MainConfig({"myhostname": "mx.example.org", "queue_run_delay": "1000s"})
+        self.makeManager()
+
+    def makeManager(self, settings=None, connect=None):
+        """
+        A queue manager with C{settings} over the tests' main.cf, whose
+        agents are L{FakeAgent}s unless C{connect} makes others.
+        """
+        config = MainConfig(dict({"myhostname": "mx.example.org", "queue_run_delay": "1000s"},
+                                 **(settings or {})))
         rewriter = Rewriter(config)
 
-        def connect(service):
+        def fakeAgents(service):
             if service not in self.services:
                 return defer.fail(OSError("no such socket"))
             return defer.succeed(FakeAgent(service, self))
 
-        self.manager = QueueManager(reactor, config, self.store, connect,
+        self.manager = QueueManager(reactor, config, self.store, connect or fakeAgents,
                                     lambda a: defer.succeed(rewriter.resolve(a)))
         self.addCleanup(self.manager.stop)
 
@@ -327,8 +335,7 @@ class QueueManagerTests(TestCase):
         together share a connection to local, which serves them as one
         batch.
         """
-        self.manager.config = self.manager.config.withOverrides(
-            {"local_delivery_batch_limit": "2"})
+        self.makeManager({"local_delivery_batch_limit": "2"})
         connections = yield defer.Deferred.fromCoroutine(self.connectionsForTwoDeliveries())
         self.assertEqual(connections, 1)
 
@@ -339,8 +346,7 @@ class QueueManagerTests(TestCase):
         local processes, each serving up to a batch: four deliveries to
         one mailbox are under way at once, on two connections.
         """
-        self.manager.config = self.manager.config.withOverrides(
-            {"local_delivery_batch_limit": "2"})
+        self.makeManager({"local_delivery_batch_limit": "2"})
         connections = yield defer.Deferred.fromCoroutine(
             self.connectionsForTwoDeliveries(messages=5, underWay=4))
         self.assertEqual(connections, 2)
@@ -351,8 +357,7 @@ class QueueManagerTests(TestCase):
         With C{local_delivery_batch_limit = 1} every delivery under way
         has a connection of its own, as in Postfix.
         """
-        self.manager.config = self.manager.config.withOverrides(
-            {"local_delivery_batch_limit": "1"})
+        self.makeManager({"local_delivery_batch_limit": "1"})
         connections = yield defer.Deferred.fromCoroutine(self.connectionsForTwoDeliveries())
         self.assertEqual(connections, 2)
 
@@ -625,8 +630,6 @@ class QueueManagerTests(TestCase):
         no more deliveries to one recipient are under way than
         C{local_destination_concurrency_limit} allows.
         """
-        self.manager.config = self.manager.config.withOverrides(
-            {"local_delivery_batch_limit": "1"})
         started = []
         pending = []
 
@@ -642,7 +645,7 @@ class QueueManagerTests(TestCase):
             agent.callRemote = call
             return defer.succeed(agent)
 
-        self.manager.connect = connect
+        self.makeManager({"local_delivery_batch_limit": "1"}, connect)
         for _ in range(5):
             self.queue(["bob@localhost"])
         self.manager.start()

@@ -7,17 +7,17 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from twisted.internet import defer, task
 
 from tmta.common.eager import eagerly
 from tmta.common.flow import InFlowFlag
-from tmta.delivery import DEFERRED, RUN_ALONE, Deliver
 from tmta.logging import Logger
 from tmta.qmgr.active import ActiveMessages, MessageCompletion, Outstanding
-from tmta.qmgr.jobs import ActiveMessage, Job, Outcome
-from tmta.qmgr.scheduler import TransportQueue, parseFeedback
+from tmta.qmgr.jobs import ActiveMessage, Job
+from tmta.qmgr.scan import FEED_SLICE, QueueScan
+from tmta.qmgr.transports import Transports
 from tmta.queue.qfile import (
     DELIVERABLE_ATTRIBUTE,
     PROBE_ATTRIBUTE,
@@ -26,14 +26,8 @@ from tmta.queue.qfile import (
 )
 from tmta.queue.qid import isQueueId
 from tmta.queue.store import QueueStore
-from tmta.wire import ConnectionPool, MultiplexingPool
 
 log = Logger()
-
-
-def _deferredStatuses(recipients: List[Recipient], reason: str) -> List[dict]:
-    return [{"offset": r.offset, "status": DEFERRED, "dsn": "4.3.0", "reason": reason}
-            for r in recipients]
 
 
 #: The queue file attributes the queue manager acts on.
@@ -45,68 +39,6 @@ _KEPT_ATTRIBUTES = frozenset({"filter", "dsn_ret", "dsn_envid", PROBE_ATTRIBUTE,
 #: a queue of 20,000 deferred messages holds no request, coroutine and
 #: answer for each of them.
 RESOLVING_LIMIT = 100
-
-#: How many queue files one turn of the reactor looks at (and takes up,
-#: when due) before it lets deliveries, answers and requests in: a queue
-#: run over thousands of deferred messages not yet due holds nothing up.
-FEED_SLICE = 50
-
-
-class QueueScan:
-    """
-    One pass over a queue directory, taken up a message at a time, and
-    what the pass after it must do.
-
-    A pass lists the directory once and keeps its place, so that a pass
-    stopped by a full active queue goes on where it was when room is
-    made, and a request made during a pass is a second pass after it.
-
-    @ivar queueName: C{incoming} or C{deferred}.
-    @ivar everything: this pass takes every message, due or not, and
-        marks it flushed (C{tmta queue flush}).
-    """
-
-    def __init__(self, queueName: str) -> None:
-        self.queueName = queueName
-        self.everything = False
-        self._names: Optional[Iterator[str]] = None
-        self._again = False
-        self._againEverything = False
-
-    @property
-    def running(self) -> bool:
-        return self._names is not None
-
-    def request(self, lister: Callable[[str], List[str]], everything: bool = False) -> None:
-        """
-        Ask for a pass: start one now, or one more after the pass under
-        way (which a flush also makes take everything from here on).
-        """
-        if self._names is None:
-            self._start(lister, everything)
-            return
-        self._again = True
-        self._againEverything = self._againEverything or everything
-        self.everything = self.everything or everything
-
-    def _start(self, lister: Callable[[str], List[str]], everything: bool) -> None:
-        self._names = iter(lister(self.queueName))
-        self.everything = everything
-
-    def next(self, lister: Callable[[str], List[str]]) -> Optional[str]:
-        """
-        The next queue id of the pass (the next pass's first, when one
-        was asked for), or C{None} once the passes asked for are done.
-        """
-        while self._names is not None:
-            for queueId in self._names:
-                return queueId
-            self._names = None
-            if self._again:
-                everything, self._again, self._againEverything = self._againEverything, False, False
-                self._start(lister, everything)
-        return None
-
 
 class QueueManager:
     """
@@ -131,7 +63,6 @@ class QueueManager:
         self.connect = connect
         self.resolve = resolve
         self.now = now
-        self.transportLimits = transportLimits or {}
         self.active = ActiveMessages()
         self.active.onRemoved = self._roomMade
         # The passes over incoming/ and deferred/, fed from in turns so
@@ -150,13 +81,9 @@ class QueueManager:
         # sender_dependent_relayhost_maps: the next hop depends on the
         # sender too, so the resolver is asked with it.
         self.senderDependent = bool(config.get("sender_dependent_relayhost_maps").strip())
-        self.transports: Dict[str, TransportQueue] = {}
         self.activeLimit = config.getInt("qmgr_message_active_limit")
         self.runDelay = config.getTime("queue_run_delay")
         self.deferTransports = set(config.getList("defer_transports"))
-        self.defaultProcessLimit = config.getInt("default_process_limit")
-        self.ipcIdle = config.getTime("ipc_idle")
-        self.pools: Dict[str, ConnectionPool] = {}
         self._deferredScan: Optional[task.LoopingCall] = None
         self.stopping = False
         # Deliveries started and finishings under way: stop() waits for
@@ -164,6 +91,8 @@ class QueueManager:
         self.outstanding = Outstanding()
         self.completion = MessageCompletion(reactor, config, store, self.active, connect,
                                             self.outstanding, now)
+        self.transports = Transports(reactor, config, connect, self.completion,
+                                     self.outstanding, transportLimits)
 
     # -- start and triggers ------------------------------------------------
 
@@ -193,15 +122,8 @@ class QueueManager:
         if self._feedCall is not None and self._feedCall.active():
             self._feedCall.cancel()
         self.inFlow.set(False)
-        for queue in self.transports.values():
-            queue.paused = True
-            queue.close()
-        return self.outstanding.drained().addBoth(self._closePools)
-
-    def _closePools(self, result=None):
-        for pool in self.pools.values():
-            pool.close()
-        return result
+        self.transports.close()
+        return self.outstanding.drained().addBoth(self.transports.closePools)
 
     def wakeup(self) -> None:
         """
@@ -289,8 +211,7 @@ class QueueManager:
         C{postqueue -f}).
         """
         log.info("flush: trying deferred mail now")
-        for queue in self.transports.values():
-            queue.reviveAll()
+        self.transports.reviveAll()
         self._requestScan(self._scans[1], everything=True)
 
     def periodicScan(self) -> None:
@@ -473,8 +394,8 @@ class QueueManager:
                 # defer_transports: only a flush sends this mail.
                 self.completion.defer(message, nexthop, recipients, "deferred transport")
                 continue
-            queue = self._transport(transport)
-            perRequest = self._recipientLimit(transport)
+            queue = self.transports.queue(transport)
+            perRequest = self.transports.recipientLimit(transport)
             for start in range(0, len(recipients), perRequest):
                 batch = recipients[start : start + perRequest]
                 destination = (nexthop, batch[0].address) if perRequest == 1 else (nexthop, "")
@@ -498,160 +419,3 @@ class QueueManager:
                                   "Too many address verification requests", "4.3.2")
             return False
         return True
-
-    def _parameter(self, transport: str, suffix: str) -> int:
-        specific = f"{transport}_{suffix}"
-        if self.config.raw(specific) is not None:
-            return self.config.getInt(specific)
-        return self.config.getInt(f"default_{suffix}")
-
-    def _pool(self, transport: str) -> ConnectionPool:
-        pool = self.pools.get(transport)
-        if pool is None:
-            batch = self._parameter(transport, "delivery_batch_limit")
-            if batch > 1:
-                # The agent serves the requests on a connection together
-                # (<transport>_delivery_batch_limit).
-                pool = MultiplexingPool(lambda: self.connect(transport), self.reactor, batch,
-                                        self.ipcIdle)
-            else:
-                pool = ConnectionPool(lambda: self.connect(transport), self.reactor,
-                                      self.ipcIdle)
-            self.pools[transport] = pool
-        return pool
-
-    def _recipientLimit(self, transport: str) -> int:
-        return max(1, self._parameter(transport, "destination_recipient_limit"))
-
-    def _transport(self, name: str) -> TransportQueue:
-        queue = self.transports.get(name)
-        if queue is None:
-            # With batches, the limits count agent processes (connections),
-            # each serving up to a batch of deliveries at once.
-            batch = max(1, self._parameter(name, "delivery_batch_limit"))
-            limit = self.transportLimits.get(name, self.defaultProcessLimit) * batch
-            queue = TransportQueue(
-                name, limit,
-                max(0, self._parameter(name, "destination_concurrency_limit")) * batch,
-                lambda job: defer.Deferred.fromCoroutine(self._deliver(job)),
-                self.completion.delivered,
-                suspend=self._suspended,
-                initialConcurrency=self._initialConcurrency(name) * batch,
-                positiveFeedback=self._feedback(name, "positive"),
-                negativeFeedback=self._feedback(name, "negative"),
-                cohortLimit=self._parameter(name, "destination_concurrency_failed_cohort_limit"),
-                deadTime=self.config.getTime("minimal_backoff_time"),
-                clock=self.reactor,
-            )
-            self.transports[name] = queue
-        return queue
-
-    def _initialConcurrency(self, transport: str) -> int:
-        specific = f"{transport}_initial_destination_concurrency"
-        if self.config.raw(specific) is not None:
-            return self.config.getInt(specific)
-        return self.config.getInt("initial_destination_concurrency")
-
-    def _feedback(self, transport: str, kind: str):
-        suffix = f"destination_concurrency_{kind}_feedback"
-        name = f"{transport}_{suffix}"
-        if self.config.raw(name) is None:
-            name = f"default_{suffix}"
-        try:
-            return parseFeedback(self.config.get(name))
-        except ValueError as e:
-            log.warn("{name}: {error}; using 1", name=name, error=e)
-            return parseFeedback("1")
-
-    @staticmethod
-    def _request(agent, job: Job, recipients: List[Recipient], **flags) -> defer.Deferred:
-        """
-        Ask the agent to deliver the job's message to C{recipients}.
-        """
-        message = job.message
-        attributes = message.envelope.attributes
-        for name in ("dsn_ret", "dsn_envid"):
-            if attributes.get(name):
-                flags[name] = attributes[name]
-        if message.probe:
-            flags["verify"] = True
-        return agent.callRemote(
-            Deliver,
-            queue_id=message.queueId,
-            sender=message.envelope.sender,
-            nexthop=job.nexthop,
-            arrival=message.envelope.arrival,
-            activated=message.activated,
-            recipients=[
-                {"address": r.address, "original": r.original, "offset": r.offset,
-                 "notify": r.notify, "orcpt": r.orcpt}
-                for r in recipients
-            ],
-            **flags,
-        )
-
-    def _suspended(self, job: Job, reason: str) -> None:
-        """
-        The job's destination is taken for dead: defer its recipients
-        without trying.
-        """
-        self.completion.defer(job.message, job.nexthop, job.recipients, reason, "4.4.1")
-        self.completion.jobDone(job.message)
-
-    async def _deliver(self, job: Job):
-        """
-        Hand a job to its transport.
-
-        @return: an L{Outcome} with the transport's statuses, or with
-            C{None} when it gave none (the job's recipients are then
-            deferred, with the reason, and the destination gets no
-            feedback).
-        """
-        self.outstanding.begin()
-        message = job.message
-        pool = self._pool(job.transport)
-        try:
-            agent = await pool.acquire()
-        except Exception:
-            self.completion.defer(message, job.nexthop, job.recipients,
-                                  "mail transport unavailable")
-            return Outcome(None, False)
-        try:
-            result = await self._request(agent, job, job.recipients)
-        except Exception as e:
-            pool.discard(agent)
-            self.completion.defer(message, job.nexthop, job.recipients,
-                                  f"delivery agent {job.transport} failed: {e}")
-            return Outcome(None, False)
-        if result.get("retiring"):
-            pool.retire(agent)
-        else:
-            pool.release(agent)
-        statuses = result["statuses"]
-        alone = {s["offset"] for s in statuses if s.get("action") == RUN_ALONE}
-        if alone:
-            statuses = [s for s in statuses if s["offset"] not in alone] + \
-                await self._deliverAlone(job, [r for r in job.recipients if r.offset in alone])
-        return Outcome(statuses, result.get("site_failure") or None)
-
-    async def _deliverAlone(self, job: Job, recipients: List[Recipient]) -> List[dict]:
-        """
-        Deliver recipients the agent sent back (L{RUN_ALONE}: a command
-        or a file, which must hold nobody else's mail) on a connection
-        of their own, which no other delivery shares.
-
-        @return: their statuses; deferred when the agent could not be
-            asked.
-        """
-        try:
-            agent = await self.connect(job.transport)
-        except Exception as e:
-            return _deferredStatuses(recipients, f"mail transport unavailable: {e}")
-        try:
-            result = await self._request(agent, job, recipients, alone=True)
-        except Exception as e:
-            return _deferredStatuses(recipients, f"delivery agent {job.transport} failed: {e}")
-        finally:
-            if agent.transport is not None:
-                agent.transport.loseConnection()
-        return [s for s in result["statuses"] if s.get("action") != RUN_ALONE]
