@@ -2,7 +2,7 @@
 tmta reads Postfix's configuration files as Postfix does: C{postconf}
 (Debian's postfix package) and C{tmta config} are run on the same
 main.cf and master.cf files and their output compared.  The differences
-that remain are tmta's deliberate ones, listed here and in the README.
+that remain are tmta's deliberate ones, listed here and in docs/configuration.rst.
 """
 
 import os
@@ -16,7 +16,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from tests.support import REPO
 from tests.test_config import STOCK_MASTER_CF, _uncommented
 
-#: Defaults that tmta sets otherwise, on purpose (README: known
+#: Defaults that tmta sets otherwise, on purpose (docs/configuration.rst: known
 #: differences): its own name, paths and version; loopback-only
 #: listening; compatibility level 3.6 rather than Debian's 0 (so the
 #: defaults that depend on it are 3.6's); no NIS aliases.
