@@ -1,9 +1,6 @@
 """
 Mail addresses as SMTP carries them: parsing a path, splitting it, and
 keeping hostile input out.
-
-Private: not part of tmta's public API (which L{tmta} lists); it may
-change in any release.
 """
 
 from __future__ import annotations

@@ -18,9 +18,6 @@ such as one directory fsync for many files).  Its thread takes the next
 batch itself as soon as one is done, rather than waiting for the reactor
 thread to hand it over: a busy thread is never put to sleep and woken
 again, and only the results cross back.
-
-Private: not part of tmta's public API (which L{tmta} lists); it may
-change in any release.
 """
 
 from __future__ import annotations

@@ -1,9 +1,6 @@
 """
 RFC 3461 delivery status notification parameters: NOTIFY and ORCPT on
 RCPT TO, RET and ENVID on MAIL FROM, and the xtext they travel in.
-
-Private: not part of tmta's public API (which L{tmta} lists); it may
-change in any release.
 """
 
 from __future__ import annotations

@@ -45,6 +45,24 @@ from __future__ import annotations
 
 from zope.interface import Attribute, Interface
 
+__all__ = [
+    "IWorkerContext",
+    "IComponent",
+    "IQueue",
+    "IDeliveryAgent",
+    "IAddressVerifier",
+    "IDeliveryAgentFactory",
+    "ILookupTable",
+    "IOwnedTable",
+    "ILookupTableType",
+    "IAddressRewriter",
+    "IAddressResolver",
+    "ISMTPRestriction",
+    "ISASLBackendType",
+    "ISASLBackend",
+    "ISASLExchange",
+]
+
 
 class IWorkerContext(Interface):
     """

@@ -14,9 +14,6 @@ together, since re-emitting them one event at a time through twistd's
 own observer cost the master more than everything else it does.  Each
 line carries the time the worker logged it (L{stampLine}), and the
 observer writes lines in that order.
-
-Private: not part of tmta's public API (which L{tmta} lists); it may
-change in any release.
 """
 
 from __future__ import annotations

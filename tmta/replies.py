@@ -4,9 +4,6 @@ SMTP replies that more than one component gives, each written once.
 Each is a C{(code, text)} pair: the text starts with the enhanced status
 code, as the L{tmta.cleanup} answers carry it; L{line} makes the reply
 line smtpd sends.
-
-Private: not part of tmta's public API (which L{tmta} lists); it may
-change in any release.
 """
 
 from __future__ import annotations

@@ -3,9 +3,6 @@ Address rewriting and resolution, the rules Postfix's trivial-rewrite
 applies: the C{trivial-rewrite} service (L{tmta.rewrite}) answers with
 them, and cleanup and local ask them in-process for the class of a
 domain and an address's canonical form.
-
-Private: not part of tmta's public API (which L{tmta} lists); it may
-change in any release.
 """
 
 from __future__ import annotations

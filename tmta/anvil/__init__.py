@@ -9,9 +9,6 @@ how many connections, messages, recipients, new TLS sessions and AUTH
 commands it started in the current C{anvil_rate_time_unit}.  Each smtpd
 holds one connection to it; when that connection goes (an smtpd that
 exited, or was killed), the connections it had counted are let go.
-
-Private: not part of tmta's public API (which L{tmta} lists); it may
-change in any release.
 """
 
 from __future__ import annotations

@@ -1,8 +1,5 @@
 """
 The AMP commands smtpd sends anvil (L{tmta.anvil}).
-
-Private: not part of tmta's public API (which L{tmta} lists); it may
-change in any release.
 """
 
 from __future__ import annotations

@@ -6,7 +6,4 @@ canonicalises the envelope addresses through trivial-rewrite, adds the
 headers a message lacks (Received, Date, Message-ID, From), stops mail
 loops (C{hopcount_limit}), writes the queue file into C{incoming/},
 fsyncs it and its directory, answers, and wakes qmgr.
-
-Private: not part of tmta's public API (which L{tmta} lists); it may
-change in any release.
 """

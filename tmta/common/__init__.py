@@ -5,7 +5,4 @@ transports, and the contract between the master and its workers.
 
 Nothing here imports a daemon (C{tmta.master}, C{tmta.smtpd}, ...), so
 any daemon, and any plugin, may use it.
-
-Private: not part of tmta's public API (which L{tmta} lists); it may
-change in any release.
 """

@@ -16,9 +16,6 @@ tmta makes the system calls itself, through C{ctypes}, since Python's
 C{os} module reaches them only through the C library.  The reactor
 thread then stays root throughout.  Elsewhere the C{os} functions are
 used, process-wide, as before.
-
-Private: not part of tmta's public API (which L{tmta} lists); it may
-change in any release.
 """
 
 from __future__ import annotations

@@ -10,9 +10,6 @@ class is cached, restrictions that need no lookup), and smtpd answers
 tens of thousands of them a minute.  L{eagerly} runs such a coroutine
 to its end straight away and gives its result; only one that really
 waits becomes a Deferred, from the point where it waits.
-
-Private: not part of tmta's public API (which L{tmta} lists); it may
-change in any release.
 """
 
 from __future__ import annotations

@@ -3,9 +3,6 @@ C{@dataclass(**SLOTS)}: a dataclass whose instances have no attribute
 dictionary, where Python has C{slots=} (3.10 and later).  For objects
 kept by the tens of thousands, such as the queue manager's messages and
 their recipients.
-
-Private: not part of tmta's public API (which L{tmta} lists); it may
-change in any release.
 """
 
 import sys

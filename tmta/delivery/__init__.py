@@ -26,6 +26,16 @@ from tmta.queue.qfile import iterContent, openQueueFile, readEnvelope
 from tmta.queue.store import QueueStore
 from tmta.wire import RecordList, ServiceAMP
 
+__all__ = [
+    "SENT",
+    "DEFERRED",
+    "BOUNCED",
+    "DeliveryRequest",
+    "RequestRecipient",
+    "RecipientStatus",
+    "logDelivery",
+]
+
 log = Logger()
 
 SENT, DEFERRED, BOUNCED = "sent", "deferred", "bounced"

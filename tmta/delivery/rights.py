@@ -2,9 +2,6 @@
 What the agents that write mail themselves (local, virtual) share: the
 error that ends a recipient's delivery with a status, the identity a
 delivery runs as, and reading the queued message.
-
-Private: not part of tmta's public API (which L{tmta} lists); it may
-change in any release.
 """
 
 from __future__ import annotations

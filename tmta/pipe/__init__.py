@@ -11,9 +11,6 @@ the message on its standard input and the C{${name}} macros expanded in
 its arguments.  An argument that names a recipient macro is repeated
 for each recipient of the delivery.  Its exit status maps to the
 recipients' fate as C{sysexits.h} says (L{tmta.delivery.command}).
-
-Private: not part of tmta's public API (which L{tmta} lists); it may
-change in any release.
 """
 
 from __future__ import annotations

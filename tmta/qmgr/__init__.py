@@ -13,7 +13,4 @@ C{deferred/} with its next attempt time as its modification time, backing
 off from C{minimal_backoff_time} to C{maximal_backoff_time}.  Mail older
 than C{maximal_queue_lifetime} is returned.  At start, mail a crash left
 in C{active/} is taken up again.
-
-Private: not part of tmta's public API (which L{tmta} lists); it may
-change in any release.
 """

@@ -2,9 +2,6 @@
 What the queue manager keeps: each message in the active queue
 (L{ActiveMessage}), each delivery request for some of its recipients
 (L{Job}), and a transport's answer to one (L{Outcome}).
-
-Private: not part of tmta's public API (which L{tmta} lists); it may
-change in any release.
 """
 
 from __future__ import annotations

@@ -1,9 +1,6 @@
 """
 The queue as C{mailq} lists it: read by C{tmta queue list} (root and
 the mail system) and by the showq service (for everybody else).
-
-Private: not part of tmta's public API (which L{tmta} lists); it may
-change in any release.
 """
 
 from __future__ import annotations

@@ -5,9 +5,6 @@ the other daemons.
 The rules are L{tmta.rewriting.Rewriter}'s; L{commands} holds the
 AMP commands the service answers, L{service} the service and L{client}
 the cached client that cleanup, smtpd and qmgr use.
-
-Private: not part of tmta's public API (which L{tmta} lists); it may
-change in any release.
 """
 
 from tmta.rewriting import Resolution, Rewriter

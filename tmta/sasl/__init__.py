@@ -17,7 +17,7 @@ from tmta.interfaces import ISASLExchange
 
 __all__ = [
     "Authenticated", "AuthenticationFailed", "AuthenticationUnavailable", "Challenge",
-    "SASLClient", "PasswordExchange", "openBackend",
+    "SASLClient", "PasswordExchange",
 ]
 
 

@@ -8,9 +8,6 @@ connects to C{public/showq} (the one public socket every user may
 reach) and prints what it reads.  The service runs as C{mail_owner},
 which may read the queue; it shows envelopes and reasons, never message
 content.
-
-Private: not part of tmta's public API (which L{tmta} lists); it may
-change in any release.
 """
 
 from __future__ import annotations

@@ -83,7 +83,9 @@ class HostFinder:
 
     @param resolver: a twisted.names resolver (C{lookupMailExchange},
         C{lookupAddress}, C{lookupIPV6Address}).
-    @param queueDirectory: what a C{unix:} next hop is relative to.
+    @param config: main.cf (C{queue_directory}, which a C{unix:} next
+        hop is relative to, C{inet_protocols}, C{smtp_host_lookup} and
+        the rest).
     """
 
     def __init__(self, reactor, resolver, config, lmtp: bool = False) -> None:

@@ -44,6 +44,14 @@ from tmta.smtpd.verdicts import (
     validHostname,
 )
 
+__all__ = [
+    "RecipientContext",
+    "PERMIT",
+    "REJECT",
+    "DEFER",
+    "DUNNO",
+]
+
 log = Logger()
 
 

@@ -2,9 +2,6 @@
 The SASL backend smtpd checks AUTH with: one built in (C{smtpd_sasl_type
 = dovecot} or C{tmta}, L{tmta.sasl}) or a plugin's
 (L{tmta.interfaces.ISASLBackendType}).
-
-Private: not part of tmta's public API (which L{tmta} lists); it may
-change in any release.
 """
 
 from __future__ import annotations

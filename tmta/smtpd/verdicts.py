@@ -4,9 +4,6 @@ look at (L{RecipientContext}) and what they are built with
 (L{RestrictionEnvironment}), and the checks more than one of them
 makes.  The restriction language itself is L{tmta.smtpd.restrictions},
 which also offers the public names here.
-
-Private: not part of tmta's public API (which L{tmta} lists); it may
-change in any release.
 """
 
 from __future__ import annotations

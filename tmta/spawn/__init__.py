@@ -12,9 +12,6 @@ the C{export_environment} variables, in its own session, for at most
 C{<service>_time_limit} (else C{command_time_limit}).  The connection's
 bytes are relayed to its standard input and from its standard output;
 what it writes on standard error is logged.
-
-Private: not part of tmta's public API (which L{tmta} lists); it may
-change in any release.
 """
 
 from __future__ import annotations

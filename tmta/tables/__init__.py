@@ -28,6 +28,13 @@ from tmta.config import splitList
 from tmta.interfaces import ILookupTable, ILookupTableType, IOwnedTable
 from tmta.logging import Logger
 
+__all__ = [
+    "openTable",
+    "DictTable",
+    "TableError",
+    "TableLookupError",
+]
+
 log = Logger()
 
 

@@ -10,9 +10,6 @@ written as the uid and gid that C{virtual_uid_maps} and
 C{virtual_gid_maps} give for the same key (a number, or
 C{static:NUMBER}), never below C{virtual_minimum_uid} and never as
 root.  C{virtual_mailbox_limit} caps a mailbox's size.
-
-Private: not part of tmta's public API (which L{tmta} lists); it may
-change in any release.
 """
 
 from __future__ import annotations

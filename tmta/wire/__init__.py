@@ -2,9 +2,6 @@
 AMP as tmta's processes speak it to each other: the wire format
 (L{codec}), the protocol (L{protocol}), connecting to a service
 (L{connect}) and keeping connections (L{pools}).
-
-Private: not part of tmta's public API (which L{tmta} lists); it may
-change in any release.
 """
 
 from tmta.wire.codec import RecordList, serializeBox

@@ -1,9 +1,6 @@
 """
 How tmta's AMP values and boxes are written: record lists as compact
 JSON, and a box in one pass.
-
-Private: not part of tmta's public API (which L{tmta} lists); it may
-change in any release.
 """
 
 from __future__ import annotations

@@ -1,8 +1,5 @@
 """
 Connecting to a service's socket, with writes that go out at once.
-
-Private: not part of tmta's public API (which L{tmta} lists); it may
-change in any release.
 """
 
 from __future__ import annotations

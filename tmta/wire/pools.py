@@ -2,9 +2,6 @@
 Connections to a service kept for reuse: one shared by every request
 (L{SharedConnection}), one per request at a time (L{ConnectionPool}), or
 several requests per connection (L{MultiplexingPool}).
-
-Private: not part of tmta's public API (which L{tmta} lists); it may
-change in any release.
 """
 
 from __future__ import annotations

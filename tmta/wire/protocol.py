@@ -3,9 +3,6 @@ The AMP protocol tmta's processes speak: L{QuietAMP} sends, answers and
 takes answers of tmta's own commands without Twisted's dispatch, and
 holds writes to send a burst of boxes together (L{heldWrites});
 L{ServiceAMP} is a service's side.
-
-Private: not part of tmta's public API (which L{tmta} lists); it may
-change in any release.
 """
 
 from __future__ import annotations
