@@ -11,7 +11,11 @@ import sys
 import textwrap
 import urllib.request
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.internet import defer, reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.protocol import Factory, Protocol
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.support import (
     REPO,
@@ -24,6 +28,7 @@ from tests.support import (
     testAccount,
     waitFor,
 )
+from tmta.embedded import EmbeddedMTA, _smtpdListener
 
 
 class TacRunner:
@@ -109,7 +114,7 @@ EmbeddedMTA(os.path.abspath("mta"), {{
     "local_mailbox_accounts": "none",
     "mail_spool_directory": os.path.abspath("mail") + "/",
     {owner}
-}}, smtpd="127.0.0.1:{port}", processes=True).setServiceParent(application)
+}}, smtpd="tcp:{port}:interface=127.0.0.1", processes=True).setServiceParent(application)
 """
 
 
@@ -131,3 +136,101 @@ class WorkerProcessTests(SynchronousTestCase):
         spool = os.path.join(runner.directory, "mail")
         waitFor(lambda: maildirMessages(spool).get("bob"), what="delivery")
         waitFor(lambda: "tmta/local" in runner.text(), what="local's log line")
+
+
+class EmbeddedServiceTests(TestCase):
+    """
+    L{EmbeddedMTA} as a service: nothing happens before it starts, it
+    listens on the endpoint it is given, and stopping it waits for its
+    ports to close.
+    """
+
+    def start(self, mta):
+        """
+        Start C{mta}, and have the test stop it.
+        """
+        mta.startService()
+        self.addCleanup(self.stop, mta)
+
+    def stop(self, mta):
+        if not mta.running:
+            return None
+
+        def forgetResolvers(result):
+            # The in-process smtp agents' twisted.names resolvers re-read
+            # resolv.conf on a timer that Twisted gives no way to stop.
+            for call in reactor.getDelayedCalls():
+                if getattr(call.func, "__name__", "") == "maybeParseConfig":
+                    call.cancel()
+            return result
+
+        return mta.stopService().addBoth(forgetResolvers)
+
+    def test_nothingWrittenUntilStarted(self):
+        """
+        Making the service writes nothing; starting it writes the
+        configuration and the queue.
+        """
+        directory = os.path.join(shortTemporaryDirectory(self), "mta")
+        mta = EmbeddedMTA(directory, {"myhostname": "localhost"})
+        self.assertFalse(os.path.exists(directory))
+        self.assertIsNone(mta.configuration)
+        with self.assertRaises(RuntimeError):
+            mta.config
+        self.start(mta)
+        self.assertTrue(os.path.exists(os.path.join(directory, "main.cf")))
+        self.assertEqual(mta.config.get("myhostname"), "localhost")
+
+    def test_smtpdAddresses(self):
+        """
+        smtpd's address is an endpoint or its description; the master
+        (C{processes=True}) binds only TCP ones, named in master.cf as
+        Postfix names them.
+        """
+        self.assertEqual(_smtpdListener(reactor, "tcp:2526:interface=127.0.0.1", True),
+                         ("127.0.0.1:2526", None))
+        self.assertEqual(_smtpdListener(reactor, "tcp6:port=2526:interface=\\:\\:1", True),
+                         ("[::1]:2526", None))
+        self.assertEqual(_smtpdListener(reactor, "127.0.0.1:2526", True),
+                         ("127.0.0.1:2526", None))
+        self.assertEqual(_smtpdListener(reactor, "[::1]:2526", True), ("[::1]:2526", None))
+        self.assertEqual(_smtpdListener(reactor, None, False), (None, None))
+        service, endpoint = _smtpdListener(reactor, "tcp:2526:interface=127.0.0.1", False)
+        self.assertEqual(service, "127.0.0.1:2526")
+        self.assertIsInstance(endpoint, TCP4ServerEndpoint)
+        with self.assertRaises(ValueError):
+            _smtpdListener(reactor, "unix:/tmp/smtpd.sock", True)
+        with self.assertRaises(ValueError):
+            _smtpdListener(reactor, TCP4ServerEndpoint(reactor, 0), True)
+        with self.assertRaises(ValueError):
+            _smtpdListener(reactor, "tcp:interface=127.0.0.1", True)
+
+    @defer.inlineCallbacks
+    def test_listensOnItsEndpointAndStopWaitsForIt(self):
+        """
+        In-process, smtpd listens on the endpoint given, greets a client
+        there, and the Deferred of stopService fires only once the port
+        is closed.
+        """
+        directory = os.path.join(shortTemporaryDirectory(self), "mta")
+        endpoint = TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1")
+        mta = EmbeddedMTA(directory, {"myhostname": "localhost"}, smtpd=endpoint)
+        self.start(mta)
+        [context] = [c for c in mta._contexts if c.endpoint is endpoint]
+        yield defer.gatherResults(context.listening)
+        [port] = context.ports
+        address = port.getHost()
+        greeting = defer.Deferred()
+
+        class Greeted(Protocol):
+            def dataReceived(self, data):
+                greeting.callback(data)
+                self.transport.loseConnection()
+
+        yield TCP4ClientEndpoint(reactor, "127.0.0.1", address.port).connect(
+            Factory.forProtocol(Greeted))
+        self.assertTrue((yield greeting).startswith(b"220 "))
+        yield self.stop(mta)
+        with self.assertRaises(ConnectionRefusedError):
+            yield TCP4ClientEndpoint(reactor, "127.0.0.1", address.port).connect(
+                Factory.forProtocol(Protocol))

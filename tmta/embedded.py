@@ -9,11 +9,12 @@ application's own service tree::
         "virtual_mailbox_domains": "",
         "transport_maps": "inline:{ app.example=app }",
         "mydestination": "app.example",
-    }, smtpd="127.0.0.1:2526", agents={"app": MyAgent()})
+    }, smtpd="tcp:2526:interface=127.0.0.1", agents={"app": MyAgent()})
     mta.setServiceParent(application)
 
 Everything tmta writes -- C{main.cf}, C{master.cf}, the queue -- stays
-under the directory the application names.  The parameters are
+under the directory the application names, and is written when the
+service starts, not when it is made.  The parameters are
 Postfix's, as in C{main.cf}; given a dict they are written to
 C{DIRECTORY/main.cf} (and C{master.cf} is made from the services asked
 for); without one, the directory's own C{main.cf} and C{master.cf} are
@@ -36,10 +37,13 @@ Two ways to run:
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Mapping, Optional
+import re
+from typing import Dict, List, Mapping, Optional, Tuple, Union
 
 from twisted.application.service import MultiService
-from twisted.internet import task
+from twisted.internet import defer, task
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IStreamServerEndpoint
 from zope.interface import implementer
 
 from tmta.common.triggers import Wakeup
@@ -82,18 +86,33 @@ class InProcessContext:
     the inet address of its master.cf entry).
     """
 
-    def __init__(self, reactor, config, entry, services) -> None:
+    def __init__(self, reactor, config, entry, services,
+                 endpoint: Optional[IStreamServerEndpoint] = None) -> None:
+        """
+        @param endpoint: where an C{inet} service listens instead of the
+            address its master.cf entry names.
+        """
         self.reactor = reactor
         self.config = config
         self.entry = entry
+        self.endpoint = endpoint
         self.serviceName = entry.service
         self.services = list(services)
         self.arguments = list(entry.args)
         self.ports: List = []
+        #: The endpoint's listening, under way or done.
+        self.listening: List[defer.Deferred] = []
 
     def listen(self, factory) -> None:
         entry = self.entry
         factory.noisy = False  # the maillog is for mail
+        if entry.type == "inet" and self.endpoint is not None:
+            d = self.endpoint.listen(factory)
+            d.addCallback(self.ports.append)
+            d.addErrback(lambda f: log.failure("{service}: cannot listen", f,
+                                               service=entry.service))
+            self.listening.append(d)
+            return
         if entry.type == "inet":
             host, port = parseInetAddress(entry.service)
             self.ports.append(self.reactor.listenTCP(int(port), factory,
@@ -114,18 +133,32 @@ class EmbeddedMTA(MultiService):
     """
     tmta as a service of a Twisted application.
 
+    Nothing is written or bound until the service starts: then
+    C{main.cf} and C{master.cf} are written (when C{parameters} are
+    given), the queue is made and the components start.  Stopping it
+    fires once every port it listens on is closed (and, with
+    C{processes=True}, once every worker has left).
+
     @param directory: where everything goes (created if need be).
     @param parameters: main.cf parameters; C{None} to read
         C{directory/main.cf} and C{directory/master.cf} as they are.
-    @param smtpd: the address smtpd listens on (C{host:port}), or
-        C{None} for no smtpd; used only with C{parameters}.
+    @param smtpd: where smtpd listens, used only with C{parameters}: a
+        Twisted server endpoint (C{processes=False} only), or its string
+        description (C{"tcp:2526:interface=127.0.0.1"}, as
+        L{serverFromString} reads it; with C{processes=True}, C{tcp:}
+        and C{tcp6:} only, since the master binds it); C{None} for no
+        smtpd.  C{"host:port"} is read as C{tcp:port:interface=host}.
     @param agents: transport name to the application's
         L{tmta.interfaces.IDeliveryAgent} (in-process only).
     @param processes: run the master and its worker processes instead.
+
+    @ivar configuration: the configuration read at start-up; C{None}
+        before.
     """
 
     def __init__(self, directory: str, parameters: Optional[Mapping[str, str]] = None,
-                 smtpd: Optional[str] = None, agents: Optional[Dict[str, object]] = None,
+                 smtpd: Union[str, IStreamServerEndpoint, None] = None,
+                 agents: Optional[Dict[str, object]] = None,
                  processes: bool = False, reactor=None) -> None:
         super().__init__()
         if reactor is None:
@@ -138,18 +171,29 @@ class EmbeddedMTA(MultiService):
         if processes and self.agents:
             raise ValueError("agents run in-process only: with processes=True, give a "
                              "transport plugin instead")
-        os.makedirs(self.directory, exist_ok=True)
-        if parameters is not None:
-            self._write(parameters, smtpd)
-        self.configuration: Configuration = loadConfiguration(self.directory)
+        self.parameters = dict(parameters) if parameters is not None else None
+        self.smtpdService, self.smtpdEndpoint = _smtpdListener(reactor, smtpd, processes)
         self.processes = processes
+        self.configuration: Optional[Configuration] = None
         self._contexts: List[InProcessContext] = []
         self._timers: List[task.LoopingCall] = []
-        if processes:
+
+    def _prepare(self) -> None:
+        """
+        Write the configuration, read it, and make the components, once.
+        """
+        if self.configuration is not None:
+            return
+        os.makedirs(self.directory, exist_ok=True)
+        if self.parameters is not None:
+            self._write(self.parameters, self.smtpdService)
+        self.configuration = loadConfiguration(self.directory)
+        if self.processes:
             from tmta.master.service import MasterService
 
             directory = self.directory
-            MasterService(reactor, lambda: loadConfiguration(directory)).setServiceParent(self)
+            MasterService(self.reactor,
+                          lambda: loadConfiguration(directory)).setServiceParent(self)
         else:
             self._buildInProcess()
 
@@ -183,12 +227,15 @@ class EmbeddedMTA(MultiService):
         from tmta.master.components import availableComponents, findComponent
 
         configuration = self.configuration
+        assert configuration is not None
         createLayout(configuration.main.get("queue_directory"))
         createDataDirectory(configuration.main.get("data_directory"))
         components = availableComponents()
         for entry in configuration.services:
             config = configuration.serviceConfig(entry)
-            context = InProcessContext(self.reactor, config, entry, configuration.services)
+            endpoint = self.smtpdEndpoint if entry.service == self.smtpdService else None
+            context = InProcessContext(self.reactor, config, entry, configuration.services,
+                                       endpoint)
             if entry.service in self.agents and entry.type == "unix":
                 service = AgentService(context, self.agents[entry.service])
             else:
@@ -215,27 +262,37 @@ class EmbeddedMTA(MultiService):
                                                service=context.entry.service,
                                                error=f.value))
 
+    def privilegedStartService(self) -> None:
+        self._prepare()
+        super().privilegedStartService()
+
     def startService(self) -> None:
+        self._prepare()
         super().startService()
         for timer, context in zip(self._timers, [c for c in self._contexts
                                                  if c.entry.wakeup and c.entry.type == "unix"]):
             timer.start(context.entry.wakeup, now=True)
 
-    def stopService(self):
+    def stopService(self) -> defer.Deferred:
         for timer in self._timers:
             if timer.running:
                 timer.stop()
-        d = super().stopService()
+        stops = [defer.maybeDeferred(super().stopService)]
         for context in self._contexts:
+            for d in context.listening:
+                if not d.called:
+                    d.cancel()
             for port in context.ports:
-                port.stopListening()
-        return d
+                stops.append(defer.maybeDeferred(port.stopListening))
+        return defer.gatherResults(stops, consumeErrors=True).addCallback(lambda _: None)
 
     @property
     def config(self) -> MainConfig:
         """
-        The main.cf parameters in effect.
+        The main.cf parameters in effect, once the service has started.
         """
+        if self.configuration is None:
+            raise RuntimeError("the configuration is read when the service starts")
         return self.configuration.main
 
     def submissionClient(self):
@@ -251,3 +308,59 @@ def _currentUser() -> str:
     import pwd
 
     return pwd.getpwuid(os.geteuid()).pw_name
+
+
+#: The types of endpoint description the master can bind itself.
+_TCP_TYPES = ("tcp", "tcp6")
+
+
+def _smtpdListener(reactor, smtpd: Union[str, IStreamServerEndpoint, None],
+                   processes: bool) -> Tuple[Optional[str], Optional[IStreamServerEndpoint]]:
+    """
+    The master.cf service name for smtpd and, in-process, the endpoint
+    it listens on instead.
+
+    @raise ValueError: C{smtpd} cannot be served that way.
+    """
+    if smtpd is None:
+        return None, None
+    if not isinstance(smtpd, str):
+        if processes:
+            raise ValueError("with processes=True the master binds smtpd's address itself: "
+                             "give it as a tcp: or tcp6: endpoint description")
+        # The entry's own address is never bound: the endpoint is.
+        return "127.0.0.1:0", smtpd
+    legacy = re.fullmatch(r"(\[[^]]*\]|[^:\[\]]*):(\d+)", smtpd)
+    if legacy and legacy.group(1).lower() not in _TCP_TYPES:
+        host = legacy.group(1).strip("[]") or "127.0.0.1"
+        smtpd = (f"tcp6:{legacy.group(2)}:interface={host.replace(':', chr(92) + ':')}"
+                 if ":" in host else f"tcp:{legacy.group(2)}:interface={host}")
+    kind, port, interface = _tcpDescription(smtpd)
+    if kind not in _TCP_TYPES:
+        if processes:
+            raise ValueError(f"smtpd={smtpd!r}: with processes=True only tcp: and tcp6: "
+                             "endpoints can be served")
+        return "127.0.0.1:0", serverFromString(reactor, smtpd)
+    if not port.isdigit():
+        raise ValueError(f"smtpd={smtpd!r}: no port")
+    host = interface or ("::" if kind == "tcp6" else "0.0.0.0")
+    service = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return service, None if processes else serverFromString(reactor, smtpd)
+
+
+def _tcpDescription(description: str) -> Tuple[str, str, str]:
+    """
+    The type, port and C{interface} of an endpoint description (C{"",
+    ""} for what is not there), with C{\\:} unescaped.
+    """
+    parts = [p.replace("\\:", ":") for p in re.split(r"(?<!\\):", description)]
+    kind, positional, keywords = parts[0].lower(), [], {}
+    for part in parts[1:]:
+        name, equals, value = part.partition("=")
+        if equals:
+            keywords[name] = value
+        else:
+            positional.append(part)
+    port = keywords.get("port", positional[0] if positional else "")
+    interface = keywords.get("interface", positional[2] if len(positional) > 2 else "")
+    return kind, port, interface

@@ -45,5 +45,5 @@ EmbeddedMTA(os.environ.get("TMTA_EXAMPLE_DIR", os.path.abspath("mailapp-data")),
     "relay_domains": DOMAIN,
     "transport_maps": f"inline:{{ {DOMAIN}=inbox }}",
     "smtpd_relay_restrictions": "reject_unauth_destination",
-}, smtpd=f"127.0.0.1:{SMTP_PORT}", agents={"inbox": Inbox()}).setServiceParent(application)
+}, smtpd=f"tcp:{SMTP_PORT}:interface=127.0.0.1", agents={"inbox": Inbox()}).setServiceParent(application)
 TCPServer(WEB_PORT, server.Site(Subjects()), interface="127.0.0.1").setServiceParent(application)
