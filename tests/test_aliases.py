@@ -18,9 +18,9 @@ from tests.support import activeRequest, shortTemporaryDirectory, testAccount
 from tmta.cli.admin import buildMaps
 from tmta.config import MainConfig
 from tmta.delivery import BOUNCED, DEFERRED, SENT
-from tmta.delivery.command import runCommand
-from tmta.delivery.mailbox import deliverMaildir, deliverMbox
 from tmta.local.agent import LocalAgent
+from tmta.mail.command import runCommand
+from tmta.mail.mailbox import deliverMaildir, deliverMbox
 from tmta.queue.layout import createLayout
 from tmta.queue.store import QueueStore
 
@@ -355,7 +355,7 @@ class MailboxFormatTests(SynchronousTestCase):
         mailbox_size_limit caps the mbox file: a delivery that would
         grow it past the limit fails for good, leaving it as it was.
         """
-        from tmta.delivery.mailbox import MailboxError
+        from tmta.mail.mailbox import MailboxError
 
         path = os.path.join(shortTemporaryDirectory(self), "mbox")
         deliverMbox(path, b"From a  x\n", b"", [b"x" * 500], lambda fd: None,

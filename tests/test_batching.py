@@ -1,5 +1,5 @@
 """
-Tests for L{tmta.batching}.
+Tests for L{tmta.common.batching}.
 """
 
 import threading
@@ -7,7 +7,7 @@ import threading
 from twisted.internet import defer, reactor
 from twisted.trial.unittest import TestCase
 
-from tmta.batching import SerialThread, ThreadBatcher
+from tmta.common.batching import SerialThread, ThreadBatcher
 
 
 class _HeldFirstBatch:

@@ -1,13 +1,13 @@
 """
-Tests for L{tmta.common.amp.Command}: the same boxes as Twisted's
+Tests for L{tmta.wire.command.Command}: the same boxes as Twisted's
 L{amp.Command} for the same schema, both ways.
 """
 
 from twisted.protocols import amp
 from twisted.trial.unittest import SynchronousTestCase
 
-from tmta.common.amp import Command
 from tmta.wire import RecordList
+from tmta.wire.command import Command
 
 SCHEMA = [
     (b"name", amp.Unicode()),

@@ -127,6 +127,18 @@ class ImportCycleTests(SynchronousTestCase):
         for shared in SHARED:
             self.assertEqual(graph.get(shared, set()) & (DAEMONS | PROGRAMS), set(), shared)
 
+    def test_layersBelowEachOther(self):
+        """
+        The mail-agnostic helpers import nothing mail-aware, and the wire
+        between processes imports only them: each layer can be read
+        without the ones above it.
+        """
+        graph = dependencyGraph()
+        for unit in MAIL_AGNOSTIC:
+            self.assertEqual(graph.get(unit, set()) - MAIL_AGNOSTIC, set(), unit)
+        for unit in WIRE:
+            self.assertEqual(graph.get(unit, set()) - MAIL_AGNOSTIC - WIRE, set(), unit)
+
     def test_everyUnitPlaced(self):
         """
         Every unit under tmta is a shared layer, a daemon or a program,
@@ -158,11 +170,20 @@ class ImportCycleTests(SynchronousTestCase):
         self.assertFalse(isClientSide("tmta.pipe.PipeAgent"))
 
 
-#: The layers every daemon may use: mail-aware shared code, the rest, and
-#: the wire between processes.
-SHARED = frozenset(f"tmta.{name}" for name in (
-    "common", "wire", "queue", "config", "tables", "address", "logging", "batching",
-    "replies", "interfaces", "delivery", "sasl", "dsn", "rewriting"))
+#: Mail-aware code several daemons share (Postfix's src/global): the
+#: shared mail code itself, the queue, the configuration, tables, the
+#: maillog, the delivery agents' contract, SASL's types and the seams.
+MAIL_AWARE = frozenset(f"tmta.{name}" for name in (
+    "mail", "queue", "config", "tables", "delivery", "sasl", "interfaces"))
+
+#: Mail-agnostic helpers (Postfix's src/util), and the log they write to.
+MAIL_AGNOSTIC = frozenset({"tmta.common", "tmta.logging"})
+
+#: The AMP conversation between processes.
+WIRE = frozenset({"tmta.wire"})
+
+#: The layers every daemon may use.
+SHARED = MAIL_AWARE | MAIL_AGNOSTIC | WIRE
 
 #: The master and the programs it runs.
 DAEMONS = frozenset(f"tmta.{name}" for name in (

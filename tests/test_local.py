@@ -12,9 +12,10 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from tests.support import activeRequest, shortTemporaryDirectory, testAccount
 from tests.test_queue import FsyncRecorder
 from tmta.config import MainConfig
-from tmta.delivery import BOUNCED, DEFERRED, SENT, mailbox
-from tmta.delivery.mailbox import deliverMaildir, deliverMbox
+from tmta.delivery import BOUNCED, DEFERRED, SENT
 from tmta.local.agent import LocalAgent
+from tmta.mail import mailbox
+from tmta.mail.mailbox import deliverMaildir, deliverMbox
 from tmta.queue.layout import createLayout
 from tmta.queue.store import QueueStore
 

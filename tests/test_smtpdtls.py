@@ -22,8 +22,8 @@ from tests.support import (
     shortTemporaryDirectory,
     waitFor,
 )
-from tmta.common.tls import TLSConfigError
 from tmta.config import MainConfig
+from tmta.mail.tls import TLSConfigError
 from tmta.smtpd.tls import ServerTLS
 
 SMTPS_CF = """\

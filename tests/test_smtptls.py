@@ -11,8 +11,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support import TestCA, sendMessage, waitFor
 from tests.test_smtp import RelayHarness
-from tmta.common.tls import allowedVersions, cipherLists
 from tmta.config import MainConfig
+from tmta.mail.tls import allowedVersions, cipherLists
 from tmta.smtp.tls import ClientTLS, TLSPolicies, TLSPolicyError
 
 

@@ -27,10 +27,11 @@ from tests.test_queue import FsyncRecorder
 from tmta.cleanup.protocol import CleanupProtocol
 from tmta.cleanup.state import Cleanup
 from tmta.config import MainConfig
-from tmta.queue.layout import createLayout, socketPath
+from tmta.queue.layout import createLayout
 from tmta.queue.qfile import iterContent, readEnvelope
 from tmta.queue.store import QueueStore
 from tmta.submission import SubmissionClient, SubmissionFailed
+from tmta.wire.connect import socketPath
 
 
 class InProcessTests(TestCase):

@@ -15,9 +15,9 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from tmta.common.amp import Command
 from tmta.common.transports import PlainReadMixin
 from tmta.wire import QuietAMP, RecordList, serializeBox
+from tmta.wire.command import Command
 
 
 class RecordListTests(SynchronousTestCase):

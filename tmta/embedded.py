@@ -46,14 +46,15 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IStreamServerEndpoint
 from zope.interface import implementer
 
-from tmta.common.triggers import Wakeup
 from tmta.config import MainConfig, parseInetAddress
 from tmta.config.defaults import LOOPBACK_NETWORKS
 from tmta.config.loader import Configuration, loadConfiguration
 from tmta.interfaces import IWorkerContext
 from tmta.logging import Logger
-from tmta.queue.layout import createDataDirectory, createLayout, socketPath
+from tmta.queue.layout import createDataDirectory, createLayout
 from tmta.wire import connectService
+from tmta.wire.connect import socketPath
+from tmta.wire.triggers import Wakeup
 
 __all__ = ["EmbeddedMTA"]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from twisted.protocols import amp
 
-from tmta.common.amp import Command
+from tmta.wire.command import Command
 
 #: The events anvil counts per time unit, besides connections.
 EVENTS = ("connect", "message", "recipient", "newtls", "auth")

@@ -4,8 +4,8 @@ The AMP command of the bounce service.
 
 from twisted.protocols import amp
 
-from tmta.common.amp import Command
 from tmta.wire import RecordList
+from tmta.wire.command import Command
 
 
 class BounceRecipients(Command):

@@ -16,7 +16,7 @@ from __future__ import annotations
 from email.utils import formataddr, getaddresses
 from typing import Callable, List, Optional, Tuple
 
-from tmta.address import splitAddress
+from tmta.mail.address import splitAddress
 from tmta.tables import openTables
 
 #: Headers whose addresses are rewritten, as sender or recipient

@@ -14,8 +14,8 @@ thousand.)
 
 from twisted.protocols import amp
 
-from tmta.common.amp import Command
 from tmta.wire import RecordList
+from tmta.wire.command import Command
 
 ATTRIBUTES = RecordList([("name", str), ("value", str)])
 

@@ -75,7 +75,7 @@ def _headerDate(second: int) -> str:
 
 
 #: A TLS handshake's summary as smtpd reports it
-#: (L{tmta.common.tls.connectionSummary}); nothing else is written.
+#: (L{tmta.mail.tls.connectionSummary}); nothing else is written.
 _TLS_SUMMARY = re.compile(r"^TLSv[0-9.]+ with cipher [A-Za-z0-9_-]+ \(\d+/\d+ bits\)$")
 
 

@@ -28,13 +28,13 @@ from tmta.cleanup.headers import (
 from tmta.cleanup.state import Cleanup
 from tmta.common.eager import eagerly
 from tmta.logging import Logger
+from tmta.mail.replies import INTERNAL_ERROR, TOO_BIG, storageFailure
 from tmta.queue.qfile import (
     DELIVERABLE_ATTRIBUTE,
     PROBE_ATTRIBUTE,
     QueueFileWriter,
 )
 from tmta.queue.store import QueueError
-from tmta.replies import INTERNAL_ERROR, TOO_BIG, storageFailure
 from tmta.tables import TableLookupError
 
 log = Logger()

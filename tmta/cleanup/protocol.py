@@ -11,7 +11,6 @@ from twisted.internet import defer
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 
-from tmta.address import AddressError, checkAddress
 from tmta.cleanup.commands import (
     CleanupAbort,
     CleanupBegin,
@@ -21,6 +20,7 @@ from tmta.cleanup.commands import (
 )
 from tmta.cleanup.message import Message, Rejection
 from tmta.cleanup.state import Cleanup
+from tmta.mail.address import AddressError, checkAddress
 from tmta.wire import ServiceAMP
 
 

@@ -11,9 +11,9 @@ from twisted.internet.protocol import Factory
 
 from tmta.cleanup.protocol import CleanupProtocol
 from tmta.cleanup.state import Cleanup
-from tmta.common.triggers import Wakeup
 from tmta.queue.store import QueueStore
 from tmta.rewrite.client import RewriteClient
+from tmta.wire.triggers import Wakeup
 
 
 def qmgrTrigger(reactor, queueDirectory: str, idle: float):

@@ -10,9 +10,9 @@ from typing import Callable, Dict, Optional
 
 from twisted.internet import defer
 
-from tmta.batching import ThreadBatcher
 from tmta.cleanup.addresses import AddressMapper
 from tmta.cleanup.contentchecks import ContentChecks
+from tmta.common.batching import ThreadBatcher
 from tmta.common.flow import InFlowGate
 from tmta.logging import Logger
 from tmta.queue.qfile import (
@@ -51,7 +51,7 @@ class Cleanup:
         self.duplicateFilterLimit = config.getInt("duplicate_filter_limit")
         self.inFlow = InFlowGate(reactor, store.directory, config.getTime("in_flow_delay"))
         self._notify = notifyQmgr
-        from tmta.rewriting import Rewriter
+        from tmta.mail.rewriting import Rewriter
 
         self.addresses = AddressMapper(config, Rewriter(config).isLocalDomain)
         self.checks = ContentChecks(config)

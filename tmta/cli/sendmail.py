@@ -116,7 +116,7 @@ def parseArguments(argv: List[str]) -> Posting:
         else:
             raise UsageError(f"unknown option -{flag}")
     if posting.notify:
-        from tmta.dsn import DSNError, parseNotify
+        from tmta.mail.dsn import DSNError, parseNotify
 
         try:
             posting.notify = parseNotify(posting.notify)
@@ -237,7 +237,7 @@ def wakePickup(queueDirectory: str) -> None:
     """
     import socket
 
-    from tmta.queue.layout import socketPath
+    from tmta.wire.connect import socketPath
 
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 from typing import BinaryIO, Callable, List, Optional
 
-from tmta.address import AddressError, checkAddress, parsePath
+from tmta.mail.address import AddressError, checkAddress, parsePath
 
 #: The longest command line accepted, as smtpd's limit.
 LINE_LIMIT = 2048

@@ -179,7 +179,7 @@ def _embeddedOwner():
 
     if os.geteuid() != 0:
         return pwd.getpwuid(os.geteuid())
-    # As tmta.common.accounts.mailOwner chooses for the embedded default.
+    # As tmta.mail.accounts.mailOwner chooses for the embedded default.
     try:
         return pwd.getpwnam(MainConfig({}).get("mail_owner"))
     except KeyError:

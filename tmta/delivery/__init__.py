@@ -19,12 +19,12 @@ from twisted.internet import defer
 from twisted.internet.protocol import Factory
 from twisted.protocols import amp
 
-from tmta.common.amp import Command
 from tmta.interfaces import IAddressVerifier
 from tmta.logging import Logger
 from tmta.queue.qfile import iterContent, openQueueFile, readEnvelope
 from tmta.queue.store import QueueStore
 from tmta.wire import RecordList, ServiceAMP
+from tmta.wire.command import Command
 
 __all__ = [
     "SENT",

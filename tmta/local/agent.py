@@ -39,7 +39,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set, Tupl
 
 from zope.interface import implementer
 
-from tmta.batching import ThreadBatcher
+from tmta.common.batching import ThreadBatcher
 from tmta.delivery import (
     BOUNCED,
     DEFERRED,
@@ -50,13 +50,13 @@ from tmta.delivery import (
     RequestRecipient,
     logDelivery,
 )
-from tmta.delivery.rights import DeliveryError, openQueued
 from tmta.interfaces import IAddressVerifier
 from tmta.local.commit import DuplicateFilter, MaildirCommit
 from tmta.local.expansion import RecipientDelivery
 from tmta.local.rights import Account, DeliveryRights
 from tmta.local.settings import LocalSettings
 from tmta.local.state import LocalContext, RunAlone
+from tmta.mail.rights import DeliveryError, openQueued
 from tmta.queue.qfile import CorruptQueueFile, iterContent
 from tmta.tables import openTables
 from tmta.wire import heldWrites
@@ -85,14 +85,14 @@ class LocalAgent:
         @param passer: hands recipients to C{mailbox_transport} and
             C{fallback_transport} (a L{tmta.local.passing.Passer}).
         """
-        from tmta.rewriting import Rewriter
+        from tmta.mail.rewriting import Rewriter
 
         settings = self.settings = LocalSettings.fromConfig(config, spoolDirectory)
         duplicates = DuplicateFilter(settings.duplicateLimit)
         self.commit = MaildirCommit(duplicates, settings.publicPath, fsync)
         owner = None
         if not settings.accounts:
-            from tmta.common.accounts import mailOwner
+            from tmta.mail.accounts import mailOwner
 
             owner = (mailOwner(config, embedded=True) if os.geteuid() == 0
                      else pwd.getpwuid(os.geteuid()))

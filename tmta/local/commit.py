@@ -16,8 +16,8 @@ from collections import OrderedDict
 from typing import Callable, Dict, List, Optional, Tuple
 
 from tmta.common.durable import fsyncDirectory, startWriteback
-from tmta.delivery.mailbox import MailboxError, WrittenMaildirFile, unlinkQuietly
-from tmta.delivery.rights import DeliveryError, identity
+from tmta.mail.mailbox import MailboxError, WrittenMaildirFile, unlinkQuietly
+from tmta.mail.rights import DeliveryError, identity
 
 #: One delivery: its queue id and recipient offset.
 Delivering = Tuple[str, int]

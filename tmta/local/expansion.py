@@ -14,9 +14,7 @@ import os
 from dataclasses import replace
 from typing import List, Set
 
-from tmta.address import isSafeMailboxName, splitAddress, unquoteLocal
 from tmta.delivery import BOUNCED, DEFERRED, DeliveryRequest
-from tmta.delivery.rights import DeliveryError, identity
 from tmta.local.macros import expandForwardPath, expandUserMacros, splitExtension
 from tmta.local.rights import Account, tableOwner
 from tmta.local.state import MAX_DEPTH, Expansion, LocalContext, Mailbox, Record
@@ -31,6 +29,8 @@ from tmta.local.targets import (
 )
 from tmta.local.writing import Writer
 from tmta.logging import Logger
+from tmta.mail.address import isSafeMailboxName, splitAddress, unquoteLocal
+from tmta.mail.rights import DeliveryError, identity
 from tmta.tables import TableLookupError
 
 log = Logger()

@@ -9,7 +9,7 @@ import pwd
 import re
 from typing import Optional, Tuple
 
-from tmta.address import splitAddress, unquoteLocal
+from tmta.mail.address import splitAddress, unquoteLocal
 
 
 def splitExtension(name: str, delimiters: str) -> Tuple[str, str]:

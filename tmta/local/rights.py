@@ -12,8 +12,8 @@ import pwd
 from typing import Callable, Optional
 
 from tmta.delivery import DEFERRED
-from tmta.delivery.rights import DeliveryError
 from tmta.interfaces import IOwnedTable
+from tmta.mail.rights import DeliveryError
 
 Account = pwd.struct_passwd
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 import os
 
 from tmta.cleanup.client import CleanupClient
-from tmta.common.accounts import mailOwner
 from tmta.delivery import AgentService
 from tmta.local.agent import LocalAgent, LocalDeliveryAgent
 from tmta.local.forward import Forwarder
 from tmta.local.passing import Passer
+from tmta.mail.accounts import mailOwner
 
 
 def makeLocalService(context):

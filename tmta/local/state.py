@@ -29,7 +29,7 @@ class LocalContext:
 
     @ivar aliases: the C{alias_maps} tables, opened.
     @ivar rewriter: qualifies addresses and tells local domains
-        (L{tmta.rewriting.Rewriter}).
+        (L{tmta.mail.rewriting.Rewriter}).
     @ivar beforeAlone: called before a delivery that runs alone (a
         command, a file, another transport): the batch under way
         finishes and answers what it delivered before it.

@@ -9,13 +9,13 @@ from __future__ import annotations
 import os
 from typing import Iterable, Tuple
 
-from tmta.address import isSafeMailboxName, splitAddress, unquoteLocal
 from tmta.delivery import BOUNCED, DEFERRED, SENT, DeliveryRequest
-from tmta.delivery.command import commandEnvironment, runCommand, shellCommand
-from tmta.delivery.mailbox import MailboxError, deliverMaildir, deliverMbox, envelopeLine
-from tmta.delivery.rights import DeliveryError, identity
 from tmta.local.macros import splitExtension
 from tmta.local.state import Expansion, LocalContext, Mailbox, Record, RunAlone
+from tmta.mail.address import isSafeMailboxName, splitAddress, unquoteLocal
+from tmta.mail.command import commandEnvironment, runCommand, shellCommand
+from tmta.mail.mailbox import MailboxError, deliverMaildir, deliverMbox, envelopeLine
+from tmta.mail.rights import DeliveryError, identity
 from tmta.queue.qfile import iterContent
 
 

@@ -2,12 +2,12 @@
 The AMP commands between the master and its workers, over the control
 channel (a UNIX socketpair on the worker's descriptor
 L{tmta.common.contract.CONTROL_FD}).  The wake-up trigger every service
-understands is L{tmta.common.triggers.Wakeup}.
+understands is L{tmta.wire.triggers.Wakeup}.
 """
 
 from twisted.protocols import amp
 
-from tmta.common.amp import Command
+from tmta.wire.command import Command
 
 
 class WorkerStatus(Command):

@@ -18,7 +18,6 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 
 from tmta.common.contract import WorkerArguments, workerDescriptors
-from tmta.common.triggers import Wakeup
 from tmta.config import MasterEntry
 from tmta.logging import Logger
 from tmta.master.control import Shutdown, WorkerStatus
@@ -26,6 +25,7 @@ from tmta.master.listeners import Listener, ListenerWatcher
 from tmta.master.policy import ServicePool
 from tmta.master.spawner import LineLog, Worker
 from tmta.wire import QuietAMP, connectService
+from tmta.wire.triggers import Wakeup
 
 log = Logger()
 

@@ -16,11 +16,11 @@ from twisted.internet import defer
 from twisted.logger import ILogObserver
 from twisted.python.components import Componentized
 
-from tmta.common.accounts import mailOwner
 from tmta.common.plugins import allBroken
 from tmta.config import ConfigError, Configuration
 from tmta.config.loader import saveAccepted
 from tmta.logging import Logger
+from tmta.mail.accounts import mailOwner
 from tmta.master.components import availableComponents, findComponent
 from tmta.master.listeners import (
     Listener,
@@ -35,7 +35,8 @@ from tmta.master.lock import acquireMasterLock
 from tmta.master.runner import ServiceRunner
 from tmta.master.spawner import ForkServer, workerPythonPath
 from tmta.master.startup import checkServices
-from tmta.queue.layout import createDataDirectory, createLayout, socketPath
+from tmta.queue.layout import createDataDirectory, createLayout
+from tmta.wire.connect import socketPath
 
 log = Logger()
 

@@ -24,12 +24,12 @@ from twisted.logger import globalLogBeginner
 from zope.interface import implementer
 
 from tmta.common import reactor as directreactor
-from tmta.common.accounts import dropPrivileges, mailOwner, reachableDirectory
 from tmta.common.contract import CONTROL_FD, parseArguments
 from tmta.common.plugins import PluginError
 from tmta.config import ConfigError, loadConfiguration
 from tmta.interfaces import IWorkerContext
 from tmta.logging import Logger, lineObserver
+from tmta.mail.accounts import dropPrivileges, mailOwner, reachableDirectory
 from tmta.master.components import availableComponents, findComponent
 from tmta.master.control import Shutdown, WorkerStatus
 from tmta.master.privileges import preloadModules

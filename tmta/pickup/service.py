@@ -24,11 +24,11 @@ from twisted.internet import defer, task, threads
 from twisted.internet.protocol import Factory
 
 from tmta.cleanup.client import CleanupClient
-from tmta.common.triggers import Wakeup
 from tmta.logging import Logger
 from tmta.queue.qfile import CorruptQueueFile, iterContent, readEnvelope
 from tmta.queue.qid import isQueueId
 from tmta.wire import ServiceAMP
+from tmta.wire.triggers import Wakeup
 
 log = Logger()
 

@@ -10,7 +10,7 @@ The command is run directly (no shell), as C{user=} (never root), with
 the message on its standard input and the C{${name}} macros expanded in
 its arguments.  An argument that names a recipient macro is repeated
 for each recipient of the delivery.  Its exit status maps to the
-recipients' fate as C{sysexits.h} says (L{tmta.delivery.command}).
+recipients' fate as C{sysexits.h} says (L{tmta.mail.command}).
 """
 
 from __future__ import annotations
@@ -22,17 +22,17 @@ from typing import Dict, Iterable, List
 
 from zope.interface import implementer
 
-from tmta.address import splitAddress, unquoteLocal
 from tmta.delivery import BOUNCED, DEFERRED, SENT, DeliveryRequest, RecipientStatus, logDelivery
-from tmta.delivery.command import (
+from tmta.interfaces import IAddressVerifier
+from tmta.mail.address import splitAddress, unquoteLocal
+from tmta.mail.command import (
     CommandConfigError,
     commandAccount,
     commandEntryProblems,
     commandEnvironment,
     runCommand,
 )
-from tmta.delivery.mailbox import envelopeLine
-from tmta.interfaces import IAddressVerifier
+from tmta.mail.mailbox import envelopeLine
 from tmta.queue.qfile import CorruptQueueFile, iterContent, openQueueFile, readEnvelope
 
 #: Macros that differ per recipient: an argument holding one is repeated

@@ -23,8 +23,8 @@ from tmta.delivery import (
     RequestRecipient,
     logDelivery,
 )
-from tmta.dsn import notifies
 from tmta.logging import Logger
+from tmta.mail.dsn import notifies
 from tmta.qmgr.jobs import ActiveMessage, Job, Outcome
 from tmta.queue.qfile import Recipient, markDone
 from tmta.queue.store import QueueStore

@@ -7,11 +7,11 @@ from __future__ import annotations
 from twisted.application.service import Service
 from twisted.internet.protocol import Factory
 
-from tmta.common.triggers import Wakeup
 from tmta.qmgr.manager import QueueManager
 from tmta.queue.store import QueueStore
 from tmta.rewrite.client import RewriteClient
 from tmta.wire import ServiceAMP
+from tmta.wire.triggers import Wakeup
 
 
 class QmgrProtocol(ServiceAMP):

@@ -17,13 +17,6 @@ LOGS = ("bounce", "defer", "trace")
 SOCKET_DIRECTORIES = {"private": 0o700, "public": 0o711}
 
 
-def socketPath(queueDirectory: str, service: str, private: bool = True) -> str:
-    """
-    The UNIX socket of a service: C{private/NAME} or C{public/NAME}.
-    """
-    return os.path.join(queueDirectory, "private" if private else "public", service)
-
-
 # Linux's FS_IOC_GETFLAGS and FS_IOC_SETFLAGS (their size field says
 # long, so they differ between 32- and 64-bit systems; the kernel reads an
 # int either way), and FS_TOPDIR_FL, the flag chattr +T sets.

@@ -12,8 +12,8 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
+from tmta.mail.rewriting import Resolution
 from tmta.rewrite.commands import ResolveAddress, RewriteAddress
-from tmta.rewriting import Resolution
 from tmta.wire import SharedConnection
 
 

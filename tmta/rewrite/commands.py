@@ -4,7 +4,7 @@ The AMP commands of the trivial-rewrite service.
 
 from twisted.protocols import amp
 
-from tmta.common.amp import Command
+from tmta.wire.command import Command
 
 
 class RewriteAddress(Command):

@@ -10,8 +10,8 @@ from typing import Optional
 from twisted.application.service import Service
 from twisted.internet.protocol import Factory
 
+from tmta.mail.rewriting import Rewriter
 from tmta.rewrite.commands import ResolveAddress, RewriteAddress
-from tmta.rewriting import Rewriter
 from tmta.wire import ServiceAMP
 
 #: What routes address verification probes, and what it replaces.

@@ -27,7 +27,6 @@ from twisted.internet.protocol import Factory
 from twisted.names import client as dnsclient
 from zope.interface import implementer
 
-from tmta.common.tls import cipherLists
 from tmta.delivery import (
     BOUNCED,
     DEFERRED,
@@ -39,6 +38,7 @@ from tmta.delivery import (
 )
 from tmta.interfaces import IAddressVerifier
 from tmta.logging import Logger
+from tmta.mail.tls import cipherLists
 from tmta.smtp.cache import SessionCache
 from tmta.smtp.client import Reply, SessionFailed, SMTPClient, Timeouts, Transaction
 from tmta.smtp.nexthop import HostFinder, NextHopError, errorReason, nexthopName, parseNexthop

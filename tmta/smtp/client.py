@@ -22,7 +22,7 @@ from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from tmta.dsn import xtextEncode
+from tmta.mail.dsn import xtextEncode
 from tmta.smtp.mime import downgrade8bit
 
 if TYPE_CHECKING:

@@ -16,7 +16,7 @@ from twisted.internet import threads
 from twisted.names import dns
 from twisted.names import error as dnserror
 
-from tmta.address import isIPAddress
+from tmta.mail.address import isIPAddress
 
 
 class NextHopError(Exception):

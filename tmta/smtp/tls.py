@@ -26,8 +26,8 @@ from service_identity.pyopenssl import extract_patterns
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from zope.interface import implementer
 
-from tmta.common.tls import TLSConfigError, allowedVersions, configureContext, connectionSummary
 from tmta.config import splitList
+from tmta.mail.tls import TLSConfigError, allowedVersions, configureContext, connectionSummary
 from tmta.tables import TableError, lookupAny, openTable
 
 #: The levels tmta implements, weakest first.

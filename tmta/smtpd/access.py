@@ -14,9 +14,9 @@ from typing import Callable, List, Optional, Tuple
 
 from zope.interface import implementer
 
-from tmta.address import localName, splitAddress
 from tmta.interfaces import ISMTPRestriction
 from tmta.logging import Logger
+from tmta.mail.address import localName, splitAddress
 from tmta.smtpd.verdicts import (
     CONFIGURATION_ERROR,
     DEFER,

@@ -21,9 +21,9 @@ from twisted.names import dns
 from twisted.names import error as dnserror
 from zope.interface import implementer
 
-from tmta.address import splitAddress
 from tmta.interfaces import ISMTPRestriction
 from tmta.logging import Logger
+from tmta.mail.address import splitAddress
 from tmta.smtpd.verdicts import (
     DEFER,
     DEFER_IF_REJECT,

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Dict, Optional
 
-from tmta import replies
-from tmta.address import AddressError, isSafeMailboxName, localName, parsePath
 from tmta.common.eager import eagerly
-from tmta.dsn import DSNError, parseEnvid, parseNotify, parseOrcpt, parseRet
 from tmta.logging import Logger
+from tmta.mail import replies
+from tmta.mail.address import AddressError, isSafeMailboxName, localName, parsePath
+from tmta.mail.dsn import DSNError, parseEnvid, parseNotify, parseOrcpt, parseRet
 from tmta.smtpd.session import SessionState
 from tmta.tables import TableLookupError
 

@@ -13,9 +13,9 @@ from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from tmta import replies
 from tmta.common.eager import eagerly
 from tmta.logging import Logger
+from tmta.mail import replies
 from tmta.smtpd.auth import AuthCommands
 from tmta.smtpd.checking import RestrictionChecks
 from tmta.smtpd.envelope import EnvelopeCommands

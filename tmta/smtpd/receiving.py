@@ -12,9 +12,9 @@ from typing import Optional
 
 from twisted.internet import defer
 
-from tmta import replies
 from tmta.common.eager import eagerly
 from tmta.logging import Logger
+from tmta.mail import replies
 from tmta.smtpd.data import ChunkDecoder
 from tmta.smtpd.session import SessionState
 from tmta.smtpd.transfer import CleanupLost, MessageTransfer, TooBig

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import List, Optional, Tuple
 
-from tmta.address import localName, splitAddress, unquoteLocal
+from tmta.mail.address import localName, splitAddress, unquoteLocal
 from tmta.tables import lookupAny, openTables
 
 

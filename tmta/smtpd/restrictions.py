@@ -19,10 +19,10 @@ from typing import Callable, Dict, List, Optional, Tuple
 from twisted.internet import defer
 from zope.interface import implementer
 
-from tmta.address import isIPAddress, splitAddress
 from tmta.config import splitList
 from tmta.interfaces import ISMTPRestriction
 from tmta.logging import Logger
+from tmta.mail.address import isIPAddress, splitAddress
 from tmta.smtpd.unverified import rejectUnverified
 from tmta.smtpd.verdicts import (
     CONFIGURATION_ERROR,

@@ -20,9 +20,9 @@ from twisted.names import dns
 from twisted.names import error as dnserror
 from zope.interface import implementer
 
-from tmta.address import isIPAddress
 from tmta.interfaces import ISMTPRestriction
 from tmta.logging import Logger
+from tmta.mail.address import isIPAddress
 from tmta.smtpd.access import AccessCheck, applyAction, clientKeys, forbidPermit
 from tmta.smtpd.dnschecks import addressesOf
 from tmta.smtpd.verdicts import DEFER, DUNNO, RecipientContext, RestrictionEnvironment, chain

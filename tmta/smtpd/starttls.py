@@ -29,7 +29,7 @@ class TLSCommands(SessionState):
     into the protected session (the CVE-2011-0411 class of attack).
 
     @ivar tlsSummary: once the handshake is done, its protocol and
-        cipher (L{tmta.common.tls.connectionSummary}); C{None} before.
+        cipher (L{tmta.mail.tls.connectionSummary}); C{None} before.
     """
 
     tlsSummary: Optional[str] = None

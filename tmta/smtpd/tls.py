@@ -19,8 +19,8 @@ from OpenSSL import SSL
 from twisted.internet.interfaces import IOpenSSLContextFactory
 from zope.interface import implementer
 
-from tmta.common.tls import TLSConfigError, cipherLists, configureContext, connectionSummary
 from tmta.logging import Logger
+from tmta.mail.tls import TLSConfigError, cipherLists, configureContext, connectionSummary
 
 log = Logger()
 

@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from twisted.internet import defer
 
-from tmta.address import splitAddress
+from tmta.mail.address import splitAddress
 
 PERMIT, REJECT, DEFER, DUNNO = "permit", "reject", "defer", "dunno"
 
@@ -236,7 +236,7 @@ def untrustedRouting(address: str) -> bool:
     client outside never gets relayed (Postfix's
     C{allow_untrusted_routing = no}).
     """
-    from tmta.address import unquoteLocal
+    from tmta.mail.address import unquoteLocal
 
     local, _ = splitAddress(address)
     return any(c in unquoteLocal(local) for c in "%!@")

@@ -26,8 +26,8 @@ from twisted.python.failure import Failure
 
 from tmta.config import ConfigError
 from tmta.config.maincf import parseTime
-from tmta.delivery.command import CommandConfigError, commandAccount, commandEntryProblems
 from tmta.logging import Logger
+from tmta.mail.command import CommandConfigError, commandAccount, commandEntryProblems
 
 log = Logger()
 

@@ -22,7 +22,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Dict, Iterator, Optional, Tuple
 
-from tmta.batching import SerialThread
+from tmta.common.batching import SerialThread
 from tmta.config.safety import verifyMapProblem
 from tmta.logging import Logger
 from tmta.tables.compiled import databasePath

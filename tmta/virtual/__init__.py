@@ -20,8 +20,7 @@ from typing import Callable, List, Optional, Tuple
 
 from zope.interface import implementer
 
-from tmta.address import splitAddress, unquoteLocal
-from tmta.batching import SerialThread
+from tmta.common.batching import SerialThread
 from tmta.delivery import (
     BOUNCED,
     DEFERRED,
@@ -30,9 +29,10 @@ from tmta.delivery import (
     RecipientStatus,
     logDelivery,
 )
-from tmta.delivery.mailbox import MailboxError, deliverMaildir, deliverMbox, envelopeLine
-from tmta.delivery.rights import DeliveryError, identity, openQueued
 from tmta.interfaces import IAddressVerifier
+from tmta.mail.address import splitAddress, unquoteLocal
+from tmta.mail.mailbox import MailboxError, deliverMaildir, deliverMbox, envelopeLine
+from tmta.mail.rights import DeliveryError, identity, openQueued
 from tmta.queue.qfile import iterContent
 from tmta.tables import TableLookupError, openTables
 
@@ -193,8 +193,8 @@ def makeVirtualService(context):
     C{virtual_mailbox_base} (the embedded default under root's home),
     the directory is opened now and reached through its descriptor.
     """
-    from tmta.common.accounts import mailOwner, reachableDirectory
     from tmta.delivery import AgentService
+    from tmta.mail.accounts import mailOwner, reachableDirectory
 
     config = context.config
     base = config.get("virtual_mailbox_base")

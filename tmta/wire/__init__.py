@@ -1,7 +1,8 @@
 """
-AMP as tmta's processes speak it to each other: the wire format
-(L{codec}), the protocol (L{protocol}), connecting to a service
-(L{connect}) and keeping connections (L{pools}).
+AMP as tmta's processes speak it to each other: the base of every
+command (L{command}), the wake-up trigger (L{triggers}), the wire format
+(L{codec}), the protocol (L{protocol}), where a service's socket is and
+connecting to it (L{connect}), and keeping connections (L{pools}).
 """
 
 from tmta.wire.codec import RecordList, serializeBox

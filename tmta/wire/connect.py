@@ -4,6 +4,8 @@ Connecting to a service's socket, with writes that go out at once.
 
 from __future__ import annotations
 
+import os
+
 from twisted.internet import endpoints, unix
 from twisted.internet.protocol import Factory
 from twisted.protocols import amp
@@ -12,9 +14,15 @@ from tmta.common.transports import EagerWriteMixin, PlainReadMixin
 from tmta.common.twistedcompat import (
     connectorMaking,
 )
-from tmta.queue.layout import socketPath
 from tmta.wire.protocol import QuietAMP
 
+
+def socketPath(queueDirectory: str, service: str, private: bool = True) -> str:
+    """
+    The UNIX socket of a service: C{private/NAME} or C{public/NAME} under
+    the queue directory, as in Postfix.
+    """
+    return os.path.join(queueDirectory, "private" if private else "public", service)
 
 def connectService(reactor, queueDirectory: str, service: str, private: bool = True,
                    protocol: amp.AMP | None = None, timeout: float = 10):

@@ -260,7 +260,7 @@ def listQueue(configuration: Configuration, out: TextIO = sys.stdout) -> int:
 def _askShowq(configuration: Configuration, out: TextIO) -> int:
     import socket
 
-    from tmta.queue.layout import socketPath
+    from tmta.wire.connect import socketPath
 
     path = socketPath(configuration.main.get("queue_directory"), "showq", private=False)
     chunks = []
@@ -285,7 +285,7 @@ def flushQueue(configuration: Configuration) -> int:
     """
     Ask qmgr to try every deferred message now (C{postqueue -f}).
     """
-    from tmta.queue.layout import socketPath
+    from tmta.wire.connect import socketPath
 
     if not _wakeQmgr(configuration, "flush"):
         path = socketPath(configuration.main.get("queue_directory"), "qmgr", False)
@@ -299,7 +299,7 @@ def _wakeQmgr(configuration: Configuration, reason: str) -> bool:
 
     from twisted.protocols import amp
 
-    from tmta.queue.layout import socketPath
+    from tmta.wire.connect import socketPath
 
     path = socketPath(configuration.main.get("queue_directory"), "qmgr", False)
     box = amp.Box({b"_command": b"Wakeup", b"reason": reason.encode("ascii")})

@@ -35,7 +35,7 @@ def manageUsers(configuration: Configuration, action: str, names: List[str],
         return 0
     group = None
     if os.geteuid() == 0:
-        from tmta.common.accounts import mailOwner
+        from tmta.mail.accounts import mailOwner
 
         group = mailOwner(main, configuration.embedded).pw_gid
     for name in names:

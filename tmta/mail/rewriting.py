@@ -12,9 +12,9 @@ from typing import Optional
 
 from zope.interface import implementer
 
-from tmta.address import splitAddress
 from tmta.config import MainConfig
 from tmta.interfaces import IAddressResolver, IAddressRewriter
+from tmta.mail.address import splitAddress
 from tmta.tables import TableLookupError, lookupAny, openTables
 from tmta.tables.matchlist import MatchList
 

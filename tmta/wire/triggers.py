@@ -5,7 +5,7 @@ as Postfix's triggers do.
 
 from twisted.protocols import amp
 
-from tmta.common.amp import Command
+from tmta.wire.command import Command
 
 
 class Wakeup(Command):
