@@ -19,8 +19,8 @@ from tmta.cli.admin import buildMaps
 from tmta.config import MainConfig
 from tmta.delivery import BOUNCED, DEFERRED, SENT
 from tmta.local.agent import LocalAgent
-from tmta.mail.command import runCommand
 from tmta.mail.mailbox import deliverMaildir, deliverMbox
+from tmta.mail.pipecommand import runCommand
 from tmta.queue.layout import createLayout
 from tmta.queue.store import QueueStore
 

@@ -1,5 +1,5 @@
 """
-Tests for L{tmta.wire.command.Command}: the same boxes as Twisted's
+Tests for L{tmta.wire.amp.Command}: the same boxes as Twisted's
 L{amp.Command} for the same schema, both ways.
 """
 
@@ -7,7 +7,7 @@ from twisted.protocols import amp
 from twisted.trial.unittest import SynchronousTestCase
 
 from tmta.wire import RecordList
-from tmta.wire.command import Command
+from tmta.wire.amp import Command
 
 SCHEMA = [
     (b"name", amp.Unicode()),

@@ -22,7 +22,7 @@ from tests.support import (
 )
 from tmta.config import MainConfig
 from tmta.delivery import BOUNCED, DEFERRED, SENT
-from tmta.mail.command import CommandConfigError
+from tmta.mail.pipecommand import CommandConfigError
 from tmta.pipe import PipeAgent, parsePipeArguments
 from tmta.queue.layout import createLayout
 from tmta.queue.store import QueueStore

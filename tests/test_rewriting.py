@@ -12,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.support import MASTER_CF, Master, freePort, sendMessage, shortTemporaryDirectory, waitFor
 from tests.test_cleanup import LocalRewriter
-from tmta.cleanup.addresses import AddressMapper, ExpansionError
+from tmta.cleanup.addresses import AddressMapper, AliasExpansionError
 from tmta.cleanup.protocol import CleanupProtocol
 from tmta.cleanup.state import Cleanup
 from tmta.config import MainConfig
@@ -68,7 +68,7 @@ class AddressMapperTests(SynchronousTestCase):
         many = ", ".join(f"u{i}@y.example" for i in range(20))
         mapper = _mapper(virtual_alias_maps=f"inline:{{ {{ list@x.example = {many} }} }}",
                          virtual_alias_expansion_limit="10")
-        self.assertRaises(ExpansionError, mapper.recipient, "list@x.example")
+        self.assertRaises(AliasExpansionError, mapper.recipient, "list@x.example")
 
     def test_masquerade(self):
         mapper = _mapper(masquerade_domains="!secure.example.com, example.com",

@@ -17,7 +17,7 @@ from zope.interface import implementer
 
 from tmta.common.transports import PlainReadMixin
 from tmta.wire import QuietAMP, RecordList, serializeBox
-from tmta.wire.command import Command
+from tmta.wire.amp import Command
 
 
 class RecordListTests(SynchronousTestCase):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from twisted.protocols import amp
 
-from tmta.wire.command import Command
+from tmta.wire.amp import Command
 
 #: The events anvil counts per time unit, besides connections.
 EVENTS = ("connect", "message", "recipient", "newtls", "auth")

@@ -5,7 +5,7 @@ The AMP command of the bounce service.
 from twisted.protocols import amp
 
 from tmta.wire import RecordList
-from tmta.wire.command import Command
+from tmta.wire.amp import Command
 
 
 class BounceRecipients(Command):

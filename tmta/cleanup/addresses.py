@@ -27,7 +27,7 @@ RECIPIENT_HEADERS = frozenset(("to", "cc", "bcc", "resent-to", "resent-cc", "res
                                "apparently-to", "disposition-notification-to"))
 
 
-class ExpansionError(Exception):
+class AliasExpansionError(Exception):
     """
     virtual alias expansion went too deep or too wide.
     """
@@ -161,7 +161,7 @@ class AddressMapper:
         masquerading (when C{masquerade_classes} says), then virtual
         alias expansion.
 
-        @raise ExpansionError: the expansion loops or is too large.
+        @raise AliasExpansionError: the expansion loops or is too large.
         """
         address = self._canonical(self.recipientCanonical, address)
         address = self._canonical(self.canonical, address)
@@ -175,7 +175,7 @@ class AddressMapper:
 
     def _expand(self, address: str, depth: int, found: List[str], path: List[str]) -> None:
         if depth > self.recursionLimit:
-            raise ExpansionError(f"virtual alias recursion limit exceeded for {address}")
+            raise AliasExpansionError(f"virtual alias recursion limit exceeded for {address}")
         if address.lower() in path:
             # A loop back to an address already being expanded: it
             # stands for itself, as Postfix lets "a -> a, b" deliver to a.
@@ -197,7 +197,7 @@ class AddressMapper:
             else:
                 self._expand(target, depth + 1, found, path + [address.lower()])
             if len(found) > self.expansionLimit:
-                raise ExpansionError(f"virtual alias expansion limit exceeded for {address}")
+                raise AliasExpansionError(f"virtual alias expansion limit exceeded for {address}")
 
     def header(self, name: str, value: str) -> Optional[str]:
         """

@@ -15,7 +15,7 @@ thousand.)
 from twisted.protocols import amp
 
 from tmta.wire import RecordList
-from tmta.wire.command import Command
+from tmta.wire.amp import Command
 
 ATTRIBUTES = RecordList([("name", str), ("value", str)])
 

@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
-from tmta.cleanup.addresses import AddressMapper, ExpansionError
+from tmta.cleanup.addresses import AddressMapper, AliasExpansionError
 from tmta.cleanup.contentchecks import Verdict
 from tmta.cleanup.headers import (
     headerNames,
@@ -165,7 +165,7 @@ class Message:
                 log.warn("{queueId}: table lookup failure: {error}", queueId=self.queueId,
                          error=str(e))
                 raise Rejection(451, "4.3.0 Error: temporary lookup failure")
-            except ExpansionError as e:
+            except AliasExpansionError as e:
                 log.warn("{queueId}: {error}", queueId=self.queueId, error=str(e))
                 raise Rejection(554, f"5.4.6 Error: {e}")
         writer = self.file

@@ -24,7 +24,7 @@ from tmta.logging import Logger
 from tmta.queue.qfile import iterContent, openQueueFile, readEnvelope
 from tmta.queue.store import QueueStore
 from tmta.wire import RecordList, ServiceAMP
-from tmta.wire.command import Command
+from tmta.wire.amp import Command
 
 __all__ = [
     "SENT",

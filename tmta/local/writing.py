@@ -13,8 +13,8 @@ from tmta.delivery import BOUNCED, DEFERRED, SENT, DeliveryRequest
 from tmta.local.macros import splitExtension
 from tmta.local.state import Expansion, LocalContext, Mailbox, Record, RunAlone
 from tmta.mail.address import isSafeMailboxName, splitAddress, unquoteLocal
-from tmta.mail.command import commandEnvironment, runCommand, shellCommand
 from tmta.mail.mailbox import MailboxError, deliverMaildir, deliverMbox, envelopeLine
+from tmta.mail.pipecommand import commandEnvironment, runCommand, shellCommand
 from tmta.mail.rights import DeliveryError, identity
 from tmta.queue.qfile import iterContent
 

@@ -7,7 +7,7 @@ understands is L{tmta.wire.triggers.Wakeup}.
 
 from twisted.protocols import amp
 
-from tmta.wire.command import Command
+from tmta.wire.amp import Command
 
 
 class WorkerStatus(Command):

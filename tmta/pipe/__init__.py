@@ -10,7 +10,7 @@ The command is run directly (no shell), as C{user=} (never root), with
 the message on its standard input and the C{${name}} macros expanded in
 its arguments.  An argument that names a recipient macro is repeated
 for each recipient of the delivery.  Its exit status maps to the
-recipients' fate as C{sysexits.h} says (L{tmta.mail.command}).
+recipients' fate as C{sysexits.h} says (L{tmta.mail.pipecommand}).
 """
 
 from __future__ import annotations
@@ -25,14 +25,14 @@ from zope.interface import implementer
 from tmta.delivery import BOUNCED, DEFERRED, SENT, DeliveryRequest, RecipientStatus, logDelivery
 from tmta.interfaces import IAddressVerifier
 from tmta.mail.address import splitAddress, unquoteLocal
-from tmta.mail.command import (
+from tmta.mail.mailbox import envelopeLine
+from tmta.mail.pipecommand import (
     CommandConfigError,
     commandAccount,
     commandEntryProblems,
     commandEnvironment,
     runCommand,
 )
-from tmta.mail.mailbox import envelopeLine
 from tmta.queue.qfile import CorruptQueueFile, iterContent, openQueueFile, readEnvelope
 
 #: Macros that differ per recipient: an argument holding one is repeated

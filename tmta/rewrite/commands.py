@@ -4,7 +4,7 @@ The AMP commands of the trivial-rewrite service.
 
 from twisted.protocols import amp
 
-from tmta.wire.command import Command
+from tmta.wire.amp import Command
 
 
 class RewriteAddress(Command):

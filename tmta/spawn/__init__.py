@@ -27,7 +27,7 @@ from twisted.python.failure import Failure
 from tmta.config import ConfigError
 from tmta.config.maincf import parseTime
 from tmta.logging import Logger
-from tmta.mail.command import CommandConfigError, commandAccount, commandEntryProblems
+from tmta.mail.pipecommand import CommandConfigError, commandAccount, commandEntryProblems
 
 log = Logger()
 

@@ -6,7 +6,7 @@ C{address_verify_map} records them).
 
 from twisted.protocols import amp
 
-from tmta.wire.command import Command
+from tmta.wire.amp import Command
 
 #: Deliverable.
 OK = 0

@@ -1,6 +1,6 @@
 """
 AMP as tmta's processes speak it to each other: the base of every
-command (L{command}), the wake-up trigger (L{triggers}), the wire format
+command (L{amp}), the wake-up trigger (L{triggers}), the wire format
 (L{codec}), the protocol (L{protocol}), where a service's socket is and
 connecting to it (L{connect}), and keeping connections (L{pools}).
 """

@@ -25,8 +25,8 @@ from tmta.common.twistedcompat import (
     ampSwitched,
 )
 from tmta.logging import Logger
+from tmta.wire.amp import Command
 from tmta.wire.codec import serializeBox
-from tmta.wire.command import Command
 from tmta.wire.triggers import Wakeup
 
 log = Logger()
@@ -73,7 +73,7 @@ class QuietAMP(amp.AMP):
     then read with C{recv} rather than C{recvmsg} (L{PlainReadMixin}).
 
     And it sends, answers and takes the answers of tmta's own commands
-    (L{tmta.wire.command.Command}) without Twisted's generic layers: a
+    (L{tmta.wire.amp.Command}) without Twisted's generic layers: a
     command's round trip there goes through about a dozen Deferred
     callbacks and a sorted re-encoding of each box, which cost as much
     again as the two processes' reads and writes.  What goes on the wire,

@@ -5,7 +5,7 @@ as Postfix's triggers do.
 
 from twisted.protocols import amp
 
-from tmta.wire.command import Command
+from tmta.wire.amp import Command
 
 
 class Wakeup(Command):
