@@ -105,7 +105,8 @@ class ConformanceTests(SynchronousTestCase):
         self.assertFalse(interfaces.IOwnedTable.providedBy(openTable("static:x")))
 
     def test_builtinRestrictions(self):
-        from tmta.smtpd.restrictions import BUILTIN_RESTRICTIONS, RestrictionList
+        from tmta.smtpd.builtins import BUILTIN_RESTRICTIONS
+        from tmta.smtpd.restrictions import RestrictionList
 
         restrictions = RestrictionList("smtpd_recipient_restrictions",
                                        ", ".join(sorted(BUILTIN_RESTRICTIONS)), [], 554, 554)

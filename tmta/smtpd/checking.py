@@ -17,7 +17,8 @@ from typing import List, Optional, Tuple
 from twisted.internet import defer
 
 from tmta.logging import Logger
-from tmta.smtpd.restrictions import RestrictionList, rejectUnlistedSender
+from tmta.smtpd.builtins import rejectUnlistedSender
+from tmta.smtpd.restrictions import RestrictionList
 from tmta.smtpd.session import SessionState
 from tmta.smtpd.verdicts import (
     DEFER,
