@@ -168,8 +168,8 @@ def measureCommit(count: int, batch: int, directory: "str | None") -> None:
     """
     from tmta.common import durable
     from tmta.queue.layout import createLayout
-    from tmta.queue.qfile import commitAll
     from tmta.queue.store import QueueStore
+    from tmta.queue.writer import commitAll
 
     base = tempfile.mkdtemp(prefix="tmta-hops-", dir=directory)
     body = b"From: load@example.com\nSubject: hop\n\n" + (b"x" * 70 + b"\n") * 27

@@ -370,7 +370,7 @@ class MaildropTrustTests(TestCase):
         self.pickup = Pickup(reactor, self.queue, Cleanup(), 10_000_000)
 
     def posting(self, directory, name):
-        from tmta.queue.qfile import QueueFileWriter
+        from tmta.queue.writer import QueueFileWriter
 
         path = os.path.join(directory, name)
         writer = QueueFileWriter(path)

@@ -13,15 +13,10 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from tmta.common.durable import startWriteback
 from tmta.queue import layout
 from tmta.queue.layout import createLayout
-from tmta.queue.qfile import (
-    CorruptQueueFile,
-    commitAll,
-    iterContent,
-    markDone,
-    readEnvelope,
-)
+from tmta.queue.qfile import CorruptQueueFile, iterContent, markDone, readEnvelope
 from tmta.queue.qid import QueueIdGenerator, hashDirectory, isQueueId
 from tmta.queue.store import QueueStore
+from tmta.queue.writer import commitAll
 
 
 class FsyncRecorder:

@@ -27,7 +27,8 @@ from tests.support import (
     shortTemporaryDirectory,
     waitFor,
 )
-from tmta.smtp.client import SessionFailed, SMTPClient, Timeouts, Transaction, transparent
+from tmta.smtp.client import SMTPClient, transparent
+from tmta.smtp.transaction import SessionFailed, Timeouts, Transaction
 
 
 class TransparencyTests(SynchronousTestCase):
@@ -885,7 +886,7 @@ class SessionLimitTests(TestCase):
         from tmta.config import MainConfig
         from tmta.delivery import DEFERRED, DeliveryRequest, RequestRecipient
         from tmta.smtp.agent import SMTPDeliveryAgent
-        from tmta.smtp.client import Reply
+        from tmta.smtp.transaction import Reply
 
         tried = []
 

@@ -381,7 +381,7 @@ class AgentTests(SynchronousTestCase):
         session starts with RSET.
         """
         from tests.test_smtp import ClientTests
-        from tmta.smtp.client import Transaction
+        from tmta.smtp.transaction import Transaction
 
         for pipelining in (True, False):
             harness = ClientTests()

@@ -29,12 +29,9 @@ from tmta.cleanup.state import Cleanup
 from tmta.common.eager import eagerly
 from tmta.logging import Logger
 from tmta.mail.replies import INTERNAL_ERROR, TOO_BIG, storageFailure
-from tmta.queue.qfile import (
-    DELIVERABLE_ATTRIBUTE,
-    PROBE_ATTRIBUTE,
-    QueueFileWriter,
-)
+from tmta.queue.qfile import DELIVERABLE_ATTRIBUTE, PROBE_ATTRIBUTE
 from tmta.queue.store import QueueError
+from tmta.queue.writer import QueueFileWriter
 from tmta.tables import TableLookupError
 
 log = Logger()

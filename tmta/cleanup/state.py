@@ -15,11 +15,8 @@ from tmta.cleanup.contentchecks import ContentChecks
 from tmta.common.batching import ThreadBatcher
 from tmta.common.flow import InFlowGate
 from tmta.logging import Logger
-from tmta.queue.qfile import (
-    QueueFileWriter,
-    commitAll,
-)
 from tmta.queue.store import QueueStore
+from tmta.queue.writer import QueueFileWriter, commitAll
 from tmta.wire import heldWrites
 
 log = Logger()

@@ -178,8 +178,8 @@ def post(posting: Posting, content: bytes, queueDirectory: str) -> str:
     @raise OSError: it could not be written.
     """
     from tmta.common.durable import fsyncName
-    from tmta.queue.qfile import QueueFileWriter
     from tmta.queue.qid import QueueIdGenerator
+    from tmta.queue.writer import QueueFileWriter
 
     maildrop = os.path.join(queueDirectory, "maildrop")
     queueId = QueueIdGenerator().next()

@@ -1,5 +1,5 @@
 """
-The queue file format.
+The queue file format, and reading it (L{tmta.queue.writer} writes it).
 
 A queue file is a sequence of records, each a type byte, a four-byte
 big-endian length and that many bytes of data, in this order::
@@ -34,9 +34,8 @@ import os
 import stat
 import struct
 from dataclasses import dataclass, field
-from typing import BinaryIO, Callable, Dict, Iterator, List, Optional, Sequence
+from typing import BinaryIO, Dict, Iterator, List
 
-from tmta.common.durable import fsyncDirectory, startWriteback, writeFully
 from tmta.common.slots import SLOTS
 
 VERSION = b"tmta-queue 1"
@@ -44,7 +43,6 @@ HEADER = struct.Struct(">cI")
 MAX_RECORD = 1 << 20
 MAX_CHUNK = 65535
 #: How much a L{QueueFileWriter} gathers before it writes.
-_WRITE_SIZE = 1 << 16
 COMPLETE_MODE = 0o700
 INCOMPLETE_MODE = 0o600
 
@@ -88,11 +86,17 @@ class NotRegularFile(CorruptQueueFile):
         self.path = path
 
 
-def _text(data: bytes) -> str:
+def decodeText(data: bytes) -> str:
+    """
+    A record's text, with bytes that are not UTF-8 kept as surrogates.
+    """
     return data.decode("utf-8", "surrogateescape")
 
 
-def _bytes(text: str) -> bytes:
+def encodeText(text: str) -> bytes:
+    """
+    Text as a record holds it (the inverse of L{decodeText}).
+    """
     return text.encode("utf-8", "surrogateescape")
 
 
@@ -137,214 +141,6 @@ class Envelope:
         The recipients not yet done.
         """
         return [r for r in self.recipients if not r.done]
-
-
-class QueueFileWriter:
-    """
-    Writes one new queue file.  Only cleanup creates queue files.
-
-    The envelope and content are gathered as they come and written in
-    pieces of about 64 KiB (a small message in one system call, with no
-    file object around the descriptor); L{commit} then makes the file
-    complete and durable: end record, the complete mode bit, fsync of
-    the file and of its directory.  L{commit} blocks (it fsyncs): call
-    it in a thread.
-    """
-
-    def __init__(
-        self,
-        path: str,
-        fsync: Callable[[int], None] = os.fsync,
-        mode: int = INCOMPLETE_MODE,
-    ) -> None:
-        self.path = path
-        self._fsync = fsync
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-        self._pending: List[bytes] = []
-        self._pendingSize = 0
-        #: Bytes written so far, pending ones included.
-        self._offset = 0
-        self.size = 0
-        self._inContent = False
-        self._record(REC_VERSION, VERSION)
-
-    def _record(self, kind: bytes, data: bytes) -> None:
-        header = HEADER.pack(kind, len(data))
-        self._pending.append(header)
-        self._pending.append(data)
-        written = len(header) + len(data)
-        self._offset += written
-        self._pendingSize += written
-        if self._pendingSize >= _WRITE_SIZE:
-            self.flush()
-
-    def flush(self) -> None:
-        """
-        Write what is gathered to the file (not durably: see L{commit}).
-        """
-        if self._pending:
-            data = b"".join(self._pending)
-            self._pending, self._pendingSize = [], 0
-            writeFully(self._fd, data)
-
-    def envelope(self, arrival: float, sender: str, attributes: Dict[str, str]) -> None:
-        self._record(REC_TIME, repr(float(arrival)).encode())
-        self._record(REC_SENDER, _bytes(sender))
-        for name, value in attributes.items():
-            self._record(REC_ATTRIBUTE, _bytes(f"{name}={value}"))
-
-    def recipient(self, address: str, original: Optional[str] = None, notify: str = "",
-                  orcpt: str = "") -> None:
-        data = _bytes(address) + b"\0" + _bytes(original or address)
-        if notify or orcpt:
-            data += b"\0" + _bytes(notify) + b"\0" + _bytes(orcpt)
-        self._record(REC_RECIPIENT, data)
-
-    def content(self, data: bytes) -> None:
-        """
-        Append message text (LF line ends), in bounded records.
-        """
-        if not self._inContent:
-            self._record(REC_MESSAGE, b"")
-            self._inContent = True
-            self._contentStart = self._offset
-        for start in range(0, len(data), MAX_CHUNK):
-            self._record(REC_CONTENT, data[start : start + MAX_CHUNK])
-        self.size += len(data)
-
-    def writtenContent(self) -> Iterator[bytes]:
-        """
-        The content written so far, read back from the unfinished file:
-        for cleanup to copy a message under an envelope it could decide
-        only after the content (a REDIRECT from body_checks).  Blocking.
-        """
-        if not self._inContent:
-            return
-        self.flush()
-        with open(self.path, "rb") as f:
-            f.seek(self._contentStart)
-            for _, kind, data in _records(f, MAX_RECORD):
-                if kind != REC_CONTENT:
-                    raise CorruptQueueFile(f"unexpected record {kind!r} in content")
-                yield data
-
-    def commit(self) -> None:
-        """
-        Finish the file and make it durable and visible.  Blocking.
-
-        @raise OSError: the disk is full or failing: the file is removed
-            and nothing may be acknowledged.
-        """
-        error = commitAll([self])[0]
-        if error is not None:
-            raise error
-
-    def finish(self) -> None:
-        """
-        Finish the file and fsync it, but not its directory: the file is
-        durable only once the directory is fsynced too (L{commit} does
-        both; L{commitAll} shares the directory's fsync among files).
-        Blocking.
-
-        @raise OSError: the file is removed.
-        """
-        self.seal()
-        self.sync()
-
-    def seal(self) -> None:
-        """
-        Write the end records and the complete mode bit, not yet durably
-        (L{sync} does that).  Blocking.
-
-        @raise OSError: the file is removed.
-        """
-        try:
-            if not self._inContent:
-                self._record(REC_MESSAGE, b"")
-            self._record(REC_CONTENT_END, b"")
-            self._record(REC_END, b"")
-            self.flush()
-            os.fchmod(self._fd, COMPLETE_MODE)
-        except BaseException:
-            self.abort()
-            raise
-
-    def sync(self) -> None:
-        """
-        fsync the sealed file (L{seal}) and close it.  Blocking.
-
-        @raise OSError: the file is removed.
-        """
-        try:
-            self._fsync(self._fd)
-            self._close()
-        except BaseException:
-            self.abort()
-            raise
-
-    def _close(self) -> None:
-        fd, self._fd = self._fd, -1
-        if fd >= 0:
-            os.close(fd)
-
-    def abort(self) -> None:
-        """
-        Throw the unfinished file away.
-        """
-        self._pending, self._pendingSize = [], 0
-        try:
-            self._close()
-        except OSError:
-            pass
-        try:
-            os.unlink(self.path)
-        except OSError:
-            pass
-
-
-def commitAll(writers: Sequence[QueueFileWriter]) -> List[Optional[OSError]]:
-    """
-    Commit several queue files at once: every file is finished and its
-    writeback started (L{startWriteback}), then each is fsynced, then
-    each directory they are in is fsynced once for all of them.
-    Blocking.
-
-    Each fsync thus finds its data already on its way, and a journalling
-    file system (ext4, XFS) commits the batch's blocks and names
-    together, where files finished and fsynced one after another would
-    cost a journal commit each.
-
-    @return: for each writer, in order, C{None} if its file is durable,
-        else the error (that file has been removed).
-    """
-    errors: List[Optional[OSError]] = []
-    several = len(writers) > 1
-    for writer in writers:
-        try:
-            writer.seal()
-            if several:
-                startWriteback(writer._fd)
-            errors.append(None)
-        except OSError as e:
-            errors.append(e)
-    for index, writer in enumerate(writers):
-        if errors[index] is None:
-            try:
-                writer.sync()
-            except OSError as e:
-                errors[index] = e
-    directories: Dict[str, List[int]] = {}
-    for index, writer in enumerate(writers):
-        if errors[index] is None:
-            directories.setdefault(os.path.dirname(writer.path), []).append(index)
-    for directory, indexes in directories.items():
-        try:
-            fsyncDirectory(directory, writers[indexes[0]]._fsync)
-        except OSError as e:
-            for index in indexes:
-                writers[index].abort()
-                errors[index] = e
-    return errors
 
 
 # Files up to this size are read with one system call and parsed from
@@ -406,7 +202,7 @@ def openQueueFile(path: str) -> BinaryIO:
     return QueueFileImage(b"".join(parts))
 
 
-def _records(f: BinaryIO, limit: int) -> Iterator[tuple]:
+def readRecords(f: BinaryIO, limit: int) -> Iterator[tuple]:
     """
     Yield C{(offset, type, data)} for each record from the file's
     position on, checking lengths.
@@ -441,7 +237,7 @@ def _records(f: BinaryIO, limit: int) -> Iterator[tuple]:
 
 def _recordsIn(data: bytes, base: int, limit: int, position: int = 0) -> Iterator[tuple]:
     """
-    L{_records} over bytes read from file offset C{base}, from
+    L{readRecords} over bytes read from file offset C{base}, from
     C{position} in them on.
     """
     end, size = len(data), HEADER.size
@@ -474,7 +270,7 @@ def readEnvelope(f: BinaryIO, maxRecipients: int = 1_000_000) -> Envelope:
         f.seek(0, os.SEEK_END)
         records = _recordsIn(f.image, 0, MAX_RECORD)
     else:
-        records = _records(f, MAX_RECORD)
+        records = readRecords(f, MAX_RECORD)
     first = next(records, None)
     if first is None or first[1] != REC_VERSION or first[2] != VERSION:
         raise CorruptQueueFile("not a tmta queue file")
@@ -490,15 +286,15 @@ def readEnvelope(f: BinaryIO, maxRecipients: int = 1_000_000) -> Envelope:
                     raise CorruptQueueFile(f"bad recipient at offset {offset}")
                 if len(recipients) >= maxRecipients:
                     raise CorruptQueueFile("too many recipients")
-                address = _text(fields[0])
+                address = decodeText(fields[0])
                 # The original is nearly always the address: one string.
-                original = address if fields[1] == fields[0] else _text(fields[1])
+                original = address if fields[1] == fields[0] else decodeText(fields[1])
                 recipient = Recipient(address, original, offset, kind == REC_DONE)
                 if len(fields) == 4:
-                    recipient.notify, recipient.orcpt = _text(fields[2]), _text(fields[3])
+                    recipient.notify, recipient.orcpt = decodeText(fields[2]), decodeText(fields[3])
                 recipients.append(recipient)
             elif kind == REC_ATTRIBUTE:
-                name, eq, value = _text(data).partition("=")
+                name, eq, value = decodeText(data).partition("=")
                 if not eq:
                     raise CorruptQueueFile(f"bad attribute at offset {offset}")
                 envelope.attributes[name] = value
@@ -506,7 +302,7 @@ def readEnvelope(f: BinaryIO, maxRecipients: int = 1_000_000) -> Envelope:
                 envelope.arrival = float(data.decode("ascii"))
                 hasTime = True
             elif kind == REC_SENDER:
-                envelope.sender = _text(data)
+                envelope.sender = decodeText(data)
                 hasSender = True
             elif kind == REC_MESSAGE:
                 envelope.contentOffset = offset + HEADER.size + len(data)
@@ -549,7 +345,7 @@ def iterContent(f: BinaryIO, envelope: Envelope) -> Iterator[bytes]:
     @raise CorruptQueueFile: the content records are damaged.
     """
     f.seek(envelope.contentOffset)
-    for _, kind, data in _records(f, MAX_RECORD):
+    for _, kind, data in readRecords(f, MAX_RECORD):
         if kind == REC_CONTENT_END:
             return
         if kind != REC_CONTENT:

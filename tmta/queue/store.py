@@ -16,8 +16,9 @@ from zope.interface import implementer
 from tmta.interfaces import IQueue
 from tmta.logging import Logger
 from tmta.queue.layout import QUEUES
-from tmta.queue.qfile import Envelope, QueueFileWriter, openQueueFile, readEnvelope
+from tmta.queue.qfile import Envelope, openQueueFile, readEnvelope
 from tmta.queue.qid import QueueIdGenerator, hashDirectory, isQueueId
+from tmta.queue.writer import QueueFileWriter
 
 log = Logger()
 

@@ -40,10 +40,11 @@ from tmta.interfaces import IAddressVerifier
 from tmta.logging import Logger
 from tmta.mail.tls import cipherLists
 from tmta.smtp.cache import SessionCache
-from tmta.smtp.client import Reply, SessionFailed, SMTPClient, Timeouts, Transaction
+from tmta.smtp.client import SMTPClient
 from tmta.smtp.nexthop import HostFinder, NextHopError, errorReason, nexthopName, parseNexthop
 from tmta.smtp.sasl import SASLLogin, SASLPasswords
 from tmta.smtp.tls import ClientTLS, TLSPolicies, TLSPolicy, TLSPolicyError
+from tmta.smtp.transaction import Reply, SessionFailed, Timeouts, Transaction
 
 log = Logger()
 
