@@ -66,7 +66,7 @@ class QueueManagerTests(TestCase):
         self.services = {"local", "bounce"}
         self.makeManager()
 
-    def makeManager(self, settings=None, connect=None):
+    def makeManager(self, settings=None, connect=None, resolve=None):
         """
         A queue manager with C{settings} over the tests' main.cf, whose
         agents are L{FakeAgent}s unless C{connect} makes others.
@@ -81,7 +81,7 @@ class QueueManagerTests(TestCase):
             return defer.succeed(FakeAgent(service, self))
 
         self.manager = QueueManager(reactor, config, self.store, connect or fakeAgents,
-                                    lambda a: defer.succeed(rewriter.resolve(a)))
+                                    resolve or (lambda a: defer.succeed(rewriter.resolve(a))))
         self.addCleanup(self.manager.stop)
 
     def queue(self, recipients, sender="alice@example.com", arrival=None, queueName="incoming"):
@@ -174,8 +174,7 @@ class QueueManagerTests(TestCase):
             questions.append((address, d))
             return d
 
-        self.manager.resolve = resolve
-        self.manager.deferTransports = {"local"}
+        self.makeManager({"defer_transports": "local"}, resolve=resolve)
         count = RESOLVING_LIMIT + 30
         for n in range(count):
             queueId = self.queue([f"user{n}@localhost"], queueName="deferred")
@@ -258,7 +257,7 @@ class QueueManagerTests(TestCase):
         qmgr_message_recipient_limit: no more messages are taken up while
         the active ones have that many recipients.
         """
-        self.manager.recipientLimit = 3
+        self.makeManager({"qmgr_message_recipient_limit": "3"})
         self.held = []
         for _ in range(3):
             self.queue(["bob@localhost", "carol@localhost"])
@@ -283,7 +282,7 @@ class QueueManagerTests(TestCase):
         Past delay_warning_time the sender is told once which recipients
         still wait; NOTIFY without DELAY leaves one out.
         """
-        self.manager.completion.delayWarning = 3600
+        self.makeManager({"delay_warning_time": "1h"})
         self.outcomes["carol@localhost"] = DEFERRED
         self.outcomes["dave@localhost"] = DEFERRED
         queueId, writer = self.store.create("incoming")
@@ -382,7 +381,7 @@ class QueueManagerTests(TestCase):
         from tmta.common.flow import FLAG
 
         flag = os.path.join(self.directory, FLAG)
-        self.manager.activeLimit = 1
+        self.makeManager({"qmgr_message_active_limit": "1"})
         self.held = []
         self.queue(["bob@localhost"])
         self.queue(["bob@localhost"])
@@ -408,7 +407,7 @@ class QueueManagerTests(TestCase):
         With the active queue full, new and deferred mail take turns for
         the room that frees up: neither starves the other.
         """
-        self.manager.activeLimit = 1
+        self.makeManager({"qmgr_message_active_limit": "1"})
         self.held = []
         names = {}
         for n in range(3):
@@ -539,7 +538,7 @@ class QueueManagerTests(TestCase):
         Mail for a transport in defer_transports waits, with its reason,
         until a flush.
         """
-        self.manager.deferTransports = {"local"}
+        self.makeManager({"defer_transports": "local"})
         queueId = self.queue(["bob@localhost"])
         self.manager.start()
         yield defer.Deferred.fromCoroutine(self.settle())

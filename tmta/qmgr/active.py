@@ -26,6 +26,7 @@ from tmta.delivery import (
 from tmta.logging import Logger
 from tmta.mail.dsn import notifies
 from tmta.qmgr.jobs import ActiveMessage, Job, Outcome
+from tmta.qmgr.settings import QmgrSettings
 from tmta.queue.qfile import Recipient, markDone
 from tmta.queue.store import QueueStore
 from tmta.verify.client import VerifyClient
@@ -104,7 +105,7 @@ class MessageCompletion:
         an AMP connection to the bounce service.
     """
 
-    def __init__(self, reactor, config, store: QueueStore,
+    def __init__(self, reactor, settings: QmgrSettings, store: QueueStore,
                  active: Dict[str, ActiveMessage],
                  connect: Callable[[str], defer.Deferred],
                  outstanding: Outstanding,
@@ -115,15 +116,9 @@ class MessageCompletion:
         self.connect = connect
         self.outstanding = outstanding
         self.now = now
-        self.minimalBackoff = config.getTime("minimal_backoff_time")
-        self.maximalBackoff = config.getTime("maximal_backoff_time")
-        self.queueLifetime = config.getTime("maximal_queue_lifetime")
-        self.bounceLifetime = config.getTime("bounce_queue_lifetime")
-        self.softBounce = config.getBool("soft_bounce")
-        self.delayWarning = config.getTime("delay_warning_time")
-        verifyService = config.get("address_verify_service_name") or "verify"
-        self.verify = VerifyClient(lambda: connect(verifyService), reactor,
-                                   idle=config.getTime("ipc_idle"))
+        self.settings = settings
+        self.verify = VerifyClient(lambda: connect(settings.verifyService), reactor,
+                                   idle=settings.ipcIdle)
 
     def delivered(self, outcome, job: Job):
         """
@@ -189,7 +184,7 @@ class MessageCompletion:
                 action = status.get("action") or "delivered"
                 if action != "passed" and notifies(recipient.notify, "SUCCESS"):
                     message.succeeded.append((recipient, action, status["reason"]))
-            elif status["status"] == BOUNCED and not self.softBounce:
+            elif status["status"] == BOUNCED and not self.settings.softBounce:
                 if notifies(recipient.notify, "FAILURE"):
                     message.bounced.append((recipient, status["dsn"], status["reason"]))
                 else:
@@ -316,7 +311,8 @@ class MessageCompletion:
         queueId = message.queueId
         envelope = message.envelope
         age = self.now() - envelope.arrival
-        lifetime = self.bounceLifetime if not envelope.sender else self.queueLifetime
+        settings = self.settings
+        lifetime = settings.bounceLifetime if not envelope.sender else settings.queueLifetime
         if message.deferred and age > lifetime:
             for recipient in envelope.recipients:
                 reason = message.deferred.pop(recipient.offset, None)
@@ -361,7 +357,7 @@ class MessageCompletion:
                 # The file stays: record what the last delivery finished.
                 await self.markDone(message, message.unmarked)
                 message.unmarked = []
-            backoff = min(self.maximalBackoff, max(self.minimalBackoff, age))
+            backoff = min(self.settings.maximalBackoff, max(self.settings.minimalBackoff, age))
             retry = self.now() + backoff
             warned = await self._warnOfDelay(message, age)
             try:
@@ -385,7 +381,8 @@ class MessageCompletion:
         @return: when the sender was warned, or C{None} while not yet.
         """
         warned = self.store.deferWarned(message.queueId) if message.wasDeferred else None
-        if warned is not None or self.delayWarning <= 0 or age < self.delayWarning:
+        delayWarning = self.settings.delayWarning
+        if warned is not None or delayWarning <= 0 or age < delayWarning:
             return warned
         delayed = [(r, message.deferredStatus.get(r.offset, "4.0.0"),
                     message.deferred[r.offset], "delayed")

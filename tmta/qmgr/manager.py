@@ -17,6 +17,7 @@ from tmta.logging import Logger
 from tmta.qmgr.active import ActiveMessages, MessageCompletion, Outstanding
 from tmta.qmgr.jobs import ActiveMessage, Job
 from tmta.qmgr.scan import FEED_SLICE, QueueScan
+from tmta.qmgr.settings import QmgrSettings
 from tmta.qmgr.transports import Transports
 from tmta.queue.qfile import (
     DELIVERABLE_ATTRIBUTE,
@@ -59,6 +60,7 @@ class QueueManager:
                  now: Callable[[], float] = time.time) -> None:
         self.reactor = reactor
         self.config = config
+        self.settings = QmgrSettings.fromConfig(config)
         self.store = store
         self.connect = connect
         self.resolve = resolve
@@ -77,19 +79,12 @@ class QueueManager:
         # Messages whose recipients trivial-rewrite is resolving.
         self._resolving = 0
         self.inFlow = InFlowFlag(store.directory)
-        self.recipientLimit = config.getInt("qmgr_message_recipient_limit")
-        # sender_dependent_relayhost_maps: the next hop depends on the
-        # sender too, so the resolver is asked with it.
-        self.senderDependent = bool(config.get("sender_dependent_relayhost_maps").strip())
-        self.activeLimit = config.getInt("qmgr_message_active_limit")
-        self.runDelay = config.getTime("queue_run_delay")
-        self.deferTransports = set(config.getList("defer_transports"))
         self._deferredScan: Optional[task.LoopingCall] = None
         self.stopping = False
         # Deliveries started and finishings under way: stop() waits for
         # them, so that what a transport did is recorded before exit.
         self.outstanding = Outstanding()
-        self.completion = MessageCompletion(reactor, config, store, self.active, connect,
+        self.completion = MessageCompletion(reactor, self.settings, store, self.active, connect,
                                             self.outstanding, now)
         self.transports = Transports(reactor, config, connect, self.completion,
                                      self.outstanding, transportLimits)
@@ -106,7 +101,7 @@ class QueueManager:
         self.store.removeStale("incoming", 86400)
         self._deferredScan = task.LoopingCall(self.periodicScan)
         self._deferredScan.clock = self.reactor
-        self._deferredScan.start(self.runDelay, now=True)
+        self._deferredScan.start(self.settings.runDelay, now=True)
 
     def stop(self) -> defer.Deferred:
         """
@@ -164,8 +159,10 @@ class QueueManager:
         C{qmgr_message_recipient_limit}.  Full, it asks cleanup to slow
         the inflow (C{in_flow_delay}).
         """
-        full = (len(self.active) >= self.activeLimit
-                or (self.recipientLimit > 0 and self.active.recipients >= self.recipientLimit))
+        settings = self.settings
+        full = (len(self.active) >= settings.activeLimit
+                or (settings.recipientLimit > 0
+                    and self.active.recipients >= settings.recipientLimit))
         if full:
             self._leftWaiting = True
             self.inFlow.set(True)
@@ -242,7 +239,7 @@ class QueueManager:
         except OSError:
             return False
         now = self.now()
-        return retry <= now or retry > now + self.completion.maximalBackoff
+        return retry <= now or retry > now + self.settings.maximalBackoff
 
     def _requestScan(self, scan: QueueScan, everything: bool = False) -> None:
         if self.stopping:
@@ -377,7 +374,7 @@ class QueueManager:
                 groups.setdefault((transport, nexthop), []).append(recipient)
                 continue
             try:
-                sender = message.envelope.sender if self.senderDependent else None
+                sender = message.envelope.sender if self.settings.senderDependent else None
                 if message.probe:
                     resolution = await self.resolve(recipient.address, sender, verify=True)
                 elif sender is not None:
@@ -390,7 +387,7 @@ class QueueManager:
                 continue
             groups.setdefault((resolution.transport, resolution.nexthop), []).append(recipient)
         for (transport, nexthop), recipients in groups.items():
-            if transport in self.deferTransports and not message.flushed:
+            if transport in self.settings.deferTransports and not message.flushed:
                 # defer_transports: only a flush sends this mail.
                 self.completion.defer(message, nexthop, recipients, "deferred transport")
                 continue
@@ -414,7 +411,7 @@ class QueueManager:
             self.completion.deliverable(message, pending, known)
             return False
         probes = sum(1 for m in self.active.values() if m.probe)
-        if probes > self.config.getInt("address_verify_pending_request_limit"):
+        if probes > self.settings.verifyPendingLimit:
             self.completion.defer(message, "none", pending,
                                   "Too many address verification requests", "4.3.2")
             return False

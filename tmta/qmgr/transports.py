@@ -51,8 +51,8 @@ class Transports:
         self.completion = completion
         self.outstanding = outstanding
         self.transportLimits = transportLimits or {}
-        self.defaultProcessLimit = config.getInt("default_process_limit")
-        self.ipcIdle = config.getTime("ipc_idle")
+        self.defaultProcessLimit = completion.settings.defaultProcessLimit
+        self.ipcIdle = completion.settings.ipcIdle
         self.queues: Dict[str, TransportQueue] = {}
         self.pools: Dict[str, ConnectionPool] = {}
 
@@ -132,7 +132,7 @@ class Transports:
                 positiveFeedback=self._feedback(name, "positive"),
                 negativeFeedback=self._feedback(name, "negative"),
                 cohortLimit=self.parameter(name, "destination_concurrency_failed_cohort_limit"),
-                deadTime=self.config.getTime("minimal_backoff_time"),
+                deadTime=self.completion.settings.minimalBackoff,
                 clock=self.reactor,
             )
             self.queues[name] = queue

@@ -43,8 +43,9 @@ from tmta.smtp.cache import SessionCache
 from tmta.smtp.client import SMTPClient
 from tmta.smtp.nexthop import HostFinder, NextHopError, errorReason, nexthopName, parseNexthop
 from tmta.smtp.sasl import SASLLogin, SASLPasswords
+from tmta.smtp.settings import SMTPClientSettings
 from tmta.smtp.tls import ClientTLS, TLSPolicies, TLSPolicy, TLSPolicyError
-from tmta.smtp.transaction import Reply, SessionFailed, Timeouts, Transaction
+from tmta.smtp.transaction import Reply, SessionFailed, Transaction
 
 log = Logger()
 
@@ -116,54 +117,22 @@ class SMTPDeliveryAgent:
     def __init__(self, reactor, config, resolver=None, connect=None, lmtp: bool = False,
                  postmaster=None, hosts: Optional[HostFinder] = None) -> None:
         self.reactor = reactor
+        settings = self.settings = SMTPClientSettings.fromConfig(config, lmtp)
         self.lmtp = lmtp
-        prefix = "lmtp" if lmtp else "smtp"
-        self.heloName = config.get(f"{prefix}_lhlo_name" if lmtp else "smtp_helo_name")
-        self.myhostname = config.get("myhostname").lower()
-        hello = "lmtp_lhlo_timeout" if lmtp else "smtp_helo_timeout"
-        self.timeouts = Timeouts(
-            # The greeting shares the HELO/LHLO limit, as in Postfix.
-            greeting=config.getTime(hello),
-            helo=config.getTime(hello),
-            mail=config.getTime(f"{prefix}_mail_timeout"),
-            rcpt=config.getTime(f"{prefix}_rcpt_timeout"),
-            dataInit=config.getTime(f"{prefix}_data_init_timeout"),
-            dataDone=config.getTime(f"{prefix}_data_done_timeout"),
-            quit=config.getTime(f"{prefix}_quit_timeout"),
-            starttls=config.getTime(f"{prefix}_starttls_timeout"),
-        )
         # TLSPolicyError here means the configuration asks for more
         # than tmta can give: the worker does not start (the master's
         # start-up check says so first).
-        self.tlsPolicies = TLSPolicies(config, prefix)
+        self.tlsPolicies = TLSPolicies(config, settings.prefix)
         self.cipherLists = cipherLists(config)
-        self.saslPasswords = SASLPasswords(config, prefix)
-        self.connectTimeout = config.getTime(f"{prefix}_connect_timeout") or 30
-        self.mxSessionLimit = config.getInt(f"{prefix}_mx_session_limit")
-        self.fallbackRelays = [] if lmtp else config.getList("smtp_fallback_relay")
+        self.saslPasswords = SASLPasswords(config, settings.prefix)
         self.postmaster = postmaster
-        self.reportProtocol = "protocol" in {c.lower() for c in config.getList("notify_classes")}
-        self.errorRecipient = config.get("error_notice_recipient") or "postmaster"
-        # smtp_skip_5xx_greeting: a server greeting with 5xx is skipped
-        # for the next (yes), or refuses the mail for good (no).
-        self.skip5xxGreeting = lmtp or config.getBool("smtp_skip_5xx_greeting")
-        # Sessions kept for reuse: on demand (yes), else only for the
-        # destinations listed.
-        self.cacheOnDemand = config.getBool(f"{prefix}_connection_cache_on_demand")
-        self.cacheDestinations = {d.lower() for d in
-                                  config.getList(f"{prefix}_connection_cache_destinations")}
-        self.bindAddress = config.get(f"{prefix}_bind_address").strip()
-        self.bindAddress6 = config.get(f"{prefix}_bind_address6").strip()
         # Made now: the worker may give up root next, after which it may
         # not be able to import what twisted.names loads on first use.
         self.resolver = resolver or dnsclient.createResolver()
         self.hosts = hosts or HostFinder(reactor, self.resolver, config, lmtp)
         self._connect = connect or self._connectTCP
-        self.cache = SessionCache(
-            reactor,
-            idle=config.getTime(f"{prefix}_connection_cache_time_limit"),
-            lifetime=config.getTime(f"{prefix}_connection_reuse_time_limit"),
-        )
+        self.cache = SessionCache(reactor, idle=settings.cacheIdle,
+                                  lifetime=settings.cacheLifetime)
 
     # -- IDeliveryAgent ----------------------------------------------------
 
@@ -187,14 +156,14 @@ class SMTPDeliveryAgent:
         except NextHopError as e:
             if e.permanent:
                 return self._all(request, "none", BOUNCED, e.dsn, e.reason, started)
-            if not self.fallbackRelays:
+            if not self.settings.fallbackRelays:
                 return DeliveryResult(
                     self._all(request, "none", DEFERRED, e.dsn, e.reason, started), e.reason)
             hosts = []
         primary = len(hosts)
         # smtp_fallback_relay: tried after the next hop's own hosts, each
         # under its own TLS policy.
-        for relay in self.fallbackRelays:
+        for relay in self.settings.fallbackRelays:
             try:
                 relayPolicy = self.tlsPolicies.forNexthop(relay)
                 hosts += [(h, a, p, relay, relayPolicy) for h, a, p in await self.hosts.find(relay)]
@@ -203,7 +172,8 @@ class SMTPDeliveryAgent:
         lastError, lastDsn = "no address to try", "4.4.1"
         sessions = 0
         for index, (host, address, port, nexthop, policy) in enumerate(hosts):
-            if index < primary and self.mxSessionLimit and sessions >= self.mxSessionLimit:
+            limit = self.settings.mxSessionLimit
+            if index < primary and limit and sessions >= limit:
                 # smtp_mx_session_limit: enough servers talked to; the
                 # fallback relays, if any, are next.
                 continue
@@ -246,7 +216,7 @@ class SMTPDeliveryAgent:
             try:
                 session, reused = await self._session(target)
             except SessionFailed as e:
-                if (not self.skip5xxGreeting and e.stage == "initial greeting"
+                if (not self.settings.skip5xxGreeting and e.stage == "initial greeting"
                         and e.reply is not None and e.reply.code // 100 == 5):
                     raise
                 if e.tls and e.stage == "TLS handshake" and target.policy is not None \
@@ -274,7 +244,8 @@ class SMTPDeliveryAgent:
                     raise
                 raise _TryNext(e)
             use = session.transactions
-            if self.cacheOnDemand or target.nexthop.lower() in self.cacheDestinations:
+            settings = self.settings
+            if settings.cacheOnDemand or target.nexthop.lower() in settings.cacheDestinations:
                 self.cache.release(target.cacheKey, session)
             else:
                 session.quit()
@@ -325,11 +296,11 @@ class SMTPDeliveryAgent:
         server broke the protocol (notify_classes = protocol).
         """
         error = getattr(session, "protocolError", None)
-        if error is None or not self.reportProtocol or self.postmaster is None:
+        if error is None or not self.settings.reportProtocol or self.postmaster is None:
             return
         text = "\n".join([
-            f"From: MAILER-DAEMON@{self.myhostname} (Mail Delivery System)",
-            f"To: {self.errorRecipient}",
+            f"From: MAILER-DAEMON@{self.settings.myhostname} (Mail Delivery System)",
+            f"To: {self.settings.errorRecipient}",
             f"Subject: tmta SMTP client: errors from {target.relay}",
             f"Date: {formatdate(localtime=True)}",
             "Auto-Submitted: auto-generated",
@@ -343,7 +314,7 @@ class SMTPDeliveryAgent:
             *(f" {line}" for line in session.transcript),
             "",
         ]).encode("utf-8", "replace")
-        d = self.postmaster(self.errorRecipient, text)
+        d = self.postmaster(self.settings.errorRecipient, text)
         d.addErrback(lambda f: log.warn("cannot send the protocol error transcript: {error}",
                                         error=f.getErrorMessage()))
 
@@ -409,23 +380,24 @@ class SMTPDeliveryAgent:
     def _factory(self, tls: Optional[ClientTLS] = None,
                  sasl: Optional[SASLLogin] = None) -> Factory:
         def build():
-            return SMTPClient(self.heloName, self.reactor, self.timeouts, lmtp=self.lmtp,
-                              tls=tls, sasl=sasl)
+            return SMTPClient(self.settings.heloName, self.reactor, self.settings.timeouts,
+                              lmtp=self.lmtp, tls=tls, sasl=sasl)
 
         return Factory.forProtocol(build)
 
     def _connectTCP(self, address: str, port: int, factory: Factory) -> defer.Deferred:
         endpoint: IStreamClientEndpoint
         if port == 0:
-            endpoint = UNIXClientEndpoint(self.reactor, address, timeout=self.connectTimeout)
+            endpoint = UNIXClientEndpoint(self.reactor, address,
+                                          timeout=self.settings.connectTimeout)
         elif ":" in address:
-            bind = (self.bindAddress6, 0) if self.bindAddress6 else None
+            bind = (self.settings.bindAddress6, 0) if self.settings.bindAddress6 else None
             endpoint = TCP6ClientEndpoint(self.reactor, address, port,
-                                          timeout=self.connectTimeout, bindAddress=bind)
+                                          timeout=self.settings.connectTimeout, bindAddress=bind)
         else:
-            bind = (self.bindAddress, 0) if self.bindAddress else None
+            bind = (self.settings.bindAddress, 0) if self.settings.bindAddress else None
             endpoint = TCP4ClientEndpoint(self.reactor, address, port,
-                                          timeout=self.connectTimeout, bindAddress=bind)
+                                          timeout=self.settings.connectTimeout, bindAddress=bind)
         return endpoint.connect(factory)
 
 
