@@ -171,7 +171,7 @@ class Message:
         # same address given again (with the same original) is dropped,
         # for up to duplicate_filter_limit distinct recipients.
         seen: set = set()
-        limit = self.cleanup.duplicateFilterLimit
+        limit = self.cleanup.settings.duplicateFilterLimit
         for address, original, notify, orcpt in rewritten:
             key = (address, original)
             if key in seen:
@@ -202,7 +202,7 @@ class Message:
         return sender, mapped
 
     def _content(self, data: bytes):
-        limit = self.cleanup.messageSizeLimit
+        limit = self.cleanup.settings.messageSizeLimit
         size = self.writer.size if self.writer is not None else 0
         if limit and size + len(self.headerBuffer) + len(data) > limit:
             self.error = Rejection(*TOO_BIG)
@@ -212,7 +212,7 @@ class Message:
             return None
         self.headerBuffer += data
         buffered = self.headerBuffer
-        if b"\n\n" not in buffered and len(buffered) <= self.cleanup.headerSizeLimit:
+        if b"\n\n" not in buffered and len(buffered) <= self.cleanup.settings.headerSizeLimit:
             complete = buffered[: buffered.rfind(b"\n") + 1]
             _, rest = splitHeaderSection(complete)
             if not rest:
@@ -253,13 +253,14 @@ class Message:
         followed it.
         """
         headers, rest = splitHeaderSection(self.headerBuffer)
-        if len(self.headerBuffer) > self.cleanup.headerSizeLimit and not rest:
+        if len(self.headerBuffer) > self.cleanup.settings.headerSizeLimit and not rest:
             # An endless header section: keep it, as body text.
             headers, rest = [], self.headerBuffer
         self.headerBuffer = b""
         self.inHeaders = False
         names = headerNames(headers)
-        if names.get("received", 0) + names.get("delivered-to", 0) >= self.cleanup.hopcountLimit:
+        hops = names.get("received", 0) + names.get("delivered-to", 0)
+        if hops >= self.cleanup.settings.hopcountLimit:
             self.error = Rejection(554, "5.4.6 Too many hops")
             return
         if self.cleanup.checks.inspectsBody:
@@ -280,7 +281,7 @@ class Message:
                 log.warn("{queueId}: table lookup failure: {error}", queueId=self.queueId,
                          error=str(e))
                 raise Rejection(451, "4.3.0 Error: temporary lookup failure")
-        config = self.cleanup
+        config = self.cleanup.settings
         now = time.time()
         added = missingHeaders(names, self.sender, self.queueId, config.myhostname, now)
         received = receivedHeader(

@@ -12,6 +12,7 @@ from twisted.internet import defer
 
 from tmta.cleanup.addresses import AddressMapper
 from tmta.cleanup.contentchecks import ContentChecks
+from tmta.cleanup.settings import CleanupSettings
 from tmta.common.batching import ThreadBatcher
 from tmta.common.flow import InFlowGate
 from tmta.logging import Logger
@@ -41,18 +42,13 @@ class Cleanup:
         self.committer: ThreadBatcher[QueueFileWriter, Optional[OSError]] = ThreadBatcher(
             reactor, commitAll, around=heldWrites)
         self.rewriter = rewriter
-        self.myhostname = config.get("myhostname")
-        self.messageSizeLimit = config.getInt("message_size_limit")
-        self.headerSizeLimit = config.getInt("header_size_limit")
-        self.hopcountLimit = config.getInt("hopcount_limit")
-        self.duplicateFilterLimit = config.getInt("duplicate_filter_limit")
-        self.inFlow = InFlowGate(reactor, store.directory, config.getTime("in_flow_delay"))
+        settings = self.settings = CleanupSettings.fromConfig(config)
+        self.inFlow = InFlowGate(reactor, store.directory, settings.inFlowDelay)
         self._notify = notifyQmgr
         from tmta.mail.rewriting import Rewriter
 
         self.addresses = AddressMapper(config, Rewriter(config).isLocalDomain)
         self.checks = ContentChecks(config)
-        self.headerRewriteClients = config.getList("local_header_rewrite_clients")
         self._config = config
         from tmta.tables.networks import parseNetworks
 
@@ -70,7 +66,7 @@ class Cleanup:
             return True
         from tmta.tables.networks import inNetworks, isOwnAddress
 
-        for item in self.headerRewriteClients:
+        for item in self.settings.headerRewriteClients:
             if item == "static:all":
                 return True
             if item == "permit_mynetworks" and inNetworks(client, self.mynetworks):
