@@ -10,7 +10,7 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
-from tests.test_queue import FsyncRecorder
+from tests.support import FsyncRecorder
 from tmta.cleanup.protocol import CleanupProtocol
 from tmta.cleanup.state import Cleanup
 from tmta.config import MainConfig

@@ -27,6 +27,7 @@ from tests.support import (
     commandLine,
     descendants,
     freePort,
+    localMaildirs,
     processName,
     sendMessage,
     shortTemporaryDirectory,
@@ -146,9 +147,7 @@ class FaultTests(SynchronousTestCase):
         self.port = freePort()
         settings = {
             "mydestination": "localhost, $myhostname",
-            "local_recipient_maps": "",
-            "local_mailbox_accounts": "none",
-            "mail_spool_directory": self.spool + "/",
+            **localMaildirs(self.spool + "/"),
             # Mail deferred by a killed agent comes back within seconds.
             "minimal_backoff_time": "1s",
             "maximal_backoff_time": "2s",

@@ -9,8 +9,7 @@ import pwd
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from tests.support import activeRequest, shortTemporaryDirectory, testAccount
-from tests.test_queue import FsyncRecorder
+from tests.support import FsyncRecorder, activeRequest, shortTemporaryDirectory, testAccount
 from tmta.config import MainConfig
 from tmta.delivery import BOUNCED, DEFERRED, SENT
 from tmta.local.agent import LocalAgent

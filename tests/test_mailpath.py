@@ -25,6 +25,7 @@ from tests.support import (
     Master,
     descendants,
     freePort,
+    localMaildirs,
     maildirMessages,
     processName,
     sendMessage,
@@ -43,9 +44,7 @@ class MailPathTests(SynchronousTestCase):
         self.port = freePort()
         settings = {
             "mydestination": "localhost, $myhostname",
-            "local_recipient_maps": "",
-            "local_mailbox_accounts": "none",
-            "mail_spool_directory": self.spool + "/",
+            **localMaildirs(self.spool + "/"),
             "max_idle": "3s",
         }
         settings.update(main)

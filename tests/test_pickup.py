@@ -19,6 +19,7 @@ from tests.support import (
     UNPRIVILEGED_PYTHON,
     Master,
     freePort,
+    localMaildirs,
     maildirMessages,
     shortTemporaryDirectory,
     testAccount,
@@ -144,8 +145,7 @@ class PickupTests(SynchronousTestCase):
         self.port = freePort()
         self.settings = {"mydestination": "localhost, $myhostname",
                          "myorigin": "localhost",
-                         "local_recipient_maps": "", "local_mailbox_accounts": "none",
-                         "mail_spool_directory": self.spool + "/"}
+                         **localMaildirs(self.spool + "/")}
 
     def startMaster(self):
         self.master = Master(self.conf, self.settings,

@@ -15,6 +15,7 @@ from tests.support import (
     activeRequest,
     endToEnd,
     freePort,
+    localMaildirs,
     sendMessage,
     shortTemporaryDirectory,
     testAccount,
@@ -167,8 +168,7 @@ class PipeServiceTests(SynchronousTestCase):
             "mypipe    unix  -       n       n       -       2       pipe\n"
             f"  flags=Rq user={user} argv={script} ${{sender}} ${{recipient}}\n")
         master = Master(os.path.join(base, "conf"), {
-            "mydestination": "localhost", "local_recipient_maps": "",
-            "local_mailbox_accounts": "none", "mail_spool_directory": base + "/mail/",
+            "mydestination": "localhost", **localMaildirs(base + "/mail/"),
             "relay_domains": "pipe.example",
             "transport_maps": "inline:{ pipe.example=mypipe }",
         }, masterCf).start()

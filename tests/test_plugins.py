@@ -21,6 +21,7 @@ from tests.support import (
     endToEnd,
     freePort,
     freePorts,
+    localMaildirs,
     sendMessage,
     shortTemporaryDirectory,
     waitFor,
@@ -462,8 +463,7 @@ class PluginGuideTests(SynchronousTestCase):
             f"path={archive}/mail.jsonl\n")
         master = Master(os.path.join(base, "conf"), {
             "myhostname": "localhost", "mydestination": "localhost",
-            "local_recipient_maps": "", "local_mailbox_accounts": "none",
-            "mail_spool_directory": spool + "/",
+            **localMaildirs(spool + "/"),
             "virtual_alias_maps": f"json:{aliases}",
             "transport_maps": f"json:{transports}",
             "relay_domains": "archive.example",

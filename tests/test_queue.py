@@ -10,6 +10,7 @@ import struct
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
+from tests.support import FsyncRecorder
 from tmta.common.durable import startWriteback
 from tmta.queue import layout
 from tmta.queue.layout import createLayout
@@ -17,19 +18,6 @@ from tmta.queue.qfile import CorruptQueueFile, iterContent, markDone, readEnvelo
 from tmta.queue.qid import QueueIdGenerator, hashDirectory, isQueueId
 from tmta.queue.store import QueueStore
 from tmta.queue.writer import commitAll
-
-
-class FsyncRecorder:
-    """
-    Records which files are fsynced, by path, in order.
-    """
-
-    def __init__(self):
-        self.paths = []
-
-    def __call__(self, fd):
-        self.paths.append(os.readlink(f"/proc/self/fd/{fd}"))
-        os.fsync(fd)
 
 
 class QueueIdTests(SynchronousTestCase):

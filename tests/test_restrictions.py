@@ -14,7 +14,7 @@ from twisted.names import authority, client, dns, server
 from twisted.protocols.basic import LineOnlyReceiver
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from tests.test_smtpd import SessionHarness
+from tests.support.smtpd import SessionHarness
 from tmta.cleanup.commands import CleanupBegin, CleanupEnd
 from tmta.config import MainConfig
 from tmta.smtpd.checking import Restrictions

@@ -10,7 +10,15 @@ import os
 from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from tests.support import MASTER_CF, Master, freePort, sendMessage, shortTemporaryDirectory, waitFor
+from tests.support import (
+    MASTER_CF,
+    Master,
+    freePort,
+    localMaildirs,
+    sendMessage,
+    shortTemporaryDirectory,
+    waitFor,
+)
 from tests.test_cleanup import LocalRewriter
 from tmta.cleanup.addresses import AddressMapper, AliasExpansionError
 from tmta.cleanup.protocol import CleanupProtocol
@@ -336,8 +344,7 @@ class ContentChecksEndToEndTests(SynchronousTestCase):
         port = freePort()
         conf = os.path.join(base, "conf")
         master = Master(conf, {
-            "mydestination": "localhost", "local_recipient_maps": "",
-            "local_mailbox_accounts": "none", "mail_spool_directory": spool + "/",
+            "mydestination": "localhost", **localMaildirs(spool + "/"),
             "header_checks": f"regexp:{checks}"}, MASTER_CF.format(port=port)).start()
         self.addCleanup(master.stop)
         error = self.assertRaises(smtplib.SMTPDataError, sendMessage, port, "a@localhost",
@@ -367,8 +374,7 @@ class VirtualAliasDomainTests(SynchronousTestCase):
         spool = os.path.join(base, "mail")
         port = freePort()
         master = Master(os.path.join(base, "conf"), {
-            "mydestination": "localhost", "local_recipient_maps": "",
-            "local_mailbox_accounts": "none", "mail_spool_directory": spool + "/",
+            "mydestination": "localhost", **localMaildirs(spool + "/"),
             "virtual_alias_domains": "alias.example",
             "virtual_alias_maps": "inline:{ { sales@alias.example = bob@localhost, "
                                   "carol@localhost } }"}, MASTER_CF.format(port=port)).start()

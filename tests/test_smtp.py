@@ -22,6 +22,7 @@ from tests.support import (
     Master,
     endToEnd,
     freePort,
+    localMaildirs,
     maildirMessages,
     sendMessage,
     shortTemporaryDirectory,
@@ -248,9 +249,7 @@ class RelayHarness:
         self.port = freePort()
         settings = {
             "mydestination": "localhost",
-            "local_recipient_maps": "",
-            "local_mailbox_accounts": "none",
-            "mail_spool_directory": self.spool + "/",
+            **localMaildirs(self.spool + "/"),
             "relayhost": f"[127.0.0.1]:{self.sinkPort}",
             "minimal_backoff_time": "1s",
             "maximal_backoff_time": "2s",

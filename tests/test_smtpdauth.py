@@ -23,11 +23,12 @@ from tests.support import (
     PrivateDovecot,
     TestCA,
     freePort,
+    localMaildirs,
     maildirMessages,
     shortTemporaryDirectory,
     waitFor,
 )
-from tests.test_smtpd import SessionHarness
+from tests.support.smtpd import SessionHarness
 from tmta.interfaces import ISASLBackend, ISASLExchange
 from tmta.sasl import (
     Authenticated,
@@ -271,9 +272,7 @@ class SubmissionTests(SynchronousTestCase):
         settings = {
             "myhostname": "localhost",
             "mydestination": "localhost, $myhostname",
-            "local_recipient_maps": "",
-            "local_mailbox_accounts": "none",
-            "mail_spool_directory": self.spool + "/",
+            **localMaildirs(self.spool + "/"),
             "smtpd_tls_security_level": "encrypt",
             "smtpd_tls_cert_file": certFile,
             "smtpd_tls_key_file": keyFile,

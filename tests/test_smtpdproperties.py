@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.test_smtpd import SessionHarness
+from tests.support.smtpd import SessionHarness
 from tmta.cleanup.commands import CleanupBegin, CleanupEnd
 
 _REPLY_LINE = re.compile(r"^[2-5][0-9][0-9]([ -].*)?$")

@@ -17,6 +17,7 @@ from tests.support import (
     TestCA,
     freePort,
     freePorts,
+    localMaildirs,
     maildirMessages,
     sendMessage,
     shortTemporaryDirectory,
@@ -64,8 +65,7 @@ class StockSubmissionTests(SynchronousTestCase):
             lines.append(line)
         settings = {
             "myhostname": "localhost", "mydestination": "localhost",
-            "local_recipient_maps": "", "local_mailbox_accounts": "none",
-            "mail_spool_directory": self.spool + "/",
+            **localMaildirs(self.spool + "/"),
             "smtpd_tls_cert_file": self.certFile, "smtpd_tls_key_file": self.keyFile,
             "smtpd_sasl_type": "tmta", "smtpd_sasl_path": self.passwords,
             # Port 25 takes mail from outside only for this machine.
@@ -131,8 +131,7 @@ class SpawnPolicyTests(SynchronousTestCase):
             "policyd-spf  unix  -       n       n       -       0       spawn\n"
             "  user=policyd-spf argv=/usr/bin/policyd-spf\n")
         master = Master(os.path.join(base, "conf"), {
-            "mydestination": "localhost, $myhostname", "local_recipient_maps": "",
-            "local_mailbox_accounts": "none", "mail_spool_directory": spool + "/",
+            "mydestination": "localhost, $myhostname", **localMaildirs(spool + "/"),
             "policyd-spf_time_limit": "3600",
             "smtpd_recipient_restrictions": (
                 "permit_sasl_authenticated, check_policy_service unix:private/policyd-spf"),
@@ -164,8 +163,7 @@ class ClientLimitTests(SynchronousTestCase):
             "anvil     unix  -       -       n       -       1       anvil\n")
         settings = {
             "myhostname": "localhost",
-            "mydestination": "localhost, $myhostname", "local_recipient_maps": "",
-            "local_mailbox_accounts": "none", "mail_spool_directory": self.spool + "/",
+            "mydestination": "localhost, $myhostname", **localMaildirs(self.spool + "/"),
             # One client per process: every session below has a process
             # of its own, so only anvil sees them all.
             "smtpd_process_client_limit": "1",
@@ -259,8 +257,7 @@ class TranscriptTests(SynchronousTestCase):
         port = freePort()
         master = Master(os.path.join(base, "conf"), {
             "myhostname": "localhost", "mydestination": "localhost, $myhostname",
-            "local_recipient_maps": "", "local_mailbox_accounts": "none",
-            "mail_spool_directory": spool + "/", "mynetworks": "127.0.0.2/32",
+            **localMaildirs(spool + "/"), "mynetworks": "127.0.0.2/32",
             "notify_classes": "resource, software, protocol, policy",
             "smtpd_relay_restrictions": "permit_mynetworks, reject_unauth_destination",
         }, MASTER_CF.format(port=port)).start()
@@ -304,8 +301,7 @@ class AccessActionTests(SynchronousTestCase):
         port = freePort()
         master = Master(os.path.join(base, "conf"), {
             "myhostname": "localhost", "mydestination": "localhost, $myhostname",
-            "local_recipient_maps": "", "local_mailbox_accounts": "none",
-            "mail_spool_directory": spool + "/",
+            **localMaildirs(spool + "/"),
             "smtpd_recipient_restrictions": f"check_recipient_access texthash:{table}",
         }, MASTER_CF.format(port=port)).start()
         self.addCleanup(master.stop)

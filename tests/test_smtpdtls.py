@@ -18,6 +18,7 @@ from tests.support import (
     Master,
     TestCA,
     freePort,
+    localMaildirs,
     maildirMessages,
     shortTemporaryDirectory,
     waitFor,
@@ -122,9 +123,7 @@ class STARTTLSTests(SynchronousTestCase):
         settings = {
             "myhostname": "localhost",
             "mydestination": "localhost, $myhostname",
-            "local_recipient_maps": "",
-            "local_mailbox_accounts": "none",
-            "mail_spool_directory": self.spool + "/",
+            **localMaildirs(self.spool + "/"),
             "smtpd_tls_security_level": "may",
             "smtpd_tls_cert_file": certFile,
             "smtpd_tls_key_file": keyFile,

@@ -17,6 +17,7 @@ from tests.support import (
     Master,
     endToEnd,
     freePort,
+    localMaildirs,
     sendMessage,
     shortTemporaryDirectory,
     waitFor,
@@ -199,8 +200,7 @@ class StockMasterCfTests(SynchronousTestCase):
         base = shortTemporaryDirectory(self)
         spool = os.path.join(base, "mail")
         master = Master(os.path.join(base, "conf"),
-                        {"mydestination": "localhost", "local_recipient_maps": "",
-                         "local_mailbox_accounts": "none", "mail_spool_directory": spool + "/"},
+                        {"mydestination": "localhost", **localMaildirs(spool + "/")},
                         text).start()
         self.addCleanup(master.stop)
         log = master.log()

@@ -16,14 +16,15 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from tests.support import (
     MASTER_CF,
     REPO,
+    FsyncRecorder,
     Master,
     freePort,
+    localMaildirs,
     maildirMessages,
     shortTemporaryDirectory,
     waitFor,
 )
 from tests.test_cleanup import LocalRewriter
-from tests.test_queue import FsyncRecorder
 from tmta.cleanup.protocol import CleanupProtocol
 from tmta.cleanup.state import Cleanup
 from tmta.config import MainConfig
@@ -138,8 +139,7 @@ class RunningTmtaTests(SynchronousTestCase):
         spool = os.path.join(base, "mail")
         master = Master(os.path.join(base, "conf"), {
             "myhostname": "localhost", "mydestination": "localhost",
-            "local_recipient_maps": "", "local_mailbox_accounts": "none",
-            "mail_spool_directory": spool + "/",
+            **localMaildirs(spool + "/"),
         }, MASTER_CF.format(port=freePort())).start()
         self.addCleanup(master.stop)
         program = os.path.join(base, "submit.py")
@@ -169,8 +169,7 @@ class TwistTests(SynchronousTestCase):
         spool = os.path.join(base, "mail")
         settings = {"queue_directory": os.path.join(base, "queue"), "inet_protocols": "ipv4",
                     "myhostname": "localhost", "mydestination": "localhost",
-                    "local_recipient_maps": "", "local_mailbox_accounts": "none",
-                    "mail_spool_directory": spool + "/"}
+                    **localMaildirs(spool + "/")}
         if os.getuid() == 0:
             settings["mail_owner"] = testAccount()
         with open(os.path.join(conf, "main.cf"), "w") as f:

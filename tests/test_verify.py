@@ -13,7 +13,14 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from tests.support import Master, PrivatePostfix, freePort, shortTemporaryDirectory, waitFor
+from tests.support import (
+    Master,
+    PrivatePostfix,
+    freePort,
+    localMaildirs,
+    shortTemporaryDirectory,
+    waitFor,
+)
 from tmta.config import MainConfig
 from tmta.smtpd.restrictions import (
     DEFER,
@@ -426,9 +433,7 @@ class VerifyPathTests(SynchronousTestCase):
         self.addCleanup(self.inside.stop)
         self.port = freePort()
         self.master = Master(os.path.join(self.base, "conf"), {
-            "mydestination": "localhost", "local_recipient_maps": "",
-            "local_mailbox_accounts": "none",
-            "mail_spool_directory": os.path.join(self.base, "mail") + "/",
+            "mydestination": "localhost", **localMaildirs(os.path.join(self.base, "mail") + "/"),
             "relay_domains": "inside.example",
             "transport_maps": "inline:{ {inside.example = "
                               f"relay:[127.0.0.1]:{self.inside.port}}} }}",

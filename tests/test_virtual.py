@@ -15,6 +15,7 @@ from tests.support import (
     Master,
     activeRequest,
     freePort,
+    localMaildirs,
     sendMessage,
     shortTemporaryDirectory,
     testAccount,
@@ -121,8 +122,7 @@ class VirtualServiceTests(SynchronousTestCase):
             f.write(MAILBOXES)
         port = freePort()
         master = Master(os.path.join(base, "conf"), {
-            "mydestination": "localhost", "local_recipient_maps": "",
-            "local_mailbox_accounts": "none", "mail_spool_directory": base + "/mail/",
+            "mydestination": "localhost", **localMaildirs(base + "/mail/"),
             "virtual_mailbox_domains": "virt.example",
             "virtual_mailbox_base": mail,
             "virtual_mailbox_maps": f"texthash:{maps}",

@@ -14,7 +14,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from twisted.trial.unittest import SkipTest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 #: Set TMTA_FAST (to anything) for the fast run: the tests that start a
 #: master, a private Postfix or Dovecot, or twistd skip, and the rest
@@ -724,3 +724,26 @@ def activeRequest(store, recipients, content: bytes, nexthop: str,
         queueId, store.path("active", queueId), env.sender, nexthop,
         [RequestRecipient(r.address, r.original, r.offset) for r in env.recipients],
         1000.0, 1000.0)
+
+
+class FsyncRecorder:
+    """
+    Records which files are fsynced, by path, in order.
+    """
+
+    def __init__(self):
+        self.paths = []
+
+    def __call__(self, fd):
+        self.paths.append(os.readlink(f"/proc/self/fd/{fd}"))
+        os.fsync(fd)
+
+
+def localMaildirs(spool: str) -> Dict[str, str]:
+    """
+    main.cf settings under which local(8) needs no system accounts: mail
+    for any name at a local domain goes into a Maildir of that name
+    under C{spool} (which ends in C{/}), written as C{mail_owner}.
+    """
+    return {"local_recipient_maps": "", "local_mailbox_accounts": "none",
+            "mail_spool_directory": spool}
