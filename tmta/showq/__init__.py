@@ -12,7 +12,7 @@ content.
 
 from __future__ import annotations
 
-from typing import Any, List
+from typing import Any, Callable, Iterable, List
 
 from twisted.application.service import Service
 from twisted.internet import threads
@@ -24,19 +24,25 @@ log = Logger()
 
 
 class ShowqProtocol(Protocol):
+    """
+    One connection: the listing, written as it is made, then the close.
+
+    @param listing: makes the listing, in pieces of text; called in a
+        thread of C{reactor}'s pool.
+    """
+
     transport: Any  # a UNIX connection
 
-    def __init__(self, listing) -> None:
+    def __init__(self, listing: Callable[[], Iterable[str]], reactor) -> None:
         self.listing = listing
+        self.reactor = reactor
 
     def _failed(self, failure) -> None:
         log.failure("showq failed", failure)
         self.transport.write(b"tmta: cannot list the queue\n")
 
     def connectionMade(self) -> None:
-        from twisted.internet import reactor as _reactor
-
-        reactor: Any = _reactor
+        reactor = self.reactor
 
         def produce() -> None:
             # In a thread: the listing goes out in pieces as it is made,
@@ -52,7 +58,7 @@ class ShowqProtocol(Protocol):
             if pending:
                 reactor.callFromThread(self._write, "".join(pending))
 
-        d = threads.deferToThread(produce)
+        d = threads.deferToThreadPool(reactor, reactor.getThreadPool(), produce)
         d.addErrback(self._failed)
         d.addBoth(lambda _: self.transport.loseConnection())
 
@@ -73,7 +79,7 @@ class ShowqService(Service):
             log.warn("{warning}", warning=warning)
 
         self.factory = Factory.forProtocol(
-            lambda: ShowqProtocol(lambda: queueListing(store, warn)))
+            lambda: ShowqProtocol(lambda: queueListing(store, warn), context.reactor))
 
     def startService(self) -> None:
         super().startService()
