@@ -28,7 +28,10 @@ import tempfile
 import time
 from typing import Dict, Tuple
 
-from run import Postfix, Server, Sink, Tmta, cpuSeconds, descendants, runLoad
+from load import runLoad
+from servers import Postfix, Server, Sink, Tmta
+
+from tests.support.processes import cpuSeconds, descendants
 
 
 def queued(server: Server, queueName: str) -> int:

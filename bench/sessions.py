@@ -30,7 +30,10 @@ from typing import List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from run import REPO, Tmta, descendants, memory, processName  # noqa: E402
+from repo import REPO  # noqa: E402
+from servers import Tmta  # noqa: E402
+
+from tests.support.processes import descendants, memory, processName  # noqa: E402
 
 
 async def _readReply(reader) -> bytes:

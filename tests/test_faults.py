@@ -24,16 +24,14 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests.support import (
     MASTER_CF,
     Master,
-    commandLine,
-    descendants,
     freePort,
     localMaildirs,
-    processName,
     sendMessage,
     shortTemporaryDirectory,
     subjects,
     waitFor,
 )
+from tests.support.processes import commandLine, descendants, processName
 from tmta.queue.store import QueueStore
 
 

@@ -23,11 +23,9 @@ from tests.support import (
     REPO,
     UNPRIVILEGED_PYTHON,
     Master,
-    descendants,
     freePort,
     localMaildirs,
     maildirMessages,
-    processName,
     sendMessage,
     shortTemporaryDirectory,
     stopProcess,
@@ -35,6 +33,7 @@ from tests.support import (
     testAccount,
     waitFor,
 )
+from tests.support.processes import descendants, processName
 
 
 class MailPathTests(SynchronousTestCase):

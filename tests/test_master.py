@@ -12,16 +12,8 @@ import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.support import (
-    Master,
-    commandLine,
-    freePort,
-    processName,
-    processUid,
-    shortTemporaryDirectory,
-    testAccount,
-    waitFor,
-)
+from tests.support import Master, freePort, shortTemporaryDirectory, testAccount, waitFor
+from tests.support.processes import commandLine, processName, processUid
 
 ECHO_PLUGIN = textwrap.dedent(
     """

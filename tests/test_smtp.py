@@ -366,7 +366,7 @@ class RelayTests(RelayHarness, SynchronousTestCase):
         kill -9 of the smtp worker while the server holds the DATA reply:
         the message is deferred, then delivered; nothing is lost.
         """
-        from tests.support import processName
+        from tests.support.processes import processName
 
         self.startSink("-w", "3")
         self.startMaster()

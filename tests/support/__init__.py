@@ -14,6 +14,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from twisted.trial.unittest import SkipTest
 
+from tests.support.processes import commandLine, descendants
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 #: Set TMTA_FAST (to anything) for the fast run: the tests that start a
@@ -96,64 +98,6 @@ def waitFor(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what or condition}")
         time.sleep(interval)
-
-
-def childPids(pid: int) -> List[int]:
-    """
-    The pids of a process's children, from /proc.
-    """
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(entry))
-    return found
-
-
-def descendants(pid: int) -> List[int]:
-    """
-    The pids of a process's children, grandchildren and so on.
-    """
-    found = []
-    todo = [pid]
-    while todo:
-        children = childPids(todo.pop())
-        found += children
-        todo += children
-    return found
-
-
-def commandLine(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
-
-
-def processName(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
-
-
-def processUid(pid: int) -> Optional[int]:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("Uid:"):
-                    return int(line.split()[2])
-    except OSError:
-        return None
-    return None
 
 
 def shortTemporaryDirectory(testCase) -> str:
