@@ -146,7 +146,7 @@ class EmbeddedMTA(MultiService):
     @param smtpd: where smtpd listens, used only with C{parameters}: a
         Twisted server endpoint (C{processes=False} only), or its string
         description (C{"tcp:2526:interface=127.0.0.1"}, as
-        L{serverFromString} reads it; with C{processes=True}, C{tcp:}
+        C{serverFromString} reads it; with C{processes=True}, C{tcp:}
         and C{tcp6:} only, since the master binds it); C{None} for no
         smtpd.  C{"host:port"} is read as C{tcp:port:interface=host}.
     @param agents: transport name to the application's

@@ -118,7 +118,8 @@ class MatchList:
             return negated, "text", item.lower()
         if item.strip("0123456789abcdefABCDEF:.[]/") or item.count("/") > 1:
             return negated, "never", None
-        from tmta.tables.patterns import TableSyntaxError, parseNetwork
+        from tmta.tables.cidr import parseNetwork
+        from tmta.tables.source import TableSyntaxError
 
         try:
             return negated, "network", parseNetwork(item)
@@ -235,6 +236,7 @@ def _fixed(table) -> bool:
     Whether a table is looked up by key (Postfix's C{DICT_FLAG_FIXED}),
     rather than by pattern.
     """
-    from tmta.tables.patterns import CIDRTable, RegexpTable
+    from tmta.tables.cidr import CIDRTable
+    from tmta.tables.regexp import RegexpTable
 
     return not isinstance(table, (RegexpTable, CIDRTable))
