@@ -125,8 +125,9 @@ async def measureLocal(count: int, processWide: bool) -> None:
             break
     store = QueueStore(queue, fsync=lambda fd: None)
     agent = LocalAgent(MainConfig(settings), fsync=lambda fd: None)
-    if agent.owner is not None:
-        os.chown(spool, agent.owner.pw_uid, agent.owner.pw_gid)
+    owner = agent.context.owner
+    if owner is not None:
+        os.chown(spool, owner.pw_uid, owner.pw_gid)
     body = b"From: load@example.com\nSubject: hop\n\n" + (b"x" * 70 + b"\n") * 27
     queued = []
     for _ in range(count + 200):
@@ -152,7 +153,7 @@ async def measureLocal(count: int, processWide: bool) -> None:
     finally:
         client.transport.loseConnection()
         shutil.rmtree(base, ignore_errors=True)
-    who = agent.owner.pw_name if agent.owner is not None and os.geteuid() == 0 else "itself"
+    who = owner.pw_name if owner is not None and os.geteuid() == 0 else "itself"
     how = "process-wide" if processWide or not credentials.perThread() else "per thread"
     print(f"local, delivering as {who} (identity {how}): {cost:.0f} CPU-us per delivery "
           f"round trip")

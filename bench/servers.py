@@ -27,7 +27,7 @@ def interpreter(python: str) -> str:
     """
     What C{python} is, for the report: its path, implementation and
     version.  The same code costs markedly different CPU on different
-    builds of one Python version (see the README's "What costs"), so
+    builds of one Python version (see docs/performance.rst), so
     tmta's figures name the interpreter they were measured on.
     """
     try:

@@ -484,3 +484,60 @@ class PluginGuideTests(SynchronousTestCase):
         self.assertEqual((record["queue_id"], record["recipients"]),
                          (queueId, ["x@archive.example"]))
         self.assertIn("Subject: archived", record["message"])
+
+
+class EveryProviderTests(SynchronousTestCase):
+    def test_everyImplementerVerifies(self):
+        """
+        Every class in tmta, its plugins and the plugin guide's examples
+        that declares one of the seams provides all of it
+        (C{verifyClass}), and every seam has at least one provider there
+        -- the interfaces describe what is.
+        """
+        import importlib
+        import importlib.util
+        import inspect
+
+        from zope.interface.verify import verifyClass
+
+        from tests.test_imports import sourceFiles
+
+        seams = [getattr(interfaces, name) for name in interfaces.__all__]
+        found = {seam: [] for seam in seams}
+        plugins = sorted(f"twisted.plugins.{name[:-3]}"
+                         for name in os.listdir(os.path.join(REPO, "twisted", "plugins"))
+                         if name.startswith("tmta") and name.endswith(".py"))
+        guide = os.path.join(REPO, "docs", "examples", "plugins", "twisted", "plugins")
+        examples = sorted(os.path.join(guide, name) for name in os.listdir(guide)
+                          if name.endswith(".py"))
+        for moduleName in sorted(m for _, m in sourceFiles()) + plugins + examples:
+            if moduleName.endswith(".__main__"):
+                continue  # a program, run when imported
+            if moduleName.endswith(".py"):
+                # The plugin guide's examples, loaded from their files.
+                spec = importlib.util.spec_from_file_location(
+                    "guide_" + os.path.basename(moduleName)[:-3], moduleName)
+                module = importlib.util.module_from_spec(spec)
+                spec.loader.exec_module(module)
+                moduleName = module.__name__
+            else:
+                module = importlib.import_module(moduleName)
+            for _, cls in inspect.getmembers(module, inspect.isclass):
+                if cls.__module__ != moduleName:
+                    continue
+                for seam in seams:
+                    if seam.implementedBy(cls):
+                        verifyClass(seam, cls)
+                        found[seam].append(f"{moduleName}.{cls.__name__}")
+        self.assertEqual([seam.__name__ for seam, providers in found.items() if not providers],
+                         [])
+
+    def test_builtinSASLTypesNamed(self):
+        """
+        The SASL backend types smtpd has built in are the ones the
+        configuration checks know by name.
+        """
+        from tmta.sasl import BACKEND_TYPES
+        from tmta.smtpd.saslbackends import BUILTIN_TYPES
+
+        self.assertEqual(sorted(BUILTIN_TYPES), sorted(BACKEND_TYPES))

@@ -458,8 +458,9 @@ class ISMTPRestriction(Interface):
 
 class ISASLBackendType(Interface):
     """
-    A SASL backend added by a plugin: what C{smtpd_sasl_type} names
-    besides the built-in C{dovecot} and C{tmta}.
+    A kind of SASL backend: what C{smtpd_sasl_type} names.  C{dovecot}
+    and C{tmta} are built in (L{tmta.smtpd.saslbackends}); a plugin
+    adds others.
     """
 
     name = Attribute("The type, e.g. C{cyrus} for C{smtpd_sasl_type = cyrus}.")

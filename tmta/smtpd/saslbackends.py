@@ -1,14 +1,54 @@
 """
-The SASL backend smtpd checks AUTH with: one built in (C{smtpd_sasl_type
-= dovecot} or C{tmta}, L{tmta.sasl}) or a plugin's
-(L{tmta.interfaces.ISASLBackendType}).
+The SASL backend smtpd checks AUTH with, by C{smtpd_sasl_type}: one of
+the types built in (C{dovecot} and C{tmta}) or a plugin's, each an
+L{tmta.interfaces.ISASLBackendType}.
 """
 
 from __future__ import annotations
 
+from typing import Dict
+
+from zope.interface import implementer
+
 from tmta.common.plugins import PluginError, findPlugin
 from tmta.interfaces import ISASLBackendType
 from tmta.sasl import BACKEND_TYPES, dovecotSocket, passwordFile
+
+
+@implementer(ISASLBackendType)
+class DovecotBackendType:
+    """
+    C{smtpd_sasl_type = dovecot}: Dovecot's authentication service, on
+    the socket C{smtpd_sasl_path} names.
+    """
+
+    name = "dovecot"
+
+    def open(self, config, reactor):
+        from tmta.sasl.dovecot import DovecotBackend
+
+        return DovecotBackend(dovecotSocket(config, config.get("smtpd_sasl_path").strip()),
+                              reactor)
+
+
+@implementer(ISASLBackendType)
+class PasswordTableBackendType:
+    """
+    C{smtpd_sasl_type = tmta}: tmta's own password table.
+    """
+
+    name = "tmta"
+
+    def open(self, config, reactor):
+        from tmta.sasl.passwords import PasswordTableBackend
+
+        return PasswordTableBackend(passwordFile(config), reactor)
+
+
+#: The types built in, found before any plugin's (the names
+#: L{tmta.sasl.BACKEND_TYPES} gives the configuration checks).
+BUILTIN_TYPES: Dict[str, ISASLBackendType] = {
+    backend.name: backend for backend in (DovecotBackendType(), PasswordTableBackendType())}
 
 
 def brokenBackend(kind: str) -> str:
@@ -38,15 +78,9 @@ def openBackend(config, reactor):
         does not provide its interface: AUTH must not silently be off.
     """
     kind = config.get("smtpd_sasl_type").strip().lower()
-    path = config.get("smtpd_sasl_path").strip()
-    if kind == "tmta":
-        from tmta.sasl.passwords import PasswordTableBackend
-
-        return PasswordTableBackend(passwordFile(config), reactor)
-    if kind == "dovecot":
-        from tmta.sasl.dovecot import DovecotBackend
-
-        return DovecotBackend(dovecotSocket(config, path), reactor)
+    backendType = BUILTIN_TYPES.get(kind)
+    if backendType is not None:
+        return backendType.open(config, reactor)
     try:
         backendType = findPlugin(ISASLBackendType, kind)
     except PluginError as e:
