@@ -15,6 +15,7 @@ from twisted.internet import defer, threads
 from twisted.internet.protocol import Factory
 
 from tmta.bounce.commands import BounceRecipients
+from tmta.bounce.settings import BounceSettings
 from tmta.cleanup.client import CleanupClient
 from tmta.logging import Logger
 from tmta.queue.qfile import iterContent, readEnvelope
@@ -255,18 +256,13 @@ class BounceProtocol(ServiceAMP):
 class BounceService(Service):
     def __init__(self, context) -> None:
         self.context = context
-        self.myhostname = context.config.get("myhostname")
-        self.sizeLimit = context.config.getInt("bounce_size_limit")
-        self.notifyClasses = {c.lower() for c in context.config.getList("notify_classes")}
-        self.doubleBounceRecipient = context.config.get("2bounce_notice_recipient")
-        self.bounceRecipient = context.config.get("bounce_notice_recipient")
-        self.delayRecipient = context.config.get("delay_notice_recipient")
+        self.settings = BounceSettings.fromConfig(context.config)
         self.store = QueueStore.fromConfig(context.config)
         self.reactor = context.reactor
         self.reactor.getThreadPool()
         self.cleanup = CleanupClient(
             lambda: context.connect("cleanup", private=False), self.reactor,
-            idle=context.config.getTime("ipc_idle"),
+            idle=self.settings.ipcIdle,
         )
 
     async def notify(self, queueId: str, sender: str, recipients,
@@ -274,7 +270,8 @@ class BounceService(Service):
         path = self.store.path("active", queueId)
         try:
             original = await threads.deferToThreadPool(
-                self.reactor, self.reactor.getThreadPool(), readOriginal, path, self.sizeLimit)
+                self.reactor, self.reactor.getThreadPool(), readOriginal, path,
+                self.settings.sizeLimit)
         except Exception as e:
             log.warn("{queueId}: cannot read the original message: {error}",
                      queueId=queueId, error=e)
@@ -285,13 +282,13 @@ class BounceService(Service):
             # the null sender) goes to the postmaster only when
             # notify_classes asks for double bounces, and never about a
             # postmaster copy itself.
-            if (kind != "failure" or "2bounce" not in self.notifyClasses
+            if (kind != "failure" or "2bounce" not in self.settings.notifyClasses
                     or original.attributes.get("origin") == "2bounce"):
                 log.info("{queueId}: sender {what} notification not sent: null sender",
                          queueId=queueId,
                          what="delivery status" if kind == "success" else "non-delivery")
                 return {"notice_id": ""}
-            to, noticeKind = self.doubleBounceRecipient, "2bounce"
+            to, noticeKind = self.settings.doubleBounceRecipient, "2bounce"
         attributes = original.attributes
         full = (original.complete and attributes.get("dsn_ret", "FULL") == "FULL"
                 and kind != "delay" and original.text)
@@ -299,9 +296,9 @@ class BounceService(Service):
                                     full)
         # notify_classes: the postmaster hears of each bounce (bounce)
         # and each delay (delay), with the headers only.
-        copyTo = {"failure": ("bounce", self.bounceRecipient),
-                  "delay": ("delay", self.delayRecipient)}.get(noticeKind)
-        if sender and copyTo is not None and copyTo[0] in self.notifyClasses:
+        copyTo = {"failure": ("bounce", self.settings.bounceRecipient),
+                  "delay": ("delay", self.settings.delayRecipient)}.get(noticeKind)
+        if sender and copyTo is not None and copyTo[0] in self.settings.notifyClasses:
             await self._send(queueId, sender, recipients, original, copyTo[1],
                              f"postmaster-{noticeKind}", False)
         return {"notice_id": noticeId}
@@ -309,8 +306,8 @@ class BounceService(Service):
     async def _send(self, queueId: str, sender: str, recipients, original, to: str,
                     noticeKind: str, full) -> str:
         attributes = original.attributes
-        text = noticeText(self.myhostname, sender, recipients, original.headers, queueId,
-                          original.arrival or None, self.sizeLimit,
+        text = noticeText(self.settings.myhostname, sender, recipients, original.headers, queueId,
+                          original.arrival or None, self.settings.sizeLimit,
                           noticeKind.replace("postmaster-", ""),
                           original.text if full else None, attributes.get("dsn_envid", ""),
                           to=to, subject=_SUBJECTS.get(noticeKind),

@@ -35,6 +35,7 @@ from tmta.mail.mailbox import MailboxError, deliverMaildir, deliverMbox, envelop
 from tmta.mail.rights import DeliveryError, identity, openQueued
 from tmta.queue.qfile import iterContent
 from tmta.tables import TableLookupError, openTables
+from tmta.virtual.settings import VirtualSettings
 
 
 def _keys(address: str, delimiters: str) -> List[str]:
@@ -62,19 +63,16 @@ class VirtualAgent:
             reach it by (a descriptor's C{/proc/self/fd/N}), when the
             process will not be able to traverse to it by its name.
         """
-        self.baseName = config.get("virtual_mailbox_base")
-        self.base = baseDirectory or self.baseName
+        self.settings = VirtualSettings.fromConfig(config)
+        #: How this process reaches C{virtual_mailbox_base}.
+        self.base = baseDirectory or self.settings.base
         self.mailboxes = openTables(config.get("virtual_mailbox_maps"))
         self.uids = openTables(config.get("virtual_uid_maps"))
         self.gids = openTables(config.get("virtual_gid_maps"))
-        self.minimumUid = config.getInt("virtual_minimum_uid")
-        self.sizeLimit = config.getInt("virtual_mailbox_limit")
-        self.dotlock = "dotlock" in config.getList("virtual_mailbox_lock")
-        self.delimiter = config.get("recipient_delimiter")
         self.fsync = fsync
 
     def _find(self, tables, address: str) -> Optional[str]:
-        for key in _keys(address, self.delimiter):
+        for key in _keys(address, self.settings.delimiter):
             for table in tables:
                 value = table.get(key)
                 if value is not None:
@@ -110,10 +108,10 @@ class VirtualAgent:
                              "virtual_mailbox_base")
         uid = self._number(self.uids, address, "uid")
         gid = self._number(self.gids, address, "gid")
-        if uid == 0 or uid < self.minimumUid:
+        if uid == 0 or uid < self.settings.minimumUid:
             raise DeliveryError(DEFERRED, "4.3.5",
                              f"uid {uid} for {address} is below virtual_minimum_uid "
-                             f"{self.minimumUid}: mail is never written as root")
+                             f"{self.settings.minimumUid}: mail is never written as root")
         if os.geteuid() != 0 and uid != os.geteuid():
             raise DeliveryError(DEFERRED, "4.3.5",
                              f"cannot write mail for {address} as uid {uid}: this process "
@@ -132,7 +130,7 @@ class VirtualAgent:
             return "delivers to maildir" if maildir else "delivers to mailbox"
         queueFile, envelope = openQueued(request)
         with queueFile:
-            if self.sizeLimit and envelope.size > self.sizeLimit:
+            if self.settings.sizeLimit and envelope.size > self.settings.sizeLimit:
                 raise DeliveryError(BOUNCED, "5.2.2", "message exceeds virtual_mailbox_limit")
             prefix = f"Return-Path: <{request.sender}>\nDelivered-To: {address}\n".encode(
                 "utf-8", "surrogateescape")
@@ -146,15 +144,16 @@ class VirtualAgent:
                         current = os.stat(path).st_size
                     except FileNotFoundError:
                         current = 0
-                    if self.sizeLimit and current + envelope.size > self.sizeLimit:
+                    limit = self.settings.sizeLimit
+                    if limit and current + envelope.size > limit:
                         raise DeliveryError(BOUNCED, "5.2.2", "mailbox full")
                     deliverMbox(path, envelopeLine(request.sender, request.arrival), prefix,
-                                chunks, self.fsync, self.dotlock)
+                                chunks, self.fsync, self.settings.dotlock)
                     return "delivered to mailbox"
             except MailboxError as e:
                 reason = str(e)
-                if self.base != self.baseName:
-                    reason = reason.replace(self.base, self.baseName)
+                if self.base != self.settings.base:
+                    reason = reason.replace(self.base, self.settings.base)
                 raise DeliveryError(DEFERRED if e.temporary else BOUNCED, e.dsn, reason)
 
     def deliverAll(self, request: DeliveryRequest) -> List[RecipientStatus]:
