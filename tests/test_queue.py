@@ -276,6 +276,26 @@ class QueueFileTests(SynchronousTestCase):
         mode = stat.S_IMODE(os.stat(os.path.join(self.directory, "private")).st_mode)
         self.assertEqual(mode, 0o700)
 
+    def test_layoutModesWhateverTheUmask(self):
+        """
+        Under twistd's daemon umask (077) the queue directories get
+        Postfix's modes all the same, and a queue directory found with
+        another mode (left by such a start before) is put right.
+        """
+        directory = os.path.abspath(self.mktemp())
+        previous = os.umask(0o077)
+        try:
+            createLayout(directory)
+        finally:
+            os.umask(previous)
+        modes = {name: stat.S_IMODE(os.stat(os.path.join(directory, name)).st_mode)
+                 for name in ("", "active", "maildrop", "public", "private", "pid")}
+        self.assertEqual(modes, {"": 0o755, "active": 0o700, "maildrop": 0o3733,
+                                 "public": 0o711, "private": 0o700, "pid": 0o755})
+        os.chmod(directory, 0o700)
+        createLayout(directory)
+        self.assertEqual(stat.S_IMODE(os.stat(directory).st_mode), 0o755)
+
 
 def _directoryFlags(path: str) -> int:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)

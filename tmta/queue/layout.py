@@ -84,8 +84,14 @@ def createLayout(
     """
     Create the queue and socket directories, owned by C{uid}/C{gid} when
     given (the master, as root, gives them to C{mail_owner}).
+
+    Every directory gets the mode Postfix gives it whatever the umask
+    (twistd's daemon umask is 077), and one found with another is put
+    right: the queue directory itself C{0755}, so that C{mail_owner} can
+    reach the queues within.
     """
     os.makedirs(queueDirectory, mode=0o755, exist_ok=True)
+    os.chmod(queueDirectory, 0o755)
     markTopDirectory(queueDirectory)
     modes = {name: 0o700 for name in QUEUES + LOGS}
     # World-writable and sticky, for tmta-sendmail running as any user;
