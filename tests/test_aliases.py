@@ -93,6 +93,27 @@ class ExpansionTests(SynchronousTestCase):
         with open(os.path.join(*parts), "rb") as f:
             return f.read()
 
+    def test_mailboxInAGroupSpool(self):
+        """
+        In a mail spool writable by its group and not by everyone
+        (Debian's C{/var/mail}, C{root:mail 2775}), a new mailbox is
+        created as Postfix's local creates it: owned by the user, in the
+        spool's group, mode 0600.
+        """
+        import grp
+
+        group = grp.getgrnam("mail").gr_gid if "mail" in {g.gr_name for g in grp.getgrall()} \
+            else self.nobody.pw_gid
+        os.chown(self.spool, 0, group)
+        os.chmod(self.spool, 0o2775)
+        [status] = self.agent().deliverAll(self.request("USER@localhost".replace(
+            "USER", self.user.pw_name)))
+        self.assertEqual((status.status, status.reason), (SENT, "delivered to mailbox"))
+        st = os.stat(os.path.join(self.spool, self.user.pw_name))
+        self.assertEqual((st.st_uid, st.st_gid, st.st_mode & 0o7777),
+                         (self.user.pw_uid, group, 0o600))
+        self.assertIn(b"Subject:", self.read(self.spool, self.user.pw_name))
+
     def test_classicAliases(self):
         """
         A list in the classic format (continuation lines, comments),

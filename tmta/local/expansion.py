@@ -11,6 +11,7 @@ the mailbox.  Addresses elsewhere are put aside to be forwarded.
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import replace
 from typing import List, Set
 
@@ -198,8 +199,26 @@ class RecipientDelivery:
             box = Mailbox(path.rstrip("/"), path.endswith("/"), account.pw_uid, account.pw_gid)
         else:
             box = Mailbox(os.path.join(settings.spool, name), settings.spoolMaildir,
-                          account.pw_uid, account.pw_gid)
+                          account.pw_uid, self._spoolGroup(account))
         self.writer.mailbox(userState, box)
+
+    def _spoolGroup(self, account: Account) -> int:
+        """
+        The group an mbox file in the mail spool is created and written
+        with, as Postfix's local chooses it: the spool's own group when
+        the spool is writable by its group and not by everyone (Debian's
+        C{/var/mail}, C{root:mail 2775}), else the recipient's.  A
+        Maildir is always the recipient's alone.
+        """
+        if self.settings.spoolMaildir:
+            return account.pw_gid
+        try:
+            st = os.stat(self.settings.spool)
+        except OSError:
+            return account.pw_gid
+        if st.st_mode & stat.S_IWGRP and not st.st_mode & stat.S_IWOTH:
+            return st.st_gid
+        return account.pw_gid
 
     def _forward(self, state: Expansion, account: Account, extension: str) -> bool:
         """
