@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import signal
 import sys
-from typing import Optional
 
 from twisted.logger import Logger
 from twisted.python import usage
@@ -14,15 +13,16 @@ from twisted.python.logfile import LogFile
 
 from tmta.config import ConfigError, configDirectoryFromEnvironment, loadConfiguration
 from tmta.config.loader import defaultDataDirectory, prepareEmbedded
-from tmta.logging import MaillogFileObserver
+from tmta.logging import MaillogFileObserver, MaillogSyslogObserver
 
 log = Logger()
 
 #: The maillog of C{--logfile} is rotated when it reaches this size, and
 #: this many rotated files are kept (C{FILE.1} the newest): a busy server
 #: fills at most about 110 MB.  twistd's own default keeps every file it
-#: rotates, a megabyte each.  SIGUSR1 rotates at once; C{--syslog}
-#: leaves the log to the system's syslog and its rotation.
+#: rotates, a megabyte each.  SIGUSR1 rotates at once; with C{--syslog}
+#: the lines go to the system's syslog (the mail facility), and its
+#: rotation.
 MAILLOG_ROTATE_LENGTH = 10_000_000
 MAILLOG_ROTATED_FILES = 10
 
@@ -115,18 +115,22 @@ def _twistdMasterClass():
     return TwistdMaster
 
 
-def maillogObserver(twistdOptions) -> Optional[MaillogFileObserver]:
+def maillogObserver(twistdOptions):
     """
-    The log observer for the text log twistd's options ask for (the
-    file of C{--logfile}, C{twistd.log} for a daemon, standard output
-    with C{-n}), as twistd itself would open it, including reopening on
-    SIGUSR1; C{None} to leave logging to twistd (C{--syslog},
-    C{--logger}, or no twistd options at all).
+    The log observer for the log twistd's options ask for, writing
+    Postfix's maillog lines: syslog's mail facility with C{--syslog}
+    (L{MaillogSyslogObserver}); else a text log (the file of
+    C{--logfile}, C{twistd.log} for a daemon, standard output with
+    C{-n}), opened as twistd itself would open it, including reopening
+    on SIGUSR1.  C{None} to leave logging to twistd (C{--logger}, or no
+    twistd options at all).
     """
     from twisted.internet import reactor
 
-    if twistdOptions is None or twistdOptions.get("syslog") or twistdOptions.get("logger"):
+    if twistdOptions is None or twistdOptions.get("logger"):
         return None
+    if twistdOptions.get("syslog"):
+        return MaillogSyslogObserver()
     path = twistdOptions.get("logfile") or ""
     nodaemon = twistdOptions.get("nodaemon")
     if path == "-" or (nodaemon and not path):

@@ -11,18 +11,20 @@ import sys
 import time
 
 from twisted.internet.task import Clock
-from twisted.logger import Logger, LogLevel, LogPublisher, formatTime, textFileLogObserver
+from twisted.logger import Logger, LogLevel, LogPublisher
 from twisted.python.logfile import LogFile
 from twisted.trial.unittest import SynchronousTestCase
 
 from tap.tmta import maillogObserver
 from tmta import logging as tmtaLogging
+from tmta.config import MainConfig
 from tmta.logging import (
     WORKER_LINES,
     LineObserver,
     MaillogFileObserver,
-    emitWorkerLine,
+    MaillogSyslogObserver,
     emitWorkerLines,
+    maillogTime,
     stampLine,
     unstampLines,
 )
@@ -41,38 +43,37 @@ def _logger(observer):
 
 
 class MaillogFileObserverTests(SynchronousTestCase):
-    def test_sameTextAsTwistd(self):
+    def test_postfixLineFormat(self):
         """
-        A batch of worker lines is written exactly as twistd's own text
-        observer writes the same lines emitted one by one.
+        A worker's lines are written as Postfix's maillog writes them:
+        the local time, the host's first label, the worker's tag and
+        pid, the text; a continuation line is indented.
         """
-        theirs = io.StringIO()
-        twistd = _logger(textFileLogObserver(theirs))
-        ours = io.StringIO()
-        maillog = _logger(MaillogFileObserver(ours))
-        for line in LINES:
-            emitWorkerLine(twistd, "tmta/local[42]", line)
-        emitWorkerLines(maillog, "tmta/local[42]", [(time.time(), line) for line in LINES])
-        # Same second in both, since the two runs may straddle one.
-        def strip(text):
-            return [line.split(" ", 1)[1] for line in text.splitlines()]
-
-        self.assertEqual(strip(ours.getvalue()), strip(theirs.getvalue()))
-        self.assertEqual(len(ours.getvalue().splitlines()), 3)
-        self.assertTrue(ours.getvalue().startswith(theirs.getvalue()[:19]))
+        out = io.StringIO()
+        maillog = _logger(MaillogFileObserver(out, host="mx.example.org"))
+        when = time.mktime((2026, 12, 7, 9, 5, 1, 0, 0, -1))
+        emitWorkerLines(maillog, "tmta/local[42]",
+                        [(when, "ABC: to=<a@b>, status=sent"), (when, "one\ntwo")])
+        self.assertEqual(out.getvalue().splitlines(),
+                         ["Dec 07 09:05:01 mx tmta/local[42]: ABC: to=<a@b>, status=sent",
+                          "Dec 07 09:05:01 mx tmta/local[42]: one", "\ttwo"])
 
     def test_ordinaryEvents(self):
         """
-        Other events are rendered by twistd's own text observer.
+        The master's own events are written the same way, under its tag
+        (C{syslog_name/master}) and pid, with Postfix's C{warning:}
+        prefix where they warn.
         """
-        theirs = io.StringIO()
-        ours = io.StringIO()
-        event = {"log_format": "daemon {what}", "what": "started", "log_time": 1e9,
-                 "log_level": LogLevel.info, "log_namespace": "tmta.master.service",
-                 "log_system": "-"}
-        textFileLogObserver(theirs)(dict(event))
-        MaillogFileObserver(ours)(dict(event))
-        self.assertEqual(ours.getvalue(), theirs.getvalue())
+        out = io.StringIO()
+        observer = MaillogFileObserver(out, host="mx")
+        observer.configure(MainConfig({"syslog_name": "postfix"}))
+        when = time.mktime((2026, 1, 2, 3, 4, 5, 0, 0, -1))
+        for level, text in ((LogLevel.info, "daemon started"), (LogLevel.warn, "odd")):
+            observer({"log_format": text, "log_time": when, "log_level": level,
+                      "log_namespace": "tmta.master.service", "log_system": "-"})
+        self.assertEqual(out.getvalue().splitlines(),
+                         [f"Jan 02 03:04:05 mx postfix/master[{os.getpid()}]: daemon started",
+                          f"Jan 02 03:04:05 mx postfix/master[{os.getpid()}]: warning: odd"])
 
     def test_timestampPerEvent(self):
         """
@@ -82,8 +83,8 @@ class MaillogFileObserverTests(SynchronousTestCase):
         observer = MaillogFileObserver(out)
         for when in (1e9, 1e9 + 0.5, 1e9 + 61):
             observer({WORKER_LINES: [(when, "x")], "log_time": 2e9, "log_system": "t"})
-        stamps = [line.split(" ")[0] for line in out.getvalue().splitlines()]
-        self.assertEqual(stamps, [formatTime(1e9), formatTime(1e9), formatTime(1e9 + 61)])
+        stamps = [line[:15] for line in out.getvalue().splitlines()]
+        self.assertEqual(stamps, [maillogTime(1e9), maillogTime(1e9), maillogTime(1e9 + 61)])
         self.assertNotEqual(stamps[1], stamps[2])
 
     def test_levelOfMostSevere(self):
@@ -121,7 +122,7 @@ class OrderTests(SynchronousTestCase):
                        "log_time": self.clock.seconds()})
 
     def written(self):
-        return [line.split(" ", 2)[2] for line in self.out.getvalue().splitlines()]
+        return [line.split(": ", 1)[1] for line in self.out.getvalue().splitlines()]
 
     def test_timeOrder(self):
         """
@@ -214,13 +215,19 @@ class MaillogObserverChoiceTests(SynchronousTestCase):
 
     def test_leftToTwistd(self):
         """
-        Syslog, a --logger of the operator's, or no twistd at all: twistd
-        (or nobody) chooses.
+        A --logger of the operator's, or no twistd at all: twistd (or
+        nobody) chooses.
         """
         self.assertIsNone(maillogObserver(None))
-        self.assertIsNone(maillogObserver({"syslog": True, "nodaemon": True}))
         self.assertIsNone(maillogObserver({"logger": "my.observer", "logfile": "x"}))
         self.assertIsNone(maillogObserver({"logfile": "-", "nodaemon": False}))
+
+    def test_syslog(self):
+        """
+        With C{--syslog}, Postfix's lines go to syslog.
+        """
+        self.assertIsInstance(maillogObserver({"syslog": True, "nodaemon": True}),
+                              MaillogSyslogObserver)
 
     def test_standardOutput(self):
         for options in ({"nodaemon": True, "logfile": None}, {"nodaemon": True, "logfile": "-"}):
@@ -420,7 +427,7 @@ class ReentrancyTests(SynchronousTestCase):
                                           "log_namespace": "x", "log_time": 1.0}))
         self.assertFalse(stream.reentered)
         lines = stream.getvalue().splitlines()
-        self.assertEqual([line.split("] ", 1)[1] for line in lines], ["first", "interrupting"])
+        self.assertEqual([line.split(": ", 1)[1] for line in lines], ["first", "interrupting"])
 
     def test_maillogWhileAdding(self):
         """
@@ -441,7 +448,7 @@ class ReentrancyTests(SynchronousTestCase):
                                           "log_level": LogLevel.info, "log_namespace": "x",
                                           "log_time": 1.0}))
         lines = out.getvalue().splitlines()
-        self.assertEqual(sorted(line.split("] ", 1)[1] for line in lines),
+        self.assertEqual(sorted(line.split(": ", 1)[1] for line in lines),
                          ["first value", "interrupting"])
 
     def test_sigtermWhileLogging(self):
@@ -483,7 +490,7 @@ class ReentrancyTests(SynchronousTestCase):
         self.assertGreater(len(handled), 0)
         self.assertEqual(sum(1 for line in lines if line.endswith("Received SIGTERM")),
                          len(handled))
-        self.assertEqual(sum(1 for line in lines if "] line " in line), count)
+        self.assertEqual(sum(1 for line in lines if "]: line " in line), count)
 
 
 class PrintableTests(SynchronousTestCase):
@@ -573,3 +580,44 @@ class LoggerTests(SynchronousTestCase):
         thing.log.info("from a thing")
         self.assertIs(events[0]["log_source"], thing)
         self.assertIsInstance(Thing.log, tmtaLogging.Logger)
+
+
+class SyslogTests(SynchronousTestCase):
+    def test_linesAsPostfixSendsThem(self):
+        """
+        Each line reaches the syslog socket at C{syslog_facility} with the
+        severity its prefix says, tagged with its own program and pid.
+        """
+        import socket as socketModule
+
+        from tests.support import shortTemporaryDirectory
+
+        path = os.path.join(shortTemporaryDirectory(self), "log")
+        server = socketModule.socket(socketModule.AF_UNIX, socketModule.SOCK_DGRAM)
+        server.bind(path)
+        self.addCleanup(server.close)
+        observer = MaillogSyslogObserver(path)
+        observer.configure(MainConfig({"syslog_name": "postfix", "syslog_facility": "local3"}))
+        when = time.mktime((2026, 12, 7, 9, 5, 1, 0, 0, -1))
+        observer({WORKER_LINES: [(when, "ABC: removed"), (when, "warning: odd")],
+                  "log_system": "postfix/qmgr[7]", "log_time": when})
+        observer({"log_format": "daemon started", "log_level": LogLevel.info,
+                  "log_namespace": "tmta.master.service", "log_time": when})
+        received = [server.recv(9000).decode() for _ in range(3)]
+        local3 = 19 * 8
+        self.assertEqual(received, [
+            f"<{local3 + 6}>Dec  7 09:05:01 postfix/qmgr[7]: ABC: removed",
+            f"<{local3 + 4}>Dec  7 09:05:01 postfix/qmgr[7]: warning: odd",
+            f"<{local3 + 6}>Dec  7 09:05:01 postfix/master[{os.getpid()}]: daemon started"])
+
+    def test_noSyslogDropsLines(self):
+        """
+        With nothing listening, lines are dropped, as syslog(3) drops
+        them: logging never fails.
+        """
+        observer = MaillogSyslogObserver("/nonexistent/log")
+        observer({WORKER_LINES: [(1.0, "x")], "log_system": "t", "log_time": 1.0})
+
+    def test_unknownFacility(self):
+        with self.assertRaises(ValueError):
+            MaillogSyslogObserver(facility="nonsense")

@@ -76,7 +76,7 @@ class MailPathTests(SynchronousTestCase):
         names = {processName(p) for p in master.workers()}
         self.assertTrue({"smtpd", "cleanup", "qmgr", "local"} <= names, names)
         # Log lines reach the master's log a moment after the mail moves.
-        sent = re.compile(rf"tmta/local\[\d+\]\] {queueId}: to=<bob@localhost>, relay=local, "
+        sent = re.compile(rf"tmta/local\[\d+\]: {queueId}: to=<bob@localhost>, relay=local, "
                           r"delay=[\d.e-]+, delays=[\d.e/-]+, dsn=2.0.0, status=sent")
         waitFor(lambda: sent.search(master.log()) and f"{queueId}: removed" in master.log(),
                 what="the delivery log lines")

@@ -130,7 +130,7 @@ class MasterTests(SynchronousTestCase):
             c.close()
         # Idle workers leave after max_idle.
         waitFor(lambda: self.master.workers() == [], what="idle workers to exit")
-        waitFor(lambda: f"echo[{pids[0]}]] echo: client connected" in self.master.log(),
+        waitFor(lambda: f"echo[{pids[0]}]: echo: client connected" in self.master.log(),
                 what="the worker's log line")
 
     def test_maxUse(self):

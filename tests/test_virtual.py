@@ -150,7 +150,7 @@ class VirtualServiceTests(SynchronousTestCase):
         waitFor(lambda: os.path.isdir(new) and len(os.listdir(new)) == 12,
                 what="the deliveries")
         waitFor(lambda: master.log().count("relay=virtual") == 12, what="the log lines")
-        processes = set(re.findall(r"tmta/virtual\[(\d+)\]\] \S+: to=", master.log()))
+        processes = set(re.findall(r"tmta/virtual\[(\d+)\]: \S+: to=", master.log()))
         self.assertGreaterEqual(len(processes), 4, processes)
         self.assertNotIn("status=deferred", master.log())
 

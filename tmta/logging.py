@@ -8,18 +8,23 @@ pid (L{emitWorkerLine}), so that all processes' lines reach the one log
 twistd keeps (a file or syslog) as C{tmta/smtpd[1234]: ...}.
 
 When twistd writes a text log (a file, or standard output), the master
-gives it a L{MaillogFileObserver}: the same text, but the lines of a
-worker arrive as one event (L{emitWorkerLines}) and are written
-together, since re-emitting them one event at a time through twistd's
-own observer cost the master more than everything else it does.  Each
-line carries the time the worker logged it (L{stampLine}), and the
-observer writes lines in that order.
+gives it a L{MaillogFileObserver}, which writes Postfix's maillog lines
+(C{Dec 07 13:45:01 host tmta/smtpd[1234]: connect from ...}) so that
+Postfix's tools (pflogsumm, fail2ban) read them; with C{--syslog}, a
+L{MaillogSyslogObserver} sends the same lines to syslog's mail facility,
+each with its own program's tag.  The lines of a worker arrive as one
+event (L{emitWorkerLines}) and are written together, since re-emitting
+them one event at a time cost the master more than everything else it
+does.  Each line carries the time the worker logged it (L{stampLine}),
+and the file observer writes lines in that order.
 """
 
 from __future__ import annotations
 
 import heapq
+import os
 import re
+import socket
 import threading
 import time
 from typing import Any, Callable, List, Optional, TextIO, Tuple
@@ -29,8 +34,6 @@ from twisted.logger import (
     ILogObserver,
     LogLevel,
     formatEvent,
-    formatEventAsClassicLogText,
-    formatTime,
 )
 from twisted.python.threadable import isInIOThread
 from zope.interface import implementer
@@ -350,10 +353,19 @@ class MaillogFileObserver:
         runs; C{None} to write every line at once.
     """
 
-    def __init__(self, outFile: TextIO, clock=None, window: float = 0.25) -> None:
+    def __init__(self, outFile: TextIO, clock=None, window: float = 0.25,
+                 host: Optional[str] = None, program: str = "tmta/master") -> None:
+        """
+        @param host: the host name each line names (its first label),
+            by default this machine's.
+        @param program: the tag of the master's own lines (its pid is
+            added): C{syslog_name/master}.
+        """
         self._outFile = outFile
         self._clock = clock
         self.window = window
+        self.host = shortHostname(host)
+        self.program = program
         self._pending: List[Tuple[float, int, str]] = []
         self._sequence = 0
         self._timer = None
@@ -365,17 +377,25 @@ class MaillogFileObserver:
         if clock is not None:
             clock.addSystemEventTrigger("after", "shutdown", self.flush)
 
+    def configure(self, config) -> None:
+        """
+        Take the master's tag from the configuration (C{syslog_name}).
+        """
+        self.program = f"{config.get('syslog_name')}/master"
+
     def __call__(self, event: dict) -> None:
         lines = event.get(WORKER_LINES)
         with self._lock:
             if lines is None:
-                text = formatEventAsClassicLogText(event)
+                when = event.get("log_time") or 0.0
+                text = formatLine(event)
                 if text:
-                    self._add(event.get("log_time") or 0.0, text)
+                    self._add(when, f"{self._timestamp(when)} {self.host} {self.program}"
+                                    f"[{os.getpid()}]: " + text.replace("\n", "\n\t") + "\n")
             else:
                 system = event.get("log_system", "-")
                 for when, line in lines:
-                    self._add(when, f"{self._timestamp(when)} [{system}] "
+                    self._add(when, f"{self._timestamp(when)} {self.host} {system}: "
                                     + line.replace("\n", "\n\t") + "\n")
         clock = self._clock
         if clock is None or not getattr(clock, "running", False):
@@ -433,10 +453,103 @@ class MaillogFileObserver:
         self._outFile.flush()
 
     def _timestamp(self, when: float) -> str:
-        # twistd's time format stops at seconds: one rendering per second.
+        # The format stops at seconds: one rendering per second.
         second = int(when)
         cached, stamp = self._stamp
         if second != cached:
-            stamp = formatTime(when)
+            stamp = maillogTime(when)
             self._stamp = (second, stamp)
         return stamp
+
+
+def maillogTime(when: float) -> str:
+    """
+    A time as Postfix's maillog writes it: C{Dec 07 13:45:01}, local time.
+    """
+    return time.strftime("%b %d %H:%M:%S", time.localtime(when))
+
+
+def shortHostname(host: Optional[str] = None) -> str:
+    """
+    The first label of C{host} (by default this machine's name), as
+    Postfix names the host in its log lines.
+    """
+    return (host or socket.gethostname()).split(".", 1)[0] or "localhost"
+
+
+#: syslog's facilities by name (C{syslog_facility}), and its severities.
+SYSLOG_FACILITIES = {
+    "kern": 0, "user": 1, "mail": 2, "daemon": 3, "auth": 4, "syslog": 5, "lpr": 6,
+    "news": 7, "uucp": 8, "cron": 9, "authpriv": 10, "ftp": 11,
+    **{f"local{n}": 16 + n for n in range(8)},
+}
+_SYSLOG_SEVERITY = {LogLevel.critical: 2, LogLevel.error: 3, LogLevel.warn: 4,
+                    LogLevel.info: 6, LogLevel.debug: 7}
+
+
+@implementer(ILogObserver)
+class MaillogSyslogObserver:
+    """
+    twistd's C{--syslog}, as Postfix logs: each line to the system's
+    syslog socket at C{syslog_facility} (C{mail}), tagged with its own
+    program and pid (C{tmta/smtpd[1234]}), at the severity its prefix
+    says (C{warning:}, C{error:}, C{fatal:}, C{panic:}).
+
+    Lines are sent in the traditional syslog format (RFC 3164), which
+    every syslog daemon reads; one that cannot be sent (syslog is not
+    running) is dropped, as C{syslog(3)} drops it.
+
+    @param address: the syslog socket (C{/dev/log}).
+    @param facility: a name of L{SYSLOG_FACILITIES}.
+    @param program: the tag of the master's own lines.
+    """
+
+    def __init__(self, address: str = "/dev/log", facility: str = "mail",
+                 program: str = "tmta/master") -> None:
+        if facility not in SYSLOG_FACILITIES:
+            raise ValueError(f"syslog_facility = {facility}: not a syslog facility")
+        self.address = address
+        self.facility = SYSLOG_FACILITIES[facility]
+        self.program = program
+        self._socket: Optional[socket.socket] = None
+
+    def configure(self, config) -> None:
+        """
+        Take the master's tag (C{syslog_name}) and the facility
+        (C{syslog_facility}) from the configuration; an unknown facility
+        leaves the one in use.
+        """
+        self.program = f"{config.get('syslog_name')}/master"
+        self.facility = SYSLOG_FACILITIES.get(config.get("syslog_facility").strip().lower(),
+                                              self.facility)
+
+    def __call__(self, event: dict) -> None:
+        lines = event.get(WORKER_LINES)
+        if lines is None:
+            text = formatLine(event)
+            if text:
+                level = _SYSLOG_SEVERITY.get(event.get("log_level"), 6)
+                self._send(level, event.get("log_time") or time.time(),
+                           f"{self.program}[{os.getpid()}]", text)
+            return
+        system = event.get("log_system", "-")
+        for when, line in lines:
+            self._send(_SYSLOG_SEVERITY[_workerLineLevel(line)], when, system, line)
+
+    def _send(self, severity: int, when: float, tag: str, text: str) -> None:
+        for line in text.split("\n"):
+            # RFC 3164's time: the day padded with a space, as syslog(3) does.
+            stamp = time.strftime("%b %e %H:%M:%S", time.localtime(when))
+            data = f"<{self.facility * 8 + severity}>{stamp} {tag}: {line}"
+            try:
+                if self._socket is None:
+                    self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                    # A stuck syslog daemon holds the master up a moment
+                    # per line, not for good.
+                    self._socket.settimeout(0.5)
+                    self._socket.connect(self.address)
+                self._socket.send(data.encode("utf-8", "replace")[:8192])
+            except OSError:
+                if self._socket is not None:
+                    self._socket.close()
+                self._socket = None

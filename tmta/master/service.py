@@ -70,6 +70,7 @@ class MasterService(service.Service):
         self._load = load
         self.overrides = dict(overrides or {})
         self.configuration = load()
+        self._configureLog()
         self.runners: Dict[Tuple[str, str], ServiceRunner] = {}
         self.devnull = os.open(os.devnull, os.O_RDWR)
         self.workerEnvironment = dict(os.environ)
@@ -82,6 +83,15 @@ class MasterService(service.Service):
         #: The queue's master lock (L{tmta.master.lock}), once taken.
         self._lock: Optional[int] = None
         self._generation = 0
+
+    def _configureLog(self) -> None:
+        """
+        Tell the log observer the configuration's names for the master's
+        lines (C{syslog_name}, C{syslog_facility}), when it wants them.
+        """
+        configure = getattr(self.logObserver, "configure", None)
+        if configure is not None:
+            configure(self.configuration.main)
 
     def _checkOwner(self, configuration: Configuration) -> Optional[pwd.struct_passwd]:
         if os.getuid() != 0:
@@ -285,6 +295,7 @@ class MasterService(service.Service):
             log.error("reload failed, keeping the old configuration: {error}", error=str(e))
             return None
         self.runners = {}
+        self._configureLog()
         stops = [runner.stop(closeListeners=False, kill=False) for runner in old.values()]
         for listener in reuse.values():
             listener.close()
