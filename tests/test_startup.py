@@ -7,19 +7,25 @@ Postfix master.cf.
 import io
 import os
 import re
+import signal
+import socket
+import stat
 import subprocess
 import sys
 
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support import (
+    MASTER_CF,
     REPO,
     Master,
     endToEnd,
     freePort,
     localMaildirs,
+    maildirMessages,
     sendMessage,
     shortTemporaryDirectory,
+    testAccount,
     waitFor,
 )
 from tests.test_config import DEBIAN_MASTER_CF
@@ -214,3 +220,52 @@ class StockMasterCfTests(SynchronousTestCase):
         from tests.support import subjects
 
         waitFor(lambda: "stock" in subjects(spool), what="delivery")
+
+
+class DaemonTests(SynchronousTestCase):
+    def test_daemonizedAsRootDelivers(self):
+        """
+        Started as a daemon by root (twistd's umask 077) on a fresh queue
+        directory, tmta delivers: the queue gets Postfix's modes, so the
+        unprivileged services reach it.
+        """
+        endToEnd()
+        if os.getuid() != 0:
+            raise self.skipTest("starting as root needs root")
+        base = shortTemporaryDirectory(self)
+        os.chmod(base, 0o755)
+        conf = os.path.join(base, "conf")
+        os.makedirs(conf)
+        port = freePort()
+        spool = os.path.join(base, "mail")
+        settings = {"queue_directory": os.path.join(base, "queue"), "inet_protocols": "ipv4",
+                    "mail_owner": testAccount(), "myhostname": "localhost",
+                    "mydestination": "localhost", **localMaildirs(spool + "/")}
+        with open(os.path.join(conf, "main.cf"), "w") as f:
+            f.writelines(f"{name} = {value}\n" for name, value in settings.items())
+        with open(os.path.join(conf, "master.cf"), "w") as f:
+            f.write(MASTER_CF.format(port=port))
+        pidfile = os.path.join(base, "twistd.pid")
+        log = os.path.join(base, "twistd.log")
+        subprocess.run(
+            [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+             f"--pidfile={pidfile}", f"--logfile={log}", "tmta", "-c", conf],
+            check=True, timeout=60, cwd=base, env=dict(os.environ, PYTHONPATH=REPO))
+
+        def stop():
+            with open(pidfile) as f:
+                pid = int(f.read())
+            os.kill(pid, signal.SIGTERM)
+            waitFor(lambda: not os.path.exists(f"/proc/{pid}"), what="the daemon's end")
+
+        self.addCleanup(stop)
+        waitFor(lambda: os.path.exists(pidfile), what="the daemon's pid file")
+
+        def listening():
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", port)) == 0
+
+        waitFor(listening, what="smtpd")
+        sendMessage(port, "alice@example.com", ["bob@localhost"], "from the daemon")
+        waitFor(lambda: maildirMessages(spool).get("bob"), what="delivery")
+        self.assertEqual(stat.S_IMODE(os.stat(os.path.join(base, "queue")).st_mode), 0o755)
