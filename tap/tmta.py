@@ -4,15 +4,22 @@ C{twistd tmta}: parse the options, build the master service.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
+from typing import Optional
 
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.logfile import LogFile
 
 from tmta.config import ConfigError, configDirectoryFromEnvironment, loadConfiguration
-from tmta.config.loader import defaultDataDirectory, prepareEmbedded
+from tmta.config.loader import (
+    SYSTEM_CONFIG_DIRECTORY,
+    defaultDataDirectory,
+    prepareEmbedded,
+    systemConfigDirectory,
+)
 from tmta.logging import MaillogFileObserver, MaillogSyslogObserver
 
 log = Logger()
@@ -31,8 +38,9 @@ class Options(usage.Options):
     synopsis = "[-c CONFIG_DIR | -d DATA_DIR] [-o name=value ...]"
     longdesc = (
         "Run the tmta master.  With -c (or MAIL_CONFIG) it reads main.cf and "
-        "master.cf from that directory; with neither it runs the embedded "
-        "default under DATA_DIR (default ~/.tmta): loopback only, no "
+        "master.cf from that directory; run by root with neither, the system "
+        "installation's in /etc/tmta when there is one; else it runs the "
+        "embedded default under DATA_DIR (default ~/.tmta): loopback only, no "
         "relaying, mail delivered into a Maildir per name."
     )
     optParameters = [
@@ -63,7 +71,7 @@ def makeService(options: Options):
 
     TwistdMaster = _twistdMasterClass()
     directory = options["config"] or (
-        None if options["data-dir"] else configDirectoryFromEnvironment()
+        None if options["data-dir"] else masterConfigDirectory()
     )
     embedded = directory is None
     if embedded:
@@ -86,6 +94,22 @@ def makeService(options: Options):
                             logObserver=maillogObserver(getattr(options, "parent", None)))
     except ConfigError as e:
         raise SystemExit(f"tmta: fatal: {e}")
+
+
+def masterConfigDirectory(euid: Optional[int] = None,
+                          system: str = SYSTEM_CONFIG_DIRECTORY) -> Optional[str]:
+    """
+    The configuration the master runs without C{-c}: C{MAIL_CONFIG}'s,
+    else, for root, the system installation's (C{/etc/tmta}); C{None}
+    for the embedded default (an ordinary user running tmta for
+    themselves, or root on a machine with no system installation).
+    """
+    directory = configDirectoryFromEnvironment()
+    if directory:
+        return directory
+    if (os.geteuid() if euid is None else euid) == 0:
+        return systemConfigDirectory(system)
+    return None
 
 
 def _twistdMasterClass():

@@ -269,3 +269,78 @@ class DaemonTests(SynchronousTestCase):
         sendMessage(port, "alice@example.com", ["bob@localhost"], "from the daemon")
         waitFor(lambda: maildirMessages(spool).get("bob"), what="delivery")
         self.assertEqual(stat.S_IMODE(os.stat(os.path.join(base, "queue")).st_mode), 0o755)
+
+
+class ConfigurationDiscoveryTests(SynchronousTestCase):
+    """
+    Which configuration the master and the commands act on: C{-c}, then
+    C{MAIL_CONFIG}, then a system installation in C{/etc/tmta}, then the
+    user's own embedded default -- which only posting a message makes.
+    """
+
+    def setUp(self):
+        self.system = os.path.join(self.mktemp(), "etc-tmta")
+        os.makedirs(self.system)
+
+    def install(self):
+        with open(os.path.join(self.system, "main.cf"), "w") as f:
+            f.write("myhostname = system.example\n")
+
+    def test_precedence(self):
+        from tmta.config.loader import findConfigDirectory
+
+        self.assertIsNone(findConfigDirectory(None, {}, self.system))
+        self.install()
+        self.assertEqual(findConfigDirectory(None, {}, self.system), self.system)
+        self.assertEqual(findConfigDirectory(None, {"MAIL_CONFIG": "/env"}, self.system), "/env")
+        self.assertEqual(findConfigDirectory("/given", {"MAIL_CONFIG": "/env"}, self.system),
+                         "/given")
+
+    def test_commandsReadTheSystemInstallation(self):
+        from tmta.config.loader import commandConfiguration
+
+        self.install()
+        configuration = commandConfiguration(None, environ={}, system=self.system)
+        self.assertEqual(configuration.main.get("myhostname"), "system.example")
+
+    def test_masterUsesItOnlyForRoot(self):
+        """
+        Root's master runs the system installation; an ordinary user's
+        runs that user's own embedded default.
+        """
+        from tap.tmta import masterConfigDirectory
+
+        self.install()
+        environ = dict(os.environ)
+        environ.pop("MAIL_CONFIG", None)
+        self.patch(os, "environ", environ)
+        self.assertEqual(masterConfigDirectory(0, self.system), self.system)
+        self.assertIsNone(masterConfigDirectory(1000, self.system))
+
+    def test_readingMakesNothing(self):
+        """
+        C{tmta config}, C{tmta-mailq} and C{tmta queue list} with no
+        configuration anywhere say so and make no C{~/.tmta}; posting a
+        message makes it, for the user's own tmta to deliver.
+        """
+        endToEnd()
+        if os.path.exists("/etc/tmta/main.cf"):
+            raise self.skipTest("a system installation is in /etc/tmta")
+        home = self.mktemp()
+        os.makedirs(home)
+        env = {k: v for k, v in os.environ.items() if k != "MAIL_CONFIG"}
+        env.update(HOME=home, PYTHONPATH=REPO)
+        mailq = "import sys; from tmta.cli.sendmail import mailq; sys.exit(mailq())"
+        for command in (["-m", "tmta.cli.admin", "config", "mail_owner"],
+                        ["-m", "tmta.cli.admin", "queue", "list"], ["-c", mailq]):
+            result = subprocess.run([sys.executable] + command, capture_output=True, text=True,
+                                    env=env, timeout=60)
+            self.assertNotEqual(result.returncode, 0, command)
+            self.assertIn("no configuration", result.stderr, command)
+            self.assertFalse(os.path.exists(os.path.join(home, ".tmta")), command)
+        result = subprocess.run(
+            [sys.executable, "-c",
+             "import sys; from tmta.cli.sendmail import main; sys.exit(main())", "bob@localhost"],
+            input="Subject: x\n\nbody\n", capture_output=True, text=True, env=env, timeout=60)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(len(os.listdir(os.path.join(home, ".tmta", "queue", "maildrop"))), 1)

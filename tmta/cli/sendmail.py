@@ -249,7 +249,8 @@ def wakePickup(queueDirectory: str) -> None:
 
 
 def main(argv: Optional[List[str]] = None, stdin: Optional[BinaryIO] = None) -> int:
-    from tmta.config import ConfigError, configDirectoryFromEnvironment
+    from tmta.config import ConfigError
+    from tmta.config.loader import commandConfiguration
 
     argv = sys.argv[1:] if argv is None else argv
     try:
@@ -258,7 +259,10 @@ def main(argv: Optional[List[str]] = None, stdin: Optional[BinaryIO] = None) -> 
         sys.stderr.write(f"tmta-sendmail: fatal: {e}\n{USAGE}\n")
         return EX_USAGE
     try:
-        configuration = _configuration(posting.configDirectory or configDirectoryFromEnvironment())
+        # Only a message posted makes the user's embedded default: the
+        # queue is then the user's own tmta's, which picks it up.
+        posts = posting.mode not in ("p", "i") and not posting.queueRun
+        configuration = commandConfiguration(posting.configDirectory, create=posts)
     except ConfigError as e:
         sys.stderr.write(f"tmta-sendmail: fatal: {e}\n")
         return EX_TEMPFAIL
@@ -271,6 +275,17 @@ def main(argv: Optional[List[str]] = None, stdin: Optional[BinaryIO] = None) -> 
     if posting.mode == "i":
         return buildAliases(configuration) and EX_SOFTWARE
     queueDirectory = configuration.main.get("queue_directory")
+    if configuration.embedded:
+        # The user's own tmta, which may not have run yet: its queue is
+        # the user's to make, and it picks the message up when it runs.
+        from tmta.queue.layout import createLayout
+
+        try:
+            createLayout(queueDirectory)
+        except OSError as e:
+            sys.stderr.write(f"tmta-sendmail: fatal: cannot make the queue {queueDirectory}: "
+                             f"{e.strerror or e}\n")
+            return EX_TEMPFAIL
     if posting.mode == "s":
         from tmta.cli.smtpstdio import StdioSMTP
 
@@ -303,15 +318,6 @@ def main(argv: Optional[List[str]] = None, stdin: Optional[BinaryIO] = None) -> 
     if "-v" in argv:
         sys.stderr.write(f"tmta-sendmail: queued as {queueId}\n")
     return 0
-
-
-def _configuration(directory):
-    from tmta.config.loader import defaultDataDirectory, loadConfiguration, prepareEmbedded
-
-    if directory:
-        return loadConfiguration(directory, check=False)
-    return loadConfiguration(prepareEmbedded(defaultDataDirectory()), embedded=True,
-                             check=False)
 
 
 def newaliases(argv: Optional[List[str]] = None) -> int:

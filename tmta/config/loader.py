@@ -124,6 +124,55 @@ def configDirectoryFromEnvironment(
     return environ.get("MAIL_CONFIG") or None
 
 
+#: Where a system installation keeps its configuration, as Postfix keeps
+#: its in C{/etc/postfix}: every command finds it there, run by root, by
+#: the mail system or by any user, without C{MAIL_CONFIG}.
+SYSTEM_CONFIG_DIRECTORY = "/etc/tmta"
+
+
+def systemConfigDirectory(directory: str = SYSTEM_CONFIG_DIRECTORY) -> Optional[str]:
+    """
+    C{directory} when a system installation is there (it has a
+    C{main.cf}), else C{None}.
+    """
+    return directory if os.path.isfile(os.path.join(directory, "main.cf")) else None
+
+
+def findConfigDirectory(given: Optional[str] = None,
+                        environ: Mapping[str, str] = os.environ,
+                        system: str = SYSTEM_CONFIG_DIRECTORY) -> Optional[str]:
+    """
+    The configuration directory a command acts on: the one given (C{-c}),
+    else C{MAIL_CONFIG}'s, else the system installation's; C{None} when
+    there is none of them (the embedded default of whoever runs it).
+    """
+    return given or configDirectoryFromEnvironment(environ) or systemConfigDirectory(system)
+
+
+def commandConfiguration(given: Optional[str] = None, create: bool = False,
+                         environ: Mapping[str, str] = os.environ,
+                         system: str = SYSTEM_CONFIG_DIRECTORY) -> Configuration:
+    """
+    The configuration a command acts on (L{findConfigDirectory}), read as
+    C{postconf} reads it: what is written, even where C{twistd tmta}
+    would refuse to start with it.  Without one, the caller's embedded
+    default (C{~/.tmta}) -- made now only when C{create} says so (a
+    message posted for the user's own tmta to pick up): a command that
+    only reads or acts on a queue makes nothing.
+
+    @raise ConfigError: there is no configuration to act on.
+    """
+    directory = findConfigDirectory(given, environ, system)
+    if directory:
+        return loadConfiguration(directory, check=False)
+    data = defaultDataDirectory()
+    if not create and not os.path.isfile(os.path.join(data, "main.cf")):
+        raise ConfigError(data, None, f"no configuration here (made when tmta first runs "
+                                      f"for this user), none given (-c or MAIL_CONFIG) and "
+                                      f"none installed in {system}")
+    return loadConfiguration(prepareEmbedded(data), embedded=True, check=False)
+
+
 def defaultDataDirectory() -> str:
     """
     Where the embedded default keeps everything: C{~/.tmta}, with C{~}

@@ -24,7 +24,8 @@ SUBCOMMANDS = (config, queue, maps, users, compat)
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="tmta", description="tmta administration")
     parser.add_argument(
-        "-c", "--config", help="configuration directory (default: $MAIL_CONFIG, else ~/.tmta)"
+        "-c", "--config",
+        help="configuration directory (default: $MAIL_CONFIG, else /etc/tmta, else ~/.tmta)"
     )
     commands = parser.add_subparsers(dest="command", required=True)
     for subcommand in SUBCOMMANDS:

@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import argparse
 
-from tmta.config import Configuration, configDirectoryFromEnvironment
-from tmta.config.loader import defaultDataDirectory, loadConfiguration, prepareEmbedded
+from tmta.config import Configuration
+from tmta.config.loader import commandConfiguration
 
 
 def configuration(options: argparse.Namespace) -> Configuration:
-    directory = options.config or configDirectoryFromEnvironment()
-    # Like postconf, show what is written even where twistd tmta would
-    # refuse to start with it.
-    if directory:
-        return loadConfiguration(directory, check=False)
-    return loadConfiguration(prepareEmbedded(defaultDataDirectory()), embedded=True,
-                             check=False)
+    """
+    The configuration the subcommand acts on: C{-c}, C{MAIL_CONFIG}, the
+    system installation, or the user's own embedded default when it
+    exists (a subcommand never makes one).
+    """
+    return commandConfiguration(options.config)
