@@ -214,6 +214,31 @@ class SMTPServerTests(SessionHarness, SynchronousTestCase):
         self.assertTrue([line for line in lines
                          if "reject: END-OF-MESSAGE" in line and "452 4.3.1" in line], lines)
 
+    def test_disconnectSummary(self):
+        """
+        The disconnect line counts the session's commands as Postfix's
+        does: each command's successes, with how many were sent where
+        some failed, unknown ones apart, and the total.
+        """
+        from twisted.logger import globalLogPublisher
+
+        from tmta.logging import formatLine
+
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        self.makeServer(client="192.0.2.1")
+        self.send(b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<nobody@elsewhere.example>\r\n"
+                  b"RCPT TO:<bob@localhost>\r\nDATA\r\nx\r\n.\r\n")
+        self.cleanup.finish()
+        self.send(b"FROB\r\nQUIT\r\n")
+        self.replies()
+        self.server.connectionLost()
+        [line] = [formatLine(e) for e in events
+                  if formatLine(e).startswith("disconnect from")]
+        self.assertEqual(line, "disconnect from localhost[192.0.2.1] ehlo=1 mail=1 rcpt=1/2 "
+                               "data=1 quit=1 unknown=0/1 commands=5/7")
+
     def test_onlyCRLFDotCRLFEndsData(self):
         self.makeServer()
         self.send(b"HELO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<bob@localhost>\r\nDATA\r\n")
