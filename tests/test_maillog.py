@@ -73,3 +73,57 @@ class PflogsummTests(SynchronousTestCase):
                              report, re.M)}
         self.assertEqual(totals, {"received": 5, "delivered": 4, "deferred": 1, "bounced": 1,
                                   "rejected": 1}, report)
+
+
+class Fail2banTests(SynchronousTestCase):
+    def setUp(self):
+        if not shutil.which("fail2ban-regex") or not os.path.exists(
+                "/etc/fail2ban/filter.d/postfix.conf"):
+            raise self.skipTest("fail2ban is not installed")
+
+    def test_stockFiltersMatch(self):
+        """
+        With C{syslog_name = postfix}, fail2ban's stock C{postfix} filter
+        matches every client refused for relaying, and its C{auth} mode
+        every failed AUTH -- in the log as tmta writes it.
+        """
+        from tmta.sasl.passwords import changeTable
+
+        base = shortTemporaryDirectory(self)
+        passwords = os.path.join(base, "sasl_passwd")
+        changeTable(passwords, "bob", "secret")
+        os.chmod(passwords, 0o644)
+        port = freePorts(1)[0]
+        master = Master(os.path.join(base, "conf"), {
+            "myhostname": "mx.example.org", "mydestination": "localhost",
+            **localMaildirs(os.path.join(base, "mail") + "/"),
+            "syslog_name": "postfix", "mynetworks": "127.0.0.2/32",
+            "smtpd_relay_restrictions": "permit_sasl_authenticated, reject_unauth_destination",
+            "smtpd_sasl_auth_enable": "yes", "smtpd_sasl_type": "tmta",
+            "smtpd_sasl_path": passwords,
+        }, MASTER_CF.format(port=port)).start()
+        self.addCleanup(master.stop)
+        for n in range(2):
+            with self.assertRaises(smtplib.SMTPRecipientsRefused):
+                sendMessage(port, "alice@example.com", [f"x{n}@elsewhere.example"], "relay?")
+            client = smtplib.SMTP("127.0.0.1", port, timeout=30)
+            try:
+                client.ehlo("test.example")
+                client.user, client.password = "bob", f"wrong{n}"
+                with self.assertRaises(smtplib.SMTPAuthenticationError):
+                    client.auth("PLAIN", client.auth_plain)
+            finally:
+                client.quit()
+        waitFor(lambda: master.log().count("authentication failed") >= 2
+                and master.log().count("Relay access denied") >= 2, what="the log lines")
+        master.stop()
+
+        def matched(filterName):
+            result = subprocess.run(["fail2ban-regex", master.logPath, filterName],
+                                    capture_output=True, text=True, timeout=120)
+            found = re.search(r"Failregex: (\d+) total", result.stdout)
+            self.assertIsNotNone(found, result.stdout + result.stderr)
+            return int(found.group(1))
+
+        self.assertEqual(matched("/etc/fail2ban/filter.d/postfix.conf"), 2)
+        self.assertEqual(matched("postfix[mode=auth]"), 2)
