@@ -541,3 +541,61 @@ class EveryProviderTests(SynchronousTestCase):
         from tmta.smtpd.saslbackends import BUILTIN_TYPES
 
         self.assertEqual(sorted(BUILTIN_TYPES), sorted(BACKEND_TYPES))
+
+
+class DeliveryLineTests(SynchronousTestCase):
+    """
+    Every delivery has its log line, whether or not the agent writes it.
+    """
+
+    def deliver(self, agent):
+        from twisted.logger import globalLogPublisher
+
+        from tmta.delivery import AgentProtocol
+        from tmta.logging import formatLine
+
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        store = type("Store", (), {"path": lambda *a: "/nonexistent"})()
+        protocol = AgentProtocol(agent, store, transport="printer")
+        result = self.successResultOf(protocol.deliver(
+            "0123456789ABCDEF01", "a@b.example", "x.example", 1.0, 2.0,
+            [{"address": "r@x.example", "original": "alias@x.example", "offset": 3,
+              "notify": "", "orcpt": ""}]))
+        self.assertEqual(result["statuses"], [{"offset": 3, "status": "sent", "dsn": "2.0.0",
+                                               "reason": "printed", "action": ""}])
+        return [formatLine(e) for e in events if "to=<" in formatLine(e)]
+
+    def test_agentThatDoesNotLog(self):
+        """
+        A plugin's agent that never calls C{logDelivery} still gets
+        Postfix's delivery line, with its transport as the relay.
+        """
+        from tmta.delivery import SENT, RecipientStatus
+
+        class Quiet:
+            def deliver(self, request):
+                return [RecipientStatus(r.offset, SENT, "2.0.0", "printed")
+                        for r in request.recipients]
+
+        [line] = self.deliver(Quiet())
+        self.assertTrue(line.startswith("0123456789ABCDEF01: to=<r@x.example>, "
+                                        "orig_to=<alias@x.example>, relay=printer, delay="),
+                        line)
+        self.assertTrue(line.endswith("dsn=2.0.0, status=sent (printed)"), line)
+
+    def test_agentThatLogsIsNotLoggedTwice(self):
+        from tmta.delivery import SENT, RecipientStatus, logDelivery
+
+        class Logs:
+            def deliver(self, request):
+                statuses = []
+                for r in request.recipients:
+                    status = RecipientStatus(r.offset, SENT, "2.0.0", "printed")
+                    logDelivery(request, r, "myrelay", status, 2.0)
+                    statuses.append(status)
+                return statuses
+
+        [line] = self.deliver(Logs())
+        self.assertIn("relay=myrelay", line)

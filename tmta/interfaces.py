@@ -292,6 +292,11 @@ class IDeliveryAgent(Interface):
             exception, or a failed Deferred, defers every recipient.
             The agent reads the message with C{request.content()}
             (blocking reads: from a thread, or for small messages).
+            Each status gets Postfix's delivery line in the maillog
+            (C{to=<...>, relay=..., status=...}): the agent may write it
+            with L{tmta.delivery.logDelivery} (to name its own relay);
+            for each status it did not, tmta writes one, naming the
+            transport.
         """
 
 

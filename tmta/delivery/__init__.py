@@ -117,6 +117,16 @@ class RecipientStatus:
     dsn: str
     reason: str
     action: str = ""
+    #: Whether its log line has been written (L{logDelivery}): the
+    #: framework writes one for each status an agent did not log.
+    logged: bool = field(default=False, compare=False, repr=False)
+
+    def record(self) -> Dict[str, object]:
+        """
+        The status as the C{Deliver} answer carries it.
+        """
+        return {"offset": self.offset, "status": self.status, "dsn": self.dsn,
+                "reason": self.reason, "action": self.action}
 
 
 @dataclass
@@ -185,6 +195,7 @@ def logDelivery(request: DeliveryRequest, recipient: RequestRecipient, relay: st
         delay=now - request.arrival, a=a, b=b, d=d, dsn=status.dsn,
         status=statusWord(request, status), reason=status.reason,
     )
+    status.logged = True
 
 
 def statusWord(request: DeliveryRequest, status: RecipientStatus) -> str:
@@ -202,16 +213,20 @@ class AgentProtocol(ServiceAMP):
     Serves one qmgr connection for an L{IDeliveryAgent}.
     """
 
-    def __init__(self, agent, store: QueueStore, runtime=None, batch: int = 1) -> None:
+    def __init__(self, agent, store: QueueStore, runtime=None, batch: int = 1,
+                 transport: str = "none") -> None:
         """
         @param runtime: the worker's L{tmta.master.runtime.WorkerRuntime}
             (C{None} in-process), which counts each request against
             C{max_use}.
         @param batch: how many requests qmgr sends on one connection at
             once (C{<transport>_delivery_batch_limit}).
+        @param transport: the master.cf service name, the C{relay=} of
+            the delivery lines written for an agent that writes none.
         """
         super().__init__()
         self.agent = agent
+        self.transportName = transport
         self.store = store
         self.runtime = runtime
         self.share = 1.0 / max(1, batch)
@@ -241,15 +256,15 @@ class AgentProtocol(ServiceAMP):
             if retiring:
                 refused["retiring"] = True
             return refused
+        started = time.time()
         d = defer.maybeDeferred(self.agent.deliver, request)
 
         def answer(result):
-            if isinstance(result, DeliveryResult):
-                answer = {"statuses": [s.__dict__ for s in result.statuses]}
-                if result.siteFailure:
-                    answer["site_failure"] = result.siteFailure
-            else:
-                answer = {"statuses": [s.__dict__ for s in result]}
+            statuses = result.statuses if isinstance(result, DeliveryResult) else result
+            self._logUnlogged(request, statuses, started)
+            answer = {"statuses": [s.record() for s in statuses]}
+            if isinstance(result, DeliveryResult) and result.siteFailure:
+                answer["site_failure"] = result.siteFailure
             if retiring:
                 answer["retiring"] = True
             return answer
@@ -265,6 +280,20 @@ class AgentProtocol(ServiceAMP):
             }
 
         return d.addCallbacks(answer, failed)
+
+    def _logUnlogged(self, request: DeliveryRequest, statuses: List[RecipientStatus],
+                     started: float) -> None:
+        """
+        Write the delivery line of each status the agent did not log (a
+        plugin's that never calls L{logDelivery}), with the transport's
+        name as its relay.  A recipient sent back to be delivered alone
+        (L{RUN_ALONE}) has no line yet: its delivery comes later.
+        """
+        byOffset = {r.offset: r for r in request.recipients}
+        for status in statuses:
+            recipient = byOffset.get(status.offset)
+            if not status.logged and status.action != RUN_ALONE and recipient is not None:
+                logDelivery(request, recipient, self.transportName, status, started)
 
 
 
@@ -286,4 +315,5 @@ class AgentService(Service):
         batch = config.getInt(specific if config.raw(specific) is not None
                               else "default_delivery_batch_limit")
         self.context.listen(Factory.forProtocol(
-            lambda: AgentProtocol(self.agent, store, runtime, batch)))
+            lambda: AgentProtocol(self.agent, store, runtime, batch,
+                                  self.context.serviceName)))
