@@ -110,6 +110,25 @@ class PatternTableTests(SynchronousTestCase):
         self.assertEqual(queryMap(f"regexp:{path}", ["zzz"], io.StringIO(), err), 1)
         self.assertEqual(queryMap("nosuch:thing", ["k"], io.StringIO(), io.StringIO()), 2)
 
+    def test_queryForeignOrMissingDatabase(self):
+        """
+        A hash: table whose database is missing, or is not one tmta
+        built (Postfix's Berkeley DB file), is one line of error and
+        exit status 2, never a traceback.
+        """
+        source = os.path.join(self.mktemp())
+        with open(source, "w") as f:
+            f.write("k v\n")
+        err = io.StringIO()
+        self.assertEqual(queryMap(f"hash:{source}", ["k"], io.StringIO(), err), 2)
+        self.assertIn(f"tmta: fatal: hash:{source}: cannot open {source}.db", err.getvalue())
+        with open(source + ".db", "wb") as f:
+            f.write(b"\x00\x06\x15\x61" + b"\x00" * 4092)  # a Berkeley DB hash file's magic
+        err = io.StringIO()
+        self.assertEqual(queryMap(f"hash:{source}", ["k"], io.StringIO(), err), 2)
+        self.assertEqual(len(err.getvalue().splitlines()), 1)
+        self.assertIn("is not a database tmta built", err.getvalue())
+
     def test_queryFromStandardInput(self):
         """
         C{tmta map query TABLE -} reads the keys from standard input and

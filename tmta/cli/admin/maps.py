@@ -21,7 +21,7 @@ def queryMap(spec: str, keys: List[str], out: TextIO = sys.stdout,
     C{allWithKeys}, as C{postmap -q -} prints them); the exit status is
     1 when none is found.
     """
-    from tmta.tables import TableError, openTable
+    from tmta.tables import TableError, TableLookupError, openTable
 
     try:
         table = openTable(spec)
@@ -30,7 +30,12 @@ def queryMap(spec: str, keys: List[str], out: TextIO = sys.stdout,
         return 2
     found = False
     for key in keys:
-        value = table.get(key)
+        try:
+            value = table.get(key)
+        except TableLookupError as e:
+            # A missing or foreign database: one line, as postmap says it.
+            err.write(f"tmta: fatal: {e}\n")
+            return 2
         if value is not None:
             found = True
             out.write(f"{key}\t{value}\n" if len(keys) > 1 or allWithKeys else f"{value}\n")
