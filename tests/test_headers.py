@@ -62,6 +62,23 @@ class AddedHeaderTests(SynchronousTestCase):
         self.assertEqual(missingHeaders({"date": 1, "message-id": 1}, "", "ABC", "mx"),
                          [b"From: MAILER-DAEMON"])
 
+    def test_fullNameInFrom(self):
+        """
+        C{sendmail -F}'s full name goes before the address in the From
+        header cleanup adds, quoted where RFC 5322 wants it, never with
+        a line break.
+        """
+        def fromHeader(name, sender="cron@example.org"):
+            [header] = [h for h in missingHeaders({"date": 1, "message-id": 1}, sender, "Q",
+                                                  "mx", 0, name)]
+            return header.decode()
+
+        self.assertEqual(fromHeader("Cron Daemon"), "From: Cron Daemon <cron@example.org>")
+        self.assertEqual(fromHeader('Dr. "Who"'), 'From: "Dr. \\"Who\\"" <cron@example.org>')
+        self.assertEqual(fromHeader("evil\r\nBcc: x@y"), 'From: "evil Bcc: x@y" <cron@example.org>')
+        self.assertEqual(fromHeader("  "), "From: cron@example.org")
+        self.assertEqual(fromHeader("Cron", sender=""), "From: MAILER-DAEMON")
+
     def test_receivedFromTheNetwork(self):
         tls = "TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)"
         header = receivedHeader({"helo_name": "client.example", "client_name": "c.example",

@@ -9,6 +9,7 @@ import os
 import pwd
 import stat
 import subprocess
+import sys
 
 from twisted.internet import defer, reactor
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
@@ -31,6 +32,7 @@ from tmta.cli.sendmail import (
     parseArguments,
     readMessage,
 )
+from tmta.queue.layout import createLayout
 
 PICKUP_MASTER_CF = (MASTER_CF + "pickup    unix  n       -       n       60      1       pickup\n"
                     "showq     unix  n       -       n       -       -       showq\n")
@@ -50,8 +52,44 @@ class CommandLineTests(SynchronousTestCase):
         self.assertEqual(parseArguments(["-f", "<>"]).sender, "")
         self.assertEqual(parseArguments(["-bp"]).mode, "p")
         self.assertRaises(UsageError, parseArguments, ["-bz"])
-        self.assertRaises(UsageError, parseArguments, ["-N", "sometimes"])
         self.assertRaises(UsageError, parseArguments, ["-f"])
+
+    def test_postfixOptionsAccepted(self):
+        """
+        C{-G} and C{-L label} are accepted; a bad C{-N}, C{-R} or C{-V}
+        is ignored with Postfix's warning, and the mail still goes.
+        """
+        err = io.StringIO()
+        self.patch(sys, "stderr", err)
+        posting = parseArguments(["-G", "-L", "cron", "-N", "sometimes", "-R", "all",
+                                  "-V", "x" * 101, "a@example.org"])
+        self.assertEqual((posting.notify, posting.ret, posting.envid), ("", "", ""))
+        self.assertEqual(posting.recipients, ["a@example.org"])
+        self.assertEqual(err.getvalue().splitlines(), [
+            "tmta-sendmail: warning: bad -N option value -- ignored",
+            "tmta-sendmail: warning: bad -R option value -- ignored",
+            "tmta-sendmail: warning: bad -V option value -- ignored"])
+
+    def test_malformedRecipientRefused(self):
+        """
+        A malformed recipient on the command line is refused at once
+        (EX_DATAERR), and nothing is queued.
+        """
+        from tmta.cli.sendmail import EX_DATAERR, main
+
+        conf = os.path.abspath(self.mktemp())
+        os.makedirs(conf)
+        queue = os.path.join(conf, "queue")
+        createLayout(queue)
+        with open(os.path.join(conf, "main.cf"), "w") as f:
+            f.write(f"queue_directory = {queue}\n")
+        err = io.StringIO()
+        self.patch(sys, "stderr", err)
+        for bad in ("a@@b.example", "a b@example.org", "<a@b.example"):
+            self.assertEqual(main(["-C", conf, bad], io.BytesIO(b"Subject: x\n\nbody\n")),
+                             EX_DATAERR, bad)
+        self.assertEqual(os.listdir(os.path.join(queue, "maildrop")), [])
+        self.assertIn("bad recipient address 'a@@b.example'", err.getvalue())
 
     def test_wakeupIsAnAMPBox(self):
         from twisted.protocols import amp

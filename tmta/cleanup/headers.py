@@ -115,10 +115,15 @@ def receivedHeader(
 
 
 def missingHeaders(
-    names: Dict[str, int], sender: str, queueId: str, myhostname: str, now: Optional[float] = None
+    names: Dict[str, int], sender: str, queueId: str, myhostname: str, now: Optional[float] = None,
+    fullName: str = "",
 ) -> List[bytes]:
     """
     The Date, Message-ID and From headers a message lacks.
+
+    @param fullName: the sender's name (C{sendmail -F}), which the From
+        header gives before the address, as Postfix's
+        C{hdr_from_format = standard} does.
     """
     now = time.time() if now is None else now
     added = []
@@ -128,7 +133,10 @@ def missingHeaders(
         stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime(now))
         added.append(f"Message-Id: <{stamp}.{queueId}@{myhostname}>")
     if "from" not in names and "resent-from" not in names:
-        added.append(f"From: {sender or 'MAILER-DAEMON'}")
+        if sender and fullName.strip():
+            added.append(f"From: {_phrase(fullName)} <{sender}>")
+        else:
+            added.append(f"From: {sender or 'MAILER-DAEMON'}")
     return [h.encode("utf-8", "surrogateescape") for h in added]
 
 
@@ -140,3 +148,20 @@ def messageId(headers: List[bytes]) -> str:
         if header[:11].lower() == b"message-id:":
             return header[11:].decode("utf-8", "replace").strip()
     return ""
+
+
+_ATOMS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]+")
+
+
+def _phrase(name: str) -> str:
+    """
+    A display name as RFC 5322 allows it: as it is when made of atoms and
+    spaces, else a quoted string; control characters never pass.
+    """
+    name = " ".join(_UNFIT_NAME.sub(" ", name).split())[:200]
+    if _ATOMS.fullmatch(name):
+        return name
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+_UNFIT_NAME = re.compile("[\x00-\x1f\x7f]")

@@ -283,7 +283,8 @@ class Message:
                 raise Rejection(451, "4.3.0 Error: temporary lookup failure")
         config = self.cleanup.settings
         now = time.time()
-        added = missingHeaders(names, self.sender, self.queueId, config.myhostname, now)
+        added = missingHeaders(names, self.sender, self.queueId, config.myhostname, now,
+                               self.attributes.get("full_name", ""))
         received = receivedHeader(
             self.attributes, config.myhostname, self.queueId,
             [r[0] for r in self.recipients], now,

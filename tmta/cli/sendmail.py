@@ -29,7 +29,7 @@ EX_TEMPFAIL = 75
 USAGE = "usage: tmta-sendmail [options] [recipient ...]"
 
 #: Options that take a value, as Sendmail's and Postfix's parse them.
-_WITH_VALUE = set("BCFNRVXbfhmopqr")
+_WITH_VALUE = set("BCFLNRVXbfhmopqr")
 
 
 class UsageError(Exception):
@@ -95,11 +95,19 @@ def parseArguments(argv: List[str]) -> Posting:
         elif flag == "C":
             posting.configDirectory = value
         elif flag == "N":
-            posting.notify = value.upper()
+            posting.notify = _checked(value.upper(), _notifyValue, "bad -N option value")
         elif flag == "R":
-            posting.ret = value.upper()
+            posting.ret = _checked(value.upper(), lambda v: v in ("FULL", "HDRS"),
+                                   "bad -R option value")
         elif flag == "V":
-            posting.envid = value
+            posting.envid = _checked(value, lambda v: len(v) <= 100 and v.isprintable(),
+                                     "bad -V option value")
+        elif flag == "G":
+            # Gateway submission: header addresses are left as they are,
+            # which is what tmta does with mail posted here already.
+            pass
+        elif flag == "L":
+            pass  # the logging label: syslog_name says it
         elif flag == "q":
             posting.queueRun = True
         elif flag == "o":
@@ -116,15 +124,32 @@ def parseArguments(argv: List[str]) -> Posting:
         else:
             raise UsageError(f"unknown option -{flag}")
     if posting.notify:
-        from tmta.mail.dsn import DSNError, parseNotify
+        from tmta.mail.dsn import parseNotify
 
-        try:
-            posting.notify = parseNotify(posting.notify)
-        except DSNError:
-            raise UsageError("-N: bad NOTIFY value (NEVER, or SUCCESS, FAILURE, DELAY)")
-    if posting.ret and posting.ret not in ("FULL", "HDRS"):
-        raise UsageError("-R: RET is FULL or HDRS")
+        posting.notify = parseNotify(posting.notify)
     return posting
+
+
+def _notifyValue(value: str) -> bool:
+    from tmta.mail.dsn import DSNError, parseNotify
+
+    try:
+        parseNotify(value)
+    except DSNError:
+        return False
+    return True
+
+
+def _checked(value: str, valid, warning: str) -> str:
+    """
+    C{value} when C{valid(value)}; else C{""} (not given), with Postfix's warning
+    that the option is ignored (a program passing an odd DSN option still
+    gets its mail sent).
+    """
+    if valid(value):
+        return value
+    sys.stderr.write(f"tmta-sendmail: warning: {warning} -- ignored\n")
+    return ""
 
 
 def readMessage(source: BinaryIO, dotEnds: bool) -> bytes:
@@ -304,9 +329,16 @@ def main(argv: Optional[List[str]] = None, stdin: Optional[BinaryIO] = None) -> 
     if not posting.recipients:
         sys.stderr.write("tmta-sendmail: fatal: no recipients specified\n")
         return EX_USAGE
+    from tmta.mail.address import AddressError, checkAddress
+
     for recipient in posting.recipients:
-        if any(ord(c) < 32 for c in recipient) or len(recipient) > 1000:
-            sys.stderr.write(f"tmta-sendmail: fatal: bad recipient address: {recipient!r}\n")
+        try:
+            checkAddress(recipient)
+        except AddressError as e:
+            # Refused now, while someone reads the answer: cleanup would
+            # refuse it later and the message end in corrupt/.
+            sys.stderr.write(f"tmta-sendmail: fatal: bad recipient address "
+                             f"{recipient!r}: {e}\n")
             return EX_DATAERR
     try:
         queueId = post(posting, content, queueDirectory)
