@@ -19,6 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.support import (
     REPO,
+    UNPRIVILEGED_PYTHON,
     freePort,
     freePorts,
     maildirMessages,
@@ -36,12 +37,13 @@ class TacRunner:
     C{twistd -ny FILE} in a test's directory, stopped by its pid.
     """
 
-    def __init__(self, testCase, tac: str, env: dict) -> None:
+    def __init__(self, testCase, tac: str, env: dict, options=(),
+                 python: str = sys.executable) -> None:
         self.directory = shortTemporaryDirectory(testCase)
         self.log = os.path.join(self.directory, "twistd.log")
         self.process = subprocess.Popen(
-            [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-ny", tac,
-             "--pidfile=", f"--logfile={self.log}"],
+            [python, "-c", "from twisted.scripts.twistd import run; run()", "-ny", tac,
+             "--pidfile=", f"--logfile={self.log}", *options],
             cwd=self.directory, env=dict(os.environ, PYTHONPATH=REPO, **env),
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         testCase.addCleanup(self.stop)
@@ -73,6 +75,31 @@ def _waitListening(port: int, runner: TacRunner) -> None:
 
 
 class ExampleApplicationTests(SynchronousTestCase):
+    def test_mailappUnderUid(self):
+        """
+        Under twistd's C{--uid}/C{--gid} (started as root), the embedded
+        tmta writes its queue as the user it runs as, listens, and takes
+        mail.
+        """
+        import pwd
+
+        if os.getuid() != 0:
+            raise self.skipTest("twistd --uid needs root")
+        if not os.access(UNPRIVILEGED_PYTHON, os.X_OK):
+            raise self.skipTest(f"no Python an ordinary account can run ({UNPRIVILEGED_PYTHON})")
+        account = pwd.getpwnam(testAccount())
+        smtpPort, webPort = freePorts(2)
+        tac = os.path.join(REPO, "docs", "examples", "mailapp.tac")
+        runner = TacRunner(self, tac, {"TMTA_EXAMPLE_SMTP_PORT": str(smtpPort),
+                                       "TMTA_EXAMPLE_WEB_PORT": str(webPort)},
+                           options=[f"--uid={account.pw_uid}", f"--gid={account.pw_gid}"],
+                           python=UNPRIVILEGED_PYTHON)
+        os.chown(runner.directory, account.pw_uid, account.pw_gid)
+        _waitListening(smtpPort, runner)
+        sendMessage(smtpPort, "alice@example.com", ["inbox@mailapp.example"], "as a user")
+        queue = os.path.join(runner.directory, "mailapp-data", "queue")
+        self.assertEqual(os.stat(queue).st_uid, account.pw_uid)
+
     def test_mailapp(self):
         """
         docs/examples/mailapp.tac: mail sent to its SMTP port is handed

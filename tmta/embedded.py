@@ -264,7 +264,12 @@ class EmbeddedMTA(MultiService):
                                                error=f.value))
 
     def privilegedStartService(self) -> None:
-        self._prepare()
+        # The master needs root to start (it binds, then gives its workers
+        # mail_owner); in-process, everything is written and bound in
+        # startService, after twistd's --uid/--gid have taken effect, so
+        # that the files are the running user's.
+        if self.processes:
+            self._prepare()
         super().privilegedStartService()
 
     def startService(self) -> None:
