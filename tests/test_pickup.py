@@ -307,7 +307,7 @@ class PickupTests(SynchronousTestCase):
         self.assertIn("someone@remote.example", text)
         self.assertIn("(mail transport unavailable)", text)
         self.assertIn(f"{self.account.pw_name}@localhost", text)
-        self.assertIn("-- 1 Kbytes in 1 Request.", text)
+        self.assertRegex(text, r"\n-- \d+ Kbytes in 1 Request\.\n")
         account = self.account
 
         def becomeAccount():

@@ -467,3 +467,51 @@ class NotRegularFileTests(SynchronousTestCase):
             env=dict(os.environ, PYTHONPATH=REPO))
         self.assertIn("not a regular file", result.stderr)
         self.assertIn("Mail queue is empty", result.stdout)
+
+
+class ListingTests(SynchronousTestCase):
+    def test_postfixColumns(self):
+        """
+        The listing has Postfix's mailq columns (its long-queue-id
+        layout): the heading, each message's line, the reason where it
+        changes (right-aligned, "reason unavailable" after one), each
+        recipient under the sender, a blank line between messages, and
+        the total in whole kilobytes.
+        """
+        import time as timeModule
+
+        from tmta.queue.listing import formatQueue
+
+        directory = os.path.abspath(self.mktemp())
+        createLayout(directory)
+        store = QueueStore(directory)
+        arrival = timeModule.mktime((2026, 12, 7, 9, 5, 1, 0, 0, -1))
+        ids = []
+        for recipients, queueName in ((["a@x.example", "b@x.example", "c@y.example"], "deferred"),
+                                      (["d@localhost"], "active")):
+            queueId, writer = store.create("incoming")
+            writer.envelope(arrival, "alice@example.com" if ids else "", {})
+            for r in recipients:
+                writer.recipient(r)
+            writer.content(b"x" * 700)
+            writer.commit()
+            store.move(queueId, "incoming", queueName)
+            ids.append(queueId)
+        store.writeDeferLog(ids[0], {"a@x.example": "connect refused",
+                                     "b@x.example": "connect refused"}, None)
+        text = formatQueue(store)
+        # Listed queue by queue, in whichever order the queues are read.
+        deferredFirst = text.index(ids[0]) < text.index(ids[1])
+        blocks = {
+            ids[0]: [f"{ids[0]:<17}      700 Mon Dec  7 09:05:01 MAILER-DAEMON",
+                     "(connect refused)".rjust(78),
+                     " " * 47 + "a@x.example", " " * 47 + "b@x.example",
+                     "(reason unavailable)".rjust(78), " " * 47 + "c@y.example"],
+            ids[1]: [f"{ids[1] + '*':<17}      700 Mon Dec  7 09:05:01 alice@example.com",
+                     " " * 47 + "d@localhost"],
+        }
+        order = [ids[0], ids[1]] if deferredFirst else [ids[1], ids[0]]
+        expected = (["----Queue ID----- --Size-- ---Arrival Time---- --Sender/Recipient------"]
+                    + blocks[order[0]] + [""] + blocks[order[1]]
+                    + ["", "-- 1 Kbytes in 2 Requests."])
+        self.assertEqual(text.splitlines(), expected)

@@ -494,7 +494,7 @@ class RelayTests(RelayHarness, SynchronousTestCase):
         self.assertIn("alice@localhost", listing)
         self.assertIn("bob@remote.example", listing)
         self.assertIn("Connection refused", listing)
-        self.assertIn("-- 1 Kbytes in 1 Request.", listing)
+        self.assertRegex(listing, r"\n-- \d+ Kbytes in 1 Request\.\n")
         self.startSink()
         result = self.tmtaCommand("queue", "flush")
         self.assertEqual(result.returncode, 0, result.stderr)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Callable, Dict, Iterator, List
+from typing import Callable, Iterator
 
 from tmta.queue.qfile import CorruptQueueFile, NotRegularFile
 
@@ -58,11 +58,12 @@ def queuedMessages(store, warn: Callable[[str], None] = _toStandardError) -> Ite
 
 def queueListing(store, warn: Callable[[str], None] = _toStandardError) -> Iterator[str]:
     """
-    The queue as Postfix's C{mailq} prints it, a message at a time (so
-    that a queue of any size is listed in little memory): each message
-    with its size, arrival time and sender, then each recipient still to
-    be delivered, after the reason it is waiting, if any.  C{*} marks a
-    message in the active queue, C{!} one on hold.
+    The queue as Postfix's C{mailq} prints it, in the same columns, a
+    message at a time (so that a queue of any size is listed in little
+    memory): each message with its size, arrival time and sender, then
+    each recipient still to be delivered, after the reason it is
+    waiting where that changes.  C{*} marks a message in the active
+    queue, C{!} one on hold.
 
     @param warn: as for L{queuedMessages}.
     @raise QueueUnreadable: the queue directories cannot be read.
@@ -70,29 +71,28 @@ def queueListing(store, warn: Callable[[str], None] = _toStandardError) -> Itera
     marks = {"active": "*", "hold": "!", "incoming": "", "deferred": ""}
     count = size = 0
     for queueName, queueId, envelope in queuedMessages(store, warn):
-        if not count:
-            yield (f"{'-Queue ID-':<20} {'--Size--':>8} {'----Arrival Time----':<21} "
-                   "-Sender/Recipient-------\n")
+        # Postfix's long-queue-id layout (showq_compat.c), column for column.
+        yield "\n" if count else (f"{'----Queue ID-----':<17} {'--Size--':>8} "
+                                  f"{'---Arrival Time----':<19} --Sender/Recipient------\n")
         count += 1
         size += envelope.size
-        arrival = time.strftime("%a %b %d %H:%M:%S", time.localtime(envelope.arrival))
-        lines = [f"{queueId + marks[queueName]:<20} {envelope.size:>8} {arrival}  "
+        arrival = time.asctime(time.localtime(envelope.arrival))[:19]
+        lines = [f"{queueId + marks[queueName]:<17} {envelope.size:>8} {arrival:>19} "
                  f"{envelope.sender or 'MAILER-DAEMON'}"]
         reasons = store.readDeferLog(queueId)
-        byReason: Dict[str, List[str]] = {}
+        shown = ""
         for recipient in envelope.pending():
-            byReason.setdefault(reasons.get(recipient.address, ""), []).append(
-                recipient.address)
-        for reason, addresses in byReason.items():
-            if reason:
-                lines.append(f"{'':42}({reason})")
-            lines += [f"{'':42}{address}" for address in addresses]
-        yield "\n".join(lines) + "\n\n"
+            reason = reasons.get(recipient.address, "")
+            if reason != shown:
+                # As Postfix: a reason line where it changes, right-aligned.
+                shown = reason
+                lines.append(f"({reason or 'reason unavailable'})".rjust(78))
+            lines.append(f"{'':47}{recipient.address}")
+        yield "\n".join(lines) + "\n"
     if not count:
         yield "Mail queue is empty\n"
         return
-    yield (f"-- {(size + 1023) // 1024} Kbytes in {count} Request"
-           f"{'s' if count != 1 else ''}.\n")
+    yield f"\n-- {size // 1024} Kbytes in {count} Request{'s' if count != 1 else ''}.\n"
 
 
 def formatQueue(store) -> str:
