@@ -472,11 +472,11 @@ class RelayTests(RelayHarness, SynchronousTestCase):
         waitFor(lambda: self.dumped(), timeout=30, what="delivery once the sink is up")
         waitFor(lambda: f"{queueId}: removed" in self.master.log(), what="the queue file gone")
 
-    def tmtaCommand(self, *args):
+    def tmtaCommand(self, *args, input=None):
         environ = dict(os.environ, PYTHONPATH=REPO)
         return subprocess.run([sys.executable, "-m", "tmta.cli.admin", *args, "-c",
                                self.master.directory], capture_output=True, text=True,
-                              env=environ, timeout=60)
+                              env=environ, timeout=60, input=input)
 
     def test_queueListAndFlush(self):
         """
@@ -526,6 +526,16 @@ class RelayTests(RelayHarness, SynchronousTestCase):
         self.assertIn(f"*** ENVELOPE RECORDS deferred/{first} ***", shown)
         self.assertIn("recipient: bob@remote.example", shown)
         self.assertIn("Subject: one", shown)
+        headers = self.tmtaCommand("queue", "show", "-h", first).stdout
+        self.assertIn("Subject: one", headers)
+        self.assertNotIn("ENVELOPE RECORDS", headers)
+        self.assertNotIn("HEADER EXTRACTED / BODY", headers)
+        envelope = self.tmtaCommand("queue", "show", "-e", first).stdout
+        self.assertIn("recipient: bob@remote.example", envelope)
+        self.assertNotIn("Subject:", envelope)
+        body = self.tmtaCommand("queue", "show", "-b", first).stdout
+        self.assertNotIn("Subject:", body)
+        self.assertIn("*** HEADER EXTRACTED / BODY ***", body)
         result = self.tmtaCommand("queue", "delete", second)
         self.assertIn("deleted: 1 message", result.stderr)
         self.assertNotIn(second, self.tmtaCommand("queue", "list").stdout)
@@ -551,7 +561,8 @@ class RelayTests(RelayHarness, SynchronousTestCase):
         waitFor(lambda: queueId in self.tmtaCommand("queue", "list").stdout
                 and f"{queueId}*" not in self.tmtaCommand("queue", "list").stdout,
                 what="the message deferred")
-        result = self.tmtaCommand("queue", "hold", queueId)
+        # The queue ids from standard input, as "mailq | ... | postsuper -h -".
+        result = self.tmtaCommand("queue", "hold", "-", input=f"{queueId}\n")
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertIn("placed on hold: 1 message", result.stderr)
         self.assertIn(f"{queueId}!", self.tmtaCommand("queue", "list").stdout)

@@ -192,10 +192,14 @@ def deliverMessage(configuration: Configuration, queueId: str,
 
 
 def showMessage(configuration: Configuration, queueId: str, out: TextIO = sys.stdout,
-                err: TextIO = sys.stderr) -> int:
+                err: TextIO = sys.stderr, parts: str = "ehb") -> int:
     """
     Print a queued message as C{postcat -q} does: the envelope, then
     the header section and the body.
+
+    @param parts: which to print, as C{postcat}'s C{-e}, C{-h} and C{-b}
+        choose them: C{e} the envelope, C{h} the header section, C{b}
+        the body.
     """
     import time as _time
 
@@ -223,13 +227,18 @@ def showMessage(configuration: Configuration, queueId: str, out: TextIO = sys.st
         lines.append(f"{'done_recipient' if r.done else 'recipient'}: {r.address}")
     end = content.find(b"\n\n")
     head, body = (content, b"") if end < 0 else (content[: end + 1], content[end + 2:])
-    text = "\n".join(lines) + "\n*** MESSAGE CONTENTS ***\n"
-    out.write(text)
+    if "e" in parts:
+        out.write("\n".join(lines) + "\n")
+    if "h" in parts:
+        out.write("*** MESSAGE CONTENTS ***\n")
     out.flush()
     raw = getattr(out, "buffer", None)
-    for part, title in ((head, None), (body, "*** HEADER EXTRACTED / BODY ***")):
+    for part, title, wanted in ((head, None, "h"),
+                                (body, "*** HEADER EXTRACTED / BODY ***", "b")):
+        if wanted not in parts:
+            continue
         if title:
-            out.write("\n" + title + "\n")
+            out.write(("\n" if "h" in parts else "") + title + "\n")
             out.flush()
         if raw is not None:
             raw.write(part)
@@ -373,7 +382,8 @@ def holdQueue(configuration: Configuration, queueIds: List[str], release: bool =
 def addParser(commands) -> None:
     parser = commands.add_parser(
         "queue", help="list the queue, flush it, hold or release mail (mailq, postqueue -f, "
-                      "postsuper -h/-H)")
+                      "postsuper -h/-H)", add_help=False)
+    parser.add_argument("--help", action="help", help="show this help message and exit")
     parser.add_argument("action", choices=["list", "flush", "hold", "release", "delete",
                                            "requeue", "deliver", "show"])
     parser.add_argument("queue_ids", nargs="*", metavar="QUEUE_ID",
@@ -381,6 +391,9 @@ def addParser(commands) -> None:
                              "message (deliver, show)")
     parser.add_argument("--json", action="store_true", help="list: one JSON object per message")
     parser.add_argument("--queue", help="delete: only from this queue")
+    for flag, part in (("-e", "envelope"), ("-h", "header section"), ("-b", "body")):
+        parser.add_argument(flag, dest="parts", action="append_const", const=flag[1],
+                            help=f"show: the {part} (postcat {flag}; none of -e -h -b: all)")
     parser.add_argument("-c", "--config", default=argparse.SUPPRESS,
                         help="configuration directory")
     parser.set_defaults(run=run, listOf="queue_ids")
@@ -388,6 +401,11 @@ def addParser(commands) -> None:
 
 def run(options: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     chosen = configuration(options)
+    if "-" in options.queue_ids:
+        # As postsuper's "-": the queue ids, one per line, from standard
+        # input (what "mailq | awk ..." pipelines feed it).
+        options.queue_ids = [i for i in options.queue_ids if i != "-"] + [
+            word for line in sys.stdin for word in line.split()[:1]]
     if options.action == "list":
         return (listQueueJSON if options.json else listQueue)(chosen)
     if options.action in ("delete", "requeue", "deliver", "show"):
@@ -401,7 +419,7 @@ def run(options: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             parser.error(f"queue {options.action}: one queue id")
         if options.action == "deliver":
             return deliverMessage(chosen, options.queue_ids[0])
-        return showMessage(chosen, options.queue_ids[0])
+        return showMessage(chosen, options.queue_ids[0], parts="".join(options.parts or "ehb"))
     if options.action in ("hold", "release"):
         if not options.queue_ids:
             parser.error(f"queue {options.action}: name the messages, or ALL")
