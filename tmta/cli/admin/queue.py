@@ -257,6 +257,11 @@ def listQueue(configuration: Configuration, out: TextIO = sys.stdout) -> int:
     from tmta.queue.store import QueueStore
 
     store = QueueStore.fromConfig(configuration.main)
+    active = os.path.join(configuration.main.get("queue_directory"), "active")
+    if os.path.isdir(active) and not os.access(active, os.R_OK | os.X_OK):
+        # An ordinary user: the queue is not theirs to read, and showq
+        # reads it for them -- no warning about what they may not see.
+        return _askShowq(configuration, out)
     try:
         for chunk in queueListing(store):
             out.write(chunk)
