@@ -497,3 +497,64 @@ class PostfixLanguagesTests(SynchronousTestCase):
 
         self.assertRaises(TableError, openTable, "inline:{ k = v }")
         self.assertEqual(openTable("inline:{ a=1, { b = two words } }").get("b"), "two words")
+
+
+class PostfixDatabaseTests(SynchronousTestCase):
+    """
+    C{lmdb:} and C{cdb:} databases are Postfix's own files: Postfix's
+    C{postmap -q} reads what C{tmta map build} writes, and tmta reads
+    what C{postmap} built.
+    """
+
+    def setUp(self):
+        import shutil
+
+        if not shutil.which("postmap"):
+            raise self.skipTest("Postfix is not installed")
+        self.base = os.path.abspath(self.mktemp())
+        os.makedirs(self.base)
+        self.conf = os.path.join(self.base, "conf")
+        os.makedirs(self.conf)
+        open(os.path.join(self.conf, "main.cf"), "w").close()
+
+    def postmap(self, *args):
+        import subprocess
+
+        return subprocess.run(["postmap", "-c", self.conf, *args], capture_output=True,
+                              text=True, timeout=60)
+
+    def source(self, name):
+        path = os.path.join(self.base, name)
+        with open(path, "w") as f:
+            f.write("Alice@Example.ORG   first value\nbob   second, with commas\n")
+        return path
+
+    def test_interoperable(self):
+        from tmta.cli.admin import buildMaps
+
+        for kind in ("lmdb", "cdb"):
+            if kind not in _postconfTypes(self.conf):
+                raise self.skipTest(f"Postfix has no {kind}: (postfix-{kind})")
+            ours = self.source(f"ours-{kind}")
+            self.assertEqual(buildMaps([f"{kind}:{ours}"], err=io.StringIO()), 0)
+            for key, value in (("alice@example.org", "first value"),
+                               ("BOB", "second, with commas")):
+                result = self.postmap("-q", key, f"{kind}:{ours}")
+                self.assertEqual((result.returncode, result.stdout), (0, value + "\n"),
+                                 (kind, key, result.stderr))
+            self.assertEqual(self.postmap("-q", "nobody", f"{kind}:{ours}").returncode, 1)
+            theirs = self.source(f"theirs-{kind}")
+            built = self.postmap(f"{kind}:{theirs}")
+            self.assertEqual(built.returncode, 0, built.stderr)
+            out = io.StringIO()
+            self.assertEqual(queryMap(f"{kind}:{theirs}", ["Alice@example.org", "bob", "x"],
+                                      out, io.StringIO()), 0)
+            self.assertEqual(out.getvalue(), "Alice@example.org\tfirst value\n"
+                                             "bob\tsecond, with commas\n")
+
+
+def _postconfTypes(conf):
+    import subprocess
+
+    return subprocess.run(["postconf", "-c", conf, "-m"], capture_output=True,
+                          text=True).stdout.split()

@@ -4,16 +4,18 @@ Compiled tables: C{hash:}, C{btree:}, C{lmdb:} and C{cdb:}.
 As with Postfix, the table named in main.cf is a text source file
 (C{/etc/postfix/transport}, C{/etc/aliases}) and lookups read a
 database built from it by C{tmta map build} (postmap) or
-C{tmta-newaliases} (newaliases).  The database is an SQLite file beside
-the source -- C{NAME.db} for C{hash:} and C{btree:}, C{NAME.lmdb} and
-C{NAME.cdb} for the others -- with one C{(key, value)} table: the
-Python standard library has no Berkeley DB, and SQLite gives lookups
-that do not load the table into memory, from a file that is replaced
-whole by a rename.
+C{tmta-newaliases} (newaliases), beside the source: C{NAME.lmdb} and
+C{NAME.cdb} are real LMDB and CDB files, in the layout Postfix's
+C{postmap} writes (keys lower-cased, keys and values ending in a NUL
+byte), so that Postfix reads what tmta builds and tmta what Postfix
+built.  C{NAME.db} for C{hash:} and C{btree:} is an SQLite file with
+one C{(key, value)} table: Berkeley DB has no maintained binding for
+the Python tmta runs on, so those two cannot share files with Postfix
+(a Postfix C{.db} is refused in one line: rebuild it, or use C{lmdb:}).
 
-A database that is missing, older than its source or not one tmta
-built is a lookup error (L{TableLookupError}): mail waits, as it does
-in Postfix when a table cannot be read, rather than being routed by a
+A database that is missing, older than its source or not one of its
+kind is a lookup error (L{TableLookupError}): mail waits, as it does in
+Postfix when a table cannot be read, rather than being routed by a
 table the operator has since changed.
 """
 
@@ -22,7 +24,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from zope.interface import implementer
 
@@ -54,11 +56,7 @@ def build(kind: str, source: str, table: Dict[str, str]) -> str:
     except FileNotFoundError:
         pass
     try:
-        connection = sqlite3.connect(temporary)
-        with connection:
-            connection.execute("CREATE TABLE entries (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            connection.executemany("INSERT INTO entries VALUES (?, ?)", table.items())
-        connection.close()
+        FORMATS[kind].write(temporary, table)
         st = os.stat(source)
         os.chmod(temporary, (stat.S_IMODE(st.st_mode) & 0o644) | 0o600)
         if os.geteuid() == 0:
@@ -79,6 +77,154 @@ def build(kind: str, source: str, table: Dict[str, str]) -> str:
     return target
 
 
+class DatabaseError(Exception):
+    """
+    A database file is not one of the kind it should be.
+    """
+
+
+class _SQLiteFormat:
+    """
+    tmta's C{hash:} and C{btree:} files: SQLite, one C{entries} table.
+    """
+
+    @staticmethod
+    def write(path: str, table: Dict[str, str]) -> None:
+        connection = sqlite3.connect(path)
+        with connection:
+            connection.execute("CREATE TABLE entries (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            connection.executemany("INSERT INTO entries VALUES (?, ?)", table.items())
+        connection.close()
+
+    class Reader:
+        def __init__(self, path: str) -> None:
+            try:
+                self.connection = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True,
+                                                  check_same_thread=False)
+                self.connection.execute("SELECT 1 FROM entries LIMIT 1").fetchall()
+            except sqlite3.Error as e:
+                raise DatabaseError(str(e))
+
+        def get(self, key: str) -> Optional[str]:
+            try:
+                row = self.connection.execute("SELECT value FROM entries WHERE key = ?",
+                                              (key,)).fetchone()
+            except sqlite3.Error as e:
+                raise DatabaseError(str(e))
+            return None if row is None else row[0]
+
+        def close(self) -> None:
+            self.connection.close()
+
+
+def _withNul(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape") + b"\0"
+
+
+def _withoutNul(data: bytes) -> str:
+    return (data[:-1] if data.endswith(b"\0") else data).decode("utf-8", "surrogateescape")
+
+
+class _LMDBFormat:
+    """
+    C{lmdb:} files as Postfix's C{postmap} writes them (one file, no
+    subdirectory; keys and values with a trailing NUL).
+    """
+
+    @staticmethod
+    def write(path: str, table: Dict[str, str]) -> None:
+        import lmdb
+
+        size = sum(len(k) + len(v) + 64 for k, v in table.items())
+        environment = lmdb.open(path, subdir=False, lock=False,
+                                map_size=max(16 << 20, size * 4))
+        try:
+            with environment.begin(write=True) as transaction:
+                for key, value in table.items():
+                    transaction.put(_withNul(key), _withNul(value))
+            environment.sync(True)
+        finally:
+            environment.close()
+
+    class Reader:
+        def __init__(self, path: str) -> None:
+            import lmdb
+
+            try:
+                # Without the lock file: tmta replaces its databases whole,
+                # and a reader keeps the file it opened.
+                self.environment = lmdb.open(path, subdir=False, readonly=True, lock=False,
+                                             map_size=max(16 << 20, os.path.getsize(path)))
+            except lmdb.Error as e:
+                raise DatabaseError(str(e))
+
+        def get(self, key: str) -> Optional[str]:
+            import lmdb
+
+            try:
+                with self.environment.begin() as transaction:
+                    value = transaction.get(_withNul(key))
+                    if value is None:
+                        value = transaction.get(key.encode("utf-8", "surrogateescape"))
+            except lmdb.Error as e:
+                raise DatabaseError(str(e))
+            return None if value is None else _withoutNul(value)
+
+        def close(self) -> None:
+            self.environment.close()
+
+
+class _CDBFormat:
+    """
+    C{cdb:} files: D. J. Bernstein's constant database, as Postfix's
+    C{postmap} writes it (keys and values with a trailing NUL).
+    """
+
+    @staticmethod
+    def write(path: str, table: Dict[str, str]) -> None:
+        import cdblib
+
+        with open(path, "wb") as f:
+            writer = cdblib.Writer(f)
+            for key, value in table.items():
+                writer.put(_withNul(key), _withNul(value))
+            writer.finalize()
+
+    class Reader:
+        def __init__(self, path: str) -> None:
+            import mmap
+
+            import cdblib
+
+            with open(path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                if size < 2048:
+                    raise DatabaseError("too short for a CDB file")
+                self.map = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+            try:
+                self.reader = cdblib.Reader(self.map)
+            except Exception as e:
+                self.map.close()
+                raise DatabaseError(f"not a CDB file ({e})")
+
+        def get(self, key: str) -> Optional[str]:
+            try:
+                value = self.reader.get(_withNul(key))
+                if value is None:
+                    value = self.reader.get(key.encode("utf-8", "surrogateescape"))
+            except Exception as e:
+                raise DatabaseError(f"not a CDB file ({e})")
+            return None if value is None else _withoutNul(value)
+
+        def close(self) -> None:
+            self.map.close()
+
+
+#: Each compiled table type's file format.
+FORMATS: Dict[str, Any] = {"hash": _SQLiteFormat, "btree": _SQLiteFormat,
+                           "lmdb": _LMDBFormat, "cdb": _CDBFormat}
+
+
 @implementer(ILookupTable, IOwnedTable)
 class CompiledTable:
     """
@@ -91,13 +237,13 @@ class CompiledTable:
         self.kind = kind
         self.source = source
         self.path = databasePath(kind, source)
-        self._connection: Optional[sqlite3.Connection] = None
+        self._reader: Any = None
         self._identity: Optional[Tuple[int, int, float]] = None
 
     def owner(self) -> Optional[int]:
         return fileOwner(self.path, self.source)
 
-    def _open(self) -> sqlite3.Connection:
+    def _open(self):
         spec = f"{self.kind}:{self.source}"
         try:
             db = os.stat(self.path)
@@ -112,26 +258,22 @@ class CompiledTable:
             raise TableLookupError(f"{spec}: database {self.path} is older than its source "
                                    f"file; rebuild it with tmta map build")
         identity = (db.st_dev, db.st_ino, db.st_mtime)
-        if identity != self._identity or self._connection is None:
-            if self._connection is not None:
-                self._connection.close()
-                self._connection = None
+        if identity != self._identity or self._reader is None:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
             try:
-                connection = sqlite3.connect(f"file:{self.path}?mode=ro&immutable=1", uri=True,
-                                             check_same_thread=False)
-                connection.execute("SELECT 1 FROM entries LIMIT 1").fetchall()
-            except sqlite3.Error as e:
+                reader = FORMATS[self.kind].Reader(self.path)
+            except (DatabaseError, OSError) as e:
                 raise TableLookupError(f"{spec}: {self.path} is not a database tmta built "
                                        f"({e}); rebuild it with tmta map build")
-            self._connection, self._identity = connection, identity
-        return self._connection
+            self._reader, self._identity = reader, identity
+        return self._reader
 
     def get(self, key: str) -> Optional[str]:
-        connection = self._open()
+        reader = self._open()
         try:
-            row = connection.execute("SELECT value FROM entries WHERE key = ?",
-                                     (key.lower(),)).fetchone()
-        except sqlite3.Error as e:
+            return reader.get(key.lower())
+        except DatabaseError as e:
             self._identity = None
             raise TableLookupError(f"{self.kind}:{self.source}: {e}")
-        return None if row is None else row[0]
