@@ -621,3 +621,23 @@ class SyslogTests(SynchronousTestCase):
     def test_unknownFacility(self):
         with self.assertRaises(ValueError):
             MaillogSyslogObserver(facility="nonsense")
+
+    def test_commandLogToSyslog(self):
+        """
+        A command's lines (postsuper's queue operations) go to syslog at
+        C{syslog_facility} when no C{maillog_file} is set, tagged with
+        the command and its pid.
+        """
+        import socket as socketModule
+
+        from tests.support import shortTemporaryDirectory
+        from tmta.logging import CommandLog
+
+        path = os.path.join(shortTemporaryDirectory(self), "log")
+        server = socketModule.socket(socketModule.AF_UNIX, socketModule.SOCK_DGRAM)
+        server.bind(path)
+        self.addCleanup(server.close)
+        CommandLog(MainConfig({}), "postsuper", path).info("ABC: removed")
+        received = server.recv(9000).decode()
+        self.assertRegex(received, rf"^<22>\w{{3}} [ \d]\d \d\d:\d\d:\d\d "
+                                   rf"tmta/postsuper\[{os.getpid()}\]: ABC: removed$")

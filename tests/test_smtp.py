@@ -555,8 +555,9 @@ class RelayTests(RelayHarness, SynchronousTestCase):
         Mail on hold is listed with C{!} and not delivered, even by a
         flush; released, it is delivered at once.
         """
+        self.maillog = os.path.join(self.base, "maillog")
         self.startMaster(minimal_backoff_time="300s", maximal_backoff_time="4000s",
-                         queue_run_delay="300s")
+                         queue_run_delay="300s", maillog_file=self.maillog)
         queueId = sendMessage(self.port, "alice@localhost", ["bob@remote.example"], "held")
         waitFor(lambda: queueId in self.tmtaCommand("queue", "list").stdout
                 and f"{queueId}*" not in self.tmtaCommand("queue", "list").stdout,
@@ -565,6 +566,12 @@ class RelayTests(RelayHarness, SynchronousTestCase):
         result = self.tmtaCommand("queue", "hold", "-", input=f"{queueId}\n")
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertIn("placed on hold: 1 message", result.stderr)
+        # Logged as postsuper logs it, in the maillog (maillog_file).
+        with open(self.maillog) as f:
+            logged = f.read()
+        self.assertIn("tmta/postsuper[", logged)
+        self.assertIn(f": {queueId}: placed on hold\n", logged)
+        self.assertIn(": Placed on hold: 1 message\n", logged)
         self.assertIn(f"{queueId}!", self.tmtaCommand("queue", "list").stdout)
         self.startSink()
         self.tmtaCommand("queue", "flush")

@@ -553,3 +553,48 @@ class MaillogSyslogObserver:
                 if self._socket is not None:
                     self._socket.close()
                 self._socket = None
+
+
+class CommandLog:
+    """
+    The maillog lines of a command run by hand (C{tmta queue hold}, as
+    Postfix's C{postsuper} logs its queue operations): appended to
+    C{maillog_file} when it is set, as Postfix 3.4's commands log, else
+    sent to syslog at C{syslog_facility}, tagged C{syslog_name/program}.
+    A line that cannot be written is dropped: logging never stops the
+    command.
+
+    @param config: main.cf.
+    @param program: the command's name in the tag (C{postsuper}).
+    @param syslogAddress: the syslog socket.
+    """
+
+    def __init__(self, config, program: str, syslogAddress: str = "/dev/log") -> None:
+        self.tag = f"{config.get('syslog_name')}/{program}[{os.getpid()}]"
+        self.path = config.get("maillog_file").strip()
+        self.host = shortHostname()
+        self._syslog: Optional[MaillogSyslogObserver] = None
+        if not self.path:
+            facility = config.get("syslog_facility").strip().lower()
+            self._syslog = MaillogSyslogObserver(
+                syslogAddress, facility if facility in SYSLOG_FACILITIES else "mail")
+
+    def info(self, text: str) -> None:
+        """
+        Log one line.
+        """
+        when = time.time()
+        if self._syslog is not None:
+            self._syslog._send(_SYSLOG_SEVERITY[_workerLineLevel(text)], when, self.tag, text)
+            return
+        line = f"{maillogTime(when)} {self.host} {self.tag}: {printable(text)}\n"
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError:
+            return
+        try:
+            os.write(fd, line.encode("utf-8", "replace"))
+        except OSError:
+            pass
+        finally:
+            os.close(fd)

@@ -12,6 +12,7 @@ from typing import List, Optional, TextIO, Tuple
 
 from tmta.cli.admin.common import configuration
 from tmta.config import Configuration
+from tmta.logging import CommandLog
 from tmta.queue.listing import QueueUnreadable, queuedMessages, queueListing
 
 
@@ -108,12 +109,14 @@ def deleteMessages(configuration: Configuration, queueIds: List[str],
             return 1
         queues = (queueName,)
     store = QueueStore.fromConfig(configuration.main)
+    log = CommandLog(configuration.main, "postsuper")
     deleted = 0
     for name, queueId in _selected(store, queueIds, queues):
         try:
             store.remove(name, queueId)
             store.removeDeferLog(queueId)
             deleted += 1
+            log.info(f"{queueId}: removed")
         except OSError as e:
             err.write(f"tmta: warning: {queueId}: cannot delete: {e.strerror}\n")
     if queueIds != ["ALL"]:
@@ -122,6 +125,8 @@ def deleteMessages(configuration: Configuration, queueIds: List[str],
                 err.write(f"tmta: warning: {queueId}: being delivered (active); "
                           "try again once it is deferred\n")
     err.write(f"tmta: deleted: {deleted} message{'s' if deleted != 1 else ''}\n")
+    if deleted:
+        log.info(f"Deleted: {deleted} message{'s' if deleted != 1 else ''}")
     return 0
 
 
@@ -137,15 +142,18 @@ def requeueMessages(configuration: Configuration, queueIds: List[str],
     if not _checkIds(queueIds, err):
         return 1
     store = QueueStore.fromConfig(configuration.main)
+    log = CommandLog(configuration.main, "postsuper")
     moved = 0
     for name, queueId in _selected(store, queueIds, ("deferred", "hold")):
         try:
             store.move(queueId, name, "incoming")
             moved += 1
+            log.info(f"{queueId}: requeued")
         except OSError as e:
             err.write(f"tmta: warning: {queueId}: cannot requeue: {e.strerror}\n")
     err.write(f"tmta: requeued: {moved} message{'s' if moved != 1 else ''}\n")
     if moved:
+        log.info(f"Requeued: {moved} message{'s' if moved != 1 else ''}")
         _wakeQmgr(configuration, "incoming")
     return 0
 
@@ -341,6 +349,8 @@ def holdQueue(configuration: Configuration, queueIds: List[str], release: bool =
 
     main = configuration.main
     store = QueueStore.fromConfig(main)
+    log = CommandLog(main, "postsuper")
+    verb = "released from hold" if release else "placed on hold"
     sources = ("hold",) if release else ("incoming", "deferred")
     target = "deferred" if release else "hold"
     wanted = None if queueIds == ["ALL"] else set(queueIds)
@@ -370,13 +380,15 @@ def holdQueue(configuration: Configuration, queueIds: List[str], release: bool =
                           f"{e.strerror}\n")
                 continue
             moved += 1
+            log.info(f"{queueId}: {verb}")
             if wanted is not None:
                 wanted.discard(queueId)
     for queueId in sorted(wanted or ()):
         err.write(f"tmta: warning: {queueId}: not in the "
                   f"{'hold queue' if release else 'incoming or deferred queue'}\n")
-    verb = "released from hold" if release else "placed on hold"
     err.write(f"tmta: {verb}: {moved} message{'s' if moved != 1 else ''}\n")
+    if moved:
+        log.info(f"{verb.capitalize()}: {moved} message{'s' if moved != 1 else ''}")
     if release and moved:
         _wakeQmgr(configuration, "timer")
     return 0
