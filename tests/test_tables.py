@@ -501,9 +501,10 @@ class PostfixLanguagesTests(SynchronousTestCase):
 
 class PostfixDatabaseTests(SynchronousTestCase):
     """
-    C{lmdb:} and C{cdb:} databases are Postfix's own files: Postfix's
-    C{postmap -q} reads what C{tmta map build} writes, and tmta reads
-    what C{postmap} built.
+    C{lmdb:} and C{cdb:} databases -- and C{hash:} and C{btree:} ones
+    where the Berkeley DB binding is installed -- are Postfix's own
+    files: Postfix's C{postmap -q} reads what C{tmta map build} writes,
+    and tmta reads what C{postmap} built.
     """
 
     def setUp(self):
@@ -531,8 +532,10 @@ class PostfixDatabaseTests(SynchronousTestCase):
 
     def test_interoperable(self):
         from tmta.cli.admin import buildMaps
+        from tmta.tables.compiled import berkeleyDB
 
-        for kind in ("lmdb", "cdb"):
+        kinds = ["lmdb", "cdb"] + (["hash", "btree"] if berkeleyDB() is not None else [])
+        for kind in kinds:
             if kind not in _postconfTypes(self.conf):
                 raise self.skipTest(f"Postfix has no {kind}: (postfix-{kind})")
             ours = self.source(f"ours-{kind}")
@@ -558,3 +561,18 @@ def _postconfTypes(conf):
 
     return subprocess.run(["postconf", "-c", conf, "-m"], capture_output=True,
                           text=True).stdout.split()
+
+
+class SQLiteHashTests(SynchronousTestCase):
+    def test_olderSQLiteDatabaseStillRead(self):
+        """
+        A C{hash:} database tmta wrote as SQLite (without the Berkeley
+        DB binding) is still read, told apart by its first bytes.
+        """
+        from tmta.tables.compiled import CompiledTable, _SQLiteFormat
+
+        source = os.path.abspath(self.mktemp())
+        with open(source, "w") as f:
+            f.write("k v\n")
+        _SQLiteFormat.write(source + ".db", {"k": "v"})
+        self.assertEqual(CompiledTable("hash", source).get("K"), "v")

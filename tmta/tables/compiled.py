@@ -4,14 +4,17 @@ Compiled tables: C{hash:}, C{btree:}, C{lmdb:} and C{cdb:}.
 As with Postfix, the table named in main.cf is a text source file
 (C{/etc/postfix/transport}, C{/etc/aliases}) and lookups read a
 database built from it by C{tmta map build} (postmap) or
-C{tmta-newaliases} (newaliases), beside the source: C{NAME.lmdb} and
-C{NAME.cdb} are real LMDB and CDB files, in the layout Postfix's
-C{postmap} writes (keys lower-cased, keys and values ending in a NUL
-byte), so that Postfix reads what tmta builds and tmta what Postfix
-built.  C{NAME.db} for C{hash:} and C{btree:} is an SQLite file with
-one C{(key, value)} table: Berkeley DB has no maintained binding for
-the Python tmta runs on, so those two cannot share files with Postfix
-(a Postfix C{.db} is refused in one line: rebuild it, or use C{lmdb:}).
+C{tmta-newaliases} (newaliases), beside the source, in the files
+Postfix's C{postmap} writes (keys lower-cased, keys and values ending
+in a NUL byte), so that Postfix reads what tmta builds and tmta what
+Postfix built: C{NAME.lmdb} and C{NAME.cdb} are LMDB and CDB files
+(through the C{lmdb} and C{pure-cdb} packages), and C{NAME.db} for
+C{hash:} and C{btree:} is a Berkeley DB file when the C{berkeleydb}
+binding is installed (it is built against the system's libdb, so it is
+not a requirement: C{pip install berkeleydb} after Debian's
+C{libdb5.3-dev}).  Without it, tmta writes C{NAME.db} as an SQLite file
+with one C{(key, value)} table, and reads either kind, telling them
+apart by their first bytes.
 
 A database that is missing, older than its source or not one of its
 kind is a lookup error (L{TableLookupError}): mail waits, as it does in
@@ -220,8 +223,91 @@ class _CDBFormat:
             self.map.close()
 
 
+def berkeleyDB() -> Any:
+    """
+    The Berkeley DB binding's C{db} module, or C{None} where the
+    C{berkeleydb} package is not installed.
+    """
+    try:
+        from berkeleydb import db
+    except ImportError:
+        return None
+    return db
+
+
+class _BerkeleyFormat:
+    """
+    C{hash:} and C{btree:} files as Postfix's C{postmap} writes them
+    with Berkeley DB; SQLite where the binding is missing.
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+    def _type(self, db: Any) -> int:
+        return db.DB_HASH if self.kind == "hash" else db.DB_BTREE
+
+    def write(self, path: str, table: Dict[str, str]) -> None:
+        db = berkeleyDB()
+        if db is None:
+            _SQLiteFormat.write(path, table)
+            return
+        database = db.DB()
+        database.open(path, dbtype=self._type(db), flags=db.DB_CREATE)
+        try:
+            for key, value in table.items():
+                database.put(_withNul(key), _withNul(value))
+            database.sync()
+        finally:
+            database.close()
+
+    def Reader(self, path: str) -> Any:
+        with open(path, "rb") as f:
+            head = f.read(16)
+        if head.startswith(b"SQLite format 3\0"):
+            return _SQLiteFormat.Reader(path)
+        db = berkeleyDB()
+        if db is None:
+            raise DatabaseError("a Berkeley DB file, and the berkeleydb package is not "
+                                "installed (pip install berkeleydb)")
+        return _BerkeleyReader(db, path, self._type(db))
+
+
+class _BerkeleyReader:
+    def __init__(self, db: Any, path: str, dbtype: int) -> None:
+        self.db = db
+        self.database = db.DB()
+        try:
+            self.database.open(path, dbtype=dbtype, flags=db.DB_RDONLY)
+        except db.DBError as e:
+            raise DatabaseError(f"not a Berkeley DB file of this type ({e})")
+
+    def get(self, key: str) -> Optional[str]:
+        try:
+            value = self.database.get(_withNul(key))
+            if value is None:
+                value = self.database.get(key.encode("utf-8", "surrogateescape"))
+        except self.db.DBError as e:
+            raise DatabaseError(str(e))
+        return None if value is None else _withoutNul(value)
+
+    def close(self) -> None:
+        self.database.close()
+
+
+def _preload(kind: str) -> None:
+    if kind in ("hash", "btree"):
+        berkeleyDB()
+    elif kind == "lmdb":
+        import lmdb  # noqa: F401
+    elif kind == "cdb":
+        import mmap  # noqa: F401
+
+        import cdblib  # noqa: F401
+
+
 #: Each compiled table type's file format.
-FORMATS: Dict[str, Any] = {"hash": _SQLiteFormat, "btree": _SQLiteFormat,
+FORMATS: Dict[str, Any] = {"hash": _BerkeleyFormat("hash"), "btree": _BerkeleyFormat("btree"),
                            "lmdb": _LMDBFormat, "cdb": _CDBFormat}
 
 
@@ -237,6 +323,10 @@ class CompiledTable:
         self.kind = kind
         self.source = source
         self.path = databasePath(kind, source)
+        # The binding is imported now, while the process that opens the
+        # table may still read what it imports (a worker gives up root
+        # after it has opened its tables).
+        _preload(kind)
         self._reader: Any = None
         self._identity: Optional[Tuple[int, int, float]] = None
 
