@@ -13,6 +13,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.logfile import LogFile
 
+from tmta.common.syslog import MaillogSyslogObserver
 from tmta.config import ConfigError, configDirectoryFromEnvironment, loadConfiguration
 from tmta.config.loader import (
     SYSTEM_CONFIG_DIRECTORY,
@@ -20,7 +21,7 @@ from tmta.config.loader import (
     prepareEmbedded,
     systemConfigDirectory,
 )
-from tmta.logging import MaillogFileObserver, MaillogSyslogObserver
+from tmta.logging import MaillogFileObserver
 
 log = Logger()
 

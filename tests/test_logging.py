@@ -17,12 +17,12 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tap.tmta import maillogObserver
 from tmta import logging as tmtaLogging
+from tmta.common.syslog import MaillogSyslogObserver
 from tmta.config import MainConfig
 from tmta.logging import (
     WORKER_LINES,
     LineObserver,
     MaillogFileObserver,
-    MaillogSyslogObserver,
     emitWorkerLines,
     maillogTime,
     stampLine,
@@ -631,7 +631,7 @@ class SyslogTests(SynchronousTestCase):
         import socket as socketModule
 
         from tests.support import shortTemporaryDirectory
-        from tmta.logging import CommandLog
+        from tmta.common.syslog import CommandLog
 
         path = os.path.join(shortTemporaryDirectory(self), "log")
         server = socketModule.socket(socketModule.AF_UNIX, socketModule.SOCK_DGRAM)

@@ -24,6 +24,7 @@ from tmta.smtpd.reader import CommandReader
 from tmta.smtpd.receiving import DataCommands
 from tmta.smtpd.settings import SMTPSettings
 from tmta.smtpd.starttls import TLSCommands
+from tmta.smtpd.stats import CommandCounts
 from tmta.smtpd.transcript import CLASSES as TRANSCRIPT_CLASSES
 from tmta.smtpd.transcript import Transcript
 from tmta.smtpd.transfer import MessageTransfer
@@ -47,11 +48,6 @@ _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 #: with STARTTLS and AUTH, which change the session).
 _ENDS_GROUP = frozenset({b"EHLO", b"HELO", b"DATA", b"VRFY", b"EXPN", b"NOOP", b"QUIT",
                          b"STARTTLS", b"AUTH", b"ETRN", b"TURN", b""})
-#: The commands Postfix's disconnect line counts, in its order; any other
-#: is counted as C{unknown}.
-_COUNTED = ("helo", "ehlo", "xclient", "xforward", "starttls", "auth", "mail", "rcpt", "data",
-            "bdat", "rset", "noop", "vrfy", "etrn", "quit")
-
 _HELP = ("214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP "
          "STARTTLS AUTH")
 
@@ -120,10 +116,8 @@ class SMTPServer(HelloCommands, EnvelopeCommands, DataCommands, AuthCommands, TL
 
     def connectionMade(self) -> None:
         CommandReader.connectionMade(self)
-        #: Per command: C{[succeeded, received]}, for the disconnect line.
-        self.commandCounts: Dict[str, List[int]] = {}
-        #: The command whose success its next 2xx reply means, if any.
-        self._counting: Optional[str] = None
+        #: The session's commands, for the disconnect line.
+        self.commandCounts = CommandCounts()
         peer = self.transport.getPeer()
         self.clientAddress = getattr(peer, "host", "") or "127.0.0.1"
         settings = self.settings
@@ -239,7 +233,7 @@ class SMTPServer(HelloCommands, EnvelopeCommands, DataCommands, AuthCommands, TL
             self.settings.limits.disconnect(self.clientAddress)
         self._abortTransfer()
         log.info("disconnect from {client}{counts}", client=self.client,
-                 counts=self._commandSummary())
+                 counts=self.commandCounts.summary())
         if self.transcript is not None and self.transcript.wanted:
             defer.Deferred.fromCoroutine(self._sendTranscript()).addErrback(
                 lambda f: log.warn("cannot send the session transcript: {error}",
@@ -256,39 +250,8 @@ class SMTPServer(HelloCommands, EnvelopeCommands, DataCommands, AuthCommands, TL
                                       transcript.message(self.settings.myhostname,
                                                          self.client, recipient))
 
-    def _count(self, name: str) -> None:
-        counts = self.commandCounts.setdefault(name, [0, 0])
-        counts[1] += 1
-        self._counting = name
-
-    def _commandSummary(self) -> str:
-        """
-        Postfix's statistics of the session's commands: C{ehlo=1 mail=1
-        rcpt=0/1 ... commands=3/4}, a command's count of successes
-        followed by how many were sent where they differ.
-        """
-        parts = []
-        succeeded = received = 0
-        for name in _COUNTED + ("unknown",):
-            counts = self.commandCounts.get(name)
-            if counts is None:
-                continue
-            parts.append(f" {name}={counts[0]}" + (f"/{counts[1]}" if counts[0] != counts[1]
-                                                    else ""))
-            succeeded += counts[0]
-            received += counts[1]
-        total = f" commands={succeeded}"
-        if succeeded != received or received == 0:
-            total += f"/{received}"
-        return "".join(parts) + total
-
     def reply(self, text: str) -> None:
-        counting = self._counting
-        if counting is not None and text[:1] == "2":
-            # The command's final reply says it succeeded (DATA's 354 and
-            # AUTH's 334 are not final).
-            self.commandCounts[counting][0] += 1
-            self._counting = None
+        self.commandCounts.replied(text)
         if self.transcript is not None and not self._closing:
             self.transcript.outgoing(text)
         CommandReader.reply(self, text)
@@ -335,8 +298,7 @@ class SMTPServer(HelloCommands, EnvelopeCommands, DataCommands, AuthCommands, TL
             return None
         match = _VERB.match(line)
         verb = match.group(1).upper() if match else b""
-        name = verb.decode("ascii").lower()
-        self._count(name if name in _COUNTED else "unknown")
+        self.commandCounts.received(verb.decode("ascii"))
         if self._buffer and self._improperPipelining(verb):
             return None
         handler = getattr(self, "smtp_" + verb.decode("ascii"), None) if match else None

@@ -11,8 +11,8 @@ import sys
 from typing import List, Optional, TextIO, Tuple
 
 from tmta.cli.admin.common import configuration
+from tmta.common.syslog import CommandLog
 from tmta.config import Configuration
-from tmta.logging import CommandLog
 from tmta.queue.listing import QueueUnreadable, queuedMessages, queueListing
 
 
