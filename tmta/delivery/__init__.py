@@ -289,10 +289,13 @@ class AgentProtocol(ServiceAMP):
         name as its relay.  A recipient sent back to be delivered alone
         (L{RUN_ALONE}) has no line yet: its delivery comes later.
         """
+        unlogged = [s for s in statuses if not s.logged and s.action != RUN_ALONE]
+        if not unlogged:
+            return  # every built-in agent logs its own lines
         byOffset = {r.offset: r for r in request.recipients}
-        for status in statuses:
+        for status in unlogged:
             recipient = byOffset.get(status.offset)
-            if not status.logged and status.action != RUN_ALONE and recipient is not None:
+            if recipient is not None:
                 logDelivery(request, recipient, self.transportName, status, started)
 
 

@@ -16,6 +16,20 @@ LOGS = ("bounce", "defer", "trace")
 # theirs to use (showq); the others there admit only the mail system.
 SOCKET_DIRECTORIES = {"private": 0o700, "public": 0o711}
 
+#: The queue directory's own mode: C{mail_owner} must reach the queues.
+QUEUE_DIRECTORY_MODE = 0o755
+
+#: The mode of each directory under the queue, as Postfix gives it.
+DIRECTORY_MODES = {
+    **{name: 0o700 for name in QUEUES + LOGS},
+    # World-writable and sticky, for tmta-sendmail running as any user;
+    # set-group-id, so posted files take the mail system's group and
+    # pickup can read what no other user can.
+    "maildrop": 0o3733,
+    **SOCKET_DIRECTORIES,
+    "pid": 0o755,
+}
+
 
 # Linux's FS_IOC_GETFLAGS and FS_IOC_SETFLAGS (their size field says
 # long, so they differ between 32- and 64-bit systems; the kernel reads an
@@ -91,16 +105,9 @@ def createLayout(
     reach the queues within.
     """
     os.makedirs(queueDirectory, mode=0o755, exist_ok=True)
-    os.chmod(queueDirectory, 0o755)
+    os.chmod(queueDirectory, QUEUE_DIRECTORY_MODE)
     markTopDirectory(queueDirectory)
-    modes = {name: 0o700 for name in QUEUES + LOGS}
-    # World-writable and sticky, for tmta-sendmail running as any user;
-    # set-group-id, so posted files take the mail system's group and pickup
-    # can read what no other user can.
-    modes["maildrop"] = 0o3733
-    modes.update(SOCKET_DIRECTORIES)
-    modes["pid"] = 0o755
-    for name, mode in modes.items():
+    for name, mode in DIRECTORY_MODES.items():
         path = os.path.join(queueDirectory, name)
         try:
             os.mkdir(path, mode)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from zope.interface import implementer
 
@@ -124,8 +124,18 @@ def _withNul(text: str) -> bytes:
     return text.encode("utf-8", "surrogateescape") + b"\0"
 
 
-def _withoutNul(data: bytes) -> str:
-    return (data[:-1] if data.endswith(b"\0") else data).decode("utf-8", "surrogateescape")
+def _lookup(get: Callable[[bytes], Optional[bytes]], key: str) -> Optional[str]:
+    """
+    Look C{key} up as Postfix does: with its trailing NUL, as postmap
+    writes keys, then without, as some other programs do; the value
+    without its NUL.
+    """
+    value = get(_withNul(key))
+    if value is None:
+        value = get(key.encode("utf-8", "surrogateescape"))
+    if value is None:
+        return None
+    return (value[:-1] if value.endswith(b"\0") else value).decode("utf-8", "surrogateescape")
 
 
 class _LMDBFormat:
@@ -166,12 +176,10 @@ class _LMDBFormat:
 
             try:
                 with self.environment.begin() as transaction:
-                    value = transaction.get(_withNul(key))
-                    if value is None:
-                        value = transaction.get(key.encode("utf-8", "surrogateescape"))
+                    value = _lookup(transaction.get, key)
             except lmdb.Error as e:
                 raise DatabaseError(str(e))
-            return None if value is None else _withoutNul(value)
+            return value
 
         def close(self) -> None:
             self.environment.close()
@@ -212,12 +220,10 @@ class _CDBFormat:
 
         def get(self, key: str) -> Optional[str]:
             try:
-                value = self.reader.get(_withNul(key))
-                if value is None:
-                    value = self.reader.get(key.encode("utf-8", "surrogateescape"))
+                value = _lookup(self.reader.get, key)
             except Exception as e:
                 raise DatabaseError(f"not a CDB file ({e})")
-            return None if value is None else _withoutNul(value)
+            return value
 
         def close(self) -> None:
             self.map.close()
@@ -284,12 +290,10 @@ class _BerkeleyReader:
 
     def get(self, key: str) -> Optional[str]:
         try:
-            value = self.database.get(_withNul(key))
-            if value is None:
-                value = self.database.get(key.encode("utf-8", "surrogateescape"))
+            value = _lookup(self.database.get, key)
         except self.db.DBError as e:
             raise DatabaseError(str(e))
-        return None if value is None else _withoutNul(value)
+        return value
 
     def close(self) -> None:
         self.database.close()

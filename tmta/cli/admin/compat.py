@@ -40,7 +40,7 @@ def installCompat(prefix: str, force: bool = False, scripts: Optional[str] = Non
             if os.path.islink(link) and os.path.realpath(link) == os.path.realpath(target):
                 continue
             if not force:
-                err.write(f"tmta: fatal: {link} exists and is not tmta's (another MTA?); "
+                err.write(f"tmta: fatal: {link} exists and is another MTA's, not tmta's; "
                           "--force replaces it, keeping it as "
                           f"{os.path.basename(link)}.pre-tmta\n")
                 return 1

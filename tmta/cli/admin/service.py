@@ -24,7 +24,13 @@ from typing import List, Optional, TextIO
 from tmta.cli.admin.common import configuration
 from tmta.config import ConfigError, Configuration
 from tmta.config.loader import loadConfiguration
-from tmta.queue.layout import LOGS, QUEUES, SOCKET_DIRECTORIES, createLayout
+from tmta.queue.layout import (
+    DIRECTORY_MODES,
+    LOGS,
+    QUEUE_DIRECTORY_MODE,
+    QUEUES,
+    createLayout,
+)
 
 #: How long C{stop} waits for the master and its workers to leave.
 STOP_WAIT = 60.0
@@ -153,13 +159,10 @@ def _queueProblems(queue: str, owner: Optional[pwd.struct_passwd]) -> List[str]:
     problems = []
     if not stat.S_ISDIR(top.st_mode):
         return [f"queue_directory {queue}: not a directory"]
-    if stat.S_IMODE(top.st_mode) != 0o755:
-        problems.append(f"bad mode {stat.S_IMODE(top.st_mode):o} (want 755): {queue}")
-    modes = {name: 0o700 for name in QUEUES + LOGS}
-    modes["maildrop"] = 0o3733
-    modes.update(SOCKET_DIRECTORIES)
-    modes["pid"] = 0o755
-    for name, mode in modes.items():
+    if stat.S_IMODE(top.st_mode) != QUEUE_DIRECTORY_MODE:
+        problems.append(f"bad mode {stat.S_IMODE(top.st_mode):o} "
+                        f"(want {QUEUE_DIRECTORY_MODE:o}): {queue}")
+    for name, mode in DIRECTORY_MODES.items():
         path = os.path.join(queue, name)
         try:
             st = os.lstat(path)

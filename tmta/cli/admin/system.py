@@ -30,7 +30,7 @@ import shutil
 import sys
 from typing import Dict, List, TextIO
 
-from tmta.cli.admin.compat import COMPAT_LINKS
+from tmta.cli.admin.compat import COMPAT_LINKS, installCompat
 
 #: The manifest of what an installation made, in its configuration
 #: directory.
@@ -121,20 +121,10 @@ def installSystem(root: str = "/", takeOver: bool = False, force: bool = False,
             if buildMaps([f"lmdb:{path}"], err=err, aliases=source in aliasTables):
                 return 1
             made["databases"].append(path + ".lmdb")
-    for relative, command in COMPAT_LINKS:
-        link = _under(root, os.path.join("/usr", relative))
-        target = os.path.join(scripts, command)
-        if os.path.lexists(link):
-            if os.path.islink(link) and os.path.realpath(link) == os.path.realpath(target):
-                continue
-            if not force:
-                err.write(f"tmta: fatal: {link} is another MTA's; --force replaces it, kept "
-                          f"as {os.path.basename(link)}.pre-tmta\n")
-                return 1
-            os.replace(link, link + ".pre-tmta")
-        os.makedirs(os.path.dirname(link), exist_ok=True)
-        os.symlink(target, link)
-        made["links"].append(link)
+    prefix = _under(root, "/usr")
+    if installCompat(prefix, force, scripts, err):
+        return 1
+    made["links"] = [os.path.join(prefix, relative) for relative, _ in COMPAT_LINKS]
     unit = _under(root, "/etc/systemd/system/tmta.service")
     os.makedirs(os.path.dirname(unit), exist_ok=True)
     twistd = os.path.join(scripts, "twistd") if os.path.exists(
