@@ -113,6 +113,29 @@ def masterConfigDirectory(euid: Optional[int] = None,
     return None
 
 
+class DaemonStartFailure(Exception):
+    """
+    Why a daemonized master could not start.  twistd's waiting parent
+    prints the first 100 bytes of C{traceback.format_exception_only}'s
+    line for it: named this way, that line reads C{tmta: fatal: ...}.
+    """
+
+    __module__ = "builtins"
+    __qualname__ = "tmta"
+
+
+def _daemonized() -> bool:
+    """
+    Whether twistd has made this process a daemon: its standard input,
+    output and error are all C{/dev/null}.
+    """
+    try:
+        null = os.stat(os.devnull)
+        return all(os.path.samestat(os.fstat(fd), null) for fd in (0, 1, 2))
+    except OSError:
+        return False
+
+
 def _twistdMasterClass():
     from tmta.master.lock import MasterRunning
     from tmta.master.service import ListenError, MasterService
@@ -129,7 +152,14 @@ def _twistdMasterClass():
             try:
                 super().privilegedStartService()
             except (ConfigError, ListenError, MasterRunning, OSError) as e:
-                raise SystemExit(f"tmta: fatal: {e}")
+                if not _daemonized():
+                    raise SystemExit(f"tmta: fatal: {e}")
+                # A daemon's twistd parent waits for its child's word on
+                # a pipe it also holds open itself: a SystemExit here
+                # would leave it waiting for ever.  An Exception is
+                # written into that pipe, and the parent prints it.
+                log.critical("{error}", error=str(e))
+                raise DaemonStartFailure(f"fatal: {e}") from None
 
         def startService(self) -> None:
             super().startService()

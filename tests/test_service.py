@@ -76,6 +76,24 @@ class ServiceVerbTests(SynchronousTestCase):
         self.assertEqual(stopped.returncode, 0, stopped.stderr)
         self.assertEqual(self.tmta("status").returncode, 1)
 
+    def test_startFailsLoudly(self):
+        """
+        A master that cannot start (its port is taken) makes C{tmta start}
+        fail at once with the reason, rather than wait for ever on a
+        daemon that has gone.
+        """
+        import socket
+
+        with socket.socket() as taken:
+            taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            taken.bind(("127.0.0.1", self.port))
+            taken.listen()
+            started = self.tmta("start")
+        self.assertEqual(started.returncode, 1)
+        self.assertIn("tmta: fatal:", started.stderr)
+        self.assertIn(str(self.port), started.stderr)
+        self.assertEqual(self.tmta("status").returncode, 1)
+
     def test_checkAndSetPermissions(self):
         """
         C{tmta check} finds a queue directory left with the wrong owner

@@ -271,6 +271,43 @@ class DaemonTests(SynchronousTestCase):
         self.assertEqual(stat.S_IMODE(os.stat(os.path.join(base, "queue")).st_mode), 0o755)
 
 
+    def test_daemonRefusesAQueueTheMailOwnerCannotReach(self):
+        """
+        A queue under a directory closed to C{mail_owner} (a root's home,
+        say) stops a daemonized start with a clear error, instead of a
+        daemon whose smtpd accepts mail qmgr can never take up.
+        """
+        endToEnd()
+        if os.getuid() != 0:
+            raise self.skipTest("starting as root needs root")
+        base = shortTemporaryDirectory(self)
+        os.chmod(base, 0o700)
+        conf = os.path.join(base, "conf")
+        os.makedirs(conf)
+        port = freePort()
+        settings = {"queue_directory": os.path.join(base, "queue"), "inet_protocols": "ipv4",
+                    "mail_owner": testAccount(), "myhostname": "localhost"}
+        with open(os.path.join(conf, "main.cf"), "w") as f:
+            f.writelines(f"{name} = {value}\n" for name, value in settings.items())
+        with open(os.path.join(conf, "master.cf"), "w") as f:
+            f.write(MASTER_CF.format(port=port))
+        pidfile = os.path.join(base, "twistd.pid")
+        result = subprocess.run(
+            [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+             f"--pidfile={pidfile}", f"--logfile={os.path.join(base, 'twistd.log')}",
+             "tmta", "-c", conf],
+            timeout=60, cwd=base, env=dict(os.environ, PYTHONPATH=REPO),
+            capture_output=True, text=True)
+        self.assertNotEqual(result.returncode, 0)
+        output = result.stdout + result.stderr
+        self.assertIn(f"tmta: fatal: mail_owner {testAccount()} cannot use the queue", output)
+        with open(os.path.join(base, "twistd.log")) as f:
+            self.assertIn(f"{base}/queue/maildrop: Permission denied (and 11 more)", f.read())
+        self.assertFalse(os.path.exists(pidfile))
+        with socket.socket() as s:
+            self.assertNotEqual(s.connect_ex(("127.0.0.1", port)), 0)
+
+
 class ConfigurationDiscoveryTests(SynchronousTestCase):
     """
     Which configuration the master and the commands act on: C{-c}, then

@@ -18,6 +18,7 @@ from twisted.python.components import Componentized
 
 from tmta.common.plugins import allBroken
 from tmta.config import ConfigError, Configuration
+from tmta.config.parser import ConfigProblems
 from tmta.config.loader import saveAccepted
 from tmta.logging import Logger
 from tmta.mail.accounts import mailOwner
@@ -34,7 +35,7 @@ from tmta.master.listeners import (
 from tmta.master.lock import acquireMasterLock
 from tmta.master.runner import ServiceRunner
 from tmta.master.spawner import ForkServer, workerPythonPath
-from tmta.master.startup import checkServices
+from tmta.master.startup import checkServices, queueAccessProblems
 from tmta.queue.layout import createDataDirectory, createLayout
 from tmta.wire.connect import socketPath
 
@@ -173,8 +174,14 @@ class MasterService(service.Service):
         )
 
         if self._lock is None:
-            createLayout(self.configuration.main.get("queue_directory"),
-                         *self._ownerIds())
+            queue = self.configuration.main.get("queue_directory")
+            createLayout(queue, *self._ownerIds())
+            owner = self._owner or pwd.getpwuid(os.getuid())
+            problems = queueAccessProblems(queue, owner)
+            if problems:
+                more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+                raise ConfigProblems([f"mail_owner {owner.pw_name} cannot use the queue: "
+                                      f"{problems[0]}{more}"])
             self._lock = acquireMasterLock(self.configuration.main.get("queue_directory"))
         for warning in self.configuration.warnings:
             log.warn("{warning}", warning=warning)

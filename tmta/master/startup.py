@@ -7,6 +7,7 @@ a configuration asking for what tmta cannot do stops start-up.
 
 from __future__ import annotations
 
+import os
 from typing import Dict, List, Tuple
 
 from tmta.common.plugins import PluginError
@@ -85,3 +86,53 @@ def configurationProblems(configuration: Configuration, components) -> List[str]
     return problems
 
 
+
+
+def queueAccessProblems(queueDirectory: str, account) -> List[str]:
+    """
+    What keeps C{account} (C{mail_owner}, a L{pwd.struct_passwd}) from
+    working in the queue: a queue directory it cannot read, write or
+    search -- because a directory above it is closed to it, the file
+    system is read-only, or an ACL says no.  qmgr, pickup and cleanup
+    run as that account, so a master started with such a queue would
+    accept mail it can never deliver.
+
+    The check is made by a child process that becomes the account, so
+    it sees what the workers will see.
+
+    @return: one line per directory that cannot be used.
+    """
+    from tmta.queue.layout import DIRECTORY_MODES
+
+    paths = [os.path.join(queueDirectory, name) for name in DIRECTORY_MODES]
+    if os.getuid() == account.pw_uid:
+        return _unusable(paths)
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (the child reports through the pipe)
+        try:
+            os.close(reader)
+            os.setgroups(os.getgrouplist(account.pw_name, account.pw_gid))
+            os.setgid(account.pw_gid)
+            os.setuid(account.pw_uid)
+            os.write(writer, "\n".join(_unusable(paths)).encode("utf-8", "replace"))
+        finally:
+            os._exit(0)
+    os.close(writer)
+    with os.fdopen(reader, "rb") as report:
+        text = report.read().decode("utf-8", "replace")
+    os.waitpid(pid, 0)
+    return [line for line in text.splitlines() if line]
+
+
+def _unusable(paths: List[str]) -> List[str]:
+    problems = []
+    for path in paths:
+        try:
+            os.listdir(path)
+            probe = os.path.join(path, f".access-check.{os.getpid()}")
+            os.mkdir(probe)
+            os.rmdir(probe)
+        except OSError as e:
+            problems.append(f"{path}: {e.strerror}")
+    return problems
