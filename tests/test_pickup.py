@@ -290,6 +290,42 @@ class PickupTests(SynchronousTestCase):
         [message] = maildirMessages(self.spool)["victim"]
         self.assertIn(f"Return-Path: <{self.account.pw_name}@localhost>".encode(), message)
 
+    def test_verificationReport(self):
+        """
+        C{sendmail -bv} reads no message and delivers none: each recipient
+        is verified, and a report saying how each would be delivered is
+        mailed to the user who asked.
+        """
+        os.makedirs(self.conf, exist_ok=True)
+        with open(os.path.join(self.conf, "aliases"), "w") as f:
+            f.write("boss@localhost someone@localhost\n")
+        with open(os.path.join(self.conf, "transport"), "w") as f:
+            f.write("broken.example error:5.1.2 no mail for this domain\n")
+        self.settings.update(virtual_alias_maps=f"texthash:{self.conf}/aliases",
+                             transport_maps=f"texthash:{self.conf}/transport")
+        self.master = Master(self.conf, self.settings, PICKUP_MASTER_CF.format(port=self.port)
+                             + "error     unix  -       -       n       -       -       error\n")
+        self.addCleanup(self.master.stop)
+        self.master.start()
+        result = self.post(b"", "-bv", "boss@localhost", "x@broken.example")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout.decode(), "Mail Delivery Status Report will be mailed "
+                                                 f"to <{self.account.pw_name}>.\n")
+        waitFor(lambda: maildirMessages(self.spool).get(self.account.pw_name),
+                what="the report")
+        [report] = maildirMessages(self.spool)[self.account.pw_name]
+        text = report.decode()
+        self.assertIn("Subject: Mail Delivery Status Report", text)
+        self.assertIn("Enclosed is the mail delivery report that you requested.", text)
+        self.assertIn("<someone@localhost> (expanded from <boss@localhost>): delivery via "
+                      "local: delivers to maildir", text)
+        self.assertIn("<x@broken.example>: delivery via error: no mail for this domain", text)
+        self.assertIn("Action: deliverable", text)
+        self.assertIn("Action: undeliverable\nStatus: 5.1.2", text)
+        self.assertIn("Subject: probe", text)
+        self.assertNotIn("someone", maildirMessages(self.spool))
+        self.assertEqual(self.post(b"", "-bv", "-t").returncode, 64)
+
     def test_mailqForAnOrdinaryUser(self):
         """
         An ordinary user cannot read the queue, but tmta-mailq (through

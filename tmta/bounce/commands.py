@@ -11,8 +11,10 @@ from tmta.wire.amp import Command
 class BounceRecipients(Command):
     """
     Send the sender of queue file C{queue_id} (in C{active/}) a notice
-    about these recipients: of C{kind} C{failure} (the default) or
-    C{success}.  Answers with the notice's queue id (C{""} when none was
+    about these recipients: of C{kind} C{failure} (the default),
+    C{success}, C{delay}, or C{verify} (the report C{sendmail -bv} asks
+    for, each recipient's action C{deliverable} or C{undeliverable}).
+    Answers with the notice's queue id (C{""} when none was
     due: the null sender).
     """
 

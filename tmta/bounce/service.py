@@ -100,6 +100,9 @@ _HUMAN = {
         "Your message could not be delivered for some time.",
         "It will be retried until it is too old.",
     ],
+    "verify": [
+        "Enclosed is the mail delivery report that you requested.",
+    ],
     "success": [
         "Your message was successfully delivered to the destination(s)",
         "listed below. If the message was delivered to mailbox you will",
@@ -111,6 +114,7 @@ _HUMAN = {
 _SUBJECTS = {
     "failure": "Undelivered Mail Returned to Sender",
     "success": "Successful Mail Delivery Report",
+    "verify": "Mail Delivery Status Report",
     "delay": "Delayed Mail (still being retried)",
     "2bounce": "Postmaster Copy: Undelivered Mail",
     "postmaster-failure": "Postmaster Copy: Undelivered Mail",
@@ -133,7 +137,8 @@ def noticeText(myhostname: str, sender: str, recipients, headers: bytes,
     the whole message fits in C{bounce_size_limit} and RET does not ask
     for headers only) or its headers (C{text/rfc822-headers}).
 
-    @param kind: C{failure}, C{success}, or C{2bounce} (a failure notice
+    @param kind: C{failure}, C{success}, C{delay}, C{verify} (a report
+        C{sendmail -bv} asked for), or C{2bounce} (a failure notice
         about a notice, to the postmaster).
     @param to: whom the notice goes to, if not the sender.
     @param subject: the Subject, if not the kind's own (a postmaster's
@@ -157,10 +162,13 @@ def noticeText(myhostname: str, sender: str, recipients, headers: bytes,
     ]
     for r in recipients:
         address, reason = _field(r["address"]), _field(r["reason"])
-        human.append(f"<{address}>: {reason}")
+        given = _field(r.get("original") or "")
+        if given and given.lower() != address.lower():
+            human.append(f"<{address}> (expanded from <{given}>): {reason}")
+        else:
+            human.append(f"<{address}>: {reason}")
         block = [f"Final-Recipient: {_addressType(address, international)}; {address}"]
         orcpt = _field(r.get("orcpt") or "")
-        given = _field(r.get("original") or "")
         if orcpt and ";" in orcpt:
             kindOf, value = orcpt.split(";", 1)
             block.append(f"Original-Recipient: {kindOf};{value}")
@@ -192,8 +200,8 @@ def noticeText(myhostname: str, sender: str, recipients, headers: bytes,
             headers = headers[:sizeLimit]
             headers = headers[: headers.rfind(b"\n") + 1]
         returned = [
-            "Content-Description: Undelivered Message Headers" if kind != "success"
-            else "Content-Description: Message Headers",
+            "Content-Description: Undelivered Message Headers"
+            if kind not in ("success", "verify") else "Content-Description: Message Headers",
             "Content-Type: message/global-headers" if international
             else "Content-Type: text/rfc822-headers",
             "Content-Transfer-Encoding: 8bit",
@@ -291,7 +299,7 @@ class BounceService(Service):
             to, noticeKind = self.settings.doubleBounceRecipient, "2bounce"
         attributes = original.attributes
         full = (original.complete and attributes.get("dsn_ret", "FULL") == "FULL"
-                and kind != "delay" and original.text)
+                and kind not in ("delay", "verify") and original.text)
         noticeId = await self._send(queueId, sender, recipients, original, to, noticeKind,
                                     full)
         # notify_classes: the postmaster hears of each bounce (bounce)
@@ -324,6 +332,7 @@ class BounceService(Service):
         if result["code"] != 250:
             raise RuntimeError(f"cleanup refused the notice: {result['code']} {result['reason']}")
         what = {"success": "sender delivery status notification",
+                "verify": "sender delivery status notification",
                 "delay": "sender delay notification",
                 "2bounce": "postmaster non-delivery notification",
                 "postmaster-failure": "postmaster copy of non-delivery notification",

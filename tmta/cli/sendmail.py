@@ -53,6 +53,7 @@ class Posting:
         self.envid: str = ""
         self.recipients: List[str] = []
         self.queueRun = False  # -q
+        self.verbose = False  # -v
 
 
 def parseArguments(argv: List[str]) -> Posting:
@@ -81,7 +82,7 @@ def parseArguments(argv: List[str]) -> Posting:
         if flag == "b":
             if value not in ("m", "p", "s", "i", "d", "D", "v"):
                 raise UsageError(f"-b{value} is not supported")
-            if value in ("d", "D", "v"):
+            if value in ("d", "D"):
                 raise UsageError(f"-b{value} is not implemented yet")
             posting.mode = value
         elif flag == "t":
@@ -117,12 +118,21 @@ def parseArguments(argv: List[str]) -> Posting:
                 posting.dotEnds = False
             elif option.startswith("Q") and len(option) > 1:
                 posting.configDirectory = option[1:]
-        elif flag in "vmenUABhX":
+        elif flag == "v":
+            posting.verbose = True
+        elif flag in "menUABhX":
             # -v, -m, -e*, -n, -U, -A*, -B*, -h*, -X*: accepted, ignored.
             if flag in _WITH_VALUE and not value and args:
                 args.pop(0)
         else:
             raise UsageError(f"unknown option -{flag}")
+    if posting.mode == "v":
+        # As Postfix: a verification report is about the recipients
+        # given, and asks for no notices of its own.
+        for given, option in ((posting.extract, "-t"), (posting.notify, "-N"),
+                              (posting.ret, "-R"), (posting.verbose, "-v")):
+            if given:
+                raise UsageError(f"{option} option cannot be used with -bv")
     if posting.notify:
         from tmta.mail.dsn import parseNotify
 
@@ -203,6 +213,7 @@ def post(posting: Posting, content: bytes, queueDirectory: str) -> str:
     @raise OSError: it could not be written.
     """
     from tmta.common.durable import fsyncName
+    from tmta.queue.qfile import PROBE_ATTRIBUTE, VERIFY_REPORT
     from tmta.queue.qid import QueueIdGenerator
     from tmta.queue.writer import QueueFileWriter
 
@@ -221,6 +232,8 @@ def post(posting: Posting, content: bytes, queueDirectory: str) -> str:
             attributes["dsn_ret"] = posting.ret
         if posting.envid:
             attributes["dsn_envid"] = posting.envid[:100]
+        if posting.mode == "v":
+            attributes[PROBE_ATTRIBUTE] = VERIFY_REPORT
         writer.envelope(time.time(), posting.sender or "", attributes)
         for recipient in posting.recipients:
             writer.recipient(recipient, recipient, posting.notify, "")
@@ -322,7 +335,10 @@ def main(argv: Optional[List[str]] = None, stdin: Optional[BinaryIO] = None) -> 
         return StdioSMTP(stdin or sys.stdin.buffer, sys.stdout.buffer,
                          configuration.main.get("myhostname"), posting, postOne,
                          configuration.main.getInt("message_size_limit")).run()
-    content = readMessage(stdin or sys.stdin.buffer, posting.dotEnds)
+    if posting.mode == "v":
+        content = verificationRequest(posting)
+    else:
+        content = readMessage(stdin or sys.stdin.buffer, posting.dotEnds)
     if posting.extract:
         found, content = extractRecipients(content)
         posting.recipients += found
@@ -347,9 +363,35 @@ def main(argv: Optional[List[str]] = None, stdin: Optional[BinaryIO] = None) -> 
                          f"{queueDirectory}/maildrop: {e.strerror or e}\n")
         return EX_TEMPFAIL
     wakePickup(queueDirectory)
-    if "-v" in argv:
+    if posting.mode == "v":
+        sys.stdout.write("Mail Delivery Status Report will be mailed to "
+                         f"<{posting.sender or _login()}>.\n")
+    elif posting.verbose:
         sys.stderr.write(f"tmta-sendmail: queued as {queueId}\n")
     return 0
+
+
+def verificationRequest(posting: Posting) -> bytes:
+    """
+    The message C{-bv} posts in place of one read from standard input:
+    nothing is delivered, and the report quotes these headers.
+    """
+    lines = []
+    if posting.sender:
+        lines.append(f"From: {posting.sender}")
+    lines.append("Subject: probe")
+    if posting.recipients:
+        lines.append("To: " + ",\n\t".join(posting.recipients))
+    return ("\n".join(lines) + "\n\n").encode("utf-8", "surrogateescape")
+
+
+def _login() -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return str(os.getuid())
 
 
 def newaliases(argv: Optional[List[str]] = None) -> int:

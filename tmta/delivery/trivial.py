@@ -7,22 +7,40 @@ message would.
 
 from __future__ import annotations
 
+import re
 import time
+from typing import Tuple
 
 from zope.interface import implementer
 
 from tmta.delivery import BOUNCED, DEFERRED, SENT, RecipientStatus, logDelivery
 from tmta.interfaces import IAddressVerifier
 
+_LEADING_STATUS = re.compile(r"\s*([245]\.\d{1,3}\.\d{1,3})(?:\s+|$)")
+
+
+def splitStatus(text: str, default: str) -> Tuple[str, str]:
+    """
+    Split an optional leading RFC 3463 status code off a reason, as
+    Postfix reads the next hop of C{error:5.1.1 no such user}.
+
+    @return: the status (C{default} when the text has none) and the
+        rest of the text.
+    """
+    match = _LEADING_STATUS.match(text)
+    if match is None:
+        return default, text.strip()
+    return match.group(1), text[match.end():].strip()
+
 
 @implementer(IAddressVerifier)
 class DiscardAgent:
     def deliver(self, request):
         started = time.time()
-        reason = request.nexthop or "discarded"
+        dsn, reason = splitStatus(request.nexthop or "discarded", "2.0.0")
         statuses = []
         for r in request.recipients:
-            status = RecipientStatus(r.offset, SENT, "2.0.0", reason)
+            status = RecipientStatus(r.offset, SENT, dsn, reason)
             logDelivery(request, r, "none", status, started)
             statuses.append(status)
         return statuses
@@ -43,11 +61,11 @@ class ErrorAgent:
         statuses = []
         for r in request.recipients:
             if self.defer:
-                status = RecipientStatus(r.offset, DEFERRED, "4.3.0",
-                                         request.nexthop or "delivery temporarily suspended")
+                status = RecipientStatus(r.offset, DEFERRED, *splitStatus(
+                    request.nexthop or "delivery temporarily suspended", "4.3.0"))
             else:
-                status = RecipientStatus(r.offset, BOUNCED, "5.0.0",
-                                         request.nexthop or "mail delivery disabled")
+                status = RecipientStatus(r.offset, BOUNCED, *splitStatus(
+                    request.nexthop or "mail delivery disabled", "5.0.0"))
             logDelivery(request, r, "none", status, started)
             statuses.append(status)
         return statuses

@@ -91,31 +91,32 @@ def configurationProblems(configuration: Configuration, components) -> List[str]
 def queueAccessProblems(queueDirectory: str, account) -> List[str]:
     """
     What keeps C{account} (C{mail_owner}, a L{pwd.struct_passwd}) from
-    working in the queue: a queue directory it cannot read, write or
-    search -- because a directory above it is closed to it, the file
-    system is read-only, or an ACL says no.  qmgr, pickup and cleanup
-    run as that account, so a master started with such a queue would
-    accept mail it can never deliver.
+    working in the queue: a queue directory that is not a directory, or
+    that it cannot read, write or search (a read-only file system, an
+    ACL).  qmgr, pickup and cleanup run as that account, so a master
+    started with such a queue would accept mail it can never deliver.
 
-    The check is made by a child process that becomes the account, so
+    The check is made by a child process that reaches the queue as a
+    worker does (L{reachableDirectory}) and then becomes the account, so
     it sees what the workers will see.
 
     @return: one line per directory that cannot be used.
     """
+    from tmta.mail.accounts import dropPrivileges, reachableDirectory
     from tmta.queue.layout import DIRECTORY_MODES
 
-    paths = [os.path.join(queueDirectory, name) for name in DIRECTORY_MODES]
+    names = list(DIRECTORY_MODES)
     if os.getuid() == account.pw_uid:
-        return _unusable(paths)
+        return _unusable(queueDirectory, queueDirectory, names)
     reader, writer = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover (the child reports through the pipe)
         try:
             os.close(reader)
-            os.setgroups(os.getgrouplist(account.pw_name, account.pw_gid))
-            os.setgid(account.pw_gid)
-            os.setuid(account.pw_uid)
-            os.write(writer, "\n".join(_unusable(paths)).encode("utf-8", "replace"))
+            reachable = reachableDirectory(queueDirectory, account)
+            dropPrivileges(account)
+            report = _unusable(queueDirectory, reachable, names)
+            os.write(writer, "\n".join(report).encode("utf-8", "replace"))
         finally:
             os._exit(0)
     os.close(writer)
@@ -125,14 +126,15 @@ def queueAccessProblems(queueDirectory: str, account) -> List[str]:
     return [line for line in text.splitlines() if line]
 
 
-def _unusable(paths: List[str]) -> List[str]:
+def _unusable(queueDirectory: str, reachable: str, names: List[str]) -> List[str]:
     problems = []
-    for path in paths:
+    for name in names:
+        path = os.path.join(reachable, name)
         try:
             os.listdir(path)
             probe = os.path.join(path, f".access-check.{os.getpid()}")
             os.mkdir(probe)
             os.rmdir(probe)
         except OSError as e:
-            problems.append(f"{path}: {e.strerror}")
+            problems.append(f"{os.path.join(queueDirectory, name)}: {e.strerror}")
     return problems

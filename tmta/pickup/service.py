@@ -25,7 +25,13 @@ from twisted.internet.protocol import Factory
 
 from tmta.cleanup.client import CleanupClient
 from tmta.logging import Logger
-from tmta.queue.qfile import CorruptQueueFile, iterContent, readEnvelope
+from tmta.queue.qfile import (
+    PROBE_ATTRIBUTE,
+    VERIFY_REPORT,
+    CorruptQueueFile,
+    iterContent,
+    readEnvelope,
+)
 from tmta.queue.qid import isQueueId
 from tmta.wire import ServiceAMP
 from tmta.wire.triggers import Wakeup
@@ -151,6 +157,10 @@ class Pickup:
         for key in ("full_name", "dsn_ret", "dsn_envid"):
             if key in envelope.attributes:
                 attributes[key] = envelope.attributes[key]
+        if envelope.attributes.get(PROBE_ATTRIBUTE) == VERIFY_REPORT:
+            # sendmail -bv.  (Only that value: a probe of the verify
+            # service's own is never taken from a user's file.)
+            attributes[PROBE_ATTRIBUTE] = VERIFY_REPORT
         recipients = [(r.address, r.address, r.notify, "") if r.notify else
                       (r.address, r.address) for r in envelope.recipients]
         result = await self.cleanup.post(sender, attributes, recipients, content)

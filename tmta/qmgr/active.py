@@ -177,7 +177,11 @@ class MessageCompletion:
             if recipient is None:
                 continue  # gossip about a recipient we did not send
             if message.probe:
-                message.probed.append((recipient, status["status"], status["reason"]))
+                reason = status["reason"]
+                if message.report:
+                    reason = f"delivery via {job.transport}: {reason}"
+                message.probed.append((recipient, status["status"], reason,
+                                       status.get("dsn") or ""))
                 continue
             if status["status"] == SENT:
                 done.append(recipient)
@@ -220,7 +224,7 @@ class MessageCompletion:
         started = self.now()
         for r in recipients:
             if message.probe:
-                message.probed.append((r, DEFERRED, reason))
+                message.probed.append((r, DEFERRED, reason, dsn))
             else:
                 message.deferred[r.offset] = reason
                 message.deferredStatus[r.offset] = dsn
@@ -238,7 +242,7 @@ class MessageCompletion:
                                   verifyOnly=True)
         started = self.now()
         for r in recipients:
-            message.probed.append((r, SENT, reason))
+            message.probed.append((r, SENT, reason, "2.0.0"))
             logDelivery(request, RequestRecipient(r.address, r.original, r.offset), "none",
                         RecipientStatus(r.offset, SENT, "2.0.0", reason), started)
 
@@ -288,7 +292,7 @@ class MessageCompletion:
         "in progress" until verify sends another probe.
         """
         try:
-            for recipient, status, reason in message.probed:
+            for recipient, status, reason, _ in message.probed:
                 code = {SENT: OK, BOUNCED: BOUNCE}.get(status, DEFER)
                 # The address smtpd asked about, and what it became.
                 for address in dict.fromkeys([recipient.original, recipient.address]):
@@ -304,7 +308,31 @@ class MessageCompletion:
             finally:
                 del self.active[message.queueId]
 
+    async def mailReport(self, message: ActiveMessage) -> None:
+        """
+        Mail the sender of a C{sendmail -bv} request what became of each
+        recipient, then remove it.  A report that cannot be sent is
+        logged: the request is not repeated.
+        """
+        try:
+            await self.notice(message, "verify", [
+                (recipient, dsn or ("2.0.0" if status == SENT else "4.0.0"), reason,
+                 "deliverable" if status == SENT else "undeliverable")
+                for recipient, status, reason, dsn in message.probed])
+        except Exception as e:
+            log.warn("{queueId}: cannot send the verification report: {error}",
+                     queueId=message.queueId, error=e)
+        finally:
+            message.probed = []
+            try:
+                self.remove(message)
+            finally:
+                del self.active[message.queueId]
+
     async def finish(self, message: ActiveMessage) -> None:
+        if message.report:
+            await self.mailReport(message)
+            return
         if message.probe:
             await self.reportProbe(message)
             return

@@ -44,8 +44,11 @@ class ActiveMessage:
     #: An address verification probe: its results go to the verify
     #: service, and it is never deferred, returned or delivered.
     probe: bool = False
-    #: A probe's results: C{(recipient, status, reason)}.
-    probed: List[Tuple[Recipient, str, str]] = field(default_factory=list)
+    #: A probe from C{sendmail -bv}: its results are mailed to the
+    #: sender as a report instead.
+    report: bool = False
+    #: A probe's results: C{(recipient, status, reason, dsn)}.
+    probed: List[Tuple[Recipient, str, str, str]] = field(default_factory=list)
 
 
 DestinationKey = Tuple[str, str]

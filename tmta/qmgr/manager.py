@@ -22,6 +22,7 @@ from tmta.qmgr.transports import Transports
 from tmta.queue.qfile import (
     DELIVERABLE_ATTRIBUTE,
     PROBE_ATTRIBUTE,
+    VERIFY_REPORT,
     CorruptQueueFile,
     Recipient,
 )
@@ -333,9 +334,11 @@ class QueueManager:
         envelope.attributes = {name: value for name, value in envelope.attributes.items()
                                if name in _KEPT_ATTRIBUTES}
         pending = envelope.pending()
+        probe = envelope.attributes.get(PROBE_ATTRIBUTE)
         message = ActiveMessage(queueId, envelope, self.now(), wasDeferred=wasDeferred,
                                 flushed=flushed, recipientCount=len(pending),
-                                probe=envelope.attributes.get(PROBE_ATTRIBUTE) == "yes")
+                                probe=probe in ("yes", VERIFY_REPORT),
+                                report=probe == VERIFY_REPORT)
         self.active[queueId] = message
         log.info(
             "{queueId}: from=<{sender}>, size={size}, nrcpt={nrcpt} (queue active)",
@@ -375,7 +378,9 @@ class QueueManager:
                 continue
             try:
                 sender = message.envelope.sender if self.settings.senderDependent else None
-                if message.probe:
+                if message.probe and not message.report:
+                    # The verify service's probes take the routes
+                    # address_verify_* give them; sendmail -bv's do not.
                     resolution = await self.resolve(recipient.address, sender, verify=True)
                 elif sender is not None:
                     resolution = await self.resolve(recipient.address, sender)
@@ -410,8 +415,8 @@ class QueueManager:
         if known:
             self.completion.deliverable(message, pending, known)
             return False
-        probes = sum(1 for m in self.active.values() if m.probe)
-        if probes > self.settings.verifyPendingLimit:
+        probes = sum(1 for m in self.active.values() if m.probe and not m.report)
+        if not message.report and probes > self.settings.verifyPendingLimit:
             self.completion.defer(message, "none", pending,
                                   "Too many address verification requests", "4.3.2")
             return False

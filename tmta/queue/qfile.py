@@ -62,6 +62,10 @@ _INCOMPLETE = "incomplete queue file (no end record)"
 #: The attribute (C{verify=yes}) that marks an address verification
 #: probe (L{tmta.verify}).
 PROBE_ATTRIBUTE = "verify"
+#: The value of L{PROBE_ATTRIBUTE} for C{sendmail -bv}: each recipient
+#: is verified as a probe's is, and the findings are mailed to the
+#: sender as a report.
+VERIFY_REPORT = "report"
 #: The attribute cleanup adds to a probe whose recipient it already
 #: found deliverable (a virtual alias of several addresses, which is
 #: not verified address by address), with the reason.
