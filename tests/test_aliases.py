@@ -146,6 +146,33 @@ class ExpansionTests(SynchronousTestCase):
         self.assertEqual(self.read(self.out, "env").strip(), b"team@mx.example.org")
         self.assertIn(b"Subject: hi\n", self.read(self.out, "msg"))
 
+    def test_aliasDeliveriesLoggedAsPostfixLogsThem(self):
+        """
+        Each mailbox, file or command an alias reaches gets a log line of
+        its own, C{to=} the alias's target and C{orig_to=} the address
+        the mail was sent to, as Postfix's local logs them.
+        """
+        from twisted.logger import formatEvent, globalLogPublisher
+
+        lines = []
+
+        def observe(event):
+            lines.append(formatEvent(event))
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        agent = self.agent("root: USER, OUT/archive\n",
+                           allow_mail_to_files="alias, forward, include")
+        [status] = agent.deliverAll(self.request("root"))
+        self.assertEqual(status.status, SENT, status.reason)
+        delivered = [line for line in lines if "status=sent" in line]
+        self.assertEqual(len(delivered), 2, delivered)
+        self.assertIn(f"to=<{self.user.pw_name}@mx.example.org>, orig_to=<root>, relay=local",
+                      delivered[0])
+        self.assertIn("(delivered to mailbox)", delivered[0])
+        self.assertIn("to=<root@mx.example.org>, orig_to=<root>, relay=local", delivered[1])
+        self.assertIn(f"(delivered to file: {self.out}/archive)", delivered[1])
+
     def test_patternTableOwnerRunsCommands(self):
         """
         A command in a regexp: alias table runs as the table file's owner

@@ -24,6 +24,8 @@ KNOWN_DEFAULT_DIFFERENCES = {
     "alias_maps", "compatibility_level", "config_directory", "data_directory",
     "inet_interfaces", "mail_name", "mail_version", "mynetworks", "queue_directory",
     "syslog_name",
+    # tmta never notifies comsat.
+    "biff",
     # Names the process that expands it (postconf's own pid).
     "debugger_command",
     # Postfix 3.9's defaults against SMTP smuggling and unauthorized

@@ -74,6 +74,10 @@ DEFAULTS: Dict[str, str] = {
     "mail_owner": "postfix",
     "default_privs": "nobody",
     "syslog_name": "tmta",
+    # The log file tmta start and twistd write to (empty: syslog).
+    "maillog_file": "",
+    # tmta never notifies comsat (biff): "no" is what it does.
+    "biff": "no",
     "process_id_directory": "pid",
     "hash_queue_depth": "1",
     "hash_queue_names": "deferred, defer",
@@ -364,7 +368,9 @@ for _name in ("address_verify_map", "address_verify_service_name", "address_veri
               "unverified_recipient_defer_code", "unverified_recipient_reject_code",
               "unverified_recipient_reject_reason", "unverified_recipient_tempfail_action",
               "unknown_helo_hostname_tempfail_action", "unknown_address_tempfail_action",
-              "reject_tempfail_action"):
+              "reject_tempfail_action",
+              # Where Postfix's documentation is: nothing acts on it.
+              "readme_directory"):
     DEFAULTS.setdefault(_name, POSTFIX_DEFAULTS[_name])
 
 #: The parameters tmta acts on.

@@ -110,11 +110,13 @@ class LocalAgent:
     # -- one recipient
 
     def deliverOne(self, request: DeliveryRequest, address: str,
-                   original: str = "") -> str:
+                   original: str = "") -> List[Tuple[str, str]]:
         """
         Deliver to one recipient; blocking.
 
-        @return: the success text for the log.
+        @return: what was delivered, C{(address, text)}: the address is
+            that of an alias's or .forward's target written to (C{""}
+            for the recipient's own).
         @raise DeliveryError: a failure, with its status.
         """
         # The queue file is opened once, now, while this process still has
@@ -184,8 +186,10 @@ class LocalAgent:
                 for r in request.recipients:
                     started = time.time()
                     commit.delivering = (request.queueId, r.offset)
+                    deliveries: List[Tuple[str, str]] = []
                     try:
-                        text = self.deliverOne(request, r.address, r.original)
+                        deliveries = self.deliverOne(request, r.address, r.original)
+                        text = "; ".join(dict.fromkeys(text for _, text in deliveries))
                         status = RecipientStatus(r.offset, SENT, "2.0.0", text)
                     except DeliveryError as e:
                         status = RecipientStatus(r.offset, e.status, e.dsn, e.reason)
@@ -195,7 +199,7 @@ class LocalAgent:
                         # recipient waits for it.
                         status = RecipientStatus(r.offset, DEFERRED, "4.3.0",
                                                  "to be delivered alone", RUN_ALONE)
-                    outcomes.append((r, status, started))
+                    outcomes.append((r, status, started, deliveries))
                 done.append(outcomes)
                 if self._ranAlone:
                     settle()
@@ -211,17 +215,28 @@ class LocalAgent:
         return [results[index] for index in range(len(requests))]
 
     def _statuses(self, request: DeliveryRequest,
-                  outcomes: List[Tuple[RequestRecipient, RecipientStatus, float]],
+                  outcomes: List[Tuple[RequestRecipient, RecipientStatus, float,
+                                       List[Tuple[str, str]]]],
                   failed: Dict[Tuple[str, int], str]) -> List[RecipientStatus]:
         statuses = []
-        for r, status, started in outcomes:
+        for r, status, started, deliveries in outcomes:
             if status.action == RUN_ALONE:
                 statuses.append(status)
                 continue
             reason = failed.get((request.queueId, r.offset))
             if reason is not None and status.status == SENT:
                 status = RecipientStatus(r.offset, DEFERRED, "4.2.0", reason)
-            logDelivery(request, r, "local", status, started)
+            if status.status == SENT and any(address for address, _ in deliveries):
+                # As Postfix logs them: a line for each alias or .forward
+                # target written to, C{to=} that target and C{orig_to=}
+                # what the recipient was first given as.
+                for address, text in deliveries:
+                    logDelivery(request, replace(r, address=address or r.address,
+                                                 original=r.original or r.address),
+                                "local", RecipientStatus(r.offset, SENT, "2.0.0", text), started)
+                status.logged = True
+            else:
+                logDelivery(request, r, "local", status, started)
             statuses.append(status)
         return statuses
 

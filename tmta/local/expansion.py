@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import stat
 from dataclasses import replace
-from typing import List, Set
+from typing import List, Set, Tuple
 
 from tmta.delivery import BOUNCED, DEFERRED, DeliveryRequest
 from tmta.local.macros import expandForwardPath, expandUserMacros, splitExtension
@@ -56,11 +56,11 @@ class RecipientDelivery:
         self.writer = Writer(context, request, address, original, queueFile, envelope,
                              self.record)
 
-    def run(self) -> str:
+    def run(self) -> List[Tuple[str, str]]:
         """
         Expand and deliver; blocking.
 
-        @return: the success text for the log.
+        @return: what was delivered (L{Record.deliveries}), for the log.
         @raise DeliveryError: a failure, with its status.
         """
         record = self.record
@@ -78,7 +78,7 @@ class RecipientDelivery:
         bounced = [o for o in record.outcomes if o.status == BOUNCED]
         if bounced:
             raise DeliveryError(BOUNCED, bounced[0].dsn, "; ".join(o.text for o in bounced))
-        return "; ".join(dict.fromkeys(o.text for o in record.outcomes)) or "delivered"
+        return record.deliveries() or [("", "delivered")]
 
     # -- addresses
 

@@ -105,6 +105,9 @@ class RecipientOutcome:
     status: str
     dsn: str
     text: str
+    #: The address a mailbox, file or command was delivered for (an
+    #: alias's or .forward's target), logged as Postfix logs it.
+    address: str = ""
 
 
 class Record:
@@ -120,8 +123,18 @@ class Record:
         self.outcomes: List[RecipientOutcome] = []
         self.forwards: "OrderedDict[str, List[Tuple[str, str]]]" = OrderedDict()
 
-    def ok(self, text: str) -> None:
-        self.outcomes.append(RecipientOutcome(SENT, "2.0.0", text))
+    def ok(self, text: str, address: str = "") -> None:
+        self.outcomes.append(RecipientOutcome(SENT, "2.0.0", text, address))
+
+    def deliveries(self) -> List[Tuple[str, str]]:
+        """
+        What was delivered: C{(address, text)} for each mailbox, file or
+        command written to, then C{("", text)} for the rest (forwarded,
+        duplicates suppressed).
+        """
+        sent = [o for o in self.outcomes if o.status == SENT]
+        return list(dict.fromkeys([(o.address, o.text) for o in sent if o.address]
+                                  + [("", o.text) for o in sent if not o.address]))
 
     def fail(self, status: str, dsn: str, text: str) -> None:
         self.outcomes.append(RecipientOutcome(status, dsn, text))

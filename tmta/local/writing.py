@@ -83,7 +83,7 @@ class Writer:
         if not self._once(("mailbox", box.path), "delivered to mailbox"):
             return
         try:
-            self.record.ok(self._write(box, state))
+            self.record.ok(self._write(box, state), state.address)
         except DeliveryError as e:
             self._forget(("mailbox", box.path))
             self.record.fail(e.status, e.dsn, e.reason)
@@ -153,7 +153,7 @@ class Writer:
         box = Mailbox(path.rstrip("/"), path.endswith("/"), rights.pw_uid, rights.pw_gid)
         try:
             self._write(box, state)
-            self.record.ok(f"delivered to file: {path}")
+            self.record.ok(f"delivered to file: {path}", state.address)
         except DeliveryError as e:
             self._forget(("file", path))
             self.record.fail(e.status, e.dsn, e.reason)
@@ -215,7 +215,7 @@ class Writer:
         outcome = runCommand(shellCommand(command, settings.shell), message(), rights.pw_uid,
                              rights.pw_gid, environment, directory, settings.timeLimit)
         if outcome.status == SENT:
-            self.record.ok(f"delivered to command: {command}")
+            self.record.ok(f"delivered to command: {command}", state.address)
         else:
             self._forget(key)
             self.record.fail(outcome.status, outcome.dsn, outcome.reason)

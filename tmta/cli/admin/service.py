@@ -1,7 +1,7 @@
 """
 The verbs of Postfix's C{postfix} command: C{tmta start}, C{stop},
-C{reload}, C{status}, C{check} and C{set-permissions} (C{tmta queue
-flush} is C{postfix flush}).
+C{reload}, C{status}, C{check}, C{flush} (also C{tmta queue flush})
+and C{set-permissions}.
 
 The master started here is C{twistd tmta} as a daemon, its pid in the
 queue's C{pid/master.pid} (where Postfix keeps its master's), logging to
@@ -213,6 +213,7 @@ def addParser(commands) -> None:
             ("reload", "re-read the configuration (postfix reload)"),
             ("status", "whether the mail system runs (postfix status)"),
             ("check", "check the configuration, accounts and queue (postfix check)"),
+            ("flush", "try to deliver every deferred message now (postfix flush)"),
             ("set-permissions", "repair the queue's owners and modes "
                                 "(postfix set-permissions)")):
         parser = commands.add_parser(name, help=summary)
@@ -239,4 +240,8 @@ def run(options: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return 0
     if verb == "check":
         return checkInstallation(chosen)
+    if verb == "flush":
+        from tmta.cli.admin.queue import flushQueue
+
+        return flushQueue(chosen)
     return setPermissions(chosen)
