@@ -61,6 +61,10 @@ from tmta.queue.qfile import CorruptQueueFile, iterContent
 from tmta.tables import openTables
 from tmta.wire import heldWrites
 
+#: A recipient's result in a batch: the recipient, its status, when its
+#: delivery started, and what it delivered (L{LocalAgent.deliverOne}).
+_Outcome = Tuple[RequestRecipient, RecipientStatus, float, List[Tuple[str, str]]]
+
 
 class LocalAgent:
     """
@@ -168,7 +172,7 @@ class LocalAgent:
         """
         commit = self.commit
         commit.begin()
-        done: List[List[Tuple[RequestRecipient, RecipientStatus, float]]] = []
+        done: List[List[_Outcome]] = []
         results: Dict[int, List[RecipientStatus]] = {}
 
         def settle() -> None:
@@ -215,8 +219,7 @@ class LocalAgent:
         return [results[index] for index in range(len(requests))]
 
     def _statuses(self, request: DeliveryRequest,
-                  outcomes: List[Tuple[RequestRecipient, RecipientStatus, float,
-                                       List[Tuple[str, str]]]],
+                  outcomes: List[_Outcome],
                   failed: Dict[Tuple[str, int], str]) -> List[RecipientStatus]:
         statuses = []
         for r, status, started, deliveries in outcomes:

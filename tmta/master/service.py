@@ -18,8 +18,8 @@ from twisted.python.components import Componentized
 
 from tmta.common.plugins import allBroken
 from tmta.config import ConfigError, Configuration
-from tmta.config.parser import ConfigProblems
 from tmta.config.loader import saveAccepted
+from tmta.config.parser import ConfigProblems
 from tmta.logging import Logger
 from tmta.mail.accounts import mailOwner
 from tmta.master.components import availableComponents, findComponent

@@ -90,7 +90,7 @@ def configurationProblems(configuration: Configuration, components) -> List[str]
 
 def queueAccessProblems(queueDirectory: str, account) -> List[str]:
     """
-    What keeps C{account} (C{mail_owner}, a L{pwd.struct_passwd}) from
+    What keeps C{account} (C{mail_owner}, a C{pwd.struct_passwd}) from
     working in the queue: a queue directory that is not a directory, or
     that it cannot read, write or search (a read-only file system, an
     ACL).  qmgr, pickup and cleanup run as that account, so a master
@@ -115,8 +115,8 @@ def queueAccessProblems(queueDirectory: str, account) -> List[str]:
             os.close(reader)
             reachable = reachableDirectory(queueDirectory, account)
             dropPrivileges(account)
-            report = _unusable(queueDirectory, reachable, names)
-            os.write(writer, "\n".join(report).encode("utf-8", "replace"))
+            found = _unusable(queueDirectory, reachable, names)
+            os.write(writer, "\n".join(found).encode("utf-8", "replace"))
         finally:
             os._exit(0)
     os.close(writer)
