@@ -174,7 +174,7 @@ class ImportCycleTests(SynchronousTestCase):
 #: shared mail code itself, the queue, the configuration, tables, the
 #: maillog, the delivery agents' contract, SASL's types and the seams.
 MAIL_AWARE = frozenset(f"tmta.{name}" for name in (
-    "mail", "queue", "config", "tables", "delivery", "sasl", "interfaces"))
+    "mail", "milter", "queue", "config", "tables", "delivery", "sasl", "interfaces"))
 
 #: Mail-agnostic helpers (Postfix's src/util), and the log they write to.
 MAIL_AGNOSTIC = frozenset({"tmta.common", "tmta.logging"})

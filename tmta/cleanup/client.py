@@ -9,7 +9,8 @@ L{tmta.cleanup.commands}).
 from __future__ import annotations
 
 import itertools
-from typing import Iterable, List, Optional, Set, Tuple
+import json
+from typing import Dict, Iterable, List, Optional, Set, Tuple
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IPushProducer
@@ -20,6 +21,7 @@ from tmta.cleanup.commands import (
     CleanupBegin,
     CleanupContent,
     CleanupEnd,
+    CleanupMilter,
     CleanupRecipients,
     attributeList,
 )
@@ -189,6 +191,16 @@ class CleanupMessage:
         call = self.protocol.callRemote
         for start in range(0, len(data), CHUNK):
             call(CleanupContent, message=self.number, data=data[start : start + CHUNK])
+
+    def milter(self, descriptor: int, family: int, description: str,
+               macros: Dict[str, str]) -> None:
+        """
+        Lend cleanup a milter connection for this message's content
+        (L{tmta.smtpd.milters.SessionMilters.lend}).
+        """
+        self.protocol.callRemote(CleanupMilter, message=self.number, descriptor=descriptor,
+                                 family=family, milter=description,
+                                 macros=json.dumps(macros))
 
     def end(self, data: bytes = b"") -> defer.Deferred:
         """

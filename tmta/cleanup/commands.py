@@ -67,6 +67,24 @@ class CleanupEnd(Command):
     response = [(b"code", amp.Integer()), (b"reason", amp.Unicode()), (b"queue_id", amp.Unicode())]
 
 
+class CleanupMilter(Command):
+    """
+    A milter connection smtpd lends for the message's content (its
+    descriptor, passed over the UNIX socket), with the connection's
+    state (L{tmta.milter.client.describe}) and the macros smtpd knows,
+    as JSON.  Sent, one per milter and in their order, before End.
+    """
+
+    arguments = [
+        (b"message", amp.Integer()),
+        (b"descriptor", amp.Descriptor()),
+        (b"family", amp.Integer()),
+        (b"milter", amp.Unicode()),
+        (b"macros", amp.Unicode()),
+    ]
+    requiresAnswer = False
+
+
 class CleanupAbort(Command):
     arguments = [(b"message", amp.Integer())]
     requiresAnswer = False

@@ -29,6 +29,8 @@ from tmta.cleanup.state import Cleanup
 from tmta.common.eager import eagerly
 from tmta.logging import Logger
 from tmta.mail.replies import INTERNAL_ERROR, TOO_BIG, storageFailure
+from tmta.milter.client import MilterClient
+from tmta.milter.message import MessageEdits, milterMessage
 from tmta.queue.qfile import DELIVERABLE_ATTRIBUTE, PROBE_ATTRIBUTE
 from tmta.queue.store import QueueError
 from tmta.queue.writer import QueueFileWriter
@@ -76,6 +78,11 @@ class Message:
         if any(name.startswith("access_") for name in attributes):
             self.attributes = attributes = self._accessActions(attributes)
         self.bodyChecker: Any = None  # made once the headers say what the body is
+        #: The milters smtpd lent for the content, and the macros it knew.
+        self.milters: List[MilterClient] = []
+        self.milterMacros: Dict[str, str] = {}
+        #: Where the Received: header added here is among the headers.
+        self.ownReceived = -1
         self.chain: defer.Deferred = defer.succeed(None)
         if not createFile:
             return
@@ -290,6 +297,7 @@ class Message:
             [r[0] for r in self.recipients], now,
         )
         self.messageId = messageId(headers + added)
+        self.ownReceived = len(self.prepended)
         out = b"\n".join(self.prepended + [received] + headers + added) + b"\n"
         if not rest.startswith(b"\n"):
             out += b"\n"
@@ -321,6 +329,18 @@ class Message:
         verdict = self.verdict
         if self.error is None and verdict.reject is not None:
             self.error = Rejection(*verdict.reject)
+        if self.milters:
+            try:
+                if self.error is None and verdict.discard is None:
+                    await self._throughMilters()
+            except Rejection as e:
+                self.error = e
+            except QueueError as e:
+                self.error = Rejection(*storageFailure(e))
+            except OSError as e:
+                self._fail(Failure(e))
+            finally:
+                self._releaseMilters()
         if self.error is None and verdict.lateEnvelope and verdict.discard is None:
             try:
                 await self._rewriteUnderNewEnvelope()
@@ -391,12 +411,94 @@ class Message:
         os.rename(self.file.path, target)
         self.file.path = target
 
+    def addMilter(self, client: MilterClient, macros: Dict[str, str]) -> None:
+        """
+        Take a milter connection smtpd lent for this message's content.
+        """
+        self.milters.append(client)
+        self.milterMacros.update(macros)
+
+    def _releaseMilters(self) -> None:
+        milters, self.milters = self.milters, []
+        for client in milters:
+            client.release()
+
+    async def _throughMilters(self) -> None:
+        """
+        The message through smtpd's milters (L{milterMessage}), then what
+        they decided: refused, discarded, held, or changed -- a changed
+        message is written anew, as a content check's REDIRECT is.
+        """
+        content = b"".join(self.file.writtenContent())
+        headers, body = _headerList(content)
+        edits = MessageEdits(headers, body, self.sender, [r[0] for r in self.recipients],
+                             ownReceived=self.ownReceived if self.ownReceived < len(headers)
+                             else -1)
+        macros = dict(self.milterMacros, i=self.queueId)
+        verdict = await milterMessage(self.milters, edits, macros.get)
+        where = (f"END-OF-MESSAGE from {self.attributes.get('client_name', 'unknown')}"
+                 f"[{self.attributes.get('client_address', '')}]")
+        if verdict.kind in ("reply", "shutdown"):
+            text = verdict.reply if verdict.kind == "reply" else \
+                "421 4.7.0 Server closing connection"
+            log.info("{queueId}: milter-reject: {where}: {text}; from=<{sender}>",
+                     queueId=self.queueId, where=where, text=text, sender=self.sender)
+            raise Rejection(int(text[:3]), text[4:])
+        if verdict.kind == "discard":
+            log.info("{queueId}: milter-discard: {where}: milter triggers DISCARD action",
+                     queueId=self.queueId, where=where)
+            self.verdict.discard = "milter triggers DISCARD action"
+            return
+        if verdict.kind == "hold" or edits.quarantine:
+            log.info("{queueId}: milter-hold: {where}: {reason}", queueId=self.queueId,
+                     where=where, reason=edits.quarantine or "milter triggers HOLD action")
+            self.verdict.hold = edits.quarantine or "milter triggers HOLD action"
+        if edits.changed:
+            await self._rewriteWithEdits(edits)
+
+    async def _rewriteWithEdits(self, edits: MessageEdits) -> None:
+        """
+        Write the message as the milters left it anew, under the same
+        queue id (the file was not committed: qmgr has not seen it).
+        """
+        deleted = set(edits.deleted)
+        self.recipients = [r for r in self.recipients
+                           if r[0].lower() not in deleted and r[1].lower() not in deleted]
+        self.recipients += [(address, address, "", "") for address in edits.addedRecipients]
+        self.sender = edits.sender
+        path = self.file.path
+        self.file.abort()
+        self.writer = QueueFileWriter(path, self.cleanup.store.fsync)
+        self.envelopeWritten = False
+        await self._writeEnvelope()
+        self.file.content(b"\n".join(edits.headers) + b"\n\n" + edits.body)
+
     def abort(self) -> None:
+        self._releaseMilters()
         if self.writer is not None:
             self.writer.abort()
             self.writer = None
 
 
+
+
+def _headerList(content: bytes) -> Tuple[List[bytes], bytes]:
+    """
+    A message's header section as a list of headers (continuation lines
+    kept, after LF), and its body.
+    """
+    if content.startswith(b"\n"):
+        return [], content[1:]
+    section, separator, body = content.partition(b"\n\n")
+    if not separator:
+        section, body = content.rstrip(b"\n"), b""
+    headers: List[bytes] = []
+    for line in section.split(b"\n"):
+        if line[:1] in (b" ", b"\t") and headers:
+            headers[-1] += b"\n" + line
+        else:
+            headers.append(line)
+    return headers, body
 
 
 def _rewriteHeader(mapper: AddressMapper, header: bytes) -> bytes:

@@ -5,29 +5,42 @@ bounce, local's forwarding): messages begun, fed and ended by number.
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Dict
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IFileDescriptorReceiver
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from tmta.cleanup.commands import (
     CleanupAbort,
     CleanupBegin,
     CleanupContent,
     CleanupEnd,
+    CleanupMilter,
     CleanupRecipients,
 )
 from tmta.cleanup.message import Message, Rejection
 from tmta.cleanup.state import Cleanup
+from tmta.logging import Logger
 from tmta.mail.address import AddressError, checkAddress
+from tmta.milter.client import adoptMilter, restore
 from tmta.wire import ServiceAMP
 
+log = Logger()
 
+
+@implementer(IFileDescriptorReceiver)
 class CleanupProtocol(ServiceAMP):
     """
     One client of cleanup (an smtpd process, bounce): any number of
     messages at once, each known by the number the client gave it.
+
+    Unlike tmta's other AMP servers it takes file descriptors: the
+    milter connections smtpd lends for a message (L{CleanupMilter}).
     """
 
     #: Messages in progress on one connection, at most: each holds an
@@ -107,6 +120,24 @@ class CleanupProtocol(ServiceAMP):
             return {"code": code, "reason": reason, "queue_id": inProgress.queueId}
 
         return defer.Deferred.fromCoroutine(finish())
+
+    @CleanupMilter.responder
+    def milter(self, message: int, descriptor: int, family: int, milter: str, macros: str):
+        try:
+            inProgress = self.messages.get(message)
+            if inProgress is not None:
+                try:
+                    settings, shared = restore(milter)
+                    values = json.loads(macros)
+                except ValueError as e:
+                    log.warn("bad milter from a client: {error}", error=e)
+                    inProgress.error = Rejection(451, "4.3.5 Error: internal error")
+                else:
+                    inProgress.addMilter(adoptMilter(self.cleanup.reactor, settings, shared,
+                                                     descriptor, family), values)
+        finally:
+            os.close(descriptor)
+        return {}
 
     @CleanupAbort.responder
     def abortMessage(self, message: int):

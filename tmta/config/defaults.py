@@ -370,7 +370,14 @@ for _name in ("address_verify_map", "address_verify_service_name", "address_veri
               "unknown_helo_hostname_tempfail_action", "unknown_address_tempfail_action",
               "reject_tempfail_action",
               # Where Postfix's documentation is: nothing acts on it.
-              "readme_directory"):
+              "readme_directory",
+              # Milters (tmta.milter), for smtpd.
+              "smtpd_milters", "milter_protocol", "milter_default_action",
+              "milter_connect_timeout", "milter_command_timeout", "milter_content_timeout",
+              "milter_connect_macros", "milter_helo_macros", "milter_mail_macros",
+              "milter_rcpt_macros", "milter_data_macros", "milter_end_of_header_macros",
+              "milter_end_of_data_macros", "milter_unknown_command_macros",
+              "milter_macro_daemon_name", "milter_macro_v"):
     DEFAULTS.setdefault(_name, POSTFIX_DEFAULTS[_name])
 
 #: The parameters tmta acts on.

@@ -46,8 +46,8 @@ def _clientCertificateLevel(value: str) -> bool:
 _SMTPD_UNSAFE["smtpd_tls_security_level"] = (
     _clientCertificateLevel, "smtpd's levels are none, may and encrypt")
 _SMTPD_UNSAFE["smtpd_tls_req_ccert"] = (_yes, "client certificates are not implemented yet")
-for _name in ("smtpd_milters", "non_smtpd_milters"):
-    _SMTPD_UNSAFE[_name] = (_nonEmpty, "milters are not implemented yet")
+_SMTPD_UNSAFE["non_smtpd_milters"] = (
+    _nonEmpty, "milters for mail from sendmail and pickup are not implemented yet")
 for _name in ("content_filter", "smtpd_proxy_filter"):
     _SMTPD_UNSAFE[_name] = (_nonEmpty, "content filters are not implemented yet")
 
@@ -75,7 +75,9 @@ UNSAFE_WHEN_IGNORED: Dict[str, Tuple[Callable[[str], bool], str]] = {
     "smtpd_upstream_proxy_protocol": (
         _nonEmpty, "the proxy protocol is not implemented: every client would appear to "
         "come from the proxy, and permit_mynetworks would let it relay"),
-    "smtpd_milter_maps": (_nonEmpty, "milters are not implemented yet"),
+    "smtpd_milter_maps": (_nonEmpty, "per-client milters are not implemented yet"),
+    "milter_header_checks": (_nonEmpty, "the headers milters add are not checked yet"),
+    "milter_macro_defaults": (_nonEmpty, "milter macro defaults are not implemented yet"),
     "message_reject_characters": (_nonEmpty, "messages are not checked for these characters"),
     "local_login_sender_maps": (
         lambda value: value.strip() not in ("", "static:*"),

@@ -195,16 +195,18 @@ class RestrictionChecks(SessionState):
             return DEFER, context.deferIfPermit
         return None
 
-    def logRejection(self, stage: str, reply: str, recipient: str = "") -> None:
+    def logRejection(self, stage: str, reply: str, recipient: str = "",
+                     action: str = "reject") -> None:
         """
-        Postfix's C{NOQUEUE: reject:} line; the session earns a
-        C{policy} transcript.
+        Postfix's C{NOQUEUE: reject:} line (C{milter-reject:} for a
+        milter's); the session earns a C{policy} transcript.
         """
         if self.transcript is not None:
             self.transcript.earn("policy")
         log.info(
-            "{queueId}: reject: {stage} from {client}: {reply}; from=<{sender}> "
+            "{queueId}: {action}: {stage} from {client}: {reply}; from=<{sender}> "
             "{to}proto={proto} helo=<{helo}>",
+            action=action,
             queueId=self.queueId if stage == "END-OF-MESSAGE" else "NOQUEUE",
             stage=stage,
             client=self.client, reply=reply, sender=self.sender or "",
@@ -222,9 +224,15 @@ def configurationProblems(config, entry) -> List[str]:
     (L{tmta.interfaces.IComponent.configurationProblems}).
     """
     from tmta.common.plugins import PluginError
+    from tmta.config import ConfigError
+    from tmta.milter.settings import milterList
     from tmta.smtpd.saslbackends import brokenBackend
     from tmta.tables.networks import parseNetworks
 
+    try:
+        milterList(config, "smtpd_milters")
+    except ConfigError as e:
+        return [e.reason]
     if config.getBool("smtpd_sasl_auth_enable"):
         broken = brokenBackend(config.get("smtpd_sasl_type").strip().lower())
         if broken:

@@ -115,8 +115,9 @@ class EnvelopeCommands(SessionState):
             self.reply(replies.line(replies.INSUFFICIENT_STORAGE))
             return
         self.sender, self.declaredSize, self.dsnAttributes = sender, size, dsn
+        self.mailParameters = [word for word in parameters.replace("\t", " ").split(" ") if word]
         restrictions = self.settings.restrictions
-        if not self.limits("message") and (restrictions is None or not any(
+        if self.milters is None and not self.limits("message") and (restrictions is None or not any(
                 lst.restrictions for lst in restrictions.forStage("MAIL"))):
             self.reply("250 2.1.0 Ok")
             return None
@@ -134,6 +135,15 @@ class EnvelopeCommands(SessionState):
             self._resetTransaction()
             self._error(refusal[1])
             return
+        if self.milters is not None and self.sender is not None:
+            if self.sender:
+                resolution = await self.resolve(self.sender)
+                self.milterAddressMacros.update(mail_host=resolution.nexthop,
+                                                mail_mailer=resolution.transport)
+            verdict = await self.milters.mail(self.sender, self.mailParameters)
+            if self.milterRefused("MAIL", verdict):
+                self._resetTransaction()
+                return
         self.reply("250 2.1.0 Ok")
 
     def _roomFor(self, size: int) -> bool:
@@ -189,6 +199,8 @@ class EnvelopeCommands(SessionState):
             except DSNError as e:
                 self._error(str(e))
                 return None
+        self.rcptParameters = [word for word in parameters.replace("\t", " ").split(" ")
+                               if word]
         if len(self.recipients) >= self.settings.recipientLimit:
             # Past smtpd_recipient_overshoot_limit more, each one counts
             # as an error too.
@@ -208,7 +220,7 @@ class EnvelopeCommands(SessionState):
         if recipient.lower() == "postmaster":
             # RFC 5321 4.5.1: the bare postmaster must be accepted, by
             # every list and table (as Postfix does).
-            self._acceptRecipient(recipient, notify, orcpt)
+            await self._milterRecipient(recipient, notify, orcpt, None)
             return
         resolution = await self.resolve(recipient)
         decision = await self.restrict("RCPT", self.restrictionContext(
@@ -237,6 +249,22 @@ class EnvelopeCommands(SessionState):
         if refusal is not None:
             self._rejectRecipient(recipient, refusal)
             return
+        await self._milterRecipient(recipient, notify, orcpt, resolution)
+
+    async def _milterRecipient(self, recipient: str, notify: str, orcpt: str,
+                               resolution) -> None:
+        """
+        Accept a recipient the restrictions let through, unless a milter
+        refuses it.
+        """
+        if self.milters is not None:
+            if resolution is not None:
+                self.milterAddressMacros.update(
+                    rcpt_addr=resolution.recipient, rcpt_host=resolution.nexthop,
+                    rcpt_mailer=resolution.transport)
+            verdict = await self.milters.rcpt(recipient, self.rcptParameters)
+            if self.milterRefused("RCPT", verdict, recipient):
+                return
         self._acceptRecipient(recipient, notify, orcpt)
 
     def _acceptRecipient(self, recipient: str, notify: str, orcpt: str) -> None:

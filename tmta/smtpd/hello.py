@@ -52,12 +52,21 @@ class HelloCommands(SessionState):
         answer with C{then()}; a refusal forgets the name.
         """
         restrictions = self.settings.restrictions
-        if restrictions is None or not any(
-                lst.restrictions for lst in restrictions.forStage("EHLO")):
+        milters = self.milters
+        if milters is None and (restrictions is None or not any(
+                lst.restrictions for lst in restrictions.forStage("EHLO"))):
             return then()
 
         async def check():
-            refusal = await self.restrict("EHLO")
+            if milters is not None:
+                # As Postfix: only a milter's 421 refuses HELO or EHLO.
+                verdict = await milters.helo(self.helo or "")
+                if verdict.kind == "shutdown" or verdict.reply.startswith("421"):
+                    self.logRejection("EHLO", verdict.reply, action="milter-reject")
+                    self.reply(verdict.reply)
+                    self.close()
+                    return
+            refusal = await self.restrict("EHLO") if restrictions is not None else None
             if refusal is not None:
                 self.logRejection("EHLO", refusal[1])
                 self.helo, self.protocolName = None, "SMTP"

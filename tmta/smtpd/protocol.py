@@ -20,6 +20,7 @@ from tmta.smtpd.auth import AuthCommands
 from tmta.smtpd.checking import RestrictionChecks
 from tmta.smtpd.envelope import EnvelopeCommands
 from tmta.smtpd.hello import HelloCommands
+from tmta.smtpd.milters import SessionMilters, milterMacro
 from tmta.smtpd.reader import CommandReader
 from tmta.smtpd.receiving import DataCommands
 from tmta.smtpd.settings import SMTPSettings
@@ -107,6 +108,8 @@ class SMTPServer(HelloCommands, EnvelopeCommands, DataCommands, AuthCommands, TL
         #: The refusal the client heard at connect (C{smtpd_delay_reject
         #: = no}): every command but QUIT is refused after it.
         self.accessDenied: Optional[str] = None
+        #: The session's milters (C{smtpd_milters}), once connected.
+        self.milters: Optional[SessionMilters] = None
         self.transcript: Optional[Transcript] = None
         if settings.notifyClasses & TRANSCRIPT_CLASSES:
             self.transcript = Transcript(settings.notifyClasses)
@@ -163,7 +166,73 @@ class SMTPServer(HelloCommands, EnvelopeCommands, DataCommands, AuthCommands, TL
                 if refusal[1][:3] in ("421", "521"):
                     self.close()
                 return
+        if self.settings.milters and not self._closing:
+            refused = await self._connectMilters()
+            if refused:
+                return
         self._greet()
+
+    async def _connectMilters(self) -> bool:
+        """
+        Connect to the milters and tell them of the client.  As Postfix,
+        a refusal is not the client's greeting: 554 (or 421, and the
+        session ends) instead of 220, and the milter's own refusal for
+        MAIL and what follows.
+
+        @return: whether the client was refused.
+        """
+        milters = self.milters = SessionMilters(self.settings.milters, self.clock,
+                                                self.milterMacro)
+        await milters.start()
+        peer = self.transport.getPeer() if self.transport is not None else None
+        verdict = await milters.connect(self.clientName, self.clientAddress,
+                                        getattr(peer, "port", 0) or 0)
+        if verdict.goesOn or self._closing:
+            return False
+        reply = verdict.reply
+        self.logRejection("CONNECT", reply, action="milter-reject")
+        myhostname = self.settings.myhostname
+        if verdict.kind == "shutdown" or reply.startswith("421"):
+            self.reply(f"421 {myhostname} Service unavailable - try again later")
+            self.close()
+            return True
+        if reply.startswith("5"):
+            self.errors += 1
+            self.reply(f"554 {myhostname} ESMTP not accepting connections")
+            return True
+        return False
+
+    def milterRefused(self, stage: str, verdict, recipient: str = "") -> bool:
+        """
+        Act on what the milters made of MAIL, RCPT or DATA: a refusal is
+        the client's reply (and logged as Postfix's C{milter-reject});
+        DISCARD and HOLD mark the transaction.
+
+        @return: whether the command was refused (and answered).
+        """
+        if verdict.goesOn:
+            return False
+        if verdict.kind in ("discard", "hold"):
+            text = f"milter triggers {verdict.kind.upper()} action"
+            setattr(self.transactionActions, verdict.kind, text)
+            log.info("NOQUEUE: milter-{kind}: {stage} from {client}: {text}",
+                     kind=verdict.kind, stage=stage, client=self.client, text=text)
+            return False
+        if verdict.kind == "shutdown":
+            self.logRejection(stage, verdict.reply, recipient, action="milter-reject")
+            self.reply("421 4.7.0 Server closing connection")
+            self.close()
+            return True
+        self.logRejection(stage, verdict.reply, recipient, action="milter-reject")
+        self._error(verdict.reply)
+        return True
+
+    def milterMacro(self, name: str) -> Optional[str]:
+        """
+        The value of a milter macro in the session's present state, as
+        Postfix's smtpd gives it (C{None}: not defined now).
+        """
+        return milterMacro(self, name)
 
     def _admit(self, names):
         """
@@ -232,6 +301,9 @@ class SMTPServer(HelloCommands, EnvelopeCommands, DataCommands, AuthCommands, TL
         if self._anvilCounted and self.settings.limits is not None:
             self.settings.limits.disconnect(self.clientAddress)
         self._abortTransfer()
+        if self.milters is not None:
+            self.milters.abort()
+            self.milters.quit()
         log.info("disconnect from {client}{counts}", client=self.client,
                  counts=self.commandCounts.summary())
         if self.transcript is not None and self.transcript.wanted:
@@ -310,15 +382,28 @@ class SMTPServer(HelloCommands, EnvelopeCommands, DataCommands, AuthCommands, TL
         if self.accessDenied is not None and verb != b"QUIT":
             self._error(f"503 5.7.0 Error: access denied for {self.client}")
             return None
+        if self.milters is not None and verb in (b"AUTH", b"VRFY", b"ETRN", b"EXPN"):
+            refusal = self.milters.refusal()
+            if refusal is not None:
+                self._error(refusal)
+                return None
         try:
             argument = (match.group(2) or b"").decode("utf-8").strip(" \t")
         except UnicodeDecodeError:
             self._error("500 5.5.2 Error: bad UTF-8 syntax")
             return None
         if handler is None:
+            if self.milters is not None:
+                return eagerly(self._unknownToMilters(line.decode("utf-8", "replace")))
             self._error("500 5.5.2 Error: command not recognized")
             return None
         return handler(argument)
+
+    async def _unknownToMilters(self, line: str) -> None:
+        assert self.milters is not None
+        verdict = await self.milters.unknown(line)
+        self._error(verdict.reply if verdict.kind == "reply"
+                    else "500 5.5.2 Error: command not recognized")
 
     def _forbidden(self, line: bytes) -> bool:
         """
@@ -431,6 +516,13 @@ class SMTPServer(HelloCommands, EnvelopeCommands, DataCommands, AuthCommands, TL
         self.overshoot = 0
         self.transactionActions = TransactionActions()
         self.transactionNumber += 1
+        #: What the milter macros {mail_host}, {rcpt_addr}... say now.
+        self.milterAddressMacros: Dict[str, str] = {}
+        self.mailParameters: List[str] = []
+        self.rcptParameters: List[str] = []
+        milters = getattr(self, "milters", None)
+        if milters is not None:
+            milters.abort()
 
     def smtp_RSET(self, argument: str) -> None:
         self._junk()

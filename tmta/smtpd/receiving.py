@@ -108,6 +108,10 @@ class DataCommands(SessionState):
             self.logRejection("DATA", refusal[1])
             self._error(refusal[1])
             return False
+        if self.milters is not None:
+            verdict = await self.milters.data()
+            if self.milterRefused("DATA", verdict):
+                return False
         try:
             cleanup = await self.cleanupClient.open()
         except Exception as e:
@@ -173,8 +177,10 @@ class DataCommands(SessionState):
             self._resetTransaction()
             self._error(refusal[1])
             return
+        milters = self.milters
         try:
-            code, reason, self.queueId = await transfer.finish()
+            code, reason, self.queueId = await transfer.finish(
+                milters.lend if milters is not None else None)
         except TooBig:
             self.reply(replies.line(replies.TOO_BIG))
             log.info("NOQUEUE: reject: size limit exceeded from {client}", client=self.client)
@@ -185,6 +191,8 @@ class DataCommands(SessionState):
             self.reply(replies.line(replies.QUEUE_WRITE_ERROR))
             return
         finally:
+            if milters is not None:
+                milters.reclaim()
             transfer.release()
             self._resetTransaction()
         if code // 100 == 2:

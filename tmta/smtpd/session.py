@@ -16,6 +16,7 @@ from tmta.smtpd.reader import CommandReader
 if TYPE_CHECKING:
     from twisted.internet import defer
 
+    from tmta.smtpd.milters import SessionMilters
     from tmta.smtpd.settings import SMTPSettings
     from tmta.smtpd.transcript import Transcript
     from tmta.smtpd.transfer import MessageTransfer
@@ -56,6 +57,10 @@ class SessionState(CommandReader):
         saslUsername: Optional[str]
         saslMethod: Optional[str]
         _transfer: Optional[MessageTransfer]
+        milters: Optional[SessionMilters]
+        milterAddressMacros: Dict[str, str]
+        mailParameters: List[str]
+        rcptParameters: List[str]
 
         @property
         def client(self) -> str: ...
@@ -82,7 +87,10 @@ class SessionState(CommandReader):
         def restrictionContext(self, stage: str, recipient: str = "",
                                addressClass: str = "") -> RecipientContext: ...
 
-        def logRejection(self, stage: str, reply: str, recipient: str = "") -> None: ...
+        def logRejection(self, stage: str, reply: str, recipient: str = "",
+                         action: str = "reject") -> None: ...
+
+        def milterRefused(self, stage: str, verdict, recipient: str = "") -> bool: ...
 
         def receivedProtocol(self) -> str: ...
 

@@ -5,8 +5,9 @@ What an smtpd process is configured to do, read once from main.cf.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, List, Optional
 
+from tmta.milter.settings import milterList
 from tmta.smtpd.recipients import RecipientTables
 from tmta.tables.matchlist import MatchList
 from tmta.tables.networks import parseNetworks
@@ -84,6 +85,11 @@ class SMTPSettings:
     #: client talking HTTP, or anything that is not a command word.
     forbiddenCommands: MatchList = field(default_factory=lambda: MatchList(
         "smtpd_forbidden_commands", "CONNECT GET POST regexp:{{/^[^A-Z]/ Bogus}}"))
+    #: C{smtpd_milters}, in order (L{tmta.milter.settings.MilterSettings}).
+    milters: List[Any] = field(default_factory=list)
+    #: The milter macros C{{daemon_name}} and C{v}.
+    milterDaemonName: str = ""
+    milterVersionMacro: str = ""
 
     @classmethod
     def fromConfig(cls, config, restrictions,
@@ -125,4 +131,7 @@ class SMTPSettings:
                 config.getList("smtpd_forbid_bare_newline_exclusions")),
             forbiddenCommands=MatchList("smtpd_forbidden_commands",
                                         config.get("smtpd_forbidden_commands")),
+            milters=milterList(config, "smtpd_milters"),
+            milterDaemonName=config.get("milter_macro_daemon_name"),
+            milterVersionMacro=config.get("milter_macro_v"),
         )

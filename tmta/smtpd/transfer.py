@@ -4,7 +4,7 @@ One message's way from an SMTP session's DATA phase to cleanup.
 
 from __future__ import annotations
 
-from typing import Any, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 from tmta.smtpd.data import DataDecoder
 
@@ -103,9 +103,13 @@ class MessageTransfer:
         if envelope is not None:
             self.cleanup.begin(*envelope)
 
-    async def finish(self) -> Tuple[int, str, str]:
+    async def finish(self, beforeEnd: Optional[Callable[[Any], None]] = None
+                     ) -> Tuple[int, str, str]:
         """
         Send the last of the text and wait for cleanup's answer.
+
+        @param beforeEnd: called with the message at cleanup just before
+            its end is sent (to lend cleanup the milters).
 
         @return: C{(code, reason, queueId)}.
         @raise TooBig: the message was over the size limit.
@@ -118,6 +122,12 @@ class MessageTransfer:
             raise TooBig()
         if not self.cleanup.connected:
             raise CleanupLost()
+        if beforeEnd is not None:
+            # The descriptors lent go out on their own, after the
+            # envelope that names the message.
+            with self.cleanup.together():
+                self._sendEnvelope()
+            beforeEnd(self.cleanup)
         with self.cleanup.together():
             self._sendEnvelope()
             answer = self.cleanup.end(self._takePending())

@@ -1,0 +1,298 @@
+"""
+smtpd's milters (L{tmta.milter}, L{tmta.smtpd.milters}) against real
+ones, each a private instance on loopback: a milter on Sendmail's own
+libmilter (Debian's python3-milter, scripted per test:
+L{tests.support.milters.scripted}) for every action a milter may take,
+and OpenDKIM signing and verifying.
+"""
+
+import json
+import os
+import re
+import shutil
+import smtplib
+import socket
+import subprocess
+import time
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.support import (
+    MASTER_CF,
+    Master,
+    endToEnd,
+    freePort,
+    localMaildirs,
+    maildirMessages,
+    shortTemporaryDirectory,
+    waitFor,
+)
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+SCRIPTED = os.path.join(os.path.dirname(__file__), "support", "milters", "scripted.py")
+
+
+def _hasLibmilter() -> bool:
+    return os.access(SYSTEM_PYTHON, os.X_OK) and subprocess.run(
+        [SYSTEM_PYTHON, "-c", "import Milter"], capture_output=True).returncode == 0
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+class ScriptedMilterTests(SynchronousTestCase):
+    """
+    Each action of a libmilter milter, through a real master.
+    """
+
+    def setUp(self):
+        endToEnd()
+        if not _hasLibmilter():
+            raise self.skipTest("no libmilter for Python (Debian's python3-milter)")
+        self.base = shortTemporaryDirectory(self)
+        os.chmod(self.base, 0o755)
+        self.spool = os.path.join(self.base, "mail")
+        self.port = freePort()
+        self.milterPort = freePort()
+        self.log = os.path.join(self.base, "milter.log")
+
+    def startMilter(self, **script):
+        path = os.path.join(self.base, "script.json")
+        with open(path, "w") as f:
+            json.dump(script, f)
+        process = subprocess.Popen(
+            [SYSTEM_PYTHON, SCRIPTED, f"inet:{self.milterPort}@127.0.0.1", path, self.log],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.addCleanup(lambda: (process.terminate(), process.wait()))
+        waitFor(lambda: _listening(self.milterPort), what="the milter")
+
+    def startMaster(self, milters=None, **settings):
+        main = {"myhostname": "mx.example.org", "mydestination": "localhost",
+                "smtpd_milters": milters or f"inet:127.0.0.1:{self.milterPort}",
+                **localMaildirs(self.spool + "/"), **settings}
+        self.master = Master(os.path.join(self.base, "conf"), main,
+                             MASTER_CF.format(port=self.port)).start()
+        self.addCleanup(self.master.stop)
+
+    def seen(self):
+        entries = []
+        if os.path.exists(self.log):
+            with open(self.log) as f:
+                entries = [json.loads(line) for line in f if line.strip()]
+        return [e["message"] for e in entries if "message" in e]
+
+    def client(self):
+        client = smtplib.SMTP("127.0.0.1", self.port, timeout=60)
+        self.addCleanup(lambda: client.close())
+        return client
+
+    def test_everyChange(self):
+        """
+        A milter's changes at the end of the message are all made:
+        headers added, inserted and changed, a recipient added, the body
+        replaced; it saw the envelope, the headers without the Received:
+        header tmta added, the body with CRLF line ends, and the macros.
+        """
+        self.startMilter(eom_edits=[
+            ["addheader", "X-Scripted", "yes"],
+            ["insheader", 0, "X-Top", "first"],
+            ["chgheader", "Subject", 1, "changed"],
+            ["addrcpt", "<extra@localhost>"],
+            ["replacebody", "replaced body\r\n"]])
+        self.startMaster()
+        client = self.client()
+        client.ehlo("client.example")
+        client.sendmail("alice@example.com", ["bob@localhost"],
+                        b"Subject: original\r\nFrom: alice@example.com\r\n\r\nhello\r\n")
+        waitFor(lambda: maildirMessages(self.spool).get("bob")
+                and maildirMessages(self.spool).get("extra"), what="both deliveries")
+        [message] = maildirMessages(self.spool)["bob"]
+        text = message.decode()
+        headers, _, body = text.partition("\n\n")
+        self.assertEqual(body, "replaced body\n")
+        self.assertIn("\nSubject: changed\n", headers)
+        self.assertNotIn("original", headers)
+        self.assertIn("X-Scripted: yes", headers.splitlines())
+        # Inserted at the top: before tmta's own Received: header.
+        self.assertLess(headers.index("X-Top: first"), headers.index("Received: from"))
+        [seen] = self.seen()
+        self.assertEqual(seen["sender"], "<alice@example.com>")
+        self.assertEqual(seen["recipients"], ["<bob@localhost>"])
+        self.assertEqual(seen["helo"], "client.example")
+        self.assertEqual([name for name, _ in seen["headers"]], ["Subject", "From",
+                                                                 "Date", "Message-Id"])
+        self.assertEqual(seen["body"], "hello\r\n")
+        self.assertEqual(seen["macros"]["connect"]["j"], "mx.example.org")
+        self.assertEqual(seen["macros"]["connect"]["_"], "localhost [127.0.0.1]")
+        self.assertEqual(seen["macros"]["mail"]["{mail_addr}"], "alice@example.com")
+        self.assertEqual(seen["macros"]["rcpt"]["{rcpt_addr}"], "bob@localhost")
+        self.assertTrue(seen["macros"]["eom"]["i"])
+
+    def test_refusals(self):
+        """
+        A milter's temporary failure of RCPT is the client's reply.
+        """
+        self.startMilter(envrcpt="tempfail")
+        self.startMaster()
+        client = self.client()
+        client.ehlo("client.example")
+        client.mail("alice@example.com")
+        code, text = client.rcpt("bob@localhost")
+        self.assertEqual((code, text), (451, b"4.7.1 Service unavailable - try again later"))
+        client.rset()
+
+    def test_endOfMessageRejected(self):
+        """
+        A milter's own reply refusing the message at its end is the
+        client's reply, and nothing is delivered.
+        """
+        self.startMilter(eom=["550", "5.7.1", "no thanks"])
+        self.startMaster()
+        client = self.client()
+        client.ehlo("client.example")
+        with self.assertRaises(smtplib.SMTPDataError) as caught:
+            client.sendmail("alice@example.com", ["bob@localhost"], b"Subject: x\r\n\r\nx\r\n")
+        self.assertEqual(caught.exception.smtp_code, 550)
+        self.assertEqual(caught.exception.smtp_error, b"5.7.1 no thanks")
+        # The session goes on, and the milter with it.
+        self.assertEqual(client.noop()[0], 250)
+        time.sleep(0.5)
+        self.assertEqual(maildirMessages(self.spool), {})
+
+    def test_connectRejected(self):
+        """
+        A milter that refuses the connection: the client is greeted with
+        554, and MAIL is refused.
+        """
+        self.startMilter(connect="reject")
+        self.startMaster()
+        with self.assertRaises(smtplib.SMTPConnectError) as caught:
+            smtplib.SMTP("127.0.0.1", self.port, timeout=60)
+        self.assertEqual(caught.exception.smtp_code, 554)
+
+    def test_unreachableMilterTempfails(self):
+        """
+        A milter that cannot be reached gets milter_default_action:
+        tempfail (the default) refuses MAIL with 451, so that nothing is
+        accepted unchecked; accept lets mail through unchecked.
+        """
+        self.startMaster()
+        client = self.client()
+        client.ehlo("client.example")
+        code, text = client.mail("alice@example.com")
+        self.assertEqual(code, 451)
+        self.assertEqual(text, b"4.7.1 Service unavailable - try again later")
+
+    def test_unreachableMilterAccepted(self):
+        self.startMaster(milters=f"{{ inet:127.0.0.1:{self.milterPort}, "
+                                 "default_action=accept }")
+        client = self.client()
+        client.sendmail("alice@example.com", ["bob@localhost"], b"Subject: x\r\n\r\nx\r\n")
+        waitFor(lambda: maildirMessages(self.spool).get("bob"), what="the delivery")
+
+    def test_silentMilterTimesOut(self):
+        """
+        A milter that does not answer within milter_content_timeout gets
+        the default action (tempfail): the message is refused with 451,
+        not accepted unchecked, and not delivered.
+        """
+        self.startMilter(sleep={"eom": 10})
+        self.startMaster(milter_content_timeout="2s")
+        client = self.client()
+        with self.assertRaises(smtplib.SMTPDataError) as caught:
+            client.sendmail("alice@example.com", ["bob@localhost"], b"Subject: x\r\n\r\nx\r\n")
+        self.assertEqual(caught.exception.smtp_code, 451)
+        time.sleep(0.5)
+        self.assertEqual(maildirMessages(self.spool), {})
+
+    def test_discardAndQuarantine(self):
+        """
+        DISCARD accepts the message and drops it; a quarantine request
+        puts it in the hold queue.
+        """
+        self.startMilter(eom_edits=[["quarantine", "looks odd"]])
+        self.startMaster()
+        client = self.client()
+        client.sendmail("alice@example.com", ["bob@localhost"], b"Subject: x\r\n\r\nx\r\n")
+        hold = os.path.join(self.master.queue, "hold")
+        waitFor(lambda: any(files for _, _, files in os.walk(hold)), what="the held message")
+        self.assertEqual(maildirMessages(self.spool), {})
+
+
+class OpenDKIMTests(SynchronousTestCase):
+    """
+    OpenDKIM (Debian's opendkim), a private instance for each of its
+    modes: mail from a submission client is signed on the way out, and
+    the signature verifies on the way back in.
+    """
+
+    def setUp(self):
+        endToEnd()
+        if not (shutil.which("opendkim") and shutil.which("opendkim-genkey")):
+            raise self.skipTest("no OpenDKIM (Debian's opendkim and opendkim-tools)")
+        if os.getuid() != 0:
+            raise self.skipTest("a private OpenDKIM here runs as root")
+        self.base = shortTemporaryDirectory(self)
+        os.chmod(self.base, 0o755)
+        subprocess.run(["opendkim-genkey", "-D", self.base, "-d", "example.com", "-s", "test"],
+                       check=True)
+        with open(os.path.join(self.base, "test.txt")) as f:
+            record = "".join(re.findall(r'"([^"]*)"', f.read()))
+        keys = os.path.join(self.base, "keys")
+        with open(keys, "w") as f:
+            f.write(f"test._domainkey.example.com {record}\n")
+        self.signer = self.opendkim("sign", "Mode s\nDomain example.com\nSelector test\n"
+                                    f"KeyFile {self.base}/test.private\n"
+                                    "InternalHosts 127.0.0.1\n")
+        self.verifier = self.opendkim("verify", f"Mode v\nTestPublicKeys {keys}\n"
+                                      "AuthservID mx.example.org\n")
+
+    def opendkim(self, name: str, settings: str) -> int:
+        port = freePort()
+        path = os.path.join(self.base, f"{name}.conf")
+        with open(path, "w") as f:
+            # RequireSafeKeys no: the test's files are under /tmp, which
+            # OpenDKIM otherwise refuses as open to other users.
+            f.write(f"Socket inet:{port}@127.0.0.1\nBackground no\nSyslog no\n"
+                    "RequireSafeKeys no\n"
+                    f"PidFile {self.base}/{name}.pid\nCanonicalization relaxed/simple\n"
+                    + settings)
+        process = subprocess.Popen(["opendkim", "-f", "-x", path],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.addCleanup(lambda: (process.terminate(), process.wait()))
+        waitFor(lambda: _listening(port), what=f"OpenDKIM ({name})")
+        return port
+
+    def test_signedAndVerified(self):
+        spool = os.path.join(self.base, "mail")
+        port, submission = freePort(), freePort()
+        masterCf = MASTER_CF.format(port=port) + (
+            f"127.0.0.1:{submission} inet n - n - - smtpd "
+            f"-o smtpd_milters=inet:127.0.0.1:{self.signer}\n")
+        master = Master(os.path.join(self.base, "conf"), {
+            "myhostname": "mx.example.org", "mydestination": "localhost",
+            "smtpd_milters": f"inet:127.0.0.1:{self.verifier}",
+            **localMaildirs(spool + "/")}, masterCf).start()
+        self.addCleanup(master.stop)
+        client = smtplib.SMTP("127.0.0.1", submission, timeout=60)
+        client.sendmail("alice@example.com", ["bob@localhost"],
+                        b"From: alice@example.com\r\nTo: bob@localhost\r\n"
+                        b"Subject: signed\r\n\r\nA message to sign.\r\n")
+        client.quit()
+        waitFor(lambda: maildirMessages(spool).get("bob"), what="the signed message")
+        [signed] = maildirMessages(spool)["bob"]
+        self.assertIn(b"DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/simple; d=example.com;",
+                      signed)
+        # Back in through the verifying smtpd, as another server would
+        # send it on.
+        onward = b"".join(line for line in signed.splitlines(True)
+                          if not line.startswith((b"Return-Path:", b"Delivered-To:")))
+        client = smtplib.SMTP("127.0.0.1", port, timeout=60)
+        client.sendmail("alice@example.com", ["carol@localhost"], onward.replace(b"\n", b"\r\n"))
+        client.quit()
+        waitFor(lambda: maildirMessages(spool).get("carol"), what="the verified message")
+        [verified] = maildirMessages(spool)["carol"]
+        self.assertRegex(verified.decode(), r"Authentication-Results: mx.example.org;\s+"
+                                            r"dkim=pass")
