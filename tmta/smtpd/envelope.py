@@ -249,6 +249,9 @@ class EnvelopeCommands(SessionState):
         if refusal is not None:
             self._rejectRecipient(recipient, refusal)
             return
+        if self.milters is None:
+            self._acceptRecipient(recipient, notify, orcpt)
+            return
         await self._milterRecipient(recipient, notify, orcpt, resolution)
 
     async def _milterRecipient(self, recipient: str, notify: str, orcpt: str,
