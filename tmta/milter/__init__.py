@@ -13,7 +13,7 @@ talks to C{non_smtpd_milters} alone, for mail from sendmail and pickup.
    states, skips and default action.
  - L{tmta.milter.settings}: the C{milter_*} parameters and the milter
    lists, with per-milter settings.
- - L{tmta.milter.macros}: the macros sent with each event.
  - L{tmta.milter.message}: a message's content phase through a chain of
-   milters, each seeing the changes of those before it.
+   milters, each seeing the changes of those before it, and the macros
+   sent with each event.
 """
