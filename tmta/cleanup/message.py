@@ -332,24 +332,11 @@ class Message:
         if self.milters:
             try:
                 if self.error is None and verdict.discard is None:
-                    await self._throughMilters()
-            except Rejection as e:
-                self.error = e
-            except QueueError as e:
-                self.error = Rejection(*storageFailure(e))
-            except OSError as e:
-                self._fail(Failure(e))
+                    await self._lateStep(self._throughMilters)
             finally:
                 self._releaseMilters()
         if self.error is None and verdict.lateEnvelope and verdict.discard is None:
-            try:
-                await self._rewriteUnderNewEnvelope()
-            except Rejection as e:
-                self.error = e
-            except QueueError as e:
-                self.error = Rejection(*storageFailure(e))
-            except OSError as e:
-                self._fail(Failure(e))
+            await self._lateStep(self._rewriteUnderNewEnvelope)
         if self.error is not None:
             self.abort()
             return self.error.code, self.error.reason
@@ -379,6 +366,20 @@ class Message:
             return 250, f"2.0.0 Ok: queued as {self.queueId}"
         self.cleanup.wakeQmgr(self.queueId)
         return 250, f"2.0.0 Ok: queued as {self.queueId}"
+
+    async def _lateStep(self, step) -> None:
+        """
+        Run a step taken once the content is in (the milters, a late
+        envelope): its failure becomes the message's refusal.
+        """
+        try:
+            await step()
+        except Rejection as e:
+            self.error = e
+        except QueueError as e:
+            self.error = Rejection(*storageFailure(e))
+        except OSError as e:
+            self._fail(Failure(e))
 
     async def _rewriteUnderNewEnvelope(self) -> None:
         """

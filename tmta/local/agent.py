@@ -229,7 +229,8 @@ class LocalAgent:
             reason = failed.get((request.queueId, r.offset))
             if reason is not None and status.status == SENT:
                 status = RecipientStatus(r.offset, DEFERRED, "4.2.0", reason)
-            if status.status == SENT and any(address for address, _ in deliveries):
+            if status.status == SENT and any(address and address != r.address
+                                             for address, _ in deliveries):
                 # As Postfix logs them: a line for each alias or .forward
                 # target written to, C{to=} that target and C{orig_to=}
                 # what the recipient was first given as.

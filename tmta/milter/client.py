@@ -91,7 +91,6 @@ class MilterState:
     process taking it over needs to go on where the other stopped.
     """
 
-    name: str
     version: int = 6
     actions: int = 0
     #: Events it is not sent (protocol steps it declined, or does not
@@ -119,7 +118,7 @@ class MilterClient(Protocol):
                  shared: Optional[MilterState] = None) -> None:
         self.settings = settings
         self.clock = clock
-        self.shared = shared if shared is not None else MilterState(settings.name)
+        self.shared = shared if shared is not None else MilterState()
         self.edits: List[Tuple[bytes, bytes]] = []
         #: A quarantine reason, when the milter asked for one.
         self.quarantine: Optional[str] = None
@@ -129,10 +128,6 @@ class MilterClient(Protocol):
         self._timer: Optional[IDelayedCall] = None
         self._timeout = settings.commandTimeout
         self._skipEvent = b""
-        #: Whether closing this end may shut the connection down for
-        #: the other process that holds it too (smtpd, while cleanup has
-        #: it): only a failure should.
-        self.adopted = False
         self._lost = False
         self._released = False
 
@@ -156,12 +151,12 @@ class MilterClient(Protocol):
         if self.shared.state != CLOSED and not self._released:
             self._communicationError("connection lost", shut=False)
 
-    def close(self, quit: bool = True) -> None:
+    def close(self) -> None:
         """
-        End the conversation: QUIT (unless C{quit} is false), then close.
+        End the conversation: QUIT, then close.
         """
         if self.transport is not None and not self._lost:
-            if quit and self.shared.state not in (ERROR, CLOSED):
+            if self.shared.state not in (ERROR, CLOSED):
                 self.transport.write(p.packet(p.QUIT))
             self.shared.state = CLOSED
             self.transport.loseConnection()
@@ -181,6 +176,16 @@ class MilterClient(Protocol):
             transport.loseConnection()
 
     # -- events
+
+    def macroNames(self, event: bytes) -> Tuple[str, ...]:
+        """
+        The macros sent with C{event}: those the milter asked for in the
+        negotiation, else those of the C{milter_*_macros} parameter.
+        """
+        for code, names in self.shared.macroLists:
+            if code == event:
+                return names
+        return self.settings.macrosFor(event)
 
     def negotiate(self) -> defer.Deferred:
         """
@@ -472,7 +477,6 @@ def adoptMilter(reactor, settings: MilterSettings, shared: MilterState, fd: int,
     cleanup): the descriptor is duplicated, and C{fd} may be closed.
     """
     client = MilterClient(settings, reactor, shared)
-    client.adopted = True
     reactor.adoptStreamConnection(fd, family, Factory.forProtocol(lambda: client))
     return client
 

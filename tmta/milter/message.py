@@ -54,7 +54,6 @@ class MessageEdits:
     recipients: List[str]
     ownReceived: int = -1
     changed: bool = False
-    added: List[Tuple[str, str]] = field(default_factory=list)
     addedRecipients: List[str] = field(default_factory=list)
     deleted: List[str] = field(default_factory=list)
     quarantine: Optional[str] = None
@@ -203,12 +202,8 @@ async def _throughOne(client: MilterClient, edits: MessageEdits,
             return HOLD
         return replyVerdict(shared.defaultReply)
 
-    def macroList(event: bytes) -> List[Tuple[str, str]]:
-        names = dict(shared.macroLists).get(event) or client.settings.macrosFor(event)
-        return macroValues(names, macros)
-
-    eohMacros = macroList(p.EOH)
-    eodMacros = macroList(p.BODYEOB)
+    eohMacros = macroValues(client.macroNames(p.EOH), macros)
+    eodMacros = macroValues(client.macroNames(p.BODYEOB), macros)
     client.edits = []
     leadingSpace = shared.leadingSpace
     try:
@@ -256,19 +251,15 @@ def _apply(client: MilterClient, edits: MessageEdits, requested) -> None:
             if command == p.ADDHEADER:
                 header, value = p.splitStrings(data, 2)
                 edits.addHeader(header, value, leadingSpace)
-                edits.added.append((header, value))
             elif command == p.INSHEADER:
                 index, header, value = p.indexed(data)
                 edits.insertHeader(index, header, value, leadingSpace)
-                edits.added.append((header, value))
             elif command == p.CHGHEADER:
                 index, header, value = p.indexed(data)
                 if not header:
                     log.warn("milter {name}: null change header name", name=name)
                     continue
                 edits.changeHeader(index, header, value, leadingSpace)
-                if value:
-                    edits.added.append((header, value))
             elif command == p.CHGFROM:
                 sender, _ = p.splitStrings(data, 2, optional=1)
                 edits.changeSender(sender)

@@ -115,7 +115,8 @@ class EnvelopeCommands(SessionState):
             self.reply(replies.line(replies.INSUFFICIENT_STORAGE))
             return
         self.sender, self.declaredSize, self.dsnAttributes = sender, size, dsn
-        self.mailParameters = [word for word in parameters.replace("\t", " ").split(" ") if word]
+        if self.milters is not None:
+            self.mailParameters = parameters.replace("\t", " ").split()
         restrictions = self.settings.restrictions
         if self.milters is None and not self.limits("message") and (restrictions is None or not any(
                 lst.restrictions for lst in restrictions.forStage("MAIL"))):
@@ -199,8 +200,8 @@ class EnvelopeCommands(SessionState):
             except DSNError as e:
                 self._error(str(e))
                 return None
-        self.rcptParameters = [word for word in parameters.replace("\t", " ").split(" ")
-                               if word]
+        if self.milters is not None:
+            self.rcptParameters = parameters.replace("\t", " ").split()
         if len(self.recipients) >= self.settings.recipientLimit:
             # Past smtpd_recipient_overshoot_limit more, each one counts
             # as an error too.

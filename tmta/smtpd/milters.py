@@ -70,19 +70,16 @@ class SessionMilters:
             [defer.Deferred.fromCoroutine(connectMilter(self.reactor, s))
              for s in self.settings]))
 
-    def _macros(self, client: MilterClient, event: bytes):
-        names = dict(client.shared.macroLists).get(event) or client.settings.macrosFor(event)
-        return macroValues(names, self.macros)
-
     async def _event(self, command: bytes, data: bytes, allowed: Sequence[str]) -> Verdict:
         for client in self.clients:
             state = client.shared.state
             if state not in allowed:
                 verdict = replyVerdict(client.shared.defaultReply)
             else:
-                if command == p.MAIL and state == ACCEPTED_MESSAGE:
+                if command == p.CONNECT or (command == p.MAIL and state == ACCEPTED_MESSAGE):
                     client.shared.state = ENVELOPE
-                verdict = await client.event(command, data, self._macros(client, command))
+                verdict = await client.event(command, data,
+                                             macroValues(client.macroNames(command), self.macros))
             if not verdict.goesOn:
                 return verdict
         return CONTINUE
@@ -92,20 +89,11 @@ class SessionMilters:
         CONNECT: the client's name, address and port.
         """
         if not address:
-            family, data = p.FAMILY_UNKNOWN, p.connectData(name, p.FAMILY_UNKNOWN, 0, "")
+            data = p.connectData(name, p.FAMILY_UNKNOWN, 0, "")
         else:
             family = p.FAMILY_INET6 if ":" in address else p.FAMILY_INET
             data = p.connectData(name, family, port, address)
-        verdict = CONTINUE
-        for client in self.clients:
-            if client.shared.state != READY:
-                verdict = replyVerdict(client.shared.defaultReply)
-            else:
-                client.shared.state = ENVELOPE
-                verdict = await client.event(p.CONNECT, data, self._macros(client, p.CONNECT))
-            if not verdict.goesOn:
-                return verdict
-        return verdict
+        return await self._event(p.CONNECT, data, (READY,))
 
     def helo(self, name: str) -> defer.Deferred:
         return defer.Deferred.fromCoroutine(

@@ -183,6 +183,7 @@ class SMTPServer(HelloCommands, EnvelopeCommands, DataCommands, AuthCommands, TL
         """
         milters = self.milters = SessionMilters(self.settings.milters, self.clock,
                                                 self.milterMacro)
+        self.milterAddressMacros, self.mailParameters, self.rcptParameters = {}, [], []
         await milters.start()
         peer = self.transport.getPeer() if self.transport is not None else None
         verdict = await milters.connect(self.clientName, self.clientAddress,
@@ -516,12 +517,13 @@ class SMTPServer(HelloCommands, EnvelopeCommands, DataCommands, AuthCommands, TL
         self.overshoot = 0
         self.transactionActions = TransactionActions()
         self.transactionNumber += 1
-        #: What the milter macros {mail_host}, {rcpt_addr}... say now.
-        self.milterAddressMacros: Dict[str, str] = {}
-        self.mailParameters: List[str] = []
-        self.rcptParameters: List[str] = []
         milters = getattr(self, "milters", None)
         if milters is not None:
+            #: What the milter macros {mail_host}, {rcpt_addr}... say now,
+            #: and the parameters of MAIL and RCPT, for the milters.
+            self.milterAddressMacros: Dict[str, str] = {}
+            self.mailParameters: List[str] = []
+            self.rcptParameters: List[str] = []
             milters.abort()
 
     def smtp_RSET(self, argument: str) -> None:
