@@ -246,6 +246,100 @@ class CleanupTests(TestCase):
         self.assertEqual(accepted["code"], 250)
 
 
+class ReceiveOverrideTests(TestCase):
+    """
+    C{receive_override_options} as the receiving daemon passes it on:
+    address mappings and header/body checks switched off for that mail
+    alone; the content filter kept in the queue file, and replaced by a
+    FILTER action.
+    """
+
+    def setUp(self):
+        from twisted.internet import reactor
+
+        self.directory = os.path.abspath(self.mktemp())
+        createLayout(self.directory)
+        self.store = QueueStore(self.directory, fsync=FsyncRecorder())
+        checks = os.path.join(self.directory, "header_checks")
+        with open(checks, "w") as f:
+            f.write("/^Subject: refiltered/ FILTER other:[192.0.2.9]\n"
+                    "/^Subject:/ PREPEND X-Checked: yes\n")
+        canonical = os.path.join(self.directory, "canonical")
+        with open(canonical, "w") as f:
+            f.write("alice@mx.example.org alice.smith@example.org\n")
+        self.config = MainConfig({"myhostname": "mx.example.org",
+                                  "header_checks": f"regexp:{checks}",
+                                  "canonical_maps": f"texthash:{canonical}",
+                                  "always_bcc": "archive@mx.example.org"})
+        self.cleanup = Cleanup(reactor, self.config, self.store, LocalRewriter(self.config),
+                               lambda queueId: defer.succeed(None))
+
+    async def submit(self, attributes, subject=b"hi"):
+        p = CleanupProtocol(self.cleanup)
+        p.begin(1, "alice", [{"name": k, "value": v} for k, v in attributes.items()])
+        queueId = p.messages[1].queueId
+        p.recipients(1, [{"address": "bob", "original": "bob"}])
+        result = await p.end(1, b"Subject: " + subject + b"\n\nbody\n")
+        self.assertEqual(result["code"], 250, result)
+        with self.store.open("incoming", queueId) as f:
+            env = readEnvelope(f)
+            return env, b"".join(iterContent(f, env))
+
+    @defer.inlineCallbacks
+    def test_applied(self):
+        env, text = yield defer.Deferred.fromCoroutine(self.submit(
+            {"filter": "scan:[127.0.0.1]:10025"}))
+        self.assertEqual(env.sender, "alice.smith@example.org")
+        self.assertEqual(sorted(r.address for r in env.recipients),
+                         ["archive@mx.example.org", "bob@mx.example.org"])
+        self.assertIn(b"X-Checked: yes", text)
+        self.assertEqual(env.attributes["filter"], "scan:[127.0.0.1]:10025")
+
+    @defer.inlineCallbacks
+    def test_switchedOff(self):
+        env, text = yield defer.Deferred.fromCoroutine(self.submit(
+            {"receive_override": "no_address_mappings,no_header_body_checks"}))
+        self.assertEqual(env.sender, "alice@mx.example.org")
+        self.assertEqual([r.address for r in env.recipients], ["bob@mx.example.org"])
+        self.assertNotIn(b"X-Checked", text)
+        self.assertNotIn("receive_override", env.attributes)
+        self.assertNotIn("filter", env.attributes)
+
+    @defer.inlineCallbacks
+    def test_filterActionWins(self):
+        env, _ = yield defer.Deferred.fromCoroutine(self.submit(
+            {"filter": "scan:[127.0.0.1]:10025"}, subject=b"refiltered"))
+        self.assertEqual(env.attributes["filter"], "other:[192.0.2.9]")
+
+
+class ReceivingAttributesTests(TestCase):
+    """
+    L{tmta.mail.receiving}: what smtpd and pickup add to every message.
+    """
+
+    def test_attributes(self):
+        from tmta.mail.receiving import receivingAttributes
+
+        self.assertEqual(receivingAttributes(MainConfig({})), {})
+        self.assertEqual(receivingAttributes(MainConfig({
+            "content_filter": "scan:[127.0.0.1]:10025",
+            "receive_override_options":
+                "no_unknown_recipient_checks, no_milters,no_header_body_checks"})),
+            {"filter": "scan:[127.0.0.1]:10025",
+             "receive_override": "no_header_body_checks,no_milters"})
+
+    def test_unknownOptionRefused(self):
+        from tmta.mail.receiving import receiveOverrides
+
+        error = self.assertRaises(ValueError, receiveOverrides, "no_header_checks")
+        self.assertIn("'no_header_checks'", str(error))
+        from tmta.smtpd.checking import configurationProblems
+
+        [problem] = configurationProblems(
+            MainConfig({"receive_override_options": "no_milter"}), None)
+        self.assertIn("no_milter", problem)
+
+
 class RewriterTests(TestCase):
     def test_rewriteAndResolve(self):
         r = Rewriter(MainConfig({"myhostname": "mx.example.org", "relay_domains": "relay.example"}))

@@ -436,11 +436,13 @@ class MaildropTrustTests(TestCase):
         createLayout(self.queue)
         self.maildrop = os.path.join(self.queue, "maildrop")
         self.posted = []
+        self.postedAttributes = []
         test = self
 
         class Cleanup:
             async def post(self, sender, attributes, recipients, content):
                 test.posted.append((sender, recipients))
+                test.postedAttributes.append(attributes)
                 return {"code": 250, "reason": "", "queue_id": "Q"}
 
         self.pickup = Pickup(reactor, self.queue, Cleanup(), 10_000_000)
@@ -489,6 +491,25 @@ class MaildropTrustTests(TestCase):
         self.assertEqual(os.stat(good).st_gid, os.stat(self.maildrop).st_gid)
         yield defer.Deferred.fromCoroutine(self.pickup.scan())
         self.assertEqual(len(self.posted), 1)
+
+    @defer.inlineCallbacks
+    def test_contentFilterPassedOn(self):
+        """
+        pickup's C{content_filter} and C{receive_override_options} go to
+        cleanup with each message, as smtpd's do.
+        """
+        from tmta.config import MainConfig
+        from tmta.mail.receiving import receivingAttributes
+
+        self.pickup.receiving = receivingAttributes(MainConfig({
+            "content_filter": "scan:[127.0.0.1]:10025",
+            "receive_override_options": "no_address_mappings"}))
+        self.posting(self.maildrop, "4F6A21C3E9B2A001A7")
+        yield defer.Deferred.fromCoroutine(self.pickup.scan())
+        [attributes] = self.postedAttributes
+        self.assertEqual(attributes["filter"], "scan:[127.0.0.1]:10025")
+        self.assertEqual(attributes["receive_override"], "no_address_mappings")
+        self.assertEqual(attributes["origin"], "pickup")
 
     @defer.inlineCallbacks
     def test_stuckDirectoryComplainedOfOnce(self):

@@ -117,6 +117,59 @@ class QueueManagerTests(TestCase):
         self.assertEqual(self.store.list("deferred"), [])
         self.assertFalse(os.path.exists(self.store.path("active", queueId)))
 
+    def queueWith(self, attributes, recipients):
+        queueId, writer = self.store.create("incoming")
+        writer.envelope(time.time(), "alice@example.com", attributes)
+        for r in recipients:
+            writer.recipient(r)
+        writer.content(b"Subject: t\n\nbody\n")
+        writer.commit()
+        return queueId
+
+    @defer.inlineCallbacks
+    def test_contentFilterRoutes(self):
+        """
+        A content filter overrides the address resolver: every recipient
+        goes to its transport; without a next hop, to the recipient's
+        domain (C{myhostname} for a bare name), or C{default_filter_nexthop}.
+        """
+        self.services.add("scan")
+        self.queueWith({"filter": "scan:[127.0.0.1]:10025"},
+                       ["bob@localhost", "carol@remote.example"])
+        self.queueWith({"filter": "scan:"}, ["dave@remote.example", "erin"])
+        self.manager.start()
+        yield defer.Deferred.fromCoroutine(self.settle())
+        routes = sorted((service, kw["nexthop"], r["address"])
+                        for service, command, kw in self.requests
+                        for r in kw["recipients"])
+        self.assertEqual(routes, [
+            ("scan", "[127.0.0.1]:10025", "bob@localhost"),
+            ("scan", "[127.0.0.1]:10025", "carol@remote.example"),
+            ("scan", "mx.example.org", "erin"),
+            ("scan", "remote.example", "dave@remote.example")])
+        self.requests.clear()
+        self.makeManager({"default_filter_nexthop": "[filter.example]"})
+        self.queueWith({"filter": "scan"}, ["dave@remote.example"])
+        self.manager.start()
+        yield defer.Deferred.fromCoroutine(self.settle())
+        self.assertEqual([kw["nexthop"] for _, _, kw in self.requests], ["[filter.example]"])
+
+    @defer.inlineCallbacks
+    def test_probesBypassTheFilter(self):
+        """
+        sendmail -bv's report goes where the address resolves to, not to
+        the content filter its mail would take.
+        """
+        from tmta.queue.qfile import PROBE_ATTRIBUTE, VERIFY_REPORT
+
+        self.services.add("scan")
+        self.queueWith({"filter": "scan:[127.0.0.1]:10025", PROBE_ATTRIBUTE: VERIFY_REPORT},
+                       ["bob@localhost"])
+        self.manager.start()
+        yield defer.Deferred.fromCoroutine(self.settle())
+        self.assertNotIn("scan", [service for service, _, _ in self.requests])
+        self.assertIn("local", [service for service, _, _ in self.requests])
+
     @defer.inlineCallbacks
     def test_notRegularFilesSetAside(self):
         """

@@ -28,6 +28,7 @@ from tmta.cleanup.headers import (
 from tmta.cleanup.state import Cleanup
 from tmta.common.eager import eagerly
 from tmta.logging import Logger
+from tmta.mail.receiving import NO_ADDRESS_MAPPINGS, NO_HEADER_BODY_CHECKS, OVERRIDE_ATTRIBUTE
 from tmta.mail.replies import INTERNAL_ERROR, TOO_BIG, storageFailure
 from tmta.milter.client import MilterClient
 from tmta.milter.message import MessageEdits, milterMessage
@@ -77,6 +78,11 @@ class Message:
         self.accessBcc: List[str] = []
         if any(name.startswith("access_") for name in attributes):
             self.attributes = attributes = self._accessActions(attributes)
+        #: What C{receive_override_options} switched off for this mail.
+        self.overrides: frozenset = frozenset()
+        if OVERRIDE_ATTRIBUTE in attributes:
+            self.attributes = attributes = dict(attributes)
+            self.overrides = frozenset(attributes.pop(OVERRIDE_ATTRIBUTE).split(","))
         self.bodyChecker: Any = None  # made once the headers say what the body is
         #: The milters smtpd lent for the content, and the macros it knew.
         self.milters: List[MilterClient] = []
@@ -155,7 +161,7 @@ class Message:
             # BCC from an access table: a copy that asks for no notices.
             rewritten.append((await rewrite(extra), extra, "NEVER", ""))
         probe = attributes.get(PROBE_ATTRIBUTE) == "yes"
-        if mapper.active:
+        if mapper.active and NO_ADDRESS_MAPPINGS not in self.overrides:
             try:
                 sender, mapped = self._mapEnvelope(mapper, sender, rewritten, bcc=not probe)
                 if probe and len(mapped) > 1:
@@ -270,9 +276,10 @@ class Message:
         if hops >= self.cleanup.settings.hopcountLimit:
             self.error = Rejection(554, "5.4.6 Too many hops")
             return
-        if self.cleanup.checks.inspectsBody:
+        checks = NO_HEADER_BODY_CHECKS not in self.overrides
+        if checks and self.cleanup.checks.inspectsBody:
             self.bodyChecker = self.cleanup.checks.body(headers)
-        if self.cleanup.checks.inspectsHeaders:
+        if checks and self.cleanup.checks.inspectsHeaders:
             try:
                 headers = self.cleanup.checks.headers(headers, self.verdict, self.queueId)
             except TableLookupError as e:
@@ -280,8 +287,9 @@ class Message:
                 raise Rejection(451, "4.3.0 Error: temporary lookup failure")
         if not self.envelopeWritten:
             await self._writeEnvelope()
-        if self.cleanup.addresses.rewritesHeaders and self.cleanup.rewritesHeadersFor(
-                self.attributes):
+        if self.cleanup.addresses.rewritesHeaders and \
+                NO_ADDRESS_MAPPINGS not in self.overrides and \
+                self.cleanup.rewritesHeadersFor(self.attributes):
             try:
                 headers = [_rewriteHeader(self.cleanup.addresses, h) for h in headers]
             except TableLookupError as e:

@@ -377,7 +377,9 @@ for _name in ("address_verify_map", "address_verify_service_name", "address_veri
               "milter_connect_macros", "milter_helo_macros", "milter_mail_macros",
               "milter_rcpt_macros", "milter_data_macros", "milter_end_of_header_macros",
               "milter_end_of_data_macros", "milter_unknown_command_macros",
-              "milter_macro_daemon_name", "milter_macro_v"):
+              "milter_macro_daemon_name", "milter_macro_v",
+              # After-queue content filters (tmta.mail.receiving, qmgr).
+              "content_filter", "receive_override_options", "default_filter_nexthop"):
     DEFAULTS.setdefault(_name, POSTFIX_DEFAULTS[_name])
 
 #: The parameters tmta acts on.

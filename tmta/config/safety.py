@@ -48,8 +48,8 @@ _SMTPD_UNSAFE["smtpd_tls_security_level"] = (
 _SMTPD_UNSAFE["smtpd_tls_req_ccert"] = (_yes, "client certificates are not implemented yet")
 _SMTPD_UNSAFE["non_smtpd_milters"] = (
     _nonEmpty, "milters for mail from sendmail and pickup are not implemented yet")
-for _name in ("content_filter", "smtpd_proxy_filter"):
-    _SMTPD_UNSAFE[_name] = (_nonEmpty, "content filters are not implemented yet")
+_SMTPD_UNSAFE["smtpd_proxy_filter"] = (
+    _nonEmpty, "before-queue content filters are not implemented yet")
 
 #: Rate and count limits: counted by anvil, so unsafe to set explicitly
 #: without it (their defaults are those of a Postfix without anvil).

@@ -17,7 +17,7 @@ import os
 import pwd
 import stat
 import time
-from typing import Optional
+from typing import Dict, List, Optional
 
 from twisted.application.service import Service
 from twisted.internet import defer, task, threads
@@ -25,6 +25,7 @@ from twisted.internet.protocol import Factory
 
 from tmta.cleanup.client import CleanupClient
 from tmta.logging import Logger
+from tmta.mail.receiving import receiveOverrides, receivingAttributes
 from tmta.queue.qfile import (
     PROBE_ATTRIBUTE,
     VERIFY_REPORT,
@@ -55,7 +56,8 @@ class Pickup:
     """
 
     def __init__(self, reactor, queueDirectory: str, cleanup: CleanupClient,
-                 sizeLimit: int, trusted=(0,)) -> None:
+                 sizeLimit: int, trusted=(0,),
+                 receiving: Optional[Dict[str, str]] = None) -> None:
         self.reactor = reactor
         self.maildrop = os.path.join(queueDirectory, "maildrop")
         self.corrupt = os.path.join(queueDirectory, "corrupt")
@@ -65,6 +67,9 @@ class Pickup:
         self.cleanup = cleanup
         self.sizeLimit = sizeLimit
         self.trusted = set(trusted)
+        #: What each message carries to cleanup beyond its envelope
+        #: (L{tmta.mail.receiving.receivingAttributes}).
+        self.receiving = dict(receiving or {})
         self._running: Optional[defer.Deferred] = None
         self._again = False
 
@@ -152,8 +157,8 @@ class Pickup:
             return
         given = envelope.attributes.get("sender_given") == "yes"
         sender = envelope.sender if given and st.st_uid in self.trusted else owner
-        attributes = {"protocol": "local", "origin": "pickup", "uid": str(st.st_uid),
-                      "login": owner}
+        attributes = {**self.receiving, "protocol": "local", "origin": "pickup",
+                      "uid": str(st.st_uid), "login": owner}
         for key in ("full_name", "dsn_ret", "dsn_envid"):
             if key in envelope.attributes:
                 attributes[key] = envelope.attributes[key]
@@ -242,6 +247,19 @@ class PickupProtocol(ServiceAMP):
         return {}
 
 
+def configurationProblems(config, entry) -> List[str]:
+    """
+    What stops a pickup service from starting: a
+    C{receive_override_options} value it does not know
+    (L{tmta.interfaces.IComponent.configurationProblems}).
+    """
+    try:
+        receiveOverrides(config.get("receive_override_options"))
+    except ValueError as e:
+        return [str(e)]
+    return []
+
+
 class PickupService(Service):
     def __init__(self, context) -> None:
         self.context = context
@@ -255,7 +273,8 @@ class PickupService(Service):
             pass
         trusted.add(os.getuid())
         self.pickup = Pickup(context.reactor, config.get("queue_directory"), cleanup,
-                             config.getInt("message_size_limit"), trusted)
+                             config.getInt("message_size_limit"), trusted,
+                             receivingAttributes(config))
 
     def startService(self) -> None:
         super().startService()

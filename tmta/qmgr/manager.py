@@ -367,14 +367,14 @@ class QueueManager:
         if message.probe and not self._probeAdmitted(message, pending):
             return
         groups: Dict[Tuple[str, str], List[Recipient]] = {}
-        # A FILTER from cleanup's header_checks sends every recipient
-        # through that transport instead of the one it resolves to.
-        contentFilter = message.envelope.attributes.get("filter", "")
+        # A content filter (content_filter, or a FILTER action) sends
+        # every recipient through its transport instead of the one the
+        # address resolves to -- but not a probe, which only asks.
+        contentFilter = "" if message.probe else message.envelope.attributes.get("filter", "")
         for recipient in pending:
             if contentFilter:
-                transport, _, nexthop = contentFilter.partition(":")
-                nexthop = nexthop or recipient.address.rpartition("@")[2]
-                groups.setdefault((transport, nexthop), []).append(recipient)
+                groups.setdefault(self._filterRoute(contentFilter, recipient.address),
+                                  []).append(recipient)
                 continue
             try:
                 sender = message.envelope.sender if self.settings.senderDependent else None
@@ -403,6 +403,19 @@ class QueueManager:
                 destination = (nexthop, batch[0].address) if perRequest == 1 else (nexthop, "")
                 message.jobs += 1
                 queue.submit(Job(message, transport, nexthop, destination, batch))
+
+    def _filterRoute(self, contentFilter: str, address: str) -> Tuple[str, str]:
+        """
+        The transport and next hop a content filter C{transport:nexthop}
+        gives a recipient: without a next hop, C{default_filter_nexthop},
+        else the recipient's domain, else C{myhostname}.
+        """
+        transport, _, nexthop = contentFilter.partition(":")
+        if not nexthop:
+            _, at, domain = address.rpartition("@")
+            nexthop = self.settings.defaultFilterNexthop or (at and domain) or \
+                self.settings.myhostname
+        return transport, nexthop
 
     def _probeAdmitted(self, message: ActiveMessage, pending: List[Recipient]) -> bool:
         """

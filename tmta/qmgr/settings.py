@@ -35,6 +35,10 @@ class QmgrSettings:
     verifyService: str
     ipcIdle: float
     defaultProcessLimit: int
+    #: C{default_filter_nexthop}: where a content filter without a next
+    #: hop sends mail (empty: the recipient's domain).
+    defaultFilterNexthop: str = ""
+    myhostname: str = "localhost"
 
     @classmethod
     def fromConfig(cls, config) -> "QmgrSettings":
@@ -57,4 +61,6 @@ class QmgrSettings:
             verifyService=config.get("address_verify_service_name") or "verify",
             ipcIdle=config.getTime("ipc_idle"),
             defaultProcessLimit=config.getInt("default_process_limit"),
+            defaultFilterNexthop=config.get("default_filter_nexthop").strip(),
+            myhostname=config.get("myhostname"),
         )

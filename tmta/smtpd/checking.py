@@ -225,6 +225,7 @@ def configurationProblems(config, entry) -> List[str]:
     """
     from tmta.common.plugins import PluginError
     from tmta.config import ConfigError
+    from tmta.mail.receiving import receiveOverrides
     from tmta.milter.settings import milterList
     from tmta.smtpd.saslbackends import brokenBackend
     from tmta.tables.networks import parseNetworks
@@ -233,6 +234,10 @@ def configurationProblems(config, entry) -> List[str]:
         milterList(config, "smtpd_milters")
     except ConfigError as e:
         return [e.reason]
+    try:
+        receiveOverrides(config.get("receive_override_options"))
+    except ValueError as e:
+        return [str(e)]
     if config.getBool("smtpd_sasl_auth_enable"):
         broken = brokenBackend(config.get("smtpd_sasl_type").strip().lower())
         if broken:

@@ -119,6 +119,7 @@ class DataCommands(SessionState):
             self.reply(replies.line(replies.QUEUE_WRITE_ERROR))
             return False
         attributes = {
+            **self.settings.receivingAttributes,
             "client_name": self.clientName,
             "client_address": self.clientAddress,
             "helo_name": self.helo or "",

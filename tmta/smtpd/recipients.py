@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import List, Optional, Tuple
 
 from tmta.mail.address import localName, splitAddress, unquoteLocal
+from tmta.mail.receiving import NO_UNKNOWN_RECIPIENT_CHECKS, receiveOverrides
 from tmta.tables import lookupAny, openTables
 
 
@@ -31,6 +32,9 @@ class RecipientTables:
 
     @param local: C{local_recipient_maps}, or C{None} when it is empty
         (every local name is accepted).
+    @param checked: C{False} under C{receive_override_options =
+        no_unknown_recipient_checks}: every address is known (mail back
+        from a content filter was checked on its way in).
     """
 
     def __init__(self, local: Optional[List], virtualMailbox: List, virtualAlias: List,
@@ -39,7 +43,8 @@ class RecipientTables:
                  unknownVirtualAliasCode: int = 550, relay: Optional[List] = None,
                  unknownRelayCode: int = 550, rejectUnlistedSender: bool = False,
                  exemptLocal: Tuple[str, ...] = ("postmaster", "mailer-daemon",
-                                                 "double-bounce")) -> None:
+                                                 "double-bounce"),
+                 checked: bool = True) -> None:
         self.local = local
         self.virtualMailbox = virtualMailbox
         self.virtualAlias = virtualAlias
@@ -52,6 +57,7 @@ class RecipientTables:
         self.unknownRelayCode = unknownRelayCode
         self.rejectUnlistedSender = rejectUnlistedSender
         self.exemptLocal = exemptLocal
+        self.checked = checked
 
     @classmethod
     def fromConfig(cls, config) -> "RecipientTables":
@@ -70,6 +76,8 @@ class RecipientTables:
             config.getInt("unknown_relay_recipient_reject_code"),
             config.getBool("smtpd_reject_unlisted_sender"),
             ("postmaster", "mailer-daemon", config.get("double_bounce_sender").lower()),
+            NO_UNKNOWN_RECIPIENT_CHECKS not in receiveOverrides(
+                config.get("receive_override_options")),
         )
 
     def _listedLocal(self, address: str) -> bool:
@@ -98,7 +106,7 @@ class RecipientTables:
             = no} (the restriction named in a list).
         @raise tmta.tables.TableLookupError: a table could not be read.
         """
-        if not (always or self.rejectUnlisted):
+        if not self.checked or not (always or self.rejectUnlisted):
             return None
         if addressClass == "default":
             return None

@@ -5,8 +5,9 @@ What an smtpd process is configured to do, read once from main.cf.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
+from tmta.mail.receiving import NO_MILTERS, receiveOverrides, receivingAttributes
 from tmta.milter.settings import milterList
 from tmta.smtpd.recipients import RecipientTables
 from tmta.tables.matchlist import MatchList
@@ -90,12 +91,17 @@ class SMTPSettings:
     #: The milter macros C{{daemon_name}} and C{v}.
     milterDaemonName: str = ""
     milterVersionMacro: str = ""
+    #: What every message carries to cleanup beyond its envelope: the
+    #: content filter and C{receive_override_options}
+    #: (L{tmta.mail.receiving.receivingAttributes}).
+    receivingAttributes: Dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def fromConfig(cls, config, restrictions,
                    recipientTables: Optional[RecipientTables],
                    tls: Optional[Any] = None,
                    sasl: Optional[Any] = None) -> "SMTPSettings":
+        overrides = receiveOverrides(config.get("receive_override_options"))
         return cls(
             myhostname=config.get("myhostname"),
             banner=config.get("smtpd_banner"),
@@ -131,7 +137,8 @@ class SMTPSettings:
                 config.getList("smtpd_forbid_bare_newline_exclusions")),
             forbiddenCommands=MatchList("smtpd_forbidden_commands",
                                         config.get("smtpd_forbidden_commands")),
-            milters=milterList(config, "smtpd_milters"),
+            milters=[] if NO_MILTERS in overrides else milterList(config, "smtpd_milters"),
             milterDaemonName=config.get("milter_macro_daemon_name"),
             milterVersionMacro=config.get("milter_macro_v"),
+            receivingAttributes=receivingAttributes(config),
         )

@@ -77,7 +77,7 @@ smtpd = BuiltinComponent("smtpd", "tmta.smtpd.service:SMTPService",
 cleanup = BuiltinComponent("cleanup", "tmta.cleanup.service:CleanupService", fixedLimit=1000)
 qmgr = BuiltinComponent("qmgr", "tmta.qmgr.service:QmgrService", resident=True, fixedLimit=1000)
 pickup = BuiltinComponent("pickup", "tmta.pickup.service:PickupService", resident=True,
-                          fixedLimit=100)
+                          fixedLimit=100, checker="tmta.pickup.service:configurationProblems")
 # Any local user may ask showq for the queue listing.
 showq = BuiltinComponent("showq", "tmta.showq:ShowqService", fixedLimit=100,
                          worldReachable=True)

@@ -1,0 +1,231 @@
+"""
+After-queue content filtering (C{content_filter}, C{FILTER}, and
+C{receive_override_options}), set up as Postfix's FILTER_README sets it
+up, against a real filter: Debian's spampd, an SMTP proxy built on Perl's
+Net::Server and SpamAssassin (so the filter's SMTP is not tmta's), with a
+SpamAssassin rule of the test's own and no network tests.
+"""
+
+import os
+import shutil
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.support import (
+    CORE_MASTER_CF,
+    REPO,
+    Master,
+    endToEnd,
+    freePorts,
+    localMaildirs,
+    maildirMessages,
+    shortTemporaryDirectory,
+    stopProcess,
+    waitFor,
+)
+
+SPAMPD = shutil.which("spampd") or "/usr/sbin/spampd"
+
+#: The spam marker the test's SpamAssassin rule scores.
+MARKER = "tmta-filter-spam-marker"
+
+SPAMASSASSIN_RULES = f"""\
+body TMTA_FILTER_TEST /{MARKER}/
+score TMTA_FILTER_TEST 20.0
+describe TMTA_FILTER_TEST the test's own spam marker
+report_safe 0
+"""
+
+#: FILTER_README's after-queue setup: mail from outside goes through the
+#: "scan" transport to the filter, which hands it back to the smtpd on
+#: the return port, whose overrides keep it from being filtered and
+#: checked again.
+FILTER_MASTER_CF = CORE_MASTER_CF + """\
+local     unix  -       n       n       -       -       local
+scan      unix  -       -       n       -       10      smtp
+  -o smtp_data_done_timeout=1200
+127.0.0.1:{returnPort} inet n  -       n       -       10      smtpd
+  -o content_filter=
+  -o receive_override_options=no_unknown_recipient_checks,no_header_body_checks,no_milters
+  -o smtpd_helo_restrictions=
+  -o smtpd_client_restrictions=
+  -o smtpd_sender_restrictions=
+  -o smtpd_recipient_restrictions=permit_mynetworks,reject
+  -o mynetworks=127.0.0.0/8
+"""
+
+
+class PrivateSpampd:
+    """
+    spampd on loopback: SMTP in on C{port}, out to C{relayPort}.
+    """
+
+    def __init__(self, directory: str, port: int, relayPort: int) -> None:
+        self.directory = directory
+        self.port = port
+        self.relayPort = relayPort
+        self.rules = os.path.join(directory, "spampd.cf")
+        self.logPath = os.path.join(directory, "spampd.log")
+        with open(self.rules, "w") as f:
+            f.write(SPAMASSASSIN_RULES)
+        self.process = None
+
+    def start(self) -> "PrivateSpampd":
+        log = open(self.logPath, "a")
+        # Its log goes to syslog, which the test does not run: what it
+        # says of that, and its errors, go to the log file.
+        self.process = subprocess.Popen(
+            [SPAMPD, "--nodetach", "--logsock=inet", f"--host=127.0.0.1:{self.port}",
+             f"--relayhost=127.0.0.1:{self.relayPort}", "--children=1", "--local-only",
+             "--tagall", f"--pid={os.path.join(self.directory, 'spampd.pid')}",
+             f"--saconfig={self.rules}"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+        log.close()
+        waitFor(lambda: _accepts(self.port) or self.process.poll() is not None,
+                timeout=120, what="spampd to listen")
+        if self.process.poll() is not None:
+            raise AssertionError(f"spampd exited:\n{self.log()}")
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            # Its children are in its process group.
+            try:
+                os.killpg(self.process.pid, signal.SIGTERM)
+            except OSError:
+                pass
+            stopProcess(self.process)
+
+    def log(self) -> str:
+        with open(self.logPath, errors="replace") as f:
+            return f.read()
+
+
+def _accepts(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+class AfterQueueFilterTests(SynchronousTestCase):
+    """
+    Mail through spampd and back, exactly once, checked once.
+    """
+
+    def setUp(self):
+        endToEnd()
+        if not os.access(SPAMPD, os.X_OK):
+            raise self.skipTest("no spampd (Debian's spampd)")
+        self.base = shortTemporaryDirectory(self)
+        os.chmod(self.base, 0o755)
+        self.spool = os.path.join(self.base, "mail")
+        self.port, self.filterPort, self.returnPort = freePorts(3)
+        self.spampd = PrivateSpampd(self.base, self.filterPort, self.returnPort)
+        self.addCleanup(self.spampd.stop)
+        checks = os.path.join(self.base, "header_checks")
+        with open(checks, "w") as f:
+            f.write("/^Subject:/ PREPEND X-Checked: on the way in\n")
+        self.main = {"myhostname": "mx.example.org", "mydestination": "localhost",
+                     "content_filter": f"scan:[127.0.0.1]:{self.filterPort}",
+                     "header_checks": f"regexp:{checks}",
+                     "minimal_backoff_time": "300s", "maximal_backoff_time": "4000s",
+                     "queue_run_delay": "300s",
+                     **localMaildirs(self.spool + "/")}
+
+    def startMaster(self):
+        self.master = Master(os.path.join(self.base, "conf"), self.main,
+                             FILTER_MASTER_CF.format(port=self.port,
+                                                     returnPort=self.returnPort)).start()
+        self.addCleanup(self.master.stop)
+
+    def send(self, subject: str, body: str, recipients=("bob@localhost",)) -> str:
+        with smtplib.SMTP("127.0.0.1", self.port, timeout=60) as client:
+            client.ehlo("client.example")
+            code, reply = client.docmd("MAIL", "FROM:<alice@example.com>")
+            self.assertEqual(code, 250, reply)
+            for recipient in recipients:
+                code, reply = client.docmd("RCPT", f"TO:<{recipient}>")
+                self.assertEqual(code, 250, reply)
+            code, reply = client.data(
+                f"From: alice@example.com\r\nSubject: {subject}\r\n\r\n{body}\r\n".encode())
+            self.assertEqual(code, 250, reply)
+            return reply.decode().rsplit(" ", 1)[-1]
+
+    def delivered(self, name: str = "bob"):
+        return maildirMessages(self.spool).get(name, [])
+
+    def test_throughTheFilterOnce(self):
+        """
+        Mail goes through spampd, which tags it, and comes back through
+        the return smtpd into the mailbox, once: header_checks applied
+        on the way in only, the filter's verdict in the headers.  Spam
+        and ham are told apart by the test's own rule.
+        """
+        self.spampd.start()
+        self.startMaster()
+        self.send("ham", "an ordinary message")
+        self.send("spam", f"this one carries {MARKER}")
+        waitFor(lambda: len(self.delivered()) == 2, timeout=120, what="both deliveries")
+        messages = {m.split(b"\nSubject: ", 1)[1].split(b"\n", 1)[0]: m.decode()
+                    for m in self.delivered()}
+        ham, spam = messages[b"ham"], messages[b"spam"]
+        self.assertIn("\nX-Spam-Status: No,", ham)
+        self.assertIn("\nX-Spam-Status: Yes,", spam)
+        self.assertIn("TMTA_FILTER_TEST", spam)
+        for text in (ham, spam):
+            headers = text.partition("\n\n")[0]
+            # Checked once: the return smtpd has no_header_body_checks.
+            self.assertEqual(headers.count("X-Checked: on the way in"), 1, headers)
+            # Received twice by tmta: from the client, then from spampd.
+            self.assertEqual(headers.count("by mx.example.org"), 2, headers)
+        self.assertIn(f"relay=127.0.0.1[127.0.0.1]:{self.filterPort}", self.master.log())
+        # Nothing is left in the queue, and no third copy arrives.
+        self.assertEqual(len(self.delivered()), 2)
+
+    def test_filterDownDefers(self):
+        """
+        While the filter is down, mail is queued and waits: it is never
+        delivered unfiltered.  Once the filter is back, a flush sends it
+        through.
+        """
+        self.startMaster()
+        queueId = self.send("waiting", "for the filter")
+        waitFor(lambda: "status=deferred" in self.master.log(), what="the deferral")
+        self.assertIn(queueId, self.master.log())
+        self.assertEqual(self.delivered(), [])
+        self.spampd.start()
+        result = subprocess.run(
+            [sys.executable, "-m", "tmta.cli.admin", "queue", "flush", "-c",
+             self.master.directory], capture_output=True, text=True, timeout=60,
+            env=dict(os.environ, PYTHONPATH=REPO))
+        self.assertEqual(result.returncode, 0, result.stderr)
+        waitFor(lambda: self.delivered(), timeout=120, what="the delivery after the flush")
+        [message] = self.delivered()
+        self.assertIn(b"\nX-Spam-Status: No,", message)
+
+    def test_unfilteredReturnPortStillGuarded(self):
+        """
+        The return smtpd, which filters nothing, relays for loopback
+        only, as FILTER_README's C{-o mynetworks=127.0.0.0/8} says, and
+        takes mail for unknown local users (they were checked on the
+        way in).
+        """
+        users = os.path.join(self.base, "users")
+        with open(users, "w") as f:
+            f.write("bob ok\n")
+        self.main["local_recipient_maps"] = f"texthash:{users}"
+        self.startMaster()
+        with smtplib.SMTP("127.0.0.1", self.returnPort, timeout=60) as client:
+            client.ehlo("spampd.example")
+            client.mail("alice@example.com")
+            code, _ = client.rcpt("someone@localhost")
+            self.assertEqual(code, 250)
+        with smtplib.SMTP("127.0.0.1", self.port, timeout=60) as client:
+            client.ehlo("client.example")
+            client.mail("alice@example.com")
+            code, reply = client.rcpt("someone@localhost")
+            self.assertEqual(code, 550, reply)
