@@ -323,11 +323,11 @@ class FailClosedTests(SynchronousTestCase):
             "smtpd_client_restrictions = reject\n"
             "smtpd_tls_security_level = encrypt\n"
             "smtpd_sasl_auth_enable = yes\n"
-            "non_smtpd_milters = inet:127.0.0.1:8891\n"
+            "smtpd_upstream_proxy_protocol = haproxy\n"
             "smtpd_client_connection_rate_limit = 30\n"
             "smtpd_proxy_filter = 127.0.0.1:10025\n")
         for line, name in [(3, "smtpd_tls_security_level"),
-                           (4, "smtpd_sasl_auth_enable"), (5, "non_smtpd_milters"),
+                           (4, "smtpd_sasl_auth_enable"), (5, "smtpd_upstream_proxy_protocol"),
                            (6, "smtpd_client_connection_rate_limit"),
                            (7, "smtpd_proxy_filter")]:
             self.assertTrue(any(f"main.cf, line {line}: {name}:" in p for p in problems),

@@ -1,5 +1,5 @@
 """
-smtpd's milters (L{tmta.milter}, L{tmta.smtpd.milters}) against real
+Milters (L{tmta.milter}, smtpd's and cleanup's) against real
 ones, each a private instance on loopback: a milter on Sendmail's own
 libmilter (Debian's python3-milter, scripted per test:
 L{tests.support.milters.scripted}) for every action a milter may take,
@@ -8,6 +8,7 @@ and OpenDKIM signing and verifying.
 
 import json
 import os
+import pwd
 import re
 import shutil
 import smtplib
@@ -19,6 +20,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support import (
     MASTER_CF,
+    REPO,
+    UNPRIVILEGED_PYTHON,
     Master,
     endToEnd,
     freePort,
@@ -160,6 +163,103 @@ class ScriptedMilterTests(SynchronousTestCase):
         self.assertEqual(client.noop()[0], 250)
         time.sleep(0.5)
         self.assertEqual(maildirMessages(self.spool), {})
+
+    def post(self, text: bytes, *args):
+        """
+        Post C{text} with tmta-sendmail as the ordinary account
+        C{nobody}, through pickup.
+        """
+        if os.getuid() != 0:
+            raise self.skipTest("needs root, to post as an ordinary account")
+        if not os.access(UNPRIVILEGED_PYTHON, os.X_OK):
+            raise self.skipTest(f"no Python for an ordinary account at {UNPRIVILEGED_PYTHON}")
+        account = pwd.getpwnam("nobody")
+
+        def becomeAccount():
+            os.setgroups([])
+            os.setgid(account.pw_gid)
+            os.setuid(account.pw_uid)
+
+        result = subprocess.run(
+            [UNPRIVILEGED_PYTHON, "-c",
+             "import sys; from tmta.cli.sendmail import main; sys.exit(main())", *args],
+            input=text, capture_output=True, timeout=60, preexec_fn=becomeAccount,
+            env={"PYTHONPATH": REPO, "MAIL_CONFIG": self.master.directory,
+                 "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
+        self.assertEqual(result.returncode, 0, result.stderr)
+
+    def startLocalMaster(self, **settings):
+        """
+        A master with pickup, whose mail goes through C{non_smtpd_milters}
+        and whose smtpd has no milters.
+        """
+        main = {"myhostname": "mx.example.org", "mydestination": "localhost",
+                "myorigin": "localhost",
+                "non_smtpd_milters": f"inet:127.0.0.1:{self.milterPort}",
+                **localMaildirs(self.spool + "/"), **settings}
+        self.master = Master(os.path.join(self.base, "conf"), main,
+                             MASTER_CF.format(port=self.port)
+                             + "pickup    unix  n       -       n       60      1       pickup\n"
+                             ).start()
+        self.addCleanup(self.master.stop)
+
+    def test_localSubmission(self):
+        """
+        Mail from sendmail goes through C{non_smtpd_milters} in a
+        session made up as Postfix makes it up (client localhost at
+        127.0.0.1, EHLO localhost, the sender unbracketed), and the
+        milter's changes are made; mail from SMTP does not.
+        """
+        self.startMilter(eom_edits=[["addheader", "X-Local-Milter", "seen"],
+                                    ["addrcpt", "<extra@localhost>"]])
+        self.startLocalMaster()
+        self.post(b"To: bob@localhost\nSubject: local\n\nhello\n", "-t")
+        waitFor(lambda: maildirMessages(self.spool).get("bob")
+                and maildirMessages(self.spool).get("extra"), what="both deliveries")
+        [message] = maildirMessages(self.spool)["bob"]
+        self.assertIn(b"\nX-Local-Milter: seen\n", message)
+        [seen] = self.seen()
+        self.assertEqual(seen["connect"][0], "localhost")
+        self.assertIn("127.0.0.1", seen["connect"][1])
+        self.assertEqual(seen["helo"], "localhost")
+        self.assertEqual(seen["sender"], "nobody@localhost")
+        self.assertEqual(seen["recipients"], ["bob@localhost"])
+        self.assertEqual(seen["macros"]["connect"]["j"], "mx.example.org")
+        self.assertEqual(seen["macros"]["connect"]["_"], "localhost [127.0.0.1]")
+        self.assertEqual(seen["macros"]["mail"]["{mail_addr}"], "nobody@localhost")
+        self.assertTrue(seen["macros"]["eom"]["i"])
+        # SMTP mail is smtpd's milters' (none here), not these.
+        client = self.client()
+        client.sendmail("alice@example.com", ["carol@localhost"], b"Subject: smtp\r\n\r\nx\r\n")
+        waitFor(lambda: maildirMessages(self.spool).get("carol"), what="the SMTP delivery")
+        self.assertNotIn(b"X-Local-Milter", maildirMessages(self.spool)["carol"][0])
+        self.assertEqual(len(self.seen()), 1)
+
+    def test_localSubmissionRefused(self):
+        """
+        A milter that refuses a local submission's sender keeps it from
+        being queued; one that refuses a recipient cannot say so to the
+        sender, so the mail waits in the maildrop with a warning.
+        """
+        self.startMilter(envfrom=["550", "5.7.1", "not from you"])
+        self.startLocalMaster()
+        self.post(b"To: bob@localhost\nSubject: refused\n\nhello\n", "-t")
+        waitFor(lambda: "milter-reject: MAIL from localhost[127.0.0.1]: 550 5.7.1 not from you"
+                in self.master.log(), what="the refusal")
+        time.sleep(0.5)
+        self.assertEqual(maildirMessages(self.spool), {})
+
+    def test_localRecipientRefusedWaits(self):
+        self.startMilter(envrcpt="reject")
+        self.startLocalMaster()
+        self.post(b"To: bob@localhost\nSubject: refused\n\nhello\n", "-t")
+        waitFor(lambda: "can't reject recipient in non-smtpd submission" in self.master.log(),
+                what="the warning")
+        self.assertIn("4.3.5 Server configuration error", self.master.log())
+        time.sleep(0.5)
+        self.assertEqual(maildirMessages(self.spool), {})
+        maildrop = os.path.join(self.master.queue, "maildrop")
+        self.assertEqual(len(os.listdir(maildrop)), 1)
 
     def test_connectRejected(self):
         """

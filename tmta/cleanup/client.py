@@ -196,7 +196,7 @@ class CleanupMessage:
                macros: Dict[str, str]) -> None:
         """
         Lend cleanup a milter connection for this message's content
-        (L{tmta.smtpd.milters.SessionMilters.lend}).
+        (L{tmta.milter.session.SessionMilters.lend}).
         """
         self.protocol.callRemote(CleanupMilter, message=self.number, descriptor=descriptor,
                                  family=family, milter=description,

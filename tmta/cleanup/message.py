@@ -25,12 +25,19 @@ from tmta.cleanup.headers import (
     receivedHeader,
     splitHeaderSection,
 )
+from tmta.cleanup.milters import LOCAL_CLIENT_ADDRESS, LOCAL_CLIENT_NAME, LocalSession
 from tmta.cleanup.state import Cleanup
 from tmta.common.eager import eagerly
 from tmta.logging import Logger
-from tmta.mail.receiving import NO_ADDRESS_MAPPINGS, NO_HEADER_BODY_CHECKS, OVERRIDE_ATTRIBUTE
+from tmta.mail.receiving import (
+    NO_ADDRESS_MAPPINGS,
+    NO_HEADER_BODY_CHECKS,
+    NO_MILTERS,
+    OVERRIDE_ATTRIBUTE,
+)
 from tmta.mail.replies import INTERNAL_ERROR, TOO_BIG, storageFailure
 from tmta.milter.client import MilterClient
+from tmta.milter.client import Verdict as MilterVerdict
 from tmta.milter.message import MessageEdits, milterMessage
 from tmta.queue.qfile import DELIVERABLE_ATTRIBUTE, PROBE_ATTRIBUTE
 from tmta.queue.store import QueueError
@@ -87,6 +94,9 @@ class Message:
         #: The milters smtpd lent for the content, and the macros it knew.
         self.milters: List[MilterClient] = []
         self.milterMacros: Dict[str, str] = {}
+        #: The made-up session of C{non_smtpd_milters}, for a local
+        #: submission.
+        self.localSession: Optional[LocalSession] = None
         #: Where the Received: header added here is among the headers.
         self.ownReceived = -1
         self.chain: defer.Deferred = defer.succeed(None)
@@ -337,7 +347,9 @@ class Message:
         verdict = self.verdict
         if self.error is None and verdict.reject is not None:
             self.error = Rejection(*verdict.reject)
-        if self.milters:
+        if self.error is None and verdict.discard is None and self._takesLocalMilters():
+            await self._lateStep(self._localSession)
+        if self.milters or self.localSession is not None:
             try:
                 if self.error is None and verdict.discard is None:
                     await self._lateStep(self._throughMilters)
@@ -388,6 +400,8 @@ class Message:
             self.error = Rejection(*storageFailure(e))
         except OSError as e:
             self._fail(Failure(e))
+        except Exception:
+            self._fail(Failure())
 
     async def _rewriteUnderNewEnvelope(self) -> None:
         """
@@ -429,8 +443,44 @@ class Message:
 
     def _releaseMilters(self) -> None:
         milters, self.milters = self.milters, []
+        if self.localSession is not None:
+            self.localSession.close()
+            self.localSession = None
+            return
         for client in milters:
             client.release()
+
+    def _takesLocalMilters(self) -> bool:
+        """
+        Whether this message goes through C{non_smtpd_milters}: mail a
+        user submitted (through pickup), unless C{receive_override_options}
+        says C{no_milters}; never a C{sendmail -bv} report's.
+        """
+        return (bool(self.cleanup.localMilters) and not self.milters
+                and self.attributes.get("origin") == "pickup"
+                and NO_MILTERS not in self.overrides
+                and PROBE_ATTRIBUTE not in self.attributes)
+
+    async def _localSession(self) -> None:
+        """
+        Tell C{non_smtpd_milters} of the made-up session of a local
+        submission up to DATA (L{LocalSession}); the message then goes
+        through them as through smtpd's (L{_throughMilters}).
+        """
+        session = self.localSession = LocalSession(
+            self.cleanup.localMilters, self.cleanup.reactor, self.cleanup.localMacros)
+        session.macros["i"] = self.queueId
+        verdict = await session.envelope(self.sender, [r[0] for r in self.recipients],
+                                          self.attributes.get("helo_name"))
+        self.milters = list(session.clients)
+        if verdict.goesOn:
+            return
+        if session.event == "RCPT":
+            log.warn("{queueId}: milter configuration error: can't reject recipient in "
+                     "non-smtpd submission", queueId=self.queueId)
+            log.warn("{queueId}: message not accepted, try again later", queueId=self.queueId)
+        self._milterVerdict(verdict, f"{session.event} from {LOCAL_CLIENT_NAME}"
+                                     f"[{LOCAL_CLIENT_ADDRESS}]")
 
     async def _throughMilters(self) -> None:
         """
@@ -444,9 +494,26 @@ class Message:
                              ownReceived=self.ownReceived if self.ownReceived < len(headers)
                              else -1)
         macros = dict(self.milterMacros, i=self.queueId)
+        if self.localSession is not None:
+            macros.update(self.localSession.macros)
+            client = (LOCAL_CLIENT_NAME, LOCAL_CLIENT_ADDRESS)
+        else:
+            client = (self.attributes.get("client_name", "unknown"),
+                      self.attributes.get("client_address", ""))
         verdict = await milterMessage(self.milters, edits, macros.get)
-        where = (f"END-OF-MESSAGE from {self.attributes.get('client_name', 'unknown')}"
-                 f"[{self.attributes.get('client_address', '')}]")
+        if verdict.kind == "hold" or (verdict.goesOn and edits.quarantine):
+            verdict = MilterVerdict("hold", edits.quarantine or "")
+        self._milterVerdict(verdict, f"END-OF-MESSAGE from {client[0]}[{client[1]}]")
+        if self.verdict.discard is None and edits.changed:
+            await self._rewriteWithEdits(edits)
+
+    def _milterVerdict(self, verdict: MilterVerdict, where: str) -> None:
+        """
+        Act on what the milters made of an event: refuse the message,
+        discard it or hold it, with Postfix's log line.
+
+        @raise Rejection: refused.
+        """
         if verdict.kind in ("reply", "shutdown"):
             text = verdict.reply if verdict.kind == "reply" else \
                 "421 4.7.0 Server closing connection"
@@ -457,13 +524,11 @@ class Message:
             log.info("{queueId}: milter-discard: {where}: milter triggers DISCARD action",
                      queueId=self.queueId, where=where)
             self.verdict.discard = "milter triggers DISCARD action"
-            return
-        if verdict.kind == "hold" or edits.quarantine:
+        elif verdict.kind == "hold":
+            reason = verdict.reply or "milter triggers HOLD action"
             log.info("{queueId}: milter-hold: {where}: {reason}", queueId=self.queueId,
-                     where=where, reason=edits.quarantine or "milter triggers HOLD action")
-            self.verdict.hold = edits.quarantine or "milter triggers HOLD action"
-        if edits.changed:
-            await self._rewriteWithEdits(edits)
+                     where=where, reason=reason)
+            self.verdict.hold = reason
 
     async def _rewriteWithEdits(self, edits: MessageEdits) -> None:
         """

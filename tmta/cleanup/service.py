@@ -6,6 +6,8 @@ queued.
 
 from __future__ import annotations
 
+from typing import List
+
 from twisted.application.service import Service
 from twisted.internet.protocol import Factory
 
@@ -32,6 +34,21 @@ def qmgrTrigger(reactor, queueDirectory: str, idle: float):
         connection.release(protocol)
 
     return lambda queueId: connection.acquire().addCallback(send, queueId)
+
+
+def configurationProblems(config, entry) -> List[str]:
+    """
+    What stops a cleanup service from starting: a C{non_smtpd_milters}
+    list it cannot read (L{tmta.interfaces.IComponent.configurationProblems}).
+    """
+    from tmta.config import ConfigError
+    from tmta.milter.settings import milterList
+
+    try:
+        milterList(config, "non_smtpd_milters")
+    except ConfigError as e:
+        return [e.reason]
+    return []
 
 
 class CleanupService(Service):

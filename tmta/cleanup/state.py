@@ -12,10 +12,12 @@ from twisted.internet import defer
 
 from tmta.cleanup.addresses import AddressMapper
 from tmta.cleanup.contentchecks import ContentChecks
+from tmta.cleanup.milters import localMacros
 from tmta.cleanup.settings import CleanupSettings
 from tmta.common.batching import ThreadBatcher
 from tmta.common.flow import InFlowGate
 from tmta.logging import Logger
+from tmta.milter.settings import milterList
 from tmta.queue.store import QueueStore
 from tmta.queue.writer import QueueFileWriter, commitAll
 from tmta.wire import heldWrites
@@ -53,6 +55,12 @@ class Cleanup:
         from tmta.tables.networks import parseNetworks
 
         self.mynetworks = parseNetworks(config.getList("mynetworks"))
+        #: C{non_smtpd_milters}, for mail submitted locally, and the
+        #: macros of its made-up session.
+        self.localMilters = milterList(config, "non_smtpd_milters")
+        self.localMacros = localMacros(config.get("myhostname"),
+                                       config.get("milter_macro_daemon_name"),
+                                       config.get("milter_macro_v"))
 
     def rewritesHeadersFor(self, attributes: Dict[str, str]) -> bool:
         """

@@ -371,8 +371,8 @@ for _name in ("address_verify_map", "address_verify_service_name", "address_veri
               "reject_tempfail_action",
               # Where Postfix's documentation is: nothing acts on it.
               "readme_directory",
-              # Milters (tmta.milter), for smtpd.
-              "smtpd_milters", "milter_protocol", "milter_default_action",
+              # Milters (tmta.milter), for smtpd and for cleanup.
+              "smtpd_milters", "non_smtpd_milters", "milter_protocol", "milter_default_action",
               "milter_connect_timeout", "milter_command_timeout", "milter_content_timeout",
               "milter_connect_macros", "milter_helo_macros", "milter_mail_macros",
               "milter_rcpt_macros", "milter_data_macros", "milter_end_of_header_macros",

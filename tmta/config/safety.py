@@ -46,8 +46,6 @@ def _clientCertificateLevel(value: str) -> bool:
 _SMTPD_UNSAFE["smtpd_tls_security_level"] = (
     _clientCertificateLevel, "smtpd's levels are none, may and encrypt")
 _SMTPD_UNSAFE["smtpd_tls_req_ccert"] = (_yes, "client certificates are not implemented yet")
-_SMTPD_UNSAFE["non_smtpd_milters"] = (
-    _nonEmpty, "milters for mail from sendmail and pickup are not implemented yet")
 _SMTPD_UNSAFE["smtpd_proxy_filter"] = (
     _nonEmpty, "before-queue content filters are not implemented yet")
 

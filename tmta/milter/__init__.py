@@ -13,6 +13,8 @@ talks to C{non_smtpd_milters} alone, for mail from sendmail and pickup.
    states, skips and default action.
  - L{tmta.milter.settings}: the C{milter_*} parameters and the milter
    lists, with per-milter settings.
+ - L{tmta.milter.session}: one conversation's milters, told of each
+   event of the session in order.
  - L{tmta.milter.message}: a message's content phase through a chain of
    milters, each seeing the changes of those before it, and the macros
    sent with each event.

@@ -141,7 +141,7 @@ class EnvelopeCommands(SessionState):
                 resolution = await self.resolve(self.sender)
                 self.milterAddressMacros.update(mail_host=resolution.nexthop,
                                                 mail_mailer=resolution.transport)
-            verdict = await self.milters.mail(self.sender, self.mailParameters)
+            verdict = await self.milters.mail(f"<{self.sender}>", self.mailParameters)
             if self.milterRefused("MAIL", verdict):
                 self._resetTransaction()
                 return
@@ -266,7 +266,7 @@ class EnvelopeCommands(SessionState):
                 self.milterAddressMacros.update(
                     rcpt_addr=resolution.recipient, rcpt_host=resolution.nexthop,
                     rcpt_mailer=resolution.transport)
-            verdict = await self.milters.rcpt(recipient, self.rcptParameters)
+            verdict = await self.milters.rcpt(f"<{recipient}>", self.rcptParameters)
             if self.milterRefused("RCPT", verdict, recipient):
                 return
         self._acceptRecipient(recipient, notify, orcpt)

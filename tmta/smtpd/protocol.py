@@ -16,11 +16,12 @@ from zope.interface import implementer
 from tmta.common.eager import eagerly
 from tmta.logging import Logger
 from tmta.mail import replies
+from tmta.milter.session import SessionMilters
 from tmta.smtpd.auth import AuthCommands
 from tmta.smtpd.checking import RestrictionChecks
 from tmta.smtpd.envelope import EnvelopeCommands
 from tmta.smtpd.hello import HelloCommands
-from tmta.smtpd.milters import SessionMilters, milterMacro
+from tmta.smtpd.milters import milterMacro
 from tmta.smtpd.reader import CommandReader
 from tmta.smtpd.receiving import DataCommands
 from tmta.smtpd.settings import SMTPSettings

@@ -16,7 +16,7 @@ from tmta.smtpd.reader import CommandReader
 if TYPE_CHECKING:
     from twisted.internet import defer
 
-    from tmta.smtpd.milters import SessionMilters
+    from tmta.milter.session import SessionMilters
     from tmta.smtpd.settings import SMTPSettings
     from tmta.smtpd.transcript import Transcript
     from tmta.smtpd.transfer import MessageTransfer

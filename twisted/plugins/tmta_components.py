@@ -74,7 +74,8 @@ smtpd = BuiltinComponent("smtpd", "tmta.smtpd.service:SMTPService",
                          limitParameter="smtpd_process_client_limit",
                          checker="tmta.smtpd.checking:configurationProblems",
                          busyReply=b"421 4.3.2 All server ports are busy\r\n")
-cleanup = BuiltinComponent("cleanup", "tmta.cleanup.service:CleanupService", fixedLimit=1000)
+cleanup = BuiltinComponent("cleanup", "tmta.cleanup.service:CleanupService", fixedLimit=1000,
+                           checker="tmta.cleanup.service:configurationProblems")
 qmgr = BuiltinComponent("qmgr", "tmta.qmgr.service:QmgrService", resident=True, fixedLimit=1000)
 pickup = BuiltinComponent("pickup", "tmta.pickup.service:PickupService", resident=True,
                           fixedLimit=100, checker="tmta.pickup.service:configurationProblems")
