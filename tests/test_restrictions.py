@@ -17,8 +17,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from tests.support.smtpd import SessionHarness
 from tmta.cleanup.commands import CleanupBegin, CleanupEnd
 from tmta.config import MainConfig
+from tmta.mail.dnslists import parseFilter
 from tmta.smtpd.checking import Restrictions
-from tmta.smtpd.dnschecks import parseFilter
 from tmta.smtpd.restrictions import (
     DEFER,
     DUNNO,

@@ -32,13 +32,12 @@ from tmta.smtpd.restrictions import (
     RestrictionEnvironment,
     RestrictionList,
 )
+from tmta.tables.writable import MemoryStore, SQLiteStore
 from tmta.verify.cache import (
     IN_PROGRESS,
     PROBE_TTL,
     AddressCache,
     CacheTimes,
-    MemoryStore,
-    SQLiteStore,
     VerifyRecord,
     openStore,
 )

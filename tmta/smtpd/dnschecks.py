@@ -13,7 +13,6 @@ C{zone=127.0.0.2}, C{zone=127.0.0.[2..11]}, C{zone=127.0.0.[2;4;8]}.
 from __future__ import annotations
 
 import ipaddress
-import re
 from typing import List, Optional, Tuple
 
 from twisted.internet import defer
@@ -24,6 +23,7 @@ from zope.interface import implementer
 from tmta.interfaces import ISMTPRestriction
 from tmta.logging import Logger
 from tmta.mail.address import splitAddress
+from tmta.mail.dnslists import filterMatches, parseFilter, reversedAddress
 from tmta.smtpd.verdicts import (
     DEFER,
     DEFER_IF_REJECT,
@@ -108,38 +108,6 @@ def _unknownDomain(what: str):
     return decide
 
 
-_OCTET = re.compile(r"^(\d{1,3})$|^\[(\d{1,3})\.\.(\d{1,3})\]$|^\[([\d;]+)\]$")
-
-
-def parseFilter(spec: str) -> List[List[Tuple[int, int]]]:
-    """
-    A result filter (C{127.0.0.[2..11]}) as allowed ranges per octet.
-
-    @raise ValueError: not one.
-    """
-    octets = re.findall(r"\[[^\]]*\]|[^.]+", spec)
-    if len(octets) != 4 or ".".join(octets) != spec:
-        raise ValueError(f"bad DNS list result filter {spec!r}")
-    ranges = []
-    for octet in octets:
-        match = _OCTET.match(octet)
-        if not match:
-            raise ValueError(f"bad DNS list result filter {spec!r}")
-        if match.group(1):
-            ranges.append([(int(match.group(1)),) * 2])
-        elif match.group(2):
-            ranges.append([(int(match.group(2)), int(match.group(3)))])
-        else:
-            ranges.append([(int(n),) * 2 for n in match.group(4).split(";") if n])
-    return ranges
-
-
-def _matches(address: str, ranges) -> bool:
-    octets = [int(o) for o in address.split(".")]
-    return all(any(low <= o <= high for low, high in allowed)
-               for o, allowed in zip(octets, ranges))
-
-
 @implementer(ISMTPRestriction)
 class DNSList:
     """
@@ -172,14 +140,9 @@ class DNSList:
         The name to look up and what the reply names, or C{None}.
         """
         if self.what == "client":
-            try:
-                ip = ipaddress.ip_address(c.clientAddress)
-            except ValueError:
+            reversed_ = reversedAddress(c.clientAddress)
+            if reversed_ is None:
                 return None
-            if ip.version == 4:
-                reversed_ = ".".join(reversed(str(ip).split(".")))
-            else:
-                reversed_ = ".".join(reversed(ip.exploded.replace(":", "")))
             return f"{reversed_}.{self.zone}", c.clientAddress
         if self.what == "rhsbl_client":
             domain = c.clientName if c.clientName != "unknown" else ""
@@ -226,7 +189,7 @@ class DNSList:
             return DUNNO, None
         listed = [a.payload.dottedQuad() for a in answers if a.type == dns.A]
         listed = [a for a in listed if a.startswith("127.")
-                  and (self.filter is None or _matches(a, self.filter))]
+                  and (self.filter is None or filterMatches(a, self.filter))]
         if not listed:
             return DUNNO, None
         if self.permit:

@@ -17,15 +17,12 @@ that a flood of queries for one address sends one probe.
 
 from __future__ import annotations
 
-import os
-import sqlite3
 from dataclasses import dataclass
-from typing import Dict, Iterator, Optional, Tuple
+from typing import Optional, Tuple
 
-from tmta.common.batching import SerialThread
 from tmta.config.safety import verifyMapProblem
 from tmta.logging import Logger
-from tmta.tables.compiled import databasePath
+from tmta.tables.writable import openWritable
 from tmta.verify.commands import BOUNCE, DEFER, OK, PROBING, STATUSES
 
 log = Logger()
@@ -65,71 +62,6 @@ def cacheKey(address: str) -> str:
     return address.lower()
 
 
-class MemoryStore:
-    """
-    Records kept in memory only (C{address_verify_map} empty): lost when
-    the verify process exits.
-    """
-
-    def __init__(self) -> None:
-        self.records: Dict[str, str] = {}
-
-    def get(self, key: str) -> Optional[str]:
-        return self.records.get(key)
-
-    def put(self, key: str, raw: str) -> None:
-        self.records[key] = raw
-
-    def delete(self, key: str) -> None:
-        self.records.pop(key, None)
-
-    def items(self) -> Iterator[Tuple[str, str]]:
-        return iter(list(self.records.items()))
-
-    def close(self) -> None:
-        pass
-
-
-class SQLiteStore(MemoryStore):
-    """
-    Records kept in memory and written through to an SQLite file (the
-    database of a C{btree:}, C{hash:} or C{lmdb:} C{address_verify_map},
-    as tmta builds those tables).  Writes go to a thread of their own,
-    in order, so the reactor never waits for the disk; a write lost to a
-    crash costs one probe more.
-    """
-
-    def __init__(self, path: str, reactor) -> None:
-        super().__init__()
-        self.path = path
-        previous = os.umask(0o077)
-        try:
-            self._connection = sqlite3.connect(path, check_same_thread=False,
-                                               isolation_level=None)
-        finally:
-            os.umask(previous)
-        self._connection.execute(
-            "CREATE TABLE IF NOT EXISTS entries (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-        self.records = dict(self._connection.execute("SELECT key, value FROM entries"))
-        self._thread = SerialThread(reactor, "tmta-verify-cache")
-
-    def put(self, key: str, raw: str) -> None:
-        super().put(key, raw)
-        self._thread.post(lambda: self._connection.execute(
-            "INSERT OR REPLACE INTO entries VALUES (?, ?)", (key, raw)))
-
-    def delete(self, key: str) -> None:
-        super().delete(key)
-        self._thread.post(lambda: self._connection.execute(
-            "DELETE FROM entries WHERE key = ?", (key,)))
-
-    def close(self):
-        """
-        @return: a Deferred firing once the writes asked for are done.
-        """
-        return self._thread.call(self._connection.close)
-
-
 def openStore(spec: str, reactor):
     """
     The store for C{address_verify_map}.
@@ -139,12 +71,7 @@ def openStore(spec: str, reactor):
     problem = verifyMapProblem(spec)
     if problem is not None:
         raise ValueError(problem)
-    spec = spec.strip()
-    if not spec:
-        return MemoryStore()
-    kind, _, path = spec.partition(":")
-    # The database file is named as tmta names those of compiled tables.
-    return SQLiteStore(databasePath(kind.lower(), path), reactor)
+    return openWritable(spec, reactor, "tmta-verify-cache")
 
 
 @dataclass
