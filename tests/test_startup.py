@@ -148,14 +148,14 @@ class StartupErrorTests(SynchronousTestCase):
     def test_unservedPortStops(self):
         """
         A master.cf inet service whose command tmta does not implement
-        (Debian's postscreen line) stops start-up, naming the line,
-        rather than leaving the port unserved.
+        (Debian's qmqpd line) stops start-up, naming the line, rather than
+        leaving the port unserved.
         """
         directory = self.configDirectory(
-            "", "2525 inet n - n - - smtpd\n2526 inet n - n - 1 postscreen\n")
+            "", "2525 inet n - n - - smtpd\n2526 inet n - n - - qmqpd\n")
         result = twistd(["-c", directory])
         self.assertNotEqual(result.returncode, 0)
-        self.assertIn(f"{directory}/master.cf, line 2: 2526/inet: command postscreen is not "
+        self.assertIn(f"{directory}/master.cf, line 2: 2526/inet: command qmqpd is not "
                       "implemented", result.stderr + result.stdout)
 
     def test_unsafeSettingStops(self):

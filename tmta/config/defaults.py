@@ -379,7 +379,25 @@ for _name in ("address_verify_map", "address_verify_service_name", "address_veri
               "milter_end_of_data_macros", "milter_unknown_command_macros",
               "milter_macro_daemon_name", "milter_macro_v",
               # After-queue content filters (tmta.mail.receiving, qmgr).
-              "content_filter", "receive_override_options", "default_filter_nexthop"):
+              "content_filter", "receive_override_options", "default_filter_nexthop",
+              # postscreen (tmta.postscreen), and the pass service it hands to.
+              "smtpd_service_name", "postscreen_access_list", "postscreen_denylist_action",
+              "postscreen_allowlist_interfaces", "postscreen_bare_newline_action",
+              "postscreen_bare_newline_enable", "postscreen_bare_newline_ttl",
+              "postscreen_cache_cleanup_interval", "postscreen_cache_map",
+              "postscreen_cache_retention_time", "postscreen_client_connection_count_limit",
+              "postscreen_command_count_limit", "postscreen_command_time_limit",
+              "postscreen_disable_vrfy_command", "postscreen_dnsbl_action",
+              "postscreen_dnsbl_allowlist_threshold", "postscreen_dnsbl_max_ttl",
+              "postscreen_dnsbl_min_ttl",
+              "postscreen_dnsbl_sites", "postscreen_dnsbl_threshold",
+              "postscreen_dnsbl_timeout", "postscreen_forbidden_commands",
+              "postscreen_greet_action", "postscreen_greet_banner", "postscreen_greet_ttl",
+              "postscreen_greet_wait", "postscreen_non_smtp_command_action",
+              "postscreen_non_smtp_command_enable", "postscreen_non_smtp_command_ttl",
+              "postscreen_pipelining_action", "postscreen_pipelining_enable",
+              "postscreen_pipelining_ttl", "postscreen_pre_queue_limit",
+              "postscreen_upstream_proxy_protocol", "postscreen_watchdog_timeout"):
     DEFAULTS.setdefault(_name, POSTFIX_DEFAULTS[_name])
 
 #: The parameters tmta acts on.

@@ -6,13 +6,16 @@ C{max_use} clients or C{max_idle} idle seconds, or when the master goes.
 
 from __future__ import annotations
 
+import os
 import socket
-from typing import TYPE_CHECKING, Callable, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, List, Optional
 
 from twisted.internet import tcp, unix
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.internet.protocol import connectionDone
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.interfaces import IDelayedCall, IFileDescriptorReceiver, IReactorTime
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from tmta.common.transports import EagerWriteMixin, PlainReadMixin
 from tmta.common.twistedcompat import adoptListeningPort, shareListeningSocket
@@ -55,7 +58,10 @@ class _CountedMixin(_Server):
         super().__init__(*args, **kwargs)
         port: "_CappedPortMixin" = self.server  # type: ignore[assignment]
         self._runtime = port.runtime
-        self._runtime.clientStarted(self)
+        # A pass service's hand-over is not a client of its own: the
+        # client it brings is.
+        self._runtime.clientStarted(
+            self, served=not isinstance(getattr(port, "factory", None), _PassedConnections))
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         try:
@@ -78,6 +84,85 @@ class _CappedTCPPort(_CappedPortMixin, tcp.Port):
 
 class _CappedUNIXPort(_CappedPortMixin, unix.Port):
     transport = _EagerUNIXServer
+
+
+class _PassedTCPServer(EagerWriteMixin, tcp.Server):
+    """
+    A client connection another process accepted and passed on, counted
+    by the worker's runtime until it is gone.
+    """
+
+    _runtime: "WorkerRuntime"
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        try:
+            super().connectionLost(reason)
+        finally:
+            self._runtime.clientEnded(self)
+
+
+@implementer(IFileDescriptorReceiver)
+class _HandOver(Protocol):
+    """
+    One connection to a C{pass} service: it brings a client's descriptor
+    (and a byte to carry it), which is served as if accepted here.
+    """
+
+    transport: Any
+
+    def __init__(self, passed: "_PassedConnections") -> None:
+        self.passed = passed
+
+    def fileDescriptorReceived(self, descriptor: int) -> None:
+        self.passed.serve(descriptor)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.loseConnection()
+
+
+class _PassedConnections(Factory):
+    """
+    The factory of a C{pass} service's socket: each descriptor received
+    becomes a connection served by C{factory}.
+    """
+
+    noisy = False
+
+    def __init__(self, reactor, runtime: "WorkerRuntime", factory) -> None:
+        self.reactor = reactor
+        self.runtime = runtime
+        self.factory = factory
+
+    def buildProtocol(self, addr):
+        return _HandOver(self)
+
+    def serve(self, descriptor: int) -> None:
+        try:
+            sock = socket.socket(fileno=descriptor)
+        except OSError as e:
+            self.runtime.log.warn("cannot take a passed connection: {error}", error=e)
+            os.close(descriptor)
+            return
+        try:
+            sock.setblocking(False)
+            peer = sock.getpeername()
+            if sock.family not in (socket.AF_INET, socket.AF_INET6):
+                raise OSError(f"not a TCP connection (family {sock.family})")
+        except OSError as e:
+            # The client left while it was being passed on.
+            self.runtime.log.info("passed connection gone: {error}", error=e)
+            sock.close()
+            return
+        addressType = IPv6Address if sock.family == socket.AF_INET6 else IPv4Address
+        protocol = self.factory.buildProtocol(addressType("TCP", *peer[:2]))
+        if protocol is None:
+            sock.close()
+            return
+        transport = _PassedTCPServer(sock, protocol, peer, None,  # type: ignore[arg-type]
+                                     peer[1], self.reactor)
+        transport._runtime = self.runtime
+        self.runtime.clientStarted(transport)
+        protocol.makeConnection(transport)
 
 
 class WorkerRuntime:
@@ -147,11 +232,18 @@ class WorkerRuntime:
             room = min(room, self.maxUse - self.served)
         return max(0, room)
 
-    def adopt(self, reactor, fd: int, family: int, factory) -> None:
+    def adopt(self, reactor, fd: int, family: int, factory, passed: bool = False) -> None:
         """
         Serve an inherited listening socket with C{factory}.
+
+        @param passed: the socket is a C{pass} service's (Postfix's
+            master.cf type): each connection to it brings a client
+            connection another process accepted (postscreen), which
+            C{factory} then serves.
         """
         portClass = _CappedUNIXPort if family == socket.AF_UNIX else _CappedTCPPort
+        if passed:
+            factory = _PassedConnections(reactor, self, factory)
         port = adoptListeningPort(portClass, reactor, fd, family, factory)
         port.runtime = self
         # The socket is shared with the master and the other workers.
@@ -168,11 +260,18 @@ class WorkerRuntime:
         self._sync(force=True)
         self._armIdle()
 
-    def clientStarted(self, transport=None) -> None:
+    def clientStarted(self, transport=None, served: bool = True) -> None:
+        """
+        A client came.
+
+        @param served: whether it counts towards C{max_use} (a passed
+            connection's hand-over does not: the client it brings does).
+        """
         if transport is not None:
             self._transports.add(transport)
         self.clients += 1
-        self.served += 1
+        if served:
+            self.served += 1
         self._cancelIdle()
         self._sync(force=self.served == 1)
 

@@ -16,8 +16,10 @@ from tmta.config.parser import ConfigProblems
 from tmta.master.components import findComponent
 
 # A fifo service (qmgr and pickup in older stock master.cf files) is
-# served on a UNIX socket at the same path: tmta's triggers are AMP.
-IMPLEMENTED_TYPES = ("inet", "unix", "fifo")
+# served on a UNIX socket at the same path: tmta's triggers are AMP.  A
+# pass service (smtpd behind postscreen) is a UNIX socket that brings
+# the descriptors of client connections.
+IMPLEMENTED_TYPES = ("inet", "unix", "fifo", "pass")
 
 
 def checkServices(configuration: Configuration, components) -> Dict[Tuple[str, str], bool]:

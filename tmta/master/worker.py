@@ -69,7 +69,10 @@ class WorkerContext:
     """
 
     def __init__(self, reactor, config, serviceName, runtime, listeners, services=(),
-                 arguments=()):
+                 arguments=(), passed=False):
+        #: The service is master.cf's type C{pass}: its clients come as
+        #: connections another process accepted (postscreen's).
+        self.passed = passed
         self.services = list(services)
         self.arguments = list(arguments)
         self.reactor = reactor
@@ -80,7 +83,7 @@ class WorkerContext:
 
     def listen(self, factory) -> None:
         for fd, family in self._listeners:
-            self.runtime.adopt(self.reactor, fd, family, factory)
+            self.runtime.adopt(self.reactor, fd, family, factory, passed=self.passed)
             os.close(fd)
         self._listeners = []
 
@@ -220,10 +223,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         resident=component.resident,
         report=report,
         exit=exit,
-        abandons=entry.type == "inet",
+        abandons=entry.type in ("inet", "pass"),
     )
     context = WorkerContext(
-        reactor, config, entry.service, runtime, listeners, configuration.services, entry.args
+        reactor, config, entry.service, runtime, listeners, configuration.services, entry.args,
+        passed=entry.type == "pass",
     )
     try:
         worker = component.makeService(context)

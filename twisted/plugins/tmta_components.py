@@ -106,6 +106,10 @@ spawn = BuiltinComponent("spawn", "tmta.spawn:makeSpawnService",
                          checker="tmta.spawn:configurationProblems")
 # anvil counts for every smtpd: one process.
 anvil = BuiltinComponent("anvil", "tmta.anvil:makeAnvilService", resident=True, fixedLimit=1000)
+# postscreen screens every client of port 25 in one process, before smtpd.
+postscreen = BuiltinComponent("postscreen", "tmta.postscreen.service:PostscreenService",
+                              fixedLimit=10000,
+                              checker="tmta.postscreen.service:configurationProblems")
 # verify keeps the address verification cache for every smtpd: one
 # process (its cache lives in address_verify_map between processes).
 verify = BuiltinComponent("verify", "tmta.verify.service:makeVerifyService", fixedLimit=1000)
