@@ -17,6 +17,7 @@ this project's machines one run can differ from the next by a third.
     python bench/run.py --relay             # relayed through relayhost to smtp-sink
     python bench/run.py --sendmail          # posted by tmta-sendmail / Postfix's sendmail
     python bench/run.py --starttls          # every session says STARTTLS first
+    python bench/run.py --milter            # every message signed by one OpenDKIM milter
     python bench/run.py --all               # every tracked load, one after another
     python bench/run.py --reactor uvloop    # tmta's workers on asyncio's reactor over uvloop
     python bench/run.py --profile DIR       # cProfile each tmta worker; bench/profiles.py DIR
@@ -53,7 +54,7 @@ from typing import Dict, List
 from disk import journalledScratch, spreadSubdirectories, waitForQuietDisk
 from load import runLoad, runSendmail
 from repo import REPO
-from servers import Postfix, Server, Sink, Tmta, interpreter
+from servers import OpenDKIM, Postfix, Server, Sink, Tmta, interpreter
 
 from tests.support.processes import cpuByName, cpuSeconds, descendants, memory
 
@@ -135,6 +136,7 @@ SCENARIOS = [
     ("End to end into a Maildir, 100 sessions, 2 KB", ["-s", "100"]),
     ("End to end into a Maildir, 20 sessions, 20 KB", ["-l", "20000"]),
     ("Relayed to smtp-sink, 20 sessions, 2 KB", ["--relay"]),
+    ("Signed by an OpenDKIM milter, 20 sessions, 2 KB", ["--milter"]),
 ]
 
 
@@ -194,6 +196,9 @@ def main() -> int:
     parser.add_argument("--starttls", action="store_true",
                         help="every session says STARTTLS (both servers offer it with the same "
                              "self-signed certificate; the load comes from the bundled client)")
+    parser.add_argument("--milter", action="store_true",
+                        help="put one private OpenDKIM on each server's smtpd "
+                             "(smtpd_milters), signing every message")
     parser.add_argument("--all", action="store_true",
                         help="every load the project tracks, one after another: 20 sessions "
                              "of 2 KB messages, 100 sessions, 20 KB messages, and relaying")
@@ -270,28 +275,36 @@ def bench(args, parser) -> int:
 
         certificate = os.path.join(base, "tls", "smtpd.pem")
         writeSelfSignedCertificate(certificate, "localhost")
+    milter = None
+    if args.milter:
+        if not (shutil.which("opendkim") and shutil.which("opendkim-genkey")):
+            parser.error("--milter needs Debian's opendkim and opendkim-tools")
+        milter = OpenDKIM(base)
+        milter.start()
     if args.relay:
         if not shutil.which("smtp-sink"):
             parser.error("--relay needs Postfix's smtp-sink")
         makers = [("tmta", lambda where: Tmta(where, Sink(os.path.join(where, "tmta-sink")),
-                                              certificate, python=args.python))]
+                                              certificate, python=args.python,
+                                              milter=milter))]
         if not args.no_postfix and shutil.which("postfix") and os.getuid() == 0:
             makers.append(("postfix", lambda where: Postfix(
                 where, "virtual", Sink(os.path.join(where, "postfix-sink")), certificate,
-                args.postfix_max_use)))
+                args.postfix_max_use, milter)))
     else:
-        makers = [("tmta", lambda where: Tmta(where, None, certificate, python=args.python))]
+        makers = [("tmta", lambda where: Tmta(where, None, certificate, python=args.python,
+                                              milter=milter))]
     if args.baseline:
         makers.insert(1, ("tmta-baseline", lambda where: Tmta(
             where, Sink(os.path.join(where, "baseline-sink")) if args.relay else None,
-            certificate, repo=args.baseline, label="tmta-baseline")))
+            certificate, repo=args.baseline, label="tmta-baseline", milter=milter)))
     if not args.relay and not args.no_postfix and shutil.which("postfix") and os.getuid() == 0:
         for agent in [a.strip() for a in args.postfix_agents.split(",") if a.strip()]:
             if agent not in ("virtual", "local"):
                 parser.error(f"unknown Postfix agent {agent!r}")
             name = "postfix" if agent == "virtual" else f"postfix-{agent}"
             makers.append((name, lambda where, agent=agent: Postfix(
-                where, agent, None, certificate, args.postfix_max_use)))
+                where, agent, None, certificate, args.postfix_max_use, milter)))
     runs: Dict[str, List[Dict[str, float]]] = {name: [] for name, _ in makers}
     try:
         first = True
@@ -319,13 +332,16 @@ def bench(args, parser) -> int:
                 print(f"round {round + 1}: {name:15} e2e {result['e2e']:6.0f}/s  "
                       f"CPU {result['cpu_ms']:.2f} ms/msg{disk}", flush=True)
     finally:
+        if milter is not None:
+            milter.stop()
         shutil.rmtree(base, ignore_errors=True)
 
     def median(name: str, key: str) -> float:
         return statistics.median(r[key] for r in runs[name])
 
     how = ("posted with sendmail, " if args.sendmail else "") + (
-        "STARTTLS on every session, " if args.starttls else "")
+        "STARTTLS on every session, " if args.starttls else "") + (
+        "signed by an OpenDKIM milter, " if args.milter else "")
     print(f"\n{args.messages} messages, {args.sessions} sessions, {args.size} bytes, {how}"
           f"{'relayed to smtp-sink' if args.relay else 'delivered to a Maildir'}, "
           f"load from {runs['tmta'][0]['client']}; medians of {args.rounds} rounds")

@@ -1,7 +1,8 @@
 """
 The servers a benchmark runs, each as a private instance on loopback in
-a directory of its own: tmta (L{Tmta}), Postfix (L{Postfix}), and
-smtp-sink to relay to (L{Sink}).
+a directory of its own: tmta (L{Tmta}), Postfix (L{Postfix}), smtp-sink
+to relay to (L{Sink}), and OpenDKIM as the milter both may sign with
+(L{OpenDKIM}).
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ import os
 import pwd
 import re
 import signal
+import socket
 import subprocess
 import sys
+import time
 from typing import Dict, List, Optional
 
 from load import countMaildir, waitPort
@@ -38,6 +41,60 @@ def interpreter(python: str) -> str:
     except (OSError, subprocess.SubprocessError):
         version = "unknown version"
     return f"{python} ({version})"
+
+
+class OpenDKIM:
+    """
+    A private OpenDKIM on loopback that signs mail from example.com (the
+    load's sender domain) with a key of its own: the milter that
+    C{--milter} puts on each server's smtpd, the same one for both.
+    """
+
+    def __init__(self, base: str) -> None:
+        self.base = os.path.join(base, "opendkim")
+        os.makedirs(self.base)
+        subprocess.run(["opendkim-genkey", "-D", self.base, "-d", "example.com", "-s", "bench"],
+                       check=True)
+        self.port = freePort()
+        self.conf = os.path.join(self.base, "opendkim.conf")
+        with open(self.conf, "w") as f:
+            f.write(f"Socket inet:{self.port}@127.0.0.1\nBackground no\nSyslog no\n"
+                    "RequireSafeKeys no\nCanonicalization relaxed/simple\n"
+                    f"PidFile {self.base}/opendkim.pid\nMode s\nDomain example.com\n"
+                    f"Selector bench\nKeyFile {self.base}/bench.private\n"
+                    "InternalHosts 127.0.0.1\n")
+        self.process: Optional[subprocess.Popen] = None
+
+    @property
+    def address(self) -> str:
+        return f"inet:127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(["opendkim", "-f", "-x", self.conf],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # A milter says nothing until spoken to: a connection is enough.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 1).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"OpenDKIM does not listen on port {self.port}")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(30)
+
+
+def milterSettings(milter: Optional[OpenDKIM]) -> str:
+    """
+    main.cf lines putting C{milter} on smtpd, the same for both servers.
+    """
+    if milter is None:
+        return ""
+    return f"smtpd_milters = {milter.address}\nmilter_default_action = tempfail\n"
 
 
 class Sink:
@@ -132,7 +189,8 @@ class Tmta(Server):
 
     def __init__(self, base: str, sink: Optional[Sink] = None,
                  certificate: Optional[str] = None, repo: str = REPO,
-                 label: str = "tmta", python: str = sys.executable) -> None:
+                 label: str = "tmta", python: str = sys.executable,
+                 milter: Optional[OpenDKIM] = None) -> None:
         """
         @param repo: the checkout whose code runs (C{--baseline}: an
             earlier commit's, to compare with).
@@ -168,6 +226,7 @@ class Tmta(Server):
                 "inet_protocols = ipv4\n"
                 + (f"relayhost = [127.0.0.1]:{sink.port}\n" if sink else "")
                 + tlsSettings(certificate)
+                + milterSettings(milter)
             )
         with open(os.path.join(conf, "master.cf"), "w") as f:
             f.write(
@@ -235,7 +294,8 @@ class Postfix(Server):
     """
 
     def __init__(self, base: str, agent: str = "virtual", sink: Optional[Sink] = None,
-                 certificate: Optional[str] = None, maxUse: Optional[int] = None) -> None:
+                 certificate: Optional[str] = None, maxUse: Optional[int] = None,
+                 milter: Optional[OpenDKIM] = None) -> None:
         """
         @param maxUse: Postfix's C{max_use}, when not its default (100):
             raised, its smtpd, cleanup and delivery processes live through
@@ -296,6 +356,7 @@ class Postfix(Server):
                 + (f"relayhost = [127.0.0.1]:{sink.port}\n" if sink else "")
                 + f"maillog_file = {self.base}/maillog\nmaillog_file_prefixes = {self.base}\n"
                 + tlsSettings(certificate)
+                + milterSettings(milter)
                 + (f"max_use = {maxUse}\n" if maxUse else "")
             )
         self.maildir = os.path.join(mail, "bench", "new")
