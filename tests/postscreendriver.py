@@ -11,7 +11,6 @@ Prints one JSON line of what was seen.
 import json
 import os
 import smtplib
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,7 +21,8 @@ from tests.support import (  # noqa: E402
     Master,
     freePort,
     maildirMessages,
-    resolveOnLoopback,
+    serveZoneOnLoopback,
+    stopProcess,
     waitFor,
 )
 from tests.test_postscreen import POSTSCREEN_MASTER_CF, postscreenMain  # noqa: E402
@@ -44,18 +44,10 @@ zone = [
 def main() -> int:
     base = tempfile.mkdtemp(prefix="tmta-ns-")
     os.chmod(base, 0o755)
-    resolveOnLoopback(base)
-    zone = os.path.join(base, "zone.py")
-    with open(zone, "w") as f:
-        f.write(ZONE)
-    dnsServer = subprocess.Popen(
-        [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
-         "--pidfile=", "--logfile=" + os.path.join(base, "dns.log"), "dns",
-         "--pyzone", zone, "-i", "127.0.0.1", "-p", "53"])
+    dnsServer = serveZoneOnLoopback(base, ZONE)
     master = None
     observed = {}
     try:
-        time.sleep(1.5)
         port = freePort()
         master = Master(os.path.join(base, "conf"), postscreenMain(
             base, postscreen_greet_wait="4s",
@@ -96,8 +88,7 @@ def main() -> int:
     finally:
         if master is not None:
             master.stop()
-        dnsServer.terminate()
-        dnsServer.wait()
+        stopProcess(dnsServer)
     print(json.dumps(observed))
     return 0
 

@@ -14,6 +14,7 @@ import shutil
 import smtplib
 import socket
 import subprocess
+import sys
 import time
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -25,6 +26,7 @@ from tests.support import (
     Master,
     endToEnd,
     freePort,
+    freePorts,
     localMaildirs,
     maildirMessages,
     shortTemporaryDirectory,
@@ -244,7 +246,8 @@ class ScriptedMilterTests(SynchronousTestCase):
         self.startMilter(envfrom=["550", "5.7.1", "not from you"])
         self.startLocalMaster()
         self.post(b"To: bob@localhost\nSubject: refused\n\nhello\n", "-t")
-        waitFor(lambda: "milter-reject: MAIL from localhost[127.0.0.1]: 550 5.7.1 not from you"
+        waitFor(lambda: "milter-reject: MAIL from localhost[127.0.0.1]: 5.7.1 not from you; "
+                "from=<nobody@localhost> to=<bob@localhost> proto=local"
                 in self.master.log(), what="the refusal")
         time.sleep(0.5)
         self.assertEqual(maildirMessages(self.spool), {})
@@ -396,3 +399,130 @@ class OpenDKIMTests(SynchronousTestCase):
         [verified] = maildirMessages(spool)["carol"]
         self.assertRegex(verified.decode(), r"Authentication-Results: mx.example.org;\s+"
                                             r"dkim=pass")
+
+
+RSPAMD_RULES = """\
+rspamd_config.TMTA_REJECT = {
+  callback = function(task)
+    return tostring(task:get_content()):find('tmta%-rspamd%-reject') ~= nil
+  end,
+  score = 20.0,
+  description = 'the test marker that rejects',
+}
+rspamd_config.TMTA_TAG = {
+  callback = function(task)
+    return tostring(task:get_content()):find('tmta%-rspamd%-tag') ~= nil
+  end,
+  score = 8.0,
+  description = 'the test marker that tags',
+}
+"""
+
+
+class RspamdTests(SynchronousTestCase):
+    """
+    rspamd (Debian's rspamd) in milter mode: a private instance whose
+    proxy worker speaks the milter protocol, with rules of the test's
+    own: one whose score rejects, one whose score tags.
+    """
+
+    def setUp(self):
+        endToEnd()
+        if not shutil.which("rspamd"):
+            raise self.skipTest("no rspamd (Debian's rspamd)")
+        if os.getuid() != 0:
+            raise self.skipTest("a private rspamd here runs as root")
+        self.base = shortTemporaryDirectory(self)
+        os.chmod(self.base, 0o755)
+        os.makedirs(os.path.join(self.base, "db"))
+        rules = os.path.join(self.base, "rules.lua")
+        with open(rules, "w") as f:
+            f.write(RSPAMD_RULES)
+        scanner, self.milterPort = freePorts(2)
+        conf = os.path.join(self.base, "rspamd.conf")
+        with open(conf, "w") as f:
+            f.write(f"""\
+options {{
+  pidfile = "{self.base}/rspamd.pid";
+  dbdir = "{self.base}/db";
+  filters = "";
+  dns {{ nameserver = ["127.0.0.1:{freePort()}"]; timeout = 1s; retransmits = 1; }}
+}}
+logging {{ type = "file"; filename = "{self.base}/rspamd.log"; level = "info"; }}
+actions {{ reject = 15; add_header = 6; greylist = null; }}
+worker "normal" {{ bind_socket = "127.0.0.1:{scanner}"; count = 1; }}
+worker "rspamd_proxy" {{
+  bind_socket = "127.0.0.1:{self.milterPort}";
+  milter = yes;
+  timeout = 120s;
+  upstream "local" {{ default = yes; self_scan = yes; }}
+  count = 1;
+}}
+lua = "{rules}";
+""")
+        process = subprocess.Popen(["rspamd", "-f", "-c", conf, "-u", "root", "-g", "root", "-i"],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.addCleanup(lambda: (process.terminate(), process.wait()))
+        waitFor(lambda: _listening(self.milterPort), timeout=120, what="rspamd's milter")
+
+    def test_rejectedAndTagged(self):
+        spool = os.path.join(self.base, "mail")
+        port = freePort()
+        master = Master(os.path.join(self.base, "conf"), {
+            "myhostname": "mx.example.org", "mydestination": "localhost",
+            "smtpd_milters": f"inet:127.0.0.1:{self.milterPort}",
+            **localMaildirs(spool + "/")}, MASTER_CF.format(port=port)).start()
+        self.addCleanup(master.stop)
+        client = smtplib.SMTP("127.0.0.1", port, timeout=60)
+        self.addCleanup(client.close)
+        client.ehlo("client.example")
+        with self.assertRaises(smtplib.SMTPDataError) as caught:
+            client.sendmail("alice@example.com", ["bob@localhost"],
+                            b"From: alice@example.com\r\nSubject: bad\r\n\r\n"
+                            b"This one carries tmta-rspamd-reject.\r\n")
+        self.assertEqual(caught.exception.smtp_code, 554)
+        client.sendmail("alice@example.com", ["bob@localhost"],
+                        b"From: alice@example.com\r\nSubject: dubious\r\n\r\n"
+                        b"This one carries tmta-rspamd-tag.\r\n")
+        client.sendmail("alice@example.com", ["bob@localhost"],
+                        b"From: alice@example.com\r\nSubject: fine\r\n\r\nAn ordinary one.\r\n")
+        client.quit()
+        waitFor(lambda: len(maildirMessages(spool).get("bob", [])) == 2, what="two deliveries")
+        messages = {m.split(b"\nSubject: ", 1)[1].split(b"\n", 1)[0]: m
+                    for m in maildirMessages(spool)["bob"]}
+        self.assertEqual(sorted(messages), [b"dubious", b"fine"])
+        self.assertIn(b"\nX-Spam: Yes\n", messages[b"dubious"])
+        self.assertNotIn(b"X-Spam: Yes", messages[b"fine"])
+        waitFor(lambda: "milter-reject: END-OF-MESSAGE" in master.log(), what="the log line")
+
+
+class OpenDMARCTests(SynchronousTestCase):
+    """
+    OpenDMARC (Debian's opendmarc) against DMARC and SPF records a
+    twisted.names server serves, in a private network namespace whose
+    resolv.conf names it (L{tests.dmarcdriver}).
+    """
+
+    def test_passAndReject(self):
+        endToEnd()
+        if not shutil.which("opendmarc"):
+            raise self.skipTest("no OpenDMARC (Debian's opendmarc)")
+        if os.geteuid() != 0 or shutil.which("unshare") is None:
+            raise self.skipTest("needs root and unshare")
+        if subprocess.run(["unshare", "-mn", "true"], capture_output=True).returncode != 0:
+            raise self.skipTest("cannot make a private namespace here")
+        driver = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dmarcdriver.py")
+        result = subprocess.run(["unshare", "-mn", sys.executable, driver],
+                                capture_output=True, text=True, timeout=180)
+        lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+        self.assertTrue(lines, result.stdout + result.stderr)
+        observed = json.loads(lines[-1])
+        self.assertNotIn("error", observed, observed)
+        self.assertEqual(observed["forged"], "550 5.7.1 rejected by DMARC policy for good.test")
+        [delivered] = observed["delivered"]
+        self.assertIn("\nAuthentication-Results: mx.example.org; dmarc=pass (p=reject dis=none) "
+                      "header.from=good.test\n", delivered)
+        # Postfix's log line, with the client and the envelope.
+        self.assertIn("milter-reject: END-OF-MESSAGE from unknown[127.0.0.5]: 5.7.1 rejected by "
+                      "DMARC policy for good.test; from=<mallory@bad.test> to=<bob@localhost> "
+                      "proto=ESMTP helo=<client.good.test>", observed["log"])

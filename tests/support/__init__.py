@@ -376,6 +376,29 @@ def resolveOnLoopback(directory: str) -> None:
     subprocess.run(["mount", "--bind", resolv, "/etc/resolv.conf"], check=True)
 
 
+def serveZoneOnLoopback(directory: str, zone: str) -> subprocess.Popen:
+    """
+    In a private namespace (L{resolveOnLoopback}): point resolv.conf at
+    127.0.0.1 and serve C{zone} (twisted.names' Python zone syntax) there
+    on port 53 with twistd's DNS server, as the system's resolver and
+    every program that reads resolv.conf then ask it.
+
+    @return: the server's process; stop it with L{stopProcess}.
+    """
+    resolveOnLoopback(directory)
+    path = os.path.join(directory, "zone.py")
+    with open(path, "w") as f:
+        f.write(zone)
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
+         "--pidfile=", "--logfile=" + os.path.join(directory, "dns.log"), "dns",
+         "--pyzone", path, "-i", "127.0.0.1", "-p", "53"])
+    waitFor(lambda: "DNSDatagramProtocol starting on 53" in open(
+        os.path.join(directory, "dns.log")).read() if os.path.exists(
+        os.path.join(directory, "dns.log")) else False, what="the DNS server")
+    return process
+
+
 def privatePostfixMasterCf(port: int, leaveOut: Tuple[str, ...] = ()) -> str:
     """
     Debian's stock Postfix master.cf for a private instance: smtpd on a

@@ -517,18 +517,31 @@ class Message:
         if verdict.kind in ("reply", "shutdown"):
             text = verdict.reply if verdict.kind == "reply" else \
                 "421 4.7.0 Server closing connection"
-            log.info("{queueId}: milter-reject: {where}: {text}; from=<{sender}>",
-                     queueId=self.queueId, where=where, text=text, sender=self.sender)
+            self._logMilterAction("milter-reject", where, text[4:])
             raise Rejection(int(text[:3]), text[4:])
         if verdict.kind == "discard":
-            log.info("{queueId}: milter-discard: {where}: milter triggers DISCARD action",
-                     queueId=self.queueId, where=where)
+            self._logMilterAction("milter-discard", where, "milter triggers DISCARD action")
             self.verdict.discard = "milter triggers DISCARD action"
         elif verdict.kind == "hold":
             reason = verdict.reply or "milter triggers HOLD action"
-            log.info("{queueId}: milter-hold: {where}: {reason}", queueId=self.queueId,
-                     where=where, reason=reason)
+            self._logMilterAction("milter-hold", where, reason)
             self.verdict.hold = reason
+
+    def _logMilterAction(self, action: str, where: str, text: str) -> None:
+        """
+        Log what a milter made cleanup do, in Postfix's words: the
+        event, the client, the reply text, and the envelope (the last
+        recipient), protocol and HELO name.
+        """
+        details = f" from=<{self.sender}>"
+        if self.recipients:
+            details += f" to=<{self.recipients[-1][0]}>"
+        if self.attributes.get("protocol"):
+            details += f" proto={self.attributes['protocol']}"
+        if self.attributes.get("helo_name"):
+            details += f" helo=<{self.attributes['helo_name']}>"
+        log.info("{queueId}: {action}: {where}: {text};{details}", queueId=self.queueId,
+                 action=action, where=where, text=text, details=details)
 
     async def _rewriteWithEdits(self, edits: MessageEdits) -> None:
         """
