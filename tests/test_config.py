@@ -325,11 +325,11 @@ class FailClosedTests(SynchronousTestCase):
             "smtpd_sasl_auth_enable = yes\n"
             "smtpd_upstream_proxy_protocol = haproxy\n"
             "smtpd_client_connection_rate_limit = 30\n"
-            "smtpd_proxy_filter = 127.0.0.1:10025\n")
+            "smtpd_tls_req_ccert = yes\n")
         for line, name in [(3, "smtpd_tls_security_level"),
                            (4, "smtpd_sasl_auth_enable"), (5, "smtpd_upstream_proxy_protocol"),
                            (6, "smtpd_client_connection_rate_limit"),
-                           (7, "smtpd_proxy_filter")]:
+                           (7, "smtpd_tls_req_ccert")]:
             self.assertTrue(any(f"main.cf, line {line}: {name}:" in p for p in problems),
                             (name, problems))
 

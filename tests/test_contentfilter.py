@@ -229,3 +229,154 @@ class AfterQueueFilterTests(SynchronousTestCase):
             client.mail("alice@example.com")
             code, reply = client.rcpt("someone@localhost")
             self.assertEqual(code, 550, reply)
+
+
+#: SMTPD_PROXY_README's before-queue setup: the smtpd on the port passes
+#: each transaction to the filter as it happens; the filter hands it to
+#: the smtpd on the return port, which queues it.
+PROXY_MASTER_CF = CORE_MASTER_CF.replace(
+    "{port}      inet  n       -       n       -       -       smtpd\n",
+    "{port}      inet  n       -       n       -       -       smtpd\n"
+    "  -o smtpd_proxy_filter=127.0.0.1:{filterPort}\n") + """\
+local     unix  -       n       n       -       -       local
+127.0.0.1:{returnPort} inet n  -       n       -       -       smtpd
+  -o smtpd_authorized_xforward_hosts=127.0.0.0/8
+  -o smtpd_client_restrictions=
+  -o smtpd_helo_restrictions=
+  -o smtpd_sender_restrictions=
+  -o smtpd_recipient_restrictions=check_recipient_access,texthash:{blocked},permit_mynetworks,reject
+  -o smtpd_data_restrictions=
+  -o mynetworks=127.0.0.0/8
+  -o receive_override_options=no_unknown_recipient_checks
+"""
+
+
+class BeforeQueueFilterTests(SynchronousTestCase):
+    """
+    C{smtpd_proxy_filter} with spampd as the filter: the client's
+    transaction goes through it while the client waits, and the filter's
+    replies (and the smtpd's behind it) are the client's.
+    """
+
+    def setUp(self):
+        endToEnd()
+        if not os.access(SPAMPD, os.X_OK):
+            raise self.skipTest("no spampd (Debian's spampd)")
+        self.base = shortTemporaryDirectory(self)
+        os.chmod(self.base, 0o755)
+        self.spool = os.path.join(self.base, "mail")
+        self.port, self.filterPort, self.returnPort = freePorts(3)
+        self.spampd = PrivateSpampd(self.base, self.filterPort, self.returnPort)
+        self.addCleanup(self.spampd.stop)
+        blocked = os.path.join(self.base, "blocked")
+        with open(blocked, "w") as f:
+            f.write("blocked@localhost REJECT filtered out\n")
+        self.master = Master(
+            os.path.join(self.base, "conf"),
+            {"myhostname": "mx.example.org", "mydestination": "localhost",
+             **localMaildirs(self.spool + "/")},
+            PROXY_MASTER_CF.format(port=self.port, filterPort=self.filterPort,
+                                   returnPort=self.returnPort, blocked=blocked))
+
+    def test_throughTheFilterWhileTheClientWaits(self):
+        self.spampd.start()
+        self.master.start()
+        self.addCleanup(self.master.stop)
+        with smtplib.SMTP("127.0.0.1", self.port, timeout=60) as client:
+            client.ehlo("client.example")
+            client.mail("alice@example.com")
+            self.assertEqual(client.rcpt("bob@localhost")[0], 250)
+            # Refused by the smtpd behind the filter, while the client waits.
+            code, reply = client.rcpt("blocked@localhost")
+            self.assertEqual(code, 554, reply)
+            self.assertIn(b"filtered out", reply)
+            code, reply = client.data(
+                f"From: alice@example.com\r\nSubject: spam\r\n\r\n"
+                f"..this line starts with a dot\r\ncarries {MARKER}\r\n".encode())
+            self.assertEqual(code, 250, reply)
+            self.assertRegex(reply.decode(), r"^2\.0\.0 Ok: queued as [0-9A-F]+$")
+        waitFor(lambda: self.delivered(), timeout=60, what="the delivery")
+        [message] = self.delivered()
+        text = message.decode()
+        headers, _, body = text.partition("\n\n")
+        self.assertIn("\nX-Spam-Status: Yes,", headers)
+        self.assertIn("\n..this line starts with a dot\n", "\n" + body)
+        # smtpd's own Received: header (no queue id: the message was
+        # queued behind the filter), then the one of the smtpd it went to.
+        self.assertRegex(headers, r"Received: from client\.example \(localhost \[127\.0\.0\.1\]\)"
+                                  r"\n\tby mx\.example\.org \(tmta\) with ESMTP\n\tfor <bob@")
+        self.assertEqual(headers.count("by mx.example.org (tmta)"), 2)
+        waitFor(lambda: "proxy-accept: END-OF-MESSAGE: 250 2.0.0 Ok: queued as"
+                in self.master.log(), what="the proxy-accept line")
+        self.assertIn('rejected "RCPT TO:<blocked@localhost>"', self.master.log())
+
+    def test_filterDownRefuses(self):
+        """
+        While the filter is down, recipients are refused for now: nothing
+        is accepted unfiltered.
+        """
+        self.master.start()
+        self.addCleanup(self.master.stop)
+        with smtplib.SMTP("127.0.0.1", self.port, timeout=60) as client:
+            client.ehlo("client.example")
+            client.mail("alice@example.com")
+            code, reply = client.rcpt("bob@localhost")
+            self.assertEqual((code, reply), (451, b"4.3.0 Error: queue file write error"))
+            self.assertEqual(client.docmd("DATA")[0], 554)
+        waitFor(lambda: f"connect to proxy filter 127.0.0.1:{self.filterPort}"
+                in self.master.log(), what="the warning")
+        self.assertEqual(self.delivered(), [])
+
+    def delivered(self):
+        return maildirMessages(self.spool).get("bob", [])
+
+
+class ProxyUnitTests(SynchronousTestCase):
+    """
+    L{tmta.smtpd.proxy}: the filter's address, XFORWARD's xtext, and the
+    message text as the filter gets it.
+    """
+
+    def test_settings(self):
+        from tmta.config import MainConfig
+        from tmta.smtpd.proxy import ProxySettings
+
+        def settings(value):
+            return ProxySettings.fromConfig(MainConfig({
+                "smtpd_proxy_filter": value, "queue_directory": "/var/spool/tmta",
+                "myhostname": "mx.example.org"}))
+
+        self.assertIsNone(settings(""))
+        inet = settings("127.0.0.1:10025")
+        self.assertEqual((inet.family, inet.host, inet.port, inet.ehlo, inet.timeout),
+                         ("inet", "127.0.0.1", 10025, "mx.example.org", 100.0))
+        self.assertEqual(settings("inet:[::1]:10025").host, "::1")
+        self.assertEqual(settings("unix:private/filter").path,
+                         "/var/spool/tmta/private/filter")
+        self.assertRaises(ValueError, settings, "127.0.0.1")
+        self.assertRaises(ValueError, settings, "host:99999")
+
+    def test_xtext(self):
+        from tmta.smtpd.proxy import xtext
+
+        self.assertEqual(xtext("client.example"), "client.example")
+        self.assertEqual(xtext("a+b=c d"), "a+2Bb+3Dc+20d")
+
+    def test_dotsDoubledAcrossChunks(self):
+        from tmta.smtpd.proxy import ProxyTransfer
+
+        written = []
+
+        class Proxy:
+            def write(self, data):
+                written.append(data)
+
+        transfer = ProxyTransfer(Proxy(), b"Received: by test\n", "a@example.com", 0)
+        # The client's dot-stuffed text, decoded, and stuffed again.
+        for part in (b"Subject: x\r\n\r\nline\r\n", b"..dot first\r\nmid", b"dle .\r\n",
+                     b"...two\r\n.\r\n"):
+            transfer.feed(part)
+        self.assertTrue(transfer.done)
+        self.assertEqual(b"".join(written),
+                         b"Received: by test\r\nSubject: x\r\n\r\nline\r\n..dot first\r\n"
+                         b"middle .\r\n...two\r\n")

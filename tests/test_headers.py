@@ -1,6 +1,6 @@
 """
-Tests for L{tmta.cleanup.headers}: what cleanup reads of a header
-section and the headers it adds.
+Tests for L{tmta.cleanup.headers} and L{tmta.mail.received}: what
+cleanup reads of a header section and the headers it adds.
 """
 
 import time
@@ -11,9 +11,9 @@ from tmta.cleanup.headers import (
     headerNames,
     messageId,
     missingHeaders,
-    receivedHeader,
     splitHeaderSection,
 )
+from tmta.mail.received import receivedHeader
 
 
 class SplitTests(SynchronousTestCase):

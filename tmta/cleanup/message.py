@@ -22,13 +22,13 @@ from tmta.cleanup.headers import (
     headerNames,
     messageId,
     missingHeaders,
-    receivedHeader,
     splitHeaderSection,
 )
 from tmta.cleanup.milters import LOCAL_CLIENT_ADDRESS, LOCAL_CLIENT_NAME, LocalSession
 from tmta.cleanup.state import Cleanup
 from tmta.common.eager import eagerly
 from tmta.logging import Logger
+from tmta.mail.received import receivedHeader
 from tmta.mail.receiving import (
     NO_ADDRESS_MAPPINGS,
     NO_HEADER_BODY_CHECKS,

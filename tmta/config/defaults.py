@@ -380,6 +380,9 @@ for _name in ("address_verify_map", "address_verify_service_name", "address_veri
               "milter_macro_daemon_name", "milter_macro_v",
               # After-queue content filters (tmta.mail.receiving, qmgr).
               "content_filter", "receive_override_options", "default_filter_nexthop",
+              # The before-queue filter (tmta.smtpd.proxy).
+              "smtpd_proxy_filter", "smtpd_proxy_ehlo", "smtpd_proxy_timeout",
+              "smtpd_proxy_options",
               # postscreen (tmta.postscreen), and the pass service it hands to.
               "smtpd_service_name", "postscreen_access_list", "postscreen_denylist_action",
               "postscreen_allowlist_interfaces", "postscreen_bare_newline_action",

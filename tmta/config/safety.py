@@ -46,8 +46,6 @@ def _clientCertificateLevel(value: str) -> bool:
 _SMTPD_UNSAFE["smtpd_tls_security_level"] = (
     _clientCertificateLevel, "smtpd's levels are none, may and encrypt")
 _SMTPD_UNSAFE["smtpd_tls_req_ccert"] = (_yes, "client certificates are not implemented yet")
-_SMTPD_UNSAFE["smtpd_proxy_filter"] = (
-    _nonEmpty, "before-queue content filters are not implemented yet")
 
 #: Rate and count limits: counted by anvil, so unsafe to set explicitly
 #: without it (their defaults are those of a Postfix without anvil).

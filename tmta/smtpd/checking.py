@@ -227,6 +227,7 @@ def configurationProblems(config, entry) -> List[str]:
     from tmta.config import ConfigError
     from tmta.mail.receiving import receiveOverrides
     from tmta.milter.settings import milterList
+    from tmta.smtpd.proxy import ProxySettings
     from tmta.smtpd.saslbackends import brokenBackend
     from tmta.tables.networks import parseNetworks
 
@@ -236,8 +237,18 @@ def configurationProblems(config, entry) -> List[str]:
         return [e.reason]
     try:
         receiveOverrides(config.get("receive_override_options"))
+        proxy = ProxySettings.fromConfig(config)
     except ValueError as e:
         return [str(e)]
+    if proxy is not None:
+        options = {o.lower() for o in config.getList("smtpd_proxy_options")}
+        if options - {"speed_adjust"}:
+            return [f"smtpd_proxy_options = {config.get('smtpd_proxy_options')}: "
+                    "known options are speed_adjust"]
+        if milterList(config, "smtpd_milters"):
+            return ["smtpd_milters and smtpd_proxy_filter on one smtpd is not implemented: "
+                    "the milters would not see the message; put the milters on the smtpd "
+                    "the filter hands the mail to"]
     if config.getBool("smtpd_sasl_auth_enable"):
         broken = brokenBackend(config.get("smtpd_sasl_type").strip().lower())
         if broken:

@@ -13,6 +13,7 @@ from tmta.logging import Logger
 from tmta.mail import replies
 from tmta.mail.address import AddressError, isSafeMailboxName, localName, parsePath
 from tmta.mail.dsn import DSNError, parseEnvid, parseNotify, parseOrcpt, parseRet
+from tmta.smtpd.proxy import ProxySession
 from tmta.smtpd.session import SessionState
 from tmta.tables import TableLookupError
 
@@ -49,6 +50,8 @@ class EnvelopeCommands(SessionState):
         if not argument[:5].upper() == "FROM:" or not argument[5:].strip(" \t"):
             self._error("501 5.5.4 Syntax: MAIL FROM:<address>")
             return
+        #: The command as the client gave it, for a before-queue filter.
+        self.mailCommand = f"MAIL {argument}"
         try:
             sender, parameters = parsePath(argument[5:], self.settings.strictEnvelopes)
         except AddressError as e:
@@ -202,6 +205,7 @@ class EnvelopeCommands(SessionState):
                 return None
         if self.milters is not None:
             self.rcptParameters = parameters.replace("\t", " ").split()
+        self.rcptCommand = f"RCPT {argument}"
         if len(self.recipients) >= self.settings.recipientLimit:
             # Past smtpd_recipient_overshoot_limit more, each one counts
             # as an error too.
@@ -251,7 +255,7 @@ class EnvelopeCommands(SessionState):
             self._rejectRecipient(recipient, refusal)
             return
         if self.milters is None:
-            self._acceptRecipient(recipient, notify, orcpt)
+            await self._acceptRecipient(recipient, notify, orcpt)
             return
         await self._milterRecipient(recipient, notify, orcpt, resolution)
 
@@ -269,12 +273,51 @@ class EnvelopeCommands(SessionState):
             verdict = await self.milters.rcpt(f"<{recipient}>", self.rcptParameters)
             if self.milterRefused("RCPT", verdict, recipient):
                 return
-        self._acceptRecipient(recipient, notify, orcpt)
+        await self._acceptRecipient(recipient, notify, orcpt)
 
-    def _acceptRecipient(self, recipient: str, notify: str, orcpt: str) -> None:
+    async def _acceptRecipient(self, recipient: str, notify: str, orcpt: str) -> None:
+        """
+        Accept a recipient every check let through -- unless the
+        before-queue filter, which hears of it now, refuses it.
+        """
+        if self.settings.proxyFilter is not None:
+            refusal = await self._proxyRecipient()
+            if refusal is not None:
+                # The filter's refusal (logged as Postfix logs it).
+                self._error(refusal)
+                return
         self.recipients.append(recipient)
         self.recipientDSN.append((notify, orcpt))
         self.reply("250 2.1.5 Ok")
+
+    async def _proxyRecipient(self) -> Optional[str]:
+        """
+        Pass the recipient to the before-queue filter, opening the
+        filter's transaction at the first one.
+
+        @return: the reply refusing it, or C{None}.
+        """
+        proxy = self.proxy
+        if proxy is None:
+            settings = self.settings.proxyFilter
+            assert settings is not None
+            proxy = ProxySession(settings, self.clock)
+            refusal = await proxy.open(self.mailCommand, self.xforwardAttributes())
+            if refusal is not None:
+                return refusal
+            self.proxy = proxy
+        accepted, reply = await proxy.command(self.rcptCommand, "2")
+        return None if accepted else reply
+
+    def xforwardAttributes(self) -> dict:
+        """
+        What the before-queue filter is told of the client (XFORWARD).
+        """
+        transport = self.transport
+        peer = transport.getPeer() if transport is not None else None
+        return {"NAME": self.clientName, "ADDR": self.clientAddress,
+                "PORT": str(getattr(peer, "port", "") or ""),
+                "PROTO": self.protocolName, "HELO": self.helo or "", "SOURCE": "REMOTE"}
 
     def _rejectRecipient(self, recipient: str, reply: str) -> None:
         self.logRejection("RCPT", reply, recipient)

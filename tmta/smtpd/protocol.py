@@ -22,6 +22,7 @@ from tmta.smtpd.checking import RestrictionChecks
 from tmta.smtpd.envelope import EnvelopeCommands
 from tmta.smtpd.hello import HelloCommands
 from tmta.smtpd.milters import milterMacro
+from tmta.smtpd.proxy import ProxySession
 from tmta.smtpd.reader import CommandReader
 from tmta.smtpd.receiving import DataCommands
 from tmta.smtpd.settings import SMTPSettings
@@ -303,6 +304,9 @@ class SMTPServer(HelloCommands, EnvelopeCommands, DataCommands, AuthCommands, TL
         if self._anvilCounted and self.settings.limits is not None:
             self.settings.limits.disconnect(self.clientAddress)
         self._abortTransfer()
+        if self.proxy is not None:
+            self.proxy.close()
+            self.proxy = None
         if self.milters is not None:
             self.milters.abort()
             self.milters.quit()
@@ -507,6 +511,11 @@ class SMTPServer(HelloCommands, EnvelopeCommands, DataCommands, AuthCommands, TL
         if getattr(self, "_transfer", None) is not None:
             # RSET, HELO or EHLO in the middle of BDAT chunks.
             self._abortTransfer()
+        proxy = getattr(self, "proxy", None)
+        if proxy is not None:
+            # The before-queue filter's transaction ends with this one.
+            proxy.close()
+        self.proxy: Optional[ProxySession] = None
         self.sender: Optional[str] = None
         self.recipients: List[str] = []
         #: Each accepted recipient's RFC 3461 NOTIFY and ORCPT, in step

@@ -15,7 +15,9 @@ from twisted.internet import defer
 from tmta.common.eager import eagerly
 from tmta.logging import Logger
 from tmta.mail import replies
+from tmta.mail.received import receivedHeader
 from tmta.smtpd.data import ChunkDecoder
+from tmta.smtpd.proxy import ProxyTransfer
 from tmta.smtpd.session import SessionState
 from tmta.smtpd.transfer import CleanupLost, MessageTransfer, TooBig
 
@@ -112,6 +114,8 @@ class DataCommands(SessionState):
             verdict = await self.milters.data()
             if self.milterRefused("DATA", verdict):
                 return False
+        if self.proxy is not None:
+            return await self._openProxyTransfer(decoder)
         try:
             cleanup = await self.cleanupClient.open()
         except Exception as e:
@@ -141,6 +145,45 @@ class DataCommands(SessionState):
         self._transfer = MessageTransfer(cleanup, envelope, self.settings.messageSizeLimit,
                                          self.bareNewlineMode, decoder)
         cleanup.throttle(self.pauseFor("cleanup"))
+        return True
+
+    async def _openProxyTransfer(self, decoder) -> bool:
+        """
+        Begin the message at the before-queue filter: its DATA, then
+        smtpd's Received: header (and what PREPEND asked for) ahead of
+        the text.
+        """
+        proxy = self.proxy
+        assert proxy is not None
+        accepted, reply = await proxy.command("DATA", "3")
+        if not accepted:
+            self._resetTransaction()
+            self._error(reply)
+            return False
+        attributes = {
+            "client_name": self.clientName,
+            "client_address": self.clientAddress,
+            "helo_name": self.helo or "",
+            "protocol": self.receivedProtocol(),
+        }
+        tls = self.settings.tls
+        if self.tlsSummary is not None and tls is not None and tls.receivedHeader:
+            attributes["tls"] = self.tlsSummary
+        if self.saslUsername is not None and self.settings.sasl is not None and \
+                self.settings.sasl.authenticatedHeader:
+            attributes.update(sasl_header="yes", sasl_username=self.saslUsername)
+        actions = self.transactionActions
+        for name in ("hold", "discard", "filter", "redirect"):
+            if getattr(actions, name):
+                log.warn("access table: with smtpd_proxy_filter specified, action {action} "
+                         "is unavailable", action=name.upper())
+        header = b"".join(line.encode("utf-8", "surrogateescape") + b"\n"
+                          for line in actions.prepend)
+        header += receivedHeader(attributes, self.settings.myhostname, None,
+                                 self.recipients) + b"\n"
+        self._transfer = ProxyTransfer(proxy, header, self.sender or "",
+                                       self.settings.messageSizeLimit, self.bareNewlineMode,
+                                       decoder)
         return True
 
     def inData(self) -> bool:
@@ -177,6 +220,9 @@ class DataCommands(SessionState):
             self.logRejection("END-OF-MESSAGE", refusal[1])
             self._resetTransaction()
             self._error(refusal[1])
+            return
+        if isinstance(transfer, ProxyTransfer):
+            await self._endProxyData(transfer)
             return
         milters = self.milters
         try:
@@ -216,6 +262,36 @@ class DataCommands(SessionState):
                 helo=self.helo or "",
             )
         self.reply(f"{code} {reason}")
+
+    async def _endProxyData(self, transfer: ProxyTransfer) -> None:
+        """
+        End the message at the before-queue filter, whose reply is the
+        client's, and log it as Postfix does (C{proxy-accept},
+        C{proxy-reject}).
+        """
+        try:
+            code, text, _ = await transfer.finish()
+        except TooBig:
+            self.reply(replies.line(replies.TOO_BIG))
+            log.info("NOQUEUE: reject: size limit exceeded from {client}", client=self.client)
+            return
+        finally:
+            transfer.release()
+            sender, recipients = transfer.sender, list(self.recipients)
+            self._resetTransaction()
+        reply = f"{code} {text}"
+        details = f" from=<{sender}>"
+        if recipients:
+            details += f" to=<{recipients[-1]}>"
+        details += f" proto={self.protocolName} helo=<{self.helo or ''}>"
+        if self.saslUsername is not None:
+            details += f" sasl_username=<{self.saslUsername}>"
+        log.info("proxy-{outcome}: END-OF-MESSAGE: {reply};{details}",
+                 outcome="accept" if code // 100 == 2 else "reject",
+                 reply=reply.replace("\r\n", " "), details=details)
+        if code // 100 == 2:
+            self.errors = self.junkCommands = 0
+        self.reply(reply)
 
     def _chunkData(self) -> bool:
         chunk = self._chunk

@@ -17,9 +17,9 @@ if TYPE_CHECKING:
     from twisted.internet import defer
 
     from tmta.milter.session import SessionMilters
+    from tmta.smtpd.proxy import ProxySession
     from tmta.smtpd.settings import SMTPSettings
     from tmta.smtpd.transcript import Transcript
-    from tmta.smtpd.transfer import MessageTransfer
     from tmta.smtpd.verdicts import RecipientContext, TransactionActions
 
 
@@ -56,8 +56,11 @@ class SessionState(CommandReader):
         tlsSummary: Optional[str]
         saslUsername: Optional[str]
         saslMethod: Optional[str]
-        _transfer: Optional[MessageTransfer]
+        _transfer: Optional[Any]
         milters: Optional[SessionMilters]
+        proxy: Optional[ProxySession]
+        mailCommand: str
+        rcptCommand: str
         milterAddressMacros: Dict[str, str]
         mailParameters: List[str]
         rcptParameters: List[str]

@@ -9,6 +9,7 @@ from typing import Any, Dict, List, Optional
 
 from tmta.mail.receiving import NO_MILTERS, receiveOverrides, receivingAttributes
 from tmta.milter.settings import milterList
+from tmta.smtpd.proxy import ProxySettings
 from tmta.smtpd.recipients import RecipientTables
 from tmta.tables.matchlist import MatchList
 from tmta.tables.networks import parseNetworks
@@ -95,6 +96,9 @@ class SMTPSettings:
     #: content filter and C{receive_override_options}
     #: (L{tmta.mail.receiving.receivingAttributes}).
     receivingAttributes: Dict[str, str] = field(default_factory=dict)
+    #: The before-queue filter (L{tmta.smtpd.proxy.ProxySettings});
+    #: C{None}: mail goes to cleanup.
+    proxyFilter: Optional[Any] = None
 
     @classmethod
     def fromConfig(cls, config, restrictions,
@@ -141,4 +145,5 @@ class SMTPSettings:
             milterDaemonName=config.get("milter_macro_daemon_name"),
             milterVersionMacro=config.get("milter_macro_v"),
             receivingAttributes=receivingAttributes(config),
+            proxyFilter=ProxySettings.fromConfig(config),
         )
