@@ -48,8 +48,10 @@ report_safe 0
 FILTER_MASTER_CF = CORE_MASTER_CF + """\
 local     unix  -       n       n       -       -       local
 scan      unix  -       -       n       -       10      smtp
+  -o smtp_send_xforward_command=yes
   -o smtp_data_done_timeout=1200
 127.0.0.1:{returnPort} inet n  -       n       -       10      smtpd
+  -o smtpd_authorized_xforward_hosts=127.0.0.0/8
   -o content_filter=
   -o receive_override_options=no_unknown_recipient_checks,no_header_body_checks,no_milters
   -o smtpd_helo_restrictions=
@@ -143,7 +145,8 @@ class AfterQueueFilterTests(SynchronousTestCase):
         self.addCleanup(self.master.stop)
 
     def send(self, subject: str, body: str, recipients=("bob@localhost",)) -> str:
-        with smtplib.SMTP("127.0.0.1", self.port, timeout=60) as client:
+        with smtplib.SMTP("127.0.0.1", self.port, timeout=60,
+                          source_address=("127.0.0.2", 0)) as client:
             client.ehlo("client.example")
             code, reply = client.docmd("MAIL", "FROM:<alice@example.com>")
             self.assertEqual(code, 250, reply)
@@ -183,6 +186,11 @@ class AfterQueueFilterTests(SynchronousTestCase):
             # Received twice by tmta: from the client, then from spampd.
             self.assertEqual(headers.count("by mx.example.org"), 2, headers)
         self.assertIn(f"relay=127.0.0.1[127.0.0.1]:{self.filterPort}", self.master.log())
+        # The smtpd the filter hands the mail back to heard of the
+        # original client and queue id (XFORWARD, through spampd).
+        self.assertRegex(self.master.log(), r"client=localhost\[127\.0\.0\.1\], "
+                                            r"orig_queue_id=[0-9A-F]+, "
+                                            r"orig_client=\S+\[127\.0\.0\.2\]")
         # Nothing is left in the queue, and no third copy arrives.
         self.assertEqual(len(self.delivered()), 2)
 
@@ -282,7 +290,8 @@ class BeforeQueueFilterTests(SynchronousTestCase):
         self.spampd.start()
         self.master.start()
         self.addCleanup(self.master.stop)
-        with smtplib.SMTP("127.0.0.1", self.port, timeout=60) as client:
+        with smtplib.SMTP("127.0.0.1", self.port, timeout=60,
+                          source_address=("127.0.0.2", 0)) as client:
             client.ehlo("client.example")
             client.mail("alice@example.com")
             self.assertEqual(client.rcpt("bob@localhost")[0], 250)
@@ -303,12 +312,16 @@ class BeforeQueueFilterTests(SynchronousTestCase):
         self.assertIn("\n..this line starts with a dot\n", "\n" + body)
         # smtpd's own Received: header (no queue id: the message was
         # queued behind the filter), then the one of the smtpd it went to.
-        self.assertRegex(headers, r"Received: from client\.example \(localhost \[127\.0\.0\.1\]\)"
+        self.assertRegex(headers, r"Received: from client\.example \(\S+ \[127\.0\.0\.2\]\)"
                                   r"\n\tby mx\.example\.org \(tmta\) with ESMTP\n\tfor <bob@")
         self.assertEqual(headers.count("by mx.example.org (tmta)"), 2)
         waitFor(lambda: "proxy-accept: END-OF-MESSAGE: 250 2.0.0 Ok: queued as"
                 in self.master.log(), what="the proxy-accept line")
         self.assertIn('rejected "RCPT TO:<blocked@localhost>"', self.master.log())
+        # The smtpd behind the filter heard of the original client
+        # (XFORWARD, through spampd).
+        self.assertRegex(self.master.log(), r"client=localhost\[127\.0\.0\.1\], "
+                                            r"orig_client=\S+\[127\.0\.0\.2\]")
 
     def test_filterDownRefuses(self):
         """
@@ -333,8 +346,8 @@ class BeforeQueueFilterTests(SynchronousTestCase):
 
 class ProxyUnitTests(SynchronousTestCase):
     """
-    L{tmta.smtpd.proxy}: the filter's address, XFORWARD's xtext, and the
-    message text as the filter gets it.
+    L{tmta.smtpd.proxy}: the filter's address, and the message text as
+    the filter gets it.
     """
 
     def test_settings(self):
@@ -355,12 +368,6 @@ class ProxyUnitTests(SynchronousTestCase):
                          "/var/spool/tmta/private/filter")
         self.assertRaises(ValueError, settings, "127.0.0.1")
         self.assertRaises(ValueError, settings, "host:99999")
-
-    def test_xtext(self):
-        from tmta.smtpd.proxy import xtext
-
-        self.assertEqual(xtext("client.example"), "client.example")
-        self.assertEqual(xtext("a+b=c d"), "a+2Bb+3Dc+20d")
 
     def test_dotsDoubledAcrossChunks(self):
         from tmta.smtpd.proxy import ProxyTransfer

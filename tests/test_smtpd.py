@@ -788,3 +788,55 @@ class ChunkingTests(SessionHarness, SynchronousTestCase):
         lookup.callback("localhost")
         self.assertEqual(self.replies(), ["554 5.5.0 Error: SMTP protocol synchronization"])
         self.assertTrue(self.transport.disconnecting)
+
+
+class XForwardTests(SessionHarness, SynchronousTestCase):
+    """
+    XFORWARD from a content filter: offered to and taken from
+    C{smtpd_authorized_xforward_hosts} only, outside a transaction, and
+    logged with the queue id as Postfix logs it.
+    """
+
+    def test_forwardedClientLogged(self):
+        from twisted.logger import globalLogPublisher
+
+        lines = []
+
+        def observe(event):
+            if "client=" in str(event.get("log_format", "")):
+                from twisted.logger import formatEvent
+
+                lines.append(formatEvent(event))
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        self.makeServer(smtpd_authorized_xforward_hosts="127.0.0.0/8")
+        self.replies()
+        self.send(b"EHLO filter.example\r\n")
+        self.assertIn("250-XFORWARD NAME ADDR PROTO HELO SOURCE PORT IDENT", self.replies())
+        self.send(b"XFORWARD NAME=spike.example ADDR=192.0.2.7 PORT=40123\r\n"
+                  b"XFORWARD HELO=spike.example IDENT=6620E0000000000001 PROTO=ESMTP\r\n"
+                  b"XFORWARD ADDR=nonsense\r\n"
+                  b"XFORWARD COLOR=red\r\n"
+                  b"MAIL FROM:<a@x.example>\r\nXFORWARD NAME=late.example\r\n"
+                  b"RCPT TO:<bob@mx.example.org>\r\nDATA\r\nSubject: t\r\n\r\nx\r\n.\r\n")
+        self.cleanup.finish()
+        self.assertEqual(self.replies(), [
+            "250 2.0.0 Ok", "250 2.0.0 Ok", "501 5.5.4 Bad ADDR syntax: nonsense",
+            "501 5.5.4 Bad XFORWARD attribute name: COLOR", "250 2.1.0 Ok",
+            "503 5.5.1 Error: MAIL transaction in progress", "250 2.1.5 Ok",
+            "354 End data with <CR><LF>.<CR><LF>",
+            "250 2.0.0 Ok: queued as 0123456789ABCDEF01"])
+        self.assertIn("0123456789ABCDEF01: client=localhost[127.0.0.1], "
+                      "orig_queue_id=6620E0000000000001, orig_client=spike.example[192.0.2.7]",
+                      lines)
+        # Forgotten with the transaction.
+        self.assertIsNone(self.server.forwarded)
+
+    def test_unauthorized(self):
+        self.makeServer(smtpd_authorized_xforward_hosts="192.0.2.0/24")
+        self.replies()
+        self.send(b"EHLO filter.example\r\n")
+        self.assertFalse([r for r in self.replies() if "XFORWARD" in r])
+        self.send(b"XFORWARD NAME=spike.example\r\n")
+        self.assertEqual(self.replies(), ["550 5.7.0 Error: insufficient authorization"])

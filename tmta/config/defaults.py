@@ -382,7 +382,8 @@ for _name in ("address_verify_map", "address_verify_service_name", "address_veri
               "content_filter", "receive_override_options", "default_filter_nexthop",
               # The before-queue filter (tmta.smtpd.proxy).
               "smtpd_proxy_filter", "smtpd_proxy_ehlo", "smtpd_proxy_timeout",
-              "smtpd_proxy_options",
+              "smtpd_proxy_options", "smtpd_authorized_xforward_hosts",
+              "smtp_send_xforward_command", "lmtp_send_xforward_command",
               # postscreen (tmta.postscreen), and the pass service it hands to.
               "smtpd_service_name", "postscreen_access_list", "postscreen_denylist_action",
               "postscreen_allowlist_interfaces", "postscreen_bare_newline_action",

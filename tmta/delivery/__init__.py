@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, Iterator, List, Optional, Tuple
 
 from twisted.application.service import Service
 from twisted.internet import defer
@@ -98,6 +98,16 @@ class DeliveryRequest:
         with openQueueFile(self.queuePath) as f:
             envelope = readEnvelope(f)
             yield from iterContent(f, envelope)
+
+    def message(self) -> Tuple[Dict[str, str], bytes]:
+        """
+        The message's envelope attributes (where it came from: the
+        client, its HELO name, the protocol) and its text (blocking
+        reads, as L{content}).
+        """
+        with openQueueFile(self.queuePath) as f:
+            envelope = readEnvelope(f)
+            return dict(envelope.attributes), b"".join(iterContent(f, envelope))
 
 
 @dataclass

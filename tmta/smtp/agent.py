@@ -45,7 +45,7 @@ from tmta.smtp.nexthop import HostFinder, NextHopError, errorReason, nexthopName
 from tmta.smtp.sasl import SASLLogin, SASLPasswords
 from tmta.smtp.settings import SMTPClientSettings
 from tmta.smtp.tls import ClientTLS, TLSPolicies, TLSPolicy, TLSPolicyError
-from tmta.smtp.transaction import Reply, SessionFailed, Transaction
+from tmta.smtp.transaction import Reply, SessionFailed, Transaction, xforwardAttributes
 
 log = Logger()
 
@@ -142,9 +142,15 @@ class SMTPDeliveryAgent:
     async def _deliver(self, request: DeliveryRequest,
                        ) -> Union[DeliveryResult, List[RecipientStatus]]:
         started = time.time()
-        content = await threads.deferToThreadPool(
-            self.reactor, self.reactor.getThreadPool(),
-            lambda: b"".join(request.content()))
+        if self.settings.sendXforward:
+            attributes, content = await threads.deferToThreadPool(
+                self.reactor, self.reactor.getThreadPool(), request.message)
+            xforward = xforwardAttributes(request.queueId, attributes)
+        else:
+            content = await threads.deferToThreadPool(
+                self.reactor, self.reactor.getThreadPool(),
+                lambda: b"".join(request.content()))
+            xforward = {}
         try:
             policy = self.tlsPolicies.forNexthop(request.nexthop)
         except Exception as e:
@@ -185,7 +191,7 @@ class SMTPDeliveryAgent:
                      if r.notify or r.orcpt},
                 ret=request.attributes.get("dsn_ret", ""),
                 envid=request.attributes.get("dsn_envid", ""),
-                verifyOnly=request.verifyOnly)
+                verifyOnly=request.verifyOnly, xforward=xforward)
             target = _Target(host, address, port, nexthop, policy if port else None, relay)
             if port:
                 target.login = self.saslPasswords.forServer(nexthop, host, port)

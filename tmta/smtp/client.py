@@ -347,6 +347,8 @@ class SMTPClient(protocol.Protocol):
                                 f"message size {len(content)} exceeds size limit {limit} "
                                 "of server", local=True)
         self._dirty = True
+        if t.xforward and "XFORWARD" in self.extensions:
+            await self._xforward(t.xforward)
         mail = f"MAIL FROM:<{t.sender}>"
         if "SIZE" in self.extensions:
             mail += f" SIZE={len(content)}"
@@ -410,6 +412,27 @@ class SMTPClient(protocol.Protocol):
             t.final, _ = await self._expect("end of data", timeouts.dataDone)
         self._dirty = False
         return t
+
+    async def _xforward(self, attributes: Dict[str, str]) -> None:
+        """
+        XFORWARD the attributes the server offers, each known value as
+        xtext and each unknown one as C{[UNAVAILABLE]}, in commands short
+        enough for any server.
+        """
+        offered = {w.upper() for w in self.extensions["XFORWARD"].split()}
+        words = [f"{name}={xtextEncode(attributes.get(name) or '[UNAVAILABLE]')}"
+                 for name in ("NAME", "ADDR", "PORT", "PROTO", "HELO", "IDENT", "SOURCE")
+                 if name in offered]
+        commands: List[str] = []
+        for word in words:
+            if commands and len(commands[-1]) + len(word) + 1 <= 500:
+                commands[-1] += " " + word
+            else:
+                commands.append("XFORWARD " + word)
+        for command in commands:
+            reply = await self._command(command, "XFORWARD", self.timeouts.mail)
+            if reply.code != 250:
+                raise SessionFailed("XFORWARD", reply)
 
     def quit(self) -> None:
         """

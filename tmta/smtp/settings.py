@@ -43,6 +43,9 @@ class SMTPClientSettings:
     cacheLifetime: float
     bindAddress: str
     bindAddress6: str
+    #: C{smtp_send_xforward_command}: tell a server that offers XFORWARD
+    #: (a content filter's) of the message's original client.
+    sendXforward: bool = False
 
     @property
     def prefix(self) -> str:
@@ -86,4 +89,5 @@ class SMTPClientSettings:
             cacheLifetime=config.getTime(f"{prefix}_connection_reuse_time_limit"),
             bindAddress=config.get(f"{prefix}_bind_address").strip(),
             bindAddress6=config.get(f"{prefix}_bind_address6").strip(),
+            sendXforward=config.getBool(f"{prefix}_send_xforward_command"),
         )

@@ -111,3 +111,26 @@ class Transaction:
     #: An address verification probe: the transaction ends after the
     #: recipients are answered, without DATA (and RSET before the next).
     verifyOnly: bool = False
+    #: What XFORWARD tells a server that offers it of the message's
+    #: original client (L{xforwardAttributes}); empty: nothing.
+    xforward: Dict[str, str] = field(default_factory=dict)
+
+
+def xforwardAttributes(queueId: str, attributes: Dict[str, str]) -> Dict[str, str]:
+    """
+    XFORWARD's attributes for a queued message, from the envelope
+    attributes cleanup wrote (Postfix's C{smtp_send_xforward_command}):
+    the original client's name, address, HELO name and protocol, this
+    queue id as IDENT, and whether it came from this host (C{LOCAL}).
+    """
+    address = attributes.get("client_address", "")
+    if ":" in address:
+        address = "IPV6:" + address
+    return {
+        "NAME": attributes.get("client_name", "") or "",
+        "ADDR": address,
+        "PROTO": attributes.get("protocol", ""),
+        "HELO": attributes.get("helo_name", ""),
+        "IDENT": queueId,
+        "SOURCE": "REMOTE" if address else "LOCAL",
+    }

@@ -104,6 +104,8 @@ class HelloCommands(SessionState):
     def _ehloReply(self, auth: Optional[str], keywords: List[str]) -> None:
         if auth:
             keywords.append(auth)
+        if self.xforwardAllowed():
+            keywords.append("XFORWARD NAME ADDR PROTO HELO SOURCE PORT IDENT")
         keywords += ["ENHANCEDSTATUSCODES", "8BITMIME", "DSN"]
         if self.settings.smtputf8:
             keywords.append("SMTPUTF8")

@@ -32,6 +32,7 @@ from tmta.smtpd.transcript import CLASSES as TRANSCRIPT_CLASSES
 from tmta.smtpd.transcript import Transcript
 from tmta.smtpd.transfer import MessageTransfer
 from tmta.smtpd.verdicts import TransactionActions
+from tmta.smtpd.xforward import XForwardCommands
 from tmta.tables import TableLookupError
 from tmta.tables.networks import inNetworks
 
@@ -57,7 +58,7 @@ _HELP = ("214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY 
 
 @implementer(IHandshakeListener)
 class SMTPServer(HelloCommands, EnvelopeCommands, DataCommands, AuthCommands, TLSCommands,
-                 RestrictionChecks, CommandReader):
+                 XForwardCommands, RestrictionChecks, CommandReader):
     """
     One SMTP session: the connection, command dispatch, error limits and
     the session commands (RSET, NOOP, QUIT, ETRN, HELP).  HELO and EHLO
@@ -516,6 +517,7 @@ class SMTPServer(HelloCommands, EnvelopeCommands, DataCommands, AuthCommands, TL
             # The before-queue filter's transaction ends with this one.
             proxy.close()
         self.proxy: Optional[ProxySession] = None
+        self.forwarded = None
         self.sender: Optional[str] = None
         self.recipients: List[str] = []
         #: Each accepted recipient's RFC 3461 NOTIFY and ORCPT, in step

@@ -25,6 +25,7 @@ from twisted.internet import defer, endpoints
 from twisted.internet.protocol import Factory, Protocol
 
 from tmta.logging import Logger
+from tmta.mail.dsn import xtextEncode
 from tmta.smtpd.data import DataDecoder
 from tmta.smtpd.transfer import TooBig
 
@@ -92,15 +93,6 @@ class ProxySettings:
             return endpoints.UNIXClientEndpoint(reactor, self.path, timeout=self.timeout)
         return endpoints.HostnameEndpoint(reactor, self.host, self.port,
                                           timeout=self.timeout)
-
-
-def xtext(value: str) -> str:
-    """
-    RFC 3461 xtext: what is not printable ASCII, and C{+} and C{=},
-    as C{+XX}.
-    """
-    return "".join(c if "!" <= c <= "~" and c not in "+=" else
-                   "".join(f"+{b:02X}" for b in c.encode("utf-8")) for c in value)
 
 
 class _ReplyReader(Protocol):
@@ -206,7 +198,7 @@ class ProxySession:
             ok, reply = await self.command(f"EHLO {settings.ehlo}", "2")
         if ok:
             offered = _xforwardOffered(reply)
-            attributes = [f"{name}={xtext(xforward.get(name) or '[UNAVAILABLE]')}"
+            attributes = [f"{name}={xtextEncode(xforward.get(name) or '[UNAVAILABLE]')}"
                           for name in XFORWARD_ATTRIBUTES if name in offered]
             if attributes:
                 ok, reply = await self.command("XFORWARD " + " ".join(attributes), "2")
@@ -348,4 +340,4 @@ class ProxyTransfer:
         self.proxy.close()
 
 
-__all__ = ["PROXY_ERROR", "ProxySession", "ProxySettings", "ProxyTransfer", "xtext"]
+__all__ = ["PROXY_ERROR", "ProxySession", "ProxySettings", "ProxyTransfer"]

@@ -225,6 +225,7 @@ class DataCommands(SessionState):
             await self._endProxyData(transfer)
             return
         milters = self.milters
+        forwarded = self.forwardedSummary()
         try:
             code, reason, self.queueId = await transfer.finish(
                 milters.lend if milters is not None else None)
@@ -245,11 +246,12 @@ class DataCommands(SessionState):
         if code // 100 == 2:
             if self.saslUsername is not None:
                 log.info("{queueId}: client={client}, sasl_method={method}, "
-                         "sasl_username={username}", queueId=self.queueId, client=self.client,
-                         method=self.saslMethod, username=self.saslUsername)
+                         "sasl_username={username}{forwarded}", queueId=self.queueId,
+                         client=self.client, method=self.saslMethod,
+                         username=self.saslUsername, forwarded=forwarded)
             else:
-                log.info("{queueId}: client={client}", queueId=self.queueId,
-                         client=self.client)
+                log.info("{queueId}: client={client}{forwarded}", queueId=self.queueId,
+                         client=self.client, forwarded=forwarded)
             # The soft and junk limits count what a client does without
             # delivering mail.
             self.errors = self.junkCommands = 0

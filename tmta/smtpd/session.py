@@ -61,6 +61,7 @@ class SessionState(CommandReader):
         proxy: Optional[ProxySession]
         mailCommand: str
         rcptCommand: str
+        forwarded: Optional[Dict[str, str]]
         milterAddressMacros: Dict[str, str]
         mailParameters: List[str]
         rcptParameters: List[str]
@@ -96,6 +97,10 @@ class SessionState(CommandReader):
         def milterRefused(self, stage: str, verdict, recipient: str = "") -> bool: ...
 
         def receivedProtocol(self) -> str: ...
+
+        def xforwardAllowed(self) -> bool: ...
+
+        def forwardedSummary(self) -> str: ...
 
         def tlsHandshakeReset(self) -> None: ...
 

@@ -99,6 +99,8 @@ class SMTPSettings:
     #: The before-queue filter (L{tmta.smtpd.proxy.ProxySettings});
     #: C{None}: mail goes to cleanup.
     proxyFilter: Optional[Any] = None
+    #: C{smtpd_authorized_xforward_hosts}; C{None}: nobody may XFORWARD.
+    xforwardHosts: Optional[MatchList] = None
 
     @classmethod
     def fromConfig(cls, config, restrictions,
@@ -146,4 +148,7 @@ class SMTPSettings:
             milterVersionMacro=config.get("milter_macro_v"),
             receivingAttributes=receivingAttributes(config),
             proxyFilter=ProxySettings.fromConfig(config),
+            xforwardHosts=parseNetworks(config.getList("smtpd_authorized_xforward_hosts"),
+                                        "smtpd_authorized_xforward_hosts")
+            if config.getList("smtpd_authorized_xforward_hosts") else None,
         )
