@@ -11,6 +11,7 @@ import os
 import pwd
 import re
 import shutil
+import signal
 import smtplib
 import socket
 import subprocess
@@ -106,7 +107,8 @@ class ScriptedMilterTests(SynchronousTestCase):
             ["chgheader", "Subject", 1, "changed"],
             ["addrcpt", "<extra@localhost>"],
             ["replacebody", "replaced body\r\n"]])
-        self.startMaster()
+        # A default for a macro the session gives no value (no AUTH).
+        self.startMaster(milter_macro_defaults="{ {auth_type} = none }")
         client = self.client()
         client.ehlo("client.example")
         client.sendmail("alice@example.com", ["bob@localhost"],
@@ -132,6 +134,8 @@ class ScriptedMilterTests(SynchronousTestCase):
         self.assertEqual(seen["macros"]["connect"]["j"], "mx.example.org")
         self.assertEqual(seen["macros"]["connect"]["_"], "localhost [127.0.0.1]")
         self.assertEqual(seen["macros"]["mail"]["{mail_addr}"], "alice@example.com")
+        self.assertEqual(seen["macros"]["mail"]["{auth_type}"], "none")
+        self.assertNotIn("{auth_authen}", seen["macros"]["mail"])
         self.assertEqual(seen["macros"]["rcpt"]["{rcpt_addr}"], "bob@localhost")
         self.assertTrue(seen["macros"]["eom"]["i"])
 
@@ -263,6 +267,61 @@ class ScriptedMilterTests(SynchronousTestCase):
         self.assertEqual(maildirMessages(self.spool), {})
         maildrop = os.path.join(self.master.queue, "maildrop")
         self.assertEqual(len(os.listdir(maildrop)), 1)
+
+    def test_milterMaps(self):
+        """
+        C{smtpd_milter_maps} chooses the milters by client: C{DISABLE} for
+        one, a list of its own for another, C{smtpd_milters} for the rest.
+        """
+        self.startMilter(eom_edits=[["addheader", "X-Scripted", "yes"]])
+        maps = os.path.join(self.base, "milter_maps.cidr")
+        with open(maps, "w") as f:
+            f.write("127.0.0.2/32 DISABLE\n"
+                    f"127.0.0.3/32 {{ inet:127.0.0.1:{self.milterPort}, "
+                    "default_action=accept }\n")
+        self.startMaster(smtpd_milter_maps=f"cidr:{maps}")
+        for source in ("127.0.0.1", "127.0.0.2", "127.0.0.3"):
+            with smtplib.SMTP("127.0.0.1", self.port, timeout=60,
+                              source_address=(source, 0)) as client:
+                client.sendmail("alice@example.com", [f"from{source[-1]}@localhost"],
+                                b"Subject: mapped\r\n\r\nx\r\n")
+        waitFor(lambda: len(maildirMessages(self.spool)) == 3, what="three deliveries")
+        found = {name: b"\nX-Scripted: yes\n" in messages[0]
+                 for name, messages in maildirMessages(self.spool).items()}
+        self.assertEqual(found, {"from1": True, "from2": False, "from3": True})
+
+    def test_milterHeaderChecks(self):
+        """
+        C{milter_header_checks} look at the headers a milter adds: here
+        one that refuses what the milter marked as spam, and one that
+        drops a header it added.
+        """
+        self.startMilter(eom_edits=[["addheader", "X-Spam-Flag", "YES"],
+                                    ["addheader", "X-Internal", "secret"]])
+        checks = os.path.join(self.base, "milter_header_checks")
+        with open(checks, "w") as f:
+            f.write("/^X-Spam-Flag:\\s+YES/ REJECT spam refused\n/^X-Internal:/ IGNORE\n")
+        self.startMaster(milter_header_checks=f"regexp:{checks}")
+        client = self.client()
+        with self.assertRaises(smtplib.SMTPDataError) as caught:
+            client.sendmail("alice@example.com", ["bob@localhost"],
+                            b"Subject: x\r\nX-Spam-Flag: YES\r\n\r\nx\r\n")
+        self.assertEqual((caught.exception.smtp_code, caught.exception.smtp_error),
+                         (550, b"5.7.1 spam refused"))
+        with open(checks, "w") as f:
+            f.write("/^X-Internal:/ IGNORE\n")
+        self.master.signal(signal.SIGHUP)
+        waitFor(lambda: "reload" in self.master.log(), what="the reload")
+        time.sleep(1)
+        client = self.client()
+        client.sendmail("alice@example.com", ["bob@localhost"],
+                        b"Subject: y\r\nX-Internal: the client's own\r\n\r\ny\r\n")
+        waitFor(lambda: maildirMessages(self.spool).get("bob"), what="the delivery")
+        [message] = maildirMessages(self.spool)["bob"]
+        # The milter's header is gone; the client's own one was not checked.
+        self.assertIn(b"\nX-Internal: the client's own\n", message)
+        self.assertNotIn(b"secret", message)
+        self.assertIn(b"\nX-Spam-Flag: YES\n", message)
 
     def test_connectRejected(self):
         """

@@ -1,7 +1,7 @@
 """
 cleanup's content inspection: C{header_checks}, C{mime_header_checks},
-C{nested_header_checks} and C{body_checks} as header_checks(5)
-describes them.  Each logical header line (with its continuation lines)
+C{nested_header_checks}, C{body_checks} and C{milter_header_checks} as
+header_checks(5) describes them.  Each logical header line (with its continuation lines)
 -- of the message, of each MIME part, of each attached message -- and
 each other body line is looked up in the tables --
 normally C{regexp:} or C{pcre:} -- and the first table's answer is the
@@ -61,6 +61,8 @@ class ContentChecks:
         self.mimeTables = openTables(config.get("mime_header_checks"))
         self.nestedTables = openTables(config.get("nested_header_checks"))
         self.bodyTables = openTables(config.get("body_checks"))
+        #: C{milter_header_checks}: for the headers milters produce.
+        self.milterTables = openTables(config.get("milter_header_checks"))
         #: Whether the body is looked at at all (MIME part headers too).
         self.inspectsBody = bool(self.bodyTables or self.mimeTables or self.nestedTables)
         #: Whether the message's own headers are looked at.
@@ -141,6 +143,31 @@ class ContentChecks:
             found = self._lookup(tables, _text(header)) if tables else None
             out += self._apply(verdict, found, header, "mime header" if mime else "header",
                                queueId)
+        return out
+
+    def milterHeaders(self, headers: List[bytes], produced: List[bytes], verdict: Verdict,
+                      queueId: str) -> List[bytes]:
+        """
+        Check the headers milters produced (C{milter_header_checks}), as
+        C{header_checks} checks the message's own -- but for C{PREPEND},
+        which Postfix does not implement there either -- and return the
+        header section as the actions leave it.
+        """
+        if not self.milterTables or not produced:
+            return headers
+        pending = list(produced)
+        out: List[bytes] = []
+        for header in headers:
+            if header not in pending:
+                out.append(header)
+                continue
+            pending.remove(header)
+            found = self._lookup(self.milterTables, _text(header))
+            if found is not None and found[0] == "PREPEND":
+                log.warn("{queueId}: milter_header_checks: PREPEND is not implemented",
+                         queueId=queueId)
+                found = None
+            out += self._apply(verdict, found, header, "milter-header", queueId)
         return out
 
     def body(self, headers: List[bytes]) -> "BodyChecker":

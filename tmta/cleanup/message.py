@@ -501,6 +501,11 @@ class Message:
             client = (self.attributes.get("client_name", "unknown"),
                       self.attributes.get("client_address", ""))
         verdict = await milterMessage(self.milters, edits, macros.get)
+        if verdict.goesOn and edits.produced:
+            edits.headers = self.cleanup.checks.milterHeaders(
+                edits.headers, edits.produced, self.verdict, self.queueId)
+            if self.verdict.reject is not None:
+                raise Rejection(*self.verdict.reject)
         if verdict.kind == "hold" or (verdict.goesOn and edits.quarantine):
             verdict = MilterVerdict("hold", edits.quarantine or "")
         self._milterVerdict(verdict, f"END-OF-MESSAGE from {client[0]}[{client[1]}]")

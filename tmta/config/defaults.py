@@ -372,12 +372,14 @@ for _name in ("address_verify_map", "address_verify_service_name", "address_veri
               # Where Postfix's documentation is: nothing acts on it.
               "readme_directory",
               # Milters (tmta.milter), for smtpd and for cleanup.
-              "smtpd_milters", "non_smtpd_milters", "milter_protocol", "milter_default_action",
+              "smtpd_milters", "non_smtpd_milters", "smtpd_milter_maps", "milter_protocol",
+              "milter_default_action",
               "milter_connect_timeout", "milter_command_timeout", "milter_content_timeout",
               "milter_connect_macros", "milter_helo_macros", "milter_mail_macros",
               "milter_rcpt_macros", "milter_data_macros", "milter_end_of_header_macros",
               "milter_end_of_data_macros", "milter_unknown_command_macros",
-              "milter_macro_daemon_name", "milter_macro_v",
+              "milter_macro_daemon_name", "milter_macro_v", "milter_macro_defaults",
+              "milter_header_checks",
               # After-queue content filters (tmta.mail.receiving, qmgr).
               "content_filter", "receive_override_options", "default_filter_nexthop",
               # The before-queue filter (tmta.smtpd.proxy).

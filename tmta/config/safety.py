@@ -71,9 +71,6 @@ UNSAFE_WHEN_IGNORED: Dict[str, Tuple[Callable[[str], bool], str]] = {
     "smtpd_upstream_proxy_protocol": (
         _nonEmpty, "the proxy protocol is not implemented: every client would appear to "
         "come from the proxy, and permit_mynetworks would let it relay"),
-    "smtpd_milter_maps": (_nonEmpty, "per-client milters are not implemented yet"),
-    "milter_header_checks": (_nonEmpty, "the headers milters add are not checked yet"),
-    "milter_macro_defaults": (_nonEmpty, "milter macro defaults are not implemented yet"),
     "message_reject_characters": (_nonEmpty, "messages are not checked for these characters"),
     "local_login_sender_maps": (
         lambda value: value.strip() not in ("", "static:*"),

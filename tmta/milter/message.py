@@ -57,6 +57,9 @@ class MessageEdits:
     addedRecipients: List[str] = field(default_factory=list)
     deleted: List[str] = field(default_factory=list)
     quarantine: Optional[str] = None
+    #: The headers milters added, inserted or changed, as they wrote
+    #: them (for C{milter_header_checks}).
+    produced: List[bytes] = field(default_factory=list)
 
     # -- headers
 
@@ -77,12 +80,16 @@ class MessageEdits:
         return None
 
     def addHeader(self, name: str, value: str, leadingSpace: bool) -> None:
-        self.headers.append(_header(name, value, leadingSpace))
+        header = _header(name, value, leadingSpace)
+        self.headers.append(header)
+        self.produced.append(header)
         self.changed = True
 
     def insertHeader(self, index: int, name: str, value: str, leadingSpace: bool) -> None:
         position = min(max(index, 0), len(self.headers))
-        self.headers.insert(position, _header(name, value, leadingSpace))
+        header = _header(name, value, leadingSpace)
+        self.headers.insert(position, header)
+        self.produced.append(header)
         if 0 <= self.ownReceived and position <= self.ownReceived:
             self.ownReceived += 1
         self.changed = True
@@ -97,6 +104,7 @@ class MessageEdits:
             return
         if value:
             self.headers[position] = _header(name, value, leadingSpace)
+            self.produced.append(self.headers[position])
         else:
             del self.headers[position]
             if position < self.ownReceived:
@@ -158,14 +166,19 @@ def _bodyChunks(body: bytes) -> List[bytes]:
     return [text[i:i + p.CHUNK_SIZE] for i in range(0, len(text), p.CHUNK_SIZE)]
 
 
-def macroValues(names: Sequence[str], known: Callable[[str], Optional[str]]) -> List[
-        Tuple[str, str]]:
+def macroValues(names: Sequence[str], known: Callable[[str], Optional[str]],
+                defaults: Optional[Dict[str, str]] = None) -> List[Tuple[str, str]]:
     """
     The macros among C{names} that have a value, with it.
+
+    @param defaults: C{milter_macro_defaults}: the value of a macro the
+        conversation gives none, by its name without braces.
     """
     values = []
     for name in names:
         value = known(name)
+        if value is None and defaults:
+            value = defaults.get(name.strip("{}"))
         if value is not None:
             values.append((name, value))
     return values
@@ -202,8 +215,9 @@ async def _throughOne(client: MilterClient, edits: MessageEdits,
             return HOLD
         return replyVerdict(shared.defaultReply)
 
-    eohMacros = macroValues(client.macroNames(p.EOH), macros)
-    eodMacros = macroValues(client.macroNames(p.BODYEOB), macros)
+    defaults = client.settings.macroDefaults
+    eohMacros = macroValues(client.macroNames(p.EOH), macros, defaults)
+    eodMacros = macroValues(client.macroNames(p.BODYEOB), macros, defaults)
     client.edits = []
     leadingSpace = shared.leadingSpace
     try:

@@ -78,7 +78,8 @@ class SessionMilters:
                 if command == p.CONNECT or (command == p.MAIL and state == ACCEPTED_MESSAGE):
                     client.shared.state = ENVELOPE
                 verdict = await client.event(command, data,
-                                             macroValues(client.macroNames(command), self.macros))
+                                             macroValues(client.macroNames(command), self.macros,
+                                                         client.settings.macroDefaults))
             if not verdict.goesOn:
                 return verdict
         return CONTINUE

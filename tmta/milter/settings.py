@@ -8,8 +8,8 @@ default_action=accept, command_timeout=10s }}.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
-from typing import Dict, List, Tuple
+from dataclasses import dataclass, field, replace
+from typing import Dict, List, Optional, Tuple
 
 from tmta.config import ConfigError
 from tmta.config.maincf import MainConfig, parseTime, splitList
@@ -61,6 +61,9 @@ class MilterSettings:
     noHeaderReply: bool = False
     #: The macros sent with each event, by its command code.
     macros: Tuple[Tuple[bytes, Tuple[str, ...]], ...] = ()
+    #: C{milter_macro_defaults}: values for macros the conversation
+    #: gives none, by name without braces.
+    macroDefaults: Dict[str, str] = field(default_factory=dict, hash=False)
 
     def macrosFor(self, event: bytes) -> Tuple[str, ...]:
         for code, names in self.macros:
@@ -116,13 +119,32 @@ def defaultSettings(config: MainConfig) -> MilterSettings:
         macros = tuple((code, tuple(config.get(name).replace(",", " ").split()))
                        for code, name in MACRO_PARAMETERS.items())
         return MilterSettings(
-            "", "", connectTimeout=config.getTime("milter_connect_timeout"),
+            "", "", macroDefaults=macroDefaults(config.get("milter_macro_defaults")),
+            connectTimeout=config.getTime("milter_connect_timeout"),
             commandTimeout=config.getTime("milter_command_timeout"),
             contentTimeout=config.getTime("milter_content_timeout"),
             defaultAction=action, version=version, noHeaderReply=noHeaderReply,
             macros=macros)
     except ValueError as e:
         raise ConfigError(config.path, None, str(e))
+
+
+def macroDefaults(value: str) -> Dict[str, str]:
+    """
+    Parse C{milter_macro_defaults}: C{name=value} pairs, or C{{name =
+    value}} when the value holds a comma or white space; a name may be
+    written with its braces (C{{auth_type}}) or without.
+
+    @raise ValueError: an item that is not C{name=value}.
+    """
+    defaults = {}
+    for item in splitList(value):
+        name, equals, macro = item.partition("=")
+        name = name.strip().strip("{}").strip()
+        if not equals or not name:
+            raise ValueError(f"milter_macro_defaults: {item!r} is not name=value")
+        defaults[name] = macro.strip()
+    return defaults
 
 
 def milterList(config: MainConfig, parameter: str) -> List[MilterSettings]:
@@ -174,3 +196,40 @@ def _item(item: str, defaults: MilterSettings, queueDirectory: str) -> MilterSet
 
 _TIMEOUTS = {"connect_timeout": "connectTimeout", "command_timeout": "commandTimeout",
              "content_timeout": "contentTimeout"}
+
+
+class MilterMaps:
+    """
+    C{smtpd_milter_maps}: the milters of an SMTP session by the client's
+    address (a C{cidr:} table, say), instead of C{smtpd_milters}; the
+    value is a milter list as C{smtpd_milters} takes it, or C{DISABLE}.
+    """
+
+    def __init__(self, config: MainConfig) -> None:
+        from tmta.tables import openTables
+
+        self.config = config
+        self.tables = openTables(config.get("smtpd_milter_maps"))
+        self._lists: Dict[str, List[MilterSettings]] = {}
+
+    def lookup(self, address: str) -> Optional[List[MilterSettings]]:
+        """
+        The milters for a client at C{address}: C{None} when the tables
+        do not name it (C{smtpd_milters} then applies), an empty list for
+        C{DISABLE}.
+
+        @raise tmta.tables.TableLookupError: a table could not be read.
+        @raise ConfigError: the value is no milter list.
+        """
+        from tmta.tables import lookupAny
+
+        value = lookupAny(self.tables, address)
+        if value is None:
+            return None
+        value = value.strip()
+        if value.upper() == "DISABLE":
+            return []
+        if value not in self._lists:
+            self._lists[value] = milterList(
+                self.config.withOverrides({"smtpd_milters": value}), "smtpd_milters")
+        return self._lists[value]

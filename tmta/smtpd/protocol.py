@@ -14,6 +14,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tmta.common.eager import eagerly
+from tmta.config import ConfigError
 from tmta.logging import Logger
 from tmta.mail import replies
 from tmta.milter.session import SessionMilters
@@ -169,7 +170,8 @@ class SMTPServer(HelloCommands, EnvelopeCommands, DataCommands, AuthCommands, TL
                 if refusal[1][:3] in ("421", "521"):
                     self.close()
                 return
-        if self.settings.milters and not self._closing:
+        if (self.settings.milters or self.settings.milterMaps is not None) \
+                and not self._closing:
             refused = await self._connectMilters()
             if refused:
                 return
@@ -184,8 +186,22 @@ class SMTPServer(HelloCommands, EnvelopeCommands, DataCommands, AuthCommands, TL
 
         @return: whether the client was refused.
         """
-        milters = self.milters = SessionMilters(self.settings.milters, self.clock,
-                                                self.milterMacro)
+        chosen = self.settings.milters
+        if self.settings.milterMaps is not None:
+            try:
+                found = self.settings.milterMaps.lookup(self.clientAddress)
+            except (TableLookupError, ConfigError) as e:
+                # Neither these milters nor none: no mail is taken now.
+                log.warn("smtpd_milter_maps: {client}: {error}", client=self.client,
+                         error=getattr(e, "reason", None) or str(e))
+                self.reply(f"421 4.3.0 {self.settings.myhostname} Server configuration error")
+                self.close()
+                return True
+            if found is not None:
+                chosen = found
+        if not chosen:
+            return False
+        milters = self.milters = SessionMilters(chosen, self.clock, self.milterMacro)
         self.milterAddressMacros, self.mailParameters, self.rcptParameters = {}, [], []
         await milters.start()
         peer = self.transport.getPeer() if self.transport is not None else None

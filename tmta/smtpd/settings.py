@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from tmta.mail.receiving import NO_MILTERS, receiveOverrides, receivingAttributes
-from tmta.milter.settings import milterList
+from tmta.milter.settings import MilterMaps, milterList
 from tmta.smtpd.proxy import ProxySettings
 from tmta.smtpd.recipients import RecipientTables
 from tmta.tables.matchlist import MatchList
@@ -92,6 +92,9 @@ class SMTPSettings:
     #: The milter macros C{{daemon_name}} and C{v}.
     milterDaemonName: str = ""
     milterVersionMacro: str = ""
+    #: C{smtpd_milter_maps} (L{tmta.milter.settings.MilterMaps}), which
+    #: choose the milters by client; C{None}: C{smtpd_milters} for all.
+    milterMaps: Optional[Any] = None
     #: What every message carries to cleanup beyond its envelope: the
     #: content filter and C{receive_override_options}
     #: (L{tmta.mail.receiving.receivingAttributes}).
@@ -144,6 +147,8 @@ class SMTPSettings:
             forbiddenCommands=MatchList("smtpd_forbidden_commands",
                                         config.get("smtpd_forbidden_commands")),
             milters=[] if NO_MILTERS in overrides else milterList(config, "smtpd_milters"),
+            milterMaps=MilterMaps(config) if NO_MILTERS not in overrides
+            and config.get("smtpd_milter_maps").strip() else None,
             milterDaemonName=config.get("milter_macro_daemon_name"),
             milterVersionMacro=config.get("milter_macro_v"),
             receivingAttributes=receivingAttributes(config),
