@@ -306,6 +306,19 @@ class ReceiveOverrideTests(TestCase):
         self.assertNotIn("filter", env.attributes)
 
     @defer.inlineCallbacks
+    def test_internalMail(self):
+        """
+        The mail system's own mail (a bounce, forwarded mail) is not
+        checked or copied again, as Postfix's internal mail is not: a
+        bounce carrying a refused message must reach the sender.  The
+        address mappings still apply.
+        """
+        env, text = yield defer.Deferred.fromCoroutine(self.submit({"origin": "bounce"}))
+        self.assertEqual(env.sender, "alice.smith@example.org")
+        self.assertEqual([r.address for r in env.recipients], ["bob@mx.example.org"])
+        self.assertNotIn(b"X-Checked", text)
+
+    @defer.inlineCallbacks
     def test_filterActionWins(self):
         env, _ = yield defer.Deferred.fromCoroutine(self.submit(
             {"filter": "scan:[127.0.0.1]:10025"}, subject=b"refiltered"))

@@ -206,6 +206,7 @@ class ScriptedMilterTests(SynchronousTestCase):
         self.master = Master(os.path.join(self.base, "conf"), main,
                              MASTER_CF.format(port=self.port)
                              + "pickup    unix  n       -       n       60      1       pickup\n"
+                             + "error     unix  -       -       n       -       -       error\n"
                              ).start()
         self.addCleanup(self.master.stop)
 
@@ -243,9 +244,11 @@ class ScriptedMilterTests(SynchronousTestCase):
 
     def test_localSubmissionRefused(self):
         """
-        A milter that refuses a local submission's sender keeps it from
-        being queued; one that refuses a recipient cannot say so to the
-        sender, so the mail waits in the maildrop with a warning.
+        A milter that refuses a local submission refuses it for good: the
+        poster (gone by then) gets it back in a bounce, as Postfix's
+        cleanup returns sendmail's mail; nothing reaches the recipient.
+        One that refuses a recipient cannot say so to the sender, so the
+        mail waits in the maildrop with a warning.
         """
         self.startMilter(envfrom=["550", "5.7.1", "not from you"])
         self.startLocalMaster()
@@ -253,8 +256,13 @@ class ScriptedMilterTests(SynchronousTestCase):
         waitFor(lambda: "milter-reject: MAIL from localhost[127.0.0.1]: 5.7.1 not from you; "
                 "from=<nobody@localhost> to=<bob@localhost> proto=local"
                 in self.master.log(), what="the refusal")
-        time.sleep(0.5)
-        self.assertEqual(maildirMessages(self.spool), {})
+        waitFor(lambda: maildirMessages(self.spool).get("nobody"), what="the bounce")
+        [bounce] = maildirMessages(self.spool)["nobody"]
+        self.assertIn(b"<bob@localhost>: not from you", bounce)
+        self.assertIn(b"\nStatus: 5.7.1\n", bounce)
+        self.assertIn(b"Subject: refused", bounce)
+        self.assertNotIn("bob", maildirMessages(self.spool))
+        self.assertEqual(os.listdir(os.path.join(self.master.queue, "maildrop")), [])
 
     def test_localRecipientRefusedWaits(self):
         self.startMilter(envrcpt="reject")

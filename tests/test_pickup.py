@@ -206,6 +206,28 @@ class PickupTests(SynchronousTestCase):
             env={"PYTHONPATH": REPO, "MAIL_CONFIG": self.conf, "PATH": "/usr/bin:/bin",
                  "LANG": "C.UTF-8"})
 
+    def test_refusedMailBounced(self):
+        """
+        Mail posted with sendmail that cleanup refuses for good (here a
+        header_checks REJECT) comes back to its poster in a bounce, as
+        Postfix's does: nobody is left waiting for an answer.
+        """
+        checks = os.path.join(self.base, "header_checks")
+        with open(checks, "w") as f:
+            f.write("/^Subject: forbidden/ REJECT not this subject\n")
+        self.settings["header_checks"] = f"regexp:{checks}"
+        self.master = Master(self.conf, self.settings, PICKUP_MASTER_CF.format(port=self.port)
+                             + "error     unix  -       -       n       -       -       error\n"
+                             ).start()
+        self.addCleanup(self.master.stop)
+        result = self.post(b"To: someone@localhost\nSubject: forbidden\n\nhi\n", "-t")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        waitFor(lambda: maildirMessages(self.spool).get(self.account.pw_name),
+                what="the bounce")
+        [bounce] = maildirMessages(self.spool)[self.account.pw_name]
+        self.assertIn(b"<someone@localhost>: not this subject", bounce)
+        self.assertNotIn("someone", maildirMessages(self.spool))
+
     def test_postedByAnOrdinaryUser(self):
         self.startMaster()
         result = self.post(b"To: someone@localhost\nSubject: posted\n\nhi\n", "-t")

@@ -30,6 +30,7 @@ from tmta.common.eager import eagerly
 from tmta.logging import Logger
 from tmta.mail.received import receivedHeader
 from tmta.mail.receiving import (
+    INTERNAL_ORIGINS,
     NO_ADDRESS_MAPPINGS,
     NO_HEADER_BODY_CHECKS,
     NO_MILTERS,
@@ -85,11 +86,16 @@ class Message:
         self.accessBcc: List[str] = []
         if any(name.startswith("access_") for name in attributes):
             self.attributes = attributes = self._accessActions(attributes)
-        #: What C{receive_override_options} switched off for this mail.
+        #: What C{receive_override_options} switched off for this mail
+        #: (and what never applies to the mail system's own).
         self.overrides: frozenset = frozenset()
         if OVERRIDE_ATTRIBUTE in attributes:
             self.attributes = attributes = dict(attributes)
             self.overrides = frozenset(attributes.pop(OVERRIDE_ATTRIBUTE).split(","))
+        #: Mail the mail system made itself (a bounce, forwarded mail).
+        self.internal = attributes.get("origin") in INTERNAL_ORIGINS
+        if self.internal:
+            self.overrides |= {NO_HEADER_BODY_CHECKS, NO_MILTERS}
         self.bodyChecker: Any = None  # made once the headers say what the body is
         #: The milters smtpd lent for the content, and the macros it knew.
         self.milters: List[MilterClient] = []
@@ -173,7 +179,8 @@ class Message:
         probe = attributes.get(PROBE_ATTRIBUTE) == "yes"
         if mapper.active and NO_ADDRESS_MAPPINGS not in self.overrides:
             try:
-                sender, mapped = self._mapEnvelope(mapper, sender, rewritten, bcc=not probe)
+                sender, mapped = self._mapEnvelope(mapper, sender, rewritten,
+                                                   bcc=not probe and not self.internal)
                 if probe and len(mapped) > 1:
                     # A probe is not verified address by address: several
                     # results for one query would overwrite each other.
@@ -357,6 +364,8 @@ class Message:
                 self._releaseMilters()
         if self.error is None and verdict.lateEnvelope and verdict.discard is None:
             await self._lateStep(self._rewriteUnderNewEnvelope)
+        if self.error is not None and self._bouncesRefusals():
+            await self._bounceRefused(self.error)
         if self.error is not None:
             self.abort()
             return self.error.code, self.error.reason
@@ -402,6 +411,33 @@ class Message:
             self._fail(Failure(e))
         except Exception:
             self._fail(Failure())
+
+    def _bouncesRefusals(self) -> bool:
+        """
+        Whether a refusal for good is this message's sender's to hear of
+        by a bounce: mail posted with sendmail, whose poster is gone by
+        the time cleanup refuses it (Postfix's C{CLEANUP_FLAG_BOUNCE}).
+        The message must be in the file, under its envelope.
+        """
+        error = self.error
+        return (error is not None and error.code // 100 == 5
+                and self.attributes.get("origin") == "pickup"
+                and PROBE_ATTRIBUTE not in self.attributes
+                and self.envelopeWritten and self.writer is not None)
+
+    async def _bounceRefused(self, refusal: Rejection) -> None:
+        """
+        Queue the message for every recipient to be bounced with the
+        refusal's reason (through the C{error} transport), instead of
+        refusing it: its sender gets the bounce, with the message.
+        """
+        self.error = None
+        self.verdict.filter = f"error:{refusal.reason}"
+        self.verdict.hold = self.verdict.discard = None
+        await self._lateStep(self._rewriteUnderNewEnvelope)
+        if self.error is None:
+            log.info("{queueId}: refused, bounced to the sender: {code} {reason}",
+                     queueId=self.queueId, code=refusal.code, reason=refusal.reason)
 
     async def _rewriteUnderNewEnvelope(self) -> None:
         """

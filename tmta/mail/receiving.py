@@ -33,6 +33,13 @@ OVERRIDE_ATTRIBUTE = "receive_override"
 #: The attribute that names the content filter, as C{transport:nexthop}.
 FILTER_ATTRIBUTE = "filter"
 
+#: The C{origin} attribute of mail the mail system makes itself: bounces
+#: and other notices, forwarded mail, address probes.  As Postfix's
+#: internal mail, it is not checked, filtered or copied again (no
+#: header/body checks, milters or automatic BCC); only address
+#: mappings apply.
+INTERNAL_ORIGINS = frozenset({"bounce", "2bounce", "local", "notice", "verify"})
+
 
 def receiveOverrides(value: str) -> FrozenSet[str]:
     """
