@@ -331,6 +331,56 @@ class ScriptedMilterTests(SynchronousTestCase):
         self.assertNotIn(b"secret", message)
         self.assertIn(b"\nX-Spam-Flag: YES\n", message)
 
+    def startRefusingMaster(self):
+        """
+        A master whose smtpd refuses recipient nobody@localhost itself.
+        """
+        access = os.path.join(self.base, "recipient_access")
+        with open(access, "w") as f:
+            f.write("nobody@localhost REJECT no such person\n")
+        self.startMaster(smtpd_recipient_restrictions=f"check_recipient_access texthash:{access},"
+                         " permit_mynetworks, reject_unauth_destination")
+
+    def test_rejectedRecipientsTold(self):
+        """
+        A milter that asks to hear of refused recipients (SMFIP_RCPT_REJ)
+        is told of each, with Postfix's macros ({rcpt_mailer} error,
+        {rcpt_host} the status, {rcpt_addr} the reason); the refusal
+        stands whatever it answers.  One that does not ask is not told.
+        """
+        self.startMilter(rcpt_rej=True)
+        self.startRefusingMaster()
+        client = self.client()
+        client.ehlo("client.example")
+        client.mail("alice@example.com")
+        code, _ = client.rcpt("nobody@localhost")
+        self.assertEqual(code, 554)
+        self.assertEqual(client.rcpt("bob@localhost")[0], 250)
+        client.data(b"Subject: x\r\n\r\nx\r\n")
+        waitFor(lambda: self.seen(), what="the milter's record")
+        [seen] = self.seen()
+        self.assertEqual(seen["recipients"], ["<nobody@localhost>", "<bob@localhost>"])
+        refused, accepted = seen["rcpt_macros"]
+        self.assertEqual(refused["{rcpt_mailer}"], "error")
+        self.assertEqual(refused["{rcpt_host}"], "5.7.1")
+        self.assertEqual(refused["{rcpt_addr}"],
+                         "<nobody@localhost>: Recipient address rejected: no such person")
+        self.assertEqual(accepted["{rcpt_mailer}"], "local")
+        waitFor(lambda: maildirMessages(self.spool).get("bob"), what="the delivery")
+
+    def test_rejectedRecipientsNotToldUnasked(self):
+        self.startMilter()
+        self.startRefusingMaster()
+        client = self.client()
+        client.ehlo("client.example")
+        client.mail("alice@example.com")
+        self.assertEqual(client.rcpt("nobody@localhost")[0], 554)
+        self.assertEqual(client.rcpt("bob@localhost")[0], 250)
+        client.data(b"Subject: x\r\n\r\nx\r\n")
+        waitFor(lambda: self.seen(), what="the milter's record")
+        [seen] = self.seen()
+        self.assertEqual(seen["recipients"], ["<bob@localhost>"])
+
     def test_connectRejected(self):
         """
         A milter that refuses the connection: the client is greeted with

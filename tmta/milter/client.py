@@ -101,6 +101,8 @@ class MilterState:
     defaultReply: Optional[str] = None
     #: Header values are sent with their leading space (HDR_LEADSPC).
     leadingSpace: bool = False
+    #: It is told of recipients refused before it was asked (RCPT_REJ).
+    rejectedRecipients: bool = False
     #: Macro lists it asked for in the negotiation, by event code.
     macroLists: List[Tuple[bytes, Tuple[str, ...]]] = field(default_factory=list)
 
@@ -374,6 +376,7 @@ class MilterClient(Protocol):
         shared.noSend = wanted & eventFlags
         shared.noReply = wanted & replyFlags
         shared.leadingSpace = bool(wanted & p.HDR_LEADSPC)
+        shared.rejectedRecipients = bool(wanted & p.RCPT_REJ)
         if shared.actions & p.SETSYMLISTS:
             for stage, names in lists:
                 event = p.MACRO_STAGES.get(stage)

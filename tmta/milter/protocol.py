@@ -91,10 +91,10 @@ NR_EOH = 1 << 18
 NR_BODY = 1 << 19
 HDR_LEADSPC = 1 << 20
 
-#: Everything the MTA can do without, as offered to a version 6 milter.
-#: (RCPT_REJ is not offered: smtpd does not tell milters of recipients
-#: it refused itself.)
-ALL_STEPS = ((NR_BODY << 1) - 1) & ~RCPT_REJ | HDR_LEADSPC
+#: Everything the MTA can do without, and what it can do on request
+#: (RCPT_REJ: tell of recipients refused; HDR_LEADSPC), as offered to a
+#: version 6 milter.
+ALL_STEPS = ((NR_BODY << 1) - 1) | HDR_LEADSPC
 
 #: For each event: the flag by which a milter says it does not want it,
 #: and the flag by which it says it will not answer it.

@@ -116,6 +116,24 @@ class SessionMilters:
         return defer.Deferred.fromCoroutine(self._event(
             p.RCPT, p.strings(recipient, *parameters), (ENVELOPE,)))
 
+    def wantRejected(self) -> bool:
+        """
+        Whether a milter asked to hear of recipients refused
+        (C{SMFIP_RCPT_REJ}).
+        """
+        return any(c.shared.rejectedRecipients for c in self.clients)
+
+    async def rejectedRcpt(self, recipient: str, parameters: Sequence[str]) -> None:
+        """
+        RCPT for a recipient refused before the milters were asked, to
+        those that want it; what they answer changes nothing.
+        """
+        for client in self.clients:
+            if client.shared.rejectedRecipients and client.shared.state == ENVELOPE:
+                await client.event(p.RCPT, p.strings(recipient, *parameters),
+                                   macroValues(client.macroNames(p.RCPT), self.macros,
+                                               client.settings.macroDefaults))
+
     def data(self) -> defer.Deferred:
         return defer.Deferred.fromCoroutine(self._event(p.DATA, b"", (ENVELOPE,)))
 

@@ -231,13 +231,13 @@ class EnvelopeCommands(SessionState):
         decision = await self.restrict("RCPT", self.restrictionContext(
             "RCPT", recipient, resolution.addressClass))
         if decision is not None:
-            self._rejectRecipient(recipient, decision[1])
+            await self._rejectRecipient(recipient, decision[1])
             return
         if resolution.addressClass == "local" and not isSafeMailboxName(
                 localName(resolution.recipient, self.settings.recipientDelimiter)):
             # local would refuse it: refuse it now rather than bounce it
             # to a sender nobody checked.
-            self._rejectRecipient(
+            await self._rejectRecipient(
                 recipient,
                 f"550 5.1.3 <{recipient}>: Recipient address rejected: "
                 "not a valid mailbox name",
@@ -252,7 +252,7 @@ class EnvelopeCommands(SessionState):
                 resolution.nexthop.startswith("table lookup failure"):
             refusal = f"451 4.3.0 <{recipient}>: Temporary lookup failure"
         if refusal is not None:
-            self._rejectRecipient(recipient, refusal)
+            await self._rejectRecipient(recipient, refusal)
             return
         if self.milters is None:
             await self._acceptRecipient(recipient, notify, orcpt)
@@ -270,6 +270,9 @@ class EnvelopeCommands(SessionState):
                 self.milterAddressMacros.update(
                     rcpt_addr=resolution.recipient, rcpt_host=resolution.nexthop,
                     rcpt_mailer=resolution.transport)
+            else:
+                for name in ("rcpt_addr", "rcpt_host", "rcpt_mailer"):
+                    self.milterAddressMacros.pop(name, None)
             verdict = await self.milters.rcpt(f"<{recipient}>", self.rcptParameters)
             if self.milterRefused("RCPT", verdict, recipient):
                 return
@@ -319,7 +322,19 @@ class EnvelopeCommands(SessionState):
                 "PORT": str(getattr(peer, "port", "") or ""),
                 "PROTO": self.protocolName, "HELO": self.helo or "", "SOURCE": "REMOTE"}
 
-    def _rejectRecipient(self, recipient: str, reply: str) -> None:
+    async def _rejectRecipient(self, recipient: str, reply: str) -> None:
+        """
+        Refuse a recipient -- after telling the milters that asked to
+        hear of refused recipients (C{SMFIP_RCPT_REJ}), with Postfix's
+        macros for one: C{{rcpt_mailer}} C{error}, C{{rcpt_host}} the
+        status code, C{{rcpt_addr}} the reason.
+        """
+        milters = self.milters
+        if milters is not None and milters.wantRejected():
+            status, _, reason = reply[4:].partition(" ")
+            self.milterAddressMacros.update(rcpt_addr=reason, rcpt_host=status,
+                                            rcpt_mailer="error")
+            await milters.rejectedRcpt(f"<{recipient}>", self.rcptParameters)
         self.logRejection("RCPT", reply, recipient)
         self._error(reply)
 

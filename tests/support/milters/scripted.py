@@ -33,7 +33,7 @@ RESULTS = {"continue": Milter.CONTINUE, "accept": Milter.ACCEPT, "reject": Milte
            "tempfail": Milter.TEMPFAIL, "discard": Milter.DISCARD}
 MACROS = ["j", "_", "i", "v", "{daemon_name}", "{daemon_addr}", "{client_addr}",
           "{client_name}", "{client_port}", "{auth_authen}", "{auth_type}", "{mail_addr}",
-          "{rcpt_addr}", "{tls_version}"]
+          "{rcpt_addr}", "{rcpt_host}", "{rcpt_mailer}", "{tls_version}"]
 
 
 def record(entry):
@@ -85,6 +85,7 @@ class Scripted(Milter.Base):
     def envrcpt(self, recipient, *args):
         self.seen["recipients"].append(recipient)
         self._macros("rcpt")
+        self.seen.setdefault("rcpt_macros", []).append(self.seen["macros"]["rcpt"])
         return self._result("envrcpt")
 
     def data(self):
@@ -134,6 +135,10 @@ class Scripted(Milter.Base):
         record({"close": True})
         return Milter.CONTINUE
 
+
+if script.get("rcpt_rej"):
+    # Ask to hear of the recipients the MTA refused (SMFIP_RCPT_REJ).
+    Scripted._protocol_mask = Scripted.protocol_mask() & ~Milter.P_RCPT_REJ
 
 Milter.factory = Scripted
 Milter.set_flags(Milter.ADDHDRS | Milter.CHGHDRS | Milter.ADDRCPT | Milter.DELRCPT
