@@ -64,14 +64,24 @@ class ScriptedMilterTests(SynchronousTestCase):
         self.milterPort = freePort()
         self.log = os.path.join(self.base, "milter.log")
 
-    def startMilter(self, **script):
+    def startMilter(self, unixSocket=None, **script):
+        """
+        Start the scripted milter, on the test's port, or on the UNIX
+        socket C{unixSocket}.
+        """
         path = os.path.join(self.base, "script.json")
         with open(path, "w") as f:
             json.dump(script, f)
+        where = f"unix:{unixSocket}" if unixSocket else f"inet:{self.milterPort}@127.0.0.1"
         process = subprocess.Popen(
-            [SYSTEM_PYTHON, SCRIPTED, f"inet:{self.milterPort}@127.0.0.1", path, self.log],
+            [SYSTEM_PYTHON, SCRIPTED, where, path, self.log],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.addCleanup(lambda: (process.terminate(), process.wait()))
+        if unixSocket:
+            waitFor(lambda: os.path.exists(unixSocket), what="the milter's socket")
+            # As a milter's UMask 002 and group would let the mail system in.
+            os.chmod(unixSocket, 0o777)
+            return
         waitFor(lambda: _listening(self.milterPort), what="the milter")
 
     def startMaster(self, milters=None, **settings):
@@ -380,6 +390,21 @@ class ScriptedMilterTests(SynchronousTestCase):
         waitFor(lambda: self.seen(), what="the milter's record")
         [seen] = self.seen()
         self.assertEqual(seen["recipients"], ["<bob@localhost>"])
+
+    def test_unixSocket(self):
+        """
+        A milter on a UNIX socket (C{unix:/path}), as Debian's OpenDKIM
+        and OpenDMARC packages set theirs up.
+        """
+        socketPath = os.path.join(self.base, "scripted.sock")
+        self.startMilter(unixSocket=socketPath,
+                         eom_edits=[["addheader", "X-Scripted", "over a UNIX socket"]])
+        self.startMaster(milters=f"unix:{socketPath}")
+        client = self.client()
+        client.sendmail("alice@example.com", ["bob@localhost"], b"Subject: x\r\n\r\nx\r\n")
+        waitFor(lambda: maildirMessages(self.spool).get("bob"), what="the delivery")
+        [message] = maildirMessages(self.spool)["bob"]
+        self.assertIn(b"\nX-Scripted: over a UNIX socket\n", message)
 
     def test_connectRejected(self):
         """

@@ -377,3 +377,84 @@ class ConfigurationTests(SynchronousTestCase):
         self.assertIn("bad DNSBL weight", problem)
         [problem] = self.problems(postscreen_cache_map="texthash:/etc/postfix/cache")
         self.assertIn("postscreen_cache_map", problem)
+
+
+class EngineTests(SynchronousTestCase):
+    """
+    postscreen's own SMTP engine (L{tmta.postscreen.engine}) on an
+    in-memory connection: the non-SMTP command and bare newline tests.
+    """
+
+    def session(self, **settings):
+        from twisted.internet.address import IPv4Address
+        from twisted.internet.task import Clock
+        from twisted.internet.testing import StringTransport
+
+        from tmta.config import MainConfig
+        from tmta.postscreen.cache import ClientCache
+        from tmta.postscreen.service import Screen
+        from tmta.postscreen.session import PostscreenSession
+        from tmta.postscreen.settings import PostscreenSettings
+        from tmta.tables.writable import MemoryStore
+
+        config = MainConfig({"myhostname": "mx.example.org", "mynetworks": "192.0.2.0/24",
+                             "postscreen_greet_banner": "", **settings})
+        self.screen = Screen(Clock(), PostscreenSettings.fromConfig(config),
+                             ClientCache(MemoryStore(), 86400), None, "/nonexistent")
+        self.handedOver = []
+        self.screen.handOff = self.handedOver.append
+        self.transport = StringTransport(peerAddress=IPv4Address("TCP", "198.51.100.9", 4000),
+                                         hostAddress=IPv4Address("TCP", "127.0.0.1", 25))
+        session = PostscreenSession(self.screen)
+        session.makeConnection(self.transport)
+        return session
+
+    def replies(self):
+        text = self.transport.value().decode()
+        self.transport.clear()
+        return [line for line in text.split("\r\n") if line]
+
+    def test_nonSMTPCommandDropped(self):
+        session = self.session(postscreen_non_smtp_command_enable="yes")
+        self.assertEqual(self.replies(), ["220 mx.example.org ESMTP tmta"])
+        session.dataReceived(b"GET / HTTP/1.0\r\n")
+        self.assertEqual(self.replies(),
+                         ["521 5.7.0 Error: I can break rules, too. Goodbye."])
+        self.assertTrue(self.transport.disconnecting)
+        self.assertNotIn("198.51.100.9", [a for a, _ in self.screen.cache.store.items()])
+
+    def test_bareNewlineEnforced(self):
+        session = self.session(postscreen_bare_newline_enable="yes",
+                               postscreen_bare_newline_action="enforce")
+        self.replies()
+        session.dataReceived(b"EHLO client.example\n")
+        self.assertIn("250 CHUNKING", self.replies())
+        session.dataReceived(b"MAIL FROM:<a@example.com>\r\n")
+        session.dataReceived(b"RCPT TO:<b@example.org>\r\n")
+        self.assertEqual(self.replies(), ["250 2.1.0 Ok", "550 5.5.1 Protocol error"])
+        session.dataReceived(b"QUIT\r\n")
+        self.assertEqual(self.replies(), ["221 2.0.0 Bye"])
+        self.assertEqual(self.handedOver, [])
+
+    def test_passedThenHandedOver(self):
+        session = self.session(postscreen_bare_newline_enable="yes")
+        self.replies()
+        for line in (b"EHLO client.example\r\n", b"MAIL FROM:<a@example.com>\r\n",
+                     b"RCPT TO:<b@example.org>\r\n"):
+            session.dataReceived(line)
+        self.assertEqual(self.replies()[-1], "450 4.3.2 Service currently unavailable")
+        session.dataReceived(b"QUIT\r\n")
+        session.connectionLost()
+        [(address, _)] = self.screen.cache.store.items()
+        self.assertEqual(address, "198.51.100.9")
+        # Back again: remembered, and handed to smtpd at once.
+        from twisted.internet.address import IPv4Address
+        from twisted.internet.testing import StringTransport
+
+        from tmta.postscreen.session import PostscreenSession
+
+        again = PostscreenSession(self.screen)
+        again.makeConnection(StringTransport(
+            peerAddress=IPv4Address("TCP", "198.51.100.9", 4001),
+            hostAddress=IPv4Address("TCP", "127.0.0.1", 25)))
+        self.assertEqual(self.handedOver, [again])
