@@ -245,7 +245,8 @@ class AfterQueueFilterTests(SynchronousTestCase):
 PROXY_MASTER_CF = CORE_MASTER_CF.replace(
     "{port}      inet  n       -       n       -       -       smtpd\n",
     "{port}      inet  n       -       n       -       -       smtpd\n"
-    "  -o smtpd_proxy_filter=127.0.0.1:{filterPort}\n") + """\
+    "  -o smtpd_proxy_filter=127.0.0.1:{filterPort}\n"
+    "  -o smtpd_proxy_options={options}\n") + """\
 local     unix  -       n       n       -       -       local
 127.0.0.1:{returnPort} inet n  -       n       -       -       smtpd
   -o smtpd_authorized_xforward_hosts=127.0.0.0/8
@@ -266,6 +267,9 @@ class BeforeQueueFilterTests(SynchronousTestCase):
     replies (and the smtpd's behind it) are the client's.
     """
 
+    #: C{smtpd_proxy_options}.
+    options = ""
+
     def setUp(self):
         endToEnd()
         if not os.access(SPAMPD, os.X_OK):
@@ -284,7 +288,8 @@ class BeforeQueueFilterTests(SynchronousTestCase):
             {"myhostname": "mx.example.org", "mydestination": "localhost",
              **localMaildirs(self.spool + "/")},
             PROXY_MASTER_CF.format(port=self.port, filterPort=self.filterPort,
-                                   returnPort=self.returnPort, blocked=blocked))
+                                   returnPort=self.returnPort, blocked=blocked,
+                                   options=self.options))
 
     def test_throughTheFilterWhileTheClientWaits(self):
         self.spampd.start()
@@ -342,6 +347,58 @@ class BeforeQueueFilterTests(SynchronousTestCase):
 
     def delivered(self):
         return maildirMessages(self.spool).get("bob", [])
+
+
+class SpeedAdjustedFilterTests(BeforeQueueFilterTests):
+    """
+    The same, with C{smtpd_proxy_options = speed_adjust}: the filter
+    hears of the transaction once the whole message is in.
+    """
+
+    options = "speed_adjust"
+
+    def test_throughTheFilterWhileTheClientWaits(self):
+        """
+        Recipients smtpd's checks pass are taken at once; the filter
+        gets the whole transaction at the end of data, and its reply
+        (the smtpd's behind it) is the client's.
+        """
+        self.spampd.start()
+        self.master.start()
+        self.addCleanup(self.master.stop)
+        with smtplib.SMTP("127.0.0.1", self.port, timeout=60) as client:
+            client.ehlo("client.example")
+            client.mail("alice@example.com")
+            self.assertEqual(client.rcpt("bob@localhost")[0], 250)
+            code, reply = client.data(f"Subject: adjusted\r\n\r\n{MARKER}\r\n".encode())
+            self.assertEqual(code, 250, reply)
+            # A recipient the smtpd behind the filter refuses refuses
+            # the message, at its end.
+            client.mail("alice@example.com")
+            self.assertEqual(client.rcpt("bob@localhost")[0], 250)
+            self.assertEqual(client.rcpt("blocked@localhost")[0], 250)
+            code, reply = client.data(b"Subject: refused\r\n\r\nx\r\n")
+            self.assertEqual(code, 554, reply)
+            self.assertIn(b"filtered out", reply)
+        waitFor(lambda: self.delivered(), timeout=60, what="the delivery")
+        [message] = self.delivered()
+        self.assertIn(b"\nX-Spam-Status: Yes,", message)
+        self.assertIn(b"Subject: adjusted", message)
+
+    def test_filterDownRefuses(self):
+        """
+        While the filter is down, the message is refused for now at its
+        end: nothing is accepted unfiltered.
+        """
+        self.master.start()
+        self.addCleanup(self.master.stop)
+        with smtplib.SMTP("127.0.0.1", self.port, timeout=60) as client:
+            client.ehlo("client.example")
+            client.mail("alice@example.com")
+            self.assertEqual(client.rcpt("bob@localhost")[0], 250)
+            self.assertEqual(client.data(b"Subject: x\r\n\r\nx\r\n"),
+                             (451, b"4.3.0 Error: queue file write error"))
+        self.assertEqual(self.delivered(), [])
 
 
 class ProxyUnitTests(SynchronousTestCase):

@@ -13,7 +13,7 @@ from tmta.logging import Logger
 from tmta.mail import replies
 from tmta.mail.address import AddressError, isSafeMailboxName, localName, parsePath
 from tmta.mail.dsn import DSNError, parseEnvid, parseNotify, parseOrcpt, parseRet
-from tmta.smtpd.proxy import ProxySession
+from tmta.smtpd.proxy import ProxySession, ReplayedProxy
 from tmta.smtpd.session import SessionState
 from tmta.tables import TableLookupError
 
@@ -304,10 +304,15 @@ class EnvelopeCommands(SessionState):
         if proxy is None:
             settings = self.settings.proxyFilter
             assert settings is not None
-            proxy = ProxySession(settings, self.clock)
-            refusal = await proxy.open(self.mailCommand, self.xforwardAttributes())
-            if refusal is not None:
-                return refusal
+            if settings.speedAdjust:
+                proxy = ReplayedProxy(settings, self.clock, self.mailCommand,
+                                      self.xforwardAttributes())
+            else:
+                session = ProxySession(settings, self.clock)
+                refusal = await session.open(self.mailCommand, self.xforwardAttributes())
+                if refusal is not None:
+                    return refusal
+                proxy = session
             self.proxy = proxy
         accepted, reply = await proxy.command(self.rcptCommand, "2")
         return None if accepted else reply

@@ -5,7 +5,7 @@ The SMTP server protocol: one session, from the greeting to QUIT.
 from __future__ import annotations
 
 import re
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from twisted.internet import defer, task
 from twisted.internet.interfaces import IHandshakeListener
@@ -23,7 +23,6 @@ from tmta.smtpd.checking import RestrictionChecks
 from tmta.smtpd.envelope import EnvelopeCommands
 from tmta.smtpd.hello import HelloCommands
 from tmta.smtpd.milters import milterMacro
-from tmta.smtpd.proxy import ProxySession
 from tmta.smtpd.reader import CommandReader
 from tmta.smtpd.receiving import DataCommands
 from tmta.smtpd.settings import SMTPSettings
@@ -532,7 +531,8 @@ class SMTPServer(HelloCommands, EnvelopeCommands, DataCommands, AuthCommands, TL
         if proxy is not None:
             # The before-queue filter's transaction ends with this one.
             proxy.close()
-        self.proxy: Optional[ProxySession] = None
+        #: The before-queue filter's transaction (L{tmta.smtpd.proxy}).
+        self.proxy: Optional[Any] = None
         self.forwarded = None
         self.sender: Optional[str] = None
         self.recipients: List[str] = []

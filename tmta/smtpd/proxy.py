@@ -59,6 +59,9 @@ class ProxySettings:
     path: str = ""
     ehlo: str = ""
     timeout: float = 100.0
+    #: C{smtpd_proxy_options = speed_adjust}: the filter hears of the
+    #: transaction only once the whole message is in (L{ReplayedProxy}).
+    speedAdjust: bool = False
 
     @classmethod
     def fromConfig(cls, config) -> Optional["ProxySettings"]:
@@ -72,7 +75,9 @@ class ProxySettings:
             return None
         common = {"service": value, "ehlo": config.get("smtpd_proxy_ehlo")
                   or config.get("myhostname"),
-                  "timeout": config.getTime("smtpd_proxy_timeout")}
+                  "timeout": config.getTime("smtpd_proxy_timeout"),
+                  "speedAdjust": "speed_adjust" in {
+                      o.lower() for o in config.getList("smtpd_proxy_options")}}
         if value.lower().startswith("unix:"):
             path = value[5:]
             if not path.startswith("/"):
@@ -252,6 +257,61 @@ class ProxySession:
             reader.transport.loseConnection()
 
 
+class ReplayedProxy:
+    """
+    The filter's transaction under C{smtpd_proxy_options = speed_adjust}:
+    the recipients and the message are taken (each recipient that
+    passed smtpd's checks is accepted at once) and kept, and only at the
+    end of data is the filter connected to and told all of it, so a slow
+    client holds no filter process.  As Postfix warns, the filter should
+    then take or refuse the message whole: a recipient it refuses now
+    refuses the message.
+    """
+
+    def __init__(self, settings: ProxySettings, reactor, mailCommand: str,
+                 xforward: Dict[str, str]) -> None:
+        self.session = ProxySession(settings, reactor)
+        self.mailCommand = mailCommand
+        self.xforward = xforward
+        self.recipients: List[str] = []
+        self.text: List[bytes] = []
+
+    async def command(self, line: Optional[str], expect: str) -> Tuple[bool, str]:
+        if line is not None and line.upper().startswith("RCPT"):
+            self.recipients.append(line)
+            return True, "250 2.1.5 Ok"
+        if line == "DATA":
+            return True, "354 End data with <CR><LF>.<CR><LF>"
+        if line == ".":
+            return await self._replay()
+        return await self.session.command(line, expect)
+
+    def write(self, data: bytes) -> None:
+        self.text.append(data)
+
+    async def _replay(self) -> Tuple[bool, str]:
+        session = self.session
+        refusal = await session.open(self.mailCommand, self.xforward)
+        if refusal is not None:
+            return False, refusal
+        for line in self.recipients:
+            accepted, reply = await session.command(line, "2")
+            if not accepted:
+                session.close()
+                return False, reply
+        accepted, reply = await session.command("DATA", "3")
+        if not accepted:
+            session.close()
+            return False, reply
+        text, self.text = b"".join(self.text), []
+        session.write(text)
+        return await session.command(".", "")
+
+    def close(self) -> None:
+        self.text = []
+        self.session.close()
+
+
 def _xforwardOffered(ehloReply: str) -> Set[str]:
     offered: Set[str] = set()
     for line in ehloReply.split("\r\n"):
@@ -272,7 +332,7 @@ class ProxyTransfer:
     The same interface as L{tmta.smtpd.transfer.MessageTransfer}.
     """
 
-    def __init__(self, proxy: ProxySession, header: bytes, sender: str, sizeLimit: int,
+    def __init__(self, proxy: Any, header: bytes, sender: str, sizeLimit: int,
                  bareNewline: str = "normalize", decoder=None) -> None:
         self.proxy = proxy
         self.sender = sender
@@ -340,4 +400,4 @@ class ProxyTransfer:
         self.proxy.close()
 
 
-__all__ = ["PROXY_ERROR", "ProxySession", "ProxySettings", "ProxyTransfer"]
+__all__ = ["PROXY_ERROR", "ProxySession", "ProxySettings", "ProxyTransfer", "ReplayedProxy"]

@@ -17,7 +17,6 @@ if TYPE_CHECKING:
     from twisted.internet import defer
 
     from tmta.milter.session import SessionMilters
-    from tmta.smtpd.proxy import ProxySession
     from tmta.smtpd.settings import SMTPSettings
     from tmta.smtpd.transcript import Transcript
     from tmta.smtpd.verdicts import RecipientContext, TransactionActions
@@ -58,7 +57,7 @@ class SessionState(CommandReader):
         saslMethod: Optional[str]
         _transfer: Optional[Any]
         milters: Optional[SessionMilters]
-        proxy: Optional[ProxySession]
+        proxy: Optional[Any]
         mailCommand: str
         rcptCommand: str
         forwarded: Optional[Dict[str, str]]
