@@ -27,14 +27,15 @@ from tests.support import (  # noqa: E402
 )
 from tests.test_postscreen import POSTSCREEN_MASTER_CF, postscreenMain  # noqa: E402
 
-#: 127.0.0.1 is on dnsbl.test; 127.0.0.2 on filtered.test, with an
-#: answer its filter does not pass; 127.0.0.3 on the allow list.
+#: 127.0.0.1 is on dnsbl.test (asked, as subscribers' lists are, under
+#: a key: key42.dnsbl.test); 127.0.0.2 on filtered.test, with an answer
+#: its filter does not pass; 127.0.0.3 on the allow list.
 ZONE = """
 zone = [
     SOA('test', mname='ns.test', rname='root.test', serial=1,
         refresh=60, retry=60, expire=60, minimum=60),
     A('ns.test', '127.0.0.1'),
-    A('1.0.0.127.dnsbl.test', '127.0.0.2', ttl=300),
+    A('1.0.0.127.key42.dnsbl.test', '127.0.0.2', ttl=300),
     A('2.0.0.127.filtered.test', '127.0.0.9', ttl=300),
     A('3.0.0.127.allow.test', '127.0.0.1', ttl=300),
 ]
@@ -49,10 +50,14 @@ def main() -> int:
     observed = {}
     try:
         port = freePort()
+        replyMap = os.path.join(base, "dnsbl_reply")
+        with open(replyMap, "w") as f:
+            f.write("key42.dnsbl.test dnsbl.test\n")
         master = Master(os.path.join(base, "conf"), postscreenMain(
             base, postscreen_greet_wait="4s",
-            postscreen_dnsbl_sites="dnsbl.test*2, filtered.test=127.0.0.[2..4]*3, "
+            postscreen_dnsbl_sites="key42.dnsbl.test*2, filtered.test=127.0.0.[2..4]*3, "
                                    "allow.test*-5",
+            postscreen_dnsbl_reply_map=f"texthash:{replyMap}",
             postscreen_dnsbl_threshold="2", postscreen_dnsbl_allowlist_threshold="-1",
             postscreen_dnsbl_action="enforce"),
             POSTSCREEN_MASTER_CF.format(port=port)).start()

@@ -290,7 +290,8 @@ class DNSListTests(SynchronousTestCase):
         self.assertTrue(lines, result.stdout + result.stderr)
         observed = json.loads(lines[-1])
         log = observed["log"]
-        # 127.0.0.1 is on dnsbl.test (weight 2): refused, with the list named.
+        # 127.0.0.1 is on dnsbl.test (weight 2): refused, with the list
+        # named as postscreen_dnsbl_reply_map names it (without its key).
         self.assertEqual(observed["listed"],
                          "550 5.7.1 Service unavailable; client [127.0.0.1] blocked using "
                          "dnsbl.test")

@@ -397,6 +397,7 @@ for _name in ("address_verify_map", "address_verify_service_name", "address_veri
               "postscreen_dnsbl_allowlist_threshold", "postscreen_dnsbl_max_ttl",
               "postscreen_dnsbl_min_ttl",
               "postscreen_dnsbl_sites", "postscreen_dnsbl_threshold",
+              "postscreen_dnsbl_reply_map",
               "postscreen_dnsbl_timeout", "postscreen_forbidden_commands",
               "postscreen_greet_action", "postscreen_greet_banner", "postscreen_greet_ttl",
               "postscreen_greet_wait", "postscreen_non_smtp_command_action",

@@ -322,7 +322,7 @@ class PostscreenSession(Protocol):
                 log.info("DNSBL rank {score} for {client}", score=score.total,
                          client=self.where())
                 reply = (f"5.7.1 Service unavailable; client [{self.address}] blocked using "
-                         f"{score.name}")
+                         f"{self._replyName(score.name)}")
                 action = settings.actions[DNSBL]
                 if action == "drop":
                     self.failed.add(DNSBL)
@@ -335,6 +335,18 @@ class PostscreenSession(Protocol):
             self._startEngine()
         else:
             self.conclude()
+
+    def _replyName(self, site: str) -> str:
+        """
+        The DNS list's name for the client's ears
+        (C{postscreen_dnsbl_reply_map}).
+        """
+        try:
+            shown = lookupAny(self.settings.replyMap, site)
+        except TableLookupError as e:
+            log.warn("postscreen_dnsbl_reply_map: {error}", error=str(e))
+            shown = None
+        return shown.strip() if shown else site
 
     def _pass(self, test: str, expires: int) -> None:
         self.passed.add(test)

@@ -102,6 +102,9 @@ class PostscreenSettings:
     forbiddenCommands: Tuple[str, ...]
     #: C{postscreen_access_list}: C{permit_mynetworks} and tables, in order.
     accessList: List[Tuple[str, object]] = field(default_factory=list)
+    #: C{postscreen_dnsbl_reply_map}: the name a DNS list is given in
+    #: replies (one whose name holds a key need not show it).
+    replyMap: List = field(default_factory=list)
 
     @classmethod
     def fromConfig(cls, config) -> "PostscreenSettings":
@@ -174,6 +177,7 @@ class PostscreenSettings:
                                     config.getList("postscreen_forbidden_commands")
                                     if w.isalpha()),
             accessList=accessList,
+            replyMap=openTables(config.get("postscreen_dnsbl_reply_map")),
         )
 
     def early(self, tests) -> bool:
