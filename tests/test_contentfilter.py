@@ -113,21 +113,30 @@ def _accepts(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+def setUpFilter(test) -> None:
+    """
+    What a filter test needs: a directory, its Maildirs, three ports
+    (smtpd's, the filter's, the smtpd's the filter hands mail back to),
+    and a private spampd between the last two (not started).
+    """
+    endToEnd()
+    if not os.access(SPAMPD, os.X_OK):
+        raise test.skipTest("no spampd (Debian's spampd)")
+    test.base = shortTemporaryDirectory(test)
+    os.chmod(test.base, 0o755)
+    test.spool = os.path.join(test.base, "mail")
+    test.port, test.filterPort, test.returnPort = freePorts(3)
+    test.spampd = PrivateSpampd(test.base, test.filterPort, test.returnPort)
+    test.addCleanup(test.spampd.stop)
+
+
 class AfterQueueFilterTests(SynchronousTestCase):
     """
     Mail through spampd and back, exactly once, checked once.
     """
 
     def setUp(self):
-        endToEnd()
-        if not os.access(SPAMPD, os.X_OK):
-            raise self.skipTest("no spampd (Debian's spampd)")
-        self.base = shortTemporaryDirectory(self)
-        os.chmod(self.base, 0o755)
-        self.spool = os.path.join(self.base, "mail")
-        self.port, self.filterPort, self.returnPort = freePorts(3)
-        self.spampd = PrivateSpampd(self.base, self.filterPort, self.returnPort)
-        self.addCleanup(self.spampd.stop)
+        setUpFilter(self)
         checks = os.path.join(self.base, "header_checks")
         with open(checks, "w") as f:
             f.write("/^Subject:/ PREPEND X-Checked: on the way in\n")
@@ -271,15 +280,7 @@ class BeforeQueueFilterTests(SynchronousTestCase):
     options = ""
 
     def setUp(self):
-        endToEnd()
-        if not os.access(SPAMPD, os.X_OK):
-            raise self.skipTest("no spampd (Debian's spampd)")
-        self.base = shortTemporaryDirectory(self)
-        os.chmod(self.base, 0o755)
-        self.spool = os.path.join(self.base, "mail")
-        self.port, self.filterPort, self.returnPort = freePorts(3)
-        self.spampd = PrivateSpampd(self.base, self.filterPort, self.returnPort)
-        self.addCleanup(self.spampd.stop)
+        setUpFilter(self)
         blocked = os.path.join(self.base, "blocked")
         with open(blocked, "w") as f:
             f.write("blocked@localhost REJECT filtered out\n")

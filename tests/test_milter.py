@@ -15,7 +15,6 @@ import signal
 import smtplib
 import socket
 import subprocess
-import sys
 import time
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -33,6 +32,7 @@ from tests.support import (
     shortTemporaryDirectory,
     waitFor,
 )
+from tests.support.namespace import runNamespaceDriver
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 SCRIPTED = os.path.join(os.path.dirname(__file__), "support", "milters", "scripted.py")
@@ -646,20 +646,9 @@ class OpenDMARCTests(SynchronousTestCase):
     """
 
     def test_passAndReject(self):
-        endToEnd()
         if not shutil.which("opendmarc"):
             raise self.skipTest("no OpenDMARC (Debian's opendmarc)")
-        if os.geteuid() != 0 or shutil.which("unshare") is None:
-            raise self.skipTest("needs root and unshare")
-        if subprocess.run(["unshare", "-mn", "true"], capture_output=True).returncode != 0:
-            raise self.skipTest("cannot make a private namespace here")
-        driver = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dmarcdriver.py")
-        result = subprocess.run(["unshare", "-mn", sys.executable, driver],
-                                capture_output=True, text=True, timeout=180)
-        lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
-        self.assertTrue(lines, result.stdout + result.stderr)
-        observed = json.loads(lines[-1])
-        self.assertNotIn("error", observed, observed)
+        observed = runNamespaceDriver(self, "dmarcdriver.py")
         self.assertEqual(observed["forged"], "550 5.7.1 rejected by DMARC policy for good.test")
         [delivered] = observed["delivered"]
         self.assertIn("\nAuthentication-Results: mx.example.org; dmarc=pass (p=reject dis=none) "

@@ -7,13 +7,9 @@ list test runs in a private network namespace against a twisted.names
 server (L{tests.postscreendriver}).
 """
 
-import json
 import os
-import shutil
 import smtplib
 import socket
-import subprocess
-import sys
 import time
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
@@ -27,6 +23,7 @@ from tests.support import (
     shortTemporaryDirectory,
     waitFor,
 )
+from tests.support.namespace import runNamespaceDriver
 
 #: Debian's postscreen lines, with the port of the test.
 POSTSCREEN_MASTER_CF = """\
@@ -277,18 +274,7 @@ class DNSListTests(SynchronousTestCase):
     """
 
     def test_dnsLists(self):
-        endToEnd()
-        if os.geteuid() != 0 or shutil.which("unshare") is None:
-            raise SkipTest("needs root and unshare")
-        probe = subprocess.run(["unshare", "-mn", "true"], capture_output=True)
-        if probe.returncode != 0:
-            raise SkipTest("cannot make a private namespace here")
-        driver = os.path.join(os.path.dirname(os.path.abspath(__file__)), "postscreendriver.py")
-        result = subprocess.run(["unshare", "-mn", sys.executable, driver],
-                                capture_output=True, text=True, timeout=180)
-        lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
-        self.assertTrue(lines, result.stdout + result.stderr)
-        observed = json.loads(lines[-1])
+        observed = runNamespaceDriver(self, "postscreendriver.py")
         log = observed["log"]
         # 127.0.0.1 is on dnsbl.test (weight 2): refused, with the list
         # named as postscreen_dnsbl_reply_map names it (without its key).

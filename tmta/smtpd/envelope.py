@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Dict, Optional
 
+from twisted.internet import defer
+
 from tmta.common.eager import eagerly
 from tmta.logging import Logger
 from tmta.mail import replies
@@ -255,7 +257,9 @@ class EnvelopeCommands(SessionState):
             await self._rejectRecipient(recipient, refusal)
             return
         if self.milters is None:
-            await self._acceptRecipient(recipient, notify, orcpt)
+            accepted = self._acceptRecipient(recipient, notify, orcpt)
+            if accepted is not None:
+                await accepted
             return
         await self._milterRecipient(recipient, notify, orcpt, resolution)
 
@@ -276,19 +280,33 @@ class EnvelopeCommands(SessionState):
             verdict = await self.milters.rcpt(f"<{recipient}>", self.rcptParameters)
             if self.milterRefused("RCPT", verdict, recipient):
                 return
-        await self._acceptRecipient(recipient, notify, orcpt)
+        accepted = self._acceptRecipient(recipient, notify, orcpt)
+        if accepted is not None:
+            await accepted
 
-    async def _acceptRecipient(self, recipient: str, notify: str, orcpt: str) -> None:
+    def _acceptRecipient(self, recipient: str, notify: str, orcpt: str):
         """
         Accept a recipient every check let through -- unless the
         before-queue filter, which hears of it now, refuses it.
+
+        @return: C{None}, or with a before-queue filter a Deferred that
+            fires once it answered.  (Without one no coroutine is made:
+            this is every recipient's way.)
         """
         if self.settings.proxyFilter is not None:
-            refusal = await self._proxyRecipient()
-            if refusal is not None:
-                # The filter's refusal (logged as Postfix logs it).
-                self._error(refusal)
-                return
+            return defer.Deferred.fromCoroutine(
+                self._acceptFiltered(recipient, notify, orcpt))
+        self.recipients.append(recipient)
+        self.recipientDSN.append((notify, orcpt))
+        self.reply("250 2.1.5 Ok")
+        return None
+
+    async def _acceptFiltered(self, recipient: str, notify: str, orcpt: str) -> None:
+        refusal = await self._proxyRecipient()
+        if refusal is not None:
+            # The filter's refusal (logged as Postfix logs it).
+            self._error(refusal)
+            return
         self.recipients.append(recipient)
         self.recipientDSN.append((notify, orcpt))
         self.reply("250 2.1.5 Ok")

@@ -122,8 +122,23 @@ class DataCommands(SessionState):
             log.error("cannot connect to cleanup: {error}", error=e)
             self.reply(replies.line(replies.QUEUE_WRITE_ERROR))
             return False
+        attributes = {**self.settings.receivingAttributes, **self.arrivalAttributes()}
+        attributes.update(self.dsnAttributes)
+        attributes.update(self.transactionActions.attributes())
+        envelope = (self.sender, attributes,
+                    [(r, r, notify, orcpt) if notify or orcpt else (r, r)
+                     for r, (notify, orcpt) in zip(self.recipients, self.recipientDSN)])
+        self._transfer = MessageTransfer(cleanup, envelope, self.settings.messageSizeLimit,
+                                         self.bareNewlineMode, decoder)
+        cleanup.throttle(self.pauseFor("cleanup"))
+        return True
+
+    def arrivalAttributes(self) -> dict:
+        """
+        How the message arrives, as its Received: header tells it: the
+        client, its HELO name, the protocol, TLS, and who authenticated.
+        """
         attributes = {
-            **self.settings.receivingAttributes,
             "client_name": self.clientName,
             "client_address": self.clientAddress,
             "helo_name": self.helo or "",
@@ -137,15 +152,7 @@ class DataCommands(SessionState):
             attributes["sasl_username"] = self.saslUsername
             if self.settings.sasl is not None and self.settings.sasl.authenticatedHeader:
                 attributes["sasl_header"] = "yes"
-        attributes.update(self.dsnAttributes)
-        attributes.update(self.transactionActions.attributes())
-        envelope = (self.sender, attributes,
-                    [(r, r, notify, orcpt) if notify or orcpt else (r, r)
-                     for r, (notify, orcpt) in zip(self.recipients, self.recipientDSN)])
-        self._transfer = MessageTransfer(cleanup, envelope, self.settings.messageSizeLimit,
-                                         self.bareNewlineMode, decoder)
-        cleanup.throttle(self.pauseFor("cleanup"))
-        return True
+        return attributes
 
     async def _openProxyTransfer(self, decoder) -> bool:
         """
@@ -160,18 +167,7 @@ class DataCommands(SessionState):
             self._resetTransaction()
             self._error(reply)
             return False
-        attributes = {
-            "client_name": self.clientName,
-            "client_address": self.clientAddress,
-            "helo_name": self.helo or "",
-            "protocol": self.receivedProtocol(),
-        }
-        tls = self.settings.tls
-        if self.tlsSummary is not None and tls is not None and tls.receivedHeader:
-            attributes["tls"] = self.tlsSummary
-        if self.saslUsername is not None and self.settings.sasl is not None and \
-                self.settings.sasl.authenticatedHeader:
-            attributes.update(sasl_header="yes", sasl_username=self.saslUsername)
+        attributes = self.arrivalAttributes()
         actions = self.transactionActions
         for name in ("hold", "discard", "filter", "redirect"):
             if getattr(actions, name):
