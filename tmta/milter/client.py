@@ -18,6 +18,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 
+from tmta.common.endpoints import tcpClientEndpoint
 from tmta.logging import Logger
 from tmta.milter import protocol as p
 from tmta.milter.settings import MilterSettings
@@ -445,8 +446,8 @@ async def connectMilter(reactor, settings: MilterSettings) -> MilterClient:
         endpoint = endpoints.UNIXClientEndpoint(reactor, settings.path,
                                                 timeout=settings.connectTimeout)
     else:
-        endpoint = endpoints.HostnameEndpoint(reactor, settings.host, settings.port,
-                                              timeout=settings.connectTimeout)
+        endpoint = tcpClientEndpoint(reactor, settings.host, settings.port,
+                                     settings.connectTimeout)
     try:
         client = await endpoint.connect(Factory.forProtocol(
             lambda: MilterClient(settings, reactor)))

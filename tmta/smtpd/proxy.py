@@ -24,6 +24,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 from twisted.internet import defer, endpoints
 from twisted.internet.protocol import Factory, Protocol
 
+from tmta.common.endpoints import tcpClientEndpoint
 from tmta.logging import Logger
 from tmta.mail.dsn import xtextEncode
 from tmta.smtpd.data import DataDecoder
@@ -96,8 +97,7 @@ class ProxySettings:
     def endpoint(self, reactor):
         if self.family == "unix":
             return endpoints.UNIXClientEndpoint(reactor, self.path, timeout=self.timeout)
-        return endpoints.HostnameEndpoint(reactor, self.host, self.port,
-                                          timeout=self.timeout)
+        return tcpClientEndpoint(reactor, self.host, self.port, self.timeout)
 
 
 class _ReplyReader(Protocol):
