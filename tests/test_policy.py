@@ -287,3 +287,63 @@ class RuntimeTests(SynchronousTestCase):
         self.assertEqual(self.exits, [])
         r.clientEnded()
         self.assertEqual(self.exits, [True])
+
+
+class PassedConnectionTests(SynchronousTestCase):
+    """
+    A C{pass} service's worker serves a client connection another
+    process accepted (L{tmta.master.runtime}): counted as a client from
+    the hand-over until it closes.
+    """
+
+    def test_servedAndCounted(self):
+        import socket
+
+        from twisted.internet import reactor
+        from twisted.internet.protocol import Factory, Protocol
+
+        from tmta.master.runtime import _PassedConnections
+
+        runtime = WorkerRuntime(Clock(), 10, 0, 100, False, lambda a, s: None, lambda: None)
+        made = []
+
+        class Echo(Protocol):
+            def connectionMade(self):
+                made.append(self.transport)
+                self.transport.write(b"hello\r\n")
+
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        self.addCleanup(listener.close)
+        client = socket.create_connection(listener.getsockname(), timeout=5)
+        self.addCleanup(client.close)
+        accepted, _ = listener.accept()
+        passed = _PassedConnections(reactor, runtime, Factory.forProtocol(Echo))
+        passed.serve(accepted.detach())
+        [transport] = made
+        self.assertEqual(runtime.clients, 1)
+        self.assertIn("passed on", repr(transport))
+        self.assertEqual(transport.getPeer().port, client.getsockname()[1])
+        self.assertEqual(client.recv(100), b"hello\r\n")
+        transport.loseConnection()
+        for _ in range(10):
+            reactor.iterate(0.01)
+        self.assertEqual(runtime.clients, 0)
+        self.assertEqual(client.recv(100), b"")
+
+    def test_notTCPRefused(self):
+        import socket
+
+        from twisted.internet import reactor
+        from twisted.internet.protocol import Factory, Protocol
+
+        from tmta.master.runtime import _PassedConnections
+
+        runtime = WorkerRuntime(Clock(), 10, 0, 100, False, lambda a, s: None, lambda: None)
+        ours, theirs = socket.socketpair()
+        self.addCleanup(ours.close)
+        passed = _PassedConnections(reactor, runtime, Factory.forProtocol(Protocol))
+        passed.serve(theirs.detach())
+        self.assertEqual(runtime.clients, 0)
+        self.assertEqual(ours.recv(100), b"")

@@ -160,6 +160,8 @@ class _PassedConnections(Factory):
             return
         transport = _PassedTCPServer(sock, protocol, peer, None,  # type: ignore[arg-type]
                                      peer[1], self.reactor)
+        # What Twisted's own servers name themselves by (it has no port).
+        transport.repstr = f"<{type(protocol).__name__} passed on {sock.getsockname()[1]}>"
         transport._runtime = self.runtime
         self.runtime.clientStarted(transport)
         protocol.makeConnection(transport)
