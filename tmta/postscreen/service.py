@@ -115,7 +115,6 @@ class Screen:
     def __init__(self, reactor, settings: PostscreenSettings, cache: ClientCache, resolver,
                  smtpdSocket: str) -> None:
         self.reactor = reactor
-        self.clock = reactor
         self.settings = settings
         self.cache = cache
         self.resolver = resolver

@@ -99,7 +99,7 @@ class PostscreenSession(Protocol):
     def __init__(self, screen) -> None:
         self.screen = screen
         self.settings = screen.settings
-        self.clock = screen.clock
+        self.clock = screen.reactor
         self.expiry: Dict[str, int] = {test: NEVER for test in TESTS}
         self.todo: Set[str] = set()
         self.passed: Set[str] = set()

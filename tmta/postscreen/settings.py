@@ -179,9 +179,3 @@ class PostscreenSettings:
             accessList=accessList,
             replyMap=openTables(config.get("postscreen_dnsbl_reply_map")),
         )
-
-    def early(self, tests) -> bool:
-        return any(t in EARLY_TESTS for t in tests)
-
-    def deep(self, tests) -> bool:
-        return any(t in DEEP_TESTS for t in tests)

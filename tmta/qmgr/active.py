@@ -302,11 +302,7 @@ class MessageCompletion:
             log.warn("{queueId}: verify service failure: {error}", queueId=message.queueId,
                      error=e)
         finally:
-            message.probed = []
-            try:
-                self.remove(message)
-            finally:
-                del self.active[message.queueId]
+            self._forgetProbe(message)
 
     async def mailReport(self, message: ActiveMessage) -> None:
         """
@@ -323,11 +319,17 @@ class MessageCompletion:
             log.warn("{queueId}: cannot send the verification report: {error}",
                      queueId=message.queueId, error=e)
         finally:
-            message.probed = []
-            try:
-                self.remove(message)
-            finally:
-                del self.active[message.queueId]
+            self._forgetProbe(message)
+
+    def _forgetProbe(self, message: ActiveMessage) -> None:
+        """
+        A probe or C{sendmail -bv} request is answered: remove it.
+        """
+        message.probed = []
+        try:
+            self.remove(message)
+        finally:
+            del self.active[message.queueId]
 
     async def finish(self, message: ActiveMessage) -> None:
         if message.report:
