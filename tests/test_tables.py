@@ -281,7 +281,7 @@ class SQLiteTableTests(SynchronousTestCase):
     def setUp(self):
         import sqlite3
 
-        directory = self.mktemp()
+        directory = os.path.abspath(self.mktemp())
         os.makedirs(directory)
         self.db = os.path.join(directory, "aliases.db")
         with sqlite3.connect(self.db) as db:

@@ -55,6 +55,7 @@ __all__ = [
     "ILookupTable",
     "IOwnedTable",
     "ILookupTableType",
+    "IRemoteTable",
     "IAddressRewriter",
     "IAddressResolver",
     "ISMTPRestriction",
@@ -352,8 +353,8 @@ class ILookupTable(Interface):
     A C{type:name} lookup table with Postfix's semantics.
 
     Synchronous, for speed: smtpd and local consult tables for every
-    recipient.  A table whose source is remote keeps what it needs in
-    memory and refreshes it in the background.
+    recipient.  A table whose source is another server (a database, a
+    socketmap or memcache server) provides L{IRemoteTable} as well.
     """
 
     def get(key):
@@ -365,6 +366,18 @@ class ILookupTable(Interface):
             consulted now; the mail concerned waits (a temporary
             failure), as with Postfix's table lookup errors.
         """
+
+
+class IRemoteTable(ILookupTable):
+    """
+    A lookup table whose answers come from another server (C{pgsql:},
+    C{mysql:}, C{ldap:}, C{memcache:}, C{socketmap:}, C{tcp:},
+    C{proxy:}): L{get<ILookupTable.get>} waits for that server, so it is
+    called in a lookup thread (L{tmta.tables.remote.LookupThreads}),
+    never on the reactor's thread, where it fails rather than stall
+    every session of the process.  A server that is down or too slow is
+    a L{tmta.tables.TableLookupError}, so the mail concerned waits.
+    """
 
 
 class IOwnedTable(Interface):

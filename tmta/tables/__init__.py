@@ -7,8 +7,9 @@ line, C{key value} or, for aliases, C{key: value}), C{hash:} and its
 kin (the database C{tmta map build} makes of such a file,
 L{tmta.tables.compiled}), C{static:}
 and C{inline:{ key=value, ... }}, C{regexp:}, C{pcre:} and C{cidr:}
-(L{tmta.tables.patterns}), C{sqlite:} (L{tmta.tables.sqlite}); plugins
-add more
+(L{tmta.tables.patterns}), C{sqlite:} (L{tmta.tables.sqlite}),
+C{pgsql:} and C{mysql:} (L{tmta.tables.pgsql}, L{tmta.tables.mysql},
+which wait on another server: L{tmta.tables.remote}); plugins add more
 (L{tmta.interfaces.ILookupTableType}).  C{proxy:} is accepted and
 ignored, since tmta's processes read tables themselves.  Lookups are
 synchronous and cheap (files are re-read only when they change).
@@ -25,7 +26,7 @@ from zope.interface.exceptions import Invalid
 from zope.interface.verify import verifyObject
 
 from tmta.config import splitList
-from tmta.interfaces import ILookupTable, ILookupTableType, IOwnedTable
+from tmta.interfaces import ILookupTable, ILookupTableType, IOwnedTable, IRemoteTable
 from tmta.logging import Logger
 
 __all__ = [
@@ -321,6 +322,15 @@ def _sqliteOpener(name: str):
         raise ValueError(str(e)) from None
 
 
+def _remoteOpener(module: str, function: str):
+    def open(name: str):
+        import importlib
+
+        return getattr(importlib.import_module(module), function)(name)
+
+    return open
+
+
 BUILTIN_TYPES: Dict[str, BuiltinTableType] = {
     kind.name: kind
     for kind in [
@@ -331,6 +341,8 @@ BUILTIN_TYPES: Dict[str, BuiltinTableType] = {
         BuiltinTableType(kind, _patternOpener(kind)) for kind in ("regexp", "pcre", "cidr")
     ] + [
         BuiltinTableType("sqlite", _sqliteOpener),
+        BuiltinTableType("pgsql", _remoteOpener("tmta.tables.pgsql", "openPostgreSQL")),
+        BuiltinTableType("mysql", _remoteOpener("tmta.tables.mysql", "openMySQL")),
         BuiltinTableType("texthash", TextFileTable),
     ] + [
         BuiltinTableType(kind, _compiledOpener(kind)) for kind in ("hash", "btree", "lmdb", "cdb")
@@ -423,6 +435,13 @@ _TABLE_SUFFIXES = ("_maps", "_checks", "_delivery_status_filter", "_reply_filter
 _NOT_TABLES = frozenset({"proxy_read_maps", "proxy_write_maps"})
 
 
+#: The parameters whose tables may wait on another server: the code that
+#: consults them runs its lookups in a lookup thread
+#: (L{tmta.tables.remote}).  A remote table anywhere else is refused at
+#: start-up, not left to fail every lookup.
+REMOTE_TABLE_PARAMETERS: frozenset = frozenset()
+
+
 def tableProblems(config, names=None) -> List[Tuple[str, str]]:
     """
     The tables a configuration names that tmta cannot open: an unknown
@@ -453,9 +472,13 @@ def tableProblems(config, names=None) -> List[Tuple[str, str]]:
                     problems.append((name, f"{item!r} is not a type:name table"))
                 continue
             try:
-                openTable(item)
+                table = openTable(item)
             except TableError as e:
                 problems.append((name, str(e)))
+                continue
+            if name not in REMOTE_TABLE_PARAMETERS and IRemoteTable.providedBy(table):
+                problems.append((name, f"{item}: a table on another server is not "
+                                       f"supported in {name}"))
     return problems
 
 

@@ -1,0 +1,308 @@
+"""
+What tables on other servers share: the threads their lookups wait in
+(L{LookupThreads}), and the connections to a list of servers, tried in
+Postfix's order and given up for a while when they fail
+(L{ConnectionPool}).
+
+A daemon serves many sessions on one thread, so a lookup that waits for
+a database must not run there.  Rather than turn every caller of a
+table asynchronous, a caller whose tables include a remote one runs its
+whole decision (a recipient check, an address resolution, an alias
+expansion) in a lookup thread, where the remote table may block; the
+same code runs unchanged, and directly, when every table is local.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import weakref
+from typing import Callable, Dict, Iterable, List, Optional, Tuple, TypeVar
+
+from twisted.internet import defer, threads
+from twisted.python import threadable
+from twisted.python.threadpool import ThreadPool
+
+from tmta.interfaces import IRemoteTable
+from tmta.logging import Logger
+from tmta.tables import TableLookupError
+
+__all__ = ["LookupThreads", "ConnectionPool", "Host", "isRemote", "refuseReactorThread",
+           "LOOKUP_THREADS", "LOOKUP_TIMEOUT"]
+
+log = Logger()
+
+T = TypeVar("T")
+
+#: Lookups one process waits for at once; also the most connections it
+#: keeps to one table's servers.
+LOOKUP_THREADS = 8
+
+#: Seconds a decision waits for its remote lookups before they count as
+#: failed (the mail is deferred).  Postfix has no such limit: its
+#: process simply waits; here one process serves many clients.
+LOOKUP_TIMEOUT = 20.0
+
+#: Seconds a connection attempt may take.
+CONNECT_TIMEOUT = 5
+
+
+def isRemote(tables: Iterable[object]) -> bool:
+    """
+    Whether any of C{tables} (tables, or objects with a C{remote}
+    attribute such as match lists) waits on another server.
+    """
+    for table in tables:
+        if IRemoteTable.providedBy(table) or getattr(table, "remote", False):
+            return True
+    return False
+
+
+def refuseReactorThread(label: str) -> None:
+    """
+    Fail a remote lookup asked for on the reactor's thread, where it
+    would stall every session of the process: a caller that was not
+    made to use a lookup thread gets a temporary failure, never a
+    quiet miss.
+
+    @raise TableLookupError: on the reactor's thread.
+    """
+    if threadable.isInIOThread():
+        raise TableLookupError(f"{label}: a remote table looked up on the reactor's thread "
+                               "(this use of the table is not supported)")
+
+
+class LookupThreads:
+    """
+    The threads a process's remote lookups wait in, with a time limit
+    on each decision.
+
+    @ivar timeout: seconds before a decision counts as failed.
+    """
+
+    _byReactor: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+    def __init__(self, reactor, size: int = LOOKUP_THREADS,
+                 timeout: float = LOOKUP_TIMEOUT) -> None:
+        self.reactor = reactor
+        self.timeout = timeout
+        self._pool = ThreadPool(minthreads=0, maxthreads=size, name="tmta-lookups")
+        self._started = False
+
+    @classmethod
+    def forReactor(cls, reactor) -> "LookupThreads":
+        """
+        The lookup threads of C{reactor}'s process, started when first
+        asked for and stopped when the reactor stops.
+        """
+        try:
+            return cls._byReactor[reactor]
+        except (KeyError, TypeError):
+            pass
+        threads_ = cls(reactor)
+        try:
+            cls._byReactor[reactor] = threads_
+        except TypeError:
+            pass
+        return threads_
+
+    def _start(self) -> None:
+        if not self._started:
+            self._started = True
+            self._pool.start()
+            self.reactor.addSystemEventTrigger("during", "shutdown", self._pool.stop)
+
+    def run(self, f: Callable[..., T], *args, **kwargs) -> "defer.Deferred[T]":
+        """
+        Call C{f} in a lookup thread.
+
+        @return: a Deferred that fires with its result, or fails with
+            its exception, or with L{TableLookupError} when it takes
+            longer than L{timeout} (its thread goes on until the server
+            answers; the answer is dropped).
+        """
+        self._start()
+        d = threads.deferToThreadPool(self.reactor, self._pool, f, *args, **kwargs)
+
+        def timedOut(result, timeout):
+            raise TableLookupError(f"remote table lookup took longer than {timeout:g}s")
+
+        d.addTimeout(self.timeout, self.reactor, onTimeoutCancel=timedOut)
+        return d
+
+    def stop(self) -> None:
+        """
+        Stop the threads (for tests; a daemon's stop with its reactor).
+        """
+        if self._started:
+            self._started = False
+            self._pool.stop()
+
+
+def maybeInThread(reactor, remote: bool, f: Callable[..., T], *args) -> "T | defer.Deferred[T]":
+    """
+    C{f(*args)} now, or, when C{remote}, in a lookup thread (a Deferred).
+    """
+    if not remote:
+        return f(*args)
+    return LookupThreads.forReactor(reactor).run(f, *args)
+
+
+class Host:
+    """
+    One server of a table's C{hosts}, with the time until which it is
+    left alone after a failure.
+
+    @ivar text: as the configuration gives it, for messages.
+    @ivar local: whether it is reached by a UNIX-domain socket, which
+        Postfix tries before the network.
+    """
+
+    def __init__(self, text: str, local: bool, **details) -> None:
+        self.text = text
+        self.local = local
+        self.details = details
+        self.downUntil = 0.0
+
+    def __repr__(self) -> str:
+        return f"<Host {self.text}>"
+
+
+class ConnectionPool:
+    """
+    Connections to a table's servers, at most L{LOOKUP_THREADS} of
+    them, each used by one lookup at a time.
+
+    A lookup takes an idle connection (closing one idle longer than
+    C{idleInterval}) or opens one: to a server reached by a UNIX-domain
+    socket first, then to the others, in random order among equals, as
+    Postfix chooses.  A server that refuses a connection, or whose
+    connection breaks and cannot be made again at once, is left alone
+    for C{retryInterval} seconds.  When no server can be reached, the
+    lookup fails with L{TableLookupError}: the mail waits.
+
+    @param connect: opens a connection to a L{Host}; raises what
+        C{isConnectionError} recognises when it cannot.
+    @param isConnectionError: whether an exception means the connection
+        (or the server) failed, rather than the query.
+    @param close: closes a connection, whatever state it is in.
+    """
+
+    def __init__(self, label: str, hosts: List[Host], connect: Callable[[Host], object],
+                 isConnectionError: Callable[[BaseException], bool],
+                 close: Callable[[object], None], retryInterval: float = 60,
+                 idleInterval: float = 60, clock: Callable[[], float] = time.monotonic) -> None:
+        self.label = label
+        self.hosts = hosts
+        self._connect = connect
+        self._isConnectionError = isConnectionError
+        self._close = close
+        self.retryInterval = retryInterval
+        self.idleInterval = idleInterval
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._idle: List[Tuple[object, Host, float]] = []
+
+    def _candidates(self) -> List[Host]:
+        now = self._clock()
+        ready = [h for h in self.hosts if h.downUntil <= now]
+        random.shuffle(ready)
+        ready.sort(key=lambda h: not h.local)
+        return ready
+
+    def _take(self) -> Optional[Tuple[object, Host]]:
+        now = self._clock()
+        stale = []
+        with self._lock:
+            taken = None
+            while self._idle:
+                connection, host, since = self._idle.pop()
+                if now - since > self.idleInterval:
+                    stale.append(connection)
+                    continue
+                taken = (connection, host)
+                break
+        for connection in stale:
+            self._quietly(connection)
+        return taken
+
+    def _give(self, connection: object, host: Host) -> None:
+        with self._lock:
+            if len(self._idle) < LOOKUP_THREADS:
+                self._idle.append((connection, host, self._clock()))
+                return
+        self._quietly(connection)
+
+    def _quietly(self, connection: object) -> None:
+        try:
+            self._close(connection)
+        except Exception:
+            pass
+
+    def _down(self, host: Host, reason: BaseException) -> None:
+        host.downUntil = self._clock() + self.retryInterval
+        log.warn("{label}: server {host} failed: {reason}; not tried again for "
+                 "{interval:g}s", label=self.label, host=host.text, reason=_oneLine(reason),
+                 interval=self.retryInterval)
+
+    def run(self, work: Callable[[object], T]) -> T:
+        """
+        C{work(connection)} on a connection to one of the servers.
+
+        @raise TableLookupError: no server could be reached, or the
+            query failed.
+        """
+        taken = self._take()
+        if taken is not None:
+            connection, host = taken
+            try:
+                result = work(connection)
+            except Exception as e:
+                self._quietly(connection)
+                if not self._isConnectionError(e):
+                    raise TableLookupError(f"{self.label}: query failed: {_oneLine(e)}") \
+                        from None
+                # A connection that broke while idle (a server restarted):
+                # try afresh before calling any server down.
+            else:
+                self._give(connection, host)
+                return result
+        failures: Dict[str, str] = {}
+        for host in self._candidates():
+            try:
+                connection = self._connect(host)
+            except Exception as e:
+                failures[host.text] = _oneLine(e)
+                self._down(host, e)
+                continue
+            try:
+                result = work(connection)
+            except Exception as e:
+                self._quietly(connection)
+                if not self._isConnectionError(e):
+                    raise TableLookupError(f"{self.label}: query failed: {_oneLine(e)}") \
+                        from None
+                failures[host.text] = _oneLine(e)
+                self._down(host, e)
+                continue
+            self._give(connection, host)
+            return result
+        if not failures:
+            raise TableLookupError(f"{self.label}: no server to ask: every one failed within "
+                                   f"the last {self.retryInterval:g}s")
+        raise TableLookupError(f"{self.label}: no server answered: " + "; ".join(
+            f"{host}: {reason}" for host, reason in failures.items()))
+
+    def closeAll(self) -> None:
+        """
+        Close every idle connection.
+        """
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for connection, _, _ in idle:
+            self._quietly(connection)
+
+
+def _oneLine(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
