@@ -488,6 +488,32 @@ class RewriteClientTests(TestCase):
         self.successResultOf(client.resolve("a@h"))
         self.assertEqual(calls[-1], ("ResolveAddress", "a@h"))
 
+    def test_lookupFailureNotCached(self):
+        """
+        A resolution that could not read a table (the C{retry}
+        transport) is not remembered: the next question is asked again,
+        so mail moves as soon as the table can be read.
+        """
+        from twisted.internet.testing import StringTransport
+
+        from tmta.rewrite.client import RewriteClient
+
+        answers = [{"transport": "retry", "nexthop": "table lookup failure: down",
+                    "recipient": "a@h", "addressClass": "default"},
+                   {"transport": "virtual", "nexthop": "h", "recipient": "a@h",
+                    "addressClass": "virtual"}]
+
+        class FakeAMP:
+            transport = StringTransport()
+
+            def callRemote(self, command, **kw):
+                return defer.succeed(answers.pop(0))
+
+        client = RewriteClient(lambda: defer.succeed(FakeAMP()), Clock())
+        self.assertEqual(self.successResultOf(client.resolve("a@h")).transport, "retry")
+        self.assertEqual(self.successResultOf(client.resolve("a@h")).transport, "virtual")
+        self.assertEqual(self.successResultOf(client.resolve("a@h")).transport, "virtual")
+
     def test_questionUnderWayAskedOnce(self):
         """
         A question asked again before its answer came is not sent

@@ -174,15 +174,31 @@ class StartupErrorTests(SynchronousTestCase):
         otherwise be refused as relaying.
         """
         directory = self.configDirectory(
-            "virtual_mailbox_domains = mysql:/etc/postfix/mysql-domains.cf\n",
-            "2525 inet n - n - - smtpd\n  -o transport_maps=ldap:/etc/postfix/ldap.cf\n")
+            "virtual_mailbox_domains = mysql:/nonexistent/mysql-domains.cf\n",
+            "2525 inet n - n - - smtpd\n  -o transport_maps=nisplus:[alias],mail_aliases\n")
         result = twistd(["-c", directory])
         output = result.stderr + result.stdout
         self.assertNotEqual(result.returncode, 0)
-        self.assertIn(f"{directory}/main.cf, line 2: virtual_mailbox_domains: unsupported "
-                      "table type 'mysql'", output)
+        self.assertIn(f"{directory}/main.cf, line 2: virtual_mailbox_domains: "
+                      "mysql:/nonexistent/mysql-domains.cf: [Errno 2] No such file", output)
         self.assertIn(f"{directory}/master.cf, line 1: 2525/inet: -o transport_maps: "
-                      "unsupported table type 'ldap'", output)
+                      "unsupported table type 'nisplus'", output)
+
+    def test_remoteTableWhereUnsupportedStops(self):
+        """
+        A table on another server where tmta would consult it on a
+        daemon's only thread (here C{alias_maps}) stops start-up rather
+        than fail every lookup.
+        """
+        tables = os.path.abspath(self.mktemp())
+        with open(tables, "w") as f:
+            f.write("hosts = 127.0.0.1\ndbname = mail\nquery = SELECT 1 WHERE 0 = 1\n")
+        directory = self.configDirectory(f"alias_maps = pgsql:{tables}\n",
+                                         "2525 inet n - n - - smtpd\n")
+        result = twistd(["-c", directory])
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn(f"alias_maps: pgsql:{tables}: a table on another server is not "
+                      "supported in alias_maps", result.stderr + result.stdout)
 
     def test_unreadableOriginStops(self):
         """

@@ -289,7 +289,7 @@ class SQLiteTableTests(SynchronousTestCase):
             db.executemany("INSERT INTO aliases VALUES (?, ?)", [
                 ("sales@example.com", "ann@example.com"),
                 ("sales@example.com", "bob@example.com"),
-                ("x'; DROP TABLE aliases; --@example.com", "never"),
+                ("x'; drop table aliases; --@example.com", "never"),
             ])
         self.config = os.path.join(directory, "aliases.cf")
 

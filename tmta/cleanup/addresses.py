@@ -71,6 +71,16 @@ class AddressMapper:
                            or self.virtual or self.masquerade or self.alwaysBcc
                            or self.senderBcc or self.recipientBcc)
 
+    @property
+    def remote(self) -> bool:
+        """
+        Whether one of the tables waits on another server.
+        """
+        from tmta.tables.remote import isRemote
+
+        return isRemote(self.senderCanonical + self.recipientCanonical + self.canonical
+                        + self.virtual + self.senderBcc + self.recipientBcc)
+
     # -- lookups
 
     def _find(self, tables, address: str, userKeys: bool) -> Optional[Tuple[str, str, str]]:

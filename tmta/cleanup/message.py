@@ -179,8 +179,12 @@ class Message:
         probe = attributes.get(PROBE_ATTRIBUTE) == "yes"
         if mapper.active and NO_ADDRESS_MAPPINGS not in self.overrides:
             try:
-                sender, mapped = self._mapEnvelope(mapper, sender, rewritten,
-                                                   bcc=not probe and not self.internal)
+                result = self.cleanup.lookUp(self.cleanup.addressesRemote, self._mapEnvelope,
+                                             mapper, sender, rewritten,
+                                             not probe and not self.internal)
+                if isinstance(result, defer.Deferred):
+                    result = await result
+                sender, mapped = result
                 if probe and len(mapped) > 1:
                     # A probe is not verified address by address: several
                     # results for one query would overwrite each other.
@@ -308,7 +312,12 @@ class Message:
                 NO_ADDRESS_MAPPINGS not in self.overrides and \
                 self.cleanup.rewritesHeadersFor(self.attributes):
             try:
-                headers = [_rewriteHeader(self.cleanup.addresses, h) for h in headers]
+                rewritten = self.cleanup.lookUp(
+                    self.cleanup.addressesRemote,
+                    lambda: [_rewriteHeader(self.cleanup.addresses, h) for h in headers])
+                if isinstance(rewritten, defer.Deferred):
+                    rewritten = await rewritten
+                headers = rewritten
             except TableLookupError as e:
                 log.warn("{queueId}: table lookup failure: {error}", queueId=self.queueId,
                          error=str(e))

@@ -6,7 +6,7 @@ trigger that wakes qmgr.
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, TypeVar
 
 from twisted.internet import defer
 
@@ -21,6 +21,8 @@ from tmta.milter.settings import milterList
 from tmta.queue.store import QueueStore
 from tmta.queue.writer import QueueFileWriter, commitAll
 from tmta.wire import heldWrites
+
+T = TypeVar("T")
 
 log = Logger()
 
@@ -49,7 +51,11 @@ class Cleanup:
         self._notify = notifyQmgr
         from tmta.mail.rewriting import Rewriter
 
-        self.addresses = AddressMapper(config, Rewriter(config).isLocalDomain)
+        localRewriter = Rewriter(config)
+        self.addresses = AddressMapper(config, localRewriter.isLocalDomain)
+        #: Whether address mapping consults a table on another server:
+        #: it then runs in a lookup thread (L{lookUp}).
+        self.addressesRemote = self.addresses.remote or localRewriter.localDomains.remote
         self.checks = ContentChecks(config)
         self._config = config
         from tmta.tables.networks import parseNetworks
@@ -61,6 +67,14 @@ class Cleanup:
         self.localMacros = localMacros(config.get("myhostname"),
                                        config.get("milter_macro_daemon_name"),
                                        config.get("milter_macro_v"))
+
+    def lookUp(self, remote: bool, f: Callable[..., T], *args) -> "T | defer.Deferred[T]":
+        """
+        C{f(*args)}: now, or, when C{remote}, in a lookup thread.
+        """
+        from tmta.tables.remote import maybeInThread
+
+        return maybeInThread(self.reactor, remote, f, *args)
 
     def rewritesHeadersFor(self, attributes: Dict[str, str]) -> bool:
         """

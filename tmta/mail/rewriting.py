@@ -17,6 +17,7 @@ from tmta.interfaces import IAddressResolver, IAddressRewriter
 from tmta.mail.address import splitAddress
 from tmta.tables import TableLookupError, lookupAny, openTables
 from tmta.tables.matchlist import MatchList
+from tmta.tables.remote import isRemote
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,16 @@ class Rewriter:
         self.nullSenderKey = config.get("empty_address_relayhost_maps_lookup_key") or "<>"
         self.parentMatches = "transport_maps" in config.getList(
             "parent_domain_matches_subdomains")
+
+    @property
+    def remote(self) -> bool:
+        """
+        Whether a table this rewriter consults waits on another server,
+        so that it must be asked in a lookup thread
+        (L{tmta.tables.remote}).
+        """
+        return isRemote([self.localDomains, self.relayDomains, self.virtualDomains,
+                         self.aliasDomains] + self.transportMaps + self.senderRelayhostMaps)
 
     def _domains(self, name: str) -> MatchList:
         """

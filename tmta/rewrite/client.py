@@ -55,6 +55,10 @@ class RewriteClient:
             result = await protocol.callRemote(command, **kw)
         finally:
             self.connection.release(protocol)
+        if result.get("transport") == "retry":
+            # A table that could not be read: asked again next time, so
+            # mail moves as soon as the table can be read again.
+            return result
         self._cache[key] = (self.clock.seconds() + self.ttl, result)
         if len(self._cache) > self.size:
             self._cache.popitem(last=False)

@@ -8,10 +8,13 @@ from __future__ import annotations
 from typing import Optional
 
 from twisted.application.service import Service
+from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory
 
 from tmta.mail.rewriting import Rewriter
 from tmta.rewrite.commands import ResolveAddress, RewriteAddress
+from tmta.tables import TableLookupError
+from tmta.tables.remote import LookupThreads
 from tmta.wire import ServiceAMP
 
 #: What routes address verification probes, and what it replaces.
@@ -40,25 +43,51 @@ def verifyRewriter(config, rewriter: Rewriter) -> Rewriter:
 
 
 class RewriteProtocol(ServiceAMP):
-    def __init__(self, rewriter: Rewriter, verifyRewriter: Optional[Rewriter] = None) -> None:
+    """
+    Answers rewrite and resolve requests; in a lookup thread when the
+    rewriter consults a table on another server.
+
+    @param lookups: the process's L{LookupThreads}, needed only when a
+        rewriter is L{remote<Rewriter.remote>}.
+    """
+
+    def __init__(self, rewriter: Rewriter, verifyRewriter: Optional[Rewriter] = None,
+                 lookups: Optional[LookupThreads] = None) -> None:
         super().__init__()
         self.rewriter = rewriter
         self.verifyRewriter = verifyRewriter or rewriter
+        self.lookups = lookups
+
+    def _run(self, rewriter: Rewriter, f, *args):
+        if rewriter.remote and self.lookups is not None:
+            return self.lookups.run(f, *args)
+        return f(*args)
 
     @RewriteAddress.responder
     def rewriteAddress(self, address: str):
-        return {"address": self.rewriter.rewrite(address)}
+        return self._run(self.rewriter, lambda: {"address": self.rewriter.rewrite(address)})
 
     @ResolveAddress.responder
     def resolveAddress(self, address: str, sender=None, verify=False):
         rewriter = self.verifyRewriter if verify else self.rewriter
-        r = rewriter.resolve(address, sender)
-        return {
-            "transport": r.transport,
-            "nexthop": r.nexthop,
-            "recipient": r.recipient,
-            "addressClass": r.addressClass,
-        }
+
+        def resolve():
+            r = rewriter.resolve(address, sender)
+            return {
+                "transport": r.transport,
+                "nexthop": r.nexthop,
+                "recipient": r.recipient,
+                "addressClass": r.addressClass,
+            }
+
+        result = self._run(rewriter, resolve)
+        if isinstance(result, Deferred):
+            # Resolution's own lookup failures are a "retry" answer; this
+            # one is the lookup thread's time limit.
+            result.addErrback(lambda f: f.trap(TableLookupError) and {
+                "transport": "retry", "nexthop": f"table lookup failure: {f.value}",
+                "recipient": address, "addressClass": "default"})
+        return result
 
 
 
@@ -70,5 +99,6 @@ class RewriteService(Service):
 
     def startService(self) -> None:
         super().startService()
+        lookups = LookupThreads.forReactor(self.context.reactor)
         self.context.listen(Factory.forProtocol(
-            lambda: RewriteProtocol(self.rewriter, self.verifyRewriter)))
+            lambda: RewriteProtocol(self.rewriter, self.verifyRewriter, lookups)))

@@ -12,9 +12,10 @@ import ipaddress
 import re
 from typing import Callable, List, Optional, Tuple
 
+from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
-from tmta.interfaces import ISMTPRestriction
+from tmta.interfaces import IRemoteTable, ISMTPRestriction
 from tmta.logging import Logger
 from tmta.mail.address import localName, splitAddress
 from tmta.smtpd.verdicts import (
@@ -127,6 +128,9 @@ class AccessCheck:
             "parent_domain_matches_subdomains")
         self.delimiters = config.get("recipient_delimiter")
         self.nullKey = config.get("smtpd_null_access_lookup_key") or "<>"
+        #: Whether the table waits on another server (looked up in a
+        #: lookup thread).
+        self.remote = IRemoteTable.providedBy(self.table)
 
     @classmethod
     def maker(cls, what: str) -> Callable:
@@ -189,18 +193,28 @@ class _AccessRestriction:
         subject = check.subject(context)
         if subject is None:
             return DUNNO, None
-        try:
-            value = check.lookup(context)
-        except TableLookupError as e:
-            log.warn("{name}: {error}", name=self.name, error=str(e))
+
+        def failed(error: Exception):
+            log.warn("{name}: {error}", name=self.name, error=str(error))
             return DEFER, f"451 4.3.0 <{subject}>: Temporary lookup failure"
-        if value is None:
-            return DUNNO, None
-        result = applyAction(value, check.environment, context,
-                             f"<{subject}>: {check._REPLY_CLASS[check.what]}", self.name)
-        if self.permitForbidden:
-            return chain(result, forbidPermit, self.name, subject)
-        return result
+
+        def found(value: Optional[str]):
+            if value is None:
+                return DUNNO, None
+            result = applyAction(value, check.environment, context,
+                                 f"<{subject}>: {check._REPLY_CLASS[check.what]}", self.name)
+            if self.permitForbidden:
+                return chain(result, forbidPermit, self.name, subject)
+            return result
+
+        try:
+            value = check.environment.lookUp(check.remote, check.lookup, context)
+        except TableLookupError as e:
+            return failed(e)
+        if isinstance(value, Deferred):
+            return value.addCallbacks(found, lambda f: failed(f.trap(TableLookupError)
+                                                              and f.value))
+        return found(value)
 
 
 def forbidPermit(result: Tuple[str, Optional[str]], name: str, target: str):

@@ -9,6 +9,7 @@ L{tmta.smtpd.dnschecks} and L{tmta.smtpd.policy}.
 
 from __future__ import annotations
 
+from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from tmta.config import splitList
@@ -230,19 +231,46 @@ def _unlisted(what: str):
 def _unlistedDecision(resolution, env, address: str, what: str):
     from tmta.tables import TableLookupError
 
-    try:
-        refusal = env.recipientTables.unknown(resolution.addressClass, resolution.recipient,
-                                              address, what=what, always=True)
-    except TableLookupError as e:
-        log.warn("reject_unlisted_{what}: {error}", what=what.lower(), error=str(e))
+    def failed(error: Exception):
+        log.warn("reject_unlisted_{what}: {error}", what=what.lower(), error=str(error))
         return DEFER, f"451 4.3.0 <{address}>: Temporary lookup failure"
-    if refusal is None:
-        return DUNNO, None
-    return rejectWith(int(refusal[:3]), refusal[4:9], refusal[10:])
+
+    def decided(refusal):
+        if refusal is None:
+            return DUNNO, None
+        return rejectWith(int(refusal[:3]), refusal[4:9], refusal[10:])
+
+    tables = env.recipientTables
+    try:
+        refusal = env.lookUp(tables.remote, tables.unknown, resolution.addressClass,
+                             resolution.recipient, address, what, True)
+    except TableLookupError as e:
+        return failed(e)
+    if isinstance(refusal, Deferred):
+        return refusal.addCallbacks(
+            decided, lambda f: failed(f.trap(TableLookupError) and f.value))
+    return decided(refusal)
 
 
 #: Also applied after the sender list with C{smtpd_reject_unlisted_sender}.
 rejectUnlistedSender = _unlisted("Sender")
+
+
+def _senderOwners(tables, sender: str):
+    """
+    The logins C{smtpd_sender_login_maps} says own C{sender} (by the
+    address, its C{@domain}, its local part), or C{None} when it lists
+    none.
+    """
+    from tmta.tables import lookupAny
+
+    local, domain = splitAddress(sender.lower())
+    for key in (sender.lower(), f"@{domain}" if domain else None, local if domain else None):
+        if key:
+            value = lookupAny(tables, key)
+            if value is not None:
+                return {o.lower() for o in splitList(value)}
+    return None
 
 
 def _senderLoginMismatch(authenticated: bool, unauthenticated: bool,
@@ -255,19 +283,27 @@ def _senderLoginMismatch(authenticated: bool, unauthenticated: bool,
     """
 
     def decide(env, c):
-        from tmta.tables import lookupAny
+        from tmta.tables import TableLookupError
+        from tmta.tables.remote import isRemote
 
         sender = c.sender
         if sender is None or sender == "":
             return DUNNO, None
-        owners = None
-        local, domain = splitAddress(sender.lower())
-        for key in (sender.lower(), f"@{domain}" if domain else None, local if domain else None):
-            if key:
-                value = lookupAny(env.loginMaps, key)
-                if value is not None:
-                    owners = {o.lower() for o in splitList(value)}
-                    break
+
+        def failed(error: Exception):
+            log.warn("smtpd_sender_login_maps: {error}", error=str(error))
+            return DEFER, f"451 4.3.0 <{sender}>: Temporary lookup failure"
+
+        try:
+            owners = env.lookUp(isRemote(env.loginMaps), _senderOwners, env.loginMaps, sender)
+        except TableLookupError as e:
+            return failed(e)
+        if isinstance(owners, Deferred):
+            return owners.addCallbacks(judge, lambda f: failed(f.trap(TableLookupError)
+                                                               and f.value), (c, sender))
+        return judge(owners, c, sender)
+
+    def judge(owners, c, sender: str):
         if c.saslUsername:
             if knownOnly and owners is None:
                 return DUNNO, None

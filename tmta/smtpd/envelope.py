@@ -246,7 +246,7 @@ class EnvelopeCommands(SessionState):
             )
             return
         try:
-            refusal = self._unknown(resolution, recipient)
+            refusal = await self._unknown(resolution, recipient)
         except TableLookupError as e:
             log.warn("{client}: recipient table: {error}", client=self.client, error=str(e))
             refusal = f"451 4.3.0 <{recipient}>: Temporary lookup failure"
@@ -361,10 +361,14 @@ class EnvelopeCommands(SessionState):
         self.logRejection("RCPT", reply, recipient)
         self._error(reply)
 
-    def _unknown(self, resolution, given: str) -> Optional[str]:
+    async def _unknown(self, resolution, given: str) -> Optional[str]:
         tables = self.settings.recipientTables
         if tables is None:
             return None
+        restrictions = self.settings.restrictions
+        if tables.remote and restrictions is not None:
+            return await restrictions.environment.lookUp(
+                True, tables.unknown, resolution.addressClass, resolution.recipient, given)
         return tables.unknown(resolution.addressClass, resolution.recipient, given)
 
     def smtp_VRFY(self, argument: str):
@@ -386,7 +390,7 @@ class EnvelopeCommands(SessionState):
         async def verify():
             resolution = await self.resolve(address)
             try:
-                refusal = self._unknown(resolution, address)
+                refusal = await self._unknown(resolution, address)
             except TableLookupError:
                 self.reply(f"451 4.3.0 <{address}>: Temporary lookup failure")
                 return

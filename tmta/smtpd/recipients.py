@@ -13,6 +13,7 @@ from typing import List, Optional, Tuple
 from tmta.mail.address import localName, splitAddress, unquoteLocal
 from tmta.mail.receiving import NO_UNKNOWN_RECIPIENT_CHECKS, receiveOverrides
 from tmta.tables import lookupAny, openTables
+from tmta.tables.remote import isRemote
 
 
 def _addressKeys(address: str, delimiters: str) -> List[str]:
@@ -79,6 +80,15 @@ class RecipientTables:
             NO_UNKNOWN_RECIPIENT_CHECKS not in receiveOverrides(
                 config.get("receive_override_options")),
         )
+
+    @property
+    def remote(self) -> bool:
+        """
+        Whether one of the tables waits on another server: L{unknown} is
+        then asked in a lookup thread.
+        """
+        return isRemote((self.local or []) + self.virtualMailbox + self.virtualAlias
+                        + (self.relay or []))
 
     def _listedLocal(self, address: str) -> bool:
         local, _ = splitAddress(address)

@@ -151,6 +151,24 @@ class RestrictionEnvironment:
     #: (L{tmta.smtpd.restrictions.RestrictionList}) sets it on the
     #: environment it evaluates with.
     restrictionList: Optional[Callable[..., Any]] = None
+    #: The threads lookups in tables on other servers wait in
+    #: (L{tmta.tables.remote.LookupThreads}); the reactor's when C{None}.
+    lookups: Any = None
+
+    def lookUp(self, remote: bool, f: Callable[..., Any], *args):
+        """
+        C{f(*args)}: now, or, when C{remote} (a table it consults waits
+        on another server), in a lookup thread, as a Deferred.
+        """
+        if not remote:
+            return f(*args)
+        if self.lookups is None:
+            from twisted.internet import reactor
+
+            from tmta.tables.remote import LookupThreads
+
+            self.lookups = LookupThreads.forReactor(reactor)
+        return self.lookups.run(f, *args)
 
     def __post_init__(self) -> None:
         if isinstance(self.networks, list):

@@ -439,7 +439,20 @@ _NOT_TABLES = frozenset({"proxy_read_maps", "proxy_write_maps"})
 #: consults them runs its lookups in a lookup thread
 #: (L{tmta.tables.remote}).  A remote table anywhere else is refused at
 #: start-up, not left to fail every lookup.
-REMOTE_TABLE_PARAMETERS: frozenset = frozenset()
+REMOTE_TABLE_PARAMETERS = frozenset({
+    # trivial-rewrite's resolution (and cleanup's and local's use of
+    # mydestination, both in threads of their own)
+    "mydestination", "relay_domains", "virtual_mailbox_domains", "virtual_alias_domains",
+    "transport_maps", "sender_dependent_relayhost_maps",
+    # smtpd's recipient, sender and access checks
+    "virtual_mailbox_maps", "virtual_alias_maps", "relay_recipient_maps",
+    "local_recipient_maps", "smtpd_sender_login_maps",
+    # cleanup's address mapping
+    "canonical_maps", "sender_canonical_maps", "recipient_canonical_maps",
+    "sender_bcc_maps", "recipient_bcc_maps",
+    # the virtual delivery agent, whose deliveries run in a thread
+    "virtual_uid_maps", "virtual_gid_maps",
+})
 
 
 def tableProblems(config, names=None) -> List[Tuple[str, str]]:

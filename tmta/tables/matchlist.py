@@ -129,6 +129,17 @@ class MatchList:
     def __bool__(self) -> bool:
         return bool(self.items)
 
+    @property
+    def remote(self) -> bool:
+        """
+        Whether a table in the list waits on another server
+        (L{tmta.interfaces.IRemoteTable}): the list is then matched in a
+        lookup thread.
+        """
+        from tmta.tables.remote import isRemote
+
+        return isRemote(payload for _, kind, payload in self.items if kind == "table")
+
     def problems(self) -> List[str]:
         """
         Why items of this list would fail every match: files that

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 import ssl
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
 from zope.interface import implementer
 
@@ -30,7 +30,7 @@ from tmta.tables.remote import (
     Host,
     refuseReactorThread,
 )
-from tmta.tables.sql import MYSQL, SQLConfigError, SQLLookup
+from tmta.tables.sql import MYSQL, SQLConfigError, SQLLookup, settingNumber
 
 __all__ = ["MySQLTable"]
 
@@ -77,12 +77,8 @@ def _boolean(settings: Dict[str, str], name: str, default: Optional[bool],
     return _BOOLEANS[value]
 
 
-def _number(settings: Dict[str, str], name: str, default: int, where: str) -> int:
-    value = settings.get(name, "").strip()
-    try:
-        return int(value) if value else default
-    except ValueError:
-        raise SQLConfigError(f"{where}bad numerical configuration: {name} = {value}") from None
+def _close(connection: Any) -> None:
+    connection.close()
 
 
 @implementer(IRemoteTable)
@@ -95,7 +91,7 @@ class MySQLTable:
         if not settings.get("dbname"):
             raise SQLConfigError(f"{configPath}: no dbname")
         self.requireResultSet = _boolean(settings, "require_result_set", True, where)
-        self.connectArguments = {
+        self.connectArguments: Dict[str, Any] = {
             "user": settings.get("user", "") or None,
             "password": settings.get("password", ""),
             "database": settings["dbname"],
@@ -115,9 +111,9 @@ class MySQLTable:
         hosts = [parseHost(h) for h in re.split(r"[\s,]+", settings.get("hosts", "")) if h]
         self.pool = ConnectionPool(
             self.lookup.label, hosts or [parseHost("localhost")], self._connect,
-            self._isConnectionError, lambda c: c.close(),
-            retryInterval=_number(settings, "retry_interval", 60, where),
-            idleInterval=_number(settings, "idle_interval", 60, where))
+            self._isConnectionError, _close,
+            retryInterval=settingNumber(settings, "retry_interval", 60, where),
+            idleInterval=settingNumber(settings, "idle_interval", 60, where))
 
     @staticmethod
     def _tls(settings: Dict[str, str], where: str) -> Optional[ssl.SSLContext]:

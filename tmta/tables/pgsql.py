@@ -8,7 +8,9 @@ C{inet:host:port}, C{unix:/socket/directory}, or a
 C{postgresql://...} connection URI, which is how TLS to the server is
 asked for: C{?sslmode=verify-full&sslrootcert=...}), C{user},
 C{password}, C{dbname}, and the settings every SQL table has
-(L{tmta.tables.sql}).  The key is a bound parameter; values are the
+(L{tmta.tables.sql}); and, as for C{mysql:} (Postfix's pgsql client
+waits a fixed minute), C{retry_interval} and C{idle_interval}.  The key
+is a bound parameter; values are the
 text PostgreSQL sends, as Postfix reads them.  Client encoding is
 UTF-8 (Postfix 3.8's C{encoding} default).
 """
@@ -16,7 +18,7 @@ UTF-8 (Postfix 3.8's C{encoding} default).
 from __future__ import annotations
 
 import re
-from typing import Optional
+from typing import Any, Optional
 
 from zope.interface import implementer
 
@@ -28,7 +30,7 @@ from tmta.tables.remote import (
     Host,
     refuseReactorThread,
 )
-from tmta.tables.sql import PGSQL, SQLConfigError, SQLLookup
+from tmta.tables.sql import PGSQL, SQLConfigError, SQLLookup, settingNumber
 
 __all__ = ["PostgreSQLTable"]
 
@@ -57,6 +59,10 @@ def parseHost(text: str) -> Host:
     return Host(text, local=False, host=host.strip("[]"), port=port or None)
 
 
+def _close(connection: Any) -> None:
+    connection.close()
+
+
 @implementer(IRemoteTable)
 class PostgreSQLTable:
     def __init__(self, configPath: str) -> None:
@@ -71,9 +77,13 @@ class PostgreSQLTable:
         self.user = settings.get("user", "")
         self.password = settings.get("password", "")
         self.dbname = settings.get("dbname", "")
+        where = f"{configPath}: "
         self.pool = ConnectionPool(self.lookup.label, hosts or [parseHost("localhost")],
-                                   self._connect, self._isConnectionError,
-                                   lambda c: c.close())
+                                   self._connect, self._isConnectionError, _close,
+                                   retryInterval=settingNumber(settings, "retry_interval", 60,
+                                                               where),
+                                   idleInterval=settingNumber(settings, "idle_interval", 60,
+                                                              where))
 
     def _connect(self, host: Host):
         options = f"-c statement_timeout={int(LOOKUP_TIMEOUT * 1000)}"

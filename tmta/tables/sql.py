@@ -19,7 +19,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 from tmta.logging import Logger
 from tmta.tables import TableLookupError, readLogicalLines
 
-__all__ = ["SQLConfigError", "readTableConfig", "QueryTemplate", "ResultFormat",
+__all__ = ["SQLConfigError", "readTableConfig", "settingNumber", "QueryTemplate", "ResultFormat",
            "Dialect", "SQLITE", "PGSQL", "MYSQL", "DomainFilter"]
 
 log = Logger()
@@ -56,6 +56,19 @@ def readTableConfig(path: str) -> Dict[str, str]:
                                  f'"{text.strip()}"')
         settings[name.strip()] = value.strip()
     return settings
+
+
+def settingNumber(settings: Dict[str, str], name: str, default: int, where: str = "") -> int:
+    """
+    A numerical setting of a table configuration, or C{default}.
+
+    @raise SQLConfigError: it is no number.
+    """
+    value = settings.get(name, "").strip()
+    try:
+        return int(value) if value else default
+    except ValueError:
+        raise SQLConfigError(f"{where}bad numerical configuration: {name} = {value}") from None
 
 
 def _parts(text: str) -> Tuple[str, Optional[str]]:
@@ -245,7 +258,8 @@ class QueryTemplate:
                         sql.append(piece.replace("%", dialect.percent))
                 continue
             if not any(isinstance(p, _Expansion) for p in pieces):
-                sql.append(kind + "".join(pieces).replace("%", dialect.percent) + kind)
+                text = "".join(p for p in pieces if isinstance(p, str))
+                sql.append(kind + text.replace("%", dialect.percent) + kind)
                 continue
             items = []
             for piece in pieces:
@@ -416,11 +430,7 @@ class SQLLookup:
         self.resultFormat = ResultFormat(self.settings.get("result_format", "%s") or "%s",
                                          where)
         self.domains = DomainFilter(self.settings.get("domain", ""), where)
-        try:
-            self.expansionLimit = int(self.settings.get("expansion_limit", "0") or 0)
-        except ValueError:
-            raise SQLConfigError(f"{where}bad numerical configuration: expansion_limit = "
-                                 f"{self.settings['expansion_limit']}") from None
+        self.expansionLimit = settingNumber(self.settings, "expansion_limit", 0, where)
 
     def statement(self, key: str) -> Optional[Tuple[str, List[str]]]:
         """
