@@ -89,8 +89,20 @@ class DatabaseSiteMixin:
             "queue_run_delay": "2s",
         }, MASTER_CF.format(port=self.port)
            + "virtual   unix  -       n       n       -       -       virtual\n"
-           + "retry     unix  -       -       n       -       -       error\n").start()
+           + "retry     unix  -       -       n       -       -       error\n"
+           + "proxymap  unix  -       -       n       -       -       proxymap\n").start()
         self.addCleanup(self.master.stop)
+
+    def databaseClients(self):
+        """
+        The pids of the processes connected to the database's port.
+        """
+        import re
+
+        out = subprocess.run(["ss", "-Htnp", "state", "established", "dst",
+                              f"127.0.0.1:{self.server.port}"],
+                             capture_output=True, text=True, check=True).stdout
+        return [int(pid) for pid in re.findall(r"pid=(\d+)", out)]
 
     def delivered(self, mailbox: str) -> int:
         new = os.path.join(self.mail, mailbox, "new")
@@ -119,6 +131,8 @@ class DatabaseSiteMixin:
         code, reply = error.recipients["nobody@example.org"]
         self.assertEqual((code, reply[:5]), (550, b"5.1.1"))
         self.assertIn(b"User unknown in virtual mailbox table", reply)
+        # Every table is proxy:, so only proxymap talks to the database.
+        self.assertEqual(set(self.databaseClients()), set(self.master.workers("proxymap")))
         self.server.stop()
         error = self.assertRaises(smtplib.SMTPRecipientsRefused, sendMessage, self.port,
                                   "someone@localhost", ["ann@example.org"], "while down")

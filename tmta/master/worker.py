@@ -229,6 +229,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         reactor, config, entry.service, runtime, listeners, configuration.services, entry.args,
         passed=entry.type == "pass",
     )
+    installProxymapClient(configuration, entry, config, context)
     try:
         worker = component.makeService(context)
         preloadModules()
@@ -262,6 +263,22 @@ def main(argv: Optional[List[str]] = None) -> int:
     finally:
         observer.flush()
     return exitStatus[0]
+
+
+def installProxymapClient(configuration, entry, config, context) -> None:
+    """
+    Send this process's C{proxy:} lookups in tables on other servers to
+    the proxymap service, when master.cf runs one (and this is not it).
+    """
+    from tmta.proxymap.client import ProxymapClient, install
+
+    name = config.get("proxymap_service_name")
+    if entry.command == "proxymap" or not any(
+            e.service == name and e.type == "unix" and e.command == "proxymap"
+            for e in configuration.services):
+        return
+    install(ProxymapClient(lambda: context.connect(name), context.reactor,
+                           idle=config.getTime("ipc_idle")))
 
 
 def runReactor(reactor, directory: str, service: str) -> None:

@@ -10,9 +10,11 @@ and C{inline:{ key=value, ... }}, C{regexp:}, C{pcre:} and C{cidr:}
 (L{tmta.tables.patterns}), C{sqlite:} (L{tmta.tables.sqlite}),
 C{pgsql:} and C{mysql:} (L{tmta.tables.pgsql}, L{tmta.tables.mysql},
 which wait on another server: L{tmta.tables.remote}); plugins add more
-(L{tmta.interfaces.ILookupTableType}).  C{proxy:} is accepted and
-ignored, since tmta's processes read tables themselves.  Lookups are
-synchronous and cheap (files are re-read only when they change).
+(L{tmta.interfaces.ILookupTableType}).  C{proxy:} in front of a table
+on another server asks the proxymap service (L{tmta.proxymap}); in
+front of a local file it changes nothing, since tmta's processes read
+files themselves.  Lookups in local tables are synchronous and cheap
+(files are re-read only when they change).
 """
 
 from __future__ import annotations
@@ -350,6 +352,22 @@ BUILTIN_TYPES: Dict[str, BuiltinTableType] = {
 }
 
 
+def _proxied(spec: str):
+    """
+    C{proxy:spec}: a table on another server is asked of the proxymap
+    service, where this process has a client for it
+    (L{tmta.proxymap.client}); any other table is opened here.
+    """
+    table = openTable(spec)
+    if IRemoteTable.providedBy(table):
+        from tmta.proxymap.client import ProxyTable, installed
+
+        client = installed()
+        if client is not None:
+            return ProxyTable(spec, client)
+    return table
+
+
 def openTable(spec: str):
     """
     Open the table C{type:name}: one of tmta's types, or a type a plugin
@@ -364,7 +382,7 @@ def openTable(spec: str):
     if not sep:
         raise TableError(f"{spec!r} is not a type:name table")
     if kind == "proxy":
-        return openTable(name)
+        return _proxied(name)
     try:
         tableType = BUILTIN_TYPES.get(kind) or findPlugin(ILookupTableType, kind)
     except PluginError as e:
@@ -455,6 +473,24 @@ REMOTE_TABLE_PARAMETERS = frozenset({
 })
 
 
+def proxyApproved(config) -> frozenset:
+    """
+    The tables C{proxy_read_maps} lets the proxymap service serve: its
+    C{type:name} items, with any C{proxy:} prefix taken off, as Postfix
+    reads it.
+    """
+    from tmta.tables.matchlist import isTableSpec
+
+    approved = set()
+    for item in splitList(config.get("proxy_read_maps")):
+        item = item.lstrip("!")
+        if item.startswith("proxy:"):
+            item = item[len("proxy:"):]
+        if isTableSpec(item):
+            approved.add(item)
+    return frozenset(approved)
+
+
 def tableProblems(config, names=None) -> List[Tuple[str, str]]:
     """
     The tables a configuration names that tmta cannot open: an unknown
@@ -469,6 +505,7 @@ def tableProblems(config, names=None) -> List[Tuple[str, str]]:
     from tmta.config import ConfigError
     from tmta.tables.matchlist import isTableSpec
 
+    approved = None
     problems: List[Tuple[str, str]] = []
     for name in names if names is not None else config.names():
         tablesOnly = name not in _NOT_TABLES and name.endswith(_TABLE_SUFFIXES)
@@ -484,6 +521,14 @@ def tableProblems(config, names=None) -> List[Tuple[str, str]]:
                 if tablesOnly and item:
                     problems.append((name, f"{item!r} is not a type:name table"))
                 continue
+            if item.startswith("proxy:"):
+                if approved is None:
+                    approved = proxyApproved(config)
+                if item[len("proxy:"):] not in approved:
+                    problems.append((name, f"{item}: {item[len('proxy:'):]} is not in "
+                                           "proxy_read_maps, so the proxymap service "
+                                           "would refuse it"))
+                    continue
             try:
                 table = openTable(item)
             except TableError as e:

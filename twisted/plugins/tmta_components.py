@@ -110,6 +110,10 @@ anvil = BuiltinComponent("anvil", "tmta.anvil:makeAnvilService", resident=True, 
 postscreen = BuiltinComponent("postscreen", "tmta.postscreen.service:PostscreenService",
                               fixedLimit=10000,
                               checker="tmta.postscreen.service:configurationProblems")
+# proxymap holds the connections to the tables on other servers for
+# every process that names them proxy:.
+proxymap = BuiltinComponent("proxymap", "tmta.proxymap.service:ProxymapService",
+                            fixedLimit=1000)
 # verify keeps the address verification cache for every smtpd: one
 # process (its cache lives in address_verify_map between processes).
 verify = BuiltinComponent("verify", "tmta.verify.service:makeVerifyService", fixedLimit=1000)
