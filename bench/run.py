@@ -18,6 +18,7 @@ this project's machines one run can differ from the next by a third.
     python bench/run.py --sendmail          # posted by tmta-sendmail / Postfix's sendmail
     python bench/run.py --starttls          # every session says STARTTLS first
     python bench/run.py --milter            # every message signed by one OpenDKIM milter
+    python bench/run.py --pgsql             # mailboxes in PostgreSQL, through proxy:
     python bench/run.py --all               # every tracked load, one after another
     python bench/run.py --reactor uvloop    # tmta's workers on asyncio's reactor over uvloop
     python bench/run.py --profile DIR       # cProfile each tmta worker; bench/profiles.py DIR
@@ -54,7 +55,7 @@ from typing import Dict, List
 from disk import journalledScratch, spreadSubdirectories, waitForQuietDisk
 from load import runLoad, runSendmail
 from repo import REPO
-from servers import OpenDKIM, Postfix, Server, Sink, Tmta, interpreter
+from servers import MailboxDatabase, OpenDKIM, Postfix, Server, Sink, Tmta, interpreter
 
 from tests.support.processes import cpuByName, cpuSeconds, descendants, memory
 
@@ -199,6 +200,10 @@ def main() -> int:
     parser.add_argument("--milter", action="store_true",
                         help="put one private OpenDKIM on each server's smtpd "
                              "(smtpd_milters), signing every message")
+    parser.add_argument("--pgsql", action="store_true",
+                        help="deliver with virtual, the mailbox found by virtual_mailbox_maps in "
+                             "a private PostgreSQL through proxy: (both servers, the same "
+                             "database; Postfix needs postfix-pgsql)")
     parser.add_argument("--all", action="store_true",
                         help="every load the project tracks, one after another: 20 sessions "
                              "of 2 KB messages, 100 sessions, 20 KB messages, and relaying")
@@ -281,6 +286,13 @@ def bench(args, parser) -> int:
             parser.error("--milter needs Debian's opendkim and opendkim-tools")
         milter = OpenDKIM(base)
         milter.start()
+    mailboxes = None
+    if args.pgsql:
+        if args.relay:
+            parser.error("--pgsql delivers to a mailbox; it does not go with --relay")
+        mailboxes = MailboxDatabase(base)
+        mailboxes.start()
+        args.postfix_agents = "virtual"
     if args.relay:
         if not shutil.which("smtp-sink"):
             parser.error("--relay needs Postfix's smtp-sink")
@@ -293,18 +305,19 @@ def bench(args, parser) -> int:
                 args.postfix_max_use, milter)))
     else:
         makers = [("tmta", lambda where: Tmta(where, None, certificate, python=args.python,
-                                              milter=milter))]
+                                              milter=milter, mailboxes=mailboxes))]
     if args.baseline:
         makers.insert(1, ("tmta-baseline", lambda where: Tmta(
             where, Sink(os.path.join(where, "baseline-sink")) if args.relay else None,
-            certificate, repo=args.baseline, label="tmta-baseline", milter=milter)))
+            certificate, repo=args.baseline, label="tmta-baseline", milter=milter,
+            mailboxes=mailboxes)))
     if not args.relay and not args.no_postfix and shutil.which("postfix") and os.getuid() == 0:
         for agent in [a.strip() for a in args.postfix_agents.split(",") if a.strip()]:
             if agent not in ("virtual", "local"):
                 parser.error(f"unknown Postfix agent {agent!r}")
             name = "postfix" if agent == "virtual" else f"postfix-{agent}"
             makers.append((name, lambda where, agent=agent: Postfix(
-                where, agent, None, certificate, args.postfix_max_use, milter)))
+                where, agent, None, certificate, args.postfix_max_use, milter, mailboxes)))
     runs: Dict[str, List[Dict[str, float]]] = {name: [] for name, _ in makers}
     try:
         first = True
@@ -334,6 +347,8 @@ def bench(args, parser) -> int:
     finally:
         if milter is not None:
             milter.stop()
+        if mailboxes is not None:
+            mailboxes.stop()
         shutil.rmtree(base, ignore_errors=True)
 
     def median(name: str, key: str) -> float:
@@ -341,7 +356,8 @@ def bench(args, parser) -> int:
 
     how = ("posted with sendmail, " if args.sendmail else "") + (
         "STARTTLS on every session, " if args.starttls else "") + (
-        "signed by an OpenDKIM milter, " if args.milter else "")
+        "signed by an OpenDKIM milter, " if args.milter else "") + (
+        "mailboxes in PostgreSQL through proxy:, " if args.pgsql else "")
     print(f"\n{args.messages} messages, {args.sessions} sessions, {args.size} bytes, {how}"
           f"{'relayed to smtp-sink' if args.relay else 'delivered to a Maildir'}, "
           f"load from {runs['tmta'][0]['client']}; medians of {args.rounds} rounds")

@@ -88,6 +88,48 @@ class OpenDKIM:
             self.process.wait(30)
 
 
+class MailboxDatabase:
+    """
+    A private PostgreSQL holding the benchmark's mailbox (and a thousand
+    others), and the pgsql_table(5) file both servers read it with
+    through C{proxy:}: C{--pgsql}.
+    """
+
+    def __init__(self, base: str) -> None:
+        from tests.support.databases import PrivatePostgreSQL
+
+        class _Owner:
+            def addCleanup(self, *args) -> None:
+                pass
+
+        self.server = PrivatePostgreSQL(_Owner())
+        self.config = os.path.join(base, "mailboxes.cf")
+
+    def start(self) -> None:
+        self.server.start()
+        rows = ",".join(f"('user{n}@localhost', 'user{n}/')" for n in range(1000))
+        self.server.createMailDatabase(
+            "CREATE TABLE mailboxes (email VARCHAR(100) PRIMARY KEY, maildir VARCHAR(100));\n"
+            f"INSERT INTO mailboxes VALUES ('bench@localhost', 'bench/'), {rows};\n")
+        with open(self.config, "w") as f:
+            f.write(f"hosts = 127.0.0.1:{self.server.port}\nuser = mailuser\n"
+                    "password = secret\ndbname = mail\n"
+                    "query = SELECT maildir FROM mailboxes WHERE email='%s'\n")
+        os.chmod(self.config, 0o644)
+        # Postfix waits for a table file written in the last second.
+        os.utime(self.config, (time.time() - 60, time.time() - 60))
+
+    @property
+    def table(self) -> str:
+        return f"proxy:pgsql:{self.config}"
+
+    def stop(self) -> None:
+        self.server.stop()
+        import shutil
+
+        shutil.rmtree(self.server.base, ignore_errors=True)
+
+
 def milterSettings(milter: Optional[OpenDKIM]) -> str:
     """
     main.cf lines putting C{milter} on smtpd, the same for both servers.
@@ -190,12 +232,16 @@ class Tmta(Server):
     def __init__(self, base: str, sink: Optional[Sink] = None,
                  certificate: Optional[str] = None, repo: str = REPO,
                  label: str = "tmta", python: str = sys.executable,
-                 milter: Optional[OpenDKIM] = None) -> None:
+                 milter: Optional[OpenDKIM] = None,
+                 mailboxes: Optional[MailboxDatabase] = None) -> None:
         """
         @param repo: the checkout whose code runs (C{--baseline}: an
             earlier commit's, to compare with).
         @param label: the name of its directory under C{base}.
         @param python: the interpreter it runs on (C{--python}).
+        @param mailboxes: deliver with virtual, the mailbox found in
+            this database through proxymap (C{--pgsql}), rather than
+            with local.
         """
         self.python = python
         self.sink = sink
@@ -227,6 +273,7 @@ class Tmta(Server):
                 + (f"relayhost = [127.0.0.1]:{sink.port}\n" if sink else "")
                 + tlsSettings(certificate)
                 + milterSettings(milter)
+                + (self._virtual(mailboxes, owner) if mailboxes else "")
             )
         with open(os.path.join(conf, "master.cf"), "w") as f:
             f.write(
@@ -239,11 +286,24 @@ class Tmta(Server):
                 "smtp unix - - n - - smtp\n"
                 "relay unix - - n - - smtp\n"
                 "pickup unix n - n 60 1 pickup\n"
+                + ("virtual unix - n n - - virtual\nproxymap unix - - n - - proxymap\n"
+                   "retry unix - - n - - error\n" if mailboxes else "")
             )
         self.conf = conf
         self.maildir = os.path.join(self.base, "mail", "bench", "new")
         self.maillog = os.path.join(self.base, "tmta.log")
         self.process: Optional[subprocess.Popen] = None
+
+    def _virtual(self, mailboxes: MailboxDatabase, owner: str) -> str:
+        account = pwd.getpwnam(owner)
+        mail = os.path.join(self.base, "mail")
+        os.makedirs(mail)
+        os.chown(mail, account.pw_uid, account.pw_gid)
+        return ("mydestination =\nvirtual_mailbox_domains = localhost\n"
+                f"virtual_mailbox_base = {mail}\n"
+                f"virtual_mailbox_maps = {mailboxes.table}\n"
+                f"virtual_uid_maps = static:{account.pw_uid}\n"
+                f"virtual_gid_maps = static:{account.pw_gid}\nvirtual_minimum_uid = 1\n")
 
     def sendmail(self) -> List[str]:
         return [self.python, "-c",
@@ -295,7 +355,8 @@ class Postfix(Server):
 
     def __init__(self, base: str, agent: str = "virtual", sink: Optional[Sink] = None,
                  certificate: Optional[str] = None, maxUse: Optional[int] = None,
-                 milter: Optional[OpenDKIM] = None) -> None:
+                 milter: Optional[OpenDKIM] = None,
+                 mailboxes: Optional[MailboxDatabase] = None) -> None:
         """
         @param maxUse: Postfix's C{max_use}, when not its default (100):
             raised, its smtpd, cleanup and delivery processes live through
@@ -330,7 +391,7 @@ class Postfix(Server):
                 "mydestination =\nalias_maps =\nalias_database =\n"
                 "virtual_mailbox_domains = localhost\n"
                 f"virtual_mailbox_base = {mail}\n"
-                "virtual_mailbox_maps = static:bench/\n"
+                f"virtual_mailbox_maps = {mailboxes.table if mailboxes else 'static:bench/'}\n"
                 f"virtual_uid_maps = static:{account.pw_uid}\n"
                 f"virtual_gid_maps = static:{account.pw_gid}\n"
             )

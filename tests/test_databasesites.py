@@ -11,11 +11,12 @@ it is back.
 from __future__ import annotations
 
 import os
+import shutil
 import smtplib
 import subprocess
 import sys
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from tests.support import (
     MASTER_CF,
@@ -185,3 +186,30 @@ class MariaDBSiteTests(DatabaseSiteMixin, SynchronousTestCase):
     def connection(self) -> str:
         return (f"hosts = 127.0.0.1:{self.server.port}\nuser = mailuser\n"
                 "password = secret\ndbname = mail\n")
+
+
+class TwoHostTests(SynchronousTestCase):
+    """
+    Two tmta hosts behind MX records, sharing one PostgreSQL and one
+    Redis (L{tests.twohostdriver}, in a private namespace).
+    """
+
+    def test_twoHosts(self):
+        from tests.support.namespace import runNamespaceDriver
+
+        if not shutil.which("redis-server") or not shutil.which("smtp-source"):
+            raise SkipTest("needs Debian's redis-server and Postfix's smtp-source")
+        seen = runNamespaceDriver(self, "twohostdriver.py", timeout=600)
+        # Mail accepted by either host, delivered once.
+        self.assertEqual(seen["both"], 40)
+        self.assertIn("not logged in", seen["loginMismatch"])
+        # Twelve messages from one client, spread over both hosts: one
+        # limit of six for the two.
+        self.assertEqual(seen["rate"], [6, 6])
+        # Relayed by MX to the preferred host while it is up.
+        self.assertEqual(seen["preferred"], 5, seen["senderLog"])
+        # Killed with mail queued, the host delivers all of it, once.
+        self.assertEqual(seen["afterRestart"], 30)
+        # While it is down, the other MX takes its mail.
+        self.assertEqual((seen["bob"], seen["cy"]), (9, 12), seen["senderLog"])
+        self.assertEqual(seen["otherMX"], 10, seen["senderLog"])

@@ -188,7 +188,7 @@ SHARED = MAIL_AWARE | MAIL_AGNOSTIC | WIRE
 #: The master and the programs it runs.
 DAEMONS = frozenset(f"tmta.{name}" for name in (
     "master", "smtpd", "cleanup", "qmgr", "local", "bounce", "rewrite", "pickup", "smtp",
-    "pipe", "spawn", "showq", "virtual", "verify", "anvil", "postscreen"))
+    "pipe", "spawn", "showq", "virtual", "verify", "anvil", "postscreen", "proxymap"))
 
 #: What users run or import on top of the daemons: the commands, tmta
 #: embedded in an application, submission from a program.

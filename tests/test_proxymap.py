@@ -13,9 +13,9 @@ from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
 from tmta.config import MainConfig
-from tmta.proxymap.commands import TableLookupFailed, TableNotApproved
 from tmta.proxymap.service import ProxymapService
 from tmta.tables import proxyApproved, tableProblems
+from tmta.tables.proxy import TableLookupFailed, TableNotApproved
 
 
 class _Context:

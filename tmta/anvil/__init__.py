@@ -9,6 +9,8 @@ how many connections, messages, recipients, new TLS sessions and AUTH
 commands it started in the current C{anvil_rate_time_unit}.  Each smtpd
 holds one connection to it; when that connection goes (an smtpd that
 exited, or was killed), the connections it had counted are let go.
+With C{anvil_shared_store}, the rates are counted in a store several
+hosts share (L{tmta.anvil.shared}).
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ from dataclasses import dataclass, field
 from typing import Dict, Optional
 
 from twisted.application.service import Service
-from twisted.internet import task
+from twisted.internet import defer, task
 from twisted.internet.protocol import Factory, connectionDone
 from twisted.python.failure import Failure
 
 from tmta.anvil.commands import EVENTS, AnvilConnect, AnvilDisconnect, AnvilEvent
+from tmta.anvil.shared import SharedRates, parseSharedStore
 from tmta.logging import Logger
 from tmta.wire import ServiceAMP
 
@@ -42,10 +45,38 @@ class AnvilTable:
     does).
     """
 
-    def __init__(self, clock, unit: float) -> None:
+    def __init__(self, clock, unit: float, sharedRates: Optional[SharedRates] = None) -> None:
         self.clock = clock
         self.unit = unit
         self.clients: Dict[str, _Client] = {}
+        #: Where rates are counted for every host, or C{None}.
+        self.sharedRates = sharedRates
+        self._storeFailing = False
+
+    def shared(self, address: Optional[str], event: str, local: int) -> defer.Deferred:
+        """
+        The rate of C{event} from C{address} on every host sharing the
+        store, or C{local} (this host's) without one, or while it
+        fails.
+        """
+        if self.sharedRates is None or not address:
+            return defer.succeed(local)
+
+        def counted(rate: int) -> int:
+            if self._storeFailing:
+                log.info("anvil_shared_store answers again")
+            self._storeFailing = False
+            return rate
+
+        def failed(failure) -> int:
+            if not self._storeFailing:
+                log.warn("cannot use anvil_shared_store, rates counted on this host only: "
+                         "{error}", error=failure.getErrorMessage())
+            self._storeFailing = True
+            return local
+
+        return defer.Deferred.fromCoroutine(self.sharedRates.count(event, address)).addCallbacks(
+            counted, failed)
 
     def _client(self, ident: str) -> _Client:
         now = self.clock.seconds()
@@ -93,10 +124,11 @@ class AnvilProtocol(ServiceAMP):
         self.open: Counter = Counter()
 
     @AnvilConnect.responder
-    def connect(self, ident: str):
+    def connect(self, ident: str, address: Optional[str] = None):
         count, rate = self.table.connect(ident)
         self.open[ident] += 1
-        return {"count": count, "rate": rate}
+        return self.table.shared(address, "connect", rate).addCallback(
+            lambda shared: {"count": count, "rate": shared})
 
     @AnvilDisconnect.responder
     def disconnect(self, ident: str):
@@ -106,10 +138,12 @@ class AnvilProtocol(ServiceAMP):
         return {}
 
     @AnvilEvent.responder
-    def event(self, ident: str, event: str):
+    def event(self, ident: str, event: str, address: Optional[str] = None):
         if event not in EVENTS:
             raise ValueError(f"unknown anvil event {event!r}")
-        return {"rate": self.table.event(ident, event)}
+        rate = self.table.event(ident, event)
+        return self.table.shared(address, event, rate).addCallback(
+            lambda shared: {"rate": shared})
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         super().connectionLost(reason)
@@ -123,7 +157,9 @@ class AnvilService(Service):
     def __init__(self, context) -> None:
         self.context = context
         unit = context.config.getTime("anvil_rate_time_unit")
-        self.table = AnvilTable(context.reactor, unit)
+        store = parseSharedStore(context.config.get("anvil_shared_store"))
+        self.table = AnvilTable(context.reactor, unit,
+                                SharedRates(context.reactor, store, unit) if store else None)
         self._expiry: Optional[task.LoopingCall] = None
         self._unit = unit
 

@@ -18,7 +18,9 @@ class AnvilConnect(Command):
     connections started in this time unit.
     """
 
-    arguments = [(b"ident", amp.Unicode())]
+    #: C{address}: the client's address alone, by which a rate shared
+    #: between hosts is counted (C{anvil_shared_store}).
+    arguments = [(b"ident", amp.Unicode()), (b"address", amp.Unicode(optional=True))]
     response = [(b"count", amp.Integer()), (b"rate", amp.Integer())]
 
 
@@ -33,5 +35,6 @@ class AnvilEvent(Command):
     answer how many this time unit has seen.
     """
 
-    arguments = [(b"ident", amp.Unicode()), (b"event", amp.Unicode())]
+    arguments = [(b"ident", amp.Unicode()), (b"event", amp.Unicode()),
+                 (b"address", amp.Unicode(optional=True))]
     response = [(b"rate", amp.Integer())]

@@ -125,6 +125,9 @@ DEFAULTS: Dict[str, str] = {
     "smtpd_sasl_auth_enable": "no",
     "smtpd_peername_lookup": "yes",
     "smtpd_process_client_limit": "1000",
+    # tmta: the Redis or memcached where anvil counts client rates for
+    # every host sharing it (empty: each host counts its own).
+    "anvil_shared_store": "",
     "disable_vrfy_command": "no",
     "message_size_limit": "10240000",
     "line_length_limit": "2048",

@@ -270,7 +270,7 @@ def installProxymapClient(configuration, entry, config, context) -> None:
     Send this process's C{proxy:} lookups in tables on other servers to
     the proxymap service, when master.cf runs one (and this is not it).
     """
-    from tmta.proxymap.client import ProxymapClient, install
+    from tmta.tables.proxy import ProxymapClient, install
 
     name = config.get("proxymap_service_name")
     if entry.command == "proxymap" or not any(

@@ -12,8 +12,8 @@ from twisted.application.service import Service
 from twisted.internet.protocol import Factory
 
 from tmta.logging import Logger
-from tmta.proxymap.commands import ProxyLookup, TableLookupFailed, TableNotApproved
 from tmta.tables import FailingTable, TableError, TableLookupError, openTable, proxyApproved
+from tmta.tables.proxy import ProxyLookup, TableLookupFailed, TableNotApproved
 from tmta.tables.remote import LookupThreads
 from tmta.wire import ServiceAMP
 

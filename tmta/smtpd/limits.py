@@ -105,7 +105,8 @@ class ClientLimits:
 
         @return: the 421 reply refusing it, or C{None}.
         """
-        result = await self._call(AnvilConnect, ident=f"{self.service}:{address}")
+        result = await self._call(AnvilConnect, ident=f"{self.service}:{address}",
+                                  address=address)
         if result is None:
             return None
         refusal = f"421 4.7.0 {myhostname} Error: too many connections from {address}"
@@ -135,7 +136,8 @@ class ClientLimits:
         limit = self.eventLimits.get(event)
         if not limit:
             return None
-        result = await self._call(AnvilEvent, ident=f"{self.service}:{address}", event=event)
+        result = await self._call(AnvilEvent, ident=f"{self.service}:{address}", event=event,
+                                  address=address)
         if result is None or result["rate"] <= limit:
             return None
         _, reply, name = _EVENTS[event]

@@ -8,8 +8,10 @@ kin (the database C{tmta map build} makes of such a file,
 L{tmta.tables.compiled}), C{static:}
 and C{inline:{ key=value, ... }}, C{regexp:}, C{pcre:} and C{cidr:}
 (L{tmta.tables.patterns}), C{sqlite:} (L{tmta.tables.sqlite}),
-C{pgsql:} and C{mysql:} (L{tmta.tables.pgsql}, L{tmta.tables.mysql},
-which wait on another server: L{tmta.tables.remote}); plugins add more
+C{pgsql:}, C{mysql:}, C{memcache:}, C{socketmap:} and C{tcp:}
+(L{tmta.tables.pgsql}, L{tmta.tables.mysql}, L{tmta.tables.memcache},
+L{tmta.tables.socketmap}, L{tmta.tables.tcp}, which wait on another
+server: L{tmta.tables.remote}); plugins add more
 (L{tmta.interfaces.ILookupTableType}).  C{proxy:} in front of a table
 on another server asks the proxymap service (L{tmta.proxymap}); in
 front of a local file it changes nothing, since tmta's processes read
@@ -345,6 +347,9 @@ BUILTIN_TYPES: Dict[str, BuiltinTableType] = {
         BuiltinTableType("sqlite", _sqliteOpener),
         BuiltinTableType("pgsql", _remoteOpener("tmta.tables.pgsql", "openPostgreSQL")),
         BuiltinTableType("mysql", _remoteOpener("tmta.tables.mysql", "openMySQL")),
+        BuiltinTableType("memcache", _remoteOpener("tmta.tables.memcache", "openMemcache")),
+        BuiltinTableType("socketmap", _remoteOpener("tmta.tables.socketmap", "openSocketmap")),
+        BuiltinTableType("tcp", _remoteOpener("tmta.tables.tcp", "openTCP")),
         BuiltinTableType("texthash", TextFileTable),
     ] + [
         BuiltinTableType(kind, _compiledOpener(kind)) for kind in ("hash", "btree", "lmdb", "cdb")
@@ -356,11 +361,11 @@ def _proxied(spec: str):
     """
     C{proxy:spec}: a table on another server is asked of the proxymap
     service, where this process has a client for it
-    (L{tmta.proxymap.client}); any other table is opened here.
+    (L{tmta.tables.proxy}); any other table is opened here.
     """
     table = openTable(spec)
     if IRemoteTable.providedBy(table):
-        from tmta.proxymap.client import ProxyTable, installed
+        from tmta.tables.proxy import ProxyTable, installed
 
         client = installed()
         if client is not None:

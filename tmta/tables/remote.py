@@ -15,10 +15,11 @@ same code runs unchanged, and directly, when every table is local.
 from __future__ import annotations
 
 import random
+import socket
 import threading
 import time
 import weakref
-from typing import Callable, Dict, Iterable, List, Optional, Tuple, TypeVar
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, TypeVar
 
 from twisted.internet import defer, threads
 from twisted.python import threadable
@@ -29,7 +30,7 @@ from tmta.logging import Logger
 from tmta.tables import TableLookupError
 
 __all__ = ["LookupThreads", "ConnectionPool", "Host", "isRemote", "refuseReactorThread",
-           "LOOKUP_THREADS", "LOOKUP_TIMEOUT"]
+           "LOOKUP_THREADS", "LOOKUP_TIMEOUT", "socketHost", "connectSocket", "LineReader"]
 
 log = Logger()
 
@@ -87,8 +88,9 @@ class LookupThreads:
                  timeout: float = LOOKUP_TIMEOUT) -> None:
         self.reactor = reactor
         self.timeout = timeout
-        self._pool = ThreadPool(minthreads=0, maxthreads=size, name="tmta-lookups")
-        self._started = False
+        self.size = size
+        self._pool: Optional[ThreadPool] = None
+        self._trigger = None
 
     @classmethod
     def forReactor(cls, reactor) -> "LookupThreads":
@@ -107,11 +109,14 @@ class LookupThreads:
             pass
         return threads_
 
-    def _start(self) -> None:
-        if not self._started:
-            self._started = True
+    def _start(self) -> ThreadPool:
+        if self._pool is None:
+            self._pool = ThreadPool(minthreads=0, maxthreads=self.size, name="tmta-lookups")
             self._pool.start()
-            self.reactor.addSystemEventTrigger("during", "shutdown", self._pool.stop)
+            if self._trigger is None:
+                self._trigger = self.reactor.addSystemEventTrigger("during", "shutdown",
+                                                                   self.stop)
+        return self._pool
 
     def run(self, f: Callable[..., T], *args, **kwargs) -> "defer.Deferred[T]":
         """
@@ -122,8 +127,7 @@ class LookupThreads:
             longer than L{timeout} (its thread goes on until the server
             answers; the answer is dropped).
         """
-        self._start()
-        d = threads.deferToThreadPool(self.reactor, self._pool, f, *args, **kwargs)
+        d = threads.deferToThreadPool(self.reactor, self._start(), f, *args, **kwargs)
 
         def timedOut(result, timeout):
             raise TableLookupError(f"remote table lookup took longer than {timeout:g}s")
@@ -135,9 +139,9 @@ class LookupThreads:
         """
         Stop the threads (for tests; a daemon's stop with its reactor).
         """
-        if self._started:
-            self._started = False
-            self._pool.stop()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.stop()
 
 
 def maybeInThread(reactor, remote: bool, f: Callable[..., T], *args) -> "T | defer.Deferred[T]":
@@ -189,9 +193,9 @@ class ConnectionPool:
     @param close: closes a connection, whatever state it is in.
     """
 
-    def __init__(self, label: str, hosts: List[Host], connect: Callable[[Host], object],
+    def __init__(self, label: str, hosts: List[Host], connect: Callable[[Host], Any],
                  isConnectionError: Callable[[BaseException], bool],
-                 close: Callable[[object], None], retryInterval: float = 60,
+                 close: Callable[[Any], None], retryInterval: float = 60,
                  idleInterval: float = 60, clock: Callable[[], float] = time.monotonic) -> None:
         self.label = label
         self.hosts = hosts
@@ -246,7 +250,7 @@ class ConnectionPool:
                  "{interval:g}s", label=self.label, host=host.text, reason=_oneLine(reason),
                  interval=self.retryInterval)
 
-    def run(self, work: Callable[[object], T]) -> T:
+    def run(self, work: Callable[[Any], T]) -> T:
         """
         C{work(connection)} on a connection to one of the servers.
 
@@ -302,6 +306,80 @@ class ConnectionPool:
             idle, self._idle = self._idle, []
         for connection, _, _ in idle:
             self._quietly(connection)
+
+
+def socketHost(text: str, where: str = "") -> Host:
+    """
+    A server named as Postfix names a socket: C{inet:host:port} (or
+    C{host:port}) or C{unix:/path}.
+
+    @raise ValueError: neither.
+    """
+    if text.startswith("unix:"):
+        if not text[5:]:
+            raise ValueError(f"{where}{text}: no socket path")
+        return Host(text, local=True, path=text[5:])
+    name = text[5:] if text.startswith("inet:") else text
+    host, colon, port = name.rpartition(":")
+    if not colon or not host or not port:
+        raise ValueError(f"{where}{text}: expected inet:host:port or unix:/path")
+    return Host(text, local=False, host=host.strip("[]"), port=port)
+
+
+def connectSocket(host: Host, timeout: float = CONNECT_TIMEOUT) -> socket.socket:
+    """
+    A blocking socket connected to a L{socketHost}, its reads and writes
+    bounded by L{LOOKUP_TIMEOUT}.
+    """
+    if "path" in host.details:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(host.details["path"])
+        except OSError:
+            sock.close()
+            raise
+    else:
+        sock = socket.create_connection((host.details["host"], host.details["port"]), timeout)
+    sock.settimeout(LOOKUP_TIMEOUT)
+    return sock
+
+
+class LineReader:
+    """
+    Buffered reads from a blocking socket: lines and counted bytes.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = b""
+
+    def _fill(self) -> None:
+        data = self.sock.recv(65536)
+        if not data:
+            raise ConnectionError("the server closed the connection")
+        self.buffer += data
+
+    def until(self, delimiter: bytes, limit: int) -> bytes:
+        """
+        The bytes up to C{delimiter} (which is consumed, not returned).
+
+        @raise ValueError: more than C{limit} bytes before it.
+        """
+        while True:
+            index = self.buffer.find(delimiter)
+            if index >= 0:
+                found, self.buffer = self.buffer[:index], self.buffer[index + len(delimiter):]
+                return found
+            if len(self.buffer) > limit:
+                raise ValueError(f"reply longer than {limit} bytes")
+            self._fill()
+
+    def exactly(self, count: int) -> bytes:
+        while len(self.buffer) < count:
+            self._fill()
+        found, self.buffer = self.buffer[:count], self.buffer[count:]
+        return found
 
 
 def _oneLine(error: BaseException) -> str:

@@ -19,8 +19,9 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 from tmta.logging import Logger
 from tmta.tables import TableLookupError, readLogicalLines
 
-__all__ = ["SQLConfigError", "readTableConfig", "settingNumber", "QueryTemplate", "ResultFormat",
-           "Dialect", "SQLITE", "PGSQL", "MYSQL", "DomainFilter"]
+__all__ = ["SQLConfigError", "readTableConfig", "settingNumber", "KeyTemplate",
+           "QueryTemplate", "ResultFormat", "Dialect", "SQLITE", "PGSQL", "MYSQL",
+           "DomainFilter"]
 
 log = Logger()
 
@@ -122,22 +123,90 @@ class _Expansion:
     code: str
 
 
-class QueryTemplate:
+class KeyTemplate:
     """
-    A C{query} (or the statement the older C{table}, C{select_field},
-    C{where_field} and C{additional_conditions} settings make), and
-    which keys it can be asked about, as Postfix decides: a template
-    with C{%d}, C{%D} or C{%1}...C{%9} makes no query for a key without
-    a domain (or with too few labels), one with C{%u} or C{%U} none for
-    a key with an empty local part.
+    A template of a key's parts (C{%s}, C{%u}, C{%d}, C{%1}...C{%9},
+    C{%%}), and which keys it applies to, as Postfix decides: a template
+    with C{%d}, C{%D} or C{%1}...C{%9} makes nothing of a key without a
+    domain (or with too few labels), one with C{%u} or C{%U} nothing of
+    a key with an empty local part.  memcache_table(5)'s C{key_format}.
     """
 
-    def __init__(self, text: str, dialect: Dialect, where: str = "") -> None:
+    def __init__(self, text: str, where: str = "") -> None:
         self.text = text
-        self.dialect = dialect
         self.needsUser = False
         self.needsDomain = False
         self.labels = 0
+        self._codes: List[Union[str, _Expansion]] = []
+        index = 0
+        while index < len(text):
+            if text[index] == "%":
+                code = text[index + 1:index + 2]
+                if code not in _QUERY_CODES:
+                    raise SQLConfigError(f"{where}invalid template: {text}")
+                if code == "%":
+                    self._codes.append("%")
+                else:
+                    self._note(code)
+                    self._codes.append(_Expansion(code))
+                index += 2
+            else:
+                self._codes.append(text[index])
+                index += 1
+
+    def _note(self, code: str) -> None:
+        if code in "uU":
+            self.needsUser = True
+        elif code in "dD":
+            self.needsDomain = True
+        elif code.isdigit():
+            self.needsDomain = True
+            self.labels = max(self.labels, int(code))
+
+    def accepts(self, key: str) -> bool:
+        """
+        Whether the template makes a query for C{key} (else the key is
+        not found, as in Postfix).
+        """
+        if not key:
+            return False
+        local, domain = _parts(key)
+        if self.needsDomain and not domain:
+            return False
+        if self.needsUser and domain is not None and not local:
+            return False
+        if self.labels and len(_labels(domain)) < self.labels:
+            return False
+        return True
+
+    def _value(self, code: str, key: str) -> str:
+        local, domain = _parts(key)
+        if code in "sS":
+            return key
+        if code in "uU":
+            return local
+        if code in "dD":
+            return domain or ""
+        return _labels(domain)[-int(code)]
+
+    def expand(self, key: str) -> str:
+        """
+        The template for C{key} (which L{accepts}).
+        """
+        return "".join(self._value(c.code, key) if isinstance(c, _Expansion) else c
+                       for c in self._codes)
+
+
+class QueryTemplate(KeyTemplate):
+    """
+    A C{query} (or the statement the older C{table}, C{select_field},
+    C{where_field} and C{additional_conditions} settings make), its
+    expansions made parameters of the statement (L{statement}).
+    """
+
+    def __init__(self, text: str, dialect: Dialect, where: str = "") -> None:
+        super().__init__(text, where)
+        self.dialect = dialect
         self._pieces = self._parse(text, where)
 
     def _parse(self, text: str, where: str) -> List[Tuple[str, List[_Piece]]]:
@@ -205,41 +274,6 @@ class QueryTemplate:
                     any(isinstance(p, _Expansion) for p in chunk):
                 raise SQLConfigError(f"{where}an expansion in a quoted identifier: {text}")
         return chunks
-
-    def _note(self, code: str) -> None:
-        if code in "uU":
-            self.needsUser = True
-        elif code in "dD":
-            self.needsDomain = True
-        elif code.isdigit():
-            self.needsDomain = True
-            self.labels = max(self.labels, int(code))
-
-    def accepts(self, key: str) -> bool:
-        """
-        Whether the template makes a query for C{key} (else the key is
-        not found, as in Postfix).
-        """
-        if not key:
-            return False
-        local, domain = _parts(key)
-        if self.needsDomain and not domain:
-            return False
-        if self.needsUser and domain is not None and not local:
-            return False
-        if self.labels and len(_labels(domain)) < self.labels:
-            return False
-        return True
-
-    def _value(self, code: str, key: str) -> str:
-        local, domain = _parts(key)
-        if code in "sS":
-            return key
-        if code in "uU":
-            return local
-        if code in "dD":
-            return domain or ""
-        return _labels(domain)[-int(code)]
 
     def statement(self, key: str) -> Tuple[str, List[str]]:
         """

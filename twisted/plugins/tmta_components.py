@@ -105,7 +105,8 @@ pipe = BuiltinComponent("pipe", "tmta.pipe:makePipeService",
 spawn = BuiltinComponent("spawn", "tmta.spawn:makeSpawnService",
                          checker="tmta.spawn:configurationProblems")
 # anvil counts for every smtpd: one process.
-anvil = BuiltinComponent("anvil", "tmta.anvil:makeAnvilService", resident=True, fixedLimit=1000)
+anvil = BuiltinComponent("anvil", "tmta.anvil:makeAnvilService", resident=True, fixedLimit=1000,
+                         checker="tmta.anvil.shared:configurationProblems")
 # postscreen screens every client of port 25 in one process, before smtpd.
 postscreen = BuiltinComponent("postscreen", "tmta.postscreen.service:PostscreenService",
                               fixedLimit=10000,

@@ -1,9 +1,10 @@
 """
-The client side of the proxymap service: the table a process opens for
-C{proxy:TYPE:NAME} when TYPE waits on another server and master.cf runs
-proxymap.  Its lookups are asked of proxymap over one shared
-connection; they wait in the caller's lookup thread, as a lookup in the
-table itself would.
+C{proxy:TYPE:NAME}: the table a process opens when TYPE waits on
+another server and master.cf runs the proxymap service
+(L{tmta.proxymap}), and the AMP commands it asks that service with.
+Its lookups go to proxymap over one shared connection; they wait in the
+caller's lookup thread, as a lookup in the table itself would.  (As
+Postfix keeps its proxy client among the shared table code.)
 """
 
 from __future__ import annotations
@@ -11,15 +12,40 @@ from __future__ import annotations
 from typing import Any, Callable, Optional
 
 from twisted.internet import defer, threads
+from twisted.protocols import amp
 from zope.interface import implementer
 
 from tmta.interfaces import IRemoteTable
-from tmta.proxymap.commands import ProxyLookup, TableLookupFailed, TableNotApproved
 from tmta.tables import TableLookupError
 from tmta.tables.remote import refuseReactorThread
 from tmta.wire import SharedConnection
+from tmta.wire.amp import Command
 
-__all__ = ["ProxymapClient", "ProxyTable", "install", "installed"]
+__all__ = ["ProxymapClient", "ProxyTable", "install", "installed", "ProxyLookup",
+           "TableLookupFailed", "TableNotApproved"]
+
+
+class TableLookupFailed(Exception):
+    """
+    The table could not be consulted (its server is down or slow).
+    """
+
+
+class TableNotApproved(Exception):
+    """
+    The table is not in C{proxy_read_maps}.
+    """
+
+
+class ProxyLookup(Command):
+    """
+    Look C{key} up in C{table} (a C{type:name} without C{proxy:}).
+    """
+
+    arguments = [(b"table", amp.Unicode()), (b"key", amp.Unicode())]
+    response = [(b"value", amp.Unicode(optional=True))]
+    errors = {TableLookupFailed: b"TABLE_LOOKUP_FAILED",
+              TableNotApproved: b"TABLE_NOT_APPROVED"}
 
 
 class ProxymapClient:

@@ -1,0 +1,289 @@
+"""
+The tables asked of a server over a socket: C{socketmap:} (against
+Debian's postfix-mta-sts-resolver and a scripted server), C{tcp:} (a
+scripted server) and C{memcache:} (a private memcached, with a backup
+table), each held key by key against C{postmap -q} on the same server.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import socket
+import socketserver
+import subprocess
+import threading
+import time
+from typing import List
+
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
+
+from tests.differential import (
+    Agreement,
+    configDirectory,
+    postfixHasTableType,
+    postfixMissing,
+)
+from tests.support import endToEnd, freePort, stopProcess, waitFor
+from tmta.cli.admin import queryMap
+from tmta.tables import TableLookupError, openTable
+from tmta.tables.tcp import hexQuote, hexUnquote
+
+#: What the scripted servers answer: a value, or one of the special
+#: answers below.
+ENTRIES = {
+    "ann@example.org": "ann@mail.example.org",
+    "with space": "a value with spaces, and % signs",
+    "percent%key": "found",
+    "caf\u00e9@example.org": "utf-8 value \u00e9",
+    "temp": "<TEMP>",
+    "perm": "<PERM>",
+    "timeout": "<TIMEOUT>",
+    "empty": "",
+}
+
+KEYS = list(ENTRIES) + ["nobody@example.org", "ANN@EXAMPLE.ORG", "a" * 200, "x\ty", "%41",
+                        "semi;colon", "comma,key", "colon:key", "brace{}", "ann@example.org "]
+
+
+def _settled(path: str) -> None:
+    past = time.time() - 60
+    os.utime(path, (past, past))
+
+
+class _Handler(socketserver.StreamRequestHandler):
+    def handle(self) -> None:
+        try:
+            while True:
+                if not self.server.serve(self):  # type: ignore[attr-defined]
+                    return
+        except (OSError, ValueError):
+            return
+
+
+class _SocketmapServer(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def serve(self, handler) -> bool:
+        length = b""
+        while not length.endswith(b":"):
+            c = handler.rfile.read(1)
+            if not c:
+                return False
+            length += c
+        data = handler.rfile.read(int(length[:-1]) + 1)[:-1].decode("utf-8", "surrogateescape")
+        name, _, key = data.partition(" ")
+        value = ENTRIES.get(key) if name == "postfix" else None
+        if value is None:
+            reply = "NOTFOUND "
+        elif value.startswith("<"):
+            reply = f"{value.strip('<>')} the server says so"
+        else:
+            reply = f"OK {value}"
+        encoded = reply.encode("utf-8", "surrogateescape")
+        handler.wfile.write(b"%d:%s," % (len(encoded), encoded))
+        return True
+
+
+class _TCPServer(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def serve(self, handler) -> bool:
+        line = handler.rfile.readline()
+        if not line:
+            return False
+        command, _, quoted = line.rstrip(b"\n").partition(b" ")
+        key = hexUnquote(quoted).decode("utf-8", "surrogateescape")
+        value = ENTRIES.get(key)
+        if value is None:
+            reply = b"500 " + hexQuote(b"not here")
+        elif value.startswith("<"):
+            reply = b"400 " + hexQuote(b"try again")
+        else:
+            reply = b"200 " + hexQuote(value.encode("utf-8"))
+        handler.wfile.write(reply + b"\n")
+        return True
+
+
+def _serve(server_class) -> socketserver.ThreadingTCPServer:
+    server = server_class(("127.0.0.1", 0), _Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+class NetworkTableTests(SynchronousTestCase):
+    def setUp(self):
+        self.base = os.path.abspath(self.mktemp())
+        os.makedirs(self.base)
+
+    def inThread(self, f, *args):
+        outcome: List = []
+
+        def run():
+            try:
+                outcome.append((True, f(*args)))
+            except BaseException as e:
+                outcome.append((False, e))
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        thread.join(60)
+        ok, value = outcome[0]
+        if not ok:
+            raise value
+        return value
+
+    def agree(self, name: str, spec: str, keys: List[str]) -> Agreement:
+        """
+        C{tmta map query} and C{postmap -q}, key by key, one key per
+        query (a lookup error ends a C{postmap -q -} run).
+        """
+        missing = postfixMissing()
+        if missing:
+            raise SkipTest(missing)
+        postfixConfig = configDirectory(os.path.join(self.base, "postfix"))
+        _settled(os.path.join(postfixConfig, "main.cf"))
+        kind = spec.split(":", 1)[0]
+        if not postfixHasTableType(kind, postfixConfig):
+            raise SkipTest(f"this Postfix has no {kind}: tables")
+        agreement = Agreement(name)
+        for key in keys:
+            postmap = subprocess.run(["/usr/sbin/postmap", "-c", postfixConfig, "-q", key,
+                                      spec], capture_output=True, timeout=60)
+            stderr = postmap.stderr.decode("utf-8", "replace")
+            failed = "fatal:" in stderr or " error" in stderr
+            postfix = postmap.stdout.decode("utf-8", "surrogateescape").rstrip("\n") \
+                if postmap.returncode == 0 else None
+            out, err = io.StringIO(), io.StringIO()
+            status = self.inThread(queryMap, spec, [key], out, err)
+            tmta = out.getvalue().rstrip("\n") if status == 0 else None
+            agreement.compare(f"{key!r}", "error" if failed else postfix,
+                              "error" if status == 2 else tmta, stderr + err.getvalue())
+        print(agreement.report())
+        self.assertEqual(agreement.differences, [], agreement.report())
+        return agreement
+
+    def test_socketmap(self):
+        """
+        socketmap: answers OK, NOTFOUND, and TEMP, TIMEOUT, PERM as
+        lookup errors, as Postfix reads them.
+        """
+        server = _serve(_SocketmapServer)
+        self.addCleanup(server.shutdown)
+        port = server.server_address[1]
+        self.agree("socketmap", f"socketmap:inet:127.0.0.1:{port}:postfix", KEYS)
+        table = openTable(f"socketmap:inet:127.0.0.1:{port}:other")
+        self.assertIsNone(self.inThread(table.get, "ann@example.org"))
+
+    def test_tcp(self):
+        server = _serve(_TCPServer)
+        self.addCleanup(server.shutdown)
+        self.agree("tcp", f"tcp:127.0.0.1:{server.server_address[1]}", KEYS)
+
+    def test_serverGone(self):
+        """
+        A server that cannot be reached is a lookup error, not "not
+        found"; once it is back (after a second), lookups succeed.
+        """
+        port = freePort()
+        table = openTable(f"socketmap:inet:127.0.0.1:{port}:postfix")
+        self.assertRaises(TableLookupError, self.inThread, table.get, "ann@example.org")
+        server = _SocketmapServer(("127.0.0.1", port), _Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        self.addCleanup(server.shutdown)
+        time.sleep(1.1)
+        self.assertEqual(self.inThread(table.get, "ann@example.org"), "ann@mail.example.org")
+
+    def test_mtaStsResolver(self):
+        """
+        Debian's postfix-mta-sts-resolver, a real socketmap server: a
+        domain without a policy is not found, through tmta as through
+        Postfix.
+        """
+        endToEnd()
+        if not shutil.which("mta-sts-daemon"):
+            raise SkipTest("Debian's postfix-mta-sts-resolver is not installed")
+        port = freePort()
+        config = os.path.join(self.base, "mta-sts.yml")
+        with open(config, "w") as f:
+            f.write(f"host: 127.0.0.1\nport: {port}\nshutdown_timeout: 1\n"
+                    "cache:\n  type: internal\n  options:\n    cache_size: 100\n"
+                    "default_zone:\n  strict_testing: false\n  timeout: 2\n")
+        log = os.path.join(self.base, "mta-sts.log")
+        with open(log, "w") as out:
+            # Debian's Python runs it: not with this Python's module path
+            # (trial's parallel workers set PYTHONPATH).
+            daemon = subprocess.Popen(["mta-sts-daemon", "-c", config], stdout=out,
+                                      stderr=subprocess.STDOUT,
+                                      env={k: v for k, v in os.environ.items()
+                                           if not k.startswith("PYTHON")})
+        self.addCleanup(stopProcess, daemon)
+        waitFor(lambda: _accepts(port) or daemon.poll() is not None, timeout=90,
+                what="mta-sts-daemon to listen")
+        if daemon.poll() is not None:
+            with open(log) as f:
+                self.fail(f"mta-sts-daemon exited: {f.read()}")
+        self.agree("mta-sts", f"socketmap:inet:127.0.0.1:{port}:postfix",
+                   ["example.org", "no-policy.test", "[127.0.0.1]", "localhost"])
+
+    def test_memcache(self):
+        """
+        memcache: a value memcached holds; one it lacks comes from the
+        backup table and is then kept in memcached; with memcached
+        down, the backup still answers.
+        """
+        endToEnd()
+        if not shutil.which("memcached"):
+            raise SkipTest("Debian's memcached is not installed")
+        port = freePort()
+        daemon = subprocess.Popen(["memcached", "-l", "127.0.0.1", "-p", str(port), "-U", "0",
+                                   "-u", "nobody", "-m", "16"])
+        self.addCleanup(stopProcess, daemon)
+        waitFor(lambda: _accepts(port), what="memcached to listen")
+        _memcached(port, b"set ann@example.org 0 0 20\r\nann@mail.example.org\r\n")
+        backup = os.path.join(self.base, "backup")
+        with open(backup, "w") as f:
+            f.write("bob@example.org bob@mail.example.org\nann@example.org never-asked\n")
+        config = os.path.join(self.base, "memcache.cf")
+        with open(config, "w") as f:
+            f.write(f"memcache = inet:127.0.0.1:{port}\nbackup = texthash:{backup}\n"
+                    "ttl = 600\n")
+        _settled(config)
+        spec = f"memcache:{config}"
+        self.agree("memcache", spec, ["ann@example.org", "bob@example.org", "nobody@example.org",
+                                      "with space", ""])
+        self.assertIn(b"bob@mail.example.org", _memcached(port, b"get bob@example.org\r\n"))
+        formatted = os.path.join(self.base, "formatted.cf")
+        with open(formatted, "w") as f:
+            f.write(f"memcache = inet:127.0.0.1:{port}\nkey_format = user:%u\n"
+                    "domain = example.org\n")
+        _memcached(port, b"set user:cy 0 0 2\r\ncy\r\n")
+        table = openTable(f"memcache:{formatted}")
+        self.assertEqual([self.inThread(table.get, k) for k in ("cy@example.org", "cy@other.test",
+                                                               "@example.org")],
+                         ["cy", None, None])
+        stopProcess(daemon)
+        table = openTable(spec)
+        self.assertEqual(self.inThread(table.get, "bob@example.org"), "bob@mail.example.org")
+        self.assertRaises(TableLookupError, self.inThread, openTable(f"memcache:{formatted}").get,
+                          "cy@example.org")
+
+
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def _memcached(port: int, command: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(command)
+        time.sleep(0.1)
+        return s.recv(65536)
+
+
