@@ -2,9 +2,10 @@
 Private database servers for the tests of the tables that live in
 them: a PostgreSQL cluster made by C{initdb} and a MariaDB made by
 C{mariadb-install-db}, each in a temporary directory, listening on a
-UNIX socket there and on a loopback port, owned by the test and
-stopped by it.  Both need root (the servers run as Debian's
-C{postgres} and C{mysql} accounts) and Debian's packages.
+UNIX socket there and on a loopback port, and an OpenLDAP slapd loaded
+by C{slapadd}; owned by the test and stopped by it.  They need root
+(the database servers run as Debian's C{postgres} and C{mysql}
+accounts) and Debian's packages.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from twisted.trial.unittest import SkipTest
 
 from tests.support import freePort, stopProcess, waitFor
 
-__all__ = ["PrivatePostgreSQL", "PrivateMariaDB", "MAIL_SCHEMA"]
+__all__ = ["PrivatePostgreSQL", "PrivateMariaDB", "PrivateSlapd", "MAIL_SCHEMA", "DIRECTORY"]
 
 #: A schema in the shape of the ISPmail guide's, with two domains, three
 #: mailboxes and aliases, in SQL both servers accept.
@@ -222,4 +223,119 @@ class PrivateMariaDB:
     def stop(self) -> None:
         if self.process is not None:
             stopProcess(self.process, grace=60)
+            self.process = None
+
+
+#: A directory of people and groups under dc=example,dc=org, with the
+#: mail attributes of OpenLDAP's misc schema.
+DIRECTORY = """\
+dn: dc=example,dc=org
+objectClass: dcObject
+objectClass: organization
+o: Example
+dc: example
+
+dn: ou=people,dc=example,dc=org
+objectClass: organizationalUnit
+ou: people
+
+dn: ou=groups,dc=example,dc=org
+objectClass: organizationalUnit
+ou: groups
+""" + "".join(f"""
+dn: uid={uid},ou=people,dc=example,dc=org
+objectClass: inetOrgPerson
+objectClass: inetLocalMailRecipient
+uid: {uid}
+cn: {uid}
+sn: {uid}
+mail: {uid}@example.org
+{''.join(f'mailLocalAddress: {a}{chr(10)}' for a in addresses)}\
+mailRoutingAddress: {uid}@mail.example.org
+""" for uid, addresses in [
+    ("ann", ["ann@example.org", "anne@example.org"]),
+    ("bob", ["bob@example.org"]),
+    ("obrien", ["o'brien@example.org"]),
+    ("star", ["a*b@example.org", "paren(x)@example.org", "back\\slash@example.org"]),
+]) + """
+dn: cn=team,ou=groups,dc=example,dc=org
+objectClass: groupOfNames
+objectClass: inetLocalMailRecipient
+cn: team
+mailLocalAddress: team@example.org
+member: uid=ann,ou=people,dc=example,dc=org
+member: uid=bob,ou=people,dc=example,dc=org
+
+dn: cn=list,ou=groups,dc=example,dc=org
+objectClass: groupOfNames
+objectClass: inetLocalMailRecipient
+cn: list
+mailLocalAddress: list@example.org
+mailHost: lists.example.org
+member: uid=ann,ou=people,dc=example,dc=org
+
+dn: cn=nested,ou=groups,dc=example,dc=org
+objectClass: groupOfNames
+objectClass: inetLocalMailRecipient
+cn: nested
+mailLocalAddress: nested@example.org
+member: cn=team,ou=groups,dc=example,dc=org
+member: uid=obrien,ou=people,dc=example,dc=org
+member: uid=gone,ou=people,dc=example,dc=org
+"""
+
+
+class PrivateSlapd:
+    """
+    An OpenLDAP slapd of the test's own with L{DIRECTORY} loaded, on a
+    loopback port; its manager is C{cn=admin,dc=example,dc=org}
+    (password C{secret}).
+    """
+
+    def __init__(self, testCase) -> None:
+        _needs("slapd", "slapadd")
+        self.base = tempfile.mkdtemp(prefix="tmta-ldap-")
+        testCase.addCleanup(shutil.rmtree, self.base, True)
+        self.data = os.path.join(self.base, "data")
+        os.mkdir(self.data)
+        self.port = freePort()
+        self.config = os.path.join(self.base, "slapd.conf")
+        schemas = "".join(f"include /etc/ldap/schema/{name}.schema\n"
+                          for name in ("core", "cosine", "inetorgperson", "nis", "misc"))
+        with open(self.config, "w") as f:
+            f.write(schemas + "modulepath /usr/lib/ldap\nmoduleload back_mdb\n"
+                    f"pidfile {self.base}/slapd.pid\n"
+                    "database mdb\nsuffix \"dc=example,dc=org\"\n"
+                    "rootdn \"cn=admin,dc=example,dc=org\"\nrootpw secret\n"
+                    f"directory {self.data}\nmaxsize 10485760\n"
+                    "access to * by * read\n")
+        ldif = os.path.join(self.base, "directory.ldif")
+        with open(ldif, "w") as f:
+            f.write(DIRECTORY)
+        subprocess.run(["slapadd", "-f", self.config, "-l", ldif], check=True,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.process: Optional[subprocess.Popen] = None
+
+    def start(self) -> "PrivateSlapd":
+        self.process = subprocess.Popen(
+            ["slapd", "-d", "0", "-f", self.config, "-h", f"ldap://127.0.0.1:{self.port}/"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        import socket
+
+        def listening() -> bool:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return True
+            except OSError:
+                return False
+
+        waitFor(lambda: self.process.poll() is not None or listening(), timeout=60,
+                what="slapd to listen")
+        if self.process.poll() is not None:
+            raise AssertionError("slapd exited at start")
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stopProcess(self.process)
             self.process = None

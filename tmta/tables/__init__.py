@@ -8,8 +8,9 @@ kin (the database C{tmta map build} makes of such a file,
 L{tmta.tables.compiled}), C{static:}
 and C{inline:{ key=value, ... }}, C{regexp:}, C{pcre:} and C{cidr:}
 (L{tmta.tables.patterns}), C{sqlite:} (L{tmta.tables.sqlite}),
-C{pgsql:}, C{mysql:}, C{memcache:}, C{socketmap:} and C{tcp:}
-(L{tmta.tables.pgsql}, L{tmta.tables.mysql}, L{tmta.tables.memcache},
+C{pgsql:}, C{mysql:}, C{ldap:}, C{memcache:}, C{socketmap:} and C{tcp:}
+(L{tmta.tables.pgsql}, L{tmta.tables.mysql}, L{tmta.tables.ldap},
+L{tmta.tables.memcache},
 L{tmta.tables.socketmap}, L{tmta.tables.tcp}, which wait on another
 server: L{tmta.tables.remote}); plugins add more
 (L{tmta.interfaces.ILookupTableType}).  C{proxy:} in front of a table
@@ -348,6 +349,7 @@ BUILTIN_TYPES: Dict[str, BuiltinTableType] = {
         BuiltinTableType("pgsql", _remoteOpener("tmta.tables.pgsql", "openPostgreSQL")),
         BuiltinTableType("mysql", _remoteOpener("tmta.tables.mysql", "openMySQL")),
         BuiltinTableType("memcache", _remoteOpener("tmta.tables.memcache", "openMemcache")),
+        BuiltinTableType("ldap", _remoteOpener("tmta.tables.ldap", "openLDAP")),
         BuiltinTableType("socketmap", _remoteOpener("tmta.tables.socketmap", "openSocketmap")),
         BuiltinTableType("tcp", _remoteOpener("tmta.tables.tcp", "openTCP")),
         BuiltinTableType("texthash", TextFileTable),

@@ -189,12 +189,20 @@ class KeyTemplate:
             return domain or ""
         return _labels(domain)[-int(code)]
 
-    def expand(self, key: str) -> str:
+    def expand(self, key: str, quote: Callable[[str], str] = lambda value: value) -> str:
         """
-        The template for C{key} (which L{accepts}).
+        The template for C{key} (which L{accepts}), each expansion
+        passed through C{quote} (an LDAP filter's escaping, say).
         """
-        return "".join(self._value(c.code, key) if isinstance(c, _Expansion) else c
+        return "".join(quote(self._value(c.code, key)) if isinstance(c, _Expansion) else c
                        for c in self._codes)
+
+    @property
+    def dynamic(self) -> bool:
+        """
+        Whether the template depends on the key.
+        """
+        return any(isinstance(c, _Expansion) for c in self._codes)
 
 
 class QueryTemplate(KeyTemplate):
