@@ -25,7 +25,8 @@ from tests.differential import (
     postfixHasTableType,
     postfixMissing,
 )
-from tests.support import endToEnd, freePort, stopProcess, waitFor
+from tests.support import endToEnd, freePort, sendMessage, stopProcess, waitFor
+from tests.test_smtp import RelayHarness
 from tmta.cli.admin import queryMap
 from tmta.tables import TableLookupError, openTable
 from tmta.tables.tcp import hexQuote, hexUnquote
@@ -53,6 +54,10 @@ def _settled(path: str) -> None:
 
 
 class _Handler(socketserver.StreamRequestHandler):
+    def setup(self) -> None:
+        super().setup()
+        self.server.connections.append(self.request)  # type: ignore[attr-defined]
+
     def handle(self) -> None:
         try:
             while True:
@@ -108,8 +113,22 @@ class _TCPServer(socketserver.ThreadingTCPServer):
         return True
 
 
+def _stop(server) -> None:
+    """
+    Stop serving, and close the connections being served.
+    """
+    server.shutdown()
+    server.server_close()
+    for connection in server.connections:
+        try:
+            connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
 def _serve(server_class) -> socketserver.ThreadingTCPServer:
     server = server_class(("127.0.0.1", 0), _Handler)
+    server.connections = []
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 
@@ -172,7 +191,7 @@ class NetworkTableTests(SynchronousTestCase):
         lookup errors, as Postfix reads them.
         """
         server = _serve(_SocketmapServer)
-        self.addCleanup(server.shutdown)
+        self.addCleanup(_stop, server)
         port = server.server_address[1]
         self.agree("socketmap", f"socketmap:inet:127.0.0.1:{port}:postfix", KEYS)
         table = openTable(f"socketmap:inet:127.0.0.1:{port}:other")
@@ -180,7 +199,7 @@ class NetworkTableTests(SynchronousTestCase):
 
     def test_tcp(self):
         server = _serve(_TCPServer)
-        self.addCleanup(server.shutdown)
+        self.addCleanup(_stop, server)
         self.agree("tcp", f"tcp:127.0.0.1:{server.server_address[1]}", KEYS)
 
     def test_serverGone(self):
@@ -192,8 +211,9 @@ class NetworkTableTests(SynchronousTestCase):
         table = openTable(f"socketmap:inet:127.0.0.1:{port}:postfix")
         self.assertRaises(TableLookupError, self.inThread, table.get, "ann@example.org")
         server = _SocketmapServer(("127.0.0.1", port), _Handler)
+        server.connections = []
         threading.Thread(target=server.serve_forever, daemon=True).start()
-        self.addCleanup(server.shutdown)
+        self.addCleanup(_stop, server)
         time.sleep(1.1)
         self.assertEqual(self.inThread(table.get, "ann@example.org"), "ann@mail.example.org")
 
@@ -287,3 +307,27 @@ def _memcached(port: int, command: bytes) -> bytes:
         return s.recv(65536)
 
 
+
+
+class RemotePolicyRelayTests(RelayHarness, SynchronousTestCase):
+    """
+    The SMTP client's TLS policy asked of a C{tcp:} server: delivered
+    by what it answers, deferred (never sent without its policy) while
+    it cannot be asked.
+    """
+
+    def test_policyFromServer(self):
+        endToEnd()
+        self.startSink()
+        nexthop = f"[127.0.0.1]:{self.sinkPort}"
+        ENTRIES[nexthop] = "none"
+        self.addCleanup(ENTRIES.pop, nexthop)
+        server = _serve(_TCPServer)
+        master = self.startMaster(smtp_tls_policy_maps=f"tcp:127.0.0.1:{server.server_address[1]}",
+                                  smtp_tls_security_level="encrypt")
+        sendMessage(self.port, "alice@localhost", ["bob@remote.example"], "by policy")
+        waitFor(lambda: self.dumped(), what="the message at the sink")
+        _stop(server)
+        sendMessage(self.port, "alice@localhost", ["bob@remote.example"], "no policy")
+        waitFor(lambda: "TLS policy lookup" in master.log(), what="the deferral")
+        self.assertEqual(len(self.dumped()), 1)

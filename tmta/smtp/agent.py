@@ -46,6 +46,7 @@ from tmta.smtp.sasl import SASLLogin, SASLPasswords
 from tmta.smtp.settings import SMTPClientSettings
 from tmta.smtp.tls import ClientTLS, TLSPolicies, TLSPolicy, TLSPolicyError
 from tmta.smtp.transaction import Reply, SessionFailed, Transaction, xforwardAttributes
+from tmta.tables.remote import maybeInThread
 
 log = Logger()
 
@@ -152,7 +153,8 @@ class SMTPDeliveryAgent:
                 lambda: b"".join(request.content()))
             xforward = {}
         try:
-            policy = self.tlsPolicies.forNexthop(request.nexthop)
+            policy = await self._lookUp(self.tlsPolicies.remote, self.tlsPolicies.forNexthop,
+                                        request.nexthop)
         except Exception as e:
             return self._all(request, "none", DEFERRED, "4.7.5",
                              f"TLS policy lookup for {request.nexthop}: {e}", started)
@@ -171,7 +173,8 @@ class SMTPDeliveryAgent:
         # under its own TLS policy.
         for relay in self.settings.fallbackRelays:
             try:
-                relayPolicy = self.tlsPolicies.forNexthop(relay)
+                relayPolicy = await self._lookUp(self.tlsPolicies.remote,
+                                                 self.tlsPolicies.forNexthop, relay)
                 hosts += [(h, a, p, relay, relayPolicy) for h, a, p in await self.hosts.find(relay)]
             except (NextHopError, TLSPolicyError):
                 continue
@@ -194,7 +197,9 @@ class SMTPDeliveryAgent:
                 verifyOnly=request.verifyOnly, xforward=xforward)
             target = _Target(host, address, port, nexthop, policy if port else None, relay)
             if port:
-                target.login = self.saslPasswords.forServer(nexthop, host, port)
+                target.login = await self._lookUp(self.saslPasswords.remote,
+                                                  self.saslPasswords.forServer, nexthop, host,
+                                                  port)
             try:
                 use = await self._attempt(target, transaction)
             except _TryNext as e:
@@ -207,6 +212,16 @@ class SMTPDeliveryAgent:
         # No server took a session: the destination itself failed.
         return DeliveryResult(
             self._all(request, "none", DEFERRED, lastDsn, lastError, started), lastError)
+
+    async def _lookUp(self, remote: bool, f, *args):
+        """
+        C{f(*args)}: now, or, when a table it consults waits on another
+        server, in a lookup thread.
+        """
+        result = maybeInThread(self.reactor, remote, f, *args)
+        if isinstance(result, defer.Deferred):
+            result = await result
+        return result
 
     async def _attempt(self, target: "_Target", transaction: Transaction) -> int:
         """

@@ -19,6 +19,7 @@ from typing import List, Optional, Tuple
 
 from tmta.config import splitList
 from tmta.tables import TableError, lookupAny, openTable
+from tmta.tables.remote import isRemote
 
 #: The mechanisms tmta speaks, preferred first.
 MECHANISMS = ("PLAIN", "LOGIN")
@@ -104,6 +105,14 @@ class SASLPasswords:
             config.get(f"{prefix}_sasl_security_options"), mechanismFilter)
         self.tlsMechanisms = allowedMechanisms(
             config.get(f"{prefix}_sasl_tls_security_options"), mechanismFilter)
+
+    @property
+    def remote(self) -> bool:
+        """
+        Whether a password table waits on another server (L{forServer}
+        is then asked in a lookup thread).
+        """
+        return isRemote(self.maps)
 
     def forServer(self, nexthop: str, host: str, port: int) -> Optional[SASLLogin]:
         """

@@ -29,6 +29,7 @@ from zope.interface import implementer
 from tmta.config import splitList
 from tmta.mail.tls import TLSConfigError, allowedVersions, configureContext, connectionSummary
 from tmta.tables import TableError, lookupAny, openTable
+from tmta.tables.remote import isRemote
 
 #: The levels tmta implements, weakest first.
 LEVELS = ("none", "may", "encrypt", "verify", "secure")
@@ -142,6 +143,14 @@ class TLSPolicies:
             raise TLSPolicyError(f"TLS security level {policy.level!r} needs "
                                  f"{self.prefix}_tls_CAfile or {self.prefix}_tls_CApath")
         return policy
+
+    @property
+    def remote(self) -> bool:
+        """
+        Whether a policy table waits on another server (L{forNexthop}
+        is then asked in a lookup thread).
+        """
+        return isRemote(self.policyMaps)
 
     def forNexthop(self, nexthop: str) -> TLSPolicy:
         """

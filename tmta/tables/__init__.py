@@ -477,6 +477,9 @@ REMOTE_TABLE_PARAMETERS = frozenset({
     "sender_bcc_maps", "recipient_bcc_maps",
     # the virtual delivery agent, whose deliveries run in a thread
     "virtual_uid_maps", "virtual_gid_maps",
+    # the SMTP and LMTP clients' TLS policies and SASL passwords
+    "smtp_tls_policy_maps", "lmtp_tls_policy_maps", "smtp_sasl_password_maps",
+    "lmtp_sasl_password_maps",
 })
 
 
