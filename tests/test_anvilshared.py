@@ -82,6 +82,7 @@ class SharedStoreTestsMixin:
         """
         table = AnvilTable(Clock(), 60, self.rates())
         self.assertEqual((yield table.shared("192.0.2.9", "connect", 1)), 1)
+        self.assertEqual(AnvilTable(Clock(), 60).shared("192.0.2.9", "connect", 3), 3)
         stopProcess(self.store)
         self.assertEqual((yield table.shared("192.0.2.9", "connect", 7)), 7)
         self.assertTrue(table._storeFailing)

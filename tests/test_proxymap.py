@@ -80,3 +80,33 @@ class ProxymapServiceTests(TestCase):
         self.assertEqual(tableProblems(self.config, ["virtual_alias_maps"]), [])
 
 
+
+
+class ProxyWriteTests(TestCase):
+    """
+    A cache table named C{proxy:TABLE} is kept by its one writer when
+    C{proxy_write_maps} lists TABLE (as it lists C{$address_verify_map}
+    and C{$postscreen_cache_map} by default), and refused otherwise.
+    """
+
+    def test_approved(self):
+        from tmta.config.safety import proxyWriteProblem
+
+        path = os.path.abspath(self.mktemp())
+        config = MainConfig({"address_verify_map": f"proxy:btree:{path}"})
+        self.assertIsNone(proxyWriteProblem(config, "address_verify_map"))
+        self.assertIsNone(proxyWriteProblem(MainConfig({}), "address_verify_map"))
+        refused = MainConfig({"address_verify_map": f"proxy:btree:{path}",
+                              "proxy_write_maps": "$postscreen_cache_map"})
+        self.assertIn("is not in proxy_write_maps",
+                      proxyWriteProblem(refused, "address_verify_map"))
+
+    def test_opened(self):
+        from tmta.tables.writable import SQLiteStore, openWritable
+
+        path = os.path.abspath(self.mktemp())
+        store = openWritable(f"proxy:btree:{path}", reactor)
+        self.assertIsInstance(store, SQLiteStore)
+        store.put("a@example.org", "ok")
+        self.assertEqual(store.get("a@example.org"), "ok")
+        return store.close()

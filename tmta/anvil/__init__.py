@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional, Union
 
 from twisted.application.service import Service
 from twisted.internet import defer, task
@@ -53,14 +53,15 @@ class AnvilTable:
         self.sharedRates = sharedRates
         self._storeFailing = False
 
-    def shared(self, address: Optional[str], event: str, local: int) -> defer.Deferred:
+    def shared(self, address: Optional[str], event: str,
+               local: int) -> Union[int, defer.Deferred]:
         """
         The rate of C{event} from C{address} on every host sharing the
-        store, or C{local} (this host's) without one, or while it
-        fails.
+        store (a Deferred), or C{local} (this host's) at once without
+        one; C{local} too while the store fails.
         """
         if self.sharedRates is None or not address:
-            return defer.succeed(local)
+            return local
 
         def counted(rate: int) -> int:
             if self._storeFailing:
@@ -113,6 +114,12 @@ class AnvilTable:
             del self.clients[ident]
 
 
+def _answer(rate: Union[int, defer.Deferred], answer: Callable[[int], Dict]):
+    if isinstance(rate, defer.Deferred):
+        return rate.addCallback(answer)
+    return answer(rate)
+
+
 class AnvilProtocol(ServiceAMP):
     """
     One smtpd's connection: what it counted is undone when it goes.
@@ -127,8 +134,8 @@ class AnvilProtocol(ServiceAMP):
     def connect(self, ident: str, address: Optional[str] = None):
         count, rate = self.table.connect(ident)
         self.open[ident] += 1
-        return self.table.shared(address, "connect", rate).addCallback(
-            lambda shared: {"count": count, "rate": shared})
+        return _answer(self.table.shared(address, "connect", rate),
+                       lambda shared: {"count": count, "rate": shared})
 
     @AnvilDisconnect.responder
     def disconnect(self, ident: str):
@@ -142,8 +149,7 @@ class AnvilProtocol(ServiceAMP):
         if event not in EVENTS:
             raise ValueError(f"unknown anvil event {event!r}")
         rate = self.table.event(ident, event)
-        return self.table.shared(address, event, rate).addCallback(
-            lambda shared: {"rate": shared})
+        return _answer(self.table.shared(address, event, rate), lambda shared: {"rate": shared})
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         super().connectionLost(reason)

@@ -14,6 +14,7 @@ from .mastercf import MasterEntry, parseMasterCf
 from .parser import ConfigError, ConfigProblems, linesOf
 from .safety import (
     parameterType,
+    proxyWriteProblem,
     smtpdProblems,
     typeProblem,
     unsafeIgnored,
@@ -375,7 +376,8 @@ def _check(main: MainConfig, services: List[MasterEntry], masterPath: str) -> Li
         problems += [str(p) for p in fatal]
         harmless += [f"{p} (ignored)" for p in notes]
     if hasVerifyService(main, services):
-        problem = verifyMapProblem(main.get("address_verify_map"))
+        problem = verifyMapProblem(main.get("address_verify_map")) or \
+            proxyWriteProblem(main, "address_verify_map")
         if problem is not None:
             line = main.lineOf("address_verify_map")
             where = f"{main.path or 'main.cf'}, line {line}" if line else "main.cf"

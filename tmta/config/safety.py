@@ -158,6 +158,8 @@ def verifyMapProblem(spec: str) -> Optional[str]:
     absolute path, or keeps the cache in memory (empty).
     """
     spec = spec.strip()
+    if spec.startswith("proxy:"):
+        spec = spec[len("proxy:"):]
     if not spec:
         return None
     kind, _, path = spec.partition(":")
@@ -166,6 +168,28 @@ def verifyMapProblem(spec: str) -> Optional[str]:
     return (f"address_verify_map = {spec}: tmta keeps the address verification cache in "
             f"a {', '.join(VERIFY_MAP_TYPES)} table at an absolute path, or in memory "
             "(empty)")
+
+
+def proxyWriteProblem(config, name: str) -> Optional[str]:
+    """
+    Why the cache table parameter C{name} may not be C{proxy:TABLE}: a
+    TABLE that C{proxy_write_maps} does not list, which Postfix's
+    proxywrite service would refuse; or C{None}.
+
+    Each cache has one writer in tmta (the verify or postscreen
+    process), so a C{proxy:} cache is kept by that process itself:
+    what Postfix's proxywrite does, sharing the table between
+    processes, has nothing to do.
+    """
+    spec = config.get(name).strip()
+    if not spec.startswith("proxy:"):
+        return None
+    approved = {item[len("proxy:"):] if item.startswith("proxy:") else item
+                for item in splitList(config.get("proxy_write_maps"))}
+    if spec[len("proxy:"):] in approved:
+        return None
+    return (f"{name} = {spec}: {spec[len('proxy:'):]} is not in proxy_write_maps, so the "
+            "proxywrite service would refuse it")
 
 
 #: Restrictions that ask the verify service.

@@ -43,6 +43,7 @@ def configurationProblems(config, entry) -> List[str]:
     read or honour (L{tmta.interfaces.IComponent.configurationProblems}).
     """
     from tmta.config import ConfigError
+    from tmta.config.safety import proxyWriteProblem
     from tmta.tables.writable import WRITABLE_TYPES
 
     problems = []
@@ -54,7 +55,12 @@ def configurationProblems(config, entry) -> List[str]:
         value = config.get(name).strip()
         if value and value != default:
             problems.append(f"{name} = {value}: {why}")
+    problem = proxyWriteProblem(config, "postscreen_cache_map")
+    if problem is not None:
+        problems.append(problem)
     spec = config.get("postscreen_cache_map").strip()
+    if spec.startswith("proxy:"):
+        spec = spec[len("proxy:"):]
     kind, _, path = spec.partition(":")
     if spec and (kind.lower() not in WRITABLE_TYPES or not path.startswith("/")):
         problems.append(f"postscreen_cache_map = {spec}: the cache is kept in a "

@@ -18,6 +18,7 @@ from tmta.tables.compiled import databasePath
 WRITABLE_TYPES = ("btree", "hash", "lmdb")
 
 
+
 class MemoryStore:
     """
     Records kept in memory only (the table's name is empty): lost when
@@ -91,6 +92,9 @@ def openWritable(spec: str, reactor, threadName: str = "tmta-cache") -> MemorySt
     @raise ValueError: a table type or path a cache cannot be kept in.
     """
     spec = spec.strip()
+    if spec.startswith("proxy:"):
+        # Approved at start-up (tmta.config.safety.proxyWriteProblem).
+        spec = spec[len("proxy:"):]
     if not spec:
         return MemoryStore()
     kind, _, path = spec.partition(":")
