@@ -161,7 +161,8 @@ class StoreTests(TestCase):
 
     def test_unwritableTypesRefused(self):
         self.assertIsInstance(openStore("", None), MemoryStore)
-        for spec in ("sqlite:/etc/x.cf", "proxy:btree:/x", "texthash:/x", "btree:relative"):
+        for spec in ("sqlite:/etc/x.cf", "proxy:texthash:/x", "texthash:/x",
+                     "btree:relative"):
             self.assertRaises(ValueError, openStore, spec, None)
 
 
@@ -340,13 +341,19 @@ class StartupTests(SynchronousTestCase):
         with open(os.path.join(directory, "master.cf"), "a") as f:
             f.write("verify unix - - n - 1 verify\n")
         loadConfiguration(directory)
-        # A cache verify could not write stops start-up too.
+        # A cache verify could not write stops start-up too, and so does
+        # a proxy: one proxy_write_maps does not list.
         with open(os.path.join(directory, "main.cf"), "a") as f:
-            f.write("address_verify_map = proxy:btree:/var/lib/x\n")
+            f.write("address_verify_map = proxy:texthash:/var/lib/x\n")
         with self.assertRaises(ConfigProblems) as caught:
             loadConfiguration(directory)
-        self.assertIn("main.cf, line 3: address_verify_map = proxy:btree:/var/lib/x",
+        self.assertIn("main.cf, line 3: address_verify_map = proxy:texthash:/var/lib/x",
                       str(caught.exception))
+        with open(os.path.join(directory, "main.cf"), "a") as f:
+            f.write("address_verify_map = proxy:btree:/var/lib/x\nproxy_write_maps =\n")
+        with self.assertRaises(ConfigProblems) as caught:
+            loadConfiguration(directory)
+        self.assertIn("btree:/var/lib/x is not in proxy_write_maps", str(caught.exception))
 
 
 class AgentTests(SynchronousTestCase):

@@ -157,7 +157,7 @@ def verifyMapProblem(spec: str) -> Optional[str]:
     C{None}: it writes a C{btree:}, C{hash:} or C{lmdb:} table at an
     absolute path, or keeps the cache in memory (empty).
     """
-    spec = spec.strip()
+    given = spec = spec.strip()
     if spec.startswith("proxy:"):
         spec = spec[len("proxy:"):]
     if not spec:
@@ -165,7 +165,7 @@ def verifyMapProblem(spec: str) -> Optional[str]:
     kind, _, path = spec.partition(":")
     if kind.lower() in VERIFY_MAP_TYPES and path.startswith("/"):
         return None
-    return (f"address_verify_map = {spec}: tmta keeps the address verification cache in "
+    return (f"address_verify_map = {given}: tmta keeps the address verification cache in "
             f"a {', '.join(VERIFY_MAP_TYPES)} table at an absolute path, or in memory "
             "(empty)")
 
