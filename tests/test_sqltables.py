@@ -355,3 +355,58 @@ class LookupThreadsTests(TestCase):
         from twisted.internet.defer import gatherResults
 
         return gatherResults([d1, d2, d3])
+
+
+class DecisionTests(TestCase):
+    """
+    A decision written once as a generator of lookups runs at once over
+    local tables, and without blocking over remote ones: through a
+    table's own C{getLater}, else in a lookup thread.
+    """
+
+    def steps(self, tables):
+        from tmta.tables.remote import Lookup
+
+        first = yield Lookup(tables, "a")
+        second = yield Lookup(tables, "b")
+        return (first, second)
+
+    def test_now(self):
+        from tmta.tables import DictTable
+        from tmta.tables.remote import decideNow
+
+        self.assertEqual(decideNow(self.steps([DictTable({"a": "1"}), DictTable({"b": "2"})])),
+                         ("1", "2"))
+
+    def test_later(self):
+        from twisted.internet import defer
+        from zope.interface import implementer
+
+        from tmta.interfaces import IRemoteTable
+        from tmta.tables import DictTable
+        from tmta.tables.remote import decideLater
+
+        threads = LookupThreads(reactor, size=1)
+        self.addCleanup(threads.stop)
+        asked = []
+
+        @implementer(IRemoteTable)
+        class Asynchronous:
+            def get(self, key):
+                raise AssertionError("asked to block")
+
+            def getLater(self, key):
+                asked.append(key)
+                return defer.succeed({"a": "1"}.get(key))
+
+        @implementer(IRemoteTable)
+        class Blocking:
+            def get(self, key):
+                asked.append(threading.current_thread() is not threading.main_thread())
+                return {"b": "2"}.get(key)
+
+        d = defer.Deferred.fromCoroutine(decideLater(
+            self.steps([DictTable({}), Asynchronous(), Blocking()]), threads))
+        d.addCallback(self.assertEqual, ("1", "2"))
+        d.addCallback(lambda _: self.assertEqual(asked, ["a", "b", True]))
+        return d

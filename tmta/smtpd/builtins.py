@@ -242,8 +242,13 @@ def _unlistedDecision(resolution, env, address: str, what: str):
 
     tables = env.recipientTables
     try:
-        refusal = env.lookUp(tables.remote, tables.unknown, resolution.addressClass,
-                             resolution.recipient, address, what, True)
+        if tables.remote:
+            refusal = Deferred.fromCoroutine(tables.unknownLater(
+                env.lookupThreads(), resolution.addressClass, resolution.recipient, address,
+                what, True))
+        else:
+            refusal = tables.unknown(resolution.addressClass, resolution.recipient, address,
+                                     what, True)
     except TableLookupError as e:
         return failed(e)
     if isinstance(refusal, Deferred):

@@ -367,8 +367,9 @@ class EnvelopeCommands(SessionState):
             return None
         restrictions = self.settings.restrictions
         if tables.remote and restrictions is not None:
-            return await restrictions.environment.lookUp(
-                True, tables.unknown, resolution.addressClass, resolution.recipient, given)
+            return await tables.unknownLater(restrictions.environment.lookupThreads(),
+                                             resolution.addressClass, resolution.recipient,
+                                             given)
         return tables.unknown(resolution.addressClass, resolution.recipient, given)
 
     def smtp_VRFY(self, argument: str):

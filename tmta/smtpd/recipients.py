@@ -8,12 +8,12 @@ sender nobody checked.
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import Generator, List, Optional, Tuple
 
 from tmta.mail.address import localName, splitAddress, unquoteLocal
 from tmta.mail.receiving import NO_UNKNOWN_RECIPIENT_CHECKS, receiveOverrides
-from tmta.tables import lookupAny, openTables
-from tmta.tables.remote import isRemote
+from tmta.tables import openTables
+from tmta.tables.remote import Lookup, LookupThreads, decideLater, decideNow, isRemote
 
 
 def _addressKeys(address: str, delimiters: str) -> List[str]:
@@ -90,18 +90,23 @@ class RecipientTables:
         return isRemote((self.local or []) + self.virtualMailbox + self.virtualAlias
                         + (self.relay or []))
 
-    def _listedLocal(self, address: str) -> bool:
+    def _listedLocal(self, address: str) -> Generator[Lookup, Optional[str], bool]:
         local, _ = splitAddress(address)
         name = unquoteLocal(local).lower()
         keys = [address.lower(), name]
         base = localName(address, self.delimiters)
         if base != name:
             keys.append(base)
-        return any(lookupAny(self.local or [], key) is not None for key in keys)
+        for key in keys:
+            if (yield Lookup(self.local or [], key)) is not None:
+                return True
+        return False
 
-    def _listed(self, tables: List, address: str) -> bool:
-        return any(lookupAny(tables, key) is not None
-                   for key in _addressKeys(address, self.delimiters))
+    def _listed(self, tables: List, address: str) -> Generator[Lookup, Optional[str], bool]:
+        for key in _addressKeys(address, self.delimiters):
+            if (yield Lookup(tables, key)) is not None:
+                return True
+        return False
 
     def unknown(self, addressClass: str, address: str, given: str,
                 what: str = "Recipient", always: bool = False) -> Optional[str]:
@@ -116,24 +121,39 @@ class RecipientTables:
             = no} (the restriction named in a list).
         @raise tmta.tables.TableLookupError: a table could not be read.
         """
+        return decideNow(self._unknown(addressClass, address, given, what, always))
+
+    async def unknownLater(self, threads: LookupThreads, addressClass: str, address: str,
+                           given: str, what: str = "Recipient",
+                           always: bool = False) -> Optional[str]:
+        """
+        L{unknown}, on the reactor's thread, when a table waits on
+        another server.
+        """
+        return await decideLater(self._unknown(addressClass, address, given, what, always),
+                                 threads)
+
+    def _unknown(self, addressClass: str, address: str, given: str, what: str,
+                 always: bool) -> Generator[Lookup, Optional[str], Optional[str]]:
         if not self.checked or not (always or self.rejectUnlisted):
             return None
         if addressClass == "default":
             return None
-        if self.virtualAlias and self._listed(self.virtualAlias, address):
+        if self.virtualAlias and (yield from self._listed(self.virtualAlias, address)):
             return None
         if addressClass == "local":
-            if self.local is None or self._listedLocal(address) or self._exempt(address):
+            if self.local is None or (yield from self._listedLocal(address)) or \
+                    self._exempt(address):
                 return None
             code, table = self.unknownLocalCode, "local recipient"
         elif addressClass == "virtual":
-            if self._listed(self.virtualMailbox, address):
+            if (yield from self._listed(self.virtualMailbox, address)):
                 return None
             code, table = self.unknownVirtualMailboxCode, "virtual mailbox"
         elif addressClass == "alias":
             code, table = self.unknownVirtualAliasCode, "virtual alias"
         elif addressClass == "relay":
-            if self.relay is None or self._listed(self.relay, address):
+            if self.relay is None or (yield from self._listed(self.relay, address)):
                 return None
             code, table = self.unknownRelayCode, "relay recipient"
         else:

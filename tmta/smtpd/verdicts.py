@@ -162,13 +162,20 @@ class RestrictionEnvironment:
         """
         if not remote:
             return f(*args)
+        return self.lookupThreads().run(f, *args)
+
+    def lookupThreads(self):
+        """
+        The L{tmta.tables.remote.LookupThreads} lookups in tables on
+        other servers wait in.
+        """
         if self.lookups is None:
             from twisted.internet import reactor
 
             from tmta.tables.remote import LookupThreads
 
             self.lookups = LookupThreads.forReactor(reactor)
-        return self.lookups.run(f, *args)
+        return self.lookups
 
     def __post_init__(self) -> None:
         if isinstance(self.networks, list):

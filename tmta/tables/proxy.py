@@ -87,6 +87,13 @@ class ProxyTable:
         self.spec = spec
         self.client = client
 
+    def getLater(self, key: str) -> "defer.Deferred[Optional[str]]":
+        """
+        The lookup, asked from the reactor's thread: no lookup thread
+        need wait for it.
+        """
+        return defer.Deferred.fromCoroutine(self.client.lookup(self.spec, key))
+
     def get(self, key: str) -> Optional[str]:
         refuseReactorThread(f"proxy:{self.spec}")
 

@@ -19,7 +19,18 @@ import socket
 import threading
 import time
 import weakref
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, TypeVar
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Generator,
+    Iterable,
+    List,
+    NamedTuple,
+    Optional,
+    Tuple,
+    TypeVar,
+)
 
 from twisted.internet import defer, threads
 from twisted.python import threadable
@@ -30,6 +41,7 @@ from tmta.logging import Logger
 from tmta.tables import TableLookupError
 
 __all__ = ["LookupThreads", "ConnectionPool", "Host", "isRemote", "refuseReactorThread",
+           "Lookup", "decideNow", "decideLater", "lookupAnyLater",
            "LOOKUP_THREADS", "LOOKUP_TIMEOUT", "socketHost", "connectSocket", "LineReader"]
 
 log = Logger()
@@ -306,6 +318,65 @@ class ConnectionPool:
             idle, self._idle = self._idle, []
         for connection, _, _ in idle:
             self._quietly(connection)
+
+
+class Lookup(NamedTuple):
+    """
+    What a decision written as a generator yields to have C{key} looked
+    up in C{tables} (as L{tmta.tables.lookupAny} looks up); it is sent
+    the value found, or C{None}.  L{decideNow} answers at once;
+    L{decideLater} without blocking, so that one decision serves a
+    process whose tables are all local and one whose tables wait on
+    other servers.
+    """
+
+    tables: List
+    key: str
+
+
+def decideNow(steps: Generator[Lookup, Optional[str], T]) -> T:
+    """
+    Run a decision, its lookups made as they are asked for.
+    """
+    from tmta.tables import lookupAny
+
+    value: Optional[str] = None
+    try:
+        while True:
+            request = steps.send(value)
+            value = lookupAny(request.tables, request.key)
+    except StopIteration as done:
+        return done.value
+
+
+async def decideLater(steps: Generator[Lookup, Optional[str], T], threads: "LookupThreads") -> T:
+    """
+    Run a decision on the reactor's thread: a remote table's lookups are
+    awaited, asked of the proxymap service directly where the table
+    can (C{getLater}), else in a lookup thread.
+    """
+    value: Optional[str] = None
+    try:
+        while True:
+            request = steps.send(value)
+            value = await lookupAnyLater(request.tables, request.key, threads)
+    except StopIteration as done:
+        return done.value
+
+
+async def lookupAnyLater(tables: List, key: str, threads: "LookupThreads") -> Optional[str]:
+    """
+    L{tmta.tables.lookupAny}, without blocking the reactor's thread.
+    """
+    for table in tables:
+        if IRemoteTable.providedBy(table):
+            later = getattr(table, "getLater", None)
+            value = await (later(key) if later is not None else threads.run(table.get, key))
+        else:
+            value = table.get(key)
+        if value is not None:
+            return value
+    return None
 
 
 def socketHost(text: str, where: str = "") -> Host:

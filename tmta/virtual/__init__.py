@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Dict, Generator, List, Optional, Tuple
 
+from twisted.internet import defer
 from zope.interface import implementer
 
 from tmta.common.batching import SerialThread
@@ -35,6 +36,7 @@ from tmta.mail.mailbox import MailboxError, deliverMaildir, deliverMbox, envelop
 from tmta.mail.rights import DeliveryError, identity, openQueued
 from tmta.queue.qfile import iterContent
 from tmta.tables import TableLookupError, openTables
+from tmta.tables.remote import Lookup, LookupThreads, decideLater, decideNow, isRemote
 from tmta.virtual.settings import VirtualSettings
 
 
@@ -71,16 +73,25 @@ class VirtualAgent:
         self.gids = openTables(config.get("virtual_gid_maps"))
         self.fsync = fsync
 
-    def _find(self, tables, address: str) -> Optional[str]:
+    @property
+    def remote(self) -> bool:
+        """
+        Whether a table waits on another server: the mailboxes are then
+        looked up on the reactor's thread before the delivery thread
+        writes (L{VirtualDeliveryAgent.deliver}).
+        """
+        return isRemote(self.mailboxes + self.uids + self.gids)
+
+    def _find(self, tables, address: str) -> Generator[Lookup, Optional[str], Optional[str]]:
         for key in _keys(address, self.settings.delimiter):
-            for table in tables:
-                value = table.get(key)
-                if value is not None:
-                    return value.strip()
+            value = yield Lookup(tables, key)
+            if value is not None:
+                return value.strip()
         return None
 
-    def _number(self, tables, address: str, what: str) -> int:
-        value = self._find(tables, address)
+    def _number(self, tables, address: str,
+                what: str) -> Generator[Lookup, Optional[str], int]:
+        value = yield from self._find(tables, address)
         if value is None:
             raise DeliveryError(DEFERRED, "4.3.5", f"no {what} for {address}")
         if value.startswith("static:"):
@@ -96,8 +107,23 @@ class VirtualAgent:
 
         @raise DeliveryError: an unknown recipient, a path that leaves the
             base directory, or a uid that is root or below the minimum.
+        @raise TableLookupError: a table could not be read.
         """
-        relative = self._find(self.mailboxes, address)
+        return decideNow(self._mailbox(address))
+
+    async def mailboxLater(self, address: str, threads: LookupThreads):
+        """
+        L{mailbox}, on the reactor's thread; its exception returned,
+        not raised, for the delivery thread to raise.
+        """
+        try:
+            return await decideLater(self._mailbox(address), threads)
+        except (DeliveryError, TableLookupError) as e:
+            return e
+
+    def _mailbox(self, address: str) -> Generator[Lookup, Optional[str],
+                                                  Tuple[str, bool, int, int]]:
+        relative = yield from self._find(self.mailboxes, address)
         if relative is None:
             raise DeliveryError(BOUNCED, "5.1.1",
                              f"unknown user: \"{address}\" in virtual mailbox table")
@@ -106,8 +132,8 @@ class VirtualAgent:
             raise DeliveryError(DEFERRED, "4.3.5",
                              f"virtual mailbox path {relative!r} must stay under "
                              "virtual_mailbox_base")
-        uid = self._number(self.uids, address, "uid")
-        gid = self._number(self.gids, address, "gid")
+        uid = yield from self._number(self.uids, address, "uid")
+        gid = yield from self._number(self.gids, address, "gid")
         if uid == 0 or uid < self.settings.minimumUid:
             raise DeliveryError(DEFERRED, "4.3.5",
                              f"uid {uid} for {address} is below virtual_minimum_uid "
@@ -119,11 +145,20 @@ class VirtualAgent:
         path = os.path.join(self.base, *parts)
         return path, relative.endswith("/"), uid, gid
 
-    def deliverOne(self, request: DeliveryRequest, address: str) -> str:
+    def deliverOne(self, request: DeliveryRequest, address: str,
+                   found: object = None) -> str:
+        """
+        @param found: what L{mailboxLater} found for C{address}, when
+            it was looked up before.
+        """
         if not self.base:
             raise DeliveryError(DEFERRED, "4.3.5", "virtual_mailbox_base is not set")
         try:
-            path, maildir, uid, gid = self.mailbox(address)
+            if isinstance(found, Exception):
+                raise found
+            mailbox: Tuple[str, bool, int, int] = \
+                found if isinstance(found, tuple) else self.mailbox(address)
+            path, maildir, uid, gid = mailbox
         except TableLookupError as e:
             raise DeliveryError(DEFERRED, "4.3.0", f"table lookup failure: {e}")
         if request.verifyOnly:
@@ -156,13 +191,17 @@ class VirtualAgent:
                     reason = reason.replace(self.base, self.settings.base)
                 raise DeliveryError(DEFERRED if e.temporary else BOUNCED, e.dsn, reason)
 
-    def deliverAll(self, request: DeliveryRequest) -> List[RecipientStatus]:
+    def deliverAll(self, request: DeliveryRequest,
+                   found: Optional[Dict[str, object]] = None) -> List[RecipientStatus]:
+        """
+        @param found: the mailboxes looked up before, by address.
+        """
         results = []
         for r in request.recipients:
             started = time.time()
             try:
-                status = RecipientStatus(r.offset, SENT, "2.0.0",
-                                         self.deliverOne(request, r.address))
+                status = RecipientStatus(r.offset, SENT, "2.0.0", self.deliverOne(
+                    request, r.address, (found or {}).get(r.address)))
             except DeliveryError as e:
                 status = RecipientStatus(r.offset, e.status, e.dsn, e.reason)
             logDelivery(request, r, "virtual", status, started)
@@ -179,10 +218,23 @@ class VirtualDeliveryAgent:
 
     def __init__(self, reactor, agent: VirtualAgent) -> None:
         self.agent = agent
+        self.reactor = reactor
         self.thread = SerialThread(reactor, "tmta-virtual")
 
     def deliver(self, request: DeliveryRequest):
-        return self.thread.call(self.agent.deliverAll, request)
+        if not self.agent.remote:
+            return self.thread.call(self.agent.deliverAll, request)
+        return defer.Deferred.fromCoroutine(self._deliverRemote(request))
+
+    async def _deliverRemote(self, request: DeliveryRequest):
+        """
+        Look the mailboxes up first, without holding the delivery
+        thread, then write.
+        """
+        threads = LookupThreads.forReactor(self.reactor)
+        found = {r.address: await self.agent.mailboxLater(r.address, threads)
+                 for r in request.recipients}
+        return await self.thread.call(self.agent.deliverAll, request, found)
 
 
 def makeVirtualService(context):
