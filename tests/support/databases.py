@@ -176,17 +176,22 @@ class PrivateMariaDB:
         self.port = freePort()
         self.logPath = os.path.join(self.base, "server.log")
         self.process: Optional[subprocess.Popen] = None
-        subprocess.run(["mariadb-install-db", "--no-defaults", f"--datadir={self.data}",
-                        "--user=mysql", "--auth-root-authentication-method=socket",
-                        "--skip-test-db"], check=True, stdout=subprocess.PIPE,
-                       stderr=subprocess.STDOUT)
+        # A temporary directory of its own: bootstraps running at once
+        # in the shared /tmp trip over each other's temporary tables.
+        installed = subprocess.run(
+            ["mariadb-install-db", "--no-defaults", f"--datadir={self.data}",
+             f"--tmpdir={self.base}", "--user=mysql", "--auth-root-authentication-method=socket",
+             "--skip-test-db"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        if installed.returncode != 0:
+            raise AssertionError("mariadb-install-db failed: "
+                                 + installed.stdout.decode("utf-8", "replace")[-2000:])
 
     def start(self) -> "PrivateMariaDB":
         log = open(self.logPath, "ab")
         self.process = subprocess.Popen(
             ["mariadbd", "--no-defaults", f"--datadir={self.data}", f"--socket={self.socket}",
              f"--port={self.port}", "--bind-address=127.0.0.1", "--user=mysql",
-             f"--pid-file={self.base}/mysqld.pid", "--skip-log-bin",
+             f"--pid-file={self.base}/mysqld.pid", f"--tmpdir={self.base}", "--skip-log-bin",
              "--innodb-flush-log-at-trx-commit=0", "--max-connections=300"],
             stdout=log, stderr=log)
         log.close()
