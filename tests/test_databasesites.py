@@ -41,6 +41,9 @@ TABLES = {
     "virtual-alias-maps.cf": "query = SELECT destination FROM virtual_aliases "
                              "WHERE source='%s'\n",
     "email2email.cf": "query = SELECT email FROM virtual_users WHERE email='%s'\n",
+    # Local aliases: a name's aliases in the hosted domain.
+    "aliases.cf": "query = SELECT destination FROM virtual_aliases "
+                  "WHERE source='%s@example.org'\n",
 }
 
 
@@ -81,6 +84,9 @@ class DatabaseSiteMixin:
             "virtual_mailbox_domains": spec["virtual-mailbox-domains.cf"],
             "virtual_mailbox_maps": spec["virtual-mailbox-maps.cf"],
             "virtual_alias_maps": f"{spec['virtual-alias-maps.cf']}, {spec['email2email.cf']}",
+            "alias_maps": spec["aliases.cf"],
+            # Aliases are read where local uses the system's accounts.
+            "local_mailbox_accounts": "system",
             "virtual_mailbox_base": self.mail,
             "virtual_uid_maps": f"static:{account.pw_uid}",
             "virtual_gid_maps": f"static:{account.pw_gid}",
@@ -124,8 +130,10 @@ class DatabaseSiteMixin:
         sendMessage(self.port, "someone@localhost", ["team@example.org"], "to the team")
         sendMessage(self.port, "someone@localhost", ["stranger@example.net"], "catch-all")
         sendMessage(self.port, "someone@localhost", ["o'brien@example.org"], "quoted")
+        # A local alias in the database, to the hosted mailboxes.
+        sendMessage(self.port, "someone@localhost", ["team@localhost"], "local alias")
         waitFor(lambda: (self.delivered("example.org/ann"), self.delivered("example.org/bob"),
-                         self.delivered("example.net/cy")) == (2, 2, 1),
+                         self.delivered("example.net/cy")) == (3, 3, 1),
                 what="the deliveries")
         error = self.assertRaises(smtplib.SMTPRecipientsRefused, sendMessage, self.port,
                                   "someone@localhost", ["nobody@example.org"], "unknown")

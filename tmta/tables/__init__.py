@@ -475,8 +475,9 @@ REMOTE_TABLE_PARAMETERS = frozenset({
     # cleanup's address mapping
     "canonical_maps", "sender_canonical_maps", "recipient_canonical_maps",
     "sender_bcc_maps", "recipient_bcc_maps",
-    # the virtual delivery agent, whose deliveries run in a thread
-    "virtual_uid_maps", "virtual_gid_maps",
+    # the virtual and local delivery agents, whose deliveries run in a
+    # thread of their own
+    "virtual_uid_maps", "virtual_gid_maps", "alias_maps",
     # the SMTP and LMTP clients' TLS policies and SASL passwords
     "smtp_tls_policy_maps", "lmtp_tls_policy_maps", "smtp_sasl_password_maps",
     "lmtp_sasl_password_maps",
