@@ -6,10 +6,13 @@ Postfix's order and given up for a while when they fail
 
 A daemon serves many sessions on one thread, so a lookup that waits for
 a database must not run there.  Rather than turn every caller of a
-table asynchronous, a caller whose tables include a remote one runs its
-whole decision (a recipient check, an address resolution, an alias
-expansion) in a lookup thread, where the remote table may block; the
-same code runs unchanged, and directly, when every table is local.
+table asynchronous, a caller whose tables include a remote one either
+runs its whole decision (an address resolution, an access check) in a
+lookup thread, where the remote table may block, or writes the decision
+once as a generator of L{Lookup}s, which L{decideNow} answers at once
+and L{decideLater} without blocking (a recipient check, a mailbox).
+Either way the same code runs unchanged, and directly, when every table
+is local.
 """
 
 from __future__ import annotations
