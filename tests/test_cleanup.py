@@ -387,6 +387,32 @@ class RewriterTests(TestCase):
         self.assertEqual(r.resolve("bob@localhost", "alice@corp.example").transport, "local")
 
 
+    def test_senderDependentDefaultTransport(self):
+        """
+        C{sender_dependent_default_transport_maps} replaces
+        C{default_transport} by the sender (C{DUNNO}: not), never the
+        relay transport; a next hop it names beats the relayhost, as a
+        next hop in C{default_transport} does.
+        """
+        r = Rewriter(MainConfig({
+            "relayhost": "[smarthost]", "relay_domains": "relay.example",
+            "sender_dependent_default_transport_maps": (
+                "inline:{ alice@corp.example=slow:[outbound]:2525, @corp.example=slow, "
+                "bob@corp.example=DUNNO, <>=bounces }"),
+        }))
+        route = lambda sender: (lambda r: (r.transport, r.nexthop))(  # noqa: E731
+            r.resolve("x@far.example", sender))
+        self.assertEqual(route("alice@corp.example"), ("slow", "[outbound]:2525"))
+        self.assertEqual(route("carol@corp.example"), ("slow", "[smarthost]"))
+        self.assertEqual(route("bob@corp.example"), ("smtp", "[smarthost]"))
+        self.assertEqual(route(""), ("bounces", "[smarthost]"))
+        self.assertEqual(route(None), ("smtp", "[smarthost]"))
+        self.assertEqual(r.resolve("x@relay.example", "alice@corp.example").transport, "relay")
+        explicit = Rewriter(MainConfig({"relayhost": "[smarthost]",
+                                        "default_transport": "smtp:[direct]"}))
+        self.assertEqual(explicit.resolve("x@far.example").nexthop, "[direct]")
+
+
 class TransportMapsTests(TestCase):
     """
     transport_maps, looked up as Postfix does.

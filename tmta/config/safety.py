@@ -88,9 +88,6 @@ UNSAFE_WHEN_IGNORED: Dict[str, Tuple[Callable[[str], bool], str]] = {
     "mailbox_command_maps": (_nonEmpty, "per-user mailbox commands are not implemented"),
     "fallback_transport_maps": (_nonEmpty, "per-user fallback transports are not "
                                 "implemented"),
-    "sender_dependent_default_transport_maps": (
-        _nonEmpty, "sender-dependent transports are not implemented: mail would leave "
-        "by the default transport"),
 }
 for _name in ("strict_7bit_headers", "strict_8bitmime", "strict_8bitmime_body",
               "strict_mime_encoding_domain"):

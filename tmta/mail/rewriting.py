@@ -69,6 +69,10 @@ class Rewriter:
         self.transportMaps = openTables(config.get("transport_maps"))
         self.senderRelayhostMaps = openTables(config.get("sender_dependent_relayhost_maps"))
         self.nullSenderKey = config.get("empty_address_relayhost_maps_lookup_key") or "<>"
+        self.senderTransportMaps = openTables(
+            config.get("sender_dependent_default_transport_maps"))
+        self.nullSenderTransportKey = config.get(
+            "empty_address_default_transport_maps_lookup_key") or "<>"
         self.parentMatches = "transport_maps" in config.getList(
             "parent_domain_matches_subdomains")
 
@@ -80,7 +84,8 @@ class Rewriter:
         (L{tmta.tables.remote}).
         """
         return isRemote([self.localDomains, self.relayDomains, self.virtualDomains,
-                         self.aliasDomains] + self.transportMaps + self.senderRelayhostMaps)
+                         self.aliasDomains] + self.transportMaps + self.senderRelayhostMaps
+                        + self.senderTransportMaps)
 
     def _domains(self, name: str) -> MatchList:
         """
@@ -177,12 +182,17 @@ class Rewriter:
             addressClass = "virtual"
         else:
             if self.isRelayDomain(domain):
-                transport, nexthop = _transportAndNexthop(self.relayTransport, domain)
-                addressClass = "relay"
+                channel, addressClass = self.relayTransport, "relay"
             else:
-                transport, nexthop = _transportAndNexthop(self.defaultTransport, domain)
+                channel = self._senderDependent(self.senderTransportMaps,
+                                                self.nullSenderTransportKey,
+                                                sender) or self.defaultTransport
                 addressClass = "default"
-            nexthop = self._relayhostFor(sender) or self.relayhost or nexthop
+            # The relayhost (by the sender first) replaces the domain; a
+            # next hop the transport names replaces both, as in Postfix.
+            transport, nexthop = _transportAndNexthop(
+                channel, self._senderDependent(self.senderRelayhostMaps, self.nullSenderKey,
+                                               sender) or self.relayhost or domain)
         if self.transportMaps:
             found = self._transportMap(address, domain)
             if found is not None:
@@ -190,23 +200,24 @@ class Rewriter:
                 transport, nexthop = mapped.strip() or transport, hop.strip() or nexthop
         return Resolution(transport, nexthop, address, addressClass)
 
-    def _relayhostFor(self, sender: Optional[str]) -> Optional[str]:
+    def _senderDependent(self, tables, nullKey: str, sender: Optional[str]) -> Optional[str]:
         """
-        C{sender_dependent_relayhost_maps}: the relayhost for the sender
-        address, else for its C{@domain}; the null sender is looked up
-        as C{empty_address_relayhost_maps_lookup_key}.  C{DUNNO} means
-        the global relayhost.
+        C{sender_dependent_relayhost_maps} or
+        C{sender_dependent_default_transport_maps}: the value for the
+        sender address, else for its C{@domain}; the null sender is
+        looked up as C{nullKey}.  C{DUNNO} (or an empty value) means the
+        global setting.
         """
-        if sender is None or not self.senderRelayhostMaps:
+        if sender is None or not tables:
             return None
         if not sender:
-            keys = [self.nullSenderKey]
+            keys = [nullKey]
         else:
             sender = sender.lower()
             _, domain = splitAddress(sender)
             keys = [sender] + ([f"@{domain}"] if domain else [])
         for key in keys:
-            value = lookupAny(self.senderRelayhostMaps, key)
+            value = lookupAny(tables, key)
             if value is not None:
                 value = value.strip()
                 return None if value.upper() == "DUNNO" else value or None

@@ -48,7 +48,8 @@ class QmgrSettings:
         return cls(
             activeLimit=config.getInt("qmgr_message_active_limit"),
             recipientLimit=config.getInt("qmgr_message_recipient_limit"),
-            senderDependent=bool(config.get("sender_dependent_relayhost_maps").strip()),
+            senderDependent=bool(config.get("sender_dependent_relayhost_maps").strip()
+                                 or config.get("sender_dependent_default_transport_maps").strip()),
             runDelay=config.getTime("queue_run_delay"),
             deferTransports=frozenset(config.getList("defer_transports")),
             verifyPendingLimit=config.getInt("address_verify_pending_request_limit"),

@@ -26,6 +26,8 @@ VERIFY_ROUTING = {
     "address_verify_relay_transport": "relay_transport",
     "address_verify_default_transport": "default_transport",
     "address_verify_sender_dependent_relayhost_maps": "sender_dependent_relayhost_maps",
+    "address_verify_sender_dependent_default_transport_maps":
+        "sender_dependent_default_transport_maps",
 }
 
 
