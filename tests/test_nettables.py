@@ -331,3 +331,37 @@ class RemotePolicyRelayTests(RelayHarness, SynchronousTestCase):
         sendMessage(self.port, "alice@localhost", ["bob@remote.example"], "no policy")
         waitFor(lambda: "TLS policy lookup" in master.log(), what="the deferral")
         self.assertEqual(len(self.dumped()), 1)
+
+
+class RemoteMilterMapsTests(SynchronousTestCase):
+    """
+    C{smtpd_milter_maps} asked of a C{tcp:} server: its C{DISABLE} for
+    the client lets the session go on without the (unreachable) milters
+    C{smtpd_milters} names; with the server gone, the client is told to
+    come back (421), never let in without its milters.
+    """
+
+    def test_milterMapsFromServer(self):
+        endToEnd()
+        from tests.support import MASTER_CF, Master, localMaildirs, shortTemporaryDirectory
+
+        ENTRIES["127.0.0.1"] = "DISABLE"
+        self.addCleanup(ENTRIES.pop, "127.0.0.1")
+        server = _serve(_TCPServer)
+        base = shortTemporaryDirectory(self)
+        port = freePort()
+        master = Master(os.path.join(base, "conf"), {
+            "mydestination": "localhost", **localMaildirs(base + "/mail/"),
+            "smtpd_milters": f"inet:127.0.0.1:{freePort()}", "milter_default_action": "reject",
+            "smtpd_milter_maps": f"tcp:127.0.0.1:{server.server_address[1]}",
+        }, MASTER_CF.format(port=port)).start()
+        self.addCleanup(master.stop)
+        sendMessage(port, "alice@localhost", ["bob@localhost"], "no milters for this client")
+        _stop(server)
+        import smtplib
+
+        client = smtplib.SMTP()
+        code, reply = client.connect("127.0.0.1", port)
+        client.close()
+        self.assertEqual((code, reply.split()[-3:]), (421, [b"Server", b"configuration",
+                                                           b"error"]))

@@ -187,18 +187,18 @@ class StartupErrorTests(SynchronousTestCase):
     def test_remoteTableWhereUnsupportedStops(self):
         """
         A table on another server where tmta would consult it on a
-        daemon's only thread (here C{smtpd_milter_maps}) stops start-up
+        daemon's only thread (here C{header_checks}) stops start-up
         rather than fail every lookup.
         """
         tables = os.path.abspath(self.mktemp())
         with open(tables, "w") as f:
             f.write("hosts = 127.0.0.1\ndbname = mail\nquery = SELECT 1 WHERE 0 = 1\n")
-        directory = self.configDirectory(f"smtpd_milter_maps = pgsql:{tables}\n",
+        directory = self.configDirectory(f"header_checks = pgsql:{tables}\n",
                                          "2525 inet n - n - - smtpd\n")
         result = twistd(["-c", directory])
         self.assertNotEqual(result.returncode, 0)
-        self.assertIn(f"smtpd_milter_maps: pgsql:{tables}: a table on another server is not "
-                      "supported in smtpd_milter_maps", result.stderr + result.stdout)
+        self.assertIn(f"header_checks: pgsql:{tables}: a table on another server is not "
+                      "supported in header_checks", result.stderr + result.stdout)
 
     def test_unreadableOriginStops(self):
         """

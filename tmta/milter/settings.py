@@ -212,6 +212,16 @@ class MilterMaps:
         self.tables = openTables(config.get("smtpd_milter_maps"))
         self._lists: Dict[str, List[MilterSettings]] = {}
 
+    @property
+    def remote(self) -> bool:
+        """
+        Whether a table waits on another server (L{lookup} is then asked
+        in a lookup thread).
+        """
+        from tmta.tables.remote import isRemote
+
+        return isRemote(self.tables)
+
     def lookup(self, address: str) -> Optional[List[MilterSettings]]:
         """
         The milters for a client at C{address}: C{None} when the tables

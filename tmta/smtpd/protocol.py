@@ -186,9 +186,14 @@ class SMTPServer(HelloCommands, EnvelopeCommands, DataCommands, AuthCommands, TL
         @return: whether the client was refused.
         """
         chosen = self.settings.milters
-        if self.settings.milterMaps is not None:
+        maps = self.settings.milterMaps
+        if maps is not None:
             try:
-                found = self.settings.milterMaps.lookup(self.clientAddress)
+                if maps.remote and self.settings.restrictions is not None:
+                    found = await self.settings.restrictions.environment.lookupThreads().run(
+                        maps.lookup, self.clientAddress)
+                else:
+                    found = maps.lookup(self.clientAddress)
             except (TableLookupError, ConfigError) as e:
                 # Neither these milters nor none: no mail is taken now.
                 log.warn("smtpd_milter_maps: {client}: {error}", client=self.client,

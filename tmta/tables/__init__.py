@@ -472,7 +472,7 @@ REMOTE_TABLE_PARAMETERS = frozenset({
     "sender_dependent_default_transport_maps",
     # smtpd's recipient, sender and access checks
     "virtual_mailbox_maps", "virtual_alias_maps", "relay_recipient_maps",
-    "local_recipient_maps", "smtpd_sender_login_maps",
+    "local_recipient_maps", "smtpd_sender_login_maps", "smtpd_milter_maps",
     # cleanup's address mapping
     "canonical_maps", "sender_canonical_maps", "recipient_canonical_maps",
     "sender_bcc_maps", "recipient_bcc_maps",
