@@ -9,25 +9,16 @@ counting alone.
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 
 from twisted.internet import defer, reactor
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
-from tests.support import endToEnd, freePort, stopProcess, waitFor
+from tests.support import accepting, endToEnd, freePort, stopProcess, waitFor
 from tmta.anvil import AnvilTable
 from tmta.anvil.shared import SharedRates, configurationProblems, parseSharedStore
 from tmta.config import MainConfig
-
-
-def _accepts(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
 
 
 class ParseTests(SynchronousTestCase):
@@ -52,7 +43,7 @@ class SharedStoreTestsMixin:
         self.port = freePort()
         self.store = self.startStore(self.port)
         self.addCleanup(stopProcess, self.store)
-        waitFor(lambda: _accepts(self.port), what="the store to listen")
+        waitFor(lambda: accepting(self.port), what="the store to listen")
 
     def rates(self, clock=reactor) -> SharedRates:
         return SharedRates(clock, (self.kind, "inet", "127.0.0.1", self.port), 60)

@@ -10,14 +10,11 @@ from __future__ import annotations
 import io
 import os
 import subprocess
-import threading
-import time
-from typing import List
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from tests.differential import Agreement, configDirectory, postfixHasTableType, postfixMissing
-from tests.support import endToEnd
+from tests.support import endToEnd, inThread, settled
 from tests.support.databases import PrivateSlapd
 from tmta.cli.admin import queryMap
 from tmta.tables import TableLookupError, openTable
@@ -58,10 +55,6 @@ KEYS = ["ann@example.org", "anne@example.org", "bob@example.org", "team@example.
         "caf\u00e9@example.org", "star@example.org", "uid=ann", "team", "%s", "ann@a.b.c"]
 
 
-def _settled(path: str) -> None:
-    past = time.time() - 60
-    os.utime(path, (past, past))
-
 
 class QuotingTests(SynchronousTestCase):
     def test_quoting(self):
@@ -82,32 +75,16 @@ class LDAPTableTests(SynchronousTestCase):
         path = os.path.join(self.base, f"{name}.cf")
         with open(path, "w") as f:
             f.write(f"server_host = ldap://127.0.0.1:{self.server.port}\n" + COMMON + text)
-        _settled(path)
+        settled(path)
         return f"ldap:{path}"
 
-    def inThread(self, f, *args):
-        outcome: List = []
-
-        def run():
-            try:
-                outcome.append((True, f(*args)))
-            except BaseException as e:
-                outcome.append((False, e))
-
-        thread = threading.Thread(target=run)
-        thread.start()
-        thread.join(60)
-        ok, value = outcome[0]
-        if not ok:
-            raise value
-        return value
 
     def test_agreesWithPostmap(self):
         missing = postfixMissing()
         if missing:
             raise SkipTest(missing)
         postfixConfig = configDirectory(os.path.join(self.base, "postfix"))
-        _settled(os.path.join(postfixConfig, "main.cf"))
+        settled(os.path.join(postfixConfig, "main.cf"))
         if not postfixHasTableType("ldap", postfixConfig):
             raise SkipTest("this Postfix has no ldap: tables (Debian's postfix-ldap)")
         agreement = Agreement("ldap")
@@ -121,7 +98,7 @@ class LDAPTableTests(SynchronousTestCase):
                            postmap.stdout.decode("utf-8", "surrogateescape").rstrip("\n")
                            if postmap.returncode == 0 else None)
                 out, err = io.StringIO(), io.StringIO()
-                status = self.inThread(queryMap, spec, [key], out, err)
+                status = inThread(queryMap, spec, [key], out, err)
                 tmta = "error" if status == 2 else \
                     out.getvalue().rstrip("\n") if status == 0 else None
                 agreement.compare(f"{name} {key!r}", _sorted(postfix), _sorted(tmta),
@@ -136,13 +113,13 @@ class LDAPTableTests(SynchronousTestCase):
         lookups succeed.
         """
         table = openTable(self.configuration("basic", CONFIGURATIONS["basic"]))
-        self.assertEqual(self.inThread(table.get, "ann@example.org"), "ann@mail.example.org")
+        self.assertEqual(inThread(table.get, "ann@example.org"), "ann@mail.example.org")
         self.server.stop()
-        self.assertRaises(TableLookupError, self.inThread, table.get, "ann@example.org")
+        self.assertRaises(TableLookupError, inThread, table.get, "ann@example.org")
         self.server.start()
         for host in table.pool.hosts:
             host.downUntil = 0
-        self.assertEqual(self.inThread(table.get, "bob@example.org"), "bob@mail.example.org")
+        self.assertEqual(inThread(table.get, "bob@example.org"), "bob@mail.example.org")
 
 
 def _sorted(value):

@@ -25,7 +25,16 @@ from tests.differential import (
     postfixHasTableType,
     postfixMissing,
 )
-from tests.support import endToEnd, freePort, sendMessage, stopProcess, waitFor
+from tests.support import (
+    accepting,
+    endToEnd,
+    freePort,
+    inThread,
+    sendMessage,
+    settled,
+    stopProcess,
+    waitFor,
+)
 from tests.test_smtp import RelayHarness
 from tmta.cli.admin import queryMap
 from tmta.tables import TableLookupError, openTable
@@ -47,10 +56,6 @@ ENTRIES = {
 KEYS = list(ENTRIES) + ["nobody@example.org", "ANN@EXAMPLE.ORG", "a" * 200, "x\ty", "%41",
                         "semi;colon", "comma,key", "colon:key", "brace{}", "ann@example.org "]
 
-
-def _settled(path: str) -> None:
-    past = time.time() - 60
-    os.utime(path, (past, past))
 
 
 class _Handler(socketserver.StreamRequestHandler):
@@ -138,22 +143,6 @@ class NetworkTableTests(SynchronousTestCase):
         self.base = os.path.abspath(self.mktemp())
         os.makedirs(self.base)
 
-    def inThread(self, f, *args):
-        outcome: List = []
-
-        def run():
-            try:
-                outcome.append((True, f(*args)))
-            except BaseException as e:
-                outcome.append((False, e))
-
-        thread = threading.Thread(target=run)
-        thread.start()
-        thread.join(60)
-        ok, value = outcome[0]
-        if not ok:
-            raise value
-        return value
 
     def agree(self, name: str, spec: str, keys: List[str]) -> Agreement:
         """
@@ -164,7 +153,7 @@ class NetworkTableTests(SynchronousTestCase):
         if missing:
             raise SkipTest(missing)
         postfixConfig = configDirectory(os.path.join(self.base, "postfix"))
-        _settled(os.path.join(postfixConfig, "main.cf"))
+        settled(os.path.join(postfixConfig, "main.cf"))
         kind = spec.split(":", 1)[0]
         if not postfixHasTableType(kind, postfixConfig):
             raise SkipTest(f"this Postfix has no {kind}: tables")
@@ -177,7 +166,7 @@ class NetworkTableTests(SynchronousTestCase):
             postfix = postmap.stdout.decode("utf-8", "surrogateescape").rstrip("\n") \
                 if postmap.returncode == 0 else None
             out, err = io.StringIO(), io.StringIO()
-            status = self.inThread(queryMap, spec, [key], out, err)
+            status = inThread(queryMap, spec, [key], out, err)
             tmta = out.getvalue().rstrip("\n") if status == 0 else None
             agreement.compare(f"{key!r}", "error" if failed else postfix,
                               "error" if status == 2 else tmta, stderr + err.getvalue())
@@ -195,7 +184,7 @@ class NetworkTableTests(SynchronousTestCase):
         port = server.server_address[1]
         self.agree("socketmap", f"socketmap:inet:127.0.0.1:{port}:postfix", KEYS)
         table = openTable(f"socketmap:inet:127.0.0.1:{port}:other")
-        self.assertIsNone(self.inThread(table.get, "ann@example.org"))
+        self.assertIsNone(inThread(table.get, "ann@example.org"))
 
     def test_tcp(self):
         server = _serve(_TCPServer)
@@ -209,13 +198,13 @@ class NetworkTableTests(SynchronousTestCase):
         """
         port = freePort()
         table = openTable(f"socketmap:inet:127.0.0.1:{port}:postfix")
-        self.assertRaises(TableLookupError, self.inThread, table.get, "ann@example.org")
+        self.assertRaises(TableLookupError, inThread, table.get, "ann@example.org")
         server = _SocketmapServer(("127.0.0.1", port), _Handler)
         server.connections = []
         threading.Thread(target=server.serve_forever, daemon=True).start()
         self.addCleanup(_stop, server)
         time.sleep(1.1)
-        self.assertEqual(self.inThread(table.get, "ann@example.org"), "ann@mail.example.org")
+        self.assertEqual(inThread(table.get, "ann@example.org"), "ann@mail.example.org")
 
     def test_mtaStsResolver(self):
         """
@@ -241,7 +230,7 @@ class NetworkTableTests(SynchronousTestCase):
                                       env={k: v for k, v in os.environ.items()
                                            if not k.startswith("PYTHON")})
         self.addCleanup(stopProcess, daemon)
-        waitFor(lambda: _accepts(port) or daemon.poll() is not None, timeout=90,
+        waitFor(lambda: accepting(port) or daemon.poll() is not None, timeout=90,
                 what="mta-sts-daemon to listen")
         if daemon.poll() is not None:
             with open(log) as f:
@@ -262,7 +251,7 @@ class NetworkTableTests(SynchronousTestCase):
         daemon = subprocess.Popen(["memcached", "-l", "127.0.0.1", "-p", str(port), "-U", "0",
                                    "-u", "nobody", "-m", "16"])
         self.addCleanup(stopProcess, daemon)
-        waitFor(lambda: _accepts(port), what="memcached to listen")
+        waitFor(lambda: accepting(port), what="memcached to listen")
         _memcached(port, b"set ann@example.org 0 0 20\r\nann@mail.example.org\r\n")
         backup = os.path.join(self.base, "backup")
         with open(backup, "w") as f:
@@ -271,7 +260,7 @@ class NetworkTableTests(SynchronousTestCase):
         with open(config, "w") as f:
             f.write(f"memcache = inet:127.0.0.1:{port}\nbackup = texthash:{backup}\n"
                     "ttl = 600\n")
-        _settled(config)
+        settled(config)
         spec = f"memcache:{config}"
         self.agree("memcache", spec, ["ann@example.org", "bob@example.org", "nobody@example.org",
                                       "with space", ""])
@@ -282,22 +271,15 @@ class NetworkTableTests(SynchronousTestCase):
                     "domain = example.org\n")
         _memcached(port, b"set user:cy 0 0 2\r\ncy\r\n")
         table = openTable(f"memcache:{formatted}")
-        self.assertEqual([self.inThread(table.get, k) for k in ("cy@example.org", "cy@other.test",
+        self.assertEqual([inThread(table.get, k) for k in ("cy@example.org", "cy@other.test",
                                                                "@example.org")],
                          ["cy", None, None])
         stopProcess(daemon)
         table = openTable(spec)
-        self.assertEqual(self.inThread(table.get, "bob@example.org"), "bob@mail.example.org")
-        self.assertRaises(TableLookupError, self.inThread, openTable(f"memcache:{formatted}").get,
+        self.assertEqual(inThread(table.get, "bob@example.org"), "bob@mail.example.org")
+        self.assertRaises(TableLookupError, inThread, openTable(f"memcache:{formatted}").get,
                           "cy@example.org")
 
-
-def _accepts(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
 
 
 def _memcached(port: int, command: bytes) -> bytes:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import os
 import threading
-from typing import Dict, List, Tuple
+from typing import Dict, List
 
 from twisted.internet import reactor
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
@@ -22,7 +22,7 @@ from tests.differential import (
     postfixMissing,
     postmapQuery,
 )
-from tests.support import endToEnd
+from tests.support import endToEnd, inThread, settled
 from tests.support.databases import PrivateMariaDB, PrivatePostgreSQL
 from tmta.cli.admin import queryMap
 from tmta.tables import TableError, TableLookupError, openTable
@@ -107,16 +107,6 @@ class TemplateTests(SynchronousTestCase):
         self.assertRaises(ValueError, readTableConfig, "relative.cf")
 
 
-def _settled(path: str) -> None:
-    """
-    Date a file a minute back: Postfix waits for a configuration file
-    written within the last second to settle before it reads it.
-    """
-    import time
-
-    past = time.time() - 60
-    os.utime(path, (past, past))
-
 
 def _keys() -> List[str]:
     """
@@ -183,29 +173,9 @@ class RemoteTableTestsMixin:
         path = os.path.join(self.base, f"{name}.cf")
         with open(path, "w") as f:
             f.write(self.connection() + text)
-        _settled(path)
+        settled(path)
         return f"{self.kind}:{path}"
 
-    def inThread(self, f, *args):
-        """
-        C{f(*args)} in a thread of its own (remote tables refuse the
-        reactor's thread), its exception raised here.
-        """
-        outcome: List[Tuple[bool, object]] = []
-
-        def run():
-            try:
-                outcome.append((True, f(*args)))
-            except BaseException as e:
-                outcome.append((False, e))
-
-        thread = threading.Thread(target=run)
-        thread.start()
-        thread.join(60)
-        ok, value = outcome[0]
-        if not ok:
-            raise value  # type: ignore[misc]
-        return value
 
     def test_agreesWithPostmap(self):
         """
@@ -217,7 +187,7 @@ class RemoteTableTestsMixin:
         if missing:
             raise SkipTest(missing)
         postfixConfig = configDirectory(os.path.join(self.base, "postfix"))
-        _settled(os.path.join(postfixConfig, "main.cf"))
+        settled(os.path.join(postfixConfig, "main.cf"))
         if not postfixHasTableType(self.kind, postfixConfig):
             raise SkipTest(f"this Postfix has no {self.kind}: tables "
                            f"(Debian's postfix-{self.kind})")
@@ -227,7 +197,7 @@ class RemoteTableTestsMixin:
             spec = self.configuration(name, text)
             postfixFound, _ = postmapQuery(postfixConfig, spec, keys)
             out, err = io.StringIO(), io.StringIO()
-            self.inThread(queryMap, spec, keys, out, err, True)
+            inThread(queryMap, spec, keys, out, err, True)
             tmtaFound: Dict[str, str] = {}
             for line in out.getvalue().splitlines():
                 key, _, value = line.partition("\t")
@@ -247,8 +217,8 @@ class RemoteTableTestsMixin:
         table = openTable(self.configuration(
             "limited", "query = SELECT destination FROM virtual_aliases WHERE source='%s'\n"
                        "expansion_limit = 1\n"))
-        self.assertEqual(self.inThread(table.get, "postmaster@example.org"), "ann@example.org")
-        self.assertRaises(TableLookupError, self.inThread, table.get, "team@example.org")
+        self.assertEqual(inThread(table.get, "postmaster@example.org"), "ann@example.org")
+        self.assertRaises(TableLookupError, inThread, table.get, "team@example.org")
 
     def test_reactorThreadRefused(self):
         """
@@ -268,11 +238,11 @@ class RemoteTableTestsMixin:
         """
         spec = self.configuration("domains", CONFIGURATIONS["domains"] + "retry_interval = 0\n")
         table = openTable(spec)
-        self.assertEqual(self.inThread(table.get, "example.org"), "1")
+        self.assertEqual(inThread(table.get, "example.org"), "1")
         self.server.stop()
-        self.assertRaises(TableLookupError, self.inThread, table.get, "example.org")
+        self.assertRaises(TableLookupError, inThread, table.get, "example.org")
         self.server.start()
-        self.assertEqual(self.inThread(table.get, "example.org"), "1")
+        self.assertEqual(inThread(table.get, "example.org"), "1")
 
     def test_noServer(self):
         """
@@ -311,7 +281,7 @@ class PostgreSQLTableTests(RemoteTableTestsMixin, SynchronousTestCase):
             for host in table.pool.hosts:
                 if host.local:
                     host.details["port"] = str(self.server.port)
-            self.assertEqual(self.inThread(table.get, "example.net"), "1")
+            self.assertEqual(inThread(table.get, "example.net"), "1")
 
 
 class MariaDBTableTests(RemoteTableTestsMixin, SynchronousTestCase):
@@ -329,7 +299,7 @@ class MariaDBTableTests(RemoteTableTestsMixin, SynchronousTestCase):
         with open(path, "w") as f:
             f.write(f"hosts = unix:{self.server.socket}\nuser = mailuser\npassword = secret\n"
                     "dbname = mail\n" + CONFIGURATIONS["domains"])
-        self.assertEqual(self.inThread(openTable(f"mysql:{path}").get, "example.net"), "1")
+        self.assertEqual(inThread(openTable(f"mysql:{path}").get, "example.net"), "1")
 
 
 class LookupThreadsTests(TestCase):

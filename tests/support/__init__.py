@@ -579,6 +579,47 @@ service anvil {{
             stopProcess(self.process)
 
 
+def accepting(port: int) -> bool:
+    """
+    Whether something accepts TCP connections on C{port} of 127.0.0.1.
+    """
+    return _accepts(port)
+
+
+def inThread(f, *args, timeout: float = 60):
+    """
+    C{f(*args)} in a thread of its own, its result returned and its
+    exception raised here: tables on other servers refuse the reactor's
+    thread, which trial registers as the test's.
+    """
+    import threading
+
+    outcome: List = []
+
+    def run():
+        try:
+            outcome.append((True, f(*args)))
+        except BaseException as e:
+            outcome.append((False, e))
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(timeout)
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value
+
+
+def settled(path: str) -> None:
+    """
+    Date a file a minute back: Postfix waits for a configuration file
+    written within the last second to settle before it reads it.
+    """
+    past = time.time() - 60
+    os.utime(path, (past, past))
+
+
 def _accepts(port: int) -> bool:
     import socket
 

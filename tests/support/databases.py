@@ -22,7 +22,7 @@ from typing import List, Optional
 
 from twisted.trial.unittest import SkipTest
 
-from tests.support import freePort, stopProcess, waitFor
+from tests.support import accepting, freePort, stopProcess, waitFor
 
 __all__ = ["PrivatePostgreSQL", "PrivateMariaDB", "PrivateSlapd", "MAIL_SCHEMA", "DIRECTORY"]
 
@@ -325,16 +325,7 @@ class PrivateSlapd:
         self.process = subprocess.Popen(
             ["slapd", "-d", "0", "-f", self.config, "-h", f"ldap://127.0.0.1:{self.port}/"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        import socket
-
-        def listening() -> bool:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return True
-            except OSError:
-                return False
-
-        waitFor(lambda: self.process.poll() is not None or listening(), timeout=60,
+        waitFor(lambda: self.process.poll() is not None or accepting(self.port), timeout=60,
                 what="slapd to listen")
         if self.process.poll() is not None:
             raise AssertionError("slapd exited at start")

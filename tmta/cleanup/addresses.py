@@ -14,6 +14,7 @@ with a temporary error.
 from __future__ import annotations
 
 from email.utils import formataddr, getaddresses
+from functools import cached_property
 from typing import Callable, List, Optional, Tuple
 
 from tmta.mail.address import splitAddress
@@ -71,7 +72,7 @@ class AddressMapper:
                            or self.virtual or self.masquerade or self.alwaysBcc
                            or self.senderBcc or self.recipientBcc)
 
-    @property
+    @cached_property
     def remote(self) -> bool:
         """
         Whether one of the tables waits on another server.

@@ -8,6 +8,7 @@ domain and an address's canonical form.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Optional
 
 from zope.interface import implementer
@@ -76,7 +77,7 @@ class Rewriter:
         self.parentMatches = "transport_maps" in config.getList(
             "parent_domain_matches_subdomains")
 
-    @property
+    @cached_property
     def remote(self) -> bool:
         """
         Whether a table this rewriter consults waits on another server,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Dict, List, Optional, Tuple
 
 from tmta.config import ConfigError
@@ -212,7 +213,7 @@ class MilterMaps:
         self.tables = openTables(config.get("smtpd_milter_maps"))
         self._lists: Dict[str, List[MilterSettings]] = {}
 
-    @property
+    @cached_property
     def remote(self) -> bool:
         """
         Whether a table waits on another server (L{lookup} is then asked

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
+from functools import cached_property
 from typing import List, Optional, Tuple
 
 from tmta.config import splitList
@@ -106,7 +107,7 @@ class SASLPasswords:
         self.tlsMechanisms = allowedMechanisms(
             config.get(f"{prefix}_sasl_tls_security_options"), mechanismFilter)
 
-    @property
+    @cached_property
     def remote(self) -> bool:
         """
         Whether a password table waits on another server (L{forServer}

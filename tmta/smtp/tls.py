@@ -17,6 +17,7 @@ Verified, Trusted (chain good, name not), Untrusted or Anonymous.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Dict, List, Optional
 
 from OpenSSL import SSL
@@ -144,7 +145,7 @@ class TLSPolicies:
                                  f"{self.prefix}_tls_CAfile or {self.prefix}_tls_CApath")
         return policy
 
-    @property
+    @cached_property
     def remote(self) -> bool:
         """
         Whether a policy table waits on another server (L{forNexthop}

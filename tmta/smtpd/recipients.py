@@ -8,6 +8,7 @@ sender nobody checked.
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Generator, List, Optional, Tuple
 
 from tmta.mail.address import localName, splitAddress, unquoteLocal
@@ -81,7 +82,7 @@ class RecipientTables:
                 config.get("receive_override_options")),
         )
 
-    @property
+    @cached_property
     def remote(self) -> bool:
         """
         Whether one of the tables waits on another server: L{unknown} is

@@ -28,22 +28,27 @@ from zope.interface import implementer
 from tmta.interfaces import IRemoteTable
 from tmta.logging import Logger
 from tmta.tables import TableLookupError
-from tmta.tables.remote import CONNECT_TIMEOUT, ConnectionPool, Host, refuseReactorThread
+from tmta.tables.remote import (
+    CONNECT_TIMEOUT,
+    ConnectionPool,
+    Host,
+    refuseReactorThread,
+    requireDriver,
+)
 from tmta.tables.sql import (
     DomainFilter,
     KeyTemplate,
     ResultFormat,
     SQLConfigError,
+    appendLimited,
     readTableConfig,
+    settingBoolean,
     settingNumber,
 )
 
 __all__ = ["LDAPTable", "filterQuote", "dnQuote"]
 
 log = Logger()
-
-_BOOLEANS = {"yes": True, "true": True, "1": True, "no": False, "false": False, "0": False}
-
 
 def filterQuote(value: str) -> str:
     """
@@ -61,24 +66,6 @@ def dnQuote(value: str) -> str:
     return re.sub(r'[ \t"#+,;<>\\]', lambda m: "\\%02X" % ord(m.group()), value)
 
 
-def _driver():
-    try:
-        import ldap3
-    except ImportError:
-        raise SQLConfigError("ldap: tables need ldap3, which is not installed "
-                             "(pip install 'tmta[ldap]')") from None
-    return ldap3
-
-
-def _boolean(settings: Dict[str, str], name: str, default: bool, where: str) -> bool:
-    value = settings.get(name, "").strip().lower()
-    if not value:
-        return default
-    if value not in _BOOLEANS:
-        raise SQLConfigError(f"{where}bad boolean configuration: {name} = {value}")
-    return _BOOLEANS[value]
-
-
 def _attributes(settings: Dict[str, str], name: str, default: str = "") -> List[str]:
     return [a for a in re.split(r"[\s,]+", settings.get(name, default)) if a]
 
@@ -86,7 +73,7 @@ def _attributes(settings: Dict[str, str], name: str, default: str = "") -> List[
 @implementer(IRemoteTable)
 class LDAPTable:
     def __init__(self, configPath: str) -> None:
-        self.ldap3 = _driver()
+        self.ldap3 = requireDriver("ldap3", "ldap", "ldap")
         where = f"{configPath}: "
         settings = readTableConfig(configPath)
         self.label = f"ldap:{configPath}"
@@ -119,15 +106,12 @@ class LDAPTable:
             dereference if 0 <= dereference <= 3 else 0]
         self.timeout = settingNumber(settings, "timeout", 10, where)
         self.version = settingNumber(settings, "version", 2, where)
-        bind = (settings.get("bind", "yes") or "yes").lower()
-        if bind == "sasl":
+        if settings.get("bind", "").strip().lower() == "sasl":
             raise SQLConfigError(f"{where}bind = sasl is not supported")
-        if bind not in _BOOLEANS:
-            raise SQLConfigError(f"{where}unsupported value for bind: {bind}")
-        self.bind = _BOOLEANS[bind]
+        self.bind = bool(settingBoolean(settings, "bind", True, where))
         self.bindDN = settings.get("bind_dn", "")
         self.bindPassword = settings.get("bind_pw", "")
-        self.startTLS = _boolean(settings, "start_tls", False, where)
+        self.startTLS = bool(settingBoolean(settings, "start_tls", False, where))
         self.tls = self._tls(settings, where)
         port = settingNumber(settings, "server_port", 389, where)
         hosts = [self._host(item, port, where)
@@ -138,7 +122,7 @@ class LDAPTable:
     def _tls(self, settings: Dict[str, str], where: str):
         names = ("tls_ca_cert_file", "tls_ca_cert_dir", "tls_cert", "tls_key",
                  "tls_cipher_suite")
-        require = _boolean(settings, "tls_require_cert", False, where)
+        require = settingBoolean(settings, "tls_require_cert", False, where)
         if not (self.startTLS or any(settings.get(n) for n in names) or require):
             return None
         return self.ldap3.Tls(
@@ -252,12 +236,7 @@ class LDAPTable:
                         expanded = self.resultFormat.expand(value, key) if value else None
                         if expanded is None:
                             continue
-                        results.append(expanded)
-                        if self.expansionLimit and len(results) > self.expansionLimit:
-                            log.warn("{label}: Expansion limit exceeded for key: '{key}'",
-                                     label=self.label, key=key)
-                            raise TableLookupError(f"{self.label}: expansion limit "
-                                                   f"{self.expansionLimit} exceeded")
+                        appendLimited(results, expanded, self.expansionLimit, self.label, key)
                 elif index < len(self.attributes):
                     if depth >= self.recursionLimit:
                         log.warn("{label}: Recursion limit exceeded for special attribute "

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+from functools import cached_property
 from typing import Any, List, Optional, Tuple, Union
 
 from tmta.tables import TableError, TableLookupError, openTable, readLogicalLines
@@ -129,7 +130,7 @@ class MatchList:
     def __bool__(self) -> bool:
         return bool(self.items)
 
-    @property
+    @cached_property
     def remote(self) -> bool:
         """
         Whether a table in the list waits on another server

@@ -12,7 +12,6 @@ answer, whose answer is then stored in memcached for C{ttl} seconds
 
 from __future__ import annotations
 
-import socket
 import time
 from typing import Optional
 
@@ -23,7 +22,7 @@ from tmta.logging import Logger
 from tmta.tables import TableError, TableLookupError, openTable
 from tmta.tables.remote import (
     ConnectionPool,
-    LineReader,
+    SocketConnection,
     connectSocket,
     refuseReactorThread,
     socketHost,
@@ -40,14 +39,6 @@ __all__ = ["MemcacheTable"]
 
 log = Logger()
 
-
-class _Connection:
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.reader = LineReader(sock)
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 class _ProtocolError(Exception):
@@ -83,8 +74,8 @@ class MemcacheTable:
                                    lambda e: isinstance(e, (OSError, _ProtocolError)),
                                    lambda c: c.close(), retryInterval=self.retryPause)
 
-    def _connect(self, host) -> _Connection:
-        connection = _Connection(connectSocket(host, self.timeout))
+    def _connect(self, host) -> SocketConnection:
+        connection = SocketConnection(connectSocket(host, self.timeout))
         connection.sock.settimeout(self.timeout)
         return connection
 
@@ -120,7 +111,7 @@ class MemcacheTable:
         raise AssertionError("unreachable")
 
     def _get(self, mkey: bytes) -> Optional[str]:
-        def get(connection: _Connection) -> Optional[bytes]:
+        def get(connection: SocketConnection) -> Optional[bytes]:
             connection.sock.sendall(b"get " + mkey + b"\r\n")
             line = self._line(connection)
             if line == b"END":
@@ -142,7 +133,7 @@ class MemcacheTable:
     def _set(self, mkey: bytes, value: str) -> None:
         data = value.encode("utf-8", "surrogateescape")
 
-        def set_(connection: _Connection) -> None:
+        def set_(connection: SocketConnection) -> None:
             connection.sock.sendall(b"set %s %d %d %d\r\n%s\r\n" % (
                 mkey, self.flags, self.ttl, len(data), data))
             reply = self._line(connection)
@@ -156,7 +147,7 @@ class MemcacheTable:
         except TableLookupError as e:
             log.warn("{error}", error=str(e))
 
-    def _line(self, connection: _Connection) -> bytes:
+    def _line(self, connection: SocketConnection) -> bytes:
         try:
             return connection.reader.until(b"\r\n", self.lineLimit)
         except ValueError as e:

@@ -29,25 +29,15 @@ from tmta.tables.remote import (
     ConnectionPool,
     Host,
     refuseReactorThread,
+    requireDriver,
 )
-from tmta.tables.sql import MYSQL, SQLConfigError, SQLLookup, settingNumber
+from tmta.tables.sql import MYSQL, SQLConfigError, SQLLookup, settingBoolean, settingNumber
 
 __all__ = ["MySQLTable"]
 
 #: MySQL's error numbers that mean the connection or the server failed,
 #: not the query (client errors are 2000 and above).
 _CONNECTION_ERRORS = frozenset({1040, 1045, 1053, 1152, 1158, 1159, 1160, 1161, 1927, 4031})
-
-_BOOLEANS = {"yes": True, "true": True, "1": True, "no": False, "false": False, "0": False}
-
-
-def _driver():
-    try:
-        import pymysql
-    except ImportError:
-        raise SQLConfigError("mysql: tables need PyMySQL, which is not installed "
-                             "(pip install 'tmta[mysql]')") from None
-    return pymysql
 
 
 def parseHost(text: str) -> Host:
@@ -67,16 +57,6 @@ def parseHost(text: str) -> Host:
     return Host(text, local=False, host=host.strip("[]"), port=number)
 
 
-def _boolean(settings: Dict[str, str], name: str, default: Optional[bool],
-             where: str) -> Optional[bool]:
-    value = settings.get(name, "").strip().lower()
-    if not value:
-        return default
-    if value not in _BOOLEANS:
-        raise SQLConfigError(f"{where}bad boolean configuration: {name} = {value}")
-    return _BOOLEANS[value]
-
-
 def _close(connection: Any) -> None:
     connection.close()
 
@@ -84,13 +64,13 @@ def _close(connection: Any) -> None:
 @implementer(IRemoteTable)
 class MySQLTable:
     def __init__(self, configPath: str) -> None:
-        self.pymysql = _driver()
+        self.pymysql = requireDriver("pymysql", "mysql", "mysql")
         self.lookup = SQLLookup("mysql", configPath, MYSQL)
         settings = self.lookup.settings
         where = f"{configPath}: "
         if not settings.get("dbname"):
             raise SQLConfigError(f"{configPath}: no dbname")
-        self.requireResultSet = _boolean(settings, "require_result_set", True, where)
+        self.requireResultSet = settingBoolean(settings, "require_result_set", True, where)
         self.connectArguments: Dict[str, Any] = {
             "user": settings.get("user", "") or None,
             "password": settings.get("password", ""),
@@ -127,7 +107,7 @@ class MySQLTable:
             return None
         context = ssl.create_default_context(cafile=settings.get("tls_CAfile") or None,
                                              capath=settings.get("tls_CApath") or None)
-        verify = _boolean(settings, "tls_verify_cert", None, where)
+        verify = settingBoolean(settings, "tls_verify_cert", None, where)
         if verify is False or (verify is None and not (settings.get("tls_CAfile")
                                                        or settings.get("tls_CApath"))):
             # As the MySQL client: without a CA or with verification off,

@@ -29,19 +29,11 @@ from tmta.tables.remote import (
     ConnectionPool,
     Host,
     refuseReactorThread,
+    requireDriver,
 )
 from tmta.tables.sql import PGSQL, SQLConfigError, SQLLookup, settingNumber
 
 __all__ = ["PostgreSQLTable"]
-
-
-def _driver():
-    try:
-        import psycopg
-    except ImportError:
-        raise SQLConfigError("pgsql: tables need psycopg, which is not installed "
-                             "(pip install 'tmta[pgsql]')") from None
-    return psycopg
 
 
 def parseHost(text: str) -> Host:
@@ -66,7 +58,7 @@ def _close(connection: Any) -> None:
 @implementer(IRemoteTable)
 class PostgreSQLTable:
     def __init__(self, configPath: str) -> None:
-        self.psycopg = _driver()
+        self.psycopg = requireDriver("psycopg", "pgsql", "pgsql")
         self.lookup = SQLLookup("pgsql", configPath, PGSQL)
         settings = self.lookup.settings
         if not settings.get("dbname") and not any(

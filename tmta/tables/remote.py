@@ -45,7 +45,8 @@ from tmta.tables import TableLookupError
 
 __all__ = ["LookupThreads", "ConnectionPool", "Host", "isRemote", "refuseReactorThread",
            "Lookup", "decideNow", "decideLater", "lookupAnyLater",
-           "LOOKUP_THREADS", "LOOKUP_TIMEOUT", "socketHost", "connectSocket", "LineReader"]
+           "LOOKUP_THREADS", "LOOKUP_TIMEOUT", "socketHost", "connectSocket", "LineReader",
+           "SocketConnection", "requireDriver"]
 
 log = Logger()
 
@@ -417,6 +418,35 @@ def connectSocket(host: Host, timeout: float = CONNECT_TIMEOUT) -> socket.socket
         sock = socket.create_connection((host.details["host"], host.details["port"]), timeout)
     sock.settimeout(LOOKUP_TIMEOUT)
     return sock
+
+
+def requireDriver(module: str, kind: str, extra: str):
+    """
+    The driver a table type needs, imported.
+
+    @raise ValueError: it is not installed (the table cannot be opened:
+        start-up stops), with what installs it.
+    """
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ValueError(f"{kind}: tables need {module}, which is not installed "
+                         f"(pip install 'tmta[{extra}]')") from None
+
+
+class SocketConnection:
+    """
+    A connected socket and the buffered reader of its replies.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.reader = LineReader(sock)
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 class LineReader:

@@ -9,7 +9,6 @@ the server closed is made again once before the lookup fails.
 
 from __future__ import annotations
 
-import socket
 from typing import Optional
 
 from zope.interface import implementer
@@ -20,6 +19,7 @@ from tmta.tables import TableLookupError
 from tmta.tables.remote import (
     ConnectionPool,
     LineReader,
+    SocketConnection,
     connectSocket,
     refuseReactorThread,
     socketHost,
@@ -52,14 +52,6 @@ def readNetstring(reader: LineReader, limit: int = MAX_REPLY) -> bytes:
     return data[:-1]
 
 
-class _Connection:
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.reader = LineReader(sock)
-
-    def close(self) -> None:
-        self.sock.close()
-
 
 @implementer(IRemoteTable)
 class SocketmapTable:
@@ -70,7 +62,7 @@ class SocketmapTable:
                              "socketmap:unix:/path:name")
         self.label = f"socketmap:{name}"
         self.pool = ConnectionPool(self.label, [socketHost(server, f"{self.label}: ")],
-                                   lambda host: _Connection(connectSocket(host)),
+                                   lambda host: SocketConnection(connectSocket(host)),
                                    lambda e: isinstance(e, OSError), lambda c: c.close(),
                                    retryInterval=1)
 
@@ -78,7 +70,7 @@ class SocketmapTable:
         refuseReactorThread(self.label)
         request = netstring(f"{self.mapName} {key}".encode("utf-8", "surrogateescape"))
 
-        def ask(connection: _Connection) -> bytes:
+        def ask(connection: SocketConnection) -> bytes:
             connection.sock.sendall(request)
             try:
                 return readNetstring(connection.reader)

@@ -19,7 +19,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 from tmta.logging import Logger
 from tmta.tables import TableLookupError, readLogicalLines
 
-__all__ = ["SQLConfigError", "readTableConfig", "settingNumber", "KeyTemplate",
+__all__ = ["SQLConfigError", "readTableConfig", "settingNumber", "settingBoolean",
+           "appendLimited", "KeyTemplate",
            "QueryTemplate", "ResultFormat", "Dialect", "SQLITE", "PGSQL", "MYSQL",
            "DomainFilter"]
 
@@ -70,6 +71,37 @@ def settingNumber(settings: Dict[str, str], name: str, default: int, where: str 
         return int(value) if value else default
     except ValueError:
         raise SQLConfigError(f"{where}bad numerical configuration: {name} = {value}") from None
+
+
+_BOOLEANS = {"yes": True, "true": True, "1": True, "no": False, "false": False, "0": False}
+
+
+def settingBoolean(settings: Dict[str, str], name: str, default: Optional[bool],
+                   where: str = "") -> Optional[bool]:
+    """
+    A yes/no setting of a table configuration, or C{default}.
+
+    @raise SQLConfigError: it is neither.
+    """
+    value = settings.get(name, "").strip().lower()
+    if not value:
+        return default
+    if value not in _BOOLEANS:
+        raise SQLConfigError(f"{where}bad boolean configuration: {name} = {value}")
+    return _BOOLEANS[value]
+
+
+def appendLimited(results: List[str], value: str, limit: int, label: str, key: str) -> None:
+    """
+    Add one result, failing the lookup past C{expansion_limit} as
+    Postfix fails it (a temporary error, not "not found").
+
+    @raise TableLookupError: more than C{limit} results (0: no limit).
+    """
+    results.append(value)
+    if limit and len(results) > limit:
+        log.warn("{label}: Expansion limit exceeded for key: '{key}'", label=label, key=key)
+        raise TableLookupError(f"{label}: expansion limit {limit} exceeded for key {key!r}")
 
 
 def _parts(text: str) -> Tuple[str, Optional[str]]:
@@ -516,11 +548,6 @@ class SQLLookup:
                 expanded = self.resultFormat.expand(text, key)
                 if expanded is None:
                     continue
-                results.append(expanded)
-                if self.expansionLimit and len(results) > self.expansionLimit:
-                    log.warn("{label}: Expansion limit exceeded for key: '{key}'",
-                             label=self.label, key=key)
-                    raise TableLookupError(f"{self.label}: expansion limit "
-                                           f"{self.expansionLimit} exceeded for key {key!r}")
+                appendLimited(results, expanded, self.expansionLimit, self.label, key)
         value = ",".join(results)
         return value or None

@@ -9,7 +9,6 @@ might be reached by others: it has no authentication.
 
 from __future__ import annotations
 
-import socket
 from typing import Optional
 
 from zope.interface import implementer
@@ -18,7 +17,7 @@ from tmta.interfaces import IRemoteTable
 from tmta.tables import TableLookupError
 from tmta.tables.remote import (
     ConnectionPool,
-    LineReader,
+    SocketConnection,
     connectSocket,
     refuseReactorThread,
     socketHost,
@@ -58,21 +57,13 @@ def hexUnquote(text: bytes) -> bytes:
     return bytes(out)
 
 
-class _Connection:
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.reader = LineReader(sock)
-
-    def close(self) -> None:
-        self.sock.close()
-
 
 @implementer(IRemoteTable)
 class TCPTable:
     def __init__(self, name: str) -> None:
         self.label = f"tcp:{name}"
         self.pool = ConnectionPool(self.label, [socketHost(f"inet:{name}", f"{self.label}: ")],
-                                   lambda host: _Connection(connectSocket(host)),
+                                   lambda host: SocketConnection(connectSocket(host)),
                                    lambda e: isinstance(e, OSError), lambda c: c.close(),
                                    retryInterval=1)
 
@@ -80,7 +71,7 @@ class TCPTable:
         refuseReactorThread(self.label)
         request = b"get " + hexQuote(key.encode("utf-8", "surrogateescape")) + b"\n"
 
-        def ask(connection: _Connection) -> bytes:
+        def ask(connection: SocketConnection) -> bytes:
             connection.sock.sendall(request)
             try:
                 return connection.reader.until(b"\n", MAX_LINE)

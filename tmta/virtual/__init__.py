@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import time
+from functools import cached_property
 from typing import Callable, Dict, Generator, List, Optional, Tuple
 
 from twisted.internet import defer
@@ -73,7 +74,7 @@ class VirtualAgent:
         self.gids = openTables(config.get("virtual_gid_maps"))
         self.fsync = fsync
 
-    @property
+    @cached_property
     def remote(self) -> bool:
         """
         Whether a table waits on another server: the mailboxes are then
