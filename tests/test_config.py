@@ -153,6 +153,10 @@ class MainCfTests(SynchronousTestCase):
         self.assertEqual(parseTime("2h"), 7200)
         self.assertEqual(parseTime("3", "d"), 3 * 86400)
         self.assertRaises(ValueError, parseTime, "soon")
+        # Only the unit's letter counts, as in Postfix: "5mh" is what
+        # postscreen_dnsbl_max_ttl's default makes of a ttl of 5m.
+        self.assertEqual(parseTime("5mh"), 300)
+        self.assertRaises(ValueError, parseTime, "5x")
 
     def test_badTypedValue(self):
         c = MainConfig({"smtpd_recipient_limit": "lots"}, path="m.cf",

@@ -113,6 +113,28 @@ class ServiceVerbTests(SynchronousTestCase):
         checked = self.tmta("check")
         self.assertEqual((checked.returncode, checked.stdout), (0, ""))
 
+    def test_startupProblemsSaidWhole(self):
+        """
+        What a component cannot honour (found only when the master checks
+        each service) is reported by C{tmta check}, and by C{tmta start}
+        in full, before a daemon is started.
+        """
+        with open(os.path.join(self.conf, "master.cf"), "a") as f:
+            f.write("smtp      unix  -       -       n       -       -       smtp\n"
+                    "relay     unix  -       -       n       -       -       smtp\n")
+        with open(os.path.join(self.conf, "main.cf"), "a") as f:
+            f.write("smtp_tls_security_level = fingerprint\n")
+        checked = self.tmta("check")
+        self.assertEqual(checked.returncode, 1)
+        self.assertIn("smtp/unix: smtp_tls_security_level", checked.stdout)
+        started = self.tmta("start")
+        self.assertEqual(started.returncode, 1)
+        for service in ("smtp/unix", "relay/unix"):
+            self.assertIn(f"{service}: smtp_tls_security_level or smtp_tls_policy_maps: "
+                          "cannot be honoured: TLS security level 'fingerprint' is not "
+                          "implemented", started.stderr)
+        self.assertEqual(self.tmta("status").returncode, 1)
+
     def test_checkFindsMissingAccounts(self):
         with open(os.path.join(self.conf, "main.cf"), "a") as f:
             f.write("default_privs = no-such-account-here\n")

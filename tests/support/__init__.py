@@ -755,3 +755,51 @@ def localMaildirs(spool: str) -> Dict[str, str]:
     """
     return {"local_recipient_maps": "", "local_mailbox_accounts": "none",
             "mail_spool_directory": spool}
+
+
+class SmtpSink:
+    """
+    Postfix's smtp-sink on a loopback port, writing each message it
+    takes to a file of its own (with C{X-Rcpt-Args: <address>} lines for
+    its recipients): a real SMTP (or, with C{lmtp}, LMTP) peer to deliver to.
+    """
+
+    def __init__(self, testCase, base: str, lmtp: bool = False) -> None:
+        import shutil as _shutil
+
+        from twisted.trial.unittest import SkipTest
+
+        if _shutil.which("smtp-sink") is None:
+            raise SkipTest("Debian's postfix package (smtp-sink) is not installed")
+        self.dumps = os.path.join(base, "lmtp-dumps" if lmtp else "smtp-dumps")
+        os.makedirs(self.dumps)
+        os.chmod(self.dumps, 0o777)
+        self.port = freePort()
+        self.process = subprocess.Popen(
+            ["smtp-sink", *(["-L"] if lmtp else []), "-u", "nobody",
+             "-d", os.path.join(self.dumps, "%M."), f"127.0.0.1:{self.port}", "20"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        testCase.addCleanup(stopProcess, self.process)
+        waitFor(lambda: _accepts(self.port), what="smtp-sink to listen")
+
+    def messages(self) -> List[bytes]:
+        """
+        The messages written out whole (each file is made before it is
+        written).
+        """
+        texts = []
+        for name in os.listdir(self.dumps):
+            with open(os.path.join(self.dumps, name), "rb") as f:
+                text = f.read()
+            if text.endswith(b"\n"):
+                texts.append(text)
+        return texts
+
+    def recipients(self) -> List[str]:
+        """
+        Every recipient of every message taken, sorted.
+        """
+        import re
+
+        return sorted(address.decode() for text in self.messages()
+                      for address in re.findall(rb"^X-Rcpt-Args: <([^>]*)>", text, re.M))

@@ -171,6 +171,8 @@ class PrivateMariaDB:
         testCase.addCleanup(shutil.rmtree, self.base, True)
         account = pwd.getpwnam("mysql")
         os.chown(self.base, account.pw_uid, account.pw_gid)
+        # Its socket is for every account, as /run/mysqld's is.
+        os.chmod(self.base, 0o755)
         self.data = os.path.join(self.base, "data")
         self.socket = os.path.join(self.base, "mysqld.sock")
         self.port = freePort()

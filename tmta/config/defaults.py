@@ -386,6 +386,8 @@ for _name in ("address_verify_map", "address_verify_service_name", "address_veri
               "milter_end_of_data_macros", "milter_unknown_command_macros",
               "milter_macro_daemon_name", "milter_macro_v", "milter_macro_defaults",
               "milter_header_checks",
+              # The tables proxymap serves (tmta.proxymap).
+              "proxy_read_maps", "proxy_write_maps",
               # After-queue content filters (tmta.mail.receiving, qmgr).
               "content_filter", "receive_override_options", "default_filter_nexthop",
               # The before-queue filter (tmta.smtpd.proxy).

@@ -20,7 +20,10 @@ from .parser import ConfigError, logicalLines, readLines
 
 _NAME = re.compile(r"^[A-Za-z0-9_]+$")
 _LIST_SEPARATORS = re.compile(r"[\s,]+")
-_TIME_VALUE = re.compile(r"^(\d+(?:\.\d+)?)([smhdw]?)$")
+# Postfix reads only the first letter after the number as the unit:
+# postscreen_dnsbl_max_ttl's default makes "5mh" of postscreen_dnsbl_ttl
+# = 5m, and means five minutes.
+_TIME_VALUE = re.compile(r"^(\d+(?:\.\d+)?)(?:([smhdw])\S*)?$")
 _TIME_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 # Parameters every service has, which master.cf may refer to.
@@ -105,7 +108,8 @@ def splitList(value: str) -> List[str]:
 
 def parseTime(value: str, defaultUnit: str = "s") -> float:
     """
-    Parse a Postfix time value such as C{100s}, C{5d} or C{300}.
+    Parse a Postfix time value such as C{100s}, C{5d} or C{300}; what
+    follows the unit's letter is ignored, as Postfix ignores it.
 
     @return: seconds.
     @raise ValueError: not a time value.

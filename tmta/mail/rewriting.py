@@ -21,6 +21,10 @@ from tmta.tables.matchlist import MatchList
 from tmta.tables.remote import isRemote
 
 
+#: How the reason of a resolution that failed on a table begins.
+LOOKUP_FAILURE = "table lookup failure"
+
+
 @dataclass(frozen=True)
 class Resolution:
     """
@@ -37,6 +41,22 @@ class Resolution:
     nexthop: str
     recipient: str
     addressClass: str
+
+    @classmethod
+    def lookupFailure(cls, address: str, error: object) -> "Resolution":
+        """
+        The resolution of an address a table could not be consulted
+        for: the C{retry} transport, which defers it with the reason.
+        """
+        return cls("retry", f"{LOOKUP_FAILURE}: {error}", address, "default")
+
+    @property
+    def lookupFailed(self) -> bool:
+        """
+        Whether this is a L{lookupFailure} (not a C{retry:} transport
+        that a table chose).
+        """
+        return self.transport == "retry" and self.nexthop.startswith(LOOKUP_FAILURE)
 
 
 def _transportAndNexthop(value: str, default: str):
@@ -166,7 +186,7 @@ class Rewriter:
         try:
             return self._resolve(address, sender)
         except TableLookupError as e:
-            return Resolution("retry", f"table lookup failure: {e}", address, "default")
+            return Resolution.lookupFailure(address, e)
 
     def _resolve(self, address: str, sender: Optional[str]) -> Resolution:
         address = self.rewrite(address)

@@ -88,6 +88,20 @@ def configurationProblems(configuration: Configuration, components) -> List[str]
     return problems
 
 
+def startupProblems(configuration: Configuration) -> List[str]:
+    """
+    Everything in C{configuration} that would stop the master at
+    start-up (L{checkServices}), one line each: for C{tmta check}, and
+    for C{tmta start} to say before the master becomes a daemon, whose
+    start-up report carries only the first hundred bytes of a reason.
+    """
+    from tmta.master.components import availableComponents
+
+    try:
+        checkServices(configuration, availableComponents())
+    except ConfigProblems as e:
+        return e.problems
+    return []
 
 
 def queueAccessProblems(queueDirectory: str, account) -> List[str]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from typing import Any, Dict, Optional, Set
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReadDescriptor
@@ -35,6 +35,7 @@ from tmta.postscreen.engine import DummyEngine, escape
 from tmta.postscreen.settings import DEEP_TESTS, DNSBL, EARLY_TESTS, PREGREET, TESTS
 from tmta.tables import TableLookupError, lookupAny
 from tmta.tables.networks import inNetworks
+from tmta.tables.remote import maybeInThread
 
 log = Logger()
 
@@ -121,6 +122,8 @@ class PostscreenSession(Protocol):
         #: Counted among the clients being screened (not handed over at once).
         self.screening = False
         self.started = 0.0
+        #: The client's connections at the time this one was made.
+        self.concurrency = 0
 
     # -- identity
 
@@ -141,14 +144,36 @@ class PostscreenSession(Protocol):
         log.info("CONNECT from {client} to [{server}]:{port}", client=self.where(),
                  server=host.host, port=host.port)
         screen = self.screen
-        concurrency = screen.connected(self.address)
+        concurrency = self.concurrency = screen.connected(self.address)
         limit = self.settings.connectionCountLimit
         if limit > 0 and concurrency > limit:
             log.info("NOQUEUE: reject: CONNECT from {client}: too many connections",
                      client=self.where())
             self.drop("421 4.7.0 Error: too many connections")
             return
-        verdict = self._accessList()
+        decided = maybeInThread(screen.reactor, self.settings.accessListRemote,
+                                self._accessList)
+        if isinstance(decided, defer.Deferred):
+            decided.addCallbacks(self._accessListDecided, self._accessListFailed)
+        else:
+            self._accessListDecided(decided)
+
+    def _accessListFailed(self, failure) -> None:
+        log.warn("postscreen_access_list: {error}: skipped for {client}",
+                 error=failure.getErrorMessage(), client=self.where())
+        self._accessListDecided((None, []))
+
+    def _accessListDecided(self, decided: Tuple[Optional[str], List[str]]) -> None:
+        """
+        Go on with the access list's verdict: allow, deny, or screen.
+        """
+        verdict, warnings = decided
+        for warning in warnings:
+            log.warn("postscreen_access_list: {warning} for {client}", warning=warning,
+                     client=self.where())
+        if self.ended:
+            return  # the client left while a table on another server was asked
+        screen, concurrency = self.screen, self.concurrency
         if verdict == "permit":
             log.info("ALLOWLISTED {client}", client=self.where())
             self.conclude()
@@ -187,31 +212,32 @@ class PostscreenSession(Protocol):
         else:
             self.conclude()
 
-    def _accessList(self) -> Optional[str]:
+    def _accessList(self) -> Tuple[Optional[str], List[str]]:
         """
-        C{postscreen_access_list}: C{permit}, C{reject}, or C{None}
-        (no element decided).
+        C{postscreen_access_list}: C{permit}, C{reject}, or C{None} (no
+        element decided), and what to warn of.  It runs in a lookup
+        thread when a table is on another server, so it logs nothing
+        itself.
         """
+        warnings = []
         for kind, value in self.settings.accessList:
             if kind == "mynetworks":
                 if inNetworks(self.address, value):
-                    return "permit"
+                    return "permit", warnings
                 continue
             try:
                 found = lookupAny(value, self.address)
             except TableLookupError as e:
-                log.warn("postscreen_access_list: {error}: skipped for {client}",
-                         error=str(e), client=self.where())
+                warnings.append(f"{e}: skipped")
                 continue
             if found is None:
                 continue
             word = found.strip().split(None, 1)[0].lower() if found.strip() else ""
             if word in ("permit", "reject"):
-                return word
+                return word, warnings
             if word != "dunno":
-                log.warn("postscreen_access_list: unknown action {action!r} for {client}",
-                         action=found, client=self.where())
-        return None
+                warnings.append(f"unknown action {found!r}")
+        return None, warnings
 
     # -- the tests before the greeting
 

@@ -13,6 +13,7 @@ from tmta.config import ConfigError
 from tmta.mail.dnslists import parseFilter
 from tmta.tables import openTables
 from tmta.tables.networks import parseNetworks
+from tmta.tables.remote import isRemote
 
 #: What a failed test does: nothing but log (C{ignore}), refuse every
 #: recipient and let the client try again later (C{enforce}), or hang
@@ -102,6 +103,9 @@ class PostscreenSettings:
     forbiddenCommands: Tuple[str, ...]
     #: C{postscreen_access_list}: C{permit_mynetworks} and tables, in order.
     accessList: List[Tuple[str, object]] = field(default_factory=list)
+    #: Whether a table of the access list is on another server, so that
+    #: it is consulted in a lookup thread.
+    accessListRemote: bool = False
     #: C{postscreen_dnsbl_reply_map}: the name a DNS list is given in
     #: replies (one whose name holds a key need not show it).
     replyMap: List = field(default_factory=list)
@@ -177,5 +181,7 @@ class PostscreenSettings:
                                     config.getList("postscreen_forbidden_commands")
                                     if w.isalpha()),
             accessList=accessList,
+            accessListRemote=isRemote(table for kind, tables in accessList if kind == "table"
+                                      for table in tables),
             replyMap=openTables(config.get("postscreen_dnsbl_reply_map")),
         )

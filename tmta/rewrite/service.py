@@ -11,7 +11,7 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory
 
-from tmta.mail.rewriting import Rewriter
+from tmta.mail.rewriting import Resolution, Rewriter
 from tmta.rewrite.commands import ResolveAddress, RewriteAddress
 from tmta.tables import TableLookupError
 from tmta.tables.remote import LookupThreads
@@ -73,24 +73,22 @@ class RewriteProtocol(ServiceAMP):
     def resolveAddress(self, address: str, sender=None, verify=False):
         rewriter = self.verifyRewriter if verify else self.rewriter
 
-        def resolve():
-            r = rewriter.resolve(address, sender)
-            return {
-                "transport": r.transport,
-                "nexthop": r.nexthop,
-                "recipient": r.recipient,
-                "addressClass": r.addressClass,
-            }
-
-        result = self._run(rewriter, resolve)
+        result = self._run(rewriter, lambda: _answer(rewriter.resolve(address, sender)))
         if isinstance(result, Deferred):
             # Resolution's own lookup failures are a "retry" answer; this
             # one is the lookup thread's time limit.
-            result.addErrback(lambda f: f.trap(TableLookupError) and {
-                "transport": "retry", "nexthop": f"table lookup failure: {f.value}",
-                "recipient": address, "addressClass": "default"})
+            result.addErrback(lambda f: f.trap(TableLookupError) and _answer(
+                Resolution.lookupFailure(address, f.value)))
         return result
 
+
+def _answer(resolution: Resolution) -> dict:
+    return {
+        "transport": resolution.transport,
+        "nexthop": resolution.nexthop,
+        "recipient": resolution.recipient,
+        "addressClass": resolution.addressClass,
+    }
 
 
 class RewriteService(Service):

@@ -22,6 +22,7 @@ from tmta.smtpd.verdicts import (
     DEFER_IF_PERMIT,
     DEFER_IF_REJECT,
     DUNNO,
+    LOOKUP_FAILED,
     PERMIT,
     REJECT,
     RecipientContext,
@@ -29,6 +30,7 @@ from tmta.smtpd.verdicts import (
     dsnFor,
     heloLiteralCheck,
     isFqdn,
+    lookupFailure,
     postfixHostname,
     rejectWith,
     unauthorizedDestination,
@@ -74,12 +76,24 @@ def _subject(c: RecipientContext) -> str:
 
 
 def _rejectUnauthDestination(env, c):
+    if c.addressClass == LOOKUP_FAILED:
+        return lookupFailure(c)
     if not c.recipient or not unauthorizedDestination(c):
         return DUNNO, None
     return REJECT, f"{env.relayCode} 5.7.1 <{c.recipient}>: Relay access denied"
 
 
+def _permitAuthDestination(env, c):
+    if c.addressClass == LOOKUP_FAILED:
+        return lookupFailure(c)
+    if not c.recipient or unauthorizedDestination(c):
+        return DUNNO, None
+    return PERMIT, None
+
+
 def _deferUnauthDestination(env, c):
+    if c.addressClass == LOOKUP_FAILED:
+        return lookupFailure(c)
     if not c.recipient or not unauthorizedDestination(c):
         return DUNNO, None
     # Postfix's relay code, as a temporary one.
@@ -177,6 +191,8 @@ def _checkRelayDomains(env, c):
     except TableLookupError as e:
         log.warn("check_relay_domains: {error}", error=str(e))
         return DEFER, f"451 4.3.0 <{c.recipient}>: Temporary lookup failure"
+    if c.addressClass == LOOKUP_FAILED:
+        return lookupFailure(c)
     if c.recipient and not unauthorizedDestination(c):
         return PERMIT, None
     return REJECT, f"{env.relayCode} 5.7.1 <{c.recipient}>: Relay access denied"
@@ -329,8 +345,7 @@ BUILTINS = {
         (PERMIT, None) if c.saslAuthenticated else (DUNNO, None)),
     "reject_unauth_destination": _rejectUnauthDestination,
     "defer_unauth_destination": _deferUnauthDestination,
-    "permit_auth_destination": lambda env, c: (
-        (DUNNO, None) if not c.recipient or unauthorizedDestination(c) else (PERMIT, None)),
+    "permit_auth_destination": _permitAuthDestination,
     "permit": lambda env, c: (PERMIT, None),
     "reject": lambda env, c: (REJECT, None),
     "defer": lambda env, c: (DEFER, None),

@@ -17,6 +17,7 @@ from tmta.mail.address import AddressError, isSafeMailboxName, localName, parseP
 from tmta.mail.dsn import DSNError, parseEnvid, parseNotify, parseOrcpt, parseRet
 from tmta.smtpd.proxy import ProxySession, ReplayedProxy
 from tmta.smtpd.session import SessionState
+from tmta.smtpd.verdicts import LOOKUP_FAILED
 from tmta.tables import TableLookupError
 
 log = Logger()
@@ -231,7 +232,8 @@ class EnvelopeCommands(SessionState):
             return
         resolution = await self.resolve(recipient)
         decision = await self.restrict("RCPT", self.restrictionContext(
-            "RCPT", recipient, resolution.addressClass))
+            "RCPT", recipient,
+            LOOKUP_FAILED if resolution.lookupFailed else resolution.addressClass))
         if decision is not None:
             await self._rejectRecipient(recipient, decision[1])
             return
@@ -250,8 +252,7 @@ class EnvelopeCommands(SessionState):
         except TableLookupError as e:
             log.warn("{client}: recipient table: {error}", client=self.client, error=str(e))
             refusal = f"451 4.3.0 <{recipient}>: Temporary lookup failure"
-        if refusal is None and resolution.transport == "retry" and \
-                resolution.nexthop.startswith("table lookup failure"):
+        if refusal is None and resolution.lookupFailed:
             refusal = f"451 4.3.0 <{recipient}>: Temporary lookup failure"
         if refusal is not None:
             await self._rejectRecipient(recipient, refusal)

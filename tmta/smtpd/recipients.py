@@ -37,6 +37,11 @@ class RecipientTables:
     @param checked: C{False} under C{receive_override_options =
         no_unknown_recipient_checks}: every address is known (mail back
         from a content filter was checked on its way in).
+    @param canonical: C{recipient_canonical_maps} and C{canonical_maps}:
+        an address they map is known, whatever its class, as Postfix's
+        smtpd takes it (cleanup will give it its new address);
+    @param senderCanonical: C{sender_canonical_maps}, which does the
+        same for C{reject_unlisted_sender}.
     """
 
     def __init__(self, local: Optional[List], virtualMailbox: List, virtualAlias: List,
@@ -46,8 +51,11 @@ class RecipientTables:
                  unknownRelayCode: int = 550, rejectUnlistedSender: bool = False,
                  exemptLocal: Tuple[str, ...] = ("postmaster", "mailer-daemon",
                                                  "double-bounce"),
-                 checked: bool = True) -> None:
+                 checked: bool = True, canonical: List = (),
+                 senderCanonical: List = ()) -> None:
         self.local = local
+        self.canonical = list(canonical)
+        self.senderCanonical = list(senderCanonical)
         self.virtualMailbox = virtualMailbox
         self.virtualAlias = virtualAlias
         self.delimiters = delimiters
@@ -80,6 +88,9 @@ class RecipientTables:
             ("postmaster", "mailer-daemon", config.get("double_bounce_sender").lower()),
             NO_UNKNOWN_RECIPIENT_CHECKS not in receiveOverrides(
                 config.get("receive_override_options")),
+            openTables(config.get("recipient_canonical_maps"))
+            + openTables(config.get("canonical_maps")),
+            openTables(config.get("sender_canonical_maps")),
         )
 
     @cached_property
@@ -89,7 +100,7 @@ class RecipientTables:
         then asked in a lookup thread.
         """
         return isRemote((self.local or []) + self.virtualMailbox + self.virtualAlias
-                        + (self.relay or []))
+                        + (self.relay or []) + self.canonical + self.senderCanonical)
 
     def _listedLocal(self, address: str) -> Generator[Lookup, Optional[str], bool]:
         local, _ = splitAddress(address)
@@ -140,7 +151,9 @@ class RecipientTables:
             return None
         if addressClass == "default":
             return None
-        if self.virtualAlias and (yield from self._listed(self.virtualAlias, address)):
+        known = self.canonical + (self.senderCanonical if what == "Sender" else []) \
+            + self.virtualAlias
+        if known and (yield from self._listed(known, address)):
             return None
         if addressClass == "local":
             if self.local is None or (yield from self._listedLocal(address)) or \

@@ -25,6 +25,19 @@ DEFER_IF_PERMIT, DEFER_IF_REJECT = "defer_if_permit", "defer_if_reject"
 
 CONFIGURATION_ERROR = "451 4.3.5 Server configuration error"
 
+#: The address class of a recipient whose resolution failed on a table
+#: (a database that is down): whatever asks whether the recipient is
+#: this machine's to take gets L{lookupFailure}, never a "Relay access
+#: denied" that would bounce good mail.
+LOOKUP_FAILED = "lookup-failed"
+
+
+def lookupFailure(c: "RecipientContext") -> Tuple[str, str]:
+    """
+    The temporary refusal of a recipient whose resolution failed.
+    """
+    return DEFER, f"451 4.3.0 <{c.recipient}>: Temporary lookup failure"
+
 #: The lists, in the order smtpd evaluates them at RCPT (with
 #: C{smtpd_delay_reject = yes}, the first three wait for RCPT).
 LIST_NAMES = ("smtpd_client_restrictions", "smtpd_helo_restrictions",

@@ -453,7 +453,7 @@ MATCH_LIST_PARAMETERS = frozenset({
 })
 
 #: Parameters with tables among other items, besides the match lists.
-_SOME_TABLES = MATCH_LIST_PARAMETERS | {"alias_database"}
+_SOME_TABLES = MATCH_LIST_PARAMETERS | {"alias_database", "postscreen_access_list"}
 _TABLE_SUFFIXES = ("_maps", "_checks", "_delivery_status_filter", "_reply_filter",
                    "_command_filter")
 #: C{*_maps} that list other tables' names for proxymap, not tables.
@@ -482,6 +482,8 @@ REMOTE_TABLE_PARAMETERS = frozenset({
     # the SMTP and LMTP clients' TLS policies and SASL passwords
     "smtp_tls_policy_maps", "lmtp_tls_policy_maps", "smtp_sasl_password_maps",
     "lmtp_sasl_password_maps",
+    # postscreen's verdict on a client as it connects
+    "postscreen_access_list",
 })
 
 

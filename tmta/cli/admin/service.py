@@ -24,6 +24,7 @@ from typing import List, Optional, TextIO
 from tmta.cli.admin.common import configuration
 from tmta.config import ConfigError, Configuration
 from tmta.config.loader import loadConfiguration
+from tmta.master.startup import startupProblems
 from tmta.queue.layout import (
     DIRECTORY_MODES,
     LOGS,
@@ -71,9 +72,11 @@ def startMaster(chosen: Configuration, err: TextIO = sys.stderr) -> int:
         err.write("tmta: fatal: the tmta mail system is already running\n")
         return 1
     try:
-        loadConfiguration(chosen.directory)
+        problems = startupProblems(loadConfiguration(chosen.directory))
     except ConfigError as e:
-        err.write(f"tmta: fatal: {e}\n")
+        problems = [str(e)]
+    if problems:
+        err.writelines(f"tmta: fatal: {problem}\n" for problem in problems)
         return 1
     createLayout(chosen.main.get("queue_directory"))
     logFile = chosen.main.get("maillog_file").strip()
@@ -120,7 +123,8 @@ def stopMaster(chosen: Configuration, err: TextIO = sys.stderr,
 
 def checkInstallation(chosen: Configuration, out: TextIO = sys.stdout) -> int:
     """
-    C{postfix check}: the configuration reads and starts, the accounts
+    C{postfix check}: the configuration reads and would start (nothing
+    in it stops the master's start-up), the accounts
     it names exist, and the queue's directories have the owners and
     modes the master gives them.  Each problem is one warning line.
 
@@ -128,7 +132,7 @@ def checkInstallation(chosen: Configuration, out: TextIO = sys.stdout) -> int:
     """
     problems: List[str] = []
     try:
-        loadConfiguration(chosen.directory)
+        problems += startupProblems(loadConfiguration(chosen.directory))
     except ConfigError as e:
         problems.append(str(e))
     main = chosen.main
