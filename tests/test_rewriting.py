@@ -1,6 +1,6 @@
 """
 Tests for cleanup's table-driven rewriting (L{tmta.cleanup.addresses},
-L{tmta.cleanup.contentchecks}): canonical and virtual alias mapping, masquerading,
+L{tmta.mail.contentchecks}): canonical and virtual alias mapping, masquerading,
 automatic BCC, and header and body checks with their actions -- in
 cleanup itself, and through a real master.
 """
@@ -323,6 +323,72 @@ class CleanupRewritingTests(TestCase):
         cleanup = self.cleanup(virtual_alias_maps=f"hash:{path}")  # never built
         _, result = yield self.submitted(cleanup, b"Subject: x\n\nx\n")
         self.assertEqual(result["code"], 451)
+
+
+class ClientContentChecksTests(SynchronousTestCase):
+    """
+    The SMTP and LMTP clients' C{smtp_*_checks}: header_checks(5) with
+    only the actions that edit what is sent.
+    """
+
+    def checks(self, headerRules: str, bodyRules: str = ""):
+        from tmta.mail.contentchecks import ContentChecks
+
+        base = self.mktemp()
+        os.makedirs(base)
+        settings = {}
+        for name, rules in (("smtp_header_checks", headerRules),
+                            ("smtp_body_checks", bodyRules)):
+            if rules:
+                path = os.path.join(base, name)
+                with open(path, "w") as f:
+                    f.write(rules)
+                settings[name] = f"pcre:{path}"
+        return ContentChecks(_config(**settings), "smtp_")
+
+    def test_edits(self):
+        """
+        IGNORE and STRIP remove a header (continuation lines and all),
+        REPLACE and PREPEND edit the header section, body_checks the
+        body; the message keeps its shape.
+        """
+        checks = self.checks(
+            "/^X-Originating-IP:/ IGNORE\n"
+            "/^Received: from [\\s\\S]*\\(Authenticated sender: (\\S+)\\)/ "
+            "REPLACE Received: from [127.0.0.1] by mail.example.org\n"
+            "/^Message-Id:/ PREPEND X-MS-Reactions: disallow\n"
+            "/^User-Agent:/ STRIP\n",
+            "/^secret$/ REPLACE [removed]\n")
+        sent = checks.message(
+            b"Received: from client (host [192.0.2.1])\r\n"
+            b"\t(Authenticated sender: ann@example.org)\r\n\tby mail; today\r\n"
+            b"X-Originating-IP: 192.0.2.1\r\nUser-Agent: Mailer 1\r\n"
+            b"Message-ID: <1@example.org>\r\nSubject: hello\r\n\r\nsecret\r\nkept\r\n",
+            "QUEUEID")
+        self.assertEqual(sent, b"Received: from [127.0.0.1] by mail.example.org\n"
+                               b"X-MS-Reactions: disallow\nMessage-ID: <1@example.org>\n"
+                               b"Subject: hello\n\n[removed]\nkept\n")
+
+    def test_noDeliveryActions(self):
+        """
+        What would change whether or where mail goes (REJECT, DISCARD,
+        HOLD, REDIRECT, FILTER) is not a client's to do: warned of and
+        the line sent as it is, as Postfix's smtp does.
+        """
+        from twisted.logger import globalLogPublisher
+
+        logged = []
+        globalLogPublisher.addObserver(logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+        checks = self.checks("/^Subject: (reject|discard)/ REJECT no\n"
+                             "/^To:/ REDIRECT other@example.org\n")
+        message = b"To: ann@example.org\nSubject: reject me\n\nbody\n"
+        self.assertEqual(checks.message(message, "QUEUEID"), message)
+        warnings = [event["log_format"].format(**event) for event in logged
+                    if "unsupported command" in event.get("log_format", "")]
+        self.assertEqual(warnings, [
+            "QUEUEID: unsupported command in smtp_header_checks map: REDIRECT",
+            "QUEUEID: unsupported command in smtp_header_checks map: REJECT"])
 
 
 class ContentChecksEndToEndTests(SynchronousTestCase):

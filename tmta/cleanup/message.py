@@ -17,7 +17,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from tmta.cleanup.addresses import AddressMapper, AliasExpansionError
-from tmta.cleanup.contentchecks import Verdict
+from tmta.mail.contentchecks import Verdict
 from tmta.cleanup.headers import (
     headerNames,
     messageId,

@@ -11,7 +11,7 @@ from typing import Callable, Dict, Optional, TypeVar
 from twisted.internet import defer
 
 from tmta.cleanup.addresses import AddressMapper
-from tmta.cleanup.contentchecks import ContentChecks
+from tmta.mail.contentchecks import ContentChecks
 from tmta.cleanup.milters import localMacros
 from tmta.cleanup.settings import CleanupSettings
 from tmta.common.batching import ThreadBatcher

@@ -388,6 +388,11 @@ for _name in ("address_verify_map", "address_verify_service_name", "address_veri
               "milter_header_checks",
               # The tables proxymap serves (tmta.proxymap).
               "proxy_read_maps", "proxy_write_maps",
+              # What the SMTP and LMTP clients edit in what they send
+              # (tmta.mail.contentchecks).
+              "smtp_header_checks", "smtp_mime_header_checks", "smtp_nested_header_checks",
+              "smtp_body_checks", "lmtp_header_checks", "lmtp_mime_header_checks",
+              "lmtp_nested_header_checks", "lmtp_body_checks",
               # After-queue content filters (tmta.mail.receiving, qmgr).
               "content_filter", "receive_override_options", "default_filter_nexthop",
               # The before-queue filter (tmta.smtpd.proxy).

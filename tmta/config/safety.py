@@ -93,9 +93,6 @@ for _name in ("strict_7bit_headers", "strict_8bitmime", "strict_8bitmime_body",
               "strict_mime_encoding_domain"):
     UNSAFE_WHEN_IGNORED[_name] = (_yes, "this strictness is not implemented yet")
 for _client in ("smtp", "lmtp"):
-    for _part in ("header", "mime_header", "nested_header", "body"):
-        UNSAFE_WHEN_IGNORED[f"{_client}_{_part}_checks"] = (
-            _nonEmpty, "outgoing content checks are not implemented yet")
     UNSAFE_WHEN_IGNORED[f"{_client}_generic_maps"] = (
         _nonEmpty, "outgoing address rewriting is not implemented yet: internal addresses "
         "would leave unrewritten")

@@ -38,6 +38,7 @@ from tmta.delivery import (
 )
 from tmta.interfaces import IAddressVerifier
 from tmta.logging import Logger
+from tmta.mail.contentchecks import ContentChecks
 from tmta.mail.tls import cipherLists
 from tmta.smtp.cache import SessionCache
 from tmta.smtp.client import SMTPClient
@@ -126,6 +127,8 @@ class SMTPDeliveryAgent:
         self.tlsPolicies = TLSPolicies(config, settings.prefix)
         self.cipherLists = cipherLists(config)
         self.saslPasswords = SASLPasswords(config, settings.prefix)
+        #: C{smtp_header_checks} and the rest: edits to what is sent.
+        self.contentChecks = ContentChecks(config, f"{settings.prefix}_")
         self.postmaster = postmaster
         # Made now: the worker may give up root next, after which it may
         # not be able to import what twisted.names loads on first use.
@@ -152,6 +155,8 @@ class SMTPDeliveryAgent:
                 self.reactor, self.reactor.getThreadPool(),
                 lambda: b"".join(request.content()))
             xforward = {}
+        if self.contentChecks.active:
+            content = self.contentChecks.message(content, request.queueId)
         try:
             policy = await self._lookUp(self.tlsPolicies.remote, self.tlsPolicies.forNexthop,
                                         request.nexthop)

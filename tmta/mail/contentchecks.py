@@ -1,17 +1,20 @@
 """
-cleanup's content inspection: C{header_checks}, C{mime_header_checks},
-C{nested_header_checks}, C{body_checks} and C{milter_header_checks} as
-header_checks(5) describes them.  Each logical header line (with its continuation lines)
--- of the message, of each MIME part, of each attached message -- and
-each other body line is looked up in the tables --
-normally C{regexp:} or C{pcre:} -- and the first table's answer is the
-action: C{REJECT}, C{HOLD}, C{DISCARD}, C{WARN}, C{IGNORE},
-C{REPLACE}, C{PREPEND}, C{REDIRECT}, C{FILTER}, C{DUNNO} or C{OK}.
+Content inspection as header_checks(5) describes it: cleanup's
+C{header_checks}, C{mime_header_checks}, C{nested_header_checks},
+C{body_checks} and C{milter_header_checks}, and the SMTP and LMTP
+clients' restricted C{smtp_*_checks} and C{lmtp_*_checks}.  Each
+logical header line (with its continuation lines) -- of the message, of
+each MIME part, of each attached message -- and each other body line is
+looked up in the tables -- normally C{regexp:} or C{pcre:} -- and the
+first table's answer is the action: C{REJECT}, C{HOLD}, C{DISCARD},
+C{WARN}, C{INFO}, C{IGNORE}, C{STRIP}, C{REPLACE}, C{PREPEND},
+C{REDIRECT}, C{FILTER}, C{DUNNO} or C{OK}.
 
 C{REDIRECT} and C{FILTER} change the envelope, which cleanup writes
 after the header section: from C{header_checks} they shape it; from the
 body (the envelope is then in the file) cleanup writes the message again
-under the new envelope before it commits it.
+under the new envelope before it commits it.  The clients, which deliver
+mail already queued, have only the actions that edit what is sent.
 """
 
 from __future__ import annotations
@@ -51,18 +54,29 @@ def _bytes(text: str) -> bytes:
     return text.encode("utf-8", "surrogateescape")
 
 
+#: What a delivering client may do: edit what it sends, never change
+#: where the mail goes or whether it goes.
+CLIENT_ACTIONS = frozenset({"WARN", "INFO", "IGNORE", "STRIP", "REPLACE", "PREPEND", "DUNNO",
+                            "OK"})
+
+
 class ContentChecks:
     """
-    The checks of one cleanup service.
+    The checks of one cleanup service, or of one SMTP or LMTP client.
+
+    @param prefix: C{""} for cleanup's tables; C{smtp_} or C{lmtp_}
+        for a client's, which have only L{CLIENT_ACTIONS}.
     """
 
-    def __init__(self, config) -> None:
-        self.headerTables = openTables(config.get("header_checks"))
-        self.mimeTables = openTables(config.get("mime_header_checks"))
-        self.nestedTables = openTables(config.get("nested_header_checks"))
-        self.bodyTables = openTables(config.get("body_checks"))
+    def __init__(self, config, prefix: str = "") -> None:
+        self.prefix = prefix
+        self.headerTables = openTables(config.get(f"{prefix}header_checks"))
+        self.mimeTables = openTables(config.get(f"{prefix}mime_header_checks"))
+        self.nestedTables = openTables(config.get(f"{prefix}nested_header_checks"))
+        self.bodyTables = openTables(config.get(f"{prefix}body_checks"))
         #: C{milter_header_checks}: for the headers milters produce.
-        self.milterTables = openTables(config.get("milter_header_checks"))
+        self.milterTables = openTables(config.get("milter_header_checks")) if not prefix \
+            else []
         #: Whether the body is looked at at all (MIME part headers too).
         self.inspectsBody = bool(self.bodyTables or self.mimeTables or self.nestedTables)
         #: Whether the message's own headers are looked at.
@@ -88,6 +102,11 @@ class ContentChecks:
             return [line]
         action, text = found
         shown = _text(line)[:200]
+        if self.prefix and action not in CLIENT_ACTIONS:
+            log.warn("{queueId}: unsupported command in {name} map: {action}",
+                     queueId=queueId, name=f"{self.prefix}{where.replace(' ', '_')}_checks",
+                     action=action)
+            return [line]
         if action == "REJECT":
             if verdict.reject is None:
                 verdict.reject = (550, f"5.7.1 {text or 'message content rejected'}")
@@ -104,7 +123,14 @@ class ContentChecks:
         elif action == "WARN":
             log.info("{queueId}: warning: {where} {line}: {text}", queueId=queueId,
                      where=where, line=shown, text=text)
+        elif action == "INFO":
+            log.info("{queueId}: info: {where} {line}: {text}", queueId=queueId,
+                     where=where, line=shown, text=text)
         elif action == "IGNORE":
+            return []
+        elif action == "STRIP":
+            log.info("{queueId}: strip: {where} {line}: {text}", queueId=queueId,
+                     where=where, line=shown, text=text)
             return []
         elif action == "REPLACE" and text:
             return [_bytes(text)]
@@ -169,6 +195,30 @@ class ContentChecks:
                 found = None
             out += self._apply(verdict, found, header, "milter-header", queueId)
         return out
+
+    def message(self, content: bytes, queueId: str) -> bytes:
+        """
+        A whole message as the checks leave it, for a client, which
+        inspects mail as it sends it: the header section through
+        L{headers}, the body through a L{BodyChecker}.  Lines end in LF.
+        """
+        text = content.replace(b"\r\n", b"\n")
+        head, separator, body = text.partition(b"\n\n")
+        if not separator and not head.endswith(b"\n"):
+            head, body = head + b"\n", b""
+        headers: List[bytes] = []
+        for line in head.rstrip(b"\n").split(b"\n") if head.strip() else []:
+            if line[:1] in (b" ", b"\t") and headers:
+                headers[-1] += b"\n" + line
+            else:
+                headers.append(line)
+        verdict = Verdict()
+        kept = self.headers(headers, verdict, queueId)
+        out = b"".join(header + b"\n" for header in kept) + b"\n"
+        if not self.inspectsBody:
+            return out + body
+        checker = self.body(kept)
+        return out + checker.feed(body, verdict, queueId) + checker.end(verdict, queueId)
 
     def body(self, headers: List[bytes]) -> "BodyChecker":
         """
