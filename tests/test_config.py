@@ -223,9 +223,14 @@ class LoaderTests(SynchronousTestCase):
         d = self.mktemp()
         os.makedirs(d)
         with open(os.path.join(d, "main.cf"), "w") as f:
-            f.write("myhostname = h.example\nbogus_parameter = 1\n")
+            f.write("myhostname = h.example\nbogus_parameter = 1\n"
+                    # The operator's own parameters, used by name: no warning.
+                    "site_restrictions = permit_mynetworks, reject\n"
+                    "smtpd_client_restrictions = $site_restrictions\n"
+                    "submission_restrictions = permit_sasl_authenticated, reject\n")
         with open(os.path.join(d, "master.cf"), "w") as f:
-            f.write(DEBIAN_MASTER_CF)
+            f.write(DEBIAN_MASTER_CF + "587 inet n - n - - smtpd\n"
+                    "  -o smtpd_client_restrictions=${submission_restrictions}\n")
         c = loadConfiguration(d, {"max_idle": "7s"})
         self.assertEqual(c.main.getTime("max_idle"), 7)
         self.assertEqual(c.main.get("config_directory"), os.path.abspath(d))
@@ -233,6 +238,8 @@ class LoaderTests(SynchronousTestCase):
         chroot = [w for w in c.warnings if "chroot" in w]
         self.assertEqual(len(chroot), 1)
         self.assertTrue(any("line 2: unknown parameter bogus_parameter" in w for w in c.warnings))
+        self.assertEqual([w for w in c.warnings if "unknown parameter" in w
+                          and "bogus_parameter" not in w], [])
         relay = [e for e in c.services if e.service == "relay"][0]
         self.assertEqual(c.serviceConfig(relay).get("syslog_name"), "postfix/relay")
 
@@ -341,15 +348,15 @@ class FailClosedTests(SynchronousTestCase):
         """
         Parameters tmta does not act on yet, set to ask for safety it
         would not give, stop start-up: a proxy protocol that would make
-        every client look like the proxy, outgoing content checks,
+        every client look like the proxy, outgoing address rewriting,
         strictness settings.
         """
         problems = self.refused(
             "smtpd_upstream_proxy_protocol = haproxy\n"
-            "smtp_body_checks = regexp:/etc/postfix/outgoing\n"
+            "smtp_generic_maps = hash:/etc/postfix/generic\n"
             "strict_8bitmime = yes\n"
             "relocated_maps = hash:/etc/postfix/relocated\n")
-        for line, name in [(1, "smtpd_upstream_proxy_protocol"), (2, "smtp_body_checks"),
+        for line, name in [(1, "smtpd_upstream_proxy_protocol"), (2, "smtp_generic_maps"),
                            (3, "strict_8bitmime"), (4, "relocated_maps")]:
             self.assertTrue(any(f"main.cf, line {line}: {name}:" in p for p in problems),
                             (name, problems))

@@ -338,7 +338,7 @@ smtp_sender_cleanup unix n - n - 0 cleanup
         waitFor(lambda: self.lmtp.recipients() == expected, timeout=60,
                 what="the LMTP deliveries")
         self.assertTrue(all(text.count(b"X-Rcpt-Args:") == 1 for text in self.lmtp.messages()))
-        self.assertIn("ALLOWLISTED [127.0.0.1]", self.master.log())
+        waitFor(lambda: "ALLOWLISTED [127.0.0.1]" in self.master.log(), what="postscreen's log")
         code, reply = self.refused("nobody@example.org")
         self.assertEqual((code, reply[:5]), (550, b"5.1.1"))
         self.assertIn(b"User unknown in virtual mailbox table", reply)
@@ -396,4 +396,283 @@ smtp_sender_cleanup unix n - n - 0 cleanup
         self.assertNotIn(b"Authenticated sender", team)
         self.assertIn(b"\nReceived: from [127.0.0.1] (localhost [127.0.0.1]) by mail.example.org "
                       b"with ESMTPA", team)
+        self.assertNotIn("Traceback", self.master.log())
+
+
+#: The attributes docker-mailserver's LDAP tables ask for, in a schema of
+#: the test's own (OpenLDAP's experimental OID arc).
+MAIL_ACCOUNT_SCHEMA = """\
+attributetype ( 1.3.6.1.4.1.4203.666.11.1 NAME 'mailEnabled'
+  EQUALITY booleanMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.7 SINGLE-VALUE )
+attributetype ( 1.3.6.1.4.1.4203.666.11.2 NAME 'mailAlias'
+  EQUALITY caseIgnoreIA5Match SUBSTR caseIgnoreIA5SubstringsMatch
+  SYNTAX 1.3.6.1.4.1.1466.115.121.1.26 )
+attributetype ( 1.3.6.1.4.1.4203.666.11.3 NAME 'mailGroupMember'
+  EQUALITY caseIgnoreIA5Match SYNTAX 1.3.6.1.4.1.1466.115.121.1.26 )
+objectclass ( 1.3.6.1.4.1.4203.666.11.4 NAME 'mailAccount' SUP top AUXILIARY
+  MAY ( mailEnabled $ mailAlias $ mailGroupMember ) )
+"""
+
+#: Two domains, three people with mail and one without, aliases, and a
+#: group whose members carry its address.
+MAIL_ACCOUNTS = """\
+dn: dc=example,dc=org
+objectClass: dcObject
+objectClass: organization
+o: Example
+dc: example
+
+dn: ou=users,dc=example,dc=org
+objectClass: organizationalUnit
+ou: users
+""" + "".join(f"""
+dn: uid={uid},ou=users,dc=example,dc=org
+objectClass: inetOrgPerson
+objectClass: mailAccount
+uid: {uid}
+cn: {uid}
+sn: {uid}
+mail: {mail}
+mailEnabled: {enabled}
+{''.join(f'mailAlias: {a}{chr(10)}' for a in aliases)}\
+{''.join(f'mailGroupMember: {g}{chr(10)}' for g in groups)}\
+""" for uid, mail, enabled, aliases, groups in [
+    ("ann", "ann@example.org", "TRUE", ["anne@example.org", "postmaster@example.org"],
+     ["team@example.org"]),
+    ("bob", "bob@example.org", "TRUE", [], ["team@example.org"]),
+    ("cy", "cy@example.net", "TRUE", ["hello@example.net"], []),
+    ("gone", "gone@example.net", "FALSE", [], []),
+])
+
+#: docker-mailserver's LDAP table files, as its start-up fills them in.
+LDAP_TABLES = {
+    "ldap-users.cf": ("(&(mail=%s)(mailEnabled=TRUE))", "mail"),
+    "ldap-groups.cf": ("(&(mailGroupMember=%s)(mailEnabled=TRUE))", "mail"),
+    "ldap-aliases.cf": ("(&(mailAlias=%s)(mailEnabled=TRUE))", "mail"),
+    "ldap-domains.cf": ("(&(|(mail=*@%s)(mailalias=*@%s))(mailEnabled=TRUE))", "mail"),
+}
+
+#: Its filter of what mail from its users shows of them when it leaves
+#: (sender-cleanup's header_checks and smtp_header_checks).
+SENDER_HEADER_FILTER = r"""/^\s*Received:.*with ESMTPSA/ IGNORE
+/^\s*X-Originating-IP:/ IGNORE
+/^\s*X-Mailer:/ IGNORE
+/^\s*User-Agent/ IGNORE
+/^\s*Mime-Version: 1.0.*/ REPLACE MIME-Version: 1.0
+"""
+
+
+class DockerMailserverLDAPTests(SynchronousTestCase):
+    """
+    docker-mailserver's main.cf and master.cf with its LDAP account
+    provisioner: mailboxes, domains, aliases, groups and the senders a
+    login may use, in a private slapd.
+    """
+
+    def setUp(self):
+        from tests.support import TestCA
+
+        base = self.base = shortTemporaryDirectory(self)
+        os.chmod(base, 0o755)
+        self.directory = PrivateSlapd(self, MAIL_ACCOUNTS, MAIL_ACCOUNT_SCHEMA).start()
+        self.addCleanup(self.directory.stop)
+        self.lmtp = SmtpSink(self, base, lmtp=True)
+        self.relay = SmtpSink(self, base)
+        self.dovecot = PrivateDovecot(os.path.join(base, "dovecot"), {
+            "ann@example.org": "ann-secret"}).start()
+        self.addCleanup(self.dovecot.stop)
+        conf = os.path.join(base, "conf")
+        os.mkdir(conf)
+        tables = {}
+        for name, (query, attribute) in LDAP_TABLES.items():
+            path = tables[name] = os.path.join(conf, name)
+            with open(path, "w") as f:
+                f.write(f"bind             = yes\n"
+                        f"bind_dn          = cn=admin,dc=example,dc=org\n"
+                        f"bind_pw          = secret\n"
+                        f"query_filter     = {query}\n"
+                        f"result_attribute = {attribute}\n"
+                        f"search_base      = ou=users,dc=example,dc=org\n"
+                        f"server_host      = ldap://127.0.0.1:{self.directory.port}\n"
+                        f"start_tls        = no\n"
+                        f"version          = 3\n")
+        with open(os.path.join(conf, "vhost"), "w") as f:
+            f.write("example.com\n")
+        filterFile = os.path.join(conf, "sender_header_filter.pcre")
+        with open(filterFile, "w") as f:
+            f.write(SENDER_HEADER_FILTER)
+        certFile, keyFile = TestCA(os.path.join(base, "ca")).server("mail.example.org")
+        self.port, self.submissionPort = freePort(), freePort()
+        users, aliases = f"ldap:{tables['ldap-users.cf']}", f"ldap:{tables['ldap-aliases.cf']}"
+        groups = f"ldap:{tables['ldap-groups.cf']}"
+        self.master = Master(conf, {
+            "compatibility_level": "3.10",
+            "smtpd_banner": "$myhostname ESMTP",
+            "smtputf8_enable": "no",
+            "myhostname": "mail.example.org",
+            "mydomain": "example.org",
+            "mydestination": "localhost.$mydomain, localhost",
+            "relayhost": f"[127.0.0.1]:{self.relay.port}",
+            # The container's networks are trusted there; here clients
+            # on 127.0.0.1 are outsiders.
+            "mynetworks": "127.0.0.2/32",
+            "recipient_delimiter": "+",
+            "smtpd_tls_chain_files": f"{keyFile} {certFile}",
+            "smtpd_tls_security_level": "may",
+            "smtp_tls_security_level": "may",
+            "tls_ssl_options": "NO_COMPRESSION, NO_RENEGOTIATION",
+            "smtpd_tls_protocols": "!SSLv2,!SSLv3,!TLSv1,!TLSv1.1",
+            "smtpd_tls_mandatory_protocols": "!SSLv2,!SSLv3,!TLSv1,!TLSv1.1",
+            "smtpd_tls_mandatory_ciphers": "high",
+            "smtpd_helo_required": "yes",
+            "smtpd_delay_reject": "yes",
+            "smtpd_helo_restrictions": "permit_mynetworks, reject_invalid_helo_hostname, permit",
+            "smtpd_relay_restrictions": "permit_mynetworks permit_sasl_authenticated "
+                                        "defer_unauth_destination",
+            "smtpd_recipient_restrictions": "permit_sasl_authenticated, permit_mynetworks, "
+                                            "reject_unauth_destination, "
+                                            "reject_invalid_helo_hostname, "
+                                            "reject_non_fqdn_helo_hostname, "
+                                            "reject_unknown_recipient_domain",
+            "smtpd_client_restrictions": "permit_mynetworks, permit_sasl_authenticated, "
+                                         "reject_unauth_destination",
+            "smtpd_sender_restrictions": "$dms_smtpd_sender_restrictions",
+            "smtpd_discard_ehlo_keywords": "silent-discard, dsn",
+            "smtpd_data_restrictions": "permit_mynetworks, permit_sasl_authenticated, "
+                                       "reject_unauth_pipelining",
+            "disable_vrfy_command": "yes",
+            "smtpd_forbid_bare_newline": "yes",
+            "dms_smtpd_sender_restrictions": "permit_sasl_authenticated, permit_mynetworks, "
+                                             "reject_unknown_sender_domain",
+            "mua_sender_restrictions": "reject_authenticated_sender_login_mismatch, "
+                                       "$dms_smtpd_sender_restrictions",
+            "postscreen_dnsbl_action": "enforce",
+            # Its DNS lists are on the internet, which tests do not reach.
+            "postscreen_dnsbl_sites": "",
+            "postscreen_dnsbl_threshold": "3",
+            "postscreen_dnsbl_allowlist_threshold": "-1",
+            "postscreen_greet_action": "enforce",
+            "postscreen_bare_newline_action": "enforce",
+            "smtpd_sasl_auth_enable": "no",
+            "smtpd_sasl_path": self.dovecot.socket,
+            "smtpd_sasl_type": "dovecot",
+            "smtpd_sasl_security_options": "noanonymous",
+            "smtpd_sasl_local_domain": "$mydomain",
+            "broken_sasl_auth_clients": "yes",
+            "virtual_mailbox_domains": f"{conf}/vhost, ldap:{tables['ldap-domains.cf']}",
+            "virtual_mailbox_maps": users,
+            "virtual_alias_maps": f"{aliases}, {groups}",
+            "smtpd_sender_login_maps": f"{users} {aliases} {groups}",
+            "milter_protocol": "6",
+            "milter_default_action": "accept",
+            "smtpd_milters": "",
+            "non_smtpd_milters": "",
+            "smtp_header_checks": f"pcre:{filterFile}",
+            # Dovecot's LMTP socket there; smtp-sink speaking LMTP here.
+            "virtual_transport": f"lmtp:inet:127.0.0.1:{self.lmtp.port}",
+        }, f"""\
+127.0.0.1:{self.port} inet n - n - 1 postscreen
+smtpd          pass  -       -       n       -       -       smtpd
+127.0.0.1:{self.submissionPort} inet n - n - - smtpd
+  -o syslog_name=postfix/submission
+  -o smtpd_tls_security_level=encrypt
+  -o smtpd_sasl_auth_enable=yes
+  -o smtpd_sasl_type=dovecot
+  -o smtpd_reject_unlisted_recipient=no
+  -o smtpd_sasl_authenticated_header=yes
+  -o smtpd_client_restrictions=permit_sasl_authenticated,reject
+  -o smtpd_relay_restrictions=permit_sasl_authenticated,reject
+  -o smtpd_sender_restrictions=$mua_sender_restrictions
+  -o smtpd_discard_ehlo_keywords=
+  -o milter_macro_daemon_name=ORIGINATING
+  -o cleanup_service_name=sender-cleanup
+pickup         fifo  n       -       n       60      1       pickup
+  -o content_filter=
+  -o receive_override_options=no_header_body_checks
+sender-cleanup unix  n       -       n       -       0       cleanup
+  -o syslog_name=postfix/sender-cleanup
+  -o header_checks=pcre:{filterFile}
+cleanup        unix  n       -       n       -       0       cleanup
+qmgr           unix  n       -       n       300     1       qmgr
+tlsmgr         unix  -       -       n       1000?   1       tlsmgr
+rewrite        unix  -       -       n       -       -       trivial-rewrite
+bounce         unix  -       -       n       -       0       bounce
+defer          unix  -       -       n       -       0       bounce
+trace          unix  -       -       n       -       0       bounce
+verify         unix  -       -       n       -       1       verify
+flush          unix  n       -       n       1000?   0       flush
+proxymap       unix  -       -       n       -       -       proxymap
+proxywrite     unix  -       -       n       -       1       proxymap
+smtp           unix  -       -       n       -       -       smtp
+relay          unix  -       -       n       -       -       smtp
+showq          unix  n       -       n       -       -       showq
+error          unix  -       -       n       -       -       error
+retry          unix  -       -       n       -       -       error
+discard        unix  -       -       n       -       -       discard
+local          unix  -       n       n       -       -       local
+virtual        unix  -       n       n       -       -       virtual
+lmtp           unix  -       -       n       -       -       lmtp
+anvil          unix  -       -       n       -       1       anvil
+scache         unix  -       -       n       -       1       scache
+""").start()
+        self.addCleanup(self.master.stop)
+
+    def test_deliveredAndRefused(self):
+        """
+        Mailboxes, an alias and a group in the directory are delivered
+        over LMTP; an unknown user, a person whose mail is disabled and
+        a user of a domain listed in the vhost file but not in the
+        directory are refused at RCPT.
+        """
+        # Postscreen makes a new client wait for its greeting once.
+        sendMessage(self.port, "cy@example.net", ["ann@example.org", "anne@example.org",
+                                                  "team@example.org"], "to ann and the team")
+        # Each original recipient keeps its delivery, as in Postfix.
+        waitFor(lambda: self.lmtp.recipients() == ["ann@example.org"] * 3 + ["bob@example.org"],
+                timeout=60, what="the LMTP delivery")
+        for recipient in ["nobody@example.org", "gone@example.net", "someone@example.com"]:
+            error = self.assertRaises(smtplib.SMTPRecipientsRefused, sendMessage, self.port,
+                                      "cy@example.net", [recipient], "refused")
+            code, reply = error.recipients[recipient]
+            self.assertEqual((code, reply[:5]), (550, b"5.1.1"), recipient)
+            self.assertIn(b"User unknown in virtual mailbox table", reply)
+        error = self.assertRaises(smtplib.SMTPRecipientsRefused, sendMessage, self.port,
+                                  "cy@example.net", ["x@elsewhere.example"], "relay")
+        # Its client restrictions refuse relaying before its relay
+        # restrictions would defer it.
+        code, reply = error.recipients["x@elsewhere.example"]
+        self.assertEqual((code, reply[:5]), (554, b"5.7.1"))
+        self.assertIn(b"Relay access denied", reply)
+        waitFor(lambda: "PASS NEW [127.0.0.1]" in self.master.log(), what="postscreen's log")
+        self.assertNotIn("Traceback", self.master.log())
+
+    def test_submission(self):
+        """
+        On the submission port, after STARTTLS and AUTH, a user sends as
+        their own address or an alias of theirs, never as another
+        user's; the mail leaves through the relay host without what
+        the sender filter takes out.
+        """
+        import ssl
+
+        client = smtplib.SMTP("127.0.0.1", self.submissionPort, timeout=30)
+        self.addCleanup(client.close)
+        client.ehlo("client.example")
+        client.starttls(context=ssl._create_unverified_context())
+        client.ehlo("client.example")
+        client.login("ann@example.org", "ann-secret")
+        client.mail("bob@example.org")
+        code, reply = client.rcpt("far@away.example")
+        self.assertEqual((code, reply[:5]), (553, b"5.7.1"))
+        self.assertIn(b"not owned by user ann@example.org", reply)
+        client.rset()
+        client.sendmail("anne@example.org", ["far@away.example"],
+                        b"X-Mailer: Mailer 1.0\r\nMime-Version: 1.0 (generated)\r\n"
+                        b"Subject: from anne\r\n\r\nhi\r\n")
+        waitFor(lambda: self.relay.recipients() == ["far@away.example"], timeout=60,
+                what="the relayed mail")
+        [sent] = self.relay.messages()
+        self.assertNotIn(b"with ESMTPSA", sent)
+        self.assertNotIn(b"X-Mailer", sent)
+        self.assertIn(b"\nMIME-Version: 1.0\n", sent)
         self.assertNotIn("Traceback", self.master.log())

@@ -101,6 +101,21 @@ class ServerTLSSettingsTests(SynchronousTestCase):
         tls = self.tls(smtpd_tls_security_level="encrypt", smtpd_tls_chain_files=combined)
         self.assertTrue(tls.required)
 
+    def test_chainFilesSplit(self):
+        """
+        A key in one file and its chain in the next (docker-mailserver's
+        C{key.pem cert.pem}) is one key and chain, as Postfix reads the
+        list; a chain before its key, or a key without a chain, is an
+        error.
+        """
+        tls = self.tls(smtpd_tls_security_level="encrypt",
+                       smtpd_tls_chain_files=f"{self.keyFile} {self.certFile}")
+        self.assertTrue(tls.required)
+        self.assertRaises(TLSConfigError, self.tls, smtpd_tls_security_level="encrypt",
+                          smtpd_tls_chain_files=f"{self.certFile} {self.keyFile}")
+        self.assertRaises(TLSConfigError, self.tls, smtpd_tls_security_level="encrypt",
+                          smtpd_tls_chain_files=self.keyFile)
+
     def test_protocols(self):
         self.assertRaises(TLSConfigError, self.tls, smtpd_tls_security_level="may",
                           smtpd_tls_cert_file=self.certFile, smtpd_tls_key_file=self.keyFile,

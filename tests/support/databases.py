@@ -294,12 +294,16 @@ member: uid=gone,ou=people,dc=example,dc=org
 
 class PrivateSlapd:
     """
-    An OpenLDAP slapd of the test's own with L{DIRECTORY} loaded, on a
+    An OpenLDAP slapd of the test's own with a directory loaded, on a
     loopback port; its manager is C{cn=admin,dc=example,dc=org}
     (password C{secret}).
+
+    @param directory: the LDIF loaded, under C{dc=example,dc=org}.
+    @param schema: slapd.conf schema text added to OpenLDAP's core,
+        cosine, inetorgperson, nis and misc schemas.
     """
 
-    def __init__(self, testCase) -> None:
+    def __init__(self, testCase, directory: str = DIRECTORY, schema: str = "") -> None:
         _needs("slapd", "slapadd")
         self.base = tempfile.mkdtemp(prefix="tmta-ldap-")
         testCase.addCleanup(shutil.rmtree, self.base, True)
@@ -309,6 +313,10 @@ class PrivateSlapd:
         self.config = os.path.join(self.base, "slapd.conf")
         schemas = "".join(f"include /etc/ldap/schema/{name}.schema\n"
                           for name in ("core", "cosine", "inetorgperson", "nis", "misc"))
+        if schema:
+            with open(os.path.join(self.base, "test.schema"), "w") as f:
+                f.write(schema)
+            schemas += f"include {self.base}/test.schema\n"
         with open(self.config, "w") as f:
             f.write(schemas + "modulepath /usr/lib/ldap\nmoduleload back_mdb\n"
                     f"pidfile {self.base}/slapd.pid\n"
@@ -318,7 +326,7 @@ class PrivateSlapd:
                     "access to * by * read\n")
         ldif = os.path.join(self.base, "directory.ldif")
         with open(ldif, "w") as f:
-            f.write(DIRECTORY)
+            f.write(directory)
         subprocess.run(["slapadd", "-f", self.config, "-l", ldif], check=True,
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.process: Optional[subprocess.Popen] = None

@@ -16,7 +16,7 @@ from twisted.internet.protocol import Factory
 
 from tmta.bounce.commands import BounceRecipients
 from tmta.bounce.settings import BounceSettings
-from tmta.cleanup.client import CleanupClient
+from tmta.cleanup.client import CleanupClient, connectCleanup
 from tmta.logging import Logger
 from tmta.queue.qfile import iterContent, readEnvelope
 from tmta.queue.store import QueueStore
@@ -269,7 +269,7 @@ class BounceService(Service):
         self.reactor = context.reactor
         self.reactor.getThreadPool()
         self.cleanup = CleanupClient(
-            lambda: context.connect("cleanup", private=False), self.reactor,
+            connectCleanup(context), self.reactor,
             idle=self.settings.ipcIdle,
         )
 

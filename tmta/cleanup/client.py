@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from typing import Dict, Iterable, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IPushProducer
@@ -72,6 +72,24 @@ class _Senders:
             producer.resumeProducing()
 
     stopProducing = resumeProducing
+
+
+def cleanupService(config) -> str:
+    """
+    The cleanup service a daemon hands its mail to: its
+    C{cleanup_service_name} (a submission port's own cleanup, with
+    header checks of its own, is named there with C{-o}).
+    """
+    return config.get("cleanup_service_name").strip() or "cleanup"
+
+
+def connectCleanup(context) -> Callable[[], Any]:
+    """
+    What connects a daemon (its L{tmta.master.worker} context) to its
+    L{cleanupService}: a L{CleanupClient}'s C{connect}.
+    """
+    name = cleanupService(context.config)
+    return lambda: context.connect(name, private=False)
 
 
 class CleanupClient:

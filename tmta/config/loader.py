@@ -319,7 +319,8 @@ def loadConfiguration(
         f"{main.path}, line {line}: unknown parameter {name} ignored"
         if line
         else f"unknown parameter {name} ignored"
-        for name, line in main.unknownParameters()
+        for name, line in main.unknownParameters(
+            value for entry in services for value in entry.overrides.values())
     ]
     warnings += [
         f"{main.path}, line {line}: {name} is not implemented yet and is ignored"

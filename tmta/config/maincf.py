@@ -19,6 +19,8 @@ from .expand import ExpansionError, expand
 from .parser import ConfigError, logicalLines, readLines
 
 _NAME = re.compile(r"^[A-Za-z0-9_]+$")
+#: A parameter named in a value: $name, ${name...} or $(name...).
+_REFERENCE = re.compile(r"\$[{(]?([A-Za-z0-9_]+)")
 _LIST_SEPARATORS = re.compile(r"[\s,]+")
 # Postfix reads only the first letter after the number as the unit:
 # postscreen_dnsbl_max_ttl's default makes "5mh" of postscreen_dnsbl_ttl
@@ -269,15 +271,25 @@ class MainConfig:
             if self.isKnown(name) and not self.isImplemented(name)
         ]
 
-    def unknownParameters(self) -> List[Tuple[str, Optional[int]]]:
+    def unknownParameters(self, otherValues: Iterable[str] = ()) -> List[
+            Tuple[str, Optional[int]]]:
         """
-        The parameters set explicitly that tmta does not know, with the
-        main.cf line that set them (C{None} for an override).
+        The parameters set explicitly that tmta does not know and nothing
+        uses, with the main.cf line that set them (C{None} for an
+        override).  As in Postfix, a parameter of the operator's own is
+        used when a value names it (C{$name}) or it is a restriction
+        class.
+
+        @param otherValues: master.cf's values (its C{-o} settings), which
+            may name parameters too.
         """
+        used = set(splitList(self.get("smtpd_restriction_classes")))
+        for value in list(self.explicit.values()) + list(otherValues):
+            used.update(_REFERENCE.findall(value))
         return [
             (name, self._lines.get(name))
             for name in sorted(self.explicit)
-            if not self.isKnown(name)
+            if not self.isKnown(name) and name not in used
         ]
 
     def raw(self, name: str) -> Optional[str]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from tmta.cleanup.client import CleanupClient
+from tmta.cleanup.client import CleanupClient, connectCleanup
 from tmta.delivery import AgentService
 from tmta.local.agent import LocalAgent, LocalDeliveryAgent
 from tmta.local.forward import Forwarder
@@ -30,7 +30,7 @@ def makeLocalService(context):
             os.chown(directory, owner.pw_uid, owner.pw_gid)
         fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
         spool = f"/proc/self/fd/{fd}/"
-    cleanup = CleanupClient(lambda: context.connect("cleanup", private=False),
+    cleanup = CleanupClient(connectCleanup(context),
                             context.reactor, idle=config.getTime("ipc_idle"))
     agent = LocalAgent(config, spoolDirectory=spool,
                        forwarder=Forwarder(context.reactor, cleanup),

@@ -23,7 +23,7 @@ from twisted.application.service import Service
 from twisted.internet import defer, task, threads
 from twisted.internet.protocol import Factory
 
-from tmta.cleanup.client import CleanupClient
+from tmta.cleanup.client import CleanupClient, connectCleanup
 from tmta.logging import Logger
 from tmta.mail.receiving import receiveOverrides, receivingAttributes
 from tmta.queue.qfile import (
@@ -264,7 +264,7 @@ class PickupService(Service):
     def __init__(self, context) -> None:
         self.context = context
         config = context.config
-        cleanup = CleanupClient(lambda: context.connect("cleanup", private=False),
+        cleanup = CleanupClient(connectCleanup(context),
                                 context.reactor, idle=config.getTime("ipc_idle"))
         trusted = {0}
         try:

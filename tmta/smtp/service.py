@@ -25,9 +25,9 @@ def postmasterNotices(context):
     A function that queues a notice from the mail system (null sender)
     through cleanup, as bounce does.
     """
-    from tmta.cleanup.client import CleanupClient
+    from tmta.cleanup.client import CleanupClient, connectCleanup
 
-    cleanup = CleanupClient(lambda: context.connect("cleanup", private=False), context.reactor,
+    cleanup = CleanupClient(connectCleanup(context), context.reactor,
                             idle=context.config.getTime("ipc_idle"))
 
     async def send(recipient: str, text: bytes):

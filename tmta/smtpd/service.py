@@ -13,7 +13,7 @@ from twisted.application.service import Service
 from twisted.internet import defer, threads
 from twisted.internet.protocol import Factory
 
-from tmta.cleanup.client import CleanupClient
+from tmta.cleanup.client import CleanupClient, connectCleanup
 from tmta.logging import Logger
 from tmta.rewrite.client import RewriteClient
 from tmta.smtpd.checking import Restrictions
@@ -193,7 +193,7 @@ class SMTPService(Service):
         reactor.getThreadPool()
 
         self.cleanupClient = CleanupClient(
-            lambda: context.connect("cleanup", private=False), reactor,
+            connectCleanup(context), reactor,
             idle=config.getTime("ipc_idle"),
         )
 

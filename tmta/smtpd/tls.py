@@ -13,9 +13,10 @@ This module loads OpenSSL: smtpd imports it only when TLS is configured.
 
 from __future__ import annotations
 
+import re
 from typing import List, Optional, Tuple
 
-from OpenSSL import SSL
+from OpenSSL import SSL, crypto
 from twisted.internet.interfaces import IOpenSSLContextFactory
 from zope.interface import implementer
 
@@ -43,17 +44,53 @@ def securityLevel(config) -> str:
     return "none"
 
 
+_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n.*?-----END \1-----", re.S)
+
+
+def readChains(paths: List[str]) -> List[Tuple[bytes, List[bytes]]]:
+    """
+    C{smtpd_tls_chain_files} as Postfix reads it: the PEM objects of the
+    files, in order, as if they were one file, each private key followed
+    by its certificate chain (server certificate first).  A key may be in
+    one file and its chain in the next (C{key.pem cert.pem}).
+
+    @return: C{(key, [certificate, ...])} for each key.
+    @raise TLSConfigError: a file cannot be read, or holds something out
+        of that order.
+    """
+    chains: List[Tuple[bytes, List[bytes]]] = []
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise TLSConfigError(f"cannot read {path}: {e.strerror or e}") from None
+        blocks = list(_PEM_BLOCK.finditer(data))
+        if not blocks:
+            raise TLSConfigError(f"{path}: no PEM key or certificate in it")
+        for block in blocks:
+            kind = block.group(1)
+            if kind.endswith(b"PRIVATE KEY"):
+                chains.append((block.group(0), []))
+            elif kind == b"CERTIFICATE" and chains:
+                chains[-1][1].append(block.group(0))
+            elif kind == b"CERTIFICATE":
+                raise TLSConfigError(f"{path}: a certificate comes before any private key")
+    for _, certificates in chains:
+        if not certificates:
+            raise TLSConfigError(f"{', '.join(paths)}: a private key has no certificate "
+                                 "after it")
+    return chains
+
+
 def certificateFiles(config) -> List[Tuple[str, str]]:
     """
     The server's certificates as (certificate chain file, key file)
-    pairs: each of C{smtpd_tls_chain_files} (key and chain in one
-    file), else the RSA, ECDSA and DSA pairs of C{smtpd_tls_cert_file},
+    pairs: the RSA, ECDSA and DSA pairs of C{smtpd_tls_cert_file},
     C{smtpd_tls_eccert_file} and C{smtpd_tls_dcert_file} with their key
-    files.
+    files (C{smtpd_tls_chain_files}, which replaces them, is
+    L{readChains}'s).
     """
-    chains = config.getList("smtpd_tls_chain_files")
-    if chains:
-        return [(path, path) for path in chains]
     pairs = []
     for cert, key in (("smtpd_tls_cert_file", "smtpd_tls_key_file"),
                       ("smtpd_tls_eccert_file", "smtpd_tls_eckey_file"),
@@ -134,8 +171,10 @@ class ServerTLS:
 
     @staticmethod
     def _makeContext(config, level: str) -> SSL.Context:
-        pairs = certificateFiles(config)
-        if not pairs:
+        chainFiles = config.getList("smtpd_tls_chain_files")
+        pairs = [] if chainFiles else certificateFiles(config)
+        chains = readChains(chainFiles) if chainFiles else []
+        if not pairs and not chains:
             raise TLSConfigError("no server certificate: set smtpd_tls_cert_file "
                                  "or smtpd_tls_chain_files")
         context = SSL.Context(SSL.TLS_SERVER_METHOD)
@@ -154,6 +193,18 @@ class ServerTLS:
             except SSL.Error as e:
                 raise TLSConfigError(f"cannot load the certificate {certFile} "
                                      f"with the key {keyFile}: {_reason(e)}") from None
+        for key, certificates in chains:
+            try:
+                context.use_privatekey(crypto.load_privatekey(crypto.FILETYPE_PEM, key))
+                context.use_certificate(crypto.load_certificate(crypto.FILETYPE_PEM,
+                                                                certificates[0]))
+                for certificate in certificates[1:]:
+                    context.add_extra_chain_cert(
+                        crypto.load_certificate(crypto.FILETYPE_PEM, certificate))
+                context.check_privatekey()
+            except (SSL.Error, crypto.Error) as e:
+                raise TLSConfigError(f"cannot load smtpd_tls_chain_files "
+                                     f"({', '.join(chainFiles)}): {_reason(e)}") from None
         # Sessions resume from tickets; the id context lets OpenSSL's
         # cache accept them across the sessions of this process.
         context.set_session_id(b"tmta-smtpd")

@@ -12,7 +12,7 @@ from twisted.application.service import Service
 from twisted.internet import defer, task
 from twisted.internet.protocol import Factory
 
-from tmta.cleanup.client import CleanupClient
+from tmta.cleanup.client import CleanupClient, connectCleanup
 from tmta.logging import Logger
 from tmta.queue.qfile import PROBE_ATTRIBUTE
 from tmta.verify.cache import AddressCache, CacheTimes, openStore
@@ -129,7 +129,7 @@ class VerifyService(Service):
 
             raise ConfigError(None, None, str(e))
         self.store = store
-        cleanup = CleanupClient(lambda: context.connect("cleanup", private=False),
+        cleanup = CleanupClient(connectCleanup(context),
                                 self.reactor, idle=config.getTime("ipc_idle"))
         self.verifier = Verifier(AddressCache(store, CacheTimes.fromConfig(config), self.reactor),
                                  cleanup.post, config, self.reactor)
