@@ -334,7 +334,7 @@ class FailClosedTests(SynchronousTestCase):
             "smtpd_client_restrictions = reject\n"
             "smtpd_tls_security_level = encrypt\n"
             "smtpd_sasl_auth_enable = yes\n"
-            "smtpd_upstream_proxy_protocol = haproxy\n"
+            "smtpd_upstream_proxy_protocol = nginx\n"
             "smtpd_client_connection_rate_limit = 30\n"
             "smtpd_tls_req_ccert = yes\n")
         for line, name in [(3, "smtpd_tls_security_level"),
@@ -347,12 +347,12 @@ class FailClosedTests(SynchronousTestCase):
     def test_ignoredSafetyStops(self):
         """
         Parameters tmta does not act on yet, set to ask for safety it
-        would not give, stop start-up: a proxy protocol that would make
-        every client look like the proxy, outgoing address rewriting,
-        strictness settings.
+        would not give, stop start-up: outgoing address rewriting,
+        strictness settings; and a proxy protocol other than haproxy,
+        which would make every client look like the proxy.
         """
         problems = self.refused(
-            "smtpd_upstream_proxy_protocol = haproxy\n"
+            "smtpd_upstream_proxy_protocol = nginx\n"
             "smtp_generic_maps = hash:/etc/postfix/generic\n"
             "strict_8bitmime = yes\n"
             "relocated_maps = hash:/etc/postfix/relocated\n")
@@ -363,9 +363,13 @@ class FailClosedTests(SynchronousTestCase):
         problems = self.refused("", DEBIAN_MASTER_CF.replace(
             "smtp      inet  n       -       y       -       -       smtpd",
             "smtp      inet  n       -       y       -       -       smtpd\n"
-            "  -o smtpd_upstream_proxy_protocol=haproxy"))
+            "  -o smtpd_upstream_proxy_protocol=nginx"))
         self.assertTrue(any("master.cf, line" in p and "smtpd_upstream_proxy_protocol" in p
                             for p in problems), problems)
+        loadConfiguration(self.directory("", DEBIAN_MASTER_CF.replace(
+            "smtp      inet  n       -       y       -       -       smtpd",
+            "smtp      inet  n       -       y       -       -       smtpd\n"
+            "  -o smtpd_upstream_proxy_protocol=haproxy")))
 
     def test_enforcedNotReportedIgnored(self):
         """

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import smtplib
-import subprocess
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -68,9 +67,12 @@ INSERT INTO domain (domain, relayhost) VALUES ('example.org', 1), ('example.net'
 INSERT INTO domain (domain, backupmx, relay_all_recipients) VALUES ('backup.example', 1, 0);
 INSERT INTO alias_domain VALUES ('alias.example', 'example.org', 1);
 INSERT INTO mailbox (username, local_part, domain, attributes) VALUES
-  ('ann@example.org', 'ann', 'example.org', '{"mailbox_format": "maildir:", "tls_enforce_in": "0"}'),
-  ('bob@example.org', 'bob', 'example.org', '{"mailbox_format": "maildir:", "tls_enforce_in": "0"}'),
-  ('cy@example.net', 'cy', 'example.net', '{"mailbox_format": "maildir:", "tls_enforce_in": "1"}');
+  ('ann@example.org', 'ann', 'example.org',
+   '{"mailbox_format": "maildir:", "tls_enforce_in": "0"}'),
+  ('bob@example.org', 'bob', 'example.org',
+   '{"mailbox_format": "maildir:", "tls_enforce_in": "0"}'),
+  ('cy@example.net', 'cy', 'example.net',
+   '{"mailbox_format": "maildir:", "tls_enforce_in": "1"}');
 INSERT INTO alias (address, goto, domain) VALUES
   ('ann@example.org', 'ann@example.org', 'example.org'),
   ('bob@example.org', 'bob@example.org', 'example.org'),

@@ -46,7 +46,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IStreamServerEndpoint
 from zope.interface import implementer
 
-from tmta.config import MainConfig, parseInetAddress
+from tmta.config import ConfigError, MainConfig, parseInetAddress
 from tmta.config.defaults import LOOPBACK_NETWORKS
 from tmta.config.loader import Configuration, loadConfiguration
 from tmta.interfaces import IWorkerContext
@@ -104,8 +104,13 @@ class InProcessContext:
         #: The endpoint's listening, under way or done.
         self.listening: List[defer.Deferred] = []
 
-    def listen(self, factory) -> None:
+    def listen(self, factory, upstreamProxy: Optional[float] = None) -> None:
         entry = self.entry
+        if upstreamProxy is not None:
+            # Read only by a master's workers, which take each
+            # connection's header off its socket before serving it.
+            raise ConfigError(None, None, f"{entry.service}: the PROXY protocol is not "
+                              "served by an embedded mail system")
         factory.noisy = False  # the maillog is for mail
         if entry.type == "inet" and self.endpoint is not None:
             d = self.endpoint.listen(factory)

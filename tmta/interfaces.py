@@ -89,12 +89,17 @@ class IWorkerContext(Interface):
         "(pipe's C{flags=... user=... argv=...}), as a list of words."
     )
 
-    def listen(factory):
+    def listen(factory, upstreamProxy=None):
         """
         Serve this service's sockets with C{factory}.
 
         Connections are counted for the master's process policy
         (C{max_use}, C{max_idle}, the per-process client limit).
+
+        @param upstreamProxy: for an C{inet} service behind a load
+            balancer, the seconds each connection has to send HAProxy's
+            PROXY header, whose addresses its transport's C{getPeer} and
+            C{getHost} then give (C{None}: no header is expected).
         """
 
     def connect(service, private=True):

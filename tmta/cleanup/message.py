@@ -17,7 +17,6 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from tmta.cleanup.addresses import AddressMapper, AliasExpansionError
-from tmta.mail.contentchecks import Verdict
 from tmta.cleanup.headers import (
     headerNames,
     messageId,
@@ -28,6 +27,7 @@ from tmta.cleanup.milters import LOCAL_CLIENT_ADDRESS, LOCAL_CLIENT_NAME, LocalS
 from tmta.cleanup.state import Cleanup
 from tmta.common.eager import eagerly
 from tmta.logging import Logger
+from tmta.mail.contentchecks import Verdict
 from tmta.mail.received import receivedHeader
 from tmta.mail.receiving import (
     INTERNAL_ORIGINS,

@@ -11,12 +11,12 @@ from typing import Callable, Dict, Optional, TypeVar
 from twisted.internet import defer
 
 from tmta.cleanup.addresses import AddressMapper
-from tmta.mail.contentchecks import ContentChecks
 from tmta.cleanup.milters import localMacros
 from tmta.cleanup.settings import CleanupSettings
 from tmta.common.batching import ThreadBatcher
 from tmta.common.flow import InFlowGate
 from tmta.logging import Logger
+from tmta.mail.contentchecks import ContentChecks
 from tmta.milter.settings import milterList
 from tmta.queue.store import QueueStore
 from tmta.queue.writer import QueueFileWriter, commitAll

@@ -419,7 +419,10 @@ for _name in ("address_verify_map", "address_verify_service_name", "address_veri
               "postscreen_non_smtp_command_enable", "postscreen_non_smtp_command_ttl",
               "postscreen_pipelining_action", "postscreen_pipelining_enable",
               "postscreen_pipelining_ttl", "postscreen_pre_queue_limit",
-              "postscreen_upstream_proxy_protocol", "postscreen_watchdog_timeout"):
+              "postscreen_upstream_proxy_protocol", "postscreen_upstream_proxy_timeout",
+              "postscreen_watchdog_timeout",
+              # The PROXY protocol in front of smtpd (tmta.mail.proxyprotocol).
+              "smtpd_upstream_proxy_protocol", "smtpd_upstream_proxy_timeout"):
     DEFAULTS.setdefault(_name, POSTFIX_DEFAULTS[_name])
 
 #: The parameters tmta acts on.

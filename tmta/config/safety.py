@@ -46,6 +46,10 @@ def _clientCertificateLevel(value: str) -> bool:
 _SMTPD_UNSAFE["smtpd_tls_security_level"] = (
     _clientCertificateLevel, "smtpd's levels are none, may and encrypt")
 _SMTPD_UNSAFE["smtpd_tls_req_ccert"] = (_yes, "client certificates are not implemented yet")
+_SMTPD_UNSAFE["smtpd_upstream_proxy_protocol"] = (
+    lambda value: value.strip() not in ("", "haproxy"),
+    "the proxy protocol supported is haproxy: every client would appear to come from the "
+    "proxy, and permit_mynetworks would let it relay")
 
 #: Rate and count limits: counted by anvil, so unsafe to set explicitly
 #: without it (their defaults are those of a Postfix without anvil).
@@ -68,9 +72,6 @@ _SMTPD_HARMLESS: Dict[str, Tuple[Callable[[str], bool], str]] = {
 #: safety than tmta gives without them: set to such a value, they stop
 #: start-up rather than being warned about.  (smtpd's own are above.)
 UNSAFE_WHEN_IGNORED: Dict[str, Tuple[Callable[[str], bool], str]] = {
-    "smtpd_upstream_proxy_protocol": (
-        _nonEmpty, "the proxy protocol is not implemented: every client would appear to "
-        "come from the proxy, and permit_mynetworks would let it relay"),
     "message_reject_characters": (_nonEmpty, "messages are not checked for these characters"),
     "local_login_sender_maps": (
         lambda value: value.strip() not in ("", "static:*"),

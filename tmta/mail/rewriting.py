@@ -20,7 +20,6 @@ from tmta.tables import TableLookupError, lookupAny, openTables
 from tmta.tables.matchlist import MatchList
 from tmta.tables.remote import isRemote
 
-
 #: How the reason of a resolution that failed on a table begins.
 LOOKUP_FAILURE = "table lookup failure"
 

@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import TYPE_CHECKING, Any, Callable, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Tuple
 
 from twisted.internet import tcp, unix
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.interfaces import IDelayedCall, IFileDescriptorReceiver, IReactorTime
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IFileDescriptorReceiver,
+    IReactorTime,
+    IReadDescriptor,
+)
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -20,6 +25,13 @@ from zope.interface import implementer
 from tmta.common.transports import EagerWriteMixin, PlainReadMixin
 from tmta.common.twistedcompat import adoptListeningPort, shareListeningSocket
 from tmta.logging import Logger
+from tmta.mail.proxyprotocol import (
+    HEADER_LIMIT,
+    Endpoint,
+    ProxyHeaderError,
+    parseHeader,
+    readHandOverRecord,
+)
 
 LISTEN_BACKLOG = 1024
 
@@ -58,10 +70,11 @@ class _CountedMixin(_Server):
         super().__init__(*args, **kwargs)
         port: "_CappedPortMixin" = self.server  # type: ignore[assignment]
         self._runtime = port.runtime
-        # A pass service's hand-over is not a client of its own: the
-        # client it brings is.
+        # A pass service's hand-over, or a connection until its PROXY
+        # header is read, is not a client of its own: what it becomes is.
         self._runtime.clientStarted(
-            self, served=not isinstance(getattr(port, "factory", None), _PassedConnections))
+            self, served=not isinstance(getattr(port, "factory", None),
+                                        (_PassedConnections, _ProxiedConnections)))
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         try:
@@ -90,9 +103,23 @@ class _PassedTCPServer(EagerWriteMixin, tcp.Server):
     """
     A client connection another process accepted and passed on, counted
     by the worker's runtime until it is gone.
+
+    @ivar proxied: the client's and the server's addresses, when a PROXY
+        header gave them (L{getPeer} and L{getHost} then give them).
     """
 
     _runtime: "WorkerRuntime"
+    proxied: Optional[Tuple[Endpoint, Endpoint]] = None
+
+    def getHost(self):
+        if self.proxied is None:
+            return super().getHost()
+        return _address(*self.proxied[1])
+
+    def getPeer(self):
+        if self.proxied is None:
+            return super().getPeer()
+        return _address(*self.proxied[0])
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         try:
@@ -101,23 +128,145 @@ class _PassedTCPServer(EagerWriteMixin, tcp.Server):
             self._runtime.clientEnded(self)
 
 
+def _address(host: str, port: int):
+    return (IPv6Address if ":" in host else IPv4Address)("TCP", host, port)
+
+
 @implementer(IFileDescriptorReceiver)
 class _HandOver(Protocol):
     """
     One connection to a C{pass} service: it brings a client's descriptor
-    (and a byte to carry it), which is served as if accepted here.
+    and the record that carries it (L{handOverRecord}: the client's
+    addresses, when a PROXY header gave them), which is then served as
+    if accepted here.
     """
 
     transport: Any
 
     def __init__(self, passed: "_PassedConnections") -> None:
         self.passed = passed
+        self.descriptor: Optional[int] = None
+        self.record = b""
 
     def fileDescriptorReceived(self, descriptor: int) -> None:
-        self.passed.serve(descriptor)
+        if self.descriptor is not None:
+            os.close(descriptor)
+            return
+        self.descriptor = descriptor
 
     def dataReceived(self, data: bytes) -> None:
+        self.record += data
+        try:
+            complete, addresses = readHandOverRecord(self.record)
+        except ProxyHeaderError as e:
+            self.passed.runtime.log.warn("bad hand-over of a connection: {error}", error=e)
+            self.transport.loseConnection()
+            return
+        if not complete:
+            return
+        descriptor, self.descriptor = self.descriptor, None
+        if descriptor is not None:
+            self.passed.serve(descriptor, addresses)
         self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self.descriptor is not None:
+            os.close(self.descriptor)
+            self.descriptor = None
+
+
+@implementer(IReadDescriptor)
+class _ProxyHeader(Protocol):
+    """
+    A connection to a listener behind a proxy (C{*_upstream_proxy_protocol
+    = haproxy}), until its PROXY header is read: peeked at when the
+    connection is first readable, parsed, and exactly its bytes taken
+    (L{tmta.mail.proxyprotocol}).  The connection is then served, with
+    the addresses the header gave, as a passed one is; a header that
+    does not come in time or cannot be read closes it.
+    """
+
+    transport: Any
+
+    def __init__(self, proxied: "_ProxiedConnections") -> None:
+        self.proxied = proxied
+        self._timer: Optional[IDelayedCall] = None
+        self._watching = False
+
+    def connectionMade(self) -> None:
+        reactor = self.proxied.reactor
+        self.transport.stopReading()
+        self._watching = True
+        reactor.addReader(self)
+        self._timer = reactor.callLater(self.proxied.timeout, self._give, "timeout error")
+
+    def fileno(self) -> int:
+        return self.transport.fileno()
+
+    def logPrefix(self) -> str:
+        return "proxy header"
+
+    def doRead(self) -> None:
+        sock = self.transport.socket
+        try:
+            data = sock.recv(HEADER_LIMIT, socket.MSG_PEEK)
+            if not data:
+                return self._give("EOF")
+            length, addresses = parseHeader(data)
+            sock.recv(length)
+        except BlockingIOError:
+            return None
+        except (OSError, ProxyHeaderError) as e:
+            return self._give(str(e))
+        self._stop()
+        descriptor = os.dup(self.transport.fileno())
+        # Let go of this end without shutting the connection down: the
+        # duplicate serves it now.
+        self.transport._shouldShutdown = False
+        self.transport.loseConnection()
+        self.proxied.passed.serve(descriptor, addresses)
+        return None
+
+    def _give(self, reason: str) -> None:
+        peer = self.transport.getPeer()
+        self.proxied.runtime.log.warn("haproxy read: {reason}: from [{address}]:{port}",
+                                      reason=reason, address=peer.host, port=peer.port)
+        self._stop()
+        self.transport.loseConnection()
+
+    def _stop(self) -> None:
+        if self._watching:
+            self._watching = False
+            self.proxied.reactor.removeReader(self)
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def readConnectionLost(self, reason: Failure) -> None:
+        self._give("connection lost")
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._stop()
+
+
+class _ProxiedConnections(Factory):
+    """
+    The factory of a listener behind a proxy: each connection is first a
+    L{_ProxyHeader}, then served by C{passed} with the addresses its
+    header gave.
+    """
+
+    noisy = False
+
+    def __init__(self, reactor, runtime: "WorkerRuntime", passed: "_PassedConnections",
+                 timeout: float) -> None:
+        self.reactor = reactor
+        self.runtime = runtime
+        self.passed = passed
+        self.timeout = timeout
+
+    def buildProtocol(self, addr):
+        return _ProxyHeader(self)
 
 
 class _PassedConnections(Factory):
@@ -136,7 +285,13 @@ class _PassedConnections(Factory):
     def buildProtocol(self, addr):
         return _HandOver(self)
 
-    def serve(self, descriptor: int) -> None:
+    def serve(self, descriptor: int,
+              addresses: Optional[Tuple[Endpoint, Endpoint]] = None) -> None:
+        """
+        Serve the connection on C{descriptor}, as from the client
+        C{addresses} names (the client's and the server's, from a PROXY
+        header), or from its peer.
+        """
         try:
             sock = socket.socket(fileno=descriptor)
         except OSError as e:
@@ -153,13 +308,15 @@ class _PassedConnections(Factory):
             self.runtime.log.info("passed connection gone: {error}", error=e)
             sock.close()
             return
-        addressType = IPv6Address if sock.family == socket.AF_INET6 else IPv4Address
-        protocol = self.factory.buildProtocol(addressType("TCP", *peer[:2]))
+        if addresses is not None:
+            peer = addresses[0]
+        protocol = self.factory.buildProtocol(_address(*peer[:2]))
         if protocol is None:
             sock.close()
             return
         transport = _PassedTCPServer(sock, protocol, peer, None,  # type: ignore[arg-type]
                                      peer[1], self.reactor)
+        transport.proxied = addresses
         # What Twisted's own servers name themselves by (it has no port).
         transport.repstr = f"<{type(protocol).__name__} passed on {sock.getsockname()[1]}>"
         transport._runtime = self.runtime
@@ -234,7 +391,8 @@ class WorkerRuntime:
             room = min(room, self.maxUse - self.served)
         return max(0, room)
 
-    def adopt(self, reactor, fd: int, family: int, factory, passed: bool = False) -> None:
+    def adopt(self, reactor, fd: int, family: int, factory, passed: bool = False,
+              upstreamProxy: Optional[float] = None) -> None:
         """
         Serve an inherited listening socket with C{factory}.
 
@@ -242,10 +400,16 @@ class WorkerRuntime:
             master.cf type): each connection to it brings a client
             connection another process accepted (postscreen), which
             C{factory} then serves.
+        @param upstreamProxy: for a TCP socket behind a proxy, the
+            seconds a connection has to send its PROXY header; C{None}
+            for none.
         """
         portClass = _CappedUNIXPort if family == socket.AF_UNIX else _CappedTCPPort
         if passed:
             factory = _PassedConnections(reactor, self, factory)
+        elif upstreamProxy is not None and family != socket.AF_UNIX:
+            factory = _ProxiedConnections(reactor, self, _PassedConnections(reactor, self, factory),
+                                          upstreamProxy)
         port = adoptListeningPort(portClass, reactor, fd, family, factory)
         port.runtime = self
         # The socket is shared with the master and the other workers.

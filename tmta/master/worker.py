@@ -81,9 +81,10 @@ class WorkerContext:
         self.runtime = runtime
         self._listeners = listeners
 
-    def listen(self, factory) -> None:
+    def listen(self, factory, upstreamProxy: Optional[float] = None) -> None:
         for fd, family in self._listeners:
-            self.runtime.adopt(self.reactor, fd, family, factory, passed=self.passed)
+            self.runtime.adopt(self.reactor, fd, family, factory, passed=self.passed,
+                               upstreamProxy=upstreamProxy)
             os.close(fd)
         self._listeners = []
 

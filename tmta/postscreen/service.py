@@ -17,6 +17,7 @@ from twisted.internet import task
 from twisted.internet.protocol import ClientFactory, Factory, Protocol, connectionDone
 
 from tmta.logging import Logger
+from tmta.mail.proxyprotocol import handOverRecord, upstreamProxy
 from tmta.postscreen.cache import ClientCache
 from tmta.postscreen.session import PostscreenSession
 from tmta.postscreen.settings import PostscreenSettings
@@ -28,9 +29,6 @@ log = Logger()
 #: Settings that ask for what postscreen does not do; unset, or at their
 #: defaults, they change nothing.
 _NOT_IMPLEMENTED = {
-    "postscreen_upstream_proxy_protocol": (
-        "", "the proxy protocol is not implemented: every client would appear to come "
-        "from the proxy"),
     "postscreen_allowlist_interfaces": (
         "static:all", "only static:all is implemented: clients would be allowlisted on "
         "interfaces where they should not be"),
@@ -49,6 +47,7 @@ def configurationProblems(config, entry) -> List[str]:
     problems = []
     try:
         PostscreenSettings.fromConfig(config)
+        upstreamProxy(config, "postscreen")
     except (ConfigError, ValueError) as e:
         problems.append(getattr(e, "reason", None) or str(e))
     for name, (default, why) in _NOT_IMPLEMENTED.items():
@@ -82,8 +81,10 @@ class _HandOver(Protocol):
         self.sent = False
 
     def connectionMade(self) -> None:
-        self.transport.sendFileDescriptor(self.session.transport.fileno())
-        self.transport.write(b"\0")
+        client = self.session.transport
+        self.transport.sendFileDescriptor(client.fileno())
+        # With the client's addresses when a PROXY header gave them.
+        self.transport.write(handOverRecord(getattr(client, "proxied", None)))
         self.sent = True
         self.transport.loseConnection()
 
@@ -187,7 +188,8 @@ class PostscreenService(Service):
 
     def startService(self) -> None:
         super().startService()
-        self.context.listen(Factory.forProtocol(lambda: PostscreenSession(self.screen)))
+        self.context.listen(Factory.forProtocol(lambda: PostscreenSession(self.screen)),
+                            upstreamProxy=upstreamProxy(self.context.config, "postscreen"))
         if self._interval > 0:
             self._cleaner.start(self._interval, now=True)
 

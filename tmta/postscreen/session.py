@@ -219,7 +219,7 @@ class PostscreenSession(Protocol):
         thread when a table is on another server, so it logs nothing
         itself.
         """
-        warnings = []
+        warnings: List[str] = []
         for kind, value in self.settings.accessList:
             if kind == "mynetworks":
                 if inNetworks(self.address, value):

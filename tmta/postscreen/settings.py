@@ -182,6 +182,6 @@ class PostscreenSettings:
                                     if w.isalpha()),
             accessList=accessList,
             accessListRemote=isRemote(table for kind, tables in accessList if kind == "table"
-                                      for table in tables),
+                                      for table in tables),  # type: ignore[attr-defined]
             replyMap=openTables(config.get("postscreen_dnsbl_reply_map")),
         )

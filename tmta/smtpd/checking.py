@@ -225,6 +225,7 @@ def configurationProblems(config, entry) -> List[str]:
     """
     from tmta.common.plugins import PluginError
     from tmta.config import ConfigError
+    from tmta.mail.proxyprotocol import upstreamProxy
     from tmta.mail.receiving import receiveOverrides
     from tmta.milter.settings import milterList
     from tmta.smtpd.proxy import ProxySettings
@@ -233,6 +234,7 @@ def configurationProblems(config, entry) -> List[str]:
 
     try:
         milterList(config, "smtpd_milters")
+        upstreamProxy(config, "smtpd")
     except ConfigError as e:
         return [e.reason]
     try:

@@ -9,7 +9,7 @@ sender nobody checked.
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Generator, List, Optional, Tuple
+from typing import Generator, Iterable, List, Optional, Tuple
 
 from tmta.mail.address import localName, splitAddress, unquoteLocal
 from tmta.mail.receiving import NO_UNKNOWN_RECIPIENT_CHECKS, receiveOverrides
@@ -51,8 +51,8 @@ class RecipientTables:
                  unknownRelayCode: int = 550, rejectUnlistedSender: bool = False,
                  exemptLocal: Tuple[str, ...] = ("postmaster", "mailer-daemon",
                                                  "double-bounce"),
-                 checked: bool = True, canonical: List = (),
-                 senderCanonical: List = ()) -> None:
+                 checked: bool = True, canonical: Iterable = (),
+                 senderCanonical: Iterable = ()) -> None:
         self.local = local
         self.canonical = list(canonical)
         self.senderCanonical = list(senderCanonical)

@@ -15,6 +15,7 @@ from twisted.internet.protocol import Factory
 
 from tmta.cleanup.client import CleanupClient, connectCleanup
 from tmta.logging import Logger
+from tmta.mail.proxyprotocol import upstreamProxy
 from tmta.rewrite.client import RewriteClient
 from tmta.smtpd.checking import Restrictions
 from tmta.smtpd.protocol import SMTPServer
@@ -172,6 +173,9 @@ class SMTPService(Service):
         self.context = context
         config = context.config
         raiseOpenFileLimit(config.getInt("smtpd_process_client_limit"))
+        #: smtpd_upstream_proxy_protocol: each client's PROXY header is
+        #: read before it is served (not behind postscreen, which reads it).
+        self.upstreamProxy = upstreamProxy(config, "smtpd")
         networks = parseNetworks(config.getList("mynetworks"))
         recipientTables = RecipientTables.fromConfig(config)
         environment = RestrictionEnvironment.fromConfig(
@@ -225,4 +229,4 @@ class SMTPService(Service):
 
     def startService(self) -> None:
         super().startService()
-        self.context.listen(self.factory)
+        self.context.listen(self.factory, upstreamProxy=self.upstreamProxy)

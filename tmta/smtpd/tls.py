@@ -227,7 +227,7 @@ def _int(value: str) -> int:
         return 0
 
 
-def _reason(error: SSL.Error) -> str:
+def _reason(error: Exception) -> str:
     try:
         return "; ".join(item[2] for item in error.args[0]) or str(error)
     except (IndexError, TypeError):
