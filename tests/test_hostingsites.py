@@ -271,9 +271,8 @@ INSERT INTO transports (destination, nexthop) VALUES
             "recipient_canonical_classes": "envelope_recipient",
             "transport_maps": f"pcre:{conf}/custom_transport.pcre,\n  {table['transports.cf']}",
             "smtp_tls_policy_maps": table["tls-policy.cf"],
-            # mailcow's is dane, which tmta does not have yet and so
-            # refuses at start-up.
-            "smtp_tls_security_level": "may",
+            # Its relay hosts and transports are addresses: no TLSA.
+            "smtp_tls_security_level": "dane",
             "smtp_dns_support_level": "dnssec",
             "smtpd_sasl_authenticated_header": "yes",
             "smtp_header_checks": f"pcre:{conf}/anonymize_headers.pcre",

@@ -202,8 +202,26 @@ class PolicyTests(SynchronousTestCase):
                          .default.level, "encrypt")
 
     def test_unsupportedLevelsRefused(self):
-        for level in ("dane", "dane-only", "fingerprint", "bogus"):
+        for level in ("fingerprint", "bogus"):
             self.assertRaises(TLSPolicyError, self.policies, smtp_tls_security_level=level)
+
+    def test_daneNeedsDnssec(self):
+        """
+        DANE without validated DNS: C{dane} is C{may}, with a warning,
+        as in Postfix; C{dane-only} stops start-up.
+        """
+        policies = self.policies(smtp_tls_security_level="dane")
+        self.assertEqual(policies.default.level, "may")
+        self.assertIn("'may' instead", policies.warnings[0])
+        self.assertRaises(TLSPolicyError, self.policies, smtp_tls_security_level="dane-only")
+        policies = self.policies(smtp_tls_security_level="dane-only",
+                                 smtp_dns_support_level="dnssec")
+        self.assertEqual((policies.default.level, policies.warnings), ("dane-only", []))
+        self.assertFalse(policies.default.required)
+        server = policies.atLevel(policies.default, "dane", ["a TLSA record"])
+        self.assertTrue(server.required and server.verifies)
+        self.assertEqual(server.servername, "hostname")
+        self.assertEqual(policies.atLevel(policies.default, "may", []).level, "may")
 
     def test_verifyNeedsCAs(self):
         self.assertRaises(TLSPolicyError, self.policies, smtp_tls_security_level="verify")
@@ -235,7 +253,7 @@ class PolicyTests(SynchronousTestCase):
     def test_startupRefusesWhatItCannotHonour(self):
         from tmta.smtp.problems import clientProblems
 
-        for settings in ({"smtp_tls_security_level": "dane"},
+        for settings in ({"smtp_tls_security_level": "dane-only"},
                          {"smtp_tls_wrappermode": "yes"},
                          {"smtp_tls_security_level": "verify"},
                          {"smtp_tls_policy_maps": "nosuchtype:/etc/x"}):

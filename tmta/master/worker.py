@@ -15,6 +15,7 @@ from __future__ import annotations
 import cProfile
 import importlib
 import os
+import signal
 import socket
 import sys
 from typing import Any, List, Optional
@@ -199,9 +200,18 @@ def main(argv: Optional[List[str]] = None) -> int:
         if control and control[0].transport is not None:
             control[0].callRemote(WorkerStatus, available=available, served=served)
 
+    stopping: List[bool] = []
+
     def exit() -> None:
-        if reactor.running:
+        # Once: the master's going (the control channel closes) and a
+        # SIGTERM sent to the whole process group (systemd's stop) come
+        # together.
+        if reactor.running and not stopping:
+            stopping.append(True)
             reactor.stop()
+
+    def stopOnSignal(number, frame) -> None:
+        reactor.callFromThread(exit)
 
     dropTo = None
     try:
@@ -257,6 +267,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         runtime.start()
 
     reactor.callWhenRunning(start)
+    # In place of Twisted's handlers, which would stop a reactor that is
+    # stopping already.
+    reactor.callWhenRunning(signal.signal, signal.SIGTERM, stopOnSignal)
+    reactor.callWhenRunning(signal.signal, signal.SIGINT, stopOnSignal)
     reactor.addSystemEventTrigger("before", "shutdown", worker.stopService)
     observer.batchWith(reactor)
     try:

@@ -42,6 +42,7 @@ from tmta.mail.contentchecks import ContentChecks
 from tmta.mail.tls import cipherLists
 from tmta.smtp.cache import SessionCache
 from tmta.smtp.client import SMTPClient
+from tmta.smtp.dane import DANE_LEVELS, Candidate, DaneFinder
 from tmta.smtp.nexthop import HostFinder, NextHopError, errorReason, nexthopName, parseNexthop
 from tmta.smtp.sasl import SASLLogin, SASLPasswords
 from tmta.smtp.settings import SMTPClientSettings
@@ -134,6 +135,10 @@ class SMTPDeliveryAgent:
         # not be able to import what twisted.names loads on first use.
         self.resolver = resolver or dnsclient.createResolver()
         self.hosts = hosts or HostFinder(reactor, self.resolver, config, lmtp)
+        #: Where a next hop under DANE finds its servers and their policies.
+        self.dane = DaneFinder(reactor, config, lmtp, self.tlsPolicies.atLevel)
+        for warning in self.tlsPolicies.warnings:
+            log.warn("{warning}", warning=warning)
         self._connect = connect or self._connectTCP
         self.cache = SessionCache(reactor, idle=settings.cacheIdle,
                                   lifetime=settings.cacheLifetime)
@@ -142,6 +147,18 @@ class SMTPDeliveryAgent:
 
     def deliver(self, request: DeliveryRequest) -> defer.Deferred:
         return defer.Deferred.fromCoroutine(self._deliver(request))
+
+    async def _servers(self, nexthop: str, policy: TLSPolicy) -> List[Candidate]:
+        """
+        The servers of C{nexthop} to try, in order, each with its TLS
+        policy: C{policy}, or under DANE what each server's TLSA records
+        call for.
+
+        @raise NextHopError: there are none.
+        """
+        if policy.level in DANE_LEVELS:
+            return await self.dane.find(nexthop, policy)
+        return [(h, a, p, nexthop, policy) for h, a, p in await self.hosts.find(nexthop)]
 
     async def _deliver(self, request: DeliveryRequest,
                        ) -> Union[DeliveryResult, List[RecipientStatus]]:
@@ -164,8 +181,7 @@ class SMTPDeliveryAgent:
             return self._all(request, "none", DEFERRED, "4.7.5",
                              f"TLS policy lookup for {request.nexthop}: {e}", started)
         try:
-            hosts = [(h, a, p, request.nexthop, policy)
-                     for h, a, p in await self.hosts.find(request.nexthop)]
+            hosts = await self._servers(request.nexthop, policy)
         except NextHopError as e:
             if e.permanent:
                 return self._all(request, "none", BOUNCED, e.dsn, e.reason, started)
@@ -180,7 +196,7 @@ class SMTPDeliveryAgent:
             try:
                 relayPolicy = await self._lookUp(self.tlsPolicies.remote,
                                                  self.tlsPolicies.forNexthop, relay)
-                hosts += [(h, a, p, relay, relayPolicy) for h, a, p in await self.hosts.find(relay)]
+                hosts += await self._servers(relay, relayPolicy)
             except (NextHopError, TLSPolicyError):
                 continue
         lastError, lastDsn = "no address to try", "4.4.1"

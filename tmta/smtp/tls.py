@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from OpenSSL import SSL
 from service_identity import CertificateError, VerificationError
@@ -32,12 +32,13 @@ from tmta.mail.tls import TLSConfigError, allowedVersions, configureContext, con
 from tmta.tables import TableError, lookupAny, openTable
 from tmta.tables.remote import isRemote
 
-#: The levels tmta implements, weakest first.
-LEVELS = ("none", "may", "encrypt", "verify", "secure")
+#: The levels tmta implements.  C{dane} and C{dane-only} become, for each
+#: server, what its TLSA records call for (L{tmta.smtp.dane}).
+LEVELS = ("none", "may", "encrypt", "dane", "dane-only", "verify", "secure")
 
 #: Levels Postfix has that tmta does not: asking for one stops start-up
 #: rather than sending with less protection than asked.
-UNSUPPORTED_LEVELS = ("dane", "dane-only", "fingerprint")
+UNSUPPORTED_LEVELS = ("fingerprint",)
 
 #: A TLS setting or policy table entry tmta cannot honour.
 TLSPolicyError = TLSConfigError
@@ -64,14 +65,21 @@ class TLSPolicy:
     servername: str = ""
     CAfile: str = ""
     CApath: str = ""
+    #: For one server under DANE: the usable TLSA records its
+    #: certificate must match.
+    tlsa: List = field(default_factory=list)
+    #: The policy as written, before the defaults filled it in: what a
+    #: DANE policy is made again from at the level a server's TLSA
+    #: records call for.
+    asGiven: Optional["TLSPolicy"] = field(default=None, repr=False, compare=False)
 
     @property
     def required(self) -> bool:
-        return self.level in ("encrypt", "verify", "secure")
+        return self.level in ("encrypt", "verify", "secure") or bool(self.tlsa)
 
     @property
     def verifies(self) -> bool:
-        return self.level in ("verify", "secure")
+        return self.level in ("verify", "secure") or bool(self.tlsa)
 
 
 class TLSPolicies:
@@ -87,6 +95,8 @@ class TLSPolicies:
     def __init__(self, config, prefix: str = "smtp") -> None:
         self.config = config
         self.prefix = prefix
+        #: What a worker should warn of at start.
+        self.warnings: List[str] = []
         get = lambda name: config.get(f"{prefix}_{name}")  # noqa: E731
         level = get("tls_security_level").strip().lower()
         if not level:
@@ -122,6 +132,17 @@ class TLSPolicies:
             raise TLSPolicyError(f"TLS security level {policy.level!r} is not implemented")
         if policy.level not in LEVELS:
             raise TLSPolicyError(f"unknown TLS security level {policy.level!r}")
+        if policy.level in ("dane", "dane-only") and \
+                get("dns_support_level").strip().lower() != "dnssec":
+            if policy.level == "dane-only":
+                raise TLSPolicyError(f"TLS security level 'dane-only' needs "
+                                     f"{self.prefix}_dns_support_level = dnssec")
+            # As Postfix: without validated DNS there is no DANE.
+            self.warnings.append(f"TLS security level 'dane' with {self.prefix}_dns_support_"
+                                 "level other than dnssec: 'may' instead")
+            policy = replace(policy, level="may")
+        if policy.asGiven is None:
+            policy.asGiven = replace(policy)
         mandatory = policy.required
         if not policy.protocols:
             policy.protocols = get("tls_mandatory_protocols" if mandatory else "tls_protocols")
@@ -140,10 +161,22 @@ class TLSPolicies:
         extra = get("tls_mandatory_exclude_ciphers") if mandatory else ""
         policy.excludeCiphers = " ".join(
             x for x in (policy.excludeCiphers, get("tls_exclude_ciphers"), extra) if x)
-        if policy.verifies and not (policy.CAfile or policy.CApath):
+        if policy.level in ("verify", "secure") and not (policy.CAfile or policy.CApath):
             raise TLSPolicyError(f"TLS security level {policy.level!r} needs "
                                  f"{self.prefix}_tls_CAfile or {self.prefix}_tls_CApath")
         return policy
+
+    def atLevel(self, policy: TLSPolicy, level: str, tlsa: List) -> TLSPolicy:
+        """
+        A DANE policy made C{level} for one server, with the server's
+        usable TLSA records (L{tmta.smtp.dane}): the protocols and
+        ciphers of that level unless the policy named its own, and the
+        server's name in SNI, as RFC 7672 asks.
+        """
+        given = policy.asGiven or policy
+        return self._checked(replace(given, level=level, tlsa=list(tlsa), asGiven=None,
+                                     servername=given.servername or (
+                                         "hostname" if tlsa else given.servername)))
 
     @cached_property
     def remote(self) -> bool:
@@ -305,7 +338,9 @@ class ClientTLS:
         summary = connectionSummary(connection)
         certificate = connection.get_peer_certificate()
         problem: Optional[str]
-        if certificate is None:
+        if self.policy.tlsa and certificate is not None:
+            status, problem = self._daneTrust(connection.get_peer_cert_chain() or [certificate])
+        elif certificate is None:
             status, problem = "Anonymous", "the server sent no certificate"
         elif self.chainErrors:
             status, problem = "Untrusted", f"untrusted issuer: {self.chainErrors[0]}"
@@ -319,17 +354,38 @@ class ClientTLS:
             problem = f"Server certificate not verified: {problem}"
         return PeerTrust(status, problem, summary)
 
-    def _nameMismatch(self, certificate) -> Optional[str]:
+    def _daneTrust(self, chain: List) -> Tuple[str, Optional[str]]:
         """
-        Why the certificate names none of the names the policy accepts,
-        or C{None} when it names one.
+        The trust of a server whose TLSA records (RFC 7672) say what its
+        certificate must be: C{Verified} when a DANE-EE(3) record matches
+        its own certificate, or a DANE-TA(2) record matches a
+        certificate of its chain that its own chains up to and it names
+        the server (or the next-hop domain).
+        """
+        from tmta.smtp.dane import chainsTo, matchTLSA
+
+        usage, depth = matchTLSA(self.policy.tlsa, chain)
+        if usage == 3:
+            return "Verified", None
+        if usage == 2 and depth is not None:
+            broken = chainsTo(chain, depth)
+            if broken is not None:
+                return "Untrusted", f"the chain to the DANE-TA trust anchor is broken: {broken}"
+            mismatch = self._nameMismatch(chain[0], ["hostname", "nexthop"])
+            return ("Trusted", mismatch) if mismatch else ("Verified", None)
+        return "Untrusted", "no TLSA record matches the server's certificate chain"
+
+    def _nameMismatch(self, certificate, matches: Optional[List[str]] = None) -> Optional[str]:
+        """
+        Why the certificate names none of the names the policy accepts
+        (or C{matches}), or C{None} when it names one.
         """
         try:
             patterns = extract_patterns(certificate)
         except CertificateError as e:
             return f"the certificate's names are malformed: {e}"
         names = []
-        for match in self.policy.match or ["hostname"]:
+        for match in matches or self.policy.match or ["hostname"]:
             word = match.lower()
             if word == "hostname":
                 names.append(self.hostname)
