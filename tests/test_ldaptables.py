@@ -107,6 +107,55 @@ class LDAPTableTests(SynchronousTestCase):
         self.assertGreaterEqual(agreement.total, 50 * 5)
         self.assertEqual(agreement.differences, [], agreement.report())
 
+    def test_saslExternalOverLdapi(self):
+        """
+        C{bind = sasl} with C{EXTERNAL} over C{ldapi://}: root is the
+        directory's manager, who alone may read C{description}; bound
+        anonymously, the same search finds nothing.  postmap agrees.
+        """
+        search = ("search_base = dc=example,dc=org\nquery_filter = (mailLocalAddress=%s)\n"
+                  "result_attribute = description\nversion = 3\n")
+        specs = {}
+        for name, bind in (("external", "bind = sasl\nsasl_mechs = EXTERNAL\n"),
+                           ("anonymous", "bind = no\n")):
+            path = os.path.join(self.base, f"{name}.cf")
+            with open(path, "w") as f:
+                f.write(f"server_host = {self.server.ldapi}\n{bind}{search}")
+            settled(path)
+            specs[name] = f"ldap:{path}"
+        external, anonymous = openTable(specs["external"]), openTable(specs["anonymous"])
+        self.assertEqual(inThread(external.get, "team@example.org"), None)
+        self.assertEqual(inThread(external.get, "anne@example.org"), "secret-ann")
+        self.assertIsNone(inThread(anonymous.get, "anne@example.org"))
+        missing = postfixMissing()
+        if missing:
+            return
+        postfixConfig = configDirectory(os.path.join(self.base, "postfix"))
+        settled(os.path.join(postfixConfig, "main.cf"))
+        if not postfixHasTableType("ldap", postfixConfig):
+            return
+        for key in ("ann@example.org", "bob@example.org", "nobody@example.org"):
+            postmap = subprocess.run(["/usr/sbin/postmap", "-c", postfixConfig, "-q", key,
+                                      specs["external"]], capture_output=True, text=True,
+                                     timeout=60)
+            self.assertEqual(postmap.stdout.strip() or None, inThread(external.get, key),
+                             postmap.stderr)
+
+    def test_saslRefused(self):
+        """
+        What ldap3 cannot do stops the table from opening: a mechanism
+        it lacks, a security layer.
+        """
+        from tmta.tables import TableError
+
+        for settings in ("bind = sasl\nsasl_mechs = GSSAPI\n",
+                         "bind = sasl\nsasl_mechs = EXTERNAL\nsasl_minssf = 56\n"):
+            path = os.path.join(self.base, "refused.cf")
+            with open(path, "w") as f:
+                f.write(f"server_host = ldap://127.0.0.1:{self.server.port}\n{settings}"
+                        "search_base = dc=example,dc=org\n")
+            self.assertRaises(TableError, openTable, f"ldap:{path}")
+
     def test_directoryDown(self):
         """
         A directory that is down is a lookup error; once it is back,

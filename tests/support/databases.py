@@ -19,6 +19,7 @@ import subprocess
 import tempfile
 import time
 from typing import List, Optional
+from urllib.parse import quote
 
 from twisted.trial.unittest import SkipTest
 
@@ -259,6 +260,7 @@ sn: {uid}
 mail: {uid}@example.org
 {''.join(f'mailLocalAddress: {a}{chr(10)}' for a in addresses)}\
 mailRoutingAddress: {uid}@mail.example.org
+description: secret-{uid}
 """ for uid, addresses in [
     ("ann", ["ann@example.org", "anne@example.org"]),
     ("bob", ["bob@example.org"]),
@@ -295,8 +297,10 @@ member: uid=gone,ou=people,dc=example,dc=org
 class PrivateSlapd:
     """
     An OpenLDAP slapd of the test's own with a directory loaded, on a
-    loopback port; its manager is C{cn=admin,dc=example,dc=org}
-    (password C{secret}).
+    loopback port and a UNIX socket (L{ldapi}); its manager is
+    C{cn=admin,dc=example,dc=org} (password C{secret}).  Only the
+    manager, and root bound with SASL EXTERNAL over the socket, may read
+    C{description} attributes.
 
     @param directory: the LDIF loaded, under C{dc=example,dc=org}.
     @param schema: slapd.conf schema text added to OpenLDAP's core,
@@ -310,6 +314,8 @@ class PrivateSlapd:
         self.data = os.path.join(self.base, "data")
         os.mkdir(self.data)
         self.port = freePort()
+        #: The ldapi:// URL of its UNIX socket.
+        self.ldapi = "ldapi://" + quote(os.path.join(self.base, "ldapi"), safe="")
         self.config = os.path.join(self.base, "slapd.conf")
         schemas = "".join(f"include /etc/ldap/schema/{name}.schema\n"
                           for name in ("core", "cosine", "inetorgperson", "nis", "misc"))
@@ -323,6 +329,10 @@ class PrivateSlapd:
                     "database mdb\nsuffix \"dc=example,dc=org\"\n"
                     "rootdn \"cn=admin,dc=example,dc=org\"\nrootpw secret\n"
                     f"directory {self.data}\nmaxsize 10485760\n"
+                    "access to attrs=description\n"
+                    '  by dn.exact="gidNumber=0+uidNumber=0,cn=peercred,cn=external,cn=auth" '
+                    "read\n"
+                    '  by dn.exact="cn=admin,dc=example,dc=org" read\n  by * none\n'
                     "access to * by * read\n")
         ldif = os.path.join(self.base, "directory.ldif")
         with open(ldif, "w") as f:
@@ -333,7 +343,8 @@ class PrivateSlapd:
 
     def start(self) -> "PrivateSlapd":
         self.process = subprocess.Popen(
-            ["slapd", "-d", "0", "-f", self.config, "-h", f"ldap://127.0.0.1:{self.port}/"],
+            ["slapd", "-d", "0", "-f", self.config, "-h",
+             f"ldap://127.0.0.1:{self.port}/ {self.ldapi}"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         waitFor(lambda: self.process.poll() is not None or accepting(self.port), timeout=60,
                 what="slapd to listen")

@@ -4,7 +4,8 @@ Postfix's ldap_table(5) describes, through ldap3 (C{pip install
 'tmta[ldap]'}).
 
 The configuration file gives C{server_host} (names, C{host:port},
-C{ldap://} and C{ldaps://} URLs), C{server_port}, C{version},
+C{ldap://}, C{ldaps://} and C{ldapi://} URLs, the last with its socket's
+path %-encoded), C{server_port}, C{version},
 C{timeout}, C{search_base} and C{query_filter} (both with C{%s},
 C{%u}, C{%d}, C{%1}... expansions, the key escaped as RFC 4514 and
 RFC 4515 ask, never spliced raw), C{scope}, C{dereference},
@@ -12,9 +13,13 @@ C{result_attribute}, C{special_result_attribute} (DN or URL values
 searched in turn, up to C{recursion_limit} deep),
 C{terminal_result_attribute}, C{leaf_result_attribute},
 C{result_format}, C{domain}, C{expansion_limit}, C{size_limit},
-C{bind} (C{yes} or C{no}; C{sasl} is refused), C{bind_dn},
-C{bind_pw}, C{start_tls} and the C{tls_*} settings.  A directory that
-is down or too slow is a lookup error: the mail waits.
+C{bind} (C{yes}, C{no} or C{sasl}), C{bind_dn}, C{bind_pw}, the SASL
+settings (C{sasl_mechs} among C{EXTERNAL}, C{DIGEST-MD5} and C{PLAIN},
+which ldap3 has -- by default C{EXTERNAL} without C{bind_pw}, else
+C{DIGEST-MD5} --, C{sasl_realm}, C{sasl_authz_id}, and C{sasl_minssf},
+which needs the security of TLS or of a local socket, as ldap3 has no
+SASL security layer), C{start_tls} and the C{tls_*} settings.  A
+directory that is down or too slow is a lookup error: the mail waits.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import re
 import ssl
 from typing import Dict, List, Optional
+from urllib.parse import unquote
 
 from zope.interface import implementer
 
@@ -106,18 +112,49 @@ class LDAPTable:
             dereference if 0 <= dereference <= 3 else 0]
         self.timeout = settingNumber(settings, "timeout", 10, where)
         self.version = settingNumber(settings, "version", 2, where)
-        if settings.get("bind", "").strip().lower() == "sasl":
-            raise SQLConfigError(f"{where}bind = sasl is not supported")
-        self.bind = bool(settingBoolean(settings, "bind", True, where))
         self.bindDN = settings.get("bind_dn", "")
         self.bindPassword = settings.get("bind_pw", "")
+        self.sasl = settings.get("bind", "").strip().lower() == "sasl"
+        self.bind = self.sasl or bool(settingBoolean(settings, "bind", True, where))
         self.startTLS = bool(settingBoolean(settings, "start_tls", False, where))
         self.tls = self._tls(settings, where)
         port = settingNumber(settings, "server_port", 389, where)
         hosts = [self._host(item, port, where)
                  for item in re.split(r"[\s,]+", settings.get("server_host", "localhost")) if item]
+        if self.sasl:
+            self.mechanism, self.credentials = self._saslLogin(settings, hosts, where)
         self.pool = ConnectionPool(self.label, hosts or [self._host("localhost", port, where)],
                                    self._connect, self._isConnectionError, self._unbind)
+
+    def _saslLogin(self, settings: Dict[str, str], hosts: List[Host], where: str):
+        """
+        The SASL mechanism and the credentials ldap3 is given for it.
+
+        @raise SQLConfigError: no mechanism ldap3 has, or a security
+            strength asked for that only a SASL layer could give.
+        """
+        wanted = [m.upper() for m in re.split(r"[\s,]+", settings.get("sasl_mechs", "")) if m]
+        if not wanted:
+            wanted = ["DIGEST-MD5" if self.bindPassword else "EXTERNAL"]
+        mechanism = next((m for m in wanted if m in ("EXTERNAL", "DIGEST-MD5", "PLAIN")), None)
+        if mechanism is None:
+            raise SQLConfigError(f"{where}sasl_mechs {' '.join(wanted)}: none of them is "
+                                 "supported (EXTERNAL, DIGEST-MD5, PLAIN)")
+        minimum = settingNumber(settings, "sasl_minssf", 0, where)
+        protected = self.startTLS or all(h.details.get("secure") or h.details.get("ipc")
+                                         for h in hosts)
+        if minimum > 0 and not protected:
+            raise SQLConfigError(f"{where}sasl_minssf = {minimum}: a SASL security layer is "
+                                 "not supported; use ldaps://, start_tls or ldapi://")
+        authz = settings.get("sasl_authz_id", "") or None
+        if mechanism == "EXTERNAL":
+            # The authorization identity itself (empty: the one the
+            # connection shows), which ldap3 sends as the credentials.
+            return mechanism, authz or ""
+        if mechanism == "PLAIN":
+            return mechanism, (authz, self.bindDN, self.bindPassword)
+        return mechanism, (settings.get("sasl_realm", "") or None, self.bindDN,
+                           self.bindPassword, authz)
 
     def _tls(self, settings: Dict[str, str], where: str):
         names = ("tls_ca_cert_file", "tls_ca_cert_dir", "tls_cert", "tls_key",
@@ -135,14 +172,19 @@ class LDAPTable:
 
     @staticmethod
     def _host(item: str, port: int, where: str) -> Host:
+        if item.lower().startswith("ldapi://"):
+            path = unquote(item[len("ldapi://"):])
+            if not path.startswith("/"):
+                raise SQLConfigError(f"{where}server_host {item}: no socket path")
+            return Host(item, local=True, url=item, ipc=True, secure=False)
         match = re.match(r"^(ldaps?)://([^/:]*|\[[^\]]*\])(?::(\d+))?/?$", item)
         if match:
             secure = match.group(1) == "ldaps"
             return Host(item, local=False, host=match.group(2).strip("[]") or "localhost",
                         port=int(match.group(3) or (636 if secure else 389)), secure=secure)
         if "://" in item:
-            raise SQLConfigError(f"{where}server_host {item}: only ldap:// and ldaps:// URLs "
-                                 "are supported")
+            raise SQLConfigError(f"{where}server_host {item}: only ldap://, ldaps:// and "
+                                 "ldapi:// URLs are supported")
         host, colon, number = item.rpartition(":")
         if colon and number.isdigit() and host:
             return Host(item, local=False, host=host.strip("[]"), port=int(number),
@@ -151,13 +193,21 @@ class LDAPTable:
 
     def _connect(self, host: Host):
         ldap3 = self.ldap3
-        server = ldap3.Server(host.details["host"], port=host.details["port"],
-                              use_ssl=host.details["secure"], get_info=ldap3.NONE,
-                              tls=self.tls, connect_timeout=min(self.timeout, CONNECT_TIMEOUT)
-                              or CONNECT_TIMEOUT)
+        timeout = min(self.timeout, CONNECT_TIMEOUT) or CONNECT_TIMEOUT
+        if host.details.get("ipc"):
+            server = ldap3.Server(host.details["url"], get_info=ldap3.NONE,
+                                  connect_timeout=timeout)
+        else:
+            server = ldap3.Server(host.details["host"], port=host.details["port"],
+                                  use_ssl=host.details["secure"], get_info=ldap3.NONE,
+                                  tls=self.tls, connect_timeout=timeout)
+        login: Dict = {"user": self.bindDN or None if self.bind else None,
+                       "password": self.bindPassword if self.bind else None}
+        if self.sasl:
+            login = {"authentication": ldap3.SASL, "sasl_mechanism": self.mechanism,
+                     "sasl_credentials": self.credentials}
         connection = ldap3.Connection(
-            server, user=self.bindDN or None if self.bind else None,
-            password=self.bindPassword if self.bind else None, version=self.version,
+            server, **login, version=self.version,
             auto_bind=ldap3.AUTO_BIND_NONE, receive_timeout=self.timeout or None,
             raise_exceptions=False, read_only=True, auto_escape=False, auto_encode=True,
             check_names=False)
