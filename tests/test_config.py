@@ -347,16 +347,16 @@ class FailClosedTests(SynchronousTestCase):
     def test_ignoredSafetyStops(self):
         """
         Parameters tmta does not act on yet, set to ask for safety it
-        would not give, stop start-up: outgoing address rewriting,
+        would not give, stop start-up: DNS reply filters,
         strictness settings; and a proxy protocol other than haproxy,
         which would make every client look like the proxy.
         """
         problems = self.refused(
             "smtpd_upstream_proxy_protocol = nginx\n"
-            "smtp_generic_maps = hash:/etc/postfix/generic\n"
+            "smtp_dns_reply_filter = pcre:/etc/postfix/reply_filter\n"
             "strict_8bitmime = yes\n"
             "relocated_maps = hash:/etc/postfix/relocated\n")
-        for line, name in [(1, "smtpd_upstream_proxy_protocol"), (2, "smtp_generic_maps"),
+        for line, name in [(1, "smtpd_upstream_proxy_protocol"), (2, "smtp_dns_reply_filter"),
                            (3, "strict_8bitmime"), (4, "relocated_maps")]:
             self.assertTrue(any(f"main.cf, line {line}: {name}:" in p for p in problems),
                             (name, problems))

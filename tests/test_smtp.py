@@ -281,6 +281,36 @@ class RelayTests(RelayHarness, SynchronousTestCase):
     A real master relaying through relayhost to smtp-sink.
     """
 
+    def test_genericMaps(self):
+        """
+        smtp_generic_maps: the sender, the recipients and the address
+        headers go out with the addresses the table gives (an address,
+        or a whole domain by C{@domain}); the log names each recipient
+        as the mail has it.
+        """
+        import smtplib
+
+        self.startSink()
+        self.startMaster(smtp_generic_maps="inline:{ alice@localhost=alice.smith@isp.example, "
+                                           "team@remote.example=group@remote.example, "
+                                           "@localhost=@isp.example }")
+        client = smtplib.SMTP("127.0.0.1", self.port, timeout=30)
+        client.sendmail("alice@localhost", ["bob@remote.example", "team@remote.example"],
+                        b"From: Alice <alice@localhost>\r\nTo: bob@remote.example\r\n"
+                        b"Cc: carol@localhost,\r\n dave@elsewhere.example\r\n"
+                        b"Subject: generic\r\n\r\nbody mentions alice@localhost\r\n")
+        client.quit()
+        waitFor(lambda: self.dumped(), what="the message at the sink")
+        [text] = self.dumped()
+        self.assertIn(b"X-Mail-Args: <alice.smith@isp.example>", text)
+        self.assertIn(b"X-Rcpt-Args: <bob@remote.example>", text)
+        self.assertIn(b"X-Rcpt-Args: <group@remote.example>", text)
+        self.assertIn(b"\nFrom: Alice <alice.smith@isp.example>\n", text)
+        self.assertIn(b"\nCc: carol@isp.example, dave@elsewhere.example\n", text)
+        self.assertIn(b"\nbody mentions alice@localhost\n", text)
+        waitFor(lambda: "to=<team@remote.example>" in self.master.log()
+                and "status=sent" in self.master.log(), what="the log")
+
     def test_relayed(self):
         self.startSink()
         self.startMaster()

@@ -13,29 +13,24 @@ with a temporary error.
 
 from __future__ import annotations
 
-from email.utils import formataddr, getaddresses
 from functools import cached_property
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Optional
 
 from tmta.mail.address import splitAddress
+from tmta.mail.addressmaps import (
+    RECIPIENT_HEADERS,
+    SENDER_HEADERS,
+    AddressTables,
+    mapHeaderAddresses,
+    splitTargets,
+)
 from tmta.tables import openTables
-
-#: Headers whose addresses are rewritten, as sender or recipient
-#: addresses (canonical(5)'s classes).
-SENDER_HEADERS = frozenset(("from", "sender", "reply-to", "return-receipt-to", "errors-to",
-                            "resent-from", "resent-sender", "resent-reply-to"))
-RECIPIENT_HEADERS = frozenset(("to", "cc", "bcc", "resent-to", "resent-cc", "resent-bcc",
-                               "apparently-to", "disposition-notification-to"))
 
 
 class AliasExpansionError(Exception):
     """
     virtual alias expansion went too deep or too wide.
     """
-
-
-def _split(value: str) -> List[str]:
-    return [item for item in value.replace(",", " ").split() if item]
 
 
 class AddressMapper:
@@ -49,9 +44,9 @@ class AddressMapper:
 
     def __init__(self, config, isLocalDomain: Callable[[str], bool]) -> None:
         self.isLocalDomain = isLocalDomain
-        self.myorigin = config.origin().lower()
-        self.delimiter = config.get("recipient_delimiter")
-        self.propagate = set(config.getList("propagate_unmatched_extensions"))
+        self.tables = AddressTables(config.get("recipient_delimiter"),
+                                    config.getList("propagate_unmatched_extensions"),
+                                    config.origin().lower(), isLocalDomain)
         self.senderCanonical = openTables(config.get("sender_canonical_maps"))
         self.recipientCanonical = openTables(config.get("recipient_canonical_maps"))
         self.canonical = openTables(config.get("canonical_maps"))
@@ -84,59 +79,8 @@ class AddressMapper:
 
     # -- lookups
 
-    def _find(self, tables, address: str, userKeys: bool) -> Optional[Tuple[str, str, str]]:
-        """
-        Look C{address} up as canonical(5) and virtual(5) say: the
-        address, without its extension, then (for our own domains) the
-        local part, and last C{@domain}.
-
-        @return: (value, the key's kind -- C{address} or C{domain} --,
-            the extension to propagate), or C{None}.
-        """
-        local, domain = splitAddress(address.lower())
-        base, extension = local, ""
-        for d in self.delimiter:
-            if d in local:
-                base, _, extension = local.partition(d)
-                extension = d + extension
-                break
-        keys = [(address.lower(), "address", "")]
-        if extension:
-            keys.append((f"{base}@{domain}" if domain else base, "address", extension))
-        if domain and userKeys and self.isLocalDomain(domain):
-            keys.append((local, "address", ""))
-            if extension:
-                keys.append((base, "address", extension))
-        if domain:
-            keys.append((f"@{domain}", "domain", ""))
-        for key, kind, ext in keys:
-            for table in tables:
-                value = table.get(key)
-                if value is not None:
-                    return value.strip(), kind, ext
-        return None
-
-    def _qualify(self, address: str) -> str:
-        return address if "@" in address else f"{address}@{self.myorigin}"
-
-    def _withExtension(self, address: str, extension: str, kind: str) -> str:
-        if not extension or kind not in self.propagate:
-            return address
-        local, domain = splitAddress(address)
-        return f"{local}{extension}@{domain}" if domain else local + extension
-
     def _canonical(self, tables, address: str) -> str:
-        if not address or not tables:
-            return address
-        found = self._find(tables, address, userKeys=True)
-        if found is None:
-            return address
-        value, kind, extension = found
-        value = (_split(value) or [address])[0]
-        if value.startswith("@"):
-            local, _ = splitAddress(address)
-            return f"{local}{value}"
-        return self._withExtension(self._qualify(value), extension, "canonical")
+        return self.tables.mapOne(tables, address, "canonical")
 
     def _masquerade(self, address: str) -> str:
         if not self.masquerade or not address:
@@ -192,17 +136,18 @@ class AddressMapper:
             # stands for itself, as Postfix lets "a -> a, b" deliver to a.
             found.append(address)
             return
-        value = self._find(self.virtual, address, userKeys=True)
+        value = self.tables.find(self.virtual, address, userKeys=True)
         if value is None:
             found.append(address)
             return
         text, kind, extension = value
-        targets = _split(text)
+        targets = splitTargets(text)
         for target in targets:
             if target.startswith("@"):
                 local, _ = splitAddress(address)
                 target = f"{local}{target}"
-            target = self._withExtension(self._qualify(target), extension, "virtual")
+            target = self.tables.withExtension(self.tables.qualify(target), extension,
+                                               "virtual")
             if target.lower() == address.lower():
                 found.append(address)
             else:
@@ -224,22 +169,11 @@ class AddressMapper:
             tables, kind = self.recipientCanonical, "header_recipient"
         else:
             return None
-        pairs = getaddresses([value])
-        changed = False
-        out = []
-        for display, address in pairs:
-            if not address or "@" not in address:
-                out.append((display, address))
-                continue
-            mapped = self._canonical(tables, address)
-            mapped = self._canonical(self.canonical, mapped)
-            if kind in self.masqueradeClasses:
-                mapped = self._masquerade(mapped)
-            changed = changed or mapped != address
-            out.append((display, mapped))
-        if not changed:
-            return None
-        return ", ".join(formataddr(pair) for pair in out)
+        def mapped(address: str) -> str:
+            address = self._canonical(self.canonical, self._canonical(tables, address))
+            return self._masquerade(address) if kind in self.masqueradeClasses else address
+
+        return mapHeaderAddresses(value, mapped)
 
     def bcc(self, sender: str, recipients: List[str]) -> List[str]:
         """
@@ -249,14 +183,14 @@ class AddressMapper:
         """
         added: List[str] = []
         if self.alwaysBcc:
-            added.append(self._qualify(self.alwaysBcc))
+            added.append(self.tables.qualify(self.alwaysBcc))
         if self.senderBcc and sender:
-            found = self._find(self.senderBcc, sender, userKeys=False)
+            found = self.tables.find(self.senderBcc, sender, userKeys=False)
             if found is not None:
-                added += [self._qualify(a) for a in _split(found[0])[:1]]
+                added += [self.tables.qualify(a) for a in splitTargets(found[0])[:1]]
         if self.recipientBcc:
             for recipient in recipients:
-                found = self._find(self.recipientBcc, recipient, userKeys=False)
+                found = self.tables.find(self.recipientBcc, recipient, userKeys=False)
                 if found is not None:
-                    added += [self._qualify(a) for a in _split(found[0])[:1]]
+                    added += [self.tables.qualify(a) for a in splitTargets(found[0])[:1]]
         return list(dict.fromkeys(added))

@@ -395,6 +395,8 @@ for _name in ("address_verify_map", "address_verify_service_name", "address_veri
               "smtp_header_checks", "smtp_mime_header_checks", "smtp_nested_header_checks",
               "smtp_body_checks", "lmtp_header_checks", "lmtp_mime_header_checks",
               "lmtp_nested_header_checks", "lmtp_body_checks",
+              # ... and the addresses they send (tmta.mail.addressmaps).
+              "smtp_generic_maps", "lmtp_generic_maps",
               # After-queue content filters (tmta.mail.receiving, qmgr).
               "content_filter", "receive_override_options", "default_filter_nexthop",
               # The before-queue filter (tmta.smtpd.proxy).

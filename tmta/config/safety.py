@@ -94,9 +94,6 @@ for _name in ("strict_7bit_headers", "strict_8bitmime", "strict_8bitmime_body",
               "strict_mime_encoding_domain"):
     UNSAFE_WHEN_IGNORED[_name] = (_yes, "this strictness is not implemented yet")
 for _client in ("smtp", "lmtp"):
-    UNSAFE_WHEN_IGNORED[f"{_client}_generic_maps"] = (
-        _nonEmpty, "outgoing address rewriting is not implemented yet: internal addresses "
-        "would leave unrewritten")
     UNSAFE_WHEN_IGNORED[f"{_client}_dns_reply_filter"] = (
         _nonEmpty, "DNS reply filters are not implemented yet")
 UNSAFE_WHEN_IGNORED["smtpd_dns_reply_filter"] = (

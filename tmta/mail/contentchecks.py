@@ -202,16 +202,7 @@ class ContentChecks:
         inspects mail as it sends it: the header section through
         L{headers}, the body through a L{BodyChecker}.  Lines end in LF.
         """
-        text = content.replace(b"\r\n", b"\n")
-        head, separator, body = text.partition(b"\n\n")
-        if not separator and not head.endswith(b"\n"):
-            head, body = head + b"\n", b""
-        headers: List[bytes] = []
-        for line in head.rstrip(b"\n").split(b"\n") if head.strip() else []:
-            if line[:1] in (b" ", b"\t") and headers:
-                headers[-1] += b"\n" + line
-            else:
-                headers.append(line)
+        headers, body = splitMessage(content)
         verdict = Verdict()
         kept = self.headers(headers, verdict, queueId)
         out = b"".join(header + b"\n" for header in kept) + b"\n"
@@ -229,6 +220,24 @@ class ContentChecks:
         for header in headers:
             kind = contentType(header) or kind
         return BodyChecker(self, kind)
+
+
+def splitMessage(content: bytes) -> Tuple[List[bytes], bytes]:
+    """
+    A message's logical header lines (each with its continuation lines,
+    joined by LF) and its body, lines ending in LF.
+    """
+    text = content.replace(b"\r\n", b"\n")
+    head, separator, body = text.partition(b"\n\n")
+    if not separator and not head.endswith(b"\n"):
+        head, body = head + b"\n", b""
+    headers: List[bytes] = []
+    for line in head.rstrip(b"\n").split(b"\n") if head.strip() else []:
+        if line[:1] in (b" ", b"\t") and headers:
+            headers[-1] += b"\n" + line
+        else:
+            headers.append(line)
+    return headers, body
 
 
 _CONTENT_TYPE = re.compile(rb"^content-type:[ \t]*([^;\s]+)", re.I)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from email.utils import formatdate
-from typing import List, Optional, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 from twisted.internet import defer, threads
 from twisted.internet.endpoints import (
@@ -38,6 +38,7 @@ from tmta.delivery import (
 )
 from tmta.interfaces import IAddressVerifier
 from tmta.logging import Logger
+from tmta.mail.addressmaps import GenericMapping
 from tmta.mail.contentchecks import ContentChecks
 from tmta.mail.tls import cipherLists
 from tmta.smtp.cache import SessionCache
@@ -48,6 +49,7 @@ from tmta.smtp.sasl import SASLLogin, SASLPasswords
 from tmta.smtp.settings import SMTPClientSettings
 from tmta.smtp.tls import ClientTLS, TLSPolicies, TLSPolicy, TLSPolicyError
 from tmta.smtp.transaction import Reply, SessionFailed, Transaction, xforwardAttributes
+from tmta.tables import TableLookupError
 from tmta.tables.remote import maybeInThread
 
 log = Logger()
@@ -130,6 +132,8 @@ class SMTPDeliveryAgent:
         self.saslPasswords = SASLPasswords(config, settings.prefix)
         #: C{smtp_header_checks} and the rest: edits to what is sent.
         self.contentChecks = ContentChecks(config, f"{settings.prefix}_")
+        #: C{smtp_generic_maps}: the addresses sent in place of the mail's.
+        self.generic = GenericMapping(config, settings.prefix)
         self.postmaster = postmaster
         # Made now: the worker may give up root next, after which it may
         # not be able to import what twisted.names loads on first use.
@@ -147,6 +151,20 @@ class SMTPDeliveryAgent:
 
     def deliver(self, request: DeliveryRequest) -> defer.Deferred:
         return defer.Deferred.fromCoroutine(self._deliver(request))
+
+    def _generic(self, request: DeliveryRequest,
+                 content: bytes) -> Tuple[bytes, str, Dict[str, str]]:
+        """
+        In a thread: the message, the sender and each recipient as
+        C{smtp_generic_maps} has them sent.
+        """
+        generic = self.generic
+        sentAs = {}
+        for recipient in request.recipients:
+            mapped = generic.address(recipient.address)
+            if mapped != recipient.address:
+                sentAs[recipient.address] = mapped
+        return generic.message(content), generic.address(request.sender), sentAs
 
     async def _servers(self, nexthop: str, policy: TLSPolicy) -> List[Candidate]:
         """
@@ -174,6 +192,14 @@ class SMTPDeliveryAgent:
             xforward = {}
         if self.contentChecks.active:
             content = self.contentChecks.message(content, request.queueId)
+        sender, sentAs = request.sender, {}  # type: Tuple[str, Dict[str, str]]
+        if self.generic.active:
+            try:
+                content, sender, sentAs = await threads.deferToThreadPool(
+                    self.reactor, self.reactor.getThreadPool(), self._generic, request, content)
+            except TableLookupError as e:
+                return self._all(request, "none", DEFERRED, "4.3.0",
+                                 f"{self.settings.prefix}_generic_maps: {e}", started)
         try:
             policy = await self._lookUp(self.tlsPolicies.remote, self.tlsPolicies.forNexthop,
                                         request.nexthop)
@@ -210,7 +236,7 @@ class SMTPDeliveryAgent:
             relay = (f"{host}[{address}]:{port}" if port
                      else f"{nexthopName(request.nexthop)}[{address}]")
             transaction = Transaction(
-                request.sender, [r.address for r in request.recipients], content,
+                sender, [r.address for r in request.recipients], content, sentAs=sentAs,
                 dsn={r.address: (r.notify, r.orcpt) for r in request.recipients
                      if r.notify or r.orcpt},
                 ret=request.attributes.get("dsn_ret", ""),

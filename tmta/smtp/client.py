@@ -335,7 +335,8 @@ class SMTPClient(protocol.Protocol):
             # than 8-bit octets to a server that did not ask for them.
             content = downgrade8bit(content)
             eightBit = not content.isascii()
-        international = not (t.sender.isascii() and all(r.isascii() for r in t.recipients))
+        international = not (t.sender.isascii() and all(t.sentAs.get(r, r).isascii()
+                                                        for r in t.recipients))
         if international and "SMTPUTF8" not in self.extensions:
             raise SessionFailed("MAIL FROM", Reply(550, "5.6.7 SMTPUTF8 is required"),
                                 "SMTPUTF8 is required, but was not offered by host",
@@ -357,7 +358,7 @@ class SMTPClient(protocol.Protocol):
         if international:
             mail += " SMTPUTF8"
         t.dsnPassed = "DSN" in self.extensions
-        rcpts = [f"RCPT TO:<{r}>" for r in t.recipients]
+        rcpts = [f"RCPT TO:<{t.sentAs.get(r, r)}>" for r in t.recipients]
         if t.dsnPassed:
             if t.ret:
                 mail += f" RET={t.ret}"

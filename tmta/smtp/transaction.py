@@ -99,6 +99,9 @@ class Transaction:
     sender: str
     recipients: List[str]
     content: bytes
+    #: What each recipient is sent as, when not itself
+    #: (C{smtp_generic_maps}); replies are still by the recipient.
+    sentAs: Dict[str, str] = field(default_factory=dict)
     replies: Dict[str, Reply] = field(default_factory=dict)
     final: Optional[Reply] = None
     #: RFC 3461 parameters: each recipient's C{(notify, orcpt)}, and
