@@ -355,9 +355,9 @@ class FailClosedTests(SynchronousTestCase):
             "smtpd_upstream_proxy_protocol = nginx\n"
             "smtp_dns_reply_filter = pcre:/etc/postfix/reply_filter\n"
             "strict_8bitmime = yes\n"
-            "relocated_maps = hash:/etc/postfix/relocated\n")
+            "mailbox_transport_maps = hash:/etc/postfix/mailbox_transports\n")
         for line, name in [(1, "smtpd_upstream_proxy_protocol"), (2, "smtp_dns_reply_filter"),
-                           (3, "strict_8bitmime"), (4, "relocated_maps")]:
+                           (3, "strict_8bitmime"), (4, "mailbox_transport_maps")]:
             self.assertTrue(any(f"main.cf, line {line}: {name}:" in p for p in problems),
                             (name, problems))
         problems = self.refused("", DEBIAN_MASTER_CF.replace(

@@ -534,16 +534,20 @@ def optionSettings(directory: str) -> Dict[str, str]:
 def recipientScripts() -> List[Script]:
     """
     Who is known: local, virtual alias, virtual mailbox and relay
-    recipients, and senders in this machine's domains.
+    recipients, and senders in this machine's domains; users who moved
+    (relocated_maps), addresses the transport table sends to the error
+    transport, and a moved address a canonical table still knows.
     """
     scripts: List[Script] = []
     for sender in ("someone@example.com", "nobody@localhost", "alice@localhost",
-                   "x@hosted.example", "known@hosted.example"):
+                   "x@hosted.example", "known@hosted.example", "moved@localhost"):
         for recipient in ("alice@localhost", "nobody@localhost", "alias@aliases.example",
                           "other@aliases.example", "known@hosted.example",
                           "unknown@hosted.example", "known@relay.example",
                           "unknown@relay.example", "alice+ext@localhost",
-                          "MAILER-DAEMON@localhost"):
+                          "MAILER-DAEMON@localhost", "moved@localhost", "moved+x@localhost",
+                          "moved@hosted.example", "x@relocated.example",
+                          "blocked@localhost", "closed@localhost", "renamed@localhost"):
             scripts.append((f"recipients/{sender}/{recipient}", "127.0.0.1", _lines(
                 "EHLO client.example", f"MAIL FROM:<{sender}>", f"RCPT TO:<{recipient}>",
                 "QUIT")))
@@ -566,6 +570,15 @@ def recipientSettings(directory: str) -> Dict[str, str]:
         "relay_recipient_maps": f"texthash:{relayed}",
         "smtpd_reject_unlisted_sender": "yes",
         "recipient_delimiter": "+",
+        "relocated_maps": "texthash:" + _write(
+            directory, "relocated", "moved@localhost new@example.net\n"
+            "moved@hosted.example gone away\n@relocated.example other.example\n"
+            "renamed@localhost alice@example.net\n"),
+        "transport_maps": "texthash:" + _write(
+            directory, "transport", "blocked@localhost error:5.7.1 mailbox closed\n"
+            "closed@localhost error:no such mailbox here\n"),
+        "recipient_canonical_maps": "texthash:" + _write(
+            directory, "canonical", "renamed@localhost alice@localhost\n"),
     }
 
 

@@ -454,3 +454,55 @@ class VirtualAliasDomainTests(SynchronousTestCase):
         code, reply = error.recipients["nobody@alias.example"]
         self.assertEqual(code, 550)
         self.assertIn(b"User unknown in virtual alias table", reply)
+
+
+class RelocatedTests(SynchronousTestCase):
+    """
+    C{relocated_maps}: mail for a user who moved is refused at RCPT, or
+    bounced when it got in, with where the user went (5.1.6), as
+    Postfix's trivial-rewrite resolves it.
+    """
+
+    RELOCATED = ("inline:{ old@localhost=new@example.net, "
+                 "{ gone = ann at her new job }, @moved.example=moved-too.example }")
+
+    def test_resolution(self):
+        rewriter = Rewriter(_config(relocated_maps=self.RELOCATED,
+                                    mydestination="localhost"))
+        for address, moved in [("old@localhost", "new@example.net"),
+                               ("gone@localhost", "ann at her new job"),
+                               ("x@moved.example", "moved-too.example")]:
+            resolution = rewriter.resolve(address)
+            self.assertEqual((resolution.transport, resolution.nexthop, resolution.error),
+                             ("error", f"5.1.6 User has moved to {moved}",
+                              f"5.1.6 User has moved to {moved}"), address)
+        self.assertIsNone(rewriter.resolve("stays@localhost").error)
+        # A bare user name is looked up for this host's domains only.
+        self.assertIsNone(rewriter.resolve("gone@elsewhere.example").error)
+
+    def test_refusedOrBounced(self):
+        from tests.support import maildirMessages
+
+        base = shortTemporaryDirectory(self)
+        spool = os.path.join(base, "mail")
+        port, unchecked = freePort(), freePort()
+        master = Master(os.path.join(base, "conf"), {
+            "mydestination": "localhost", **localMaildirs(spool + "/"),
+            "relocated_maps": self.RELOCATED,
+        }, MASTER_CF.format(port=port)
+            + f"{unchecked} inet n - n - - smtpd\n"
+              "  -o receive_override_options=no_unknown_recipient_checks\n"
+            + "error     unix  -       -       n       -       -       error\n").start()
+        self.addCleanup(master.stop)
+        import smtplib
+
+        error = self.assertRaises(smtplib.SMTPRecipientsRefused, sendMessage, port,
+                                  "alice@localhost", ["old@localhost"], "to old")
+        code, reply = error.recipients["old@localhost"]
+        self.assertEqual((code, reply), (550, b"5.1.6 <old@localhost>: Recipient address "
+                                              b"rejected: User has moved to new@example.net"))
+        sendMessage(unchecked, "alice@localhost", ["old@localhost"], "to old, unchecked")
+        waitFor(lambda: maildirMessages(spool).get("alice"), what="the bounce")
+        [bounce] = maildirMessages(spool)["alice"]
+        self.assertIn(b"User has moved to new@example.net", bounce)
+        self.assertIn(b"Status: 5.1.6", bounce)

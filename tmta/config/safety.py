@@ -83,7 +83,6 @@ UNSAFE_WHEN_IGNORED: Dict[str, Tuple[Callable[[str], bool], str]] = {
                                    "system's CAs would be trusted instead"),
     "lmtp_tls_per_site": (_nonEmpty, "the per-site TLS table is not implemented"),
     "lmtp_tls_trust_anchor_file": (_nonEmpty, "trust anchors are not implemented"),
-    "relocated_maps": (_nonEmpty, "relocated users would get mail delivered, not refused"),
     "mailbox_transport_maps": (_nonEmpty, "per-user mailbox transports are not implemented: "
                                "mail would be delivered elsewhere"),
     "mailbox_command_maps": (_nonEmpty, "per-user mailbox commands are not implemented"),

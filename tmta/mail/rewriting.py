@@ -16,6 +16,7 @@ from zope.interface import implementer
 from tmta.config import MainConfig
 from tmta.interfaces import IAddressResolver, IAddressRewriter
 from tmta.mail.address import splitAddress
+from tmta.mail.addressmaps import AddressTables
 from tmta.tables import TableLookupError, lookupAny, openTables
 from tmta.tables.matchlist import MatchList
 from tmta.tables.remote import isRemote
@@ -48,6 +49,15 @@ class Resolution:
         for: the C{retry} transport, which defers it with the reason.
         """
         return cls("retry", f"{LOOKUP_FAILURE}: {error}", address, "default")
+
+    @property
+    def error(self) -> Optional[str]:
+        """
+        Why mail for the address is bounced, when it resolves to the
+        C{error} transport (a relocated user, an unknown user of a
+        virtual alias domain, an C{error:} transport); else C{None}.
+        """
+        return self.nexthop if self.transport == "error" else None
 
     @property
     def lookupFailed(self) -> bool:
@@ -95,6 +105,9 @@ class Rewriter:
             "empty_address_default_transport_maps_lookup_key") or "<>"
         self.parentMatches = "transport_maps" in config.getList(
             "parent_domain_matches_subdomains")
+        self.relocatedMaps = openTables(config.get("relocated_maps"))
+        self.relocatedTables = AddressTables(self.delimiter, (), self.myorigin,
+                                             self.isLocalDomain)
 
     @cached_property
     def remote(self) -> bool:
@@ -105,7 +118,7 @@ class Rewriter:
         """
         return isRemote([self.localDomains, self.relayDomains, self.virtualDomains,
                          self.aliasDomains] + self.transportMaps + self.senderRelayhostMaps
-                        + self.senderTransportMaps)
+                        + self.senderTransportMaps + self.relocatedMaps)
 
     def _domains(self, name: str) -> MatchList:
         """
@@ -218,6 +231,12 @@ class Rewriter:
             if found is not None:
                 mapped, _, hop = found.strip().partition(":")
                 transport, nexthop = mapped.strip() or transport, hop.strip() or nexthop
+        if self.relocatedMaps:
+            # Last, whatever the class or transport, as in Postfix: the
+            # mail bounces with where the user went.
+            moved = self.relocatedTables.find(self.relocatedMaps, address, userKeys=True)
+            if moved is not None:
+                transport, nexthop = "error", f"5.1.6 User has moved to {moved[0]}"
         return Resolution(transport, nexthop, address, addressClass)
 
     def _senderDependent(self, tables, nullKey: str, sender: Optional[str]) -> Optional[str]:

@@ -247,8 +247,8 @@ class _NoCertificate:
 
 #: Postfix's C{smtpd_dsn_fix}: an address status (x.1.y) re-aimed at
 #: what is refused, by its detail: (for a sender, for a recipient).
-_ADDRESS_DSN = {"1": ("1.0", "1.1"), "2": ("1.8", "1.2"), "3": ("1.7", "1.3"),
-                "4": ("1.0", "1.4"), "5": ("1.0", "1.5"), "6": ("1.0", "1.6"),
+_ADDRESS_DSN = {"1": ("1.7", "1.1"), "2": ("1.8", "1.2"), "3": ("1.7", "1.3"),
+                "4": ("1.7", "1.4"), "5": ("1.0", "1.5"), "6": ("1.7", "1.6"),
                 "7": ("1.7", "1.3"), "8": ("1.8", "1.2")}
 
 

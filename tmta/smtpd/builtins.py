@@ -261,10 +261,10 @@ def _unlistedDecision(resolution, env, address: str, what: str):
         if tables.remote:
             refusal = Deferred.fromCoroutine(tables.unknownLater(
                 env.lookupThreads(), resolution.addressClass, resolution.recipient, address,
-                what, True))
+                what, True, resolution.error))
         else:
             refusal = tables.unknown(resolution.addressClass, resolution.recipient, address,
-                                     what, True)
+                                     what, True, resolution.error)
     except TableLookupError as e:
         return failed(e)
     if isinstance(refusal, Deferred):

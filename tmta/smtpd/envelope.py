@@ -370,8 +370,9 @@ class EnvelopeCommands(SessionState):
         if tables.remote and restrictions is not None:
             return await tables.unknownLater(restrictions.environment.lookupThreads(),
                                              resolution.addressClass, resolution.recipient,
-                                             given)
-        return tables.unknown(resolution.addressClass, resolution.recipient, given)
+                                             given, error=resolution.error)
+        return tables.unknown(resolution.addressClass, resolution.recipient, given,
+                              error=resolution.error)
 
     def smtp_VRFY(self, argument: str):
         self._junk()

@@ -8,6 +8,7 @@ sender nobody checked.
 
 from __future__ import annotations
 
+import re
 from functools import cached_property
 from typing import Generator, Iterable, List, Optional, Tuple
 
@@ -121,7 +122,8 @@ class RecipientTables:
         return False
 
     def unknown(self, addressClass: str, address: str, given: str,
-                what: str = "Recipient", always: bool = False) -> Optional[str]:
+                what: str = "Recipient", always: bool = False,
+                error: Optional[str] = None) -> Optional[str]:
         """
         The reply refusing C{address} (as trivial-rewrite left it;
         C{given} as the client wrote it), or C{None} when it is known or
@@ -131,30 +133,37 @@ class RecipientTables:
             C{reject_unlisted_sender}.
         @param always: check even with C{smtpd_reject_unlisted_recipient
             = no} (the restriction named in a list).
+        @param error: why the address bounces, when it resolves to the
+            C{error} transport (L{tmta.mail.rewriting.Resolution.error}):
+            it is refused with that reason unless a canonical or virtual
+            table knows it, as Postfix's smtpd refuses it.
         @raise tmta.tables.TableLookupError: a table could not be read.
         """
-        return decideNow(self._unknown(addressClass, address, given, what, always))
+        return decideNow(self._unknown(addressClass, address, given, what, always, error))
 
     async def unknownLater(self, threads: LookupThreads, addressClass: str, address: str,
                            given: str, what: str = "Recipient",
-                           always: bool = False) -> Optional[str]:
+                           always: bool = False, error: Optional[str] = None) -> Optional[str]:
         """
         L{unknown}, on the reactor's thread, when a table waits on
         another server.
         """
-        return await decideLater(self._unknown(addressClass, address, given, what, always),
-                                 threads)
+        return await decideLater(self._unknown(addressClass, address, given, what, always,
+                                               error), threads)
 
     def _unknown(self, addressClass: str, address: str, given: str, what: str,
-                 always: bool) -> Generator[Lookup, Optional[str], Optional[str]]:
+                 always: bool, error: Optional[str] = None,
+                 ) -> Generator[Lookup, Optional[str], Optional[str]]:
         if not self.checked or not (always or self.rejectUnlisted):
             return None
-        if addressClass == "default":
+        if addressClass == "default" and error is None:
             return None
         known = self.canonical + (self.senderCanonical if what == "Sender" else []) \
             + self.virtualAlias
         if known and (yield from self._listed(known, address)):
             return None
+        if error is not None:
+            return self._bounced(addressClass, given, what, error)
         if addressClass == "local":
             if self.local is None or (yield from self._listedLocal(address)) or \
                     self._exempt(address):
@@ -175,6 +184,23 @@ class RecipientTables:
         detail = "1.0" if what == "Sender" else "1.1"
         return (f"{code} {code // 100}.{detail} <{given}>: {what} address rejected: "
                 f"User unknown in {table} table")
+
+    def _bounced(self, addressClass: str, given: str, what: str, error: str) -> str:
+        """
+        The refusal of an address that resolves to the C{error}
+        transport: its reason, with the DSN code the reason starts with
+        (made permanent) or Postfix's for an unknown address.
+        """
+        from tmta.smtpd.access import fixStatus
+
+        detail, _, text = error.partition(" ")
+        if re.match(r"^[245]\.\d{1,3}\.\d{1,3}$", detail):
+            dsn = "5" + detail[1:]
+        else:
+            dsn, text = ("5.1.0" if what == "Sender" else "5.1.1"), error
+        dsn = fixStatus(dsn, f"{what} address")
+        code = self.unknownVirtualAliasCode if addressClass == "alias" else 550
+        return f"{code} {dsn} <{given}>: {what} address rejected: {text}"
 
     def _exempt(self, address: str) -> bool:
         """

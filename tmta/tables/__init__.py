@@ -469,7 +469,7 @@ REMOTE_TABLE_PARAMETERS = frozenset({
     # mydestination, both in threads of their own)
     "mydestination", "relay_domains", "virtual_mailbox_domains", "virtual_alias_domains",
     "transport_maps", "sender_dependent_relayhost_maps",
-    "sender_dependent_default_transport_maps",
+    "sender_dependent_default_transport_maps", "relocated_maps",
     # smtpd's recipient, sender and access checks
     "virtual_mailbox_maps", "virtual_alias_maps", "relay_recipient_maps",
     "local_recipient_maps", "smtpd_sender_login_maps", "smtpd_milter_maps",
