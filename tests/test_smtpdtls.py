@@ -278,3 +278,127 @@ class STARTTLSTests(SynchronousTestCase):
             input="QUIT\r\n", capture_output=True, text=True, timeout=60)
         self.assertIn("CN=localhost", result.stdout.replace(" = ", "="))
         self.assertIn("Verify return code: 0 (ok)", result.stdout)
+
+
+class ClientCertificateTests(SynchronousTestCase):
+    """
+    Client certificates (C{smtpd_tls_ask_ccert}, C{smtpd_tls_req_ccert})
+    and the restrictions that use them: C{permit_tls_all_clientcerts}
+    (any certificate a CA of C{smtpd_tls_CAfile} issued),
+    C{permit_tls_clientcerts} (the fingerprints in C{relay_clientcerts},
+    trusted or not), C{check_ccert_access}.
+    """
+
+    def setUp(self):
+        base = shortTemporaryDirectory(self)
+        self.ca, other = TestCA(os.path.join(base, "ca")), TestCA(os.path.join(base, "other"))
+        certFile, keyFile = self.ca.server("localhost")
+        self.trusted = self.ca.server("trusted.client.example")
+        self.untrusted = other.server("untrusted.client.example")
+        self.ports = {name: freePort() for name in ("all", "listed", "access", "required")}
+        relay = "reject_unauth_destination"
+        access = os.path.join(base, "ccert-access")
+        with open(access, "w") as f:
+            f.write(f"{self.fingerprint(self.trusted[0])} REJECT go away\n")
+        masterCf = MASTER_CF.format(port=self.ports["all"]).replace(
+            f"{self.ports['all']}      inet  n       -       n       -       -       smtpd\n",
+            f"{self.ports['all']}      inet  n       -       n       -       -       smtpd\n"
+            f"  -o smtpd_relay_restrictions=permit_tls_all_clientcerts,{relay}\n")
+        masterCf += (
+            f"{self.ports['listed']} inet n - n - - smtpd\n"
+            f"  -o smtpd_relay_restrictions=permit_tls_clientcerts,{relay}\n"
+            f"{self.ports['access']} inet n - n - - smtpd\n"
+            f"  -o smtpd_relay_restrictions=check_ccert_access,texthash:{access},permit\n"
+            f"{self.ports['required']} inet n - n - - smtpd\n"
+            "  -o smtpd_tls_security_level=encrypt\n  -o smtpd_tls_req_ccert=yes\n")
+        self.master = Master(os.path.join(base, "conf"), {
+            "myhostname": "localhost", "mydestination": "localhost",
+            **localMaildirs(os.path.join(base, "mail") + "/"),
+            "mynetworks": "127.0.0.2/32",
+            "smtpd_tls_security_level": "may",
+            "smtpd_tls_cert_file": certFile, "smtpd_tls_key_file": keyFile,
+            "smtpd_tls_CAfile": self.ca.caFile,
+            "smtpd_tls_ask_ccert": "yes",
+            "smtpd_tls_loglevel": "1",
+            "smtpd_tls_fingerprint_digest": "sha256",
+            "relay_clientcerts": f"inline:{{ {self.fingerprint(self.untrusted[0])}=partner }}",
+        }, masterCf).start()
+        self.addCleanup(self.master.stop)
+
+    @staticmethod
+    def fingerprint(certFile: str) -> str:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes
+
+        with open(certFile, "rb") as f:
+            certificate = x509.load_pem_x509_certificates(f.read())[0]
+        return ":".join(f"{b:02X}" for b in certificate.fingerprint(hashes.SHA256()))
+
+    def relay(self, port: str, certificate=None):
+        """
+        The reply to a recipient elsewhere, after STARTTLS with
+        C{certificate} (or none).
+        """
+        context = ssl.create_default_context(cafile=self.ca.caFile)
+        context.check_hostname = False
+        if certificate is not None:
+            context.load_cert_chain(*certificate)
+        client = smtplib.SMTP("127.0.0.1", self.ports[port], timeout=30)
+        self.addCleanup(client.close)
+        client.ehlo("client.example")
+        client.starttls(context=context)
+        client.ehlo("client.example")
+        client.mail("someone@client.example")
+        return client.rcpt("x@elsewhere.example")
+
+    def test_permitAllClientCerts(self):
+        self.assertEqual(self.relay("all", self.trusted)[0], 250)
+        self.assertEqual(self.relay("all", self.untrusted)[0], 554)
+        self.assertEqual(self.relay("all")[0], 554)
+        waitFor(lambda: "Trusted TLS connection established from" in self.master.log()
+                and "Untrusted TLS connection established from" in self.master.log(),
+                what="the TLS log lines")
+
+    def test_permitListedClientCerts(self):
+        # A listed fingerprint relays though no CA vouches for it; a
+        # trusted certificate that is not listed does not.
+        self.assertEqual(self.relay("listed", self.untrusted)[0], 250)
+        self.assertEqual(self.relay("listed", self.trusted)[0], 554)
+
+    def test_checkCcertAccess(self):
+        code, reply = self.relay("access", self.trusted)
+        self.assertEqual(code, 554)
+        self.assertIn(b"Client certificate rejected: go away", reply)
+        self.assertEqual(self.relay("access", self.untrusted)[0], 250)
+
+    def test_requiredCertificate(self):
+        """
+        C{smtpd_tls_req_ccert}: without a trusted certificate the session
+        ends after the handshake, with Postfix's 421.
+        """
+        import socket
+
+        # Trusted: the session goes on (to the default relay refusal).
+        self.assertEqual(self.relay("required", self.trusted)[0], 454)
+        for certificate, why in ((None, b"No client certificate presented"),
+                                 (self.untrusted, b"Client certificate not trusted")):
+            context = ssl.create_default_context(cafile=self.ca.caFile)
+            context.check_hostname = False
+            if certificate is not None:
+                context.load_cert_chain(*certificate)
+            with socket.create_connection(("127.0.0.1", self.ports["required"]),
+                                          timeout=30) as plain:
+                plain.recv(1000)
+                plain.sendall(b"EHLO client.example\r\n")
+                while not plain.recv(1000).endswith(b"CHUNKING\r\n"):
+                    pass
+                plain.sendall(b"STARTTLS\r\n")
+                self.assertTrue(plain.recv(1000).startswith(b"220 "))
+                with context.wrap_socket(plain) as secure:
+                    said = b""
+                    while True:
+                        chunk = secure.recv(1000)
+                        if not chunk:
+                            break
+                        said += chunk
+            self.assertEqual(said, b"421 4.7.1 localhost Error: " + why + b"\r\n")

@@ -386,6 +386,8 @@ for _name in ("address_verify_map", "address_verify_service_name", "address_veri
               "milter_end_of_data_macros", "milter_unknown_command_macros",
               "milter_macro_daemon_name", "milter_macro_v", "milter_macro_defaults",
               "milter_header_checks",
+              # Client certificates (tmta.smtpd.tls).
+              "smtpd_tls_CAfile", "smtpd_tls_CApath", "smtpd_tls_fingerprint_digest",
               # Users who moved (tmta.mail.rewriting).
               "relocated_maps",
               # Which cleanup service a daemon hands its mail to.

@@ -45,7 +45,6 @@ def _clientCertificateLevel(value: str) -> bool:
 
 _SMTPD_UNSAFE["smtpd_tls_security_level"] = (
     _clientCertificateLevel, "smtpd's levels are none, may and encrypt")
-_SMTPD_UNSAFE["smtpd_tls_req_ccert"] = (_yes, "client certificates are not implemented yet")
 _SMTPD_UNSAFE["smtpd_upstream_proxy_protocol"] = (
     lambda value: value.strip() not in ("", "haproxy"),
     "the proxy protocol supported is haproxy: every client would appear to come from the "
@@ -64,7 +63,6 @@ _CLIENT_LIMITS = (
 
 #: Harmless when ignored.
 _SMTPD_HARMLESS: Dict[str, Tuple[Callable[[str], bool], str]] = {
-    "smtpd_tls_ask_ccert": (_yes, "client certificates are not asked for"),
 }
 
 

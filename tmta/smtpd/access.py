@@ -112,7 +112,8 @@ class AccessCheck:
                     "sender": "Sender address rejected",
                     "recipient": "Recipient address rejected",
                     "reverse_client_hostname": "Unverified Client host rejected",
-                    "sasl": "SASL login name rejected"}
+                    "sasl": "SASL login name rejected",
+                    "ccert": "Client certificate rejected"}
 
     def __init__(self, what: str, spec: str, environment: RestrictionEnvironment) -> None:
         self.what = what
@@ -146,6 +147,8 @@ class AccessCheck:
             return c.reverseClientName
         if self.what == "sasl":
             return c.saslUsername or None
+        if self.what == "ccert":
+            return c.client if c.clientCertificate is not None else None
         if self.what == "helo":
             return c.helo or None
         if self.what == "sender":
@@ -159,6 +162,10 @@ class AccessCheck:
             return clientKeys(c.clientAddress, c.reverseClientName, self.parentMatches)
         if self.what == "sasl":
             return [c.saslUsername]
+        if self.what == "ccert":
+            # Trusted by a CA or not: the fingerprint is the identity.
+            certificate = c.clientCertificate
+            return [certificate.fingerprint, certificate.pubkeyFingerprint]
         if self.what == "helo":
             name = c.helo
             if name.startswith("[") and name.endswith("]"):
@@ -229,20 +236,6 @@ def forbidPermit(result: Tuple[str, Optional[str]], name: str, target: str):
                  name=name, target=target)
         return DEFER, CONFIGURATION_ERROR
     return result
-
-
-@implementer(ISMTPRestriction)
-class _NoCertificate:
-    """
-    C{check_ccert_access}: its table is opened (so a table that cannot
-    be stops start-up) and never consulted.
-    """
-
-    def __init__(self, check: AccessCheck) -> None:
-        self.name = f"check_ccert_access {check.spec}"
-
-    def evaluate(self, context: RecipientContext):
-        return DUNNO, None
 
 
 #: Postfix's C{smtpd_dsn_fix}: an address status (x.1.y) re-aimed at
@@ -374,8 +367,5 @@ RESTRICTIONS = {
     "check_recipient_access": AccessCheck.maker("recipient"),
     "check_reverse_client_hostname_access": AccessCheck.maker("reverse_client_hostname"),
     "check_sasl_access": AccessCheck.maker("sasl"),
-    # tmta verifies no client certificate, so there is never one to
-    # look up: as Postfix without one, the table decides nothing.
-    "check_ccert_access": lambda spec, environment: _NoCertificate(
-        AccessCheck("client", spec, environment)),
+    "check_ccert_access": AccessCheck.maker("ccert"),
 }

@@ -198,6 +198,29 @@ def _checkRelayDomains(env, c):
     return REJECT, f"{env.relayCode} 5.7.1 <{c.recipient}>: Relay access denied"
 
 
+def _permitTLSClientCerts(env, c):
+    """
+    C{permit_tls_clientcerts}: a client whose certificate's fingerprint,
+    or its public key's, is in C{relay_clientcerts} -- trusted by a CA or
+    not, as in Postfix: the fingerprint is the trust.
+    """
+    from tmta.tables import TableLookupError, lookupAny, openTables
+
+    certificate = c.clientCertificate
+    if certificate is None:
+        return DUNNO, None
+    if env.relayClientCerts is None:
+        env.relayClientCerts = openTables(env.config.get("relay_clientcerts"))
+    try:
+        for fingerprint in (certificate.fingerprint, certificate.pubkeyFingerprint):
+            if lookupAny(env.relayClientCerts, fingerprint) is not None:
+                return PERMIT, None
+    except TableLookupError as e:
+        log.warn("relay_clientcerts: lookup error for fingerprint: {error}", error=str(e))
+        return DEFER, f"451 4.3.0 {c.client}: Temporary lookup failure"
+    return DUNNO, None
+
+
 def _rejectMultiRecipientBounce(env, c):
     """
     Mail from the null sender to more than one recipient: refused at
@@ -356,10 +379,12 @@ BUILTINS = {
     "reject_plaintext_session": _rejectPlaintextSession,
     "permit_inet_interfaces": _permitInetInterfaces,
     "permit_naked_ip_address": _permitNakedIPAddress,
-    # tmta asks no client for a certificate, so none is ever verified
-    # and these never permit, as in Postfix without smtpd_tls_ask_ccert.
-    "permit_tls_clientcerts": lambda env, c: (DUNNO, None),
-    "permit_tls_all_clientcerts": lambda env, c: (DUNNO, None),
+    # Without smtpd_tls_ask_ccert no client shows a certificate, and
+    # these never permit, as in Postfix.
+    "permit_tls_clientcerts": _permitTLSClientCerts,
+    "permit_tls_all_clientcerts": lambda env, c: (
+        (PERMIT, None) if c.clientCertificate is not None and c.clientCertificate.trusted
+        else (DUNNO, None)),
     "dunno": lambda env, c: (DUNNO, None),
     "reject_unlisted_recipient": _unlisted("Recipient"),
     "check_recipient_maps": _unlisted("Recipient"),

@@ -150,6 +150,7 @@ class RestrictionChecks(SessionState):
             deferIfPermit=None if stage in ("DATA", "END-OF-MESSAGE") else
             self.earlyDeferIfPermit,
             encrypted=self.tlsSummary is not None,
+            clientCertificate=self.clientCertificate,
         )
 
     async def restrict(self, stage: str, context: Optional[RecipientContext] = None,

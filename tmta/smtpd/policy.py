@@ -182,6 +182,7 @@ def requestAttributes(c: RecipientContext, config) -> Dict[str, str]:
     """
     protocol, _, rest = c.tlsSummary.partition(" with cipher ")
     cipher, _, bits = rest.partition(" (")
+    certificate = c.clientCertificate
     attributes = {
         "request": "smtpd_access_policy",
         "protocol_state": c.stage,
@@ -199,10 +200,10 @@ def requestAttributes(c: RecipientContext, config) -> Dict[str, str]:
         "sasl_username": c.saslUsername,
         "sasl_sender": "",
         "size": str(c.size),
-        "ccert_subject": "",
-        "ccert_issuer": "",
-        "ccert_fingerprint": "",
-        "ccert_pubkey_fingerprint": "",
+        "ccert_subject": certificate.subject if certificate else "",
+        "ccert_issuer": certificate.issuer if certificate else "",
+        "ccert_fingerprint": certificate.fingerprint if certificate else "",
+        "ccert_pubkey_fingerprint": certificate.pubkeyFingerprint if certificate else "",
         "encryption_protocol": protocol if c.tlsSummary else "",
         "encryption_cipher": cipher if c.tlsSummary else "",
         "encryption_keysize": bits.split("/")[0] if c.tlsSummary else "0",

@@ -53,6 +53,7 @@ class SessionState(CommandReader):
         bareNewlineMode: str
         transcript: Optional[Transcript]
         tlsSummary: Optional[str]
+        clientCertificate: Optional[Any]
         saslUsername: Optional[str]
         saslMethod: Optional[str]
         _transfer: Optional[Any]

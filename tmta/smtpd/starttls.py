@@ -33,6 +33,8 @@ class TLSCommands(SessionState):
     """
 
     tlsSummary: Optional[str] = None
+    #: The client's certificate, when one was asked for and shown.
+    clientCertificate = None
     _handshake: Optional[defer.Deferred] = None
 
     def tlsOffered(self) -> bool:
@@ -108,16 +110,42 @@ class TLSCommands(SessionState):
         """
         tls = self.settings.tls
         assert tls is not None, "a handshake without TLS settings"
-        self.tlsSummary = tls.describe(self.transport.getHandle())
+        connection = self.transport.getHandle()
+        self.tlsSummary = tls.describe(connection)
+        certificate = self.clientCertificate = tls.clientCertificate(connection)
+        trust = "Anonymous" if certificate is None else \
+            "Trusted" if certificate.trusted else "Untrusted"
         if tls.logLevel >= 1:
-            log.info("Anonymous TLS connection established from {client}: {summary}",
-                     client=self.client, summary=self.tlsSummary)
+            log.info("{trust} TLS connection established from {client}: {summary}",
+                     trust=trust, client=self.client, summary=self.tlsSummary)
+        if tls.requireCertificate and (certificate is None or not certificate.trusted):
+            # smtpd_tls_req_ccert: as Postfix, the session ends here.
+            why = "No client certificate presented" if certificate is None else \
+                "Client certificate not trusted"
+            log.info("NOQUEUE: abort: TLS from {client}: {why}", client=self.client, why=why)
+            # Nothing the client sent with or after its handshake is
+            # read; the refusal is said once the handshake's own
+            # processing is over.
+            self._closing = True
+            self._buffer = b""
+            self.clock.callLater(0, self._refuseAfterHandshake,
+                                 f"421 4.7.1 {self.settings.myhostname} Error: {why}")
+            self._releaseHandshake()
+            return
         if not tls.wrapper:
             self.helo = None
             self.protocolName = "SMTP"
             self._resetTransaction()
             self.tlsHandshakeReset()
         self._releaseHandshake()
+
+    def _refuseAfterHandshake(self, reply: str) -> None:
+        transport = self.transport
+        transport.write(reply.encode("ascii") + b"\r\n")
+        transport.loseConnection()
+        # A TLS close waits for the client's close_notify: the session
+        # is over whether or not it sends one.
+        self.clock.callLater(1, transport.abortConnection)
 
     def tlsHandshakeReset(self) -> None:
         """

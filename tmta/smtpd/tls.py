@@ -13,7 +13,9 @@ This module loads OpenSSL: smtpd imports it only when TLS is configured.
 
 from __future__ import annotations
 
+import hashlib
 import re
+from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 from OpenSSL import SSL, crypto
@@ -101,6 +103,36 @@ def certificateFiles(config) -> List[Tuple[str, str]]:
     return pairs
 
 
+@dataclass(frozen=True)
+class ClientCertificate:
+    """
+    The certificate a client showed in the handshake
+    (C{smtpd_tls_ask_ccert}).
+
+    @ivar trusted: whether it chains to C{smtpd_tls_CAfile} or
+        C{smtpd_tls_CApath}.
+    @ivar fingerprint: of the certificate, and C{pubkeyFingerprint} of
+        its public key, as Postfix writes them: the
+        C{smtpd_tls_fingerprint_digest} of their DER, in upper-case hex
+        pairs joined by colons.
+    """
+
+    subject: str
+    issuer: str
+    fingerprint: str
+    pubkeyFingerprint: str
+    trusted: bool
+    problem: str = ""
+
+
+def _fingerprint(data: bytes, digest: str) -> str:
+    return ":".join(f"{b:02X}" for b in hashlib.new(digest, data).digest())
+
+
+def _commonName(name) -> str:
+    return name.commonName or ""
+
+
 @implementer(IOpenSSLContextFactory)
 class ServerTLS:
     """
@@ -122,13 +154,24 @@ class ServerTLS:
     """
 
     def __init__(self, context: SSL.Context, level: str, wrapper: bool,
-                 receivedHeader: bool, logLevel: int, authOnly: bool) -> None:
+                 receivedHeader: bool, logLevel: int, authOnly: bool,
+                 askCertificate: bool = False, requireCertificate: bool = False,
+                 trustStore: Optional[crypto.X509Store] = None,
+                 fingerprintDigest: str = "sha256") -> None:
         self._context = context
         self.level = level
         self.wrapper = wrapper
         self.receivedHeader = receivedHeader
         self.logLevel = logLevel
         self.authOnly = authOnly
+        #: C{smtpd_tls_ask_ccert} (or C{smtpd_tls_req_ccert}): a client
+        #: certificate is asked for.
+        self.askCertificate = askCertificate
+        #: C{smtpd_tls_req_ccert} under mandatory TLS: a session without
+        #: a trusted client certificate ends after the handshake.
+        self.requireCertificate = requireCertificate
+        self._trustStore = trustStore
+        self.fingerprintDigest = fingerprintDigest
 
     @property
     def required(self) -> bool:
@@ -164,10 +207,81 @@ class ServerTLS:
                 log.warn("cannot offer STARTTLS: {error}", error=str(e))
                 return None
             raise TLSConfigError(f"TLS is required but cannot be offered: {e}") from None
+        require = config.getBool("smtpd_tls_req_ccert")
+        mandatory = level == "encrypt" or wrapper
+        if require and not mandatory:
+            log.warn("smtpd_tls_req_ccert = yes is ignored when TLS is not mandatory")
+            require = False
+        ask = require or config.getBool("smtpd_tls_ask_ccert")
+        store = None
+        if ask:
+            store = cls._askForCertificates(context, config)
+        digest = config.get("smtpd_tls_fingerprint_digest").strip().lower() or "sha256"
+        if digest not in hashlib.algorithms_available:
+            raise TLSConfigError(f"smtpd_tls_fingerprint_digest = {digest}: not a digest")
         return cls(context, level, wrapper,
                    receivedHeader=config.getBool("smtpd_tls_received_header"),
                    logLevel=_int(config.get("smtpd_tls_loglevel")),
-                   authOnly=config.getBool("smtpd_tls_auth_only"))
+                   authOnly=config.getBool("smtpd_tls_auth_only"),
+                   askCertificate=ask, requireCertificate=require, trustStore=store,
+                   fingerprintDigest=digest)
+
+    @staticmethod
+    def _askForCertificates(context: SSL.Context, config) -> crypto.X509Store:
+        """
+        Make C{context} ask clients for a certificate -- naming the CAs of
+        C{smtpd_tls_CAfile}, as Postfix does -- and return the store the
+        certificates are checked against after the handshake.  The
+        handshake itself never fails on a certificate: what it is worth
+        is the restrictions' call (and C{smtpd_tls_req_ccert}'s).
+        """
+        caFile = config.get("smtpd_tls_CAfile").strip()
+        caPath = config.get("smtpd_tls_CApath").strip()
+        store = crypto.X509Store()
+        if caFile or caPath:
+            try:
+                store.load_locations(caFile or None, caPath or None)
+                context.load_verify_locations(caFile or None, caPath or None)
+            except (SSL.Error, crypto.Error) as e:
+                raise TLSConfigError(f"cannot load the CA certificates "
+                                     f"{caFile or caPath}: {_reason(e)}") from None
+        if caFile:
+            try:
+                with open(caFile, "rb") as f:
+                    names = [crypto.load_certificate(crypto.FILETYPE_PEM, m.group(0))
+                             .get_subject() for m in _PEM_BLOCK.finditer(f.read())
+                             if m.group(1) == b"CERTIFICATE"]
+            except (OSError, crypto.Error) as e:
+                raise TLSConfigError(f"cannot read {caFile}: {e}") from None
+            context.set_client_ca_list(names)
+        context.set_verify(SSL.VERIFY_PEER, lambda *args: True)
+        return store
+
+    def clientCertificate(self, connection: SSL.Connection) -> Optional[ClientCertificate]:
+        """
+        What the client's certificate is worth, after the handshake;
+        C{None} when none was asked for or shown.
+        """
+        if not self.askCertificate:
+            return None
+        certificate = connection.get_peer_certificate()
+        if certificate is None:
+            return None
+        chain = connection.get_peer_cert_chain() or [certificate]
+        problem = ""
+        try:
+            crypto.X509StoreContext(self._trustStore or crypto.X509Store(), certificate,
+                                    chain[1:] or None).verify_certificate()
+        except crypto.X509StoreContextError as e:
+            problem = str(e)
+        der = crypto.dump_certificate(crypto.FILETYPE_ASN1, certificate)
+        key = crypto.dump_publickey(crypto.FILETYPE_ASN1, certificate.get_pubkey())
+        return ClientCertificate(
+            subject=_commonName(certificate.get_subject()),
+            issuer=_commonName(certificate.get_issuer()),
+            fingerprint=_fingerprint(der, self.fingerprintDigest),
+            pubkeyFingerprint=_fingerprint(key, self.fingerprintDigest),
+            trusted=not problem, problem=problem)
 
     @staticmethod
     def _makeContext(config, level: str) -> SSL.Context:

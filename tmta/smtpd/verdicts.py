@@ -121,6 +121,9 @@ class RecipientContext:
     deferIfReject: Optional[str] = None
     #: Whether the session is encrypted (C{reject_plaintext_session}).
     encrypted: bool = False
+    #: The client's TLS certificate (L{tmta.smtpd.tls.ClientCertificate}),
+    #: when one was asked for and shown.
+    clientCertificate: Any = None
 
     @property
     def client(self) -> str:
@@ -155,6 +158,9 @@ class RestrictionEnvironment:
     #: C{relay_domains} as a list of client names, made when first
     #: needed (C{check_relay_domains}).
     relayDomainList: Any = None
+    #: C{relay_clientcerts}, opened when C{permit_tls_clientcerts} first
+    #: asks.
+    relayClientCerts: Any = None
     #: The verify service's client (L{tmta.verify.client.VerifyClient}),
     #: or C{None} when master.cf runs none.
     verify: Any = None
