@@ -47,6 +47,9 @@ class PflogsummTests(SynchronousTestCase):
             "relay_domains": "slow.example, gone.example",
             "transport_maps": "inline:{ {slow.example = smtp:[127.0.0.1]:" + str(closed)
                               + "}, {gone.example = error:mailbox gone} }",
+            # Taken, to be bounced: smtpd would refuse the error
+            # transport's recipients at RCPT, as Postfix's does.
+            "smtpd_reject_unlisted_recipient": "no",
         }, MASTER_CF.format(port=port) + (
             "smtp      unix  -       -       n       -       -       smtp\n"
             "error     unix  -       -       n       -       -       error\n")).start()

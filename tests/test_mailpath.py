@@ -182,7 +182,10 @@ class MailPathTests(SynchronousTestCase):
         self.startMaster(MASTER_CF + errorEntry,
                          notify_classes="bounce, resource, software",
                          relay_domains="nowhere.example",
-                         transport_maps="inline:{ { nowhere.example = error:no such place } }")
+                         transport_maps="inline:{ { nowhere.example = error:no such place } }",
+                         # Taken, to be bounced: smtpd would refuse the
+                         # error transport's recipients at RCPT.
+                         smtpd_reject_unlisted_recipient="no")
         sendMessage(self.port, "alice@localhost", ["x@nowhere.example"], "doomed",
                     body="secret body\r\n")
         waitFor(lambda: maildirMessages(self.spool).get("alice")
