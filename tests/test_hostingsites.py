@@ -168,6 +168,19 @@ for line in sys.stdin:
 """
 
 
+def assertNotOwner(testCase, client: smtplib.SMTP, sender: str, login: str) -> None:
+    """
+    A logged-in client may not send as C{sender}: refused at RCPT
+    (C{smtpd_delay_reject}), as not owned by C{login}; the transaction
+    is reset.
+    """
+    client.mail(sender)
+    code, reply = client.rcpt("far@away.example")
+    testCase.assertEqual((code, reply[:5]), (553, b"5.7.1"))
+    testCase.assertIn(f"not owned by user {login}".encode(), reply)
+    client.rset()
+
+
 class MailcowSiteTests(SynchronousTestCase):
     """
     A main.cf and master.cf of mailcow's shape, its tables in a private
@@ -373,12 +386,7 @@ smtp_sender_cleanup unix n - n - 0 cleanup
         table's next hop.
         """
         client = self.login("ann@example.org", "ann-secret")
-        client.mail("bob@example.org")
-        # smtpd_delay_reject: the sender is judged at RCPT.
-        code, reply = client.rcpt("far@away.example")
-        self.assertEqual((code, reply[:5]), (553, b"5.7.1"))
-        self.assertIn(b"not owned by user ann@example.org", reply)
-        client.rset()
+        assertNotOwner(self, client, "bob@example.org", "ann@example.org")
         # team@ lists ann among its targets.
         client.sendmail("team@example.org", ["far@away.example"],
                         b"X-Originating-IP: [192.0.2.7]\r\nSubject: from the team\r\n\r\nhi\r\n")
@@ -662,11 +670,7 @@ scache         unix  -       -       n       -       1       scache
         client.starttls(context=ssl._create_unverified_context())
         client.ehlo("client.example")
         client.login("ann@example.org", "ann-secret")
-        client.mail("bob@example.org")
-        code, reply = client.rcpt("far@away.example")
-        self.assertEqual((code, reply[:5]), (553, b"5.7.1"))
-        self.assertIn(b"not owned by user ann@example.org", reply)
-        client.rset()
+        assertNotOwner(self, client, "bob@example.org", "ann@example.org")
         client.sendmail("anne@example.org", ["far@away.example"],
                         b"X-Mailer: Mailer 1.0\r\nMime-Version: 1.0 (generated)\r\n"
                         b"Subject: from anne\r\n\r\nhi\r\n")

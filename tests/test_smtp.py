@@ -263,17 +263,9 @@ class RelayHarness:
         return self.master
 
     def dumped(self):
-        """
-        The messages smtp-sink has written out whole (it creates each
-        file before it writes it).
-        """
-        texts = []
-        for name in os.listdir(self.dumps):
-            with open(os.path.join(self.dumps, name), "rb") as f:
-                text = f.read()
-            if text.endswith(b"\n"):
-                texts.append(text)
-        return texts
+        from tests.support import dumpedMessages
+
+        return dumpedMessages(self.dumps)
 
 
 class RelayTests(RelayHarness, SynchronousTestCase):

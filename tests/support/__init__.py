@@ -757,6 +757,20 @@ def localMaildirs(spool: str) -> Dict[str, str]:
             "mail_spool_directory": spool}
 
 
+def dumpedMessages(directory: str) -> List[bytes]:
+    """
+    The messages smtp-sink has written out whole to C{directory} (it
+    makes each file before it writes it).
+    """
+    texts = []
+    for name in os.listdir(directory):
+        with open(os.path.join(directory, name), "rb") as f:
+            text = f.read()
+        if text.endswith(b"\n"):
+            texts.append(text)
+    return texts
+
+
 class SmtpSink:
     """
     Postfix's smtp-sink on a loopback port, writing each message it
@@ -783,17 +797,7 @@ class SmtpSink:
         waitFor(lambda: _accepts(self.port), what="smtp-sink to listen")
 
     def messages(self) -> List[bytes]:
-        """
-        The messages written out whole (each file is made before it is
-        written).
-        """
-        texts = []
-        for name in os.listdir(self.dumps):
-            with open(os.path.join(self.dumps, name), "rb") as f:
-                text = f.read()
-            if text.endswith(b"\n"):
-                texts.append(text)
-        return texts
+        return dumpedMessages(self.dumps)
 
     def recipients(self) -> List[str]:
         """
