@@ -1,7 +1,7 @@
 """
 What cleanup is configured to do, read once from main.cf.  The address
 mappings and content checks, which open tables, are built beside it
-(L{tmta.cleanup.addresses}, L{tmta.cleanup.contentchecks}).
+(L{tmta.cleanup.addresses}, L{tmta.mail.contentchecks}).
 """
 
 from __future__ import annotations

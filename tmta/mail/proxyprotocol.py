@@ -6,7 +6,7 @@ balancer in front of smtpd or postscreen opens each connection with a
 header naming the client's and the server's addresses, and those are
 the addresses the session is about (restrictions, logging, anvil).
 
-Twisted's own support (L{twisted.protocols.haproxy}) starts the wrapped
+Twisted's own support (C{twisted.protocols.haproxy}) starts the wrapped
 protocol before the header has been read, so an SMTP server would greet
 and check the proxy rather than the client; and it reads past the
 header.  Here the header is read as Postfix reads it -- peeked at once
