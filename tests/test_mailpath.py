@@ -61,6 +61,22 @@ class MailPathTests(SynchronousTestCase):
         sendMessage(self.port, "alice@example.com", ["bob@localhost"], "fifo")
         waitFor(lambda: "fifo" in subjects(self.spool), what="delivery")
 
+    def test_servicesNamedOtherwise(self):
+        """
+        C{cleanup_service_name}, C{queue_service_name} and
+        C{rewrite_service_name} name the services the daemons use: with
+        only C{cleanup2}, C{qmgr2} and C{rewrite2} in master.cf, mail is
+        taken and delivered.
+        """
+        renamed = MASTER_CF
+        for name in ("cleanup", "qmgr", "rewrite"):
+            renamed = renamed.replace(f"\n{name} ", f"\n{name}2", 1)
+        self.assertIn("\nrewrite2", renamed)
+        self.startMaster(renamed, cleanup_service_name="cleanup2",
+                         queue_service_name="qmgr2", rewrite_service_name="rewrite2")
+        sendMessage(self.port, "alice@example.com", ["bob@localhost"], "renamed")
+        waitFor(lambda: "renamed" in subjects(self.spool), what="delivery")
+
     def test_deliveredWithHeaders(self):
         master = self.startMaster()
         queueId = sendMessage(self.port, "alice@example.com", ["bob@localhost"], "first")

@@ -14,19 +14,20 @@ from twisted.internet.protocol import Factory
 from tmta.cleanup.protocol import CleanupProtocol
 from tmta.cleanup.state import Cleanup
 from tmta.queue.store import QueueStore
-from tmta.rewrite.client import RewriteClient
+from tmta.rewrite.client import RewriteClient, connectRewrite
 from tmta.wire.triggers import Wakeup
 
 
-def qmgrTrigger(reactor, queueDirectory: str, idle: float):
+def qmgrTrigger(reactor, queueDirectory: str, idle: float, service: str = "qmgr"):
     """
-    A function that tells qmgr of one queued message, over a connection
-    kept open while messages keep coming.
+    A function that tells qmgr (the C{service}, C{queue_service_name})
+    of one queued message, over a connection kept open while messages
+    keep coming.
     """
     from tmta.wire import SharedConnection, connectService
 
     connection = SharedConnection(
-        lambda: connectService(reactor, queueDirectory, "qmgr", private=False), reactor, idle
+        lambda: connectService(reactor, queueDirectory, service, private=False), reactor, idle
     )
 
     def send(protocol, queueId: str) -> None:
@@ -60,9 +61,10 @@ class CleanupService(Service):
             context.reactor,
             config,
             QueueStore.fromConfig(config),
-            RewriteClient(lambda: context.connect("rewrite"), context.reactor,
+            RewriteClient(connectRewrite(context), context.reactor,
                           idle=config.getTime("ipc_idle")),
-            qmgrTrigger(context.reactor, queueDirectory, config.getTime("ipc_idle")),
+            qmgrTrigger(context.reactor, queueDirectory, config.getTime("ipc_idle"),
+                        config.get("queue_service_name").strip() or "qmgr"),
         )
 
     def startService(self) -> None:

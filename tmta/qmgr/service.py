@@ -9,7 +9,7 @@ from twisted.internet.protocol import Factory
 
 from tmta.qmgr.manager import QueueManager
 from tmta.queue.store import QueueStore
-from tmta.rewrite.client import RewriteClient
+from tmta.rewrite.client import RewriteClient, connectRewrite
 from tmta.wire import ServiceAMP
 from tmta.wire.triggers import Wakeup
 
@@ -48,7 +48,7 @@ class QmgrService(Service):
         self.context = context
         config = context.config
         store = QueueStore.fromConfig(config)
-        rewrite = RewriteClient(lambda: context.connect("rewrite"), context.reactor,
+        rewrite = RewriteClient(connectRewrite(context), context.reactor,
                                 idle=config.getTime("ipc_idle"))
         context.reactor.getThreadPool()
         self.manager = QueueManager(

@@ -128,3 +128,13 @@ class RewriteClient:
 def _resolution(answer) -> Resolution:
     return Resolution(answer["transport"], answer["nexthop"], answer["recipient"],
                       answer["addressClass"])
+
+
+def connectRewrite(context):
+    """
+    What connects a daemon (its L{tmta.master.worker} context) to the
+    trivial-rewrite service its C{rewrite_service_name} names (a
+    watchdog's own rewrite, in mailcow's master.cf).
+    """
+    name = context.config.get("rewrite_service_name").strip() or "rewrite"
+    return lambda: context.connect(name)

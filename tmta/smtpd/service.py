@@ -16,7 +16,7 @@ from twisted.internet.protocol import Factory
 from tmta.cleanup.client import CleanupClient, connectCleanup
 from tmta.logging import Logger
 from tmta.mail.proxyprotocol import upstreamProxy
-from tmta.rewrite.client import RewriteClient
+from tmta.rewrite.client import RewriteClient, connectRewrite
 from tmta.smtpd.checking import Restrictions
 from tmta.smtpd.protocol import SMTPServer
 from tmta.smtpd.recipients import RecipientTables
@@ -191,7 +191,7 @@ class SMTPService(Service):
             config, lambda: context.connect("anvil"), context.reactor,
             getattr(context, "services", ()))
         self.rewrite = RewriteClient(
-            lambda: context.connect("rewrite"), context.reactor, idle=config.getTime("ipc_idle")
+            connectRewrite(context), context.reactor, idle=config.getTime("ipc_idle")
         )
         reactor = context.reactor
         reactor.getThreadPool()
