@@ -556,6 +556,23 @@ class QueueManagerTests(TestCase):
                          ["bob@localhost"])
 
     @defer.inlineCallbacks
+    def test_activeOfAnotherQueueManagerLeftAlone(self):
+        """
+        With another queue manager on the same queue (master.cf may name
+        two, as mailcow's does), a file in active/ may be the other's,
+        under delivery: the periodic scan leaves it, and only a start
+        takes it back, as Postfix's queue managers do.
+        """
+        self.manager.alone = False
+        self.manager.start()
+        yield defer.Deferred.fromCoroutine(self.settle())
+        queueId = self.queue(["bob@localhost"], queueName="active")
+        self.manager.periodicScan()
+        yield defer.Deferred.fromCoroutine(self.settle())
+        self.assertEqual(self.store.list("active"), [queueId])
+        self.assertEqual(self.requests, [])
+
+    @defer.inlineCallbacks
     def test_stopWaitsForDeliveriesUnderWay(self):
         """
         Stopping starts no more deliveries, and fires only once those

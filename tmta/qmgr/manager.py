@@ -58,8 +58,16 @@ class QueueManager:
                  connect: Callable[[str], defer.Deferred],
                  resolve: Callable[..., defer.Deferred],
                  transportLimits: Optional[Dict[str, int]] = None,
-                 now: Callable[[], float] = time.time) -> None:
+                 now: Callable[[], float] = time.time, alone: bool = True) -> None:
+        """
+        @param alone: whether this is the only queue manager of the queue.
+            When master.cf runs another on it (mailcow's watchdog), a file
+            in C{active/} that this one is not working on may be the
+            other's, under delivery: it is then taken back only at start,
+            as Postfix's queue managers take it back, never while running.
+        """
         self.reactor = reactor
+        self.alone = alone
         self.config = config
         self.settings = QmgrSettings.fromConfig(config)
         self.store = store
@@ -191,7 +199,8 @@ class QueueManager:
         Put back into C{incoming/} every file in C{active/} that this
         queue manager is not working on: left by a queue manager that
         crashed or was replaced, or by a step of this one that failed.
-        The master never runs two queue managers at once.
+        The master never runs two instances of one queue manager at once
+        (but master.cf may name two on one queue: L{__init__}'s C{alone}).
         """
         for queueId in self.store.list("active"):
             if queueId in self.active:
@@ -218,7 +227,8 @@ class QueueManager:
         trigger was lost (a cleanup killed after it stored the file) and
         deferred mail now due.
         """
-        self.recoverActive()
+        if self.alone:
+            self.recoverActive()
         self.wakeup()
         self.scanDeferred()
 
