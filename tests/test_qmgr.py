@@ -558,19 +558,36 @@ class QueueManagerTests(TestCase):
     @defer.inlineCallbacks
     def test_activeOfAnotherQueueManagerLeftAlone(self):
         """
-        With another queue manager on the same queue (master.cf may name
-        two, as mailcow's does), a file in active/ may be the other's,
-        under delivery: the periodic scan leaves it, and only a start
-        takes it back, as Postfix's queue managers do.
+        While another queue manager works on the same queue (master.cf
+        may name two, as mailcow's does), a file in active/ may be the
+        other's, under delivery: neither a start nor a periodic scan
+        takes it back.  Once the other has gone, it is recovered.
         """
-        self.manager.alone = False
+        import subprocess
+        import sys
+
+        lock = os.path.join(self.store.directory, "pid", "qmgr.lock")
+        os.makedirs(os.path.dirname(lock), exist_ok=True)
+        other = subprocess.Popen(
+            [sys.executable, "-c", "import fcntl, os, sys, time\n"
+             f"fd = os.open({lock!r}, os.O_RDWR | os.O_CREAT)\n"
+             "fcntl.lockf(fd, fcntl.LOCK_SH)\nprint('held', flush=True)\ntime.sleep(60)\n"],
+            stdout=subprocess.PIPE)
+        self.addCleanup(other.kill)
+        self.assertEqual(other.stdout.readline(), b"held\n")
+        queueId = self.queue(["bob@localhost"], queueName="active")
         self.manager.start()
         yield defer.Deferred.fromCoroutine(self.settle())
-        queueId = self.queue(["bob@localhost"], queueName="active")
         self.manager.periodicScan()
         yield defer.Deferred.fromCoroutine(self.settle())
         self.assertEqual(self.store.list("active"), [queueId])
         self.assertEqual(self.requests, [])
+        other.kill()
+        other.wait()
+        self.manager.periodicScan()
+        yield defer.Deferred.fromCoroutine(self.settle())
+        self.assertEqual([r["address"] for s, c, kw in self.requests for r in kw["recipients"]],
+                         ["bob@localhost"])
 
     @defer.inlineCallbacks
     def test_stopWaitsForDeliveriesUnderWay(self):

@@ -58,16 +58,10 @@ class QueueManager:
                  connect: Callable[[str], defer.Deferred],
                  resolve: Callable[..., defer.Deferred],
                  transportLimits: Optional[Dict[str, int]] = None,
-                 now: Callable[[], float] = time.time, alone: bool = True) -> None:
-        """
-        @param alone: whether this is the only queue manager of the queue.
-            When master.cf runs another on it (mailcow's watchdog), a file
-            in C{active/} that this one is not working on may be the
-            other's, under delivery: it is then taken back only at start,
-            as Postfix's queue managers take it back, never while running.
-        """
+                 now: Callable[[], float] = time.time) -> None:
         self.reactor = reactor
-        self.alone = alone
+        #: The queue managers' lock (L{_onlyQueueManager}).
+        self._lock: Optional[int] = None
         self.config = config
         self.settings = QmgrSettings.fromConfig(config)
         self.store = store
@@ -199,9 +193,60 @@ class QueueManager:
         Put back into C{incoming/} every file in C{active/} that this
         queue manager is not working on: left by a queue manager that
         crashed or was replaced, or by a step of this one that failed.
-        The master never runs two instances of one queue manager at once
-        (but master.cf may name two on one queue: L{__init__}'s C{alone}).
+
+        Only while no other queue manager works on the queue: master.cf
+        may name two (mailcow's C{watchdog_qmgr}), and a file the other
+        is delivering must not be delivered again (L{_onlyQueueManager}).
         """
+        if not self._onlyQueueManager():
+            return
+        try:
+            self._recoverActive()
+        finally:
+            self._shareQueue()
+
+    def _onlyQueueManager(self) -> bool:
+        """
+        Whether no other queue manager of this queue runs now: each holds
+        a shared lock on C{pid/qmgr.lock} while it runs, and this one can
+        make its own exclusive only when none does.  (POSIX record locks:
+        the change back to shared is atomic, and a process that dies lets
+        go of its lock.)
+        """
+        import fcntl
+
+        if self._lock is None:
+            path = os.path.join(self.store.directory, "pid", "qmgr.lock")
+            try:
+                self._lock = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError as e:
+                # Mail left in active/ must not be stranded: recovered as
+                # by a queue manager that is alone.
+                log.warn("cannot open {path}: {error}: taking active/ back as if no other "
+                         "queue manager ran", path=path, error=e.strerror or e)
+                return True
+        try:
+            fcntl.lockf(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._shareQueue()
+            return False
+        return True
+
+    def _shareQueue(self) -> None:
+        """
+        Hold the shared lock that says this queue manager runs (taken
+        again later when another is recovering and holds it exclusively).
+        """
+        import fcntl
+
+        if self._lock is None or self.stopping:
+            return
+        try:
+            fcntl.lockf(self._lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            self.reactor.callLater(0.1, self._shareQueue)
+
+    def _recoverActive(self) -> None:
         for queueId in self.store.list("active"):
             if queueId in self.active:
                 continue
@@ -227,8 +272,7 @@ class QueueManager:
         trigger was lost (a cleanup killed after it stored the file) and
         deferred mail now due.
         """
-        if self.alone:
-            self.recoverActive()
+        self.recoverActive()
         self.wakeup()
         self.scanDeferred()
 

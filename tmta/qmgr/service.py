@@ -57,8 +57,6 @@ class QmgrService(Service):
             rewrite.resolve,
             transportLimits(getattr(context, "services", []),
                             config.getInt("default_process_limit")),
-            alone=sum(1 for entry in getattr(context, "services", [])
-                      if entry.command == "qmgr") <= 1,
         )
 
     def startService(self) -> None:
