@@ -58,6 +58,37 @@ class MaillogFileObserverTests(SynchronousTestCase):
                          ["Dec 07 09:05:01 mx tmta/local[42]: ABC: to=<a@b>, status=sent",
                           "Dec 07 09:05:01 mx tmta/local[42]: one", "\ttwo"])
 
+    def test_jsonLines(self):
+        """
+        C{maillog_file_format = json}: one JSON object a line, with the
+        time, host, program and pid, the text, and the queue id and
+        fields of a line about a message; another form is refused.
+        """
+        import json
+
+        from tmta.config import ConfigError
+
+        out = io.StringIO()
+        observer = MaillogFileObserver(out, host="mx.example.org")
+        observer.configure(MainConfig({"maillog_file_format": "json"}))
+        when = 1_800_000_000.5
+        emitWorkerLines(_logger(observer), "tmta/local[42]", [
+            (when, "4F00AB12: to=<bob@localhost>, orig_to=<b@localhost>, relay=local, "
+                   "delay=0.05, dsn=2.0.0, status=sent (delivered to maildir)"),
+            (when, "warning: something odd\nhappened")])
+        first, second = [json.loads(line) for line in out.getvalue().splitlines()]
+        self.assertEqual(first, {
+            "time": "2027-01-15T08:00:00.500+00:00", "host": "mx", "program": "tmta/local",
+            "pid": 42, "message": "4F00AB12: to=<bob@localhost>, orig_to=<b@localhost>, "
+            "relay=local, delay=0.05, dsn=2.0.0, status=sent (delivered to maildir)",
+            "queue_id": "4F00AB12", "to": "bob@localhost", "orig_to": "b@localhost",
+            "relay": "local", "delay": "0.05", "dsn": "2.0.0", "status": "sent",
+            "reason": "delivered to maildir"})
+        self.assertEqual(second["message"], "warning: something odd\nhappened")
+        self.assertNotIn("queue_id", second)
+        self.assertRaises(ConfigError, observer.configure,
+                          MainConfig({"maillog_file_format": "xml"}))
+
     def test_ordinaryEvents(self):
         """
         The master's own events are written the same way, under its tag

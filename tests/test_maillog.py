@@ -130,3 +130,31 @@ class Fail2banTests(SynchronousTestCase):
 
         self.assertEqual(matched("/etc/fail2ban/filter.d/postfix.conf"), 2)
         self.assertEqual(matched("postfix[mode=auth]"), 2)
+
+
+class JSONMaillogTests(SynchronousTestCase):
+    def test_jsonLines(self):
+        """
+        With C{maillog_file_format = json}, every line the master writes
+        is a JSON object, and a message's delivery line gives its queue
+        id, recipient and status as fields.
+        """
+        import json
+
+        base = shortTemporaryDirectory(self)
+        [port] = freePorts(1)
+        master = Master(os.path.join(base, "conf"), {
+            "mydestination": "localhost", **localMaildirs(os.path.join(base, "mail") + "/"),
+            "maillog_file_format": "json",
+        }, MASTER_CF.format(port=port)).start()
+        self.addCleanup(master.stop)
+        queueId = sendMessage(port, "alice@localhost", ["bob@localhost"], "json")
+
+        def delivered():
+            records = [json.loads(line) for line in open(master.logPath) if line.strip()]
+            return [r for r in records if r.get("queue_id") == queueId
+                    and r.get("status") == "sent"]
+
+        waitFor(delivered, what="the delivery's record")
+        [record] = delivered()
+        self.assertEqual((record["program"], record["to"]), ("tmta/local", "bob@localhost"))

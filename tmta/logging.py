@@ -374,14 +374,27 @@ class MaillogFileObserver:
         self._lock = threading.RLock()
         self._stamp: Tuple[Optional[int], str] = (None, "")
         self._writer = _SerialWriter(self._writeOut)
+        #: Whether lines are JSON objects (L{configure}).
+        self.json = False
         if clock is not None:
             clock.addSystemEventTrigger("after", "shutdown", self.flush)
 
     def configure(self, config) -> None:
         """
-        Take the master's tag from the configuration (C{syslog_name}).
+        Take the master's tag from the configuration (C{syslog_name}),
+        and the lines' form (C{maillog_file_format}: C{text}, Postfix's
+        lines, or C{json}, L{jsonLine}'s).
+
+        @raise tmta.config.ConfigError: another form.
         """
+        from tmta.config import ConfigError
+
         self.program = f"{config.get('syslog_name')}/master"
+        form = config.get("maillog_file_format").strip().lower() or "text"
+        if form not in ("text", "json"):
+            raise ConfigError(config.path, config.lineOf("maillog_file_format"),
+                              f"maillog_file_format = {form}: text or json")
+        self.json = form == "json"
 
     def __call__(self, event: dict) -> None:
         lines = event.get(WORKER_LINES)
@@ -390,13 +403,11 @@ class MaillogFileObserver:
                 when = event.get("log_time") or 0.0
                 text = formatLine(event)
                 if text:
-                    self._add(when, f"{self._timestamp(when)} {self.host} {self.program}"
-                                    f"[{os.getpid()}]: " + text.replace("\n", "\n\t") + "\n")
+                    self._add(when, self._line(when, f"{self.program}[{os.getpid()}]", text))
             else:
                 system = event.get("log_system", "-")
                 for when, line in lines:
-                    self._add(when, f"{self._timestamp(when)} {self.host} {system}: "
-                                    + line.replace("\n", "\n\t") + "\n")
+                    self._add(when, self._line(when, system, line))
         clock = self._clock
         if clock is None or not getattr(clock, "running", False):
             self.flush()
@@ -404,6 +415,12 @@ class MaillogFileObserver:
             self._wake()
         else:
             clock.callFromThread(self._wake)
+
+    def _line(self, when: float, program: str, text: str) -> str:
+        if self.json:
+            return jsonLine(when, self.host, program, text) + "\n"
+        return f"{self._timestamp(when)} {self.host} {program}: " \
+            + text.replace("\n", "\n\t") + "\n"
 
     def _add(self, when: float, text: str) -> None:
         self._sequence += 1
@@ -460,6 +477,48 @@ class MaillogFileObserver:
             stamp = maillogTime(when)
             self._stamp = (second, stamp)
         return stamp
+
+
+_PROGRAM = re.compile(r"^(?P<program>.*?)\[(?P<pid>\d+)\]$")
+_QUEUED = re.compile(r"^(?P<id>[0-9A-Za-z]{6,}): (?P<rest>.*)$", re.S)
+_FIELD = re.compile(r"(?:^|, )(?P<key>[a-z][a-z_-]*)=(?P<value><[^>]*>|[^,]*?)(?= \(|, |$)")
+
+
+def jsonLine(when: float, host: str, program: str, text: str) -> str:
+    """
+    One maillog line as a JSON object, for a log pipeline that should not
+    have to parse Postfix's text: C{time} (ISO 8601, UTC), C{host},
+    C{program} and C{pid}, C{message} (the text as Postfix's line has
+    it), C{queue_id} when the line is about a message, and the
+    C{name=value} fields the line carries (C{to}, C{relay}, C{status},
+    ...: addresses without their angle brackets), with the C{reason} in
+    parentheses after C{status}.
+    """
+    import json
+    from datetime import datetime, timezone
+
+    record: dict = {
+        "time": datetime.fromtimestamp(when, timezone.utc).isoformat(timespec="milliseconds"),
+        "host": host,
+    }
+    match = _PROGRAM.match(program)
+    if match:
+        record["program"], record["pid"] = match.group("program"), int(match.group("pid"))
+    else:
+        record["program"] = program
+    record["message"] = text
+    queued = _QUEUED.match(text)
+    if queued and any(c.isdigit() for c in queued.group("id")):
+        record["queue_id"] = queued.group("id")
+        rest = queued.group("rest")
+        for field in _FIELD.finditer(rest):
+            value = field.group("value")
+            record.setdefault(field.group("key"), value[1:-1] if value.startswith("<")
+                              and value.endswith(">") else value)
+        status = re.search(r"(?:^|, )status=\S+ \((?P<reason>.*)\)$", rest, re.S)
+        if status:
+            record["reason"] = status.group("reason")
+    return json.dumps(record, ensure_ascii=False)
 
 
 def maillogTime(when: float) -> str:

@@ -128,6 +128,8 @@ DEFAULTS: Dict[str, str] = {
     # tmta: the Redis or memcached where anvil counts client rates for
     # every host sharing it (empty: each host counts its own).
     "anvil_shared_store": "",
+    # tmta: the form of the maillog's lines, text (Postfix's) or json.
+    "maillog_file_format": "text",
     "disable_vrfy_command": "no",
     "message_size_limit": "10240000",
     "line_length_limit": "2048",
