@@ -146,6 +146,19 @@ query = SELECT 'encrypt' FROM transports WHERE 0 = 1 AND destination = '%s'
 """,
 }
 
+#: The delivery services both suites' master.cf files have.
+DELIVERY_SERVICES = """\
+smtp       unix  -       -       n       -       -       smtp
+relay      unix  -       -       n       -       -       smtp
+error      unix  -       -       n       -       -       error
+retry      unix  -       -       n       -       -       error
+discard    unix  -       -       n       -       -       discard
+local      unix  -       n       n       -       -       local
+virtual    unix  -       n       n       -       -       virtual
+lmtp       unix  -       -       n       -       -       lmtp
+anvil      unix  -       -       n       -       1       anvil
+"""
+
 #: smtp_header_checks in the manner of mailcow's: what would tell the
 #: world of the sender's client is taken out of the mail that leaves.
 ANONYMIZE_HEADERS = r"""/^\s*X-Originating-IP:/ IGNORE
@@ -316,16 +329,7 @@ trace      unix  -       -       n       -       0       bounce
 verify     unix  -       -       n       -       1       verify
 proxymap   unix  -       -       n       -       -       proxymap
 proxywrite unix  -       -       n       -       1       proxymap
-smtp       unix  -       -       n       -       -       smtp
-relay      unix  -       -       n       -       -       smtp
-error      unix  -       -       n       -       -       error
-retry      unix  -       -       n       -       -       error
-discard    unix  -       -       n       -       -       discard
-local      unix  -       n       n       -       -       local
-virtual    unix  -       n       n       -       -       virtual
-lmtp       unix  -       -       n       -       -       lmtp
-anvil      unix  -       -       n       -       1       anvil
-smtp_sender_cleanup unix n - n - 0 cleanup
+{DELIVERY_SERVICES}smtp_sender_cleanup unix n - n - 0 cleanup
 127.0.0.1:{accessPort} inet n n n - 0 spawn user=nobody argv=/usr/bin/python3 {server}
 """).start()
         self.addCleanup(self.master.stop)
@@ -612,17 +616,8 @@ verify         unix  -       -       n       -       1       verify
 flush          unix  n       -       n       1000?   0       flush
 proxymap       unix  -       -       n       -       -       proxymap
 proxywrite     unix  -       -       n       -       1       proxymap
-smtp           unix  -       -       n       -       -       smtp
-relay          unix  -       -       n       -       -       smtp
 showq          unix  n       -       n       -       -       showq
-error          unix  -       -       n       -       -       error
-retry          unix  -       -       n       -       -       error
-discard        unix  -       -       n       -       -       discard
-local          unix  -       n       n       -       -       local
-virtual        unix  -       n       n       -       -       virtual
-lmtp           unix  -       -       n       -       -       lmtp
-anvil          unix  -       -       n       -       1       anvil
-scache         unix  -       -       n       -       1       scache
+{DELIVERY_SERVICES}scache         unix  -       -       n       -       1       scache
 """).start()
         self.addCleanup(self.master.stop)
 
