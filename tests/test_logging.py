@@ -66,8 +66,6 @@ class MaillogFileObserverTests(SynchronousTestCase):
         """
         import json
 
-        from tmta.config import ConfigError
-
         out = io.StringIO()
         observer = MaillogFileObserver(out, host="mx.example.org")
         observer.configure(MainConfig({"maillog_file_format": "json"}))
@@ -86,7 +84,7 @@ class MaillogFileObserverTests(SynchronousTestCase):
             "reason": "delivered to maildir"})
         self.assertEqual(second["message"], "warning: something odd\nhappened")
         self.assertNotIn("queue_id", second)
-        self.assertRaises(ConfigError, observer.configure,
+        self.assertRaises(ValueError, observer.configure,
                           MainConfig({"maillog_file_format": "xml"}))
 
     def test_ordinaryEvents(self):

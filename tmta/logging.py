@@ -385,15 +385,12 @@ class MaillogFileObserver:
         and the lines' form (C{maillog_file_format}: C{text}, Postfix's
         lines, or C{json}, L{jsonLine}'s).
 
-        @raise tmta.config.ConfigError: another form.
+        @raise ValueError: another form.
         """
-        from tmta.config import ConfigError
-
         self.program = f"{config.get('syslog_name')}/master"
         form = config.get("maillog_file_format").strip().lower() or "text"
         if form not in ("text", "json"):
-            raise ConfigError(config.path, config.lineOf("maillog_file_format"),
-                              f"maillog_file_format = {form}: text or json")
+            raise ValueError(f"maillog_file_format = {form}: text or json")
         self.json = form == "json"
 
     def __call__(self, event: dict) -> None:

@@ -92,7 +92,11 @@ class MasterService(service.Service):
         """
         configure = getattr(self.logObserver, "configure", None)
         if configure is not None:
-            configure(self.configuration.main)
+            main = self.configuration.main
+            try:
+                configure(main)
+            except ValueError as e:
+                raise ConfigError(main.path, main.lineOf("maillog_file_format"), str(e))
 
     def _checkOwner(self, configuration: Configuration) -> Optional[pwd.struct_passwd]:
         if os.getuid() != 0:
@@ -302,7 +306,11 @@ class MasterService(service.Service):
             log.error("reload failed, keeping the old configuration: {error}", error=str(e))
             return None
         self.runners = {}
-        self._configureLog()
+        try:
+            self._configureLog()
+        except ConfigError as e:
+            # The log keeps the form it had: the rest of the reload stands.
+            log.error("reload: {error}", error=str(e))
         stops = [runner.stop(closeListeners=False, kill=False) for runner in old.values()]
         for listener in reuse.values():
             listener.close()
