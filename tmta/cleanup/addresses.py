@@ -43,7 +43,6 @@ class AddressMapper:
     """
 
     def __init__(self, config, isLocalDomain: Callable[[str], bool]) -> None:
-        self.isLocalDomain = isLocalDomain
         self.tables = AddressTables(config.get("recipient_delimiter"),
                                     config.getList("propagate_unmatched_extensions"),
                                     config.origin().lower(), isLocalDomain)

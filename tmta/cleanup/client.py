@@ -74,21 +74,14 @@ class _Senders:
     stopProducing = resumeProducing
 
 
-def cleanupService(config) -> str:
-    """
-    The cleanup service a daemon hands its mail to: its
-    C{cleanup_service_name} (a submission port's own cleanup, with
-    header checks of its own, is named there with C{-o}).
-    """
-    return config.get("cleanup_service_name").strip() or "cleanup"
-
-
 def connectCleanup(context) -> Callable[[], Any]:
     """
-    What connects a daemon (its L{tmta.master.worker} context) to its
-    L{cleanupService}: a L{CleanupClient}'s C{connect}.
+    What connects a daemon (its L{tmta.master.worker} context) to the
+    cleanup service its C{cleanup_service_name} names (a submission
+    port's own cleanup, with header checks of its own, is named there
+    with C{-o}): a L{CleanupClient}'s C{connect}.
     """
-    name = cleanupService(context.config)
+    name = context.config.get("cleanup_service_name").strip() or "cleanup"
     return lambda: context.connect(name, private=False)
 
 

@@ -168,7 +168,7 @@ class GenericMapping:
 
         @raise tmta.tables.TableLookupError: a table could not be read.
         """
-        return self.addresses.mapOne(self.tables, address, "generic") if address else address
+        return self.addresses.mapOne(self.tables, address, "generic")
 
     def message(self, content: bytes) -> bytes:
         """

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Dict, Tuple
 
-from OpenSSL import SSL
+from OpenSSL import SSL, crypto
 
 from tmta.config import splitList
 
@@ -106,3 +106,20 @@ def connectionSummary(connection: SSL.Connection) -> str:
     cipher = connection.get_cipher_name()
     bits = connection.get_cipher_bits()
     return f"{version} with cipher {cipher} ({bits}/{bits} bits)"
+
+
+def certificateDer(certificate: crypto.X509) -> bytes:
+    """
+    A certificate's DER encoding: what its fingerprint, or a TLSA record
+    of the whole certificate, is made from.
+    """
+    return crypto.dump_certificate(crypto.FILETYPE_ASN1, certificate)
+
+
+def publicKeyDer(certificate: crypto.X509) -> bytes:
+    """
+    A certificate's public key, as the DER of its SubjectPublicKeyInfo:
+    what a public key fingerprint, or a TLSA record of the key, is made
+    from.
+    """
+    return crypto.dump_publickey(crypto.FILETYPE_ASN1, certificate.get_pubkey())

@@ -143,11 +143,14 @@ class PostscreenSettings:
         }
         networks = parseNetworks(config.getList("mynetworks"))
         accessList: List[Tuple[str, object]] = []
+        accessListRemote = False
         for item in config.getList("postscreen_access_list"):
             if item.lower() == "permit_mynetworks":
                 accessList.append(("mynetworks", networks))
             elif ":" in item:
-                accessList.append(("table", openTables(item)))
+                tables = openTables(item)
+                accessList.append(("table", tables))
+                accessListRemote = accessListRemote or isRemote(tables)
             else:
                 raise ConfigError(config.path, config.lineOf("postscreen_access_list"),
                                   f"postscreen_access_list: unknown element {item!r}: "
@@ -181,7 +184,6 @@ class PostscreenSettings:
                                     config.getList("postscreen_forbidden_commands")
                                     if w.isalpha()),
             accessList=accessList,
-            accessListRemote=isRemote(table for kind, tables in accessList if kind == "table"
-                                      for table in tables),  # type: ignore[attr-defined]
+            accessListRemote=accessListRemote,
             replyMap=openTables(config.get("postscreen_dnsbl_reply_map")),
         )

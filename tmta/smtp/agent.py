@@ -159,7 +159,7 @@ class SMTPDeliveryAgent:
         C{smtp_generic_maps} has them sent.
         """
         generic = self.generic
-        sentAs = {}
+        sentAs: Dict[str, str] = {}
         for recipient in request.recipients:
             mapped = generic.address(recipient.address)
             if mapped != recipient.address:
@@ -192,7 +192,8 @@ class SMTPDeliveryAgent:
             xforward = {}
         if self.contentChecks.active:
             content = self.contentChecks.message(content, request.queueId)
-        sender, sentAs = request.sender, {}  # type: Tuple[str, Dict[str, str]]
+        # What is sent for the sender and recipients (smtp_generic_maps).
+        sender, sentAs = request.sender, {}  # type: str, Dict[str, str]
         if self.generic.active:
             try:
                 content, sender, sentAs = await threads.deferToThreadPool(

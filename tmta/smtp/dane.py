@@ -26,11 +26,11 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Dict, List, Optional, Tuple, Union
 
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from OpenSSL import crypto
 from twisted.names import dns
 
 from tmta.mail.dnssec import TLSARecord, ValidatingResolver
+from tmta.mail.tls import certificateDer, publicKeyDer
 from tmta.smtp.nexthop import HostFinder, NextHopError, parseNexthop
 
 #: The levels that ask for DANE.
@@ -51,10 +51,7 @@ def usable(record: TLSARecord) -> bool:
 
 
 def _selected(certificate: crypto.X509, selector: int) -> bytes:
-    if selector == 0:
-        return crypto.dump_certificate(crypto.FILETYPE_ASN1, certificate)
-    return certificate.to_cryptography().public_key().public_bytes(
-        Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    return certificateDer(certificate) if selector == 0 else publicKeyDer(certificate)
 
 
 def _matches(record: TLSARecord, certificate: crypto.X509) -> bool:
@@ -134,36 +131,43 @@ class DaneFinder:
                                         if nexthop.startswith("inet:") else nexthop,
                                         finder.defaultPort)
         namesSecure = not viaMX or finder.lmtp or resolver.validated(domain, dns.MX)
-        lookedUp: Dict[Tuple[str, int], Union[Exception, List[TLSARecord], None]] = {}
+        # Each server (name and port) is decided once, whatever its
+        # number of addresses: its policy, or why it is not used.
+        decided: Dict[Tuple[str, int], Union[str, Any]] = {}
         found: List[Candidate] = []
         refused: List[str] = []
         for name, address, port in hosts:
             key = (name, port)
-            if key not in lookedUp:
-                lookedUp[key] = await self._tlsa(resolver, finder, name, port, namesSecure)
-            records = lookedUp[key]
-            if isinstance(records, Exception):
-                refused.append(f"TLSA lookup error for {name}:{port}: {records}")
-                continue
-            if not records:
-                if policy.level == "dane-only":
-                    refused.append(f"no validated TLSA records for {name}:{port}")
-                    continue
-                effective = self.atLevel(policy, "may", [])
+            if key not in decided:
+                records = await self._tlsa(resolver, finder, name, port, namesSecure)
+                decided[key] = self._decide(policy, name, port, records)
+            decision = decided[key]
+            if isinstance(decision, str):
+                refused.append(decision)
             else:
-                good = [r for r in records if usable(r)]
-                if good:
-                    effective = self.atLevel(policy, "dane", good)
-                elif policy.level == "dane-only":
-                    refused.append(f"no usable TLSA records for {name}:{port}")
-                    continue
-                else:
-                    effective = self.atLevel(policy, "encrypt", [])
-            found.append((name, address, port, nexthop, effective))
+                found.append((name, address, port, nexthop, decision))
         if not found:
             raise NextHopError(f"TLS is required, but {refused[0] if refused else 'no host'}",
                                "4.7.5")
         return found
+
+    def _decide(self, policy, name: str, port: int, records):
+        """
+        The policy a server's TLSA records (L{_tlsa}'s answer) call for,
+        or why it is not used.
+        """
+        if isinstance(records, Exception):
+            return f"TLSA lookup error for {name}:{port}: {records}"
+        if not records:
+            if policy.level == "dane-only":
+                return f"no validated TLSA records for {name}:{port}"
+            return self.atLevel(policy, "may", [])
+        good = [r for r in records if usable(r)]
+        if good:
+            return self.atLevel(policy, "dane", good)
+        if policy.level == "dane-only":
+            return f"no usable TLSA records for {name}:{port}"
+        return self.atLevel(policy, "encrypt", [])
 
     async def _tlsa(self, resolver: ValidatingResolver, finder: HostFinder, name: str,
                     port: int, namesSecure: bool):

@@ -29,6 +29,7 @@ from zope.interface import implementer
 
 from tmta.config import splitList
 from tmta.mail.tls import TLSConfigError, allowedVersions, configureContext, connectionSummary
+from tmta.smtp.dane import chainsTo, matchTLSA
 from tmta.tables import TableError, lookupAny, openTable
 from tmta.tables.remote import isRemote
 
@@ -176,7 +177,7 @@ class TLSPolicies:
         given = policy.asGiven or policy
         return self._checked(replace(given, level=level, tlsa=list(tlsa), asGiven=None,
                                      servername=given.servername or (
-                                         "hostname" if tlsa else given.servername)))
+                                         "hostname" if tlsa else "")))
 
     @cached_property
     def remote(self) -> bool:
@@ -362,8 +363,6 @@ class ClientTLS:
         certificate of its chain that its own chains up to and it names
         the server (or the next-hop domain).
         """
-        from tmta.smtp.dane import chainsTo, matchTLSA
-
         usage, depth = matchTLSA(self.policy.tlsa, chain)
         if usage == 3:
             return "Verified", None

@@ -283,11 +283,9 @@ def _unlistedDecision(resolution, env, address: str, what: str):
     try:
         if tables.remote:
             refusal = Deferred.fromCoroutine(tables.unknownLater(
-                env.lookupThreads(), resolution.addressClass, resolution.recipient, address,
-                what, True, resolution.error))
+                env.lookupThreads(), resolution, address, what, True))
         else:
-            refusal = tables.unknown(resolution.addressClass, resolution.recipient, address,
-                                     what, True, resolution.error)
+            refusal = tables.unknown(resolution, address, what, True)
     except TableLookupError as e:
         return failed(e)
     if isinstance(refusal, Deferred):

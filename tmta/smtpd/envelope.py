@@ -369,10 +369,8 @@ class EnvelopeCommands(SessionState):
         restrictions = self.settings.restrictions
         if tables.remote and restrictions is not None:
             return await tables.unknownLater(restrictions.environment.lookupThreads(),
-                                             resolution.addressClass, resolution.recipient,
-                                             given, error=resolution.error)
-        return tables.unknown(resolution.addressClass, resolution.recipient, given,
-                              error=resolution.error)
+                                             resolution, given)
+        return tables.unknown(resolution, given)
 
     def smtp_VRFY(self, argument: str):
         self._junk()

@@ -14,6 +14,7 @@ from typing import Generator, Iterable, List, Optional, Tuple
 
 from tmta.mail.address import localName, splitAddress, unquoteLocal
 from tmta.mail.receiving import NO_UNKNOWN_RECIPIENT_CHECKS, receiveOverrides
+from tmta.mail.rewriting import Resolution
 from tmta.tables import openTables
 from tmta.tables.remote import Lookup, LookupThreads, decideLater, decideNow, isRemote
 
@@ -121,35 +122,34 @@ class RecipientTables:
                 return True
         return False
 
-    def unknown(self, addressClass: str, address: str, given: str,
-                what: str = "Recipient", always: bool = False,
-                error: Optional[str] = None) -> Optional[str]:
+    def unknown(self, resolution: Resolution, given: str, what: str = "Recipient",
+                always: bool = False) -> Optional[str]:
         """
-        The reply refusing C{address} (as trivial-rewrite left it;
-        C{given} as the client wrote it), or C{None} when it is known or
-        nothing says who is known.
+        The reply refusing the address C{resolution} is of (C{given} as
+        the client wrote it), or C{None} when it is known or nothing says
+        who is known.  An address that resolves to the C{error} transport
+        (L{Resolution.error}) is refused with that reason unless a
+        canonical or virtual table knows it, as Postfix's smtpd refuses
+        it.
 
         @param what: C{Recipient}, or C{Sender} for
             C{reject_unlisted_sender}.
         @param always: check even with C{smtpd_reject_unlisted_recipient
             = no} (the restriction named in a list).
-        @param error: why the address bounces, when it resolves to the
-            C{error} transport (L{tmta.mail.rewriting.Resolution.error}):
-            it is refused with that reason unless a canonical or virtual
-            table knows it, as Postfix's smtpd refuses it.
         @raise tmta.tables.TableLookupError: a table could not be read.
         """
-        return decideNow(self._unknown(addressClass, address, given, what, always, error))
+        return decideNow(self._unknown(resolution.addressClass, resolution.recipient, given,
+                                       what, always, resolution.error))
 
-    async def unknownLater(self, threads: LookupThreads, addressClass: str, address: str,
-                           given: str, what: str = "Recipient",
-                           always: bool = False, error: Optional[str] = None) -> Optional[str]:
+    async def unknownLater(self, threads: LookupThreads, resolution: Resolution, given: str,
+                           what: str = "Recipient", always: bool = False) -> Optional[str]:
         """
         L{unknown}, on the reactor's thread, when a table waits on
         another server.
         """
-        return await decideLater(self._unknown(addressClass, address, given, what, always,
-                                               error), threads)
+        return await decideLater(self._unknown(resolution.addressClass, resolution.recipient,
+                                               given, what, always, resolution.error),
+                                 threads)
 
     def _unknown(self, addressClass: str, address: str, given: str, what: str,
                  always: bool, error: Optional[str] = None,

@@ -23,7 +23,14 @@ from twisted.internet.interfaces import IOpenSSLContextFactory
 from zope.interface import implementer
 
 from tmta.logging import Logger
-from tmta.mail.tls import TLSConfigError, cipherLists, configureContext, connectionSummary
+from tmta.mail.tls import (
+    TLSConfigError,
+    certificateDer,
+    cipherLists,
+    configureContext,
+    connectionSummary,
+    publicKeyDer,
+)
 
 log = Logger()
 
@@ -122,15 +129,10 @@ class ClientCertificate:
     fingerprint: str
     pubkeyFingerprint: str
     trusted: bool
-    problem: str = ""
 
 
 def _fingerprint(data: bytes, digest: str) -> str:
     return ":".join(f"{b:02X}" for b in hashlib.new(digest, data).digest())
-
-
-def _commonName(name) -> str:
-    return name.commonName or ""
 
 
 @implementer(IOpenSSLContextFactory)
@@ -268,20 +270,18 @@ class ServerTLS:
         if certificate is None:
             return None
         chain = connection.get_peer_cert_chain() or [certificate]
-        problem = ""
         try:
             crypto.X509StoreContext(self._trustStore or crypto.X509Store(), certificate,
                                     chain[1:] or None).verify_certificate()
-        except crypto.X509StoreContextError as e:
-            problem = str(e)
-        der = crypto.dump_certificate(crypto.FILETYPE_ASN1, certificate)
-        key = crypto.dump_publickey(crypto.FILETYPE_ASN1, certificate.get_pubkey())
+            trusted = True
+        except crypto.X509StoreContextError:
+            trusted = False
         return ClientCertificate(
-            subject=_commonName(certificate.get_subject()),
-            issuer=_commonName(certificate.get_issuer()),
-            fingerprint=_fingerprint(der, self.fingerprintDigest),
-            pubkeyFingerprint=_fingerprint(key, self.fingerprintDigest),
-            trusted=not problem, problem=problem)
+            subject=certificate.get_subject().commonName or "",
+            issuer=certificate.get_issuer().commonName or "",
+            fingerprint=_fingerprint(certificateDer(certificate), self.fingerprintDigest),
+            pubkeyFingerprint=_fingerprint(publicKeyDer(certificate), self.fingerprintDigest),
+            trusted=trusted)
 
     @staticmethod
     def _makeContext(config, level: str) -> SSL.Context:
