@@ -172,9 +172,11 @@ class ImportCycleTests(SynchronousTestCase):
 
 #: Mail-aware code several daemons share (Postfix's src/global): the
 #: shared mail code itself, the queue, the configuration, tables, the
-#: maillog, the delivery agents' contract, SASL's types and the seams.
+#: maillog, the delivery agents' contract, SASL's types, message
+#: authentication and the seams.
 MAIL_AWARE = frozenset(f"tmta.{name}" for name in (
-    "mail", "milter", "queue", "config", "tables", "delivery", "sasl", "interfaces"))
+    "mail", "milter", "queue", "config", "tables", "delivery", "sasl", "interfaces",
+    "authentication"))
 
 #: Mail-agnostic helpers (Postfix's src/util), and the log they write to.
 MAIL_AGNOSTIC = frozenset({"tmta.common", "tmta.logging"})

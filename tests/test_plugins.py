@@ -436,8 +436,8 @@ class ExamplePluginTests(SynchronousTestCase):
 class PluginGuideTests(SynchronousTestCase):
     """
     docs/plugins.rst's examples, from docs/examples/plugins, working in a
-    real master: a lookup table type, an SMTP restriction and a
-    transport.
+    real master: a lookup table type, an SMTP restriction, a transport
+    and a message authenticator.
     """
 
     def test_guideExamples(self):
@@ -468,6 +468,10 @@ class PluginGuideTests(SynchronousTestCase):
             "transport_maps": f"json:{transports}",
             "relay_domains": "archive.example",
             "smtpd_recipient_restrictions": "reject_numeric_localpart",
+            # Mail from loopback counts as from outside, for the
+            # authenticator.
+            "mydomain": "own.example", "dkim_internal_hosts": "", "dkim_verification": "yes",
+            "message_authentication_plugins": "own_domain_signed",
         }, masterCf, extraPath=[os.path.join(REPO, "docs", "examples", "plugins")]).start()
         self.addCleanup(master.stop)
         sendMessage(port, "alice@example.com", ["team@localhost"], "to the team")
@@ -484,6 +488,13 @@ class PluginGuideTests(SynchronousTestCase):
         self.assertEqual((record["queue_id"], record["recipients"]),
                          (queueId, ["x@archive.example"]))
         self.assertIn("Subject: archived", record["message"])
+        # Unsigned mail from outside in the site's own name is held.
+        sendMessage(port, "mallory@own.example", ["bob@localhost"], "spoofed")
+        hold = os.path.join(master.queue, "hold")
+        waitFor(lambda: any(files for _, _, files in os.walk(hold)), what="the held message")
+        self.assertEqual(len(maildirMessages(spool)["bob"]), 1)
+        self.assertRegex(maildirMessages(spool)["bob"][0].decode(),
+                         r"Authentication-Results: localhost;\s+dkim=none")
 
 
 class EveryProviderTests(SynchronousTestCase):

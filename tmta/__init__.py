@@ -31,7 +31,10 @@ C{__all__} of each module in L{PUBLIC_MODULES}:
   - L{tmta.sasl.SASLClient}, L{tmta.sasl.Challenge},
     L{tmta.sasl.Authenticated}, L{tmta.sasl.AuthenticationFailed},
     L{tmta.sasl.AuthenticationUnavailable} and
-    L{tmta.sasl.PasswordExchange}: what a SASL backend exchanges.
+    L{tmta.sasl.PasswordExchange}: what a SASL backend exchanges;
+  - L{tmta.authentication.message.MessageUnderTest} and
+    L{tmta.authentication.message.AuthenticationResult}: what a message
+    authenticator sees and reports.
 
 Everything else -- the master, the daemons' own modules, the wire
 protocols between processes, the queue file format, and whatever a
@@ -53,4 +56,5 @@ PUBLIC_MODULES = (
     "tmta.tables",
     "tmta.smtpd.restrictions",
     "tmta.sasl",
+    "tmta.authentication.message",
 )

@@ -5,11 +5,14 @@ Every part that can be replaced or added by a plugin is named here by a
 zope.interface: a master.cf program (L{IComponent}), a transport
 (L{IDeliveryAgent}), a lookup table (L{ILookupTable}), address rewriting
 and resolution (L{IAddressRewriter}, L{IAddressResolver}), an smtpd
-restriction (L{ISMTPRestriction}) and a SASL backend (L{ISASLBackend}).
+restriction (L{ISMTPRestriction}), a SASL backend (L{ISASLBackend}) and
+a check or signature cleanup applies to a whole message
+(L{IMessageAuthenticator}: DKIM, DMARC).
 Plugins add components (L{IComponent}), transports
 (L{IDeliveryAgentFactory}), table types (L{ILookupTableType}),
-restrictions (L{ISMTPRestriction}) and SASL backends
-(L{ISASLBackendType}); each is checked with
+restrictions (L{ISMTPRestriction}), SASL backends
+(L{ISASLBackendType}) and message authenticators
+(L{IMessageAuthenticatorType}); each is checked with
 C{zope.interface.verify.verifyObject} when found.
 
 The queue store (L{IQueue}) is the contract between cleanup, qmgr, the
@@ -62,6 +65,8 @@ __all__ = [
     "ISASLBackendType",
     "ISASLBackend",
     "ISASLExchange",
+    "IMessageAuthenticatorType",
+    "IMessageAuthenticator",
 ]
 
 
@@ -552,4 +557,56 @@ class ISASLExchange(Interface):
         """
         The client gave up (C{*}) or went away: free what the exchange
         holds.
+        """
+
+
+class IMessageAuthenticatorType(Interface):
+    """
+    A kind of message authentication cleanup applies once a whole
+    message is in: DKIM verification (C{dkim_verify}), DMARC (C{dmarc})
+    and DKIM signing (C{dkim_sign}) are built in
+    (L{tmta.authentication}), each switched on by its own parameter; a
+    plugin adds one by naming it in C{message_authentication_plugins},
+    or replaces a built-in one by taking its name.
+    """
+
+    name = Attribute("Its name, e.g. C{dkim_verify}.")
+
+    def open(config, reactor, resolver):
+        """
+        Set up the authenticator for one cleanup process.
+
+        @param config: cleanup's configuration, for the settings the
+            authenticator reads.
+        @param reactor: the process's reactor.
+        @param resolver: a twisted.names resolver (C{lookupText} and the
+            others), for what the authenticator asks the DNS.
+        @return: an L{IMessageAuthenticator}, or C{None} when the
+            configuration leaves it off.
+        @raise ValueError: the configuration does not describe a usable
+            authenticator (cleanup then refuses to start: a check asked
+            for is never silently off).
+        """
+
+
+class IMessageAuthenticator(Interface):
+    """
+    One check or signature applied to a whole message in cleanup,
+    after the milters and before the message is committed.
+    """
+
+    def authenticate(message):
+        """
+        Examine or sign one message.
+
+        @param message: a L{tmta.authentication.message.MessageUnderTest}:
+            its header section and body, envelope, client, whether it is
+            being verified or signed, and what the authenticators before
+            this one found (C{results}).  The authenticator adds its
+            results there, the headers to put on top of the message
+            (C{prepend}), and may set C{disposition} (reject, defer or
+            hold the message).
+        @return: C{None}, or a Deferred firing when done.  A failure
+            makes the mail wait (451 4.3.0): a broken check never lets
+            mail through unchecked.
         """

@@ -376,6 +376,26 @@ def resolveOnLoopback(directory: str) -> None:
     subprocess.run(["mount", "--bind", resolv, "/etc/resolv.conf"], check=True)
 
 
+def loopbackResolver(testCase, zone: str, timeout: float = 2):
+    """
+    A twisted.names resolver asking a twisted.names server, in this
+    process, on a loopback port, that serves C{zone} (twisted.names'
+    Python zone syntax); the server stops when C{testCase} ends.
+    """
+    from twisted.internet import reactor
+    from twisted.names import authority, client, dns, server
+
+    path = os.path.abspath(testCase.mktemp() + ".zone")
+    with open(path, "w") as f:
+        f.write(zone)
+    factory = server.DNSServerFactory(authorities=[authority.PySourceAuthority(path)])
+    udp = reactor.listenUDP(0, dns.DNSDatagramProtocol(factory), interface="127.0.0.1")
+    testCase.addCleanup(udp.stopListening)
+    resolver = client.Resolver(servers=[("127.0.0.1", udp.getHost().port)], reactor=reactor)
+    resolver.timeout = (timeout,)
+    return resolver
+
+
 def serveZoneOnLoopback(directory: str, zone: str) -> subprocess.Popen:
     """
     In a private namespace (L{resolveOnLoopback}): point resolv.conf at

@@ -105,6 +105,12 @@ class Message:
         self.localSession: Optional[LocalSession] = None
         #: Where the Received: header added here is among the headers.
         self.ownReceived = -1
+        #: Whether the message's signatures are verified, and whether it
+        #: is signed (L{tmta.authentication}).
+        self.authenticationRoles = (False, False)
+        if cleanup.authentication.active:
+            self.authenticationRoles = cleanup.authentication.roles(
+                attributes, PROBE_ATTRIBUTE in attributes)
         self.chain: defer.Deferred = defer.succeed(None)
         if not createFile:
             return
@@ -297,6 +303,12 @@ class Message:
         if hops >= self.cleanup.settings.hopcountLimit:
             self.error = Rejection(554, "5.4.6 Too many hops")
             return
+        if self.authenticationRoles[0]:
+            forged = set(self.cleanup.authentication.forged(headers))
+            if forged:
+                log.info("{queueId}: removed {count} Authentication-Results header(s) in "
+                         "this host's name", queueId=self.queueId, count=len(forged))
+                headers = [h for i, h in enumerate(headers) if i not in forged]
         checks = NO_HEADER_BODY_CHECKS not in self.overrides
         if checks and self.cleanup.checks.inspectsBody:
             self.bodyChecker = self.cleanup.checks.body(headers)
@@ -371,6 +383,8 @@ class Message:
                     await self._lateStep(self._throughMilters)
             finally:
                 self._releaseMilters()
+        if self.error is None and verdict.discard is None and any(self.authenticationRoles):
+            await self._lateStep(self._authenticate)
         if self.error is None and verdict.lateEnvelope and verdict.discard is None:
             await self._lateStep(self._rewriteUnderNewEnvelope)
         if self.error is not None and self._bouncesRefusals():
@@ -556,6 +570,42 @@ class Message:
         self._milterVerdict(verdict, f"END-OF-MESSAGE from {client[0]}[{client[1]}]")
         if self.verdict.discard is None and edits.changed:
             await self._rewriteWithEdits(edits)
+
+    async def _authenticate(self) -> None:
+        """
+        The whole message through the authenticators
+        (L{tmta.authentication.pipeline}): their headers put on top of
+        it, and what they decided done -- refused, deferred or held.
+        """
+        from tmta.authentication.message import MessageUnderTest
+
+        headers, body = _headerList(self.file.contentText())
+        verifying, signing = self.authenticationRoles
+        message = MessageUnderTest(headers, body, self.sender, [r[0] for r in self.recipients],
+                                   self.attributes, verifying, signing, self.queueId)
+        try:
+            await self.cleanup.authentication.examine(message)
+        except TableLookupError as e:
+            log.warn("{queueId}: DKIM signing: {error}", queueId=self.queueId, error=str(e))
+            raise Rejection(451, "4.3.0 Error: temporary lookup failure")
+        except ValueError as e:
+            # A signing key that went missing, a key table naming no key.
+            log.error("{queueId}: message authentication: {error}", queueId=self.queueId,
+                      error=str(e))
+            raise Rejection(451, "4.3.5 Server configuration error")
+        except Exception:
+            log.failure("{queueId}: message authentication failed", queueId=self.queueId)
+            raise Rejection(451, "4.3.0 Error: message authentication failed")
+        disposition = message.disposition
+        if disposition is not None and disposition[0] in ("reject", "defer"):
+            log.info("{queueId}: {action}: {text}", queueId=self.queueId,
+                     action=disposition[0], text=f"{disposition[1]} {disposition[2]}")
+            raise Rejection(disposition[1], disposition[2])
+        if disposition is not None and disposition[0] == "hold":
+            self.verdict.hold = disposition[1]
+            log.info("{queueId}: hold: {reason}", queueId=self.queueId, reason=disposition[1])
+        if message.prepend:
+            self.file.prependContent(b"\n".join(message.prepend) + b"\n")
 
     def _milterVerdict(self, verdict: MilterVerdict, where: str) -> None:
         """

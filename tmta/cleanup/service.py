@@ -40,16 +40,20 @@ def qmgrTrigger(reactor, queueDirectory: str, idle: float, service: str = "qmgr"
 def configurationProblems(config, entry) -> List[str]:
     """
     What stops a cleanup service from starting: a C{non_smtpd_milters}
-    list it cannot read (L{tmta.interfaces.IComponent.configurationProblems}).
+    list it cannot read, a DKIM signing key it cannot use, a message
+    authentication plugin that is missing
+    (L{tmta.interfaces.IComponent.configurationProblems}).
     """
+    from tmta.authentication.pipeline import authenticationProblems
     from tmta.config import ConfigError
     from tmta.milter.settings import milterList
 
+    problems = []
     try:
         milterList(config, "non_smtpd_milters")
     except ConfigError as e:
-        return [e.reason]
-    return []
+        problems.append(e.reason)
+    return problems + authenticationProblems(config)
 
 
 class CleanupService(Service):

@@ -31,6 +31,9 @@ class Cleanup:
     """
     What every cleanup client connection shares: the queue, the rewrite
     client, the limits, and the trigger that wakes qmgr.
+
+    @param resolver: makes the DNS resolver of message authentication
+        (L{tmta.authentication}), when it is on.
     """
 
     def __init__(
@@ -40,6 +43,7 @@ class Cleanup:
         store: QueueStore,
         rewriter,
         notifyQmgr: Callable[[str], defer.Deferred],
+        resolver: Optional[Callable] = None,
     ) -> None:
         self.reactor = reactor
         self.store = store
@@ -67,6 +71,12 @@ class Cleanup:
         self.localMacros = localMacros(config.get("myhostname"),
                                        config.get("milter_macro_daemon_name"),
                                        config.get("milter_macro_v"))
+        from tmta.authentication.pipeline import MessageAuthentication
+
+        #: DKIM verification and signing, and the plugins' checks, of
+        #: each whole message; C{resolver} makes their DNS resolver (by
+        #: default the system's).
+        self.authentication = MessageAuthentication.fromConfig(config, reactor, resolver)
 
     def lookUp(self, remote: bool, f: Callable[..., T], *args) -> "T | defer.Deferred[T]":
         """

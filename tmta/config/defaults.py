@@ -130,6 +130,30 @@ DEFAULTS: Dict[str, str] = {
     "anvil_shared_store": "",
     # tmta: the form of the maillog's lines, text (Postfix's) or json.
     "maillog_file_format": "text",
+    # tmta: message authentication in cleanup (tmta.authentication).
+    # The name this host gives its Authentication-Results headers.
+    "authserv_id": "$myhostname",
+    # DKIM signing of mail from this site's own clients: the From:
+    # domain (or address) to a key name, the key name to
+    # domain:selector:keyfile (OpenDKIM's SigningTable and KeyTable);
+    # empty: no signing.
+    "dkim_signing_table": "",
+    "dkim_key_table": "",
+    # Clients whose mail is signed, not verified (besides local
+    # submissions and authenticated clients).
+    "dkim_internal_hosts": "$mynetworks",
+    "dkim_canonicalization": "relaxed/relaxed",
+    "dkim_signed_headers": (
+        "from, reply-to, subject, date, to, cc, resent-date, resent-from, resent-to, "
+        "resent-cc, in-reply-to, references, list-id, list-help, list-unsubscribe, "
+        "list-subscribe, list-post, list-owner, list-archive, message-id, mime-version, "
+        "content-type, content-transfer-encoding"),
+    "dkim_oversigned_headers": "from",
+    # DKIM verification of incoming mail, into Authentication-Results.
+    "dkim_verification": "no",
+    "dkim_minimum_key_bits": "1024",
+    # Plugins (IMessageAuthenticatorType) run after the built-in checks.
+    "message_authentication_plugins": "",
     "disable_vrfy_command": "no",
     "message_size_limit": "10240000",
     "line_length_limit": "2048",

@@ -62,6 +62,9 @@ class QueueFileWriter:
         self._offset = 0
         self.size = 0
         self._inContent = False
+        #: Where the content's records begin in C{_pending}, while none
+        #: of them has been written to the file.
+        self._contentIndex: Optional[int] = None
         self._record(REC_VERSION, VERSION)
 
     def _record(self, kind: bytes, data: bytes) -> None:
@@ -81,6 +84,7 @@ class QueueFileWriter:
         if self._pending:
             data = b"".join(self._pending)
             self._pending, self._pendingSize = [], 0
+            self._contentIndex = None
             writeFully(self._fd, data)
 
     def envelope(self, arrival: float, sender: str, attributes: Dict[str, str]) -> None:
@@ -104,6 +108,7 @@ class QueueFileWriter:
             self._record(REC_MESSAGE, b"")
             self._inContent = True
             self._contentStart = self._offset
+            self._contentIndex = len(self._pending)
         for start in range(0, len(data), MAX_CHUNK):
             self._record(REC_CONTENT, data[start : start + MAX_CHUNK])
         self.size += len(data)
@@ -123,6 +128,50 @@ class QueueFileWriter:
                 if kind != REC_CONTENT:
                     raise CorruptQueueFile(f"unexpected record {kind!r} in content")
                 yield data
+
+    def contentText(self) -> bytes:
+        """
+        The content written so far: from memory while it is all still
+        gathered there (a small message), else read back from the file
+        (L{writtenContent}).  Blocking in the second case.
+        """
+        if self._contentIndex is not None:
+            return b"".join(self._pending[self._contentIndex + 1::2])
+        return b"".join(self.writtenContent())
+
+    def prependContent(self, data: bytes) -> None:
+        """
+        Put C{data} before the content written so far: headers cleanup
+        can make only once it has the whole message (a DKIM signature,
+        C{Authentication-Results}).  Without copying while the content is
+        all still in memory; else the content is read back and written
+        again after C{data}.  Blocking in the second case.
+        """
+        if not data:
+            return
+        if not self._inContent:
+            self.content(data)
+            return
+        records: List[bytes] = []
+        for start in range(0, len(data), MAX_CHUNK):
+            piece = data[start : start + MAX_CHUNK]
+            records += [HEADER.pack(REC_CONTENT, len(piece)), piece]
+        added = sum(len(r) for r in records)
+        if self._contentIndex is None:
+            content = self.contentText()
+            os.ftruncate(self._fd, self._contentStart)
+            os.lseek(self._fd, self._contentStart, os.SEEK_SET)
+            self._pending, self._pendingSize = records, added
+            self._offset = self._contentStart + added
+            self.size += len(data) - len(content)
+            self._contentIndex = 0
+            self.content(content)
+            return
+        index = self._contentIndex
+        self._pending[index:index] = records
+        self._offset += added
+        self._pendingSize += added
+        self.size += len(data)
 
     def commit(self) -> None:
         """

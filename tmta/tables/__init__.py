@@ -456,6 +456,8 @@ MATCH_LIST_PARAMETERS = frozenset({
 _SOME_TABLES = MATCH_LIST_PARAMETERS | {"alias_database", "postscreen_access_list"}
 _TABLE_SUFFIXES = ("_maps", "_checks", "_delivery_status_filter", "_reply_filter",
                    "_command_filter")
+#: Parameters of tables only whose names do not say so.
+_TABLES_ONLY = frozenset({"dkim_signing_table", "dkim_key_table"})
 #: C{*_maps} that list other tables' names for proxymap, not tables.
 _NOT_TABLES = frozenset({"proxy_read_maps", "proxy_write_maps"})
 
@@ -484,6 +486,8 @@ REMOTE_TABLE_PARAMETERS = frozenset({
     "lmtp_sasl_password_maps",
     # postscreen's verdict on a client as it connects
     "postscreen_access_list",
+    # cleanup's choice of DKIM signing key
+    "dkim_signing_table", "dkim_key_table",
 })
 
 
@@ -522,7 +526,8 @@ def tableProblems(config, names=None) -> List[Tuple[str, str]]:
     approved = None
     problems: List[Tuple[str, str]] = []
     for name in names if names is not None else config.names():
-        tablesOnly = name not in _NOT_TABLES and name.endswith(_TABLE_SUFFIXES)
+        tablesOnly = name in _TABLES_ONLY or (name not in _NOT_TABLES
+                                               and name.endswith(_TABLE_SUFFIXES))
         if not (tablesOnly or name in _SOME_TABLES):
             continue
         try:
