@@ -30,7 +30,7 @@ from tmta.mail.receiving import INTERNAL_ORIGINS
 log = Logger()
 
 #: The built-in authenticators that examine incoming mail, in order.
-VERIFYING = ("dkim_verify",)
+VERIFYING = ("dkim_verify", "dmarc")
 #: The built-in authenticators that sign this site's own mail, in order.
 SIGNING = ("dkim_sign",)
 
@@ -88,8 +88,29 @@ class DKIMSignType:
         return signing
 
 
+@implementer(IMessageAuthenticatorType)
+class DMARCType:
+    """
+    C{dmarc}: DMARC of incoming mail, when C{dmarc_verification = yes}
+    (L{tmta.authentication.dmarc.DMARCVerification}), with what
+    C{dmarc_reject_action} and C{dmarc_quarantine_action} make of its
+    policies.
+    """
+
+    name = "dmarc"
+
+    def open(self, config, reactor, resolver):
+        from tmta.authentication.dmarc import DMARCVerification
+        from tmta.config import parseBool
+
+        if not parseBool(config.get("dmarc_verification")):
+            return None
+        return DMARCVerification(resolver, config.get("dmarc_reject_action").strip().lower(),
+                                 config.get("dmarc_quarantine_action").strip().lower())
+
+
 #: The built-in authenticators, by name.
-BUILTIN = {kind.name: kind for kind in (DKIMVerifyType(), DKIMSignType())}
+BUILTIN = {kind.name: kind for kind in (DKIMVerifyType(), DMARCType(), DKIMSignType())}
 
 
 def _authenticatorType(name: str):
@@ -179,7 +200,12 @@ class MessageAuthentication:
 
     @property
     def active(self) -> bool:
-        return bool(self.verifiers or self.signers)
+        """
+        Whether any message may be examined: one that smtpd's
+        C{check_spf} has a result for always is, to carry the result
+        into C{Authentication-Results}.
+        """
+        return True
 
     def roles(self, attributes: Dict[str, str], probe: bool = False) -> Tuple[bool, bool]:
         """
@@ -192,6 +218,8 @@ class MessageAuthentication:
         """
         if probe or attributes.get("origin") in INTERNAL_ORIGINS:
             return False, False
+        if not (self.verifiers or self.signers or "spf_result" in attributes):
+            return False, False
         client = attributes.get("client_address", "")
         if not client or attributes.get("sasl_username"):
             return False, bool(self.signers)
@@ -199,7 +227,7 @@ class MessageAuthentication:
 
         if self.internalHosts is not None and inNetworks(client, self.internalHosts):
             return False, bool(self.signers)
-        return bool(self.verifiers), False
+        return bool(self.verifiers) or "spf_result" in attributes, False
 
     def forged(self, headers: List[bytes]) -> List[int]:
         """
@@ -217,6 +245,11 @@ class MessageAuthentication:
         C{Authentication-Results}), its C{disposition} what to do with it.
         """
         if message.verifying:
+            from tmta.authentication.dmarc import spfResult
+
+            spf = spfResult(message.attributes)
+            if spf is not None:
+                message.results.append(spf)
             for authenticator in self.verifiers:
                 yield authenticator.authenticate(message)
                 if message.disposition is not None and message.disposition[0] != "hold":
@@ -242,6 +275,17 @@ def authenticationProblems(config) -> List[str]:
         parseBool(config.get("dkim_verification"))
     except (ConfigError, ValueError) as e:
         problems.append(f"dkim_verification: {e}")
+    from tmta.authentication.dmarc import QUARANTINE_ACTIONS, REJECT_ACTIONS
+
+    try:
+        if parseBool(config.get("dmarc_verification")):
+            for name, allowed in (("dmarc_reject_action", REJECT_ACTIONS),
+                                  ("dmarc_quarantine_action", QUARANTINE_ACTIONS)):
+                if config.get(name).strip().lower() not in allowed:
+                    problems.append(f"{name} must be one of {', '.join(allowed)}, not "
+                                    f"{config.get(name)!r}")
+    except (ConfigError, ValueError) as e:
+        problems.append(f"dmarc_verification: {e}")
     try:
         Signer(config.get("dkim_canonicalization").strip(),
                config.getList("dkim_signed_headers"),

@@ -152,6 +152,12 @@ DEFAULTS: Dict[str, str] = {
     # DKIM verification of incoming mail, into Authentication-Results.
     "dkim_verification": "no",
     "dkim_minimum_key_bits": "1024",
+    # DMARC of incoming mail, and what its policies do here: p=reject
+    # is refused (reject), held or only tagged; p=quarantine held or
+    # tagged.
+    "dmarc_verification": "no",
+    "dmarc_reject_action": "reject",
+    "dmarc_quarantine_action": "hold",
     # Plugins (IMessageAuthenticatorType) run after the built-in checks.
     "message_authentication_plugins": "",
     "disable_vrfy_command": "no",

@@ -24,6 +24,7 @@ from tmta.interfaces import ISMTPRestriction
 from tmta.logging import Logger
 from tmta.mail.address import splitAddress
 from tmta.mail.dnslists import filterMatches, parseFilter, reversedAddress
+from tmta.smtpd.spfcheck import checkSPF
 from tmta.smtpd.verdicts import (
     DEFER,
     DEFER_IF_REJECT,
@@ -371,6 +372,7 @@ RESTRICTIONS = {
     "reject_unknown_recipient_domain": _unknownDomain("Recipient"),
     "reject_unknown_helo_hostname": _unknownHeloHostname,
     "reject_unknown_hostname": _unknownHeloHostname,
+    "check_spf": checkSPF,
 }
 
 ARGUMENT_RESTRICTIONS = {

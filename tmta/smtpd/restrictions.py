@@ -151,7 +151,10 @@ class RestrictionList:
         if decide is not None:
             return Builtin(lowered, decide, env)
         if lowered in dnschecks.RESTRICTIONS:
-            return Builtin(lowered, dnschecks.RESTRICTIONS[lowered], env)
+            decide = dnschecks.RESTRICTIONS[lowered]
+            # What a check imports only when listed, imported now.
+            getattr(decide, "prepare", lambda: None)()
+            return Builtin(lowered, decide, env)
         takers = _argumentTakers()
         if lowered in takers:
             if not items:

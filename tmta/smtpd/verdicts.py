@@ -60,6 +60,9 @@ class TransactionActions:
     prepend: List[str] = field(default_factory=list)
     #: Recipients to send a copy to (BCC), each once.
     bcc: List[str] = field(default_factory=list)
+    #: The SPF results of the HELO name and the sender
+    #: (L{tmta.mail.spf.SPFOutcome}s), once C{check_spf} has them.
+    spf: Optional[tuple] = None
 
     def attributes(self) -> Dict[str, str]:
         """
@@ -74,6 +77,15 @@ class TransactionActions:
             out["access_prepend"] = "\n".join(self.prepend)
         if self.bcc:
             out["access_bcc"] = "\n".join(dict.fromkeys(self.bcc))
+        if self.spf is not None:
+            helo, mail = self.spf
+            chosen = mail or helo
+            if chosen is not None:
+                out["spf_result"] = chosen.result
+                out["spf_scope"] = chosen.scope
+                out["spf_identity"] = chosen.identity
+            if helo is not None:
+                out["spf_helo_result"] = helo.result
         return out
 
 
