@@ -18,6 +18,7 @@ this project's machines one run can differ from the next by a third.
     python bench/run.py --sendmail          # posted by tmta-sendmail / Postfix's sendmail
     python bench/run.py --starttls          # every session says STARTTLS first
     python bench/run.py --milter            # every message signed by one OpenDKIM milter
+    python bench/run.py --dkim              # tmta signs by itself, Postfix by OpenDKIM
     python bench/run.py --pgsql             # mailboxes in PostgreSQL, through proxy:
     python bench/run.py --all               # every tracked load, one after another
     python bench/run.py --reactor uvloop    # tmta's workers on asyncio's reactor over uvloop
@@ -200,6 +201,10 @@ def main() -> int:
     parser.add_argument("--milter", action="store_true",
                         help="put one private OpenDKIM on each server's smtpd "
                              "(smtpd_milters), signing every message")
+    parser.add_argument("--dkim", action="store_true",
+                        help="every message DKIM-signed: by tmta itself (dkim_signing_table), "
+                             "by one private OpenDKIM milter on Postfix's smtpd, with the same "
+                             "key")
     parser.add_argument("--pgsql", action="store_true",
                         help="deliver with virtual, the mailbox found by virtual_mailbox_maps in "
                              "a private PostgreSQL through proxy: (both servers, the same "
@@ -280,12 +285,16 @@ def bench(args, parser) -> int:
 
         certificate = os.path.join(base, "tls", "smtpd.pem")
         writeSelfSignedCertificate(certificate, "localhost")
-    milter = None
-    if args.milter:
+    milter = signWith = None
+    if args.milter or args.dkim:
         if not (shutil.which("opendkim") and shutil.which("opendkim-genkey")):
-            parser.error("--milter needs Debian's opendkim and opendkim-tools")
+            parser.error("--milter and --dkim need Debian's opendkim and opendkim-tools")
         milter = OpenDKIM(base)
         milter.start()
+    postfixMilter = milter
+    if args.dkim:
+        # tmta signs by itself with the milter's key; Postfix has the milter.
+        signWith, milter = milter, None
     mailboxes = None
     if args.pgsql:
         if args.relay:
@@ -298,26 +307,28 @@ def bench(args, parser) -> int:
             parser.error("--relay needs Postfix's smtp-sink")
         makers = [("tmta", lambda where: Tmta(where, Sink(os.path.join(where, "tmta-sink")),
                                               certificate, python=args.python,
-                                              milter=milter))]
+                                              milter=milter, signWith=signWith))]
         if not args.no_postfix and shutil.which("postfix") and os.getuid() == 0:
             makers.append(("postfix", lambda where: Postfix(
                 where, "virtual", Sink(os.path.join(where, "postfix-sink")), certificate,
-                args.postfix_max_use, milter)))
+                args.postfix_max_use, postfixMilter)))
     else:
         makers = [("tmta", lambda where: Tmta(where, None, certificate, python=args.python,
-                                              milter=milter, mailboxes=mailboxes))]
+                                              milter=milter, mailboxes=mailboxes,
+                                              signWith=signWith))]
     if args.baseline:
         makers.insert(1, ("tmta-baseline", lambda where: Tmta(
             where, Sink(os.path.join(where, "baseline-sink")) if args.relay else None,
             certificate, repo=args.baseline, label="tmta-baseline", milter=milter,
-            mailboxes=mailboxes)))
+            mailboxes=mailboxes, signWith=signWith)))
     if not args.relay and not args.no_postfix and shutil.which("postfix") and os.getuid() == 0:
         for agent in [a.strip() for a in args.postfix_agents.split(",") if a.strip()]:
             if agent not in ("virtual", "local"):
                 parser.error(f"unknown Postfix agent {agent!r}")
             name = "postfix" if agent == "virtual" else f"postfix-{agent}"
             makers.append((name, lambda where, agent=agent: Postfix(
-                where, agent, None, certificate, args.postfix_max_use, milter, mailboxes)))
+                where, agent, None, certificate, args.postfix_max_use, postfixMilter,
+                mailboxes)))
     runs: Dict[str, List[Dict[str, float]]] = {name: [] for name, _ in makers}
     try:
         first = True
@@ -345,8 +356,8 @@ def bench(args, parser) -> int:
                 print(f"round {round + 1}: {name:15} e2e {result['e2e']:6.0f}/s  "
                       f"CPU {result['cpu_ms']:.2f} ms/msg{disk}", flush=True)
     finally:
-        if milter is not None:
-            milter.stop()
+        if postfixMilter is not None:
+            postfixMilter.stop()
         if mailboxes is not None:
             mailboxes.stop()
         shutil.rmtree(base, ignore_errors=True)
@@ -357,6 +368,7 @@ def bench(args, parser) -> int:
     how = ("posted with sendmail, " if args.sendmail else "") + (
         "STARTTLS on every session, " if args.starttls else "") + (
         "signed by an OpenDKIM milter, " if args.milter else "") + (
+        "DKIM-signed (tmta by itself, Postfix by an OpenDKIM milter), " if args.dkim else "") + (
         "mailboxes in PostgreSQL through proxy:, " if args.pgsql else "")
     print(f"\n{args.messages} messages, {args.sessions} sessions, {args.size} bytes, {how}"
           f"{'relayed to smtp-sink' if args.relay else 'delivered to a Maildir'}, "

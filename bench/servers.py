@@ -233,10 +233,13 @@ class Tmta(Server):
                  certificate: Optional[str] = None, repo: str = REPO,
                  label: str = "tmta", python: str = sys.executable,
                  milter: Optional[OpenDKIM] = None,
-                 mailboxes: Optional[MailboxDatabase] = None) -> None:
+                 mailboxes: Optional[MailboxDatabase] = None,
+                 signWith: Optional[OpenDKIM] = None) -> None:
         """
         @param repo: the checkout whose code runs (C{--baseline}: an
             earlier commit's, to compare with).
+        @param signWith: sign every message itself (C{--dkim}), with
+            this OpenDKIM's key, domain and selector.
         @param label: the name of its directory under C{base}.
         @param python: the interpreter it runs on (C{--python}).
         @param mailboxes: deliver with virtual, the mailbox found in
@@ -274,6 +277,9 @@ class Tmta(Server):
                 + tlsSettings(certificate)
                 + milterSettings(milter)
                 + (self._virtual(mailboxes, owner) if mailboxes else "")
+                + (f"dkim_signing_table = static:bench\ndkim_key_table = "
+                   f"static:example.com:bench:{signWith.base}/bench.private\n"
+                   "dkim_canonicalization = relaxed/simple\n" if signWith else "")
             )
         with open(os.path.join(conf, "master.cf"), "w") as f:
             f.write(
