@@ -158,6 +158,9 @@ DEFAULTS: Dict[str, str] = {
     "dmarc_verification": "no",
     "dmarc_reject_action": "reject",
     "dmarc_quarantine_action": "hold",
+    # tmta: REQUIRETLS (RFC 8689), offered by smtpd under TLS; such
+    # mail leaves only over TLS that verifies its server, or bounces.
+    "requiretls_enable": "yes",
     # Plugins (IMessageAuthenticatorType) run after the built-in checks.
     "message_authentication_plugins": "",
     "disable_vrfy_command": "no",

@@ -169,6 +169,8 @@ class Deliver(Command):
         (b"dsn_envid", amp.Unicode(optional=True)),
         (b"verify", amp.Boolean(optional=True)),
         (b"alone", amp.Boolean(optional=True)),
+        # RFC 8689: the message goes on only over TLS that verifies.
+        (b"requiretls", amp.Boolean(optional=True)),
     ]
     response = [
         (
@@ -243,8 +245,10 @@ class AgentProtocol(ServiceAMP):
 
     @Deliver.responder
     def deliver(self, queue_id, sender, nexthop, arrival, activated, recipients,
-                dsn_ret=None, dsn_envid=None, verify=False, alone=False):
+                dsn_ret=None, dsn_envid=None, verify=False, alone=False, requiretls=False):
         attributes = {}
+        if requiretls:
+            attributes["requiretls"] = "yes"
         if dsn_ret:
             attributes["dsn_ret"] = dsn_ret
         if dsn_envid:

@@ -281,7 +281,9 @@ class Writer:
                 yield from self._chunks()
 
             attributes = {"origin": "local", "protocol": "local"}
-            for key in ("dsn_ret", "dsn_envid"):
+            # A copy forwarded goes on as the original would: REQUIRETLS
+            # (RFC 8689) holds for it too.
+            for key in ("dsn_ret", "dsn_envid", "requiretls"):
                 if key in self.envelope.attributes:
                     attributes[key] = self.envelope.attributes[key]
             try:

@@ -33,8 +33,8 @@ log = Logger()
 
 
 #: The queue file attributes the queue manager acts on.
-_KEPT_ATTRIBUTES = frozenset({"filter", "dsn_ret", "dsn_envid", PROBE_ATTRIBUTE,
-                              DELIVERABLE_ATTRIBUTE})
+_KEPT_ATTRIBUTES = frozenset({"filter", "dsn_ret", "dsn_envid", "requiretls",
+                              PROBE_ATTRIBUTE, DELIVERABLE_ATTRIBUTE})
 
 #: How many messages may wait at once for trivial-rewrite to resolve
 #: their recipients.  Enough to keep it busy; few enough that taking up

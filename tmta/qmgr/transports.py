@@ -165,6 +165,8 @@ class Transports:
         for name in ("dsn_ret", "dsn_envid"):
             if attributes.get(name):
                 flags[name] = attributes[name]
+        if attributes.get("requiretls") == "yes":
+            flags["requiretls"] = True
         if message.probe:
             flags["verify"] = True
         return agent.callRemote(

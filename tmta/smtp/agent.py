@@ -242,7 +242,8 @@ class SMTPDeliveryAgent:
                      if r.notify or r.orcpt},
                 ret=request.attributes.get("dsn_ret", ""),
                 envid=request.attributes.get("dsn_envid", ""),
-                verifyOnly=request.verifyOnly, xforward=xforward)
+                verifyOnly=request.verifyOnly, xforward=xforward,
+                requireTLS=request.attributes.get("requiretls") == "yes")
             target = _Target(host, address, port, nexthop, policy if port else None, relay)
             if port:
                 target.login = await self._lookUp(self.saslPasswords.remote,
@@ -322,6 +323,11 @@ class SMTPDeliveryAgent:
         raise _TryNext(None, "lost connection with {relay}", "4.4.2")
 
     def _failed(self, request, transaction, relay, started, e: SessionFailed):
+        if e.local and e.reply is not None and e.reply.code // 100 == 5:
+            # The client's own refusal (no SMTPUTF8, no REQUIRETLS, too
+            # big): the server said nothing of it.
+            return self._all(request, relay, BOUNCED, e.reply.dsn, _failure(relay, e),
+                             started)
         if e.reply is not None and e.reply.code // 100 == 5:
             # Refused for good: MAIL FROM or DATA said 5xx.
             return self._results(request, transaction, relay, started,

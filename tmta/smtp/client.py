@@ -341,6 +341,18 @@ class SMTPClient(protocol.Protocol):
             raise SessionFailed("MAIL FROM", Reply(550, "5.6.7 SMTPUTF8 is required"),
                                 "SMTPUTF8 is required, but was not offered by host",
                                 local=True)
+        if t.requireTLS:
+            trust = getattr(self, "trust", None)
+            if trust is None or trust.status != "Verified":
+                raise SessionFailed(
+                    "MAIL FROM", Reply(550, "5.7.30 REQUIRETLS support required"),
+                    "REQUIRETLS: the message requires TLS that verifies the server, but the "
+                    f"session is {'not under TLS' if trust is None else trust.status} with host",
+                    local=True)
+            if "REQUIRETLS" not in self.extensions:
+                raise SessionFailed(
+                    "MAIL FROM", Reply(550, "5.7.30 REQUIRETLS support required"),
+                    "REQUIRETLS is required, but was not offered by host", local=True)
         limit = self.extensions.get("SIZE", "").strip()
         if limit.isdigit() and int(limit) and len(content) > int(limit):
             # Refused for good before anything is sent, as Postfix does.
@@ -357,6 +369,8 @@ class SMTPClient(protocol.Protocol):
             mail += " BODY=8BITMIME"
         if international:
             mail += " SMTPUTF8"
+        if t.requireTLS:
+            mail += " REQUIRETLS"
         t.dsnPassed = "DSN" in self.extensions
         rcpts = [f"RCPT TO:<{t.sentAs.get(r, r)}>" for r in t.recipients]
         if t.dsnPassed:

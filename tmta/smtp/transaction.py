@@ -114,6 +114,9 @@ class Transaction:
     #: An address verification probe: the transaction ends after the
     #: recipients are answered, without DATA (and RSET before the next).
     verifyOnly: bool = False
+    #: REQUIRETLS (RFC 8689): sent only over TLS that verified the
+    #: server, to a server offering REQUIRETLS.
+    requireTLS: bool = False
     #: What XFORWARD tells a server that offers it of the message's
     #: original client (L{xforwardAttributes}); empty: nothing.
     xforward: Dict[str, str] = field(default_factory=dict)

@@ -78,6 +78,10 @@ class EnvelopeCommands(SessionState):
                     pass
                 elif name == "SMTPUTF8" and not equals and self.settings.smtputf8:
                     utf8 = True  # as often as it is given, as Postfix takes it
+                elif name == "REQUIRETLS" and not equals and self.requireTLSOffered():
+                    # RFC 8689: the message goes on only over TLS that
+                    # verifies its server (L{tmta.smtp.client}).
+                    dsn["requiretls"] = "yes"
                 elif name == "AUTH" and equals:
                     # RFC 4954's AUTH= is taken and not believed: the sender
                     # of a message is who logged in, never what a client says.

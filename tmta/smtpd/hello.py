@@ -110,6 +110,8 @@ class HelloCommands(SessionState):
         if self.settings.smtputf8:
             keywords.append("SMTPUTF8")
         keywords.append("CHUNKING")
+        if self.requireTLSOffered():
+            keywords.append("REQUIRETLS")
         hidden = self.settings.discardEhloKeywords
         if hidden:
             shown = [k for k in keywords if k.split()[0].lower() not in hidden]

@@ -74,6 +74,9 @@ class SMTPSettings:
     bareNewlineExclusions: Optional[MatchList] = None
     #: Whether SMTPUTF8 (RFC 6531) is offered (C{smtputf8_enable}).
     smtputf8: bool = False
+    #: Whether REQUIRETLS (RFC 8689) is offered under TLS
+    #: (C{requiretls_enable}).
+    requireTLS: bool = False
     #: Per-client limits across processes (L{tmta.smtpd.limits.ClientLimits});
     #: C{None}: none apply.
     limits: Optional[Any] = None
@@ -138,6 +141,7 @@ class SMTPSettings:
             sasl=sasl,
             forbidUnauthPipelining=config.getBool("smtpd_forbid_unauth_pipelining"),
             smtputf8=config.getBool("smtputf8_enable"),
+            requireTLS=config.getBool("requiretls_enable"),
             notifyClasses=frozenset(c.lower() for c in config.getList("notify_classes")),
             errorNoticeRecipient=config.get("error_notice_recipient") or "postmaster",
             bareNewline=bareNewlineMode(config.get("smtpd_forbid_bare_newline")),

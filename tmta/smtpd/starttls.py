@@ -45,6 +45,13 @@ class TLSCommands(SessionState):
         return (tls is not None and not tls.wrapper and self.tlsSummary is None
                 and self._handshake is None)
 
+    def requireTLSOffered(self) -> bool:
+        """
+        Whether REQUIRETLS (RFC 8689) is offered now: in a session under
+        TLS, when C{requiretls_enable} is on.
+        """
+        return self.tlsSummary is not None and self.settings.requireTLS
+
     def needsTLS(self) -> bool:
         """
         Refuse a command that must wait for TLS under the C{encrypt}
