@@ -158,6 +158,9 @@ DEFAULTS: Dict[str, str] = {
     "dmarc_verification": "no",
     "dmarc_reject_action": "reject",
     "dmarc_quarantine_action": "hold",
+    # tmta: MTA-STS (RFC 8461) for mail to a domain's MX hosts, its
+    # policies kept under $data_directory/mta-sts.
+    "smtp_mta_sts_enable": "no",
     # tmta: REQUIRETLS (RFC 8689), offered by smtpd under TLS; such
     # mail leaves only over TLS that verifies its server, or bounces.
     "requiretls_enable": "yes",

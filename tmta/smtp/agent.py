@@ -85,6 +85,9 @@ class _Target:
         self.nexthop, self.policy, self.relay = nexthop, policy, relay
         #: The SMTP AUTH login for this server, if any.
         self.login: Optional[SASLLogin] = None
+        #: The domain whose MTA-STS policy in C{testing} mode covers
+        #: this server: what would fail under it is logged.
+        self.stsTesting = ""
 
     @property
     def cacheKey(self) -> Tuple:
@@ -141,6 +144,17 @@ class SMTPDeliveryAgent:
         self.hosts = hosts or HostFinder(reactor, self.resolver, config, lmtp)
         #: Where a next hop under DANE finds its servers and their policies.
         self.dane = DaneFinder(reactor, config, lmtp, self.tlsPolicies.atLevel)
+        #: MTA-STS policies (C{smtp_mta_sts_enable}), for mail to a
+        #: domain's MX hosts.
+        self.mtasts = None
+        if not lmtp and config.getBool("smtp_mta_sts_enable"):
+            import os
+
+            from tmta.smtp.mtasts import PolicyFinder
+
+            self.mtasts = PolicyFinder(
+                reactor, self.resolver, os.path.join(config.get("data_directory"), "mta-sts"),
+                config.get("smtp_tls_CAfile").strip())
         for warning in self.tlsPolicies.warnings:
             log.warn("{warning}", warning=warning)
         self._connect = connect or self._connectTCP
@@ -207,8 +221,16 @@ class SMTPDeliveryAgent:
         except Exception as e:
             return self._all(request, "none", DEFERRED, "4.7.5",
                              f"TLS policy lookup for {request.nexthop}: {e}", started)
+        sts = None
+        if self.mtasts is not None and policy is self.tlsPolicies.default \
+                and policy.level not in DANE_LEVELS and not request.nexthop.startswith("["):
+            sts = await self.mtasts.find(parseNexthop(request.nexthop)[0])
+            if sts is not None and sts.mode == "none":
+                sts = None
         try:
             hosts = await self._servers(request.nexthop, policy)
+            if sts is not None:
+                hosts = self._underSTS(sts, parseNexthop(request.nexthop)[0], hosts)
         except NextHopError as e:
             if e.permanent:
                 return self._all(request, "none", BOUNCED, e.dsn, e.reason, started)
@@ -245,6 +267,8 @@ class SMTPDeliveryAgent:
                 verifyOnly=request.verifyOnly, xforward=xforward,
                 requireTLS=request.attributes.get("requiretls") == "yes")
             target = _Target(host, address, port, nexthop, policy if port else None, relay)
+            if sts is not None and sts.mode == "testing" and index < primary:
+                target.stsTesting = parseNexthop(request.nexthop)[0]
             if port:
                 target.login = await self._lookUp(self.saslPasswords.remote,
                                                   self.saslPasswords.forServer, nexthop, host,
@@ -261,6 +285,38 @@ class SMTPDeliveryAgent:
         # No server took a session: the destination itself failed.
         return DeliveryResult(
             self._all(request, "none", DEFERRED, lastDsn, lastError, started), lastError)
+
+    def _underSTS(self, sts, domain: str, hosts: List[Candidate]) -> List[Candidate]:
+        """
+        The servers of C{domain} under its MTA-STS policy: in C{enforce}
+        mode only the MX hosts it names, each under C{secure} checking
+        the MX host's name; in C{testing} mode all of them as they were,
+        with what would fail logged.
+
+        @raise NextHopError: under C{enforce}, no MX host is named.
+        """
+        from dataclasses import replace
+
+        kept: List[Candidate] = []
+        for host, address, port, nexthop, policy in hosts:
+            if not sts.matches(host):
+                log.warn("MTA-STS policy of {domain} ({mode}): MX host {host} is not one it "
+                         "names", domain=domain, mode=sts.mode, host=host)
+                if sts.mode == "enforce":
+                    continue
+            elif sts.mode == "enforce":
+                policy = replace(policy, level="secure", match=["hostname"],
+                                 servername="hostname", asGiven=None)
+            else:
+                # testing: the certificate is judged as enforce would
+                # judge it, for the log, but not required.
+                policy = replace(policy, match=["hostname"], servername="hostname",
+                                 asGiven=None)
+            kept.append((host, address, port, nexthop, policy))
+        if not kept:
+            raise NextHopError(f"MTA-STS policy of {domain}: none of its MX hosts is one the "
+                               "policy names", dsn="4.7.5")
+        return kept
 
     async def _lookUp(self, remote: bool, f, *args):
         """
@@ -363,6 +419,11 @@ class SMTPDeliveryAgent:
             if trust is not None:
                 log.info("{status} TLS connection established to {relay}: {summary}",
                          status=trust.status, relay=target.relay, summary=trust.summary)
+            if target.stsTesting and (trust is None or trust.status != "Verified"):
+                log.warn("MTA-STS policy of {domain} (testing): {relay}: would fail under "
+                         "enforce: {why}", domain=target.stsTesting, relay=target.relay,
+                         why="no TLS" if trust is None else f"{trust.status} TLS"
+                         + (f" ({trust.problem})" if trust.problem else ""))
         return protocol, False
 
     def _reportProtocolError(self, session, target: "_Target") -> None:
