@@ -23,7 +23,6 @@ import os
 import re
 import shutil
 import smtplib
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,7 @@ sys.path.insert(0, REPO)
 from tests.support import (  # noqa: E402
     MASTER_CF,
     Master,
+    accepting,
     freePort,
     localMaildirs,
     maildirMessages,
@@ -44,11 +44,6 @@ from tests.support.namespace import namespaceScenario, testZone  # noqa: E402
 
 #: An address outside the master's mynetworks and dkim_internal_hosts.
 OUTSIDE = "127.0.0.5"
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _txt(name: str, text: str) -> str:
@@ -85,7 +80,7 @@ def opendkim(base: str, name: str, settings: str, atEnd) -> int:
     process = subprocess.Popen(["opendkim", "-f", "-x", path],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     atEnd(lambda: stopProcess(process))
-    waitFor(lambda: _listening(port), what=f"OpenDKIM ({name})")
+    waitFor(lambda: accepting(port), what=f"OpenDKIM ({name})")
     return port
 
 

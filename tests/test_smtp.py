@@ -811,19 +811,12 @@ class DNSTests(SynchronousTestCase):
 
     def setUp(self):
         from twisted.internet import reactor
-        from twisted.names import authority, client, dns, server
 
+        from tests.support import loopbackResolver
         from tmta.config import MainConfig
         from tmta.smtp.agent import SMTPDeliveryAgent
 
-        path = os.path.join(self.mktemp() + ".zone")
-        with open(path, "w") as f:
-            f.write(ZONE)
-        factory = server.DNSServerFactory(authorities=[authority.PySourceAuthority(path)])
-        udp = reactor.listenUDP(0, dns.DNSDatagramProtocol(factory), interface="127.0.0.1")
-        self.addCleanup(udp.stopListening)
-        port = udp.getHost().port
-        resolver = client.Resolver(servers=[("127.0.0.1", port)], reactor=reactor)
+        resolver = loopbackResolver(self, ZONE)
         self.agent = SMTPDeliveryAgent(reactor, MainConfig({"myhostname": "me.example.test"}),
                                        resolver=resolver)
         self.reactor = reactor
