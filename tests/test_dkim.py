@@ -406,3 +406,75 @@ class OpenDKIMInteroperationTests(SynchronousTestCase):
         self.assertRegex(observed["henry"], r"Authentication-Results: mx.example.org;\s+"
                                             r"dkim=fail reason=\"body hash did not verify\" "
                                             r"header.d=odk.test")
+
+
+class ARCVerificationTests(TestCase):
+    """
+    cleanup's ARC verification (C{arc_verification = yes}) of messages
+    sealed by dkimpy's ARC signer, as a forwarder would seal them, its
+    key served on loopback.
+    """
+
+    def setUp(self):
+        from twisted.internet import reactor
+
+        from tests.test_cleanup import LocalRewriter
+        from tmta.cleanup.state import Cleanup
+        from tmta.config import MainConfig
+        from tmta.queue.layout import createLayout
+        from tmta.queue.store import QueueStore
+
+        self.pem = generateKey()
+        key = loadPrivateKey(self.pem, "lists.example.net", "arc")
+        resolver = loopbackResolver(self, zoneWith(
+            ("arc._domainkey.lists.example.net", publicRecord(key))))
+        directory = os.path.abspath(self.mktemp())
+        createLayout(directory)
+        self.store = QueueStore(directory)
+        config = MainConfig({"myhostname": "mx.example.org", "arc_verification": "yes"})
+        self.cleanup = Cleanup(reactor, config, self.store, LocalRewriter(config),
+                               lambda queueId: defer.succeed(None), resolver=lambda: resolver)
+
+    def sealed(self, body=b"Forwarded text.\r\n"):
+        message = (b"Authentication-Results: lists.example.net; spf=pass "
+                   b"smtp.mailfrom=alice@example.com\r\n"
+                   b"From: alice@example.com\r\nTo: list@lists.example.net\r\nSubject: hi\r\n"
+                   b"Date: Mon, 7 Dec 2026 10:00:00 +0000\r\nMessage-ID: <l@example.com>\r\n"
+                   b"\r\nForwarded text.\r\n")
+        seal = dkim.arc_sign(message, b"arc", b"lists.example.net", self.pem,
+                             b"lists.example.net")
+        return (b"".join(seal) + message).replace(b"Forwarded text.\r\n", body)
+
+    async def _incoming(self, content):
+        from tmta.cleanup.protocol import CleanupProtocol
+        from tmta.queue.qfile import iterContent, readEnvelope
+
+        p = CleanupProtocol(self.cleanup)
+        p.begin(1, "list-bounces@lists.example.net",
+                [{"name": "client_address", "value": "192.0.2.7"}])
+        queueId = p.messages[1].queueId
+        p.recipients(1, [{"address": "bob@example.org", "original": "bob@example.org"}])
+        p.content(1, content.replace(b"\r\n", b"\n"))
+        await p.end(1)
+        with self.store.open("incoming", queueId) as f:
+            env = readEnvelope(f)
+            return b"".join(iterContent(f, env)).decode()
+
+    def incoming(self, content):
+        return defer.Deferred.fromCoroutine(self._incoming(content))
+
+    @defer.inlineCallbacks
+    def test_intactChainPasses(self):
+        text = yield self.incoming(self.sealed())
+        self.assertIn("Authentication-Results: mx.example.org;\n\tarc=pass (i=1)\n", text)
+
+    @defer.inlineCallbacks
+    def test_alteredFails(self):
+        text = yield self.incoming(self.sealed(b"Changed on the way.\r\n"))
+        self.assertIn('\tarc=fail (i=1) reason="Most recent ARC-Message-Signature did not '
+                      'validate"\n', text)
+
+    @defer.inlineCallbacks
+    def test_unsealed(self):
+        text = yield self.incoming(b"From: a@example.com\r\nSubject: x\r\n\r\nx\r\n")
+        self.assertIn("Authentication-Results: mx.example.org;\n\tarc=none\n", text)

@@ -30,7 +30,7 @@ from tmta.mail.receiving import INTERNAL_ORIGINS
 log = Logger()
 
 #: The built-in authenticators that examine incoming mail, in order.
-VERIFYING = ("dkim_verify", "dmarc")
+VERIFYING = ("dkim_verify", "arc_verify", "dmarc")
 #: The built-in authenticators that sign this site's own mail, in order.
 SIGNING = ("dkim_sign",)
 
@@ -89,6 +89,24 @@ class DKIMSignType:
 
 
 @implementer(IMessageAuthenticatorType)
+class ARCVerifyType:
+    """
+    C{arc_verify}: the ARC chain of incoming mail, when
+    C{arc_verification = yes} (L{tmta.authentication.arc.ARCVerification}).
+    """
+
+    name = "arc_verify"
+
+    def open(self, config, reactor, resolver):
+        from tmta.authentication.arc import ARCVerification
+        from tmta.config import parseBool
+
+        if not parseBool(config.get("arc_verification")):
+            return None
+        return ARCVerification(resolver, minimumKeyBits=config.getInt("dkim_minimum_key_bits"))
+
+
+@implementer(IMessageAuthenticatorType)
 class DMARCType:
     """
     C{dmarc}: DMARC of incoming mail, when C{dmarc_verification = yes}
@@ -110,7 +128,8 @@ class DMARCType:
 
 
 #: The built-in authenticators, by name.
-BUILTIN = {kind.name: kind for kind in (DKIMVerifyType(), DMARCType(), DKIMSignType())}
+BUILTIN = {kind.name: kind for kind in (DKIMVerifyType(), ARCVerifyType(), DMARCType(),
+                                         DKIMSignType())}
 
 
 def _authenticatorType(name: str):

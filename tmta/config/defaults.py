@@ -152,6 +152,8 @@ DEFAULTS: Dict[str, str] = {
     # DKIM verification of incoming mail, into Authentication-Results.
     "dkim_verification": "no",
     "dkim_minimum_key_bits": "1024",
+    # ARC (RFC 8617): the chain of forwarders' seals on incoming mail.
+    "arc_verification": "no",
     # DMARC of incoming mail, and what its policies do here: p=reject
     # is refused (reject), held or only tagged; p=quarantine held or
     # tagged.
