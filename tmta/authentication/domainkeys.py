@@ -233,8 +233,8 @@ class Signer:
         """
         wire = _wireHeaders(headers)
         present: Dict[bytes, int] = {}
-        for name, _ in wire:
-            present[name.strip().lower()] = present.get(name.strip().lower(), 0) + 1
+        for field, _ in wire:
+            present[field.strip().lower()] = present.get(field.strip().lower(), 0) + 1
         names: List[bytes] = []
         for name in self.signedHeaders:
             encoded = name.encode()
