@@ -478,3 +478,119 @@ class ARCVerificationTests(TestCase):
     def test_unsealed(self):
         text = yield self.incoming(b"From: a@example.com\r\nSubject: x\r\n\r\nx\r\n")
         self.assertIn("Authentication-Results: mx.example.org;\n\tarc=none\n", text)
+
+
+class ARCSealingTests(TestCase):
+    """
+    cleanup sealing mail local(8) forwards (C{arc_signing_key}), the seal
+    vouching for the results this host found on arrival; dkimpy's ARC
+    verifier checks the chain.
+    """
+
+    def setUp(self):
+        from twisted.internet import reactor
+
+        from tests.test_cleanup import LocalRewriter
+        from tmta.cleanup.state import Cleanup
+        from tmta.config import MainConfig
+        from tmta.queue.layout import createLayout
+        from tmta.queue.store import QueueStore
+
+        base = os.path.abspath(self.mktemp())
+        os.makedirs(base)
+        self.listPem = generateKey()
+        sealPath = os.path.join(base, "seal.private")
+        with open(sealPath, "wb") as f:
+            f.write(generateKey())
+        self.records = {
+            b"arc._domainkey.lists.example.net.": publicRecord(
+                loadPrivateKey(self.listPem, "lists.example.net", "arc")).encode(),
+            b"seal._domainkey.example.org.": publicRecord(
+                loadPrivateKey(open(sealPath, "rb").read(), "example.org", "seal")).encode()}
+        resolver = loopbackResolver(self, zoneWith(
+            *[(name.decode().rstrip("."), value.decode())
+              for name, value in self.records.items()]))
+        directory = os.path.abspath(self.mktemp())
+        createLayout(directory)
+        self.store = QueueStore(directory)
+        config = MainConfig({"myhostname": "mx.example.org", "arc_verification": "yes",
+                             "dkim_verification": "yes",
+                             "arc_signing_key": f"example.org:seal:{sealPath}"})
+        self.cleanup = Cleanup(reactor, config, self.store, LocalRewriter(config),
+                               lambda queueId: defer.succeed(None), resolver=lambda: resolver)
+
+    async def _submit(self, content, attributes):
+        from tmta.cleanup.protocol import CleanupProtocol
+        from tmta.queue.qfile import iterContent, readEnvelope
+
+        p = CleanupProtocol(self.cleanup)
+        p.begin(1, "alice@example.com", [{"name": k, "value": v} for k, v in attributes.items()])
+        queueId = p.messages[1].queueId
+        p.recipients(1, [{"address": "bob@elsewhere.example",
+                          "original": "bob@elsewhere.example"}])
+        p.content(1, content.replace(b"\r\n", b"\n"))
+        await p.end(1)
+        with self.store.open("incoming", queueId) as f:
+            env = readEnvelope(f)
+            return b"".join(iterContent(f, env))
+
+    @defer.inlineCallbacks
+    def arrivedThenForwarded(self, message):
+        arrived = yield defer.Deferred.fromCoroutine(self._submit(
+            message, {"client_address": "192.0.2.7", "protocol": "ESMTP"}))
+        forwarded = yield defer.Deferred.fromCoroutine(self._submit(
+            b"Delivered-To: bob@example.org\n" + arrived,
+            {"origin": "local", "protocol": "local"}))
+        return arrived, forwarded
+
+    def verify(self, message):
+        return dkim.arc_verify(message.replace(b"\n", b"\r\n"),
+                               dnsfunc=lambda name, timeout=5: self.records.get(name))
+
+    MESSAGE = (b"From: alice@example.com\nTo: bob@example.org\nSubject: hi\n"
+               b"Date: Mon, 7 Dec 2026 10:00:00 +0000\nMessage-ID: <f@example.com>\n\nText.\n")
+
+    @defer.inlineCallbacks
+    def test_forwardedMailSealed(self):
+        arrived, forwarded = yield self.arrivedThenForwarded(self.MESSAGE)
+        self.assertNotIn(b"ARC-Seal", arrived)
+        self.assertTrue(forwarded.startswith(b"ARC-Seal: i=1; cv=none; a=rsa-sha256; "
+                                             b"d=example.org; s=seal;"), forwarded[:200])
+        self.assertIn(b"ARC-Authentication-Results: i=1; mx.example.org;", forwarded)
+        chain, _, why = self.verify(forwarded)
+        self.assertEqual(chain, dkim.CV_Pass, why)
+
+    @defer.inlineCallbacks
+    def test_chainExtended(self):
+        """
+        Mail a list sealed arrives with arc=pass; forwarded on, it gets
+        the second set, with cv=pass, and the whole chain verifies.
+        """
+        message = (b"Authentication-Results: lists.example.net; none\r\n"
+                   + self.MESSAGE.replace(b"\n", b"\r\n"))
+        seal = dkim.arc_sign(message, b"arc", b"lists.example.net", self.listPem,
+                             b"lists.example.net")
+        arrived, forwarded = yield self.arrivedThenForwarded(b"".join(seal) + message)
+        self.assertIn(b"arc=pass (i=1)", arrived)
+        self.assertTrue(forwarded.startswith(b"ARC-Seal: i=2; cv=pass;"), forwarded[:100])
+        chain, results, why = self.verify(forwarded)
+        self.assertEqual((chain, len(results)), (dkim.CV_Pass, 2), why)
+
+    @defer.inlineCallbacks
+    def test_localSubmissionNotSealed(self):
+        """
+        Mail with no results of this host's to vouch for gets no seal.
+        """
+        forwarded = yield defer.Deferred.fromCoroutine(self._submit(
+            self.MESSAGE, {"origin": "local", "protocol": "local"}))
+        self.assertNotIn(b"ARC-Seal", forwarded)
+
+    def test_needsVerification(self):
+        from tmta.authentication.pipeline import authenticationProblems
+        from tmta.config import MainConfig
+
+        config = MainConfig({"arc_signing_key": "example.org:seal:/nonexistent"})
+        problems = authenticationProblems(config)
+        self.assertEqual(len(problems), 2, problems)
+        self.assertIn("cannot read DKIM key /nonexistent", problems[0])
+        self.assertIn("arc_signing_key needs arc_verification = yes", problems[1])

@@ -162,6 +162,9 @@ class MessageUnderTest:
     verifying: bool
     signing: bool
     queueId: str = ""
+    #: The message is passed on by this host (forwarded): it gets an
+    #: ARC set vouching for the results this host found on arrival.
+    sealing: bool = False
     results: List[AuthenticationResult] = field(default_factory=list)
     prepend: List[bytes] = field(default_factory=list)
     disposition: Optional[tuple] = None

@@ -33,6 +33,8 @@ log = Logger()
 VERIFYING = ("dkim_verify", "arc_verify", "dmarc")
 #: The built-in authenticators that sign this site's own mail, in order.
 SIGNING = ("dkim_sign",)
+#: The built-in authenticators that seal mail passed on, in order.
+SEALING = ("arc_seal",)
 
 
 @implementer(IMessageAuthenticatorType)
@@ -127,9 +129,43 @@ class DMARCType:
                                  config.get("dmarc_quarantine_action").strip().lower())
 
 
+@implementer(IMessageAuthenticatorType)
+class ARCSealType:
+    """
+    C{arc_seal}: an ARC set on mail this host passes on, when
+    C{arc_signing_key} names C{domain:selector:keyfile}
+    (L{tmta.authentication.arc.ARCSealing}); the key is read now, while
+    cleanup may still be root.
+    """
+
+    name = "arc_seal"
+
+    def open(self, config, reactor, resolver):
+        from tmta.authentication.arc import ARCSealing
+        from tmta.authentication.domainkeys import readKeySpec
+
+        spec = config.get("arc_signing_key").strip()
+        if not spec:
+            return None
+        key = readKeySpec(spec)
+        if key.algorithm != "rsa-sha256":
+            raise ValueError("arc_signing_key: ARC signs with RSA keys only (RFC 8617)")
+        from cryptography.hazmat.primitives import serialization
+
+        pem = key.key.private_bytes(  # type: ignore[attr-defined]
+            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption())
+        # dkimpy parses Authentication-Results with authres, whose
+        # modules are loaded now, before cleanup gives up root.
+        import authres
+
+        authres.AuthenticationResultsHeader.parse("Authentication-Results: example.com; none")
+        return ARCSealing(key.domain, key.selector, pem, config.get("authserv_id").strip())
+
+
 #: The built-in authenticators, by name.
 BUILTIN = {kind.name: kind for kind in (DKIMVerifyType(), ARCVerifyType(), DMARCType(),
-                                         DKIMSignType())}
+                                         DKIMSignType(), ARCSealType())}
 
 
 def _authenticatorType(name: str):
@@ -156,12 +192,14 @@ class MessageAuthentication:
 
     @ivar verifiers: the authenticators of incoming mail, in order.
     @ivar signers: the authenticators of this site's own mail.
+    @ivar sealers: what adds an ARC set to mail passed on.
     """
 
     def __init__(self, verifiers: List, signers: List, authservId: str,
-                 internalHosts=None) -> None:
+                 internalHosts=None, sealers: Optional[List] = None) -> None:
         self.verifiers = verifiers
         self.signers = signers
+        self.sealers = sealers or []
         self.authservId = authservId
         self.internalHosts = internalHosts
 
@@ -212,10 +250,12 @@ class MessageAuthentication:
         verifiers += [a for a in (build(n, required=True) for n in config.getList(
             "message_authentication_plugins")) if a is not None]
         signers = [a for a in (build(n) for n in SIGNING) if a is not None]
+        sealers = [a for a in (build(n) for n in SEALING) if a is not None]
         from tmta.tables.networks import parseNetworks
 
         return cls(verifiers, signers, config.get("authserv_id").strip(),
-                   parseNetworks(config.getList("dkim_internal_hosts"), "dkim_internal_hosts"))
+                   parseNetworks(config.getList("dkim_internal_hosts"), "dkim_internal_hosts"),
+                   sealers)
 
     @property
     def active(self) -> bool:
@@ -226,27 +266,36 @@ class MessageAuthentication:
         """
         return True
 
-    def roles(self, attributes: Dict[str, str], probe: bool = False) -> Tuple[bool, bool]:
+    def roles(self, attributes: Dict[str, str], probe: bool = False
+              ) -> Tuple[bool, bool, bool]:
         """
-        Whether a message with these attributes is verified, and whether
-        it is signed: mail the mail system made itself (a bounce,
-        forwarded mail) and address probes neither; mail submitted on
-        this host, by an authenticated client, or from
-        C{dkim_internal_hosts} is signed; all other mail from the
-        network is verified.
+        Whether a message with these attributes is verified, signed,
+        and sealed (given an ARC set): address probes and the mail
+        system's own notices get none of it; mail local(8) forwards is
+        sealed; mail submitted on this host, by an authenticated client,
+        or from C{dkim_internal_hosts} is signed and sealed (a mailing
+        list handing mail on); all other mail from the network is
+        verified.
         """
-        if probe or attributes.get("origin") in INTERNAL_ORIGINS:
-            return False, False
-        if not (self.verifiers or self.signers or "spf_result" in attributes):
-            return False, False
+        origin = attributes.get("origin")
+        if probe:
+            return False, False, False
+        if origin == "local":
+            return False, False, bool(self.sealers)
+        if origin in INTERNAL_ORIGINS:
+            return False, False, False
+        if not (self.verifiers or self.signers or self.sealers
+                or "spf_result" in attributes):
+            return False, False, False
         client = attributes.get("client_address", "")
-        if not client or attributes.get("sasl_username"):
-            return False, bool(self.signers)
-        from tmta.tables.networks import inNetworks
+        internal = not client or bool(attributes.get("sasl_username"))
+        if not internal and self.internalHosts is not None:
+            from tmta.tables.networks import inNetworks
 
-        if self.internalHosts is not None and inNetworks(client, self.internalHosts):
-            return False, bool(self.signers)
-        return bool(self.verifiers) or "spf_result" in attributes, False
+            internal = inNetworks(client, self.internalHosts)
+        if internal:
+            return False, bool(self.signers), bool(self.sealers)
+        return bool(self.verifiers) or "spf_result" in attributes, False, False
 
     def forged(self, headers: List[bytes]) -> List[int]:
         """
@@ -276,6 +325,9 @@ class MessageAuthentication:
             message.prepend.append(resultsHeader(self.authservId, message.results))
         if message.signing:
             for authenticator in self.signers:
+                yield authenticator.authenticate(message)
+        if message.sealing:
+            for authenticator in self.sealers:
                 yield authenticator.authenticate(message)
         return message
 
@@ -319,6 +371,17 @@ def authenticationProblems(config) -> List[str]:
         except ValueError as e:
             problems.append(str(e))
     problems += [f"dkim_signing_table: {p}" for p in _keyProblems(config, keyFileProblems)]
+    sealing = config.get("arc_signing_key").strip()
+    if sealing:
+        problem = keyFileProblems(sealing)
+        if problem:
+            problems.append(f"arc_signing_key: {problem}")
+        try:
+            if not parseBool(config.get("arc_verification")):
+                problems.append("arc_signing_key needs arc_verification = yes: a seal "
+                                "states whether the chain it extends is intact")
+        except (ConfigError, ValueError):
+            pass
     return problems
 
 

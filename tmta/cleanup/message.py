@@ -105,9 +105,9 @@ class Message:
         self.localSession: Optional[LocalSession] = None
         #: Where the Received: header added here is among the headers.
         self.ownReceived = -1
-        #: Whether the message's signatures are verified, and whether it
-        #: is signed (L{tmta.authentication}).
-        self.authenticationRoles = (False, False)
+        #: Whether the message's signatures are verified, whether it is
+        #: signed, and whether it is sealed (L{tmta.authentication}).
+        self.authenticationRoles = (False, False, False)
         if cleanup.authentication.active:
             self.authenticationRoles = cleanup.authentication.roles(
                 attributes, PROBE_ATTRIBUTE in attributes)
@@ -580,9 +580,10 @@ class Message:
         from tmta.authentication.message import MessageUnderTest
 
         headers, body = _headerList(self.file.contentText())
-        verifying, signing = self.authenticationRoles
+        verifying, signing, sealing = self.authenticationRoles
         message = MessageUnderTest(headers, body, self.sender, [r[0] for r in self.recipients],
-                                   self.attributes, verifying, signing, self.queueId)
+                                   self.attributes, verifying, signing, self.queueId,
+                                   sealing=sealing)
         try:
             await self.cleanup.authentication.examine(message)
         except TableLookupError as e:

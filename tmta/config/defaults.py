@@ -154,6 +154,8 @@ DEFAULTS: Dict[str, str] = {
     "dkim_minimum_key_bits": "1024",
     # ARC (RFC 8617): the chain of forwarders' seals on incoming mail.
     "arc_verification": "no",
+    # ARC sealing of mail passed on (forwarded): domain:selector:keyfile.
+    "arc_signing_key": "",
     # DMARC of incoming mail, and what its policies do here: p=reject
     # is refused (reject), held or only tagged; p=quarantine held or
     # tagged.
