@@ -243,12 +243,15 @@ class DMARCTests(TestCase):
         self.assertIn("dkim=pass", text)
         self.assertIn("dmarc=pass (p=reject dis=none) header.from=reject.test", text)
 
-    async def _submitWhole(self, cleanup, message):
+    async def _submitWhole(self, cleanup, message, spf=None):
         from tmta.cleanup.protocol import CleanupProtocol
         from tmta.queue.qfile import iterContent, readEnvelope
 
+        attributes = {"client_address": "192.0.2.1"}
+        if spf:
+            attributes.update(spf_result=spf[0], spf_scope="mailfrom", spf_identity=spf[1])
         p = CleanupProtocol(cleanup)
-        p.begin(1, "sender@example.net", [{"name": "client_address", "value": "192.0.2.1"}])
+        p.begin(1, "sender@example.net", [{"name": k, "value": v} for k, v in attributes.items()])
         queueId = p.messages[1].queueId
         p.recipients(1, [{"address": "bob@example.org", "original": "bob@example.org"}])
         p.content(1, message)
@@ -335,9 +338,16 @@ class DMARCTests(TestCase):
         """
         cleanup = self.cleanup(dkim_verification="no", dmarc_verification="no",
                                dkim_signing_table="")
-        _, _, text = yield self.submit(cleanup, "a@example.net", spf=("softfail", "a@x.test"))
+        _, _, text = yield self.submit(cleanup, "a@example.net", spf=("softfail", "a@x.test"),
+                                       body=b"x\n")
         self.assertTrue(text.startswith("Authentication-Results: mx.example.org;\n\t"
                                         "spf=softfail smtp.mailfrom=a@x.test\n"), text[:200])
+        # One written in this host's name by someone else is removed.
+        _, _, text = yield defer.Deferred.fromCoroutine(self._submitWhole(
+            cleanup, b"Authentication-Results: mx.example.org; spf=pass\nFrom: a@example.net\n"
+                     b"\nx\n", spf=("fail", "a@x.test")))
+        self.assertEqual(text.count("Authentication-Results:"), 1)
+        self.assertIn("spf=fail", text)
 
     def test_badActionRefused(self):
         from tmta.authentication.pipeline import authenticationProblems

@@ -303,7 +303,7 @@ class MessageAuthentication:
         in this host's name (L{forgedResults}): removed before they can
         be believed.
         """
-        return forgedResults(headers, self.authservId) if self.verifiers else []
+        return forgedResults(headers, self.authservId)
 
     @defer.inlineCallbacks
     def examine(self, message: MessageUnderTest):
