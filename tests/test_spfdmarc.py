@@ -398,3 +398,73 @@ class PolicydSPFDifferentialTests(SynchronousTestCase):
                           for decision, result in ours],
                          ["pass", "refused", "softfail", "none", "neutral", "permerror", "pass",
                           "pass", "refused", "pass", "refused"])
+
+
+class AggregateReportTests(TestCase):
+    """
+    DMARC aggregate reports: cleanup records each evaluation for a
+    domain that asks for reports, and C{tmta dmarc report} queues one
+    gzipped XML report per domain to its C{rua} address.
+    """
+
+    def setUp(self):
+        self.base = os.path.abspath(self.mktemp())
+        os.makedirs(self.base)
+        self.history = os.path.join(self.base, "history")
+        self.resolver = loopbackResolver(self, dmarcZone(
+            loadPrivateKey(generateKey(), "reject.test", "s1")))
+
+    @defer.inlineCallbacks
+    def test_reportQueued(self):
+        import argparse
+        import gzip
+        import io
+        from email import message_from_bytes
+
+        from tmta.cli.admin import dmarc as command
+        from tmta.queue.layout import createLayout
+        from tmta.queue.qfile import iterContent, openQueueFile, readEnvelope
+
+        harness = DMARCTests("test_noPolicy")
+        harness.mktemp = self.mktemp
+        harness.resolver = self.resolver
+        harness.settings = {"myhostname": "mx.example.org", "dmarc_verification": "yes",
+                            "dmarc_history_file": self.history}
+        cleanup = harness.cleanup()
+        for spf in (None, ("pass", "a@none.test"), ("pass", "a@none.test")):
+            yield harness.submit(cleanup, "ceo@none.test", spf=spf)
+        yield harness.submit(cleanup, "ceo@quarantine.test")  # asks for no reports
+        with open(self.history) as f:
+            self.assertEqual(len(f.readlines()), 3)
+        # The report command, on a configuration of its own.
+        conf = os.path.join(self.base, "conf")
+        queue = os.path.join(self.base, "queue")
+        os.makedirs(conf)
+        createLayout(queue)
+        with open(os.path.join(conf, "main.cf"), "w") as f:
+            f.write(f"queue_directory = {queue}\ndmarc_history_file = {self.history}\n"
+                    "mydomain = example.org\n")
+        parser = argparse.ArgumentParser()
+        command.addParser(parser.add_subparsers())
+        options = parser.parse_args(["dmarc", "report", "-c", conf])
+        out = io.StringIO()
+        self.assertEqual(options.run(options, parser, out), 0)
+        self.assertIn("none.test: report none.test.", out.getvalue())
+        self.assertFalse(os.path.exists(self.history))
+        [name] = [n for n in os.listdir(os.path.join(queue, "maildrop"))]
+        with openQueueFile(os.path.join(queue, "maildrop", name)) as f:
+            envelope = readEnvelope(f)
+            content = b"".join(iterContent(f, envelope))
+        self.assertEqual([r.address for r in envelope.recipients], ["dmarc@none.test"])
+        self.assertEqual(envelope.sender, "dmarc-reports@example.org")
+        message = message_from_bytes(content)
+        self.assertTrue(" ".join(str(message["Subject"]).split()).startswith(
+            "Report Domain: none.test Submitter: example.org Report-ID: <none.test."))
+        [attachment] = [p for p in message.walk() if p.get_filename()]
+        self.assertRegex(attachment.get_filename(), r"^example\.org!none\.test!\d+!\d+\.xml\.gz$")
+        xml = gzip.decompress(attachment.get_payload(decode=True)).decode()
+        self.assertIn("<policy_published><domain>none.test</domain>", xml)
+        self.assertIn("<row><source_ip>192.0.2.1</source_ip><count>2</count><policy_evaluated>"
+                      "<disposition>none</disposition><dkim>fail</dkim><spf>pass</spf>", xml)
+        self.assertIn("<count>1</count><policy_evaluated><disposition>none</disposition>"
+                      "<dkim>fail</dkim><spf>fail</spf>", xml)

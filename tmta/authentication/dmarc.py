@@ -15,6 +15,7 @@ asked for through twisted.names.
 from __future__ import annotations
 
 import random
+import time
 from typing import Dict, Optional, Tuple
 
 from twisted.internet import defer
@@ -91,7 +92,8 @@ class DMARCVerification:
     """
 
     def __init__(self, resolver, rejectAction: str = "reject", quarantineAction: str = "hold",
-                 timeout: float = 5, sample=lambda: random.uniform(0, 100)) -> None:
+                 timeout: float = 5, sample=lambda: random.uniform(0, 100),
+                 history: str = "", clock=time.time) -> None:
         if rejectAction not in REJECT_ACTIONS:
             raise ValueError(f"dmarc_reject_action must be one of {', '.join(REJECT_ACTIONS)}, "
                              f"not {rejectAction!r}")
@@ -106,6 +108,10 @@ class DMARCVerification:
         self.quarantineAction = quarantineAction
         self.timeout = timeout
         self.sample = sample
+        #: Where each evaluation for a domain that asks for aggregate
+        #: reports is recorded (C{dmarc_history_file}); empty: nowhere.
+        self.history = history
+        self.clock = clock
 
     @defer.inlineCallbacks
     def _record(self, domain: str):
@@ -160,7 +166,8 @@ class DMARCVerification:
             message.results.append(AuthenticationResult("dmarc", "none",
                                                         [("header.from", domain)]))
             return
-        passed = self._passed(message, domain, tags)
+        dkimAligned, spfAligned = self._aligned(message, domain, tags)
+        passed = dkimAligned or spfAligned
         policy = tags["p"].lower()
         if policyDomain != domain and tags.get("sp", "").lower() in (
                 "none", "quarantine", "reject"):
@@ -176,23 +183,63 @@ class DMARCVerification:
             "dmarc", "pass" if passed else "fail", [("header.from", domain)],
             comment=f"p={tags['p'].lower()} dis={disposition}"))
         self._dispose(message, disposition, domain)
+        if self.history and tags.get("rua"):
+            self._remember(message, domain, policyDomain, tags, disposition, dkimAligned,
+                           spfAligned)
+
+    def _remember(self, message: MessageUnderTest, domain: str, policyDomain: str,
+                tags: Dict[str, str], disposition: str, dkimAligned: bool,
+                spfAligned: bool) -> None:
+        """
+        Append this evaluation to the history the aggregate reports are
+        made from (L{tmta.authentication.dmarcreports}).
+        """
+        from tmta.authentication.dmarcreports import appendRecord
+
+        spf = [(r.property("smtp.mailfrom") or r.property("smtp.helo") or "").rpartition("@")[2]
+               for r in message.results if r.method == "spf"]
+        spfResult = [r.result for r in message.results if r.method == "spf"]
+        record = {
+            "time": int(self.clock()), "source_ip": message.attributes.get("client_address", ""),
+            "header_from": domain, "policy_domain": policyDomain,
+            "p": tags["p"].lower(), "sp": tags.get("sp", "").lower(),
+            "pct": tags.get("pct", "100"), "adkim": tags.get("adkim", "r").lower(),
+            "aspf": tags.get("aspf", "r").lower(), "rua": tags["rua"],
+            "disposition": disposition, "dkim_aligned": dkimAligned, "spf_aligned": spfAligned,
+            "dkim": [[r.property("header.d") or "", r.result] for r in message.results
+                     if r.method == "dkim" and r.result != "none"],
+            "spf": [spf[0], spfResult[0],
+                    "helo" if message.attributes.get("spf_scope") == "helo" else "mfrom"]
+            if spf else [],
+        }
+        try:
+            appendRecord(self.history, record)
+        except OSError as e:
+            log.warn("{queueId}: cannot record DMARC history in {path}: {error}",
+                     queueId=message.queueId, path=self.history, error=e.strerror)
 
     @staticmethod
-    def _passed(message: MessageUnderTest, domain: str, tags: Dict[str, str]) -> bool:
+    def _aligned(message: MessageUnderTest, domain: str, tags: Dict[str, str]
+                 ) -> Tuple[bool, bool]:
+        """
+        Whether a DKIM signature, and whether SPF, passed for a domain
+        aligned with the From: domain.
+        """
         strictDKIM = tags.get("adkim", "r").lower() == "s"
         strictSPF = tags.get("aspf", "r").lower() == "s"
+        dkimAligned = spfAligned = False
         for result in message.results:
             if result.result != "pass":
                 continue
             if result.method == "dkim" and aligned(result.property("header.d") or "", domain,
                                                    strictDKIM):
-                return True
+                dkimAligned = True
             if result.method == "spf":
                 identity = result.property("smtp.mailfrom") or result.property("smtp.helo") \
                     or ""
                 if aligned(identity.rpartition("@")[2], domain, strictSPF):
-                    return True
-        return False
+                    spfAligned = True
+        return dkimAligned, spfAligned
 
     def _dispose(self, message: MessageUnderTest, disposition: str, domain: str) -> None:
         action = {"reject": self.rejectAction, "quarantine": self.quarantineAction}.get(

@@ -126,7 +126,8 @@ class DMARCType:
         if not parseBool(config.get("dmarc_verification")):
             return None
         return DMARCVerification(resolver, config.get("dmarc_reject_action").strip().lower(),
-                                 config.get("dmarc_quarantine_action").strip().lower())
+                                 config.get("dmarc_quarantine_action").strip().lower(),
+                                 history=config.get("dmarc_history_file").strip())
 
 
 @implementer(IMessageAuthenticatorType)

@@ -162,6 +162,12 @@ DEFAULTS: Dict[str, str] = {
     "dmarc_verification": "no",
     "dmarc_reject_action": "reject",
     "dmarc_quarantine_action": "hold",
+    # Where each DMARC evaluation for a domain that asks for aggregate
+    # reports (rua=) is recorded, for "tmta dmarc report" (empty: none);
+    # who the reports say they are from.
+    "dmarc_history_file": "",
+    "dmarc_report_org_name": "$mydomain",
+    "dmarc_report_sender": "dmarc-reports@$mydomain",
     # tmta: MTA-STS (RFC 8461) for mail to a domain's MX hosts, its
     # policies kept under $data_directory/mta-sts.
     "smtp_mta_sts_enable": "no",

@@ -10,7 +10,18 @@ import argparse
 import sys
 from typing import List, Optional
 
-from tmta.cli.admin import compat, config, dkim, maps, qshape, queue, service, system, users
+from tmta.cli.admin import (
+    compat,
+    config,
+    dkim,
+    dmarc,
+    maps,
+    qshape,
+    queue,
+    service,
+    system,
+    users,
+)
 from tmta.cli.admin.compat import installCompat
 from tmta.cli.admin.config import showConfig
 from tmta.cli.admin.maps import buildAliases, buildMaps, queryMap
@@ -18,7 +29,7 @@ from tmta.cli.admin.queue import flushQueue, listQueue
 from tmta.config import ConfigError
 
 #: The subcommands, in the order C{tmta --help} lists them.
-SUBCOMMANDS = (service, config, queue, qshape, maps, users, dkim, compat, system)
+SUBCOMMANDS = (service, config, queue, qshape, maps, users, dkim, dmarc, compat, system)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

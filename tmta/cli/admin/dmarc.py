@@ -1,0 +1,84 @@
+"""
+C{tmta dmarc report}: send the DMARC aggregate reports of what
+C{dmarc_history_file} recorded since the last run (run it daily, from
+cron or a systemd timer).  Each report goes into the queue as mail from
+C{dmarc_report_sender}, like mail posted with sendmail; the records sent
+are then removed.  C{-n} prints what would be sent and sends nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import TextIO
+
+
+def addParser(commands) -> None:
+    parser = commands.add_parser("dmarc", help="DMARC aggregate reports")
+    actions = parser.add_subparsers(dest="dmarcAction", required=True)
+    report = actions.add_parser("report", help="send the aggregate reports recorded so far")
+    report.add_argument("-n", "--dry-run", action="store_true",
+                        help="print what would be sent; send and remove nothing")
+    report.add_argument("-c", "--config", default=argparse.SUPPRESS,
+                        help="configuration directory")
+    report.set_defaults(run=runReport, listOf=None)
+
+
+def runReport(options: argparse.Namespace, parser: argparse.ArgumentParser,
+              out: TextIO = sys.stdout) -> int:
+    from tmta.authentication.dmarcreports import gatherReports, readRecords, reportMessage
+    from tmta.cli.admin.common import configuration
+    from tmta.cli.sendmail import Posting, post, wakePickup
+
+    config = configuration(options).main
+    path = config.get("dmarc_history_file").strip()
+    if not path:
+        sys.stderr.write("tmta: fatal: dmarc_history_file is not set: nothing is recorded\n")
+        return 1
+    # The history is taken away from cleanup first, so that what it
+    # records meanwhile waits for the next run; a run that failed
+    # leaves its part to be sent first.
+    sending = path + ".sending"
+    if not options.dry_run and os.path.exists(path):
+        if os.path.exists(sending):
+            with open(path, "rb") as new, open(sending, "ab") as old:
+                old.write(new.read())
+            os.unlink(path)
+        else:
+            os.rename(path, sending)
+    source = path if options.dry_run else sending
+    try:
+        with open(source, encoding="utf-8", errors="replace") as f:
+            records = readRecords(f)
+    except FileNotFoundError:
+        records = []
+    orgName = config.get("dmarc_report_org_name").strip()
+    sender = config.get("dmarc_report_sender").strip()
+    queueDirectory = config.get("queue_directory")
+    sent = 0
+    for domain, addresses, refused, reportId, begin, end, xml in gatherReports(
+            records, orgName, sender):
+        for address in refused:
+            out.write(f"{domain}: not sent to {address}: another organization's address "
+                      "needs the DNS authorization of RFC 7489 section 7.1\n")
+        if not addresses:
+            continue
+        if options.dry_run:
+            out.write(f"{domain}: report {reportId} to {', '.join(addresses)}\n")
+            out.write(xml.decode("utf-8") + "\n")
+            continue
+        posting = Posting()
+        posting.sender = sender
+        posting.recipients = addresses
+        queueId = post(posting, reportMessage(domain, xml, orgName, sender, addresses,
+                                              reportId, begin, end), queueDirectory)
+        out.write(f"{domain}: report {reportId} to {', '.join(addresses)}: queued as "
+                  f"{queueId}\n")
+        sent += 1
+    if not options.dry_run:
+        if sent:
+            wakePickup(queueDirectory)
+        if os.path.exists(sending):
+            os.unlink(sending)
+    return 0
