@@ -52,7 +52,9 @@ ZONE = testZone(
     "    A('mx.wrong.test', '127.0.0.22'),\n"
     + "".join(f"    MX({domain!r}, 10, {host!r}),\n" for domain, host in MX.items())
     + "".join(f"    TXT('_mta-sts.{domain}', b'v=STSv1; id=20261208'),\n"
-              f"    A('mta-sts.{domain}', '127.0.0.80'),\n" for domain in POLICIES)
+              f"    A('mta-sts.{domain}', '127.0.0.80'),\n"
+              f"    TXT('_smtp._tls.{domain}', b'v=TLSRPTv1; rua=mailto:tlsrpt@{domain}'),\n"
+              for domain in POLICIES)
 )
 
 HTTPS_SERVER = textwrap.dedent("""\
@@ -115,6 +117,8 @@ def scenario(base: str, observed: dict, atEnd) -> None:
         "smtp_tls_security_level": "may",
         "smtp_tls_CAfile": ca.caFile,
         "data_directory": os.path.join(base, "data"),
+        # Where mail_owner may write, as data_directory is.
+        "smtp_tls_report_history_file": os.path.join(base, "data", "tlsrpt-history"),
         "smtpd_peername_lookup": "no",
         "minimal_backoff_time": "300s",
     }, CORE_MASTER_CF.format(port="127.0.0.1:2525").replace("127.0.0.1:2525      inet",
@@ -142,6 +146,13 @@ def scenario(base: str, observed: dict, atEnd) -> None:
     waitFor(lambda: all(outcome(d) for d in MX), timeout=120, what="every outcome")
     observed["outcomes"] = {d: outcome(d) for d in MX}
     observed["kept"] = sorted(os.listdir(os.path.join(base, "data", "mta-sts")))
+    # The TLS reports of those sessions, as tmta tlsrpt report would send
+    # them (-n: shown, not sent).
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    observed["tlsrpt"] = subprocess.run(
+        [sys.executable, "-m", "tmta.cli.admin", "-c", os.path.join(base, "sender"), "tlsrpt",
+         "report", "-n"], capture_output=True, text=True, timeout=60,
+        env=dict(os.environ, PYTHONPATH=repo)).stdout
 
 
 if __name__ == "__main__":

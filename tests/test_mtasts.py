@@ -5,6 +5,8 @@ the policies served over HTTPS under a test CA, in a private namespace
 (L{tests.mtastsdriver}).
 """
 
+import json
+
 from twisted.trial.unittest import SynchronousTestCase
 
 from tmta.smtp.mtasts import PolicyError, _recordId, parsePolicy
@@ -68,3 +70,51 @@ class EnforcementTests(SynchronousTestCase):
         # Kept for the other smtp processes, under data_directory.
         self.assertEqual(observed["kept"],
                          ["enforce.test", "testing.test", "unlisted.test", "wrong.test"])
+        # The TLS reports tmta tlsrpt report would send (RFC 8460), to
+        # the address each domain's _smtp._tls record names.
+        reports = {}
+        for block in observed["tlsrpt"].split("\n}\n"):
+            header, _, body = block.partition("\n")
+            if body:
+                reports[header.split(":")[0]] = (header, json.loads(body + "\n}"))
+        self.assertEqual(sorted(reports), ["enforce.test", "testing.test", "wrong.test"])
+        self.assertTrue(reports["wrong.test"][0].endswith(" to tlsrpt@wrong.test"))
+        [policy] = reports["enforce.test"][1]["policies"]
+        self.assertEqual(policy["summary"], {"total-successful-session-count": 1,
+                                             "total-failure-session-count": 0})
+        self.assertEqual(policy["policy"]["policy-string"],
+                         ["version: STSv1", "mode: enforce", "mx: mx.good.test",
+                          "max_age: 86400"])
+        for domain in ("wrong.test", "testing.test"):
+            [policy] = reports[domain][1]["policies"]
+            self.assertEqual(policy["failure-details"], [
+                {"result-type": "certificate-host-mismatch",
+                 "receiving-mx-hostname": "mx.wrong.test", "receiving-ip": "127.0.0.22",
+                 "failed-session-count": 1}])
+
+
+class ReportMessageTests(SynchronousTestCase):
+    def test_message(self):
+        import gzip
+        from email import message_from_bytes
+
+        from tmta.authentication.tlsreports import reportJSON, reportMessage, ruaOf
+
+        self.assertEqual(ruaOf([b"v=TLSRPTv1; rua=mailto:a@x.example,https://r.example/x"]),
+                         ["a@x.example"])
+        self.assertEqual(ruaOf([b"v=TLSRPTv1; rua=mailto:a@x", b"v=TLSRPTv1; rua=mailto:b@x"]),
+                         [])
+        report = reportJSON([{"policy_domain": "x.example", "policy_type": "sts",
+                              "policy_string": ["mode: enforce"], "mx_host": "mx.x.example",
+                              "receiving_ip": "192.0.2.1", "result": "success",
+                              "time": 0}], "sender.example", "r@sender.example", "id1", 0, 86400)
+        message = message_from_bytes(reportMessage("x.example", report, "sender.example",
+                                                   "r@sender.example", ["a@x.example"], "id1",
+                                                   0, 86400))
+        self.assertEqual(message["TLS-Report-Domain"], "x.example")
+        [attachment] = [p for p in message.walk() if p.get_filename()]
+        self.assertEqual(attachment.get_content_type(), "application/tlsrpt+gzip")
+        self.assertEqual(attachment.get_filename(), "sender.example!x.example!0!86400.json.gz")
+        body = json.loads(gzip.decompress(attachment.get_payload(decode=True)))
+        self.assertEqual(body["date-range"], {"start-datetime": "1970-01-01T00:00:00Z",
+                                              "end-datetime": "1970-01-02T00:00:00Z"})

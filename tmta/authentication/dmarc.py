@@ -25,6 +25,7 @@ from zope.interface import implementer
 
 from tmta.authentication.domainkeys import fromDomain
 from tmta.authentication.message import AuthenticationResult, MessageUnderTest
+from tmta.common.history import appendRecord
 from tmta.interfaces import IMessageAuthenticator
 from tmta.logging import Logger
 
@@ -194,8 +195,6 @@ class DMARCVerification:
         Append this evaluation to the history the aggregate reports are
         made from (L{tmta.authentication.dmarcreports}).
         """
-        from tmta.authentication.dmarcreports import appendRecord
-
         spf = [(r.property("smtp.mailfrom") or r.property("smtp.helo") or "").rpartition("@")[2]
                for r in message.results if r.method == "spf"]
         spfResult = [r.result for r in message.results if r.method == "spf"]

@@ -16,42 +16,12 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import time
 import xml.etree.ElementTree as ElementTree
 from collections import Counter
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
-from typing import Dict, Iterable, List, Tuple
-
-
-def appendRecord(path: str, record: Dict) -> None:
-    """
-    Append one evaluation to the history file, as one write (several
-    cleanup processes append to it).
-    """
-    line = (json.dumps(record, sort_keys=True) + "\n").encode("utf-8")
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-    try:
-        os.write(fd, line)
-    finally:
-        os.close(fd)
-
-
-def readRecords(lines: Iterable[str]) -> List[Dict]:
-    """
-    The records of a history file; a line that does not parse (a write
-    cut short by a full disk) is skipped.
-    """
-    records = []
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict) and record.get("policy_domain"):
-            records.append(record)
-    return records
+from typing import Dict, List, Optional, Tuple
 
 
 def ruaAddresses(rua: str, domain: str) -> Tuple[List[str], List[str]]:
@@ -153,7 +123,8 @@ def reportMessage(domain: str, xml: bytes, orgName: str, sender: str, recipients
     return message.as_bytes()
 
 
-def gatherReports(records: List[Dict], orgName: str, email: str, now: float = None):
+def gatherReports(records: List[Dict], orgName: str, email: str,
+                  now: Optional[float] = None):
     """
     One report per policy domain that asked for reports: C{(domain,
     addresses, left out, report id, begin, end, XML)}.

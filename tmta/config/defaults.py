@@ -171,6 +171,12 @@ DEFAULTS: Dict[str, str] = {
     # tmta: MTA-STS (RFC 8461) for mail to a domain's MX hosts, its
     # policies kept under $data_directory/mta-sts.
     "smtp_mta_sts_enable": "no",
+    # tmta: TLS reporting (RFC 8460): where each session under an
+    # MTA-STS or DANE policy is recorded for "tmta tlsrpt report" (empty:
+    # nowhere), and who the reports say they are from.
+    "smtp_tls_report_history_file": "",
+    "tls_report_org_name": "$mydomain",
+    "tls_report_sender": "tls-reports@$mydomain",
     # tmta: REQUIRETLS (RFC 8689), offered by smtpd under TLS; such
     # mail leaves only over TLS that verifies its server, or bounces.
     "requiretls_enable": "yes",

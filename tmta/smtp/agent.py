@@ -88,6 +88,10 @@ class _Target:
         #: The domain whose MTA-STS policy in C{testing} mode covers
         #: this server: what would fail under it is logged.
         self.stsTesting = ""
+        #: For TLS reporting (RFC 8460): the policy domain, and the
+        #: policy's type and text, when a policy covers this server.
+        self.reportDomain = ""
+        self.reportPolicy: Tuple[str, List[str]] = ("", [])
 
     @property
     def cacheKey(self) -> Tuple:
@@ -155,6 +159,13 @@ class SMTPDeliveryAgent:
             self.mtasts = PolicyFinder(
                 reactor, self.resolver, os.path.join(config.get("data_directory"), "mta-sts"),
                 config.get("smtp_tls_CAfile").strip())
+        #: Where each session under an MTA-STS or DANE policy is
+        #: recorded for TLS reports (C{smtp_tls_report_history_file}).
+        self.tlsReportHistory = "" if lmtp else config.get(
+            "smtp_tls_report_history_file").strip()
+        if self.tlsReportHistory:
+            # Imported while the worker may still be root.
+            import tmta.common.history  # noqa: F401
         for warning in self.tlsPolicies.warnings:
             log.warn("{warning}", warning=warning)
         self._connect = connect or self._connectTCP
@@ -269,6 +280,8 @@ class SMTPDeliveryAgent:
             target = _Target(host, address, port, nexthop, policy if port else None, relay)
             if sts is not None and sts.mode == "testing" and index < primary:
                 target.stsTesting = parseNexthop(request.nexthop)[0]
+            if index < primary and port:
+                self._reportPolicy(target, request.nexthop, sts)
             if port:
                 target.login = await self._lookUp(self.saslPasswords.remote,
                                                   self.saslPasswords.forServer, nexthop, host,
@@ -285,6 +298,52 @@ class SMTPDeliveryAgent:
         # No server took a session: the destination itself failed.
         return DeliveryResult(
             self._all(request, "none", DEFERRED, lastDsn, lastError, started), lastError)
+
+    def _reportPolicy(self, target: "_Target", nexthop: str, sts) -> None:
+        """
+        Note which policy covers the target, for TLS reports: the
+        domain's MTA-STS policy, or the server's TLSA records.
+        """
+        if not self.tlsReportHistory or nexthop.startswith("["):
+            return
+        domain = parseNexthop(nexthop)[0]
+        if sts is not None:
+            target.reportDomain = domain
+            target.reportPolicy = ("sts", ["version: STSv1", f"mode: {sts.mode}"]
+                                   + [f"mx: {m}" for m in sts.mx] + [f"max_age: {sts.maxAge}"])
+        elif target.policy is not None and target.policy.tlsa:
+            target.reportDomain = domain
+            target.reportPolicy = ("tlsa", [str(record) for record in target.policy.tlsa])
+
+    def _recordSession(self, target: "_Target", trust, failed: bool) -> None:
+        """
+        Record one session's TLS outcome under its policy
+        (L{_reportPolicy}) for C{tmta tlsrpt report}.
+        """
+        from tmta.common.history import appendRecord
+
+        kind, strings = target.reportPolicy
+        if trust is not None and trust.status == "Verified" and not failed:
+            result = "success"
+        elif trust is None:
+            result = "starttls-not-supported" if not failed else "validation-failure"
+        elif trust.status == "Trusted":
+            result = "certificate-host-mismatch"
+        elif kind == "tlsa":
+            result = "tlsa-invalid"
+        else:
+            result = "certificate-not-trusted"
+        try:
+            appendRecord(self.tlsReportHistory, {
+                "time": int(time.time()), "policy_domain": target.reportDomain,
+                "policy_type": kind, "policy_string": strings, "mx_host": target.host,
+                "receiving_ip": target.address, "result": result})
+        except OSError as e:
+            log.warn("cannot record the TLS session with {relay} in {path}: {error}",
+                     relay=target.relay, path=self.tlsReportHistory, error=e.strerror)
+        except Exception:
+            # A report record never stands in the way of a delivery.
+            log.failure("cannot record the TLS session with {relay}", relay=target.relay)
 
     def _underSTS(self, sts, domain: str, hosts: List[Candidate]) -> List[Candidate]:
         """
@@ -409,13 +468,17 @@ class SMTPDeliveryAgent:
                             self.cipherLists)
         protocol = await self._connect(target.address, target.port,
                                        self._factory(tls, target.login))
+        failed = False
         try:
             await protocol.ready
-        except SessionFailed:
+        except SessionFailed as e:
+            failed = e.tls
             self._reportProtocolError(protocol, target)
             raise
         finally:
             trust = getattr(protocol, "trust", None)
+            if target.reportDomain:
+                self._recordSession(target, trust, failed)
             if trust is not None:
                 log.info("{status} TLS connection established to {relay}: {summary}",
                          status=trust.status, relay=target.relay, summary=trust.summary)

@@ -20,6 +20,7 @@ from tmta.cli.admin import (
     queue,
     service,
     system,
+    tlsrpt,
     users,
 )
 from tmta.cli.admin.compat import installCompat
@@ -29,7 +30,8 @@ from tmta.cli.admin.queue import flushQueue, listQueue
 from tmta.config import ConfigError
 
 #: The subcommands, in the order C{tmta --help} lists them.
-SUBCOMMANDS = (service, config, queue, qshape, maps, users, dkim, dmarc, compat, system)
+SUBCOMMANDS = (service, config, queue, qshape, maps, users, dkim, dmarc, tlsrpt, compat,
+               system)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

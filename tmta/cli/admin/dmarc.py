@@ -9,7 +9,6 @@ are then removed.  C{-n} prints what would be sent and sends nothing.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import TextIO
 
@@ -27,8 +26,8 @@ def addParser(commands) -> None:
 
 def runReport(options: argparse.Namespace, parser: argparse.ArgumentParser,
               out: TextIO = sys.stdout) -> int:
-    from tmta.authentication.dmarcreports import gatherReports, readRecords, reportMessage
-    from tmta.cli.admin.common import configuration
+    from tmta.authentication.dmarcreports import gatherReports, reportMessage
+    from tmta.cli.admin.common import configuration, takeHistory
     from tmta.cli.sendmail import Posting, post, wakePickup
 
     config = configuration(options).main
@@ -36,23 +35,7 @@ def runReport(options: argparse.Namespace, parser: argparse.ArgumentParser,
     if not path:
         sys.stderr.write("tmta: fatal: dmarc_history_file is not set: nothing is recorded\n")
         return 1
-    # The history is taken away from cleanup first, so that what it
-    # records meanwhile waits for the next run; a run that failed
-    # leaves its part to be sent first.
-    sending = path + ".sending"
-    if not options.dry_run and os.path.exists(path):
-        if os.path.exists(sending):
-            with open(path, "rb") as new, open(sending, "ab") as old:
-                old.write(new.read())
-            os.unlink(path)
-        else:
-            os.rename(path, sending)
-    source = path if options.dry_run else sending
-    try:
-        with open(source, encoding="utf-8", errors="replace") as f:
-            records = readRecords(f)
-    except FileNotFoundError:
-        records = []
+    records, done = takeHistory(path, options.dry_run)
     orgName = config.get("dmarc_report_org_name").strip()
     sender = config.get("dmarc_report_sender").strip()
     queueDirectory = config.get("queue_directory")
@@ -76,9 +59,7 @@ def runReport(options: argparse.Namespace, parser: argparse.ArgumentParser,
         out.write(f"{domain}: report {reportId} to {', '.join(addresses)}: queued as "
                   f"{queueId}\n")
         sent += 1
-    if not options.dry_run:
-        if sent:
-            wakePickup(queueDirectory)
-        if os.path.exists(sending):
-            os.unlink(sending)
+    if sent and not options.dry_run:
+        wakePickup(queueDirectory)
+    done()
     return 0
