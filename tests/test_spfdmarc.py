@@ -468,3 +468,22 @@ class AggregateReportTests(TestCase):
                       "<disposition>none</disposition><dkim>fail</dkim><spf>pass</spf>", xml)
         self.assertIn("<count>1</count><policy_evaluated><disposition>none</disposition>"
                       "<dkim>fail</dkim><spf>fail</spf>", xml)
+
+
+class ReportAddressTests(SynchronousTestCase):
+    def test_otherOrganizationNeedsAuthorization(self):
+        from tmta.authentication.dmarcreports import ruaAddresses
+
+        asked = []
+
+        def authorized(domain, target):
+            asked.append((domain, target))
+            return target == "reports.example.net"
+
+        allowed, refused = ruaAddresses(
+            "mailto:d@example.com, mailto:x@reports.example.net!10m, mailto:y@other.example, "
+            "https://ignored.example/", "mail.example.com", authorized)
+        self.assertEqual((allowed, refused), (["d@example.com", "x@reports.example.net"],
+                                              ["y@other.example"]))
+        self.assertEqual(asked, [("mail.example.com", "reports.example.net"),
+                                 ("mail.example.com", "other.example")])

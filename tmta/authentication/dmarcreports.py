@@ -7,9 +7,10 @@ OpenDMARC's opendmarc-reports is), gathers the lines into one XML report
 per domain (Appendix C's schema), gzipped, mailed to each C{mailto:}
 address the domain names.
 
-A report goes only to addresses in the reported domain's own
-organizational domain: one elsewhere needs the DNS authorization of
-section 7.1, which is not asked, so it is left out (and said).
+A report goes to addresses in the reported domain's own organizational
+domain, and to another organization's only when that one publishes the
+authorization of section 7.1 (C{DOMAIN._report._dmarc.THEIRS}); others
+are left out, and said.
 """
 
 from __future__ import annotations
@@ -24,10 +25,29 @@ from email.utils import formatdate, make_msgid
 from typing import Dict, List, Optional, Tuple
 
 
-def ruaAddresses(rua: str, domain: str) -> Tuple[List[str], List[str]]:
+def externalAuthorized(domain: str, target: str) -> bool:
+    """
+    Whether C{target}'s domain agrees to take reports about C{domain}
+    (RFC 7489 section 7.1): a C{v=DMARC1} TXT record at
+    C{DOMAIN._report._dmarc.TARGET}, asked of the system's resolver (a
+    command, not a daemon: it may wait).
+    """
+    import dns.exception
+    import dns.resolver
+
+    try:
+        answer = dns.resolver.resolve(f"{domain}._report._dmarc.{target}", "TXT", lifetime=20)
+    except dns.exception.DNSException:
+        return False
+    return any(b"".join(r.strings).startswith(b"v=DMARC1") for r in answer)
+
+
+def ruaAddresses(rua: str, domain: str, authorized=externalAuthorized
+                 ) -> Tuple[List[str], List[str]]:
     """
     The C{mailto:} addresses of a C{rua=} tag that may be sent a
-    report about C{domain}, and those left out (another organization's).
+    report about C{domain}: its own organization's, and another's that
+    agrees (L{externalAuthorized}); and those left out.
     """
     from tmta.authentication.dmarc import organizationalDomain
 
@@ -40,7 +60,8 @@ def ruaAddresses(rua: str, domain: str) -> Tuple[List[str], List[str]]:
         if "@" not in address:
             continue
         target = address.rpartition("@")[2].lower()
-        if organizationalDomain(target) == organizationalDomain(domain):
+        if organizationalDomain(target) == organizationalDomain(domain) \
+                or authorized(domain, target):
             allowed.append(address)
         else:
             refused.append(address)
@@ -124,7 +145,7 @@ def reportMessage(domain: str, xml: bytes, orgName: str, sender: str, recipients
 
 
 def gatherReports(records: List[Dict], orgName: str, email: str,
-                  now: Optional[float] = None):
+                  now: Optional[float] = None, authorized=externalAuthorized):
     """
     One report per policy domain that asked for reports: C{(domain,
     addresses, left out, report id, begin, end, XML)}.
@@ -136,7 +157,7 @@ def gatherReports(records: List[Dict], orgName: str, email: str,
             byDomain.setdefault(record["policy_domain"], []).append(record)
     reports = []
     for domain, domainRecords in sorted(byDomain.items()):
-        addresses, refused = ruaAddresses(domainRecords[-1]["rua"], domain)
+        addresses, refused = ruaAddresses(domainRecords[-1]["rua"], domain, authorized)
         begin = int(min(r.get("time", now) for r in domainRecords))
         end = int(max(r.get("time", now) for r in domainRecords))
         reportId = f"{domain}.{begin}.{end}"

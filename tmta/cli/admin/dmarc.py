@@ -43,8 +43,8 @@ def runReport(options: argparse.Namespace, parser: argparse.ArgumentParser,
     for domain, addresses, refused, reportId, begin, end, xml in gatherReports(
             records, orgName, sender):
         for address in refused:
-            out.write(f"{domain}: not sent to {address}: another organization's address "
-                      "needs the DNS authorization of RFC 7489 section 7.1\n")
+            out.write(f"{domain}: not sent to {address}: another organization's address, "
+                      "which does not publish the authorization of RFC 7489 section 7.1\n")
         if not addresses:
             continue
         if options.dry_run:
