@@ -15,7 +15,9 @@ C{smtp_mta_sts_enable = yes} sends to:
     have failed logged;
   - C{unlisted.test}: C{enforce} naming only mx.elsewhere.test, MX
     mx.good.test: deferred;
-  - C{plain.test}: no policy: delivered as C{may} delivers.
+  - C{plain.test}: no policy: delivered as C{may} delivers;
+  - C{wrong.test} again, the message saying C{TLS-Required: No} (RFC
+    8689): delivered, the policy set aside.
 
 What it saw goes to the test as JSON (L{tests.support.namespace}).
 """
@@ -135,16 +137,21 @@ def scenario(base: str, observed: dict, atEnd) -> None:
     for domain in MX:
         client.sendmail("someone@sender.test", [f"u@{domain}"],
                         f"Subject: to {domain}\r\n\r\nhi\r\n".encode())
+    # RFC 8689's TLS-Required: No: the policy does not hold this back.
+    client.sendmail("someone@sender.test", ["v@wrong.test"],
+                    b"TLS-Required: No\r\nSubject: policy aside\r\n\r\nhi\r\n")
     client.quit()
 
-    def outcome(domain: str):
+    def outcome(domain: str, user: str = "u"):
         for line in sender.log().splitlines():
-            if f"to=<u@{domain}>" in line and "status=" in line:
+            if f"to=<{user}@{domain}>" in line and "status=" in line:
                 return line.split("status=", 1)[1]
         return None
 
-    waitFor(lambda: all(outcome(d) for d in MX), timeout=120, what="every outcome")
+    waitFor(lambda: all(outcome(d) for d in MX) and outcome("wrong.test", "v"), timeout=120,
+            what="every outcome")
     observed["outcomes"] = {d: outcome(d) for d in MX}
+    observed["tls-required-no"] = outcome("wrong.test", "v")
     observed["kept"] = sorted(os.listdir(os.path.join(base, "data", "mta-sts")))
     # The TLS reports of those sessions, as tmta tlsrpt report would send
     # them (-n: shown, not sent).

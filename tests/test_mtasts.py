@@ -56,6 +56,9 @@ class EnforcementTests(SynchronousTestCase):
                          "deferred (Server certificate not verified: the certificate names "
                          "mx.elsewhere.test, none of mx.wrong.test (host "
                          "mx.wrong.test[127.0.0.22]:25))")
+        # The same, when the message says TLS-Required: No: delivered.
+        self.assertTrue(observed["tls-required-no"].startswith("sent"),
+                        observed["tls-required-no"])
         # testing: the same server takes it, and the failure is logged.
         self.assertTrue(outcomes["testing.test"].startswith("sent"))
         self.assertIn("warning: MTA-STS policy of testing.test (testing): "

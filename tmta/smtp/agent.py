@@ -13,6 +13,7 @@ message or refuses it for good.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from email.utils import formatdate
 from typing import Dict, List, Optional, Tuple, Union
 
@@ -232,8 +233,19 @@ class SMTPDeliveryAgent:
         except Exception as e:
             return self._all(request, "none", DEFERRED, "4.7.5",
                              f"TLS policy lookup for {request.nexthop}: {e}", started)
+        requireTLS = request.attributes.get("requiretls") == "yes"
+        tlsOptional = (not requireTLS and policy is self.tlsPolicies.default
+                       and _tlsNotRequired(content))
+        if tlsOptional:
+            # RFC 8689 section 5: the sender asks that the recipient
+            # domain's own TLS policies (DANE, MTA-STS) not hold the
+            # mail back; TLS is still used when offered.
+            log.info("{queueId}: TLS-Required: No: the next hop's DANE and MTA-STS policies "
+                     "are not applied", queueId=request.queueId)
+            if policy.level in DANE_LEVELS:
+                policy = replace(policy, level="may", tlsa=[], asGiven=None)
         sts = None
-        if self.mtasts is not None and policy is self.tlsPolicies.default \
+        if self.mtasts is not None and policy is self.tlsPolicies.default and not tlsOptional \
                 and policy.level not in DANE_LEVELS and not request.nexthop.startswith("["):
             sts = await self.mtasts.find(parseNexthop(request.nexthop)[0])
             if sts is not None and sts.mode == "none":
@@ -275,8 +287,7 @@ class SMTPDeliveryAgent:
                      if r.notify or r.orcpt},
                 ret=request.attributes.get("dsn_ret", ""),
                 envid=request.attributes.get("dsn_envid", ""),
-                verifyOnly=request.verifyOnly, xforward=xforward,
-                requireTLS=request.attributes.get("requiretls") == "yes")
+                verifyOnly=request.verifyOnly, xforward=xforward, requireTLS=requireTLS)
             target = _Target(host, address, port, nexthop, policy if port else None, relay)
             if sts is not None and sts.mode == "testing" and index < primary:
                 target.stsTesting = parseNexthop(request.nexthop)[0]
@@ -354,8 +365,6 @@ class SMTPDeliveryAgent:
 
         @raise NextHopError: under C{enforce}, no MX host is named.
         """
-        from dataclasses import replace
-
         kept: List[Candidate] = []
         for host, address, port, nexthop, policy in hosts:
             if not sts.matches(host):
@@ -598,6 +607,19 @@ class SMTPDeliveryAgent:
             endpoint = TCP4ClientEndpoint(self.reactor, address, port,
                                           timeout=self.settings.connectTimeout, bindAddress=bind)
         return endpoint.connect(factory)
+
+
+def _tlsNotRequired(content: bytes) -> bool:
+    """
+    Whether the message's header section says C{TLS-Required: No}
+    (RFC 8689 section 5).
+    """
+    header, _, _ = content.partition(b"\n\n")
+    for line in header.split(b"\n"):
+        name, sep, value = line.partition(b":")
+        if sep and name.strip().lower() == b"tls-required":
+            return value.strip().lower() == b"no"
+    return False
 
 
 def _failure(relay: str, e: SessionFailed) -> str:
