@@ -91,6 +91,12 @@ class RequireTLSTests(SynchronousTestCase):
         self.assertIn("dsn=5.7.30, status=bounced (REQUIRETLS is required, but was not offered "
                       "by host localhost[", origin.log())
         self.assertEqual(maildirMessages(os.path.join(self.base, "peer-mail")), {})
+        # The bounce carries the headers only (RFC 8689 section 4.3).
+        spool = os.path.join(self.base, "origin-mail")
+        waitFor(lambda: maildirMessages(spool).get("alice"), what="the bounce")
+        [bounce] = maildirMessages(spool)["alice"]
+        self.assertIn(b"text/rfc822-headers", bounce)
+        self.assertNotIn(b"\nsecret\n", bounce.replace(b"\r\n", b"\n"))
 
     def test_unverifiedServerBounces(self):
         """

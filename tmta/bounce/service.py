@@ -298,7 +298,10 @@ class BounceService(Service):
                 return {"notice_id": ""}
             to, noticeKind = self.settings.doubleBounceRecipient, "2bounce"
         attributes = original.attributes
+        # RFC 8689 section 4.3: a notice of REQUIRETLS mail carries its
+        # headers only, whatever RET= asked.
         full = (original.complete and attributes.get("dsn_ret", "FULL") == "FULL"
+                and attributes.get("requiretls") != "yes"
                 and kind not in ("delay", "verify") and original.text)
         noticeId = await self._send(queueId, sender, recipients, original, to, noticeKind,
                                     full)
@@ -327,6 +330,9 @@ class BounceService(Service):
                           "origin": "2bounce" if toPostmaster else "bounce"}
         if attributes.get("smtputf8") == "yes":
             postAttributes["smtputf8"] = "yes"  # RFC 6533 notices go as SMTPUTF8 mail
+        if attributes.get("requiretls") == "yes":
+            # RFC 8689 section 4.3: the notice asks for REQUIRETLS in turn.
+            postAttributes["requiretls"] = "yes"
         result = await self.cleanup.post("", postAttributes, [(to, to)], text)
         noticeId = result["queue_id"]
         if result["code"] != 250:

@@ -322,6 +322,14 @@ class SMTPClient(protocol.Protocol):
             self.busy = False
             self.transactions += 1
 
+    def _requireTLSMet(self) -> bool:
+        """
+        Whether this session may carry REQUIRETLS mail: verified TLS to a
+        server that offers REQUIRETLS.
+        """
+        return (self.trust is not None and self.trust.status == "Verified"
+                and "REQUIRETLS" in self.extensions)
+
     async def _transaction(self, t: Transaction) -> Transaction:
         timeouts = self.timeouts
         if self._dirty:
@@ -341,7 +349,12 @@ class SMTPClient(protocol.Protocol):
             raise SessionFailed("MAIL FROM", Reply(550, "5.6.7 SMTPUTF8 is required"),
                                 "SMTPUTF8 is required, but was not offered by host",
                                 local=True)
-        if t.requireTLS:
+        requireTLS = t.requireTLS
+        if requireTLS and not t.sender and not self._requireTLSMet():
+            # RFC 8689 section 4.3: a bounce of REQUIRETLS mail is not
+            # lost for want of REQUIRETLS on its way back; it goes without.
+            requireTLS = False
+        if requireTLS:
             trust = getattr(self, "trust", None)
             if trust is None or trust.status != "Verified":
                 raise SessionFailed(
@@ -369,7 +382,7 @@ class SMTPClient(protocol.Protocol):
             mail += " BODY=8BITMIME"
         if international:
             mail += " SMTPUTF8"
-        if t.requireTLS:
+        if requireTLS:
             mail += " REQUIRETLS"
         t.dsnPassed = "DSN" in self.extensions
         rcpts = [f"RCPT TO:<{t.sentAs.get(r, r)}>" for r in t.recipients]
