@@ -256,6 +256,8 @@ class DMARCTests(TestCase):
         p.recipients(1, [{"address": "bob@example.org", "original": "bob@example.org"}])
         p.content(1, message)
         result = await p.end(1)
+        if result["code"] != 250:
+            return result, None, None
         with self.store.open("incoming", queueId) as f:
             env = readEnvelope(f)
             return result, "incoming", b"".join(iterContent(f, env)).decode()
@@ -487,3 +489,52 @@ class ReportAddressTests(SynchronousTestCase):
                                               ["y@other.example"]))
         self.assertEqual(asked, [("mail.example.com", "reports.example.net"),
                                  ("mail.example.com", "other.example")])
+
+
+class TrustedForwarderTests(TestCase):
+    """
+    A DMARC failure a trusted forwarder's intact ARC chain explains
+    (C{dmarc_trusted_arc_sealers}) is let through, as RFC 7489's
+    trusted_forwarder override.
+    """
+
+    def setUp(self):
+        import dkim
+
+        self.listPem = generateKey()
+        listKey = loadPrivateKey(self.listPem, "lists.example.net", "arc")
+        zone = dmarcZone(listKey).replace(
+            "    TXT('s1._domainkey.reject.test'", "    TXT('arc._domainkey.lists.example.net'")
+        self.resolver = loopbackResolver(self, zone)
+        message = (b"Authentication-Results: lists.example.net; dmarc=pass\r\n"
+                   b"From: ceo@reject.test\r\nSubject: via the list\r\n"
+                   b"Date: Mon, 7 Dec 2026 10:00:00 +0000\r\nMessage-ID: <m@reject.test>\r\n"
+                   b"\r\nText.\r\n")
+        seal = dkim.arc_sign(message, b"arc", b"lists.example.net", self.listPem,
+                             b"lists.example.net")
+        self.sealed = (b"".join(seal) + message).replace(b"\r\n", b"\n")
+
+    @defer.inlineCallbacks
+    def submit(self, trusted):
+        harness = DMARCTests("test_noPolicy")
+        harness.mktemp = self.mktemp
+        harness.resolver = self.resolver
+        harness.settings = {"myhostname": "mx.example.org", "dmarc_verification": "yes",
+                            "arc_verification": "yes", "dmarc_trusted_arc_sealers": trusted}
+        cleanup = harness.cleanup()
+        result = yield defer.Deferred.fromCoroutine(harness._submitWhole(cleanup, self.sealed))
+        return result
+
+    @defer.inlineCallbacks
+    def test_trustedSealerOverrides(self):
+        (result, _, text) = yield self.submit("lists.example.net")
+        self.assertEqual(result["code"], 250)
+        self.assertIn("arc=pass (i=1)", text)
+        self.assertIn("dmarc=fail (p=reject dis=none override=trusted_forwarder) "
+                      "header.from=reject.test", text)
+
+    @defer.inlineCallbacks
+    def test_otherSealerDoesNot(self):
+        (result, _, _) = yield self.submit("other.example")
+        self.assertEqual((result["code"], result["reason"]),
+                         (550, "5.7.1 rejected by DMARC policy for reject.test"))

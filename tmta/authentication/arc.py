@@ -64,7 +64,11 @@ class ARCVerification:
             chain, results, why = dkim.CV_Fail, [], str(e)
         newest = max((r.get("instance", 0) for r in results), default=0)
         if chain == dkim.CV_Pass:
-            message.results.append(AuthenticationResult("arc", "pass", comment=f"i={newest}"))
+            sealers = [r.get("as-domain", b"") for r in results]
+            message.results.append(AuthenticationResult(
+                "arc", "pass", comment=f"i={newest}", details={"arc_sealers": [
+                    (d.decode("ascii", "replace") if isinstance(d, bytes) else str(d)).lower()
+                    for d in sealers]}))
             return
         if answers.failed:
             message.results.append(AuthenticationResult(

@@ -94,7 +94,7 @@ class DMARCVerification:
 
     def __init__(self, resolver, rejectAction: str = "reject", quarantineAction: str = "hold",
                  timeout: float = 5, sample=lambda: random.uniform(0, 100),
-                 history: str = "", clock=time.time) -> None:
+                 history: str = "", clock=time.time, trustedSealers=()) -> None:
         if rejectAction not in REJECT_ACTIONS:
             raise ValueError(f"dmarc_reject_action must be one of {', '.join(REJECT_ACTIONS)}, "
                              f"not {rejectAction!r}")
@@ -113,6 +113,9 @@ class DMARCVerification:
         #: reports is recorded (C{dmarc_history_file}); empty: nowhere.
         self.history = history
         self.clock = clock
+        #: Forwarders whose intact ARC seal overrides a DMARC failure
+        #: (C{dmarc_trusted_arc_sealers}).
+        self.trustedSealers = frozenset(d.lower().rstrip(".") for d in trustedSealers)
 
     @defer.inlineCallbacks
     def _record(self, domain: str):
@@ -174,23 +177,44 @@ class DMARCVerification:
                 "none", "quarantine", "reject"):
             policy = tags["sp"].lower()
         disposition = "none"
+        override = ""
         if not passed and policy != "none":
             try:
                 percent = int(tags.get("pct", "100"))
             except ValueError:
                 percent = 100
             disposition = policy if self.sample() < percent else "none"
+            if disposition != "none" and self._trustedForwarder(message):
+                # RFC 7489 section 7.2's trusted_forwarder override: an
+                # intact ARC chain sealed by a forwarder this site
+                # trusts (a mailing list) stands for what it broke.
+                disposition, override = "none", "trusted_forwarder"
         message.results.append(AuthenticationResult(
             "dmarc", "pass" if passed else "fail", [("header.from", domain)],
-            comment=f"p={tags['p'].lower()} dis={disposition}"))
+            comment=f"p={tags['p'].lower()} dis={disposition}"
+                    + (f" override={override}" if override else "")))
         self._dispose(message, disposition, domain)
         if self.history and tags.get("rua"):
             self._remember(message, domain, policyDomain, tags, disposition, dkimAligned,
-                           spfAligned)
+                           spfAligned, override)
+
+    def _trustedForwarder(self, message: MessageUnderTest) -> bool:
+        """
+        Whether the message's ARC chain is intact and one of its sealers
+        is in C{dmarc_trusted_arc_sealers}.
+        """
+        if not self.trustedSealers:
+            return False
+        for result in message.results:
+            if result.method == "arc" and result.result == "pass":
+                sealers = result.details.get("arc_sealers", [])
+                if any(s in self.trustedSealers for s in sealers):  # type: ignore[union-attr]
+                    return True
+        return False
 
     def _remember(self, message: MessageUnderTest, domain: str, policyDomain: str,
                 tags: Dict[str, str], disposition: str, dkimAligned: bool,
-                spfAligned: bool) -> None:
+                spfAligned: bool, override: str = "") -> None:
         """
         Append this evaluation to the history the aggregate reports are
         made from (L{tmta.authentication.dmarcreports}).
@@ -205,6 +229,7 @@ class DMARCVerification:
             "pct": tags.get("pct", "100"), "adkim": tags.get("adkim", "r").lower(),
             "aspf": tags.get("aspf", "r").lower(), "rua": tags["rua"],
             "disposition": disposition, "dkim_aligned": dkimAligned, "spf_aligned": spfAligned,
+            "override": override,
             "dkim": [[r.property("header.d") or "", r.result] for r in message.results
                      if r.method == "dkim" and r.result != "none"],
             "spf": [spf[0], spfResult[0],

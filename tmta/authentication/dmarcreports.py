@@ -98,10 +98,12 @@ def reportXML(records: List[Dict], orgName: str, email: str, reportId: str,
     for r in records:
         key = json.dumps([r.get("source_ip", ""), r.get("disposition", "none"),
                           r.get("dkim_aligned", False), r.get("spf_aligned", False),
-                          r.get("header_from", ""), r.get("dkim", []), r.get("spf", [])])
+                          r.get("header_from", ""), r.get("dkim", []), r.get("spf", []),
+                          r.get("override", "")])
         rows[key] += 1
     for key, count in sorted(rows.items()):
-        source, disposition, dkimAligned, spfAligned, headerFrom, dkims, spf = json.loads(key)
+        (source, disposition, dkimAligned, spfAligned, headerFrom, dkims, spf,
+         override) = json.loads(key)
         record = ElementTree.SubElement(feedback, "record")
         row = ElementTree.SubElement(record, "row")
         _text(row, "source_ip", source)
@@ -110,6 +112,9 @@ def reportXML(records: List[Dict], orgName: str, email: str, reportId: str,
         _text(evaluated, "disposition", disposition)
         _text(evaluated, "dkim", "pass" if dkimAligned else "fail")
         _text(evaluated, "spf", "pass" if spfAligned else "fail")
+        if override:
+            reason = ElementTree.SubElement(evaluated, "reason")
+            _text(reason, "type", override)
         identifiers = ElementTree.SubElement(record, "identifiers")
         _text(identifiers, "header_from", headerFrom)
         results = ElementTree.SubElement(record, "auth_results")

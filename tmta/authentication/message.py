@@ -32,6 +32,9 @@ class AuthenticationResult:
     properties: List[Tuple[str, str]] = field(default_factory=list)
     reason: str = ""
     comment: str = ""
+    #: What a later check may use that the header does not show (the
+    #: domains of an ARC chain's sealers, C{arc_sealers}).
+    details: Dict[str, object] = field(default_factory=dict)
 
     def property(self, name: str) -> Optional[str]:
         for key, value in self.properties:

@@ -127,7 +127,8 @@ class DMARCType:
             return None
         return DMARCVerification(resolver, config.get("dmarc_reject_action").strip().lower(),
                                  config.get("dmarc_quarantine_action").strip().lower(),
-                                 history=config.get("dmarc_history_file").strip())
+                                 history=config.get("dmarc_history_file").strip(),
+                                 trustedSealers=config.getList("dmarc_trusted_arc_sealers"))
 
 
 @implementer(IMessageAuthenticatorType)

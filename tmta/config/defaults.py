@@ -166,6 +166,9 @@ DEFAULTS: Dict[str, str] = {
     # reports (rua=) is recorded, for "tmta dmarc report" (empty: none);
     # who the reports say they are from.
     "dmarc_history_file": "",
+    # Forwarders (ARC sealer domains) whose intact seal overrides a DMARC
+    # failure (RFC 7489's trusted_forwarder); needs arc_verification.
+    "dmarc_trusted_arc_sealers": "",
     "dmarc_report_org_name": "$mydomain",
     "dmarc_report_sender": "dmarc-reports@$mydomain",
     # tmta: MTA-STS (RFC 8461) for mail to a domain's MX hosts, its
