@@ -27,8 +27,7 @@ def addParser(commands) -> None:
 def runReport(options: argparse.Namespace, parser: argparse.ArgumentParser,
               out: TextIO = sys.stdout) -> int:
     from tmta.authentication.dmarcreports import gatherReports, reportMessage
-    from tmta.cli.admin.common import configuration, takeHistory
-    from tmta.cli.sendmail import Posting, post, wakePickup
+    from tmta.cli.admin.common import ReportSender, configuration, takeHistory
 
     config = configuration(options).main
     path = config.get("dmarc_history_file").strip()
@@ -38,8 +37,7 @@ def runReport(options: argparse.Namespace, parser: argparse.ArgumentParser,
     records, done = takeHistory(path, options.dry_run)
     orgName = config.get("dmarc_report_org_name").strip()
     sender = config.get("dmarc_report_sender").strip()
-    queueDirectory = config.get("queue_directory")
-    sent = 0
+    reports = ReportSender(config.get("queue_directory"), sender, options.dry_run, out)
     for domain, addresses, refused, reportId, begin, end, xml in gatherReports(
             records, orgName, sender):
         for address in refused:
@@ -47,19 +45,8 @@ def runReport(options: argparse.Namespace, parser: argparse.ArgumentParser,
                       "which does not publish the authorization of RFC 7489 section 7.1\n")
         if not addresses:
             continue
-        if options.dry_run:
-            out.write(f"{domain}: report {reportId} to {', '.join(addresses)}\n")
-            out.write(xml.decode("utf-8") + "\n")
-            continue
-        posting = Posting()
-        posting.sender = sender
-        posting.recipients = addresses
-        queueId = post(posting, reportMessage(domain, xml, orgName, sender, addresses,
-                                              reportId, begin, end), queueDirectory)
-        out.write(f"{domain}: report {reportId} to {', '.join(addresses)}: queued as "
-                  f"{queueId}\n")
-        sent += 1
-    if sent and not options.dry_run:
-        wakePickup(queueDirectory)
+        reports.send(domain, reportId, addresses, xml, lambda: reportMessage(
+            domain, xml, orgName, sender, addresses, reportId, begin, end))
+    reports.finish()
     done()
     return 0

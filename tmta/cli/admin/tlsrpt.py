@@ -45,8 +45,7 @@ def reportAddresses(domain: str) -> List[str]:
 def runReport(options: argparse.Namespace, parser: argparse.ArgumentParser,
               out: TextIO = sys.stdout, addresses=reportAddresses) -> int:
     from tmta.authentication.tlsreports import reportJSON, reportMessage
-    from tmta.cli.admin.common import configuration, takeHistory
-    from tmta.cli.sendmail import Posting, post, wakePickup
+    from tmta.cli.admin.common import ReportSender, configuration, takeHistory
 
     config = configuration(options).main
     path = config.get("smtp_tls_report_history_file").strip()
@@ -57,11 +56,10 @@ def runReport(options: argparse.Namespace, parser: argparse.ArgumentParser,
     records, done = takeHistory(path, options.dry_run)
     orgName = config.get("tls_report_org_name").strip()
     sender = config.get("tls_report_sender").strip()
-    queueDirectory = config.get("queue_directory")
+    reports = ReportSender(config.get("queue_directory"), sender, options.dry_run, out)
     byDomain: Dict[str, List[Dict]] = {}
     for record in records:
         byDomain.setdefault(record["policy_domain"], []).append(record)
-    sent = 0
     for domain, sessions in sorted(byDomain.items()):
         recipients = addresses(domain)
         if not recipients:
@@ -71,19 +69,8 @@ def runReport(options: argparse.Namespace, parser: argparse.ArgumentParser,
         end = int(max(r.get("time", 0) for r in sessions))
         reportId = f"{domain}.{begin}.{end}"
         report = reportJSON(sessions, orgName, sender, reportId, begin, end)
-        if options.dry_run:
-            out.write(f"{domain}: report {reportId} to {', '.join(recipients)}\n")
-            out.write(report.decode("utf-8") + "\n")
-            continue
-        posting = Posting()
-        posting.sender = sender
-        posting.recipients = recipients
-        queueId = post(posting, reportMessage(domain, report, orgName, sender, recipients,
-                                              reportId, begin, end), queueDirectory)
-        out.write(f"{domain}: report {reportId} to {', '.join(recipients)}: queued as "
-                  f"{queueId}\n")
-        sent += 1
-    if sent and not options.dry_run:
-        wakePickup(queueDirectory)
+        reports.send(domain, reportId, recipients, report, lambda: reportMessage(
+            domain, report, orgName, sender, recipients, reportId, begin, end))
+    reports.finish()
     done()
     return 0
