@@ -208,7 +208,7 @@ class DMARCVerification:
         for result in message.results:
             if result.method == "arc" and result.result == "pass":
                 sealers = result.details.get("arc_sealers", [])
-                if any(s in self.trustedSealers for s in sealers):  # type: ignore[union-attr]
+                if any(s in self.trustedSealers for s in sealers):
                     return True
         return False
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 #: Characters an RFC 8601 value may hold bare; anything else is quoted.
 _TOKEN = re.compile(r"^[!#-'*+\-./0-9=?A-Z^-~]+$")
@@ -34,7 +34,7 @@ class AuthenticationResult:
     comment: str = ""
     #: What a later check may use that the header does not show (the
     #: domains of an ARC chain's sealers, C{arc_sealers}).
-    details: Dict[str, object] = field(default_factory=dict)
+    details: Dict[str, Any] = field(default_factory=dict)
 
     def property(self, name: str) -> Optional[str]:
         for key, value in self.properties:
