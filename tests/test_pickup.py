@@ -94,7 +94,7 @@ class CommandLineTests(SynchronousTestCase):
     def test_wakeupIsAnAMPBox(self):
         from twisted.protocols import amp
 
-        from tmta.cli.sendmail import _ampBox
+        from tmta.cli.maildrop import _ampBox
 
         pairs = [(b"_command", b"Wakeup"), (b"reason", b"incoming")]
         self.assertEqual(_ampBox(pairs), amp.Box(dict(pairs)).serialize())

@@ -27,7 +27,8 @@ def addParser(commands) -> None:
 def runReport(options: argparse.Namespace, parser: argparse.ArgumentParser,
               out: TextIO = sys.stdout) -> int:
     from tmta.authentication.dmarcreports import gatherReports, reportMessage
-    from tmta.cli.admin.common import ReportSender, configuration, takeHistory
+    from tmta.cli.admin.common import configuration, takeHistory
+    from tmta.cli.admin.reports import ReportSender
 
     config = configuration(options).main
     path = config.get("dmarc_history_file").strip()

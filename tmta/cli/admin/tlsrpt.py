@@ -45,7 +45,8 @@ def reportAddresses(domain: str) -> List[str]:
 def runReport(options: argparse.Namespace, parser: argparse.ArgumentParser,
               out: TextIO = sys.stdout, addresses=reportAddresses) -> int:
     from tmta.authentication.tlsreports import reportJSON, reportMessage
-    from tmta.cli.admin.common import ReportSender, configuration, takeHistory
+    from tmta.cli.admin.common import configuration, takeHistory
+    from tmta.cli.admin.reports import ReportSender
 
     config = configuration(options).main
     path = config.get("smtp_tls_report_history_file").strip()
