@@ -7,7 +7,8 @@ the policies served over HTTPS under a test CA, in a private namespace
 
 import json
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.internet import defer
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tmta.smtp.mtasts import PolicyError, _recordId, parsePolicy
 
@@ -121,3 +122,36 @@ class ReportMessageTests(SynchronousTestCase):
         body = json.loads(gzip.decompress(attachment.get_payload(decode=True)))
         self.assertEqual(body["date-range"], {"start-datetime": "1970-01-01T00:00:00Z",
                                               "end-datetime": "1970-01-02T00:00:00Z"})
+
+
+class RecheckTests(TestCase):
+    """
+    A domain's TXT record is asked once an hour, not for every message.
+    """
+
+    @defer.inlineCallbacks
+    def test_askedOncePerHour(self):
+        from twisted.internet import reactor
+
+        from tests.support import loopbackResolver
+        from tmta.smtp.mtasts import RECHECK, PolicyFinder
+
+        resolver = loopbackResolver(self, "zone = [\n    SOA('example.test', mname='ns', "
+                                          "rname='root', serial=1, refresh=1, retry=1, "
+                                          "expire=1, minimum=1),\n]\n")
+        asked = []
+        lookupText = resolver.lookupText
+
+        def counting(name, *args, **kwargs):
+            asked.append(name)
+            return lookupText(name, *args, **kwargs)
+
+        resolver.lookupText = counting
+        now = [1000.0]
+        finder = PolicyFinder(reactor, resolver, self.mktemp(), clock=lambda: now[0])
+        for _ in range(3):
+            self.assertIsNone((yield finder.find("example.test")))
+        self.assertEqual(asked, ["_mta-sts.example.test"])
+        now[0] += RECHECK
+        yield finder.find("example.test")
+        self.assertEqual(len(asked), 2)

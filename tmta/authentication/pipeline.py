@@ -259,15 +259,6 @@ class MessageAuthentication:
                    parseNetworks(config.getList("dkim_internal_hosts"), "dkim_internal_hosts"),
                    sealers)
 
-    @property
-    def active(self) -> bool:
-        """
-        Whether any message may be examined: one that smtpd's
-        C{check_spf} has a result for always is, to carry the result
-        into C{Authentication-Results}.
-        """
-        return True
-
     def roles(self, attributes: Dict[str, str], probe: bool = False
               ) -> Tuple[bool, bool, bool]:
         """

@@ -107,10 +107,8 @@ class Message:
         self.ownReceived = -1
         #: Whether the message's signatures are verified, whether it is
         #: signed, and whether it is sealed (L{tmta.authentication}).
-        self.authenticationRoles = (False, False, False)
-        if cleanup.authentication.active:
-            self.authenticationRoles = cleanup.authentication.roles(
-                attributes, PROBE_ATTRIBUTE in attributes)
+        self.authenticationRoles = cleanup.authentication.roles(
+            attributes, PROBE_ATTRIBUTE in attributes)
         self.chain: defer.Deferred = defer.succeed(None)
         if not createFile:
             return

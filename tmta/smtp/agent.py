@@ -234,7 +234,10 @@ class SMTPDeliveryAgent:
             return self._all(request, "none", DEFERRED, "4.7.5",
                              f"TLS policy lookup for {request.nexthop}: {e}", started)
         requireTLS = request.attributes.get("requiretls") == "yes"
+        # The header is looked for only where a policy it sets aside
+        # applies: not on every message.
         tlsOptional = (not requireTLS and policy is self.tlsPolicies.default
+                       and (self.mtasts is not None or policy.level in DANE_LEVELS)
                        and _tlsNotRequired(content))
         if tlsOptional:
             # RFC 8689 section 5: the sender asks that the recipient

@@ -22,7 +22,7 @@ import os
 import re
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from twisted.internet import defer
 from twisted.names import dns
@@ -36,6 +36,8 @@ log = Logger()
 MAX_POLICY_SIZE = 64 * 1024
 #: The longest a policy is kept (RFC 8461 section 3.2: max_age).
 MAX_AGE_LIMIT = 31557600
+#: How long a domain's TXT record answer stands before it is asked again.
+RECHECK = 3600
 
 
 class PolicyError(ValueError):
@@ -139,6 +141,10 @@ class PolicyFinder:
         self.timeout = timeout
         self.clock = clock
         self._memory: Dict[str, STSPolicy] = {}
+        #: When each domain's TXT record was last asked, and the policy
+        #: then in force: asked again only after L{RECHECK} seconds, not
+        #: for every message.
+        self._asked: Dict[str, Tuple[float, Optional[STSPolicy]]] = {}
         self._agent = self._makeAgent(CAfile)
 
     def _makeAgent(self, CAfile: str):
@@ -223,6 +229,19 @@ class PolicyFinder:
 
     async def _find(self, domain: str) -> Optional[STSPolicy]:
         now = self.clock()
+        asked = self._asked.get(domain)
+        if asked is not None and now - asked[0] < RECHECK and (
+                asked[1] is None or not asked[1].expired(now)):
+            return asked[1]
+        policy = await self._current(domain, now)
+        self._asked[domain] = (now, policy)
+        return policy
+
+    async def _current(self, domain: str, now: float) -> Optional[STSPolicy]:
+        """
+        The policy in force: the one kept, unless the TXT record names a
+        newer one, which is fetched.
+        """
         cached = self._cached(domain)
         if cached is not None and cached.expired(now):
             cached = None
